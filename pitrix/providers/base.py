@@ -1,0 +1,77 @@
+"""The provider interface: what the runtime needs from any cloud.
+
+Providers know nothing of clusters' lifecycles; they create, find and remove instances. Every
+instance the runtime asks for has a deterministic ``name`` (cluster id + node id) and tags, so a
+step can always look an instance up before creating it and a crash never creates one twice.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol, runtime_checkable
+
+InstanceStatus = Literal["pending", "running", "stopped", "suspended", "terminated", "ceased", "unknown"]
+
+
+class ProviderError(Exception):
+    """A cloud call failed; ``retryable`` says whether trying again may help."""
+
+    def __init__(self, message: str, *, code: str = "", retryable: bool = False) -> None:
+        super().__init__(message)
+        self.code = code
+        self.retryable = retryable
+
+
+@dataclass(frozen=True, slots=True)
+class InstanceSpec:
+    """One instance to create."""
+
+    name: str  # deterministic: <cluster_id>-<node_id>
+    image: str
+    cpu: int = 1
+    memory: int = 1024  # MiB
+    userdata: str = ""  # a shell script; the provider encodes it as its cloud wants
+    key_pair: str = ""
+    network: str = ""
+    tags: Mapping[str, str] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class Instance:
+    instance_id: str
+    name: str
+    status: InstanceStatus
+    private_ip: str = ""
+    ssh_port: int = 22
+    tags: Mapping[str, str] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@runtime_checkable
+class Provider(Protocol):
+    """An async cloud client, constructed from a runtime definition (``from_runtime``)."""
+
+    name: str
+
+    async def run_instances(self, specs: list[InstanceSpec]) -> list[Instance]:
+        """Create the instances (not waiting for them to run)."""
+        ...
+
+    async def describe_instances(
+        self, *, instance_ids: list[str] | None = None, name_prefix: str | None = None
+    ) -> list[Instance]:
+        """Instances that exist (terminated ones excluded), by id or by name prefix."""
+        ...
+
+    async def terminate_instances(self, instance_ids: list[str]) -> None: ...
+
+    async def start_instances(self, instance_ids: list[str]) -> None: ...
+
+    async def stop_instances(self, instance_ids: list[str]) -> None: ...
+
+    async def wait_running(self, instance_ids: list[str], timeout: float) -> list[Instance]:
+        """Until every instance runs (error if one fails or the timeout passes)."""
+        ...
+
+    async def close(self) -> None: ...

@@ -1,0 +1,124 @@
+"""pitrixd's settings: one validated object from a TOML file and the environment.
+
+Precedence, highest first: environment (``PITRIX_<SECTION>__<KEY>``, e.g. ``PITRIX_API__LISTEN``),
+the TOML file (``/etc/pitrix/pitrixd.toml`` or ``--config``), the defaults below. A bad value stops
+the daemon at start with an error naming the key, rather than failing later in a code path.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+from typing import Any
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
+
+from pitrix.paths import default_state_dir
+
+DEFAULT_CONFIG_FILE = Path("/etc/pitrix/pitrixd.toml")
+
+
+class ConfigError(Exception):
+    """A configuration problem, with the offending key in the message."""
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class EtcdSettings(_Section):
+    endpoints: list[str] = Field(
+        default_factory=list,
+        description="etcd client URLs; empty starts a private embedded etcd under the state dir",
+    )
+    prefix: str = Field("/pitrix", description="key prefix for everything pitrixd stores")
+    dial_timeout: float = Field(5.0, gt=0)
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_absolute(cls, value: str) -> str:
+        if not value.startswith("/") or value.endswith("/"):
+            raise ValueError("must start with '/' and not end with '/'")
+        return value
+
+
+class ApiSettings(_Section):
+    listen: str = Field("127.0.0.1:9610", description="host:port of the admin API")
+    unix_socket: Path | None = Field(None, description="serve the admin API on this unix socket instead")
+
+    @field_validator("listen")
+    @classmethod
+    def _host_port(cls, value: str) -> str:
+        host, sep, port = value.rpartition(":")
+        if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
+            raise ValueError("must be host:port, e.g. 127.0.0.1:9610")
+        return value
+
+    @property
+    def host(self) -> str:
+        return self.listen.rpartition(":")[0]
+
+    @property
+    def port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="PITRIX_", env_nested_delimiter="__", extra="forbid", validate_default=True
+    )
+
+    state_dir: Path = Field(default_factory=default_state_dir)
+    log_level: str = "info"
+    etcd: EtcdSettings = Field(default_factory=lambda: EtcdSettings())
+    api: ApiSettings = Field(default_factory=lambda: ApiSettings())
+
+    @field_validator("log_level")
+    @classmethod
+    def _level(cls, value: str) -> str:
+        if value.lower() not in {"debug", "info", "warning", "error"}:
+            raise ValueError("must be one of debug, info, warning, error")
+        return value.lower()
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment beats the file; the file arrives as init kwargs from load().
+        return (env_settings, init_settings)
+
+
+def _describe(error: ValidationError, source: str) -> str:
+    lines = [f"invalid configuration ({source}):"]
+    for item in error.errors():
+        key = ".".join(str(part) for part in item["loc"]) or "<root>"
+        lines.append(f"  {key}: {item['msg']}")
+    return "\n".join(lines)
+
+
+def load(path: Path | None = None, **overrides: Any) -> Settings:
+    """Read settings from ``path`` (default file if present), the environment and ``overrides``."""
+    data: dict[str, Any] = {}
+    source = "defaults and environment"
+    file = path if path is not None else (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None)
+    if file is not None:
+        source = str(file)
+        try:
+            data = tomllib.loads(file.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {file} does not exist") from exc
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"config file {file} is not valid TOML: {exc}") from exc
+    for key, value in overrides.items():
+        if value is not None:
+            data[key] = value
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, source)) from exc
