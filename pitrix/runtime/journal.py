@@ -1,0 +1,40 @@
+"""The journal of a job's steps in etcd, so a restarted pitrixd resumes where it stopped."""
+
+from __future__ import annotations
+
+import time
+
+from pitrix.runtime.records import StepRecord, step_key
+from pitrix.store import Store
+
+
+class Journal:
+    """Start and end records of one job's steps."""
+
+    def __init__(self, store: Store, cluster_id: str, job_id: str) -> None:
+        self.store = store
+        self.cluster_id = cluster_id
+        self.job_id = job_id
+
+    def _key(self, name: str) -> str:
+        return step_key(self.cluster_id, self.job_id, name)
+
+    async def records(self) -> dict[str, StepRecord]:
+        prefix = self._key("")
+        kvs, _ = await self.store.get_prefix(prefix)
+        return {kv.key[len(prefix) :]: StepRecord.model_validate_json(kv.value) for kv in kvs}
+
+    async def started(self, name: str) -> StepRecord:
+        record = StepRecord(name=name, status="running", started=time.time())
+        await self.store.put(self._key(name), record.dump())
+        return record
+
+    async def finished(self, record: StepRecord, detail: str | None = None) -> StepRecord:
+        done = record.model_copy(update={"status": "done", "finished": time.time(), "detail": detail or ""})
+        await self.store.put(self._key(record.name), done.dump())
+        return done
+
+    async def failed(self, record: StepRecord, error: str) -> StepRecord:
+        failed = record.model_copy(update={"status": "failed", "finished": time.time(), "error": error})
+        await self.store.put(self._key(record.name), failed.dump())
+        return failed

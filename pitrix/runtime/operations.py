@@ -1,0 +1,329 @@
+"""The steps of a cluster's plans, each idempotent and reading its inputs from etcd.
+
+A step never trusts memory from an earlier step: nodes, instance ids and addresses are read back
+from the node records, so a step re-run by a restarted daemon sees what its previous run left.
+Instances are looked up by their deterministic names before any is created.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from typing import Any
+
+from pitrix.logs import get_logger
+from pitrix.metad.client import MetadManagementClient
+from pitrix.providers.base import InstanceSpec, Provider
+from pitrix.runtime.agents import AgentStatus
+from pitrix.runtime.records import Cluster, Job, MetadataCluster, Node, cluster_data_prefix, node_key
+from pitrix.runtime.spec import Service
+from pitrix.runtime.userdata import agent_userdata
+from pitrix.store import Store
+
+BOOT_TIMEOUT = 300.0
+AGENT_TIMEOUT = 120.0
+
+
+class OperationError(Exception):
+    """A step could not reach its goal; the message says which node and why."""
+
+
+class ClusterOperations:
+    """Everything the plans of one cluster's job do, as methods usable as steps."""
+
+    def __init__(
+        self,
+        store: Store,
+        cluster: Cluster,
+        job: Job,
+        provider: Provider,
+        metadata: MetadataCluster,
+        metad: MetadManagementClient,
+        agents: AgentStatus,
+    ) -> None:
+        self.store = store
+        self.cluster = cluster
+        self.job = job
+        self.provider = provider
+        self.metadata = metadata
+        self.metad = metad
+        self.agents = agents
+        self.log = get_logger("pitrix.operations", cluster_id=cluster.id, job_id=job.id)
+
+    @property
+    def cid(self) -> str:
+        return self.cluster.id
+
+    # -- node records -----------------------------------------------------------------------------
+
+    async def nodes(self, role: str | None = None) -> list[Node]:
+        kvs, _ = await self.store.get_prefix(cluster_data_prefix(self.cid) + "nodes/")
+        nodes = [Node.model_validate_json(kv.value) for kv in kvs]
+        nodes = [n for n in nodes if role is None or n.role == role]
+        return sorted(nodes, key=lambda n: (n.role, n.index))
+
+    async def save(self, node: Node) -> None:
+        await self.store.put(node_key(self.cid, node.node_id), node.dump())
+
+    async def plan_nodes(self, counts: dict[str, int]) -> str:
+        """Node records for every role up to its count (existing ones are kept)."""
+        existing = {n.node_id for n in await self.nodes()}
+        added = []
+        for role, count in counts.items():
+            for index in range(1, count + 1):
+                node_id = f"{role}-{index}"
+                if node_id not in existing:
+                    node = Node(node_id=node_id, role=role, index=index, name=f"{self.cid}-{node_id}")
+                    await self.save(node)
+                    added.append(node_id)
+        return f"planned {', '.join(added)}" if added else "nothing to plan"
+
+    async def members(self, node_ids: Iterable[str]) -> list[Node]:
+        wanted = set(node_ids)
+        return [n for n in await self.nodes() if n.node_id in wanted]
+
+    # -- instances --------------------------------------------------------------------------------
+
+    async def run_instances(self, node_ids: list[str]) -> str:
+        """Create the nodes' instances, after looking each one up by its name."""
+        nodes = await self.members(node_ids)
+        existing = {i.name: i for i in await self.provider.describe_instances(name_prefix=f"{self.cid}-")}
+        to_create: list[Node] = []
+        for node in nodes:
+            found = existing.get(node.name)
+            if found is not None:
+                if node.instance_id != found.instance_id:
+                    await self.save(
+                        node.model_copy(update={"instance_id": found.instance_id, "status": "created"})
+                    )
+            else:
+                to_create.append(node)
+        if not to_create:
+            return f"{len(nodes)} instances already exist"
+        userdata = agent_userdata([self.metadata.instance_url])
+        specs = [
+            InstanceSpec(
+                name=node.name,
+                image=self.cluster.app.role(node.role).image,
+                cpu=self.cluster.app.role(node.role).cpu,
+                memory=self.cluster.app.role(node.role).memory,
+                userdata=userdata,
+                tags={
+                    "pitrix:cluster": self.cid,
+                    "pitrix:owner": self.cluster.owner,
+                    "pitrix:node": node.node_id,
+                },
+            )
+            for node in to_create
+        ]
+        created = await self.provider.run_instances(specs)
+        by_name = {i.name: i for i in created}
+        for node in to_create:
+            instance = by_name.get(node.name)
+            if instance is None:
+                raise OperationError(f"node {node.node_id}: the cloud did not return instance {node.name}")
+            await self.save(
+                node.model_copy(update={"instance_id": instance.instance_id, "status": "created"})
+            )
+        return f"created {len(to_create)} instances"
+
+    async def wait_running(self, node_ids: list[str]) -> str:
+        nodes = await self.members(node_ids)
+        missing = [n.node_id for n in nodes if not n.instance_id]
+        if missing:
+            raise OperationError(f"nodes {', '.join(missing)} have no instance")
+        instances = await self.provider.wait_running([n.instance_id for n in nodes], timeout=BOOT_TIMEOUT)
+        by_id = {i.instance_id: i for i in instances}
+        for node in nodes:
+            ip = by_id[node.instance_id].private_ip
+            if node.ip != ip or node.status == "created":
+                await self.save(node.model_copy(update={"ip": ip, "status": "running"}))
+        return f"{len(nodes)} running"
+
+    async def terminate(self, node_ids: list[str] | None = None) -> str:
+        """Terminate the nodes' instances (all of the cluster's when ``node_ids`` is None)."""
+        nodes = await self.nodes() if node_ids is None else await self.members(node_ids)
+        names = {n.name for n in nodes}
+        found = await self.provider.describe_instances(name_prefix=f"{self.cid}-")
+        ids = sorted({i.instance_id for i in found if i.name in names or node_ids is None})
+        if ids:
+            await self.provider.terminate_instances(ids)
+        for node in nodes:
+            await self.store.delete(node_key(self.cid, node.node_id))
+        return f"terminated {len(ids)} instances"
+
+    # -- metadata ---------------------------------------------------------------------------------
+
+    def _host_entry(self, node: Node) -> dict[str, Any]:
+        role = self.cluster.app.role(node.role)
+        return {
+            "instance_id": node.instance_id,
+            "ip": node.ip,
+            "sid": str(node.index),
+            "gid": node.role,
+            "node_id": node.node_id,
+            "role": node.role,
+            "cpu": str(role.cpu),
+            "memory": str(role.memory),
+            "status": "active",
+        }
+
+    def _cluster_entry(self) -> dict[str, Any]:
+        return {
+            "cluster_id": self.cid,
+            "app_id": self.cluster.app.name,
+            "app_version": self.cluster.app.version,
+            "owner": self.cluster.owner,
+            "runtime": self.cluster.runtime,
+            "global_uuid": self.cid,
+        }
+
+    def _env(self) -> dict[str, dict[str, str]]:
+        env: dict[str, dict[str, str]] = {}
+        for role in self.cluster.app.roles:
+            merged = dict(role.env)
+            merged.update(self.cluster.env.get(role.name, {}))
+            if merged:
+                env[role.name] = merged
+        return env
+
+    async def register(self, node_ids: list[str], *, adding: bool = False) -> str:
+        """Publish the cluster and the nodes to metad, then map each instance to its /self view."""
+        nodes = await self.members(node_ids)
+        hosts: dict[str, dict[str, Any]] = {}
+        for node in nodes:
+            hosts.setdefault(node.role, {})[node.instance_id] = self._host_entry(node)
+        data: dict[str, Any] = {"cluster": self._cluster_entry(), "hosts": hosts}
+        env = self._env()
+        if env:
+            data["env"] = env
+        if self.cluster.app.endpoints:
+            data["endpoints"] = {
+                name: {"port": str(e.port), "protocol": e.protocol}
+                for name, e in self.cluster.app.endpoints.items()
+            }
+        if adding:
+            data["adding-hosts"] = hosts
+        for node in nodes:
+            await self.metad.put_mapping(
+                node.instance_id,
+                {
+                    "instance_id": node.instance_id,
+                    "cluster_id": self.cid,
+                    "role": node.role,
+                    "ip": node.ip,
+                    "owner": self.cluster.owner,
+                },
+            )
+        await self.metad.put_data(f"/clusters/{self.cid}", data)
+        for node in nodes:
+            if node.status != "registered":
+                await self.save(node.model_copy(update={"status": "registered"}))
+        return f"registered {len(nodes)} nodes"
+
+    async def mark_leaving(self, node_ids: list[str]) -> str:
+        nodes = await self.members(node_ids)
+        deleting: dict[str, dict[str, Any]] = {}
+        for node in nodes:
+            deleting.setdefault(node.role, {})[node.instance_id] = self._host_entry(node)
+            if node.status != "leaving":
+                await self.save(node.model_copy(update={"status": "leaving"}))
+        if deleting:
+            await self.metad.put_data(f"/clusters/{self.cid}", {"deleting-hosts": deleting})
+        return f"{len(nodes)} nodes leaving"
+
+    async def unregister(self, node_ids: list[str]) -> str:
+        """Remove the nodes from the metadata (hosts, commands, mappings, reported status)."""
+        for node in await self.members(node_ids):
+            if not node.instance_id:
+                continue
+            await self.metad.delete_data(f"/clusters/{self.cid}/hosts/{node.role}/{node.instance_id}")
+            await self.metad.delete_data(f"/clusters/{self.cid}/cmd/{node.instance_id}")
+            await self.metad.delete_mapping(node.instance_id)
+            await self.metad.delete_data(f"/_pitrix/status/{self.cid}/{node.instance_id}")
+        return "unregistered"
+
+    async def clear(self, section: str) -> str:
+        await self.metad.delete_data(f"/clusters/{self.cid}/{section}")
+        return f"cleared {section}"
+
+    async def unregister_cluster(self) -> str:
+        for node in await self.nodes():
+            if node.instance_id:
+                await self.metad.delete_mapping(node.instance_id)
+        await self.metad.delete_data(f"/clusters/{self.cid}")
+        await self.metad.delete_data(f"/_pitrix/status/{self.cid}")
+        return "metadata removed"
+
+    # -- agents -----------------------------------------------------------------------------------
+
+    async def wait_agents(self, node_ids: list[str]) -> str:
+        nodes = await self.members(node_ids)
+        ids = [n.instance_id for n in nodes]
+        await self.agents.wait_for(lambda _: all(self.agents.has_heartbeat(i) for i in ids), AGENT_TIMEOUT)
+        return f"{len(ids)} agents reporting"
+
+    async def converge(self, node_ids: list[str]) -> str:
+        """Until each node has applied the cluster's metadata as it is now.
+
+        Agents report the revision of the view they applied, and a view's revision only moves when
+        that view changes, so the step bumps the cluster's ``generation`` (part of every node's
+        view) and waits for every node to report that write's revision or a later one.
+        """
+        nodes = await self.members(node_ids)
+        ids = [n.instance_id for n in nodes]
+        revision = await self.metad.put_data(
+            f"/clusters/{self.cid}/cluster", {"generation": f"{time.time():.6f}"}
+        )
+        await self.agents.wait_for(
+            lambda _: all(self.agents.applied_revision(i) >= revision for i in ids), AGENT_TIMEOUT
+        )
+        return f"{len(ids)} nodes applied revision {revision}"
+
+    async def run_service(self, service: str, node_ids: list[str]) -> str:
+        """Run one lifecycle service on the nodes whose role defines it, and wait for every result."""
+        nodes = await self.members(node_ids)
+        targets: list[tuple[Node, Service]] = []
+        for node in nodes:
+            svc = self.cluster.app.role(node.role).services.get(service)  # type: ignore[call-overload]
+            if svc is not None:
+                targets.append((node, svc))
+        if not targets:
+            return f"no {service} service"
+        started = time.monotonic()
+        commands = {}
+        for node, svc in targets:
+            command_id = f"{self.job.id}-{service}-{node.node_id}"
+            commands[node.instance_id] = command_id
+            await self.metad.post_data(
+                f"/clusters/{self.cid}/cmd/{node.instance_id}",
+                {"id": command_id, "cmd": svc.cmd, "timeout": str(svc.timeout)},
+            )
+        timeout = max(svc.timeout for _, svc in targets) + 30
+
+        def finished(_: object) -> bool:
+            return all(
+                (self.agents.command_result(iid, cmd) or {}).get("status") in ("successful", "failed")
+                for iid, cmd in commands.items()
+            )
+
+        await self.agents.wait_for(finished, timeout)
+        failures = []
+        for iid, cmd in commands.items():
+            result = self.agents.command_result(iid, cmd) or {}
+            if result.get("status") != "successful":
+                tail = (result.get("output_tail") or "").strip().splitlines()[-3:]
+                failures.append(f"{iid} exit {result.get('exit_code')}: {' | '.join(tail)}")
+        if failures:
+            raise OperationError(f"{service} failed on {len(failures)} node(s): " + "; ".join(failures))
+        return f"{service} on {len(targets)} nodes in {time.monotonic() - started:.2f}s"
+
+
+def service_layers(cluster: Cluster, service: str) -> list[list[str]]:
+    """Roles grouped by the service's ``order``: each group runs after the one before."""
+    orders: dict[int, list[str]] = {}
+    for role in cluster.app.roles:
+        svc = role.services.get(service)  # type: ignore[call-overload]
+        if svc is not None:
+            orders.setdefault(svc.order, []).append(role.name)
+    return [orders[o] for o in sorted(orders)]

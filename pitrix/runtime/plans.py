@@ -1,0 +1,88 @@
+"""Which steps each action runs, in which order: the lifecycle written down as data.
+
+Node sets come from the job's arguments, fixed when the action was accepted, so a resumed plan
+works on exactly the nodes the original one did.
+"""
+
+from __future__ import annotations
+
+from functools import partial
+
+from pitrix.runtime.operations import ClusterOperations, service_layers
+from pitrix.runtime.plan import Plan, Step, as_step
+from pitrix.runtime.records import Cluster, Job
+
+
+def _service_steps(
+    plan: Plan, ops: ClusterOperations, cluster: Cluster, service: str, node_ids: list[str]
+) -> None:
+    """One layer per ``order`` group of roles defining ``service``."""
+    for roles in service_layers(cluster, service):
+        members = [n for n in node_ids if n.rsplit("-", 1)[0] in roles]
+        if members:
+            plan.then(as_step(f"{service}:{'+'.join(roles)}", ops.run_service, service, members))
+
+
+def all_node_ids(cluster: Cluster, counts: dict[str, int] | None = None) -> list[str]:
+    counts = counts if counts is not None else cluster.counts
+    return [f"{role}-{i}" for role, count in counts.items() for i in range(1, count + 1)]
+
+
+def create_plan(cluster: Cluster, job: Job, ops: ClusterOperations) -> Plan:
+    nodes = all_node_ids(cluster)
+    plan = Plan("create")
+    plan.then(as_step("plan-nodes", ops.plan_nodes, cluster.counts))
+    plan.then(as_step("run-instances", ops.run_instances, nodes))
+    plan.then(as_step("wait-running", ops.wait_running, nodes))
+    plan.then(as_step("register", ops.register, nodes))
+    plan.then(as_step("wait-agents", ops.wait_agents, nodes))
+    _service_steps(plan, ops, cluster, "init", nodes)
+    _service_steps(plan, ops, cluster, "start", nodes)
+    plan.then(as_step("converge", ops.converge, nodes))
+    return plan
+
+
+def scale_out_plan(cluster: Cluster, job: Job, ops: ClusterOperations) -> Plan:
+    role, old, new = job.args["role"], int(job.args["from"]), int(job.args["to"])
+    added = [f"{role}-{i}" for i in range(old + 1, new + 1)]
+    counts = dict(cluster.counts, **{role: new})
+    existing = [n for n in all_node_ids(cluster, counts) if n not in added]
+    plan = Plan("scale_out")
+    plan.then(as_step("plan-nodes", ops.plan_nodes, counts))
+    plan.then(as_step("run-instances", ops.run_instances, added))
+    plan.then(as_step("wait-running", ops.wait_running, added))
+    plan.then(as_step("register", partial(ops.register, adding=True), added))
+    plan.then(as_step("wait-agents", ops.wait_agents, added))
+    _service_steps(plan, ops, cluster, "init", added)
+    _service_steps(plan, ops, cluster, "start", added)
+    plan.then(as_step("scale_out", ops.run_service, "scale_out", existing))
+    plan.then(as_step("converge", ops.converge, existing + added))
+    plan.then(as_step("clear-adding-hosts", ops.clear, "adding-hosts"))
+    return plan
+
+
+def scale_in_plan(cluster: Cluster, job: Job, ops: ClusterOperations) -> Plan:
+    role, old, new = job.args["role"], int(job.args["from"]), int(job.args["to"])
+    leaving = [f"{role}-{i}" for i in range(new + 1, old + 1)]
+    remaining = [n for n in all_node_ids(cluster, dict(cluster.counts, **{role: old})) if n not in leaving]
+    plan = Plan("scale_in")
+    plan.then(as_step("mark-leaving", ops.mark_leaving, leaving))
+    plan.then(as_step("scale_in", ops.run_service, "scale_in", remaining))
+    plan.then(as_step("stop-leaving", ops.run_service, "stop", leaving))
+    plan.then(as_step("destroy-leaving", ops.run_service, "destroy", leaving))
+    plan.then(as_step("unregister", ops.unregister, leaving))
+    plan.then(as_step("terminate", ops.terminate, leaving))
+    plan.then(as_step("converge", ops.converge, remaining))
+    plan.then(as_step("clear-deleting-hosts", ops.clear, "deleting-hosts"))
+    return plan
+
+
+def delete_plan(cluster: Cluster, job: Job, ops: ClusterOperations, release: Step) -> Plan:
+    plan = Plan("delete")
+    plan.then(as_step("unregister", ops.unregister_cluster))
+    plan.then(as_step("terminate", ops.terminate, None))
+    plan.then(release)
+    return plan
+
+
+BUILDERS = {"create": create_plan, "scale_out": scale_out_plan, "scale_in": scale_in_plan}

@@ -1,0 +1,365 @@
+"""The runtime: every cluster's state machine, its supervisor task, and the records behind them.
+
+An action is accepted in three moves: the machine checks it is allowed, the new state and the job
+are written to etcd in one transaction, and only then the cluster's supervisor starts the plan.
+A restarted runtime reloads every cluster and resumes each unfinished job at its first unfinished
+step.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pitrix.logs import get_logger
+from pitrix.providers.base import Provider, ProviderError
+from pitrix.providers.registry import load_provider
+from pitrix.runtime.agents import AgentStatus
+from pitrix.runtime.executor import StepFailed, execute
+from pitrix.runtime.journal import Journal
+from pitrix.runtime.machine import ACTION_STATE, TRANSITIONAL, ClusterModel, Lifecycle, LifecycleError
+from pitrix.runtime.metadata import MetadataClusters
+from pitrix.runtime.operations import ClusterOperations
+from pitrix.runtime.plan import Plan, Step
+from pitrix.runtime.plans import BUILDERS, delete_plan
+from pitrix.runtime.records import (
+    Cluster,
+    Job,
+    Node,
+    Runtime,
+    StepRecord,
+    cluster_data_prefix,
+    cluster_key,
+    job_key,
+    new_id,
+    runtime_key,
+)
+from pitrix.runtime.spec import SpecError, parse_spec
+from pitrix.store import Store
+
+
+class NotFound(LookupError):
+    """No such cluster, job or runtime (for this owner)."""
+
+
+class InvalidRequest(ValueError):
+    """A request's content is wrong; the message names the field."""
+
+
+class RuntimeService:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.lifecycle = Lifecycle()
+        self.models: dict[str, ClusterModel] = {}
+        self._locks: dict[str, asyncio.Lock] = {}
+        self._tasks: dict[str, asyncio.Task[None]] = {}
+        self._providers: dict[str, Provider] = {}
+        self._changed = asyncio.Condition()
+        self.metadata = MetadataClusters(store, self.provider_for)
+        self.log = get_logger("pitrix.runtime")
+
+    # -- life of the service ----------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Load every cluster and resume the unfinished jobs."""
+        resumed = 0
+        for cluster in await self.list_clusters(include_deleted=True):
+            self.models[cluster.id] = self.lifecycle.add(cluster.id, cluster.state)
+            if cluster.state in TRANSITIONAL and cluster.job_id:
+                self._supervise(cluster.id)
+                resumed += 1
+        self.log.info("runtime started", clusters=len(self.models), resumed=resumed)
+
+    async def stop(self) -> None:
+        """Stop supervising (jobs stay journaled and resume at the next start)."""
+        tasks = list(self._tasks.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.metadata.close()
+        for provider in self._providers.values():
+            await provider.close()
+        self._providers.clear()
+
+    # -- runtimes ---------------------------------------------------------------------------------
+
+    async def put_runtime(self, data: dict[str, Any]) -> Runtime:
+        from pydantic import ValidationError
+
+        try:
+            runtime = Runtime.model_validate(data)
+        except ValidationError as exc:
+            item = exc.errors()[0]
+            raise InvalidRequest(f"{'.'.join(map(str, item['loc']))}: {item['msg']}") from None
+        try:
+            provider = load_provider(runtime.provider, runtime.model_dump())
+        except ProviderError as exc:
+            raise InvalidRequest(str(exc)) from None
+        await self.store.put(runtime_key(runtime.name), runtime.dump())
+        old = self._providers.pop(runtime.name, None)
+        if old is not None:
+            await old.close()
+        self._providers[runtime.name] = provider
+        return runtime
+
+    async def get_runtime(self, name: str) -> Runtime:
+        kv = await self.store.get(runtime_key(name))
+        if kv is None:
+            raise NotFound(f"runtime {name!r} does not exist")
+        return Runtime.model_validate_json(kv.value)
+
+    async def list_runtimes(self) -> list[Runtime]:
+        kvs, _ = await self.store.get_prefix("/runtimes/")
+        return [Runtime.model_validate_json(kv.value) for kv in kvs]
+
+    async def provider_for(self, name: str) -> Provider:
+        provider = self._providers.get(name)
+        if provider is None:
+            runtime = await self.get_runtime(name)
+            provider = self._providers[name] = load_provider(runtime.provider, runtime.model_dump())
+        return provider
+
+    # -- reading clusters -------------------------------------------------------------------------
+
+    async def get_cluster(self, cid: str, owner: str | None = None) -> Cluster:
+        kv = await self.store.get(cluster_key(cid))
+        if kv is None:
+            raise NotFound(f"cluster {cid!r} does not exist")
+        cluster = Cluster.model_validate_json(kv.value)
+        if owner is not None and cluster.owner != owner:
+            raise NotFound(f"cluster {cid!r} does not exist")
+        return cluster
+
+    async def list_clusters(self, owner: str | None = None, include_deleted: bool = False) -> list[Cluster]:
+        kvs, _ = await self.store.get_prefix("/clusters/")
+        clusters = [Cluster.model_validate_json(kv.value) for kv in kvs]
+        return [
+            c
+            for c in sorted(clusters, key=lambda c: c.created)
+            if (owner is None or c.owner == owner) and (include_deleted or c.state != "deleted")
+        ]
+
+    async def nodes(self, cid: str) -> list[Node]:
+        kvs, _ = await self.store.get_prefix(cluster_data_prefix(cid) + "nodes/")
+        return sorted((Node.model_validate_json(kv.value) for kv in kvs), key=lambda n: (n.role, n.index))
+
+    async def get_job(self, cid: str, job_id: str) -> Job:
+        kv = await self.store.get(job_key(cid, job_id))
+        if kv is None:
+            raise NotFound(f"job {job_id!r} of cluster {cid!r} does not exist")
+        return Job.model_validate_json(kv.value)
+
+    async def job_steps(self, cid: str, job_id: str) -> list[StepRecord]:
+        records = await Journal(self.store, cid, job_id).records()
+        return sorted(records.values(), key=lambda r: r.started)
+
+    async def wait(self, cid: str, until: Callable[[Cluster], bool], timeout: float) -> Cluster:
+        """Until ``until(cluster)`` holds; TimeoutError after ``timeout``."""
+
+        async def waiting() -> Cluster:
+            async with self._changed:
+                while True:
+                    cluster = await self.get_cluster(cid)
+                    if until(cluster):
+                        return cluster
+                    await self._changed.wait()
+
+        return await asyncio.wait_for(waiting(), timeout)
+
+    async def _notify(self) -> None:
+        async with self._changed:
+            self._changed.notify_all()
+
+    # -- actions ----------------------------------------------------------------------------------
+
+    async def create_cluster(
+        self,
+        *,
+        owner: str,
+        runtime: str,
+        app: dict[str, Any],
+        name: str = "",
+        counts: dict[str, int] | None = None,
+    ) -> tuple[Cluster, Job]:
+        try:
+            spec = parse_spec(app)
+        except SpecError as exc:
+            raise InvalidRequest(f"app.{exc}") from None
+        await self.get_runtime(runtime)
+        role_counts = {r.name: r.count for r in spec.roles}
+        for role, count in (counts or {}).items():
+            if role not in role_counts:
+                raise InvalidRequest(f"counts.{role}: the app has no role {role!r}")
+            if not isinstance(count, int) or not 0 <= count <= 1000:
+                raise InvalidRequest(f"counts.{role}: must be a whole number from 0 to 1000")
+            role_counts[role] = count
+        cid = new_id("cl")
+        cluster = Cluster(
+            id=cid, name=name or spec.name, owner=owner, runtime=runtime, app=spec, counts=role_counts
+        )
+        model = self.lifecycle.add(cid, "pending")
+        self.models[cid] = model
+        job = await self._act(cluster, model, "create", {})
+        return await self.get_cluster(cid), job
+
+    async def scale(self, cid: str, role: str, count: int, owner: str | None = None) -> Job:
+        cluster = await self.get_cluster(cid, owner)
+        try:
+            cluster.app.role(role)
+        except SpecError:
+            raise InvalidRequest(f"role: cluster {cid} has no role {role!r}") from None
+        if not isinstance(count, int) or not 0 <= count <= 1000:
+            raise InvalidRequest("count: must be a whole number from 0 to 1000")
+        current = cluster.counts.get(role, 0)
+        if count == current:
+            raise InvalidRequest(f"count: role {role} already has {count} nodes")
+        action = "scale_out" if count > current else "scale_in"
+        return await self._act(
+            cluster, self._model(cid), action, {"role": role, "from": current, "to": count}
+        )
+
+    async def delete_cluster(self, cid: str, owner: str | None = None) -> Job:
+        cluster = await self.get_cluster(cid, owner)
+        return await self._act(cluster, self._model(cid), "delete", {})
+
+    async def retry(self, cid: str, owner: str | None = None) -> Job:
+        cluster = await self.get_cluster(cid, owner)
+        if not cluster.job_id:
+            raise LifecycleError("nothing to retry")
+        job = await self.get_job(cid, cluster.job_id)
+        return await self._act(
+            cluster, self._model(cid), "retry", job.args, ACTION_STATE[job.action], job=job
+        )
+
+    def _model(self, cid: str) -> ClusterModel:
+        model = self.models.get(cid)
+        if model is None:
+            raise NotFound(f"cluster {cid!r} does not exist")
+        return model
+
+    async def _act(
+        self,
+        cluster: Cluster,
+        model: ClusterModel,
+        action: str,
+        args: dict[str, Any],
+        *trigger_args: Any,
+        job: Job | None = None,
+    ) -> Job:
+        lock = self._locks.setdefault(cluster.id, asyncio.Lock())
+        async with lock:
+            cluster = (await self.get_cluster(cluster.id)) if model.state != "pending" else cluster
+            old, new = self.lifecycle.apply(model, action, *trigger_args)
+            if job is None:
+                job = Job(id=new_id("j"), cluster_id=cluster.id, action=action, args=args)
+            else:  # a retry continues the failed job, so its journal skips what was done
+                job = job.model_copy(update={"status": "running", "error": None, "finished": None})
+            updated = cluster.model_copy(
+                update={"state": new, "job_id": job.id, "last_error": None, "updated": time.time()}
+            )
+            try:
+                await self.store.put_many(
+                    [(cluster_key(cluster.id), updated.dump()), (job_key(cluster.id, job.id), job.dump())]
+                )
+            except BaseException:
+                self.lifecycle.revert(model, old)
+                raise
+        self.log.info("action accepted", cluster_id=cluster.id, action=action, job_id=job.id, state=new)
+        await self._notify()
+        self._supervise(cluster.id)
+        return job
+
+    # -- supervision ------------------------------------------------------------------------------
+
+    def _supervise(self, cid: str) -> None:
+        running = self._tasks.get(cid)
+        if running is not None and not running.done():
+            return
+        task = asyncio.create_task(self._run_job(cid), name=f"supervisor-{cid}")
+        self._tasks[cid] = task
+        task.add_done_callback(
+            lambda t, cid=cid: self._tasks.pop(cid, None) if self._tasks.get(cid) is t else None
+        )
+
+    async def _run_job(self, cid: str) -> None:
+        cluster = await self.get_cluster(cid)
+        assert cluster.job_id is not None
+        job = await self.get_job(cid, cluster.job_id)
+        log = get_logger("pitrix.supervisor", cluster_id=cid, job_id=job.id, action=job.action)
+        journal = Journal(self.store, cid, job.id)
+        agents: AgentStatus | None = None
+        began = time.monotonic()
+        try:
+            provider = await self.provider_for(cluster.runtime)
+
+            async def ensure_metadata() -> str:
+                record = await self.metadata.ensure(cluster.owner, cluster.runtime)
+                return f"metadata service at {record.ip}"
+
+            await execute(Plan(job.action).then(Step("metadata", ensure_metadata)), journal, self._progress)
+            record = await self.metadata.get(cluster.owner, cluster.runtime)
+            assert record is not None
+            client = self.metadata.client(record)
+            agents = AgentStatus(client, cid)
+            await agents.start()
+            ops = ClusterOperations(self.store, cluster, job, provider, record, client, agents)
+            plan = self._plan(cluster, job, ops)
+            log.info("plan", layers=plan.describe())
+            await execute(plan, journal, self._progress)
+        except asyncio.CancelledError:
+            log.info("supervision stopped; the job resumes at the next start")
+            raise
+        except (StepFailed, ProviderError, LifecycleError, OSError) as exc:
+            log.error("job failed", error=str(exc))
+            await self._finish(cid, job, error=str(exc))
+        except Exception as exc:
+            log.exception("job failed unexpectedly")
+            await self._finish(cid, job, error=f"internal error: {exc!r}")
+        else:
+            log.info("job done", seconds=round(time.monotonic() - began, 3))
+            await self._finish(cid, job)
+        finally:
+            if agents is not None:
+                await agents.close()
+
+    def _plan(self, cluster: Cluster, job: Job, ops: ClusterOperations) -> Plan:
+        if job.action == "delete":
+
+            async def release() -> str:
+                others = [c for c in await self.list_clusters() if c.id != cluster.id]
+                removed = await self.metadata.release(cluster.owner, cluster.runtime, others)
+                return "metadata cluster removed" if removed else "metadata cluster kept for other clusters"
+
+            return delete_plan(cluster, job, ops, Step("release-metadata", release))
+        return BUILDERS[job.action](cluster, job, ops)
+
+    async def _finish(self, cid: str, job: Job, error: str | None = None) -> None:
+        lock = self._locks.setdefault(cid, asyncio.Lock())
+        async with lock:
+            cluster = await self.get_cluster(cid)
+            model = self._model(cid)
+            if error is None:
+                self.lifecycle.apply(model, "finish")
+                counts = dict(cluster.counts)
+                if job.action in ("scale_out", "scale_in"):
+                    counts[job.args["role"]] = int(job.args["to"])
+                job = job.model_copy(update={"status": "successful", "finished": time.time()})
+            else:
+                self.lifecycle.apply(model, "fail")
+                counts = cluster.counts
+                job = job.model_copy(update={"status": "failed", "error": error, "finished": time.time()})
+            updated = cluster.model_copy(
+                update={"state": model.state, "counts": counts, "last_error": error, "updated": time.time()}
+            )
+            await self.store.put_many(
+                [(cluster_key(cid), updated.dump()), (job_key(cid, job.id), job.dump())]
+            )
+        await self._notify()
+
+    async def _progress(self, record: StepRecord) -> None:
+        await self._notify()
