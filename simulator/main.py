@@ -1,0 +1,89 @@
+"""``pitrix-sim``: the simulator as a standalone process.
+
+It prints one JSON ready line on stdout (the endpoint and the access key pair) and logs to stderr.
+SIGTERM or SIGINT terminates every VM before exiting 0, so a parent that stops it finds no process
+and no VM directory left behind.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import signal
+import sys
+from pathlib import Path
+
+from pitrix import aio, logs
+from pitrix.paths import default_state_dir
+from simulator.cloud import Simulator
+from simulator.network import NetworkError
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="pitrix-sim", description="A fake QingCloud with real local VMs.")
+    parser.add_argument("--host", default="127.0.0.1", help="loopback address of the API (default 127.0.0.1)")
+    parser.add_argument("--port", type=int, default=0, help="API port (default: any free port)")
+    parser.add_argument(
+        "--state-dir", type=Path, default=None, help="VM roots live here (default: <state>/sim)"
+    )
+    parser.add_argument("--network", default="127.100.0.0/16", help="loopback network of the VMs")
+    parser.add_argument(
+        "--images-dir", type=Path, action="append", default=[], help="extra image directory (repeatable)"
+    )
+    parser.add_argument("--zone", default="sim1")
+    parser.add_argument("--access-key-id", default=None)
+    parser.add_argument("--secret-access-key", default=None)
+    parser.add_argument("--log-level", default="info")
+    args = parser.parse_args(argv)
+    if (args.access_key_id is None) != (args.secret_access_key is None):
+        parser.error("--access-key-id and --secret-access-key go together")
+    for directory in args.images_dir:
+        if not directory.is_dir():
+            parser.error(f"--images-dir: {directory} is not a directory")
+    return args
+
+
+async def serve(args: argparse.Namespace) -> int:
+    credentials = None
+    if args.access_key_id is not None:
+        credentials = {"access_key_id": args.access_key_id, "secret_access_key": args.secret_access_key}
+    sim = Simulator(
+        args.state_dir or default_state_dir("sim"),
+        host=args.host,
+        port=args.port,
+        network=args.network,
+        images_dirs=args.images_dir,
+        credentials=credentials,
+        zone=args.zone,
+    )
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stopping.set)
+    try:
+        url = await sim.start()
+        ready = {"ready": True, "url": url, "zone": sim.zone, **sim.credentials}
+        sys.stdout.write(json.dumps(ready) + "\n")
+        sys.stdout.flush()
+        await stopping.wait()
+    finally:
+        await sim.stop()
+    return 0
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    try:
+        logs.configure(args.log_level)
+    except ValueError as exc:
+        sys.exit(f"pitrix-sim: {exc}")
+    try:
+        code = aio.run(serve(args))
+    except (ValueError, NetworkError, OSError) as exc:
+        sys.exit(f"pitrix-sim: {exc}")
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()

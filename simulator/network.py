@@ -1,0 +1,53 @@
+"""Addresses of a simulated network: a loopback block, one address per VM.
+
+The whole of 127/8 is local on Linux, so a VM's address needs no set-up and no root. Addresses are
+handed out round-robin from ``.2`` (``.1`` is the gateway) so a just-freed address is the last one to
+come back: a stale client of a terminated VM does not reach its successor by accident.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+
+LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
+RESERVED = ipaddress.IPv4Network("127.0.0.0/16")  # 127.0.0.1 and friends belong to the host
+
+
+class NetworkError(ValueError):
+    """A bad network definition, or an exhausted one."""
+
+
+class AddressPool:
+    """Allocation of VM addresses in one network."""
+
+    def __init__(self, cidr: str) -> None:
+        try:
+            network = ipaddress.IPv4Network(cidr, strict=True)
+        except ValueError as exc:
+            raise NetworkError(f"network: {cidr!r} is not an IPv4 network ({exc})") from exc
+        if not network.subnet_of(LOOPBACK) or network.overlaps(RESERVED):
+            raise NetworkError(f"network: {cidr} must lie in 127.0.0.0/8 outside 127.0.0.0/16")
+        if network.num_addresses < 4:
+            raise NetworkError(f"network: {cidr} is too small for a gateway and a VM")
+        self.network = network
+        self.gateway = str(network.network_address + 1)
+        self._first = int(network.network_address) + 2
+        self._last = int(network.broadcast_address) - 1
+        self._next = self._first
+        self._taken: set[int] = set()
+
+    def allocate(self) -> str:
+        size = self._last - self._first + 1
+        for step in range(size):
+            candidate = self._first + (self._next - self._first + step) % size
+            if candidate not in self._taken:
+                self._taken.add(candidate)
+                self._next = candidate + 1 if candidate < self._last else self._first
+                return str(ipaddress.IPv4Address(candidate))
+        raise NetworkError(f"network: {self.network} has no free address left")
+
+    def release(self, address: str) -> None:
+        self._taken.discard(int(ipaddress.IPv4Address(address)))
+
+    def in_use(self) -> int:
+        return len(self._taken)

@@ -1,0 +1,58 @@
+"""Reading QingCloud request parameters; each bad value is refused naming its parameter."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import re
+from collections.abc import Mapping
+
+from simulator.errors import invalid
+
+_INDEXED = re.compile(r"^(?P<name>[a-z_]+)\.(?P<index>[1-9][0-9]*)$")
+
+
+def indexed(params: Mapping[str, str], name: str) -> list[str]:
+    """``name.1``, ``name.2``, ... in index order (QingCloud's list encoding)."""
+    found: list[tuple[int, str]] = []
+    for key, value in params.items():
+        match = _INDEXED.match(key)
+        if match and match["name"] == name:
+            found.append((int(match["index"]), value))
+    return [value for _, value in sorted(found)]
+
+
+def required(params: Mapping[str, str], name: str) -> str:
+    value = params.get(name, "")
+    if not value:
+        raise invalid(f"parameter [{name}] should not be empty")
+    return value
+
+
+def integer(params: Mapping[str, str], name: str, default: int, *, low: int, high: int) -> int:
+    raw = params.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        raise invalid(f"parameter [{name}] should be an integer, got [{raw}]") from None
+    if not low <= value <= high:
+        raise invalid(f"parameter [{name}] should be between {low} and {high}, got [{value}]")
+    return value
+
+
+def userdata(params: Mapping[str, str]) -> bytes | None:
+    """The decoded userdata script, or None when the request has none."""
+    kind = params.get("userdata_type", "")
+    value = params.get("userdata_value", "")
+    if not kind:
+        if value:
+            raise invalid("parameter [userdata_type] is required with [userdata_value]")
+        return None
+    if kind != "plain":
+        raise invalid(f"parameter [userdata_type] [{kind}] is not supported here (only plain)")
+    try:
+        return base64.b64decode(value.encode(), validate=True)
+    except (binascii.Error, ValueError):
+        raise invalid("parameter [userdata_value] should be base64 encoded") from None

@@ -1,0 +1,140 @@
+"""The QingCloud API v1 at ``/iaas/``: parameters in, QingCloud's response shapes out.
+
+Like QingCloud, every answer is HTTP 200 with a ``ret_code``; errors carry a ``message``. The
+signature is checked before anything else, with the same signer the provider uses.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from aiohttp import web
+
+from pitrix.logs import get_logger
+from simulator import params as p
+from simulator.auth import authenticate
+from simulator.errors import INTERNAL_ERROR, ApiError, invalid
+from simulator.faults import Faults
+from simulator.fleet import Fleet, RunRequest
+
+Action = Callable[[Mapping[str, str]], dict[str, Any]]
+INSTANCE_STATUSES = {"pending", "running", "stopped", "suspended", "terminated", "ceased"}
+
+
+class QingCloudApi:
+    def __init__(self, fleet: Fleet, zone: str, secrets: Mapping[str, str], faults: Faults) -> None:
+        self.fleet = fleet
+        self.zone = zone
+        self.secrets = secrets
+        self.faults = faults
+        self._log = get_logger("simulator.api", zone=zone)
+        self._actions: dict[str, Action] = {
+            "RunInstances": self.run_instances,
+            "DescribeInstances": self.describe_instances,
+            "TerminateInstances": self.terminate_instances,
+            "StartInstances": self.start_instances,
+            "StopInstances": self.stop_instances,
+            "DescribeJobs": self.describe_jobs,
+        }
+
+    def routes(self) -> list[web.RouteDef]:
+        return [web.get("/iaas/", self.handle), web.post("/iaas/", self.handle)]
+
+    async def handle(self, request: web.Request) -> web.Response:
+        params: dict[str, str] = dict(request.query)
+        if request.method == "POST":
+            form = await request.post()
+            params.update({k: v for k, v in form.items() if isinstance(v, str)})
+        action = params.get("action", "")
+        try:
+            body = self.dispatch(request.method, request.path, params)
+        except ApiError as exc:
+            self._log.info("api.refused", action=action, ret_code=exc.ret_code, message=exc.message)
+            body = exc.body()
+        except Exception as exc:
+            self._log.exception("api.internal_error", action=action)
+            body = ApiError(INTERNAL_ERROR, f"InternalError, {type(exc).__name__}").body()
+        return web.json_response(body)
+
+    def dispatch(self, method: str, path: str, params: Mapping[str, str]) -> dict[str, Any]:
+        authenticate(params, method=method, path=path, secrets=self.secrets)
+        action = p.required(params, "action")
+        zone = p.required(params, "zone")
+        if zone != self.zone:
+            raise invalid(f"parameter [zone] [{zone}] does not exist, this cloud has [{self.zone}]")
+        handler = self._actions.get(action)
+        if handler is None:
+            raise invalid(f"action [{action}] is not supported")
+        fault = self.faults.take(action)
+        if fault is not None:
+            raise ApiError(fault.ret_code, fault.message)
+        reply = handler(params)
+        return {"action": f"{action}Response", "ret_code": 0, **reply}
+
+    def run_instances(self, params: Mapping[str, str]) -> dict[str, Any]:
+        login_mode = p.required(params, "login_mode")
+        keypairs: tuple[str, ...] = ()
+        if login_mode == "keypair":
+            keypairs = (p.required(params, "login_keypair"),)
+        elif login_mode == "passwd":
+            p.required(params, "login_passwd")
+        else:
+            raise invalid(f"parameter [login_mode] should be keypair or passwd, got [{login_mode}]")
+        vxnets = p.indexed(params, "vxnets")
+        request = RunRequest(
+            image_id=p.required(params, "image_id"),
+            count=p.integer(params, "count", 1, low=1, high=100),
+            name=params.get("instance_name", ""),
+            cpu=p.integer(params, "cpu", 1, low=1, high=64),
+            memory=p.integer(params, "memory", 1024, low=128, high=1024 * 1024),
+            vxnet_id=vxnets[0] if vxnets else "vxnet-0",
+            login_mode=login_mode,
+            keypair_ids=keypairs,
+            userdata=p.userdata(params),
+        )
+        ids, job = self.fleet.run(request)
+        return {"instances": ids, "job_id": job.job_id}
+
+    def describe_instances(self, params: Mapping[str, str]) -> dict[str, Any]:
+        statuses = p.indexed(params, "status")
+        unknown = sorted(set(statuses) - INSTANCE_STATUSES)
+        if unknown:
+            raise invalid(f"parameter [status] has unknown values {unknown}")
+        items, total = self.fleet.describe(
+            instance_ids=p.indexed(params, "instances"),
+            statuses=statuses,
+            search_word=params.get("search_word", ""),
+            offset=p.integer(params, "offset", 0, low=0, high=1 << 31),
+            limit=p.integer(params, "limit", 20, low=1, high=100),
+            verbose=p.integer(params, "verbose", 0, low=0, high=1),
+        )
+        return {"instance_set": items, "total_count": total}
+
+    def _instances(self, params: Mapping[str, str]) -> list[str]:
+        ids = p.indexed(params, "instances")
+        if not ids:
+            raise invalid("parameter [instances] should not be empty")
+        return ids
+
+    def terminate_instances(self, params: Mapping[str, str]) -> dict[str, Any]:
+        return {"job_id": self.fleet.terminate(self._instances(params)).job_id}
+
+    def start_instances(self, params: Mapping[str, str]) -> dict[str, Any]:
+        return {"job_id": self.fleet.start(self._instances(params)).job_id}
+
+    def stop_instances(self, params: Mapping[str, str]) -> dict[str, Any]:
+        p.integer(params, "force", 0, low=0, high=1)  # processes are killed either way
+        return {"job_id": self.fleet.stop(self._instances(params)).job_id}
+
+    def describe_jobs(self, params: Mapping[str, str]) -> dict[str, Any]:
+        wanted = p.indexed(params, "jobs")
+        jobs = (
+            [j for j in (self.fleet.jobs.get(jid) for jid in wanted) if j]
+            if wanted
+            else self.fleet.jobs.all()
+        )
+        offset = p.integer(params, "offset", 0, low=0, high=1 << 31)
+        limit = p.integer(params, "limit", 20, low=1, high=100)
+        jobs = sorted(jobs, key=lambda j: j.create_time, reverse=True)
+        return {"job_set": [j.describe() for j in jobs[offset : offset + limit]], "total_count": len(jobs)}

@@ -1,0 +1,150 @@
+"""One simulated VM: an address, a root directory holding a copy of its image, and real processes.
+
+Booting copies the image (first boot only), writes the userdata where QingCloud's images look
+for it and runs it with ``sh``, as those images do at every boot. The VM counts as running once
+userdata has started; what userdata starts (agents, daemons) is the VM's business, found again
+by its ``PITRIX_VM_ID`` marker when the VM is stopped or terminated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import subprocess
+import sys
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from pitrix.logs import get_logger
+from simulator.processes import kill_vm_processes
+
+USERDATA_PATH = "etc/qingcloud/userdata/userdata.sh"
+USERDATA_LOG = "var/log/userdata.log"
+SSH_PORT = 2222
+
+
+def now_iso() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def vm_environ(root: Path, instance_id: str, ip: str) -> dict[str, str]:
+    """The whole environment of a VM process: the contract's variables and the simulator's PATH."""
+    python_dir = str(Path(sys.executable).parent)
+    path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
+    return {
+        "PATH": f"{python_dir}{os.pathsep}{path}" if path else python_dir,
+        "PITRIX_VM_ROOT": str(root),
+        "PITRIX_VM_ID": instance_id,
+        "PITRIX_VM_IP": ip,
+        "HOME": str(root / "root"),
+    }
+
+
+def _copy_image(image: Path, root: Path) -> None:
+    shutil.copytree(image, root, symlinks=True, dirs_exist_ok=True)
+    for sub in ("root", "var/log", "etc/qingcloud/userdata", "tmp"):
+        (root / sub).mkdir(parents=True, exist_ok=True)
+
+
+@dataclass
+class VM:
+    instance_id: str
+    name: str
+    image_id: str
+    image_dir: Path
+    ip: str
+    home: Path  # <state>/vms/<instance_id>
+    cpu: int = 1
+    memory: int = 1024
+    vxnet_id: str = "vxnet-0"
+    login_mode: str = "passwd"
+    keypair_ids: list[str] = field(default_factory=list)
+    userdata: bytes | None = None
+    status: str = "pending"
+    transition_status: str = "creating"
+    create_time: str = field(default_factory=now_iso)
+    status_time: str = field(default_factory=now_iso)
+    terminate_time: str = ""
+    boots: int = 0
+    _userdata_proc: asyncio.subprocess.Process | None = field(default=None, repr=False)
+    _reaper: asyncio.Task[None] | None = field(default=None, repr=False)
+
+    @property
+    def root(self) -> Path:
+        return self.home / "root"
+
+    def set_status(self, status: str, transition: str = "") -> None:
+        self.status = status
+        self.transition_status = transition
+        self.status_time = now_iso()
+
+    async def boot(self) -> None:
+        """Copy the image in (first boot) and start userdata; the VM is running afterwards."""
+        log = get_logger("simulator.vm", instance_id=self.instance_id, ip=self.ip)
+        if self.boots == 0:
+            await asyncio.to_thread(_copy_image, self.image_dir, self.root)
+        self.boots += 1
+        if self.userdata is not None:
+            await self._start_userdata()
+        self.set_status("running")
+        log.info("vm.running", boot=self.boots, image=self.image_id)
+
+    async def _start_userdata(self) -> None:
+        script = self.root / USERDATA_PATH
+        await asyncio.to_thread(self._write_userdata, script)
+        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
+        out = await asyncio.to_thread(os.open, self.root / USERDATA_LOG, flags, 0o644)
+        try:
+            # A session of its own: a terminal's ^C to pitrix-sim must not reach the VMs directly.
+            self._userdata_proc = await asyncio.create_subprocess_exec(
+                "sh",
+                str(script),
+                cwd=self.root,
+                env=vm_environ(self.root, self.instance_id, self.ip),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )
+        finally:
+            os.close(out)
+        self._reaper = asyncio.create_task(self._reap(self._userdata_proc), name=f"reap-{self.instance_id}")
+
+    def _write_userdata(self, script: Path) -> None:
+        assert self.userdata is not None
+        script.parent.mkdir(parents=True, exist_ok=True)
+        script.write_bytes(self.userdata)
+        script.chmod(0o755)
+
+    async def _reap(self, proc: asyncio.subprocess.Process) -> None:
+        code = await proc.wait()
+        get_logger("simulator.vm", instance_id=self.instance_id).info("vm.userdata_exited", exit_code=code)
+
+    async def halt(self) -> int:
+        """Kill every process of the VM (the disk stays); returns how many were signalled."""
+        killed = await kill_vm_processes({self.instance_id})
+        if self._reaper is not None:
+            # The userdata shell is one of the killed processes; its exit is collected here.
+            await asyncio.wait([self._reaper], timeout=10.0)
+            self._reaper = None
+            self._userdata_proc = None
+        return killed
+
+    async def destroy(self) -> None:
+        """Halt and remove the VM's directory."""
+        await self.halt()
+        await asyncio.to_thread(shutil.rmtree, self.home, True)
+
+    def ledger_entry(self) -> dict[str, Any]:
+        return {
+            "instance_id": self.instance_id,
+            "name": self.name,
+            "ip": self.ip,
+            "image": self.image_id,
+            "status": self.status,
+            "created": self.create_time,
+            "terminated": self.terminate_time or None,
+        }
