@@ -123,7 +123,8 @@ async def show_job(request: web.Request) -> web.Response:
 
 
 async def wait_cluster(request: web.Request) -> web.Response:
-    """Hold until the cluster's job has ended (or ``timeout`` seconds), then show it."""
+    """Hold until the cluster's job has ended or, with ``seen=N``, until more than N of its steps
+    have ended (or ``timeout`` seconds: 408), then show the cluster; clients follow progress this way."""
     service = request.app[SERVICE]
     cid = request.match_info["cid"]
     await service.get_cluster(cid, _owner(request))
@@ -134,12 +135,22 @@ async def wait_cluster(request: web.Request) -> web.Response:
     if not 0 < timeout <= 3600:
         raise InvalidRequest("timeout: must be between 0 and 3600 seconds")
     job_id = request.query.get("job")
+    try:
+        seen = int(request.query["seen"]) if "seen" in request.query else None
+    except ValueError:
+        raise InvalidRequest("seen: must be a whole number of steps") from None
 
-    def job_ended(cluster: Cluster) -> bool:
-        return cluster.state not in TRANSITIONAL and (job_id is None or cluster.job_id == job_id)
+    async def progressed(cluster: Cluster) -> bool:
+        if cluster.state not in TRANSITIONAL and (job_id is None or cluster.job_id == job_id):
+            return True
+        if seen is None or not cluster.job_id:
+            return False
+        steps = await service.job_steps(cid, cluster.job_id)
+        return sum(1 for s in steps if s.status != "running") > seen
 
-    cluster = await service.wait(cid, job_ended, timeout)
-    return web.json_response(_cluster_view(cluster))
+    cluster = await service.wait(cid, progressed, timeout)
+    request.match_info["cid"] = cluster.id
+    return await show_cluster(request)
 
 
 def create_app(service: RuntimeService) -> web.Application:

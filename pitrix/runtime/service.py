@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pitrix.logs import get_logger
@@ -158,14 +158,14 @@ class RuntimeService:
         records = await Journal(self.store, cid, job_id).records()
         return sorted(records.values(), key=lambda r: r.started)
 
-    async def wait(self, cid: str, until: Callable[[Cluster], bool], timeout: float) -> Cluster:
-        """Until ``until(cluster)`` holds; TimeoutError after ``timeout``."""
+    async def wait(self, cid: str, until: Callable[[Cluster], Awaitable[bool]], timeout: float) -> Cluster:
+        """Until ``await until(cluster)`` holds, checked again on every change (TimeoutError)."""
 
         async def waiting() -> Cluster:
             async with self._changed:
                 while True:
                     cluster = await self.get_cluster(cid)
-                    if until(cluster):
+                    if await until(cluster):
                         return cluster
                     await self._changed.wait()
 

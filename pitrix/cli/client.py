@@ -1,0 +1,58 @@
+"""A small async client for the admin API, shared by the CLI and the demo."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+
+class ApiError(Exception):
+    """The admin API answered with an error (``status``, ``code``, message)."""
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+
+
+class ApiClient:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 120.0) -> None:
+        self.url = url.rstrip("/")
+        headers = {"Authorization": f"Bearer {token}"} if token else {}
+        connector: aiohttp.BaseConnector | None = None
+        if self.url.startswith("unix:"):
+            connector = aiohttp.UnixConnector(path=self.url[len("unix:") :])
+            self.url = "http://localhost"
+        self.session = aiohttp.ClientSession(
+            headers=headers, connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
+        )
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def __aenter__(self) -> ApiClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+        query = {k: str(v) for k, v in params.items() if v is not None}
+        async with self.session.request(method, self.url + path, json=body, params=query) as response:
+            data = await response.json(content_type=None) if response.content_length != 0 else None
+            if response.status >= 400:
+                error = (data or {}).get("error", {}) if isinstance(data, dict) else {}
+                raise ApiError(
+                    response.status, error.get("code", "error"), error.get("message", response.reason)
+                )
+            return data
+
+    async def get(self, path: str, **params: Any) -> Any:
+        return await self.request("GET", path, **params)
+
+    async def post(self, path: str, body: Any = None) -> Any:
+        return await self.request("POST", path, body)
+
+    async def delete(self, path: str) -> Any:
+        return await self.request("DELETE", path)

@@ -1,0 +1,49 @@
+"""Following a cluster's job step by step, for the CLI's progress display and the demo."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from pitrix.cli.client import ApiClient, ApiError
+
+TRANSITIONAL = {"creating", "scaling_out", "scaling_in", "deleting"}
+StepCallback = Callable[[dict[str, Any]], None]
+
+
+async def follow(
+    client: ApiClient, cid: str, job_id: str, on_step: StepCallback | None = None, timeout: float = 600.0
+) -> dict[str, Any]:
+    """Until the job ends: call ``on_step`` for each step as it ends; returns the cluster."""
+    deadline = time.monotonic() + timeout
+    reported: set[str] = set()
+    while True:
+        remaining = deadline - time.monotonic()
+        if remaining <= 0:
+            raise TimeoutError(f"cluster {cid}: job {job_id} did not end within {timeout:.0f}s")
+        try:
+            view = await client.get(
+                f"/v1/clusters/{cid}/wait", job=job_id, seen=len(reported), timeout=min(30.0, remaining)
+            )
+        except ApiError as exc:
+            if exc.status == 408:
+                continue
+            raise
+        steps = (
+            (view.get("job") or {}).get("steps", []) if (view.get("job") or {}).get("id") == job_id else []
+        )
+        for step in steps:
+            if step["status"] != "running" and step["name"] not in reported:
+                reported.add(step["name"])
+                if on_step:
+                    on_step(step)
+        if view["state"] not in TRANSITIONAL:
+            return view
+
+
+def step_line(step: dict[str, Any]) -> str:
+    seconds = (step.get("finished") or step["started"]) - step["started"]
+    mark = "ok" if step["status"] == "done" else "FAILED"
+    detail = step.get("error") or step.get("detail") or ""
+    return f"    {mark:6} {step['name']:<22} {seconds:6.2f}s  {detail}"
