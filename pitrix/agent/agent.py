@@ -1,0 +1,210 @@
+"""The agent's life: apply rounds, the watch loop, heartbeats and lifecycle commands.
+
+One round reads every value the resources (and the command slot) need in a single backend call,
+re-applies the resources whose values changed (all of them in interval mode, as confd), reports
+what it did, and then hands the current lifecycle command to the runner, so a command always runs
+against configuration that is already applied. The watch loop never gives up on the backend:
+errors are logged and retried with capped exponential backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from pitrix.agent.backends import Backend, select
+from pitrix.agent.commands import CommandLedger, CommandRunner, command_from_values
+from pitrix.agent.config import AgentConfig
+from pitrix.agent.errors import AgentError
+from pitrix.agent.render import TemplateCache
+from pitrix.agent.report import Reporter
+from pitrix.agent.resource import ApplyOptions, ApplyResult, TemplateResource, load_resources
+from pitrix.logs import get_logger
+
+BACKOFF_START = 0.5
+BACKOFF_MAX = 30.0
+
+
+class Agent:
+    """Owns the backend, the template cache, the last applied values and the command runner."""
+
+    def __init__(
+        self,
+        config: AgentConfig,
+        backend: Backend,
+        reporter: Reporter,
+        *,
+        announce: Callable[[dict[str, Any]], None] | None = None,
+    ) -> None:
+        self.config = config
+        self.backend = backend
+        self.reporter = reporter
+        self.cache = TemplateCache()
+        self.options = ApplyOptions.from_config(config)
+        self.results: dict[str, ApplyResult] = {}
+        self.revision = 0
+        self.rounds = 0
+        self._applied_values: dict[str, dict[str, str]] = {}
+        self._announce = announce or _print_ready
+        self._stop = asyncio.Event()
+        self._commands_enabled = config.run_commands and not config.onetime
+        self.runner: CommandRunner | None = None
+        if self._commands_enabled:
+            self.runner = CommandRunner(CommandLedger(config.state_dir), reporter, config.root)
+        self._log = get_logger("pitrix.agent", backend=config.backend, prefix=config.prefix)
+
+    # -- one round -------------------------------------------------------------------------------
+
+    def _watch_keys(self, resources: list[TemplateResource]) -> list[str]:
+        keys = {k for r in resources for k in r.keys}
+        if self._commands_enabled:
+            keys.add(f"{self.config.prefix}/cmd")
+        return sorted(keys)
+
+    async def apply_round(self, *, only_changed: bool) -> bool:
+        """Fetch, apply, report. Returns whether every resource is ok. Backend errors propagate."""
+        resources, load_errors = await asyncio.to_thread(load_resources, self.config)
+        keys = self._watch_keys(resources)
+        values = await self.backend.get_values(keys) if keys else {}
+        revision = self.backend.revision
+        for name, error in load_errors.items():
+            self._log.error("resource not loaded", resource=name, error=error)
+            self.results[name] = ApplyResult(name, ok=False, error=error)
+        known = {r.name for r in resources} | set(load_errors)
+        for name in list(self.results):
+            if name not in known:
+                del self.results[name]
+                self._applied_values.pop(name, None)
+        for resource in resources:
+            mine = select(values, resource.keys)
+            previous = self.results.get(resource.name)
+            if (
+                only_changed
+                and previous is not None
+                and previous.ok
+                and self._applied_values.get(resource.name) == mine
+            ):
+                continue
+            result = await resource.process(values, self.cache, self.options)
+            self.results[resource.name] = result
+            if result.ok:
+                self._applied_values[resource.name] = mine
+            else:
+                self._applied_values.pop(resource.name, None)
+        self.revision = revision
+        self.rounds += 1
+        await self._report_applied()
+        if self.runner is not None:
+            self.runner.offer(command_from_values(values, self.config.prefix, self.config.command_timeout))
+        return all(r.ok for r in self.results.values())
+
+    async def _report_applied(self) -> None:
+        record = {name: r.record() for name, r in sorted(self.results.items())}
+        try:
+            await self.reporter.applied(self.revision, record)
+        except AgentError as exc:
+            self._log.warning("applied report failed", error=str(exc))
+
+    # -- modes -----------------------------------------------------------------------------------
+
+    async def run_onetime(self) -> bool:
+        """confd's -onetime: one round over every resource; False when anything failed."""
+        try:
+            return await self.apply_round(only_changed=False)
+        except AgentError as exc:
+            self._log.error("backend error", error=str(exc))
+            return False
+
+    def stop(self) -> None:
+        self._stop.set()
+
+    async def run_forever(self) -> None:
+        """Watch (or interval) mode, with heartbeats and lifecycle commands, until ``stop()``."""
+        tasks: list[asyncio.Task[None]] = [asyncio.create_task(self._heartbeats(), name="heartbeat")]
+        if self.runner is not None:
+            await self.runner.recover()
+            tasks.append(asyncio.create_task(self.runner.serve(), name="commands"))
+        loop = self._watch_loop() if self.config.watch else self._interval_loop()
+        main = asyncio.create_task(loop, name="apply")
+        stopper = asyncio.create_task(self._stop.wait(), name="stop")
+        try:
+            done, _ = await asyncio.wait([main, stopper, *tasks], return_when=asyncio.FIRST_COMPLETED)
+            for task in done:
+                if task is not stopper and task.exception() is not None:
+                    raise task.exception()  # type: ignore[misc]
+        finally:
+            for task in [main, stopper, *tasks]:
+                task.cancel()
+            for task in [main, stopper, *tasks]:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _pause(self, seconds: float) -> None:
+        """Wait ``seconds`` unless the agent is stopped first (backoff and interval timing)."""
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._stop.wait(), seconds)
+
+    async def _round_with_retry(self, *, only_changed: bool) -> None:
+        backoff = BACKOFF_START
+        while not self._stop.is_set():
+            try:
+                await self.apply_round(only_changed=only_changed)
+            except AgentError as exc:
+                self._log.warning("backend unavailable; retrying", error=str(exc), retry_in=backoff)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            self._announce_once()
+            return
+
+    def _announce_once(self) -> None:
+        if self.rounds == 1:
+            ok = all(r.ok for r in self.results.values())
+            self._announce(
+                {"ready": True, "revision": self.revision, "ok": ok, "resources": len(self.results)}
+            )
+
+    async def _watch_loop(self) -> None:
+        await self._round_with_retry(only_changed=False)
+        index = self.revision
+        backoff = BACKOFF_START
+        while not self._stop.is_set():
+            resources, _ = await asyncio.to_thread(load_resources, self.config)
+            keys = self._watch_keys(resources)
+            try:
+                index = await self.backend.watch(self.config.prefix or "/", keys, index)
+            except AgentError as exc:
+                self._log.warning("watch failed; retrying", error=str(exc), retry_in=backoff)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            backoff = BACKOFF_START
+            self._log.debug("change", index=index)
+            await self._round_with_retry(only_changed=True)
+            if self.revision > 0:
+                index = self.revision
+
+    async def _interval_loop(self) -> None:
+        while not self._stop.is_set():
+            await self._round_with_retry(only_changed=False)
+            await self._pause(self.config.interval)
+
+    async def _heartbeats(self) -> None:
+        while True:
+            try:
+                await self.reporter.heartbeat()
+            except AgentError as exc:
+                self._log.warning("heartbeat failed", error=str(exc))
+            else:
+                if self.runner is not None:
+                    await self.runner.flush_reports()
+            await asyncio.sleep(self.config.heartbeat_interval)
+
+
+def _print_ready(info: dict[str, Any]) -> None:
+    sys.stdout.write(json.dumps(info) + "\n")
+    sys.stdout.flush()

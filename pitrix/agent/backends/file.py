@@ -1,0 +1,83 @@
+"""The ``file`` backend: YAML files flattened into keys, as confd's file backend reads them.
+
+Watching is done by polling the files' modification time and size: there is no inotify in the
+stdlib, and this backend serves local testing and static setups, not fleets.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from pitrix.agent.backends.flatten import flatten
+from pitrix.agent.config import AgentConfig
+from pitrix.agent.errors import BackendError
+
+
+class FileBackend:
+    """Values from one or more YAML files; later files override earlier ones key by key."""
+
+    def __init__(self, files: list[Path], poll_interval: float = 1.0) -> None:
+        if not files:
+            raise BackendError("file backend: no files given")
+        self._files = list(files)
+        self._poll_interval = poll_interval
+        self._closed = asyncio.Event()
+        self.revision = 0
+        # The files' stamps taken just before the last read: a watch compares against these, so a
+        # write that lands between a read and the next watch is not missed.
+        self._seen: tuple[tuple[int, int], ...] | None = None
+
+    @classmethod
+    def from_config(cls, config: AgentConfig) -> FileBackend:
+        return cls(config.files)
+
+    async def get_values(self, keys: list[str]) -> dict[str, str]:
+        merged = await asyncio.to_thread(self._load)
+        return {k: v for k, v in merged.items() if any(k.startswith(key) for key in keys)}
+
+    def _load(self) -> dict[str, str]:
+        self._seen = self._stamp()
+        merged: dict[str, str] = {}
+        for path in self._files:
+            try:
+                text = path.read_text()
+            except OSError as exc:
+                raise BackendError(f"file backend: {path}: {exc.strerror}") from None
+            try:
+                tree: Any = yaml.safe_load(text)
+            except yaml.YAMLError as exc:
+                raise BackendError(f"file backend: {path}: invalid YAML: {exc}") from None
+            if tree is None:
+                continue
+            if not isinstance(tree, dict):
+                raise BackendError(f"file backend: {path}: the top level must be a mapping")
+            merged.update(flatten(tree))
+        return merged
+
+    def _stamp(self) -> tuple[tuple[int, int], ...]:
+        stamps = []
+        for path in self._files:
+            try:
+                st = path.stat()
+                stamps.append((st.st_mtime_ns, st.st_size))
+            except OSError:
+                stamps.append((-1, -1))
+        return tuple(stamps)
+
+    async def watch(self, prefix: str, keys: list[str], last_index: int) -> int:
+        """Return ``last_index + 1`` once any file's mtime or size differs from the last read."""
+        start = self._seen if self._seen is not None else await asyncio.to_thread(self._stamp)
+        while not self._closed.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), self._poll_interval)
+            if await asyncio.to_thread(self._stamp) != start:
+                return last_index + 1
+        return last_index
+
+    async def close(self) -> None:
+        self._closed.set()

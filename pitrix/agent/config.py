@@ -1,0 +1,253 @@
+"""The agent's configuration: confd.toml keys plus a ``[pitrix]`` table, overridden by flags.
+
+The file is what userdata (or pitrixd over SSH) writes into the VM; flags are what an operator or
+the confd-compatible command line gives. A flag given on the command line always wins over the
+file, a key absent from both takes confd's default. Paths from the file live inside the VM and
+are resolved under its root; paths from the command line are taken as given.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from pitrix.agent.errors import ConfigError
+from pitrix.agent.rootfs import under_root
+
+DEFAULT_CONFIG_FILE = "/etc/pitrix/agent.toml"
+BACKENDS = ("metad", "file", "env", "etcdv3")
+LOG_LEVELS = ("debug", "info", "warning", "warn", "error", "panic", "fatal")
+
+
+@dataclass
+class AgentConfig:
+    """Everything the agent needs to run, already resolved to host paths."""
+
+    root: Path
+    backend: str = "metad"
+    nodes: list[str] = field(default_factory=list)
+    confdir: Path = Path("/etc/confd")
+    prefix: str = ""
+    watch: bool = False
+    interval: float = 600.0
+    onetime: bool = False
+    noop: bool = False
+    sync_only: bool = False
+    keep_stage_file: bool = False
+    log_level: str = "info"
+    files: list[Path] = field(default_factory=list)
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    client_cakeys: Path | None = None
+    username: str = ""
+    password: str = ""
+    state_dir: Path = Path("/var/lib/pitrix-agent")
+    bind_address: str | None = None
+    heartbeat_interval: float = 5.0
+    command_timeout: float = 600.0
+    hook_timeout: float = 60.0
+    run_commands: bool = True
+
+    @property
+    def template_dir(self) -> Path:
+        return self.confdir / "templates"
+
+    @property
+    def resource_dir(self) -> Path:
+        return self.confdir / "conf.d"
+
+
+@dataclass
+class Overrides:
+    """Values given on the command line; ``None`` means "not given"."""
+
+    backend: str | None = None
+    nodes: list[str] | None = None
+    confdir: Path | None = None
+    prefix: str | None = None
+    watch: bool | None = None
+    interval: float | None = None
+    onetime: bool | None = None
+    noop: bool | None = None
+    sync_only: bool | None = None
+    keep_stage_file: bool | None = None
+    log_level: str | None = None
+    files: list[Path] | None = None
+    client_cert: Path | None = None
+    client_key: Path | None = None
+    client_cakeys: Path | None = None
+    username: str | None = None
+    password: str | None = None
+
+
+# confd.toml key -> (AgentConfig field, kind). Kinds: str, bool, number, list (of str), path,
+# paths (list of paths under the root).
+_CONFD_KEYS: dict[str, tuple[str, str]] = {
+    "backend": ("backend", "str"),
+    "nodes": ("nodes", "list"),
+    "confdir": ("confdir", "path"),
+    "prefix": ("prefix", "str"),
+    "watch": ("watch", "bool"),
+    "interval": ("interval", "number"),
+    "onetime": ("onetime", "bool"),
+    "noop": ("noop", "bool"),
+    "sync-only": ("sync_only", "bool"),
+    "sync_only": ("sync_only", "bool"),
+    "keep-stage-file": ("keep_stage_file", "bool"),
+    "keep_stage_file": ("keep_stage_file", "bool"),
+    "log-level": ("log_level", "str"),
+    "log_level": ("log_level", "str"),
+    "file": ("files", "paths"),
+    "client_cert": ("client_cert", "path"),
+    "client_key": ("client_key", "path"),
+    "client_cakeys": ("client_cakeys", "path"),
+    "username": ("username", "str"),
+    "password": ("password", "str"),
+}
+# confd keys that configure things this agent has no use for; accepted so confd.toml files load.
+_CONFD_IGNORED = frozenset(
+    {
+        "scheme",
+        "srv_domain",
+        "srv_record",
+        "basic_auth",
+        "auth_token",
+        "auth_type",
+        "app_id",
+        "user_id",
+        "role_id",
+        "secret_id",
+        "path",
+        "separator",
+        "table",
+    }
+)
+_PITRIX_KEYS: dict[str, tuple[str, str]] = {
+    "state_dir": ("state_dir", "path"),
+    "bind_address": ("bind_address", "str"),
+    "heartbeat_interval": ("heartbeat_interval", "number"),
+    "command_timeout": ("command_timeout", "number"),
+    "hook_timeout": ("hook_timeout", "number"),
+    "run_commands": ("run_commands", "bool"),
+}
+
+
+def load_config(
+    root: Path,
+    config_file: Path | None = None,
+    overrides: Overrides | None = None,
+    environ: dict[str, str] | None = None,
+) -> AgentConfig:
+    """Build the config: defaults, then the file, then the flags; then validate.
+
+    ``config_file`` None means the default path under the root, where an absent file is fine; an
+    explicitly named file must exist.
+    """
+    env = os.environ if environ is None else environ
+    cfg = AgentConfig(
+        root=root, confdir=under_root(root, "/etc/confd"), state_dir=under_root(root, "/var/lib/pitrix-agent")
+    )
+    prefix_given = False
+    if config_file is None:
+        path = under_root(root, DEFAULT_CONFIG_FILE)
+        data = _read_toml(path) if path.exists() else {}
+    else:
+        path = config_file
+        if not path.exists():
+            raise ConfigError(f"config file {path}: no such file")
+        data = _read_toml(path)
+    prefix_given = "prefix" in data
+    for key, value in data.items():
+        if key == "pitrix":
+            if not isinstance(value, dict):
+                raise ConfigError(f"config file {path}: [pitrix] must be a table")
+            for pkey, pvalue in value.items():
+                if pkey not in _PITRIX_KEYS:
+                    raise ConfigError(f"config file {path}: unknown key pitrix.{pkey}")
+                attr, kind = _PITRIX_KEYS[pkey]
+                setattr(cfg, attr, _convert(root, path, f"pitrix.{pkey}", kind, pvalue))
+        elif key in _CONFD_KEYS:
+            attr, kind = _CONFD_KEYS[key]
+            setattr(cfg, attr, _convert(root, path, key, kind, value))
+        elif key not in _CONFD_IGNORED:
+            raise ConfigError(f"config file {path}: unknown key {key!r}")
+    if overrides is not None:
+        for name, value in vars(overrides).items():
+            if value is not None:
+                setattr(cfg, name, value)
+        prefix_given = prefix_given or overrides.prefix is not None
+    if cfg.bind_address is None and env.get("PITRIX_VM_IP"):
+        cfg.bind_address = env["PITRIX_VM_IP"]
+    if not prefix_given and cfg.backend == "metad":
+        # metad serves each instance its own view under /self; confd's own default ("") would
+        # show it the whole tree, which metad refuses in any case.
+        cfg.prefix = "/self"
+    _validate(cfg)
+    return cfg
+
+
+def _read_toml(path: Path) -> dict[str, Any]:
+    try:
+        with path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path}: {exc.strerror}") from None
+
+
+def _convert(root: Path, path: Path, key: str, kind: str, value: Any) -> Any:
+    where = f"config file {path}: {key}"
+    if kind == "str":
+        if not isinstance(value, str):
+            raise ConfigError(f"{where} must be a string, not {type(value).__name__}")
+        return value
+    if kind == "bool":
+        if not isinstance(value, bool):
+            raise ConfigError(f"{where} must be true or false, not {value!r}")
+        return value
+    if kind == "number":
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{where} must be a number, not {value!r}")
+        return float(value)
+    if kind == "list":
+        if isinstance(value, str):
+            return [value]
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"{where} must be a list of strings")
+        return list(value)
+    if kind == "path":
+        if not isinstance(value, str) or not value:
+            raise ConfigError(f"{where} must be a non-empty path string")
+        return under_root(root, value)
+    if kind == "paths":
+        items = [value] if isinstance(value, str) else value
+        if not isinstance(items, list) or not all(isinstance(v, str) and v for v in items):
+            raise ConfigError(f"{where} must be a path or a list of paths")
+        return [under_root(root, v) for v in items]
+    raise AssertionError(kind)
+
+
+def _validate(cfg: AgentConfig) -> None:
+    if cfg.backend not in BACKENDS:
+        raise ConfigError(f"backend: unknown backend {cfg.backend!r} (expected one of {', '.join(BACKENDS)})")
+    if cfg.log_level.lower() not in LOG_LEVELS:
+        raise ConfigError(f"log-level: unknown level {cfg.log_level!r}")
+    for name in ("interval", "heartbeat_interval", "command_timeout", "hook_timeout"):
+        if getattr(cfg, name) <= 0:
+            raise ConfigError(f"{name}: must be positive, not {getattr(cfg, name)}")
+    if cfg.prefix and not cfg.prefix.startswith("/"):
+        cfg.prefix = "/" + cfg.prefix
+    cfg.prefix = cfg.prefix.rstrip("/")
+    if cfg.backend == "metad" and not cfg.nodes:
+        raise ConfigError("nodes: the metad backend needs at least one node (e.g. http://127.100.0.2:8080)")
+    if cfg.backend == "etcdv3" and not cfg.nodes:
+        raise ConfigError("nodes: the etcdv3 backend needs at least one node")
+    if cfg.backend == "file" and not cfg.files:
+        raise ConfigError("file: the file backend needs at least one YAML file")
+    for i, node in enumerate(cfg.nodes):
+        if not node:
+            raise ConfigError(f"nodes[{i}]: empty node address")

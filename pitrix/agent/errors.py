@@ -1,0 +1,19 @@
+"""Errors the agent reports to an operator as one clear line rather than a traceback."""
+
+from __future__ import annotations
+
+
+class AgentError(Exception):
+    """Base class: the message is the whole story (it names the file, key or field)."""
+
+
+class ConfigError(AgentError):
+    """The agent's config file or command line is invalid."""
+
+
+class ResourceError(AgentError):
+    """A template resource's TOML file is invalid."""
+
+
+class BackendError(AgentError):
+    """A backend could not answer (after its own retries and failover)."""

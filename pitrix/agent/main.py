@@ -1,0 +1,146 @@
+"""``pitrix-agent``: confd's command line (single- or double-dash flags) plus ``--root``.
+
+Only the standard library is imported at module level: the agent starts on every VM, often, and
+must not pay for what its backend does not use.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from pitrix.agent.config import AgentConfig, Overrides, load_config
+from pitrix.agent.errors import AgentError
+from pitrix.agent.rootfs import default_root
+
+VERSION = "0.1.0"
+_LOG_LEVELS = {"panic": "critical", "fatal": "critical", "warn": "warning"}
+
+
+def _boolean(text: str) -> bool:
+    """Go's flag package accepts these for ``-flag=value``."""
+    lowered = text.lower()
+    if lowered in ("1", "t", "true"):
+        return True
+    if lowered in ("0", "f", "false"):
+        return False
+    raise argparse.ArgumentTypeError(f"invalid boolean value {text!r}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="pitrix-agent",
+        description="confd-compatible configuration agent for pitrix instances",
+        allow_abbrev=False,
+    )
+
+    def flag(name: str, **kwargs: object) -> None:
+        parser.add_argument(f"-{name}", f"--{name}", dest=name.replace("-", "_"), **kwargs)  # type: ignore[arg-type]
+
+    def switch(name: str, help_text: str) -> None:
+        flag(name, nargs="?", const=True, default=None, type=_boolean, help=help_text)
+
+    switch("onetime", "run once and exit")
+    switch("noop", "only show pending changes")
+    switch("watch", "enable watch support")
+    switch("sync-only", "sync without check_cmd and reload_cmd")
+    switch("keep-stage-file", "keep staged files")
+    switch("version", "print version and exit")
+    flag("interval", type=float, default=None, help="backend polling interval (seconds)")
+    flag("confdir", default=None, help="confd conf directory")
+    flag("config-file", default=None, help="the agent's config file")
+    flag("backend", default=None, help="backend to use (metad, file, env, etcdv3)")
+    flag("node", action="append", default=None, help="backend node (repeatable)")
+    flag("prefix", default=None, help="key path prefix")
+    flag("file", action="append", default=None, help="YAML file for the file backend (repeatable)")
+    flag("log-level", default=None, help="level which confd should log messages")
+    flag("client-cert", default=None, help="client certificate file")
+    flag("client-key", default=None, help="client key file")
+    flag("client-ca-keys", default=None, help="CA certificate file")
+    flag("username", default=None, help="username for the backend")
+    flag("password", default=None, help="password for the backend")
+    flag("root", default=None, help="the VM's root directory (default $PITRIX_VM_ROOT or /)")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> AgentConfig:
+    """Flags over the config file; command-line paths as given, file paths under the root."""
+    root = Path(args.root).resolve() if args.root else default_root()
+
+    def path(value: str | None) -> Path | None:
+        return Path(value).absolute() if value else None
+
+    overrides = Overrides(
+        backend=args.backend,
+        nodes=args.node,
+        confdir=path(args.confdir),
+        prefix=args.prefix,
+        watch=args.watch,
+        interval=args.interval,
+        onetime=args.onetime,
+        noop=args.noop,
+        sync_only=args.sync_only,
+        keep_stage_file=args.keep_stage_file,
+        log_level=args.log_level,
+        files=[Path(f).absolute() for f in args.file] if args.file else None,
+        client_cert=path(args.client_cert),
+        client_key=path(args.client_key),
+        client_cakeys=path(args.client_ca_keys),
+        username=args.username,
+        password=args.password,
+    )
+    return load_config(root, path(args.config_file), overrides)
+
+
+async def _run(config: AgentConfig) -> int:
+    import signal
+
+    from pitrix.agent.agent import Agent
+    from pitrix.agent.backends import open_backend
+    from pitrix.agent.report import LogReporter, MetadReporter, Reporter
+
+    backend = open_backend(config)
+    reporter: Reporter
+    client = getattr(backend, "client", None)
+    reporter = MetadReporter(client) if config.backend == "metad" and client is not None else LogReporter()
+    agent = Agent(config, backend, reporter)
+    try:
+        if config.onetime:
+            return 0 if await agent.run_onetime() else 1
+        import asyncio
+
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, agent.stop)
+        await agent.run_forever()
+        return 0
+    finally:
+        await backend.close()
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if args.version:
+        print(f"pitrix-agent {VERSION} (confd-compatible)")
+        return 0
+    try:
+        config = config_from_args(args)
+    except AgentError as exc:
+        print(f"pitrix-agent: {exc}", file=sys.stderr)
+        return 1
+    from pitrix import aio, logs
+
+    level = config.log_level.lower()
+    logs.configure(_LOG_LEVELS.get(level, level))
+    try:
+        return aio.run(_run(config))
+    except AgentError as exc:
+        print(f"pitrix-agent: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,169 @@
+"""HTTP client for metad's instance API, shared by the metad backend and the status reporter.
+
+It fails over between the metadata cluster's nodes (sticking to the last one that answered) and
+binds its outgoing sockets to the VM's own address: until mTLS lands metad identifies an instance
+by its source address, and on loopback the kernel would otherwise pick 127.0.0.1 for every VM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import ssl
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from pitrix.agent.errors import BackendError
+from pitrix.logs import get_logger
+
+VERSION_HEADER = "X-Metad-Version"
+
+
+@dataclass(frozen=True)
+class MetadAnswer:
+    """A GET's body (decoded JSON, None for 404) and the revision it reflects."""
+
+    body: Any
+    version: int
+
+
+def normalize_node(node: str) -> str:
+    """confd accepts ``host:port``; the scheme defaults to http."""
+    node = node.strip().rstrip("/")
+    return node if "://" in node else f"http://{node}"
+
+
+class MetadClient:
+    """Requests against whichever metad node answers, in the configured order after the last good one."""
+
+    def __init__(
+        self,
+        nodes: list[str],
+        *,
+        bind_address: str | None = None,
+        request_timeout: float = 10.0,
+        wait_timeout: float = 330.0,
+        client_cert: Path | None = None,
+        client_key: Path | None = None,
+        ca_file: Path | None = None,
+    ) -> None:
+        if not nodes:
+            raise BackendError("metad: no nodes configured")
+        self.nodes = [normalize_node(n) for n in nodes]
+        self._current = 0
+        self._bind_address = bind_address
+        self._request_timeout = request_timeout
+        self._wait_timeout = wait_timeout
+        self._ssl = _ssl_context(client_cert, client_key, ca_file)
+        self._session: aiohttp.ClientSession | None = None
+        self._log = get_logger("pitrix.agent.metad", bind=bind_address)
+
+    def _session_for_use(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            local_addr = (self._bind_address, 0) if self._bind_address else None
+            connector = aiohttp.TCPConnector(
+                local_addr=local_addr, ssl=self._ssl if self._ssl is not None else True, limit=8
+            )
+            self._session = aiohttp.ClientSession(connector=connector)
+        return self._session
+
+    async def close(self) -> None:
+        if self._session is not None:
+            await self._session.close()
+            self._session = None
+
+    async def get(self, path: str, *, wait: bool = False, prev_version: int = 0) -> MetadAnswer:
+        """GET ``path`` as JSON; with ``wait`` long-poll until the view changes after ``prev_version``."""
+        params = {"wait": "true", "prev_version": str(prev_version)} if wait else None
+        timeout = self._wait_timeout if wait else self._request_timeout
+
+        async def attempt(session: aiohttp.ClientSession, base: str) -> MetadAnswer:
+            async with session.get(
+                base + path,
+                params=params,
+                headers={"Accept": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=timeout),
+            ) as resp:
+                version = _version(resp)
+                if resp.status == 404:
+                    return MetadAnswer(None, version)
+                if resp.status >= 400:
+                    text = (await resp.text())[:200]
+                    raise _HTTPFailure(resp.status, text)
+                raw = await resp.read()
+                try:
+                    body = json.loads(raw) if raw.strip() else None
+                except ValueError:
+                    raise _HTTPFailure(resp.status, f"not JSON: {raw[:100]!r}") from None
+                return MetadAnswer(body, version)
+
+        return await self._failover(f"GET {path}", attempt)
+
+    async def put(self, path: str, body: Any) -> None:
+        """PUT ``body`` as JSON to ``path`` (status write-back)."""
+
+        async def attempt(session: aiohttp.ClientSession, base: str) -> None:
+            async with session.put(
+                base + path,
+                data=json.dumps(body),
+                headers={"Content-Type": "application/json", "Accept": "application/json"},
+                timeout=aiohttp.ClientTimeout(total=self._request_timeout),
+            ) as resp:
+                if resp.status >= 400:
+                    raise _HTTPFailure(resp.status, (await resp.text())[:200])
+
+        await self._failover(f"PUT {path}", attempt)
+
+    async def _failover(self, what: str, attempt: Any) -> Any:
+        session = self._session_for_use()
+        errors: list[str] = []
+        for step in range(len(self.nodes)):
+            index = (self._current + step) % len(self.nodes)
+            base = self.nodes[index]
+            try:
+                result = await attempt(session, base)
+            except _HTTPFailure as exc:
+                if exc.status < 500:
+                    # The node answered and refused: another node would say the same.
+                    raise BackendError(f"metad {base}: {what}: HTTP {exc.status}: {exc.text}") from None
+                errors.append(f"{base}: HTTP {exc.status}")
+            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+                errors.append(f"{base}: {type(exc).__name__}: {exc}")
+            else:
+                if index != self._current:
+                    self._log.info("metad failover", node=base)
+                    self._current = index
+                return result
+        raise BackendError(f"metad: {what}: no node answered ({'; '.join(errors)})")
+
+
+class _HTTPFailure(Exception):
+    def __init__(self, status: int, text: str) -> None:
+        super().__init__(status, text)
+        self.status = status
+        self.text = text
+
+
+def _version(resp: aiohttp.ClientResponse) -> int:
+    raw = resp.headers.get(VERSION_HEADER, "0")
+    try:
+        return int(raw)
+    except ValueError:
+        return 0
+
+
+def _ssl_context(cert: Path | None, key: Path | None, ca: Path | None) -> ssl.SSLContext | None:
+    if cert is None and ca is None:
+        return None
+    ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
+    if cert is not None:
+        ctx.load_cert_chain(str(cert), str(key) if key else None)
+    return ctx
+
+
+async def gather_answers(client: MetadClient, paths: list[str]) -> list[MetadAnswer]:
+    """GET several paths concurrently."""
+    return list(await asyncio.gather(*(client.get(p) for p in paths)))

@@ -1,0 +1,72 @@
+"""Status write-back: where the agent tells the runtime what it did.
+
+With the metad backend the reports go to metad's instance API (``/self/status/...``); with the
+other backends there is no metadata service to report to, so the reports are logged, which is all
+a confd-style standalone agent can do with them.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from datetime import UTC, datetime
+from typing import Any, Protocol
+from urllib.parse import quote
+
+from pitrix.agent.metad_client import MetadClient
+from pitrix.logs import get_logger
+
+AGENT_VERSION = "0.1.0"
+
+
+def utc_now() -> str:
+    return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+class Reporter(Protocol):
+    async def heartbeat(self) -> None: ...
+
+    async def applied(self, revision: int, resources: dict[str, dict[str, Any]]) -> None: ...
+
+    async def command(self, cmd_id: str, record: dict[str, Any]) -> None: ...
+
+
+class MetadReporter:
+    """PUTs under ``/self/status``; errors propagate (``BackendError``) so callers can retry."""
+
+    def __init__(self, client: MetadClient) -> None:
+        self._client = client
+        self._started = time.monotonic()
+
+    async def heartbeat(self) -> None:
+        await self._client.put(
+            "/self/status/heartbeat",
+            {
+                "time": utc_now(),
+                "pid": os.getpid(),
+                "uptime": round(time.monotonic() - self._started, 3),
+                "version": AGENT_VERSION,
+            },
+        )
+
+    async def applied(self, revision: int, resources: dict[str, dict[str, Any]]) -> None:
+        await self._client.put("/self/status/applied", {"revision": revision, "resources": resources})
+
+    async def command(self, cmd_id: str, record: dict[str, Any]) -> None:
+        await self._client.put(f"/self/status/cmd/{quote(cmd_id, safe='')}", record)
+
+
+class LogReporter:
+    """For backends without a metadata service: the reports go to the log."""
+
+    def __init__(self) -> None:
+        self._log = get_logger("pitrix.agent.report")
+
+    async def heartbeat(self) -> None:
+        self._log.debug("heartbeat")
+
+    async def applied(self, revision: int, resources: dict[str, dict[str, Any]]) -> None:
+        self._log.info("applied", revision=revision, resources=resources)
+
+    async def command(self, cmd_id: str, record: dict[str, Any]) -> None:
+        self._log.info("command status", cmd_id=cmd_id, **record)

@@ -1,0 +1,369 @@
+"""A template resource and its apply transaction (confd's resource.go, made safe).
+
+``TemplateResource.process`` tells the whole story: render the values into a staged file beside
+the destination, stop if it is already in place, let ``check_cmd`` judge the staged file, swap it
+in atomically, run ``reload_cmd``, and if the reload fails put the previous file back and reload
+again, so a bad configuration never stays live. Every outcome ends in an ``ApplyResult``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import difflib
+import errno
+import grp
+import os
+import pwd
+import re
+import sys
+import tempfile
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from pitrix.agent.config import AgentConfig
+from pitrix.agent.errors import ResourceError
+from pitrix.agent.render import RenderError, TemplateCache
+from pitrix.agent.rootfs import under_root
+from pitrix.agent.shell import command_env, run_shell
+from pitrix.logs import get_logger
+
+_SRC_PLACEHOLDER = re.compile(r"\{\{\s*\.src\s*\}\}")
+_KNOWN_KEYS = frozenset(
+    {"src", "dest", "keys", "prefix", "owner", "uid", "group", "gid", "mode", "check_cmd", "reload_cmd"}
+)
+
+
+@dataclass(frozen=True)
+class ApplyResult:
+    """One resource's outcome in one apply round (what the status write-back reports)."""
+
+    name: str
+    ok: bool
+    changed: bool = False
+    error: str | None = None
+
+    def record(self) -> dict[str, Any]:
+        return {"ok": self.ok, "error": self.error}
+
+
+@dataclass(frozen=True)
+class ApplyOptions:
+    """The confd flags that change how a resource is applied."""
+
+    noop: bool = False
+    sync_only: bool = False
+    keep_stage_file: bool = False
+    hook_timeout: float = 60.0
+
+    @classmethod
+    def from_config(cls, config: AgentConfig) -> ApplyOptions:
+        return cls(config.noop, config.sync_only, config.keep_stage_file, config.hook_timeout)
+
+
+@dataclass(frozen=True)
+class _FileState:
+    """A destination file as it was: contents and the attributes confd compares."""
+
+    data: bytes
+    mode: int
+    uid: int
+    gid: int
+
+
+def join_key(*parts: str) -> str:
+    """Go's ``path.Join("/", parts...)``: slash-separated, cleaned, always absolute."""
+    joined = os.path.normpath("/" + "/".join(p for p in parts if p))
+    return "/" + joined.lstrip("/")
+
+
+@dataclass
+class TemplateResource:
+    """One ``conf.d/*.toml`` file, its paths resolved under the VM root."""
+
+    name: str
+    toml_path: Path
+    src: Path
+    dest: Path
+    keys: list[str]
+    prefix: str
+    root: Path
+    mode: int | None = None
+    uid: int | None = None
+    gid: int | None = None
+    check_cmd: str = ""
+    reload_cmd: str = ""
+
+    # -- loading ---------------------------------------------------------------------------------
+
+    @classmethod
+    def load(cls, toml_path: Path, config: AgentConfig) -> TemplateResource:
+        """Read and validate one resource file; errors name the file and the key."""
+        where = str(toml_path)
+        try:
+            with toml_path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except tomllib.TOMLDecodeError as exc:
+            raise ResourceError(f"{where}: invalid TOML: {exc}") from None
+        except OSError as exc:
+            raise ResourceError(f"{where}: {exc.strerror}") from None
+        table = data.get("template")
+        if not isinstance(table, dict):
+            raise ResourceError(f"{where}: missing [template] table")
+        unknown = sorted(set(table) - _KNOWN_KEYS)
+        if unknown:
+            raise ResourceError(f"{where}: template.{unknown[0]}: unknown key")
+
+        def text(key: str, required: bool = False) -> str:
+            value = table.get(key, "")
+            if not isinstance(value, str):
+                raise ResourceError(f"{where}: template.{key}: must be a string")
+            if required and not value:
+                raise ResourceError(f"{where}: template.{key}: required")
+            return value
+
+        def number(key: str) -> int | None:
+            value = table.get(key)
+            if value is None:
+                return None
+            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+                raise ResourceError(f"{where}: template.{key}: must be a non-negative integer")
+            return value
+
+        src = text("src", required=True)
+        dest = text("dest", required=True)
+        keys = table.get("keys", [])
+        if not isinstance(keys, list) or not all(isinstance(k, str) for k in keys):
+            raise ResourceError(f"{where}: template.keys: must be a list of strings")
+        prefix = join_key(config.prefix, text("prefix"))
+        uid = number("uid")
+        gid = number("gid")
+        owner, group = text("owner"), text("group")
+        if owner:
+            try:
+                uid = pwd.getpwnam(owner).pw_uid
+            except KeyError:
+                raise ResourceError(f"{where}: template.owner: no such user {owner!r}") from None
+        if group:
+            try:
+                gid = grp.getgrnam(group).gr_gid
+            except KeyError:
+                raise ResourceError(f"{where}: template.group: no such group {group!r}") from None
+        return cls(
+            name=toml_path.stem,
+            toml_path=toml_path,
+            src=config.template_dir / src,
+            dest=under_root(config.root, dest),
+            keys=[join_key(prefix, k) for k in keys],
+            prefix=prefix,
+            root=config.root,
+            mode=parse_mode(table.get("mode"), where),
+            uid=uid,
+            gid=gid,
+            check_cmd=text("check_cmd"),
+            reload_cmd=text("reload_cmd"),
+        )
+
+    def template_values(self, values: dict[str, str]) -> dict[str, str]:
+        """The values as templates see them: selected by this resource's keys, prefix stripped."""
+        out: dict[str, str] = {}
+        for key, value in values.items():
+            if any(key.startswith(k) for k in self.keys):
+                rest = key[len(self.prefix) :] if key.startswith(self.prefix) else key
+                out[join_key(rest)] = value
+        return out
+
+    # -- the transaction -------------------------------------------------------------------------
+
+    async def process(self, values: dict[str, str], cache: TemplateCache, opts: ApplyOptions) -> ApplyResult:
+        """Apply this resource for ``values`` (full keys); never raises for a failed apply."""
+        log = get_logger("pitrix.agent.resource", resource=self.name, dest=str(self.dest))
+        staged: Path | None = None
+        try:
+            text = await asyncio.to_thread(cache.render, self.src, self.template_values(values))
+            staged = await asyncio.to_thread(self._stage, text)
+            previous = await asyncio.to_thread(self._read_dest)
+            if previous is not None and await asyncio.to_thread(self._same_as, staged, previous):
+                log.debug("in sync")
+                return ApplyResult(self.name, ok=True)
+            if opts.noop:
+                await asyncio.to_thread(self._show_diff, previous, text)
+                log.warning("noop: destination not modified")
+                return ApplyResult(self.name, ok=True, changed=True)
+            if not opts.sync_only and self.check_cmd:
+                error = await self._check(staged, opts.hook_timeout)
+                if error:
+                    log.error("check_cmd rejected the staged file", error=error)
+                    return ApplyResult(self.name, ok=False, error=error)
+            await asyncio.to_thread(self._install, staged)
+            staged = None
+            log.info("destination updated")
+            if not opts.sync_only and self.reload_cmd:
+                error = await self._reload_or_restore(previous, opts.hook_timeout)
+                if error:
+                    log.error("reload failed", error=error)
+                    return ApplyResult(self.name, ok=False, changed=True, error=error)
+            return ApplyResult(self.name, ok=True, changed=True)
+        except RenderError as exc:
+            log.error("render failed", error=str(exc))
+            return ApplyResult(self.name, ok=False, error=str(exc))
+        except OSError as exc:
+            error = f"{exc.filename or self.dest}: {exc.strerror or exc}"
+            log.error("apply failed", error=error)
+            return ApplyResult(self.name, ok=False, error=error)
+        finally:
+            if staged is not None and not opts.keep_stage_file:
+                with contextlib.suppress(FileNotFoundError):
+                    staged.unlink()
+
+    # -- the steps -------------------------------------------------------------------------------
+
+    def _target_attrs(self) -> tuple[int, int, int]:
+        """Mode, uid, gid the destination must have, with confd's defaults: the agent's own user,
+        and the mode the file has now (0644 for a new file)."""
+        mode = self.mode
+        if mode is None:
+            try:
+                mode = self.dest.stat().st_mode & 0o7777
+            except FileNotFoundError:
+                mode = 0o644
+        uid = self.uid if self.uid is not None else os.geteuid()
+        gid = self.gid if self.gid is not None else os.getegid()
+        return mode, uid, gid
+
+    def _stage(self, text: str) -> Path:
+        """Write ``text`` to a hidden file beside the destination, with the target attributes."""
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, name = tempfile.mkstemp(prefix=f".{self.dest.name}.", dir=self.dest.parent)
+        path = Path(name)
+        try:
+            with os.fdopen(fd, "wb") as fh:
+                fh.write(text.encode())
+                fh.flush()
+                os.fsync(fh.fileno())
+            mode, uid, gid = self._target_attrs()
+            st = path.stat()
+            if (st.st_uid, st.st_gid) != (uid, gid):
+                os.chown(path, uid, gid)
+            os.chmod(path, mode)
+        except BaseException:
+            path.unlink(missing_ok=True)
+            raise
+        return path
+
+    def _read_dest(self) -> _FileState | None:
+        try:
+            data = self.dest.read_bytes()
+            st = self.dest.stat()
+        except FileNotFoundError:
+            return None
+        return _FileState(data, st.st_mode & 0o7777, st.st_uid, st.st_gid)
+
+    def _same_as(self, staged: Path, previous: _FileState) -> bool:
+        st = staged.stat()
+        return (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (
+            previous.mode,
+            previous.uid,
+            previous.gid,
+        ) and staged.read_bytes() == previous.data
+
+    def _show_diff(self, previous: _FileState | None, text: str) -> None:
+        old = previous.data.decode("utf-8", "replace") if previous else ""
+        diff = difflib.unified_diff(
+            old.splitlines(keepends=True),
+            text.splitlines(keepends=True),
+            fromfile=str(self.dest),
+            tofile=f"{self.dest} (new)",
+        )
+        sys.stdout.write("".join(diff) or f"{self.dest}: mode or owner would change\n")
+        sys.stdout.flush()
+
+    async def _check(self, staged: Path, timeout: float) -> str | None:
+        command = _SRC_PLACEHOLDER.sub(lambda _m: str(staged), self.check_cmd)
+        result = await run_shell(command, root=self.root, timeout=timeout, env=command_env(self.root))
+        if result.ok:
+            return None
+        return f"check_cmd failed ({result.describe()}): {result.output.strip()[-500:]}"
+
+    def _install(self, staged: Path) -> None:
+        """Atomically replace the destination; where rename cannot (a bind-mounted file), overwrite."""
+        try:
+            os.rename(staged, self.dest)
+        except OSError as exc:
+            if exc.errno != errno.EBUSY:
+                raise
+            self.dest.write_bytes(staged.read_bytes())
+            staged.unlink()
+
+    def _restore(self, previous: _FileState | None) -> None:
+        if previous is None:
+            self.dest.unlink(missing_ok=True)
+            return
+        fd, name = tempfile.mkstemp(prefix=f".{self.dest.name}.", dir=self.dest.parent)
+        path = Path(name)
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(previous.data)
+            fh.flush()
+            os.fsync(fh.fileno())
+        st = path.stat()
+        if (st.st_uid, st.st_gid) != (previous.uid, previous.gid):
+            os.chown(path, previous.uid, previous.gid)
+        os.chmod(path, previous.mode)
+        self._install(path)
+
+    async def _reload_or_restore(self, previous: _FileState | None, timeout: float) -> str | None:
+        result = await run_shell(self.reload_cmd, root=self.root, timeout=timeout)
+        if result.ok:
+            return None
+        error = f"reload_cmd failed ({result.describe()}): {result.output.strip()[-500:]}"
+        await asyncio.to_thread(self._restore, previous)
+        again = await run_shell(self.reload_cmd, root=self.root, timeout=timeout)
+        restored = "previous file restored" if previous is not None else "new file removed"
+        if again.ok:
+            return f"{error}; {restored} and reloaded"
+        return f"{error}; {restored}, reload after restore also failed ({again.describe()})"
+
+
+def parse_mode(value: Any, where: str) -> int | None:
+    """``mode = "0644"`` (confd writes modes as octal strings); an integer is taken as is."""
+    if value is None or value == "":
+        return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        mode = value
+    elif isinstance(value, str):
+        digits = value.strip().lower().removeprefix("0o")
+        if not digits or any(c not in "01234567" for c in digits):
+            raise ResourceError(f'{where}: template.mode: {value!r} is not an octal mode like "0644"')
+        mode = int(digits, 8)
+    else:
+        raise ResourceError(f'{where}: template.mode: must be an octal string like "0644"')
+    if not 0 <= mode <= 0o7777:
+        raise ResourceError(f"{where}: template.mode: {value!r} out of range")
+    return mode
+
+
+def resource_files(config: AgentConfig) -> list[Path]:
+    """``conf.d/*.toml`` in name order, skipping hidden (``.``) and disabled (``_``) files."""
+    directory = config.resource_dir
+    if not directory.is_dir():
+        return []
+    return sorted(
+        p
+        for p in directory.iterdir()
+        if p.suffix == ".toml" and not p.name.startswith((".", "_")) and p.is_file()
+    )
+
+
+def load_resources(config: AgentConfig) -> tuple[list[TemplateResource], dict[str, str]]:
+    """Every resource that loads, and an error per file that does not (so one bad file does not
+    stop the others from being applied)."""
+    resources: list[TemplateResource] = []
+    errors: dict[str, str] = {}
+    for path in resource_files(config):
+        try:
+            resources.append(TemplateResource.load(path, config))
+        except ResourceError as exc:
+            errors[path.stem] = str(exc)
+    return resources, errors
