@@ -1,0 +1,191 @@
+"""The management client pitrixd uses to drive a metad (never etcd directly).
+
+``watch`` survives dropped connections and metad restarts: it reconnects with backoff and resumes
+after the last revision it delivered, and it only moves past a resync once the whole state
+arrived, so a stream cut in the middle of a resync is resynced again rather than half-applied.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator
+from typing import Any
+from urllib.parse import quote
+
+import aiohttp
+
+from pitrix.logs import get_logger
+
+
+class MetadClientError(Exception):
+    """metad refused a request (4xx) or answered something that is not its protocol."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(f"metad {status}: {message}")
+        self.status = status
+
+
+class MetadManagementClient:
+    def __init__(
+        self,
+        base_url: str,
+        session: aiohttp.ClientSession | None = None,
+        *,
+        timeout: float = 30.0,
+        idle_timeout: float = 35.0,
+        max_backoff: float = 5.0,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self._session = session
+        self._own_session = session is None
+        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        # metad writes a keepalive line every 10 s by default; silence for longer means a dead link.
+        self._idle_timeout = idle_timeout
+        self._max_backoff = max_backoff
+        self._log = get_logger("pitrix.metad.client", url=self.base_url)
+
+    @property
+    def session(self) -> aiohttp.ClientSession:
+        if self._session is None or self._session.closed:
+            self._session = aiohttp.ClientSession()
+            self._own_session = True
+        return self._session
+
+    async def close(self) -> None:
+        if self._own_session and self._session is not None:
+            await self._session.close()
+        self._session = None
+
+    async def __aenter__(self) -> MetadManagementClient:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    @staticmethod
+    def _path(path: str) -> str:
+        return quote("/".join(part for part in path.split("/") if part), safe="/")
+
+    async def _request(self, method: str, url: str, obj: Any = None, allow_404: bool = False) -> Any:
+        kwargs: dict[str, Any] = {"timeout": self._timeout}
+        if obj is not None:
+            kwargs["data"] = json.dumps(obj)
+            kwargs["headers"] = {"Content-Type": "application/json"}
+        async with self.session.request(method, self.base_url + url, **kwargs) as response:
+            text = await response.text()
+            if response.status == 404 and allow_404:
+                return None
+            if response.status >= 400:
+                try:
+                    message = json.loads(text).get("error", text)
+                except (ValueError, AttributeError):
+                    message = text
+                raise MetadClientError(response.status, str(message))
+            try:
+                return json.loads(text) if text else None
+            except ValueError as exc:
+                raise MetadClientError(response.status, f"answer is not JSON: {text[:200]!r}") from exc
+
+    async def healthz(self) -> dict[str, Any]:
+        result = await self._request("GET", "/healthz")
+        return result if isinstance(result, dict) else {}
+
+    # -- data -------------------------------------------------------------------------------------
+
+    async def get_data(self, path: str) -> Any:
+        """The subtree at ``path`` as nested JSON (a leaf as its string); None if absent."""
+        return await self._request("GET", f"/v1/data/{self._path(path)}", allow_404=True)
+
+    async def put_data(self, path: str, obj: Any) -> int:
+        """Merge ``obj`` into ``path`` atomically; returns the revision of the write."""
+        return int((await self._request("PUT", f"/v1/data/{self._path(path)}", obj))["revision"])
+
+    async def post_data(self, path: str, obj: Any) -> int:
+        """Replace the subtree at ``path`` with ``obj`` atomically; returns the revision."""
+        return int((await self._request("POST", f"/v1/data/{self._path(path)}", obj))["revision"])
+
+    async def delete_data(self, path: str) -> int:
+        return int((await self._request("DELETE", f"/v1/data/{self._path(path)}"))["revision"])
+
+    # -- mappings ---------------------------------------------------------------------------------
+
+    async def get_mapping(self, iid: str) -> dict[str, Any] | None:
+        result = await self._request("GET", f"/v1/mapping/{quote(iid, safe='')}", allow_404=True)
+        return result if isinstance(result, dict) else None
+
+    async def put_mapping(self, iid: str, mapping: dict[str, Any]) -> int:
+        return int((await self._request("PUT", f"/v1/mapping/{quote(iid, safe='')}", mapping))["revision"])
+
+    async def delete_mapping(self, iid: str) -> int:
+        return int((await self._request("DELETE", f"/v1/mapping/{quote(iid, safe='')}"))["revision"])
+
+    # -- watch ------------------------------------------------------------------------------------
+
+    async def watch(
+        self, prefix: str = "/", from_revision: int | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
+        """Events under ``prefix`` from ``from_revision`` on (None: from now), forever.
+
+        Yields metad's event dicts: ``put``/``delete`` with ``revision``, ``key``, ``value``, and
+        ``resync`` (with ``revision`` and ``count``) followed by ``count`` ``put`` events of the
+        full state, after which the consumer's copy must equal that state.
+        """
+        next_from = from_revision
+        backoff = 0.1
+        while True:
+            if next_from is None:
+                # Pin "now" to a revision so that a drop before the first event loses nothing.
+                try:
+                    next_from = int((await self.healthz())["revision"]) + 1
+                except (aiohttp.ClientError, TimeoutError, KeyError, ValueError, MetadClientError) as exc:
+                    self._log.info("metad unreachable; retrying", error=str(exc), retry_in=backoff)
+                    await asyncio.sleep(backoff)
+                    backoff = min(self._max_backoff, backoff * 2)
+                    continue
+            params = {"prefix": prefix}
+            if next_from is not None:
+                params["from_revision"] = str(next_from)
+            resync_left = 0
+            resync_revision = 0
+            try:
+                timeout = aiohttp.ClientTimeout(total=None, sock_read=self._idle_timeout)
+                async with self.session.get(
+                    self.base_url + "/v1/watch", params=params, timeout=timeout
+                ) as resp:
+                    if 400 <= resp.status < 500:
+                        raise MetadClientError(resp.status, (await resp.text())[:500])
+                    if resp.status >= 500:
+                        raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
+                    backoff = 0.1
+                    async for raw in resp.content:
+                        line = raw.strip()
+                        if not line:
+                            continue
+                        event = json.loads(line)
+                        kind = event.get("type")
+                        if kind == "resync":
+                            resync_left = int(event.get("count", 0))
+                            resync_revision = int(event["revision"])
+                            yield event
+                            if resync_left == 0:
+                                next_from = resync_revision + 1
+                            continue
+                        yield event
+                        if resync_left:
+                            resync_left -= 1
+                            if resync_left == 0:
+                                next_from = resync_revision + 1
+                        else:
+                            next_from = max(next_from or 0, int(event["revision"]) + 1)
+            except MetadClientError:
+                raise
+            except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, ConnectionError) as exc:
+                self._log.info(
+                    "watch interrupted; resuming",
+                    error=str(exc) or type(exc).__name__,
+                    from_revision=next_from,
+                    retry_in=backoff,
+                )
+            await asyncio.sleep(backoff)
+            backoff = min(self._max_backoff, backoff * 2)

@@ -1,0 +1,156 @@
+"""The instance API agents talk to: ``GET /self/...`` (with long-poll) and write-back of own status.
+
+The caller is whoever owns the connection's source address (mTLS replaces this later); it sees
+only its own projection and may write only its own status keys.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+from aiohttp import web
+
+from pitrix.logs import get_logger
+from pitrix.metad import render, selfview, status
+from pitrix.metad.leases import HeartbeatLeases
+from pitrix.metad.mirror import Mirror
+from pitrix.metad.tree import split_path
+from pitrix.metad.waiters import Waiter
+from pitrix.store import Store, StoreError
+
+VERSION_HEADER = "X-Metad-Version"
+MAX_BODY = 256 * 1024
+
+MIRROR_KEY = web.AppKey("mirror", Mirror)
+STORE_KEY = web.AppKey("store", Store)
+LEASES_KEY = web.AppKey("leases", HeartbeatLeases)
+WAIT_TIMEOUT_KEY = web.AppKey("wait_timeout", float)
+
+_log = get_logger("pitrix.metad.instance")
+
+
+def _version(mirror: Mirror, revision: int | None = None) -> dict[str, str]:
+    return {VERSION_HEADER: str(mirror.revision if revision is None else revision)}
+
+
+def _caller(request: web.Request) -> selfview.Mapping:
+    mapping = request.app[MIRROR_KEY].identify(request.remote)
+    if mapping is None:
+        raise web.HTTPForbidden(
+            text=json.dumps(
+                {"error": f"unknown caller {request.remote}: no instance maps to it", "code": 403}
+            ),
+            content_type="application/json",
+        )
+    return mapping
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    return request.query.get(name, "").lower() in ("true", "1", "yes")
+
+
+async def healthz(request: web.Request) -> web.Response:
+    mirror = request.app[MIRROR_KEY]
+    ok = mirror.healthy
+    return web.json_response({"ok": ok, "revision": mirror.revision}, status=200 if ok else 503)
+
+
+async def read(request: web.Request) -> web.StreamResponse:
+    mirror = request.app[MIRROR_KEY]
+    mapping = _caller(request)
+    path = "/" + request.match_info["path"]
+    media = render.negotiate(request.headers.get("Accept"))
+    if _flag(request, "wait"):
+        raw = request.query.get("prev_version", request.query.get("pre_version"))
+        if raw is None:
+            since = mirror.revision
+        else:
+            try:
+                since = int(raw)
+            except ValueError:
+                return render.error(400, f"prev_version: {raw!r} is not an integer", _version(mirror))
+        deps = selfview.view_dependencies(mirror.tree, mapping, path)
+        if not mirror.changed_since(deps, since):
+            waiter = Waiter(deps)
+            mirror.waiters.add(waiter)
+            try:
+                await asyncio.wait_for(waiter.future, request.app[WAIT_TIMEOUT_KEY])
+            except TimeoutError:
+                pass
+            finally:
+                mirror.waiters.remove(waiter)
+            # The caller may have been unmapped while it waited.
+            mapping = _caller(request)
+    value = selfview.lookup(mirror.tree, mapping, path)
+    headers = _version(mirror)
+    if value is None:
+        return render.error(404, f"{path} not found", headers)
+    return render.answer(value, media, headers=headers)
+
+
+async def _json_body(request: web.Request, optional: bool = False) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        if optional:
+            return None
+        raise status.BadBody("body", "is empty; a JSON object is required")
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise status.BadBody("body", f"is not valid JSON ({exc})") from exc
+
+
+async def write(request: web.Request) -> web.Response:
+    mirror = request.app[MIRROR_KEY]
+    mapping = _caller(request)
+    parts = split_path(request.match_info["path"])
+    store = request.app[STORE_KEY]
+    if parts[:2] != ["self", "status"] or len(parts) < 3:
+        return render.error(403, "instances may write only their own /self/status/... keys", _version(mirror))
+    kind = parts[2]
+    try:
+        if kind == "heartbeat" and len(parts) == 3:
+            doc, interval = status.heartbeat(await _json_body(request, optional=True))
+            revision = await request.app[LEASES_KEY].beat(
+                mapping.instance_id, mapping.status_key("heartbeat"), json.dumps(doc), interval
+            )
+        elif kind in ("applied", "health") and len(parts) == 3:
+            body = await _json_body(request)
+            doc = status.applied(body) if kind == "applied" else status.health(body)
+            revision = await store.put(mapping.status_key(kind), json.dumps(doc))
+        elif kind == "cmd" and len(parts) == 4:
+            doc = status.cmd_result(parts[3], await _json_body(request))
+            revision = await store.put(mapping.status_key("cmd", parts[3]), json.dumps(doc))
+        else:
+            return render.error(403, f"{'/'.join(parts)} is not a writable status key", _version(mirror))
+    except status.BadBody as exc:
+        return render.error(400, str(exc), _version(mirror), field=exc.field)
+    except StoreError as exc:
+        _log.warning("status write failed", instance_id=mapping.instance_id, error=str(exc))
+        return render.error(503, f"metadata store unavailable: {exc}", _version(mirror))
+    return web.json_response({"ok": True, "revision": revision}, headers=_version(mirror, revision))
+
+
+async def not_allowed(request: web.Request) -> web.Response:
+    _caller(request)
+    return render.error(405, f"{request.method} is not supported on the instance API")
+
+
+def build_app(mirror: Mirror, store: Store, leases: HeartbeatLeases, wait_timeout: float) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY)
+    app[MIRROR_KEY] = mirror
+    app[STORE_KEY] = store
+    app[LEASES_KEY] = leases
+    app[WAIT_TIMEOUT_KEY] = wait_timeout
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/{path:.*}", read)
+    app.router.add_put("/{path:.*}", write)
+    app.router.add_post("/{path:.*}", write)
+    app.router.add_delete("/{path:.*}", not_allowed)
+    app.router.add_patch("/{path:.*}", not_allowed)
+    return app
+
+
+__all__ = ["build_app"]

@@ -1,0 +1,130 @@
+"""``pitrix-metad``: serve the instance and management APIs over an external or embedded etcd."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import ipaddress
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+from pitrix import aio, logs
+from pitrix.logs import get_logger
+from pitrix.metad.server import DEFAULT_WAIT_TIMEOUT, Metad, MetadError
+from pitrix.store import Store, StoreError
+
+
+def _port(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a port number") from None
+    if not 0 <= value <= 65535:
+        raise argparse.ArgumentTypeError(f"{value} is not a TCP port (0..65535)")
+    return value
+
+
+def _ip(text: str) -> str:
+    try:
+        return str(ipaddress.ip_address(text))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an IP address") from None
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="pitrix-metad", description=__doc__)
+    parser.add_argument("--listen-ip", type=_ip, required=True, help="address both APIs listen on")
+    parser.add_argument("--instance-port", type=_port, default=8080)
+    parser.add_argument("--manage-port", type=_port, default=9611)
+    parser.add_argument(
+        "--etcd", action="append", default=[], metavar="URL", help="etcd client URL (repeatable)"
+    )
+    parser.add_argument("--embedded-etcd", action="store_true", help="run a private etcd under --state-dir")
+    parser.add_argument("--state-dir", type=Path, help="state directory of the embedded etcd")
+    parser.add_argument("--etcd-client-port", type=_port, default=2379)
+    parser.add_argument("--etcd-peer-port", type=_port, default=2380)
+    parser.add_argument("--prefix", default="", help="etcd key prefix the metadata lives under")
+    parser.add_argument(
+        "--wait-timeout",
+        type=float,
+        default=DEFAULT_WAIT_TIMEOUT,
+        help="seconds a long-poll is held before answering the current value",
+    )
+    parser.add_argument("--log-level", default=os.environ.get("PITRIX_LOG_LEVEL", "info"))
+    args = parser.parse_args(argv)
+    if bool(args.etcd) == bool(args.embedded_etcd):
+        parser.error("give either --etcd URL (repeatable) or --embedded-etcd --state-dir DIR")
+    if args.embedded_etcd and args.state_dir is None:
+        parser.error("--embedded-etcd needs --state-dir DIR")
+    if args.wait_timeout <= 0:
+        parser.error("--wait-timeout must be positive")
+    return args
+
+
+async def serve(args: argparse.Namespace) -> int:
+    log = get_logger("pitrix.metad.main", listen_ip=args.listen_ip)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    embedded = None
+    store: Store | None = None
+    metad: Metad | None = None
+    try:
+        endpoints = list(args.etcd)
+        if args.embedded_etcd:
+            from pitrix.store.embedded import EmbeddedEtcd
+
+            embedded = EmbeddedEtcd(
+                args.state_dir,
+                host=args.listen_ip,
+                client_port=args.etcd_client_port,
+                peer_port=args.etcd_peer_port,
+            )
+            endpoints = [await embedded.start()]
+        store = await Store.connect(endpoints, prefix=args.prefix)
+        metad = Metad(
+            store, args.listen_ip, args.instance_port, args.manage_port, wait_timeout=args.wait_timeout
+        )
+        await metad.start()
+        ready = {
+            "ready": True,
+            "url": metad.instance_url,
+            "instance_url": metad.instance_url,
+            "manage_url": metad.manage_url,
+            "etcd": endpoints,
+            "pid": os.getpid(),
+        }
+        sys.stdout.write(json.dumps(ready) + "\n")
+        sys.stdout.flush()
+        await stop.wait()
+        log.info("stopping")
+        return 0
+    except (MetadError, StoreError, OSError) as exc:
+        log.error("cannot serve", error=str(exc))
+        return 1
+    except Exception as exc:
+        if type(exc).__name__ == "EmbeddedEtcdError":
+            log.error("embedded etcd failed", error=str(exc))
+            return 1
+        raise
+    finally:
+        if metad is not None:
+            await metad.stop()
+        if store is not None:
+            await store.close()
+        if embedded is not None:
+            await embedded.stop()
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    logs.configure(args.log_level)
+    sys.exit(aio.run(serve(args)))
+
+
+if __name__ == "__main__":
+    main()

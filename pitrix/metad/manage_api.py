@@ -1,0 +1,288 @@
+"""The management API pitrixd uses: data, instance mappings and a resumable change stream.
+
+Every write is one etcd transaction, and answers only once this process's mirror has applied it,
+so a GET right after a PUT (or the agent's next long-poll answer) reflects the write.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import json
+from typing import Any
+
+from aiohttp import web
+
+from pitrix.logs import get_logger
+from pitrix.metad import data
+from pitrix.metad.mirror import Mirror
+from pitrix.metad.selfview import MAPPING_ROOT
+from pitrix.metad.tree import join_path, split_path
+from pitrix.store import KV, Op, Store, StoreError, WatchBatch
+
+MIRROR_KEY = web.AppKey("mirror", Mirror)
+STORE_KEY = web.AppKey("store", Store)
+KEEPALIVE_KEY = web.AppKey("keepalive", float)
+CLOSING_KEY = web.AppKey("closing", asyncio.Event)
+MAX_BODY = 64 * 1024 * 1024
+MAPPING_FIELDS = ("instance_id", "cluster_id", "role", "ip")
+
+_log = get_logger("pitrix.metad.manage")
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, "code": status, **extra}, status=status)
+
+
+def _store_error(exc: StoreError) -> web.Response:
+    text = str(exc)
+    if "too many operations" in text:
+        return _error(
+            413,
+            f"the write needs more operations than etcd allows in one transaction "
+            f"(raise etcd's --max-txn-ops): {text}",
+        )
+    return _error(503, f"metadata store unavailable: {text}")
+
+
+async def _body(request: web.Request) -> Any:
+    raw = await request.read()
+    try:
+        return json.loads(raw)
+    except ValueError as exc:
+        raise data.BadDocument("body", f"is not valid JSON ({exc})") from exc
+
+
+async def healthz(request: web.Request) -> web.Response:
+    mirror = request.app[MIRROR_KEY]
+    ok = mirror.healthy
+    return web.json_response({"ok": ok, "revision": mirror.revision}, status=200 if ok else 503)
+
+
+async def _commit(request: web.Request, ops: list[Op]) -> web.Response:
+    mirror = request.app[MIRROR_KEY]
+    if not ops:
+        return web.json_response({"ok": True, "revision": mirror.revision})
+    try:
+        result = await request.app[STORE_KEY].txn([], ops)
+    except StoreError as exc:
+        return _store_error(exc)
+    await mirror.wait_for_revision(result.revision)
+    return web.json_response({"ok": True, "revision": result.revision})
+
+
+def _subtree(mirror: Mirror, path: str) -> web.Response:
+    node = mirror.tree.live(path)
+    headers = {"X-Metad-Version": str(mirror.revision)}
+    if node is None:
+        return web.json_response({"error": f"{path} not found", "code": 404}, status=404, headers=headers)
+    return web.Response(text=node.json(), content_type="application/json", headers=headers)
+
+
+# -- /v1/data -------------------------------------------------------------------------------------
+
+
+def _data_path(request: web.Request) -> str:
+    return join_path(split_path(request.match_info.get("path", "")))
+
+
+async def data_get(request: web.Request) -> web.Response:
+    return _subtree(request.app[MIRROR_KEY], _data_path(request))
+
+
+async def data_put(request: web.Request) -> web.Response:
+    path = _data_path(request)
+    try:
+        ops = data.merge_ops(request.app[MIRROR_KEY].tree, path, await _body(request))
+    except data.BadDocument as exc:
+        return _error(400, str(exc), field=exc.field)
+    return await _commit(request, ops)
+
+
+async def _replace(request: web.Request, path: str, doc: Any) -> web.Response:
+    store = request.app[STORE_KEY]
+    try:
+        existing, _ = await store.get_prefix(path.rstrip("/") + "/")
+        leaf = await store.get(path) if path != "/" else None
+        keys = [kv.key for kv in existing] + ([leaf.key] if leaf is not None else [])
+        ops = data.replace_ops(keys, path, doc)
+    except data.BadDocument as exc:
+        return _error(400, str(exc), field=exc.field)
+    except StoreError as exc:
+        return _store_error(exc)
+    return await _commit(request, ops)
+
+
+async def data_post(request: web.Request) -> web.Response:
+    try:
+        doc = await _body(request)
+    except data.BadDocument as exc:
+        return _error(400, str(exc), field=exc.field)
+    return await _replace(request, _data_path(request), doc)
+
+
+async def data_delete(request: web.Request) -> web.Response:
+    return await _commit(request, data.delete_ops(_data_path(request)))
+
+
+# -- /v1/mapping ----------------------------------------------------------------------------------
+
+
+def _iid(request: web.Request) -> str:
+    iid = request.match_info["iid"]
+    data.check_segment(iid, "instance_id")
+    return iid
+
+
+async def mapping_get(request: web.Request) -> web.Response:
+    try:
+        iid = _iid(request)
+    except data.BadDocument as exc:
+        return _error(400, str(exc), field=exc.field)
+    return _subtree(request.app[MIRROR_KEY], f"{MAPPING_ROOT}/{iid}")
+
+
+def _check_mapping(iid: str, doc: Any) -> dict[str, Any]:
+    if not isinstance(doc, dict):
+        raise data.BadDocument("body", "must be a JSON object with cluster_id, role and ip")
+    doc = dict(doc)
+    if doc.setdefault("instance_id", iid) != iid:
+        raise data.BadDocument("instance_id", f"{doc['instance_id']!r} does not match the URL's {iid!r}")
+    for field in MAPPING_FIELDS:
+        value = doc.get(field)
+        if not isinstance(value, str) or not value:
+            raise data.BadDocument(field, "is required and must be a non-empty string")
+    for field in ("cluster_id", "role"):
+        data.check_segment(doc[field], field)
+    try:
+        ipaddress.ip_address(doc["ip"])
+    except ValueError as exc:
+        raise data.BadDocument("ip", f"{doc['ip']!r} is not an IP address") from exc
+    return doc
+
+
+async def mapping_put(request: web.Request) -> web.Response:
+    mirror = request.app[MIRROR_KEY]
+    try:
+        iid = _iid(request)
+        doc = _check_mapping(iid, await _body(request))
+    except data.BadDocument as exc:
+        return _error(400, str(exc), field=exc.field)
+    owner = mirror.by_ip.get(doc["ip"])
+    if owner is not None and owner != iid:
+        return _error(409, f"ip {doc['ip']} is already mapped to instance {owner}", field="ip")
+    return await _replace(request, f"{MAPPING_ROOT}/{iid}", doc)
+
+
+async def mapping_delete(request: web.Request) -> web.Response:
+    try:
+        iid = _iid(request)
+    except data.BadDocument as exc:
+        return _error(400, str(exc), field=exc.field)
+    return await _commit(request, data.delete_ops(f"{MAPPING_ROOT}/{iid}"))
+
+
+# -- /v1/watch ------------------------------------------------------------------------------------
+
+
+def _event_line(kind: str, key: str, value: bytes | None, revision: int) -> bytes:
+    text = None if value is None else value.decode(errors="replace")
+    return (json.dumps({"revision": revision, "type": kind, "key": key, "value": text}) + "\n").encode()
+
+
+def _batch_lines(batch: WatchBatch) -> list[bytes]:
+    if batch.resync:
+        # The count lets a client tell a complete resync from one cut short by a dropped stream.
+        head = json.dumps({"type": "resync", "revision": batch.revision, "count": len(batch.state)}) + "\n"
+        state: list[KV] = batch.state
+        return [head.encode(), *(_event_line("put", kv.key, kv.value, kv.mod_revision) for kv in state)]
+    return [
+        _event_line(e.type, e.key, e.value if e.type == "put" else None, e.revision) for e in batch.events
+    ]
+
+
+async def watch(request: web.Request) -> web.StreamResponse:
+    prefix = request.query.get("prefix", "/") or "/"
+    if not prefix.startswith("/"):
+        return _error(400, "prefix must start with '/'", field="prefix")
+    raw = request.query.get("from_revision")
+    from_revision: int | None = None
+    if raw not in (None, ""):
+        try:
+            from_revision = int(str(raw))
+        except ValueError:
+            return _error(400, f"from_revision: {raw!r} is not an integer", field="from_revision")
+        if from_revision < 0:
+            return _error(400, "from_revision must be >= 0", field="from_revision")
+        from_revision = from_revision or None
+    store = request.app[STORE_KEY]
+    keepalive = request.app[KEEPALIVE_KEY]
+    closing = request.app[CLOSING_KEY]
+    queue: asyncio.Queue[WatchBatch | BaseException] = asyncio.Queue(maxsize=256)
+
+    async def pump() -> None:
+        iterator = store.watch_prefix(prefix, from_revision)
+        try:
+            async for batch in iterator:
+                await queue.put(batch)
+        except Exception as exc:
+            await queue.put(exc)
+        finally:
+            closer = getattr(iterator, "aclose", None)
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer()
+
+    response = web.StreamResponse(
+        headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"}
+    )
+    await response.prepare(request)
+    # The first byte tells the client its stream is established before anything changes.
+    await response.write(b"\n")
+    task = asyncio.create_task(pump(), name="metad-manage-watch")
+    closed = asyncio.create_task(closing.wait())
+    try:
+        while True:
+            getter = asyncio.create_task(queue.get())
+            done, _ = await asyncio.wait(
+                {getter, closed}, timeout=keepalive, return_when=asyncio.FIRST_COMPLETED
+            )
+            if getter not in done:
+                getter.cancel()
+                if closed in done:
+                    break
+                await response.write(b"\n")
+                continue
+            item = getter.result()
+            if isinstance(item, BaseException):
+                _log.warning("management watch failed", prefix=prefix, error=str(item))
+                break
+            await response.write(b"".join(_batch_lines(item)))
+    except ConnectionResetError:
+        pass
+    finally:
+        closed.cancel()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await task
+    return response
+
+
+def build_app(mirror: Mirror, store: Store, keepalive: float, closing: asyncio.Event) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY)
+    app[MIRROR_KEY] = mirror
+    app[STORE_KEY] = store
+    app[KEEPALIVE_KEY] = keepalive
+    app[CLOSING_KEY] = closing
+    app.router.add_get("/healthz", healthz)
+    for route in ("/v1/data", "/v1/data/{path:.*}"):
+        app.router.add_get(route, data_get)
+        app.router.add_put(route, data_put)
+        app.router.add_post(route, data_post)
+        app.router.add_delete(route, data_delete)
+    app.router.add_get("/v1/mapping/{iid}", mapping_get)
+    app.router.add_put("/v1/mapping/{iid}", mapping_put)
+    app.router.add_delete("/v1/mapping/{iid}", mapping_delete)
+    app.router.add_get("/v1/watch", watch)
+    return app

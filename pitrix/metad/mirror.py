@@ -1,0 +1,141 @@
+"""One etcd watch per process feeding an in-memory copy of the keyspace.
+
+Reads answer from the copy at its revision, so a thousand agents polling cost etcd nothing; the
+copy also keeps the source-IP identity index and releases the long-poll waiters a batch concerns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+from pitrix.logs import get_logger
+from pitrix.metad.selfview import MAPPING_ROOT, Mapping
+from pitrix.metad.tree import Tree, split_path
+from pitrix.metad.waiters import WaiterIndex
+from pitrix.store import Store, WatchBatch
+
+_MAPPING_PARTS = split_path(MAPPING_ROOT)
+
+
+class Mirror:
+    def __init__(self, store: Store) -> None:
+        self.store = store
+        self.tree = Tree()
+        self.revision = 0
+        # Below this revision the mirror has no history (it loaded a snapshot): a caller asking
+        # "changed since N" with N older than the snapshot is answered at once.
+        self.base_revision = 0
+        self.waiters = WaiterIndex()
+        self.mappings: dict[str, Mapping] = {}
+        self.by_ip: dict[str, str] = {}
+        self._advanced = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._log = get_logger("pitrix.metad.mirror")
+
+    async def start(self) -> None:
+        kvs, revision = await self.store.get_prefix("/")
+        for kv in kvs:
+            self.tree.put(kv.key, kv.value.decode(errors="replace"), kv.mod_revision)
+        self.revision = self.base_revision = revision
+        self._reindex_all()
+        self._log.info("mirror loaded", keys=len(kvs), revision=revision)
+        self._task = asyncio.create_task(self._follow(revision + 1), name="metad-mirror")
+
+    async def stop(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+            self._task = None
+        self.waiters.notify_all(self.revision)
+
+    @property
+    def healthy(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def _follow(self, from_revision: int) -> None:
+        watch = self.store.watch_prefix("/", from_revision)
+        try:
+            async for batch in watch:
+                await self.apply(batch)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self._log.exception("mirror watch ended")
+            raise
+        finally:
+            closer = getattr(watch, "aclose", None)
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer()
+
+    async def apply(self, batch: WatchBatch) -> None:
+        if batch.resync:
+            tree = Tree()
+            for kv in batch.state:
+                tree.put(kv.key, kv.value.decode(errors="replace"), kv.mod_revision)
+            self.tree = tree
+            self.revision = self.base_revision = batch.revision
+            self._reindex_all()
+            self._log.warning("mirror resynced", revision=batch.revision, keys=len(batch.state))
+            self.waiters.notify_all(batch.revision)
+        else:
+            touched: set[str] = set()
+            for event in batch.events:
+                if event.type == "put":
+                    self.tree.put(event.key, event.value.decode(errors="replace"), event.revision)
+                else:
+                    self.tree.delete(event.key, event.revision)
+                parts = split_path(event.key)
+                if parts[: len(_MAPPING_PARTS)] == _MAPPING_PARTS and len(parts) > len(_MAPPING_PARTS):
+                    touched.add(parts[len(_MAPPING_PARTS)])
+            self.revision = max(self.revision, batch.revision)
+            for iid in touched:
+                self._reindex(iid)
+            self.waiters.notify((event.key for event in batch.events), self.revision)
+        async with self._advanced:
+            self._advanced.notify_all()
+
+    async def wait_for_revision(self, revision: int, timeout: float = 5.0) -> bool:
+        """Block until the mirror has applied ``revision`` (read-your-writes for the management API)."""
+        if self.revision >= revision:
+            return True
+        async with self._advanced:
+            try:
+                await asyncio.wait_for(self._advanced.wait_for(lambda: self.revision >= revision), timeout)
+            except TimeoutError:
+                self._log.warning("mirror lags", wanted=revision, have=self.revision)
+                return False
+        return True
+
+    # -- identity ---------------------------------------------------------------------------------
+
+    def _reindex_all(self) -> None:
+        self.mappings.clear()
+        self.by_ip.clear()
+        root = self.tree.live(MAPPING_ROOT)
+        if root is not None:
+            for iid, _ in root.live_children():
+                self._reindex(iid)
+
+    def _reindex(self, iid: str) -> None:
+        old = self.mappings.pop(iid, None)
+        if old is not None and self.by_ip.get(old.ip) == iid:
+            del self.by_ip[old.ip]
+        mapping = Mapping.from_node(iid, self.tree.live(f"{MAPPING_ROOT}/{iid}"))
+        if mapping is not None:
+            self.mappings[iid] = mapping
+            self.by_ip[mapping.ip] = iid
+
+    def identify(self, ip: str | None) -> Mapping | None:
+        """The mapping of the instance whose address is ``ip``."""
+        if not ip:
+            return None
+        iid = self.by_ip.get(ip)
+        return self.mappings.get(iid) if iid is not None else None
+
+    def changed_since(self, deps: list[str], revision: int) -> bool:
+        if revision < self.base_revision:
+            return True
+        return any(self.tree.rev_of(dep) > revision for dep in deps)

@@ -1,0 +1,173 @@
+"""What ``/self`` means for one instance: the projection of DESIGN.md and the keys it depends on.
+
+A view is a nested dict whose leaves are tree nodes, so building one costs a handful of lookups
+and rendering reuses each node's cached JSON; the dependency list is what long-poll waiters are
+indexed by, so a write wakes only the callers whose view it can change.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from pitrix.metad.tree import Node, Tree, split_path
+
+MAPPING_ROOT = "/_pitrix/mapping"
+STATUS_ROOT = "/_pitrix/status"
+CLUSTERS_ROOT = "/clusters"
+
+# Sections of a cluster shared by all its instances, and what a linked cluster exposes.
+CLUSTER_SECTIONS = ("hosts", "cluster", "endpoints", "adding-hosts", "deleting-hosts")
+LINKED_SECTIONS = ("hosts", "cluster", "endpoints")
+SELF_SECTIONS = (
+    "host",
+    "hosts",
+    "cluster",
+    "env",
+    "cmd",
+    "adding-hosts",
+    "deleting-hosts",
+    "endpoints",
+    "links",
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Mapping:
+    """Who an instance is: read from ``/_pitrix/mapping/<iid>/...``."""
+
+    instance_id: str
+    cluster_id: str
+    role: str
+    ip: str
+
+    @classmethod
+    def from_node(cls, iid: str, node: Node | None) -> Mapping | None:
+        """The mapping if it is complete enough to serve ``/self``, else None."""
+        if node is None:
+            return None
+        fields = node.obj()
+        if not isinstance(fields, dict):
+            return None
+        cid, role, ip = fields.get("cluster_id"), fields.get("role"), fields.get("ip")
+        if not all(isinstance(v, str) and v and "/" not in v for v in (cid, role)) or not isinstance(ip, str):
+            return None
+        return cls(instance_id=iid, cluster_id=str(cid), role=str(role), ip=ip)
+
+    @property
+    def key(self) -> str:
+        return f"{MAPPING_ROOT}/{self.instance_id}"
+
+    @property
+    def cluster(self) -> str:
+        return f"{CLUSTERS_ROOT}/{self.cluster_id}"
+
+    def status_key(self, *parts: str) -> str:
+        return "/".join([STATUS_ROOT, self.cluster_id, self.instance_id, *parts])
+
+
+def _section_source(mapping: Mapping, section: str) -> str:
+    base = mapping.cluster
+    if section == "host":
+        return f"{base}/hosts/{mapping.role}/{mapping.instance_id}"
+    if section == "env":
+        return f"{base}/env/{mapping.role}"
+    if section == "cmd":
+        return f"{base}/cmd/{mapping.instance_id}"
+    return f"{base}/{section}"
+
+
+def _owner(tree: Tree, cid: str) -> str:
+    return tree.text(f"{CLUSTERS_ROOT}/{cid}/cluster/owner") or ""
+
+
+def _links(tree: Tree, mapping: Mapping) -> dict[str, str]:
+    """Link name → linked cluster id, for links to clusters of the same owner only."""
+    node = tree.live(f"{mapping.cluster}/links")
+    if node is None:
+        return {}
+    own = _owner(tree, mapping.cluster_id)
+    links: dict[str, str] = {}
+    for name, child in node.live_children():
+        target = child.value
+        if target and "/" not in target and not child.live_children() and _owner(tree, target) == own:
+            links[name] = target
+    return links
+
+
+def dependencies(tree: Tree, mapping: Mapping, subpath: list[str]) -> list[str]:
+    """Key prefixes whose change may change the caller's view of ``/self/<subpath>``."""
+    deps = [mapping.key]
+    sections = SELF_SECTIONS if not subpath else (subpath[0],)
+    for section in sections:
+        if section == "links":
+            deps.append(f"{mapping.cluster}/links")
+            deps.append(f"{mapping.cluster}/cluster/owner")
+            for name, target in _links(tree, mapping).items():
+                if len(subpath) > 1 and subpath[1] != name:
+                    continue
+                deps.append(f"{CLUSTERS_ROOT}/{target}/cluster/owner")
+                deps.extend(f"{CLUSTERS_ROOT}/{target}/{s}" for s in LINKED_SECTIONS)
+        elif section in SELF_SECTIONS:
+            source = _section_source(mapping, section)
+            if subpath and section == subpath[0] and len(subpath) > 1:
+                source = "/".join([source, *subpath[1:]])
+            deps.append(source)
+    return deps
+
+
+def build(tree: Tree, mapping: Mapping, sections: tuple[str, ...] = SELF_SECTIONS) -> dict[str, Any]:
+    """The ``/self`` view (or just ``sections`` of it); absent sections are left out."""
+    view: dict[str, Any] = {}
+    for section in sections:
+        if section == "links":
+            links: dict[str, Any] = {}
+            for name, target in _links(tree, mapping).items():
+                linked = {
+                    s: node for s in LINKED_SECTIONS if (node := tree.live(f"{CLUSTERS_ROOT}/{target}/{s}"))
+                }
+                if linked:
+                    links[name] = linked
+            if links:
+                view["links"] = links
+        else:
+            node = tree.live(_section_source(mapping, section))
+            if node is not None:
+                view[section] = node
+    return view
+
+
+def lookup(tree: Tree, mapping: Mapping, path: str) -> Any:
+    """The caller's view at instance-API ``path`` (``/self/...`` or ``/``), None if absent.
+
+    Plain paths see a root holding only ``self``: an instance never sees other clusters' data.
+    """
+    parts = split_path(path)
+    if not parts:
+        return {"self": build(tree, mapping)}
+    if parts[0] != "self":
+        return None
+    rest = parts[1:]
+    if not rest:
+        return build(tree, mapping)
+    if rest[0] not in SELF_SECTIONS:
+        return None
+    current: Any = build(tree, mapping, (rest[0],))
+    for part in rest:
+        if isinstance(current, dict):
+            current = current.get(part)
+        elif isinstance(current, Node):
+            current = current.child(part)
+        else:
+            return None
+        if current is None:
+            return None
+    return current
+
+
+def view_dependencies(tree: Tree, mapping: Mapping, path: str) -> list[str]:
+    """Dependencies for instance-API ``path``; ``/`` and ``/self`` depend on the whole view."""
+    parts = split_path(path)
+    if parts and parts[0] == "self":
+        return dependencies(tree, mapping, parts[1:])
+    return dependencies(tree, mapping, [])

@@ -1,0 +1,107 @@
+"""Validation of what an agent may write back about itself (heartbeat, applied, health, cmd results).
+
+Each validator takes the decoded JSON body and returns the document to store, or raises
+``BadBody`` naming the offending field, which the API turns into a 400.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+import time
+from typing import Any
+
+CMD_STATUSES = ("executing", "successful", "failed")
+CMD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+MAX_OUTPUT_TAIL = 64 * 1024
+DEFAULT_HEARTBEAT_INTERVAL = 5.0
+MAX_HEARTBEAT_INTERVAL = 3600.0
+
+
+class BadBody(ValueError):
+    """A write-back body is malformed; ``field`` names the offending part."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__(f"{field}: {problem}")
+        self.field = field
+
+
+def _object(body: Any, field: str = "body") -> dict[str, Any]:
+    if not isinstance(body, dict):
+        raise BadBody(field, "must be a JSON object")
+    return body
+
+
+def _number(value: Any) -> bool:
+    return isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def _optional_time(doc: dict[str, Any], field: str) -> None:
+    value = doc.get(field)
+    if value is not None and not _number(value) and not isinstance(value, str):
+        raise BadBody(field, "must be a timestamp (seconds since the epoch or an ISO 8601 string) or null")
+
+
+def _optional_str(doc: dict[str, Any], field: str, limit: int | None = None) -> None:
+    value = doc.get(field)
+    if value is None:
+        return
+    if not isinstance(value, str):
+        raise BadBody(field, "must be a string or null")
+    if limit is not None and len(value) > limit:
+        raise BadBody(field, f"must be at most {limit} characters")
+
+
+def heartbeat(body: Any) -> tuple[dict[str, Any], float]:
+    """The heartbeat document and its interval (the lease lasts three intervals)."""
+    doc = {} if body is None else dict(_object(body))
+    interval = doc.get("interval", DEFAULT_HEARTBEAT_INTERVAL)
+    if not _number(interval) or not 0 < interval <= MAX_HEARTBEAT_INTERVAL:
+        raise BadBody("interval", f"must be a number of seconds in (0, {MAX_HEARTBEAT_INTERVAL:g}]")
+    _optional_time(doc, "time")
+    doc["interval"] = interval
+    doc["received"] = time.time()
+    return doc, float(interval)
+
+
+def applied(body: Any) -> dict[str, Any]:
+    doc = _object(body)
+    revision = doc.get("revision")
+    if not isinstance(revision, int) or isinstance(revision, bool) or revision < 0:
+        raise BadBody("revision", "must be a non-negative integer")
+    resources = doc.get("resources", {})
+    if not isinstance(resources, dict):
+        raise BadBody("resources", "must be an object of resource name → result")
+    for name, result in resources.items():
+        field = f"resources.{name}"
+        result = _object(result, field)
+        if not isinstance(result.get("ok"), bool):
+            raise BadBody(f"{field}.ok", "must be true or false")
+        _optional_str(result, "error")
+    return doc
+
+
+def health(body: Any) -> dict[str, Any]:
+    doc = _object(body)
+    if not isinstance(doc.get("ok"), bool):
+        raise BadBody("ok", "must be true or false")
+    _optional_str(doc, "error")
+    _optional_time(doc, "time")
+    return doc
+
+
+def cmd_result(cmd_id: str, body: Any) -> dict[str, Any]:
+    if not CMD_ID.match(cmd_id):
+        raise BadBody("cmd_id", "must be 1-128 characters of letters, digits, '.', '_', ':' or '-'")
+    doc = _object(body)
+    if doc.get("status") not in CMD_STATUSES:
+        raise BadBody("status", f"must be one of {', '.join(CMD_STATUSES)}")
+    exit_code = doc.get("exit_code")
+    if exit_code is not None and (not isinstance(exit_code, int) or isinstance(exit_code, bool)):
+        raise BadBody("exit_code", "must be an integer or null")
+    if doc["status"] == "successful" and exit_code is None:
+        raise BadBody("exit_code", "is required when status is successful")
+    _optional_time(doc, "started")
+    _optional_time(doc, "finished")
+    _optional_str(doc, "output_tail", MAX_OUTPUT_TAIL)
+    return doc

@@ -1,0 +1,98 @@
+"""Long-poll waiters indexed by the key prefixes their view depends on.
+
+A write to key K can only change views that depend on K itself or on one of its ancestors, so a
+batch of writes looks up a few ancestor paths per key instead of visiting every waiter: a change
+to another role's env or another cluster wakes nobody who does not read it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterable
+
+from pitrix.metad.tree import split_path
+
+
+class Waiter:
+    """One held request: resolved with the revision of the change that woke it."""
+
+    __slots__ = ("deps", "future")
+
+    def __init__(self, deps: Iterable[str]) -> None:
+        self.deps = tuple(sorted({"/" + "/".join(split_path(d)) for d in deps}))
+        self.future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+
+def ancestors(key: str) -> list[str]:
+    """``key`` and every prefix path above it, root included."""
+    parts = split_path(key)
+    return ["/" + "/".join(parts[:n]) for n in range(len(parts) + 1)]
+
+
+class WaiterIndex:
+    def __init__(self) -> None:
+        self._by_path: dict[str, set[Waiter]] = {}
+        self._all: set[Waiter] = set()
+        self._count_watchers: list[tuple[int, asyncio.Future[None]]] = []
+
+    def __len__(self) -> int:
+        return len(self._all)
+
+    def add(self, waiter: Waiter) -> None:
+        self._all.add(waiter)
+        for dep in waiter.deps:
+            self._by_path.setdefault(dep, set()).add(waiter)
+        if self._count_watchers:
+            self._check_counts()
+
+    def _check_counts(self) -> None:
+        pending = []
+        for wanted, future in self._count_watchers:
+            if len(self._all) >= wanted and not future.done():
+                future.set_result(None)
+            elif not future.done():
+                pending.append((wanted, future))
+        self._count_watchers = pending
+
+    async def wait_for_count(self, wanted: int) -> None:
+        """Return once at least ``wanted`` requests are held (operators' and tests' observability)."""
+        if len(self._all) >= wanted:
+            return
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._count_watchers.append((wanted, future))
+        await future
+
+    def remove(self, waiter: Waiter) -> None:
+        if waiter not in self._all:
+            return
+        self._all.discard(waiter)
+        for dep in waiter.deps:
+            bucket = self._by_path.get(dep)
+            if bucket is not None:
+                bucket.discard(waiter)
+                if not bucket:
+                    del self._by_path[dep]
+
+    def _release(self, waiters: Iterable[Waiter], revision: int) -> int:
+        woken = 0
+        for waiter in list(waiters):
+            self.remove(waiter)
+            if not waiter.future.done():
+                waiter.future.set_result(revision)
+                woken += 1
+        return woken
+
+    def notify(self, keys: Iterable[str], revision: int) -> int:
+        """Wake the waiters depending on any of ``keys``; returns how many were woken."""
+        paths: set[str] = set()
+        for key in keys:
+            paths.update(ancestors(key))
+        hit: set[Waiter] = set()
+        for path in paths:
+            bucket = self._by_path.get(path)
+            if bucket:
+                hit |= bucket
+        return self._release(hit, revision)
+
+    def notify_all(self, revision: int) -> int:
+        return self._release(self._all, revision)
