@@ -81,7 +81,7 @@ class AppSpec(_Strict):
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
-        loc = ".".join(str(p) for p in item["loc"]) or "<spec>"
+        loc = ".".join(str(p) for p in item["loc"] if p != "[key]") or "<spec>"
         parts.append(f"{loc}: {item['msg']}")
     return "; ".join(parts)
 

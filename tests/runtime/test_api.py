@@ -1,0 +1,135 @@
+"""The admin API over a real etcd: answers, and clear 4xx errors that change nothing."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+
+from pitrix.api.app import create_app
+from pitrix.runtime.service import RuntimeService
+from pitrix.store import Store
+
+APP = {"name": "demo", "roles": [{"name": "web", "count": 1, "image": "demo"}]}
+DEAD_CLOUD = {
+    "name": "dead",
+    "provider": "qingcloud",
+    "endpoint": "http://127.0.0.1:9",  # discard port: nothing listens, every call fails fast
+    "zone": "z1",
+    "access_key_id": "AK",
+    "secret_access_key": "very-secret",
+}
+
+
+@pytest.fixture
+async def api(store: Store) -> AsyncIterator[TestClient[Any, Any]]:
+    service = RuntimeService(store)
+    await service.start()
+    client = TestClient(TestServer(create_app(service), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
+        await service.stop()
+
+
+async def error_of(response: Any, status: int) -> dict[str, Any]:
+    assert response.status == status, await response.text()
+    body = await response.json()
+    return body["error"]
+
+
+async def test_healthz(api: TestClient[Any, Any]) -> None:
+    response = await api.get("/healthz")
+    assert response.status == 200
+    assert await response.json() == {"status": "ok"}
+
+
+async def test_runtime_credentials_are_never_echoed(api: TestClient[Any, Any]) -> None:
+    response = await api.post("/v1/runtimes", json=DEAD_CLOUD)
+    assert response.status == 201
+    assert "very-secret" not in await response.text()
+    listing = await (await api.get("/v1/runtimes")).text()
+    assert "very-secret" not in listing and "dead" in listing
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        ({**DEAD_CLOUD, "provider": "nimbus"}, None),
+        ({**DEAD_CLOUD, "name": "Bad Name"}, "name"),
+        ({"provider": "qingcloud"}, "name"),
+    ],
+)
+async def test_bad_runtime_is_refused(
+    api: TestClient[Any, Any], body: dict[str, Any], field: str | None
+) -> None:
+    error = await error_of(await api.post("/v1/runtimes", json=body), 400)
+    if field:
+        assert error["field"] == field
+    else:
+        assert "unknown provider 'nimbus'" in error["message"]
+
+
+async def test_not_json_is_a_400(api: TestClient[Any, Any]) -> None:
+    response = await api.post("/v1/clusters", data=b"{nope", headers={"Content-Type": "application/json"})
+    error = await error_of(response, 400)
+    assert error["field"] == "body"
+
+
+@pytest.mark.parametrize(
+    ("body", "field", "status"),
+    [
+        ({"app": APP}, "runtime", 400),
+        ({"runtime": "dead"}, "app", 400),
+        ({"runtime": "dead", "app": {**APP, "roles": []}}, "app.roles", 400),
+        ({"runtime": "dead", "app": APP, "counts": {"db": 2}}, "counts.db", 400),
+        ({"runtime": "nowhere", "app": APP}, None, 404),
+    ],
+)
+async def test_bad_cluster_requests_create_nothing(
+    api: TestClient[Any, Any], body: dict[str, Any], field: str | None, status: int
+) -> None:
+    assert (await api.post("/v1/runtimes", json=DEAD_CLOUD)).status == 201
+    error = await error_of(await api.post("/v1/clusters", json=body), status)
+    if field:
+        assert error["field"] == field, error
+    assert (await (await api.get("/v1/clusters?all=1")).json())["clusters"] == []
+
+
+async def test_unknown_cluster_is_a_404(api: TestClient[Any, Any]) -> None:
+    error = await error_of(await api.get("/v1/clusters/cl-nothere"), 404)
+    assert "cl-nothere" in error["message"]
+    await error_of(await api.delete("/v1/clusters/cl-nothere"), 404)
+
+
+async def test_a_failed_create_is_recorded_and_refuses_scaling(api: TestClient[Any, Any]) -> None:
+    assert (await api.post("/v1/runtimes", json=DEAD_CLOUD)).status == 201
+    response = await api.post("/v1/clusters", json={"runtime": "dead", "app": APP})
+    assert response.status == 202
+    created = await response.json()
+    cid = created["cluster"]["id"]
+    waited = await api.get(f"/v1/clusters/{cid}/wait", params={"timeout": "60"})
+    view = await waited.json()
+    assert view["state"] == "failed"
+    assert "cannot connect" in view["last_error"]
+    assert view["job"]["status"] == "failed"
+    assert [s["status"] for s in view["job"]["steps"]] == ["failed"]
+    error = await error_of(await api.post(f"/v1/clusters/{cid}/scale", json={"role": "web", "count": 2}), 409)
+    assert "cannot scale_out a cluster that is failed" in error["message"]
+    error = await error_of(await api.post(f"/v1/clusters/{cid}/scale", json={"role": "db", "count": 2}), 400)
+    assert error["field"] == "role"
+    error = await error_of(await api.post(f"/v1/clusters/{cid}/scale", json={"role": "web"}), 400)
+    assert error["field"] == "count"
+
+
+async def test_wait_rejects_a_bad_timeout(api: TestClient[Any, Any]) -> None:
+    assert (await api.post("/v1/runtimes", json=DEAD_CLOUD)).status == 201
+    cid = (await (await api.post("/v1/clusters", json={"runtime": "dead", "app": APP})).json())["cluster"][
+        "id"
+    ]
+    error = await error_of(await api.get(f"/v1/clusters/{cid}/wait", params={"timeout": "soon"}), 400)
+    assert error["field"] == "timeout"
