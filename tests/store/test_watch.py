@@ -1,0 +1,185 @@
+"""Watches: per-revision batches, exact resume across etcd restarts, resync after compaction."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+
+import aiohttp
+import pytest
+from store_helpers import Collector, eventually
+
+from pitrix.store import Store, StoreError
+from pitrix.store.embedded import EmbeddedEtcd
+from pitrix.store.watch import watch_key
+
+
+def flat(batches: list) -> list[tuple[str, str, bytes, int]]:
+    return [(e.type, e.key, e.value, e.revision) for b in batches for e in b.events]
+
+
+async def test_one_batch_per_revision_from_a_past_revision(store: Store) -> None:
+    first = await store.put("/w/a", b"1")
+    await store.put("/elsewhere", b"x")
+    many = await store.put_many([("/w/b", b"2"), ("/w/c", b"3")])
+    gone = await store.txn([], [__import__("pitrix.store", fromlist=["Op"]).Op("delete", "/w/a")])
+    collector = Collector(store.watch_prefix("/w/", first))
+    try:
+        batches = await collector.wait_for(3)
+    finally:
+        await collector.close()
+    assert [b.revision for b in batches] == [first, many, gone.revision]
+    assert not any(b.resync for b in batches)
+    assert flat(batches) == [
+        ("put", "/w/a", b"1", first),
+        ("put", "/w/b", b"2", many),
+        ("put", "/w/c", b"3", many),
+        ("delete", "/w/a", b"", gone.revision),
+    ]
+
+
+async def test_from_now_skips_history(store: Store) -> None:
+    await store.put("/n/old", b"old")
+    collector = Collector(store.watch_prefix("/n/"))
+    try:
+        # "Now" is fixed when the watch first runs, which the test cannot observe: write until it sees one.
+        async def write_until_seen() -> None:
+            i = 0
+            while not collector.batches:
+                await store.put(f"/n/new{i}", b"new")
+                i += 1
+                with contextlib.suppress(TimeoutError):
+                    await collector.wait_for(1, within=0.2)
+
+        await asyncio.wait_for(write_until_seen(), 10)
+    finally:
+        await collector.close()
+    keys = [e.key for b in collector.batches for e in b.events]
+    assert keys and "/n/old" not in keys
+    assert all(key.startswith("/n/new") for key in keys)
+
+
+async def test_watch_key_is_exact(store: Store) -> None:
+    start = await store.revision() + 1
+    await store.put("/lock/ab", b"sibling")
+    rev = await store.put("/lock/a", b"me")
+    collector = Collector(watch_key(store, "/lock/a", start))
+    try:
+        batches = await collector.wait_for(1)
+    finally:
+        await collector.close()
+    assert flat(batches) == [("put", "/lock/a", b"me", rev)]
+
+
+async def test_bad_from_revision_is_refused(store: Store) -> None:
+    with pytest.raises(StoreError, match="from_revision"):
+        await anext(store.watch_prefix("/w/", 0))
+
+
+async def test_watch_survives_etcd_restart_without_loss_or_repeat(
+    private_etcd: EmbeddedEtcd, private_store: Store
+) -> None:
+    store = private_store
+    start = await store.put("/r/0", b"before")
+    collector = Collector(store.watch_prefix("/r/", start))
+    try:
+        await store.put("/r/1", b"before")
+        await collector.wait_for(2)
+        pid = private_etcd.pid
+        url = private_etcd.client_url
+        await private_etcd.stop()
+        assert await private_etcd.start() == url
+        assert private_etcd.pid != pid
+        # The store itself must work again on its next call, and the watch must resume.
+        revs = [await store.put(f"/r/{i}", b"after") for i in range(2, 6)]
+        await store.delete("/r/0")
+        batches = await collector.wait_for(7)
+    finally:
+        await collector.close()
+    assert [b.revision for b in batches] == list(range(start, start + 7))
+    assert flat(batches)[2:6] == [
+        ("put", f"/r/{i}", b"after", rev) for i, rev in zip(range(2, 6), revs, strict=True)
+    ]
+    assert flat(batches)[6][:2] == ("delete", "/r/0")
+    assert len(collector.batches) == 7
+
+
+async def test_watch_resumes_when_etcd_is_down_longer(
+    private_etcd: EmbeddedEtcd, private_store: Store
+) -> None:
+    """The watcher retries while nothing answers, and still misses nothing written meanwhile by others."""
+    store = private_store
+    start = await store.revision() + 1
+    collector = Collector(store.watch_prefix("/down/", start))
+    try:
+        await store.put("/down/a", b"1")
+        await collector.wait_for(1)
+        await private_etcd.stop()
+        await private_etcd.start()
+        async with Store([private_etcd.client_url], prefix="/private") as other:
+            for i in range(20):
+                await other.put(f"/down/{i}", str(i))
+        batches = await collector.wait_for(21)
+    finally:
+        await collector.close()
+    assert [b.revision for b in batches] == list(range(start, start + 21))
+
+
+async def test_compacted_start_revision_resyncs_then_continues(private_store: Store) -> None:
+    store = private_store
+    start = await store.put("/c/a", b"1")
+    await store.put("/c/b", b"2")
+    await store.delete("/c/a")
+    await store.put("/c/b", b"3")
+    now = await store.put("/c/d", b"4")
+    await store.compact(now)
+    collector = Collector(store.watch_prefix("/c/", start))
+    try:
+        first = (await collector.wait_for(1))[0]
+        assert first.resync
+        assert first.revision == now
+        assert first.events == []
+        assert [(kv.key, kv.value) for kv in first.state] == [("/c/b", b"3"), ("/c/d", b"4")]
+        after = await store.put("/c/e", b"5")
+        batches = await collector.wait_for(2)
+    finally:
+        await collector.close()
+    assert flat(batches[1:]) == [("put", "/c/e", b"5", after)]
+
+
+async def watchers(etcd: EmbeddedEtcd) -> int:
+    async with aiohttp.ClientSession() as session, session.get(f"{etcd.client_url}/metrics") as resp:
+        text = await resp.text()
+    for line in text.splitlines():
+        if line.startswith("etcd_debugging_mvcc_watcher_total "):
+            return int(float(line.split()[1]))
+    raise AssertionError("etcd exposes no watcher gauge")
+
+
+async def test_closing_the_generator_cancels_the_etcd_watch(
+    private_etcd: EmbeddedEtcd, private_store: Store
+) -> None:
+    store = private_store
+    assert await watchers(private_etcd) == 0
+    watch = store.watch_prefix("/g/", await store.revision() + 1)
+    await store.put("/g/x", b"1")
+    batch = await anext(watch)
+    assert batch.events[0].key == "/g/x"
+    assert await watchers(private_etcd) == 1
+    await watch.aclose()  # type: ignore[attr-defined]
+    await eventually(lambda: _is(watchers(private_etcd), 0))
+
+
+async def test_cancelling_the_consumer_cancels_the_etcd_watch(
+    private_etcd: EmbeddedEtcd, private_store: Store
+) -> None:
+    collector = Collector(private_store.watch_prefix("/g/", await private_store.revision() + 1))
+    await private_store.put("/g/y", b"1")
+    await collector.wait_for(1)
+    assert await watchers(private_etcd) == 1
+    await collector.close()
+    await eventually(lambda: _is(watchers(private_etcd), 0))
+
+
+async def _is(value: object, expected: int) -> bool:
+    return await value == expected  # type: ignore[misc]
