@@ -8,7 +8,7 @@ to another role's env or another cluster wakes nobody who does not read it.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 
 from pitrix.metad.tree import split_path
 
@@ -33,7 +33,7 @@ class WaiterIndex:
     def __init__(self) -> None:
         self._by_path: dict[str, set[Waiter]] = {}
         self._all: set[Waiter] = set()
-        self._count_watchers: list[tuple[int, asyncio.Future[None]]] = []
+        self._count_watchers: list[tuple[Callable[[int], bool], asyncio.Future[None]]] = []
 
     def __len__(self) -> int:
         return len(self._all)
@@ -47,20 +47,25 @@ class WaiterIndex:
 
     def _check_counts(self) -> None:
         pending = []
-        for wanted, future in self._count_watchers:
-            if len(self._all) >= wanted and not future.done():
+        for predicate, future in self._count_watchers:
+            if future.done():
+                continue
+            if predicate(len(self._all)):
                 future.set_result(None)
-            elif not future.done():
-                pending.append((wanted, future))
+            else:
+                pending.append((predicate, future))
         self._count_watchers = pending
 
-    async def wait_for_count(self, wanted: int) -> None:
-        """Return once at least ``wanted`` requests are held (operators' and tests' observability)."""
-        if len(self._all) >= wanted:
+    async def wait_until(self, predicate: Callable[[int], bool]) -> None:
+        """Return once the number of held requests satisfies ``predicate`` (observability, tests)."""
+        if predicate(len(self._all)):
             return
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._count_watchers.append((wanted, future))
+        self._count_watchers.append((predicate, future))
         await future
+
+    async def wait_for_count(self, wanted: int) -> None:
+        await self.wait_until(lambda held: held >= wanted)
 
     def remove(self, waiter: Waiter) -> None:
         if waiter not in self._all:
@@ -72,6 +77,8 @@ class WaiterIndex:
                 bucket.discard(waiter)
                 if not bucket:
                     del self._by_path[dep]
+        if self._count_watchers:
+            self._check_counts()
 
     def _release(self, waiters: Iterable[Waiter], revision: int) -> int:
         woken = 0

@@ -1,0 +1,195 @@
+"""The /self projection, formats, identity and status write-back of the instance API."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+import yaml
+
+from pitrix.metad.server import Metad
+from pitrix.store import Store
+
+
+async def test_self_projection_is_scoped_to_the_caller(seed, instances, net) -> None:
+    await seed()
+    status, view, _ = await instances.get(net.ip(1), "/self")
+    assert status == 200
+    assert view["host"]["instance_id"] == "i-web1"
+    assert view["host"]["ip"] == net.ip(1)
+    assert set(view["hosts"]) == {"web", "db"}
+    assert set(view["hosts"]["web"]) == {"i-web1", "i-web2"}
+    # env is role-scoped: web sees its own parameters, never db's.
+    assert view["env"] == {"port": "80", "workers": "4"}
+    assert view["cmd"] == {"id": "cmd-1", "cmd": "opt/app/bin/init", "timeout": "60"}
+    assert view["cluster"]["cluster_id"] == "c1"
+    assert view["endpoints"] == {"http": {"port": "8000", "protocol": "tcp"}}
+    # Links: same-owner c2 is visible read-only (hosts, cluster, endpoints); c3 of another owner is not.
+    assert set(view["links"]) == {"store"}
+    assert set(view["links"]["store"]) == {"hosts", "cluster", "endpoints"}
+    assert view["links"]["store"]["cluster"]["cluster_id"] == "c2"
+    assert "status" not in view and "adding-hosts" not in view
+
+    status, db_view, _ = await instances.get(net.ip(200), "/self")
+    assert db_view["env"] == {"max_conn": "100"}
+    assert db_view["host"]["instance_id"] == "i-db1"
+    assert "cmd" not in db_view  # only i-web1 has a command
+
+
+async def test_subpaths_formats_and_versions(seed, instances, net, metad: Metad) -> None:
+    await seed()
+    status, ip, headers = await instances.get(net.ip(2), "/self/host/ip")
+    assert (status, ip) == (200, net.ip(2))
+    assert int(headers["X-Metad-Version"]) == metad.mirror.revision
+
+    status, text, headers = await instances.get(net.ip(2), "/self/host", accept="text/plain")
+    assert status == 200 and headers["Content-Type"].startswith("text/plain")
+    lines = text.splitlines()
+    assert lines == sorted(lines)
+    assert f"/ip\t{net.ip(2)}" in lines and "/instance_id\ti-web2" in lines
+
+    status, leaf, _ = await instances.get(net.ip(2), "/self/env/port", accept="text/plain")
+    assert (status, leaf) == (200, "80")
+
+    status, text, headers = await instances.get(net.ip(2), "/self/env", accept="application/x-yaml")
+    assert status == 200 and "yaml" in headers["Content-Type"]
+    assert yaml.safe_load(text) == {"port": "80", "workers": "4"}
+
+    # The agent's metad backend asks for JSON; browsers' */* also gets JSON.
+    status, env, _ = await instances.get(net.ip(2), "/self/env", accept="text/html, */*;q=0.8")
+    assert env == {"port": "80", "workers": "4"}
+
+    status, body, _ = await instances.get(net.ip(2), "/self/links/store/hosts/s/i-s1/ip")
+    assert (status, body) == (200, net.ip(201))
+
+    status, root, _ = await instances.get(net.ip(2), "/")
+    assert set(root) == {"self"} and root["self"]["host"]["instance_id"] == "i-web2"
+
+
+async def test_missing_paths_are_404_json(seed, instances, net) -> None:
+    await seed()
+    for path in (
+        "/self/host/nope",
+        "/self/cmd",
+        "/self/links/foreign",
+        "/self/status",
+        "/clusters/c1",
+        "/hosts",
+    ):
+        ip = net.ip(2)
+        status, body, headers = await instances.get(ip, path, accept="text/plain")
+        assert status == 404, path
+        assert body["code"] == 404 and path in body["error"]
+        assert "X-Metad-Version" in headers
+
+
+async def test_unknown_caller_is_refused(seed, instances, net) -> None:
+    await seed()
+    status, body, _ = await instances.get(net.ip(150), "/self")
+    assert status == 403 and net.ip(150) in body["error"]
+    status, body = await instances.put(net.ip(150), "/self/status/health", {"ok": True})
+    assert status == 403
+
+
+async def test_status_write_back_goes_to_own_keys(seed, instances, net, store: Store) -> None:
+    await seed()
+    ip = net.ip(1)
+    status, body = await instances.put(
+        ip, "/self/status/applied", {"revision": 7, "resources": {"nginx": {"ok": True, "error": None}}}
+    )
+    assert status == 200 and body["revision"] > 0
+    kv = await store.get("/_pitrix/status/c1/i-web1/applied")
+    assert kv is not None and kv.json()["revision"] == 7
+
+    status, _ = await instances.put(ip, "/self/status/health", {"ok": False, "error": "port 80 closed"})
+    assert status == 200
+    kv = await store.get("/_pitrix/status/c1/i-web1/health")
+    assert kv is not None and kv.json() == {"ok": False, "error": "port 80 closed"}
+
+    result = {"status": "successful", "exit_code": 0, "started": 1.0, "finished": 2.0, "output_tail": "done"}
+    status, _ = await instances.put(ip, "/self/status/cmd/cmd-1", result)
+    assert status == 200
+    kv = await store.get("/_pitrix/status/c1/i-web1/cmd/cmd-1")
+    assert kv is not None and kv.json() == result
+
+    # i-db1 writes land under its own instance, whatever it claims.
+    status, _ = await instances.put(net.ip(200), "/self/status/health", {"ok": True})
+    assert status == 200
+    assert (await store.get("/_pitrix/status/c1/i-db1/health")) is not None
+
+
+async def test_writes_outside_own_status_are_forbidden(seed, instances, net, store: Store) -> None:
+    await seed()
+    ip = net.ip(1)
+    for path in (
+        "/self/host/ip",
+        "/self/env/port",
+        "/clusters/c1/env/web/port",
+        "/self/status/other",
+        "/self/status/cmd",
+        "/self/status/cmd/a/b",
+        "/self/status",
+        "/_pitrix/status/c1/i-web2/health",
+    ):
+        status, body = await instances.put(ip, path, {"ok": True})
+        assert status == 403, path
+        assert body["code"] == 403
+    kv = await store.get("/clusters/c1/env/web/port")
+    assert kv is not None and kv.text == "80"
+
+
+async def test_bad_bodies_name_the_field(seed, instances, net) -> None:
+    await seed()
+    ip = net.ip(1)
+    cases = [
+        ("/self/status/applied", {"resources": {}}, "revision"),
+        ("/self/status/applied", {"revision": "7"}, "revision"),
+        ("/self/status/applied", {"revision": 1, "resources": {"a": {"ok": "yes"}}}, "resources.a.ok"),
+        ("/self/status/health", {"healthy": True}, "ok"),
+        ("/self/status/health", [1, 2], "body"),
+        ("/self/status/cmd/cmd-1", {"status": "done"}, "status"),
+        ("/self/status/cmd/cmd-1", {"status": "successful"}, "exit_code"),
+        ("/self/status/cmd/cmd-1", {"status": "failed", "exit_code": "1"}, "exit_code"),
+        ("/self/status/cmd/cmd-1", {"status": "failed", "output_tail": 5}, "output_tail"),
+        ("/self/status/cmd/..", {"status": "failed"}, "cmd_id"),
+        ("/self/status/heartbeat", {"interval": -1}, "interval"),
+        ("/self/status/heartbeat", {"interval": True}, "interval"),
+    ]
+    for path, body, field in cases:
+        status, answer = await instances.put(ip, path, body)
+        if path.endswith("/.."):
+            # aiohttp's client normalises the dot segment away: the request is for /self/status.
+            assert status == 403
+            continue
+        assert status == 400, (path, body)
+        assert answer["field"] == field, (path, body, answer)
+        assert field.split(".")[0] in answer["error"]
+    status, answer = await instances.put(ip, "/self/status/health", raw=b"{not json")
+    assert status == 400 and answer["field"] == "body"
+    status, answer = await instances.put(ip, "/self/status/cmd/bad%20id", {"status": "failed"})
+    assert status == 400 and answer["field"] == "cmd_id"
+
+
+async def test_heartbeat_lives_on_a_lease_that_expires(seed, instances, net, store: Store) -> None:
+    await seed()
+    ip = net.ip(1)
+    status, _ = await instances.put(ip, "/self/status/heartbeat", {"interval": 1})
+    assert status == 200
+    key = "/_pitrix/status/c1/i-web1/heartbeat"
+    first = await store.get(key)
+    assert first is not None and first.lease != 0
+    assert json.loads(first.value)["interval"] == 1
+    # A second beat reuses (refreshes) the same lease instead of granting a new one each time.
+    status, _ = await instances.put(ip, "/self/status/heartbeat", {"interval": 1, "time": 2.0})
+    second = await store.get(key)
+    assert second is not None and second.lease == first.lease
+    # The agent stops beating: the key disappears with its lease (ttl 3 s), no sweeper involved.
+    watch = store.watch_prefix(key, second.mod_revision + 1)
+    try:
+        async with asyncio.timeout(15):
+            async for batch in watch:
+                if any(event.type == "delete" and event.key == key for event in batch.events):
+                    break
+    finally:
+        await watch.aclose()
+    assert await store.get(key) is None
