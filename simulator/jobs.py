@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import secrets
 import string
 from dataclasses import dataclass, field
@@ -26,11 +27,14 @@ class Job:
     create_time: str = field(default_factory=now_iso)
     status_time: str = field(default_factory=now_iso)
     error: str = ""
+    finished: asyncio.Event = field(default_factory=asyncio.Event, repr=False)  # in-process waiters
 
     def advance(self, status: str, error: str = "") -> None:
         self.status = status
         self.status_time = now_iso()
         self.error = error
+        if status in ("successful", "failed"):
+            self.finished.set()
 
     def describe(self) -> dict[str, Any]:
         item: dict[str, Any] = {

@@ -119,6 +119,14 @@ class VM:
         script.write_bytes(self.userdata)
         script.chmod(0o755)
 
+    async def userdata_finished(self) -> int | None:
+        """The exit code of this boot's userdata once it has finished (None without userdata)."""
+        if self._reaper is None or self._userdata_proc is None:
+            return None
+        proc = self._userdata_proc
+        await asyncio.shield(self._reaper)
+        return proc.returncode
+
     async def _reap(self, proc: asyncio.subprocess.Process) -> None:
         code = await proc.wait()
         get_logger("simulator.vm", instance_id=self.instance_id).info("vm.userdata_exited", exit_code=code)

@@ -64,6 +64,7 @@ class QingCloudProvider:
     """The ``qingcloud`` provider (entry point ``pitrix.providers: qingcloud``)."""
 
     name: ClassVar[str] = "qingcloud"
+    page_size: int = PAGE  # DescribeInstances page; QingCloud's largest is 100
 
     def __init__(
         self,
@@ -169,7 +170,7 @@ class QingCloudProvider:
             offset = 0
             while True:
                 reply = await self._client.call(
-                    "DescribeInstances", {**params, "offset": offset, "limit": PAGE}
+                    "DescribeInstances", {**params, "offset": offset, "limit": self.page_size}
                 )
                 page = reply.get("instance_set") or []
                 found.extend(to_instance(item) for item in page)
