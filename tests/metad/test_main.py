@@ -1,0 +1,84 @@
+"""pitrix-metad as a process: embedded etcd, the ready line, serving, and a clean SIGTERM stop."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import sys
+from pathlib import Path
+
+import aiohttp
+
+from pitrix.metad.client import MetadManagementClient
+
+DEADLINE = 30.0
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    # A zombie child of the test would still answer signals; etcd is not our child, so this suffices.
+    return True
+
+
+async def test_cli_embedded_etcd_serves_and_stops_on_sigterm(tmp_path: Path, net) -> None:
+    state = tmp_path / "state"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pitrix.metad.main",
+        "--listen-ip", net.metad_ip, "--instance-port", "0", "--manage-port", "0",
+        "--embedded-etcd", "--state-dir", str(state), "--etcd-client-port", "0", "--etcd-peer-port", "0",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), DEADLINE)
+        ready = json.loads(line)
+        assert ready["ready"] is True and ready["pid"] == process.pid
+        assert ready["instance_url"].startswith(f"http://{net.metad_ip}:")
+        assert ready["etcd"][0].startswith(f"http://{net.metad_ip}:")
+        etcd_pid = json.loads((state / "etcd.pid.json").read_text())["pid"]
+        assert _alive(etcd_pid)
+
+        async with MetadManagementClient(ready["manage_url"]) as manage:
+            assert (await manage.healthz())["ok"] is True
+            await manage.put_data("/clusters/c1/env/web/port", 80)
+            await manage.put_mapping("i-1", {"cluster_id": "c1", "role": "web", "ip": net.ip(1)})
+            connector = aiohttp.TCPConnector(local_addr=(net.ip(1), 0))
+            async with (
+                aiohttp.ClientSession(connector=connector) as session,
+                session.get(ready["instance_url"] + "/self/env/port") as response,
+            ):
+                assert response.status == 200 and await response.json() == "80"
+
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), DEADLINE) == 0
+        assert not _alive(etcd_pid)
+        assert process.stderr is not None
+        logs = (await process.stderr.read()).decode()
+        assert "stopping" in logs
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+
+
+async def test_cli_refuses_bad_arguments(tmp_path: Path) -> None:
+    cases = [
+        ["--listen-ip", "nope", "--etcd", "http://127.0.0.1:1"],
+        ["--listen-ip", "127.0.0.1"],
+        ["--listen-ip", "127.0.0.1", "--embedded-etcd"],
+        ["--listen-ip", "127.0.0.1", "--etcd", "http://127.0.0.1:1", "--instance-port", "70000"],
+    ]
+    for argv in cases:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pitrix.metad.main", *argv,
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        out, err = await asyncio.wait_for(process.communicate(), DEADLINE)
+        assert process.returncode == 2, argv
+        assert out == b"" and b"Traceback" not in err and b"error:" in err, (argv, err)
