@@ -63,7 +63,8 @@ async def serve(args: argparse.Namespace) -> int:
         loop.add_signal_handler(sig, stopping.set)
     try:
         url = await sim.start()
-        ready = {"ready": True, "url": url, "zone": sim.zone, **sim.credentials}
+        # "endpoint" repeats "url" so the line is also a runtime definition for the qingcloud provider.
+        ready = {"ready": True, "url": url, "endpoint": url, "zone": sim.zone, **sim.credentials}
         sys.stdout.write(json.dumps(ready) + "\n")
         sys.stdout.flush()
         await stopping.wait()

@@ -256,3 +256,17 @@ async def test_wait_running_times_out_and_rejects_unknown(
     with pytest.raises(ProviderError, match="missing"):
         await provider.wait_running(["i-unknown1"], timeout=1)
     assert await provider.wait_running([], timeout=1) == []
+
+
+async def test_unknown_job_is_an_error_not_a_hang(sim: Simulator, provider: QingCloudProvider) -> None:
+    with pytest.raises(ProviderError, match=r"j-nosuchjob.*not found"):
+        await provider.wait_jobs(["j-nosuchjob"], timeout=5)
+    await provider.wait_jobs([], timeout=1)
+
+
+async def test_run_nothing_calls_nothing(sim: Simulator, provider: QingCloudProvider) -> None:
+    assert await provider.run_instances([]) == []
+    await provider.terminate_instances([])
+    await provider.stop_instances([])
+    await provider.start_instances([])
+    assert sim.ledger() == [] and sim.fleet.jobs.all() == []

@@ -43,9 +43,9 @@ async def test_ready_line_vm_and_clean_exit(tmp_path: Path, sig: signal.Signals)
     proc, ready = await start_sim(tmp_path)
     try:
         assert ready["ready"] is True and ready["zone"] == "sim1"
-        assert str(ready["url"]).startswith("http://127.0.0.1:")
+        assert str(ready["url"]).startswith("http://127.0.0.1:") and ready["endpoint"] == ready["url"]
         assert ready["access_key_id"] and ready["secret_access_key"]
-        provider = QingCloudProvider.from_runtime({**ready, "endpoint": ready["url"]})
+        provider = QingCloudProvider.from_runtime(ready)
         try:
             [created] = await provider.run_instances(
                 [InstanceSpec(name="cli-1", image="pitrix-metadata", userdata=daemon_userdata(beacon.port))]
@@ -73,7 +73,7 @@ async def test_given_credentials_are_used(tmp_path: Path) -> None:
     proc, ready = await start_sim(tmp_path, "--access-key-id", "MYKEY", "--secret-access-key", "MYSECRET")
     try:
         assert ready["access_key_id"] == "MYKEY" and ready["secret_access_key"] == "MYSECRET"
-        provider = QingCloudProvider.from_runtime({**ready, "endpoint": ready["url"]})
+        provider = QingCloudProvider.from_runtime(ready)
         try:
             assert await provider.describe_instances() == []
         finally:

@@ -228,7 +228,11 @@ class QingCloudProvider:
             reply = await self._client.call(
                 "DescribeJobs", {**_indexed("jobs", sorted(pending)), "limit": PAGE}
             )
-            for job in reply.get("job_set") or []:
+            jobs = reply.get("job_set") or []
+            unknown = pending - {job.get("job_id") for job in jobs}
+            if unknown:
+                raise ProviderError(f"qingcloud: jobs {sorted(unknown)} not found", code="job-not-found")
+            for job in jobs:
                 status = job.get("status")
                 if status == "successful":
                     pending.discard(job.get("job_id"))
