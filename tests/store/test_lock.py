@@ -1,0 +1,158 @@
+"""Locks and elections between independent stores (separate connections, as separate processes would be)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from pitrix.store import Store, StoreError
+from pitrix.store.lock import Election, Lock
+
+
+@pytest.fixture
+async def other(store: Store, etcd_url: str) -> AsyncIterator[Store]:
+    """A second, independent connection on the same namespace as ``store``."""
+    async with Store([etcd_url], prefix=store.prefix) as s:
+        yield s
+
+
+async def test_lock_excludes_between_two_stores(store: Store, other: Store) -> None:
+    inside: list[str] = []
+    overlaps: list[tuple[str, ...]] = []
+    order: list[str] = []
+
+    async def worker(s: Store, who: str, rounds: int) -> None:
+        for i in range(rounds):
+            async with s.lock("shared/resource", ttl=5) as lock:
+                inside.append(who)
+                if len(inside) > 1:
+                    overlaps.append(tuple(inside))
+                order.append(f"{who}{i}")
+                assert lock.held
+                # Give the other contender every chance to barge in while we hold the lock.
+                for _ in range(3):
+                    await s.put("/counter", f"{who}{i}")
+                inside.remove(who)
+
+    await asyncio.wait_for(asyncio.gather(worker(store, "a", 5), worker(other, "b", 5)), 30)
+    assert overlaps == []
+    assert sorted(order) == sorted([f"a{i}" for i in range(5)] + [f"b{i}" for i in range(5)])
+    kvs, _ = await store.get_prefix("/_locks/")
+    assert kvs == []  # every contender cleaned up after itself
+
+
+async def test_lock_waiter_proceeds_when_holder_releases(store: Store, other: Store) -> None:
+    first = Lock(store, "job", ttl=5)
+    await first.acquire()
+    second = Lock(other, "job", ttl=5)
+    waiting = asyncio.ensure_future(second.acquire())
+    # The second contender must be queued behind the first and stay there.
+    await _until_queued(store, "job", 2)
+    assert not waiting.done()
+    await first.release()
+    await asyncio.wait_for(waiting, 5)
+    assert second.held
+    assert second.revision > first.revision  # fencing tokens grow
+    await second.release()
+
+
+async def test_lock_is_freed_when_holder_lease_dies(store: Store, other: Store) -> None:
+    crashed = Lock(store, "crashy", ttl=5)
+    await crashed.acquire()
+    survivor = Lock(other, "crashy", ttl=5)
+    waiting = asyncio.ensure_future(survivor.acquire())
+    await _until_queued(store, "crashy", 2)
+    # What a crash amounts to for etcd: the holder's lease ends.
+    await other.revoke_lease(crashed._queue.lease.id)
+    await asyncio.wait_for(waiting, 5)
+    await asyncio.wait_for(crashed.lost.wait(), 5)
+    assert survivor.held and not crashed.held
+    await survivor.release()
+    await crashed.release()
+
+
+async def test_cancelled_waiter_leaves_the_queue(store: Store, other: Store) -> None:
+    holder = Lock(store, "q", ttl=5)
+    await holder.acquire()
+    waiter = Lock(other, "q", ttl=5)
+    task = asyncio.ensure_future(waiter.acquire())
+    await _until_queued(store, "q", 2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    assert len(await _contenders(store, "q")) == 1
+    await holder.release()
+    assert await _contenders(store, "q") == []
+
+
+async def test_lock_names_with_slashes_do_not_nest(store: Store) -> None:
+    async with store.lock("a", ttl=5), store.lock("a/b", ttl=5):
+        assert len(await _contenders(store, "a")) == 1
+        assert len(await _contenders(store, "a/b")) == 1
+
+
+async def test_lock_refuses_bad_name(store: Store) -> None:
+    with pytest.raises(StoreError, match=r"^name"):
+        Lock(store, "")
+
+
+async def test_election_failover_when_leader_lease_is_revoked(store: Store, other: Store) -> None:
+    a = Election(store, "pitrixd", "node-a", ttl=5)
+    b = Election(other, "pitrixd", "node-b", ttl=5)
+    assert await a.leader() is None
+    await a.campaign()
+    assert a.is_leader
+    assert await b.leader() == "node-a"
+    b_campaign = asyncio.ensure_future(b.campaign())
+    await _until_queued(store, "pitrixd", 2, root="/_elections/")
+    assert not b_campaign.done()
+    await other.revoke_lease(a.lease_id)
+    await asyncio.wait_for(a.lost.wait(), 5)
+    await asyncio.wait_for(b_campaign, 5)
+    assert b.is_leader and not a.is_leader
+    assert await a.leader() == "node-b"
+    await a.resign()  # resigning after losing must be harmless
+    await b.resign()
+    assert await b.leader() is None
+
+
+async def test_election_resign_hands_over_in_campaign_order(
+    store: Store, other: Store, etcd_url: str
+) -> None:
+    async with Store([etcd_url], prefix=store.prefix) as third:
+        a = Election(store, "e", "a", ttl=5)
+        b = Election(other, "e", "b", ttl=5)
+        c = Election(third, "e", "c", ttl=5)
+        await a.campaign()
+        b_task = asyncio.ensure_future(b.campaign())
+        await _until_queued(store, "e", 2, root="/_elections/")
+        c_task = asyncio.ensure_future(c.campaign())
+        await _until_queued(store, "e", 3, root="/_elections/")
+        await a.resign()
+        await asyncio.wait_for(b_task, 5)
+        assert not c_task.done() and await c.leader() == "b"
+        await b.resign()
+        await asyncio.wait_for(c_task, 5)
+        assert await a.leader() == "c"
+        await c.resign()
+
+
+async def _contenders(store: Store, name: str, root: str = "/_locks/") -> list[str]:
+    kvs, _ = await store.get_prefix(f"{root}{name.replace('/', '%2F')}/")
+    return [kv.key for kv in kvs]
+
+
+async def _until_queued(store: Store, name: str, count: int, root: str = "/_locks/") -> None:
+    """Wait (by watching, not polling) until ``count`` contenders have keys in the queue."""
+    start = await store.revision()
+    if len(await _contenders(store, name, root)) >= count:
+        return
+
+    async def wait() -> None:
+        async for _ in store.watch_prefix(f"{root}{name.replace('/', '%2F')}/", start):
+            if len(await _contenders(store, name, root)) >= count:
+                return
+
+    await asyncio.wait_for(wait(), 5)
