@@ -17,6 +17,7 @@ from aiohttp import web
 
 from pitrix.logs import get_logger
 from pitrix.paths import ensure_dir
+from simulator.admin_api import AdminApi
 from simulator.faults import Faults
 from simulator.fleet import Fleet
 from simulator.images import ImageCatalog
@@ -117,6 +118,7 @@ class Simulator:
         )
         app = web.Application()
         app.add_routes(api.routes())
+        app.add_routes(AdminApi(self.ledger, self.faults).routes())
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)
