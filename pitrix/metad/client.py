@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator
 from typing import Any
 from urllib.parse import quote
 
@@ -124,7 +124,7 @@ class MetadManagementClient:
 
     async def watch(
         self, prefix: str = "/", from_revision: int | None = None
-    ) -> AsyncIterator[dict[str, Any]]:
+    ) -> AsyncGenerator[dict[str, Any], None]:
         """Events under ``prefix`` from ``from_revision`` on (None: from now), forever.
 
         Yields metad's event dicts: ``put``/``delete`` with ``revision``, ``key``, ``value``, and

@@ -191,5 +191,5 @@ async def test_heartbeat_lives_on_a_lease_that_expires(seed, instances, net, sto
                 if any(event.type == "delete" and event.key == key for event in batch.events):
                     break
     finally:
-        await watch.aclose()
+        await watch.aclose()  # type: ignore[attr-defined]
     assert await store.get(key) is None

@@ -115,7 +115,8 @@ async def test_mappings(manage: MetadManagementClient, net) -> None:
     assert info.value.status == 409
     # Re-mapping replaces the whole mapping.
     await manage.put_mapping("i-1", {"cluster_id": "c2", "role": "db", "ip": ip})
-    assert (await manage.get_mapping("i-1"))["cluster_id"] == "c2"
+    remapped = await manage.get_mapping("i-1")
+    assert remapped is not None and remapped["cluster_id"] == "c2"
     await manage.delete_mapping("i-1")
     assert await manage.get_mapping("i-1") is None
     await manage.put_mapping("i-2", {"cluster_id": "c1", "role": "web", "ip": ip})
