@@ -51,6 +51,7 @@ class Agent:
         self._applied_values: dict[str, dict[str, str]] = {}
         self._announce = announce or _print_ready
         self._stop = asyncio.Event()
+        self._round_done = asyncio.Condition()
         self._commands_enabled = config.run_commands and not config.onetime
         self.runner: CommandRunner | None = None
         if self._commands_enabled:
@@ -97,6 +98,8 @@ class Agent:
                 self._applied_values.pop(resource.name, None)
         self.revision = revision
         self.rounds += 1
+        async with self._round_done:
+            self._round_done.notify_all()
         await self._report_applied()
         if self.runner is not None:
             self.runner.offer(command_from_values(values, self.config.prefix, self.config.command_timeout))
@@ -108,6 +111,11 @@ class Agent:
             await self.reporter.applied(self.revision, record)
         except AgentError as exc:
             self._log.warning("applied report failed", error=str(exc))
+
+    async def wait_rounds(self, count: int) -> None:
+        """Until ``count`` rounds have completed in total (for embedding and tests)."""
+        async with self._round_done:
+            await self._round_done.wait_for(lambda: self.rounds >= count)
 
     # -- modes -----------------------------------------------------------------------------------
 
@@ -124,9 +132,10 @@ class Agent:
 
     async def run_forever(self) -> None:
         """Watch (or interval) mode, with heartbeats and lifecycle commands, until ``stop()``."""
-        tasks: list[asyncio.Task[None]] = [asyncio.create_task(self._heartbeats(), name="heartbeat")]
         if self.runner is not None:
             await self.runner.recover()
+        tasks: list[asyncio.Task[None]] = [asyncio.create_task(self._heartbeats(), name="heartbeat")]
+        if self.runner is not None:
             tasks.append(asyncio.create_task(self.runner.serve(), name="commands"))
         loop = self._watch_loop() if self.config.watch else self._interval_loop()
         main = asyncio.create_task(loop, name="apply")

@@ -13,6 +13,7 @@ import asyncio
 import contextlib
 import json
 import os
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,12 +102,16 @@ class CommandLedger:
 
 def _write_durably(path: Path, text: str) -> None:
     """Write-then-rename with fsyncs: after a crash the file is either absent or whole."""
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w") as fh:
-        fh.write(text)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.rename(tmp, path)
+    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.rename(name, path)
+    except BaseException:
+        Path(name).unlink(missing_ok=True)
+        raise
     fd = os.open(path.parent, os.O_RDONLY)
     try:
         os.fsync(fd)
@@ -126,6 +131,9 @@ class CommandRunner:
         self._wakeup = asyncio.Event()
         self._running = False
         self._state = asyncio.Condition()
+        # Reports are flushed from the worker and from the heartbeat: one flush at a time, so a
+        # result is neither sent nor acknowledged twice.
+        self._flushing = asyncio.Lock()
         self._log = get_logger("pitrix.agent.commands")
 
     async def recover(self) -> None:
@@ -145,13 +153,14 @@ class CommandRunner:
 
     async def flush_reports(self) -> None:
         """Send every finished command's result that has not been acknowledged yet."""
-        for cmd_id, record in await asyncio.to_thread(self._ledger.unreported):
-            try:
-                await self._reporter.command(cmd_id, record)
-            except AgentError as exc:
-                self._log.warning("command report failed; will retry", cmd_id=cmd_id, error=str(exc))
-                return
-            await asyncio.to_thread(self._ledger.mark_done, cmd_id, record, True)
+        async with self._flushing:
+            for cmd_id, record in await asyncio.to_thread(self._ledger.unreported):
+                try:
+                    await self._reporter.command(cmd_id, record)
+                except AgentError as exc:
+                    self._log.warning("command report failed; will retry", cmd_id=cmd_id, error=str(exc))
+                    return
+                await asyncio.to_thread(self._ledger.mark_done, cmd_id, record, True)
 
     def offer(self, command: Command | None) -> None:
         """The command metadata shows now; it runs unless its id ran (or is running) already."""
@@ -184,6 +193,7 @@ class CommandRunner:
     async def run_once(self, command: Command) -> bool:
         """Run ``command`` unless its id is known; report executing, then the result."""
         if await asyncio.to_thread(self._ledger.is_known, command.id):
+            self._log.debug("command already run", cmd_id=command.id)
             return False
         log = self._log.bind(cmd_id=command.id)
         started = utc_now()

@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import time
 from datetime import UTC, datetime
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
-from pitrix.agent.metad_client import MetadClient
 from pitrix.logs import get_logger
+
+if TYPE_CHECKING:  # aiohttp is loaded only when the metad backend is used
+    from pitrix.agent.metad_client import MetadClient
 
 AGENT_VERSION = "0.1.0"
 

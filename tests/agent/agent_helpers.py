@@ -1,0 +1,139 @@
+"""Helpers shared by the agent's tests (imported by module name, as pytest puts this folder on sys.path)."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from pathlib import Path
+
+from pitrix.agent.config import AgentConfig, Overrides, load_config
+
+AGENT_BIN = Path(sys.executable).with_name("pitrix-agent")
+
+
+def file_config(root: Path, data: Path, **overrides: object) -> AgentConfig:
+    """A file-backend config on ``root`` with the given overrides."""
+    ov = Overrides(backend="file", files=[data])
+    for key, value in overrides.items():
+        setattr(ov, key, value)
+    return load_config(root, None, ov, environ={})
+
+
+async def read_fifo_line(path: Path, timeout: float = 20.0) -> str:
+    """Block (in a thread) until a writer puts a line into the FIFO ``path``."""
+
+    def read() -> str:
+        with path.open() as fh:
+            return fh.readline()
+
+    return await asyncio.wait_for(asyncio.to_thread(read), timeout)
+
+
+def process_gone(pid: int) -> bool:
+    """The process no longer runs: absent, or a zombie waiting for its reaper."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except FileNotFoundError:
+        return True
+    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+
+
+def agent_env(root: Path) -> dict[str, str]:
+    env = dict(os.environ)
+    env["PITRIX_VM_ROOT"] = str(root)
+    env.pop("PITRIX_VM_IP", None)
+    env["PITRIX_LOG_FORMAT"] = "json"
+    return env
+
+
+class RecordingReporter:
+    """A Reporter that keeps what it was told; ``fail`` makes the next N command reports fail."""
+
+    def __init__(self) -> None:
+        self.heartbeats = 0
+        self.applied_reports: list[tuple[int, dict[str, dict[str, object]]]] = []
+        self.commands: list[tuple[str, dict[str, object]]] = []
+        self.fail_commands = 0
+
+    async def heartbeat(self) -> None:
+        self.heartbeats += 1
+
+    async def applied(self, revision: int, resources: dict[str, dict[str, object]]) -> None:
+        self.applied_reports.append((revision, resources))
+
+    async def command(self, cmd_id: str, record: dict[str, object]) -> None:
+        from pitrix.agent.errors import BackendError
+
+        if self.fail_commands > 0:
+            self.fail_commands -= 1
+            raise BackendError("metad: PUT: no node answered (test)")
+        self.commands.append((cmd_id, dict(record)))
+
+
+class AgentProcess:
+    """The real ``pitrix-agent`` console script as a child process, its JSON log read line by line."""
+
+    def __init__(self, proc: asyncio.subprocess.Process) -> None:
+        self.proc = proc
+        self.log: list[dict[str, object]] = []
+        self.tail = ""
+
+    @classmethod
+    async def start(cls, root: Path, *args: str, cwd: Path | None = None) -> AgentProcess:
+        proc = await asyncio.create_subprocess_exec(
+            str(AGENT_BIN),
+            "--root",
+            str(root),
+            *args,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.PIPE,
+            env=agent_env(root),
+            cwd=str(cwd or root),
+        )
+        return cls(proc)
+
+    async def ready(self, timeout: float = 20.0) -> dict[str, object]:
+        import json
+
+        assert self.proc.stdout is not None
+        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        assert line, "agent exited before it was ready"
+        return dict(json.loads(line))
+
+    async def wait_log(self, event: str, timeout: float = 20.0, **fields: object) -> dict[str, object]:
+        """The first log entry (seen from now on, or already read) with ``event`` and ``fields``."""
+        import json
+
+        def matches(entry: dict[str, object]) -> bool:
+            return entry.get("event") == event and all(entry.get(k) == v for k, v in fields.items())
+
+        for entry in self.log:
+            if matches(entry):
+                return entry
+        assert self.proc.stderr is not None
+        async with asyncio.timeout(timeout):
+            while True:
+                line = await self.proc.stderr.readline()
+                assert line, f"agent exited before logging {event!r}: {self.log[-5:]}"
+                try:
+                    entry = json.loads(line)
+                except ValueError:
+                    continue
+                self.log.append(entry)
+                if matches(entry):
+                    return dict(entry)
+
+    async def kill(self) -> None:
+        if self.proc.returncode is None:
+            self.proc.kill()
+        await self.proc.wait()
+
+    async def terminate(self, timeout: float = 20.0) -> int:
+        """SIGTERM, then the exit status; the rest of the log is kept in ``self.tail``."""
+        if self.proc.returncode is None:
+            self.proc.terminate()
+        rc = await asyncio.wait_for(self.proc.wait(), timeout)
+        assert self.proc.stderr is not None
+        self.tail = (await self.proc.stderr.read()).decode(errors="replace")
+        return rc
