@@ -54,7 +54,13 @@ def _flag(request: web.Request, name: str) -> bool:
 async def healthz(request: web.Request) -> web.Response:
     mirror = request.app[MIRROR_KEY]
     ok = mirror.healthy
-    return web.json_response({"ok": ok, "revision": mirror.revision}, status=200 if ok else 503)
+    body = {
+        "ok": ok,
+        "revision": mirror.revision,
+        "waiters": len(mirror.waiters),
+        "instances": len(mirror.mappings),
+    }
+    return web.json_response(body, status=200 if ok else 503)
 
 
 async def read(request: web.Request) -> web.StreamResponse:

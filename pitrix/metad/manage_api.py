@@ -57,7 +57,13 @@ async def _body(request: web.Request) -> Any:
 async def healthz(request: web.Request) -> web.Response:
     mirror = request.app[MIRROR_KEY]
     ok = mirror.healthy
-    return web.json_response({"ok": ok, "revision": mirror.revision}, status=200 if ok else 503)
+    body = {
+        "ok": ok,
+        "revision": mirror.revision,
+        "waiters": len(mirror.waiters),
+        "instances": len(mirror.mappings),
+    }
+    return web.json_response(body, status=200 if ok else 503)
 
 
 async def _commit(request: web.Request, ops: list[Op]) -> web.Response:

@@ -11,9 +11,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
+import signal
 import statistics
+import sys
 import tempfile
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import aiohttp
@@ -30,7 +34,7 @@ def _ip(n: int) -> str:
 
 
 async def _round(
-    metad: Metad,
+    held: Callable[[int], Awaitable[None]],
     manage: MetadManagementClient,
     sessions: list[aiohttp.ClientSession],
     url: str,
@@ -48,11 +52,23 @@ async def _round(
             versions[i] = int(response.headers["X-Metad-Version"])
 
     tasks = [asyncio.create_task(poll(i)) for i in range(len(sessions))]
-    await asyncio.wait_for(metad.mirror.waiters.wait_for_count(len(sessions)), 120)
+    await asyncio.wait_for(held(len(sessions)), 120)
     start = time.perf_counter()
     await manage.put_data("/clusters/c1/env/web/workers", value)
     await asyncio.wait_for(asyncio.gather(*tasks), 120)
     return (max(done) - start) * 1000
+
+
+async def _register(manage: MetadManagementClient, first: int, last: int) -> None:
+    sem = asyncio.Semaphore(64)
+
+    async def register(n: int) -> None:
+        async with sem:
+            iid = f"i-{n}"
+            await manage.put_data(f"/clusters/c1/hosts/web/{iid}", {"instance_id": iid, "ip": _ip(n)})
+            await manage.put_mapping(iid, {"cluster_id": "c1", "role": "web", "ip": _ip(n)})
+
+    await asyncio.gather(*(register(n) for n in range(first, last)))
 
 
 async def bench(counts: list[int], rounds: int) -> None:
@@ -64,20 +80,8 @@ async def bench(counts: list[int], rounds: int) -> None:
         await metad.start()
         manage = MetadManagementClient(metad.manage_url)
         try:
-            registered = 0
+            await _register(manage, 0, max(counts))
             for count in counts:
-                sem = asyncio.Semaphore(64)
-
-                async def register(n: int, sem: asyncio.Semaphore = sem) -> None:
-                    async with sem:
-                        iid = f"i-{n}"
-                        await manage.put_data(
-                            f"/clusters/c1/hosts/web/{iid}", {"instance_id": iid, "ip": _ip(n)}
-                        )
-                        await manage.put_mapping(iid, {"cluster_id": "c1", "role": "web", "ip": _ip(n)})
-
-                await asyncio.gather(*(register(n) for n in range(registered, count)))
-                registered = max(registered, count)
                 sessions = [
                     aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(_ip(n), 0)))
                     for n in range(count)
@@ -85,19 +89,20 @@ async def bench(counts: list[int], rounds: int) -> None:
                 try:
                     versions = [metad.mirror.revision] * count
                     figures = [
-                        await _round(metad, manage, sessions, metad.instance_url + "/self/env", versions, r)
+                        await _round(
+                            metad.mirror.waiters.wait_for_count,
+                            manage,
+                            sessions,
+                            metad.instance_url + "/self/env",
+                            versions,
+                            r,
+                        )
                         for r in range(rounds)
                     ]
                 finally:
                     for session in sessions:
                         await session.close()
-                figures.sort()
-                p99 = figures[min(len(figures) - 1, round(0.99 * (len(figures) - 1)))]
-                print(
-                    f"N={count}: write → last answer median {statistics.median(figures):.1f} ms, "
-                    f"p99 {p99:.1f} ms, min {figures[0]:.1f} ms over {rounds} rounds",
-                    flush=True,
-                )
+                _report(f"N={count} (in-process metad)", figures)
         finally:
             await manage.close()
             await metad.stop()
@@ -105,13 +110,65 @@ async def bench(counts: list[int], rounds: int) -> None:
             await etcd.stop()
 
 
+async def bench_process(counts: list[int], rounds: int) -> None:
+    """The same measurement against ``pitrix-metad --embedded-etcd`` running as its own process."""
+    with tempfile.TemporaryDirectory() as tmp:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pitrix.metad.main", "--listen-ip", "127.109.0.1",
+            "--instance-port", "0", "--manage-port", "0", "--embedded-etcd", "--state-dir", tmp,
+            "--etcd-client-port", "0", "--etcd-peer-port", "0", "--log-level", "warning",
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        assert process.stdout is not None
+        ready = json.loads(await asyncio.wait_for(process.stdout.readline(), 60))
+        manage = MetadManagementClient(ready["manage_url"])
+        try:
+            await _register(manage, 0, max(counts))
+            for count in counts:
+                sessions = [
+                    aiohttp.ClientSession(connector=aiohttp.TCPConnector(local_addr=(_ip(n), 0)))
+                    for n in range(count)
+                ]
+                url = ready["instance_url"] + "/self/env"
+                versions = [int((await manage.healthz())["revision"])] * count
+
+                async def held(n: int, manage: MetadManagementClient = manage) -> None:
+                    # A benchmark tool: the server's own gauge is the only view into another process.
+                    while (await manage.healthz())["waiters"] < n:  # noqa: ASYNC110
+                        await asyncio.sleep(0.005)
+
+                try:
+                    figures = [
+                        await _round(held, manage, sessions, url, versions, value) for value in range(rounds)
+                    ]
+                finally:
+                    for session in sessions:
+                        await session.close()
+                _report(f"N={count} (metad process)", figures)
+        finally:
+            await manage.close()
+            process.send_signal(signal.SIGTERM)
+            await asyncio.wait_for(process.wait(), 60)
+
+
+def _report(label: str, figures: list[float]) -> None:
+    figures = sorted(figures)
+    p99 = figures[min(len(figures) - 1, round(0.99 * (len(figures) - 1)))]
+    print(
+        f"{label}: write → last answer median {statistics.median(figures):.1f} ms, "
+        f"p99 {p99:.1f} ms, min {figures[0]:.1f} ms over {len(figures)} rounds",
+        flush=True,
+    )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--waiters", type=int, nargs="+", default=[100, 1000])
     parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--process", action="store_true", help="run metad as its own process")
     args = parser.parse_args()
     logs.configure("warning")
-    aio.run(bench(args.waiters, args.rounds))
+    aio.run((bench_process if args.process else bench)(args.waiters, args.rounds))
 
 
 if __name__ == "__main__":
