@@ -19,8 +19,12 @@ _MAPPING_PARTS = split_path(MAPPING_ROOT)
 
 
 class Mirror:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, prune_after: int = 10000) -> None:
         self.store = store
+        # Deleted keys stay in the tree as tombstones (they date deletions for long-polls); after
+        # this many deletions they are swept and the mirror's known history starts afresh.
+        self.prune_after = prune_after
+        self._deletes = 0
         self.tree = Tree()
         self.revision = 0
         # Below this revision the mirror has no history (it loaded a snapshot): a caller asking
@@ -76,6 +80,7 @@ class Mirror:
             for kv in batch.state:
                 tree.put(kv.key, kv.value.decode(errors="replace"), kv.mod_revision)
             self.tree = tree
+            self._deletes = 0
             self.revision = self.base_revision = batch.revision
             self._reindex_all()
             self._log.warning("mirror resynced", revision=batch.revision, keys=len(batch.state))
@@ -87,6 +92,7 @@ class Mirror:
                     self.tree.put(event.key, event.value.decode(errors="replace"), event.revision)
                 else:
                     self.tree.delete(event.key, event.revision)
+                    self._deletes += 1
                 parts = split_path(event.key)
                 if parts[: len(_MAPPING_PARTS)] == _MAPPING_PARTS and len(parts) > len(_MAPPING_PARTS):
                     touched.add(parts[len(_MAPPING_PARTS)])
@@ -94,8 +100,18 @@ class Mirror:
             for iid in touched:
                 self._reindex(iid)
             self.waiters.notify((event.key for event in batch.events), self.revision)
+            if self._deletes >= self.prune_after:
+                self.prune()
         async with self._advanced:
             self._advanced.notify_all()
+
+    def prune(self) -> int:
+        """Sweep tombstones; callers asking about revisions before now get an immediate answer."""
+        removed = self.tree.prune()
+        self._deletes = 0
+        self.base_revision = self.revision
+        self._log.info("mirror pruned", nodes=removed, revision=self.revision)
+        return removed
 
     async def wait_for_revision(self, revision: int, timeout: float = 5.0) -> bool:
         """Block until the mirror has applied ``revision`` (read-your-writes for the management API)."""

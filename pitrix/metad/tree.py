@@ -74,6 +74,10 @@ class Node:
         return self._json
 
 
+def _size(node: Node) -> int:
+    return sum(1 + _size(child) for child in node.children.values())
+
+
 class Tree:
     """The whole keyspace: ``put`` and ``delete`` single keys at a revision, look subtrees up."""
 
@@ -130,6 +134,25 @@ class Tree:
         """Last revision at which anything at or under ``path`` changed, 0 if never seen."""
         node = self.find(path)
         return node.rev if node is not None else 0
+
+    def prune(self) -> int:
+        """Drop every tombstone (deleted, now empty subtree); returns how many nodes went.
+
+        Afterwards the tree no longer knows when those paths were deleted, so the caller must
+        treat revisions before the prune as unknown history (the mirror raises its base).
+        """
+
+        def sweep(node: Node) -> int:
+            removed = 0
+            for name, child in list(node.children.items()):
+                if child.live:
+                    removed += sweep(child)
+                else:
+                    removed += 1 + _size(child)
+                    del node.children[name]
+            return removed
+
+        return sweep(self.root)
 
     def text(self, path: str) -> str | None:
         node = self.live(path)

@@ -140,6 +140,25 @@ async def test_server_timeout_answers_the_current_value(store: Store, net, seed,
         await short.stop()
 
 
+async def test_pruned_history_answers_old_versions_at_once(seed, instances, net, metad, manage) -> None:
+    await seed()
+    metad.mirror.prune_after = 2
+    old = metad.mirror.revision
+    await manage.delete_data("/clusters/c3")  # many deletes: the tombstones get swept
+    r = await manage.put_data("/clusters/c1/env/db/y", "1")
+    await metad.mirror.wait_for_revision(r)
+    assert metad.mirror.base_revision > old
+    # The mirror cannot tell whether /self/env changed since ``old`` any more: it answers at once.
+    status, env, _ = await asyncio.wait_for(
+        instances.get(net.ip(1), "/self/env", wait="true", prev_version=old), 2.0
+    )
+    assert status == 200 and env["port"] == "80"
+    poll = await _held(metad, instances, net.ip(1), "/self/env", metad.mirror.revision, 1)
+    changed = await manage.put_data("/clusters/c1/env/web/port", 88)
+    _, env, headers = await asyncio.wait_for(poll, DEADLINE)
+    assert env["port"] == "88" and int(headers["X-Metad-Version"]) == changed
+
+
 async def test_unmapped_waiter_is_refused_when_woken(seed, instances, net, metad, manage) -> None:
     await seed()
     poll = await _held(metad, instances, net.ip(2), "/self", metad.mirror.revision, 1)
