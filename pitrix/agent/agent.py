@@ -97,12 +97,12 @@ class Agent:
             else:
                 self._applied_values.pop(resource.name, None)
         self.revision = revision
-        self.rounds += 1
-        async with self._round_done:
-            self._round_done.notify_all()
         await self._report_applied()
         if self.runner is not None:
             self.runner.offer(command_from_values(values, self.config.prefix, self.config.command_timeout))
+        self.rounds += 1
+        async with self._round_done:
+            self._round_done.notify_all()
         return all(r.ok for r in self.results.values())
 
     async def _report_applied(self) -> None:

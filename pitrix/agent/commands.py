@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
-from pitrix.agent.errors import AgentError
+from pitrix.agent.errors import AgentError, RejectedError
 from pitrix.agent.report import Reporter, utc_now
 from pitrix.agent.shell import run_shell
 from pitrix.logs import get_logger
@@ -157,9 +157,15 @@ class CommandRunner:
             for cmd_id, record in await asyncio.to_thread(self._ledger.unreported):
                 try:
                     await self._reporter.command(cmd_id, record)
+                except RejectedError as exc:
+                    # Refused outright (say, an id metad does not accept): resending never helps,
+                    # and holding it back would hold back every later report too.
+                    self._log.error("command report rejected; dropped", cmd_id=cmd_id, error=str(exc))
                 except AgentError as exc:
                     self._log.warning("command report failed; will retry", cmd_id=cmd_id, error=str(exc))
                     return
+                else:
+                    self._log.info("command reported", cmd_id=cmd_id, status=record.get("status"))
                 await asyncio.to_thread(self._ledger.mark_done, cmd_id, record, True)
 
     def offer(self, command: Command | None) -> None:

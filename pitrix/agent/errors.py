@@ -17,3 +17,7 @@ class ResourceError(AgentError):
 
 class BackendError(AgentError):
     """A backend could not answer (after its own retries and failover)."""
+
+
+class RejectedError(BackendError):
+    """The backend answered and refused (HTTP 4xx): retrying the same request cannot help."""

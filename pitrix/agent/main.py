@@ -103,7 +103,11 @@ async def _run(config: AgentConfig) -> int:
     backend = open_backend(config)
     reporter: Reporter
     client = getattr(backend, "client", None)
-    reporter = MetadReporter(client) if config.backend == "metad" and client is not None else LogReporter()
+    reporter = (
+        MetadReporter(client, config.heartbeat_interval)
+        if config.backend == "metad" and client is not None
+        else LogReporter()
+    )
     agent = Agent(config, backend, reporter)
     try:
         if config.onetime:

@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from pitrix.agent.errors import BackendError
+from pitrix.agent.errors import BackendError, RejectedError
 from pitrix.logs import get_logger
 
 VERSION_HEADER = "X-Metad-Version"
@@ -128,7 +128,7 @@ class MetadClient:
             except _HTTPFailure as exc:
                 if exc.status < 500:
                     # The node answered and refused: another node would say the same.
-                    raise BackendError(f"metad {base}: {what}: HTTP {exc.status}: {exc.text}") from None
+                    raise RejectedError(f"metad {base}: {what}: HTTP {exc.status}: {exc.text}") from None
                 errors.append(f"{base}: HTTP {exc.status}")
             except (aiohttp.ClientError, TimeoutError, OSError) as exc:
                 errors.append(f"{base}: {type(exc).__name__}: {exc}")

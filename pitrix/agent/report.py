@@ -36,8 +36,9 @@ class Reporter(Protocol):
 class MetadReporter:
     """PUTs under ``/self/status``; errors propagate (``BackendError``) so callers can retry."""
 
-    def __init__(self, client: MetadClient) -> None:
+    def __init__(self, client: MetadClient, heartbeat_interval: float = 5.0) -> None:
         self._client = client
+        self._interval = heartbeat_interval
         self._started = time.monotonic()
 
     async def heartbeat(self) -> None:
@@ -48,6 +49,8 @@ class MetadReporter:
                 "pid": os.getpid(),
                 "uptime": round(time.monotonic() - self._started, 3),
                 "version": AGENT_VERSION,
+                # metad keeps the heartbeat lease for a few intervals: it must know ours.
+                "interval": self._interval,
             },
         )
 

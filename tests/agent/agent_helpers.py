@@ -80,7 +80,9 @@ class AgentProcess:
         self.tail = ""
 
     @classmethod
-    async def start(cls, root: Path, *args: str, cwd: Path | None = None) -> AgentProcess:
+    async def start(
+        cls, root: Path, *args: str, cwd: Path | None = None, env: dict[str, str] | None = None
+    ) -> AgentProcess:
         proc = await asyncio.create_subprocess_exec(
             str(AGENT_BIN),
             "--root",
@@ -88,7 +90,7 @@ class AgentProcess:
             *args,
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.PIPE,
-            env=agent_env(root),
+            env={**agent_env(root), **(env or {})},
             cwd=str(cwd or root),
         )
         return cls(proc)
@@ -96,9 +98,17 @@ class AgentProcess:
     async def ready(self, timeout: float = 20.0) -> dict[str, object]:
         import json
 
-        assert self.proc.stdout is not None
-        line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
-        assert line, "agent exited before it was ready"
+        assert self.proc.stdout is not None and self.proc.stderr is not None
+        try:
+            line = await asyncio.wait_for(self.proc.stdout.readline(), timeout)
+        except TimeoutError:
+            await self.kill()
+            raise AssertionError(f"agent not ready: {(await self.proc.stderr.read())[-3000:]!r}") from None
+        if not line:
+            await self.proc.wait()
+            raise AssertionError(
+                f"agent exited before it was ready: {(await self.proc.stderr.read())[-3000:]!r}"
+            )
         return dict(json.loads(line))
 
     async def wait_log(self, event: str, timeout: float = 20.0, **fields: object) -> dict[str, object]:

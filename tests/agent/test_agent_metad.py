@@ -1,0 +1,168 @@
+"""The agent against the real pitrix-metad (over the real etcd): reads, long-poll, failover, write-back."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import os
+import random
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from agent_helpers import AgentProcess
+
+from pitrix.agent.agent import Agent
+from pitrix.agent.backends.metad import MetadBackend
+from pitrix.agent.config import Overrides, load_config
+from pitrix.agent.errors import BackendError
+from pitrix.agent.metad_client import MetadClient
+from pitrix.agent.report import MetadReporter
+from pitrix.metad.client import MetadManagementClient
+from pitrix.metad.server import Metad
+from pitrix.store import Store
+
+_blocks = itertools.count(random.Random(os.getpid() * 7).randrange(0, 200))
+
+
+class World:
+    """A metad with one cluster ``c1``: instance ``i-1`` (role web) at ``ip``."""
+
+    def __init__(self, metad: Metad, manage: MetadManagementClient, block: int) -> None:
+        self.metad = metad
+        self.manage = manage
+        self.ip = f"127.102.{block}.10"
+
+    async def status(self, *parts: str) -> Any:
+        raw = await self.manage.get_data("/".join(["/_pitrix/status/c1/i-1", *parts]))
+        return json.loads(raw) if isinstance(raw, str) else raw
+
+
+@pytest.fixture
+async def world(store: Store) -> AsyncIterator[World]:
+    block = next(_blocks) % 250 + 1
+    server = Metad(store, f"127.102.{block}.1", 0, 0, wait_timeout=20.0, keepalive=0.3)
+    await server.start()
+    manage = MetadManagementClient(server.manage_url, idle_timeout=5.0)
+    w = World(server, manage, block)
+    await manage.post_data(
+        "/clusters/c1",
+        {
+            "cluster": {"cluster_id": "c1", "app_id": "app-demo"},
+            "hosts": {"web": {"i-1": {"instance_id": "i-1", "ip": w.ip, "role": "web"}}},
+            "env": {"web": {"port": "80"}},
+        },
+    )
+    await manage.put_mapping("i-1", {"cluster_id": "c1", "role": "web", "ip": w.ip})
+    try:
+        yield w
+    finally:
+        await manage.close()
+        await server.stop()
+
+
+async def test_backend_reads_and_long_polls(world: World) -> None:
+    backend = MetadBackend(MetadClient([world.metad.instance_url], bind_address=world.ip))
+    try:
+        values = await backend.get_values(["/self/host", "/self/env"])
+        assert values["/self/host/ip"] == world.ip and values["/self/env/port"] == "80"
+        start = backend.revision
+        assert start > 0
+        assert await backend.watch("/self", ["/self/env"], 0) >= start  # index 0: answers at once
+        watcher = asyncio.create_task(backend.watch("/self", ["/self/env"], start))
+        await world.manage.put_data("/clusters/c1/env/web", {"port": "81"})
+        index = await asyncio.wait_for(watcher, 10)
+        assert index > start
+        assert (await backend.get_values(["/self/env"]))["/self/env/port"] == "81"
+    finally:
+        await backend.close()
+
+
+async def test_failover_and_identity(world: World) -> None:
+    # The first node refuses connections: the client moves on to the live one and stays there.
+    client = MetadClient(["127.0.0.1:1", world.metad.instance_url], bind_address=world.ip)
+    try:
+        answer = await client.get("/self/host/role")
+        assert answer.body == "web"
+        assert client.nodes[client._current] == world.metad.instance_url
+    finally:
+        await client.close()
+    # A caller whose address maps to no instance is refused, clearly, without failover.
+    stranger = MetadClient([world.metad.instance_url], bind_address="127.102.0.250")
+    try:
+        with pytest.raises(BackendError, match="HTTP 403"):
+            await stranger.get("/self")
+    finally:
+        await stranger.close()
+    dead = MetadClient(["127.0.0.1:1"], bind_address=world.ip)
+    try:
+        with pytest.raises(BackendError, match="no node answered"):
+            await dead.get("/self")
+    finally:
+        await dead.close()
+
+
+async def test_agent_runs_command_and_writes_back(world: World, tmp_path: Path) -> None:
+    root = tmp_path / "vm"
+    (root / "etc/confd/conf.d").mkdir(parents=True)
+    config = load_config(
+        root,
+        None,
+        Overrides(backend="metad", nodes=[world.metad.instance_url], watch=True),
+        environ={"PITRIX_VM_IP": world.ip},
+    )
+    config.heartbeat_interval = 0.2
+    backend = MetadBackend.from_config(config)
+    agent = Agent(
+        config, backend, MetadReporter(backend.client, config.heartbeat_interval), announce=lambda _i: None
+    )
+    task = asyncio.create_task(agent.run_forever())
+    try:
+        await asyncio.wait_for(agent.wait_rounds(1), 10)
+        applied = await world.status("applied")
+        assert applied["revision"] > 0 and applied["resources"] == {}
+        seen = agent.rounds
+        await world.manage.put_data(
+            "/clusters/c1/cmd/i-1", {"id": "cmd-1", "cmd": "echo started; exit 4", "timeout": "30"}
+        )
+        assert agent.runner is not None
+        ledger = root / "var/lib/pitrix-agent/commands/cmd-1.json"
+        async with asyncio.timeout(15):
+            while not ledger.exists():  # each round offers the command it saw; it runs after it
+                await agent.wait_rounds(seen + 1)
+                seen = agent.rounds
+                await agent.runner.wait_idle()
+        record = await world.status("cmd", "cmd-1")
+        assert record["status"] == "failed"
+        assert record["exit_code"] == 4 and record["output_tail"] == "started\n"
+        heartbeat = await world.status("heartbeat")
+        assert heartbeat["interval"] == 0.2 and heartbeat["pid"] == os.getpid()
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 10)
+        await backend.close()
+
+
+async def test_console_script_against_metad(world: World, tmp_path: Path) -> None:
+    """The real pitrix-agent with its config file written as userdata would, bound to the VM's address."""
+    root = tmp_path / "vm"
+    (root / "etc/confd/conf.d").mkdir(parents=True)
+    (root / "etc/pitrix").mkdir(parents=True)
+    (root / "etc/pitrix/agent.toml").write_text(
+        f'backend = "metad"\nnodes = ["{world.metad.instance_url}"]\nwatch = true\n'
+        "[pitrix]\nheartbeat_interval = 1\n"
+    )
+    await world.manage.put_data("/clusters/c1/cmd/i-1", {"id": "boot-1", "cmd": "echo hi > booted"})
+    agent = await AgentProcess.start(root, env={"PITRIX_VM_IP": world.ip})
+    try:
+        ready = await agent.ready()
+        assert ready["ok"] is True and ready["revision"] > 0
+        await agent.wait_log("command reported", cmd_id="boot-1", status="successful")
+        assert (root / "booted").read_text() == "hi\n"
+        assert (root / "var/lib/pitrix-agent/commands/boot-1.json").exists()
+    finally:
+        assert await agent.terminate() == 0, agent.tail
+    record = await world.status("cmd", "boot-1")
+    assert record["status"] == "successful" and record["exit_code"] == 0
