@@ -17,28 +17,54 @@ from pitrix.logs import get_logger
 
 MARKER = "PITRIX_VM_ID"
 PROC = Path("/proc")
+SETTLE = 0.05  # seconds between the two empty scans that end a kill
+
+
+def _read_process(entry: Path, uid: int) -> tuple[int, bytes] | None:
+    """(parent pid, environ) of one of our processes; None if it is gone, a zombie, or not ours."""
+    try:
+        if entry.stat().st_uid != uid:
+            return None
+        fields = (entry / "stat").read_text().rpartition(")")[2].split()
+        if fields[0] == "Z":
+            return None
+        return int(fields[1]), (entry / "environ").read_bytes()
+    except (OSError, IndexError, ValueError):
+        return None
 
 
 def vm_pids(instance_ids: set[str] | None = None) -> dict[int, str]:
-    """Live processes carrying a VM marker: pid → instance id (only ``instance_ids`` if given)."""
+    """Live processes of VMs: pid → instance id (only ``instance_ids`` if given).
+
+    A process belongs to a VM when it carries the marker, or when its parent does: a child that is
+    in the middle of ``execve`` shows an empty environ for a moment, but its parent is already known.
+    """
     me, uid = os.getpid(), os.getuid()
     prefix = f"{MARKER}=".encode()
-    found: dict[int, str] = {}
+    marked: dict[int, str] = {}
+    parents: dict[int, int] = {}
     for entry in PROC.iterdir():
         if not entry.name.isdigit() or int(entry.name) == me:
             continue
-        try:
-            if entry.stat().st_uid != uid:
-                continue
-            environ = (entry / "environ").read_bytes()
-        except OSError:  # gone meanwhile, or not ours to read
+        info = _read_process(entry, uid)
+        if info is None:
             continue
+        pid = int(entry.name)
+        parents[pid], environ = info
         for item in environ.split(b"\0"):
             if item.startswith(prefix):
                 iid = item[len(prefix) :].decode(errors="replace")
                 if instance_ids is None or iid in instance_ids:
-                    found[int(entry.name)] = iid
+                    marked[pid] = iid
                 break
+    found = dict(marked)
+    grew = True
+    while grew:
+        grew = False
+        for pid, ppid in parents.items():
+            if pid not in found and ppid in found:
+                found[pid] = found[ppid]
+                grew = True
     return found
 
 
@@ -91,18 +117,28 @@ async def _wait_exit(pids: list[int], timeout: float) -> list[int]:
 async def kill_vm_processes(instance_ids: set[str], *, grace: float = 3.0) -> int:
     """SIGTERM every process of these VMs, SIGKILL what survives ``grace``; repeat until none is left.
 
-    Repeating matters: a process may fork between the scan and the signal. Returns how many
-    processes were signalled.
+    Repeating matters: a process may fork between a scan and the signal, and one whose parent has
+    just exited may be in the middle of ``execve`` (no readable environ) during a scan. So the work
+    ends only after two scans in a row, ``SETTLE`` apart, find nothing. Returns how many processes
+    were signalled.
     """
     log = get_logger("simulator.processes")
     total = 0
-    for round_no in range(20):
+    quiet = 0
+    first = True
+    for _ in range(100):
         found = await asyncio.to_thread(vm_pids, instance_ids)
         if not found:
-            return total
+            quiet += 1
+            if quiet >= 2:
+                return total
+            await asyncio.sleep(SETTLE)  # an exec in flight completes within this
+            continue
+        quiet = 0
         pids = sorted(found)
         total += len(pids)
-        sig = signal.SIGTERM if round_no == 0 else signal.SIGKILL
+        sig = signal.SIGTERM if first else signal.SIGKILL
+        first = False
         sent = _signal(pids, sig)
         survivors = await _wait_exit(sent, grace if sig == signal.SIGTERM else 5.0)
         if survivors:

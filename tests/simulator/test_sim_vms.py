@@ -180,3 +180,24 @@ async def test_failed_userdata_still_runs_the_vm(sim: Simulator, provider: QingC
     assert vm is not None and await asyncio.wait_for(vm.userdata_finished(), 10) == 3
     log = (vm.root / "var/log/userdata.log").read_text()
     assert log == "oops\n"
+
+
+async def test_stop_while_vms_are_still_booting_leaves_nothing(tmp_path: Path) -> None:
+    beacon = await Beacon().start()
+    sim = Simulator(tmp_path / "sim", network=random_network())
+    await sim.start()
+    provider = QingCloudProvider.from_runtime(sim.runtime())
+    try:
+        specs = [
+            InstanceSpec(name=f"early-{n}", image="pitrix-metadata", userdata=daemon_userdata(beacon.port))
+            for n in range(5)
+        ]
+        created = await provider.run_instances(specs)  # answered at once; boots are under way
+    finally:
+        await provider.close()
+        await sim.stop()
+        await beacon.stop()
+    assert {e["status"] for e in sim.ledger()} == {"terminated"}
+    assert list((tmp_path / "sim" / "vms").iterdir()) == []
+    assert vm_pids({i.instance_id for i in created}) == {}
+    assert sim.pool.in_use() == 0
