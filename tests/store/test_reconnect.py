@@ -1,0 +1,72 @@
+"""A Store outlives its etcd restarting, and fails over between endpoints."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+
+import pytest
+
+from pitrix.store import Store, StoreUnavailable
+from pitrix.store.embedded import EmbeddedEtcd
+
+
+def dead_endpoint() -> str:
+    """A loopback port nobody listens on (bound then released)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+
+
+async def test_next_call_after_etcd_restart_just_works(private_etcd: EmbeddedEtcd) -> None:
+    async with Store([private_etcd.client_url], prefix="/re") as store:
+        await store.put("/a", b"1")
+        generation = store.generation
+        await private_etcd.stop()
+        await private_etcd.start()
+        # No exception on the first calls after the restart: reads and writes.
+        kv = await store.get("/a")
+        assert kv is not None and kv.value == b"1"
+        assert await store.put("/b", b"2") > kv.mod_revision
+        assert await store.create("/c", b"3") is True
+        assert store.generation >= generation
+
+
+async def test_calls_while_etcd_is_down_fail_clearly_within_the_timeout(private_etcd: EmbeddedEtcd) -> None:
+    loop = asyncio.get_running_loop()
+    async with Store([private_etcd.client_url], timeout=1.0) as store:
+        await store.put("/x", b"1")
+        await private_etcd.stop()
+        for call in (store.get("/x"), store.put("/x", b"2"), store.txn([], [])):
+            began = loop.time()
+            with pytest.raises(StoreUnavailable, match="unavailable"):
+                await call
+            assert loop.time() - began < 3.0
+        await private_etcd.start()
+        assert (await store.get("/x")) is not None
+
+
+async def test_a_dead_first_endpoint_fails_over_to_the_next(etcd_url: str) -> None:
+    async with Store([dead_endpoint(), etcd_url], prefix="/failover") as store:
+        assert store.endpoint != etcd_url
+        revision = await store.put("/k", b"v")  # never reached the dead one: safe to retry elsewhere
+        assert store.endpoint == etcd_url
+        kv = await store.get("/k")
+        assert kv is not None and kv.mod_revision == revision
+        await store.delete("/k")
+
+
+async def test_watch_rotates_back_to_the_endpoint_that_returns(private_etcd: EmbeddedEtcd) -> None:
+    """Rotation wraps around: with the live endpoint gone, the watch tries the next, then comes back."""
+    async with Store([private_etcd.client_url, dead_endpoint()], prefix="/wf") as store:
+        start = await store.put("/k", b"0")
+        watch = store.watch_prefix("/", start)
+        first = await asyncio.wait_for(anext(watch), 5)
+        assert first.revision == start
+        await private_etcd.stop()
+        restarted = asyncio.ensure_future(private_etcd.start())
+        await asyncio.wait_for(restarted, 30)
+        rev = await store.put("/k", b"1")
+        batch = await asyncio.wait_for(anext(watch), 10)
+        assert batch.revision == rev
+        await watch.aclose()  # type: ignore[attr-defined]
