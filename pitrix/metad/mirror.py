@@ -16,6 +16,8 @@ from pitrix.metad.waiters import WaiterIndex
 from pitrix.store import Store, WatchBatch
 
 _MAPPING_PARTS = split_path(MAPPING_ROOT)
+RETRY_FIRST = 0.1
+RETRY_MAX = 5.0
 
 
 class Mirror:
@@ -25,6 +27,7 @@ class Mirror:
         # this many deletions they are swept and the mirror's known history starts afresh.
         self.prune_after = prune_after
         self._deletes = 0
+        self.watch_error: str | None = None
         self.tree = Tree()
         self.revision = 0
         # Below this revision the mirror has no history (it loaded a snapshot): a caller asking
@@ -56,23 +59,37 @@ class Mirror:
 
     @property
     def healthy(self) -> bool:
-        return self._task is not None and not self._task.done()
+        return self._task is not None and not self._task.done() and self.watch_error is None
 
     async def _follow(self, from_revision: int) -> None:
-        watch = self.store.watch_prefix("/", from_revision)
-        try:
-            async for batch in watch:
-                await self.apply(batch)
-        except asyncio.CancelledError:
-            raise
-        except Exception:
-            self._log.exception("mirror watch ended")
-            raise
-        finally:
-            closer = getattr(watch, "aclose", None)
-            if closer is not None:
-                with contextlib.suppress(Exception):
-                    await closer()
+        """Apply every batch from ``from_revision`` on, for as long as metad runs.
+
+        The store's watch already resumes across dropped streams; should it still fail (an error
+        it does not retry), the watch is re-created after the last applied revision, with backoff,
+        while reads keep answering from the mirror as it is.
+        """
+        backoff = RETRY_FIRST
+        while True:
+            watch = self.store.watch_prefix("/", from_revision)
+            try:
+                async for batch in watch:
+                    await self.apply(batch)
+                    backoff = RETRY_FIRST
+                    self.watch_error = None
+                self._log.warning("mirror watch ended; restarting", revision=self.revision)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self.watch_error = str(exc) or type(exc).__name__
+                self._log.error("mirror watch failed; restarting", error=self.watch_error, retry_in=backoff)
+            finally:
+                closer = getattr(watch, "aclose", None)
+                if closer is not None:
+                    with contextlib.suppress(Exception):
+                        await closer()
+            from_revision = self.revision + 1
+            await asyncio.sleep(backoff)
+            backoff = min(RETRY_MAX, backoff * 2)
 
     async def apply(self, batch: WatchBatch) -> None:
         if batch.resync:
