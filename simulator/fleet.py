@@ -70,7 +70,12 @@ class Fleet:
         """Terminate every VM that is not terminated yet and wait for all background work."""
         alive = [vm.instance_id for vm in self._vms.values() if vm.status not in ("terminated", "ceased")]
         if alive:
-            await asyncio.gather(*(self._terminate_one(iid) for iid in alive), return_exceptions=True)
+            results = await asyncio.gather(
+                *(self._terminate_one(iid) for iid in alive), return_exceptions=True
+            )
+            for iid, result in zip(alive, results, strict=True):
+                if isinstance(result, BaseException):
+                    self._log.error("fleet.shutdown_failed", instance_id=iid, error=repr(result))
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=30.0)
         for task in set(self._tasks):

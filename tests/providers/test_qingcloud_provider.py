@@ -270,3 +270,23 @@ async def test_run_nothing_calls_nothing(sim: Simulator, provider: QingCloudProv
     await provider.stop_instances([])
     await provider.start_instances([])
     assert sim.ledger() == [] and sim.fleet.jobs.all() == []
+
+
+async def test_names_with_spaces_and_unicode_survive_signing(
+    sim: Simulator, provider: QingCloudProvider
+) -> None:
+    names = ["集群 a+b/1", "集群 a+b/2", "集群 a-b/3"]
+    created = await provider.run_instances([InstanceSpec(name=n, image="pitrix-metadata") for n in names])
+    await provider.wait_running([i.instance_id for i in created], timeout=10)
+    found = await provider.describe_instances(name_prefix="集群 a+b/")
+    assert sorted(i.name for i in found) == names[:2]
+
+
+async def test_many_specs_are_created_with_bounded_concurrency(
+    sim: Simulator, provider: QingCloudProvider
+) -> None:
+    specs = [InstanceSpec(name=f"bulk-{n:02d}", image="pitrix-metadata") for n in range(30)]
+    created = await provider.run_instances(specs)
+    assert [i.name for i in created] == [s.name for s in specs]
+    running = await provider.wait_running([i.instance_id for i in created], timeout=20)
+    assert len({i.private_ip for i in running}) == 30

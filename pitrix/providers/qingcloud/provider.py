@@ -26,6 +26,7 @@ KNOWN_STATUSES: frozenset[str] = frozenset(
     {"pending", "running", "stopped", "suspended", "terminated", "ceased"}
 )
 RUNTIME_KEYS = ("endpoint", "zone", "access_key_id", "secret_access_key")
+RUN_CONCURRENCY = 8  # RunInstances calls in flight at once: a large cluster should not earn throttling
 
 
 def _indexed(name: str, values: Iterable[str]) -> dict[str, str]:
@@ -110,7 +111,13 @@ class QingCloudProvider:
 
     async def run_instances(self, specs: list[InstanceSpec]) -> list[Instance]:
         """One RunInstances per spec, concurrently; raises the first failure after all have answered."""
-        results = await asyncio.gather(*(self._run_one(spec) for spec in specs), return_exceptions=True)
+        limit = asyncio.Semaphore(RUN_CONCURRENCY)
+
+        async def run(spec: InstanceSpec) -> Instance:
+            async with limit:
+                return await self._run_one(spec)
+
+        results = await asyncio.gather(*(run(spec) for spec in specs), return_exceptions=True)
         created = [r for r in results if isinstance(r, Instance)]
         errors = [r for r in results if isinstance(r, BaseException)]
         if errors:
