@@ -16,6 +16,8 @@ from pitrix.logs import get_logger
 from pitrix.metad.server import DEFAULT_WAIT_TIMEOUT, Metad, MetadError
 from pitrix.store import Store, StoreError
 
+EMBEDDED_MAX_TXN_OPS = 16384
+
 
 def _port(text: str) -> int:
     try:
@@ -77,6 +79,11 @@ async def serve(args: argparse.Namespace) -> int:
         endpoints = list(args.etcd)
         if args.embedded_etcd:
             from pitrix.store.embedded import EmbeddedEtcd
+
+            # A cluster's registration is one transaction of a leaf per host field: etcd's default
+            # cap of 128 operations would refuse any real cluster. etcd reads its flags from
+            # ETCD_* variables and the child inherits ours; an operator's own setting wins.
+            os.environ.setdefault("ETCD_MAX_TXN_OPS", str(EMBEDDED_MAX_TXN_OPS))
 
             embedded = EmbeddedEtcd(
                 args.state_dir,

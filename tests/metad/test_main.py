@@ -47,6 +47,12 @@ async def test_cli_embedded_etcd_serves_and_stops_on_sigterm(tmp_path: Path, net
         async with MetadManagementClient(ready["manage_url"]) as manage:
             assert (await manage.healthz())["ok"] is True
             await manage.put_data("/clusters/c1/env/web/port", 80)
+            # The embedded etcd takes a whole cluster's registration in one transaction.
+            hosts = {
+                f"i-{n}": {"ip": f"10.0.{n // 250}.{n % 250}", "role": "web", "cpu": 1} for n in range(1000)
+            }
+            revision = await manage.post_data("/clusters/c1/hosts/web", hosts)
+            assert len((await manage.get_data("/clusters/c1/hosts/web")) or {}) == 1000 and revision > 0
             await manage.put_mapping("i-1", {"cluster_id": "c1", "role": "web", "ip": net.ip(1)})
             connector = aiohttp.TCPConnector(local_addr=(net.ip(1), 0))
             async with (
