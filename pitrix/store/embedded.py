@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import socket
+import subprocess
 import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -166,7 +167,9 @@ class EmbeddedEtcd:
         self.lock_path = self.state_dir / "etcd.lock"
         self._client_url: str | None = None
         self._pid: int | None = None
-        self._process: asyncio.subprocess.Process | None = None
+        # subprocess, not asyncio's: an asyncio transport kills its child when closed or collected,
+        # and this child must outlive us.
+        self._process: subprocess.Popen[bytes] | None = None
         self._reused = False
         self._log = get_logger("pitrix.store.embedded", state_dir=str(self.state_dir))
 
@@ -333,9 +336,10 @@ class EmbeddedEtcd:
             log_file.write(f"--- pitrix starting etcd at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
             log_file.flush()
             try:
-                process = await asyncio.create_subprocess_exec(
-                    *argv,
-                    stdin=asyncio.subprocess.DEVNULL,
+                process = await asyncio.to_thread(
+                    subprocess.Popen,
+                    argv,
+                    stdin=subprocess.DEVNULL,
                     stdout=log_file,
                     stderr=log_file,
                     start_new_session=True,
@@ -366,9 +370,9 @@ class EmbeddedEtcd:
         )
         return client_url
 
-    async def _wait_ready(self, process: asyncio.subprocess.Process, client_url: str) -> None:
+    async def _wait_ready(self, process: subprocess.Popen[bytes], client_url: str) -> None:
         deadline = time.monotonic() + STARTUP_TIMEOUT
-        exited = asyncio.ensure_future(process.wait())
+        exited = asyncio.ensure_future(self._wait_exit(process.pid, STARTUP_TIMEOUT + STOP_GRACE))
         try:
             async with aiohttp.ClientSession() as session:
                 while True:
@@ -382,9 +386,9 @@ class EmbeddedEtcd:
                         )
                     # Waiting on the exit doubles as the pause between probes and notices a crash at once.
                     done, _ = await asyncio.wait({exited}, timeout=min(0.05, remaining))
-                    if done:
+                    if done and exited.result():
                         raise EmbeddedEtcdError(
-                            f"etcd exited with status {process.returncode} during startup; "
+                            f"etcd exited with status {process.poll()} during startup; "
                             f"log tail ({self.log_path}):\n{_tail(self.log_path)}"
                         )
         finally:
@@ -439,14 +443,15 @@ class EmbeddedEtcd:
         return True
 
     async def _wait_exit(self, pid: int, within: float) -> bool:
-        """Wait for ``pid`` to exit: our own child through asyncio, any other through a pidfd."""
-        process = self._process if self._process is not None and self._process.pid == pid else None
-        if process is not None:
-            try:
-                await asyncio.wait_for(process.wait(), within)
-            except TimeoutError:
-                return False
-            return True
+        """Wait for ``pid`` to exit (a pidfd turns readable on exit), reaping it if it is our child."""
+        try:
+            exited = await self._wait_pidfd(pid, within)
+        finally:
+            if self._process is not None and self._process.pid == pid:
+                self._process.poll()  # reap a zombie of ours; never blocks
+        return exited
+
+    async def _wait_pidfd(self, pid: int, within: float) -> bool:
         try:
             fd = os.pidfd_open(pid)
         except ProcessLookupError:
