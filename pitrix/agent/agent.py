@@ -23,6 +23,7 @@ from pitrix.agent.errors import AgentError
 from pitrix.agent.render import TemplateCache
 from pitrix.agent.report import Reporter
 from pitrix.agent.resource import ApplyOptions, ApplyResult, TemplateResource, load_resources
+from pitrix.agent.shell import run_shell
 from pitrix.logs import get_logger
 
 BACKOFF_START = 0.5
@@ -48,6 +49,7 @@ class Agent:
         self.results: dict[str, ApplyResult] = {}
         self.revision = 0
         self.rounds = 0
+        self.health_checks = 0
         self._applied_values: dict[str, dict[str, str]] = {}
         self._announce = announce or _print_ready
         self._stop = asyncio.Event()
@@ -135,6 +137,8 @@ class Agent:
         if self.runner is not None:
             await self.runner.recover()
         tasks: list[asyncio.Task[None]] = [asyncio.create_task(self._heartbeats(), name="heartbeat")]
+        if self.config.health_cmd:
+            tasks.append(asyncio.create_task(self._health_checks(), name="health"))
         if self.runner is not None:
             tasks.append(asyncio.create_task(self.runner.serve(), name="commands"))
         loop = self._watch_loop() if self.config.watch else self._interval_loop()
@@ -212,6 +216,20 @@ class Agent:
                 if self.runner is not None:
                     await self.runner.flush_reports()
             await asyncio.sleep(self.config.heartbeat_interval)
+
+    async def _health_checks(self) -> None:
+        """The role's health command, run every health_interval; its verdict goes to metad."""
+        while True:
+            result = await run_shell(
+                self.config.health_cmd, root=self.config.root, timeout=self.config.hook_timeout
+            )
+            error = None if result.ok else f"{result.describe()}: {result.output.strip()[-500:]}"
+            self.health_checks += 1
+            try:
+                await self.reporter.health(result.ok, error)
+            except AgentError as exc:
+                self._log.warning("health report failed", error=str(exc))
+            await asyncio.sleep(self.config.health_interval)
 
 
 def _print_ready(info: dict[str, Any]) -> None:

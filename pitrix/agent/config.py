@@ -50,6 +50,8 @@ class AgentConfig:
     command_timeout: float = 600.0
     hook_timeout: float = 60.0
     run_commands: bool = True
+    health_cmd: str = ""
+    health_interval: float = 10.0
 
     @property
     def template_dir(self) -> Path:
@@ -132,6 +134,8 @@ _PITRIX_KEYS: dict[str, tuple[str, str]] = {
     "command_timeout": ("command_timeout", "number"),
     "hook_timeout": ("hook_timeout", "number"),
     "run_commands": ("run_commands", "bool"),
+    "health_cmd": ("health_cmd", "str"),
+    "health_interval": ("health_interval", "number"),
 }
 
 
@@ -236,7 +240,7 @@ def _validate(cfg: AgentConfig) -> None:
         raise ConfigError(f"backend: unknown backend {cfg.backend!r} (expected one of {', '.join(BACKENDS)})")
     if cfg.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"log-level: unknown level {cfg.log_level!r}")
-    for name in ("interval", "heartbeat_interval", "command_timeout", "hook_timeout"):
+    for name in ("interval", "heartbeat_interval", "command_timeout", "hook_timeout", "health_interval"):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name}: must be positive, not {getattr(cfg, name)}")
     if cfg.prefix and not cfg.prefix.startswith("/"):

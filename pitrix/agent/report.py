@@ -32,6 +32,8 @@ class Reporter(Protocol):
 
     async def command(self, cmd_id: str, record: dict[str, Any]) -> None: ...
 
+    async def health(self, ok: bool, error: str | None) -> None: ...
+
 
 class MetadReporter:
     """PUTs under ``/self/status``; errors propagate (``BackendError``) so callers can retry."""
@@ -60,6 +62,9 @@ class MetadReporter:
     async def command(self, cmd_id: str, record: dict[str, Any]) -> None:
         await self._client.put(f"/self/status/cmd/{quote(cmd_id, safe='')}", record)
 
+    async def health(self, ok: bool, error: str | None) -> None:
+        await self._client.put("/self/status/health", {"ok": ok, "error": error, "time": utc_now()})
+
 
 class LogReporter:
     """For backends without a metadata service: the reports go to the log."""
@@ -75,3 +80,6 @@ class LogReporter:
 
     async def command(self, cmd_id: str, record: dict[str, Any]) -> None:
         self._log.info("command status", cmd_id=cmd_id, **record)
+
+    async def health(self, ok: bool, error: str | None) -> None:
+        self._log.info("health", ok=ok, error=error)

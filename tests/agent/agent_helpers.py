@@ -15,9 +15,16 @@ AGENT_BIN = Path(sys.executable).with_name("pitrix-agent")
 def file_config(root: Path, data: Path, **overrides: object) -> AgentConfig:
     """A file-backend config on ``root`` with the given overrides."""
     ov = Overrides(backend="file", files=[data])
+    rest = {}
     for key, value in overrides.items():
-        setattr(ov, key, value)
-    return load_config(root, None, ov, environ={})
+        if hasattr(ov, key):
+            setattr(ov, key, value)
+        else:
+            rest[key] = value
+    config = load_config(root, None, ov, environ={})
+    for key, value in rest.items():
+        setattr(config, key, value)
+    return config
 
 
 async def read_fifo_line(path: Path, timeout: float = 20.0) -> str:
@@ -55,6 +62,7 @@ class RecordingReporter:
         self.applied_reports: list[tuple[int, dict[str, dict[str, object]]]] = []
         self.commands: list[tuple[str, dict[str, object]]] = []
         self.fail_commands = 0
+        self.health_reports: list[tuple[bool, str | None]] = []
 
     async def heartbeat(self) -> None:
         self.heartbeats += 1
@@ -69,6 +77,9 @@ class RecordingReporter:
             self.fail_commands -= 1
             raise BackendError("metad: PUT: no node answered (test)")
         self.commands.append((cmd_id, dict(record)))
+
+    async def health(self, ok: bool, error: str | None) -> None:
+        self.health_reports.append((ok, error))
 
 
 class AgentProcess:

@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import time
+
 from pitrix.agent.backends import minimal_keys
 from pitrix.agent.backends.flatten import flatten
 from pitrix.agent.config import AgentConfig
 from pitrix.agent.metad_client import MetadClient, gather_answers
+
+MIN_POLL_SECONDS = 1.0
 
 
 class MetadBackend:
@@ -55,9 +60,14 @@ class MetadBackend:
         if last_index <= 0:
             return (await self.client.get(path)).version
         while True:
+            started = time.monotonic()
             answer = await self.client.get(path, wait=True, prev_version=last_index)
             if answer.version > last_index:
                 return answer.version
+            if time.monotonic() - started < MIN_POLL_SECONDS:
+                # An unchanged answer that came back at once (a metad shutting down, or one that
+                # does not hold long-polls): do not turn the long-poll into a busy loop.
+                await asyncio.sleep(MIN_POLL_SECONDS)
 
     async def close(self) -> None:
         await self.client.close()
