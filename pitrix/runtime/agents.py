@@ -27,14 +27,12 @@ class AgentStatus:
         self.view: dict[str, dict[str, Any]] = {}
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
-        self._ready = asyncio.Event()
         self._error: BaseException | None = None
         self.log = get_logger("pitrix.agents", cluster_id=cluster_id)
 
     async def start(self) -> None:
         if self._task is None:
             self._task = asyncio.create_task(self._follow(), name=f"agent-status-{self.cluster_id}")
-        await asyncio.wait_for(self._ready.wait(), timeout=30)
 
     async def close(self) -> None:
         if self._task is not None:
@@ -45,6 +43,7 @@ class AgentStatus:
 
     async def _follow(self) -> None:
         try:
+            # From revision 1: the replay (or, once compacted, metad's resync) is the current state.
             async for event in self.client.watch(self.prefix, from_revision=1):
                 await self._apply(event)
         except asyncio.CancelledError:
@@ -54,7 +53,6 @@ class AgentStatus:
             self.log.error("agent status stream ended", error=str(exc))
             async with self._changed:
                 self._changed.notify_all()
-            self._ready.set()
 
     async def _apply(self, event: dict[str, Any]) -> None:
         kind = event.get("type")
@@ -63,10 +61,7 @@ class AgentStatus:
                 self.view.clear()
             elif kind in ("put", "delete"):
                 self._set(event["key"], event.get("value"), deleted=kind == "delete")
-            elif kind == "ready":
-                self._ready.set()
             self._changed.notify_all()
-        self._ready.set()
 
     def _set(self, key: str, value: Any, *, deleted: bool) -> None:
         if not key.startswith(self.prefix):

@@ -54,19 +54,19 @@ async def _run(step: Step, journal: Journal, progress: Progress | None) -> None:
     if progress:
         await progress(record)
     began = time.monotonic()
+    deadline = asyncio.timeout(step.timeout)
     try:
-        detail = await asyncio.wait_for(step.run(), timeout=step.timeout)
-    except TimeoutError:
-        message = f"timed out after {step.timeout:.0f}s"
-        bound.error("step failed", error=message)
-        record = await journal.failed(record, message)
-        if progress:
-            await progress(record)
-        raise StepFailed(step.name, message) from None
+        async with deadline:
+            detail = await step.run()
     except asyncio.CancelledError:
         raise
     except Exception as exc:  # a step's own failure ends the plan, recorded with its reason
-        message = str(exc) or type(exc).__name__
+        if deadline.expired():
+            message = f"timed out after {step.timeout:.0f}s"
+        elif isinstance(exc, TimeoutError):
+            message = f"gave up waiting after {time.monotonic() - began:.0f}s: {exc or 'no answer in time'}"
+        else:
+            message = str(exc) or type(exc).__name__
         bound.error("step failed", error=message, exc_info=not isinstance(exc, StepFailed))
         record = await journal.failed(record, message)
         if progress:

@@ -260,7 +260,15 @@ class ClusterOperations:
     async def wait_agents(self, node_ids: list[str]) -> str:
         nodes = await self.members(node_ids)
         ids = [n.instance_id for n in nodes]
-        await self.agents.wait_for(lambda _: all(self.agents.has_heartbeat(i) for i in ids), AGENT_TIMEOUT)
+        try:
+            await self.agents.wait_for(
+                lambda _: all(self.agents.has_heartbeat(i) for i in ids), AGENT_TIMEOUT
+            )
+        except TimeoutError:
+            silent = [n.node_id for n in nodes if not self.agents.has_heartbeat(n.instance_id)]
+            raise OperationError(
+                f"no heartbeat within {AGENT_TIMEOUT:.0f}s from {', '.join(silent)}"
+            ) from None
         return f"{len(ids)} agents reporting"
 
     async def converge(self, node_ids: list[str]) -> str:
@@ -275,9 +283,19 @@ class ClusterOperations:
         revision = await self.metad.put_data(
             f"/clusters/{self.cid}/cluster", {"generation": f"{time.time():.6f}"}
         )
-        await self.agents.wait_for(
-            lambda _: all(self.agents.applied_revision(i) >= revision for i in ids), AGENT_TIMEOUT
-        )
+        try:
+            await self.agents.wait_for(
+                lambda _: all(self.agents.applied_revision(i) >= revision for i in ids), AGENT_TIMEOUT
+            )
+        except TimeoutError:
+            behind = [
+                f"{n.node_id} (at {self.agents.applied_revision(n.instance_id)})"
+                for n in nodes
+                if self.agents.applied_revision(n.instance_id) < revision
+            ]
+            raise OperationError(
+                f"not converged to revision {revision} within {AGENT_TIMEOUT:.0f}s: {', '.join(behind)}"
+            ) from None
         return f"{len(ids)} nodes applied revision {revision}"
 
     async def run_service(self, service: str, node_ids: list[str]) -> str:
@@ -307,7 +325,17 @@ class ClusterOperations:
                 for iid, cmd in commands.items()
             )
 
-        await self.agents.wait_for(finished, timeout)
+        try:
+            await self.agents.wait_for(finished, timeout)
+        except TimeoutError:
+            silent = [
+                iid
+                for iid, cmd in commands.items()
+                if (self.agents.command_result(iid, cmd) or {}).get("status") not in ("successful", "failed")
+            ]
+            raise OperationError(
+                f"{service}: no result within {timeout:.0f}s from {', '.join(silent)}"
+            ) from None
         failures = []
         for iid, cmd in commands.items():
             result = self.agents.command_result(iid, cmd) or {}
