@@ -1,0 +1,164 @@
+"""confd's in-memory key space (``memkv``): flat ``/a/b/c`` keys with string values.
+
+Listing follows memkv exactly, quirks included: ``ls`` names every child (a key's own name when the
+path is itself a key), ``lsdir`` only children that have children, and both work on path terms, so
+``ls "/"`` sees only keys directly under the root.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import math
+from collections.abc import Iterator, Mapping
+from typing import Any
+
+from pitrix.agent.template import gopath
+from pitrix.agent.template.errors import FuncError
+from pitrix.agent.template.gofmt import format_json_float
+from pitrix.agent.template.values import KVPair
+
+
+def _scalar(value: Any, key: str) -> str | None:
+    """A YAML scalar as confd's file backend stores it (``None``: the key is left out)."""
+    if value is None:
+        return None
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int):
+        return str(value)
+    if isinstance(value, float):
+        if math.isnan(value):
+            return "NaN"
+        if math.isinf(value):
+            return "+Inf" if value > 0 else "-Inf"
+        # strconv.FormatFloat(f, 'f', -1, 64): shortest digits, never an exponent
+        text = format_json_float(value)
+        if "e" in text:
+            mant, _, exp = text.partition("e")
+            digits = mant.replace(".", "").lstrip("-")
+            point = (mant.lstrip("-").find(".") if "." in mant else len(mant.lstrip("-"))) + int(exp)
+            if point <= 0:
+                text = "0." + "0" * -point + digits
+            elif point >= len(digits):
+                text = digits + "0" * (point - len(digits))
+            else:
+                text = digits[:point] + "." + digits[point:]
+            text = ("-" if value < 0 else "") + text
+        return text
+    if isinstance(value, (_dt.date, _dt.datetime)):
+        return value.isoformat()
+    raise ValueError(f"value of {key}: unsupported type {type(value).__name__}")
+
+
+def _join(prefix: str, name: str) -> str:
+    return gopath.clean(prefix + "/" + name) if prefix else gopath.clean("/" + name)
+
+
+class MemKV:
+    """Flat path → string value, with confd's lookups."""
+
+    def __init__(self, values: Mapping[str, Any] | None = None) -> None:
+        self._m: dict[str, str] = {}
+        if values:
+            self.replace(values)
+
+    @classmethod
+    def from_tree(cls, tree: Any, prefix: str = "/") -> MemKV:
+        """Flatten nested maps and lists as confd's file backend does (``/a/b``, ``/list/0``)."""
+        out: dict[str, str] = {}
+
+        def walk(node: Any, key: str) -> None:
+            if isinstance(node, Mapping):
+                for k, v in node.items():
+                    walk(v, _join(key, k if isinstance(k, str) else _scalar(k, key) or ""))
+            elif isinstance(node, (list, tuple)):
+                for i, v in enumerate(node):
+                    walk(v, _join(key, str(i)))
+            else:
+                value = _scalar(node, key)
+                if value is not None:
+                    out[key] = value
+
+        walk(tree, gopath.clean(prefix) if prefix != "/" else "")
+        return cls(out)
+
+    def replace(self, values: Mapping[str, Any]) -> None:
+        """Swap in a new key space (templates bound to this store see it on their next run)."""
+        fresh: dict[str, str] = {}
+        for key, value in values.items():
+            if not isinstance(key, str):
+                raise ValueError(f"key {key!r}: keys must be strings")
+            text = _scalar(value, key)
+            if text is None:
+                raise ValueError(f"value of {key}: must be a string, not None")
+            fresh[key] = text
+        self._m = fresh
+
+    def set(self, key: str, value: str) -> None:
+        self._m[key] = value
+
+    def delete(self, key: str) -> None:
+        self._m.pop(key, None)
+
+    def __len__(self) -> int:
+        return len(self._m)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._m)
+
+    def __contains__(self, key: object) -> bool:
+        return key in self._m
+
+    def as_dict(self) -> dict[str, str]:
+        return dict(self._m)
+
+    # -- confd's functions ---------------------------------------------------------------------
+
+    def exists(self, key: str) -> bool:
+        return key in self._m
+
+    def get(self, key: str) -> KVPair:
+        value = self._m.get(key)
+        if value is None:
+            raise FuncError(f"key does not exist: {key}")
+        return KVPair(key, value)
+
+    def get_value(self, key: str, *default: str) -> str:
+        value = self._m.get(key)
+        if value is None:
+            if default:
+                return default[0]
+            raise FuncError(f"key does not exist: {key}")
+        return value
+
+    def get_all(self, pattern: str) -> list[KVPair]:
+        rx = gopath.glob_regex(pattern)
+        return [KVPair(k, v) for k, v in sorted(self._m.items()) if rx.match(k)]
+
+    def get_all_values(self, pattern: str) -> list[str]:
+        rx = gopath.glob_regex(pattern)
+        return sorted(v for k, v in self._m.items() if rx.match(k))
+
+    def ls(self, path: str) -> list[str]:
+        prefix = gopath.clean(path).split("/")
+        names: set[str] = set()
+        for key in self._m:
+            if key == path:
+                names.add(gopath.base(key))
+                continue
+            target = gopath.dir(key).split("/")
+            if len(target) >= len(prefix) and target[: len(prefix)] == prefix:
+                names.add(key.removeprefix(path).removeprefix("/").split("/")[0])
+        return sorted(names)
+
+    def lsdir(self, path: str) -> list[str]:
+        prefix = gopath.clean(path).split("/")
+        names: set[str] = set()
+        for key in self._m:
+            if key.startswith(path):
+                items = gopath.dir(key).split("/")
+                if len(items) > len(prefix) and items[: len(prefix)] == prefix:
+                    names.add(items[len(prefix)])
+        return sorted(names)
