@@ -119,6 +119,11 @@ class Agent:
         async with self._round_done:
             await self._round_done.wait_for(lambda: self.rounds >= count)
 
+    async def wait_health_checks(self, count: int) -> None:
+        """Until ``count`` health checks have run and been reported (for embedding and tests)."""
+        async with self._round_done:
+            await self._round_done.wait_for(lambda: self.health_checks >= count)
+
     # -- modes -----------------------------------------------------------------------------------
 
     async def run_onetime(self) -> bool:
@@ -224,11 +229,13 @@ class Agent:
                 self.config.health_cmd, root=self.config.root, timeout=self.config.hook_timeout
             )
             error = None if result.ok else f"{result.describe()}: {result.output.strip()[-500:]}"
-            self.health_checks += 1
             try:
                 await self.reporter.health(result.ok, error)
             except AgentError as exc:
                 self._log.warning("health report failed", error=str(exc))
+            self.health_checks += 1
+            async with self._round_done:
+                self._round_done.notify_all()
             await asyncio.sleep(self.config.health_interval)
 
 

@@ -114,6 +114,7 @@ async def test_agent_runs_command_and_writes_back(world: World, tmp_path: Path) 
         environ={"PITRIX_VM_IP": world.ip},
     )
     config.heartbeat_interval = 0.2
+    config.health_cmd = "echo unwell; exit 3"
     backend = MetadBackend.from_config(config)
     agent = Agent(
         config, backend, MetadReporter(backend.client, config.heartbeat_interval), announce=lambda _i: None
@@ -137,6 +138,9 @@ async def test_agent_runs_command_and_writes_back(world: World, tmp_path: Path) 
         record = await world.status("cmd", "cmd-1")
         assert record["status"] == "failed"
         assert record["exit_code"] == 4 and record["output_tail"] == "started\n"
+        await asyncio.wait_for(agent.wait_health_checks(1), 10)
+        health = await world.status("health")
+        assert health["ok"] is False and health["error"] == "exit status 3: unwell"
         heartbeat = await world.status("heartbeat")
         assert heartbeat["interval"] == 0.2 and heartbeat["pid"] == os.getpid()
     finally:

@@ -13,9 +13,20 @@ from typing import Any
 
 import yaml
 
-from pitrix.agent.backends.flatten import flatten
 from pitrix.agent.config import AgentConfig
 from pitrix.agent.errors import BackendError
+from pitrix.agent.template.memkv import MemKV
+
+
+class _Loader(yaml.SafeLoader):
+    """SafeLoader that leaves timestamps as written: Go's YAML decoder keeps ``2024-01-02`` a string
+    when decoding into an interface, so confd templates see the text, not a reformatted date."""
+
+
+_Loader.yaml_implicit_resolvers = {
+    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
+    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
+}
 
 
 class FileBackend:
@@ -49,14 +60,17 @@ class FileBackend:
             except OSError as exc:
                 raise BackendError(f"file backend: {path}: {exc.strerror}") from None
             try:
-                tree: Any = yaml.safe_load(text)
+                tree: Any = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
             except yaml.YAMLError as exc:
                 raise BackendError(f"file backend: {path}: invalid YAML: {exc}") from None
             if tree is None:
                 continue
             if not isinstance(tree, dict):
                 raise BackendError(f"file backend: {path}: the top level must be a mapping")
-            merged.update(flatten(tree))
+            try:
+                merged.update(MemKV.from_tree(tree).as_dict())
+            except ValueError as exc:
+                raise BackendError(f"file backend: {path}: {exc}") from None
         return merged
 
     def _stamp(self) -> tuple[tuple[int, int], ...]:
