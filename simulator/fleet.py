@@ -8,8 +8,9 @@ than racing it on the VM's directory.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import shutil
-from collections.abc import Awaitable, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,12 +71,10 @@ class Fleet:
         """Terminate every VM that is not terminated yet and wait for all background work."""
         alive = [vm.instance_id for vm in self._vms.values() if vm.status not in ("terminated", "ceased")]
         if alive:
-            results = await asyncio.gather(
-                *(self._terminate_one(iid) for iid in alive), return_exceptions=True
-            )
-            for iid, result in zip(alive, results, strict=True):
-                if isinstance(result, BaseException):
-                    self._log.error("fleet.shutdown_failed", instance_id=iid, error=repr(result))
+            try:
+                await self._terminate_many(alive)
+            except Exception:
+                self._log.exception("fleet.shutdown_failed", instance_ids=alive)
         if self._tasks:
             await asyncio.wait(set(self._tasks), timeout=30.0)
         for task in set(self._tasks):
@@ -188,22 +187,33 @@ class Fleet:
         job = self.jobs.new("TerminateInstances", instance_ids)
 
         async def terminate_all() -> None:
-            await asyncio.gather(*(self._terminate_one(vm.instance_id) for vm in vms))
+            await self._terminate_many([vm.instance_id for vm in vms])
 
         self._spawn(job, terminate_all)
         return job
 
-    async def _terminate_one(self, iid: str) -> None:
-        vm = self._vms[iid]
-        async with self._locks[iid]:
-            if vm.status in ("terminated", "ceased"):
-                return
-            vm.transition_status = "terminating"
-            await vm.destroy()
-            self.pool.release(vm.ip)
-            vm.terminate_time = now_iso()
-            vm.set_status("terminated")
-            self._log.info("fleet.terminated", instance_id=iid, ip=vm.ip)
+    @contextlib.asynccontextmanager
+    async def _locked(self, iids: list[str]) -> AsyncIterator[None]:
+        """Hold the locks of several VMs (taken in one order, so two batches never deadlock)."""
+        async with contextlib.AsyncExitStack() as stack:
+            for iid in sorted(set(iids)):
+                await stack.enter_async_context(self._locks[iid])
+            yield
+
+    async def _terminate_many(self, iids: list[str]) -> None:
+        """Kill the VMs' processes in one sweep of /proc, then remove their disks and addresses."""
+        async with self._locked(iids):
+            vms = [self._vms[i] for i in iids if self._vms[i].status not in ("terminated", "ceased")]
+            for vm in vms:
+                vm.transition_status = "terminating"
+            await kill_vm_processes({vm.instance_id for vm in vms})
+            for vm in vms:
+                await vm.collect_userdata()
+                await vm.remove_disk()
+                self.pool.release(vm.ip)
+                vm.terminate_time = now_iso()
+                vm.set_status("terminated")
+                self._log.info("fleet.terminated", instance_id=vm.instance_id, ip=vm.ip)
 
     def stop(self, instance_ids: list[str]) -> Job:
         vms = self._existing(instance_ids)
@@ -218,19 +228,19 @@ class Fleet:
         job = self.jobs.new("StopInstances", instance_ids)
 
         async def stop_all() -> None:
-            await asyncio.gather(*(self._stop_one(vm.instance_id) for vm in vms))
+            await self._stop_many([vm.instance_id for vm in vms])
 
         self._spawn(job, stop_all)
         return job
 
-    async def _stop_one(self, iid: str) -> None:
-        vm = self._vms[iid]
-        async with self._locks[iid]:
-            if vm.status != "running":
-                return
-            killed = await vm.halt()
-            vm.set_status("stopped")
-            self._log.info("fleet.stopped", instance_id=iid, processes=killed)
+    async def _stop_many(self, iids: list[str]) -> None:
+        async with self._locked(iids):
+            vms = [self._vms[i] for i in iids if self._vms[i].status == "running"]
+            killed = await kill_vm_processes({vm.instance_id for vm in vms})
+            for vm in vms:
+                await vm.collect_userdata()
+                vm.set_status("stopped")
+            self._log.info("fleet.stopped", instance_ids=[vm.instance_id for vm in vms], processes=killed)
 
     def start(self, instance_ids: list[str]) -> Job:
         vms = self._existing(instance_ids)

@@ -134,16 +134,17 @@ class VM:
     async def halt(self) -> int:
         """Kill every process of the VM (the disk stays); returns how many were signalled."""
         killed = await kill_vm_processes({self.instance_id})
+        await self.collect_userdata()
+        return killed
+
+    async def collect_userdata(self) -> None:
+        """After a kill: collect the userdata shell's exit (it was one of the killed processes)."""
         if self._reaper is not None:
-            # The userdata shell is one of the killed processes; its exit is collected here.
             await asyncio.wait([self._reaper], timeout=10.0)
             self._reaper = None
             self._userdata_proc = None
-        return killed
 
-    async def destroy(self) -> None:
-        """Halt and remove the VM's directory."""
-        await self.halt()
+    async def remove_disk(self) -> None:
         await asyncio.to_thread(shutil.rmtree, self.home, True)
 
     def ledger_entry(self) -> dict[str, Any]:
