@@ -4,14 +4,16 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
 import subprocess
 from pathlib import Path
 
 import pytest
 
-from pitrix.providers.base import InstanceSpec
+from pitrix.providers.base import InstanceSpec, ProviderError
 from pitrix.providers.qingcloud import QingCloudProvider
 from simulator.cloud import Simulator
+from simulator.fleet import RunRequest
 from simulator.images import ImageCatalog, ImageNotFound
 from simulator.network import AddressPool, NetworkError
 from simulator.processes import kill_vm_processes, vm_pids
@@ -201,3 +203,24 @@ async def test_stop_while_vms_are_still_booting_leaves_nothing(tmp_path: Path) -
     assert list((tmp_path / "sim" / "vms").iterdir()) == []
     assert vm_pids({i.instance_id for i in created}) == {}
     assert sim.pool.in_use() == 0
+
+
+async def test_failed_boot_fails_the_job_and_halts_the_vm(tmp_path: Path) -> None:
+    images = tmp_path / "images"
+    (images / "fragile" / "etc").mkdir(parents=True)
+    sim = Simulator(tmp_path / "sim", network=random_network(), images_dirs=[images])
+    await sim.start()
+    provider = QingCloudProvider.from_runtime(sim.runtime())
+    try:
+        [iid], job = sim.fleet.run(RunRequest(image_id="fragile"))
+        shutil.rmtree(images / "fragile")  # gone before the boot task gets to copy it
+        await asyncio.wait_for(job.finished.wait(), 10)
+        assert job.status == "failed" and "failed to boot" in job.error
+        with pytest.raises(ProviderError, match="stopped"):
+            await provider.wait_running([iid], timeout=5)
+        with pytest.raises(ProviderError, match="failed"):
+            await provider.wait_jobs([job.job_id], timeout=5)
+    finally:
+        await provider.close()
+        await sim.stop()
+    assert sim.ledger()[0]["status"] == "terminated"
