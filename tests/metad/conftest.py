@@ -10,6 +10,7 @@ import itertools
 import os
 import random
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -18,6 +19,7 @@ import pytest
 from pitrix.metad.client import MetadManagementClient
 from pitrix.metad.server import Metad
 from pitrix.store import Store
+from pitrix.store.embedded import EmbeddedEtcd
 
 _blocks = itertools.count(random.Random(os.getpid()).randrange(0, 200))
 
@@ -36,6 +38,19 @@ class Net:
 @pytest.fixture
 def net() -> Net:
     return Net(next(_blocks))
+
+
+@pytest.fixture
+async def private_store(tmp_path: Path) -> AsyncIterator[Store]:
+    """A store on an etcd of this test's own, for what would disturb the shared one (compaction)."""
+    etcd = EmbeddedEtcd(tmp_path / "private-etcd", unsafe_no_fsync=True)
+    url = await etcd.start()
+    store = await Store.connect([url])
+    try:
+        yield store
+    finally:
+        await store.close()
+        await etcd.stop()
 
 
 @pytest.fixture

@@ -6,7 +6,7 @@ import asyncio
 
 from pitrix.metad.client import MetadManagementClient
 from pitrix.metad.server import Metad
-from pitrix.store import Store
+from pitrix.store import Store, WatchBatch
 
 DEADLINE = 10.0
 
@@ -230,3 +230,18 @@ async def test_hundred_waiters_released_by_one_write(seed, instances, net, metad
     await seed()
     last_ms, _ = await release_many(metad, manage, instances, net, 100)
     assert last_ms < 5000
+
+
+async def test_mirror_resync_replaces_state_and_wakes_everyone(seed, instances, net, metad, manage) -> None:
+    await seed()
+    poll = await _held(metad, instances, net.ip(1), "/self/env", metad.mirror.revision, 1)
+    # What the store's watch delivers when the mirror's revision was compacted away: the full state.
+    kvs, revision = await metad.store.get_prefix("/")
+    kept = [kv for kv in kvs if not kv.key.startswith("/clusters/c1/env/web/workers")]
+    await metad.mirror.apply(WatchBatch(revision=revision, resync=True, state=kept))
+    status, env, headers = await asyncio.wait_for(poll, DEADLINE)
+    assert status == 200 and env == {"port": "80"} and int(headers["X-Metad-Version"]) == revision
+    assert metad.mirror.base_revision == revision
+    # Identity survived the rebuild.
+    status, host, _ = await instances.get(net.ip(2), "/self/host/instance_id")
+    assert (status, host) == (200, "i-web2")

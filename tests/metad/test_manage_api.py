@@ -159,20 +159,28 @@ async def test_watch_from_revision_replays_and_follows(manage: MetadManagementCl
     assert [(e["type"], e["revision"]) for e in events] == [("put", r1), ("put", r2), ("delete", r4)]
 
 
-async def test_watch_resyncs_after_compaction(manage: MetadManagementClient, store: Store) -> None:
-    r1 = await manage.put_data("/clusters/z/env/r", {"a": "1", "b": "2"})
-    await manage.delete_data("/clusters/z/env/r/a")
-    r3 = await manage.put_data("/clusters/z/env/r/c", "3")
-    await store.client.compact(r3)
-    stream = manage.watch("/clusters/z", r1)
-    head = (await _collect(stream, 1))[0]
-    assert head["type"] == "resync" and head["count"] == 2 and head["revision"] >= r3
-    state = await _collect(stream, 2)
-    assert {e["key"]: e["value"] for e in state} == {"/clusters/z/env/r/b": "2", "/clusters/z/env/r/c": "3"}
-    r4 = await manage.put_data("/clusters/z/env/r/d", "4")
-    after = await _collect(stream, 1)
-    await stream.aclose()
-    assert after == [{"revision": r4, "type": "put", "key": "/clusters/z/env/r/d", "value": "4"}]
+async def test_watch_resyncs_after_compaction(private_store: Store, net) -> None:
+    async with (
+        Metad(private_store, net.metad_ip, 0, 0) as metad,
+        MetadManagementClient(metad.manage_url) as manage,
+    ):
+        r1 = await manage.put_data("/clusters/z/env/r", {"a": "1", "b": "2"})
+        await manage.delete_data("/clusters/z/env/r/a")
+        r3 = await manage.put_data("/clusters/z/env/r/c", "3")
+        await manage.put_data("/clusters/other/x", "not under the prefix")
+        await private_store.client.compact(r3)
+        stream = manage.watch("/clusters/z", r1)
+        head = (await _collect(stream, 1))[0]
+        assert head["type"] == "resync" and head["count"] == 2 and head["revision"] >= r3
+        state = await _collect(stream, 2)
+        assert {e["key"]: e["value"] for e in state} == {
+            "/clusters/z/env/r/b": "2",
+            "/clusters/z/env/r/c": "3",
+        }
+        r4 = await manage.put_data("/clusters/z/env/r/d", "4")
+        after = await _collect(stream, 1)
+        await stream.aclose()
+        assert after == [{"revision": r4, "type": "put", "key": "/clusters/z/env/r/d", "value": "4"}]
 
 
 async def test_watch_stream_keepalive_and_bad_params(metad: Metad) -> None:
