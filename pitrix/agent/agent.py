@@ -27,7 +27,9 @@ from pitrix.agent.shell import run_shell
 from pitrix.logs import get_logger
 
 BACKOFF_START = 0.5
-BACKOFF_MAX = 30.0
+# Capped low: at boot an agent usually starts before pitrixd has registered its mapping, and
+# every second it waits after that is a second added to the cluster's creation.
+BACKOFF_MAX = 5.0
 
 
 class Agent:
@@ -53,6 +55,7 @@ class Agent:
         self._applied_values: dict[str, dict[str, str]] = {}
         self._announce = announce or _print_ready
         self._stop = asyncio.Event()
+        self._wake = asyncio.Event()
         self._round_done = asyncio.Condition()
         self._commands_enabled = config.run_commands and not config.onetime
         self.runner: CommandRunner | None = None
@@ -162,9 +165,15 @@ class Agent:
                     await task
 
     async def _pause(self, seconds: float) -> None:
-        """Wait ``seconds`` unless the agent is stopped first (backoff and interval timing)."""
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._stop.wait(), seconds)
+        """Wait ``seconds`` unless the agent is stopped, or metad came back (a heartbeat went
+        through after failing), first."""
+        self._wake.clear()
+        waiters = [asyncio.ensure_future(self._stop.wait()), asyncio.ensure_future(self._wake.wait())]
+        try:
+            await asyncio.wait(waiters, timeout=seconds, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for waiter in waiters:
+                waiter.cancel()
 
     async def _round_with_retry(self, *, only_changed: bool) -> None:
         backoff = BACKOFF_START
@@ -193,8 +202,19 @@ class Agent:
         while not self._stop.is_set():
             resources, _ = await asyncio.to_thread(load_resources, self.config)
             keys = self._watch_keys(resources)
+            failed = any(not r.ok for r in self.results.values())
             try:
-                index = await self.backend.watch(self.config.prefix or "/", keys, index)
+                watch = self.backend.watch(self.config.prefix or "/", keys, index)
+                if failed:
+                    # A failed resource is retried even when its values do not change again: the
+                    # cause (a daemon down during reload, a full disk) may well be gone by then.
+                    index = await asyncio.wait_for(watch, self.config.retry_interval)
+                else:
+                    index = await watch
+            except TimeoutError:
+                self._log.info("retrying failed resources")
+                await self._round_with_retry(only_changed=True)
+                continue
             except AgentError as exc:
                 self._log.warning("watch failed; retrying", error=str(exc), retry_in=backoff)
                 await self._pause(backoff)
@@ -212,12 +232,17 @@ class Agent:
             await self._pause(self.config.interval)
 
     async def _heartbeats(self) -> None:
+        failing = False
         while True:
             try:
                 await self.reporter.heartbeat()
             except AgentError as exc:
                 self._log.warning("heartbeat failed", error=str(exc))
+                failing = True
             else:
+                if failing:
+                    failing = False
+                    self._wake.set()
                 if self.runner is not None:
                     await self.runner.flush_reports()
             await asyncio.sleep(self.config.heartbeat_interval)

@@ -52,6 +52,7 @@ class AgentConfig:
     run_commands: bool = True
     health_cmd: str = ""
     health_interval: float = 10.0
+    retry_interval: float = 30.0
 
     @property
     def template_dir(self) -> Path:
@@ -136,6 +137,7 @@ _PITRIX_KEYS: dict[str, tuple[str, str]] = {
     "run_commands": ("run_commands", "bool"),
     "health_cmd": ("health_cmd", "str"),
     "health_interval": ("health_interval", "number"),
+    "retry_interval": ("retry_interval", "number"),
 }
 
 
@@ -240,7 +242,14 @@ def _validate(cfg: AgentConfig) -> None:
         raise ConfigError(f"backend: unknown backend {cfg.backend!r} (expected one of {', '.join(BACKENDS)})")
     if cfg.log_level.lower() not in LOG_LEVELS:
         raise ConfigError(f"log-level: unknown level {cfg.log_level!r}")
-    for name in ("interval", "heartbeat_interval", "command_timeout", "hook_timeout", "health_interval"):
+    for name in (
+        "interval",
+        "heartbeat_interval",
+        "command_timeout",
+        "hook_timeout",
+        "health_interval",
+        "retry_interval",
+    ):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name}: must be positive, not {getattr(cfg, name)}")
     if cfg.prefix and not cfg.prefix.startswith("/"):

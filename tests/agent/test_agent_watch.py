@@ -69,3 +69,31 @@ async def test_onetime_reports_failure(vm_root: Path) -> None:
     assert await agent.run_onetime() is False
     assert agent.results["ra"].ok and not agent.results["rb"].ok
     assert agent.runner is None  # -onetime never runs lifecycle commands
+
+
+async def test_failed_resource_is_retried_without_a_change(vm_root: Path) -> None:
+    data = vm_root / "data.yaml"
+    data.write_text("a: one\n")
+    (vm_root / "etc/confd/templates/f.tmpl").write_text('{{getv "/a"}}\n')
+    (vm_root / "etc/confd/conf.d/f.toml").write_text(
+        '[template]\nsrc = "f.tmpl"\ndest = "/etc/f.conf"\nkeys = ["/a"]\n'
+        'reload_cmd = "echo try >> tries.log; test -e daemon-up"\n'
+    )
+    config = file_config(vm_root, data, watch=True, run_commands=False, retry_interval=0.1)
+    backend = FileBackend(config.files, poll_interval=0.02)
+    reporter = RecordingReporter()
+    agent = Agent(config, backend, reporter, announce=lambda _info: None)
+    task = asyncio.create_task(agent.run_forever())
+    try:
+        await asyncio.wait_for(agent.wait_rounds(1), 10)
+        assert reporter.applied_reports[-1][1]["f"]["ok"] is False
+        assert not (vm_root / "etc/f.conf").exists()  # a new file whose reload failed is removed
+        (vm_root / "daemon-up").touch()
+        async with asyncio.timeout(10):
+            while reporter.applied_reports[-1][1]["f"]["ok"] is False:
+                await agent.wait_rounds(agent.rounds + 1)
+        assert (vm_root / "etc/f.conf").read_text() == "one\n"
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 10)
+        await backend.close()
