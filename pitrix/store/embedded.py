@@ -221,7 +221,7 @@ class EmbeddedEtcd:
             with contextlib.suppress(FileNotFoundError):
                 self.record_path.unlink()
             self._pid = None
-            self._process = None
+            self._forget_process()
             self._client_url = None
 
     async def __aenter__(self) -> EmbeddedEtcd:
@@ -257,7 +257,7 @@ class EmbeddedEtcd:
             return None
         log.info("etcd.reused", client_url=record.client_url)
         self._pid = record.pid
-        self._process = None
+        self._forget_process()
         self._client_url = record.client_url
         self._reused = True
         return record.client_url
@@ -358,7 +358,7 @@ class EmbeddedEtcd:
         except BaseException:
             await self._terminate(process.pid)
             self.record_path.unlink(missing_ok=True)
-            self._process = None
+            self._forget_process()
             self._pid = None
             raise
         self._client_url = client_url
@@ -434,6 +434,12 @@ class EmbeddedEtcd:
         self._signal(pid, signal.SIGKILL)
         if not await self._wait_exit(pid, STOP_GRACE):
             raise EmbeddedEtcdError(f"etcd pid {pid} survived SIGKILL")
+
+    def _forget_process(self) -> None:
+        """Drop our Popen, reaping it if it already exited (someone else may have stopped it)."""
+        process, self._process = self._process, None
+        if process is not None:
+            process.poll()
 
     def _signal(self, pid: int, sig: signal.Signals) -> bool:
         try:
