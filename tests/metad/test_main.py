@@ -10,6 +10,7 @@ import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from pitrix.metad.client import MetadManagementClient
 
@@ -25,7 +26,8 @@ def _alive(pid: int) -> bool:
     return True
 
 
-async def test_cli_embedded_etcd_serves_and_stops_on_sigterm(tmp_path: Path, net) -> None:
+@pytest.mark.parametrize("stop_signal", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+async def test_cli_embedded_etcd_serves_and_stops_on_signal(tmp_path: Path, net, stop_signal: int) -> None:
     state = tmp_path / "state"
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pitrix.metad.main",
@@ -61,7 +63,7 @@ async def test_cli_embedded_etcd_serves_and_stops_on_sigterm(tmp_path: Path, net
             ):
                 assert response.status == 200 and await response.json() == "80"
 
-        process.send_signal(signal.SIGTERM)
+        process.send_signal(stop_signal)
         assert await asyncio.wait_for(process.wait(), DEADLINE) == 0
         assert not _alive(etcd_pid)
         assert process.stderr is not None
