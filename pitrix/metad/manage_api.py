@@ -19,7 +19,7 @@ from pitrix.metad import data
 from pitrix.metad.mirror import Mirror
 from pitrix.metad.selfview import MAPPING_ROOT
 from pitrix.metad.tree import join_path, split_path
-from pitrix.store import KV, Op, Store, StoreError, WatchBatch
+from pitrix.store import KV, Compare, Op, Store, StoreError, WatchBatch
 
 MIRROR_KEY = web.AppKey("mirror", Mirror)
 STORE_KEY = web.AppKey("store", Store)
@@ -27,6 +27,7 @@ KEEPALIVE_KEY = web.AppKey("keepalive", float)
 CLOSING_KEY = web.AppKey("closing", asyncio.Event)
 MAX_BODY = 64 * 1024 * 1024
 MAPPING_FIELDS = ("instance_id", "cluster_id", "role", "ip")
+REPLACE_ATTEMPTS = 5
 
 _log = get_logger("pitrix.metad.manage")
 
@@ -107,17 +108,30 @@ async def data_put(request: web.Request) -> web.Response:
 
 
 async def _replace(request: web.Request, path: str, doc: Any) -> web.Response:
+    """Read the subtree, then write it in one transaction guarded on what was read.
+
+    The guard (every read key still at its revision) turns a concurrent change to the subtree
+    into a retry instead of a lost update. A key created concurrently under the subtree is not
+    seen by the guard (etcd range compares are not exposed by the store yet) and survives.
+    """
     store = request.app[STORE_KEY]
-    try:
-        existing, _ = await store.get_prefix(path.rstrip("/") + "/")
-        leaf = await store.get(path) if path != "/" else None
-        keys = [kv.key for kv in existing] + ([leaf.key] if leaf is not None else [])
-        ops = data.replace_ops(keys, path, doc)
-    except data.BadDocument as exc:
-        return _error(400, str(exc), field=exc.field)
-    except StoreError as exc:
-        return _store_error(exc)
-    return await _commit(request, ops)
+    mirror = request.app[MIRROR_KEY]
+    for _ in range(REPLACE_ATTEMPTS):
+        try:
+            existing, _ = await store.get_prefix(path.rstrip("/") + "/")
+            leaf = await store.get(path) if path != "/" else None
+            current = existing + ([leaf] if leaf is not None else [])
+            ops = data.replace_ops([kv.key for kv in current], path, doc)
+            guard = [Compare(kv.key, "mod", "==", kv.mod_revision) for kv in current]
+            result = await store.txn(guard, ops)
+        except data.BadDocument as exc:
+            return _error(400, str(exc), field=exc.field)
+        except StoreError as exc:
+            return _store_error(exc)
+        if result.succeeded:
+            await mirror.wait_for_revision(result.revision)
+            return web.json_response({"ok": True, "revision": result.revision})
+    return _error(409, f"{path} kept changing while being replaced; try again")
 
 
 async def data_post(request: web.Request) -> web.Response:
