@@ -38,7 +38,9 @@ def test_flatten_like_confd() -> None:
 def test_key_selection_is_string_prefix_as_confd() -> None:
     values = {"/host/ip": "1", "/hosts/web/a": "2", "/cluster/id": "3"}
     assert select(values, ["/host"]) == {"/host/ip": "1", "/hosts/web/a": "2"}
-    assert minimal_keys(["/hosts/web", "/hosts", "/cluster", "/host"]) == ["/cluster", "/host"]
+    # Fetching is path-wise: /host's subtree does not hold /hosts (the demo's lb needs both).
+    assert minimal_keys(["/hosts/web", "/hosts", "/cluster", "/host"]) == ["/cluster", "/host", "/hosts"]
+    assert minimal_keys(["/self/cmd", "/self", "/self/host/"]) == ["/self"]
 
 
 async def test_env_backend_maps_names() -> None:

@@ -66,8 +66,9 @@ async def world(store: Store) -> AsyncIterator[World]:
 async def test_backend_reads_and_long_polls(world: World) -> None:
     backend = MetadBackend(MetadClient([world.metad.instance_url], bind_address=world.ip))
     try:
-        values = await backend.get_values(["/self/host", "/self/env"])
+        values = await backend.get_values(["/self/host", "/self/env", "/self/hosts"])
         assert values["/self/host/ip"] == world.ip and values["/self/env/port"] == "80"
+        assert values["/self/hosts/web/i-1/ip"] == world.ip
         start = backend.revision
         assert start > 0
         assert await backend.watch("/self", ["/self/env"], 0) >= start  # index 0: answers at once

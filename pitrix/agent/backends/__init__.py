@@ -58,9 +58,12 @@ def select(values: dict[str, str], keys: list[str]) -> dict[str, str]:
 
 
 def minimal_keys(keys: list[str]) -> list[str]:
-    """``keys`` without those another key already selects, so a subtree is fetched once."""
+    """``keys`` without those inside another key's subtree, so a subtree is fetched once.
+
+    Path-wise, not string-wise: a GET of ``/self/host`` does not return ``/self/hosts``.
+    """
     out: list[str] = []
-    for k in sorted(set(keys), key=len):
-        if not under_keys(k, out):
+    for k in sorted({k.rstrip("/") or "/" for k in keys}, key=len):
+        if not any(o == "/" or k == o or k.startswith(o + "/") for o in out):
             out.append(k)
     return sorted(out)
