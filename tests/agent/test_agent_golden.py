@@ -7,6 +7,7 @@ at an output folder, run ``pitrix-agent -onetime -backend file -file data.yaml -
 
 from __future__ import annotations
 
+import asyncio
 import os
 import shutil
 import subprocess
@@ -91,3 +92,48 @@ def test_usage_and_config_errors_are_one_line(golden_dir: Path) -> None:
     )
     version = subprocess.run([str(AGENT_BIN), "-version"], capture_output=True, text=True, timeout=30)
     assert version.returncode == 0 and version.stdout.startswith("pitrix-agent ")
+
+
+async def test_golden_cases_through_etcdv3(golden_dir: Path, etcd_url: str) -> None:
+    """The same data written to a real etcd under a prefix renders the same bytes."""
+    import uuid
+
+    import aetcd
+    import yaml
+
+    from pitrix.agent.template.memkv import MemKV
+
+    prefix = f"/golden-{uuid.uuid4().hex}"
+    flat = MemKV.from_tree(yaml.safe_load((GOLDEN / "data.yaml").read_text())).as_dict()
+    host, port = etcd_url.removeprefix("http://").split(":")
+    client = aetcd.Client(host=host, port=int(port))
+    await client.connect()
+    try:
+        for key, value in flat.items():
+            await client.put(f"{prefix}{key}".encode(), value.encode())
+        env = {k: v for k, v in os.environ.items() if k not in ("PITRIX_VM_ROOT", "PITRIX_VM_IP")}
+        proc = await asyncio.create_subprocess_exec(
+            str(AGENT_BIN),
+            "-onetime",
+            "-backend",
+            "etcdv3",
+            "-node",
+            etcd_url,
+            "-prefix",
+            prefix,
+            "-confdir",
+            "confdir",
+            "-config-file",
+            "/dev/null",
+            cwd=golden_dir,
+            env=env,
+            stderr=asyncio.subprocess.PIPE,
+        )
+        _, err = await asyncio.wait_for(proc.communicate(), 60)
+        assert proc.returncode == 0, err.decode()
+    finally:
+        await client.delete_prefix(prefix.encode())
+        await client.close()
+    for case in CASES:
+        got = (golden_dir / "out" / f"{case}.out").read_bytes()
+        assert got == (GOLDEN / "expect" / f"{case}.out").read_bytes(), case

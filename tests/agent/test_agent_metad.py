@@ -171,3 +171,51 @@ async def test_console_script_against_metad(world: World, tmp_path: Path) -> Non
         assert await agent.terminate() == 0, agent.tail
     record = await world.status("cmd", "boot-1")
     assert record["status"] == "successful" and record["exit_code"] == 0
+
+
+GOLDEN = Path("/work/shared/confd-golden")
+
+
+def _strings(tree: Any) -> Any:
+    return {k: _strings(v) for k, v in tree.items()} if isinstance(tree, dict) else str(tree)
+
+
+async def test_golden_cases_through_metad(world: World, tmp_path: Path) -> None:
+    """The confd golden data served as an instance's /self view renders the same bytes as confd."""
+    import shutil
+
+    import yaml
+
+    data = yaml.safe_load((GOLDEN / "data.yaml").read_text())
+    lb_ip = data["host"]["ip"]  # 127.100.0.2: only the agent's outgoing socket binds to it
+    doc = {
+        "cluster": data["cluster"],
+        "hosts": data["hosts"],
+        "env": {"lb": data["env"]},
+        "cmd": {"i-l1": data["cmd"]},
+    }
+    doc["hosts"]["lb"]["i-l1"].update({"instance_id": "i-l1", "role": "lb"})
+    await world.manage.post_data("/clusters/cg", _strings(doc))
+    await world.manage.put_mapping("i-l1", {"cluster_id": "cg", "role": "lb", "ip": lb_ip})
+    shutil.copytree(GOLDEN / "confdir", tmp_path / "confdir")
+    out = tmp_path / "out"
+    out.mkdir()
+    for toml in (tmp_path / "confdir/conf.d").glob("*.toml"):
+        toml.write_text(toml.read_text().replace("@OUT@", str(out)))
+    agent = await AgentProcess.start(
+        Path("/"),
+        "-onetime",
+        "-backend",
+        "metad",
+        "-node",
+        world.metad.instance_url,
+        "-confdir",
+        "confdir",
+        "-config-file",
+        "/dev/null",
+        cwd=tmp_path,
+        env={"PITRIX_VM_IP": lb_ip},
+    )
+    assert await asyncio.wait_for(agent.proc.wait(), 30) == 0, await agent.proc.stderr.read()  # type: ignore[union-attr]
+    for expected in sorted((GOLDEN / "expect").glob("*.out")):
+        assert (out / expected.name).read_bytes() == expected.read_bytes(), expected.name
