@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import heapq
 
 from pitrix.logs import get_logger
 from pitrix.metad.selfview import MAPPING_ROOT, Mapping
@@ -36,7 +37,9 @@ class Mirror:
         self.waiters = WaiterIndex()
         self.mappings: dict[str, Mapping] = {}
         self.by_ip: dict[str, str] = {}
-        self._advanced = asyncio.Condition()
+        # (revision, tie-breaker, future) of management writes waiting for the mirror to catch up.
+        self._catching_up: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._catch_seq = 0
         self._task: asyncio.Task[None] | None = None
         self._log = get_logger("pitrix.metad.mirror")
 
@@ -119,8 +122,10 @@ class Mirror:
             self.waiters.notify((event.key for event in batch.events), self.revision)
             if self._deletes >= self.prune_after:
                 self.prune()
-        async with self._advanced:
-            self._advanced.notify_all()
+        while self._catching_up and self._catching_up[0][0] <= self.revision:
+            _, _, future = heapq.heappop(self._catching_up)
+            if not future.done():
+                future.set_result(None)
 
     def prune(self) -> int:
         """Sweep tombstones; callers asking about revisions before now get an immediate answer."""
@@ -134,12 +139,14 @@ class Mirror:
         """Block until the mirror has applied ``revision`` (read-your-writes for the management API)."""
         if self.revision >= revision:
             return True
-        async with self._advanced:
-            try:
-                await asyncio.wait_for(self._advanced.wait_for(lambda: self.revision >= revision), timeout)
-            except TimeoutError:
-                self._log.warning("mirror lags", wanted=revision, have=self.revision)
-                return False
+        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._catch_seq += 1
+        heapq.heappush(self._catching_up, (revision, self._catch_seq, future))
+        try:
+            await asyncio.wait_for(future, timeout)
+        except TimeoutError:
+            self._log.warning("mirror lags", wanted=revision, have=self.revision)
+            return False
         return True
 
     # -- identity ---------------------------------------------------------------------------------
