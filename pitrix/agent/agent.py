@@ -185,6 +185,11 @@ class Agent:
                 await self._pause(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
+            except Exception:  # never exit the watch loop on a bug in one round: log it, retry
+                self._log.exception("apply round failed; retrying", retry_in=backoff)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
             self._announce_once()
             return
 

@@ -58,3 +58,7 @@ class TemplateCache:
             return str(entry.template.execute(None))
         except TemplateError as exc:
             raise RenderError(f"template {src.name}: {exc}") from None
+        except RenderError:
+            raise
+        except Exception as exc:  # an engine bug must fail this resource, not the agent
+            raise RenderError(f"template {src.name}: internal error: {type(exc).__name__}: {exc}") from exc

@@ -213,6 +213,9 @@ class TemplateResource:
             error = f"{exc.filename or self.dest}: {exc.strerror or exc}"
             log.error("apply failed", error=error)
             return ApplyResult(self.name, ok=False, error=error)
+        except Exception as exc:  # a bug here must fail this resource, not stop the agent
+            log.exception("apply failed unexpectedly")
+            return ApplyResult(self.name, ok=False, error=f"internal error: {type(exc).__name__}: {exc}")
         finally:
             if staged is not None and not opts.keep_stage_file:
                 with contextlib.suppress(FileNotFoundError):
