@@ -130,3 +130,25 @@ async def test_interrupted_by_sigkill_is_reported_failed_not_rerun(vm_root: Path
     finally:
         assert await agent.terminate() == 0, agent.tail
     assert (vm_root / "ran.log").read_text() == "run\ntwo\n"
+
+
+async def test_sigterm_stops_the_running_command_and_restart_reports_it(vm_root: Path) -> None:
+    data = vm_root / "data.yaml"
+    os.mkfifo(vm_root / "started.fifo")
+    data.write_text("cmd:\n  id: long-1\n  cmd: 'echo $$ > started.fifo; exec sleep 600'\n")
+    args = ("-watch", "-backend", "file", "-file", str(data))
+    agent = await AgentProcess.start(vm_root, *args)
+    try:
+        await agent.ready()
+        pid = int(await read_fifo_line(vm_root / "started.fifo"))
+    finally:
+        rc = await agent.terminate()
+    assert rc == 0, agent.tail
+    assert process_gone(pid)  # the agent killed the command's process group on its way out
+    agent = await AgentProcess.start(vm_root, *args)
+    try:
+        await agent.ready()
+        entry = await agent.wait_log("command status", cmd_id="long-1")
+        assert entry["status"] == "failed" and "interrupted" in str(entry["output_tail"])
+    finally:
+        assert await agent.terminate() == 0, agent.tail

@@ -97,3 +97,21 @@ async def test_failed_resource_is_retried_without_a_change(vm_root: Path) -> Non
         agent.stop()
         await asyncio.wait_for(task, 10)
         await backend.close()
+
+
+async def test_interval_mode_reapplies_everything_idempotently(vm_root: Path) -> None:
+    data = vm_root / "data.yaml"
+    data.write_text("a: one\n")
+    add(vm_root, "ra", "/a")
+    config = file_config(vm_root, data, watch=False, interval=0.05, run_commands=False)
+    agent = Agent(config, FileBackend(config.files), RecordingReporter(), announce=lambda _info: None)
+    task = asyncio.create_task(agent.run_forever())
+    try:
+        await asyncio.wait_for(agent.wait_rounds(3), 10)
+        data.write_text("a: two\n")
+        await asyncio.wait_for(agent.wait_rounds(agent.rounds + 2), 10)
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 10)
+    assert (vm_root / "etc/ra.conf").read_text() == "two\n"
+    assert (vm_root / "reloads.log").read_text() == "ra\nra\n"  # in-sync rounds reload nothing
