@@ -17,6 +17,8 @@ import aiohttp
 
 from pitrix.logs import get_logger
 
+_NO_BODY: Any = object()
+
 
 class MetadClientError(Exception):
     """metad refused a request (4xx) or answered something that is not its protocol."""
@@ -67,9 +69,9 @@ class MetadManagementClient:
     def _path(path: str) -> str:
         return quote("/".join(part for part in path.split("/") if part), safe="/")
 
-    async def _request(self, method: str, url: str, obj: Any = None, allow_404: bool = False) -> Any:
+    async def _request(self, method: str, url: str, obj: Any = _NO_BODY, allow_404: bool = False) -> Any:
         kwargs: dict[str, Any] = {"timeout": self._timeout}
-        if obj is not None:
+        if obj is not _NO_BODY:
             kwargs["data"] = json.dumps(obj)
             kwargs["headers"] = {"Content-Type": "application/json"}
         async with self.session.request(method, self.base_url + url, **kwargs) as response:
