@@ -116,7 +116,8 @@ def _represent_go_float(dumper: yaml.SafeDumper, value: _GoFloat) -> yaml.Node:
         text = ".Inf" if value > 0 else "-.Inf"
     else:
         text = format_float(float(value), "g", None)
-    return dumper.represent_scalar("tag:yaml.org,2002:float", text)
+    # Written plain, as Go writes it: "3" and "1e+06" are not YAML 1.1 floats, so no explicit tag.
+    return dumper.represent_scalar(dumper.resolve(yaml.ScalarNode, text, (True, False)), text)
 
 
 _GoDumper.add_representer(_GoFloat, _represent_go_float)

@@ -132,8 +132,9 @@ def lookup_srv(
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             with socket.socket(family, socket.SOCK_DGRAM) as sock:
                 sock.settimeout(timeout)
-                sock.sendto(query, (host, port))
-                reply, _ = sock.recvfrom(65535)
+                sock.connect((host, port))  # connected: a refused port fails at once, not at the timeout
+                sock.send(query)
+                reply = sock.recv(65535)
             records = parse_srv_answer(reply, ident)
         except (OSError, ValueError, LookupError, struct.error, IndexError):
             continue
