@@ -37,13 +37,23 @@ async def read_fifo_line(path: Path, timeout: float = 20.0) -> str:
     return await asyncio.wait_for(asyncio.to_thread(read), timeout)
 
 
-def process_gone(pid: int) -> bool:
-    """The process no longer runs: absent, or a zombie waiting for its reaper."""
+async def wait_gone(pid: int, timeout: float = 10.0) -> bool:
+    """Wait for any process (not only a child) to exit, through a pidfd: no polling."""
     try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
+        fd = os.pidfd_open(pid)
+    except ProcessLookupError:
         return True
-    return stat.rsplit(")", 1)[1].split()[0] == "Z"
+    loop = asyncio.get_running_loop()
+    exited = loop.create_future()
+    loop.add_reader(fd, lambda: exited.done() or exited.set_result(True))
+    try:
+        await asyncio.wait_for(exited, timeout)
+    except TimeoutError:
+        return False
+    finally:
+        loop.remove_reader(fd)
+        os.close(fd)
+    return True
 
 
 def agent_env(root: Path) -> dict[str, str]:

@@ -7,7 +7,7 @@ import json
 import os
 from pathlib import Path
 
-from agent_helpers import AgentProcess, RecordingReporter, process_gone, read_fifo_line
+from agent_helpers import AgentProcess, RecordingReporter, read_fifo_line, wait_gone
 
 from pitrix.agent.commands import Command, CommandLedger, CommandRunner, command_from_values
 
@@ -54,7 +54,7 @@ async def test_failure_and_timeout(tmp_path: Path) -> None:
     record = reporter.commands[-1][1]
     assert record["status"] == "failed" and record["exit_code"] is None
     assert "timeout" in str(record["output_tail"])
-    assert process_gone(int((tmp_path / "bg.pid").read_text()))
+    assert await wait_gone(int((tmp_path / "bg.pid").read_text()))
 
 
 async def test_result_kept_until_reported(tmp_path: Path) -> None:
@@ -144,7 +144,7 @@ async def test_sigterm_stops_the_running_command_and_restart_reports_it(vm_root:
     finally:
         rc = await agent.terminate()
     assert rc == 0, agent.tail
-    assert process_gone(pid)  # the agent killed the command's process group on its way out
+    assert await wait_gone(pid)  # the agent killed the command's process group on its way out
     agent = await AgentProcess.start(vm_root, *args)
     try:
         await agent.ready()

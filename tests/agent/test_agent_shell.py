@@ -7,7 +7,7 @@ import contextlib
 import os
 from pathlib import Path
 
-from agent_helpers import process_gone, read_fifo_line
+from agent_helpers import read_fifo_line, wait_gone
 
 from pitrix.agent.shell import run_shell
 
@@ -22,7 +22,7 @@ async def test_timeout_kills_the_process_group(tmp_path: Path) -> None:
     result = await run_shell("sleep 60 & echo $! > child.pid; wait", root=tmp_path, timeout=0.5)
     assert result.timed_out and not result.ok
     pid = int((tmp_path / "child.pid").read_text())
-    assert process_gone(pid)
+    assert await wait_gone(pid)
 
 
 async def test_output_tail_is_bounded(tmp_path: Path) -> None:
@@ -38,4 +38,4 @@ async def test_cancel_kills_the_command(tmp_path: Path) -> None:
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
-    assert process_gone(pid)
+    assert await wait_gone(pid)
