@@ -6,13 +6,14 @@ test its own key prefix on it, so tests never see each other's keys, even in par
 
 from __future__ import annotations
 
+import contextlib
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-from pitrix.store import Store
+from pitrix.store import Store, StoreError
 from pitrix.store.embedded import EmbeddedEtcd
 
 
@@ -35,4 +36,7 @@ async def store(etcd_url: str) -> AsyncIterator[Store]:
     try:
         yield s
     finally:
+        # Keep the shared etcd small over a long session; a test that closed its store keeps its keys.
+        with contextlib.suppress(StoreError):
+            await s.delete_prefix("")
         await s.close()
