@@ -137,3 +137,25 @@ def test_agent_imports_stay_small(tmp_path: Path) -> None:
     env = dict(os.environ, PITRIX_VM_ROOT="/")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=60)
     assert out.stdout.strip() == "0 []", out.stderr
+
+
+async def test_etcdv3_watch_from_a_compacted_revision_reports_a_change(etcd_url: str) -> None:
+    base = f"/agent-compact-{uuid.uuid4().hex}"
+    host, port = etcd_url.removeprefix("http://").split(":")
+    writer = aetcd.Client(host=host, port=int(port))
+    await writer.connect()
+    backend = EtcdBackend([etcd_url])
+    try:
+        await writer.put(f"{base}/a".encode(), b"1")
+        await backend.get_values([base])
+        old = backend.revision
+        await writer.put(f"{base}/a".encode(), b"2")
+        latest = (await writer.put(f"{base}/b".encode(), b"3")).header.revision
+        await writer.compact(latest)
+        index = await asyncio.wait_for(backend.watch(base, [base], old), 10)
+        assert index > old
+        assert await backend.get_values([base]) == {f"{base}/a": "2", f"{base}/b": "3"}
+    finally:
+        await backend.close()
+        await writer.delete_prefix(base.encode())
+        await writer.close()

@@ -106,6 +106,13 @@ class EtcdBackend:
         except BackendError:
             raise
         except Exception as exc:
+            import aetcd
+
+            if isinstance(exc, aetcd.RevisionCompactedError):
+                # History from last_index is gone: report a change, so the caller re-reads the
+                # whole state (which is what it would have learned from the lost events).
+                self._log.info("watch start compacted; re-reading", compacted=exc.compacted_revision)
+                return max(int(exc.compacted_revision), last_index + 1)
             await self._reset()
             raise BackendError(f"etcdv3: watch: {exc}") from None
         raise BackendError("etcdv3: watch ended")
