@@ -66,5 +66,8 @@ def parse(text: str, name: str = "template", funcs: Funcs | None = None) -> Temp
     if not isinstance(text, str):
         raise TypeError(f"parse: text must be str, not {type(text).__name__}")
     use: Funcs = funcs if funcs is not None else {}
-    trees = Parser(name, text, _KnownNames(use)).parse()
+    try:
+        trees = Parser(name, text, _KnownNames(use)).parse()
+    except RecursionError:
+        raise TemplateError(name, 1, 1, "template nested too deeply") from None
     return Template(name, text, trees, use)
