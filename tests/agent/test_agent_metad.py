@@ -219,3 +219,43 @@ async def test_golden_cases_through_metad(world: World, tmp_path: Path) -> None:
     assert await asyncio.wait_for(agent.proc.wait(), 30) == 0, await agent.proc.stderr.read()  # type: ignore[union-attr]
     for expected in sorted((GOLDEN / "expect").glob("*.out")):
         assert (out / expected.name).read_bytes() == expected.read_bytes(), expected.name
+
+
+async def test_watch_fails_over_when_a_metad_stops(world: World, store: Store, tmp_path: Path) -> None:
+    """Two metads over one etcd; the one the agent long-polls stops; the next change still lands."""
+    second = Metad(store, world.metad.listen_ip.rsplit(".", 1)[0] + ".2", 0, 0, wait_timeout=20.0)
+    await second.start()
+    root = tmp_path / "vm"
+    (root / "etc/confd/conf.d").mkdir(parents=True)
+    (root / "etc/confd/templates").mkdir(parents=True)
+    (root / "etc/confd/templates/port.tmpl").write_text('listen {{getv "/env/port"}}\n')
+    (root / "etc/confd/conf.d/port.toml").write_text(
+        '[template]\nsrc = "port.tmpl"\ndest = "/etc/port.conf"\nkeys = ["/env"]\n'
+    )
+    config = load_config(
+        root,
+        None,
+        Overrides(backend="metad", nodes=[world.metad.instance_url, second.instance_url], watch=True),
+        environ={"PITRIX_VM_IP": world.ip},
+    )
+    backend = MetadBackend.from_config(config)
+    agent = Agent(config, backend, MetadReporter(backend.client), announce=lambda _i: None)
+    task = asyncio.create_task(agent.run_forever())
+    try:
+        await asyncio.wait_for(agent.wait_rounds(1), 10)
+        assert (root / "etc/port.conf").read_text() == "listen 80\n"
+        await world.metad.stop()
+        seen = agent.rounds
+        await world.manage.close()
+        async with MetadManagementClient(second.manage_url) as manage:
+            await manage.put_data("/clusters/c1/env/web", {"port": "8080"})
+        async with asyncio.timeout(20):
+            while (root / "etc/port.conf").read_text() != "listen 8080\n":
+                await agent.wait_rounds(seen + 1)
+                seen = agent.rounds
+        assert backend.client.nodes[backend.client._current] == second.instance_url
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 10)
+        await backend.close()
+        await second.stop()
