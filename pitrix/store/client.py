@@ -178,6 +178,7 @@ class Store:
         self._generation = 0
         self._closed = False
         self._reconnect_lock = asyncio.Lock()
+        self._background: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
         self._log = get_logger("pitrix.store", prefix=self.prefix)
 
     # -- connection -------------------------------------------------------------------------------
@@ -230,6 +231,8 @@ class Store:
 
     async def close(self) -> None:
         self._closed = True
+        for task in list(self._background):
+            task.cancel()
         if self._client is not None:
             client, self._client = self._client, None
             await client.close()
@@ -282,7 +285,8 @@ class Store:
         """Give the next call a fresh channel without making this failing one wait for it."""
         if len(self.endpoints) > 1:
             task = asyncio.get_running_loop().create_task(self._quiet_reconnect(generation))
-            task.add_done_callback(lambda t: t.exception() if not t.cancelled() else None)
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
     async def _quiet_reconnect(self, generation: int) -> None:
         with contextlib.suppress(StoreError):
