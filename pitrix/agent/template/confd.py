@@ -23,7 +23,7 @@ from pitrix.agent.template.gotime import GoTime
 from pitrix.agent.template.literals import parse_float
 from pitrix.agent.template.memkv import MemKV
 from pitrix.agent.template.netlookup import SRV, lookup_ip, lookup_srv
-from pitrix.agent.template.values import KVPair, go_type_name, is_int
+from pitrix.agent.template.values import KVPair, KVPairs, go_type_name, is_int
 
 __all__ = ["SRV", "ConfdFuncs", "KVPair", "MemKV", "confd_funcs"]
 
@@ -193,8 +193,12 @@ def create_map(*values: Any) -> dict[str, Any]:
 
 
 def reverse(values: Any) -> Any:
-    """Reverses a list of strings or of KVPairs in place (as confd does); anything else unchanged."""
-    if isinstance(values, list) and (
+    """Reverses a ``[]string`` or ``[]memkv.KVPair`` in place, as confd does; anything else unchanged.
+
+    That includes what ``gets`` returns (memkv's named ``KVPairs`` type, which confd's type switch
+    does not match) and lists of other values (``jsonArray``'s ``[]interface{}``).
+    """
+    if type(values) is list and (
         all(isinstance(x, str) for x in values) or all(isinstance(x, KVPair) for x in values)
     ):
         values.reverse()
@@ -208,9 +212,10 @@ def sort_by_length(values: Any) -> list[str]:
 
 
 def sort_kv_by_length(values: Any) -> list[KVPair]:
+    """Sorts in place by key length and returns a plain ``[]memkv.KVPair`` (so ``reverse`` applies)."""
     items = _kvpairs(values)
     items.sort(key=lambda kv: len(go_bytes(kv.Key)))
-    return items
+    return list(items)
 
 
 def base64_encode(data: Any) -> str:
@@ -290,7 +295,7 @@ class ConfdFuncs:
     def get(self, key: Any) -> KVPair:
         return self.kv.get(_str(key))
 
-    def gets(self, pattern: Any) -> list[KVPair]:
+    def gets(self, pattern: Any) -> KVPairs:
         return self.kv.get_all(_str(pattern))
 
     def exists(self, key: Any) -> bool:

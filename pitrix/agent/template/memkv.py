@@ -15,7 +15,7 @@ from typing import Any
 from pitrix.agent.template import gopath
 from pitrix.agent.template.errors import FuncError
 from pitrix.agent.template.gofmt import format_json_float
-from pitrix.agent.template.values import KVPair
+from pitrix.agent.template.values import KVPair, KVPairs
 
 
 def _scalar(value: Any, key: str) -> str | None:
@@ -133,9 +133,9 @@ class MemKV:
             raise FuncError(f"key does not exist: {key}")
         return value
 
-    def get_all(self, pattern: str) -> list[KVPair]:
+    def get_all(self, pattern: str) -> KVPairs:
         rx = gopath.glob_regex(pattern)
-        return [KVPair(k, v) for k, v in sorted(self._m.items()) if rx.match(k)]
+        return KVPairs(KVPair(k, v) for k, v in sorted(self._m.items()) if rx.match(k))
 
     def get_all_values(self, pattern: str) -> list[str]:
         rx = gopath.glob_regex(pattern)

@@ -23,6 +23,14 @@ class KVPair:
     Value: str
 
 
+class KVPairs(list[KVPair]):
+    """memkv's named slice type that ``gets`` returns.
+
+    It matters for byte-exactness: confd's ``reverse`` switches on ``[]memkv.KVPair`` and so leaves a
+    ``KVPairs`` (the result of ``gets``) as it is, while ``sortKVByLength`` returns a plain slice.
+    """
+
+
 def is_int(v: Any) -> bool:
     """A Go integer: a Python int that is not a bool."""
     return isinstance(v, int) and not isinstance(v, bool)
@@ -60,6 +68,8 @@ def go_type_name(v: Any) -> str:
             return "[]string"
         if v and all(is_int(x) for x in v):
             return "[]int"
+        if isinstance(v, KVPairs):
+            return "memkv.KVPairs"
         if v and all(isinstance(x, KVPair) for x in v):
             return "[]memkv.KVPair"
         return "[]interface {}"
