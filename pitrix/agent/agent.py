@@ -140,6 +140,10 @@ class Agent:
     def stop(self) -> None:
         self._stop.set()
 
+    async def close(self) -> None:
+        """Release the backend (and its connections)."""
+        await self.backend.close()
+
     async def run_forever(self) -> None:
         """Watch (or interval) mode, with heartbeats and lifecycle commands, until ``stop()``."""
         if self.runner is not None:
@@ -267,6 +271,25 @@ class Agent:
             async with self._round_done:
                 self._round_done.notify_all()
             await asyncio.sleep(self.config.health_interval)
+
+
+def build_agent(config: AgentConfig, *, announce: Callable[[dict[str, Any]], None] | None = None) -> Agent:
+    """An agent with the backend and reporter its config names (what ``pitrix-agent`` runs).
+
+    Embedders (the simulator's light mode runs many agents in one process) call this with a
+    config from ``load_config`` and then ``run_forever()``; ``close()`` releases the backend.
+    """
+    from pitrix.agent.backends import open_backend
+    from pitrix.agent.report import LogReporter, MetadReporter
+
+    backend = open_backend(config)
+    reporter: Reporter = LogReporter()
+    if config.backend == "metad":
+        from pitrix.agent.backends.metad import MetadBackend
+
+        assert isinstance(backend, MetadBackend)
+        reporter = MetadReporter(backend.client, config.heartbeat_interval)
+    return Agent(config, backend, reporter, announce=announce)
 
 
 def _print_ready(info: dict[str, Any]) -> None:

@@ -94,33 +94,22 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
 
 
 async def _run(config: AgentConfig) -> int:
+    import asyncio
     import signal
 
-    from pitrix.agent.agent import Agent
-    from pitrix.agent.backends import open_backend
-    from pitrix.agent.report import LogReporter, MetadReporter, Reporter
+    from pitrix.agent.agent import build_agent
 
-    backend = open_backend(config)
-    reporter: Reporter
-    client = getattr(backend, "client", None)
-    reporter = (
-        MetadReporter(client, config.heartbeat_interval)
-        if config.backend == "metad" and client is not None
-        else LogReporter()
-    )
-    agent = Agent(config, backend, reporter)
+    agent = build_agent(config)
     try:
         if config.onetime:
             return 0 if await agent.run_onetime() else 1
-        import asyncio
-
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.stop)
         await agent.run_forever()
         return 0
     finally:
-        await backend.close()
+        await agent.close()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -14,7 +14,7 @@ from typing import Any
 import pytest
 from agent_helpers import AgentProcess
 
-from pitrix.agent.agent import Agent
+from pitrix.agent.agent import Agent, build_agent
 from pitrix.agent.backends.metad import MetadBackend
 from pitrix.agent.config import Overrides, load_config
 from pitrix.agent.errors import BackendError
@@ -116,10 +116,7 @@ async def test_agent_runs_command_and_writes_back(world: World, tmp_path: Path) 
     )
     config.heartbeat_interval = 0.2
     config.health_cmd = "echo unwell; exit 3"
-    backend = MetadBackend.from_config(config)
-    agent = Agent(
-        config, backend, MetadReporter(backend.client, config.heartbeat_interval), announce=lambda _i: None
-    )
+    agent = build_agent(config, announce=lambda _i: None)  # as pitrix-agent (and embedders) build it
     task = asyncio.create_task(agent.run_forever())
     try:
         await asyncio.wait_for(agent.wait_rounds(1), 10)
@@ -147,7 +144,7 @@ async def test_agent_runs_command_and_writes_back(world: World, tmp_path: Path) 
     finally:
         agent.stop()
         await asyncio.wait_for(task, 10)
-        await backend.close()
+        await agent.close()
 
 
 async def test_console_script_against_metad(world: World, tmp_path: Path) -> None:
