@@ -9,7 +9,7 @@ from __future__ import annotations
 import itertools
 import os
 import random
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,8 +20,6 @@ from pitrix.metad.client import MetadManagementClient
 from pitrix.metad.server import Metad
 from pitrix.store import Store
 from pitrix.store.embedded import EmbeddedEtcd
-
-_blocks = itertools.count(random.Random(os.getpid()).randrange(0, 200))
 
 
 class Net:
@@ -35,9 +33,15 @@ class Net:
         return f"127.101.{self.block}.{n + 10}"
 
 
+@pytest.fixture(scope="session")
+def address_blocks() -> Iterator[int]:
+    """Per-session sequence of /24 blocks, starting at a pid-derived offset so parallel runs differ."""
+    return itertools.count(random.Random(os.getpid()).randrange(0, 200))
+
+
 @pytest.fixture
-def net() -> Net:
-    return Net(next(_blocks))
+def net(address_blocks: Iterator[int]) -> Net:
+    return Net(next(address_blocks))
 
 
 @pytest.fixture
