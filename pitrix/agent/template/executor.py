@@ -14,7 +14,7 @@ from pitrix.agent.template import nodes as n
 from pitrix.agent.template.builtins import BUILTINS, and_, or_
 from pitrix.agent.template.errors import TemplateError, position
 from pitrix.agent.template.gofmt import sprint_value
-from pitrix.agent.template.values import go_type_name, is_int, is_struct, truth
+from pitrix.agent.template.values import go_type_name, is_int, is_struct, sort_keys, truth
 
 MAX_TEMPLATE_DEPTH = 64
 
@@ -210,8 +210,6 @@ class State:
         if isinstance(value, (list, tuple)):
             return list(enumerate(value))
         if isinstance(value, dict):
-            from pitrix.agent.template.values import sort_keys
-
             return [(k, value[k]) for k in sort_keys(list(value))]
         if is_int(value):
             if len(node.pipe.decl) > 1:
@@ -386,8 +384,6 @@ class State:
         if arity is None:
             return
         lo, hi = arity
-        if getattr(fn, "__self__", None) is not None and inspect.ismethod(fn):
-            pass  # signature() of a bound method already omits self
         if hi is None:
             if count < lo:
                 raise self.error(node, f"wrong number of args for {name}: want at least {lo} got {count}")

@@ -144,20 +144,17 @@ def format_float(f: float, verb: str, prec: int | None) -> str:
 
 
 def _hex_float(f: float, prec: int | None, verb: str) -> str:
+    """``%x`` of a float: ``0x1.8p+01`` (mantissa in hex, binary exponent with at least two digits)."""
+    neg = math.copysign(1.0, f) < 0
     if f == 0:
         out = "0x0p+00"
-        return ("-" if math.copysign(1.0, f) < 0 else "") + (
-            out.upper().replace("0X", "0X") if verb == "X" else out
-        )
-    h = float.hex(f)  # [-]0x1.hhhhp+e
-    neg = h.startswith("-")
-    mant, _, exp = h.lstrip("-")[2:].partition("p")
-    whole, _, frac = mant.partition(".")
-    frac = frac.rstrip("0")
-    if prec is not None:
-        frac = (frac + "0" * prec)[:prec]
-    e = int(exp)
-    out = "0x" + whole + ("." + frac if frac else "") + _exp_suffix(e, "p")
+    else:
+        mant, _, exp = float.hex(abs(f))[2:].partition("p")
+        whole, _, frac = mant.partition(".")
+        frac = frac.rstrip("0")
+        if prec is not None:
+            frac = (frac + "0" * prec)[:prec]
+        out = "0x" + whole + ("." + frac if frac else "") + _exp_suffix(int(exp), "p")
     if verb == "X":
         out = out.upper()
     return ("-" if neg else "") + out

@@ -85,16 +85,6 @@ def go_type_name(v: Any) -> str:
     return type(v).__name__
 
 
-def kind_name(v: Any) -> str:
-    """Short kind for error messages (``string``, ``int``, ``slice``, ``map``...)."""
-    name = go_type_name(v)
-    if name.startswith("[]"):
-        return "slice"
-    if name.startswith("map["):
-        return "map"
-    return name
-
-
 def sort_keys(keys: list[Any]) -> list[Any]:
     """Map keys in the order Go's fmt and range use: numbers numerically, strings bytewise."""
     try:
