@@ -68,7 +68,7 @@ async def read(request: web.Request) -> web.StreamResponse:
     mapping = _caller(request)
     path = "/" + request.match_info["path"]
     media = render.negotiate(request.headers.get("Accept"))
-    if _flag(request, "wait"):
+    if _flag(request, "wait") and selfview.addressable(path):
         raw = request.query.get("prev_version", request.query.get("pre_version"))
         if raw is None:
             since = mirror.revision

@@ -165,6 +165,14 @@ def lookup(tree: Tree, mapping: Mapping, path: str) -> Any:
     return current
 
 
+def addressable(path: str) -> bool:
+    """Whether ``path`` can ever name something in a caller's view (else 404 without waiting)."""
+    parts = split_path(path)
+    if not parts:
+        return True
+    return parts[0] == "self" and (len(parts) == 1 or parts[1] in SELF_SECTIONS)
+
+
 def view_dependencies(tree: Tree, mapping: Mapping, path: str) -> list[str]:
     """Dependencies for instance-API ``path``; ``/`` and ``/self`` depend on the whole view."""
     parts = split_path(path)

@@ -167,6 +167,15 @@ async def test_unmapped_waiter_is_refused_when_woken(seed, instances, net, metad
     assert status == 403
 
 
+async def test_waiting_on_a_path_that_can_never_exist_is_404_at_once(seed, instances, net, metad) -> None:
+    await seed()
+    for path in ("/self/bogus", "/clusters/c1", "/self/status/heartbeat"):
+        status, body, _ = await asyncio.wait_for(
+            instances.get(net.ip(1), path, wait="true", prev_version=metad.mirror.revision), 2.0
+        )
+        assert status == 404 and path in body["error"]
+
+
 async def test_bad_prev_version_is_400(seed, instances, net) -> None:
     await seed()
     status, body, _ = await instances.get(net.ip(1), "/self", wait="true", prev_version="abc")
