@@ -52,6 +52,7 @@ class Agent:
         self.revision = 0
         self.rounds = 0
         self.health_checks = 0
+        self.round_failures = 0
         self._applied_values: dict[str, dict[str, str]] = {}
         self._announce = announce or _print_ready
         self._stop = asyncio.Event()
@@ -122,6 +123,11 @@ class Agent:
         async with self._round_done:
             await self._round_done.wait_for(lambda: self.rounds >= count)
 
+    async def wait_round_failures(self, count: int) -> None:
+        """Until ``count`` rounds have failed on the backend (for embedding and tests)."""
+        async with self._round_done:
+            await self._round_done.wait_for(lambda: self.round_failures >= count)
+
     async def wait_health_checks(self, count: int) -> None:
         """Until ``count`` health checks have run and been reported (for embedding and tests)."""
         async with self._round_done:
@@ -186,6 +192,9 @@ class Agent:
                 await self.apply_round(only_changed=only_changed)
             except AgentError as exc:
                 self._log.warning("backend unavailable; retrying", error=str(exc), retry_in=backoff)
+                self.round_failures += 1
+                async with self._round_done:
+                    self._round_done.notify_all()
                 await self._pause(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue

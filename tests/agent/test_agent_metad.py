@@ -256,3 +256,36 @@ async def test_watch_fails_over_when_a_metad_stops(world: World, store: Store, t
         await asyncio.wait_for(task, 10)
         await backend.close()
         await second.stop()
+
+
+async def test_agent_started_before_its_mapping_catches_up(world: World, tmp_path: Path) -> None:
+    """At boot the agent usually starts before pitrixd registers it: it retries, then converges."""
+    root = tmp_path / "vm"
+    (root / "etc/confd/conf.d").mkdir(parents=True)
+    late_ip = world.ip.rsplit(".", 1)[0] + ".11"
+    config = load_config(
+        root,
+        None,
+        Overrides(backend="metad", nodes=[world.metad.instance_url], watch=True),
+        environ={"PITRIX_VM_IP": late_ip},
+    )
+    config.heartbeat_interval = 0.1
+    agent = build_agent(config, announce=lambda _i: None)
+    task = asyncio.create_task(agent.run_forever())
+    try:
+        await asyncio.wait_for(agent.wait_round_failures(1), 10)  # 403: nobody maps to late_ip yet
+        assert agent.rounds == 0
+        await world.manage.put_data(
+            "/clusters/c1/hosts/web/i-2", {"instance_id": "i-2", "ip": late_ip, "role": "web"}
+        )
+        await world.manage.put_data("/clusters/c1/cmd/i-2", {"id": "late-1", "cmd": "echo ok"})
+        await world.manage.put_mapping("i-2", {"cluster_id": "c1", "role": "web", "ip": late_ip})
+        await asyncio.wait_for(agent.wait_rounds(1), 10)
+        assert agent.runner is not None
+        await asyncio.wait_for(agent.runner.wait_idle(), 10)
+        raw = await world.manage.get_data("/_pitrix/status/c1/i-2/cmd/late-1")
+        assert json.loads(raw)["status"] == "successful"
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 10)
+        await agent.close()
