@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import datetime as _dt
 import math
+from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from typing import Any
 
@@ -61,6 +62,8 @@ class MemKV:
 
     def __init__(self, values: Mapping[str, Any] | None = None) -> None:
         self._m: dict[str, str] = {}
+        self._index: list[str] | None = None  # sorted keys, built on first listing after a change
+        self._all_clean = True
         if values:
             self.replace(values)
 
@@ -95,12 +98,59 @@ class MemKV:
                 raise ValueError(f"value of {key}: must be a string, not None")
             fresh[key] = text
         self._m = fresh
+        self._index = None
 
-    def set(self, key: str, value: str) -> None:
+    def put(self, key: str, value: str) -> None:
         self._m[key] = value
+        self._index = None
 
     def delete(self, key: str) -> None:
         self._m.pop(key, None)
+        self._index = None
+
+    # -- the sorted index that keeps listings proportional to what they return ----------------
+
+    def _keys(self) -> list[str]:
+        if self._index is None:
+            self._index = sorted(self._m)
+            self._all_clean = all(gopath.clean(k) == k for k in self._index)
+        return self._index
+
+    def _with_prefix(self, prefix: str) -> Iterator[str]:
+        keys = self._keys()
+        i = bisect_left(keys, prefix)
+        while i < len(keys) and keys[i].startswith(prefix):
+            yield keys[i]
+            i += 1
+
+    def _children(self, base: str, dirs_only: bool) -> set[str]:
+        """Names right under ``base`` (ending in "/"), skipping each child's subtree by bisection."""
+        keys = self._keys()
+        names: set[str] = set()
+        i = bisect_left(keys, base)
+        n = len(keys)
+        while i < n and keys[i].startswith(base):
+            rest = keys[i][len(base) :]
+            cut = rest.find("/")
+            if cut < 0:
+                if not dirs_only:
+                    names.add(rest)
+                i += 1
+            else:
+                name = rest[:cut]
+                names.add(name)
+                i = bisect_left(keys, base + name + "0", i + 1)  # "0" sorts right after "/"
+        return names
+
+    def _fast_base(self, path: str) -> str | None:
+        """``clean(path) + "/"`` when the index shortcut gives memkv's exact answer, else None."""
+        self._keys()
+        if not self._all_clean:
+            return None
+        clean = gopath.clean(path)
+        if clean in ("/", ".") or path not in (clean, clean + "/"):
+            return None
+        return clean + "/"
 
     def __len__(self) -> int:
         return len(self._m)
@@ -133,15 +183,41 @@ class MemKV:
             raise FuncError(f"key does not exist: {key}")
         return value
 
+    def _glob_candidates(self, pattern: str) -> Iterator[str]:
+        literal = len(pattern)
+        for meta in "*?[\\":
+            at = pattern.find(meta)
+            if 0 <= at < literal:
+                literal = at
+        return self._with_prefix(pattern[:literal])
+
     def get_all(self, pattern: str) -> KVPairs:
         rx = gopath.glob_regex(pattern)
-        return KVPairs(KVPair(k, v) for k, v in sorted(self._m.items()) if rx.match(k))
+        return KVPairs(KVPair(k, self._m[k]) for k in self._glob_candidates(pattern) if rx.match(k))
 
     def get_all_values(self, pattern: str) -> list[str]:
         rx = gopath.glob_regex(pattern)
-        return sorted(v for k, v in self._m.items() if rx.match(k))
+        return sorted(self._m[k] for k in self._glob_candidates(pattern) if rx.match(k))
 
     def ls(self, path: str) -> list[str]:
+        """Every child name under ``path`` (memkv's ``List``)."""
+        base = self._fast_base(path)
+        if base is None:
+            return self.ls_scan(path)
+        names = self._children(base, dirs_only=False)
+        if path in self._m:
+            names.add(gopath.base(path))
+        return sorted(names)
+
+    def lsdir(self, path: str) -> list[str]:
+        """Child names under ``path`` that have children themselves (memkv's ``ListDir``)."""
+        base = self._fast_base(path)
+        if base is None:
+            return self.lsdir_scan(path)
+        return sorted(self._children(base, dirs_only=True))
+
+    def ls_scan(self, path: str) -> list[str]:
+        """memkv's ``List`` literally: a pass over every key (for odd paths and keys)."""
         prefix = gopath.clean(path).split("/")
         names: set[str] = set()
         for key in self._m:
@@ -153,7 +229,8 @@ class MemKV:
                 names.add(key.removeprefix(path).removeprefix("/").split("/")[0])
         return sorted(names)
 
-    def lsdir(self, path: str) -> list[str]:
+    def lsdir_scan(self, path: str) -> list[str]:
+        """memkv's ``ListDir`` literally: a pass over every key (for odd paths and keys)."""
         prefix = gopath.clean(path).split("/")
         names: set[str] = set()
         for key in self._m:

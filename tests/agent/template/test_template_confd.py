@@ -481,3 +481,31 @@ def test_srv_wire_format_round_trip() -> None:
 def test_kvpair_public() -> None:
     assert KVPair("/a", "b") == KVPair("/a", "b")
     assert os.fspath(Path("/")) == "/"
+
+
+def test_large_cluster_renders_fast() -> None:
+    """20,000 keys, 400 nodes listed and looked up: listings use the sorted index, not full scans."""
+    import time
+
+    values = {
+        f"/hosts/role{r}/i-{i:04d}/{f}": f"{f}-{i}"
+        for r in range(5)
+        for i in range(400)
+        for f in ("ip", "port", "weight", "sid", "gid", "node_id", "cpu", "memory", "status", "role")
+    }
+    kv = MemKV(values)
+    tmpl = parse(
+        '{{range $id := lsdir "/hosts/role1"}}{{getv (printf "/hosts/role1/%s/ip" $id)}}\n{{end}}'
+        '{{len (getvs "/hosts/role2/*/ip")}} {{len (ls "/hosts")}}',
+        "big.tmpl",
+        confd_funcs(kv),
+    )
+    out = tmpl.execute()
+    assert out.count("\n") == 400 and out.endswith("400 5")
+    rounds = 10
+    start = time.perf_counter()
+    for _ in range(rounds):
+        tmpl.execute()
+    per_render = (time.perf_counter() - start) / rounds
+    print(f"large cluster render: {per_render * 1e3:.1f} ms")
+    assert per_render < 0.05
