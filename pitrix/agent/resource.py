@@ -154,7 +154,7 @@ class TemplateResource:
         return cls(
             name=toml_path.stem,
             toml_path=toml_path,
-            src=config.template_dir / src,
+            src=under_root(config.template_dir, src),  # like Go's Join: "/x" stays inside
             dest=under_root(config.root, dest),
             keys=[join_key(prefix, k) for k in keys],
             prefix=prefix,

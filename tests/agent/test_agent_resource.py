@@ -169,9 +169,10 @@ async def test_noop_sync_only_and_keep_stage_file(vm_root: Path, capsys: pytest.
 async def test_prefixes_and_paths_under_root(vm_root: Path) -> None:
     (vm_root / "etc/confd/templates/p.tmpl").write_text('{{getv "/host/ip"}} {{len (ls "/hosts")}}\n')
     (vm_root / "etc/confd/conf.d/p.toml").write_text(
-        '[template]\nsrc = "p.tmpl"\ndest = "../../opt/p.conf"\nprefix = "app"\nkeys = ["/host", "/hosts"]\n'
+        '[template]\nsrc = "/p.tmpl"\ndest = "../../opt/p.conf"\nprefix = "app"\nkeys = ["/host", "/hosts"]\n'
     )
     res = load(vm_root, "p", prefix="/self")
+    assert res.src == vm_root / "etc/confd/templates/p.tmpl"
     assert res.prefix == "/self/app" and res.keys == ["/self/app/host", "/self/app/hosts"]
     assert res.dest == vm_root / "opt/p.conf"
     values = {
