@@ -156,6 +156,16 @@ def _never_sent(exc: AioRpcError) -> bool:
     )
 
 
+def cancelled_by_caller() -> bool:
+    """Whether a CancelledError seen now is a real cancellation of the running task.
+
+    grpc.aio raises CancelledError out of calls on a channel that was closed, which here means
+    the store swapped channels (or closed); that must not pass for a cancellation of the caller.
+    """
+    task = asyncio.current_task()
+    return task is None or task.cancelling() > 0
+
+
 class Store:
     """One connection to one etcd cluster, scoped to a key prefix."""
 
@@ -278,6 +288,15 @@ class Store:
                     await self.reconnect(generation)
             except aetcd.ClientError as exc:
                 raise StoreError(f"{what}: {exc}") from exc
+            except asyncio.CancelledError:
+                if cancelled_by_caller():
+                    raise
+                if self._closed:
+                    raise StoreError(f"{what}: store closed during the request") from None
+                if generation == self._generation or not idempotent:
+                    # Not our channel swap, or a write that may have landed before the swap.
+                    raise StoreUnavailable(f"{what}: request cut off by a reconnect") from None
+                continue  # the channel was swapped under an idempotent request: just ask again
             await asyncio.sleep(delay)
             delay = min(delay * 2, _RETRY_MAX_DELAY)
 

@@ -21,7 +21,7 @@ from grpc import StatusCode
 from grpc.aio import EOF, AioRpcError
 
 from pitrix.logs import get_logger
-from pitrix.store.client import Store, StoreError, StoreUnavailable
+from pitrix.store.client import Store, StoreError, StoreUnavailable, cancelled_by_caller
 from pitrix.store.types import WatchBatch, WatchEvent
 
 RESUME_FIRST_DELAY = 0.05
@@ -141,6 +141,11 @@ async def _watch(
         except StoreUnavailable as exc:
             # The resync read could not be answered; the next attempt will ask again.
             log.info("watch.resync_failed", error=str(exc))
+        except asyncio.CancelledError:
+            if cancelled_by_caller():
+                raise
+            # gRPC's way of reporting a closed channel: the store reconnected (follow it) or closed.
+            resume_now = True
         finally:
             call.cancel()
         if not resume_now:

@@ -264,3 +264,8 @@ async def test_failed_start_reports_the_log_tail(tmp_path: Path) -> None:
 def test_bad_arguments_name_the_field(tmp_path: Path, kwargs: dict[str, object], field: str) -> None:
     with pytest.raises(EmbeddedEtcdError, match=rf"^{field}"):
         EmbeddedEtcd(tmp_path, **kwargs)  # type: ignore[arg-type]
+
+
+async def test_stop_without_start_is_harmless(tmp_path: Path) -> None:
+    await EmbeddedEtcd(tmp_path).stop()
+    assert not (tmp_path / "etcd.pid.json").exists()

@@ -70,3 +70,22 @@ async def test_watch_rotates_back_to_the_endpoint_that_returns(private_etcd: Emb
         batch = await asyncio.wait_for(anext(watch), 10)
         assert batch.revision == rev
         await watch.aclose()  # type: ignore[attr-defined]
+
+
+async def test_channel_swap_under_a_live_watch_and_reads_is_invisible(etcd_url: str) -> None:
+    """gRPC reports a closed channel as CancelledError; no watch or read may take it for its own."""
+    async with Store([etcd_url], prefix="/swap") as store:
+        start = await store.put("/a", b"1")
+        watch = store.watch_prefix("/", start)
+        assert (await asyncio.wait_for(anext(watch), 5)).revision == start
+        pending_event = asyncio.ensure_future(anext(watch))
+        reads = [asyncio.ensure_future(store.get_prefix("/")) for _ in range(20)]
+        await asyncio.sleep(0)  # one turn of the loop: the reads are now in flight on the old channel
+        await store.reconnect()
+        for read in reads:
+            kvs, _ = await asyncio.wait_for(read, 5)
+            assert [kv.key for kv in kvs] == ["/a"]
+        rev = await store.put("/b", b"2")
+        batch = await asyncio.wait_for(pending_event, 5)
+        assert batch.revision == rev
+        await watch.aclose()  # type: ignore[attr-defined]

@@ -230,3 +230,18 @@ async def test_exactly_once_under_load_across_an_etcd_crash(
         (event,) = batch.events
         kv = await store.get(event.key)
         assert kv is not None and kv.mod_revision >= batch.revision
+
+
+async def test_closing_the_store_ends_its_watches_with_an_error(etcd_url: str) -> None:
+    s = await Store.connect([etcd_url], prefix="/closing")
+    watch = s.watch_prefix("/", await s.revision() + 1)
+    pending = asyncio.ensure_future(anext(watch))
+    await s.put("/x", b"1")
+    assert (await asyncio.wait_for(pending, 5)).events[0].key == "/x"
+    pending = asyncio.ensure_future(anext(watch))
+    await s.delete("/x")
+    await asyncio.wait_for(pending, 5)
+    pending = asyncio.ensure_future(anext(watch))
+    await s.close()
+    with pytest.raises(StoreError, match="not connected"):
+        await asyncio.wait_for(pending, 5)
