@@ -53,6 +53,14 @@ def _scalar(value: Any, key: str) -> str | None:
     raise ValueError(f"value of {key}: unsupported type {type(value).__name__}")
 
 
+def _is_clean(key: str) -> bool:
+    """``gopath.clean(key) == key``, cheaply (it runs over every key when the index is built)."""
+    if key == "/":
+        return True
+    probe = (key if key.startswith("/") else "/" + key) + "/"
+    return "//" not in probe and "/./" not in probe and "/../" not in probe
+
+
 def _join(prefix: str, name: str) -> str:
     return gopath.clean(prefix + "/" + name) if prefix else gopath.clean("/" + name)
 
@@ -89,6 +97,10 @@ class MemKV:
 
     def replace(self, values: Mapping[str, Any]) -> None:
         """Swap in a new key space (templates bound to this store see it on their next run)."""
+        self._index = None
+        if all(type(k) is str and type(v) is str for k, v in values.items()):
+            self._m = dict(values)  # the usual case: a backend's flat string values
+            return
         fresh: dict[str, str] = {}
         for key, value in values.items():
             if not isinstance(key, str):
@@ -113,7 +125,7 @@ class MemKV:
     def _keys(self) -> list[str]:
         if self._index is None:
             self._index = sorted(self._m)
-            self._all_clean = all(gopath.clean(k) == k for k in self._index)
+            self._all_clean = all(_is_clean(k) for k in self._index)
         return self._index
 
     def _with_prefix(self, prefix: str) -> Iterator[str]:
