@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from pitrix.store import Store, StoreError
+from pitrix.store.embedded import EmbeddedEtcd
 from pitrix.store.lock import Election, Lock
 
 
@@ -156,3 +157,20 @@ async def _until_queued(store: Store, name: str, count: int, root: str = "/_lock
                 return
 
     await asyncio.wait_for(wait(), 5)
+
+
+async def test_lock_and_its_queue_survive_an_etcd_restart(private_etcd: EmbeddedEtcd) -> None:
+    url = private_etcd.client_url
+    async with Store([url], prefix="/lr") as a, Store([url], prefix="/lr") as b:
+        holder = Lock(a, "r", ttl=10)
+        await holder.acquire()
+        waiter = Lock(b, "r", ttl=10)
+        waiting = asyncio.ensure_future(waiter.acquire())
+        await _until_queued(a, "r", 2)
+        await private_etcd.stop()
+        await private_etcd.start()
+        assert not holder.lost.is_set() and not waiting.done()
+        await holder.release()
+        await asyncio.wait_for(waiting, 10)
+        assert waiter.held and not waiter.lost.is_set()
+        await waiter.release()
