@@ -16,7 +16,7 @@ from typing import Any
 
 import aiohttp
 
-from pitrix.agent.errors import BackendError, RejectedError
+from pitrix.agent.errors import BackendError, ConfigError, RejectedError
 from pitrix.logs import get_logger
 
 VERSION_HEADER = "X-Metad-Version"
@@ -158,9 +158,17 @@ def _version(resp: aiohttp.ClientResponse) -> int:
 def _ssl_context(cert: Path | None, key: Path | None, ca: Path | None) -> ssl.SSLContext | None:
     if cert is None and ca is None:
         return None
-    ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
+    try:
+        ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
+    except (OSError, ssl.SSLError) as exc:
+        raise ConfigError(f"client_cakeys: {ca}: {getattr(exc, 'strerror', None) or exc}") from None
     if cert is not None:
-        ctx.load_cert_chain(str(cert), str(key) if key else None)
+        try:
+            ctx.load_cert_chain(str(cert), str(key) if key else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(
+                f"client_cert/client_key: {cert}, {key}: {getattr(exc, 'strerror', None) or exc}"
+            ) from None
     return ctx
 
 
