@@ -366,6 +366,10 @@ class Store:
         max_create_revision: int = 0,
     ) -> tuple[list[KV], int, int]:
         """A raw range request on absolute keys: ``(kvs, count, header revision)``."""
+        if sort_target not in _SORT_TARGETS:
+            raise StoreError(f"sort_target: {sort_target!r} is not one of {sorted(_SORT_TARGETS)}")
+        if sort_order not in _SORT_ORDERS:
+            raise StoreError(f"sort_order: {sort_order!r} is not one of {sorted(_SORT_ORDERS)}")
         request = rpc.RangeRequest(
             key=start,
             range_end=end,

@@ -177,6 +177,8 @@ async def test_compacted_history_is_a_clear_error(private_store: Store) -> None:
         (lambda s: s.compare_and_swap("/k", -1, b""), "mod_revision"),
         (lambda s: s.grant_lease(0), "ttl"),
         (lambda s: s.compact(0), "revision"),
+        (lambda s: s.range(b"/", sort_target="size"), "sort_target"),
+        (lambda s: s.range(b"/", sort_order="up"), "sort_order"),
     ],
 )
 async def test_bad_input_names_the_field(store: Store, call: object, field: str) -> None:
