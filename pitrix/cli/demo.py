@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import json
 import os
+import secrets
 import shutil
 import signal
 import sys
@@ -132,6 +133,22 @@ async def through_lb(session: aiohttp.ClientSession, ip: str, count: int = REQUE
     return answered
 
 
+async def steady_load(session: aiohttp.ClientSession, ip: str, stop: asyncio.Event) -> dict[str, int]:
+    """Requests through the lb, paced at ~100/s, until ``stop``: how many, how many failed."""
+    sent = failed = 0
+    while not stop.is_set():
+        sent += 1
+        try:
+            async with session.get(f"http://{ip}:8000/") as response:
+                await response.read()
+                failed += response.status != 200
+        except (aiohttp.ClientError, TimeoutError):
+            failed += 1
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), 0.01)
+    return {"requests": sent, "failed": failed}
+
+
 async def live_upstreams(session: aiohttp.ClientSession, ip: str) -> list[str]:
     async with session.get(f"http://{ip}:8000/_lb/upstreams") as response:
         return (await response.text()).split()
@@ -143,6 +160,8 @@ class Demo:
         self.account = account
         self.sim: Child | None = None
         self.pitrixd: Child | None = None
+        # A network of its own, so two demos (or a demo and a test run) on one machine never meet.
+        self.network = f"127.{secrets.choice(range(100, 200))}.0.0/16"
         self.env = dict(os.environ, PITRIX_LOG_FORMAT="json")
         self.env.pop("PITRIX_URL", None)
 
@@ -159,7 +178,15 @@ class Demo:
         began = time.monotonic()
         self.sim = await start_child(
             "pitrix-sim",
-            [_bin("pitrix-sim"), "--state-dir", str(self.workdir / "sim"), "--port", "0"],
+            [
+                _bin("pitrix-sim"),
+                "--state-dir",
+                str(self.workdir / "sim"),
+                "--port",
+                "0",
+                "--network",
+                self.network,
+            ],
             self.workdir / "sim.log",
             self.env,
         )
@@ -170,7 +197,7 @@ class Demo:
             self.env,
         )
         self.account.step(
-            "start simulator and pitrixd (embedded etcd)",
+            f"start simulator ({self.network}) and pitrixd",
             time.monotonic() - began,
             simulator=self.sim.ready["url"],
             pitrixd=self.pitrixd.ready["url"],
@@ -249,8 +276,18 @@ class Demo:
 
             for target in (4, 3):
                 began = time.monotonic()
+                stop = asyncio.Event()
+                load = asyncio.create_task(steady_load(http, lb_ip, stop))
                 job = (await api.post(f"/v1/clusters/{cid}/scale", {"role": "web", "count": target}))["job"]
-                view = await self.job(api, f"scale web to {target}", cid, job)
+                try:
+                    view = await self.job(api, f"scale web to {target}", cid, job)
+                finally:
+                    stop.set()
+                    during = await load
+                if during["failed"]:
+                    raise DemoFailed(
+                        f"{during['failed']} of {during['requests']} requests failed while scaling"
+                    )
                 lb_ip, webs = self.check_upstreams(view, target)
                 live = await live_upstreams(http, lb_ip)
                 if sorted(u.rsplit(":", 1)[0] for u in live) != webs:
@@ -270,9 +307,11 @@ class Demo:
                         "/etc/demo/upstreams.conf",
                     ),
                     "seconds": round(time.monotonic() - began, 3),
+                    "during": during,
                 }
                 spread = dict(sorted(answered.items()))
                 account.say(f"      lb reloaded with {len(webs)} upstreams; {REQUESTS} requests: {spread}")
+                account.say(f"      {during['requests']} requests while scaling, {during['failed']} failed")
 
             job = (await api.delete(f"/v1/clusters/{cid}"))["job"]
             await self.job(api, f"delete {cid} (and its metadata VM)", cid, job)

@@ -56,6 +56,10 @@ def check_account(account: dict[str, Any]) -> None:
     assert sorted(ip.rsplit(":", 1)[0] for ip in upstream_ips(four["rendered"])) == four["upstreams"]
     assert four["rendered"].startswith(f"# upstreams of {account['cluster_id']}")
 
+    for during in (four["during"], account["after_scale_3"]["during"]):
+        assert during["requests"] > 0
+        assert during["failed"] == 0  # the lb reloads on SIGHUP without dropping a request
+
     three = account["after_scale_3"]
     assert sorted(three["answered"]) == ["web-1", "web-2", "web-3"]
     assert len(upstream_ips(three["rendered"])) == 3
