@@ -182,10 +182,9 @@ class TemplateResource:
         log = get_logger("pitrix.agent.resource", resource=self.name, dest=str(self.dest))
         staged: Path | None = None
         try:
-            text = await asyncio.to_thread(cache.render, self.src, self.template_values(values))
-            staged = await asyncio.to_thread(self._stage, text)
-            previous = await asyncio.to_thread(self._read_dest)
-            if previous is not None and await asyncio.to_thread(self._same_as, staged, previous):
+            text, ready, previous, in_sync = await asyncio.to_thread(self._prepare, cache, values)
+            staged = ready
+            if in_sync:
                 log.debug("in sync")
                 return ApplyResult(self.name, ok=True)
             if opts.noop:
@@ -193,11 +192,11 @@ class TemplateResource:
                 log.warning("noop: destination not modified")
                 return ApplyResult(self.name, ok=True, changed=True)
             if not opts.sync_only and self.check_cmd:
-                error = await self._check(staged, opts.hook_timeout)
+                error = await self._check(ready, opts.hook_timeout)
                 if error:
                     log.error("check_cmd rejected the staged file", error=error)
                     return ApplyResult(self.name, ok=False, error=error)
-            await asyncio.to_thread(self._install, staged)
+            await asyncio.to_thread(self._install, ready)
             staged = None
             log.info("destination updated")
             if not opts.sync_only and self.reload_cmd:
@@ -222,6 +221,20 @@ class TemplateResource:
                     staged.unlink()
 
     # -- the steps -------------------------------------------------------------------------------
+
+    def _prepare(
+        self, cache: TemplateCache, values: dict[str, str]
+    ) -> tuple[str, Path, _FileState | None, bool]:
+        """Render, stage and compare in one worker-thread hop (thousands of agents share a pool)."""
+        text = cache.render(self.src, self.template_values(values))
+        staged = self._stage(text)
+        try:
+            previous = self._read_dest()
+            in_sync = previous is not None and self._same_as(staged, previous)
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+        return text, staged, previous, in_sync
 
     def _target_attrs(self) -> tuple[int, int, int]:
         """Mode, uid, gid the destination must have, with confd's defaults: the agent's own user,

@@ -159,3 +159,15 @@ async def test_etcdv3_watch_from_a_compacted_revision_reports_a_change(etcd_url:
         await backend.close()
         await writer.delete_prefix(base.encode())
         await writer.close()
+
+
+def test_metad_snapshot_subtrees() -> None:
+    from pitrix.agent.backends.metad import _subtree
+
+    body = {"host": {"ip": "1"}, "hosts": {"web": {"a": {"ip": "2"}}}, "list": ["x", {"k": "y"}]}
+    assert _subtree(body, "/self", "/self/hosts/web") == {"a": {"ip": "2"}}
+    assert _subtree(body, "/self", "/self") is body
+    assert _subtree(body, "/self", "/self/list/1/k") == "y"
+    assert _subtree(body, "/self", "/self/list/7") is None
+    assert _subtree(body, "/self", "/self/nope/x") is None
+    assert _subtree(body, "/", "/host/ip") == "1"

@@ -76,7 +76,17 @@ async def test_backend_reads_and_long_polls(world: World) -> None:
         await world.manage.put_data("/clusters/c1/env/web", {"port": "81"})
         index = await asyncio.wait_for(watcher, 10)
         assert index > start
-        assert (await backend.get_values(["/self/env"]))["/self/env/port"] == "81"
+        # The read after a watch uses the view the watch answered with (revision ``index``), even
+        # though metad has moved on; the next watch from ``index`` then fires at once.
+        await world.manage.put_data("/clusters/c1/env/web", {"port": "82"})
+        values = await backend.get_values(["/self/env", "/self/host/ip"])
+        assert values == {"/self/env/port": "81", "/self/host/ip": world.ip}
+        assert backend.revision == index
+        newer = await asyncio.wait_for(backend.watch("/self", ["/self/env"], index), 10)
+        assert newer > index
+        assert (await backend.get_values(["/self/env"]))["/self/env/port"] == "82"
+        # Without a fresh watch answer, reads go to metad again.
+        assert (await backend.get_values(["/self/env"]))["/self/env/port"] == "82"
     finally:
         await backend.close()
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from pitrix.agent.backends import minimal_keys
 from pitrix.agent.backends.flatten import flatten
@@ -19,6 +20,10 @@ class MetadBackend:
     def __init__(self, client: MetadClient) -> None:
         self.client = client
         self.revision = 0
+        # The body of the last watch answer: the view at exactly the revision the watch returned.
+        # The next read uses it instead of asking again (one request per change instead of one per
+        # subtree); used once, then dropped.
+        self._snapshot: tuple[int, str, Any] | None = None
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> MetadBackend:
@@ -38,18 +43,23 @@ class MetadBackend:
         The oldest, because a watch from it then fires for anything a younger answer reflects
         and an older one does not, at the cost of at most one redundant round.
         """
+        snapshot, self._snapshot = self._snapshot, None
+        if snapshot is not None and all(_inside(k, snapshot[1]) for k in keys):
+            version, base, body = snapshot
+            self.revision = version
+            # Only the subtrees asked for are flattened: the /self view holds every host of the
+            # cluster, and most resources want a few keys of it.
+            values: dict[str, str] = {}
+            for path in minimal_keys(keys):
+                values.update(_values(path, _subtree(body, base, path)))
+            return _select(values, keys)
         paths = minimal_keys(keys) or ["/"]
         answers = await gather_answers(self.client, paths)
-        values: dict[str, str] = {}
+        values = {}
         for path, answer in zip(paths, answers, strict=True):
-            if answer.body is None:
-                continue
-            if isinstance(answer.body, dict | list):
-                values.update(flatten(answer.body, path))
-            else:
-                values[path] = str(answer.body)
+            values.update(_values(path, answer.body))
         self.revision = min(a.version for a in answers)
-        return {k: v for k, v in values.items() if any(k.startswith(key) for key in keys)}
+        return _select(values, keys)
 
     async def watch(self, prefix: str, keys: list[str], last_index: int) -> int:
         """Long-poll ``prefix`` until metad reports a revision after ``last_index``.
@@ -58,11 +68,14 @@ class MetadBackend:
         """
         path = prefix or "/"
         if last_index <= 0:
-            return (await self.client.get(path)).version
+            answer = await self.client.get(path)
+            self._snapshot = (answer.version, path, answer.body)
+            return answer.version
         while True:
             started = time.monotonic()
             answer = await self.client.get(path, wait=True, prev_version=last_index)
             if answer.version > last_index:
+                self._snapshot = (answer.version, path, answer.body)
                 return answer.version
             if time.monotonic() - started < MIN_POLL_SECONDS:
                 # An unchanged answer that came back at once (a metad shutting down, or one that
@@ -71,3 +84,37 @@ class MetadBackend:
 
     async def close(self) -> None:
         await self.client.close()
+
+
+def _inside(key: str, base: str) -> bool:
+    base = base.rstrip("/")
+    return not base or key == base or key.startswith(base + "/")
+
+
+def _subtree(body: Any, base: str, path: str) -> Any:
+    """The node of ``body`` (the tree at ``base``) at ``path``; None when absent."""
+    node = body
+    for part in path[len(base.rstrip("/")) :].split("/"):
+        if not part:
+            continue
+        if isinstance(node, dict):
+            node = node.get(part)
+        elif isinstance(node, list) and part.isdigit() and int(part) < len(node):
+            node = node[int(part)]
+        else:
+            return None
+        if node is None:
+            return None
+    return node
+
+
+def _values(path: str, body: Any) -> dict[str, str]:
+    if body is None:
+        return {}
+    if isinstance(body, dict | list):
+        return flatten(body, path)
+    return {path: str(body)}
+
+
+def _select(values: dict[str, str], keys: list[str]) -> dict[str, str]:
+    return {k: v for k, v in values.items() if any(k.startswith(key) for key in keys)}
