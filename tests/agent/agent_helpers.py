@@ -45,7 +45,12 @@ async def wait_gone(pid: int, timeout: float = 10.0) -> bool:
         return True
     loop = asyncio.get_running_loop()
     exited = loop.create_future()
-    loop.add_reader(fd, lambda: exited.done() or exited.set_result(True))
+
+    def on_exit() -> None:
+        if not exited.done():
+            exited.set_result(True)
+
+    loop.add_reader(fd, on_exit)
     try:
         await asyncio.wait_for(exited, timeout)
     except TimeoutError:

@@ -53,8 +53,8 @@ async def _make_agent(base: Path, n: int, url: str) -> Agent:
     return build_agent(config, announce=lambda _i: None)
 
 
-async def bench(counts: list[int], rounds: int) -> list[dict[str, object]]:
-    results = []
+async def bench(counts: list[int], rounds: int) -> list[dict[str, float]]:
+    results: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory() as tmp:
         base = Path(tmp)
         etcd = EmbeddedEtcd(base / "etcd", unsafe_no_fsync=True)
