@@ -232,9 +232,15 @@ class Agent:
             except TimeoutError:
                 self._log.info("retrying failed resources")
                 await self._round_with_retry(only_changed=True)
+                index = max(index, self.revision)
                 continue
             except AgentError as exc:
                 self._log.warning("watch failed; retrying", error=str(exc), retry_in=backoff)
+                await self._pause(backoff)
+                backoff = min(backoff * 2, BACKOFF_MAX)
+                continue
+            except Exception:  # a bug must not end the watch: log it, back off, watch again
+                self._log.exception("watch failed unexpectedly; retrying", retry_in=backoff)
                 await self._pause(backoff)
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
@@ -257,12 +263,17 @@ class Agent:
             except AgentError as exc:
                 self._log.warning("heartbeat failed", error=str(exc))
                 failing = True
+            except Exception:
+                self._log.exception("heartbeat failed unexpectedly")
             else:
                 if failing:
                     failing = False
                     self._wake.set()
                 if self.runner is not None:
-                    await self.runner.flush_reports()
+                    try:
+                        await self.runner.flush_reports()
+                    except OSError as exc:  # the state dir (disk full, removed): retried next beat
+                        self._log.error("command ledger unavailable", error=str(exc))
             await asyncio.sleep(self.config.heartbeat_interval)
 
     async def _health_checks(self) -> None:
