@@ -191,6 +191,11 @@ class CommandRunner:
             self._running = True
             try:
                 await self.run_once(command)
+            except OSError as exc:
+                # The ledger cannot be written (disk full, state dir gone). Before the running
+                # marker this command did not start and is tried again when next offered; after
+                # it, the marker makes a restart report it failed. Either way: never run blind.
+                self._log.error("command ledger unavailable", cmd_id=command.id, error=str(exc))
             finally:
                 self._running = False
                 async with self._state:

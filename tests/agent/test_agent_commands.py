@@ -152,3 +152,24 @@ async def test_sigterm_stops_the_running_command_and_restart_reports_it(vm_root:
         assert entry["status"] == "failed" and "interrupted" in str(entry["output_tail"])
     finally:
         assert await agent.terminate() == 0, agent.tail
+
+
+async def test_unwritable_ledger_does_not_run_the_command_or_stop_the_runner(tmp_path: Path) -> None:
+    reporter = RecordingReporter()
+    r = runner(tmp_path, reporter)
+    await r.recover()
+    ledger_dir = tmp_path / "state/commands"
+    ledger_dir.rmdir()
+    ledger_dir.write_text("not a directory\n")  # every ledger write now fails
+    worker = asyncio.create_task(r.serve())
+    try:
+        r.offer(Command("x1", "echo ran >> ran.log", 30))
+        await asyncio.wait_for(r.wait_idle(), 10)
+        assert not (tmp_path / "ran.log").exists() and reporter.commands == []
+        ledger_dir.unlink()
+        ledger_dir.mkdir()
+        r.offer(Command("x1", "echo ran >> ran.log", 30))
+        await asyncio.wait_for(r.wait_idle(), 10)
+        assert (tmp_path / "ran.log").read_text() == "ran\n"
+    finally:
+        worker.cancel()
