@@ -1,0 +1,132 @@
+"""``python -m bench [--quick] [names...]``: run the benchmarks, print their tables, write the report."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import importlib
+import os
+import pkgutil
+import re
+import resource
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+from bench import machine
+from bench.table import Table
+from pitrix import aio, logs
+
+REPORT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
+# The order of the report; benchmarks found besides these follow in name order.
+FIRST = ["propagation", "orchestration"]
+SECTION = re.compile(r"<!-- bench:(\S+) -->\n.*?<!-- /bench:\1 -->\n", re.S)
+
+
+def discover() -> dict[str, ModuleType]:
+    """Every module of the package that is a benchmark (``run`` or ``main``), by name."""
+    found: dict[str, ModuleType] = {}
+    names = [m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])]
+    for name in sorted(names, key=lambda n: (FIRST.index(n) if n in FIRST else len(FIRST), n)):
+        if name.startswith("_"):
+            continue
+        module = importlib.import_module(f"bench.{name}")
+        if (hasattr(module, "run") and hasattr(module, "TITLE")) or hasattr(module, "main"):
+            found[name] = module
+    return found
+
+
+async def run_script(name: str, quick: bool) -> str:
+    """A benchmark that is a script of its own: its output, verbatim."""
+    argv = [sys.executable, "-m", f"bench.{name}", *(["--quick"] if quick else [])]
+    proc = await asyncio.create_subprocess_exec(
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=REPORT.parents[1]
+    )
+    out, _ = await proc.communicate()
+    text = out.decode(errors="replace").rstrip()
+    if proc.returncode:
+        text += f"\n(exit status {proc.returncode})"
+    return text
+
+
+async def run_one(name: str, module: ModuleType, quick: bool) -> str:
+    """Run one benchmark; the markdown of its section (a failure is reported, not raised)."""
+    began = time.monotonic()
+    title = getattr(module, "TITLE", name)
+    print(f"== {name}: {title}", flush=True)
+    try:
+        if hasattr(module, "run"):
+            tables: list[Table] = await module.run(quick)
+            body = "\n".join(t.markdown() for t in tables)
+            for t in tables:
+                print(t.text(), flush=True)
+        else:
+            text = await run_script(name, quick)
+            print(text, flush=True)
+            body = f"```\n{text}\n```\n"
+    except Exception as exc:
+        body = f"**failed**: `{type(exc).__name__}: {exc}`\n"
+        print(f"  FAILED: {type(exc).__name__}: {exc}", flush=True)
+    took = time.monotonic() - began
+    print(f"   ({took:.1f} s)\n", flush=True)
+    doc = getattr(module, "__doc__", None) or ""
+    intro = doc.strip().split("\n\n")[0].replace("\n", " ") if doc else ""
+    return f"<!-- bench:{name} -->\n## {title}\n\n{intro}\n\n{body}\n<!-- /bench:{name} -->\n"
+
+
+def header(quick: bool) -> str:
+    m = machine.describe()
+    return (
+        "# pitrix benchmarks\n\n"
+        "Written by `make bench` (`python -m bench`); do not edit by hand. Figures in milliseconds,\n"
+        "p50 / p99 over the rounds unless a column says otherwise.\n\n"
+        f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), {m['memory']} of memory, "
+        f"Python {m['python']}, Linux {m['kernel']}{' (quick run)' if quick else ''}. Everything runs on "
+        "this one machine: etcd, metad, pitrixd, the simulator, every agent and the clients share the "
+        "cores.\n\n"
+    )
+
+
+def write_report(sections: dict[str, str], quick: bool) -> None:
+    """Replace the sections that ran, keep the others from the last run."""
+    kept: dict[str, str] = {}
+    if REPORT.exists():
+        kept = {m.group(1): m.group(0) for m in SECTION.finditer(REPORT.read_text())}
+    kept.update(sections)
+    order = list(discover())
+    body = "\n".join(kept[n] for n in sorted(kept, key=lambda n: order.index(n) if n in order else 99))
+    REPORT.write_text(header(quick) + body)
+
+
+async def main_async(names: list[str], quick: bool, write: bool) -> int:
+    benches = discover()
+    unknown = [n for n in names if n not in benches]
+    if unknown:
+        print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(benches)}", file=sys.stderr)
+        return 2
+    sections = {}
+    for name in names or list(benches):
+        sections[name] = await run_one(name, benches[name], quick)
+    if write:
+        write_report(sections, quick)
+        print(f"report written to {REPORT}")
+    return 0
+
+
+def main() -> None:
+    # Spawning children while aetcd's gRPC threads run makes gRPC log a line per fork; figures only.
+    os.environ.setdefault("GRPC_VERBOSITY", "ERROR")
+    parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="small sizes and few rounds (a smoke run)")
+    parser.add_argument("--no-write", action="store_true", help="print only; leave docs/benchmarks.md")
+    parser.add_argument("names", nargs="*", help="benchmarks to run (default: all)")
+    args = parser.parse_args()
+    logs.configure("error")
+    _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+    sys.exit(aio.run(main_async(args.names, args.quick, not args.no_write)))
+
+
+if __name__ == "__main__":
+    main()

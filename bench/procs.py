@@ -1,0 +1,109 @@
+"""Children of a benchmark: real pitrix processes started the way operators start them.
+
+Every one prints a JSON ready line (docs/internals.md); we wait for it with a deadline, never poll.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import random
+import signal
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+
+def bin_path(name: str) -> str:
+    return str(Path(sys.executable).with_name(name))
+
+
+def private_net() -> int:
+    """A second octet for a 127.X.0.0/16 of our own (never 127.100, the demo's default)."""
+    return random.randint(101, 254)
+
+
+def host_ip(octet: int, n: int) -> str:
+    """The n-th address (n from 0) of the private 127.<octet>.0.0/16, skipping .0, .1 and .255."""
+    return f"127.{octet}.{n // 250}.{n % 250 + 2}"
+
+
+@dataclass
+class Child:
+    name: str
+    process: asyncio.subprocess.Process
+    ready: dict[str, Any]
+
+    @property
+    def pid(self) -> int:
+        return self.process.pid
+
+    async def stop(self, timeout: float = 30.0) -> None:
+        if self.process.returncode is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                await asyncio.wait_for(self.process.wait(), timeout)
+            except TimeoutError:
+                self.process.kill()
+                await self.process.wait()
+
+    async def kill(self) -> None:
+        if self.process.returncode is None:
+            self.process.kill()
+        await self.process.wait()
+
+
+async def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> Child:
+    """Start ``argv`` with stderr to ``log``; returns before it is ready (see ``ready``)."""
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with log.open("ab") as err:
+        process = await asyncio.create_subprocess_exec(
+            *argv,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=err,
+            stdin=asyncio.subprocess.DEVNULL,
+            env={**os.environ, "PITRIX_LOG_FORMAT": "json", **(env or {})},
+        )
+    return Child(name, process, {})
+
+
+async def ready(child: Child, log: Path, timeout: float = 120.0) -> Child:
+    """Wait for the child's ready line; a child that dies or hangs is an error quoting its log."""
+    assert child.process.stdout is not None
+    try:
+        line = await asyncio.wait_for(child.process.stdout.readline(), timeout)
+    except TimeoutError:
+        await child.kill()
+        raise RuntimeError(f"{child.name} not ready in {timeout:.0f}s: {tail(log)}") from None
+    if not line:
+        await child.process.wait()
+        raise RuntimeError(f"{child.name} exited ({child.process.returncode}): {tail(log)}")
+    child.ready = json.loads(line)
+    return child
+
+
+async def start(name: str, argv: list[str], log: Path, env: dict[str, str] | None = None) -> Child:
+    return await ready(await spawn(name, argv, log, env), log)
+
+
+def tail(path: Path, lines: int = 8) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a live process."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def memory_kib(pid: int, field: str = "VmRSS") -> int:
+    """A memory figure of a live process from /proc/<pid>/status (VmRSS now, VmHWM its peak)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith(f"{field}:"):
+            return int(line.split()[1])
+    return 0
