@@ -1,0 +1,421 @@
+"""``AwsProvider``: the runtime's provider interface over EC2 with aioboto3.
+
+EC2 makes a create idempotent through ``ClientToken``: the token is derived from the instance's
+deterministic name, so a RunInstances repeated after a lost answer returns the instance the first
+one made instead of a second one. That makes every call this provider sends safe to repeat, so
+throttling and server errors are retried here with backoff (botocore's own retries are off, so
+each retry is logged once, by us). Waiting polls DescribeInstances with a growing delay, since
+boto's waiters sleep 15 s between looks.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, ClassVar, cast
+
+import aioboto3
+from botocore.config import Config
+
+from pitrix.logs import get_logger
+from pitrix.providers.aws.errors import to_provider_error
+from pitrix.providers.aws.instance_types import DEFAULT_TYPES, choose, parse_types
+from pitrix.providers.base import Instance, InstanceSpec, InstanceStatus, ProviderError
+from pitrix.providers.polling import Backoff, wait_for, with_retries
+
+# EC2 state → the runtime's status. A shutting-down instance is as good as gone for a lookup.
+STATES: dict[str, InstanceStatus] = {
+    "pending": "pending",
+    "running": "running",
+    "stopping": "stopped",
+    "stopped": "stopped",
+    "shutting-down": "terminated",
+    "terminated": "terminated",
+}
+LIVE_STATES = ("pending", "running", "stopping", "stopped")
+NAME_TAG = "Name"
+TOKEN_GENERATIONS = 16  # recreations of one name before giving up
+ID_BATCH = 200  # instance ids per filter value list (EC2 allows up to 200 values per filter)
+
+
+def client_token(name: str, generation: int = 0) -> str:
+    """EC2's idempotency token for the instance called ``name`` (at most 64 ASCII characters)."""
+    seed = name if generation == 0 else f"{name}#{generation}"
+    return "pitrix-" + hashlib.sha256(seed.encode()).hexdigest()[:48]
+
+
+def to_instance(item: Mapping[str, Any]) -> Instance:
+    """An ``Instance`` from one element of a reservation's ``Instances``."""
+    tags = {str(t["Key"]): str(t.get("Value", "")) for t in item.get("Tags") or [] if "Key" in t}
+    state = str((item.get("State") or {}).get("Name", ""))
+    return Instance(
+        instance_id=str(item["InstanceId"]),
+        name=tags.pop(NAME_TAG, ""),
+        status=STATES.get(state, "unknown"),
+        private_ip=str(item.get("PrivateIpAddress") or ""),
+        ssh_port=22,
+        tags=tags,
+        raw=dict(item),
+    )
+
+
+def _strings(runtime: Mapping[str, Any], key: str) -> list[str]:
+    value = runtime.get(key)
+    if value is None or value == "":
+        return []
+    if isinstance(value, str):
+        return [v.strip() for v in value.split(",") if v.strip()]
+    if isinstance(value, list) and all(isinstance(v, str) and v for v in value):
+        return list(value)
+    raise ProviderError(f"aws runtime: {key} must be a string or a list of strings", code="config")
+
+
+def _optional_string(runtime: Mapping[str, Any], key: str) -> str:
+    value = runtime.get(key)
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise ProviderError(f"aws runtime: {key} must be a string", code="config")
+    return value
+
+
+def _positive(runtime: Mapping[str, Any], key: str, default: float) -> float:
+    value = runtime.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise ProviderError(f"aws runtime: {key} must be a positive number, got {value!r}", code="config")
+    return float(value)
+
+
+class AwsProvider:
+    """The ``aws`` provider (entry point ``pitrix.providers: aws``)."""
+
+    name: ClassVar[str] = "aws"
+
+    def __init__(
+        self,
+        region: str,
+        *,
+        endpoint: str = "",
+        access_key_id: str = "",
+        secret_access_key: str = "",
+        session_token: str = "",
+        profile: str = "",
+        availability_zone: str = "",
+        subnet_id: str = "",
+        security_group_ids: list[str] | None = None,
+        key_name: str = "",
+        instance_types: tuple[tuple[str, int, int], ...] = DEFAULT_TYPES,
+        timeout: float = 30.0,
+        attempts: int = 6,
+        wait_timeout: float = 600.0,
+    ) -> None:
+        if not region:
+            raise ProviderError("aws runtime: region must be a non-empty string", code="config")
+        if bool(access_key_id) != bool(secret_access_key):
+            raise ProviderError(
+                "aws runtime: access_key_id and secret_access_key go together (or neither, for the "
+                "SDK's usual credential chain)",
+                code="config",
+            )
+        self.region = region
+        self.endpoint = endpoint
+        self.availability_zone = availability_zone
+        self.subnet_id = subnet_id
+        self.security_group_ids = list(security_group_ids or [])
+        self.key_name = key_name
+        self.instance_types = instance_types
+        self.attempts = attempts
+        self.wait_timeout = wait_timeout
+        # Credentials live only in the session; nothing else keeps or logs them.
+        self._session = aioboto3.Session(
+            aws_access_key_id=access_key_id or None,
+            aws_secret_access_key=secret_access_key or None,
+            aws_session_token=session_token or None,
+            profile_name=profile or None,
+            region_name=region,
+        )
+        self._config = Config(
+            connect_timeout=timeout,
+            read_timeout=timeout,
+            retries={"total_max_attempts": 1},  # retried here, where the retry is logged
+        )
+        self._stack: contextlib.AsyncExitStack | None = None
+        self._client: Any = None
+        self._log = get_logger("pitrix.providers.aws", region=region)
+
+    @classmethod
+    def from_runtime(cls, runtime: Mapping[str, Any]) -> AwsProvider:
+        """Build from a runtime definition; ``region`` (or an availability ``zone``) is required.
+
+        Credentials are optional: without them the SDK's chain is used (environment, profile,
+        instance role), as the AWS CLI would.
+        """
+        zone = _optional_string(runtime, "zone")
+        region = _optional_string(runtime, "region")
+        availability_zone = ""
+        if zone and zone[-1].isalpha() and zone[-2:-1].isdigit():
+            availability_zone = zone  # us-east-1a: an availability zone of region us-east-1
+            region = region or zone[:-1]
+        region = region or zone
+        if not region:
+            raise ProviderError("aws runtime: missing region", code="config")
+        attempts = _positive(runtime, "attempts", 6)
+        types = parse_types(runtime["instance_types"]) if "instance_types" in runtime else DEFAULT_TYPES
+        return cls(
+            region,
+            endpoint=_optional_string(runtime, "endpoint"),
+            access_key_id=_optional_string(runtime, "access_key_id"),
+            secret_access_key=_optional_string(runtime, "secret_access_key"),
+            session_token=_optional_string(runtime, "session_token"),
+            profile=_optional_string(runtime, "profile"),
+            availability_zone=availability_zone,
+            subnet_id=_optional_string(runtime, "subnet_id"),
+            security_group_ids=_strings(runtime, "security_group_ids"),
+            key_name=_optional_string(runtime, "key_name"),
+            instance_types=types,
+            timeout=_positive(runtime, "timeout", 30.0),
+            attempts=int(attempts),
+            wait_timeout=_positive(runtime, "wait_timeout", 600.0),
+        )
+
+    # -- calls -------------------------------------------------------------------------------------
+
+    async def _ec2(self) -> Any:
+        # Opened lazily: the client belongs to the running loop, a provider may be built outside one.
+        if self._client is None:
+            stack = contextlib.AsyncExitStack()
+            self._client = await stack.enter_async_context(
+                self._session.client("ec2", endpoint_url=self.endpoint or None, config=self._config)
+            )
+            self._stack = stack
+        return self._client
+
+    async def _call(self, action: str, **params: Any) -> dict[str, Any]:
+        """One EC2 action (snake_case name), retried while throttled or the server is in trouble."""
+
+        async def once() -> dict[str, Any]:
+            client = await self._ec2()
+            method: Callable[..., Awaitable[dict[str, Any]]] = getattr(client, action)
+            try:
+                return await method(**params)
+            except Exception as exc:
+                raise to_provider_error(action, exc) from exc
+
+        return await with_retries(once, action=action, attempts=self.attempts, log=self._log)
+
+    async def close(self) -> None:
+        if self._stack is not None:
+            await self._stack.aclose()
+        self._stack = None
+        self._client = None
+
+    # -- instances ---------------------------------------------------------------------------------
+
+    async def run_instances(self, specs: list[InstanceSpec]) -> list[Instance]:
+        """Create the specs' instances; a name that already has a live instance gets that one back.
+
+        The lookup spares a RunInstances when a step is repeated; the client token covers the
+        window the lookup cannot: an answer lost after EC2 acted.
+        """
+        names = [spec.name for spec in specs]
+        if not all(names):
+            raise ProviderError("aws: an instance needs a name (its client token comes from it)", code="spec")
+        params = [self._run_params(spec) for spec in specs]  # bad flavors fail before anything is made
+        existing: dict[str, Instance] = {}
+        for start in range(0, len(names), ID_BATCH):
+            batch = names[start : start + ID_BATCH]
+            for found in await self._describe(
+                [
+                    {"Name": "instance-state-name", "Values": list(LIVE_STATES)},
+                    {"Name": f"tag:{NAME_TAG}", "Values": batch},
+                ]
+            ):
+                existing.setdefault(found.name, found)
+        created = []
+        for spec, run_params in zip(specs, params, strict=True):
+            if spec.name in existing:
+                self._log.info("aws.run_found", instance_id=existing[spec.name].instance_id, name=spec.name)
+                created.append(existing[spec.name])
+            else:
+                created.append(await self._run_one(spec.name, run_params))
+        return created
+
+    def _run_params(self, spec: InstanceSpec) -> dict[str, Any]:
+        tags = [{"Key": NAME_TAG, "Value": spec.name}]
+        tags += [{"Key": str(k), "Value": str(v)} for k, v in spec.tags.items() if k != NAME_TAG]
+        params: dict[str, Any] = {
+            "ImageId": spec.image,
+            "InstanceType": choose(spec.cpu, spec.memory, self.instance_types),
+            "MinCount": 1,
+            "MaxCount": 1,
+            "TagSpecifications": [{"ResourceType": "instance", "Tags": tags}],
+        }
+        if spec.userdata:
+            params["UserData"] = spec.userdata  # botocore base64-encodes RunInstances' UserData
+        if spec.key_pair or self.key_name:
+            params["KeyName"] = spec.key_pair or self.key_name
+        if spec.network or self.subnet_id:
+            params["SubnetId"] = spec.network or self.subnet_id
+        if self.security_group_ids:
+            params["SecurityGroupIds"] = list(self.security_group_ids)
+        if self.availability_zone:
+            params["Placement"] = {"AvailabilityZone": self.availability_zone}
+        return params
+
+    async def _run_one(self, name: str, params: dict[str, Any]) -> Instance:
+        """RunInstances with the name's token; a token whose instance was terminated moves to the next.
+
+        EC2 keeps a token for a while after its instance terminated and refuses to reuse it, so a
+        node recreated under the same name takes the next token in a fixed sequence: a repeated
+        call walks the same sequence and lands on the same instance.
+        """
+        for generation in range(TOKEN_GENERATIONS):
+            try:
+                reply = await self._call(
+                    "run_instances", ClientToken=client_token(name, generation), **params
+                )
+            except ProviderError as exc:
+                if exc.code == "IdempotentInstanceTerminated":
+                    continue
+                if exc.code == "IdempotentParameterMismatch":
+                    raise ProviderError(
+                        f"aws: instance {name} was created before with other parameters; terminate it "
+                        "or use another name",
+                        code=exc.code,
+                    ) from exc
+                raise
+            items = reply.get("Instances") or []
+            if len(items) != 1:
+                raise ProviderError(f"aws RunInstances {name}: expected one instance, got {len(items)}")
+            instance = to_instance(items[0])
+            self._log.info("aws.run", instance_id=instance.instance_id, name=name, generation=generation)
+            return instance
+        raise ProviderError(
+            f"aws: the first {TOKEN_GENERATIONS} client tokens of {name} belong to terminated instances",
+            code="IdempotentInstanceTerminated",
+        )
+
+    async def _describe(self, filters: list[dict[str, Any]]) -> list[Instance]:
+        """Every page of DescribeInstances for these filters."""
+        found: list[Instance] = []
+        token = ""
+        while True:
+            params: dict[str, Any] = {"Filters": filters, "MaxResults": 1000}
+            if token:
+                params["NextToken"] = token
+            reply = await self._call("describe_instances", **params)
+            for reservation in reply.get("Reservations") or []:
+                found.extend(to_instance(item) for item in reservation.get("Instances") or [])
+            token = str(reply.get("NextToken") or "")
+            if not token:
+                return found
+
+    async def _by_ids(self, instance_ids: list[str]) -> dict[str, Instance]:
+        """Instances by id, any state; unknown ids are simply absent (a filter, not InstanceIds)."""
+        found: dict[str, Instance] = {}
+        for start in range(0, len(instance_ids), ID_BATCH):
+            batch = instance_ids[start : start + ID_BATCH]
+            for instance in await self._describe([{"Name": "instance-id", "Values": batch}]):
+                found[instance.instance_id] = instance
+        return found
+
+    async def describe_instances(
+        self,
+        *,
+        instance_ids: list[str] | None = None,
+        name_prefix: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> list[Instance]:
+        """Live instances by id, by name prefix and/or by tags (all must match)."""
+        if instance_ids is not None and not instance_ids:
+            return []
+        filters: list[dict[str, Any]] = [{"Name": "instance-state-name", "Values": list(LIVE_STATES)}]
+        if name_prefix:
+            filters.append({"Name": f"tag:{NAME_TAG}", "Values": [name_prefix + "*"]})
+        for key, value in (tags or {}).items():
+            filters.append({"Name": f"tag:{key}", "Values": [value]})
+        if instance_ids is not None:
+            found = []
+            for start in range(0, len(instance_ids), ID_BATCH):
+                batch = instance_ids[start : start + ID_BATCH]
+                found += await self._describe([*filters, {"Name": "instance-id", "Values": batch}])
+        else:
+            found = await self._describe(filters)
+        # EC2's wildcard also matches * and ? inside the prefix: keep exact prefixes only.
+        return [
+            i
+            for i in found
+            if i.status != "terminated" and (not name_prefix or i.name.startswith(name_prefix))
+        ]
+
+    async def _change(
+        self, action: str, instance_ids: list[str], skip: frozenset[str], until: frozenset[str]
+    ) -> None:
+        """``action`` on the instances not in a ``skip`` state, then wait until all are in ``until``."""
+        if not instance_ids:
+            return
+        current = await self._by_ids(instance_ids)
+        states = {iid: str(i.raw.get("State", {}).get("Name", "")) for iid, i in current.items()}
+        todo = [iid for iid in instance_ids if iid in states and states[iid] not in skip]
+        for start in range(0, len(todo), ID_BATCH):
+            await self._call(action, InstanceIds=todo[start : start + ID_BATCH])
+        self._log.info(f"aws.{action}", instance_ids=todo, skipped=len(instance_ids) - len(todo))
+        waiting = [iid for iid in instance_ids if iid in states]
+
+        async def arrived() -> bool | None:
+            now = await self._by_ids(waiting)
+            late = [iid for iid in waiting if str(now[iid].raw.get("State", {}).get("Name")) not in until]
+            return True if not late else None
+
+        if waiting:
+            await wait_for(arrived, timeout=self.wait_timeout, what=f"aws {action} {waiting}")
+
+    async def terminate_instances(self, instance_ids: list[str]) -> None:
+        """Terminate and wait until terminated; ids already gone (or never seen) are skipped."""
+        await self._change(
+            "terminate_instances", instance_ids, frozenset({"terminated"}), frozenset({"terminated"})
+        )
+
+    async def stop_instances(self, instance_ids: list[str]) -> None:
+        await self._change(
+            "stop_instances",
+            instance_ids,
+            frozenset({"stopping", "stopped", "shutting-down", "terminated"}),
+            frozenset({"stopped", "terminated"}),
+        )
+
+    async def start_instances(self, instance_ids: list[str]) -> None:
+        await self._change(
+            "start_instances",
+            instance_ids,
+            frozenset({"pending", "running", "shutting-down", "terminated"}),
+            frozenset({"running", "terminated"}),
+        )
+
+    async def wait_running(self, instance_ids: list[str], timeout: float) -> list[Instance]:
+        """Poll until all run; a missing, terminated or stopped one fails at once."""
+        if not instance_ids:
+            return []
+
+        async def all_running() -> list[Instance] | None:
+            found = await self._by_ids(instance_ids)
+            missing = [iid for iid in instance_ids if iid not in found]
+            gone = [iid for iid, i in found.items() if i.status == "terminated"]
+            halted = [iid for iid, i in found.items() if i.status == "stopped"]
+            if missing or gone or halted:
+                raise ProviderError(
+                    f"aws: instances will not run: missing {missing}, terminated {gone}, stopped {halted}",
+                    code="not-running",
+                )
+            if all(found[iid].status == "running" for iid in instance_ids):
+                return [found[iid] for iid in instance_ids]
+            return None
+
+        result = await wait_for(
+            all_running,
+            timeout=timeout,
+            what=f"aws: instances {instance_ids} running",
+            backoff=Backoff(0.05, 2.0),
+        )
+        return cast(list[Instance], result)

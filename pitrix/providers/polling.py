@@ -1,0 +1,78 @@
+"""Backoff for the SDK-backed providers: retrying a throttled call and polling until a state is reached.
+
+QingCloud's client grew its own loops; the AWS and OpenStack providers share these so both back off
+the same way (doubling, jittered, capped) and time out with the same retryable ``ProviderError``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+import structlog
+
+from pitrix.providers.base import ProviderError
+
+T = TypeVar("T")
+
+
+class Backoff:
+    """Delays that double from ``first`` up to ``cap``, each jittered into [d/2, d]."""
+
+    def __init__(self, first: float = 0.05, cap: float = 2.0, factor: float = 2.0) -> None:
+        self._next = first
+        self._cap = cap
+        self._factor = factor
+
+    def next(self) -> float:
+        delay = self._next
+        self._next = min(self._next * self._factor, self._cap)
+        return delay * (0.5 + random.random() / 2)
+
+
+async def with_retries(
+    call: Callable[[], Awaitable[T]],
+    *,
+    action: str,
+    attempts: int,
+    log: structlog.typing.FilteringBoundLogger,
+    backoff: Backoff | None = None,
+) -> T:
+    """``call()``, repeated while it raises a retryable ``ProviderError`` and attempts remain.
+
+    Only safe for calls the cloud deduplicates (a client token) or that change nothing.
+    """
+    delays = backoff or Backoff(0.1, 5.0)
+    for attempt in range(1, max(1, attempts) + 1):
+        try:
+            return await call()
+        except ProviderError as exc:
+            if not exc.retryable or attempt >= attempts:
+                raise
+            delay = delays.next()
+            log.info("provider.retry", action=action, attempt=attempt, code=exc.code, delay=round(delay, 3))
+            await asyncio.sleep(delay)
+    raise AssertionError("unreachable: the last attempt returns or raises")
+
+
+async def wait_for(
+    check: Callable[[], Awaitable[T | None]],
+    *,
+    timeout: float,
+    what: str,
+    backoff: Backoff | None = None,
+) -> T:
+    """Poll ``check`` until it returns a value; it raises to give up. Times out as retryable."""
+    deadline = time.monotonic() + timeout
+    delays = backoff or Backoff(0.05, 1.0, 1.5)
+    while True:
+        result = await check()
+        if result is not None:
+            return result
+        delay = delays.next()
+        if time.monotonic() + delay > deadline:
+            raise ProviderError(f"{what}: not done after {timeout}s", code="timeout", retryable=True)
+        await asyncio.sleep(delay)
