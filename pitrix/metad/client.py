@@ -9,12 +9,15 @@ from __future__ import annotations
 
 import asyncio
 import json
+import ssl as ssl_module
 from collections.abc import AsyncGenerator
+from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
 import aiohttp
 
+from pitrix import pki
 from pitrix.logs import get_logger
 
 _NO_BODY: Any = object()
@@ -29,6 +32,12 @@ class MetadClientError(Exception):
 
 
 class MetadManagementClient:
+    """pitrixd's side of the management API.
+
+    Over HTTPS give ``ssl`` (a client context presenting the runtime's certificate), or the
+    ``ca_file``/``cert_file``/``key_file`` paths to build one.
+    """
+
     def __init__(
         self,
         base_url: str,
@@ -37,7 +46,17 @@ class MetadManagementClient:
         timeout: float = 30.0,
         idle_timeout: float = 35.0,
         max_backoff: float = 5.0,
+        ssl: ssl_module.SSLContext | None = None,
+        ca_file: Path | None = None,
+        cert_file: Path | None = None,
+        key_file: Path | None = None,
     ) -> None:
+        if ssl is None and ca_file is not None:
+            try:
+                ssl = pki.client_context(ca_file, cert_file, key_file)
+            except pki.PKIError as exc:
+                raise MetadClientError(0, str(exc)) from None
+        self._ssl = ssl
         self.base_url = base_url.rstrip("/")
         self._session = session
         self._own_session = session is None
@@ -50,7 +69,8 @@ class MetadManagementClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            self._session = aiohttp.ClientSession()
+            connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl is not None else None
+            self._session = aiohttp.ClientSession(connector=connector)
             self._own_session = True
         return self._session
 

@@ -1,7 +1,8 @@
 """The instance API agents talk to: ``GET /self/...`` (with long-poll) and write-back of own status.
 
-The caller is whoever owns the connection's source address (mTLS replaces this later); it sees
-only its own projection and may write only its own status keys.
+The caller is the instance its client certificate names (``identity.CertificateIdentity``), or in
+the legacy mode whoever owns the connection's source address; it sees only its own projection,
+may write only its own status keys, and may renew only its own certificate.
 """
 
 from __future__ import annotations
@@ -12,8 +13,10 @@ from typing import Any
 
 from aiohttp import web
 
+from pitrix import pki
 from pitrix.logs import get_logger
 from pitrix.metad import render, selfview, status
+from pitrix.metad.identity import Caller, Identity, Refused, SourceIPIdentity
 from pitrix.metad.leases import HeartbeatLeases
 from pitrix.metad.mirror import Mirror
 from pitrix.metad.tree import split_path
@@ -27,6 +30,9 @@ MIRROR_KEY = web.AppKey("mirror", Mirror)
 STORE_KEY = web.AppKey("store", Store)
 LEASES_KEY = web.AppKey("leases", HeartbeatLeases)
 WAIT_TIMEOUT_KEY = web.AppKey("wait_timeout", float)
+IDENTITY_KEY: web.AppKey[Identity] = web.AppKey("identity")
+ISSUER_KEY = web.AppKey("issuer", pki.CertificateAuthority)
+CSR_MAX = 16 * 1024
 
 _log = get_logger("pitrix.metad.instance")
 
@@ -35,16 +41,21 @@ def _version(mirror: Mirror, revision: int | None = None) -> dict[str, str]:
     return {VERSION_HEADER: str(mirror.revision if revision is None else revision)}
 
 
-def _caller(request: web.Request) -> selfview.Mapping:
-    mapping = request.app[MIRROR_KEY].identify(request.remote)
-    if mapping is None:
-        raise web.HTTPForbidden(
-            text=json.dumps(
-                {"error": f"unknown caller {request.remote}: no instance maps to it", "code": 403}
-            ),
-            content_type="application/json",
-        )
-    return mapping
+def _caller(request: web.Request) -> Caller:
+    return request.app[IDENTITY_KEY].identify(request, request.app[MIRROR_KEY])
+
+
+@web.middleware
+async def refuse_strangers(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Turn a failed identification into a 403 that also closes the connection."""
+    try:
+        return await handler(request)
+    except Refused as exc:
+        mirror = request.app[MIRROR_KEY]
+        _log.info("refused", reason=str(exc), path=request.path, peer=request.remote)
+        response = render.error(403, str(exc), _version(mirror))
+        response.force_close()
+        return response
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -65,7 +76,8 @@ async def healthz(request: web.Request) -> web.Response:
 
 async def read(request: web.Request) -> web.StreamResponse:
     mirror = request.app[MIRROR_KEY]
-    mapping = _caller(request)
+    caller = _caller(request)
+    mapping = caller.mapping
     path = "/" + request.match_info["path"]
     media = render.negotiate(request.headers.get("Accept"))
     if _flag(request, "wait") and selfview.addressable(path):
@@ -79,7 +91,8 @@ async def read(request: web.Request) -> web.StreamResponse:
                 return render.error(400, f"prev_version: {raw!r} is not an integer", _version(mirror))
         deps = selfview.view_dependencies(mirror.tree, mapping, path)
         if not mirror.changed_since(deps, since):
-            waiter = Waiter(deps)
+            # Revoking the caller wakes it too, and the re-identification below refuses it.
+            waiter = Waiter(deps + caller.dependencies())
             mirror.waiters.add(waiter)
             try:
                 await asyncio.wait_for(waiter.future, request.app[WAIT_TIMEOUT_KEY])
@@ -87,8 +100,8 @@ async def read(request: web.Request) -> web.StreamResponse:
                 pass
             finally:
                 mirror.waiters.remove(waiter)
-            # The caller may have been unmapped while it waited.
-            mapping = _caller(request)
+            # The caller may have been unmapped or revoked while it waited.
+            mapping = _caller(request).mapping
     value = selfview.lookup(mirror.tree, mapping, path)
     headers = _version(mirror)
     if value is None:
@@ -110,9 +123,12 @@ async def _json_body(request: web.Request, optional: bool = False) -> Any:
 
 async def write(request: web.Request) -> web.Response:
     mirror = request.app[MIRROR_KEY]
-    mapping = _caller(request)
+    caller = _caller(request)
+    mapping = caller.mapping
     parts = split_path(request.match_info["path"])
     store = request.app[STORE_KEY]
+    if request.method == "POST" and parts == ["self", "cert"]:
+        return await _renew(request, caller)
     if parts[:2] != ["self", "status"] or len(parts) < 3:
         return render.error(403, "instances may write only their own /self/status/... keys", _version(mirror))
     kind = parts[2]
@@ -139,13 +155,56 @@ async def write(request: web.Request) -> web.Response:
     return web.json_response({"ok": True, "revision": revision}, headers=_version(mirror, revision))
 
 
+async def _renew(request: web.Request, caller: Caller) -> web.Response:
+    """Sign a fresh certificate for the caller's own subject from its CSR (key rotation included)."""
+    mirror = request.app[MIRROR_KEY]
+    if caller.cert is None:
+        return render.error(403, "certificate renewal needs a client certificate", _version(mirror))
+    issuer = request.app.get(ISSUER_KEY)
+    if issuer is None:
+        return render.error(503, "this metad has no issuer configured for renewals", _version(mirror))
+    raw = await request.read()
+    if len(raw) > CSR_MAX:
+        return render.error(413, f"csr: larger than {CSR_MAX} bytes", _version(mirror), field="csr")
+    if raw.lstrip().startswith(b"{"):
+        try:
+            doc = json.loads(raw)
+            raw = str(doc["csr"]).encode()
+        except (ValueError, KeyError, TypeError):
+            return render.error(400, 'body: JSON must be {"csr": "<PEM>"}', _version(mirror), field="csr")
+    try:
+        issued = await asyncio.to_thread(issuer.sign_csr, raw, caller.cert.subject)
+    except pki.PKIError as exc:
+        return render.error(400, str(exc), _version(mirror), field=exc.field)
+    chain = b"" if issuer.cert.issuer == issuer.cert.subject else issuer.cert_pem
+    _log.info(
+        "certificate renewed", instance_id=caller.mapping.instance_id, serial=pki.serial_hex(issued.serial)
+    )
+    body = {
+        "certificate": (issued.cert_pem + chain).decode(),
+        "serial": pki.serial_hex(issued.serial),
+        "not_after": issued.cert.not_valid_after_utc.timestamp(),
+    }
+    return web.json_response(body, headers=_version(mirror))
+
+
 async def not_allowed(request: web.Request) -> web.Response:
     _caller(request)
     return render.error(405, f"{request.method} is not supported on the instance API")
 
 
-def build_app(mirror: Mirror, store: Store, leases: HeartbeatLeases, wait_timeout: float) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY)
+def build_app(
+    mirror: Mirror,
+    store: Store,
+    leases: HeartbeatLeases,
+    wait_timeout: float,
+    identity: Identity | None = None,
+    issuer: pki.CertificateAuthority | None = None,
+) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[refuse_strangers])
+    app[IDENTITY_KEY] = identity if identity is not None else SourceIPIdentity()
+    if issuer is not None:
+        app[ISSUER_KEY] = issuer
     app[MIRROR_KEY] = mirror
     app[STORE_KEY] = store
     app[LEASES_KEY] = leases

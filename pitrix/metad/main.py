@@ -11,9 +11,10 @@ import signal
 import sys
 from pathlib import Path
 
-from pitrix import aio, logs
+from pitrix import aio, logs, pki
 from pitrix.logs import get_logger
 from pitrix.metad.server import DEFAULT_WAIT_TIMEOUT, Metad, MetadError
+from pitrix.metad.tls import MetadTLS
 from pitrix.store import Store, StoreError
 
 EMBEDDED_MAX_TXN_OPS = 16384
@@ -55,8 +56,39 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_WAIT_TIMEOUT,
         help="seconds a long-poll is held before answering the current value",
     )
+    tls = parser.add_argument_group("identity (mutual TLS, or the legacy source-address model)")
+    tls.add_argument("--tls-cert", type=Path, help="metad's server certificate (PEM; SAN = its IP)")
+    tls.add_argument("--tls-key", type=Path, help="the server certificate's key (PEM)")
+    tls.add_argument("--client-ca", type=Path, help="CA certificate(s) every client must be signed by")
+    tls.add_argument("--issuer-cert", type=Path, help="CA that signs renewals (POST /self/cert)")
+    tls.add_argument("--issuer-key", type=Path, help="the issuer's key")
+    tls.add_argument(
+        "--legacy-source-ip",
+        action="store_true",
+        help="identify instances by source address over plain HTTP (metad's model; no client certificates)",
+    )
+    tls.add_argument(
+        "--trusted-proxy",
+        action="append",
+        default=[],
+        type=_ip,
+        metavar="IP",
+        help="with --legacy-source-ip: a proxy whose X-Forwarded-For is believed (repeatable)",
+    )
     parser.add_argument("--log-level", default=os.environ.get("PITRIX_LOG_LEVEL", "info"))
     args = parser.parse_args(argv)
+    tls_given = [f"--{n.replace('_', '-')}" for n in ("tls_cert", "tls_key", "client_ca") if getattr(args, n)]
+    if tls_given and len(tls_given) != 3:
+        parser.error("mutual TLS needs all of --tls-cert, --tls-key and --client-ca")
+    if tls_given and args.legacy_source_ip:
+        parser.error("--legacy-source-ip cannot be combined with --tls-cert/--tls-key/--client-ca")
+    if bool(args.issuer_cert) != bool(args.issuer_key):
+        parser.error("--issuer-cert and --issuer-key go together")
+    if args.issuer_cert and not tls_given:
+        parser.error("--issuer-cert/--issuer-key need mutual TLS (--tls-cert, --tls-key, --client-ca)")
+    if args.trusted_proxy and tls_given:
+        parser.error("--trusted-proxy applies only to --legacy-source-ip")
+    args.implicit_legacy = not tls_given and not args.legacy_source_ip
     if bool(args.etcd) == bool(args.embedded_etcd):
         parser.error("give either --etcd URL (repeatable) or --embedded-etcd --state-dir DIR")
     if args.embedded_etcd and args.state_dir is None:
@@ -66,8 +98,26 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
+def tls_config(args: argparse.Namespace) -> MetadTLS | None:
+    if not args.tls_cert:
+        return None
+    issuer = None
+    if args.issuer_cert:
+        issuer = pki.CertificateAuthority.load_pair(args.issuer_cert, args.issuer_key)
+    return MetadTLS(args.tls_cert, args.tls_key, args.client_ca, issuer)
+
+
 async def serve(args: argparse.Namespace) -> int:
     log = get_logger("pitrix.metad.main", listen_ip=args.listen_ip)
+    if args.implicit_legacy:
+        # Transitional: the runtime still starts metad without flags; once it passes
+        # --legacy-source-ip or the TLS flags, this becomes an error.
+        log.warning("no --tls-cert/--tls-key/--client-ca: serving with legacy source-address identity")
+    try:
+        tls = tls_config(args)
+    except pki.PKIError as exc:
+        log.error("cannot serve", error=str(exc))
+        return 1
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
@@ -94,7 +144,13 @@ async def serve(args: argparse.Namespace) -> int:
             endpoints = [await embedded.start()]
         store = await Store.connect(endpoints, prefix=args.prefix)
         metad = Metad(
-            store, args.listen_ip, args.instance_port, args.manage_port, wait_timeout=args.wait_timeout
+            store,
+            args.listen_ip,
+            args.instance_port,
+            args.manage_port,
+            wait_timeout=args.wait_timeout,
+            tls=tls,
+            trusted_proxies=args.trusted_proxy,
         )
         await metad.start()
         ready = {
@@ -104,6 +160,7 @@ async def serve(args: argparse.Namespace) -> int:
             "manage_url": metad.manage_url,
             "etcd": endpoints,
             "pid": os.getpid(),
+            "identity": metad.identity.mode,
         }
         sys.stdout.write(json.dumps(ready) + "\n")
         sys.stdout.flush()

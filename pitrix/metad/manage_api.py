@@ -10,12 +10,15 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import time
 from typing import Any
 
 from aiohttp import web
 
+from pitrix import pki
 from pitrix.logs import get_logger
 from pitrix.metad import data
+from pitrix.metad.identity import REVOKED_INSTANCES_ROOT, REVOKED_ROOT, Refused, management_allowed
 from pitrix.metad.mirror import Mirror
 from pitrix.metad.selfview import MAPPING_ROOT
 from pitrix.metad.tree import join_path, split_path
@@ -25,6 +28,7 @@ MIRROR_KEY = web.AppKey("mirror", Mirror)
 STORE_KEY = web.AppKey("store", Store)
 KEEPALIVE_KEY = web.AppKey("keepalive", float)
 CLOSING_KEY = web.AppKey("closing", asyncio.Event)
+REQUIRE_CERT_KEY = web.AppKey("require_cert", bool)
 MAX_BODY = 64 * 1024 * 1024
 MAPPING_FIELDS = ("instance_id", "cluster_id", "role", "ip")
 REPLACE_ATTEMPTS = 5
@@ -203,6 +207,85 @@ async def mapping_delete(request: web.Request) -> web.Response:
     return await _commit(request, data.delete_ops(f"{MAPPING_ROOT}/{iid}"))
 
 
+# -- /v1/revoked, /v1/revoked-instances ----------------------------------------------------------
+
+
+@web.middleware
+async def runtime_only(request: web.Request, handler: Any) -> web.StreamResponse:
+    """With TLS on, only the runtime's management certificate gets in (healthz aside, for probes)."""
+    if request.app[REQUIRE_CERT_KEY] and request.path != "/healthz":
+        try:
+            management_allowed(request, request.app[MIRROR_KEY])
+        except Refused as exc:
+            _log.info("management refused", reason=str(exc), peer=request.remote)
+            response = _error(403, str(exc))
+            response.force_close()
+            return response
+    return await handler(request)
+
+
+async def revoked_list(request: web.Request) -> web.Response:
+    node = request.app[MIRROR_KEY].tree.live(REVOKED_ROOT)
+    serials = sorted(name for name, _ in node.live_children()) if node is not None else []
+    node = request.app[MIRROR_KEY].tree.live(REVOKED_INSTANCES_ROOT)
+    instances = sorted(name for name, _ in node.live_children()) if node is not None else []
+    return web.json_response({"serials": serials, "instances": instances})
+
+
+async def _optional_body(request: web.Request) -> Any:
+    raw = await request.read()
+    if not raw.strip():
+        return {}
+    try:
+        doc = json.loads(raw)
+    except ValueError as exc:
+        raise data.BadDocument("body", f"is not valid JSON ({exc})") from exc
+    if not isinstance(doc, dict):
+        raise data.BadDocument("body", "must be a JSON object")
+    return doc
+
+
+async def revoke_serial(request: web.Request) -> web.Response:
+    """Refuse a certificate from now on; its holder's open long-polls are answered 403 at once."""
+    try:
+        serial = pki.parse_serial(request.match_info["serial"])
+        doc = await _optional_body(request)
+    except pki.PKIError as exc:
+        return _error(400, str(exc), field=exc.field)
+    except data.BadDocument as exc:
+        return _error(400, str(exc), field=exc.field)
+    doc.setdefault("revoked_at", time.time())
+    key = f"{REVOKED_ROOT}/{pki.serial_hex(serial)}"
+    return await _commit(request, [Op("put", key, json.dumps(doc).encode())])
+
+
+async def unrevoke_serial(request: web.Request) -> web.Response:
+    try:
+        serial = pki.parse_serial(request.match_info["serial"])
+    except pki.PKIError as exc:
+        return _error(400, str(exc), field=exc.field)
+    return await _commit(request, [Op("delete", f"{REVOKED_ROOT}/{pki.serial_hex(serial)}")])
+
+
+async def revoke_instance(request: web.Request) -> web.Response:
+    """Refuse every certificate naming an instance (scale-in, delete), whatever its serial."""
+    try:
+        iid = _iid(request)
+        doc = await _optional_body(request)
+    except data.BadDocument as exc:
+        return _error(400, str(exc), field=exc.field)
+    doc.setdefault("revoked_at", time.time())
+    return await _commit(request, [Op("put", f"{REVOKED_INSTANCES_ROOT}/{iid}", json.dumps(doc).encode())])
+
+
+async def unrevoke_instance(request: web.Request) -> web.Response:
+    try:
+        iid = _iid(request)
+    except data.BadDocument as exc:
+        return _error(400, str(exc), field=exc.field)
+    return await _commit(request, [Op("delete", f"{REVOKED_INSTANCES_ROOT}/{iid}")])
+
+
 # -- /v1/watch ------------------------------------------------------------------------------------
 
 
@@ -289,8 +372,11 @@ async def watch(request: web.Request) -> web.StreamResponse:
     return response
 
 
-def build_app(mirror: Mirror, store: Store, keepalive: float, closing: asyncio.Event) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY)
+def build_app(
+    mirror: Mirror, store: Store, keepalive: float, closing: asyncio.Event, require_cert: bool = False
+) -> web.Application:
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[runtime_only])
+    app[REQUIRE_CERT_KEY] = require_cert
     app[MIRROR_KEY] = mirror
     app[STORE_KEY] = store
     app[KEEPALIVE_KEY] = keepalive
@@ -305,4 +391,9 @@ def build_app(mirror: Mirror, store: Store, keepalive: float, closing: asyncio.E
     app.router.add_put("/v1/mapping/{iid}", mapping_put)
     app.router.add_delete("/v1/mapping/{iid}", mapping_delete)
     app.router.add_get("/v1/watch", watch)
+    app.router.add_get("/v1/revoked", revoked_list)
+    app.router.add_put("/v1/revoked/{serial}", revoke_serial)
+    app.router.add_delete("/v1/revoked/{serial}", unrevoke_serial)
+    app.router.add_put("/v1/revoked-instances/{iid}", revoke_instance)
+    app.router.add_delete("/v1/revoked-instances/{iid}", unrevoke_instance)
     return app

@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 
 from aiohttp import web
 
+from pitrix import pki
 from pitrix.logs import get_logger
 from pitrix.metad import instance_api, manage_api
+from pitrix.metad.identity import CertificateIdentity, Identity, SourceIPIdentity
 from pitrix.metad.leases import HeartbeatLeases
 from pitrix.metad.mirror import Mirror
+from pitrix.metad.tls import MetadTLS
 from pitrix.store import Store
 
 DEFAULT_WAIT_TIMEOUT = 60.0
@@ -21,7 +25,13 @@ class MetadError(Exception):
 
 
 class Metad:
-    """Both APIs of one metad, bound to ``listen_ip``; port 0 picks a free port (tests)."""
+    """Both APIs of one metad, bound to ``listen_ip``; port 0 picks a free port (tests).
+
+    With ``tls`` both ports speak HTTPS and require a client certificate: instances are who their
+    certificate names, and only the runtime's certificate reaches the management API. Without it
+    metad runs metad's legacy model (identity = source address, management API open to whoever
+    reaches its port), which the CLI offers only behind ``--legacy-source-ip``.
+    """
 
     def __init__(
         self,
@@ -32,12 +42,25 @@ class Metad:
         *,
         wait_timeout: float = DEFAULT_WAIT_TIMEOUT,
         keepalive: float = DEFAULT_KEEPALIVE,
+        tls: MetadTLS | None = None,
+        trusted_proxies: Iterable[str] = (),
     ) -> None:
         for name, port in (("instance_port", instance_port), ("manage_port", manage_port)):
             if not isinstance(port, int) or not 0 <= port <= 65535:
                 raise MetadError(f"{name}: {port!r} is not a TCP port (0..65535)")
         if wait_timeout <= 0:
             raise MetadError(f"wait_timeout: {wait_timeout!r} must be positive")
+        self.tls = tls
+        try:
+            self._ssl = tls.server_context() if tls is not None else None
+        except pki.PKIError as exc:
+            raise MetadError(str(exc)) from None
+        try:
+            self.identity: Identity = (
+                CertificateIdentity() if tls is not None else SourceIPIdentity(trusted_proxies)
+            )
+        except ValueError as exc:
+            raise MetadError(f"trusted_proxies: {exc}") from None
         self.store = store
         self.listen_ip = listen_ip
         self.mirror = Mirror(store)
@@ -54,7 +77,8 @@ class Metad:
         if which not in self._bound:
             raise MetadError("metad is not started")
         host = f"[{self.listen_ip}]" if ":" in self.listen_ip else self.listen_ip
-        return f"http://{host}:{self._bound[which]}"
+        scheme = "https" if self._ssl is not None else "http"
+        return f"{scheme}://{host}:{self._bound[which]}"
 
     @property
     def instance_url(self) -> str:
@@ -67,8 +91,17 @@ class Metad:
     async def start(self) -> None:
         await self.mirror.start()
         apps = {
-            "instance": instance_api.build_app(self.mirror, self.store, self.leases, self._wait_timeout),
-            "manage": manage_api.build_app(self.mirror, self.store, self._keepalive, self._closing),
+            "instance": instance_api.build_app(
+                self.mirror,
+                self.store,
+                self.leases,
+                self._wait_timeout,
+                self.identity,
+                self.tls.issuer if self.tls is not None else None,
+            ),
+            "manage": manage_api.build_app(
+                self.mirror, self.store, self._keepalive, self._closing, require_cert=self._ssl is not None
+            ),
         }
         try:
             for which, app in apps.items():
@@ -81,7 +114,9 @@ class Metad:
                 )
                 await runner.setup()
                 self._runners[which] = runner
-                site = web.TCPSite(runner, self.listen_ip, self._ports[which], backlog=4096)
+                site = web.TCPSite(
+                    runner, self.listen_ip, self._ports[which], backlog=4096, ssl_context=self._ssl
+                )
                 try:
                     await site.start()
                 except OSError as exc:

@@ -1,0 +1,171 @@
+"""Who is asking: the instance a request comes from, proven by its client certificate.
+
+With mutual TLS the certificate's CN (instance id), OU (cluster id) and O (owner) must all agree
+with the instance's mapping and its cluster's recorded owner, and its serial (or the instance as a
+whole) must not be revoked. Headers never identify anybody. Source-IP identity (metad's model)
+is the opt-in legacy mode; there ``X-Forwarded-For`` counts only when the peer is a trusted proxy.
+
+Revocations live in etcd (``/_pitrix/revoked/<serial>``, ``/_pitrix/revoked-instances/<iid>``),
+so every metad of a metadata cluster sees them, and a held long-poll depends on its caller's
+revocation keys: revoking wakes it, and the re-check refuses it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import json
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from pitrix.metad.mirror import Mirror
+from pitrix.metad.selfview import CLUSTERS_ROOT, Mapping
+from pitrix.pki import Subject, serial_hex
+
+REVOKED_ROOT = "/_pitrix/revoked"
+REVOKED_INSTANCES_ROOT = "/_pitrix/revoked-instances"
+
+
+class Refused(Exception):
+    """The caller cannot be identified or is not allowed; the API answers 403."""
+
+
+@dataclass(frozen=True, slots=True)
+class PeerCertificate:
+    subject: Subject
+    serial: int
+
+    @property
+    def revocation_key(self) -> str:
+        return f"{REVOKED_ROOT}/{serial_hex(self.serial)}"
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """An identified instance: its mapping, and the certificate it proved that with (None: legacy)."""
+
+    mapping: Mapping
+    cert: PeerCertificate | None
+
+    def dependencies(self) -> list[str]:
+        """Keys whose change may withdraw this caller's right to an answer."""
+        deps = [self.mapping.key]
+        if self.cert is not None:
+            deps.append(self.cert.revocation_key)
+            deps.append(f"{REVOKED_INSTANCES_ROOT}/{self.mapping.instance_id}")
+            deps.append(f"{CLUSTERS_ROOT}/{self.mapping.cluster_id}/cluster/owner")
+        return deps
+
+
+def peer_certificate(request: web.Request) -> PeerCertificate | None:
+    """The verified client certificate of the request's connection, if it presented one."""
+    transport = request.transport
+    if transport is None:
+        return None
+    ssl_object = transport.get_extra_info("ssl_object")
+    if ssl_object is None:
+        return None
+    info = ssl_object.getpeercert()
+    if not info:
+        return None
+    fields: dict[str, str] = {}
+    for rdn in info.get("subject", ()):
+        for name, value in rdn:
+            fields.setdefault(name, value)
+    try:
+        serial = int(info.get("serialNumber", ""), 16)
+    except ValueError:
+        return None
+    subject = Subject(
+        cn=fields.get("commonName", ""),
+        o=fields.get("organizationName"),
+        ou=fields.get("organizationalUnitName"),
+    )
+    return PeerCertificate(subject, serial)
+
+
+def is_revoked(mirror: Mirror, cert: PeerCertificate) -> bool:
+    if mirror.tree.live(cert.revocation_key) is not None:
+        return True
+    return mirror.tree.live(f"{REVOKED_INSTANCES_ROOT}/{cert.subject.cn}") is not None
+
+
+class CertificateIdentity:
+    """Identity from the verified client certificate, checked against the mapping and owner."""
+
+    mode = "certificate"
+
+    def identify(self, request: web.Request, mirror: Mirror) -> Caller:
+        cert = peer_certificate(request)
+        if cert is None:
+            raise Refused("a client certificate is required")
+        if is_revoked(mirror, cert):
+            raise Refused(f"certificate {serial_hex(cert.serial)} of {cert.subject.cn} is revoked")
+        subject = cert.subject
+        mapping = mirror.mappings.get(subject.cn)
+        if mapping is None:
+            raise Refused(f"certificate names {subject.cn!r}, which is not a mapped instance")
+        if subject.ou != mapping.cluster_id:
+            raise Refused(f"certificate's cluster {subject.ou!r} is not {subject.cn}'s cluster")
+        owner = mirror.tree.text(f"{mapping.cluster}/cluster/owner")
+        if not owner or subject.o != owner:
+            raise Refused(f"certificate's owner {subject.o!r} does not own cluster {mapping.cluster_id}")
+        return Caller(mapping, cert)
+
+
+class SourceIPIdentity:
+    """metad's legacy model: the caller is the instance mapped to the connection's source address."""
+
+    mode = "source-ip"
+
+    def __init__(self, trusted_proxies: Iterable[str] = ()) -> None:
+        self.trusted_proxies = frozenset(str(ipaddress.ip_address(p)) for p in trusted_proxies)
+
+    def source(self, request: web.Request) -> str | None:
+        transport = request.transport
+        peer = transport.get_extra_info("peername") if transport is not None else None
+        address = peer[0] if peer else None
+        if address is None or address not in self.trusted_proxies:
+            return address
+        # Behind trusted proxies: the rightmost address a trusted proxy did not add is the client.
+        hops = [h.strip() for h in ",".join(request.headers.getall("X-Forwarded-For", [])).split(",")]
+        for hop in reversed([h for h in hops if h]):
+            try:
+                hop = str(ipaddress.ip_address(hop))
+            except ValueError:
+                return None
+            if hop not in self.trusted_proxies:
+                return hop
+        return None
+
+    def identify(self, request: web.Request, mirror: Mirror) -> Caller:
+        address = self.source(request)
+        mapping = mirror.identify(address)
+        if mapping is None:
+            raise Refused(f"unknown caller {address}: no instance maps to it")
+        return Caller(mapping, None)
+
+
+Identity = CertificateIdentity | SourceIPIdentity
+
+
+def management_allowed(request: web.Request, mirror: Mirror) -> None:
+    """Raise Refused unless the connection carries the runtime's (unrevoked) management certificate."""
+    cert = peer_certificate(request)
+    if cert is None:
+        raise Refused("the management API needs the runtime's client certificate")
+    if not cert.subject.is_management:
+        raise Refused(f"certificate {cert.subject.cn!r} (OU {cert.subject.ou!r}) is not the runtime's")
+    if mirror.tree.live(cert.revocation_key) is not None:
+        raise Refused(f"certificate {serial_hex(cert.serial)} is revoked")
+
+
+def refusal(reason: str, headers: dict[str, str] | None = None) -> web.Response:
+    response = web.Response(
+        status=403,
+        text=json.dumps({"error": reason, "code": 403}),
+        content_type="application/json",
+        headers=headers,
+    )
+    return response
