@@ -29,24 +29,63 @@ STATES = [
 ]
 
 # States whose entry starts a plan; the plan's end fires `finish` (or `fail`).
-TRANSITIONAL = ["creating", "scaling_out", "scaling_in", "deleting"]
+TRANSITIONAL = [
+    "creating",
+    "stopping",
+    "starting",
+    "scaling_out",
+    "scaling_in",
+    "updating",
+    "recovering",
+    "deleting",
+]
 
 # Which action starts which transitional state (used by retry to pick its destination).
 ACTION_STATE = {
     "create": "creating",
+    "stop": "stopping",
+    "start": "starting",
     "scale_out": "scaling_out",
     "scale_in": "scaling_in",
+    "update_env": "updating",
+    "recover": "recovering",
     "delete": "deleting",
 }
 
-_FINISH = {"creating": "active", "scaling_out": "active", "scaling_in": "active", "deleting": "deleted"}
+_FINISH = {
+    "creating": "active",
+    "stopping": "stopped",
+    "starting": "active",
+    "scaling_out": "active",
+    "scaling_in": "active",
+    "updating": "active",
+    "recovering": "active",
+    "deleting": "deleted",
+}
+
+# The actions an operator may ask for (finish and fail are the supervisor's).
+USER_ACTIONS = [
+    "create",
+    "start",
+    "stop",
+    "scale_out",
+    "scale_in",
+    "update_env",
+    "recover",
+    "retry",
+    "delete",
+]
 
 
 def _transitions() -> list[dict[str, Any]]:
     table: list[dict[str, Any]] = [
         {"trigger": "create", "source": "pending", "dest": "creating"},
+        {"trigger": "stop", "source": "active", "dest": "stopping"},
+        {"trigger": "start", "source": "stopped", "dest": "starting"},
         {"trigger": "scale_out", "source": "active", "dest": "scaling_out"},
         {"trigger": "scale_in", "source": "active", "dest": "scaling_in"},
+        {"trigger": "update_env", "source": "active", "dest": "updating"},
+        {"trigger": "recover", "source": "active", "dest": "recovering"},
         {"trigger": "delete", "source": ["pending", "active", "failed", "stopped"], "dest": "deleting"},
         {"trigger": "fail", "source": TRANSITIONAL, "dest": "failed"},
     ]
@@ -120,8 +159,7 @@ class Lifecycle:
         self.machine.set_state(state, model)
 
     def allowed_actions(self, model: ClusterModel) -> list[str]:
-        user_actions = ["create", "scale_out", "scale_in", "delete", "retry"]
-        return [a for a in user_actions if self.machine.get_transitions(trigger=a, source=model.state)]
+        return [a for a in USER_ACTIONS if self.machine.get_transitions(trigger=a, source=model.state)]
 
     @staticmethod
     def finish_state(state: str) -> str:

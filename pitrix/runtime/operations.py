@@ -140,6 +140,25 @@ class ClusterOperations:
                 await self.save(node.model_copy(update={"ip": ip, "status": "running"}))
         return f"{len(nodes)} running"
 
+    async def _instance_ids(self, node_ids: list[str]) -> list[str]:
+        nodes = await self.members(node_ids)
+        missing = [n.node_id for n in nodes if not n.instance_id]
+        if missing:
+            raise OperationError(f"nodes {', '.join(missing)} have no instance")
+        return [n.instance_id for n in nodes]
+
+    async def stop_instances(self, node_ids: list[str]) -> str:
+        """Stop the nodes' instances (the provider skips those already stopped)."""
+        ids = await self._instance_ids(node_ids)
+        await self.provider.stop_instances(ids)
+        return f"{len(ids)} instances stopped"
+
+    async def start_instances(self, node_ids: list[str]) -> str:
+        """Start the nodes' instances (the provider skips those already running)."""
+        ids = await self._instance_ids(node_ids)
+        await self.provider.start_instances(ids)
+        return f"{len(ids)} instances started"
+
     async def terminate(self, node_ids: list[str] | None = None) -> str:
         """Terminate the nodes' instances (all of the cluster's when ``node_ids`` is None)."""
         nodes = await self.nodes() if node_ids is None else await self.members(node_ids)

@@ -14,10 +14,17 @@ from pitrix.runtime.records import Cluster, Job
 
 
 def _service_steps(
-    plan: Plan, ops: ClusterOperations, cluster: Cluster, service: str, node_ids: list[str]
+    plan: Plan,
+    ops: ClusterOperations,
+    cluster: Cluster,
+    service: str,
+    node_ids: list[str],
+    *,
+    reverse: bool = False,
 ) -> None:
-    """One layer per ``order`` group of roles defining ``service``."""
-    for roles in service_layers(cluster, service):
+    """One layer per ``order`` group of roles defining ``service`` (last group first if ``reverse``)."""
+    layers = service_layers(cluster, service)
+    for roles in reversed(layers) if reverse else layers:
         members = [n for n in node_ids if n.rsplit("-", 1)[0] in roles]
         if members:
             plan.then(as_step(f"{service}:{'+'.join(roles)}", ops.run_service, service, members))
@@ -37,6 +44,32 @@ def create_plan(cluster: Cluster, job: Job, ops: ClusterOperations) -> Plan:
     plan.then(as_step("register", ops.register, nodes))
     plan.then(as_step("wait-agents", ops.wait_agents, nodes))
     _service_steps(plan, ops, cluster, "init", nodes)
+    _service_steps(plan, ops, cluster, "start", nodes)
+    plan.then(as_step("converge", ops.converge, nodes))
+    return plan
+
+
+def stop_plan(cluster: Cluster, job: Job, ops: ClusterOperations) -> Plan:
+    """Services stop in reverse role order (an lb before its web nodes), then the instances."""
+    nodes = all_node_ids(cluster)
+    plan = Plan("stop")
+    _service_steps(plan, ops, cluster, "stop", nodes, reverse=True)
+    plan.then(as_step("stop-instances", ops.stop_instances, nodes))
+    return plan
+
+
+def start_plan(cluster: Cluster, job: Job, ops: ClusterOperations) -> Plan:
+    """Instances boot (their userdata starts the agents again), then services start in role order.
+
+    A stopped node's last heartbeat may still be in metad until its lease runs out, so the agents
+    prove they are back by applying a fresh revision, not by a heartbeat key being present.
+    """
+    nodes = all_node_ids(cluster)
+    plan = Plan("start")
+    plan.then(as_step("start-instances", ops.start_instances, nodes))
+    plan.then(as_step("wait-running", ops.wait_running, nodes))
+    plan.then(as_step("register", ops.register, nodes))
+    plan.then(as_step("wait-agents", ops.converge, nodes))
     _service_steps(plan, ops, cluster, "start", nodes)
     plan.then(as_step("converge", ops.converge, nodes))
     return plan
@@ -85,4 +118,10 @@ def delete_plan(cluster: Cluster, job: Job, ops: ClusterOperations, release: Ste
     return plan
 
 
-BUILDERS = {"create": create_plan, "scale_out": scale_out_plan, "scale_in": scale_in_plan}
+BUILDERS = {
+    "create": create_plan,
+    "stop": stop_plan,
+    "start": start_plan,
+    "scale_out": scale_out_plan,
+    "scale_in": scale_in_plan,
+}

@@ -223,6 +223,16 @@ class RuntimeService:
             cluster, self._model(cid), action, {"role": role, "from": current, "to": count}
         )
 
+    async def stop_cluster(self, cid: str, owner: str | None = None) -> Job:
+        """Stop services (reverse role order) and instances; the cluster keeps its nodes."""
+        cluster = await self.get_cluster(cid, owner)
+        return await self._act(cluster, self._model(cid), "stop", {})
+
+    async def start_cluster(self, cid: str, owner: str | None = None) -> Job:
+        """Start a stopped cluster's instances, wait for their agents, start services in role order."""
+        cluster = await self.get_cluster(cid, owner)
+        return await self._act(cluster, self._model(cid), "start", {})
+
     async def delete_cluster(self, cid: str, owner: str | None = None) -> Job:
         cluster = await self.get_cluster(cid, owner)
         return await self._act(cluster, self._model(cid), "delete", {})

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from pitrix.runtime.machine import TRANSITIONAL, Lifecycle, LifecycleError
+from pitrix.runtime.machine import ACTION_STATE, TRANSITIONAL, Lifecycle, LifecycleError
 
 
 @pytest.fixture
@@ -58,7 +58,7 @@ def test_unknown_action_is_refused(lifecycle: Lifecycle) -> None:
         lifecycle.apply(model, "explode")
 
 
-@pytest.mark.parametrize("target", ["creating", "scaling_out", "scaling_in", "deleting"])
+@pytest.mark.parametrize("target", sorted(set(ACTION_STATE.values())))
 def test_retry_reenters_the_failed_jobs_state(lifecycle: Lifecycle, target: str) -> None:
     model = lifecycle.add("c", "failed")
     assert lifecycle.apply(model, "retry", target) == ("failed", target)
@@ -66,7 +66,9 @@ def test_retry_reenters_the_failed_jobs_state(lifecycle: Lifecycle, target: str)
 
 def test_refusal_lists_what_is_allowed(lifecycle: Lifecycle) -> None:
     model = lifecycle.add("c", "active")
-    with pytest.raises(LifecycleError, match="allowed now: scale_out, scale_in, delete"):
+    with pytest.raises(
+        LifecycleError, match="allowed now: stop, scale_out, scale_in, update_env, recover, delete"
+    ):
         lifecycle.apply(model, "create")
 
 
@@ -83,3 +85,43 @@ def test_every_transitional_state_can_finish_and_fail(lifecycle: Lifecycle) -> N
         model = lifecycle.add(state, state)
         lifecycle.apply(model, "fail")
         assert model.state == "failed"
+
+
+@pytest.mark.parametrize(
+    ("state", "action", "after"),
+    [
+        ("active", "stop", "stopping"),
+        ("stopped", "start", "starting"),
+        ("active", "update_env", "updating"),
+        ("active", "recover", "recovering"),
+        ("stopped", "delete", "deleting"),
+    ],
+)
+def test_lifecycle_actions(lifecycle: Lifecycle, state: str, action: str, after: str) -> None:
+    model = lifecycle.add("c", state)
+    assert lifecycle.apply(model, action) == (state, after)
+
+
+@pytest.mark.parametrize(
+    ("state", "action"),
+    [
+        ("stopped", "stop"),
+        ("active", "start"),
+        ("stopped", "scale_out"),
+        ("stopped", "update_env"),
+        ("stopping", "start"),
+        ("starting", "stop"),
+        ("updating", "recover"),
+        ("recovering", "update_env"),
+    ],
+)
+def test_refused_actions_change_nothing(lifecycle: Lifecycle, state: str, action: str) -> None:
+    model = lifecycle.add("c", state)
+    with pytest.raises(LifecycleError, match=f"cannot {action} a cluster that is {state}"):
+        lifecycle.apply(model, action)
+    assert model.state == state
+
+
+def test_stopped_and_started_finish_where_expected() -> None:
+    assert Lifecycle.finish_state("stopping") == "stopped"
+    assert Lifecycle.finish_state("starting") == "active"
