@@ -23,6 +23,7 @@ from simulator.fleet import Fleet
 from simulator.images import ImageCatalog
 from simulator.network import LOOPBACK, AddressPool
 from simulator.qingcloud_api import QingCloudApi
+from simulator.vm import SSH_PORT
 
 _KEY_ALPHABET = string.ascii_uppercase
 _SECRET_ALPHABET = string.ascii_letters + string.digits
@@ -68,6 +69,9 @@ class Simulator:
         images_dirs: list[Path] | None = None,
         credentials: dict[str, str] | None = None,
         zone: str = "sim1",
+        light: bool = False,
+        ssh_port: int = SSH_PORT,
+        fault_seed: int | None = None,
     ) -> None:
         if not zone:
             raise ValueError("zone: must not be empty")
@@ -82,8 +86,13 @@ class Simulator:
         )
         self.pool = AddressPool(network)
         self.images = ImageCatalog(images_dirs)
-        self.faults = Faults()
-        self.fleet = Fleet(self.state_dir, self.pool, self.images, zone)
+        if not 0 < ssh_port < 65536:
+            raise ValueError(f"ssh_port: {ssh_port} is not a TCP port")
+        self.light = light
+        self.faults = Faults(fault_seed)
+        self.fleet = Fleet(
+            self.state_dir, self.pool, self.images, zone, faults=self.faults, light=light, ssh_port=ssh_port
+        )
         self._runner: web.AppRunner | None = None
         self._url = ""
         self._log = get_logger("simulator", zone=zone)
@@ -118,7 +127,7 @@ class Simulator:
         )
         app = web.Application()
         app.add_routes(api.routes())
-        app.add_routes(AdminApi(self.ledger, self.faults).routes())
+        app.add_routes(AdminApi(self.fleet, self.faults).routes())
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)

@@ -2,7 +2,13 @@
 
 Operations answer at once and leave the work to a background task, with a job to follow it, as
 QingCloud does. Every VM has a lock so a terminate arriving during a boot waits for the boot rather
-than racing it on the VM's directory.
+than racing it on the VM's directory. Each running VM also has an SSH server here (see
+:mod:`simulator.ssh`), started after its disk is ready and stopped before its processes are killed.
+
+Faults on one VM are methods here: ``crash`` (processes killed, SSH silent, status stays
+``running`` as a guest crash looks to a cloud: only a restart, or stop and start, revives it),
+``slow`` (SSH commands wait before running), ``cut``/``heal`` (the VM's agent frozen: SIGSTOP of its
+``pitrix-agent`` processes in full mode, its in-process agent stopped in light mode).
 """
 
 from __future__ import annotations
@@ -10,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import shutil
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,11 +24,21 @@ from typing import Any
 
 from pitrix.logs import get_logger
 from simulator.errors import BAD_STATUS, NOT_FOUND, QUOTA_EXCEEDED, ApiError
+from simulator.faults import Faults
 from simulator.images import ImageCatalog, ImageNotFound
 from simulator.jobs import Job, JobBook, resource_id
+from simulator.keypairs import KeyPairBook
+from simulator.light_agent import LightAgent
 from simulator.network import AddressPool, NetworkError
-from simulator.processes import kill_vm_processes
+from simulator.processes import AGENT_MARKERS, kill_vm_processes, signal_vm_processes
+from simulator.ssh import VmSshServer, console_text
 from simulator.vm import SSH_PORT, VM, now_iso
+
+GONE = ("terminated", "ceased")
+
+
+class BootFailure(RuntimeError):
+    """An injected boot failure (the boot-failure-rate fault)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,13 +59,28 @@ def _mac(ip: str) -> str:
 
 
 class Fleet:
-    def __init__(self, state_dir: Path, pool: AddressPool, images: ImageCatalog, zone: str) -> None:
+    def __init__(
+        self,
+        state_dir: Path,
+        pool: AddressPool,
+        images: ImageCatalog,
+        zone: str,
+        *,
+        faults: Faults | None = None,
+        light: bool = False,
+        ssh_port: int = SSH_PORT,
+    ) -> None:
         self.vms_dir = state_dir / "vms"
         self.pool = pool
         self.images = images
         self.zone = zone
+        self.faults = faults if faults is not None else Faults()
+        self.light = light
+        self.ssh_port = ssh_port
         self.jobs = JobBook()
+        self.keypairs = KeyPairBook()
         self._vms: dict[str, VM] = {}
+        self._ssh: dict[str, VmSshServer] = {}
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._log = get_logger("simulator.fleet", zone=zone)
@@ -69,7 +101,7 @@ class Fleet:
 
     async def shutdown(self) -> None:
         """Terminate every VM that is not terminated yet and wait for all background work."""
-        alive = [vm.instance_id for vm in self._vms.values() if vm.status not in ("terminated", "ceased")]
+        alive = [vm.instance_id for vm in self._vms.values() if vm.status not in GONE]
         if alive:
             try:
                 await self._terminate_many(alive)
@@ -117,6 +149,7 @@ class Fleet:
             image_dir = self.images.find(request.image_id)
         except ImageNotFound as exc:
             raise ApiError(NOT_FOUND, f"ResourceNotFound, {exc}") from None
+        keypairs = self.keypairs.existing(list(request.keypair_ids))
         addresses: list[str] = []
         try:
             for _ in range(request.count):
@@ -143,10 +176,12 @@ class Fleet:
                 login_mode=request.login_mode,
                 keypair_ids=list(request.keypair_ids),
                 userdata=request.userdata,
+                light=self.light,
             )
             self._vms[iid] = vm
             self._locks[iid] = asyncio.Lock()
             created.append(iid)
+        self.keypairs.attach(keypairs, created)
         job = self.jobs.new("RunInstances", created)
         self._log.info("fleet.run", instance_ids=created, image=request.image_id, name=request.name)
 
@@ -166,19 +201,60 @@ class Fleet:
     async def _boot(self, iid: str, *, first: bool) -> None:
         vm = self._vms[iid]
         async with self._locks[iid]:
-            if vm.status in ("terminated", "ceased") or vm.transition_status == "terminating":
+            if vm.status in GONE or vm.transition_status == "terminating":
                 return
             try:
+                delay = self.faults.boot_delay()
+                if delay > 0:
+                    await asyncio.sleep(delay)  # the boot-delay fault: a slow hypervisor
+                if self.faults.boot_fails():
+                    raise BootFailure(f"instance [{iid}] failed to boot (injected boot failure)")
                 await vm.boot()
+                await self._start_ssh(vm)
             except Exception:
-                await vm.halt()
+                await self._power_off(vm)
                 vm.set_status("stopped")  # QingCloud leaves a failed boot halted, not running
                 raise
+
+    async def _start_ssh(self, vm: VM) -> None:
+        assert vm.host_key is not None
+        server = VmSshServer(
+            instance_id=vm.instance_id,
+            ip=vm.ip,
+            port=self.ssh_port,
+            root=vm.root,
+            environ=vm.environ(),
+            host_key=vm.host_key,
+            accepted_keys=lambda: self.keypairs.keys_of(vm.instance_id),
+            command_delay=lambda: vm.command_delay,
+            light=vm.light,
+        )
+        await server.start()
+        self._ssh[vm.instance_id] = server
+
+    async def _stop_ssh(self, vm: VM) -> None:
+        server = self._ssh.pop(vm.instance_id, None)
+        if server is not None:
+            await server.stop()
+
+    async def _quiesce(self, vm: VM) -> None:
+        """Before killing a VM's processes: SSH down, light agent ended, a frozen agent thawed
+        (a stopped process would sit on SIGTERM until the grace period ran out)."""
+        await self._stop_ssh(vm)
+        await vm.stop_agent()
+        if vm.cut_off and not vm.light:
+            await asyncio.to_thread(signal_vm_processes, {vm.instance_id}, signal.SIGCONT, AGENT_MARKERS)
+        vm.cut_off = False
+
+    async def _power_off(self, vm: VM) -> int:
+        """SSH down, agent and processes dead; the disk stays."""
+        await self._quiesce(vm)
+        return await vm.halt()
 
     def terminate(self, instance_ids: list[str]) -> Job:
         vms = self._existing(instance_ids)
         for vm in vms:
-            if vm.status in ("terminated", "ceased") or vm.transition_status == "terminating":
+            if vm.status in GONE or vm.transition_status == "terminating":
                 raise ApiError(
                     BAD_STATUS, f"ResourceStatusError, instance [{vm.instance_id}] is already terminated"
                 )
@@ -203,11 +279,14 @@ class Fleet:
     async def _terminate_many(self, iids: list[str]) -> None:
         """Kill the VMs' processes in one sweep of /proc, then remove their disks and addresses."""
         async with self._locked(iids):
-            vms = [self._vms[i] for i in iids if self._vms[i].status not in ("terminated", "ceased")]
+            vms = [self._vms[i] for i in iids if self._vms[i].status not in GONE]
             for vm in vms:
                 vm.transition_status = "terminating"
+                await self._quiesce(vm)
             await kill_vm_processes({vm.instance_id for vm in vms})
             for vm in vms:
+                self.keypairs.forget_instance(vm.instance_id)
+                vm.keypair_ids = []
                 await vm.collect_userdata()
                 await vm.remove_disk()
                 self.pool.release(vm.ip)
@@ -236,6 +315,8 @@ class Fleet:
     async def _stop_many(self, iids: list[str]) -> None:
         async with self._locked(iids):
             vms = [self._vms[i] for i in iids if self._vms[i].status == "running"]
+            for vm in vms:
+                await self._quiesce(vm)
             killed = await kill_vm_processes({vm.instance_id for vm in vms})
             for vm in vms:
                 await vm.collect_userdata()
@@ -265,6 +346,127 @@ class Fleet:
         self._spawn(job, start_all)
         return job
 
+    def restart(self, instance_ids: list[str]) -> Job:
+        """Power-cycle running instances: processes killed, userdata run again, status ``running``."""
+        vms = self._existing(instance_ids)
+        for vm in vms:
+            if vm.status != "running" or vm.transition_status:
+                raise ApiError(
+                    BAD_STATUS,
+                    f"ResourceStatusError, instance [{vm.instance_id}] is [{vm.status}], not running",
+                )
+        for vm in vms:
+            vm.transition_status = "restarting"
+        job = self.jobs.new("RestartInstances", instance_ids)
+
+        async def restart_all() -> None:
+            async with self._locked([vm.instance_id for vm in vms]):
+                for vm in vms:
+                    await self._quiesce(vm)
+                await kill_vm_processes({vm.instance_id for vm in vms})
+                for vm in vms:
+                    await vm.collect_userdata()
+            results = await asyncio.gather(
+                *(self._boot(vm.instance_id, first=False) for vm in vms), return_exceptions=True
+            )
+            failures = [r for r in results if isinstance(r, BaseException)]
+            if failures:
+                raise RuntimeError(f"{len(failures)} instances failed to restart: {failures[0]}")
+
+        self._spawn(job, restart_all)
+        return job
+
+    # -- key pairs -----------------------------------------------------------------------------------
+
+    def _keypair_job(self, action: str, keypair_ids: list[str], instance_ids: list[str]) -> Job:
+        pairs = self.keypairs.existing(keypair_ids)
+        vms = self._existing(instance_ids)
+        for vm in vms:
+            if vm.status in GONE or vm.transition_status == "terminating":
+                raise ApiError(
+                    BAD_STATUS, f"ResourceStatusError, instance [{vm.instance_id}] is [{vm.status}]"
+                )
+        job = self.jobs.new(action, [*keypair_ids, *instance_ids])
+        if action == "AttachKeyPairs":
+            self.keypairs.attach(pairs, instance_ids)
+        else:
+            self.keypairs.detach(pairs, instance_ids)
+        for vm in vms:
+            vm.keypair_ids = [
+                p.keypair_id
+                for p in self.keypairs.describe(
+                    keypair_ids=[], search_word="", encrypt_method="", instance_id=vm.instance_id
+                )
+            ]
+
+        async def nothing_left() -> None:
+            return None  # the change above is what the next SSH login sees
+
+        self._spawn(job, nothing_left)
+        return job
+
+    def attach_keypairs(self, keypair_ids: list[str], instance_ids: list[str]) -> Job:
+        return self._keypair_job("AttachKeyPairs", keypair_ids, instance_ids)
+
+    def detach_keypairs(self, keypair_ids: list[str], instance_ids: list[str]) -> Job:
+        return self._keypair_job("DetachKeyPairs", keypair_ids, instance_ids)
+
+    # -- faults on one VM ----------------------------------------------------------------------------
+
+    def _running(self, instance_id: str) -> VM:
+        vm = self._existing([instance_id])[0]
+        if vm.status != "running" or vm.transition_status:
+            raise ApiError(BAD_STATUS, f"ResourceStatusError, instance [{instance_id}] is [{vm.status}]")
+        return vm
+
+    async def crash(self, instance_id: str) -> int:
+        """The guest dies: every process killed, SSH silent; the cloud still says ``running``."""
+        vm = self._running(instance_id)
+        async with self._locks[instance_id]:
+            killed = await self._power_off(vm)
+            vm.crashed = True
+        self._log.warning("fleet.crashed", instance_id=instance_id, processes=killed)
+        return killed
+
+    def slow(self, instance_id: str, seconds: float) -> None:
+        """Each later SSH command of this VM waits ``seconds`` first (0 ends the fault)."""
+        if not 0 <= seconds <= 3600:
+            raise ValueError(f"seconds: must be between 0 and 3600, got {seconds}")
+        self._existing([instance_id])[0].command_delay = float(seconds)
+
+    async def cut(self, instance_id: str) -> int:
+        """Freeze the VM's agent: it neither heartbeats nor watches nor reports until ``heal``."""
+        vm = self._running(instance_id)
+        if vm.crashed:
+            raise ApiError(BAD_STATUS, f"ResourceStatusError, instance [{instance_id}] has crashed")
+        vm.cut_off = True
+        if vm.light:
+            await vm.stop_agent()
+            return 1
+        return await asyncio.to_thread(signal_vm_processes, {instance_id}, signal.SIGSTOP, AGENT_MARKERS)
+
+    async def heal(self, instance_id: str) -> int:
+        vm = self._existing([instance_id])[0]
+        if not vm.cut_off:
+            return 0
+        vm.cut_off = False
+        if vm.light:
+            if vm.status == "running" and vm.agent is None:
+                vm.agent = await LightAgent.start_if_configured(vm.root, vm.environ())
+            return 1
+        return await asyncio.to_thread(signal_vm_processes, {instance_id}, signal.SIGCONT, AGENT_MARKERS)
+
+    def console(self, instance_id: str) -> dict[str, Any]:
+        vm = self._existing([instance_id])[0]
+        if vm.host_key is None:
+            return {"instance_id": instance_id, "output": "", "ssh_host_key": "", "ssh_port": self.ssh_port}
+        return {
+            "instance_id": instance_id,
+            "output": "" if vm.crashed else console_text(instance_id, vm.host_key),
+            "ssh_host_key": self._host_key_line(vm),
+            "ssh_port": self.ssh_port,
+        }
+
     # -- queries -----------------------------------------------------------------------------------
 
     def describe(
@@ -289,8 +491,15 @@ class Fleet:
         ]
         return [self.describe_one(vm, verbose) for vm in matches[offset : offset + limit]], len(matches)
 
+    @staticmethod
+    def _host_key_line(vm: VM) -> str:
+        if vm.host_key is None:
+            return ""
+        kind, blob = vm.host_key.convert_to_public().export_public_key("openssh").decode().split()[:2]
+        return f"{kind} {blob}"
+
     def describe_one(self, vm: VM, verbose: int) -> dict[str, Any]:
-        alive = vm.status not in ("terminated", "ceased")
+        alive = vm.status not in GONE
         item: dict[str, Any] = {
             "instance_id": vm.instance_id,
             "instance_name": vm.name,
@@ -317,8 +526,10 @@ class Fleet:
             "keypair_ids": list(vm.keypair_ids),
             "eip": {},
             "tags": [],
-            # Not in QingCloud's API: the simulator's SSH listens on a high port of the VM's address.
-            "ssh_port": SSH_PORT,
+            # Not in QingCloud's API: the simulator's SSH listens on a high port of the VM's address,
+            # and its host key is given here (and on the console) so that clients can pin it.
+            "ssh_port": self.ssh_port,
+            "ssh_host_key": self._host_key_line(vm),
         }
         if verbose:
             item["image"].update(os_family="pitrix-sim", processor_type="64bit", provider="system")

@@ -18,6 +18,7 @@ from pitrix.logs import get_logger
 MARKER = "PITRIX_VM_ID"
 PROC = Path("/proc")
 SETTLE = 0.05  # seconds between the two empty scans that end a kill
+AGENT_MARKERS = (b"pitrix-agent", b"pitrix.agent")  # in /proc/<pid>/cmdline: a VM's agent
 
 
 def _read_process(entry: Path, uid: int) -> tuple[int, bytes] | None:
@@ -66,6 +67,24 @@ def vm_pids(instance_ids: set[str] | None = None) -> dict[int, str]:
                 found[pid] = found[ppid]
                 grew = True
     return found
+
+
+def signal_vm_processes(
+    instance_ids: set[str], sig: signal.Signals, cmdline_markers: tuple[bytes, ...]
+) -> int:
+    """Send ``sig`` to the VMs' processes whose command line holds one of the markers; how many.
+
+    Blocking (it reads /proc): call it in a worker thread.
+    """
+    chosen = []
+    for pid in vm_pids(instance_ids):
+        try:
+            cmdline = (PROC / str(pid) / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if any(marker in cmdline for marker in cmdline_markers):
+            chosen.append(pid)
+    return len(_signal(chosen, sig))
 
 
 def _signal(pids: list[int], sig: signal.Signals) -> list[int]:

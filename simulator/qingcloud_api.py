@@ -35,7 +35,13 @@ class QingCloudApi:
             "TerminateInstances": self.terminate_instances,
             "StartInstances": self.start_instances,
             "StopInstances": self.stop_instances,
+            "RestartInstances": self.restart_instances,
             "DescribeJobs": self.describe_jobs,
+            "CreateKeyPair": self.create_keypair,
+            "DescribeKeyPairs": self.describe_keypairs,
+            "AttachKeyPairs": self.attach_keypairs,
+            "DetachKeyPairs": self.detach_keypairs,
+            "DeleteKeyPairs": self.delete_keypairs,
         }
 
     def routes(self) -> list[web.RouteDef]:
@@ -126,6 +132,58 @@ class QingCloudApi:
     def stop_instances(self, params: Mapping[str, str]) -> dict[str, Any]:
         p.integer(params, "force", 0, low=0, high=1)  # processes are killed either way
         return {"job_id": self.fleet.stop(self._instances(params)).job_id}
+
+    def restart_instances(self, params: Mapping[str, str]) -> dict[str, Any]:
+        return {"job_id": self.fleet.restart(self._instances(params)).job_id}
+
+    # -- key pairs -----------------------------------------------------------------------------------
+
+    def create_keypair(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """``mode=system`` generates the key (its private half answered once); ``user`` imports one."""
+        pair, private = self.fleet.keypairs.create(
+            name=params.get("keypair_name", ""),
+            mode=params.get("mode", "system"),
+            encrypt_method=params.get("encrypt_method", "ssh-rsa"),
+            public_key=params.get("public_key", ""),
+            description=params.get("description", ""),
+        )
+        reply: dict[str, Any] = {"keypair_id": pair.keypair_id}
+        if private:
+            reply["private_key"] = private
+        return reply
+
+    def describe_keypairs(self, params: Mapping[str, str]) -> dict[str, Any]:
+        method = params.get("encrypt_method", "")
+        pairs = self.fleet.keypairs.describe(
+            keypair_ids=p.indexed(params, "keypairs"),
+            search_word=params.get("search_word", ""),
+            encrypt_method=method,
+            instance_id=params.get("instance_id", ""),
+        )
+        offset = p.integer(params, "offset", 0, low=0, high=1 << 31)
+        limit = p.integer(params, "limit", 20, low=1, high=100)
+        return {
+            "keypair_set": [pair.describe() for pair in pairs[offset : offset + limit]],
+            "total_count": len(pairs),
+        }
+
+    def _keypairs_and_instances(self, params: Mapping[str, str]) -> tuple[list[str], list[str]]:
+        keypairs = p.indexed(params, "keypairs")
+        if not keypairs:
+            raise invalid("parameter [keypairs] should not be empty")
+        return keypairs, self._instances(params)
+
+    def attach_keypairs(self, params: Mapping[str, str]) -> dict[str, Any]:
+        return {"job_id": self.fleet.attach_keypairs(*self._keypairs_and_instances(params)).job_id}
+
+    def detach_keypairs(self, params: Mapping[str, str]) -> dict[str, Any]:
+        return {"job_id": self.fleet.detach_keypairs(*self._keypairs_and_instances(params)).job_id}
+
+    def delete_keypairs(self, params: Mapping[str, str]) -> dict[str, Any]:
+        keypairs = p.indexed(params, "keypairs")
+        if not keypairs:
+            raise invalid("parameter [keypairs] should not be empty")
+        return {"keypairs": self.fleet.keypairs.delete(keypairs)}
 
     def describe_jobs(self, params: Mapping[str, str]) -> dict[str, Any]:
         wanted = p.indexed(params, "jobs")

@@ -1,9 +1,13 @@
 """One simulated VM: an address, a root directory holding a copy of its image, and real processes.
 
-Booting copies the image (first boot only), writes the userdata where QingCloud's images look
-for it and runs it with ``sh``, as those images do at every boot. The VM counts as running once
-userdata has started; what userdata starts (agents, daemons) is the VM's business, found again
-by its ``PITRIX_VM_ID`` marker when the VM is stopped or terminated.
+Booting copies the image (first boot only), makes the SSH host key (first boot only), writes the
+userdata where QingCloud's images look for it and runs it with ``sh``, as those images do at every
+boot. The VM counts as running once userdata has started; what userdata starts (agents, daemons) is
+the VM's business, found again by its ``PITRIX_VM_ID`` marker when the VM is stopped or terminated.
+
+A light VM runs no process at all: its userdata is written but not run, and if its root holds an
+agent config (``etc/pitrix/agent.toml``, from the image or pushed over SSH before a restart) a
+pitrix-agent runs for it as a task in the simulator's own event loop.
 """
 
 from __future__ import annotations
@@ -18,8 +22,12 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import asyncssh
+
 from pitrix.logs import get_logger
+from simulator.light_agent import LightAgent
 from simulator.processes import kill_vm_processes
+from simulator.ssh import load_host_key
 
 USERDATA_PATH = "etc/qingcloud/userdata/userdata.sh"
 USERDATA_LOG = "var/log/userdata.log"
@@ -69,6 +77,12 @@ class VM:
     status_time: str = field(default_factory=now_iso)
     terminate_time: str = ""
     boots: int = 0
+    light: bool = False
+    crashed: bool = False  # a crash fault: processes dead, SSH silent, status still "running"
+    cut_off: bool = False  # a metadata cut fault: the agent is frozen until healed
+    command_delay: float = 0.0  # the "slow commands" fault, seconds before each SSH command
+    host_key: asyncssh.SSHKey | None = field(default=None, repr=False)
+    agent: LightAgent | None = field(default=None, repr=False)
     _userdata_proc: asyncio.subprocess.Process | None = field(default=None, repr=False)
     _reaper: asyncio.Task[None] | None = field(default=None, repr=False)
 
@@ -86,8 +100,15 @@ class VM:
         log = get_logger("simulator.vm", instance_id=self.instance_id, ip=self.ip)
         if self.boots == 0:
             await asyncio.to_thread(_copy_image, self.image_dir, self.root)
+        if self.host_key is None:
+            self.host_key = await asyncio.to_thread(load_host_key, self.root)
         self.boots += 1
-        if self.userdata is not None:
+        self.crashed = False
+        if self.light:
+            if self.userdata is not None:
+                await asyncio.to_thread(self._write_userdata, self.root / USERDATA_PATH)
+            self.agent = await LightAgent.start_if_configured(self.root, self.environ())
+        elif self.userdata is not None:
             await self._start_userdata()
         self.set_status("running")
         log.info("vm.running", boot=self.boots, image=self.image_id)
@@ -103,7 +124,7 @@ class VM:
                 "sh",
                 str(script),
                 cwd=self.root,
-                env=vm_environ(self.root, self.instance_id, self.ip),
+                env=self.environ(),
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=subprocess.STDOUT,
@@ -112,6 +133,9 @@ class VM:
         finally:
             os.close(out)
         self._reaper = asyncio.create_task(self._reap(self._userdata_proc), name=f"reap-{self.instance_id}")
+
+    def environ(self) -> dict[str, str]:
+        return vm_environ(self.root, self.instance_id, self.ip)
 
     def _write_userdata(self, script: Path) -> None:
         assert self.userdata is not None
@@ -133,9 +157,16 @@ class VM:
 
     async def halt(self) -> int:
         """Kill every process of the VM (the disk stays); returns how many were signalled."""
+        await self.stop_agent()
         killed = await kill_vm_processes({self.instance_id})
         await self.collect_userdata()
         return killed
+
+    async def stop_agent(self) -> None:
+        """End a light VM's in-process agent (full VMs' agents die with their processes)."""
+        if self.agent is not None:
+            agent, self.agent = self.agent, None
+            await agent.stop()
 
     async def collect_userdata(self) -> None:
         """After a kill: collect the userdata shell's exit (it was one of the killed processes)."""
@@ -154,6 +185,7 @@ class VM:
             "ip": self.ip,
             "image": self.image_id,
             "status": self.status,
+            "light": self.light,
             "created": self.create_time,
             "terminated": self.terminate_time or None,
         }

@@ -40,6 +40,7 @@ async def test_ledger_over_http_lists_terminated_vms(sim: Simulator, provider: Q
         "ip",
         "image",
         "status",
+        "light",
         "created",
         "terminated",
     }

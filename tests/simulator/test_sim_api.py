@@ -167,6 +167,7 @@ async def test_bad_run_parameters_name_the_field(
 
 async def test_run_describe_terminate_with_jobs(sim: Simulator) -> None:
     script = base64.b64encode(b"echo hello from $PITRIX_VM_ID\n").decode()
+    keypair = (await call(sim, "CreateKeyPair", {"encrypt_method": "ssh-ed25519"}))["keypair_id"]
     reply = await call(
         sim,
         "RunInstances",
@@ -175,7 +176,7 @@ async def test_run_describe_terminate_with_jobs(sim: Simulator) -> None:
             "count": 3,
             "instance_name": "trio",
             "login_mode": "keypair",
-            "login_keypair": "kp-1",
+            "login_keypair": keypair,
             "vxnets.1": "vxnet-abc",
             "cpu": 2,
             "memory": 2048,
@@ -192,7 +193,7 @@ async def test_run_describe_terminate_with_jobs(sim: Simulator) -> None:
     [item] = described["instance_set"]
     assert described["total_count"] == 1
     assert item["instance_id"] == ids[0] and item["instance_name"] == "trio" and item["status"] == "running"
-    assert item["vcpus_current"] == 2 and item["memory_current"] == 2048 and item["keypair_ids"] == ["kp-1"]
+    assert item["vcpus_current"] == 2 and item["memory_current"] == 2048 and item["keypair_ids"] == [keypair]
     assert item["vxnets"][0]["vxnet_id"] == "vxnet-abc" and item["image"]["image_id"] == "pitrix-metadata"
     assert item["transition_status"] == "" and "create_time" in item and "login_mode" in item
     ips = sorted(e["ip"] for e in sim.ledger())

@@ -1,0 +1,54 @@
+"""A light VM's pitrix-agent: the real agent (``pitrix.agent.build_agent``), run as a task here.
+
+A light VM has no processes, so its agent cannot be one; running the very same agent code in the
+simulator's loop keeps what it renders, reports and heartbeats identical to a full VM's. Its
+config is the VM's ``etc/pitrix/agent.toml``, read with the VM's environment so it binds to the
+VM's address (metad knows instances by their source address). Lifecycle commands and reload
+commands it runs are real ``sh`` processes, as they are for a full VM's agent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from pathlib import Path
+
+from pitrix.agent.agent import Agent, build_agent
+from pitrix.agent.config import load_config
+from pitrix.logs import get_logger
+
+CONFIG_PATH = "etc/pitrix/agent.toml"
+STOP_TIMEOUT = 10.0
+
+
+class LightAgent:
+    def __init__(self, agent: Agent, instance_id: str) -> None:
+        self.agent = agent
+        self.instance_id = instance_id
+        self.task = asyncio.create_task(self._run(), name=f"light-agent-{instance_id}")
+
+    @classmethod
+    async def start_if_configured(cls, root: Path, environ: dict[str, str]) -> LightAgent | None:
+        """Start the VM's agent if its root holds a config; a bad config fails the boot, naming it."""
+        path = root / CONFIG_PATH
+        if not path.is_file():
+            return None
+        config = await asyncio.to_thread(load_config, root, path, None, environ)
+        return cls(build_agent(config, announce=lambda _info: None), environ["PITRIX_VM_ID"])
+
+    async def _run(self) -> None:
+        log = get_logger("simulator.light_agent", instance_id=self.instance_id)
+        try:
+            await self.agent.run_forever()
+        except Exception:
+            log.exception("light_agent.failed")
+        finally:
+            await self.agent.close()
+
+    async def stop(self) -> None:
+        self.agent.stop()
+        done, _ = await asyncio.wait([self.task], timeout=STOP_TIMEOUT)
+        if not done:
+            self.task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self.task
