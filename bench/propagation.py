@@ -181,10 +181,10 @@ async def agents_rounds(
             reloaded: dict[int, float] = {}
             while len(reloaded) < count:
                 line = await asyncio.wait_for(fifo.lines.get(), 120)
-                n, stamp, value, _me = line.split(" ", 3)
+                agent, stamp, value, _me = line.split(" ", 3)
                 if value != f"v={r}":
-                    raise RuntimeError(f"agent {n} reloaded with {value!r} in round {r}")
-                reloaded[int(n)] = float(stamp)
+                    raise RuntimeError(f"agent {agent} reloaded with {value!r} in round {r}")
+                reloaded[int(agent)] = float(stamp)
             if r == 1:
                 continue
             changes = []

@@ -1,0 +1,141 @@
+"""Orchestration overhead: create request accepted → `active`, with nothing else to wait for.
+
+A private simulator (boot delay 0) and a real pitrixd as processes; the app is one role of 3 nodes
+whose service commands are `true`, so the time is pitrix's own: plans, journal, cloud API calls,
+metadata registration and the agents' command round trips. The first cluster of the owner also
+creates the owner's metadata cluster (a VM with etcd and metad): it is measured apart, and every
+other figure is taken with it already running. pitrixd's CPU seconds and memory come from /proc.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import subprocess
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench import procs
+from bench.stack import TRIVIAL_APP, Stack, running_stack, wait_state
+from bench.table import Table, ms, p50_p99
+from pitrix.cli.client import ApiClient
+
+TITLE = "Orchestration overhead: create accepted → active"
+
+
+async def create_active(api: ApiClient, name: str) -> tuple[str, float]:
+    """Create one cluster; its id and the seconds from the 202 to `active`."""
+    created = await api.post("/v1/clusters", {"runtime": "sim", "app": TRIVIAL_APP, "name": name})
+    accepted = time.monotonic()
+    cid = created["cluster"]["id"]
+    view = await wait_state(api, cid, created["job"]["id"])
+    took = time.monotonic() - accepted
+    if view["state"] != "active":
+        raise RuntimeError(f"cluster {cid} ended {view['state']}: {view.get('last_error')}")
+    return cid, took
+
+
+async def delete_all(api: ApiClient, cids: list[str]) -> None:
+    async def one(cid: str) -> None:
+        job = (await api.delete(f"/v1/clusters/{cid}"))["job"]
+        view = await wait_state(api, cid, job["id"])
+        if view["state"] != "deleted":
+            raise RuntimeError(f"cluster {cid} ended {view['state']} on delete: {view.get('last_error')}")
+
+    await asyncio.gather(*(one(c) for c in cids))
+
+
+async def concurrent(api: ApiClient, stack: Stack, k: int) -> dict[str, Any]:
+    assert stack.pitrixd is not None
+    pid = stack.pitrixd.pid
+    cpu0, rss0 = procs.cpu_seconds(pid), procs.memory_kib(pid)
+    began = time.monotonic()
+    results = await asyncio.gather(*(create_active(api, f"c{k}-{i}") for i in range(k)))
+    wall = time.monotonic() - began
+    figures = {
+        "k": k,
+        "wall": wall,
+        "each": [t for _c, t in results],
+        "cpu_per_cluster": (procs.cpu_seconds(pid) - cpu0) / k,
+        "peak_mib_per_cluster": max(0, procs.memory_kib(pid, "VmHWM") - rss0) / k / 1024,
+        "rss_mib": procs.memory_kib(pid) / 1024,
+    }
+    await delete_all(api, [c for c, _t in results])
+    return figures
+
+
+def light_mode_available() -> bool:
+    """Whether the simulator has grown a light mode (in-process agents), for 100s of clusters."""
+    usage = subprocess.run([procs.bin_path("pitrix-sim"), "--help"], capture_output=True, text=True)
+    return "--light" in usage.stdout
+
+
+async def measure(singles: int, ks: list[int], sim_args: tuple[str, ...] = ()) -> dict[str, Any]:
+    workdir = Path(tempfile.mkdtemp(prefix="pitrix-bench-orch-"))
+    out: dict[str, Any] = {}
+    try:
+        async with running_stack(workdir, *sim_args) as stack, stack.api() as api:
+            first, out["first"] = await create_active(api, "first")
+            one = []
+            for i in range(singles):
+                cid, took = await create_active(api, f"one-{i}")
+                one.append(took)
+                await delete_all(api, [cid])
+            out["one"] = one
+            out["concurrent"] = [await concurrent(api, stack, k) for k in ks]
+            await delete_all(api, [first])
+    finally:
+        await asyncio.to_thread(shutil.rmtree, workdir, True)
+    return out
+
+
+async def run(quick: bool) -> list[Table]:
+    singles, ks = (3, [5]) if quick else (10, [10, 30])
+    full = await measure(singles, ks)
+    table = Table(
+        "Full mode (every node a VM with its own pitrix-agent process)",
+        [
+            "clusters (3 nodes each)",
+            "each: accepted → active",
+            "all active (wall)",
+            "pitrixd CPU s / cluster",
+            "pitrixd peak MiB / cluster",
+        ],
+    )
+    table.add("first (creates the metadata cluster)", ms(full["first"]) + " (once)", "-", "-", "-")
+    table.add(f"1 ({singles} in a row)", p50_p99(full["one"]), "-", "-", "-")
+    for c in full["concurrent"]:
+        table.add(
+            f"{c['k']} concurrent",
+            p50_p99(c["each"]),
+            ms(c["wall"]),
+            f"{c['cpu_per_cluster']:.3f}",
+            f"{c['peak_mib_per_cluster']:.2f}",
+        )
+    table.notes += [
+        "target: one 3-node cluster under 1 s of overhead; 100 concurrent clusters under 30 s",
+        "peak MiB per cluster: pitrixd's peak RSS during the run above its RSS before, over the clusters",
+        f"full mode holds {max(ks)} concurrent clusters here ({3 * max(ks)} agent processes beside "
+        "pitrixd, the simulator and the metadata VM)",
+    ]
+    tables = [table]
+    if light_mode_available() and not quick:
+        light = await measure(3, [100, 1000], ("--light",))
+        lt = Table(
+            "Light mode (the simulator's in-process agents)",
+            ["clusters", "each: accepted → active", "all active (wall)", "CPU s / cluster", "peak MiB / cluster"],
+        )
+        for c in light["concurrent"]:
+            lt.add(
+                c["k"],
+                p50_p99(c["each"]),
+                ms(c["wall"]),
+                f"{c['cpu_per_cluster']:.3f}",
+                f"{c['peak_mib_per_cluster']:.2f}",
+            )
+        tables.append(lt)
+    else:
+        table.notes.append("light mode (100 and 1,000 clusters): not measured, the simulator has no --light yet")
+    return tables

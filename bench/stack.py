@@ -1,0 +1,150 @@
+"""A private simulator and pitrixd as separate processes, with a runtime registered: what the
+orchestration benchmark and the chaos suite drive. Killing pitrixd never kills the cloud."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import secrets
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench import procs
+from pitrix.cli.client import ApiClient
+
+# Boot delay 0 (the simulator has none) and service commands that do nothing: what is left is pitrix.
+TRIVIAL_APP: dict[str, Any] = {
+    "name": "trivial",
+    "version": "1.0.0",
+    "roles": [
+        {
+            "name": "node",
+            "count": 3,
+            "image": "demo",
+            "services": {"start": {"cmd": "true", "timeout": 30}, "stop": {"cmd": "true", "timeout": 30}},
+        }
+    ],
+}
+
+
+@dataclass
+class Stack:
+    workdir: Path
+    network: str
+    sim: procs.Child | None = None
+    pitrixd: procs.Child | None = None
+    restarts: int = 0
+    token: str = ""
+
+    def api(self) -> ApiClient:
+        """A client of pitrixd with the stack's admin token."""
+        return ApiClient(self.api_url, self.token)
+
+    @property
+    def api_url(self) -> str:
+        assert self.pitrixd is not None
+        return str(self.pitrixd.ready["url"])
+
+    @property
+    def sim_url(self) -> str:
+        assert self.sim is not None
+        return str(self.sim.ready["url"])
+
+    async def start_sim(self, *extra: str) -> None:
+        self.sim = await procs.start(
+            "pitrix-sim",
+            [
+                procs.bin_path("pitrix-sim"),
+                "--state-dir",
+                str(self.workdir / "sim"),
+                "--port",
+                "0",
+                "--network",
+                self.network,
+                "--log-level",
+                "warning",
+                *extra,
+            ],
+            self.workdir / "sim.log",
+        )
+
+    async def start_pitrixd(self) -> None:
+        """Start pitrixd on its state dir (again after a kill: it resumes from its journal)."""
+        self.token = self.token or secrets.token_urlsafe(24)
+        tokens = json.dumps([{"token": self.token, "owner": "bench", "admin": True}])
+        self.pitrixd = await procs.start(
+            "pitrixd",
+            [
+                procs.bin_path("pitrixd"),
+                "--state-dir",
+                str(self.workdir / "pitrixd"),
+                "--api-listen",
+                "127.0.0.1:0",
+                "--log-level",
+                "warning",
+            ],
+            self.workdir / "pitrixd.log",
+            {"PITRIX_API__TOKENS": tokens},
+        )
+
+    async def kill_pitrixd(self) -> None:
+        assert self.pitrixd is not None
+        await self.pitrixd.kill()
+        self.restarts += 1
+
+    async def register_runtime(self, api: ApiClient) -> None:
+        assert self.sim is not None
+        sim = self.sim.ready
+        await api.post(
+            "/v1/runtimes",
+            {
+                "name": "sim",
+                "provider": "qingcloud",
+                "endpoint": sim["url"],
+                "zone": sim["zone"],
+                "access_key_id": sim["access_key_id"],
+                "secret_access_key": sim["secret_access_key"],
+            },
+        )
+
+    async def ledger(self) -> list[dict[str, Any]]:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.get(f"{self.sim_url}/_sim/ledger") as response,
+        ):
+            return list((await response.json())["instances"])
+
+    async def stop(self) -> None:
+        for child in (self.pitrixd, self.sim):
+            if child is not None:
+                await child.stop()
+
+
+@contextlib.asynccontextmanager
+async def running_stack(workdir: Path, *sim_args: str) -> AsyncIterator[Stack]:
+    stack = Stack(workdir, f"127.{procs.private_net()}.0.0/16")
+    try:
+        await stack.start_sim(*sim_args)
+        await stack.start_pitrixd()
+        async with stack.api() as api:
+            await stack.register_runtime(api)
+        yield stack
+    finally:
+        await stack.stop()
+
+
+async def wait_state(api: ApiClient, cid: str, job_id: str | None = None, timeout: float = 300) -> dict[str, Any]:
+    """Hold on pitrixd's wait endpoint until the cluster's job has ended; the cluster view."""
+    async with asyncio.timeout(timeout):
+        while True:
+            try:
+                view: dict[str, Any] = await api.get(f"/v1/clusters/{cid}/wait", timeout=60, job=job_id)
+                return view
+            except Exception as exc:  # 408: still going; ask again
+                if getattr(exc, "status", None) != 408:
+                    raise
