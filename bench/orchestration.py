@@ -125,7 +125,7 @@ async def run(quick: bool) -> list[Table]:
         light = await measure(3, [100, 1000], ("--light",))
         lt = Table(
             "Light mode (the simulator's in-process agents)",
-            ["clusters", "each: accepted → active", "all active (wall)", "CPU s / cluster", "peak MiB / cluster"],
+            ["clusters", "each: accepted → active", "all active", "CPU s / cluster", "peak MiB / cluster"],
         )
         for c in light["concurrent"]:
             lt.add(
@@ -137,5 +137,5 @@ async def run(quick: bool) -> list[Table]:
             )
         tables.append(lt)
     else:
-        table.notes.append("light mode (100 and 1,000 clusters): not measured, the simulator has no --light yet")
+        table.notes.append("light mode (100 and 1,000 clusters): not measured, no `pitrix-sim --light` yet")
     return tables

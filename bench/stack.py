@@ -138,7 +138,9 @@ async def running_stack(workdir: Path, *sim_args: str) -> AsyncIterator[Stack]:
         await stack.stop()
 
 
-async def wait_state(api: ApiClient, cid: str, job_id: str | None = None, timeout: float = 300) -> dict[str, Any]:
+async def wait_state(
+    api: ApiClient, cid: str, job_id: str | None = None, timeout: float = 300
+) -> dict[str, Any]:
     """Hold on pitrixd's wait endpoint until the cluster's job has ended; the cluster view."""
     async with asyncio.timeout(timeout):
         while True:
