@@ -53,6 +53,7 @@ class Agent:
         self.rounds = 0
         self.health_checks = 0
         self.round_failures = 0
+        self.coalesced = 0  # changes folded into a round by the quiescence window
         self._applied_values: dict[str, dict[str, str]] = {}
         self._announce = announce or _print_ready
         self._stop = asyncio.Event()
@@ -245,10 +246,44 @@ class Agent:
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = BACKOFF_START
+            index = await self._settle(keys, index)
             self._log.debug("change", index=index)
             await self._round_with_retry(only_changed=True)
             if self.revision > 0:
                 index = self.revision
+
+    async def _settle(self, keys: list[str], index: int) -> int:
+        """After a change, keep watching until nothing more changed for ``quiet_period`` seconds
+        (but no longer than ``max_settle`` in all), so a burst of writes costs one round and one
+        reload instead of one per write. The index returned is the newest change seen; the round
+        that follows reads everything up to at least it, and the next watch resumes from what
+        that read reflects, so nothing in or after the burst is missed.
+        """
+        quiet = self.config.quiet_period
+        if quiet <= 0:
+            return index
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.max_settle
+        while not self._stop.is_set():
+            remaining = min(quiet, deadline - loop.time())
+            if remaining <= 0:
+                break
+            try:
+                index = await asyncio.wait_for(
+                    self.backend.watch(self.config.prefix or "/", keys, index), remaining
+                )
+            except TimeoutError:
+                break
+            except AgentError as exc:  # the round that follows retries the backend with backoff
+                self._log.debug("settle watch failed", error=str(exc))
+                break
+            self.coalesced += 1
+        return index
+
+    async def wait_until(self, predicate: Callable[[], bool]) -> None:
+        """Until ``predicate()`` holds after some round (for embedding and tests)."""
+        async with self._round_done:
+            await self._round_done.wait_for(predicate)
 
     async def _interval_loop(self) -> None:
         while not self._stop.is_set():

@@ -53,6 +53,8 @@ class AgentConfig:
     health_cmd: str = ""
     health_interval: float = 10.0
     retry_interval: float = 30.0
+    quiet_period: float = 0.05
+    max_settle: float = 1.0
 
     @property
     def template_dir(self) -> Path:
@@ -138,6 +140,8 @@ _PITRIX_KEYS: dict[str, tuple[str, str]] = {
     "health_cmd": ("health_cmd", "str"),
     "health_interval": ("health_interval", "number"),
     "retry_interval": ("retry_interval", "number"),
+    "quiet_period": ("quiet_period", "number"),
+    "max_settle": ("max_settle", "number"),
 }
 
 
@@ -252,6 +256,9 @@ def _validate(cfg: AgentConfig) -> None:
     ):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name}: must be positive, not {getattr(cfg, name)}")
+    for name in ("quiet_period", "max_settle"):
+        if getattr(cfg, name) < 0:
+            raise ConfigError(f"{name}: must not be negative, not {getattr(cfg, name)}")
     if cfg.prefix and not cfg.prefix.startswith("/"):
         cfg.prefix = "/" + cfg.prefix
     cfg.prefix = cfg.prefix.rstrip("/")

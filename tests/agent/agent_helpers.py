@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from pathlib import Path
+from typing import Any
 
 from pitrix.agent.config import AgentConfig, Overrides, load_config
+from pitrix.metad.client import MetadManagementClient
+from pitrix.metad.server import Metad
 
 AGENT_BIN = Path(sys.executable).with_name("pitrix-agent")
 
@@ -173,3 +177,16 @@ class AgentProcess:
         assert self.proc.stderr is not None
         self.tail = (await self.proc.stderr.read()).decode(errors="replace")
         return rc
+
+
+class World:
+    """A metad with one cluster ``c1``: instance ``i-1`` (role web) at ``ip``."""
+
+    def __init__(self, metad: Metad, manage: MetadManagementClient, block: int) -> None:
+        self.metad = metad
+        self.manage = manage
+        self.ip = f"127.102.{block}.10"
+
+    async def status(self, *parts: str) -> Any:
+        raw = await self.manage.get_data("/".join(["/_pitrix/status/c1/i-1", *parts]))
+        return json.loads(raw) if isinstance(raw, str) else raw

@@ -3,16 +3,13 @@
 from __future__ import annotations
 
 import asyncio
-import itertools
 import json
 import os
-import random
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_helpers import AgentProcess
+from agent_helpers import AgentProcess, World
 
 from pitrix.agent.agent import Agent, build_agent
 from pitrix.agent.backends.metad import MetadBackend
@@ -23,44 +20,6 @@ from pitrix.agent.report import MetadReporter
 from pitrix.metad.client import MetadManagementClient
 from pitrix.metad.server import Metad
 from pitrix.store import Store
-
-_blocks = itertools.count(random.Random(os.getpid() * 7).randrange(0, 200))
-
-
-class World:
-    """A metad with one cluster ``c1``: instance ``i-1`` (role web) at ``ip``."""
-
-    def __init__(self, metad: Metad, manage: MetadManagementClient, block: int) -> None:
-        self.metad = metad
-        self.manage = manage
-        self.ip = f"127.102.{block}.10"
-
-    async def status(self, *parts: str) -> Any:
-        raw = await self.manage.get_data("/".join(["/_pitrix/status/c1/i-1", *parts]))
-        return json.loads(raw) if isinstance(raw, str) else raw
-
-
-@pytest.fixture
-async def world(store: Store) -> AsyncIterator[World]:
-    block = next(_blocks) % 250 + 1
-    server = Metad(store, f"127.102.{block}.1", 0, 0, wait_timeout=20.0, keepalive=0.3)
-    await server.start()
-    manage = MetadManagementClient(server.manage_url, idle_timeout=5.0)
-    w = World(server, manage, block)
-    await manage.post_data(
-        "/clusters/c1",
-        {
-            "cluster": {"cluster_id": "c1", "app_id": "app-demo"},
-            "hosts": {"web": {"i-1": {"instance_id": "i-1", "ip": w.ip, "role": "web"}}},
-            "env": {"web": {"port": "80"}},
-        },
-    )
-    await manage.put_mapping("i-1", {"cluster_id": "c1", "role": "web", "ip": w.ip})
-    try:
-        yield w
-    finally:
-        await manage.close()
-        await server.stop()
 
 
 async def test_backend_reads_and_long_polls(world: World) -> None:

@@ -2,9 +2,10 @@
 
 A backend answers ``get_values`` with full keys (the caller's prefix included) mapped to string
 leaves, and ``watch`` blocks until something under the prefix changed after ``last_index``,
-returning the new index. ``revision`` is the index the last ``get_values`` answer reflects (0
-when the store has no such notion), so a watch started from it cannot miss a change that landed
-between the read and the watch.
+returning the new index (lower than ``last_index`` when the store was reset or restored; the
+caller then re-reads in full and resumes from there). ``revision`` is the index the last
+``get_values`` answer reflects (0 when the store has no such notion), so a watch started from it
+cannot miss a change that landed between the read and the watch.
 
 Backends are imported lazily by name: the agent must not pay for aetcd/gRPC unless it uses etcd.
 """

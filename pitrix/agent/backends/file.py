@@ -89,7 +89,10 @@ class FileBackend:
         while not self._closed.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._closed.wait(), self._poll_interval)
-            if await asyncio.to_thread(self._stamp) != start:
+            now = await asyncio.to_thread(self._stamp)
+            if now != start:
+                # A following watch (the agent's quiescence window) waits for a change after this one.
+                self._seen = now
                 return last_index + 1
         return last_index
 

@@ -62,7 +62,7 @@ class MetadBackend:
         return _select(values, keys)
 
     async def watch(self, prefix: str, keys: list[str], last_index: int) -> int:
-        """Long-poll ``prefix`` until metad reports a revision after ``last_index``.
+        """Long-poll ``prefix`` until metad reports a revision other than ``last_index``.
 
         With ``last_index`` 0 (nothing read yet) it returns the current revision at once, as confd.
         """
@@ -74,7 +74,10 @@ class MetadBackend:
         while True:
             started = time.monotonic()
             answer = await self.client.get(path, wait=True, prev_version=last_index)
-            if answer.version > last_index:
+            if answer.version != last_index:
+                # Older than our index: this metad's store is not the one we read from (restored
+                # from a backup, or rebuilt on a fresh etcd), so our index means nothing there.
+                # Either way the caller re-reads the whole view and resumes from its revision.
                 self._snapshot = (answer.version, path, answer.body)
                 return answer.version
             if time.monotonic() - started < MIN_POLL_SECONDS:
