@@ -22,6 +22,7 @@ from simulator.faults import Faults
 from simulator.fleet import Fleet
 from simulator.images import ImageCatalog
 from simulator.network import LOOPBACK, AddressPool
+from simulator.openstack_api import OpenStackApi
 from simulator.qingcloud_api import QingCloudApi
 from simulator.vm import SSH_PORT
 
@@ -127,6 +128,7 @@ class Simulator:
         )
         app = web.Application()
         app.add_routes(api.routes())
+        app.add_routes(OpenStackApi(self.fleet, self._credentials, self.zone).routes())
         app.add_routes(AdminApi(self.fleet, self.faults).routes())
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
