@@ -21,6 +21,8 @@ from pitrix.metad.server import Metad
 from pitrix.store import Store
 from pitrix.store.embedded import EmbeddedEtcd
 
+from .tlsworld import TLSWorld, start_world
+
 
 class Net:
     """Addresses of one test: ``ip(n)`` is the n-th instance address, ``metad_ip`` metad's own."""
@@ -141,31 +143,54 @@ def cluster_doc(cid: str, owner: str, hosts: dict[str, dict[str, str]]) -> dict[
 Seeder = Callable[..., Any]
 
 
+async def seed_world(manage: MetadManagementClient, net: Net, web_count: int = 2) -> dict[str, Any]:
+    """Register the standard fixture world: c1 (web×2, db×1, links to c2 and foreign c3), c2, c3."""
+    c1_hosts = {f"i-web{n}": {"role": "web", "ip": net.ip(n)} for n in range(1, web_count + 1)}
+    c1_hosts["i-db1"] = {"role": "db", "ip": net.ip(200)}
+    doc = cluster_doc("c1", "usr-a", c1_hosts)
+    hosts = doc.pop("hosts")
+    doc["env"] = {"web": {"port": 80, "workers": 4}, "db": {"max_conn": 100}}
+    doc["cmd"] = {"i-web1": {"id": "cmd-1", "cmd": "opt/app/bin/init", "timeout": 60}}
+    doc["links"] = {"store": "c2", "foreign": "c3"}
+    await manage.post_data("/clusters/c1", doc)
+    # Hosts go in per host: etcd caps a transaction at 128 operations by default.
+    for role, members in hosts.items():
+        for iid, fields in members.items():
+            await manage.put_data(f"/clusters/c1/hosts/{role}/{iid}", fields)
+    await manage.post_data(
+        "/clusters/c2", cluster_doc("c2", "usr-a", {"i-s1": {"role": "s", "ip": net.ip(201)}})
+    )
+    await manage.post_data(
+        "/clusters/c3", cluster_doc("c3", "usr-b", {"i-x1": {"role": "x", "ip": net.ip(202)}})
+    )
+    for iid, host in c1_hosts.items():
+        await manage.put_mapping(iid, {"cluster_id": "c1", "role": host["role"], "ip": host["ip"]})
+    return {"hosts": c1_hosts}
+
+
 @pytest.fixture
 def seed(manage: MetadManagementClient, net: Net) -> Seeder:
-    """Register the standard fixture world: c1 (web×2, db×1, links to c2 and foreign c3), c2, c3."""
-
     async def _seed(web_count: int = 2) -> dict[str, Any]:
-        c1_hosts = {f"i-web{n}": {"role": "web", "ip": net.ip(n)} for n in range(1, web_count + 1)}
-        c1_hosts["i-db1"] = {"role": "db", "ip": net.ip(200)}
-        doc = cluster_doc("c1", "usr-a", c1_hosts)
-        hosts = doc.pop("hosts")
-        doc["env"] = {"web": {"port": 80, "workers": 4}, "db": {"max_conn": 100}}
-        doc["cmd"] = {"i-web1": {"id": "cmd-1", "cmd": "opt/app/bin/init", "timeout": 60}}
-        doc["links"] = {"store": "c2", "foreign": "c3"}
-        await manage.post_data("/clusters/c1", doc)
-        # Hosts go in per host: etcd caps a transaction at 128 operations by default.
-        for role, members in hosts.items():
-            for iid, fields in members.items():
-                await manage.put_data(f"/clusters/c1/hosts/{role}/{iid}", fields)
-        await manage.post_data(
-            "/clusters/c2", cluster_doc("c2", "usr-a", {"i-s1": {"role": "s", "ip": net.ip(201)}})
-        )
-        await manage.post_data(
-            "/clusters/c3", cluster_doc("c3", "usr-b", {"i-x1": {"role": "x", "ip": net.ip(202)}})
-        )
-        for iid, host in c1_hosts.items():
-            await manage.put_mapping(iid, {"cluster_id": "c1", "role": host["role"], "ip": host["ip"]})
-        return {"hosts": c1_hosts}
+        return await seed_world(manage, net, web_count)
 
     return _seed
+
+
+@pytest.fixture
+async def tls_world(store: Store, net: Net, tmp_path: Path) -> AsyncIterator[TLSWorld]:
+    """A mutual-TLS metad over the seeded world, with certificates for i-web1, i-web2, i-db1 and i-x1."""
+    world = await start_world(store, net.metad_ip, tmp_path / "pki")
+    try:
+        await seed_world(world.manage, net)
+        await world.manage.put_mapping("i-x1", {"cluster_id": "c3", "role": "x", "ip": net.ip(202)})
+        for iid, owner, cid in (
+            ("i-web1", "usr-a", "c1"),
+            ("i-web2", "usr-a", "c1"),
+            ("i-db1", "usr-a", "c1"),
+        ):
+            world.save(iid, world.ca.issue_instance(iid, owner, cid))
+        world.save("i-x1", world.ca.issue_instance("i-x1", "usr-b", "c3"))
+        yield world
+    finally:
+        await world.close()
+        await world.metad.stop()
