@@ -58,7 +58,7 @@ def _split(command: str) -> list[tuple[str, list[str]]]:
     lexer = shlex.shlex(command, posix=True, punctuation_chars=";&|<>")
     lexer.whitespace_split = True
     parts: list[tuple[str, list[str]]] = []
-    joiner, current = ";", []
+    joiner, current = ";", list[str]()
     for token in lexer:
         if token in (";", "&&"):
             parts.append((joiner, current))

@@ -100,7 +100,7 @@ def _signal(pids: list[int], sig: signal.Signals) -> list[int]:
     return sent
 
 
-async def _wait_exit(pids: list[int], timeout: float) -> list[int]:
+async def wait_exit(pids: list[int], timeout: float) -> list[int]:
     """Wait until these processes exit (zombies count as exited); returns those still alive."""
     loop = asyncio.get_running_loop()
     waiters: list[asyncio.Future[None]] = []
@@ -159,11 +159,11 @@ async def kill_vm_processes(instance_ids: set[str], *, grace: float = 3.0) -> in
         sig = signal.SIGTERM if first else signal.SIGKILL
         first = False
         sent = _signal(pids, sig)
-        survivors = await _wait_exit(sent, grace if sig == signal.SIGTERM else 5.0)
+        survivors = await wait_exit(sent, grace if sig == signal.SIGTERM else 5.0)
         if survivors:
             log.info("vm.processes_survived", pids=survivors, signal=sig.name)
             _signal(survivors, signal.SIGKILL)
-            await _wait_exit(survivors, 5.0)
+            await wait_exit(survivors, 5.0)
     remaining = await asyncio.to_thread(vm_pids, instance_ids)
     if remaining:
         log.error("vm.processes_unkillable", pids=sorted(remaining))

@@ -180,20 +180,30 @@ class VmSshServer:
             stderr=subprocess.PIPE,
             start_new_session=True,
         )
-        assert proc.stdin is not None and proc.stdout is not None and proc.stderr is not None
+        assert proc.stdin is not None
         feed = asyncio.create_task(_feed(process.stdin, proc.stdin))
+        work = asyncio.ensure_future(_communicate(proc, process))
+        lost = asyncio.ensure_future(process.channel.wait_closed())
         try:
-            await asyncio.gather(_drain(proc.stdout, process.stdout), _drain(proc.stderr, process.stderr))
-            code = await proc.wait()
+            await asyncio.wait([work, lost], return_when=asyncio.FIRST_COMPLETED)
+            if not work.done():  # the client went away mid-command: so does the command
+                raise ConnectionError("ssh: the client closed the session")
+            code = work.result()
         finally:
-            feed.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await feed
-            if proc.returncode is None:  # the client went away mid-command: so does the command
+            for task in (feed, work, lost):
+                task.cancel()
+            await asyncio.gather(feed, work, lost, return_exceptions=True)
+            if proc.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     os.killpg(proc.pid, signal.SIGKILL)
                 await proc.wait()
         return code if code >= 0 else 128 - code
+
+
+async def _communicate(proc: asyncio.subprocess.Process, process: asyncssh.SSHServerProcess[bytes]) -> int:
+    assert proc.stdout is not None and proc.stderr is not None
+    await asyncio.gather(_drain(proc.stdout, process.stdout), _drain(proc.stderr, process.stderr))
+    return await proc.wait()
 
 
 async def _feed(source: asyncssh.SSHReader[bytes], sink: asyncio.StreamWriter) -> None:

@@ -1,4 +1,4 @@
-"""Helpers for tests that drive simulated VMs: per-test networks and a beacon VMs report to.
+"""Helpers for tests that drive simulated VMs: signed calls, per-test networks, a beacon VMs report to.
 
 A VM's daemon cannot be awaited directly, so test userdata makes it connect back to a beacon on
 127.0.0.1 and say who it is; the test awaits that message with a deadline instead of polling.
@@ -9,7 +9,70 @@ from __future__ import annotations
 import asyncio
 import random
 import shlex
+from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiohttp
+
+from pitrix.providers.qingcloud.signer import signed_params
+
+if TYPE_CHECKING:
+    from simulator.cloud import Simulator
+
+
+async def call(
+    sim: Simulator,
+    action: str,
+    params: dict[str, object] | None = None,
+    *,
+    method: str = "POST",
+    now: datetime | None = None,
+    secret: str | None = None,
+    drop: tuple[str, ...] = (),
+) -> dict[str, Any]:
+    """One signed QingCloud call to ``sim`` (``secret``, ``now`` and ``drop`` forge bad requests)."""
+    creds = sim.credentials
+    body = signed_params(
+        {"action": action, "zone": sim.zone, **(params or {})},
+        access_key_id=creds["access_key_id"],
+        secret_access_key=secret or creds["secret_access_key"],
+        method=method,
+        now=now,
+    )
+    for name in drop:
+        body.pop(name, None)
+    async with aiohttp.ClientSession() as session:
+        if method == "GET":
+            request = session.get(sim.url + "/iaas/", params=body)
+        else:
+            request = session.post(sim.url + "/iaas/", data=body)
+        async with request as response:
+            if response.status != 200:  # QingCloud answers errors with 200 and a ret_code
+                raise AssertionError(f"{action}: HTTP {response.status}")
+            reply: dict[str, Any] = await response.json()
+            return reply
+
+
+async def admin(sim: Simulator, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """One call to the simulator's ``/_sim/`` endpoints: (HTTP status, decoded JSON)."""
+    async with (
+        aiohttp.ClientSession() as session,
+        session.request(method, sim.url + path, json=body) as response,
+    ):
+        return response.status, await response.json()
+
+
+async def wait_job(sim: Simulator, job_id: str, timeout: float = 10.0) -> str:
+    """Wait on the job's own completion event, then read its status through DescribeJobs."""
+    job = sim.fleet.jobs.get(job_id)
+    if job is None:
+        raise AssertionError(f"job {job_id} unknown")
+    await asyncio.wait_for(job.finished.wait(), timeout)
+    [described] = (await call(sim, "DescribeJobs", {"jobs.1": job_id}))["job_set"]
+    if described["job_id"] != job_id or not described["resource_ids"]:
+        raise AssertionError(f"DescribeJobs answered {described}")
+    return str(described["status"])
 
 
 def random_network() -> str:

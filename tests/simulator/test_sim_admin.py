@@ -2,22 +2,12 @@
 
 from __future__ import annotations
 
-from typing import Any
-
-import aiohttp
 import pytest
 
 from pitrix.providers.base import InstanceSpec, ProviderError
 from pitrix.providers.qingcloud import QingCloudProvider
 from simulator.cloud import Simulator
-
-
-async def request(sim: Simulator, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    async with (
-        aiohttp.ClientSession() as session,
-        session.request(method, sim.url + path, json=body) as response,
-    ):
-        return response.status, await response.json()
+from simulator.testing import admin as request
 
 
 async def test_ledger_over_http_lists_terminated_vms(sim: Simulator, provider: QingCloudProvider) -> None:

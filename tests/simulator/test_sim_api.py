@@ -12,47 +12,7 @@ import pytest
 
 from pitrix.providers.qingcloud.signer import signed_params
 from simulator.cloud import Simulator
-
-
-async def call(
-    sim: Simulator,
-    action: str,
-    params: dict[str, object] | None = None,
-    *,
-    method: str = "POST",
-    now: datetime | None = None,
-    secret: str | None = None,
-    drop: tuple[str, ...] = (),
-) -> dict[str, Any]:
-    creds = sim.credentials
-    body = signed_params(
-        {"action": action, "zone": sim.zone, **(params or {})},
-        access_key_id=creds["access_key_id"],
-        secret_access_key=secret or creds["secret_access_key"],
-        method=method,
-        now=now,
-    )
-    for name in drop:
-        body.pop(name, None)
-    async with aiohttp.ClientSession() as session:
-        if method == "GET":
-            request = session.get(sim.url + "/iaas/", params=body)
-        else:
-            request = session.post(sim.url + "/iaas/", data=body)
-        async with request as response:
-            assert response.status == 200  # QingCloud answers errors with 200 and a ret_code
-            reply: dict[str, Any] = await response.json()
-            return reply
-
-
-async def wait_job(sim: Simulator, job_id: str, timeout: float = 10.0) -> str:
-    """Wait on the job's own completion event, then read its status through DescribeJobs."""
-    job = sim.fleet.jobs.get(job_id)
-    assert job is not None
-    await asyncio.wait_for(job.finished.wait(), timeout)
-    [described] = (await call(sim, "DescribeJobs", {"jobs.1": job_id}))["job_set"]
-    assert described["job_id"] == job_id and described["resource_ids"]
-    return str(described["status"])
+from simulator.testing import call, wait_job
 
 
 async def test_unknown_action_has_qingcloud_error_shape(sim: Simulator) -> None:

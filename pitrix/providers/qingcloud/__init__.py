@@ -1,5 +1,5 @@
 """The QingCloud provider: QingCloud API v1 (signed HmacSHA256) over aiohttp."""
 
-from pitrix.providers.qingcloud.provider import QingCloudProvider
+from pitrix.providers.qingcloud.provider import KeyPair, QingCloudProvider
 
-__all__ = ["QingCloudProvider"]
+__all__ = ["KeyPair", "QingCloudProvider"]

@@ -10,9 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import dataclasses
 import secrets
 import time
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
 from pitrix.logs import get_logger
@@ -58,6 +60,28 @@ def to_instance(item: Mapping[str, Any]) -> Instance:
         ssh_port=int(item.get("ssh_port") or 22),  # the simulator reports its SSH port; QingCloud uses 22
         tags=tags,
         raw=dict(item),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class KeyPair:
+    """A QingCloud key pair; ``private_key`` only in the answer to creating a generated one."""
+
+    keypair_id: str
+    name: str
+    public_key: str
+    encrypt_method: str
+    instance_ids: tuple[str, ...] = ()
+    private_key: str = dataclasses.field(default="", repr=False)
+
+
+def to_key_pair(item: Mapping[str, Any]) -> KeyPair:
+    return KeyPair(
+        keypair_id=str(item["keypair_id"]),
+        name=str(item.get("keypair_name", "")),
+        public_key=str(item.get("pub_key", "")),
+        encrypt_method=str(item.get("encrypt_method", "")),
+        instance_ids=tuple(str(i) for i in item.get("instance_ids") or []),
     )
 
 
@@ -223,6 +247,83 @@ class QingCloudProvider:
 
     async def stop_instances(self, instance_ids: list[str]) -> None:
         await self._act("StopInstances", instance_ids, GONE_STATUSES | {"stopped"})
+
+    async def restart_instances(self, instance_ids: list[str]) -> None:
+        """Power-cycle the running ones (QingCloud restarts only running instances) and wait."""
+        await self._act("RestartInstances", instance_ids, GONE_STATUSES | {"pending", "stopped", "suspended"})
+
+    # -- key pairs -----------------------------------------------------------------------------------
+
+    async def create_key_pair(
+        self, name: str, *, public_key: str = "", encrypt_method: str = "ssh-rsa"
+    ) -> KeyPair:
+        """Import ``public_key``, or (without one) have the cloud generate the pair.
+
+        A generated pair's private key is in the answer once and nowhere else, as on QingCloud.
+        """
+        params: dict[str, object] = {"keypair_name": name}
+        if public_key:
+            params.update(mode="user", public_key=public_key)
+        else:
+            params.update(mode="system", encrypt_method=encrypt_method)
+        reply = await self._client.call("CreateKeyPair", params, idempotent=False)
+        keypair_id = str(reply.get("keypair_id") or "")
+        if not keypair_id:
+            raise ProviderError(f"qingcloud CreateKeyPair {name}: no keypair_id in {reply!r}")
+        [pair] = await self.describe_key_pairs([keypair_id])
+        self._log.info("qingcloud.keypair_created", keypair_id=keypair_id, name=name)
+        return dataclasses.replace(pair, private_key=str(reply.get("private_key") or ""))
+
+    async def describe_key_pairs(
+        self, keypair_ids: list[str] | None = None, *, name: str | None = None
+    ) -> list[KeyPair]:
+        """Key pairs by id, or by exact name (``search_word`` matches substrings, so it is refined)."""
+        if keypair_ids is not None and not keypair_ids:
+            return []
+        base: dict[str, object] = {"verbose": 1}
+        if name:
+            base["search_word"] = name
+        groups: list[list[str] | None] = list(_chunks(keypair_ids)) if keypair_ids is not None else [None]
+        found: list[KeyPair] = []
+        for group in groups:
+            params = dict(base, **_indexed("keypairs", group or []))
+            offset = 0
+            while True:
+                reply = await self._client.call(
+                    "DescribeKeyPairs", {**params, "offset": offset, "limit": PAGE}
+                )
+                page = reply.get("keypair_set") or []
+                found.extend(to_key_pair(item) for item in page)
+                offset += len(page)
+                if not page or offset >= int(reply.get("total_count", 0)):
+                    break
+        return [pair for pair in found if name is None or pair.name == name]
+
+    async def attach_key_pairs(self, keypair_ids: list[str], instance_ids: list[str]) -> None:
+        await self._keypair_job("AttachKeyPairs", keypair_ids, instance_ids)
+
+    async def detach_key_pairs(self, keypair_ids: list[str], instance_ids: list[str]) -> None:
+        await self._keypair_job("DetachKeyPairs", keypair_ids, instance_ids)
+
+    async def _keypair_job(self, action: str, keypair_ids: list[str], instance_ids: list[str]) -> None:
+        if not keypair_ids or not instance_ids:
+            return
+        jobs = []
+        for group in _chunks(instance_ids):
+            params = {**_indexed("keypairs", keypair_ids), **_indexed("instances", group)}
+            reply = await self._client.call(action, params)
+            if reply.get("job_id"):
+                jobs.append(str(reply["job_id"]))
+        await self.wait_jobs(jobs, self.job_timeout)
+
+    async def delete_key_pairs(self, keypair_ids: list[str]) -> None:
+        """Delete key pairs; ids already gone are skipped (a repeated step does not fail)."""
+        if not keypair_ids:
+            return
+        existing = {pair.keypair_id for pair in await self.describe_key_pairs(keypair_ids)}
+        todo = [kid for kid in keypair_ids if kid in existing]
+        for group in _chunks(todo):
+            await self._client.call("DeleteKeyPairs", _indexed("keypairs", group))
 
     # -- waiting -----------------------------------------------------------------------------------
 
