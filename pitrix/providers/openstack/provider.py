@@ -1,0 +1,405 @@
+"""``OpenStackProvider``: the runtime's provider interface over Nova, with openstacksdk.
+
+openstacksdk is synchronous, so every call runs in a worker thread. Nova has no client token, so
+``run_instances`` looks each name up before creating it and a create is never retried blindly: a
+create whose answer was lost is found by name at the next attempt. Tags are Nova server metadata.
+The flavor is the smallest the cloud offers with the role's vCPUs and memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import re
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, ClassVar, TypeVar, cast
+
+import openstack
+from openstack.connection import Connection
+
+from pitrix.logs import get_logger
+from pitrix.providers.base import Instance, InstanceSpec, InstanceStatus, ProviderError
+from pitrix.providers.openstack.errors import to_provider_error
+from pitrix.providers.polling import Backoff, wait_for, with_retries
+
+T = TypeVar("T")
+
+STATUSES: dict[str, InstanceStatus] = {
+    "BUILD": "pending",
+    "REBUILD": "pending",
+    "REBOOT": "pending",
+    "HARD_REBOOT": "pending",
+    "ACTIVE": "running",
+    "SHUTOFF": "stopped",
+    "SUSPENDED": "suspended",
+    "PAUSED": "suspended",
+    "SHELVED": "suspended",
+    "SHELVED_OFFLOADED": "suspended",
+    "DELETED": "terminated",
+    "SOFT_DELETED": "terminated",
+}
+RUN_CONCURRENCY = 8
+AUTH_KEYS = ("auth_url", "username", "password")
+
+
+def to_instance(server: Mapping[str, Any], ssh_port: int = 22) -> Instance:
+    """An ``Instance`` from a server's attributes (``Server.to_dict()``)."""
+    nova_status = str(server.get("status") or "").upper()
+    status: InstanceStatus = STATUSES.get(nova_status, "unknown")
+    if server.get("task_state") == "deleting":
+        status = "terminated"  # on its way out: a lookup must not count it
+    private_ip = ""
+    for addresses in (server.get("addresses") or {}).values():
+        for address in addresses or []:
+            if address.get("version") == 4 and address.get("OS-EXT-IPS:type", "fixed") == "fixed":
+                private_ip = private_ip or str(address.get("addr") or "")
+    return Instance(
+        instance_id=str(server["id"]),
+        name=str(server.get("name") or ""),
+        status=status,
+        private_ip=private_ip,
+        ssh_port=ssh_port,
+        tags={str(k): str(v) for k, v in (server.get("metadata") or {}).items()},
+        raw=dict(server),
+    )
+
+
+def choose_flavor(flavors: Sequence[Mapping[str, Any]], cpu: int, memory: int) -> str:
+    """The id of the smallest flavor (vCPUs, then RAM, then disk) with ``cpu`` vCPUs and ``memory`` MiB."""
+    fitting = [f for f in flavors if int(f.get("vcpus") or 0) >= cpu and int(f.get("ram") or 0) >= memory]
+    if not fitting:
+        raise ProviderError(
+            f"openstack: no flavor has {cpu} vCPUs and {memory} MiB ({len(flavors)} flavors offered)",
+            code="flavor",
+        )
+    best = min(
+        fitting, key=lambda f: (int(f["vcpus"]), int(f["ram"]), int(f.get("disk") or 0), str(f["name"]))
+    )
+    return str(best["id"])
+
+
+def _server_call(method: str, server_id: str, **kwargs: Any) -> Callable[[Connection], object]:
+    """A worker-thread call of ``conn.compute.<method>(server_id, **kwargs)``."""
+
+    def work(conn: Connection) -> object:
+        return getattr(conn.compute, method)(server_id, **kwargs)
+
+    return work
+
+
+def _string(runtime: Mapping[str, Any], key: str, default: str = "") -> str:
+    value = runtime.get(key, default)
+    if value is None:
+        return default
+    if not isinstance(value, str):
+        raise ProviderError(f"openstack runtime: {key} must be a string", code="config")
+    return value
+
+
+def _number(runtime: Mapping[str, Any], key: str, default: float) -> float:
+    value = runtime.get(key, default)
+    if not isinstance(value, int | float) or isinstance(value, bool) or value <= 0:
+        raise ProviderError(
+            f"openstack runtime: {key} must be a positive number, got {value!r}", code="config"
+        )
+    return float(value)
+
+
+class OpenStackProvider:
+    """The ``openstack`` provider (entry point ``pitrix.providers: openstack``)."""
+
+    name: ClassVar[str] = "openstack"
+
+    def __init__(
+        self,
+        connect: Callable[[], Connection],
+        *,
+        network: str = "",
+        key_name: str = "",
+        ssh_port: int = 22,
+        attempts: int = 5,
+        wait_timeout: float = 600.0,
+        label: str = "",
+    ) -> None:
+        self._connect = connect  # credentials stay inside this closure and the SDK's session
+        self._conn: Connection | None = None
+        self._flavors: list[dict[str, Any]] | None = None
+        self.network = network
+        self.key_name = key_name
+        self.ssh_port = ssh_port
+        self.attempts = attempts
+        self.wait_timeout = wait_timeout
+        self._log = get_logger("pitrix.providers.openstack", cloud=label)
+
+    @classmethod
+    def from_runtime(cls, runtime: Mapping[str, Any]) -> OpenStackProvider:
+        """Build from a runtime definition: either ``cloud`` (a clouds.yaml entry, read as the
+        ``openstack`` CLI reads it) or ``auth_url``, ``username``, ``password`` and optionally
+        ``project_name``, ``user_domain_name``, ``project_domain_name``, ``region``."""
+        cloud = _string(runtime, "cloud")
+        region = _string(runtime, "region") or _string(runtime, "zone")
+        timeout = _number(runtime, "timeout", 30.0)
+        if cloud:
+
+            def connect() -> Connection:
+                return openstack.connect(cloud=cloud, region_name=region or None, api_timeout=timeout)
+
+            label = cloud
+        else:
+            missing = [key for key in AUTH_KEYS if not runtime.get(key)]
+            if missing:
+                raise ProviderError(
+                    f"openstack runtime: missing {', '.join(missing)} (or name a clouds.yaml entry in cloud)",
+                    code="config",
+                )
+            auth = {
+                "auth_url": _string(runtime, "auth_url"),
+                "username": _string(runtime, "username"),
+                "password": _string(runtime, "password"),
+                "project_name": _string(runtime, "project_name"),
+                "user_domain_name": _string(runtime, "user_domain_name", "Default"),
+                "project_domain_name": _string(runtime, "project_domain_name", "Default"),
+            }
+            if not auth["auth_url"].startswith(("http://", "https://")):
+                raise ProviderError(
+                    f"openstack runtime: auth_url must be http(s)://..., got {auth['auth_url']!r}",
+                    code="config",
+                )
+
+            def connect() -> Connection:
+                return Connection(
+                    auth={k: v for k, v in auth.items() if v},
+                    auth_type="password",
+                    region_name=region or None,
+                    api_timeout=timeout,
+                )
+
+            label = auth["auth_url"]
+        ssh_port = runtime.get("ssh_port", 22)
+        if not isinstance(ssh_port, int) or isinstance(ssh_port, bool) or not 0 < ssh_port < 65536:
+            raise ProviderError(
+                f"openstack runtime: ssh_port must be a TCP port, got {ssh_port!r}", code="config"
+            )
+        return cls(
+            connect,
+            network=_string(runtime, "network"),
+            key_name=_string(runtime, "key_name"),
+            ssh_port=ssh_port,
+            attempts=int(_number(runtime, "attempts", 5)),
+            wait_timeout=_number(runtime, "wait_timeout", 600.0),
+            label=label,
+        )
+
+    # -- calls -------------------------------------------------------------------------------------
+
+    async def _sdk(self, action: str, work: Callable[[Connection], T], *, retry: bool = True) -> T:
+        """``work(connection)`` in a worker thread; errors become ``ProviderError``."""
+
+        def run() -> T:
+            if self._conn is None:
+                self._conn = self._connect()
+            return work(self._conn)
+
+        async def once() -> T:
+            try:
+                return await asyncio.to_thread(run)
+            except Exception as exc:
+                raise to_provider_error(action, exc) from exc
+
+        if not retry:
+            return await once()
+        return await with_retries(once, action=action, attempts=self.attempts, log=self._log)
+
+    async def _servers(self, name_regex: str | None = None) -> list[Instance]:
+        query: dict[str, Any] = {"details": True}
+        if name_regex:
+            query["name"] = name_regex
+        servers = await self._sdk("list servers", lambda c: [s.to_dict() for s in c.compute.servers(**query)])
+        return [to_instance(s, self.ssh_port) for s in servers]
+
+    async def _by_ids(self, instance_ids: list[str]) -> dict[str, Instance]:
+        """The servers with these ids that exist (a deleted one is absent)."""
+        wanted = set(instance_ids)
+        if len(wanted) > 3:  # one list beats many gets
+            return {i.instance_id: i for i in await self._servers() if i.instance_id in wanted}
+
+        def get(iid: str) -> Callable[[Connection], dict[str, Any] | None]:
+            def work(conn: Connection) -> dict[str, Any] | None:
+                server = conn.compute.find_server(iid, ignore_missing=True)
+                return server.to_dict() if server is not None else None
+
+            return work
+
+        found = {}
+        for iid in wanted:
+            server = await self._sdk("get server", get(iid))
+            if server is not None:
+                found[iid] = to_instance(server, self.ssh_port)
+        return found
+
+    async def _flavor_for(self, cpu: int, memory: int) -> str:
+        if self._flavors is None:
+            self._flavors = await self._sdk(
+                "list flavors", lambda c: [f.to_dict() for f in c.compute.flavors(details=True)]
+            )
+        return choose_flavor(self._flavors, cpu, memory)
+
+    async def close(self) -> None:
+        if self._conn is not None:
+            conn, self._conn = self._conn, None
+            await asyncio.to_thread(conn.close)
+
+    # -- instances ---------------------------------------------------------------------------------
+
+    async def run_instances(self, specs: list[InstanceSpec]) -> list[Instance]:
+        """Create the specs' servers; a name that already has a live server gets that one back."""
+        if not all(spec.name for spec in specs):
+            raise ProviderError("openstack: an instance needs a name", code="spec")
+        flavors = [await self._flavor_for(spec.cpu, spec.memory) for spec in specs]
+        names = "|".join(re.escape(spec.name) for spec in specs)
+        existing: dict[str, Instance] = {}
+        for server in await self._servers(f"^(?:{names})$") if specs else []:
+            if server.status != "terminated":
+                existing.setdefault(server.name, server)
+        limit = asyncio.Semaphore(RUN_CONCURRENCY)
+
+        async def run(spec: InstanceSpec, flavor: str) -> Instance:
+            if spec.name in existing:
+                self._log.info(
+                    "openstack.run_found", instance_id=existing[spec.name].instance_id, name=spec.name
+                )
+                return existing[spec.name]
+            async with limit:
+                return await self._create(spec, flavor)
+
+        results = await asyncio.gather(
+            *(run(spec, flavor) for spec, flavor in zip(specs, flavors, strict=True)), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]
+        return cast(list[Instance], results)
+
+    async def _create(self, spec: InstanceSpec, flavor: str) -> Instance:
+        attrs: dict[str, Any] = {
+            "name": spec.name,
+            "image_id": spec.image,
+            "flavor_id": flavor,
+            "metadata": {str(k): str(v) for k, v in spec.tags.items()},
+        }
+        if spec.userdata:
+            attrs["user_data"] = base64.b64encode(spec.userdata.encode()).decode()
+        if spec.key_pair or self.key_name:
+            attrs["key_name"] = spec.key_pair or self.key_name
+        if spec.network or self.network:
+            attrs["networks"] = [{"uuid": spec.network or self.network}]
+        # Not retried: Nova has no client token, and a lost answer may hide a created server.
+        server = await self._sdk(
+            f"create server {spec.name}", lambda c: c.compute.create_server(**attrs).to_dict(), retry=False
+        )
+        self._log.info("openstack.run", instance_id=server["id"], name=spec.name, flavor=flavor)
+        return Instance(
+            instance_id=str(server["id"]),
+            name=spec.name,
+            status="pending",
+            ssh_port=self.ssh_port,
+            tags=dict(attrs["metadata"]),
+            raw=server,
+        )
+
+    async def describe_instances(
+        self,
+        *,
+        instance_ids: list[str] | None = None,
+        name_prefix: str | None = None,
+        tags: Mapping[str, str] | None = None,
+    ) -> list[Instance]:
+        """Live servers by id, by name prefix and/or by metadata tags (all must match)."""
+        if instance_ids is not None and not instance_ids:
+            return []
+        servers = await self._servers("^" + re.escape(name_prefix) if name_prefix else None)
+        wanted = set(instance_ids) if instance_ids is not None else None
+        return [
+            s
+            for s in servers
+            if s.status != "terminated"
+            and (wanted is None or s.instance_id in wanted)
+            and (not name_prefix or s.name.startswith(name_prefix))
+            and all(s.tags.get(k) == v for k, v in (tags or {}).items())
+        ]
+
+    async def _settle(
+        self, action: str, instance_ids: list[str], done: Callable[[Instance | None], bool]
+    ) -> None:
+        async def settled() -> bool | None:
+            found = await self._by_ids(instance_ids)
+            return True if all(done(found.get(iid)) for iid in instance_ids) else None
+
+        await wait_for(settled, timeout=self.wait_timeout, what=f"openstack {action} {instance_ids}")
+
+    async def terminate_instances(self, instance_ids: list[str]) -> None:
+        """Delete and wait until gone; ids already gone (or never seen) are skipped."""
+        if not instance_ids:
+            return
+        current = await self._by_ids(instance_ids)
+        todo = [iid for iid in instance_ids if iid in current]
+        for iid in todo:
+            await self._sdk("delete server", _server_call("delete_server", iid, ignore_missing=True))
+        self._log.info("openstack.delete", instance_ids=todo, skipped=len(instance_ids) - len(todo))
+        await self._settle("delete", todo, lambda s: s is None)
+
+    async def stop_instances(self, instance_ids: list[str]) -> None:
+        await self._power("stop", instance_ids, "ACTIVE", "SHUTOFF")
+
+    async def start_instances(self, instance_ids: list[str]) -> None:
+        await self._power("start", instance_ids, "SHUTOFF", "ACTIVE")
+
+    async def _power(self, action: str, instance_ids: list[str], from_status: str, to_status: str) -> None:
+        """``os-<action>`` on servers in ``from_status`` (others left alone); wait for ``to_status``."""
+        if not instance_ids:
+            return
+        current = await self._by_ids(instance_ids)
+        todo = [
+            iid
+            for iid in instance_ids
+            if iid in current
+            and current[iid].raw.get("status") == from_status
+            and not current[iid].raw.get("task_state")
+        ]
+        for iid in todo:
+            await self._sdk(f"{action} server", _server_call(f"{action}_server", iid))
+        self._log.info(f"openstack.{action}", instance_ids=todo, skipped=len(instance_ids) - len(todo))
+        present = [iid for iid in instance_ids if iid in current]
+        await self._settle(
+            action,
+            present,
+            lambda s: s is None or (s.raw.get("status") == to_status and not s.raw.get("task_state")),
+        )
+
+    async def wait_running(self, instance_ids: list[str], timeout: float) -> list[Instance]:
+        """Poll until all are ACTIVE; a missing, deleted, stopped or ERROR one fails at once."""
+        if not instance_ids:
+            return []
+
+        async def all_running() -> list[Instance] | None:
+            found = await self._by_ids(instance_ids)
+            missing = [iid for iid in instance_ids if iid not in found]
+            gone = [iid for iid, i in found.items() if i.status == "terminated"]
+            broken = [iid for iid, i in found.items() if i.raw.get("status") in ("ERROR", "SHUTOFF")]
+            if missing or gone or broken:
+                raise ProviderError(
+                    f"openstack: servers will not run: missing {missing}, deleted {gone}, "
+                    f"stopped or failed {broken}",
+                    code="not-running",
+                )
+            if all(found[iid].status == "running" for iid in instance_ids):
+                return [found[iid] for iid in instance_ids]
+            return None
+
+        result = await wait_for(
+            all_running,
+            timeout=timeout,
+            what=f"openstack: servers {instance_ids} running",
+            backoff=Backoff(0.05, 2.0),
+        )
+        return cast(list[Instance], result)
