@@ -100,14 +100,13 @@ class ClusterOperations:
                 to_create.append(node)
         if not to_create:
             return f"{len(nodes)} instances already exist"
-        userdata = agent_userdata([self.metadata.instance_url])
         specs = [
             InstanceSpec(
                 name=node.name,
                 image=self.cluster.app.role(node.role).image,
                 cpu=self.cluster.app.role(node.role).cpu,
                 memory=self.cluster.app.role(node.role).memory,
-                userdata=userdata,
+                userdata=self._userdata(node.role),
                 tags={
                     "pitrix:cluster": self.cid,
                     "pitrix:owner": self.cluster.owner,
@@ -126,6 +125,14 @@ class ClusterOperations:
                 node.model_copy(update={"instance_id": instance.instance_id, "status": "created"})
             )
         return f"created {len(to_create)} instances"
+
+    def _userdata(self, role_name: str) -> str:
+        check = self.cluster.app.role(role_name).health_check
+        if check is None:
+            return agent_userdata([self.metadata.instance_url])
+        return agent_userdata(
+            [self.metadata.instance_url], health_cmd=check.cmd, health_interval=check.interval
+        )
 
     async def wait_running(self, node_ids: list[str]) -> str:
         nodes = await self.members(node_ids)
@@ -200,7 +207,7 @@ class ClusterOperations:
     def _env(self) -> dict[str, dict[str, str]]:
         env: dict[str, dict[str, str]] = {}
         for role in self.cluster.app.roles:
-            merged = dict(role.env)
+            merged = role.env_defaults()
             merged.update(self.cluster.env.get(role.name, {}))
             if merged:
                 env[role.name] = merged
@@ -321,10 +328,15 @@ class ClusterOperations:
         """Run one lifecycle service on the nodes whose role defines it, and wait for every result."""
         nodes = await self.members(node_ids)
         targets: list[tuple[Node, Service]] = []
-        for node in nodes:
+        taken: dict[str, int] = {}
+        for node in nodes:  # sorted by role and index: nodes_to_execute_on picks the first ones
             svc = self.cluster.app.role(node.role).services.get(service)  # type: ignore[call-overload]
-            if svc is not None:
-                targets.append((node, svc))
+            if svc is None:
+                continue
+            if svc.nodes_to_execute_on is not None and taken.get(node.role, 0) >= svc.nodes_to_execute_on:
+                continue
+            taken[node.role] = taken.get(node.role, 0) + 1
+            targets.append((node, svc))
         if not targets:
             return f"no {service} service"
         started = time.monotonic()
@@ -366,11 +378,14 @@ class ClusterOperations:
         return f"{service} on {len(targets)} nodes in {time.monotonic() - started:.2f}s"
 
 
-def service_layers(cluster: Cluster, service: str) -> list[list[str]]:
-    """Roles grouped by the service's ``order``: each group runs after the one before."""
+def service_layers(cluster: Cluster, service: str, post_start: bool | None = None) -> list[list[str]]:
+    """Roles grouped by the service's ``order``: each group runs after the one before.
+
+    ``post_start`` keeps only the roles whose service has that ``post_start_service`` flag.
+    """
     orders: dict[int, list[str]] = {}
     for role in cluster.app.roles:
         svc = role.services.get(service)  # type: ignore[call-overload]
-        if svc is not None:
+        if svc is not None and (post_start is None or svc.post_start_service == post_start):
             orders.setdefault(svc.order, []).append(role.name)
     return [orders[o] for o in sorted(orders)]

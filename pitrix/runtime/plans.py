@@ -21,13 +21,23 @@ def _service_steps(
     node_ids: list[str],
     *,
     reverse: bool = False,
+    post_start: bool | None = None,
 ) -> None:
     """One layer per ``order`` group of roles defining ``service`` (last group first if ``reverse``)."""
-    layers = service_layers(cluster, service)
+    layers = service_layers(cluster, service, post_start)
+    suffix = ":post-start" if post_start else ""
     for roles in reversed(layers) if reverse else layers:
         members = [n for n in node_ids if n.rsplit("-", 1)[0] in roles]
         if members:
-            plan.then(as_step(f"{service}:{'+'.join(roles)}", ops.run_service, service, members))
+            name = f"{service}:{'+'.join(roles)}{suffix}"
+            plan.then(as_step(name, ops.run_service, service, members))
+
+
+def _init_start(plan: Plan, ops: ClusterOperations, cluster: Cluster, node_ids: list[str]) -> None:
+    """init (roles that init before start), start, then the init of roles marked post_start_service."""
+    _service_steps(plan, ops, cluster, "init", node_ids, post_start=False)
+    _service_steps(plan, ops, cluster, "start", node_ids)
+    _service_steps(plan, ops, cluster, "init", node_ids, post_start=True)
 
 
 def all_node_ids(cluster: Cluster, counts: dict[str, int] | None = None) -> list[str]:
@@ -43,8 +53,7 @@ def create_plan(cluster: Cluster, job: Job, ops: ClusterOperations) -> Plan:
     plan.then(as_step("wait-running", ops.wait_running, nodes))
     plan.then(as_step("register", ops.register, nodes))
     plan.then(as_step("wait-agents", ops.wait_agents, nodes))
-    _service_steps(plan, ops, cluster, "init", nodes)
-    _service_steps(plan, ops, cluster, "start", nodes)
+    _init_start(plan, ops, cluster, nodes)
     plan.then(as_step("converge", ops.converge, nodes))
     return plan
 
@@ -86,8 +95,7 @@ def scale_out_plan(cluster: Cluster, job: Job, ops: ClusterOperations) -> Plan:
     plan.then(as_step("wait-running", ops.wait_running, added))
     plan.then(as_step("register", partial(ops.register, adding=True), added))
     plan.then(as_step("wait-agents", ops.wait_agents, added))
-    _service_steps(plan, ops, cluster, "init", added)
-    _service_steps(plan, ops, cluster, "start", added)
+    _init_start(plan, ops, cluster, added)
     plan.then(as_step("scale_out", ops.run_service, "scale_out", existing))
     plan.then(as_step("converge", ops.converge, existing + added))
     plan.then(as_step("clear-adding-hosts", ops.clear, "adding-hosts"))

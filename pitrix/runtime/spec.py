@@ -1,13 +1,17 @@
 """The application spec: what an app package says about its roles, services and parameters.
 
-Minimal for now (roles, count, image, size, services, env, endpoints) and shaped like OpenPitrix's
-cluster spec so it can grow into the full JSON Schema without breaking existing specs. Validation
-errors name the field (``roles.web.services.start.cmd: field required``).
+Shaped like OpenPitrix's cluster spec (roles with count, size, image, volume, lifecycle services
+with ``order``/``nodes_to_execute_on``/``post_start_service``, a health check, typed env
+parameters, endpoints) plus an update policy for rolling env changes. ``schemas/app-spec.json`` is
+generated from these models (``python -m pitrix.runtime.spec``) so the schema never drifts from
+what pitrixd accepts. Validation errors name the field (``roles.0.services.start.cmd: ...``).
 """
 
 from __future__ import annotations
 
 import json
+import re
+import sys
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 ServiceName = Literal["init", "start", "stop", "restart", "scale_out", "scale_in", "destroy"]
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
+ENV_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
 
 
 class SpecError(ValueError):
@@ -27,11 +32,96 @@ class _Strict(BaseModel):
 
 
 class Service(_Strict):
-    cmd: str = Field(min_length=1)
+    cmd: str = Field(min_length=1, description="shell command, run with the VM root as working directory")
     order: int = Field(
         0, ge=0, description="roles run a service in ascending order; same order runs together"
     )
-    timeout: int = Field(300, gt=0, le=86400)
+    timeout: int = Field(300, gt=0, le=86400, description="seconds")
+    nodes_to_execute_on: int | None = Field(
+        None, ge=1, description="run on this many nodes of the role (the first ones); all when absent"
+    )
+    post_start_service: bool = Field(
+        False, description="init only: run after the start service instead of before it"
+    )
+
+
+class Volume(_Strict):
+    size: int = Field(ge=1, le=65536, description="GiB")
+    mount_point: str = Field("/data", pattern=r"^/")
+    filesystem: Literal["ext4", "xfs"] = "ext4"
+
+
+class HealthCheck(_Strict):
+    cmd: str = Field(min_length=1, description="exit status 0 means healthy")
+    interval: int = Field(30, ge=1, le=86400, description="seconds between checks")
+    timeout: int = Field(10, ge=1, le=3600, description="seconds before a check counts as failed")
+    unhealthy_threshold: int = Field(3, ge=1, le=100, description="failures in a row before unhealthy")
+
+
+EnvType = Literal["string", "integer", "number", "boolean", "password"]
+Scalar = str | int | float | bool
+
+
+def _scalar_text(value: Scalar) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+class EnvParam(_Strict):
+    """One application parameter of a role, published as ``/clusters/<cid>/env/<role>/<key>``."""
+
+    type: EnvType = "string"
+    default: Scalar | None = None
+    range: list[Scalar] | None = Field(None, min_length=1, description="the only values allowed")
+    min: float | None = None
+    max: float | None = None
+    changeable: bool = Field(True, description="whether update_env may change it after create")
+    description: str = ""
+
+    @model_validator(mode="after")
+    def _default_fits(self) -> EnvParam:
+        if self.min is not None and self.max is not None and self.min > self.max:
+            raise ValueError(f"min {self.min} is above max {self.max}")
+        if self.default is not None:
+            self.check(self.default)
+        return self
+
+    def check(self, value: Any) -> str:
+        """``value`` as the text agents see, or ValueError saying what is wrong with it."""
+        if isinstance(value, list | dict) or value is None:
+            raise ValueError(f"expected a {self.type}, got {type(value).__name__}")
+        text = _scalar_text(value)
+        if self.type == "boolean":
+            if text.lower() not in ("true", "false"):
+                raise ValueError(f"expected true or false, got {text!r}")
+            text = text.lower()
+        elif self.type in ("integer", "number"):
+            try:
+                number = int(text) if self.type == "integer" else float(text)
+            except ValueError:
+                raise ValueError(f"expected an {self.type}, got {text!r}") from None
+            if isinstance(value, bool):
+                raise ValueError(f"expected an {self.type}, got {text!r}")
+            if self.min is not None and number < self.min:
+                raise ValueError(f"{text} is below the minimum {_scalar_text(self.min)}")
+            if self.max is not None and number > self.max:
+                raise ValueError(f"{text} is above the maximum {_scalar_text(self.max)}")
+        if self.range is not None:
+            allowed = [_scalar_text(v) for v in self.range]
+            if text not in allowed:
+                raise ValueError(f"{text!r} is not one of {', '.join(allowed)}")
+        return text
+
+
+def _infer_type(value: Any) -> str:
+    if isinstance(value, bool):
+        return "boolean"
+    if isinstance(value, int):
+        return "integer"
+    if isinstance(value, float):
+        return "number"
+    return "string"
 
 
 class Role(_Strict):
@@ -40,15 +130,36 @@ class Role(_Strict):
     image: str = Field(min_length=1)
     cpu: int = Field(1, ge=1, le=128)
     memory: int = Field(1024, ge=128, description="MiB")
+    volume: Volume | None = None
     services: dict[ServiceName, Service] = Field(default_factory=dict)
-    env: dict[str, str] = Field(default_factory=dict)
+    health_check: HealthCheck | None = None
+    env: dict[str, EnvParam] = Field(
+        default_factory=dict, description="parameters; a plain value is shorthand for {default: value}"
+    )
 
     @field_validator("env", mode="before")
     @classmethod
-    def _env_as_strings(cls, value: Any) -> Any:
-        if isinstance(value, dict):
-            return {k: v if isinstance(v, str) else json.dumps(v) for k, v in value.items()}
+    def _env_shorthand(cls, value: Any) -> Any:
+        if not isinstance(value, dict):
+            return value
+        params: dict[str, Any] = {}
+        for key, item in value.items():
+            if isinstance(item, list):
+                item = json.dumps(item)
+            params[key] = item if isinstance(item, dict) else {"type": _infer_type(item), "default": item}
+        return params
+
+    @field_validator("env")
+    @classmethod
+    def _env_keys(cls, value: dict[str, EnvParam]) -> dict[str, EnvParam]:
+        for key in value:
+            if not re.fullmatch(ENV_KEY_PATTERN, key):
+                raise ValueError(f"{key!r} is not a parameter name (letters, digits, _ . -)")
         return value
+
+    def env_defaults(self) -> dict[str, str]:
+        """The parameters that have a default, as the text agents see."""
+        return {k: p.check(p.default) for k, p in self.env.items() if p.default is not None}
 
 
 class Endpoint(_Strict):
@@ -56,11 +167,20 @@ class Endpoint(_Strict):
     protocol: Literal["tcp", "udp", "http", "https"] = "tcp"
 
 
+class UpdatePolicy(_Strict):
+    """How an env change rolls out: a canary batch first, then batches of ``max_in_flight``."""
+
+    canary: int = Field(1, ge=0, le=1000, description="nodes changed first; 0 skips the canary batch")
+    max_in_flight: int = Field(1, ge=1, le=1000, description="nodes changed at once after the canary")
+
+
 class AppSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     version: str = "0.1.0"
+    description: str = ""
     roles: list[Role] = Field(min_length=1)
     endpoints: dict[str, Endpoint] = Field(default_factory=dict)
+    update_policy: UpdatePolicy = Field(default_factory=lambda: UpdatePolicy.model_validate({}))
 
     @model_validator(mode="after")
     def _unique_roles(self) -> AppSpec:
@@ -105,3 +225,27 @@ def load_spec(path: Path) -> AppSpec:
     except yaml.YAMLError as exc:
         raise SpecError(f"{path} is not valid YAML: {exc}") from None
     return parse_spec(data)
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of an app spec, as ``schemas/app-spec.json`` holds it."""
+    schema = AppSpec.model_json_schema()
+    # A plain value is shorthand for {default: value}: the schema accepts both, as the model does.
+    shorthand = [{"type": t} for t in ("string", "integer", "number", "boolean")] + [{"type": "array"}]
+    env = schema["$defs"]["Role"]["properties"]["env"]
+    env["additionalProperties"] = {"anyOf": [{"$ref": "#/$defs/EnvParam"}, *shorthand]}
+    env["propertyNames"] = {"pattern": ENV_KEY_PATTERN}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "$id": "https://pitrix.dev/schemas/app-spec.json",
+        **schema,
+        "title": "pitrix application spec",
+    }
+
+
+def schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+if __name__ == "__main__":
+    sys.stdout.write(schema_text())

@@ -6,10 +6,21 @@ real cloud): every path goes through ``$PITRIX_VM_ROOT``, which a real image lea
 
 from __future__ import annotations
 
+import json
 
-def agent_userdata(metad_urls: list[str], *, heartbeat_interval: float = 2.0) -> str:
+
+def agent_userdata(
+    metad_urls: list[str],
+    *,
+    heartbeat_interval: float = 2.0,
+    health_cmd: str = "",
+    health_interval: float = 10.0,
+) -> str:
     """Write the agent's config and start it in the background."""
     nodes = ", ".join(f'"{url}"' for url in metad_urls)
+    health = (
+        f"health_cmd = {json.dumps(health_cmd)}\nhealth_interval = {health_interval}\n" if health_cmd else ""
+    )
     return f"""#!/bin/sh
 # pitrix: configure and start pitrix-agent
 set -e
@@ -25,7 +36,7 @@ watch = true
 [pitrix]
 state_dir = "/var/lib/pitrix-agent"
 heartbeat_interval = {heartbeat_interval}
-PITRIX_EOF
+{health}PITRIX_EOF
 nohup pitrix-agent -config-file "$ROOT/etc/pitrix/agent.toml" >> "$ROOT/var/log/pitrix-agent.log" 2>&1 &
 """
 

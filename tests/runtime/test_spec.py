@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import jsonschema
 import pytest
+import yaml
 
-from pitrix.runtime.spec import SpecError, load_spec, parse_spec
+from pitrix.runtime.spec import EnvParam, SpecError, json_schema, load_spec, parse_spec, schema_text
 
 DEMO = Path(__file__).resolve().parents[2] / "examples" / "demo" / "app.yaml"
 
@@ -60,7 +62,8 @@ def test_duplicate_roles_are_refused() -> None:
 
 def test_env_values_become_strings() -> None:
     app = parse_spec(spec(roles=[{"name": "web", "image": "x", "env": {"n": 3, "s": "x", "l": [1, 2]}}]))
-    assert app.role("web").env == {"n": "3", "s": "x", "l": "[1, 2]"}
+    assert app.role("web").env_defaults() == {"n": "3", "s": "x", "l": "[1, 2]"}
+    assert app.role("web").env["n"].type == "integer"
 
 
 def test_unknown_role_lookup_names_the_roles() -> None:
@@ -73,3 +76,122 @@ def test_bad_yaml_file(tmp_path: Path) -> None:
     path.write_text("name: [unclosed")
     with pytest.raises(SpecError, match="not valid YAML"):
         load_spec(path)
+
+
+SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schemas" / "app-spec.json"
+
+FULL = {
+    "name": "kv",
+    "version": "2.1.0",
+    "roles": [
+        {
+            "name": "node",
+            "count": 3,
+            "image": "kv",
+            "cpu": 2,
+            "memory": 2048,
+            "volume": {"size": 20, "mount_point": "/data", "filesystem": "xfs"},
+            "services": {
+                "init": {"cmd": "kv init", "nodes_to_execute_on": 1, "post_start_service": True},
+                "start": {"cmd": "kv start", "order": 1, "timeout": 60},
+                "stop": {"cmd": "kv stop"},
+            },
+            "health_check": {"cmd": "kv ping", "interval": 10, "timeout": 5},
+            "env": {
+                "mode": {"type": "string", "default": "fast", "range": ["fast", "safe"]},
+                "cache_mb": {"type": "integer", "default": 64, "min": 16, "max": 4096},
+                "debug": {"type": "boolean", "default": False},
+                "cluster_name": {"default": "kv", "changeable": False},
+                "plain": 5,
+            },
+        }
+    ],
+    "endpoints": {"client": {"port": 6379}},
+    "update_policy": {"canary": 1, "max_in_flight": 2},
+}
+
+
+def test_schema_file_is_up_to_date() -> None:
+    assert SCHEMA_FILE.read_text() == schema_text(), (
+        "schemas/app-spec.json is stale: regenerate it with "
+        "`.venv/bin/python -m pitrix.runtime.spec > schemas/app-spec.json`"
+    )
+
+
+def test_full_spec_loads_and_matches_the_schema() -> None:
+    app = parse_spec(FULL)
+    node = app.role("node")
+    assert node.volume is not None and node.volume.size == 20
+    assert node.services["init"].post_start_service and node.services["init"].nodes_to_execute_on == 1
+    assert node.health_check is not None and node.health_check.interval == 10
+    assert node.env_defaults() == {
+        "mode": "fast",
+        "cache_mb": "64",
+        "debug": "false",
+        "cluster_name": "kv",
+        "plain": "5",
+    }
+    assert not node.env["cluster_name"].changeable
+    assert app.update_policy.max_in_flight == 2
+    jsonschema.validate(FULL, json_schema())
+
+
+def test_demo_spec_matches_the_schema() -> None:
+    jsonschema.validate(yaml.safe_load(DEMO.read_text()), json_schema())
+
+
+def role_with(**changes: Any) -> dict[str, Any]:
+    return spec(roles=[{"name": "web", "image": "x", **changes}])
+
+
+@pytest.mark.parametrize(
+    ("data", "field"),
+    [
+        (role_with(volume={"size": 0}), "roles.0.volume.size"),
+        (role_with(volume={"size": 1, "mount_point": "data"}), "roles.0.volume.mount_point"),
+        (
+            role_with(services={"init": {"cmd": "x", "nodes_to_execute_on": 0}}),
+            "roles.0.services.init.nodes_to_execute_on",
+        ),
+        (role_with(health_check={"cmd": "x", "interval": 0}), "roles.0.health_check.interval"),
+        (role_with(health_check={"interval": 3}), "roles.0.health_check.cmd"),
+        (role_with(env={"n": {"type": "integer", "default": "ten"}}), "roles.0.env.n"),
+        (role_with(env={"n": {"type": "integer", "default": 1, "min": 5}}), "roles.0.env.n"),
+        (role_with(env={"m": {"default": "x", "range": ["a", "b"]}}), "roles.0.env.m"),
+        (role_with(env={"t": {"type": "colour"}}), "roles.0.env.t.type"),
+        (role_with(env={"bad key": 1}), "roles.0.env"),
+        (spec(update_policy={"max_in_flight": 0}), "update_policy.max_in_flight"),
+        (spec(update_policy={"canary": -1}), "update_policy.canary"),
+    ],
+)
+def test_grown_fields_name_the_field(data: dict[str, Any], field: str) -> None:
+    with pytest.raises(SpecError) as caught:
+        parse_spec(data)
+    assert str(caught.value).startswith(field + ":"), str(caught.value)
+    if field != "roles.0.env.n" and field != "roles.0.env.m":  # a default outside its own bounds: model only
+        with pytest.raises(jsonschema.ValidationError):
+            jsonschema.validate(data, json_schema())
+
+
+@pytest.mark.parametrize(
+    ("param", "value", "expected"),
+    [
+        ({"type": "integer", "min": 1, "max": 10}, "7", "7"),
+        ({"type": "integer", "min": 1, "max": 10}, 11, ValueError),
+        ({"type": "integer"}, "7.5", ValueError),
+        ({"type": "integer"}, True, ValueError),
+        ({"type": "number", "max": 1.5}, "1.25", "1.25"),
+        ({"type": "boolean"}, "TRUE", "true"),
+        ({"type": "boolean"}, "yes", ValueError),
+        ({"range": ["rr", "hash"]}, "hash", "hash"),
+        ({"range": ["rr", "hash"]}, "random", ValueError),
+        ({"type": "string"}, ["a"], ValueError),
+    ],
+)
+def test_env_param_checks_values(param: dict[str, Any], value: Any, expected: Any) -> None:
+    checked = EnvParam.model_validate(param)
+    if expected is ValueError:
+        with pytest.raises(ValueError):
+            checked.check(value)
+    else:
+        assert checked.check(value) == expected
