@@ -15,8 +15,9 @@ from pathlib import Path
 
 from aiohttp import web
 
-from pitrix import __version__, aio, logs
+from pitrix import __version__, aio, logs, sdnotify
 from pitrix.api.app import create_app
+from pitrix.api.auth import Tokens
 from pitrix.logs import get_logger
 from pitrix.paths import ensure_dir
 from pitrix.runtime.service import RuntimeService
@@ -51,7 +52,7 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return settings
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, tokens: Tokens | None = None) -> None:
     log = get_logger("pitrixd")
     ensure_dir(settings.state_dir)
     embedded: EmbeddedEtcd | None = None
@@ -65,7 +66,8 @@ async def serve(settings: Settings) -> None:
     runner: web.AppRunner | None = None
     try:
         await service.start()
-        runner = web.AppRunner(create_app(service), access_log=None, handle_signals=False)
+        tokens = tokens or Tokens.from_settings(settings.api)
+        runner = web.AppRunner(create_app(service, tokens), access_log=None, handle_signals=False)
         await runner.setup()
         if settings.api.unix_socket:
             site: web.BaseSite = web.UnixSite(runner, str(settings.api.unix_socket))
@@ -78,12 +80,18 @@ async def serve(settings: Settings) -> None:
             url = f"http://{settings.api.host}:{port}"
         log.info("pitrixd ready", url=url, etcd=endpoints)
         print(json.dumps({"ready": True, "url": url, "etcd": endpoints}), flush=True)
+        sdnotify.notify(f"READY=1\nSTATUS=serving {url}")
+        interval = sdnotify.watchdog_interval()
+        watchdog = asyncio.create_task(sdnotify.keep_watchdog(interval)) if interval else None
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("pitrixd stopping")
+        sdnotify.notify("STOPPING=1")
+        if watchdog is not None:
+            watchdog.cancel()
     finally:
         if runner is not None:
             await runner.cleanup()
@@ -97,11 +105,12 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     try:
         settings = settings_from(args)
+        logs.configure(settings.log_level)
+        tokens = Tokens.from_settings(settings.api)
     except ConfigError as exc:
         print(f"pitrixd: {exc}", file=sys.stderr)
         return 2
-    logs.configure(settings.log_level)
-    aio.run(serve(settings))
+    aio.run(serve(settings, tokens))
     return 0
 
 

@@ -7,11 +7,12 @@ the daemon at start with an error naming the key, rather than failing later in a
 
 from __future__ import annotations
 
+import ipaddress
 import tomllib
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pitrix.paths import default_state_dir
@@ -43,9 +44,33 @@ class EtcdSettings(_Section):
         return value
 
 
+class TokenEntry(_Section):
+    """One bearer token of the admin API and the owner it acts as."""
+
+    token: str = Field(min_length=16, description="the secret a client sends as 'Authorization: Bearer'")
+    owner: str = Field(pattern=r"^[a-z][a-z0-9_.-]{0,62}$", description="the owner it acts as")
+    admin: bool = Field(False, description="sees and acts on every owner's clusters; manages runtimes")
+
+
 class ApiSettings(_Section):
     listen: str = Field("127.0.0.1:9610", description="host:port of the admin API")
     unix_socket: Path | None = Field(None, description="serve the admin API on this unix socket instead")
+    auth: Literal["auto", "tokens", "none"] = Field(
+        "auto",
+        description="'tokens': every request over TCP needs a bearer token; 'none': no auth (loopback "
+        "listen only, for local development); 'auto': 'tokens' when any token is configured, "
+        "else 'none' (and then a loopback listen address is required)",
+    )
+    tokens: list[TokenEntry] = Field(default_factory=list, description="bearer tokens, inline")
+    tokens_file: Path | None = Field(
+        None, description="a TOML file of [[tokens]] tables (token, owner, admin), read at start"
+    )
+    unix_socket_owner: str = Field(
+        "admin",
+        pattern=r"^[a-z][a-z0-9_.-]{0,62}$",
+        description="owner (an admin) of requests without a token on the unix socket, "
+        "which its file permissions guard",
+    )
 
     @field_validator("listen")
     @classmethod
@@ -54,6 +79,19 @@ class ApiSettings(_Section):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError("must be host:port, e.g. 127.0.0.1:9610")
         return value
+
+    @model_validator(mode="after")
+    def _auth_none_only_on_loopback(self) -> ApiSettings:
+        if self.auth == "none" and self.unix_socket is None and not self.loopback:
+            raise ValueError("auth: 'none' is allowed only when api.listen is a loopback address")
+        return self
+
+    @property
+    def loopback(self) -> bool:
+        try:
+            return ipaddress.ip_address(self.host.strip("[]")).is_loopback
+        except ValueError:
+            return self.host == "localhost"
 
     @property
     def host(self) -> str:

@@ -1,86 +1,188 @@
-"""The admin API: runtimes, clusters and their actions, jobs, health.
+"""The admin API: apps, runtimes, clusters and their actions, jobs, events, health and metrics.
 
-Every handler is a thin adapter over :class:`RuntimeService`; the service owns all rules.
+Every handler is a thin adapter over :class:`RuntimeService`; the service owns all rules. Who may
+see what is decided here, from the request's identity (see ``pitrix.api.auth``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from aiohttp import web
 
+from pitrix.api.apps import AppCatalog
+from pitrix.api.auth import Tokens, auth_middleware, identity_of, require_admin
 from pitrix.api.errors import errors_middleware, json_body
-from pitrix.runtime.machine import TRANSITIONAL
-from pitrix.runtime.records import Cluster, Job
+from pitrix.api.events import EventHub, cluster_view
+from pitrix.api.metrics import Metrics
+from pitrix.api.openapi import openapi_document
+from pitrix.api.stream import stream_events
+from pitrix.runtime.machine import STATES, TRANSITIONAL
+from pitrix.runtime.records import Cluster, Job, Runtime, cluster_data_prefix
 from pitrix.runtime.service import InvalidRequest, RuntimeService
 
 SERVICE: web.AppKey[RuntimeService] = web.AppKey("service", RuntimeService)
-DEFAULT_OWNER = "default"
+EVENTS: web.AppKey[EventHub] = web.AppKey("events", EventHub)
+METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
+APPS: web.AppKey[AppCatalog] = web.AppKey("apps", AppCatalog)
+READY_TIMEOUT = 2.0
 
-
-def _owner(request: web.Request) -> str:
-    return DEFAULT_OWNER
-
-
-def _cluster_view(cluster: Cluster) -> dict[str, Any]:
-    data = cluster.model_dump(mode="json")
-    data["app"] = {"name": cluster.app.name, "version": cluster.app.version}
-    return data
+# Runtime actions beyond create/scale/retry/delete: path -> RuntimeService method.
+ACTIONS = {"stop": "stop_cluster", "start": "start_cluster", "recover": "recover"}
 
 
 def _job_view(job: Job) -> dict[str, Any]:
     return job.model_dump(mode="json")
 
 
+def _runtime_view(runtime: Runtime) -> dict[str, Any]:
+    return runtime.public()
+
+
 async def healthz(request: web.Request) -> web.Response:
     return web.json_response({"status": "ok"})
 
 
+async def readyz(request: web.Request) -> web.Response:
+    """Ready when etcd answers and the event watch runs: then every API call can be served."""
+    checks: dict[str, str] = {}
+    try:
+        await asyncio.wait_for(request.app[SERVICE].store.revision(), READY_TIMEOUT)
+        checks["etcd"] = "ok"
+    except Exception as exc:
+        checks["etcd"] = f"unavailable: {type(exc).__name__}"
+    checks["events"] = "ok" if request.app[EVENTS].running else "not running"
+    ready = all(v == "ok" for v in checks.values())
+    return web.json_response(
+        {"status": "ok" if ready else "unavailable", "checks": checks}, status=200 if ready else 503
+    )
+
+
+async def metrics(request: web.Request) -> web.Response:
+    clusters = await request.app[SERVICE].list_clusters(include_deleted=True)
+    body = request.app[METRICS].render(clusters)
+    return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
+
+
+async def openapi(request: web.Request) -> web.Response:
+    return web.json_response(openapi_document())
+
+
+# -- apps --------------------------------------------------------------------------------------------
+
+
+async def list_apps(request: web.Request) -> web.Response:
+    apps = await request.app[APPS].latest()
+    return web.json_response({"apps": [a.summary() for a in apps]})
+
+
+async def register_app(request: web.Request) -> web.Response:
+    record, new = await request.app[APPS].register(await json_body(request), identity_of(request).owner)
+    return web.json_response(record.model_dump(mode="json"), status=201 if new else 200)
+
+
+async def show_app(request: web.Request) -> web.Response:
+    catalog = request.app[APPS]
+    name = request.match_info["name"]
+    record = await catalog.get(name, request.query.get("version"))
+    data = record.model_dump(mode="json")
+    data["versions"] = [r.version for r in await catalog.versions(name)]
+    return web.json_response(data)
+
+
+# -- runtimes ----------------------------------------------------------------------------------------
+
+
 async def list_runtimes(request: web.Request) -> web.Response:
     runtimes = await request.app[SERVICE].list_runtimes()
-    return web.json_response({"runtimes": [r.public() for r in runtimes]})
+    return web.json_response({"runtimes": [_runtime_view(r) for r in runtimes]})
 
 
 async def put_runtime(request: web.Request) -> web.Response:
+    require_admin(request)
     runtime = await request.app[SERVICE].put_runtime(await json_body(request))
-    return web.json_response(runtime.public(), status=201)
+    return web.json_response(_runtime_view(runtime), status=201)
 
 
 async def get_runtime(request: web.Request) -> web.Response:
     runtime = await request.app[SERVICE].get_runtime(request.match_info["name"])
-    return web.json_response(runtime.public())
+    return web.json_response(_runtime_view(runtime))
+
+
+# -- clusters ----------------------------------------------------------------------------------------
+
+
+def _flag(request: web.Request, name: str) -> bool:
+    value = request.query.get(name, "false").lower()
+    if value not in ("1", "true", "0", "false"):
+        raise InvalidRequest(f"{name}: must be true or false")
+    return value in ("1", "true")
 
 
 async def list_clusters(request: web.Request) -> web.Response:
-    include = request.query.get("all") in ("1", "true")
-    clusters = await request.app[SERVICE].list_clusters(_owner(request), include_deleted=include)
-    return web.json_response({"clusters": [_cluster_view(c) for c in clusters]})
+    include = _flag(request, "all")
+    state, runtime, app = (request.query.get(k) for k in ("state", "runtime", "app"))
+    if state is not None and state not in STATES:
+        raise InvalidRequest(f"state: must be one of {', '.join(STATES)}")
+    clusters = await request.app[SERVICE].list_clusters(
+        identity_of(request).scope, include_deleted=include or state == "deleted"
+    )
+    chosen = [
+        c
+        for c in clusters
+        if (state is None or c.state == state)
+        and (runtime is None or c.runtime == runtime)
+        and (app is None or c.app.name == app)
+    ]
+    return web.json_response({"clusters": [cluster_view(c) for c in chosen]})
+
+
+async def _app_spec(request: web.Request, app: Any) -> dict[str, Any]:
+    """The spec a create names: inline, or a registered ``name`` / ``name@version``."""
+    if isinstance(app, dict):
+        return app
+    if isinstance(app, str) and app:
+        name, _, version = app.partition("@")
+        record = await request.app[APPS].get(name, version or None)
+        return record.spec.model_dump(mode="json")
+    raise InvalidRequest("app: must be an app spec object or a registered app's name[@version]")
 
 
 async def create_cluster(request: web.Request) -> web.Response:
     body = await json_body(request)
+    identity = identity_of(request)
     for field in ("runtime", "app"):
         if field not in body:
             raise InvalidRequest(f"{field}: required")
-    if not isinstance(body["app"], dict):
-        raise InvalidRequest("app: must be an object (the app spec)")
+    if not isinstance(body["runtime"], str):
+        raise InvalidRequest("runtime: must be a runtime's name")
     counts = body.get("counts") or {}
     if not isinstance(counts, dict):
         raise InvalidRequest("counts: must be an object of role: count")
+    name = body.get("name", "")
+    if not isinstance(name, str) or len(name) > 64:
+        raise InvalidRequest("name: must be a string of at most 64 characters")
+    owner = body.get("owner", identity.owner)
+    if owner != identity.owner and not identity.admin:
+        raise InvalidRequest("owner: only an admin token may create clusters for another owner")
+    if not isinstance(owner, str) or not owner:
+        raise InvalidRequest("owner: must be an owner name")
+    spec = await _app_spec(request, body["app"])
     cluster, job = await request.app[SERVICE].create_cluster(
-        owner=_owner(request),
-        runtime=str(body["runtime"]),
-        app=body["app"],
-        name=str(body.get("name", "")),
-        counts=counts,
+        owner=owner, runtime=body["runtime"], app=spec, name=name, counts=counts
     )
-    return web.json_response({"cluster": _cluster_view(cluster), "job": _job_view(job)}, status=202)
+    return web.json_response({"cluster": cluster_view(cluster), "job": _job_view(job)}, status=202)
+
+
+async def _cluster(request: web.Request) -> Cluster:
+    return await request.app[SERVICE].get_cluster(request.match_info["cid"], identity_of(request).scope)
 
 
 async def show_cluster(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    cluster = await service.get_cluster(request.match_info["cid"], _owner(request))
-    data = _cluster_view(cluster)
+    cluster = await _cluster(request)
+    data = cluster_view(cluster)
     data["nodes"] = [n.model_dump(mode="json") for n in await service.nodes(cluster.id)]
     if cluster.job_id:
         job = await service.get_job(cluster.id, cluster.job_id)
@@ -98,27 +200,65 @@ async def scale_cluster(request: web.Request) -> web.Response:
         raise InvalidRequest("role: required, a role name")
     if not isinstance(count, int) or isinstance(count, bool):
         raise InvalidRequest("count: required, a whole number")
-    job = await request.app[SERVICE].scale(request.match_info["cid"], role, count, _owner(request))
+    cluster = await _cluster(request)
+    job = await request.app[SERVICE].scale(cluster.id, role, count, cluster.owner)
     return web.json_response({"job": _job_view(job)}, status=202)
 
 
 async def retry_cluster(request: web.Request) -> web.Response:
-    job = await request.app[SERVICE].retry(request.match_info["cid"], _owner(request))
+    cluster = await _cluster(request)
+    job = await request.app[SERVICE].retry(cluster.id, cluster.owner)
     return web.json_response({"job": _job_view(job)}, status=202)
 
 
 async def delete_cluster(request: web.Request) -> web.Response:
-    job = await request.app[SERVICE].delete_cluster(request.match_info["cid"], _owner(request))
+    cluster = await _cluster(request)
+    job = await request.app[SERVICE].delete_cluster(cluster.id, cluster.owner)
     return web.json_response({"job": _job_view(job)}, status=202)
+
+
+def _runtime_action(action: str) -> Any:
+    async def handler(request: web.Request) -> web.Response:
+        cluster = await _cluster(request)
+        method = getattr(request.app[SERVICE], ACTIONS[action], None)
+        if method is None:
+            raise web.HTTPNotImplemented(text=f"this pitrixd cannot {action} clusters yet")
+        job = await method(cluster.id, owner=cluster.owner)
+        return web.json_response({"job": _job_view(job)}, status=202)
+
+    handler.__name__ = f"{action}_cluster"
+    return handler
+
+
+async def update_env(request: web.Request) -> web.Response:
+    """Replace the cluster's env (``{role: {KEY: value}}``); the runtime pushes it to the nodes."""
+    body = await json_body(request)
+    env = body.get("env")
+    if not isinstance(env, dict) or not all(
+        isinstance(v, dict) and all(isinstance(x, str) for x in v.values()) for v in env.values()
+    ):
+        raise InvalidRequest("env: required, an object of role: {KEY: string value}")
+    cluster = await _cluster(request)
+    method = getattr(request.app[SERVICE], "update_env", None)
+    if method is None:
+        raise web.HTTPNotImplemented(text="this pitrixd cannot update a cluster's env yet")
+    job = await method(cluster.id, env, owner=cluster.owner)
+    return web.json_response({"job": _job_view(job)}, status=202)
+
+
+async def list_jobs(request: web.Request) -> web.Response:
+    cluster = await _cluster(request)
+    kvs, _ = await request.app[SERVICE].store.get_prefix(cluster_data_prefix(cluster.id) + "jobs/")
+    jobs = sorted((Job.model_validate_json(kv.value) for kv in kvs), key=lambda j: j.created)
+    return web.json_response({"jobs": [_job_view(j) for j in jobs]})
 
 
 async def show_job(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
-    cid = request.match_info["cid"]
-    await service.get_cluster(cid, _owner(request))
-    job = await service.get_job(cid, request.match_info["job_id"])
+    cluster = await _cluster(request)
+    job = await service.get_job(cluster.id, request.match_info["job_id"])
     data = _job_view(job)
-    data["steps"] = [s.model_dump(mode="json") for s in await service.job_steps(cid, job.id)]
+    data["steps"] = [s.model_dump(mode="json") for s in await service.job_steps(cluster.id, job.id)]
     return web.json_response(data)
 
 
@@ -126,8 +266,7 @@ async def wait_cluster(request: web.Request) -> web.Response:
     """Hold until the cluster's job has ended or, with ``seen=N``, until more than N of its steps
     have ended (or ``timeout`` seconds: 408), then show the cluster; clients follow progress this way."""
     service = request.app[SERVICE]
-    cid = request.match_info["cid"]
-    await service.get_cluster(cid, _owner(request))
+    cid = (await _cluster(request)).id
     try:
         timeout = float(request.query.get("timeout", "60"))
     except ValueError:
@@ -148,24 +287,62 @@ async def wait_cluster(request: web.Request) -> web.Response:
         steps = await service.job_steps(cid, cluster.job_id)
         return sum(1 for s in steps if s.status != "running") > seen
 
-    cluster = await service.wait(cid, progressed, timeout)
-    request.match_info["cid"] = cluster.id
+    await service.wait(cid, progressed, timeout)
     return await show_cluster(request)
 
 
-def create_app(service: RuntimeService) -> web.Application:
-    app = web.Application(middlewares=[errors_middleware], client_max_size=8 * 1024 * 1024)
+async def all_events(request: web.Request) -> web.StreamResponse:
+    identity = identity_of(request)
+    clusters = await request.app[SERVICE].list_clusters(identity.scope)
+    return await stream_events(request, request.app[EVENTS], identity.scope, None, clusters)
+
+
+async def cluster_events(request: web.Request) -> web.StreamResponse:
+    cluster = await _cluster(request)
+    return await stream_events(request, request.app[EVENTS], None, cluster.id, [cluster])
+
+
+def create_app(service: RuntimeService, tokens: Tokens | None = None) -> web.Application:
+    """The admin API over ``service``; without ``tokens`` every request is an admin (tests only)."""
+    app = web.Application(
+        middlewares=[errors_middleware, auth_middleware(tokens or Tokens.open())],
+        client_max_size=8 * 1024 * 1024,
+    )
     app[SERVICE] = service
-    app.router.add_get("/healthz", healthz)
-    app.router.add_get("/v1/runtimes", list_runtimes)
-    app.router.add_post("/v1/runtimes", put_runtime)
-    app.router.add_get("/v1/runtimes/{name}", get_runtime)
-    app.router.add_get("/v1/clusters", list_clusters)
-    app.router.add_post("/v1/clusters", create_cluster)
-    app.router.add_get("/v1/clusters/{cid}", show_cluster)
-    app.router.add_delete("/v1/clusters/{cid}", delete_cluster)
-    app.router.add_post("/v1/clusters/{cid}/scale", scale_cluster)
-    app.router.add_post("/v1/clusters/{cid}/retry", retry_cluster)
-    app.router.add_get("/v1/clusters/{cid}/wait", wait_cluster)
-    app.router.add_get("/v1/clusters/{cid}/jobs/{job_id}", show_job)
+    app[METRICS] = metrics_ = Metrics()
+    app[EVENTS] = EventHub(service.store, [metrics_.observe])
+    app[APPS] = AppCatalog(service.store)
+
+    async def lifecycle(app: web.Application) -> Any:
+        await app[EVENTS].start()
+        yield
+        await app[EVENTS].close()
+
+    app.cleanup_ctx.append(lifecycle)
+    app.on_shutdown.append(lambda app: app[EVENTS].close())
+    add = app.router
+    add.add_get("/healthz", healthz)
+    add.add_get("/readyz", readyz)
+    add.add_get("/metrics", metrics)
+    add.add_get("/openapi.json", openapi)
+    add.add_get("/v1/events", all_events)
+    add.add_get("/v1/apps", list_apps)
+    add.add_post("/v1/apps", register_app)
+    add.add_get("/v1/apps/{name}", show_app)
+    add.add_get("/v1/runtimes", list_runtimes)
+    add.add_post("/v1/runtimes", put_runtime)
+    add.add_get("/v1/runtimes/{name}", get_runtime)
+    add.add_get("/v1/clusters", list_clusters)
+    add.add_post("/v1/clusters", create_cluster)
+    add.add_get("/v1/clusters/{cid}", show_cluster)
+    add.add_delete("/v1/clusters/{cid}", delete_cluster)
+    add.add_post("/v1/clusters/{cid}/scale", scale_cluster)
+    add.add_post("/v1/clusters/{cid}/retry", retry_cluster)
+    for action in ACTIONS:
+        add.add_post(f"/v1/clusters/{{cid}}/{action}", _runtime_action(action))
+    add.add_post("/v1/clusters/{cid}/env", update_env)
+    add.add_get("/v1/clusters/{cid}/wait", wait_cluster)
+    add.add_get("/v1/clusters/{cid}/events", cluster_events)
+    add.add_get("/v1/clusters/{cid}/jobs", list_jobs)
+    add.add_get("/v1/clusters/{cid}/jobs/{job_id}", show_job)
     return app

@@ -34,7 +34,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except web.HTTPException as exc:
         if exc.content_type == "application/json" or exc.status < 400:
             raise
-        return error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+        response = error_response(exc.status, exc.reason.lower().replace(" ", "_"), exc.text or exc.reason)
+        if "Allow" in exc.headers:  # a 405 says which methods the path has
+            response.headers["Allow"] = exc.headers["Allow"]
+        return response
     except InvalidRequest as exc:
         return error_response(400, "invalid", str(exc), _field_of(str(exc)))
     except NotFound as exc:

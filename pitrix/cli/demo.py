@@ -164,6 +164,9 @@ class Demo:
         self.network = f"127.{secrets.choice(range(100, 200))}.0.0/16"
         self.env = dict(os.environ, PITRIX_LOG_FORMAT="json")
         self.env.pop("PITRIX_URL", None)
+        # pitrixd refuses requests without a token: the demo gives its own an admin token.
+        self.token = secrets.token_urlsafe(24)
+        self.env["PITRIX_API__TOKENS"] = json.dumps([{"token": self.token, "owner": "demo", "admin": True}])
 
     @contextlib.asynccontextmanager
     async def services(self) -> AsyncIterator[None]:
@@ -241,7 +244,7 @@ class Demo:
         account = self.account
         sim = self.sim.ready
         async with (
-            ApiClient(self.pitrixd.ready["url"]) as api,
+            ApiClient(self.pitrixd.ready["url"], self.token) as api,
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
         ):
             await api.post(

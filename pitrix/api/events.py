@@ -1,0 +1,167 @@
+"""Cluster events for the admin API, taken from etcd's watch of the runtime's records.
+
+Watching the records rather than hooking the runtime means every change is seen exactly as it was
+stored, in revision order, whichever process made it; one watch serves every subscriber. Each
+event carries the owner of its cluster so a stream shows an owner only its own clusters.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from pitrix.logs import get_logger
+from pitrix.runtime.records import Cluster
+from pitrix.store import Store
+from pitrix.store.types import WatchBatch, WatchEvent
+
+# Both "/clusters/" and "/cluster-data/" start with it: one watch, one revision order.
+WATCHED_PREFIX = "/cluster"
+QUEUE_LIMIT = 1000
+
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    """One change: ``kind`` is cluster, cluster_removed, node, job or step."""
+
+    kind: str
+    cluster_id: str
+    owner: str
+    revision: int
+    data: dict[str, Any]
+
+    def sse(self) -> bytes:
+        payload = json.dumps({"type": self.kind, "cluster_id": self.cluster_id, **self.data})
+        return f"id: {self.revision}\nevent: {self.kind}\ndata: {payload}\n\n".encode()
+
+
+@dataclass(eq=False)
+class Subscription:
+    owner: str | None
+    cluster_id: str | None
+    queue: asyncio.Queue[Event | None] = field(default_factory=lambda: asyncio.Queue(QUEUE_LIMIT))
+
+    def wants(self, event: Event) -> bool:
+        return (self.owner is None or event.owner == self.owner) and (
+            self.cluster_id is None or event.cluster_id == self.cluster_id
+        )
+
+
+Observer = Callable[[Event, float], None]
+
+
+class EventHub:
+    """Fans the watch out to subscribers; a subscriber too slow to keep up is cut off (it reconnects)."""
+
+    def __init__(self, store: Store, observers: list[Observer] | None = None) -> None:
+        self.store = store
+        self.observers = observers or []
+        self._owners: dict[str, str] = {}
+        self._subscribers: set[Subscription] = set()
+        self._task: asyncio.Task[None] | None = None
+        self._started = asyncio.Event()
+        self.log = get_logger("pitrix.api.events")
+
+    async def start(self) -> None:
+        kvs, revision = await self.store.get_prefix("/clusters/")
+        for kv in kvs:
+            cluster = Cluster.model_validate_json(kv.value)
+            self._owners[cluster.id] = cluster.owner
+        self._task = asyncio.create_task(self._run(revision + 1), name="api-events")
+
+    async def close(self) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+        for sub in list(self._subscribers):
+            self._end(sub)
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    @contextlib.asynccontextmanager
+    async def subscribe(
+        self, owner: str | None, cluster_id: str | None = None
+    ) -> AsyncIterator[Subscription]:
+        sub = Subscription(owner, cluster_id)
+        self._subscribers.add(sub)
+        try:
+            yield sub
+        finally:
+            self._subscribers.discard(sub)
+
+    async def _run(self, from_revision: int) -> None:
+        async for batch in self.store.watch_prefix(WATCHED_PREFIX, from_revision):
+            try:
+                self._dispatch(batch)
+            except Exception:
+                self.log.exception("event dispatch failed", revision=batch.revision)
+
+    def _dispatch(self, batch: WatchBatch) -> None:
+        received = time.time()
+        if batch.resync:
+            # A compaction skipped history: restate every cluster, which is what a client needs.
+            events = [WatchEvent("put", kv.key, kv.value, batch.revision) for kv in batch.state]
+        else:
+            events = batch.events
+        # Cluster documents first: a create writes the cluster and its job in one revision.
+        events = sorted(events, key=lambda e: not e.key.startswith("/clusters/"))
+        for raw in events:
+            event = self._event(raw)
+            if event is None:
+                continue
+            for observe in self.observers:
+                observe(event, received)
+            for sub in list(self._subscribers):
+                if sub.wants(event):
+                    try:
+                        sub.queue.put_nowait(event)
+                    except asyncio.QueueFull:
+                        self._end(sub)
+
+    def _end(self, sub: Subscription) -> None:
+        self._subscribers.discard(sub)
+        with contextlib.suppress(asyncio.QueueFull):
+            sub.queue.put_nowait(None)
+        if sub.queue.full():  # make room for the end marker: the stream closes either way
+            sub.queue.get_nowait()
+            sub.queue.put_nowait(None)
+
+    def _event(self, raw: WatchEvent) -> Event | None:
+        parts = raw.key.strip("/").split("/")
+        if parts[0] == "clusters" and len(parts) == 2:
+            cid = parts[1]
+            if raw.type == "delete":
+                owner = self._owners.pop(cid, "")
+                return Event("cluster_removed", cid, owner, raw.revision, {})
+            cluster = Cluster.model_validate_json(raw.value)
+            self._owners[cid] = cluster.owner
+            return Event("cluster", cid, cluster.owner, raw.revision, {"cluster": cluster_view(cluster)})
+        if parts[0] != "cluster-data" or len(parts) < 4 or raw.type == "delete":
+            return None
+        cid, kind = parts[1], parts[2]
+        owner = self._owners.get(cid)
+        if owner is None:
+            return None
+        record = json.loads(raw.value)
+        if kind == "nodes":
+            return Event("node", cid, owner, raw.revision, {"node": record})
+        if kind == "jobs":
+            return Event("job", cid, owner, raw.revision, {"job": record})
+        if kind == "steps" and len(parts) == 5:
+            return Event("step", cid, owner, raw.revision, {"job_id": parts[3], "step": record})
+        return None
+
+
+def cluster_view(cluster: Cluster) -> dict[str, Any]:
+    """A cluster as the API shows it: the app by name and version, not its whole spec."""
+    data = cluster.model_dump(mode="json")
+    data["app"] = {"name": cluster.app.name, "version": cluster.app.version}
+    return data

@@ -1,0 +1,49 @@
+"""systemd's notify protocol, spoken directly: one datagram per message to $NOTIFY_SOCKET.
+
+With ``Type=notify`` systemd waits for READY=1 before it calls the unit started, and with
+``WatchdogSec=`` it restarts the daemon when WATCHDOG=1 stops arriving: a hung event loop stops the
+pings because they are sent from the loop itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+
+from pitrix.logs import get_logger
+
+
+def _address(path: str) -> str:
+    # An abstract socket is written '@name' in the environment and starts with a NUL on the wire.
+    return "\0" + path[1:] if path.startswith("@") else path
+
+
+def notify(message: str, environ: dict[str, str] | None = None) -> bool:
+    """Send ``message`` (e.g. ``READY=1``); False when not run by systemd (no $NOTIFY_SOCKET)."""
+    path = (environ if environ is not None else os.environ).get("NOTIFY_SOCKET", "")
+    if not path:
+        return False
+    with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+        try:
+            sock.sendto(message.encode(), _address(path))
+        except OSError as exc:
+            get_logger("pitrix.sdnotify").warning("notify failed", socket=path, error=str(exc))
+            return False
+    return True
+
+
+def watchdog_interval(environ: dict[str, str] | None = None) -> float | None:
+    """Half of systemd's watchdog timeout in seconds, if a watchdog is set for this very process."""
+    env = environ if environ is not None else os.environ
+    usec, pid = env.get("WATCHDOG_USEC", ""), env.get("WATCHDOG_PID", "")
+    if not usec.isdigit() or int(usec) == 0 or (pid and pid != str(os.getpid())):
+        return None
+    return int(usec) / 2_000_000
+
+
+async def keep_watchdog(interval: float) -> None:
+    """Ping the watchdog every ``interval`` seconds until cancelled."""
+    while True:
+        notify("WATCHDOG=1")
+        await asyncio.sleep(interval)

@@ -1,0 +1,35 @@
+"""Tokens, an app spec and a dead cloud shared by the admin API tests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from pitrix.settings import TokenEntry
+
+ALICE = "alice-token-0123456789"
+BOB = "bob-token-0123456789ab"
+ADMIN = "admin-token-0123456789"
+TOKENS = [
+    TokenEntry(token=ALICE, owner="alice"),
+    TokenEntry(token=BOB, owner="bob"),
+    TokenEntry(token=ADMIN, owner="ops", admin=True),
+]
+APP = {"name": "demo", "version": "1.0", "roles": [{"name": "web", "count": 1, "image": "demo"}]}
+DEAD_CLOUD = {
+    "name": "dead",
+    "provider": "qingcloud",
+    "endpoint": "http://127.0.0.1:9",  # discard port: nothing listens, every call fails fast
+    "zone": "z1",
+    "access_key_id": "AK",
+    "secret_access_key": "very-secret",
+}
+
+
+def bearer(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def error_of(response: Any, status: int) -> dict[str, Any]:
+    assert response.status == status, await response.text()
+    body = await response.json()
+    return body["error"]

@@ -1,0 +1,35 @@
+"""An admin API over a real RuntimeService and etcd, with tokens for two owners and an admin."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestClient, TestServer
+from api_helpers import TOKENS
+
+from pitrix.api.app import create_app
+from pitrix.api.auth import Tokens
+from pitrix.runtime.service import RuntimeService
+from pitrix.store import Store
+
+
+@pytest.fixture
+async def service(store: Store) -> AsyncIterator[RuntimeService]:
+    service = RuntimeService(store)
+    await service.start()
+    try:
+        yield service
+    finally:
+        await service.stop()
+
+
+@pytest.fixture
+async def api(service: RuntimeService) -> AsyncIterator[TestClient[Any, Any]]:
+    client = TestClient(TestServer(create_app(service, Tokens(TOKENS)), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        yield client
+    finally:
+        await client.close()
