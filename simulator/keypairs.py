@@ -134,7 +134,7 @@ class KeyPairBook:
 
     def delete(self, keypair_ids: list[str]) -> list[str]:
         """Remove unattached key pairs; one still attached refuses the whole call."""
-        pairs = self.existing(keypair_ids)
+        pairs = self.existing(list(dict.fromkeys(keypair_ids)))
         for pair in pairs:
             if pair.instance_ids:
                 raise ApiError(

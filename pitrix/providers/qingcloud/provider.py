@@ -321,7 +321,7 @@ class QingCloudProvider:
         if not keypair_ids:
             return
         existing = {pair.keypair_id for pair in await self.describe_key_pairs(keypair_ids)}
-        todo = [kid for kid in keypair_ids if kid in existing]
+        todo = [kid for kid in dict.fromkeys(keypair_ids) if kid in existing]
         for group in _chunks(todo):
             await self._client.call("DeleteKeyPairs", _indexed("keypairs", group))
 
