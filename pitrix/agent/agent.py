@@ -20,10 +20,10 @@ from pitrix.agent.backends import Backend, select
 from pitrix.agent.commands import CommandLedger, CommandRunner, command_from_values
 from pitrix.agent.config import AgentConfig
 from pitrix.agent.errors import AgentError
+from pitrix.agent.health import HealthChecker, health_from_values
 from pitrix.agent.render import TemplateCache
 from pitrix.agent.report import Reporter
 from pitrix.agent.resource import ApplyOptions, ApplyResult, TemplateResource, load_resources
-from pitrix.agent.shell import run_shell
 from pitrix.logs import get_logger
 
 BACKOFF_START = 0.5
@@ -51,7 +51,6 @@ class Agent:
         self.results: dict[str, ApplyResult] = {}
         self.revision = 0
         self.rounds = 0
-        self.health_checks = 0
         self.round_failures = 0
         self.coalesced = 0  # changes folded into a round by the quiescence window
         self._applied_values: dict[str, dict[str, str]] = {}
@@ -63,6 +62,8 @@ class Agent:
         self.runner: CommandRunner | None = None
         if self._commands_enabled:
             self.runner = CommandRunner(CommandLedger(config.state_dir), reporter, config.root)
+        # Health checks run in the long-running modes only, as lifecycle commands do.
+        self.health: HealthChecker | None = None if config.onetime else HealthChecker(reporter, config.root)
         self._log = get_logger("pitrix.agent", backend=config.backend, prefix=config.prefix)
 
     # -- one round -------------------------------------------------------------------------------
@@ -71,6 +72,8 @@ class Agent:
         keys = {k for r in resources for k in r.keys}
         if self._commands_enabled:
             keys.add(f"{self.config.prefix}/cmd")
+        if self.health is not None:
+            keys.add(f"{self.config.prefix}/health")
         return sorted(keys)
 
     async def apply_round(self, *, only_changed: bool) -> bool:
@@ -107,6 +110,8 @@ class Agent:
         await self._report_applied()
         if self.runner is not None:
             self.runner.offer(command_from_values(values, self.config.prefix, self.config.command_timeout))
+        if self.health is not None:
+            self.health.offer(*health_from_values(values, self.config.prefix, self.config))
         self.rounds += 1
         async with self._round_done:
             self._round_done.notify_all()
@@ -131,8 +136,8 @@ class Agent:
 
     async def wait_health_checks(self, count: int) -> None:
         """Until ``count`` health checks have run and been reported (for embedding and tests)."""
-        async with self._round_done:
-            await self._round_done.wait_for(lambda: self.health_checks >= count)
+        assert self.health is not None, "no health checks in -onetime mode"
+        await self.health.wait_checks(count)
 
     # -- modes -----------------------------------------------------------------------------------
 
@@ -156,8 +161,8 @@ class Agent:
         if self.runner is not None:
             await self.runner.recover()
         tasks: list[asyncio.Task[None]] = [asyncio.create_task(self._heartbeats(), name="heartbeat")]
-        if self.config.health_cmd:
-            tasks.append(asyncio.create_task(self._health_checks(), name="health"))
+        if self.health is not None:
+            tasks.append(asyncio.create_task(self.health.serve(), name="health"))
         if self.runner is not None:
             tasks.append(asyncio.create_task(self.runner.serve(), name="commands"))
         loop = self._watch_loop() if self.config.watch else self._interval_loop()
@@ -310,22 +315,6 @@ class Agent:
                     except OSError as exc:  # the state dir (disk full, removed): retried next beat
                         self._log.error("command ledger unavailable", error=str(exc))
             await asyncio.sleep(self.config.heartbeat_interval)
-
-    async def _health_checks(self) -> None:
-        """The role's health command, run every health_interval; its verdict goes to metad."""
-        while True:
-            result = await run_shell(
-                self.config.health_cmd, root=self.config.root, timeout=self.config.hook_timeout
-            )
-            error = None if result.ok else f"{result.describe()}: {result.output.strip()[-500:]}"
-            try:
-                await self.reporter.health(result.ok, error)
-            except AgentError as exc:
-                self._log.warning("health report failed", error=str(exc))
-            self.health_checks += 1
-            async with self._round_done:
-                self._round_done.notify_all()
-            await asyncio.sleep(self.config.health_interval)
 
 
 def build_agent(config: AgentConfig, *, announce: Callable[[dict[str, Any]], None] | None = None) -> Agent:

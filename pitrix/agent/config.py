@@ -52,6 +52,7 @@ class AgentConfig:
     run_commands: bool = True
     health_cmd: str = ""
     health_interval: float = 10.0
+    health_timeout: float = 60.0
     retry_interval: float = 30.0
     quiet_period: float = 0.05
     max_settle: float = 1.0
@@ -139,6 +140,7 @@ _PITRIX_KEYS: dict[str, tuple[str, str]] = {
     "run_commands": ("run_commands", "bool"),
     "health_cmd": ("health_cmd", "str"),
     "health_interval": ("health_interval", "number"),
+    "health_timeout": ("health_timeout", "number"),
     "retry_interval": ("retry_interval", "number"),
     "quiet_period": ("quiet_period", "number"),
     "max_settle": ("max_settle", "number"),
@@ -252,6 +254,7 @@ def _validate(cfg: AgentConfig) -> None:
         "command_timeout",
         "hook_timeout",
         "health_interval",
+        "health_timeout",
         "retry_interval",
     ):
         if getattr(cfg, name) <= 0:
