@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar, cast
 
 import openstack
+from openstack import exceptions as sdk_exceptions
 from openstack.connection import Connection
 
 from pitrix.logs import get_logger
@@ -225,8 +226,10 @@ class OpenStackProvider:
 
         def get(iid: str) -> Callable[[Connection], dict[str, Any] | None]:
             def work(conn: Connection) -> dict[str, Any] | None:
-                server = conn.compute.find_server(iid, ignore_missing=True)
-                return server.to_dict() if server is not None else None
+                try:
+                    return dict(conn.compute.get_server(iid).to_dict())
+                except sdk_exceptions.NotFoundException:
+                    return None
 
             return work
 
