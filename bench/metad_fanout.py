@@ -1,0 +1,382 @@
+"""Benchmark: pitrix-metad with mutual TLS, beside raw etcd watches and metad's published figures.
+
+Run: ``.venv/bin/python -m bench.metad_fanout`` (``--quick`` for a short run, ``--idle N`` to choose
+the idle-waiter count). It starts an etcd and a ``pitrix-metad`` process with ``--tls-cert/--tls-key
+/--client-ca``; every client runs in this process (so metad's RSS is metad's alone), each instance
+with its own certificate and keep-alive connection. Figures:
+
+- fan-out: one management write (``PUT /v1/data/clusters/c1/env/web/...``, itself over mTLS) → the
+  last of N ``GET /self?wait=true&prev_version=V`` answered, N = 1, 100, 1,000;
+- raw etcd: one put → the last of N aetcd watchers (pitrix.store's watch) notified, same etcd;
+- idle waiters: metad's RSS holding N idle long-polls (10,000 when ``ulimit -n`` allows);
+- ``GET /self`` per second from 50 concurrent instances.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import resource
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from pitrix import aio, logs, pki
+from pitrix.metad.client import MetadManagementClient
+from pitrix.store import Op, Store
+from pitrix.store.embedded import EmbeddedEtcd
+
+LISTEN_IP = "127.109.0.1"
+ANCHORS = {
+    "fanout": {1: (102.6, 103.0), 100: (111.0, 117.0), 1000: (184.0, 250.0)},
+    "etcd": {1: (1.4, 4.8), 1000: (40.0, 62.0)},
+    "idle_mib": (10000, 371.0),
+    "gets": 9854,
+}
+TARGETS = {"fanout": {1: "median < 5", 1000: "p99 < 100"}, "idle_mib": 150.0}
+
+
+def _ip(n: int) -> str:
+    return f"127.{110 + n // 62500}.{n // 250 % 250}.{n % 250 + 1}"
+
+
+def _mib(kib: int) -> float:
+    return kib / 1024
+
+
+def _rss_kib(pid: int) -> int:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1])
+    raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def _stats(values: list[float]) -> tuple[float, float]:
+    ordered = sorted(values)
+    p99 = ordered[min(len(ordered) - 1, round(0.99 * (len(ordered) - 1)))]
+    return statistics.median(ordered), p99
+
+
+@dataclass
+class World:
+    pki_dir: Path
+    ca: pki.CertificateAuthority
+    instance_url: str
+    manage: MetadManagementClient
+    pid: int
+    store: Store
+    identities: int = 0
+
+    def context(self, n: int) -> Any:
+        return pki.client_context(
+            self.pki_dir / "ca.pem", self.pki_dir / f"i-{n}.crt", self.pki_dir / f"i-{n}.key"
+        )
+
+    async def healthz(self) -> dict[str, Any]:
+        return await self.manage.healthz()
+
+    async def wait_waiters(self, wanted: int, timeout: float = 300.0) -> None:
+        """metad's own count of held requests (its /healthz), polled: the bench has no other view of it."""
+        deadline = time.monotonic() + timeout
+        while (await self.healthz())["waiters"] < wanted:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"metad holds fewer than {wanted} waiters")
+            await asyncio.sleep(0.005)
+
+
+def _issue(ca: pki.CertificateAuthority, directory: Path, first: int, last: int) -> None:
+    for n in range(first, last):
+        ca.issue_instance(f"i-{n}", "usr-bench", "c1").write(
+            directory / f"i-{n}.crt", directory / f"i-{n}.key"
+        )
+
+
+async def _register(world: World, first: int, last: int) -> None:
+    """Certificates and mappings for instances [first, last): straight into etcd, 25 per transaction."""
+    await asyncio.to_thread(_issue, world.ca, world.pki_dir, first, last)
+    for start in range(first, last, 25):
+        ops = []
+        for n in range(start, min(last, start + 25)):
+            fields = {"instance_id": f"i-{n}", "cluster_id": "c1", "role": "web", "ip": _ip(n)}
+            ops += [Op("put", f"/_pitrix/mapping/i-{n}/{k}", v.encode()) for k, v in fields.items()]
+        await world.store.txn([], ops)
+    world.identities = max(world.identities, last)
+
+
+async def _fanout_round(
+    world: World, sessions: list[aiohttp.ClientSession], versions: list[int], value: int
+) -> float:
+    done: list[float] = []
+    url = world.instance_url + "/self"
+    marker = f'"workers":"{value}"'.encode()
+
+    async def poll(i: int) -> None:
+        params = {"wait": "true", "prev_version": str(versions[i])}
+        async with sessions[i].get(url, params=params) as response:
+            raw = await response.read()
+            done.append(time.perf_counter())
+            if response.status != 200 or marker not in raw:
+                raise RuntimeError(f"unexpected answer {response.status}: {raw[:200]!r}")
+            versions[i] = int(response.headers["X-Metad-Version"])
+
+    before = (await world.healthz())["waiters"]
+    tasks = [asyncio.create_task(poll(i)) for i in range(len(sessions))]
+    await world.wait_waiters(before + len(sessions))
+    start = time.perf_counter()
+    await world.manage.put_data("/clusters/c1/env/web/workers", value)
+    await asyncio.wait_for(asyncio.gather(*tasks), 120)
+    return (max(done) - start) * 1000
+
+
+async def fanout(world: World, counts: list[int], rounds: dict[int, int]) -> dict[int, tuple[float, float]]:
+    results = {}
+    value = 0
+    for count in counts:
+        sessions = [
+            aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=world.context(n), limit=1))
+            for n in range(count)
+        ]
+        try:
+            versions = []
+            for session in sessions:  # warm: one handshake per instance, then keep-alive
+                async with session.get(world.instance_url + "/self") as response:
+                    await response.read()
+                    versions.append(int(response.headers["X-Metad-Version"]))
+            figures = []
+            for _ in range(rounds[count]):
+                value += 1
+                figures.append(await _fanout_round(world, sessions, versions, value))
+        finally:
+            for session in sessions:
+                await session.close()
+        results[count] = _stats(figures)
+        print(
+            f"  fan-out N={count}: median {results[count][0]:.1f} ms, p99 {results[count][1]:.1f} ms",
+            flush=True,
+        )
+    return results
+
+
+async def etcd_watch(
+    store: Store, counts: list[int], rounds: dict[int, int]
+) -> dict[int, tuple[float, float]]:
+    """One put → the last of N watchers of its key notified (each watcher its own watch stream)."""
+    results = {}
+    for count in counts:
+        figures = []
+        for r in range(rounds[count]):
+            _, revision = await store.get_prefix("/etcdbench/")
+            got: list[float] = []
+            ready = [asyncio.Event() for _ in range(count)]
+
+            async def watch(
+                i: int, rev: int = revision, ready: list[asyncio.Event] = ready, got: list[float] = got
+            ) -> None:
+                iterator = store.watch_prefix("/etcdbench/", rev + 1)
+                ready[i].set()
+                async for _batch in iterator:
+                    got.append(time.perf_counter())
+                    break
+                closer = getattr(iterator, "aclose", None)
+                if closer is not None:
+                    await closer()
+
+            tasks = [asyncio.create_task(watch(i)) for i in range(count)]
+            for event in ready:
+                await event.wait()
+            # The watches are created lazily by the iterator; let them reach etcd first.
+            await asyncio.sleep(0.5 if count > 100 else 0.1)
+            start = time.perf_counter()
+            await store.put("/etcdbench/key", str(r))
+            await asyncio.wait_for(asyncio.gather(*tasks), 120)
+            figures.append((max(got) - start) * 1000)
+        results[count] = _stats(figures)
+        print(
+            f"  etcd watch N={count}: median {results[count][0]:.1f} ms, p99 {results[count][1]:.1f} ms",
+            flush=True,
+        )
+    return results
+
+
+async def idle(world: World, count: int) -> tuple[int, float, float]:
+    """metad's RSS with ``count`` idle long-polls held: (count, total MiB, KiB per waiter)."""
+    if world.identities < count:
+        await _register(world, world.identities, count)
+    base_waiters = (await world.healthz())["waiters"]
+    revision = (await world.healthz())["revision"]
+    before = _rss_kib(world.pid)
+    host, port = world.instance_url.split("://")[1].rsplit(":", 1)
+    streams = []
+    contexts = [world.context(n) for n in range(count)]
+    request = (
+        f"GET /self?wait=true&prev_version={revision} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n"
+    ).encode()
+    sem = asyncio.Semaphore(64)
+
+    async def hold(n: int) -> None:
+        async with sem:
+            reader, writer = await asyncio.open_connection(host, int(port), ssl=contexts[n])
+            writer.write(request)
+            await writer.drain()
+            streams.append((reader, writer))
+
+    await asyncio.gather(*(hold(n) for n in range(count)))
+    await world.wait_waiters(base_waiters + count)
+    during = _rss_kib(world.pid)
+    for _, writer in streams:
+        writer.close()
+    per_waiter = (during - before) / count
+    print(
+        f"  idle: {count} waiters, metad RSS {_mib(before):.1f} → {_mib(during):.1f} MiB "
+        f"({per_waiter:.1f} KiB each)",
+        flush=True,
+    )
+    return count, _mib(during), per_waiter
+
+
+async def gets_per_second(world: World, clients: int, seconds: float) -> float:
+    sessions = [
+        aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=world.context(n), limit=1))
+        for n in range(clients)
+    ]
+    count = 0
+    url = world.instance_url + "/self"
+    stop = time.perf_counter() + seconds
+
+    async def loop(session: aiohttp.ClientSession) -> None:
+        nonlocal count
+        while time.perf_counter() < stop:
+            async with session.get(url) as response:
+                await response.read()
+                if response.status != 200:
+                    raise RuntimeError(f"GET /self answered {response.status}")
+            count += 1
+
+    try:
+        for session in sessions:
+            async with session.get(url) as response:
+                await response.read()
+        start = time.perf_counter()
+        await asyncio.gather(*(loop(s) for s in sessions))
+        rate = count / (time.perf_counter() - start)
+    finally:
+        for session in sessions:
+            await session.close()
+    print(f"  GET /self: {rate:.0f}/s ({clients} clients)", flush=True)
+    return rate
+
+
+async def _start_metad(tmp: Path, etcd_url: str) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pitrix.metad.main",
+        "--listen-ip", LISTEN_IP, "--instance-port", "0", "--manage-port", "0",
+        "--etcd", etcd_url, "--wait-timeout", "900", "--log-level", "warning",
+        "--tls-cert", str(tmp / "server.crt"), "--tls-key", str(tmp / "server.key"),
+        "--client-ca", str(tmp / "ca.pem"),
+        stdout=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert process.stdout is not None
+    line = await asyncio.wait_for(process.stdout.readline(), 60)
+    if not line:
+        raise RuntimeError("pitrix-metad exited before it was ready")
+    return process, json.loads(line)
+
+
+def _row(figure: str, n: str, ours: str, peer: str, target: str = "") -> str:
+    return f"| {figure} | {n} | {ours} | {peer} | {target} |"
+
+
+def _fmt(pair: tuple[float, float] | None) -> str:
+    return "-" if pair is None else f"{pair[0]:.1f} / {pair[1]:.1f}"
+
+
+async def main(args: argparse.Namespace) -> None:
+    soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
+    idle_count = args.idle or min(10000, max(100, soft - 500))
+    counts = [1, 100] if args.quick else [1, 100, 1000]
+    rounds = {1: 50, 100: 20, 1000: 10} if not args.quick else {1: 10, 100: 5}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        etcd = EmbeddedEtcd(tmp / "etcd", unsafe_no_fsync=True)
+        etcd_url = await etcd.start()
+        store = await Store.connect([etcd_url])
+        ca = pki.CertificateAuthority.create("bench CA")
+        (tmp / "ca.pem").write_bytes(ca.cert_pem)
+        ca.issue_server([LISTEN_IP]).write(tmp / "server.crt", tmp / "server.key")
+        ca.issue_management().write(tmp / "runtime.crt", tmp / "runtime.key")
+        process, ready = await _start_metad(tmp, etcd_url)
+        manage = MetadManagementClient(
+            ready["manage_url"],
+            ca_file=tmp / "ca.pem",
+            cert_file=tmp / "runtime.crt",
+            key_file=tmp / "runtime.key",
+        )
+        world = World(tmp, ca, ready["instance_url"], manage, process.pid or 0, store)
+        try:
+            await manage.put_data("/clusters/c1", {
+                "cluster": {"cluster_id": "c1", "owner": "usr-bench", "app_id": "app-bench"},
+                "env": {"web": {"port": 80, "workers": 0}},
+                "endpoints": {"http": {"port": 8000, "protocol": "tcp"}},
+            })  # fmt: skip
+            await _register(world, 0, max(counts))
+            print(f"metad pid {world.pid}, mTLS on; etcd {etcd_url}; ulimit -n {soft}", flush=True)
+            fan = await fanout(world, counts, rounds)
+            raw = await etcd_watch(store, [1, 100] if args.quick else [1, 1000], rounds | {1000: 10})
+            gets = await gets_per_second(world, 50, 2.0 if args.quick else 5.0)
+            held = await idle(world, idle_count if not args.quick else 500)
+        finally:
+            await manage.close()
+            process.terminate()
+            await process.wait()
+            await store.close()
+            await etcd.stop()
+
+    print()
+    print("| figure | N | pitrix-metad (mTLS) median / p99 ms | peer (ANCHORS.md) | target |")
+    print("|---|---|---|---|---|")
+    for n, pair in fan.items():
+        peer = ANCHORS["fanout"].get(n)
+        print(_row("one write → last of N /self long-polls", f"{n:,}", _fmt(pair), f"metad {_fmt(peer)}",
+                   TARGETS["fanout"].get(n, "")))  # fmt: skip
+    for n, pair in raw.items():
+        peer = ANCHORS["etcd"].get(n)
+        print(_row("one put → last of N etcd watchers (aetcd)", f"{n:,}", _fmt(pair),
+                   f"etcd {_fmt(peer)}" if peer else "-"))  # fmt: skip
+    count, mib, per = held
+    extrapolated = per * 10000 / 1024 + (mib - per * count / 1024)
+    note = "" if count >= 10000 else f" (10,000 extrapolated: {extrapolated:.0f} MiB)"
+    peer_n, peer_mib = ANCHORS["idle_mib"]
+    ours = f"{mib:.0f} MiB, {per:.1f} KiB each{note}"
+    peer = f"metad {peer_mib:.0f} MiB at {peer_n:,}"
+    print(
+        _row(
+            "metad RSS holding N idle long-polls",
+            f"{count:,}",
+            ours,
+            peer,
+            f"< {TARGETS['idle_mib']:.0f} MiB at 10,000",
+        )
+    )
+    print(_row("GET /self per second (50 clients)", "50", f"{gets:,.0f}/s", f"metad {ANCHORS['gets']:,}/s"))
+
+
+def run() -> None:
+    parser = argparse.ArgumentParser(prog="python -m bench.metad_fanout", description=__doc__)
+    parser.add_argument("--quick", action="store_true", help="fewer rounds and N, for a smoke run")
+    parser.add_argument(
+        "--idle", type=int, default=0, help="idle long-polls to hold (default: 10,000 or ulimit)"
+    )
+    args = parser.parse_args()
+    logs.configure("warning")
+    aio.run(main(args))
+
+
+if __name__ == "__main__":
+    run()
