@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import random
 import shlex
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -24,7 +25,7 @@ if TYPE_CHECKING:
 async def call(
     sim: Simulator,
     action: str,
-    params: dict[str, object] | None = None,
+    params: Mapping[str, object] | None = None,
     *,
     method: str = "POST",
     now: datetime | None = None,

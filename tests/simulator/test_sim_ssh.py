@@ -113,7 +113,7 @@ async def test_ssh_commands_are_vm_processes_that_stop_kills(sim: Simulator) -> 
     iid = item["instance_id"]
     async with await connect(item, key) as conn:
         result = await conn.run("setsid sleep 600 > /dev/null 2>&1 < /dev/null & echo $!")
-    pid = int(result.stdout.strip())
+    pid = int(str(result.stdout).strip())
     assert vm_pids({iid}).get(pid) == iid
     reply = await call(sim, "StopInstances", {"instances.1": iid})
     assert await wait_job(sim, reply["job_id"]) == "successful"
