@@ -34,6 +34,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--zone", default="sim1")
     parser.add_argument("--access-key-id", default=None)
     parser.add_argument("--secret-access-key", default=None)
+    parser.add_argument(
+        "--light",
+        action="store_true",
+        help="light mode: VMs run no process (in-process SSH shell and agent), for thousands of VMs",
+    )
+    parser.add_argument("--ssh-port", type=int, default=2222, help="SSH port on every VM's address")
+    parser.add_argument("--fault-seed", type=int, default=None, help="seed of the fault dice (replayable)")
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     if (args.access_key_id is None) != (args.secret_access_key is None):
@@ -56,6 +63,9 @@ async def serve(args: argparse.Namespace) -> int:
         images_dirs=args.images_dir,
         credentials=credentials,
         zone=args.zone,
+        light=args.light,
+        ssh_port=args.ssh_port,
+        fault_seed=args.fault_seed,
     )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -64,7 +74,14 @@ async def serve(args: argparse.Namespace) -> int:
     try:
         url = await sim.start()
         # "endpoint" repeats "url" so the line is also a runtime definition for the qingcloud provider.
-        ready = {"ready": True, "url": url, "endpoint": url, "zone": sim.zone, **sim.credentials}
+        ready = {
+            "ready": True,
+            "url": url,
+            "endpoint": url,
+            "zone": sim.zone,
+            **sim.credentials,
+            "light": sim.light,
+        }
         sys.stdout.write(json.dumps(ready) + "\n")
         sys.stdout.flush()
         await stopping.wait()

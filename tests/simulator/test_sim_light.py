@@ -62,7 +62,7 @@ async def boot(sim: Simulator, image: str, userdata: str = "") -> tuple[dict[str
     return item, asyncssh.import_private_key(kp["private_key"])
 
 
-def connect(item: dict[str, Any], key: asyncssh.SSHKey) -> asyncssh.connection._ConnectionContextManager:
+def connect(item: dict[str, Any], key: asyncssh.SSHKey) -> Any:
     ip = item["vxnets"][0]["private_ip"]
     known = asyncssh.import_known_hosts(f"[{ip}]:{item['ssh_port']} {item['ssh_host_key']}\n")
     return asyncssh.connect(ip, item["ssh_port"], username="root", client_keys=[key], known_hosts=known)
