@@ -223,6 +223,8 @@ class Agent:
         await self._round_with_retry(only_changed=False)
         index = self.revision
         backoff = BACKOFF_START
+        loop = asyncio.get_running_loop()
+        last_round = loop.time()
         while not self._stop.is_set():
             resources, _ = await asyncio.to_thread(load_resources, self.config)
             keys = self._watch_keys(resources)
@@ -251,18 +253,25 @@ class Agent:
                 backoff = min(backoff * 2, BACKOFF_MAX)
                 continue
             backoff = BACKOFF_START
-            index = await self._settle(keys, index)
+            if loop.time() - last_round < self.config.quiet_period:
+                # Changing again right after the last round: a burst is under way.
+                index = await self._settle(keys, index)
             self._log.debug("change", index=index)
             await self._round_with_retry(only_changed=True)
+            last_round = loop.time()
             if self.revision > 0:
                 index = self.revision
 
     async def _settle(self, keys: list[str], index: int) -> int:
-        """After a change, keep watching until nothing more changed for ``quiet_period`` seconds
-        (but no longer than ``max_settle`` in all), so a burst of writes costs one round and one
-        reload instead of one per write. The index returned is the newest change seen; the round
-        that follows reads everything up to at least it, and the next watch resumes from what
-        that read reflects, so nothing in or after the burst is missed.
+        """Keep watching until nothing more changed for ``quiet_period`` seconds (but no longer
+        than ``max_settle`` in all), so a burst of writes costs one round and one reload instead
+        of one per write.
+
+        Only a change that comes within ``quiet_period`` of the last round waits here: the first
+        change after a quiet spell is applied at once (a lone change pays no delay), the rest of
+        its burst is gathered into the next round. The index returned is the newest change seen;
+        the round that follows reads everything up to at least it, and the next watch resumes
+        from what that read reflects, so nothing in or after the burst is missed.
         """
         quiet = self.config.quiet_period
         if quiet <= 0:

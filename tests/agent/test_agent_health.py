@@ -107,7 +107,9 @@ async def test_one_change_is_one_round_with_the_window(vm_root: Path) -> None:
     not spin on the change it already saw)."""
     data = vm_root / "data.yaml"
     data.write_text("a: 1\n")
-    config = file_config(vm_root, data, watch=True, run_commands=False, quiet_period=0.05, max_settle=5.0)
+    # A long quiet period, so the change (which comes soon after the first round) is settled; the
+    # window then ends at max_settle without the watch firing again on the change already seen.
+    config = file_config(vm_root, data, watch=True, run_commands=False, quiet_period=30.0, max_settle=0.3)
     backend = FileBackend(config.files, poll_interval=0.01)
     agent = Agent(config, backend, RecordingReporter(), announce=lambda _info: None)
     task = asyncio.create_task(agent.run_forever())
