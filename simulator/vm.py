@@ -175,9 +175,6 @@ class VM:
             self._reaper = None
             self._userdata_proc = None
 
-    async def remove_disk(self) -> None:
-        await asyncio.to_thread(shutil.rmtree, self.home, True)
-
     def ledger_entry(self) -> dict[str, Any]:
         return {
             "instance_id": self.instance_id,
