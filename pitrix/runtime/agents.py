@@ -95,6 +95,11 @@ class AgentStatus:
     def has_heartbeat(self, instance_id: str) -> bool:
         return "heartbeat" in self.view.get(instance_id, {})
 
+    def applied(self, instance_id: str) -> dict[str, Any]:
+        """The agent's last ``applied`` report (``{"revision", "resources"}``), empty if none yet."""
+        applied = self.view.get(instance_id, {}).get("applied")
+        return applied if isinstance(applied, dict) else {}
+
     def applied_revision(self, instance_id: str) -> int:
         applied = self.view.get(instance_id, {}).get("applied")
         if isinstance(applied, dict):

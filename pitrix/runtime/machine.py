@@ -88,6 +88,8 @@ def _transitions() -> list[dict[str, Any]]:
         {"trigger": "recover", "source": "active", "dest": "recovering"},
         {"trigger": "delete", "source": ["pending", "active", "failed", "stopped"], "dest": "deleting"},
         {"trigger": "fail", "source": TRANSITIONAL, "dest": "failed"},
+        # an env rollout that failed but put every node back as it was leaves the cluster usable
+        {"trigger": "roll_back", "source": "updating", "dest": "active"},
     ]
     table += [{"trigger": "finish", "source": src, "dest": dst} for src, dst in _FINISH.items()]
     # retry re-enters the state of the job that failed; the journal skips what was already done.

@@ -28,6 +28,10 @@ class OperationError(Exception):
     """A step could not reach its goal; the message says which node and why."""
 
 
+class RolledBack(OperationError):
+    """An env rollout failed on a batch and every node it touched was given its previous values."""
+
+
 class ClusterOperations:
     """Everything the plans of one cluster's job do, as methods usable as steps."""
 
@@ -180,9 +184,23 @@ class ClusterOperations:
 
     # -- metadata ---------------------------------------------------------------------------------
 
+    def _node_env(self, role_name: str, values: dict[str, str] | None = None) -> dict[str, str]:
+        """What a node of the role publishes as ``/self/host/env``: its effective parameters.
+
+        Every node carries its own copy so an env change can reach a canary node before the rest;
+        passwords stay out of it (hosts are visible cluster-wide) and live only in the role's env.
+        """
+        role = self.cluster.app.role(role_name)
+        merged = self._env().get(role_name, {})
+        if values:
+            merged = dict(merged, **values)
+        return {k: v for k, v in merged.items() if k in role.env and role.env[k].type != "password"}
+
     def _host_entry(self, node: Node) -> dict[str, Any]:
         role = self.cluster.app.role(node.role)
+        env = self._node_env(node.role)
         return {
+            **({"env": env} if env else {}),
             "instance_id": node.instance_id,
             "ip": node.ip,
             "sid": str(node.index),
@@ -323,6 +341,86 @@ class ClusterOperations:
                 f"not converged to revision {revision} within {AGENT_TIMEOUT:.0f}s: {', '.join(behind)}"
             ) from None
         return f"{len(ids)} nodes applied revision {revision}"
+
+    # -- env rollout ------------------------------------------------------------------------------
+
+    def _host_path(self, node: Node) -> str:
+        return f"/clusters/{self.cid}/hosts/{node.role}/{node.instance_id}"
+
+    async def _give_env(self, nodes: list[Node], values: dict[str, dict[str, str]]) -> int:
+        """Write each node's env values; the revision every node must apply (the last write's)."""
+        revision = 0
+        for node in nodes:
+            env = self._node_env(node.role, values.get(node.role, {}))
+            revision = await self.metad.put_data(self._host_path(node), {"env": env})
+        return revision
+
+    def _converged(self, node: Node, revision: int) -> bool | str:
+        """True once applied cleanly at ``revision`` or later; the failure text if applied badly."""
+        applied = self.agents.applied(node.instance_id)
+        if int(applied.get("revision") or 0) < revision:
+            return False
+        resources = applied.get("resources") or {}
+        bad = [
+            f"{name}: {(result or {}).get('error') or 'failed'}"
+            for name, result in sorted(resources.items())
+            if not isinstance(result, dict) or not result.get("ok")
+        ]
+        return "; ".join(bad) if bad else True
+
+    async def _await_batch(self, nodes: list[Node], revision: int) -> dict[str, str]:
+        """Until every node applied ``revision``: the failures by node id (empty when all are clean)."""
+        try:
+            await self.agents.wait_for(
+                lambda _: all(self._converged(n, revision) is not False for n in nodes), AGENT_TIMEOUT
+            )
+        except TimeoutError:
+            late = [n.node_id for n in nodes if self._converged(n, revision) is False]
+            return {
+                node_id: f"did not apply revision {revision} within {AGENT_TIMEOUT:.0f}s" for node_id in late
+            }
+        failures: dict[str, str] = {}
+        for node in nodes:
+            verdict = self._converged(node, revision)
+            if isinstance(verdict, str):
+                failures[node.node_id] = verdict
+        return failures
+
+    async def roll_env(
+        self,
+        batch: list[str],
+        done_before: list[str],
+        values: dict[str, dict[str, str]],
+        previous: dict[str, dict[str, str]],
+    ) -> str:
+        """Give ``batch`` the new values and wait until each node applied them cleanly.
+
+        On a failure, every node touched so far (this batch and those before it) gets its previous
+        values back, and the step fails with :class:`RolledBack` naming the node and resource.
+        """
+        nodes = await self.members(batch)
+        revision = await self._give_env(nodes, values)
+        failures = await self._await_batch(nodes, revision)
+        if not failures:
+            return f"{', '.join(n.node_id for n in nodes)} applied revision {revision}"
+        touched = await self.members([*done_before, *batch])
+        self.log.warning(
+            "env rollout failed; restoring", failures=failures, nodes=[n.node_id for n in touched]
+        )
+        restored = await self._give_env(touched, previous)
+        after = await self._await_batch(touched, restored)
+        reason = "; ".join(f"{node_id}: {why}" for node_id, why in failures.items())
+        if after:
+            problems = "; ".join(f"{node_id}: {why}" for node_id, why in after.items())
+            raise OperationError(f"{reason}; restoring the previous values failed too: {problems}")
+        raise RolledBack(f"{reason}; previous values restored on {len(touched)} node(s)")
+
+    async def commit_env(self, values: dict[str, dict[str, str]]) -> str:
+        """The roles' own env (``/self/env``) takes the new values once every node has them."""
+        revision = 0
+        for role, changed in values.items():
+            revision = await self.metad.put_data(f"/clusters/{self.cid}/env/{role}", changed)
+        return f"role env at revision {revision}"
 
     async def run_service(self, service: str, node_ids: list[str]) -> str:
         """Run one lifecycle service on the nodes whose role defines it, and wait for every result."""

@@ -126,10 +126,35 @@ def delete_plan(cluster: Cluster, job: Job, ops: ClusterOperations, release: Ste
     return plan
 
 
+def rollout_batches(node_ids: list[str], canary: int, max_in_flight: int) -> list[list[str]]:
+    """The canary batch (if any), then batches of ``max_in_flight`` nodes."""
+    batches = [node_ids[:canary]] if canary else []
+    rest = node_ids[canary:]
+    batches += [rest[i : i + max_in_flight] for i in range(0, len(rest), max_in_flight)]
+    return [b for b in batches if b]
+
+
+def update_env_plan(cluster: Cluster, job: Job, ops: ClusterOperations) -> Plan:
+    """Batch after batch, each gated on its nodes' clean apply; then the roles' env is committed."""
+    values: dict[str, dict[str, str]] = job.args["env"]
+    previous: dict[str, dict[str, str]] = job.args["previous"]
+    nodes = [n for n in all_node_ids(cluster) if n.rsplit("-", 1)[0] in values]
+    policy = cluster.app.update_policy
+    plan = Plan("update_env")
+    done: list[str] = []
+    for number, batch in enumerate(rollout_batches(nodes, policy.canary, policy.max_in_flight), start=1):
+        name = "canary" if number == 1 and policy.canary else f"batch-{number}"
+        plan.then(as_step(name, ops.roll_env, batch, list(done), values, previous))
+        done += batch
+    plan.then(as_step("commit-env", ops.commit_env, values))
+    return plan
+
+
 BUILDERS = {
     "create": create_plan,
     "stop": stop_plan,
     "start": start_plan,
     "scale_out": scale_out_plan,
     "scale_in": scale_in_plan,
+    "update_env": update_env_plan,
 }

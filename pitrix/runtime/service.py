@@ -22,7 +22,7 @@ from pitrix.runtime.executor import StepFailed, execute
 from pitrix.runtime.journal import Journal
 from pitrix.runtime.machine import ACTION_STATE, TRANSITIONAL, ClusterModel, Lifecycle, LifecycleError
 from pitrix.runtime.metadata import MetadataClusters
-from pitrix.runtime.operations import ClusterOperations
+from pitrix.runtime.operations import ClusterOperations, RolledBack
 from pitrix.runtime.plan import Plan, Step
 from pitrix.runtime.plans import BUILDERS, delete_plan
 from pitrix.runtime.records import (
@@ -233,6 +233,46 @@ class RuntimeService:
         cluster = await self.get_cluster(cid, owner)
         return await self._act(cluster, self._model(cid), "start", {})
 
+    async def update_env(self, cid: str, env: dict[str, Any], owner: str | None = None) -> Job:
+        """Change parameters (``{role: {key: value}}``), rolled out by the app's update policy.
+
+        Each value is checked against its parameter (it exists, is ``changeable``, fits its type
+        and range) before anything changes; keys not given keep their values.
+        """
+        cluster = await self.get_cluster(cid, owner)
+        if not isinstance(env, dict) or not env:
+            raise InvalidRequest("env: expected an object of role: {key: value}")
+        changes: dict[str, dict[str, str]] = {}
+        previous: dict[str, dict[str, str]] = {}
+        for role_name, values in env.items():
+            try:
+                role = cluster.app.role(role_name)
+            except SpecError:
+                raise InvalidRequest(f"env.{role_name}: the app has no role {role_name!r}") from None
+            if not isinstance(values, dict):
+                raise InvalidRequest(f"env.{role_name}: expected an object of key: value")
+            current = dict(role.env_defaults(), **cluster.env.get(role_name, {}))
+            for key, value in values.items():
+                field = f"env.{role_name}.{key}"
+                param = role.env.get(key)
+                if param is None:
+                    known = ", ".join(sorted(role.env)) or "none"
+                    raise InvalidRequest(f"{field}: role {role_name} has no parameter {key!r} (has {known})")
+                if not param.changeable:
+                    raise InvalidRequest(f"{field}: is not changeable")
+                try:
+                    text = param.check(value)
+                except ValueError as exc:
+                    raise InvalidRequest(f"{field}: {exc}") from None
+                if current.get(key) != text:
+                    changes.setdefault(role_name, {})[key] = text
+                    previous.setdefault(role_name, {})[key] = current.get(key, "")
+        if not changes:
+            raise InvalidRequest("env: every value given is already the current one")
+        return await self._act(
+            cluster, self._model(cid), "update_env", {"env": changes, "previous": previous}
+        )
+
     async def delete_cluster(self, cid: str, owner: str | None = None) -> Job:
         cluster = await self.get_cluster(cid, owner)
         return await self._act(cluster, self._model(cid), "delete", {})
@@ -324,7 +364,11 @@ class RuntimeService:
         except asyncio.CancelledError:
             log.info("supervision stopped; the job resumes at the next start")
             raise
-        except (StepFailed, ProviderError, LifecycleError, OSError) as exc:
+        except StepFailed as exc:
+            rolled_back = isinstance(exc.__cause__, RolledBack)
+            log.error("job failed", error=str(exc), rolled_back=rolled_back)
+            await self._finish(cid, job, error=str(exc), rolled_back=rolled_back)
+        except (ProviderError, LifecycleError, OSError) as exc:
             log.error("job failed", error=str(exc))
             await self._finish(cid, job, error=str(exc))
         except Exception as exc:
@@ -348,23 +392,34 @@ class RuntimeService:
             return delete_plan(cluster, job, ops, Step("release-metadata", release))
         return BUILDERS[job.action](cluster, job, ops)
 
-    async def _finish(self, cid: str, job: Job, error: str | None = None) -> None:
+    async def _finish(self, cid: str, job: Job, error: str | None = None, rolled_back: bool = False) -> None:
         lock = self._locks.setdefault(cid, asyncio.Lock())
         async with lock:
             cluster = await self.get_cluster(cid)
             model = self._model(cid)
+            env = cluster.env
             if error is None:
                 self.lifecycle.apply(model, "finish")
                 counts = dict(cluster.counts)
                 if job.action in ("scale_out", "scale_in"):
                     counts[job.args["role"]] = int(job.args["to"])
+                if job.action == "update_env":
+                    env = {role: dict(env.get(role, {})) for role in env}
+                    for role, values in job.args["env"].items():
+                        env.setdefault(role, {}).update(values)
                 job = job.model_copy(update={"status": "successful", "finished": time.time()})
             else:
-                self.lifecycle.apply(model, "fail")
+                self.lifecycle.apply(model, "roll_back" if rolled_back else "fail")
                 counts = cluster.counts
                 job = job.model_copy(update={"status": "failed", "error": error, "finished": time.time()})
             updated = cluster.model_copy(
-                update={"state": model.state, "counts": counts, "last_error": error, "updated": time.time()}
+                update={
+                    "state": model.state,
+                    "counts": counts,
+                    "env": env,
+                    "last_error": error,
+                    "updated": time.time(),
+                }
             )
             await self.store.put_many(
                 [(cluster_key(cid), updated.dump()), (job_key(cid, job.id), job.dump())]

@@ -2,8 +2,9 @@
 
     demo.py start web|lb      start the role's server as a daemon; returns once it listens
     demo.py stop web|lb       stop it
-    demo.py reload lb         make the proxy re-read its upstream list (SIGHUP); no-op when not running
+    demo.py reload web|lb     make the server re-read its config (SIGHUP); no-op when not running
     demo.py check-upstreams F validate an upstream list before it replaces the live one
+    demo.py check-web F       validate a web config (its greeting) before it replaces the live one
 
 Paths are relative to the VM root (the working directory), as in every pitrix image.
 """
@@ -13,6 +14,7 @@ from __future__ import annotations
 import http.client
 import itertools
 import os
+import re
 import signal
 import sys
 import threading
@@ -24,6 +26,7 @@ RUN = Path("var/run")
 LOG = Path("var/log")
 WEB_CONF = Path("etc/demo/web.conf")
 UPSTREAMS = Path("etc/demo/upstreams.conf")
+GREETING = re.compile(r"[A-Za-z0-9 ,.!?'-]{1,64}")
 
 
 def read_conf(path: Path) -> dict[str, str]:
@@ -136,10 +139,16 @@ def running_pid(role: str) -> int | None:
     return pid
 
 
+def load_web() -> dict[str, str]:
+    """Read web.conf; answers are ``<node_id> <instance_id> <greeting>``."""
+    conf = read_conf(WEB_CONF)
+    WebHandler.identity = f"{conf['node_id']} {conf['instance_id']} {conf.get('greeting', 'hello')}"
+    return conf
+
+
 def make_server(role: str) -> ThreadingHTTPServer:
     if role == "web":
-        conf = read_conf(WEB_CONF)
-        WebHandler.identity = f"{conf['node_id']} {conf['instance_id']}"
+        conf = load_web()
         return ThreadingHTTPServer((conf["ip"], int(conf.get("port", PORT))), WebHandler)
     ip = os.environ.get("PITRIX_VM_IP", "127.0.0.1")
     ProxyHandler.upstreams.load()
@@ -175,6 +184,8 @@ def start(role: str) -> int:
             os._exit(1)
         if role == "lb":
             signal.signal(signal.SIGHUP, lambda *_: ProxyHandler.upstreams.load())
+        else:
+            signal.signal(signal.SIGHUP, lambda *_: load_web())
         signal.signal(signal.SIGTERM, lambda *_: threading.Thread(target=server.shutdown).start())
         tmp = pidfile(role).with_suffix(".tmp")
         tmp.write_text(str(os.getpid()))
@@ -216,12 +227,31 @@ def check_upstreams(path: str) -> int:
     return 0
 
 
+def check_web(path: str) -> int:
+    try:
+        greeting = read_conf(Path(path)).get("greeting", "")
+    except OSError as exc:
+        print(f"cannot read {path}: {exc}", file=sys.stderr)
+        return 1
+    if not GREETING.fullmatch(greeting):
+        print(f"invalid greeting {greeting!r}: 1-64 letters, digits, spaces or ,.!?'-", file=sys.stderr)
+        return 1
+    print("web config ok")
+    return 0
+
+
 def main(argv: list[str]) -> int:
-    commands = {"start": start, "stop": stop, "reload": reload, "check-upstreams": check_upstreams}
+    commands = {
+        "start": start,
+        "stop": stop,
+        "reload": reload,
+        "check-upstreams": check_upstreams,
+        "check-web": check_web,
+    }
     if len(argv) != 2 or argv[0] not in commands:
         print(__doc__, file=sys.stderr)
         return 2
-    if argv[0] != "check-upstreams" and argv[1] not in ("web", "lb"):
+    if not argv[0].startswith("check-") and argv[1] not in ("web", "lb"):
         print(f"unknown role {argv[1]!r}: expected web or lb", file=sys.stderr)
         return 2
     return commands[argv[0]](argv[1])
