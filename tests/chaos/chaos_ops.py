@@ -93,8 +93,10 @@ class Driver:
                 return str(cluster["id"])
         return await self.create(app, name)
 
-    async def settle(self, cid: str) -> dict[str, Any]:
-        """The cluster once no job is running on it; a failed job is retried (and counted)."""
+    async def settle(self, cid: str, max_retries: int = 10) -> dict[str, Any]:
+        """The cluster once no job is running on it; a failed job is retried (and counted), up to
+        ``max_retries`` times: a job that fails again and again is stuck, and reported as such."""
+        retries = 0
         while True:
             view: dict[str, Any] = await self.call("GET", f"/v1/clusters/{cid}")
             if view["state"] in TRANSITIONAL:
@@ -104,7 +106,8 @@ class Driver:
                     if exc.status != 408:
                         raise
                 continue
-            if view["state"] == "failed":
+            if view["state"] == "failed" and retries < max_retries:
+                retries += 1
                 self.tally.retries += 1
                 self.tally.errors.append(f"{cid}: {view.get('last_error')}")
                 await self.call("POST", f"/v1/clusters/{cid}/retry")
