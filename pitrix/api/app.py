@@ -7,6 +7,7 @@ see what is decided here, from the request's identity (see ``pitrix.api.auth``).
 from __future__ import annotations
 
 import asyncio
+import re
 from typing import Any
 
 from aiohttp import web
@@ -27,9 +28,10 @@ EVENTS: web.AppKey[EventHub] = web.AppKey("events", EventHub)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 APPS: web.AppKey[AppCatalog] = web.AppKey("apps", AppCatalog)
 READY_TIMEOUT = 2.0
+OWNER = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 
 # Runtime actions beyond create/scale/retry/delete: path -> RuntimeService method.
-ACTIONS = {"stop": "stop_cluster", "start": "start_cluster", "recover": "recover"}
+ACTIONS = {"stop": "stop_cluster", "start": "start_cluster", "recover": "recover", "env": "update_env"}
 
 
 def _job_view(job: Job) -> dict[str, Any]:
@@ -166,8 +168,8 @@ async def create_cluster(request: web.Request) -> web.Response:
     owner = body.get("owner", identity.owner)
     if owner != identity.owner and not identity.admin:
         raise InvalidRequest("owner: only an admin token may create clusters for another owner")
-    if not isinstance(owner, str) or not owner:
-        raise InvalidRequest("owner: must be an owner name")
+    if not isinstance(owner, str) or not OWNER.match(owner):
+        raise InvalidRequest("owner: must be an owner name (lower case letters, digits, _ . -)")
     spec = await _app_spec(request, body["app"])
     cluster, job = await request.app[SERVICE].create_cluster(
         owner=owner, runtime=body["runtime"], app=spec, name=name, counts=counts
@@ -217,33 +219,35 @@ async def delete_cluster(request: web.Request) -> web.Response:
     return web.json_response({"job": _job_view(job)}, status=202)
 
 
+async def _arguments(request: web.Request, action: str) -> dict[str, Any]:
+    """The action's arguments from the body: recover takes optional ``nodes``, env takes ``env``."""
+    if action == "env":
+        env = (await json_body(request)).get("env")
+        if not isinstance(env, dict) or not env:
+            raise InvalidRequest("env: required, an object of role: {KEY: value}")
+        return {"env": env}
+    if action == "recover" and request.can_read_body:
+        nodes = (await json_body(request)).get("nodes")
+        if nodes is not None and (not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes)):
+            raise InvalidRequest("nodes: must be a list of node ids (e.g. web-2)")
+        return {"nodes": nodes} if nodes else {}
+    return {}
+
+
 def _runtime_action(action: str) -> Any:
+    """A handler for a runtime action added after the first API; 501 on a runtime without it."""
+
     async def handler(request: web.Request) -> web.Response:
+        arguments = await _arguments(request, action)
         cluster = await _cluster(request)
         method = getattr(request.app[SERVICE], ACTIONS[action], None)
         if method is None:
             raise web.HTTPNotImplemented(text=f"this pitrixd cannot {action} clusters yet")
-        job = await method(cluster.id, owner=cluster.owner)
+        job = await method(cluster.id, owner=cluster.owner, **arguments)
         return web.json_response({"job": _job_view(job)}, status=202)
 
     handler.__name__ = f"{action}_cluster"
     return handler
-
-
-async def update_env(request: web.Request) -> web.Response:
-    """Replace the cluster's env (``{role: {KEY: value}}``); the runtime pushes it to the nodes."""
-    body = await json_body(request)
-    env = body.get("env")
-    if not isinstance(env, dict) or not all(
-        isinstance(v, dict) and all(isinstance(x, str) for x in v.values()) for v in env.values()
-    ):
-        raise InvalidRequest("env: required, an object of role: {KEY: string value}")
-    cluster = await _cluster(request)
-    method = getattr(request.app[SERVICE], "update_env", None)
-    if method is None:
-        raise web.HTTPNotImplemented(text="this pitrixd cannot update a cluster's env yet")
-    job = await method(cluster.id, env, owner=cluster.owner)
-    return web.json_response({"job": _job_view(job)}, status=202)
 
 
 async def list_jobs(request: web.Request) -> web.Response:
@@ -340,7 +344,6 @@ def create_app(service: RuntimeService, tokens: Tokens | None = None) -> web.App
     add.add_post("/v1/clusters/{cid}/retry", retry_cluster)
     for action in ACTIONS:
         add.add_post(f"/v1/clusters/{{cid}}/{action}", _runtime_action(action))
-    add.add_post("/v1/clusters/{cid}/env", update_env)
     add.add_get("/v1/clusters/{cid}/wait", wait_cluster)
     add.add_get("/v1/clusters/{cid}/events", cluster_events)
     add.add_get("/v1/clusters/{cid}/jobs", list_jobs)
