@@ -287,6 +287,34 @@ class ClusterOperations:
             await self.metad.delete_data(f"/_pitrix/status/{self.cid}/{node.instance_id}")
         return "unregistered"
 
+    async def unregister_instances(self, old: dict[str, str]) -> str:
+        """Remove replaced instances (``{node_id: instance_id}``) from the metadata."""
+        for node_id, instance_id in old.items():
+            role = node_id.rsplit("-", 1)[0]
+            await self.metad.delete_data(f"/clusters/{self.cid}/hosts/{role}/{instance_id}")
+            await self.metad.delete_data(f"/clusters/{self.cid}/cmd/{instance_id}")
+            await self.metad.delete_mapping(instance_id)
+            await self.metad.delete_data(f"/_pitrix/status/{self.cid}/{instance_id}")
+        return f"unregistered {', '.join(sorted(old.values()))}"
+
+    async def terminate_instances(self, old: dict[str, str]) -> str:
+        """Terminate replaced instances by id (the cloud skips those already gone)."""
+        await self.provider.terminate_instances(sorted(old.values()))
+        return f"terminated {', '.join(sorted(old.values()))}"
+
+    async def forget_instances(self, old: dict[str, str]) -> str:
+        """Node records that still name a replaced instance go back to ``planned``.
+
+        The old instance is terminated by now, so the name lookup in run-instances no longer finds
+        it and creates the replacement under the same deterministic name.
+        """
+        reset = []
+        for node in await self.members(list(old)):
+            if node.instance_id == old[node.node_id]:
+                await self.save(node.model_copy(update={"instance_id": "", "ip": "", "status": "planned"}))
+                reset.append(node.node_id)
+        return f"reset {', '.join(reset)}" if reset else "already reset"
+
     async def clear(self, section: str) -> str:
         await self.metad.delete_data(f"/clusters/{self.cid}/{section}")
         return f"cleared {section}"

@@ -126,6 +126,23 @@ def delete_plan(cluster: Cluster, job: Job, ops: ClusterOperations, release: Ste
     return plan
 
 
+def recover_plan(cluster: Cluster, job: Job, ops: ClusterOperations) -> Plan:
+    """Replace dead nodes: forget and terminate the old instances, then boot them as a scale-out does."""
+    old: dict[str, str] = job.args["nodes"]
+    nodes = sorted(old)
+    plan = Plan("recover")
+    plan.then(as_step("unregister-old", ops.unregister_instances, old))
+    plan.then(as_step("terminate-old", ops.terminate_instances, old))
+    plan.then(as_step("forget-old", ops.forget_instances, old))
+    plan.then(as_step("run-instances", ops.run_instances, nodes))
+    plan.then(as_step("wait-running", ops.wait_running, nodes))
+    plan.then(as_step("register", ops.register, nodes))
+    plan.then(as_step("wait-agents", ops.wait_agents, nodes))
+    _init_start(plan, ops, cluster, nodes)
+    plan.then(as_step("converge", ops.converge, all_node_ids(cluster)))
+    return plan
+
+
 def rollout_batches(node_ids: list[str], canary: int, max_in_flight: int) -> list[list[str]]:
     """The canary batch (if any), then batches of ``max_in_flight`` nodes."""
     batches = [node_ids[:canary]] if canary else []
@@ -157,4 +174,5 @@ BUILDERS = {
     "scale_out": scale_out_plan,
     "scale_in": scale_in_plan,
     "update_env": update_env_plan,
+    "recover": recover_plan,
 }

@@ -84,6 +84,7 @@ class Cluster(_Record):
     state: State = "pending"
     job_id: str | None = None
     last_error: str | None = None
+    recovery_halted: str | None = None  # why auto-recovery stopped (meltdown guard); cleared by recover
     created: float = Field(default_factory=time.time)
     updated: float = Field(default_factory=time.time)
 

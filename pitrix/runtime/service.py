@@ -37,6 +37,7 @@ from pitrix.runtime.records import (
     new_id,
     runtime_key,
 )
+from pitrix.runtime.recovery import RecoveryPolicy, watch_for_dead_nodes
 from pitrix.runtime.spec import SpecError, parse_spec
 from pitrix.store import Store
 
@@ -50,8 +51,10 @@ class InvalidRequest(ValueError):
 
 
 class RuntimeService:
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, recovery: RecoveryPolicy | None = None) -> None:
         self.store = store
+        self.recovery = recovery or RecoveryPolicy()
+        self._monitors: dict[str, asyncio.Task[None]] = {}
         self.lifecycle = Lifecycle()
         self.models: dict[str, ClusterModel] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -71,11 +74,13 @@ class RuntimeService:
             if cluster.state in TRANSITIONAL and cluster.job_id:
                 self._supervise(cluster.id)
                 resumed += 1
+            elif cluster.state == "active":
+                self._monitor(cluster)
         self.log.info("runtime started", clusters=len(self.models), resumed=resumed)
 
     async def stop(self) -> None:
         """Stop supervising (jobs stay journaled and resume at the next start)."""
-        tasks = list(self._tasks.values())
+        tasks = list(self._tasks.values()) + list(self._monitors.values())
         for task in tasks:
             task.cancel()
         for task in tasks:
@@ -273,6 +278,33 @@ class RuntimeService:
             cluster, self._model(cid), "update_env", {"env": changes, "previous": previous}
         )
 
+    async def recover(self, cid: str, owner: str | None = None, nodes: list[str] | None = None) -> Job:
+        """Replace nodes (by default every node whose agent's heartbeat is gone) with new instances.
+
+        Also the way out of a halted auto-recovery: an operator who has looked decides.
+        """
+        cluster = await self.get_cluster(cid, owner)
+        members = {n.node_id: n for n in await self.nodes(cid)}
+        if nodes is None:
+            record = await self.metadata.get(cluster.owner, cluster.runtime)
+            if record is None:
+                raise InvalidRequest(
+                    "nodes: the cluster has no metadata service to tell which nodes are silent"
+                )
+            status = await self.metadata.client(record).get_data(f"/_pitrix/status/{cid}") or {}
+            nodes = [
+                n.node_id
+                for n in members.values()
+                if n.instance_id and "heartbeat" not in (status.get(n.instance_id) or {})
+            ]
+            if not nodes:
+                raise InvalidRequest("nodes: every node's agent is reporting; nothing to recover")
+        unknown = [n for n in nodes if n not in members or not members[n].instance_id]
+        if unknown:
+            raise InvalidRequest(f"nodes: cluster {cid} has no running node {', '.join(map(repr, unknown))}")
+        old = {n: members[n].instance_id for n in sorted(set(nodes))}
+        return await self._act(cluster, self._model(cid), "recover", {"nodes": old})
+
     async def delete_cluster(self, cid: str, owner: str | None = None) -> Job:
         cluster = await self.get_cluster(cid, owner)
         return await self._act(cluster, self._model(cid), "delete", {})
@@ -320,6 +352,9 @@ class RuntimeService:
                 self.lifecycle.revert(model, old)
                 raise
         self.log.info("action accepted", cluster_id=cluster.id, action=action, job_id=job.id, state=new)
+        monitor = self._monitors.pop(cluster.id, None)
+        if monitor is not None and monitor is not asyncio.current_task():
+            monitor.cancel()  # the job's own plan watches the agents now
         await self._notify()
         self._supervise(cluster.id)
         return job
@@ -398,11 +433,14 @@ class RuntimeService:
             cluster = await self.get_cluster(cid)
             model = self._model(cid)
             env = cluster.env
+            halted = cluster.recovery_halted
             if error is None:
                 self.lifecycle.apply(model, "finish")
                 counts = dict(cluster.counts)
                 if job.action in ("scale_out", "scale_in"):
                     counts[job.args["role"]] = int(job.args["to"])
+                if job.action == "recover":
+                    halted = None
                 if job.action == "update_env":
                     env = {role: dict(env.get(role, {})) for role in env}
                     for role, values in job.args["env"].items():
@@ -417,6 +455,7 @@ class RuntimeService:
                     "state": model.state,
                     "counts": counts,
                     "env": env,
+                    "recovery_halted": halted,
                     "last_error": error,
                     "updated": time.time(),
                 }
@@ -424,6 +463,63 @@ class RuntimeService:
             await self.store.put_many(
                 [(cluster_key(cid), updated.dump()), (job_key(cid, job.id), job.dump())]
             )
+        if updated.state == "active":
+            self._monitor(updated)
+        await self._notify()
+
+    # -- recovery ---------------------------------------------------------------------------------
+
+    def _monitor(self, cluster: Cluster) -> None:
+        """Watch an active cluster's agents for dead nodes (unless recovery is off or halted)."""
+        if not self.recovery.enabled or cluster.recovery_halted:
+            return
+        running = self._monitors.get(cluster.id)
+        if running is not None and not running.done():
+            return
+        task = asyncio.create_task(self._watch_nodes(cluster), name=f"recovery-{cluster.id}")
+        self._monitors[cluster.id] = task
+        task.add_done_callback(lambda t, cid=cluster.id: self._monitor_ended(cid, t))
+
+    def _monitor_ended(self, cid: str, task: asyncio.Task[None]) -> None:
+        if self._monitors.get(cid) is task:
+            self._monitors.pop(cid, None)
+        if not task.cancelled() and task.exception() is not None:
+            self.log.error("recovery monitor failed", cluster_id=cid, error=repr(task.exception()))
+
+    async def _watch_nodes(self, cluster: Cluster) -> None:
+        cid = cluster.id
+        log = get_logger("pitrix.recovery", cluster_id=cid)
+        record = await self.metadata.get(cluster.owner, cluster.runtime)
+        if record is None:
+            return
+        agents = AgentStatus(self.metadata.client(record), cid)
+        await agents.start()
+        try:
+            dead = await watch_for_dead_nodes(agents, lambda: self.nodes(cid), self.recovery, cid)
+        finally:
+            await agents.close()
+        total = len([n for n in await self.nodes(cid) if n.instance_id])
+        names = ", ".join(n.node_id for n in dead)
+        if self.recovery.meltdown(len(dead), total):
+            reason = (
+                f"auto-recovery halted: {len(dead)} of {total} nodes silent at once ({names}); "
+                "this looks like a partition or a metadata outage, so nothing is replaced; "
+                "run recover once the cause is known"
+            )
+            log.error("meltdown guard", dead=[n.node_id for n in dead], total=total)
+            await self._halt_recovery(cid, reason)
+            return
+        log.warning("replacing dead nodes", nodes=[n.node_id for n in dead])
+        try:
+            await self.recover(cid, nodes=[n.node_id for n in dead])
+        except (LifecycleError, InvalidRequest) as exc:  # another action got there first
+            log.info("auto-recovery not started", reason=str(exc))
+
+    async def _halt_recovery(self, cid: str, reason: str) -> None:
+        async with self._locks.setdefault(cid, asyncio.Lock()):
+            cluster = await self.get_cluster(cid)
+            updated = cluster.model_copy(update={"recovery_halted": reason, "updated": time.time()})
+            await self.store.put(cluster_key(cid), updated.dump())
         await self._notify()
 
     async def _progress(self, record: StepRecord) -> None:

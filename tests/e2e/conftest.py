@@ -6,6 +6,9 @@ the service directly; everything below it (cloud, VMs, agents, metad) is as real
 
 from __future__ import annotations
 
+import contextlib
+import os
+import signal
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +20,7 @@ import yaml
 from e2e_daemons import APP, ledger, live, start_simulator
 
 from pitrix.cli.demo import Child, stop_child
+from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.service import RuntimeService
 from pitrix.store import Store
 from simulator.testing import random_network
@@ -39,6 +43,27 @@ class Cloud:
     async def live_names(self) -> list[str]:
         return sorted(vm["name"] for vm in live(await self.ledger()))
 
+    def crash_vm(self, instance_id: str) -> list[int]:
+        """SIGKILL every process of one simulated VM (agent, app): the VM is dead, the cloud says running.
+
+        The simulator tags each VM process with ``PITRIX_VM_ID`` in its environment; only processes
+        carrying this VM's id (children of this test's simulator) are killed, by pid.
+        """
+        needle = f"PITRIX_VM_ID={instance_id}".encode()
+        killed = []
+        for entry in Path("/proc").iterdir():
+            if not entry.name.isdigit():
+                continue
+            try:
+                environ = (entry / "environ").read_bytes().split(b"\0")
+            except OSError:
+                continue
+            if needle in environ:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(int(entry.name), signal.SIGKILL)
+                    killed.append(int(entry.name))
+        return killed
+
     def vm_file(self, instance_id: str, path: str) -> str:
         return (self.workdir / "sim" / "vms" / instance_id / "root" / path.lstrip("/")).read_text()
 
@@ -50,9 +75,15 @@ def demo_app(**changes: Any) -> dict[str, Any]:
 
 
 @pytest.fixture
-async def cloud(store: Store, tmp_path: Path) -> AsyncIterator[Cloud]:
+def recovery_policy() -> RecoveryPolicy:
+    """Auto-recovery off unless a test module turns it on (by overriding this fixture)."""
+    return RecoveryPolicy(enabled=False)
+
+
+@pytest.fixture
+async def cloud(store: Store, tmp_path: Path, recovery_policy: RecoveryPolicy) -> AsyncIterator[Cloud]:
     sim = await start_simulator(tmp_path, random_network())
-    service = RuntimeService(store)
+    service = RuntimeService(store, recovery=recovery_policy)
     try:
         await service.start()
         ready = sim.ready

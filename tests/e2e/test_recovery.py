@@ -1,0 +1,88 @@
+"""Recovery on the simulator: a dead node is replaced; too many dead at once halts and says so.
+
+A node dies by SIGKILL of every process of its VM (agent and app): the cloud still calls the VM
+running, but the agent's heartbeat lease in metad runs out and the key's deletion reaches pitrixd
+through the watch stream.
+"""
+
+from __future__ import annotations
+
+import pytest
+from conftest import Cloud, demo_app
+from test_lifecycle import expect, lb_ip, through_lb
+
+from pitrix.runtime.records import Cluster
+from pitrix.runtime.recovery import RecoveryPolicy
+from pitrix.runtime.service import InvalidRequest
+
+pytestmark = pytest.mark.e2e
+DETECTION_TIMEOUT = 90.0
+
+
+@pytest.fixture
+def recovery_policy() -> RecoveryPolicy:
+    return RecoveryPolicy(grace=1.0, max_down_fraction=0.5)
+
+
+async def test_a_dead_node_is_replaced(cloud: Cloud) -> None:
+    service = cloud.service
+    cluster, _ = await service.create_cluster(
+        owner="o", runtime="sim", app=demo_app(), counts={"web": 2, "lb": 1}
+    )
+    cid = cluster.id
+    await expect(service, cid, "active")
+    with pytest.raises(InvalidRequest, match="every node's agent is reporting"):
+        await service.recover(cid)
+    before = {n.node_id: n.instance_id for n in await service.nodes(cid)}
+    assert cloud.crash_vm(before["web-2"])
+
+    async def recovering(c: Cluster) -> bool:
+        return c.state == "recovering"
+
+    await service.wait(cid, recovering, DETECTION_TIMEOUT)
+    done = await expect(service, cid, "active")
+    after = {n.node_id: n.instance_id for n in await service.nodes(cid)}
+    assert after["web-2"] != before["web-2"]
+    assert {k: v for k, v in after.items() if k != "web-2"} == {
+        k: v for k, v in before.items() if k != "web-2"
+    }
+    job = await service.get_job(cid, done.job_id or "")
+    assert (job.action, job.args["nodes"]) == ("recover", {"web-2": before["web-2"]})
+    assert set(await through_lb(cloud.http, await lb_ip(service, cid))) == {"web-1", "web-2"}
+    statuses = {vm["instance_id"]: vm["status"] for vm in await cloud.ledger()}
+    assert statuses[before["web-2"]] == "terminated" and statuses[after["web-2"]] == "running"
+    assert done.recovery_halted is None
+    await service.delete_cluster(cid)
+    await expect(service, cid, "deleted")
+    assert await cloud.live_names() == []
+
+
+async def test_meltdown_guard_halts_then_an_operator_recovers(cloud: Cloud) -> None:
+    service = cloud.service
+    cluster, _ = await service.create_cluster(
+        owner="o", runtime="sim", app=demo_app(), counts={"web": 3, "lb": 1}
+    )
+    cid = cluster.id
+    await expect(service, cid, "active")
+    before = {n.node_id: n.instance_id for n in await service.nodes(cid)}
+    for node_id in ("web-1", "web-2", "web-3"):  # 3 of 4 down: more than half
+        assert cloud.crash_vm(before[node_id])
+
+    async def halted(c: Cluster) -> bool:
+        return c.recovery_halted is not None
+
+    stopped = await service.wait(cid, halted, DETECTION_TIMEOUT)
+    assert stopped.state == "active" and stopped.job_id == cluster.job_id  # nothing was replaced
+    assert stopped.recovery_halted is not None
+    assert "auto-recovery halted: 3 of 4 nodes silent" in stopped.recovery_halted
+    assert {n.node_id: n.instance_id for n in await service.nodes(cid)} == before
+
+    job = await service.recover(cid)  # the operator has looked: replace what is silent
+    assert sorted(job.args["nodes"]) == ["web-1", "web-2", "web-3"]
+    done = await expect(service, cid, "active")
+    assert done.recovery_halted is None
+    after = {n.node_id: n.instance_id for n in await service.nodes(cid)}
+    assert after["lb-1"] == before["lb-1"] and all(after[n] != before[n] for n in ("web-1", "web-2", "web-3"))
+    assert set(await through_lb(cloud.http, await lb_ip(service, cid))) == {"web-1", "web-2", "web-3"}
+    await service.delete_cluster(cid)
+    await expect(service, cid, "deleted")
