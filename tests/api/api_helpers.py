@@ -33,3 +33,25 @@ async def error_of(response: Any, status: int) -> dict[str, Any]:
     assert response.status == status, await response.text()
     body = await response.json()
     return body["error"]
+
+
+async def next_event(response: Any, timeout: float = 30.0) -> tuple[str, dict[str, Any]]:
+    """The next server-sent event of ``response`` (keepalive comments skipped): (event, data)."""
+    import asyncio
+    import json
+
+    async def read() -> tuple[str, dict[str, Any]]:
+        kind, data = "", ""
+        while True:
+            raw = await response.content.readline()
+            if not raw:
+                raise EOFError("the event stream ended")
+            line = raw.decode().rstrip("\n")
+            if line.startswith("event: "):
+                kind = line[len("event: ") :]
+            elif line.startswith("data: "):
+                data = line[len("data: ") :]
+            elif line == "" and kind:
+                return kind, json.loads(data)
+
+    return await asyncio.wait_for(read(), timeout)
