@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import importlib
+import inspect
 import os
 import pkgutil
 import re
@@ -12,7 +13,7 @@ import resource
 import sys
 import time
 from pathlib import Path
-from types import ModuleType
+from typing import Any
 
 from bench import machine
 from bench.table import Table
@@ -24,15 +25,40 @@ FIRST = ["propagation", "orchestration"]
 SECTION = re.compile(r"<!-- bench:(\S+) -->\n.*?<!-- /bench:\1 -->\n", re.S)
 
 
-def discover() -> dict[str, ModuleType]:
-    """Every module of the package that is a benchmark (``run`` or ``main``), by name."""
-    found: dict[str, ModuleType] = {}
+class Broken:
+    """A benchmark module that does not import: reported in its section, the others still run."""
+
+    def __init__(self, name: str, error: BaseException) -> None:
+        self.TITLE = name
+        self.__doc__ = ""
+        self.error = error
+
+    async def run(self, quick: bool) -> list[Table]:
+        raise RuntimeError(f"bench.{self.TITLE} does not import: {type(self.error).__name__}: {self.error}")
+
+
+def is_native(module: Any) -> bool:
+    """A benchmark of this runner's shape: ``TITLE`` and ``async def run(quick)``."""
+    return hasattr(module, "TITLE") and inspect.iscoroutinefunction(getattr(module, "run", None))
+
+
+def discover() -> dict[str, Any]:
+    """Every module of the package that is a benchmark (native, or a script with ``main``/``run``)."""
+    found: dict[str, Any] = {}
     names = [m.name for m in pkgutil.iter_modules([str(Path(__file__).parent)])]
     for name in sorted(names, key=lambda n: (FIRST.index(n) if n in FIRST else len(FIRST), n)):
         if name.startswith("_"):
             continue
-        module = importlib.import_module(f"bench.{name}")
-        if (hasattr(module, "run") and hasattr(module, "TITLE")) or hasattr(module, "main"):
+        try:
+            module: Any = importlib.import_module(f"bench.{name}")
+        except Exception as exc:
+            found[name] = Broken(name, exc)
+            continue
+        if (
+            is_native(module)
+            or callable(getattr(module, "main", None))
+            or callable(getattr(module, "run", None))
+        ):
             found[name] = module
     return found
 
@@ -50,13 +76,13 @@ async def run_script(name: str, quick: bool) -> str:
     return text
 
 
-async def run_one(name: str, module: ModuleType, quick: bool) -> str:
+async def run_one(name: str, module: Any, quick: bool) -> str:
     """Run one benchmark; the markdown of its section (a failure is reported, not raised)."""
     began = time.monotonic()
     title = getattr(module, "TITLE", name)
     print(f"== {name}: {title}", flush=True)
     try:
-        if hasattr(module, "run"):
+        if is_native(module) or isinstance(module, Broken):
             tables: list[Table] = await module.run(quick)
             body = "\n".join(t.markdown() for t in tables)
             for t in tables:
