@@ -63,8 +63,9 @@ def discover() -> dict[str, Any]:
     return found
 
 
-async def run_script(name: str, quick: bool) -> str:
-    """A benchmark that is a script of its own: its output, verbatim."""
+async def run_script(name: str, module: Any, quick: bool) -> str:
+    """A benchmark that is a script of its own: its output, verbatim (``--quick`` if it has one)."""
+    quick = quick and "--quick" in inspect.getsource(module)
     argv = [sys.executable, "-m", f"bench.{name}", *(["--quick"] if quick else [])]
     proc = await asyncio.create_subprocess_exec(
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=REPORT.parents[1]
@@ -88,7 +89,7 @@ async def run_one(name: str, module: Any, quick: bool) -> str:
             for t in tables:
                 print(t.text(), flush=True)
         else:
-            text = await run_script(name, quick)
+            text = await run_script(name, module, quick)
             print(text, flush=True)
             body = f"```\n{text}\n```\n"
     except Exception as exc:
