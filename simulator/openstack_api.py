@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import contextlib
 import hmac
 import re
 import secrets
@@ -120,7 +121,7 @@ class OpenStackApi:
         self._project_id = uuid.uuid5(uuid.NAMESPACE_URL, f"pitrix-sim-project:{zone}").hex
         self._tokens: dict[str, Token] = {}
         self._servers: dict[str, ServerExtras] = {}
-        self._keypairs: dict[str, dict[str, str]] = {}
+        self._keypairs: dict[str, str] = {}  # Nova key pair name -> the fleet's key pair id
         self._log = get_logger("simulator.openstack", zone=zone)
 
     def routes(self) -> list[web.RouteDef]:
@@ -316,10 +317,25 @@ class OpenStackApi:
 
     # -- Nova: key pairs ---------------------------------------------------------------------------
 
+    def _keypair_doc(self, name: str, private_key: str = "") -> dict[str, Any]:
+        pair = self.fleet.keypairs.get(self._keypairs[name])
+        public_key = pair.pub_key()
+        doc: dict[str, Any] = {
+            "name": name,
+            "public_key": public_key,
+            "fingerprint": pair.public_key.get_fingerprint("md5").removeprefix("MD5:"),
+            "type": "ssh",
+            "user_id": self._user_id,
+        }
+        if private_key:
+            doc["private_key"] = private_key
+        return doc
+
     async def list_keypairs(self, request: web.Request) -> web.Response:
-        return web.json_response({"keypairs": [{"keypair": kp} for kp in self._keypairs.values()]})
+        return web.json_response({"keypairs": [{"keypair": self._keypair_doc(n)} for n in self._keypairs]})
 
     async def create_keypair(self, request: web.Request) -> web.Response:
+        """A Nova key pair is one of the fleet's key pairs: the VMs' SSH servers accept it."""
         body = await self._body(request, "keypair")
         name = body.get("name")
         if not isinstance(name, str) or not KEY_NAME.match(name):
@@ -327,27 +343,33 @@ class OpenStackApi:
         if name in self._keypairs:
             raise NovaError(409, f"Key pair '{name}' already exists.")
         public_key = body.get("public_key")
-        if not isinstance(public_key, str) or not public_key.startswith(("ssh-", "ecdsa-")):
+        if public_key is not None and not isinstance(public_key, str):
             raise NovaError(400, "Invalid input: public_key must be an OpenSSH public key")
-        fingerprint = ":".join(f"{b:02x}" for b in uuid.uuid5(uuid.NAMESPACE_URL, public_key).bytes)
-        self._keypairs[name] = {
-            "name": name,
-            "public_key": public_key,
-            "fingerprint": fingerprint,
-            "type": "ssh",
-            "user_id": self._user_id,
-        }
-        return web.json_response({"keypair": self._keypairs[name]})
+        try:
+            pair, private_key = self.fleet.keypairs.create(
+                name=name,
+                mode="user" if public_key else "system",
+                encrypt_method="ssh-ed25519",
+                public_key=public_key or "",
+            )
+        except ApiError as exc:
+            raise NovaError(400, f"Keypair data is invalid: {exc.message}") from None
+        self._keypairs[name] = pair.keypair_id
+        return web.json_response({"keypair": self._keypair_doc(name, private_key)})
 
     async def get_keypair(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         if name not in self._keypairs:
             raise NovaError(404, f"Keypair {name} not found for user {self._user_id}")
-        return web.json_response({"keypair": self._keypairs[name]})
+        return web.json_response({"keypair": self._keypair_doc(name)})
 
     async def delete_keypair(self, request: web.Request) -> web.Response:
-        if self._keypairs.pop(request.match_info["name"], None) is None:
-            raise NovaError(404, f"Keypair {request.match_info['name']} not found for user {self._user_id}")
+        name = request.match_info["name"]
+        if name not in self._keypairs:
+            raise NovaError(404, f"Keypair {name} not found for user {self._user_id}")
+        with contextlib.suppress(ApiError):  # Nova forgets a key pair in use; its servers keep the key
+            self.fleet.keypairs.delete([self._keypairs[name]])
+        del self._keypairs[name]
         return web.Response(status=202)
 
     # -- Nova: servers -----------------------------------------------------------------------------
@@ -381,7 +403,7 @@ class OpenStackApi:
             "tenant_id": self._project_id,
             "user_id": self._user_id,
             "metadata": dict(extras.metadata),
-            "key_name": extras.key_name or (vm.keypair_ids[0] if vm.keypair_ids else None),
+            "key_name": extras.key_name,
             "image": {"id": vm.image_id, "links": []},
             "flavor": {"id": extras.flavor or _flavor_id(vm.cpu, vm.memory), "links": []},
             "addresses": {extras.network: [fixed]} if alive else {},
@@ -494,7 +516,7 @@ class OpenStackApi:
             memory=memory,
             vxnet_id=network,
             login_mode="keypair" if key_name else "passwd",
-            keypair_ids=(key_name,) if key_name else (),
+            keypair_ids=(self._keypairs[key_name],) if key_name else (),
             userdata=userdata,
         )
         return run, ServerExtras(dict(metadata), key_name, network, flavor)
