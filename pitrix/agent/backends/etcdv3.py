@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -36,6 +37,12 @@ class EtcdBackend:
     async def _connect(self) -> Any:
         if self._client is not None:
             return self._client
+        # gRPC's fork handlers, on by default, now and then crash a child forked while other
+        # threads are inside gRPC (SIGSEGV before its exec: reload_cmd "exit status -11" in 1 of
+        # 6 runs of bench/agent.py's burst under uvloop with aetcd busy; none in 12 with this
+        # off). The agent forks for every check_cmd, reload_cmd and command. gRPC reads the
+        # variable when it loads, which in the agent is here.
+        os.environ.setdefault("GRPC_ENABLE_FORK_SUPPORT", "0")
         import aetcd
 
         errors = []
