@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+from collections.abc import AsyncIterator
 from typing import Any
 
 import aiohttp
@@ -10,10 +12,11 @@ import aiohttp
 class ApiError(Exception):
     """The admin API answered with an error (``status``, ``code``, message)."""
 
-    def __init__(self, status: int, code: str, message: str) -> None:
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
         super().__init__(message)
         self.status = status
         self.code = code
+        self.field = field
 
 
 class ApiClient:
@@ -37,16 +40,43 @@ class ApiClient:
     async def __aexit__(self, *exc: object) -> None:
         await self.close()
 
+    async def events(self, path: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
+        """The server-sent events at ``path`` as (event, data) until the server ends the stream."""
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        async with self.session.get(self.url + path, timeout=timeout) as response:
+            if response.status >= 400:
+                await self._raise(response)
+            kind, data = "", ""
+            async for raw in response.content:
+                line = raw.decode().rstrip("\r\n")
+                if line.startswith("event:"):
+                    kind = line[len("event:") :].strip()
+                elif line.startswith("data:"):
+                    data = line[len("data:") :].strip()
+                elif not line and kind:
+                    yield kind, json.loads(data) if data else {}
+                    kind, data = "", ""
+
+    @staticmethod
+    async def _raise(response: aiohttp.ClientResponse) -> None:
+        try:
+            data = await response.json(content_type=None)
+        except ValueError:
+            data = None
+        error = (data or {}).get("error", {}) if isinstance(data, dict) else {}
+        raise ApiError(
+            response.status,
+            error.get("code", "error"),
+            str(error.get("message", response.reason)),
+            error.get("field"),
+        )
+
     async def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
         query = {k: str(v) for k, v in params.items() if v is not None}
         async with self.session.request(method, self.url + path, json=body, params=query) as response:
-            data = await response.json(content_type=None) if response.content_length != 0 else None
             if response.status >= 400:
-                error = (data or {}).get("error", {}) if isinstance(data, dict) else {}
-                raise ApiError(
-                    response.status, error.get("code", "error"), error.get("message", response.reason)
-                )
-            return data
+                await self._raise(response)
+            return await response.json(content_type=None) if response.content_length != 0 else None
 
     async def get(self, path: str, **params: Any) -> Any:
         return await self.request("GET", path, **params)

@@ -1,7 +1,8 @@
 """pitrix: the command line over pitrixd's admin API.
 
-Exit codes scripts can use: 0 done, 1 the action failed (the cluster is ``failed``), 2 bad usage
-or input, 3 the API could not be reached, 4 not found, 5 refused in the cluster's current state.
+Exit codes scripts can use: 0 done, 1 the action failed (the cluster is ``failed``) or pitrixd
+failed, 2 bad usage or input, 3 the API could not be reached, 4 not found, 5 refused in the
+cluster's current state, 6 not authenticated or not allowed (token missing, unknown or not admin).
 """
 
 from __future__ import annotations
@@ -9,7 +10,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
-import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -20,10 +20,10 @@ import yaml
 
 from pitrix import __version__
 from pitrix.cli.client import ApiClient, ApiError
+from pitrix.cli.config import CliConfigError, load_config
 from pitrix.cli.progress import follow, step_line
 
-DEFAULT_URL = "http://127.0.0.1:9610"
-EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND, EXIT_CONFLICT = 1, 2, 3, 4, 5
+EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_AUTH = 1, 2, 3, 4, 5, 6
 
 
 def _print(data: Any, output: str, table: Callable[[Any], str]) -> None:
@@ -97,6 +97,33 @@ async def cmd_runtimes(client: ApiClient, args: argparse.Namespace) -> int:
     return 0
 
 
+def _apps_table(data: dict[str, Any]) -> str:
+    rows = [f"{'NAME':<20} {'VERSION':<12} {'OWNER':<12} ROLES"]
+    rows += [
+        f"{a['name']:<20} {a['version']:<12} {a['owner']:<12} {', '.join(a['roles'])}" for a in data["apps"]
+    ]
+    return "\n".join(rows)
+
+
+def _app_table(a: dict[str, Any]) -> str:
+    lines = [f"app {a['name']} {a['version']} (registered by {a['owner']})"]
+    lines.append(f"  versions: {', '.join(a.get('versions', []))}")
+    for role in a["spec"]["roles"]:
+        lines.append(f"  role {role['name']}: {role.get('count', 1)} x {role['image']}")
+    return "\n".join(lines)
+
+
+async def cmd_apps(client: ApiClient, args: argparse.Namespace) -> int:
+    if args.action == "list":
+        _print(await client.get("/v1/apps"), args.output, _apps_table)
+    elif args.action == "show":
+        _print(await client.get(f"/v1/apps/{args.name}", version=args.version), args.output, _app_table)
+    else:
+        data = await client.post("/v1/apps", _read_spec(args.file))
+        _print(data, args.output, lambda d: f"app {d['name']} {d['version']} registered")
+    return 0
+
+
 def _read_spec(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
@@ -125,7 +152,7 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
             counts[role] = int(value)
         body = {
             "runtime": args.runtime,
-            "app": _read_spec(args.file),
+            "app": _read_spec(args.file) if args.file else args.app,
             "name": args.name or "",
             "counts": counts,
         }
@@ -134,20 +161,67 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
     if args.action == "scale":
         data = await client.post(f"/v1/clusters/{args.cluster}/scale", {"role": args.role, "count": args.to})
         return await _wait_job(client, args.cluster, data["job"], args)
-    if args.action == "retry":
-        data = await client.post(f"/v1/clusters/{args.cluster}/retry")
+    if args.action == "events":
+        return await _events(client, args)
+    if args.action == "update-env":
+        env: dict[str, dict[str, str]] = {}
+        for item in args.set:
+            key, sep, value = item.partition("=")
+            if not sep or not key:
+                raise SystemExit(f"pitrix: --set takes KEY=VALUE, got {item!r}")
+            env.setdefault(args.role, {})[key] = value
+        data = await client.post(f"/v1/clusters/{args.cluster}/env", {"env": env})
+        return await _wait_job(client, args.cluster, data["job"], args)
+    if args.action == "recover":
+        nodes = {"nodes": args.node} if args.node else None
+        data = await client.post(f"/v1/clusters/{args.cluster}/recover", nodes)
+        return await _wait_job(client, args.cluster, data["job"], args)
+    if args.action in ("retry", "stop", "start"):
+        data = await client.post(f"/v1/clusters/{args.cluster}/{args.action}")
         return await _wait_job(client, args.cluster, data["job"], args)
     data = await client.delete(f"/v1/clusters/{args.cluster}")
     return await _wait_job(client, args.cluster, data["job"], args)
 
 
+def _event_line(kind: str, data: dict[str, Any]) -> str:
+    cid = data.get("cluster_id", "")
+    if kind == "cluster":
+        c = data["cluster"]
+        error = f"  ({c['last_error']})" if c.get("last_error") else ""
+        return f"{cid}  cluster  {c['state']}{error}"
+    if kind == "step":
+        s = data["step"]
+        detail = s.get("error") or s.get("detail") or ""
+        return f"{cid}  step     {s['name']} {s['status']}  {detail}".rstrip()
+    if kind == "job":
+        j = data["job"]
+        return f"{cid}  job      {j['id']} {j['action']} {j['status']}"
+    if kind == "node":
+        n = data["node"]
+        return f"{cid}  node     {n['node_id']} {n['status']} {n.get('ip', '')}".rstrip()
+    return f"{cid}  {kind}"
+
+
+async def _events(client: ApiClient, args: argparse.Namespace) -> int:
+    """Print the clusters' current state, then (with --follow) every change until interrupted."""
+    path = f"/v1/clusters/{args.cluster}/events" if args.cluster else "/v1/events"
+    async for kind, data in client.events(path):
+        if kind == "ready":
+            if not args.follow:
+                return 0
+            continue
+        print(
+            json.dumps({"event": kind, **data}) if args.output == "json" else _event_line(kind, data),
+            flush=True,
+        )
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pitrix", description="Deploy and run VM application clusters.")
-    parser.add_argument(
-        "--url", default=os.environ.get("PITRIX_URL", DEFAULT_URL), help="admin API (PITRIX_URL)"
-    )
-    parser.add_argument("--token", default=os.environ.get("PITRIX_TOKEN"), help="API token (PITRIX_TOKEN)")
-    parser.add_argument("-o", "--output", choices=["table", "json"], default="table")
+    parser.add_argument("--url", help="admin API, http://host:port or unix:/path (PITRIX_URL, cli.toml url)")
+    parser.add_argument("--token", help="API token (PITRIX_TOKEN, cli.toml token)")
+    parser.add_argument("-o", "--output", choices=["table", "json"], help="table (default) or json")
     parser.add_argument("--version", action="version", version=f"pitrix {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -168,6 +242,13 @@ def build_parser() -> argparse.ArgumentParser:
         "--set", action="append", metavar="KEY=VALUE", help="provider setting (credentials, ...)"
     )
 
+    apps = sub.add_parser("apps", help="registered app packages").add_subparsers(dest="action", required=True)
+    apps.add_parser("list")
+    show_app = apps.add_parser("show")
+    show_app.add_argument("name")
+    show_app.add_argument("--version", help="a registered version (default: the newest)")
+    apps.add_parser("register").add_argument("-f", "--file", type=Path, required=True, help="app spec (YAML)")
+
     clusters = sub.add_parser("clusters", help="application clusters").add_subparsers(
         dest="action", required=True
     )
@@ -175,7 +256,9 @@ def build_parser() -> argparse.ArgumentParser:
     listing.add_argument("--all", action="store_true", help="include deleted clusters")
     clusters.add_parser("show").add_argument("cluster")
     create = clusters.add_parser("create")
-    create.add_argument("-f", "--file", type=Path, required=True, help="app spec (YAML or JSON)")
+    source = create.add_mutually_exclusive_group(required=True)
+    source.add_argument("-f", "--file", type=Path, help="app spec (YAML or JSON)")
+    source.add_argument("--app", help="a registered app: NAME or NAME@VERSION")
     create.add_argument("--runtime", required=True)
     create.add_argument("--name")
     create.add_argument("--count", action="append", metavar="ROLE=N", help="override a role's node count")
@@ -183,15 +266,28 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument("cluster")
     scale.add_argument("role")
     scale.add_argument("to", type=int, help="the role's new node count")
-    clusters.add_parser("retry").add_argument("cluster")
-    clusters.add_parser("delete").add_argument("cluster")
-    for p in (create, scale, clusters.choices["retry"], clusters.choices["delete"]):
-        p.add_argument("--no-wait", action="store_true", help="return once the action is accepted")
+    for action in ("retry", "stop", "start", "delete"):
+        clusters.add_parser(action).add_argument("cluster")
+    env = clusters.add_parser("update-env", help="change parameters of a role's nodes")
+    env.add_argument("cluster")
+    env.add_argument("--role", required=True)
+    env.add_argument("--set", action="append", required=True, metavar="KEY=VALUE")
+    recover = clusters.add_parser("recover", help="replace silent (or the given) nodes")
+    recover.add_argument("cluster")
+    recover.add_argument("--node", action="append", help="a node id to replace (repeatable)")
+    events = clusters.add_parser("events", help="the clusters' state, then changes with --follow")
+    events.add_argument("cluster", nargs="?", help="one cluster (default: every cluster you may see)")
+    events.add_argument("-f", "--follow", action="store_true", help="keep printing changes")
+    for action in ("create", "scale", "retry", "stop", "start", "delete", "update-env", "recover"):
+        clusters.choices[action].add_argument(
+            "--no-wait", action="store_true", help="return once the action is accepted"
+        )
     return parser
 
 
 async def run(args: argparse.Namespace) -> int:
     handlers: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] = {
+        "apps": cmd_apps,
         "runtimes": cmd_runtimes,
         "clusters": cmd_clusters,
     }
@@ -199,9 +295,10 @@ async def run(args: argparse.Namespace) -> int:
         try:
             return await handlers[args.command](client, args)
         except ApiError as exc:
-            print(f"pitrix: {exc}", file=sys.stderr)
-            return {404: EXIT_NOT_FOUND, 409: EXIT_CONFLICT}.get(
-                exc.status, EXIT_USAGE if exc.status < 500 else 1
+            field = f" [{exc.field}]" if exc.field else ""
+            print(f"pitrix: {exc}{field}", file=sys.stderr)
+            return {401: EXIT_AUTH, 403: EXIT_AUTH, 404: EXIT_NOT_FOUND, 409: EXIT_CONFLICT}.get(
+                exc.status, EXIT_USAGE if exc.status < 500 else EXIT_FAILED
             )
         except aiohttp.ClientConnectionError as exc:
             print(f"pitrix: cannot reach pitrixd at {args.url}: {exc}", file=sys.stderr)
@@ -210,6 +307,14 @@ async def run(args: argparse.Namespace) -> int:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    try:
+        config = load_config()
+    except CliConfigError as exc:
+        print(f"pitrix: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    args.url = args.url or config.url
+    args.token = args.token or config.token
+    args.output = args.output or config.output
     if args.command == "demo":
         from pitrix.cli.demo import run_demo
 

@@ -1,0 +1,62 @@
+"""Where the CLI finds pitrixd and its token: flags, then environment, then the config file.
+
+The file (``$PITRIX_CONFIG``, else ``$XDG_CONFIG_HOME/pitrix/cli.toml``, else
+``~/.config/pitrix/cli.toml``) holds ``url``, ``token`` and ``output``; it is optional, but a file
+that exists and is wrong stops the CLI with an error naming the key.
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+DEFAULT_URL = "http://127.0.0.1:9610"
+KEYS = {"url", "token", "output"}
+
+
+class CliConfigError(Exception):
+    """The CLI's config file is unreadable or wrong; the message names the file and key."""
+
+
+@dataclass(frozen=True, slots=True)
+class CliConfig:
+    url: str = DEFAULT_URL
+    token: str | None = None
+    output: str = "table"
+
+
+def config_path(env: Mapping[str, str]) -> Path:
+    if env.get("PITRIX_CONFIG"):
+        return Path(env["PITRIX_CONFIG"])
+    base = Path(env["XDG_CONFIG_HOME"]) if env.get("XDG_CONFIG_HOME") else Path.home() / ".config"
+    return base / "pitrix" / "cli.toml"
+
+
+def load_config(env: Mapping[str, str] | None = None) -> CliConfig:
+    env = os.environ if env is None else env
+    path = config_path(env)
+    data: dict[str, object] = {}
+    if path.exists():
+        try:
+            data = tomllib.loads(path.read_text())
+        except OSError as exc:
+            raise CliConfigError(f"{path}: cannot read: {exc.strerror}") from None
+        except tomllib.TOMLDecodeError as exc:
+            raise CliConfigError(f"{path}: not valid TOML: {exc}") from None
+    elif env.get("PITRIX_CONFIG"):
+        raise CliConfigError(f"{path}: PITRIX_CONFIG names a file that does not exist")
+    for key, value in data.items():
+        if key not in KEYS:
+            raise CliConfigError(f"{path}: {key}: unknown key (known: {', '.join(sorted(KEYS))})")
+        if not isinstance(value, str):
+            raise CliConfigError(f"{path}: {key}: must be a string")
+    if data.get("output", "table") not in ("table", "json"):
+        raise CliConfigError(f"{path}: output: must be 'table' or 'json'")
+    return CliConfig(
+        url=env.get("PITRIX_URL") or str(data.get("url", DEFAULT_URL)),
+        token=env.get("PITRIX_TOKEN") or (str(data["token"]) if "token" in data else None),
+        output=env.get("PITRIX_OUTPUT") or str(data.get("output", "table")),
+    )

@@ -1,0 +1,60 @@
+"""The CLI as a process against a real admin API (in this test's loop) over a real etcd."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+
+import pytest
+from aiohttp.test_utils import TestServer
+
+from pitrix.api.app import create_app
+from pitrix.api.auth import Tokens
+from pitrix.runtime.service import RuntimeService
+from pitrix.settings import TokenEntry
+from pitrix.store import Store
+
+ADMIN = "cli-admin-token-0123456789"
+ALICE = "cli-alice-token-0123456789"
+PITRIX = str(Path(sys.executable).parent / "pitrix")
+
+Run = Callable[..., Awaitable[tuple[int, str, str]]]
+
+
+@pytest.fixture
+async def server(store: Store) -> AsyncIterator[str]:
+    service = RuntimeService(store)
+    await service.start()
+    tokens = Tokens(
+        [TokenEntry(token=ADMIN, owner="ops", admin=True), TokenEntry(token=ALICE, owner="alice")]
+    )
+    test_server = TestServer(create_app(service, tokens), host="127.0.0.1")
+    await test_server.start_server()
+    try:
+        yield str(test_server.make_url("")).rstrip("/")
+    finally:
+        await test_server.close()
+        await service.stop()
+
+
+@pytest.fixture
+def cli(server: str, tmp_path: Path) -> Run:
+    """Run ``pitrix ARGS`` with a config file pointing at the server; (exit code, stdout, stderr)."""
+    config = tmp_path / "cli.toml"
+    config.write_text(f'url = "{server}"\ntoken = "{ALICE}"\n')
+
+    async def run(*args: str, env: dict[str, str] | None = None) -> tuple[int, str, str]:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("PITRIX_")}
+        environ["PITRIX_CONFIG"] = str(config)
+        environ.update(env or {})
+        process = await asyncio.create_subprocess_exec(
+            PITRIX, *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, env=environ
+        )
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+        assert process.returncode is not None
+        return process.returncode, out.decode(), err.decode()
+
+    return run

@@ -1,0 +1,121 @@
+"""pitrix as scripts use it: config file and environment, exit codes, JSON output, events."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import ADMIN, PITRIX, Run
+
+from pitrix.cli.config import DEFAULT_URL, CliConfigError, load_config
+
+APP = {"name": "demo", "version": "1.0", "roles": [{"name": "web", "count": 1, "image": "demo"}]}
+
+
+def test_config_precedence(tmp_path: Path) -> None:
+    path = tmp_path / "cli.toml"
+    path.write_text('url = "http://127.0.0.1:1"\ntoken = "from-file"\noutput = "json"\n')
+    env = {"PITRIX_CONFIG": str(path)}
+    assert load_config(env).token == "from-file" and load_config(env).output == "json"
+    overridden = load_config({**env, "PITRIX_TOKEN": "from-env", "PITRIX_URL": "unix:/run/p.sock"})
+    assert (overridden.token, overridden.url) == ("from-env", "unix:/run/p.sock")
+    xdg = load_config({"XDG_CONFIG_HOME": str(tmp_path / "none")})
+    assert (xdg.url, xdg.token, xdg.output) == (DEFAULT_URL, None, "table")
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('url = "x"\npassword = "y"\n', "password: unknown key"),
+        ("url = 3\n", "url: must be a string"),
+        ('output = "yaml"\n', "output: must be"),
+        ("url = \n", "not valid TOML"),
+    ],
+)
+def test_bad_config_names_the_key(tmp_path: Path, text: str, message: str) -> None:
+    path = tmp_path / "cli.toml"
+    path.write_text(text)
+    with pytest.raises(CliConfigError, match=message):
+        load_config({"PITRIX_CONFIG": str(path)})
+
+
+async def test_exit_codes(cli: Run, server: str) -> None:
+    code, _, err = await cli("clusters", "show", "cl-nothere")
+    assert code == 4 and "does not exist" in err
+    code, _, err = await cli("clusters", "list", env={"PITRIX_TOKEN": "not-a-known-token-at-all"})
+    assert code == 6 and "unknown token" in err
+    code, _, err = await cli("runtimes", "add", "x", "--provider", "qingcloud")  # not an admin
+    assert code == 6
+    code, _, err = await cli("--url", "http://127.0.0.1:9", "clusters", "list")
+    assert code == 3 and "cannot reach" in err
+    code, _, err = await cli("clusters", "list", env={"PITRIX_CONFIG": "/nonexistent/cli.toml"})
+    assert code == 2 and "does not exist" in err
+    code, _, err = await cli("clusters", "create", "--runtime", "dead", "--app", "demo")
+    assert code == 4 and "not registered" in err
+
+
+async def test_apps_clusters_and_events(cli: Run, tmp_path: Path, server: str) -> None:
+    spec = tmp_path / "app.yaml"
+    spec.write_text(yaml.safe_dump(APP))
+    code, out, err = await cli("-o", "json", "apps", "register", "-f", str(spec))
+    assert code == 0, err
+    assert json.loads(out)["owner"] == "alice"
+    code, out, _ = await cli("apps", "list")
+    assert code == 0 and out.splitlines()[1].split()[:3] == ["demo", "1.0", "alice"]
+    code, out, _ = await cli("-o", "json", "apps", "show", "demo")
+    assert json.loads(out)["versions"] == ["1.0"]
+
+    admin = {"PITRIX_TOKEN": ADMIN}
+    code, _, err = await cli(
+        "runtimes", "add", "dead", "--provider", "qingcloud", "--endpoint", "http://127.0.0.1:9",
+        "--zone", "z1", "--set", "access_key_id=AK", "--set", "secret_access_key=SK", env=admin,
+    )  # fmt: skip
+    assert code == 0, err
+    code, out, err = await cli(
+        "-o", "json", "clusters", "create", "--runtime", "dead", "--app", "demo@1.0", "--no-wait"
+    )
+    assert code == 0, err
+    cid = json.loads(out)["cluster_id"]
+
+    # Follow the cluster until the dead cloud fails its create: a long-running reader of events.
+    follower = await asyncio.create_subprocess_exec(
+        PITRIX, "clusters", "events", cid, "--follow",
+        stdout=asyncio.subprocess.PIPE, env=_env_of(tmp_path),
+    )  # fmt: skip
+    assert follower.stdout is not None
+    lines: list[str] = []
+    try:
+        while not any(line.split()[1:3] == ["cluster", "failed"] for line in lines):
+            raw = await asyncio.wait_for(follower.stdout.readline(), 60)
+            assert raw, f"events ended early: {lines}"
+            lines.append(raw.decode().strip())
+    finally:
+        follower.terminate()
+        await follower.wait()
+    assert lines[0].startswith(cid)
+    assert any(" step " in f" {line} " and "metadata failed" in line for line in lines), lines
+
+    # Without --follow: the current state, then exit.
+    code, out, _ = await cli("clusters", "events")
+    assert code == 0 and f"{cid}  cluster  failed" in out
+    code, out, _ = await cli("-o", "json", "clusters", "events", cid)
+    assert json.loads(out.splitlines()[0])["cluster"]["state"] == "failed"
+
+    # A failed cluster cannot be stopped (5); retry runs again and fails again (1).
+    code, _, err = await cli("clusters", "stop", cid)
+    assert code == 5 and "stop" in err
+    code, out, _ = await cli("clusters", "retry", cid)
+    assert code == 1 and "FAILED" in out and f"{cid}: failed" in out
+    code, _, err = await cli("clusters", "update-env", cid, "--role", "web", "--set", "x=1")
+    assert code in (2, 5), err
+
+
+def _env_of(tmp_path: Path) -> dict[str, str]:
+    import os
+
+    environ = {k: v for k, v in os.environ.items() if not k.startswith("PITRIX_")}
+    environ["PITRIX_CONFIG"] = str(tmp_path / "cli.toml")
+    return environ
