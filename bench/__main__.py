@@ -109,7 +109,8 @@ def header(quick: bool) -> str:
         "Written by `make bench` (`python -m bench`); do not edit by hand. Figures in milliseconds,\n"
         "p50 / p99 over the rounds unless a column says otherwise.\n\n"
         f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), {m['memory']} of memory, "
-        f"Python {m['python']}, Linux {m['kernel']}{' (quick run)' if quick else ''}. Everything runs on "
+        f"Python {m['python']}, Linux {m['kernel']}{' (quick run)' if quick else ''}; load average "
+        f"{m['load']} (1/5/15 min) when it began. Everything runs on "
         "this one machine: etcd, metad, pitrixd, the simulator, every agent and the clients share the "
         "cores.\n\n"
     )

@@ -37,4 +37,6 @@ def describe() -> dict[str, str]:
         "memory": f"{_memory_gib():.1f} GiB",
         "python": sys.version.split()[0],
         "kernel": platform.release(),
+        # Others' work on the same cores skews every figure: say how busy the machine was.
+        "load": " / ".join(f"{x:.1f}" for x in os.getloadavg()),
     }

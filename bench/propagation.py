@@ -296,34 +296,5 @@ async def run(quick: bool) -> list[Table]:
     )
     worst = max(results)
     per.notes.append(f"apply p99 at N={worst}: {ms(percentile(results[worst].apply, 99))} ms")
-    tables = [fan, per]
-    if not quick:
-        tables.append(await light_mode(1000, 5))
-    return tables
-
-
-async def light_mode(count: int, rounds: int) -> Table:
-    """N agents in one process (the simulator's light mode), through the agent engineer's benchmark
-    (tests/agent/bench_agents.py) rather than a second copy of it."""
-    table = Table(
-        f"Light mode: {count} agents in one process ({rounds} rounds)",
-        ["N agents", "write → every agent's file written (median)", "(max)", "RSS per agent (KiB)"],
-    )
-    try:
-        from tests.agent import bench_agents
-    except ImportError as exc:
-        table.notes.append(f"not measured: tests/agent/bench_agents.py is not importable ({exc})")
-        return table
-    for row in await bench_agents.bench([count], rounds):
-        table.add(
-            row["agents"],
-            row["change_to_all_files_ms_median"],
-            row["change_to_all_files_ms_max"],
-            row["rss_kib_per_agent"],
-        )
-    table.notes += [
-        "agents, metad and the benchmark share one event loop and one core's worth of Python; "
-        "no reload_cmd (it measures until the rendered file is on disk)",
-        "target: fan-out to N=1,000 agents p99 under 100 ms",
-    ]
-    return table
+    fan.notes.append("N=1,000 in light mode (agents in one process): see the pitrix-agent section")
+    return [fan, per]
