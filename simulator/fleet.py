@@ -192,19 +192,41 @@ class Fleet:
         self._log.info("fleet.run", instance_ids=created, image=request.image_id, name=request.name)
 
         async def boot_all() -> None:
-            results = await asyncio.gather(
-                *(self._boot(iid, first=True) for iid in created), return_exceptions=True
-            )
-            failures = [r for r in results if isinstance(r, BaseException)]
-            if failures:
-                raise RuntimeError(
-                    f"{len(failures)} of {len(created)} instances failed to boot: {failures[0]}"
-                )
+            await self._boot_all(created, "boot")
 
         self._spawn(job, boot_all)
         return created, job
 
-    async def _boot(self, iid: str, *, first: bool) -> None:
+    async def _boot_all(self, iids: list[str], verb: str) -> None:
+        """Boot these VMs at once; one error for the job if any failed (the others still run)."""
+        results = await asyncio.gather(*(self._boot(iid) for iid in iids), return_exceptions=True)
+        failures = [r for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise RuntimeError(f"{len(failures)} of {len(iids)} instances failed to {verb}: {failures[0]}")
+
+    def _claim(self, instance_ids: list[str], status: str, transition: str) -> list[VM]:
+        """The VMs, all in ``status`` and in no transition, now marked ``transition``."""
+        vms = self._existing(instance_ids)
+        for vm in vms:
+            if vm.status != status or vm.transition_status:
+                raise ApiError(
+                    BAD_STATUS,
+                    f"ResourceStatusError, instance [{vm.instance_id}] is [{vm.status}], not {status}",
+                )
+        for vm in vms:
+            vm.transition_status = transition
+        return vms
+
+    async def _halt_many(self, vms: list[VM]) -> int:
+        """Kill these VMs' processes in one sweep (their locks held); how many were signalled."""
+        for vm in vms:
+            await self._quiesce(vm)
+        killed = await kill_vm_processes({vm.instance_id for vm in vms})
+        for vm in vms:
+            await vm.collect_userdata()
+        return killed
+
+    async def _boot(self, iid: str) -> None:
         vm = self._vms[iid]
         async with self._locks[iid]:
             if vm.status in GONE or vm.transition_status == "terminating":
@@ -301,15 +323,7 @@ class Fleet:
                 self._log.info("fleet.terminated", instance_id=vm.instance_id, ip=vm.ip)
 
     def stop(self, instance_ids: list[str]) -> Job:
-        vms = self._existing(instance_ids)
-        for vm in vms:
-            if vm.status != "running" or vm.transition_status:
-                raise ApiError(
-                    BAD_STATUS,
-                    f"ResourceStatusError, instance [{vm.instance_id}] is [{vm.status}], not running",
-                )
-        for vm in vms:
-            vm.transition_status = "stopping"
+        vms = self._claim(instance_ids, "running", "stopping")
         job = self.jobs.new("StopInstances", instance_ids)
 
         async def stop_all() -> None:
@@ -321,63 +335,31 @@ class Fleet:
     async def _stop_many(self, iids: list[str]) -> None:
         async with self._locked(iids):
             vms = [self._vms[i] for i in iids if self._vms[i].status == "running"]
+            killed = await self._halt_many(vms)
             for vm in vms:
-                await self._quiesce(vm)
-            killed = await kill_vm_processes({vm.instance_id for vm in vms})
-            for vm in vms:
-                await vm.collect_userdata()
                 vm.set_status("stopped")
             self._log.info("fleet.stopped", instance_ids=[vm.instance_id for vm in vms], processes=killed)
 
     def start(self, instance_ids: list[str]) -> Job:
-        vms = self._existing(instance_ids)
-        for vm in vms:
-            if vm.status != "stopped" or vm.transition_status:
-                raise ApiError(
-                    BAD_STATUS,
-                    f"ResourceStatusError, instance [{vm.instance_id}] is [{vm.status}], not stopped",
-                )
-        for vm in vms:
-            vm.transition_status = "starting"
+        vms = self._claim(instance_ids, "stopped", "starting")
         job = self.jobs.new("StartInstances", instance_ids)
 
         async def start_all() -> None:
-            results = await asyncio.gather(
-                *(self._boot(vm.instance_id, first=False) for vm in vms), return_exceptions=True
-            )
-            failures = [r for r in results if isinstance(r, BaseException)]
-            if failures:
-                raise RuntimeError(f"{len(failures)} instances failed to start: {failures[0]}")
+            await self._boot_all([vm.instance_id for vm in vms], "start")
 
         self._spawn(job, start_all)
         return job
 
     def restart(self, instance_ids: list[str]) -> Job:
         """Power-cycle running instances: processes killed, userdata run again, status ``running``."""
-        vms = self._existing(instance_ids)
-        for vm in vms:
-            if vm.status != "running" or vm.transition_status:
-                raise ApiError(
-                    BAD_STATUS,
-                    f"ResourceStatusError, instance [{vm.instance_id}] is [{vm.status}], not running",
-                )
-        for vm in vms:
-            vm.transition_status = "restarting"
+        vms = self._claim(instance_ids, "running", "restarting")
         job = self.jobs.new("RestartInstances", instance_ids)
 
         async def restart_all() -> None:
-            async with self._locked([vm.instance_id for vm in vms]):
-                for vm in vms:
-                    await self._quiesce(vm)
-                await kill_vm_processes({vm.instance_id for vm in vms})
-                for vm in vms:
-                    await vm.collect_userdata()
-            results = await asyncio.gather(
-                *(self._boot(vm.instance_id, first=False) for vm in vms), return_exceptions=True
-            )
-            failures = [r for r in results if isinstance(r, BaseException)]
-            if failures:
-                raise RuntimeError(f"{len(failures)} instances failed to restart: {failures[0]}")
+            iids = [vm.instance_id for vm in vms]
+            async with self._locked(iids):
+                await self._halt_many(vms)
+            await self._boot_all(iids, "restart")
 
         self._spawn(job, restart_all)
         return job
