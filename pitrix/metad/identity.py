@@ -14,8 +14,10 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import weakref
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from aiohttp import web
 
@@ -58,14 +60,35 @@ class Caller:
         return deps
 
 
-def peer_certificate(request: web.Request) -> PeerCertificate | None:
-    """The verified client certificate of the request's connection, if it presented one."""
-    transport = request.transport
-    if transport is None:
-        return None
-    ssl_object = transport.get_extra_info("ssl_object")
-    if ssl_object is None:
-        return None
+class PeerCertificates:
+    """The verified client certificate of a request's connection, decoded once per connection.
+
+    ``getpeercert()`` builds a fresh dict each call (~25 µs); a write releasing a thousand held
+    long-polls re-identifies a thousand callers, so the decoded subject is kept per TLS object.
+    """
+
+    def __init__(self) -> None:
+        self._by_connection: weakref.WeakKeyDictionary[Any, PeerCertificate | None]
+        self._by_connection = weakref.WeakKeyDictionary()
+
+    def get(self, request: web.Request) -> PeerCertificate | None:
+        transport = request.transport
+        if transport is None:
+            return None
+        ssl_object = transport.get_extra_info("ssl_object")
+        if ssl_object is None:
+            return None
+        try:
+            return self._by_connection[ssl_object]
+        except KeyError:
+            pass
+        except TypeError:  # not weak-referenceable: decode every time
+            return _decode(ssl_object)
+        cert = self._by_connection[ssl_object] = _decode(ssl_object)
+        return cert
+
+
+def _decode(ssl_object: Any) -> PeerCertificate | None:
     info = ssl_object.getpeercert()
     if not info:
         return None
@@ -96,8 +119,11 @@ class CertificateIdentity:
 
     mode = "certificate"
 
+    def __init__(self) -> None:
+        self.certificates = PeerCertificates()
+
     def identify(self, request: web.Request, mirror: Mirror) -> Caller:
-        cert = peer_certificate(request)
+        cert = self.certificates.get(request)
         if cert is None:
             raise Refused("a client certificate is required")
         if is_revoked(mirror, cert):
@@ -150,9 +176,9 @@ class SourceIPIdentity:
 Identity = CertificateIdentity | SourceIPIdentity
 
 
-def management_allowed(request: web.Request, mirror: Mirror) -> None:
+def management_allowed(request: web.Request, mirror: Mirror, certificates: PeerCertificates) -> None:
     """Raise Refused unless the connection carries the runtime's (unrevoked) management certificate."""
-    cert = peer_certificate(request)
+    cert = certificates.get(request)
     if cert is None:
         raise Refused("the management API needs the runtime's client certificate")
     if not cert.subject.is_management:

@@ -18,7 +18,13 @@ from aiohttp import web
 from pitrix import pki
 from pitrix.logs import get_logger
 from pitrix.metad import data
-from pitrix.metad.identity import REVOKED_INSTANCES_ROOT, REVOKED_ROOT, Refused, management_allowed
+from pitrix.metad.identity import (
+    REVOKED_INSTANCES_ROOT,
+    REVOKED_ROOT,
+    PeerCertificates,
+    Refused,
+    management_allowed,
+)
 from pitrix.metad.mirror import Mirror
 from pitrix.metad.selfview import MAPPING_ROOT
 from pitrix.metad.tree import join_path, split_path
@@ -29,6 +35,7 @@ STORE_KEY = web.AppKey("store", Store)
 KEEPALIVE_KEY = web.AppKey("keepalive", float)
 CLOSING_KEY = web.AppKey("closing", asyncio.Event)
 REQUIRE_CERT_KEY = web.AppKey("require_cert", bool)
+CERTIFICATES_KEY = web.AppKey("certificates", PeerCertificates)
 MAX_BODY = 64 * 1024 * 1024
 MAPPING_FIELDS = ("instance_id", "cluster_id", "role", "ip")
 REPLACE_ATTEMPTS = 5
@@ -215,7 +222,7 @@ async def runtime_only(request: web.Request, handler: Any) -> web.StreamResponse
     """With TLS on, only the runtime's management certificate gets in (healthz aside, for probes)."""
     if request.app[REQUIRE_CERT_KEY] and request.path != "/healthz":
         try:
-            management_allowed(request, request.app[MIRROR_KEY])
+            management_allowed(request, request.app[MIRROR_KEY], request.app[CERTIFICATES_KEY])
         except Refused as exc:
             _log.info("management refused", reason=str(exc), peer=request.remote)
             response = _error(403, str(exc))
@@ -377,6 +384,7 @@ def build_app(
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[runtime_only])
     app[REQUIRE_CERT_KEY] = require_cert
+    app[CERTIFICATES_KEY] = PeerCertificates()
     app[MIRROR_KEY] = mirror
     app[STORE_KEY] = store
     app[KEEPALIVE_KEY] = keepalive
