@@ -57,6 +57,8 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         data = await request.json(loads=json.loads)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"body: not valid JSON ({exc})") from None
+    except RecursionError:
+        raise InvalidRequest("body: JSON nested too deeply") from None
     if not isinstance(data, dict):
         raise InvalidRequest("body: must be a JSON object")
     return data
