@@ -315,7 +315,6 @@ class Fleet:
             await asyncio.to_thread(_remove_trees, [vm.home for vm in vms])
             for vm in vms:
                 self.keypairs.forget_instance(vm.instance_id)
-                vm.keypair_ids = []
                 await vm.collect_userdata()
                 self.pool.release(vm.ip)
                 vm.terminate_time = now_iso()
@@ -379,13 +378,6 @@ class Fleet:
             self.keypairs.attach(pairs, instance_ids)
         else:
             self.keypairs.detach(pairs, instance_ids)
-        for vm in vms:
-            vm.keypair_ids = [
-                p.keypair_id
-                for p in self.keypairs.describe(
-                    keypair_ids=[], search_word="", encrypt_method="", instance_id=vm.instance_id
-                )
-            ]
 
         async def nothing_left() -> None:
             return None  # the change above is what the next SSH login sees
@@ -511,7 +503,7 @@ class Fleet:
                     "private_ip": vm.ip if alive else "",
                 }
             ],
-            "keypair_ids": list(vm.keypair_ids),
+            "keypair_ids": self.keypairs.ids_of(vm.instance_id),
             "eip": {},
             "tags": [],
             # Not in QingCloud's API: the simulator's SSH listens on a high port of the VM's address,

@@ -151,6 +151,10 @@ class KeyPairBook:
             if instance_id in pair.instance_ids:
                 pair.instance_ids.remove(instance_id)
 
+    def ids_of(self, instance_id: str) -> list[str]:
+        """The key pairs attached to an instance now, oldest first (DescribeInstances' keypair_ids)."""
+        return [pair.keypair_id for pair in self._pairs.values() if instance_id in pair.instance_ids]
+
     def keys_of(self, instance_id: str) -> list[asyncssh.SSHKey]:
         """The public keys an instance's SSH server accepts now."""
         return [pair.public_key for pair in self._pairs.values() if instance_id in pair.instance_ids]

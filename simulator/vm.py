@@ -69,7 +69,7 @@ class VM:
     memory: int = 1024
     vxnet_id: str = "vxnet-0"
     login_mode: str = "passwd"
-    keypair_ids: list[str] = field(default_factory=list)
+    keypair_ids: list[str] = field(default_factory=list)  # given at creation; the book has the current
     userdata: bytes | None = None
     status: str = "pending"
     transition_status: str = "creating"

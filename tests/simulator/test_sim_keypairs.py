@@ -126,6 +126,10 @@ async def test_terminating_an_instance_releases_its_keypairs(sim: Simulator) -> 
     assert await wait_job(sim, gone["job_id"]) == "successful"
     [pair] = (await call(sim, "DescribeKeyPairs", {"keypairs.1": kid}))["keypair_set"]
     assert pair["instance_ids"] == []
+    [vm] = (await call(sim, "DescribeInstances", {"instances.1": run["instances"][0]}))["instance_set"]
+    assert vm["status"] == "terminated" and vm["keypair_ids"] == []
+    late = await call(sim, "AttachKeyPairs", {"keypairs.1": kid, "instances.1": run["instances"][0]})
+    assert late["ret_code"] == 2500 and "terminated" in late["message"]
     assert (await call(sim, "DeleteKeyPairs", {"keypairs.1": kid}))["ret_code"] == 0
 
 
