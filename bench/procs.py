@@ -9,11 +9,12 @@ import asyncio
 import json
 import os
 import random
-import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+
+from pitrix.cli.demo import Child as DemoChild
+from pitrix.cli.demo import stop_child
 
 
 def bin_path(name: str) -> str:
@@ -31,23 +32,16 @@ def host_ip(octet: int, n: int) -> str:
 
 
 @dataclass
-class Child:
-    name: str
-    process: asyncio.subprocess.Process
-    ready: dict[str, Any]
+class Child(DemoChild):
+    """A started pitrix process (the demo's record of one), with what benchmarks ask of it."""
 
     @property
     def pid(self) -> int:
         return self.process.pid
 
     async def stop(self, timeout: float = 30.0) -> None:
-        if self.process.returncode is None:
-            self.process.send_signal(signal.SIGTERM)
-            try:
-                await asyncio.wait_for(self.process.wait(), timeout)
-            except TimeoutError:
-                self.process.kill()
-                await self.process.wait()
+        """SIGTERM, then SIGKILL after ``timeout``."""
+        await stop_child(self, timeout)
 
     async def kill(self) -> None:
         if self.process.returncode is None:
@@ -66,7 +60,7 @@ async def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | Non
             stdin=asyncio.subprocess.DEVNULL,
             env={**os.environ, "PITRIX_LOG_FORMAT": "json", **(env or {})},
         )
-    return Child(name, process, {})
+    return Child(name, process, {}, log)
 
 
 async def ready(child: Child, log: Path, timeout: float = 120.0) -> Child:
