@@ -90,3 +90,55 @@ async def test_cli_refuses_bad_arguments(tmp_path: Path) -> None:
         out, err = await asyncio.wait_for(process.communicate(), DEADLINE)
         assert process.returncode == 2, argv
         assert out == b"" and b"Traceback" not in err and b"error:" in err, (argv, err)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--tls-cert", "a.crt"], "needs all of --tls-cert, --tls-key and --client-ca"),
+        (
+            ["--tls-cert", "a", "--tls-key", "b", "--client-ca", "c", "--legacy-source-ip"],
+            "cannot be combined",
+        ),
+        (["--issuer-cert", "x"], "go together"),
+        (["--issuer-cert", "x", "--issuer-key", "y"], "need mutual TLS"),
+        (
+            ["--tls-cert", "a", "--tls-key", "b", "--client-ca", "c", "--trusted-proxy", "127.0.0.1"],
+            "only to",
+        ),
+        (["--legacy-source-ip", "--trusted-proxy", "proxy.local"], "is not an IP address"),
+    ],
+)
+def test_identity_flags_are_checked(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pitrix.metad.main import parse_args
+
+    with pytest.raises(SystemExit):
+        parse_args(["--listen-ip", "127.0.0.1", "--etcd", "http://127.0.0.1:2379", *extra])
+    assert message in capsys.readouterr().err
+
+
+def test_identity_modes_parse() -> None:
+    from pitrix.metad.main import parse_args
+
+    base = ["--listen-ip", "127.0.0.1", "--etcd", "http://127.0.0.1:2379"]
+    tls = parse_args([*base, "--tls-cert", "a", "--tls-key", "b", "--client-ca", "c"])
+    assert tls.tls_cert == Path("a") and not tls.implicit_legacy
+    legacy = parse_args([*base, "--legacy-source-ip", "--trusted-proxy", "127.0.0.9"])
+    assert legacy.legacy_source_ip and legacy.trusted_proxy == ["127.0.0.9"] and not legacy.implicit_legacy
+    assert parse_args(base).implicit_legacy
+
+
+async def test_cli_refuses_unreadable_tls_files_with_a_clear_error(tmp_path: Path, net) -> None:
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pitrix.metad.main",
+        "--listen-ip", net.metad_ip, "--instance-port", "0", "--manage-port", "0",
+        "--etcd", "http://127.0.0.1:1",
+        "--tls-cert", str(tmp_path / "missing.crt"), "--tls-key", str(tmp_path / "missing.key"),
+        "--client-ca", str(tmp_path / "ca.pem"),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    out, err = await asyncio.wait_for(process.communicate(), DEADLINE)
+    assert process.returncode == 1 and out == b""
+    assert b"tls_cert/tls_key" in err and b"missing.crt" in err and b"Traceback" not in err
