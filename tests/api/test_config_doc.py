@@ -20,4 +20,5 @@ def test_every_setting_is_documented() -> None:
             if name in ("etcd", "api"):
                 assert f"[{name}]" in text, name
             else:
-                assert re.search(rf"^{name} = ", text, re.MULTILINE), f"{model.__name__}.{name}"
+                documented = re.search(rf"^{name} = ", text, re.MULTILINE) or f"[[api.{name}]]" in text
+                assert documented, f"{model.__name__}.{name}"
