@@ -9,8 +9,11 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import secrets
 import signal
+import socket
 import sys
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
@@ -20,6 +23,7 @@ from pitrix.api.app import create_app
 from pitrix.api.auth import Tokens
 from pitrix.logs import get_logger
 from pitrix.paths import ensure_dir
+from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.service import RuntimeService
 from pitrix.settings import ConfigError, Settings, load
 from pitrix.store import Store
@@ -35,6 +39,25 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--api-listen", help="host:port of the admin API (port 0 picks a free one)")
     parser.add_argument("--etcd", action="append", dest="etcd_endpoints", help="etcd endpoint (repeatable)")
     parser.add_argument("--log-level", help="debug, info, warning or error")
+    parser.add_argument(
+        "--replica-id",
+        help="this replica's id among pitrixd on one etcd (default: kept in the state dir)",
+    )
+    parser.add_argument(
+        "--owner-ttl", type=int, default=10, help="seconds a dead replica's clusters wait to be adopted"
+    )
+    parser.add_argument(
+        "--recovery-grace", type=float, default=30.0, help="seconds a silent node waits before replacement"
+    )
+    parser.add_argument(
+        "--max-down-fraction",
+        type=float,
+        default=0.5,
+        help="more silent nodes than this share of a cluster halts auto-recovery (meltdown guard)",
+    )
+    parser.add_argument(
+        "--no-auto-recovery", action="store_true", help="never replace silent nodes by itself"
+    )
     parser.add_argument("--version", action="version", version=f"pitrixd {__version__}")
     return parser.parse_args(argv)
 
@@ -52,7 +75,49 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return settings
 
 
-async def serve(settings: Settings, tokens: Tokens | None = None) -> None:
+@dataclass(frozen=True)
+class RuntimeOptions:
+    replica_id: str | None = None
+    owner_ttl: int = 10
+    recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
+
+    @classmethod
+    def from_args(cls, args: argparse.Namespace) -> RuntimeOptions:
+        if args.owner_ttl < 2:
+            raise ConfigError(f"owner-ttl: must be at least 2 seconds, not {args.owner_ttl}")
+        if not args.recovery_grace > 0:
+            raise ConfigError(f"recovery-grace: must be positive, not {args.recovery_grace}")
+        if not 0 < args.max_down_fraction <= 1:
+            raise ConfigError(f"max-down-fraction: must be in (0, 1], not {args.max_down_fraction}")
+        recovery = RecoveryPolicy(
+            enabled=not args.no_auto_recovery,
+            grace=args.recovery_grace,
+            max_down_fraction=args.max_down_fraction,
+        )
+        return cls(replica_id=args.replica_id, owner_ttl=args.owner_ttl, recovery=recovery)
+
+
+def replica_id(state_dir: Path, given: str | None) -> str:
+    """This replica's lasting id: a restart on the same state dir takes its clusters back at once."""
+    path = state_dir / "replica-id"
+    if given:
+        path.write_text(given + "\n")
+        return given
+    try:
+        return path.read_text().strip() or _new_replica_id(path)
+    except FileNotFoundError:
+        return _new_replica_id(path)
+
+
+def _new_replica_id(path: Path) -> str:
+    rid = f"{socket.gethostname()}-{secrets.token_hex(3)}".replace("/", "-")
+    path.write_text(rid + "\n")
+    return rid
+
+
+async def serve(
+    settings: Settings, tokens: Tokens | None = None, options: RuntimeOptions | None = None
+) -> None:
     log = get_logger("pitrixd")
     ensure_dir(settings.state_dir)
     embedded: EmbeddedEtcd | None = None
@@ -62,7 +127,13 @@ async def serve(settings: Settings, tokens: Tokens | None = None) -> None:
         endpoints = [await embedded.start()]
         log.info("embedded etcd", url=endpoints[0])
     store = await Store.connect(endpoints, prefix=settings.etcd.prefix, timeout=settings.etcd.dial_timeout)
-    service = RuntimeService(store)
+    options = options or RuntimeOptions()
+    service = RuntimeService(
+        store,
+        options.recovery,
+        replica=await asyncio.to_thread(replica_id, settings.state_dir, options.replica_id),
+        owner_ttl=options.owner_ttl,
+    )
     runner: web.AppRunner | None = None
     try:
         await service.start()
@@ -78,8 +149,10 @@ async def serve(settings: Settings, tokens: Tokens | None = None) -> None:
             await site.start()
             port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
             url = f"http://{settings.api.host}:{port}"
-        log.info("pitrixd ready", url=url, etcd=endpoints)
-        print(json.dumps({"ready": True, "url": url, "etcd": endpoints}), flush=True)
+        log.info("pitrixd ready", url=url, etcd=endpoints, replica=service.replica)
+        print(
+            json.dumps({"ready": True, "url": url, "etcd": endpoints, "replica": service.replica}), flush=True
+        )
         sdnotify.notify(f"READY=1\nSTATUS=serving {url}")
         interval = sdnotify.watchdog_interval()
         watchdog = asyncio.create_task(sdnotify.keep_watchdog(interval)) if interval else None
@@ -107,10 +180,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from(args)
         logs.configure(settings.log_level)
         tokens = Tokens.from_settings(settings.api)
+        options = RuntimeOptions.from_args(args)
     except ConfigError as exc:
         print(f"pitrixd: {exc}", file=sys.stderr)
         return 2
-    aio.run(serve(settings, tokens))
+    aio.run(serve(settings, tokens, options))
     return 0
 
 

@@ -23,6 +23,7 @@ from pitrix.runtime.journal import Journal
 from pitrix.runtime.machine import ACTION_STATE, TRANSITIONAL, ClusterModel, Lifecycle, LifecycleError
 from pitrix.runtime.metadata import MetadataClusters
 from pitrix.runtime.operations import ClusterOperations, RolledBack
+from pitrix.runtime.ownership import Ownership
 from pitrix.runtime.plan import Plan, Step
 from pitrix.runtime.plans import BUILDERS, delete_plan
 from pitrix.runtime.records import (
@@ -40,6 +41,7 @@ from pitrix.runtime.records import (
 from pitrix.runtime.recovery import RecoveryPolicy, watch_for_dead_nodes
 from pitrix.runtime.spec import SpecError, parse_spec
 from pitrix.store import Store
+from pitrix.store.types import Compare, Op
 
 
 class NotFound(LookupError):
@@ -51,9 +53,18 @@ class InvalidRequest(ValueError):
 
 
 class RuntimeService:
-    def __init__(self, store: Store, recovery: RecoveryPolicy | None = None) -> None:
+    def __init__(
+        self,
+        store: Store,
+        recovery: RecoveryPolicy | None = None,
+        *,
+        replica: str | None = None,
+        owner_ttl: int = 10,
+    ) -> None:
         self.store = store
         self.recovery = recovery or RecoveryPolicy()
+        self.replica = replica or new_id("replica")
+        self.ownership = Ownership(store, self.replica, owner_ttl, self._consider)
         self._monitors: dict[str, asyncio.Task[None]] = {}
         self.lifecycle = Lifecycle()
         self.models: dict[str, ClusterModel] = {}
@@ -67,16 +78,54 @@ class RuntimeService:
     # -- life of the service ----------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Load every cluster and resume the unfinished jobs."""
-        resumed = 0
-        for cluster in await self.list_clusters(include_deleted=True):
-            self.models[cluster.id] = self.lifecycle.add(cluster.id, cluster.state)
-            if cluster.state in TRANSITIONAL and cluster.job_id:
-                self._supervise(cluster.id)
-                resumed += 1
-            elif cluster.state == "active":
-                self._monitor(cluster)
-        self.log.info("runtime started", clusters=len(self.models), resumed=resumed)
+        """Claim every cluster nobody owns (or this replica owned before), resume their jobs.
+
+        From then on, clusters whose owner key disappears (a dead replica's lease ran out) or whose
+        record changes are considered again, so another replica's clusters are adopted and resumed.
+        """
+        await self.ownership.start()
+        kvs, revision = await self.store.get_prefix("/clusters/")
+        clusters = [Cluster.model_validate_json(kv.value) for kv in kvs]
+        for cluster in clusters:
+            self._sync_model(cluster)
+        for cluster in clusters:
+            await self._consider(cluster.id)
+        self.ownership.follow(revision + 1)
+        resumed = sum(1 for t in self._tasks.values() if not t.done())
+        self.log.info("runtime started", clusters=len(self.models), resumed=resumed, replica=self.replica)
+
+    def _sync_model(self, cluster: Cluster) -> ClusterModel:
+        """The machine's model of ``cluster``, in the state etcd has (another replica may have moved it)."""
+        model = self.models.get(cluster.id)
+        if model is None:
+            model = self.models[cluster.id] = self.lifecycle.add(cluster.id, cluster.state)
+        elif model.state != cluster.state:
+            self.lifecycle.revert(model, cluster.state)
+        return model
+
+    async def _consider(self, cid: str) -> None:
+        """Drive ``cid`` here if this replica owns it (claiming it when nobody does), else let go."""
+        try:
+            cluster = await self.get_cluster(cid)
+        except NotFound:
+            return
+        await self._notify()  # waiters here learn of changes made by other replicas too
+        busy = self._tasks.get(cid)
+        if busy is not None and not busy.done():
+            return  # our own job is running it; its end decides what follows
+        if cluster.state == "deleted":
+            await self.ownership.release(cid)
+            return
+        if not await self.ownership.claim(cid):
+            monitor = self._monitors.pop(cid, None)
+            if monitor is not None:
+                monitor.cancel()
+            return
+        self._sync_model(cluster)
+        if cluster.state in TRANSITIONAL and cluster.job_id:
+            self._supervise(cid)
+        elif cluster.state == "active":
+            self._monitor(cluster)
 
     async def stop(self) -> None:
         """Stop supervising (jobs stay journaled and resume at the next start)."""
@@ -86,6 +135,7 @@ class RuntimeService:
         for task in tasks:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
+        await self.ownership.close()
         await self.metadata.close()
         for provider in self._providers.values():
             await provider.close()
@@ -207,8 +257,7 @@ class RuntimeService:
         cluster = Cluster(
             id=cid, name=name or spec.name, owner=owner, runtime=runtime, app=spec, counts=role_counts
         )
-        model = self.lifecycle.add(cid, "pending")
-        self.models[cid] = model
+        model = self._sync_model(cluster)
         job = await self._act(cluster, model, "create", {})
         return await self.get_cluster(cid), job
 
@@ -335,7 +384,13 @@ class RuntimeService:
     ) -> Job:
         lock = self._locks.setdefault(cluster.id, asyncio.Lock())
         async with lock:
-            cluster = (await self.get_cluster(cluster.id)) if model.state != "pending" else cluster
+            read_at = 0
+            if model.state != "pending":
+                kv = await self.store.get(cluster_key(cluster.id))
+                if kv is None:
+                    raise NotFound(f"cluster {cluster.id!r} does not exist")
+                cluster, read_at = Cluster.model_validate_json(kv.value), kv.mod_revision
+                model = self._sync_model(cluster)
             old, new = self.lifecycle.apply(model, action, *trigger_args)
             if job is None:
                 job = Job(id=new_id("j"), cluster_id=cluster.id, action=action, args=args)
@@ -344,19 +399,35 @@ class RuntimeService:
             updated = cluster.model_copy(
                 update={"state": new, "job_id": job.id, "last_error": None, "updated": time.time()}
             )
+            # Another replica may have acted on the cluster since we read it: then nothing is written.
+            guard = [
+                Compare(cluster_key(cluster.id), "create", "==", 0)
+                if action == "create"
+                else Compare(cluster_key(cluster.id), "mod", "==", read_at)
+            ]
+            writes = [
+                Op("put", cluster_key(cluster.id), updated.dump()),
+                Op("put", job_key(cluster.id, job.id), job.dump()),
+            ]
             try:
-                await self.store.put_many(
-                    [(cluster_key(cluster.id), updated.dump()), (job_key(cluster.id, job.id), job.dump())]
-                )
+                written = await self.store.txn(guard, writes)
             except BaseException:
                 self.lifecycle.revert(model, old)
                 raise
+            if not written.succeeded:
+                self.lifecycle.revert(model, old)
+                raise LifecycleError(
+                    f"cluster {cluster.id} changed meanwhile (another replica acted); try again"
+                )
         self.log.info("action accepted", cluster_id=cluster.id, action=action, job_id=job.id, state=new)
         monitor = self._monitors.pop(cluster.id, None)
         if monitor is not None and monitor is not asyncio.current_task():
             monitor.cancel()  # the job's own plan watches the agents now
         await self._notify()
-        self._supervise(cluster.id)
+        if await self.ownership.claim(cluster.id):
+            self._supervise(cluster.id)
+        else:
+            self.log.info("action left to the owning replica", cluster_id=cluster.id, job_id=job.id)
         return job
 
     # -- supervision ------------------------------------------------------------------------------
@@ -465,6 +536,8 @@ class RuntimeService:
             )
         if updated.state == "active":
             self._monitor(updated)
+        elif updated.state == "deleted":
+            await self.ownership.release(cid)
         await self._notify()
 
     # -- recovery ---------------------------------------------------------------------------------
