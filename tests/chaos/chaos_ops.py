@@ -32,7 +32,8 @@ class Tally:
     def line(self, name: str, faults: int, lost: int) -> str:
         return (
             f"CHAOS {name}: operations={self.operations} faults_injected={faults} "
-            f"recovered={self.reasked + self.retries} (re-asked {self.reasked}, job retries {self.retries}) "
+            f"recovered={self.kills + self.reasked + self.retries} (restarts {self.kills}, "
+            f"re-asked {self.reasked}, job retries {self.retries}) "
             f"lost={lost}"
         )
 

@@ -71,7 +71,7 @@ async def metad_on_private_etcd(tmp: Path, ip: str) -> AsyncIterator[tuple[Store
 
 
 async def test_agent_killed_mid_reload_and_mid_command(tmp_path: Path, long_form: bool) -> None:
-    writes, kills = (400, 40) if long_form else (40, 4)
+    writes, kills = (400, 40) if long_form else (30, 3)
     octet = procs.private_net()
     agent_ip, tally = procs.host_ip(octet, 0), Tally()
     fifo = Fifo(tmp_path / "reloads.fifo")
