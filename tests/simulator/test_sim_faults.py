@@ -196,6 +196,29 @@ async def test_restart_power_cycles_and_refuses_what_is_not_running(sim: Simulat
     assert (await call(sim, "RestartInstances"))["ret_code"] == 1100
 
 
+async def test_provider_restart_skips_what_is_not_running(
+    sim: Simulator, provider: QingCloudProvider, beacon: Beacon
+) -> None:
+    created = await provider.run_instances(
+        [
+            InstanceSpec(name=f"rs-{n}", image="pitrix-metadata", userdata=daemon_userdata(beacon.port))
+            for n in range(2)
+        ]
+    )
+    ids = [i.instance_id for i in created]
+    await provider.wait_running(ids, timeout=10)
+    await beacon.next()
+    await beacon.next()
+    await provider.stop_instances(ids[1:])
+    await provider.restart_instances(ids)
+    assert (await beacon.next()).split()[0] == ids[0]
+    assert [sim.fleet.vm(i).boots for i in ids] == [2, 1]  # type: ignore[union-attr]
+    assert {i.instance_id: i.status for i in await provider.describe_instances(instance_ids=ids)} == {
+        ids[0]: "running",
+        ids[1]: "stopped",
+    }
+
+
 async def test_slow_commands_wait_before_running(sim: Simulator) -> None:
     kp = await call(sim, "CreateKeyPair", {"encrypt_method": "ssh-ed25519"})
     key = asyncssh.import_private_key(kp["private_key"])

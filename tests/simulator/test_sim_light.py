@@ -96,6 +96,9 @@ async def test_light_shell_command_set(light: Simulator) -> None:
         assert missing.exit_status == 1 and "nothere" in str(missing.stderr)
         escape = await conn.run("cat ../../../../etc/passwd")
         assert escape.exit_status == 1 and "outside the VM" in str(escape.stderr)
+        escape = await conn.run("cat > ../../outside", input="x")
+        assert escape.exit_status == 1 and "outside the VM" in str(escape.stderr)
+        assert not (root.parent.parent / "outside").exists()
         unknown = await conn.run("rm -rf /")
         assert unknown.exit_status == 127 and "rm: not found" in str(unknown.stderr)
         assert (await conn.run("false && echo no; echo yes")).stdout == "yes\n"
