@@ -19,6 +19,7 @@ from pitrix.api.events import EventHub, cluster_view
 from pitrix.api.metrics import Metrics
 from pitrix.api.openapi import openapi_document
 from pitrix.api.stream import stream_events
+from pitrix.api.ui import ui_page
 from pitrix.runtime.machine import STATES, TRANSITIONAL
 from pitrix.runtime.records import Cluster, Job, Runtime, cluster_data_prefix
 from pitrix.runtime.service import InvalidRequest, RuntimeService
@@ -329,6 +330,7 @@ def create_app(service: RuntimeService, tokens: Tokens | None = None) -> web.App
     add.add_get("/readyz", readyz)
     add.add_get("/metrics", metrics)
     add.add_get("/openapi.json", openapi)
+    add.add_get("/ui", ui_page)
     add.add_get("/v1/events", all_events)
     add.add_get("/v1/apps", list_apps)
     add.add_post("/v1/apps", register_app)
