@@ -1,4 +1,5 @@
-"""A fresh simulator per test (own state dir, own /24 of loopback), a provider on it, a beacon."""
+"""A fresh simulator per test (own state dir, own /24 of loopback), a provider on it, a beacon;
+one moto server (AWS) for the whole session, since it takes seconds to start."""
 
 from __future__ import annotations
 
@@ -6,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from moto_helpers import MotoServer, start_moto
 
 from pitrix.providers.qingcloud import QingCloudProvider
 from simulator.cloud import Simulator
@@ -38,3 +40,12 @@ async def beacon() -> AsyncIterator[Beacon]:
         yield listener
     finally:
         await listener.stop()
+
+
+@pytest.fixture(scope="session")
+async def moto() -> AsyncIterator[MotoServer]:
+    server = await start_moto()
+    try:
+        yield server
+    finally:
+        await server.stop()

@@ -10,21 +10,12 @@ from typing import Any
 import pytest
 import structlog
 from fault_proxy import Fault, FaultProxy
-from moto_helpers import MotoServer, start_moto
+from moto_helpers import MotoServer
 
 from pitrix.providers.aws import AwsProvider
 from pitrix.providers.aws.instance_types import choose
 from pitrix.providers.aws.provider import client_token
 from pitrix.providers.base import InstanceSpec, ProviderError
-
-
-@pytest.fixture(scope="module")
-async def moto() -> AsyncIterator[MotoServer]:
-    server = await start_moto()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture(scope="module")

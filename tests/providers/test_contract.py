@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from moto_helpers import MotoServer, start_moto
+from moto_helpers import MotoServer
 from provider_harness import Cloud, simulator_clouds, tagged
 
 from pitrix.providers.base import Instance, InstanceSpec, Provider, ProviderError
@@ -31,15 +31,6 @@ async def sim(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Simulat
         yield simulator
     finally:
         await simulator.stop()
-
-
-@pytest.fixture(scope="module")
-async def moto() -> AsyncIterator[MotoServer]:
-    server = await start_moto()
-    try:
-        yield server
-    finally:
-        await server.stop()
 
 
 @pytest.fixture(scope="module")
