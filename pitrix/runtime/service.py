@@ -23,7 +23,7 @@ from pitrix.runtime.journal import Journal
 from pitrix.runtime.machine import ACTION_STATE, TRANSITIONAL, ClusterModel, Lifecycle, LifecycleError
 from pitrix.runtime.metadata import MetadataClusters
 from pitrix.runtime.operations import ClusterOperations, RolledBack
-from pitrix.runtime.ownership import Ownership
+from pitrix.runtime.ownership import Ownership, owner_key
 from pitrix.runtime.plan import Plan, Step
 from pitrix.runtime.plans import BUILDERS, delete_plan
 from pitrix.runtime.records import (
@@ -409,6 +409,10 @@ class RuntimeService:
                 Op("put", cluster_key(cluster.id), updated.dump()),
                 Op("put", job_key(cluster.id, job.id), job.dump()),
             ]
+            if action == "create":  # owned from its first moment, so no other replica claims it first
+                writes.append(
+                    Op("put", owner_key(cluster.id), self.replica.encode(), self.ownership.lease_id)
+                )
             try:
                 written = await self.store.txn(guard, writes)
             except BaseException:

@@ -41,10 +41,13 @@ async def start_simulator(workdir: Path, network: str) -> Child:
 class Pitrixd:
     """One pitrixd process that can be SIGKILLed and started again on the same state dir."""
 
-    def __init__(self, workdir: Path, name: str = "pitrixd", etcd: list[str] | None = None) -> None:
+    def __init__(
+        self, workdir: Path, name: str = "pitrixd", etcd: list[str] | None = None, prefix: str | None = None
+    ) -> None:
         self.workdir = workdir
         self.name = name
         self.etcd = etcd or []
+        self.prefix = prefix
         self.child: Child | None = None
         self.starts = 0
 
@@ -62,9 +65,10 @@ class Pitrixd:
         argv = [_bin("pitrixd"), "--state-dir", str(self.workdir / self.name), "--api-listen", "127.0.0.1:0"]
         for endpoint in self.etcd:
             argv += ["--etcd", endpoint]
-        self.child = await start_child(
-            self.name, [*argv, *extra], self.workdir / f"{self.name}.log", child_env()
-        )
+        env = child_env()
+        if self.prefix:
+            env["PITRIX_ETCD__PREFIX"] = self.prefix
+        self.child = await start_child(self.name, [*argv, *extra], self.workdir / f"{self.name}.log", env)
         self.starts += 1
         return self
 
