@@ -15,7 +15,7 @@ from typing import Any
 import aiohttp
 
 from bench import procs
-from pitrix.cli.client import ApiClient
+from pitrix.cli.client import ApiClient, ApiError
 
 # Boot delay 0 (the simulator has none) and service commands that do nothing: what is left is pitrix.
 TRIVIAL_APP: dict[str, Any] = {
@@ -142,11 +142,20 @@ async def wait_state(
     api: ApiClient, cid: str, job_id: str | None = None, timeout: float = 300
 ) -> dict[str, Any]:
     """Hold on pitrixd's wait endpoint until the cluster's job has ended; the cluster view."""
-    async with asyncio.timeout(timeout):
-        while True:
-            try:
-                view: dict[str, Any] = await api.get(f"/v1/clusters/{cid}/wait", timeout=60, job=job_id)
-                return view
-            except Exception as exc:  # 408: still going; ask again
-                if getattr(exc, "status", None) != 408:
-                    raise
+    try:
+        async with asyncio.timeout(timeout):
+            while True:
+                try:
+                    view: dict[str, Any] = await api.get(f"/v1/clusters/{cid}/wait", timeout=60, job=job_id)
+                    return view
+                except ApiError as exc:  # 408: still going; ask again
+                    if exc.status != 408:
+                        raise
+    except TimeoutError:
+        now = await api.get(f"/v1/clusters/{cid}")
+        job = now.get("job") or {}
+        steps = [f"{s['name']}:{s['status']}" for s in job.get("steps", [])]
+        raise RuntimeError(
+            f"cluster {cid} not done with job {job_id} in {timeout:.0f}s: state {now['state']}, "
+            f"job {now.get('job_id')} {job.get('status')}, steps {steps}"
+        ) from None
