@@ -98,7 +98,8 @@ async def run_one(name: str, module: Any, quick: bool) -> str:
     took = time.monotonic() - began
     print(f"   ({took:.1f} s)\n", flush=True)
     doc = getattr(module, "__doc__", None) or ""
-    intro = doc.strip().split("\n\n")[0].replace("\n", " ") if doc else ""
+    # The module's docstring says how the figures were taken: it heads the section, reflowed.
+    intro = "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(doc).split("\n\n")) if doc else ""
     return f"<!-- bench:{name} -->\n## {title}\n\n{intro}\n\n{body}\n<!-- /bench:{name} -->\n"
 
 
