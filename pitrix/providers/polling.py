@@ -9,12 +9,12 @@ from __future__ import annotations
 import asyncio
 import random
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 import structlog
 
-from pitrix.providers.base import ProviderError
+from pitrix.providers.base import Instance, ProviderError
 
 T = TypeVar("T")
 
@@ -76,3 +76,42 @@ async def wait_for(
         if time.monotonic() + delay > deadline:
             raise ProviderError(f"{what}: not done after {timeout}s", code="timeout", retryable=True)
         await asyncio.sleep(delay)
+
+
+async def wait_all_running(
+    lookup: Callable[[list[str]], Awaitable[Mapping[str, Instance]]],
+    instance_ids: list[str],
+    *,
+    timeout: float,
+    cloud: str,
+    halted: Callable[[Instance], bool],
+) -> list[Instance]:
+    """Poll ``lookup(ids)`` until every instance runs; one missing, terminated or ``halted`` fails at once.
+
+    Failing early matters: an instance that stopped or broke will not start by itself, and the
+    runtime would otherwise wait out the whole timeout before replacing it.
+    """
+    if not instance_ids:
+        return []
+
+    async def all_running() -> list[Instance] | None:
+        found = await lookup(instance_ids)
+        missing = [iid for iid in instance_ids if iid not in found]
+        gone = [iid for iid, i in found.items() if i.status == "terminated"]
+        stuck = [iid for iid, i in found.items() if i.status != "terminated" and halted(i)]
+        if missing or gone or stuck:
+            raise ProviderError(
+                f"{cloud}: instances will not run: missing {missing}, terminated {gone}, "
+                f"stopped or failed {stuck}",
+                code="not-running",
+            )
+        if all(found[iid].status == "running" for iid in instance_ids):
+            return [found[iid] for iid in instance_ids]
+        return None
+
+    return await wait_for(
+        all_running,
+        timeout=timeout,
+        what=f"{cloud}: instances {instance_ids} running",
+        backoff=Backoff(0.05, 2.0),
+    )

@@ -13,7 +13,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, ClassVar, cast
+from typing import Any, ClassVar
 
 import aioboto3
 from botocore.config import Config
@@ -22,7 +22,7 @@ from pitrix.logs import get_logger
 from pitrix.providers.aws.errors import to_provider_error
 from pitrix.providers.aws.instance_types import DEFAULT_TYPES, choose, parse_types
 from pitrix.providers.base import Instance, InstanceSpec, InstanceStatus, ProviderError
-from pitrix.providers.polling import Backoff, wait_for, with_retries
+from pitrix.providers.polling import wait_all_running, wait_for, with_retries
 
 # EC2 state → the runtime's status. A shutting-down instance is as good as gone for a lookup.
 STATES: dict[str, InstanceStatus] = {
@@ -395,27 +395,6 @@ class AwsProvider:
 
     async def wait_running(self, instance_ids: list[str], timeout: float) -> list[Instance]:
         """Poll until all run; a missing, terminated or stopped one fails at once."""
-        if not instance_ids:
-            return []
-
-        async def all_running() -> list[Instance] | None:
-            found = await self._by_ids(instance_ids)
-            missing = [iid for iid in instance_ids if iid not in found]
-            gone = [iid for iid, i in found.items() if i.status == "terminated"]
-            halted = [iid for iid, i in found.items() if i.status == "stopped"]
-            if missing or gone or halted:
-                raise ProviderError(
-                    f"aws: instances will not run: missing {missing}, terminated {gone}, stopped {halted}",
-                    code="not-running",
-                )
-            if all(found[iid].status == "running" for iid in instance_ids):
-                return [found[iid] for iid in instance_ids]
-            return None
-
-        result = await wait_for(
-            all_running,
-            timeout=timeout,
-            what=f"aws: instances {instance_ids} running",
-            backoff=Backoff(0.05, 2.0),
+        return await wait_all_running(
+            self._by_ids, instance_ids, timeout=timeout, cloud="aws", halted=lambda i: i.status == "stopped"
         )
-        return cast(list[Instance], result)

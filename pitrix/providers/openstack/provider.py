@@ -21,7 +21,7 @@ from openstack.connection import Connection
 from pitrix.logs import get_logger
 from pitrix.providers.base import Instance, InstanceSpec, InstanceStatus, ProviderError
 from pitrix.providers.openstack.errors import to_provider_error
-from pitrix.providers.polling import Backoff, wait_for, with_retries
+from pitrix.providers.polling import wait_all_running, wait_for, with_retries
 
 T = TypeVar("T")
 
@@ -381,28 +381,10 @@ class OpenStackProvider:
 
     async def wait_running(self, instance_ids: list[str], timeout: float) -> list[Instance]:
         """Poll until all are ACTIVE; a missing, deleted, stopped or ERROR one fails at once."""
-        if not instance_ids:
-            return []
-
-        async def all_running() -> list[Instance] | None:
-            found = await self._by_ids(instance_ids)
-            missing = [iid for iid in instance_ids if iid not in found]
-            gone = [iid for iid, i in found.items() if i.status == "terminated"]
-            broken = [iid for iid, i in found.items() if i.raw.get("status") in ("ERROR", "SHUTOFF")]
-            if missing or gone or broken:
-                raise ProviderError(
-                    f"openstack: servers will not run: missing {missing}, deleted {gone}, "
-                    f"stopped or failed {broken}",
-                    code="not-running",
-                )
-            if all(found[iid].status == "running" for iid in instance_ids):
-                return [found[iid] for iid in instance_ids]
-            return None
-
-        result = await wait_for(
-            all_running,
+        return await wait_all_running(
+            self._by_ids,
+            instance_ids,
             timeout=timeout,
-            what=f"openstack: servers {instance_ids} running",
-            backoff=Backoff(0.05, 2.0),
+            cloud="openstack",
+            halted=lambda i: i.raw.get("status") in ("ERROR", "SHUTOFF"),
         )
-        return cast(list[Instance], result)
