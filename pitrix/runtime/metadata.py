@@ -22,6 +22,8 @@ from pitrix.runtime.userdata import metad_userdata
 from pitrix.store import Store
 
 METADATA_IMAGE = "pitrix-metadata"
+# A crashed pitrixd holds this lock until its lease runs out: keep the wait after a restart short.
+LOCK_TTL = 5
 
 
 def metadata_name(owner: str, runtime: str) -> str:
@@ -45,7 +47,7 @@ class MetadataClusters:
         current = await self.get(owner, runtime)
         if current and current.status == "ready" and await self._healthy(current):
             return current
-        async with self.store.lock(f"metadata/{owner}/{runtime}"):
+        async with self.store.lock(f"metadata/{owner}/{runtime}", ttl=LOCK_TTL):
             return await self._ensure_locked(owner, runtime, timeout)
 
     async def _ensure_locked(self, owner: str, runtime: str, timeout: float) -> MetadataCluster:
@@ -86,7 +88,7 @@ class MetadataClusters:
         """Remove the metadata cluster if no cluster of ``owner`` on ``runtime`` is left."""
         if any(c.owner == owner and c.runtime == runtime and c.state != "deleted" for c in remaining):
             return False
-        async with self.store.lock(f"metadata/{owner}/{runtime}"):
+        async with self.store.lock(f"metadata/{owner}/{runtime}", ttl=LOCK_TTL):
             record = await self.get(owner, runtime)
             if record is None:
                 return False

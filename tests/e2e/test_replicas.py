@@ -36,7 +36,7 @@ pytestmark = pytest.mark.e2e
 OWNER_TTL = "2"
 
 
-@pytest.mark.parametrize("kill_at", ["wait-agents", "start:lb"])
+@pytest.mark.parametrize("kill_at", ["wait-agents"])
 async def test_a_killed_replicas_cluster_is_finished_by_the_other(
     etcd_url: str, tmp_path: Path, kill_at: str
 ) -> None:
