@@ -6,9 +6,12 @@ import asyncio
 import json
 import os
 import sys
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
+from pitrix.agent.agent import Agent
 from pitrix.agent.config import AgentConfig, Overrides, load_config
 from pitrix.metad.client import MetadManagementClient
 from pitrix.metad.server import Metad
@@ -29,6 +32,18 @@ def file_config(root: Path, data: Path, **overrides: object) -> AgentConfig:
     for key, value in rest.items():
         setattr(config, key, value)
     return config
+
+
+@asynccontextmanager
+async def running(agent: Agent) -> AsyncIterator[Agent]:
+    """``agent.run_forever()`` for the body of the block; then stopped and its backend closed."""
+    task = asyncio.create_task(agent.run_forever())
+    try:
+        yield agent
+    finally:
+        agent.stop()
+        await asyncio.wait_for(task, 10)
+        await agent.close()
 
 
 async def read_fifo_line(path: Path, timeout: float = 20.0) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from agent_helpers import World
+from agent_helpers import World, running
 
 from pitrix.agent.agent import Agent, build_agent
 from pitrix.agent.backends.metad import MetadBackend
@@ -50,8 +50,7 @@ async def run_burst(world: World, root: Path, config: AgentConfig) -> tuple[Agen
     """Start an agent, write BURST values in a row, wait for the last to be rendered; (agent, reloads)."""
     dest = port_resource(root)
     agent = build_agent(config, announce=lambda _i: None)
-    task = asyncio.create_task(agent.run_forever())
-    try:
+    async with running(agent):
         await asyncio.wait_for(agent.wait_rounds(1), 20)
         assert dest.read_text() == "listen 80\n" and reloads(root) == 1
         for i in range(BURST):
@@ -59,10 +58,6 @@ async def run_burst(world: World, root: Path, config: AgentConfig) -> tuple[Agen
         final = f"listen {1000 + BURST - 1}\n"
         await asyncio.wait_for(agent.wait_until(lambda: dest.read_text() == final), 30)
         return agent, reloads(root) - 1
-    finally:
-        agent.stop()
-        await asyncio.wait_for(task, 10)
-        await agent.close()
 
 
 async def test_burst_of_writes_coalesces(world: World, tmp_path: Path) -> None:

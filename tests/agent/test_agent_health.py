@@ -7,7 +7,7 @@ import asyncio
 from collections.abc import Callable
 from pathlib import Path
 
-from agent_helpers import RecordingReporter, file_config
+from agent_helpers import RecordingReporter, file_config, running
 
 from pitrix.agent.agent import Agent
 from pitrix.agent.backends.file import FileBackend
@@ -32,8 +32,7 @@ async def test_check_from_metadata_wins_and_follows_changes(vm_root: Path) -> No
     backend = FileBackend(config.files, poll_interval=0.02)
     reporter = RecordingReporter()
     agent = Agent(config, backend, reporter, announce=lambda _info: None)
-    task = asyncio.create_task(agent.run_forever())
-    try:
+    async with running(agent):
         await asyncio.wait_for(agent.wait_health_checks(2), 20)  # on its interval, not once
         assert reporter.health_reports[0] == (False, "exit status 2: sick")
         assert agent.health is not None and agent.health.check == HealthCheck("echo sick; exit 2", 0.05, 5.0)
@@ -48,10 +47,6 @@ async def test_check_from_metadata_wins_and_follows_changes(vm_root: Path) -> No
             while agent.health.check is None or agent.health.check.cmd != "true":
                 await agent.wait_rounds(agent.rounds + 1)
         assert agent.health.check == HealthCheck("true", config.health_interval, config.health_timeout)
-    finally:
-        agent.stop()
-        await asyncio.wait_for(task, 10)
-        await backend.close()
 
 
 async def test_no_check_anywhere_runs_nothing(vm_root: Path) -> None:
@@ -61,18 +56,13 @@ async def test_no_check_anywhere_runs_nothing(vm_root: Path) -> None:
     backend = FileBackend(config.files, poll_interval=0.02)
     reporter = RecordingReporter()
     agent = Agent(config, backend, reporter, announce=lambda _info: None)
-    task = asyncio.create_task(agent.run_forever())
-    try:
+    async with running(agent):
         await asyncio.wait_for(agent.wait_rounds(1), 20)
         assert agent.health is not None and agent.health.check is None
         # A check published later starts at once.
         data.write_text("health:\n  cmd: exit 0\n")
         await asyncio.wait_for(agent.wait_health_checks(1), 20)
         assert reporter.health_reports == [(True, None)]
-    finally:
-        agent.stop()
-        await asyncio.wait_for(task, 10)
-        await backend.close()
 
 
 def test_bad_numbers_fall_back_to_the_config_naming_the_key(tmp_path: Path) -> None:
@@ -112,15 +102,10 @@ async def test_one_change_is_one_round_with_the_window(vm_root: Path) -> None:
     config = file_config(vm_root, data, watch=True, run_commands=False, quiet_period=30.0, max_settle=0.3)
     backend = FileBackend(config.files, poll_interval=0.01)
     agent = Agent(config, backend, RecordingReporter(), announce=lambda _info: None)
-    task = asyncio.create_task(agent.run_forever())
-    try:
+    async with running(agent):
         await asyncio.wait_for(agent.wait_rounds(1), 20)
         staged = data.with_suffix(".new")
         staged.write_text("a: 2\n")
         staged.rename(data)  # one change, never a half-written file seen as a second one
         await asyncio.wait_for(agent.wait_rounds(2), 20)
         assert agent.coalesced == 0
-    finally:
-        agent.stop()
-        await asyncio.wait_for(task, 10)
-        await backend.close()

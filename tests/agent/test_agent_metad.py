@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_helpers import AgentProcess, World
+from agent_helpers import AgentProcess, World, running
 
 from pitrix.agent.agent import Agent, build_agent
 from pitrix.agent.backends.metad import MetadBackend
@@ -86,8 +86,7 @@ async def test_agent_runs_command_and_writes_back(world: World, tmp_path: Path) 
     config.heartbeat_interval = 0.2
     config.health_cmd = "echo unwell; exit 3"
     agent = build_agent(config, announce=lambda _i: None)  # as pitrix-agent (and embedders) build it
-    task = asyncio.create_task(agent.run_forever())
-    try:
+    async with running(agent):
         await asyncio.wait_for(agent.wait_rounds(1), 10)
         applied = await world.status("applied")
         assert applied["revision"] > 0 and applied["resources"] == {}
@@ -110,10 +109,6 @@ async def test_agent_runs_command_and_writes_back(world: World, tmp_path: Path) 
         assert health["ok"] is False and health["error"] == "exit status 3: unwell"
         heartbeat = await world.status("heartbeat")
         assert heartbeat["interval"] == 0.2 and heartbeat["pid"] == os.getpid()
-    finally:
-        agent.stop()
-        await asyncio.wait_for(task, 10)
-        await agent.close()
 
 
 async def test_console_script_against_metad(world: World, tmp_path: Path) -> None:
@@ -206,24 +201,21 @@ async def test_watch_fails_over_when_a_metad_stops(world: World, store: Store, t
     )
     backend = MetadBackend.from_config(config)
     agent = Agent(config, backend, MetadReporter(backend.client), announce=lambda _i: None)
-    task = asyncio.create_task(agent.run_forever())
     try:
-        await asyncio.wait_for(agent.wait_rounds(1), 10)
-        assert (root / "etc/port.conf").read_text() == "listen 80\n"
-        await world.metad.stop()
-        seen = agent.rounds
-        await world.manage.close()
-        async with MetadManagementClient(second.manage_url) as manage:
-            await manage.put_data("/clusters/c1/env/web", {"port": "8080"})
-        async with asyncio.timeout(20):
-            while (root / "etc/port.conf").read_text() != "listen 8080\n":
-                await agent.wait_rounds(seen + 1)
-                seen = agent.rounds
-        assert backend.client.nodes[backend.client._current] == second.instance_url
+        async with running(agent):
+            await asyncio.wait_for(agent.wait_rounds(1), 10)
+            assert (root / "etc/port.conf").read_text() == "listen 80\n"
+            await world.metad.stop()
+            seen = agent.rounds
+            await world.manage.close()
+            async with MetadManagementClient(second.manage_url) as manage:
+                await manage.put_data("/clusters/c1/env/web", {"port": "8080"})
+            async with asyncio.timeout(20):
+                while (root / "etc/port.conf").read_text() != "listen 8080\n":
+                    await agent.wait_rounds(seen + 1)
+                    seen = agent.rounds
+            assert backend.client.nodes[backend.client._current] == second.instance_url
     finally:
-        agent.stop()
-        await asyncio.wait_for(task, 10)
-        await backend.close()
         await second.stop()
 
 
@@ -240,8 +232,7 @@ async def test_agent_started_before_its_mapping_catches_up(world: World, tmp_pat
     )
     config.heartbeat_interval = 0.1
     agent = build_agent(config, announce=lambda _i: None)
-    task = asyncio.create_task(agent.run_forever())
-    try:
+    async with running(agent):
         await asyncio.wait_for(agent.wait_round_failures(1), 10)  # 403: nobody maps to late_ip yet
         assert agent.rounds == 0
         await world.manage.put_data(
@@ -254,7 +245,3 @@ async def test_agent_started_before_its_mapping_catches_up(world: World, tmp_pat
         await asyncio.wait_for(agent.runner.wait_idle(), 10)
         raw = await world.manage.get_data("/_pitrix/status/c1/i-2/cmd/late-1")
         assert json.loads(raw)["status"] == "successful"
-    finally:
-        agent.stop()
-        await asyncio.wait_for(task, 10)
-        await agent.close()

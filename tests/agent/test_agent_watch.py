@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from agent_helpers import RecordingReporter, file_config
+from agent_helpers import RecordingReporter, file_config, running
 
 from pitrix.agent.agent import Agent
 from pitrix.agent.backends.file import FileBackend
@@ -28,8 +28,7 @@ async def test_watch_reapplies_changed_resources_only(vm_root: Path) -> None:
     backend = FileBackend(config.files, poll_interval=0.02)
     reporter = RecordingReporter()
     agent = Agent(config, backend, reporter, announce=lambda _info: None)
-    task = asyncio.create_task(agent.run_forever())
-    try:
+    async with running(agent):
         await asyncio.wait_for(agent.wait_rounds(1), 10)
         assert (vm_root / "etc/ra.conf").read_text() == "one\n"
         assert (vm_root / "reloads.log").read_text() == "ra\nrb\n"
@@ -53,10 +52,6 @@ async def test_watch_reapplies_changed_resources_only(vm_root: Path) -> None:
         data.write_text("a: tres\nb: dos\n")
         await asyncio.wait_for(agent.wait_rounds(5), 10)
         assert set(reporter.applied_reports[-1][1]) == {"ra"}
-    finally:
-        agent.stop()
-        await asyncio.wait_for(task, 10)
-        await backend.close()
 
 
 async def test_onetime_reports_failure(vm_root: Path) -> None:
@@ -83,8 +78,7 @@ async def test_failed_resource_is_retried_without_a_change(vm_root: Path) -> Non
     backend = FileBackend(config.files, poll_interval=0.02)
     reporter = RecordingReporter()
     agent = Agent(config, backend, reporter, announce=lambda _info: None)
-    task = asyncio.create_task(agent.run_forever())
-    try:
+    async with running(agent):
         await asyncio.wait_for(agent.wait_rounds(1), 10)
         assert reporter.applied_reports[-1][1]["f"]["ok"] is False
         assert not (vm_root / "etc/f.conf").exists()  # a new file whose reload failed is removed
@@ -93,10 +87,6 @@ async def test_failed_resource_is_retried_without_a_change(vm_root: Path) -> Non
             while reporter.applied_reports[-1][1]["f"]["ok"] is False:
                 await agent.wait_rounds(agent.rounds + 1)
         assert (vm_root / "etc/f.conf").read_text() == "one\n"
-    finally:
-        agent.stop()
-        await asyncio.wait_for(task, 10)
-        await backend.close()
 
 
 async def test_interval_mode_reapplies_everything_idempotently(vm_root: Path) -> None:
@@ -105,13 +95,9 @@ async def test_interval_mode_reapplies_everything_idempotently(vm_root: Path) ->
     add(vm_root, "ra", "/a")
     config = file_config(vm_root, data, watch=False, interval=0.05, run_commands=False)
     agent = Agent(config, FileBackend(config.files), RecordingReporter(), announce=lambda _info: None)
-    task = asyncio.create_task(agent.run_forever())
-    try:
+    async with running(agent):
         await asyncio.wait_for(agent.wait_rounds(3), 10)
         data.write_text("a: two\n")
         await asyncio.wait_for(agent.wait_rounds(agent.rounds + 2), 10)
-    finally:
-        agent.stop()
-        await asyncio.wait_for(task, 10)
     assert (vm_root / "etc/ra.conf").read_text() == "two\n"
     assert (vm_root / "reloads.log").read_text() == "ra\nra\n"  # in-sync rounds reload nothing
