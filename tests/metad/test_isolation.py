@@ -211,23 +211,26 @@ async def test_own_status_write_lands_under_own_key_only(tls_world: TLSWorld) ->
     assert json.loads(stored) == {"ok": True}
 
 
-async def test_a_revoked_certificate_is_refused_and_its_long_poll_closed(tls_world: TLSWorld) -> None:
-    world = tls_world
-    cred = world.creds["i-web1"]
-    session = world.session(cred)
-    async with session.get(world.metad.instance_url + "/self") as response:
-        version = response.headers["X-Metad-Version"]
-    held = world.metad.mirror.waiters
-    before = len(held)
+async def _held_poll(world: TLSWorld, who: str, path: str) -> asyncio.Task[int]:
+    """A long-poll of ``path`` by ``who``, returned once metad holds it; the task gives its status."""
+    session = world.session(world.creds[who])
+    url = f"{world.metad.instance_url}{path}?wait=true&prev_version={world.metad.mirror.revision}"
+    before = len(world.metad.mirror.waiters)
 
     async def poll() -> int:
-        url = f"{world.metad.instance_url}/self?wait=true&prev_version={version}"
         async with session.get(url) as response:
             await response.read()
             return response.status
 
     task = asyncio.create_task(poll())
-    await asyncio.wait_for(held.wait_for_count(before + 1), 10)
+    await asyncio.wait_for(world.metad.mirror.waiters.wait_for_count(before + 1), 10)
+    return task
+
+
+async def test_a_revoked_certificate_is_refused_and_its_long_poll_closed(tls_world: TLSWorld) -> None:
+    world = tls_world
+    cred = world.creds["i-web1"]
+    task = await _held_poll(world, "i-web1", "/self")
     # Another instance keeps its answer: revocation is per identity.
     status, _ = await world.get("i-web2", "/self/host")
     assert status == 200
@@ -249,16 +252,7 @@ async def test_a_revoked_certificate_is_refused_and_its_long_poll_closed(tls_wor
 async def test_revoking_an_instance_refuses_all_its_certificates(tls_world: TLSWorld) -> None:
     world = tls_world
     second = world.save("i-db1-b", world.ca.issue_instance("i-db1", "usr-a", "c1"))
-    session = world.session(world.creds["i-db1"])
-    before = len(world.metad.mirror.waiters)
-    url = f"{world.metad.instance_url}/self/env?wait=true&prev_version={world.metad.mirror.revision}"
-
-    async def poll() -> int:
-        async with session.get(url) as response:
-            return response.status
-
-    task = asyncio.create_task(poll())
-    await asyncio.wait_for(world.metad.mirror.waiters.wait_for_count(before + 1), 10)
+    task = await _held_poll(world, "i-db1", "/self/env")
     await world.manage._request("PUT", "/v1/revoked-instances/i-db1", {"reason": "scale-in"})
     assert await asyncio.wait_for(task, 10) == 403
     for cred in (world.creds["i-db1"], second):
@@ -270,16 +264,7 @@ async def test_revoking_an_instance_refuses_all_its_certificates(tls_world: TLSW
 async def test_an_unmapped_instance_is_refused_and_its_long_poll_closed(tls_world: TLSWorld) -> None:
     """Scale-in deletes the mapping: a still valid certificate no longer names anybody."""
     world = tls_world
-    session = world.session(world.creds["i-web2"])
-    before = len(world.metad.mirror.waiters)
-    url = f"{world.metad.instance_url}/self?wait=true&prev_version={world.metad.mirror.revision}"
-
-    async def poll() -> int:
-        async with session.get(url) as response:
-            return response.status
-
-    task = asyncio.create_task(poll())
-    await asyncio.wait_for(world.metad.mirror.waiters.wait_for_count(before + 1), 10)
+    task = await _held_poll(world, "i-web2", "/self")
     await world.manage.delete_mapping("i-web2")
     assert await asyncio.wait_for(task, 10) == 403
 
