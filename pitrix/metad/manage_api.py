@@ -266,6 +266,24 @@ async def revoke_serial(request: web.Request) -> web.Response:
     return await _commit(request, [Op("put", key, json.dumps(doc).encode())])
 
 
+async def revoke_list(request: web.Request) -> web.Response:
+    """Load a whole ``pki.RevocationList`` (its JSON) at once: one transaction, existing entries kept."""
+    try:
+        revoked = pki.RevocationList.from_json(await request.read())
+    except pki.PKIError as exc:
+        return _error(400, str(exc), field=exc.field)
+    now = time.time()
+    ops = [
+        Op(
+            "put",
+            f"{REVOKED_ROOT}/{pki.serial_hex(serial)}",
+            json.dumps({"expires": exp, "revoked_at": now}).encode(),
+        )
+        for serial, exp in sorted(revoked.entries.items())
+    ]
+    return await _commit(request, ops)
+
+
 async def unrevoke_serial(request: web.Request) -> web.Response:
     try:
         serial = pki.parse_serial(request.match_info["serial"])
@@ -400,6 +418,7 @@ def build_app(
     app.router.add_delete("/v1/mapping/{iid}", mapping_delete)
     app.router.add_get("/v1/watch", watch)
     app.router.add_get("/v1/revoked", revoked_list)
+    app.router.add_post("/v1/revoked", revoke_list)
     app.router.add_put("/v1/revoked/{serial}", revoke_serial)
     app.router.add_delete("/v1/revoked/{serial}", unrevoke_serial)
     app.router.add_put("/v1/revoked-instances/{iid}", revoke_instance)

@@ -340,3 +340,17 @@ async def test_legacy_mode_ignores_forwarded_for_from_untrusted_peers(store, net
         assert (await who(proxy, "not-an-ip"))[0] == 403
     finally:
         await server.stop()
+
+
+async def test_a_revocation_list_loads_in_one_request(tls_world: TLSWorld) -> None:
+    world = tls_world
+    revoked = pki.RevocationList()
+    for who in ("i-web2", "i-x1"):
+        revoked.revoke(world.creds[who].serial)
+    answer = await world.manage._request("POST", "/v1/revoked", json.loads(revoked.to_json()))
+    assert answer["ok"]
+    assert (await world.raw(world.creds["i-web2"], "GET", "/self"))[0] == 403
+    assert (await world.raw(world.creds["i-x1"], "GET", "/self"))[0] == 403
+    assert (await world.raw(world.creds["i-web1"], "GET", "/self"))[0] == 200
+    status, body = await world.raw(world.creds["runtime"], "POST", "/v1/revoked", port="manage", body=b"{}")
+    assert status == 400 and b"revoked" in body
