@@ -137,6 +137,9 @@ async def test_boot_delay_keeps_the_vm_pending_for_a_while(sim: Simulator) -> No
     iid, job = await run_one(sim)
     [vm] = (await call(sim, "DescribeInstances", {"instances.1": iid}))["instance_set"]
     assert vm["status"] == "pending" and vm["transition_status"] == "creating"
+    assert vm["ssh_host_key"] == ""  # no host key before the first boot
+    status, console = await admin(sim, "GET", f"/_sim/instances/{iid}/console")
+    assert status == 200 and console["output"] == "" and console["ssh_host_key"] == ""
     assert await wait_job(sim, job) == "successful"
     assert time.monotonic() - started >= 0.3  # a lower bound only: never flaky
     assert sim.faults.boot_delay() == 0.3
