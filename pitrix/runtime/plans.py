@@ -40,6 +40,15 @@ def _init_start(plan: Plan, ops: ClusterOperations, cluster: Cluster, node_ids: 
     _service_steps(plan, ops, cluster, "init", node_ids, post_start=True)
 
 
+def _boot(plan: Plan, ops: ClusterOperations, node_ids: list[str], *, adding: bool = False) -> None:
+    """New instances for the nodes, up to their agents reporting (create, scale out, recover)."""
+    plan.then(as_step("run-instances", ops.run_instances, node_ids))
+    plan.then(as_step("wait-running", ops.wait_running, node_ids))
+    register = partial(ops.register, adding=True) if adding else ops.register
+    plan.then(as_step("register", register, node_ids))
+    plan.then(as_step("wait-agents", ops.wait_agents, node_ids))
+
+
 def all_node_ids(cluster: Cluster, counts: dict[str, int] | None = None) -> list[str]:
     counts = counts if counts is not None else cluster.counts
     return [f"{role}-{i}" for role, count in counts.items() for i in range(1, count + 1)]
@@ -49,10 +58,7 @@ def create_plan(cluster: Cluster, job: Job, ops: ClusterOperations) -> Plan:
     nodes = all_node_ids(cluster)
     plan = Plan("create")
     plan.then(as_step("plan-nodes", ops.plan_nodes, cluster.counts))
-    plan.then(as_step("run-instances", ops.run_instances, nodes))
-    plan.then(as_step("wait-running", ops.wait_running, nodes))
-    plan.then(as_step("register", ops.register, nodes))
-    plan.then(as_step("wait-agents", ops.wait_agents, nodes))
+    _boot(plan, ops, nodes)
     _init_start(plan, ops, cluster, nodes)
     plan.then(as_step("converge", ops.converge, nodes))
     return plan
@@ -91,10 +97,7 @@ def scale_out_plan(cluster: Cluster, job: Job, ops: ClusterOperations) -> Plan:
     existing = [n for n in all_node_ids(cluster, counts) if n not in added]
     plan = Plan("scale_out")
     plan.then(as_step("plan-nodes", ops.plan_nodes, counts))
-    plan.then(as_step("run-instances", ops.run_instances, added))
-    plan.then(as_step("wait-running", ops.wait_running, added))
-    plan.then(as_step("register", partial(ops.register, adding=True), added))
-    plan.then(as_step("wait-agents", ops.wait_agents, added))
+    _boot(plan, ops, added, adding=True)
     _init_start(plan, ops, cluster, added)
     plan.then(as_step("scale_out", ops.run_service, "scale_out", existing))
     plan.then(as_step("converge", ops.converge, existing + added))
@@ -134,10 +137,7 @@ def recover_plan(cluster: Cluster, job: Job, ops: ClusterOperations) -> Plan:
     plan.then(as_step("unregister-old", ops.unregister_instances, old))
     plan.then(as_step("terminate-old", ops.terminate_instances, old))
     plan.then(as_step("forget-old", ops.forget_instances, old))
-    plan.then(as_step("run-instances", ops.run_instances, nodes))
-    plan.then(as_step("wait-running", ops.wait_running, nodes))
-    plan.then(as_step("register", ops.register, nodes))
-    plan.then(as_step("wait-agents", ops.wait_agents, nodes))
+    _boot(plan, ops, nodes)
     _init_start(plan, ops, cluster, nodes)
     plan.then(as_step("converge", ops.converge, all_node_ids(cluster)))
     return plan

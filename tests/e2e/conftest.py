@@ -17,7 +17,7 @@ from typing import Any
 import aiohttp
 import pytest
 import yaml
-from e2e_daemons import APP, ledger, live, start_simulator
+from e2e_daemons import APP, ledger, live, runtime_definition, start_simulator
 
 from pitrix.cli.demo import Child, stop_child
 from pitrix.runtime.recovery import RecoveryPolicy
@@ -86,17 +86,7 @@ async def cloud(store: Store, tmp_path: Path, recovery_policy: RecoveryPolicy) -
     service = RuntimeService(store, recovery=recovery_policy)
     try:
         await service.start()
-        ready = sim.ready
-        await service.put_runtime(
-            {
-                "name": "sim",
-                "provider": "qingcloud",
-                "endpoint": ready["url"],
-                "zone": ready["zone"],
-                "access_key_id": ready["access_key_id"],
-                "secret_access_key": ready["secret_access_key"],
-            }
-        )
+        await service.put_runtime(runtime_definition(sim))
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             yield Cloud(service, sim, http, tmp_path)
     finally:

@@ -151,16 +151,18 @@ def live(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
     return [vm for vm in entries if vm["status"] not in ("terminated", "ceased")]
 
 
-async def add_runtime(api: ApiClient, sim: Child) -> None:
+def runtime_definition(sim: Child, name: str = "sim") -> dict[str, Any]:
+    """The runtime of a simulator, from its ready line."""
     ready = sim.ready
-    await api.post(
-        "/v1/runtimes",
-        {
-            "name": "sim",
-            "provider": "qingcloud",
-            "endpoint": ready["url"],
-            "zone": ready["zone"],
-            "access_key_id": ready["access_key_id"],
-            "secret_access_key": ready["secret_access_key"],
-        },
-    )
+    return {
+        "name": name,
+        "provider": "qingcloud",
+        "endpoint": ready["url"],
+        "zone": ready["zone"],
+        "access_key_id": ready["access_key_id"],
+        "secret_access_key": ready["secret_access_key"],
+    }
+
+
+async def add_runtime(api: ApiClient, sim: Child) -> None:
+    await api.post("/v1/runtimes", runtime_definition(sim))
