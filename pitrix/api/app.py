@@ -297,14 +297,12 @@ async def wait_cluster(request: web.Request) -> web.Response:
 
 
 async def all_events(request: web.Request) -> web.StreamResponse:
-    identity = identity_of(request)
-    clusters = await request.app[SERVICE].list_clusters(identity.scope)
-    return await stream_events(request, request.app[EVENTS], identity.scope, None, clusters)
+    return await stream_events(request, request.app[EVENTS], identity_of(request).scope, None)
 
 
 async def cluster_events(request: web.Request) -> web.StreamResponse:
     cluster = await _cluster(request)
-    return await stream_events(request, request.app[EVENTS], None, cluster.id, [cluster])
+    return await stream_events(request, request.app[EVENTS], None, cluster.id)
 
 
 def create_app(service: RuntimeService, tokens: Tokens | None = None) -> web.Application:

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from aiohttp import web
+from aiohttp.typedefs import Middleware
 from pydantic import TypeAdapter, ValidationError
 
 from pitrix.api.errors import error_response
@@ -107,7 +108,7 @@ def read_tokens_file(path: Path) -> list[TokenEntry]:
         raise ConfigError(f"api.tokens_file: {path}: tokens.{where}: {item['msg']}") from None
 
 
-def auth_middleware(tokens: Tokens) -> Callable[[web.Request, Handler], Awaitable[web.StreamResponse]]:
+def auth_middleware(tokens: Tokens) -> Middleware:  # aiohttp's protocol for a middleware
     @web.middleware
     async def authenticate(request: web.Request, handler: Handler) -> web.StreamResponse:
         header = request.headers.get("Authorization", "")

@@ -82,6 +82,18 @@ class EventHub:
         for sub in list(self._subscribers):
             self._end(sub)
 
+    async def snapshot(self, owner: str | None, cluster_id: str | None) -> tuple[list[Cluster], int]:
+        """The clusters a subscription would see now, and the revision they are as of."""
+        kvs, revision = await self.store.get_prefix("/clusters/")
+        clusters = [Cluster.model_validate_json(kv.value) for kv in kvs]
+        chosen = [
+            c
+            for c in sorted(clusters, key=lambda c: c.created)
+            if (owner is None or c.owner == owner)
+            and (c.id == cluster_id if cluster_id is not None else c.state != "deleted")
+        ]
+        return chosen, revision
+
     @property
     def running(self) -> bool:
         return self._task is not None and not self._task.done()
@@ -139,17 +151,16 @@ class EventHub:
         if parts[0] == "clusters" and len(parts) == 2:
             cid = parts[1]
             if raw.type == "delete":
-                owner = self._owners.pop(cid, "")
-                return Event("cluster_removed", cid, owner, raw.revision, {})
+                return Event("cluster_removed", cid, self._owners.pop(cid, ""), raw.revision, {})
             cluster = Cluster.model_validate_json(raw.value)
             self._owners[cid] = cluster.owner
             return Event("cluster", cid, cluster.owner, raw.revision, {"cluster": cluster_view(cluster)})
         if parts[0] != "cluster-data" or len(parts) < 4 or raw.type == "delete":
             return None
         cid, kind = parts[1], parts[2]
-        owner = self._owners.get(cid)
-        if owner is None:
+        if cid not in self._owners:
             return None
+        owner = self._owners[cid]
         record = json.loads(raw.value)
         if kind == "nodes":
             return Event("node", cid, owner, raw.revision, {"node": record})

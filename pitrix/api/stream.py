@@ -1,7 +1,8 @@
 """Server-sent event streams: a snapshot of the clusters first, then their changes as they happen.
 
-The snapshot means a client (re)connecting never has to combine a listing with a stream; a comment
-line every ``KEEPALIVE`` seconds lets it and any proxy notice a dead connection.
+The snapshot (the clusters as of one etcd revision, then only changes after it) means a client
+(re)connecting never has to combine a listing with a stream; a comment line every ``KEEPALIVE``
+seconds lets it and any proxy notice a dead connection.
 """
 
 from __future__ import annotations
@@ -12,7 +13,6 @@ import contextlib
 from aiohttp import web
 
 from pitrix.api.events import Event, EventHub, cluster_view
-from pitrix.runtime.records import Cluster
 
 KEEPALIVE = 15.0
 
@@ -22,7 +22,6 @@ async def stream_events(
     hub: EventHub,
     owner: str | None,
     cluster_id: str | None,
-    snapshot: list[Cluster],
 ) -> web.StreamResponse:
     response = web.StreamResponse(
         headers={
@@ -31,7 +30,10 @@ async def stream_events(
             "X-Accel-Buffering": "no",
         }
     )
+    # Subscribe before reading the snapshot, so no change falls between the two; changes the
+    # snapshot already shows (revision not above it) are then skipped.
     async with hub.subscribe(owner, cluster_id) as sub:
+        snapshot, revision = await hub.snapshot(owner, cluster_id)
         await response.prepare(request)
         for cluster in snapshot:
             await response.write(
@@ -47,5 +49,6 @@ async def stream_events(
                     continue
                 if event is None:
                     break
-                await response.write(event.sse())
+                if event.revision > revision:
+                    await response.write(event.sse())
     return response

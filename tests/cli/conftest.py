@@ -4,24 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import sys
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from aiohttp.test_utils import TestServer
+from cli_helpers import ADMIN, ALICE, PITRIX, Run
 
 from pitrix.api.app import create_app
 from pitrix.api.auth import Tokens
 from pitrix.runtime.service import RuntimeService
 from pitrix.settings import TokenEntry
 from pitrix.store import Store
-
-ADMIN = "cli-admin-token-0123456789"
-ALICE = "cli-alice-token-0123456789"
-PITRIX = str(Path(sys.executable).parent / "pitrix")
-
-Run = Callable[..., Awaitable[tuple[int, str, str]]]
 
 
 @pytest.fixture

@@ -6,9 +6,10 @@ import asyncio
 import json
 from pathlib import Path
 
+import aiohttp
 import pytest
 import yaml
-from conftest import ADMIN, PITRIX, Run
+from cli_helpers import ADMIN, ALICE, PITRIX, Run
 
 from pitrix.cli.config import DEFAULT_URL, CliConfigError, load_config
 
@@ -80,25 +81,34 @@ async def test_apps_clusters_and_events(cli: Run, tmp_path: Path, server: str) -
     assert code == 0, err
     cid = json.loads(out)["cluster_id"]
 
-    # Follow the cluster until the dead cloud fails its create: a long-running reader of events.
+    # Follow every cluster; once the first one's snapshot line is out the follower is subscribed,
+    # so the second cluster's whole story must arrive, until the dead cloud fails its create.
     follower = await asyncio.create_subprocess_exec(
-        PITRIX, "clusters", "events", cid, "--follow",
-        stdout=asyncio.subprocess.PIPE, env=_env_of(tmp_path),
+        PITRIX, "clusters", "events", "--follow", stdout=asyncio.subprocess.PIPE, env=_env_of(tmp_path),
     )  # fmt: skip
     assert follower.stdout is not None
     lines: list[str] = []
     try:
-        while not any(line.split()[1:3] == ["cluster", "failed"] for line in lines):
+        first = (await asyncio.wait_for(follower.stdout.readline(), 60)).decode()
+        assert first.startswith(cid), first
+        code, out, err = await cli(
+            "-o", "json", "clusters", "create", "--runtime", "dead", "--app", "demo", "--no-wait"
+        )  # fmt: skip
+        assert code == 0, err
+        second = json.loads(out)["cluster_id"]
+        while not any(line.split()[:3] == [second, "cluster", "failed"] for line in lines):
             raw = await asyncio.wait_for(follower.stdout.readline(), 60)
             assert raw, f"events ended early: {lines}"
             lines.append(raw.decode().strip())
     finally:
         follower.terminate()
         await follower.wait()
-    assert lines[0].startswith(cid)
-    assert any(" step " in f" {line} " and "metadata failed" in line for line in lines), lines
+    story = [line for line in lines if line.startswith(second)]
+    assert story[0] == f"{second}  cluster  creating", story
+    assert any(line.startswith(f"{second}  step     metadata failed") for line in story), story
 
     # Without --follow: the current state, then exit.
+    await _until_failed(server, cid)
     code, out, _ = await cli("clusters", "events")
     assert code == 0 and f"{cid}  cluster  failed" in out
     code, out, _ = await cli("-o", "json", "clusters", "events", cid)
@@ -107,8 +117,8 @@ async def test_apps_clusters_and_events(cli: Run, tmp_path: Path, server: str) -
     # A failed cluster cannot be stopped (5); retry runs again and fails again (1).
     code, _, err = await cli("clusters", "stop", cid)
     assert code == 5 and "stop" in err
-    code, out, _ = await cli("clusters", "retry", cid)
-    assert code == 1 and "FAILED" in out and f"{cid}: failed" in out
+    code, out, err = await cli("clusters", "retry", cid)
+    assert code == 1 and "FAILED" in out and f"{cid}: failed" in out, (out, err)
     code, _, err = await cli("clusters", "update-env", cid, "--role", "web", "--set", "x=1")
     assert code in (2, 5), err
 
@@ -119,3 +129,14 @@ def _env_of(tmp_path: Path) -> dict[str, str]:
     environ = {k: v for k, v in os.environ.items() if not k.startswith("PITRIX_")}
     environ["PITRIX_CONFIG"] = str(tmp_path / "cli.toml")
     return environ
+
+
+async def _until_failed(server: str, cid: str) -> None:
+    """Until the cluster's create job has ended (the API's wait holds until then)."""
+    headers = {"Authorization": f"Bearer {ALICE}"}
+    async with (
+        aiohttp.ClientSession(server, headers=headers) as http,
+        http.get(f"/v1/clusters/{cid}/wait", params={"timeout": "60"}) as response,
+    ):
+        assert response.status == 200
+        assert (await response.json())["state"] == "failed"
