@@ -10,10 +10,11 @@ boto's waiters sleep 15 s between looks.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any, ClassVar
+from typing import Any, ClassVar, cast
 
 import aioboto3
 from botocore.config import Config
@@ -35,6 +36,7 @@ STATES: dict[str, InstanceStatus] = {
 }
 LIVE_STATES = ("pending", "running", "stopping", "stopped")
 NAME_TAG = "Name"
+RUN_CONCURRENCY = 8  # RunInstances in flight at once: a large cluster should not earn throttling
 TOKEN_GENERATIONS = 16  # recreations of one name before giving up
 ID_BATCH = 200  # instance ids per filter value list (EC2 allows up to 200 values per filter)
 
@@ -232,14 +234,22 @@ class AwsProvider:
                 ]
             ):
                 existing.setdefault(found.name, found)
-        created = []
-        for spec, run_params in zip(specs, params, strict=True):
+        limit = asyncio.Semaphore(RUN_CONCURRENCY)
+
+        async def run(spec: InstanceSpec, run_params: dict[str, Any]) -> Instance:
             if spec.name in existing:
                 self._log.info("aws.run_found", instance_id=existing[spec.name].instance_id, name=spec.name)
-                created.append(existing[spec.name])
-            else:
-                created.append(await self._run_one(spec.name, run_params))
-        return created
+                return existing[spec.name]
+            async with limit:
+                return await self._run_one(spec.name, run_params)
+
+        results = await asyncio.gather(
+            *(run(spec, p) for spec, p in zip(specs, params, strict=True)), return_exceptions=True
+        )
+        errors = [r for r in results if isinstance(r, BaseException)]
+        if errors:
+            raise errors[0]  # the others were made; their names find them at the next attempt
+        return cast(list[Instance], results)
 
     def _run_params(self, spec: InstanceSpec) -> dict[str, Any]:
         tags = [{"Key": NAME_TAG, "Value": spec.name}]
