@@ -140,6 +140,18 @@ def _describe(error: ValidationError, source: str) -> str:
     return "\n".join(lines)
 
 
+def read_toml(file: Path, what: str) -> dict[str, Any]:
+    """The TOML table in ``file``, or a ConfigError that starts with ``what`` (the key or role)."""
+    try:
+        return tomllib.loads(file.read_text())
+    except FileNotFoundError:
+        raise ConfigError(f"{what} {file} does not exist") from None
+    except OSError as exc:
+        raise ConfigError(f"{what} {file} cannot be read: {exc.strerror}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{what} {file} is not valid TOML: {exc}") from None
+
+
 def load(path: Path | None = None, **overrides: Any) -> Settings:
     """Read settings from ``path`` (default file if present), the environment and ``overrides``."""
     data: dict[str, Any] = {}
@@ -147,12 +159,7 @@ def load(path: Path | None = None, **overrides: Any) -> Settings:
     file = path if path is not None else (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None)
     if file is not None:
         source = str(file)
-        try:
-            data = tomllib.loads(file.read_text())
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file {file} does not exist") from exc
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {file} is not valid TOML: {exc}") from exc
+        data = read_toml(file, "config file")
     for key, value in overrides.items():
         if value is not None:
             data[key] = value

@@ -8,7 +8,6 @@ file permissions decide who connects, or auth explicitly disabled on a loopback 
 from __future__ import annotations
 
 import hmac
-import tomllib
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,7 +18,7 @@ from pydantic import TypeAdapter, ValidationError
 
 from pitrix.api.errors import error_response
 from pitrix.logs import get_logger
-from pitrix.settings import ApiSettings, ConfigError, TokenEntry
+from pitrix.settings import ApiSettings, ConfigError, TokenEntry, read_toml
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -91,12 +90,7 @@ class Tokens:
 
 
 def read_tokens_file(path: Path) -> list[TokenEntry]:
-    try:
-        data = tomllib.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"api.tokens_file: cannot read {path}: {exc.strerror}") from None
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"api.tokens_file: {path} is not valid TOML: {exc}") from None
+    data = read_toml(path, "api.tokens_file:")
     unknown = set(data) - {"tokens"}
     if unknown:
         raise ConfigError(f"api.tokens_file: {path}: unknown key {sorted(unknown)[0]!r} (only [[tokens]])")

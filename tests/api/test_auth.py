@@ -124,7 +124,7 @@ def test_bad_tokens_file_names_the_key(tmp_path: Path, text: str, message: str) 
 
 
 def test_missing_tokens_file(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read"):
+    with pytest.raises(ConfigError, match="does not exist"):
         read_tokens_file(tmp_path / "absent.toml")
 
 
