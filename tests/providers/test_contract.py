@@ -212,6 +212,19 @@ async def test_bad_image_is_a_clear_error(cloud: Cloud, provider: Provider, cid:
     assert await provider.describe_instances(name_prefix=cid) == []
 
 
+async def test_one_bad_spec_fails_the_batch_and_the_rest_are_found(
+    cloud: Cloud, provider: Provider, cid: str
+) -> None:
+    image = "ami-0badbad0" if cloud.name == "aws" else "no-such-image"
+    with pytest.raises(ProviderError, match=image):
+        await provider.run_instances([spec(cloud, cid, "n1"), spec(cloud, cid, "n2", image=image)])
+    # The good one was made; the runtime's next attempt finds it by name instead of making another.
+    found = await provider.describe_instances(name_prefix=cid)
+    assert [i.name for i in found] == [f"{cid}-n1"]
+    assert (await ensure(provider, spec(cloud, cid, "n1"))).instance_id == found[0].instance_id
+    await terminate_all(provider, found)
+
+
 async def test_bad_flavor_is_a_clear_error(cloud: Cloud, provider: Provider, cid: str) -> None:
     with pytest.raises(ProviderError) as error:
         await provider.run_instances([spec(cloud, cid, "n1", cpu=1000)])
