@@ -555,4 +555,28 @@ class _Printf:
 
 def sprintf(fmt: str, args: Sequence[Any]) -> str:
     """``fmt.Sprintf``."""
-    return _Printf(fmt, args).run()
+    simple = _sprintf_strings(fmt, args)
+    return simple if simple is not None else _Printf(fmt, args).run()
+
+
+def _sprintf_strings(fmt: str, args: Sequence[Any]) -> str | None:
+    """The form templates use most (``printf "/hosts/%s/ip" $dir``: bare ``%s``/``%v`` verbs fed
+    one string each, ``%%`` aside) without the general machinery; None for anything else."""
+    parts = fmt.split("%")
+    out = [parts[0]]
+    used = 0
+    i = 1
+    while i < len(parts):
+        part = parts[i]
+        if not part:  # "%%", or a "%" at the very end (NOVERB: the general path says so)
+            if i + 1 >= len(parts):
+                return None
+            out += ("%", parts[i + 1])
+            i += 2
+            continue
+        if part[0] not in "sv" or used >= len(args) or type(args[used]) is not str:
+            return None
+        out += (args[used], part[1:])
+        used += 1
+        i += 1
+    return "".join(out) if used == len(args) else None

@@ -92,3 +92,32 @@ def test_errors_name_the_place(text: str, where: str, message: str) -> None:
         render(text)
     assert str(info.value).startswith(where + ":"), str(info.value)
     assert message in str(info.value)
+
+
+@pytest.mark.parametrize(
+    ("fmt", "args"),
+    [
+        ("a%%b", []),
+        ("%%s", []),
+        ("%s%%", ["x"]),
+        ("a%", []),
+        ("%%%", []),
+        ("%s-%v", ["a", "b"]),
+        ("%s", []),
+        ("%s", ["a", "b"]),
+        ("%d", ["a"]),
+        ("%s", [1]),
+        ("%s", [None]),
+        ("x", ["a"]),
+        ("%5s", ["a"]),
+        ("%[1]s", ["a"]),
+        ("%s%s%%%s", ["a", "b", "c"]),
+        ("", []),
+        ("%v", ["é\udcff"]),
+    ],
+)
+def test_printf_string_fast_path_agrees_with_fmt(fmt: str, args: list[Any]) -> None:
+    """The shortcut for bare %s/%v of strings gives what the general formatter gives, or steps aside."""
+    from pitrix.agent.template.gofmt import _Printf, sprintf
+
+    assert sprintf(fmt, args) == _Printf(fmt, args).run()
