@@ -144,6 +144,7 @@ class AwsProvider:
         )
         self._stack: contextlib.AsyncExitStack | None = None
         self._client: Any = None
+        self._opening = asyncio.Lock()
         self._log = get_logger("pitrix.providers.aws", region=region)
 
     @classmethod
@@ -185,12 +186,13 @@ class AwsProvider:
 
     async def _ec2(self) -> Any:
         # Opened lazily: the client belongs to the running loop, a provider may be built outside one.
-        if self._client is None:
-            stack = contextlib.AsyncExitStack()
-            self._client = await stack.enter_async_context(
-                self._session.client("ec2", endpoint_url=self.endpoint or None, config=self._config)
-            )
-            self._stack = stack
+        async with self._opening:  # concurrent first calls must not open two clients
+            if self._client is None:
+                stack = contextlib.AsyncExitStack()
+                self._client = await stack.enter_async_context(
+                    self._session.client("ec2", endpoint_url=self.endpoint or None, config=self._config)
+                )
+                self._stack = stack
         return self._client
 
     async def _call(self, action: str, **params: Any) -> dict[str, Any]:

@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import re
+import threading
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, ClassVar, TypeVar, cast
 from urllib.parse import quote
@@ -130,6 +131,7 @@ class OpenStackProvider:
     ) -> None:
         self._connect = connect  # credentials stay inside this closure and the SDK's session
         self._conn: Connection | None = None
+        self._connecting = threading.Lock()
         self._flavors: list[dict[str, Any]] | None = None
         self.network = network
         self.key_name = key_name
@@ -203,9 +205,11 @@ class OpenStackProvider:
         """``work(connection)`` in a worker thread; errors become ``ProviderError``."""
 
         def run() -> T:
-            if self._conn is None:
-                self._conn = self._connect()
-            return work(self._conn)
+            with self._connecting:  # worker threads must not each open a connection
+                if self._conn is None:
+                    self._conn = self._connect()
+                conn = self._conn
+            return work(conn)
 
         async def once() -> T:
             try:
