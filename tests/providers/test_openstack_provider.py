@@ -54,15 +54,6 @@ async def provider(runtime: dict[str, Any], cid: str) -> AsyncIterator[OpenStack
         await client.close()
 
 
-@pytest.fixture
-async def beacon() -> AsyncIterator[Beacon]:
-    listener = await Beacon().start()
-    try:
-        yield listener
-    finally:
-        await listener.stop()
-
-
 def connection(runtime: dict[str, Any]) -> openstack.connection.Connection:
     return openstack.connection.Connection(
         auth={
