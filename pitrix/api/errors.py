@@ -11,6 +11,7 @@ from aiohttp import web
 from pitrix.logs import get_logger
 from pitrix.runtime.machine import LifecycleError
 from pitrix.runtime.service import InvalidRequest, NotFound
+from pitrix.store import StoreError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -46,6 +47,9 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(409, "conflict", str(exc))
     except TimeoutError:
         return error_response(408, "timeout", "the wait timed out; the action goes on")
+    except StoreError as exc:
+        get_logger("pitrix.api").error("store failed", path=request.path, error=str(exc))
+        return error_response(503, "unavailable", f"pitrixd's store failed; try again ({exc})")
     except Exception:
         get_logger("pitrix.api").exception("request failed", path=request.path, method=request.method)
         return error_response(500, "internal", "internal error; see the pitrixd log")

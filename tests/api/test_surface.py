@@ -149,3 +149,24 @@ async def test_method_not_allowed_is_json_and_says_allow(api: Client) -> None:
     error = await error_of(response, 405)
     assert error["code"] == "method_not_allowed"
     assert "POST" in response.headers["Allow"]
+
+
+async def test_a_store_failure_is_a_503_not_a_500() -> None:
+    from aiohttp import web
+    from aiohttp.test_utils import TestServer
+
+    from pitrix.api.errors import errors_middleware
+    from pitrix.store import StoreError
+
+    async def failing(request: web.Request) -> web.Response:
+        raise StoreError("etcdserver: requested lease not found")
+
+    app = web.Application(middlewares=[errors_middleware])
+    app.router.add_get("/", failing)
+    client: Client = TestClient(TestServer(app, host="127.0.0.1"))
+    await client.start_server()
+    try:
+        error = await error_of(await client.get("/"), 503)
+        assert error["code"] == "unavailable" and "lease not found" in error["message"]
+    finally:
+        await client.close()
