@@ -135,6 +135,17 @@ class Driver:
             self.tally.operations += 1
 
 
+async def stuck_report(driver: Driver, cids: list[str]) -> str:
+    """Where each cluster is, for a failure message: state, job and its steps."""
+    lines = []
+    for cid in cids:
+        view = await driver.call("GET", f"/v1/clusters/{cid}")
+        job = view.get("job") or {}
+        steps = [f"{s['name']}:{s['status']}" for s in job.get("steps", [])]
+        lines.append(f"{cid} {view['state']} job {job.get('id')} {job.get('status')} {steps}")
+    return "\n".join(lines)
+
+
 def leaks_and_duplicates(
     ledger: list[dict[str, Any]], kept: set[str], metadata_alive: bool, live_only: bool = False
 ) -> tuple[list[str], dict[str, int]]:

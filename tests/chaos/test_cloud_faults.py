@@ -22,7 +22,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from chaos_ops import Driver, Tally, leaks_and_duplicates
+from chaos_ops import Driver, Tally, leaks_and_duplicates, stuck_report
 
 from bench.stack import TRIVIAL_APP, running_stack
 
@@ -69,12 +69,18 @@ async def test_clusters_reach_active_through_cloud_faults(tmp_path: Path, long_f
         tally = Tally()
         driver = Driver(stack, tally)
 
+        cids: list[str] = []
+
         async def one(i: int) -> tuple[str, bool]:
             cid = await driver.create(APP, f"faulty-{i}")
+            cids.append(cid)
             return cid, await driver.reach(cid, "active", "node", 2)
 
-        async with asyncio.timeout(900 if long_form else 240):
-            results = await asyncio.gather(*(one(i) for i in range(clusters)))
+        try:
+            async with asyncio.timeout(900 if long_form else 150):
+                results = await asyncio.gather(*(one(i) for i in range(clusters)))
+        except TimeoutError:
+            pytest.fail(f"clusters still not done:\n{await stuck_report(driver, cids)}")
         async with aiohttp.ClientSession() as http, http.delete(stack.sim_url + "/_sim/faults"):
             pass
         views = [await driver.call("GET", f"/v1/clusters/{cid}") for cid, _ok in results]
