@@ -29,7 +29,12 @@ class Ownership:
     """This replica's lease and its claims on clusters."""
 
     def __init__(
-        self, store: Store, replica: str, ttl: int, consider: Callable[[str], Awaitable[None]]
+        self,
+        store: Store,
+        replica: str,
+        ttl: int,
+        consider: Callable[[str], Awaitable[None]],
+        lost: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         if not replica or "/" in replica:
             raise ValueError(f"replica: {replica!r} is not a replica id")
@@ -37,6 +42,7 @@ class Ownership:
         self.replica = replica
         self.ttl = ttl
         self.consider = consider
+        self.on_lost = lost
         self._lease: KeptLease | None = None
         self._tasks: list[asyncio.Task[None]] = []
         self.log = get_logger("pitrix.ownership", replica=replica)
@@ -57,12 +63,29 @@ class Ownership:
 
     def follow(self, from_revision: int) -> None:
         """Consider a cluster again whenever its record changes or its owner key goes away."""
+        clusters = self._follow("/clusters/", from_revision, deletes=False)
+        owners = self._follow(OWNERS, from_revision, deletes=True)
         self._tasks = [
-            asyncio.create_task(
-                self._follow("/clusters/", from_revision, deletes=False), name="follow-clusters"
-            ),
-            asyncio.create_task(self._follow(OWNERS, from_revision, deletes=True), name="follow-owners"),
+            asyncio.create_task(clusters, name="follow-clusters"),
+            asyncio.create_task(owners, name="follow-owners"),
+            asyncio.create_task(self._renew_when_lost(), name="replica-lease"),
         ]
+
+    async def _renew_when_lost(self) -> None:
+        """A lost lease means other replicas may own our clusters now: stop, then claim afresh."""
+        while True:
+            assert self._lease is not None
+            await self._lease.lost.wait()
+            self.log.error("replica lease lost; dropping every cluster and claiming again")
+            if self.on_lost is not None:
+                await self.on_lost()
+            old, self._lease = self._lease, None
+            await old.revoke()
+            self._lease = await self.store.lease(self.ttl).grant()
+            self.log.info("replica lease", lease=f"{self._lease.id:x}", ttl=self.ttl)
+            kvs, _ = await self.store.get_prefix("/clusters/")
+            for kv in kvs:
+                await self.consider(kv.key[len("/clusters/") :])
 
     async def close(self) -> None:
         """Stop following and revoke the lease, so other replicas adopt our clusters at once."""

@@ -64,7 +64,7 @@ class RuntimeService:
         self.store = store
         self.recovery = recovery or RecoveryPolicy()
         self.replica = replica or new_id("replica")
-        self.ownership = Ownership(store, self.replica, owner_ttl, self._consider)
+        self.ownership = Ownership(store, self.replica, owner_ttl, self._consider, self._drop_all)
         self._monitors: dict[str, asyncio.Task[None]] = {}
         self.lifecycle = Lifecycle()
         self.models: dict[str, ClusterModel] = {}
@@ -93,6 +93,15 @@ class RuntimeService:
         self.ownership.follow(revision + 1)
         resumed = sum(1 for t in self._tasks.values() if not t.done())
         self.log.info("runtime started", clusters=len(self.models), resumed=resumed, replica=self.replica)
+
+    async def _drop_all(self) -> None:
+        """Stop every job and monitor here (they resume wherever the clusters are claimed next)."""
+        tasks = list(self._tasks.values()) + list(self._monitors.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
 
     def _sync_model(self, cluster: Cluster) -> ClusterModel:
         """The machine's model of ``cluster``, in the state etcd has (another replica may have moved it)."""
@@ -129,13 +138,8 @@ class RuntimeService:
 
     async def stop(self) -> None:
         """Stop supervising (jobs stay journaled and resume at the next start)."""
-        tasks = list(self._tasks.values()) + list(self._monitors.values())
-        for task in tasks:
-            task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.ownership.close()
+        await self._drop_all()
+        await self.ownership.close()  # only then may other replicas adopt our clusters
         await self.metadata.close()
         for provider in self._providers.values():
             await provider.close()

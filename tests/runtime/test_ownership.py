@@ -1,0 +1,90 @@
+"""Cluster ownership between replicas over a real etcd: claims, restarts, a lost lease."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from pitrix.runtime.ownership import Ownership, owner_key
+from pitrix.runtime.recovery import RecoveryPolicy
+from pitrix.runtime.service import RuntimeService
+from pitrix.store import Store
+
+APP = {"name": "demo", "roles": [{"name": "web", "count": 1, "image": "demo"}]}
+DEAD_CLOUD = {
+    "name": "dead",
+    "provider": "qingcloud",
+    "endpoint": "http://127.0.0.1:9",  # discard port: every call fails fast
+    "zone": "z1",
+    "access_key_id": "AK",
+    "secret_access_key": "secret",
+}
+
+
+async def nothing(_: str) -> None:
+    return None
+
+
+async def test_one_owner_and_a_restarted_replica_takes_its_keys_back(store: Store) -> None:
+    first = Ownership(store, "a", 5, nothing)
+    second = Ownership(store, "b", 5, nothing)
+    again = Ownership(store, "a", 5, nothing)  # replica a, restarted: a new lease, the same id
+    for ownership in (first, second, again):
+        await ownership.start()
+    try:
+        assert await first.claim("cl-1")
+        assert not await second.claim("cl-1")
+        assert await again.claim("cl-1")
+        kv = await store.get(owner_key("cl-1"))
+        assert kv is not None and (kv.text, kv.lease) == ("a", again.lease_id)
+        await again.release("cl-1")
+        assert await second.claim("cl-1")
+        await first.release("cl-1")  # not the owner any more: changes nothing
+        assert await second.owner("cl-1") == "b"
+    finally:
+        for ownership in (first, second, again):
+            await ownership.close()
+
+
+def test_replica_ids_are_checked() -> None:
+    with pytest.raises(ValueError, match="replica"):
+        Ownership(None, "a/b", 5, nothing)  # type: ignore[arg-type]
+
+
+async def wait_owner(store: Store, cid: str, differs_from: int, timeout: float = 30.0) -> Any:
+    """The owner key once it is held on a lease other than ``differs_from`` (watching, no polling)."""
+    kv = await store.get(owner_key(cid))
+    if kv is not None and kv.lease != differs_from:
+        return kv
+    async for batch in _watch(store, cid, timeout):
+        for event in batch.events:
+            if event.type == "put":
+                kv = await store.get(owner_key(cid))
+                if kv is not None and kv.lease != differs_from:
+                    return kv
+    raise AssertionError("watch ended")
+
+
+async def _watch(store: Store, cid: str, timeout: float) -> Any:
+    async with asyncio.timeout(timeout):
+        async for batch in store.watch_prefix(owner_key(cid)):
+            yield batch
+
+
+async def test_a_lost_lease_drops_everything_and_claims_again(store: Store) -> None:
+    service = RuntimeService(store, RecoveryPolicy(enabled=False), replica="solo", owner_ttl=3)
+    await service.start()
+    try:
+        await service.put_runtime(DEAD_CLOUD)
+        cluster, _ = await service.create_cluster(owner="o", runtime="dead", app=APP)
+        before = service.ownership.lease_id
+        kv = await store.get(owner_key(cluster.id))
+        assert kv is not None and kv.lease == before
+        # etcd forgets the lease (as after a long partition): the owner key goes with it
+        assert await store.revoke_lease(before)
+        kv = await wait_owner(store, cluster.id, before)
+        assert kv.text == "solo" and kv.lease == service.ownership.lease_id != before
+    finally:
+        await service.stop()
