@@ -24,6 +24,7 @@ SELF_SECTIONS = (
     "hosts",
     "cluster",
     "env",
+    "health",
     "cmd",
     "adding-hosts",
     "deleting-hosts",
@@ -70,8 +71,9 @@ def _section_source(mapping: Mapping, section: str) -> str:
     base = mapping.cluster
     if section == "host":
         return f"{base}/hosts/{mapping.role}/{mapping.instance_id}"
-    if section == "env":
-        return f"{base}/env/{mapping.role}"
+    if section in ("env", "health"):
+        # Role-scoped: the role's parameters, and the role's health check (cmd, interval, timeout).
+        return f"{base}/{section}/{mapping.role}"
     if section == "cmd":
         return f"{base}/cmd/{mapping.instance_id}"
     return f"{base}/{section}"

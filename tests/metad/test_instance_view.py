@@ -193,3 +193,25 @@ async def test_heartbeat_lives_on_a_lease_that_expires(seed, instances, net, sto
     finally:
         await watch.aclose()  # type: ignore[attr-defined]
     assert await store.get(key) is None
+
+
+async def test_health_check_is_projected_per_role(seed, instances, net, manage) -> None:
+    """``/self/health`` is the role's check, as ``env`` is the role's parameters."""
+    await seed()
+    await manage.put_data(
+        "/clusters/c1/health/web", {"cmd": "opt/app/bin/check", "interval": 5, "timeout": 2}
+    )
+    status, health, _ = await instances.get(net.ip(1), "/self/health")
+    assert (status, health) == (200, {"cmd": "opt/app/bin/check", "interval": "5", "timeout": "2"})
+    status, _, _ = await instances.get(net.ip(200), "/self/health")  # db has no check
+    assert status == 404
+    status, view, _ = await instances.get(net.ip(1), "/self")
+    assert view["health"]["cmd"] == "opt/app/bin/check"
+    # A long-poll on /self/health wakes when the role's check changes.
+    version = (await instances.get(net.ip(1), "/self/health"))[2]["X-Metad-Version"]
+    poll = asyncio.create_task(
+        instances.get(net.ip(1), "/self/health/cmd", wait="true", prev_version=version)
+    )
+    await manage.put_data("/clusters/c1/health/web", {"cmd": "opt/app/bin/check2"})
+    status, cmd, _ = await asyncio.wait_for(poll, 10)
+    assert (status, cmd) == (200, "opt/app/bin/check2")
