@@ -49,13 +49,16 @@ def watch_page(url: str, mine: str, theirs: str) -> dict[str, Any]:
     driver = browser()
     try:
         driver.get(url)
-        wait = WebDriverWait(driver, 60, poll_frequency=0.1)
+        wait = WebDriverWait(driver, 180, poll_frequency=0.2)  # generous: 2 cores, many test runs
         wait.until(lambda d: d.find_elements(By.CSS_SELECTOR, "body[data-ready='1']"))
         states = []
         try:
             wait.until(lambda d: states.append(lit_state(d, mine)) or states[-1] == "failed")
         except TimeoutException:
-            raise AssertionError(f"the page never lit 'failed'; saw {states}") from None
+            status = driver.find_element(By.ID, "status").text
+            raise AssertionError(
+                f"the page never lit 'failed'; saw {states[-5:]}, status {status!r}"
+            ) from None
         drawn = {
             g.get_attribute("data-state")
             for g in driver.find_elements(By.CSS_SELECTOR, f"#cluster-{mine} g.state")
