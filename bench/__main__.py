@@ -22,6 +22,7 @@ from pitrix import aio, logs
 REPORT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 # The order of the report; benchmarks found besides these follow in name order.
 FIRST = ["propagation", "orchestration"]
+FAILED = "**failed**: "
 SECTION = re.compile(r"<!-- bench:(\S+) -->\n.*?<!-- /bench:\1 -->\n", re.S)
 
 
@@ -68,12 +69,13 @@ async def run_script(name: str, module: Any, quick: bool) -> str:
     quick = quick and "--quick" in inspect.getsource(module)
     argv = [sys.executable, "-m", f"bench.{name}", *(["--quick"] if quick else [])]
     proc = await asyncio.create_subprocess_exec(
-        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT, cwd=REPORT.parents[1]
+        *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPORT.parents[1]
     )
-    out, _ = await proc.communicate()
-    text = out.decode(errors="replace").rstrip()
+    out, err = await proc.communicate()
+    text = out.decode(errors="replace").rstrip()  # the figures; its log (stderr) only on a failure
     if proc.returncode:
-        text += f"\n(exit status {proc.returncode})"
+        tail = "\n".join(err.decode(errors="replace").splitlines()[-10:])
+        text += f"\n(exit status {proc.returncode})\n{tail}"
     return text
 
 
@@ -93,7 +95,7 @@ async def run_one(name: str, module: Any, quick: bool) -> str:
             print(text, flush=True)
             body = f"```\n{text}\n```\n"
     except Exception as exc:
-        body = f"**failed**: `{type(exc).__name__}: {exc}`\n"
+        body = f"{FAILED}`{type(exc).__name__}: {exc}`\n"
         print(f"  FAILED: {type(exc).__name__}: {exc}", flush=True)
     took = time.monotonic() - began
     print(f"   ({took:.1f} s)\n", flush=True)
@@ -122,7 +124,15 @@ def write_report(sections: dict[str, str], quick: bool) -> None:
     kept: dict[str, str] = {}
     if REPORT.exists():
         kept = {m.group(1): m.group(0) for m in SECTION.finditer(REPORT.read_text())}
-    kept.update(sections)
+    for name, section in sections.items():
+        if FAILED in section and name in kept and FAILED not in kept[name]:
+            # Keep the figures of the last good run, saying that this one failed and why.
+            error = section.split(FAILED, 1)[1].split("\n", 1)[0]
+            head, rest = kept[name].split("\n\n", 1)
+            stamp = machine.describe()["date"]
+            note = f"**the run of {stamp} failed** ({error}); the figures are from the run before."
+            section = f"{head}\n\n{note}\n\n{rest}"
+        kept[name] = section
     order = list(discover())
     body = "\n".join(kept[n] for n in sorted(kept, key=lambda n: order.index(n) if n in order else 99))
     REPORT.write_text(header(quick) + body)

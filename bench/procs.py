@@ -6,6 +6,7 @@ Every one prints a JSON ready line (docs/internals.md); we wait for it with a de
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import random
@@ -40,12 +41,15 @@ class Child(DemoChild):
         return self.process.pid
 
     async def stop(self, timeout: float = 30.0) -> None:
-        """SIGTERM, then SIGKILL after ``timeout``."""
-        await stop_child(self, timeout)
+        """SIGTERM, then SIGKILL after ``timeout`` (a child that already died is simply reaped)."""
+        with contextlib.suppress(ProcessLookupError):
+            await stop_child(self, timeout)
+        await self.process.wait()
 
     async def kill(self) -> None:
         if self.process.returncode is None:
-            self.process.kill()
+            with contextlib.suppress(ProcessLookupError):
+                self.process.kill()
         await self.process.wait()
 
 
