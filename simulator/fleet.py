@@ -32,6 +32,7 @@ from simulator.light_agent import LightAgent
 from simulator.network import AddressPool, NetworkError
 from simulator.processes import AGENT_MARKERS, kill_vm_processes, signal_vm_processes
 from simulator.ssh import VmSshServer, console_text
+from simulator.tags import TagBook
 from simulator.vm import SSH_PORT, VM, now_iso
 
 GONE = ("terminated", "ceased")
@@ -85,6 +86,7 @@ class Fleet:
         self.ssh_port = ssh_port
         self.jobs = JobBook()
         self.keypairs = KeyPairBook()
+        self.tags = TagBook()
         self._vms: dict[str, VM] = {}
         self._ssh: dict[str, VmSshServer] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -315,6 +317,7 @@ class Fleet:
             await asyncio.to_thread(_remove_trees, [vm.home for vm in vms])
             for vm in vms:
                 self.keypairs.forget_instance(vm.instance_id)
+                self.tags.forget_resource(vm.instance_id)
                 await vm.collect_userdata()
                 self.pool.release(vm.ip)
                 vm.terminate_time = now_iso()
@@ -505,7 +508,7 @@ class Fleet:
             ],
             "keypair_ids": self.keypairs.ids_of(vm.instance_id),
             "eip": {},
-            "tags": [],
+            "tags": self.tags.of(vm.instance_id),
             # Not in QingCloud's API: the simulator's SSH listens on a high port of the VM's address,
             # and its host key is given here (and on the console) so that clients can pin it.
             "ssh_port": self.ssh_port,

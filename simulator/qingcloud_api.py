@@ -42,6 +42,11 @@ class QingCloudApi:
             "AttachKeyPairs": self.attach_keypairs,
             "DetachKeyPairs": self.detach_keypairs,
             "DeleteKeyPairs": self.delete_keypairs,
+            "CreateTag": self.create_tag,
+            "DescribeTags": self.describe_tags,
+            "AttachTags": self.attach_tags,
+            "DetachTags": self.detach_tags,
+            "DeleteTags": self.delete_tags,
         }
 
     def routes(self) -> list[web.RouteDef]:
@@ -151,6 +156,47 @@ class QingCloudApi:
         if private:
             reply["private_key"] = private
         return reply
+
+    def create_tag(self, params: Mapping[str, str]) -> dict[str, Any]:
+        tag = self.fleet.tags.create(p.required(params, "tag_name"), params.get("color", ""))
+        return {"tag_id": tag.tag_id}
+
+    def describe_tags(self, params: Mapping[str, str]) -> dict[str, Any]:
+        tags = self.fleet.tags.describe(p.indexed(params, "tags"), params.get("search_word", ""))
+        offset = p.integer(params, "offset", 0, low=0, high=1 << 31)
+        limit = p.integer(params, "limit", 20, low=1, high=100)
+        return {"tag_set": [t.describe() for t in tags[offset : offset + limit]], "total_count": len(tags)}
+
+    def _tag_pairs(self, params: Mapping[str, str]) -> list[tuple[str, str]]:
+        pairs = []
+        for n in range(1, 1 + 1000):
+            tag_id = params.get(f"resource_tag_pairs.{n}.tag_id")
+            if tag_id is None:
+                break
+            resource = p.required(params, f"resource_tag_pairs.{n}.resource_id")
+            kind = p.required(params, f"resource_tag_pairs.{n}.resource_type")
+            if kind != "instance":
+                raise invalid(
+                    f"parameter [resource_tag_pairs.{n}.resource_type] [{kind}] is not supported here"
+                )
+            pairs.append((tag_id, resource))
+        if not pairs:
+            raise invalid("parameter [resource_tag_pairs] should not be empty")
+        return pairs
+
+    def attach_tags(self, params: Mapping[str, str]) -> dict[str, Any]:
+        self.fleet.tags.attach(self._tag_pairs(params))
+        return {}
+
+    def detach_tags(self, params: Mapping[str, str]) -> dict[str, Any]:
+        self.fleet.tags.detach(self._tag_pairs(params))
+        return {}
+
+    def delete_tags(self, params: Mapping[str, str]) -> dict[str, Any]:
+        ids = p.indexed(params, "tags")
+        if not ids:
+            raise invalid("parameter [tags] should not be empty")
+        return {"tags": self.fleet.tags.delete(ids)}
 
     def describe_keypairs(self, params: Mapping[str, str]) -> dict[str, Any]:
         method = params.get("encrypt_method", "")

@@ -46,8 +46,6 @@ def simulator_clouds(sim: Simulator) -> dict[str, Cloud]:
             "pitrix-metadata",
             "i-nevrwas0",
             {"secret_access_key": "x" * 40},
-            # The simulator's QingCloud API answers "tags": [] and the provider sends none yet.
-            keeps_tags=False,
         ),
         "openstack": Cloud(
             "openstack", openstack_runtime, "pitrix-metadata", "i-nevrwas0", {"password": "wrong"}

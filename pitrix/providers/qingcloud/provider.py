@@ -47,11 +47,12 @@ def to_instance(item: Mapping[str, Any]) -> Instance:
     private_ip = ""
     if vxnets and isinstance(vxnets[0], Mapping):
         private_ip = str(vxnets[0].get("private_ip") or "")
-    tags = {
-        str(tag.get("tag_key") or tag.get("tag_name")): str(tag.get("tag_value", ""))
+    # QingCloud tags are names; pitrix's key/value tags travel as "key=value" names.
+    tags = dict(
+        str(tag["tag_name"]).partition("=")[::2]
         for tag in item.get("tags") or []
-        if isinstance(tag, Mapping) and (tag.get("tag_key") or tag.get("tag_name"))
-    }
+        if isinstance(tag, Mapping) and "=" in str(tag.get("tag_name", ""))
+    )
     return Instance(
         instance_id=str(item["instance_id"]),
         name=str(item.get("instance_name", "")),
@@ -113,6 +114,8 @@ class QingCloudProvider:
         self.job_timeout = job_timeout
         self._client = QingCloudClient(endpoint, zone, access_key_id, secret_access_key, timeout=timeout)
         self._log = get_logger("pitrix.providers.qingcloud", zone=zone)
+        self._tag_ids: dict[str, str] = {}
+        self._tag_lock = asyncio.Lock()
 
     @classmethod
     def from_runtime(cls, runtime: Mapping[str, Any]) -> QingCloudProvider:
@@ -177,7 +180,31 @@ class QingCloudProvider:
         if len(ids) != 1:
             raise ProviderError(f"qingcloud RunInstances {spec.name}: expected one instance, got {ids!r}")
         self._log.info("qingcloud.run", instance_id=ids[0], name=spec.name, job_id=reply.get("job_id"))
+        if spec.tags:
+            await self._attach_tags(str(ids[0]), spec.tags)
         return Instance(instance_id=str(ids[0]), name=spec.name, status="pending", tags=dict(spec.tags))
+
+    async def _tag_id(self, name: str) -> str:
+        """The id of the tag named ``name``, created once (under a lock, so never twice from here)."""
+        async with self._tag_lock:
+            if name not in self._tag_ids:
+                reply = await self._client.call("DescribeTags", {"search_word": name, "limit": 100})
+                found = [t for t in reply.get("tag_set") or [] if t.get("tag_name") == name]
+                if found:
+                    self._tag_ids[name] = str(found[0]["tag_id"])
+                else:
+                    created = await self._client.call("CreateTag", {"tag_name": name}, idempotent=False)
+                    self._tag_ids[name] = str(created["tag_id"])
+            return self._tag_ids[name]
+
+    async def _attach_tags(self, instance_id: str, tags: Mapping[str, str]) -> None:
+        """Label a new instance; its name stays the lookup key, tags serve leak detection."""
+        params: dict[str, object] = {}
+        for n, (key, value) in enumerate(sorted(tags.items()), start=1):
+            params[f"resource_tag_pairs.{n}.tag_id"] = await self._tag_id(f"{key}={value}")
+            params[f"resource_tag_pairs.{n}.resource_type"] = "instance"
+            params[f"resource_tag_pairs.{n}.resource_id"] = instance_id
+        await self._client.call("AttachTags", params)
 
     async def _describe(
         self,
