@@ -241,6 +241,13 @@ class ClusterOperations:
         env = self._env()
         if env:
             data["env"] = env
+        health = {
+            role.name: {"cmd": check.cmd, "interval": str(check.interval), "timeout": str(check.timeout)}
+            for role in self.cluster.app.roles
+            if (check := role.health_check) is not None
+        }
+        if health:  # the agent's /self/health once metad projects it; agent.toml carries it until then
+            data["health"] = health
         if self.cluster.app.endpoints:
             data["endpoints"] = {
                 name: {"port": str(e.port), "protocol": e.protocol}

@@ -9,6 +9,7 @@ import aiohttp
 import pytest
 from conftest import Cloud, demo_app
 
+from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.machine import LifecycleError
 from pitrix.runtime.records import Cluster
 from pitrix.runtime.service import RuntimeService
@@ -45,6 +46,29 @@ async def lb_ip(service: RuntimeService, cid: str) -> str:
     return next(n.ip for n in await service.nodes(cid) if n.role == "lb")
 
 
+async def health_reported(service: RuntimeService, cid: str) -> None:
+    """The role's health check is published and every web node's agent runs it and says ok."""
+    cluster = await service.get_cluster(cid)
+    record = await service.metadata.get(cluster.owner, cluster.runtime)
+    assert record is not None
+    client = service.metadata.client(record)
+    published = await client.get_data(f"/clusters/{cid}/health/web")
+    assert published == {
+        "cmd": "opt/demo/bin/demo check-web etc/demo/web.conf",
+        "interval": "1",
+        "timeout": "10",
+    }
+    webs = [n.instance_id for n in await service.nodes(cid) if n.role == "web"]
+    agents = AgentStatus(client, cid)
+    await agents.start()
+    try:
+        await agents.wait_for(
+            lambda view: all((view.get(i, {}).get("health") or {}).get("ok") is True for i in webs), 60
+        )
+    finally:
+        await agents.close()
+
+
 def step_times(steps: list[Any]) -> dict[str, tuple[float, float]]:
     return {s.name: (s.started, s.finished or s.started) for s in steps}
 
@@ -55,9 +79,11 @@ async def test_stop_then_start_brings_the_app_back(cloud: Cloud) -> None:
     # web stops after the lb (reverse of start's order), so the lb never sends to a stopped node
     for role in app["roles"]:
         role["services"]["stop"]["order"] = role["services"]["start"]["order"]
+    app["roles"][0]["health_check"] = {"cmd": "opt/demo/bin/demo check-web etc/demo/web.conf", "interval": 1}
     cluster, _ = await service.create_cluster(owner="o1", runtime="sim", app=app, counts={"web": 2, "lb": 1})
     cid = cluster.id
     await expect(service, cid, "active")
+    await health_reported(service, cid)
     assert set(await through_lb(cloud.http, await lb_ip(service, cid))) == {"web-1", "web-2"}
 
     with pytest.raises(LifecycleError, match="cannot start a cluster that is active"):
