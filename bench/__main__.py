@@ -23,6 +23,7 @@ REPORT = Path(__file__).resolve().parents[1] / "docs" / "benchmarks.md"
 # The order of the report; benchmarks found besides these follow in name order.
 FIRST = ["propagation", "orchestration"]
 FAILED = "**failed**: "
+LOG_LINE = re.compile(r"^\d{4}-\d\d-\d\d[ T]\d\d:\d\d:\d\d\S* +\[")
 SECTION = re.compile(r"<!-- bench:(\S+) -->\n.*?<!-- /bench:\1 -->\n", re.S)
 
 
@@ -72,7 +73,9 @@ async def run_script(name: str, module: Any, quick: bool) -> str:
         *argv, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE, cwd=REPORT.parents[1]
     )
     out, err = await proc.communicate()
-    text = out.decode(errors="replace").rstrip()  # the figures; its log (stderr) only on a failure
+    # The figures; log lines a script prints among them (and its stderr) stay out, but for a failure.
+    lines = out.decode(errors="replace").rstrip().splitlines()
+    text = "\n".join(line for line in lines if not LOG_LINE.match(line))
     if proc.returncode:
         tail = "\n".join(err.decode(errors="replace").splitlines()[-10:])
         text += f"\n(exit status {proc.returncode})\n{tail}"
