@@ -108,8 +108,7 @@ async def run_one(name: str, module: Any, quick: bool) -> str:
     return f"<!-- bench:{name} -->\n## {title}\n\n{intro}\n\n{body}\n<!-- /bench:{name} -->\n"
 
 
-def header(quick: bool) -> str:
-    m = machine.describe()
+def header(quick: bool, m: dict[str, str]) -> str:
     return (
         "# pitrix benchmarks\n\n"
         "Written by `make bench` (`python -m bench`); do not edit by hand. Figures in milliseconds,\n"
@@ -122,7 +121,7 @@ def header(quick: bool) -> str:
     )
 
 
-def write_report(sections: dict[str, str], quick: bool) -> None:
+def write_report(sections: dict[str, str], quick: bool, m: dict[str, str]) -> None:
     """Replace the sections that ran, keep the others from the last run."""
     kept: dict[str, str] = {}
     if REPORT.exists():
@@ -138,7 +137,7 @@ def write_report(sections: dict[str, str], quick: bool) -> None:
         kept[name] = section
     order = list(discover())
     body = "\n".join(kept[n] for n in sorted(kept, key=lambda n: order.index(n) if n in order else 99))
-    REPORT.write_text(header(quick) + body)
+    REPORT.write_text(header(quick, m) + body)
 
 
 async def main_async(names: list[str], quick: bool, write: bool) -> int:
@@ -148,10 +147,11 @@ async def main_async(names: list[str], quick: bool, write: bool) -> int:
         print(f"unknown benchmark(s): {', '.join(unknown)}; known: {', '.join(benches)}", file=sys.stderr)
         return 2
     sections = {}
+    began = machine.describe()  # the load average before our own work adds to it
     for name in names or list(benches):
         sections[name] = await run_one(name, benches[name], quick)
     if write:
-        write_report(sections, quick)
+        write_report(sections, quick, began)
         print(f"report written to {REPORT}")
     return 0
 
