@@ -114,14 +114,15 @@ class RuntimeService:
 
     async def _consider(self, cid: str) -> None:
         """Drive ``cid`` here if this replica owns it (claiming it when nobody does), else let go."""
+        busy = self._tasks.get(cid)
+        if busy is not None and not busy.done():
+            await self._notify()
+            return  # our own job is running it; its end decides what follows
         try:
-            cluster = await self.get_cluster(cid)
+            cluster = await self.get_cluster(cid)  # read after the check: a job ending now is seen
         except NotFound:
             return
         await self._notify()  # waiters here learn of changes made by other replicas too
-        busy = self._tasks.get(cid)
-        if busy is not None and not busy.done():
-            return  # our own job is running it; its end decides what follows
         if cluster.state == "deleted":
             await self.ownership.release(cid)
             return
@@ -452,7 +453,10 @@ class RuntimeService:
 
     async def _run_job(self, cid: str) -> None:
         cluster = await self.get_cluster(cid)
-        assert cluster.job_id is not None
+        if cluster.state not in TRANSITIONAL or cluster.job_id is None:
+            # A late event asked for a job that has already ended: nothing to run.
+            self._sync_model(cluster)
+            return
         job = await self.get_job(cid, cluster.job_id)
         log = get_logger("pitrix.supervisor", cluster_id=cid, job_id=job.id, action=job.action)
         journal = Journal(self.store, cid, job.id)
@@ -511,6 +515,15 @@ class RuntimeService:
         async with lock:
             cluster = await self.get_cluster(cid)
             model = self._model(cid)
+            if cluster.state not in TRANSITIONAL or cluster.job_id != job.id:
+                # Another run of this job (or a newer job) already recorded its end.
+                get_logger("pitrix.supervisor", cluster_id=cid, job_id=job.id).warning(
+                    "job already ended", state=cluster.state, current_job=cluster.job_id
+                )
+                self._sync_model(cluster)
+                return
+            if model.state != cluster.state:
+                self._sync_model(cluster)
             env = cluster.env
             halted = cluster.recovery_halted
             if error is None:
