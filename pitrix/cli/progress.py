@@ -8,7 +8,6 @@ from typing import Any
 
 from pitrix.cli.client import ApiClient, ApiError
 
-TRANSITIONAL = {"creating", "scaling_out", "scaling_in", "deleting"}
 StepCallback = Callable[[dict[str, Any]], None]
 
 
@@ -38,7 +37,10 @@ async def follow(
                 reported.add(step["name"])
                 if on_step:
                     on_step(step)
-        if view["state"] not in TRANSITIONAL:
+        # The job's own status says when it ended (whatever state the action leads through); a newer
+        # job on the cluster means ours ended before it could be seen.
+        job = view.get("job") or {}
+        if job.get("id") != job_id or job.get("status") != "running":
             return view
 
 

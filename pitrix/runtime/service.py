@@ -14,6 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+import aiohttp
+
 from pitrix.logs import get_logger
 from pitrix.providers.base import Provider, ProviderError
 from pitrix.providers.registry import load_provider
@@ -341,11 +343,18 @@ class RuntimeService:
         members = {n.node_id: n for n in await self.nodes(cid)}
         if nodes is None:
             record = await self.metadata.get(cluster.owner, cluster.runtime)
-            if record is None:
+            if record is None or record.status != "ready" or not record.ip:
                 raise InvalidRequest(
-                    "nodes: the cluster has no metadata service to tell which nodes are silent"
+                    "nodes: the cluster has no running metadata service to tell which nodes are silent; "
+                    "name the nodes to replace"
                 )
-            status = await self.metadata.client(record).get_data(f"/_pitrix/status/{cid}") or {}
+            try:
+                status = await self.metadata.client(record).get_data(f"/_pitrix/status/{cid}") or {}
+            except (aiohttp.ClientError, OSError, TimeoutError) as exc:
+                raise InvalidRequest(
+                    f"nodes: the metadata service at {record.ip} cannot say which nodes are silent ({exc}); "
+                    "name the nodes to replace"
+                ) from None
             nodes = [
                 n.node_id
                 for n in members.values()

@@ -26,7 +26,6 @@ from pitrix.runtime.service import RuntimeService
 
 ADMIN = "conformance-admin-token-0123"
 BIN = Path(sys.executable).parent
-KNOWN_BROKEN = ["recover"]
 
 
 @pytest.fixture
@@ -78,9 +77,6 @@ async def test_schemathesis_finds_no_server_error_and_nothing_outside_the_schema
     created = await seed(pitrixd)
     # An action the runtime does not have yet answers 501 by design; leave it out until it exists.
     missing = [action for action, method in ACTIONS.items() if not hasattr(RuntimeService, method)]
-    # recover answers 500 while the cluster's metadata service has no IP yet (the runtime builds
-    # "http://:9611"): reported to the runtime's owner; leave it out until that is fixed.
-    missing += [a for a in KNOWN_BROKEN if a not in missing]
     excluded = "|".join(["wait", "events", *missing])
     config = tmp_path / "schemathesis.toml"
     config.write_text(
