@@ -182,11 +182,38 @@ async def _cluster(request: web.Request) -> Cluster:
     return await request.app[SERVICE].get_cluster(request.match_info["cid"], identity_of(request).scope)
 
 
+def node_view(node: dict[str, Any], reports: dict[str, dict[str, Any]] | None) -> dict[str, Any]:
+    """A node with what its agent reports: alive (heartbeat), health, applied revision, results.
+
+    ``agent`` is null when the metadata service could not be asked, so "unknown" never reads as "down".
+    """
+    if reports is None:
+        return {**node, "agent": None}
+    report = reports.get(node["instance_id"], {}) if node["instance_id"] else {}
+    health = report.get("health") if isinstance(report.get("health"), dict) else None
+    applied = report.get("applied") if isinstance(report.get("applied"), dict) else None
+    resources = (applied or {}).get("resources")
+    return {
+        **node,
+        "agent": {
+            "reporting": "heartbeat" in report,
+            "health": {"ok": bool(health.get("ok")), "error": health.get("error")} if health else None,
+            "applied_revision": int(applied["revision"]) if applied and "revision" in applied else None,
+            "resources_ok": (
+                all(isinstance(r, dict) and r.get("ok") for r in resources.values())
+                if isinstance(resources, dict)
+                else None
+            ),
+        },
+    }
+
+
 async def show_cluster(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     cluster = await _cluster(request)
     data = cluster_view(cluster)
-    data["nodes"] = [n.model_dump(mode="json") for n in await service.nodes(cluster.id)]
+    reports = await service.agent_reports(cluster)
+    data["nodes"] = [node_view(n.model_dump(mode="json"), reports) for n in await service.nodes(cluster.id)]
     if cluster.job_id:
         job = await service.get_job(cluster.id, cluster.job_id)
         data["job"] = _job_view(job)

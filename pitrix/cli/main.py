@@ -38,6 +38,21 @@ def _clusters_table(data: dict[str, Any]) -> str:
     return "\n".join(rows)
 
 
+def _agent(node: dict[str, Any]) -> str:
+    """The agent's report in a few words: alive or silent, health, applied revision."""
+    agent = node.get("agent")
+    if agent is None:
+        return "agent: unknown"
+    words = ["alive" if agent["reporting"] else "silent"]
+    if agent.get("health"):
+        words.append("healthy" if agent["health"]["ok"] else f"unhealthy ({agent['health'].get('error')})")
+    if agent.get("applied_revision") is not None:
+        words.append(
+            f"applied r{agent['applied_revision']}" + ("" if agent.get("resources_ok") else " with errors")
+        )
+    return ", ".join(words)
+
+
 def _cluster_table(c: dict[str, Any]) -> str:
     lines = [
         f"cluster {c['id']} ({c['name']}, app {c['app']['name']} {c['app']['version']})",
@@ -46,7 +61,9 @@ def _cluster_table(c: dict[str, Any]) -> str:
         "  nodes:",
     ]
     for n in c.get("nodes", []):
-        lines.append(f"    {n['node_id']:<10} {n['instance_id']:<14} {n['ip']:<16} {n['status']}")
+        lines.append(
+            f"    {n['node_id']:<10} {n['instance_id']:<14} {n['ip']:<16} {n['status']:<11} {_agent(n)}"
+        )
     job = c.get("job")
     if job:
         lines.append(f"  last job: {job['id']} {job['action']} {job['status']}")

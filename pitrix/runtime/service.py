@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -17,6 +18,7 @@ from typing import Any
 import aiohttp
 
 from pitrix.logs import get_logger
+from pitrix.metad.client import MetadClientError
 from pitrix.providers.base import Provider, ProviderError
 from pitrix.providers.registry import load_provider
 from pitrix.runtime.agents import AgentStatus
@@ -44,6 +46,16 @@ from pitrix.runtime.recovery import RecoveryPolicy, watch_for_dead_nodes
 from pitrix.runtime.spec import SpecError, parse_spec
 from pitrix.store import Store
 from pitrix.store.types import Compare, Op
+
+REPORT_TIMEOUT = 5.0
+
+
+def _decoded(value: Any) -> Any:
+    """metad keeps agents' reports as JSON text; the answer carries them as strings."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return json.loads(value)
+    return value
 
 
 class NotFound(LookupError):
@@ -209,6 +221,24 @@ class RuntimeService:
     async def nodes(self, cid: str) -> list[Node]:
         kvs, _ = await self.store.get_prefix(cluster_data_prefix(cid) + "nodes/")
         return sorted((Node.model_validate_json(kv.value) for kv in kvs), key=lambda n: (n.role, n.index))
+
+    async def agent_reports(self, cluster: Cluster) -> dict[str, dict[str, Any]] | None:
+        """What each node's agent last reported through metad, by instance id (heartbeat, health,
+        applied revision and results); None when the metadata service cannot be asked right now."""
+        record = await self.metadata.get(cluster.owner, cluster.runtime)
+        if record is None or record.status != "ready" or not record.ip:
+            return None
+        try:
+            tree = await asyncio.wait_for(
+                self.metadata.client(record).get_data(f"/_pitrix/status/{cluster.id}"), REPORT_TIMEOUT
+            )
+        except (aiohttp.ClientError, OSError, TimeoutError, MetadClientError):
+            return None
+        reports: dict[str, dict[str, Any]] = {}
+        for iid, entries in (tree or {}).items():
+            if isinstance(entries, dict):
+                reports[iid] = {key: _decoded(value) for key, value in entries.items()}
+        return reports
 
     async def get_job(self, cid: str, job_id: str) -> Job:
         kv = await self.store.get(job_key(cid, job_id))

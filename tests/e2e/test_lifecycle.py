@@ -7,8 +7,9 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import Cloud, demo_app
+from e2e_cloud import Cloud, demo_app
 
+from pitrix.api.app import node_view
 from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.machine import LifecycleError
 from pitrix.runtime.records import Cluster
@@ -73,6 +74,24 @@ def step_times(steps: list[Any]) -> dict[str, tuple[float, float]]:
     return {s.name: (s.started, s.finished or s.started) for s in steps}
 
 
+async def agents_in_view(service: RuntimeService, cid: str) -> None:
+    """The cluster view shows each node's agent: alive, web nodes healthy, config applied without error."""
+    cluster = await service.get_cluster(cid)
+    reports = await service.agent_reports(cluster)
+    assert reports is not None
+    views = {
+        n.node_id: node_view(n.model_dump(mode="json"), reports)["agent"] for n in await service.nodes(cid)
+    }
+    assert set(views) == {"web-1", "web-2", "lb-1"}
+    for node_id, agent in views.items():
+        assert agent["reporting"] is True, (node_id, agent)
+        assert agent["applied_revision"] and agent["applied_revision"] > 0, (node_id, agent)
+        assert agent["resources_ok"] is True, (node_id, agent)
+    assert views["web-1"]["health"] == {"ok": True, "error": None}
+    assert views["lb-1"]["health"] is None  # the lb role has no health check
+    assert node_view({"instance_id": "i-x"}, None)["agent"] is None  # metad unreachable: unknown, not down
+
+
 async def test_stop_then_start_brings_the_app_back(cloud: Cloud) -> None:
     service = cloud.service
     app = demo_app()
@@ -85,6 +104,7 @@ async def test_stop_then_start_brings_the_app_back(cloud: Cloud) -> None:
     await expect(service, cid, "active")
     await health_reported(service, cid)
     assert set(await through_lb(cloud.http, await lb_ip(service, cid))) == {"web-1", "web-2"}
+    await agents_in_view(service, cid)
 
     with pytest.raises(LifecycleError, match="cannot start a cluster that is active"):
         await service.start_cluster(cid)

@@ -8,7 +8,7 @@ through the watch stream.
 from __future__ import annotations
 
 import pytest
-from conftest import Cloud, demo_app
+from e2e_cloud import Cloud, demo_app
 from test_lifecycle import expect, lb_ip, through_lb
 
 from pitrix.runtime.records import Cluster

@@ -11,7 +11,7 @@ from typing import Any
 
 import aiohttp
 import pytest
-from conftest import Cloud, demo_app
+from e2e_cloud import Cloud, demo_app
 from test_lifecycle import expect
 
 from pitrix.runtime.machine import LifecycleError
