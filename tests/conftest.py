@@ -13,8 +13,11 @@ from pathlib import Path
 
 import pytest
 
+from pitrix.providers.qingcloud import QingCloudProvider
 from pitrix.store import Store, StoreError
 from pitrix.store.embedded import EmbeddedEtcd
+from simulator.cloud import Simulator
+from simulator.testing import Beacon, random_network
 
 
 @pytest.fixture(scope="session")
@@ -40,3 +43,34 @@ async def store(etcd_url: str) -> AsyncIterator[Store]:
         with contextlib.suppress(StoreError):
             await s.delete_prefix("")
         await s.close()
+
+
+@pytest.fixture
+async def sim(tmp_path: Path) -> AsyncIterator[Simulator]:
+    """A fresh simulator per test: its own state dir and its own /24 of loopback."""
+    simulator = Simulator(tmp_path / "sim", network=random_network())
+    await simulator.start()
+    try:
+        yield simulator
+    finally:
+        await simulator.stop()
+
+
+@pytest.fixture
+async def provider(sim: Simulator) -> AsyncIterator[QingCloudProvider]:
+    """The QingCloud provider on ``sim``."""
+    client = QingCloudProvider.from_runtime(sim.runtime())
+    try:
+        yield client
+    finally:
+        await client.close()
+
+
+@pytest.fixture
+async def beacon() -> AsyncIterator[Beacon]:
+    """A listener VM daemons report to, so tests wait on their reports instead of polling."""
+    listener = await Beacon().start()
+    try:
+        yield listener
+    finally:
+        await listener.stop()
