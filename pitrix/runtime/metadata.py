@@ -17,6 +17,7 @@ import aiohttp
 from pitrix.logs import get_logger
 from pitrix.metad.client import MetadManagementClient
 from pitrix.providers.base import InstanceSpec, Provider
+from pitrix.runtime.booting import wait_booted
 from pitrix.runtime.records import Cluster, MetadataCluster, metadata_key
 from pitrix.runtime.userdata import metad_userdata
 from pitrix.store import Store
@@ -75,7 +76,7 @@ class MetadataClusters:
             )
             instance = (await provider.run_instances([spec]))[0]
         started = time.monotonic()
-        (instance,) = await provider.wait_running([instance.instance_id], timeout=timeout)
+        (instance,) = await wait_booted(provider, [instance.instance_id], timeout)
         record = record.model_copy(update={"instance_id": instance.instance_id, "ip": instance.private_ip})
         await self.store.put(key, record.dump())
         await self._wait_healthy(record, timeout - (time.monotonic() - started))

@@ -15,6 +15,7 @@ from pitrix.logs import get_logger
 from pitrix.metad.client import MetadManagementClient
 from pitrix.providers.base import InstanceSpec, Provider
 from pitrix.runtime.agents import AgentStatus
+from pitrix.runtime.booting import wait_booted
 from pitrix.runtime.records import Cluster, Job, MetadataCluster, Node, cluster_data_prefix, node_key
 from pitrix.runtime.spec import Service
 from pitrix.runtime.userdata import agent_userdata
@@ -143,7 +144,7 @@ class ClusterOperations:
         missing = [n.node_id for n in nodes if not n.instance_id]
         if missing:
             raise OperationError(f"nodes {', '.join(missing)} have no instance")
-        instances = await self.provider.wait_running([n.instance_id for n in nodes], timeout=BOOT_TIMEOUT)
+        instances = await wait_booted(self.provider, [n.instance_id for n in nodes], BOOT_TIMEOUT)
         by_id = {i.instance_id: i for i in instances}
         for node in nodes:
             ip = by_id[node.instance_id].private_ip
