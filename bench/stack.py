@@ -16,6 +16,7 @@ import aiohttp
 
 from bench import procs
 from pitrix.cli.client import ApiClient, ApiError
+from pitrix.cli.demo import sim_runtime
 
 # Boot delay 0 (the simulator has none) and service commands that do nothing: what is left is pitrix.
 TRIVIAL_APP: dict[str, Any] = {
@@ -99,18 +100,7 @@ class Stack:
 
     async def register_runtime(self, api: ApiClient) -> None:
         assert self.sim is not None
-        sim = self.sim.ready
-        await api.post(
-            "/v1/runtimes",
-            {
-                "name": "sim",
-                "provider": "qingcloud",
-                "endpoint": sim["url"],
-                "zone": sim["zone"],
-                "access_key_id": sim["access_key_id"],
-                "secret_access_key": sim["secret_access_key"],
-            },
-        )
+        await api.post("/v1/runtimes", sim_runtime(self.sim.ready))
 
     async def ledger(self) -> list[dict[str, Any]]:
         async with (

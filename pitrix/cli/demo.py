@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import yaml
 
 from pitrix.cli.client import ApiClient
 from pitrix.cli.progress import follow, step_line
@@ -61,6 +62,18 @@ class Child:
     process: asyncio.subprocess.Process
     ready: dict[str, Any]
     log: Path
+
+
+def sim_runtime(ready: dict[str, Any], name: str = "sim") -> dict[str, Any]:
+    """The runtime definition of a simulator, from the ready line pitrix-sim printed."""
+    return {
+        "name": name,
+        "provider": "qingcloud",
+        "endpoint": ready["url"],
+        "zone": ready["zone"],
+        "access_key_id": ready["access_key_id"],
+        "secret_access_key": ready["secret_access_key"],
+    }
 
 
 def _bin(name: str) -> str:
@@ -247,19 +260,7 @@ class Demo:
             ApiClient(self.pitrixd.ready["url"], self.token) as api,
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http,
         ):
-            await api.post(
-                "/v1/runtimes",
-                {
-                    "name": "sim",
-                    "provider": "qingcloud",
-                    "endpoint": sim["url"],
-                    "zone": sim["zone"],
-                    "access_key_id": sim["access_key_id"],
-                    "secret_access_key": sim["secret_access_key"],
-                },
-            )
-            import yaml
-
+            await api.post("/v1/runtimes", sim_runtime(sim))
             spec = yaml.safe_load(APP_SPEC.read_text())
             created = await api.post("/v1/clusters", {"runtime": "sim", "app": spec, "name": "demo"})
             cid = created["cluster"]["id"]

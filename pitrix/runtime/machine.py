@@ -8,25 +8,14 @@ new trigger arriving during a callback would cut that work short.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, get_args
 
 from transitions import Machine, MachineError
 
-STATES = [
-    "pending",
-    "creating",
-    "active",
-    "stopping",
-    "stopped",
-    "starting",
-    "scaling_out",
-    "scaling_in",
-    "updating",
-    "recovering",
-    "deleting",
-    "deleted",
-    "failed",
-]
+from pitrix.runtime.records import State
+
+# Every state a cluster record can hold (records.State) is a state of the machine.
+STATES: list[str] = list(get_args(State))
 
 # States whose entry starts a plan; the plan's end fires `finish` (or `fail`).
 TRANSITIONAL = [

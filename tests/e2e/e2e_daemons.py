@@ -20,7 +20,7 @@ from typing import Any
 import aiohttp
 
 from pitrix.cli.client import ApiClient
-from pitrix.cli.demo import Child, _bin, start_child, stop_child
+from pitrix.cli.demo import Child, _bin, sim_runtime, start_child, stop_child
 from pitrix.store import Store
 
 APP = Path(__file__).resolve().parents[2] / "examples" / "demo" / "app.yaml"
@@ -153,15 +153,7 @@ def live(entries: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def runtime_definition(sim: Child, name: str = "sim") -> dict[str, Any]:
     """The runtime of a simulator, from its ready line."""
-    ready = sim.ready
-    return {
-        "name": name,
-        "provider": "qingcloud",
-        "endpoint": ready["url"],
-        "zone": ready["zone"],
-        "access_key_id": ready["access_key_id"],
-        "secret_access_key": ready["secret_access_key"],
-    }
+    return sim_runtime(sim.ready, name)
 
 
 async def add_runtime(api: ApiClient, sim: Child) -> None:
