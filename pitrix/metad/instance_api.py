@@ -16,6 +16,7 @@ from aiohttp import web
 from pitrix import pki
 from pitrix.logs import get_logger
 from pitrix.metad import render, selfview, status
+from pitrix.metad.health import MIRROR_KEY, healthz
 from pitrix.metad.identity import Caller, Identity, Refused, SourceIPIdentity
 from pitrix.metad.leases import HeartbeatLeases
 from pitrix.metad.mirror import Mirror
@@ -26,7 +27,6 @@ from pitrix.store import Store, StoreError
 VERSION_HEADER = "X-Metad-Version"
 MAX_BODY = 256 * 1024
 
-MIRROR_KEY = web.AppKey("mirror", Mirror)
 STORE_KEY = web.AppKey("store", Store)
 LEASES_KEY = web.AppKey("leases", HeartbeatLeases)
 WAIT_TIMEOUT_KEY = web.AppKey("wait_timeout", float)
@@ -60,18 +60,6 @@ async def refuse_strangers(request: web.Request, handler: Any) -> web.StreamResp
 
 def _flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "").lower() in ("true", "1", "yes")
-
-
-async def healthz(request: web.Request) -> web.Response:
-    mirror = request.app[MIRROR_KEY]
-    ok = mirror.healthy
-    body = {
-        "ok": ok,
-        "revision": mirror.revision,
-        "waiters": len(mirror.waiters),
-        "instances": len(mirror.mappings),
-    }
-    return web.json_response(body, status=200 if ok else 503)
 
 
 async def read(request: web.Request) -> web.StreamResponse:

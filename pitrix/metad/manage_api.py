@@ -18,6 +18,7 @@ from aiohttp import web
 from pitrix import pki
 from pitrix.logs import get_logger
 from pitrix.metad import data
+from pitrix.metad.health import MIRROR_KEY, healthz
 from pitrix.metad.identity import (
     REVOKED_INSTANCES_ROOT,
     REVOKED_ROOT,
@@ -30,7 +31,6 @@ from pitrix.metad.selfview import MAPPING_ROOT
 from pitrix.metad.tree import join_path, split_path
 from pitrix.store import KV, Compare, Op, Store, StoreError, WatchBatch
 
-MIRROR_KEY = web.AppKey("mirror", Mirror)
 STORE_KEY = web.AppKey("store", Store)
 KEEPALIVE_KEY = web.AppKey("keepalive", float)
 CLOSING_KEY = web.AppKey("closing", asyncio.Event)
@@ -64,18 +64,6 @@ async def _body(request: web.Request) -> Any:
         return json.loads(raw)
     except ValueError as exc:
         raise data.BadDocument("body", f"is not valid JSON ({exc})") from exc
-
-
-async def healthz(request: web.Request) -> web.Response:
-    mirror = request.app[MIRROR_KEY]
-    ok = mirror.healthy
-    body = {
-        "ok": ok,
-        "revision": mirror.revision,
-        "waiters": len(mirror.waiters),
-        "instances": len(mirror.mappings),
-    }
-    return web.json_response(body, status=200 if ok else 503)
 
 
 async def _commit(request: web.Request, ops: list[Op]) -> web.Response:
