@@ -44,4 +44,4 @@ def configure(level: str = "info", *, json: bool | None = None, stream: Any = No
 
 def get_logger(name: str, **context: Any) -> structlog.typing.FilteringBoundLogger:
     """A logger bound to ``name`` and any extra context."""
-    return structlog.get_logger(name).bind(**context)  # type: ignore[no-any-return]
+    return structlog.get_logger(name).bind(**context)

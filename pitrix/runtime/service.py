@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -486,9 +487,11 @@ class RuntimeService:
             return
         task = asyncio.create_task(self._run_job(cid), name=f"supervisor-{cid}")
         self._tasks[cid] = task
-        task.add_done_callback(
-            lambda t, cid=cid: self._tasks.pop(cid, None) if self._tasks.get(cid) is t else None
-        )
+        task.add_done_callback(functools.partial(self._supervisor_ended, cid))
+
+    def _supervisor_ended(self, cid: str, task: asyncio.Task[None]) -> None:
+        if self._tasks.get(cid) is task:
+            del self._tasks[cid]
 
     async def _run_job(self, cid: str) -> None:
         cluster = await self.get_cluster(cid)
@@ -611,7 +614,7 @@ class RuntimeService:
             return
         task = asyncio.create_task(self._watch_nodes(cluster), name=f"recovery-{cluster.id}")
         self._monitors[cluster.id] = task
-        task.add_done_callback(lambda t, cid=cluster.id: self._monitor_ended(cid, t))
+        task.add_done_callback(functools.partial(self._monitor_ended, cluster.id))
 
     def _monitor_ended(self, cid: str, task: asyncio.Task[None]) -> None:
         if self._monitors.get(cid) is task:
