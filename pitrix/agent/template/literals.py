@@ -118,6 +118,20 @@ def _underscore_ok(s: str) -> bool:
     return saw != "_"
 
 
+def _unsigned(body: str) -> int | None:
+    """Digits as Go's strconv reads them with base 0: 0x/0o/0b prefixes, a leading 0 for octal."""
+    try:
+        if len(body) > 1 and body[0] == "0" and body[1] in "0123456789":
+            return int(body, 8)
+        if len(body) > 1 and body[0] == "0" and body[1] in "xXoObB":
+            return int(body, 0)
+        if body.isdigit() and body.isascii():
+            return int(body, 10)
+    except ValueError:
+        return None
+    return None
+
+
 def parse_int(text: str) -> int | None:
     """``strconv.ParseInt(text, 0, 64)``; ``None`` when Go would reject it (syntax or range)."""
     if "_" in text and not _underscore_ok(text):
@@ -127,16 +141,8 @@ def parse_int(text: str) -> int | None:
     body = body.replace("_", "")
     if not body:
         return None
-    try:
-        if len(body) > 1 and body[0] == "0" and body[1] in "0123456789":
-            value = int(body, 8)
-        elif len(body) > 1 and body[0] == "0" and body[1] in "xXoObB":
-            value = int(body, 0)
-        elif body.isdigit() and body.isascii():
-            value = int(body, 10)
-        else:
-            return None
-    except ValueError:
+    value = _unsigned(body)
+    if value is None:
         return None
     value *= sign
     if not -(2**63) <= value < 2**63:
@@ -150,16 +156,8 @@ def parse_uint(text: str) -> int | None:
     if "_" in text and not _underscore_ok(text):
         return None
     body = text.replace("_", "")
-    try:
-        if len(body) > 1 and body[0] == "0" and body[1] in "0123456789":
-            value = int(body, 8)
-        elif len(body) > 1 and body[0] == "0" and body[1] in "xXoObB":
-            value = int(body, 0)
-        elif body.isdigit() and body.isascii():
-            value = int(body, 10)
-        else:
-            return None
-    except ValueError:
+    value = _unsigned(body)
+    if value is None:
         return None
     return value if value < 2**64 else None
 
