@@ -133,6 +133,7 @@ async def serve(
         options.recovery,
         replica=await asyncio.to_thread(replica_id, settings.state_dir, options.replica_id),
         owner_ttl=options.owner_ttl,
+        metadata_tls=settings.metadata_tls,
     )
     runner: web.AppRunner | None = None
     try:

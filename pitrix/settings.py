@@ -109,6 +109,9 @@ class Settings(BaseSettings):
 
     state_dir: Path = Field(default_factory=default_state_dir)
     log_level: str = "info"
+    # Metadata clusters made from now on speak mutual TLS (a CA of pitrixd's own, kept in etcd);
+    # false keeps them on plain HTTP with metad's legacy source-address identity.
+    metadata_tls: bool = False
     etcd: EtcdSettings = Field(default_factory=lambda: EtcdSettings())
     api: ApiSettings = Field(default_factory=lambda: ApiSettings())
 

@@ -142,6 +142,14 @@ class MetadManagementClient:
     async def delete_mapping(self, iid: str) -> int:
         return int((await self._request("DELETE", f"/v1/mapping/{quote(iid, safe='')}"))["revision"])
 
+    # -- revocation -------------------------------------------------------------------------------
+
+    async def revoke_instance(self, iid: str, reason: str = "") -> int:
+        """Refuse every certificate naming ``iid`` from now on; its held long-polls are closed."""
+        body = {"reason": reason} if reason else {}
+        path = f"/v1/revoked-instances/{quote(iid, safe='')}"
+        return int((await self._request("PUT", path, body))["revision"])
+
     # -- watch ------------------------------------------------------------------------------------
 
     async def watch(

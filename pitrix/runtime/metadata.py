@@ -1,8 +1,13 @@
 """Metadata clusters: one etcd + pitrix-metad per owner × runtime, made on first use.
 
-Created under an etcd lock so two clusters created together share one; its record in etcd is
-written before the VM is asked for, and the VM has a deterministic name, so a crash between the
-two never makes a second one. Removed when the owner's last cluster on the runtime is deleted.
+Created under an etcd lock so two clusters created together share one; its record in etcd (with
+the cluster's own TLS issuer) is written before the VM is asked for, and the VM has a deterministic
+name, so a crash between the two never makes a second one. Removed when the owner's last cluster on
+the runtime is deleted.
+
+A ready metadata cluster that does not answer its health check at once is waited for, not
+rebuilt: under load, or while its VM restarts, a missed health check says nothing about the VM.
+Only a VM the cloud no longer has is made again.
 """
 
 from __future__ import annotations
@@ -16,7 +21,8 @@ import aiohttp
 
 from pitrix.logs import get_logger
 from pitrix.metad.client import MetadManagementClient
-from pitrix.providers.base import InstanceSpec, Provider
+from pitrix.providers.base import Instance, InstanceSpec, Provider
+from pitrix.runtime.authority import Authority, issuer_from_pem, management_context
 from pitrix.runtime.booting import wait_booted
 from pitrix.runtime.records import Cluster, MetadataCluster, metadata_key
 from pitrix.runtime.userdata import metad_userdata
@@ -25,6 +31,8 @@ from pitrix.store import Store
 METADATA_IMAGE = "pitrix-metadata"
 # A crashed pitrixd holds this lock until its lease runs out: keep the wait after a restart short.
 LOCK_TTL = 5
+# How long a ready metadata cluster may miss health checks before its VM is looked at again.
+READY_PATIENCE = 60.0
 
 
 def metadata_name(owner: str, runtime: str) -> str:
@@ -34,10 +42,19 @@ def metadata_name(owner: str, runtime: str) -> str:
 
 
 class MetadataClusters:
-    def __init__(self, store: Store, provider_for: Callable[[str], Awaitable[Provider]]) -> None:
+    def __init__(
+        self, store: Store, provider_for: Callable[[str], Awaitable[Provider]], *, tls: bool = True
+    ) -> None:
         self.store = store
         self.provider_for = provider_for
+        self.tls = tls  # False: new metadata clusters speak plain HTTP with source-IP identity
         self._clients: dict[str, MetadManagementClient] = {}
+        self._authority: Authority | None = None
+
+    async def authority(self) -> Authority:
+        if self._authority is None:
+            self._authority = await Authority.load(self.store)
+        return self._authority
 
     async def get(self, owner: str, runtime: str) -> MetadataCluster | None:
         kv = await self.store.get(metadata_key(owner, runtime))
@@ -46,7 +63,7 @@ class MetadataClusters:
     async def ensure(self, owner: str, runtime: str, timeout: float = 120.0) -> MetadataCluster:
         """The owner's metadata cluster on ``runtime``, created and healthy."""
         current = await self.get(owner, runtime)
-        if current and current.status == "ready" and await self._healthy(current):
+        if current and current.status == "ready" and await self._patient(current, owner, runtime):
             return current
         async with self.store.lock(f"metadata/{owner}/{runtime}", ttl=LOCK_TTL):
             return await self._ensure_locked(owner, runtime, timeout)
@@ -54,16 +71,23 @@ class MetadataClusters:
     async def _ensure_locked(self, owner: str, runtime: str, timeout: float) -> MetadataCluster:
         log = get_logger("pitrix.metadata", owner=owner, runtime=runtime)
         key = metadata_key(owner, runtime)
-        record = await self.get(owner, runtime) or MetadataCluster(
-            owner=owner, runtime=runtime, name=metadata_name(owner, runtime)
-        )
-        if record.status == "ready" and await self._healthy(record):
+        record = await self.get(owner, runtime)
+        if record is None:
+            issuer = (await self.authority()).new_issuer(owner, runtime) if self.tls else None
+            record = MetadataCluster(
+                owner=owner,
+                runtime=runtime,
+                name=metadata_name(owner, runtime),
+                issuer_pem=issuer.to_pem().decode() if issuer else "",
+            )
+            await self.store.put(key, record.dump())
+        if record.status == "ready" and await self._patient(record, owner, runtime):
             return record
-        await self.store.put(key, record.dump())
+        if record.status != "creating":
+            record = record.model_copy(update={"status": "creating"})
+            await self.store.put(key, record.dump())
         provider = await self.provider_for(runtime)
-        found = [
-            i for i in await provider.describe_instances(name_prefix=record.name) if i.name == record.name
-        ]
+        found = await self._vms(provider, record)
         if found:
             instance = found[0]
         else:
@@ -71,7 +95,7 @@ class MetadataClusters:
             spec = InstanceSpec(
                 name=record.name,
                 image=METADATA_IMAGE,
-                userdata=metad_userdata(),
+                userdata=metad_userdata(issuer_from_pem(record.issuer_pem) if record.issuer_pem else None),
                 tags={"pitrix:owner": owner, "pitrix:role": "metadata"},
             )
             instance = (await provider.run_instances([spec]))[0]
@@ -94,9 +118,7 @@ class MetadataClusters:
             if record is None:
                 return False
             provider = await self.provider_for(runtime)
-            found = [
-                i for i in await provider.describe_instances(name_prefix=record.name) if i.name == record.name
-            ]
+            found = await self._vms(provider, record)
             if found:
                 await provider.terminate_instances([i.instance_id for i in found])
             client = self._clients.pop(record.manage_url, None)
@@ -109,7 +131,8 @@ class MetadataClusters:
     def client(self, record: MetadataCluster) -> MetadManagementClient:
         client = self._clients.get(record.manage_url)
         if client is None:
-            client = self._clients[record.manage_url] = MetadManagementClient(record.manage_url)
+            ssl = management_context(issuer_from_pem(record.issuer_pem)) if record.issuer_pem else None
+            client = self._clients[record.manage_url] = MetadManagementClient(record.manage_url, ssl=ssl)
         return client
 
     async def close(self) -> None:
@@ -123,6 +146,39 @@ class MetadataClusters:
         except (aiohttp.ClientError, OSError, TimeoutError):
             return False
         return True
+
+    @staticmethod
+    async def _vms(provider: Provider, record: MetadataCluster) -> list[Instance]:
+        """The metadata VM by its deterministic name, unless the cloud has already let it go."""
+        return [
+            i
+            for i in await provider.describe_instances(name_prefix=record.name)
+            if i.name == record.name and i.status not in ("terminated", "ceased")
+        ]
+
+    async def _patient(self, record: MetadataCluster, owner: str, runtime: str) -> bool:
+        """True if a ready record's service answers, now or within :data:`READY_PATIENCE`.
+
+        False only when it stays silent that long and its VM is gone or not running: then it is
+        provisioned again (under the lock, looked up by name first).
+        """
+        if await self._healthy(record):
+            return True
+        log = get_logger("pitrix.metadata", owner=owner, runtime=runtime)
+        log.warning("metadata service not answering; waiting for it", ip=record.ip)
+        try:
+            await self._wait_healthy(record, READY_PATIENCE)
+            return True
+        except TimeoutError:
+            pass
+        found = await self._vms(await self.provider_for(runtime), record)
+        if found and found[0].status == "running":
+            raise TimeoutError(
+                f"metadata service at {record.manage_url} has not answered for {READY_PATIENCE:.0f}s "
+                f"although its VM {found[0].instance_id} is running; see its /var/log/pitrix-metad.log"
+            )
+        log.warning("metadata VM gone; making it again", ip=record.ip, found=[i.status for i in found])
+        return False
 
     async def _wait_healthy(self, record: MetadataCluster, timeout: float) -> None:
         """metad starts a moment after the VM runs: wait for it, with a deadline and backoff."""

@@ -7,18 +7,30 @@ Instances are looked up by their deterministic names before any is created.
 
 from __future__ import annotations
 
+import hashlib
+import secrets
 import time
 from collections.abc import Iterable
 from typing import Any
 
 from pitrix.logs import get_logger
 from pitrix.metad.client import MetadManagementClient
+from pitrix.pki import Issued
 from pitrix.providers.base import InstanceSpec, Provider
 from pitrix.runtime.agents import AgentStatus
+from pitrix.runtime.authority import issuer_from_pem
 from pitrix.runtime.booting import wait_booted
-from pitrix.runtime.records import Cluster, Job, MetadataCluster, Node, cluster_data_prefix, node_key
+from pitrix.runtime.records import (
+    Cluster,
+    Job,
+    MetadataCluster,
+    Node,
+    cluster_data_prefix,
+    node_key,
+    token_key,
+)
 from pitrix.runtime.spec import Service
-from pitrix.runtime.userdata import agent_userdata
+from pitrix.runtime.userdata import agent_files, agent_userdata
 from pitrix.store import Store
 
 BOOT_TIMEOUT = 300.0
@@ -105,13 +117,14 @@ class ClusterOperations:
                 to_create.append(node)
         if not to_create:
             return f"{len(nodes)} instances already exist"
+        tokens = {node.node_id: await self.bootstrap_token(node.node_id) for node in to_create}
         specs = [
             InstanceSpec(
                 name=node.name,
                 image=self.cluster.app.role(node.role).image,
                 cpu=self.cluster.app.role(node.role).cpu,
                 memory=self.cluster.app.role(node.role).memory,
-                userdata=self._userdata(node.role),
+                userdata=agent_userdata(self.agent_files(node.role, tokens[node.node_id])),
                 tags={
                     "pitrix:cluster": self.cid,
                     "pitrix:owner": self.cluster.owner,
@@ -131,12 +144,51 @@ class ClusterOperations:
             )
         return f"created {len(to_create)} instances"
 
-    def _userdata(self, role_name: str) -> str:
+    @property
+    def tls(self) -> bool:
+        return bool(self.metadata.issuer_pem)
+
+    async def bootstrap_token(self, node_id: str) -> str:
+        """The node's one secret for fetching its first certificate, stored before any VM holds it.
+
+        One per node incarnation: a replaced node (recover) gets a new one, see forget_instances.
+        """
+        key = token_key(self.cid, node_id)
+        kv = await self.store.get(key)
+        if kv is None:
+            await self.store.create(key, secrets.token_urlsafe(32))
+            kv = await self.store.get(key)
+            if kv is None:
+                raise OperationError(f"node {node_id}: its bootstrap token vanished as it was stored")
+        return kv.value.decode()
+
+    def issue_certificate(self, node: Node) -> Issued:
+        """A client certificate for the node's instance, from its metadata cluster's issuer.
+
+        For channels that can hand it over once the cloud has named the instance (SSH); userdata
+        cannot, so the rest channel's agents fetch theirs with their bootstrap token instead.
+        """
+        if not self.tls:
+            raise OperationError("the metadata service of this cluster does not speak TLS")
+        if not node.instance_id:
+            raise OperationError(f"node {node.node_id} has no instance to certify yet")
+        issuer = issuer_from_pem(self.metadata.issuer_pem)
+        return issuer.issue_instance(node.instance_id, self.cluster.owner, self.cid)
+
+    def agent_files(
+        self, role_name: str, token: str = "", cert_pem: bytes = b"", key_pem: bytes = b""
+    ) -> dict[str, bytes]:
+        """What the node's agent is configured with: userdata writes it, or SSH pushes it."""
         check = self.cluster.app.role(role_name).health_check
-        if check is None:
-            return agent_userdata([self.metadata.instance_url])
-        return agent_userdata(
-            [self.metadata.instance_url], health_cmd=check.cmd, health_interval=check.interval
+        issuer = issuer_from_pem(self.metadata.issuer_pem) if self.tls else None
+        return agent_files(
+            [self.metadata.instance_url],
+            ca_pem=issuer.cert_pem if issuer else b"",
+            bootstrap_token=token,
+            cert_pem=cert_pem,
+            key_pem=key_pem,
+            health_cmd=check.cmd if check else "",
+            health_interval=check.interval if check else 10.0,
         )
 
     async def wait_running(self, node_ids: list[str]) -> str:
@@ -180,6 +232,7 @@ class ClusterOperations:
         if ids:
             await self.provider.terminate_instances(ids)
         for node in nodes:
+            await self.store.delete(token_key(self.cid, node.node_id))
             await self.store.delete(node_key(self.cid, node.node_id))
         return f"terminated {len(ids)} instances"
 
@@ -257,16 +310,17 @@ class ClusterOperations:
         if adding:
             data["adding-hosts"] = hosts
         for node in nodes:
-            await self.metad.put_mapping(
-                node.instance_id,
-                {
-                    "instance_id": node.instance_id,
-                    "cluster_id": self.cid,
-                    "role": node.role,
-                    "ip": node.ip,
-                    "owner": self.cluster.owner,
-                },
-            )
+            mapping = {
+                "instance_id": node.instance_id,
+                "cluster_id": self.cid,
+                "role": node.role,
+                "ip": node.ip,
+                "owner": self.cluster.owner,
+            }
+            if self.tls:
+                token = await self.bootstrap_token(node.node_id)
+                mapping["bootstrap_sha256"] = hashlib.sha256(token.encode()).hexdigest()
+            await self.metad.put_mapping(node.instance_id, mapping)
         await self.metad.put_data(f"/clusters/{self.cid}", data)
         for node in nodes:
             if node.status != "registered":
@@ -284,25 +338,26 @@ class ClusterOperations:
             await self.metad.put_data(f"/clusters/{self.cid}", {"deleting-hosts": deleting})
         return f"{len(nodes)} nodes leaving"
 
+    async def _forget_instance(self, role: str, instance_id: str, why: str) -> None:
+        """An instance leaves the metadata: its certificates first, so it can read nothing more."""
+        if self.tls:
+            await self.metad.revoke_instance(instance_id, why)
+        await self.metad.delete_data(f"/clusters/{self.cid}/hosts/{role}/{instance_id}")
+        await self.metad.delete_data(f"/clusters/{self.cid}/cmd/{instance_id}")
+        await self.metad.delete_mapping(instance_id)
+        await self.metad.delete_data(f"/_pitrix/status/{self.cid}/{instance_id}")
+
     async def unregister(self, node_ids: list[str]) -> str:
         """Remove the nodes from the metadata (hosts, commands, mappings, reported status)."""
         for node in await self.members(node_ids):
-            if not node.instance_id:
-                continue
-            await self.metad.delete_data(f"/clusters/{self.cid}/hosts/{node.role}/{node.instance_id}")
-            await self.metad.delete_data(f"/clusters/{self.cid}/cmd/{node.instance_id}")
-            await self.metad.delete_mapping(node.instance_id)
-            await self.metad.delete_data(f"/_pitrix/status/{self.cid}/{node.instance_id}")
+            if node.instance_id:
+                await self._forget_instance(node.role, node.instance_id, f"{self.job.action} {self.job.id}")
         return "unregistered"
 
     async def unregister_instances(self, old: dict[str, str]) -> str:
         """Remove replaced instances (``{node_id: instance_id}``) from the metadata."""
         for node_id, instance_id in old.items():
-            role = node_id.rsplit("-", 1)[0]
-            await self.metad.delete_data(f"/clusters/{self.cid}/hosts/{role}/{instance_id}")
-            await self.metad.delete_data(f"/clusters/{self.cid}/cmd/{instance_id}")
-            await self.metad.delete_mapping(instance_id)
-            await self.metad.delete_data(f"/_pitrix/status/{self.cid}/{instance_id}")
+            await self._forget_instance(node_id.rsplit("-", 1)[0], instance_id, f"replaced by {self.job.id}")
         return f"unregistered {', '.join(sorted(old.values()))}"
 
     async def terminate_instances(self, old: dict[str, str]) -> str:
@@ -319,6 +374,7 @@ class ClusterOperations:
         reset = []
         for node in await self.members(list(old)):
             if node.instance_id == old[node.node_id]:
+                await self.store.delete(token_key(self.cid, node.node_id))
                 await self.save(node.model_copy(update={"instance_id": "", "ip": "", "status": "planned"}))
                 reset.append(node.node_id)
         return f"reset {', '.join(reset)}" if reset else "already reset"
@@ -330,6 +386,8 @@ class ClusterOperations:
     async def unregister_cluster(self) -> str:
         for node in await self.nodes():
             if node.instance_id:
+                if self.tls:
+                    await self.metad.revoke_instance(node.instance_id, f"cluster deleted by {self.job.id}")
                 await self.metad.delete_mapping(node.instance_id)
         await self.metad.delete_data(f"/clusters/{self.cid}")
         await self.metad.delete_data(f"/_pitrix/status/{self.cid}")

@@ -126,14 +126,21 @@ class MetadataCluster(_Record):
     instance_id: str = ""
     ip: str = ""
     status: Literal["creating", "ready", "deleting"] = "creating"
+    # The cluster's own issuer (certificate then key, PEM), made before its VM: metad trusts only it.
+    # Empty on a record made before the runtime spoke TLS, which keeps talking plain HTTP.
+    issuer_pem: str = ""
+
+    @property
+    def scheme(self) -> str:
+        return "https" if self.issuer_pem else "http"
 
     @property
     def instance_url(self) -> str:
-        return f"http://{self.ip}:8080"
+        return f"{self.scheme}://{self.ip}:8080"
 
     @property
     def manage_url(self) -> str:
-        return f"http://{self.ip}:9611"
+        return f"{self.scheme}://{self.ip}:9611"
 
 
 def cluster_key(cid: str) -> str:
@@ -158,6 +165,11 @@ def runtime_key(name: str) -> str:
 
 def metadata_key(owner: str, runtime: str) -> str:
     return f"/metadata-clusters/{owner}/{runtime}"
+
+
+def token_key(cid: str, node_id: str) -> str:
+    """A node's bootstrap token: kept apart from the node record, which the admin API shows."""
+    return f"/cluster-data/{cid}/tokens/{node_id}"
 
 
 def cluster_data_prefix(cid: str) -> str:

@@ -75,6 +75,7 @@ class RuntimeService:
         *,
         replica: str | None = None,
         owner_ttl: int = 10,
+        metadata_tls: bool = False,
     ) -> None:
         self.store = store
         self.recovery = recovery or RecoveryPolicy()
@@ -87,7 +88,7 @@ class RuntimeService:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._providers: dict[str, Provider] = {}
         self._changed = asyncio.Condition()
-        self.metadata = MetadataClusters(store, self.provider_for)
+        self.metadata = MetadataClusters(store, self.provider_for, tls=metadata_tls)
         self.log = get_logger("pitrix.runtime")
 
     # -- life of the service ----------------------------------------------------------------------

@@ -1,55 +1,141 @@
-"""Boot scripts the runtime hands to new instances as userdata.
+"""What an instance boots with: the agent's files, and the boot scripts that write them.
 
-They are plain shell, written for a VM whose root may be a directory (the simulator) or ``/`` (a
-real cloud): every path goes through ``$PITRIX_VM_ROOT``, which a real image leaves empty.
+The same files reach an instance two ways: written by its userdata (channel ``rest``) or pushed
+over SSH (channel ``ssh``), so :func:`agent_files` is the one place that says what they are.
+Scripts are plain shell, written for a VM whose root may be a directory (the simulator) or ``/``
+(a real cloud): every path goes through ``$PITRIX_VM_ROOT``, which a real image leaves empty.
 """
 
 from __future__ import annotations
 
 import json
+import shlex
+
+from pitrix.pki import CertificateAuthority, key_to_pem
+
+AGENT_CONFIG = "/etc/pitrix/agent.toml"
+AGENT_CA = "/etc/pitrix/ca.pem"
+AGENT_CERT = "/etc/pitrix/agent.crt"
+AGENT_KEY = "/etc/pitrix/agent.key"
+AGENT_LOG = "/var/log/pitrix-agent.log"
+METAD_DIR = "/etc/pitrix-metad"
+METAD_ISSUER_CERT = f"{METAD_DIR}/issuer.pem"
+METAD_ISSUER_KEY = f"{METAD_DIR}/issuer.key"
+SECRET_FILES = frozenset({AGENT_KEY, METAD_ISSUER_KEY})
 
 
-def agent_userdata(
+def _toml(value: str) -> str:
+    return json.dumps(value)  # a JSON string is a valid TOML basic string
+
+
+def agent_files(
     metad_urls: list[str],
     *,
+    ca_pem: bytes = b"",
+    bootstrap_token: str = "",
+    cert_pem: bytes = b"",
+    key_pem: bytes = b"",
     heartbeat_interval: float = 2.0,
     health_cmd: str = "",
     health_interval: float = 10.0,
-) -> str:
-    """Write the agent's config and start it in the background."""
-    nodes = ", ".join(f'"{url}"' for url in metad_urls)
-    health = (
-        f"health_cmd = {json.dumps(health_cmd)}\nhealth_interval = {health_interval}\n" if health_cmd else ""
-    )
+) -> dict[str, bytes]:
+    """The agent's config (and its TLS material) by absolute path inside the VM.
+
+    With ``ca_pem`` the agent speaks mutual TLS: it either gets its certificate here (``cert_pem``,
+    ``key_pem``: pushed over SSH once the instance id is known) or fetches it from metad with a
+    one-time ``bootstrap_token`` (userdata, written before the cloud names the instance).
+    """
+    nodes = ", ".join(_toml(url) for url in metad_urls)
+    lines = [
+        'backend = "metad"',
+        f"nodes = [{nodes}]",
+        'confdir = "/etc/confd"',
+        'prefix = "/self"',
+        "watch = true",
+    ]
+    files: dict[str, bytes] = {}
+    if ca_pem:
+        lines += [
+            f"client_cakeys = {_toml(AGENT_CA)}",
+            f"client_cert = {_toml(AGENT_CERT)}",
+            f"client_key = {_toml(AGENT_KEY)}",
+        ]
+        files[AGENT_CA] = ca_pem
+        if cert_pem and key_pem:
+            files[AGENT_CERT] = cert_pem
+            files[AGENT_KEY] = key_pem
+    lines += [
+        "",
+        "[pitrix]",
+        'state_dir = "/var/lib/pitrix-agent"',
+        f"heartbeat_interval = {heartbeat_interval}",
+    ]
+    if ca_pem and bootstrap_token and not cert_pem:
+        lines.append(f"bootstrap_token = {_toml(bootstrap_token)}")
+    if health_cmd:
+        lines += [f"health_cmd = {_toml(health_cmd)}", f"health_interval = {health_interval}"]
+    files[AGENT_CONFIG] = ("\n".join(lines) + "\n").encode()
+    return files
+
+
+def _write_files(files: dict[str, bytes]) -> str:
+    """Shell that writes ``files`` under ``$ROOT`` (secrets readable by their owner only)."""
+    out = []
+    for path, data in files.items():
+        text = data.decode()
+        if "PITRIX_EOF" in text:
+            raise ValueError(f"{path}: content holds the here-document marker")
+        target = shlex.quote(path)
+        umask = "077" if path in SECRET_FILES else "022"
+        out.append(
+            f"(umask {umask}; cat > \"$ROOT\"{target}) <<'PITRIX_EOF'\n{text.rstrip(chr(10))}\nPITRIX_EOF"
+        )
+    return "\n".join(out)
+
+
+def agent_start_command() -> str:
+    """Start the agent in the background (the VM's root prefixes every path)."""
+    return f'nohup pitrix-agent -config-file "$ROOT"{AGENT_CONFIG} >> "$ROOT"{AGENT_LOG} 2>&1 &'
+
+
+def agent_userdata(files: dict[str, bytes]) -> str:
+    """Write the agent's files (see :func:`agent_files`) and start it in the background."""
     return f"""#!/bin/sh
 # pitrix: configure and start pitrix-agent
 set -e
 ROOT="${{PITRIX_VM_ROOT:-}}"
+umask 022
 mkdir -p "$ROOT/etc/pitrix" "$ROOT/var/log" "$ROOT/var/lib/pitrix-agent"
-cat > "$ROOT/etc/pitrix/agent.toml" <<'PITRIX_EOF'
-backend = "metad"
-nodes = [{nodes}]
-confdir = "/etc/confd"
-prefix = "/self"
-watch = true
-
-[pitrix]
-state_dir = "/var/lib/pitrix-agent"
-heartbeat_interval = {heartbeat_interval}
-{health}PITRIX_EOF
-nohup pitrix-agent -config-file "$ROOT/etc/pitrix/agent.toml" >> "$ROOT/var/log/pitrix-agent.log" 2>&1 &
+{_write_files(files)}
+{agent_start_command()}
 """
 
 
-def metad_userdata(*, instance_port: int = 8080, manage_port: int = 9611) -> str:
-    """Start etcd and pitrix-metad on the metadata VM's own address."""
-    ports = f"--instance-port {instance_port} --manage-port {manage_port}"
+def metad_userdata(
+    issuer: CertificateAuthority | None = None, *, instance_port: int = 8080, manage_port: int = 9611
+) -> str:
+    """Start etcd and pitrix-metad on the metadata VM's own address.
+
+    With ``issuer``, metad speaks mutual TLS: it issues its own server certificate for the address
+    the cloud gave the VM (unknown when this script is written), trusts only certificates that
+    ``issuer`` signed, and signs its instances' certificates with it.
+    """
+    flags = f"--instance-port {instance_port} --manage-port {manage_port}"
+    files = ""
+    if issuer is not None:
+        files = _write_files({METAD_ISSUER_CERT: issuer.cert_pem, METAD_ISSUER_KEY: key_to_pem(issuer.key)})
+        flags += (
+            f' --client-ca "$ROOT"{METAD_ISSUER_CERT}'
+            f' --issuer-cert "$ROOT"{METAD_ISSUER_CERT} --issuer-key "$ROOT"{METAD_ISSUER_KEY}'
+        )
     return f"""#!/bin/sh
 # pitrix: start the metadata service (embedded etcd + pitrix-metad)
 set -e
 ROOT="${{PITRIX_VM_ROOT:-}}"
 IP="${{PITRIX_VM_IP:-$(hostname -I | cut -d' ' -f1)}}"
-mkdir -p "$ROOT/var/lib/pitrix-metad" "$ROOT/var/log"
-nohup pitrix-metad --listen-ip "$IP" {ports} --embedded-etcd \\
+umask 022
+mkdir -p "$ROOT/var/lib/pitrix-metad" "$ROOT/var/log" "$ROOT{METAD_DIR}"
+{files}
+nohup pitrix-metad --listen-ip "$IP" {flags} --embedded-etcd \\
     --state-dir "$ROOT/var/lib/pitrix-metad" >> "$ROOT/var/log/pitrix-metad.log" 2>&1 &
 """

@@ -1,0 +1,125 @@
+"""The runtime's CA in etcd, and the boot scripts that hand instances their agent's files.
+
+The scripts are run by a real ``sh`` against a scratch VM root, as a VM's first boot runs them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import stat
+import tomllib
+from pathlib import Path
+
+from cryptography import x509
+
+from pitrix import pki
+from pitrix.runtime.authority import CA_KEY, Authority, issuer_from_pem, management_context
+from pitrix.runtime.userdata import (
+    AGENT_CA,
+    AGENT_CERT,
+    AGENT_CONFIG,
+    AGENT_KEY,
+    METAD_ISSUER_CERT,
+    METAD_ISSUER_KEY,
+    agent_files,
+    agent_userdata,
+    metad_userdata,
+)
+from pitrix.store import Store
+
+
+async def test_every_replica_signs_with_the_one_root(store: Store) -> None:
+    first, second = await asyncio.gather(Authority.load(store), Authority.load(store))
+    assert first.ca_pem() == second.ca_pem()
+    again = await Authority.load(store)
+    assert again.ca_pem() == first.ca_pem()
+    kv = await store.get(CA_KEY)
+    assert kv is not None and pki.CertificateAuthority.from_pem(kv.value).cert_pem == first.ca_pem()
+
+
+async def test_a_metadata_issuer_chains_to_the_root_and_signs_a_runtime_client(store: Store) -> None:
+    authority = await Authority.load(store)
+    issuer = authority.new_issuer("alice", "sim")
+    authority.root.verify(issuer.cert)
+    restored = issuer_from_pem(issuer.to_pem().decode())
+    assert restored.cert_pem == issuer.cert_pem
+    leaf = restored.issue_instance("i-1", "alice", "cl-1")
+    assert (leaf.subject.cn, leaf.subject.o, leaf.subject.ou) == ("i-1", "alice", "cl-1")
+    ctx = management_context(restored)
+    assert ctx.verify_mode.name == "CERT_REQUIRED"  # a client that checks metad's certificate
+
+
+async def run_script(script: str, root: Path) -> None:
+    env = dict(os.environ, PITRIX_VM_ROOT=str(root), PITRIX_VM_IP="127.0.0.1", PATH="/usr/bin:/bin")
+    process = await asyncio.create_subprocess_exec(
+        "sh", "-c", script, env=env, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT
+    )
+    output, _ = await process.communicate()
+    assert process.returncode == 0, output.decode()
+
+
+def mode(path: Path) -> int:
+    return stat.S_IMODE(path.stat().st_mode)
+
+
+async def test_rest_userdata_writes_the_config_the_ca_and_the_token(tmp_path: Path) -> None:
+    ca = pki.CertificateAuthority.create()
+    files = agent_files(
+        ["https://127.0.0.9:8080"],
+        ca_pem=ca.cert_pem,
+        bootstrap_token="tok-123",
+        health_cmd="test -f /ok",
+        health_interval=5.0,
+    )
+    await run_script(agent_userdata(files), tmp_path)
+    for path, data in files.items():
+        assert (tmp_path / path.lstrip("/")).read_bytes().rstrip(b"\n") == data.rstrip(b"\n")
+    config = tomllib.loads((tmp_path / AGENT_CONFIG.lstrip("/")).read_text())
+    assert config["nodes"] == ["https://127.0.0.9:8080"]
+    assert (config["client_cakeys"], config["client_cert"], config["client_key"]) == (
+        AGENT_CA,
+        AGENT_CERT,
+        AGENT_KEY,
+    )
+    assert config["pitrix"]["bootstrap_token"] == "tok-123"
+    assert config["pitrix"]["health_cmd"] == "test -f /ok"
+    assert not (tmp_path / AGENT_KEY.lstrip("/")).exists()  # fetched by the agent, never in userdata
+
+
+async def test_pushed_certificates_replace_the_token_and_the_key_stays_private(tmp_path: Path) -> None:
+    ca = pki.CertificateAuthority.create()
+    leaf = ca.issue_instance("i-1", "alice", "cl-1")
+    files = agent_files(
+        ["https://127.0.0.9:8080"],
+        ca_pem=ca.cert_pem,
+        bootstrap_token="unused",
+        cert_pem=leaf.cert_pem,
+        key_pem=leaf.key_pem,
+    )
+    await run_script(agent_userdata(files), tmp_path)
+    config = tomllib.loads((tmp_path / AGENT_CONFIG.lstrip("/")).read_text())
+    assert "bootstrap_token" not in config["pitrix"]
+    assert mode(tmp_path / AGENT_KEY.lstrip("/")) == 0o600
+    assert mode(tmp_path / AGENT_CONFIG.lstrip("/")) == 0o644
+    x509.load_pem_x509_certificate((tmp_path / AGENT_CERT.lstrip("/")).read_bytes())
+
+
+async def test_plain_userdata_has_no_tls_settings(tmp_path: Path) -> None:
+    await run_script(agent_userdata(agent_files(["http://127.0.0.9:8080"])), tmp_path)
+    config = tomllib.loads((tmp_path / AGENT_CONFIG.lstrip("/")).read_text())
+    assert "client_cert" not in config and "bootstrap_token" not in config["pitrix"]
+
+
+async def test_metad_userdata_hands_over_its_issuer(tmp_path: Path) -> None:
+    issuer = pki.CertificateAuthority.create().issue_subordinate("metadata alice/sim")
+    script = metad_userdata(issuer)
+    # Run everything but the last command (starting metad is the simulator tests' business).
+    head = script[: script.index("nohup pitrix-metad")]
+    await run_script(head, tmp_path)
+    key_path = tmp_path / METAD_ISSUER_KEY.lstrip("/")
+    assert mode(key_path) == 0o600
+    restored = pki.CertificateAuthority.load_pair(tmp_path / METAD_ISSUER_CERT.lstrip("/"), key_path)
+    assert restored.cert_pem == issuer.cert_pem
+    assert f'--client-ca "$ROOT"{METAD_ISSUER_CERT}' in script
+    assert "--tls-cert" not in script  # metad issues its own for the address the cloud gives it
