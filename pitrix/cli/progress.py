@@ -46,6 +46,10 @@ async def follow(
 
 def step_line(step: dict[str, Any]) -> str:
     seconds = (step.get("finished") or step["started"]) - step["started"]
-    mark = "ok" if step["status"] == "done" else "FAILED"
+    mark = {"done": "ok", "running": "..."}.get(step["status"], "FAILED")
     detail = step.get("error") or step.get("detail") or ""
+    if step["status"] == "running" and step.get("attempt", 1) > 1:
+        detail = (
+            f"retrying ({step['attempt']}/{step.get('attempts', step['attempt'])}): {step.get('last_error')}"
+        )
     return f"    {mark:6} {step['name']:<22} {seconds:6.2f}s  {detail}"

@@ -29,6 +29,12 @@ class Journal:
         await self.store.put(self._key(name), record.dump())
         return record
 
+    async def retrying(self, record: StepRecord, attempt: int, attempts: int, error: str) -> StepRecord:
+        """The step runs again: which attempt of how many, and why the last one failed."""
+        again = record.model_copy(update={"attempt": attempt, "attempts": attempts, "last_error": error})
+        await self.store.put(self._key(record.name), again.dump())
+        return again
+
     async def finished(self, record: StepRecord, detail: str | None = None) -> StepRecord:
         done = record.model_copy(update={"status": "done", "finished": time.time(), "detail": detail or ""})
         await self.store.put(self._key(record.name), done.dump())

@@ -71,6 +71,9 @@ class StepRecord(_Record):
     finished: float | None = None
     error: str | None = None
     detail: str = ""
+    attempt: int = 1  # > 1 once a retryable cloud error made the step run again
+    attempts: int = 1  # how many attempts the retry policy allows (set on the first retry)
+    last_error: str | None = None  # why the previous attempt failed
 
 
 class Cluster(_Record):

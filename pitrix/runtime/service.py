@@ -23,7 +23,7 @@ from pitrix.metad.client import MetadClientError
 from pitrix.providers.base import Provider, ProviderError
 from pitrix.providers.registry import load_provider
 from pitrix.runtime.agents import AgentStatus
-from pitrix.runtime.executor import StepFailed, execute
+from pitrix.runtime.executor import DEFAULT_RETRY, StepFailed, execute
 from pitrix.runtime.journal import Journal
 from pitrix.runtime.machine import ACTION_STATE, TRANSITIONAL, ClusterModel, Lifecycle, LifecycleError
 from pitrix.runtime.metadata import MetadataClusters
@@ -44,6 +44,7 @@ from pitrix.runtime.records import (
     runtime_key,
 )
 from pitrix.runtime.recovery import RecoveryPolicy, watch_for_dead_nodes
+from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.spec import SpecError, parse_spec
 from pitrix.store import Store
 from pitrix.store.types import Compare, Op
@@ -76,9 +77,11 @@ class RuntimeService:
         replica: str | None = None,
         owner_ttl: int = 10,
         metadata_tls: bool = False,
+        retry: RetryPolicy | None = None,
     ) -> None:
         self.store = store
         self.recovery = recovery or RecoveryPolicy()
+        self.step_retry = retry or DEFAULT_RETRY
         self.replica = replica or new_id("replica")
         self.ownership = Ownership(store, self.replica, owner_ttl, self._consider, self._drop_all)
         self._monitors: dict[str, asyncio.Task[None]] = {}
@@ -521,7 +524,7 @@ class RuntimeService:
             ops = ClusterOperations(self.store, cluster, job, provider, record, client, agents)
             plan = self._plan(cluster, job, ops)
             log.info("plan", layers=plan.describe())
-            await execute(plan, journal, self._progress)
+            await execute(plan, journal, self._progress, self.step_retry)
         except asyncio.CancelledError:
             log.info("supervision stopped; the job resumes at the next start")
             raise

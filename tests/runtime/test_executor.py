@@ -6,9 +6,13 @@ import asyncio
 
 import pytest
 
+from pitrix.cli.progress import step_line
+from pitrix.providers.base import ProviderError
 from pitrix.runtime.executor import StepFailed, execute
 from pitrix.runtime.journal import Journal
 from pitrix.runtime.plan import Plan, Step
+from pitrix.runtime.records import StepRecord
+from pitrix.runtime.retrying import RetryPolicy
 from pitrix.store import Store
 
 
@@ -100,3 +104,102 @@ async def test_progress_sees_every_start_and_end(store: Store) -> None:
 
     await execute(Plan("t").then(recorder([], "one")), Journal(store, "c1", "j6"), progress)
     assert seen == [("one", "running"), ("one", "done")]
+
+
+def flaky(calls: list[int], failures: int, error: Exception) -> Step:
+    """A step failing with ``error`` its first ``failures`` runs, then succeeding."""
+
+    async def run() -> str:
+        calls.append(len(calls) + 1)
+        if len(calls) <= failures:
+            raise error
+        return f"ok after {len(calls)}"
+
+    return Step("flaky", run)
+
+
+FAST = RetryPolicy(attempts=4, first_delay=0.01, max_delay=0.02)
+BUSY = ProviderError("qingcloud RunInstances: ret_code 5000: busy", code="5000", retryable=True)
+
+
+async def test_a_retryable_cloud_error_runs_the_step_again_and_journals_the_attempts(store: Store) -> None:
+    calls: list[int] = []
+    seen: list[tuple[str, int, str | None]] = []
+
+    async def progress(record: StepRecord) -> None:
+        seen.append((record.status, record.attempt, record.last_error))
+
+    journal = Journal(store, "c1", "r1")
+    await execute(Plan("t").then(flaky(calls, 2, BUSY)), journal, progress, FAST)
+    assert calls == [1, 2, 3]
+    record = (await journal.records())["flaky"]
+    assert (record.status, record.attempt, record.attempts, record.detail) == ("done", 3, 4, "ok after 3")
+    assert seen == [
+        ("running", 1, None),
+        ("running", 2, str(BUSY)),
+        ("running", 3, str(BUSY)),
+        ("done", 3, str(BUSY)),
+    ]
+    assert "retrying (2/4): qingcloud RunInstances: ret_code 5000" in step_line(
+        {
+            "name": "flaky",
+            "status": "running",
+            "started": 0.0,
+            "attempt": 2,
+            "attempts": 4,
+            "last_error": str(BUSY),
+        }
+    )
+
+
+async def test_a_wrapped_retryable_error_is_retried_too(store: Store) -> None:
+    calls: list[int] = []
+
+    async def run() -> None:
+        calls.append(1)
+        if len(calls) == 1:
+            try:
+                raise BUSY
+            except ProviderError as exc:
+                raise RuntimeError("node web-1: could not create") from exc
+
+    await execute(Plan("t").then(Step("wrapped", run)), Journal(store, "c1", "r2"), retry=FAST)
+    assert len(calls) == 2
+
+
+async def test_retries_are_bounded(store: Store) -> None:
+    calls: list[int] = []
+    journal = Journal(store, "c1", "r3")
+    with pytest.raises(StepFailed, match=r"ret_code 5000: busy \(after 4 attempts\)"):
+        await execute(Plan("t").then(flaky(calls, 100, BUSY)), journal, retry=FAST)
+    assert calls == [1, 2, 3, 4]
+    record = (await journal.records())["flaky"]
+    assert (record.status, record.attempt) == ("failed", 4)
+
+
+async def test_a_non_retryable_error_fails_at_once(store: Store) -> None:
+    calls: list[int] = []
+    refused = ProviderError("qingcloud RunInstances: ret_code 1400: bad image", code="1400")
+    journal = Journal(store, "c1", "r4")
+    with pytest.raises(StepFailed, match=r"ret_code 1400: bad image$"):
+        await execute(Plan("t").then(flaky(calls, 1, refused)), journal, retry=FAST)
+    assert calls == [1]
+    assert (await journal.records())["flaky"].attempt == 1
+
+
+async def test_the_step_timeout_bounds_all_attempts(store: Store) -> None:
+    calls: list[int] = []
+    patient = RetryPolicy(attempts=100, first_delay=0.02, max_delay=0.02)
+    step = flaky(calls, 1000, BUSY)
+    with pytest.raises(StepFailed, match="timed out"):
+        await execute(
+            Plan("t").then(Step("flaky", step.run, timeout=0.3)), Journal(store, "c1", "r5"), retry=patient
+        )
+    assert 1 < len(calls) < 100
+
+
+def test_a_policy_refuses_nonsense() -> None:
+    with pytest.raises(ValueError, match="attempts"):
+        RetryPolicy(attempts=0)
+    with pytest.raises(ValueError, match="max_delay"):
+        RetryPolicy(first_delay=2, max_delay=1)

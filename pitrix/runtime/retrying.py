@@ -1,0 +1,58 @@
+"""When a failed step runs again: a cloud error that says trying again may help, within bounds.
+
+Steps are idempotent (they look before they act), so repeating one after a throttled or "busy"
+answer or a dropped connection is safe; the provider clients already retry a call a few times,
+but a non-idempotent call (RunInstances) they give up on at once, and a cloud that is busy for
+longer than a client's few attempts would otherwise fail the whole job. Anything else a step
+raises is a real failure and ends the plan at once.
+"""
+
+from __future__ import annotations
+
+import random
+from dataclasses import dataclass
+
+from pitrix.providers.base import ProviderError
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How often and how patiently a step is re-run after a retryable cloud error.
+
+    ``attempts`` counts the first run; the delay doubles from ``first_delay`` up to ``max_delay``
+    and is jittered (half to all of it) so that the steps of a layer, refused together, do not
+    come back together. The step's own timeout still bounds all its attempts together.
+    """
+
+    attempts: int = 5
+    first_delay: float = 1.0
+    max_delay: float = 15.0
+
+    def __post_init__(self) -> None:
+        if self.attempts < 1:
+            raise ValueError("attempts: at least 1 (the first run)")
+        if self.first_delay < 0 or self.max_delay < self.first_delay:
+            raise ValueError("first_delay, max_delay: 0 <= first_delay <= max_delay")
+
+    def delay(self, attempt: int) -> float:
+        """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
+        full = min(self.max_delay, self.first_delay * 2 ** (attempt - 1))
+        return full * (0.5 + random.random() / 2)
+
+    def again(self, error: BaseException, attempt: int) -> ProviderError | None:
+        """The retryable cloud error behind ``error`` if another attempt is allowed, else None."""
+        if attempt >= self.attempts:
+            return None
+        return retryable_cause(error)
+
+
+def retryable_cause(error: BaseException) -> ProviderError | None:
+    """A retryable ``ProviderError`` that is ``error`` or what caused it (steps may wrap it)."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, ProviderError):
+            return current if current.retryable else None
+        current = current.__cause__ or current.__context__
+    return None
