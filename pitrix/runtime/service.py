@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import functools
 import json
+import random
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -50,6 +51,9 @@ from pitrix.store import Store
 from pitrix.store.types import Compare, Op
 
 REPORT_TIMEOUT = 5.0
+# The recovery monitor's pause after its watch failed, doubling up to the cap while it keeps failing.
+MONITOR_FIRST_PAUSE = 0.5
+MONITOR_MAX_PAUSE = 30.0
 
 
 def _decoded(value: Any) -> Any:
@@ -627,17 +631,42 @@ class RuntimeService:
             self.log.error("recovery monitor failed", cluster_id=cid, error=repr(task.exception()))
 
     async def _watch_nodes(self, cluster: Cluster) -> None:
+        """Watch until nodes are dead, then replace them (or halt, if too many are).
+
+        A watch that fails (metad restarting, a dropped connection, etcd unreachable for a moment)
+        is resumed with a growing, jittered pause for as long as the cluster stays active and
+        monitored: a monitor that quietly ended would leave the cluster unrecovered for good.
+        """
         cid = cluster.id
         log = get_logger("pitrix.recovery", cluster_id=cid)
-        record = await self.metadata.get(cluster.owner, cluster.runtime)
-        if record is None:
+        pause = MONITOR_FIRST_PAUSE
+        while True:
+            try:
+                dead = await self._until_dead(cluster)
+                break
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                wait = pause * (0.5 + random.random() / 2)
+                log.warning(
+                    "recovery monitor interrupted; resuming",
+                    error=str(exc) or type(exc).__name__,
+                    retry_in=round(wait, 3),
+                )
+                await asyncio.sleep(wait)
+                pause = min(pause * 2, MONITOR_MAX_PAUSE)
+                try:
+                    cluster = await self.get_cluster(cid)
+                except NotFound:
+                    return
+                except Exception as again:  # etcd still away: try again after the next pause
+                    log.info("cluster unreadable; monitor waits", error=str(again))
+                    continue
+                if cluster.state != "active" or cluster.recovery_halted or not self.recovery.enabled:
+                    log.info("recovery monitor ends", state=cluster.state)
+                    return
+        if dead is None:
             return
-        agents = AgentStatus(self.metadata.client(record), cid)
-        await agents.start()
-        try:
-            dead = await watch_for_dead_nodes(agents, lambda: self.nodes(cid), self.recovery, cid)
-        finally:
-            await agents.close()
         total = len([n for n in await self.nodes(cid) if n.instance_id])
         names = ", ".join(n.node_id for n in dead)
         if self.recovery.meltdown(len(dead), total):
@@ -654,6 +683,20 @@ class RuntimeService:
             await self.recover(cid, nodes=[n.node_id for n in dead])
         except (LifecycleError, InvalidRequest) as exc:  # another action got there first
             log.info("auto-recovery not started", reason=str(exc))
+
+    async def _until_dead(self, cluster: Cluster) -> list[Node] | None:
+        """The nodes found dead by one watch of the cluster's agents (None: no metadata cluster)."""
+        record = await self.metadata.get(cluster.owner, cluster.runtime)
+        if record is None:
+            return None
+        agents = AgentStatus(self.metadata.client(record), cluster.id)
+        await agents.start()
+        try:
+            return await watch_for_dead_nodes(
+                agents, lambda: self.nodes(cluster.id), self.recovery, cluster.id
+            )
+        finally:
+            await agents.close()
 
     async def _halt_recovery(self, cid: str, reason: str) -> None:
         async with self._locks.setdefault(cid, asyncio.Lock()):

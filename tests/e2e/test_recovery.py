@@ -11,6 +11,7 @@ import pytest
 from e2e_cloud import Cloud, demo_app
 from test_lifecycle import expect, lb_ip, through_lb
 
+from pitrix.providers.qingcloud.provider import QingCloudProvider
 from pitrix.runtime.records import Cluster
 from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.service import InvalidRequest
@@ -87,5 +88,35 @@ async def test_meltdown_guard_halts_then_an_operator_recovers(cloud: Cloud) -> N
     after = {n.node_id: n.instance_id for n in await service.nodes(cid)}
     assert after["lb-1"] == before["lb-1"] and all(after[n] != before[n] for n in ("web-1", "web-2", "web-3"))
     assert set(await through_lb(cloud.http, await lb_ip(service, cid))) == {"web-1", "web-2", "web-3"}
+    await service.delete_cluster(cid)
+    await expect(service, cid, "deleted")
+
+
+async def test_a_dead_node_is_still_replaced_after_the_metadata_service_restarted(cloud: Cloud) -> None:
+    """The monitor's watch of the agents goes through a restart of metad (and its etcd) and resumes."""
+    service = cloud.service
+    cluster, _ = await service.create_cluster(
+        owner="o", runtime="sim", app=demo_app(), counts={"web": 2, "lb": 1}
+    )
+    cid = cluster.id
+    await expect(service, cid, "active")
+    record = await service.metadata.get("o", "sim")
+    provider = await service.provider_for("sim")
+    assert record is not None and isinstance(provider, QingCloudProvider)
+    # Every process of the metadata VM is killed and its userdata starts metad again, so the
+    # monitor's stream drops and metad comes back on the same address and state directory.
+    await provider.restart_instances([record.instance_id])
+    before = {n.node_id: n.instance_id for n in await service.nodes(cid)}
+    assert cloud.crash_vm(before["web-1"])
+
+    async def recovering(c: Cluster) -> bool:
+        return c.state == "recovering"
+
+    await service.wait(cid, recovering, DETECTION_TIMEOUT)
+    done = await expect(service, cid, "active")
+    after = {n.node_id: n.instance_id for n in await service.nodes(cid)}
+    assert after["web-1"] != before["web-1"]
+    assert after["web-2"] == before["web-2"] and after["lb-1"] == before["lb-1"]
+    assert done.recovery_halted is None
     await service.delete_cluster(cid)
     await expect(service, cid, "deleted")
