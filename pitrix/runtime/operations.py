@@ -307,6 +307,8 @@ class ClusterOperations:
                 name: {"port": str(e.port), "protocol": e.protocol}
                 for name, e in self.cluster.app.endpoints.items()
             }
+        if self.cluster.links:  # metad shows a link only while both clusters have the same owner
+            data["links"] = dict(self.cluster.links)
         if adding:
             data["adding-hosts"] = hosts
         for node in nodes:

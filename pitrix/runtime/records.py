@@ -84,6 +84,8 @@ class Cluster(_Record):
     app: AppSpec
     counts: dict[str, int]
     env: dict[str, dict[str, str]] = Field(default_factory=dict)
+    # link name -> id of a cluster of the same owner and runtime, seen by this one's nodes under /self/links
+    links: dict[str, str] = Field(default_factory=dict)
     state: State = "pending"
     job_id: str | None = None
     last_error: str | None = None

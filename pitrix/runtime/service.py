@@ -13,6 +13,7 @@ import contextlib
 import functools
 import json
 import random
+import re
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -53,6 +54,7 @@ from pitrix.store.types import Compare, Op
 REPORT_TIMEOUT = 5.0
 # The recovery monitor's pause after its watch failed, doubling up to the cap while it keeps failing.
 MONITOR_FIRST_PAUSE = 0.5
+LINK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
 MONITOR_MAX_PAUSE = 30.0
 
 
@@ -286,6 +288,7 @@ class RuntimeService:
         app: dict[str, Any],
         name: str = "",
         counts: dict[str, int] | None = None,
+        links: dict[str, str] | None = None,
     ) -> tuple[Cluster, Job]:
         try:
             spec = parse_spec(app)
@@ -299,13 +302,43 @@ class RuntimeService:
             if not isinstance(count, int) or not 0 <= count <= 1000:
                 raise InvalidRequest(f"counts.{role}: must be a whole number from 0 to 1000")
             role_counts[role] = count
+        checked = await self._check_links(owner, runtime, links or {})
         cid = new_id("cl")
         cluster = Cluster(
-            id=cid, name=name or spec.name, owner=owner, runtime=runtime, app=spec, counts=role_counts
+            id=cid,
+            name=name or spec.name,
+            owner=owner,
+            runtime=runtime,
+            app=spec,
+            counts=role_counts,
+            links=checked,
         )
         model = self._sync_model(cluster)
         job = await self._act(cluster, model, "create", {})
         return await self.get_cluster(cid), job
+
+    async def _check_links(self, owner: str, runtime: str, links: dict[str, str]) -> dict[str, str]:
+        """Links name clusters of the same owner on the same runtime (one metad serves both).
+
+        Another owner's cluster is reported exactly like a missing one, so a link says nothing
+        about clusters its owner cannot see.
+        """
+        for name, target in links.items():
+            if not isinstance(name, str) or not LINK_NAME.fullmatch(name):
+                raise InvalidRequest(f"links.{name}: a link name is lower case letters, digits, - and _")
+            if not isinstance(target, str):
+                raise InvalidRequest(f"links.{name}: must be a cluster id")
+            try:
+                linked = await self.get_cluster(target, owner)
+            except NotFound:
+                raise InvalidRequest(f"links.{name}: owner {owner} has no cluster {target!r}") from None
+            if linked.state in ("deleting", "deleted"):
+                raise InvalidRequest(f"links.{name}: cluster {target} is {linked.state}")
+            if linked.runtime != runtime:
+                raise InvalidRequest(
+                    f"links.{name}: cluster {target} runs on runtime {linked.runtime!r}, not {runtime!r}"
+                )
+        return dict(links)
 
     async def scale(self, cid: str, role: str, count: int, owner: str | None = None) -> Job:
         cluster = await self.get_cluster(cid, owner)

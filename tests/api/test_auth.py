@@ -145,3 +145,19 @@ def test_auto_auth_is_open_only_without_tokens_on_loopback(tmp_path: Path) -> No
         Tokens.from_settings(ApiSettings(listen="0.0.0.0:9610"))
     with pytest.raises(ConfigError, match="no token is configured"):
         Tokens.from_settings(ApiSettings(auth="tokens"))
+
+
+async def test_a_link_to_another_owners_cluster_is_refused(api: Client) -> None:
+    assert (await api.post("/v1/runtimes", json=DEAD_CLOUD, headers=bearer(ADMIN))).status == 201
+    bobs = await api.post("/v1/clusters", json={"runtime": "dead", "app": APP}, headers=bearer(BOB))
+    theirs = (await bobs.json())["cluster"]["id"]
+    before = await (await api.get("/v1/clusters", headers=bearer(ADMIN))).json()
+    body = {"runtime": "dead", "app": APP, "links": {"peer": theirs}}
+    error = await error_of(await api.post("/v1/clusters", json=body, headers=bearer(ALICE)), 400)
+    assert error["field"] == "links.peer", error
+    assert "owner alice has no cluster" in error["message"]
+    body["links"] = ["not", "an", "object"]
+    error = await error_of(await api.post("/v1/clusters", json=body, headers=bearer(ALICE)), 400)
+    assert error["field"] == "links", error
+    after = await (await api.get("/v1/clusters", headers=bearer(ADMIN))).json()
+    assert len(after["clusters"]) == len(before["clusters"])  # nothing was made
