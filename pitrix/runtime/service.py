@@ -82,7 +82,7 @@ class RuntimeService:
         *,
         replica: str | None = None,
         owner_ttl: int = 10,
-        metadata_tls: bool = False,
+        metadata_tls: bool = True,
         retry: RetryPolicy | None = None,
     ) -> None:
         self.store = store
