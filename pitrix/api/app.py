@@ -171,9 +171,12 @@ async def create_cluster(request: web.Request) -> web.Response:
         raise InvalidRequest("owner: only an admin token may create clusters for another owner")
     if not isinstance(owner, str) or not OWNER.match(owner):
         raise InvalidRequest("owner: must be an owner name (lower case letters, digits, _ . -)")
+    channel = body.get("channel", "rest")
+    if not isinstance(channel, str):
+        raise InvalidRequest("channel: must be rest or ssh")
     spec = await _app_spec(request, body["app"])
     cluster, job = await request.app[SERVICE].create_cluster(
-        owner=owner, runtime=body["runtime"], app=spec, name=name, counts=counts
+        owner=owner, runtime=body["runtime"], app=spec, name=name, counts=counts, channel=channel
     )
     return web.json_response({"cluster": cluster_view(cluster), "job": _job_view(job)}, status=202)
 

@@ -14,7 +14,7 @@ import functools
 import json
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 
@@ -32,6 +32,8 @@ from pitrix.runtime.ownership import Ownership, owner_key
 from pitrix.runtime.plan import Plan, Step
 from pitrix.runtime.plans import BUILDERS, delete_plan
 from pitrix.runtime.records import (
+    CHANNELS,
+    Channel,
     Cluster,
     Job,
     Node,
@@ -279,7 +281,10 @@ class RuntimeService:
         app: dict[str, Any],
         name: str = "",
         counts: dict[str, int] | None = None,
+        channel: str = "rest",
     ) -> tuple[Cluster, Job]:
+        if channel not in CHANNELS:
+            raise InvalidRequest(f"channel: must be one of {', '.join(CHANNELS)}, got {channel!r}")
         try:
             spec = parse_spec(app)
         except SpecError as exc:
@@ -294,7 +299,13 @@ class RuntimeService:
             role_counts[role] = count
         cid = new_id("cl")
         cluster = Cluster(
-            id=cid, name=name or spec.name, owner=owner, runtime=runtime, app=spec, counts=role_counts
+            id=cid,
+            name=name or spec.name,
+            owner=owner,
+            runtime=runtime,
+            app=spec,
+            counts=role_counts,
+            channel=cast(Channel, channel),
         )
         model = self._sync_model(cluster)
         job = await self._act(cluster, model, "create", {})
