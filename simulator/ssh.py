@@ -26,7 +26,7 @@ from pathlib import Path
 import asyncssh
 
 from pitrix.logs import get_logger
-from simulator.light_shell import run_light
+from simulator.light_shell import StartAgent, run_light
 
 HOST_KEY_PATH = "etc/ssh/ssh_host_ed25519_key"
 CHUNK = 65536
@@ -109,7 +109,9 @@ class VmSshServer:
         accepted_keys: AcceptedKeys,
         command_delay: Delay,
         light: bool,
+        start_agent: StartAgent | None = None,
     ) -> None:
+        self.start_agent = start_agent  # light mode: what ``pitrix-agent -config-file`` does
         self.instance_id = instance_id
         self.ip = ip
         self.port = port
@@ -159,28 +161,24 @@ class VmSshServer:
             await asyncio.sleep(delay)  # the "slow commands" fault: the VM takes this long to react
         try:
             if self.light:
-                code = await run_light(command, process, self.root, self.instance_id)
+                code = await run_light(
+                    command, process, self.root, self.instance_id, ip=self.ip, start_agent=self.start_agent
+                )
             else:
                 code = await self._run_process(command, process)
         except (asyncssh.Error, ConnectionError, BrokenPipeError) as exc:
             self._log.info("ssh.session_lost", command=command, error=str(exc))
             return
+        except Exception as exc:  # the VM's fault, not the client's: say so, and end the session
+            self._log.exception("ssh.command_failed", command=command)
+            process.stderr.write(f"sim: {exc!r}\n".encode())
+            process.exit(255)
+            return
         self._log.debug("ssh.command", command=command, exit_code=code)
         process.exit(code)
 
     async def _run_process(self, command: str, process: asyncssh.SSHServerProcess[bytes]) -> int:
-        proc = await asyncio.create_subprocess_exec(
-            "sh",
-            "-c",
-            command,
-            cwd=self.root,
-            env=self.environ,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        assert proc.stdin is not None
+        proc = await _Spawned.start(command, self.root, self.environ)
         feed = asyncio.create_task(_feed(process.stdin, proc.stdin))
         work = asyncio.ensure_future(_communicate(proc, process))
         lost = asyncio.ensure_future(process.channel.wait_closed())
@@ -193,15 +191,66 @@ class VmSshServer:
             for task in (feed, work, lost):
                 task.cancel()
             await asyncio.gather(feed, work, lost, return_exceptions=True)
-            if proc.returncode is None:
+            if proc.popen.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+                    os.killpg(proc.popen.pid, signal.SIGKILL)
+            await proc.wait()
         return code if code >= 0 else 128 - code
 
 
-async def _communicate(proc: asyncio.subprocess.Process, process: asyncssh.SSHServerProcess[bytes]) -> int:
-    assert proc.stdout is not None and proc.stderr is not None
+class _Spawned:
+    """``sh -c command`` with pipes, started by the stdlib rather than the event loop.
+
+    uvloop leaves duplicates of a child's stdio descriptors open in the child (above fd 2), so
+    a background job the command starts (``nohup pitrix-agent ... &``, stdout redirected) would
+    still hold the session's output open and the session would never end, as it does not on a
+    real VM. ``subprocess.Popen`` closes every other descriptor in the child.
+    """
+
+    def __init__(
+        self,
+        popen: subprocess.Popen[bytes],
+        stdin: asyncio.StreamWriter,
+        stdout: asyncio.StreamReader,
+        stderr: asyncio.StreamReader,
+    ) -> None:
+        self.popen = popen
+        self.stdin = stdin
+        self.stdout = stdout
+        self.stderr = stderr
+        self._waited: asyncio.Future[int] | None = None
+
+    @classmethod
+    async def start(cls, command: str, cwd: Path, env: dict[str, str]) -> _Spawned:
+        popen = await asyncio.to_thread(
+            subprocess.Popen,
+            ["sh", "-c", command],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+        )
+        assert popen.stdin is not None and popen.stdout is not None and popen.stderr is not None
+        loop = asyncio.get_running_loop()
+        readers = []
+        for pipe in (popen.stdout, popen.stderr):
+            reader = asyncio.StreamReader(limit=CHUNK * 4)
+            await loop.connect_read_pipe(lambda r=reader: asyncio.StreamReaderProtocol(r), pipe)  # type: ignore[misc]
+            readers.append(reader)
+        transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, popen.stdin)
+        writer = asyncio.StreamWriter(transport, protocol, None, loop)
+        return cls(popen, writer, readers[0], readers[1])
+
+    async def wait(self) -> int:
+        if self._waited is None:
+            self._waited = asyncio.ensure_future(asyncio.to_thread(self.popen.wait))
+        return await asyncio.shield(self._waited)
+
+
+async def _communicate(proc: _Spawned, process: asyncssh.SSHServerProcess[bytes]) -> int:
     await asyncio.gather(_drain(proc.stdout, process.stdout), _drain(proc.stderr, process.stderr))
     return await proc.wait()
 

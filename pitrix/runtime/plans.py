@@ -46,6 +46,8 @@ def _boot(plan: Plan, ops: ClusterOperations, node_ids: list[str], *, adding: bo
     plan.then(as_step("wait-running", ops.wait_running, node_ids))
     register = partial(ops.register, adding=True) if adding else ops.register
     plan.then(as_step("register", register, node_ids))
+    if ops.cluster.channel == "ssh":
+        plan.then(as_step("bootstrap-agents", ops.bootstrap_agents, node_ids))
     plan.then(as_step("wait-agents", ops.wait_agents, node_ids))
 
 
