@@ -349,15 +349,22 @@ class CertificateAuthority:
         return CertificateAuthority(cert, key)
 
     def sign_csr(
-        self, csr_pem: bytes, expected: Subject | None = None, lifetime: dt.timedelta = INSTANCE_LIFETIME
+        self,
+        csr_pem: bytes,
+        expected: Subject | None = None,
+        lifetime: dt.timedelta = INSTANCE_LIFETIME,
+        *,
+        assign: Subject | None = None,
     ) -> Issued:
         """A client certificate for a CSR; with ``expected``, only if the CSR names exactly that subject.
 
         Only CN, O and OU are taken from the CSR, never its extensions: a renewal cannot ask for
-        a CA flag, a server usage or an alternative name.
+        a CA flag, a server usage or an alternative name. With ``assign`` the certificate names
+        that subject whatever the CSR asks (a bootstrap: the caller proved who it is otherwise and
+        may not know its own cluster yet); only the CSR's public key is used then.
         """
         csr = load_csr(csr_pem)
-        subject = Subject.of(csr.subject)
+        subject = assign or Subject.of(csr.subject)
         if expected is not None and subject != expected:
             raise PKIError(
                 "csr",

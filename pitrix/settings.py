@@ -111,7 +111,7 @@ class Settings(BaseSettings):
     log_level: str = "info"
     # Metadata clusters made from now on speak mutual TLS (a CA of pitrixd's own, kept in etcd);
     # false keeps them on plain HTTP with metad's legacy source-address identity.
-    metadata_tls: bool = False
+    metadata_tls: bool = True
     etcd: EtcdSettings = Field(default_factory=lambda: EtcdSettings())
     api: ApiSettings = Field(default_factory=lambda: ApiSettings())
 

@@ -56,6 +56,7 @@ class AgentConfig:
     retry_interval: float = 30.0
     quiet_period: float = 0.05
     max_settle: float = 1.0
+    bootstrap_token: str = ""
 
     @property
     def template_dir(self) -> Path:
@@ -144,6 +145,7 @@ _PITRIX_KEYS: dict[str, tuple[str, str]] = {
     "retry_interval": ("retry_interval", "number"),
     "quiet_period": ("quiet_period", "number"),
     "max_settle": ("max_settle", "number"),
+    "bootstrap_token": ("bootstrap_token", "str"),
 }
 
 

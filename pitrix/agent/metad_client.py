@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-import ssl
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 
-from pitrix.agent.errors import BackendError, ConfigError, RejectedError
+from pitrix.agent.certificate import AgentCertificate
+from pitrix.agent.errors import BackendError, RejectedError
 from pitrix.logs import get_logger
 
 VERSION_HEADER = "X-Metad-Version"
@@ -49,6 +49,7 @@ class MetadClient:
         client_cert: Path | None = None,
         client_key: Path | None = None,
         ca_file: Path | None = None,
+        bootstrap_token: str = "",
     ) -> None:
         if not nodes:
             raise BackendError("metad: no nodes configured")
@@ -57,23 +58,34 @@ class MetadClient:
         self._bind_address = bind_address
         self._request_timeout = request_timeout
         self._wait_timeout = wait_timeout
-        self._ssl = _ssl_context(client_cert, client_key, ca_file)
+        self.certificate = AgentCertificate(client_cert, client_key, ca_file, bootstrap_token)
         self._session: aiohttp.ClientSession | None = None
+        self._session_generation = 0
+        # Sessions made with an older certificate: their held long-polls finish on them.
+        self._retired: list[aiohttp.ClientSession] = []
         self._log = get_logger("pitrix.agent.metad", bind=bind_address)
 
     def _session_for_use(self) -> aiohttp.ClientSession:
+        stale = self._session_generation != self.certificate.generation
+        if self._session is not None and stale:
+            self._retired.append(self._session)
+            self._session = None
         if self._session is None or self._session.closed:
             local_addr = (self._bind_address, 0) if self._bind_address else None
+            ctx = self.certificate.context
             connector = aiohttp.TCPConnector(
-                local_addr=local_addr, ssl=self._ssl if self._ssl is not None else True, limit=8
+                local_addr=local_addr, ssl=ctx if ctx is not None else True, limit=8
             )
             self._session = aiohttp.ClientSession(connector=connector)
+            self._session_generation = self.certificate.generation
         return self._session
 
     async def close(self) -> None:
-        if self._session is not None:
-            await self._session.close()
-            self._session = None
+        for session in [*self._retired, self._session]:
+            if session is not None:
+                await session.close()
+        self._retired.clear()
+        self._session = None
 
     async def get(self, path: str, *, wait: bool = False, prev_version: int = 0) -> MetadAnswer:
         """GET ``path`` as JSON; with ``wait`` long-poll until the view changes after ``prev_version``."""
@@ -118,6 +130,9 @@ class MetadClient:
         await self._failover(f"PUT {path}", attempt)
 
     async def _failover(self, what: str, attempt: Any) -> Any:
+        await self.certificate.ensure(self.nodes, self._session)
+        while len(self._retired) > 1:  # older than the previous certificate: nothing waits on it
+            await self._retired.pop(0).close()
         session = self._session_for_use()
         errors: list[str] = []
         for step in range(len(self.nodes)):
@@ -153,23 +168,6 @@ def _version(resp: aiohttp.ClientResponse) -> int:
         return int(raw)
     except ValueError:
         return 0
-
-
-def _ssl_context(cert: Path | None, key: Path | None, ca: Path | None) -> ssl.SSLContext | None:
-    if cert is None and ca is None:
-        return None
-    try:
-        ctx = ssl.create_default_context(cafile=str(ca) if ca else None)
-    except (OSError, ssl.SSLError) as exc:
-        raise ConfigError(f"client_cakeys: {ca}: {getattr(exc, 'strerror', None) or exc}") from None
-    if cert is not None:
-        try:
-            ctx.load_cert_chain(str(cert), str(key) if key else None)
-        except (OSError, ssl.SSLError) as exc:
-            raise ConfigError(
-                f"client_cert/client_key: {cert}, {key}: {getattr(exc, 'strerror', None) or exc}"
-            ) from None
-    return ctx
 
 
 async def gather_answers(client: MetadClient, paths: list[str]) -> list[MetadAnswer]:

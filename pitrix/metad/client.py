@@ -150,6 +150,11 @@ class MetadManagementClient:
         path = f"/v1/revoked-instances/{quote(iid, safe='')}"
         return int((await self._request("PUT", path, body))["revision"])
 
+    async def revoked(self) -> dict[str, list[str]]:
+        """``{"serials": [...], "instances": [...]}``: every identity metad refuses."""
+        result = await self._request("GET", "/v1/revoked")
+        return result if isinstance(result, dict) else {}
+
     # -- watch ------------------------------------------------------------------------------------
 
     async def watch(

@@ -17,7 +17,7 @@ from pitrix import pki
 from pitrix.logs import get_logger
 from pitrix.metad import render, selfview, status
 from pitrix.metad.health import MIRROR_KEY, healthz
-from pitrix.metad.identity import Caller, Identity, Refused, SourceIPIdentity
+from pitrix.metad.identity import REVOKED_INSTANCES_ROOT, Caller, Identity, Refused, SourceIPIdentity
 from pitrix.metad.leases import HeartbeatLeases
 from pitrix.metad.mirror import Mirror
 from pitrix.metad.tree import split_path
@@ -164,16 +164,73 @@ async def _renew(request: web.Request, caller: Caller) -> web.Response:
         issued = await asyncio.to_thread(issuer.sign_csr, raw, caller.cert.subject)
     except pki.PKIError as exc:
         return render.error(400, str(exc), _version(mirror), field=exc.field)
-    chain = b"" if issuer.cert.issuer == issuer.cert.subject else issuer.cert_pem
     _log.info(
         "certificate renewed", instance_id=caller.mapping.instance_id, serial=pki.serial_hex(issued.serial)
     )
-    body = {
+    return web.json_response(_certificate_answer(issuer, issued), headers=_version(mirror))
+
+
+async def bootstrap(request: web.Request) -> web.Response:
+    """An instance's first certificate, for the one-time token its userdata carried.
+
+    The cloud names an instance only after its userdata is fixed, so the runtime cannot put a
+    certificate there; it puts a random token instead and, once the instance is running, the
+    token's hash into the instance's mapping. Whoever shows the token gets a certificate for that
+    mapping's identity (CN = instance id, O = owner, OU = cluster), whatever the CSR names.
+    Reachable without a client certificate: this is how an instance gets one.
+    """
+    mirror = request.app[MIRROR_KEY]
+    headers = _version(mirror)
+    issuer = request.app.get(ISSUER_KEY)
+    if issuer is None:
+        return render.error(503, "this metad has no issuer configured for certificates", headers)
+    raw = await request.read()
+    if len(raw) > CSR_MAX:
+        return render.error(413, f"body: larger than {CSR_MAX} bytes", headers, field="body")
+    try:
+        doc = json.loads(raw)
+    except ValueError:
+        return render.error(400, 'body: must be JSON {"token": ..., "csr": "<PEM>"}', headers, field="body")
+    if not isinstance(doc, dict):
+        return render.error(400, 'body: must be a JSON object {"token", "csr"}', headers, field="body")
+    token, csr = doc.get("token"), doc.get("csr")
+    if not isinstance(token, str) or not token:
+        return render.error(400, "token: a non-empty string is required", headers, field="token")
+    if not isinstance(csr, str) or not csr:
+        return render.error(400, "csr: a PEM certificate request is required", headers, field="csr")
+    mapping = mirror.by_bootstrap_token(token)
+    owner = mirror.tree.text(f"{mapping.cluster}/cluster/owner") if mapping is not None else ""
+    if mapping is None or not owner:
+        # The runtime maps an instance once it runs: until then, the agent asks again.
+        return render.error(
+            404, "no instance is registered for this token yet", headers, reason="not_registered"
+        )
+    if mirror.tree.live(f"{REVOKED_INSTANCES_ROOT}/{mapping.instance_id}") is not None:
+        _log.warning("bootstrap refused: revoked", instance_id=mapping.instance_id, peer=request.remote)
+        return render.error(403, f"instance {mapping.instance_id} is revoked", headers)
+    subject = pki.Subject(cn=mapping.instance_id, o=owner, ou=mapping.cluster_id)
+    try:
+        issued = await asyncio.to_thread(issuer.sign_csr, csr.encode(), assign=subject)
+    except pki.PKIError as exc:
+        return render.error(400, str(exc), headers, field="csr")
+    _log.info(
+        "certificate bootstrapped",
+        instance_id=mapping.instance_id,
+        cluster_id=mapping.cluster_id,
+        serial=pki.serial_hex(issued.serial),
+        peer=request.remote,
+    )
+    return web.json_response(_certificate_answer(issuer, issued), headers=headers)
+
+
+def _certificate_answer(issuer: pki.CertificateAuthority, issued: pki.Issued) -> dict[str, Any]:
+    """A signed certificate with the issuer's certificate after it, unless the issuer is a root."""
+    chain = b"" if issuer.cert.issuer == issuer.cert.subject else issuer.cert_pem
+    return {
         "certificate": (issued.cert_pem + chain).decode(),
         "serial": pki.serial_hex(issued.serial),
         "not_after": issued.cert.not_valid_after_utc.timestamp(),
     }
-    return web.json_response(body, headers=_version(mirror))
 
 
 async def not_allowed(request: web.Request) -> web.Response:
@@ -198,6 +255,7 @@ def build_app(
     app[LEASES_KEY] = leases
     app[WAIT_TIMEOUT_KEY] = wait_timeout
     app.router.add_get("/healthz", healthz)
+    app.router.add_post("/self/bootstrap", bootstrap)
     app.router.add_get("/{path:.*}", read)
     app.router.add_put("/{path:.*}", write)
     app.router.add_post("/{path:.*}", write)

@@ -9,12 +9,13 @@ import json
 import os
 import signal
 import sys
+import tempfile
 from pathlib import Path
 
 from pitrix import aio, logs, pki
 from pitrix.logs import get_logger
 from pitrix.metad.server import DEFAULT_WAIT_TIMEOUT, Metad, MetadError
-from pitrix.metad.tls import MetadTLS
+from pitrix.metad.tls import MetadTLS, self_issued
 from pitrix.store import Store, StoreError
 
 EMBEDDED_MAX_TXN_OPS = 16384
@@ -78,8 +79,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--log-level", default=os.environ.get("PITRIX_LOG_LEVEL", "info"))
     args = parser.parse_args(argv)
     tls_given = [f"--{n.replace('_', '-')}" for n in ("tls_cert", "tls_key", "client_ca") if getattr(args, n)]
-    if tls_given and len(tls_given) != 3:
-        parser.error("mutual TLS needs all of --tls-cert, --tls-key and --client-ca")
+    args.self_issued = tls_given == ["--client-ca"] and bool(args.issuer_cert)
+    if tls_given and len(tls_given) != 3 and not args.self_issued:
+        parser.error(
+            "mutual TLS needs all of --tls-cert, --tls-key and --client-ca "
+            "(or --client-ca with --issuer-cert/--issuer-key: metad then issues its own server certificate)"
+        )
     if tls_given and args.legacy_source_ip:
         parser.error("--legacy-source-ip cannot be combined with --tls-cert/--tls-key/--client-ca")
     if bool(args.issuer_cert) != bool(args.issuer_key):
@@ -98,23 +103,33 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return args
 
 
-def tls_config(args: argparse.Namespace) -> MetadTLS | None:
-    if not args.tls_cert:
+def tls_config(args: argparse.Namespace, scratch: Path) -> MetadTLS | None:
+    """The TLS settings; a self-issued server certificate is written under ``scratch``."""
+    if not args.client_ca:
         return None
     issuer = None
     if args.issuer_cert:
         issuer = pki.CertificateAuthority.load_pair(args.issuer_cert, args.issuer_key)
+    if args.self_issued:
+        assert issuer is not None
+        return self_issued(issuer, args.listen_ip, args.client_ca, scratch)
     return MetadTLS(args.tls_cert, args.tls_key, args.client_ca, issuer)
 
 
 async def serve(args: argparse.Namespace) -> int:
+    # Where a self-issued server certificate lives without a state directory: gone at exit.
+    with tempfile.TemporaryDirectory(prefix="pitrix-metad-") as scratch:
+        return await _serve(args, Path(scratch))
+
+
+async def _serve(args: argparse.Namespace, scratch: Path) -> int:
     log = get_logger("pitrix.metad.main", listen_ip=args.listen_ip)
     if args.implicit_legacy:
         # Transitional: the runtime still starts metad without flags; once it passes
         # --legacy-source-ip or the TLS flags, this becomes an error.
         log.warning("no --tls-cert/--tls-key/--client-ca: serving with legacy source-address identity")
     try:
-        tls = tls_config(args)
+        tls = tls_config(args, (args.state_dir or scratch) / "tls")
     except pki.PKIError as exc:
         log.error("cannot serve", error=str(exc))
         return 1

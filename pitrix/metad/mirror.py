@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import heapq
 
 from pitrix.logs import get_logger
@@ -37,6 +38,7 @@ class Mirror:
         self.waiters = WaiterIndex()
         self.mappings: dict[str, Mapping] = {}
         self.by_ip: dict[str, str] = {}
+        self.by_token: dict[str, str] = {}  # bootstrap token sha256 -> instance id
         # (revision, tie-breaker, future) of management writes waiting for the mirror to catch up.
         self._catching_up: list[tuple[int, int, asyncio.Future[None]]] = []
         self._catch_seq = 0
@@ -154,6 +156,7 @@ class Mirror:
     def _reindex_all(self) -> None:
         self.mappings.clear()
         self.by_ip.clear()
+        self.by_token.clear()
         root = self.tree.live(MAPPING_ROOT)
         if root is not None:
             for iid, _ in root.live_children():
@@ -163,16 +166,25 @@ class Mirror:
         old = self.mappings.pop(iid, None)
         if old is not None and self.by_ip.get(old.ip) == iid:
             del self.by_ip[old.ip]
+        if old is not None and self.by_token.get(old.bootstrap_sha256) == iid:
+            del self.by_token[old.bootstrap_sha256]
         mapping = Mapping.from_node(iid, self.tree.live(f"{MAPPING_ROOT}/{iid}"))
         if mapping is not None:
             self.mappings[iid] = mapping
             self.by_ip[mapping.ip] = iid
+            if mapping.bootstrap_sha256:
+                self.by_token[mapping.bootstrap_sha256] = iid
 
     def identify(self, ip: str | None) -> Mapping | None:
         """The mapping of the instance whose address is ``ip``."""
         if not ip:
             return None
         iid = self.by_ip.get(ip)
+        return self.mappings.get(iid) if iid is not None else None
+
+    def by_bootstrap_token(self, token: str) -> Mapping | None:
+        """The mapping whose bootstrap token this is (only its hash is ever stored)."""
+        iid = self.by_token.get(hashlib.sha256(token.encode()).hexdigest())
         return self.mappings.get(iid) if iid is not None else None
 
     def changed_since(self, deps: list[str], revision: int) -> bool:

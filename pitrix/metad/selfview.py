@@ -41,6 +41,8 @@ class Mapping:
     cluster_id: str
     role: str
     ip: str
+    # hex sha256 of the instance's bootstrap token (POST /self/bootstrap), if the runtime set one
+    bootstrap_sha256: str = ""
 
     @classmethod
     def from_node(cls, iid: str, node: Node | None) -> Mapping | None:
@@ -53,7 +55,14 @@ class Mapping:
         cid, role, ip = fields.get("cluster_id"), fields.get("role"), fields.get("ip")
         if not all(isinstance(v, str) and v and "/" not in v for v in (cid, role)) or not isinstance(ip, str):
             return None
-        return cls(instance_id=iid, cluster_id=str(cid), role=str(role), ip=ip)
+        token = fields.get("bootstrap_sha256")
+        return cls(
+            instance_id=iid,
+            cluster_id=str(cid),
+            role=str(role),
+            ip=ip,
+            bootstrap_sha256=token.lower() if isinstance(token, str) else "",
+        )
 
     @property
     def key(self) -> str:

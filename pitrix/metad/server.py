@@ -53,6 +53,10 @@ class Metad:
         self.tls = tls
         try:
             self._ssl = tls.server_context() if tls is not None else None
+            # With an issuer, instances without a certificate may connect to fetch one.
+            self._instance_ssl = (
+                tls.server_context(certificate_optional=tls.issuer is not None) if tls is not None else None
+            )
         except pki.PKIError as exc:
             raise MetadError(str(exc)) from None
         try:
@@ -114,8 +118,9 @@ class Metad:
                 )
                 await runner.setup()
                 self._runners[which] = runner
+                ssl_context = self._instance_ssl if which == "instance" else self._ssl
                 site = web.TCPSite(
-                    runner, self.listen_ip, self._ports[which], backlog=4096, ssl_context=self._ssl
+                    runner, self.listen_ip, self._ports[which], backlog=4096, ssl_context=ssl_context
                 )
                 try:
                     await site.start()

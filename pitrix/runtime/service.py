@@ -77,7 +77,7 @@ class RuntimeService:
         *,
         replica: str | None = None,
         owner_ttl: int = 10,
-        metadata_tls: bool = False,
+        metadata_tls: bool = True,
     ) -> None:
         self.store = store
         self.recovery = recovery or RecoveryPolicy()

@@ -105,8 +105,33 @@ async def _handshake_refused(world: TLSWorld, context: ssl.SSLContext, port: str
     pytest.fail(f"the server answered {status} without a valid client certificate")
 
 
-async def test_no_certificate_is_refused_at_the_handshake(tls_world: TLSWorld) -> None:
-    await _handshake_refused(tls_world, pki.client_context(tls_world.ca_file))
+@pytest.mark.parametrize(
+    ("method", "path"),
+    [
+        ("GET", "/self"),
+        ("GET", "/self/host"),
+        ("GET", "/self?wait=true&prev_version=0"),
+        ("GET", "/"),
+        ("PUT", "/self/status/heartbeat"),
+        ("PUT", "/self/status/applied"),
+        ("POST", "/self/cert"),
+        ("DELETE", "/self"),
+    ],
+)
+async def test_no_certificate_gets_nothing_but_the_bootstrap_door(
+    tls_world: TLSWorld, method: str, path: str
+) -> None:
+    """Without a certificate the instance port lets the handshake through (POST /self/bootstrap is
+    how an instance gets its first certificate) and refuses every other request."""
+    await _plant_secret(tls_world)
+    context = pki.client_context(tls_world.ca_file)
+    status, body = await tls_world.raw(None, method, path, context=context)
+    assert status == 403, body
+    assert SECRET.encode() not in body and b"c1" not in body
+
+
+async def test_no_certificate_is_refused_at_the_management_handshake(tls_world: TLSWorld) -> None:
+    await _handshake_refused(tls_world, pki.client_context(tls_world.ca_file), port="manage")
 
 
 async def test_a_certificate_from_another_ca_is_refused(tls_world: TLSWorld, tmp_path) -> None:

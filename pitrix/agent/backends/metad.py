@@ -34,6 +34,7 @@ class MetadBackend:
                 client_cert=config.client_cert,
                 client_key=config.client_key,
                 ca_file=config.client_cakeys,
+                bootstrap_token=config.bootstrap_token,
             )
         )
 

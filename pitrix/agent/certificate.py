@@ -1,0 +1,187 @@
+"""The agent's client certificate: its first one fetched with a bootstrap token, then renewed.
+
+The cloud names an instance only after its userdata is written, so userdata cannot carry a
+certificate naming it; it carries a one-time token instead, which metad exchanges for a
+certificate once the runtime has mapped the instance (``POST /self/bootstrap``; until then metad
+answers 404 and the agent asks again). After that the agent renews through ``POST /self/cert``
+once two thirds of the certificate's life are gone, so a short-lived certificate never lapses.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import os
+import ssl
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+from cryptography import x509
+
+from pitrix import pki
+from pitrix.agent.errors import BackendError, ConfigError
+from pitrix.logs import get_logger
+
+RENEW_AT = 2 / 3  # of the certificate's lifetime
+BOOTSTRAP_PATIENCE = 10.0  # seconds one call keeps asking before the agent's own backoff takes over
+
+
+def _write_atomically(path: Path, data: bytes, mode: int) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    os.replace(tmp, path)
+
+
+class AgentCertificate:
+    """Owns the TLS context the agent's metad connections use, and keeps its certificate fresh."""
+
+    def __init__(
+        self,
+        cert: Path | None,
+        key: Path | None,
+        ca: Path | None,
+        bootstrap_token: str = "",
+    ) -> None:
+        self.cert, self.key, self.ca = cert, key, ca
+        self.token = bootstrap_token
+        self._lock = asyncio.Lock()
+        self._log = get_logger("pitrix.agent.certificate")
+        self._not_before: dt.datetime | None = None
+        self._not_after: dt.datetime | None = None
+        self.context: ssl.SSLContext | None = None
+        self.generation = 0  # bumped whenever the context changes: sessions made before are stale
+        if cert is None and ca is None:
+            return
+        if self._usable():
+            self.context = self._load()
+        elif not (self.token and cert is not None and key is not None):
+            self.context = self._load()  # raises the ConfigError that says what is wrong
+
+    # -- state ------------------------------------------------------------------------------------
+
+    def _usable(self) -> bool:
+        """A certificate file that parses, has not expired, and (with a key) loads."""
+        if self.cert is None:
+            return True
+        try:
+            parsed = x509.load_pem_x509_certificate(self.cert.read_bytes())
+        except (OSError, ValueError):
+            return False
+        now = dt.datetime.now(dt.UTC)
+        if parsed.not_valid_after_utc <= now:
+            return False
+        try:
+            self._bare_context().load_cert_chain(str(self.cert), str(self.key) if self.key else None)
+        except (OSError, ssl.SSLError):
+            return False  # e.g. a crash between writing the key and the certificate
+        self._not_before, self._not_after = parsed.not_valid_before_utc, parsed.not_valid_after_utc
+        return True
+
+    def _bare_context(self) -> ssl.SSLContext:
+        """Verifies metad against the CA file (which may be an intermediate: the cluster's issuer)."""
+        try:
+            ctx = ssl.create_default_context(cafile=str(self.ca) if self.ca else None)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigError(f"client_cakeys: {self.ca}: {getattr(exc, 'strerror', None) or exc}") from None
+        ctx.verify_flags |= ssl.VERIFY_X509_PARTIAL_CHAIN
+        return ctx
+
+    def _load(self) -> ssl.SSLContext:
+        ctx = self._bare_context()
+        if self.cert is not None:
+            try:
+                ctx.load_cert_chain(str(self.cert), str(self.key) if self.key else None)
+            except (OSError, ssl.SSLError) as exc:
+                why = getattr(exc, "strerror", None) or exc
+                raise ConfigError(f"client_cert/client_key: {self.cert}, {self.key}: {why}") from None
+        return ctx
+
+    def _renewal_due(self) -> bool:
+        if self._not_before is None or self._not_after is None:
+            return False
+        life = self._not_after - self._not_before
+        return dt.datetime.now(dt.UTC) >= self._not_before + life * RENEW_AT
+
+    # -- keeping it fresh -------------------------------------------------------------------------
+
+    async def ensure(self, nodes: list[str], session: aiohttp.ClientSession | None) -> None:
+        """Before a request: fetch the first certificate, or renew one that is due."""
+        if self.cert is None or (self.context is not None and not self._renewal_due()):
+            return
+        async with self._lock:
+            if self.context is None:
+                await self._bootstrap(nodes)
+            elif self._renewal_due() and session is not None:
+                await self._renew(nodes, session)
+
+    async def _bootstrap(self, nodes: list[str]) -> None:
+        assert self.cert is not None and self.key is not None
+        key = pki.generate_key()
+        csr = pki.make_csr(key, pki.Subject(cn="bootstrap")).decode()
+        body = {"token": self.token, "csr": csr}
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + BOOTSTRAP_PATIENCE
+        delay = 0.05
+        connector = aiohttp.TCPConnector(ssl=self._bare_context())
+        async with aiohttp.ClientSession(connector=connector) as session:
+            while True:
+                answer, why = await self._post_any(session, nodes, "/self/bootstrap", body)
+                if answer is not None:
+                    break
+                if loop.time() + delay > deadline:
+                    raise BackendError(f"metad: no certificate for the bootstrap token yet ({why})")
+                await asyncio.sleep(delay)  # the runtime maps the instance moments after it runs
+                delay = min(delay * 2, 1.0)
+        self._store(key, answer)
+        self._log.info("certificate bootstrapped", serial=answer.get("serial"))
+
+    async def _renew(self, nodes: list[str], session: aiohttp.ClientSession) -> None:
+        assert self.cert is not None
+        current = x509.load_pem_x509_certificate(self.cert.read_bytes())
+        key = pki.generate_key()
+        csr = pki.make_csr(key, pki.Subject.of(current.subject)).decode()
+        answer, why = await self._post_any(session, nodes, "/self/cert", {"csr": csr})
+        if answer is None:
+            # Keep the current certificate (still valid) and try again at the next request.
+            self._log.warning("certificate renewal failed; retrying later", error=why)
+            return
+        self._store(key, answer)
+        self._log.info("certificate renewed", serial=answer.get("serial"))
+
+    async def _post_any(
+        self, session: aiohttp.ClientSession, nodes: list[str], path: str, body: dict[str, Any]
+    ) -> tuple[dict[str, Any] | None, str]:
+        """The first node's certificate answer, or None and why none gave one."""
+        errors = []
+        for base in nodes:
+            try:
+                async with session.post(
+                    base + path, json=body, timeout=aiohttp.ClientTimeout(total=10)
+                ) as resp:
+                    text = await resp.text()
+                    if resp.status == 200:
+                        return dict(await resp.json(content_type=None)), ""
+                    if resp.status == 403:
+                        self._log.error("metad refuses this instance's certificate", answer=text[:200])
+                    errors.append(f"{base}: HTTP {resp.status}: {text[:120]}")
+            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+                errors.append(f"{base}: {type(exc).__name__}: {exc}")
+        return None, "; ".join(errors)
+
+    def _store(self, key: pki.PrivateKey, answer: dict[str, Any]) -> None:
+        assert self.cert is not None and self.key is not None
+        certificate = str(answer.get("certificate") or "").encode()
+        if b"BEGIN CERTIFICATE" not in certificate:
+            raise BackendError(f"metad: the certificate answer holds no certificate: {answer!r:.200}")
+        self.key.parent.mkdir(parents=True, exist_ok=True)
+        _write_atomically(self.key, pki.key_to_pem(key), 0o600)
+        _write_atomically(self.cert, certificate, 0o644)
+        if not self._usable():
+            raise BackendError("metad: the certificate it signed does not load with the new key")
+        self.context = self._load()
+        self.generation += 1

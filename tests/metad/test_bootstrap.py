@@ -1,0 +1,147 @@
+"""An instance's first certificate: a bootstrap token exchanged at POST /self/bootstrap.
+
+Real metad with mutual TLS, real etcd; the agent's side (``AgentCertificate``) fetches, stores and
+renews its certificate against it.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import stat
+from pathlib import Path
+
+import pytest
+from cryptography import x509
+
+from pitrix import pki
+from pitrix.agent.certificate import AgentCertificate
+from pitrix.agent.errors import BackendError
+from pitrix.agent.metad_client import MetadClient
+from pitrix.metad import tls as metad_tls
+
+from .tlsworld import TLSWorld
+
+TOKEN = "tok-" + "x" * 40
+
+
+def csr(cn: str = "anything", o: str | None = "usr-b", ou: str | None = "c3") -> str:
+    return pki.make_csr(pki.generate_key(), pki.Subject(cn=cn, o=o, ou=ou)).decode()
+
+
+async def give_token(world: TLSWorld, iid: str = "i-web2", token: str = TOKEN) -> None:
+    mapping = await world.manage.get_mapping(iid)
+    assert mapping is not None
+    mapping["bootstrap_sha256"] = hashlib.sha256(token.encode()).hexdigest()
+    await world.manage.put_mapping(iid, mapping)
+
+
+async def post(world: TLSWorld, body: object) -> tuple[int, dict[str, object]]:
+    raw = json.dumps(body).encode()
+    status, answer = await world.raw(
+        None, "POST", "/self/bootstrap", body=raw, headers={"Content-Type": "application/json"}
+    )
+    return status, json.loads(answer)
+
+
+async def test_a_token_nobody_registered_is_told_to_come_back(tls_world: TLSWorld) -> None:
+    status, answer = await post(tls_world, {"token": TOKEN, "csr": csr()})
+    assert (status, answer["reason"]) == (404, "not_registered")
+
+
+async def test_the_token_buys_the_mappings_identity_whatever_the_csr_asks(tls_world: TLSWorld) -> None:
+    await give_token(tls_world)
+    status, answer = await post(tls_world, {"token": TOKEN, "csr": csr("i-x1", "usr-b", "c3")})
+    assert status == 200, answer
+    cert = x509.load_pem_x509_certificate(str(answer["certificate"]).encode())
+    subject = pki.Subject.of(cert.subject)
+    assert (subject.cn, subject.o, subject.ou) == ("i-web2", "usr-a", "c1")
+    tls_world.ca.verify(cert)
+
+
+@pytest.mark.parametrize(
+    ("case", "body", "field"),
+    [
+        ("not an object", ["token"], "body"),
+        ("no token", {"csr": "x"}, "token"),
+        ("empty token", {"token": "", "csr": "x"}, "token"),
+        ("no csr", {"token": TOKEN}, "csr"),
+        ("csr not PEM", {"token": TOKEN, "csr": "hello"}, "csr"),
+    ],
+)
+async def test_bad_requests_name_the_field(tls_world: TLSWorld, case: str, body: object, field: str) -> None:
+    await give_token(tls_world)
+    status, answer = await post(tls_world, body)
+    assert (status, answer.get("field")) == (400, field), (case, answer)
+
+
+async def test_a_wrong_token_and_a_revoked_instance_get_nothing(tls_world: TLSWorld) -> None:
+    await give_token(tls_world)
+    status, _ = await post(tls_world, {"token": TOKEN + "y", "csr": csr()})
+    assert status == 404
+    await tls_world.manage.revoke_instance("i-web2", "scaled in")
+    status, answer = await post(tls_world, {"token": TOKEN, "csr": csr()})
+    assert status == 403, answer
+
+
+def agent_files(world: TLSWorld, folder: Path) -> tuple[Path, Path, Path]:
+    folder.mkdir(parents=True, exist_ok=True)
+    ca = folder / "ca.pem"
+    ca.write_bytes(world.ca.cert_pem)
+    return folder / "agent.crt", folder / "agent.key", ca
+
+
+async def test_an_agent_bootstraps_then_reads_its_own_view(tls_world: TLSWorld, tmp_path: Path) -> None:
+    cert, key, ca = agent_files(tls_world, tmp_path / "vm")
+    client = MetadClient([tls_world.metad.instance_url], client_cert=cert, client_key=key, ca_file=ca,
+                         bootstrap_token=TOKEN)  # fmt: skip
+    try:
+        with pytest.raises(BackendError, match="no certificate for the bootstrap token"):
+            await client.get("/self/host")  # not mapped with the token yet: the agent retries later
+        await give_token(tls_world)
+        answer = await client.get("/self/host")
+        assert answer.body["instance_id"] == "i-web2"
+        assert stat.S_IMODE(key.stat().st_mode) == 0o600
+    finally:
+        await client.close()
+    # A restarted agent uses the stored certificate: the token is not needed again.
+    again = MetadClient([tls_world.metad.instance_url], client_cert=cert, client_key=key, ca_file=ca)
+    try:
+        assert (await again.get("/self/host")).body["instance_id"] == "i-web2"
+    finally:
+        await again.close()
+
+
+async def test_an_agent_renews_its_certificate_before_it_expires(tls_world: TLSWorld, tmp_path: Path) -> None:
+    cert, key, ca = agent_files(tls_world, tmp_path / "vm")
+    # A certificate already past two thirds of its (short) life.
+    issued = tls_world.ca.issue_instance("i-web2", "usr-a", "c1", lifetime=dt.timedelta(minutes=2))
+    issued.write(cert, key)
+    first = x509.load_pem_x509_certificate(cert.read_bytes())
+    certificate = AgentCertificate(cert, key, ca)
+    certificate._not_before = first.not_valid_before_utc - dt.timedelta(minutes=10)  # backdated: due
+    client = MetadClient([tls_world.metad.instance_url], client_cert=cert, client_key=key, ca_file=ca)
+    client.certificate = certificate
+    try:
+        assert (await client.get("/self/host")).body["instance_id"] == "i-web2"
+        await client.get("/self/host")  # the renewal happens before this request
+        renewed = x509.load_pem_x509_certificate(cert.read_bytes())
+        assert renewed.serial_number != first.serial_number
+        assert renewed.not_valid_after_utc > first.not_valid_after_utc
+        assert certificate.generation == 1
+        assert (await client.get("/self/host")).body["instance_id"] == "i-web2"  # on the new one
+    finally:
+        await client.close()
+
+
+async def test_metad_issues_its_own_server_certificate_from_the_issuer(tmp_path: Path) -> None:
+    root = pki.CertificateAuthority.create()
+    issuer = root.issue_subordinate("metadata usr-a/sim")
+    (tmp_path / "issuer.pem").write_bytes(issuer.cert_pem)
+    tls = metad_tls.self_issued(issuer, "127.0.0.1", tmp_path / "issuer.pem", tmp_path / "tls")
+    chain = tls.cert_file.read_bytes()
+    leaf = x509.load_pem_x509_certificates(chain)
+    assert [pki.Subject.of(c.subject).cn for c in leaf] == ["pitrix-metad", "metadata usr-a/sim"]
+    issuer.verify(leaf[0])
+    assert stat.S_IMODE(tls.key_file.stat().st_mode) == 0o600
