@@ -21,6 +21,7 @@ from pitrix.providers.base import InstanceSpec, Provider
 from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.authority import issuer_from_pem
 from pitrix.runtime.booting import wait_booted
+from pitrix.runtime.fallback import run_over_ssh, silent_agents
 from pitrix.runtime.keypairs import RuntimeKeyPair, ensure_key_pair
 from pitrix.runtime.records import (
     Cluster,
@@ -430,7 +431,9 @@ class ClusterOperations:
         the ones still silent. With TLS, the node's client certificate is issued here for its
         instance id and pushed with the rest, so the agent needs no bootstrap token.
         """
-        nodes = [n for n in await self.members(node_ids) if not self.agents.has_heartbeat(n.instance_id)]
+        members = await self.members(node_ids)
+        silent = await silent_agents(self.metad, self.cid, [n.instance_id for n in members])
+        nodes = [n for n in members if n.instance_id in silent]
         if not nodes:
             return "every agent already reporting"
         instances = {
@@ -593,6 +596,32 @@ class ClusterOperations:
             revision = await self.metad.put_data(f"/clusters/{self.cid}/env/{role}", changed)
         return f"role env at revision {revision}"
 
+    async def _run_silent(
+        self, service: str, targets: list[tuple[Node, Service]], commands: dict[str, str]
+    ) -> None:
+        """The fallback path: the service over SSH on nodes whose agent is silent (channel ssh)."""
+        self.log.warning(
+            "agents silent; running over SSH", service=service, nodes=[n.node_id for n, _ in targets]
+        )
+        found = await self.provider.describe_instances(instance_ids=[n.instance_id for n, _ in targets])
+        instances = {i.instance_id: i for i in found}
+        async with SshSessions((await self.key_pair()).private_key) as ssh:
+            await asyncio.gather(
+                *(
+                    run_over_ssh(
+                        ssh,
+                        self.metad,
+                        self.cid,
+                        instances[node.instance_id],
+                        commands[node.instance_id],
+                        svc.cmd,
+                        float(svc.timeout),
+                    )
+                    for node, svc in targets
+                    if node.instance_id in instances
+                )
+            )
+
     async def run_service(self, service: str, node_ids: list[str]) -> str:
         """Run one lifecycle service on the nodes whose role defines it, and wait for every result."""
         nodes = await self.members(node_ids)
@@ -609,15 +638,24 @@ class ClusterOperations:
         if not targets:
             return f"no {service} service"
         started = time.monotonic()
+        silent = (
+            await silent_agents(self.metad, self.cid, [n.instance_id for n, _ in targets])
+            if self.over_ssh
+            else set()
+        )
         commands = {}
         for node, svc in targets:
             command_id = f"{self.job.id}-{service}-{node.node_id}"
             commands[node.instance_id] = command_id
+            if node.instance_id in silent:
+                continue  # over SSH below, and never also by its agent
             await self.metad.post_data(
                 f"/clusters/{self.cid}/cmd/{node.instance_id}",
                 {"id": command_id, "cmd": svc.cmd, "timeout": str(svc.timeout)},
             )
         timeout = max(svc.timeout for _, svc in targets) + 30
+        if silent:
+            await self._run_silent(service, [(n, s) for n, s in targets if n.instance_id in silent], commands)
 
         def finished(_: object) -> bool:
             return all(
@@ -628,13 +666,13 @@ class ClusterOperations:
         try:
             await self.agents.wait_for(finished, timeout)
         except TimeoutError:
-            silent = [
+            unanswered = [
                 iid
                 for iid, cmd in commands.items()
                 if (self.agents.command_result(iid, cmd) or {}).get("status") not in ("successful", "failed")
             ]
             raise OperationError(
-                f"{service}: no result within {timeout:.0f}s from {', '.join(silent)}"
+                f"{service}: no result within {timeout:.0f}s from {', '.join(unanswered)}"
             ) from None
         failures = []
         for iid, cmd in commands.items():

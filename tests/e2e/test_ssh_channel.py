@@ -6,6 +6,10 @@ in-process shell starts the VM's in-process agent on ``pitrix-agent -config-file
 
 from __future__ import annotations
 
+import contextlib
+import json
+import os
+import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -15,34 +19,64 @@ from e2e_cloud import Cloud, demo_app
 from e2e_daemons import child_env, duplicated_names, live, runtime_definition
 
 from pitrix.cli.demo import _bin, start_child, stop_child
+from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.keypairs import keypair_name
 from pitrix.runtime.records import Cluster
 from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.service import InvalidRequest, RuntimeService
 from pitrix.store import Store
-from simulator.testing import random_network
+from simulator.testing import pid_alive, random_network
 from simulator.vm import USERDATA_PATH
 
 pytestmark = pytest.mark.e2e
 JOB_TIMEOUT = 180.0
 
 
-@pytest.fixture(params=["full", "light"])
-async def ssh_cloud(request: pytest.FixtureRequest, store: Store, tmp_path: Path) -> AsyncIterator[Cloud]:
-    argv = [_bin("pitrix-sim"), "--state-dir", str(tmp_path / "sim"), "--port", "0"]
+@contextlib.asynccontextmanager
+async def simulated(store: Store, workdir: Path, light: bool) -> AsyncIterator[Cloud]:
+    argv = [_bin("pitrix-sim"), "--state-dir", str(workdir / "sim"), "--port", "0"]
     argv += ["--network", random_network()]
-    if request.param == "light":
+    if light:
         argv.append("--light")
-    sim = await start_child("pitrix-sim", argv, tmp_path / "sim.log", child_env())
+    sim = await start_child("pitrix-sim", argv, workdir / "sim.log", child_env())
     service = RuntimeService(store, recovery=RecoveryPolicy(enabled=False))
     try:
         await service.start()
         await service.put_runtime(runtime_definition(sim))
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            yield Cloud(service, sim, http, tmp_path)
+            yield Cloud(service, sim, http, workdir)
     finally:
         await service.stop()
         await stop_child(sim)
+
+
+@pytest.fixture(params=["full", "light"])
+async def ssh_cloud(request: pytest.FixtureRequest, store: Store, tmp_path: Path) -> AsyncIterator[Cloud]:
+    async with simulated(store, tmp_path, request.param == "light") as cloud:
+        yield cloud
+
+
+@pytest.fixture
+async def full_cloud(store: Store, tmp_path: Path) -> AsyncIterator[Cloud]:
+    async with simulated(store, tmp_path, False) as cloud:
+        yield cloud
+
+
+def kill_agent(instance_id: str) -> int:
+    """SIGKILL the VM's pitrix-agent process only (its app keeps running); its pid."""
+    needle = f"PITRIX_VM_ID={instance_id}".encode()
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            environ = (entry / "environ").read_bytes().split(b"\0")
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if needle in environ and b"pitrix-agent" in cmdline and pid_alive(int(entry.name)):
+            os.kill(int(entry.name), signal.SIGKILL)
+            return int(entry.name)
+    raise AssertionError(f"no pitrix-agent process for {instance_id}")
 
 
 async def settled(service: RuntimeService, cid: str, state: str) -> Cluster:
@@ -113,3 +147,41 @@ async def test_ssh_channel_lifecycle(ssh_cloud: Cloud) -> None:
     ledger = await cloud.ledger()
     assert live(ledger) == []
     assert duplicated_names(ledger) == {}
+
+
+async def test_a_silent_agent_s_command_runs_over_ssh_once(full_cloud: Cloud) -> None:
+    service = full_cloud.service
+    cluster, _ = await service.create_cluster(
+        owner="o1", runtime="sim", app=demo_app(), counts={"web": 2, "lb": 1}, channel="ssh"
+    )
+    cid = cluster.id
+    await settled(service, cid, "active")
+    web1 = next(n for n in await service.nodes(cid) if n.node_id == "web-1")
+    record = await service.metadata.get("o1", "sim")
+    assert record is not None
+    client = service.metadata.client(record)
+    kill_agent(web1.instance_id)
+    agents = AgentStatus(client, cid)
+    await agents.start()
+    try:  # the view replayed (the agent's applied report is in it), then the heartbeat's lease ran out
+        await agents.wait_for(lambda _: bool(agents.applied(web1.instance_id)), 60)
+        await agents.wait_for(lambda _: not agents.has_heartbeat(web1.instance_id), 60)
+    finally:
+        await agents.close()
+
+    job = await service.stop_cluster(cid)
+    await settled(service, cid, "stopped")
+    command_id = f"{job.id}-stop-web-1"
+    result = json.loads(await client.get_data(f"/_pitrix/status/{cid}/{web1.instance_id}/cmd/{command_id}"))
+    assert result["via"] == "ssh" and result["status"] == "successful" and result["exit_code"] == 0
+    posted = await client.get_data(f"/clusters/{cid}/cmd/{web1.instance_id}") or {}
+    assert posted.get("id") != command_id  # never handed to the silent agent
+    web2 = next(n for n in await service.nodes(cid) if n.node_id == "web-2")
+    other = json.loads(
+        await client.get_data(f"/_pitrix/status/{cid}/{web2.instance_id}/cmd/{job.id}-stop-web-2")
+    )
+    assert "via" not in other and other["status"] == "successful"  # a live agent ran its own
+
+    await service.delete_cluster(cid)
+    await settled(service, cid, "deleted")
+    assert live(await full_cloud.ledger()) == []
