@@ -25,12 +25,28 @@ def _now() -> str:
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
-async def silent_agents(metad: MetadManagementClient, cluster_id: str, instance_ids: list[str]) -> set[str]:
-    """Instances whose agent has no heartbeat in metad now (asked directly, not from a replayed view)."""
+def _beat_at(heartbeat: Any) -> float:
+    """When a heartbeat report was written (epoch seconds; 0 if it cannot be read)."""
+    try:
+        stamp = json.loads(heartbeat)["time"] if isinstance(heartbeat, str) else heartbeat["time"]
+        return datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ").replace(tzinfo=UTC).timestamp()
+    except (KeyError, TypeError, ValueError):
+        return 0.0
+
+
+async def silent_agents(
+    metad: MetadManagementClient, cluster_id: str, instance_ids: list[str], *, since: float = 0.0
+) -> set[str]:
+    """Instances whose agent has no heartbeat in metad now (asked directly, not from a replayed view).
+
+    With ``since``, a heartbeat written before then counts as none: after a stop and start, a full
+    VM's agent is dead although its last heartbeat stays until its lease runs out.
+    """
     silent = set()
     for iid in instance_ids:
         status = await metad.get_data(f"/_pitrix/status/{cluster_id}/{iid}")
-        if not isinstance(status, dict) or "heartbeat" not in status:
+        beat = status.get("heartbeat") if isinstance(status, dict) else None
+        if beat is None or (since and _beat_at(beat) < since):
             silent.add(iid)
     return silent
 

@@ -424,15 +424,18 @@ class ClusterOperations:
 
     # -- agents -----------------------------------------------------------------------------------
 
-    async def bootstrap_agents(self, node_ids: list[str]) -> str:
+    async def bootstrap_agents(self, node_ids: list[str], *, fresh_since: float = 0.0) -> str:
         """Channel ssh: write each node's agent files over SSH and start its agent.
 
-        Nodes whose agent already heartbeats are skipped, so a re-run after a crash only touches
-        the ones still silent. With TLS, the node's client certificate is issued here for its
-        instance id and pushed with the rest, so the agent needs no bootstrap token.
+        Nodes whose agent already heartbeats (since ``fresh_since``, when given) are skipped, so a
+        re-run after a crash only touches the ones still silent. With TLS, the node's client
+        certificate is issued here for its instance id and pushed with the rest, so the agent needs
+        no bootstrap token.
         """
         members = await self.members(node_ids)
-        silent = await silent_agents(self.metad, self.cid, [n.instance_id for n in members])
+        silent = await silent_agents(
+            self.metad, self.cid, [n.instance_id for n in members], since=fresh_since
+        )
         nodes = [n for n in members if n.instance_id in silent]
         if not nodes:
             return "every agent already reporting"

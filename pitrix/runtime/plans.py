@@ -86,6 +86,9 @@ def start_plan(cluster: Cluster, job: Job, ops: ClusterOperations) -> Plan:
     plan.then(as_step("start-instances", ops.start_instances, nodes))
     plan.then(as_step("wait-running", ops.wait_running, nodes))
     plan.then(as_step("register", ops.register, nodes))
+    if ops.cluster.channel == "ssh":  # the agents died with the instances; their heartbeats linger
+        bootstrap = partial(ops.bootstrap_agents, fresh_since=job.created)
+        plan.then(as_step("bootstrap-agents", bootstrap, nodes))
     plan.then(as_step("wait-agents", ops.converge, nodes))
     _service_steps(plan, ops, cluster, "start", nodes)
     plan.then(as_step("converge", ops.converge, nodes))

@@ -135,6 +135,13 @@ async def test_ssh_channel_lifecycle(ssh_cloud: Cloud) -> None:
         async with cloud.http.get(f"http://{lb.ip}:8000/") as response:
             assert response.status == 200
 
+    job = await service.stop_cluster(cid)
+    await settled(service, cid, "stopped")
+    job = await service.start_cluster(cid)
+    await settled(service, cid, "active")
+    steps = [s.name for s in await service.job_steps(cid, job.id)]
+    assert steps.index("register") < steps.index("bootstrap-agents") < steps.index("wait-agents")
+
     await service.scale(cid, "web", 3)
     await settled(service, cid, "active")
     assert len([n for n in await service.nodes(cid) if n.role == "web"]) == 3
