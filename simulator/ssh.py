@@ -18,10 +18,13 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import queue
 import signal
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import asyncssh
 
@@ -179,7 +182,7 @@ class VmSshServer:
 
     async def _run_process(self, command: str, process: asyncssh.SSHServerProcess[bytes]) -> int:
         proc = await _Spawned.start(command, self.root, self.environ)
-        feed = asyncio.create_task(_feed(process.stdin, proc.stdin))
+        feed = asyncio.create_task(_feed(process.stdin, proc))
         work = asyncio.ensure_future(_communicate(proc, process))
         lost = asyncio.ensure_future(process.channel.wait_closed())
         try:
@@ -199,26 +202,25 @@ class VmSshServer:
 
 
 class _Spawned:
-    """``sh -c command`` with pipes, started by the stdlib rather than the event loop.
+    """``sh -c command`` started by the stdlib, its pipes served by threads of its own.
 
-    uvloop leaves duplicates of a child's stdio descriptors open in the child (above fd 2), so
-    a background job the command starts (``nohup pitrix-agent ... &``, stdout redirected) would
-    still hold the session's output open and the session would never end, as it does not on a
-    real VM. ``subprocess.Popen`` closes every other descriptor in the child.
+    uvloop leaves duplicates of a child's stdio descriptors open in the child (above fd 2), so a
+    background job the command starts (``nohup pitrix-agent ... &``, output redirected) would still
+    hold the session's output open and the session would never end, as it does not on a real VM;
+    ``subprocess.Popen`` closes every other descriptor in the child. The pipes stay with the Popen
+    object and one thread each (a loop's pipe transport would close them a second time).
     """
 
-    def __init__(
-        self,
-        popen: subprocess.Popen[bytes],
-        stdin: asyncio.StreamWriter,
-        stdout: asyncio.StreamReader,
-        stderr: asyncio.StreamReader,
-    ) -> None:
+    def __init__(self, popen: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        assert popen.stdin is not None and popen.stdout is not None and popen.stderr is not None
         self.popen = popen
-        self.stdin = stdin
-        self.stdout = stdout
-        self.stderr = stderr
+        self.stdout: asyncio.Queue[bytes] = asyncio.Queue()
+        self.stderr: asyncio.Queue[bytes] = asyncio.Queue()
+        self._stdin: queue.Queue[bytes | None] = queue.Queue()
         self._waited: asyncio.Future[int] | None = None
+        for pipe, chunks in ((popen.stdout, self.stdout), (popen.stderr, self.stderr)):
+            threading.Thread(target=_pump_out, args=(pipe, loop, chunks), daemon=True).start()
+        threading.Thread(target=_pump_in, args=(popen.stdin, self._stdin), daemon=True).start()
 
     @classmethod
     async def start(cls, command: str, cwd: Path, env: dict[str, str]) -> _Spawned:
@@ -233,16 +235,13 @@ class _Spawned:
             start_new_session=True,
             close_fds=True,
         )
-        assert popen.stdin is not None and popen.stdout is not None and popen.stderr is not None
-        loop = asyncio.get_running_loop()
-        readers = []
-        for pipe in (popen.stdout, popen.stderr):
-            reader = asyncio.StreamReader(limit=CHUNK * 4)
-            await loop.connect_read_pipe(lambda r=reader: asyncio.StreamReaderProtocol(r), pipe)  # type: ignore[misc]
-            readers.append(reader)
-        transport, protocol = await loop.connect_write_pipe(asyncio.streams.FlowControlMixin, popen.stdin)
-        writer = asyncio.StreamWriter(transport, protocol, None, loop)
-        return cls(popen, writer, readers[0], readers[1])
+        return cls(popen, asyncio.get_running_loop())
+
+    def write(self, data: bytes) -> None:
+        self._stdin.put(data)
+
+    def close_stdin(self) -> None:
+        self._stdin.put(None)
 
     async def wait(self) -> int:
         if self._waited is None:
@@ -250,24 +249,50 @@ class _Spawned:
         return await asyncio.shield(self._waited)
 
 
+def _pump_out(pipe: BinaryIO, loop: asyncio.AbstractEventLoop, chunks: asyncio.Queue[bytes]) -> None:
+    """A thread: the command's output into ``chunks`` until EOF (then b"")."""
+    try:
+        while True:
+            try:
+                data = os.read(pipe.fileno(), CHUNK)
+            except OSError:
+                data = b""
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is listening
+                loop.call_soon_threadsafe(chunks.put_nowait, data)
+            if not data:
+                return
+    finally:
+        pipe.close()
+
+
+def _pump_in(pipe: BinaryIO, chunks: queue.Queue[bytes | None]) -> None:
+    """A thread: what the client sends, to the command's stdin; None closes it."""
+    try:
+        while (data := chunks.get()) is not None:
+            pipe.write(data)
+            pipe.flush()
+    except OSError:
+        return  # the command closed its stdin or exited
+    finally:
+        with contextlib.suppress(OSError):
+            pipe.close()
+
+
 async def _communicate(proc: _Spawned, process: asyncssh.SSHServerProcess[bytes]) -> int:
     await asyncio.gather(_drain(proc.stdout, process.stdout), _drain(proc.stderr, process.stderr))
     return await proc.wait()
 
 
-async def _feed(source: asyncssh.SSHReader[bytes], sink: asyncio.StreamWriter) -> None:
+async def _feed(source: asyncssh.SSHReader[bytes], sink: _Spawned) -> None:
     """The client's stdin to the command's; EOF from the client closes the command's stdin."""
     try:
         while data := await source.read(CHUNK):
             sink.write(data)
-            await sink.drain()
-    except (BrokenPipeError, ConnectionResetError):
-        return
     finally:
-        sink.close()
+        sink.close_stdin()
 
 
-async def _drain(source: asyncio.StreamReader, sink: asyncssh.SSHWriter[bytes]) -> None:
-    while data := await source.read(CHUNK):
+async def _drain(source: asyncio.Queue[bytes], sink: asyncssh.SSHWriter[bytes]) -> None:
+    while data := await source.get():
         sink.write(data)
         await sink.drain()
