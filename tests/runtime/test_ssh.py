@@ -35,9 +35,7 @@ async def test_key_pair_is_stored_once_and_imported_once(
     store: Store, provider: QingCloudProvider, owner: str
 ) -> None:
     pairs = KeyPairs(store)
-    first, second = await asyncio.gather(
-        pairs.get(provider, owner, "sim"), pairs.get(provider, owner, "sim")
-    )
+    first, second = await asyncio.gather(pairs.get(provider, owner, "sim"), pairs.get(provider, owner, "sim"))
     assert first.public_line == second.public_line and first.public_line.startswith("ssh-ed25519 ")
     assert (await store.get(keypair_key(owner, "sim"))) is not None
     again = await ensure_key_pair(store, provider, owner, "sim")
