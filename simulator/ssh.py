@@ -96,6 +96,11 @@ class _Auth(asyncssh.SSHServer):
         wanted = key.public_data
         return any(k.public_data == wanted for k in self._owner.accepted_keys())
 
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:
+        """A local port forward (``ssh -L``) to this VM's own address only, as a tunnel to one of
+        its services (metad's management port); never onwards to anywhere else."""
+        return dest_host == self._owner.ip and 0 < dest_port < 65536
+
 
 class VmSshServer:
     """One VM's SSH listener and its open connections."""

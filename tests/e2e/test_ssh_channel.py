@@ -192,3 +192,25 @@ async def test_a_silent_agent_s_command_runs_over_ssh_once(full_cloud: Cloud) ->
     await service.delete_cluster(cid)
     await settled(service, cid, "deleted")
     assert live(await full_cloud.ledger()) == []
+
+
+async def test_metad_reached_through_an_ssh_tunnel(full_cloud: Cloud) -> None:
+    service = full_cloud.service
+    await service.put_runtime(dict(runtime_definition(full_cloud.sim), metad_via_ssh=True))
+    cluster, _ = await service.create_cluster(
+        owner="o2", runtime="sim", app=demo_app(), counts={"web": 1, "lb": 1}, channel="ssh"
+    )
+    cid = cluster.id
+    await settled(service, cid, "active")
+    record = await service.metadata.get("o2", "sim")
+    assert record is not None
+    client = service.metadata.client(record)
+    assert client.base_url.startswith(("https://127.0.0.1:", "http://127.0.0.1:")), client.base_url
+    assert await client.healthz()
+    provider = await service.provider_for("sim")
+    [meta_vm] = await provider.describe_instances(instance_ids=[record.instance_id])
+    [pair] = await provider.describe_key_pairs(name=keypair_name("o2", "sim"))  # type: ignore[attr-defined]
+    assert meta_vm.raw["keypair_ids"] == [pair.keypair_id]  # made with pitrixd's key for the tunnel
+    await service.delete_cluster(cid)
+    await settled(service, cid, "deleted")
+    assert live(await full_cloud.ledger()) == []
