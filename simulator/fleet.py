@@ -184,7 +184,7 @@ class Fleet:
                 login_mode=request.login_mode,
                 keypair_ids=list(request.keypair_ids),
                 userdata=request.userdata,
-                light=self.light,
+                light=self.light and not self.images.needs_processes(image_dir),
             )
             self._vms[iid] = vm
             self._locks[iid] = asyncio.Lock()
@@ -258,9 +258,26 @@ class Fleet:
             accepted_keys=lambda: self.keypairs.keys_of(vm.instance_id),
             command_delay=lambda: vm.command_delay,
             light=vm.light,
+            start_agent=lambda config: self._start_light_agent(vm, config),
         )
         await server.start()
         self._ssh[vm.instance_id] = server
+
+    async def _start_light_agent(self, vm: VM, config: str) -> str:
+        """A light VM's ``pitrix-agent -config-file`` over SSH: its in-process agent, if not running."""
+        if vm.agent is not None and not vm.agent.task.done():
+            return ""  # one agent per VM, as a second real one would fail to take its state dir
+        if vm.cut_off:
+            return "the VM's agent is cut off (fault)"
+        try:
+            agent = await LightAgent.start_if_configured(vm.root, vm.environ(), config)
+        except Exception as exc:  # a bad config is the command's failure, not the server's
+            return f"{config}: {exc}"
+        if agent is None:
+            return f"{config}: no such file"
+        vm.agent = agent
+        self._log.info("fleet.light_agent_started", instance_id=vm.instance_id, config=config)
+        return ""
 
     async def _stop_ssh(self, vm: VM) -> None:
         server = self._ssh.pop(vm.instance_id, None)

@@ -10,6 +10,9 @@ import re
 from pathlib import Path
 
 PACKAGED_IMAGES = Path(__file__).resolve().parent / "images"
+# An image holding this file cannot work without its processes (the metadata VM's etcd and metad):
+# a light fleet still boots it as a full VM, so a light simulator can host pitrixd's clusters.
+FULL_VM_MARKER = "etc/pitrix-sim/full-vm"
 IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -29,6 +32,10 @@ class ImageCatalog:
             if candidate.is_dir():
                 return candidate
         raise ImageNotFound(f"image [{image_id}] not found in {', '.join(str(d) for d in self.dirs)}")
+
+    @staticmethod
+    def needs_processes(image_dir: Path) -> bool:
+        return (image_dir / FULL_VM_MARKER).is_file()
 
     def names(self) -> list[str]:
         found: set[str] = set()

@@ -28,9 +28,11 @@ class LightAgent:
         self.task = asyncio.create_task(self._run(), name=f"light-agent-{instance_id}")
 
     @classmethod
-    async def start_if_configured(cls, root: Path, environ: dict[str, str]) -> LightAgent | None:
+    async def start_if_configured(
+        cls, root: Path, environ: dict[str, str], config_path: str = CONFIG_PATH
+    ) -> LightAgent | None:
         """Start the VM's agent if its root holds a config; a bad config fails the boot, naming it."""
-        path = root / CONFIG_PATH
+        path = root / config_path.lstrip("/")
         if not path.is_file():
             return None
         config = await asyncio.to_thread(load_config, root, path, None, environ)

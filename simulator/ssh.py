@@ -18,15 +18,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import os
+import queue
 import signal
 import subprocess
+import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import BinaryIO
 
 import asyncssh
 
 from pitrix.logs import get_logger
-from simulator.light_shell import run_light
+from simulator.light_shell import StartAgent, run_light
 
 HOST_KEY_PATH = "etc/ssh/ssh_host_ed25519_key"
 CHUNK = 65536
@@ -93,6 +96,11 @@ class _Auth(asyncssh.SSHServer):
         wanted = key.public_data
         return any(k.public_data == wanted for k in self._owner.accepted_keys())
 
+    def connection_requested(self, dest_host: str, dest_port: int, orig_host: str, orig_port: int) -> bool:
+        """A local port forward (``ssh -L``) to this VM's own address only, as a tunnel to one of
+        its services (metad's management port); never onwards to anywhere else."""
+        return dest_host == self._owner.ip and 0 < dest_port < 65536
+
 
 class VmSshServer:
     """One VM's SSH listener and its open connections."""
@@ -109,7 +117,9 @@ class VmSshServer:
         accepted_keys: AcceptedKeys,
         command_delay: Delay,
         light: bool,
+        start_agent: StartAgent | None = None,
     ) -> None:
+        self.start_agent = start_agent  # light mode: what ``pitrix-agent -config-file`` does
         self.instance_id = instance_id
         self.ip = ip
         self.port = port
@@ -159,29 +169,25 @@ class VmSshServer:
             await asyncio.sleep(delay)  # the "slow commands" fault: the VM takes this long to react
         try:
             if self.light:
-                code = await run_light(command, process, self.root, self.instance_id)
+                code = await run_light(
+                    command, process, self.root, self.instance_id, ip=self.ip, start_agent=self.start_agent
+                )
             else:
                 code = await self._run_process(command, process)
         except (asyncssh.Error, ConnectionError, BrokenPipeError) as exc:
             self._log.info("ssh.session_lost", command=command, error=str(exc))
             return
+        except Exception as exc:  # the VM's fault, not the client's: say so, and end the session
+            self._log.exception("ssh.command_failed", command=command)
+            process.stderr.write(f"sim: {exc!r}\n".encode())
+            process.exit(255)
+            return
         self._log.debug("ssh.command", command=command, exit_code=code)
         process.exit(code)
 
     async def _run_process(self, command: str, process: asyncssh.SSHServerProcess[bytes]) -> int:
-        proc = await asyncio.create_subprocess_exec(
-            "sh",
-            "-c",
-            command,
-            cwd=self.root,
-            env=self.environ,
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            start_new_session=True,
-        )
-        assert proc.stdin is not None
-        feed = asyncio.create_task(_feed(process.stdin, proc.stdin))
+        proc = await _Spawned.start(command, self.root, self.environ)
+        feed = asyncio.create_task(_feed(process.stdin, proc))
         work = asyncio.ensure_future(_communicate(proc, process))
         lost = asyncio.ensure_future(process.channel.wait_closed())
         try:
@@ -193,32 +199,105 @@ class VmSshServer:
             for task in (feed, work, lost):
                 task.cancel()
             await asyncio.gather(feed, work, lost, return_exceptions=True)
-            if proc.returncode is None:
+            if proc.popen.poll() is None:
                 with contextlib.suppress(ProcessLookupError):
-                    os.killpg(proc.pid, signal.SIGKILL)
-                await proc.wait()
+                    os.killpg(proc.popen.pid, signal.SIGKILL)
+            await proc.wait()
         return code if code >= 0 else 128 - code
 
 
-async def _communicate(proc: asyncio.subprocess.Process, process: asyncssh.SSHServerProcess[bytes]) -> int:
-    assert proc.stdout is not None and proc.stderr is not None
+class _Spawned:
+    """``sh -c command`` started by the stdlib, its pipes served by threads of its own.
+
+    uvloop leaves duplicates of a child's stdio descriptors open in the child (above fd 2), so a
+    background job the command starts (``nohup pitrix-agent ... &``, output redirected) would still
+    hold the session's output open and the session would never end, as it does not on a real VM;
+    ``subprocess.Popen`` closes every other descriptor in the child. The pipes stay with the Popen
+    object and one thread each (a loop's pipe transport would close them a second time).
+    """
+
+    def __init__(self, popen: subprocess.Popen[bytes], loop: asyncio.AbstractEventLoop) -> None:
+        assert popen.stdin is not None and popen.stdout is not None and popen.stderr is not None
+        self.popen = popen
+        self.stdout: asyncio.Queue[bytes] = asyncio.Queue()
+        self.stderr: asyncio.Queue[bytes] = asyncio.Queue()
+        self._stdin: queue.Queue[bytes | None] = queue.Queue()
+        self._waited: asyncio.Future[int] | None = None
+        for pipe, chunks in ((popen.stdout, self.stdout), (popen.stderr, self.stderr)):
+            threading.Thread(target=_pump_out, args=(pipe, loop, chunks), daemon=True).start()
+        threading.Thread(target=_pump_in, args=(popen.stdin, self._stdin), daemon=True).start()
+
+    @classmethod
+    async def start(cls, command: str, cwd: Path, env: dict[str, str]) -> _Spawned:
+        popen = await asyncio.to_thread(
+            subprocess.Popen,
+            ["sh", "-c", command],
+            cwd=cwd,
+            env=env,
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            start_new_session=True,
+            close_fds=True,
+        )
+        return cls(popen, asyncio.get_running_loop())
+
+    def write(self, data: bytes) -> None:
+        self._stdin.put(data)
+
+    def close_stdin(self) -> None:
+        self._stdin.put(None)
+
+    async def wait(self) -> int:
+        if self._waited is None:
+            self._waited = asyncio.ensure_future(asyncio.to_thread(self.popen.wait))
+        return await asyncio.shield(self._waited)
+
+
+def _pump_out(pipe: BinaryIO, loop: asyncio.AbstractEventLoop, chunks: asyncio.Queue[bytes]) -> None:
+    """A thread: the command's output into ``chunks`` until EOF (then b"")."""
+    try:
+        while True:
+            try:
+                data = os.read(pipe.fileno(), CHUNK)
+            except OSError:
+                data = b""
+            with contextlib.suppress(RuntimeError):  # the loop has closed: nobody is listening
+                loop.call_soon_threadsafe(chunks.put_nowait, data)
+            if not data:
+                return
+    finally:
+        pipe.close()
+
+
+def _pump_in(pipe: BinaryIO, chunks: queue.Queue[bytes | None]) -> None:
+    """A thread: what the client sends, to the command's stdin; None closes it."""
+    try:
+        while (data := chunks.get()) is not None:
+            pipe.write(data)
+            pipe.flush()
+    except OSError:
+        return  # the command closed its stdin or exited
+    finally:
+        with contextlib.suppress(OSError):
+            pipe.close()
+
+
+async def _communicate(proc: _Spawned, process: asyncssh.SSHServerProcess[bytes]) -> int:
     await asyncio.gather(_drain(proc.stdout, process.stdout), _drain(proc.stderr, process.stderr))
     return await proc.wait()
 
 
-async def _feed(source: asyncssh.SSHReader[bytes], sink: asyncio.StreamWriter) -> None:
+async def _feed(source: asyncssh.SSHReader[bytes], sink: _Spawned) -> None:
     """The client's stdin to the command's; EOF from the client closes the command's stdin."""
     try:
         while data := await source.read(CHUNK):
             sink.write(data)
-            await sink.drain()
-    except (BrokenPipeError, ConnectionResetError):
-        return
     finally:
-        sink.close()
+        sink.close_stdin()
 
 
-async def _drain(source: asyncio.StreamReader, sink: asyncssh.SSHWriter[bytes]) -> None:
-    while data := await source.read(CHUNK):
+async def _drain(source: asyncio.Queue[bytes], sink: asyncssh.SSHWriter[bytes]) -> None:
+    while data := await source.get():
         sink.write(data)
         await sink.drain()

@@ -174,9 +174,18 @@ async def create_cluster(request: web.Request) -> web.Response:
     links = body.get("links") or {}
     if not isinstance(links, dict) or not all(isinstance(v, str) for v in links.values()):
         raise InvalidRequest("links: must be an object of link name: cluster id")
+    channel = body.get("channel", "rest")
+    if not isinstance(channel, str):
+        raise InvalidRequest("channel: must be rest or ssh")
     spec = await _app_spec(request, body["app"])
     cluster, job = await request.app[SERVICE].create_cluster(
-        owner=owner, runtime=body["runtime"], app=spec, name=name, counts=counts, links=links
+        owner=owner,
+        runtime=body["runtime"],
+        app=spec,
+        name=name,
+        counts=counts,
+        links=links,
+        channel=channel,
     )
     return web.json_response({"cluster": cluster_view(cluster), "job": _job_view(job)}, status=202)
 

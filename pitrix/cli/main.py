@@ -172,6 +172,7 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
             "app": _read_spec(args.file) if args.file else args.app,
             "name": args.name or "",
             "counts": counts,
+            "channel": args.channel,
         }
         data = await client.post("/v1/clusters", body)
         return await _wait_job(client, data["cluster"]["id"], data["job"], args)
@@ -279,6 +280,12 @@ def build_parser() -> argparse.ArgumentParser:
     create.add_argument("--runtime", required=True)
     create.add_argument("--name")
     create.add_argument("--count", action="append", metavar="ROLE=N", help="override a role's node count")
+    create.add_argument(
+        "--channel",
+        choices=("rest", "ssh"),
+        default="rest",
+        help="how the nodes' agents are booted: userdata (rest) or over SSH with pitrixd's key pair (ssh)",
+    )
     scale = clusters.add_parser("scale")
     scale.add_argument("cluster")
     scale.add_argument("role")

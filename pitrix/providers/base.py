@@ -74,4 +74,9 @@ class Provider(Protocol):
         """Until every instance runs (error if one fails or the timeout passes)."""
         ...
 
+    async def import_key_pair(self, name: str, public_key: str) -> str:
+        """The cloud's key pair ``name`` holding ``public_key`` (an OpenSSH line): looked up by name
+        first, imported only if absent. Returns what an ``InstanceSpec.key_pair`` names it by."""
+        ...
+
     async def close(self) -> None: ...

@@ -24,7 +24,9 @@ from pitrix.metad.client import MetadManagementClient
 from pitrix.providers.base import Instance, InstanceSpec, Provider
 from pitrix.runtime.authority import Authority, issuer_from_pem, management_context
 from pitrix.runtime.booting import wait_booted
-from pitrix.runtime.records import Cluster, MetadataCluster, metadata_key
+from pitrix.runtime.keypairs import ensure_key_pair
+from pitrix.runtime.records import Cluster, MetadataCluster, Runtime, metadata_key, runtime_key
+from pitrix.runtime.tunnel import Tunnel, open_tunnel
 from pitrix.runtime.userdata import metad_userdata
 from pitrix.store import Store
 
@@ -49,7 +51,30 @@ class MetadataClusters:
         self.provider_for = provider_for
         self.tls = tls  # False: new metadata clusters speak plain HTTP with source-IP identity
         self._clients: dict[str, MetadManagementClient] = {}
+        self._tunnels: dict[str, Tunnel] = {}  # by metadata VM instance id (runtimes with metad_via_ssh)
         self._authority: Authority | None = None
+
+    async def via_ssh(self, runtime: str) -> bool:
+        """Whether the runtime's definition asks for metad to be reached through SSH."""
+        kv = await self.store.get(runtime_key(runtime))
+        return bool(kv and Runtime.model_validate_json(kv.value).model_dump().get("metad_via_ssh"))
+
+    async def _reach(self, record: MetadataCluster) -> None:
+        """Open (or reopen) the SSH tunnel to the record's metad when its runtime wants one."""
+        if not record.instance_id or not await self.via_ssh(record.runtime):
+            return
+        tunnel = self._tunnels.get(record.instance_id)
+        if tunnel is not None and tunnel.alive:
+            return
+        provider = await self.provider_for(record.runtime)
+        pair = await ensure_key_pair(self.store, provider, record.owner, record.runtime)
+        found = await provider.describe_instances(instance_ids=[record.instance_id])
+        if not found:
+            return  # the VM is gone: ensure makes it again
+        self._tunnels[record.instance_id] = await open_tunnel(found[0], pair.private_key)
+        client = self._clients.pop(record.instance_id, None)
+        if client is not None:
+            await client.close()
 
     async def authority(self) -> Authority:
         if self._authority is None:
@@ -58,7 +83,10 @@ class MetadataClusters:
 
     async def get(self, owner: str, runtime: str) -> MetadataCluster | None:
         kv = await self.store.get(metadata_key(owner, runtime))
-        return MetadataCluster.model_validate_json(kv.value) if kv else None
+        record = MetadataCluster.model_validate_json(kv.value) if kv else None
+        if record is not None and record.status == "ready":
+            await self._reach(record)
+        return record
 
     async def ensure(self, owner: str, runtime: str, timeout: float = 120.0) -> MetadataCluster:
         """The owner's metadata cluster on ``runtime``, created and healthy."""
@@ -92,9 +120,13 @@ class MetadataClusters:
             instance = found[0]
         else:
             log.info("creating metadata cluster", name=record.name)
+            key_pair = ""
+            if await self.via_ssh(runtime):
+                key_pair = (await ensure_key_pair(self.store, provider, owner, runtime)).cloud_id
             spec = InstanceSpec(
                 name=record.name,
                 image=METADATA_IMAGE,
+                key_pair=key_pair,
                 userdata=metad_userdata(issuer_from_pem(record.issuer_pem) if record.issuer_pem else None),
                 tags={"pitrix:owner": owner, "pitrix:role": "metadata"},
             )
@@ -103,6 +135,7 @@ class MetadataClusters:
         (instance,) = await wait_booted(provider, [instance.instance_id], timeout)
         record = record.model_copy(update={"instance_id": instance.instance_id, "ip": instance.private_ip})
         await self.store.put(key, record.dump())
+        await self._reach(record)
         await self._wait_healthy(record, timeout - (time.monotonic() - started))
         record = record.model_copy(update={"status": "ready"})
         await self.store.put(key, record.dump())
@@ -121,24 +154,41 @@ class MetadataClusters:
             found = await self._vms(provider, record)
             if found:
                 await provider.terminate_instances([i.instance_id for i in found])
-            client = self._clients.pop(record.manage_url, None)
-            if client:
-                await client.close()
+            for cache in (record.manage_url, record.instance_id):
+                client = self._clients.pop(cache, None)
+                if client:
+                    await client.close()
+            tunnel = self._tunnels.pop(record.instance_id, None)
+            if tunnel is not None:
+                await tunnel.close()
             await self.store.delete(metadata_key(owner, runtime))
         get_logger("pitrix.metadata", owner=owner, runtime=runtime).info("metadata cluster removed")
         return True
 
     def client(self, record: MetadataCluster) -> MetadManagementClient:
-        client = self._clients.get(record.manage_url)
+        """The management client of ``record``'s metad: direct, or through its SSH tunnel if open."""
+        tunnel = self._tunnels.get(record.instance_id)
+        if tunnel is not None and tunnel.alive:
+            cache = record.instance_id
+            url = f"{record.scheme}://127.0.0.1:{tunnel.port}"
+        else:
+            cache, url = record.manage_url, record.manage_url
+        client = self._clients.get(cache)
         if client is None:
-            ssl = management_context(issuer_from_pem(record.issuer_pem)) if record.issuer_pem else None
-            client = self._clients[record.manage_url] = MetadManagementClient(record.manage_url, ssl=ssl)
+            ssl = None
+            if record.issuer_pem:
+                ssl = management_context(issuer_from_pem(record.issuer_pem))
+                ssl.check_hostname = tunnel is None  # through the tunnel: the chain still must verify
+            client = self._clients[cache] = MetadManagementClient(url, ssl=ssl)
         return client
 
     async def close(self) -> None:
         for client in self._clients.values():
             await client.close()
         self._clients.clear()
+        for tunnel in self._tunnels.values():
+            await tunnel.close()
+        self._tunnels.clear()
 
     async def _healthy(self, record: MetadataCluster) -> bool:
         try:

@@ -7,6 +7,7 @@ Instances are looked up by their deterministic names before any is created.
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import secrets
 import time
@@ -20,6 +21,8 @@ from pitrix.providers.base import InstanceSpec, Provider
 from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.authority import issuer_from_pem
 from pitrix.runtime.booting import wait_booted
+from pitrix.runtime.fallback import run_over_ssh, silent_agents
+from pitrix.runtime.keypairs import RuntimeKeyPair, ensure_key_pair
 from pitrix.runtime.records import (
     Cluster,
     Job,
@@ -30,7 +33,14 @@ from pitrix.runtime.records import (
     token_key,
 )
 from pitrix.runtime.spec import Service
-from pitrix.runtime.userdata import agent_files, agent_userdata
+from pitrix.runtime.userdata import (
+    AGENT_CONFIG,
+    AGENT_LOG,
+    SECRET_FILES,
+    agent_files,
+    agent_userdata,
+)
+from pitrix.ssh import SshError, SshSessions, quote
 from pitrix.store import Store
 
 BOOT_TIMEOUT = 300.0
@@ -66,6 +76,19 @@ class ClusterOperations:
         self.metad = metad
         self.agents = agents
         self.log = get_logger("pitrix.operations", cluster_id=cluster.id, job_id=job.id)
+        self._key_pair: RuntimeKeyPair | None = None
+
+    @property
+    def over_ssh(self) -> bool:
+        return self.cluster.channel == "ssh"
+
+    async def key_pair(self) -> RuntimeKeyPair:
+        """pitrixd's key pair for the cluster's owner on its runtime (in etcd and in the cloud)."""
+        if self._key_pair is None:
+            self._key_pair = await ensure_key_pair(
+                self.store, self.provider, self.cluster.owner, self.cluster.runtime
+            )
+        return self._key_pair
 
     @property
     def cid(self) -> str:
@@ -117,14 +140,20 @@ class ClusterOperations:
                 to_create.append(node)
         if not to_create:
             return f"{len(nodes)} instances already exist"
-        tokens = {node.node_id: await self.bootstrap_token(node.node_id) for node in to_create}
+        # Channel ssh: the agent comes over SSH once the instance is known (bootstrap_agents), so
+        # the instance gets pitrixd's public key and no userdata; rest: userdata boots the agent.
+        key_pair = (await self.key_pair()).cloud_id if self.over_ssh else ""
+        tokens = {n.node_id: await self.bootstrap_token(n.node_id) for n in to_create if not self.over_ssh}
         specs = [
             InstanceSpec(
                 name=node.name,
                 image=self.cluster.app.role(node.role).image,
                 cpu=self.cluster.app.role(node.role).cpu,
                 memory=self.cluster.app.role(node.role).memory,
-                userdata=agent_userdata(self.agent_files(node.role, tokens[node.node_id])),
+                userdata=""
+                if self.over_ssh
+                else agent_userdata(self.agent_files(node.role, tokens[node.node_id])),
+                key_pair=key_pair,
                 tags={
                     "pitrix:cluster": self.cid,
                     "pitrix:owner": self.cluster.owner,
@@ -397,6 +426,60 @@ class ClusterOperations:
 
     # -- agents -----------------------------------------------------------------------------------
 
+    async def bootstrap_agents(self, node_ids: list[str], *, fresh_since: float = 0.0) -> str:
+        """Channel ssh: write each node's agent files over SSH and start its agent.
+
+        Nodes whose agent already heartbeats (since ``fresh_since``, when given) are skipped, so a
+        re-run after a crash only touches the ones still silent. With TLS, the node's client
+        certificate is issued here for its instance id and pushed with the rest, so the agent needs
+        no bootstrap token.
+        """
+        members = await self.members(node_ids)
+        silent = await silent_agents(
+            self.metad, self.cid, [n.instance_id for n in members], since=fresh_since
+        )
+        nodes = [n for n in members if n.instance_id in silent]
+        if not nodes:
+            return "every agent already reporting"
+        instances = {
+            i.instance_id: i
+            for i in await self.provider.describe_instances(instance_ids=[n.instance_id for n in nodes])
+        }
+        missing = [n.node_id for n in nodes if n.instance_id not in instances]
+        if missing:
+            raise OperationError(f"nodes {', '.join(missing)}: the cloud no longer has their instances")
+        started = time.monotonic()
+        async with SshSessions((await self.key_pair()).private_key) as ssh:
+
+            async def bootstrap(node: Node) -> None:
+                instance = instances[node.instance_id]
+                issued = self.issue_certificate(node) if self.tls else None
+                files = self.agent_files(
+                    node.role,
+                    cert_pem=issued.cert_pem if issued else b"",
+                    key_pem=issued.key_pem if issued else b"",
+                )
+                for path, data in files.items():
+                    await ssh.put_file(instance, path, data, 0o600 if path in SECRET_FILES else 0o644)
+                state = quote("/var/lib/pitrix-agent")
+                log_dir = quote("/var/log")
+                status, output = await ssh.run(instance, f"mkdir -p {state} {log_dir}")
+                if status != 0:
+                    raise SshError(f"{node.node_id}: mkdir failed ({status}): {output.strip()}")
+                start = (
+                    f"nohup pitrix-agent -config-file {quote(AGENT_CONFIG)} "
+                    f">> {quote(AGENT_LOG)} 2>&1 < /dev/null &"
+                )
+                status, output = await ssh.run(instance, start)
+                if status != 0:
+                    raise SshError(f"{node.node_id}: starting the agent failed ({status}): {output.strip()}")
+
+            results = await asyncio.gather(*(bootstrap(n) for n in nodes), return_exceptions=True)
+        failures = [str(r) for r in results if isinstance(r, BaseException)]
+        if failures:
+            raise OperationError(f"SSH bootstrap failed on {len(failures)} node(s): {'; '.join(failures)}")
+        return f"{len(nodes)} agents started over SSH in {time.monotonic() - started:.2f}s"
+
     async def wait_agents(self, node_ids: list[str]) -> str:
         nodes = await self.members(node_ids)
         ids = [n.instance_id for n in nodes]
@@ -518,6 +601,32 @@ class ClusterOperations:
             revision = await self.metad.put_data(f"/clusters/{self.cid}/env/{role}", changed)
         return f"role env at revision {revision}"
 
+    async def _run_silent(
+        self, service: str, targets: list[tuple[Node, Service]], commands: dict[str, str]
+    ) -> None:
+        """The fallback path: the service over SSH on nodes whose agent is silent (channel ssh)."""
+        self.log.warning(
+            "agents silent; running over SSH", service=service, nodes=[n.node_id for n, _ in targets]
+        )
+        found = await self.provider.describe_instances(instance_ids=[n.instance_id for n, _ in targets])
+        instances = {i.instance_id: i for i in found}
+        async with SshSessions((await self.key_pair()).private_key) as ssh:
+            await asyncio.gather(
+                *(
+                    run_over_ssh(
+                        ssh,
+                        self.metad,
+                        self.cid,
+                        instances[node.instance_id],
+                        commands[node.instance_id],
+                        svc.cmd,
+                        float(svc.timeout),
+                    )
+                    for node, svc in targets
+                    if node.instance_id in instances
+                )
+            )
+
     async def run_service(self, service: str, node_ids: list[str]) -> str:
         """Run one lifecycle service on the nodes whose role defines it, and wait for every result."""
         nodes = await self.members(node_ids)
@@ -534,15 +643,24 @@ class ClusterOperations:
         if not targets:
             return f"no {service} service"
         started = time.monotonic()
+        silent = (
+            await silent_agents(self.metad, self.cid, [n.instance_id for n, _ in targets])
+            if self.over_ssh
+            else set()
+        )
         commands = {}
         for node, svc in targets:
             command_id = f"{self.job.id}-{service}-{node.node_id}"
             commands[node.instance_id] = command_id
+            if node.instance_id in silent:
+                continue  # over SSH below, and never also by its agent
             await self.metad.post_data(
                 f"/clusters/{self.cid}/cmd/{node.instance_id}",
                 {"id": command_id, "cmd": svc.cmd, "timeout": str(svc.timeout)},
             )
         timeout = max(svc.timeout for _, svc in targets) + 30
+        if silent:
+            await self._run_silent(service, [(n, s) for n, s in targets if n.instance_id in silent], commands)
 
         def finished(_: object) -> bool:
             return all(
@@ -553,13 +671,13 @@ class ClusterOperations:
         try:
             await self.agents.wait_for(finished, timeout)
         except TimeoutError:
-            silent = [
+            unanswered = [
                 iid
                 for iid, cmd in commands.items()
                 if (self.agents.command_result(iid, cmd) or {}).get("status") not in ("successful", "failed")
             ]
             raise OperationError(
-                f"{service}: no result within {timeout:.0f}s from {', '.join(silent)}"
+                f"{service}: no result within {timeout:.0f}s from {', '.join(unanswered)}"
             ) from None
         failures = []
         for iid, cmd in commands.items():

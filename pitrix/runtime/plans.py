@@ -46,6 +46,8 @@ def _boot(plan: Plan, ops: ClusterOperations, node_ids: list[str], *, adding: bo
     plan.then(as_step("wait-running", ops.wait_running, node_ids))
     register = partial(ops.register, adding=True) if adding else ops.register
     plan.then(as_step("register", register, node_ids))
+    if ops.cluster.channel == "ssh":
+        plan.then(as_step("bootstrap-agents", ops.bootstrap_agents, node_ids))
     plan.then(as_step("wait-agents", ops.wait_agents, node_ids))
 
 
@@ -84,6 +86,9 @@ def start_plan(cluster: Cluster, job: Job, ops: ClusterOperations) -> Plan:
     plan.then(as_step("start-instances", ops.start_instances, nodes))
     plan.then(as_step("wait-running", ops.wait_running, nodes))
     plan.then(as_step("register", ops.register, nodes))
+    if ops.cluster.channel == "ssh":  # the agents died with the instances; their heartbeats linger
+        bootstrap = partial(ops.bootstrap_agents, fresh_since=job.created)
+        plan.then(as_step("bootstrap-agents", bootstrap, nodes))
     plan.then(as_step("wait-agents", ops.converge, nodes))
     _service_steps(plan, ops, cluster, "start", nodes)
     plan.then(as_step("converge", ops.converge, nodes))

@@ -39,6 +39,8 @@ State = Literal[
     "deleted",
     "failed",
 ]
+Channel = Literal["rest", "ssh"]
+CHANNELS: tuple[Channel, ...] = ("rest", "ssh")
 
 
 def new_id(prefix: str) -> str:
@@ -86,6 +88,9 @@ class Cluster(_Record):
     env: dict[str, dict[str, str]] = Field(default_factory=dict)
     # link name -> id of a cluster of the same owner and runtime, seen by this one's nodes under /self/links
     links: dict[str, str] = Field(default_factory=dict)
+    # How pitrixd reaches the nodes besides metad: "rest" (userdata boots the agent) or "ssh"
+    # (its key pair; the agent is pushed and started over SSH, which also carries a fallback).
+    channel: Channel = "rest"
     state: State = "pending"
     job_id: str | None = None
     last_error: str | None = None

@@ -16,7 +16,7 @@ import random
 import re
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, cast
 
 import aiohttp
 
@@ -34,6 +34,8 @@ from pitrix.runtime.ownership import Ownership, owner_key
 from pitrix.runtime.plan import Plan, Step
 from pitrix.runtime.plans import BUILDERS, delete_plan
 from pitrix.runtime.records import (
+    CHANNELS,
+    Channel,
     Cluster,
     Job,
     Node,
@@ -289,7 +291,10 @@ class RuntimeService:
         name: str = "",
         counts: dict[str, int] | None = None,
         links: dict[str, str] | None = None,
+        channel: str = "rest",
     ) -> tuple[Cluster, Job]:
+        if channel not in CHANNELS:
+            raise InvalidRequest(f"channel: must be one of {', '.join(CHANNELS)}, got {channel!r}")
         try:
             spec = parse_spec(app)
         except SpecError as exc:
@@ -312,6 +317,7 @@ class RuntimeService:
             app=spec,
             counts=role_counts,
             links=checked,
+            channel=cast(Channel, channel),
         )
         model = self._sync_model(cluster)
         job = await self._act(cluster, model, "create", {})

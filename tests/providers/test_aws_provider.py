@@ -7,6 +7,7 @@ import secrets
 from collections.abc import AsyncIterator
 from typing import Any
 
+import asyncssh
 import pytest
 import structlog
 from fault_proxy import Fault, FaultProxy
@@ -249,3 +250,14 @@ def test_instance_type_choice() -> None:
         choose(200, 1024)
     assert error.value.code == "flavor"
     assert choose(2, 2048, [("small", 1, 1024), ("big", 4, 8192)]) == "big"
+
+
+async def test_import_key_pair_is_idempotent_by_name(provider: AwsProvider, ec2: Any, cid: str) -> None:
+    public = asyncssh.generate_private_key("ssh-ed25519").export_public_key("openssh").decode().strip()
+    try:
+        assert await provider.import_key_pair(cid, public) == cid
+        assert await provider.import_key_pair(cid, public) == cid
+        pairs = (await ec2.describe_key_pairs(KeyNames=[cid]))["KeyPairs"]
+        assert [p["KeyName"] for p in pairs] == [cid]
+    finally:
+        await ec2.delete_key_pair(KeyName=cid)

@@ -304,3 +304,24 @@ async def test_api_pages_servers_and_checks_requests(sim: Simulator, cid: str) -
                     assert response.status == 204
                 async with session.delete(f"{nova}/servers/{iid}", headers=headers) as response:
                     assert response.status in (204, 404)  # deleting already, or gone
+
+
+async def test_import_key_pair_is_idempotent_and_opens_the_servers(
+    runtime: dict[str, Any], provider: OpenStackProvider, cid: str
+) -> None:
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    public = key.export_public_key("openssh").decode().strip()
+    conn = connection(runtime)
+    try:
+        assert await provider.import_key_pair(cid, public) == cid
+        assert await provider.import_key_pair(cid, public) == cid
+        pairs = await asyncio.to_thread(lambda: [k.name for k in conn.compute.keypairs() if k.name == cid])
+        assert pairs == [cid]
+        [created] = await provider.run_instances([InstanceSpec(name=f"{cid}-n1", image="demo", key_pair=cid)])
+        [running] = await provider.wait_running([created.instance_id], timeout=30)
+        async with await ssh_when_listening(running.private_ip, running.ssh_port, key) as ssh:
+            result = await asyncio.wait_for(ssh.run("echo imported", check=True), 30)
+        assert str(result.stdout).strip() == "imported"
+    finally:
+        await asyncio.to_thread(lambda: conn.compute.delete_keypair(cid, ignore_missing=True))
+        await asyncio.to_thread(conn.close)

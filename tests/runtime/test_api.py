@@ -87,6 +87,8 @@ async def test_not_json_is_a_400(api: TestClient[Any, Any]) -> None:
         ({"runtime": "dead"}, "app", 400),
         ({"runtime": "dead", "app": {**APP, "roles": []}}, "app.roles", 400),
         ({"runtime": "dead", "app": APP, "counts": {"db": 2}}, "counts.db", 400),
+        ({"runtime": "dead", "app": APP, "channel": "telnet"}, "channel", 400),
+        ({"runtime": "dead", "app": APP, "channel": 7}, "channel", 400),
         ({"runtime": "nowhere", "app": APP}, None, 404),
     ],
 )

@@ -69,7 +69,7 @@ def connect(item: dict[str, Any], key: asyncssh.SSHKey) -> Any:
 
 
 async def test_light_vm_runs_no_process_and_does_not_run_userdata(light: Simulator) -> None:
-    item, _ = await boot(light, "pitrix-metadata", "#!/bin/sh\ntouch ran\n")
+    item, _ = await boot(light, "demo", "#!/bin/sh\ntouch ran\n")
     iid = item["instance_id"]
     root = light.fleet.vms_dir / iid / "root"
     assert item["status"] == "running" and vm_pids({iid}) == {}
@@ -80,7 +80,7 @@ async def test_light_vm_runs_no_process_and_does_not_run_userdata(light: Simulat
 
 
 async def test_light_shell_command_set(light: Simulator) -> None:
-    item, key = await boot(light, "pitrix-metadata")
+    item, key = await boot(light, "demo")
     iid = item["instance_id"]
     root = light.fleet.vms_dir / iid / "root"
     async with connect(item, key) as conn:
@@ -158,3 +158,38 @@ async def test_a_bad_agent_config_fails_the_boot_naming_it(light: Simulator, tmp
     assert await wait_job(light, run["job_id"]) == "failed"
     [job] = (await call(light, "DescribeJobs", {"jobs.1": run["job_id"]}))["job_set"]
     assert "watch" in job["error_msg"]
+
+
+async def test_light_shell_files_and_the_agent_start(light: Simulator) -> None:
+    """What pitrixd's SSH bootstrap sends a light VM: mkdir/touch/chmod, cat >, then the agent."""
+    item, key = await boot(light, "demo")
+    iid = item["instance_id"]
+    root = light.fleet.vms_dir / iid / "root"
+    async with connect(item, key) as conn:
+        put = 'mkdir -p "${PITRIX_VM_ROOT:-}"/etc/x && touch "$PITRIX_VM_ROOT"/etc/x/k && chmod 600 /etc/x/k'
+        assert (await conn.run(put + " && cat > /etc/x/k", input="secret")).exit_status == 0
+        assert (root / "etc/x/k").read_text() == "secret"
+        assert (root / "etc/x/k").stat().st_mode & 0o777 == 0o600
+        assert (await conn.run("echo $PITRIX_VM_ID")).stdout == f"{iid}\n"
+        start = "nohup pitrix-agent -config-file /etc/pitrix/agent.toml >> /var/log/a.log 2>&1 < /dev/null &"
+        missing = await conn.run(start)
+        assert missing.exit_status == 1 and "no such file" in str(missing.stderr)
+        config = 'backend = "metad"\nnodes = ["http://127.0.0.1:9"]\nconfdir = "/etc/confd"\n'
+        assert (await conn.run("cat > /etc/pitrix/agent.toml", input=config)).exit_status == 0
+        assert (await conn.run(start)).exit_status == 0
+        vm = light.fleet.vm(iid)
+        assert vm is not None and vm.agent is not None
+        first = vm.agent
+        assert (await conn.run(start)).exit_status == 0  # one agent per VM: started once
+        assert vm.agent is first
+        assert vm_pids({iid}) == {}  # in-process, still no process
+
+
+async def test_the_metadata_image_boots_as_a_full_vm_in_a_light_fleet(light: Simulator) -> None:
+    item, _ = await boot(light, "pitrix-metadata", "#!/bin/sh\ntouch ran\n")
+    root = light.fleet.vms_dir / item["instance_id"] / "root"
+    [entry] = light.ledger()
+    assert entry["light"] is False
+    vm = light.fleet.vm(item["instance_id"])
+    assert vm is not None
+    assert await vm.userdata_finished() == 0 and (root / "ran").exists()

@@ -208,6 +208,23 @@ class AwsProvider:
 
         return await with_retries(once, action=action, attempts=self.attempts, log=self._log)
 
+    async def import_key_pair(self, name: str, public_key: str) -> str:
+        """EC2 key pairs are named by their name: look it up, import ``public_key`` if absent."""
+        try:
+            found = await self._call("describe_key_pairs", KeyNames=[name])
+        except ProviderError as exc:
+            if "NotFound" not in exc.code:
+                raise
+            found = {}
+        if found.get("KeyPairs"):
+            return name
+        try:
+            await self._call("import_key_pair", KeyName=name, PublicKeyMaterial=public_key.encode())
+        except ProviderError as exc:
+            if "Duplicate" not in exc.code:  # another replica imported it meanwhile
+                raise
+        return name
+
     async def close(self) -> None:
         if self._stack is not None:
             await self._stack.aclose()

@@ -221,6 +221,16 @@ class OpenStackProvider:
             return await once()
         return await with_retries(once, action=action, attempts=self.attempts, log=self._log)
 
+    async def import_key_pair(self, name: str, public_key: str) -> str:
+        """Nova key pairs are named by their name: look it up, create it from ``public_key`` if absent."""
+
+        def ensure(conn: Connection) -> str:
+            if conn.compute.find_keypair(name) is None:
+                conn.compute.create_keypair(name=name, public_key=public_key)
+            return name
+
+        return await self._sdk("import_key_pair", ensure)
+
     async def _servers(self, name_regex: str | None = None) -> list[Instance]:
         """Every page of ``GET /servers/detail``, as Nova's JSON.
 

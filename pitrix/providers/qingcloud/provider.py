@@ -301,6 +301,23 @@ class QingCloudProvider:
         self._log.info("qingcloud.keypair_created", keypair_id=keypair_id, name=name)
         return dataclasses.replace(pair, private_key=str(reply.get("private_key") or ""))
 
+    async def import_key_pair(self, name: str, public_key: str) -> str:
+        """The key pair id of ``name``, created from ``public_key`` (mode ``user``) only if absent.
+
+        A pair of that name holding another key is an error, never silently used: instances made
+        with it would refuse pitrixd's logins.
+        """
+        wanted = public_key.split()[:2]
+        pairs = await self.describe_key_pairs(name=name)
+        for pair in pairs:
+            if pair.public_key.split()[:2] != wanted:
+                raise ProviderError(
+                    f"qingcloud key pair {name} ({pair.keypair_id}) holds another public key", code="conflict"
+                )
+        if pairs:  # names are not unique here: after a race, every caller settles on the same one
+            return min(pair.keypair_id for pair in pairs)
+        return (await self.create_key_pair(name, public_key=public_key)).keypair_id
+
     async def describe_key_pairs(
         self, keypair_ids: list[str] | None = None, *, name: str | None = None
     ) -> list[KeyPair]:
