@@ -37,10 +37,21 @@ async def give_token(world: TLSWorld, iid: str = "i-web2", token: str = TOKEN) -
     await world.manage.put_mapping(iid, mapping)
 
 
-async def post(world: TLSWorld, body: object) -> tuple[int, dict[str, object]]:
+def web2_ip(world: TLSWorld) -> str:
+    """i-web2's address (the seeded world's): where its agent's connections come from."""
+    host = world.metad.listen_ip.rsplit(".", 1)[0]
+    return f"{host}.12"
+
+
+async def post(world: TLSWorld, body: object, local_ip: str | None = None) -> tuple[int, dict[str, object]]:
     raw = json.dumps(body).encode()
     status, answer = await world.raw(
-        None, "POST", "/self/bootstrap", body=raw, headers={"Content-Type": "application/json"}
+        None,
+        "POST",
+        "/self/bootstrap",
+        body=raw,
+        headers={"Content-Type": "application/json"},
+        local_ip=local_ip or web2_ip(world),
     )
     return status, json.loads(answer)
 
@@ -80,6 +91,11 @@ async def test_a_wrong_token_and_a_revoked_instance_get_nothing(tls_world: TLSWo
     await give_token(tls_world)
     status, _ = await post(tls_world, {"token": TOKEN + "y", "csr": csr()})
     assert status == 404
+    # From another address (i-web1's) the right token buys nothing: a leaked token is useless.
+    status, answer = await post(
+        tls_world, {"token": TOKEN, "csr": csr()}, local_ip=web2_ip(tls_world)[:-1] + "1"
+    )
+    assert status == 403 and "accepted only from" in str(answer["error"]), answer
     await tls_world.manage.revoke_instance("i-web2", "scaled in")
     status, answer = await post(tls_world, {"token": TOKEN, "csr": csr()})
     assert status == 403, answer
@@ -95,7 +111,7 @@ def agent_files(world: TLSWorld, folder: Path) -> tuple[Path, Path, Path]:
 async def test_an_agent_bootstraps_then_reads_its_own_view(tls_world: TLSWorld, tmp_path: Path) -> None:
     cert, key, ca = agent_files(tls_world, tmp_path / "vm")
     client = MetadClient([tls_world.metad.instance_url], client_cert=cert, client_key=key, ca_file=ca,
-                         bootstrap_token=TOKEN)  # fmt: skip
+                         bootstrap_token=TOKEN, bind_address=web2_ip(tls_world))  # fmt: skip
     try:
         with pytest.raises(BackendError, match="no certificate for the bootstrap token"):
             await client.get("/self/host")  # not mapped with the token yet: the agent retries later
