@@ -161,3 +161,70 @@ async def test_metad_issues_its_own_server_certificate_from_the_issuer(tmp_path:
     assert [pki.Subject.of(c.subject).cn for c in leaf] == ["pitrix-metad", "metadata usr-a/sim"]
     issuer.verify(leaf[0])
     assert stat.S_IMODE(tls.key_file.stat().st_mode) == 0o600
+
+
+async def test_a_token_hash_is_validated_and_one_instances(tls_world: TLSWorld) -> None:
+    from pitrix.metad.client import MetadClientError
+
+    await give_token(tls_world, "i-web2")
+    mapping = await tls_world.manage.get_mapping("i-web1")
+    assert mapping is not None
+    with pytest.raises(MetadClientError) as exc:
+        await tls_world.manage.put_mapping(
+            "i-web1", {**mapping, "bootstrap_sha256": hashlib.sha256(TOKEN.encode()).hexdigest()}
+        )
+    assert exc.value.status == 409
+    with pytest.raises(MetadClientError) as exc:
+        await tls_world.manage.put_mapping("i-web1", {**mapping, "bootstrap_sha256": "not-hex"})
+    assert exc.value.status == 400 and "bootstrap_sha256" in str(exc.value)
+
+
+async def test_a_leaf_without_its_chain_is_accepted_under_a_root_client_ca(
+    store: object, tmp_path: Path
+) -> None:
+    """--client-ca is the root, the instance shows only the leaf its issuer signed."""
+    from pitrix.metad.server import Metad
+
+    root = pki.CertificateAuthority.create()
+    issuer = root.issue_subordinate("metadata cluster")
+    (tmp_path / "root.pem").write_bytes(root.cert_pem)
+    tls = metad_tls.self_issued(issuer, "127.0.0.1", tmp_path / "root.pem", tmp_path / "tls")
+    async with Metad(store, "127.0.0.1", 0, 0, tls=tls) as metad:  # type: ignore[arg-type]
+        issuer.issue_management().write(tmp_path / "rt.crt", tmp_path / "rt.key")  # leaf only
+        from pitrix.metad.client import MetadManagementClient
+
+        async with MetadManagementClient(
+            metad.manage_url,
+            ca_file=tmp_path / "root.pem",
+            cert_file=tmp_path / "rt.crt",
+            key_file=tmp_path / "rt.key",
+        ) as manage:
+            await manage.put_data("/clusters/c9/cluster", {"owner": "usr-z"})
+            assert await manage.get_data("/clusters/c9/cluster/owner") == "usr-z"
+
+
+def test_renewal_is_due_at_two_thirds_of_the_life_since_issue(tmp_path: Path) -> None:
+    """The CA backdates not_before; a short certificate must not count as due from the start."""
+    ca = pki.CertificateAuthority.create()
+    ca.issue_instance("i-1", "o", "c", lifetime=dt.timedelta(minutes=3)).write(
+        tmp_path / "a.crt", tmp_path / "a.key"
+    )
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    certificate = AgentCertificate(tmp_path / "a.crt", tmp_path / "a.key", tmp_path / "ca.pem")
+    assert certificate._not_before is not None and certificate._not_after is not None
+    issued = certificate._not_before + pki.BACKDATE
+    assert not _due_at(certificate, issued + dt.timedelta(seconds=100))
+    assert _due_at(certificate, issued + dt.timedelta(seconds=125))
+
+
+def _due_at(certificate: AgentCertificate, when: dt.datetime) -> bool:
+    import asyncio
+    from unittest import mock
+
+    async def check() -> bool:
+        with mock.patch("pitrix.agent.certificate.dt") as fake:
+            fake.datetime.now.return_value = when
+            fake.UTC = dt.UTC
+            return certificate._renewal_due()
+
+    return asyncio.run(check())
