@@ -25,6 +25,10 @@ from pitrix.logs import get_logger
 
 RENEW_AT = 2 / 3  # of the certificate's lifetime
 BOOTSTRAP_PATIENCE = 10.0  # seconds one call keeps asking before the agent's own backoff takes over
+# After a failed renewal the current certificate (still valid) is kept, and the next attempt waits
+# this long, doubling up to the cap: a revoked agent must not ask on every request it makes.
+RENEW_RETRY_FIRST = 5.0
+RENEW_RETRY_MAX = 300.0
 
 
 def _write_atomically(path: Path, data: bytes, mode: int) -> None:
@@ -46,15 +50,22 @@ class AgentCertificate:
         key: Path | None,
         ca: Path | None,
         bootstrap_token: str = "",
+        bind_address: str | None = None,
     ) -> None:
         self.cert, self.key, self.ca = cert, key, ca
         self.token = bootstrap_token
+        # metad accepts a bootstrap token only from its instance's address, as the agent's other
+        # connections come from.
+        self.bind_address = bind_address
+        self._renew_retry_at: float | None = None
+        self._renew_backoff = RENEW_RETRY_FIRST
         self._lock = asyncio.Lock()
         self._log = get_logger("pitrix.agent.certificate")
         self._not_before: dt.datetime | None = None
         self._not_after: dt.datetime | None = None
         self.context: ssl.SSLContext | None = None
         self.generation = 0  # bumped whenever the context changes: sessions made before are stale
+        self.renewals = 0
         if cert is None and ca is None:
             return
         if self._usable():
@@ -104,8 +115,13 @@ class AgentCertificate:
     def _renewal_due(self) -> bool:
         if self._not_before is None or self._not_after is None:
             return False
-        life = self._not_after - self._not_before
-        return dt.datetime.now(dt.UTC) >= self._not_before + life * RENEW_AT
+        if self._renew_retry_at is not None and asyncio.get_running_loop().time() < self._renew_retry_at:
+            return False
+        # Life counts from issue: the CA backdates not_before by pki.BACKDATE against clock drift,
+        # which would make a short-lived certificate look two-thirds spent from the start (and be
+        # renewed on every request).
+        issued = min(self._not_before + pki.BACKDATE, self._not_after)
+        return dt.datetime.now(dt.UTC) >= issued + (self._not_after - issued) * RENEW_AT
 
     # -- keeping it fresh -------------------------------------------------------------------------
 
@@ -127,12 +143,16 @@ class AgentCertificate:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + BOOTSTRAP_PATIENCE
         delay = 0.05
-        connector = aiohttp.TCPConnector(ssl=self._bare_context())
+        local_addr = (self.bind_address, 0) if self.bind_address else None
+        connector = aiohttp.TCPConnector(ssl=self._bare_context(), local_addr=local_addr)
         async with aiohttp.ClientSession(connector=connector) as session:
             while True:
                 answer, why = await self._post_any(session, nodes, "/self/bootstrap", body)
                 if answer is not None:
                     break
+                if "HTTP 403" in why:
+                    # Revoked, or asked from the wrong address: asking again at once will not help.
+                    raise BackendError(f"metad: bootstrap refused ({why})")
                 if loop.time() + delay > deadline:
                     raise BackendError(f"metad: no certificate for the bootstrap token yet ({why})")
                 await asyncio.sleep(delay)  # the runtime maps the instance moments after it runs
@@ -147,10 +167,16 @@ class AgentCertificate:
         csr = pki.make_csr(key, pki.Subject.of(current.subject)).decode()
         answer, why = await self._post_any(session, nodes, "/self/cert", {"csr": csr})
         if answer is None:
-            # Keep the current certificate (still valid) and try again at the next request.
-            self._log.warning("certificate renewal failed; retrying later", error=why)
+            # Keep the current certificate (still valid) and try again after a while.
+            self._log.warning(
+                "certificate renewal failed; retrying later", error=why, retry_in=self._renew_backoff
+            )
+            self._renew_retry_at = asyncio.get_running_loop().time() + self._renew_backoff
+            self._renew_backoff = min(self._renew_backoff * 2, RENEW_RETRY_MAX)
             return
         self._store(key, answer)
+        self._renew_retry_at, self._renew_backoff = None, RENEW_RETRY_FIRST
+        self.renewals += 1
         self._log.info("certificate renewed", serial=answer.get("serial"))
 
     async def _post_any(

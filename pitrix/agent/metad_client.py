@@ -58,7 +58,7 @@ class MetadClient:
         self._bind_address = bind_address
         self._request_timeout = request_timeout
         self._wait_timeout = wait_timeout
-        self.certificate = AgentCertificate(client_cert, client_key, ca_file, bootstrap_token)
+        self.certificate = AgentCertificate(client_cert, client_key, ca_file, bootstrap_token, bind_address)
         self._session: aiohttp.ClientSession | None = None
         self._session_generation = 0
         # Sessions made with an older certificate: their held long-polls finish on them.

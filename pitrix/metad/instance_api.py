@@ -8,6 +8,8 @@ may write only its own status keys, and may renew only its own certificate.
 from __future__ import annotations
 
 import asyncio
+import datetime as dt
+import ipaddress
 import json
 from typing import Any
 
@@ -32,6 +34,7 @@ LEASES_KEY = web.AppKey("leases", HeartbeatLeases)
 WAIT_TIMEOUT_KEY = web.AppKey("wait_timeout", float)
 IDENTITY_KEY: web.AppKey[Identity] = web.AppKey("identity")
 ISSUER_KEY = web.AppKey("issuer", pki.CertificateAuthority)
+LIFETIME_KEY = web.AppKey("cert_lifetime", dt.timedelta)
 CSR_MAX = 16 * 1024
 
 _log = get_logger("pitrix.metad.instance")
@@ -161,7 +164,7 @@ async def _renew(request: web.Request, caller: Caller) -> web.Response:
         except (ValueError, KeyError, TypeError):
             return render.error(400, 'body: JSON must be {"csr": "<PEM>"}', _version(mirror), field="csr")
     try:
-        issued = await asyncio.to_thread(issuer.sign_csr, raw, caller.cert.subject)
+        issued = await asyncio.to_thread(issuer.sign_csr, raw, caller.cert.subject, request.app[LIFETIME_KEY])
     except pki.PKIError as exc:
         return render.error(400, str(exc), _version(mirror), field=exc.field)
     _log.info(
@@ -208,9 +211,23 @@ async def bootstrap(request: web.Request) -> web.Response:
     if mirror.tree.live(f"{REVOKED_INSTANCES_ROOT}/{mapping.instance_id}") is not None:
         _log.warning("bootstrap refused: revoked", instance_id=mapping.instance_id, peer=request.remote)
         return render.error(403, f"instance {mapping.instance_id} is revoked", headers)
+    if not _same_address(request.remote, mapping.ip):
+        # Agents bind their connections to their VM's address (the simulator's too), so a token
+        # that leaked out of the VM is of no use from anywhere else.
+        _log.warning(
+            "bootstrap refused: wrong address",
+            instance_id=mapping.instance_id,
+            peer=request.remote,
+            ip=mapping.ip,
+        )
+        return render.error(
+            403, f"the bootstrap token of {mapping.instance_id} is accepted only from {mapping.ip}", headers
+        )
     subject = pki.Subject(cn=mapping.instance_id, o=owner, ou=mapping.cluster_id)
     try:
-        issued = await asyncio.to_thread(issuer.sign_csr, csr.encode(), assign=subject)
+        issued = await asyncio.to_thread(
+            issuer.sign_csr, csr.encode(), None, request.app[LIFETIME_KEY], assign=subject
+        )
     except pki.PKIError as exc:
         return render.error(400, str(exc), headers, field="csr")
     _log.info(
@@ -221,6 +238,13 @@ async def bootstrap(request: web.Request) -> web.Response:
         peer=request.remote,
     )
     return web.json_response(_certificate_answer(issuer, issued), headers=headers)
+
+
+def _same_address(peer: str | None, ip: str) -> bool:
+    try:
+        return peer is not None and ipaddress.ip_address(peer) == ipaddress.ip_address(ip)
+    except ValueError:
+        return False
 
 
 def _certificate_answer(issuer: pki.CertificateAuthority, issued: pki.Issued) -> dict[str, Any]:
@@ -245,11 +269,13 @@ def build_app(
     wait_timeout: float,
     identity: Identity | None = None,
     issuer: pki.CertificateAuthority | None = None,
+    cert_lifetime: dt.timedelta = pki.INSTANCE_LIFETIME,
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[refuse_strangers])
     app[IDENTITY_KEY] = identity if identity is not None else SourceIPIdentity()
     if issuer is not None:
         app[ISSUER_KEY] = issuer
+    app[LIFETIME_KEY] = cert_lifetime
     app[MIRROR_KEY] = mirror
     app[STORE_KEY] = store
     app[LEASES_KEY] = leases

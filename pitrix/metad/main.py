@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
+import datetime as dt
 import ipaddress
 import json
 import os
@@ -64,6 +66,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     tls.add_argument("--issuer-cert", type=Path, help="CA that signs renewals (POST /self/cert)")
     tls.add_argument("--issuer-key", type=Path, help="the issuer's key")
     tls.add_argument(
+        "--cert-lifetime",
+        type=float,
+        default=pki.INSTANCE_LIFETIME.total_seconds(),
+        metavar="SECONDS",
+        help="lifetime of the instance certificates the issuer signs (bootstrap and renewal)",
+    )
+    tls.add_argument(
         "--legacy-source-ip",
         action="store_true",
         help="identify instances by source address over plain HTTP (metad's model; no client certificates)",
@@ -100,6 +109,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--embedded-etcd needs --state-dir DIR")
     if args.wait_timeout <= 0:
         parser.error("--wait-timeout must be positive")
+    if args.cert_lifetime <= 0:
+        parser.error("--cert-lifetime must be positive")
     return args
 
 
@@ -110,10 +121,12 @@ def tls_config(args: argparse.Namespace, scratch: Path) -> MetadTLS | None:
     issuer = None
     if args.issuer_cert:
         issuer = pki.CertificateAuthority.load_pair(args.issuer_cert, args.issuer_key)
+    lifetime = dt.timedelta(seconds=args.cert_lifetime)
     if args.self_issued:
         assert issuer is not None
-        return self_issued(issuer, args.listen_ip, args.client_ca, scratch)
-    return MetadTLS(args.tls_cert, args.tls_key, args.client_ca, issuer)
+        tls = self_issued(issuer, args.listen_ip, args.client_ca, scratch)
+        return dataclasses.replace(tls, instance_lifetime=lifetime)
+    return MetadTLS(args.tls_cert, args.tls_key, args.client_ca, issuer, lifetime)
 
 
 async def serve(args: argparse.Namespace) -> int:

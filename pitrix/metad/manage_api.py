@@ -178,7 +178,16 @@ def _check_mapping(iid: str, doc: Any) -> dict[str, Any]:
         ipaddress.ip_address(doc["ip"])
     except ValueError as exc:
         raise data.BadDocument("ip", f"{doc['ip']!r} is not an IP address") from exc
+    token_hash = doc.get("bootstrap_sha256")
+    if token_hash is not None:
+        if not isinstance(token_hash, str) or len(token_hash) != 64 or not _is_hex(token_hash):
+            raise data.BadDocument("bootstrap_sha256", "must be 64 hexadecimal digits (a sha256)")
+        doc["bootstrap_sha256"] = token_hash.lower()
     return doc
+
+
+def _is_hex(text: str) -> bool:
+    return all(c in "0123456789abcdefABCDEF" for c in text)
 
 
 async def mapping_put(request: web.Request) -> web.Response:
@@ -188,6 +197,9 @@ async def mapping_put(request: web.Request) -> web.Response:
         doc = _check_mapping(iid, await _body(request))
     except data.BadDocument as exc:
         return _error(400, str(exc), field=exc.field)
+    holder = mirror.by_token.get(doc.get("bootstrap_sha256", ""))
+    if holder is not None and holder != iid:
+        return _error(409, f"bootstrap_sha256 is already instance {holder}'s", field="bootstrap_sha256")
     owner = mirror.by_ip.get(doc["ip"])
     if owner is not None and owner != iid:
         return _error(409, f"ip {doc['ip']} is already mapped to instance {owner}", field="ip")

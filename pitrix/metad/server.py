@@ -102,6 +102,7 @@ class Metad:
                 self._wait_timeout,
                 self.identity,
                 self.tls.issuer if self.tls is not None else None,
+                self.tls.instance_lifetime if self.tls is not None else pki.INSTANCE_LIFETIME,
             ),
             "manage": manage_api.build_app(
                 self.mirror, self.store, self._keepalive, self._closing, require_cert=self._ssl is not None

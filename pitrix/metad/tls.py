@@ -3,6 +3,7 @@ and optionally the issuer it signs renewals with."""
 
 from __future__ import annotations
 
+import datetime as dt
 import ssl
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,6 +18,8 @@ class MetadTLS:
     client_ca: Path
     # Signs ``POST /self/cert`` renewals; a subordinate CA of pitrixd's, or None (renewal refused).
     issuer: pki.CertificateAuthority | None = None
+    # Lifetime of the instance certificates the issuer signs (bootstrap and renewal).
+    instance_lifetime: dt.timedelta = pki.INSTANCE_LIFETIME
 
     def server_context(self, *, certificate_optional: bool = False) -> ssl.SSLContext:
         """A port's context: a certificate from ``client_ca`` is required to finish the handshake.
@@ -26,6 +29,10 @@ class MetadTLS:
         token; every other request of such a caller is refused by the identity check.
         """
         ctx = pki.server_context(self.cert_file, self.key_file, self.client_ca)
+        if self.issuer is not None:
+            # Instance certificates come from the issuer: trusting it too accepts one shown without
+            # its chain even when ``client_ca`` is the root above the issuer.
+            ctx.load_verify_locations(cadata=self.issuer.cert_pem.decode())
         if certificate_optional:
             ctx.verify_mode = ssl.CERT_OPTIONAL
         return ctx

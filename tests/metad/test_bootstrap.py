@@ -37,10 +37,21 @@ async def give_token(world: TLSWorld, iid: str = "i-web2", token: str = TOKEN) -
     await world.manage.put_mapping(iid, mapping)
 
 
-async def post(world: TLSWorld, body: object) -> tuple[int, dict[str, object]]:
+def web2_ip(world: TLSWorld) -> str:
+    """i-web2's address (the seeded world's): where its agent's connections come from."""
+    host = world.metad.listen_ip.rsplit(".", 1)[0]
+    return f"{host}.12"
+
+
+async def post(world: TLSWorld, body: object, local_ip: str | None = None) -> tuple[int, dict[str, object]]:
     raw = json.dumps(body).encode()
     status, answer = await world.raw(
-        None, "POST", "/self/bootstrap", body=raw, headers={"Content-Type": "application/json"}
+        None,
+        "POST",
+        "/self/bootstrap",
+        body=raw,
+        headers={"Content-Type": "application/json"},
+        local_ip=local_ip or web2_ip(world),
     )
     return status, json.loads(answer)
 
@@ -80,6 +91,11 @@ async def test_a_wrong_token_and_a_revoked_instance_get_nothing(tls_world: TLSWo
     await give_token(tls_world)
     status, _ = await post(tls_world, {"token": TOKEN + "y", "csr": csr()})
     assert status == 404
+    # From another address (i-web1's) the right token buys nothing: a leaked token is useless.
+    status, answer = await post(
+        tls_world, {"token": TOKEN, "csr": csr()}, local_ip=web2_ip(tls_world)[:-1] + "1"
+    )
+    assert status == 403 and "accepted only from" in str(answer["error"]), answer
     await tls_world.manage.revoke_instance("i-web2", "scaled in")
     status, answer = await post(tls_world, {"token": TOKEN, "csr": csr()})
     assert status == 403, answer
@@ -95,7 +111,7 @@ def agent_files(world: TLSWorld, folder: Path) -> tuple[Path, Path, Path]:
 async def test_an_agent_bootstraps_then_reads_its_own_view(tls_world: TLSWorld, tmp_path: Path) -> None:
     cert, key, ca = agent_files(tls_world, tmp_path / "vm")
     client = MetadClient([tls_world.metad.instance_url], client_cert=cert, client_key=key, ca_file=ca,
-                         bootstrap_token=TOKEN)  # fmt: skip
+                         bootstrap_token=TOKEN, bind_address=web2_ip(tls_world))  # fmt: skip
     try:
         with pytest.raises(BackendError, match="no certificate for the bootstrap token"):
             await client.get("/self/host")  # not mapped with the token yet: the agent retries later
@@ -145,3 +161,70 @@ async def test_metad_issues_its_own_server_certificate_from_the_issuer(tmp_path:
     assert [pki.Subject.of(c.subject).cn for c in leaf] == ["pitrix-metad", "metadata usr-a/sim"]
     issuer.verify(leaf[0])
     assert stat.S_IMODE(tls.key_file.stat().st_mode) == 0o600
+
+
+async def test_a_token_hash_is_validated_and_one_instances(tls_world: TLSWorld) -> None:
+    from pitrix.metad.client import MetadClientError
+
+    await give_token(tls_world, "i-web2")
+    mapping = await tls_world.manage.get_mapping("i-web1")
+    assert mapping is not None
+    with pytest.raises(MetadClientError) as exc:
+        await tls_world.manage.put_mapping(
+            "i-web1", {**mapping, "bootstrap_sha256": hashlib.sha256(TOKEN.encode()).hexdigest()}
+        )
+    assert exc.value.status == 409
+    with pytest.raises(MetadClientError) as exc:
+        await tls_world.manage.put_mapping("i-web1", {**mapping, "bootstrap_sha256": "not-hex"})
+    assert exc.value.status == 400 and "bootstrap_sha256" in str(exc.value)
+
+
+async def test_a_leaf_without_its_chain_is_accepted_under_a_root_client_ca(
+    store: object, tmp_path: Path
+) -> None:
+    """--client-ca is the root, the instance shows only the leaf its issuer signed."""
+    from pitrix.metad.server import Metad
+
+    root = pki.CertificateAuthority.create()
+    issuer = root.issue_subordinate("metadata cluster")
+    (tmp_path / "root.pem").write_bytes(root.cert_pem)
+    tls = metad_tls.self_issued(issuer, "127.0.0.1", tmp_path / "root.pem", tmp_path / "tls")
+    async with Metad(store, "127.0.0.1", 0, 0, tls=tls) as metad:  # type: ignore[arg-type]
+        issuer.issue_management().write(tmp_path / "rt.crt", tmp_path / "rt.key")  # leaf only
+        from pitrix.metad.client import MetadManagementClient
+
+        async with MetadManagementClient(
+            metad.manage_url,
+            ca_file=tmp_path / "root.pem",
+            cert_file=tmp_path / "rt.crt",
+            key_file=tmp_path / "rt.key",
+        ) as manage:
+            await manage.put_data("/clusters/c9/cluster", {"owner": "usr-z"})
+            assert await manage.get_data("/clusters/c9/cluster/owner") == "usr-z"
+
+
+def test_renewal_is_due_at_two_thirds_of_the_life_since_issue(tmp_path: Path) -> None:
+    """The CA backdates not_before; a short certificate must not count as due from the start."""
+    ca = pki.CertificateAuthority.create()
+    ca.issue_instance("i-1", "o", "c", lifetime=dt.timedelta(minutes=3)).write(
+        tmp_path / "a.crt", tmp_path / "a.key"
+    )
+    (tmp_path / "ca.pem").write_bytes(ca.cert_pem)
+    certificate = AgentCertificate(tmp_path / "a.crt", tmp_path / "a.key", tmp_path / "ca.pem")
+    assert certificate._not_before is not None and certificate._not_after is not None
+    issued = certificate._not_before + pki.BACKDATE
+    assert not _due_at(certificate, issued + dt.timedelta(seconds=100))
+    assert _due_at(certificate, issued + dt.timedelta(seconds=125))
+
+
+def _due_at(certificate: AgentCertificate, when: dt.datetime) -> bool:
+    import asyncio
+    from unittest import mock
+
+    async def check() -> bool:
+        with mock.patch("pitrix.agent.certificate.dt") as fake:
+            fake.datetime.now.return_value = when
+            fake.UTC = dt.UTC
+            return certificate._renewal_due()
+
+    return asyncio.run(check())
