@@ -11,21 +11,18 @@ an older file than one before it, and no command id ever started twice.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import itertools
 import random
 from collections import Counter
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+from agent_world import metad_on_private_etcd
 from chaos_ops import Tally
 
 from bench import procs
 from bench.propagation import Fifo
 from pitrix.metad.client import MetadManagementClient
-from pitrix.store import Store
-from pitrix.store.embedded import EmbeddedEtcd
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -48,26 +45,6 @@ def agent_root(root: Path, url: str, fifo: Path) -> None:
         f'backend = "metad"\nnodes = ["{url}"]\nprefix = "/self"\nwatch = true\n\n'
         '[pitrix]\nstate_dir = "/var/lib/pitrix-agent"\nheartbeat_interval = 3600\n'
     )
-
-
-@contextlib.asynccontextmanager
-async def metad_on_private_etcd(tmp: Path, ip: str) -> AsyncIterator[tuple[Store, procs.Child]]:
-    etcd = EmbeddedEtcd(tmp / "etcd", unsafe_no_fsync=True)
-    metad: procs.Child | None = None
-    store: Store | None = None
-    try:
-        url = await etcd.start()
-        store = await Store.connect([url], prefix="/chaos")
-        argv = [procs.bin_path("pitrix-metad"), "--listen-ip", ip, "--instance-port", "0"]
-        argv += ["--manage-port", "0", "--etcd", url, "--prefix", "/chaos", "--log-level", "warning"]
-        metad = await procs.start("pitrix-metad", argv, tmp / "metad.log")
-        yield store, metad
-    finally:
-        if metad is not None:
-            await metad.stop()
-        if store is not None:
-            await store.close()
-        await etcd.stop()
 
 
 async def test_agent_killed_mid_reload_and_mid_command(tmp_path: Path, long_form: bool) -> None:

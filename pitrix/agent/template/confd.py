@@ -20,6 +20,7 @@ from pitrix.agent.template.encoding import decode, to_json, to_yaml
 from pitrix.agent.template.errors import FuncError
 from pitrix.agent.template.gofmt import go_bytes, quote
 from pitrix.agent.template.gotime import GoTime
+from pitrix.agent.template.limits import check_chars, check_items
 from pitrix.agent.template.literals import parse_float
 from pitrix.agent.template.memkv import MemKV
 from pitrix.agent.template.netlookup import SRV, lookup_ip, lookup_srv
@@ -136,7 +137,9 @@ def min_(a: Any, b: Any) -> float:
 
 
 def seq(first: Any, last: Any) -> list[int]:
-    return list(range(_int(first), _int(last) + 1))
+    lo, hi = _int(first), _int(last)
+    check_items(hi - lo + 1, "seq")
+    return list(range(lo, hi + 1))
 
 
 def split(s: Any, sep: Any) -> list[str]:
@@ -148,7 +151,9 @@ def split(s: Any, sep: Any) -> list[str]:
 
 
 def join(a: Any, sep: Any) -> str:
-    return _str(sep).join(_strings(a))
+    items, separator = _strings(a), _str(sep)
+    check_chars(sum(map(len, items)) + len(separator) * max(len(items) - 1, 0), "join")
+    return separator.join(items)
 
 
 def _map_case(s: Any, upper: bool) -> str:
@@ -169,7 +174,13 @@ def to_lower(s: Any) -> str:
 
 
 def replace(s: Any, old: Any, new: Any, n: Any) -> str:
-    return _str(s).replace(_str(old), _str(new), _int(n))
+    text, old_s, new_s, count = _str(s), _str(old), _str(new), _int(n)
+    if len(new_s) > len(old_s):  # the result grows: by how much, before building it
+        hits = text.count(old_s)
+        if count >= 0:
+            hits = min(hits, count)
+        check_chars(len(text) + hits * (len(new_s) - len(old_s)), "replace")
+    return text.replace(old_s, new_s, count)
 
 
 def contains(s: Any, substr: Any) -> bool:

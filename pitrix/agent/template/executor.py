@@ -7,13 +7,15 @@ and popped with their control structure), and the template-call depth.
 from __future__ import annotations
 
 import inspect
-from collections.abc import Callable, Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
 from pitrix.agent.template import nodes as n
 from pitrix.agent.template.builtins import BUILTINS, and_, or_
 from pitrix.agent.template.errors import TemplateError, position
 from pitrix.agent.template.gofmt import sprint_value
+from pitrix.agent.template.limits import INT64, Limits
 from pitrix.agent.template.values import go_type_name, is_int, is_struct, sort_keys, truth
 
 MAX_TEMPLATE_DEPTH = 64
@@ -68,6 +70,7 @@ class State:
         trees: Mapping[str, n.ListNode],
         funcs: Mapping[str, Callable[..., Any]],
         arities: dict[Any, Arity | None],
+        limits: Limits | None = None,
     ) -> None:
         self.name = name
         self.text = text
@@ -75,6 +78,9 @@ class State:
         self.funcs = funcs
         self.arities = arities
         self.out: list[str] = []
+        self.limits = limits if limits is not None else Limits()
+        self.written = 0  # characters in ``out``, checked against the output cap on every write
+        self.give_up_at = time.monotonic() + self.limits.deadline
         self.vars: list[list[Any]] = []
         self.depth = 0
         self.walkers: dict[type, Callable[[Any, Any], None]] = {
@@ -136,7 +142,18 @@ class State:
             walkers[type(child)](dot, child)
 
     def walk_text(self, dot: Any, node: n.TextNode) -> None:
-        self.out.append(node.text)
+        self.emit(node, node.text)
+
+    def emit(self, node: n.Node, text: str) -> None:
+        self.written += len(text)
+        if self.written > self.limits.max_output:
+            raise self.error(node, f"output exceeds the limit of {self.limits.max_output} characters")
+        self.out.append(text)
+
+    def tick(self, node: n.Node) -> None:
+        """Give up once the render has run past its deadline (called wherever work can repeat)."""
+        if time.monotonic() > self.give_up_at:
+            raise self.error(node, f"render exceeded its deadline of {self.limits.deadline:g} s")
 
     def walk_action(self, dot: Any, node: n.ActionNode) -> None:
         value = self.eval_pipeline(dot, node.pipe)
@@ -151,13 +168,13 @@ class State:
 
     def print_value(self, node: n.Node, value: Any) -> None:
         if isinstance(value, str):
-            self.out.append(value)
+            self.emit(node, value)
         elif value is None:
-            self.out.append("<no value>")
+            self.emit(node, "<no value>")
         elif callable(value) and not hasattr(value, "String") and not is_struct(value):
             raise self.error(node, f"can't print {node} of type {go_type_name(value)}")
         else:
-            self.out.append(sprint_value(value))
+            self.emit(node, sprint_value(value))
 
     def walk_if_or_with(self, dot: Any, node: n.BranchNode) -> None:
         mark = self.mark()
@@ -174,8 +191,8 @@ class State:
         mark = self.mark()
         try:
             value = self.eval_pipeline(dot, node.pipe)
-            items = self.range_items(node, value)
-            if not items:
+            count, items = self.range_items(node, value)
+            if not count:
                 if node.else_list is not None:
                     self.walk(dot, node.else_list)
                 return
@@ -183,6 +200,7 @@ class State:
             decl = node.pipe.decl
             assign = node.pipe.is_assign
             for key, elem in items:
+                self.tick(node)
                 if decl:
                     if assign:
                         self.set_var(node, decl[0].idents[0], key if len(decl) > 1 else elem)
@@ -204,17 +222,23 @@ class State:
         finally:
             self.pop(mark)
 
-    def range_items(self, node: n.RangeNode, value: Any) -> list[tuple[Any, Any]]:
+    def range_items(self, node: n.RangeNode, value: Any) -> tuple[int, Iterable[tuple[Any, Any]]]:
+        """How many (key, element) pairs the range walks, and the pairs, made as it walks (a
+        million-element list is walked without building a million tuples first)."""
         if value is None:
-            return []
+            return 0, ()
         if isinstance(value, (list, tuple)):
-            return list(enumerate(value))
+            return len(value), enumerate(value)
         if isinstance(value, dict):
-            return [(k, value[k]) for k in sort_keys(list(value))]
+            return len(value), [(k, value[k]) for k in sort_keys(list(value))]
         if is_int(value):
             if len(node.pipe.decl) > 1:
                 raise self.error(node, f"can't use {value} to iterate over more than one variable")
-            return [(i, i) for i in range(value)]
+            if value > self.limits.max_items:
+                raise self.error(
+                    node, f"range over {value} exceeds the limit of {self.limits.max_items} iterations"
+                )
+            return max(value, 0), ((i, i) for i in range(value))
         raise self.error(node, f"range can't iterate over {sprint_value(value)}")
 
     def walk_template(self, dot: Any, node: n.TemplateNode) -> None:
@@ -223,6 +247,7 @@ class State:
             raise self.error(node, f'template "{node.name}" not defined')
         if self.depth >= MAX_TEMPLATE_DEPTH:
             raise self.error(node, f"exceeded maximum template depth ({MAX_TEMPLATE_DEPTH})")
+        self.tick(node)
         new_dot = self.eval_pipeline(dot, node.pipe) if node.pipe is not None else None
         saved_vars = self.vars
         self.vars = [["$", new_dot]]
@@ -398,8 +423,9 @@ class State:
         if final is not MISSING:
             argv.append(final)
         self.check_arity(node, name, fn, len(argv))
+        self.tick(node)
         try:
-            return fn(*argv)
+            result = fn(*argv)
         except TemplateError:
             raise
         except RecursionError:
@@ -407,3 +433,23 @@ class State:
         except Exception as exc:
             message = str(exc) or type(exc).__name__
             raise self.error(node, f"{name}: {message}") from None
+        self.check_result(node, name, result)
+        return result
+
+    def check_result(self, node: n.Node, name: str, result: Any) -> None:
+        """A function's result within the limits: a value that grows step by step (a variable
+        re-assigned in a range) is stopped at the first step past a limit, not after it filled memory."""
+        limits = self.limits
+        if isinstance(result, str):
+            if len(result) > limits.max_value:
+                raise self.error(
+                    node,
+                    f"{name}: result of {len(result)} characters exceeds the limit of {limits.max_value}",
+                )
+        elif isinstance(result, (list, tuple, dict)):
+            if len(result) > limits.max_items:
+                raise self.error(
+                    node, f"{name}: result of {len(result)} elements exceeds the limit of {limits.max_items}"
+                )
+        elif is_int(result) and not INT64[0] <= result <= INT64[1]:
+            raise self.error(node, f"{name}: integer overflow (the result is beyond 64 bits)")

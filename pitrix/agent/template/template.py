@@ -9,6 +9,7 @@ from pitrix.agent.template import nodes as n
 from pitrix.agent.template.builtins import BUILTINS
 from pitrix.agent.template.errors import TemplateError
 from pitrix.agent.template.executor import Arity, State
+from pitrix.agent.template.limits import Limits
 from pitrix.agent.template.parser import Parser
 
 Funcs = Mapping[str, Callable[..., Any]]
@@ -47,14 +48,22 @@ class Template:
         """Names of the templates defined in the source, sorted, without the main one."""
         return sorted(t for t in self.trees if t != self.name)
 
-    def execute(self, data: Any = None, *, funcs: Funcs | None = None, name: str | None = None) -> str:
-        """Render with ``data`` as dot; ``name`` runs one of the defined templates instead of the main one."""
+    def execute(
+        self,
+        data: Any = None,
+        *,
+        funcs: Funcs | None = None,
+        name: str | None = None,
+        limits: Limits | None = None,
+    ) -> str:
+        """Render with ``data`` as dot; ``name`` runs one of the defined templates instead of the main one.
+        ``limits`` bound the output, values and time (``limits.Limits()`` unless given)."""
         tree_name = self.name if name is None else name
         tree = self.trees.get(tree_name)
         if tree is None:
             raise TemplateError(self.name, 1, 1, f'no such template "{tree_name}"')
         use = self.funcs if funcs is None else {**self.funcs, **funcs}
-        state = State(self.name, self.text, self.trees, use, self._arities)
+        state = State(self.name, self.text, self.trees, use, self._arities, limits)
         try:
             return state.run(tree, data)
         except RecursionError:
