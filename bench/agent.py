@@ -295,8 +295,8 @@ async def run(quick: bool) -> list[Table]:
     latency.add("back to back (next write once the reload is seen)", p50_p99(tight), CONFD_N1, "", "")
     latency.notes += [
         "pitrix-agent is a process on metad (in the benchmark's process) on etcd; confd reads etcd directly",
-        "back to back, each write lands within quiet_period (0.05 s) of the agent's last round, so it is "
-        "treated as part of a burst and waits for the quiet period: the price of coalescing",
+        "back to back, each write lands after the agent's last round finished applying, so it is not "
+        "taken for a burst (only changes that arrive during an apply wait for quiet_period)",
     ]
 
     with tempfile.TemporaryDirectory(prefix="pitrix-bench-agent-") as tmp:

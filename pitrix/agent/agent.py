@@ -76,12 +76,18 @@ class Agent:
             keys.add(f"{self.config.prefix}/health")
         return sorted(keys)
 
-    async def apply_round(self, *, only_changed: bool) -> bool:
-        """Fetch, apply, report. Returns whether every resource is ok. Backend errors propagate."""
+    async def apply_round(self, *, only_changed: bool, hooks: RoundHooks | None = None) -> bool:
+        """Fetch, apply, report. Returns whether every resource is ok. Backend errors propagate.
+
+        ``hooks`` (the watch loop's) hear when the values are read and when the resources are
+        applied, so the watch for the next change runs while this round applies.
+        """
         resources, load_errors = await asyncio.to_thread(load_resources, self.config)
         keys = self._watch_keys(resources)
         values = await self.backend.get_values(keys) if keys else {}
         revision = self.backend.revision
+        if hooks is not None:
+            hooks.read(revision, keys)
         for name, error in load_errors.items():
             self._log.error("resource not loaded", resource=name, error=error)
             self.results[name] = ApplyResult(name, ok=False, error=error)
@@ -107,6 +113,8 @@ class Agent:
             else:
                 self._applied_values.pop(resource.name, None)
         self.revision = revision
+        if hooks is not None:
+            hooks.applied()
         await self._report_applied()
         if self.runner is not None:
             self.runner.offer(command_from_values(values, self.config.prefix, self.config.command_timeout))
@@ -191,11 +199,11 @@ class Agent:
             for waiter in waiters:
                 waiter.cancel()
 
-    async def _round_with_retry(self, *, only_changed: bool) -> None:
+    async def _round_with_retry(self, *, only_changed: bool, hooks: RoundHooks | None = None) -> None:
         backoff = BACKOFF_START
         while not self._stop.is_set():
             try:
-                await self.apply_round(only_changed=only_changed)
+                await self.apply_round(only_changed=only_changed, hooks=hooks)
             except AgentError as exc:
                 self._log.warning("backend unavailable; retrying", error=str(exc), retry_in=backoff)
                 self.round_failures += 1
@@ -220,58 +228,56 @@ class Agent:
             )
 
     async def _watch_loop(self) -> None:
-        await self._round_with_retry(only_changed=False)
-        index = self.revision
-        backoff = BACKOFF_START
-        loop = asyncio.get_running_loop()
-        last_round = loop.time()
-        while not self._stop.is_set():
-            resources, _ = await asyncio.to_thread(load_resources, self.config)
-            keys = self._watch_keys(resources)
-            failed = any(not r.ok for r in self.results.values())
-            try:
-                watch = self.backend.watch(self.config.prefix or "/", keys, index)
-                if failed:
-                    # A failed resource is retried even when its values do not change again: the
-                    # cause (a daemon down during reload, a full disk) may well be gone by then.
-                    index = await asyncio.wait_for(watch, self.config.retry_interval)
-                else:
-                    index = await watch
-            except TimeoutError:
-                self._log.info("retrying failed resources")
-                await self._round_with_retry(only_changed=True)
-                index = max(index, self.revision)
-                continue
-            except AgentError as exc:
-                self._log.warning("watch failed; retrying", error=str(exc), retry_in=backoff)
-                await self._pause(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-                continue
-            except Exception:  # a bug must not end the watch: log it, back off, watch again
-                self._log.exception("watch failed unexpectedly; retrying", retry_in=backoff)
-                await self._pause(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
-                continue
+        hooks = RoundHooks(self)
+        try:
+            await self._round_with_retry(only_changed=False, hooks=hooks)
             backoff = BACKOFF_START
-            if loop.time() - last_round < self.config.quiet_period:
-                # Changing again right after the last round: a burst is under way.
-                index = await self._settle(keys, index)
-            self._log.debug("change", index=index)
-            await self._round_with_retry(only_changed=True)
-            last_round = loop.time()
-            if self.revision > 0:
-                index = self.revision
+            while not self._stop.is_set():
+                watch = hooks.watch()
+                failed = any(not r.ok for r in self.results.values())
+                # A failed resource is retried even when its values do not change again: the
+                # cause (a daemon down during reload, a full disk) may well be gone by then.
+                done, _ = await asyncio.wait([watch], timeout=self.config.retry_interval if failed else None)
+                if not done:
+                    hooks.cancel()
+                    self._log.info("retrying failed resources")
+                    await self._round_with_retry(only_changed=True, hooks=hooks)
+                    continue
+                try:
+                    index = watch.result()
+                except AgentError as exc:
+                    self._log.warning("watch failed; retrying", error=str(exc), retry_in=backoff)
+                    hooks.cancel()
+                    await self._pause(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+                    continue
+                except Exception:  # a bug must not end the watch: log it, back off, watch again
+                    self._log.exception("watch failed unexpectedly; retrying", retry_in=backoff)
+                    hooks.cancel()
+                    await self._pause(backoff)
+                    backoff = min(backoff * 2, BACKOFF_MAX)
+                    continue
+                backoff = BACKOFF_START
+                if hooks.burst:
+                    # The change came while the last round was applying: a burst is under way.
+                    index = await self._settle(hooks.keys, index)
+                self._log.debug("change", index=index)
+                hooks.resume_from(index)
+                await self._round_with_retry(only_changed=True, hooks=hooks)
+        finally:
+            hooks.cancel()
 
     async def _settle(self, keys: list[str], index: int) -> int:
         """Keep watching until nothing more changed for ``quiet_period`` seconds (but no longer
         than ``max_settle`` in all), so a burst of writes costs one round and one reload instead
         of one per write.
 
-        Only a change that comes within ``quiet_period`` of the last round waits here: the first
-        change after a quiet spell is applied at once (a lone change pays no delay), the rest of
-        its burst is gathered into the next round. The index returned is the newest change seen;
-        the round that follows reads everything up to at least it, and the next watch resumes
-        from what that read reflects, so nothing in or after the burst is missed.
+        Only a change that came while the last round was applying waits here: a change that finds
+        the agent idle is applied at once (a lone change, or a writer that waits for each apply
+        before the next write, pays no delay), the rest of its burst is gathered into the next
+        round. The index returned is the newest change seen; the round that follows reads
+        everything up to at least it, and the next watch resumes from what that read reflects, so
+        nothing in or after the burst is missed.
         """
         quiet = self.config.quiet_period
         if quiet <= 0:
@@ -324,6 +330,54 @@ class Agent:
                     except OSError as exc:  # the state dir (disk full, removed): retried next beat
                         self._log.error("command ledger unavailable", error=str(exc))
             await asyncio.sleep(self.config.heartbeat_interval)
+
+
+class RoundHooks:
+    """The watch loop's view of a round: the watch for the next change starts as soon as the
+    round has read its values, and whether it fired before the round finished applying says
+    whether the agent is in a burst.
+
+    Why not the time since the last round: a writer that waits for each change to be applied
+    before it writes the next (a deploy script, the propagation benchmark) would look like a burst
+    and pay ``quiet_period`` on every write. Only a change that lands while the agent is busy
+    applying is coalesced; one that finds it idle is applied at once.
+    """
+
+    def __init__(self, agent: Agent) -> None:
+        self._agent = agent
+        self._task: asyncio.Task[int] | None = None
+        self.keys: list[str] = []
+        self.burst = False
+        self._index = 0  # where the next watch starts when the backend has no revision of its own
+
+    def read(self, revision: int, keys: list[str]) -> None:
+        """The round read values at ``revision``: watch from there while it applies them."""
+        self.cancel()
+        self.keys = keys
+        if revision > 0:
+            self._index = revision
+        self.watch()
+
+    def applied(self) -> None:
+        self.burst = self._task is not None and self._task.done()
+
+    def resume_from(self, index: int) -> None:
+        self._index = index
+
+    def watch(self) -> asyncio.Task[int]:
+        """The watch for the change after the last round (started now if it is not running yet)."""
+        if self._task is None:
+            agent = self._agent
+            self._task = asyncio.ensure_future(
+                agent.backend.watch(agent.config.prefix or "/", self.keys, self._index)
+            )
+        return self._task
+
+    def cancel(self) -> None:
+        task, self._task = self._task, None
+        self.burst = False
+        if task is not None and not task.done():
+            task.cancel()
 
 
 def build_agent(config: AgentConfig, *, announce: Callable[[dict[str, Any]], None] | None = None) -> Agent:

@@ -72,6 +72,24 @@ async def test_burst_of_writes_coalesces(world: World, tmp_path: Path) -> None:
     assert applied["revision"] >= agent.revision > 0
 
 
+async def test_change_that_finds_the_agent_idle_is_not_held(world: World, tmp_path: Path) -> None:
+    """A writer that waits for each change to be applied before the next write is not a burst,
+    however soon after the last round it writes: with a window of a minute, each of its changes
+    is still applied at once (the 20 s deadline fails if one waited for the window)."""
+    root = tmp_path / "vm"
+    dest = port_resource(root)
+    config = metad_config(world, root, quiet_period=60.0, max_settle=60.0)
+    agent = build_agent(config, announce=lambda _i: None)
+    async with running(agent):
+        await asyncio.wait_for(agent.wait_rounds(1), 20)
+        for i in range(5):
+            await world.manage.put_data("/clusters/c1/env/web", {"port": str(2000 + i)})
+            want = f"listen {2000 + i}\n"
+            await asyncio.wait_for(agent.wait_until(lambda w=want: dest.read_text() == w), 20)
+        assert agent.coalesced == 0
+        assert reloads(root) == 1 + 5
+
+
 async def test_no_window_still_renders_final_state(world: World, tmp_path: Path) -> None:
     """quiet_period = 0 turns the window off; the final state is still what gets rendered."""
     root = tmp_path / "vm"

@@ -93,12 +93,12 @@ async def test_onetime_has_no_health_checker(vm_root: Path) -> None:
 
 
 async def test_one_change_is_one_round_with_the_window(vm_root: Path) -> None:
-    """The file backend's watch after a change waits for the next one (the quiescence window does
-    not spin on the change it already saw)."""
+    """One change is one round: the watch started during a round does not fire on the change
+    that round applied, and a change that finds the agent idle is not held for the window."""
     data = vm_root / "data.yaml"
     data.write_text("a: 1\n")
-    # A long quiet period, so the change (which comes soon after the first round) is settled; the
-    # window then ends at max_settle without the watch firing again on the change already seen.
+    # A long quiet period: the change (soon after the first round, but after it finished) must be
+    # applied at once, not held in the window.
     config = file_config(vm_root, data, watch=True, run_commands=False, quiet_period=30.0, max_settle=0.3)
     backend = FileBackend(config.files, poll_interval=0.01)
     agent = Agent(config, backend, RecordingReporter(), announce=lambda _info: None)
