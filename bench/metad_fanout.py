@@ -115,6 +115,14 @@ class World:
     async def healthz(self) -> dict[str, Any]:
         return await self.manage.healthz()
 
+    async def wait_until_held(self, most: int, timeout: float = 300.0) -> None:
+        """Until metad holds at most ``most`` requests (the bench's hang-ups reached it)."""
+        deadline = time.monotonic() + timeout
+        while (await self.healthz())["waiters"] > most:
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"metad still holds more than {most} waiters")
+            await asyncio.sleep(0.05)
+
     async def wait_waiters(self, wanted: int, timeout: float = 300.0) -> None:
         """metad's own count of held requests (its /healthz), polled: the bench has no other view of it."""
         deadline = time.monotonic() + timeout
@@ -269,6 +277,9 @@ async def idle(world: World, count: int) -> tuple[int, float, float]:
     during = _rss_kib(world.pid)
     for _, writer in streams:
         writer.close()
+    # Let metad see every hang-up before the teardown: stopping it while thousands of closes are
+    # still in flight made its shutdown answer (and log) each dead long-poll in turn.
+    await world.wait_until_held(base_waiters)
     per_waiter = (during - before) / count
     print(
         f"  idle: {count} waiters, metad RSS {_mib(before):.1f} → {_mib(during):.1f} MiB "
@@ -310,13 +321,30 @@ async def _start_metad(tmp: Path, etcd_url: str) -> tuple[asyncio.subprocess.Pro
         "--etcd", etcd_url, "--wait-timeout", "900", "--log-level", "warning",
         "--tls-cert", str(tmp / "server.crt"), "--tls-key", str(tmp / "server.key"),
         "--client-ca", str(tmp / "ca.pem"),
-        stdout=asyncio.subprocess.PIPE,
+        stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
     assert process.stdout is not None
     line = await asyncio.wait_for(process.stdout.readline(), 60)
     if not line:
         raise RuntimeError("pitrix-metad exited before it was ready")
     return process, json.loads(line)
+
+
+async def _stop_metad(process: asyncio.subprocess.Process) -> float:
+    """SIGTERM, then SIGKILL if metad is not gone within a minute: a teardown never hangs the run.
+
+    Returns the seconds metad took to exit (printed: a slow shutdown is a finding of its own).
+    """
+    start = time.perf_counter()
+    if process.returncode is None:
+        process.terminate()
+        try:
+            await asyncio.wait_for(process.wait(), 60)
+        except TimeoutError:
+            print("  pitrix-metad ignored SIGTERM for 60 s: killed", flush=True)
+            process.kill()
+            await process.wait()
+    return time.perf_counter() - start
 
 
 def _row(figure: str, n: str, ours: str, peer: str, target: str = "") -> str:
@@ -363,8 +391,8 @@ async def main(args: argparse.Namespace) -> None:
             held = await idle(world, idle_count if not args.quick else 500)
         finally:
             await manage.close()
-            process.terminate()
-            await process.wait()
+            stopped = await _stop_metad(process)
+            print(f"  metad stopped {stopped:.1f} s after SIGTERM", flush=True)
             await store.close()
             await etcd.stop()
 
