@@ -68,6 +68,10 @@ class MemoryCloud:
     async def wait_running(self, instance_ids, timeout):
         return [self.instances[iid] for iid in instance_ids]
 
+    async def import_key_pair(self, name, public_key):
+        self.key_pairs = dict(getattr(self, "key_pairs", {{}}), **{{name: public_key}})
+        return name
+
     async def close(self):
         pass
 '''
