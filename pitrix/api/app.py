@@ -223,11 +223,15 @@ def node_view(node: dict[str, Any], reports: dict[str, dict[str, Any]] | None) -
 async def show_cluster(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     cluster = await _cluster(request)
+    job = await service.get_job(cluster.id, cluster.job_id) if cluster.job_id else None
+    if job is not None and job.status != "running" and cluster.state in TRANSITIONAL:
+        # The job ended between the two reads; its end and the cluster's new state are written
+        # together, so a second read shows the state the job left (followers stop on this view).
+        cluster = await service.get_cluster(cluster.id)
     data = cluster_view(cluster)
     reports = await service.agent_reports(cluster)
     data["nodes"] = [node_view(n.model_dump(mode="json"), reports) for n in await service.nodes(cluster.id)]
-    if cluster.job_id:
-        job = await service.get_job(cluster.id, cluster.job_id)
+    if job is not None:
         data["job"] = _job_view(job)
         data["job"]["steps"] = [
             s.model_dump(mode="json") for s in await service.job_steps(cluster.id, job.id)
