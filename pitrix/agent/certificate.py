@@ -24,7 +24,6 @@ from pitrix.agent.errors import BackendError, ConfigError
 from pitrix.logs import get_logger
 
 RENEW_AT = 2 / 3  # of the certificate's lifetime
-BOOTSTRAP_PATIENCE = 10.0  # seconds one call keeps asking before the agent's own backoff takes over
 # After a failed renewal the current certificate (still valid) is kept, and the next attempt waits
 # this long, doubling up to the cap: a revoked agent must not ask on every request it makes.
 RENEW_RETRY_FIRST = 5.0
@@ -41,9 +40,11 @@ class AgentCertificate:
         ca: Path | None,
         bootstrap_token: str = "",
         bind_address: str | None = None,
+        bootstrap_patience: float = 10.0,
     ) -> None:
         self.cert, self.key, self.ca = cert, key, ca
         self.token = bootstrap_token
+        self.bootstrap_patience = bootstrap_patience
         # metad accepts a bootstrap token only from its instance's address, as the agent's other
         # connections come from.
         self.bind_address = bind_address
@@ -131,7 +132,7 @@ class AgentCertificate:
         csr = pki.make_csr(key, pki.Subject(cn="bootstrap")).decode()
         body = {"token": self.token, "csr": csr}
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + BOOTSTRAP_PATIENCE
+        deadline = loop.time() + self.bootstrap_patience
         delay = 0.05
         local_addr = (self.bind_address, 0) if self.bind_address else None
         connector = aiohttp.TCPConnector(ssl=self._bare_context(), local_addr=local_addr)
