@@ -103,6 +103,8 @@ async def cmd_runtimes(client: ApiClient, args: argparse.Namespace) -> int:
         "provider": args.provider,
         "zone": args.zone,
         "endpoint": args.endpoint,
+        "placement": args.placement,
+        "metadata_retention": args.metadata_retention,
     }
     for item in args.set or []:
         key, sep, value = item.partition("=")
@@ -256,6 +258,18 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--provider", required=True)
     add.add_argument("--zone", default="")
     add.add_argument("--endpoint", default="")
+    add.add_argument(
+        "--placement",
+        choices=["per-owner", "per-runtime"],
+        default="per-owner",
+        help="one metadata cluster per owner (default), or one shared by the runtime's owners",
+    )
+    add.add_argument(
+        "--metadata-retention",
+        choices=["remove-when-unused", "keep"],
+        default="remove-when-unused",
+        help="remove a metadata cluster with its last cluster (default), or keep it",
+    )
     add.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="provider setting (credentials, ...)"
     )

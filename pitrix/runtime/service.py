@@ -187,12 +187,28 @@ class RuntimeService:
             provider = load_provider(runtime.provider, runtime.model_dump())
         except ProviderError as exc:
             raise InvalidRequest(str(exc)) from None
+        await self._refuse_moving_metadata(runtime)
         await self.store.put(runtime_key(runtime.name), runtime.dump())
         old = self._providers.pop(runtime.name, None)
         if old is not None:
             await old.close()
         self._providers[runtime.name] = provider
         return runtime
+
+    async def _refuse_moving_metadata(self, runtime: Runtime) -> None:
+        """A new placement would send the runtime's clusters to metadata clusters their agents do
+        not know: it may change only while no cluster lives on the runtime."""
+        kv = await self.store.get(runtime_key(runtime.name))
+        if kv is None or Runtime.model_validate_json(kv.value).placement == runtime.placement:
+            return
+        living = [
+            c.id for c in await self.list_clusters() if c.runtime == runtime.name and c.state != "deleted"
+        ]
+        if living:
+            raise InvalidRequest(
+                f"placement: cannot change while runtime {runtime.name!r} has clusters "
+                f"({', '.join(living[:5])}{', ...' if len(living) > 5 else ''}); delete them first"
+            )
 
     async def get_runtime(self, name: str) -> Runtime:
         kv = await self.store.get(runtime_key(name))
@@ -594,7 +610,9 @@ class RuntimeService:
             async def release() -> str:
                 others = [c for c in await self.list_clusters() if c.id != cluster.id]
                 removed = await self.metadata.release(cluster.owner, cluster.runtime, others)
-                return "metadata cluster removed" if removed else "metadata cluster kept for other clusters"
+                return (
+                    "metadata cluster removed" if removed else "metadata cluster kept (in use or by policy)"
+                )
 
             return delete_plan(cluster, job, ops, Step("release-metadata", release))
         return BUILDERS[job.action](cluster, job, ops)

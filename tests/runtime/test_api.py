@@ -64,6 +64,8 @@ async def test_runtime_credentials_are_never_echoed(api: TestClient[Any, Any]) -
         ({**DEAD_CLOUD, "provider": "nimbus"}, None),
         ({**DEAD_CLOUD, "name": "Bad Name"}, "name"),
         ({"provider": "qingcloud"}, "name"),
+        ({**DEAD_CLOUD, "placement": "per-galaxy"}, "placement"),
+        ({**DEAD_CLOUD, "metadata_retention": "forever"}, "metadata_retention"),
     ],
 )
 async def test_bad_runtime_is_refused(
