@@ -28,6 +28,7 @@ from pitrix.runtime.keypairs import ensure_key_pair
 from pitrix.runtime.records import Cluster, MetadataCluster, Runtime, metadata_key, runtime_key
 from pitrix.runtime.tunnel import Tunnel, open_tunnel
 from pitrix.runtime.userdata import metad_userdata
+from pitrix.ssh import console_keys
 from pitrix.store import Store
 
 METADATA_IMAGE = "pitrix-metadata"
@@ -71,7 +72,9 @@ class MetadataClusters:
         found = await provider.describe_instances(instance_ids=[record.instance_id])
         if not found:
             return  # the VM is gone: ensure makes it again
-        self._tunnels[record.instance_id] = await open_tunnel(found[0], pair.private_key)
+        self._tunnels[record.instance_id] = await open_tunnel(
+            found[0], pair.private_key, console=console_keys(provider)
+        )
         client = self._clients.pop(record.instance_id, None)
         if client is not None:
             await client.close()

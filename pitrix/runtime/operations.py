@@ -40,7 +40,7 @@ from pitrix.runtime.userdata import (
     agent_files,
     agent_userdata,
 )
-from pitrix.ssh import SshError, SshSessions, quote
+from pitrix.ssh import SshError, SshSessions, console_keys, quote
 from pitrix.store import Store
 
 BOOT_TIMEOUT = 300.0
@@ -89,6 +89,11 @@ class ClusterOperations:
                 self.store, self.provider, self.cluster.owner, self.cluster.runtime
             )
         return self._key_pair
+
+    async def ssh_sessions(self) -> SshSessions:
+        """SSH sessions with the key pair, host keys read from the console where the cloud's
+        description has none."""
+        return SshSessions((await self.key_pair()).private_key, console=console_keys(self.provider))
 
     @property
     def cid(self) -> str:
@@ -449,7 +454,7 @@ class ClusterOperations:
         if missing:
             raise OperationError(f"nodes {', '.join(missing)}: the cloud no longer has their instances")
         started = time.monotonic()
-        async with SshSessions((await self.key_pair()).private_key) as ssh:
+        async with await self.ssh_sessions() as ssh:
 
             async def bootstrap(node: Node) -> None:
                 instance = instances[node.instance_id]
@@ -610,7 +615,7 @@ class ClusterOperations:
         )
         found = await self.provider.describe_instances(instance_ids=[n.instance_id for n, _ in targets])
         instances = {i.instance_id: i for i in found}
-        async with SshSessions((await self.key_pair()).private_key) as ssh:
+        async with await self.ssh_sessions() as ssh:
             await asyncio.gather(
                 *(
                     run_over_ssh(
