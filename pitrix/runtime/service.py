@@ -447,7 +447,23 @@ class RuntimeService:
         return await self._act(cluster, self._model(cid), "recover", {"nodes": old})
 
     async def delete_cluster(self, cid: str, owner: str | None = None) -> Job:
+        """Delete the cluster; refused (``LifecycleError``, a 409) while others still link to it.
+
+        A linking cluster would keep a link to nothing: its ``/self/links/<name>`` would go empty
+        under its running app. Linking clusters being deleted (or gone) no longer count.
+        """
         cluster = await self.get_cluster(cid, owner)
+        linking = [
+            f"{other.id} (links.{name})"
+            for other in await self.list_clusters(cluster.owner)
+            if other.state not in ("deleting", "deleted")
+            for name, target in sorted(other.links.items())
+            if target == cid
+        ]
+        if linking:
+            raise LifecycleError(
+                f"cluster {cid} is linked to by {', '.join(linking)}: delete those clusters first"
+            )
         return await self._act(cluster, self._model(cid), "delete", {})
 
     async def retry(self, cid: str, owner: str | None = None) -> Job:
