@@ -22,7 +22,7 @@ from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.authority import issuer_from_pem
 from pitrix.runtime.booting import wait_booted
 from pitrix.runtime.fallback import run_over_ssh, silent_agents
-from pitrix.runtime.keypairs import RuntimeKeyPair, ensure_key_pair
+from pitrix.runtime.keypairs import KeyPairs, RuntimeKeyPair
 from pitrix.runtime.records import (
     Cluster,
     Job,
@@ -67,8 +67,10 @@ class ClusterOperations:
         metadata: MetadataCluster,
         metad: MetadManagementClient,
         agents: AgentStatus,
+        keypairs: KeyPairs | None = None,
     ) -> None:
         self.store = store
+        self.keypairs = keypairs or KeyPairs(store)  # the service's own: etcd and cloud asked once
         self.cluster = cluster
         self.job = job
         self.provider = provider
@@ -85,9 +87,7 @@ class ClusterOperations:
     async def key_pair(self) -> RuntimeKeyPair:
         """pitrixd's key pair for the cluster's owner on its runtime (in etcd and in the cloud)."""
         if self._key_pair is None:
-            self._key_pair = await ensure_key_pair(
-                self.store, self.provider, self.cluster.owner, self.cluster.runtime
-            )
+            self._key_pair = await self.keypairs.get(self.provider, self.cluster.owner, self.cluster.runtime)
         return self._key_pair
 
     async def ssh_sessions(self) -> SshSessions:

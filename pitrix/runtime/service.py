@@ -27,6 +27,7 @@ from pitrix.providers.registry import load_provider
 from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.executor import DEFAULT_RETRY, StepFailed, execute
 from pitrix.runtime.journal import Journal
+from pitrix.runtime.keypairs import KeyPairs
 from pitrix.runtime.machine import ACTION_STATE, TRANSITIONAL, ClusterModel, Lifecycle, LifecycleError
 from pitrix.runtime.metadata import MetadataClusters
 from pitrix.runtime.operations import ClusterOperations, RolledBack
@@ -99,7 +100,8 @@ class RuntimeService:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._providers: dict[str, Provider] = {}
         self._changed = asyncio.Condition()
-        self.metadata = MetadataClusters(store, self.provider_for, tls=metadata_tls)
+        self.keypairs = KeyPairs(store)  # one per service: each pair read and imported once
+        self.metadata = MetadataClusters(store, self.provider_for, tls=metadata_tls, keypairs=self.keypairs)
         self.log = get_logger("pitrix.runtime")
 
     # -- life of the service ----------------------------------------------------------------------
@@ -580,7 +582,9 @@ class RuntimeService:
             client = self.metadata.client(record)
             agents = AgentStatus(client, cid)
             await agents.start()
-            ops = ClusterOperations(self.store, cluster, job, provider, record, client, agents)
+            ops = ClusterOperations(
+                self.store, cluster, job, provider, record, client, agents, keypairs=self.keypairs
+            )
             plan = self._plan(cluster, job, ops)
             log.info("plan", layers=plan.describe())
             await execute(plan, journal, self._progress, self.step_retry)
