@@ -28,10 +28,11 @@ from pitrix.metad.client import MetadManagementClient
 from pitrix.providers.base import Instance, InstanceSpec, Provider
 from pitrix.runtime.authority import Authority, issuer_from_pem, management_context
 from pitrix.runtime.booting import wait_booted
-from pitrix.runtime.keypairs import ensure_key_pair
+from pitrix.runtime.keypairs import KeyPairs
 from pitrix.runtime.records import Cluster, MetadataCluster, Runtime, metadata_key, runtime_key
 from pitrix.runtime.tunnel import Tunnel, open_tunnel
 from pitrix.runtime.userdata import metad_userdata
+from pitrix.ssh import console_keys
 from pitrix.store import Store
 
 METADATA_IMAGE = "pitrix-metadata"
@@ -55,10 +56,16 @@ def metadata_name(holder: str, runtime: str) -> str:
 
 class MetadataClusters:
     def __init__(
-        self, store: Store, provider_for: Callable[[str], Awaitable[Provider]], *, tls: bool = True
+        self,
+        store: Store,
+        provider_for: Callable[[str], Awaitable[Provider]],
+        *,
+        tls: bool = True,
+        keypairs: KeyPairs | None = None,
     ) -> None:
         self.store = store
         self.provider_for = provider_for
+        self.keypairs = keypairs or KeyPairs(store)  # the service's own, shared with its operations
         self.tls = tls  # False: new metadata clusters speak plain HTTP with source-IP identity
         self._clients: dict[str, MetadManagementClient] = {}
         self._tunnels: dict[str, Tunnel] = {}  # by metadata VM instance id (runtimes with metad_via_ssh)
@@ -86,11 +93,13 @@ class MetadataClusters:
         if tunnel is not None and tunnel.alive:
             return
         provider = await self.provider_for(record.runtime)
-        pair = await ensure_key_pair(self.store, provider, record.owner, record.runtime)
+        pair = await self.keypairs.get(provider, record.owner, record.runtime)
         found = await provider.describe_instances(instance_ids=[record.instance_id])
         if not found:
             return  # the VM is gone: ensure makes it again
-        self._tunnels[record.instance_id] = await open_tunnel(found[0], pair.private_key)
+        self._tunnels[record.instance_id] = await open_tunnel(
+            found[0], pair.private_key, console=console_keys(provider)
+        )
         client = self._clients.pop(record.instance_id, None)
         if client is not None:
             await client.close()
@@ -147,7 +156,7 @@ class MetadataClusters:
             log.info("creating metadata cluster", name=record.name)
             key_pair = ""
             if await self.via_ssh(runtime):
-                key_pair = (await ensure_key_pair(self.store, provider, owner, runtime)).cloud_id
+                key_pair = (await self.keypairs.get(provider, owner, runtime)).cloud_id
             spec = InstanceSpec(
                 name=record.name,
                 image=METADATA_IMAGE,

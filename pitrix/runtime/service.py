@@ -27,6 +27,7 @@ from pitrix.providers.registry import load_provider
 from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.executor import DEFAULT_RETRY, StepFailed, execute
 from pitrix.runtime.journal import Journal
+from pitrix.runtime.keypairs import KeyPairs
 from pitrix.runtime.machine import ACTION_STATE, TRANSITIONAL, ClusterModel, Lifecycle, LifecycleError
 from pitrix.runtime.metadata import MetadataClusters
 from pitrix.runtime.operations import ClusterOperations, RolledBack
@@ -99,7 +100,8 @@ class RuntimeService:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._providers: dict[str, Provider] = {}
         self._changed = asyncio.Condition()
-        self.metadata = MetadataClusters(store, self.provider_for, tls=metadata_tls)
+        self.keypairs = KeyPairs(store)  # one per service: each pair read and imported once
+        self.metadata = MetadataClusters(store, self.provider_for, tls=metadata_tls, keypairs=self.keypairs)
         self.log = get_logger("pitrix.runtime")
 
     # -- life of the service ----------------------------------------------------------------------
@@ -463,7 +465,23 @@ class RuntimeService:
         return await self._act(cluster, self._model(cid), "recover", {"nodes": old})
 
     async def delete_cluster(self, cid: str, owner: str | None = None) -> Job:
+        """Delete the cluster; refused (``LifecycleError``, a 409) while others still link to it.
+
+        A linking cluster would keep a link to nothing: its ``/self/links/<name>`` would go empty
+        under its running app. Linking clusters being deleted (or gone) no longer count.
+        """
         cluster = await self.get_cluster(cid, owner)
+        linking = [
+            f"{other.id} (links.{name})"
+            for other in await self.list_clusters(cluster.owner)
+            if other.state not in ("deleting", "deleted")
+            for name, target in sorted(other.links.items())
+            if target == cid
+        ]
+        if linking:
+            raise LifecycleError(
+                f"cluster {cid} is linked to by {', '.join(linking)}: delete those clusters first"
+            )
         return await self._act(cluster, self._model(cid), "delete", {})
 
     async def retry(self, cid: str, owner: str | None = None) -> Job:
@@ -580,7 +598,9 @@ class RuntimeService:
             client = self.metadata.client(record)
             agents = AgentStatus(client, cid)
             await agents.start()
-            ops = ClusterOperations(self.store, cluster, job, provider, record, client, agents)
+            ops = ClusterOperations(
+                self.store, cluster, job, provider, record, client, agents, keypairs=self.keypairs
+            )
             plan = self._plan(cluster, job, ops)
             log.info("plan", layers=plan.describe())
             await execute(plan, journal, self._progress, self.step_retry)
