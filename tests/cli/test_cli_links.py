@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import json
+from pathlib import Path
 from typing import Any
 
 import aiohttp
@@ -39,7 +41,9 @@ async def _state(http: aiohttp.ClientSession, cid: str) -> str:
         return str((await response.json())["state"])
 
 
-async def test_a_linked_to_cluster_is_deleted_only_after_its_linkers(cli: Run, server: str) -> None:
+async def test_a_linked_to_cluster_is_deleted_only_after_its_linkers(
+    cli: Run, server: str, tmp_path: Path
+) -> None:
     async with (
         aiohttp.ClientSession(server, headers={"Authorization": f"Bearer {ADMIN}"}) as admin,
         admin.post("/v1/runtimes", json=DEAD) as response,
@@ -48,7 +52,16 @@ async def test_a_linked_to_cluster_is_deleted_only_after_its_linkers(cli: Run, s
     async with aiohttp.ClientSession(server, headers={"Authorization": f"Bearer {ALICE}"}) as http:
         target = await _create(http)
         first = await _create(http, {"peer": target})
-        second = await _create(http, {"db": target, "cache": target})
+        spec = tmp_path / "app.json"
+        spec.write_text(json.dumps(APP))
+        code, out, err = await cli(
+            "-o", "json", "clusters", "create", "--runtime", "dead", "-f", str(spec),
+            "--link", f"db={target}", "--link", f"cache={target}", "--no-wait",
+        )  # fmt: skip
+        assert code == 0, err
+        second = json.loads(out)["cluster_id"]
+        code, _, err = await cli("clusters", "create", "--runtime", "dead", "-f", str(spec), "--link", "db")
+        assert code != 0 and "--link takes NAME=CLUSTER, got 'db'" in err, err
         await asyncio.gather(*(_failed(http, cid) for cid in (target, first, second)))
         async with http.delete(f"/v1/clusters/{target}") as response:
             assert response.status == 409
