@@ -592,7 +592,8 @@ class RuntimeService:
                 record = await self.metadata.ensure(cluster.owner, cluster.runtime)
                 return f"metadata service at {record.ip}"
 
-            await execute(Plan(job.action).then(Step("metadata", ensure_metadata)), journal, self._progress)
+            metadata_plan = Plan(job.action).then(Step("metadata", ensure_metadata))
+            await execute(metadata_plan, journal, self._progress, self.step_retry)
             record = await self.metadata.get(cluster.owner, cluster.runtime)
             assert record is not None
             client = self.metadata.client(record)
