@@ -314,9 +314,13 @@ async def gets_per_second(world: World, clients: int, seconds: float) -> float:
     return rate
 
 
-async def _start_metad(tmp: Path, etcd_url: str) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
+async def _start_metad(
+    tmp: Path, etcd_url: str, profile: str | None = None
+) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
+    # With --profile metad runs under cProfile, which writes its stats when metad exits on SIGTERM.
+    wrapper = ["-m", "cProfile", "-o", profile] if profile else []
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pitrix.metad.main",
+        sys.executable, *wrapper, "-m", "pitrix.metad.main",
         "--listen-ip", LISTEN_IP, "--instance-port", "0", "--manage-port", "0",
         "--etcd", etcd_url, "--wait-timeout", "900", "--log-level", "warning",
         "--tls-cert", str(tmp / "server.crt"), "--tls-key", str(tmp / "server.key"),
@@ -358,8 +362,8 @@ def _fmt(pair: tuple[float, float] | None) -> str:
 async def main(args: argparse.Namespace) -> None:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     idle_count = args.idle or min(10000, max(100, soft - 500))
-    counts = [1, 100] if args.quick else [1, 100, 1000]
-    rounds = {1: 50, 100: 20, 1000: 10} if not args.quick else {1: 10, 100: 5}
+    counts = args.counts or ([1, 100] if args.quick else [1, 100, 1000])
+    rounds = {1: 50, 100: 20, 1000: 10} if not args.quick else {1: 10, 100: 5, 1000: 5}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         etcd = EmbeddedEtcd(tmp / "etcd", unsafe_no_fsync=True)
@@ -369,7 +373,7 @@ async def main(args: argparse.Namespace) -> None:
         (tmp / "ca.pem").write_bytes(ca.cert_pem)
         ca.issue_server([LISTEN_IP]).write(tmp / "server.crt", tmp / "server.key")
         ca.issue_management().write(tmp / "runtime.crt", tmp / "runtime.key")
-        process, ready = await _start_metad(tmp, etcd_url)
+        process, ready = await _start_metad(tmp, etcd_url, args.profile)
         manage = MetadManagementClient(
             ready["manage_url"],
             ca_file=tmp / "ca.pem",
@@ -386,6 +390,8 @@ async def main(args: argparse.Namespace) -> None:
             await _register(world, 0, max(counts))
             print(f"metad pid {world.pid}, mTLS on; etcd {etcd_url}; ulimit -n {soft}", flush=True)
             fan = await fanout(world, counts, rounds)
+            if args.profile or args.fanout_only:  # a profile is of the fan-out path alone
+                return
             raw = await etcd_watch(store, [1, 100] if args.quick else [1, 1000], rounds | {1000: 10})
             gets = await gets_per_second(world, 50, 2.0 if args.quick else 5.0)
             held = await idle(world, idle_count if not args.quick else 500)
@@ -431,6 +437,18 @@ def run() -> None:
     parser.add_argument(
         "--idle", type=int, default=0, help="idle long-polls to hold (default: 10,000 or ulimit)"
     )
+    parser.add_argument(
+        "--counts",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=None,
+        help="fan-out sizes, comma-separated (default: 1,100,1000; --quick: 1,100)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="run metad under cProfile (stats to FILE) for the fan-out figures only",
+    )
+    parser.add_argument("--fanout-only", action="store_true", help="measure the fan-out figures only")
     args = parser.parse_args()
     logs.configure("warning")
     aio.run(main(args))
