@@ -16,7 +16,7 @@ import ipaddress
 import json
 import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
@@ -37,10 +37,14 @@ class Refused(Exception):
 class PeerCertificate:
     subject: Subject
     serial: int
+    # The etcd keys that revoke this certificate, and every certificate of its instance. Worked
+    # out once per connection: a write releasing a thousand long-polls re-checks a thousand callers.
+    revocation_key: str = field(init=False, repr=False, compare=False)
+    instance_revocation_key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def revocation_key(self) -> str:
-        return f"{REVOKED_ROOT}/{serial_hex(self.serial)}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "revocation_key", f"{REVOKED_ROOT}/{serial_hex(self.serial)}")
+        object.__setattr__(self, "instance_revocation_key", f"{REVOKED_INSTANCES_ROOT}/{self.subject.cn}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +59,7 @@ class Caller:
         deps = [self.mapping.key]
         if self.cert is not None:
             deps.append(self.cert.revocation_key)
-            deps.append(f"{REVOKED_INSTANCES_ROOT}/{self.mapping.instance_id}")
+            deps.append(self.cert.instance_revocation_key)
             deps.append(f"{CLUSTERS_ROOT}/{self.mapping.cluster_id}/cluster/owner")
         return deps
 
@@ -111,7 +115,7 @@ def _decode(ssl_object: Any) -> PeerCertificate | None:
 def is_revoked(mirror: Mirror, cert: PeerCertificate) -> bool:
     if mirror.tree.live(cert.revocation_key) is not None:
         return True
-    return mirror.tree.live(f"{REVOKED_INSTANCES_ROOT}/{cert.subject.cn}") is not None
+    return mirror.tree.live(cert.instance_revocation_key) is not None
 
 
 class CertificateIdentity:

@@ -61,6 +61,11 @@ async def refuse_strangers(request: web.Request, handler: Any) -> web.StreamResp
         return response
 
 
+def _expire(future: asyncio.Future[int], revision: int) -> None:
+    if not future.done():
+        future.set_result(revision)
+
+
 def _flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "").lower() in ("true", "1", "yes")
 
@@ -85,11 +90,15 @@ async def read(request: web.Request) -> web.StreamResponse:
             # Revoking the caller wakes it too, and the re-identification below refuses it.
             waiter = Waiter(deps + caller.dependencies())
             mirror.waiters.add(waiter)
+            # A timer that resolves the waiter, rather than asyncio.wait_for: wait_for wraps the
+            # future and adds callbacks, work that a write releasing a thousand waiters repeats.
+            timer = asyncio.get_running_loop().call_later(
+                request.app[WAIT_TIMEOUT_KEY], _expire, waiter.future, mirror.revision
+            )
             try:
-                await asyncio.wait_for(waiter.future, request.app[WAIT_TIMEOUT_KEY])
-            except TimeoutError:
-                pass
+                await waiter.future
             finally:
+                timer.cancel()
                 mirror.waiters.remove(waiter)
             # The caller may have been unmapped or revoked while it waited.
             mapping = _caller(request).mapping
