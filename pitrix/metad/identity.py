@@ -22,11 +22,8 @@ from typing import Any
 from aiohttp import web
 
 from pitrix.metad.mirror import Mirror
-from pitrix.metad.selfview import CLUSTERS_ROOT, Mapping
+from pitrix.metad.selfview import CLUSTERS_ROOT, REVOKED_INSTANCES_ROOT, REVOKED_ROOT, Mapping
 from pitrix.pki import Subject, serial_hex
-
-REVOKED_ROOT = "/_pitrix/revoked"
-REVOKED_INSTANCES_ROOT = "/_pitrix/revoked-instances"
 
 
 class Refused(Exception):
@@ -64,6 +61,17 @@ class Caller:
         return deps
 
 
+class _Connection:
+    """What metad knows about one TLS connection: its certificate, and the caller it proved."""
+
+    __slots__ = ("caller", "cert", "epoch")
+
+    def __init__(self, cert: PeerCertificate | None) -> None:
+        self.cert = cert
+        self.caller: Caller | None = None
+        self.epoch = -1  # the mirror's identity epoch at which ``caller`` was identified
+
+
 class PeerCertificates:
     """The verified client certificate of a request's connection, decoded once per connection.
 
@@ -72,10 +80,11 @@ class PeerCertificates:
     """
 
     def __init__(self) -> None:
-        self._by_connection: weakref.WeakKeyDictionary[Any, PeerCertificate | None]
+        self._by_connection: weakref.WeakKeyDictionary[Any, _Connection]
         self._by_connection = weakref.WeakKeyDictionary()
 
-    def get(self, request: web.Request) -> PeerCertificate | None:
+    def connection(self, request: web.Request) -> _Connection | None:
+        """The connection's record, None without TLS (or for an object that cannot be weakly held)."""
         transport = request.transport
         if transport is None:
             return None
@@ -86,10 +95,14 @@ class PeerCertificates:
             return self._by_connection[ssl_object]
         except KeyError:
             pass
-        except TypeError:  # not weak-referenceable: decode every time
-            return _decode(ssl_object)
-        cert = self._by_connection[ssl_object] = _decode(ssl_object)
-        return cert
+        except TypeError:  # not weak-referenceable: nothing is kept
+            return _Connection(_decode(ssl_object))
+        record = self._by_connection[ssl_object] = _Connection(_decode(ssl_object))
+        return record
+
+    def get(self, request: web.Request) -> PeerCertificate | None:
+        record = self.connection(request)
+        return record.cert if record is not None else None
 
 
 def _decode(ssl_object: Any) -> PeerCertificate | None:
@@ -127,9 +140,20 @@ class CertificateIdentity:
         self.certificates = PeerCertificates()
 
     def identify(self, request: web.Request, mirror: Mirror) -> Caller:
-        cert = self.certificates.get(request)
-        if cert is None:
+        record = self.certificates.connection(request)
+        cert = record.cert if record is not None else None
+        if record is None or cert is None:
             raise Refused("a client certificate is required")
+        # Until a write touches a mapping, a revocation or an owner, the last answer stands: the
+        # callers a fan-out releases are re-identified by one comparison, not a dozen lookups.
+        if record.caller is not None and record.epoch == mirror.identity_epoch:
+            return record.caller
+        record.caller = None
+        caller = self._check(cert, mirror)
+        record.caller, record.epoch = caller, mirror.identity_epoch
+        return caller
+
+    def _check(self, cert: PeerCertificate, mirror: Mirror) -> Caller:
         if is_revoked(mirror, cert):
             raise Refused(f"certificate {serial_hex(cert.serial)} of {cert.subject.cn} is revoked")
         subject = cert.subject

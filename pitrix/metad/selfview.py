@@ -13,6 +13,8 @@ from typing import Any
 from pitrix.metad.tree import Node, Tree, split_path
 
 MAPPING_ROOT = "/_pitrix/mapping"
+REVOKED_ROOT = "/_pitrix/revoked"
+REVOKED_INSTANCES_ROOT = "/_pitrix/revoked-instances"
 STATUS_ROOT = "/_pitrix/status"
 CLUSTERS_ROOT = "/clusters"
 
@@ -85,6 +87,17 @@ class Mapping:
 
     def status_key(self, *parts: str) -> str:
         return "/".join([STATUS_ROOT, self.cluster_id, self.instance_id, *parts])
+
+
+def decides_identity(parts: list[str]) -> bool:
+    """Whether a write to the key with path ``parts`` can change who a caller is or may be.
+
+    That is a mapping, a revocation, or a cluster's owner (or anything under those keys); metad
+    re-identifies a connection's caller only after such a write, not after every write.
+    """
+    if len(parts) >= 2 and parts[0] == "_pitrix":
+        return parts[1] in ("mapping", "revoked", "revoked-instances")
+    return len(parts) >= 4 and parts[0] == "clusters" and parts[2] == "cluster" and parts[3] == "owner"
 
 
 def _owner(tree: Tree, cid: str) -> str:
