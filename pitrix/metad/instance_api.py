@@ -37,6 +37,7 @@ IDENTITY_KEY: web.AppKey[Identity] = web.AppKey("identity")
 ISSUER_KEY = web.AppKey("issuer", pki.CertificateAuthority)
 LIFETIME_KEY = web.AppKey("cert_lifetime", dt.timedelta)
 CSR_MAX = 16 * 1024
+SHARED_KEY = web.AppKey("shared_sections", render.SharedSections)
 
 
 def _log() -> structlog.typing.FilteringBoundLogger:
@@ -107,8 +108,14 @@ async def read(request: web.Request) -> web.StreamResponse:
                 mirror.waiters.remove(waiter)
             # The caller may have been unmapped or revoked while it waited.
             mapping = _caller(request).mapping
-    value = selfview.lookup(mirror.tree, mapping, path)
     headers = _version(mirror)
+    parts = split_path(path)
+    if media == render.JSON and (not parts or parts == ["self"]):
+        # The whole view, the answer a fan-out sends most: spliced from the role's shared sections.
+        shared = request.app[SHARED_KEY].get(mirror.tree, mirror.generation, mapping)
+        text = render.self_json(mirror.tree, mapping, shared)
+        return render.json_text(text if parts else '{"self":' + text + "}", headers)
+    value = selfview.lookup(mirror.tree, mapping, path)
     if value is None:
         return render.error(404, f"{path} not found", headers)
     return render.answer(value, media, headers=headers)
@@ -291,6 +298,7 @@ def build_app(
         app[ISSUER_KEY] = issuer
     app[LIFETIME_KEY] = cert_lifetime
     app[MIRROR_KEY] = mirror
+    app[SHARED_KEY] = render.SharedSections()
     app[STORE_KEY] = store
     app[LEASES_KEY] = leases
     app[WAIT_TIMEOUT_KEY] = wait_timeout

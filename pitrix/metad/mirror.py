@@ -42,6 +42,9 @@ class Mirror:
         # Bumped by every batch that may change who a caller is (selfview.decides_identity):
         # an identification made at an unchanged epoch still holds and need not be redone.
         self.identity_epoch = 0
+        # Bumped by every change to the tree: what is computed from the tree at one generation
+        # (render.SharedSections) holds for as long as the generation stands.
+        self.generation = 0
         # (revision, tie-breaker, future) of management writes waiting for the mirror to catch up.
         self._catching_up: list[tuple[int, int, asyncio.Future[None]]] = []
         self._catch_seq = 0
@@ -55,6 +58,7 @@ class Mirror:
         self.revision = self.base_revision = revision
         self._reindex_all()
         self.identity_epoch += 1
+        self.generation += 1
         self._log.info("mirror loaded", keys=len(kvs), revision=revision)
         self._task = asyncio.create_task(self._follow(revision + 1), name="metad-mirror")
 
@@ -101,6 +105,7 @@ class Mirror:
             backoff = min(RETRY_MAX, backoff * 2)
 
     async def apply(self, batch: WatchBatch) -> None:
+        self.generation += 1
         if batch.resync:
             tree = Tree()
             for kv in batch.state:
@@ -142,6 +147,7 @@ class Mirror:
     def prune(self) -> int:
         """Sweep tombstones; callers asking about revisions before now get an immediate answer."""
         removed = self.tree.prune()
+        self.generation += 1
         self._deletes = 0
         self.base_revision = self.revision
         self._log.info("mirror pruned", nodes=removed, revision=self.revision)

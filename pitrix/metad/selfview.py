@@ -33,6 +33,9 @@ SELF_SECTIONS = (
     "endpoints",
     "links",
 )
+# Sections that differ between instances of one role; every other section of ``/self`` is the
+# same for all of a role's instances, so it is rendered once per change (render.SharedSections).
+INSTANCE_SECTIONS = ("host", "cmd")
 
 
 @dataclass(frozen=True, slots=True)
