@@ -33,6 +33,7 @@ from pitrix.store import Op, Store
 from pitrix.store.embedded import EmbeddedEtcd
 
 LISTEN_IP = "127.109.0.1"
+GET_CLIENTS = 50
 ANCHORS = {
     "fanout": {1: (102.6, 103.0), 100: (111.0, 117.0), 1000: (184.0, 250.0)},
     "etcd": {1: (1.4, 4.8), 1000: (40.0, 62.0)},
@@ -399,13 +400,13 @@ async def main(args: argparse.Namespace) -> None:
                 "env": {"web": {"port": 80, "workers": 0}},
                 "endpoints": {"http": {"port": 8000, "protocol": "tcp"}},
             })  # fmt: skip
-            await _register(world, 0, max(counts))
+            await _register(world, 0, max(*counts, GET_CLIENTS))
             print(f"metad pid {world.pid}, mTLS on; etcd {etcd_url}; ulimit -n {soft}", flush=True)
             fan = await fanout(world, counts, rounds)
             if args.profile or args.fanout_only:  # a profile is of the fan-out path alone
                 return
             raw = await etcd_watch(store, [1, 100] if args.quick else [1, 1000], rounds | {1000: 10})
-            gets = await gets_per_second(world, 50, 2.0 if args.quick else 5.0)
+            gets = await gets_per_second(world, GET_CLIENTS, 2.0 if args.quick else 5.0)
             held = await idle(world, idle_count if not args.quick else 500)
         finally:
             await manage.close()
