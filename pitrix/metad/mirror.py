@@ -206,4 +206,8 @@ class Mirror:
     def changed_since(self, deps: list[str], revision: int) -> bool:
         if revision < self.base_revision:
             return True
+        if revision >= self.revision:
+            # Nothing in the tree is newer than the mirror: an agent polling again with the version
+            # it was just answered at (the usual case) is held without looking at its dependencies.
+            return False
         return any(self.tree.rev_of(dep) > revision for dep in deps)
