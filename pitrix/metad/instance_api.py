@@ -13,6 +13,7 @@ import ipaddress
 import json
 from typing import Any
 
+import structlog
 from aiohttp import web
 
 from pitrix import pki
@@ -36,8 +37,13 @@ IDENTITY_KEY: web.AppKey[Identity] = web.AppKey("identity")
 ISSUER_KEY = web.AppKey("issuer", pki.CertificateAuthority)
 LIFETIME_KEY = web.AppKey("cert_lifetime", dt.timedelta)
 CSR_MAX = 16 * 1024
+SHARED_KEY = web.AppKey("shared_sections", render.SharedSections)
 
-_log = get_logger("pitrix.metad.instance")
+
+def _log() -> structlog.typing.FilteringBoundLogger:
+    """The module's logger, made when used: one bound at import time would predate
+    ``logs.configure`` and so ignore ``--log-level`` (it printed "refused" at warning)."""
+    return get_logger("pitrix.metad.instance")
 
 
 def _version(mirror: Mirror, revision: int | None = None) -> dict[str, str]:
@@ -55,10 +61,15 @@ async def refuse_strangers(request: web.Request, handler: Any) -> web.StreamResp
         return await handler(request)
     except Refused as exc:
         mirror = request.app[MIRROR_KEY]
-        _log.info("refused", reason=str(exc), path=request.path, peer=request.remote)
+        _log().info("refused", reason=str(exc), path=request.path, peer=request.remote)
         response = render.error(403, str(exc), _version(mirror))
         response.force_close()
         return response
+
+
+def _expire(future: asyncio.Future[int], revision: int) -> None:
+    if not future.done():
+        future.set_result(revision)
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -85,16 +96,26 @@ async def read(request: web.Request) -> web.StreamResponse:
             # Revoking the caller wakes it too, and the re-identification below refuses it.
             waiter = Waiter(deps + caller.dependencies())
             mirror.waiters.add(waiter)
+            # A timer that resolves the waiter, rather than asyncio.wait_for: wait_for wraps the
+            # future and adds callbacks, work that a write releasing a thousand waiters repeats.
+            timer = asyncio.get_running_loop().call_later(
+                request.app[WAIT_TIMEOUT_KEY], _expire, waiter.future, mirror.revision
+            )
             try:
-                await asyncio.wait_for(waiter.future, request.app[WAIT_TIMEOUT_KEY])
-            except TimeoutError:
-                pass
+                await waiter.future
             finally:
+                timer.cancel()
                 mirror.waiters.remove(waiter)
             # The caller may have been unmapped or revoked while it waited.
             mapping = _caller(request).mapping
-    value = selfview.lookup(mirror.tree, mapping, path)
     headers = _version(mirror)
+    parts = split_path(path)
+    if media == render.JSON and (not parts or parts == ["self"]):
+        # The whole view, the answer a fan-out sends most: spliced from the role's shared sections.
+        shared = request.app[SHARED_KEY].get(mirror.tree, mirror.generation, mapping)
+        text = render.self_json(mirror.tree, mapping, shared)
+        return render.json_text(text if parts else '{"self":' + text + "}", headers)
+    value = selfview.lookup(mirror.tree, mapping, path)
     if value is None:
         return render.error(404, f"{path} not found", headers)
     return render.answer(value, media, headers=headers)
@@ -141,7 +162,7 @@ async def write(request: web.Request) -> web.Response:
     except status.BadBody as exc:
         return render.error(400, str(exc), _version(mirror), field=exc.field)
     except StoreError as exc:
-        _log.warning("status write failed", instance_id=mapping.instance_id, error=str(exc))
+        _log().warning("status write failed", instance_id=mapping.instance_id, error=str(exc))
         return render.error(503, f"metadata store unavailable: {exc}", _version(mirror))
     return web.json_response({"ok": True, "revision": revision}, headers=_version(mirror, revision))
 
@@ -167,7 +188,7 @@ async def _renew(request: web.Request, caller: Caller) -> web.Response:
         issued = await asyncio.to_thread(issuer.sign_csr, raw, caller.cert.subject, request.app[LIFETIME_KEY])
     except pki.PKIError as exc:
         return render.error(400, str(exc), _version(mirror), field=exc.field)
-    _log.info(
+    _log().info(
         "certificate renewed", instance_id=caller.mapping.instance_id, serial=pki.serial_hex(issued.serial)
     )
     return web.json_response(_certificate_answer(issuer, issued), headers=_version(mirror))
@@ -209,12 +230,12 @@ async def bootstrap(request: web.Request) -> web.Response:
             404, "no instance is registered for this token yet", headers, reason="not_registered"
         )
     if mirror.tree.live(f"{REVOKED_INSTANCES_ROOT}/{mapping.instance_id}") is not None:
-        _log.warning("bootstrap refused: revoked", instance_id=mapping.instance_id, peer=request.remote)
+        _log().warning("bootstrap refused: revoked", instance_id=mapping.instance_id, peer=request.remote)
         return render.error(403, f"instance {mapping.instance_id} is revoked", headers)
     if not _same_address(request.remote, mapping.ip):
         # Agents bind their connections to their VM's address (the simulator's too), so a token
         # that leaked out of the VM is of no use from anywhere else.
-        _log.warning(
+        _log().warning(
             "bootstrap refused: wrong address",
             instance_id=mapping.instance_id,
             peer=request.remote,
@@ -230,7 +251,7 @@ async def bootstrap(request: web.Request) -> web.Response:
         )
     except pki.PKIError as exc:
         return render.error(400, str(exc), headers, field="csr")
-    _log.info(
+    _log().info(
         "certificate bootstrapped",
         instance_id=mapping.instance_id,
         cluster_id=mapping.cluster_id,
@@ -277,6 +298,7 @@ def build_app(
         app[ISSUER_KEY] = issuer
     app[LIFETIME_KEY] = cert_lifetime
     app[MIRROR_KEY] = mirror
+    app[SHARED_KEY] = render.SharedSections()
     app[STORE_KEY] = store
     app[LEASES_KEY] = leases
     app[WAIT_TIMEOUT_KEY] = wait_timeout
