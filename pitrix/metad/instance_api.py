@@ -13,11 +13,10 @@ import ipaddress
 import json
 from typing import Any
 
-import structlog
 from aiohttp import web
 
 from pitrix import pki
-from pitrix.logs import get_logger
+from pitrix.logs import module_logger
 from pitrix.metad import render, selfview, status
 from pitrix.metad.health import MIRROR_KEY, healthz
 from pitrix.metad.identity import REVOKED_INSTANCES_ROOT, Caller, Identity, Refused, SourceIPIdentity
@@ -40,10 +39,8 @@ CSR_MAX = 16 * 1024
 SHARED_KEY = web.AppKey("shared_sections", render.SharedSections)
 
 
-def _log() -> structlog.typing.FilteringBoundLogger:
-    """The module's logger, made when used: one bound at import time would predate
-    ``logs.configure`` and so ignore ``--log-level`` (it printed "refused" at warning)."""
-    return get_logger("pitrix.metad.instance")
+# Made at import, before logs.configure: lazy, or it would ignore --log-level.
+_log = module_logger("pitrix.metad.instance")
 
 
 def _version(mirror: Mirror, revision: int | None = None) -> dict[str, str]:
@@ -61,7 +58,7 @@ async def refuse_strangers(request: web.Request, handler: Any) -> web.StreamResp
         return await handler(request)
     except Refused as exc:
         mirror = request.app[MIRROR_KEY]
-        _log().info("refused", reason=str(exc), path=request.path, peer=request.remote)
+        _log.info("refused", reason=str(exc), path=request.path, peer=request.remote)
         response = render.error(403, str(exc), _version(mirror))
         response.force_close()
         return response
@@ -162,7 +159,7 @@ async def write(request: web.Request) -> web.Response:
     except status.BadBody as exc:
         return render.error(400, str(exc), _version(mirror), field=exc.field)
     except StoreError as exc:
-        _log().warning("status write failed", instance_id=mapping.instance_id, error=str(exc))
+        _log.warning("status write failed", instance_id=mapping.instance_id, error=str(exc))
         return render.error(503, f"metadata store unavailable: {exc}", _version(mirror))
     return web.json_response({"ok": True, "revision": revision}, headers=_version(mirror, revision))
 
@@ -188,7 +185,7 @@ async def _renew(request: web.Request, caller: Caller) -> web.Response:
         issued = await asyncio.to_thread(issuer.sign_csr, raw, caller.cert.subject, request.app[LIFETIME_KEY])
     except pki.PKIError as exc:
         return render.error(400, str(exc), _version(mirror), field=exc.field)
-    _log().info(
+    _log.info(
         "certificate renewed", instance_id=caller.mapping.instance_id, serial=pki.serial_hex(issued.serial)
     )
     return web.json_response(_certificate_answer(issuer, issued), headers=_version(mirror))
@@ -230,12 +227,12 @@ async def bootstrap(request: web.Request) -> web.Response:
             404, "no instance is registered for this token yet", headers, reason="not_registered"
         )
     if mirror.tree.live(f"{REVOKED_INSTANCES_ROOT}/{mapping.instance_id}") is not None:
-        _log().warning("bootstrap refused: revoked", instance_id=mapping.instance_id, peer=request.remote)
+        _log.warning("bootstrap refused: revoked", instance_id=mapping.instance_id, peer=request.remote)
         return render.error(403, f"instance {mapping.instance_id} is revoked", headers)
     if not _same_address(request.remote, mapping.ip):
         # Agents bind their connections to their VM's address (the simulator's too), so a token
         # that leaked out of the VM is of no use from anywhere else.
-        _log().warning(
+        _log.warning(
             "bootstrap refused: wrong address",
             instance_id=mapping.instance_id,
             peer=request.remote,
@@ -251,7 +248,7 @@ async def bootstrap(request: web.Request) -> web.Response:
         )
     except pki.PKIError as exc:
         return render.error(400, str(exc), headers, field="csr")
-    _log().info(
+    _log.info(
         "certificate bootstrapped",
         instance_id=mapping.instance_id,
         cluster_id=mapping.cluster_id,
