@@ -15,7 +15,7 @@ import json
 import random
 import re
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, cast
 
 import aiohttp
@@ -52,7 +52,7 @@ from pitrix.runtime.recovery import RecoveryPolicy, watch_for_dead_nodes
 from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.spec import SpecError, parse_spec
 from pitrix.store import Store
-from pitrix.store.types import Compare, Op
+from pitrix.store.types import KV, Compare, Op
 
 REPORT_TIMEOUT = 5.0
 # The recovery monitor's pause after its watch failed, doubling up to the cap while it keeps failing.
@@ -325,7 +325,7 @@ class RuntimeService:
             if not isinstance(count, int) or not 0 <= count <= 1000:
                 raise InvalidRequest(f"counts.{role}: must be a whole number from 0 to 1000")
             role_counts[role] = count
-        checked = await self._check_links(owner, runtime, links or {})
+        checked, targets = await self._check_links(owner, runtime, links or {})
         cid = new_id("cl")
         cluster = Cluster(
             id=cid,
@@ -338,31 +338,41 @@ class RuntimeService:
             channel=cast(Channel, channel),
         )
         model = self._sync_model(cluster)
-        job = await self._act(cluster, model, "create", {})
+        # Each link target is rewritten as read, in the create's transaction: the create fails if
+        # a target changed since it was checked (another replica began deleting it), and a delete
+        # that read a target before this create landed fails its own guard and looks again.
+        guards = [Compare(cluster_key(kv.key), "mod", "==", kv.mod_revision) for kv in targets]
+        touches = [Op("put", cluster_key(kv.key), kv.value) for kv in targets]
+        job = await self._act(cluster, model, "create", {}, guards=guards, writes=touches)
         return await self.get_cluster(cid), job
 
-    async def _check_links(self, owner: str, runtime: str, links: dict[str, str]) -> dict[str, str]:
+    async def _check_links(
+        self, owner: str, runtime: str, links: dict[str, str]
+    ) -> tuple[dict[str, str], list[KV]]:
         """Links name clusters of the same owner on the same runtime (one metad serves both).
 
         Another owner's cluster is reported exactly like a missing one, so a link says nothing
-        about clusters its owner cannot see.
+        about clusters its owner cannot see. Returns the links and each target's record as read
+        (``key`` = its cluster id).
         """
+        targets: dict[str, KV] = {}
         for name, target in links.items():
             if not isinstance(name, str) or not LINK_NAME.fullmatch(name):
                 raise InvalidRequest(f"links.{name}: a link name is lower case letters, digits, - and _")
             if not isinstance(target, str):
                 raise InvalidRequest(f"links.{name}: must be a cluster id")
-            try:
-                linked = await self.get_cluster(target, owner)
-            except NotFound:
-                raise InvalidRequest(f"links.{name}: owner {owner} has no cluster {target!r}") from None
+            kv = await self.store.get(cluster_key(target))
+            linked = Cluster.model_validate_json(kv.value) if kv is not None else None
+            if kv is None or linked is None or linked.owner != owner:
+                raise InvalidRequest(f"links.{name}: owner {owner} has no cluster {target!r}")
+            targets[target] = KV(target, kv.value, kv.mod_revision)
             if linked.state in ("deleting", "deleted"):
                 raise InvalidRequest(f"links.{name}: cluster {target} is {linked.state}")
             if linked.runtime != runtime:
                 raise InvalidRequest(
                     f"links.{name}: cluster {target} runs on runtime {linked.runtime!r}, not {runtime!r}"
                 )
-        return dict(links)
+        return dict(links), list(targets.values())
 
     async def scale(self, cid: str, role: str, count: int, owner: str | None = None) -> Job:
         cluster = await self.get_cluster(cid, owner)
@@ -471,18 +481,22 @@ class RuntimeService:
         under its running app. Linking clusters being deleted (or gone) no longer count.
         """
         cluster = await self.get_cluster(cid, owner)
+        return await self._act(cluster, self._model(cid), "delete", {}, check=self._refuse_if_linked)
+
+    async def _refuse_if_linked(self, cluster: Cluster) -> None:
+        """Run in ``_act`` after the cluster's fresh read: a linking create that lands after this
+        check rewrites the cluster's record, so the delete's guard fails and it looks again."""
         linking = [
             f"{other.id} (links.{name})"
             for other in await self.list_clusters(cluster.owner)
             if other.state not in ("deleting", "deleted")
             for name, target in sorted(other.links.items())
-            if target == cid
+            if target == cluster.id
         ]
         if linking:
             raise LifecycleError(
-                f"cluster {cid} is linked to by {', '.join(linking)}: delete those clusters first"
+                f"cluster {cluster.id} is linked to by {', '.join(linking)}: delete those clusters first"
             )
-        return await self._act(cluster, self._model(cid), "delete", {})
 
     async def retry(self, cid: str, owner: str | None = None) -> Job:
         cluster = await self.get_cluster(cid, owner)
@@ -507,6 +521,9 @@ class RuntimeService:
         args: dict[str, Any],
         *trigger_args: Any,
         job: Job | None = None,
+        check: Callable[[Cluster], Awaitable[None]] | None = None,
+        guards: Sequence[Compare] = (),
+        writes: Sequence[Op] = (),
     ) -> Job:
         lock = self._locks.setdefault(cluster.id, asyncio.Lock())
         async with lock:
@@ -517,6 +534,8 @@ class RuntimeService:
                     raise NotFound(f"cluster {cluster.id!r} does not exist")
                 cluster, read_at = Cluster.model_validate_json(kv.value), kv.mod_revision
                 model = self._sync_model(cluster)
+            if check is not None:
+                await check(cluster)
             old, new = self.lifecycle.apply(model, action, *trigger_args)
             if job is None:
                 job = Job(id=new_id("j"), cluster_id=cluster.id, action=action, args=args)
@@ -529,18 +548,18 @@ class RuntimeService:
             guard = [
                 Compare(cluster_key(cluster.id), "create", "==", 0)
                 if action == "create"
-                else Compare(cluster_key(cluster.id), "mod", "==", read_at)
+                else Compare(cluster_key(cluster.id), "mod", "==", read_at),
+                *guards,
             ]
-            writes = [
+            ops = [
                 Op("put", cluster_key(cluster.id), updated.dump()),
                 Op("put", job_key(cluster.id, job.id), job.dump()),
+                *writes,
             ]
             if action == "create":  # owned from its first moment, so no other replica claims it first
-                writes.append(
-                    Op("put", owner_key(cluster.id), self.replica.encode(), self.ownership.lease_id)
-                )
+                ops.append(Op("put", owner_key(cluster.id), self.replica.encode(), self.ownership.lease_id))
             try:
-                written = await self.store.txn(guard, writes)
+                written = await self.store.txn(guard, ops)
             except BaseException:
                 self.lifecycle.revert(model, old)
                 raise

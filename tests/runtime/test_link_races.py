@@ -1,0 +1,116 @@
+"""Links and deletes racing across replicas: a delete never lands under a link made meanwhile.
+
+Two replicas on one etcd. The delete's link check runs on a fresh read of its cluster; a create
+linking to that cluster lands between the check and the delete's transaction (the check is held
+open for it). The create rewrote its target's record in its own transaction, so the delete's
+guard fails: it is refused as a concurrent change, changes nothing, and when asked again sees
+the new link. The other order: a target deleted after a create checked it fails the create.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+import pytest
+
+from pitrix.runtime.machine import LifecycleError
+from pitrix.runtime.records import Cluster
+from pitrix.runtime.recovery import RecoveryPolicy
+from pitrix.runtime.retrying import RetryPolicy
+from pitrix.runtime.service import InvalidRequest, RuntimeService
+from pitrix.store import Store
+
+APP = {"name": "demo", "version": "1.0", "roles": [{"name": "web", "count": 1, "image": "demo"}]}
+DEAD_CLOUD = {
+    "name": "dead",
+    "provider": "qingcloud",
+    "endpoint": "http://127.0.0.1:9",  # nothing listens: every create fails fast
+    "zone": "z1",
+    "access_key_id": "AK",
+    "secret_access_key": "SK",
+}
+QUICK = RetryPolicy(attempts=1, first_delay=0.0, max_delay=0.0)
+
+
+@pytest.fixture
+async def replicas(store: Store) -> AsyncIterator[tuple[RuntimeService, RuntimeService]]:
+    services = [
+        RuntimeService(store, RecoveryPolicy(enabled=False), replica=name, retry=QUICK)
+        for name in ("r1", "r2")
+    ]
+    for service in services:
+        await service.start()
+    try:
+        await services[0].put_runtime(DEAD_CLOUD)
+        yield services[0], services[1]
+    finally:
+        for service in services:
+            await service.stop()
+
+
+async def failed(service: RuntimeService, cid: str) -> None:
+    async def ended(cluster: Cluster) -> bool:
+        return cluster.state == "failed"
+
+    await service.wait(cid, ended, 60)
+
+
+async def test_a_link_made_during_a_delete_fails_the_delete(
+    replicas: tuple[RuntimeService, RuntimeService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deleter, creator = replicas
+    target, _ = await deleter.create_cluster(owner="o", runtime="dead", app=APP)
+    await failed(deleter, target.id)
+
+    checked, go_on = asyncio.Event(), asyncio.Event()
+    original = deleter._refuse_if_linked
+
+    async def held_check(cluster: Cluster) -> None:
+        await original(cluster)  # no link yet: the check passes
+        checked.set()
+        await go_on.wait()
+
+    monkeypatch.setattr(deleter, "_refuse_if_linked", held_check)
+    deleting = asyncio.create_task(deleter.delete_cluster(target.id))
+    await asyncio.wait_for(checked.wait(), 30)
+    linker, _ = await creator.create_cluster(owner="o", runtime="dead", app=APP, links={"db": target.id})
+    go_on.set()
+    with pytest.raises(LifecycleError, match="changed meanwhile"):
+        await deleting
+    assert (await deleter.get_cluster(target.id)).state == "failed"  # nothing changed
+
+    monkeypatch.setattr(deleter, "_refuse_if_linked", original)
+    with pytest.raises(LifecycleError, match=f"linked to by {linker.id} \\(links.db\\)"):
+        await deleter.delete_cluster(target.id)
+
+
+async def test_a_target_deleted_after_the_link_check_fails_the_create(
+    replicas: tuple[RuntimeService, RuntimeService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    deleter, creator = replicas
+    target, _ = await deleter.create_cluster(owner="o", runtime="dead", app=APP)
+    await failed(deleter, target.id)
+    before = len(await creator.list_clusters())
+
+    checked, go_on = asyncio.Event(), asyncio.Event()
+    original = creator._check_links
+
+    async def held_check(*args: object) -> object:
+        result = await original(*args)  # type: ignore[arg-type]
+        checked.set()
+        await go_on.wait()
+        return result
+
+    monkeypatch.setattr(creator, "_check_links", held_check)
+    creating = asyncio.create_task(
+        creator.create_cluster(owner="o", runtime="dead", app=APP, links={"db": target.id})
+    )
+    await asyncio.wait_for(checked.wait(), 30)
+    await deleter.delete_cluster(target.id)
+    go_on.set()
+    with pytest.raises(LifecycleError, match="changed meanwhile"):
+        await creating
+    assert len(await creator.list_clusters()) == before  # no linking cluster was made
+    with pytest.raises(InvalidRequest):
+        await creator.create_cluster(owner="o", runtime="dead", app=APP, links={"db": target.id})
