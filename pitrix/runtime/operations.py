@@ -152,7 +152,7 @@ class ClusterOperations:
         specs = [
             InstanceSpec(
                 name=node.name,
-                image=self.cluster.app.role(node.role).image,
+                image=self.cluster.app.role(node.role).image_for(self.provider.name),
                 cpu=self.cluster.app.role(node.role).cpu,
                 memory=self.cluster.app.role(node.role).memory,
                 userdata=""
@@ -213,7 +213,8 @@ class ClusterOperations:
         self, role_name: str, token: str = "", cert_pem: bytes = b"", key_pem: bytes = b""
     ) -> dict[str, bytes]:
         """What the node's agent is configured with: userdata writes it, or SSH pushes it."""
-        check = self.cluster.app.role(role_name).health_check
+        role = self.cluster.app.role(role_name)
+        check = role.health_check
         issuer = issuer_from_pem(self.metadata.issuer_pem) if self.tls else None
         return agent_files(
             [self.metadata.instance_url],
@@ -223,6 +224,7 @@ class ClusterOperations:
             key_pem=key_pem,
             health_cmd=check.cmd if check else "",
             health_interval=check.interval if check else 10.0,
+            templates=role.templates,
         )
 
     async def wait_running(self, node_ids: list[str]) -> str:

@@ -317,7 +317,13 @@ class RuntimeService:
             spec = parse_spec(app)
         except SpecError as exc:
             raise InvalidRequest(f"app.{exc}") from None
-        await self.get_runtime(runtime)
+        # A role without an image on this runtime's cloud fails now, naming it, not at its first VM.
+        provider = (await self.get_runtime(runtime)).provider
+        for spec_role in spec.roles:
+            try:
+                spec_role.image_for(provider)
+            except SpecError as exc:
+                raise InvalidRequest(f"app.{exc}") from None
         role_counts = {r.name: r.count for r in spec.roles}
         for role, count in (counts or {}).items():
             if role not in role_counts:

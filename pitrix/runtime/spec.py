@@ -51,6 +51,52 @@ class Volume(_Strict):
     filesystem: Literal["ext4", "xfs"] = "ext4"
 
 
+TEMPLATE_NAME = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+# Userdata carries the templates (and clouds cap userdata: EC2 at 16 KiB), so a role's together
+# stay well under that; a larger configuration belongs in the image.
+TEMPLATES_MAX = 12 * 1024
+
+
+class Template(_Strict):
+    """A confd template shipped with the app: every node of its role renders it from its ``/self``.
+
+    It reaches the node as a resource (``/etc/confd/conf.d/app-<name>.toml``) and its source
+    (``/etc/confd/templates/app-<name>.tmpl``), written by userdata or over SSH with the agent's
+    other files; the ``app-`` prefix keeps them apart from what the image brings.
+    """
+
+    name: str = Field(pattern=TEMPLATE_NAME)
+    dest: str = Field(pattern=r"^/", description="absolute path of the rendered file on the node")
+    text: str = Field(min_length=1, description="Go text/template source with confd's functions")
+    keys: list[str] = Field(
+        default_factory=lambda: ["/"], min_length=1, description="what it reads, under /self"
+    )
+    mode: str = Field("0644", pattern=r"^0?[0-7]{3,4}$", description="octal file mode")
+    check_cmd: str = Field("", description="confd's check_cmd: {{.src}} is the staged file")
+    reload_cmd: str = Field("", description="run after the file is replaced; a failure rolls back")
+
+    @field_validator("keys")
+    @classmethod
+    def _absolute_keys(cls, value: list[str]) -> list[str]:
+        for key in value:
+            if not key.startswith("/"):
+                raise ValueError(f"{key!r}: keys are paths under /self, starting with /")
+        return value
+
+    @field_validator("text")
+    @classmethod
+    def _parses(cls, value: str) -> str:
+        """An app whose template cannot parse is refused here, not found out on every node."""
+        from pitrix.agent.template import TemplateError, parse
+        from pitrix.agent.template.confd import MemKV, confd_funcs
+
+        try:
+            parse(value, name="text", funcs=confd_funcs(MemKV({})))
+        except TemplateError as exc:
+            raise ValueError(f"does not parse: {exc}") from None
+        return value
+
+
 class HealthCheck(_Strict):
     cmd: str = Field(min_length=1, description="exit status 0 means healthy")
     interval: int = Field(30, ge=1, le=86400, description="seconds between checks")
@@ -127,7 +173,9 @@ def _infer_type(value: Any) -> str:
 class Role(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     count: int = Field(1, ge=0, le=1000)
-    image: str = Field(min_length=1)
+    image: str | dict[str, str] = Field(
+        description="the image id, or one per provider: {qingcloud: img-..., aws: ami-...}"
+    )
     cpu: int = Field(1, ge=1, le=128)
     memory: int = Field(1024, ge=128, description="MiB")
     volume: Volume | None = None
@@ -136,6 +184,38 @@ class Role(_Strict):
     env: dict[str, EnvParam] = Field(
         default_factory=dict, description="parameters; a plain value is shorthand for {default: value}"
     )
+    templates: list[Template] = Field(default_factory=list, description="confd templates its nodes render")
+
+    @field_validator("image")
+    @classmethod
+    def _image_given(cls, value: str | dict[str, str]) -> str | dict[str, str]:
+        images = value.values() if isinstance(value, dict) else [value]
+        if not images or not all(images):
+            raise ValueError("an image id, or a non-empty one for each provider named")
+        return value
+
+    @field_validator("templates")
+    @classmethod
+    def _templates_fit(cls, value: list[Template]) -> list[Template]:
+        names = [t.name for t in value]
+        twice = sorted({n for n in names if names.count(n) > 1})
+        if twice:
+            raise ValueError(f"template {twice[0]!r} appears twice")
+        size = sum(len(t.text.encode()) for t in value)
+        if size > TEMPLATES_MAX:
+            raise ValueError(f"{size} bytes of template text; a role's templates fit in {TEMPLATES_MAX}")
+        return value
+
+    def image_for(self, provider: str) -> str:
+        """The role's image on ``provider`` (SpecError naming the role when it has none there)."""
+        if isinstance(self.image, str):
+            return self.image
+        if provider not in self.image:
+            raise SpecError(
+                f"roles.{self.name}.image: no image for provider {provider!r} "
+                f"(have {', '.join(sorted(self.image))})"
+            )
+        return self.image[provider]
 
     @field_validator("env", mode="before")
     @classmethod

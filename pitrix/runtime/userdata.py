@@ -8,16 +8,21 @@ Scripts are plain shell, written for a VM whose root may be a directory (the sim
 
 from __future__ import annotations
 
+import base64
 import json
+import posixpath
 import shlex
+from collections.abc import Sequence
 
 from pitrix.pki import CertificateAuthority, key_to_pem
+from pitrix.runtime.spec import Template
 
 AGENT_CONFIG = "/etc/pitrix/agent.toml"
 AGENT_CA = "/etc/pitrix/ca.pem"
 AGENT_CERT = "/etc/pitrix/agent.crt"
 AGENT_KEY = "/etc/pitrix/agent.key"
 AGENT_LOG = "/var/log/pitrix-agent.log"
+CONFD_DIR = "/etc/confd"
 METAD_DIR = "/etc/pitrix-metad"
 METAD_ISSUER_CERT = f"{METAD_DIR}/issuer.pem"
 METAD_ISSUER_KEY = f"{METAD_DIR}/issuer.key"
@@ -38,6 +43,7 @@ def agent_files(
     heartbeat_interval: float = 2.0,
     health_cmd: str = "",
     health_interval: float = 10.0,
+    templates: Sequence[Template] = (),
 ) -> dict[str, bytes]:
     """The agent's config (and its TLS material) by absolute path inside the VM.
 
@@ -49,7 +55,7 @@ def agent_files(
     lines = [
         'backend = "metad"',
         f"nodes = [{nodes}]",
-        'confdir = "/etc/confd"',
+        f"confdir = {_toml(CONFD_DIR)}",
         'prefix = "/self"',
         "watch = true",
     ]
@@ -75,22 +81,57 @@ def agent_files(
     if health_cmd:
         lines += [f"health_cmd = {_toml(health_cmd)}", f"health_interval = {health_interval}"]
     files[AGENT_CONFIG] = ("\n".join(lines) + "\n").encode()
+    for template in templates:
+        files.update(template_files(template))
     return files
 
 
+def template_files(template: Template) -> dict[str, bytes]:
+    """An app template as the agent reads it: its confd resource and its source."""
+    name = f"app-{template.name}"
+    resource = [
+        "[template]",
+        f"src = {_toml(name + '.tmpl')}",
+        f"dest = {_toml(template.dest)}",
+        f"keys = [{', '.join(_toml(k) for k in template.keys)}]",
+        f"mode = {_toml(template.mode)}",
+    ]
+    if template.check_cmd:
+        resource.append(f"check_cmd = {_toml(template.check_cmd)}")
+    if template.reload_cmd:
+        resource.append(f"reload_cmd = {_toml(template.reload_cmd)}")
+    return {
+        f"{CONFD_DIR}/conf.d/{name}.toml": ("\n".join(resource) + "\n").encode(),
+        f"{CONFD_DIR}/templates/{name}.tmpl": template.text.encode(),
+    }
+
+
 def _write_files(files: dict[str, bytes]) -> str:
-    """Shell that writes ``files`` under ``$ROOT`` (secrets readable by their owner only)."""
-    out = []
+    """Shell that writes ``files`` under ``$ROOT`` byte for byte (secrets readable by their owner only).
+
+    A text ending in one newline goes in a here-document, readable in the userdata; anything else
+    (an app template, whose trailing newlines are output) goes base64-encoded.
+    """
+    parents = sorted({posixpath.dirname(path) for path in files})
+    dirs = " ".join(f'"$ROOT"{shlex.quote(p)}' for p in parents)
+    out = [f"mkdir -p {dirs}"]
     for path, data in files.items():
-        text = data.decode()
-        if "PITRIX_EOF" in text:
-            raise ValueError(f"{path}: content holds the here-document marker")
         target = shlex.quote(path)
         umask = "077" if path in SECRET_FILES else "022"
-        out.append(
-            f"(umask {umask}; cat > \"$ROOT\"{target}) <<'PITRIX_EOF'\n{text.rstrip(chr(10))}\nPITRIX_EOF"
-        )
+        if _plain(data):
+            writer, body = "cat", data.decode().rstrip("\n")
+        else:
+            writer, body = "base64 -d", base64.encodebytes(data).decode().rstrip("\n")
+        out.append(f"(umask {umask}; {writer} > \"$ROOT\"{target}) <<'PITRIX_EOF'\n{body}\nPITRIX_EOF")
     return "\n".join(out)
+
+
+def _plain(data: bytes) -> bool:
+    try:
+        text = data.decode()
+    except UnicodeDecodeError:
+        return False
+    return text.endswith("\n") and not text.endswith("\n\n") and "PITRIX_EOF" not in text
 
 
 def agent_start_command() -> str:

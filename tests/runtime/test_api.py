@@ -78,6 +78,14 @@ async def test_bad_runtime_is_refused(
         assert "unknown provider 'nimbus'" in error["message"]
 
 
+async def test_a_role_without_an_image_for_the_runtime_s_cloud_is_refused(api: TestClient[Any, Any]) -> None:
+    assert (await api.post("/v1/runtimes", json=DEAD_CLOUD)).status == 201
+    app = {**APP, "roles": [{"name": "web", "image": {"aws": "ami-1", "openstack": "img-2"}}]}
+    error = await error_of(await api.post("/v1/clusters", json={"runtime": "dead", "app": app}), 400)
+    assert error["message"] == "app.roles.web.image: no image for provider 'qingcloud' (have aws, openstack)"
+    assert (await (await api.get("/v1/clusters")).json())["clusters"] == []  # nothing was made
+
+
 async def test_not_json_is_a_400(api: TestClient[Any, Any]) -> None:
     response = await api.post("/v1/clusters", data=b"{nope", headers={"Content-Type": "application/json"})
     error = await error_of(response, 400)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import os
 import stat
+import sys
 import tomllib
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from cryptography import x509
 
 from pitrix import pki
 from pitrix.runtime.authority import CA_KEY, Authority, issuer_from_pem, management_context
+from pitrix.runtime.spec import parse_spec
 from pitrix.runtime.userdata import (
     AGENT_CA,
     AGENT_CERT,
@@ -123,3 +125,42 @@ async def test_metad_userdata_hands_over_its_issuer(tmp_path: Path) -> None:
     assert restored.cert_pem == issuer.cert_pem
     assert f'--client-ca "$ROOT"{METAD_ISSUER_CERT}' in script
     assert "--tls-cert" not in script  # metad issues its own for the address the cloud gives it
+
+
+async def test_app_templates_arrive_byte_for_byte_and_the_agent_renders_them(tmp_path: Path) -> None:
+    """A role's templates reach the VM with the agent's files and render as any confd resource."""
+    role = parse_spec(
+        {
+            "name": "app",
+            "roles": [
+                {
+                    "name": "web",
+                    "image": "img",
+                    "templates": [
+                        {"name": "motd", "dest": "/etc/app/motd", "keys": ["/env"], "mode": "0600",
+                         "text": 'port={{getv "/env/port"}}'},
+                        {"name": "raw", "dest": "/etc/app/raw", "text": "a\n\n\nPITRIX_EOF\n\n"},
+                    ],
+                }
+            ],
+        }
+    ).roles[0]  # fmt: skip
+    files = agent_files(["https://127.0.0.9:8080"], templates=role.templates)
+    await run_script(agent_userdata(files), tmp_path)
+    for path, data in files.items():
+        if "/confd/" in path:  # byte for byte: a template's trailing newlines are its output
+            assert (tmp_path / path.lstrip("/")).read_bytes() == data, path
+    assert (tmp_path / "etc/confd/templates/app-raw.tmpl").read_bytes() == b"a\n\n\nPITRIX_EOF\n\n"
+
+    (tmp_path / "data.yaml").write_text("env:\n  port: '8080'\n")
+    agent = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).with_name("pitrix-agent")), "-onetime", "-backend", "file",
+        "-file", str(tmp_path / "data.yaml"), "-prefix", "/",  # flags name host paths, as confd's
+        env=dict(os.environ, PITRIX_VM_ROOT=str(tmp_path)),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await agent.communicate()
+    assert agent.returncode == 0, output.decode()
+    assert (tmp_path / "etc/app/motd").read_text() == "port=8080"
+    assert mode(tmp_path / "etc/app/motd") == 0o600
+    assert (tmp_path / "etc/app/raw").read_bytes() == b"a\n\n\nPITRIX_EOF\n\n"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any
 
@@ -160,6 +161,13 @@ def role_with(**changes: Any) -> dict[str, Any]:
         (role_with(env={"m": {"default": "x", "range": ["a", "b"]}}), "roles.0.env.m"),
         (role_with(env={"t": {"type": "colour"}}), "roles.0.env.t.type"),
         (role_with(env={"bad key": 1}), "roles.0.env"),
+        (role_with(templates=[{"name": "Bad Name", "dest": "/x", "text": "t"}]), "roles.0.templates.0.name"),
+        (role_with(templates=[{"name": "a", "dest": "x", "text": "t"}]), "roles.0.templates.0.dest"),
+        (
+            role_with(templates=[{"name": "a", "dest": "/x", "text": "t", "mode": "999"}]),
+            "roles.0.templates.0.mode",
+        ),
+        (role_with(templates=[{"name": "a", "dest": "/x"}]), "roles.0.templates.0.text"),
         (spec(update_policy={"max_in_flight": 0}), "update_policy.max_in_flight"),
         (spec(update_policy={"canary": -1}), "update_policy.canary"),
     ],
@@ -195,3 +203,47 @@ def test_env_param_checks_values(param: dict[str, Any], value: Any, expected: An
             checked.check(value)
     else:
         assert checked.check(value) == expected
+
+
+TEMPLATE = {"name": "motd", "dest": "/etc/motd", "text": "hello"}
+
+
+@pytest.mark.parametrize(
+    ("data", "field", "says"),
+    [
+        (role_with(templates=[{**TEMPLATE, "text": "{{if}}"}]), "roles.0.templates.0.text", "does not parse"),
+        (
+            role_with(templates=[{**TEMPLATE, "text": "{{nosuchfunc 1}}"}]),
+            "roles.0.templates.0.text",
+            "nosuchfunc",
+        ),
+        (role_with(templates=[{**TEMPLATE, "keys": ["env"]}]), "roles.0.templates.0.keys", "starting with /"),
+        (role_with(templates=[TEMPLATE, TEMPLATE]), "roles.0.templates", "'motd' appears twice"),
+        (
+            role_with(templates=[{**TEMPLATE, "name": f"t{i}", "text": "x" * 5000} for i in range(3)]),
+            "roles.0.templates",
+            "fit in 12288",
+        ),
+        (role_with(image={}), "roles.0.image", "an image id"),
+        (role_with(image={"aws": ""}), "roles.0.image", "an image id"),
+    ],
+)
+def test_templates_and_images_are_checked_beyond_the_schema(
+    data: dict[str, Any], field: str, says: str
+) -> None:
+    """What JSON Schema cannot say (a template that does not parse, a size over all of a role's
+    templates) the model refuses all the same, naming the field."""
+    with pytest.raises(SpecError) as caught:
+        parse_spec(data)
+    assert str(caught.value).startswith(field + ":") and says in str(caught.value), str(caught.value)
+
+
+def test_an_image_per_provider() -> None:
+    role = parse_spec(role_with(image={"qingcloud": "img-1", "aws": "ami-2"})).roles[0]
+    assert (role.image_for("qingcloud"), role.image_for("aws")) == ("img-1", "ami-2")
+    with pytest.raises(
+        SpecError, match=re.escape("roles.web.image: no image for provider 'openstack' (have aws, qingcloud)")
+    ):
+        role.image_for("openstack")
+    assert parse_spec(role_with(image="img-9")).roles[0].image_for("anything") == "img-9"
+    jsonschema.validate(role_with(image={"qingcloud": "img-1"}, templates=[TEMPLATE]), json_schema())
