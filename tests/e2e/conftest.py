@@ -9,16 +9,11 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
-from e2e_cloud import Cloud
-from e2e_daemons import runtime_definition, start_simulator
+from e2e_cloud import Cloud, simulated_cloud
 
-from pitrix.cli.demo import stop_child
 from pitrix.runtime.recovery import RecoveryPolicy
-from pitrix.runtime.service import RuntimeService
 from pitrix.store import Store
-from simulator.testing import random_network
 
 
 @pytest.fixture
@@ -29,13 +24,5 @@ def recovery_policy() -> RecoveryPolicy:
 
 @pytest.fixture
 async def cloud(store: Store, tmp_path: Path, recovery_policy: RecoveryPolicy) -> AsyncIterator[Cloud]:
-    sim = await start_simulator(tmp_path, random_network())
-    service = RuntimeService(store, recovery=recovery_policy)
-    try:
-        await service.start()
-        await service.put_runtime(runtime_definition(sim))
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            yield Cloud(service, sim, http, tmp_path)
-    finally:
-        await service.stop()
-        await stop_child(sim)
+    async with simulated_cloud(store, tmp_path, recovery=recovery_policy) as simulated:
+        yield simulated

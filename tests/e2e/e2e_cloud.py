@@ -9,16 +9,20 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiohttp
 import yaml
-from e2e_daemons import APP, ledger, live
+from e2e_daemons import APP, ledger, live, runtime_definition, start_simulator
 
-from pitrix.cli.demo import Child
+from pitrix.cli.demo import Child, stop_child
+from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.service import RuntimeService
+from pitrix.store import Store
+from simulator.testing import random_network
 
 
 @dataclass
@@ -61,6 +65,27 @@ class Cloud:
 
     def vm_file(self, instance_id: str, path: str) -> str:
         return (self.workdir / "sim" / "vms" / instance_id / "root" / path.lstrip("/")).read_text()
+
+
+@contextlib.asynccontextmanager
+async def simulated_cloud(
+    store: Store,
+    workdir: Path,
+    *sim_args: str,
+    runtime: Callable[[Child], dict[str, Any]] = runtime_definition,
+    recovery: RecoveryPolicy | None = None,
+) -> AsyncIterator[Cloud]:
+    """A simulator process (``sim_args``: ``--light``, ...) and a RuntimeService with its runtime."""
+    sim = await start_simulator(workdir, random_network(), *sim_args)
+    service = RuntimeService(store, recovery=recovery or RecoveryPolicy(enabled=False))
+    try:
+        await service.start()
+        await service.put_runtime(runtime(sim))
+        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
+            yield Cloud(service, sim, http, workdir)
+    finally:
+        await service.stop()
+        await stop_child(sim)
 
 
 def demo_app(**changes: Any) -> dict[str, Any]:

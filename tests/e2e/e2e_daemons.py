@@ -33,8 +33,9 @@ def child_env() -> dict[str, str]:
     return env
 
 
-async def start_simulator(workdir: Path, network: str) -> Child:
+async def start_simulator(workdir: Path, network: str, *extra: str) -> Child:
     argv = [_bin("pitrix-sim"), "--state-dir", str(workdir / "sim"), "--port", "0", "--network", network]
+    argv += extra
     return await start_child("pitrix-sim", argv, workdir / "sim.log", child_env())
 
 

@@ -13,41 +13,25 @@ import signal
 from collections.abc import AsyncIterator
 from pathlib import Path
 
-import aiohttp
 import pytest
-from e2e_cloud import Cloud, demo_app
-from e2e_daemons import child_env, duplicated_names, live, runtime_definition
+from e2e_cloud import Cloud, demo_app, simulated_cloud
+from e2e_daemons import duplicated_names, live, runtime_definition
 
-from pitrix.cli.demo import _bin, start_child, stop_child
+from pitrix.metad.client import MetadManagementClient
 from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.keypairs import keypair_name
-from pitrix.runtime.records import Cluster
-from pitrix.runtime.recovery import RecoveryPolicy
+from pitrix.runtime.records import Cluster, Node
 from pitrix.runtime.service import InvalidRequest, RuntimeService
 from pitrix.store import Store
-from simulator.testing import pid_alive, random_network
+from simulator.testing import pid_alive
 from simulator.vm import USERDATA_PATH
 
 pytestmark = pytest.mark.e2e
 JOB_TIMEOUT = 180.0
 
 
-@contextlib.asynccontextmanager
-async def simulated(store: Store, workdir: Path, light: bool) -> AsyncIterator[Cloud]:
-    argv = [_bin("pitrix-sim"), "--state-dir", str(workdir / "sim"), "--port", "0"]
-    argv += ["--network", random_network()]
-    if light:
-        argv.append("--light")
-    sim = await start_child("pitrix-sim", argv, workdir / "sim.log", child_env())
-    service = RuntimeService(store, recovery=RecoveryPolicy(enabled=False))
-    try:
-        await service.start()
-        await service.put_runtime(runtime_definition(sim))
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            yield Cloud(service, sim, http, workdir)
-    finally:
-        await service.stop()
-        await stop_child(sim)
+def simulated(store: Store, workdir: Path, light: bool) -> contextlib.AbstractAsyncContextManager[Cloud]:
+    return simulated_cloud(store, workdir, *(["--light"] if light else []))
 
 
 @pytest.fixture(params=["full", "light"])
@@ -86,6 +70,32 @@ async def settled(service: RuntimeService, cid: str, state: str) -> Cluster:
     cluster = await service.wait(cid, ended, JOB_TIMEOUT)
     assert cluster.state == state, cluster.last_error
     return cluster
+
+
+async def stop_with_web1_silent(
+    service: RuntimeService, client: MetadManagementClient, cid: str, web1: Node
+) -> str:
+    """Once web-1's agent is known silent, stop the cluster: web-1's stop runs over SSH (recorded
+    as its agent would, plus ``via``), web-2's live agent runs its own. The stop's command id."""
+    agents = AgentStatus(client, cid)
+    await agents.start()
+    try:  # the view replayed (the agent's applied report is in it), then the heartbeat's lease ran out
+        await agents.wait_for(lambda _: bool(agents.applied(web1.instance_id)), 60)
+        await agents.wait_for(lambda _: not agents.has_heartbeat(web1.instance_id), 60)
+    finally:
+        await agents.close()
+
+    job = await service.stop_cluster(cid)
+    await settled(service, cid, "stopped")
+    command_id = f"{job.id}-stop-web-1"
+    result = json.loads(await client.get_data(f"/_pitrix/status/{cid}/{web1.instance_id}/cmd/{command_id}"))
+    assert result["via"] == "ssh" and result["status"] == "successful" and result["exit_code"] == 0
+    web2 = next(n for n in await service.nodes(cid) if n.node_id == "web-2")
+    other = json.loads(
+        await client.get_data(f"/_pitrix/status/{cid}/{web2.instance_id}/cmd/{job.id}-stop-web-2")
+    )
+    assert "via" not in other and other["status"] == "successful"  # a live agent ran its own
+    return command_id
 
 
 async def described(cloud: Cloud, instance_ids: list[str]) -> list[dict[str, object]]:
@@ -168,26 +178,9 @@ async def test_a_silent_agent_s_command_runs_over_ssh_once(full_cloud: Cloud) ->
     assert record is not None
     client = service.metadata.client(record)
     kill_agent(web1.instance_id)
-    agents = AgentStatus(client, cid)
-    await agents.start()
-    try:  # the view replayed (the agent's applied report is in it), then the heartbeat's lease ran out
-        await agents.wait_for(lambda _: bool(agents.applied(web1.instance_id)), 60)
-        await agents.wait_for(lambda _: not agents.has_heartbeat(web1.instance_id), 60)
-    finally:
-        await agents.close()
-
-    job = await service.stop_cluster(cid)
-    await settled(service, cid, "stopped")
-    command_id = f"{job.id}-stop-web-1"
-    result = json.loads(await client.get_data(f"/_pitrix/status/{cid}/{web1.instance_id}/cmd/{command_id}"))
-    assert result["via"] == "ssh" and result["status"] == "successful" and result["exit_code"] == 0
+    command_id = await stop_with_web1_silent(service, client, cid, web1)
     posted = await client.get_data(f"/clusters/{cid}/cmd/{web1.instance_id}") or {}
     assert posted.get("id") != command_id  # never handed to the silent agent
-    web2 = next(n for n in await service.nodes(cid) if n.node_id == "web-2")
-    other = json.loads(
-        await client.get_data(f"/_pitrix/status/{cid}/{web2.instance_id}/cmd/{job.id}-stop-web-2")
-    )
-    assert "via" not in other and other["status"] == "successful"  # a live agent ran its own
 
     await service.delete_cluster(cid)
     await settled(service, cid, "deleted")

@@ -6,16 +6,14 @@ A light VM's SSH runs the simulator's in-process shell, not ``sh``: a service co
 
 from __future__ import annotations
 
-import json
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from e2e_cloud import Cloud
 from e2e_daemons import live
-from test_ssh_channel import app_for, settled, simulated
+from test_ssh_channel import app_for, settled, simulated, stop_with_web1_silent
 
-from pitrix.runtime.agents import AgentStatus
 from pitrix.store import Store
 
 pytestmark = pytest.mark.e2e
@@ -40,24 +38,7 @@ async def test_a_cut_light_agent_s_command_runs_in_its_light_shell(light_cloud: 
     client = service.metadata.client(record)
     async with cloud.http.post(f"{cloud.sim_url}/_sim/instances/{web1.instance_id}/cut") as response:
         assert response.status == 200 and (await response.json())["agents"] == 1
-    agents = AgentStatus(client, cid)
-    await agents.start()
-    try:  # the view replayed (the agent's applied report is in it), then the heartbeat's lease ran out
-        await agents.wait_for(lambda _: bool(agents.applied(web1.instance_id)), 60)
-        await agents.wait_for(lambda _: not agents.has_heartbeat(web1.instance_id), 60)
-    finally:
-        await agents.close()
-
-    job = await service.stop_cluster(cid)
-    await settled(service, cid, "stopped")
-    command_id = f"{job.id}-stop-web-1"
-    result = json.loads(await client.get_data(f"/_pitrix/status/{cid}/{web1.instance_id}/cmd/{command_id}"))
-    assert result["via"] == "ssh" and result["status"] == "successful" and result["exit_code"] == 0
-    web2 = next(n for n in await service.nodes(cid) if n.node_id == "web-2")
-    other = json.loads(
-        await client.get_data(f"/_pitrix/status/{cid}/{web2.instance_id}/cmd/{job.id}-stop-web-2")
-    )
-    assert "via" not in other and other["status"] == "successful"  # a live agent ran its own
+    await stop_with_web1_silent(service, client, cid, web1)
 
     await service.delete_cluster(cid)
     await settled(service, cid, "deleted")

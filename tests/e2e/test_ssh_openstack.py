@@ -11,17 +11,14 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
-from e2e_cloud import Cloud, demo_app
-from e2e_daemons import child_env, live
+from e2e_cloud import Cloud, demo_app, simulated_cloud
+from e2e_daemons import live
 
-from pitrix.cli.demo import Child, _bin, start_child, stop_child
+from pitrix.cli.demo import Child
 from pitrix.runtime.records import Cluster
-from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.service import RuntimeService
 from pitrix.store import Store
-from simulator.testing import random_network
 from simulator.vm import USERDATA_PATH
 
 pytestmark = pytest.mark.e2e
@@ -45,18 +42,8 @@ def openstack_runtime(sim: Child, name: str = "os") -> dict[str, Any]:
 
 @pytest.fixture
 async def cloud(store: Store, tmp_path: Path) -> AsyncIterator[Cloud]:
-    argv = [_bin("pitrix-sim"), "--state-dir", str(tmp_path / "sim"), "--port", "0"]
-    argv += ["--network", random_network()]
-    sim = await start_child("pitrix-sim", argv, tmp_path / "sim.log", child_env())
-    service = RuntimeService(store, recovery=RecoveryPolicy(enabled=False))
-    try:
-        await service.start()
-        await service.put_runtime(openstack_runtime(sim))
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            yield Cloud(service, sim, http, tmp_path)
-    finally:
-        await service.stop()
-        await stop_child(sim)
+    async with simulated_cloud(store, tmp_path, runtime=openstack_runtime) as simulated:
+        yield simulated
 
 
 async def settled(service: RuntimeService, cid: str, state: str) -> Cluster:
