@@ -82,6 +82,18 @@ async def run_script(name: str, module: Any, quick: bool) -> str:
     return text
 
 
+def script_markdown(text: str) -> str:
+    """A script's output for the report: its markdown table (lines starting ``|``) as a table, the
+    rest (progress lines, a failure's tail) verbatim in a code block."""
+    lines = text.splitlines()
+    table = [line for line in lines if line.startswith("|")]
+    rest = "\n".join(line for line in lines if not line.startswith("|")).strip("\n")
+    parts = [f"```\n{rest}\n```\n"] if rest else []
+    if table:
+        parts.append("\n".join(table) + "\n")
+    return "\n".join(parts)
+
+
 async def run_one(name: str, module: Any, quick: bool) -> str:
     """Run one benchmark; the markdown of its section (a failure is reported, not raised)."""
     began = time.monotonic()
@@ -96,7 +108,7 @@ async def run_one(name: str, module: Any, quick: bool) -> str:
         else:
             text = await run_script(name, module, quick)
             print(text, flush=True)
-            body = f"```\n{text}\n```\n"
+            body = script_markdown(text)
     except Exception as exc:
         body = f"{FAILED}`{type(exc).__name__}: {exc}`\n"
         print(f"  FAILED: {type(exc).__name__}: {exc}", flush=True)
