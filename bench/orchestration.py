@@ -25,13 +25,15 @@ from pitrix.cli.client import ApiClient, ApiError
 TITLE = "Orchestration overhead: create accepted → active"
 
 
-async def create_active(api: ApiClient, name: str, channel: str = "rest") -> tuple[str, float]:
-    """Create one cluster; its id and the seconds from the 202 to `active`."""
+async def create_active(
+    api: ApiClient, name: str, channel: str = "rest", patience: float = 300.0
+) -> tuple[str, float]:
+    """Create one cluster; its id and the seconds from the 202 to `active` (at most ``patience``)."""
     body = {"runtime": "sim", "app": TRIVIAL_APP, "name": name, "channel": channel}
     created = await api.post("/v1/clusters", body)
     accepted = time.monotonic()
     cid = created["cluster"]["id"]
-    view = await wait_state(api, cid, created["job"]["id"])
+    view = await wait_state(api, cid, created["job"]["id"], timeout=patience)
     took = time.monotonic() - accepted
     if view["state"] != "active":
         raise RuntimeError(f"cluster {cid} ended {view['state']}: {view.get('last_error')}")
@@ -40,11 +42,12 @@ async def create_active(api: ApiClient, name: str, channel: str = "rest") -> tup
 
 async def delete_all(api: ApiClient, cids: list[str], problems: list[str]) -> None:
     """Delete the clusters (not measured); a delete that goes wrong is noted, not fatal to the figures."""
+    patience = wait_for(len(cids))
 
     async def one(cid: str) -> None:
         try:
             job = (await api.delete(f"/v1/clusters/{cid}"))["job"]
-            view = await wait_state(api, cid, job["id"], timeout=120)
+            view = await wait_state(api, cid, job["id"], timeout=patience)
             if view["state"] != "deleted":
                 problems.append(f"delete of {cid} ended {view['state']}: {view.get('last_error')}")
         except (RuntimeError, ApiError) as exc:
@@ -60,7 +63,8 @@ async def concurrent(
     pid = stack.pitrixd.pid
     cpu0, rss0 = procs.cpu_seconds(pid), procs.memory_kib(pid)
     began = time.monotonic()
-    results = await asyncio.gather(*(create_active(api, f"c{k}-{i}", channel) for i in range(k)))
+    patience = wait_for(k)
+    results = await asyncio.gather(*(create_active(api, f"c{k}-{i}", channel, patience) for i in range(k)))
     wall = time.monotonic() - began
     figures = {
         "k": k,
@@ -72,6 +76,12 @@ async def concurrent(
     }
     await delete_all(api, [c for c, _t in results], problems)
     return figures
+
+
+def wait_for(clusters: int) -> float:
+    """How long to wait for one of ``clusters`` jobs run at once: they share two cores, so the last
+    one ends about when all of them would have, one after the other (about a second each here)."""
+    return 300.0 + 1.5 * clusters
 
 
 def light_mode_available() -> bool:
