@@ -10,6 +10,7 @@ other figure is taken with it already running. pitrixd's CPU seconds and memory 
 from __future__ import annotations
 
 import asyncio
+import copy
 import shutil
 import subprocess
 import tempfile
@@ -25,18 +26,42 @@ from pitrix.cli.client import ApiClient, ApiError
 TITLE = "Orchestration overhead: create accepted → active"
 
 
-async def create_active(
+def trivial_app(patience: float) -> dict[str, Any]:
+    """The trivial app with service timeouts as long as the bench waits: under a thousand clusters
+    at once a `true` may wait its turn for long, and the figure is how long, not whether in 30 s."""
+    app = copy.deepcopy(TRIVIAL_APP)
+    for role in app["roles"]:
+        for service in role["services"].values():
+            service["timeout"] = max(int(service["timeout"]), int(patience))
+    return app
+
+
+async def create(
     api: ApiClient, name: str, channel: str = "rest", patience: float = 300.0
-) -> tuple[str, float]:
-    """Create one cluster; its id and the seconds from the 202 to `active` (at most ``patience``)."""
-    body = {"runtime": "sim", "app": TRIVIAL_APP, "name": name, "channel": channel}
+) -> tuple[str, float, str]:
+    """Create one cluster: its id, the seconds from the 202 to its end (at most ``patience``), and
+    why it did not become `active` ("" when it did)."""
+    body = {"runtime": "sim", "app": trivial_app(patience), "name": name, "channel": channel}
     created = await api.post("/v1/clusters", body)
     accepted = time.monotonic()
     cid = created["cluster"]["id"]
-    view = await wait_state(api, cid, created["job"]["id"], timeout=patience)
+    try:
+        view = await wait_state(api, cid, created["job"]["id"], timeout=patience)
+    except RuntimeError as exc:
+        return cid, time.monotonic() - accepted, str(exc)
     took = time.monotonic() - accepted
     if view["state"] != "active":
-        raise RuntimeError(f"cluster {cid} ended {view['state']}: {view.get('last_error')}")
+        return cid, took, f"cluster {cid} ended {view['state']}: {view.get('last_error')}"
+    return cid, took, ""
+
+
+async def create_active(
+    api: ApiClient, name: str, channel: str = "rest", patience: float = 300.0
+) -> tuple[str, float]:
+    """Create one cluster; its id and the seconds from the 202 to `active` (an error if it is not)."""
+    cid, took, error = await create(api, name, channel, patience)
+    if error:
+        raise RuntimeError(error)
     return cid, took
 
 
@@ -59,22 +84,32 @@ async def delete_all(api: ApiClient, cids: list[str], problems: list[str]) -> No
 async def concurrent(
     api: ApiClient, stack: Stack, k: int, problems: list[str], channel: str
 ) -> dict[str, Any]:
+    """k clusters created at once. One that fails is counted and named, not fatal: at 1,000 the
+    figure of the others, and how many did not make it, are the finding."""
     assert stack.pitrixd is not None
     pid = stack.pitrixd.pid
     cpu0, rss0 = procs.cpu_seconds(pid), procs.memory_kib(pid)
     began = time.monotonic()
     patience = wait_for(k)
-    results = await asyncio.gather(*(create_active(api, f"c{k}-{i}", channel, patience) for i in range(k)))
+    results = await asyncio.gather(*(create(api, f"c{k}-{i}", channel, patience) for i in range(k)))
     wall = time.monotonic() - began
+    failed = [error for _c, _t, error in results if error]
+    if len(failed) == k:
+        raise RuntimeError(f"none of {k} concurrent clusters became active; the first: {failed[0]}")
     figures = {
         "k": k,
         "wall": wall,
-        "each": [t for _c, t in results],
+        "each": [t for _c, t, error in results if not error],
+        "failed": len(failed),
         "cpu_per_cluster": (procs.cpu_seconds(pid) - cpu0) / k,
         "peak_mib_per_cluster": max(0, procs.memory_kib(pid, "VmHWM") - rss0) / k / 1024,
         "rss_mib": procs.memory_kib(pid) / 1024,
     }
-    await delete_all(api, [c for c, _t in results], problems)
+    if failed:
+        problems.append(
+            f"{len(failed)} of {k} concurrent clusters did not become active; the first: {failed[0]}"
+        )
+    await delete_all(api, [c for c, _t, _e in results], problems)
     return figures
 
 
@@ -129,7 +164,7 @@ async def run(quick: bool) -> list[Table]:
     table.add(f"1 ({singles} in a row)", p50_p99(full["one"]), "-", "-", "-")
     for c in full["concurrent"]:
         table.add(
-            f"{c['k']} concurrent",
+            f"{c['k']} concurrent" + (f" ({c['failed']} failed)" if c["failed"] else ""),
             p50_p99(c["each"]),
             ms(c["wall"]),
             f"{c['cpu_per_cluster']:.3f}",
@@ -163,7 +198,7 @@ async def run(quick: bool) -> list[Table]:
     lt.add(f"1 ({singles} in a row)", p50_p99(light["one"]), "-", "-", "-")
     for c in light["concurrent"]:
         lt.add(
-            f"{c['k']:,} concurrent",
+            f"{c['k']:,} concurrent" + (f" ({c['failed']} failed)" if c["failed"] else ""),
             p50_p99(c["each"]),
             ms(c["wall"]),
             f"{c['cpu_per_cluster']:.3f}",
@@ -185,6 +220,6 @@ def verdicts(figures: dict[str, Any]) -> list[str]:
     said = [f"one cluster: p50 {ms(one)} ms, {'within' if one < 1 else 'over'} the 1 s target"]
     for c in figures["concurrent"]:
         if c["k"] == 100:
-            ok = "within" if c["wall"] < 30 else "over"
+            ok = "within" if c["wall"] < 30 and not c["failed"] else "over"
             said.append(f"100 concurrent clusters all active in {c['wall']:.1f} s, {ok} the 30 s target")
     return said
