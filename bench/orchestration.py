@@ -125,6 +125,22 @@ def light_mode_available() -> bool:
     return "--light" in usage.stdout
 
 
+# The most one row may take: past it the report would wait on a figure the row before already told.
+ROW_BUDGET = 20 * 60.0
+
+
+def too_long(before: dict[str, Any], k: int) -> str:
+    """Why ``k`` clusters at once are not run after ``before``, or "" to run them. The estimate is
+    linear in k, which is kind: the time of the last cluster grows at least that fast here."""
+    estimate = before["wall"] * k / before["k"]
+    if estimate <= ROW_BUDGET:
+        return ""
+    return (
+        f"{k:,} concurrent not run: {before['k']:,} took {before['wall']:.0f} s, so {k:,} would take "
+        f"at least ~{estimate / 60:.0f} min (the budget of one row is {ROW_BUDGET / 60:.0f} min)"
+    )
+
+
 async def measure(
     singles: int, ks: list[int], sim_args: tuple[str, ...] = (), channel: str = "rest"
 ) -> dict[str, Any]:
@@ -140,7 +156,12 @@ async def measure(
                 one.append(took)
                 await delete_all(api, [cid], out["problems"])
             out["one"] = one
-            out["concurrent"] = [await concurrent(api, stack, k, out["problems"], channel) for k in ks]
+            out["concurrent"] = []
+            for k in ks:
+                if out["concurrent"] and (skip := too_long(out["concurrent"][-1], k)):
+                    out["skipped"] = skip
+                    break
+                out["concurrent"].append(await concurrent(api, stack, k, out["problems"], channel))
             await delete_all(api, [first], out["problems"])
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
@@ -209,6 +230,8 @@ async def run(quick: bool) -> list[Table]:
         "over SSH (bootstrap-agents), a step the full-mode clusters (channel rest) do not have"
     )
     lt.notes += verdicts(light)
+    if "skipped" in light:
+        lt.notes.append(light["skipped"])
     lt.notes += [f"problem seen (not measured): {p}" for p in light["problems"]]
     tables.append(lt)
     return tables
