@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import resource
 import statistics
 import sys
@@ -33,6 +34,7 @@ from pitrix.store.embedded import EmbeddedEtcd
 
 TITLE = "pitrix-metad with mutual TLS: fan-out, idle long-polls, GET /self"
 LISTEN_IP = "127.109.0.1"
+GET_CLIENTS = 50
 ANCHORS = {
     "fanout": {1: (102.6, 103.0), 100: (111.0, 117.0), 1000: (184.0, 250.0)},
     "etcd": {1: (1.4, 4.8), 1000: (40.0, 62.0)},
@@ -55,6 +57,12 @@ def _rss_kib(pid: int) -> int:
         if line.startswith("VmRSS:"):
             return int(line.split()[1])
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far (a steadier figure than latency under load)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def _stats(values: list[float]) -> tuple[float, float]:
@@ -194,15 +202,20 @@ async def fanout(world: World, counts: list[int], rounds: dict[int, int]) -> dic
                 conn.send("/self")
                 versions.append((await conn.answer())[1])
             figures = []
+            cpu = _cpu_seconds(world.pid)
             for _ in range(rounds[count]):
                 value += 1
                 figures.append(await _fanout_round(world, conns, versions, value))
+            cpu = _cpu_seconds(world.pid) - cpu
         finally:
             for conn in conns:
                 conn.close()
         results[count] = _stats(figures)
+        # metad's CPU per long-poll, holding it and answering it (plus the rounds' few other requests).
+        per_poll = cpu / (rounds[count] * count) * 1e6
         print(
-            f"  fan-out N={count}: median {results[count][0]:.1f} ms, p99 {results[count][1]:.1f} ms",
+            f"  fan-out N={count}: median {results[count][0]:.1f} ms, p99 {results[count][1]:.1f} ms"
+            f" (metad CPU {per_poll:.0f} µs per long-poll)",
             flush=True,
         )
     return results
@@ -315,12 +328,16 @@ async def gets_per_second(world: World, clients: int, seconds: float) -> float:
     return rate
 
 
-async def _start_metad(tmp: Path, etcd_url: str) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
+async def _start_metad(
+    tmp: Path, etcd_url: str, profile: str | None = None
+) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
     """metad's log goes to a file of its own, not to this script's stderr: its lines are no figures,
-    and a pipe the runner closes must not turn metad's last log line into a BrokenPipe traceback."""
+    and a pipe the runner closes must not turn metad's last log line into a BrokenPipe traceback.
+    With --profile metad runs under cProfile, which writes its stats when metad exits on SIGTERM."""
+    wrapper = ["-m", "cProfile", "-o", profile] if profile else []
     log = (tmp / "metad.log").open("ab")
     process = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pitrix.metad.main",
+        sys.executable, *wrapper, "-m", "pitrix.metad.main",
         "--listen-ip", LISTEN_IP, "--instance-port", "0", "--manage-port", "0",
         "--etcd", etcd_url, "--wait-timeout", "900", "--log-level", "warning",
         "--tls-cert", str(tmp / "server.crt"), "--tls-key", str(tmp / "server.key"),
@@ -367,8 +384,8 @@ def _fmt(pair: tuple[float, float] | None) -> str:
 async def main(args: argparse.Namespace) -> None:
     soft, _ = resource.getrlimit(resource.RLIMIT_NOFILE)
     idle_count = args.idle or min(10000, max(100, soft - 500))
-    counts = [1, 100] if args.quick else [1, 100, 1000]
-    rounds = {1: 50, 100: 20, 1000: 10} if not args.quick else {1: 10, 100: 5}
+    counts = args.counts or ([1, 100] if args.quick else [1, 100, 1000])
+    rounds = {1: 50, 100: 20, 1000: 10} if not args.quick else {1: 10, 100: 5, 1000: 5}
     with tempfile.TemporaryDirectory() as tmp_name:
         tmp = Path(tmp_name)
         etcd = EmbeddedEtcd(tmp / "etcd", unsafe_no_fsync=True)
@@ -378,7 +395,7 @@ async def main(args: argparse.Namespace) -> None:
         (tmp / "ca.pem").write_bytes(ca.cert_pem)
         ca.issue_server([LISTEN_IP]).write(tmp / "server.crt", tmp / "server.key")
         ca.issue_management().write(tmp / "runtime.crt", tmp / "runtime.key")
-        process, ready = await _start_metad(tmp, etcd_url)
+        process, ready = await _start_metad(tmp, etcd_url, args.profile)
         manage = MetadManagementClient(
             ready["manage_url"],
             ca_file=tmp / "ca.pem",
@@ -392,11 +409,13 @@ async def main(args: argparse.Namespace) -> None:
                 "env": {"web": {"port": 80, "workers": 0}},
                 "endpoints": {"http": {"port": 8000, "protocol": "tcp"}},
             })  # fmt: skip
-            await _register(world, 0, max(counts))
+            await _register(world, 0, max(*counts, GET_CLIENTS))
             print(f"metad pid {world.pid}, mTLS on; etcd {etcd_url}; ulimit -n {soft}", flush=True)
             fan = await fanout(world, counts, rounds)
+            if args.profile or args.fanout_only:  # a profile is of the fan-out path alone
+                return
             raw = await etcd_watch(store, [1, 100] if args.quick else [1, 1000], rounds | {1000: 10})
-            gets = await gets_per_second(world, 50, 2.0 if args.quick else 5.0)
+            gets = await gets_per_second(world, GET_CLIENTS, 2.0 if args.quick else 5.0)
             held = await idle(world, idle_count if not args.quick else 500)
         finally:
             await manage.close()
@@ -440,6 +459,18 @@ def run() -> None:
     parser.add_argument(
         "--idle", type=int, default=0, help="idle long-polls to hold (default: 10,000 or ulimit)"
     )
+    parser.add_argument(
+        "--counts",
+        type=lambda text: [int(n) for n in text.split(",")],
+        default=None,
+        help="fan-out sizes, comma-separated (default: 1,100,1000; --quick: 1,100)",
+    )
+    parser.add_argument(
+        "--profile",
+        metavar="FILE",
+        help="run metad under cProfile (stats to FILE) for the fan-out figures only",
+    )
+    parser.add_argument("--fanout-only", action="store_true", help="measure the fan-out figures only")
     args = parser.parse_args()
     logs.configure("warning")
     aio.run(main(args))

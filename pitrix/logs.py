@@ -42,6 +42,16 @@ def configure(level: str = "info", *, json: bool | None = None, stream: Any = No
     logging.basicConfig(level=max(numeric, logging.WARNING), stream=out, format="%(name)s: %(message)s")
 
 
+def module_logger(name: str) -> structlog.typing.FilteringBoundLogger:
+    """A logger a module may make at import time, before ``configure`` has run.
+
+    It stays a lazy proxy: each call logs with the configuration in force then. ``get_logger``'s
+    bound logger would keep structlog's defaults (stdout, no level filter) for good.
+    """
+    logger: structlog.typing.FilteringBoundLogger = structlog.get_logger(name)
+    return logger
+
+
 def get_logger(name: str, **context: Any) -> structlog.typing.FilteringBoundLogger:
     """A logger bound to ``name`` and any extra context."""
     return structlog.get_logger(name).bind(**context)

@@ -1,9 +1,11 @@
 """pitrixd's SSH sessions to instances: asyncssh with the host key pinned from the cloud.
 
-The host key comes from the cloud's own description of the instance (``ssh_host_key``), never
-from the first connection: an instance the cloud describes without one is refused, and so is a
-server presenting any other key. A VM is ``running`` a moment before its SSH server listens, so
-refused connections are retried until a deadline.
+The host key comes from the cloud, never from the first connection: from its description of the
+instance (``ssh_host_key``, the simulator's QingCloud API) or else from the instance's console,
+where cloud-init prints the keys at first boot (``Provider.console_host_keys``: OpenStack, EC2). An
+instance whose keys the cloud does not show before the deadline is refused, and so is a server
+presenting any other key. A VM is ``running`` a moment before its SSH server listens (and before its
+console shows the keys), so refused connections and empty consoles are retried until a deadline.
 
 :class:`SshSessions` keeps one connection per instance for as long as it is open (one plan step)
 and bounds how many instances are talked to at once.
@@ -15,7 +17,7 @@ import asyncio
 import contextlib
 import shlex
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from types import TracebackType
 
 import asyncssh
@@ -33,15 +35,62 @@ class SshError(Exception):
     """An instance could not be reached, or refused us, over SSH; the message names it."""
 
 
-def pinned_host_key(instance: Instance) -> asyncssh.SSHKey:
-    """The host key the cloud publishes for ``instance`` (``"ssh-ed25519 AAAA..."``)."""
-    line = str(instance.raw.get("ssh_host_key") or "").strip()
-    if not line:
+# Where a cloud shows an instance's host keys apart from its description: its console.
+ConsoleKeys = Callable[[str], Awaitable[list[str]]]
+
+
+def console_keys(provider: object) -> ConsoleKeys | None:
+    """The provider's ``console_host_keys`` when it has one (optional in the provider interface)."""
+    method = getattr(provider, "console_host_keys", None)
+    return method if callable(method) else None
+
+
+def _import_keys(instance: Instance, lines: list[str], where: str) -> list[asyncssh.SSHKey]:
+    keys = []
+    for line in lines:
+        try:
+            keys.append(asyncssh.import_public_key(line))
+        except (asyncssh.KeyImportError, ValueError) as exc:
+            raise SshError(
+                f"{instance.instance_id}: unreadable SSH host key {line!r} in {where}: {exc}"
+            ) from None
+    return keys
+
+
+def pinned_host_keys(instance: Instance) -> list[asyncssh.SSHKey]:
+    """The host keys the cloud's description of ``instance`` carries (``"ssh-ed25519 AAAA..."``
+    lines); empty when it carries none."""
+    text = str(instance.raw.get("ssh_host_key") or "")
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return _import_keys(instance, lines, "the cloud's description")
+
+
+async def host_keys(
+    instance: Instance, console: ConsoleKeys | None, *, timeout: float = CONNECT_TIMEOUT
+) -> list[asyncssh.SSHKey]:
+    """The keys to pin for ``instance``: its description's, else its console's once they show.
+
+    cloud-init prints the keys late in the first boot, so an empty console is asked again until
+    ``timeout``; then, as with a cloud that shows neither, the instance is refused.
+    """
+    keys = pinned_host_keys(instance)
+    if keys:
+        return keys
+    if console is None:
         raise SshError(f"{instance.instance_id}: the cloud publishes no SSH host key; refusing to connect")
-    try:
-        return asyncssh.import_public_key(line)
-    except (asyncssh.KeyImportError, ValueError) as exc:
-        raise SshError(f"{instance.instance_id}: unreadable SSH host key {line!r}: {exc}") from None
+    deadline = time.monotonic() + timeout
+    delay = 0.2
+    while True:
+        lines = await console(instance.instance_id)
+        if lines:
+            return _import_keys(instance, lines, "its console")
+        if time.monotonic() + delay > deadline:
+            raise SshError(
+                f"{instance.instance_id}: no SSH host key in its description nor on its console "
+                f"within {timeout:.0f}s; refusing to connect"
+            )
+        await asyncio.sleep(delay)  # cloud-init has not printed them yet: look again
+        delay = min(delay * 2, 5.0)
 
 
 async def connect(
@@ -50,15 +99,18 @@ async def connect(
     *,
     timeout: float = CONNECT_TIMEOUT,
     on_retry: Callable[[Exception], None] | None = None,
+    console: ConsoleKeys | None = None,
 ) -> asyncssh.SSHClientConnection:
     """A connection to ``instance`` as root with ``client_key``; refused connections retried.
 
-    ``on_retry`` hears of each refusal that will be tried again (for logs and tests).
+    ``console`` (a provider's ``console_host_keys``) is where the host keys are read when the
+    instance's description has none. ``on_retry`` hears of each refusal that will be tried again
+    (for logs and tests).
     """
-    host_key = pinned_host_key(instance)
     if not instance.private_ip:
         raise SshError(f"{instance.instance_id}: no address to connect to")
     deadline = time.monotonic() + timeout
+    pinned = await host_keys(instance, console, timeout=timeout)
     delay = 0.05
     while True:
         try:
@@ -68,7 +120,7 @@ async def connect(
                     instance.ssh_port,
                     username=USER,
                     client_keys=[client_key],
-                    known_hosts=([host_key], [], []),
+                    known_hosts=(pinned, [], []),
                     agent_path=None,
                     config=None,
                     preferred_auth="publickey",
@@ -105,8 +157,10 @@ class SshSessions:
         *,
         concurrency: int = CONCURRENCY,
         connect_timeout: float = CONNECT_TIMEOUT,
+        console: ConsoleKeys | None = None,
     ) -> None:
         self.client_key = client_key
+        self.console = console
         self.connect_timeout = connect_timeout
         self._slots = asyncio.Semaphore(concurrency)
         self._conns: dict[str, asyncssh.SSHClientConnection] = {}
@@ -134,7 +188,9 @@ class SshSessions:
         async with lock:
             conn = self._conns.get(instance.instance_id)
             if conn is None or conn.is_closed():
-                conn = await connect(instance, self.client_key, timeout=self.connect_timeout)
+                conn = await connect(
+                    instance, self.client_key, timeout=self.connect_timeout, console=self.console
+                )
                 self._conns[instance.instance_id] = conn
             return conn
 

@@ -31,6 +31,13 @@ def _number(body: dict[str, Any], name: str, default: float) -> float:
     return float(value)
 
 
+def _count(body: dict[str, Any], name: str) -> int:
+    value = body.get(name, 0)
+    if not isinstance(value, int) or isinstance(value, bool) or value < 0:
+        raise BadRequest(f"{name}: must be a whole number >= 0")
+    return value
+
+
 def _positive_int(body: dict[str, Any], name: str, default: int) -> int:
     value = body.get(name, default)
     if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
@@ -132,12 +139,13 @@ class AdminApi:
         return web.json_response({"ok": True, **self._faults.describe()})
 
     async def set_boot(self, request: web.Request) -> web.Response:
-        """``{"delay_min": 0.5, "delay_max": 2.0, "failure_rate": 0.1}`` (absent: 0)."""
+        """``{"delay_min": 0.5, "delay_max": 2.0, "failure_rate": 0.1, "fail_next": 1}`` (absent: 0)."""
         body = await _body(request)
         self._faults.set_boot(
             delay_min=_number(body, "delay_min", 0.0),
             delay_max=_number(body, "delay_max", 0.0),
             failure_rate=_number(body, "failure_rate", 0.0),
+            fail_next=_count(body, "fail_next"),
         )
         return web.json_response({"ok": True, **self._faults.describe()})
 

@@ -15,6 +15,7 @@ so a chaos run can be replayed.
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from dataclasses import dataclass
 
@@ -44,6 +45,8 @@ class BootFaults:
     delay_min: float = 0.0
     delay_max: float = 0.0
     failure_rate: float = 0.0
+    # This many boots fail for certain before the rate applies: a short run still meets a failure.
+    fail_next: int = 0
 
 
 def _probability(name: str, value: float) -> float:
@@ -89,10 +92,21 @@ class Faults:
         else:
             self._rates[action] = rates
 
-    def set_boot(self, *, delay_min: float = 0.0, delay_max: float = 0.0, failure_rate: float = 0.0) -> None:
+    def set_boot(
+        self,
+        *,
+        delay_min: float = 0.0,
+        delay_max: float = 0.0,
+        failure_rate: float = 0.0,
+        fail_next: int = 0,
+    ) -> None:
         if delay_min < 0 or delay_max < delay_min:
             raise ValueError(f"delay: need 0 <= min <= max, got min={delay_min} max={delay_max}")
-        self.boot = BootFaults(delay_min, delay_max, _probability("failure_rate", failure_rate))
+        if fail_next < 0 or int(fail_next) != fail_next:
+            raise ValueError(f"fail_next: must be a whole number of boots >= 0, got {fail_next}")
+        self.boot = BootFaults(
+            delay_min, delay_max, _probability("failure_rate", failure_rate), int(fail_next)
+        )
 
     def take(self, action: str) -> Fault | None:
         """The fault that applies to this call, if any (consumes one one-shot occurrence)."""
@@ -119,8 +133,11 @@ class Faults:
         return self.random.uniform(boot.delay_min, boot.delay_max)
 
     def boot_fails(self) -> bool:
-        rate = self.boot.failure_rate
-        return rate > 0 and self.random.random() < rate
+        boot = self.boot
+        if boot.fail_next > 0:
+            self.boot = dataclasses.replace(boot, fail_next=boot.fail_next - 1)
+            return True
+        return boot.failure_rate > 0 and self.random.random() < boot.failure_rate
 
     def describe(self) -> dict[str, object]:
         return {
@@ -135,6 +152,7 @@ class Faults:
                 "delay_min": self.boot.delay_min,
                 "delay_max": self.boot.delay_max,
                 "failure_rate": self.boot.failure_rate,
+                "fail_next": self.boot.fail_next,
             },
         }
 

@@ -563,9 +563,33 @@ class OpenStackApi:
                     409, f"Cannot 'start' instance {vm.instance_id} while it is in vm_state {vm.status}"
                 )
             self.fleet.start([vm.instance_id])
+        elif action == "os-getConsoleOutput":
+            return web.json_response({"output": self._console(vm, body[action])})
         else:
-            raise NovaError(400, f"Action {action!r} is not supported here (os-start, os-stop)")
+            raise NovaError(
+                400, f"Action {action!r} is not supported here (os-start, os-stop, os-getConsoleOutput)"
+            )
         return web.Response(status=202)
+
+    def _console(self, vm: VM, params: Any) -> str:
+        """The server's console log, its last ``length`` lines when asked (all for null or -1).
+
+        What a booted VM prints is cloud-init's host-key block, which clients pin SSH from; a VM
+        still building has no console yet, as on Nova (409).
+        """
+        if not isinstance(params, dict):
+            raise NovaError(400, "Invalid input: os-getConsoleOutput must be an object")
+        length = params.get("length")
+        if isinstance(length, str) and re.fullmatch(r"-?[0-9]+", length):
+            length = int(length)
+        if length is not None and (not isinstance(length, int) or isinstance(length, bool) or length < -1):
+            raise NovaError(400, f"Invalid input: length {length!r} must be an integer of -1 or more")
+        if vm.host_key is None:
+            raise NovaError(409, f"Instance {vm.instance_id} is not ready yet (no console)")
+        lines = str(self.fleet.console(vm.instance_id)["output"]).splitlines(keepends=True)
+        if length is not None and length != -1:
+            lines = lines[len(lines) - length :] if length else []
+        return "".join(lines)
 
     # -- Glance ------------------------------------------------------------------------------------
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
-import os
 import ssl
 from pathlib import Path
 from typing import Any
@@ -20,25 +19,15 @@ import aiohttp
 from cryptography import x509
 
 from pitrix import pki
+from pitrix.agent.durable import write_durably
 from pitrix.agent.errors import BackendError, ConfigError
 from pitrix.logs import get_logger
 
 RENEW_AT = 2 / 3  # of the certificate's lifetime
-BOOTSTRAP_PATIENCE = 10.0  # seconds one call keeps asking before the agent's own backoff takes over
 # After a failed renewal the current certificate (still valid) is kept, and the next attempt waits
 # this long, doubling up to the cap: a revoked agent must not ask on every request it makes.
 RENEW_RETRY_FIRST = 5.0
 RENEW_RETRY_MAX = 300.0
-
-
-def _write_atomically(path: Path, data: bytes, mode: int) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    os.replace(tmp, path)
 
 
 class AgentCertificate:
@@ -51,9 +40,11 @@ class AgentCertificate:
         ca: Path | None,
         bootstrap_token: str = "",
         bind_address: str | None = None,
+        bootstrap_patience: float = 10.0,
     ) -> None:
         self.cert, self.key, self.ca = cert, key, ca
         self.token = bootstrap_token
+        self.bootstrap_patience = bootstrap_patience
         # metad accepts a bootstrap token only from its instance's address, as the agent's other
         # connections come from.
         self.bind_address = bind_address
@@ -141,7 +132,7 @@ class AgentCertificate:
         csr = pki.make_csr(key, pki.Subject(cn="bootstrap")).decode()
         body = {"token": self.token, "csr": csr}
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + BOOTSTRAP_PATIENCE
+        deadline = loop.time() + self.bootstrap_patience
         delay = 0.05
         local_addr = (self.bind_address, 0) if self.bind_address else None
         connector = aiohttp.TCPConnector(ssl=self._bare_context(), local_addr=local_addr)
@@ -205,8 +196,8 @@ class AgentCertificate:
         if b"BEGIN CERTIFICATE" not in certificate:
             raise BackendError(f"metad: the certificate answer holds no certificate: {answer!r:.200}")
         self.key.parent.mkdir(parents=True, exist_ok=True)
-        _write_atomically(self.key, pki.key_to_pem(key), 0o600)
-        _write_atomically(self.cert, certificate, 0o644)
+        write_durably(self.key, pki.key_to_pem(key), 0o600)
+        write_durably(self.cert, certificate, 0o644)
         if not self._usable():
             raise BackendError("metad: the certificate it signed does not load with the new key")
         self.context = self._load()

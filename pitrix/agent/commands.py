@@ -12,13 +12,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote
 
+from pitrix.agent.durable import write_durably
 from pitrix.agent.errors import AgentError, RejectedError
 from pitrix.agent.report import Reporter, utc_now
 from pitrix.agent.shell import run_shell
@@ -70,11 +69,11 @@ class CommandLedger:
         return self._path(cmd_id, ".json").exists() or self._path(cmd_id, ".running").exists()
 
     def mark_running(self, cmd_id: str, started: str) -> None:
-        _write_durably(self._path(cmd_id, ".running"), json.dumps({"id": cmd_id, "started": started}))
+        write_durably(self._path(cmd_id, ".running"), json.dumps({"id": cmd_id, "started": started}).encode())
 
     def mark_done(self, cmd_id: str, record: dict[str, Any], reported: bool = False) -> None:
         body = {"id": cmd_id, "reported": reported, "record": record}
-        _write_durably(self._path(cmd_id, ".json"), json.dumps(body))
+        write_durably(self._path(cmd_id, ".json"), json.dumps(body).encode())
         self._path(cmd_id, ".running").unlink(missing_ok=True)
 
     def interrupted(self) -> list[tuple[str, str]]:
@@ -98,25 +97,6 @@ class CommandLedger:
             if not data.get("reported"):
                 out.append((str(data["id"]), dict(data["record"])))
         return out
-
-
-def _write_durably(path: Path, text: str) -> None:
-    """Write-then-rename with fsyncs: after a crash the file is either absent or whole."""
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w") as fh:
-            fh.write(text)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.rename(name, path)
-    except BaseException:
-        Path(name).unlink(missing_ok=True)
-        raise
-    fd = os.open(path.parent, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class CommandRunner:

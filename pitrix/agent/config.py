@@ -57,6 +57,9 @@ class AgentConfig:
     quiet_period: float = 0.05
     max_settle: float = 1.0
     bootstrap_token: str = ""
+    # Seconds one bootstrap keeps asking a metad that does not know the token yet (the runtime maps
+    # an instance moments after it runs) before the agent's own backoff takes over.
+    bootstrap_patience: float = 10.0
 
     @property
     def template_dir(self) -> Path:
@@ -146,6 +149,7 @@ _PITRIX_KEYS: dict[str, tuple[str, str]] = {
     "quiet_period": ("quiet_period", "number"),
     "max_settle": ("max_settle", "number"),
     "bootstrap_token": ("bootstrap_token", "str"),
+    "bootstrap_patience": ("bootstrap_patience", "number"),
 }
 
 
@@ -258,6 +262,7 @@ def _validate(cfg: AgentConfig) -> None:
         "health_interval",
         "health_timeout",
         "retry_interval",
+        "bootstrap_patience",
     ):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name}: must be positive, not {getattr(cfg, name)}")

@@ -50,6 +50,7 @@ class MetadClient:
         client_key: Path | None = None,
         ca_file: Path | None = None,
         bootstrap_token: str = "",
+        bootstrap_patience: float = 10.0,
     ) -> None:
         if not nodes:
             raise BackendError("metad: no nodes configured")
@@ -58,7 +59,9 @@ class MetadClient:
         self._bind_address = bind_address
         self._request_timeout = request_timeout
         self._wait_timeout = wait_timeout
-        self.certificate = AgentCertificate(client_cert, client_key, ca_file, bootstrap_token, bind_address)
+        self.certificate = AgentCertificate(
+            client_cert, client_key, ca_file, bootstrap_token, bind_address, bootstrap_patience
+        )
         self._session: aiohttp.ClientSession | None = None
         self._session_generation = 0
         # Sessions made with an older certificate: their held long-polls finish on them.

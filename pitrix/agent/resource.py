@@ -17,13 +17,13 @@ import os
 import pwd
 import re
 import sys
-import tempfile
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from pitrix.agent.config import AgentConfig
+from pitrix.agent.durable import stage_beside
 from pitrix.agent.errors import ResourceError
 from pitrix.agent.render import RenderError, TemplateCache
 from pitrix.agent.rootfs import under_root
@@ -252,22 +252,8 @@ class TemplateResource:
     def _stage(self, text: str) -> Path:
         """Write ``text`` to a hidden file beside the destination, with the target attributes."""
         self.dest.parent.mkdir(parents=True, exist_ok=True)
-        fd, name = tempfile.mkstemp(prefix=f".{self.dest.name}.", dir=self.dest.parent)
-        path = Path(name)
-        try:
-            with os.fdopen(fd, "wb") as fh:
-                fh.write(text.encode())
-                fh.flush()
-                os.fsync(fh.fileno())
-            mode, uid, gid = self._target_attrs()
-            st = path.stat()
-            if (st.st_uid, st.st_gid) != (uid, gid):
-                os.chown(path, uid, gid)
-            os.chmod(path, mode)
-        except BaseException:
-            path.unlink(missing_ok=True)
-            raise
-        return path
+        mode, uid, gid = self._target_attrs()
+        return stage_beside(self.dest, text.encode(), mode, (uid, gid))
 
     def _read_dest(self) -> _FileState | None:
         try:
@@ -317,16 +303,7 @@ class TemplateResource:
         if previous is None:
             self.dest.unlink(missing_ok=True)
             return
-        fd, name = tempfile.mkstemp(prefix=f".{self.dest.name}.", dir=self.dest.parent)
-        path = Path(name)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(previous.data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        st = path.stat()
-        if (st.st_uid, st.st_gid) != (previous.uid, previous.gid):
-            os.chown(path, previous.uid, previous.gid)
-        os.chmod(path, previous.mode)
+        path = stage_beside(self.dest, previous.data, previous.mode, (previous.uid, previous.gid))
         self._install(path)
 
     async def _reload_or_restore(self, previous: _FileState | None, timeout: float) -> str | None:

@@ -103,12 +103,10 @@ async def cmd_runtimes(client: ApiClient, args: argparse.Namespace) -> int:
         "provider": args.provider,
         "zone": args.zone,
         "endpoint": args.endpoint,
+        "placement": args.placement,
+        "metadata_retention": args.metadata_retention,
     }
-    for item in args.set or []:
-        key, sep, value = item.partition("=")
-        if not sep:
-            raise SystemExit(f"pitrix: --set takes key=value, got {item!r}")
-        body[key] = value
+    body.update(_pairs(args.set, "--set", "KEY=VALUE"))
     data = await client.post("/v1/runtimes", body)
     _print(data, args.output, lambda d: f"runtime {d['name']} saved")
     return 0
@@ -153,6 +151,19 @@ def _read_spec(path: Path) -> dict[str, Any]:
     return data
 
 
+def _pairs(
+    items: list[str] | None, flag: str, form: str, value_ok: Callable[[str], bool] = lambda _v: True
+) -> dict[str, str]:
+    """``KEY=VALUE`` arguments of a repeatable flag; one not of ``form`` ends the command with a message."""
+    pairs: dict[str, str] = {}
+    for item in items or []:
+        key, sep, value = item.partition("=")
+        if not sep or not key or not value_ok(value):
+            raise SystemExit(f"pitrix: {flag} takes {form}, got {item!r}")
+        pairs[key] = value
+    return pairs
+
+
 async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
     if args.action == "list":
         _print(await client.get("/v1/clusters", all="1" if args.all else None), args.output, _clusters_table)
@@ -161,18 +172,14 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
         _print(await client.get(f"/v1/clusters/{args.cluster}"), args.output, _cluster_table)
         return 0
     if args.action == "create":
-        counts = {}
-        for item in args.count or []:
-            role, sep, value = item.partition("=")
-            if not sep or not value.isdigit():
-                raise SystemExit(f"pitrix: --count takes role=N, got {item!r}")
-            counts[role] = int(value)
+        counts = {role: int(n) for role, n in _pairs(args.count, "--count", "ROLE=N", str.isdigit).items()}
         body = {
             "runtime": args.runtime,
             "app": _read_spec(args.file) if args.file else args.app,
             "name": args.name or "",
             "counts": counts,
             "channel": args.channel,
+            "links": _pairs(args.link, "--link", "NAME=CLUSTER"),
         }
         data = await client.post("/v1/clusters", body)
         return await _wait_job(client, data["cluster"]["id"], data["job"], args)
@@ -182,12 +189,7 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
     if args.action == "events":
         return await _events(client, args)
     if args.action == "update-env":
-        env: dict[str, dict[str, str]] = {}
-        for item in args.set:
-            key, sep, value = item.partition("=")
-            if not sep or not key:
-                raise SystemExit(f"pitrix: --set takes KEY=VALUE, got {item!r}")
-            env.setdefault(args.role, {})[key] = value
+        env = {args.role: _pairs(args.set, "--set", "KEY=VALUE")}
         data = await client.post(f"/v1/clusters/{args.cluster}/env", {"env": env})
         return await _wait_job(client, args.cluster, data["job"], args)
     if args.action == "recover":
@@ -257,6 +259,18 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument("--zone", default="")
     add.add_argument("--endpoint", default="")
     add.add_argument(
+        "--placement",
+        choices=["per-owner", "per-runtime"],
+        default="per-owner",
+        help="one metadata cluster per owner (default), or one shared by the runtime's owners",
+    )
+    add.add_argument(
+        "--metadata-retention",
+        choices=["remove-when-unused", "keep"],
+        default="remove-when-unused",
+        help="remove a metadata cluster with its last cluster (default), or keep it",
+    )
+    add.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="provider setting (credentials, ...)"
     )
 
@@ -285,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
         choices=("rest", "ssh"),
         default="rest",
         help="how the nodes' agents are booted: userdata (rest) or over SSH with pitrixd's key pair (ssh)",
+    )
+    create.add_argument(
+        "--link",
+        action="append",
+        metavar="NAME=CLUSTER",
+        help="see another of your clusters on this runtime under /self/links/NAME (repeatable)",
     )
     scale = clusters.add_parser("scale")
     scale.add_argument("cluster")

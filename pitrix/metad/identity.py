@@ -16,17 +16,14 @@ import ipaddress
 import json
 import weakref
 from collections.abc import Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from aiohttp import web
 
 from pitrix.metad.mirror import Mirror
-from pitrix.metad.selfview import CLUSTERS_ROOT, Mapping
+from pitrix.metad.selfview import CLUSTERS_ROOT, REVOKED_INSTANCES_ROOT, REVOKED_ROOT, Mapping
 from pitrix.pki import Subject, serial_hex
-
-REVOKED_ROOT = "/_pitrix/revoked"
-REVOKED_INSTANCES_ROOT = "/_pitrix/revoked-instances"
 
 
 class Refused(Exception):
@@ -37,10 +34,14 @@ class Refused(Exception):
 class PeerCertificate:
     subject: Subject
     serial: int
+    # The etcd keys that revoke this certificate, and every certificate of its instance. Worked
+    # out once per connection: a write releasing a thousand long-polls re-checks a thousand callers.
+    revocation_key: str = field(init=False, repr=False, compare=False)
+    instance_revocation_key: str = field(init=False, repr=False, compare=False)
 
-    @property
-    def revocation_key(self) -> str:
-        return f"{REVOKED_ROOT}/{serial_hex(self.serial)}"
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "revocation_key", f"{REVOKED_ROOT}/{serial_hex(self.serial)}")
+        object.__setattr__(self, "instance_revocation_key", f"{REVOKED_INSTANCES_ROOT}/{self.subject.cn}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,9 +56,20 @@ class Caller:
         deps = [self.mapping.key]
         if self.cert is not None:
             deps.append(self.cert.revocation_key)
-            deps.append(f"{REVOKED_INSTANCES_ROOT}/{self.mapping.instance_id}")
+            deps.append(self.cert.instance_revocation_key)
             deps.append(f"{CLUSTERS_ROOT}/{self.mapping.cluster_id}/cluster/owner")
         return deps
+
+
+class _Connection:
+    """What metad knows about one TLS connection: its certificate, and the caller it proved."""
+
+    __slots__ = ("caller", "cert", "epoch")
+
+    def __init__(self, cert: PeerCertificate | None) -> None:
+        self.cert = cert
+        self.caller: Caller | None = None
+        self.epoch = -1  # the mirror's identity epoch at which ``caller`` was identified
 
 
 class PeerCertificates:
@@ -68,10 +80,11 @@ class PeerCertificates:
     """
 
     def __init__(self) -> None:
-        self._by_connection: weakref.WeakKeyDictionary[Any, PeerCertificate | None]
+        self._by_connection: weakref.WeakKeyDictionary[Any, _Connection]
         self._by_connection = weakref.WeakKeyDictionary()
 
-    def get(self, request: web.Request) -> PeerCertificate | None:
+    def connection(self, request: web.Request) -> _Connection | None:
+        """The connection's record, None without TLS (or for an object that cannot be weakly held)."""
         transport = request.transport
         if transport is None:
             return None
@@ -82,10 +95,14 @@ class PeerCertificates:
             return self._by_connection[ssl_object]
         except KeyError:
             pass
-        except TypeError:  # not weak-referenceable: decode every time
-            return _decode(ssl_object)
-        cert = self._by_connection[ssl_object] = _decode(ssl_object)
-        return cert
+        except TypeError:  # not weak-referenceable: nothing is kept
+            return _Connection(_decode(ssl_object))
+        record = self._by_connection[ssl_object] = _Connection(_decode(ssl_object))
+        return record
+
+    def get(self, request: web.Request) -> PeerCertificate | None:
+        record = self.connection(request)
+        return record.cert if record is not None else None
 
 
 def _decode(ssl_object: Any) -> PeerCertificate | None:
@@ -111,7 +128,7 @@ def _decode(ssl_object: Any) -> PeerCertificate | None:
 def is_revoked(mirror: Mirror, cert: PeerCertificate) -> bool:
     if mirror.tree.live(cert.revocation_key) is not None:
         return True
-    return mirror.tree.live(f"{REVOKED_INSTANCES_ROOT}/{cert.subject.cn}") is not None
+    return mirror.tree.live(cert.instance_revocation_key) is not None
 
 
 class CertificateIdentity:
@@ -123,9 +140,20 @@ class CertificateIdentity:
         self.certificates = PeerCertificates()
 
     def identify(self, request: web.Request, mirror: Mirror) -> Caller:
-        cert = self.certificates.get(request)
-        if cert is None:
+        record = self.certificates.connection(request)
+        cert = record.cert if record is not None else None
+        if record is None or cert is None:
             raise Refused("a client certificate is required")
+        # Until a write touches a mapping, a revocation or an owner, the last answer stands: the
+        # callers a fan-out releases are re-identified by one comparison, not a dozen lookups.
+        if record.caller is not None and record.epoch == mirror.identity_epoch:
+            return record.caller
+        record.caller = None
+        caller = self._check(cert, mirror)
+        record.caller, record.epoch = caller, mirror.identity_epoch
+        return caller
+
+    def _check(self, cert: PeerCertificate, mirror: Mirror) -> Caller:
         if is_revoked(mirror, cert):
             raise Refused(f"certificate {serial_hex(cert.serial)} of {cert.subject.cn} is revoked")
         subject = cert.subject

@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from pitrix import pki
-from pitrix.logs import get_logger
+from pitrix.logs import module_logger
 from pitrix.metad import render, selfview, status
 from pitrix.metad.health import MIRROR_KEY, healthz
 from pitrix.metad.identity import REVOKED_INSTANCES_ROOT, Caller, Identity, Refused, SourceIPIdentity
@@ -36,8 +36,11 @@ IDENTITY_KEY: web.AppKey[Identity] = web.AppKey("identity")
 ISSUER_KEY = web.AppKey("issuer", pki.CertificateAuthority)
 LIFETIME_KEY = web.AppKey("cert_lifetime", dt.timedelta)
 CSR_MAX = 16 * 1024
+SHARED_KEY = web.AppKey("shared_sections", render.SharedSections)
 
-_log = get_logger("pitrix.metad.instance")
+
+# Made at import, before logs.configure: lazy, or it would ignore --log-level.
+_log = module_logger("pitrix.metad.instance")
 
 
 def _version(mirror: Mirror, revision: int | None = None) -> dict[str, str]:
@@ -59,6 +62,11 @@ async def refuse_strangers(request: web.Request, handler: Any) -> web.StreamResp
         response = render.error(403, str(exc), _version(mirror))
         response.force_close()
         return response
+
+
+def _expire(future: asyncio.Future[int], revision: int) -> None:
+    if not future.done():
+        future.set_result(revision)
 
 
 def _flag(request: web.Request, name: str) -> bool:
@@ -85,16 +93,26 @@ async def read(request: web.Request) -> web.StreamResponse:
             # Revoking the caller wakes it too, and the re-identification below refuses it.
             waiter = Waiter(deps + caller.dependencies())
             mirror.waiters.add(waiter)
+            # A timer that resolves the waiter, rather than asyncio.wait_for: wait_for wraps the
+            # future and adds callbacks, work that a write releasing a thousand waiters repeats.
+            timer = asyncio.get_running_loop().call_later(
+                request.app[WAIT_TIMEOUT_KEY], _expire, waiter.future, mirror.revision
+            )
             try:
-                await asyncio.wait_for(waiter.future, request.app[WAIT_TIMEOUT_KEY])
-            except TimeoutError:
-                pass
+                await waiter.future
             finally:
+                timer.cancel()
                 mirror.waiters.remove(waiter)
             # The caller may have been unmapped or revoked while it waited.
             mapping = _caller(request).mapping
-    value = selfview.lookup(mirror.tree, mapping, path)
     headers = _version(mirror)
+    parts = split_path(path)
+    if media == render.JSON and (not parts or parts == ["self"]):
+        # The whole view, the answer a fan-out sends most: spliced from the role's shared sections.
+        shared = request.app[SHARED_KEY].get(mirror.tree, mirror.generation, mapping)
+        text = render.self_json(mirror.tree, mapping, shared)
+        return render.json_text(text if parts else '{"self":' + text + "}", headers)
+    value = selfview.lookup(mirror.tree, mapping, path)
     if value is None:
         return render.error(404, f"{path} not found", headers)
     return render.answer(value, media, headers=headers)
@@ -277,6 +295,7 @@ def build_app(
         app[ISSUER_KEY] = issuer
     app[LIFETIME_KEY] = cert_lifetime
     app[MIRROR_KEY] = mirror
+    app[SHARED_KEY] = render.SharedSections()
     app[STORE_KEY] = store
     app[LEASES_KEY] = leases
     app[WAIT_TIMEOUT_KEY] = wait_timeout

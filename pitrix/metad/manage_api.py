@@ -16,7 +16,7 @@ from typing import Any
 from aiohttp import web
 
 from pitrix import pki
-from pitrix.logs import get_logger
+from pitrix.logs import module_logger
 from pitrix.metad import data
 from pitrix.metad.health import MIRROR_KEY, healthz
 from pitrix.metad.identity import (
@@ -40,7 +40,7 @@ MAX_BODY = 64 * 1024 * 1024
 MAPPING_FIELDS = ("instance_id", "cluster_id", "role", "ip")
 REPLACE_ATTEMPTS = 5
 
-_log = get_logger("pitrix.metad.manage")
+_log = module_logger("pitrix.metad.manage")
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:

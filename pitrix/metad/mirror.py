@@ -12,7 +12,7 @@ import hashlib
 import heapq
 
 from pitrix.logs import get_logger
-from pitrix.metad.selfview import MAPPING_ROOT, Mapping
+from pitrix.metad.selfview import MAPPING_ROOT, Mapping, decides_identity
 from pitrix.metad.tree import Tree, split_path
 from pitrix.metad.waiters import WaiterIndex
 from pitrix.store import Store, WatchBatch
@@ -39,6 +39,12 @@ class Mirror:
         self.mappings: dict[str, Mapping] = {}
         self.by_ip: dict[str, str] = {}
         self.by_token: dict[str, str] = {}  # bootstrap token sha256 -> instance id
+        # Bumped by every batch that may change who a caller is (selfview.decides_identity):
+        # an identification made at an unchanged epoch still holds and need not be redone.
+        self.identity_epoch = 0
+        # Bumped by every change to the tree: what is computed from the tree at one generation
+        # (render.SharedSections) holds for as long as the generation stands.
+        self.generation = 0
         # (revision, tie-breaker, future) of management writes waiting for the mirror to catch up.
         self._catching_up: list[tuple[int, int, asyncio.Future[None]]] = []
         self._catch_seq = 0
@@ -51,6 +57,8 @@ class Mirror:
             self.tree.put(kv.key, kv.value.decode(errors="replace"), kv.mod_revision)
         self.revision = self.base_revision = revision
         self._reindex_all()
+        self.identity_epoch += 1
+        self.generation += 1
         self._log.info("mirror loaded", keys=len(kvs), revision=revision)
         self._task = asyncio.create_task(self._follow(revision + 1), name="metad-mirror")
 
@@ -97,6 +105,7 @@ class Mirror:
             backoff = min(RETRY_MAX, backoff * 2)
 
     async def apply(self, batch: WatchBatch) -> None:
+        self.generation += 1
         if batch.resync:
             tree = Tree()
             for kv in batch.state:
@@ -105,10 +114,12 @@ class Mirror:
             self._deletes = 0
             self.revision = self.base_revision = batch.revision
             self._reindex_all()
+            self.identity_epoch += 1
             self._log.warning("mirror resynced", revision=batch.revision, keys=len(batch.state))
             self.waiters.notify_all(batch.revision)
         else:
             touched: set[str] = set()
+            identity_changed = False
             for event in batch.events:
                 if event.type == "put":
                     self.tree.put(event.key, event.value.decode(errors="replace"), event.revision)
@@ -118,6 +129,10 @@ class Mirror:
                 parts = split_path(event.key)
                 if parts[: len(_MAPPING_PARTS)] == _MAPPING_PARTS and len(parts) > len(_MAPPING_PARTS):
                     touched.add(parts[len(_MAPPING_PARTS)])
+                if not identity_changed and decides_identity(parts):
+                    identity_changed = True
+            if identity_changed:
+                self.identity_epoch += 1
             self.revision = max(self.revision, batch.revision)
             for iid in touched:
                 self._reindex(iid)
@@ -132,6 +147,7 @@ class Mirror:
     def prune(self) -> int:
         """Sweep tombstones; callers asking about revisions before now get an immediate answer."""
         removed = self.tree.prune()
+        self.generation += 1
         self._deletes = 0
         self.base_revision = self.revision
         self._log.info("mirror pruned", nodes=removed, revision=self.revision)
@@ -190,4 +206,8 @@ class Mirror:
     def changed_since(self, deps: list[str], revision: int) -> bool:
         if revision < self.base_revision:
             return True
+        if revision >= self.revision:
+            # Nothing in the tree is newer than the mirror: an agent polling again with the version
+            # it was just answered at (the usual case) is held without looking at its dependencies.
+            return False
         return any(self.tree.rev_of(dep) > revision for dep in deps)

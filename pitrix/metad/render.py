@@ -12,7 +12,8 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from pitrix.metad.tree import Node
+from pitrix.metad import selfview
+from pitrix.metad.tree import Node, Tree
 
 JSON = "application/json"
 TEXT = "text/plain"
@@ -94,6 +95,56 @@ def body(value: Any, media: str) -> tuple[str, str]:
 def answer(value: Any, media: str, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
     text, content_type = body(value, media)
     return web.Response(text=text, status=status, content_type=content_type, headers=headers)
+
+
+_ORDER = tuple(sorted(selfview.SELF_SECTIONS))  # to_json's key order
+_PREFIX = {section: json.dumps(section) + ":" for section in selfview.SELF_SECTIONS}
+
+
+class SharedSections:
+    """The JSON of the ``/self`` sections a role's instances share, rendered once per tree generation.
+
+    A write that releases a thousand long-polls of one cluster would otherwise look up and join
+    the same cluster- and role-wide sections a thousand times; only ``host`` and ``cmd`` differ
+    between instances. Entries live for one generation of the mirror's tree (any change drops them).
+    """
+
+    def __init__(self) -> None:
+        self._generation = -1
+        self._by_role: dict[tuple[str, str], dict[str, str]] = {}
+
+    def get(self, tree: Tree, generation: int, mapping: selfview.Mapping) -> dict[str, str]:
+        if generation != self._generation:
+            self._by_role.clear()
+            self._generation = generation
+        key = (mapping.cluster_id, mapping.role)
+        fragments = self._by_role.get(key)
+        if fragments is None:
+            shared = tuple(s for s in selfview.SELF_SECTIONS if s not in selfview.INSTANCE_SECTIONS)
+            view = selfview.build(tree, mapping, shared)
+            fragments = self._by_role[key] = {s: _PREFIX[s] + to_json(value) for s, value in view.items()}
+        return fragments
+
+
+def self_json(tree: Tree, mapping: selfview.Mapping, shared: dict[str, str]) -> str:
+    """``to_json(selfview.build(tree, mapping))``, from the role's shared fragments and the
+    instance's own sections."""
+    parts = []
+    for section in _ORDER:
+        if section in selfview.INSTANCE_SECTIONS:
+            node = tree.live(mapping.sources[section])
+            if node is not None:
+                parts.append(_PREFIX[section] + node.json())
+        else:
+            fragment = shared.get(section)
+            if fragment is not None:
+                parts.append(fragment)
+    return "{" + ",".join(parts) + "}"
+
+
+def json_text(text: str, headers: dict[str, str] | None = None) -> web.Response:
+    """A 200 with an already rendered JSON body (the same headers ``answer`` gives)."""
+    return web.Response(text=text, content_type=JSON, headers=headers)
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> web.Response:

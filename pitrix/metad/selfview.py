@@ -7,12 +7,14 @@ indexed by, so a write wakes only the callers whose view it can change.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from pitrix.metad.tree import Node, Tree, split_path
 
 MAPPING_ROOT = "/_pitrix/mapping"
+REVOKED_ROOT = "/_pitrix/revoked"
+REVOKED_INSTANCES_ROOT = "/_pitrix/revoked-instances"
 STATUS_ROOT = "/_pitrix/status"
 CLUSTERS_ROOT = "/clusters"
 
@@ -31,6 +33,9 @@ SELF_SECTIONS = (
     "endpoints",
     "links",
 )
+# Sections that differ between instances of one role; every other section of ``/self`` is the
+# same for all of a role's instances, so it is rendered once per change (render.SharedSections).
+INSTANCE_SECTIONS = ("host", "cmd")
 
 
 @dataclass(frozen=True, slots=True)
@@ -43,6 +48,25 @@ class Mapping:
     ip: str
     # hex sha256 of the instance's bootstrap token (POST /self/bootstrap), if the runtime set one
     bootstrap_sha256: str = ""
+    # Derived paths, computed once per mapping (a mapping changes rarely, is read on every request).
+    key: str = field(init=False, repr=False, compare=False)
+    cluster: str = field(init=False, repr=False, compare=False)
+    sources: dict[str, str] = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        cluster = f"{CLUSTERS_ROOT}/{self.cluster_id}"
+        object.__setattr__(self, "key", f"{MAPPING_ROOT}/{self.instance_id}")
+        object.__setattr__(self, "cluster", cluster)
+        sources = {
+            "host": f"{cluster}/hosts/{self.role}/{self.instance_id}",
+            # Role-scoped: the role's parameters, and the role's health check (cmd, interval, timeout).
+            "env": f"{cluster}/env/{self.role}",
+            "health": f"{cluster}/health/{self.role}",
+            "cmd": f"{cluster}/cmd/{self.instance_id}",
+        }
+        for section in SELF_SECTIONS:
+            sources.setdefault(section, f"{cluster}/{section}")
+        object.__setattr__(self, "sources", sources)
 
     @classmethod
     def from_node(cls, iid: str, node: Node | None) -> Mapping | None:
@@ -64,28 +88,19 @@ class Mapping:
             bootstrap_sha256=token.lower() if isinstance(token, str) else "",
         )
 
-    @property
-    def key(self) -> str:
-        return f"{MAPPING_ROOT}/{self.instance_id}"
-
-    @property
-    def cluster(self) -> str:
-        return f"{CLUSTERS_ROOT}/{self.cluster_id}"
-
     def status_key(self, *parts: str) -> str:
         return "/".join([STATUS_ROOT, self.cluster_id, self.instance_id, *parts])
 
 
-def _section_source(mapping: Mapping, section: str) -> str:
-    base = mapping.cluster
-    if section == "host":
-        return f"{base}/hosts/{mapping.role}/{mapping.instance_id}"
-    if section in ("env", "health"):
-        # Role-scoped: the role's parameters, and the role's health check (cmd, interval, timeout).
-        return f"{base}/{section}/{mapping.role}"
-    if section == "cmd":
-        return f"{base}/cmd/{mapping.instance_id}"
-    return f"{base}/{section}"
+def decides_identity(parts: list[str]) -> bool:
+    """Whether a write to the key with path ``parts`` can change who a caller is or may be.
+
+    That is a mapping, a revocation, or a cluster's owner (or anything under those keys); metad
+    re-identifies a connection's caller only after such a write, not after every write.
+    """
+    if len(parts) >= 2 and parts[0] == "_pitrix":
+        return parts[1] in ("mapping", "revoked", "revoked-instances")
+    return len(parts) >= 4 and parts[0] == "clusters" and parts[2] == "cluster" and parts[3] == "owner"
 
 
 def _owner(tree: Tree, cid: str) -> str:
@@ -120,7 +135,7 @@ def dependencies(tree: Tree, mapping: Mapping, subpath: list[str]) -> list[str]:
                 deps.append(f"{CLUSTERS_ROOT}/{target}/cluster/owner")
                 deps.extend(f"{CLUSTERS_ROOT}/{target}/{s}" for s in LINKED_SECTIONS)
         elif section in SELF_SECTIONS:
-            source = _section_source(mapping, section)
+            source = mapping.sources[section]
             if subpath and section == subpath[0] and len(subpath) > 1:
                 source = "/".join([source, *subpath[1:]])
             deps.append(source)
@@ -142,7 +157,7 @@ def build(tree: Tree, mapping: Mapping, sections: tuple[str, ...] = SELF_SECTION
             if links:
                 view["links"] = links
         else:
-            node = tree.live(_section_source(mapping, section))
+            node = tree.live(mapping.sources[section])
             if node is not None:
                 view[section] = node
     return view

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import datetime as dt
+import ssl
 from collections.abc import Iterable
 
 from aiohttp import web
@@ -76,6 +79,9 @@ class Metad:
         self._runners: dict[str, web.AppRunner] = {}
         self._bound: dict[str, int] = {}
         self._log = get_logger("pitrix.metad", listen_ip=listen_ip)
+        self._renewal: asyncio.Task[None] | None = None
+        # Set at each renewal of a self-issued server certificate (tests and embedders wait on it).
+        self.server_renewed = asyncio.Event()
 
     def _url(self, which: str) -> str:
         if which not in self._bound:
@@ -135,9 +141,40 @@ class Metad:
             await self.stop()
             raise
         self._log.info("metad serving", instance_url=self.instance_url, manage_url=self.manage_url)
+        if self.tls is not None and self.tls.server_renewal_due() is not None:
+            self._renewal = asyncio.create_task(self._renew_server_certificate(), name="server-cert-renewal")
+
+    async def _renew_server_certificate(self) -> None:
+        """Replace a self-issued server certificate at 2/3 of its life, for new handshakes.
+
+        A metad lives as long as its VM, which may outlive a certificate; only a restart used to
+        make a new one. A failed renewal (a full disk) is tried again a minute later.
+        """
+        assert self.tls is not None
+        while True:
+            due = self.tls.server_renewal_due()
+            assert due is not None
+            wait = (due - dt.datetime.now(dt.UTC)).total_seconds()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            try:
+                await asyncio.to_thread(self.tls.reissue_server)
+                for ctx in {id(c): c for c in (self._ssl, self._instance_ssl) if c is not None}.values():
+                    ctx.load_cert_chain(str(self.tls.cert_file), str(self.tls.key_file))
+            except (OSError, ssl.SSLError, pki.PKIError) as exc:
+                self._log.error("server certificate renewal failed; retrying in 60 s", error=str(exc))
+                await asyncio.sleep(60)
+                continue
+            self._log.info("server certificate renewed", due=due.isoformat())
+            self.server_renewed.set()
 
     async def stop(self) -> None:
         self._closing.set()
+        if self._renewal is not None:
+            self._renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._renewal
+            self._renewal = None
         # Held long-polls answer with the current value instead of holding the shutdown up.
         self.mirror.waiters.notify_all(self.mirror.revision)
         for runner in self._runners.values():

@@ -20,6 +20,10 @@ class MetadTLS:
     issuer: pki.CertificateAuthority | None = None
     # Lifetime of the instance certificates the issuer signs (bootstrap and renewal).
     instance_lifetime: dt.timedelta = pki.INSTANCE_LIFETIME
+    # The address metad signed its own server certificate for, when it did (see ``self_issued``):
+    # it then signs the next one before this one runs out.
+    self_issued_ip: str | None = None
+    server_lifetime: dt.timedelta = pki.SERVER_LIFETIME
 
     def server_context(self, *, certificate_optional: bool = False) -> ssl.SSLContext:
         """A port's context: a certificate from ``client_ca`` is required to finish the handshake.
@@ -37,16 +41,48 @@ class MetadTLS:
             ctx.verify_mode = ssl.CERT_OPTIONAL
         return ctx
 
+    def server_renewal_due(self) -> dt.datetime | None:
+        """When a self-issued server certificate should be replaced (2/3 of its life, counted from
+        its real issue time); None when metad did not issue it and so cannot."""
+        if self.self_issued_ip is None or self.issuer is None:
+            return None
+        cert = pki.cert_from_pem(self.cert_file.read_bytes())
+        issued = cert.not_valid_before_utc + pki.BACKDATE
+        return issued + (cert.not_valid_after_utc - issued) * 2 / 3
 
-def self_issued(issuer: pki.CertificateAuthority, listen_ip: str, client_ca: Path, folder: Path) -> MetadTLS:
+    def reissue_server(self) -> None:
+        """Sign and write the next self-issued server certificate over the current files.
+
+        Contexts made before keep serving the old one until ``ctx.load_cert_chain`` is called on
+        them again; held connections are not affected either way.
+        """
+        assert self.self_issued_ip is not None and self.issuer is not None
+        _write_server(self.issuer, self.self_issued_ip, self.cert_file, self.key_file, self.server_lifetime)
+
+
+def _write_server(
+    issuer: pki.CertificateAuthority, ip: str, cert_file: Path, key_file: Path, lifetime: dt.timedelta
+) -> None:
+    issued = issuer.issue_server([ip], lifetime=lifetime)
+    issued.write(cert_file, key_file, chain=issuer.cert_pem)
+
+
+def self_issued(
+    issuer: pki.CertificateAuthority,
+    listen_ip: str,
+    client_ca: Path,
+    folder: Path,
+    lifetime: dt.timedelta = pki.SERVER_LIFETIME,
+) -> MetadTLS:
     """TLS with a server certificate this metad makes for its own address, signed by ``issuer``.
 
     The runtime cannot hand a metadata VM its server certificate: the cloud picks the VM's address
     after the VM's userdata is written. It hands over the issuer instead; the certificate carries
     the issuer after it, so clients trusting the issuer or the root above it both verify it.
     """
-    issued = issuer.issue_server([listen_ip])
     folder.mkdir(mode=0o700, parents=True, exist_ok=True)
     cert_file, key_file = folder / "server.pem", folder / "server.key"
-    issued.write(cert_file, key_file, chain=issuer.cert_pem)
-    return MetadTLS(cert_file, key_file, client_ca, issuer)
+    _write_server(issuer, listen_ip, cert_file, key_file, lifetime)
+    return MetadTLS(
+        cert_file, key_file, client_ca, issuer, self_issued_ip=listen_ip, server_lifetime=lifetime
+    )

@@ -118,12 +118,15 @@ class Tree:
 
     def find(self, path: str | list[str]) -> Node | None:
         """The node at ``path``, tombstones included (None if the path never existed)."""
+        # Hot: every read and every long-poll answer resolves a dozen paths. Splitting inline and
+        # skipping empty segments here costs a third of going through split_path.
         node = self.root
-        for part in split_path(path) if isinstance(path, str) else path:
-            nxt = node.children.get(part)
-            if nxt is None:
-                return None
-            node = nxt
+        for part in path.split("/") if isinstance(path, str) else path:
+            if part:
+                nxt = node.children.get(part)
+                if nxt is None:
+                    return None
+                node = nxt
         return node
 
     def live(self, path: str | list[str]) -> Node | None:

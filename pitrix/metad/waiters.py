@@ -19,8 +19,15 @@ class Waiter:
     __slots__ = ("deps", "future")
 
     def __init__(self, deps: Iterable[str]) -> None:
-        self.deps = tuple(sorted({"/" + "/".join(split_path(d)) for d in deps}))
+        self.deps = tuple({_normal(d) for d in deps})
         self.future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+
+
+def _normal(path: str) -> str:
+    """``path`` as the index spells it: one leading slash, no empty segments."""
+    if path.startswith("/") and "//" not in path and (len(path) == 1 or not path.endswith("/")):
+        return path  # already normal, as every path metad builds itself is
+    return "/" + "/".join(split_path(path))
 
 
 def ancestors(key: str) -> list[str]:

@@ -5,8 +5,9 @@ so every replica and every restart uses the same pair, and no instance is ever m
 nobody holds. The public key is imported into the cloud under a deterministic name, looked up
 before it is created. Two replicas importing at the very same moment into a cloud whose names
 are not unique (QingCloud) may leave two pairs holding the same public key: harmless, as either
-opens the instances, and later look-ups settle on the same one. Within one pitrixd,
-:class:`KeyPairs` imports each pair once.
+opens the instances, and later look-ups settle on the same one. Within one pitrixd, its one
+:class:`KeyPairs` (held by the RuntimeService) reads each pair from etcd once and imports it once
+per provider.
 
     /keypairs/<owner>/<runtime>     the private key, OpenSSH format
 """
@@ -67,18 +68,33 @@ async def ensure_key_pair(store: Store, provider: Provider, owner: str, runtime:
 
 
 class KeyPairs:
-    """The key pairs one pitrixd uses, each ensured once per process (the cloud is asked once)."""
+    """The key pairs one pitrixd uses: one instance per RuntimeService, shared by every step.
+
+    Each pair is read from etcd (or generated and stored, create-if-absent, so replicas still agree)
+    once per process, and imported into the cloud once per provider object: a runtime redefined
+    gets a new provider (``put_runtime``), whose cloud may not hold the pair yet, so it is imported
+    again there. A failed import is not remembered; the next use tries again.
+    """
 
     def __init__(self, store: Store) -> None:
         self.store = store
-        self._known: dict[tuple[str, str], RuntimeKeyPair] = {}
+        self._private: dict[tuple[str, str], asyncssh.SSHKey] = {}
+        self._imported: dict[tuple[str, str], tuple[Provider, RuntimeKeyPair]] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
 
     async def get(self, provider: Provider, owner: str, runtime: str) -> RuntimeKeyPair:
+        """The owner's pair on the runtime, stored in etcd and known to ``provider``'s cloud."""
         key = (owner, runtime)
         async with self._locks.setdefault(key, asyncio.Lock()):
-            pair = self._known.get(key)
-            if pair is None:
-                pair = await ensure_key_pair(self.store, provider, owner, runtime)
-                self._known[key] = pair
+            imported = self._imported.get(key)
+            if imported is not None and imported[0] is provider:
+                return imported[1]
+            private = self._private.get(key)
+            if private is None:
+                private = self._private[key] = await load_private_key(self.store, owner, runtime)
+            name = keypair_name(owner, runtime)
+            public = private.export_public_key("openssh").decode().strip()
+            cloud_id = await provider.import_key_pair(name, public)
+            pair = RuntimeKeyPair(name=name, cloud_id=cloud_id, private_key=private)
+            self._imported[key] = (provider, pair)
             return pair

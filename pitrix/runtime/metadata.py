@@ -1,5 +1,9 @@
 """Metadata clusters: one etcd + pitrix-metad per owner × runtime, made on first use.
 
+Or one per runtime for all its owners, where the runtime's ``placement`` is ``per-runtime``; the
+``holder`` of a metadata cluster is then :data:`SHARED` instead of an owner. Removed when its last
+cluster is deleted, unless the runtime's ``metadata_retention`` is ``keep``.
+
 Created under an etcd lock so two clusters created together share one; its record in etcd (with
 the cluster's own TLS issuer) is written before the VM is asked for, and the VM has a deterministic
 name, so a crash between the two never makes a second one. Removed when the owner's last cluster on
@@ -24,10 +28,11 @@ from pitrix.metad.client import MetadManagementClient
 from pitrix.providers.base import Instance, InstanceSpec, Provider
 from pitrix.runtime.authority import Authority, issuer_from_pem, management_context
 from pitrix.runtime.booting import wait_booted
-from pitrix.runtime.keypairs import ensure_key_pair
+from pitrix.runtime.keypairs import KeyPairs
 from pitrix.runtime.records import Cluster, MetadataCluster, Runtime, metadata_key, runtime_key
 from pitrix.runtime.tunnel import Tunnel, open_tunnel
 from pitrix.runtime.userdata import metad_userdata
+from pitrix.ssh import console_keys
 from pitrix.store import Store
 
 METADATA_IMAGE = "pitrix-metadata"
@@ -37,27 +42,48 @@ LOCK_TTL = 5
 READY_PATIENCE = 60.0
 
 
-def metadata_name(owner: str, runtime: str) -> str:
-    """The metadata VM's deterministic instance name."""
-    safe = re.sub(r"[^a-z0-9-]", "-", f"{owner}-{runtime}".lower())
+# The holder of a runtime's shared metadata cluster: not a possible owner name.
+SHARED = "*"
+
+
+def metadata_name(holder: str, runtime: str) -> str:
+    """The metadata VM's deterministic instance name (a shared one's prefix no owner's can take)."""
+    if holder == SHARED:
+        return "pitrix-shared-meta-" + re.sub(r"[^a-z0-9-]", "-", runtime.lower())
+    safe = re.sub(r"[^a-z0-9-]", "-", f"{holder}-{runtime}".lower())
     return f"pitrix-meta-{safe}"
 
 
 class MetadataClusters:
     def __init__(
-        self, store: Store, provider_for: Callable[[str], Awaitable[Provider]], *, tls: bool = True
+        self,
+        store: Store,
+        provider_for: Callable[[str], Awaitable[Provider]],
+        *,
+        tls: bool = True,
+        keypairs: KeyPairs | None = None,
     ) -> None:
         self.store = store
         self.provider_for = provider_for
+        self.keypairs = keypairs or KeyPairs(store)  # the service's own, shared with its operations
         self.tls = tls  # False: new metadata clusters speak plain HTTP with source-IP identity
         self._clients: dict[str, MetadManagementClient] = {}
         self._tunnels: dict[str, Tunnel] = {}  # by metadata VM instance id (runtimes with metad_via_ssh)
         self._authority: Authority | None = None
 
+    async def _runtime(self, name: str) -> Runtime | None:
+        kv = await self.store.get(runtime_key(name))
+        return Runtime.model_validate_json(kv.value) if kv else None
+
     async def via_ssh(self, runtime: str) -> bool:
         """Whether the runtime's definition asks for metad to be reached through SSH."""
-        kv = await self.store.get(runtime_key(runtime))
-        return bool(kv and Runtime.model_validate_json(kv.value).model_dump().get("metad_via_ssh"))
+        definition = await self._runtime(runtime)
+        return bool(definition and definition.model_dump().get("metad_via_ssh"))
+
+    async def holder(self, owner: str, runtime: str) -> str:
+        """Whose metadata cluster serves ``owner``'s clusters on ``runtime``: theirs, or the shared one."""
+        definition = await self._runtime(runtime)
+        return SHARED if definition is not None and definition.placement == "per-runtime" else owner
 
     async def _reach(self, record: MetadataCluster) -> None:
         """Open (or reopen) the SSH tunnel to the record's metad when its runtime wants one."""
@@ -67,11 +93,13 @@ class MetadataClusters:
         if tunnel is not None and tunnel.alive:
             return
         provider = await self.provider_for(record.runtime)
-        pair = await ensure_key_pair(self.store, provider, record.owner, record.runtime)
+        pair = await self.keypairs.get(provider, record.owner, record.runtime)
         found = await provider.describe_instances(instance_ids=[record.instance_id])
         if not found:
             return  # the VM is gone: ensure makes it again
-        self._tunnels[record.instance_id] = await open_tunnel(found[0], pair.private_key)
+        self._tunnels[record.instance_id] = await open_tunnel(
+            found[0], pair.private_key, console=console_keys(provider)
+        )
         client = self._clients.pop(record.instance_id, None)
         if client is not None:
             await client.close()
@@ -82,24 +110,30 @@ class MetadataClusters:
         return self._authority
 
     async def get(self, owner: str, runtime: str) -> MetadataCluster | None:
-        kv = await self.store.get(metadata_key(owner, runtime))
+        """The metadata cluster serving ``owner``'s clusters on ``runtime``, if there is one."""
+        kv = await self.store.get(metadata_key(await self.holder(owner, runtime), runtime))
         record = MetadataCluster.model_validate_json(kv.value) if kv else None
         if record is not None and record.status == "ready":
             await self._reach(record)
         return record
 
     async def ensure(self, owner: str, runtime: str, timeout: float = 120.0) -> MetadataCluster:
-        """The owner's metadata cluster on ``runtime``, created and healthy."""
+        """The metadata cluster serving ``owner``'s clusters on ``runtime``, created and healthy."""
+        holder = await self.holder(owner, runtime)
         current = await self.get(owner, runtime)
-        if current and current.status == "ready" and await self._patient(current, owner, runtime):
+        if current and current.status == "ready" and await self._patient(current, holder, runtime):
             return current
-        async with self.store.lock(f"metadata/{owner}/{runtime}", ttl=LOCK_TTL):
-            return await self._ensure_locked(owner, runtime, timeout)
+        async with self.store.lock(f"metadata/{holder}/{runtime}", ttl=LOCK_TTL):
+            return await self._ensure_locked(holder, runtime, timeout)
 
     async def _ensure_locked(self, owner: str, runtime: str, timeout: float) -> MetadataCluster:
+        """``owner`` is the holder here: an owner, or :data:`SHARED`."""
         log = get_logger("pitrix.metadata", owner=owner, runtime=runtime)
         key = metadata_key(owner, runtime)
-        record = await self.get(owner, runtime)
+        kv = await self.store.get(key)
+        record = MetadataCluster.model_validate_json(kv.value) if kv else None
+        if record is not None and record.status == "ready":
+            await self._reach(record)
         if record is None:
             issuer = (await self.authority()).new_issuer(owner, runtime) if self.tls else None
             record = MetadataCluster(
@@ -122,7 +156,7 @@ class MetadataClusters:
             log.info("creating metadata cluster", name=record.name)
             key_pair = ""
             if await self.via_ssh(runtime):
-                key_pair = (await ensure_key_pair(self.store, provider, owner, runtime)).cloud_id
+                key_pair = (await self.keypairs.get(provider, owner, runtime)).cloud_id
             spec = InstanceSpec(
                 name=record.name,
                 image=METADATA_IMAGE,
@@ -143,10 +177,20 @@ class MetadataClusters:
         return record
 
     async def release(self, owner: str, runtime: str, remaining: list[Cluster]) -> bool:
-        """Remove the metadata cluster if no cluster of ``owner`` on ``runtime`` is left."""
-        if any(c.owner == owner and c.runtime == runtime and c.state != "deleted" for c in remaining):
+        """Remove the metadata cluster serving ``owner`` on ``runtime`` if no cluster it serves is
+        left, unless the runtime keeps its metadata clusters."""
+        holder = await self.holder(owner, runtime)
+        log = get_logger("pitrix.metadata", owner=holder, runtime=runtime)
+        if any(
+            c.runtime == runtime and c.state != "deleted" and (holder == SHARED or c.owner == owner)
+            for c in remaining
+        ):
             return False
-        async with self.store.lock(f"metadata/{owner}/{runtime}", ttl=LOCK_TTL):
+        definition = await self._runtime(runtime)
+        if definition is not None and definition.metadata_retention == "keep":
+            log.info("metadata cluster kept: the runtime's metadata_retention is keep")
+            return False
+        async with self.store.lock(f"metadata/{holder}/{runtime}", ttl=LOCK_TTL):
             record = await self.get(owner, runtime)
             if record is None:
                 return False
@@ -161,8 +205,8 @@ class MetadataClusters:
             tunnel = self._tunnels.pop(record.instance_id, None)
             if tunnel is not None:
                 await tunnel.close()
-            await self.store.delete(metadata_key(owner, runtime))
-        get_logger("pitrix.metadata", owner=owner, runtime=runtime).info("metadata cluster removed")
+            await self.store.delete(metadata_key(holder, runtime))
+        log.info("metadata cluster removed")
         return True
 
     def client(self, record: MetadataCluster) -> MetadManagementClient:

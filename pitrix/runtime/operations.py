@@ -22,7 +22,7 @@ from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.authority import issuer_from_pem
 from pitrix.runtime.booting import wait_booted
 from pitrix.runtime.fallback import run_over_ssh, silent_agents
-from pitrix.runtime.keypairs import RuntimeKeyPair, ensure_key_pair
+from pitrix.runtime.keypairs import KeyPairs, RuntimeKeyPair
 from pitrix.runtime.records import (
     Cluster,
     Job,
@@ -40,7 +40,7 @@ from pitrix.runtime.userdata import (
     agent_files,
     agent_userdata,
 )
-from pitrix.ssh import SshError, SshSessions, quote
+from pitrix.ssh import SshError, SshSessions, console_keys, quote
 from pitrix.store import Store
 
 BOOT_TIMEOUT = 300.0
@@ -67,8 +67,10 @@ class ClusterOperations:
         metadata: MetadataCluster,
         metad: MetadManagementClient,
         agents: AgentStatus,
+        keypairs: KeyPairs | None = None,
     ) -> None:
         self.store = store
+        self.keypairs = keypairs or KeyPairs(store)  # the service's own: etcd and cloud asked once
         self.cluster = cluster
         self.job = job
         self.provider = provider
@@ -85,10 +87,13 @@ class ClusterOperations:
     async def key_pair(self) -> RuntimeKeyPair:
         """pitrixd's key pair for the cluster's owner on its runtime (in etcd and in the cloud)."""
         if self._key_pair is None:
-            self._key_pair = await ensure_key_pair(
-                self.store, self.provider, self.cluster.owner, self.cluster.runtime
-            )
+            self._key_pair = await self.keypairs.get(self.provider, self.cluster.owner, self.cluster.runtime)
         return self._key_pair
+
+    async def ssh_sessions(self) -> SshSessions:
+        """SSH sessions with the key pair, host keys read from the console where the cloud's
+        description has none."""
+        return SshSessions((await self.key_pair()).private_key, console=console_keys(self.provider))
 
     @property
     def cid(self) -> str:
@@ -449,7 +454,7 @@ class ClusterOperations:
         if missing:
             raise OperationError(f"nodes {', '.join(missing)}: the cloud no longer has their instances")
         started = time.monotonic()
-        async with SshSessions((await self.key_pair()).private_key) as ssh:
+        async with await self.ssh_sessions() as ssh:
 
             async def bootstrap(node: Node) -> None:
                 instance = instances[node.instance_id]
@@ -610,7 +615,7 @@ class ClusterOperations:
         )
         found = await self.provider.describe_instances(instance_ids=[n.instance_id for n, _ in targets])
         instances = {i.instance_id: i for i in found}
-        async with SshSessions((await self.key_pair()).private_key) as ssh:
+        async with await self.ssh_sessions() as ssh:
             await asyncio.gather(
                 *(
                     run_over_ssh(

@@ -120,6 +120,12 @@ class Runtime(_Record):
     provider: str = Field(min_length=1)
     zone: str = ""
     endpoint: str = ""
+    # Where metadata clusters live: one per owner (tenants never share one), or one for every owner
+    # of a runtime trusted enough to share (each instance still sees only its own cluster, by its
+    # certificate).
+    placement: Literal["per-owner", "per-runtime"] = "per-owner"
+    # Whether a metadata cluster goes when its last cluster does, or stays for the next one.
+    metadata_retention: Literal["remove-when-unused", "keep"] = "remove-when-unused"
 
     def public(self) -> dict[str, Any]:
         """The definition without anything secret, for answers and logs."""

@@ -27,6 +27,7 @@ from pitrix.providers.registry import load_provider
 from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.executor import DEFAULT_RETRY, StepFailed, execute
 from pitrix.runtime.journal import Journal
+from pitrix.runtime.keypairs import KeyPairs
 from pitrix.runtime.machine import ACTION_STATE, TRANSITIONAL, ClusterModel, Lifecycle, LifecycleError
 from pitrix.runtime.metadata import MetadataClusters
 from pitrix.runtime.operations import ClusterOperations, RolledBack
@@ -99,7 +100,8 @@ class RuntimeService:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._providers: dict[str, Provider] = {}
         self._changed = asyncio.Condition()
-        self.metadata = MetadataClusters(store, self.provider_for, tls=metadata_tls)
+        self.keypairs = KeyPairs(store)  # one per service: each pair read and imported once
+        self.metadata = MetadataClusters(store, self.provider_for, tls=metadata_tls, keypairs=self.keypairs)
         self.log = get_logger("pitrix.runtime")
 
     # -- life of the service ----------------------------------------------------------------------
@@ -187,12 +189,28 @@ class RuntimeService:
             provider = load_provider(runtime.provider, runtime.model_dump())
         except ProviderError as exc:
             raise InvalidRequest(str(exc)) from None
+        await self._refuse_moving_metadata(runtime)
         await self.store.put(runtime_key(runtime.name), runtime.dump())
         old = self._providers.pop(runtime.name, None)
         if old is not None:
             await old.close()
         self._providers[runtime.name] = provider
         return runtime
+
+    async def _refuse_moving_metadata(self, runtime: Runtime) -> None:
+        """A new placement would send the runtime's clusters to metadata clusters their agents do
+        not know: it may change only while no cluster lives on the runtime."""
+        kv = await self.store.get(runtime_key(runtime.name))
+        if kv is None or Runtime.model_validate_json(kv.value).placement == runtime.placement:
+            return
+        living = [
+            c.id for c in await self.list_clusters() if c.runtime == runtime.name and c.state != "deleted"
+        ]
+        if living:
+            raise InvalidRequest(
+                f"placement: cannot change while runtime {runtime.name!r} has clusters "
+                f"({', '.join(living[:5])}{', ...' if len(living) > 5 else ''}); delete them first"
+            )
 
     async def get_runtime(self, name: str) -> Runtime:
         kv = await self.store.get(runtime_key(name))
@@ -447,7 +465,23 @@ class RuntimeService:
         return await self._act(cluster, self._model(cid), "recover", {"nodes": old})
 
     async def delete_cluster(self, cid: str, owner: str | None = None) -> Job:
+        """Delete the cluster; refused (``LifecycleError``, a 409) while others still link to it.
+
+        A linking cluster would keep a link to nothing: its ``/self/links/<name>`` would go empty
+        under its running app. Linking clusters being deleted (or gone) no longer count.
+        """
         cluster = await self.get_cluster(cid, owner)
+        linking = [
+            f"{other.id} (links.{name})"
+            for other in await self.list_clusters(cluster.owner)
+            if other.state not in ("deleting", "deleted")
+            for name, target in sorted(other.links.items())
+            if target == cid
+        ]
+        if linking:
+            raise LifecycleError(
+                f"cluster {cid} is linked to by {', '.join(linking)}: delete those clusters first"
+            )
         return await self._act(cluster, self._model(cid), "delete", {})
 
     async def retry(self, cid: str, owner: str | None = None) -> Job:
@@ -558,13 +592,16 @@ class RuntimeService:
                 record = await self.metadata.ensure(cluster.owner, cluster.runtime)
                 return f"metadata service at {record.ip}"
 
-            await execute(Plan(job.action).then(Step("metadata", ensure_metadata)), journal, self._progress)
+            metadata_plan = Plan(job.action).then(Step("metadata", ensure_metadata))
+            await execute(metadata_plan, journal, self._progress, self.step_retry)
             record = await self.metadata.get(cluster.owner, cluster.runtime)
             assert record is not None
             client = self.metadata.client(record)
             agents = AgentStatus(client, cid)
             await agents.start()
-            ops = ClusterOperations(self.store, cluster, job, provider, record, client, agents)
+            ops = ClusterOperations(
+                self.store, cluster, job, provider, record, client, agents, keypairs=self.keypairs
+            )
             plan = self._plan(cluster, job, ops)
             log.info("plan", layers=plan.describe())
             await execute(plan, journal, self._progress, self.step_retry)
@@ -594,7 +631,9 @@ class RuntimeService:
             async def release() -> str:
                 others = [c for c in await self.list_clusters() if c.id != cluster.id]
                 removed = await self.metadata.release(cluster.owner, cluster.runtime, others)
-                return "metadata cluster removed" if removed else "metadata cluster kept for other clusters"
+                return (
+                    "metadata cluster removed" if removed else "metadata cluster kept (in use or by policy)"
+                )
 
             return delete_plan(cluster, job, ops, Step("release-metadata", release))
         return BUILDERS[job.action](cluster, job, ops)

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import asyncssh
 
 from pitrix.providers.base import Instance
-from pitrix.ssh import connect
+from pitrix.ssh import ConsoleKeys, connect
 
 MANAGE_PORT = 9611
 
@@ -41,9 +41,14 @@ class Tunnel:
             await self.conn.wait_closed()
 
 
-async def open_tunnel(instance: Instance, key: asyncssh.SSHKey, *, timeout: float = 60.0) -> Tunnel:
-    """A local port on 127.0.0.1 forwarded through ``instance``'s SSH to its management port."""
-    conn = await connect(instance, key, timeout=timeout)
+async def open_tunnel(
+    instance: Instance, key: asyncssh.SSHKey, *, timeout: float = 60.0, console: ConsoleKeys | None = None
+) -> Tunnel:
+    """A local port on 127.0.0.1 forwarded through ``instance``'s SSH to its management port.
+
+    ``console``: where the host keys are read if the instance's description has none.
+    """
+    conn = await connect(instance, key, timeout=timeout, console=console)
     try:
         listener = await conn.forward_local_port("127.0.0.1", 0, instance.private_ip, MANAGE_PORT)
     except BaseException:

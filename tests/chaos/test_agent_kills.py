@@ -17,12 +17,10 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
-from agent_world import metad_on_private_etcd
+from agent_world import one_vm_world
 from chaos_ops import Tally
 
-from bench import procs
 from bench.propagation import Fifo
-from pitrix.metad.client import MetadManagementClient
 
 pytestmark = pytest.mark.timeout(1200)
 
@@ -49,19 +47,13 @@ def agent_root(root: Path, url: str, fifo: Path) -> None:
 
 async def test_agent_killed_mid_reload_and_mid_command(tmp_path: Path, long_form: bool) -> None:
     writes, kills = (400, 40) if long_form else (30, 3)
-    octet = procs.private_net()
-    agent_ip, tally = procs.host_ip(octet, 0), Tally()
+    tally = Tally()
     fifo = Fifo(tmp_path / "reloads.fifo")
     root = tmp_path / "vm"
-    async with metad_on_private_etcd(tmp_path, procs.host_ip(octet, 1000)) as (store, metad):
-        manage = MetadManagementClient(metad.ready["manage_url"])
-        await manage.post_data("/clusters/cb", {"cluster": {"cluster_id": "cb"}, "env": {"w": {"v": "0"}}})
-        await manage.put_data("/clusters/cb/hosts/w/i-0", {"ip": agent_ip, "role": "w"})
-        await manage.put_mapping("i-0", {"cluster_id": "cb", "role": "w", "ip": agent_ip})
-        agent_root(root, metad.ready["instance_url"], fifo.path)
-        env = {"PITRIX_VM_ROOT": str(root), "PITRIX_VM_IP": agent_ip, "PITRIX_VM_ID": "i-0"}
-        argv, log = [procs.bin_path("pitrix-agent")], root / "agent.log"
-        agent = await procs.start("pitrix-agent", argv, log, env)
+    async with one_vm_world(tmp_path) as world:
+        store, manage = world.store, world.manage
+        agent_root(root, world.instance_url, fifo.path)
+        agent = await world.start_agent(root)
         compacted = False
         try:
             for v in range(1, writes + 1):
@@ -78,7 +70,7 @@ async def test_agent_killed_mid_reload_and_mid_command(tmp_path: Path, long_form
                 if tally.kills < kills and random.random() < kills / writes:
                     await agent.kill()  # SIGKILL: no chance to tidy up
                     tally.kills += 1
-                    agent = await procs.start("pitrix-agent", argv, log, env)
+                    agent = await world.start_agent(root)
                 # A random gap between writes (pacing, not waiting for anything), so that kills land
                 # in reloads and commands at different points.
                 await asyncio.sleep(random.uniform(0, 0.08))
@@ -88,7 +80,6 @@ async def test_agent_killed_mid_reload_and_mid_command(tmp_path: Path, long_form
         finally:
             await agent.stop()
             fifo.close()
-            await manage.close()
     seen = (root / "var/log/reloads").read_text().split("\n")[:-1]
     values = [int(line.split()[0][2:]) for line in seen if line != "BROKEN"]
     broken = seen.count("BROKEN")

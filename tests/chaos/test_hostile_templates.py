@@ -18,11 +18,10 @@ import json
 from pathlib import Path
 
 import pytest
-from agent_world import metad_on_private_etcd
+from agent_world import one_vm_world
 
 from bench import procs
 from bench.propagation import Fifo
-from pitrix.metad.client import MetadManagementClient
 from pitrix.store import Store
 
 pytestmark = pytest.mark.timeout(600)
@@ -93,20 +92,14 @@ async def applied_after(store: Store, key: str, wanted: str) -> dict[str, dict[s
 
 async def test_hostile_templates_fail_cleanly_and_the_agent_stays_up(tmp_path: Path, long_form: bool) -> None:
     writes = 20 if long_form else 3
-    octet = procs.private_net()
-    agent_ip = procs.host_ip(octet, 0)
     fifo = Fifo(tmp_path / "reloads.fifo")
     root = tmp_path / "vm"
     applied: dict[str, dict[str, object]] = {}
     rounds = 0
-    async with metad_on_private_etcd(tmp_path, procs.host_ip(octet, 1000)) as (store, metad):
-        manage = MetadManagementClient(metad.ready["manage_url"])
-        await manage.post_data("/clusters/cb", {"cluster": {"cluster_id": "cb"}, "env": {"w": {"v": "0"}}})
-        await manage.put_data("/clusters/cb/hosts/w/i-0", {"ip": agent_ip, "role": "w"})
-        await manage.put_mapping("i-0", {"cluster_id": "cb", "role": "w", "ip": agent_ip})
-        agent_root(root, metad.ready["instance_url"], fifo.path)
-        env = {"PITRIX_VM_ROOT": str(root), "PITRIX_VM_IP": agent_ip, "PITRIX_VM_ID": "i-0"}
-        agent = await procs.start("pitrix-agent", [procs.bin_path("pitrix-agent")], root / "agent.log", env)
+    async with one_vm_world(tmp_path) as world:
+        store, manage = world.store, world.manage
+        agent_root(root, world.instance_url, fifo.path)
+        agent = await world.start_agent(root)
         try:
             async with asyncio.timeout(120):
                 while await fifo.lines.get() != "v=0 end":
@@ -125,7 +118,6 @@ async def test_hostile_templates_fail_cleanly_and_the_agent_stays_up(tmp_path: P
         finally:
             await agent.stop()
             fifo.close()
-            await manage.close()
 
     replaced = {
         name: (root / f"etc/live/{name}.conf").read_text()

@@ -1,4 +1,5 @@
-"""Two owners at once: each gets its own metadata cluster, and neither sees the other's clusters.
+"""Two owners at once: each gets its own metadata cluster (or shares a trusted runtime's), and
+neither sees the other's clusters.
 
 The test asks metad's instance API as a node's agent would: from the node's own loopback address
 and, when the metadata cluster speaks TLS, with the certificate and CA the agent holds on its VM.
@@ -16,12 +17,12 @@ from typing import Any
 import aiohttp
 import pytest
 from e2e_cloud import Cloud, demo_app
-from e2e_daemons import live
+from e2e_daemons import live, runtime_definition
 from test_lifecycle import expect
 
 from pitrix import pki
-from pitrix.runtime.metadata import METADATA_IMAGE, metadata_name
-from pitrix.runtime.service import RuntimeService
+from pitrix.runtime.metadata import METADATA_IMAGE, SHARED, metadata_name
+from pitrix.runtime.service import InvalidRequest, RuntimeService
 from pitrix.runtime.userdata import AGENT_CA, AGENT_CERT, AGENT_KEY
 
 pytestmark = pytest.mark.e2e
@@ -58,8 +59,8 @@ async def ask_metad(metad: Metad, agent: Agent, path: str = "/self") -> tuple[in
         return 0, str(exc)
 
 
-async def metad_of(service: RuntimeService, owner: str) -> Metad:
-    record = await service.metadata.get(owner, "sim")
+async def metad_of(service: RuntimeService, owner: str, runtime: str = "sim") -> Metad:
+    record = await service.metadata.get(owner, runtime)
     assert record is not None and record.ip
     return Metad(record.ip, record.scheme)
 
@@ -114,3 +115,49 @@ async def test_two_owners_each_get_their_own_metadata_cluster_and_see_only_their
     await service.delete_cluster(b)
     await expect(service, b, "deleted")
     assert await cloud.live_names() == []
+
+
+async def test_a_per_runtime_placement_shares_one_metadata_cluster_and_still_isolates(cloud: Cloud) -> None:
+    """A trusted runtime's owners share one metadata VM; each node still sees only its own cluster.
+
+    Kept by policy when its clusters are gone, removed with the last one once the policy says so.
+    """
+    service = cloud.service
+    shared = {
+        **runtime_definition(cloud.sim, "shared"),
+        "placement": "per-runtime",
+        "metadata_retention": "keep",
+    }
+    await service.put_runtime(shared)
+    counts = {"web": 1, "lb": 0}
+    created = await asyncio.gather(
+        service.create_cluster(owner="alice", runtime="shared", app=demo_app(), counts=counts),
+        service.create_cluster(owner="bob", runtime="shared", app=demo_app(), counts=counts),
+    )
+    a, b = (cluster.id for cluster, _ in created)
+    for cid in (a, b):
+        await expect(service, cid, "active")
+    assert await metadata_vms(cloud) == [metadata_name(SHARED, "shared")]
+    metad = await metad_of(service, "alice", "shared")
+    assert metad == await metad_of(service, "bob", "shared")
+    for mine, theirs in ((a, b), (b, a)):
+        status, view = await ask_metad(metad, await agent_of(cloud, mine))
+        assert status == 200 and mine in json.dumps(view) and theirs not in json.dumps(view), view
+
+    # The placement cannot move under living clusters: their agents know only this metad.
+    with pytest.raises(InvalidRequest, match="placement: cannot change while runtime 'shared' has clusters"):
+        await service.put_runtime({**shared, "placement": "per-owner"})
+
+    for cid in (a, b):
+        await service.delete_cluster(cid)
+        await expect(service, cid, "deleted")
+    assert await metadata_vms(cloud) == [metadata_name(SHARED, "shared")]  # kept: the policy says keep
+
+    await service.put_runtime({**shared, "metadata_retention": "remove-when-unused"})
+    again, _ = await service.create_cluster(owner="carol", runtime="shared", app=demo_app(), counts=counts)
+    await expect(service, again.id, "active")
+    assert await metadata_vms(cloud) == [metadata_name(SHARED, "shared")]  # reused, not made twice
+    await service.delete_cluster(again.id)
+    await expect(service, again.id, "deleted")
+    assert await metadata_vms(cloud) == []
+    assert await service.metadata.get("carol", "shared") is None

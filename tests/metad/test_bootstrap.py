@@ -6,6 +6,7 @@ renews its certificate against it.
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import hashlib
 import json
@@ -161,6 +162,48 @@ async def test_metad_issues_its_own_server_certificate_from_the_issuer(tmp_path:
     assert [pki.Subject.of(c.subject).cn for c in leaf] == ["pitrix-metad", "metadata usr-a/sim"]
     issuer.verify(leaf[0])
     assert stat.S_IMODE(tls.key_file.stat().st_mode) == 0o600
+
+
+async def _served_serial(url: str, ca: Path) -> int:
+    """The serial of the server certificate a fresh handshake with ``url`` is shown."""
+    host, port = url.removeprefix("https://").rsplit(":", 1)
+    context = pki.client_context(ca)  # trusts the issuer alone (a partial chain)
+    _reader, writer = await asyncio.open_connection(host, int(port), ssl=context)
+    try:
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        return x509.load_der_x509_certificate(der).serial_number
+    finally:
+        writer.close()
+        await writer.wait_closed()
+
+
+async def test_a_self_issued_server_certificate_is_renewed_while_metad_runs(
+    store: object, tmp_path: Path
+) -> None:
+    """Renewed at 2/3 of its life: new handshakes get the new one, a held connection goes on."""
+    from pitrix.metad.client import MetadManagementClient
+    from pitrix.metad.server import Metad
+
+    issuer = pki.CertificateAuthority.create().issue_subordinate("metadata cluster")
+    (tmp_path / "issuer.pem").write_bytes(issuer.cert_pem)
+    lifetime = dt.timedelta(seconds=6)
+    tls = metad_tls.self_issued(issuer, "127.0.0.1", tmp_path / "issuer.pem", tmp_path / "tls", lifetime)
+    async with Metad(store, "127.0.0.1", 0, 0, tls=tls) as metad:  # type: ignore[arg-type]
+        first = await _served_serial(metad.instance_url, tmp_path / "issuer.pem")
+        issuer.issue_management().write(tmp_path / "rt.crt", tmp_path / "rt.key")
+        async with MetadManagementClient(
+            metad.manage_url, ca_file=tmp_path / "issuer.pem", cert_file=tmp_path / "rt.crt",
+            key_file=tmp_path / "rt.key",
+        ) as manage:  # fmt: skip
+            await manage.put_data("/clusters/c1/cluster", {"owner": "o"})  # its connection is now open
+            await asyncio.wait_for(metad.server_renewed.wait(), 30)
+            for url in (metad.instance_url, metad.manage_url):
+                assert await _served_serial(url, tmp_path / "issuer.pem") != first
+            await manage.put_data("/clusters/c1/cluster", {"owner": "p"})
+            assert await manage.get_data("/clusters/c1/cluster/owner") == "p"
+        renewed = x509.load_pem_x509_certificates(tls.cert_file.read_bytes())[0]
+        issuer.verify(renewed)
+        assert renewed.serial_number != first
 
 
 async def test_a_token_hash_is_validated_and_one_instances(tls_world: TLSWorld) -> None:

@@ -215,3 +215,64 @@ async def test_health_check_is_projected_per_role(seed, instances, net, manage) 
     await manage.put_data("/clusters/c1/health/web", {"cmd": "opt/app/bin/check2"})
     status, cmd, _ = await asyncio.wait_for(poll, 10)
     assert (status, cmd) == (200, "opt/app/bin/check2")
+
+
+def test_spliced_self_json_is_the_rendered_view_after_every_change() -> None:
+    """The role's shared sections, rendered once per tree generation, spliced with the
+    instance's own: byte for byte what rendering the whole view gives, and never stale."""
+    from pitrix.metad import render, selfview
+    from pitrix.metad.tree import Tree
+
+    tree = Tree()
+    shared = render.SharedSections()
+    revision = 0
+
+    def put(key: str, value: str) -> None:
+        nonlocal revision
+        revision += 1
+        tree.put(key, value, revision)
+
+    def delete(key: str) -> None:
+        nonlocal revision
+        revision += 1
+        tree.delete(key, revision)
+
+    for iid, role in (("i-w1", "web"), ("i-w2", "web"), ("i-d1", "db"), ("i-x", "web")):
+        cid = "c3" if iid == "i-x" else "c1"
+        for field, value in {"cluster_id": cid, "role": role, "ip": "10.0.0.1"}.items():
+            put(f"/_pitrix/mapping/{iid}/{field}", value)
+    put("/clusters/c1/cluster/owner", "usr-a")
+    put("/clusters/c2/cluster/owner", "usr-a")
+    put("/clusters/c3/cluster/owner", "usr-b")
+    put("/clusters/c1/links/store", "c2")
+    put("/clusters/c1/links/foreign", "c3")
+    put("/clusters/c2/endpoints/db/port", "5432")
+    put("/clusters/c1/hosts/web/i-w1/ip", "10.0.0.1")
+    put("/clusters/c1/hosts/db/i-d1/ip", "10.0.0.2")
+    put("/clusters/c1/env/web/port", "80")
+    put("/clusters/c1/env/db/port", "5432")
+    put("/clusters/c1/cmd/i-w1/cmd", "start")
+    put("/clusters/c3/env/web/secret", "usr-b-only")
+
+    def check(generation: int) -> None:
+        for iid in ("i-w1", "i-w2", "i-d1", "i-x"):
+            mapping = selfview.Mapping.from_node(iid, tree.live(f"/_pitrix/mapping/{iid}"))
+            assert mapping is not None
+            expected = render.to_json(selfview.build(tree, mapping))
+            assert render.self_json(tree, mapping, shared.get(tree, generation, mapping)) == expected
+
+    check(1)
+    # Each change is a new generation: shared sections are rendered afresh, not served stale.
+    changes = [
+        lambda: put("/clusters/c1/env/web/workers", "4"),
+        lambda: put("/clusters/c1/cmd/i-w2/cmd", "stop"),
+        lambda: put("/clusters/c1/hosts/web/i-w2/ip", "10.0.0.3"),
+        lambda: put("/clusters/c2/endpoints/db/port", "6543"),
+        lambda: put("/clusters/c3/cluster/owner", "usr-a"),  # the foreign link becomes visible
+        lambda: delete("/clusters/c1/links/store"),
+        lambda: put("/clusters/c1/adding-hosts/web/i-w3/ip", "10.0.0.4"),
+        lambda: delete("/clusters/c1/env/db/port"),
+    ]
+    for generation, change in enumerate(changes, start=2):
+        change()
+        check(generation)

@@ -379,3 +379,53 @@ async def test_a_revocation_list_loads_in_one_request(tls_world: TLSWorld) -> No
     assert (await world.raw(world.creds["i-web1"], "GET", "/self"))[0] == 200
     status, body = await world.raw(world.creds["runtime"], "POST", "/v1/revoked", port="manage", body=b"{}")
     assert status == 400 and b"revoked" in body
+
+
+async def _keepalive_get(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, path: str) -> int:
+    """One GET on an already open keep-alive connection; its status."""
+    writer.write(f"GET {path} HTTP/1.1\r\nHost: metad\r\n\r\n".encode())
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 10)
+    length = next(
+        int(line.split(b":", 1)[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    await reader.readexactly(length)
+    return int(head.split(b" ", 2)[1])
+
+
+async def test_a_kept_alive_connection_is_reidentified_after_identity_writes(tls_world: TLSWorld) -> None:
+    """metad remembers a connection's caller between requests, but never across a write that
+    changes a mapping, a revocation or an owner: each such write is seen by the next request."""
+    world = tls_world
+    mirror = world.metad.mirror
+    host, _, port = world.metad.instance_url.split("://", 1)[1].rpartition(":")
+    cred = world.creds["i-web1"]
+    reader, writer = await asyncio.open_connection(host, int(port), ssl=cred.context())
+    try:
+        assert await _keepalive_get(reader, writer, "/self/host") == 200
+        epoch = mirror.identity_epoch
+        # Ordinary data writes leave the remembered identity alone.
+        revision = await world.manage.put_data("/clusters/c1/env/web/workers", 3)
+        assert await mirror.wait_for_revision(revision)
+        assert mirror.identity_epoch == epoch
+        assert await _keepalive_get(reader, writer, "/self/host") == 200
+
+        # The cluster changes hands: the certificate's O no longer matches.
+        revision = await world.manage.put_data("/clusters/c1/cluster/owner", "usr-b")
+        assert await mirror.wait_for_revision(revision)
+        assert await _keepalive_get(reader, writer, "/self/host") == 403
+    finally:
+        writer.close()
+
+    revision = await world.manage.put_data("/clusters/c1/cluster/owner", "usr-a")
+    assert await mirror.wait_for_revision(revision)
+    reader, writer = await asyncio.open_connection(host, int(port), ssl=cred.context())
+    try:
+        assert await _keepalive_get(reader, writer, "/self/host") == 200
+        # The management API answers once its own mirror has the write.
+        revoke = await world.manage._request("PUT", f"/v1/revoked/{pki.serial_hex(cred.serial)}", {})
+        assert revoke["ok"]
+        assert await _keepalive_get(reader, writer, "/self/host") == 403
+    finally:
+        writer.close()

@@ -6,6 +6,7 @@ import asyncio
 
 from pitrix.metad.client import MetadManagementClient
 from pitrix.metad.server import Metad
+from pitrix.metad.waiters import Waiter, WaiterIndex
 from pitrix.store import Store, WatchBatch
 
 DEADLINE = 10.0
@@ -254,3 +255,13 @@ async def test_mirror_resync_replaces_state_and_wakes_everyone(seed, instances, 
     # Identity survived the rebuild.
     status, host, _ = await instances.get(net.ip(2), "/self/host/instance_id")
     assert (status, host) == (200, "i-web2")
+
+
+async def test_waiters_are_indexed_by_normal_paths_however_deps_are_spelled() -> None:
+    index = WaiterIndex()
+    waiter = Waiter(["clusters/c1/env//web/", "/clusters/c1/env/web", "/_pitrix/mapping/i-1"])
+    assert sorted(waiter.deps) == ["/_pitrix/mapping/i-1", "/clusters/c1/env/web"]
+    index.add(waiter)
+    assert index.notify(["/clusters/c1/env/db/port"], 5) == 0
+    assert index.notify(["/clusters/c1/env/web/port"], 6) == 1
+    assert await waiter.future == 6 and len(index) == 0

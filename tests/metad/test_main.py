@@ -142,3 +142,37 @@ async def test_cli_refuses_unreadable_tls_files_with_a_clear_error(tmp_path: Pat
     out, err = await asyncio.wait_for(process.communicate(), DEADLINE)
     assert process.returncode == 1 and out == b""
     assert b"tls_cert/tls_key" in err and b"missing.crt" in err and b"Traceback" not in err
+
+
+async def test_log_level_warning_hides_info_lines(tmp_path: Path, net) -> None:
+    """A refused caller is logged at info: at ``--log-level warning`` it must not show."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pitrix.metad.main",
+        "--listen-ip", net.metad_ip, "--instance-port", "0", "--manage-port", "0", "--log-level", "warning",
+        "--embedded-etcd", "--state-dir", str(tmp_path / "state"),
+        "--etcd-client-port", "0", "--etcd-peer-port", "0",
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        ready = json.loads(await asyncio.wait_for(process.stdout.readline(), DEADLINE))
+        connector = aiohttp.TCPConnector(local_addr=(net.ip(3), 0))
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get(ready["instance_url"] + "/self") as response,
+        ):
+            assert response.status == 403  # nobody is mapped to this address
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), DEADLINE) == 0
+        assert process.stderr is not None
+        logs = (await process.stderr.read()).decode()
+        # Warnings still show (serving without TLS), info lines do not; and stdout carries the
+        # ready line only (a logger bound before logging was configured printed there, unfiltered).
+        rest = (await process.stdout.read()).decode()
+        assert "legacy source-address identity" in logs
+        assert "refused" not in logs + rest and "stopping" not in logs
+        assert rest == ""
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()

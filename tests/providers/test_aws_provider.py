@@ -261,3 +261,11 @@ async def test_import_key_pair_is_idempotent_by_name(provider: AwsProvider, ec2:
         assert [p["KeyName"] for p in pairs] == [cid]
     finally:
         await ec2.delete_key_pair(KeyName=cid)
+
+
+async def test_console_without_a_key_block_gives_no_host_key(
+    provider: AwsProvider, image: str, cid: str
+) -> None:
+    """moto's console output is a fake text (base64, as EC2's): no key block, so no key to pin."""
+    [created] = await provider.run_instances([InstanceSpec(name=f"{cid}-n1", image=image)])
+    assert await provider.console_host_keys(created.instance_id) == []

@@ -19,6 +19,8 @@ from pitrix.providers.base import InstanceSpec, ProviderError
 from pitrix.providers.openstack import OpenStackProvider
 from pitrix.providers.openstack.provider import choose_flavor
 from pitrix.providers.qingcloud import QingCloudProvider
+from pitrix.ssh import SshError
+from pitrix.ssh import connect as ssh_connect
 from simulator.cloud import Simulator
 from simulator.testing import Beacon, daemon_userdata, pid_alive, random_network
 
@@ -322,6 +324,59 @@ async def test_import_key_pair_is_idempotent_and_opens_the_servers(
         async with await ssh_when_listening(running.private_ip, running.ssh_port, key) as ssh:
             result = await asyncio.wait_for(ssh.run("echo imported", check=True), 30)
         assert str(result.stdout).strip() == "imported"
+    finally:
+        await asyncio.to_thread(lambda: conn.compute.delete_keypair(cid, ignore_missing=True))
+        await asyncio.to_thread(conn.close)
+
+
+async def test_console_shows_the_host_key_that_ssh_pins(
+    sim: Simulator, runtime: dict[str, Any], provider: OpenStackProvider, cid: str
+) -> None:
+    """Nova describes no host key; the console does (cloud-init's block), and pitrix.ssh pins it."""
+    key = asyncssh.generate_private_key("ssh-ed25519")
+    await provider.import_key_pair(cid, key.export_public_key("openssh").decode())
+    conn = connection(runtime)
+    try:
+        [created] = await provider.run_instances([InstanceSpec(name=f"{cid}-n1", image="demo", key_pair=cid)])
+        [running] = await provider.wait_running([created.instance_id], timeout=30)
+        assert "ssh_host_key" not in running.raw
+        with pytest.raises(SshError, match="publishes no SSH host key"):
+            await ssh_connect(running, key, timeout=5)
+        keys = await provider.console_host_keys(running.instance_id)
+        qingcloud = QingCloudProvider.from_runtime(sim.runtime())
+        try:
+            [seen] = await qingcloud.describe_instances(instance_ids=[running.instance_id])
+        finally:
+            await qingcloud.close()
+        assert keys == [seen.raw["ssh_host_key"]]
+        async with await ssh_connect(running, key, console=provider.console_host_keys) as ssh:
+            result = await asyncio.wait_for(ssh.run("echo pinned", check=True), 30)
+        assert str(result.stdout).strip() == "pinned"
+        # Another key on the console than the server's: refused, never trusted.
+        other = asyncssh.generate_private_key("ssh-ed25519").export_public_key("openssh").decode().strip()
+
+        async def lying(_: str) -> list[str]:
+            return [other]
+
+        with pytest.raises(SshError, match="not the one the cloud published"):
+            await ssh_connect(running, key, console=lying, timeout=10)
+        # The raw action: the last lines only with length; bad lengths are 400s naming it.
+        text = await asyncio.to_thread(
+            lambda: conn.compute.get_server_console_output(running.instance_id)["output"]
+        )
+        assert keys[0] in text
+        last = await asyncio.to_thread(
+            lambda: conn.compute.get_server_console_output(running.instance_id, length=1)["output"]
+        )
+        assert last == text.splitlines(keepends=True)[-1]
+        response = await asyncio.to_thread(
+            lambda: conn.compute.post(
+                f"/servers/{running.instance_id}/action", json={"os-getConsoleOutput": {"length": -5}}
+            )
+        )
+        assert response.status_code == 400 and "length" in response.json()["badRequest"]["message"]
+        await provider.terminate_instances([running.instance_id])
+        assert await provider.console_host_keys(running.instance_id) == []  # gone: 404, no keys
     finally:
         await asyncio.to_thread(lambda: conn.compute.delete_keypair(cid, ignore_missing=True))
         await asyncio.to_thread(conn.close)

@@ -9,6 +9,7 @@ import pytest
 from aiohttp.test_utils import TestClient, TestServer
 
 from pitrix.api.app import create_app
+from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.service import RuntimeService
 from pitrix.store import Store
 
@@ -25,7 +26,8 @@ DEAD_CLOUD = {
 
 @pytest.fixture
 async def api(store: Store) -> AsyncIterator[TestClient[Any, Any]]:
-    service = RuntimeService(store)
+    # DEAD_CLOUD's refused connections are retryable: fail them after one quick retry, not 17 s.
+    service = RuntimeService(store, retry=RetryPolicy(attempts=2, first_delay=0.05, max_delay=0.1))
     await service.start()
     client = TestClient(TestServer(create_app(service), host="127.0.0.1"))
     await client.start_server()
@@ -62,6 +64,8 @@ async def test_runtime_credentials_are_never_echoed(api: TestClient[Any, Any]) -
         ({**DEAD_CLOUD, "provider": "nimbus"}, None),
         ({**DEAD_CLOUD, "name": "Bad Name"}, "name"),
         ({"provider": "qingcloud"}, "name"),
+        ({**DEAD_CLOUD, "placement": "per-galaxy"}, "placement"),
+        ({**DEAD_CLOUD, "metadata_retention": "forever"}, "metadata_retention"),
     ],
 )
 async def test_bad_runtime_is_refused(

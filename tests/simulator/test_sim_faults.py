@@ -98,6 +98,8 @@ async def test_rate_faults_on_the_wire_and_the_provider_retrying_through_them(
         ("/_sim/faults/boot", {"delay_min": 2, "delay_max": 1}, "delay"),
         ("/_sim/faults/boot", {"failure_rate": -0.1}, "failure_rate"),
         ("/_sim/faults/boot", [1], "object"),
+        ("/_sim/faults/boot", {"fail_next": 1.5}, "fail_next"),
+        ("/_sim/faults/boot", {"fail_next": -1}, "fail_next"),
     ],
 )
 async def test_bad_fault_settings_name_the_field(sim: Simulator, path: str, body: Any, field: str) -> None:
@@ -128,6 +130,19 @@ async def test_a_failed_boot_fails_its_job_and_leaves_the_vm_stopped(
     start = await call(sim, "StartInstances", {"instances.1": iid})
     assert await wait_job(sim, start["job_id"]) == "successful"
     await provider.wait_running([iid], timeout=10)
+
+
+async def test_fail_next_fails_exactly_that_many_boots(sim: Simulator) -> None:
+    status, described = await admin(sim, "PUT", "/_sim/faults/boot", {"fail_next": 2})
+    assert status == 200 and described["boot"]["fail_next"] == 2
+    outcomes = []
+    for _ in range(3):
+        _iid, job = await run_one(sim)
+        outcomes.append(await wait_job(sim, job))
+    assert outcomes == ["failed", "failed", "successful"]
+    assert sim.faults.describe()["boot"] == {
+        "delay_min": 0.0, "delay_max": 0.0, "failure_rate": 0.0, "fail_next": 0,
+    }  # fmt: skip
 
 
 async def test_boot_delay_keeps_the_vm_pending_for_a_while(sim: Simulator) -> None:

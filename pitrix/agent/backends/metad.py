@@ -35,6 +35,7 @@ class MetadBackend:
                 client_key=config.client_key,
                 ca_file=config.client_cakeys,
                 bootstrap_token=config.bootstrap_token,
+                bootstrap_patience=config.bootstrap_patience,
             )
         )
 

@@ -15,6 +15,8 @@ import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import re2
+
 from pitrix.agent.template import gopath
 from pitrix.agent.template.encoding import decode, to_json, to_yaml
 from pitrix.agent.template.errors import FuncError
@@ -266,9 +268,14 @@ def parse_bool(s: Any) -> bool:
 def filter_(regex: Any, values: Any) -> list[Any]:
     """Items of a list matching ``regex``: strings by themselves, KVPairs by their value."""
     try:
-        rx = re.compile(_str(regex))
-    except re.error as exc:
-        raise FuncError(f"error parsing regexp: {exc}") from None
+        # RE2, as Go's regexp: the same syntax (no backreferences or lookaround) and matching in
+        # time linear in the input, so a hostile pattern cannot hang the render inside one match.
+        options = re2.Options()
+        options.log_errors = False  # the error is the template's, reported here, not on stderr
+        rx = re2.compile(_str(regex), options=options)
+    except re2.error as exc:
+        detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
+        raise FuncError(f"error parsing regexp: {detail}") from None
     if not isinstance(values, (list, tuple)):
         raise FuncError("filter only support slice or array.")
     out: list[Any] = []

@@ -11,6 +11,8 @@ boto's waiters sleep 15 s between looks.
 from __future__ import annotations
 
 import asyncio
+import base64
+import binascii
 import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping
@@ -23,6 +25,7 @@ from pitrix.logs import get_logger
 from pitrix.providers.aws.errors import to_provider_error
 from pitrix.providers.aws.instance_types import DEFAULT_TYPES, choose, parse_types
 from pitrix.providers.base import Instance, InstanceSpec, InstanceStatus, ProviderError
+from pitrix.providers.console import host_keys_from_console
 from pitrix.providers.polling import wait_all_running, wait_for, with_retries
 
 # EC2 state → the runtime's status. A shutting-down instance is as good as gone for a lookup.
@@ -224,6 +227,19 @@ class AwsProvider:
             if "Duplicate" not in exc.code:  # another replica imported it meanwhile
                 raise
         return name
+
+    async def console_host_keys(self, instance_id: str) -> list[str]:
+        """The host keys cloud-init printed on the instance's console (GetConsoleOutput, base64).
+
+        Empty while EC2 has no console output for it yet, or when the output holds no key block.
+        """
+        found = await self._call("get_console_output", InstanceId=instance_id)
+        encoded = str(found.get("Output") or "")
+        try:
+            text = base64.b64decode(encoded).decode(errors="replace")
+        except (binascii.Error, ValueError):
+            text = encoded  # some endpoints hand it back decoded
+        return host_keys_from_console(text)
 
     async def close(self) -> None:
         if self._stack is not None:

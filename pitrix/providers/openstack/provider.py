@@ -22,6 +22,7 @@ from openstack.connection import Connection
 
 from pitrix.logs import get_logger
 from pitrix.providers.base import Instance, InstanceSpec, InstanceStatus, ProviderError
+from pitrix.providers.console import host_keys_from_console
 from pitrix.providers.openstack.errors import to_provider_error
 from pitrix.providers.polling import wait_all_running, wait_for, with_retries
 
@@ -230,6 +231,22 @@ class OpenStackProvider:
             return name
 
         return await self._sdk("import_key_pair", ensure)
+
+    async def console_host_keys(self, instance_id: str) -> list[str]:
+        """The host keys cloud-init printed on the server's console (``os-getConsoleOutput``).
+
+        Empty while the console has none yet (still booting: Nova answers 409) or at all.
+        """
+
+        def work(conn: Connection) -> str:
+            url = f"/servers/{quote(instance_id, safe='')}/action"
+            response = conn.compute.post(url, json={"os-getConsoleOutput": {"length": None}})
+            if response.status_code in (404, 409):
+                return ""
+            sdk_exceptions.raise_from_response(response)
+            return str(response.json().get("output") or "")
+
+        return host_keys_from_console(await self._sdk("get console output", work))
 
     async def _servers(self, name_regex: str | None = None) -> list[Instance]:
         """Every page of ``GET /servers/detail``, as Nova's JSON.
