@@ -82,10 +82,11 @@ async def delete_all(api: ApiClient, cids: list[str], problems: list[str]) -> No
 
 
 async def concurrent(
-    api: ApiClient, stack: Stack, k: int, problems: list[str], channel: str
+    api: ApiClient, stack: Stack, k: int, problems: list[str], channel: str, clean_up: bool = True
 ) -> dict[str, Any]:
     """k clusters created at once. One that fails is counted and named, not fatal: at 1,000 the
-    figure of the others, and how many did not make it, are the finding."""
+    figure of the others, and how many did not make it, are the finding. ``clean_up`` deletes them
+    (so the next row starts from the same state); the last row leaves them to the stack's end."""
     assert stack.pitrixd is not None
     pid = stack.pitrixd.pid
     cpu0, rss0 = procs.cpu_seconds(pid), procs.memory_kib(pid)
@@ -109,7 +110,8 @@ async def concurrent(
         problems.append(
             f"{len(failed)} of {k} concurrent clusters did not become active; the first: {failed[0]}"
         )
-    await delete_all(api, [c for c, _t, _e in results], problems)
+    if clean_up:
+        await delete_all(api, [c for c, _t, _e in results], problems)
     return figures
 
 
@@ -149,7 +151,7 @@ async def measure(
     out: dict[str, Any] = {"problems": []}
     try:
         async with running_stack(workdir, *sim_args) as stack, stack.api() as api:
-            first, out["first"] = await create_active(api, "first", channel)
+            _first, out["first"] = await create_active(api, "first", channel)
             one = []
             for i in range(singles):
                 cid, took = await create_active(api, f"one-{i}", channel)
@@ -157,12 +159,14 @@ async def measure(
                 await delete_all(api, [cid], out["problems"])
             out["one"] = one
             out["concurrent"] = []
-            for k in ks:
+            for n, k in enumerate(ks):
                 if out["concurrent"] and (skip := too_long(out["concurrent"][-1], k)):
                     out["skipped"] = skip
                     break
-                out["concurrent"].append(await concurrent(api, stack, k, out["problems"], channel))
-            await delete_all(api, [first], out["problems"])
+                last = n == len(ks) - 1
+                row = await concurrent(api, stack, k, out["problems"], channel, clean_up=not last)
+                out["concurrent"].append(row)
+            # Not measured, and the stack's end takes every VM down: the clusters left are not deleted.
     finally:
         await asyncio.to_thread(shutil.rmtree, workdir, True)
     return out
