@@ -82,6 +82,29 @@ async def run_script(name: str, module: Any, quick: bool) -> str:
     return text
 
 
+def reflow(paragraph: str) -> str:
+    """A docstring paragraph on one line; a list keeps one line per item (``- `` starts an item)."""
+    items: list[str] = []
+    for line in paragraph.splitlines():
+        if line.lstrip().startswith("- ") or not items:
+            items.append(line.strip())
+        else:
+            items[-1] += " " + line.strip()
+    return "\n".join(" ".join(item.split()) for item in items)
+
+
+def script_markdown(text: str) -> str:
+    """A script's output for the report: its markdown table (lines starting ``|``) as a table, the
+    rest (progress lines, a failure's tail) verbatim in a code block."""
+    lines = text.splitlines()
+    table = [line for line in lines if line.startswith("|")]
+    rest = "\n".join(line for line in lines if not line.startswith("|")).strip("\n")
+    parts = [f"```\n{rest}\n```\n"] if rest else []
+    if table:
+        parts.append("\n".join(table) + "\n")
+    return "\n".join(parts)
+
+
 async def run_one(name: str, module: Any, quick: bool) -> str:
     """Run one benchmark; the markdown of its section (a failure is reported, not raised)."""
     began = time.monotonic()
@@ -96,7 +119,7 @@ async def run_one(name: str, module: Any, quick: bool) -> str:
         else:
             text = await run_script(name, module, quick)
             print(text, flush=True)
-            body = f"```\n{text}\n```\n"
+            body = script_markdown(text)
     except Exception as exc:
         body = f"{FAILED}`{type(exc).__name__}: {exc}`\n"
         print(f"  FAILED: {type(exc).__name__}: {exc}", flush=True)
@@ -104,7 +127,7 @@ async def run_one(name: str, module: Any, quick: bool) -> str:
     print(f"   ({took:.1f} s)\n", flush=True)
     doc = getattr(module, "__doc__", None) or ""
     # The module's docstring says how the figures were taken: it heads the section, reflowed.
-    intro = "\n\n".join(" ".join(p.split()) for p in inspect.cleandoc(doc).split("\n\n")) if doc else ""
+    intro = "\n\n".join(reflow(p) for p in inspect.cleandoc(doc).split("\n\n")) if doc else ""
     return f"<!-- bench:{name} -->\n## {title}\n\n{intro}\n\n{body}\n<!-- /bench:{name} -->\n"
 
 

@@ -32,6 +32,7 @@ from pitrix.metad.client import MetadManagementClient
 from pitrix.store import Op, Store
 from pitrix.store.embedded import EmbeddedEtcd
 
+TITLE = "pitrix-metad with mutual TLS: fan-out, idle long-polls, GET /self"
 LISTEN_IP = "127.109.0.1"
 GET_CLIENTS = 50
 ANCHORS = {
@@ -330,20 +331,28 @@ async def gets_per_second(world: World, clients: int, seconds: float) -> float:
 async def _start_metad(
     tmp: Path, etcd_url: str, profile: str | None = None
 ) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
-    # With --profile metad runs under cProfile, which writes its stats when metad exits on SIGTERM.
+    """metad's log goes to a file of its own, not to this script's stderr: its lines are no figures,
+    and a pipe the runner closes must not turn metad's last log line into a BrokenPipe traceback.
+    With --profile metad runs under cProfile, which writes its stats when metad exits on SIGTERM."""
     wrapper = ["-m", "cProfile", "-o", profile] if profile else []
+    log = (tmp / "metad.log").open("ab")
     process = await asyncio.create_subprocess_exec(
         sys.executable, *wrapper, "-m", "pitrix.metad.main",
         "--listen-ip", LISTEN_IP, "--instance-port", "0", "--manage-port", "0",
         "--etcd", etcd_url, "--wait-timeout", "900", "--log-level", "warning",
         "--tls-cert", str(tmp / "server.crt"), "--tls-key", str(tmp / "server.key"),
         "--client-ca", str(tmp / "ca.pem"),
-        stdout=asyncio.subprocess.PIPE, stdin=asyncio.subprocess.DEVNULL,
+        stdout=asyncio.subprocess.PIPE, stderr=log, stdin=asyncio.subprocess.DEVNULL,
     )  # fmt: skip
+    log.close()
     assert process.stdout is not None
     line = await asyncio.wait_for(process.stdout.readline(), 60)
     if not line:
-        raise RuntimeError("pitrix-metad exited before it was ready")
+        await process.wait()
+        tail = (tmp / "metad.log").read_text(errors="replace").splitlines()[-10:]
+        raise RuntimeError(
+            f"pitrix-metad exited ({process.returncode}) before it was ready:\n" + "\n".join(tail)
+        )
     return process, json.loads(line)
 
 

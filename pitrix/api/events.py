@@ -158,7 +158,9 @@ class EventHub:
         if parts[0] != "cluster-data" or len(parts) < 4 or raw.type == "delete":
             return None
         cid, kind = parts[1], parts[2]
-        if cid not in self._owners:
+        # Other records live there too (a node's bootstrap token, a raw string): not events, and
+        # never decoded, or they would end the dispatch of the whole revision they came in.
+        if cid not in self._owners or kind not in ("nodes", "jobs", "steps"):
             return None
         owner = self._owners[cid]
         record = json.loads(raw.value)

@@ -23,10 +23,15 @@ class ApiClient:
     def __init__(self, url: str, token: str | None = None, timeout: float = 120.0) -> None:
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
-        connector: aiohttp.BaseConnector | None = None
+        # No connection limit: each /wait long-poll holds a connection until its cluster's job ends,
+        # so a caller following more than aiohttp's default of 100 clusters at once (the orchestration
+        # bench's 1,000) would leave every further request queued until it timed out.
+        connector: aiohttp.BaseConnector
         if self.url.startswith("unix:"):
-            connector = aiohttp.UnixConnector(path=self.url[len("unix:") :])
+            connector = aiohttp.UnixConnector(path=self.url[len("unix:") :], limit=0)
             self.url = "http://localhost"
+        else:
+            connector = aiohttp.TCPConnector(limit=0)
         self.session = aiohttp.ClientSession(
             headers=headers, connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
         )

@@ -69,7 +69,10 @@ class MetadManagementClient:
     @property
     def session(self) -> aiohttp.ClientSession:
         if self._session is None or self._session.closed:
-            connector = aiohttp.TCPConnector(ssl=self._ssl) if self._ssl is not None else None
+            # No connection limit: every ``watch`` holds a connection for as long as it follows (the
+            # runtime keeps one per cluster it works on), so aiohttp's default of 100 let 100 clusters
+            # at work starve every other request of the runtime until its timeout.
+            connector = aiohttp.TCPConnector(ssl=self._ssl if self._ssl is not None else True, limit=0)
             self._session = aiohttp.ClientSession(connector=connector)
             self._own_session = True
         return self._session

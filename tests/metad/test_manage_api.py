@@ -159,6 +159,23 @@ async def test_watch_from_revision_replays_and_follows(manage: MetadManagementCl
     assert [(e["type"], e["revision"]) for e in events] == [("put", r1), ("put", r2), ("delete", r4)]
 
 
+async def test_requests_go_through_beside_many_open_watches(manage: MetadManagementClient) -> None:
+    """The runtime follows one watch per cluster at work on one client: past a connection pool's
+    size (aiohttp's default is 100) those streams must not leave writes waiting for a connection."""
+    revision = await manage.put_data("/clusters/many/env/r/a", "1")
+    streams = [manage.watch("/clusters/many", revision) for _ in range(110)]
+    try:
+        async with asyncio.timeout(60):  # every stream holds its connection once it has an event
+            firsts = await asyncio.gather(*(_collect(s, 1) for s in streams))
+        assert all(f[0]["revision"] == revision for f in firsts)
+        async with asyncio.timeout(DEADLINE):
+            later = await manage.put_data("/clusters/other/env/r/b", "2")
+            assert await manage.get_data("/clusters/other/env/r/b") == "2"
+        assert later > revision
+    finally:
+        await asyncio.gather(*(s.aclose() for s in streams))
+
+
 async def test_watch_resyncs_after_compaction(private_store: Store, net) -> None:
     async with (
         Metad(private_store, net.metad_ip, 0, 0) as metad,
