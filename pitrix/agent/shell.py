@@ -19,7 +19,6 @@ import signal
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO
 
 OUTPUT_TAIL_BYTES = 4096
 
@@ -65,73 +64,64 @@ async def run_shell(
     The tail is kept rather than the whole output because lifecycle commands can be chatty and
     the result travels back through metad as a single value.
     """
-    child = await _Child.start(command, root, env if env is not None else command_env(root))
-    tail = bytearray()
-
-    async def drain() -> None:
-        while chunk := await child.stdout.read(65536):
-            tail.extend(chunk)
-            if len(tail) > tail_bytes:
-                del tail[: len(tail) - tail_bytes]
-
-    reader = asyncio.ensure_future(drain())
+    child = _Child(command, root, env if env is not None else command_env(root), tail_bytes)
     timed_out = False
     try:
-        await asyncio.wait_for(child.wait(), timeout)
-    except TimeoutError:
-        timed_out = True
-        kill_group(child.pid)
-        await child.wait()
-    except asyncio.CancelledError:
-        kill_group(child.pid)
-        with contextlib.suppress(Exception):
-            await asyncio.shield(child.wait())
-        reader.cancel()
+        try:
+            await asyncio.wait_for(child.exited(), timeout)
+        except TimeoutError:
+            timed_out = True
+            kill_group(child.pid)
+            await child.exited()
+        except asyncio.CancelledError:
+            kill_group(child.pid)
+            with contextlib.suppress(Exception):
+                await asyncio.shield(child.exited())
+            raise
+        # A daemon started by the command may keep the pipe open after the shell exited: give
+        # the output a moment to end, then keep what arrived.
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(child.output_ended(), 1.0)
+    finally:
         child.close()
-        raise
-    # A daemon started by the command may keep the pipe open after the shell exited: give the
-    # reader a moment for what is already buffered, then stop reading.
-    try:
-        await asyncio.wait_for(asyncio.shield(reader), 1.0)
-    except TimeoutError:
-        reader.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await reader
-    child.close()
     code = child.returncode if child.returncode is not None else -1
-    return ShellResult(exit_code=code, output=tail.decode("utf-8", "replace"), timed_out=timed_out)
+    return ShellResult(exit_code=code, output=child.tail.decode("utf-8", "replace"), timed_out=timed_out)
 
 
 class _Child:
-    """``sh -c command`` started by vfork, its exit awaited on a pidfd, its output on a pipe."""
+    """``sh -c command``: started by vfork, its exit awaited on a pidfd, its merged output read
+    from a pipe. Both descriptors belong to this object alone and are closed once, by ``close``:
+    a descriptor closed twice in a process that runs a thousand agents closes someone else's."""
 
-    def __init__(
-        self,
-        proc: subprocess.Popen[bytes],
-        pidfd: int,
-        stdout: asyncio.StreamReader,
-        pipe: asyncio.BaseTransport,
-    ) -> None:
-        self._proc = proc
-        self._pidfd = pidfd
-        self.stdout = stdout
-        self._pipe = pipe
-        self._exited = asyncio.get_running_loop().create_future()
-        asyncio.get_running_loop().add_reader(pidfd, self._on_exit)
-
-    @classmethod
-    async def start(cls, command: str, root: Path, env: dict[str, str]) -> _Child:
-        proc, output, pidfd = _spawn(command, root, env)
-        stdout = asyncio.StreamReader()
+    def __init__(self, command: str, root: Path, env: dict[str, str], tail_bytes: int) -> None:
+        loop = asyncio.get_running_loop()
+        read_end, write_end = os.pipe()
         try:
-            pipe, _ = await asyncio.get_running_loop().connect_read_pipe(
-                lambda: asyncio.StreamReaderProtocol(stdout), output
+            # vfork: well under a millisecond whatever the parent's size, so it runs on the loop
+            # rather than paying a thread hop.
+            self._proc = subprocess.Popen(
+                ["sh", "-c", command],
+                cwd=str(root),
+                env=env,
+                stdin=subprocess.DEVNULL,
+                stdout=write_end,
+                stderr=subprocess.STDOUT,
+                start_new_session=True,
             )
         except BaseException:
-            output.close()
-            os.close(pidfd)
+            os.close(read_end)
             raise
-        return cls(proc, pidfd, stdout, pipe)
+        finally:
+            os.close(write_end)  # the child holds its copy; ours would keep the pipe from ending
+        self.tail = bytearray()
+        self._tail_bytes = tail_bytes
+        self._output_fd: int | None = read_end
+        self._pidfd: int | None = os.pidfd_open(self._proc.pid)
+        self._exited = loop.create_future()
+        self._ended = loop.create_future()
+        os.set_blocking(read_end, False)
+        loop.add_reader(read_end, self._on_output)
+        loop.add_reader(self._pidfd, self._on_exit)
 
     @property
     def pid(self) -> int:
@@ -141,44 +131,49 @@ class _Child:
     def returncode(self) -> int | None:
         return self._proc.returncode
 
+    def _on_output(self) -> None:
+        assert self._output_fd is not None
+        try:
+            chunk = os.read(self._output_fd, 65536)
+        except (BlockingIOError, InterruptedError):
+            return
+        if not chunk:
+            self._stop_reading()
+            return
+        self.tail.extend(chunk)
+        if len(self.tail) > self._tail_bytes:
+            del self.tail[: len(self.tail) - self._tail_bytes]
+
+    def _stop_reading(self) -> None:
+        if self._output_fd is not None:
+            asyncio.get_running_loop().remove_reader(self._output_fd)
+            os.close(self._output_fd)
+            self._output_fd = None
+        if not self._ended.done():
+            self._ended.set_result(None)
+
     def _on_exit(self) -> None:
-        if not self._exited.done():
-            self._proc.wait()  # readable pidfd: it has exited, so this reaps it at once
-            self._exited.set_result(None)
-
-    async def wait(self) -> int | None:
-        await asyncio.shield(self._exited)
-        return self._proc.returncode
-
-    def close(self) -> None:
-        """Stop watching (the process has been waited for, or is being abandoned killed)."""
-        if self._pidfd >= 0:
+        if self._pidfd is not None:
             asyncio.get_running_loop().remove_reader(self._pidfd)
             os.close(self._pidfd)
-            self._pidfd = -1
-        self._pipe.close()
+            self._pidfd = None
+        self._proc.wait()  # the pidfd turned readable: it has exited, so this reaps it at once
+        if not self._exited.done():
+            self._exited.set_result(None)
 
+    async def exited(self) -> None:
+        await asyncio.shield(self._exited)
 
-def _spawn(command: str, root: Path, env: dict[str, str]) -> tuple[subprocess.Popen[bytes], BinaryIO, int]:
-    """Start the shell (vfork: well under a millisecond, so it runs on the loop rather than paying a
-    thread hop); the read end of its merged output and a pidfd that turns readable at its exit."""
-    read_end, write_end = os.pipe()
-    try:
-        proc = subprocess.Popen(
-            ["sh", "-c", command],
-            cwd=str(root),
-            env=env,
-            stdin=subprocess.DEVNULL,
-            stdout=write_end,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    except BaseException:
-        os.close(read_end)
-        raise
-    finally:
-        os.close(write_end)  # the child holds its copy; ours would keep the pipe from ending
-    return proc, open(read_end, "rb", buffering=0), os.pidfd_open(proc.pid)
+    async def output_ended(self) -> None:
+        await asyncio.shield(self._ended)
+
+    def close(self) -> None:
+        """Stop reading its output (what arrived is kept) and stop watching it, once."""
+        self._stop_reading()
+        if self._pidfd is not None:
+            asyncio.get_running_loop().remove_reader(self._pidfd)
+            os.close(self._pidfd)
+            self._pidfd = None
 
 
 def kill_group(pgid: int) -> None:

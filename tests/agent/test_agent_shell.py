@@ -39,3 +39,30 @@ async def test_cancel_kills_the_command(tmp_path: Path) -> None:
     with contextlib.suppress(asyncio.CancelledError):
         await task
     assert await wait_gone(pid)
+
+
+async def test_many_commands_at_once_keep_their_own_output_and_leak_no_descriptor(tmp_path: Path) -> None:
+    """As in the simulator's light mode: hundreds of agents' commands in one process at once.
+
+    Each child's pipe and pidfd belong to its own run alone; a descriptor closed twice would close
+    a neighbour's (EBADF in an unrelated write), and one never closed would pile up.
+    """
+    before = len(os.listdir("/proc/self/fd"))
+
+    def durable_writes(n: int) -> None:  # threads opening and closing files meanwhile
+        for i in range(200):
+            target = tmp_path / f"w{n}-{i}"
+            target.write_bytes(b"x")
+            target.unlink()
+
+    writers = [asyncio.to_thread(durable_writes, n) for n in range(4)]
+    results = await asyncio.gather(
+        *(
+            run_shell(f"echo out-{i}; echo err-{i} >&2; exit {i % 3}", root=tmp_path, timeout=60)
+            for i in range(300)
+        ),
+        *writers,
+    )
+    for i, result in enumerate(results[:300]):
+        assert result.exit_code == i % 3 and result.output == f"out-{i}\nerr-{i}\n", (i, result)
+    assert len(os.listdir("/proc/self/fd")) == before
