@@ -178,26 +178,7 @@ async def measure(
 async def run(quick: bool) -> list[Table]:
     singles, ks = (3, [5]) if quick else (5, [10, 30])
     full = await measure(singles, ks)
-    table = Table(
-        "Full mode (every node a VM with its own pitrix-agent process)",
-        [
-            "clusters (3 nodes each)",
-            "each: accepted → active",
-            "all active (wall)",
-            "pitrixd CPU s / cluster",
-            "pitrixd peak MiB / cluster",
-        ],
-    )
-    table.add("first (creates the metadata cluster)", ms(full["first"]) + " (once)", "-", "-", "-")
-    table.add(f"1 ({singles} in a row)", p50_p99(full["one"]), "-", "-", "-")
-    for c in full["concurrent"]:
-        table.add(
-            f"{c['k']} concurrent" + (f" ({c['failed']} failed)" if c["failed"] else ""),
-            p50_p99(c["each"]),
-            ms(c["wall"]),
-            f"{c['cpu_per_cluster']:.3f}",
-            f"{c['peak_mib_per_cluster']:.2f}",
-        )
+    table = figures_table("Full mode (every node a VM with its own pitrix-agent process)", full, singles)
     table.notes += [
         "target: one 3-node cluster under 1 s of overhead; 100 concurrent clusters under 30 s",
         "peak MiB per cluster: pitrixd's peak RSS during the run above its RSS before, over the clusters",
@@ -212,26 +193,9 @@ async def run(quick: bool) -> list[Table]:
         return tables
     light_ks = [20] if quick else [100, 1000]
     light = await measure(singles, light_ks, ("--light",), "ssh")
-    lt = Table(
-        "Light mode (the simulator's in-process SSH and agents; pitrixd as in full mode)",
-        [
-            "clusters (3 nodes each)",
-            "each: accepted → active",
-            "all active (wall)",
-            "pitrixd CPU s / cluster",
-            "pitrixd peak MiB / cluster",
-        ],
+    lt = figures_table(
+        "Light mode (the simulator's in-process SSH and agents; pitrixd as in full mode)", light, singles
     )
-    lt.add("first (creates the metadata cluster)", ms(light["first"]) + " (once)", "-", "-", "-")
-    lt.add(f"1 ({singles} in a row)", p50_p99(light["one"]), "-", "-", "-")
-    for c in light["concurrent"]:
-        lt.add(
-            f"{c['k']:,} concurrent" + (f" ({c['failed']} failed)" if c["failed"] else ""),
-            p50_p99(c["each"]),
-            ms(c["wall"]),
-            f"{c['cpu_per_cluster']:.3f}",
-            f"{c['peak_mib_per_cluster']:.2f}",
-        )
     lt.notes.append(
         "channel ssh: a light VM runs no userdata, so pitrixd writes each agent's files and starts it "
         "over SSH (bootstrap-agents), a step the full-mode clusters (channel rest) do not have"
@@ -242,6 +206,31 @@ async def run(quick: bool) -> list[Table]:
     lt.notes += [f"problem seen (not measured): {p}" for p in light["problems"]]
     tables.append(lt)
     return tables
+
+
+def figures_table(title: str, figures: dict[str, Any], singles: int) -> Table:
+    """One stack's rows: its first cluster, the singles, then each concurrent row."""
+    table = Table(
+        title,
+        [
+            "clusters (3 nodes each)",
+            "each: accepted → active",
+            "all active (wall)",
+            "pitrixd CPU s / cluster",
+            "pitrixd peak MiB / cluster",
+        ],
+    )
+    table.add("first (creates the metadata cluster)", ms(figures["first"]) + " (once)", "-", "-", "-")
+    table.add(f"1 ({singles} in a row)", p50_p99(figures["one"]), "-", "-", "-")
+    for c in figures["concurrent"]:
+        table.add(
+            f"{c['k']:,} concurrent" + (f" ({c['failed']} failed)" if c["failed"] else ""),
+            p50_p99(c["each"]),
+            ms(c["wall"]),
+            f"{c['cpu_per_cluster']:.3f}",
+            f"{c['peak_mib_per_cluster']:.2f}",
+        )
+    return table
 
 
 def verdicts(figures: dict[str, Any]) -> list[str]:

@@ -14,10 +14,9 @@ from typing import Any
 import pytest
 from e2e_cloud import Cloud, demo_app, simulated_cloud
 from e2e_daemons import live
+from test_ssh_channel import settled
 
 from pitrix.cli.demo import Child
-from pitrix.runtime.records import Cluster
-from pitrix.runtime.service import RuntimeService
 from pitrix.store import Store
 from simulator.vm import USERDATA_PATH
 
@@ -44,15 +43,6 @@ def openstack_runtime(sim: Child, name: str = "os") -> dict[str, Any]:
 async def cloud(store: Store, tmp_path: Path) -> AsyncIterator[Cloud]:
     async with simulated_cloud(store, tmp_path, runtime=openstack_runtime) as simulated:
         yield simulated
-
-
-async def settled(service: RuntimeService, cid: str, state: str) -> Cluster:
-    async def ended(cluster: Cluster) -> bool:
-        return cluster.state in ("active", "stopped", "deleted", "failed")
-
-    cluster = await service.wait(cid, ended, JOB_TIMEOUT)
-    assert cluster.state == state, cluster.last_error
-    return cluster
 
 
 async def test_ssh_channel_on_openstack_pins_host_keys_from_the_console(cloud: Cloud) -> None:
