@@ -23,7 +23,6 @@ from pitrix.agent.durable import write_durably
 from pitrix.agent.errors import BackendError, ConfigError
 from pitrix.logs import get_logger
 
-RENEW_AT = 2 / 3  # of the certificate's lifetime
 # After a failed renewal the current certificate (still valid) is kept, and the next attempt waits
 # this long, doubling up to the cap: a revoked agent must not ask on every request it makes.
 RENEW_RETRY_FIRST = 5.0
@@ -108,11 +107,7 @@ class AgentCertificate:
             return False
         if self._renew_retry_at is not None and asyncio.get_running_loop().time() < self._renew_retry_at:
             return False
-        # Life counts from issue: the CA backdates not_before by pki.BACKDATE against clock drift,
-        # which would make a short-lived certificate look two-thirds spent from the start (and be
-        # renewed on every request).
-        issued = min(self._not_before + pki.BACKDATE, self._not_after)
-        return dt.datetime.now(dt.UTC) >= issued + (self._not_after - issued) * RENEW_AT
+        return dt.datetime.now(dt.UTC) >= pki.renewal_time(self._not_before, self._not_after)
 
     # -- keeping it fresh -------------------------------------------------------------------------
 

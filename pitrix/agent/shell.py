@@ -152,11 +152,14 @@ class _Child:
         if not self._ended.done():
             self._ended.set_result(None)
 
-    def _on_exit(self) -> None:
+    def _stop_watching(self) -> None:
         if self._pidfd is not None:
             asyncio.get_running_loop().remove_reader(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = None
+
+    def _on_exit(self) -> None:
+        self._stop_watching()
         self._proc.wait()  # the pidfd turned readable: it has exited, so this reaps it at once
         if not self._exited.done():
             self._exited.set_result(None)
@@ -170,10 +173,7 @@ class _Child:
     def close(self) -> None:
         """Stop reading its output (what arrived is kept) and stop watching it, once."""
         self._stop_reading()
-        if self._pidfd is not None:
-            asyncio.get_running_loop().remove_reader(self._pidfd)
-            os.close(self._pidfd)
-            self._pidfd = None
+        self._stop_watching()
 
 
 def kill_group(pgid: int) -> None:

@@ -42,13 +42,12 @@ class MetadTLS:
         return ctx
 
     def server_renewal_due(self) -> dt.datetime | None:
-        """When a self-issued server certificate should be replaced (2/3 of its life, counted from
-        its real issue time); None when metad did not issue it and so cannot."""
+        """When a self-issued server certificate should be replaced (``pki.renewal_time``); None
+        when metad did not issue it and so cannot."""
         if self.self_issued_ip is None or self.issuer is None:
             return None
         cert = pki.cert_from_pem(self.cert_file.read_bytes())
-        issued = cert.not_valid_before_utc + pki.BACKDATE
-        return issued + (cert.not_valid_after_utc - issued) * 2 / 3
+        return pki.renewal_time(cert.not_valid_before_utc, cert.not_valid_after_utc)
 
     def reissue_server(self) -> None:
         """Sign and write the next self-issued server certificate over the current files.
