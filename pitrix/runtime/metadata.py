@@ -54,6 +54,16 @@ def metadata_name(holder: str, runtime: str) -> str:
     return f"pitrix-meta-{safe}"
 
 
+def _via_ssh(definition: Runtime | None) -> bool:
+    """Whether the runtime's definition asks for metad to be reached through SSH."""
+    return bool(definition and definition.model_dump().get("metad_via_ssh"))
+
+
+def _holder(definition: Runtime | None, owner: str) -> str:
+    """Whose metadata cluster serves ``owner``'s clusters on a runtime: theirs, or the shared one."""
+    return SHARED if definition is not None and definition.placement == "per-runtime" else owner
+
+
 class MetadataClusters:
     def __init__(
         self,
@@ -75,19 +85,17 @@ class MetadataClusters:
         kv = await self.store.get(runtime_key(name))
         return Runtime.model_validate_json(kv.value) if kv else None
 
-    async def via_ssh(self, runtime: str) -> bool:
-        """Whether the runtime's definition asks for metad to be reached through SSH."""
-        definition = await self._runtime(runtime)
-        return bool(definition and definition.model_dump().get("metad_via_ssh"))
+    async def _read(self, holder: str, runtime: str, definition: Runtime | None) -> MetadataCluster | None:
+        """The record of ``holder``'s metadata cluster on ``runtime``; a ready one is made reachable."""
+        kv = await self.store.get(metadata_key(holder, runtime))
+        record = MetadataCluster.model_validate_json(kv.value) if kv else None
+        if record is not None and record.status == "ready":
+            await self._reach(record, definition)
+        return record
 
-    async def holder(self, owner: str, runtime: str) -> str:
-        """Whose metadata cluster serves ``owner``'s clusters on ``runtime``: theirs, or the shared one."""
-        definition = await self._runtime(runtime)
-        return SHARED if definition is not None and definition.placement == "per-runtime" else owner
-
-    async def _reach(self, record: MetadataCluster) -> None:
+    async def _reach(self, record: MetadataCluster, definition: Runtime | None) -> None:
         """Open (or reopen) the SSH tunnel to the record's metad when its runtime wants one."""
-        if not record.instance_id or not await self.via_ssh(record.runtime):
+        if not record.instance_id or not _via_ssh(definition):
             return
         tunnel = self._tunnels.get(record.instance_id)
         if tunnel is not None and tunnel.alive:
@@ -111,29 +119,26 @@ class MetadataClusters:
 
     async def get(self, owner: str, runtime: str) -> MetadataCluster | None:
         """The metadata cluster serving ``owner``'s clusters on ``runtime``, if there is one."""
-        kv = await self.store.get(metadata_key(await self.holder(owner, runtime), runtime))
-        record = MetadataCluster.model_validate_json(kv.value) if kv else None
-        if record is not None and record.status == "ready":
-            await self._reach(record)
-        return record
+        definition = await self._runtime(runtime)
+        return await self._read(_holder(definition, owner), runtime, definition)
 
     async def ensure(self, owner: str, runtime: str, timeout: float = 120.0) -> MetadataCluster:
         """The metadata cluster serving ``owner``'s clusters on ``runtime``, created and healthy."""
-        holder = await self.holder(owner, runtime)
-        current = await self.get(owner, runtime)
+        definition = await self._runtime(runtime)
+        holder = _holder(definition, owner)
+        current = await self._read(holder, runtime, definition)
         if current and current.status == "ready" and await self._patient(current, holder, runtime):
             return current
         async with self.store.lock(f"metadata/{holder}/{runtime}", ttl=LOCK_TTL):
-            return await self._ensure_locked(holder, runtime, timeout)
+            return await self._ensure_locked(holder, runtime, timeout, definition)
 
-    async def _ensure_locked(self, owner: str, runtime: str, timeout: float) -> MetadataCluster:
+    async def _ensure_locked(
+        self, owner: str, runtime: str, timeout: float, definition: Runtime | None
+    ) -> MetadataCluster:
         """``owner`` is the holder here: an owner, or :data:`SHARED`."""
         log = get_logger("pitrix.metadata", owner=owner, runtime=runtime)
         key = metadata_key(owner, runtime)
-        kv = await self.store.get(key)
-        record = MetadataCluster.model_validate_json(kv.value) if kv else None
-        if record is not None and record.status == "ready":
-            await self._reach(record)
+        record = await self._read(owner, runtime, definition)
         if record is None:
             issuer = (await self.authority()).new_issuer(owner, runtime) if self.tls else None
             record = MetadataCluster(
@@ -155,7 +160,7 @@ class MetadataClusters:
         else:
             log.info("creating metadata cluster", name=record.name)
             key_pair = ""
-            if await self.via_ssh(runtime):
+            if _via_ssh(definition):
                 key_pair = (await self.keypairs.get(provider, owner, runtime)).cloud_id
             spec = InstanceSpec(
                 name=record.name,
@@ -169,7 +174,7 @@ class MetadataClusters:
         (instance,) = await wait_booted(provider, [instance.instance_id], timeout)
         record = record.model_copy(update={"instance_id": instance.instance_id, "ip": instance.private_ip})
         await self.store.put(key, record.dump())
-        await self._reach(record)
+        await self._reach(record, definition)
         await self._wait_healthy(record, timeout - (time.monotonic() - started))
         record = record.model_copy(update={"status": "ready"})
         await self.store.put(key, record.dump())
@@ -179,19 +184,19 @@ class MetadataClusters:
     async def release(self, owner: str, runtime: str, remaining: list[Cluster]) -> bool:
         """Remove the metadata cluster serving ``owner`` on ``runtime`` if no cluster it serves is
         left, unless the runtime keeps its metadata clusters."""
-        holder = await self.holder(owner, runtime)
+        definition = await self._runtime(runtime)
+        holder = _holder(definition, owner)
         log = get_logger("pitrix.metadata", owner=holder, runtime=runtime)
         if any(
             c.runtime == runtime and c.state != "deleted" and (holder == SHARED or c.owner == owner)
             for c in remaining
         ):
             return False
-        definition = await self._runtime(runtime)
         if definition is not None and definition.metadata_retention == "keep":
             log.info("metadata cluster kept: the runtime's metadata_retention is keep")
             return False
         async with self.store.lock(f"metadata/{holder}/{runtime}", ttl=LOCK_TTL):
-            record = await self.get(owner, runtime)
+            record = await self._read(holder, runtime, definition)
             if record is None:
                 return False
             provider = await self.provider_for(runtime)
