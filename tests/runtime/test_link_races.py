@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
@@ -56,6 +58,28 @@ async def failed(service: RuntimeService, cid: str) -> None:
     await service.wait(cid, ended, 60)
 
 
+@dataclass
+class Held:
+    """A method of one replica held open after it ran: ``reached`` is set then, ``go_on`` lets it return."""
+
+    reached: asyncio.Event
+    go_on: asyncio.Event
+
+
+def hold_after(monkeypatch: pytest.MonkeyPatch, service: RuntimeService, name: str) -> Held:
+    held = Held(asyncio.Event(), asyncio.Event())
+    original = getattr(service, name)
+
+    async def held_open(*args: Any) -> Any:
+        result = await original(*args)  # the check itself runs and passes
+        held.reached.set()
+        await held.go_on.wait()
+        return result
+
+    monkeypatch.setattr(service, name, held_open)
+    return held
+
+
 async def test_a_link_made_during_a_delete_fails_the_delete(
     replicas: tuple[RuntimeService, RuntimeService], monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -63,19 +87,12 @@ async def test_a_link_made_during_a_delete_fails_the_delete(
     target, _ = await deleter.create_cluster(owner="o", runtime="dead", app=APP)
     await failed(deleter, target.id)
 
-    checked, go_on = asyncio.Event(), asyncio.Event()
     original = deleter._refuse_if_linked
-
-    async def held_check(cluster: Cluster) -> None:
-        await original(cluster)  # no link yet: the check passes
-        checked.set()
-        await go_on.wait()
-
-    monkeypatch.setattr(deleter, "_refuse_if_linked", held_check)
+    held = hold_after(monkeypatch, deleter, "_refuse_if_linked")  # no link yet: the check passes
     deleting = asyncio.create_task(deleter.delete_cluster(target.id))
-    await asyncio.wait_for(checked.wait(), 30)
+    await asyncio.wait_for(held.reached.wait(), 30)
     linker, _ = await creator.create_cluster(owner="o", runtime="dead", app=APP, links={"db": target.id})
-    go_on.set()
+    held.go_on.set()
     with pytest.raises(LifecycleError, match="changed meanwhile"):
         await deleting
     assert (await deleter.get_cluster(target.id)).state == "failed"  # nothing changed
@@ -93,22 +110,13 @@ async def test_a_target_deleted_after_the_link_check_fails_the_create(
     await failed(deleter, target.id)
     before = len(await creator.list_clusters())
 
-    checked, go_on = asyncio.Event(), asyncio.Event()
-    original = creator._check_links
-
-    async def held_check(*args: object) -> object:
-        result = await original(*args)  # type: ignore[arg-type]
-        checked.set()
-        await go_on.wait()
-        return result
-
-    monkeypatch.setattr(creator, "_check_links", held_check)
+    held = hold_after(monkeypatch, creator, "_check_links")
     creating = asyncio.create_task(
         creator.create_cluster(owner="o", runtime="dead", app=APP, links={"db": target.id})
     )
-    await asyncio.wait_for(checked.wait(), 30)
+    await asyncio.wait_for(held.reached.wait(), 30)
     await deleter.delete_cluster(target.id)
-    go_on.set()
+    held.go_on.set()
     with pytest.raises(LifecycleError, match="changed meanwhile"):
         await creating
     assert len(await creator.list_clusters()) == before  # no linking cluster was made
