@@ -18,12 +18,13 @@ from typing import Any
 
 from pitrix.agent.backends import Backend, select
 from pitrix.agent.commands import CommandLedger, CommandRunner, command_from_values
+from pitrix.agent.confdir import ConfDir
 from pitrix.agent.config import AgentConfig
 from pitrix.agent.errors import AgentError
 from pitrix.agent.health import HealthChecker, health_from_values
 from pitrix.agent.render import TemplateCache
 from pitrix.agent.report import Reporter
-from pitrix.agent.resource import ApplyOptions, ApplyResult, TemplateResource, load_resources
+from pitrix.agent.resource import ApplyOptions, ApplyResult, TemplateResource
 from pitrix.logs import get_logger
 
 BACKOFF_START = 0.5
@@ -47,6 +48,7 @@ class Agent:
         self.backend = backend
         self.reporter = reporter
         self.cache = TemplateCache()
+        self.confdir = ConfDir(config)
         self.options = ApplyOptions.from_config(config)
         self.results: dict[str, ApplyResult] = {}
         self.revision = 0
@@ -82,7 +84,7 @@ class Agent:
         ``hooks`` (the watch loop's) hear when the values are read and when the resources are
         applied, so the watch for the next change runs while this round applies.
         """
-        resources, load_errors = await asyncio.to_thread(load_resources, self.config)
+        resources, load_errors = self.confdir.load()
         keys = self._watch_keys(resources)
         values = await self.backend.get_values(keys) if keys else {}
         revision = self.backend.revision

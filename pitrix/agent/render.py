@@ -1,7 +1,7 @@
 """Rendering one template resource's source with its values, through the Go-template engine.
 
-Parsed templates are cached per source file (keyed on its modification time and size), so a
-watch round that re-applies a resource re-executes its template but does not re-parse it.
+Parsed templates are kept per source file while it is unchanged (``filecache``), so a watch
+round that re-applies a resource re-executes its template but does not re-parse it.
 """
 
 from __future__ import annotations
@@ -10,14 +10,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pitrix.agent.filecache import FileCache
+
 
 class RenderError(Exception):
     """The template could not be read, parsed or executed; the message names the file and place."""
 
 
 @dataclass
-class _Cached:
-    stamp: tuple[int, int]
+class _Parsed:
     template: Any
     funcs: dict[str, Any]
 
@@ -26,7 +27,7 @@ class _Cached:
 class TemplateCache:
     """Parsed templates of one agent, by source path."""
 
-    _entries: dict[Path, _Cached] = field(default_factory=dict)
+    _parsed: FileCache[_Parsed] = field(default_factory=FileCache)
 
     def render(self, src: Path, values: dict[str, str]) -> str:
         """Execute ``src`` against ``values`` (keys as templates see them: prefix already stripped)."""
@@ -37,25 +38,23 @@ class TemplateCache:
             st = src.stat()
         except OSError as exc:
             raise RenderError(f"template {src}: {exc.strerror}") from None
-        stamp = (st.st_mtime_ns, st.st_size)
-        kv = MemKV(values)
-        fresh = confd_funcs(kv)
-        entry = self._entries.get(src)
+        fresh = confd_funcs(MemKV(values))
+
+        def read_and_parse() -> _Parsed:
+            try:
+                text = src.read_text()
+            except (OSError, UnicodeDecodeError) as exc:
+                raise RenderError(f"template {src}: {exc}") from None
+            funcs = dict(fresh)
+            return _Parsed(parse(text, name=src.name, funcs=funcs), funcs)
+
         try:
-            if entry is None or entry.stamp != stamp:
-                try:
-                    text = src.read_text()
-                except (OSError, UnicodeDecodeError) as exc:
-                    raise RenderError(f"template {src}: {exc}") from None
-                funcs = dict(fresh)
-                template = parse(text, name=src.name, funcs=funcs)
-                entry = _Cached(stamp, template, funcs)
-                self._entries[src] = entry
-            else:
+            parsed, made = self._parsed.get(src, st, read_and_parse)
+            if not made:
                 # The parsed template keeps a reference to its function map; re-point the
                 # functions at this round's values instead of parsing again.
-                entry.funcs.update(fresh)
-            return str(entry.template.execute(None))
+                parsed.funcs.update(fresh)
+            return str(parsed.template.execute(None))
         except TemplateError as exc:
             raise RenderError(f"template {src.name}: {exc}") from None
         except RenderError:

@@ -18,7 +18,7 @@ import pwd
 import re
 import sys
 import tomllib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -57,10 +57,24 @@ class ApplyOptions:
     sync_only: bool = False
     keep_stage_file: bool = False
     hook_timeout: float = 60.0
+    # What check_cmd and reload_cmd see (``shell.command_env``), made once: copying os.environ
+    # for every command was a tenth of a small round's work. None: made per command.
+    env: dict[str, str] | None = None
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> ApplyOptions:
-        return cls(config.noop, config.sync_only, config.keep_stage_file, config.hook_timeout)
+        env = command_env(config.root)
+        return cls(config.noop, config.sync_only, config.keep_stage_file, config.hook_timeout, env)
+
+
+@dataclass(frozen=True)
+class _Step:
+    """What the worker-thread part of an apply found and did."""
+
+    text: str
+    staged: Path | None  # the staged file, when it is still beside the destination
+    previous: _FileState | None
+    in_sync: bool
 
 
 @dataclass(frozen=True)
@@ -95,6 +109,10 @@ class TemplateResource:
     gid: int | None = None
     check_cmd: str = ""
     reload_cmd: str = ""
+    _log: Any = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        self._log = get_logger("pitrix.agent.resource", resource=self.name, dest=str(self.dest))
 
     # -- loading ---------------------------------------------------------------------------------
 
@@ -179,28 +197,32 @@ class TemplateResource:
 
     async def process(self, values: dict[str, str], cache: TemplateCache, opts: ApplyOptions) -> ApplyResult:
         """Apply this resource for ``values`` (full keys); never raises for a failed apply."""
-        log = get_logger("pitrix.agent.resource", resource=self.name, dest=str(self.dest))
+        log = self._log
         staged: Path | None = None
         try:
-            text, ready, previous, in_sync = await asyncio.to_thread(self._prepare, cache, values)
-            staged = ready
-            if in_sync:
+            # When nothing has to judge the staged file first, it is swapped in by the same
+            # worker-thread hop that rendered it: one hop per apply, not two.
+            gated = opts.noop or bool(self.check_cmd and not opts.sync_only)
+            step = await asyncio.to_thread(self._prepare, cache, values, not gated, opts.keep_stage_file)
+            staged = step.staged
+            if step.in_sync:
                 log.debug("in sync")
                 return ApplyResult(self.name, ok=True)
             if opts.noop:
-                await asyncio.to_thread(self._show_diff, previous, text)
+                await asyncio.to_thread(self._show_diff, step.previous, step.text)
                 log.warning("noop: destination not modified")
                 return ApplyResult(self.name, ok=True, changed=True)
-            if not opts.sync_only and self.check_cmd:
-                error = await self._check(ready, opts.hook_timeout)
+            if gated:
+                assert step.staged is not None
+                error = await self._check(step.staged, opts.hook_timeout, opts.env)
                 if error:
                     log.error("check_cmd rejected the staged file", error=error)
                     return ApplyResult(self.name, ok=False, error=error)
-            await asyncio.to_thread(self._install, ready)
+                await asyncio.to_thread(self._install, step.staged)
             staged = None
             log.info("destination updated")
             if not opts.sync_only and self.reload_cmd:
-                error = await self._reload_or_restore(previous, opts.hook_timeout)
+                error = await self._reload_or_restore(step.previous, opts.hook_timeout, opts.env)
                 if error:
                     log.error("reload failed", error=error)
                     return ApplyResult(self.name, ok=False, changed=True, error=error)
@@ -222,54 +244,47 @@ class TemplateResource:
 
     # -- the steps -------------------------------------------------------------------------------
 
-    def _prepare(
-        self, cache: TemplateCache, values: dict[str, str]
-    ) -> tuple[str, Path, _FileState | None, bool]:
-        """Render, stage and compare in one worker-thread hop (thousands of agents share a pool)."""
+    def _prepare(self, cache: TemplateCache, values: dict[str, str], swap: bool, keep_stage: bool) -> _Step:
+        """Render and compare with the destination; unless it is already in place, stage the new
+        file beside it, and with ``swap`` put it in place too (in a worker thread: an fsync)."""
         text = cache.render(self.src, self.template_values(values))
-        staged = self._stage(text)
-        try:
-            previous = self._read_dest()
-            in_sync = previous is not None and self._same_as(staged, previous)
-        except BaseException:
-            staged.unlink(missing_ok=True)
-            raise
-        return text, staged, previous, in_sync
+        data = text.encode()
+        previous = self._read_dest()
+        attrs = self._target_attrs(previous)
+        in_sync = previous is not None and (previous.mode, previous.uid, previous.gid) == attrs
+        in_sync = in_sync and previous is not None and previous.data == data
+        if in_sync and not keep_stage:
+            return _Step(text, None, previous, in_sync=True)
+        mode, uid, gid = attrs
+        self.dest.parent.mkdir(parents=True, exist_ok=True)
+        staged = stage_beside(self.dest, data, mode, (uid, gid))
+        if swap and not in_sync:
+            try:
+                self._install(staged)
+            except BaseException:
+                staged.unlink(missing_ok=True)
+                raise
+            return _Step(text, None, previous, in_sync=False)
+        return _Step(text, staged, previous, in_sync)
 
-    def _target_attrs(self) -> tuple[int, int, int]:
+    def _target_attrs(self, current: _FileState | None) -> tuple[int, int, int]:
         """Mode, uid, gid the destination must have, with confd's defaults: the agent's own user,
         and the mode the file has now (0644 for a new file)."""
         mode = self.mode
         if mode is None:
-            try:
-                mode = self.dest.stat().st_mode & 0o7777
-            except FileNotFoundError:
-                mode = 0o644
+            mode = current.mode if current is not None else 0o644
         uid = self.uid if self.uid is not None else os.geteuid()
         gid = self.gid if self.gid is not None else os.getegid()
         return mode, uid, gid
 
-    def _stage(self, text: str) -> Path:
-        """Write ``text`` to a hidden file beside the destination, with the target attributes."""
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
-        mode, uid, gid = self._target_attrs()
-        return stage_beside(self.dest, text.encode(), mode, (uid, gid))
-
     def _read_dest(self) -> _FileState | None:
         try:
-            data = self.dest.read_bytes()
-            st = self.dest.stat()
+            with self.dest.open("rb") as fh:
+                st = os.fstat(fh.fileno())
+                data = fh.read()
         except FileNotFoundError:
             return None
         return _FileState(data, st.st_mode & 0o7777, st.st_uid, st.st_gid)
-
-    def _same_as(self, staged: Path, previous: _FileState) -> bool:
-        st = staged.stat()
-        return (st.st_mode & 0o7777, st.st_uid, st.st_gid) == (
-            previous.mode,
-            previous.uid,
-            previous.gid,
-        ) and staged.read_bytes() == previous.data
 
     def _show_diff(self, previous: _FileState | None, text: str) -> None:
         old = previous.data.decode("utf-8", "replace") if previous else ""
@@ -282,9 +297,9 @@ class TemplateResource:
         sys.stdout.write("".join(diff) or f"{self.dest}: mode or owner would change\n")
         sys.stdout.flush()
 
-    async def _check(self, staged: Path, timeout: float) -> str | None:
+    async def _check(self, staged: Path, timeout: float, env: dict[str, str] | None) -> str | None:
         command = _SRC_PLACEHOLDER.sub(lambda _m: str(staged), self.check_cmd)
-        result = await run_shell(command, root=self.root, timeout=timeout, env=command_env(self.root))
+        result = await run_shell(command, root=self.root, timeout=timeout, env=env)
         if result.ok:
             return None
         return f"check_cmd failed ({result.describe()}): {result.output.strip()[-500:]}"
@@ -306,13 +321,15 @@ class TemplateResource:
         path = stage_beside(self.dest, previous.data, previous.mode, (previous.uid, previous.gid))
         self._install(path)
 
-    async def _reload_or_restore(self, previous: _FileState | None, timeout: float) -> str | None:
-        result = await run_shell(self.reload_cmd, root=self.root, timeout=timeout)
+    async def _reload_or_restore(
+        self, previous: _FileState | None, timeout: float, env: dict[str, str] | None
+    ) -> str | None:
+        result = await run_shell(self.reload_cmd, root=self.root, timeout=timeout, env=env)
         if result.ok:
             return None
         error = f"reload_cmd failed ({result.describe()}): {result.output.strip()[-500:]}"
         await asyncio.to_thread(self._restore, previous)
-        again = await run_shell(self.reload_cmd, root=self.root, timeout=timeout)
+        again = await run_shell(self.reload_cmd, root=self.root, timeout=timeout, env=env)
         restored = "previous file restored" if previous is not None else "new file removed"
         if again.ok:
             return f"{error}; {restored} and reloaded"
@@ -335,28 +352,3 @@ def parse_mode(value: Any, where: str) -> int | None:
     if not 0 <= mode <= 0o7777:
         raise ResourceError(f"{where}: template.mode: {value!r} out of range")
     return mode
-
-
-def resource_files(config: AgentConfig) -> list[Path]:
-    """``conf.d/*.toml`` in name order, skipping hidden (``.``) and disabled (``_``) files."""
-    directory = config.resource_dir
-    if not directory.is_dir():
-        return []
-    return sorted(
-        p
-        for p in directory.iterdir()
-        if p.suffix == ".toml" and not p.name.startswith((".", "_")) and p.is_file()
-    )
-
-
-def load_resources(config: AgentConfig) -> tuple[list[TemplateResource], dict[str, str]]:
-    """Every resource that loads, and an error per file that does not (so one bad file does not
-    stop the others from being applied)."""
-    resources: list[TemplateResource] = []
-    errors: dict[str, str] = {}
-    for path in resource_files(config):
-        try:
-            resources.append(TemplateResource.load(path, config))
-        except ResourceError as exc:
-            errors[path.stem] = str(exc)
-    return resources, errors

@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 
+from pitrix.agent.confdir import load_resources
 from pitrix.agent.config import AgentConfig, Overrides, load_config
 from pitrix.agent.errors import ResourceError
 from pitrix.agent.render import TemplateCache
-from pitrix.agent.resource import ApplyOptions, TemplateResource, load_resources
+from pitrix.agent.resource import ApplyOptions, TemplateResource
 
 TEMPLATE = 'mode={{getv "/app/mode"}}\nport={{getv "/app/port" "80"}}\n'
 

@@ -1,0 +1,67 @@
+"""The conf.d directory: which template resources there are, each file parsed once per change.
+
+A watch round asks for the resources every time (confd re-reads conf.d each round too, so a file
+dropped in is picked up without a restart), but parsing TOML every round is most of a small
+round's work: a file is parsed again only when it changed (``filecache``). Listing the directory
+and a stat per file are cheap enough for the event loop, so no worker-thread hop is paid either.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+from pathlib import Path
+
+from pitrix.agent.config import AgentConfig
+from pitrix.agent.errors import ResourceError
+from pitrix.agent.filecache import FileCache
+from pitrix.agent.resource import TemplateResource
+
+
+def resource_files(config: AgentConfig) -> list[tuple[Path, os.stat_result]]:
+    """``conf.d/*.toml`` in name order with their stat, skipping hidden (``.``) and disabled
+    (``_``) files; a missing conf.d has none."""
+    found = []
+    try:
+        with os.scandir(config.resource_dir) as entries:
+            for entry in entries:
+                if not entry.name.endswith(".toml") or entry.name.startswith((".", "_")):
+                    continue
+                try:
+                    if entry.is_file():
+                        found.append((Path(entry.path), entry.stat()))
+                except FileNotFoundError:  # removed since the listing: it is simply not there
+                    continue
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+    return sorted(found, key=lambda pair: pair[0].name)
+
+
+class ConfDir:
+    """One agent's view of conf.d, parsed files kept while they are unchanged."""
+
+    def __init__(self, config: AgentConfig) -> None:
+        self._config = config
+        self._parsed: FileCache[TemplateResource] = FileCache()
+
+    def load(self) -> tuple[list[TemplateResource], dict[str, str]]:
+        """Every resource that loads, and an error per file that does not (so one bad file does
+        not stop the others from being applied). A file in error is read again every round."""
+        resources: list[TemplateResource] = []
+        errors: dict[str, str] = {}
+        files = resource_files(self._config)
+        for path, st in files:
+            try:
+                load = functools.partial(TemplateResource.load, path, self._config)
+                resource, _made = self._parsed.get(path, st, load)
+            except ResourceError as exc:
+                errors[path.stem] = str(exc)
+                continue
+            resources.append(resource)
+        self._parsed.keep_only({path for path, _st in files})
+        return resources, errors
+
+
+def load_resources(config: AgentConfig) -> tuple[list[TemplateResource], dict[str, str]]:
+    """conf.d parsed once, nothing kept (``-onetime`` and checks)."""
+    return ConfDir(config).load()
