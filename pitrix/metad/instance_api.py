@@ -25,12 +25,14 @@ from pitrix.metad.mirror import Mirror
 from pitrix.metad.tree import split_path
 from pitrix.metad.waiters import Waiter
 from pitrix.store import Store, StoreError
+from pitrix.store.grouped import GroupedPuts
 
 VERSION_HEADER = "X-Metad-Version"
 MAX_BODY = 256 * 1024
 
-STORE_KEY = web.AppKey("store", Store)
 LEASES_KEY = web.AppKey("leases", HeartbeatLeases)
+# Status reports of many instances after one change: written to etcd together (group commit).
+PUTS_KEY = web.AppKey("status-puts", GroupedPuts)
 WAIT_TIMEOUT_KEY = web.AppKey("wait_timeout", float)
 IDENTITY_KEY: web.AppKey[Identity] = web.AppKey("identity")
 ISSUER_KEY = web.AppKey("issuer", pki.CertificateAuthority)
@@ -135,7 +137,7 @@ async def write(request: web.Request) -> web.Response:
     caller = _caller(request)
     mapping = caller.mapping
     parts = split_path(request.match_info["path"])
-    store = request.app[STORE_KEY]
+    puts = request.app[PUTS_KEY]
     if request.method == "POST" and parts == ["self", "cert"]:
         return await _renew(request, caller)
     if parts[:2] != ["self", "status"] or len(parts) < 3:
@@ -150,10 +152,10 @@ async def write(request: web.Request) -> web.Response:
         elif kind in ("applied", "health") and len(parts) == 3:
             body = await _json_body(request)
             doc = status.applied(body) if kind == "applied" else status.health(body)
-            revision = await store.put(mapping.status_key(kind), json.dumps(doc))
+            revision = await puts.put(mapping.status_key(kind), json.dumps(doc))
         elif kind == "cmd" and len(parts) == 4:
             doc = status.cmd_result(parts[3], await _json_body(request))
-            revision = await store.put(mapping.status_key("cmd", parts[3]), json.dumps(doc))
+            revision = await puts.put(mapping.status_key("cmd", parts[3]), json.dumps(doc))
         else:
             return render.error(403, f"{'/'.join(parts)} is not a writable status key", _version(mirror))
     except status.BadBody as exc:
@@ -296,8 +298,8 @@ def build_app(
     app[LIFETIME_KEY] = cert_lifetime
     app[MIRROR_KEY] = mirror
     app[SHARED_KEY] = render.SharedSections()
-    app[STORE_KEY] = store
     app[LEASES_KEY] = leases
+    app[PUTS_KEY] = GroupedPuts(store)
     app[WAIT_TIMEOUT_KEY] = wait_timeout
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/self/bootstrap", bootstrap)
