@@ -108,7 +108,9 @@ class Agent:
                 and self._applied_values.get(resource.name) == mine
             ):
                 continue
-            result = await resource.process(values, self.cache, self.options)
+            result = await resource.process(
+                values, self.cache, self.options, before_reload=hooks.applied if hooks else None
+            )
             self.results[resource.name] = result
             if result.ok:
                 self._applied_values[resource.name] = mine
@@ -350,6 +352,7 @@ class RoundHooks:
         self._task: asyncio.Task[int] | None = None
         self.keys: list[str] = []
         self.burst = False
+        self._settled = False  # whether this round's burst is decided
         self._index = 0  # where the next watch starts when the backend has no revision of its own
 
     def read(self, revision: int, keys: list[str]) -> None:
@@ -358,10 +361,20 @@ class RoundHooks:
         self.keys = keys
         if revision > 0:
             self._index = revision
+        self._settled = False
         self.watch()
 
     def applied(self) -> None:
-        self.burst = self._task is not None and self._task.done()
+        """The round's configuration is live: its first reload command is about to run, or the
+        round is over. A change that came before now came while it was applying.
+
+        Not the end of the round: a writer that waits for the reload's own effect (a service
+        answering with the new settings) writes again while the reload command is still exiting,
+        and that change did not come while the agent was busy rendering.
+        """
+        if not self._settled:
+            self._settled = True
+            self.burst = self._task is not None and self._task.done()
 
     def resume_from(self, index: int) -> None:
         self._index = index

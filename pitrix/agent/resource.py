@@ -18,6 +18,7 @@ import pwd
 import re
 import sys
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -195,8 +196,18 @@ class TemplateResource:
 
     # -- the transaction -------------------------------------------------------------------------
 
-    async def process(self, values: dict[str, str], cache: TemplateCache, opts: ApplyOptions) -> ApplyResult:
-        """Apply this resource for ``values`` (full keys); never raises for a failed apply."""
+    async def process(
+        self,
+        values: dict[str, str],
+        cache: TemplateCache,
+        opts: ApplyOptions,
+        *,
+        before_reload: Callable[[], None] | None = None,
+    ) -> ApplyResult:
+        """Apply this resource for ``values`` (full keys); never raises for a failed apply.
+
+        ``before_reload`` hears when the new file is in place and its reload_cmd about to run.
+        """
         log = self._log
         staged: Path | None = None
         try:
@@ -222,6 +233,8 @@ class TemplateResource:
             staged = None
             log.info("destination updated")
             if not opts.sync_only and self.reload_cmd:
+                if before_reload is not None:
+                    before_reload()
                 error = await self._reload_or_restore(step.previous, opts.hook_timeout, opts.env)
                 if error:
                     log.error("reload failed", error=error)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import os
 from pathlib import Path
 
 from agent_helpers import World, running
@@ -88,6 +89,59 @@ async def test_change_that_finds_the_agent_idle_is_not_held(world: World, tmp_pa
             await asyncio.wait_for(agent.wait_until(lambda w=want: dest.read_text() == w), 20)
         assert agent.coalesced == 0
         assert reloads(root) == 1 + 5
+
+
+class Fifo:
+    """Lines the reload command writes, read as they come (the loop watches the fd)."""
+
+    def __init__(self, path: Path) -> None:
+        os.mkfifo(path)
+        self.path = path
+        self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
+        self._keep = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # no EOF between writers
+        self._buf = b""
+        self.lines: asyncio.Queue[str] = asyncio.Queue()
+        asyncio.get_running_loop().add_reader(self._fd, self._read)
+
+    def _read(self) -> None:
+        self._buf += os.read(self._fd, 4096)
+        *done, self._buf = self._buf.split(b"\n")
+        for line in done:
+            self.lines.put_nowait(line.decode())
+
+    def close(self) -> None:
+        asyncio.get_running_loop().remove_reader(self._fd)
+        os.close(self._fd)
+        os.close(self._keep)
+
+
+async def test_writer_answered_by_the_reload_itself_is_not_held(world: World, tmp_path: Path) -> None:
+    """The reload command tells the writer the new setting is live, then takes a while to exit:
+    the writer's next change lands while the round is still running that command. The agent was
+    not busy applying anything then, so the change is not a burst (with a window of a minute, the
+    20 s deadline fails if it waited)."""
+    root = tmp_path / "vm"
+    dest = port_resource(root)
+    fifo = Fifo(tmp_path / "live.fifo")
+    toml = root / "etc/confd/conf.d/port.toml"
+    toml.write_text(
+        toml.read_text().replace(
+            'reload_cmd = "echo reload >> reloads.log"',
+            f'reload_cmd = "echo reload >> reloads.log; cat etc/port.conf > {fifo.path}; sleep 0.3"',
+        )
+    )
+    config = metad_config(world, root, quiet_period=60.0, max_settle=60.0)
+    agent = build_agent(config, announce=lambda _i: None)
+    try:
+        async with running(agent):
+            assert await asyncio.wait_for(fifo.lines.get(), 20) == "listen 80"
+            for i in range(3):
+                await world.manage.put_data("/clusters/c1/env/web", {"port": str(3000 + i)})
+                assert await asyncio.wait_for(fifo.lines.get(), 20) == f"listen {3000 + i}"
+            await asyncio.wait_for(agent.wait_rounds(4), 20)
+            assert agent.coalesced == 0 and dest.read_text() == "listen 3002\n"
+    finally:
+        fifo.close()
 
 
 async def test_no_window_still_renders_final_state(world: World, tmp_path: Path) -> None:
