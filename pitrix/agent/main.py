@@ -99,7 +99,7 @@ async def _run(config: AgentConfig) -> int:
 
     from pitrix.agent.agent import build_agent
 
-    agent = build_agent(config)
+    agent = build_agent(config, own_process=True)
     try:
         if config.onetime:
             return 0 if await agent.run_onetime() else 1

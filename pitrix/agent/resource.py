@@ -21,7 +21,7 @@ import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from pitrix.agent.config import AgentConfig
 from pitrix.agent.durable import stage_beside
@@ -31,6 +31,7 @@ from pitrix.agent.rootfs import under_root
 from pitrix.agent.shell import command_env, run_shell
 from pitrix.logs import get_logger
 
+T = TypeVar("T")
 _SRC_PLACEHOLDER = re.compile(r"\{\{\s*\.src\s*\}\}")
 _KNOWN_KEYS = frozenset(
     {"src", "dest", "keys", "prefix", "owner", "uid", "group", "gid", "mode", "check_cmd", "reload_cmd"}
@@ -61,11 +62,22 @@ class ApplyOptions:
     # What check_cmd and reload_cmd see (``shell.command_env``), made once: copying os.environ
     # for every command was a tenth of a small round's work. None: made per command.
     env: dict[str, str] | None = None
+    # Where the blocking file work (render, write, fsync, rename) runs: in a worker thread, or on
+    # the loop when the agent is alone in its process (see ``build_agent``).
+    file_io_on_loop: bool = False
 
     @classmethod
-    def from_config(cls, config: AgentConfig) -> ApplyOptions:
+    def from_config(cls, config: AgentConfig, *, file_io_on_loop: bool = False) -> ApplyOptions:
         env = command_env(config.root)
-        return cls(config.noop, config.sync_only, config.keep_stage_file, config.hook_timeout, env)
+        return cls(
+            config.noop, config.sync_only, config.keep_stage_file, config.hook_timeout, env, file_io_on_loop
+        )
+
+    async def file_io(self, work: Callable[..., T], *args: Any) -> T:
+        """Run ``work(*args)``, blocking file work, where these options say."""
+        if self.file_io_on_loop:
+            return work(*args)
+        return await asyncio.to_thread(work, *args)
 
 
 @dataclass(frozen=True)
@@ -214,13 +226,13 @@ class TemplateResource:
             # When nothing has to judge the staged file first, it is swapped in by the same
             # worker-thread hop that rendered it: one hop per apply, not two.
             gated = opts.noop or bool(self.check_cmd and not opts.sync_only)
-            step = await asyncio.to_thread(self._prepare, cache, values, not gated, opts.keep_stage_file)
+            step = await opts.file_io(self._prepare, cache, values, not gated, opts.keep_stage_file)
             staged = step.staged
             if step.in_sync:
                 log.debug("in sync")
                 return ApplyResult(self.name, ok=True)
             if opts.noop:
-                await asyncio.to_thread(self._show_diff, step.previous, step.text)
+                await opts.file_io(self._show_diff, step.previous, step.text)
                 log.warning("noop: destination not modified")
                 return ApplyResult(self.name, ok=True, changed=True)
             if gated:
@@ -229,13 +241,13 @@ class TemplateResource:
                 if error:
                     log.error("check_cmd rejected the staged file", error=error)
                     return ApplyResult(self.name, ok=False, error=error)
-                await asyncio.to_thread(self._install, step.staged)
+                await opts.file_io(self._install, step.staged)
             staged = None
             log.info("destination updated")
             if not opts.sync_only and self.reload_cmd:
                 if before_reload is not None:
                     before_reload()
-                error = await self._reload_or_restore(step.previous, opts.hook_timeout, opts.env)
+                error = await self._reload_or_restore(step.previous, opts)
                 if error:
                     log.error("reload failed", error=error)
                     return ApplyResult(self.name, ok=False, changed=True, error=error)
@@ -334,14 +346,13 @@ class TemplateResource:
         path = stage_beside(self.dest, previous.data, previous.mode, (previous.uid, previous.gid))
         self._install(path)
 
-    async def _reload_or_restore(
-        self, previous: _FileState | None, timeout: float, env: dict[str, str] | None
-    ) -> str | None:
+    async def _reload_or_restore(self, previous: _FileState | None, opts: ApplyOptions) -> str | None:
+        timeout, env = opts.hook_timeout, opts.env
         result = await run_shell(self.reload_cmd, root=self.root, timeout=timeout, env=env)
         if result.ok:
             return None
         error = f"reload_cmd failed ({result.describe()}): {result.output.strip()[-500:]}"
-        await asyncio.to_thread(self._restore, previous)
+        await opts.file_io(self._restore, previous)
         again = await run_shell(self.reload_cmd, root=self.root, timeout=timeout, env=env)
         restored = "previous file restored" if previous is not None else "new file removed"
         if again.ok:

@@ -35,20 +35,22 @@ def staged_leftovers(directory: Path) -> list[str]:
     return sorted(p.name for p in directory.iterdir() if p.name.startswith("."))
 
 
-async def test_render_install_then_in_sync_without_reload(vm_root: Path) -> None:
+@pytest.mark.parametrize("on_loop", [False, True], ids=["worker-thread", "on-loop"])
+async def test_render_install_then_in_sync_without_reload(vm_root: Path, on_loop: bool) -> None:
     add_resource(vm_root, "app", 'dest = "/etc/app.conf"\nreload_cmd = "echo r >> reloads.log"\n')
     res = load(vm_root, "app")
     cache = TemplateCache()
-    result = await res.process({"/app/mode": "fast"}, cache, ApplyOptions())
+    opts = ApplyOptions(file_io_on_loop=on_loop)
+    result = await res.process({"/app/mode": "fast"}, cache, opts)
     assert result.ok and result.changed and result.error is None
     dest = vm_root / "etc/app.conf"
     assert dest.read_text() == "mode=fast\nport=80\n"
     assert dest.stat().st_mode & 0o7777 == 0o644
     assert (vm_root / "reloads.log").read_text() == "r\n"
-    again = await res.process({"/app/mode": "fast"}, cache, ApplyOptions())
+    again = await res.process({"/app/mode": "fast"}, cache, opts)
     assert again.ok and not again.changed
     assert (vm_root / "reloads.log").read_text() == "r\n"  # unchanged: no reload
-    changed = await res.process({"/app/mode": "slow", "/app/port": "81"}, cache, ApplyOptions())
+    changed = await res.process({"/app/mode": "slow", "/app/port": "81"}, cache, opts)
     assert changed.changed and dest.read_text() == "mode=slow\nport=81\n"
     assert (vm_root / "reloads.log").read_text() == "r\nr\n"
     assert staged_leftovers(vm_root / "etc") == []
@@ -72,7 +74,8 @@ async def test_mode_and_owner_applied_and_kept(vm_root: Path) -> None:
     assert (vm_root / "k.log").read_text() == "r\n"
 
 
-async def test_check_cmd_rejects_and_dest_untouched(vm_root: Path) -> None:
+@pytest.mark.parametrize("on_loop", [False, True], ids=["worker-thread", "on-loop"])
+async def test_check_cmd_rejects_and_dest_untouched(vm_root: Path, on_loop: bool) -> None:
     add_resource(
         vm_root,
         "c",
@@ -80,10 +83,11 @@ async def test_check_cmd_rejects_and_dest_untouched(vm_root: Path) -> None:
         'reload_cmd = "echo r >> reloads.log"\n',
     )
     res = load(vm_root, "c")
-    assert (await res.process({"/app/mode": "good"}, TemplateCache(), ApplyOptions())).ok
+    opts = ApplyOptions(file_io_on_loop=on_loop)
+    assert (await res.process({"/app/mode": "good"}, TemplateCache(), opts)).ok
     dest = vm_root / "etc/c.conf"
     before = (dest.read_bytes(), dest.stat().st_mtime_ns)
-    result = await res.process({"/app/mode": "evil"}, TemplateCache(), ApplyOptions())
+    result = await res.process({"/app/mode": "evil"}, TemplateCache(), ApplyOptions(file_io_on_loop=on_loop))
     assert not result.ok and not result.changed
     assert result.error is not None and "check_cmd failed (exit status 1)" in result.error
     assert "bad config" in result.error
@@ -92,7 +96,8 @@ async def test_check_cmd_rejects_and_dest_untouched(vm_root: Path) -> None:
     assert staged_leftovers(vm_root / "etc") == []
 
 
-async def test_reload_failure_restores_previous_and_reloads_again(vm_root: Path) -> None:
+@pytest.mark.parametrize("on_loop", [False, True], ids=["worker-thread", "on-loop"])
+async def test_reload_failure_restores_previous_and_reloads_again(vm_root: Path, on_loop: bool) -> None:
     add_resource(
         vm_root,
         "r",
@@ -101,9 +106,9 @@ async def test_reload_failure_restores_previous_and_reloads_again(vm_root: Path)
     )
     res = load(vm_root, "r")
     cache = TemplateCache()
-    assert (await res.process({"/app/mode": "good"}, cache, ApplyOptions())).ok
+    assert (await res.process({"/app/mode": "good"}, cache, ApplyOptions(file_io_on_loop=on_loop))).ok
     os.chmod(vm_root / "etc/r.conf", 0o640)
-    result = await res.process({"/app/mode": "broken"}, cache, ApplyOptions())
+    result = await res.process({"/app/mode": "broken"}, cache, ApplyOptions(file_io_on_loop=on_loop))
     assert not result.ok and result.changed
     assert result.error is not None
     assert (
