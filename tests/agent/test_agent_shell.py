@@ -18,6 +18,28 @@ async def test_runs_in_root_with_env(tmp_path: Path) -> None:
     assert result.output.split() == [str(tmp_path), str(tmp_path), "err"]
 
 
+async def test_the_command_sees_a_plain_sh_c(tmp_path: Path) -> None:
+    """The shell reaches the root itself (posix_spawn has no working directory): the command
+    still sees $0 = sh, no arguments, its errors on line 1, and stdin at EOF."""
+    result = await run_shell(
+        'echo "$0 $#"; read -r line || echo eof; no-such-command-here', root=tmp_path, timeout=10
+    )
+    lines = result.output.splitlines()
+    assert lines[:2] == ["sh 0", "eof"] and result.exit_code == 127
+    assert "no-such-command-here" in lines[2]
+    assert lines[2].startswith(("sh: 1: ", "sh: line 1: "))  # dash, bash
+
+
+async def test_a_missing_root_is_a_failed_command(tmp_path: Path) -> None:
+    result = await run_shell("echo ran", root=tmp_path / "gone", timeout=10)
+    assert result.exit_code == 126 and "ran" not in result.output and "gone" in result.output
+
+
+async def test_exit_by_signal_is_negative(tmp_path: Path) -> None:
+    result = await run_shell("kill -TERM $$", root=tmp_path, timeout=10)
+    assert result.exit_code == -15 and not result.ok
+
+
 async def test_timeout_kills_the_process_group(tmp_path: Path) -> None:
     result = await run_shell("sleep 60 & echo $! > child.pid; wait", root=tmp_path, timeout=0.5)
     assert result.timed_out and not result.ok
