@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
+from structlog.typing import FilteringBoundLogger
+
 from pitrix.agent.config import AgentConfig
 from pitrix.agent.durable import stage_beside
 from pitrix.agent.errors import ResourceError
@@ -82,7 +84,7 @@ class ApplyOptions:
 
 @dataclass(frozen=True)
 class _Step:
-    """What the worker-thread part of an apply found and did."""
+    """What the file part of an apply (``_prepare``) found and did."""
 
     text: str
     staged: Path | None  # the staged file, when it is still beside the destination
@@ -122,7 +124,7 @@ class TemplateResource:
     gid: int | None = None
     check_cmd: str = ""
     reload_cmd: str = ""
-    _log: Any = field(init=False, repr=False, compare=False)
+    _log: FilteringBoundLogger = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._log = get_logger("pitrix.agent.resource", resource=self.name, dest=str(self.dest))
@@ -223,8 +225,8 @@ class TemplateResource:
         log = self._log
         staged: Path | None = None
         try:
-            # When nothing has to judge the staged file first, it is swapped in by the same
-            # worker-thread hop that rendered it: one hop per apply, not two.
+            # When nothing has to judge the staged file first, the step that rendered it swaps it
+            # in too: one worker-thread hop per apply where there are hops, not two.
             gated = opts.noop or bool(self.check_cmd and not opts.sync_only)
             step = await opts.file_io(self._prepare, cache, values, not gated, opts.keep_stage_file)
             staged = step.staged
@@ -271,7 +273,8 @@ class TemplateResource:
 
     def _prepare(self, cache: TemplateCache, values: dict[str, str], swap: bool, keep_stage: bool) -> _Step:
         """Render and compare with the destination; unless it is already in place, stage the new
-        file beside it, and with ``swap`` put it in place too (in a worker thread: an fsync)."""
+        file beside it, and with ``swap`` put it in place too. Blocking (an fsync): it runs
+        where ``ApplyOptions.file_io`` says."""
         text = cache.render(self.src, self.template_values(values))
         data = text.encode()
         previous = self._read_dest()
