@@ -50,6 +50,7 @@ from pitrix.runtime.records import (
 )
 from pitrix.runtime.recovery import RecoveryPolicy, watch_for_dead_nodes
 from pitrix.runtime.retrying import RetryPolicy
+from pitrix.runtime.signals import ClusterSignals
 from pitrix.runtime.spec import SpecError, parse_spec
 from pitrix.store import Store
 from pitrix.store.types import KV, Compare, Op
@@ -99,7 +100,7 @@ class RuntimeService:
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._providers: dict[str, Provider] = {}
-        self._changed = asyncio.Condition()
+        self._signals = ClusterSignals()
         self.keypairs = KeyPairs(store)  # one per service: each pair read and imported once
         self.metadata = MetadataClusters(store, self.provider_for, tls=metadata_tls, keypairs=self.keypairs)
         self.log = get_logger("pitrix.runtime")
@@ -145,13 +146,13 @@ class RuntimeService:
         """Drive ``cid`` here if this replica owns it (claiming it when nobody does), else let go."""
         busy = self._tasks.get(cid)
         if busy is not None and not busy.done():
-            await self._notify()
+            self._signals.changed(cid)
             return  # our own job is running it; its end decides what follows
         try:
             cluster = await self.get_cluster(cid)  # read after the check: a job ending now is seen
         except NotFound:
             return
-        await self._notify()  # waiters here learn of changes made by other replicas too
+        self._signals.changed(cid)  # waiters here learn of changes made by other replicas too
         if cluster.state == "deleted":
             await self.ownership.release(cid)
             return
@@ -285,18 +286,15 @@ class RuntimeService:
         """Until ``await until(cluster)`` holds, checked again on every change (TimeoutError)."""
 
         async def waiting() -> Cluster:
-            async with self._changed:
+            async with self._signals.listening(cid) as changed:
                 while True:
+                    changed.clear()
                     cluster = await self.get_cluster(cid)
                     if await until(cluster):
                         return cluster
-                    await self._changed.wait()
+                    await changed.wait()
 
         return await asyncio.wait_for(waiting(), timeout)
-
-    async def _notify(self) -> None:
-        async with self._changed:
-            self._changed.notify_all()
 
     # -- actions ----------------------------------------------------------------------------------
 
@@ -578,7 +576,7 @@ class RuntimeService:
         monitor = self._monitors.pop(cluster.id, None)
         if monitor is not None and monitor is not asyncio.current_task():
             monitor.cancel()  # the job's own plan watches the agents now
-        await self._notify()
+        self._signals.changed(cluster.id)
         if await self.ownership.claim(cluster.id):
             self._supervise(cluster.id)
         else:
@@ -618,7 +616,8 @@ class RuntimeService:
                 return f"metadata service at {record.ip}"
 
             metadata_plan = Plan(job.action).then(Step("metadata", ensure_metadata))
-            await execute(metadata_plan, journal, self._progress, self.step_retry)
+            progress = functools.partial(self._progress, cid)
+            await execute(metadata_plan, journal, progress, self.step_retry)
             record = await self.metadata.get(cluster.owner, cluster.runtime)
             assert record is not None
             client = self.metadata.client(record)
@@ -629,7 +628,7 @@ class RuntimeService:
             )
             plan = self._plan(cluster, job, ops)
             log.info("plan", layers=plan.describe())
-            await execute(plan, journal, self._progress, self.step_retry)
+            await execute(plan, journal, progress, self.step_retry)
         except asyncio.CancelledError:
             log.info("supervision stopped; the job resumes at the next start")
             raise
@@ -712,7 +711,7 @@ class RuntimeService:
             self._monitor(updated)
         elif updated.state == "deleted":
             await self.ownership.release(cid)
-        await self._notify()
+        self._signals.changed(cid)
 
     # -- recovery ---------------------------------------------------------------------------------
 
@@ -806,7 +805,7 @@ class RuntimeService:
             cluster = await self.get_cluster(cid)
             updated = cluster.model_copy(update={"recovery_halted": reason, "updated": time.time()})
             await self.store.put(cluster_key(cid), updated.dump())
-        await self._notify()
+        self._signals.changed(cid)
 
-    async def _progress(self, record: StepRecord) -> None:
-        await self._notify()
+    async def _progress(self, cid: str, record: StepRecord) -> None:
+        self._signals.changed(cid)

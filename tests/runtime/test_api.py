@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
+from dead_cloud import DEAD_CLOUD
 
 from pitrix.api.app import create_app
 from pitrix.runtime.retrying import RetryPolicy
@@ -14,14 +15,6 @@ from pitrix.runtime.service import RuntimeService
 from pitrix.store import Store
 
 APP = {"name": "demo", "roles": [{"name": "web", "count": 1, "image": "demo"}]}
-DEAD_CLOUD = {
-    "name": "dead",
-    "provider": "qingcloud",
-    "endpoint": "http://127.0.0.1:9",  # discard port: nothing listens, every call fails fast
-    "zone": "z1",
-    "access_key_id": "AK",
-    "secret_access_key": "very-secret",
-}
 
 
 @pytest.fixture

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
+from dead_cloud import DEAD_CLOUD
 
 from pitrix.runtime.machine import LifecycleError
 from pitrix.runtime.records import Cluster
@@ -24,14 +25,6 @@ from pitrix.runtime.service import InvalidRequest, RuntimeService
 from pitrix.store import Store
 
 APP = {"name": "demo", "version": "1.0", "roles": [{"name": "web", "count": 1, "image": "demo"}]}
-DEAD_CLOUD = {
-    "name": "dead",
-    "provider": "qingcloud",
-    "endpoint": "http://127.0.0.1:9",  # nothing listens: every create fails fast
-    "zone": "z1",
-    "access_key_id": "AK",
-    "secret_access_key": "SK",
-}
 QUICK = RetryPolicy(attempts=1, first_delay=0.0, max_delay=0.0)
 
 

@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import pytest
+from dead_cloud import DEAD_CLOUD
 
 from pitrix.runtime.ownership import Ownership, owner_key
 from pitrix.runtime.recovery import RecoveryPolicy
@@ -13,14 +14,6 @@ from pitrix.runtime.service import RuntimeService
 from pitrix.store import Store
 
 APP = {"name": "demo", "roles": [{"name": "web", "count": 1, "image": "demo"}]}
-DEAD_CLOUD = {
-    "name": "dead",
-    "provider": "qingcloud",
-    "endpoint": "http://127.0.0.1:9",  # discard port: every call fails fast
-    "zone": "z1",
-    "access_key_id": "AK",
-    "secret_access_key": "secret",
-}
 
 
 async def nothing(_: str) -> None:
