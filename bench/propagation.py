@@ -2,7 +2,8 @@
 
 Real processes: an etcd, a `pitrix-metad` and N `pitrix-agent`s, each agent with its own loopback
 address (metad knows it by that address) and its own root directory, watching one template resource
-whose reload_cmd appends a timestamp to a file in its root and tells the benchmark on a FIFO. A round
+whose reload_cmd reads the rendered file and tells the benchmark, on a FIFO, the value it reloaded
+with and its own clock (the least a reload can do and still say when it ended). A round
 is one management `PUT` of the role's env. Timestamps come from the agents themselves: the "change"
 log line (the long-poll answered: the change is in hand), "destination updated" (rendered and
 atomically written) and the reload_cmd's own clock, so the fan-out (the design: metad's long-poll
@@ -38,7 +39,7 @@ RESOURCE = """[template]
 src = "v.tmpl"
 dest = "/etc/v.conf"
 keys = ["/env", "/host"]
-reload_cmd = "t=$(date +%s.%N); echo $t >> var/log/reloads; echo \\"{n} $t $(cat etc/v.conf)\\" > {fifo}"
+reload_cmd = ". ./etc/v.conf; echo \\"{n} $(date +%s.%N) v=$v me=$me\\" > {fifo}"
 """
 AGENT_TOML = """backend = "metad"
 nodes = ["{url}"]
@@ -340,8 +341,9 @@ async def run(quick: bool) -> list[Table]:
         "confd uses 27 MiB per process (ANCHORS)",
     ]
     per.notes.append(
-        "reload_cmd is `sh -c` running `date` and `cat`: a fork and three execs, on the same cores as "
-        "every other agent"
+        "reload_cmd is `sh -c` that sources the rendered file (shell assignments: it reports the value "
+        "it reloaded with, checked every round) and runs `date` for its own clock: a fork and two "
+        "execs, on the same cores as every other agent"
     )
     per.notes.append(
         "CPU per round from /proc, over every agent and measured round: the agent process and "

@@ -20,6 +20,8 @@ from pitrix.agent.errors import BackendError, RejectedError
 from pitrix.logs import get_logger
 
 VERSION_HEADER = "X-Metad-Version"
+_ACCEPT_JSON = {"Accept": "application/json"}
+_SEND_JSON = {"Content-Type": "application/json", "Accept": "application/json"}
 
 
 @dataclass(frozen=True)
@@ -57,8 +59,8 @@ class MetadClient:
         self.nodes = [normalize_node(n) for n in nodes]
         self._current = 0
         self._bind_address = bind_address
-        self._request_timeout = request_timeout
-        self._wait_timeout = wait_timeout
+        self._request_timeout = aiohttp.ClientTimeout(total=request_timeout)
+        self._wait_timeout = aiohttp.ClientTimeout(total=wait_timeout)
         self.certificate = AgentCertificate(
             client_cert, client_key, ca_file, bootstrap_token, bind_address, bootstrap_patience
         )
@@ -79,7 +81,8 @@ class MetadClient:
             connector = aiohttp.TCPConnector(
                 local_addr=local_addr, ssl=ctx if ctx is not None else True, limit=8
             )
-            self._session = aiohttp.ClientSession(connector=connector)
+            # No cookies (metad sets none): the jar is consulted on every request otherwise.
+            self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
             self._session_generation = self.certificate.generation
         return self._session
 
@@ -99,8 +102,8 @@ class MetadClient:
             async with session.get(
                 base + path,
                 params=params,
-                headers={"Accept": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=timeout),
+                headers=_ACCEPT_JSON,
+                timeout=timeout,
             ) as resp:
                 version = _version(resp)
                 if resp.status == 404:
@@ -124,8 +127,8 @@ class MetadClient:
             async with session.put(
                 base + path,
                 data=json.dumps(body),
-                headers={"Content-Type": "application/json", "Accept": "application/json"},
-                timeout=aiohttp.ClientTimeout(total=self._request_timeout),
+                headers=_SEND_JSON,
+                timeout=self._request_timeout,
             ) as resp:
                 if resp.status >= 400:
                     raise _HTTPFailure(resp.status, (await resp.text())[:200])

@@ -67,27 +67,29 @@ async def run_shell(
     the result travels back through metad as a single value.
     """
     child = _Child(command, root, env if env is not None else command_env(root), tail_bytes)
-    timed_out = False
+    # A timer that kills the command's group, rather than asyncio.wait_for: wait_for wraps the
+    # wait in a task of its own, work paid by every reload of every change.
+    expiry = asyncio.get_running_loop().call_later(timeout, child.expire)
     try:
         try:
-            await asyncio.wait_for(child.exited(), timeout)
-        except TimeoutError:
-            timed_out = True
-            kill_group(child.pid)
             await child.exited()
         except asyncio.CancelledError:
             kill_group(child.pid)
             with contextlib.suppress(Exception):
-                await asyncio.shield(child.exited())
+                await child.exited()
             raise
+        finally:
+            expiry.cancel()
         # A daemon started by the command may keep the pipe open after the shell exited: give
         # the output a moment to end, then keep what arrived.
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(child.output_ended(), 1.0)
+        if not child.output_done:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(child.output_ended(), 1.0)
     finally:
         child.close()
     code = child.returncode if child.returncode is not None else -1
-    return ShellResult(exit_code=code, output=child.tail.decode("utf-8", "replace"), timed_out=timed_out)
+    output = child.tail.decode("utf-8", "replace")
+    return ShellResult(exit_code=code, output=output, timed_out=child.timed_out)
 
 
 # $1 is the VM root (``sh -c SCRIPT sh ROOT``); shifted away, the command sees no arguments, as
@@ -124,6 +126,7 @@ class _Child:
         finally:
             os.close(write_end)  # the child holds its copy; ours would keep the pipe from ending
         self.returncode: int | None = None
+        self.timed_out = False
         self.tail = bytearray()
         self._tail_bytes = tail_bytes
         self._output_fd: int | None = read_end
@@ -168,6 +171,16 @@ class _Child:
         self.returncode = os.waitstatus_to_exitcode(status)
         if not self._exited.done():
             self._exited.set_result(None)
+
+    def expire(self) -> None:
+        """Out of time: kill the whole group (its exit is then awaited as any other)."""
+        if not self._exited.done():
+            self.timed_out = True
+            kill_group(self.pid)
+
+    @property
+    def output_done(self) -> bool:
+        return self._ended.done()
 
     async def exited(self) -> None:
         await asyncio.shield(self._exited)
