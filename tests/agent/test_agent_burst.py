@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 import asyncio
-import os
 from pathlib import Path
 
 from agent_helpers import World, running
 
+from bench.propagation import Fifo
 from pitrix.agent.agent import Agent, build_agent
 from pitrix.agent.backends.metad import MetadBackend
 from pitrix.agent.config import AgentConfig, Overrides, load_config
@@ -89,30 +89,6 @@ async def test_change_that_finds_the_agent_idle_is_not_held(world: World, tmp_pa
             await asyncio.wait_for(agent.wait_until(lambda w=want: dest.read_text() == w), 20)
         assert agent.coalesced == 0
         assert reloads(root) == 1 + 5
-
-
-class Fifo:
-    """Lines the reload command writes, read as they come (the loop watches the fd)."""
-
-    def __init__(self, path: Path) -> None:
-        os.mkfifo(path)
-        self.path = path
-        self._fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK)
-        self._keep = os.open(path, os.O_WRONLY | os.O_NONBLOCK)  # no EOF between writers
-        self._buf = b""
-        self.lines: asyncio.Queue[str] = asyncio.Queue()
-        asyncio.get_running_loop().add_reader(self._fd, self._read)
-
-    def _read(self) -> None:
-        self._buf += os.read(self._fd, 4096)
-        *done, self._buf = self._buf.split(b"\n")
-        for line in done:
-            self.lines.put_nowait(line.decode())
-
-    def close(self) -> None:
-        asyncio.get_running_loop().remove_reader(self._fd)
-        os.close(self._fd)
-        os.close(self._keep)
 
 
 async def test_writer_answered_by_the_reload_itself_is_not_held(world: World, tmp_path: Path) -> None:

@@ -6,17 +6,12 @@ Short by default (it runs inside `make test`); ``CHAOS_LONG=1`` (`make chaos`) f
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
-if str(REPO) not in sys.path:  # bench/ is a directory of the checkout, not an installed package
-    sys.path.insert(0, str(REPO))
-
-from bench.stack import Stack, running_stack  # noqa: E402
+from bench.stack import Stack, running_stack
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
