@@ -5,8 +5,9 @@ Run ``python -m bench.agent [--quick]`` (or ``python -m bench agent``). Render t
 engine alone on a 50-host template (what every round of a resource costs: build the key space,
 bind confd's functions, execute; the parse is cached as in the agent). Latency and memory of one
 agent come from the propagation benchmark's rig at N=1 (a ``pitrix-agent`` process on a
-``pitrix-metad`` process on etcd; the write is a management PUT, the end its reload_cmd's clock).
-The burst and light-mode figures run agents inside this process on a metad of its own.
+``pitrix-metad`` process on etcd; the write is a management PUT, the end its reload_cmd's line
+reaching the benchmark). The burst and light-mode figures run agents inside this process on a metad
+of its own.
 """
 
 from __future__ import annotations
@@ -140,13 +141,13 @@ async def add_hosts(manage: MetadManagementClient, octet: int, count: int) -> No
 @asynccontextmanager
 async def agent_process(
     base: Path,
-) -> AsyncIterator[tuple[MetadManagementClient, procs.Child, propagation.Fifo]]:
+) -> AsyncIterator[tuple[MetadManagementClient, procs.Child, propagation.StampedFifo]]:
     """One ``pitrix-agent`` process (propagation's resource: its reload_cmd reports on a FIFO) on
     an in-process metad. The benchmark's own process holds gRPC threads (etcd), so every fork that
     matters (reload_cmd) happens in the agent, as on a VM."""
     async with private_metad(base) as (metad, manage, octet):
         await add_hosts(manage, octet, 1)
-        fifo = propagation.Fifo(base / "reloads.fifo")
+        fifo = propagation.StampedFifo(base / "reloads.fifo")
         root = base / "vm0"
         for sub in ("etc/confd/conf.d", "etc/confd/templates", "etc/pitrix", "var/log"):
             (root / sub).mkdir(parents=True)
@@ -156,21 +157,22 @@ async def agent_process(
         env = {"PITRIX_VM_ROOT": str(root), "PITRIX_VM_IP": _ip(octet, 0), "PITRIX_VM_ID": "i-0"}
         child = await procs.start("agent", [procs.bin_path("pitrix-agent")], root / "agent.log", env)
         try:
-            await asyncio.wait_for(fifo.lines.get(), 60)  # the first round's reload
+            await asyncio.wait_for(fifo.stamped.get(), 60)  # the first round's reload
             yield manage, child, fifo
         finally:
             await child.stop()
             fifo.close()
 
 
-async def reloaded(fifo: propagation.Fifo) -> tuple[float, str]:
-    """The next reload: (its clock, the value it saw)."""
-    _n, stamp, value, _me = (await asyncio.wait_for(fifo.lines.get(), 60)).split(" ", 3)
-    return float(stamp), value
+async def reloaded(fifo: propagation.StampedFifo) -> tuple[float, str]:
+    """The next reload: (when its line arrived, the value it saw)."""
+    stamp, line = await asyncio.wait_for(fifo.stamped.get(), 60)
+    _n, value, _me = line.split(" ", 2)
+    return stamp, value
 
 
 async def one_agent(base: Path, rounds: int, gap: float) -> tuple[list[float], float]:
-    """Write → the reload_cmd's own clock, per round, with ``gap`` seconds of quiet before each
+    """Write → the reload_cmd's line in hand, per round, with ``gap`` seconds of quiet before each
     write (0: the next write as soon as the reload is seen); and the agent's RSS in MiB."""
     figures: list[float] = []
     async with agent_process(base) as (manage, child, fifo):
