@@ -109,7 +109,8 @@ async def run_one(name: str, module: Any, quick: bool) -> str:
     """Run one benchmark; the markdown of its section (a failure is reported, not raised)."""
     began = time.monotonic()
     title = getattr(module, "TITLE", name)
-    print(f"== {name}: {title}", flush=True)
+    measured = machine.stamp()
+    print(f"== {name}: {title}\n{measured}", flush=True)
     try:
         if is_native(module) or isinstance(module, Broken):
             tables: list[Table] = await module.run(quick)
@@ -128,7 +129,7 @@ async def run_one(name: str, module: Any, quick: bool) -> str:
     doc = getattr(module, "__doc__", None) or ""
     # The module's docstring says how the figures were taken: it heads the section, reflowed.
     intro = "\n\n".join(reflow(p) for p in inspect.cleandoc(doc).split("\n\n")) if doc else ""
-    return f"<!-- bench:{name} -->\n## {title}\n\n{intro}\n\n{body}\n<!-- /bench:{name} -->\n"
+    return f"<!-- bench:{name} -->\n## {title}\n\n{measured}\n\n{intro}\n\n{body}\n<!-- /bench:{name} -->\n"
 
 
 def header(quick: bool, m: dict[str, str]) -> str:
@@ -136,11 +137,11 @@ def header(quick: bool, m: dict[str, str]) -> str:
         "# pitrix benchmarks\n\n"
         "Written by `make bench` (`python -m bench`); do not edit by hand. Figures in milliseconds,\n"
         "p50 / p99 over the rounds unless a column says otherwise.\n\n"
-        f"Measured {m['date']} on {m['cores']} cores ({m['cpu']}), {m['memory']} of memory, "
-        f"Python {m['python']}, Linux {m['kernel']}{' (quick run)' if quick else ''}; load average "
-        f"{m['load']} (1/5/15 min) when it began. Everything runs on "
-        "this one machine: etcd, metad, pitrixd, the simulator, every agent and the clients share the "
-        "cores.\n\n"
+        f"Last written {m['date']} on {m['cores']} cores ({m['cpu']}), {m['memory']} of memory, "
+        f"Python {m['python']}, Linux {m['kernel']}{' (quick run)' if quick else ''}. Each section "
+        "says when it ran, how busy the machine was and how fast its Python was (a `make bench` "
+        "of a few sections keeps the others' figures). Everything runs on this one machine: etcd, "
+        "metad, pitrixd, the simulator, every agent and the clients share the cores.\n\n"
     )
 
 
