@@ -62,7 +62,7 @@ _TOKENS: list[tuple[str, object]] = [
     ("04", lambda t: f"{t.minute:02d}"),
     ("05", lambda t: f"{t.second:02d}"),
     ("06", lambda t: f"{t.year % 100:02d}"),
-    ("15", lambda t: str(t.hour)),
+    ("15", lambda t: f"{t.hour:02d}"),  # Go pads the 24-hour clock: 07, not 7
     ("1", lambda t: str(t.month)),
     ("__2", lambda t: f"{t.timetuple().tm_yday:>3d}"),
     ("_2", lambda t: f"{t.day:>2d}"),

@@ -374,6 +374,25 @@ def test_go_time_layouts(layout: str, expected: str) -> None:
     assert t.Format(layout) == expected
 
 
+@pytest.mark.parametrize(
+    ("layout", "expected"),
+    [
+        ("15:04:05", "07:08:09"),
+        ("3:4:5 pm", "7:8:9 am"),
+        ("03:04:05 PM", "07:08:09 AM"),
+        ("1/2/06 _2", "2/3/01  3"),
+    ],
+)
+def test_go_time_layouts_pad_as_go_does(layout: str, expected: str) -> None:
+    """Single-digit fields: the 24-hour "15" is always two digits, "3", "4", "5", "1" and "2" never."""
+    import datetime as dt
+
+    from pitrix.agent.template.gotime import GoTime
+
+    t = GoTime(dt.datetime(2001, 2, 3, 7, 8, 9, tzinfo=dt.UTC))
+    assert t.Format(layout) == expected
+
+
 # -- name lookups -----------------------------------------------------------------------------
 
 
