@@ -15,8 +15,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/pitrix demo
 
+# Two workers by default: half a serial run's time is spent waiting on etcd, VMs and daemons, and
+# every test has its own loopback network, ports and etcd prefix. TEST_WORKERS=0 runs serially.
+TEST_WORKERS ?= 2
+
 test: $(STAMP) system-deps lint
-	$(BIN)/pytest -q -ra
+	$(BIN)/pytest -q -ra -n $(TEST_WORKERS) --dist worksteal
 
 # Debian packages a few tests need (etcd 3.4, systemd-analyze, Chromium): installed when run as root.
 system-deps:
