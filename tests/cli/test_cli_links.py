@@ -4,26 +4,55 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import aiohttp
+from aiohttp import web
 from cli_helpers import ADMIN, ALICE, Run
 
 APP = {"name": "demo", "version": "1.0", "roles": [{"name": "web", "count": 1, "image": "demo"}]}
-DEAD = {
-    "name": "dead",
-    "provider": "qingcloud",
-    "endpoint": "http://127.0.0.1:9",
-    "zone": "z1",
-    "access_key_id": "AK",
-    "secret_access_key": "SK",
-}
+
+
+class GatedCloud:
+    """A QingCloud endpoint that refuses every call (a ret_code no client retries), or, once held,
+    answers none until released. Creates on it fail at once; a delete started while it is held
+    stays ``deleting`` for as long as the test needs, however slow the host (a refused delete
+    would fail its job and make its cluster a linker again)."""
+
+    def __init__(self) -> None:
+        self.held = False
+        self.released = asyncio.Event()
+
+    async def answer(self, _request: web.Request) -> web.Response:
+        if self.held:
+            await self.released.wait()
+        return web.json_response({"ret_code": 1400, "message": "refused by the test's cloud"})
+
+
+@asynccontextmanager
+async def gated_cloud() -> AsyncIterator[tuple[GatedCloud, str]]:
+    """A running GatedCloud on 127.0.0.1 and its endpoint URL."""
+    cloud = GatedCloud()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", cloud.answer)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    port = runner.addresses[0][1]
+    try:
+        yield cloud, f"http://127.0.0.1:{port}"
+    finally:
+        cloud.released.set()
+        await runner.cleanup()
 
 
 async def _create(http: aiohttp.ClientSession, links: dict[str, str] | None = None) -> str:
-    """A cluster on the dead runtime (its create job will fail)."""
-    body: dict[str, Any] = {"runtime": "dead", "app": APP, "links": links or {}}
+    """A cluster on the gated runtime (its create job will fail)."""
+    body: dict[str, Any] = {"runtime": "gated", "app": APP, "links": links or {}}
     async with http.post("/v1/clusters", json=body) as response:
         assert response.status == 202, await response.text()
         return str((await response.json())["cluster"]["id"])
@@ -44,9 +73,24 @@ async def _state(http: aiohttp.ClientSession, cid: str) -> str:
 async def test_a_linked_to_cluster_is_deleted_only_after_its_linkers(
     cli: Run, server: str, tmp_path: Path
 ) -> None:
+    async with gated_cloud() as (cloud, endpoint):
+        await _linked_to_cluster_is_deleted_last(cli, server, tmp_path, cloud, endpoint)
+
+
+async def _linked_to_cluster_is_deleted_last(
+    cli: Run, server: str, tmp_path: Path, cloud: GatedCloud, endpoint: str
+) -> None:
+    runtime = {
+        "name": "gated",
+        "provider": "qingcloud",
+        "endpoint": endpoint,
+        "zone": "z1",
+        "access_key_id": "AK",
+        "secret_access_key": "SK",
+    }
     async with (
         aiohttp.ClientSession(server, headers={"Authorization": f"Bearer {ADMIN}"}) as admin,
-        admin.post("/v1/runtimes", json=DEAD) as response,
+        admin.post("/v1/runtimes", json=runtime) as response,
     ):
         assert response.status in (200, 201), await response.text()
     async with aiohttp.ClientSession(server, headers={"Authorization": f"Bearer {ALICE}"}) as http:
@@ -55,12 +99,12 @@ async def test_a_linked_to_cluster_is_deleted_only_after_its_linkers(
         spec = tmp_path / "app.json"
         spec.write_text(json.dumps(APP))
         code, out, err = await cli(
-            "-o", "json", "clusters", "create", "--runtime", "dead", "-f", str(spec),
+            "-o", "json", "clusters", "create", "--runtime", "gated", "-f", str(spec),
             "--link", f"db={target}", "--link", f"cache={target}", "--no-wait",
         )  # fmt: skip
         assert code == 0, err
         second = json.loads(out)["cluster_id"]
-        code, _, err = await cli("clusters", "create", "--runtime", "dead", "-f", str(spec), "--link", "db")
+        code, _, err = await cli("clusters", "create", "--runtime", "gated", "-f", str(spec), "--link", "db")
         assert code != 0 and "--link takes NAME=CLUSTER, got 'db'" in err, err
         await asyncio.gather(*(_failed(http, cid) for cid in (target, first, second)))
         async with http.delete(f"/v1/clusters/{target}") as response:
@@ -73,6 +117,7 @@ async def test_a_linked_to_cluster_is_deleted_only_after_its_linkers(
             assert named in message, message
         assert await _state(http, target) == "failed"  # refused: nothing changed
 
+        cloud.held = True  # the deletes below stay in progress until the test ends
         code, _, err = await cli("clusters", "delete", target, "--no-wait")
         assert code == 5 and first in err and second in err, err
         code, _, err = await cli("clusters", "delete", first, "--no-wait")
