@@ -19,7 +19,10 @@ demo: $(STAMP)
 # every test has its own loopback network, ports and etcd prefix. TEST_WORKERS=0 runs serially.
 TEST_WORKERS ?= 2
 
+# The suite starts hundreds of Python processes (CLI, pitrixd, agents, simulators): compile the
+# checkout first, so each loads bytecode even where PYTHONDONTWRITEBYTECODE is set (as on our machines).
 test: $(STAMP) system-deps lint
+	$(BIN)/python -m compileall -q pitrix simulator bench tests > /dev/null
 	$(BIN)/pytest -q -ra -n $(TEST_WORKERS) --dist worksteal
 
 # Debian packages a few tests need (etcd 3.4, systemd-analyze, Chromium): installed when run as root.
