@@ -1,9 +1,14 @@
-"""Finding and killing a simulated VM's processes, setsid'd daemons included.
+"""Starting, finding and killing a simulated VM's processes, setsid'd daemons included.
 
 A VM's processes are not one process group or session (userdata may call setsid, nohup, or fork
 twice), so they are found the way the contract says: by ``PITRIX_VM_ID=<id>`` in
 ``/proc/<pid>/environ``, restricted to processes of the simulator's own user. Waiting for them to die
 uses pidfds, which become readable when a process exits, so nothing polls.
+
+A VM's first process (its userdata shell) is started by ``os.posix_spawn`` (vfork) rather than the
+event loop's spawn, which forks: a fork copies the simulator's page tables and runs gRPC's fork
+handlers where a test hosts the simulator beside an etcd client, 18 ms of a blocked loop per
+boot from a 300 MB process against 0.4 ms.
 """
 
 from __future__ import annotations
@@ -14,6 +19,9 @@ import signal
 from pathlib import Path
 
 from pitrix.logs import get_logger
+
+# ``sh -c`` runs this with $1 the working directory and $2 the script: posix_spawn has no cwd.
+_SCRIPT_IN_DIR = 'cd -- "$1" || exit 126; exec sh "$2"'
 
 MARKER = "PITRIX_VM_ID"
 PROC = Path("/proc")
@@ -168,3 +176,42 @@ async def kill_vm_processes(instance_ids: set[str], *, grace: float = 3.0) -> in
     if remaining:
         log.error("vm.processes_unkillable", pids=sorted(remaining))
     return total
+
+
+class Spawned:
+    """A process started by ``spawn_script``: its exit is awaited on a pidfd and reaped once."""
+
+    def __init__(self, pid: int) -> None:
+        self.pid = pid
+        self.returncode: int | None = None
+        loop = asyncio.get_running_loop()
+        self._exited: asyncio.Future[int] = loop.create_future()
+        self._pidfd = os.pidfd_open(pid)
+        loop.add_reader(self._pidfd, self._on_exit)
+
+    def _on_exit(self) -> None:
+        asyncio.get_running_loop().remove_reader(self._pidfd)
+        os.close(self._pidfd)
+        _, status = os.waitpid(self.pid, 0)  # readable pidfd: it has exited, this reaps at once
+        self.returncode = os.waitstatus_to_exitcode(status)
+        self._exited.set_result(self.returncode)
+
+    async def wait(self) -> int:
+        return await asyncio.shield(self._exited)
+
+
+def spawn_script(script: Path, cwd: Path, env: dict[str, str], log: Path) -> Spawned:
+    """``sh script`` in ``cwd``, in a session of its own, stdin from /dev/null, stdout and stderr
+    appended to ``log``. A missing ``cwd`` is exit status 126, as a shell answers."""
+    pid = os.posix_spawn(
+        "/bin/sh",
+        ["sh", "-c", _SCRIPT_IN_DIR, "sh", str(cwd), str(script)],
+        env,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ],
+        setsid=True,
+    )
+    return Spawned(pid)

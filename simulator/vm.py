@@ -15,7 +15,6 @@ from __future__ import annotations
 import asyncio
 import os
 import shutil
-import subprocess
 import sys
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -26,7 +25,7 @@ import asyncssh
 
 from pitrix.logs import get_logger
 from simulator.light_agent import LightAgent
-from simulator.processes import kill_vm_processes
+from simulator.processes import Spawned, kill_vm_processes, spawn_script
 from simulator.ssh import load_host_key
 
 USERDATA_PATH = "etc/qingcloud/userdata/userdata.sh"
@@ -83,7 +82,7 @@ class VM:
     command_delay: float = 0.0  # the "slow commands" fault, seconds before each SSH command
     host_key: asyncssh.SSHKey | None = field(default=None, repr=False)
     agent: LightAgent | None = field(default=None, repr=False)
-    _userdata_proc: asyncio.subprocess.Process | None = field(default=None, repr=False)
+    _userdata_proc: Spawned | None = field(default=None, repr=False)
     _reaper: asyncio.Task[None] | None = field(default=None, repr=False)
 
     @property
@@ -116,22 +115,8 @@ class VM:
     async def _start_userdata(self) -> None:
         script = self.root / USERDATA_PATH
         await asyncio.to_thread(self._write_userdata, script)
-        flags = os.O_WRONLY | os.O_CREAT | os.O_APPEND | os.O_CLOEXEC
-        out = await asyncio.to_thread(os.open, self.root / USERDATA_LOG, flags, 0o644)
-        try:
-            # A session of its own: a terminal's ^C to pitrix-sim must not reach the VMs directly.
-            self._userdata_proc = await asyncio.create_subprocess_exec(
-                "sh",
-                str(script),
-                cwd=self.root,
-                env=self.environ(),
-                stdin=subprocess.DEVNULL,
-                stdout=out,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )
-        finally:
-            os.close(out)
+        # A session of its own: a terminal's ^C to pitrix-sim must not reach the VMs directly.
+        self._userdata_proc = spawn_script(script, self.root, self.environ(), self.root / USERDATA_LOG)
         self._reaper = asyncio.create_task(self._reap(self._userdata_proc), name=f"reap-{self.instance_id}")
 
     def environ(self) -> dict[str, str]:
@@ -151,7 +136,7 @@ class VM:
         await asyncio.shield(self._reaper)
         return proc.returncode
 
-    async def _reap(self, proc: asyncio.subprocess.Process) -> None:
+    async def _reap(self, proc: Spawned) -> None:
         code = await proc.wait()
         get_logger("simulator.vm", instance_id=self.instance_id).info("vm.userdata_exited", exit_code=code)
 

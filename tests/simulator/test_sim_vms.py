@@ -16,7 +16,7 @@ from simulator.cloud import Simulator
 from simulator.fleet import RunRequest
 from simulator.images import ImageCatalog, ImageNotFound
 from simulator.network import AddressPool, NetworkError
-from simulator.processes import kill_vm_processes, vm_pids
+from simulator.processes import kill_vm_processes, spawn_script, vm_pids
 from simulator.testing import Beacon, daemon_userdata, pid_alive, random_network
 
 
@@ -224,3 +224,27 @@ async def test_failed_boot_fails_the_job_and_halts_the_vm(tmp_path: Path) -> Non
         await provider.close()
         await sim.stop()
     assert sim.ledger()[0]["status"] == "terminated"
+
+
+async def test_userdata_is_spawned_in_its_root_and_session_with_its_output_logged(tmp_path: Path) -> None:
+    root = tmp_path / "vm"
+    root.mkdir()
+    script = root / "userdata.sh"
+    script.write_text(
+        'echo "in $(pwd) as $0 sid=$(cut -d" " -f6 /proc/$$/stat)"\n'
+        'read line || echo "stdin empty"\n'
+        "echo oops >&2\n"
+        "exit 3\n"
+    )
+    log = root / "userdata.log"
+    log.write_text("earlier boot\n")
+    proc = spawn_script(script, root, {"PATH": os.environ["PATH"]}, log)
+    assert await asyncio.wait_for(proc.wait(), 10) == 3 and proc.returncode == 3
+    assert log.read_text().splitlines() == [
+        "earlier boot",  # appended, as every boot's userdata is
+        f"in {root} as {script} sid={proc.pid}",  # its own session: it leads it
+        "stdin empty",
+        "oops",
+    ]
+    gone = spawn_script(script, tmp_path / "missing", {"PATH": os.environ["PATH"]}, tmp_path / "gone.log")
+    assert await asyncio.wait_for(gone.wait(), 10) == 126  # as a shell answers what it cannot run
