@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 from cli_helpers import ADMIN, ALICE, Run
 
 APP = {"name": "demo", "version": "1.0", "roles": [{"name": "web", "count": 1, "image": "demo"}]}
@@ -38,16 +39,11 @@ async def gated_cloud() -> AsyncIterator[tuple[GatedCloud, str]]:
     cloud = GatedCloud()
     app = web.Application()
     app.router.add_route("*", "/{tail:.*}", cloud.answer)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        yield cloud, f"http://127.0.0.1:{port}"
-    finally:
-        cloud.released.set()
-        await runner.cleanup()
+    async with TestServer(app, host="127.0.0.1") as server:
+        try:
+            yield cloud, str(server.make_url("")).rstrip("/")
+        finally:
+            cloud.released.set()  # held calls answer, so the server closes at once
 
 
 async def _create(http: aiohttp.ClientSession, links: dict[str, str] | None = None) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from aiohttp import web
+from aiohttp.test_utils import TestServer
 
 from pitrix.cli.client import ApiClient
 
@@ -30,22 +31,17 @@ async def test_requests_go_through_beside_many_held_waits() -> None:
     app = web.Application()
     app.router.add_get("/wait", wait)
     app.router.add_get("/ping", ping)
-    runner = web.AppRunner(app)
-    await runner.setup()
-    site = web.TCPSite(runner, "127.0.0.1", 0)
-    await site.start()
-    port = runner.addresses[0][1]
-    try:
-        async with ApiClient(f"http://127.0.0.1:{port}") as client:
-            waits = [asyncio.create_task(client.get("/wait")) for _ in range(HELD)]
-            try:
-                async with asyncio.timeout(60):
-                    await all_held.wait()  # every wait holds its own connection now
-                async with asyncio.timeout(10):
-                    assert await client.get("/ping") == {"ok": True}
-            finally:
-                release.set()
-                answers = await asyncio.gather(*waits)
-            assert answers == [{"state": "active"}] * HELD
-    finally:
-        await runner.cleanup()
+    async with (
+        TestServer(app, host="127.0.0.1") as server,
+        ApiClient(str(server.make_url("")).rstrip("/")) as client,
+    ):
+        waits = [asyncio.create_task(client.get("/wait")) for _ in range(HELD)]
+        try:
+            async with asyncio.timeout(60):
+                await all_held.wait()  # every wait holds its own connection now
+            async with asyncio.timeout(10):
+                assert await client.get("/ping") == {"ok": True}
+        finally:
+            release.set()
+            answers = await asyncio.gather(*waits)
+        assert answers == [{"state": "active"}] * HELD
