@@ -202,6 +202,12 @@ class World:
         self.manage = manage
         self.ip = f"127.102.{block}.10"
 
+    async def caught_up(self) -> None:
+        """Until metad's mirror holds every write etcd has acknowledged: an agent's status write is
+        answered once etcd has it, and the management GET reads the mirror, which its watch feeds."""
+        assert await self.metad.mirror.wait_for_revision(await self.metad.store.revision())
+
     async def status(self, *parts: str) -> Any:
+        await self.caught_up()
         raw = await self.manage.get_data("/".join(["/_pitrix/status/c1/i-1", *parts]))
         return json.loads(raw) if isinstance(raw, str) else raw

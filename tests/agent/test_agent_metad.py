@@ -243,5 +243,6 @@ async def test_agent_started_before_its_mapping_catches_up(world: World, tmp_pat
         await asyncio.wait_for(agent.wait_rounds(1), 10)
         assert agent.runner is not None
         await asyncio.wait_for(agent.runner.wait_idle(), 10)
+        await world.caught_up()
         raw = await world.manage.get_data("/_pitrix/status/c1/i-2/cmd/late-1")
         assert json.loads(raw)["status"] == "successful"

@@ -228,10 +228,13 @@ async def test_writes_outside_own_status_are_refused(
 
 
 async def test_own_status_write_lands_under_own_key_only(tls_world: TLSWorld) -> None:
-    status, _ = await tls_world.raw(
+    status, answer = await tls_world.raw(
         tls_world.creds["i-web1"], "PUT", "/self/status/health", body=b'{"ok": true}'
     )
     assert status == 200
+    # A status write is answered once etcd has it; the management GET reads metad's mirror,
+    # which the etcd watch brings there a moment later.
+    assert await tls_world.metad.mirror.wait_for_revision(json.loads(answer)["revision"])
     stored = await tls_world.manage.get_data("/_pitrix/status/c1/i-web1/health")
     assert json.loads(stored) == {"ok": True}
 
