@@ -107,6 +107,10 @@ class LifecycleError(Exception):
     """An action is not allowed in the cluster's current state."""
 
 
+class ChangedMeanwhile(LifecycleError):
+    """A record the action read was written before the action's own write landed."""
+
+
 class Lifecycle:
     """The one machine, shared by every cluster model."""
 

@@ -28,7 +28,14 @@ from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.executor import DEFAULT_RETRY, StepFailed, execute
 from pitrix.runtime.journal import Journal
 from pitrix.runtime.keypairs import KeyPairs
-from pitrix.runtime.machine import ACTION_STATE, TRANSITIONAL, ClusterModel, Lifecycle, LifecycleError
+from pitrix.runtime.machine import (
+    ACTION_STATE,
+    TRANSITIONAL,
+    ChangedMeanwhile,
+    ClusterModel,
+    Lifecycle,
+    LifecycleError,
+)
 from pitrix.runtime.metadata import MetadataClusters
 from pitrix.runtime.operations import ClusterOperations, RolledBack
 from pitrix.runtime.ownership import Ownership, owner_key
@@ -59,6 +66,8 @@ REPORT_TIMEOUT = 5.0
 # The recovery monitor's pause after its watch failed, doubling up to the cap while it keeps failing.
 MONITOR_FIRST_PAUSE = 0.5
 LINK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+# A create whose link targets keep changing under it is refused after this many checks.
+CREATE_ATTEMPTS = 5
 MONITOR_MAX_PAUSE = 30.0
 
 
@@ -345,10 +354,22 @@ class RuntimeService:
         # Each link target is rewritten as read, in the create's transaction: the create fails if
         # a target changed since it was checked (another replica began deleting it), and a delete
         # that read a target before this create landed fails its own guard and looks again.
-        guards = [Compare(cluster_key(kv.key), "mod", "==", kv.mod_revision) for kv in targets]
-        touches = [Op("put", cluster_key(kv.key), kv.value) for kv in targets]
-        job = await self._act(cluster, model, "create", {}, guards=guards, writes=touches)
-        return await self.get_cluster(cid), job
+        attempt = 1
+        while True:
+            guards = [Compare(cluster_key(kv.key), "mod", "==", kv.mod_revision) for kv in targets]
+            touches = [Op("put", cluster_key(kv.key), kv.value) for kv in targets]
+            try:
+                job = await self._act(cluster, model, "create", {}, guards=guards, writes=touches)
+            except ChangedMeanwhile:
+                # The id is new, so a target changed: its own job moved on (a busy cluster's
+                # record is written often) or a delete began. Check the links again rather than
+                # refuse a create that may be fine; a target being deleted is refused by name.
+                if not targets or attempt == CREATE_ATTEMPTS:
+                    raise
+                attempt += 1
+                _, targets = await self._check_links(owner, runtime, checked)
+                continue
+            return await self.get_cluster(cid), job
 
     async def _check_links(
         self, owner: str, runtime: str, links: dict[str, str]
@@ -569,7 +590,7 @@ class RuntimeService:
                 raise
             if not written.succeeded:
                 self.lifecycle.revert(model, old)
-                raise LifecycleError(
+                raise ChangedMeanwhile(
                     f"cluster {cluster.id} changed meanwhile (another replica acted); try again"
                 )
         self.log.info("action accepted", cluster_id=cluster.id, action=action, job_id=job.id, state=new)

@@ -4,7 +4,9 @@ Two replicas on one etcd. The delete's link check runs on a fresh read of its cl
 linking to that cluster lands between the check and the delete's transaction (the check is held
 open for it). The create rewrote its target's record in its own transaction, so the delete's
 guard fails: it is refused as a concurrent change, changes nothing, and when asked again sees
-the new link. The other order: a target deleted after a create checked it fails the create.
+the new link. The other order: a target deleted after a create checked it fails the create
+(its guard fails and it looks again), while a target that only moved on (its own job wrote its
+record) is linked on the second look.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pytest
 from dead_cloud import DEAD_CLOUD
 
 from pitrix.runtime.machine import LifecycleError
-from pitrix.runtime.records import Cluster
+from pitrix.runtime.records import Cluster, cluster_key
 from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.service import InvalidRequest, RuntimeService
@@ -110,8 +112,30 @@ async def test_a_target_deleted_after_the_link_check_fails_the_create(
     await asyncio.wait_for(held.reached.wait(), 30)
     await deleter.delete_cluster(target.id)
     held.go_on.set()
-    with pytest.raises(LifecycleError, match="changed meanwhile"):
-        await creating
+    with pytest.raises(InvalidRequest, match=f"links.db: cluster {target.id} is deleting"):
+        await creating  # its guard failed, and the second look found the delete
     assert len(await creator.list_clusters()) == before  # no linking cluster was made
     with pytest.raises(InvalidRequest):
         await creator.create_cluster(owner="o", runtime="dead", app=APP, links={"db": target.id})
+
+
+async def test_a_target_that_moved_on_after_the_link_check_is_linked_on_a_second_look(
+    replicas: tuple[RuntimeService, RuntimeService], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    writer, creator = replicas
+    target, _ = await writer.create_cluster(owner="o", runtime="dead", app=APP)
+    await failed(writer, target.id)
+
+    held = hold_after(monkeypatch, creator, "_check_links")
+    creating = asyncio.create_task(
+        creator.create_cluster(owner="o", runtime="dead", app=APP, links={"db": target.id})
+    )
+    await asyncio.wait_for(held.reached.wait(), 30)
+    # The target's record is written between the check and the create's transaction, as a busy
+    # cluster's own job writes it: the guard fails, but nothing about the link changed.
+    kv = await writer.store.get(cluster_key(target.id))
+    assert kv is not None
+    await writer.store.put(cluster_key(target.id), kv.value)
+    held.go_on.set()
+    linker, _ = await asyncio.wait_for(creating, 30)
+    assert linker.links == {"db": target.id}
