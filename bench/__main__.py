@@ -109,8 +109,8 @@ async def run_one(name: str, module: Any, quick: bool) -> str:
     """Run one benchmark; the markdown of its section (a failure is reported, not raised)."""
     began = time.monotonic()
     title = getattr(module, "TITLE", name)
-    measured = machine.stamp()
-    print(f"== {name}: {title}\n{measured}", flush=True)
+    measured = machine.Stamp()
+    print(f"== {name}: {title}\n{measured.text()}", flush=True)
     try:
         if is_native(module) or isinstance(module, Broken):
             tables: list[Table] = await module.run(quick)
@@ -125,11 +125,13 @@ async def run_one(name: str, module: Any, quick: bool) -> str:
         body = f"{FAILED}`{type(exc).__name__}: {exc}`\n"
         print(f"  FAILED: {type(exc).__name__}: {exc}", flush=True)
     took = time.monotonic() - began
-    print(f"   ({took:.1f} s)\n", flush=True)
+    measured.end()
+    print(f"   ({took:.1f} s; reference loop {measured.ended_ms:.1f} ms at the end)\n", flush=True)
     doc = getattr(module, "__doc__", None) or ""
     # The module's docstring says how the figures were taken: it heads the section, reflowed.
     intro = "\n\n".join(reflow(p) for p in inspect.cleandoc(doc).split("\n\n")) if doc else ""
-    return f"<!-- bench:{name} -->\n## {title}\n\n{measured}\n\n{intro}\n\n{body}\n<!-- /bench:{name} -->\n"
+    head = f"## {title}\n\n{measured.text()}\n\n{intro}"
+    return f"<!-- bench:{name} -->\n{head}\n\n{body}\n<!-- /bench:{name} -->\n"
 
 
 def header(quick: bool, m: dict[str, str]) -> str:

@@ -154,6 +154,7 @@ async def agent_process(
         (root / "etc/confd/templates/v.tmpl").write_text(propagation.TEMPLATE)
         (root / "etc/confd/conf.d/v.toml").write_text(propagation.RESOURCE.format(n=0, fifo=fifo.path))
         (root / "etc/pitrix/agent.toml").write_text(propagation.AGENT_TOML.format(url=metad.instance_url))
+        propagation.settled(root / "etc/confd")
         env = {"PITRIX_VM_ROOT": str(root), "PITRIX_VM_IP": _ip(octet, 0), "PITRIX_VM_ID": "i-0"}
         child = await procs.start("agent", [procs.bin_path("pitrix-agent")], root / "agent.log", env)
         try:

@@ -64,10 +64,25 @@ def reference_ms() -> float:
     return best * 1000
 
 
-def stamp() -> str:
-    """When and on how busy and how fast a machine a section ran."""
-    m = describe()
-    return (
-        f"_Measured {m['date']}; load average {m['load']} (1/5/15 min) when it began; "
-        f"Python reference loop {reference_ms():.1f} ms (bench/machine.py: lower is a faster host)._"
-    )
+class Stamp:
+    """When and on how busy and how fast a machine a section ran. The host's speed moves within
+    minutes (the reference loop read 8.2 ms and 16 ms ten minutes apart, 2026-12-05), so the loop
+    is timed when the section begins and again when it ends: figures taken while the two disagree
+    say little."""
+
+    def __init__(self) -> None:
+        self.machine = describe()
+        self.began_ms = reference_ms()
+        self.ended_ms: float | None = None
+
+    def end(self) -> None:
+        self.ended_ms = reference_ms()
+
+    def text(self) -> str:
+        loop = f"Python reference loop {self.began_ms:.1f} ms"
+        if self.ended_ms is not None:
+            loop += f" when it began, {self.ended_ms:.1f} ms when it ended"
+        return (
+            f"_Measured {self.machine['date']}; load average {self.machine['load']} (1/5/15 min) "
+            f"when it began; {loop} (bench/machine.py: lower is a faster host)._"
+        )

@@ -35,13 +35,13 @@ from pitrix.store.embedded import EmbeddedEtcd
 TITLE = "pitrix-metad with mutual TLS: fan-out, idle long-polls, GET /self"
 LISTEN_IP = "127.109.0.1"
 GET_CLIENTS = 50
-ANCHORS = {
-    "fanout": {1: (102.6, 103.0), 100: (111.0, 117.0), 1000: (184.0, 250.0)},
-    "etcd": {1: (1.4, 4.8), 1000: (40.0, 62.0)},
-    "idle_mib": (10000, 371.0),
-    "gets": 9854,
-}
-TARGETS = {"fanout": {1: "median < 5", 1000: "p99 < 100"}, "idle_mib": 150.0}
+# Peers' figures (ANCHORS.md): (median, p99) ms by N, metad's idle memory, its GET /self per second.
+ANCHOR_FANOUT: dict[int, tuple[float, float]] = {1: (102.6, 103.0), 100: (111.0, 117.0), 1000: (184.0, 250.0)}
+ANCHOR_ETCD: dict[int, tuple[float, float]] = {1: (1.4, 4.8), 1000: (40.0, 62.0)}
+ANCHOR_IDLE: tuple[int, float] = (10000, 371.0)
+ANCHOR_GETS = 9854
+TARGET_FANOUT: dict[int, str] = {1: "median < 5", 1000: "p99 < 100"}
+TARGET_IDLE_MIB = 150.0
 
 
 def _ip(n: int) -> str:
@@ -428,29 +428,28 @@ async def main(args: argparse.Namespace) -> None:
     print("| figure | N | pitrix-metad (mTLS) median / p99 ms | peer (ANCHORS.md) | target |")
     print("|---|---|---|---|---|")
     for n, pair in fan.items():
-        peer = ANCHORS["fanout"].get(n)
+        peer = ANCHOR_FANOUT.get(n)
         print(_row("one write → last of N /self long-polls", f"{n:,}", _fmt(pair), f"metad {_fmt(peer)}",
-                   TARGETS["fanout"].get(n, "")))  # fmt: skip
+                   TARGET_FANOUT.get(n, "")))  # fmt: skip
     for n, pair in raw.items():
-        peer = ANCHORS["etcd"].get(n)
+        peer = ANCHOR_ETCD.get(n)
         print(_row("one put → last of N etcd watchers (aetcd)", f"{n:,}", _fmt(pair),
                    f"etcd {_fmt(peer)}" if peer else "-"))  # fmt: skip
     count, mib, per = held
     extrapolated = per * 10000 / 1024 + (mib - per * count / 1024)
     note = "" if count >= 10000 else f" (10,000 extrapolated: {extrapolated:.0f} MiB)"
-    peer_n, peer_mib = ANCHORS["idle_mib"]
+    peer_n, peer_mib = ANCHOR_IDLE
     ours = f"{mib:.0f} MiB, {per:.1f} KiB each{note}"
-    peer = f"metad {peer_mib:.0f} MiB at {peer_n:,}"
     print(
         _row(
             "metad RSS holding N idle long-polls",
             f"{count:,}",
             ours,
-            peer,
-            f"< {TARGETS['idle_mib']:.0f} MiB at 10,000",
+            f"metad {peer_mib:.0f} MiB at {peer_n:,}",
+            f"< {TARGET_IDLE_MIB:.0f} MiB at 10,000",
         )
     )
-    print(_row("GET /self per second (50 clients)", "50", f"{gets:,.0f}/s", f"metad {ANCHORS['gets']:,}/s"))
+    print(_row("GET /self per second (50 clients)", "50", f"{gets:,.0f}/s", f"metad {ANCHOR_GETS:,}/s"))
 
 
 def run() -> None:
