@@ -141,9 +141,10 @@ def header(quick: bool, m: dict[str, str]) -> str:
         "p50 / p99 over the rounds unless a column says otherwise.\n\n"
         f"Last written {m['date']} on {m['cores']} cores ({m['cpu']}), {m['memory']} of memory, "
         f"Python {m['python']}, Linux {m['kernel']}{' (quick run)' if quick else ''}. Each section "
-        "says when it ran, how busy the machine was and how fast its Python was (a `make bench` "
-        "of a few sections keeps the others' figures). Everything runs on this one machine: etcd, "
-        "metad, pitrixd, the simulator, every agent and the clients share the cores.\n\n"
+        "says when and on which CPU it ran, how busy the machine was and how fast its Python was (a "
+        "`make bench` of a few sections keeps the others' figures, which may come from another "
+        "host). Everything runs on one machine: etcd, metad, pitrixd, the simulator, every agent "
+        "and the clients share the cores.\n\n"
     )
 
 

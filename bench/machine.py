@@ -83,6 +83,7 @@ class Stamp:
         if self.ended_ms is not None:
             loop += f" when it began, {self.ended_ms:.1f} ms when it ended"
         return (
-            f"_Measured {self.machine['date']}; load average {self.machine['load']} (1/5/15 min) "
-            f"when it began; {loop} (bench/machine.py: lower is a faster host)._"
+            f"_Measured {self.machine['date']} on {self.machine['cpu']}; load average "
+            f"{self.machine['load']} (1/5/15 min) when it began; {loop} (bench/machine.py: lower "
+            "is a faster host)._"
         )
