@@ -24,7 +24,7 @@ from pitrix.api.auth import Tokens
 from pitrix.logs import get_logger
 from pitrix.paths import ensure_dir
 from pitrix.runtime.recovery import RecoveryPolicy
-from pitrix.runtime.service import RuntimeService
+from pitrix.runtime.service import DEFAULT_MAX_JOBS, RuntimeService
 from pitrix.settings import ConfigError, Settings, load
 from pitrix.store import Store
 from pitrix.store.embedded import EmbeddedEtcd
@@ -58,6 +58,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--no-auto-recovery", action="store_true", help="never replace silent nodes by itself"
     )
+    parser.add_argument(
+        "--max-jobs",
+        type=int,
+        default=DEFAULT_MAX_JOBS,
+        help="cluster jobs run at once by this replica; more wait their turn (default %(default)s)",
+    )
     parser.add_argument("--version", action="version", version=f"pitrixd {__version__}")
     return parser.parse_args(argv)
 
@@ -80,6 +86,7 @@ class RuntimeOptions:
     replica_id: str | None = None
     owner_ttl: int = 10
     recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
+    max_jobs: int = DEFAULT_MAX_JOBS
 
     @classmethod
     def from_args(cls, args: argparse.Namespace) -> RuntimeOptions:
@@ -87,6 +94,8 @@ class RuntimeOptions:
             raise ConfigError(f"owner-ttl: must be at least 2 seconds, not {args.owner_ttl}")
         if not args.recovery_grace > 0:
             raise ConfigError(f"recovery-grace: must be positive, not {args.recovery_grace}")
+        if args.max_jobs < 1:
+            raise ConfigError(f"max-jobs: must be at least 1, not {args.max_jobs}")
         if not 0 < args.max_down_fraction <= 1:
             raise ConfigError(f"max-down-fraction: must be in (0, 1], not {args.max_down_fraction}")
         recovery = RecoveryPolicy(
@@ -94,7 +103,12 @@ class RuntimeOptions:
             grace=args.recovery_grace,
             max_down_fraction=args.max_down_fraction,
         )
-        return cls(replica_id=args.replica_id, owner_ttl=args.owner_ttl, recovery=recovery)
+        return cls(
+            replica_id=args.replica_id,
+            owner_ttl=args.owner_ttl,
+            recovery=recovery,
+            max_jobs=args.max_jobs,
+        )
 
 
 def replica_id(state_dir: Path, given: str | None) -> str:
@@ -133,6 +147,7 @@ async def serve(
         options.recovery,
         replica=await asyncio.to_thread(replica_id, settings.state_dir, options.replica_id),
         owner_ttl=options.owner_ttl,
+        max_jobs=options.max_jobs,
         metadata_tls=settings.metadata_tls,
     )
     runner: web.AppRunner | None = None

@@ -10,8 +10,9 @@ import pytest
 import structlog
 
 from pitrix import logs
-from pitrix.daemon import parse_args, settings_from
+from pitrix.daemon import RuntimeOptions, parse_args, settings_from
 from pitrix.paths import default_state_dir
+from pitrix.runtime.service import DEFAULT_MAX_JOBS
 from pitrix.settings import ConfigError, load
 
 
@@ -129,3 +130,12 @@ def test_logs_are_json_off_a_terminal() -> None:
     assert record["cluster_id"] == "cl-1" and record["step"] == "run"
     with pytest.raises(ValueError, match="unknown level"):
         logs.configure("chatty", stream=out)
+
+
+def test_runtime_flags_are_checked() -> None:
+    options = RuntimeOptions.from_args(parse_args(["--max-jobs", "7"]))
+    assert options.max_jobs == 7
+    assert RuntimeOptions.from_args(parse_args([])).max_jobs == DEFAULT_MAX_JOBS
+    for flag, value in (("--max-jobs", "0"), ("--owner-ttl", "1"), ("--max-down-fraction", "1.5")):
+        with pytest.raises(ConfigError, match=flag.lstrip("-")):
+            RuntimeOptions.from_args(parse_args([flag, value]))

@@ -1,0 +1,124 @@
+"""A replica runs at most ``max_jobs`` cluster jobs at once; the others wait their turn and then
+run as accepted (a real service on a real etcd, its cloud a local endpoint that refuses every call)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+
+import pytest
+from aiohttp import web
+from aiohttp.test_utils import TestServer
+
+from pitrix.runtime.machine import TRANSITIONAL
+from pitrix.runtime.records import Cluster
+from pitrix.runtime.retrying import RetryPolicy
+from pitrix.runtime.service import RuntimeService
+from pitrix.store import Store
+
+APP = {"name": "demo", "roles": [{"name": "web", "count": 1, "image": "demo"}]}
+
+
+async def ended(cluster: Cluster) -> bool:
+    return cluster.state not in TRANSITIONAL
+
+
+class RefusingCloud:
+    """A QingCloud endpoint answering every call with a refusal no client retries. It notes when
+    each call came and how many were in flight at most; with ``meet`` set, a call waits (30 s at
+    most) until that many are in flight, so jobs that may run at once are seen doing so."""
+
+    def __init__(self) -> None:
+        self.arrivals: list[float] = []
+        self.meet = 1
+        self.in_flight = 0
+        self.most_in_flight = 0
+        self._met = asyncio.Event()
+
+    async def answer(self, _request: web.Request) -> web.Response:
+        self.arrivals.append(time.time())
+        self.in_flight += 1
+        self.most_in_flight = max(self.most_in_flight, self.in_flight)
+        if self.in_flight >= self.meet:
+            self._met.set()
+        try:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._met.wait(), 30)
+        finally:
+            self.in_flight -= 1
+        return web.json_response({"ret_code": 1400, "message": "refused by the test's cloud"})
+
+
+@pytest.fixture
+async def refusing_cloud() -> AsyncIterator[tuple[str, RefusingCloud]]:
+    cloud = RefusingCloud()
+    app = web.Application()
+    app.router.add_route("*", "/{tail:.*}", cloud.answer)
+    async with TestServer(app, host="127.0.0.1") as server:
+        yield str(server.make_url("")).rstrip("/"), cloud
+
+
+async def run_two(store: Store, url: str, max_jobs: int) -> tuple[float, float, float]:
+    """Two clusters of different owners (so they share no metadata cluster and nothing else
+    orders them) created back to back: (the first job's end, the second job's start, the
+    second job's end)."""
+    service = RuntimeService(
+        store, retry=RetryPolicy(attempts=1, first_delay=0.0, max_delay=0.0), max_jobs=max_jobs
+    )
+    await service.start()
+    try:
+        await service.put_runtime(
+            {
+                "name": "refusing",
+                "provider": "qingcloud",
+                "endpoint": url,
+                "zone": "z1",
+                "access_key_id": "AK",
+                "secret_access_key": "very-secret",
+            }
+        )
+        first, _ = await service.create_cluster(owner="owner-a", runtime="refusing", app=APP)
+        second, _ = await service.create_cluster(owner="owner-b", runtime="refusing", app=APP)
+        ends = []
+        for cluster in (first, second):
+            done = await service.wait(cluster.id, ended, 60)
+            assert done.state == "failed" and done.job_id is not None
+            job = await service.get_job(cluster.id, done.job_id)
+            assert job.finished is not None
+            ends.append((job.finished, job))
+        steps = await service.job_steps(second.id, ends[1][1].id)
+        return ends[0][0], min(s.started for s in steps), ends[1][0]
+    finally:
+        await service.stop()
+
+
+async def test_a_job_beyond_the_slots_starts_when_one_ends(
+    store: Store, refusing_cloud: tuple[str, RefusingCloud]
+) -> None:
+    url, cloud = refusing_cloud
+    first_end, second_start, second_end = await run_two(store, url, max_jobs=1)
+    assert second_start >= first_end  # it waited for the slot
+    # Both jobs called the cloud, each only while it held the slot: half the calls came before
+    # the first job ended (each job makes the same calls), never two at once.
+    arrivals = cloud.arrivals
+    assert arrivals and len(arrivals) % 2 == 0
+    assert sum(1 for t in arrivals if t <= first_end) == len(arrivals) // 2
+    assert all(t <= second_end for t in arrivals)
+    assert cloud.most_in_flight == 1
+
+
+async def test_jobs_within_the_slots_run_at_once(
+    store: Store, refusing_cloud: tuple[str, RefusingCloud]
+) -> None:
+    url, cloud = refusing_cloud
+    cloud.meet = 2  # each call is answered once the other job's call is in flight too
+    first_end, second_start, _ = await run_two(store, url, max_jobs=2)
+    assert cloud.most_in_flight == 2
+    assert second_start < first_end
+
+
+def test_a_service_needs_a_slot(store: Store) -> None:
+    with pytest.raises(ValueError, match="max_jobs"):
+        RuntimeService(store, max_jobs=0)
