@@ -11,6 +11,7 @@ from collections.abc import AsyncIterator
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import TestServer
+from dead_cloud import DEAD_CLOUD
 
 from pitrix.runtime.machine import TRANSITIONAL
 from pitrix.runtime.records import Cluster
@@ -69,16 +70,7 @@ async def run_two(store: Store, url: str, max_jobs: int) -> tuple[float, float, 
     )
     await service.start()
     try:
-        await service.put_runtime(
-            {
-                "name": "refusing",
-                "provider": "qingcloud",
-                "endpoint": url,
-                "zone": "z1",
-                "access_key_id": "AK",
-                "secret_access_key": "very-secret",
-            }
-        )
+        await service.put_runtime({**DEAD_CLOUD, "name": "refusing", "endpoint": url})
         first, _ = await service.create_cluster(owner="owner-a", runtime="refusing", app=APP)
         second, _ = await service.create_cluster(owner="owner-b", runtime="refusing", app=APP)
         ends = []
