@@ -42,6 +42,9 @@ class MetadReporter:
         self._client = client
         self._interval = heartbeat_interval
         self._started = time.monotonic()
+        # Which run of the agent beats: metad writes a beat only when this (or pid, version,
+        # interval) changes, so a restarted agent must say it is a new one even with the old pid.
+        self._run_began = utc_now()
 
     async def heartbeat(self) -> None:
         await self._client.put(
@@ -49,6 +52,7 @@ class MetadReporter:
             {
                 "time": utc_now(),
                 "pid": os.getpid(),
+                "started": self._run_began,
                 "uptime": round(time.monotonic() - self._started, 3),
                 "version": AGENT_VERSION,
                 # metad keeps the heartbeat lease for a few intervals: it must know ours.

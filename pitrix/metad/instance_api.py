@@ -146,9 +146,17 @@ async def write(request: web.Request) -> web.Response:
     try:
         if kind == "heartbeat" and len(parts) == 3:
             doc, interval = status.heartbeat(await _json_body(request, optional=True))
-            revision = await request.app[LEASES_KEY].beat(
-                mapping.instance_id, mapping.status_key("heartbeat"), json.dumps(doc), interval
+            key = mapping.status_key("heartbeat")
+            stored = mirror.tree.text(key)
+            written = await request.app[LEASES_KEY].beat(
+                mapping.instance_id,
+                key,
+                json.dumps(doc),
+                interval,
+                news=status.heartbeat_is_news(doc, stored),
+                stored=stored,
             )
+            revision = mirror.revision if written is None else written
         elif kind in ("applied", "health") and len(parts) == 3:
             body = await _json_body(request)
             doc = status.applied(body) if kind == "applied" else status.health(body)

@@ -181,6 +181,7 @@ class Metad:
             await runner.cleanup()
         self._runners.clear()
         self._bound.clear()
+        await self.leases.close()
         await self.mirror.stop()
 
     async def __aenter__(self) -> Metad:

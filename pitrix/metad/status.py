@@ -6,6 +6,7 @@ Each validator takes the decoded JSON body and returns the document to store, or
 
 from __future__ import annotations
 
+import json
 import math
 import re
 import time
@@ -16,6 +17,9 @@ CMD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MAX_OUTPUT_TAIL = 64 * 1024
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 MAX_HEARTBEAT_INTERVAL = 3600.0
+# What changes at every beat without telling anything: a beat that differs from the stored
+# document only in these is no news (``heartbeat_is_news``), and metad only renews its lease.
+BEAT_CLOCK_FIELDS = frozenset({"time", "uptime", "received"})
 
 
 class BadBody(ValueError):
@@ -62,6 +66,22 @@ def heartbeat(body: Any) -> tuple[dict[str, Any], float]:
     doc["interval"] = interval
     doc["received"] = time.time()
     return doc, float(interval)
+
+
+def heartbeat_is_news(doc: dict[str, Any], stored: str | None) -> bool:
+    """Whether ``doc`` says more than the stored heartbeat: another agent process (its ``pid`` or
+    ``started``), version or interval. The stored document's ``time`` then stays the first beat
+    of this agent's run, which is what "a heartbeat since T" (runtime.fallback) asks about."""
+    if stored is None:
+        return True
+    try:
+        before = json.loads(stored)
+    except ValueError:
+        return True
+    if not isinstance(before, dict):
+        return True
+    keep = doc.keys() | before.keys()
+    return any(doc.get(k) != before.get(k) for k in keep - BEAT_CLOCK_FIELDS)
 
 
 def applied(body: Any) -> dict[str, Any]:

@@ -195,6 +195,54 @@ async def test_heartbeat_lives_on_a_lease_that_expires(seed, instances, net, sto
     assert await store.get(key) is None
 
 
+async def test_a_beat_with_no_news_renews_the_lease_and_writes_nothing(
+    seed, instances, net, store: Store, metad: Metad, manage
+) -> None:
+    """At thousands of agents, a write per beat was most of metad's work and woke every status
+    watcher; only a new agent run, version or interval is news, the lease carries liveness."""
+    await seed()
+    ip = net.ip(1)
+    key = "/_pitrix/status/c1/i-web1/heartbeat"
+    run = {"interval": 1, "pid": 7, "started": "2026-12-05T10:00:00.000000Z"}
+    status, answer = await instances.put(ip, "/self/status/heartbeat", {**run, "time": "a", "uptime": 1})
+    assert status == 200
+    first = await store.get(key)
+    assert first is not None and first.mod_revision == answer["revision"]
+    await metad.mirror.wait_for_revision(first.mod_revision)
+    # Beats past the lease's TTL (3 s): the key lives on, never rewritten.
+    for beat in range(5):
+        status, _ = await instances.put(
+            ip, "/self/status/heartbeat", {**run, "time": f"b{beat}", "uptime": 2 + beat}
+        )
+        assert status == 200
+        await asyncio.sleep(1)  # the agent's interval: beating is the behaviour under test
+    kept = await store.get(key)
+    assert kept is not None and kept.mod_revision == first.mod_revision
+    assert json.loads(kept.value)["time"] == "a"  # the first beat of this run
+    # A new run of the agent (same pid, in a light VM's shared process) is news: written.
+    status, answer = await instances.put(
+        ip, "/self/status/heartbeat", {**run, "started": "2026-12-05T11:00:00.000000Z", "time": "c"}
+    )
+    restarted = await store.get(key)
+    assert restarted is not None and restarted.mod_revision == answer["revision"] > first.mod_revision
+    assert restarted.lease == first.lease
+    # Someone deletes the key (the lease still lives): the next beat, no news, writes it again.
+    await metad.mirror.wait_for_revision(await manage.delete_data(key))
+    again = {**run, "started": "2026-12-05T11:00:00.000000Z"}
+    status, answer = await instances.put(ip, "/self/status/heartbeat", again)
+    back = await store.get(key)
+    assert back is not None and back.mod_revision == answer["revision"]
+    # Another metad of the cluster wrote the same run's beat on a lease of its own (the agent
+    # failed over and back): that lease dies with the other metad's silence, so this one writes.
+    other_lease, _ttl = await store.grant_lease(30)
+    theirs = json.dumps({**json.loads(back.value), "received": 1.0})
+    await metad.mirror.wait_for_revision(await store.put(key, theirs, lease=other_lease))
+    status, answer = await instances.put(ip, "/self/status/heartbeat", again)
+    ours = await store.get(key)
+    assert ours is not None and ours.lease == first.lease and ours.mod_revision == answer["revision"]
+    await store.revoke_lease(other_lease)
+
+
 async def test_health_check_is_projected_per_role(seed, instances, net, manage) -> None:
     """``/self/health`` is the role's check, as ``env`` is the role's parameters."""
     await seed()
