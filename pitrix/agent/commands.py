@@ -114,6 +114,10 @@ class CommandRunner:
         # Reports are flushed from the worker and from the heartbeat: one flush at a time, so a
         # result is neither sent nor acknowledged twice.
         self._flushing = asyncio.Lock()
+        # Whether the ledger may hold a result not acknowledged yet. Finding out reads every
+        # record the agent ever kept, and the heartbeat asks at every beat: it looks only when
+        # one may be owed (at start, after a command ends, after a report failed).
+        self._owed = True
         self._log = get_logger("pitrix.agent.commands")
 
     async def recover(self) -> None:
@@ -134,19 +138,31 @@ class CommandRunner:
     async def flush_reports(self) -> None:
         """Send every finished command's result that has not been acknowledged yet."""
         async with self._flushing:
-            for cmd_id, record in await asyncio.to_thread(self._ledger.unreported):
-                try:
-                    await self._reporter.command(cmd_id, record)
-                except RejectedError as exc:
-                    # Refused outright (say, an id metad does not accept): resending never helps,
-                    # and holding it back would hold back every later report too.
-                    self._log.error("command report rejected; dropped", cmd_id=cmd_id, error=str(exc))
-                except AgentError as exc:
-                    self._log.warning("command report failed; will retry", cmd_id=cmd_id, error=str(exc))
-                    return
-                else:
-                    self._log.info("command reported", cmd_id=cmd_id, status=record.get("status"))
-                await asyncio.to_thread(self._ledger.mark_done, cmd_id, record, True)
+            if not self._owed:
+                return
+            self._owed = False
+            try:
+                await self._flush()
+            except BaseException:
+                self._owed = True
+                raise
+
+    async def _flush(self) -> None:
+        """One pass over the ledger: send each unacknowledged result, mark it acknowledged."""
+        for cmd_id, record in await asyncio.to_thread(self._ledger.unreported):
+            try:
+                await self._reporter.command(cmd_id, record)
+            except RejectedError as exc:
+                # Refused outright (say, an id metad does not accept): resending never helps,
+                # and holding it back would hold back every later report too.
+                self._log.error("command report rejected; dropped", cmd_id=cmd_id, error=str(exc))
+            except AgentError as exc:
+                self._log.warning("command report failed; will retry", cmd_id=cmd_id, error=str(exc))
+                self._owed = True
+                return
+            else:
+                self._log.info("command reported", cmd_id=cmd_id, status=record.get("status"))
+            await asyncio.to_thread(self._ledger.mark_done, cmd_id, record, True)
 
     def offer(self, command: Command | None) -> None:
         """The command metadata shows now; it runs unless its id ran (or is running) already."""
@@ -216,5 +232,6 @@ class CommandRunner:
         }
         await asyncio.to_thread(self._ledger.mark_done, command.id, record)
         log.info("command finished", status=record["status"], exit_code=record["exit_code"])
+        self._owed = True
         await self.flush_reports()
         return True
