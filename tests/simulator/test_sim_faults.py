@@ -272,6 +272,9 @@ async def test_cut_freezes_only_the_agent_and_heal_thaws_it(sim: Simulator) -> N
     assert vm is not None
     await vm.userdata_finished()
     agent, web = (int((root / f"var/run-{n}.pid").read_text()) for n in ("agent", "web"))
+    # The pid file is written right after the fork: until its exec the process is still `sh`,
+    # which no agent marker matches (and its parent, the userdata, may be gone already).
+    await until(lambda: b"pitrix-agent" in Path(f"/proc/{agent}/cmdline").read_bytes())
 
     status, body = await admin(sim, "POST", f"/_sim/instances/{iid}/cut")
     assert status == 200 and body["agents"] == 1
