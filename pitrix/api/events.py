@@ -23,6 +23,8 @@ from pitrix.store.types import WatchBatch, WatchEvent
 # Both "/clusters/" and "/cluster-data/" start with it: one watch, one revision order.
 WATCHED_PREFIX = "/cluster"
 QUEUE_LIMIT = 1000
+RESTART_FIRST_DELAY = 0.1
+RESTART_MAX_DELAY = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,11 +112,39 @@ class EventHub:
             self._subscribers.discard(sub)
 
     async def _run(self, from_revision: int) -> None:
-        async for batch in self.store.watch_prefix(WATCHED_PREFIX, from_revision):
-            try:
-                self._dispatch(batch)
-            except Exception:
-                self.log.exception("event dispatch failed", revision=batch.revision)
+        """Dispatch every revision once, for as long as the store is open.
+
+        The store's watch already rides out etcd restarts; anything else that breaks it resumes
+        here after the last revision dispatched, so subscribers miss nothing. When the hub ends,
+        so do its subscribers' streams: a stream left open with nothing behind it would look live.
+        """
+        delay = RESTART_FIRST_DELAY
+        try:
+            while not self.store.closed:
+                try:
+                    async for batch in self.store.watch_prefix(WATCHED_PREFIX, from_revision):
+                        self._deliver(batch)
+                        from_revision = batch.revision + 1
+                        delay = RESTART_FIRST_DELAY
+                except Exception:
+                    if self.store.closed:
+                        break
+                    self.log.exception("events.watch_broke", resume_from=from_revision, retry_in=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RESTART_MAX_DELAY)
+        finally:
+            for sub in list(self._subscribers):
+                self._end(sub)
+
+    def _deliver(self, batch: WatchBatch) -> None:
+        try:
+            self._dispatch(batch)
+        except Exception:
+            # Part of the revision may be delivered and part not: a subscriber's view would be
+            # wrong from here on, so its stream ends and the client's reconnect gets a snapshot.
+            self.log.exception("events.dispatch_failed", revision=batch.revision)
+            for sub in list(self._subscribers):
+                self._end(sub)
 
     def _dispatch(self, batch: WatchBatch) -> None:
         received = time.time()

@@ -219,6 +219,11 @@ class Store:
         return self._client
 
     @property
+    def closed(self) -> bool:
+        """True once :meth:`close` ran: a stream that breaks after it ends instead of resuming."""
+        return self._closed
+
+    @property
     def generation(self) -> int:
         """Bumped each time the channel is replaced; streams compare it to notice a reconnect."""
         return self._generation
