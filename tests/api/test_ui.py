@@ -95,7 +95,15 @@ async def test_page_shows_own_clusters_live_with_the_state_lit(api: Client) -> N
     )
     mine = (await created.json())["cluster"]["id"]
     url = str(api.make_url(f"/ui?access_token={ALICE}"))
-    seen = await asyncio.to_thread(watch_page, url, mine, (await theirs.json())["cluster"]["id"])
+    try:
+        seen = await asyncio.to_thread(watch_page, url, mine, (await theirs.json())["cluster"]["id"])
+    except AssertionError as exc:
+        # Tell a page that missed the change from a cluster that never got there.
+        shown = await (await api.get(f"/v1/clusters/{mine}", headers=bearer(ALICE))).json()
+        job = shown.get("job") or {}
+        raise AssertionError(
+            f"{exc}; the API has the cluster {shown.get('state')!r}, its job {job.get('status')!r}"
+        ) from None
 
     graph = lifecycle_graph()
     assert seen["drawn"] == {s["name"] for s in graph["states"]}
