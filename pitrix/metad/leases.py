@@ -87,7 +87,13 @@ class HeartbeatLeases:
         held = self._held[instance_id] = _Held(lease_id, ttl)
         return held
 
+    def holds(self, instance_id: str) -> bool:
+        """Whether a lease is kept on record for the instance."""
+        return instance_id in self._held
+
     def forget(self, instance_id: str) -> None:
+        """Drop an instance that is gone (its mapping deleted): its lease is left to expire,
+        its heartbeat with it, and a long-lived metad does not keep every instance it ever saw."""
         self._held.pop(instance_id, None)
         self._locks.pop(instance_id, None)
 

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import hashlib
 import heapq
+from collections.abc import Callable
 
 from pitrix.logs import get_logger
 from pitrix.metad.selfview import MAPPING_ROOT, Mapping, decides_identity
@@ -23,8 +24,13 @@ RETRY_MAX = 5.0
 
 
 class Mirror:
-    def __init__(self, store: Store, prune_after: int = 10000) -> None:
+    def __init__(
+        self, store: Store, prune_after: int = 10000, on_gone: Callable[[str], None] | None = None
+    ) -> None:
         self.store = store
+        # Told the id of every instance whose mapping goes away, so what is kept per instance
+        # elsewhere (its heartbeat lease) does not outlive it.
+        self.on_gone = on_gone
         # Deleted keys stay in the tree as tombstones (they date deletions for long-polls); after
         # this many deletions they are swept and the mirror's known history starts afresh.
         self.prune_after = prune_after
@@ -170,6 +176,7 @@ class Mirror:
     # -- identity ---------------------------------------------------------------------------------
 
     def _reindex_all(self) -> None:
+        before = set(self.mappings)
         self.mappings.clear()
         self.by_ip.clear()
         self.by_token.clear()
@@ -177,6 +184,8 @@ class Mirror:
         if root is not None:
             for iid, _ in root.live_children():
                 self._reindex(iid)
+        for iid in before - self.mappings.keys():
+            self._gone(iid)
 
     def _reindex(self, iid: str) -> None:
         old = self.mappings.pop(iid, None)
@@ -190,6 +199,15 @@ class Mirror:
             self.by_ip[mapping.ip] = iid
             if mapping.bootstrap_sha256:
                 self.by_token[mapping.bootstrap_sha256] = iid
+        elif old is not None:
+            self._gone(iid)
+
+    def _gone(self, iid: str) -> None:
+        if self.on_gone is not None:
+            try:
+                self.on_gone(iid)
+            except Exception:
+                self._log.exception("instance cleanup failed", instance_id=iid)
 
     def identify(self, ip: str | None) -> Mapping | None:
         """The mapping of the instance whose address is ``ip``."""

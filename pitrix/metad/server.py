@@ -70,8 +70,8 @@ class Metad:
             raise MetadError(f"trusted_proxies: {exc}") from None
         self.store = store
         self.listen_ip = listen_ip
-        self.mirror = Mirror(store)
         self.leases = HeartbeatLeases(store)
+        self.mirror = Mirror(store, on_gone=self.leases.forget)
         self._ports = {"instance": instance_port, "manage": manage_port}
         self._wait_timeout = wait_timeout
         self._keepalive = keepalive

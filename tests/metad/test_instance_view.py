@@ -8,7 +8,7 @@ import json
 import yaml
 
 from pitrix.metad.server import Metad
-from pitrix.store import Store
+from pitrix.store import Store, WatchBatch
 
 
 async def test_self_projection_is_scoped_to_the_caller(seed, instances, net) -> None:
@@ -241,6 +241,27 @@ async def test_a_beat_with_no_news_renews_the_lease_and_writes_nothing(
     ours = await store.get(key)
     assert ours is not None and ours.lease == first.lease and ours.mod_revision == answer["revision"]
     await store.revoke_lease(other_lease)
+
+
+async def test_a_gone_instance_leaves_no_lease_on_record(seed, instances, net, metad: Metad, manage) -> None:
+    """A metad lives for months while instances come and go: what it keeps per instance must go too."""
+    await seed()
+    beat = {"interval": 5, "pid": 7, "started": "2026-12-06T01:00:00.000000Z"}
+    for n in (1, 2):
+        status, _ = await instances.put(net.ip(n), "/self/status/heartbeat", beat)
+        assert status == 200
+    assert metad.leases.holds("i-web1") and metad.leases.holds("i-web2")
+    # Deleted through the management API, as pitrixd deletes a node.
+    assert await metad.mirror.wait_for_revision(await manage.delete_mapping("i-web1"))
+    assert not metad.leases.holds("i-web1") and metad.leases.holds("i-web2")
+    # Gone in a resync (the deletion was compacted away before the mirror saw it).
+    kvs, revision = await metad.store.get_prefix("/")
+    kept = [kv for kv in kvs if not kv.key.startswith("/_pitrix/mapping/i-web2/")]
+    await metad.mirror.apply(WatchBatch(revision=revision, resync=True, state=kept))
+    assert not metad.leases.holds("i-web2")
+    status, _ = await instances.put(net.ip(2), "/self/status/heartbeat", beat)
+    assert status == 403  # and it is a stranger now, refused before any lease is granted
+    assert not metad.leases.holds("i-web2")
 
 
 async def test_health_check_is_projected_per_role(seed, instances, net, manage) -> None:
