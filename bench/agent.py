@@ -14,6 +14,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import ctypes
+import ctypes.util
+import gc
 import importlib
 import os
 import resource
@@ -218,6 +221,16 @@ def _rss_kib() -> int:
     return procs.memory_kib(os.getpid())
 
 
+def _settled_rss_kib() -> int:
+    """RSS once what earlier runs freed is handed back to the system: otherwise the next run
+    reuses it unseen, and its agents look smaller than they are (below zero, once)."""
+    gc.collect()
+    libc = ctypes.util.find_library("c")
+    if libc is not None:
+        ctypes.CDLL(libc).malloc_trim(0)
+    return _rss_kib()
+
+
 async def light_mode_rows(counts: list[int], rounds: int) -> list[dict[str, float]]:
     """``light_mode`` as rows (what bench/propagation.py's light-mode table reads)."""
     with tempfile.TemporaryDirectory(prefix="pitrix-bench-light-") as tmp:
@@ -240,7 +253,7 @@ async def light_mode(base: Path, counts: list[int], rounds: int) -> list[tuple[i
     async with private_metad(base) as (metad, manage, octet):
         for count in counts:
             await add_hosts(manage, octet, count)
-            before = _rss_kib()
+            before = _settled_rss_kib()
             agents = [
                 light_agent(base / f"light{count}" / f"vm{n}", metad.instance_url, _ip(octet, n))
                 for n in range(count)
