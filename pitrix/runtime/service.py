@@ -59,7 +59,7 @@ from pitrix.runtime.recovery import RecoveryPolicy, watch_for_dead_nodes
 from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.signals import ClusterSignals
 from pitrix.runtime.spec import SpecError, parse_spec
-from pitrix.store import Store
+from pitrix.store import Store, StoreError
 from pitrix.store.types import KV, Compare, Op
 
 REPORT_TIMEOUT = 5.0
@@ -74,6 +74,8 @@ MONITOR_MAX_PAUSE = 30.0
 # of the cluster: 1,000 creates at once on a 2-core host failed 621 on heartbeats that way.
 # Waiting jobs stay in etcd as they were accepted and start in turn, oldest claim first.
 DEFAULT_MAX_JOBS = 100
+# The step a job waiting for a free job slot shows (see _run_job).
+WAIT_SLOT_STEP = "wait-slot"
 
 
 def _decoded(value: Any) -> Any:
@@ -630,11 +632,37 @@ class RuntimeService:
 
     async def _run_job(self, cid: str) -> None:
         """Run ``cid``'s job once one of the replica's job slots is free (read the cluster then:
-        a job waiting its turn may have been replaced by a newer one meanwhile)."""
-        if self._job_slots.locked():
-            self.log.info("job waits for a slot", cluster_id=cid, running=self.max_jobs)
+        a job waiting its turn may have been replaced by a newer one meanwhile).
+
+        A job that has to wait says so in a step of its own, ``wait-slot``, ended when its turn
+        comes: otherwise a queued job looks like one stuck at its first step, with no step at all.
+        """
+        if not self._job_slots.locked():
+            async with self._job_slots:  # free: taken at once, nothing journaled
+                await self._run_job_now(cid)
+            return
+        self.log.info("job waits for a slot", cluster_id=cid, running=self.max_jobs)
+        waiting = await self._journal_wait(cid)
+        began = time.monotonic()
         async with self._job_slots:
+            if waiting is not None:
+                journal, record = waiting
+                waited = time.monotonic() - began
+                detail = f"waited {waited:.1f}s for a job slot ({self.max_jobs} per replica)"
+                with contextlib.suppress(StoreError):  # only a display: the job runs regardless
+                    await journal.finished(record, detail)
             await self._run_job_now(cid)
+
+    async def _journal_wait(self, cid: str) -> tuple[Journal, StepRecord] | None:
+        try:
+            cluster = await self.get_cluster(cid)
+            if cluster.state not in TRANSITIONAL or cluster.job_id is None:
+                return None
+            journal = Journal(self.store, cid, cluster.job_id)
+            return journal, await journal.started(WAIT_SLOT_STEP)
+        except (StoreError, NotFound) as exc:
+            self.log.warning("queued job not journaled", cluster_id=cid, error=str(exc))
+            return None
 
     async def _run_job_now(self, cid: str) -> None:
         cluster = await self.get_cluster(cid)

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import time
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 
 import pytest
 from aiohttp import web
@@ -14,9 +15,9 @@ from aiohttp.test_utils import TestServer
 from dead_cloud import DEAD_CLOUD
 
 from pitrix.runtime.machine import TRANSITIONAL
-from pitrix.runtime.records import Cluster
+from pitrix.runtime.records import Cluster, StepRecord
 from pitrix.runtime.retrying import RetryPolicy
-from pitrix.runtime.service import RuntimeService
+from pitrix.runtime.service import WAIT_SLOT_STEP, RuntimeService
 from pitrix.store import Store
 
 APP = {"name": "demo", "roles": [{"name": "web", "count": 1, "image": "demo"}]}
@@ -61,10 +62,17 @@ async def refusing_cloud() -> AsyncIterator[tuple[str, RefusingCloud]]:
         yield str(server.make_url("")).rstrip("/"), cloud
 
 
-async def run_two(store: Store, url: str, max_jobs: int) -> tuple[float, float, float]:
+@dataclass
+class TwoJobs:
+    first_end: float
+    second_start: float  # its first plan step's start
+    second_end: float
+    waits: list[StepRecord | None]  # each job's wait-slot step, if it had to wait
+
+
+async def run_two(store: Store, url: str, max_jobs: int) -> TwoJobs:
     """Two clusters of different owners (so they share no metadata cluster and nothing else
-    orders them) created back to back: (the first job's end, the second job's start, the
-    second job's end)."""
+    orders them) created back to back."""
     service = RuntimeService(
         store, retry=RetryPolicy(attempts=1, first_delay=0.0, max_delay=0.0), max_jobs=max_jobs
     )
@@ -73,15 +81,17 @@ async def run_two(store: Store, url: str, max_jobs: int) -> tuple[float, float, 
         await service.put_runtime({**DEAD_CLOUD, "name": "refusing", "endpoint": url})
         first, _ = await service.create_cluster(owner="owner-a", runtime="refusing", app=APP)
         second, _ = await service.create_cluster(owner="owner-b", runtime="refusing", app=APP)
-        ends = []
+        ends, starts, waits = [], [], []
         for cluster in (first, second):
             done = await service.wait(cluster.id, ended, 60)
             assert done.state == "failed" and done.job_id is not None
             job = await service.get_job(cluster.id, done.job_id)
             assert job.finished is not None
-            ends.append((job.finished, job))
-        steps = await service.job_steps(second.id, ends[1][1].id)
-        return ends[0][0], min(s.started for s in steps), ends[1][0]
+            ends.append(job.finished)
+            steps = await service.job_steps(cluster.id, job.id)
+            starts.append(min(s.started for s in steps if s.name != WAIT_SLOT_STEP))
+            waits.append(next((s for s in steps if s.name == WAIT_SLOT_STEP), None))
+        return TwoJobs(ends[0], starts[1], ends[1], waits)
     finally:
         await service.stop()
 
@@ -90,8 +100,15 @@ async def test_a_job_beyond_the_slots_starts_when_one_ends(
     store: Store, refusing_cloud: tuple[str, RefusingCloud]
 ) -> None:
     url, cloud = refusing_cloud
-    first_end, second_start, second_end = await run_two(store, url, max_jobs=1)
-    assert second_start >= first_end  # it waited for the slot
+    two = await run_two(store, url, max_jobs=1)
+    first_end, second_end = two.first_end, two.second_end
+    assert two.second_start >= first_end  # it waited for the slot
+    # ... and said so while it did: a step of its own, ended as its turn came.
+    first_wait, second_wait = two.waits
+    assert first_wait is None
+    assert second_wait is not None and second_wait.status == "done" and second_wait.finished is not None
+    assert second_wait.finished <= two.second_start
+    assert second_wait.detail.startswith("waited ") and "(1 per replica)" in second_wait.detail
     # Both jobs called the cloud, each only while it held the slot: half the calls came before
     # the first job ended (each job makes the same calls), never two at once.
     arrivals = cloud.arrivals
@@ -106,9 +123,10 @@ async def test_jobs_within_the_slots_run_at_once(
 ) -> None:
     url, cloud = refusing_cloud
     cloud.meet = 2  # each call is answered once the other job's call is in flight too
-    first_end, second_start, _ = await run_two(store, url, max_jobs=2)
+    two = await run_two(store, url, max_jobs=2)
     assert cloud.most_in_flight == 2
-    assert second_start < first_end
+    assert two.second_start < two.first_end
+    assert two.waits == [None, None]  # neither waited: no wait-slot step
 
 
 def test_a_service_needs_a_slot(store: Store) -> None:
