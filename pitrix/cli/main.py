@@ -106,6 +106,8 @@ async def cmd_runtimes(client: ApiClient, args: argparse.Namespace) -> int:
         "placement": args.placement,
         "metadata_retention": args.metadata_retention,
     }
+    if args.heartbeat_interval is not None:
+        body["heartbeat_interval"] = args.heartbeat_interval
     body.update(_pairs(args.set, "--set", "KEY=VALUE"))
     data = await client.post("/v1/runtimes", body)
     _print(data, args.output, lambda d: f"runtime {d['name']} saved")
@@ -269,6 +271,13 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["remove-when-unused", "keep"],
         default="remove-when-unused",
         help="remove a metadata cluster with its last cluster (default), or keep it",
+    )
+    add.add_argument(
+        "--heartbeat-interval",
+        type=float,
+        metavar="SECONDS",
+        help="seconds between agent heartbeats for nodes deployed from now on (default 2; "
+        "a dead node is noticed after three)",
     )
     add.add_argument(
         "--set", action="append", metavar="KEY=VALUE", help="provider setting (credentials, ...)"

@@ -24,6 +24,7 @@ from pitrix.runtime.booting import wait_booted
 from pitrix.runtime.fallback import run_over_ssh, silent_agents
 from pitrix.runtime.keypairs import KeyPairs, RuntimeKeyPair
 from pitrix.runtime.records import (
+    DEFAULT_HEARTBEAT_INTERVAL,
     Cluster,
     Job,
     MetadataCluster,
@@ -68,8 +69,10 @@ class ClusterOperations:
         metad: MetadManagementClient,
         agents: AgentStatus,
         keypairs: KeyPairs | None = None,
+        heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
     ) -> None:
         self.store = store
+        self.heartbeat_interval = heartbeat_interval  # the runtime's, for the agents it configures
         self.keypairs = keypairs or KeyPairs(store)  # the service's own: etcd and cloud asked once
         self.cluster = cluster
         self.job = job
@@ -222,6 +225,7 @@ class ClusterOperations:
             bootstrap_token=token,
             cert_pem=cert_pem,
             key_pem=key_pem,
+            heartbeat_interval=self.heartbeat_interval,
             health_cmd=check.cmd if check else "",
             health_interval=check.interval if check else 10.0,
             templates=role.templates,

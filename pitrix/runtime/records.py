@@ -24,6 +24,8 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from pitrix.runtime.spec import AppSpec
 
+DEFAULT_HEARTBEAT_INTERVAL = 2.0
+
 State = Literal[
     "pending",
     "creating",
@@ -126,6 +128,10 @@ class Runtime(_Record):
     placement: Literal["per-owner", "per-runtime"] = "per-owner"
     # Whether a metadata cluster goes when its last cluster does, or stays for the next one.
     metadata_retention: Literal["remove-when-unused", "keep"] = "remove-when-unused"
+    # Seconds between an agent's heartbeats, for the nodes deployed from now on (an agent reads it
+    # from its config at start). Its lease lasts three intervals: a longer one costs the metadata
+    # cluster less at thousands of agents, and a dead node is noticed that much later.
+    heartbeat_interval: float = Field(DEFAULT_HEARTBEAT_INTERVAL, ge=0.5, le=300)
 
     def public(self) -> dict[str, Any]:
         """The definition without anything secret, for answers and logs."""

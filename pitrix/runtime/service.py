@@ -690,8 +690,17 @@ class RuntimeService:
             client = self.metadata.client(record)
             agents = AgentStatus(client, cid)
             await agents.start()
+            runtime = await self.get_runtime(cluster.runtime)
             ops = ClusterOperations(
-                self.store, cluster, job, provider, record, client, agents, keypairs=self.keypairs
+                self.store,
+                cluster,
+                job,
+                provider,
+                record,
+                client,
+                agents,
+                keypairs=self.keypairs,
+                heartbeat_interval=runtime.heartbeat_interval,
             )
             plan = self._plan(cluster, job, ops)
             log.info("plan", layers=plan.describe())

@@ -15,6 +15,7 @@ import shlex
 from collections.abc import Sequence
 
 from pitrix.pki import CertificateAuthority, key_to_pem
+from pitrix.runtime.records import DEFAULT_HEARTBEAT_INTERVAL
 from pitrix.runtime.spec import Template
 
 AGENT_CONFIG = "/etc/pitrix/agent.toml"
@@ -40,7 +41,7 @@ def agent_files(
     bootstrap_token: str = "",
     cert_pem: bytes = b"",
     key_pem: bytes = b"",
-    heartbeat_interval: float = 2.0,
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
     health_cmd: str = "",
     health_interval: float = 10.0,
     templates: Sequence[Template] = (),

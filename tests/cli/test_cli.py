@@ -72,9 +72,13 @@ async def test_apps_clusters_and_events(cli: Run, tmp_path: Path, server: str) -
     admin = {"PITRIX_TOKEN": ADMIN}
     code, _, err = await cli(
         "runtimes", "add", "dead", "--provider", "qingcloud", "--endpoint", "http://127.0.0.1:9",
-        "--zone", "z1", "--set", "access_key_id=AK", "--set", "secret_access_key=SK", env=admin,
+        "--zone", "z1", "--set", "access_key_id=AK", "--set", "secret_access_key=SK",
+        "--heartbeat-interval", "10", env=admin,
     )  # fmt: skip
     assert code == 0, err
+    code, out, err = await cli("-o", "json", "runtimes", "list", env=admin)
+    assert code == 0, err
+    assert [r["heartbeat_interval"] for r in json.loads(out)["runtimes"]] == [10.0]
     code, out, err = await cli(
         "-o", "json", "clusters", "create", "--runtime", "dead", "--app", "demo@1.0", "--no-wait"
     )

@@ -10,6 +10,7 @@ import tomllib
 
 import pytest
 from e2e_cloud import Cloud, demo_app
+from e2e_daemons import runtime_definition
 from test_lifecycle import expect, lb_ip, through_lb
 
 pytestmark = pytest.mark.e2e
@@ -17,6 +18,9 @@ pytestmark = pytest.mark.e2e
 
 async def test_scale_out_then_in_over_mutual_tls(cloud: Cloud) -> None:
     service = cloud.service
+    # The runtime's heartbeat interval goes into each agent's config.
+    sim = runtime_definition(cloud.sim)
+    await service.put_runtime({**sim, "heartbeat_interval": 1.5})
     cluster, _ = await service.create_cluster(
         owner="o1", runtime="sim", app=demo_app(), counts={"web": 1, "lb": 1}
     )
@@ -27,6 +31,7 @@ async def test_scale_out_then_in_over_mutual_tls(cloud: Cloud) -> None:
     nodes = {n.node_id: n for n in await service.nodes(cid)}
     config = tomllib.loads(cloud.vm_file(nodes["web-1"].instance_id, "/etc/pitrix/agent.toml"))
     assert config["nodes"] == [record.instance_url] and config["client_cert"] == "/etc/pitrix/agent.crt"
+    assert config["pitrix"]["heartbeat_interval"] == 1.5
     assert "BEGIN CERTIFICATE" in cloud.vm_file(nodes["web-1"].instance_id, "/etc/pitrix/agent.crt")
     assert set(await through_lb(cloud.http, await lb_ip(service, cid))) == {"web-1"}
 

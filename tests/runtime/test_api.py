@@ -59,6 +59,8 @@ async def test_runtime_credentials_are_never_echoed(api: TestClient[Any, Any]) -
         ({"provider": "qingcloud"}, "name"),
         ({**DEAD_CLOUD, "placement": "per-galaxy"}, "placement"),
         ({**DEAD_CLOUD, "metadata_retention": "forever"}, "metadata_retention"),
+        ({**DEAD_CLOUD, "heartbeat_interval": 0.1}, "heartbeat_interval"),
+        ({**DEAD_CLOUD, "heartbeat_interval": "often"}, "heartbeat_interval"),
     ],
 )
 async def test_bad_runtime_is_refused(
