@@ -41,6 +41,7 @@ class Stack:
     pitrixd: procs.Child | None = None
     restarts: int = 0
     token: str = ""
+    pitrixd_log_level: str = "warning"  # "info" to count what it retried (tests/chaos)
 
     def api(self) -> ApiClient:
         """A client of pitrixd with the stack's admin token."""
@@ -87,7 +88,7 @@ class Stack:
                 "--api-listen",
                 "127.0.0.1:0",
                 "--log-level",
-                "warning",
+                self.pitrixd_log_level,
             ],
             self.workdir / "pitrixd.log",
             {"PITRIX_API__TOKENS": tokens},
@@ -116,8 +117,10 @@ class Stack:
 
 
 @contextlib.asynccontextmanager
-async def running_stack(workdir: Path, *sim_args: str) -> AsyncIterator[Stack]:
-    stack = Stack(workdir, f"127.{procs.private_net()}.0.0/16")
+async def running_stack(
+    workdir: Path, *sim_args: str, pitrixd_log_level: str = "warning"
+) -> AsyncIterator[Stack]:
+    stack = Stack(workdir, f"127.{procs.private_net()}.0.0/16", pitrixd_log_level=pitrixd_log_level)
     try:
         await stack.start_sim(*sim_args)
         await stack.start_pitrixd()

@@ -27,13 +27,15 @@ class Tally:
     kills: int = 0
     retries: int = 0  # failed jobs a client had to retry
     reasked: int = 0  # requests that met a dead pitrixd and were sent again
+    cloud_retries: int = 0  # cloud calls and steps pitrixd itself tried again (its log says)
     errors: list[str] = field(default_factory=list)
 
     def line(self, name: str, faults: int, lost: int) -> str:
+        recovered = self.kills + self.reasked + self.retries + self.cloud_retries
         return (
             f"CHAOS {name}: operations={self.operations} faults_injected={faults} "
-            f"recovered={self.kills + self.reasked + self.retries} (restarts {self.kills}, "
-            f"re-asked {self.reasked}, job retries {self.retries}) "
+            f"recovered={recovered} (restarts {self.kills}, re-asked {self.reasked}, "
+            f"job retries {self.retries}, cloud retries {self.cloud_retries}) "
             f"lost={lost}"
         )
 
