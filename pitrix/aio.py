@@ -1,7 +1,8 @@
 """Running a pitrix process's event loop.
 
 uvloop when it is installed (an order of magnitude less memory per TLS connection and faster
-I/O), the stdlib loop otherwise; callers never choose.
+I/O), the stdlib loop otherwise; callers never choose. The garbage collector is tuned for a
+long-running process first (see gctune.py).
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ import asyncio
 from collections.abc import Coroutine
 from typing import Any, TypeVar
 
+from pitrix import gctune
+
 T = TypeVar("T")
 
 
 def run(main: Coroutine[Any, Any, T]) -> T:
     """Run ``main`` to completion on the best available event loop."""
+    gctune.for_service()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux

@@ -6,7 +6,15 @@ runtime journals; cluster counts are read from etcd at scrape time, so they are 
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client import (
+    CollectorRegistry,
+    Counter,
+    Gauge,
+    GCCollector,
+    Histogram,
+    ProcessCollector,
+    generate_latest,
+)
 
 from pitrix.api.events import Event
 from pitrix.runtime.machine import STATES
@@ -20,6 +28,10 @@ CLOUD_STEPS = ("run-instances", "wait-running", "terminate", "metadata")
 class Metrics:
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
+        # The process's own figures too: memory, CPU, descriptors, and the garbage collector's
+        # collections per generation (see pitrix/gctune.py for why they are worth watching).
+        ProcessCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self.clusters = Gauge(
             "pitrix_clusters", "Clusters by lifecycle state", ["state"], registry=self.registry
         )

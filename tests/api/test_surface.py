@@ -56,6 +56,8 @@ async def test_metrics_count_clusters_steps_and_cloud_errors(api: Client) -> Non
     assert 'pitrix_step_duration_seconds_count{status="failed",step="metadata"} 1.0' in text
     assert 'pitrix_cloud_call_errors_total{step="metadata"} 1.0' in text
     assert "pitrix_watch_lag_seconds " in text
+    assert 'python_gc_collections_total{generation="2"}' in text
+    assert "process_resident_memory_bytes " in text
     failed = next(line for line in text.splitlines() if line.startswith('pitrix_clusters{state="failed"}'))
     assert float(failed.split()[-1]) >= 1
 
