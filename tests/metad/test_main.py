@@ -63,6 +63,19 @@ async def test_cli_embedded_etcd_serves_and_stops_on_signal(tmp_path: Path, net,
             ):
                 assert response.status == 200 and await response.json() == "80"
 
+            # Its etcd dies (a panic, the OOM killer): metad starts it again and serves on.
+            os.kill(etcd_pid, signal.SIGKILL)
+            assert process.stderr is not None
+            seen: list[str] = []
+            while not any("etcd.restarted" in line for line in seen):
+                line = (await asyncio.wait_for(process.stderr.readline(), DEADLINE)).decode()
+                assert line, f"metad's log ended before etcd was restarted: {seen[-5:]}"
+                seen.append(line)
+            etcd_pid = json.loads((state / "etcd.pid.json").read_text())["pid"]
+            assert _alive(etcd_pid)
+            await manage.put_data("/clusters/c1/env/web/port", 81)
+            assert await manage.get_data("/clusters/c1/env/web/port") == "81"
+
         process.send_signal(stop_signal)
         assert await asyncio.wait_for(process.wait(), DEADLINE) == 0
         assert not _alive(etcd_pid)

@@ -103,6 +103,33 @@ async def test_restart_keeps_ports_and_data(tmp_path: Path) -> None:
     await again.stop()
 
 
+async def test_a_supervised_etcd_that_dies_is_started_again_with_its_data(tmp_path: Path) -> None:
+    """An etcd panic (3.5.1 has one under load) or the OOM killer must not leave the daemon on a
+    dead store: the same URL answers again, with what was written before."""
+    etcd = EmbeddedEtcd(tmp_path, unsafe_no_fsync=True)
+    url = await etcd.start()
+    etcd.supervise()
+    try:
+        async with Store([url]) as store:
+            await store.put("/before", b"kept")
+            for round_ in (1, 2):
+                dead = etcd.pid
+                assert dead is not None
+                os.kill(dead, signal.SIGKILL)
+                await asyncio.wait_for(etcd.wait_restarts(round_), 60)
+                assert etcd.pid not in (None, dead) and alive(etcd.pid)
+                assert not Path(f"/proc/{dead}").exists()  # reaped, not left a zombie
+                assert etcd.client_url == url
+                kv = await store.get("/before")  # the same client, reconnected
+                assert kv is not None and kv.value == b"kept"
+        record = PidRecord.load(etcd.record_path)
+        assert record is not None and record.pid == etcd.pid
+    finally:
+        await etcd.stop()
+    # Stopping ends the supervision: the stop is not taken for a crash.
+    assert etcd.pid is None and etcd.restarts == 2
+
+
 async def test_child_survives_parent_sigkill_and_is_reused(tmp_path: Path) -> None:
     parent = await asyncio.create_subprocess_exec(
         sys.executable,
