@@ -16,9 +16,14 @@ from pitrix import gctune
 T = TypeVar("T")
 
 
-def run(main: Coroutine[Any, Any, T]) -> T:
-    """Run ``main`` to completion on the best available event loop."""
-    gctune.for_service()
+def run(main: Coroutine[Any, Any, T], *, tune_gc: bool = True) -> T:
+    """Run ``main`` to completion on the best available event loop.
+
+    ``tune_gc`` False keeps CPython's collector settings: the agent's choice, a small process on
+    every VM whose figures the tuning did not change (the daemons' large heaps are what it is for).
+    """
+    if tune_gc:
+        gctune.for_service()
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux

@@ -8,6 +8,11 @@ stopping the loop. In the light-mode benchmark (1,000 agents and a metad in one 
 rounds) 52 full collections took 17.2 s of a 72.4 s run, up to 571 ms each; with these settings
 one took 18 ms, the run took 45.4 s and peak memory was the same (649 vs 647 MiB).
 
+pitrix-metad, pitrixd and the simulator (whose light VMs' agents share its heap) run with these
+settings. A lone pitrix-agent keeps CPython's: its heap is small, and in the propagation benchmark
+(10 and 100 agent processes on one metad, A/B in one session) the tuning changed nothing beyond
+the run-to-run noise.
+
 Cyclic garbage is still collected: young collections come every 50,000 net allocations instead
 of 700 (reference counting frees everything else at once, as before), a full one after 100
 middle ones, subject to CPython's own rule that a full collection waits until a quarter of the

@@ -127,7 +127,7 @@ def main(argv: list[str] | None = None) -> int:
     level = config.log_level.lower()
     logs.configure(_LOG_LEVELS.get(level, level))
     try:
-        return aio.run(_run(config))
+        return aio.run(_run(config), tune_gc=False)
     except AgentError as exc:
         print(f"pitrix-agent: {exc}", file=sys.stderr)
         return 1

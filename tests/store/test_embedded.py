@@ -49,6 +49,11 @@ def alive(pid: int) -> bool:
     return stat.rsplit(")", 1)[1].split()[0] != "Z"
 
 
+def reaped(pid: int) -> bool:
+    """Gone from the process table (a zombie still has its /proc entry)."""
+    return not Path(f"/proc/{pid}").exists()
+
+
 async def wait_gone(pid: int, within: float = 10.0) -> None:
     """Wait for an unrelated process to exit, via a pidfd (readable on exit)."""
     try:
@@ -118,7 +123,7 @@ async def test_a_supervised_etcd_that_dies_is_started_again_with_its_data(tmp_pa
                 os.kill(dead, signal.SIGKILL)
                 await asyncio.wait_for(etcd.wait_restarts(round_), 60)
                 assert etcd.pid not in (None, dead) and alive(etcd.pid)
-                assert not Path(f"/proc/{dead}").exists()  # reaped, not left a zombie
+                assert reaped(dead)  # not left a zombie
                 assert etcd.client_url == url
                 kv = await store.get("/before")  # the same client, reconnected
                 assert kv is not None and kv.value == b"kept"
