@@ -234,6 +234,8 @@ class EmbeddedEtcd:
         Its data is on disk and a restart recovers it; without one, the daemon went on serving
         errors against a dead store for good. Same ports, so clients reconnect by themselves.
         """
+        if self._pid is None:
+            raise EmbeddedEtcdError("embedded etcd is not started: nothing to supervise")
         if self._supervisor is None or self._supervisor.done():
             self._supervisor = asyncio.create_task(self._keep_running(), name="embedded-etcd-supervisor")
 
@@ -273,8 +275,7 @@ class EmbeddedEtcd:
     async def _keep_running(self) -> None:
         while True:
             pid = self._pid
-            if pid is None:
-                raise EmbeddedEtcdError("embedded etcd is not started")
+            assert pid is not None  # supervise() checked; every restart below sets it again
             await self._wait_exit(pid, None)
             status = self._process.returncode if self._process is not None else None
             self._log.error(

@@ -332,3 +332,8 @@ def test_bad_arguments_name_the_field(tmp_path: Path, kwargs: dict[str, object],
 async def test_stop_without_start_is_harmless(tmp_path: Path) -> None:
     await EmbeddedEtcd(tmp_path).stop()
     assert not (tmp_path / "etcd.pid.json").exists()
+
+
+async def test_supervising_an_etcd_not_started_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(EmbeddedEtcdError, match="not started: nothing to supervise"):
+        EmbeddedEtcd(tmp_path).supervise()
