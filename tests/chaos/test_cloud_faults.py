@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import json
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -30,14 +31,21 @@ APP: dict[str, Any] = copy.deepcopy(TRIVIAL_APP)
 APP["roles"][0]["count"] = 2
 
 
-def injected(sim_log: Path) -> tuple[int, int]:
-    """API calls refused and boots failed on purpose, as the simulator logged them."""
-    refused = boots = 0
-    for line in sim_log.read_text(errors="replace").splitlines():
+def logged(path: Path) -> Iterator[tuple[str, dict[str, Any]]]:
+    """Each JSON log line of ``path`` with its entry (lines that are not a JSON object skipped)."""
+    for line in path.read_text(errors="replace").splitlines():
         try:
             entry = json.loads(line)
         except ValueError:
             continue
+        if isinstance(entry, dict):
+            yield line, entry
+
+
+def injected(sim_log: Path) -> tuple[int, int]:
+    """API calls refused and boots failed on purpose, as the simulator logged them."""
+    refused = boots = 0
+    for line, entry in logged(sim_log):
         if entry.get("event") == "api.refused":
             refused += 1
         elif "injected boot failure" in line:
@@ -52,15 +60,7 @@ RETRY_EVENTS = ("qingcloud.retry", "provider.retry", "step retrying", "boot fail
 
 def retried(pitrixd_log: Path) -> int:
     """Cloud calls and steps pitrixd tried again, as its log says."""
-    count = 0
-    for line in pitrixd_log.read_text(errors="replace").splitlines():
-        try:
-            entry = json.loads(line)
-        except ValueError:
-            continue
-        if isinstance(entry, dict) and entry.get("event") in RETRY_EVENTS:
-            count += 1
-    return count
+    return sum(1 for _line, entry in logged(pitrixd_log) if entry.get("event") in RETRY_EVENTS)
 
 
 FAULTS = {
