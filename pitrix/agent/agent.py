@@ -57,6 +57,11 @@ class Agent:
         self.round_failures = 0
         self.coalesced = 0  # changes folded into a round by the quiescence window
         self._applied_values: dict[str, dict[str, str]] = {}
+        # The newest applied report metad has not acknowledged (None once it has): kept and sent
+        # again after the next heartbeat that goes through, so an outage of the metadata store
+        # does not leave the runtime waiting for a report of a change the agent long since applied.
+        self.unreported: tuple[int, dict[str, dict[str, Any]]] | None = None
+        self._report_lock = asyncio.Lock()  # one report at a time: a stale one never lands last
         self._announce = announce or _print_ready
         self._stop = asyncio.Event()
         self._wake = asyncio.Event()
@@ -131,11 +136,25 @@ class Agent:
         return all(r.ok for r in self.results.values())
 
     async def _report_applied(self) -> None:
-        record = {name: r.record() for name, r in sorted(self.results.items())}
-        try:
-            await self.reporter.applied(self.revision, record)
-        except AgentError as exc:
-            self._log.warning("applied report failed", error=str(exc))
+        self.unreported = (self.revision, {name: r.record() for name, r in sorted(self.results.items())})
+        await self._send_unreported()
+
+    async def _send_unreported(self) -> bool:
+        """Send the newest unacknowledged applied report, if any; False when it failed (it stays
+        pending). Reports go one at a time and each sends the newest: a retry of an old report
+        racing a new round's report could otherwise overwrite the newer one at metad."""
+        async with self._report_lock:
+            pending = self.unreported
+            if pending is None:
+                return True
+            try:
+                await self.reporter.applied(*pending)
+            except AgentError as exc:
+                self._log.warning("applied report failed; resent after a heartbeat", error=str(exc))
+                return False
+            if self.unreported is pending:
+                self.unreported = None
+            return True
 
     async def wait_rounds(self, count: int) -> None:
         """Until ``count`` rounds have completed in total (for embedding and tests)."""
@@ -306,7 +325,8 @@ class Agent:
         return index
 
     async def wait_until(self, predicate: Callable[[], bool]) -> None:
-        """Until ``predicate()`` holds after some round (for embedding and tests)."""
+        """Until ``predicate()`` holds after some round or a late applied report (for embedding
+        and tests)."""
         async with self._round_done:
             await self._round_done.wait_for(predicate)
 
@@ -329,6 +349,11 @@ class Agent:
                 if failing:
                     failing = False
                     self._wake.set()
+                pending = self.unreported
+                if pending is not None and await self._send_unreported():
+                    self._log.info("pending applied report delivered", revision=pending[0])
+                    async with self._round_done:
+                        self._round_done.notify_all()
                 if self.runner is not None:
                     try:
                         await self.runner.flush_reports()

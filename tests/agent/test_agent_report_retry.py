@@ -1,0 +1,75 @@
+"""An applied report that fails (the metadata store is down) is sent again once metad can store
+it: otherwise the runtime, which waits on applied reports for convergence, would wait for a change
+the agent applied long ago until the next change came."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import os
+import random
+from pathlib import Path
+
+from agent_helpers import World, running
+
+from pitrix.agent.agent import build_agent
+from pitrix.agent.config import Overrides, load_config
+from pitrix.metad.client import MetadManagementClient
+from pitrix.metad.server import Metad
+from pitrix.store import Store
+from pitrix.store.embedded import EmbeddedEtcd
+
+_blocks = itertools.count(random.Random(os.getpid() * 11).randrange(0, 200))
+
+
+async def test_applied_report_is_sent_again_after_a_store_outage(tmp_path: Path) -> None:
+    etcd = EmbeddedEtcd(tmp_path / "etcd", unsafe_no_fsync=True)
+    url = await etcd.start()
+    store = await Store.connect([url], prefix="/retry", timeout=1.0)
+    metad = Metad(store, f"127.103.{next(_blocks) % 250 + 1}.1", 0, 0, wait_timeout=20.0)
+    await metad.start()
+    manage = MetadManagementClient(metad.manage_url, idle_timeout=5.0)
+    world = World(metad, manage, int(metad.manage_url.split(".")[2]))
+    root = tmp_path / "vm"
+    (root / "etc/confd/conf.d").mkdir(parents=True)
+    (root / "etc/confd/templates").mkdir(parents=True)
+    (root / "etc/confd/templates/port.tmpl").write_text('port={{getv "/env/port"}}\n')
+    (root / "etc/confd/conf.d/port.toml").write_text(
+        '[template]\nsrc = "port.tmpl"\ndest = "/etc/port.conf"\nkeys = ["/env"]\n'
+    )
+    try:
+        await manage.post_data(
+            "/clusters/c1",
+            {
+                "cluster": {"cluster_id": "c1"},
+                "hosts": {"web": {"i-1": {"instance_id": "i-1", "ip": world.ip, "role": "web"}}},
+                "env": {"web": {"port": "80"}},
+            },
+        )
+        await manage.put_mapping("i-1", {"cluster_id": "c1", "role": "web", "ip": world.ip})
+        await world.caught_up()
+        # The store goes away; metad still answers reads from its mirror, but cannot store reports.
+        await etcd.stop()
+        config = load_config(
+            root,
+            None,
+            Overrides(backend="metad", nodes=[metad.instance_url], watch=True),
+            environ={"PITRIX_VM_IP": world.ip},
+        )
+        config.heartbeat_interval = 0.2
+        agent = build_agent(config, announce=lambda _i: None)
+        async with running(agent):
+            await asyncio.wait_for(agent.wait_rounds(1), 20)
+            assert (root / "etc/port.conf").read_text() == "port=80\n"  # applied from the mirror
+            assert agent.unreported is not None  # ... and its report refused (503): kept
+            revision = agent.unreported[0]
+            assert await etcd.start() == url
+            await asyncio.wait_for(agent.wait_until(lambda: agent.unreported is None), 30)
+            applied = await world.status("applied")
+            assert applied["revision"] == revision
+            assert applied["resources"] == {"port": {"ok": True, "error": None}}
+    finally:
+        await manage.close()
+        await metad.stop()
+        await store.close()
+        await etcd.stop()
