@@ -22,6 +22,7 @@ from types import TracebackType
 
 import asyncssh
 
+from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 from pitrix.providers.base import Instance
 
@@ -79,18 +80,18 @@ async def host_keys(
     if console is None:
         raise SshError(f"{instance.instance_id}: the cloud publishes no SSH host key; refusing to connect")
     deadline = time.monotonic() + timeout
-    delay = 0.2
+    backoff = Backoff(0.2, 5.0)
     while True:
         lines = await console(instance.instance_id)
         if lines:
             return _import_keys(instance, lines, "its console")
+        delay = backoff.next()
         if time.monotonic() + delay > deadline:
             raise SshError(
                 f"{instance.instance_id}: no SSH host key in its description nor on its console "
                 f"within {timeout:.0f}s; refusing to connect"
             )
         await asyncio.sleep(delay)  # cloud-init has not printed them yet: look again
-        delay = min(delay * 2, 5.0)
 
 
 async def connect(
@@ -111,7 +112,7 @@ async def connect(
         raise SshError(f"{instance.instance_id}: no address to connect to")
     deadline = time.monotonic() + timeout
     pinned = await host_keys(instance, console, timeout=timeout)
-    delay = 0.05
+    backoff = Backoff(0.05, 1.0)
     while True:
         try:
             return await asyncio.wait_for(
@@ -135,6 +136,7 @@ async def connect(
         except asyncssh.PermissionDenied as exc:
             raise SshError(f"{instance.instance_id}: our key was refused ({exc.reason})") from None
         except (ConnectionRefusedError, ConnectionResetError, asyncssh.ConnectionLost) as exc:
+            delay = backoff.next()
             if time.monotonic() + delay > deadline:
                 raise SshError(
                     f"{instance.instance_id}: SSH at {instance.private_ip}:{instance.ssh_port} "
@@ -143,7 +145,6 @@ async def connect(
             if on_retry is not None:
                 on_retry(exc)
             await asyncio.sleep(delay)  # the server is not listening yet: back off, then again
-            delay = min(delay * 2, 1.0)
         except (OSError, TimeoutError, asyncssh.Error) as exc:
             raise SshError(f"{instance.instance_id}: SSH to {instance.private_ip} failed: {exc}") from None
 

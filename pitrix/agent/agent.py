@@ -4,7 +4,8 @@ One round reads every value the resources (and the command slot) need in a singl
 re-applies the resources whose values changed (all of them in interval mode, as confd), reports
 what it did, and then hands the current lifecycle command to the runner, so a command always runs
 against configuration that is already applied. The watch loop never gives up on the backend:
-errors are logged and retried with capped exponential backoff.
+errors are logged and retried with capped exponential backoff, jittered (pitrix.backoff): when
+metad restarts, its thousand agents must not all come back in the same instant.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from pitrix.agent.health import HealthChecker, health_from_values
 from pitrix.agent.render import TemplateCache
 from pitrix.agent.report import Reporter
 from pitrix.agent.resource import ApplyOptions, ApplyResult, TemplateResource
+from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 
 BACKOFF_START = 0.5
@@ -224,22 +226,22 @@ class Agent:
                 waiter.cancel()
 
     async def _round_with_retry(self, *, only_changed: bool, hooks: RoundHooks | None = None) -> None:
-        backoff = BACKOFF_START
+        backoff = Backoff(BACKOFF_START, BACKOFF_MAX)
         while not self._stop.is_set():
             try:
                 await self.apply_round(only_changed=only_changed, hooks=hooks)
             except AgentError as exc:
-                self._log.warning("backend unavailable; retrying", error=str(exc), retry_in=backoff)
+                delay = backoff.next()
+                self._log.warning("backend unavailable; retrying", error=str(exc), retry_in=round(delay, 3))
                 self.round_failures += 1
                 async with self._round_done:
                     self._round_done.notify_all()
-                await self._pause(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                await self._pause(delay)
                 continue
             except Exception:  # never exit the watch loop on a bug in one round: log it, retry
-                self._log.exception("apply round failed; retrying", retry_in=backoff)
-                await self._pause(backoff)
-                backoff = min(backoff * 2, BACKOFF_MAX)
+                delay = backoff.next()
+                self._log.exception("apply round failed; retrying", retry_in=round(delay, 3))
+                await self._pause(delay)
                 continue
             self._announce_once()
             return
@@ -255,7 +257,7 @@ class Agent:
         hooks = RoundHooks(self)
         try:
             await self._round_with_retry(only_changed=False, hooks=hooks)
-            backoff = BACKOFF_START
+            backoff = Backoff(BACKOFF_START, BACKOFF_MAX)
             while not self._stop.is_set():
                 watch = hooks.watch()
                 failed = any(not r.ok for r in self.results.values())
@@ -270,18 +272,18 @@ class Agent:
                 try:
                     index = watch.result()
                 except AgentError as exc:
-                    self._log.warning("watch failed; retrying", error=str(exc), retry_in=backoff)
+                    delay = backoff.next()
+                    self._log.warning("watch failed; retrying", error=str(exc), retry_in=round(delay, 3))
                     hooks.cancel()
-                    await self._pause(backoff)
-                    backoff = min(backoff * 2, BACKOFF_MAX)
+                    await self._pause(delay)
                     continue
                 except Exception:  # a bug must not end the watch: log it, back off, watch again
-                    self._log.exception("watch failed unexpectedly; retrying", retry_in=backoff)
+                    delay = backoff.next()
+                    self._log.exception("watch failed unexpectedly; retrying", retry_in=round(delay, 3))
                     hooks.cancel()
-                    await self._pause(backoff)
-                    backoff = min(backoff * 2, BACKOFF_MAX)
+                    await self._pause(delay)
                     continue
-                backoff = BACKOFF_START
+                backoff.reset()
                 if hooks.burst:
                     # The change came while the last round was applying: a burst is under way.
                     index = await self._settle(hooks.keys, index)

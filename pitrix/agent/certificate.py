@@ -21,6 +21,7 @@ from cryptography import x509
 from pitrix import pki
 from pitrix.agent.durable import write_durably
 from pitrix.agent.errors import BackendError, ConfigError
+from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 
 # After a failed renewal the current certificate (still valid) is kept, and the next attempt waits
@@ -48,7 +49,7 @@ class AgentCertificate:
         # connections come from.
         self.bind_address = bind_address
         self._renew_retry_at: float | None = None
-        self._renew_backoff = RENEW_RETRY_FIRST
+        self._renew_backoff = Backoff(RENEW_RETRY_FIRST, RENEW_RETRY_MAX)
         self._lock = asyncio.Lock()
         self._log = get_logger("pitrix.agent.certificate")
         self._not_before: dt.datetime | None = None
@@ -128,7 +129,7 @@ class AgentCertificate:
         body = {"token": self.token, "csr": csr}
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.bootstrap_patience
-        delay = 0.05
+        backoff = Backoff(0.05, 1.0)
         local_addr = (self.bind_address, 0) if self.bind_address else None
         connector = aiohttp.TCPConnector(ssl=self._bare_context(), local_addr=local_addr)
         async with aiohttp.ClientSession(connector=connector) as session:
@@ -139,10 +140,10 @@ class AgentCertificate:
                 if "HTTP 403" in why:
                     # Revoked, or asked from the wrong address: asking again at once will not help.
                     raise BackendError(f"metad: bootstrap refused ({why})")
+                delay = backoff.next()
                 if loop.time() + delay > deadline:
                     raise BackendError(f"metad: no certificate for the bootstrap token yet ({why})")
                 await asyncio.sleep(delay)  # the runtime maps the instance moments after it runs
-                delay = min(delay * 2, 1.0)
         self._store(key, answer)
         self._log.info("certificate bootstrapped", serial=answer.get("serial"))
 
@@ -154,14 +155,15 @@ class AgentCertificate:
         answer, why = await self._post_any(session, nodes, "/self/cert", {"csr": csr})
         if answer is None:
             # Keep the current certificate (still valid) and try again after a while.
+            delay = self._renew_backoff.next()
             self._log.warning(
-                "certificate renewal failed; retrying later", error=why, retry_in=self._renew_backoff
+                "certificate renewal failed; retrying later", error=why, retry_in=round(delay, 3)
             )
-            self._renew_retry_at = asyncio.get_running_loop().time() + self._renew_backoff
-            self._renew_backoff = min(self._renew_backoff * 2, RENEW_RETRY_MAX)
+            self._renew_retry_at = asyncio.get_running_loop().time() + delay
             return
         self._store(key, answer)
-        self._renew_retry_at, self._renew_backoff = None, RENEW_RETRY_FIRST
+        self._renew_retry_at = None
+        self._renew_backoff.reset()
         self.renewals += 1
         self._log.info("certificate renewed", serial=answer.get("serial"))
 

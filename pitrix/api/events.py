@@ -19,12 +19,11 @@ from pitrix.logs import get_logger
 from pitrix.runtime.records import Cluster
 from pitrix.store import Store
 from pitrix.store.types import WatchBatch, WatchEvent
+from pitrix.store.watch import follow
 
 # Both "/clusters/" and "/cluster-data/" start with it: one watch, one revision order.
 WATCHED_PREFIX = "/cluster"
 QUEUE_LIMIT = 1000
-RESTART_FIRST_DELAY = 0.1
-RESTART_MAX_DELAY = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -118,25 +117,16 @@ class EventHub:
         here after the last revision dispatched, so subscribers miss nothing. When the hub ends,
         so do its subscribers' streams: a stream left open with nothing behind it would look live.
         """
-        delay = RESTART_FIRST_DELAY
         try:
-            while not self.store.closed:
-                try:
-                    async for batch in self.store.watch_prefix(WATCHED_PREFIX, from_revision):
-                        self._deliver(batch)
-                        from_revision = batch.revision + 1
-                        delay = RESTART_FIRST_DELAY
-                except Exception:
-                    if self.store.closed:
-                        break
-                    self.log.exception("events.watch_broke", resume_from=from_revision, retry_in=delay)
-                    await asyncio.sleep(delay)
-                    delay = min(delay * 2, RESTART_MAX_DELAY)
+            await follow(self.store, WATCHED_PREFIX, from_revision, self._deliver, on_broken=self._broken)
         finally:
             for sub in list(self._subscribers):
                 self._end(sub)
 
-    def _deliver(self, batch: WatchBatch) -> None:
+    def _broken(self, error: Exception, retry_in: float) -> None:
+        self.log.error("events.watch_broke", retry_in=round(retry_in, 3), exc_info=error)
+
+    async def _deliver(self, batch: WatchBatch) -> None:
         try:
             self._dispatch(batch)
         except Exception:

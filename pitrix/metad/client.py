@@ -18,6 +18,7 @@ from urllib.parse import quote
 import aiohttp
 
 from pitrix import pki
+from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 
 _NO_BODY: Any = object()
@@ -170,16 +171,16 @@ class MetadManagementClient:
         full state, after which the consumer's copy must equal that state.
         """
         next_from = from_revision
-        backoff = 0.1
+        backoff = Backoff(0.1, self._max_backoff)
         while True:
             if next_from is None:
                 # Pin "now" to a revision so that a drop before the first event loses nothing.
                 try:
                     next_from = int((await self.healthz())["revision"]) + 1
                 except (aiohttp.ClientError, TimeoutError, KeyError, ValueError, MetadClientError) as exc:
-                    self._log.info("metad unreachable; retrying", error=str(exc), retry_in=backoff)
-                    await asyncio.sleep(backoff)
-                    backoff = min(self._max_backoff, backoff * 2)
+                    delay = backoff.next()
+                    self._log.info("metad unreachable; retrying", error=str(exc), retry_in=round(delay, 3))
+                    await asyncio.sleep(delay)
                     continue
             params = {"prefix": prefix}
             if next_from is not None:
@@ -195,7 +196,7 @@ class MetadManagementClient:
                         raise MetadClientError(resp.status, (await resp.text())[:500])
                     if resp.status >= 500:
                         raise aiohttp.ClientResponseError(resp.request_info, (), status=resp.status)
-                    backoff = 0.1
+                    backoff.reset()
                     async for raw in resp.content:
                         line = raw.strip()
                         if not line:
@@ -219,11 +220,14 @@ class MetadManagementClient:
             except MetadClientError:
                 raise
             except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, ConnectionError) as exc:
-                self._log.info(
-                    "watch interrupted; resuming",
-                    error=str(exc) or type(exc).__name__,
-                    from_revision=next_from,
-                    retry_in=backoff,
-                )
-            await asyncio.sleep(backoff)
-            backoff = min(self._max_backoff, backoff * 2)
+                interruption = str(exc) or type(exc).__name__
+            else:
+                interruption = "stream ended"
+            delay = backoff.next()
+            self._log.info(
+                "watch interrupted; resuming",
+                error=interruption,
+                from_revision=next_from,
+                retry_in=round(delay, 3),
+            )
+            await asyncio.sleep(delay)

@@ -17,10 +17,9 @@ from pitrix.metad.selfview import MAPPING_ROOT, Mapping, decides_identity
 from pitrix.metad.tree import Tree, split_path
 from pitrix.metad.waiters import WaiterIndex
 from pitrix.store import Store, WatchBatch
+from pitrix.store.watch import follow
 
 _MAPPING_PARTS = split_path(MAPPING_ROOT)
-RETRY_FIRST = 0.1
-RETRY_MAX = 5.0
 
 
 class Mirror:
@@ -81,34 +80,17 @@ class Mirror:
         return self._task is not None and not self._task.done() and self.watch_error is None
 
     async def _follow(self, from_revision: int) -> None:
-        """Apply every batch from ``from_revision`` on, for as long as metad runs.
+        """Apply every batch from ``from_revision`` on, for as long as metad runs; should the
+        watch break, reads keep answering from the mirror as it is while it resumes."""
+        await follow(self.store, "/", from_revision, self._apply_live, on_broken=self._broken)
 
-        The store's watch already resumes across dropped streams; should it still fail (an error
-        it does not retry), the watch is re-created after the last applied revision, with backoff,
-        while reads keep answering from the mirror as it is.
-        """
-        backoff = RETRY_FIRST
-        while True:
-            watch = self.store.watch_prefix("/", from_revision)
-            try:
-                async for batch in watch:
-                    await self.apply(batch)
-                    backoff = RETRY_FIRST
-                    self.watch_error = None
-                self._log.warning("mirror watch ended; restarting", revision=self.revision)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self.watch_error = str(exc) or type(exc).__name__
-                self._log.error("mirror watch failed; restarting", error=self.watch_error, retry_in=backoff)
-            finally:
-                closer = getattr(watch, "aclose", None)
-                if closer is not None:
-                    with contextlib.suppress(Exception):
-                        await closer()
-            from_revision = self.revision + 1
-            await asyncio.sleep(backoff)
-            backoff = min(RETRY_MAX, backoff * 2)
+    async def _apply_live(self, batch: WatchBatch) -> None:
+        await self.apply(batch)
+        self.watch_error = None
+
+    def _broken(self, error: Exception, retry_in: float) -> None:
+        self.watch_error = str(error) or type(error).__name__
+        self._log.error("mirror watch failed; resuming", error=self.watch_error, retry_in=round(retry_in, 3))
 
     async def apply(self, batch: WatchBatch) -> None:
         self.generation += 1

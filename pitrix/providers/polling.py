@@ -7,30 +7,16 @@ the same way (doubling, jittered, capped) and time out with the same retryable `
 from __future__ import annotations
 
 import asyncio
-import random
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from typing import TypeVar
 
 import structlog
 
+from pitrix.backoff import Backoff
 from pitrix.providers.base import Instance, ProviderError
 
 T = TypeVar("T")
-
-
-class Backoff:
-    """Delays that double from ``first`` up to ``cap``, each jittered into [d/2, d]."""
-
-    def __init__(self, first: float = 0.05, cap: float = 2.0, factor: float = 2.0) -> None:
-        self._next = first
-        self._cap = cap
-        self._factor = factor
-
-    def next(self) -> float:
-        delay = self._next
-        self._next = min(self._next * self._factor, self._cap)
-        return delay * (0.5 + random.random() / 2)
 
 
 async def with_retries(
@@ -67,7 +53,7 @@ async def wait_for(
 ) -> T:
     """Poll ``check`` until it returns a value; it raises to give up. Times out as retryable."""
     deadline = time.monotonic() + timeout
-    delays = backoff or Backoff(0.05, 1.0, 1.5)
+    delays = backoff or Backoff(0.05, 1.0, factor=1.5)
     while True:
         result = await check()
         if result is not None:

@@ -23,6 +23,7 @@ from collections.abc import Awaitable, Callable
 
 import aiohttp
 
+from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 from pitrix.metad.client import MetadManagementClient
 from pitrix.providers.base import Instance, InstanceSpec, Provider
@@ -282,9 +283,8 @@ class MetadataClusters:
     async def _wait_healthy(self, record: MetadataCluster, timeout: float) -> None:
         """metad starts a moment after the VM runs: wait for it, with a deadline and backoff."""
         deadline = time.monotonic() + max(timeout, 1.0)
-        delay = 0.02
+        backoff = Backoff(0.02, 0.5)
         while not await self._healthy(record):
             if time.monotonic() > deadline:
                 raise TimeoutError(f"metadata service at {record.manage_url} did not become healthy")
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 0.5)
+            await asyncio.sleep(backoff.next())

@@ -12,7 +12,6 @@ import asyncio
 import contextlib
 import functools
 import json
-import random
 import re
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -20,6 +19,7 @@ from typing import Any, cast
 
 import aiohttp
 
+from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 from pitrix.metad.client import MetadClientError
 from pitrix.providers.base import Provider, ProviderError
@@ -817,7 +817,7 @@ class RuntimeService:
         """
         cid = cluster.id
         log = get_logger("pitrix.recovery", cluster_id=cid)
-        pause = MONITOR_FIRST_PAUSE
+        backoff = Backoff(MONITOR_FIRST_PAUSE, MONITOR_MAX_PAUSE)
         while True:
             try:
                 dead = await self._until_dead(cluster)
@@ -825,14 +825,13 @@ class RuntimeService:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
-                wait = pause * (0.5 + random.random() / 2)
+                wait = backoff.next()
                 log.warning(
                     "recovery monitor interrupted; resuming",
                     error=str(exc) or type(exc).__name__,
                     retry_in=round(wait, 3),
                 )
                 await asyncio.sleep(wait)
-                pause = min(pause * 2, MONITOR_MAX_PAUSE)
                 try:
                     cluster = await self.get_cluster(cid)
                 except NotFound:

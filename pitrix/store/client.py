@@ -28,6 +28,7 @@ from aetcd import rpc
 from grpc import StatusCode
 from grpc.aio import AioRpcError
 
+from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 from pitrix.store.types import KV, Compare, Op, TxnResult, WatchBatch
 
@@ -270,7 +271,7 @@ class Store:
         """
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.timeout
-        delay = _RETRY_FIRST_DELAY
+        backoff: Backoff | None = None  # made on the first failure: most calls have none
         while True:
             client = self.client
             generation = self._generation
@@ -284,6 +285,8 @@ class Store:
                     # Not a channel swap of ours: gRPC gave up on the call itself.
                     raise StoreUnavailable(f"{what}: request cancelled: {exc.details()}") from exc
                 retriable = idempotent or _never_sent(exc)
+                backoff = backoff or Backoff(_RETRY_FIRST_DELAY, _RETRY_MAX_DELAY)
+                delay = backoff.next()
                 if loop.time() + delay >= deadline or not retriable:
                     self._schedule_reconnect(generation)
                     raise StoreUnavailable(
@@ -303,7 +306,6 @@ class Store:
                     raise StoreUnavailable(f"{what}: request cut off by a reconnect") from None
                 continue  # the channel was swapped under an idempotent request: just ask again
             await asyncio.sleep(delay)
-            delay = min(delay * 2, _RETRY_MAX_DELAY)
 
     def _schedule_reconnect(self, generation: int) -> None:
         """Give the next call a fresh channel without making this failing one wait for it."""

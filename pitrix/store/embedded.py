@@ -24,6 +24,7 @@ from typing import Any
 
 import aiohttp
 
+from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 from pitrix.paths import ensure_dir
 
@@ -283,15 +284,15 @@ class EmbeddedEtcd:
             )
             self._pid = None
             self._forget_process()
-            delay = RESTART_FIRST_DELAY
+            backoff = Backoff(RESTART_FIRST_DELAY, RESTART_MAX_DELAY)
             while True:
                 try:
                     url = await self.start()
                     break
                 except EmbeddedEtcdError as exc:
-                    self._log.error("etcd.restart_failed", error=str(exc), retry_in=delay)
+                    delay = backoff.next()
+                    self._log.error("etcd.restart_failed", error=str(exc), retry_in=round(delay, 3))
                     await asyncio.sleep(delay)
-                    delay = min(delay * 2, RESTART_MAX_DELAY)
             self._log.warning("etcd.restarted", pid=self._pid, client_url=url)
             async with self._restarted:
                 self.restarts += 1

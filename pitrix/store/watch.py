@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from itertools import groupby
 from typing import Any
 
@@ -20,16 +20,57 @@ from aetcd import rpc
 from grpc import StatusCode
 from grpc.aio import EOF, AioRpcError
 
+from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 from pitrix.store.client import Store, StoreError, StoreUnavailable, cancelled_by_caller
 from pitrix.store.types import WatchBatch, WatchEvent
 
 RESUME_FIRST_DELAY = 0.05
 RESUME_MAX_DELAY = 1.0
+FOLLOW_FIRST_DELAY = 0.1
+FOLLOW_MAX_DELAY = 5.0
 
 
 class _StreamDropped(Exception):
     """The watch stream ended or was cancelled by etcd; resume it."""
+
+
+async def follow(
+    store: Store,
+    prefix: str,
+    from_revision: int,
+    handle: Callable[[WatchBatch], Awaitable[None]],
+    *,
+    on_broken: Callable[[Exception, float], None],
+    first_delay: float = FOLLOW_FIRST_DELAY,
+    max_delay: float = FOLLOW_MAX_DELAY,
+) -> None:
+    """``handle`` every batch under ``prefix`` from ``from_revision`` on, until the store closes.
+
+    For a process's long-lived watch (metad's mirror, the admin API's event hub): the watch
+    itself rides out dropped streams and etcd restarts, and whatever still breaks it, an error
+    it does not retry or a batch ``handle`` failed on, is told to ``on_broken`` (with the delay
+    before the next try) and the watch is re-created after the last batch handled, so no batch
+    is skipped. ``handle`` must take a batch it already took (a failed one comes again).
+    """
+    backoff = Backoff(first_delay, max_delay)
+    while not store.closed:
+        error: Exception
+        try:
+            async for batch in store.watch_prefix(prefix, from_revision):
+                await handle(batch)
+                from_revision = batch.revision + 1
+                backoff.reset()
+            error = StoreError(f"the watch of {prefix!r} ended")
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            error = exc
+        if store.closed:
+            break
+        delay = backoff.next()
+        on_broken(error, delay)
+        await asyncio.sleep(delay)
 
 
 def watch_prefix(store: Store, prefix: str, from_revision: int | None = None) -> AsyncIterator[WatchBatch]:
@@ -80,7 +121,7 @@ async def _watch(
 ) -> AsyncIterator[WatchBatch]:
     next_revision = _check_revision(from_revision)
     log = get_logger("pitrix.store.watch", prefix=store.prefix, watch=label)
-    delay = RESUME_FIRST_DELAY
+    backoff = Backoff(RESUME_FIRST_DELAY, RESUME_MAX_DELAY)
     while True:
         if next_revision is None:
             # "From now" must mean now, not whenever the stream happens to be (re)established.
@@ -88,8 +129,7 @@ async def _watch(
                 next_revision = await store.revision() + 1
             except StoreUnavailable as exc:
                 log.info("watch.waiting_for_etcd", error=str(exc))
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, RESUME_MAX_DELAY)
+                await asyncio.sleep(backoff.next())
                 continue
         client = store.client  # raises StoreError once the store is closed: the watch ends with it
         generation = store.generation
@@ -104,7 +144,7 @@ async def _watch(
                 response = await call.read()
                 if response is EOF:
                     raise _StreamDropped("stream ended")
-                delay = RESUME_FIRST_DELAY
+                backoff.reset()
                 if response.compact_revision:
                     kvs, _, revision = await store.range(start, end)
                     log.warning(
@@ -149,8 +189,7 @@ async def _watch(
         finally:
             call.cancel()
         if not resume_now:
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, RESUME_MAX_DELAY)
+            await asyncio.sleep(backoff.next())
 
 
 async def _reconnect(store: Store, generation: int) -> None:

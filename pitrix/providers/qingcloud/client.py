@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import random
 import time
 from collections.abc import Mapping
 from typing import Any
@@ -18,6 +17,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 import aiohttp
 
+from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 from pitrix.providers.base import ProviderError
 from pitrix.providers.qingcloud.signer import signed_params
@@ -86,12 +86,13 @@ class QingCloudClient:
         only when the cloud certainly did nothing: it was never reached, or it said "throttled".
         A lost answer is left to the caller, who looks the instances up by name.
         """
-        delay = self._backoff
+        backoff = Backoff(self._backoff, self._max_backoff)
         deadline = time.monotonic() + self._timeout
         for attempt in range(1, self._max_attempts + 1):
             try:
                 return await self._call_once(action, params or {})
             except ProviderError as exc:
+                delay = backoff.next()
                 last_try = attempt == self._max_attempts or time.monotonic() + delay > deadline
                 repeatable = exc.retryable and (idempotent or exc.code in NOTHING_DONE_CODES)
                 if not repeatable or last_try:
@@ -99,8 +100,7 @@ class QingCloudClient:
                 self._log.info(
                     "qingcloud.retry", action=action, attempt=attempt, code=exc.code, error=str(exc)
                 )
-            await asyncio.sleep(delay * (0.5 + random.random() / 2))
-            delay = min(delay * 2, self._max_backoff)
+            await asyncio.sleep(delay)
         raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _call_once(self, action: str, params: Mapping[str, object]) -> dict[str, Any]:
