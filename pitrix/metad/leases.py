@@ -18,7 +18,7 @@ import math
 from dataclasses import dataclass
 
 from pitrix.logs import get_logger
-from pitrix.store import Store, StoreError
+from pitrix.store import Store, StoreError, StoreUnavailable
 from pitrix.store.keepalive import SharedKeepAlive
 
 
@@ -56,19 +56,32 @@ class HeartbeatLeases:
         ``stored`` (the key's value as far as this metad knows) is still what this metad wrote."""
         ttl = self.ttl_for(interval)
         lock = self._locks.setdefault(instance_id, asyncio.Lock())
-        async with lock:
+        try:
+            # One deadline for the whole beat, the store's own: a refresh, a grant and a put each
+            # waiting out the store's timeout on a dead etcd held a heartbeat past the agent's
+            # request timeout, and the agent's next beat then queued behind it on the lock.
+            async with asyncio.timeout(self.store.timeout), lock:
+                return await self._beat(instance_id, key, value, ttl, news, stored)
+        except TimeoutError:
+            raise StoreUnavailable(
+                f"heartbeat of {instance_id}: etcd did not answer within {self.store.timeout:g}s"
+            ) from None
+
+    async def _beat(
+        self, instance_id: str, key: str, value: str, ttl: int, news: bool, stored: str | None
+    ) -> int | None:
+        held = await self._refreshed(instance_id, ttl)
+        if not news and held.written is not None and stored == held.written:
+            return None
+        try:
+            revision = await self.store.put(key, value, lease=held.lease_id)
+        except StoreError:
+            # The lease may have expired between refresh and put: grant anew once.
+            self._held.pop(instance_id, None)
             held = await self._refreshed(instance_id, ttl)
-            if not news and held.written is not None and stored == held.written:
-                return None
-            try:
-                revision = await self.store.put(key, value, lease=held.lease_id)
-            except StoreError:
-                # The lease may have expired between refresh and put: grant anew once.
-                self._held.pop(instance_id, None)
-                held = await self._refreshed(instance_id, ttl)
-                revision = await self.store.put(key, value, lease=held.lease_id)
-            held.written = value
-            return revision
+            revision = await self.store.put(key, value, lease=held.lease_id)
+        held.written = value
+        return revision
 
     async def _refreshed(self, instance_id: str, ttl: int) -> _Held:
         held = self._held.get(instance_id)

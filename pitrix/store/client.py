@@ -53,6 +53,11 @@ _CHANNEL_OPTIONS: dict[str, Any] = {
 
 _RETRY_FIRST_DELAY = 0.05
 _RETRY_MAX_DELAY = 0.5
+# With one endpoint a new channel only starts the same connection attempt again: while etcd is
+# down every failing call asked for one, and a metad with a few hundred agents swapped channels
+# forty times a second (each swap cutting off the calls on the old one). gRPC's own reconnect
+# backoff (above) keeps trying meanwhile.
+_SWAP_COOLDOWN = 0.5
 
 _COMPARE_TARGETS = {
     "value": rpc.Compare.VALUE,
@@ -189,6 +194,7 @@ class Store:
         self._generation = 0
         self._closed = False
         self._reconnect_lock = asyncio.Lock()
+        self._swapped_at = -_SWAP_COOLDOWN  # loop time of the last channel swap
         self._background: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
         self._log = get_logger("pitrix.store", prefix=self.prefix)
 
@@ -230,12 +236,21 @@ class Store:
         return self._generation
 
     async def reconnect(self, failed_generation: int | None = None) -> None:
-        """Replace the channel (next endpoint first) unless done already since ``failed_generation``."""
+        """Replace the channel (next endpoint first) unless done already since ``failed_generation``
+        or, with a single endpoint, in the last ``_SWAP_COOLDOWN`` seconds."""
         async with self._reconnect_lock:
             if self._closed:
                 raise StoreError("store is closed")
             if failed_generation is not None and failed_generation != self._generation:
                 return
+            now = asyncio.get_running_loop().time()
+            if (
+                failed_generation is not None
+                and len(self.endpoints) == 1
+                and now - self._swapped_at < _SWAP_COOLDOWN
+            ):
+                return
+            self._swapped_at = now
             old = self._client
             if len(self.endpoints) > 1:
                 self._endpoint_index = (self._endpoint_index + 1) % len(self.endpoints)

@@ -32,6 +32,7 @@ class SharedKeepAlive:
     def __init__(self, store: Store) -> None:
         self.store = store
         self._call: Any = None
+        self._live = False  # whether the current stream has answered: one that never did only failed to open
         self._reader: asyncio.Task[None] | None = None
         self._waiting: dict[int, deque[asyncio.Future[int]]] = {}
         self._write_lock = asyncio.Lock()
@@ -40,6 +41,10 @@ class SharedKeepAlive:
     async def refresh(self, lease_id: int) -> int:
         request = rpc.LeaseKeepAliveRequest(ID=_check_lease(lease_id))
         answer: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        # A caller cancelled mid-renewal (metad's handler gave up) leaves its future here; when the
+        # stream breaks it is failed with nobody to see it: mark its error as seen, not "never
+        # retrieved" in the log. A caller that does wait still gets it.
+        answer.add_done_callback(_seen)
         async with self._write_lock:
             call = self._open()
             self._waiting.setdefault(lease_id, deque()).append(answer)
@@ -60,6 +65,7 @@ class SharedKeepAlive:
             client = self.store.client
             # No deadline: the stream lives as long as metad; each renewal has its own timeout.
             self._call = client.leasestub.LeaseKeepAlive(metadata=client.metadata)
+            self._live = False
             self._reader = asyncio.create_task(self._read(self._call), name="lease-keepalive")
         return self._call
 
@@ -70,6 +76,7 @@ class SharedKeepAlive:
                 if reply is EOF:
                     self._broken(call, "etcd closed the stream")
                     return
+                self._live = True
                 pending = self._waiting.get(int(reply.ID))
                 if not pending:
                     continue  # its caller timed out and went away
@@ -92,8 +99,10 @@ class SharedKeepAlive:
         call.cancel()
         waiting, self._waiting = self._waiting, {}
         if waiting:
-            failed = sum(map(len, waiting.values()))
-            self._log.info("keepalive stream broke", error=why, renewals_failed=failed)
+            # A stream that never answered (etcd down: every renewal tries a new one) is the
+            # caller's error to report, once; a live one breaking is news of its own.
+            log = self._log.info if self._live else self._log.debug
+            log("keepalive stream broke", error=why, renewals_failed=sum(map(len, waiting.values())))
         for pending in waiting.values():
             for answer in pending:
                 if not answer.done():
@@ -114,3 +123,8 @@ class SharedKeepAlive:
             reader.cancel()
             with contextlib.suppress(asyncio.CancelledError, StoreError):
                 await reader
+
+
+def _seen(future: asyncio.Future[int]) -> None:
+    if not future.cancelled():
+        future.exception()

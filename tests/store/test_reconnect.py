@@ -89,3 +89,17 @@ async def test_channel_swap_under_a_live_watch_and_reads_is_invisible(etcd_url: 
         batch = await asyncio.wait_for(pending_event, 5)
         assert batch.revision == rev
         await watch.aclose()  # type: ignore[attr-defined]
+
+
+async def test_one_endpoint_is_not_reconnected_again_and_again(etcd_url: str) -> None:
+    """While etcd is down every failing call asks for a new channel; with one endpoint a new one
+    only repeats the same connection attempt, so swaps come at most every half second."""
+    async with Store([etcd_url], prefix="/cooldown") as store:
+        first = store.generation
+        await store.reconnect(first)
+        assert store.generation == first + 1
+        await store.reconnect(first + 1)  # a call failing on the new channel at once
+        assert store.generation == first + 1
+        await store.reconnect()  # an explicit reconnect is always done
+        assert store.generation == first + 2
+        assert await store.put("/k", b"v") > 0
