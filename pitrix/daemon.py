@@ -133,26 +133,36 @@ async def serve(
     settings: Settings, tokens: Tokens | None = None, options: RuntimeOptions | None = None
 ) -> None:
     log = get_logger("pitrixd")
+    # First of all: a SIGTERM during start-up (systemd stopping a start that resumes many jobs, an
+    # operator's ^C) must stop pitrixd as one after it, not kill it with its embedded etcd orphaned.
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
     ensure_dir(settings.state_dir)
     embedded: EmbeddedEtcd | None = None
-    endpoints = settings.etcd.endpoints
-    if not endpoints:
-        embedded = EmbeddedEtcd(settings.state_dir)
-        endpoints = [await embedded.start()]
-        embedded.supervise()  # etcd dying under us is restarted, not served around
-        log.info("embedded etcd", url=endpoints[0])
-    store = await Store.connect(endpoints, prefix=settings.etcd.prefix, timeout=settings.etcd.dial_timeout)
-    options = options or RuntimeOptions()
-    service = RuntimeService(
-        store,
-        options.recovery,
-        replica=await asyncio.to_thread(replica_id, settings.state_dir, options.replica_id),
-        owner_ttl=options.owner_ttl,
-        max_jobs=options.max_jobs,
-        metadata_tls=settings.metadata_tls,
-    )
+    store: Store | None = None
+    service: RuntimeService | None = None
     runner: web.AppRunner | None = None
     try:
+        endpoints = settings.etcd.endpoints
+        if not endpoints:
+            embedded = EmbeddedEtcd(settings.state_dir)
+            endpoints = [await embedded.start()]
+            embedded.supervise()  # etcd dying under us is restarted, not served around
+            log.info("embedded etcd", url=endpoints[0])
+        store = await Store.connect(
+            endpoints, prefix=settings.etcd.prefix, timeout=settings.etcd.dial_timeout
+        )
+        options = options or RuntimeOptions()
+        service = RuntimeService(
+            store,
+            options.recovery,
+            replica=await asyncio.to_thread(replica_id, settings.state_dir, options.replica_id),
+            owner_ttl=options.owner_ttl,
+            max_jobs=options.max_jobs,
+            metadata_tls=settings.metadata_tls,
+        )
         await service.start()
         tokens = tokens or Tokens.from_settings(settings.api)
         runner = web.AppRunner(create_app(service, tokens), access_log=None, handle_signals=False)
@@ -173,10 +183,6 @@ async def serve(
         sdnotify.notify(f"READY=1\nSTATUS=serving {url}")
         interval = sdnotify.watchdog_interval()
         watchdog = asyncio.create_task(sdnotify.keep_watchdog(interval)) if interval else None
-        stop = asyncio.Event()
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, stop.set)
         await stop.wait()
         log.info("pitrixd stopping")
         sdnotify.notify("STOPPING=1")
@@ -185,8 +191,10 @@ async def serve(
     finally:
         if runner is not None:
             await runner.cleanup()
-        await service.stop()
-        await store.close()
+        if service is not None:
+            await service.stop()
+        if store is not None:
+            await store.close()
         if embedded is not None:
             await embedded.stop()
 
