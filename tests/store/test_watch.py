@@ -11,9 +11,9 @@ import aiohttp
 import pytest
 from store_helpers import Collector, eventually
 
-from pitrix.store import Store, StoreError
+from pitrix.store import Store, StoreError, WatchBatch
 from pitrix.store.embedded import EmbeddedEtcd
-from pitrix.store.watch import watch_key
+from pitrix.store.watch import follow, watch_key
 
 
 def flat(batches: list) -> list[tuple[str, str, bytes, int]]:
@@ -245,3 +245,35 @@ async def test_closing_the_store_ends_its_watches_with_an_error(etcd_url: str) -
     await s.close()
     with pytest.raises(StoreError, match="not connected"):
         await asyncio.wait_for(pending, 5)
+
+
+async def test_follow_hands_a_failed_batch_again_and_ends_with_the_store(etcd_url: str) -> None:
+    """follow(): a batch its handler failed on comes again (nothing skipped), the failure is told
+    with the pause before the next try, and closing the store ends it."""
+    s = await Store.connect([etcd_url], prefix="/follow")
+    first = await s.put("/a", b"1")
+    await s.put("/b", b"2")
+    seen: list[int] = []
+    broken: list[tuple[str, float]] = []
+    done: asyncio.Queue[int] = asyncio.Queue()
+
+    async def handle(batch: WatchBatch) -> None:
+        seen.append(batch.revision)
+        if batch.revision == first + 1 and seen.count(batch.revision) == 1:
+            raise RuntimeError("handler failed once")
+        done.put_nowait(batch.revision)
+
+    follower = asyncio.create_task(
+        follow(s, "/", first, handle, on_broken=lambda exc, delay: broken.append((str(exc), delay)))
+    )
+    try:
+        assert [await asyncio.wait_for(done.get(), 10) for _ in range(2)] == [first, first + 1]
+        assert seen == [first, first + 1, first + 1]
+        assert len(broken) == 1 and broken[0][0] == "handler failed once"
+        assert 0.05 <= broken[0][1] <= 0.1  # the first pause, jittered
+        third = await s.put("/c", b"3")
+        assert await asyncio.wait_for(done.get(), 10) == third
+    finally:
+        await s.close()
+    await asyncio.wait_for(follower, 10)  # ended, not stuck retrying a closed store
+    assert len(broken) == 1
