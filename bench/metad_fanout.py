@@ -9,7 +9,8 @@ with its own certificate and keep-alive connection. Figures:
   last of N ``GET /self?wait=true&prev_version=V`` answered, N = 1, 100, 1,000;
 - raw etcd: one put → the last of N aetcd watchers (pitrix.store's watch) notified, same etcd;
 - idle waiters: metad's RSS holding N idle long-polls (10,000 when ``ulimit -n`` allows);
-- ``GET /self`` per second from 50 concurrent instances.
+- ``GET /self`` per second from 50 concurrent instances, and per second of metad's CPU (per core);
+- idle long-polls held per GiB of metad's memory (from the per-waiter figure).
 """
 
 from __future__ import annotations
@@ -303,7 +304,9 @@ async def idle(world: World, count: int) -> tuple[int, float, float]:
     return count, _mib(during), per_waiter
 
 
-async def gets_per_second(world: World, clients: int, seconds: float) -> float:
+async def gets_per_second(world: World, clients: int, seconds: float) -> tuple[float, float]:
+    """GET /self answers per second of wall time, and per second of metad's CPU (per core: metad
+    is one process, sharing the cores with the clients here)."""
     conns = await _connect(world, clients)
     count = 0
     stop = time.perf_counter() + seconds
@@ -319,13 +322,15 @@ async def gets_per_second(world: World, clients: int, seconds: float) -> float:
 
     try:
         start = time.perf_counter()
+        cpu = _cpu_seconds(world.pid)
         await asyncio.gather(*(loop(c) for c in conns))
         rate = count / (time.perf_counter() - start)
+        per_core = count / max(_cpu_seconds(world.pid) - cpu, 1e-9)
     finally:
         for conn in conns:
             conn.close()
-    print(f"  GET /self: {rate:.0f}/s ({clients} clients)", flush=True)
-    return rate
+    print(f"  GET /self: {rate:.0f}/s ({clients} clients), {per_core:.0f} per metad CPU-second", flush=True)
+    return rate, per_core
 
 
 async def _start_metad(
@@ -415,7 +420,7 @@ async def main(args: argparse.Namespace) -> None:
             if args.profile or args.fanout_only:  # a profile is of the fan-out path alone
                 return
             raw = await etcd_watch(store, [1, 100] if args.quick else [1, 1000], rounds | {1000: 10})
-            gets = await gets_per_second(world, GET_CLIENTS, 2.0 if args.quick else 5.0)
+            gets, gets_per_core = await gets_per_second(world, GET_CLIENTS, 2.0 if args.quick else 5.0)
             held = await idle(world, idle_count if not args.quick else 500)
         finally:
             await manage.close()
@@ -449,7 +454,23 @@ async def main(args: argparse.Namespace) -> None:
             f"< {TARGET_IDLE_MIB:.0f} MiB at 10,000",
         )
     )
+    print(
+        _row(
+            "idle long-polls held per GiB of metad memory",
+            "-",
+            f"{count * 1024 / mib:,.0f} (mTLS; RSS at {count:,})",
+            f"metad {peer_n * 1024 / peer_mib:,.0f} (RSS at {peer_n:,})",
+        )
+    )
     print(_row("GET /self per second (50 clients)", "50", f"{gets:,.0f}/s", f"metad {ANCHOR_GETS:,}/s"))
+    print(
+        _row(
+            "GET /self per metad CPU-second (one core)",
+            "50",
+            f"{gets_per_core:,.0f}/s",
+            "-",
+        )
+    )
 
 
 def run() -> None:
