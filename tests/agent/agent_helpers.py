@@ -34,6 +34,18 @@ def file_config(root: Path, data: Path, **overrides: object) -> AgentConfig:
     return config
 
 
+def port_resource(root: Path, reload_cmd: str | None = None) -> Path:
+    """A resource rendering /env/port as ``listen <port>`` (with ``reload_cmd`` if given); its dest."""
+    (root / "etc/confd/templates").mkdir(parents=True)
+    (root / "etc/confd/conf.d").mkdir(parents=True)
+    (root / "etc/confd/templates/port.tmpl").write_text('listen {{getv "/env/port"}}\n')
+    reload = f"reload_cmd = {json.dumps(reload_cmd)}\n" if reload_cmd else ""
+    (root / "etc/confd/conf.d/port.toml").write_text(
+        '[template]\nsrc = "port.tmpl"\ndest = "/etc/port.conf"\nkeys = ["/env"]\n' + reload
+    )
+    return root / "etc/port.conf"
+
+
 @asynccontextmanager
 async def running(agent: Agent) -> AsyncIterator[Agent]:
     """``agent.run_forever()`` for the body of the block; then stopped and its backend closed."""
@@ -201,6 +213,18 @@ class World:
         self.metad = metad
         self.manage = manage
         self.ip = f"127.102.{block}.10"
+
+    async def seed(self) -> None:
+        """Cluster ``c1`` with its one web host ``i-1`` at ``ip``, and that instance's mapping."""
+        await self.manage.post_data(
+            "/clusters/c1",
+            {
+                "cluster": {"cluster_id": "c1", "app_id": "app-demo"},
+                "hosts": {"web": {"i-1": {"instance_id": "i-1", "ip": self.ip, "role": "web"}}},
+                "env": {"web": {"port": "80"}},
+            },
+        )
+        await self.manage.put_mapping("i-1", {"cluster_id": "c1", "role": "web", "ip": self.ip})
 
     async def caught_up(self) -> None:
         """Until metad's mirror holds every write etcd has acknowledged: an agent's status write is

@@ -34,15 +34,7 @@ async def world(store: Store) -> AsyncIterator[World]:
     await server.start()
     manage = MetadManagementClient(server.manage_url, idle_timeout=5.0)
     w = World(server, manage, block)
-    await manage.post_data(
-        "/clusters/c1",
-        {
-            "cluster": {"cluster_id": "c1", "app_id": "app-demo"},
-            "hosts": {"web": {"i-1": {"instance_id": "i-1", "ip": w.ip, "role": "web"}}},
-            "env": {"web": {"port": "80"}},
-        },
-    )
-    await manage.put_mapping("i-1", {"cluster_id": "c1", "role": "web", "ip": w.ip})
+    await w.seed()
     try:
         yield w
     finally:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from agent_helpers import World, running
+from agent_helpers import World, port_resource, running
 
 from bench.propagation import Fifo
 from pitrix.agent.agent import Agent, build_agent
@@ -15,18 +15,6 @@ from pitrix.agent.metad_client import MetadClient
 from pitrix.metad.server import Metad
 
 BURST = 100
-
-
-def port_resource(root: Path) -> Path:
-    """A resource rendering /env/port whose reload appends a line to ``reloads.log``; its dest."""
-    (root / "etc/confd/templates").mkdir(parents=True)
-    (root / "etc/confd/conf.d").mkdir(parents=True)
-    (root / "etc/confd/templates/port.tmpl").write_text('listen {{getv "/env/port"}}\n')
-    (root / "etc/confd/conf.d/port.toml").write_text(
-        '[template]\nsrc = "port.tmpl"\ndest = "/etc/port.conf"\nkeys = ["/env"]\n'
-        'reload_cmd = "echo reload >> reloads.log"\n'
-    )
-    return root / "etc/port.conf"
 
 
 def metad_config(world: World, root: Path, **fields: object) -> AgentConfig:
@@ -49,7 +37,7 @@ def reloads(root: Path) -> int:
 
 async def run_burst(world: World, root: Path, config: AgentConfig) -> tuple[Agent, int]:
     """Start an agent, write BURST values in a row, wait for the last to be rendered; (agent, reloads)."""
-    dest = port_resource(root)
+    dest = port_resource(root, "echo reload >> reloads.log")
     agent = build_agent(config, announce=lambda _i: None)
     async with running(agent):
         await asyncio.wait_for(agent.wait_rounds(1), 20)
@@ -78,7 +66,7 @@ async def test_change_that_finds_the_agent_idle_is_not_held(world: World, tmp_pa
     however soon after the last round it writes: with a window of a minute, each of its changes
     is still applied at once (the 20 s deadline fails if one waited for the window)."""
     root = tmp_path / "vm"
-    dest = port_resource(root)
+    dest = port_resource(root, "echo reload >> reloads.log")
     config = metad_config(world, root, quiet_period=60.0, max_settle=60.0)
     agent = build_agent(config, announce=lambda _i: None)
     async with running(agent):
@@ -97,7 +85,7 @@ async def test_writer_answered_by_the_reload_itself_is_not_held(world: World, tm
     not busy applying anything then, so the change is not a burst (with a window of a minute, the
     20 s deadline fails if it waited)."""
     root = tmp_path / "vm"
-    dest = port_resource(root)
+    dest = port_resource(root, "echo reload >> reloads.log")
     fifo = Fifo(tmp_path / "live.fifo")
     toml = root / "etc/confd/conf.d/port.toml"
     toml.write_text(

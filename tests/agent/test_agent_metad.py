@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_helpers import AgentProcess, World, running
+from agent_helpers import AgentProcess, World, port_resource, running
 
 from pitrix.agent.agent import Agent, build_agent
 from pitrix.agent.backends.metad import MetadBackend
@@ -187,12 +187,7 @@ async def test_watch_fails_over_when_a_metad_stops(world: World, store: Store, t
     second = Metad(store, world.metad.listen_ip.rsplit(".", 1)[0] + ".2", 0, 0, wait_timeout=20.0)
     await second.start()
     root = tmp_path / "vm"
-    (root / "etc/confd/conf.d").mkdir(parents=True)
-    (root / "etc/confd/templates").mkdir(parents=True)
-    (root / "etc/confd/templates/port.tmpl").write_text('listen {{getv "/env/port"}}\n')
-    (root / "etc/confd/conf.d/port.toml").write_text(
-        '[template]\nsrc = "port.tmpl"\ndest = "/etc/port.conf"\nkeys = ["/env"]\n'
-    )
+    port_resource(root)
     config = load_config(
         root,
         None,

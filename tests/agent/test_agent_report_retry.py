@@ -10,7 +10,7 @@ import os
 import random
 from pathlib import Path
 
-from agent_helpers import World, running
+from agent_helpers import World, port_resource, running
 
 from pitrix.agent.agent import build_agent
 from pitrix.agent.config import Overrides, load_config
@@ -26,27 +26,15 @@ async def test_applied_report_is_sent_again_after_a_store_outage(tmp_path: Path)
     etcd = EmbeddedEtcd(tmp_path / "etcd", unsafe_no_fsync=True)
     url = await etcd.start()
     store = await Store.connect([url], prefix="/retry", timeout=1.0)
-    metad = Metad(store, f"127.103.{next(_blocks) % 250 + 1}.1", 0, 0, wait_timeout=20.0)
+    block = next(_blocks) % 250 + 1
+    metad = Metad(store, f"127.103.{block}.1", 0, 0, wait_timeout=20.0)
     await metad.start()
     manage = MetadManagementClient(metad.manage_url, idle_timeout=5.0)
-    world = World(metad, manage, int(metad.manage_url.split(".")[2]))
+    world = World(metad, manage, block)
     root = tmp_path / "vm"
-    (root / "etc/confd/conf.d").mkdir(parents=True)
-    (root / "etc/confd/templates").mkdir(parents=True)
-    (root / "etc/confd/templates/port.tmpl").write_text('port={{getv "/env/port"}}\n')
-    (root / "etc/confd/conf.d/port.toml").write_text(
-        '[template]\nsrc = "port.tmpl"\ndest = "/etc/port.conf"\nkeys = ["/env"]\n'
-    )
+    dest = port_resource(root)
     try:
-        await manage.post_data(
-            "/clusters/c1",
-            {
-                "cluster": {"cluster_id": "c1"},
-                "hosts": {"web": {"i-1": {"instance_id": "i-1", "ip": world.ip, "role": "web"}}},
-                "env": {"web": {"port": "80"}},
-            },
-        )
-        await manage.put_mapping("i-1", {"cluster_id": "c1", "role": "web", "ip": world.ip})
+        await world.seed()
         await world.caught_up()
         # The store goes away; metad still answers reads from its mirror, but cannot store reports.
         await etcd.stop()
@@ -60,7 +48,7 @@ async def test_applied_report_is_sent_again_after_a_store_outage(tmp_path: Path)
         agent = build_agent(config, announce=lambda _i: None)
         async with running(agent):
             await asyncio.wait_for(agent.wait_rounds(1), 20)
-            assert (root / "etc/port.conf").read_text() == "port=80\n"  # applied from the mirror
+            assert dest.read_text() == "listen 80\n"  # applied from the mirror
             assert agent.unreported is not None  # ... and its report refused (503): kept
             revision = agent.unreported[0]
             assert await etcd.start() == url
