@@ -13,6 +13,11 @@ from __future__ import annotations
 import random
 
 
+def jittered(delay: float) -> float:
+    """``delay`` drawn from half to all of itself."""
+    return delay * (0.5 + random.random() / 2)
+
+
 class Backoff:
     """The delays of one retry loop; ``reset()`` after a success starts the doubling again."""
 
@@ -28,7 +33,7 @@ class Backoff:
         """The delay to wait now, in seconds; the one after it is longer, up to the cap."""
         delay = self._next
         self._next = min(self._next * self.factor, self.cap)
-        return delay * (0.5 + random.random() / 2)
+        return jittered(delay)
 
     def reset(self) -> None:
         self._next = self.first

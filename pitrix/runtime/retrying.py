@@ -9,9 +9,9 @@ raises is a real failure and ends the plan at once.
 
 from __future__ import annotations
 
-import random
 from dataclasses import dataclass
 
+from pitrix.backoff import jittered
 from pitrix.providers.base import ProviderError
 
 
@@ -37,7 +37,7 @@ class RetryPolicy:
     def delay(self, attempt: int) -> float:
         """Seconds to wait after failed attempt number ``attempt`` (1-based)."""
         full = min(self.max_delay, self.first_delay * 2 ** (attempt - 1))
-        return full * (0.5 + random.random() / 2)
+        return jittered(full)
 
     def again(self, error: BaseException, attempt: int) -> ProviderError | None:
         """The retryable cloud error behind ``error`` if another attempt is allowed, else None."""
