@@ -11,16 +11,17 @@ from __future__ import annotations
 
 import asyncio
 import datetime as dt
+import json
 import ssl
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 from cryptography import x509
 
 from pitrix import pki
 from pitrix.agent.durable import write_durably
 from pitrix.agent.errors import BackendError, ConfigError
+from pitrix.agent.httpclient import HttpClient
 from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 
@@ -112,15 +113,15 @@ class AgentCertificate:
 
     # -- keeping it fresh -------------------------------------------------------------------------
 
-    async def ensure(self, nodes: list[str], session: aiohttp.ClientSession | None) -> None:
+    async def ensure(self, nodes: list[str], http: HttpClient | None) -> None:
         """Before a request: fetch the first certificate, or renew one that is due."""
         if self.cert is None or (self.context is not None and not self._renewal_due()):
             return
         async with self._lock:
             if self.context is None:
                 await self._bootstrap(nodes)
-            elif self._renewal_due() and session is not None:
-                await self._renew(nodes, session)
+            elif self._renewal_due() and http is not None:
+                await self._renew(nodes, http)
 
     async def _bootstrap(self, nodes: list[str]) -> None:
         assert self.cert is not None and self.key is not None
@@ -130,11 +131,10 @@ class AgentCertificate:
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.bootstrap_patience
         backoff = Backoff(0.05, 1.0)
-        local_addr = (self.bind_address, 0) if self.bind_address else None
-        connector = aiohttp.TCPConnector(ssl=self._bare_context(), local_addr=local_addr)
-        async with aiohttp.ClientSession(connector=connector) as session:
+        http = HttpClient(ssl_context=self._bare_context(), local_address=self.bind_address)
+        try:
             while True:
-                answer, why = await self._post_any(session, nodes, "/self/bootstrap", body)
+                answer, why = await self._post_any(http, nodes, "/self/bootstrap", body)
                 if answer is not None:
                     break
                 if "HTTP 403" in why:
@@ -144,15 +144,17 @@ class AgentCertificate:
                 if loop.time() + delay > deadline:
                     raise BackendError(f"metad: no certificate for the bootstrap token yet ({why})")
                 await asyncio.sleep(delay)  # the runtime maps the instance moments after it runs
+        finally:
+            await http.close()
         self._store(key, answer)
         self._log.info("certificate bootstrapped", serial=answer.get("serial"))
 
-    async def _renew(self, nodes: list[str], session: aiohttp.ClientSession) -> None:
+    async def _renew(self, nodes: list[str], http: HttpClient) -> None:
         assert self.cert is not None
         current = x509.load_pem_x509_certificate(self.cert.read_bytes())
         key = pki.generate_key()
         csr = pki.make_csr(key, pki.Subject.of(current.subject)).decode()
-        answer, why = await self._post_any(session, nodes, "/self/cert", {"csr": csr})
+        answer, why = await self._post_any(http, nodes, "/self/cert", {"csr": csr})
         if answer is None:
             # Keep the current certificate (still valid) and try again after a while.
             delay = self._renew_backoff.next()
@@ -168,22 +170,23 @@ class AgentCertificate:
         self._log.info("certificate renewed", serial=answer.get("serial"))
 
     async def _post_any(
-        self, session: aiohttp.ClientSession, nodes: list[str], path: str, body: dict[str, Any]
+        self, http: HttpClient, nodes: list[str], path: str, body: dict[str, Any]
     ) -> tuple[dict[str, Any] | None, str]:
         """The first node's certificate answer, or None and why none gave one."""
         errors = []
+        data = json.dumps(body).encode()
         for base in nodes:
             try:
-                async with session.post(
-                    base + path, json=body, timeout=aiohttp.ClientTimeout(total=10)
-                ) as resp:
-                    text = await resp.text()
-                    if resp.status == 200:
-                        return dict(await resp.json(content_type=None)), ""
-                    if resp.status == 403:
-                        self._log.error("metad refuses this instance's certificate", answer=text[:200])
-                    errors.append(f"{base}: HTTP {resp.status}: {text[:120]}")
-            except (aiohttp.ClientError, TimeoutError, OSError, ValueError) as exc:
+                resp = await http.request(
+                    "POST", base, path, body=data, headers={"Content-Type": "application/json"}, timeout=10
+                )
+                text = resp.text()
+                if resp.status == 200:
+                    return dict(json.loads(text)), ""
+                if resp.status == 403:
+                    self._log.error("metad refuses this instance's certificate", answer=text[:200])
+                errors.append(f"{base}: HTTP {resp.status}: {text[:120]}")
+            except (TimeoutError, OSError, ValueError) as exc:
                 errors.append(f"{base}: {type(exc).__name__}: {exc}")
         return None, "; ".join(errors)
 

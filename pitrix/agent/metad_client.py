@@ -9,17 +9,22 @@ from __future__ import annotations
 
 import asyncio
 import json
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import aiohttp
+from typing import Any, TypeVar
+from urllib.parse import quote, urlencode
 
 from pitrix.agent.certificate import AgentCertificate
 from pitrix.agent.errors import BackendError, RejectedError
+from pitrix.agent.httpclient import HttpClient, Response
 from pitrix.logs import get_logger
 
-VERSION_HEADER = "X-Metad-Version"
+T = TypeVar("T")
+# Characters a path segment may hold as they are (RFC 3986 pchar); the rest are percent-encoded.
+_PATH_SAFE = "/:@!$&'()*+,;=-._~"
+
+VERSION_HEADER = "x-metad-version"  # as the client keys headers: lower-cased
 _ACCEPT_JSON = {"Accept": "application/json"}
 _SEND_JSON = {"Content-Type": "application/json", "Accept": "application/json"}
 
@@ -59,99 +64,86 @@ class MetadClient:
         self.nodes = [normalize_node(n) for n in nodes]
         self._current = 0
         self._bind_address = bind_address
-        self._request_timeout = aiohttp.ClientTimeout(total=request_timeout)
-        self._wait_timeout = aiohttp.ClientTimeout(total=wait_timeout)
+        self._request_timeout = request_timeout
+        self._wait_timeout = wait_timeout
         self.certificate = AgentCertificate(
             client_cert, client_key, ca_file, bootstrap_token, bind_address, bootstrap_patience
         )
-        self._session: aiohttp.ClientSession | None = None
-        self._session_generation = 0
-        # Sessions made with an older certificate: their held long-polls finish on them.
-        self._retired: list[aiohttp.ClientSession] = []
+        self._http: HttpClient | None = None
+        self._http_generation = 0
+        # Clients made with an older certificate: their held long-polls finish on them.
+        self._retired: list[HttpClient] = []
         self._log = get_logger("pitrix.agent.metad", bind=bind_address)
 
-    def _session_for_use(self) -> aiohttp.ClientSession:
-        stale = self._session_generation != self.certificate.generation
-        if self._session is not None and stale:
-            self._retired.append(self._session)
-            self._session = None
-        if self._session is None or self._session.closed:
-            local_addr = (self._bind_address, 0) if self._bind_address else None
-            ctx = self.certificate.context
-            connector = aiohttp.TCPConnector(
-                local_addr=local_addr, ssl=ctx if ctx is not None else True, limit=8
-            )
-            # No cookies (metad sets none): the jar is consulted on every request otherwise.
-            self._session = aiohttp.ClientSession(connector=connector, cookie_jar=aiohttp.DummyCookieJar())
-            self._session_generation = self.certificate.generation
-        return self._session
+    def _client_for_use(self) -> HttpClient:
+        stale = self._http_generation != self.certificate.generation
+        if self._http is not None and stale:
+            self._retired.append(self._http)
+            self._http = None
+        if self._http is None or self._http.closed:
+            self._http = HttpClient(ssl_context=self.certificate.context, local_address=self._bind_address)
+            self._http_generation = self.certificate.generation
+        return self._http
 
     async def close(self) -> None:
-        for session in [*self._retired, self._session]:
-            if session is not None:
-                await session.close()
+        for client in [*self._retired, self._http]:
+            if client is not None:
+                await client.close()
         self._retired.clear()
-        self._session = None
+        self._http = None
 
     async def get(self, path: str, *, wait: bool = False, prev_version: int = 0) -> MetadAnswer:
         """GET ``path`` as JSON; with ``wait`` long-poll until the view changes after ``prev_version``."""
-        params = {"wait": "true", "prev_version": str(prev_version)} if wait else None
+        target = quote(path, safe=_PATH_SAFE)
+        if wait:
+            target += "?" + urlencode({"wait": "true", "prev_version": prev_version})
         timeout = self._wait_timeout if wait else self._request_timeout
 
-        async def attempt(session: aiohttp.ClientSession, base: str) -> MetadAnswer:
-            async with session.get(
-                base + path,
-                params=params,
-                headers=_ACCEPT_JSON,
-                timeout=timeout,
-            ) as resp:
-                version = _version(resp)
-                if resp.status == 404:
-                    return MetadAnswer(None, version)
-                if resp.status >= 400:
-                    text = (await resp.text())[:200]
-                    raise _HTTPFailure(resp.status, text)
-                raw = await resp.read()
-                try:
-                    body = json.loads(raw) if raw.strip() else None
-                except ValueError:
-                    raise _HTTPFailure(resp.status, f"not JSON: {raw[:100]!r}") from None
-                return MetadAnswer(body, version)
+        async def attempt(http: HttpClient, base: str) -> MetadAnswer:
+            resp = await http.request("GET", base, target, headers=_ACCEPT_JSON, timeout=timeout)
+            version = _version(resp)
+            if resp.status == 404:
+                return MetadAnswer(None, version)
+            _raise_for_status(resp)
+            raw = resp.body
+            try:
+                body = json.loads(raw) if raw.strip() else None
+            except ValueError:
+                raise _HTTPFailure(resp.status, f"not JSON: {raw[:100]!r}") from None
+            return MetadAnswer(body, version)
 
         return await self._failover(f"GET {path}", attempt)
 
     async def put(self, path: str, body: Any) -> None:
         """PUT ``body`` as JSON to ``path`` (status write-back)."""
+        target = quote(path, safe=_PATH_SAFE)
+        data = json.dumps(body).encode()
 
-        async def attempt(session: aiohttp.ClientSession, base: str) -> None:
-            async with session.put(
-                base + path,
-                data=json.dumps(body),
-                headers=_SEND_JSON,
-                timeout=self._request_timeout,
-            ) as resp:
-                if resp.status >= 400:
-                    raise _HTTPFailure(resp.status, (await resp.text())[:200])
+        async def attempt(http: HttpClient, base: str) -> None:
+            resp = await http.request(
+                "PUT", base, target, body=data, headers=_SEND_JSON, timeout=self._request_timeout
+            )
+            _raise_for_status(resp)
 
         await self._failover(f"PUT {path}", attempt)
 
-    async def _failover(self, what: str, attempt: Any) -> Any:
-        await self.certificate.ensure(self.nodes, self._session)
+    async def _failover(self, what: str, attempt: Callable[[HttpClient, str], Awaitable[T]]) -> T:
+        await self.certificate.ensure(self.nodes, self._http)
         while len(self._retired) > 1:  # older than the previous certificate: nothing waits on it
             await self._retired.pop(0).close()
-        session = self._session_for_use()
+        http = self._client_for_use()
         errors: list[str] = []
         for step in range(len(self.nodes)):
             index = (self._current + step) % len(self.nodes)
             base = self.nodes[index]
             try:
-                result = await attempt(session, base)
+                result = await attempt(http, base)
             except _HTTPFailure as exc:
                 if exc.status < 500:
                     # The node answered and refused: another node would say the same.
                     raise RejectedError(f"metad {base}: {what}: HTTP {exc.status}: {exc.text}") from None
                 errors.append(f"{base}: HTTP {exc.status}")
-            except (aiohttp.ClientError, TimeoutError, OSError) as exc:
+            except (TimeoutError, OSError, ValueError) as exc:
                 errors.append(f"{base}: {type(exc).__name__}: {exc}")
             else:
                 if index != self._current:
@@ -168,7 +160,12 @@ class _HTTPFailure(Exception):
         self.text = text
 
 
-def _version(resp: aiohttp.ClientResponse) -> int:
+def _raise_for_status(resp: Response) -> None:
+    if resp.status >= 400:
+        raise _HTTPFailure(resp.status, resp.text()[:200])
+
+
+def _version(resp: Response) -> int:
     raw = resp.headers.get(VERSION_HEADER, "0")
     try:
         return int(raw)
