@@ -87,4 +87,5 @@ async def test_many_commands_at_once_keep_their_own_output_and_leak_no_descripto
     )
     for i, result in enumerate(results[:300]):
         assert result.exit_code == i % 3 and result.output == f"out-{i}\nerr-{i}\n", (i, result)
-    assert len(os.listdir("/proc/self/fd")) == before
+    # At most as many: descriptors an earlier test in this worker left closing may go meanwhile.
+    assert len(os.listdir("/proc/self/fd")) <= before
