@@ -27,8 +27,12 @@ import httptools
 
 # Methods a repeat cannot harm (RFC 9110 §9.2.2): sent again after a stale keep-alive connection.
 _IDEMPOTENT = frozenset({"GET", "PUT", "DELETE", "OPTIONS"})
-# Idle connections kept per origin; more only while that many requests are in flight at once.
-IDLE_PER_ORIGIN = 4
+# Idle connections kept per origin; more are opened only while requests overlap, and closed
+# after. Two, an agent's steady state: its long-poll holds one connection while the round's
+# applied report (or a heartbeat) uses the other. One fewer and every round would connect anew
+# (the long-poll's connection, released beside the report's, would be closed); every one more is
+# a descriptor and, under mutual TLS, ~50 KiB that metad holds for each agent for good.
+IDLE_PER_ORIGIN = 2
 
 
 class HTTPConnectionClosed(ConnectionError):

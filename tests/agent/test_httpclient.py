@@ -160,3 +160,97 @@ async def test_refused_and_malformed_bases_are_clear_errors() -> None:
             await client.request("GET", "ftp://127.0.0.1", "/", timeout=5)
     finally:
         await client.close()
+
+
+class HeldServer:
+    """Answers at once, except a request for ``/wait``, held until ``release()``; tells how many
+    connections are open, so a test can wait for the client to close the ones it does not keep."""
+
+    def __init__(self) -> None:
+        self.live: set[asyncio.StreamWriter] = set()
+        self.changed = asyncio.Condition()
+        self.held: asyncio.Queue[asyncio.Event] = asyncio.Queue()
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> str:
+        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
+        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
+
+    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        async with self.changed:
+            self.live.add(writer)
+            self.changed.notify_all()
+        try:
+            while True:
+                head = await reader.readuntil(b"\r\n\r\n")
+                length = next(
+                    (
+                        int(h.split(b":")[1])
+                        for h in head.split(b"\r\n")
+                        if h.lower().startswith(b"content-length:")
+                    ),
+                    0,
+                )
+                await reader.readexactly(length)
+                if head.startswith(b"GET /wait "):
+                    release = asyncio.Event()
+                    await self.held.put(release)
+                    await release.wait()
+                writer.write(OK)
+                await writer.drain()
+        except (asyncio.IncompleteReadError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+            async with self.changed:
+                self.live.discard(writer)
+                self.changed.notify_all()
+
+    async def open_connections(self, count: int) -> None:
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: len(self.live) == count), 5)
+
+
+@pytest.fixture
+async def held() -> AsyncIterator[HeldServer]:
+    server = HeldServer()
+    yield server
+    if server.server is not None:
+        server.server.close()
+
+
+async def test_overlapping_requests_leave_two_idle_connections_behind(held: HeldServer) -> None:
+    # Three requests in flight at once need three connections (an agent starting: its first reads
+    # and its heartbeat); once answered, the client keeps two and closes the third, which metad
+    # would otherwise hold for as long as the agent lives.
+    base = await held.start()
+    client = HttpClient()
+    try:
+        waits = [asyncio.ensure_future(client.request("GET", base, "/wait", timeout=5)) for _ in range(3)]
+        for _ in range(3):
+            (await asyncio.wait_for(held.held.get(), 5)).set()
+        assert [(await w).body for w in waits] == [b"ok"] * 3
+        assert client.connections_made == 3
+        await held.open_connections(2)
+    finally:
+        await client.close()
+
+
+async def test_a_long_poll_beside_reports_connects_no_more_after_the_first_round(held: HeldServer) -> None:
+    # An agent's round: the long-poll for the next change is in flight while the round's applied
+    # report goes; then the long-poll is answered. Keeping fewer than two connections would
+    # connect anew (a TLS handshake with metad) every round.
+    base = await held.start()
+    client = HttpClient()
+    try:
+        for _ in range(5):
+            poll = asyncio.ensure_future(client.request("GET", base, "/wait", timeout=5))
+            release = await asyncio.wait_for(held.held.get(), 5)
+            put = await client.request("PUT", base, "/self/status/applied", body=b"{}", timeout=5)
+            assert put.body == b"ok"
+            release.set()
+            assert (await poll).body == b"ok"
+        assert client.connections_made == 2
+        await held.open_connections(2)
+    finally:
+        await client.close()
