@@ -10,9 +10,11 @@ import contextlib
 import json
 import os
 import random
+import socket
 import sys
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlsplit
 
 from pitrix.cli.demo import Child as DemoChild
 from pitrix.cli.demo import stop_child
@@ -118,3 +120,19 @@ def memory_kib(pid: int, field: str = "VmRSS") -> int:
         if line.startswith(f"{field}:"):
             return int(line.split()[1])
     return 0
+
+
+def connections_to(url: str) -> int:
+    """Established TCP connections in this network namespace whose far end is ``url``'s host and
+    port (IPv4): how many a server holds for its clients, counted from the clients' side."""
+    parts = urlsplit(url)
+    assert parts.hostname is not None and parts.port is not None, url
+    packed = socket.inet_aton(parts.hostname)
+    far = f"{int.from_bytes(packed, 'little'):08X}:{parts.port:04X}"
+    established = "01"
+    count = 0
+    for line in Path("/proc/net/tcp").read_text().splitlines()[1:]:
+        fields = line.split()
+        if fields[2] == far and fields[3] == established:
+            count += 1
+    return count

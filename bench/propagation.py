@@ -141,6 +141,7 @@ class Figures:
     apply_reload: list[float] = field(default_factory=list)  # per agent: change in hand → reload done
     etcd: list[float] = field(default_factory=list)  # put → last of N raw etcd watchers
     rss_mib: float = 0.0
+    connections: float = 0.0  # per agent, to metad's instance port, after the rounds
     # CPU seconds per agent per measured round: the agent, its reload commands, metad's share.
     agent_cpu: float = 0.0
     reload_cpu: float = 0.0
@@ -262,6 +263,7 @@ async def agents_rounds(
             figures.fanout.append(max(changes) - start)
             figures.end_to_end.append(max(reloaded.values()) - start)
         meter.stop(figures, rounds)
+        figures.connections = procs.connections_to(url) / count
     finally:
         await asyncio.gather(*(c.stop() for c in children))
         fifo.close()
@@ -336,6 +338,7 @@ async def run(quick: bool) -> list[Table]:
             "confd -watch (ANCHORS)",
             "raw etcd: put → last of N watchers",
             "RSS per agent (MiB)",
+            "connections to metad per agent",
         ],
     )
     per = Table(
@@ -357,6 +360,7 @@ async def run(quick: bool) -> list[Table]:
             CONFD.get(count, "-"),
             p50_p99(f.etcd),
             f"{f.rss_mib:.1f}",
+            f"{f.connections:.1f}",
         )
         cpu = f"{f.agent_cpu * 1000:.2f} / {f.reload_cpu * 1000:.2f} / {f.metad_cpu * 1000:.2f}"
         per.add(count, p50_p99(f.apply), p50_p99(f.apply_reload), len(f.apply), cpu)
@@ -365,6 +369,9 @@ async def run(quick: bool) -> list[Table]:
         "raw etcd: N watches on one aetcd client in the benchmark process, the same etcd, the same run "
         f"(ANCHORS: N=1 {ETCD_ANCHOR[1]}, N=1,000 {ETCD_ANCHOR[1000]})",
         "confd uses 27 MiB per process (ANCHORS)",
+        "connections to metad: established TCP connections to its instance port after the rounds, per "
+        "agent (from /proc/net/tcp); metad holds as many for each instance, each a descriptor and, "
+        "under mutual TLS, its memory",
         "CPU floor: the CPU one round costs (every agent's, its reload_cmd's and metad's share, "
         "from the table below) spread evenly over the cores, the end to end a perfect schedule "
         "would reach; it moves with the host's speed, as every figure here does. Below as many "
