@@ -17,7 +17,7 @@ CHUNKED = (
 CLOSING = b"HTTP/1.1 200 OK\r\nConnection: close\r\nContent-Length: 2\r\n\r\nok"
 
 # What the server does with the n-th request on a connection (0-based): bytes to answer, None to
-# hang up without a word, "hold" to never answer.
+# hang up without a word, "hold" to answer OK only once the test sets the event it finds in `held`.
 Script = Callable[[int, bytes], bytes | str | None]
 
 
@@ -26,10 +26,16 @@ class ScriptedServer:
         self.script = script
         self.connections = 0
         self.requests: list[bytes] = []
+        self.held: asyncio.Queue[asyncio.Event] = asyncio.Queue()
+        self.live: set[asyncio.StreamWriter] = set()  # connections open now
+        self.changed = asyncio.Condition()  # notified when `live` changes
         self.server: asyncio.Server | None = None
 
     async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.connections += 1
+        async with self.changed:
+            self.live.add(writer)
+            self.changed.notify_all()
         nth = 0
         try:
             while True:
@@ -45,7 +51,10 @@ class ScriptedServer:
                 if answer is None:
                     break
                 if answer == "hold":
-                    await asyncio.Event().wait()
+                    release = asyncio.Event()
+                    await self.held.put(release)
+                    await release.wait()
+                    answer = OK
                 assert isinstance(answer, bytes)
                 writer.write(answer)
                 await writer.drain()
@@ -53,6 +62,14 @@ class ScriptedServer:
             pass
         finally:
             writer.close()
+            async with self.changed:
+                self.live.discard(writer)
+                self.changed.notify_all()
+
+    async def open_connections(self, count: int) -> None:
+        """Until exactly ``count`` connections are open (the client closed the ones it does not keep)."""
+        async with self.changed:
+            await asyncio.wait_for(self.changed.wait_for(lambda: len(self.live) == count), 5)
 
     @property
     def base(self) -> str:
@@ -162,95 +179,44 @@ async def test_refused_and_malformed_bases_are_clear_errors() -> None:
         await client.close()
 
 
-class HeldServer:
-    """Answers at once, except a request for ``/wait``, held until ``release()``; tells how many
-    connections are open, so a test can wait for the client to close the ones it does not keep."""
-
-    def __init__(self) -> None:
-        self.live: set[asyncio.StreamWriter] = set()
-        self.changed = asyncio.Condition()
-        self.held: asyncio.Queue[asyncio.Event] = asyncio.Queue()
-        self.server: asyncio.Server | None = None
-
-    async def start(self) -> str:
-        self.server = await asyncio.start_server(self.handle, "127.0.0.1", 0)
-        return f"http://127.0.0.1:{self.server.sockets[0].getsockname()[1]}"
-
-    async def handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        async with self.changed:
-            self.live.add(writer)
-            self.changed.notify_all()
-        try:
-            while True:
-                head = await reader.readuntil(b"\r\n\r\n")
-                length = next(
-                    (
-                        int(h.split(b":")[1])
-                        for h in head.split(b"\r\n")
-                        if h.lower().startswith(b"content-length:")
-                    ),
-                    0,
-                )
-                await reader.readexactly(length)
-                if head.startswith(b"GET /wait "):
-                    release = asyncio.Event()
-                    await self.held.put(release)
-                    await release.wait()
-                writer.write(OK)
-                await writer.drain()
-        except (asyncio.IncompleteReadError, ConnectionError):
-            pass
-        finally:
-            writer.close()
-            async with self.changed:
-                self.live.discard(writer)
-                self.changed.notify_all()
-
-    async def open_connections(self, count: int) -> None:
-        async with self.changed:
-            await asyncio.wait_for(self.changed.wait_for(lambda: len(self.live) == count), 5)
+def hold_waits(nth: int, request: bytes) -> bytes | str:
+    return "hold" if request.startswith(b"GET /wait ") else OK
 
 
-@pytest.fixture
-async def held() -> AsyncIterator[HeldServer]:
-    server = HeldServer()
-    yield server
-    if server.server is not None:
-        server.server.close()
-
-
-async def test_overlapping_requests_leave_two_idle_connections_behind(held: HeldServer) -> None:
+async def test_overlapping_requests_leave_two_idle_connections_behind(serve: Serve) -> None:
     # Three requests in flight at once need three connections (an agent starting: its first reads
     # and its heartbeat); once answered, the client keeps two and closes the third, which metad
     # would otherwise hold for as long as the agent lives.
-    base = await held.start()
+    server = await serve(hold_waits)
     client = HttpClient()
     try:
-        waits = [asyncio.ensure_future(client.request("GET", base, "/wait", timeout=5)) for _ in range(3)]
+        waits = [
+            asyncio.ensure_future(client.request("GET", server.base, "/wait", timeout=5)) for _ in range(3)
+        ]
         for _ in range(3):
-            (await asyncio.wait_for(held.held.get(), 5)).set()
+            (await asyncio.wait_for(server.held.get(), 5)).set()
         assert [(await w).body for w in waits] == [b"ok"] * 3
         assert client.connections_made == 3
-        await held.open_connections(2)
+        await server.open_connections(2)
     finally:
         await client.close()
 
 
-async def test_a_long_poll_beside_reports_connects_no_more_after_the_first_round(held: HeldServer) -> None:
+async def test_a_long_poll_beside_reports_connects_no_more_after_the_first_round(serve: Serve) -> None:
     # An agent's round: the long-poll for the next change is in flight while the round's applied
     # report goes; then the long-poll is answered. Keeping fewer than two connections would
     # connect anew (a TLS handshake with metad) every round.
-    base = await held.start()
+    server = await serve(hold_waits)
     client = HttpClient()
     try:
         for _ in range(5):
-            poll = asyncio.ensure_future(client.request("GET", base, "/wait", timeout=5))
-            release = await asyncio.wait_for(held.held.get(), 5)
-            put = await client.request("PUT", base, "/self/status/applied", body=b"{}", timeout=5)
+            poll = asyncio.ensure_future(client.request("GET", server.base, "/wait", timeout=5))
+            release = await asyncio.wait_for(server.held.get(), 5)
+            put = await client.request("PUT", server.base, "/self/status/applied", body=b"{}", timeout=5)
             assert put.body == b"ok"
             release.set()
             assert (await poll).body == b"ok"
         assert client.connections_made == 2
-        await held.open_connections(2)
+        await server.open_connections(2)
     finally:
         await client.close()
