@@ -27,6 +27,7 @@ import httptools
 
 # Methods a repeat cannot harm (RFC 9110 §9.2.2): sent again after a stale keep-alive connection.
 _IDEMPOTENT = frozenset({"GET", "PUT", "DELETE", "OPTIONS"})
+_DEFAULT_PORTS = {"http": 80, "https": 443}
 # Idle connections kept per origin; more are opened only while requests overlap, and closed
 # after. Two, an agent's steady state: its long-poll holds one connection while the round's
 # applied report (or a heartbeat) uses the other. One fewer and every round would connect anew
@@ -71,16 +72,15 @@ class Origin:
             port = parts.port
         except ValueError as exc:
             raise ValueError(f"not an http(s) URL: {base!r} ({exc})") from None
-        if parts.scheme not in ("http", "https") or not parts.hostname or parts.query or parts.fragment:
+        if parts.scheme not in _DEFAULT_PORTS or not parts.hostname or parts.query or parts.fragment:
             raise ValueError(f"not an http(s) URL: {base!r}")
-        origin = cls(parts.scheme, parts.hostname, port or (443 if parts.scheme == "https" else 80))
+        origin = cls(parts.scheme, parts.hostname, port or _DEFAULT_PORTS[parts.scheme])
         return origin, parts.path.rstrip("/")
 
     @property
     def host_header(self) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        default = 443 if self.scheme == "https" else 80
-        return host if self.port == default else f"{host}:{self.port}"
+        return host if self.port == _DEFAULT_PORTS[self.scheme] else f"{host}:{self.port}"
 
 
 @dataclass(slots=True)
