@@ -146,13 +146,16 @@ async def serve(
     runner: web.AppRunner | None = None
     try:
         endpoints = settings.etcd.endpoints
+        etcd_tls = settings.etcd.tls
         if not endpoints:
+            # Mutual TLS with a CA of its own in the 0700 state dir: no other local user reads it.
             embedded = EmbeddedEtcd(settings.state_dir)
             endpoints = [await embedded.start()]
             embedded.supervise()  # etcd dying under us is restarted, not served around
+            etcd_tls = embedded.client_tls
             log.info("embedded etcd", url=endpoints[0])
         store = await Store.connect(
-            endpoints, prefix=settings.etcd.prefix, timeout=settings.etcd.dial_timeout
+            endpoints, prefix=settings.etcd.prefix, timeout=settings.etcd.dial_timeout, tls=etcd_tls
         )
         options = options or RuntimeOptions()
         service = RuntimeService(

@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pitrix.paths import default_state_dir
+from pitrix.store.tls import EtcdTLS
 
 DEFAULT_CONFIG_FILE = Path("/etc/pitrix/pitrixd.toml")
 
@@ -35,6 +36,9 @@ class EtcdSettings(_Section):
     )
     prefix: str = Field("/pitrix", description="key prefix for everything pitrixd stores")
     dial_timeout: float = Field(5.0, gt=0)
+    ca_file: Path | None = Field(None, description="CA of an external etcd's server certificate (https)")
+    cert_file: Path | None = Field(None, description="client certificate for an external etcd")
+    key_file: Path | None = Field(None, description="the client certificate's private key")
 
     @field_validator("prefix")
     @classmethod
@@ -42,6 +46,34 @@ class EtcdSettings(_Section):
         if not value.startswith("/") or value.endswith("/"):
             raise ValueError("must start with '/' and not end with '/'")
         return value
+
+    @model_validator(mode="after")
+    def _tls_consistent(self) -> EtcdSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (a client certificate and its key)")
+        tls_given = self.ca_file is not None or self.cert_file is not None
+        if tls_given and not self.endpoints:
+            raise ValueError(
+                "ca_file/cert_file/key_file apply to an external etcd (endpoints); "
+                "the embedded etcd makes its own certificates"
+            )
+        for url in self.endpoints:
+            if url.startswith("https://") and not tls_given:
+                raise ValueError(f"endpoint {url} is https://: set ca_file (and cert_file/key_file)")
+            if url.startswith("http://") and tls_given:
+                raise ValueError(f"endpoint {url} is plain http:// but ca_file/cert_file/key_file are set")
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: {path} is not a readable file")
+        return self
+
+    @property
+    def tls(self) -> EtcdTLS | None:
+        """The TLS material for an external etcd, or ``None`` for plain HTTP."""
+        if self.ca_file is None and self.cert_file is None:
+            return None
+        return EtcdTLS(self.ca_file, self.cert_file, self.key_file)
 
 
 class TokenEntry(_Section):

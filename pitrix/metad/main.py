@@ -19,6 +19,7 @@ from pitrix.logs import get_logger
 from pitrix.metad.server import DEFAULT_WAIT_TIMEOUT, Metad, MetadError
 from pitrix.metad.tls import MetadTLS, self_issued
 from pitrix.store import Store, StoreError
+from pitrix.store.tls import EtcdTLS, EtcdTLSError
 
 EMBEDDED_MAX_TXN_OPS = 16384
 
@@ -48,7 +49,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--etcd", action="append", default=[], metavar="URL", help="etcd client URL (repeatable)"
     )
-    parser.add_argument("--embedded-etcd", action="store_true", help="run a private etcd under --state-dir")
+    parser.add_argument(
+        "--embedded-etcd",
+        action="store_true",
+        help="run a private etcd under --state-dir; it speaks mutual TLS only, with a CA born there",
+    )
+    parser.add_argument(
+        "--etcd-cacert", type=Path, help="CA that signed the external etcd's server certificate"
+    )
+    parser.add_argument("--etcd-cert", type=Path, help="client certificate for the external etcd (PEM)")
+    parser.add_argument("--etcd-key", type=Path, help="the client certificate's key (PEM)")
     parser.add_argument("--state-dir", type=Path, help="state directory of the embedded etcd")
     parser.add_argument("--etcd-client-port", type=_port, default=2379)
     parser.add_argument("--etcd-peer-port", type=_port, default=2380)
@@ -107,6 +117,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("give either --etcd URL (repeatable) or --embedded-etcd --state-dir DIR")
     if args.embedded_etcd and args.state_dir is None:
         parser.error("--embedded-etcd needs --state-dir DIR")
+    etcd_tls_given = [f for f in ("etcd_cacert", "etcd_cert", "etcd_key") if getattr(args, f)]
+    if etcd_tls_given and args.embedded_etcd:
+        parser.error(
+            "--etcd-cacert/--etcd-cert/--etcd-key are for an external etcd (--embedded-etcd makes its own)"
+        )
+    if bool(args.etcd_cert) != bool(args.etcd_key):
+        parser.error("--etcd-cert and --etcd-key go together")
+    args.etcd_tls = None
+    if etcd_tls_given:
+        args.etcd_tls = EtcdTLS(args.etcd_cacert, args.etcd_cert, args.etcd_key)
+    for url in args.etcd:
+        if url.startswith("https://") and args.etcd_tls is None:
+            parser.error(f"--etcd {url} is https://: give --etcd-cacert (and --etcd-cert/--etcd-key)")
+        if url.startswith("http://") and args.etcd_tls is not None:
+            parser.error(f"--etcd {url} is plain http:// but --etcd-cacert/--etcd-cert/--etcd-key are given")
     if args.wait_timeout <= 0:
         parser.error("--wait-timeout must be positive")
     if args.cert_lifetime <= 0:
@@ -155,6 +180,7 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
     metad: Metad | None = None
     try:
         endpoints = list(args.etcd)
+        etcd_tls: EtcdTLS | None = args.etcd_tls
         if args.embedded_etcd:
             from pitrix.store.embedded import EmbeddedEtcd
 
@@ -171,7 +197,8 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
             )
             endpoints = [await embedded.start()]
             embedded.supervise()  # etcd dying under metad is restarted, not served around
-        store = await Store.connect(endpoints, prefix=args.prefix)
+            etcd_tls = embedded.client_tls
+        store = await Store.connect(endpoints, prefix=args.prefix, tls=etcd_tls)
         metad = Metad(
             store,
             args.listen_ip,
@@ -196,7 +223,7 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
         await stop.wait()
         log.info("stopping")
         return 0
-    except (MetadError, StoreError, OSError) as exc:
+    except (MetadError, StoreError, EtcdTLSError, OSError) as exc:
         log.error("cannot serve", error=str(exc))
         return 1
     except Exception as exc:

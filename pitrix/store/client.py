@@ -118,7 +118,9 @@ def _endpoint(url: str, tls: EtcdTLS | None = None) -> tuple[str, int]:
     if parts.scheme not in ("http", "https", ""):
         raise StoreError(f"endpoints: {url!r}: an etcd endpoint is http:// or https://")
     if parts.scheme == "https" and tls is None:
-        raise StoreError(f"endpoints: {url!r} is https:// but no TLS material (CA, client certificate) is given")
+        raise StoreError(
+            f"endpoints: {url!r} is https:// but no TLS material (CA, client certificate) is given"
+        )
     if parts.scheme == "http" and tls is not None:
         raise StoreError(f"endpoints: {url!r} is plain http:// but TLS material is given; use https://")
     if not parts.hostname or not port:
@@ -136,15 +138,22 @@ class _TLSClient(aetcd.Client):
     """
 
     def __init__(
-        self, host: str, port: int, credentials: grpc.ChannelCredentials, timeout: float, options: dict[str, Any]
+        self,
+        host: str,
+        port: int,
+        credentials: grpc.ChannelCredentials,
+        timeout: float,
+        options: dict[str, Any],
     ) -> None:
-        super().__init__(host=host, port=port, timeout=timeout, options=options)  # type: ignore[arg-type]
+        super().__init__(host=host, port=port, timeout=timeout, options=options)
         self._credentials = credentials
 
     async def connect(self) -> None:
         if self._connected.is_set():
             return
-        channel = grpc.aio.secure_channel(f"{self._host}:{self._port}", self._credentials, self._options.items())
+        channel = grpc.aio.secure_channel(
+            f"{self._host}:{self._port}", self._credentials, self._options.items()
+        )
         self.channel = channel
         self.kvstub = rpc.KVStub(channel)
         self.clusterstub = rpc.ClusterStub(channel)
@@ -268,7 +277,9 @@ class Store:
                 ca, key, chain = await asyncio.to_thread(self.tls.read)
             except EtcdTLSError as exc:
                 raise StoreError(f"etcd TLS: {exc}") from exc
-            credentials = grpc.ssl_channel_credentials(root_certificates=ca, private_key=key, certificate_chain=chain)
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=ca, private_key=key, certificate_chain=chain
+            )
             client = _TLSClient(host, port, credentials, self.timeout, _CHANNEL_OPTIONS)
         await client.connect()
         self._client = client

@@ -52,7 +52,9 @@ class EtcdPKI:
 
     @property
     def client(self) -> EtcdTLS:
-        return EtcdTLS(self.directory / "ca.crt", self.directory / "client.crt", self.directory / "client.key")
+        return EtcdTLS(
+            self.directory / "ca.crt", self.directory / "client.crt", self.directory / "client.key"
+        )
 
 
 def member_addresses(host: str) -> list[str]:
@@ -109,7 +111,9 @@ def _load_ca(layout: EtcdPKI) -> pki.CertificateAuthority | None:
     return ca
 
 
-def _current(ca: pki.CertificateAuthority, cert_path: Path, key_path: Path, addresses: list[str] | None) -> bool:
+def _current(
+    ca: pki.CertificateAuthority, cert_path: Path, key_path: Path, addresses: list[str] | None
+) -> bool:
     """Whether the leaf on disk is signed by ``ca``, matches its key, is not due, and names ``addresses``."""
     try:
         cert = pki.cert_from_pem(cert_path.read_bytes())

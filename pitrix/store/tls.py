@@ -30,7 +30,9 @@ class EtcdTLS:
 
     def __post_init__(self) -> None:
         if (self.cert_file is None) != (self.key_file is None):
-            raise EtcdTLSError("cert_file/key_file: a client certificate needs both the certificate and its key")
+            raise EtcdTLSError(
+                "cert_file/key_file: a client certificate needs both the certificate and its key"
+            )
 
     def read(self) -> tuple[bytes | None, bytes | None, bytes | None]:
         """``(ca, key, cert chain)`` PEM bytes, read now (renewed files are picked up on reconnect)."""

@@ -42,7 +42,7 @@ async def test_cli_embedded_etcd_serves_and_stops_on_signal(tmp_path: Path, net,
         ready = json.loads(line)
         assert ready["ready"] is True and ready["pid"] == process.pid
         assert ready["instance_url"].startswith(f"http://{net.metad_ip}:")
-        assert ready["etcd"][0].startswith(f"http://{net.metad_ip}:")
+        assert ready["etcd"][0].startswith(f"https://{net.metad_ip}:")
         etcd_pid = json.loads((state / "etcd.pid.json").read_text())["pid"]
         assert _alive(etcd_pid)
 
