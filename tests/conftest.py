@@ -51,6 +51,16 @@ def etcd_tls(session_etcd: EmbeddedEtcd) -> EtcdTLS:
 
 
 @pytest.fixture(scope="session")
+def etcd_env(etcd_tls: EtcdTLS) -> dict[str, str]:
+    """pitrixd's environment settings (``PITRIX_ETCD__*_FILE``) for the session etcd's TLS."""
+    return {
+        "PITRIX_ETCD__CA_FILE": str(etcd_tls.ca_file),
+        "PITRIX_ETCD__CERT_FILE": str(etcd_tls.cert_file),
+        "PITRIX_ETCD__KEY_FILE": str(etcd_tls.key_file),
+    }
+
+
+@pytest.fixture(scope="session")
 async def plain_etcd_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
     """Client URL of an etcd without TLS: the agent's etcdv3 backend speaks only plain gRPC."""
     etcd = EmbeddedEtcd(tmp_path_factory.mktemp("plain-etcd"), unsafe_no_fsync=True, tls=False)
