@@ -8,13 +8,17 @@ unprivileged user under the system Python) and returns what came back, for the t
 from __future__ import annotations
 
 import json
+import os
+import pwd
 import socket
 import ssl
+import subprocess
 import sys
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlsplit
 
+PROBE_USER = "pitrix-probe"
 RANGE_ALL = json.dumps({"key": "AA==", "range_end": "AA=="}).encode()  # every key: "\0" to "\0"
 TIMEOUT = 5.0
 
@@ -112,6 +116,54 @@ def _walk_known(state_dir: Path) -> list[Path]:
         f"etcd-pki/{n}" for n in ("ca.crt", "ca.key", "member.crt", "member.key", "client.crt", "client.key")
     ]
     return [state_dir / n for n in names]
+
+
+def needs_root() -> str | None:
+    """Why the unprivileged-user probe cannot run here (a failure, not a skip: CI runs as root)."""
+    if os.geteuid() == 0:
+        return None
+    return "run as root: the test creates an unprivileged user to probe as (as the demo test does)"
+
+
+def world_traversable(tmp_path: Path) -> Path:
+    """A directory every user may enter, as /var/lib is: only the etcd's own modes keep others out.
+
+    pytest's own tmp directories are 0700, which would hide everything below them and let the
+    probe pass whatever the etcd did.
+    """
+    for parent in [tmp_path, *tmp_path.parents]:
+        mode = parent.stat().st_mode
+        if not mode & 0o001:
+            parent.chmod(mode | 0o001)
+    return tmp_path
+
+
+def ensure_probe_user() -> pwd.struct_passwd:
+    try:
+        return pwd.getpwnam(PROBE_USER)
+    except KeyError:
+        subprocess.run(
+            ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", PROBE_USER], check=True
+        )
+        return pwd.getpwnam(PROBE_USER)
+
+
+def probe_as_unprivileged_user(state_dir: Path, client_url: str, peer: str) -> dict[str, object]:
+    """Run :func:`unprivileged_probe` as another local user, created if need be (needs root)."""
+    user = ensure_probe_user()
+    argv = ["/usr/bin/python3", "-c", Path(__file__).read_text(), str(state_dir), client_url, peer]
+    out = subprocess.run(
+        argv,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=True,
+        cwd="/",
+        user=user.pw_uid,
+        group=user.pw_gid,
+        extra_groups=[],
+    )
+    return dict(json.loads(out.stdout))
 
 
 if __name__ == "__main__":

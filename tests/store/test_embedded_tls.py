@@ -10,14 +10,8 @@ nothing.
 from __future__ import annotations
 
 import datetime as dt
-import json
-import os
-import pwd
-import shutil
 import stat
-import subprocess
-import tempfile
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -27,10 +21,15 @@ from pitrix.store import Store, StoreError
 from pitrix.store.embedded import EmbeddedEtcd, PidRecord
 from pitrix.store.etcd_pki import EtcdPKI
 from pitrix.store.tls import EtcdTLS
-from tests import etcd_probes
-from tests.etcd_probes import certless, plain, request, with_cert
-
-PROBE_USER = "pitrix-probe"
+from tests.etcd_probes import (
+    certless,
+    needs_root,
+    plain,
+    probe_as_unprivileged_user,
+    request,
+    with_cert,
+    world_traversable,
+)
 
 
 @pytest.fixture
@@ -183,44 +182,10 @@ async def test_the_store_refuses_mismatched_endpoints_and_unreadable_material(tm
         await Store.connect(["https://127.0.0.1:2379"], tls=tls)
 
 
-@pytest.fixture
-def world_traversable() -> Iterator[Path]:
-    """A directory every user may enter (like /var/lib): only the etcd's own modes keep others out."""
-    base = Path(tempfile.mkdtemp(prefix="pitrix-etcd-tls-"))
-    base.chmod(0o755)
-    try:
-        yield base
-    finally:
-        shutil.rmtree(base, ignore_errors=True)
-
-
-def ensure_probe_user() -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam(PROBE_USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", PROBE_USER], check=True
-        )
-        return pwd.getpwnam(PROBE_USER)
-
-
-def probe_as_unprivileged_user(state_dir: Path, client_url: str, peer: str) -> dict[str, object]:
-    """Run :func:`tests.etcd_probes.unprivileged_probe` as another local user (root creates one)."""
-    source = Path(etcd_probes.__file__).read_text()
-    argv = ["/usr/bin/python3", "-c", source, str(state_dir), client_url, peer]
-    if os.geteuid() == 0:
-        user = ensure_probe_user()
-        kwargs: dict[str, object] = {"user": user.pw_uid, "group": user.pw_gid, "extra_groups": []}
-    else:
-        kwargs = {}  # already unprivileged: but then the files are this user's own (see the caller)
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=60, check=True, cwd="/", **kwargs)  # type: ignore[call-overload]
-    return dict(json.loads(out.stdout))
-
-
-async def test_another_local_user_reads_no_key_and_gets_no_answer(world_traversable: Path) -> None:
-    if os.geteuid() != 0:
-        pytest.fail("run as root: the test creates an unprivileged user to probe as (as the demo test does)")
-    state = world_traversable / "state"
+async def test_another_local_user_reads_no_key_and_gets_no_answer(tmp_path: Path) -> None:
+    if (why := needs_root()) is not None:
+        pytest.fail(why)
+    state = world_traversable(tmp_path) / "state"
     etcd = EmbeddedEtcd(state, unsafe_no_fsync=True)
     url = await etcd.start()
     try:
