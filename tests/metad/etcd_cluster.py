@@ -223,7 +223,9 @@ async def three_members(ips: list[str], tmp: Path, instances: list[str]) -> Asyn
     etcd_ca = pki.CertificateAuthority.create("ha etcd CA")
     (pki_dir / "etcd-ca.pem").write_bytes(etcd_ca.cert_pem)
     for m in members:
-        member_cert = etcd_ca.issue_server([m.ip], "etcd-" + m.name, client_auth=True)
+        # etcd checks a peer's client certificate against the address the connection came from,
+        # and a member dialling 127.101.x.y on loopback connects from 127.0.0.1.
+        member_cert = etcd_ca.issue_server([m.ip, "127.0.0.1"], "etcd-" + m.name, client_auth=True)
         member_cert.write(pki_dir / f"etcd-{m.name}.crt", pki_dir / f"etcd-{m.name}.key")
     etcd_client = etcd_ca.issue_client(pki.Subject("metad", "pitrix", "etcd"))
     etcd_client.write(pki_dir / "etcd-client.crt", pki_dir / "etcd-client.key")
