@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from pitrix import __version__, aio, logs, sdnotify
 from pitrix.api.app import create_app
@@ -25,7 +26,7 @@ from pitrix.logs import get_logger
 from pitrix.paths import ensure_dir
 from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.service import DEFAULT_MAX_JOBS, RuntimeService
-from pitrix.settings import ConfigError, Settings, load
+from pitrix.settings import ConfigError, EtcdSettings, Settings, load
 from pitrix.store import Store
 from pitrix.store.embedded import EmbeddedEtcd
 
@@ -76,7 +77,14 @@ def settings_from(args: argparse.Namespace) -> Settings:
             update={"api": settings.api.model_copy(update={"listen": args.api_listen})}
         )
     if args.etcd_endpoints:
-        etcd = settings.etcd.model_copy(update={"endpoints": args.etcd_endpoints})
+        # Validated again (not model_copy'd): an https:// endpoint needs the etcd TLS settings.
+        try:
+            etcd = EtcdSettings.model_validate(
+                {**settings.etcd.model_dump(), "endpoints": args.etcd_endpoints}
+            )
+        except ValidationError as exc:
+            problems = "; ".join(str(error["msg"]) for error in exc.errors())
+            raise ConfigError(f"invalid configuration (--etcd): etcd: {problems}") from exc
         settings = settings.model_copy(update={"etcd": etcd})
     return settings
 
