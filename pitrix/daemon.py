@@ -86,6 +86,11 @@ def settings_from(args: argparse.Namespace) -> Settings:
             problems = "; ".join(str(error["msg"]) for error in exc.errors())
             raise ConfigError(f"invalid configuration (--etcd): etcd: {problems}") from exc
         settings = settings.model_copy(update={"etcd": etcd})
+    if settings.etcd.tls is not None and not settings.etcd.endpoints:
+        raise ConfigError(
+            "etcd.ca_file/cert_file/key_file apply to an external etcd (etcd.endpoints or --etcd); "
+            "the embedded etcd makes its own certificates"
+        )
     return settings
 
 

@@ -171,7 +171,6 @@ def test_external_etcd_tls_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPa
         ('[etcd]\nendpoints = ["https://127.0.0.1:2379"]\n', "is https://: set ca_file"),
         ('[etcd]\nendpoints = ["http://127.0.0.1:2379"]\nca_file = "CA"\n', "is plain http://"),
         ('[etcd]\nendpoints = ["https://127.0.0.1:2379"]\nca_file = "CA"\ncert_file = "CA"\n', "go together"),
-        ('[etcd]\nca_file = "CA"\n', "the embedded etcd makes its own"),
         (
             '[etcd]\nendpoints = ["https://127.0.0.1:2379"]\nca_file = "/nonexistent/ca.pem"\n',
             "ca_file: /nonexist",
@@ -189,3 +188,15 @@ def test_an_https_etcd_flag_without_tls_settings_is_a_config_error(tmp_path: Pat
     args = parse_args(["--config", str(write(tmp_path, "")), "--etcd", "https://127.0.0.1:2379"])
     with pytest.raises(ConfigError, match="is https://: set ca_file"):
         settings_from(args)
+
+
+def test_etcd_tls_settings_come_with_an_etcd_flag_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "ca.pem").write_text("x")
+    monkeypatch.setenv("PITRIX_ETCD__CA_FILE", str(tmp_path / "ca.pem"))
+    config = str(write(tmp_path, ""))
+    with_flag = settings_from(parse_args(["--config", config, "--etcd", "https://127.0.0.1:2379"]))
+    assert with_flag.etcd.tls is not None and with_flag.etcd.endpoints == ["https://127.0.0.1:2379"]
+    with pytest.raises(ConfigError, match="the embedded etcd makes its own"):
+        settings_from(parse_args(["--config", config]))
