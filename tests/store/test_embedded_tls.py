@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 
 from pitrix import pki
-from pitrix.store import Store, StoreError
+from pitrix.store import Store, StoreError, etcd_pki
 from pitrix.store.embedded import EmbeddedEtcd, PidRecord
 from pitrix.store.etcd_pki import EtcdPKI
 from pitrix.store.tls import EtcdTLS
@@ -198,3 +198,24 @@ async def test_another_local_user_reads_no_key_and_gets_no_answer(tmp_path: Path
     answers = seen["answers"]
     assert isinstance(answers, dict) and len(answers) == 4
     assert not any(a["answered"] for a in answers.values()), answers
+
+
+def test_the_pki_is_reused_until_due_and_a_due_ca_takes_every_leaf_with_it(tmp_path: Path) -> None:
+    made = etcd_pki.ensure(tmp_path / "pki", "127.0.0.1")
+    assert made.renewed
+    files = {p.name: p.read_bytes() for p in made.directory.iterdir()}
+    assert set(files) == {"ca.crt", "ca.key", "member.crt", "member.key", "client.crt", "client.key"}
+    kept = etcd_pki.ensure(tmp_path / "pki", "127.0.0.1")
+    assert not kept.renewed and {p.name: p.read_bytes() for p in kept.directory.iterdir()} == files
+    # A CA at the end of its life: a new one, and leaves it signed.
+    old = pki.CertificateAuthority.create("old etcd CA", lifetime=dt.timedelta(0))
+    made.ca_cert.write_bytes(old.cert_pem)
+    made.ca_key.write_bytes(pki.key_to_pem(old.key))
+    renewed = etcd_pki.ensure(tmp_path / "pki", "127.0.0.1")
+    assert renewed.renewed
+    ca = pki.CertificateAuthority.load_pair(renewed.ca_cert, renewed.ca_key)
+    assert ca.cert_pem != old.cert_pem and ca.cert_pem != files["ca.crt"]
+    client = renewed.client
+    assert client.cert_file is not None
+    for leaf in (renewed.member_cert, client.cert_file):
+        ca.verify(pki.cert_from_pem(leaf.read_bytes()))
