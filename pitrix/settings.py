@@ -10,13 +10,15 @@ from __future__ import annotations
 import ipaddress
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pitrix.paths import default_state_dir
-from pitrix.store.tls import EtcdTLS
+
+if TYPE_CHECKING:
+    from pitrix.store.tls import EtcdTLS
 
 DEFAULT_CONFIG_FILE = Path("/etc/pitrix/pitrixd.toml")
 
@@ -69,6 +71,8 @@ class EtcdSettings(_Section):
         """The TLS material for an external etcd, or ``None`` for plain HTTP."""
         if self.ca_file is None and self.cert_file is None:
             return None
+        from pitrix.store.tls import EtcdTLS  # not at import: that loads the store, gRPC and all
+
         return EtcdTLS(self.ca_file, self.cert_file, self.key_file)
 
 
