@@ -142,8 +142,9 @@ def ensure_probe_user() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(PROBE_USER)
     except KeyError:
+        # Another test worker may add it at the same moment: its exit status says nothing then.
         subprocess.run(
-            ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", PROBE_USER], check=True
+            ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", PROBE_USER], check=False
         )
         return pwd.getpwnam(PROBE_USER)
 
