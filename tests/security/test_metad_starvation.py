@@ -48,8 +48,8 @@ HEADER_TIMEOUT = 3.0
 # The descriptor limit of a systemd service without LimitNOFILE (soft and hard here).
 UNIT_DEFAULT_NOFILE = 1024
 # What metad makes of its default caps at that limit (limits.ConnectionLimits.fitted): the
-# unidentified pool shrinks to 64, one source keeps at most 32.
-PER_SOURCE = 32
+# unidentified pool shrinks to 64, which one source may fill.
+PER_SOURCE = 64
 
 
 def _raise_own_nofile() -> None:
