@@ -90,12 +90,16 @@ class Gates:
                     ssl=self.ssl_context,
                     ssl_handshake_timeout=self.admission.limits.handshake_timeout,
                 )
-        except (OSError, ssl.SSLError, EOFError, TimeoutError, asyncio.CancelledError) as exc:
+        except BaseException as exc:
+            # The loop's transport owns the socket now and has closed it (both loops do): closing
+            # it here too could close a descriptor number already reused by the next accept.
             gate.opening = None
             gate.release()
-            conn.close()
             if isinstance(exc, asyncio.CancelledError):
                 raise
+            if not isinstance(exc, OSError | ssl.SSLError | EOFError | TimeoutError):
+                _log.warning("connection setup failed", peer=gate.source, error=repr(exc))
+            return
         gate.opening = None
 
     def close_pending(self) -> None:

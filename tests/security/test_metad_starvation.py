@@ -322,6 +322,7 @@ async def test_certless_flood_does_not_starve_a_real_agent(rig: Rig) -> None:
     assert await rig.lines.next() == "port=1000\n"  # the agent's first render
     quiet = [await rig.change() for _ in range(ROUNDS)]
 
+    descriptors_before = len(os.listdir(f"/proc/{rig.metad.pid}/fd"))
     flood = Flood(rig.instance_address, rig.attacker_ip)
     certless = pki.client_context(rig.ca_file)
     try:
@@ -351,6 +352,9 @@ async def test_certless_flood_does_not_starve_a_real_agent(rig: Rig) -> None:
         assert flood.most_alive_handshakes <= 2 * PER_SOURCE, flood.most_alive_handshakes
         assert flood.refused_handshakes > HANDSHAKES // 2, (flood.refused_handshakes, len(flood.handshaked))
         assert rig.metad.returncode is None
+        # And metad holds no descriptor for them any more (the agent's few connections aside).
+        descriptors_after = len(os.listdir(f"/proc/{rig.metad.pid}/fd"))
+        assert descriptors_after <= descriptors_before + 8, (descriptors_before, descriptors_after)
         flooded.append(await rig.change())
     finally:
         flood.shut()
