@@ -37,7 +37,7 @@ _log = module_logger("pitrix.metad.gate")
 Decision = tuple[str, bool] | None
 # TLS ports: the verified client certificate of the handshaked transport decides.
 TLSClassifier = Callable[[asyncio.BaseTransport], Decision]
-# Plain ports (legacy model): the source address decides, at accept.
+# Plain ports (legacy model): the source address decides, as soon as the transport exists.
 PlainClassifier = Callable[[str], Decision]
 
 GATES_KEY: web.AppKey[Gates] = web.AppKey("gates")
