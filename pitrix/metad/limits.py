@@ -54,7 +54,7 @@ class ConnectionLimits:
     idle_timeout: float = 60.0
     max_connections: int = 24576
     max_unidentified: int = 2048
-    max_unidentified_per_source: int = 64
+    max_unidentified_per_source: int = 128
     max_per_identity: int = 64
 
     def __post_init__(self) -> None:
