@@ -16,6 +16,7 @@ from pitrix.api.apps import AppCatalog
 from pitrix.api.auth import Tokens, auth_middleware, identity_of, require_admin
 from pitrix.api.errors import errors_middleware, json_body
 from pitrix.api.events import EventHub, cluster_view
+from pitrix.api.guard import Guard, guard_middleware
 from pitrix.api.metrics import Metrics
 from pitrix.api.openapi import openapi_document
 from pitrix.api.stream import stream_events
@@ -23,6 +24,7 @@ from pitrix.api.ui import ui_page
 from pitrix.runtime.machine import STATES, TRANSITIONAL
 from pitrix.runtime.records import Cluster, Job, Runtime, cluster_data_prefix
 from pitrix.runtime.service import InvalidRequest, RuntimeService
+from pitrix.settings import ApiSettings
 
 SERVICE: web.AppKey[RuntimeService] = web.AppKey("service", RuntimeService)
 EVENTS: web.AppKey[EventHub] = web.AppKey("events", EventHub)
@@ -348,11 +350,18 @@ async def cluster_events(request: web.Request) -> web.StreamResponse:
     return await stream_events(request, request.app[EVENTS], None, cluster.id)
 
 
-def create_app(service: RuntimeService, tokens: Tokens | None = None) -> web.Application:
-    """The admin API over ``service``; without ``tokens`` every request is an admin (tests only)."""
+def create_app(
+    service: RuntimeService, tokens: Tokens | None = None, settings: ApiSettings | None = None
+) -> web.Application:
+    """The admin API over ``service``; without ``tokens`` every request is an admin (tests only).
+
+    ``settings`` gives the names and origins it answers to and its body limit (defaults otherwise).
+    """
+    api = settings or ApiSettings()
+    guard = Guard.build(api.host, api.allowed_hosts, api.allowed_origins, api.max_body_bytes)
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware(tokens or Tokens.open())],
-        client_max_size=8 * 1024 * 1024,
+        middlewares=[errors_middleware, guard_middleware(guard), auth_middleware(tokens or Tokens.open())],
+        client_max_size=api.max_body_bytes,
     )
     app[SERVICE] = service
     app[METRICS] = metrics_ = Metrics()

@@ -14,6 +14,8 @@ from pitrix.runtime.service import InvalidRequest, NotFound
 from pitrix.store import StoreError
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+# etcd's answers to a request over its --max-request-bytes, and over its gateway's message limit.
+ETCD_TOO_LARGE = ("request is too large", "larger than max")
 
 
 def error_response(status: int, code: str, message: str, field: str | None = None) -> web.Response:
@@ -41,6 +43,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return response
     except InvalidRequest as exc:
         return error_response(400, "invalid", str(exc), _field_of(str(exc)))
+    except TooLarge as exc:
+        return error_response(413, "too_large", str(exc), "body")
     except NotFound as exc:
         return error_response(404, "not_found", str(exc))
     except LifecycleError as exc:
@@ -48,6 +52,10 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
     except TimeoutError:
         return error_response(408, "timeout", "the wait timed out; the action goes on")
     except StoreError as exc:
+        if any(
+            text in str(exc) for text in ETCD_TOO_LARGE
+        ):  # a body under the API's limit that still made too big a write
+            return error_response(413, "too_large", f"body: too large for pitrixd's store ({exc})", "body")
         get_logger("pitrix.api").error("store failed", path=request.path, error=str(exc))
         return error_response(503, "unavailable", f"pitrixd's store failed; try again ({exc})")
     except Exception:
@@ -55,14 +63,45 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
         return error_response(500, "internal", "internal error; see the pitrixd log")
 
 
+# Deeper than any app spec or API body needs, far below the interpreter's recursion limit: nothing
+# that walks a body later (validation, serialisation, logging) can hit a RecursionError.
+MAX_DEPTH = 32
+
+
+class TooLarge(Exception):
+    """A request body over the API's size limit: a 413 with the limit in the message."""
+
+
+def too_deep(data: Any, limit: int = MAX_DEPTH) -> bool:
+    """Whether ``data`` nests containers more than ``limit`` levels; iterative, so it cannot recurse."""
+    pending: list[tuple[Any, int]] = [(data, 1)] if isinstance(data, dict | list) else []
+    while pending:
+        value, depth = pending.pop()
+        if depth > limit:
+            return True
+        children = value.values() if isinstance(value, dict) else value
+        pending.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+    return False
+
+
 async def json_body(request: web.Request) -> dict[str, Any]:
-    """The request's JSON object, or a 400 naming what is wrong with it."""
+    """The request's JSON object, or a 400 (413 past the size limit) naming what is wrong with it."""
     try:
-        data = await request.json(loads=json.loads)
+        raw = await request.read()
+    except web.HTTPRequestEntityTooLarge:
+        limit = request.client_max_size
+        raise TooLarge(f"body: over the limit of {limit} bytes (api.max_body_bytes)") from None
+    try:
+        data = json.loads(raw)
     except (json.JSONDecodeError, UnicodeDecodeError) as exc:
         raise InvalidRequest(f"body: not valid JSON ({exc})") from None
     except RecursionError:
-        raise InvalidRequest("body: JSON nested too deeply") from None
+        data = None
+        deep = True
+    else:
+        deep = too_deep(data)
+    if deep:
+        raise InvalidRequest(f"body: JSON nested deeper than {MAX_DEPTH} levels") from None
     if not isinstance(data, dict):
         raise InvalidRequest("body: must be a JSON object")
     return data
