@@ -7,10 +7,16 @@ set-up a hostile web page aims at, and the one where each of these checks is the
 
 from __future__ import annotations
 
+import asyncio
 import json
+import os
+import secrets
+import sys
 from collections.abc import AsyncIterator
+from pathlib import Path
 from typing import Any
 
+import aiohttp
 import pytest
 from aiohttp.test_utils import TestClient, TestServer
 from api_helpers import ALICE, APP, DEAD_CLOUD, bearer, error_of, next_event
@@ -247,3 +253,37 @@ async def test_an_empty_form_post_is_refused(open_api: Client, content_type: str
         "/v1/clusters/cl-nope/retry", data=b"", headers={"Content-Type": content_type}
     )
     assert (await error_of(response, 415))["field"] == "Content-Type"
+
+
+# -- the real pitrixd, as the README starts it (no tokens) -------------------------------------------
+
+
+async def test_pitrixd_refuses_the_probes_forgeries(etcd_url: str, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PITRIX_")}
+    env.update(
+        PITRIX_ETCD__PREFIX=f"/guard-{secrets.token_hex(4)}", PITRIX_API__ALLOWED_HOSTS='["pitrix.internal"]'
+    )
+    process = await asyncio.create_subprocess_exec(
+        str(Path(sys.executable).parent / "pitrixd"),
+        "--state-dir", str(tmp_path / "state"), "--api-listen", "127.0.0.1:0", "--etcd", etcd_url,
+        stdout=asyncio.subprocess.PIPE, stderr=(tmp_path / "pitrixd.log").open("wb"), env=env,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 60)
+        assert line, (tmp_path / "pitrixd.log").read_text()
+        url = json.loads(line)["url"]
+        async with aiohttp.ClientSession(url) as http:
+            forged = {"Origin": "http://evil.example", "Content-Type": "text/plain"}
+            async with http.post("/v1/runtimes", data=json.dumps(DEAD_CLOUD), headers=forged) as response:
+                assert response.status == 403, await response.text()
+            async with http.get("/v1/runtimes", headers={"Host": "evil.example"}) as response:
+                assert response.status == 421, await response.text()
+            async with http.get("/v1/runtimes", headers={"Host": "pitrix.internal:9610"}) as response:
+                assert response.status == 200, await response.text()
+                assert (await response.json())["runtimes"] == []
+            async with http.post("/v1/apps", json=big_app(7_500_000)) as response:
+                assert response.status == 413, await response.text()
+    finally:
+        process.terminate()
+        await asyncio.wait_for(process.wait(), 30)
