@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 from collections.abc import Awaitable, Callable
 from typing import Any
@@ -66,6 +67,8 @@ async def errors_middleware(request: web.Request, handler: Handler) -> web.Strea
 # Deeper than any app spec or API body needs, far below the interpreter's recursion limit: nothing
 # that walks a body later (validation, serialisation, logging) can hit a RecursionError.
 MAX_DEPTH = 32
+# Bodies up to this size are decoded on the event loop: a thread would cost more than the work.
+INLINE_DECODE = 64 * 1024
 
 
 class TooLarge(Exception):
@@ -73,15 +76,36 @@ class TooLarge(Exception):
 
 
 def too_deep(data: Any, limit: int = MAX_DEPTH) -> bool:
-    """Whether ``data`` nests containers more than ``limit`` levels; iterative, so it cannot recurse."""
-    pending: list[tuple[Any, int]] = [(data, 1)] if isinstance(data, dict | list) else []
-    while pending:
-        value, depth = pending.pop()
+    """Whether ``data`` nests containers more than ``limit`` levels; level by level, so it cannot
+    recurse, and touching each container once (JSON decodes to exact dicts and lists)."""
+    level = [data] if type(data) in (dict, list) else []
+    depth = 0
+    while level:
+        depth += 1
         if depth > limit:
             return True
-        children = value.values() if isinstance(value, dict) else value
-        pending.extend((c, depth + 1) for c in children if isinstance(c, dict | list))
+        below = []
+        for value in level:
+            for child in value.values() if type(value) is dict else value:
+                if type(child) in (dict, list):
+                    below.append(child)
+        level = below
     return False
+
+
+def _decode(raw: bytes) -> Any:
+    """The body's JSON value, or an InvalidRequest; CPU work, so it runs in a thread."""
+    try:
+        data = json.loads(raw)
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise InvalidRequest(f"body: not valid JSON ({exc})") from None
+    except RecursionError:
+        data, deep = None, True
+    else:
+        deep = too_deep(data)
+    if deep:
+        raise InvalidRequest(f"body: JSON nested deeper than {MAX_DEPTH} levels")
+    return data
 
 
 async def json_body(request: web.Request) -> dict[str, Any]:
@@ -91,17 +115,8 @@ async def json_body(request: web.Request) -> dict[str, Any]:
     except web.HTTPRequestEntityTooLarge:
         limit = request.client_max_size
         raise TooLarge(f"body: over the limit of {limit} bytes (api.max_body_bytes)") from None
-    try:
-        data = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise InvalidRequest(f"body: not valid JSON ({exc})") from None
-    except RecursionError:
-        data = None
-        deep = True
-    else:
-        deep = too_deep(data)
-    if deep:
-        raise InvalidRequest(f"body: JSON nested deeper than {MAX_DEPTH} levels") from None
+    # A megabyte of JSON takes a good part of a second to decode and check: off the event loop.
+    data = await asyncio.to_thread(_decode, raw) if len(raw) > INLINE_DECODE else _decode(raw)
     if not isinstance(data, dict):
         raise InvalidRequest("body: must be a JSON object")
     return data

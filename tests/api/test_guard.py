@@ -190,6 +190,21 @@ async def test_a_large_app_spec_is_413_naming_the_limit(open_api: Client) -> Non
     await error_of(await open_api.get("/v1/apps/demo"), 404)
 
 
+async def test_a_spec_just_under_the_limit_is_stored_and_deployable(open_api: Client) -> None:
+    """Whatever the limit lets in, etcd takes: registering it and creating a cluster from it."""
+    spec = big_app(1024 * 1024 - 1024)
+    assert (await open_api.post("/v1/apps", json=spec)).status == 201
+    assert (await open_api.post("/v1/runtimes", json=DEAD_CLOUD)).status == 201
+    for app in (spec, "demo"):
+        response = await open_api.post("/v1/clusters", json={"runtime": "dead", "app": app})
+        assert response.status == 202, await response.text()
+        cid = (await response.json())["cluster"]["id"]
+        # Its create job journals the spec-bearing cluster record as it goes: every write fits.
+        shown = await open_api.get(f"/v1/clusters/{cid}/wait?timeout=60")
+        assert (await shown.json())["state"] == "failed"  # the dead cloud, not the store
+        assert "too large" not in json.dumps(await shown.json())
+
+
 async def test_a_chunked_body_over_the_limit_is_413(open_api: Client) -> None:
     async def chunks() -> AsyncIterator[bytes]:
         yield b'{"name": "x", "description": "'
