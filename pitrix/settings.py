@@ -19,10 +19,6 @@ from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, Settings
 from pitrix.paths import default_state_dir
 
 DEFAULT_CONFIG_FILE = Path("/etc/pitrix/pitrixd.toml")
-# A DNS name, an IPv4 address, or an IPv6 address in brackets: what a Host header carries before ':'.
-_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
-HOST_NAME = re.compile(f"^{_HOST}$")
-ORIGIN = re.compile(rf"^https?://{_HOST}(?::\d{{1,5}})?$")
 
 
 class ConfigError(Exception):
@@ -55,6 +51,12 @@ class TokenEntry(_Section):
     token: str = Field(min_length=16, description="the secret a client sends as 'Authorization: Bearer'")
     owner: str = Field(pattern=r"^[a-z][a-z0-9_.-]{0,62}$", description="the owner it acts as")
     admin: bool = Field(False, description="sees and acts on every owner's clusters; manages runtimes")
+
+
+# A DNS name, an IPv4 address, or an IPv6 address in brackets: what a Host header carries before ':'.
+_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+HOST_NAME = re.compile(f"^{_HOST}$")
+ORIGIN = re.compile(rf"^https?://{_HOST}(?::\d{{1,5}})?$")
 
 
 class ApiSettings(_Section):
