@@ -181,7 +181,9 @@ async def serve(
         )
         await service.start()
         tokens = tokens or Tokens.from_settings(settings.api)
-        runner = web.AppRunner(create_app(service, tokens), access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            create_app(service, tokens, settings.api), access_log=None, handle_signals=False
+        )
         await runner.setup()
         if settings.api.unix_socket:
             site: web.BaseSite = web.UnixSite(runner, str(settings.api.unix_socket))

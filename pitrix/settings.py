@@ -8,6 +8,7 @@ the daemon at start with an error naming the key, rather than failing later in a
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -84,6 +85,12 @@ class TokenEntry(_Section):
     admin: bool = Field(False, description="sees and acts on every owner's clusters; manages runtimes")
 
 
+# A DNS name, an IPv4 address, or an IPv6 address in brackets: what a Host header carries before ':'.
+_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+HOST_NAME = re.compile(f"^{_HOST}$")
+ORIGIN = re.compile(rf"^https?://{_HOST}(?::\d{{1,5}})?$")
+
+
 class ApiSettings(_Section):
     listen: str = Field("127.0.0.1:9610", description="host:port of the admin API")
     unix_socket: Path | None = Field(None, description="serve the admin API on this unix socket instead")
@@ -103,6 +110,23 @@ class ApiSettings(_Section):
         description="owner (an admin) of requests without a token on the unix socket, "
         "which its file permissions guard",
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="host names (or addresses) the API answers to besides loopback ones and the "
+        "listen address; any other Host header is refused (421), which stops DNS rebinding",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="web origins (scheme://host[:port]) besides the API's own that may send it "
+        "requests; any other Origin is refused (403)",
+    )
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="largest request body accepted (413 beyond); keep it under the etcd's "
+        "--max-request-bytes (1.5 MiB by default), since an app spec is stored whole",
+    )
 
     @field_validator("listen")
     @classmethod
@@ -111,6 +135,22 @@ class ApiSettings(_Section):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError("must be host:port, e.g. 127.0.0.1:9610")
         return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _bare_hosts(cls, value: list[str]) -> list[str]:
+        for host in value:
+            if not HOST_NAME.match(host):
+                raise ValueError(f"{host!r} is not a host name or address (no scheme, port or path)")
+        return [h.lower() for h in value]
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not ORIGIN.match(origin):
+                raise ValueError(f"{origin!r} is not an origin like https://ops.example.com[:8443]")
+        return [o.lower() for o in value]
 
     @model_validator(mode="after")
     def _auth_none_only_on_loopback(self) -> ApiSettings:
