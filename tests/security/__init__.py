@@ -1,0 +1,1 @@
+"""Security probes (placeholder docstring; rewritten below)."""
