@@ -168,7 +168,14 @@ class Deployment:
         deadline = loop.time() + READY_TIMEOUT
         while True:
             view: dict[str, Any] = await self.ok("GET", f"/v1/clusters/{cid}/wait{query}", who)
-            if view.get("state") not in ("creating", "scaling", "updating", "deleting", "starting", "stopping"):
+            if view.get("state") not in (
+                "creating",
+                "scaling",
+                "updating",
+                "deleting",
+                "starting",
+                "stopping",
+            ):
                 return view
             if loop.time() > deadline:
                 raise AssertionError(f"cluster {cid} still {view.get('state')} after {READY_TIMEOUT}s")
@@ -201,14 +208,22 @@ async def request_as(
     timeout: float = 10.0,
 ) -> Answer:
     """One HTTP request from ``source_ip`` (an instance's address); Refused if no HTTP answer came."""
-    connector = aiohttp.TCPConnector(local_addr=(source_ip, 0) if source_ip else None, ssl=tls, force_close=True)
+    connector = aiohttp.TCPConnector(
+        local_addr=(source_ip, 0) if source_ip else None, ssl=tls, force_close=True
+    )
     try:
         async with (
             aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)) as http,
             http.request(method, url, data=body, headers=headers or {}) as response,
         ):
             return Answer(response.status, await response.text(errors="replace"))
-    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, ssl.SSLError, OSError, TimeoutError) as exc:
+    except (
+        aiohttp.ClientConnectionError,
+        aiohttp.ClientPayloadError,
+        ssl.SSLError,
+        OSError,
+        TimeoutError,
+    ) as exc:
         raise Refused(f"{type(exc).__name__}: {exc}") from None
 
 
@@ -242,7 +257,15 @@ async def deployed(workdir: Path) -> AsyncIterator[Deployment]:
     tokens = {who: f"{who}-{secrets.token_urlsafe(24)}" for who in ("operator", "alice", "bob")}
     sim = await start_child(
         "pitrix-sim",
-        [_bin("pitrix-sim"), "--state-dir", str(workdir / "sim"), "--port", "0", "--network", random_network()],
+        [
+            _bin("pitrix-sim"),
+            "--state-dir",
+            str(workdir / "sim"),
+            "--port",
+            "0",
+            "--network",
+            random_network(),
+        ],
         workdir / "sim.log",
         _env(),
     )
@@ -284,7 +307,9 @@ async def _populate(d: Deployment) -> None:
     runtime = sim_runtime(d.sim.ready, "sim")
     d.runtime_secret = str(runtime["secret_access_key"])
     await d.ok("POST", "/v1/runtimes", body=runtime)
-    await d.ok("POST", "/v1/runtimes", body={**sim_runtime(d.sim.ready, "shared"), "placement": "per-runtime"})
+    await d.ok(
+        "POST", "/v1/runtimes", body={**sim_runtime(d.sim.ready, "shared"), "placement": "per-runtime"}
+    )
     # Catalog shadowing (finding 5): alice registers shop first; bob's later version may be refused.
     d.shop["alice"] = await d.call("POST", "/v1/apps", "alice", demo_app("shop", "1.0.0"))
     assert d.shop["alice"].status in (200, 201), d.shop["alice"].text
@@ -308,10 +333,14 @@ async def _populate(d: Deployment) -> None:
     for label, view in zip(plan, views, strict=True):
         assert view["state"] == "active", f"{label}: {json.dumps(view)[:2000]}"
         node = next(n for n in view["nodes"] if n.get("ip"))
-        d.nodes[label] = Node(d.clusters[label], node["instance_id"], node["ip"], d.vm_root(node["instance_id"]))
+        d.nodes[label] = Node(
+            d.clusters[label], node["instance_id"], node["ip"], d.vm_root(node["instance_id"])
+        )
     # The secret the probes hunt for: a password parameter set on bob's per-owner cluster.
     d.password = f"pw-{secrets.token_hex(12)}"
-    job = await d.ok("POST", f"/v1/clusters/{d.clusters['b1']}/env", "bob", {"env": {"web": {"db_password": d.password}}})
+    job = await d.ok(
+        "POST", f"/v1/clusters/{d.clusters['b1']}/env", "bob", {"env": {"web": {"db_password": d.password}}}
+    )
     view = await d.wait_done(d.clusters["b1"], "bob", job.get("id") or job.get("job", {}).get("id"))
     assert view["state"] == "active", json.dumps(view)[:2000]
     for vm in await d.ledger():

@@ -45,7 +45,9 @@ async def open_pitrixd(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
         await stop_child(child)
 
 
-async def _raw(url: str, method: str, path: str, *, headers: dict[str, str], data: str | None = None) -> Answer:
+async def _raw(
+    url: str, method: str, path: str, *, headers: dict[str, str], data: str | None = None
+) -> Answer:
     async with (
         aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=20)) as http,
         http.request(method, url + path, headers=headers, data=data) as response,
@@ -74,7 +76,13 @@ async def test_token_less_api_refuses_a_cross_origin_text_plain_post(
     forged = {"Origin": EVIL, "Content-Type": "text/plain;charset=UTF-8"}
     assert_4xx(await _raw(url, "POST", "/v1/runtimes", headers=forged, data=body), "cross-origin text/plain")
     assert_4xx(
-        await _raw(url, "POST", "/v1/runtimes", headers={"Origin": EVIL, "Content-Type": "application/json"}, data=body),
+        await _raw(
+            url,
+            "POST",
+            "/v1/runtimes",
+            headers={"Origin": EVIL, "Content-Type": "application/json"},
+            data=body,
+        ),
         "cross-origin JSON",
     )
     assert_4xx(
@@ -88,13 +96,17 @@ async def test_token_less_api_refuses_a_foreign_host_name(open_pitrixd: Child) -
     """DNS rebinding: the browser believes it talks to evil.example, the socket reaches pitrixd."""
     url = str(open_pitrixd.ready["url"])
     for path in ("/v1/runtimes", "/v1/clusters", "/ui"):
-        assert_4xx(await _raw(url, "GET", path, headers={"Host": "evil.example"}), f"Host: evil.example {path}")
+        assert_4xx(
+            await _raw(url, "GET", path, headers={"Host": "evil.example"}), f"Host: evil.example {path}"
+        )
     assert_4xx(
         await _raw(url, "GET", "/v1/runtimes", headers={"Host": "evil.example:80"}), "Host: evil.example:80"
     )
 
 
-async def test_token_less_api_still_serves_its_own_client(deployment: Deployment, open_pitrixd: Child) -> None:
+async def test_token_less_api_still_serves_its_own_client(
+    deployment: Deployment, open_pitrixd: Child
+) -> None:
     """The control: the CLI's own request (JSON, no Origin, Host as dialled) is accepted."""
     url = str(open_pitrixd.ready["url"])
     answer = await _raw(
@@ -134,7 +146,9 @@ async def test_access_token_in_the_query_opens_no_ordinary_endpoint(
 ) -> None:
     """A token in a URL ends up in logs and Referer headers: only event streams and /ui take one."""
     token = deployment.tokens["alice"]
-    answer = await deployment.call(method, f"{path}?access_token={token}", None, body={} if method == "POST" else None)
+    answer = await deployment.call(
+        method, f"{path}?access_token={token}", None, body={} if method == "POST" else None
+    )
     assert answer.status == 401, f"{method} {path}?access_token=: {answer.status} {answer.text[:300]}"
 
 
@@ -186,7 +200,9 @@ async def test_an_owner_does_not_see_another_owners_apps(deployment: Deployment)
     assert answer.status == 404, f"bob reads alice's shop 1.0.0: {answer.status} {answer.text[:300]}"
     answer = await deployment.call("GET", "/v1/apps/shop", "bob")
     if answer.status == 200:
-        assert answer.json()["owner"] != "alice" and "1.0.0" not in answer.json().get("versions", []), answer.text
+        assert answer.json()["owner"] != "alice" and "1.0.0" not in answer.json().get("versions", []), (
+            answer.text
+        )
     else:
         assert answer.status == 404, answer.text
 

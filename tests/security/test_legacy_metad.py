@@ -136,12 +136,21 @@ async def test_legacy_instance_cannot_remap_another_instance(legacy: Legacy) -> 
         headers={"Content-Type": "application/json"},
     )
     assert_refused(outcome, "legacy management PUT /v1/mapping/i-b1 from an instance")
-    for method, path in (("PUT", "/v1/data/clusters/c-b/env/web/password"), ("DELETE", "/v1/data/clusters/c-b")):
+    for method, path in (
+        ("PUT", "/v1/data/clusters/c-b/env/web/password"),
+        ("DELETE", "/v1/data/clusters/c-b"),
+    ):
         outcome = await attempt(
-            legacy.attacker, method, legacy.manage(path), body='"pwned"', headers={"Content-Type": "application/json"}
+            legacy.attacker,
+            method,
+            legacy.manage(path),
+            body='"pwned"',
+            headers={"Content-Type": "application/json"},
         )
         assert_refused(outcome, f"legacy management {method} {path} from an instance")
-    seen = await attempt(legacy.stranger, "GET", legacy.instance("/self"), headers={"Accept": "application/json"})
+    seen = await attempt(
+        legacy.stranger, "GET", legacy.instance("/self"), headers={"Accept": "application/json"}
+    )
     assert_refused(seen, "the stranger's /self after the remapping attempt", (MARKER,))
 
 

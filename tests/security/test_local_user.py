@@ -89,7 +89,8 @@ for top, dirs, files in os.walk(orders["state_dir"]):
         except OSError:
             continue
         readable[path] = [label for label, needle in orders["needles"].items() if needle.encode() in data]
-print(json.dumps({"uid": os.getuid(), "etcd": {e: ask(e) for e in orders["endpoints"]}, "readable": readable}))
+etcd = {endpoint: ask(endpoint) for endpoint in orders["endpoints"]}
+print(json.dumps({"uid": os.getuid(), "etcd": etcd, "readable": readable}))
 """
 
 
@@ -97,7 +98,9 @@ def _ensure_user() -> pwd.struct_passwd:
     try:
         return pwd.getpwnam(PROBE_USER)
     except KeyError:
-        subprocess.run(["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", PROBE_USER], check=True)
+        subprocess.run(
+            ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", PROBE_USER], check=True
+        )
         return pwd.getpwnam(PROBE_USER)
 
 
@@ -150,7 +153,9 @@ async def probed(deployment: Deployment) -> dict[str, Any]:
     user = _ensure_user()
     _let_others_traverse(deployment.state_dir)
     endpoints = _pitrixd_etcd_endpoints(deployment)
-    endpoints += [f"http://{vm.ip}:{port}" for vm in deployment.metadata.values() for port in vm.etcd_ports("client")]
+    endpoints += [
+        f"http://{vm.ip}:{port}" for vm in deployment.metadata.values() for port in vm.etcd_ports("client")
+    ]
     needles = {
         "a private key": "PRIVATE KEY",
         "the runtime's secret_access_key": deployment.runtime_secret,
@@ -176,7 +181,9 @@ async def test_local_user_gets_nothing_from_pitrixds_etcd(probed: dict[str, Any]
     assert probed["pitrixd_endpoints"], "pitrixd named no etcd endpoint"
     for endpoint in probed["pitrixd_endpoints"]:
         for mode, text in probed["etcd"][endpoint].items():
-            assert not _answered(text), f"{PROBE_USER} read pitrixd's etcd at {endpoint} ({mode}): {text[:300]}"
+            assert not _answered(text), (
+                f"{PROBE_USER} read pitrixd's etcd at {endpoint} ({mode}): {text[:300]}"
+            )
 
 
 async def test_local_user_gets_nothing_from_a_metadata_etcd(probed: dict[str, Any]) -> None:
@@ -184,7 +191,9 @@ async def test_local_user_gets_nothing_from_a_metadata_etcd(probed: dict[str, An
         if endpoint in probed["pitrixd_endpoints"]:
             continue
         for mode, text in answers.items():
-            assert not _answered(text), f"{PROBE_USER} read the metadata etcd {endpoint} ({mode}): {text[:300]}"
+            assert not _answered(text), (
+                f"{PROBE_USER} read the metadata etcd {endpoint} ({mode}): {text[:300]}"
+            )
 
 
 async def test_local_user_reads_no_secret_file_of_pitrixd(probed: dict[str, Any]) -> None:

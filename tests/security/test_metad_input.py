@@ -88,22 +88,39 @@ async def test_an_instance_still_reports_its_own_status(deployment: Deployment, 
     assert not isinstance(outcome, Exception) and outcome.status == 200, outcome
 
 
-@pytest.mark.parametrize(("path", "method", "size"), [("/self/status/applied", "PUT", 300 * 1024), ("/self/bootstrap", "POST", 64 * 1024)])
-async def test_an_oversized_body_to_metad_is_413(deployment: Deployment, path: str, method: str, size: int) -> None:
+@pytest.mark.parametrize(
+    ("path", "method", "size"),
+    [("/self/status/applied", "PUT", 300 * 1024), ("/self/bootstrap", "POST", 64 * 1024)],
+)
+async def test_an_oversized_body_to_metad_is_413(
+    deployment: Deployment, path: str, method: str, size: int
+) -> None:
     node = deployment.nodes["a2"]
     body = json.dumps({"revision": 1, "token": "t", "csr": "x", "pad": "x" * size})
     tls = node.tls() if path != "/self/bootstrap" else no_verify()
     outcome = await attempt(
-        node.ip, method, _metad_url(deployment, "a2", path), tls=tls, body=body, headers={"Content-Type": "application/json"}
+        node.ip,
+        method,
+        _metad_url(deployment, "a2", path),
+        tls=tls,
+        body=body,
+        headers={"Content-Type": "application/json"},
     )
     assert not isinstance(outcome, Exception) and outcome.status == 413, outcome
 
 
 @pytest.mark.parametrize(
     "path",
-    ["/clusters/{victim}", "/self/../clusters/{victim}", "/self/%2e%2e/clusters/{victim}", "/_pitrix/mapping"],
+    [
+        "/clusters/{victim}",
+        "/self/../clusters/{victim}",
+        "/self/%2e%2e/clusters/{victim}",
+        "/_pitrix/mapping",
+    ],
 )
-async def test_a_shared_metad_shows_an_instance_nothing_of_another_owner(deployment: Deployment, path: str) -> None:
+async def test_a_shared_metad_shows_an_instance_nothing_of_another_owner(
+    deployment: Deployment, path: str
+) -> None:
     """On the metad alice and bob share, alice's certificate reaches nothing of bob's (held: kept)."""
     node, victim = deployment.nodes["a2"], deployment.nodes["b2"]
     url = _metad_url(deployment, "a2", path.format(victim=victim.cid))

@@ -60,7 +60,7 @@ PLACEMENTS = ["per-owner", "shared"]
 MODES = ["plain", "tls-without-certificate", "tls-with-the-instance-certificate"]
 
 
-async def _etcd(t: Target, port: int, mode: str, path: str, body: dict[str, str] | None) -> Outcome:
+async def _etcd(t: Target, port: int, mode: str, path: str, body: dict[str, object] | None) -> Outcome:
     # The client checks nothing of the server: what is probed is whether the server checks the client.
     tls: ssl.SSLContext | bool = False
     if mode == "tls-without-certificate":
@@ -82,14 +82,18 @@ async def _etcd(t: Target, port: int, mode: str, path: str, body: dict[str, str]
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("placement", PLACEMENTS)
-async def test_metadata_etcd_client_port_reads_nothing(deployment: Deployment, placement: str, mode: str) -> None:
+async def test_metadata_etcd_client_port_reads_nothing(
+    deployment: Deployment, placement: str, mode: str
+) -> None:
     t = target(deployment, placement)
     prefix = f"/clusters/{t.victim.cid}/"
     for port in t.metadata.etcd_ports("client"):
         body = {"key": _b64(prefix), "range_end": _b64(_prefix_end(prefix))}
         outcome = await _etcd(t, port, mode, "/v3/kv/range", body)
         assert_refused(
-            outcome, f"{mode} range of {prefix} on {t.metadata.ip}:{port}", (t.victim.cid, deployment.password)
+            outcome,
+            f"{mode} range of {prefix} on {t.metadata.ip}:{port}",
+            (t.victim.cid, deployment.password),
         )
         everything = {"key": _b64("\0"), "range_end": _b64("\0"), "keys_only": True}
         outcome = await _etcd(t, port, mode, "/v3/kv/range", everything)
@@ -110,7 +114,9 @@ async def test_metadata_etcd_takes_no_write(deployment: Deployment, placement: s
 
 @pytest.mark.parametrize("mode", MODES)
 @pytest.mark.parametrize("placement", PLACEMENTS)
-async def test_metadata_etcd_peer_port_answers_no_stranger(deployment: Deployment, placement: str, mode: str) -> None:
+async def test_metadata_etcd_peer_port_answers_no_stranger(
+    deployment: Deployment, placement: str, mode: str
+) -> None:
     """The peer port (members, raft) speaks TLS with peer certificates only."""
     t = target(deployment, placement)
     for port in t.metadata.etcd_ports("peer"):
