@@ -12,6 +12,7 @@ from __future__ import annotations
 import base64
 import json
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import pytest
@@ -60,7 +61,7 @@ PLACEMENTS = ["per-owner", "shared"]
 MODES = ["plain", "tls-without-certificate", "tls-with-the-instance-certificate"]
 
 
-async def _etcd(t: Target, port: int, mode: str, path: str, body: dict[str, object] | None) -> Outcome:
+async def _etcd(t: Target, port: int, mode: str, path: str, body: Mapping[str, object] | None) -> Outcome:
     # The client checks nothing of the server: what is probed is whether the server checks the client.
     tls: ssl.SSLContext | bool = False
     if mode == "tls-without-certificate":
