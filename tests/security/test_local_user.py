@@ -5,7 +5,7 @@ does), with the system's Python and nothing else: it asks every etcd it can name
 its ready line and state directory give it; each metadata VM's) for every key, in plain HTTP and
 over TLS without a certificate, and reads every file of pitrixd's state directory it can open.
 Directories above the state directory are opened for traversal only (o+x), so what decides is the
-mode pitrixd gives its own files and sockets.
+mode pitrixd gives its state directory, its files and its sockets.
 """
 
 from __future__ import annotations
@@ -151,7 +151,7 @@ async def probed(deployment: Deployment) -> dict[str, Any]:
     if not shutil.which(SYSTEM_PYTHON):
         pytest.skip(f"{SYSTEM_PYTHON} is needed to run the probe as another user")
     user = _ensure_user()
-    _let_others_traverse(deployment.state_dir)
+    _let_others_traverse(deployment.state_dir.parent)
     endpoints = _pitrixd_etcd_endpoints(deployment)
     endpoints += [
         f"http://{vm.ip}:{port}" for vm in deployment.metadata.values() for port in vm.etcd_ports("client")
