@@ -100,7 +100,26 @@ class MetadataVM:
                     text = str(value).rsplit(":", 1)[-1].rstrip("/")
                     if text.isdigit() and int(text) > 0:
                         ports.add(int(text))
+        if kind == "client":
+            ports.update(self._ready_line_ports())
         return sorted(ports)
+
+    def _ready_line_ports(self) -> set[int]:
+        """The etcd client ports metad's ready line names (its stdout goes to its log on the VM)."""
+        ports: set[int] = set()
+        try:
+            lines = (self.root / "var/log/pitrix-metad.log").read_text(errors="replace").splitlines()
+        except OSError:
+            return ports
+        for line in lines:
+            if '"ready"' not in line:
+                continue
+            with contextlib.suppress(ValueError, AttributeError, TypeError):
+                for url in json.loads(line).get("etcd", []):
+                    text = str(url).rsplit(":", 1)[-1].rstrip("/")
+                    if text.isdigit():
+                        ports.add(int(text))
+        return ports
 
 
 @dataclass
