@@ -37,6 +37,7 @@ Findings 5, 6 and part of 9, admin API (test_admin_api.py):
   test_deeply_nested_json_is_400                     on /v1/apps, /v1/clusters, /v1/runtimes
   Held classes, kept: test_another_owners_cluster_is_404,
   test_a_cluster_cannot_link_to_another_owners_cluster,
+  test_an_owners_event_stream_carries_no_other_owners_cluster,
   test_an_owner_cannot_define_runtimes_or_act_for_another.
   Controls: test_token_less_api_still_serves_its_own_client,
   test_access_token_in_the_query_opens_an_event_stream.

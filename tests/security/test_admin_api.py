@@ -228,6 +228,24 @@ async def test_another_owners_cluster_is_404(
     assert answer.status == 404, f"bob {method} a1{suffix}: {answer.status} {answer.text[:300]}"
 
 
+async def test_an_owners_event_stream_carries_no_other_owners_cluster(deployment: Deployment) -> None:
+    """bob's /v1/events snapshot (everything up to its ``ready`` event) names none of alice's clusters."""
+    seen: list[str] = []
+    async with deployment.http.get(
+        f"{deployment.url}/v1/events", headers=deployment.headers("bob")
+    ) as response:
+        assert response.status == 200
+        async for line in response.content:
+            text = line.decode(errors="replace")
+            if text.startswith("event: ready"):
+                break
+            seen.append(text)
+    snapshot = "".join(seen)
+    assert deployment.clusters["b1"] in snapshot, snapshot[:300]
+    for label in ("a1", "a2"):
+        assert deployment.clusters[label] not in snapshot, f"bob's event stream shows alice's {label}"
+
+
 async def test_a_cluster_cannot_link_to_another_owners_cluster(deployment: Deployment) -> None:
     body = {
         "runtime": "sim",
