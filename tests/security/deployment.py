@@ -264,7 +264,8 @@ async def _collect_events(http: aiohttp.ClientSession, url: str, token: str, int
                 into.append(line.decode(errors="replace"))
 
 
-def _env() -> dict[str, str]:
+def child_env() -> dict[str, str]:
+    """The environment of a daemon the suite starts: JSON logs, no PITRIX_URL of the caller's."""
     env = dict(os.environ, PITRIX_LOG_FORMAT="json")
     env.pop("PITRIX_URL", None)
     return env
@@ -286,9 +287,9 @@ async def deployed(workdir: Path) -> AsyncIterator[Deployment]:
             random_network(),
         ],
         workdir / "sim.log",
-        _env(),
+        child_env(),
     )
-    env = _env()
+    env = child_env()
     env["PITRIX_API__TOKENS"] = json.dumps(
         [
             {"token": tokens["operator"], "owner": "operator", "admin": True},

@@ -19,7 +19,7 @@ import pytest
 
 from pitrix.cli.demo import Child, _bin, sim_runtime, start_child, stop_child
 
-from .deployment import Answer, Deployment, _env, assert_4xx, demo_app
+from .deployment import Answer, Deployment, assert_4xx, child_env, demo_app
 
 pytestmark = pytest.mark.e2e
 
@@ -30,7 +30,7 @@ EVIL = "http://evil.example"
 async def open_pitrixd(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Child]:
     """A pitrixd as the README's first steps start it: on loopback, no token configured."""
     workdir: Path = tmp_path_factory.mktemp("open-pitrixd")
-    env = _env()
+    env = child_env()
     for name in [k for k in env if k.startswith("PITRIX_API__")]:
         env.pop(name)
     child = await start_child(

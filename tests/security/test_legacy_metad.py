@@ -30,7 +30,7 @@ from pitrix.metad import data
 from pitrix.metad.selfview import MAPPING_ROOT
 from pitrix.store import Store
 
-from .deployment import _env, assert_refused, attempt
+from .deployment import assert_refused, attempt, child_env
 
 pytestmark = pytest.mark.e2e
 
@@ -39,7 +39,6 @@ MARKER = f"victim-secret-{uuid.uuid4().hex[:12]}"
 
 @dataclass(frozen=True)
 class Legacy:
-    metad: Child
     ip: str  # metad's listen address
     instance_port: int
     manage_port: int
@@ -91,7 +90,6 @@ async def legacy(etcd_url: str, tmp_path_factory: pytest.TempPathFactory) -> Asy
     child: Child | None = None
     try:
         world = Legacy(
-            metad=None,  # type: ignore[arg-type]  # set below, once started
             ip=ip,
             instance_port=_free_port(ip),
             manage_port=_free_port(ip),
@@ -111,8 +109,8 @@ async def legacy(etcd_url: str, tmp_path_factory: pytest.TempPathFactory) -> Asy
             "--legacy-source-ip",
             "--trusted-proxy", world.proxy,
         ]  # fmt: skip
-        child = await start_child("pitrix-metad", argv, workdir / "metad.log", _env())
-        yield Legacy(child, *(getattr(world, f) for f in list(Legacy.__dataclass_fields__)[1:]))
+        child = await start_child("pitrix-metad", argv, workdir / "metad.log", child_env())
+        yield world
     finally:
         if child is not None:
             await stop_child(child)
