@@ -51,6 +51,17 @@ def etcd_tls(session_etcd: EmbeddedEtcd) -> EtcdTLS:
 
 
 @pytest.fixture(scope="session")
+def metad_etcd_args(etcd_url: str, etcd_tls: EtcdTLS) -> list[str]:
+    """pitrix-metad's flags for the session etcd: its URL and etcdctl-style TLS files."""
+    return [
+        "--etcd", etcd_url,
+        "--etcd-cacert", str(etcd_tls.ca_file),
+        "--etcd-cert", str(etcd_tls.cert_file),
+        "--etcd-key", str(etcd_tls.key_file),
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
 def etcd_env(etcd_tls: EtcdTLS) -> dict[str, str]:
     """pitrixd's environment settings (``PITRIX_ETCD__*_FILE``) for the session etcd's TLS."""
     return {

@@ -29,6 +29,7 @@ from pitrix.cli.demo import Child, _bin, start_child, stop_child
 from pitrix.metad import data
 from pitrix.metad.selfview import MAPPING_ROOT
 from pitrix.store import Store
+from pitrix.store.tls import EtcdTLS
 
 from .deployment import assert_refused, attempt, child_env
 
@@ -81,11 +82,13 @@ async def _seed(store: Store, attacker: str, victim: str) -> None:
 
 
 @pytest.fixture
-async def legacy(etcd_url: str, tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Legacy]:
+async def legacy(
+    etcd_url: str, etcd_tls: EtcdTLS, metad_etcd_args: list[str], tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Legacy]:
     block = f"127.{random.randint(101, 254)}.{random.randint(0, 255)}"
     ip = f"{block}.1"
     prefix = f"/security-{uuid.uuid4().hex}"
-    store = await Store.connect([etcd_url], prefix=prefix)
+    store = await Store.connect([etcd_url], prefix=prefix, tls=etcd_tls)
     workdir: Path = tmp_path_factory.mktemp("legacy-metad")
     child: Child | None = None
     try:
@@ -104,7 +107,7 @@ async def legacy(etcd_url: str, tmp_path_factory: pytest.TempPathFactory) -> Asy
             "--listen-ip", ip,
             "--instance-port", str(world.instance_port),
             "--manage-port", str(world.manage_port),
-            "--etcd", etcd_url,
+            *metad_etcd_args,
             "--prefix", prefix,
             "--legacy-source-ip",
             "--trusted-proxy", world.proxy,

@@ -143,7 +143,7 @@ class Rig:
 
 
 @pytest.fixture
-async def rig(tmp_path: Path, etcd_url: str) -> AsyncIterator[Rig]:
+async def rig(tmp_path: Path, metad_etcd_args: list[str]) -> AsyncIterator[Rig]:
     _raise_own_nofile()
     a, b = random.randint(101, 254), random.randint(0, 255)
     metad_ip, vm_ip, attacker_ip = f"127.{a}.{b}.1", f"127.{a}.{b}.10", f"127.{a}.{b}.66"
@@ -160,7 +160,7 @@ async def rig(tmp_path: Path, etcd_url: str) -> AsyncIterator[Rig]:
     metad = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pitrix.metad.main",
         "--listen-ip", metad_ip, "--instance-port", "0", "--manage-port", "0",
-        "--etcd", etcd_url, "--prefix", f"/starve-{uuid.uuid4().hex}",
+        *metad_etcd_args, "--prefix", f"/starve-{uuid.uuid4().hex}",
         "--client-ca", str(ca_file), "--issuer-cert", str(ca_file), "--issuer-key", str(key_file),
         "--handshake-timeout", str(HANDSHAKE_TIMEOUT), "--header-timeout", str(HEADER_TIMEOUT),
         "--log-level", "warning",
