@@ -273,8 +273,10 @@ async def test_an_empty_form_post_is_refused(open_api: Client, content_type: str
 # -- the real pitrixd, as the README starts it (no tokens) -------------------------------------------
 
 
-async def test_pitrixd_refuses_the_probes_forgeries(etcd_url: str, tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if not k.startswith("PITRIX_")}
+async def test_pitrixd_refuses_the_probes_forgeries(
+    etcd_url: str, etcd_env: dict[str, str], tmp_path: Path
+) -> None:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PITRIX_")} | etcd_env
     env.update(
         PITRIX_ETCD__PREFIX=f"/guard-{secrets.token_hex(4)}", PITRIX_API__ALLOWED_HOSTS='["pitrix.internal"]'
     )

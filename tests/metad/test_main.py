@@ -161,13 +161,13 @@ def test_identity_modes_parse() -> None:
     assert tls.limits.max_connections == 24576
 
 
-async def test_legacy_management_api_is_not_on_the_instances_address(net, etcd_url: str) -> None:
+async def test_legacy_management_api_is_not_on_the_instances_address(net, metad_etcd_args: list[str]) -> None:
     """Issue 23, finding 8: with --legacy-source-ip --trusted-proxy an instance reached the
     management API (any cluster's data, any mapping). Now it listens on loopback only."""
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "pitrix.metad.main",
         "--listen-ip", net.metad_ip, "--instance-port", "0", "--manage-port", "0",
-        "--etcd", etcd_url, "--prefix", f"/legacy-{os.getpid()}-{net.block}",
+        *metad_etcd_args, "--prefix", f"/legacy-{os.getpid()}-{net.block}",
         "--legacy-source-ip", "--trusted-proxy", net.ip(99),
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
     )  # fmt: skip
