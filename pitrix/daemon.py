@@ -25,6 +25,7 @@ from pitrix.logs import get_logger
 from pitrix.paths import ensure_dir
 from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.service import DEFAULT_MAX_JOBS, RuntimeService
+from pitrix.sealing import SealingError, check_canary, load_sealer
 from pitrix.settings import ConfigError, Settings, load
 from pitrix.store import Store
 from pitrix.store.embedded import EmbeddedEtcd
@@ -154,10 +155,17 @@ async def serve(
         store = await Store.connect(
             endpoints, prefix=settings.etcd.prefix, timeout=settings.etcd.dial_timeout
         )
+        # The key that seals secrets lives in a file, never in etcd; a replica holding another
+        # key than the one this etcd's secrets are sealed with stops here, saying so.
+        key_file = settings.secrets.key_path(settings.state_dir)
+        sealer, created = await asyncio.to_thread(load_sealer, key_file, settings.secrets.previous_key_files)
+        await check_canary(store, sealer, key_file, created)
+        log.info("secrets key", key_file=str(key_file), key_id=sealer.key_id, created=created)
         options = options or RuntimeOptions()
         service = RuntimeService(
             store,
             options.recovery,
+            sealer=sealer,
             replica=await asyncio.to_thread(replica_id, settings.state_dir, options.replica_id),
             owner_ttl=options.owner_ttl,
             max_jobs=options.max_jobs,
@@ -209,7 +217,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pitrixd: {exc}", file=sys.stderr)
         return 2
-    aio.run(serve(settings, tokens, options))
+    try:
+        aio.run(serve(settings, tokens, options))
+    except SealingError as exc:
+        print(f"pitrixd: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

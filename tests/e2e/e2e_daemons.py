@@ -67,6 +67,8 @@ class Pitrixd:
         for endpoint in self.etcd:
             argv += ["--etcd", endpoint]
         env = child_env()
+        # Replicas on one etcd share the key that seals its secrets, as docs/config.md says.
+        env["PITRIX_SECRETS__KEY_FILE"] = str(self.workdir / "secret.key")
         if self.prefix:
             env["PITRIX_ETCD__PREFIX"] = self.prefix
         self.child = await start_child(self.name, [*argv, *extra], self.workdir / f"{self.name}.log", env)
