@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from pitrix.providers.qingcloud import QingCloudProvider
+from pitrix.sealing import Sealer
 from pitrix.store import Store, StoreError
 from pitrix.store.embedded import EmbeddedEtcd
 from simulator.cloud import Simulator
@@ -43,6 +44,12 @@ async def store(etcd_url: str) -> AsyncIterator[Store]:
         with contextlib.suppress(StoreError):
             await s.delete_prefix("")
         await s.close()
+
+
+@pytest.fixture
+def sealer() -> Sealer:
+    """The key a test's pitrixd seals its secrets with (a fresh one per test, held in memory)."""
+    return Sealer.generate()
 
 
 @pytest.fixture

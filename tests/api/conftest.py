@@ -18,10 +18,10 @@ from pitrix.store import Store
 
 
 @pytest.fixture
-async def service(store: Store) -> AsyncIterator[RuntimeService]:
+async def service(store: Store, sealer: Sealer) -> AsyncIterator[RuntimeService]:
     # DEAD_CLOUD's refused connections are retryable: fail them after one quick retry, not 17 s.
     service = RuntimeService(
-        store, retry=RetryPolicy(attempts=2, first_delay=0.05, max_delay=0.1), sealer=Sealer.generate()
+        store, retry=RetryPolicy(attempts=2, first_delay=0.05, max_delay=0.1), sealer=sealer
     )
     await service.start()
     try:

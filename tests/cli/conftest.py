@@ -21,10 +21,10 @@ from pitrix.store import Store
 
 
 @pytest.fixture
-async def server(store: Store) -> AsyncIterator[str]:
+async def server(store: Store, sealer: Sealer) -> AsyncIterator[str]:
     # The dead runtime's refused connections are retryable: retry them quickly, not for 17 s.
     service = RuntimeService(
-        store, retry=RetryPolicy(attempts=2, first_delay=0.05, max_delay=0.1), sealer=Sealer.generate()
+        store, retry=RetryPolicy(attempts=2, first_delay=0.05, max_delay=0.1), sealer=sealer
     )
     await service.start()
     tokens = Tokens(
