@@ -24,6 +24,7 @@ from pitrix.api.auth import Tokens
 from pitrix.logs import get_logger
 from pitrix.paths import ensure_dir
 from pitrix.runtime.recovery import RecoveryPolicy
+from pitrix.runtime.reseal import seal_legacy
 from pitrix.runtime.service import DEFAULT_MAX_JOBS, RuntimeService
 from pitrix.sealing import SealingError, check_canary, load_sealer
 from pitrix.settings import ConfigError, Settings, load
@@ -160,6 +161,7 @@ async def serve(
         key_file = settings.secrets.key_path(settings.state_dir)
         sealer, created = await asyncio.to_thread(load_sealer, key_file, settings.secrets.previous_key_files)
         await check_canary(store, sealer, key_file, created)
+        await seal_legacy(store, sealer)  # once per etcd: what an older pitrixd stored in clear
         log.info("secrets key", key_file=str(key_file), key_id=sealer.key_id, created=created)
         options = options or RuntimeOptions()
         service = RuntimeService(

@@ -53,6 +53,26 @@ def seal_passwords(cluster: Cluster, sealer: Sealer) -> Cluster:
     return cluster.model_copy(update={"app": app, "env": env})
 
 
+def seal_job(job: Job, cluster: Cluster, sealer: Sealer) -> Job:
+    """An env job of ``cluster`` with its password values sealed (one written before sealing)."""
+    args = dict(job.args)
+    changed = False
+    for name in ("env", "previous"):
+        values = args.get(name)
+        if not isinstance(values, dict):
+            continue
+        sealed: dict[str, dict[str, str]] = {}
+        for role_name, pairs in values.items():
+            role = next((r for r in cluster.app.roles if r.name == role_name), None)
+            sealed[role_name] = dict(pairs)
+            for key, value in pairs.items():
+                if role is not None and is_password(role, key) and value and not is_sealed(value):
+                    sealed[role_name][key] = sealer.seal(value, env_context(cluster.id, role_name, key))
+                    changed = True
+        args[name] = sealed
+    return job.model_copy(update={"args": args}) if changed else job
+
+
 def _opened(cid: str, env: dict[str, dict[str, str]], sealer: Sealer) -> dict[str, dict[str, str]]:
     return {
         role: {key: sealer.open_text(value, env_context(cid, role, key)) for key, value in values.items()}
