@@ -111,7 +111,7 @@ async def private_metad(base: Path) -> AsyncIterator[tuple[Metad, MetadManagemen
     """An etcd and an in-process metad on a private 127.X network; (metad, manage client, X)."""
     octet = procs.private_net()
     etcd = EmbeddedEtcd(base / "etcd", unsafe_no_fsync=True)
-    store = await Store.connect([await etcd.start()], prefix="/bench")
+    store = await Store.connect([await etcd.start()], prefix="/bench", tls=etcd.client_tls)
     metad = Metad(store, f"127.{octet}.255.1", 0, 0, wait_timeout=60.0)
     await metad.start()
     manage = MetadManagementClient(metad.manage_url)

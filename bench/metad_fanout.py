@@ -32,6 +32,7 @@ from pitrix import aio, logs, pki
 from pitrix.metad.client import MetadManagementClient
 from pitrix.store import Op, Store
 from pitrix.store.embedded import EmbeddedEtcd
+from pitrix.store.tls import EtcdTLS
 
 TITLE = "pitrix-metad with mutual TLS: fan-out, idle long-polls, GET /self"
 LISTEN_IP = "127.109.0.1"
@@ -334,7 +335,7 @@ async def gets_per_second(world: World, clients: int, seconds: float) -> tuple[f
 
 
 async def _start_metad(
-    tmp: Path, etcd_url: str, profile: str | None = None
+    tmp: Path, etcd_url: str, etcd_tls: EtcdTLS, profile: str | None = None
 ) -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
     """metad's log goes to a file of its own, not to this script's stderr: its lines are no figures,
     and a pipe the runner closes must not turn metad's last log line into a BrokenPipe traceback.
@@ -345,6 +346,8 @@ async def _start_metad(
         sys.executable, *wrapper, "-m", "pitrix.metad.main",
         "--listen-ip", LISTEN_IP, "--instance-port", "0", "--manage-port", "0",
         "--etcd", etcd_url, "--wait-timeout", "900", "--log-level", "warning",
+        "--etcd-cacert", str(etcd_tls.ca_file), "--etcd-cert", str(etcd_tls.cert_file),
+        "--etcd-key", str(etcd_tls.key_file),
         "--tls-cert", str(tmp / "server.crt"), "--tls-key", str(tmp / "server.key"),
         "--client-ca", str(tmp / "ca.pem"),
         stdout=asyncio.subprocess.PIPE, stderr=log, stdin=asyncio.subprocess.DEVNULL,
@@ -395,12 +398,14 @@ async def main(args: argparse.Namespace) -> None:
         tmp = Path(tmp_name)
         etcd = EmbeddedEtcd(tmp / "etcd", unsafe_no_fsync=True)
         etcd_url = await etcd.start()
-        store = await Store.connect([etcd_url])
+        etcd_tls = etcd.client_tls
+        assert etcd_tls is not None
+        store = await Store.connect([etcd_url], tls=etcd_tls)
         ca = pki.CertificateAuthority.create("bench CA")
         (tmp / "ca.pem").write_bytes(ca.cert_pem)
         ca.issue_server([LISTEN_IP]).write(tmp / "server.crt", tmp / "server.key")
         ca.issue_management().write(tmp / "runtime.crt", tmp / "runtime.key")
-        process, ready = await _start_metad(tmp, etcd_url, args.profile)
+        process, ready = await _start_metad(tmp, etcd_url, etcd_tls, args.profile)
         manage = MetadManagementClient(
             ready["manage_url"],
             ca_file=tmp / "ca.pem",

@@ -283,7 +283,7 @@ async def measure(counts: list[int], rounds: int) -> dict[int, Figures]:
     metad: procs.Child | None = None
     try:
         url = await etcd.start()
-        store = await Store.connect([url], prefix="/bench")
+        store = await Store.connect([url], prefix="/bench", tls=etcd.client_tls)
         metad = await procs.start(
             "pitrix-metad",
             [
@@ -296,6 +296,12 @@ async def measure(counts: list[int], rounds: int) -> dict[int, Figures]:
                 "0",
                 "--etcd",
                 url,
+                "--etcd-cacert",
+                str(etcd.pki_dir / "ca.crt"),
+                "--etcd-cert",
+                str(etcd.pki_dir / "client.crt"),
+                "--etcd-key",
+                str(etcd.pki_dir / "client.key"),
                 "--prefix",
                 "/bench",
                 "--log-level",

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from aiohttp import web
+from pydantic import ValidationError
 
 from pitrix import __version__, aio, logs, sdnotify
 from pitrix.api.app import create_app
@@ -27,7 +28,7 @@ from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.reseal import seal_legacy
 from pitrix.runtime.service import DEFAULT_MAX_JOBS, RuntimeService
 from pitrix.sealing import SealingError, check_canary, load_sealer
-from pitrix.settings import ConfigError, Settings, load
+from pitrix.settings import ConfigError, EtcdSettings, Settings, load
 from pitrix.store import Store
 from pitrix.store.embedded import EmbeddedEtcd
 
@@ -78,8 +79,20 @@ def settings_from(args: argparse.Namespace) -> Settings:
             update={"api": settings.api.model_copy(update={"listen": args.api_listen})}
         )
     if args.etcd_endpoints:
-        etcd = settings.etcd.model_copy(update={"endpoints": args.etcd_endpoints})
+        # Validated again (not model_copy'd): an https:// endpoint needs the etcd TLS settings.
+        try:
+            etcd = EtcdSettings.model_validate(
+                {**settings.etcd.model_dump(), "endpoints": args.etcd_endpoints}
+            )
+        except ValidationError as exc:
+            problems = "; ".join(str(error["msg"]) for error in exc.errors())
+            raise ConfigError(f"invalid configuration (--etcd): etcd: {problems}") from exc
         settings = settings.model_copy(update={"etcd": etcd})
+    if settings.etcd.tls is not None and not settings.etcd.endpoints:
+        raise ConfigError(
+            "etcd.ca_file/cert_file/key_file apply to an external etcd (etcd.endpoints or --etcd); "
+            "the embedded etcd makes its own certificates"
+        )
     return settings
 
 
@@ -148,13 +161,16 @@ async def serve(
     runner: web.AppRunner | None = None
     try:
         endpoints = settings.etcd.endpoints
+        etcd_tls = settings.etcd.tls
         if not endpoints:
+            # Mutual TLS with a CA of its own in the 0700 state dir: no other local user reads it.
             embedded = EmbeddedEtcd(settings.state_dir)
             endpoints = [await embedded.start()]
             embedded.supervise()  # etcd dying under us is restarted, not served around
+            etcd_tls = embedded.client_tls
             log.info("embedded etcd", url=endpoints[0])
         store = await Store.connect(
-            endpoints, prefix=settings.etcd.prefix, timeout=settings.etcd.dial_timeout
+            endpoints, prefix=settings.etcd.prefix, timeout=settings.etcd.dial_timeout, tls=etcd_tls
         )
         # The key that seals secrets lives in a file, never in etcd; a replica holding another
         # key than the one this etcd's secrets are sealed with stops here, saying so.
@@ -175,7 +191,9 @@ async def serve(
         )
         await service.start()
         tokens = tokens or Tokens.from_settings(settings.api)
-        runner = web.AppRunner(create_app(service, tokens), access_log=None, handle_signals=False)
+        runner = web.AppRunner(
+            create_app(service, tokens, settings.api), access_log=None, handle_signals=False
+        )
         await runner.setup()
         if settings.api.unix_socket:
             site: web.BaseSite = web.UnixSite(runner, str(settings.api.unix_socket))

@@ -277,7 +277,7 @@ class CertificateAuthority:
         subject: x509.Name,
         public_key: ec.EllipticCurvePublicKey,
         lifetime: dt.timedelta,
-        usage: x509.ObjectIdentifier,
+        usage: x509.ObjectIdentifier | list[x509.ObjectIdentifier],
         sans: list[x509.GeneralName] | None = None,
     ) -> x509.Certificate:
         now = _now()
@@ -292,7 +292,9 @@ class CertificateAuthority:
             .not_valid_after(not_after)
             .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
             .add_extension(_key_usage(ca=False), critical=True)
-            .add_extension(x509.ExtendedKeyUsage([usage]), critical=False)
+            .add_extension(
+                x509.ExtendedKeyUsage(usage if isinstance(usage, list) else [usage]), critical=False
+            )
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
             )
@@ -302,9 +304,18 @@ class CertificateAuthority:
         return builder.sign(self.key, hashes.SHA256())
 
     def issue_server(
-        self, addresses: Iterable[str], name: str = "pitrix-metad", lifetime: dt.timedelta = SERVER_LIFETIME
+        self,
+        addresses: Iterable[str],
+        name: str = "pitrix-metad",
+        lifetime: dt.timedelta = SERVER_LIFETIME,
+        *,
+        client_auth: bool = False,
     ) -> Issued:
-        """A metad's server certificate; every address (IP or DNS name) it is dialled at is a SAN."""
+        """A metad's server certificate; every address (IP or DNS name) it is dialled at is a SAN.
+
+        ``client_auth`` also lets it authenticate as a client: an etcd member presents the same
+        certificate to its peers and to its own gRPC gateway, which both demand a client usage.
+        """
         sans: list[x509.GeneralName] = []
         for address in addresses:
             try:
@@ -318,9 +329,10 @@ class CertificateAuthority:
         if not sans:
             raise PKIError("addresses", "a server certificate needs at least one address")
         key = generate_key()
-        cert = self._sign(
-            _name(name, "pitrix"), key.public_key(), lifetime, ExtendedKeyUsageOID.SERVER_AUTH, sans
-        )
+        usages = [ExtendedKeyUsageOID.SERVER_AUTH]
+        if client_auth:
+            usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
+        cert = self._sign(_name(name, "pitrix"), key.public_key(), lifetime, usages, sans)
         return Issued(cert, key)
 
     def issue_instance(
@@ -330,6 +342,12 @@ class CertificateAuthority:
         key = generate_key()
         subject = _name(instance_id, owner, cluster_id)
         return Issued(self._sign(subject, key.public_key(), lifetime, ExtendedKeyUsageOID.CLIENT_AUTH), key)
+
+    def issue_client(self, subject: Subject, lifetime: dt.timedelta = SERVER_LIFETIME) -> Issued:
+        """A client certificate naming ``subject`` (a private etcd's client, say)."""
+        key = generate_key()
+        name = _name(subject.cn, subject.o, subject.ou)
+        return Issued(self._sign(name, key.public_key(), lifetime, ExtendedKeyUsageOID.CLIENT_AUTH), key)
 
     def issue_management(self, lifetime: dt.timedelta = MANAGEMENT_LIFETIME) -> Issued:
         """pitrixd's certificate for metad's management API."""

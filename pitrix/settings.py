@@ -8,14 +8,18 @@ the daemon at start with an error naming the key, rather than failing later in a
 from __future__ import annotations
 
 import ipaddress
+import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, PydanticBaseSettingsSource, SettingsConfigDict
 
 from pitrix.paths import default_state_dir
+
+if TYPE_CHECKING:
+    from pitrix.store.tls import EtcdTLS
 
 DEFAULT_CONFIG_FILE = Path("/etc/pitrix/pitrixd.toml")
 
@@ -35,6 +39,9 @@ class EtcdSettings(_Section):
     )
     prefix: str = Field("/pitrix", description="key prefix for everything pitrixd stores")
     dial_timeout: float = Field(5.0, gt=0)
+    ca_file: Path | None = Field(None, description="CA of an external etcd's server certificate (https)")
+    cert_file: Path | None = Field(None, description="client certificate for an external etcd")
+    key_file: Path | None = Field(None, description="the client certificate's private key")
 
     @field_validator("prefix")
     @classmethod
@@ -43,6 +50,32 @@ class EtcdSettings(_Section):
             raise ValueError("must start with '/' and not end with '/'")
         return value
 
+    @model_validator(mode="after")
+    def _tls_consistent(self) -> EtcdSettings:
+        if (self.cert_file is None) != (self.key_file is None):
+            raise ValueError("cert_file and key_file go together (a client certificate and its key)")
+        # Given without endpoints they are refused by the daemon once its --etcd flags are in.
+        tls_given = self.ca_file is not None or self.cert_file is not None
+        for url in self.endpoints:
+            if url.startswith("https://") and not tls_given:
+                raise ValueError(f"endpoint {url} is https://: set ca_file (and cert_file/key_file)")
+            if url.startswith("http://") and tls_given:
+                raise ValueError(f"endpoint {url} is plain http:// but ca_file/cert_file/key_file are set")
+        for name in ("ca_file", "cert_file", "key_file"):
+            path = getattr(self, name)
+            if path is not None and not path.is_file():
+                raise ValueError(f"{name}: {path} is not a readable file")
+        return self
+
+    @property
+    def tls(self) -> EtcdTLS | None:
+        """The TLS material for an external etcd, or ``None`` for plain HTTP."""
+        if self.ca_file is None and self.cert_file is None:
+            return None
+        from pitrix.store.tls import EtcdTLS  # not at import: that loads the store, gRPC and all
+
+        return EtcdTLS(self.ca_file, self.cert_file, self.key_file)
+
 
 class TokenEntry(_Section):
     """One bearer token of the admin API and the owner it acts as."""
@@ -50,6 +83,12 @@ class TokenEntry(_Section):
     token: str = Field(min_length=16, description="the secret a client sends as 'Authorization: Bearer'")
     owner: str = Field(pattern=r"^[a-z][a-z0-9_.-]{0,62}$", description="the owner it acts as")
     admin: bool = Field(False, description="sees and acts on every owner's clusters; manages runtimes")
+
+
+# A DNS name, an IPv4 address, or an IPv6 address in brackets: what a Host header carries before ':'.
+_HOST = r"(?:[A-Za-z0-9](?:[A-Za-z0-9.-]{0,251}[A-Za-z0-9])?|\[[0-9A-Fa-f:.]+\])"
+HOST_NAME = re.compile(f"^{_HOST}$")
+ORIGIN = re.compile(rf"^https?://{_HOST}(?::\d{{1,5}})?$")
 
 
 class ApiSettings(_Section):
@@ -71,6 +110,23 @@ class ApiSettings(_Section):
         description="owner (an admin) of requests without a token on the unix socket, "
         "which its file permissions guard",
     )
+    allowed_hosts: list[str] = Field(
+        default_factory=list,
+        description="host names (or addresses) the API answers to besides loopback ones and the "
+        "listen address; any other Host header is refused (421), which stops DNS rebinding",
+    )
+    allowed_origins: list[str] = Field(
+        default_factory=list,
+        description="web origins (scheme://host[:port]) besides the API's own that may send it "
+        "requests; any other Origin is refused (403)",
+    )
+    max_body_bytes: int = Field(
+        1024 * 1024,
+        ge=1024,
+        le=64 * 1024 * 1024,
+        description="largest request body accepted (413 beyond); keep it under the etcd's "
+        "--max-request-bytes (1.5 MiB by default), since an app spec is stored whole",
+    )
 
     @field_validator("listen")
     @classmethod
@@ -79,6 +135,22 @@ class ApiSettings(_Section):
         if not sep or not host or not port.isdigit() or not 0 <= int(port) < 65536:
             raise ValueError("must be host:port, e.g. 127.0.0.1:9610")
         return value
+
+    @field_validator("allowed_hosts")
+    @classmethod
+    def _bare_hosts(cls, value: list[str]) -> list[str]:
+        for host in value:
+            if not HOST_NAME.match(host):
+                raise ValueError(f"{host!r} is not a host name or address (no scheme, port or path)")
+        return [h.lower() for h in value]
+
+    @field_validator("allowed_origins")
+    @classmethod
+    def _origins(cls, value: list[str]) -> list[str]:
+        for origin in value:
+            if not ORIGIN.match(origin):
+                raise ValueError(f"{origin!r} is not an origin like https://ops.example.com[:8443]")
+        return [o.lower() for o in value]
 
     @model_validator(mode="after")
     def _auth_none_only_on_loopback(self) -> ApiSettings:

@@ -1,7 +1,10 @@
 """Fixtures shared by every test suite: one real etcd per test session, and a store per test.
 
 ``etcd_url`` is session-scoped because starting etcd costs about a second; ``store`` gives each
-test its own key prefix on it, so tests never see each other's keys, even in parallel runs.
+test its own key prefix on it, so tests never see each other's keys, even in parallel runs. That
+etcd speaks mutual TLS, as pitrixd's does, so the whole suite goes through it: connect with
+``etcd_tls``. ``plain_etcd_url`` is an etcd without TLS, only for the agent's etcdv3 backend,
+which reads a user's own etcd and has no TLS settings.
 """
 
 from __future__ import annotations
@@ -17,15 +20,62 @@ from pitrix.providers.qingcloud import QingCloudProvider
 from pitrix.sealing import Sealer
 from pitrix.store import Store, StoreError
 from pitrix.store.embedded import EmbeddedEtcd
+from pitrix.store.tls import EtcdTLS
 from simulator.cloud import Simulator
 from simulator.testing import Beacon, random_network
 
 
 @pytest.fixture(scope="session")
-async def etcd_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
-    """Client URL of a real etcd on 127.0.0.1 (free ports), started once and stopped at session end."""
+async def session_etcd(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[EmbeddedEtcd]:
+    """A real etcd on 127.0.0.1 (free ports, mutual TLS), started once and stopped at session end."""
     state_dir: Path = tmp_path_factory.mktemp("etcd")
     etcd = EmbeddedEtcd(state_dir, unsafe_no_fsync=True)
+    await etcd.start()
+    try:
+        yield etcd
+    finally:
+        await etcd.stop()
+
+
+@pytest.fixture(scope="session")
+def etcd_url(session_etcd: EmbeddedEtcd) -> str:
+    """The session etcd's client URL (``https://``)."""
+    return session_etcd.client_url
+
+
+@pytest.fixture(scope="session")
+def etcd_tls(session_etcd: EmbeddedEtcd) -> EtcdTLS:
+    """The CA and client certificate the session etcd answers."""
+    tls = session_etcd.client_tls
+    assert tls is not None
+    return tls
+
+
+@pytest.fixture(scope="session")
+def metad_etcd_args(etcd_url: str, etcd_tls: EtcdTLS) -> list[str]:
+    """pitrix-metad's flags for the session etcd: its URL and etcdctl-style TLS files."""
+    return [
+        "--etcd", etcd_url,
+        "--etcd-cacert", str(etcd_tls.ca_file),
+        "--etcd-cert", str(etcd_tls.cert_file),
+        "--etcd-key", str(etcd_tls.key_file),
+    ]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def etcd_env(etcd_tls: EtcdTLS) -> dict[str, str]:
+    """pitrixd's environment settings (``PITRIX_ETCD__*_FILE``) for the session etcd's TLS."""
+    return {
+        "PITRIX_ETCD__CA_FILE": str(etcd_tls.ca_file),
+        "PITRIX_ETCD__CERT_FILE": str(etcd_tls.cert_file),
+        "PITRIX_ETCD__KEY_FILE": str(etcd_tls.key_file),
+    }
+
+
+@pytest.fixture(scope="session")
+async def plain_etcd_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[str]:
+    """Client URL of an etcd without TLS: the agent's etcdv3 backend speaks only plain gRPC."""
+    etcd = EmbeddedEtcd(tmp_path_factory.mktemp("plain-etcd"), unsafe_no_fsync=True, tls=False)
     url = await etcd.start()
     try:
         yield url
@@ -34,9 +84,9 @@ async def etcd_url(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[st
 
 
 @pytest.fixture
-async def store(etcd_url: str) -> AsyncIterator[Store]:
+async def store(etcd_url: str, etcd_tls: EtcdTLS) -> AsyncIterator[Store]:
     """A connected Store on the session etcd, under a prefix unique to this test."""
-    s = await Store.connect([etcd_url], prefix=f"/test-{uuid.uuid4().hex}")
+    s = await Store.connect([etcd_url], prefix=f"/test-{uuid.uuid4().hex}", tls=etcd_tls)
     try:
         yield s
     finally:

@@ -189,3 +189,21 @@ async def test_contexts_complete_a_mutual_handshake(ca: pki.CertificateAuthority
         assert answer == b"" and len(seen) == 1
     with pytest.raises(pki.PKIError, match="client_ca"):
         pki.server_context(tmp_path / "s.crt", tmp_path / "s.key", tmp_path / "missing.pem")
+
+
+def test_a_member_certificate_serves_and_authenticates_and_a_client_one_only_authenticates() -> None:
+    """An etcd member shows one certificate to clients, to its peers and to its own gateway."""
+    ca = pki.CertificateAuthority.create("etcd CA")
+    member = ca.issue_server(["127.0.0.1", "localhost"], "pitrix-etcd", client_auth=True)
+    usages = list(member.cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value)
+    assert usages == [ExtendedKeyUsageOID.SERVER_AUTH, ExtendedKeyUsageOID.CLIENT_AUTH]
+    plain = ca.issue_server(["127.0.0.1"])
+    assert list(plain.cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
+        ExtendedKeyUsageOID.SERVER_AUTH
+    ]
+    client = ca.issue_client(pki.Subject("pitrix-etcd-client", "pitrix", "etcd"))
+    assert client.subject == pki.Subject("pitrix-etcd-client", "pitrix", "etcd")
+    assert list(client.cert.extensions.get_extension_for_class(x509.ExtendedKeyUsage).value) == [
+        ExtendedKeyUsageOID.CLIENT_AUTH
+    ]
+    ca.verify(client.cert)

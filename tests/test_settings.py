@@ -18,7 +18,15 @@ from pitrix.settings import ConfigError, load
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in ("PITRIX_STATE_DIR", "PITRIX_API__LISTEN", "PITRIX_LOG_LEVEL", "PITRIX_ETCD__ENDPOINTS"):
+    for key in (
+        "PITRIX_STATE_DIR",
+        "PITRIX_API__LISTEN",
+        "PITRIX_LOG_LEVEL",
+        "PITRIX_ETCD__ENDPOINTS",
+        "PITRIX_ETCD__CA_FILE",
+        "PITRIX_ETCD__CERT_FILE",
+        "PITRIX_ETCD__KEY_FILE",
+    ):
         monkeypatch.delenv(key, raising=False)
 
 
@@ -139,3 +147,56 @@ def test_runtime_flags_are_checked() -> None:
     for flag, value in (("--max-jobs", "0"), ("--owner-ttl", "1"), ("--max-down-fraction", "1.5")):
         with pytest.raises(ConfigError, match=flag.lstrip("-")):
             RuntimeOptions.from_args(parse_args([flag, value]))
+
+
+def test_external_etcd_tls_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("ca.pem", "c.crt", "c.key"):
+        (tmp_path / name).write_text("x")
+    monkeypatch.setenv("PITRIX_ETCD__ENDPOINTS", '["https://10.0.0.5:2379"]')
+    monkeypatch.setenv("PITRIX_ETCD__CA_FILE", str(tmp_path / "ca.pem"))
+    monkeypatch.setenv("PITRIX_ETCD__CERT_FILE", str(tmp_path / "c.crt"))
+    monkeypatch.setenv("PITRIX_ETCD__KEY_FILE", str(tmp_path / "c.key"))
+    tls = load(write(tmp_path, "")).etcd.tls
+    assert tls is not None
+    assert (tls.ca_file, tls.cert_file, tls.key_file) == (
+        tmp_path / "ca.pem",
+        tmp_path / "c.crt",
+        tmp_path / "c.key",
+    )
+
+
+@pytest.mark.parametrize(
+    ("text", "message"),
+    [
+        ('[etcd]\nendpoints = ["https://127.0.0.1:2379"]\n', "is https://: set ca_file"),
+        ('[etcd]\nendpoints = ["http://127.0.0.1:2379"]\nca_file = "CA"\n', "is plain http://"),
+        ('[etcd]\nendpoints = ["https://127.0.0.1:2379"]\nca_file = "CA"\ncert_file = "CA"\n', "go together"),
+        (
+            '[etcd]\nendpoints = ["https://127.0.0.1:2379"]\nca_file = "/nonexistent/ca.pem"\n',
+            "ca_file: /nonexist",
+        ),
+    ],
+)
+def test_bad_etcd_tls_settings_name_the_key(tmp_path: Path, text: str, message: str) -> None:
+    (tmp_path / "ca.pem").write_text("x")
+    with pytest.raises(ConfigError, match=r"etcd") as caught:
+        load(write(tmp_path, text.replace('"CA"', f'"{tmp_path / "ca.pem"}"')))
+    assert message in str(caught.value)
+
+
+def test_an_https_etcd_flag_without_tls_settings_is_a_config_error(tmp_path: Path) -> None:
+    args = parse_args(["--config", str(write(tmp_path, "")), "--etcd", "https://127.0.0.1:2379"])
+    with pytest.raises(ConfigError, match="is https://: set ca_file"):
+        settings_from(args)
+
+
+def test_etcd_tls_settings_come_with_an_etcd_flag_or_not_at_all(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "ca.pem").write_text("x")
+    monkeypatch.setenv("PITRIX_ETCD__CA_FILE", str(tmp_path / "ca.pem"))
+    config = str(write(tmp_path, ""))
+    with_flag = settings_from(parse_args(["--config", config, "--etcd", "https://127.0.0.1:2379"]))
+    assert with_flag.etcd.tls is not None and with_flag.etcd.endpoints == ["https://127.0.0.1:2379"]
+    with pytest.raises(ConfigError, match="the embedded etcd makes its own"):
+        settings_from(parse_args(["--config", config]))

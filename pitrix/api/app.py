@@ -12,17 +12,19 @@ from typing import Any
 
 from aiohttp import web
 
-from pitrix.api.apps import AppCatalog
 from pitrix.api.auth import Tokens, auth_middleware, identity_of, require_admin
 from pitrix.api.errors import errors_middleware, json_body
 from pitrix.api.events import EventHub, cluster_view
+from pitrix.api.guard import Guard, guard_middleware
 from pitrix.api.metrics import Metrics
 from pitrix.api.openapi import openapi_document
 from pitrix.api.stream import stream_events
 from pitrix.api.ui import ui_page
+from pitrix.runtime.catalog import AppCatalog
 from pitrix.runtime.machine import STATES, TRANSITIONAL
 from pitrix.runtime.records import Cluster, Job, Runtime, cluster_data_prefix
 from pitrix.runtime.service import InvalidRequest, RuntimeService
+from pitrix.settings import ApiSettings
 
 SERVICE: web.AppKey[RuntimeService] = web.AppKey("service", RuntimeService)
 EVENTS: web.AppKey[EventHub] = web.AppKey("events", EventHub)
@@ -75,22 +77,38 @@ async def openapi(request: web.Request) -> web.Response:
 # -- apps --------------------------------------------------------------------------------------------
 
 
+def _catalog_owner(request: web.Request) -> str:
+    """Whose view of the catalog a request reads: its own, or with ``?owner=`` (admins) another's."""
+    identity = identity_of(request)
+    owner = request.query.get("owner", identity.owner)
+    if owner != identity.owner and not identity.admin:
+        raise InvalidRequest("owner: only an admin token may read another owner's apps")
+    if not OWNER.match(owner):
+        raise InvalidRequest("owner: must be an owner name (lower case letters, digits, _ . -)")
+    return owner
+
+
 async def list_apps(request: web.Request) -> web.Response:
-    apps = await request.app[APPS].latest()
+    apps = await request.app[APPS].usable(_catalog_owner(request))
     return web.json_response({"apps": [a.summary() for a in apps]})
 
 
 async def register_app(request: web.Request) -> web.Response:
-    record, new = await request.app[APPS].register(await json_body(request), identity_of(request).owner)
-    return web.json_response(record.model_dump(mode="json"), status=201 if new else 200)
+    publish = _flag(request, "publish")
+    if publish:
+        require_admin(request)
+    body = await json_body(request)
+    record, new = await request.app[APPS].register(body, identity_of(request).owner, publish)
+    return web.json_response(record.view(), status=201 if new else 200)
 
 
 async def show_app(request: web.Request) -> web.Response:
     catalog = request.app[APPS]
-    name = request.match_info["name"]
-    record = await catalog.get(name, request.query.get("version"))
-    data = record.model_dump(mode="json")
-    data["versions"] = [r.version for r in await catalog.versions(name)]
+    record = await catalog.resolve(
+        request.match_info["name"], request.query.get("version"), _catalog_owner(request)
+    )
+    data = record.view()
+    data["versions"] = await catalog.versions(record)
     return web.json_response(data)
 
 
@@ -141,13 +159,14 @@ async def list_clusters(request: web.Request) -> web.Response:
     return web.json_response({"clusters": [cluster_view(c) for c in chosen]})
 
 
-async def _app_spec(request: web.Request, app: Any) -> dict[str, Any]:
-    """The spec a create names: inline, or a registered ``name`` / ``name@version``."""
+async def _app_spec(request: web.Request, app: Any, owner: str) -> dict[str, Any]:
+    """The spec a create names: inline, or ``name`` / ``name@version`` as the cluster's owner
+    sees the catalog (its own apps, then published ones): whoever's VMs run the app chose it."""
     if isinstance(app, dict):
         return app
     if isinstance(app, str) and app:
         name, _, version = app.partition("@")
-        record = await request.app[APPS].get(name, version or None)
+        record = await request.app[APPS].resolve(name, version or None, owner)
         return record.spec.model_dump(mode="json")
     raise InvalidRequest("app: must be an app spec object or a registered app's name[@version]")
 
@@ -177,7 +196,7 @@ async def create_cluster(request: web.Request) -> web.Response:
     channel = body.get("channel", "rest")
     if not isinstance(channel, str):
         raise InvalidRequest("channel: must be rest or ssh")
-    spec = await _app_spec(request, body["app"])
+    spec = await _app_spec(request, body["app"], owner)
     cluster, job = await request.app[SERVICE].create_cluster(
         owner=owner,
         runtime=body["runtime"],
@@ -348,11 +367,18 @@ async def cluster_events(request: web.Request) -> web.StreamResponse:
     return await stream_events(request, request.app[EVENTS], None, cluster.id)
 
 
-def create_app(service: RuntimeService, tokens: Tokens | None = None) -> web.Application:
-    """The admin API over ``service``; without ``tokens`` every request is an admin (tests only)."""
+def create_app(
+    service: RuntimeService, tokens: Tokens | None = None, settings: ApiSettings | None = None
+) -> web.Application:
+    """The admin API over ``service``; without ``tokens`` every request is an admin (tests only).
+
+    ``settings`` gives the names and origins it answers to and its body limit (defaults otherwise).
+    """
+    api = settings or ApiSettings()
+    guard = Guard.build(api.host, api.allowed_hosts, api.allowed_origins, api.max_body_bytes)
     app = web.Application(
-        middlewares=[errors_middleware, auth_middleware(tokens or Tokens.open())],
-        client_max_size=8 * 1024 * 1024,
+        middlewares=[errors_middleware, guard_middleware(guard), auth_middleware(tokens or Tokens.open())],
+        client_max_size=api.max_body_bytes,
     )
     app[SERVICE] = service
     app[METRICS] = metrics_ = Metrics()
@@ -360,6 +386,7 @@ def create_app(service: RuntimeService, tokens: Tokens | None = None) -> web.App
     app[APPS] = AppCatalog(service.store)
 
     async def lifecycle(app: web.Application) -> Any:
+        await app[APPS].migrate()
         await app[EVENTS].start()
         yield
         await app[EVENTS].close()

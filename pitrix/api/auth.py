@@ -8,6 +8,7 @@ file permissions decide who connects, or auth explicitly disabled on a loopback 
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,9 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 # The owner of everything created without authentication (the pre-auth API's owner, kept).
 OPEN_OWNER = "default"
 PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/ui"})
+# Browsers' EventSource cannot send headers: only event streams and the page take ?access_token=.
+# Anywhere else a token in the URL would only end up in logs and histories, so it is refused.
+QUERY_TOKEN_PATHS = re.compile(r"^/(?:ui|v1/events|v1/clusters/[^/]+/events)$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -109,8 +113,16 @@ def auth_middleware(tokens: Tokens) -> Middleware:  # aiohttp's protocol for a m
         scheme, _, token = header.partition(" ")
         if header and (scheme.lower() != "bearer" or not token.strip()):
             return _unauthorized("Authorization: must be 'Bearer <token>'")
-        # Browsers' EventSource cannot send headers: event streams and the page take ?access_token=.
-        token = token.strip() or request.query.get("access_token", "")
+        token = token.strip()
+        if "access_token" in request.query:
+            if not QUERY_TOKEN_PATHS.match(request.path):
+                return error_response(
+                    400,
+                    "invalid",
+                    "access_token: taken only by event streams and /ui; send 'Authorization: Bearer'",
+                    "access_token",
+                )
+            token = token or request.query["access_token"]
         if token:
             identity = tokens.identify(token)
             if identity is None:

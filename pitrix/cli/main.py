@@ -133,15 +133,18 @@ async def cmd_runtimes(client: ApiClient, args: argparse.Namespace) -> int:
 
 
 def _apps_table(data: dict[str, Any]) -> str:
-    rows = [f"{'NAME':<20} {'VERSION':<12} {'OWNER':<12} ROLES"]
+    rows = [f"{'NAME':<20} {'VERSION':<12} {'OWNER':<12} {'SCOPE':<10} ROLES"]
     rows += [
-        f"{a['name']:<20} {a['version']:<12} {a['owner']:<12} {', '.join(a['roles'])}" for a in data["apps"]
+        f"{a['name']:<20} {a['version']:<12} {a['owner']:<12} "
+        f"{'published' if a.get('published') else 'own':<10} {', '.join(a['roles'])}"
+        for a in data["apps"]
     ]
     return "\n".join(rows)
 
 
 def _app_table(a: dict[str, Any]) -> str:
-    lines = [f"app {a['name']} {a['version']} (registered by {a['owner']})"]
+    how = "published by" if a.get("published") else "registered by"
+    lines = [f"app {a['name']} {a['version']} ({how} {a['owner']})"]
     lines.append(f"  versions: {', '.join(a.get('versions', []))}")
     for role in a["spec"]["roles"]:
         lines.append(f"  role {role['name']}: {role.get('count', 1)} x {role['image']}")
@@ -154,8 +157,10 @@ async def cmd_apps(client: ApiClient, args: argparse.Namespace) -> int:
     elif args.action == "show":
         _print(await client.get(f"/v1/apps/{args.name}", version=args.version), args.output, _app_table)
     else:
-        data = await client.post("/v1/apps", _read_spec(args.file))
-        _print(data, args.output, lambda d: f"app {d['name']} {d['version']} registered")
+        publish = "true" if args.publish else None
+        data = await client.request("POST", "/v1/apps", _read_spec(args.file), publish=publish)
+        done = "published" if args.publish else "registered"
+        _print(data, args.output, lambda d: f"app {d['name']} {d['version']} {done}")
     return 0
 
 
@@ -327,12 +332,20 @@ def build_parser() -> argparse.ArgumentParser:
         f"- for standard input; also read: {RUNTIME_ENV_PREFIX}<KEY> from the environment",
     )
 
-    apps = sub.add_parser("apps", help="registered app packages").add_subparsers(dest="action", required=True)
+    apps = sub.add_parser("apps", help="registered app packages (yours and published ones)").add_subparsers(
+        dest="action", required=True
+    )
     apps.add_parser("list")
     show_app = apps.add_parser("show")
     show_app.add_argument("name")
     show_app.add_argument("--version", help="a registered version (default: the newest)")
-    apps.add_parser("register").add_argument("-f", "--file", type=Path, required=True, help="app spec (YAML)")
+    register = apps.add_parser("register")
+    register.add_argument("-f", "--file", type=Path, required=True, help="app spec (YAML)")
+    register.add_argument(
+        "--publish",
+        action="store_true",
+        help="admins: offer it to every owner (an owner's own app of the same name still comes first)",
+    )
 
     clusters = sub.add_parser("clusters", help="application clusters").add_subparsers(
         dest="action", required=True

@@ -105,6 +105,11 @@ class PeerCertificates:
         return record.cert if record is not None else None
 
 
+def peer_certificate(ssl_object: Any) -> PeerCertificate | None:
+    """The verified client certificate of a TLS connection (None: none shown, or no TLS)."""
+    return _decode(ssl_object) if ssl_object is not None else None
+
+
 def _decode(ssl_object: Any) -> PeerCertificate | None:
     info = ssl_object.getpeercert()
     if not info:

@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
-import json
 from typing import Any
 
 from aiohttp import web
 
 from pitrix import pki
 from pitrix.logs import module_logger
-from pitrix.metad import render, selfview, status
+from pitrix.metad import jsonbody, render, selfview, status
 from pitrix.metad.health import MIRROR_KEY, healthz
 from pitrix.metad.identity import REVOKED_INSTANCES_ROOT, Caller, Identity, Refused, SourceIPIdentity
 from pitrix.metad.leases import HeartbeatLeases
@@ -121,15 +120,11 @@ async def read(request: web.Request) -> web.StreamResponse:
 
 
 async def _json_body(request: web.Request, optional: bool = False) -> Any:
-    raw = await request.read()
-    if not raw.strip():
-        if optional:
-            return None
+    """The body through the bounded reader (``jsonbody.BodyError`` past its limits)."""
+    doc = await jsonbody.read_json(request, MAX_BODY, optional=True)
+    if doc is None and not optional:
         raise status.BadBody("body", "is empty; a JSON object is required")
-    try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise status.BadBody("body", f"is not valid JSON ({exc})") from exc
+    return doc
 
 
 async def write(request: web.Request) -> web.Response:
@@ -151,7 +146,7 @@ async def write(request: web.Request) -> web.Response:
             written = await request.app[LEASES_KEY].beat(
                 mapping.instance_id,
                 key,
-                json.dumps(doc),
+                status.bounded(doc),
                 interval,
                 news=status.heartbeat_is_news(doc, stored),
                 stored=stored,
@@ -160,14 +155,29 @@ async def write(request: web.Request) -> web.Response:
         elif kind in ("applied", "health") and len(parts) == 3:
             body = await _json_body(request)
             doc = status.applied(body) if kind == "applied" else status.health(body)
-            revision = await puts.put(mapping.status_key(kind), json.dumps(doc))
+            revision = await puts.put(mapping.status_key(kind), status.bounded(doc))
         elif kind == "cmd" and len(parts) == 4:
-            doc = status.cmd_result(parts[3], await _json_body(request))
-            revision = await puts.put(mapping.status_key("cmd", parts[3]), json.dumps(doc))
+            cmd_id = parts[3]
+            status.check_cmd_id(cmd_id)
+            key = mapping.status_key("cmd", cmd_id)
+            published = mirror.tree.text(f"{mapping.cluster}/cmd/{mapping.instance_id}/id")
+            if cmd_id != published and mirror.tree.live(key) is None:
+                # Results only for the command the runtime gave this instance (or one it already
+                # reported on): an instance must not fill the shared etcd with ids nobody posted.
+                return render.error(
+                    409,
+                    f"cmd_id: {cmd_id!r} is not the command published to this instance",
+                    _version(mirror),
+                    field="cmd_id",
+                )
+            doc = status.cmd_result(cmd_id, await _json_body(request))
+            revision = await puts.put(key, status.bounded(doc))
         else:
             return render.error(403, f"{'/'.join(parts)} is not a writable status key", _version(mirror))
     except status.BadBody as exc:
-        return render.error(400, str(exc), _version(mirror), field=exc.field)
+        return render.error(exc.status, str(exc), _version(mirror), field=exc.field)
+    except jsonbody.BodyError as exc:
+        return jsonbody.error_response(exc, _version(mirror))
     except StoreError as exc:
         _log.warning("status write failed", instance_id=mapping.instance_id, error=str(exc))
         return render.error(503, f"metadata store unavailable: {exc}", _version(mirror))
@@ -182,14 +192,15 @@ async def _renew(request: web.Request, caller: Caller) -> web.Response:
     issuer = request.app.get(ISSUER_KEY)
     if issuer is None:
         return render.error(503, "this metad has no issuer configured for renewals", _version(mirror))
-    raw = await request.read()
-    if len(raw) > CSR_MAX:
+    try:
+        raw = await jsonbody.read_bytes(request, CSR_MAX)
+    except jsonbody.BodyError:
         return render.error(413, f"csr: larger than {CSR_MAX} bytes", _version(mirror), field="csr")
     if raw.lstrip().startswith(b"{"):
         try:
-            doc = json.loads(raw)
+            doc = jsonbody.parse(raw)
             raw = str(doc["csr"]).encode()
-        except (ValueError, KeyError, TypeError):
+        except (jsonbody.BodyError, KeyError, TypeError):
             return render.error(400, 'body: JSON must be {"csr": "<PEM>"}', _version(mirror), field="csr")
     try:
         issued = await asyncio.to_thread(issuer.sign_csr, raw, caller.cert.subject, request.app[LIFETIME_KEY])
@@ -215,12 +226,11 @@ async def bootstrap(request: web.Request) -> web.Response:
     issuer = request.app.get(ISSUER_KEY)
     if issuer is None:
         return render.error(503, "this metad has no issuer configured for certificates", headers)
-    raw = await request.read()
-    if len(raw) > CSR_MAX:
-        return render.error(413, f"body: larger than {CSR_MAX} bytes", headers, field="body")
     try:
-        doc = json.loads(raw)
-    except ValueError:
+        doc = jsonbody.parse(await jsonbody.read_bytes(request, CSR_MAX))
+    except jsonbody.BodyError as exc:
+        if exc.status == 413 or "nested" in str(exc):
+            return jsonbody.error_response(exc, headers)
         return render.error(400, 'body: must be JSON {"token": ..., "csr": "<PEM>"}', headers, field="body")
     if not isinstance(doc, dict):
         return render.error(400, 'body: must be a JSON object {"token", "csr"}', headers, field="body")

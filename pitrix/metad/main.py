@@ -16,9 +16,11 @@ from pathlib import Path
 
 from pitrix import aio, logs, pki
 from pitrix.logs import get_logger
+from pitrix.metad.limits import ConnectionLimits, LimitsError
 from pitrix.metad.server import DEFAULT_WAIT_TIMEOUT, Metad, MetadError
 from pitrix.metad.tls import MetadTLS, self_issued
 from pitrix.store import Store, StoreError
+from pitrix.store.tls import EtcdTLS, EtcdTLSError
 
 EMBEDDED_MAX_TXN_OPS = 16384
 
@@ -48,7 +50,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--etcd", action="append", default=[], metavar="URL", help="etcd client URL (repeatable)"
     )
-    parser.add_argument("--embedded-etcd", action="store_true", help="run a private etcd under --state-dir")
+    parser.add_argument(
+        "--embedded-etcd",
+        action="store_true",
+        help="run a private etcd under --state-dir; it speaks mutual TLS only, with a CA born there",
+    )
+    parser.add_argument(
+        "--etcd-cacert", type=Path, help="CA that signed the external etcd's server certificate"
+    )
+    parser.add_argument("--etcd-cert", type=Path, help="client certificate for the external etcd (PEM)")
+    parser.add_argument("--etcd-key", type=Path, help="the client certificate's key (PEM)")
     parser.add_argument("--state-dir", type=Path, help="state directory of the embedded etcd")
     parser.add_argument("--etcd-client-port", type=_port, default=2379)
     parser.add_argument("--etcd-peer-port", type=_port, default=2380)
@@ -75,7 +86,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     tls.add_argument(
         "--legacy-source-ip",
         action="store_true",
-        help="identify instances by source address over plain HTTP (metad's model; no client certificates)",
+        help=(
+            "identify instances by source address over plain HTTP (metad's model). This gives up: "
+            "encryption (metadata, passwords included, cross the network in clear text), any proof of "
+            "who an instance is (whoever holds or spoofs a mapped address, or sits behind a trusted "
+            "proxy, reads that instance's /self), certificate revocation, and the management API's "
+            "certificate check: it is then served on --manage-listen-ip (default 127.0.0.1)"
+        ),
     )
     tls.add_argument(
         "--trusted-proxy",
@@ -85,6 +102,38 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         metavar="IP",
         help="with --legacy-source-ip: a proxy whose X-Forwarded-For is believed (repeatable)",
     )
+    tls.add_argument(
+        "--manage-listen-ip",
+        type=_ip,
+        help=(
+            "address of the management API (default: --listen-ip with mutual TLS, 127.0.0.1 in the "
+            "legacy model, where it must be an address instances cannot reach)"
+        ),
+    )
+    tls.add_argument(
+        "--insecure-open-management-api",
+        action="store_true",
+        help=(
+            "legacy model only: serve the management API without a certificate on an address "
+            "instances reach (--listen-ip, or 0.0.0.0): any instance can then read every cluster's "
+            "data and remap any instance to itself"
+        ),
+    )
+    limits = parser.add_argument_group("connections (what an unidentified peer can hold)")
+    defaults = ConnectionLimits()
+    for name, kind, text in (
+        ("handshake_timeout", float, "seconds a TLS handshake may take"),
+        ("header_timeout", float, "seconds from the handshake (accept) to the first request's headers"),
+        ("idle_timeout", float, "seconds a keep-alive connection may sit between requests"),
+        ("max_connections", int, "connections in all, both ports (lowered to fit the descriptor limit)"),
+        ("max_unidentified", int, "of those, at most this many without a client certificate (or mapping)"),
+        ("max_unidentified_per_source", int, "unidentified connections from one source address"),
+        ("max_per_identity", int, "connections one instance's certificate (or mapped address) may hold"),
+    ):
+        default = getattr(defaults, name)
+        limits.add_argument(
+            "--" + name.replace("_", "-"), type=kind, default=default, help=f"{text} (default {default})"
+        )
     parser.add_argument("--log-level", default=os.environ.get("PITRIX_LOG_LEVEL", "info"))
     args = parser.parse_args(argv)
     tls_given = [f"--{n.replace('_', '-')}" for n in ("tls_cert", "tls_key", "client_ca") if getattr(args, n)]
@@ -103,15 +152,62 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     if args.trusted_proxy and tls_given:
         parser.error("--trusted-proxy applies only to --legacy-source-ip")
     args.implicit_legacy = not tls_given and not args.legacy_source_ip
+    legacy = not tls_given
+    if args.insecure_open_management_api and not legacy:
+        parser.error("--insecure-open-management-api applies only to the legacy model (no TLS flags)")
+    if legacy:
+        _legacy_management(parser, args)
+    try:
+        args.limits = ConnectionLimits(
+            **{f.name: getattr(args, f.name) for f in dataclasses.fields(ConnectionLimits)}
+        )
+    except LimitsError as exc:
+        parser.error(str(exc))
     if bool(args.etcd) == bool(args.embedded_etcd):
         parser.error("give either --etcd URL (repeatable) or --embedded-etcd --state-dir DIR")
     if args.embedded_etcd and args.state_dir is None:
         parser.error("--embedded-etcd needs --state-dir DIR")
+    etcd_tls_given = [f for f in ("etcd_cacert", "etcd_cert", "etcd_key") if getattr(args, f)]
+    if etcd_tls_given and args.embedded_etcd:
+        parser.error(
+            "--etcd-cacert/--etcd-cert/--etcd-key are for an external etcd (--embedded-etcd makes its own)"
+        )
+    if bool(args.etcd_cert) != bool(args.etcd_key):
+        parser.error("--etcd-cert and --etcd-key go together")
+    args.etcd_tls = None
+    if etcd_tls_given:
+        args.etcd_tls = EtcdTLS(args.etcd_cacert, args.etcd_cert, args.etcd_key)
+    for url in args.etcd:
+        if url.startswith("https://") and args.etcd_tls is None:
+            parser.error(f"--etcd {url} is https://: give --etcd-cacert (and --etcd-cert/--etcd-key)")
+        if url.startswith("http://") and args.etcd_tls is not None:
+            parser.error(f"--etcd {url} is plain http:// but --etcd-cacert/--etcd-cert/--etcd-key are given")
     if args.wait_timeout <= 0:
         parser.error("--wait-timeout must be positive")
     if args.cert_lifetime <= 0:
         parser.error("--cert-lifetime must be positive")
     return args
+
+
+def _legacy_management(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Where the legacy model's certificate-less management API may listen.
+
+    Anyone who reaches it can read every cluster and remap any instance to their own address, so
+    it stays off the instances' network (loopback by default) unless the operator says otherwise
+    in as many words.
+    """
+    if args.manage_listen_ip is None:
+        args.manage_listen_ip = args.listen_ip if args.insecure_open_management_api else "127.0.0.1"
+        return
+    manage = ipaddress.ip_address(args.manage_listen_ip)
+    reachable = manage.is_unspecified or args.manage_listen_ip == args.listen_ip
+    if reachable and not args.insecure_open_management_api:
+        parser.error(
+            f"--manage-listen-ip {args.manage_listen_ip}: without TLS the management API would answer every "
+            "instance (any cluster's data, any mapping); give an address instances cannot reach "
+            "(e.g. 127.0.0.1), mutual TLS (--tls-cert/--tls-key/--client-ca), or "
+            "--insecure-open-management-api"
+        )
 
 
 def tls_config(args: argparse.Namespace, scratch: Path) -> MetadTLS | None:
@@ -141,6 +237,12 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
         # Transitional: the runtime still starts metad without flags; once it passes
         # --legacy-source-ip or the TLS flags, this becomes an error.
         log.warning("no --tls-cert/--tls-key/--client-ca: serving with legacy source-address identity")
+    if args.insecure_open_management_api:
+        log.warning(
+            "--insecure-open-management-api: the management API answers anyone who reaches it, "
+            "instances included (every cluster's data, every mapping)",
+            manage_listen_ip=args.manage_listen_ip,
+        )
     try:
         tls = tls_config(args, (args.state_dir or scratch) / "tls")
     except pki.PKIError as exc:
@@ -155,6 +257,7 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
     metad: Metad | None = None
     try:
         endpoints = list(args.etcd)
+        etcd_tls: EtcdTLS | None = args.etcd_tls
         if args.embedded_etcd:
             from pitrix.store.embedded import EmbeddedEtcd
 
@@ -171,7 +274,8 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
             )
             endpoints = [await embedded.start()]
             embedded.supervise()  # etcd dying under metad is restarted, not served around
-        store = await Store.connect(endpoints, prefix=args.prefix)
+            etcd_tls = embedded.client_tls
+        store = await Store.connect(endpoints, prefix=args.prefix, tls=etcd_tls)
         metad = Metad(
             store,
             args.listen_ip,
@@ -180,6 +284,8 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
             wait_timeout=args.wait_timeout,
             tls=tls,
             trusted_proxies=args.trusted_proxy,
+            limits=args.limits,
+            manage_listen_ip=args.manage_listen_ip,
         )
         await metad.start()
         ready = {
@@ -196,7 +302,7 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
         await stop.wait()
         log.info("stopping")
         return 0
-    except (MetadError, StoreError, OSError) as exc:
+    except (MetadError, StoreError, EtcdTLSError, OSError) as exc:
         log.error("cannot serve", error=str(exc))
         return 1
     except Exception as exc:

@@ -17,7 +17,7 @@ from aiohttp import web
 
 from pitrix import pki
 from pitrix.logs import module_logger
-from pitrix.metad import data
+from pitrix.metad import data, jsonbody
 from pitrix.metad.health import MIRROR_KEY, healthz
 from pitrix.metad.identity import (
     REVOKED_INSTANCES_ROOT,
@@ -59,11 +59,17 @@ def _store_error(exc: StoreError) -> web.Response:
 
 
 async def _body(request: web.Request) -> Any:
-    raw = await request.read()
+    """The JSON body, bounded (``jsonbody.BodyError`` is answered by ``bounded_bodies``)."""
+    return await jsonbody.read_json(request, MAX_BODY)
+
+
+@web.middleware
+async def bounded_bodies(request: web.Request, handler: Any) -> web.StreamResponse:
+    """A body past the reader's size or depth limit is a 413 or 400 naming it, never a 500."""
     try:
-        return json.loads(raw)
-    except ValueError as exc:
-        raise data.BadDocument("body", f"is not valid JSON ({exc})") from exc
+        return await handler(request)
+    except jsonbody.BodyError as exc:
+        return jsonbody.error_response(exc)
 
 
 async def _commit(request: web.Request, ops: list[Op]) -> web.Response:
@@ -240,13 +246,9 @@ async def revoked_list(request: web.Request) -> web.Response:
 
 
 async def _optional_body(request: web.Request) -> Any:
-    raw = await request.read()
-    if not raw.strip():
+    doc = await jsonbody.read_json(request, MAX_BODY, optional=True)
+    if doc is None:
         return {}
-    try:
-        doc = json.loads(raw)
-    except ValueError as exc:
-        raise data.BadDocument("body", f"is not valid JSON ({exc})") from exc
     if not isinstance(doc, dict):
         raise data.BadDocument("body", "must be a JSON object")
     return doc
@@ -269,7 +271,9 @@ async def revoke_serial(request: web.Request) -> web.Response:
 async def revoke_list(request: web.Request) -> web.Response:
     """Load a whole ``pki.RevocationList`` (its JSON) at once: one transaction, existing entries kept."""
     try:
-        revoked = pki.RevocationList.from_json(await request.read())
+        raw = await jsonbody.read_bytes(request, MAX_BODY)
+        jsonbody.parse(raw)  # its size and depth first: from_json trusts its input's shape
+        revoked = pki.RevocationList.from_json(raw)
     except pki.PKIError as exc:
         return _error(400, str(exc), field=exc.field)
     now = time.time()
@@ -400,7 +404,7 @@ async def watch(request: web.Request) -> web.StreamResponse:
 def build_app(
     mirror: Mirror, store: Store, keepalive: float, closing: asyncio.Event, require_cert: bool = False
 ) -> web.Application:
-    app = web.Application(client_max_size=MAX_BODY, middlewares=[runtime_only])
+    app = web.Application(client_max_size=MAX_BODY, middlewares=[runtime_only, bounded_bodies])
     app[REQUIRE_CERT_KEY] = require_cert
     app[CERTIFICATES_KEY] = PeerCertificates()
     app[MIRROR_KEY] = mirror

@@ -13,14 +13,28 @@ from aiohttp import web
 from pitrix import pki
 from pitrix.logs import get_logger
 from pitrix.metad import instance_api, manage_api
-from pitrix.metad.identity import CertificateIdentity, Identity, SourceIPIdentity
+from pitrix.metad.gate import GATES_KEY, Decision, GatedSite, Gates, gate_hook
+from pitrix.metad.identity import (
+    CertificateIdentity,
+    Identity,
+    SourceIPIdentity,
+    is_revoked,
+    peer_certificate,
+)
 from pitrix.metad.leases import HeartbeatLeases
+from pitrix.metad.limits import RESERVED_DESCRIPTORS, Admission, ConnectionLimits, raise_descriptor_limit
 from pitrix.metad.mirror import Mirror
 from pitrix.metad.tls import MetadTLS
 from pitrix.store import Store
 
 DEFAULT_WAIT_TIMEOUT = 60.0
 DEFAULT_KEEPALIVE = 10.0
+
+
+def _management_source(source: str) -> Decision:
+    """A plain management port (legacy) is reachable only where the operator chose: its peers are
+    the runtime's, and its watch streams must outlive an unidentified connection's one request."""
+    return f"management:{source}", True
 
 
 class MetadError(Exception):
@@ -33,7 +47,11 @@ class Metad:
     With ``tls`` both ports speak HTTPS and require a client certificate: instances are who their
     certificate names, and only the runtime's certificate reaches the management API. Without it
     metad runs metad's legacy model (identity = source address, management API open to whoever
-    reaches its port), which the CLI offers only behind ``--legacy-source-ip``.
+    reaches its port), which the CLI offers only behind ``--legacy-source-ip`` and with the
+    management API on its own address (``manage_listen_ip``, loopback) unless told otherwise.
+
+    Every connection goes through ``pitrix.metad.gate`` under ``limits``: handshake, header and
+    idle timeouts, caps per source and in all, with room only known identities may use.
     """
 
     def __init__(
@@ -47,6 +65,8 @@ class Metad:
         keepalive: float = DEFAULT_KEEPALIVE,
         tls: MetadTLS | None = None,
         trusted_proxies: Iterable[str] = (),
+        limits: ConnectionLimits | None = None,
+        manage_listen_ip: str | None = None,
     ) -> None:
         for name, port in (("instance_port", instance_port), ("manage_port", manage_port)):
             if not isinstance(port, int) or not 0 <= port <= 65535:
@@ -70,6 +90,9 @@ class Metad:
             raise MetadError(f"trusted_proxies: {exc}") from None
         self.store = store
         self.listen_ip = listen_ip
+        self.manage_listen_ip = manage_listen_ip or listen_ip
+        self.limits = limits if limits is not None else ConnectionLimits()
+        self.admission: Admission | None = None
         self.leases = HeartbeatLeases(store)
         self.mirror = Mirror(store, on_gone=self.leases.forget)
         self._ports = {"instance": instance_port, "manage": manage_port}
@@ -86,7 +109,8 @@ class Metad:
     def _url(self, which: str) -> str:
         if which not in self._bound:
             raise MetadError("metad is not started")
-        host = f"[{self.listen_ip}]" if ":" in self.listen_ip else self.listen_ip
+        ip = self.listen_ip if which == "instance" else self.manage_listen_ip
+        host = f"[{ip}]" if ":" in ip else ip
         scheme = "https" if self._ssl is not None else "http"
         return f"{scheme}://{host}:{self._bound[which]}"
 
@@ -114,25 +138,44 @@ class Metad:
                 self.mirror, self.store, self._keepalive, self._closing, require_cert=self._ssl is not None
             ),
         }
+        limits = self._fitted_limits()
+        exempt = (
+            frozenset(self.identity.trusted_proxies)
+            if isinstance(self.identity, SourceIPIdentity)
+            else frozenset()
+        )
+        self.admission = Admission(limits, exempt)
         try:
             for which, app in apps.items():
+                ssl_context = self._instance_ssl if which == "instance" else self._ssl
+                gates = Gates(
+                    self.admission,
+                    None,  # the runner's server, once set up
+                    ssl_context,
+                    self._classify_tls,
+                    self._classify_source if which == "instance" else _management_source,
+                )
+                app[GATES_KEY] = gates
+                app.middlewares.insert(0, gate_hook)
                 runner = web.AppRunner(
                     app,
                     handle_signals=False,
                     access_log=None,
                     handler_cancellation=True,
                     shutdown_timeout=2.0,
+                    keepalive_timeout=limits.idle_timeout,
                 )
                 await runner.setup()
                 self._runners[which] = runner
-                ssl_context = self._instance_ssl if which == "instance" else self._ssl
-                site = web.TCPSite(
-                    runner, self.listen_ip, self._ports[which], backlog=4096, ssl_context=ssl_context
-                )
+                server = runner.server
+                assert server is not None
+                gates.handler_factory = server
+                ip = self.listen_ip if which == "instance" else self.manage_listen_ip
+                site = GatedSite(runner, ip, self._ports[which], gates, backlog=4096)
                 try:
                     await site.start()
                 except OSError as exc:
-                    where = f"{self.listen_ip}:{self._ports[which]}"
+                    where = f"{ip}:{self._ports[which]}"
                     raise MetadError(
                         f"{which}_port: cannot listen on {where}: {exc.strerror or exc}"
                     ) from exc
@@ -143,6 +186,36 @@ class Metad:
         self._log.info("metad serving", instance_url=self.instance_url, manage_url=self.manage_url)
         if self.tls is not None and self.tls.server_renewal_due() is not None:
             self._renewal = asyncio.create_task(self._renew_server_certificate(), name="server-cert-renewal")
+
+    def _fitted_limits(self) -> ConnectionLimits:
+        """The limits, ``max_connections`` lowered to what this process's descriptors allow."""
+        descriptors = raise_descriptor_limit(self.limits.max_connections + RESERVED_DESCRIPTORS)
+        limits = self.limits.fitted(descriptors)
+        if limits is not self.limits:
+            self._log.warning(
+                "descriptor limit below max_connections; lowered (raise LimitNOFILE)",
+                descriptors=descriptors,
+                max_connections=limits.max_connections,
+                max_unidentified=limits.max_unidentified,
+            )
+        return limits
+
+    def _classify_tls(self, transport: asyncio.BaseTransport) -> Decision:
+        """Known: a verified, unrevoked client certificate (the runtime's speaks for many)."""
+        cert = peer_certificate(transport.get_extra_info("ssl_object"))
+        if cert is None or is_revoked(self.mirror, cert):
+            return None
+        if cert.subject.is_management:
+            return f"management:{cert.subject.cn}", True
+        return f"instance:{cert.subject.cn}", False
+
+    def _classify_source(self, source: str) -> Decision:
+        """Legacy model: a trusted proxy or a mapped instance's address is known."""
+        identity = self.identity
+        if isinstance(identity, SourceIPIdentity) and source in identity.trusted_proxies:
+            return f"proxy:{source}", True
+        iid = self.mirror.by_ip.get(source)
+        return (f"instance:{iid}", False) if iid is not None else None
 
     async def _renew_server_certificate(self) -> None:
         """Replace a self-issued server certificate at 2/3 of its life, for new handshakes.

@@ -15,6 +15,9 @@ from typing import Any
 CMD_STATUSES = ("executing", "successful", "failed")
 CMD_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 MAX_OUTPUT_TAIL = 64 * 1024
+# What one status document may take in etcd, which the instances of every cluster on a metadata
+# cluster share: an output tail at its limit and the rest of a record fit.
+MAX_STORED = 96 * 1024
 DEFAULT_HEARTBEAT_INTERVAL = 5.0
 MAX_HEARTBEAT_INTERVAL = 3600.0
 # What changes at every beat without telling anything: a beat that differs from the stored
@@ -25,9 +28,18 @@ BEAT_CLOCK_FIELDS = frozenset({"time", "uptime", "received"})
 class BadBody(ValueError):
     """A write-back body is malformed; ``field`` names the offending part."""
 
-    def __init__(self, field: str, problem: str) -> None:
+    def __init__(self, field: str, problem: str, status: int = 400) -> None:
         super().__init__(f"{field}: {problem}")
         self.field = field
+        self.status = status
+
+
+def bounded(doc: dict[str, Any]) -> str:
+    """``doc`` as the JSON text to store, refused (413) past :data:`MAX_STORED` bytes."""
+    text = json.dumps(doc)
+    if len(text.encode()) > MAX_STORED:
+        raise BadBody("body", f"the stored document would exceed the limit of {MAX_STORED} bytes", 413)
+    return text
 
 
 def _object(body: Any, field: str = "body") -> dict[str, Any]:
@@ -110,9 +122,13 @@ def health(body: Any) -> dict[str, Any]:
     return doc
 
 
-def cmd_result(cmd_id: str, body: Any) -> dict[str, Any]:
+def check_cmd_id(cmd_id: str) -> None:
     if not CMD_ID.match(cmd_id):
         raise BadBody("cmd_id", "must be 1-128 characters of letters, digits, '.', '_', ':' or '-'")
+
+
+def cmd_result(cmd_id: str, body: Any) -> dict[str, Any]:
+    check_cmd_id(cmd_id)
     doc = _object(body)
     if doc.get("status") not in CMD_STATUSES:
         raise BadBody("status", f"must be one of {', '.join(CMD_STATUSES)}")

@@ -164,7 +164,11 @@ def metad_userdata(
     """
     flags = f"--instance-port {instance_port} --manage-port {manage_port}"
     files = ""
-    if issuer is not None:
+    if issuer is None:
+        # settings.metadata_tls = false: pitrixd reaches the management API at the VM's address
+        # without a certificate, so it must stay open there (and instances can use it too).
+        flags += " --legacy-source-ip --insecure-open-management-api"
+    else:
         files = _write_files({METAD_ISSUER_CERT: issuer.cert_pem, METAD_ISSUER_KEY: key_to_pem(issuer.key)})
         flags += (
             f' --client-ca "$ROOT"{METAD_ISSUER_CERT}'

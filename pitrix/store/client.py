@@ -13,6 +13,9 @@ reopens the channel (rotating to the next endpoint when several are configured) 
 within the store's timeout. Writes are retried only when the failure proves the request never
 left this process; otherwise the caller gets :class:`StoreUnavailable` and decides, because a
 blind retry of ``create`` or a CAS could report failure for a write that in fact succeeded.
+
+Given :class:`~pitrix.store.tls.EtcdTLS`, the store speaks TLS and presents a client certificate
+(``https://`` endpoints): the etcds pitrix runs itself answer nobody else.
 """
 
 from __future__ import annotations
@@ -24,12 +27,14 @@ from typing import TYPE_CHECKING, Any, TypeVar
 from urllib.parse import urlsplit
 
 import aetcd
-from aetcd import rpc
+import grpc
+from aetcd import rpc, watcher
 from grpc import StatusCode
 from grpc.aio import AioRpcError
 
 from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
+from pitrix.store.tls import EtcdTLS, EtcdTLSError
 from pitrix.store.types import KV, Compare, Op, TxnResult, WatchBatch
 
 if TYPE_CHECKING:
@@ -101,19 +106,61 @@ class RevisionCompacted(StoreError):
         self.compact_revision = compact_revision
 
 
-def _endpoint(url: str) -> tuple[str, int]:
+def _endpoint(url: str, tls: EtcdTLS | None = None) -> tuple[str, int]:
+    """``(host, port)`` of an endpoint; its scheme must agree with whether TLS material is given."""
     if not isinstance(url, str) or not url:
         raise StoreError(f"endpoints: {url!r} is not an etcd URL")
     try:
-        parts = urlsplit(url if "//" in url else f"http://{url}")
+        parts = urlsplit(url if "//" in url else f"//{url}")
         port = parts.port
     except ValueError as exc:
         raise StoreError(f"endpoints: {url!r} is not an etcd URL ({exc})") from exc
-    if parts.scheme not in ("http", ""):
-        raise StoreError(f"endpoints: {url!r}: only plain http:// etcd endpoints are supported")
+    if parts.scheme not in ("http", "https", ""):
+        raise StoreError(f"endpoints: {url!r}: an etcd endpoint is http:// or https://")
+    if parts.scheme == "https" and tls is None:
+        raise StoreError(
+            f"endpoints: {url!r} is https:// but no TLS material (CA, client certificate) is given"
+        )
+    if parts.scheme == "http" and tls is not None:
+        raise StoreError(f"endpoints: {url!r} is plain http:// but TLS material is given; use https://")
     if not parts.hostname or not port:
-        raise StoreError(f"endpoints: {url!r} must look like http://host:port")
+        raise StoreError(f"endpoints: {url!r} must look like https://host:port")
     return parts.hostname, port
+
+
+class _TLSClient(aetcd.Client):
+    """An aetcd client whose channel is TLS with our client certificate.
+
+    aetcd 1.0.0's ``Client.connect`` only ever opens ``grpc.aio.insecure_channel`` and takes no
+    credentials, so an etcd with ``--client-cert-auth`` cannot be reached through it. This opens
+    ``grpc.aio.secure_channel`` instead and wires the same stubs the store uses; nothing else of
+    aetcd's connect applies (its user/password authentication is not used here).
+    """
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        credentials: grpc.ChannelCredentials,
+        timeout: float,
+        options: dict[str, Any],
+    ) -> None:
+        super().__init__(host=host, port=port, timeout=timeout, options=options)
+        self._credentials = credentials
+
+    async def connect(self) -> None:
+        if self._connected.is_set():
+            return
+        channel = grpc.aio.secure_channel(
+            f"{self._host}:{self._port}", self._credentials, self._options.items()
+        )
+        self.channel = channel
+        self.kvstub = rpc.KVStub(channel)
+        self.clusterstub = rpc.ClusterStub(channel)
+        self.leasestub = rpc.LeaseStub(channel)
+        self.maintenancestub = rpc.MaintenanceStub(channel)
+        self._watcher = watcher.Watcher(rpc.WatchStub(channel), timeout=self._timeout, metadata=None)
+        self._connected.set()
 
 
 def _as_bytes(value: bytes | str, field: str = "value") -> bytes:
@@ -175,13 +222,17 @@ def cancelled_by_caller() -> bool:
 class Store:
     """One connection to one etcd cluster, scoped to a key prefix."""
 
-    def __init__(self, endpoints: list[str], prefix: str = "", timeout: float = 5.0) -> None:
+    def __init__(
+        self, endpoints: list[str], prefix: str = "", timeout: float = 5.0, tls: EtcdTLS | None = None
+    ) -> None:
         if isinstance(endpoints, str):
             endpoints = [endpoints]
         if not endpoints:
             raise StoreError("endpoints: no etcd endpoints given")
+        if tls is not None and not isinstance(tls, EtcdTLS):
+            raise StoreError(f"tls: expected EtcdTLS, got {type(tls).__name__}")
         for url in endpoints:
-            _endpoint(url)
+            _endpoint(url, tls)
         if not isinstance(prefix, str):
             raise StoreError(f"prefix: expected str, got {type(prefix).__name__}")
         if not isinstance(timeout, int | float) or timeout <= 0:
@@ -189,6 +240,7 @@ class Store:
         self.endpoints = list(endpoints)
         self.prefix = prefix.rstrip("/")
         self.timeout = float(timeout)
+        self.tls = tls
         self._client: aetcd.Client | None = None
         self._endpoint_index = 0
         self._generation = 0
@@ -201,9 +253,11 @@ class Store:
     # -- connection -------------------------------------------------------------------------------
 
     @classmethod
-    async def connect(cls, endpoints: list[str], prefix: str = "", timeout: float = 5.0) -> Store:
+    async def connect(
+        cls, endpoints: list[str], prefix: str = "", timeout: float = 5.0, tls: EtcdTLS | None = None
+    ) -> Store:
         """A store whose channel is open; etcd itself is contacted by the first request."""
-        store = cls(endpoints, prefix, timeout)
+        store = cls(endpoints, prefix, timeout, tls)
         await store._open()
         return store
 
@@ -213,8 +267,20 @@ class Store:
         return self.endpoints[self._endpoint_index % len(self.endpoints)]
 
     async def _open(self) -> None:
-        host, port = _endpoint(self.endpoint)
-        client = aetcd.Client(host=host, port=port, timeout=self.timeout, options=_CHANNEL_OPTIONS)
+        host, port = _endpoint(self.endpoint, self.tls)
+        client: aetcd.Client
+        if self.tls is None:
+            client = aetcd.Client(host=host, port=port, timeout=self.timeout, options=_CHANNEL_OPTIONS)
+        else:
+            # Read at every (re)connect: renewed certificate files are taken up by the next channel.
+            try:
+                ca, key, chain = await asyncio.to_thread(self.tls.read)
+            except EtcdTLSError as exc:
+                raise StoreError(f"etcd TLS: {exc}") from exc
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=ca, private_key=key, certificate_chain=chain
+            )
+            client = _TLSClient(host, port, credentials, self.timeout, _CHANNEL_OPTIONS)
         await client.connect()
         self._client = client
         self._closed = False

@@ -4,6 +4,11 @@ The child runs in its own session so it outlives the process that started it: a 
 SIGKILLed pitrixd must come back to the same store, not to an empty one. A pid record lets the
 next start find that child again; the record carries enough (data dir in the command line) to
 prove a pid still belongs to this etcd before anything signals it, because pids are reused.
+
+By default the etcd speaks mutual TLS only, to clients and peers alike, with a CA of its own born
+in its state directory (see :mod:`pitrix.store.etcd_pki`): any local user (or, on a metadata VM,
+any instance) that can reach its port gets nothing without the client key, which only the owner
+of the 0700 state directory can read. ``tls=False`` keeps plain HTTP for measurements and tests.
 """
 
 from __future__ import annotations
@@ -27,6 +32,8 @@ import aiohttp
 from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 from pitrix.paths import ensure_dir
+from pitrix.store import etcd_pki
+from pitrix.store.tls import EtcdTLS, EtcdTLSError
 
 STARTUP_TIMEOUT = 30.0
 REUSE_HEALTH_TIMEOUT = 3.0
@@ -96,8 +103,17 @@ class PidRecord:
 
 def _write_atomic(path: Path, text: str) -> None:
     tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
     os.replace(tmp, path)
+
+
+def _private_dir(path: Path) -> None:
+    """Create ``path`` 0700, and make it 0700 if it existed with a looser mode."""
+    ensure_dir(path)
+    if path.stat().st_mode & 0o077:
+        os.chmod(path, 0o700)
 
 
 def _free_port(host: str) -> int:
@@ -149,9 +165,10 @@ def _tail(path: Path, lines: int = LOG_TAIL_LINES) -> str:
 class EmbeddedEtcd:
     """One single-member etcd cluster owned by a state directory.
 
-    Layout: ``<state_dir>/etcd/`` (data), ``etcd.log`` (the child's output), ``etcd.pid.json``
-    (the live child), ``etcd.ports.json`` (ports picked at first start, kept across stops so the
-    client URL stays stable), ``etcd.lock`` (serialises start/stop between processes).
+    Layout: ``<state_dir>/etcd/`` (data), ``etcd-pki/`` (its CA, member and client certificates),
+    ``etcd.log`` (the child's output), ``etcd.pid.json`` (the live child), ``etcd.ports.json``
+    (ports picked at first start, kept across stops so the client URL stays stable), ``etcd.lock``
+    (serialises start/stop between processes). The state directory is kept 0700.
     """
 
     def __init__(
@@ -162,6 +179,7 @@ class EmbeddedEtcd:
         peer_port: int = 0,
         unsafe_no_fsync: bool = False,
         name: str = "pitrix",
+        tls: bool = True,
     ) -> None:
         if not host:
             raise EmbeddedEtcdError("host: must be an IP address or host name")
@@ -176,11 +194,14 @@ class EmbeddedEtcd:
         self.peer_port = peer_port
         self.unsafe_no_fsync = unsafe_no_fsync
         self.name = name
+        self.tls = tls
         self.data_dir = self.state_dir / "etcd"
+        self.pki_dir = self.state_dir / "etcd-pki"
         self.log_path = self.state_dir / "etcd.log"
         self.record_path = self.state_dir / "etcd.pid.json"
         self.ports_path = self.state_dir / "etcd.ports.json"
         self.lock_path = self.state_dir / "etcd.lock"
+        self._pki: etcd_pki.EtcdPKI | None = None
         self._client_url: str | None = None
         self._pid: int | None = None
         # subprocess, not asyncio's: an asyncio transport kills its child when closed or collected,
@@ -201,6 +222,11 @@ class EmbeddedEtcd:
         return self._client_url
 
     @property
+    def client_tls(self) -> EtcdTLS | None:
+        """The CA and client certificate to connect with (``None`` for a plain etcd)."""
+        return etcd_pki.EtcdPKI(self.pki_dir).client if self.tls else None
+
+    @property
     def pid(self) -> int | None:
         return self._pid
 
@@ -216,8 +242,10 @@ class EmbeddedEtcd:
 
     async def start(self) -> str:
         """Start etcd (or adopt the recorded live, healthy child) and return its client URL."""
-        ensure_dir(self.state_dir)
+        _private_dir(self.state_dir)
         async with self._file_lock():
+            if self.tls:
+                self._pki = await asyncio.to_thread(self._ensure_pki)
             if self._pid is not None and self._client_url and await self._healthy(self._client_url, 1.0):
                 return self._client_url
             record = PidRecord.load(self.record_path)
@@ -226,6 +254,12 @@ class EmbeddedEtcd:
                 if adopted:
                     return adopted
             return await self._spawn()
+
+    def _ensure_pki(self) -> etcd_pki.EtcdPKI:
+        try:
+            return etcd_pki.ensure(self.pki_dir, self.host)
+        except (OSError, ValueError) as exc:
+            raise EmbeddedEtcdError(f"etcd TLS material in {self.pki_dir}: {exc}") from exc
 
     def supervise(self) -> None:
         """From now until ``stop()``, start etcd again whenever it exits behind our back.
@@ -311,6 +345,18 @@ class EmbeddedEtcd:
             log.info("etcd.record_stale", reason="pid is not this etcd")
             self.record_path.unlink(missing_ok=True)
             return None
+        if self._pki is not None and self._pki.renewed:
+            # The child read the old CA at its start; only a restart makes it trust the new one.
+            log.info("etcd.restart_for_certificates")
+            await self._terminate(record.pid)
+            self.record_path.unlink(missing_ok=True)
+            return None
+        if not record.client_url.startswith(self._scheme + "://"):
+            # Left by a start with TLS on (off): restart it with what is asked for now.
+            log.info("etcd.restart_for_scheme", recorded=record.client_url, tls=self.tls)
+            await self._terminate(record.pid)
+            self.record_path.unlink(missing_ok=True)
+            return None
         wanted = self._wanted_urls()
         if wanted is not None and (record.client_url, record.peer_url) != wanted:
             log.info("etcd.restart_for_ports", recorded=record.client_url, wanted=wanted[0])
@@ -337,9 +383,13 @@ class EmbeddedEtcd:
             return self._url(self.client_port), self._url(self.peer_port)
         return None
 
+    @property
+    def _scheme(self) -> str:
+        return "https" if self.tls else "http"
+
     def _url(self, port: int) -> str:
         host = f"[{self.host}]" if ":" in self.host else self.host
-        return f"http://{host}:{port}"
+        return f"{self._scheme}://{host}:{port}"
 
     def _choose_ports(self) -> tuple[int, int]:
         try:
@@ -386,6 +436,18 @@ class EmbeddedEtcd:
             "--heartbeat-interval=50",
             "--election-timeout=500",
         ]
+        if self._pki is not None:
+            member_cert, member_key, ca = self._pki.member_cert, self._pki.member_key, self._pki.ca_cert
+            argv += [
+                "--client-cert-auth",
+                f"--trusted-ca-file={ca}",
+                f"--cert-file={member_cert}",
+                f"--key-file={member_key}",
+                "--peer-client-cert-auth",
+                f"--peer-trusted-ca-file={ca}",
+                f"--peer-cert-file={member_cert}",
+                f"--peer-key-file={member_key}",
+            ]
         if self.unsafe_no_fsync:
             argv.append("--unsafe-no-fsync")
         return argv
@@ -399,7 +461,8 @@ class EmbeddedEtcd:
         ensure_dir(self.data_dir)
         argv = self._argv(client_url, peer_url)
         started = time.monotonic()
-        with self.log_path.open("ab") as log_file:
+        fd = os.open(self.log_path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC, 0o600)
+        with os.fdopen(fd, "ab") as log_file:
             log_file.write(f"--- pitrix starting etcd at {time.strftime('%Y-%m-%dT%H:%M:%S')}\n".encode())
             log_file.flush()
             try:
@@ -441,7 +504,7 @@ class EmbeddedEtcd:
         deadline = time.monotonic() + STARTUP_TIMEOUT
         exited = asyncio.ensure_future(self._wait_exit(process.pid, STARTUP_TIMEOUT + STOP_GRACE))
         try:
-            async with aiohttp.ClientSession() as session:
+            async with await self._session() as session:
                 while True:
                     if await self._probe(session, client_url):
                         return
@@ -466,7 +529,7 @@ class EmbeddedEtcd:
 
     async def _healthy(self, client_url: str, within: float) -> bool:
         deadline = time.monotonic() + within
-        async with aiohttp.ClientSession() as session:
+        async with await self._session() as session:
             while True:
                 if await self._probe(session, client_url):
                     return True
@@ -474,6 +537,17 @@ class EmbeddedEtcd:
                 if remaining <= 0:
                     return False
                 await asyncio.sleep(min(0.1, remaining))
+
+    async def _session(self) -> aiohttp.ClientSession:
+        """An HTTP session for health probes, presenting our client certificate to a TLS etcd."""
+        tls = self.client_tls
+        if tls is None:
+            return aiohttp.ClientSession()
+        try:
+            context = await asyncio.to_thread(tls.ssl_context)
+        except EtcdTLSError as exc:
+            raise EmbeddedEtcdError(str(exc)) from exc
+        return aiohttp.ClientSession(connector=aiohttp.TCPConnector(ssl=context))
 
     @staticmethod
     async def _probe(session: aiohttp.ClientSession, client_url: str) -> bool:

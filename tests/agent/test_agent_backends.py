@@ -89,12 +89,12 @@ async def test_file_backend_watch_sees_a_write_after_the_read(tmp_path: Path) ->
     assert await asyncio.wait_for(watcher, 5) == 6
 
 
-async def test_etcdv3_backend_get_and_watch(etcd_url: str) -> None:
+async def test_etcdv3_backend_get_and_watch(plain_etcd_url: str) -> None:
     base = f"/agent-test-{uuid.uuid4().hex}"
-    host, port = etcd_url.removeprefix("http://").split(":")
+    host, port = plain_etcd_url.removeprefix("http://").split(":")
     writer = aetcd.Client(host=host, port=int(port))
     await writer.connect()
-    backend = EtcdBackend(["http://127.0.0.1:1", etcd_url])  # the first node is down: fails over
+    backend = EtcdBackend(["http://127.0.0.1:1", plain_etcd_url])  # the first node is down: fails over
     try:
         await writer.put(f"{base}/hosts/a/ip".encode(), b"10.0.0.1")
         await writer.put(f"{base}/other".encode(), b"x")
@@ -139,12 +139,12 @@ def test_agent_imports_stay_small(tmp_path: Path) -> None:
     assert out.stdout.strip() == "0 []", out.stderr
 
 
-async def test_etcdv3_watch_from_a_compacted_revision_reports_a_change(etcd_url: str) -> None:
+async def test_etcdv3_watch_from_a_compacted_revision_reports_a_change(plain_etcd_url: str) -> None:
     base = f"/agent-compact-{uuid.uuid4().hex}"
-    host, port = etcd_url.removeprefix("http://").split(":")
+    host, port = plain_etcd_url.removeprefix("http://").split(":")
     writer = aetcd.Client(host=host, port=int(port))
     await writer.connect()
-    backend = EtcdBackend([etcd_url])
+    backend = EtcdBackend([plain_etcd_url])
     try:
         await writer.put(f"{base}/a".encode(), b"1")
         await backend.get_values([base])

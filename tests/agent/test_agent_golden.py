@@ -94,7 +94,7 @@ def test_usage_and_config_errors_are_one_line(golden_dir: Path) -> None:
     assert version.returncode == 0 and version.stdout.startswith("pitrix-agent ")
 
 
-async def test_golden_cases_through_etcdv3(golden_dir: Path, etcd_url: str) -> None:
+async def test_golden_cases_through_etcdv3(golden_dir: Path, plain_etcd_url: str) -> None:
     """The same data written to a real etcd under a prefix renders the same bytes."""
     import uuid
 
@@ -105,7 +105,7 @@ async def test_golden_cases_through_etcdv3(golden_dir: Path, etcd_url: str) -> N
 
     prefix = f"/golden-{uuid.uuid4().hex}"
     flat = MemKV.from_tree(yaml.safe_load((GOLDEN / "data.yaml").read_text())).as_dict()
-    host, port = etcd_url.removeprefix("http://").split(":")
+    host, port = plain_etcd_url.removeprefix("http://").split(":")
     client = aetcd.Client(host=host, port=int(port))
     await client.connect()
     try:
@@ -118,7 +118,7 @@ async def test_golden_cases_through_etcdv3(golden_dir: Path, etcd_url: str) -> N
             "-backend",
             "etcdv3",
             "-node",
-            etcd_url,
+            plain_etcd_url,
             "-prefix",
             prefix,
             "-confdir",

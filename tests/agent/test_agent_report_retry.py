@@ -25,7 +25,7 @@ _blocks = itertools.count(random.Random(os.getpid() * 11).randrange(0, 200))
 async def test_applied_report_is_sent_again_after_a_store_outage(tmp_path: Path) -> None:
     etcd = EmbeddedEtcd(tmp_path / "etcd", unsafe_no_fsync=True)
     url = await etcd.start()
-    store = await Store.connect([url], prefix="/retry", timeout=1.0)
+    store = await Store.connect([url], prefix="/retry", timeout=1.0, tls=etcd.client_tls)
     block = next(_blocks) % 250 + 1
     metad = Metad(store, f"127.103.{block}.1", 0, 0, wait_timeout=20.0)
     await metad.start()

@@ -12,6 +12,7 @@ from pitrix.api.events import EventHub, Subscription
 from pitrix.runtime.records import Cluster
 from pitrix.runtime.spec import parse_spec
 from pitrix.store import Store
+from pitrix.store.tls import EtcdTLS
 from pitrix.store.types import Op, WatchBatch
 
 APP = {"name": "a", "version": "1.0.0", "roles": [{"name": "r", "count": 1, "image": "demo", "services": {}}]}
@@ -122,8 +123,8 @@ async def test_a_revision_that_cannot_be_dispatched_ends_the_streams_instead_of_
         await hub.close()
 
 
-async def test_streams_end_when_the_store_closes_under_the_hub(etcd_url: str) -> None:
-    store = await Store.connect([etcd_url], prefix=f"/test-{uuid.uuid4().hex}")
+async def test_streams_end_when_the_store_closes_under_the_hub(etcd_url: str, etcd_tls: EtcdTLS) -> None:
+    store = await Store.connect([etcd_url], prefix=f"/test-{uuid.uuid4().hex}", tls=etcd_tls)
     hub = EventHub(store)
     await hub.start()
     try:

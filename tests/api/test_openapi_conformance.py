@@ -29,9 +29,10 @@ BIN = Path(sys.executable).parent
 
 
 @pytest.fixture
-async def pitrixd(etcd_url: str, tmp_path: Path) -> AsyncIterator[str]:
+async def pitrixd(etcd_url: str, etcd_env: dict[str, str], tmp_path: Path) -> AsyncIterator[str]:
     env = dict(
         os.environ,
+        **etcd_env,
         PITRIX_ETCD__PREFIX=f"/conformance-{secrets.token_hex(4)}",
         PITRIX_API__TOKENS=json.dumps([{"token": ADMIN, "owner": "ops", "admin": True}]),
     )

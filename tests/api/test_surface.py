@@ -67,12 +67,12 @@ async def test_apps_register_list_show_and_create_from_the_catalog(api: Client) 
     assert response.status == 201
     assert (await response.json())["owner"] == "alice"
     # The same spec again is fine (scripts re-run); another spec under the same version is not.
-    assert (await api.post("/v1/apps", json=APP, headers=bearer(BOB))).status == 200
+    assert (await api.post("/v1/apps", json=APP, headers=bearer(ALICE))).status == 200
     changed = {**APP, "roles": [{"name": "web", "count": 2, "image": "demo"}]}
-    error = await error_of(await api.post("/v1/apps", json=changed, headers=bearer(BOB)), 409)
+    error = await error_of(await api.post("/v1/apps", json=changed, headers=bearer(ALICE)), 409)
     assert "another spec" in error["message"]
     newer = {**changed, "version": "1.1"}
-    assert (await api.post("/v1/apps", json=newer, headers=bearer(BOB))).status == 201
+    assert (await api.post("/v1/apps", json=newer, headers=bearer(ALICE))).status == 201
 
     listing = await (await api.get("/v1/apps", headers=bearer(ALICE))).json()
     assert [(a["name"], a["version"]) for a in listing["apps"]] == [("demo", "1.1")]

@@ -56,7 +56,9 @@ def test_pitrixd_unit_is_hardened(tmp_path: Path) -> None:
     assert float(found[1]) < 3.0, result.stdout  # "OK" is below 4.0 in systemd's scale
 
 
-async def test_pitrixd_sends_ready_watchdog_and_stopping(etcd_url: str, tmp_path: Path) -> None:
+async def test_pitrixd_sends_ready_watchdog_and_stopping(
+    etcd_url: str, etcd_env: dict[str, str], tmp_path: Path
+) -> None:
     address = str(tmp_path / "notify.sock")
     listener = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     listener.bind(address)
@@ -64,6 +66,7 @@ async def test_pitrixd_sends_ready_watchdog_and_stopping(etcd_url: str, tmp_path
     loop = asyncio.get_running_loop()
     env = dict(
         os.environ,
+        **etcd_env,
         NOTIFY_SOCKET=address,
         WATCHDOG_USEC="200000",  # 0.2 s: pings every 0.1 s
         PITRIX_ETCD__PREFIX=f"/sdnotify-{secrets.token_hex(4)}",

@@ -24,9 +24,19 @@ async def metad_on_private_etcd(tmp: Path, ip: str) -> AsyncIterator[tuple[Store
     store: Store | None = None
     try:
         url = await etcd.start()
-        store = await Store.connect([url], prefix="/chaos")
+        store = await Store.connect([url], prefix="/chaos", tls=etcd.client_tls)
         argv = [procs.bin_path("pitrix-metad"), "--listen-ip", ip, "--instance-port", "0"]
         argv += ["--manage-port", "0", "--etcd", url, "--prefix", "/chaos", "--log-level", "warning"]
+        tls = etcd.client_tls
+        assert tls is not None
+        argv += [
+            "--etcd-cacert",
+            str(tls.ca_file),
+            "--etcd-cert",
+            str(tls.cert_file),
+            "--etcd-key",
+            str(tls.key_file),
+        ]
         metad = await procs.start("pitrix-metad", argv, tmp / "metad.log")
         yield store, metad
     finally:

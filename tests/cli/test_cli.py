@@ -144,3 +144,16 @@ async def _until_failed(server: str, cid: str) -> None:
     ):
         assert response.status == 200
         assert (await response.json())["state"] == "failed"
+
+
+async def test_apps_publish_is_for_admins_and_reaches_every_owner(cli: Run, tmp_path: Path) -> None:
+    spec = tmp_path / "shared.yaml"
+    spec.write_text(yaml.safe_dump({**APP, "name": "shared"}))
+    code, _, err = await cli("apps", "register", "--publish", "-f", str(spec))
+    assert code == 6, err  # alice is no admin
+    code, out, err = await cli("apps", "register", "--publish", "-f", str(spec), env={"PITRIX_TOKEN": ADMIN})
+    assert code == 0 and "published" in out, err
+    code, out, _ = await cli("apps", "list")
+    assert code == 0 and out.splitlines()[1].split()[:4] == ["shared", "1.0", "ops", "published"]
+    code, out, _ = await cli("apps", "show", "shared")
+    assert code == 0 and "published by ops" in out

@@ -22,6 +22,8 @@ import aiohttp
 from pitrix.cli.client import ApiClient
 from pitrix.cli.demo import Child, _bin, sim_runtime, start_child, stop_child
 from pitrix.store import Store
+from pitrix.store.etcd_pki import EtcdPKI
+from pitrix.store.tls import EtcdTLS
 
 APP = Path(__file__).resolve().parents[2] / "examples" / "demo" / "app.yaml"
 STATE_TIMEOUT = 90.0
@@ -43,11 +45,17 @@ class Pitrixd:
     """One pitrixd process that can be SIGKILLed and started again on the same state dir."""
 
     def __init__(
-        self, workdir: Path, name: str = "pitrixd", etcd: list[str] | None = None, prefix: str | None = None
+        self,
+        workdir: Path,
+        name: str = "pitrixd",
+        etcd: list[str] | None = None,
+        prefix: str | None = None,
+        etcd_tls: EtcdTLS | None = None,
     ) -> None:
         self.workdir = workdir
         self.name = name
         self.etcd = etcd or []
+        self.given_tls = etcd_tls
         self.prefix = prefix
         self.child: Child | None = None
         self.starts = 0
@@ -62,6 +70,13 @@ class Pitrixd:
         assert self.child is not None
         return list(self.child.ready["etcd"])
 
+    @property
+    def etcd_tls(self) -> EtcdTLS | None:
+        """What a Store needs to reach this daemon's etcd: the given TLS, or its embedded etcd's."""
+        if self.etcd:
+            return self.given_tls
+        return EtcdPKI(self.workdir / self.name / "etcd-pki").client
+
     async def start(self, *extra: str) -> Pitrixd:
         argv = [_bin("pitrixd"), "--state-dir", str(self.workdir / self.name), "--api-listen", "127.0.0.1:0"]
         for endpoint in self.etcd:
@@ -71,6 +86,8 @@ class Pitrixd:
         env["PITRIX_SECRETS__KEY_FILE"] = str(self.workdir / "secret.key")
         if self.prefix:
             env["PITRIX_ETCD__PREFIX"] = self.prefix
+        if self.etcd and self.given_tls is not None:
+            env.update(etcd_tls_env(self.given_tls))
         self.child = await start_child(self.name, [*argv, *extra], self.workdir / f"{self.name}.log", env)
         self.starts += 1
         return self
@@ -93,6 +110,15 @@ class Pitrixd:
         except OSError:
             return "(no log)"
         return "\n".join(text.splitlines()[-lines:])
+
+
+def etcd_tls_env(tls: EtcdTLS) -> dict[str, str]:
+    """pitrixd's settings for an external etcd with TLS, as its environment."""
+    env = {}
+    for name, path in (("CA_FILE", tls.ca_file), ("CERT_FILE", tls.cert_file), ("KEY_FILE", tls.key_file)):
+        if path is not None:
+            env[f"PITRIX_ETCD__{name}"] = str(path)
+    return env
 
 
 async def current_revision(store: Store) -> int:

@@ -78,7 +78,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
     store: Store | None = None
     try:
         await daemon.start()
-        store = await Store.connect(daemon.etcd_endpoints, prefix="/pitrix")
+        store = await Store.connect(daemon.etcd_endpoints, prefix="/pitrix", tls=daemon.etcd_tls)
         async with ApiClient(daemon.url) as api:
             await add_runtime(api, sim)
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:

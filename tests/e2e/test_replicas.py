@@ -30,6 +30,7 @@ from test_crash import step_started
 from pitrix.cli.client import ApiClient
 from pitrix.cli.demo import stop_child
 from pitrix.store import Store
+from pitrix.store.tls import EtcdTLS
 from simulator.testing import random_network
 
 pytestmark = pytest.mark.e2e
@@ -38,15 +39,15 @@ OWNER_TTL = "2"
 
 @pytest.mark.parametrize("kill_at", ["wait-agents"])
 async def test_a_killed_replicas_cluster_is_finished_by_the_other(
-    etcd_url: str, tmp_path: Path, kill_at: str
+    etcd_url: str, etcd_tls: EtcdTLS, tmp_path: Path, kill_at: str
 ) -> None:
     import yaml
 
     prefix = f"/replicas-{uuid.uuid4().hex[:8]}"
     sim = await start_simulator(tmp_path, random_network())
-    first = Pitrixd(tmp_path, "pitrixd-a", etcd=[etcd_url], prefix=prefix)
-    second = Pitrixd(tmp_path, "pitrixd-b", etcd=[etcd_url], prefix=prefix)
-    store = await Store.connect([etcd_url], prefix=prefix)
+    first = Pitrixd(tmp_path, "pitrixd-a", etcd=[etcd_url], prefix=prefix, etcd_tls=etcd_tls)
+    second = Pitrixd(tmp_path, "pitrixd-b", etcd=[etcd_url], prefix=prefix, etcd_tls=etcd_tls)
+    store = await Store.connect([etcd_url], prefix=prefix, tls=etcd_tls)
     try:
         await first.start("--owner-ttl", OWNER_TTL, "--replica-id", "a")
         await second.start("--owner-ttl", OWNER_TTL, "--replica-id", "b")

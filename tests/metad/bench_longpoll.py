@@ -76,7 +76,7 @@ async def bench(counts: list[int], rounds: int, path: str) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         etcd = EmbeddedEtcd(Path(tmp), unsafe_no_fsync=True)
         url = await etcd.start()
-        store = await Store.connect([url], prefix="/bench")
+        store = await Store.connect([url], prefix="/bench", tls=etcd.client_tls)
         metad = Metad(store, "127.109.0.1", 0, 0)
         await metad.start()
         manage = MetadManagementClient(metad.manage_url)

@@ -51,7 +51,7 @@ async def private_store(tmp_path: Path) -> AsyncIterator[Store]:
     """A store on an etcd of this test's own, for what would disturb the shared one (compaction)."""
     etcd = EmbeddedEtcd(tmp_path / "private-etcd", unsafe_no_fsync=True)
     url = await etcd.start()
-    store = await Store.connect([url])
+    store = await Store.connect([url], tls=etcd.client_tls)
     try:
         yield store
     finally:

@@ -5,6 +5,10 @@ Debian's etcd 3.4 (/usr/bin/etcd), not the wheel's 3.5.1: etcd 3.5.0-3.5.2 can l
 writes when a member of a multi-member cluster is killed (etcd issue 13766). Members are killed
 with SIGKILL and brought back on the same data directory and the same addresses, so agents and the
 writer that listed them find them again.
+
+The members speak mutual TLS to clients and to each other, as a metadata cluster's do: a CA of
+the cluster's own signs each member's certificate (its IP, server and client use, for its peers
+and its own gateway) and one client certificate, which only the metads hold.
 """
 
 from __future__ import annotations
@@ -28,6 +32,7 @@ from pitrix.agent.backends.metad import MetadBackend
 from pitrix.agent.errors import BackendError
 from pitrix.agent.metad_client import MetadClient
 from pitrix.metad.client import MetadManagementClient
+from pitrix.store.tls import EtcdTLS
 
 ETCD = Path("/usr/bin/etcd")
 DEADLINE = 60.0
@@ -85,6 +90,12 @@ class EtcdCluster:
             "--listen-peer-urls", member.peer_url, "--initial-advertise-peer-urls", member.peer_url,
             "--initial-cluster", cluster, "--initial-cluster-state", state,
             "--initial-cluster-token", self.token,
+            "--client-cert-auth", "--trusted-ca-file", str(self.pki_dir / "etcd-ca.pem"),
+            "--cert-file", str(self.pki_dir / f"etcd-{member.name}.crt"),
+            "--key-file", str(self.pki_dir / f"etcd-{member.name}.key"),
+            "--peer-client-cert-auth", "--peer-trusted-ca-file", str(self.pki_dir / "etcd-ca.pem"),
+            "--peer-cert-file", str(self.pki_dir / f"etcd-{member.name}.crt"),
+            "--peer-key-file", str(self.pki_dir / f"etcd-{member.name}.key"),
             "--heartbeat-interval", "50", "--election-timeout", "500",
             "--logger", "zap", "--log-outputs", "stderr",
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
@@ -112,6 +123,8 @@ class EtcdCluster:
                 sys.executable, "-m", "pitrix.metad.main",
                 "--listen-ip", member.ip, "--instance-port", ports[0], "--manage-port", ports[1],
                 "--etcd", member.client_url, "--wait-timeout", "120", "--log-level", "info",
+                "--etcd-cacert", str(self.etcd_tls.ca_file), "--etcd-cert", str(self.etcd_tls.cert_file),
+                "--etcd-key", str(self.etcd_tls.key_file),
                 "--tls-cert", str(self.pki_dir / f"{member.name}.crt"),
                 "--tls-key", str(self.pki_dir / f"{member.name}.key"),
                 "--client-ca", str(self.pki_dir / "ca.pem"),
@@ -135,6 +148,13 @@ class EtcdCluster:
             ) from None
         await self.start_metad(member, log)
 
+    @property
+    def etcd_tls(self) -> EtcdTLS:
+        """The CA and client certificate the members answer (what each metad holds)."""
+        return EtcdTLS(
+            self.pki_dir / "etcd-ca.pem", self.pki_dir / "etcd-client.crt", self.pki_dir / "etcd-client.key"
+        )
+
     def manage(self, member: Member) -> MetadManagementClient:
         return MetadManagementClient(
             member.manage_url,
@@ -145,7 +165,8 @@ class EtcdCluster:
 
     async def leader(self) -> Member:
         """The member etcd says leads, from its gRPC gateway's status call (live members only)."""
-        async with aiohttp.ClientSession() as session:
+        connector = aiohttp.TCPConnector(ssl=self.etcd_tls.ssl_context())
+        async with aiohttp.ClientSession(connector=connector) as session:
             ids = {}
             leader = None
             for m in self.members:
@@ -189,7 +210,7 @@ async def three_members(ips: list[str], tmp: Path, instances: list[str]) -> Asyn
     """Three etcd members with a metad beside each, and instance certificates (owner usr-a,
     cluster c1) for ``instances``; everything is SIGKILLed and reaped on the way out."""
     members = [
-        Member(f"m{k}", ip, f"http://{ip}:{free_port(ip)}", f"http://{ip}:{free_port(ip)}")
+        Member(f"m{k}", ip, f"https://{ip}:{free_port(ip)}", f"https://{ip}:{free_port(ip)}")
         for k, ip in enumerate(ips)
     ]
     pki_dir = tmp / "pki"
@@ -199,6 +220,15 @@ async def three_members(ips: list[str], tmp: Path, instances: list[str]) -> Asyn
     for m in members:
         ca.issue_server([m.ip]).write(pki_dir / f"{m.name}.crt", pki_dir / f"{m.name}.key")
     ca.issue_management().write(pki_dir / "runtime.crt", pki_dir / "runtime.key")
+    etcd_ca = pki.CertificateAuthority.create("ha etcd CA")
+    (pki_dir / "etcd-ca.pem").write_bytes(etcd_ca.cert_pem)
+    for m in members:
+        # etcd checks a peer's client certificate against the address the connection came from,
+        # and a member dialling 127.101.x.y on loopback connects from 127.0.0.1.
+        member_cert = etcd_ca.issue_server([m.ip, "127.0.0.1"], "etcd-" + m.name, client_auth=True)
+        member_cert.write(pki_dir / f"etcd-{m.name}.crt", pki_dir / f"etcd-{m.name}.key")
+    etcd_client = etcd_ca.issue_client(pki.Subject("metad", "pitrix", "etcd"))
+    etcd_client.write(pki_dir / "etcd-client.crt", pki_dir / "etcd-client.key")
     for iid in instances:
         ca.issue_instance(iid, "usr-a", "c1").write(pki_dir / f"{iid}.crt", pki_dir / f"{iid}.key")
     cluster = EtcdCluster(members, tmp / "etcd", pki_dir, f"pitrix-ha-{os.getpid()}-{ips[0]}")

@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from pitrix.metad.client import MetadManagementClient
+from tests.etcd_probes import certless, plain, request, with_cert
 
 from .conftest import Net
 from .etcd_cluster import Agent, EtcdCluster, require_etcd, three_members, watching
@@ -82,3 +83,19 @@ async def _write_with_retry(manage: MetadManagementClient, version: str) -> int:
             last = exc
             await asyncio.sleep(0.2)
     raise AssertionError(f"no write accepted after the kill: {last}")
+
+
+async def test_every_member_refuses_callers_without_a_certificate(cluster: EtcdCluster) -> None:
+    """Each member's client and peer ports answer only certificates of the cluster's own CA."""
+    tls = cluster.etcd_tls
+    assert tls.ca_file and tls.cert_file and tls.key_file
+    metad_cert = with_cert(tls.ca_file, tls.cert_file, tls.key_file)
+    for member in cluster.members:
+        assert (outcome := request(member.client_url, context=metad_cert)).answered, outcome.detail
+        assert not (outcome := request(plain(member.client_url))).answered, outcome.detail
+        outcome = request(member.client_url, context=certless(tls.ca_file))
+        assert not outcome.answered, outcome.detail
+        outcome = request(plain(member.peer_url), "/members", method="GET")
+        assert not outcome.answered, outcome.detail
+        outcome = request(member.peer_url, "/members", context=certless(tls.ca_file), method="GET")
+        assert not outcome.answered, outcome.detail

@@ -18,7 +18,7 @@ from pitrix.store.embedded import EmbeddedEtcd
 async def test_a_beat_on_a_frozen_etcd_gives_up_within_the_store_timeout(tmp_path: Path) -> None:
     etcd = EmbeddedEtcd(tmp_path / "etcd", unsafe_no_fsync=True)
     url = await etcd.start()
-    store = await Store.connect([url], prefix="/beats", timeout=1.0)
+    store = await Store.connect([url], prefix="/beats", timeout=1.0, tls=etcd.client_tls)
     leases = HeartbeatLeases(store)
     try:
         assert await leases.beat("i-1", "/hb/i-1", "one", 1.0) is not None

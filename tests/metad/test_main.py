@@ -42,7 +42,7 @@ async def test_cli_embedded_etcd_serves_and_stops_on_signal(tmp_path: Path, net,
         ready = json.loads(line)
         assert ready["ready"] is True and ready["pid"] == process.pid
         assert ready["instance_url"].startswith(f"http://{net.metad_ip}:")
-        assert ready["etcd"][0].startswith(f"http://{net.metad_ip}:")
+        assert ready["etcd"][0].startswith(f"https://{net.metad_ip}:")
         etcd_pid = json.loads((state / "etcd.pid.json").read_text())["pid"]
         assert _alive(etcd_pid)
 
@@ -120,6 +120,16 @@ async def test_cli_refuses_bad_arguments(tmp_path: Path) -> None:
             "only to",
         ),
         (["--legacy-source-ip", "--trusted-proxy", "proxy.local"], "is not an IP address"),
+        # Issue 23, finding 8: the legacy model never serves the management API where instances
+        # reach it unless told so in as many words.
+        (["--legacy-source-ip", "--manage-listen-ip", "127.0.0.1"], "answer every instance"),
+        (["--legacy-source-ip", "--manage-listen-ip", "0.0.0.0"], "--insecure-open-management-api"),
+        (
+            ["--tls-cert", "a", "--tls-key", "b", "--client-ca", "c", "--insecure-open-management-api"],
+            "only to the legacy model",
+        ),
+        (["--header-timeout", "0"], "--header-timeout"),
+        (["--max-connections", "100", "--max-unidentified", "200"], "--max-unidentified"),
     ],
 )
 def test_identity_flags_are_checked(
@@ -141,6 +151,42 @@ def test_identity_modes_parse() -> None:
     legacy = parse_args([*base, "--legacy-source-ip", "--trusted-proxy", "127.0.0.9"])
     assert legacy.legacy_source_ip and legacy.trusted_proxy == ["127.0.0.9"] and not legacy.implicit_legacy
     assert parse_args(base).implicit_legacy
+    # Legacy: the management API on loopback unless another address (not the instances') is given.
+    assert legacy.manage_listen_ip == "127.0.0.1" and parse_args(base).manage_listen_ip == "127.0.0.1"
+    apart = parse_args([*base, "--legacy-source-ip", "--manage-listen-ip", "10.9.9.9"])
+    assert apart.manage_listen_ip == "10.9.9.9"
+    open_ = parse_args([*base, "--legacy-source-ip", "--insecure-open-management-api"])
+    assert open_.manage_listen_ip == "127.0.0.1" == open_.listen_ip
+    assert tls.manage_listen_ip is None  # mutual TLS: beside the instance API
+    assert tls.limits.max_connections == 24576
+
+
+async def test_legacy_management_api_is_not_on_the_instances_address(net, etcd_url: str) -> None:
+    """Issue 23, finding 8: with --legacy-source-ip --trusted-proxy an instance reached the
+    management API (any cluster's data, any mapping). Now it listens on loopback only."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "pitrix.metad.main",
+        "--listen-ip", net.metad_ip, "--instance-port", "0", "--manage-port", "0",
+        "--etcd", etcd_url, "--prefix", f"/legacy-{os.getpid()}-{net.block}",
+        "--legacy-source-ip", "--trusted-proxy", net.ip(99),
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None
+        ready = json.loads(await asyncio.wait_for(process.stdout.readline(), DEADLINE))
+        assert ready["manage_url"].startswith("http://127.0.0.1:")
+        manage_port = int(ready["manage_url"].rsplit(":", 1)[1])
+        # From an instance's address, at metad's own address: nobody listens there.
+        with pytest.raises(ConnectionRefusedError):
+            await asyncio.open_connection(net.metad_ip, manage_port, local_addr=(net.ip(1), 0))
+        async with MetadManagementClient(ready["manage_url"]) as manage:
+            assert (await manage.healthz())["ok"] is True
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), DEADLINE) == 0
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
 
 
 async def test_cli_refuses_unreadable_tls_files_with_a_clear_error(tmp_path: Path, net) -> None:

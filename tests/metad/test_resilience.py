@@ -18,7 +18,7 @@ DEADLINE = 30.0
 async def test_mirror_catches_up_after_an_etcd_restart(tmp_path: Path, net) -> None:
     etcd = EmbeddedEtcd(tmp_path / "etcd", unsafe_no_fsync=True)
     url = await etcd.start()
-    store = await Store.connect([url])
+    store = await Store.connect([url], tls=etcd.client_tls)
     metad = Metad(store, net.metad_ip, 0, 0)
     await metad.start()
     manage = MetadManagementClient(metad.manage_url)

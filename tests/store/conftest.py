@@ -29,7 +29,7 @@ async def private_etcd(tmp_path: Path) -> AsyncIterator[EmbeddedEtcd]:
 @pytest.fixture
 async def private_store(private_etcd: EmbeddedEtcd) -> AsyncIterator[Store]:
     """A Store on ``private_etcd``."""
-    s = await Store.connect([private_etcd.client_url], prefix="/private")
+    s = await Store.connect([private_etcd.client_url], prefix="/private", tls=private_etcd.client_tls)
     try:
         yield s
     finally:

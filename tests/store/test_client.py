@@ -8,6 +8,7 @@ import pytest
 
 from pitrix.store import KV, Compare, Op, Store, StoreError
 from pitrix.store.client import RevisionCompacted
+from pitrix.store.tls import EtcdTLS
 
 
 async def test_put_get_round_trip_reports_the_write_revision(store: Store) -> None:
@@ -51,9 +52,12 @@ async def test_revision_is_current_and_reads_nothing(store: Store) -> None:
     assert await store.revision() == written
 
 
-async def test_store_prefixes_do_not_leak_into_each_other(etcd_url: str) -> None:
+async def test_store_prefixes_do_not_leak_into_each_other(etcd_url: str, etcd_tls: EtcdTLS) -> None:
     base = f"/iso-{uuid.uuid4().hex}"
-    async with Store([etcd_url], prefix=base) as short, Store([etcd_url], prefix=base + "x") as longer:
+    async with (
+        Store([etcd_url], prefix=base, tls=etcd_tls) as short,
+        Store([etcd_url], prefix=base + "x", tls=etcd_tls) as longer,
+    ):
         await short.put("/k", b"short")
         await longer.put("/k", b"longer")
         kvs, _ = await short.get_prefix("")
@@ -200,8 +204,8 @@ def test_bad_endpoints_are_refused(endpoints: list[str], message: str) -> None:
         Store(endpoints)
 
 
-async def test_closed_store_refuses_requests(etcd_url: str) -> None:
-    s = await Store.connect([etcd_url], prefix="/closed")
+async def test_closed_store_refuses_requests(etcd_url: str, etcd_tls: EtcdTLS) -> None:
+    s = await Store.connect([etcd_url], prefix="/closed", tls=etcd_tls)
     await s.close()
     with pytest.raises(StoreError, match="not connected"):
         await s.get("/x")

@@ -27,7 +27,7 @@ PARENT = textwrap.dedent(
     async def main() -> None:
         etcd = EmbeddedEtcd(Path(sys.argv[1]), unsafe_no_fsync=True)
         url = await etcd.start()
-        async with Store([url]) as store:
+        async with Store([url], tls=etcd.client_tls) as store:
             await store.put("/written-by-parent", b"still here")
         print("READY " + json.dumps({"url": url, "pid": etcd.pid}), flush=True)
 
@@ -74,7 +74,7 @@ async def wait_gone(pid: int, within: float = 10.0) -> None:
 async def test_start_stop_records_and_cleans_up(tmp_path: Path) -> None:
     etcd = EmbeddedEtcd(tmp_path, unsafe_no_fsync=True)
     url = await etcd.start()
-    assert url == etcd.client_url and url.startswith("http://127.0.0.1:")
+    assert url == etcd.client_url and url.startswith("https://127.0.0.1:")
     record = PidRecord.load(tmp_path / "etcd.pid.json")
     assert record is not None
     assert record.pid == etcd.pid and record.client_url == url
@@ -83,7 +83,7 @@ async def test_start_stop_records_and_cleans_up(tmp_path: Path) -> None:
     assert os.getsid(record.pid) == record.pid  # its own session: a kill of our group does not reach it
     assert (tmp_path / "etcd" / "member").is_dir()
     assert (tmp_path / "etcd.log").exists()
-    async with Store([url]) as store:
+    async with Store([url], tls=etcd.client_tls) as store:
         assert await store.put("/k", b"v") > 0
     pid = etcd.pid
     assert pid is not None
@@ -97,13 +97,13 @@ async def test_start_stop_records_and_cleans_up(tmp_path: Path) -> None:
 async def test_restart_keeps_ports_and_data(tmp_path: Path) -> None:
     etcd = EmbeddedEtcd(tmp_path, unsafe_no_fsync=True)
     url = await etcd.start()
-    async with Store([url]) as store:
+    async with Store([url], tls=etcd.client_tls) as store:
         await store.put("/persist", b"yes")
     await etcd.stop()
     again = EmbeddedEtcd(tmp_path, unsafe_no_fsync=True)
     assert await again.start() == url
     assert not again.reused
-    async with Store([url]) as store:
+    async with Store([url], tls=again.client_tls) as store:
         kv = await store.get("/persist")
         assert kv is not None and kv.value == b"yes"
     await again.stop()
@@ -116,7 +116,7 @@ async def test_a_supervised_etcd_that_dies_is_started_again_with_its_data(tmp_pa
     url = await etcd.start()
     etcd.supervise()
     try:
-        async with Store([url]) as store:
+        async with Store([url], tls=etcd.client_tls) as store:
             await store.put("/before", b"kept")
             for round_ in (1, 2):
                 dead = etcd.pid
@@ -166,7 +166,7 @@ async def test_child_survives_parent_sigkill_and_is_reused(tmp_path: Path) -> No
         assert await etcd.start() == started["url"]
         assert etcd.reused
         assert etcd.pid == started["pid"]
-        async with Store([started["url"]]) as store:
+        async with Store([str(started["url"])], tls=etcd.client_tls) as store:
             kv = await store.get("/written-by-parent")
             assert kv is not None and kv.value == b"still here"
     finally:
@@ -237,7 +237,7 @@ async def test_live_but_unhealthy_child_is_replaced(tmp_path: Path) -> None:
         assert await successor.start() == url
         assert not successor.reused and successor.pid != frozen
         assert not alive(frozen)
-        async with Store([url]) as store:
+        async with Store([url], tls=successor.client_tls) as store:
             assert await store.revision() > 0
     finally:
         await successor.stop()
@@ -256,8 +256,8 @@ async def test_fixed_ports(tmp_path: Path) -> None:
     client, peer = free_port(), free_port()
     etcd = EmbeddedEtcd(tmp_path, host="127.0.0.1", client_port=client, peer_port=peer, unsafe_no_fsync=True)
     try:
-        assert await etcd.start() == f"http://127.0.0.1:{client}"
-        assert f"--listen-peer-urls=http://127.0.0.1:{peer}" in cmdline(etcd.pid)
+        assert await etcd.start() == f"https://127.0.0.1:{client}"
+        assert f"--listen-peer-urls=https://127.0.0.1:{peer}" in cmdline(etcd.pid)
     finally:
         await etcd.stop()
 
@@ -286,9 +286,14 @@ async def test_a_system_etcd_binary_can_stand_in_for_the_wheel_s(
     url = await etcd.start()
     try:
         assert cmdline(etcd.pid)[0] == str(SYSTEM_ETCD)
-        async with aiohttp.ClientSession() as session, session.get(f"{url}/version") as response:
+        assert etcd.client_tls is not None
+        connector = aiohttp.TCPConnector(ssl=etcd.client_tls.ssl_context())
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get(f"{url}/version") as response,
+        ):
             assert (await response.json())["etcdserver"].startswith("3.4.")
-        async with Store([url]) as store:
+        async with Store([url], tls=etcd.client_tls) as store:
             await store.put("/on-3.4", b"yes")
             kv = await store.get("/on-3.4")
             assert kv is not None and kv.value == b"yes"

@@ -46,7 +46,7 @@ async def test_unkept_lease_expires_and_takes_its_keys(store: Store) -> None:
 
 
 async def test_lease_revoked_elsewhere_is_reported_lost(store: Store, etcd_url: str) -> None:
-    async with store.lease(3) as lease, Store([etcd_url]) as other:
+    async with store.lease(3) as lease, Store([etcd_url], tls=store.tls) as other:
         assert await other.revoke_lease(lease.id)
         await asyncio.wait_for(lease.lost.wait(), 5)
         assert not lease.active

@@ -15,7 +15,7 @@ from pitrix.store.lock import Election, Lock
 @pytest.fixture
 async def other(store: Store, etcd_url: str) -> AsyncIterator[Store]:
     """A second, independent connection on the same namespace as ``store``."""
-    async with Store([etcd_url], prefix=store.prefix) as s:
+    async with Store([etcd_url], prefix=store.prefix, tls=store.tls) as s:
         yield s
 
 
@@ -122,7 +122,7 @@ async def test_election_failover_when_leader_lease_is_revoked(store: Store, othe
 async def test_election_resign_hands_over_in_campaign_order(
     store: Store, other: Store, etcd_url: str
 ) -> None:
-    async with Store([etcd_url], prefix=store.prefix) as third:
+    async with Store([etcd_url], prefix=store.prefix, tls=store.tls) as third:
         a = Election(store, "e", "a", ttl=5)
         b = Election(other, "e", "b", ttl=5)
         c = Election(third, "e", "c", ttl=5)
@@ -161,7 +161,8 @@ async def _until_queued(store: Store, name: str, count: int, root: str = "/_lock
 
 async def test_lock_and_its_queue_survive_an_etcd_restart(private_etcd: EmbeddedEtcd) -> None:
     url = private_etcd.client_url
-    async with Store([url], prefix="/lr") as a, Store([url], prefix="/lr") as b:
+    tls = private_etcd.client_tls
+    async with Store([url], prefix="/lr", tls=tls) as a, Store([url], prefix="/lr", tls=tls) as b:
         holder = Lock(a, "r", ttl=10)
         await holder.acquire()
         waiter = Lock(b, "r", ttl=10)

@@ -9,17 +9,18 @@ import pytest
 
 from pitrix.store import Store, StoreUnavailable
 from pitrix.store.embedded import EmbeddedEtcd
+from pitrix.store.tls import EtcdTLS
 
 
 def dead_endpoint() -> str:
     """A loopback port nobody listens on (bound then released)."""
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
-        return f"http://127.0.0.1:{sock.getsockname()[1]}"
+        return f"https://127.0.0.1:{sock.getsockname()[1]}"
 
 
 async def test_next_call_after_etcd_restart_just_works(private_etcd: EmbeddedEtcd) -> None:
-    async with Store([private_etcd.client_url], prefix="/re") as store:
+    async with Store([private_etcd.client_url], prefix="/re", tls=private_etcd.client_tls) as store:
         await store.put("/a", b"1")
         generation = store.generation
         await private_etcd.stop()
@@ -34,7 +35,7 @@ async def test_next_call_after_etcd_restart_just_works(private_etcd: EmbeddedEtc
 
 async def test_calls_while_etcd_is_down_fail_clearly_within_the_timeout(private_etcd: EmbeddedEtcd) -> None:
     loop = asyncio.get_running_loop()
-    async with Store([private_etcd.client_url], timeout=1.0) as store:
+    async with Store([private_etcd.client_url], timeout=1.0, tls=private_etcd.client_tls) as store:
         await store.put("/x", b"1")
         await private_etcd.stop()
         for call in (store.get("/x"), store.put("/x", b"2"), store.txn([], [])):
@@ -46,8 +47,8 @@ async def test_calls_while_etcd_is_down_fail_clearly_within_the_timeout(private_
         assert (await store.get("/x")) is not None
 
 
-async def test_a_dead_first_endpoint_fails_over_to_the_next(etcd_url: str) -> None:
-    async with Store([dead_endpoint(), etcd_url], prefix="/failover") as store:
+async def test_a_dead_first_endpoint_fails_over_to_the_next(etcd_url: str, etcd_tls: EtcdTLS) -> None:
+    async with Store([dead_endpoint(), etcd_url], prefix="/failover", tls=etcd_tls) as store:
         assert store.endpoint != etcd_url
         revision = await store.put("/k", b"v")  # never reached the dead one: safe to retry elsewhere
         assert store.endpoint == etcd_url
@@ -58,7 +59,9 @@ async def test_a_dead_first_endpoint_fails_over_to_the_next(etcd_url: str) -> No
 
 async def test_watch_rotates_back_to_the_endpoint_that_returns(private_etcd: EmbeddedEtcd) -> None:
     """Rotation wraps around: with the live endpoint gone, the watch tries the next, then comes back."""
-    async with Store([private_etcd.client_url, dead_endpoint()], prefix="/wf") as store:
+    async with Store(
+        [private_etcd.client_url, dead_endpoint()], prefix="/wf", tls=private_etcd.client_tls
+    ) as store:
         start = await store.put("/k", b"0")
         watch = store.watch_prefix("/", start)
         first = await asyncio.wait_for(anext(watch), 5)
@@ -72,9 +75,11 @@ async def test_watch_rotates_back_to_the_endpoint_that_returns(private_etcd: Emb
         await watch.aclose()  # type: ignore[attr-defined]
 
 
-async def test_channel_swap_under_a_live_watch_and_reads_is_invisible(etcd_url: str) -> None:
+async def test_channel_swap_under_a_live_watch_and_reads_is_invisible(
+    etcd_url: str, etcd_tls: EtcdTLS
+) -> None:
     """gRPC reports a closed channel as CancelledError; no watch or read may take it for its own."""
-    async with Store([etcd_url], prefix="/swap") as store:
+    async with Store([etcd_url], prefix="/swap", tls=etcd_tls) as store:
         start = await store.put("/a", b"1")
         watch = store.watch_prefix("/", start)
         assert (await asyncio.wait_for(anext(watch), 5)).revision == start
@@ -91,10 +96,10 @@ async def test_channel_swap_under_a_live_watch_and_reads_is_invisible(etcd_url: 
         await watch.aclose()  # type: ignore[attr-defined]
 
 
-async def test_one_endpoint_is_not_reconnected_again_and_again(etcd_url: str) -> None:
+async def test_one_endpoint_is_not_reconnected_again_and_again(etcd_url: str, etcd_tls: EtcdTLS) -> None:
     """While etcd is down every failing call asks for a new channel; with one endpoint a new one
     only repeats the same connection attempt, so swaps come at most every half second."""
-    async with Store([etcd_url], prefix="/cooldown") as store:
+    async with Store([etcd_url], prefix="/cooldown", tls=etcd_tls) as store:
         first = store.generation
         await store.reconnect(first)
         assert store.generation == first + 1

@@ -13,6 +13,7 @@ from store_helpers import Collector, eventually
 
 from pitrix.store import Store, StoreError, WatchBatch
 from pitrix.store.embedded import EmbeddedEtcd
+from pitrix.store.tls import EtcdTLS
 from pitrix.store.watch import follow, watch_key
 
 
@@ -118,7 +119,7 @@ async def test_watch_resumes_when_etcd_is_down_longer(
         await collector.wait_for(1)
         await private_etcd.stop()
         await private_etcd.start()
-        async with Store([private_etcd.client_url], prefix="/private") as other:
+        async with Store([private_etcd.client_url], prefix="/private", tls=private_etcd.client_tls) as other:
             for i in range(20):
                 await other.put(f"/down/{i}", str(i))
         batches = await collector.wait_for(21)
@@ -150,7 +151,12 @@ async def test_compacted_start_revision_resyncs_then_continues(private_store: St
 
 
 async def watchers(etcd: EmbeddedEtcd) -> int:
-    async with aiohttp.ClientSession() as session, session.get(f"{etcd.client_url}/metrics") as resp:
+    assert etcd.client_tls is not None
+    connector = aiohttp.TCPConnector(ssl=etcd.client_tls.ssl_context())
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get(f"{etcd.client_url}/metrics") as resp,
+    ):
         text = await resp.text()
     for line in text.splitlines():
         if line.startswith("etcd_debugging_mvcc_watcher_total "):
@@ -199,7 +205,7 @@ async def test_exactly_once_under_load_across_an_etcd_crash(
     crash_at = 150
 
     async def writer() -> None:
-        async with Store([private_etcd.client_url], prefix="/private") as w:
+        async with Store([private_etcd.client_url], prefix="/private", tls=private_etcd.client_tls) as w:
             i = 0
             while len(written) < 300:
                 try:
@@ -232,8 +238,8 @@ async def test_exactly_once_under_load_across_an_etcd_crash(
         assert kv is not None and kv.mod_revision >= batch.revision
 
 
-async def test_closing_the_store_ends_its_watches_with_an_error(etcd_url: str) -> None:
-    s = await Store.connect([etcd_url], prefix="/closing")
+async def test_closing_the_store_ends_its_watches_with_an_error(etcd_url: str, etcd_tls: EtcdTLS) -> None:
+    s = await Store.connect([etcd_url], prefix="/closing", tls=etcd_tls)
     watch = s.watch_prefix("/", await s.revision() + 1)
     pending = asyncio.ensure_future(anext(watch))
     await s.put("/x", b"1")
@@ -247,10 +253,12 @@ async def test_closing_the_store_ends_its_watches_with_an_error(etcd_url: str) -
         await asyncio.wait_for(pending, 5)
 
 
-async def test_follow_hands_a_failed_batch_again_and_ends_with_the_store(etcd_url: str) -> None:
+async def test_follow_hands_a_failed_batch_again_and_ends_with_the_store(
+    etcd_url: str, etcd_tls: EtcdTLS
+) -> None:
     """follow(): a batch its handler failed on comes again (nothing skipped), the failure is told
     with the pause before the next try, and closing the store ends it."""
-    s = await Store.connect([etcd_url], prefix="/follow")
+    s = await Store.connect([etcd_url], prefix="/follow", tls=etcd_tls)
     first = await s.put("/a", b"1")
     await s.put("/b", b"2")
     seen: list[int] = []
