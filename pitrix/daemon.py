@@ -25,7 +25,9 @@ from pitrix.api.auth import Tokens
 from pitrix.logs import get_logger
 from pitrix.paths import ensure_dir
 from pitrix.runtime.recovery import RecoveryPolicy
+from pitrix.runtime.reseal import seal_legacy
 from pitrix.runtime.service import DEFAULT_MAX_JOBS, RuntimeService
+from pitrix.sealing import SealingError, check_canary, load_sealer
 from pitrix.settings import ConfigError, EtcdSettings, Settings, load
 from pitrix.store import Store
 from pitrix.store.embedded import EmbeddedEtcd
@@ -170,10 +172,18 @@ async def serve(
         store = await Store.connect(
             endpoints, prefix=settings.etcd.prefix, timeout=settings.etcd.dial_timeout, tls=etcd_tls
         )
+        # The key that seals secrets lives in a file, never in etcd; a replica holding another
+        # key than the one this etcd's secrets are sealed with stops here, saying so.
+        key_file = settings.secrets.key_path(settings.state_dir)
+        sealer, created = await asyncio.to_thread(load_sealer, key_file, settings.secrets.previous_key_files)
+        await check_canary(store, sealer, key_file, created)
+        await seal_legacy(store, sealer)  # once per etcd: what an older pitrixd stored in clear
+        log.info("secrets key", key_file=str(key_file), key_id=sealer.key_id, created=created)
         options = options or RuntimeOptions()
         service = RuntimeService(
             store,
             options.recovery,
+            sealer=sealer,
             replica=await asyncio.to_thread(replica_id, settings.state_dir, options.replica_id),
             owner_ttl=options.owner_ttl,
             max_jobs=options.max_jobs,
@@ -227,7 +237,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pitrixd: {exc}", file=sys.stderr)
         return 2
-    aio.run(serve(settings, tokens, options))
+    try:
+        aio.run(serve(settings, tokens, options))
+    except SealingError as exc:
+        print(f"pitrixd: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 

@@ -174,6 +174,24 @@ class ApiSettings(_Section):
         return int(self.listen.rpartition(":")[2])
 
 
+class SecretsSettings(_Section):
+    """Where the key that seals secrets in etcd lives: never in etcd itself."""
+
+    key_file: Path | None = Field(
+        None,
+        description="file holding the key that seals secrets in etcd (base64 of 32 bytes, mode 0600); "
+        "default <state_dir>/secret.key, made on first start. Every pitrixd on one etcd needs the "
+        "same file: copy it to each replica",
+    )
+    previous_key_files: list[Path] = Field(
+        default_factory=list,
+        description="keys replaced by key_file, still used to open what they sealed (key rotation)",
+    )
+
+    def key_path(self, state_dir: Path) -> Path:
+        return self.key_file if self.key_file is not None else state_dir / "secret.key"
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PITRIX_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -186,6 +204,7 @@ class Settings(BaseSettings):
     metadata_tls: bool = True
     etcd: EtcdSettings = Field(default_factory=lambda: EtcdSettings())
     api: ApiSettings = Field(default_factory=lambda: ApiSettings())
+    secrets: SecretsSettings = Field(default_factory=lambda: SecretsSettings())
 
     @field_validator("log_level")
     @classmethod

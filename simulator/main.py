@@ -1,6 +1,10 @@
 """``pitrix-sim``: the simulator as a standalone process.
 
-It prints one JSON ready line on stdout (the endpoint and the access key pair) and logs to stderr.
+It prints one JSON ready line on stdout (the endpoint and the access key pair) and logs to stderr;
+``--credentials-file`` also writes the runtime's settings and key pair to a 0600 file that
+``pitrix runtimes add --credentials-file`` reads, so the secret never passes through a command line.
+A given key pair comes from the environment (``PITRIX_SIM_ACCESS_KEY_ID``,
+``PITRIX_SIM_SECRET_ACCESS_KEY``); the flags still work but warn.
 SIGTERM or SIGINT terminates every VM before exiting 0, so a parent that stops it finds no process
 and no VM directory left behind.
 """
@@ -10,6 +14,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import signal
 import sys
 from pathlib import Path
@@ -32,8 +37,20 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--images-dir", type=Path, action="append", default=[], help="extra image directory (repeatable)"
     )
     parser.add_argument("--zone", default="sim1")
-    parser.add_argument("--access-key-id", default=None)
-    parser.add_argument("--secret-access-key", default=None)
+    parser.add_argument(
+        "--access-key-id", default=os.environ.get("PITRIX_SIM_ACCESS_KEY_ID"), help=argparse.SUPPRESS
+    )
+    parser.add_argument(
+        "--secret-access-key",
+        default=os.environ.get("PITRIX_SIM_SECRET_ACCESS_KEY"),
+        help=argparse.SUPPRESS,  # visible in ps: PITRIX_SIM_SECRET_ACCESS_KEY instead
+    )
+    parser.add_argument(
+        "--credentials-file",
+        type=Path,
+        help="also write endpoint, zone and the key pair here (TOML, mode 0600), "
+        "for pitrix runtimes add --credentials-file",
+    )
     parser.add_argument(
         "--light",
         action="store_true",
@@ -44,7 +61,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
     if (args.access_key_id is None) != (args.secret_access_key is None):
-        parser.error("--access-key-id and --secret-access-key go together")
+        parser.error(
+            "--access-key-id and --secret-access-key (PITRIX_SIM_ACCESS_KEY_ID and "
+            "PITRIX_SIM_SECRET_ACCESS_KEY) go together"
+        )
+    if any(
+        a == "--secret-access-key" or a.startswith("--secret-access-key=")
+        for a in (sys.argv[1:] if argv is None else argv)
+    ):
+        print(
+            "pitrix-sim: warning: --secret-access-key is visible to every user of this host (ps); "
+            "use PITRIX_SIM_SECRET_ACCESS_KEY instead",
+            file=sys.stderr,
+        )
     for directory in args.images_dir:
         if not directory.is_dir():
             parser.error(f"--images-dir: {directory} is not a directory")
@@ -82,12 +111,23 @@ async def serve(args: argparse.Namespace) -> int:
             **sim.credentials,
             "light": sim.light,
         }
+        if args.credentials_file is not None:
+            write_credentials(args.credentials_file, sim.runtime())
         sys.stdout.write(json.dumps(ready) + "\n")
         sys.stdout.flush()
         await stopping.wait()
     finally:
         await sim.stop()
     return 0
+
+
+def write_credentials(path: Path, runtime: dict[str, object]) -> None:
+    """The runtime's settings as a flat TOML table, readable by its owner only."""
+    lines = [f"{key} = {json.dumps(value)}\n" for key, value in runtime.items() if key != "provider"]
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    os.fchmod(fd, 0o600)  # an existing file keeps its mode otherwise
+    with os.fdopen(fd, "w") as out:
+        out.writelines(lines)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -17,6 +17,7 @@ from pathlib import Path
 import pytest
 
 from pitrix.providers.qingcloud import QingCloudProvider
+from pitrix.sealing import Sealer
 from pitrix.store import Store, StoreError
 from pitrix.store.embedded import EmbeddedEtcd
 from pitrix.store.tls import EtcdTLS
@@ -93,6 +94,12 @@ async def store(etcd_url: str, etcd_tls: EtcdTLS) -> AsyncIterator[Store]:
         with contextlib.suppress(StoreError):
             await s.delete_prefix("")
         await s.close()
+
+
+@pytest.fixture
+def sealer() -> Sealer:
+    """The key a test's pitrixd seals its secrets with (a fresh one per test, held in memory)."""
+    return Sealer.generate()
 
 
 @pytest.fixture

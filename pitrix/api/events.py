@@ -2,7 +2,8 @@
 
 Watching the records rather than hooking the runtime means every change is seen exactly as it was
 stored, in revision order, whichever process made it; one watch serves every subscriber. Each
-event carries the owner of its cluster so a stream shows an owner only its own clusters.
+event carries the owner of its cluster so a stream shows an owner only its own clusters. Records
+are shown as views: password parameters and other sealed values never reach a stream.
 """
 
 from __future__ import annotations
@@ -17,6 +18,8 @@ from typing import Any
 
 from pitrix.logs import get_logger
 from pitrix.runtime.records import Cluster
+from pitrix.runtime.secret_env import cluster_view_data
+from pitrix.sealing import redact
 from pitrix.store import Store
 from pitrix.store.types import WatchBatch, WatchEvent
 from pitrix.store.watch import follow
@@ -187,14 +190,13 @@ class EventHub:
         if kind == "nodes":
             return Event("node", cid, owner, raw.revision, {"node": record})
         if kind == "jobs":
-            return Event("job", cid, owner, raw.revision, {"job": record})
+            return Event("job", cid, owner, raw.revision, {"job": redact(record)})
         if kind == "steps" and len(parts) == 5:
             return Event("step", cid, owner, raw.revision, {"job_id": parts[3], "step": record})
         return None
 
 
 def cluster_view(cluster: Cluster) -> dict[str, Any]:
-    """A cluster as the API shows it: the app by name and version, not its whole spec."""
-    data = cluster.model_dump(mode="json")
-    data["app"] = {"name": cluster.app.name, "version": cluster.app.version}
-    return data
+    """A cluster as the API shows it: the app by name and version, not its whole spec; passwords
+    as ``******``."""
+    return cluster_view_data(cluster)

@@ -21,6 +21,13 @@ import yaml
 from pitrix import __version__
 from pitrix.cli.client import ApiClient, ApiError
 from pitrix.cli.config import CliConfigError, load_config
+from pitrix.cli.credentials import (
+    RUNTIME_ENV_PREFIX,
+    CredentialsError,
+    from_environment,
+    read_credentials_file,
+    warn_secret_arguments,
+)
 from pitrix.cli.progress import follow, step_line
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_AUTH = 1, 2, 3, 4, 5, 6
@@ -98,17 +105,28 @@ async def cmd_runtimes(client: ApiClient, args: argparse.Namespace) -> int:
             ),
         )
         return 0
-    body: dict[str, Any] = {
-        "name": args.name,
-        "provider": args.provider,
-        "zone": args.zone,
-        "endpoint": args.endpoint,
-        "placement": args.placement,
-        "metadata_retention": args.metadata_retention,
-    }
+    # Lowest first: the credentials file, the environment, then the command line (flags given,
+    # and --set, which warns for secrets: others can read a command line in ps).
+    body: dict[str, Any] = {}
+    if args.credentials_file:
+        body.update(read_credentials_file(args.credentials_file))
+    body.update(from_environment())
+    body.update(name=args.name, provider=args.provider)
+    body.update({k: v for k, v in (("zone", args.zone), ("endpoint", args.endpoint)) if v})
+    body.setdefault("zone", "")
+    body.setdefault("endpoint", "")
+    for field in ("placement", "metadata_retention"):
+        if getattr(args, field) is not None:
+            body[field] = getattr(args, field)
     if args.heartbeat_interval is not None:
         body["heartbeat_interval"] = args.heartbeat_interval
-    body.update(_pairs(args.set, "--set", "KEY=VALUE"))
+    given = _pairs(args.set, "--set", "KEY=VALUE")
+    warn_secret_arguments(
+        "--set",
+        list(given),
+        f"use --credentials-file or {RUNTIME_ENV_PREFIX}<KEY> in the environment instead",
+    )
+    body.update(given)
     data = await client.post("/v1/runtimes", body)
     _print(data, args.output, lambda d: f"runtime {d['name']} saved")
     return 0
@@ -171,6 +189,18 @@ def _pairs(
     return pairs
 
 
+def _file_values(paths: dict[str, str]) -> dict[str, str]:
+    """Each key's value read from its file (one trailing newline dropped): secrets stay off argv."""
+    values = {}
+    for key, path in paths.items():
+        try:
+            text = Path(path).read_text()
+        except OSError as exc:
+            raise SystemExit(f"pitrix: --set-file {key}: cannot read {path}: {exc.strerror}") from None
+        values[key] = text[:-1] if text.endswith("\n") else text
+    return values
+
+
 async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
     if args.action == "list":
         _print(await client.get("/v1/clusters", all="1" if args.all else None), args.output, _clusters_table)
@@ -196,7 +226,12 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
     if args.action == "events":
         return await _events(client, args)
     if args.action == "update-env":
-        env = {args.role: _pairs(args.set, "--set", "KEY=VALUE")}
+        given = _pairs(args.set, "--set", "KEY=VALUE")
+        warn_secret_arguments("--set", list(given), "use --set-file KEY=PATH for a secret value instead")
+        values = {**given, **_file_values(_pairs(args.set_file, "--set-file", "KEY=PATH"))}
+        if not values:
+            raise SystemExit("pitrix: update-env needs --set KEY=VALUE or --set-file KEY=PATH")
+        env = {args.role: values}
         data = await client.post(f"/v1/clusters/{args.cluster}/env", {"env": env})
         return await _wait_job(client, args.cluster, data["job"], args)
     if args.action == "recover":
@@ -247,7 +282,9 @@ async def _events(client: ApiClient, args: argparse.Namespace) -> int:
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pitrix", description="Deploy and run VM application clusters.")
     parser.add_argument("--url", help="admin API, http://host:port or unix:/path (PITRIX_URL, cli.toml url)")
-    parser.add_argument("--token", help="API token (PITRIX_TOKEN, cli.toml token)")
+    parser.add_argument(
+        "--token", help="API token; prefer PITRIX_TOKEN or cli.toml's token (argv is visible in ps)"
+    )
     parser.add_argument("-o", "--output", choices=["table", "json"], help="table (default) or json")
     parser.add_argument("--version", action="version", version=f"pitrix {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -268,13 +305,11 @@ def build_parser() -> argparse.ArgumentParser:
     add.add_argument(
         "--placement",
         choices=["per-owner", "per-runtime"],
-        default="per-owner",
         help="one metadata cluster per owner (default), or one shared by the runtime's owners",
     )
     add.add_argument(
         "--metadata-retention",
         choices=["remove-when-unused", "keep"],
-        default="remove-when-unused",
         help="remove a metadata cluster with its last cluster (default), or keep it",
     )
     add.add_argument(
@@ -285,7 +320,16 @@ def build_parser() -> argparse.ArgumentParser:
         "a dead node is noticed after three)",
     )
     add.add_argument(
-        "--set", action="append", metavar="KEY=VALUE", help="provider setting (credentials, ...)"
+        "--set",
+        action="append",
+        metavar="KEY=VALUE",
+        help="provider setting; not for credentials, which others can read in ps (it warns)",
+    )
+    add.add_argument(
+        "--credentials-file",
+        metavar="PATH",
+        help='provider settings and credentials as a flat TOML table (access_key_id = "..."), '
+        f"- for standard input; also read: {RUNTIME_ENV_PREFIX}<KEY> from the environment",
     )
 
     apps = sub.add_parser("apps", help="registered app packages (yours and published ones)").add_subparsers(
@@ -337,7 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
     env = clusters.add_parser("update-env", help="change parameters of a role's nodes")
     env.add_argument("cluster")
     env.add_argument("--role", required=True)
-    env.add_argument("--set", action="append", required=True, metavar="KEY=VALUE")
+    env.add_argument("--set", action="append", metavar="KEY=VALUE")
+    env.add_argument(
+        "--set-file",
+        action="append",
+        metavar="KEY=PATH",
+        help="the value of KEY is the content of PATH (for passwords: argv is visible to others)",
+    )
     recover = clusters.add_parser("recover", help="replace silent (or the given) nodes")
     recover.add_argument("cluster")
     recover.add_argument("--node", action="append", help="a node id to replace (repeatable)")
@@ -360,6 +410,9 @@ async def run(args: argparse.Namespace) -> int:
     async with ApiClient(args.url, args.token) as client:
         try:
             return await handlers[args.command](client, args)
+        except CredentialsError as exc:
+            print(f"pitrix: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         except ApiError as exc:
             field = f" [{exc.field}]" if exc.field else ""
             print(f"pitrix: {exc}{field}", file=sys.stderr)
@@ -379,6 +432,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"pitrix: {exc}", file=sys.stderr)
         return EXIT_USAGE
     args.url = args.url or config.url
+    if args.token:
+        warn_secret_arguments("--token", ["token"], "use PITRIX_TOKEN or cli.toml's token instead")
     args.token = args.token or config.token
     args.output = args.output or config.output
     if args.command == "demo":

@@ -5,6 +5,9 @@ it, so the root is created once with create-if-absent and read back by whoever l
 Each metadata cluster gets its own subordinate issuer (stored with the metadata cluster's record
 before its VM exists): its metad trusts only that issuer, so a certificate made for another
 owner's metadata cluster is refused at the TLS handshake, before any identity check.
+
+The root's record (certificate and key, PEM) is sealed (pitrix.sealing); one an older pitrixd
+stored in clear is read as it is and sealed in place.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from pitrix import pki
+from pitrix.sealing import Sealer, create_sealed, get_sealed
 from pitrix.store import Store
 
 CA_KEY = "/pitrix/ca"
@@ -25,14 +29,12 @@ class Authority:
         self.root = root
 
     @classmethod
-    async def load(cls, store: Store) -> Authority:
+    async def load(cls, store: Store, sealer: Sealer) -> Authority:
         """The installation's root CA, created on first use."""
-        kv = await store.get(CA_KEY)
-        if kv is None:
-            await store.create(CA_KEY, pki.CertificateAuthority.create().to_pem())
-            kv = await store.get(CA_KEY)
-            assert kv is not None, "the CA record vanished right after it was created"
-        return cls(pki.CertificateAuthority.from_pem(kv.value))
+        pem = await get_sealed(store, CA_KEY, sealer)
+        if pem is None:
+            pem = await create_sealed(store, CA_KEY, pki.CertificateAuthority.create().to_pem(), sealer)
+        return cls(pki.CertificateAuthority.from_pem(pem))
 
     def ca_pem(self) -> bytes:
         return self.root.cert_pem

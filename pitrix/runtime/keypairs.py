@@ -9,7 +9,9 @@ opens the instances, and later look-ups settle on the same one. Within one pitri
 :class:`KeyPairs` (held by the RuntimeService) reads each pair from etcd once and imports it once
 per provider.
 
-    /keypairs/<owner>/<runtime>     the private key, OpenSSH format
+    /keypairs/<owner>/<runtime>     the private key, OpenSSH format, sealed (pitrix.sealing)
+
+A pair stored in clear by an older pitrixd is read as it is and sealed in place.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ from dataclasses import dataclass
 import asyncssh
 
 from pitrix.providers.base import Provider
+from pitrix.sealing import Sealer, create_sealed, get_sealed
 from pitrix.store import Store
 
 
@@ -45,22 +48,22 @@ class RuntimeKeyPair:
         return self.private_key.export_public_key("openssh").decode().strip()
 
 
-async def load_private_key(store: Store, owner: str, runtime: str) -> asyncssh.SSHKey:
-    """The owner's private key on the runtime, generated and stored the first time."""
+async def load_private_key(store: Store, sealer: Sealer, owner: str, runtime: str) -> asyncssh.SSHKey:
+    """The owner's private key on the runtime, generated and stored (sealed) the first time."""
     key = keypair_key(owner, runtime)
-    kv = await store.get(key)
-    if kv is None:
+    pem = await get_sealed(store, key, sealer)
+    if pem is None:
         generated = asyncssh.generate_private_key("ssh-ed25519", comment=f"pitrixd {owner}@{runtime}")
-        await store.create(key, generated.export_private_key("openssh"))  # the loser reads the winner's
-        kv = await store.get(key)
-        if kv is None:
-            raise RuntimeError(f"key pair {key}: vanished right after it was stored")
-    return asyncssh.import_private_key(kv.value)
+        # create-if-absent: the loser reads the winner's
+        pem = await create_sealed(store, key, generated.export_private_key("openssh"), sealer)
+    return asyncssh.import_private_key(pem)
 
 
-async def ensure_key_pair(store: Store, provider: Provider, owner: str, runtime: str) -> RuntimeKeyPair:
+async def ensure_key_pair(
+    store: Store, sealer: Sealer, provider: Provider, owner: str, runtime: str
+) -> RuntimeKeyPair:
     """The key pair, stored in etcd and imported into the cloud (both idempotent)."""
-    private = await load_private_key(store, owner, runtime)
+    private = await load_private_key(store, sealer, owner, runtime)
     name = keypair_name(owner, runtime)
     public = private.export_public_key("openssh").decode().strip()
     cloud_id = await provider.import_key_pair(name, public)
@@ -76,8 +79,9 @@ class KeyPairs:
     again there. A failed import is not remembered; the next use tries again.
     """
 
-    def __init__(self, store: Store) -> None:
+    def __init__(self, store: Store, sealer: Sealer) -> None:
         self.store = store
+        self.sealer = sealer
         self._private: dict[tuple[str, str], asyncssh.SSHKey] = {}
         self._imported: dict[tuple[str, str], tuple[Provider, RuntimeKeyPair]] = {}
         self._locks: dict[tuple[str, str], asyncio.Lock] = {}
@@ -91,7 +95,7 @@ class KeyPairs:
                 return imported[1]
             private = self._private.get(key)
             if private is None:
-                private = self._private[key] = await load_private_key(self.store, owner, runtime)
+                private = self._private[key] = await load_private_key(self.store, self.sealer, owner, runtime)
             name = keypair_name(owner, runtime)
             public = private.export_public_key("openssh").decode().strip()
             cloud_id = await provider.import_key_pair(name, public)

@@ -33,6 +33,7 @@ from pitrix.runtime.keypairs import KeyPairs
 from pitrix.runtime.records import Cluster, MetadataCluster, Runtime, metadata_key, runtime_key
 from pitrix.runtime.tunnel import Tunnel, open_tunnel
 from pitrix.runtime.userdata import metad_userdata
+from pitrix.sealing import Sealer
 from pitrix.ssh import console_keys
 from pitrix.store import Store
 
@@ -71,12 +72,14 @@ class MetadataClusters:
         store: Store,
         provider_for: Callable[[str], Awaitable[Provider]],
         *,
+        sealer: Sealer,
         tls: bool = True,
         keypairs: KeyPairs | None = None,
     ) -> None:
         self.store = store
+        self.sealer = sealer
         self.provider_for = provider_for
-        self.keypairs = keypairs or KeyPairs(store)  # the service's own, shared with its operations
+        self.keypairs = keypairs or KeyPairs(store, sealer)  # the service's own, shared with its operations
         self.tls = tls  # False: new metadata clusters speak plain HTTP with source-IP identity
         self._clients: dict[str, MetadManagementClient] = {}
         self._tunnels: dict[str, Tunnel] = {}  # by metadata VM instance id (runtimes with metad_via_ssh)
@@ -89,7 +92,7 @@ class MetadataClusters:
     async def _read(self, holder: str, runtime: str, definition: Runtime | None) -> MetadataCluster | None:
         """The record of ``holder``'s metadata cluster on ``runtime``; a ready one is made reachable."""
         kv = await self.store.get(metadata_key(holder, runtime))
-        record = MetadataCluster.model_validate_json(kv.value) if kv else None
+        record = MetadataCluster.opened(kv.value, self.sealer) if kv else None
         if record is not None and record.status == "ready":
             await self._reach(record, definition)
         return record
@@ -115,7 +118,7 @@ class MetadataClusters:
 
     async def authority(self) -> Authority:
         if self._authority is None:
-            self._authority = await Authority.load(self.store)
+            self._authority = await Authority.load(self.store, self.sealer)
         return self._authority
 
     async def get(self, owner: str, runtime: str) -> MetadataCluster | None:
@@ -148,12 +151,12 @@ class MetadataClusters:
                 name=metadata_name(owner, runtime),
                 issuer_pem=issuer.to_pem().decode() if issuer else "",
             )
-            await self.store.put(key, record.dump())
+            await self.store.put(key, record.sealed(self.sealer))
         if record.status == "ready" and await self._patient(record, owner, runtime):
             return record
         if record.status != "creating":
             record = record.model_copy(update={"status": "creating"})
-            await self.store.put(key, record.dump())
+            await self.store.put(key, record.sealed(self.sealer))
         provider = await self.provider_for(runtime)
         found = await self._vms(provider, record)
         if found:
@@ -174,11 +177,11 @@ class MetadataClusters:
         started = time.monotonic()
         (instance,) = await wait_booted(provider, [instance.instance_id], timeout)
         record = record.model_copy(update={"instance_id": instance.instance_id, "ip": instance.private_ip})
-        await self.store.put(key, record.dump())
+        await self.store.put(key, record.sealed(self.sealer))
         await self._reach(record, definition)
         await self._wait_healthy(record, timeout - (time.monotonic() - started))
         record = record.model_copy(update={"status": "ready"})
-        await self.store.put(key, record.dump())
+        await self.store.put(key, record.sealed(self.sealer))
         log.info("metadata cluster ready", ip=record.ip, instance_id=record.instance_id)
         return record
 

@@ -41,6 +41,7 @@ from pitrix.runtime.userdata import (
     agent_files,
     agent_userdata,
 )
+from pitrix.sealing import Sealer, create_sealed, get_sealed
 from pitrix.ssh import SshError, SshSessions, console_keys, quote
 from pitrix.store import Store
 
@@ -68,12 +69,15 @@ class ClusterOperations:
         metadata: MetadataCluster,
         metad: MetadManagementClient,
         agents: AgentStatus,
+        *,
+        sealer: Sealer,
         keypairs: KeyPairs | None = None,
         heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL,
     ) -> None:
         self.store = store
+        self.sealer = sealer  # bootstrap tokens are sealed in etcd
         self.heartbeat_interval = heartbeat_interval  # the runtime's, for the agents it configures
-        self.keypairs = keypairs or KeyPairs(store)  # the service's own: etcd and cloud asked once
+        self.keypairs = keypairs or KeyPairs(store, sealer)  # the service's own: etcd and cloud asked once
         self.cluster = cluster
         self.job = job
         self.provider = provider
@@ -191,13 +195,10 @@ class ClusterOperations:
         One per node incarnation: a replaced node (recover) gets a new one, see forget_instances.
         """
         key = token_key(self.cid, node_id)
-        kv = await self.store.get(key)
-        if kv is None:
-            await self.store.create(key, secrets.token_urlsafe(32))
-            kv = await self.store.get(key)
-            if kv is None:
-                raise OperationError(f"node {node_id}: its bootstrap token vanished as it was stored")
-        return kv.value.decode()
+        token = await get_sealed(self.store, key, self.sealer)
+        if token is None:
+            token = await create_sealed(self.store, key, secrets.token_urlsafe(32), self.sealer)
+        return token.decode()
 
     def issue_certificate(self, node: Node) -> Issued:
         """A client certificate for the node's instance, from its metadata cluster's issuer.

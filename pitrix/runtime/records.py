@@ -10,19 +10,32 @@ known), and each job with a journal of its steps.
     /cluster-data/<cid>/steps/<job_id>/<step>   StepRecord (JSON)
 
 Cluster documents sit alone under /clusters/ so listing them reads nothing else.
-    /runtimes/<name>                     Runtime definition (JSON)
+    /runtimes/<name>                     Runtime definition (JSON; credentials sealed)
     /metadata-clusters/<owner>/<runtime> MetadataCluster (JSON)
+
+Secrets inside records are sealed text (:mod:`pitrix.sealing`): a runtime's credentials, each
+field on its own, and password parameters in a cluster's ``env`` and an env job's ``args`` (see
+:mod:`pitrix.runtime.secret_env`). A record shown through the API never carries them.
 """
 
 from __future__ import annotations
 
+import json
 import secrets
 import time
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    FieldSerializationInfo,
+    SerializerFunctionWrapHandler,
+    field_serializer,
+)
 
 from pitrix.runtime.spec import AppSpec
+from pitrix.sealing import Sealer, is_sealed, redact
 
 DEFAULT_HEARTBEAT_INTERVAL = 2.0
 
@@ -50,11 +63,25 @@ def new_id(prefix: str) -> str:
     return f"{prefix}-{secrets.token_hex(4)}"
 
 
+# The serialization context of a record on its way to etcd; any other dump is a view.
+STORED: dict[str, Any] = {"stored": True}
+# Words that make a runtime field a credential: sealed in etcd, left out of every view.
+SECRET_WORDS = ("secret", "password", "token", "key", "credential")
+
+
+def secret_field(name: str) -> bool:
+    return any(word in name.lower() for word in SECRET_WORDS)
+
+
+def _stored(info: FieldSerializationInfo) -> bool:
+    return bool(isinstance(info.context, dict) and info.context.get("stored"))
+
+
 class _Record(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
     def dump(self) -> bytes:
-        return self.model_dump_json().encode()
+        return self.model_dump_json(context=STORED).encode()
 
 
 class Job(_Record):
@@ -66,6 +93,14 @@ class Job(_Record):
     error: str | None = None
     created: float = Field(default_factory=time.time)
     finished: float | None = None
+
+    @field_serializer("args", mode="wrap")
+    def _args_out(
+        self, value: dict[str, Any], handler: SerializerFunctionWrapHandler, info: FieldSerializationInfo
+    ) -> Any:
+        """Sealed values (an env job's passwords) are stored as they are and shown as ``******``."""
+        out = handler(value)
+        return out if _stored(info) else redact(out)
 
 
 class StepRecord(_Record):
@@ -135,10 +170,37 @@ class Runtime(_Record):
 
     def public(self) -> dict[str, Any]:
         """The definition without anything secret, for answers and logs."""
-        data = self.model_dump()
-        return {
-            k: v for k, v in data.items() if not any(s in k for s in ("secret", "password", "token", "key"))
-        }
+        return {k: v for k, v in self.model_dump().items() if not secret_field(k)}
+
+    def dump(self) -> bytes:
+        raise TypeError("a runtime holds credentials: store it with sealed(sealer)")
+
+    @staticmethod
+    def _context(name: str, field: str) -> str:
+        return f"{runtime_key(name)}/{field}"
+
+    def sealed(self, sealer: Sealer) -> bytes:
+        """The record for etcd: each credential field sealed on its own (bound to runtime and field)."""
+        data = self.model_dump(mode="json")
+        for field, value in data.items():
+            if secret_field(field) and value not in (None, "") and not is_sealed(value):
+                data[field] = sealer.seal(json.dumps(value), self._context(self.name, field))
+        return json.dumps(data).encode()
+
+    @classmethod
+    def opened(cls, raw: bytes, sealer: Sealer) -> tuple[Runtime, bool]:
+        """The runtime a stored record holds, credentials opened; True if any was stored in clear."""
+        data = json.loads(raw)
+        clear = False
+        name = str(data.get("name", ""))
+        for field, value in data.items():
+            if not secret_field(field):
+                continue
+            if is_sealed(value):
+                data[field] = json.loads(sealer.unseal(value, cls._context(name, field)))
+            elif value not in (None, ""):
+                clear = True  # written before sealing existed
+        return cls.model_validate(data), clear
 
 
 class MetadataCluster(_Record):
@@ -151,6 +213,29 @@ class MetadataCluster(_Record):
     # The cluster's own issuer (certificate then key, PEM), made before its VM: metad trusts only it.
     # Empty on a record made before the runtime spoke TLS, which keeps talking plain HTTP.
     issuer_pem: str = ""
+
+    def dump(self) -> bytes:
+        raise TypeError("a metadata cluster holds its issuer's key: store it with sealed(sealer)")
+
+    def sealed(self, sealer: Sealer) -> bytes:
+        """The record for etcd, the issuer (whose key signs for every owner it serves) sealed."""
+        data = self.model_dump(mode="json")
+        if self.issuer_pem:
+            data["issuer_pem"] = sealer.seal_text(self.issuer_pem, self._context(self.owner, self.runtime))
+        return json.dumps(data).encode()
+
+    @classmethod
+    def opened(cls, raw: bytes, sealer: Sealer) -> MetadataCluster:
+        """The record as stored, its issuer opened (one stored in clear is read as it is)."""
+        data = json.loads(raw)
+        if isinstance(data.get("issuer_pem"), str):
+            where = cls._context(str(data.get("owner", "")), str(data.get("runtime", "")))
+            data["issuer_pem"] = sealer.open_text(data["issuer_pem"], where)
+        return cls.model_validate(data)
+
+    @staticmethod
+    def _context(owner: str, runtime: str) -> str:
+        return f"{metadata_key(owner, runtime)}/issuer_pem"
 
     @property
     def scheme(self) -> str:

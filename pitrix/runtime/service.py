@@ -57,8 +57,10 @@ from pitrix.runtime.records import (
 )
 from pitrix.runtime.recovery import RecoveryPolicy, watch_for_dead_nodes
 from pitrix.runtime.retrying import RetryPolicy
+from pitrix.runtime.secret_env import env_context, open_cluster, open_job, seal_passwords
 from pitrix.runtime.signals import ClusterSignals
 from pitrix.runtime.spec import SpecError, parse_spec
+from pitrix.sealing import Sealer
 from pitrix.store import Store, StoreError
 from pitrix.store.types import KV, Compare, Op
 
@@ -100,6 +102,7 @@ class RuntimeService:
         store: Store,
         recovery: RecoveryPolicy | None = None,
         *,
+        sealer: Sealer,
         replica: str | None = None,
         owner_ttl: int = 10,
         metadata_tls: bool = True,
@@ -109,6 +112,7 @@ class RuntimeService:
         if max_jobs < 1:
             raise ValueError(f"max_jobs: must be at least 1, not {max_jobs}")
         self.store = store
+        self.sealer = sealer  # secrets in the records are sealed with it (pitrix.sealing)
         self.max_jobs = max_jobs
         self._job_slots = asyncio.Semaphore(max_jobs)
         self.recovery = recovery or RecoveryPolicy()
@@ -122,8 +126,10 @@ class RuntimeService:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._providers: dict[str, Provider] = {}
         self._signals = ClusterSignals()
-        self.keypairs = KeyPairs(store)  # one per service: each pair read and imported once
-        self.metadata = MetadataClusters(store, self.provider_for, tls=metadata_tls, keypairs=self.keypairs)
+        self.keypairs = KeyPairs(store, sealer)  # one per service: each pair read and imported once
+        self.metadata = MetadataClusters(
+            store, self.provider_for, sealer=sealer, tls=metadata_tls, keypairs=self.keypairs
+        )
         self.log = get_logger("pitrix.runtime")
 
     # -- life of the service ----------------------------------------------------------------------
@@ -136,7 +142,7 @@ class RuntimeService:
         """
         await self.ownership.start()
         kvs, revision = await self.store.get_prefix("/clusters/")
-        clusters = [Cluster.model_validate_json(kv.value) for kv in kvs]
+        clusters = [self._load_cluster(kv.value) for kv in kvs]
         for cluster in clusters:
             self._sync_model(cluster)
         for cluster in clusters:
@@ -212,7 +218,7 @@ class RuntimeService:
         except ProviderError as exc:
             raise InvalidRequest(str(exc)) from None
         await self._refuse_moving_metadata(runtime)
-        await self.store.put(runtime_key(runtime.name), runtime.dump())
+        await self.store.put(runtime_key(runtime.name), runtime.sealed(self.sealer))
         old = self._providers.pop(runtime.name, None)
         if old is not None:
             await old.close()
@@ -223,7 +229,7 @@ class RuntimeService:
         """A new placement would send the runtime's clusters to metadata clusters their agents do
         not know: it may change only while no cluster lives on the runtime."""
         kv = await self.store.get(runtime_key(runtime.name))
-        if kv is None or Runtime.model_validate_json(kv.value).placement == runtime.placement:
+        if kv is None or (await self._load_runtime(kv)).placement == runtime.placement:
             return
         living = [
             c.id for c in await self.list_clusters() if c.runtime == runtime.name and c.state != "deleted"
@@ -238,11 +244,18 @@ class RuntimeService:
         kv = await self.store.get(runtime_key(name))
         if kv is None:
             raise NotFound(f"runtime {name!r} does not exist")
-        return Runtime.model_validate_json(kv.value)
+        return await self._load_runtime(kv)
 
     async def list_runtimes(self) -> list[Runtime]:
         kvs, _ = await self.store.get_prefix("/runtimes/")
-        return [Runtime.model_validate_json(kv.value) for kv in kvs]
+        return [await self._load_runtime(kv) for kv in kvs]
+
+    async def _load_runtime(self, kv: KV) -> Runtime:
+        """A runtime with its credentials opened; one stored in clear is sealed in place."""
+        runtime, clear = Runtime.opened(kv.value, self.sealer)
+        if clear:
+            await self.store.compare_and_swap(kv.key, kv.mod_revision, runtime.sealed(self.sealer))
+        return runtime
 
     async def provider_for(self, name: str) -> Provider:
         provider = self._providers.get(name)
@@ -257,19 +270,23 @@ class RuntimeService:
         kv = await self.store.get(cluster_key(cid))
         if kv is None:
             raise NotFound(f"cluster {cid!r} does not exist")
-        cluster = Cluster.model_validate_json(kv.value)
+        cluster = self._load_cluster(kv.value)
         if owner is not None and cluster.owner != owner:
             raise NotFound(f"cluster {cid!r} does not exist")
         return cluster
 
     async def list_clusters(self, owner: str | None = None, include_deleted: bool = False) -> list[Cluster]:
         kvs, _ = await self.store.get_prefix("/clusters/")
-        clusters = [Cluster.model_validate_json(kv.value) for kv in kvs]
+        clusters = [self._load_cluster(kv.value) for kv in kvs]
         return [
             c
             for c in sorted(clusters, key=lambda c: c.created)
             if (owner is None or c.owner == owner) and (include_deleted or c.state != "deleted")
         ]
+
+    def _load_cluster(self, raw: bytes) -> Cluster:
+        """A stored cluster, its password values sealed (one stored in clear is, from its next write)."""
+        return seal_passwords(Cluster.model_validate_json(raw), self.sealer)
 
     async def nodes(self, cid: str) -> list[Node]:
         kvs, _ = await self.store.get_prefix(cluster_data_prefix(cid) + "nodes/")
@@ -362,6 +379,7 @@ class RuntimeService:
             links=checked,
             channel=cast(Channel, channel),
         )
+        cluster = seal_passwords(cluster, self.sealer)  # a password's default moves to env, sealed
         model = self._sync_model(cluster)
         # Each link target is rewritten as read, in the create's transaction: the create fails if
         # a target changed since it was checked (another replica began deleting it), and a delete
@@ -464,12 +482,18 @@ class RuntimeService:
                     raise InvalidRequest(f"{field}: role {role_name} has no parameter {key!r} (has {known})")
                 if not param.changeable:
                     raise InvalidRequest(f"{field}: is not changeable")
+                secret = param.type == "password"
                 try:
                     text = param.check(value)
                 except ValueError as exc:
-                    raise InvalidRequest(f"{field}: {exc}") from None
-                if current.get(key) != text:
-                    changes.setdefault(role_name, {})[key] = text
+                    # A password's errors never quote it: they reach logs and other eyes.
+                    raise InvalidRequest(f"{field}: {'not an allowed value' if secret else exc}") from None
+                where = env_context(cid, role_name, key)
+                now = current.get(key)
+                if secret and now is not None:
+                    now = self.sealer.open_text(now, where)
+                if now != text:
+                    changes.setdefault(role_name, {})[key] = self.sealer.seal(text, where) if secret else text
                     previous.setdefault(role_name, {})[key] = current.get(key, "")
         if not changes:
             raise InvalidRequest("env: every value given is already the current one")
@@ -569,7 +593,7 @@ class RuntimeService:
                 kv = await self.store.get(cluster_key(cluster.id))
                 if kv is None:
                     raise NotFound(f"cluster {cluster.id!r} does not exist")
-                cluster, read_at = Cluster.model_validate_json(kv.value), kv.mod_revision
+                cluster, read_at = self._load_cluster(kv.value), kv.mod_revision
                 model = self._sync_model(cluster)
             if check is not None:
                 await check(cluster)
@@ -691,18 +715,21 @@ class RuntimeService:
             agents = AgentStatus(client, cid)
             await agents.start()
             runtime = await self.get_runtime(cluster.runtime)
+            # The plan publishes password values to the cluster's own nodes: it alone sees them opened.
+            opened, opened_job = open_cluster(cluster, self.sealer), open_job(job, self.sealer)
             ops = ClusterOperations(
                 self.store,
-                cluster,
-                job,
+                opened,
+                opened_job,
                 provider,
                 record,
                 client,
                 agents,
+                sealer=self.sealer,
                 keypairs=self.keypairs,
                 heartbeat_interval=runtime.heartbeat_interval,
             )
-            plan = self._plan(cluster, job, ops)
+            plan = self._plan(opened, opened_job, ops)
             log.info("plan", layers=plan.describe())
             await execute(plan, journal, progress, self.step_retry)
         except asyncio.CancelledError:

@@ -156,7 +156,8 @@ class EnvParam(_Strict):
         if self.range is not None:
             allowed = [_scalar_text(v) for v in self.range]
             if text not in allowed:
-                raise ValueError(f"{text!r} is not one of {', '.join(allowed)}")
+                shown = "the value" if self.type == "password" else repr(text)  # a password is never quoted
+                raise ValueError(f"{shown} is not one of {', '.join(allowed)}")
         return text
 
 

@@ -13,13 +13,16 @@ from pitrix.api.app import create_app
 from pitrix.api.auth import Tokens
 from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.service import RuntimeService
+from pitrix.sealing import Sealer
 from pitrix.store import Store
 
 
 @pytest.fixture
-async def service(store: Store) -> AsyncIterator[RuntimeService]:
+async def service(store: Store, sealer: Sealer) -> AsyncIterator[RuntimeService]:
     # DEAD_CLOUD's refused connections are retryable: fail them after one quick retry, not 17 s.
-    service = RuntimeService(store, retry=RetryPolicy(attempts=2, first_delay=0.05, max_delay=0.1))
+    service = RuntimeService(
+        store, retry=RetryPolicy(attempts=2, first_delay=0.05, max_delay=0.1), sealer=sealer
+    )
     await service.start()
     try:
         yield service

@@ -7,17 +7,17 @@ from pathlib import Path
 
 from pydantic import BaseModel
 
-from pitrix.settings import ApiSettings, EtcdSettings, Settings, TokenEntry
+from pitrix.settings import ApiSettings, EtcdSettings, SecretsSettings, Settings, TokenEntry
 
 DOC = Path(__file__).resolve().parents[2] / "docs" / "config.md"
 
 
 def test_every_setting_is_documented() -> None:
     text = DOC.read_text()
-    models: list[type[BaseModel]] = [Settings, EtcdSettings, ApiSettings, TokenEntry]
+    models: list[type[BaseModel]] = [Settings, EtcdSettings, ApiSettings, TokenEntry, SecretsSettings]
     for model in models:
         for name in model.model_fields:
-            if name in ("etcd", "api"):
+            if name in ("etcd", "api", "secrets"):
                 assert f"[{name}]" in text, name
             else:
                 documented = re.search(rf"^{name} = ", text, re.MULTILINE) or f"[[api.{name}]]" in text

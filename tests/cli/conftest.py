@@ -15,14 +15,17 @@ from pitrix.api.app import create_app
 from pitrix.api.auth import Tokens
 from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.service import RuntimeService
+from pitrix.sealing import Sealer
 from pitrix.settings import TokenEntry
 from pitrix.store import Store
 
 
 @pytest.fixture
-async def server(store: Store) -> AsyncIterator[str]:
+async def server(store: Store, sealer: Sealer) -> AsyncIterator[str]:
     # The dead runtime's refused connections are retryable: retry them quickly, not for 17 s.
-    service = RuntimeService(store, retry=RetryPolicy(attempts=2, first_delay=0.05, max_delay=0.1))
+    service = RuntimeService(
+        store, retry=RetryPolicy(attempts=2, first_delay=0.05, max_delay=0.1), sealer=sealer
+    )
     await service.start()
     tokens = Tokens(
         [TokenEntry(token=ADMIN, owner="ops", admin=True), TokenEntry(token=ALICE, owner="alice")]

@@ -21,6 +21,7 @@ from e2e_daemons import APP, ledger, live, runtime_definition, start_simulator
 from pitrix.cli.demo import Child, stop_child
 from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.service import RuntimeService
+from pitrix.sealing import Sealer
 from pitrix.store import Store
 from simulator.testing import random_network
 
@@ -77,7 +78,9 @@ async def simulated_cloud(
 ) -> AsyncIterator[Cloud]:
     """A simulator process (``sim_args``: ``--light``, ...) and a RuntimeService with its runtime."""
     sim = await start_simulator(workdir, random_network(), *sim_args)
-    service = RuntimeService(store, recovery=recovery or RecoveryPolicy(enabled=False))
+    service = RuntimeService(
+        store, recovery=recovery or RecoveryPolicy(enabled=False), sealer=Sealer.generate()
+    )
     try:
         await service.start()
         await service.put_runtime(runtime(sim))

@@ -82,6 +82,8 @@ class Pitrixd:
         for endpoint in self.etcd:
             argv += ["--etcd", endpoint]
         env = child_env()
+        # Replicas on one etcd share the key that seals its secrets, as docs/config.md says.
+        env["PITRIX_SECRETS__KEY_FILE"] = str(self.workdir / "secret.key")
         if self.prefix:
             env["PITRIX_ETCD__PREFIX"] = self.prefix
         if self.etcd and self.given_tls is not None:

@@ -12,6 +12,7 @@ from dead_cloud import DEAD_CLOUD
 from pitrix.api.app import create_app
 from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.service import RuntimeService
+from pitrix.sealing import Sealer
 from pitrix.store import Store
 
 APP = {"name": "demo", "roles": [{"name": "web", "count": 1, "image": "demo"}]}
@@ -20,7 +21,9 @@ APP = {"name": "demo", "roles": [{"name": "web", "count": 1, "image": "demo"}]}
 @pytest.fixture
 async def api(store: Store) -> AsyncIterator[TestClient[Any, Any]]:
     # DEAD_CLOUD's refused connections are retryable: fail them after one quick retry, not 17 s.
-    service = RuntimeService(store, retry=RetryPolicy(attempts=2, first_delay=0.05, max_delay=0.1))
+    service = RuntimeService(
+        store, retry=RetryPolicy(attempts=2, first_delay=0.05, max_delay=0.1), sealer=Sealer.generate()
+    )
     await service.start()
     client = TestClient(TestServer(create_app(service), host="127.0.0.1"))
     await client.start_server()

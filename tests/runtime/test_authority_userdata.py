@@ -28,20 +28,24 @@ from pitrix.runtime.userdata import (
     agent_userdata,
     metad_userdata,
 )
+from pitrix.sealing import Sealer
 from pitrix.store import Store
 
 
 async def test_every_replica_signs_with_the_one_root(store: Store) -> None:
-    first, second = await asyncio.gather(Authority.load(store), Authority.load(store))
+    sealer = Sealer.generate()
+    first, second = await asyncio.gather(Authority.load(store, sealer), Authority.load(store, sealer))
     assert first.ca_pem() == second.ca_pem()
-    again = await Authority.load(store)
+    again = await Authority.load(store, sealer)
     assert again.ca_pem() == first.ca_pem()
     kv = await store.get(CA_KEY)
-    assert kv is not None and pki.CertificateAuthority.from_pem(kv.value).cert_pem == first.ca_pem()
+    assert kv is not None and b"PRIVATE KEY" not in kv.value  # sealed at rest
+    opened = pki.CertificateAuthority.from_pem(sealer.unseal(kv.value, CA_KEY))
+    assert opened.cert_pem == first.ca_pem()
 
 
 async def test_a_metadata_issuer_chains_to_the_root_and_signs_a_runtime_client(store: Store) -> None:
-    authority = await Authority.load(store)
+    authority = await Authority.load(store, Sealer.generate())
     issuer = authority.new_issuer("alice", "sim")
     authority.root.verify(issuer.cert)
     restored = issuer_from_pem(issuer.to_pem().decode())

@@ -18,6 +18,7 @@ from pitrix.runtime.machine import TRANSITIONAL
 from pitrix.runtime.records import Cluster, StepRecord
 from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.service import WAIT_SLOT_STEP, RuntimeService
+from pitrix.sealing import Sealer
 from pitrix.store import Store
 
 APP = {"name": "demo", "roles": [{"name": "web", "count": 1, "image": "demo"}]}
@@ -74,7 +75,10 @@ async def run_two(store: Store, url: str, max_jobs: int) -> TwoJobs:
     """Two clusters of different owners (so they share no metadata cluster and nothing else
     orders them) created back to back."""
     service = RuntimeService(
-        store, retry=RetryPolicy(attempts=1, first_delay=0.0, max_delay=0.0), max_jobs=max_jobs
+        store,
+        retry=RetryPolicy(attempts=1, first_delay=0.0, max_delay=0.0),
+        max_jobs=max_jobs,
+        sealer=Sealer.generate(),
     )
     await service.start()
     try:
@@ -131,4 +135,4 @@ async def test_jobs_within_the_slots_run_at_once(
 
 def test_a_service_needs_a_slot(store: Store) -> None:
     with pytest.raises(ValueError, match="max_jobs"):
-        RuntimeService(store, max_jobs=0)
+        RuntimeService(store, max_jobs=0, sealer=Sealer.generate())

@@ -11,6 +11,7 @@ from pitrix.providers.base import ProviderError
 from pitrix.providers.qingcloud import QingCloudProvider
 from pitrix.runtime.keypairs import KeyPairs, keypair_key, keypair_name
 from pitrix.runtime.service import RuntimeService
+from pitrix.sealing import Sealer
 from pitrix.store import KV, Store
 from simulator.cloud import Simulator
 
@@ -53,7 +54,7 @@ async def test_each_pair_is_read_once_and_imported_once_per_provider(
 ) -> None:
     owner = "usr-" + secrets.token_hex(3)
     reads = count_reads(store, monkeypatch, keypair_key(owner, "sim"))
-    pairs = KeyPairs(store)
+    pairs = KeyPairs(store, Sealer.generate())
     provider = counted(sim)
     try:
         got = await asyncio.gather(*(pairs.get(provider, owner, "sim") for _ in range(8)))
@@ -79,7 +80,7 @@ async def test_each_pair_is_read_once_and_imported_once_per_provider(
 
 async def test_a_failed_import_is_tried_again(store: Store, sim: Simulator) -> None:
     owner = "usr-" + secrets.token_hex(3)
-    pairs = KeyPairs(store)
+    pairs = KeyPairs(store, Sealer.generate())
     provider = counted(sim)
     provider.failures = 1
     try:
@@ -95,9 +96,10 @@ async def test_replicas_agree_on_the_pair(store: Store, sim: Simulator) -> None:
     """Two pitrixd (two KeyPairs on one etcd) racing for a new owner end with one private key."""
     owner = "usr-" + secrets.token_hex(3)
     one, two = counted(sim), counted(sim)
+    sealer = Sealer.generate()
     try:
         first, second = await asyncio.gather(
-            KeyPairs(store).get(one, owner, "sim"), KeyPairs(store).get(two, owner, "sim")
+            KeyPairs(store, sealer).get(one, owner, "sim"), KeyPairs(store, sealer).get(two, owner, "sim")
         )
         assert first.public_line == second.public_line
     finally:
@@ -106,5 +108,5 @@ async def test_replicas_agree_on_the_pair(store: Store, sim: Simulator) -> None:
 
 
 async def test_a_service_shares_one_keypairs(store: Store) -> None:
-    service = RuntimeService(store)
+    service = RuntimeService(store, sealer=Sealer.generate())
     assert service.metadata.keypairs is service.keypairs

@@ -24,6 +24,7 @@ from pitrix.runtime.records import Cluster, cluster_key
 from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.service import InvalidRequest, RuntimeService
+from pitrix.sealing import Sealer
 from pitrix.store import Store
 
 APP = {"name": "demo", "version": "1.0", "roles": [{"name": "web", "count": 1, "image": "demo"}]}
@@ -32,8 +33,9 @@ QUICK = RetryPolicy(attempts=1, first_delay=0.0, max_delay=0.0)
 
 @pytest.fixture
 async def replicas(store: Store) -> AsyncIterator[tuple[RuntimeService, RuntimeService]]:
+    sealer = Sealer.generate()  # replicas on one etcd share the key
     services = [
-        RuntimeService(store, RecoveryPolicy(enabled=False), replica=name, retry=QUICK)
+        RuntimeService(store, RecoveryPolicy(enabled=False), sealer=sealer, replica=name, retry=QUICK)
         for name in ("r1", "r2")
     ]
     for service in services:

@@ -11,6 +11,7 @@ from dead_cloud import DEAD_CLOUD
 from pitrix.runtime.ownership import Ownership, owner_key
 from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.service import RuntimeService
+from pitrix.sealing import Sealer
 from pitrix.store import Store
 
 APP = {"name": "demo", "roles": [{"name": "web", "count": 1, "image": "demo"}]}
@@ -67,7 +68,9 @@ async def _watch(store: Store, cid: str, timeout: float) -> Any:
 
 
 async def test_a_lost_lease_drops_everything_and_claims_again(store: Store) -> None:
-    service = RuntimeService(store, RecoveryPolicy(enabled=False), replica="solo", owner_ttl=3)
+    service = RuntimeService(
+        store, RecoveryPolicy(enabled=False), sealer=Sealer.generate(), replica="solo", owner_ttl=3
+    )
     await service.start()
     try:
         await service.put_runtime(DEAD_CLOUD)

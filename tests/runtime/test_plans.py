@@ -8,6 +8,7 @@ from pitrix.runtime.operations import ClusterOperations
 from pitrix.runtime.plans import create_plan, scale_out_plan, start_plan, stop_plan
 from pitrix.runtime.records import Cluster, Job, MetadataCluster
 from pitrix.runtime.spec import parse_spec
+from pitrix.sealing import Sealer
 
 APP = {
     "name": "kv",
@@ -43,8 +44,15 @@ def layers(builder: Any, action: str, args: dict[str, Any] | None = None) -> lis
     job = Job(id="j-1", cluster_id="cl-1", action=action, args=args or {})
     # Building a plan only binds steps to the operations; nothing here is called.
     ops = ClusterOperations(
-        None, cluster, job, None, MetadataCluster(owner="o", runtime="r", name="m"), None, None
-    )  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        cluster,
+        job,
+        None,  # type: ignore[arg-type]
+        MetadataCluster(owner="o", runtime="r", name="m"),
+        None,  # type: ignore[arg-type]
+        None,  # type: ignore[arg-type]
+        sealer=Sealer.generate(),
+    )
     return list(builder(cluster, job, ops).describe())
 
 

@@ -11,6 +11,7 @@ from pitrix.runtime.records import Cluster
 from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.service import RuntimeService
 from pitrix.runtime.signals import ClusterSignals
+from pitrix.sealing import Sealer
 from pitrix.store import Store
 
 APP = {"name": "demo", "roles": [{"name": "web", "count": 1, "image": "demo"}]}
@@ -31,7 +32,8 @@ async def test_a_change_wakes_only_its_clusters_waiters() -> None:
 
 async def test_waiting_on_one_cluster_ignores_the_others(store: Store) -> None:
     retry = RetryPolicy(attempts=1, first_delay=0.0, max_delay=0.0)
-    first = RuntimeService(store, retry=retry)
+    sealer = Sealer.generate()
+    first = RuntimeService(store, retry=retry, sealer=sealer)
     await first.start()
     try:
         await first.put_runtime(DEAD_CLOUD)
@@ -41,7 +43,7 @@ async def test_waiting_on_one_cluster_ignores_the_others(store: Store) -> None:
         await first.stop()
     # A fresh service follows etcd from after quiet's last write: quiet's own trailing watch
     # events (which rightly wake its waiters) cannot land inside the window measured below.
-    service = RuntimeService(store, retry=retry)
+    service = RuntimeService(store, retry=retry, sealer=sealer)
     await service.start()
     try:
         looks = 0

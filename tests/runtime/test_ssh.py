@@ -13,6 +13,7 @@ import pytest
 from pitrix.providers.base import Instance, InstanceSpec, ProviderError
 from pitrix.providers.qingcloud import QingCloudProvider
 from pitrix.runtime.keypairs import KeyPairs, ensure_key_pair, keypair_key, keypair_name, load_private_key
+from pitrix.sealing import Sealer
 from pitrix.ssh import SshError, SshSessions, connect
 from pitrix.store import Store
 from simulator.cloud import Simulator
@@ -34,19 +35,20 @@ async def owner() -> str:
 async def test_key_pair_is_stored_once_and_imported_once(
     store: Store, provider: QingCloudProvider, owner: str
 ) -> None:
-    pairs = KeyPairs(store)
+    sealer = Sealer.generate()
+    pairs = KeyPairs(store, sealer)
     first, second = await asyncio.gather(pairs.get(provider, owner, "sim"), pairs.get(provider, owner, "sim"))
     assert first.public_line == second.public_line and first.public_line.startswith("ssh-ed25519 ")
     assert (await store.get(keypair_key(owner, "sim"))) is not None
-    again = await ensure_key_pair(store, provider, owner, "sim")
+    again = await ensure_key_pair(store, sealer, provider, owner, "sim")
     assert again.cloud_id == first.cloud_id
     imported = await provider.describe_key_pairs(name=keypair_name(owner, "sim"))
     assert [p.keypair_id for p in imported] == [first.cloud_id]
     # A replica racing its own import against ours still uses the same private key.
-    racer = await ensure_key_pair(store, provider, owner, "sim")
+    racer = await ensure_key_pair(store, sealer, provider, owner, "sim")
     assert racer.public_line == first.public_line
     # Another runtime of the same owner is another pair.
-    other = await load_private_key(store, owner, "other")
+    other = await load_private_key(store, sealer, owner, "other")
     assert other.export_public_key("openssh") != first.private_key.export_public_key("openssh")
 
 
@@ -63,7 +65,8 @@ async def test_qingcloud_import_refuses_a_name_holding_another_key(provider: Qin
 async def test_sessions_run_and_put_files_with_the_pinned_host_key(
     store: Store, provider: QingCloudProvider, sim: Simulator, owner: str
 ) -> None:
-    pair = await ensure_key_pair(store, provider, owner, "sim")
+    sealer = Sealer.generate()
+    pair = await ensure_key_pair(store, sealer, provider, owner, "sim")
     vm = await running_vm(provider, pair.cloud_id)
     async with SshSessions(pair.private_key) as sessions:
         status, output = await sessions.run(vm, "echo hello; exit 3")
@@ -81,7 +84,8 @@ async def test_sessions_run_and_put_files_with_the_pinned_host_key(
 async def test_a_wrong_or_missing_host_key_is_refused(
     store: Store, provider: QingCloudProvider, owner: str
 ) -> None:
-    pair = await ensure_key_pair(store, provider, owner, "sim")
+    sealer = Sealer.generate()
+    pair = await ensure_key_pair(store, sealer, provider, owner, "sim")
     vm = await running_vm(provider, pair.cloud_id)
     stranger = asyncssh.generate_private_key("ssh-ed25519").export_public_key("openssh").decode()
     impostor = dataclasses.replace(vm, raw={**vm.raw, "ssh_host_key": stranger})

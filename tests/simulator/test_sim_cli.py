@@ -6,11 +6,13 @@ import asyncio
 import json
 import signal
 import socket
+import stat
 import sys
 from pathlib import Path
 
 import pytest
 
+from pitrix.cli.credentials import read_credentials_file
 from pitrix.providers.base import InstanceSpec
 from pitrix.providers.qingcloud import QingCloudProvider
 from simulator.processes import vm_pids
@@ -126,3 +128,33 @@ async def test_light_mode_and_ssh_port_from_the_command_line(tmp_path: Path) -> 
     finally:
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), 30) == 0
+
+
+async def test_credentials_from_the_environment_and_into_a_private_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No secret on either command line: the key pair comes from the environment, and the file
+    the simulator writes is what ``pitrix runtimes add --credentials-file`` reads."""
+    monkeypatch.setenv("PITRIX_SIM_ACCESS_KEY_ID", "ENVKEY")
+    monkeypatch.setenv("PITRIX_SIM_SECRET_ACCESS_KEY", "env-secret")
+    out = tmp_path / "sim.toml"
+    proc, ready = await start_sim(tmp_path, "--credentials-file", str(out))
+    try:
+        assert ready["access_key_id"] == "ENVKEY" and ready["secret_access_key"] == "env-secret"
+        assert stat.S_IMODE(out.stat().st_mode) == 0o600
+        runtime = read_credentials_file(str(out))
+        assert runtime == {
+            "endpoint": ready["url"],
+            "zone": "sim1",
+            "access_key_id": "ENVKEY",
+            "secret_access_key": "env-secret",
+        }
+        provider = QingCloudProvider.from_runtime(runtime)
+        try:
+            assert await provider.describe_instances() == []
+        finally:
+            await provider.close()
+    finally:
+        proc.terminate()
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    assert "warning" not in (tmp_path / "sim.log").read_text()
