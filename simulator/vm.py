@@ -123,10 +123,15 @@ class VM:
         return vm_environ(self.root, self.instance_id, self.ip)
 
     def _write_userdata(self, script: Path) -> None:
+        """Readable by the VM's root alone, as a real image keeps it: userdata may hold a
+        bootstrap token (one-time, but until it is used it buys a certificate)."""
         assert self.userdata is not None
-        script.parent.mkdir(parents=True, exist_ok=True)
-        script.write_bytes(self.userdata)
-        script.chmod(0o755)
+        script.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
+        script.parent.chmod(0o700)
+        fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
+        with os.fdopen(fd, "wb") as out:
+            out.write(self.userdata)
+        script.chmod(0o700)
 
     async def userdata_finished(self) -> int | None:
         """The exit code of this boot's userdata once it has finished (None without userdata)."""

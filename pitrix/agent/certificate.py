@@ -51,6 +51,7 @@ class AgentCertificate:
         self.bind_address = bind_address
         self._renew_retry_at: float | None = None
         self._renew_backoff = Backoff(RENEW_RETRY_FIRST, RENEW_RETRY_MAX)
+        self._renewal_key: pki.PrivateKey | None = None
         self._lock = asyncio.Lock()
         self._log = get_logger("pitrix.agent.certificate")
         self._not_before: dt.datetime | None = None
@@ -123,9 +124,25 @@ class AgentCertificate:
             elif self._renewal_due() and http is not None:
                 await self._renew(nodes, http)
 
+    def _bootstrap_key(self) -> pki.PrivateKey:
+        """The key to ask for the first certificate with: kept on disk (0600) before asking.
+
+        metad answers a token once; should that answer be lost (a crash, a cut connection), it
+        hands the same certificate again only to the same key.
+        """
+        assert self.key is not None
+        try:
+            return pki.key_from_pem(self.key.read_bytes())
+        except (OSError, pki.PKIError):
+            pass
+        key = pki.generate_key()
+        self.key.parent.mkdir(parents=True, exist_ok=True)
+        write_durably(self.key, pki.key_to_pem(key), 0o600)
+        return key
+
     async def _bootstrap(self, nodes: list[str]) -> None:
         assert self.cert is not None and self.key is not None
-        key = pki.generate_key()
+        key = await asyncio.to_thread(self._bootstrap_key)
         csr = pki.make_csr(key, pki.Subject(cn="bootstrap")).decode()
         body = {"token": self.token, "csr": csr}
         loop = asyncio.get_running_loop()
@@ -137,8 +154,8 @@ class AgentCertificate:
                 answer, why = await self._post_any(http, nodes, "/self/bootstrap", body)
                 if answer is not None:
                     break
-                if "HTTP 403" in why:
-                    # Revoked, or asked from the wrong address: asking again at once will not help.
+                if "HTTP 403" in why or "HTTP 409" in why:
+                    # Revoked, expired, used, or asked from the wrong address: asking again will not help.
                     raise BackendError(f"metad: bootstrap refused ({why})")
                 delay = backoff.next()
                 if loop.time() + delay > deadline:
@@ -152,7 +169,8 @@ class AgentCertificate:
     async def _renew(self, nodes: list[str], http: HttpClient) -> None:
         assert self.cert is not None
         current = x509.load_pem_x509_certificate(self.cert.read_bytes())
-        key = pki.generate_key()
+        # Kept until a renewal succeeds: metad hands a lost answer again only to the same key.
+        key = self._renewal_key = self._renewal_key or pki.generate_key()
         csr = pki.make_csr(key, pki.Subject.of(current.subject)).decode()
         answer, why = await self._post_any(http, nodes, "/self/cert", {"csr": csr})
         if answer is None:
@@ -164,6 +182,7 @@ class AgentCertificate:
             self._renew_retry_at = asyncio.get_running_loop().time() + delay
             return
         self._store(key, answer)
+        self._renewal_key = None
         self._renew_retry_at = None
         self._renew_backoff.reset()
         self.renewals += 1

@@ -10,13 +10,15 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import ipaddress
+import time
 from typing import Any
 
 from aiohttp import web
+from cryptography import x509
 
 from pitrix import pki
 from pitrix.logs import module_logger
-from pitrix.metad import jsonbody, render, selfview, status
+from pitrix.metad import issuance, jsonbody, render, selfview, status
 from pitrix.metad.health import MIRROR_KEY, healthz
 from pitrix.metad.identity import REVOKED_INSTANCES_ROOT, Caller, Identity, Refused, SourceIPIdentity
 from pitrix.metad.leases import HeartbeatLeases
@@ -38,6 +40,10 @@ ISSUER_KEY = web.AppKey("issuer", pki.CertificateAuthority)
 LIFETIME_KEY = web.AppKey("cert_lifetime", dt.timedelta)
 CSR_MAX = 16 * 1024
 SHARED_KEY = web.AppKey("shared_sections", render.SharedSections)
+STORE_KEY = web.AppKey("store", Store)
+# Seconds a certificate replaced by a renewal stays valid (connections made with it finish).
+GRACE_KEY = web.AppKey("renewal_grace", float)
+REVOKER_KEY = web.AppKey("grace_revoker", issuance.GraceRevoker)
 
 
 # Made at import, before logs.configure: lazy, or it would ignore --log-level.
@@ -204,12 +210,40 @@ async def _renew(request: web.Request, caller: Caller) -> web.Response:
             return render.error(400, 'body: JSON must be {"csr": "<PEM>"}', _version(mirror), field="csr")
     try:
         issued = await asyncio.to_thread(issuer.sign_csr, raw, caller.cert.subject, request.app[LIFETIME_KEY])
+        key_sha256 = issuance.public_key_sha256(raw)
     except pki.PKIError as exc:
         return render.error(400, str(exc), _version(mirror), field=exc.field)
-    _log.info(
-        "certificate renewed", instance_id=caller.mapping.instance_id, serial=pki.serial_hex(issued.serial)
+    renewed, pending = issuance.replaced(mirror, caller.cert.serial)
+    if renewed:
+        again = issuance.successor(pending, key_sha256)
+        if again is not None:
+            return web.json_response(_redelivered(again), headers=_version(mirror))
+        return render.error(
+            409, "this certificate was already renewed; renew with its successor", _version(mirror)
+        )
+    answer = _certificate_answer(issuer, issued)
+    record = request.transport.get_extra_info("ssl_object") if request.transport is not None else None
+    old_cert = record.getpeercert(binary_form=True) if record is not None else None
+    old_not_after = (
+        x509.load_der_x509_certificate(old_cert).not_valid_after_utc.timestamp() if old_cert else 0.0
     )
-    return web.json_response(_certificate_answer(issuer, issued), headers=_version(mirror))
+    try:
+        # Recorded (and the replaced certificate's revocation scheduled) before it is handed out.
+        await issuance.replace(
+            request.app[STORE_KEY], caller.mapping, caller.cert.serial, old_not_after, issued,
+            answer["certificate"], request.app[GRACE_KEY],
+        )  # fmt: skip
+    except issuance.AlreadyRenewed as exc:
+        return render.error(409, str(exc), _version(mirror))
+    except StoreError as exc:
+        return render.error(503, f"metadata store unavailable: {exc}", _version(mirror))
+    _log.info(
+        "certificate renewed",
+        instance_id=caller.mapping.instance_id,
+        serial=pki.serial_hex(issued.serial),
+        replaced=pki.serial_hex(caller.cert.serial),
+    )
+    return web.json_response(answer, headers=_version(mirror))
 
 
 async def bootstrap(request: web.Request) -> web.Response:
@@ -261,6 +295,28 @@ async def bootstrap(request: web.Request) -> web.Response:
         return render.error(
             403, f"the bootstrap token of {mapping.instance_id} is accepted only from {mapping.ip}", headers
         )
+    try:
+        key_sha256 = issuance.public_key_sha256(csr.encode())
+    except pki.PKIError as exc:
+        return render.error(400, str(exc), headers, field="csr")
+    token_sha256 = mapping.bootstrap_sha256
+    spent = issuance.used(mirror, token_sha256)
+    if spent is not None:
+        again = issuance.redelivery(spent, mapping, key_sha256)
+        if again is None:
+            _log.warning(
+                "bootstrap refused: token used", instance_id=mapping.instance_id, peer=request.remote
+            )
+            return render.error(409, str(issuance.TokenUsed(spent)), headers, reason="token_used")
+        return web.json_response(_redelivered(again), headers=headers)
+    if mapping.bootstrap_expires and time.time() >= mapping.bootstrap_expires:
+        _log.warning("bootstrap refused: token expired", instance_id=mapping.instance_id, peer=request.remote)
+        return render.error(
+            403,
+            f"the bootstrap token of {mapping.instance_id} expired; the runtime must hand it a new one",
+            headers,
+            reason="token_expired",
+        )
     subject = pki.Subject(cn=mapping.instance_id, o=owner, ou=mapping.cluster_id)
     try:
         issued = await asyncio.to_thread(
@@ -268,6 +324,15 @@ async def bootstrap(request: web.Request) -> web.Response:
         )
     except pki.PKIError as exc:
         return render.error(400, str(exc), headers, field="csr")
+    try:
+        # The token is consumed in the transaction that records the certificate: of two uses,
+        # one wins; the other gets nothing (or, asking with the same key, the same certificate).
+        certificate = await issuance.consume(request.app[STORE_KEY], mapping, issued, _chain(issuer))
+    except issuance.TokenUsed as exc:
+        _log.warning("bootstrap refused: token used", instance_id=mapping.instance_id, peer=request.remote)
+        return render.error(409, str(exc), headers, reason="token_used")
+    except StoreError as exc:
+        return render.error(503, f"metadata store unavailable: {exc}", headers)
     _log.info(
         "certificate bootstrapped",
         instance_id=mapping.instance_id,
@@ -275,7 +340,22 @@ async def bootstrap(request: web.Request) -> web.Response:
         serial=pki.serial_hex(issued.serial),
         peer=request.remote,
     )
-    return web.json_response(_certificate_answer(issuer, issued), headers=headers)
+    return web.json_response(_redelivered(certificate), headers=headers)
+
+
+def _chain(issuer: pki.CertificateAuthority) -> bytes:
+    """What follows a signed certificate: the issuer's certificate, unless the issuer is a root."""
+    return b"" if issuer.cert.issuer == issuer.cert.subject else issuer.cert_pem
+
+
+def _redelivered(certificate: str) -> dict[str, Any]:
+    """The answer for a certificate (and its chain) as recorded."""
+    cert = x509.load_pem_x509_certificate(certificate.encode())
+    return {
+        "certificate": certificate,
+        "serial": pki.serial_hex(cert.serial_number),
+        "not_after": cert.not_valid_after_utc.timestamp(),
+    }
 
 
 def _same_address(peer: str | None, ip: str) -> bool:
@@ -287,12 +367,20 @@ def _same_address(peer: str | None, ip: str) -> bool:
 
 def _certificate_answer(issuer: pki.CertificateAuthority, issued: pki.Issued) -> dict[str, Any]:
     """A signed certificate with the issuer's certificate after it, unless the issuer is a root."""
-    chain = b"" if issuer.cert.issuer == issuer.cert.subject else issuer.cert_pem
+    chain = _chain(issuer)
     return {
         "certificate": (issued.cert_pem + chain).decode(),
         "serial": pki.serial_hex(issued.serial),
         "not_after": issued.cert.not_valid_after_utc.timestamp(),
     }
+
+
+async def _start_revoker(app: web.Application) -> None:
+    app[REVOKER_KEY].start()
+
+
+async def _stop_revoker(app: web.Application) -> None:
+    await app[REVOKER_KEY].stop()
 
 
 async def not_allowed(request: web.Request) -> web.Response:
@@ -308,6 +396,7 @@ def build_app(
     identity: Identity | None = None,
     issuer: pki.CertificateAuthority | None = None,
     cert_lifetime: dt.timedelta = pki.INSTANCE_LIFETIME,
+    renewal_grace: float = issuance.DEFAULT_RENEWAL_GRACE,
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[refuse_strangers])
     app[IDENTITY_KEY] = identity if identity is not None else SourceIPIdentity()
@@ -319,6 +408,12 @@ def build_app(
     app[LEASES_KEY] = leases
     app[PUTS_KEY] = GroupedPuts(store)
     app[WAIT_TIMEOUT_KEY] = wait_timeout
+    app[STORE_KEY] = store
+    app[GRACE_KEY] = renewal_grace
+    if issuer is not None:
+        app[REVOKER_KEY] = issuance.GraceRevoker(mirror, store)
+        app.on_startup.append(_start_revoker)
+        app.on_cleanup.append(_stop_revoker)
     app.router.add_get("/healthz", healthz)
     app.router.add_post("/self/bootstrap", bootstrap)
     app.router.add_get("/{path:.*}", read)

@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import ipaddress
 import json
+import math
 import time
 from typing import Any
 
@@ -189,6 +190,16 @@ def _check_mapping(iid: str, doc: Any) -> dict[str, Any]:
         if not isinstance(token_hash, str) or len(token_hash) != 64 or not _is_hex(token_hash):
             raise data.BadDocument("bootstrap_sha256", "must be 64 hexadecimal digits (a sha256)")
         doc["bootstrap_sha256"] = token_hash.lower()
+    expires = doc.get("bootstrap_expires")
+    if isinstance(expires, str):  # as GET /v1/mapping shows it
+        with contextlib.suppress(ValueError):
+            expires = float(expires)
+    if expires is not None:
+        if isinstance(expires, bool) or not isinstance(expires, int | float) or not 0 < expires < math.inf:
+            raise data.BadDocument("bootstrap_expires", "must be a positive number (seconds since the epoch)")
+        if token_hash is None:
+            raise data.BadDocument("bootstrap_expires", "needs bootstrap_sha256 (the token it limits)")
+        doc["bootstrap_expires"] = str(float(expires))
     return doc
 
 

@@ -48,6 +48,8 @@ class Mapping:
     ip: str
     # hex sha256 of the instance's bootstrap token (POST /self/bootstrap), if the runtime set one
     bootstrap_sha256: str = ""
+    # When that token stops buying a certificate (seconds since the epoch; 0: the runtime set none)
+    bootstrap_expires: float = 0.0
     # Derived paths, computed once per mapping (a mapping changes rarely, is read on every request).
     key: str = field(init=False, repr=False, compare=False)
     cluster: str = field(init=False, repr=False, compare=False)
@@ -80,12 +82,17 @@ class Mapping:
         if not all(isinstance(v, str) and v and "/" not in v for v in (cid, role)) or not isinstance(ip, str):
             return None
         token = fields.get("bootstrap_sha256")
+        try:
+            expires = float(fields.get("bootstrap_expires") or 0)
+        except (TypeError, ValueError):
+            expires = -1.0  # unreadable: the token is treated as expired, never as unbounded
         return cls(
             instance_id=iid,
             cluster_id=str(cid),
             role=str(role),
             ip=ip,
             bootstrap_sha256=token.lower() if isinstance(token, str) else "",
+            bootstrap_expires=expires,
         )
 
     def status_key(self, *parts: str) -> str:

@@ -75,7 +75,7 @@ class Metad:
             raise MetadError(f"wait_timeout: {wait_timeout!r} must be positive")
         self.tls = tls
         try:
-            self._ssl = tls.server_context() if tls is not None else None
+            self._ssl = tls.manage_context() if tls is not None else None
             # With an issuer, instances without a certificate may connect to fetch one.
             self._instance_ssl = (
                 tls.server_context(certificate_optional=tls.issuer is not None) if tls is not None else None
@@ -133,6 +133,7 @@ class Metad:
                 self.identity,
                 self.tls.issuer if self.tls is not None else None,
                 self.tls.instance_lifetime if self.tls is not None else pki.INSTANCE_LIFETIME,
+                self.tls.renewal_grace if self.tls is not None else 0.0,
             ),
             "manage": manage_api.build_app(
                 self.mirror, self.store, self._keepalive, self._closing, require_cert=self._ssl is not None

@@ -24,6 +24,10 @@ class MetadTLS:
     # it then signs the next one before this one runs out.
     self_issued_ip: str | None = None
     server_lifetime: dt.timedelta = pki.SERVER_LIFETIME
+    # Seconds a certificate replaced by a renewal stays valid before it is revoked.
+    renewal_grace: float = 60.0
+    # CA(s) the management port's clients must come from (pitrixd's management CA); None: ``client_ca``.
+    manage_client_ca: Path | None = None
 
     def server_context(self, *, certificate_optional: bool = False) -> ssl.SSLContext:
         """A port's context: a certificate from ``client_ca`` is required to finish the handshake.
@@ -40,6 +44,17 @@ class MetadTLS:
         if certificate_optional:
             ctx.verify_mode = ssl.CERT_OPTIONAL
         return ctx
+
+    def manage_context(self) -> ssl.SSLContext:
+        """The management port's context: only certificates from ``manage_client_ca`` get through.
+
+        The instance port trusts the cluster's issuer alone and this port the runtime's management
+        CA alone, so an instance certificate never reaches the management API and a management
+        certificate is no instance identity.
+        """
+        if self.manage_client_ca is None:
+            return self.server_context()
+        return pki.server_context(self.cert_file, self.key_file, self.manage_client_ca)
 
     def server_renewal_due(self) -> dt.datetime | None:
         """When a self-issued server certificate should be replaced (``pki.renewal_time``); None

@@ -16,7 +16,6 @@ from typing import Any
 
 from pitrix.logs import get_logger
 from pitrix.metad.client import MetadManagementClient
-from pitrix.pki import Issued
 from pitrix.providers.base import InstanceSpec, Provider
 from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.authority import issuer_from_pem
@@ -47,6 +46,9 @@ from pitrix.store import Store
 
 BOOT_TIMEOUT = 300.0
 AGENT_TIMEOUT = 120.0
+# How long a bootstrap token buys a certificate once its mapping is written: the agent asks within
+# seconds of its instance running; the register step (start, recover) writes it again.
+BOOTSTRAP_TOKEN_TTL = 900.0
 
 
 class OperationError(Exception):
@@ -200,18 +202,28 @@ class ClusterOperations:
             token = await create_sealed(self.store, key, secrets.token_urlsafe(32), self.sealer)
         return token.decode()
 
-    def issue_certificate(self, node: Node) -> Issued:
-        """A client certificate for the node's instance, from its metadata cluster's issuer.
+    async def fresh_token(self, node_id: str) -> str:
+        """A new bootstrap token for the node, replacing the one it had (channel ssh: pushed with
+        the agent's files, so an agent whose certificate lapsed while stopped can fetch another)."""
+        token = secrets.token_urlsafe(32)
+        await self.store.put(token_key(self.cid, node_id), token)
+        return token
 
-        For channels that can hand it over once the cloud has named the instance (SSH); userdata
-        cannot, so the rest channel's agents fetch theirs with their bootstrap token instead.
-        """
-        if not self.tls:
-            raise OperationError("the metadata service of this cluster does not speak TLS")
-        if not node.instance_id:
-            raise OperationError(f"node {node.node_id} has no instance to certify yet")
-        issuer = issuer_from_pem(self.metadata.issuer_pem)
-        return issuer.issue_instance(node.instance_id, self.cluster.owner, self.cid)
+    def _mapping(self, node: Node) -> dict[str, Any]:
+        return {
+            "instance_id": node.instance_id,
+            "cluster_id": self.cid,
+            "role": node.role,
+            "ip": node.ip,
+            "owner": self.cluster.owner,
+        }
+
+    def _token_fields(self, token: str) -> dict[str, Any]:
+        """A mapping's bootstrap fields: the token's hash and the moment it stops buying."""
+        return {
+            "bootstrap_sha256": hashlib.sha256(token.encode()).hexdigest(),
+            "bootstrap_expires": time.time() + BOOTSTRAP_TOKEN_TTL,
+        }
 
     def agent_files(
         self, role_name: str, token: str = "", cert_pem: bytes = b"", key_pem: bytes = b""
@@ -353,16 +365,9 @@ class ClusterOperations:
         if adding:
             data["adding-hosts"] = hosts
         for node in nodes:
-            mapping = {
-                "instance_id": node.instance_id,
-                "cluster_id": self.cid,
-                "role": node.role,
-                "ip": node.ip,
-                "owner": self.cluster.owner,
-            }
+            mapping = self._mapping(node)
             if self.tls:
-                token = await self.bootstrap_token(node.node_id)
-                mapping["bootstrap_sha256"] = hashlib.sha256(token.encode()).hexdigest()
+                mapping.update(self._token_fields(await self.bootstrap_token(node.node_id)))
             await self.metad.put_mapping(node.instance_id, mapping)
         await self.metad.put_data(f"/clusters/{self.cid}", data)
         for node in nodes:
@@ -442,9 +447,9 @@ class ClusterOperations:
         """Channel ssh: write each node's agent files over SSH and start its agent.
 
         Nodes whose agent already heartbeats (since ``fresh_since``, when given) are skipped, so a
-        re-run after a crash only touches the ones still silent. With TLS, the node's client
-        certificate is issued here for its instance id and pushed with the rest, so the agent needs
-        no bootstrap token.
+        re-run after a crash only touches the ones still silent. With TLS, each gets a fresh
+        one-time bootstrap token (its hash mapped first) and makes its own key: no private key
+        is made anywhere but where it is used.
         """
         members = await self.members(node_ids)
         silent = await silent_agents(
@@ -465,12 +470,12 @@ class ClusterOperations:
 
             async def bootstrap(node: Node) -> None:
                 instance = instances[node.instance_id]
-                issued = self.issue_certificate(node) if self.tls else None
-                files = self.agent_files(
-                    node.role,
-                    cert_pem=issued.cert_pem if issued else b"",
-                    key_pem=issued.key_pem if issued else b"",
-                )
+                token = ""
+                if self.tls:
+                    token = await self.fresh_token(node.node_id)
+                    mapping = self._mapping(node) | self._token_fields(token)
+                    await self.metad.put_mapping(node.instance_id, mapping)
+                files = self.agent_files(node.role, token)
                 for path, data in files.items():
                     await ssh.put_file(instance, path, data, 0o600 if path in SECRET_FILES else 0o644)
                 state = quote("/var/lib/pitrix-agent")

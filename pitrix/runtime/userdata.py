@@ -27,7 +27,9 @@ CONFD_DIR = "/etc/confd"
 METAD_DIR = "/etc/pitrix-metad"
 METAD_ISSUER_CERT = f"{METAD_DIR}/issuer.pem"
 METAD_ISSUER_KEY = f"{METAD_DIR}/issuer.key"
-SECRET_FILES = frozenset({AGENT_KEY, METAD_ISSUER_KEY})
+# Written 0600: keys, and the agent's config, which holds its bootstrap token until it is used.
+SECRET_FILES = frozenset({AGENT_CONFIG, AGENT_KEY, METAD_ISSUER_KEY})
+AGENT_STATE = "/var/lib/pitrix-agent"
 
 
 def _toml(value: str) -> str:
@@ -147,7 +149,8 @@ def agent_userdata(files: dict[str, bytes]) -> str:
 set -e
 ROOT="${{PITRIX_VM_ROOT:-}}"
 umask 022
-mkdir -p "$ROOT/etc/pitrix" "$ROOT/var/log" "$ROOT/var/lib/pitrix-agent"
+mkdir -p "$ROOT/etc/pitrix" "$ROOT/var/log"
+(umask 077; mkdir -p "$ROOT{AGENT_STATE}")
 {_write_files(files)}
 {agent_start_command()}
 """

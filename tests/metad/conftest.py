@@ -177,9 +177,15 @@ def seed(manage: MetadManagementClient, net: Net) -> Seeder:
 
 
 @pytest.fixture
-async def tls_world(store: Store, net: Net, tmp_path: Path) -> AsyncIterator[TLSWorld]:
-    """A mutual-TLS metad over the seeded world, with certificates for i-web1, i-web2, i-db1 and i-x1."""
-    world = await start_world(store, net.metad_ip, tmp_path / "pki")
+async def tls_world(
+    store: Store, net: Net, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[TLSWorld]:
+    """A mutual-TLS metad over the seeded world, with certificates for i-web1, i-web2, i-db1 and i-x1.
+
+    Parametrized indirectly, the parameter is metad's renewal grace in seconds.
+    """
+    grace = float(getattr(request, "param", 60.0))
+    world = await start_world(store, net.metad_ip, tmp_path / "pki", renewal_grace=grace)
     try:
         await seed_world(world.manage, net)
         await world.manage.put_mapping("i-x1", {"cluster_id": "c3", "role": "x", "ip": net.ip(202)})

@@ -11,6 +11,7 @@ import datetime as dt
 import hashlib
 import json
 import stat
+import time
 from pathlib import Path
 
 import pytest
@@ -21,6 +22,7 @@ from pitrix.agent.certificate import AgentCertificate
 from pitrix.agent.errors import BackendError
 from pitrix.agent.metad_client import MetadClient
 from pitrix.metad import tls as metad_tls
+from pitrix.metad.waiters import Waiter
 
 from .tlsworld import TLSWorld
 
@@ -271,3 +273,110 @@ def _due_at(certificate: AgentCertificate, when: dt.datetime) -> bool:
             return certificate._renewal_due()
 
     return asyncio.run(check())
+
+
+# -- one-time, short-lived tokens; renewal replaces ------------------------------------------------
+
+
+async def test_a_used_token_buys_nothing_more(tls_world: TLSWorld) -> None:
+    """Replayed after its agent used it: 409, and no second certificate for anybody."""
+    await give_token(tls_world)
+    key = pki.generate_key()
+    mine = pki.make_csr(key, pki.Subject(cn="bootstrap")).decode()
+    status, first = await post(tls_world, {"token": TOKEN, "csr": mine})
+    assert status == 200, first
+    status, answer = await post(tls_world, {"token": TOKEN, "csr": csr()})
+    assert (status, answer.get("reason")) == (409, "token_used"), answer
+    assert "already used" in str(answer["error"])
+    # Its own agent, whose answer was lost, asking again with the same key: the same certificate.
+    status, again = await post(tls_world, {"token": TOKEN, "csr": mine})
+    assert status == 200 and again["serial"] == first["serial"], again
+    # Written again by the runtime (a start, a recover), the mapping does not revive the token.
+    await give_token(tls_world)
+    status, answer = await post(tls_world, {"token": TOKEN, "csr": csr()})
+    assert status == 409, answer
+
+
+async def test_two_uses_at_once_buy_one_certificate(tls_world: TLSWorld) -> None:
+    await give_token(tls_world)
+    bodies = [{"token": TOKEN, "csr": csr()} for _ in range(6)]
+    answers = await asyncio.gather(*(post(tls_world, body) for body in bodies))
+    statuses = sorted(status for status, _ in answers)
+    assert statuses == [200] + [409] * 5, answers
+    issued = await tls_world.manage.get_data("/_pitrix/issued/i-web2")
+    winner = next(answer for status, answer in answers if status == 200)
+    assert json.loads(str(issued))["serial"] == winner["serial"]
+
+
+async def test_an_expired_token_is_refused(tls_world: TLSWorld) -> None:
+    mapping = await tls_world.manage.get_mapping("i-web2")
+    assert mapping is not None
+    mapping["bootstrap_sha256"] = hashlib.sha256(TOKEN.encode()).hexdigest()
+    mapping["bootstrap_expires"] = time.time() - 1
+    await tls_world.manage.put_mapping("i-web2", mapping)
+    status, answer = await post(tls_world, {"token": TOKEN, "csr": csr()})
+    assert (status, answer.get("reason")) == (403, "token_expired"), answer
+    mapping["bootstrap_expires"] = time.time() + 600
+    await tls_world.manage.put_mapping("i-web2", mapping)
+    status, answer = await post(tls_world, {"token": TOKEN, "csr": csr()})
+    assert status == 200, answer
+
+
+@pytest.mark.parametrize("expires", ["soon", -5, 0, True, float("inf")])
+async def test_a_token_expiry_is_validated(tls_world: TLSWorld, expires: object) -> None:
+    from pitrix.metad.client import MetadClientError
+
+    mapping = await tls_world.manage.get_mapping("i-web2")
+    assert mapping is not None
+    mapping["bootstrap_sha256"] = hashlib.sha256(TOKEN.encode()).hexdigest()
+    mapping["bootstrap_expires"] = expires
+    with pytest.raises(MetadClientError) as exc:
+        await tls_world.manage.put_mapping("i-web2", mapping)
+    assert exc.value.status == 400 and "bootstrap_expires" in str(exc.value)
+
+
+async def _renew(world: TLSWorld, who: str, key: pki.PrivateKey) -> tuple[int, dict[str, object]]:
+    body = json.dumps({"csr": pki.make_csr(key, pki.Subject("i-web2", "usr-a", "c1")).decode()})
+    status, raw = await world.raw(
+        world.creds[who],
+        "POST",
+        "/self/cert",
+        body=body.encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    return status, json.loads(raw)
+
+
+@pytest.mark.parametrize("tls_world", [1.0], indirect=True)
+async def test_a_renewed_certificate_is_refused_after_the_grace(tls_world: TLSWorld) -> None:
+    old = tls_world.creds["i-web2"]
+    key = pki.generate_key()
+    status, answer = await _renew(tls_world, "i-web2", key)
+    assert status == 200, answer
+    status, _ = await tls_world.get("i-web2", "/self/host")
+    assert status == 200  # within the grace the replaced certificate still works
+    # The replaced certificate cannot renew again (a stolen one would mint successors)...
+    status, refused = await _renew(tls_world, "i-web2", pki.generate_key())
+    assert status == 409, refused
+    # ... but a renewal whose answer was lost gets its certificate again, for the same key.
+    status, again = await _renew(tls_world, "i-web2", key)
+    assert status == 200 and again["serial"] == answer["serial"], again
+    mirror = tls_world.metad.mirror
+    revoked = f"/_pitrix/revoked/{pki.serial_hex(old.serial)}"
+    deadline = asyncio.get_running_loop().time() + 10
+    while mirror.tree.live(revoked) is None:
+        assert asyncio.get_running_loop().time() < deadline, "the replaced certificate was never revoked"
+        waiter = Waiter([revoked])
+        mirror.waiters.add(waiter)
+        try:
+            if mirror.tree.live(revoked) is None:
+                await asyncio.wait({waiter.future}, timeout=10)
+        finally:
+            mirror.waiters.remove(waiter)
+    status, body = await tls_world.get("i-web2", "/self/host")
+    assert status == 403 and "revoked" in str(body), body
+    # The successor works.
+    cert_pem = str(answer["certificate"]).encode()
+    tls_world.save("i-web2-new", pki.Issued(x509.load_pem_x509_certificate(cert_pem), key))
+    status, body = await tls_world.get("i-web2-new", "/self/host")
+    assert status == 200 and body["instance_id"] == "i-web2", body

@@ -116,10 +116,15 @@ def _write_ca(directory: Path, listen_ip: str) -> pki.CertificateAuthority:
     return ca
 
 
-async def start_world(store: Any, listen_ip: str, directory: Path, *, wait_timeout: float = 30.0) -> TLSWorld:
+async def start_world(
+    store: Any, listen_ip: str, directory: Path, *, wait_timeout: float = 30.0, renewal_grace: float = 60.0
+) -> TLSWorld:
     """A TLS metad on ``listen_ip`` with the issuer configured, and the runtime's management client."""
     ca = await asyncio.to_thread(_write_ca, directory, listen_ip)
-    tls = MetadTLS(directory / "server.crt", directory / "server.key", directory / "ca.pem", issuer=ca)
+    tls = MetadTLS(
+        directory / "server.crt", directory / "server.key", directory / "ca.pem", issuer=ca,
+        renewal_grace=renewal_grace,
+    )  # fmt: skip
     metad = Metad(store, listen_ip, 0, 0, wait_timeout=wait_timeout, keepalive=0.3, tls=tls)
     await metad.start()
     runtime = ca.issue_management()

@@ -91,6 +91,9 @@ async def test_rest_userdata_writes_the_config_the_ca_and_the_token(tmp_path: Pa
     assert config["pitrix"]["bootstrap_token"] == "tok-123"
     assert config["pitrix"]["health_cmd"] == "test -f /ok"
     assert not (tmp_path / AGENT_KEY.lstrip("/")).exists()  # fetched by the agent, never in userdata
+    # The token (one-time, but until used it buys a certificate) and the agent's state: owner only.
+    assert mode(tmp_path / AGENT_CONFIG.lstrip("/")) == 0o600
+    assert mode(tmp_path / "var/lib/pitrix-agent") == 0o700
 
 
 async def test_pushed_certificates_replace_the_token_and_the_key_stays_private(tmp_path: Path) -> None:
@@ -107,7 +110,7 @@ async def test_pushed_certificates_replace_the_token_and_the_key_stays_private(t
     config = tomllib.loads((tmp_path / AGENT_CONFIG.lstrip("/")).read_text())
     assert "bootstrap_token" not in config["pitrix"]
     assert mode(tmp_path / AGENT_KEY.lstrip("/")) == 0o600
-    assert mode(tmp_path / AGENT_CONFIG.lstrip("/")) == 0o644
+    assert mode(tmp_path / AGENT_CONFIG.lstrip("/")) == 0o600
     x509.load_pem_x509_certificate((tmp_path / AGENT_CERT.lstrip("/")).read_bytes())
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -74,6 +75,9 @@ async def test_light_vm_runs_no_process_and_does_not_run_userdata(light: Simulat
     root = light.fleet.vms_dir / iid / "root"
     assert item["status"] == "running" and vm_pids({iid}) == {}
     assert (root / "etc/qingcloud/userdata/userdata.sh").read_text() == "#!/bin/sh\ntouch ran\n"
+    # Userdata may hold a bootstrap token: readable by the VM's root alone, as a real image keeps it.
+    assert stat.S_IMODE((root / "etc/qingcloud/userdata/userdata.sh").stat().st_mode) == 0o700
+    assert stat.S_IMODE((root / "etc/qingcloud/userdata").stat().st_mode) == 0o700
     assert not (root / "ran").exists()
     [entry] = light.ledger()
     assert entry["light"] is True
