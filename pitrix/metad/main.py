@@ -16,6 +16,8 @@ from pathlib import Path
 
 from pitrix import aio, logs, pki
 from pitrix.logs import get_logger
+from pitrix.metad import issuer_bootstrap
+from pitrix.metad.issuer_bootstrap import IssuerBootstrap
 from pitrix.metad.limits import ConnectionLimits, LimitsError
 from pitrix.metad.server import DEFAULT_WAIT_TIMEOUT, Metad, MetadError
 from pitrix.metad.tls import MetadTLS, self_issued
@@ -84,6 +86,30 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         help="lifetime of the instance certificates the issuer signs (bootstrap and renewal)",
     )
     tls.add_argument(
+        "--issuer-bootstrap-token-file",
+        type=Path,
+        metavar="FILE",
+        help="make the issuer's key here and get its certificate from pitrixd with the one-time token "
+        "in FILE (needs --state-dir; until then only the bootstrap answers on --manage-port)",
+    )
+    tls.add_argument(
+        "--root-ca",
+        type=Path,
+        help="with --issuer-bootstrap-token-file: the installation's root; the issuer must chain to it",
+    )
+    tls.add_argument(
+        "--management-ca",
+        type=Path,
+        help="CA(s) the management port's clients must come from (default: --client-ca)",
+    )
+    tls.add_argument(
+        "--renewal-grace",
+        type=float,
+        default=60.0,
+        metavar="SECONDS",
+        help="how long a certificate replaced by a renewal (POST /self/cert) stays valid",
+    )
+    tls.add_argument(
         "--legacy-source-ip",
         action="store_true",
         help=(
@@ -136,6 +162,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         )
     parser.add_argument("--log-level", default=os.environ.get("PITRIX_LOG_LEVEL", "info"))
     args = parser.parse_args(argv)
+    _issuer_bootstrap_args(parser, args)
     tls_given = [f"--{n.replace('_', '-')}" for n in ("tls_cert", "tls_key", "client_ca") if getattr(args, n)]
     args.self_issued = tls_given == ["--client-ca"] and bool(args.issuer_cert)
     if tls_given and len(tls_given) != 3 and not args.self_issued:
@@ -210,6 +237,27 @@ def _legacy_management(parser: argparse.ArgumentParser, args: argparse.Namespace
         )
 
 
+def _issuer_bootstrap_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Check the issuer-bootstrap flags; with them, the issuer's files and --client-ca are the ones
+    the bootstrap will store under --state-dir (filled in before the TLS flags are checked)."""
+    if args.renewal_grace < 0:
+        parser.error("--renewal-grace must be >= 0")
+    if args.issuer_bootstrap_token_file is None:
+        if args.root_ca:
+            parser.error("--root-ca applies only to --issuer-bootstrap-token-file")
+        return
+    clashing = [
+        f for f in ("tls_cert", "tls_key", "client_ca", "issuer_cert", "issuer_key") if getattr(args, f)
+    ]
+    if clashing or args.legacy_source_ip:
+        names = ", ".join(f"--{f.replace('_', '-')}" for f in clashing) or "--legacy-source-ip"
+        parser.error(f"--issuer-bootstrap-token-file makes the issuer itself: drop {names}")
+    if args.state_dir is None:
+        parser.error("--issuer-bootstrap-token-file needs --state-dir DIR (where the issuer's key is kept)")
+    files = IssuerBootstrap.files_under(args.state_dir)
+    args.issuer_cert, args.issuer_key, args.client_ca = files.cert, files.key, files.cert
+
+
 def tls_config(args: argparse.Namespace, scratch: Path) -> MetadTLS | None:
     """The TLS settings; a self-issued server certificate is written under ``scratch``."""
     if not args.client_ca:
@@ -218,14 +266,28 @@ def tls_config(args: argparse.Namespace, scratch: Path) -> MetadTLS | None:
     if args.issuer_cert:
         issuer = pki.CertificateAuthority.load_pair(args.issuer_cert, args.issuer_key)
     lifetime = dt.timedelta(seconds=args.cert_lifetime)
+    extra = {"renewal_grace": args.renewal_grace, "manage_client_ca": args.management_ca}
     if args.self_issued:
         assert issuer is not None
         tls = self_issued(issuer, args.listen_ip, args.client_ca, scratch)
-        return dataclasses.replace(tls, instance_lifetime=lifetime)
-    return MetadTLS(args.tls_cert, args.tls_key, args.client_ca, issuer, lifetime)
+        return dataclasses.replace(tls, instance_lifetime=lifetime, **extra)
+    return MetadTLS(args.tls_cert, args.tls_key, args.client_ca, issuer, lifetime, **extra)
 
 
 async def serve(args: argparse.Namespace) -> int:
+    if args.issuer_bootstrap_token_file is not None:
+        # Before anything else listens: until pitrixd has signed the issuer, this is all metad does.
+        try:
+            await issuer_bootstrap.obtain(
+                args.state_dir,
+                args.issuer_bootstrap_token_file,
+                args.root_ca,
+                args.listen_ip,
+                args.manage_port,
+            )
+        except issuer_bootstrap.BootstrapError as exc:
+            get_logger("pitrix.metad.main").error("issuer bootstrap failed", error=str(exc))
+            return 1
     # Where a self-issued server certificate lives without a state directory: gone at exit.
     with tempfile.TemporaryDirectory(prefix="pitrix-metad-") as scratch:
         return await _serve(args, Path(scratch))

@@ -2,9 +2,12 @@
 
 Every pitrixd replica must sign with the same root, and a restarted one must keep signing with
 it, so the root is created once with create-if-absent and read back by whoever lost the race.
-Each metadata cluster gets its own subordinate issuer (stored with the metadata cluster's record
-before its VM exists): its metad trusts only that issuer, so a certificate made for another
-owner's metadata cluster is refused at the TLS handshake, before any identity check.
+Each metadata cluster has its own subordinate issuer, whose key its metad makes itself and whose
+certificate the root signs from a CSR (``pitrix.metad.issuer_bootstrap``): its metad's instance
+port trusts only that issuer, so a certificate made for another owner's metadata cluster is
+refused at the TLS handshake, before any identity check. pitrixd reaches every metad's
+management port with a certificate from its management CA (also kept in etcd), which metad
+trusts on that port alone.
 
 The root's record (certificate and key, PEM) is sealed (pitrix.sealing); one an older pitrixd
 stored in clear is read as it is and sealed in place.
@@ -13,15 +16,33 @@ stored in clear is read as it is and sealed in place.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import ssl
 import tempfile
 from pathlib import Path
+
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 
 from pitrix import pki
 from pitrix.sealing import Sealer, create_sealed, get_sealed
 from pitrix.store import Store
 
 CA_KEY = "/pitrix/ca"
+MANAGEMENT_CA_KEY = "/pitrix/management-ca"
+ISSUER_LIFETIME = dt.timedelta(days=365)
+# A CA signs certificates and revocation lists, nothing else.
+_CA_USAGE = x509.KeyUsage(
+    digital_signature=True,
+    content_commitment=False,
+    key_encipherment=False,
+    data_encipherment=False,
+    key_agreement=False,
+    key_cert_sign=True,
+    crl_sign=True,
+    encipher_only=False,
+    decipher_only=False,
+)
 
 
 class Authority:
@@ -43,9 +64,62 @@ class Authority:
         """A metadata cluster's own issuer: it signs its metad, its instances and our client cert."""
         return self.root.issue_subordinate(f"pitrix metadata {owner}/{runtime}")
 
+    async def management_ca(self, store: Store, sealer: Sealer) -> pki.CertificateAuthority:
+        """The CA of pitrixd's management certificates, created on first use like the root (and
+        sealed like it).
+
+        Subordinate to the root (path length 0); metad trusts it on its management port only.
+        """
+        pem = await get_sealed(store, MANAGEMENT_CA_KEY, sealer)
+        if pem is None:
+            fresh = self.root.issue_subordinate("pitrix management", pki.CA_LIFETIME).to_pem()
+            pem = await create_sealed(store, MANAGEMENT_CA_KEY, fresh, sealer)
+        return pki.CertificateAuthority.from_pem(pem)
+
+    def sign_issuer(self, csr_pem: bytes, owner: str, runtime: str) -> bytes:
+        """A metadata cluster's issuer certificate for the key its metad made (PEM).
+
+        A CA that signs leaves only (path length 0); its name is the runtime's, never the CSR's,
+        and nothing but the CSR's public key is taken from it.
+        """
+        csr = pki.load_csr(csr_pem)
+        public_key = csr.public_key()
+        root = self.root
+        now = dt.datetime.now(dt.UTC)
+        name = x509.Name(
+            [
+                x509.NameAttribute(x509.NameOID.COMMON_NAME, f"pitrix metadata {owner}/{runtime}"[:64]),
+                x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "pitrix"),
+            ]
+        )
+        cert = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(root.cert.subject)
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - pki.BACKDATE)
+            .not_valid_after(min(now + ISSUER_LIFETIME, root.cert.not_valid_after_utc))
+            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
+            .add_extension(_CA_USAGE, critical=True)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
+            .add_extension(
+                x509.AuthorityKeyIdentifier.from_issuer_public_key(root.key.public_key()), critical=False
+            )
+            .sign(root.key, hashes.SHA256())
+        )
+        return pki.cert_to_pem(cert)
+
 
 def issuer_from_pem(pem: str) -> pki.CertificateAuthority:
     return pki.CertificateAuthority.from_pem(pem.encode())
+
+
+def management_client_context(server_ca_pem: bytes, management: pki.CertificateAuthority) -> ssl.SSLContext:
+    """A client context for one metadata cluster whose issuer pitrixd does not hold: trusts only
+    that issuer (``server_ca_pem``, which signed metad's server certificate) and shows a
+    certificate from the management CA."""
+    return _context(server_ca_pem, management)
 
 
 def management_context(issuer: pki.CertificateAuthority) -> ssl.SSLContext:
@@ -54,12 +128,16 @@ def management_context(issuer: pki.CertificateAuthority) -> ssl.SSLContext:
     ``ssl`` loads certificates from files only, so the freshly issued pair passes through a private
     temporary directory that is gone before this returns; nothing secret stays on disk.
     """
-    issued = issuer.issue_management()
+    return _context(issuer.cert_pem, issuer)
+
+
+def _context(trust_pem: bytes, signer: pki.CertificateAuthority) -> ssl.SSLContext:
+    issued = signer.issue_management()
     with tempfile.TemporaryDirectory(prefix="pitrix-mgmt-") as tmp:
         folder = Path(tmp)
         ca, cert, key = folder / "ca.pem", folder / "cert.pem", folder / "key.pem"
-        ca.write_bytes(issuer.cert_pem)
-        issued.write(cert, key, chain=issuer.cert_pem)
+        ca.write_bytes(trust_pem)
+        issued.write(cert, key, chain=signer.cert_pem)
         ctx = pki.client_context(ca, cert, key)
         for path in (ca, cert, key):
             with contextlib.suppress(FileNotFoundError):

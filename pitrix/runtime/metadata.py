@@ -5,9 +5,11 @@ Or one per runtime for all its owners, where the runtime's ``placement`` is ``pe
 cluster is deleted, unless the runtime's ``metadata_retention`` is ``keep``.
 
 Created under an etcd lock so two clusters created together share one; its record in etcd (with
-the cluster's own TLS issuer) is written before the VM is asked for, and the VM has a deterministic
-name, so a crash between the two never makes a second one. Removed when the owner's last cluster on
-the runtime is deleted.
+the hash and expiry of the one-time token its metad buys its issuer certificate with) is written
+before the VM is asked for, and the VM has a deterministic name, so a crash between the two never
+makes a second one. The issuer's key is made on the VM; pitrixd signs its CSR, records the
+certificate and the token's consumption, then hands it over (``issuer_exchange``): a restart
+anywhere in between resumes. Removed when the owner's last cluster on the runtime is deleted.
 
 A ready metadata cluster that does not answer its health check at once is waited for, not
 rebuilt: under load, or while its VM restarts, a missed health check says nothing about the VM.
@@ -17,22 +19,26 @@ Only a VM the cloud no longer has is made again.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import re
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 
 import aiohttp
 
+from pitrix import pki
 from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 from pitrix.metad.client import MetadManagementClient
 from pitrix.providers.base import Instance, InstanceSpec, Provider
-from pitrix.runtime.authority import Authority, issuer_from_pem, management_context
+from pitrix.runtime import issuer_exchange
+from pitrix.runtime.authority import Authority, issuer_from_pem, management_client_context, management_context
 from pitrix.runtime.booting import wait_booted
 from pitrix.runtime.keypairs import KeyPairs
 from pitrix.runtime.records import Cluster, MetadataCluster, Runtime, metadata_key, runtime_key
 from pitrix.runtime.tunnel import Tunnel, open_tunnel
-from pitrix.runtime.userdata import metad_userdata
+from pitrix.runtime.userdata import MetadTrust, metad_userdata
 from pitrix.sealing import Sealer
 from pitrix.ssh import console_keys
 from pitrix.store import Store
@@ -42,6 +48,9 @@ METADATA_IMAGE = "pitrix-metadata"
 LOCK_TTL = 5
 # How long a ready metadata cluster may miss health checks before its VM is looked at again.
 READY_PATIENCE = 60.0
+# How long a metadata VM's issuer-bootstrap token is good for, from the moment it is made: the
+# VM must boot and its metad offer its CSR within it, else the VM is made again with a new one.
+ISSUER_TOKEN_TTL = 900.0
 
 
 # The holder of a runtime's shared metadata cluster: not a possible owner name.
@@ -84,6 +93,7 @@ class MetadataClusters:
         self._clients: dict[str, MetadManagementClient] = {}
         self._tunnels: dict[str, Tunnel] = {}  # by metadata VM instance id (runtimes with metad_via_ssh)
         self._authority: Authority | None = None
+        self._management: pki.CertificateAuthority | None = None
 
     async def _runtime(self, name: str) -> Runtime | None:
         kv = await self.store.get(runtime_key(name))
@@ -93,6 +103,8 @@ class MetadataClusters:
         """The record of ``holder``'s metadata cluster on ``runtime``; a ready one is made reachable."""
         kv = await self.store.get(metadata_key(holder, runtime))
         record = MetadataCluster.opened(kv.value, self.sealer) if kv else None
+        if record is not None and record.issuer_pem and not record.holds_issuer_key:
+            await self.management()  # client() is synchronous: have its CA at hand
         if record is not None and record.status == "ready":
             await self._reach(record, definition)
         return record
@@ -121,6 +133,12 @@ class MetadataClusters:
             self._authority = await Authority.load(self.store, self.sealer)
         return self._authority
 
+    async def management(self) -> pki.CertificateAuthority:
+        """The CA of the runtime's management certificates (kept in etcd, made on first use)."""
+        if self._management is None:
+            self._management = await (await self.authority()).management_ca(self.store, self.sealer)
+        return self._management
+
     async def get(self, owner: str, runtime: str) -> MetadataCluster | None:
         """The metadata cluster serving ``owner``'s clusters on ``runtime``, if there is one."""
         definition = await self._runtime(runtime)
@@ -144,13 +162,7 @@ class MetadataClusters:
         key = metadata_key(owner, runtime)
         record = await self._read(owner, runtime, definition)
         if record is None:
-            issuer = (await self.authority()).new_issuer(owner, runtime) if self.tls else None
-            record = MetadataCluster(
-                owner=owner,
-                runtime=runtime,
-                name=metadata_name(owner, runtime),
-                issuer_pem=issuer.to_pem().decode() if issuer else "",
-            )
+            record = MetadataCluster(owner=owner, runtime=runtime, name=metadata_name(owner, runtime))
             await self.store.put(key, record.sealed(self.sealer))
         if record.status == "ready" and await self._patient(record, owner, runtime):
             return record
@@ -159,10 +171,17 @@ class MetadataClusters:
             await self.store.put(key, record.sealed(self.sealer))
         provider = await self.provider_for(runtime)
         found = await self._vms(provider, record)
+        if found and self._stranded(record):
+            # Its token ran out before its metad asked: nothing can give it an issuer now.
+            log.warning("metadata VM missed its issuer bootstrap; making it again", name=record.name)
+            await provider.terminate_instances([i.instance_id for i in found])
+            found = []
         if found:
             instance = found[0]
         else:
             log.info("creating metadata cluster", name=record.name)
+            record, trust = await self._new_trust(record)
+            await self.store.put(key, record.sealed(self.sealer))  # the token's hash before any VM holds it
             key_pair = ""
             if _via_ssh(definition):
                 key_pair = (await self.keypairs.get(provider, owner, runtime)).cloud_id
@@ -170,7 +189,7 @@ class MetadataClusters:
                 name=record.name,
                 image=METADATA_IMAGE,
                 key_pair=key_pair,
-                userdata=metad_userdata(issuer_from_pem(record.issuer_pem) if record.issuer_pem else None),
+                userdata=metad_userdata(trust),
                 tags={"pitrix:owner": owner, "pitrix:role": "metadata"},
             )
             instance = (await provider.run_instances([spec]))[0]
@@ -179,11 +198,75 @@ class MetadataClusters:
         record = record.model_copy(update={"instance_id": instance.instance_id, "ip": instance.private_ip})
         await self.store.put(key, record.sealed(self.sealer))
         await self._reach(record, definition)
+        if record.bootstrap_sha256:
+            record = await self._bootstrap_issuer(record, started + timeout)
         await self._wait_healthy(record, timeout - (time.monotonic() - started))
-        record = record.model_copy(update={"status": "ready"})
+        # Spent: the token's hash (the proofs' key) need not be kept any longer.
+        record = record.model_copy(update={"status": "ready", "bootstrap_sha256": ""})
         await self.store.put(key, record.sealed(self.sealer))
         log.info("metadata cluster ready", ip=record.ip, instance_id=record.instance_id)
         return record
+
+    def _stranded(self, record: MetadataCluster) -> bool:
+        """A VM waiting for an issuer its token can no longer buy."""
+        return (
+            bool(record.bootstrap_sha256)
+            and not record.issuer_pem
+            and issuer_exchange.expired(record.bootstrap_expires)
+        )
+
+    async def _new_trust(self, record: MetadataCluster) -> tuple[MetadataCluster, MetadTrust | None]:
+        """A new VM's userdata trust material (a fresh one-time token) and the record naming it."""
+        if not self.tls:
+            return record, None
+        authority = await self.authority()
+        token = secrets.token_urlsafe(32)
+        record = record.model_copy(
+            update={
+                "issuer_pem": "",
+                "bootstrap_sha256": hashlib.sha256(token.encode()).hexdigest(),
+                "bootstrap_expires": time.time() + ISSUER_TOKEN_TTL,
+                "bootstrap_consumed": 0.0,
+            }
+        )
+        trust = MetadTrust(authority.ca_pem(), (await self.management()).cert_pem, token)
+        return record, trust
+
+    def _manage_base(self, record: MetadataCluster) -> str:
+        tunnel = self._tunnels.get(record.instance_id)
+        if tunnel is not None and tunnel.alive:
+            return f"https://127.0.0.1:{tunnel.port}"
+        return record.manage_url
+
+    async def _bootstrap_issuer(self, record: MetadataCluster, deadline: float) -> MetadataCluster:
+        """Sign the issuer the VM's metad made and hand it over; resumes wherever a crash left it."""
+        log = get_logger("pitrix.metadata", owner=record.owner, runtime=record.runtime)
+        key = metadata_key(record.owner, record.runtime)
+        backoff = Backoff(0.02, 0.5)
+        while True:
+            if record.issuer_pem and await self._healthy(record):
+                return record  # an earlier push arrived: metad already serves with it
+            try:
+                if not record.issuer_pem:
+                    if issuer_exchange.expired(record.bootstrap_expires):
+                        raise TimeoutError(f"the issuer bootstrap token of {record.name} expired")
+                    csr = await issuer_exchange.fetch_csr(self._manage_base(record), record.bootstrap_sha256)
+                    authority = await self.authority()
+                    cert = await asyncio.to_thread(authority.sign_issuer, csr, record.owner, record.runtime)
+                    record = record.model_copy(
+                        update={"issuer_pem": cert.decode(), "bootstrap_consumed": time.time()}
+                    )
+                    # Recorded, and the token marked consumed, before the certificate leaves.
+                    await self.store.put(key, record.sealed(self.sealer))
+                    log.info("metadata issuer signed", name=record.name)
+                await issuer_exchange.push_certificate(
+                    self._manage_base(record), record.bootstrap_sha256, record.issuer_cert_pem
+                )
+                return record
+            except issuer_exchange.NotReady as exc:
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"metadata VM {record.name}: issuer bootstrap: {exc}") from None
+                await asyncio.sleep(backoff.next())
 
     async def release(self, owner: str, runtime: str, remaining: list[Cluster]) -> bool:
         """Remove the metadata cluster serving ``owner`` on ``runtime`` if no cluster it serves is
@@ -229,8 +312,13 @@ class MetadataClusters:
         client = self._clients.get(cache)
         if client is None:
             ssl = None
-            if record.issuer_pem:
+            if record.holds_issuer_key:  # a metadata cluster from before issuer bootstrap
                 ssl = management_context(issuer_from_pem(record.issuer_pem))
+            elif record.issuer_pem:
+                if self._management is None:
+                    raise RuntimeError("the management CA is not loaded (read the record with get/ensure)")
+                ssl = management_client_context(record.issuer_cert_pem, self._management)
+            if ssl is not None:
                 ssl.check_hostname = tunnel is None  # through the tunnel: the chain still must verify
             client = self._clients[cache] = MetadManagementClient(url, ssl=ssl)
         return client

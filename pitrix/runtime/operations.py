@@ -18,7 +18,6 @@ from pitrix.logs import get_logger
 from pitrix.metad.client import MetadManagementClient
 from pitrix.providers.base import InstanceSpec, Provider
 from pitrix.runtime.agents import AgentStatus
-from pitrix.runtime.authority import issuer_from_pem
 from pitrix.runtime.booting import wait_booted
 from pitrix.runtime.fallback import run_over_ssh, silent_agents
 from pitrix.runtime.keypairs import KeyPairs, RuntimeKeyPair
@@ -231,10 +230,10 @@ class ClusterOperations:
         """What the node's agent is configured with: userdata writes it, or SSH pushes it."""
         role = self.cluster.app.role(role_name)
         check = role.health_check
-        issuer = issuer_from_pem(self.metadata.issuer_pem) if self.tls else None
         return agent_files(
             [self.metadata.instance_url],
-            ca_pem=issuer.cert_pem if issuer else b"",
+            # metad's server certificate is signed by its issuer, known since its metad got it.
+            ca_pem=self.metadata.issuer_cert_pem if self.tls else b"",
             bootstrap_token=token,
             cert_pem=cert_pem,
             key_pem=key_pem,

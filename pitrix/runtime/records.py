@@ -210,9 +210,15 @@ class MetadataCluster(_Record):
     instance_id: str = ""
     ip: str = ""
     status: Literal["creating", "ready", "deleting"] = "creating"
-    # The cluster's own issuer (certificate then key, PEM), made before its VM: metad trusts only it.
-    # Empty on a record made before the runtime spoke TLS, which keeps talking plain HTTP.
+    # The cluster's own issuer certificate (PEM), signed once its metad has made the key and
+    # offered a CSR (issuer bootstrap). Records made before that kept certificate then key here;
+    # empty on a record made before the runtime spoke TLS, which keeps talking plain HTTP.
     issuer_pem: str = ""
+    # The issuer bootstrap's one-time token: its hash (the proofs' key, kept until consumed), until
+    # when it is good, and when it was consumed (0: not yet). The token itself is only in userdata.
+    bootstrap_sha256: str = ""
+    bootstrap_expires: float = 0.0
+    bootstrap_consumed: float = 0.0
 
     def dump(self) -> bytes:
         raise TypeError("a metadata cluster holds its issuer's key: store it with sealed(sealer)")
@@ -222,24 +228,40 @@ class MetadataCluster(_Record):
         data = self.model_dump(mode="json")
         if self.issuer_pem:
             data["issuer_pem"] = sealer.seal_text(self.issuer_pem, self._context(self.owner, self.runtime))
+        if self.bootstrap_sha256:  # until consumed, it is what proofs to the VM's metad are keyed with
+            where = self._context(self.owner, self.runtime, "bootstrap_sha256")
+            data["bootstrap_sha256"] = sealer.seal_text(self.bootstrap_sha256, where)
         return json.dumps(data).encode()
 
     @classmethod
     def opened(cls, raw: bytes, sealer: Sealer) -> MetadataCluster:
         """The record as stored, its issuer opened (one stored in clear is read as it is)."""
         data = json.loads(raw)
-        if isinstance(data.get("issuer_pem"), str):
-            where = cls._context(str(data.get("owner", "")), str(data.get("runtime", "")))
-            data["issuer_pem"] = sealer.open_text(data["issuer_pem"], where)
+        owner, runtime = str(data.get("owner", "")), str(data.get("runtime", ""))
+        for field in ("issuer_pem", "bootstrap_sha256"):
+            if isinstance(data.get(field), str):
+                data[field] = sealer.open_text(data[field], cls._context(owner, runtime, field))
         return cls.model_validate(data)
 
     @staticmethod
-    def _context(owner: str, runtime: str) -> str:
-        return f"{metadata_key(owner, runtime)}/issuer_pem"
+    def _context(owner: str, runtime: str, field: str = "issuer_pem") -> str:
+        return f"{metadata_key(owner, runtime)}/{field}"
 
     @property
     def scheme(self) -> str:
-        return "https" if self.issuer_pem else "http"
+        return "https" if self.issuer_pem or self.bootstrap_sha256 else "http"
+
+    @property
+    def issuer_cert_pem(self) -> bytes:
+        """The issuer's certificate alone (an old record's key, if any, left out)."""
+        text = self.issuer_pem
+        end = "-----END CERTIFICATE-----"
+        return (text[: text.index(end) + len(end)] + "\n").encode() if end in text else b""
+
+    @property
+    def holds_issuer_key(self) -> bool:
+        """A record from before issuer bootstrap: pitrixd made (and kept) the issuer's key."""
+        return "PRIVATE KEY" in self.issuer_pem
 
     @property
     def instance_url(self) -> str:

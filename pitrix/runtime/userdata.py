@@ -13,8 +13,8 @@ import json
 import posixpath
 import shlex
 from collections.abc import Sequence
+from dataclasses import dataclass
 
-from pitrix.pki import CertificateAuthority, key_to_pem
 from pitrix.runtime.records import DEFAULT_HEARTBEAT_INTERVAL
 from pitrix.runtime.spec import Template
 
@@ -25,10 +25,12 @@ AGENT_KEY = "/etc/pitrix/agent.key"
 AGENT_LOG = "/var/log/pitrix-agent.log"
 CONFD_DIR = "/etc/confd"
 METAD_DIR = "/etc/pitrix-metad"
-METAD_ISSUER_CERT = f"{METAD_DIR}/issuer.pem"
-METAD_ISSUER_KEY = f"{METAD_DIR}/issuer.key"
-# Written 0600: keys, and the agent's config, which holds its bootstrap token until it is used.
-SECRET_FILES = frozenset({AGENT_CONFIG, AGENT_KEY, METAD_ISSUER_KEY})
+METAD_STATE = "/var/lib/pitrix-metad"
+METAD_ROOT_CA = f"{METAD_DIR}/root-ca.pem"
+METAD_MANAGEMENT_CA = f"{METAD_DIR}/management-ca.pem"
+METAD_TOKEN = f"{METAD_DIR}/issuer-bootstrap.token"
+# Written 0600: keys, and the files holding a bootstrap token until it is used.
+SECRET_FILES = frozenset({AGENT_CONFIG, AGENT_KEY, METAD_TOKEN})
 AGENT_STATE = "/var/lib/pitrix-agent"
 
 
@@ -156,26 +158,42 @@ mkdir -p "$ROOT/etc/pitrix" "$ROOT/var/log"
 """
 
 
+@dataclass(frozen=True)
+class MetadTrust:
+    """What a metadata VM boots with for mutual TLS: public certificates and a one-time token."""
+
+    root_ca_pem: bytes  # the installation's root: the issuer pitrixd signs must chain to it
+    management_ca_pem: bytes  # the only CA whose clients reach the management port
+    token: str  # buys the issuer's certificate once (issuer bootstrap), then is worthless
+
+
 def metad_userdata(
-    issuer: CertificateAuthority | None = None, *, instance_port: int = 8080, manage_port: int = 9611
+    trust: MetadTrust | None = None, *, instance_port: int = 8080, manage_port: int = 9611
 ) -> str:
     """Start etcd and pitrix-metad on the metadata VM's own address.
 
-    With ``issuer``, metad speaks mutual TLS: it issues its own server certificate for the address
-    the cloud gave the VM (unknown when this script is written), trusts only certificates that
-    ``issuer`` signed, and signs its instances' certificates with it.
+    With ``trust``, metad speaks mutual TLS: it makes its issuer's key itself, gets the issuer's
+    certificate from pitrixd with the one-time token (``pitrix.metad.issuer_bootstrap``), then
+    issues its own server certificate for the address the cloud gave the VM (unknown when this
+    script is written) and signs its instances' certificates. No private key is in here.
     """
     flags = f"--instance-port {instance_port} --manage-port {manage_port}"
     files = ""
-    if issuer is None:
+    if trust is None:
         # settings.metadata_tls = false: pitrixd reaches the management API at the VM's address
         # without a certificate, so it must stay open there (and instances can use it too).
         flags += " --legacy-source-ip --insecure-open-management-api"
     else:
-        files = _write_files({METAD_ISSUER_CERT: issuer.cert_pem, METAD_ISSUER_KEY: key_to_pem(issuer.key)})
+        files = _write_files(
+            {
+                METAD_ROOT_CA: trust.root_ca_pem,
+                METAD_MANAGEMENT_CA: trust.management_ca_pem,
+                METAD_TOKEN: (trust.token + "\n").encode(),
+            }
+        )
         flags += (
-            f' --client-ca "$ROOT"{METAD_ISSUER_CERT}'
-            f' --issuer-cert "$ROOT"{METAD_ISSUER_CERT} --issuer-key "$ROOT"{METAD_ISSUER_KEY}'
+            f' --issuer-bootstrap-token-file "$ROOT"{METAD_TOKEN} --root-ca "$ROOT"{METAD_ROOT_CA}'
+            f' --management-ca "$ROOT"{METAD_MANAGEMENT_CA}'
         )
     return f"""#!/bin/sh
 # pitrix: start the metadata service (embedded etcd + pitrix-metad)
@@ -183,8 +201,9 @@ set -e
 ROOT="${{PITRIX_VM_ROOT:-}}"
 IP="${{PITRIX_VM_IP:-$(hostname -I | cut -d' ' -f1)}}"
 umask 022
-mkdir -p "$ROOT/var/lib/pitrix-metad" "$ROOT/var/log" "$ROOT{METAD_DIR}"
+mkdir -p "$ROOT/var/log" "$ROOT{METAD_DIR}"
+(umask 077; mkdir -p "$ROOT{METAD_STATE}")
 {files}
 nohup pitrix-metad --listen-ip "$IP" {flags} --embedded-etcd \\
-    --state-dir "$ROOT/var/lib/pitrix-metad" >> "$ROOT/var/log/pitrix-metad.log" 2>&1 &
+    --state-dir "$ROOT{METAD_STATE}" >> "$ROOT/var/log/pitrix-metad.log" 2>&1 &
 """

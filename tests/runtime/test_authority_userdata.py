@@ -22,8 +22,11 @@ from pitrix.runtime.userdata import (
     AGENT_CERT,
     AGENT_CONFIG,
     AGENT_KEY,
-    METAD_ISSUER_CERT,
-    METAD_ISSUER_KEY,
+    METAD_MANAGEMENT_CA,
+    METAD_ROOT_CA,
+    METAD_STATE,
+    METAD_TOKEN,
+    MetadTrust,
     agent_files,
     agent_userdata,
     metad_userdata,
@@ -120,18 +123,40 @@ async def test_plain_userdata_has_no_tls_settings(tmp_path: Path) -> None:
     assert "client_cert" not in config and "bootstrap_token" not in config["pitrix"]
 
 
-async def test_metad_userdata_hands_over_its_issuer(tmp_path: Path) -> None:
-    issuer = pki.CertificateAuthority.create().issue_subordinate("metadata alice/sim")
-    script = metad_userdata(issuer)
+async def test_metad_userdata_carries_no_private_key(tmp_path: Path) -> None:
+    """Public certificates and a one-time token: the issuer's key is made on the VM."""
+    root = pki.CertificateAuthority.create()
+    management = root.issue_subordinate("pitrix management")
+    script = metad_userdata(MetadTrust(root.cert_pem, management.cert_pem, "tok-1"))
+    assert "PRIVATE KEY" not in script
     # Run everything but the last command (starting metad is the simulator tests' business).
     head = script[: script.index("nohup pitrix-metad")]
     await run_script(head, tmp_path)
-    key_path = tmp_path / METAD_ISSUER_KEY.lstrip("/")
-    assert mode(key_path) == 0o600
-    restored = pki.CertificateAuthority.load_pair(tmp_path / METAD_ISSUER_CERT.lstrip("/"), key_path)
-    assert restored.cert_pem == issuer.cert_pem
-    assert f'--client-ca "$ROOT"{METAD_ISSUER_CERT}' in script
-    assert "--tls-cert" not in script  # metad issues its own for the address the cloud gives it
+    assert (tmp_path / METAD_TOKEN.lstrip("/")).read_text() == "tok-1\n"
+    assert mode(tmp_path / METAD_TOKEN.lstrip("/")) == 0o600
+    assert mode(tmp_path / METAD_STATE.lstrip("/")) == 0o700
+    assert (tmp_path / METAD_ROOT_CA.lstrip("/")).read_bytes() == root.cert_pem
+    assert (tmp_path / METAD_MANAGEMENT_CA.lstrip("/")).read_bytes() == management.cert_pem
+    assert f'--issuer-bootstrap-token-file "$ROOT"{METAD_TOKEN}' in script
+    assert "--tls-cert" not in script and "--issuer-key" not in script
+
+
+async def test_the_management_ca_is_one_per_installation(store: Store) -> None:
+    authority = await Authority.load(store)
+    first, second = await asyncio.gather(authority.management_ca(store), authority.management_ca(store))
+    assert first.cert_pem == second.cert_pem
+    authority.root.verify(first.cert)
+
+
+def test_the_root_signs_a_metads_own_key_as_a_leaf_only_issuer() -> None:
+    authority = Authority(pki.CertificateAuthority.create())
+    key = pki.generate_key()
+    csr = pki.make_csr(key, pki.Subject("anything", "evil", "x"))
+    cert = x509.load_pem_x509_certificate(authority.sign_issuer(csr, "alice", "sim"))
+    authority.root.verify(cert)
+    issuer = pki.CertificateAuthority(cert, key)  # a CA for the key its metad made
+    assert issuer.subject.cn == "pitrix metadata alice/sim"
+    assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.path_length == 0
 
 
 async def test_app_templates_arrive_byte_for_byte_and_the_agent_renders_them(tmp_path: Path) -> None:

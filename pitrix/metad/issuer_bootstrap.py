@@ -1,0 +1,239 @@
+"""A metadata VM's metad gets its issuer the way an instance gets its certificate: by a one-time token.
+
+The issuer's private key is made here, on the VM that uses it, and never leaves it; the VM's
+userdata carries only public certificates and a one-time, short-lived token. Until it has an
+issuer certificate, metad answers nothing but this exchange on its management port:
+
+1. pitrixd ``GET /v1/issuer-bootstrap``: the issuer's CSR with ``proof = HMAC(token, csr)``, so
+   pitrixd signs only the CSR of the VM it gave the token to;
+2. pitrixd checks the proof, signs the CSR as a subordinate CA of the installation's root, marks
+   the token consumed in its etcd, and ``PUT``s the certificate with ``HMAC(token, certificate)``;
+3. metad checks that proof, that the certificate is a CA for its own key and chains to the root
+   it was given, stores it next to the key (0600) and starts serving normally.
+
+The proof key is the token's SHA-256 (what pitrixd keeps of it), so neither side sends the token.
+Key and CSR are kept in the state directory: a metad restarted mid-exchange offers the same CSR,
+and one restarted after it serves with what it stored.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+from cryptography.exceptions import InvalidSignature
+
+from pitrix import pki
+from pitrix.logs import get_logger
+
+PATH = "/v1/issuer-bootstrap"
+ISSUER_CN = "pitrix metadata issuer"
+_CSR_LABEL = b"pitrix issuer csr\n"
+_CERT_LABEL = b"pitrix issuer certificate\n"
+MAX_BODY = 64 * 1024
+
+
+class BootstrapError(Exception):
+    """The exchange cannot go on (an unreadable token file, a state directory not writable)."""
+
+
+def proof_key(token: str) -> bytes:
+    """What both sides key their proofs with: the token's hex SHA-256 (pitrixd keeps only that)."""
+    return hashlib.sha256(token.encode()).hexdigest().encode()
+
+
+def csr_proof(key: bytes, csr_pem: bytes) -> str:
+    return hmac.new(key, _CSR_LABEL + csr_pem, hashlib.sha256).hexdigest()
+
+
+def certificate_proof(key: bytes, cert_pem: bytes) -> str:
+    return hmac.new(key, _CERT_LABEL + cert_pem, hashlib.sha256).hexdigest()
+
+
+def proven(expected: str, given: object) -> bool:
+    return isinstance(given, str) and hmac.compare_digest(expected, given)
+
+
+@dataclass(frozen=True)
+class IssuerFiles:
+    cert: Path
+    key: Path
+
+
+def _write_private(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
+    tmp.replace(path)
+
+
+class IssuerBootstrap:
+    """One metad's side of the exchange, over its state directory."""
+
+    def __init__(self, state_dir: Path, token: str, root_pem: bytes | None) -> None:
+        self.folder = state_dir / "issuer"
+        self.files = self.files_under(state_dir)
+        self._proof_key = proof_key(token)
+        self._root = pki.cert_from_pem(root_pem, "root_ca") if root_pem else None
+        self.done = asyncio.Event()
+        self._log = get_logger("pitrix.metad.issuer-bootstrap")
+        self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
+        self.folder.chmod(0o700)
+        self.key = self._key()
+        self.csr = pki.make_csr(self.key, pki.Subject(ISSUER_CN, "pitrix"))
+
+    @staticmethod
+    def files_under(state_dir: Path) -> IssuerFiles:
+        folder = state_dir / "issuer"
+        return IssuerFiles(folder / "issuer.pem", folder / "issuer.key")
+
+    def _key(self) -> pki.PrivateKey:
+        try:
+            return pki.key_from_pem(self.files.key.read_bytes(), "issuer_key")
+        except (OSError, pki.PKIError):
+            key = pki.generate_key()
+            _write_private(self.files.key, pki.key_to_pem(key))
+            return key
+
+    def complete(self) -> bool:
+        """Whether an earlier run already stored an issuer certificate for this key."""
+        try:
+            pki.CertificateAuthority.load_pair(self.files.cert, self.files.key)
+        except pki.PKIError:
+            return False
+        return True
+
+    # -- the exchange -----------------------------------------------------------------------------
+
+    def offer(self) -> dict[str, str]:
+        return {"csr": self.csr.decode(), "proof": csr_proof(self._proof_key, self.csr)}
+
+    def accept(self, doc: Any) -> None:
+        """Store the issuer certificate pitrixd sent, after checking it; raises PKIError naming the field."""
+        if not isinstance(doc, dict):
+            raise pki.PKIError("body", 'must be a JSON object {"certificate", "proof"}')
+        certificate = doc.get("certificate")
+        if not isinstance(certificate, str) or not certificate:
+            raise pki.PKIError("certificate", "a PEM certificate is required")
+        pem = certificate.encode()
+        if not proven(certificate_proof(self._proof_key, pem), doc.get("proof")):
+            raise PermissionError("proof: does not match the bootstrap token")
+        cert = pki.cert_from_pem(pem)
+        # Raises unless it is a CA certificate for this VM's own key.
+        pki.CertificateAuthority(cert, self.key)
+        if self._root is not None:
+            try:
+                cert.verify_directly_issued_by(self._root)
+            except (ValueError, TypeError, InvalidSignature):
+                raise pki.PKIError("certificate", "was not signed by the installation's root") from None
+        _write_private(self.files.cert, pki.cert_to_pem(cert))
+        self.done.set()
+
+    # -- the waiting server -----------------------------------------------------------------------
+
+    def app(self) -> web.Application:
+        app = web.Application(client_max_size=MAX_BODY)
+        app.router.add_get(PATH, self._get)
+        app.router.add_put(PATH, self._put)
+        app.router.add_route("*", "/{path:.*}", self._waiting)
+        return app
+
+    async def _get(self, request: web.Request) -> web.Response:
+        if self.done.is_set():
+            return _error(409, "this metad already has its issuer certificate")
+        return web.json_response(self.offer())
+
+    async def _put(self, request: web.Request) -> web.Response:
+        if self.done.is_set():
+            return _error(409, "this metad already has its issuer certificate")
+        try:
+            doc = json.loads(await request.read())
+        except ValueError as exc:
+            return _error(400, f"body: is not valid JSON ({exc})", field="body")
+        try:
+            await asyncio.to_thread(self.accept, doc)
+        except PermissionError as exc:
+            self._log.warning("issuer certificate refused", reason=str(exc), peer=request.remote)
+            return _error(403, str(exc), field="proof")
+        except pki.PKIError as exc:
+            self._log.warning("issuer certificate refused", reason=str(exc), peer=request.remote)
+            return _error(400, str(exc), field=exc.field)
+        self._log.info("issuer certificate stored", peer=request.remote)
+        return web.json_response({"ok": True})
+
+    async def _waiting(self, request: web.Request) -> web.Response:
+        return _error(
+            503, "metad is waiting for its issuer certificate (issuer bootstrap)", reason="bootstrapping"
+        )
+
+
+def _error(status: int, message: str, **extra: Any) -> web.Response:
+    return web.json_response({"error": message, "code": status, **extra}, status=status)
+
+
+def _self_signed(folder: Path, listen_ip: str) -> tuple[Path, Path]:
+    """A throwaway server certificate for the waiting port: pitrixd trusts the proofs, not it."""
+    issued = pki.CertificateAuthority.create("pitrix metad bootstrap").issue_server([listen_ip])
+    cert, key = folder / "bootstrap-server.pem", folder / "bootstrap-server.key"
+    issued.write(cert, key)
+    return cert, key
+
+
+def _prepare(state_dir: Path, token_file: Path, root_ca: Path | None) -> tuple[str, IssuerBootstrap]:
+    try:
+        token = token_file.read_text().strip() if token_file.exists() else ""
+        root_pem = root_ca.read_bytes() if root_ca is not None else None
+    except OSError as exc:
+        raise BootstrapError(f"{exc.filename}: {exc.strerror or exc}") from None
+    try:
+        return token, IssuerBootstrap(state_dir, token, root_pem)
+    except (OSError, pki.PKIError) as exc:
+        raise BootstrapError(f"issuer state under {state_dir}: {exc}") from None
+
+
+async def obtain(
+    state_dir: Path, token_file: Path, root_ca: Path | None, listen_ip: str, manage_port: int
+) -> IssuerFiles:
+    """The issuer's certificate and key files: stored by an earlier run, or fetched now.
+
+    Serves the exchange on ``listen_ip:manage_port`` until pitrixd has completed it; the token
+    file is removed afterwards (the token is spent).
+    """
+    log = get_logger("pitrix.metad.issuer-bootstrap", listen_ip=listen_ip)
+    token, exchange = await asyncio.to_thread(_prepare, state_dir, token_file, root_ca)
+    if await asyncio.to_thread(exchange.complete):
+        await asyncio.to_thread(token_file.unlink, missing_ok=True)
+        return exchange.files
+    if not token:
+        raise BootstrapError(f"issuer_bootstrap_token_file: {token_file} is missing or empty")
+    cert, key = await asyncio.to_thread(_self_signed, exchange.folder, listen_ip)
+    context = pki.server_context(cert, key, None)
+    runner = web.AppRunner(exchange.app(), handle_signals=False, access_log=None, shutdown_timeout=2.0)
+    await runner.setup()
+    try:
+        site = web.TCPSite(runner, listen_ip, manage_port, ssl_context=context)
+        try:
+            await site.start()
+        except OSError as exc:
+            raise BootstrapError(
+                f"manage_port: cannot listen on {listen_ip}:{manage_port}: {exc.strerror or exc}"
+            ) from None
+        log.info("waiting for the issuer certificate", port=manage_port)
+        await exchange.done.wait()
+    finally:
+        await runner.cleanup()
+        for path in (cert, key):
+            await asyncio.to_thread(path.unlink, missing_ok=True)
+    await asyncio.to_thread(token_file.unlink, missing_ok=True)  # spent
+    log.info("issuer bootstrapped")
+    return exchange.files
