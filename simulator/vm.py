@@ -38,16 +38,23 @@ def now_iso() -> str:
 
 
 def vm_environ(root: Path, instance_id: str, ip: str) -> dict[str, str]:
-    """The whole environment of a VM process: the contract's variables and the simulator's PATH."""
+    """The whole environment of a VM process: the contract's variables and the simulator's PATH.
+
+    The simulator's PYTHONPATH too, when it has one: a VM's pitrix-agent and pitrix-metad must be
+    the code the simulator and pitrixd run (a source tree ahead of the installed package).
+    """
     python_dir = str(Path(sys.executable).parent)
     path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
-    return {
+    env = {
         "PATH": f"{python_dir}{os.pathsep}{path}" if path else python_dir,
         "PITRIX_VM_ROOT": str(root),
         "PITRIX_VM_ID": instance_id,
         "PITRIX_VM_IP": ip,
         "HOME": str(root / "root"),
     }
+    if os.environ.get("PYTHONPATH"):
+        env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    return env
 
 
 def _copy_image(image: Path, root: Path) -> None:

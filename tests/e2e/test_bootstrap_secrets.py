@@ -1,0 +1,68 @@
+"""No lasting secret in userdata or in a world-readable file, on a real create on the simulator.
+
+The metadata VM's userdata carries no private key (its metad made the issuer's key), the tokens
+of the metadata VM and of the instances are spent once used, and every file holding one is
+readable by its owner only.
+"""
+
+from __future__ import annotations
+
+import json
+import stat
+import tomllib
+
+import aiohttp
+import pytest
+from e2e_cloud import Cloud, demo_app
+
+from pitrix import pki
+from pitrix.runtime.records import Cluster
+from pitrix.runtime.userdata import AGENT_CONFIG, METAD_STATE, METAD_TOKEN
+from simulator.vm import USERDATA_PATH
+
+pytestmark = pytest.mark.e2e
+JOB_TIMEOUT = 120.0
+
+
+def _mode(cloud: Cloud, instance_id: str, path: str) -> int:
+    return stat.S_IMODE((cloud.workdir / "sim/vms" / instance_id / "root" / path.lstrip("/")).stat().st_mode)
+
+
+async def test_userdata_holds_no_key_and_tokens_are_spent(cloud: Cloud) -> None:
+    service = cloud.service
+    cluster, _ = await service.create_cluster(
+        owner="o1", runtime="sim", app=demo_app(), counts={"web": 1, "lb": 1}
+    )
+    async def ended(c: Cluster) -> bool:
+        return c.state in ("active", "failed")
+
+    done = await service.wait(cluster.id, ended, JOB_TIMEOUT)
+    assert done.state == "active", done.last_error
+    record = await service.metadata.get("o1", "sim")
+    assert record is not None and record.issuer_pem and not record.holds_issuer_key
+    assert not record.bootstrap_sha256 and record.bootstrap_consumed > 0  # spent, and forgotten
+
+    # The metadata VM: public certificates and a spent token in its userdata, no private key.
+    userdata = cloud.vm_file(record.instance_id, USERDATA_PATH)
+    assert "PRIVATE KEY" not in userdata and "--issuer-bootstrap-token-file" in userdata
+    assert _mode(cloud, record.instance_id, USERDATA_PATH) == 0o700
+    assert not (cloud.workdir / "sim/vms" / record.instance_id / "root" / METAD_TOKEN.lstrip("/")).exists()
+    assert _mode(cloud, record.instance_id, METAD_STATE + "/issuer/issuer.key") == 0o600
+    issuer = pki.cert_from_pem(record.issuer_cert_pem)
+    (await service.metadata.authority()).root.verify(issuer)
+
+    # An instance: its token is in a 0600 config, and replaying it buys nothing.
+    web = next(n for n in await service.nodes(cluster.id) if n.role == "web")
+    assert _mode(cloud, web.instance_id, AGENT_CONFIG) == 0o600
+    assert _mode(cloud, web.instance_id, USERDATA_PATH) == 0o700
+    token = tomllib.loads(cloud.vm_file(web.instance_id, AGENT_CONFIG))["pitrix"]["bootstrap_token"]
+    ca = cloud.workdir / "issuer.pem"
+    ca.write_bytes(record.issuer_cert_pem)
+    csr = pki.make_csr(pki.generate_key(), pki.Subject("bootstrap")).decode()
+    connector = aiohttp.TCPConnector(ssl=pki.client_context(ca), local_addr=(web.ip, 0))
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.post(record.instance_url + "/self/bootstrap", json={"token": token, "csr": csr}) as response,
+    ):
+        answer = json.loads(await response.text())
+        assert (response.status, answer.get("reason")) == (409, "token_used"), answer
