@@ -240,6 +240,7 @@ class MetadataClusters:
 
     async def _bootstrap_issuer(self, record: MetadataCluster, deadline: float) -> MetadataCluster:
         """Sign the issuer the VM's metad made and hand it over; resumes wherever a crash left it."""
+        await self.management()  # what the health checks below present
         log = get_logger("pitrix.metadata", owner=record.owner, runtime=record.runtime)
         key = metadata_key(record.owner, record.runtime)
         backoff = Backoff(0.02, 0.5)

@@ -7,6 +7,8 @@ readable by its owner only.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import stat
 import tomllib
@@ -16,8 +18,10 @@ import pytest
 from e2e_cloud import Cloud, demo_app
 
 from pitrix import pki
-from pitrix.runtime.records import Cluster
+from pitrix.runtime.metadata import MetadataClusters
+from pitrix.runtime.records import Cluster, MetadataCluster, metadata_key
 from pitrix.runtime.userdata import AGENT_CONFIG, METAD_STATE, METAD_TOKEN
+from pitrix.store.watch import watch_key
 from simulator.vm import USERDATA_PATH
 
 pytestmark = pytest.mark.e2e
@@ -33,6 +37,7 @@ async def test_userdata_holds_no_key_and_tokens_are_spent(cloud: Cloud) -> None:
     cluster, _ = await service.create_cluster(
         owner="o1", runtime="sim", app=demo_app(), counts={"web": 1, "lb": 1}
     )
+
     async def ended(c: Cluster) -> bool:
         return c.state in ("active", "failed")
 
@@ -66,3 +71,35 @@ async def test_userdata_holds_no_key_and_tokens_are_spent(cloud: Cloud) -> None:
     ):
         answer = json.loads(await response.text())
         assert (response.status, answer.get("reason")) == (409, "token_used"), answer
+
+
+@pytest.mark.parametrize("crash_when", ["vm_booted", "issuer_signed"])
+async def test_a_pitrixd_crash_mid_issuer_bootstrap_resumes(cloud: Cloud, crash_when: str) -> None:
+    """pitrixd dies while a metadata VM gets its issuer; the next pitrixd finishes with that VM."""
+    service = cloud.service
+    key = metadata_key("o2", "sim")
+
+    def reached(record: MetadataCluster) -> bool:
+        return bool(record.instance_id) if crash_when == "vm_booted" else record.bootstrap_consumed > 0
+
+    first = MetadataClusters(service.store, service.provider_for, keypairs=service.keypairs)
+    ensure = asyncio.create_task(first.ensure("o2", "sim"))
+    try:
+        async for batch in watch_key(service.store, key, 1):
+            values = [e.value for e in batch.events if e.type == "put"] + [kv.value for kv in batch.state]
+            if any(reached(MetadataCluster.model_validate_json(v)) for v in values):
+                break
+    finally:
+        ensure.cancel()  # the crash: whatever it was doing stops here
+        with contextlib.suppress(asyncio.CancelledError):
+            await ensure
+        await first.close()
+    second = MetadataClusters(service.store, service.provider_for, keypairs=service.keypairs)
+    try:
+        record = await second.ensure("o2", "sim")
+        assert record.status == "ready" and record.issuer_pem and not record.bootstrap_sha256
+        assert (await second.client(record).healthz())["ok"] is True
+        vms = [vm for vm in await cloud.ledger() if vm["name"] == record.name and not vm["terminated"]]
+        assert [vm["instance_id"] for vm in vms] == [record.instance_id]  # the same VM, not another
+    finally:
+        await second.close()
