@@ -205,3 +205,34 @@ async def test_a_restarted_metad_serves_with_the_issuer_it_stored(
             assert (await manage.healthz())["ok"] is True
     finally:
         await _stop(again)
+
+
+@pytest.mark.parametrize(
+    ("extra", "message"),
+    [
+        (["--issuer-key", "k", "--issuer-cert", "c"], "drop --issuer-cert, --issuer-key"),
+        (["--legacy-source-ip"], "drop --legacy-source-ip"),
+    ],
+)
+def test_the_bootstrap_flags_say_what_clashes(
+    extra: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from pitrix.metad.main import parse_args
+
+    base = [
+        "--listen-ip",
+        "127.0.0.1",
+        "--embedded-etcd",
+        "--state-dir",
+        "s",
+        "--issuer-bootstrap-token-file",
+        "t",
+    ]
+    with pytest.raises(SystemExit):
+        parse_args(base + extra)
+    assert message in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parse_args(["--listen-ip", "127.0.0.1", "--etcd", "http://x", "--issuer-bootstrap-token-file", "t"])
+    assert "needs --state-dir" in capsys.readouterr().err
+    args = parse_args(base)
+    assert args.client_ca == args.issuer_cert and args.self_issued and not args.implicit_legacy
