@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import json
 import stat
+import time
 import tomllib
 
 import aiohttp
@@ -73,14 +74,15 @@ async def test_userdata_holds_no_key_and_tokens_are_spent(cloud: Cloud) -> None:
         assert (response.status, answer.get("reason")) == (409, "token_used"), answer
 
 
-@pytest.mark.parametrize("crash_when", ["vm_booted", "issuer_signed"])
+@pytest.mark.parametrize("crash_when", ["vm_booted", "issuer_signed", "token_expired"])
 async def test_a_pitrixd_crash_mid_issuer_bootstrap_resumes(cloud: Cloud, crash_when: str) -> None:
-    """pitrixd dies while a metadata VM gets its issuer; the next pitrixd finishes with that VM."""
+    """pitrixd dies while a metadata VM gets its issuer; the next pitrixd finishes with that VM,
+    or, if the VM's token ran out unused meanwhile, with a new VM (nothing could bootstrap the old)."""
     service = cloud.service
     key = metadata_key("o2", "sim")
 
     def reached(record: MetadataCluster) -> bool:
-        return bool(record.instance_id) if crash_when == "vm_booted" else record.bootstrap_consumed > 0
+        return record.bootstrap_consumed > 0 if crash_when == "issuer_signed" else bool(record.instance_id)
 
     first = MetadataClusters(service.store, service.provider_for, keypairs=service.keypairs)
     ensure = asyncio.create_task(first.ensure("o2", "sim"))
@@ -94,12 +96,20 @@ async def test_a_pitrixd_crash_mid_issuer_bootstrap_resumes(cloud: Cloud, crash_
         with contextlib.suppress(asyncio.CancelledError):
             await ensure
         await first.close()
+    stale = MetadataCluster.model_validate_json((await service.store.get(key)).value)  # type: ignore[union-attr]
+    if crash_when == "token_expired":
+        expired = {"issuer_pem": "", "bootstrap_consumed": 0.0, "bootstrap_expires": time.time() - 1}
+        await service.store.put(key, stale.model_copy(update=expired).dump())
     second = MetadataClusters(service.store, service.provider_for, keypairs=service.keypairs)
     try:
         record = await second.ensure("o2", "sim")
         assert record.status == "ready" and record.issuer_pem and not record.bootstrap_sha256
         assert (await second.client(record).healthz())["ok"] is True
         vms = [vm for vm in await cloud.ledger() if vm["name"] == record.name and not vm["terminated"]]
-        assert [vm["instance_id"] for vm in vms] == [record.instance_id]  # the same VM, not another
+        assert [vm["instance_id"] for vm in vms] == [record.instance_id]  # one VM, never two
+        if crash_when == "token_expired":
+            assert record.instance_id != stale.instance_id
+        else:
+            assert record.instance_id == stale.instance_id
     finally:
         await second.close()
