@@ -479,7 +479,8 @@ class ClusterOperations:
                     await ssh.put_file(instance, path, data, 0o600 if path in SECRET_FILES else 0o644)
                 state = quote("/var/lib/pitrix-agent")
                 log_dir = quote("/var/log")
-                status, output = await ssh.run(instance, f"mkdir -p {state} {log_dir}")
+                # The agent's state is its own (the key it makes, its ledger): owner only.
+                status, output = await ssh.run(instance, f"mkdir -p {log_dir} {state} && chmod 700 {state}")
                 if status != 0:
                     raise SshError(f"{node.node_id}: mkdir failed ({status}): {output.strip()}")
                 start = (

@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import signal
+import stat
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -140,6 +141,10 @@ async def test_ssh_channel_lifecycle(ssh_cloud: Cloud) -> None:
         # No userdata: the agent's config reached the VM over SSH.
         assert not (cloud.workdir / "sim/vms" / node.instance_id / "root" / USERDATA_PATH).exists()
         assert 'backend = "metad"' in cloud.vm_file(node.instance_id, "/etc/pitrix/agent.toml")
+        # Its one-time token came with it (the agent made its own key): owner-only files.
+        root = cloud.workdir / "sim/vms" / node.instance_id / "root"
+        assert stat.S_IMODE((root / "etc/pitrix/agent.toml").stat().st_mode) == 0o600
+        assert stat.S_IMODE((root / "var/lib/pitrix-agent").stat().st_mode) == 0o700
     if not light:
         lb = next(n for n in nodes if n.role == "lb")
         async with cloud.http.get(f"http://{lb.ip}:8000/") as response:
