@@ -243,7 +243,7 @@ class MetadataClusters:
         await self.management()  # what the health checks below present
         log = get_logger("pitrix.metadata", owner=record.owner, runtime=record.runtime)
         key = metadata_key(record.owner, record.runtime)
-        backoff = Backoff(0.02, 0.5)
+        backoff = Backoff(0.02, 0.2)  # a CSR fetch is one small request: ask often
         while True:
             if record.issuer_pem and await self._healthy(record):
                 return record  # an earlier push arrived: metad already serves with it
