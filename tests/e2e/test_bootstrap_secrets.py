@@ -84,23 +84,27 @@ async def test_a_pitrixd_crash_mid_issuer_bootstrap_resumes(cloud: Cloud, crash_
     def reached(record: MetadataCluster) -> bool:
         return record.bootstrap_consumed > 0 if crash_when == "issuer_signed" else bool(record.instance_id)
 
-    first = MetadataClusters(service.store, service.provider_for, keypairs=service.keypairs)
+    first = MetadataClusters(
+        service.store, service.provider_for, sealer=service.sealer, keypairs=service.keypairs
+    )
     ensure = asyncio.create_task(first.ensure("o2", "sim"))
     try:
         async for batch in watch_key(service.store, key, 1):
             values = [e.value for e in batch.events if e.type == "put"] + [kv.value for kv in batch.state]
-            if any(reached(MetadataCluster.model_validate_json(v)) for v in values):
+            if any(reached(MetadataCluster.opened(v, service.sealer)) for v in values):
                 break
     finally:
         ensure.cancel()  # the crash: whatever it was doing stops here
         with contextlib.suppress(asyncio.CancelledError):
             await ensure
         await first.close()
-    stale = MetadataCluster.model_validate_json((await service.store.get(key)).value)  # type: ignore[union-attr]
+    stale = MetadataCluster.opened((await service.store.get(key)).value, service.sealer)  # type: ignore[union-attr]
     if crash_when == "token_expired":
         expired = {"issuer_pem": "", "bootstrap_consumed": 0.0, "bootstrap_expires": time.time() - 1}
-        await service.store.put(key, stale.model_copy(update=expired).dump())
-    second = MetadataClusters(service.store, service.provider_for, keypairs=service.keypairs)
+        await service.store.put(key, stale.model_copy(update=expired).sealed(service.sealer))
+    second = MetadataClusters(
+        service.store, service.provider_for, sealer=service.sealer, keypairs=service.keypairs
+    )
     try:
         record = await second.ensure("o2", "sim")
         assert record.status == "ready" and record.issuer_pem and not record.bootstrap_sha256

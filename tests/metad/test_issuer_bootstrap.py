@@ -26,6 +26,7 @@ from pitrix.backoff import Backoff
 from pitrix.metad.client import MetadManagementClient
 from pitrix.runtime import issuer_exchange
 from pitrix.runtime.authority import Authority, management_client_context
+from pitrix.sealing import Sealer
 from pitrix.store import Store
 
 DEADLINE = 30.0
@@ -90,9 +91,9 @@ class Bootstrapped:
 
 
 @pytest.fixture
-async def bootstrapped(store: Store, net: Any, tmp_path: Path) -> AsyncIterator[Bootstrapped]:
-    authority = await Authority.load(store)
-    management = await authority.management_ca(store)
+async def bootstrapped(store: Store, net: Any, tmp_path: Path, sealer: Sealer) -> AsyncIterator[Bootstrapped]:
+    authority = await Authority.load(store, sealer)
+    management = await authority.management_ca(store, sealer)
     (tmp_path / "root.pem").write_bytes(authority.ca_pem())
     (tmp_path / "management.pem").write_bytes(management.cert_pem)
     (tmp_path / "token").write_text(TOKEN + "\n")

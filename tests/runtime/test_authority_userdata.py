@@ -15,7 +15,7 @@ from pathlib import Path
 from cryptography import x509
 
 from pitrix import pki
-from pitrix.runtime.authority import CA_KEY, Authority, issuer_from_pem, management_context
+from pitrix.runtime.authority import CA_KEY, MANAGEMENT_CA_KEY, Authority, issuer_from_pem, management_context
 from pitrix.runtime.spec import parse_spec
 from pitrix.runtime.userdata import (
     AGENT_CA,
@@ -142,10 +142,15 @@ async def test_metad_userdata_carries_no_private_key(tmp_path: Path) -> None:
 
 
 async def test_the_management_ca_is_one_per_installation(store: Store) -> None:
-    authority = await Authority.load(store)
-    first, second = await asyncio.gather(authority.management_ca(store), authority.management_ca(store))
+    sealer = Sealer.generate()
+    authority = await Authority.load(store, sealer)
+    first, second = await asyncio.gather(
+        authority.management_ca(store, sealer), authority.management_ca(store, sealer)
+    )
     assert first.cert_pem == second.cert_pem
     authority.root.verify(first.cert)
+    kv = await store.get(MANAGEMENT_CA_KEY)
+    assert kv is not None and b"PRIVATE KEY" not in kv.value  # sealed, like the root
 
 
 def test_the_root_signs_a_metads_own_key_as_a_leaf_only_issuer() -> None:
