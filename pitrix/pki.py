@@ -358,24 +358,29 @@ class CertificateAuthority:
     def issue_subordinate(self, name: str, lifetime: dt.timedelta = SERVER_LIFETIME) -> CertificateAuthority:
         """A CA that can sign leaves only (path length 0): a metadata cluster's renewal issuer."""
         key = generate_key()
+        return CertificateAuthority(self.sign_subordinate(name, key.public_key(), lifetime), key)
+
+    def sign_subordinate(
+        self, name: str, public_key: ec.EllipticCurvePublicKey, lifetime: dt.timedelta = SERVER_LIFETIME
+    ) -> x509.Certificate:
+        """A path-length-0 CA certificate for a key held elsewhere (a metadata VM's, from its CSR)."""
         now = _now()
-        cert = (
+        return (
             x509.CertificateBuilder()
             .subject_name(_name(name, "pitrix"))
             .issuer_name(self.cert.subject)
-            .public_key(key.public_key())
+            .public_key(public_key)
             .serial_number(x509.random_serial_number())
             .not_valid_before(now - BACKDATE)
             .not_valid_after(min(now + lifetime, self.cert.not_valid_after_utc))
             .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
             .add_extension(_key_usage(ca=True), critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
             .add_extension(
                 x509.AuthorityKeyIdentifier.from_issuer_public_key(self.key.public_key()), critical=False
             )
             .sign(self.key, hashes.SHA256())
         )
-        return CertificateAuthority(cert, key)
 
     def sign_csr(
         self,

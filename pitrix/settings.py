@@ -199,12 +199,25 @@ class Settings(BaseSettings):
 
     state_dir: Path = Field(default_factory=default_state_dir)
     log_level: str = "info"
-    # Metadata clusters made from now on speak mutual TLS (a CA of pitrixd's own, kept in etcd);
-    # false keeps them on plain HTTP with metad's legacy source-address identity.
+    # Metadata clusters speak mutual TLS. Kept as a setting only so that an old configuration's
+    # ``false`` is refused with a reason instead of an unknown-key error.
     metadata_tls: bool = True
     etcd: EtcdSettings = Field(default_factory=lambda: EtcdSettings())
     api: ApiSettings = Field(default_factory=lambda: ApiSettings())
     secrets: SecretsSettings = Field(default_factory=lambda: SecretsSettings())
+
+    @field_validator("metadata_tls")
+    @classmethod
+    def _tls_only(cls, value: bool) -> bool:
+        # Legacy source-address metad serves its management API where instances reach it, so any
+        # instance could read every cluster on that metadata VM and remap others to itself.
+        if not value:
+            raise ValueError(
+                "false is no longer offered: metad's legacy source-address mode would open its "
+                "management API to every instance of the metadata VM (docs/security.md); run "
+                "pitrix-metad --legacy-source-ip yourself where you need metad's model"
+            )
+        return value
 
     @field_validator("log_level")
     @classmethod

@@ -83,6 +83,14 @@ def test_bad_values_name_the_key(tmp_path: Path, text: str, key: str) -> None:
     assert str(tmp_path) in str(caught.value)
 
 
+def test_plain_metadata_clusters_are_refused_with_the_reason(tmp_path: Path) -> None:
+    """metad's legacy mode opens its management API to instances: pitrixd no longer makes one."""
+    with pytest.raises(ConfigError) as caught:
+        load(write(tmp_path, "metadata_tls = false\n"))
+    assert "  metadata_tls: " in str(caught.value)
+    assert "management API" in str(caught.value) and "--legacy-source-ip" in str(caught.value)
+
+
 def test_bad_toml_and_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="not valid TOML"):
         load(write(tmp_path, "[api\n"))

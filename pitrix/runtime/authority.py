@@ -21,8 +21,7 @@ import ssl
 import tempfile
 from pathlib import Path
 
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from pitrix import pki
 from pitrix.sealing import Sealer, create_sealed, get_sealed
@@ -31,18 +30,6 @@ from pitrix.store import Store
 CA_KEY = "/pitrix/ca"
 MANAGEMENT_CA_KEY = "/pitrix/management-ca"
 ISSUER_LIFETIME = dt.timedelta(days=365)
-# A CA signs certificates and revocation lists, nothing else.
-_CA_USAGE = x509.KeyUsage(
-    digital_signature=True,
-    content_commitment=False,
-    key_encipherment=False,
-    data_encipherment=False,
-    key_agreement=False,
-    key_cert_sign=True,
-    crl_sign=True,
-    encipher_only=False,
-    decipher_only=False,
-)
 
 
 class Authority:
@@ -82,32 +69,10 @@ class Authority:
         A CA that signs leaves only (path length 0); its name is the runtime's, never the CSR's,
         and nothing but the CSR's public key is taken from it.
         """
-        csr = pki.load_csr(csr_pem)
-        public_key = csr.public_key()
-        root = self.root
-        now = dt.datetime.now(dt.UTC)
-        name = x509.Name(
-            [
-                x509.NameAttribute(x509.NameOID.COMMON_NAME, f"pitrix metadata {owner}/{runtime}"[:64]),
-                x509.NameAttribute(x509.NameOID.ORGANIZATION_NAME, "pitrix"),
-            ]
-        )
-        cert = (
-            x509.CertificateBuilder()
-            .subject_name(name)
-            .issuer_name(root.cert.subject)
-            .public_key(public_key)
-            .serial_number(x509.random_serial_number())
-            .not_valid_before(now - pki.BACKDATE)
-            .not_valid_after(min(now + ISSUER_LIFETIME, root.cert.not_valid_after_utc))
-            .add_extension(x509.BasicConstraints(ca=True, path_length=0), critical=True)
-            .add_extension(_CA_USAGE, critical=True)
-            .add_extension(x509.SubjectKeyIdentifier.from_public_key(public_key), critical=False)
-            .add_extension(
-                x509.AuthorityKeyIdentifier.from_issuer_public_key(root.key.public_key()), critical=False
-            )
-            .sign(root.key, hashes.SHA256())
-        )
+        public_key = pki.load_csr(csr_pem).public_key()
+        assert isinstance(public_key, ec.EllipticCurvePublicKey)  # load_csr refuses any other key
+        name = f"pitrix metadata {owner}/{runtime}"[:64]
+        cert = self.root.sign_subordinate(name, public_key, ISSUER_LIFETIME)
         return pki.cert_to_pem(cert)
 
 
