@@ -24,6 +24,7 @@ from pitrix.logs import get_logger
 from pitrix.runtime.machine import LifecycleError
 from pitrix.runtime.service import InvalidRequest, NotFound
 from pitrix.runtime.spec import AppSpec, SpecError, parse_spec
+from pitrix.sealing import REDACTED
 from pitrix.store import Store
 from pitrix.store.types import Compare, Op
 
@@ -52,7 +53,14 @@ class AppRecord(BaseModel):
         }
 
     def view(self) -> dict[str, Any]:
-        return self.model_dump(mode="json")
+        """The record as the API shows it: a password parameter's default is masked, as every
+        secret is in a view (the spec keeps it: a cluster made from it gets it, sealed)."""
+        data = self.model_dump(mode="json")
+        for role in data["spec"]["roles"]:
+            for param in (role.get("env") or {}).values():
+                if param.get("type") == "password" and param.get("default") is not None:
+                    param["default"] = REDACTED
+        return data
 
 
 def owner_prefix(owner: str) -> str:

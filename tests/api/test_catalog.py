@@ -71,6 +71,21 @@ async def test_another_owner_cannot_shadow_an_app(api: Client) -> None:
     assert await image_of(api, for_alice["cluster"]["id"]) == "alice-shop"
 
 
+async def test_a_password_default_is_masked_in_every_catalog_view(api: Client) -> None:
+    spec = shop("2.0.0", "alice-shop")
+    spec["roles"][0]["env"] = {
+        "admin_password": {"type": "password", "default": "hunter2-default"},
+        "port": {"type": "integer", "default": 8080},
+    }
+    registered = await api.post("/v1/apps", json=spec, headers=bearer(ALICE))
+    assert registered.status == 201
+    shown = await api.get("/v1/apps/shop", headers=bearer(ALICE))
+    for text in (await registered.text(), await shown.text()):
+        assert "hunter2-default" not in text
+    env = (await shown.json())["spec"]["roles"][0]["env"]
+    assert env["admin_password"]["default"] == "******" and env["port"]["default"] == 8080
+
+
 async def test_an_owner_cannot_use_or_see_another_owners_app(api: Client) -> None:
     assert (await api.post("/v1/runtimes", json=DEAD_CLOUD, headers=bearer(ADMIN))).status == 201
     assert (await api.post("/v1/apps", json=shop("2.0", "bob-shop"), headers=bearer(BOB))).status == 201
