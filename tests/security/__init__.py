@@ -32,7 +32,7 @@ Findings 5, 6 and part of 9, admin API (test_admin_api.py):
                                                      text/plain without Origin too
   test_token_less_api_refuses_a_foreign_host_name    Host: evil.example → 4xx (DNS rebinding)
   test_tokened_api_refuses_forged_origin_and_host    the same with an admin token
-  test_access_token_in_the_query_opens_no_ordinary_endpoint   ?access_token= → 401 off streams and /ui
+  test_access_token_in_the_query_opens_no_ordinary_endpoint   ?access_token= → 400/401 off streams and /ui
   test_an_oversized_app_spec_is_413                  7.5 MB spec → 413
   test_deeply_nested_json_is_400                     on /v1/apps, /v1/clusters, /v1/runtimes
   Held classes, kept: test_another_owners_cluster_is_404,
