@@ -107,6 +107,12 @@ async def _wait_job(client: ApiClient, cid: str, job: dict[str, Any], args: argp
             file=sys.stderr,
         )
         return EXIT_TIMEOUT
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+        print(
+            f"pitrix: lost the connection to pitrixd at {args.url} ({exc}); {_job_goes_on(cid, job['id'])}",
+            file=sys.stderr,
+        )
+        return EXIT_UNREACHABLE
     args.following = None
     if args.output == "json":
         print(json.dumps(view, indent=2))

@@ -7,6 +7,7 @@ checks its exit code and what it says on stderr: one line, never a traceback.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import os
 import signal
@@ -191,3 +192,51 @@ async def test_events_follow_says_when_pitrixd_goes_away(
     code, err = await _ended(process)
     assert code == 3, err
     assert "lost the connection to pitrixd" in _one_line(err)
+
+
+class Proxy:
+    """A TCP relay to the API that can drop every connection at once, as a killed pitrixd's kernel does
+    (a graceful stop would first wait out the CLI's 30 s long poll)."""
+
+    def __init__(self, target_port: int) -> None:
+        self.target_port = target_port
+        self.writers: list[asyncio.StreamWriter] = []
+        self.server: asyncio.Server | None = None
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.target_port)
+        self.writers += [writer, up_writer]
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                dst.write(data)
+                await dst.drain()
+            dst.close()
+
+        with contextlib.suppress(OSError):
+            await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer))
+
+    def kill(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.transport.abort()
+
+
+@pytest.mark.usefixtures("runtimes")
+async def test_a_wait_says_when_pitrixd_goes_away(tmp_path: Path, api_server: TestServer) -> None:
+    assert api_server.port is not None
+    proxy = Proxy(api_server.port)
+    url = f"http://127.0.0.1:{await proxy.start()}"
+    process = await _spawn(tmp_path, "--url", url, "clusters", "create", "--runtime", "slow", "--app", "demo")
+    first = await _line(process)  # following the job
+    job = first.rsplit("job ", 1)[1].rstrip(")\n")
+    proxy.kill()
+    code, err = await _ended(process)
+    assert code == 3, err
+    line = _one_line(err)
+    assert "lost the connection to pitrixd" in line and job in line, line
