@@ -19,6 +19,8 @@ import yaml
 from aiohttp.test_utils import TestServer
 from cli_helpers import ADMIN, PITRIX, Run
 
+from pitrix.cli.url import BadUrl, normalize_url
+
 APP = {"name": "demo", "version": "1.0", "roles": [{"name": "web", "count": 1, "image": "demo"}]}
 DEADLINE = 60.0
 
@@ -240,3 +242,22 @@ async def test_a_wait_says_when_pitrixd_goes_away(tmp_path: Path, api_server: Te
     assert code == 3, err
     line = _one_line(err)
     assert "lost the connection to pitrixd" in line and job in line, line
+
+
+@pytest.mark.parametrize(
+    ("given", "used"),
+    [
+        ("127.0.0.1:9610", "http://127.0.0.1:9610"),
+        ("[::1]:9610", "http://[::1]:9610"),
+        ("https://pitrix.example:443/", "https://pitrix.example:443"),
+        ("unix:/run/pitrix/api.sock", "unix:/run/pitrix/api.sock"),
+    ],
+)
+def test_url_forms(given: str, used: str) -> None:
+    assert normalize_url(given) == used
+
+
+@pytest.mark.parametrize("given", ["", "ftp://h:1", "h:99999", "http://h:1/?x=1", "unix:api.sock"])
+def test_bad_urls(given: str) -> None:
+    with pytest.raises(BadUrl):
+        normalize_url(given)
