@@ -46,8 +46,12 @@ class ApiClient:
         await self.close()
 
     async def events(self, path: str) -> AsyncIterator[tuple[str, dict[str, Any]]]:
-        """The server-sent events at ``path`` as (event, data) until the server ends the stream."""
-        timeout = aiohttp.ClientTimeout(total=None, sock_read=None)
+        """The server-sent events at ``path`` as (event, data) until the server ends the stream.
+
+        pitrixd sends a keepalive every 15 s, so a stream silent for three of them is a connection
+        lost without a word (a host gone, a cable pulled): that raises ``ServerTimeoutError``.
+        """
+        timeout = aiohttp.ClientTimeout(total=None, sock_read=45.0)
         async with self.session.get(self.url + path, timeout=timeout) as response:
             if response.status >= 400:
                 await self._raise(response)

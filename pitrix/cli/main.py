@@ -2,7 +2,10 @@
 
 Exit codes scripts can use: 0 done, 1 the action failed (the cluster is ``failed``) or pitrixd
 failed, 2 bad usage or input, 3 the API could not be reached, 4 not found, 5 refused in the
-cluster's current state, 6 not authenticated or not allowed (token missing, unknown or not admin).
+cluster's current state, 6 not authenticated or not allowed (token missing, unknown or not admin),
+7 stopped waiting at --timeout (the job goes on), 130 interrupted (Ctrl-C; a followed job goes on),
+141 the reader of standard output went away (``pitrix ... | head``), quietly, as a tool killed by
+SIGPIPE would (the shell reports 128 + 13). None of them comes with a traceback.
 """
 
 from __future__ import annotations
@@ -10,6 +13,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -29,8 +33,10 @@ from pitrix.cli.credentials import (
     warn_secret_arguments,
 )
 from pitrix.cli.progress import follow, step_line
+from pitrix.cli.url import BadUrl, normalize_url
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_AUTH = 1, 2, 3, 4, 5, 6
+EXIT_TIMEOUT, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 7, 130, 141
 
 
 def _print(data: Any, output: str, table: Callable[[Any], str]) -> None:
@@ -85,12 +91,41 @@ async def _wait_job(client: ApiClient, cid: str, job: dict[str, Any], args: argp
     show = args.output != "json"
     if show:
         print(f"{cid}: {job['action']} (job {job['id']})", flush=True)
-    view = await follow(client, cid, job["id"], (lambda s: print(step_line(s), flush=True)) if show else None)
+    # Read by main() when Ctrl-C ends the wait, to say how to find the job again.
+    args.following = (cid, job["id"])
+    try:
+        view = await follow(
+            client,
+            cid,
+            job["id"],
+            (lambda s: print(step_line(s), flush=True)) if show else None,
+            timeout=args.timeout,
+        )
+    except TimeoutError:
+        print(
+            f"pitrix: stopped waiting after {args.timeout:g}s; {_job_goes_on(cid, job['id'])}",
+            file=sys.stderr,
+        )
+        return EXIT_TIMEOUT
+    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+        print(
+            f"pitrix: lost the connection to pitrixd at {args.url} ({exc}); {_job_goes_on(cid, job['id'])}",
+            file=sys.stderr,
+        )
+        return EXIT_UNREACHABLE
+    args.following = None
     if args.output == "json":
         print(json.dumps(view, indent=2))
     else:
         print(f"{cid}: {view['state']}" + (f" ({view['last_error']})" if view.get("last_error") else ""))
     return EXIT_FAILED if view["state"] == "failed" else 0
+
+
+def _job_goes_on(cid: str, job_id: str) -> str:
+    return (
+        f"job {job_id} on cluster {cid} goes on: `pitrix clusters show {cid}` shows it, "
+        f"`pitrix clusters events {cid} --follow` follows it"
+    )
 
 
 async def cmd_runtimes(client: ApiClient, args: argparse.Namespace) -> int:
@@ -267,21 +302,46 @@ def _event_line(kind: str, data: dict[str, Any]) -> str:
 async def _events(client: ApiClient, args: argparse.Namespace) -> int:
     """Print the clusters' current state, then (with --follow) every change until interrupted."""
     path = f"/v1/clusters/{args.cluster}/events" if args.cluster else "/v1/events"
-    async for kind, data in client.events(path):
-        if kind == "ready":
-            if not args.follow:
-                return 0
-            continue
-        print(
-            json.dumps({"event": kind, **data}) if args.output == "json" else _event_line(kind, data),
-            flush=True,
-        )
-    return 0
+    started = False
+    try:
+        async for kind, data in client.events(path):
+            started = True
+            if kind == "ready":
+                if not args.follow:
+                    return 0
+                continue
+            print(
+                json.dumps({"event": kind, **data}) if args.output == "json" else _event_line(kind, data),
+                flush=True,
+            )
+    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+        if not started:
+            raise
+        reason = str(exc) or type(exc).__name__
+    else:
+        # pitrixd never ends a stream it means to keep: it ends them all when it stops.
+        reason = "pitrixd ended the event stream"
+    print(f"pitrix: lost the connection to pitrixd at {args.url}: {reason}", file=sys.stderr)
+    return EXIT_UNREACHABLE
+
+
+def _seconds(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = 0.0
+    if not value > 0:
+        raise argparse.ArgumentTypeError(f"must be a positive number of seconds, got {text!r}")
+    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pitrix", description="Deploy and run VM application clusters.")
-    parser.add_argument("--url", help="admin API, http://host:port or unix:/path (PITRIX_URL, cli.toml url)")
+    parser.add_argument(
+        "--url",
+        help="admin API: http://host:port, https://host:port or unix:/path; a bare host:port means "
+        "http:// (else PITRIX_URL, else cli.toml url)",
+    )
     parser.add_argument(
         "--token", help="API token; prefer PITRIX_TOKEN or cli.toml's token (argv is visible in ps)"
     )
@@ -398,6 +458,12 @@ def build_parser() -> argparse.ArgumentParser:
         clusters.choices[action].add_argument(
             "--no-wait", action="store_true", help="return once the action is accepted"
         )
+        clusters.choices[action].add_argument(
+            "--timeout",
+            type=_seconds,
+            metavar="SECONDS",
+            help="stop waiting after SECONDS and exit 7; the job goes on (default: wait until it ends)",
+        )
     return parser
 
 
@@ -422,16 +488,45 @@ async def run(args: argparse.Namespace) -> int:
         except aiohttp.ClientConnectionError as exc:
             print(f"pitrix: cannot reach pitrixd at {args.url}: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
+        except aiohttp.ClientPayloadError as exc:
+            print(f"pitrix: lost the connection to pitrixd at {args.url}: {exc}", file=sys.stderr)
+            return EXIT_UNREACHABLE
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    """Run one command; Ctrl-C and a closed standard output end it with an exit code, not a traceback."""
+    args = argparse.Namespace(following=None)
+    try:
+        try:
+            return _main(argv, args)
+        finally:
+            # Here (also after --help), so a closed pipe is noticed while it can still be handled.
+            sys.stdout.flush()
+    except KeyboardInterrupt:
+        detail = f"; {_job_goes_on(*args.following)}" if args.following else ""
+        print(f"pitrix: interrupted{detail}", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Whatever is still buffered for stdout goes nowhere, so the interpreter's own flush at exit
+        # cannot fail and print a second complaint.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+
+
+def _main(argv: list[str] | None, args: argparse.Namespace) -> int:
+    build_parser().parse_args(argv, namespace=args)
     try:
         config = load_config()
     except CliConfigError as exc:
         print(f"pitrix: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    args.url = args.url or config.url
+    source = "--url" if args.url else "PITRIX_URL" if os.environ.get("PITRIX_URL") else "cli.toml url"
+    try:
+        args.url = normalize_url(args.url or config.url)
+    except BadUrl as exc:
+        print(f"pitrix: {source}: {exc}", file=sys.stderr)
+        return EXIT_USAGE
     if args.token:
         warn_secret_arguments("--token", ["token"], "use PITRIX_TOKEN or cli.toml's token instead")
     args.token = args.token or config.token

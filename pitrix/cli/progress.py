@@ -8,22 +8,32 @@ from typing import Any
 
 from pitrix.cli.client import ApiClient, ApiError
 
+LONG_POLL = 30.0  # seconds one /wait request may hold, well inside the client's request timeout
+
 StepCallback = Callable[[dict[str, Any]], None]
 
 
 async def follow(
-    client: ApiClient, cid: str, job_id: str, on_step: StepCallback | None = None, timeout: float = 600.0
+    client: ApiClient,
+    cid: str,
+    job_id: str,
+    on_step: StepCallback | None = None,
+    timeout: float | None = 600.0,
 ) -> dict[str, Any]:
-    """Until the job ends: call ``on_step`` for each step as it ends; returns the cluster."""
-    deadline = time.monotonic() + timeout
+    """Until the job ends: call ``on_step`` for each step as it ends; returns the cluster.
+
+    Raises ``TimeoutError`` once ``timeout`` seconds pass (the job goes on); ``None`` follows for as
+    long as the job runs, as the CLI does: a person waiting detaches with Ctrl-C instead.
+    """
+    deadline = None if timeout is None else time.monotonic() + timeout
     reported: set[str] = set()
     while True:
-        remaining = deadline - time.monotonic()
+        remaining = LONG_POLL if deadline is None else deadline - time.monotonic()
         if remaining <= 0:
-            raise TimeoutError(f"cluster {cid}: job {job_id} did not end within {timeout:.0f}s")
+            raise TimeoutError(f"cluster {cid}: job {job_id} did not end within {timeout:g}s")
         try:
             view = await client.get(
-                f"/v1/clusters/{cid}/wait", job=job_id, seen=len(reported), timeout=min(30.0, remaining)
+                f"/v1/clusters/{cid}/wait", job=job_id, seen=len(reported), timeout=min(LONG_POLL, remaining)
             )
         except ApiError as exc:
             if exc.status == 408:

@@ -21,7 +21,8 @@ from pitrix.store import Store
 
 
 @pytest.fixture
-async def server(store: Store, sealer: Sealer) -> AsyncIterator[str]:
+async def api_server(store: Store, sealer: Sealer) -> AsyncIterator[TestServer]:
+    """The admin API over a running service; a test may close it early (pitrixd going away)."""
     # The dead runtime's refused connections are retryable: retry them quickly, not for 17 s.
     service = RuntimeService(
         store, retry=RetryPolicy(attempts=2, first_delay=0.05, max_delay=0.1), sealer=sealer
@@ -33,10 +34,15 @@ async def server(store: Store, sealer: Sealer) -> AsyncIterator[str]:
     test_server = TestServer(create_app(service, tokens), host="127.0.0.1")
     await test_server.start_server()
     try:
-        yield str(test_server.make_url("")).rstrip("/")
+        yield test_server
     finally:
         await test_server.close()
         await service.stop()
+
+
+@pytest.fixture
+def server(api_server: TestServer) -> str:
+    return str(api_server.make_url("")).rstrip("/")
 
 
 @pytest.fixture
