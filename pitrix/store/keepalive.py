@@ -53,7 +53,10 @@ class SharedKeepAlive:
             except (AioRpcError, asyncio.InvalidStateError) as exc:
                 self._broken(call, f"write: {exc}")
         try:
-            return await asyncio.wait_for(answer, self.store.timeout)
+            # asyncio.timeout, not wait_for: 3.11's wait_for swallows a caller's cancel that
+            # arrives together with the answer (see lease.py).
+            async with asyncio.timeout(self.store.timeout):
+                return await answer
         except TimeoutError:
             self._drop(lease_id, answer)
             raise StoreUnavailable(

@@ -92,7 +92,11 @@ class KeptLease:
                 return
             sent = loop.time()
             try:
-                ttl = await asyncio.wait_for(self.store.refresh_lease(self.id), remaining)
+                # Not asyncio.wait_for: on 3.11 it swallows a cancel that arrives once the renewal
+                # is done but before wait_for has resumed (after a stalled loop, both land in one
+                # turn), and revoke() would then wait for this task for good.
+                async with asyncio.timeout(remaining):
+                    ttl = await self.store.refresh_lease(self.id)
             except TimeoutError:
                 await self._lose("etcd did not answer before the lease ran out")
                 return

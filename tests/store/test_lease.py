@@ -86,3 +86,38 @@ async def test_lease_refuses_bad_ttl(store: Store) -> None:
     lease = KeptLease(store, 5)
     with pytest.raises(StoreError, match="not granted"):
         _ = lease.id
+
+
+async def test_revoke_ends_even_when_its_cancel_meets_a_finished_renewal(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # After the event loop stalled (a long synchronous log render under load), a renewal's answer
+    # and revoke()'s cancel land in the same loop turn. Python 3.11's wait_for then returned the
+    # renewal and dropped the cancel: the keep-alive went on renewing and revoke() (a lock's
+    # release) waited for it for good. Here revoke is started by the renewal itself, just as the
+    # renewal finishes, so its cancel always meets a finished renewal.
+    lease = KeptLease(store, 1)
+    real_refresh = store.refresh_lease
+    revoking: asyncio.Future[None] | None = None
+
+    async def refresh_then_revoke(lease_id: int) -> int:
+        nonlocal revoking
+        ttl = await real_refresh(lease_id)
+        if revoking is None:
+            revoking = asyncio.ensure_future(lease.revoke())
+        return ttl
+
+    monkeypatch.setattr(store, "refresh_lease", refresh_then_revoke)
+    await lease.grant()
+    lease_id = lease.id
+    try:
+        async with asyncio.timeout(15):
+            await lease.wait_renewed(1)
+            assert revoking is not None
+            # Shielded: revoke() itself swallows a cancel of its caller, which would hide the hang.
+            await asyncio.shield(revoking)  # hung for good before the fix
+    finally:
+        monkeypatch.undo()
+        await lease.revoke()
+    assert await store.lease_ttl(lease_id) == -1
+    assert not lease.active
