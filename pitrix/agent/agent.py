@@ -315,9 +315,8 @@ class Agent:
             if remaining <= 0:
                 break
             try:
-                index = await asyncio.wait_for(
-                    self.backend.watch(self.config.prefix or "/", keys, index), remaining
-                )
+                async with asyncio.timeout(remaining):
+                    index = await self.backend.watch(self.config.prefix or "/", keys, index)
             except TimeoutError:
                 break
             except AgentError as exc:  # the round that follows retries the backend with backoff

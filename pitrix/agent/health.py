@@ -109,7 +109,8 @@ class HealthChecker:
                 continue
             await self._run(check)
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), check.interval)
+                async with asyncio.timeout(check.interval):
+                    await self._changed.wait()
 
     async def _run(self, check: HealthCheck) -> None:
         result = await run_shell(check.cmd, root=self._root, timeout=check.timeout)

@@ -43,7 +43,8 @@ async def stream_events(
         with contextlib.suppress(ConnectionResetError):
             while True:
                 try:
-                    event = await asyncio.wait_for(sub.queue.get(), KEEPALIVE)
+                    async with asyncio.timeout(KEEPALIVE):
+                        event = await sub.queue.get()
                 except TimeoutError:
                     await response.write(b": keepalive\n\n")
                     continue

@@ -149,7 +149,8 @@ class Mirror:
         self._catch_seq += 1
         heapq.heappush(self._catching_up, (revision, self._catch_seq, future))
         try:
-            await asyncio.wait_for(future, timeout)
+            async with asyncio.timeout(timeout):
+                await future
         except TimeoutError:
             self._log.warning("mirror lags", wanted=revision, have=self.revision)
             return False

@@ -88,7 +88,8 @@ class FileBackend:
         start = self._seen if self._seen is not None else await asyncio.to_thread(self._stamp)
         while not self._closed.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._closed.wait(), self._poll_interval)
+                async with asyncio.timeout(self._poll_interval):
+                    await self._closed.wait()
             now = await asyncio.to_thread(self._stamp)
             if now != start:
                 # A following watch (the agent's quiescence window) waits for a change after this one.
