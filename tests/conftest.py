@@ -15,7 +15,9 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
+import structlog
 
+from pitrix.logs import console_renderer
 from pitrix.providers.qingcloud import QingCloudProvider
 from pitrix.sealing import Sealer
 from pitrix.store import Store, StoreError
@@ -23,6 +25,15 @@ from pitrix.store.embedded import EmbeddedEtcd
 from pitrix.store.tls import EtcdTLS
 from simulator.cloud import Simulator
 from simulator.testing import Beacon, random_network
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """In-process services log with structlog's defaults, but with pitrixd's cheap tracebacks: the
+    default rich ones with locals freeze the event loop for seconds on a loaded machine."""
+    processors = list(structlog.get_config()["processors"])
+    if processors and isinstance(processors[-1], structlog.dev.ConsoleRenderer):
+        processors[-1] = console_renderer(colors=False)
+        structlog.configure(processors=processors)
 
 
 @pytest.fixture(scope="session")
