@@ -25,6 +25,7 @@ from typing import Any
 
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from pitrix import pki
 from pitrix.logs import get_logger
@@ -41,20 +42,15 @@ DEFAULT_RENEWAL_GRACE = 60.0
 
 def public_key_sha256(csr_pem: bytes) -> str:
     """The fingerprint of a CSR's public key (hex sha256 of its DER SubjectPublicKeyInfo)."""
-    der = (
-        pki.load_csr(csr_pem)
-        .public_key()
-        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
-    return hashlib.sha256(der).hexdigest()
+    return _spki_sha256(pki.load_csr(csr_pem).public_key())
 
 
 def _cert_key_sha256(pem: bytes) -> str:
-    der = (
-        x509.load_pem_x509_certificate(pem)
-        .public_key()
-        .public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
-    )
+    return _spki_sha256(x509.load_pem_x509_certificate(pem).public_key())
+
+
+def _spki_sha256(public_key: CertificatePublicKeyTypes) -> str:
+    der = public_key.public_bytes(serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
     return hashlib.sha256(der).hexdigest()
 
 
