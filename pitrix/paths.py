@@ -28,3 +28,16 @@ def ensure_dir(path: Path, mode: int = 0o700) -> Path:
     """Create ``path`` (and parents) private to the current user."""
     path.mkdir(parents=True, exist_ok=True, mode=mode)
     return path
+
+
+def write_private(path: Path, data: bytes) -> None:
+    """Replace ``path`` atomically with ``data``, readable by the current user only.
+
+    The temporary file is created 0600, so not even a moment passes in which another user could
+    open it (a chmod after the write would leave that moment).
+    """
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as out:
+        out.write(data)
+    os.replace(tmp, path)

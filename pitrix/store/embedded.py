@@ -31,7 +31,7 @@ import aiohttp
 
 from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
-from pitrix.paths import ensure_dir
+from pitrix.paths import ensure_dir, write_private
 from pitrix.store import etcd_pki
 from pitrix.store.tls import EtcdTLS, EtcdTLSError
 
@@ -98,15 +98,7 @@ class PidRecord:
             return None
 
     def save(self, path: Path) -> None:
-        _write_atomic(path, json.dumps(asdict(self), indent=2))
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.replace(tmp, path)
+        write_private(path, json.dumps(asdict(self), indent=2).encode())
 
 
 def _private_dir(path: Path) -> None:
@@ -413,7 +405,8 @@ class EmbeddedEtcd:
             peer = _free_port(self.host)
         if recorded.get("client") not in (None, client) or recorded.get("peer") not in (None, peer):
             self._log.warning("etcd.ports_changed", recorded=recorded, client=client, peer=peer)
-        _write_atomic(self.ports_path, json.dumps({"host": self.host, "client": client, "peer": peer}))
+        ports = {"host": self.host, "client": client, "peer": peer}
+        write_private(self.ports_path, json.dumps(ports).encode())
         return client, peer
 
     # -- spawning ---------------------------------------------------------------------------------

@@ -20,6 +20,7 @@ from pathlib import Path
 from cryptography import x509
 
 from pitrix import pki
+from pitrix.paths import write_private
 from pitrix.store.tls import EtcdTLS
 
 MEMBER_NAME = "pitrix-etcd"
@@ -81,7 +82,7 @@ def ensure(directory: Path, host: str) -> EtcdPKI:
     ca = _load_ca(layout)
     if ca is None:
         ca = pki.CertificateAuthority.create("pitrix etcd CA")
-        _write_private(layout.ca_key, pki.key_to_pem(ca.key))
+        write_private(layout.ca_key, pki.key_to_pem(ca.key))
         _write_public(layout.ca_cert, ca.cert_pem)
         renewed = True
     addresses = member_addresses(host)
@@ -145,13 +146,5 @@ def _due(cert: x509.Certificate) -> bool:
     return now >= pki.renewal_time(cert.not_valid_before_utc, cert.not_valid_after_utc)
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-    os.replace(tmp, path)
-
-
 def _write_public(path: Path, data: bytes) -> None:
-    _write_private(path, data)  # 0600 too: nobody but us has a use for it
+    write_private(path, data)  # 0600 too: nobody but us has a use for it
