@@ -16,16 +16,16 @@ import os
 import pwd
 import shutil
 import subprocess
-from pathlib import Path
 from typing import Any
 
 import pytest
+
+from tests.etcd_probes import PROBE_USER, ensure_probe_user, world_traversable
 
 from .deployment import Deployment
 
 pytestmark = pytest.mark.e2e
 
-PROBE_USER = "pitrix-probe"
 SYSTEM_PYTHON = "/usr/bin/python3"
 
 # Runs as the unprivileged user: stdlib only. Reads its orders from stdin, answers JSON on stdout.
@@ -94,23 +94,6 @@ print(json.dumps({"uid": os.getuid(), "etcd": etcd, "readable": readable}))
 """
 
 
-def _ensure_user() -> pwd.struct_passwd:
-    try:
-        return pwd.getpwnam(PROBE_USER)
-    except KeyError:
-        subprocess.run(
-            ["useradd", "--no-create-home", "--shell", "/usr/sbin/nologin", PROBE_USER], check=True
-        )
-        return pwd.getpwnam(PROBE_USER)
-
-
-def _let_others_traverse(path: Path) -> None:
-    for parent in [path, *path.parents]:
-        mode = parent.stat().st_mode
-        if not mode & 0o001:
-            parent.chmod(mode | 0o001)
-
-
 def _pitrixd_etcd_endpoints(d: Deployment) -> list[str]:
     """The ready line's endpoints, and the client port the embedded etcd records in the state dir."""
     endpoints = list(d.etcd_endpoints)
@@ -150,8 +133,8 @@ async def probed(deployment: Deployment) -> dict[str, Any]:
         pytest.skip("needs root to create an unprivileged user and run the probe as it")
     if not shutil.which(SYSTEM_PYTHON):
         pytest.skip(f"{SYSTEM_PYTHON} is needed to run the probe as another user")
-    user = _ensure_user()
-    _let_others_traverse(deployment.state_dir.parent)
+    user = ensure_probe_user()
+    world_traversable(deployment.state_dir.parent)
     endpoints = _pitrixd_etcd_endpoints(deployment)
     endpoints += [
         f"http://{vm.ip}:{port}" for vm in deployment.metadata.values() for port in vm.etcd_ports("client")
