@@ -20,9 +20,10 @@ from pitrix.api.metrics import Metrics
 from pitrix.api.openapi import openapi_document
 from pitrix.api.stream import stream_events
 from pitrix.api.ui import ui_page
+from pitrix.runtime.actions import BY_VERB, TRANSITIONAL
 from pitrix.runtime.catalog import AppCatalog
-from pitrix.runtime.machine import STATES, TRANSITIONAL
-from pitrix.runtime.records import Cluster, Job, Runtime, cluster_data_prefix
+from pitrix.runtime.lifecycle import STATES
+from pitrix.runtime.records import Cluster, Job, Runtime
 from pitrix.runtime.service import InvalidRequest, RuntimeService
 from pitrix.settings import ApiSettings
 
@@ -32,9 +33,6 @@ METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 APPS: web.AppKey[AppCatalog] = web.AppKey("apps", AppCatalog)
 READY_TIMEOUT = 2.0
 OWNER = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
-
-# Runtime actions beyond create/scale/retry/delete: path -> RuntimeService method.
-ACTIONS = {"stop": "stop_cluster", "start": "start_cluster", "recover": "recover", "env": "update_env"}
 
 
 def _job_view(job: Job) -> dict[str, Any]:
@@ -53,7 +51,7 @@ async def readyz(request: web.Request) -> web.Response:
     """Ready when etcd answers and the event watch runs: then every API call can be served."""
     checks: dict[str, str] = {}
     try:
-        await asyncio.wait_for(request.app[SERVICE].store.revision(), READY_TIMEOUT)
+        await asyncio.wait_for(request.app[SERVICE].ready(), READY_TIMEOUT)
         checks["etcd"] = "ok"
     except Exception as exc:
         checks["etcd"] = f"unavailable: {type(exc).__name__}"
@@ -258,18 +256,6 @@ async def show_cluster(request: web.Request) -> web.Response:
     return web.json_response(data)
 
 
-async def scale_cluster(request: web.Request) -> web.Response:
-    body = await json_body(request)
-    role, count = body.get("role"), body.get("count")
-    if not isinstance(role, str):
-        raise InvalidRequest("role: required, a role name")
-    if not isinstance(count, int) or isinstance(count, bool):
-        raise InvalidRequest("count: required, a whole number")
-    cluster = await _cluster(request)
-    job = await request.app[SERVICE].scale(cluster.id, role, count, cluster.owner)
-    return web.json_response({"job": _job_view(job)}, status=202)
-
-
 async def retry_cluster(request: web.Request) -> web.Response:
     cluster = await _cluster(request)
     job = await request.app[SERVICE].retry(cluster.id, cluster.owner)
@@ -282,41 +268,22 @@ async def delete_cluster(request: web.Request) -> web.Response:
     return web.json_response({"job": _job_view(job)}, status=202)
 
 
-async def _arguments(request: web.Request, action: str) -> dict[str, Any]:
-    """The action's arguments from the body: recover takes optional ``nodes``, env takes ``env``."""
-    if action == "env":
-        env = (await json_body(request)).get("env")
-        if not isinstance(env, dict) or not env:
-            raise InvalidRequest("env: required, an object of role: {KEY: value}")
-        return {"env": env}
-    if action == "recover" and request.can_read_body:
-        nodes = (await json_body(request)).get("nodes")
-        if nodes is not None and (not isinstance(nodes, list) or not all(isinstance(n, str) for n in nodes)):
-            raise InvalidRequest("nodes: must be a list of node ids (e.g. web-2)")
-        return {"nodes": nodes} if nodes else {}
-    return {}
-
-
-def _runtime_action(action: str) -> Any:
-    """A handler for a runtime action added after the first API; 501 on a runtime without it."""
+def _action(verb: str) -> Any:
+    """``POST /v1/clusters/<id>/<verb>``: the verb's action judges the body (see runtime/actions)."""
 
     async def handler(request: web.Request) -> web.Response:
-        arguments = await _arguments(request, action)
+        body = await json_body(request) if request.can_read_body else {}
         cluster = await _cluster(request)
-        method = getattr(request.app[SERVICE], ACTIONS[action], None)
-        if method is None:
-            raise web.HTTPNotImplemented(text=f"this pitrixd cannot {action} clusters yet")
-        job = await method(cluster.id, owner=cluster.owner, **arguments)
+        job = await request.app[SERVICE].act(cluster.id, verb, body, cluster.owner)
         return web.json_response({"job": _job_view(job)}, status=202)
 
-    handler.__name__ = f"{action}_cluster"
+    handler.__name__ = f"{verb}_cluster"
     return handler
 
 
 async def list_jobs(request: web.Request) -> web.Response:
     cluster = await _cluster(request)
-    kvs, _ = await request.app[SERVICE].store.get_prefix(cluster_data_prefix(cluster.id) + "jobs/")
-    jobs = sorted((Job.model_validate_json(kv.value) for kv in kvs), key=lambda j: j.created)
+    jobs = await request.app[SERVICE].list_jobs(cluster.id)
     return web.json_response({"jobs": [_job_view(j) for j in jobs]})
 
 
@@ -410,10 +377,9 @@ def create_app(
     add.add_post("/v1/clusters", create_cluster)
     add.add_get("/v1/clusters/{cid}", show_cluster)
     add.add_delete("/v1/clusters/{cid}", delete_cluster)
-    add.add_post("/v1/clusters/{cid}/scale", scale_cluster)
     add.add_post("/v1/clusters/{cid}/retry", retry_cluster)
-    for action in ACTIONS:
-        add.add_post(f"/v1/clusters/{{cid}}/{action}", _runtime_action(action))
+    for verb in BY_VERB:
+        add.add_post(f"/v1/clusters/{{cid}}/{verb}", _action(verb))
     add.add_get("/v1/clusters/{cid}/wait", wait_cluster)
     add.add_get("/v1/clusters/{cid}/events", cluster_events)
     add.add_get("/v1/clusters/{cid}/jobs", list_jobs)

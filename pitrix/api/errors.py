@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp import web
 
 from pitrix.logs import get_logger
-from pitrix.runtime.machine import LifecycleError
+from pitrix.runtime.lifecycle import LifecycleError
 from pitrix.runtime.service import InvalidRequest, NotFound
 from pitrix.store import StoreError
 

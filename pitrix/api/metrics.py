@@ -17,7 +17,7 @@ from prometheus_client import (
 )
 
 from pitrix.api.events import Event
-from pitrix.runtime.machine import STATES
+from pitrix.runtime.lifecycle import STATES
 from pitrix.runtime.records import Cluster
 
 STEP_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600)

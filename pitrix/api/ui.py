@@ -1,7 +1,7 @@
 """The web page of the admin API: every cluster with its state machine (current state lit) and nodes.
 
 It is one self-contained page, live from the SSE stream; the state machine it draws is read from
-the runtime's own ``transitions`` machine, so the drawing cannot drift from the lifecycle.
+the lifecycle table the actions declare, so the drawing cannot drift from the lifecycle.
 """
 
 from __future__ import annotations
@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from pitrix.runtime.machine import Lifecycle
+from pitrix.runtime.actions import LIFECYCLE
 
 PAGE = Path(__file__).with_name("ui.html")
 
@@ -37,7 +37,7 @@ LAYOUT = {
 
 @functools.cache
 def lifecycle_graph() -> dict[str, Any]:
-    machine = Lifecycle().machine
+    machine = LIFECYCLE.machine
     edges = sorted(
         {
             (source, transition.dest, trigger)

@@ -21,7 +21,7 @@ from typing import Any
 from pydantic import BaseModel, Field, ValidationError
 
 from pitrix.logs import get_logger
-from pitrix.runtime.machine import LifecycleError
+from pitrix.runtime.lifecycle import LifecycleError
 from pitrix.runtime.service import InvalidRequest, NotFound
 from pitrix.runtime.spec import AppSpec, SpecError, parse_spec
 from pitrix.sealing import REDACTED

@@ -52,6 +52,13 @@ async def watch_for_dead_nodes(
     A node that reports again within the grace period is forgiven; the wait starts over.
     """
     log = get_logger("pitrix.recovery", cluster_id=cluster_id)
+    # The view starts empty and fills as metad replays the agents' reports: a node is not
+    # suspected before the replay had the grace period to show its heartbeat (nor warned about).
+    members = await nodes()
+    try:
+        await agents.wait_for(partial(_all_back, agents, silent(agents, members)), policy.grace)
+    except TimeoutError:
+        pass
     while True:
         members = await nodes()
         await agents.wait_for(partial(_any_silent, agents, members), WATCH_FOREVER)

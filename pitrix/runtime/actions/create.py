@@ -1,0 +1,120 @@
+"""create: a pending cluster gets its nodes, instances, agents and services, up to ``active``.
+
+Its request is the cluster itself (``POST /v1/clusters``), so it is judged by ``prepare`` rather
+than ``accept``: the spec, the images on this runtime's cloud, the counts and the links.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, cast
+
+from pitrix.runtime.actions.base import Action, Desk, InvalidRequest, NoArgs
+from pitrix.runtime.actions.phases import boot, init_start
+from pitrix.runtime.plan import Plan, as_step
+from pitrix.runtime.records import CHANNELS, Channel, Cluster, new_id
+from pitrix.runtime.secret_env import seal_passwords
+from pitrix.runtime.spec import SpecError, parse_spec
+from pitrix.runtime.steps import agents, nodes
+from pitrix.runtime.steps.context import JobContext
+from pitrix.store.types import KV
+
+LINK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
+MAX_COUNT = 1000
+
+
+def count_error(count: Any) -> str | None:
+    if not isinstance(count, int) or isinstance(count, bool) or not 0 <= count <= MAX_COUNT:
+        return f"must be a whole number from 0 to {MAX_COUNT}"
+    return None
+
+
+class Create(Action[NoArgs]):
+    name = "create"
+    running = "creating"
+    sources = ("pending",)
+
+    def plan(self, ctx: JobContext, args: NoArgs) -> Plan:
+        node_ids = nodes.all_node_ids(ctx.cluster)
+        plan = Plan(self.name)
+        plan.then(as_step("plan-nodes", nodes.plan_nodes, ctx, ctx.cluster.counts))
+        boot(plan, ctx, node_ids)
+        init_start(plan, ctx, node_ids)
+        plan.then(as_step("converge", agents.converge, ctx, node_ids))
+        return plan
+
+
+async def prepare(
+    desk: Desk,
+    *,
+    owner: str,
+    runtime: str,
+    app: dict[str, Any],
+    name: str,
+    counts: dict[str, int],
+    links: dict[str, str],
+    channel: str,
+) -> Cluster:
+    """The new cluster a create request describes (sealed, ``pending``), or InvalidRequest."""
+    if channel not in CHANNELS:
+        raise InvalidRequest(f"channel: must be one of {', '.join(CHANNELS)}, got {channel!r}")
+    try:
+        spec = parse_spec(app)
+    except SpecError as exc:
+        raise InvalidRequest(f"app.{exc}") from None
+    # A role without an image on this runtime's cloud fails now, naming it, not at its first VM.
+    provider = (await desk.repo.runtime(runtime)).provider
+    for role in spec.roles:
+        try:
+            role.image_for(provider)
+        except SpecError as exc:
+            raise InvalidRequest(f"app.{exc}") from None
+    role_counts = {r.name: r.count for r in spec.roles}
+    for role_name, count in counts.items():
+        if role_name not in role_counts:
+            raise InvalidRequest(f"counts.{role_name}: the app has no role {role_name!r}")
+        if (error := count_error(count)) is not None:
+            raise InvalidRequest(f"counts.{role_name}: {error}")
+        role_counts[role_name] = count
+    checked, _ = await check_links(desk, owner, runtime, links)
+    cluster = Cluster(
+        id=new_id("cl"),
+        name=name or spec.name,
+        owner=owner,
+        runtime=runtime,
+        app=spec,
+        counts=role_counts,
+        links=checked,
+        channel=cast(Channel, channel),
+    )
+    return seal_passwords(cluster, desk.sealer)  # a password's default moves to env, sealed
+
+
+async def check_links(
+    desk: Desk, owner: str, runtime: str, links: dict[str, str]
+) -> tuple[dict[str, str], list[KV]]:
+    """Links name clusters of the same owner on the same runtime (one metad serves both).
+
+    Another owner's cluster is reported exactly like a missing one, so a link says nothing about
+    clusters its owner cannot see. Returns the links and each target's record as read (``key`` =
+    its cluster id), which the create rewrites as read in its own transaction: a target that
+    changed meanwhile (a delete began) fails the create's guard, and the links are checked again.
+    """
+    targets: dict[str, KV] = {}
+    for link, target in links.items():
+        if not isinstance(link, str) or not LINK_NAME.fullmatch(link):
+            raise InvalidRequest(f"links.{link}: a link name is lower case letters, digits, - and _")
+        if not isinstance(target, str):
+            raise InvalidRequest(f"links.{link}: must be a cluster id")
+        kv = await desk.repo.cluster_kv(target)
+        linked = Cluster.model_validate_json(kv.value) if kv is not None else None
+        if kv is None or linked is None or linked.owner != owner:
+            raise InvalidRequest(f"links.{link}: owner {owner} has no cluster {target!r}")
+        targets[target] = KV(target, kv.value, kv.mod_revision)
+        if linked.state in ("deleting", "deleted"):
+            raise InvalidRequest(f"links.{link}: cluster {target} is {linked.state}")
+        if linked.runtime != runtime:
+            raise InvalidRequest(
+                f"links.{link}: cluster {target} runs on runtime {linked.runtime!r}, not {runtime!r}"
+            )
+    return dict(links), list(targets.values())

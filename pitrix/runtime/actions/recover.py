@@ -1,0 +1,88 @@
+"""recover: dead nodes are replaced by new instances under the same deterministic names.
+
+Without ``nodes`` it replaces every node whose agent's heartbeat is gone (asked of metad), which
+is also what the recovery monitor starts. It is the way out of a halted auto-recovery too: an
+operator who has looked decides, and the halt is cleared when the job succeeds.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import aiohttp
+
+from pitrix.metad.client import MetadClientError
+from pitrix.runtime.actions.base import Accepted, Action, Args, Desk, InvalidRequest
+from pitrix.runtime.actions.phases import boot, init_start
+from pitrix.runtime.plan import Plan, as_step
+from pitrix.runtime.records import Cluster
+from pitrix.runtime.steps import agents, instances, nodes, publishing
+from pitrix.runtime.steps.context import JobContext
+
+
+class RecoverArgs(Args):
+    nodes: dict[str, str]  # node id -> the instance it replaces
+
+
+class Recover(Action[RecoverArgs]):
+    name = "recover"
+    running = "recovering"
+    verb = "recover"
+    arguments = RecoverArgs
+
+    async def accept(self, desk: Desk, cluster: Cluster, body: dict[str, Any]) -> Accepted:
+        wanted = body.get("nodes")
+        if wanted is not None and (
+            not isinstance(wanted, list) or not all(isinstance(n, str) for n in wanted)
+        ):
+            raise InvalidRequest("nodes: must be a list of node ids (e.g. web-2)")
+        members = {n.node_id: n for n in await desk.repo.nodes(cluster.id)}
+        if not wanted:
+            wanted = await _silent_nodes(desk, cluster, members)
+        unknown = [n for n in wanted if n not in members or not members[n].instance_id]
+        if unknown:
+            raise InvalidRequest(
+                f"nodes: cluster {cluster.id} has no running node {', '.join(map(repr, unknown))}"
+            )
+        old = {n: members[n].instance_id for n in sorted(set(wanted))}
+        return Accepted(self, RecoverArgs(nodes=old))
+
+    def plan(self, ctx: JobContext, args: RecoverArgs) -> Plan:
+        """Forget and terminate the old instances, then boot the nodes as a scale-out does."""
+        old = args.nodes
+        node_ids = sorted(old)
+        plan = Plan(self.name)
+        plan.then(as_step("unregister-old", publishing.unregister_instances, ctx, old))
+        plan.then(as_step("terminate-old", instances.terminate_instances, ctx, old))
+        plan.then(as_step("forget-old", instances.forget_instances, ctx, old))
+        boot(plan, ctx, node_ids)
+        init_start(plan, ctx, node_ids)
+        plan.then(as_step("converge", agents.converge, ctx, nodes.all_node_ids(ctx.cluster)))
+        return plan
+
+    def commit(self, cluster: Cluster, args: RecoverArgs) -> dict[str, Any]:
+        return {"recovery_halted": None}
+
+
+async def _silent_nodes(desk: Desk, cluster: Cluster, members: dict[str, Any]) -> list[str]:
+    record = await desk.metadata.get(cluster.owner, cluster.runtime)
+    if record is None or record.status != "ready" or not record.ip:
+        raise InvalidRequest(
+            "nodes: the cluster has no running metadata service to tell which nodes are silent; "
+            "name the nodes to replace"
+        )
+    try:
+        status = await desk.metadata.client(record).get_data(f"/_pitrix/status/{cluster.id}") or {}
+    except (aiohttp.ClientError, OSError, TimeoutError, MetadClientError) as exc:
+        raise InvalidRequest(
+            f"nodes: the metadata service at {record.ip} cannot say which nodes are silent ({exc}); "
+            "name the nodes to replace"
+        ) from None
+    silent = [
+        n.node_id
+        for n in members.values()
+        if n.instance_id and "heartbeat" not in (status.get(n.instance_id) or {})
+    ]
+    if not silent:
+        raise InvalidRequest("nodes: every node's agent is reporting; nothing to recover")
+    return silent

@@ -1,0 +1,23 @@
+"""stop: services stop in reverse role order (an lb before its web nodes), then the instances."""
+
+from __future__ import annotations
+
+from pitrix.runtime.actions.base import Action, NoArgs
+from pitrix.runtime.actions.phases import service_steps
+from pitrix.runtime.plan import Plan, as_step
+from pitrix.runtime.steps import instances, nodes
+from pitrix.runtime.steps.context import JobContext
+
+
+class Stop(Action[NoArgs]):
+    name = "stop"
+    running = "stopping"
+    done = "stopped"
+    verb = "stop"
+
+    def plan(self, ctx: JobContext, args: NoArgs) -> Plan:
+        node_ids = nodes.all_node_ids(ctx.cluster)
+        plan = Plan(self.name)
+        service_steps(plan, ctx, "stop", node_ids, reverse=True)
+        plan.then(as_step("stop-instances", instances.stop_instances, ctx, node_ids))
+        return plan
