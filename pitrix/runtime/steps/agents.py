@@ -1,0 +1,108 @@
+"""The nodes' agents: started over SSH where the channel needs it, then waited on as they report."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from pitrix.runtime.fallback import silent_agents
+from pitrix.runtime.records import Node
+from pitrix.runtime.steps.context import JobContext, OperationError
+from pitrix.runtime.steps.identity import agent_files, fresh_token, mapping, token_fields
+from pitrix.runtime.steps.nodes import members
+from pitrix.runtime.userdata import AGENT_CONFIG, AGENT_LOG, SECRET_FILES
+from pitrix.ssh import SshError, quote
+
+AGENT_TIMEOUT = 120.0
+
+
+async def bootstrap_agents(ctx: JobContext, node_ids: list[str], *, fresh_since: float = 0.0) -> str:
+    """Channel ssh: write each node's agent files over SSH and start its agent.
+
+    Nodes whose agent already heartbeats (since ``fresh_since``, when given) are skipped, so a
+    re-run after a crash only touches the ones still silent. With TLS, each gets a fresh
+    one-time bootstrap token (its hash mapped first) and makes its own key: no private key
+    is made anywhere but where it is used.
+    """
+    wanted = await members(ctx, node_ids)
+    silent = await silent_agents(ctx.metad, ctx.cid, [n.instance_id for n in wanted], since=fresh_since)
+    nodes = [n for n in wanted if n.instance_id in silent]
+    if not nodes:
+        return "every agent already reporting"
+    instances = {
+        i.instance_id: i
+        for i in await ctx.provider.describe_instances(instance_ids=[n.instance_id for n in nodes])
+    }
+    missing = [n.node_id for n in nodes if n.instance_id not in instances]
+    if missing:
+        raise OperationError(f"nodes {', '.join(missing)}: the cloud no longer has their instances")
+    started = time.monotonic()
+    async with await ctx.ssh_sessions() as ssh:
+
+        async def bootstrap(node: Node) -> None:
+            instance = instances[node.instance_id]
+            token = ""
+            if ctx.tls:
+                token = await fresh_token(ctx, node.node_id)
+                await ctx.metad.put_mapping(node.instance_id, mapping(ctx, node) | token_fields(token))
+            files = agent_files(ctx, node.role, token)
+            for path, data in files.items():
+                await ssh.put_file(instance, path, data, 0o600 if path in SECRET_FILES else 0o644)
+            state = quote("/var/lib/pitrix-agent")
+            log_dir = quote("/var/log")
+            # The agent's state is its own (the key it makes, its ledger): owner only.
+            status, output = await ssh.run(instance, f"mkdir -p {log_dir} {state} && chmod 700 {state}")
+            if status != 0:
+                raise SshError(f"{node.node_id}: mkdir failed ({status}): {output.strip()}")
+            start = (
+                f"nohup pitrix-agent -config-file {quote(AGENT_CONFIG)} "
+                f">> {quote(AGENT_LOG)} 2>&1 < /dev/null &"
+            )
+            status, output = await ssh.run(instance, start)
+            if status != 0:
+                raise SshError(f"{node.node_id}: starting the agent failed ({status}): {output.strip()}")
+
+        results = await asyncio.gather(*(bootstrap(n) for n in nodes), return_exceptions=True)
+    failures = [str(r) for r in results if isinstance(r, BaseException)]
+    if failures:
+        raise OperationError(f"SSH bootstrap failed on {len(failures)} node(s): {'; '.join(failures)}")
+    return f"{len(nodes)} agents started over SSH in {time.monotonic() - started:.2f}s"
+
+
+async def wait_agents(ctx: JobContext, node_ids: list[str]) -> str:
+    nodes = await members(ctx, node_ids)
+    ids = [n.instance_id for n in nodes]
+    agents = ctx.agents
+    try:
+        await agents.wait_for(lambda _: all(agents.has_heartbeat(i) for i in ids), AGENT_TIMEOUT)
+    except TimeoutError:
+        silent = [n.node_id for n in nodes if not agents.has_heartbeat(n.instance_id)]
+        raise OperationError(f"no heartbeat within {AGENT_TIMEOUT:.0f}s from {', '.join(silent)}") from None
+    return f"{len(ids)} agents reporting"
+
+
+async def converge(ctx: JobContext, node_ids: list[str]) -> str:
+    """Until each node has applied the cluster's metadata as it is now.
+
+    Agents report the revision of the view they applied, and a view's revision only moves when
+    that view changes, so the step bumps the cluster's ``generation`` (part of every node's
+    view) and waits for every node to report that write's revision or a later one.
+    """
+    nodes = await members(ctx, node_ids)
+    ids = [n.instance_id for n in nodes]
+    agents = ctx.agents
+    revision = await ctx.metad.put_data(f"/clusters/{ctx.cid}/cluster", {"generation": f"{time.time():.6f}"})
+    try:
+        await agents.wait_for(
+            lambda _: all(agents.applied_revision(i) >= revision for i in ids), AGENT_TIMEOUT
+        )
+    except TimeoutError:
+        behind = [
+            f"{n.node_id} (at {agents.applied_revision(n.instance_id)})"
+            for n in nodes
+            if agents.applied_revision(n.instance_id) < revision
+        ]
+        raise OperationError(
+            f"not converged to revision {revision} within {AGENT_TIMEOUT:.0f}s: {', '.join(behind)}"
+        ) from None
+    return f"{len(ids)} nodes applied revision {revision}"

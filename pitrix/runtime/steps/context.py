@@ -1,0 +1,70 @@
+"""What every step of one job works over: the cluster, its job, and the clients it reaches them by."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from functools import cached_property
+
+import structlog
+
+from pitrix.logs import get_logger
+from pitrix.metad.client import MetadManagementClient
+from pitrix.providers.base import Provider
+from pitrix.runtime.agents import AgentStatus
+from pitrix.runtime.keypairs import KeyPairs, RuntimeKeyPair
+from pitrix.runtime.records import DEFAULT_HEARTBEAT_INTERVAL, Cluster, Job, MetadataCluster
+from pitrix.sealing import Sealer
+from pitrix.ssh import SshSessions, console_keys
+from pitrix.store import Store
+
+
+class OperationError(Exception):
+    """A step could not reach its goal; the message says which node and why."""
+
+
+class RolledBack(OperationError):
+    """An env rollout failed on a batch and every node it touched was given its previous values."""
+
+
+@dataclass
+class JobContext:
+    """One job's view: built once per run of a plan and handed to each of its steps."""
+
+    store: Store
+    cluster: Cluster
+    job: Job
+    provider: Provider
+    metadata: MetadataCluster
+    metad: MetadManagementClient
+    agents: AgentStatus
+    sealer: Sealer  # bootstrap tokens are sealed in etcd
+    keypairs: KeyPairs  # the service's own: etcd and cloud asked once per owner and runtime
+    heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL  # the runtime's, for the agents it configures
+    _key_pair: RuntimeKeyPair | None = field(default=None, init=False, repr=False)
+
+    @property
+    def cid(self) -> str:
+        return self.cluster.id
+
+    @property
+    def over_ssh(self) -> bool:
+        return self.cluster.channel == "ssh"
+
+    @property
+    def tls(self) -> bool:
+        return bool(self.metadata.issuer_pem)
+
+    @cached_property
+    def log(self) -> structlog.typing.FilteringBoundLogger:
+        return get_logger("pitrix.steps", cluster_id=self.cluster.id, job_id=self.job.id)
+
+    async def key_pair(self) -> RuntimeKeyPair:
+        """pitrixd's key pair for the cluster's owner on its runtime (in etcd and in the cloud)."""
+        if self._key_pair is None:
+            self._key_pair = await self.keypairs.get(self.provider, self.cluster.owner, self.cluster.runtime)
+        return self._key_pair
+
+    async def ssh_sessions(self) -> SshSessions:
+        """SSH sessions with the key pair, host keys read from the console where the cloud's
+        description has none."""
+        return SshSessions((await self.key_pair()).private_key, console=console_keys(self.provider))

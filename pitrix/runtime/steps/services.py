@@ -1,0 +1,118 @@
+"""A lifecycle service (init, start, stop, scale_in ...) run on the nodes whose role defines it.
+
+Commands go to metad for each node's agent; on channel ssh, nodes whose agent is silent run the
+service over SSH instead (never both), and the step waits for every node's result.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from pitrix.runtime.fallback import run_over_ssh, silent_agents
+from pitrix.runtime.records import Cluster, Node
+from pitrix.runtime.spec import Service
+from pitrix.runtime.steps.context import JobContext, OperationError
+from pitrix.runtime.steps.nodes import members
+
+
+def service_layers(cluster: Cluster, service: str, post_start: bool | None = None) -> list[list[str]]:
+    """Roles grouped by the service's ``order``: each group runs after the one before.
+
+    ``post_start`` keeps only the roles whose service has that ``post_start_service`` flag.
+    """
+    orders: dict[int, list[str]] = {}
+    for role in cluster.app.roles:
+        svc = role.services.get(service)  # type: ignore[call-overload]
+        if svc is not None and (post_start is None or svc.post_start_service == post_start):
+            orders.setdefault(svc.order, []).append(role.name)
+    return [orders[o] for o in sorted(orders)]
+
+
+async def _run_silent(
+    ctx: JobContext, service: str, targets: list[tuple[Node, Service]], commands: dict[str, str]
+) -> None:
+    """The fallback path: the service over SSH on nodes whose agent is silent (channel ssh)."""
+    ctx.log.warning("agents silent; running over SSH", service=service, nodes=[n.node_id for n, _ in targets])
+    found = await ctx.provider.describe_instances(instance_ids=[n.instance_id for n, _ in targets])
+    instances = {i.instance_id: i for i in found}
+    async with await ctx.ssh_sessions() as ssh:
+        await asyncio.gather(
+            *(
+                run_over_ssh(
+                    ssh,
+                    ctx.metad,
+                    ctx.cid,
+                    instances[node.instance_id],
+                    commands[node.instance_id],
+                    svc.cmd,
+                    float(svc.timeout),
+                )
+                for node, svc in targets
+                if node.instance_id in instances
+            )
+        )
+
+
+async def run_service(ctx: JobContext, service: str, node_ids: list[str]) -> str:
+    """Run one lifecycle service on the nodes whose role defines it, and wait for every result."""
+    nodes = await members(ctx, node_ids)
+    targets: list[tuple[Node, Service]] = []
+    taken: dict[str, int] = {}
+    for node in nodes:  # sorted by role and index: nodes_to_execute_on picks the first ones
+        svc = ctx.cluster.app.role(node.role).services.get(service)  # type: ignore[call-overload]
+        if svc is None:
+            continue
+        if svc.nodes_to_execute_on is not None and taken.get(node.role, 0) >= svc.nodes_to_execute_on:
+            continue
+        taken[node.role] = taken.get(node.role, 0) + 1
+        targets.append((node, svc))
+    if not targets:
+        return f"no {service} service"
+    started = time.monotonic()
+    silent = (
+        await silent_agents(ctx.metad, ctx.cid, [n.instance_id for n, _ in targets])
+        if ctx.over_ssh
+        else set()
+    )
+    commands = {}
+    for node, svc in targets:
+        command_id = f"{ctx.job.id}-{service}-{node.node_id}"
+        commands[node.instance_id] = command_id
+        if node.instance_id in silent:
+            continue  # over SSH below, and never also by its agent
+        await ctx.metad.post_data(
+            f"/clusters/{ctx.cid}/cmd/{node.instance_id}",
+            {"id": command_id, "cmd": svc.cmd, "timeout": str(svc.timeout)},
+        )
+    timeout = max(svc.timeout for _, svc in targets) + 30
+    if silent:
+        await _run_silent(ctx, service, [(n, s) for n, s in targets if n.instance_id in silent], commands)
+    agents = ctx.agents
+
+    def finished(_: object) -> bool:
+        return all(
+            (agents.command_result(iid, cmd) or {}).get("status") in ("successful", "failed")
+            for iid, cmd in commands.items()
+        )
+
+    try:
+        await agents.wait_for(finished, timeout)
+    except TimeoutError:
+        unanswered = [
+            iid
+            for iid, cmd in commands.items()
+            if (agents.command_result(iid, cmd) or {}).get("status") not in ("successful", "failed")
+        ]
+        raise OperationError(
+            f"{service}: no result within {timeout:.0f}s from {', '.join(unanswered)}"
+        ) from None
+    failures = []
+    for iid, cmd in commands.items():
+        result = agents.command_result(iid, cmd) or {}
+        if result.get("status") != "successful":
+            tail = (result.get("output_tail") or "").strip().splitlines()[-3:]
+            failures.append(f"{iid} exit {result.get('exit_code')}: {' | '.join(tail)}")
+    if failures:
+        raise OperationError(f"{service} failed on {len(failures)} node(s): " + "; ".join(failures))
+    return f"{service} on {len(targets)} nodes in {time.monotonic() - started:.2f}s"
