@@ -140,10 +140,15 @@ class Jobs:
         )
         # Another replica may have acted on the cluster since it was read: then nothing is written.
         guard = Compare(cluster_key(cluster.id), "create" if read_at == 0 else "mod", "==", read_at)
-        ops = [Op("put", cluster_key(cluster.id), updated.dump()), Op("put", job_key(cluster.id, job.id), job.dump())]
+        ops = [
+            Op("put", cluster_key(cluster.id), updated.dump()),
+            Op("put", job_key(cluster.id, job.id), job.dump()),
+        ]
         written = await self.store.txn([guard, *guards], [*ops, *writes])
         if not written.succeeded:
-            raise ChangedMeanwhile(f"cluster {cluster.id} changed meanwhile (another replica acted); try again")
+            raise ChangedMeanwhile(
+                f"cluster {cluster.id} changed meanwhile (another replica acted); try again"
+            )
         self.log.info("action accepted", cluster_id=cluster.id, action=job.action, job_id=job.id, state=state)
         self.signals.changed(cluster.id)
 
@@ -168,7 +173,9 @@ class Jobs:
                 record = await self.metadata.ensure(cluster.owner, cluster.runtime)
                 return f"metadata service at {record.ip}"
 
-            await execute(Plan(job.action).then(Step("metadata", ensure_metadata)), journal, progress, self.retry)
+            await execute(
+                Plan(job.action).then(Step("metadata", ensure_metadata)), journal, progress, self.retry
+            )
             record = await self.metadata.get(cluster.owner, cluster.runtime)
             assert record is not None
             client = self.metadata.client(record)
@@ -222,23 +229,26 @@ class Jobs:
                 cluster, read_at = await self.repo.read_cluster(cid)
                 if not LIFECYCLE.is_transitional(cluster.state) or cluster.job_id != job.id:
                     # Another run of this job (or a newer job) already recorded its end.
-                    self.log.warning(
-                        "job already ended", cluster_id=cid, job_id=job.id, state=cluster.state
-                    )
+                    self.log.warning("job already ended", cluster_id=cid, job_id=job.id, state=cluster.state)
                     return None
                 changes: dict[str, Any] = {}
                 if error is None:
                     changes = action.commit(cluster, action.decode(job.args))
                     ended = job.model_copy(update={"status": "successful", "finished": time.time()})
                 else:
-                    ended = job.model_copy(update={"status": "failed", "error": error, "finished": time.time()})
+                    ended = job.model_copy(
+                        update={"status": "failed", "error": error, "finished": time.time()}
+                    )
                 state = LIFECYCLE.end_state(cluster.state, ok=error is None, rolled_back=rolled_back)
                 updated = cluster.model_copy(
                     update={**changes, "state": state, "last_error": error, "updated": time.time()}
                 )
                 written = await self.store.txn(
                     [Compare(cluster_key(cid), "mod", "==", read_at)],
-                    [Op("put", cluster_key(cid), updated.dump()), Op("put", job_key(cid, job.id), ended.dump())],
+                    [
+                        Op("put", cluster_key(cid), updated.dump()),
+                        Op("put", job_key(cid, job.id), ended.dump()),
+                    ],
                 )
             if written.succeeded:
                 self.signals.changed(cid)
@@ -252,7 +262,8 @@ class Jobs:
                 cluster, read_at = await self.repo.read_cluster(cid)
                 updated = cluster.model_copy(update={**change(cluster), "updated": time.time()})
                 written = await self.store.txn(
-                    [Compare(cluster_key(cid), "mod", "==", read_at)], [Op("put", cluster_key(cid), updated.dump())]
+                    [Compare(cluster_key(cid), "mod", "==", read_at)],
+                    [Op("put", cluster_key(cid), updated.dump())],
                 )
             if written.succeeded:
                 self.signals.changed(cid)

@@ -107,7 +107,7 @@ class Lifecycle:
 
     def allowed_actions(self, state: str) -> list[str]:
         allowed = [edge.action for edge in self.edges.values() if state in edge.sources]
-        return allowed + [RETRY] if state == "failed" else allowed
+        return [*allowed, RETRY] if state == "failed" else allowed
 
     def is_transitional(self, state: str) -> bool:
         return state in self.by_state

@@ -118,6 +118,8 @@ class RecoveryMonitor:
         agents = AgentStatus(self.metadata.client(record), cluster.id)
         await agents.start()
         try:
-            return await watch_for_dead_nodes(agents, partial(self.repo.nodes, cluster.id), self.policy, cluster.id)
+            return await watch_for_dead_nodes(
+                agents, partial(self.repo.nodes, cluster.id), self.policy, cluster.id
+            )
         finally:
             await agents.close()

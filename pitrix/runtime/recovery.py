@@ -9,6 +9,7 @@ cluster on such evidence would do more harm than waiting, so auto-recovery halts
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from functools import partial
@@ -55,10 +56,8 @@ async def watch_for_dead_nodes(
     # The view starts empty and fills as metad replays the agents' reports: a node is not
     # suspected before the replay had the grace period to show its heartbeat (nor warned about).
     members = await nodes()
-    try:
+    with contextlib.suppress(TimeoutError):
         await agents.wait_for(partial(_all_back, agents, silent(agents, members)), policy.grace)
-    except TimeoutError:
-        pass
     while True:
         members = await nodes()
         await agents.wait_for(partial(_any_silent, agents, members), WATCH_FOREVER)

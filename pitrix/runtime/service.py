@@ -299,7 +299,7 @@ class RuntimeService:
         channel: str = "rest",
     ) -> tuple[Cluster, Job]:
         desk = self.jobs.desk
-        cluster = await prepare(
+        cluster, targets = await prepare(
             desk,
             owner=owner,
             runtime=runtime,
@@ -313,7 +313,8 @@ class RuntimeService:
         # a target changed since it was checked (another replica began deleting it), and a delete
         # that read a target before this create landed fails its own guard and looks again.
         for attempt in range(1, CREATE_ATTEMPTS + 1):
-            _, targets = await check_links(desk, owner, runtime, cluster.links)
+            if attempt > 1:
+                _, targets = await check_links(desk, owner, runtime, cluster.links)
             guards = [Compare(cluster_key(kv.key), "mod", "==", kv.mod_revision) for kv in targets]
             touches = [Op("put", cluster_key(kv.key), kv.value) for kv in targets]
             try:
@@ -374,4 +375,3 @@ class RuntimeService:
 
     async def _halt_recovery(self, cid: str, reason: str) -> None:
         await self.jobs.update_record(cid, lambda _: {"recovery_halted": reason})
-

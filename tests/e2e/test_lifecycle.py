@@ -11,7 +11,7 @@ from e2e_cloud import Cloud, demo_app
 
 from pitrix.api.app import node_view
 from pitrix.runtime.agents import AgentStatus
-from pitrix.runtime.machine import LifecycleError
+from pitrix.runtime.lifecycle import LifecycleError
 from pitrix.runtime.records import Cluster
 from pitrix.runtime.service import RuntimeService
 

@@ -14,7 +14,7 @@ import pytest
 from e2e_cloud import Cloud, demo_app
 from test_lifecycle import expect
 
-from pitrix.runtime.machine import LifecycleError
+from pitrix.runtime.lifecycle import LifecycleError
 from pitrix.runtime.records import Cluster
 from pitrix.runtime.service import InvalidRequest, RuntimeService
 

@@ -14,7 +14,7 @@ from aiohttp import web
 from aiohttp.test_utils import TestServer
 from dead_cloud import DEAD_CLOUD
 
-from pitrix.runtime.machine import TRANSITIONAL
+from pitrix.runtime.actions import TRANSITIONAL
 from pitrix.runtime.records import Cluster, StepRecord
 from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.service import WAIT_SLOT_STEP, RuntimeService

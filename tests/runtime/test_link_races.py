@@ -1,6 +1,6 @@
 """Links and deletes racing across replicas: a delete never lands under a link made meanwhile.
 
-Two replicas on one etcd. The delete's link check runs on a fresh read of its cluster; a create
+Two replicas on one etcd. The delete's link check (its action's ``recheck``) runs on a fresh read of its cluster; a create
 linking to that cluster lands between the check and the delete's transaction (the check is held
 open for it). The create rewrote its target's record in its own transaction, so the delete's
 guard fails: it is refused as a concurrent change, changes nothing, and when asked again sees
@@ -19,7 +19,9 @@ from typing import Any
 import pytest
 from dead_cloud import DEAD_CLOUD
 
-from pitrix.runtime.machine import LifecycleError
+from pitrix.runtime.actions import BY_NAME
+from pitrix.runtime.actions import create as create_action
+from pitrix.runtime.lifecycle import LifecycleError
 from pitrix.runtime.records import Cluster, cluster_key
 from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.retrying import RetryPolicy
@@ -63,9 +65,9 @@ class Held:
     go_on: asyncio.Event
 
 
-def hold_after(monkeypatch: pytest.MonkeyPatch, service: RuntimeService, name: str) -> Held:
+def hold_after(monkeypatch: pytest.MonkeyPatch, holder: object, name: str) -> Held:
     held = Held(asyncio.Event(), asyncio.Event())
-    original = getattr(service, name)
+    original = getattr(holder, name)
 
     async def held_open(*args: Any) -> Any:
         result = await original(*args)  # the check itself runs and passes
@@ -73,7 +75,7 @@ def hold_after(monkeypatch: pytest.MonkeyPatch, service: RuntimeService, name: s
         await held.go_on.wait()
         return result
 
-    monkeypatch.setattr(service, name, held_open)
+    monkeypatch.setattr(holder, name, held_open)
     return held
 
 
@@ -84,8 +86,8 @@ async def test_a_link_made_during_a_delete_fails_the_delete(
     target, _ = await deleter.create_cluster(owner="o", runtime="dead", app=APP)
     await failed(deleter, target.id)
 
-    original = deleter._refuse_if_linked
-    held = hold_after(monkeypatch, deleter, "_refuse_if_linked")  # no link yet: the check passes
+    delete = BY_NAME["delete"]
+    held = hold_after(monkeypatch, delete, "recheck")  # no link yet: the check passes
     deleting = asyncio.create_task(deleter.delete_cluster(target.id))
     await asyncio.wait_for(held.reached.wait(), 30)
     linker, _ = await creator.create_cluster(owner="o", runtime="dead", app=APP, links={"db": target.id})
@@ -94,7 +96,7 @@ async def test_a_link_made_during_a_delete_fails_the_delete(
         await deleting
     assert (await deleter.get_cluster(target.id)).state == "failed"  # nothing changed
 
-    monkeypatch.setattr(deleter, "_refuse_if_linked", original)
+    monkeypatch.undo()
     with pytest.raises(LifecycleError, match=f"linked to by {linker.id} \\(links.db\\)"):
         await deleter.delete_cluster(target.id)
 
@@ -107,7 +109,7 @@ async def test_a_target_deleted_after_the_link_check_fails_the_create(
     await failed(deleter, target.id)
     before = len(await creator.list_clusters())
 
-    held = hold_after(monkeypatch, creator, "_check_links")
+    held = hold_after(monkeypatch, create_action, "check_links")
     creating = asyncio.create_task(
         creator.create_cluster(owner="o", runtime="dead", app=APP, links={"db": target.id})
     )
@@ -128,7 +130,7 @@ async def test_a_target_that_moved_on_after_the_link_check_is_linked_on_a_second
     target, _ = await writer.create_cluster(owner="o", runtime="dead", app=APP)
     await failed(writer, target.id)
 
-    held = hold_after(monkeypatch, creator, "_check_links")
+    held = hold_after(monkeypatch, create_action, "check_links")
     creating = asyncio.create_task(
         creator.create_cluster(owner="o", runtime="dead", app=APP, links={"db": target.id})
     )

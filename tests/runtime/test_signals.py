@@ -6,7 +6,7 @@ import asyncio
 
 from dead_cloud import DEAD_CLOUD
 
-from pitrix.runtime.machine import TRANSITIONAL
+from pitrix.runtime.actions import TRANSITIONAL
 from pitrix.runtime.records import Cluster
 from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.service import RuntimeService

@@ -32,7 +32,8 @@ ACTIONS: tuple[Action[Any], ...] = (
 BY_NAME: dict[str, Action[Any]] = {action.name: action for action in ACTIONS}
 # POST /v1/clusters/<id>/<verb>: the first action of each verb judges the request.
 BY_VERB: dict[str, Action[Any]] = {
-    verb: next(a for a in ACTIONS if a.verb == verb) for verb in dict.fromkeys(a.verb for a in ACTIONS if a.verb)
+    verb: next(a for a in ACTIONS if a.verb == verb)
+    for verb in dict.fromkeys(a.verb for a in ACTIONS if a.verb)
 }
 LIFECYCLE = Lifecycle([action.edge for action in ACTIONS])
 TRANSITIONAL: list[str] = LIFECYCLE.transitional

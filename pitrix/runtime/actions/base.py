@@ -99,7 +99,7 @@ class Action(ABC, Generic[A]):
             where = ".".join(map(str, item["loc"])) or "body"
             raise InvalidRequest(f"{where}: {item['msg']}") from None
 
-    async def recheck(self, desk: Desk, cluster: Cluster) -> None:  # noqa: B027 (most need none)
+    async def recheck(self, desk: Desk, cluster: Cluster) -> None:
         """Checks that must hold on the cluster's fresh read, inside the accepting write's lock."""
 
     @abstractmethod

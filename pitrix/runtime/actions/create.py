@@ -54,8 +54,9 @@ async def prepare(
     counts: dict[str, int],
     links: dict[str, str],
     channel: str,
-) -> Cluster:
-    """The new cluster a create request describes (sealed, ``pending``), or InvalidRequest."""
+) -> tuple[Cluster, list[KV]]:
+    """The new cluster a create request describes (sealed, ``pending``), or InvalidRequest; and
+    its link targets' records as read (see ``check_links``)."""
     if channel not in CHANNELS:
         raise InvalidRequest(f"channel: must be one of {', '.join(CHANNELS)}, got {channel!r}")
     try:
@@ -76,7 +77,7 @@ async def prepare(
         if (error := count_error(count)) is not None:
             raise InvalidRequest(f"counts.{role_name}: {error}")
         role_counts[role_name] = count
-    checked, _ = await check_links(desk, owner, runtime, links)
+    checked, targets = await check_links(desk, owner, runtime, links)
     cluster = Cluster(
         id=new_id("cl"),
         name=name or spec.name,
@@ -87,7 +88,7 @@ async def prepare(
         links=checked,
         channel=cast(Channel, channel),
     )
-    return seal_passwords(cluster, desk.sealer)  # a password's default moves to env, sealed
+    return seal_passwords(cluster, desk.sealer), targets  # a password's default moves to env, sealed
 
 
 async def check_links(

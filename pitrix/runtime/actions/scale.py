@@ -8,7 +8,7 @@ and terminates the leaving ones. The role's new count is committed only when the
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, ClassVar
 
 from pydantic import Field
 
@@ -29,7 +29,7 @@ class ScaleArgs(Args):
 
 
 class _Scale(Action[ScaleArgs]):
-    verb = "scale"
+    verb: ClassVar[str | None] = "scale"
     arguments = ScaleArgs
 
     async def accept(self, desk: Desk, cluster: Cluster, body: dict[str, Any]) -> Accepted:

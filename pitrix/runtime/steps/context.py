@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from functools import cached_property
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -16,6 +17,9 @@ from pitrix.runtime.records import DEFAULT_HEARTBEAT_INTERVAL, Cluster, Job, Met
 from pitrix.sealing import Sealer
 from pitrix.ssh import SshSessions, console_keys
 from pitrix.store import Store
+
+if TYPE_CHECKING:
+    from pitrix.runtime.metadata import MetadataClusters
 
 
 class OperationError(Exception):
@@ -40,6 +44,7 @@ class JobContext:
     sealer: Sealer  # bootstrap tokens are sealed in etcd
     keypairs: KeyPairs  # the service's own: etcd and cloud asked once per owner and runtime
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL  # the runtime's, for the agents it configures
+    fleet: MetadataClusters | None = None  # every metadata cluster (delete releases its own)
     _key_pair: RuntimeKeyPair | None = field(default=None, init=False, repr=False)
 
     @property

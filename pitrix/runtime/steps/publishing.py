@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from pitrix.runtime.records import Node
-from pitrix.runtime.steps.context import JobContext
+from pitrix.runtime.records import Cluster, Node
+from pitrix.runtime.repository import CLUSTERS
+from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps.identity import bootstrap_token, mapping, token_fields
 from pitrix.runtime.steps.nodes import members, nodes, save
 
@@ -165,3 +166,13 @@ async def commit_env(ctx: JobContext, values: dict[str, dict[str, str]]) -> str:
     for role, changed in values.items():
         revision = await ctx.metad.put_data(f"/clusters/{ctx.cid}/env/{role}", changed)
     return f"role env at revision {revision}"
+
+
+async def release_metadata(ctx: JobContext) -> str:
+    """The metadata cluster goes with the last cluster it serves (unless its runtime keeps it)."""
+    if ctx.fleet is None:
+        raise OperationError("no metadata clusters to release from (the job context has no fleet)")
+    kvs, _ = await ctx.store.get_prefix(CLUSTERS)
+    others = [c for c in (Cluster.model_validate_json(kv.value) for kv in kvs) if c.id != ctx.cid]
+    removed = await ctx.fleet.release(ctx.cluster.owner, ctx.cluster.runtime, others)
+    return "metadata cluster removed" if removed else "metadata cluster kept (in use or by policy)"
