@@ -38,7 +38,7 @@ from pitrix.runtime.machine import (
 )
 from pitrix.runtime.metadata import MetadataClusters
 from pitrix.runtime.operations import ClusterOperations, RolledBack
-from pitrix.runtime.ownership import Ownership, owner_key
+from pitrix.runtime.ownership import LostOwnership, Ownership, owner_key
 from pitrix.runtime.plan import Plan, Step
 from pitrix.runtime.plans import BUILDERS, delete_plan
 from pitrix.runtime.records import (
@@ -673,7 +673,8 @@ class RuntimeService:
                 journal, record = waiting
                 waited = time.monotonic() - began
                 detail = f"waited {waited:.1f}s for a job slot ({self.max_jobs} per replica)"
-                with contextlib.suppress(StoreError):  # only a display: the job runs regardless
+                # Only a display: the job runs regardless (a lost claim stops it at its first step).
+                with contextlib.suppress(StoreError, LostOwnership):
                     await journal.finished(record, detail)
             await self._run_job_now(cid)
 
@@ -682,9 +683,9 @@ class RuntimeService:
             cluster = await self.get_cluster(cid)
             if cluster.state not in TRANSITIONAL or cluster.job_id is None:
                 return None
-            journal = Journal(self.store, cid, cluster.job_id)
+            journal = Journal(self.store, cid, cluster.job_id, fence=self.ownership.fence(cid))
             return journal, await journal.started(WAIT_SLOT_STEP)
-        except (StoreError, NotFound) as exc:
+        except (StoreError, NotFound, LostOwnership) as exc:
             self.log.warning("queued job not journaled", cluster_id=cid, error=str(exc))
             return None
 
@@ -696,10 +697,13 @@ class RuntimeService:
             return
         job = await self.get_job(cid, cluster.job_id)
         log = get_logger("pitrix.supervisor", cluster_id=cid, job_id=job.id, action=job.action)
-        journal = Journal(self.store, cid, job.id)
         agents: AgentStatus | None = None
         began = time.monotonic()
+        fence: list[Compare] = []
         try:
+            # Every write of the job is fenced by the claim that started it (see ownership.py).
+            fence = self.ownership.fence(cid)
+            journal = Journal(self.store, cid, job.id, fence=fence)
             provider = await self.provider_for(cluster.runtime)
 
             async def ensure_metadata() -> str:
@@ -735,19 +739,21 @@ class RuntimeService:
         except asyncio.CancelledError:
             log.info("supervision stopped; the job resumes at the next start")
             raise
+        except LostOwnership as exc:
+            log.warning("ownership lost; the job is left to the cluster's owner", error=str(exc))
         except StepFailed as exc:
             rolled_back = isinstance(exc.__cause__, RolledBack)
             log.error("job failed", error=str(exc), rolled_back=rolled_back)
-            await self._finish(cid, job, error=str(exc), rolled_back=rolled_back)
+            await self._finish(cid, job, fence, error=str(exc), rolled_back=rolled_back)
         except (ProviderError, LifecycleError, OSError) as exc:
             log.error("job failed", error=str(exc))
-            await self._finish(cid, job, error=str(exc))
+            await self._finish(cid, job, fence, error=str(exc))
         except Exception as exc:
             log.exception("job failed unexpectedly")
-            await self._finish(cid, job, error=f"internal error: {exc!r}")
+            await self._finish(cid, job, fence, error=f"internal error: {exc!r}")
         else:
             log.info("job done", seconds=round(time.monotonic() - began, 3))
-            await self._finish(cid, job)
+            await self._finish(cid, job, fence)
         finally:
             if agents is not None:
                 await agents.close()
@@ -765,7 +771,15 @@ class RuntimeService:
             return delete_plan(cluster, job, ops, Step("release-metadata", release))
         return BUILDERS[job.action](cluster, job, ops)
 
-    async def _finish(self, cid: str, job: Job, error: str | None = None, rolled_back: bool = False) -> None:
+    async def _finish(
+        self,
+        cid: str,
+        job: Job,
+        fence: Sequence[Compare],
+        error: str | None = None,
+        rolled_back: bool = False,
+    ) -> None:
+        """Commit the job's end, only while this replica still holds the claim it ran the job under."""
         lock = self._locks.setdefault(cid, asyncio.Lock())
         async with lock:
             cluster = await self.get_cluster(cid)
@@ -807,9 +821,17 @@ class RuntimeService:
                     "updated": time.time(),
                 }
             )
-            await self.store.put_many(
-                [(cluster_key(cid), updated.dump()), (job_key(cid, job.id), job.dump())]
+            committed = await self.store.txn(
+                list(fence),
+                [Op("put", cluster_key(cid), updated.dump()), Op("put", job_key(cid, job.id), job.dump())],
             )
+            if not committed.succeeded:
+                self._sync_model(cluster)  # back to the state etcd has: the new owner decides
+                get_logger("pitrix.supervisor", cluster_id=cid, job_id=job.id).warning(
+                    "ownership lost; the job's end is left to the replica that owns the cluster",
+                    error=str(LostOwnership(cid, "commit refused")),
+                )
+                return
         if updated.state == "active":
             self._monitor(updated)
         elif updated.state == "deleted":
