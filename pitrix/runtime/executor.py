@@ -4,16 +4,23 @@ A step already journaled as done is skipped, which is what makes a restarted dae
 first unfinished step; a step journaled as started but not done runs again (steps are idempotent).
 That idempotence also lets a step that failed with a retryable cloud error run again in place
 (``RetryPolicy``), each attempt journaled so progress shows the retry and its reason.
+
+``LostOwnership`` (a fenced journal write refused, or a step told the same) is no failure of the
+job: another replica owns the cluster and resumes the job from the journal. The plan ends at once
+(the other steps of the layer are cancelled), nothing more is journaled, and the error goes to the
+caller.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 from pitrix.logs import get_logger
 from pitrix.runtime.journal import Journal
+from pitrix.runtime.ownership import LostOwnership
 from pitrix.runtime.plan import Plan, Step
 from pitrix.runtime.records import StepRecord
 from pitrix.runtime.retrying import RetryPolicy
@@ -42,15 +49,34 @@ async def execute(
         if not todo:
             continue
         log.debug("layer", layer=number, steps=[s.name for s in todo])
-        results = await asyncio.gather(
-            *(_run(step, journal, progress, retry) for step in todo), return_exceptions=True
-        )
-        errors = [r for r in results if isinstance(r, BaseException)]
+        errors = await _run_layer([_run(step, journal, progress, retry) for step in todo])
         for error in errors:
             if not isinstance(error, StepFailed):
                 raise error
         if errors:
             raise errors[0]
+
+
+async def _run_layer(runs: list[Coroutine[Any, Any, None]]) -> list[BaseException]:
+    """Run a layer's steps together; their errors, in step order, once all have ended.
+
+    A failed step lets its siblings finish (each journals its own outcome), but a lost ownership
+    stops them all at once: this replica may not act on the cluster any more.
+    """
+    tasks = [asyncio.ensure_future(run) for run in runs]
+    try:
+        pending: set[asyncio.Future[None]] = set(tasks)
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_EXCEPTION)
+            for task in done:
+                error = None if task.cancelled() else task.exception()
+                if isinstance(error, LostOwnership):
+                    raise error
+    finally:
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+    return [error for task in tasks if (error := task.exception()) is not None]
 
 
 async def _run(step: Step, journal: Journal, progress: Progress | None, retry: RetryPolicy) -> None:
@@ -69,6 +95,8 @@ async def _run(step: Step, journal: Journal, progress: Progress | None, retry: R
                 try:
                     detail = await step.run()
                     break
+                except LostOwnership:
+                    raise
                 except Exception as exc:
                     cause = retry.again(exc, attempt)
                     if cause is None:
@@ -87,8 +115,8 @@ async def _run(step: Step, journal: Journal, progress: Progress | None, retry: R
                     if progress:
                         await progress(record)
                     await asyncio.sleep(pause)
-    except asyncio.CancelledError:
-        raise
+    except (asyncio.CancelledError, LostOwnership):
+        raise  # not the step's failure: nothing is journaled (another replica has the job)
     except Exception as exc:  # a step's own failure ends the plan, recorded with its reason
         if deadline.expired():
             message = f"timed out after {step.timeout:.0f}s"

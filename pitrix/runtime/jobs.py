@@ -28,7 +28,7 @@ from pitrix.runtime.journal import Journal
 from pitrix.runtime.keypairs import KeyPairs
 from pitrix.runtime.lifecycle import ChangedMeanwhile, LifecycleError
 from pitrix.runtime.metadata import MetadataClusters
-from pitrix.runtime.ownership import Ownership, owner_key
+from pitrix.runtime.ownership import LostOwnership, Ownership, owner_key
 from pitrix.runtime.plan import Plan, Step
 from pitrix.runtime.records import Cluster, Job, StepRecord, cluster_key, job_key, new_id
 from pitrix.runtime.repository import NotFound, Repository
@@ -162,11 +162,14 @@ class Jobs:
         job = await self.repo.job(cid, cluster.job_id)
         action = BY_NAME[job.action]
         log = get_logger("pitrix.supervisor", cluster_id=cid, job_id=job.id, action=job.action)
-        journal = Journal(self.store, cid, job.id)
         progress = functools.partial(self._progress, cid)
         agents: AgentStatus | None = None
         began = time.monotonic()
+        fence: list[Compare] = []
         try:
+            # Every write of the job is fenced by the claim that started it (see ownership.py).
+            fence = self.ownership.fence(cid)
+            journal = Journal(self.store, cid, job.id, fence=fence)
             provider = await self.clouds.provider(cluster.runtime)
 
             async def ensure_metadata() -> str:
@@ -203,26 +206,35 @@ class Jobs:
         except asyncio.CancelledError:
             log.info("supervision stopped; the job resumes at the next start")
             raise
+        except LostOwnership as exc:
+            log.warning("ownership lost; the job is left to the cluster's owner", error=str(exc))
+            return None
         except StepFailed as exc:
             rolled_back = isinstance(exc.__cause__, RolledBack)
             log.error("job failed", error=str(exc), rolled_back=rolled_back)
-            return await self.finish(cid, job, error=str(exc), rolled_back=rolled_back)
+            return await self.finish(cid, job, fence, error=str(exc), rolled_back=rolled_back)
         except (ProviderError, LifecycleError, OSError) as exc:
             log.error("job failed", error=str(exc))
-            return await self.finish(cid, job, error=str(exc))
+            return await self.finish(cid, job, fence, error=str(exc))
         except Exception as exc:
             log.exception("job failed unexpectedly")
-            return await self.finish(cid, job, error=f"internal error: {exc!r}")
+            return await self.finish(cid, job, fence, error=f"internal error: {exc!r}")
         finally:
             if agents is not None:
                 await agents.close()
         log.info("job done", seconds=round(time.monotonic() - began, 3))
-        return await self.finish(cid, job)
+        return await self.finish(cid, job, fence)
 
     async def finish(
-        self, cid: str, job: Job, error: str | None = None, rolled_back: bool = False
+        self,
+        cid: str,
+        job: Job,
+        fence: Sequence[Compare],
+        error: str | None = None,
+        rolled_back: bool = False,
     ) -> Ended | None:
-        """Write the job's end: the action's commit and the cluster's next state, or its failure."""
+        """Write the job's end: the action's commit and the cluster's next state, or its failure;
+        only while this replica still holds the claim it ran the job under (``fence``)."""
         action = BY_NAME[job.action]
         for _ in range(FINISH_ATTEMPTS):
             async with self.lock(cid):
@@ -244,7 +256,7 @@ class Jobs:
                     update={**changes, "state": state, "last_error": error, "updated": time.time()}
                 )
                 written = await self.store.txn(
-                    [Compare(cluster_key(cid), "mod", "==", read_at)],
+                    [Compare(cluster_key(cid), "mod", "==", read_at), *fence],
                     [
                         Op("put", cluster_key(cid), updated.dump()),
                         Op("put", job_key(cid, job.id), ended.dump()),
@@ -253,7 +265,18 @@ class Jobs:
             if written.succeeded:
                 self.signals.changed(cid)
                 return Ended(updated, ended)
+            if not await self._holds(fence):
+                self.log.warning(
+                    "ownership lost; the job's end is left to the replica that owns the cluster",
+                    cluster_id=cid,
+                    job_id=job.id,
+                )
+                return None
         raise ChangedMeanwhile(f"cluster {cid}: the end of job {job.id} could not be written")
+
+    async def _holds(self, fence: Sequence[Compare]) -> bool:
+        """Whether the fence still holds (after a refused write: was it the claim, or the record?)."""
+        return not fence or (await self.store.txn(list(fence), [])).succeeded
 
     async def update_record(self, cid: str, change: Callable[[Cluster], dict[str, Any]]) -> Cluster:
         """Write fields of the cluster's record (not its state) under the same lock and guard."""

@@ -1,20 +1,31 @@
-"""The journal of a job's steps in etcd, so a restarted pitrixd resumes where it stopped."""
+"""The journal of a job's steps in etcd, so a restarted pitrixd resumes where it stopped.
+
+A journal given a fence (``Ownership.fence``) writes each record in a transaction guarded by it:
+a replica that lost the cluster to another one cannot overwrite the new owner's run of the job,
+and hears ``LostOwnership`` instead.
+"""
 
 from __future__ import annotations
 
 import time
+from collections.abc import Sequence
 
+from pitrix.runtime.ownership import LostOwnership
 from pitrix.runtime.records import StepRecord, step_key
 from pitrix.store import Store
+from pitrix.store.types import Compare, Op
 
 
 class Journal:
     """Start and end records of one job's steps."""
 
-    def __init__(self, store: Store, cluster_id: str, job_id: str) -> None:
+    def __init__(
+        self, store: Store, cluster_id: str, job_id: str, fence: Sequence[Compare] | None = None
+    ) -> None:
         self.store = store
         self.cluster_id = cluster_id
         self.job_id = job_id
+        self.fence = list(fence) if fence is not None else None
 
     def _key(self, name: str) -> str:
         return step_key(self.cluster_id, self.job_id, name)
@@ -24,23 +35,32 @@ class Journal:
         kvs, _ = await self.store.get_prefix(prefix)
         return {kv.key[len(prefix) :]: StepRecord.model_validate_json(kv.value) for kv in kvs}
 
+    async def _write(self, record: StepRecord) -> None:
+        key, value = self._key(record.name), record.dump()
+        if self.fence is None:
+            await self.store.put(key, value)
+            return
+        written = await self.store.txn(self.fence, [Op("put", key, value)])
+        if not written.succeeded:
+            raise LostOwnership(self.cluster_id, f"journal write of step {record.name} refused")
+
     async def started(self, name: str) -> StepRecord:
         record = StepRecord(name=name, status="running", started=time.time())
-        await self.store.put(self._key(name), record.dump())
+        await self._write(record)
         return record
 
     async def retrying(self, record: StepRecord, attempt: int, attempts: int, error: str) -> StepRecord:
         """The step runs again: which attempt of how many, and why the last one failed."""
         again = record.model_copy(update={"attempt": attempt, "attempts": attempts, "last_error": error})
-        await self.store.put(self._key(record.name), again.dump())
+        await self._write(again)
         return again
 
     async def finished(self, record: StepRecord, detail: str | None = None) -> StepRecord:
         done = record.model_copy(update={"status": "done", "finished": time.time(), "detail": detail or ""})
-        await self.store.put(self._key(record.name), done.dump())
+        await self._write(done)
         return done
 
     async def failed(self, record: StepRecord, error: str) -> StepRecord:
         failed = record.model_copy(update={"status": "failed", "finished": time.time(), "error": error})
-        await self.store.put(self._key(record.name), failed.dump())
+        await self._write(failed)
         return failed

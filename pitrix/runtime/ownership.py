@@ -5,6 +5,12 @@ dies stops renewing; etcd deletes its keys when the lease runs out, every other 
 deletions on its watch, and the first to create the key again adopts the cluster and resumes its
 job from the journal. A replica restarted with the same id (pitrixd keeps it in its state dir)
 takes its keys back at once instead of waiting for its old lease to expire.
+
+A lease guards nothing by itself: a replica frozen past its lease (a stopped process, a stalled
+loop) wakes up still believing it owns its clusters, and the writes it had in flight or makes
+before it notices would land over the new owner's. So the writes that carry a job forward (its
+journal, its final commit) are transactions guarded by ``fence(cid)``: they apply only while the
+owner key is exactly the one this replica wrote or confirmed when it claimed the cluster.
 """
 
 from __future__ import annotations
@@ -23,6 +29,15 @@ OWNERS = "/owners/"
 
 def owner_key(cid: str) -> str:
     return f"{OWNERS}{cid}"
+
+
+class LostOwnership(Exception):
+    """This replica no longer owns the cluster: a fenced write was refused (or there is no claim
+    to fence with). Not the job's failure: the owning replica resumes the job from its journal."""
+
+    def __init__(self, cid: str, what: str = "") -> None:
+        super().__init__(f"cluster {cid}: not owned by this replica any more{f' ({what})' if what else ''}")
+        self.cluster_id = cid
 
 
 class Ownership:
@@ -44,6 +59,9 @@ class Ownership:
         self.consider = consider
         self.on_lost = lost
         self._lease: KeptLease | None = None
+        # The owner key's mod revision as this replica last wrote or confirmed it, per cluster:
+        # any later write to the key (a lease run out, another replica's claim) changes it.
+        self._held: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
         self.log = get_logger("pitrix.ownership", replica=replica)
 
@@ -79,6 +97,7 @@ class Ownership:
             self.log.error("replica lease lost; dropping every cluster and claiming again")
             if self.on_lost is not None:
                 await self.on_lost()
+            self._held.clear()  # every fence taken so far is void: the old lease's keys are gone
             old, self._lease = self._lease, None
             await old.revoke()
             self._lease = await self.store.lease(self.ttl).grant()
@@ -95,6 +114,7 @@ class Ownership:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         self._tasks = []
+        self._held.clear()
         if self._lease is not None:
             lease, self._lease = self._lease, None
             await lease.revoke()
@@ -133,20 +153,41 @@ class Ownership:
             [Compare(key, "create", "==", 0)], [Op("put", key, mine, self.lease_id)]
         )
         if created.succeeded:
+            self._held[cid] = created.revision
             self.log.info("cluster claimed", cluster_id=cid)
             return True
         kv = await self.store.get(key)
         if kv is None or kv.value != mine:
+            self._held.pop(cid, None)
             return False
         if kv.lease == self.lease_id:
+            self._held[cid] = kv.mod_revision
             return True
         moved = await self.store.txn(
             [Compare(key, "value", "==", mine)], [Op("put", key, mine, self.lease_id)]
         )
         if moved.succeeded:
+            self._held[cid] = moved.revision
             self.log.info("cluster taken back from an earlier life", cluster_id=cid)
+        else:
+            self._held.pop(cid, None)
         return moved.succeeded
+
+    def fence(self, cid: str) -> list[Compare]:
+        """The conditions under which a write for ``cid`` may land: the owner key still holds this
+        replica's id, unchanged since this replica claimed it on its current lease.
+
+        A lease that ran out deletes the key; a claim by anyone (this replica in a later life
+        included) writes it anew: either moves its mod revision, so every fence taken before
+        fails. Raises ``LostOwnership`` when this replica holds no claim on ``cid`` now.
+        """
+        revision = self._held.get(cid)
+        if revision is None:
+            raise LostOwnership(cid, "no claim held")
+        key = owner_key(cid)
+        return [Compare(key, "value", "==", self.replica.encode()), Compare(key, "mod", "==", revision)]
 
     async def release(self, cid: str) -> None:
         key = owner_key(cid)
+        self._held.pop(cid, None)
         await self.store.txn([Compare(key, "value", "==", self.replica.encode())], [Op("delete", key)])

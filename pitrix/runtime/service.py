@@ -37,7 +37,7 @@ from pitrix.runtime.keypairs import KeyPairs
 from pitrix.runtime.lifecycle import ChangedMeanwhile, LifecycleError
 from pitrix.runtime.metadata import MetadataClusters
 from pitrix.runtime.monitor import RecoveryMonitor
-from pitrix.runtime.ownership import Ownership
+from pitrix.runtime.ownership import LostOwnership, Ownership
 from pitrix.runtime.records import Cluster, Job, Node, Runtime, StepRecord, cluster_key, new_id
 from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.repository import NotFound, Repository
@@ -171,15 +171,15 @@ class RuntimeService:
             cluster = await self.repo.cluster(cid)
             if not LIFECYCLE.is_transitional(cluster.state) or cluster.job_id is None:
                 return None
-            journal = Journal(self.store, cid, cluster.job_id)
+            journal = Journal(self.store, cid, cluster.job_id, fence=self.ownership.fence(cid))
             record = await journal.started(WAIT_SLOT_STEP)
-        except (StoreError, NotFound) as exc:
+        except (StoreError, NotFound, LostOwnership) as exc:
             self.log.warning("queued job not journaled", cluster_id=cid, error=str(exc))
             return None
 
         async def taken(waited: float) -> None:
             detail = f"waited {waited:.1f}s for a job slot ({self.supervisor.max_jobs} per replica)"
-            with contextlib.suppress(StoreError):  # only a display: the job runs regardless
+            with contextlib.suppress(StoreError, LostOwnership):  # a display only: the job runs regardless
                 await journal.finished(record, detail)
 
         return taken
