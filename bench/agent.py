@@ -85,7 +85,7 @@ def render_throughput(seconds: float) -> tuple[float, float, float, int]:
         values = values_50()
         # The engine's first import (modules compiled from source where no .pyc is written: 90 ms
         # on this host) is the process's start, not a render's: it happens before the clock runs.
-        importlib.import_module("pitrix.agent.template.confd")
+        importlib.import_module("pitrix.agent.confdfuncs")
         started = time.perf_counter()
         out = TemplateCache().render(src, values)
         cold = time.perf_counter() - started

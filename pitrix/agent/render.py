@@ -1,16 +1,20 @@
 """Rendering one template resource's source with its values, through the Go-template engine.
 
 Parsed templates are kept per source file while it is unchanged (``filecache``), so a watch
-round that re-applies a resource re-executes its template but does not re-parse it.
+round that re-applies a resource re-executes its template but does not re-parse it. A parsed
+template is immutable: each render passes its own key space's functions to ``execute``.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 
 from pitrix.agent.filecache import FileCache
+
+if TYPE_CHECKING:  # the engine is imported on the first render, not at the agent's start
+    from pitrix.gotemplate import Template
 
 
 class RenderError(Exception):
@@ -18,43 +22,32 @@ class RenderError(Exception):
 
 
 @dataclass
-class _Parsed:
-    template: Any
-    funcs: dict[str, Any]
-
-
-@dataclass
 class TemplateCache:
     """Parsed templates of one agent, by source path."""
 
-    _parsed: FileCache[_Parsed] = field(default_factory=FileCache)
+    _parsed: FileCache[Template] = field(default_factory=FileCache)
 
     def render(self, src: Path, values: dict[str, str]) -> str:
         """Execute ``src`` against ``values`` (keys as templates see them: prefix already stripped)."""
-        from pitrix.agent.template import TemplateError, parse
-        from pitrix.agent.template.confd import MemKV, confd_funcs
+        from pitrix.agent.confdfuncs import bound_funcs
+        from pitrix.agent.memkv import MemKV
+        from pitrix.gotemplate import TemplateError, parse_confd
 
         try:
             st = src.stat()
         except OSError as exc:
             raise RenderError(f"template {src}: {exc.strerror}") from None
-        fresh = confd_funcs(MemKV(values))
 
-        def read_and_parse() -> _Parsed:
+        def read_and_parse() -> Template:
             try:
                 text = src.read_text()
             except (OSError, UnicodeDecodeError) as exc:
                 raise RenderError(f"template {src}: {exc}") from None
-            funcs = dict(fresh)
-            return _Parsed(parse(text, name=src.name, funcs=funcs), funcs)
+            return parse_confd(text, name=src.name)
 
         try:
-            parsed, made = self._parsed.get(src, st, read_and_parse)
-            if not made:
-                # The parsed template keeps a reference to its function map; re-point the
-                # functions at this round's values instead of parsing again.
-                parsed.funcs.update(fresh)
-            return str(parsed.template.execute(None))
+            parsed, _ = self._parsed.get(src, st, read_and_parse)
+            return parsed.execute(None, funcs=bound_funcs(MemKV(values)))
         except TemplateError as exc:
             raise RenderError(f"template {src.name}: {exc}") from None
         except RenderError:

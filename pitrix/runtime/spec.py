@@ -87,11 +87,10 @@ class Template(_Strict):
     @classmethod
     def _parses(cls, value: str) -> str:
         """An app whose template cannot parse is refused here, not found out on every node."""
-        from pitrix.agent.template import TemplateError, parse
-        from pitrix.agent.template.confd import MemKV, confd_funcs
+        from pitrix.gotemplate import TemplateError, parse_confd
 
         try:
-            parse(value, name="text", funcs=confd_funcs(MemKV({})))
+            parse_confd(value, name="text")  # as the agent parses it: confd's functions by name
         except TemplateError as exc:
             raise ValueError(f"does not parse: {exc}") from None
         return value

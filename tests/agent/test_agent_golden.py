@@ -101,7 +101,7 @@ async def test_golden_cases_through_etcdv3(golden_dir: Path, plain_etcd_url: str
     import aetcd
     import yaml
 
-    from pitrix.agent.template.memkv import MemKV
+    from pitrix.agent.memkv import MemKV
 
     prefix = f"/golden-{uuid.uuid4().hex}"
     flat = MemKV.from_tree(yaml.safe_load((GOLDEN / "data.yaml").read_text())).as_dict()

@@ -238,6 +238,14 @@ def test_templates_and_images_are_checked_beyond_the_schema(
     assert str(caught.value).startswith(field + ":") and says in str(caught.value), str(caught.value)
 
 
+def test_templates_may_call_every_confd_function() -> None:
+    """The runtime parses as the agent does: confd's functions by name, the key-space ones too."""
+    text = '{{range lsdir "/hosts"}}{{getv (printf "/hosts/%s/ip" .)}} {{base .}}{{end}}'
+    text += '{{toYaml (json "{}")}}{{getenv "HOME"}}'
+    role = parse_spec(role_with(templates=[{**TEMPLATE, "text": text}])).roles[0]
+    assert role.templates[0].text == text
+
+
 def test_an_image_per_provider() -> None:
     role = parse_spec(role_with(image={"qingcloud": "img-1", "aws": "ami-2"})).roles[0]
     assert (role.image_for("qingcloud"), role.image_for("aws")) == ("img-1", "ami-2")

@@ -15,7 +15,7 @@ import yaml
 
 from pitrix.agent.config import AgentConfig
 from pitrix.agent.errors import BackendError
-from pitrix.agent.template.memkv import MemKV
+from pitrix.agent.memkv import MemKV
 
 
 class _Loader(yaml.SafeLoader):

@@ -1,37 +1,42 @@
-"""confd's template functions, bound to a key space, with confd's exact semantics.
+"""confd's template function vocabulary, with confd's exact semantics.
 
-``confd_funcs(kv)`` gives the function map a confd template expects: memkv's lookups (``getv``,
-``gets``, ``ls``, ``lsdir``...), confd's own (``base``, ``split``, ``json``, ``atoi``, ``seq``...),
-and the libconfd/OpenPitrix extras (``filter``, ``toJson``, ``toYaml``, ``min``, ``max``, arithmetic
-that takes numbers written as strings). Go's builtins (``eq``, ``printf``...) stay Go's.
+Two kinds. ``FUNCS`` are the functions that depend on nothing but their arguments: confd's own
+(``base``, ``split``, ``json``, ``atoi``, ``seq``...) and the libconfd/OpenPitrix extras (``filter``,
+``toJson``, ``toYaml``, ``min``, ``max``, arithmetic that takes numbers written as strings); they are
+fixed into every confd template when it is parsed. ``BOUND`` names the functions over a render's
+context (the key space: ``getv``, ``gets``, ``ls``...; the environment, the filesystem root, DNS):
+the engine knows their names, so a template calling an unknown function still fails to parse, but
+not their implementation, which the renderer (the agent) passes to each ``execute``. That split is
+what lets the runtime check a template without any of the agent's machinery.
+Go's builtins (``eq``, ``printf``...) stay Go's.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import os
 import re
 from collections.abc import Callable, Mapping
+from types import MappingProxyType
 from typing import Any
 
 import re2
 
-from pitrix.agent.template import gopath
-from pitrix.agent.template.encoding import decode, to_json, to_yaml
-from pitrix.agent.template.errors import FuncError
-from pitrix.agent.template.gofmt import go_bytes, quote
-from pitrix.agent.template.gotime import GoTime
-from pitrix.agent.template.limits import check_chars, check_items
-from pitrix.agent.template.literals import parse_float
-from pitrix.agent.template.memkv import MemKV
-from pitrix.agent.template.netlookup import SRV, lookup_ip, lookup_srv
-from pitrix.agent.template.values import KVPair, KVPairs, go_type_name, is_int
+from pitrix.gotemplate import gopath
+from pitrix.gotemplate.encoding import decode, to_json, to_yaml
+from pitrix.gotemplate.errors import FuncError
+from pitrix.gotemplate.gofmt import go_bytes, quote
+from pitrix.gotemplate.gotime import GoTime
+from pitrix.gotemplate.limits import check_chars, check_items
+from pitrix.gotemplate.literals import parse_float
+from pitrix.gotemplate.template import Template, parse
+from pitrix.gotemplate.values import KVPair, go_type_name, is_int
 
-__all__ = ["SRV", "ConfdFuncs", "KVPair", "MemKV", "confd_funcs"]
+__all__ = ["BOUND", "FUNCS", "parse_confd", "str_arg"]
 
 
-def _str(v: Any) -> str:
+def str_arg(v: Any) -> str:
+    """A string argument, or confd's error for any other type (for the functions bound elsewhere too)."""
     if not isinstance(v, str):
         raise FuncError(f"wrong type for value; expected string; got {go_type_name(v)}")
     return v
@@ -64,7 +69,7 @@ _DECIMAL = re.compile(r"[+-]?[0-9]+")
 
 def atoi(s: Any) -> int:
     """``strconv.Atoi``: decimal digits with an optional sign, nothing else."""
-    text = _str(s)
+    text = str_arg(s)
     if not _DECIMAL.fullmatch(text):
         raise FuncError(f"strconv.Atoi: parsing {quote(text)}: invalid syntax")
     value = int(text)
@@ -146,14 +151,14 @@ def seq(first: Any, last: Any) -> list[int]:
 
 def split(s: Any, sep: Any) -> list[str]:
     """``strings.Split``: an empty separator splits into characters."""
-    text, separator = _str(s), _str(sep)
+    text, separator = str_arg(s), str_arg(sep)
     if separator == "":
         return list(text)
     return text.split(separator)
 
 
 def join(a: Any, sep: Any) -> str:
-    items, separator = _strings(a), _str(sep)
+    items, separator = _strings(a), str_arg(sep)
     check_chars(sum(map(len, items)) + len(separator) * max(len(items) - 1, 0), "join")
     return separator.join(items)
 
@@ -161,7 +166,7 @@ def join(a: Any, sep: Any) -> str:
 def _map_case(s: Any, upper: bool) -> str:
     """``strings.ToUpper``/``ToLower``: rune by rune, never changing the length (no "ß" → "SS")."""
     out = []
-    for c in _str(s):
+    for c in str_arg(s):
         m = c.upper() if upper else c.lower()
         out.append(m if len(m) == 1 else c)
     return "".join(out)
@@ -176,7 +181,7 @@ def to_lower(s: Any) -> str:
 
 
 def replace(s: Any, old: Any, new: Any, n: Any) -> str:
-    text, old_s, new_s, count = _str(s), _str(old), _str(new), _int(n)
+    text, old_s, new_s, count = str_arg(s), str_arg(old), str_arg(new), _int(n)
     if len(new_s) > len(old_s):  # the result grows: by how much, before building it
         hits = text.count(old_s)
         if count >= 0:
@@ -186,11 +191,11 @@ def replace(s: Any, old: Any, new: Any, n: Any) -> str:
 
 
 def contains(s: Any, substr: Any) -> bool:
-    return _str(substr) in _str(s)
+    return str_arg(substr) in str_arg(s)
 
 
 def trim_suffix(s: Any, suffix: Any) -> str:
-    return _str(s).removesuffix(_str(suffix))
+    return str_arg(s).removesuffix(str_arg(suffix))
 
 
 def create_map(*values: Any) -> dict[str, Any]:
@@ -232,7 +237,7 @@ def sort_kv_by_length(values: Any) -> list[KVPair]:
 
 
 def base64_encode(data: Any) -> str:
-    return base64.b64encode(go_bytes(_str(data))).decode("ascii")
+    return base64.b64encode(go_bytes(str_arg(data))).decode("ascii")
 
 
 _B64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
@@ -240,7 +245,7 @@ _B64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345678
 
 def base64_decode(data: Any) -> str:
     """``base64.StdEncoding.DecodeString``: padding required, newlines ignored."""
-    raw = go_bytes(_str(data))
+    raw = go_bytes(str_arg(data))
     clean = bytes(b for b in raw if b not in b"\r\n")
     for i, b in enumerate(clean):
         if b not in _B64 and b != ord("="):
@@ -257,7 +262,7 @@ _FALSE = frozenset({"0", "f", "F", "FALSE", "false", "False"})
 
 
 def parse_bool(s: Any) -> bool:
-    text = _str(s)
+    text = str_arg(s)
     if text in _TRUE:
         return True
     if text in _FALSE:
@@ -272,7 +277,7 @@ def filter_(regex: Any, values: Any) -> list[Any]:
         # time linear in the input, so a hostile pattern cannot hang the render inside one match.
         options = re2.Options()
         options.log_errors = False  # the error is the template's, reported here, not on stderr
-        rx = re2.compile(_str(regex), options=options)
+        rx = re2.compile(str_arg(regex), options=options)
     except re2.error as exc:
         detail = exc.args[0].decode(errors="replace") if exc.args and isinstance(exc.args[0], bytes) else exc
         raise FuncError(f"error parsing regexp: {detail}") from None
@@ -288,134 +293,77 @@ def filter_(regex: Any, values: Any) -> list[Any]:
     return out
 
 
-class ConfdFuncs:
-    """The functions that need context: the key space, the environment, the filesystem root, DNS."""
-
-    def __init__(
-        self,
-        kv: MemKV,
-        *,
-        root: str | None = None,
-        environ: Mapping[str, str] | None = None,
-        nameservers: list[tuple[str, int]] | None = None,
-    ) -> None:
-        self.kv = kv
-        self.root = root
-        self.environ = environ
-        self.nameservers = nameservers
-
-    def getv(self, key: Any, *default: Any) -> str:
-        return self.kv.get_value(_str(key), *[_str(d) for d in default])
-
-    def getvs(self, pattern: Any) -> list[str]:
-        return self.kv.get_all_values(_str(pattern))
-
-    def get(self, key: Any) -> KVPair:
-        return self.kv.get(_str(key))
-
-    def gets(self, pattern: Any) -> KVPairs:
-        return self.kv.get_all(_str(pattern))
-
-    def exists(self, key: Any) -> bool:
-        return self.kv.exists(_str(key))
-
-    def ls(self, path: Any) -> list[str]:
-        return self.kv.ls(_str(path))
-
-    def lsdir(self, path: Any) -> list[str]:
-        return self.kv.lsdir(_str(path))
-
-    def getenv(self, key: Any, *default: Any) -> str:
-        env = self.environ if self.environ is not None else os.environ
-        value = env.get(_str(key), "")
-        if value == "" and default:
-            return _str(default[0])
-        return value
-
-    def file_exists(self, path: Any) -> bool:
-        target = _str(path)
-        if self.root is not None:
-            target = os.path.join(self.root, target.lstrip("/"))
-        try:
-            os.stat(target)
-        except (FileNotFoundError, NotADirectoryError):
-            return False
-        except OSError:
-            return True
-        return True
-
-    def lookup_ip(self, host: Any) -> list[str]:
-        return lookup_ip(_str(host))
-
-    def lookup_ipv4(self, host: Any) -> list[str]:
-        return [a for a in lookup_ip(_str(host)) if "." in a]
-
-    def lookup_ipv6(self, host: Any) -> list[str]:
-        return [a for a in lookup_ip(_str(host)) if ":" in a]
-
-    def lookup_srv(self, service: Any, proto: Any, name: Any) -> list[SRV]:
-        return lookup_srv(_str(service), _str(proto), _str(name), self.nameservers)
-
-    def as_map(self) -> dict[str, Callable[..., Any]]:
-        return {
-            "getv": self.getv,
-            "getvs": self.getvs,
-            "get": self.get,
-            "gets": self.gets,
-            "exists": self.exists,
-            "ls": self.ls,
-            "lsdir": self.lsdir,
-            "getenv": self.getenv,
-            "fileExists": self.file_exists,
-            "lookupIP": self.lookup_ip,
-            "lookupIPV4": self.lookup_ipv4,
-            "lookupIPV6": self.lookup_ipv6,
-            "lookupSRV": self.lookup_srv,
-            "base": lambda p: gopath.base(_str(p)),
-            "dir": lambda p: gopath.dir(_str(p)),
-            "split": split,
-            "join": join,
-            "toUpper": to_upper,
-            "toLower": to_lower,
-            "replace": replace,
-            "contains": contains,
-            "trimSuffix": trim_suffix,
-            "json": lambda s: decode(s, dict),
-            "jsonArray": lambda s: decode(s, list),
-            "map": create_map,
-            "datetime": GoTime.now,
-            "atoi": atoi,
-            "add": add,
-            "sub": sub,
-            "mul": mul,
-            "div": div,
-            "mod": mod,
-            "max": max_,
-            "min": min_,
-            "seq": seq,
-            "reverse": reverse,
-            "sortByLength": sort_by_length,
-            "sortKVByLength": sort_kv_by_length,
-            "base64Encode": base64_encode,
-            "base64Decode": base64_decode,
-            "parseBool": parse_bool,
-            "filter": filter_,
-            "toJson": to_json,
-            "toYaml": to_yaml,
-        }
+def _json(text: Any) -> Any:
+    return decode(text, dict)
 
 
-def confd_funcs(
-    kv: MemKV,
-    *,
-    root: str | None = None,
-    environ: Mapping[str, str] | None = None,
-    nameservers: list[tuple[str, int]] | None = None,
-) -> dict[str, Callable[..., Any]]:
-    """confd's function map over ``kv``.
+def _json_array(text: Any) -> Any:
+    return decode(text, list)
 
-    ``root``: directory ``fileExists`` resolves absolute paths under (a VM's root); ``environ``:
-    what ``getenv`` reads (default ``os.environ``); ``nameservers``: where ``lookupSRV`` asks
-    (default: /etc/resolv.conf's).
-    """
-    return ConfdFuncs(kv, root=root, environ=environ, nameservers=nameservers).as_map()
+
+def _base(path: Any) -> str:
+    return gopath.base(str_arg(path))
+
+
+def _dir(path: Any) -> str:
+    return gopath.dir(str_arg(path))
+
+
+FUNCS: Mapping[str, Callable[..., Any]] = MappingProxyType(
+    {
+        "base": _base,
+        "dir": _dir,
+        "split": split,
+        "join": join,
+        "toUpper": to_upper,
+        "toLower": to_lower,
+        "replace": replace,
+        "contains": contains,
+        "trimSuffix": trim_suffix,
+        "json": _json,
+        "jsonArray": _json_array,
+        "map": create_map,
+        "datetime": GoTime.now,
+        "atoi": atoi,
+        "add": add,
+        "sub": sub,
+        "mul": mul,
+        "div": div,
+        "mod": mod,
+        "max": max_,
+        "min": min_,
+        "seq": seq,
+        "reverse": reverse,
+        "sortByLength": sort_by_length,
+        "sortKVByLength": sort_kv_by_length,
+        "base64Encode": base64_encode,
+        "base64Decode": base64_decode,
+        "parseBool": parse_bool,
+        "filter": filter_,
+        "toJson": to_json,
+        "toYaml": to_yaml,
+    }
+)
+
+BOUND: frozenset[str] = frozenset(
+    {
+        "getv",
+        "getvs",
+        "get",
+        "gets",
+        "exists",
+        "ls",
+        "lsdir",
+        "getenv",
+        "fileExists",
+        "lookupIP",
+        "lookupIPV4",
+        "lookupIPV6",
+        "lookupSRV",
+    }
+)
+
+
+def parse_confd(text: str, name: str = "template") -> Template:
+    """Parse a confd template: ``FUNCS`` fixed in, the ``BOUND`` names left to each ``execute``."""
+    return parse(text, name, FUNCS, names=BOUND)

@@ -13,10 +13,10 @@ from bisect import bisect_left
 from collections.abc import Iterator, Mapping
 from typing import Any
 
-from pitrix.agent.template import gopath
-from pitrix.agent.template.errors import FuncError
-from pitrix.agent.template.gofmt import format_json_float
-from pitrix.agent.template.values import KVPair, KVPairs
+from pitrix.gotemplate import gopath
+from pitrix.gotemplate.errors import FuncError
+from pitrix.gotemplate.gofmt import format_json_float
+from pitrix.gotemplate.values import KVPair, KVPairs
 
 
 def _scalar(value: Any, key: str) -> str | None:

@@ -11,12 +11,12 @@ import time
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any
 
-from pitrix.agent.template import nodes as n
-from pitrix.agent.template.builtins import BUILTINS, and_, or_
-from pitrix.agent.template.errors import TemplateError, position
-from pitrix.agent.template.gofmt import sprint_value
-from pitrix.agent.template.limits import INT64, Limits
-from pitrix.agent.template.values import go_type_name, is_int, is_struct, sort_keys, truth
+from pitrix.gotemplate import nodes as n
+from pitrix.gotemplate.builtins import BUILTINS, and_, or_
+from pitrix.gotemplate.errors import TemplateError, position
+from pitrix.gotemplate.gofmt import sprint_value
+from pitrix.gotemplate.limits import INT64, Limits
+from pitrix.gotemplate.values import go_type_name, is_int, is_struct, sort_keys, truth
 
 MAX_TEMPLATE_DEPTH = 64
 

@@ -9,9 +9,9 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any
 
-from pitrix.agent.template.errors import FuncError
-from pitrix.agent.template.gofmt import Spec, format_value, go_bytes, sprint, sprintf, sprintln
-from pitrix.agent.template.values import go_type_name, is_int, truth
+from pitrix.gotemplate.errors import FuncError
+from pitrix.gotemplate.gofmt import Spec, format_value, go_bytes, sprint, sprintf, sprintln
+from pitrix.gotemplate.values import go_type_name, is_int, truth
 
 
 def and_(arg0: Any, *args: Any) -> Any:

@@ -8,8 +8,9 @@ from typing import Any
 
 import pytest
 
-from pitrix.agent.template import TemplateError, parse
-from pitrix.agent.template.confd import MemKV, confd_funcs
+from pitrix.agent.confdfuncs import confd_funcs
+from pitrix.agent.memkv import MemKV
+from pitrix.gotemplate import TemplateError, parse
 
 TREE: dict[str, Any] = {
     "env": {"empty": "", "n": "7", "csv": "b,a,,c"},
@@ -118,6 +119,6 @@ def test_errors_name_the_place(text: str, where: str, message: str) -> None:
 )
 def test_printf_string_fast_path_agrees_with_fmt(fmt: str, args: list[Any]) -> None:
     """The shortcut for bare %s/%v of strings gives what the general formatter gives, or steps aside."""
-    from pitrix.agent.template.gofmt import _Printf, sprintf
+    from pitrix.gotemplate.gofmt import _Printf, sprintf
 
     assert sprintf(fmt, args) == _Printf(fmt, args).run()

@@ -1,14 +1,15 @@
 """Hostile templates end in a TemplateError naming the limit they hit, never in a hung or
 memory-starved agent: output, value sizes, list lengths, ints, template depth and render time
-are all bounded (pitrix/agent/template/limits.py)."""
+are all bounded (pitrix/gotemplate/limits.py)."""
 
 from __future__ import annotations
 
 import pytest
 
-from pitrix.agent.template import TemplateError, parse
-from pitrix.agent.template.confd import MemKV, confd_funcs
-from pitrix.agent.template.limits import MAX_ITEMS, MAX_OUTPUT, MAX_VALUE, Limits
+from pitrix.agent.confdfuncs import confd_funcs
+from pitrix.agent.memkv import MemKV
+from pitrix.gotemplate import TemplateError, parse
+from pitrix.gotemplate.limits import MAX_ITEMS, MAX_OUTPUT, MAX_VALUE, Limits
 
 
 def render(text: str, values: dict[str, str] | None = None, limits: Limits | None = None) -> str:

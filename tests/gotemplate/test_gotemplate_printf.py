@@ -6,8 +6,8 @@ from typing import Any
 
 import pytest
 
-from pitrix.agent.template import KVPair, parse
-from pitrix.agent.template.gofmt import format_float, quote, sprint, sprintf, sprintln
+from pitrix.gotemplate import KVPair, parse
+from pitrix.gotemplate.gofmt import format_float, quote, sprint, sprintf, sprintln
 
 CASES: list[tuple[str, list[Any], str]] = [
     # strings
@@ -140,7 +140,7 @@ def test_printf_in_template() -> None:
 
 
 def test_printf_format_must_be_string() -> None:
-    from pitrix.agent.template import TemplateError
+    from pitrix.gotemplate import TemplateError
 
     with pytest.raises(TemplateError, match="printf: wrong type for value; expected string; got int"):
         parse("{{printf 3}}").execute()

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 
-from pitrix.agent.template.errors import FuncError
+from pitrix.gotemplate.errors import FuncError
 
 
 def clean(p: str) -> str:

@@ -9,10 +9,10 @@ from __future__ import annotations
 
 from collections.abc import Container
 
-from pitrix.agent.template import nodes as n
-from pitrix.agent.template.errors import TemplateError, position
-from pitrix.agent.template.lexer import T, Token, lex
-from pitrix.agent.template.literals import LiteralError, number_constant, unquote
+from pitrix.gotemplate import nodes as n
+from pitrix.gotemplate.errors import TemplateError, position
+from pitrix.gotemplate.lexer import T, Token, lex
+from pitrix.gotemplate.literals import LiteralError, number_constant, unquote
 
 
 class _End:

@@ -12,9 +12,10 @@ from typing import Any
 
 import pytest
 
-from pitrix.agent.template import KVPair, TemplateError, parse
-from pitrix.agent.template.confd import MemKV, confd_funcs
-from pitrix.agent.template.netlookup import SRV, build_query, parse_srv_answer
+from pitrix.agent.confdfuncs import confd_funcs
+from pitrix.agent.memkv import MemKV
+from pitrix.agent.netlookup import SRV, build_query, parse_srv_answer
+from pitrix.gotemplate import KVPair, TemplateError, parse
 
 TREE: dict[str, Any] = {
     "hosts": {
@@ -368,7 +369,7 @@ def test_datetime_format(kv: MemKV) -> None:
 def test_go_time_layouts(layout: str, expected: str) -> None:
     import datetime as dt
 
-    from pitrix.agent.template.gotime import GoTime
+    from pitrix.gotemplate.gotime import GoTime
 
     t = GoTime(dt.datetime(2009, 11, 10, 23, 4, 5, 123000, tzinfo=dt.UTC))
     assert t.Format(layout) == expected
@@ -387,7 +388,7 @@ def test_go_time_layouts_pad_as_go_does(layout: str, expected: str) -> None:
     """Single-digit fields: the 24-hour "15" is always two digits, "3", "4", "5", "1" and "2" never."""
     import datetime as dt
 
-    from pitrix.agent.template.gotime import GoTime
+    from pitrix.gotemplate.gotime import GoTime
 
     t = GoTime(dt.datetime(2001, 2, 3, 7, 8, 9, tzinfo=dt.UTC))
     assert t.Format(layout) == expected

@@ -11,8 +11,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from enum import Enum, auto
 
-from pitrix.agent.template.errors import TemplateError, position
-from pitrix.agent.template.gofmt import quote
+from pitrix.gotemplate.errors import TemplateError, position
+from pitrix.gotemplate.gofmt import quote
 
 
 class T(Enum):

@@ -8,8 +8,9 @@ from pathlib import Path
 import pytest
 import yaml
 
-from pitrix.agent.template import TemplateError, parse
-from pitrix.agent.template.confd import MemKV, confd_funcs
+from pitrix.agent.confdfuncs import confd_funcs
+from pitrix.agent.memkv import MemKV
+from pitrix.gotemplate import TemplateError, parse
 
 GOLDEN = Path(__file__).resolve().parents[4] / "shared" / "confd-golden"
 if not GOLDEN.is_dir():  # the checkout may live elsewhere; the shared folder is fixed

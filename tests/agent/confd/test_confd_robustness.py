@@ -6,8 +6,9 @@ import random
 
 import pytest
 
-from pitrix.agent.template import KVPair, TemplateError, parse
-from pitrix.agent.template.confd import MemKV, confd_funcs
+from pitrix.agent.confdfuncs import confd_funcs
+from pitrix.agent.memkv import MemKV
+from pitrix.gotemplate import KVPair, TemplateError, parse
 
 FRAGMENTS = [
     "{{", "}}", "{{-", " -}}", " ", ".", ".a", ".b.c", "$", "$x", ":=", "=", "|", "(", ")", '"s"', "`r`",

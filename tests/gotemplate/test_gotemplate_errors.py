@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pitrix.agent.template import KVPair, TemplateError, parse
+from pitrix.gotemplate import KVPair, TemplateError, parse
 
 PARSE_ERRORS: list[tuple[str, str]] = [
     ("{{.x", "unclosed action"),

@@ -14,10 +14,10 @@ from typing import Any
 
 import yaml
 
-from pitrix.agent.template.errors import FuncError
-from pitrix.agent.template.gofmt import format_float, format_json_float
-from pitrix.agent.template.gotime import GoTime
-from pitrix.agent.template.values import go_type_name, is_int, is_struct, sort_keys
+from pitrix.gotemplate.errors import FuncError
+from pitrix.gotemplate.gofmt import format_float, format_json_float
+from pitrix.gotemplate.gotime import GoTime
+from pitrix.gotemplate.values import go_type_name, is_int, is_struct, sort_keys
 
 
 def _reject_constant(name: str) -> Any:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from pitrix.agent.template import KVPair, parse
+from pitrix.gotemplate import KVPair, TemplateError, parse
 
 DATA: dict[str, Any] = {
     "s": "str",
@@ -251,12 +251,39 @@ def test_user_function_with_pipeline_final_arg() -> None:
     assert tmpl.execute() == "ab"
 
 
-def test_functions_rebound_in_place() -> None:
+def test_parsed_template_keeps_its_own_functions() -> None:
+    """A parsed template copies the functions it was given: changing the caller's map later, or
+    trying to change the template's, does not change what it renders."""
     funcs = {"v": lambda: "one"}
     tmpl = parse("{{v}}", funcs=funcs)
-    assert tmpl.execute() == "one"
     funcs["v"] = lambda: "two"
-    assert tmpl.execute() == "two"
+    assert tmpl.execute() == "one"
+    with pytest.raises(TypeError):
+        tmpl.funcs["v"] = lambda: "three"  # type: ignore[index]
+    with pytest.raises(TypeError):
+        tmpl.trees["x"] = tmpl.root  # type: ignore[index]
+    assert tmpl.execute() == "one"
+
+
+def test_names_parse_and_are_bound_per_execute() -> None:
+    """Names declared at parse are accepted by the parser and bound by each run, so one parsed
+    template serves concurrent renders over different data."""
+    tmpl = parse('{{v "x"}}-{{w}}', funcs={"w": lambda: "fixed"}, names=["v"])
+    assert tmpl.execute(funcs={"v": lambda s: s + "1"}) == "x1-fixed"
+    assert tmpl.execute(funcs={"v": lambda s: s + "2"}) == "x2-fixed"
+    assert tmpl.names == frozenset({"v"})
+
+
+def test_declared_name_not_bound_fails_at_execution() -> None:
+    tmpl = parse("a{{v}}", names=["v"])
+    with pytest.raises(TemplateError) as info:
+        tmpl.execute()
+    assert str(info.value) == 'template:1:4: "v" is not a defined function'
+
+
+def test_undeclared_name_fails_at_parse() -> None:
+    with pytest.raises(TemplateError, match='function "v" not defined'):
+        parse("{{v}}", names=["w"])
 
 
 def test_execute_funcs_override_for_one_run() -> None:

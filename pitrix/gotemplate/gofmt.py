@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from pitrix.agent.template.values import (
+from pitrix.gotemplate.values import (
     KVPair,
     go_type_name,
     is_int,
