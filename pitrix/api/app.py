@@ -21,8 +21,9 @@ from pitrix.api.openapi import openapi_document
 from pitrix.api.stream import stream_events
 from pitrix.api.ui import ui_page
 from pitrix.runtime.catalog import AppCatalog
+from pitrix.runtime.keys import jobs_prefix
 from pitrix.runtime.machine import STATES, TRANSITIONAL
-from pitrix.runtime.records import Cluster, Job, Runtime, cluster_data_prefix
+from pitrix.runtime.records import Cluster, Job, Runtime
 from pitrix.runtime.service import InvalidRequest, RuntimeService
 from pitrix.settings import ApiSettings
 
@@ -315,7 +316,7 @@ def _runtime_action(action: str) -> Any:
 
 async def list_jobs(request: web.Request) -> web.Response:
     cluster = await _cluster(request)
-    kvs, _ = await request.app[SERVICE].store.get_prefix(cluster_data_prefix(cluster.id) + "jobs/")
+    kvs, _ = await request.app[SERVICE].store.get_prefix(jobs_prefix(cluster.id))
     jobs = sorted((Job.model_validate_json(kv.value) for kv in kvs), key=lambda j: j.created)
     return web.json_response({"jobs": [_job_view(j) for j in jobs]})
 
