@@ -11,6 +11,8 @@
     /keypairs/<owner>/<runtime>                  an owner's SSH key pair on a runtime (sealed)
     /pitrix/ca, /pitrix/management-ca            the runtime's certificate authorities (sealed)
     /secrets/sealed-v1                           set once every record is sealed
+    /secrets/canary                              proves the sealing key (``pitrix.sealing``'s: it sits
+                                                 below the runtime and spells its one key itself)
 
 Not to be confused with the metadata keyspace (:mod:`pitrix.metad.keyspace`), which lives in a
 metadata cluster's etcd and starts with ``/clusters/`` too.
