@@ -28,6 +28,7 @@ from pitrix.agent.report import Reporter
 from pitrix.agent.resource import ApplyOptions, ApplyResult, TemplateResource
 from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
+from pitrix.metad import keyspace
 
 BACKOFF_START = 0.5
 # Capped low: at boot an agent usually starts before pitrixd has registered its mapping, and
@@ -81,9 +82,9 @@ class Agent:
     def _watch_keys(self, resources: list[TemplateResource]) -> list[str]:
         keys = {k for r in resources for k in r.keys}
         if self._commands_enabled:
-            keys.add(f"{self.config.prefix}/cmd")
+            keys.add(f"{self.config.prefix}/{keyspace.CMD}")
         if self.health is not None:
-            keys.add(f"{self.config.prefix}/health")
+            keys.add(f"{self.config.prefix}/{keyspace.HEALTH}")
         return sorted(keys)
 
     async def apply_round(self, *, only_changed: bool, hooks: RoundHooks | None = None) -> bool:

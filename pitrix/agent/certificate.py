@@ -24,6 +24,7 @@ from pitrix.agent.errors import BackendError, ConfigError
 from pitrix.agent.httpclient import HttpClient
 from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
+from pitrix.metad import keyspace
 
 # After a failed renewal the current certificate (still valid) is kept, and the next attempt waits
 # this long, doubling up to the cap: a revoked agent must not ask on every request it makes.
@@ -151,7 +152,7 @@ class AgentCertificate:
         http = HttpClient(ssl_context=self._bare_context(), local_address=self.bind_address)
         try:
             while True:
-                answer, why = await self._post_any(http, nodes, "/self/bootstrap", body)
+                answer, why = await self._post_any(http, nodes, keyspace.SELF_BOOTSTRAP, body)
                 if answer is not None:
                     break
                 if "HTTP 403" in why or "HTTP 409" in why:
@@ -172,7 +173,7 @@ class AgentCertificate:
         # Kept until a renewal succeeds: metad hands a lost answer again only to the same key.
         key = self._renewal_key = self._renewal_key or pki.generate_key()
         csr = pki.make_csr(key, pki.Subject.of(current.subject)).decode()
-        answer, why = await self._post_any(http, nodes, "/self/cert", {"csr": csr})
+        answer, why = await self._post_any(http, nodes, keyspace.SELF_CERT, {"csr": csr})
         if answer is None:
             # Keep the current certificate (still valid) and try again after a while.
             delay = self._renew_backoff.next()

@@ -22,6 +22,7 @@ from pitrix.agent.errors import AgentError, RejectedError
 from pitrix.agent.report import Reporter, utc_now
 from pitrix.agent.shell import run_shell
 from pitrix.logs import get_logger
+from pitrix.metad import keyspace
 
 
 @dataclass(frozen=True)
@@ -35,7 +36,7 @@ class Command:
 
 def command_from_values(values: dict[str, str], prefix: str, default_timeout: float) -> Command | None:
     """The ``<prefix>/cmd/{id,cmd,timeout}`` command in ``values``, or None when there is none."""
-    base = prefix.rstrip("/") + "/cmd/"
+    base = f"{prefix.rstrip('/')}/{keyspace.CMD}/"
     cmd_id = values.get(base + "id", "").strip()
     cmd = values.get(base + "cmd", "")
     if not cmd_id or not cmd.strip():

@@ -16,6 +16,7 @@ from typing import Any
 
 from pitrix.agent.errors import ConfigError
 from pitrix.agent.rootfs import under_root
+from pitrix.metad import keyspace
 
 DEFAULT_CONFIG_FILE = "/etc/pitrix/agent.toml"
 BACKENDS = ("metad", "file", "env", "etcdv3")
@@ -202,7 +203,7 @@ def load_config(
     if not prefix_given and cfg.backend == "metad":
         # metad serves each instance its own view under /self; confd's own default ("") would
         # show it the whole tree, which metad refuses in any case.
-        cfg.prefix = "/self"
+        cfg.prefix = keyspace.SELF
     _validate(cfg)
     return cfg
 

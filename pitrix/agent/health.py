@@ -19,6 +19,7 @@ from pitrix.agent.errors import AgentError
 from pitrix.agent.report import Reporter
 from pitrix.agent.shell import run_shell
 from pitrix.logs import get_logger
+from pitrix.metad import keyspace
 
 OUTPUT_TAIL = 500
 
@@ -38,7 +39,7 @@ def health_from_values(
     A bad ``interval`` or ``timeout`` falls back to the config's value rather than disabling the
     check: a typo in a number should not silence the health of a whole role.
     """
-    base = prefix.rstrip("/") + "/health/"
+    base = f"{prefix.rstrip('/')}/{keyspace.HEALTH}/"
     cmd = values.get(base + "cmd", "")
     if not cmd.strip():
         if not config.health_cmd:

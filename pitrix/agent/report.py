@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from pitrix.logs import get_logger
+from pitrix.metad import keyspace
 
 if TYPE_CHECKING:  # aiohttp is loaded only when the metad backend is used
     from pitrix.agent.metad_client import MetadClient
@@ -48,7 +49,7 @@ class MetadReporter:
 
     async def heartbeat(self) -> None:
         await self._client.put(
-            "/self/status/heartbeat",
+            keyspace.self_status(keyspace.HEARTBEAT),
             {
                 "time": utc_now(),
                 "pid": os.getpid(),
@@ -61,13 +62,17 @@ class MetadReporter:
         )
 
     async def applied(self, revision: int, resources: dict[str, dict[str, Any]]) -> None:
-        await self._client.put("/self/status/applied", {"revision": revision, "resources": resources})
+        await self._client.put(
+            keyspace.self_status(keyspace.APPLIED), {"revision": revision, "resources": resources}
+        )
 
     async def command(self, cmd_id: str, record: dict[str, Any]) -> None:
-        await self._client.put(f"/self/status/cmd/{quote(cmd_id, safe='')}", record)
+        await self._client.put(keyspace.self_status(keyspace.CMD, quote(cmd_id, safe="")), record)
 
     async def health(self, ok: bool, error: str | None) -> None:
-        await self._client.put("/self/status/health", {"ok": ok, "error": error, "time": utc_now()})
+        await self._client.put(
+            keyspace.self_status(keyspace.HEALTH), {"ok": ok, "error": error, "time": utc_now()}
+        )
 
 
 class LogReporter:

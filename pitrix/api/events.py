@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pitrix.logs import get_logger
+from pitrix.runtime import keys
 from pitrix.runtime.records import Cluster
 from pitrix.runtime.secret_env import cluster_view_data
 from pitrix.sealing import redact
@@ -24,8 +25,7 @@ from pitrix.store import Store
 from pitrix.store.types import WatchBatch, WatchEvent
 from pitrix.store.watch import follow
 
-# Both "/clusters/" and "/cluster-data/" start with it: one watch, one revision order.
-WATCHED_PREFIX = "/cluster"
+WATCHED_PREFIX = keys.CLUSTER_RECORDS
 QUEUE_LIMIT = 1000
 
 
@@ -72,7 +72,7 @@ class EventHub:
         self.log = get_logger("pitrix.api.events")
 
     async def start(self) -> None:
-        kvs, revision = await self.store.get_prefix("/clusters/")
+        kvs, revision = await self.store.get_prefix(keys.CLUSTERS)
         for kv in kvs:
             cluster = Cluster.model_validate_json(kv.value)
             self._owners[cluster.id] = cluster.owner
@@ -88,7 +88,7 @@ class EventHub:
 
     async def snapshot(self, owner: str | None, cluster_id: str | None) -> tuple[list[Cluster], int]:
         """The clusters a subscription would see now, and the revision they are as of."""
-        kvs, revision = await self.store.get_prefix("/clusters/")
+        kvs, revision = await self.store.get_prefix(keys.CLUSTERS)
         clusters = [Cluster.model_validate_json(kv.value) for kv in kvs]
         chosen = [
             c
@@ -147,7 +147,7 @@ class EventHub:
         else:
             events = batch.events
         # Cluster documents first: a create writes the cluster and its job in one revision.
-        events = sorted(events, key=lambda e: not e.key.startswith("/clusters/"))
+        events = sorted(events, key=lambda e: not e.key.startswith(keys.CLUSTERS))
         for raw in events:
             event = self._event(raw)
             if event is None:
@@ -170,30 +170,27 @@ class EventHub:
             sub.queue.put_nowait(None)
 
     def _event(self, raw: WatchEvent) -> Event | None:
-        parts = raw.key.strip("/").split("/")
-        if parts[0] == "clusters" and len(parts) == 2:
-            cid = parts[1]
+        key = keys.parse(raw.key)
+        if key is None:
+            return None
+        cid = key.cluster_id
+        if key.kind == "cluster":
             if raw.type == "delete":
                 return Event("cluster_removed", cid, self._owners.pop(cid, ""), raw.revision, {})
             cluster = Cluster.model_validate_json(raw.value)
             self._owners[cid] = cluster.owner
             return Event("cluster", cid, cluster.owner, raw.revision, {"cluster": cluster_view(cluster)})
-        if parts[0] != "cluster-data" or len(parts) < 4 or raw.type == "delete":
-            return None
-        cid, kind = parts[1], parts[2]
         # Other records live there too (a node's bootstrap token, a raw string): not events, and
         # never decoded, or they would end the dispatch of the whole revision they came in.
-        if cid not in self._owners or kind not in ("nodes", "jobs", "steps"):
+        if raw.type == "delete" or key.kind not in ("node", "job", "step") or cid not in self._owners:
             return None
         owner = self._owners[cid]
         record = json.loads(raw.value)
-        if kind == "nodes":
+        if key.kind == "node":
             return Event("node", cid, owner, raw.revision, {"node": record})
-        if kind == "jobs":
+        if key.kind == "job":
             return Event("job", cid, owner, raw.revision, {"job": redact(record)})
-        if kind == "steps" and len(parts) == 5:
-            return Event("step", cid, owner, raw.revision, {"job_id": parts[3], "step": record})
-        return None
+        return Event("step", cid, owner, raw.revision, {"job_id": key.job_id, "step": record})
 
 
 def cluster_view(cluster: Cluster) -> dict[str, Any]:

@@ -21,8 +21,9 @@ from typing import Any
 
 from aiohttp import web
 
+from pitrix.metad import keyspace
 from pitrix.metad.mirror import Mirror
-from pitrix.metad.selfview import CLUSTERS_ROOT, REVOKED_INSTANCES_ROOT, REVOKED_ROOT, Mapping
+from pitrix.metad.selfview import Mapping
 from pitrix.pki import Subject, serial_hex
 
 
@@ -40,8 +41,8 @@ class PeerCertificate:
     instance_revocation_key: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        object.__setattr__(self, "revocation_key", f"{REVOKED_ROOT}/{serial_hex(self.serial)}")
-        object.__setattr__(self, "instance_revocation_key", f"{REVOKED_INSTANCES_ROOT}/{self.subject.cn}")
+        object.__setattr__(self, "revocation_key", keyspace.revoked(serial_hex(self.serial)))
+        object.__setattr__(self, "instance_revocation_key", keyspace.revoked_instance(self.subject.cn))
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,7 +58,7 @@ class Caller:
         if self.cert is not None:
             deps.append(self.cert.revocation_key)
             deps.append(self.cert.instance_revocation_key)
-            deps.append(f"{CLUSTERS_ROOT}/{self.mapping.cluster_id}/cluster/owner")
+            deps.append(keyspace.owner(self.mapping.cluster_id))
         return deps
 
 
@@ -167,7 +168,7 @@ class CertificateIdentity:
             raise Refused(f"certificate names {subject.cn!r}, which is not a mapped instance")
         if subject.ou != mapping.cluster_id:
             raise Refused(f"certificate's cluster {subject.ou!r} is not {subject.cn}'s cluster")
-        owner = mirror.tree.text(f"{mapping.cluster}/cluster/owner")
+        owner = mirror.tree.text(keyspace.owner(mapping.cluster_id))
         if not owner or subject.o != owner:
             raise Refused(f"certificate's owner {subject.o!r} does not own cluster {mapping.cluster_id}")
         return Caller(mapping, cert)

@@ -18,9 +18,9 @@ from cryptography import x509
 
 from pitrix import pki
 from pitrix.logs import module_logger
-from pitrix.metad import issuance, jsonbody, render, selfview, status
+from pitrix.metad import issuance, jsonbody, keyspace, render, selfview, status
 from pitrix.metad.health import MIRROR_KEY, healthz
-from pitrix.metad.identity import REVOKED_INSTANCES_ROOT, Caller, Identity, Refused, SourceIPIdentity
+from pitrix.metad.identity import Caller, Identity, Refused, SourceIPIdentity
 from pitrix.metad.leases import HeartbeatLeases
 from pitrix.metad.mirror import Mirror
 from pitrix.metad.tree import split_path
@@ -44,6 +44,10 @@ STORE_KEY = web.AppKey("store", Store)
 # Seconds a certificate replaced by a renewal stays valid (connections made with it finish).
 GRACE_KEY = web.AppKey("renewal_grace", float)
 REVOKER_KEY = web.AppKey("grace_revoker", issuance.GraceRevoker)
+# Request paths as segments: the whole view, certificate renewal, and where status writes go.
+_SELF = split_path(keyspace.SELF)
+_SELF_CERT = split_path(keyspace.SELF_CERT)
+_SELF_STATUS = split_path(keyspace.SELF_STATUS)
 
 
 # Made at import, before logs.configure: lazy, or it would ignore --log-level.
@@ -114,7 +118,7 @@ async def read(request: web.Request) -> web.StreamResponse:
             mapping = _caller(request).mapping
     headers = _version(mirror)
     parts = split_path(path)
-    if media == render.JSON and (not parts or parts == ["self"]):
+    if media == render.JSON and (not parts or parts == _SELF):
         # The whole view, the answer a fan-out sends most: spliced from the role's shared sections.
         shared = request.app[SHARED_KEY].get(mirror.tree, mirror.generation, mapping)
         text = render.self_json(mirror.tree, mapping, shared)
@@ -139,15 +143,15 @@ async def write(request: web.Request) -> web.Response:
     mapping = caller.mapping
     parts = split_path(request.match_info["path"])
     puts = request.app[PUTS_KEY]
-    if request.method == "POST" and parts == ["self", "cert"]:
+    if request.method == "POST" and parts == _SELF_CERT:
         return await _renew(request, caller)
-    if parts[:2] != ["self", "status"] or len(parts) < 3:
+    if parts[:2] != _SELF_STATUS or len(parts) < 3:
         return render.error(403, "instances may write only their own /self/status/... keys", _version(mirror))
     kind = parts[2]
     try:
-        if kind == "heartbeat" and len(parts) == 3:
+        if kind == keyspace.HEARTBEAT and len(parts) == 3:
             doc, interval = status.heartbeat(await _json_body(request, optional=True))
-            key = mapping.status_key("heartbeat")
+            key = mapping.status_key(keyspace.HEARTBEAT)
             stored = mirror.tree.text(key)
             written = await request.app[LEASES_KEY].beat(
                 mapping.instance_id,
@@ -158,15 +162,15 @@ async def write(request: web.Request) -> web.Response:
                 stored=stored,
             )
             revision = mirror.revision if written is None else written
-        elif kind in ("applied", "health") and len(parts) == 3:
+        elif kind in (keyspace.APPLIED, keyspace.HEALTH) and len(parts) == 3:
             body = await _json_body(request)
-            doc = status.applied(body) if kind == "applied" else status.health(body)
+            doc = status.applied(body) if kind == keyspace.APPLIED else status.health(body)
             revision = await puts.put(mapping.status_key(kind), status.bounded(doc))
-        elif kind == "cmd" and len(parts) == 4:
+        elif kind == keyspace.CMD and len(parts) == 4:
             cmd_id = parts[3]
             status.check_cmd_id(cmd_id)
-            key = mapping.status_key("cmd", cmd_id)
-            published = mirror.tree.text(f"{mapping.cluster}/cmd/{mapping.instance_id}/id")
+            key = mapping.status_key(keyspace.CMD, cmd_id)
+            published = mirror.tree.text(keyspace.cmd_id(mapping.cluster_id, mapping.instance_id))
             if cmd_id != published and mirror.tree.live(key) is None:
                 # Results only for the command the runtime gave this instance (or one it already
                 # reported on): an instance must not fill the shared etcd with ids nobody posted.
@@ -274,13 +278,13 @@ async def bootstrap(request: web.Request) -> web.Response:
     if not isinstance(csr, str) or not csr:
         return render.error(400, "csr: a PEM certificate request is required", headers, field="csr")
     mapping = mirror.by_bootstrap_token(token)
-    owner = mirror.tree.text(f"{mapping.cluster}/cluster/owner") if mapping is not None else ""
+    owner = mirror.tree.text(keyspace.owner(mapping.cluster_id)) if mapping is not None else ""
     if mapping is None or not owner:
         # The runtime maps an instance once it runs: until then, the agent asks again.
         return render.error(
             404, "no instance is registered for this token yet", headers, reason="not_registered"
         )
-    if mirror.tree.live(f"{REVOKED_INSTANCES_ROOT}/{mapping.instance_id}") is not None:
+    if mirror.tree.live(keyspace.revoked_instance(mapping.instance_id)) is not None:
         _log.warning("bootstrap refused: revoked", instance_id=mapping.instance_id, peer=request.remote)
         return render.error(403, f"instance {mapping.instance_id} is revoked", headers)
     if not _same_address(request.remote, mapping.ip):
@@ -415,7 +419,7 @@ def build_app(
         app.on_startup.append(_start_revoker)
         app.on_cleanup.append(_stop_revoker)
     app.router.add_get("/healthz", healthz)
-    app.router.add_post("/self/bootstrap", bootstrap)
+    app.router.add_post(keyspace.SELF_BOOTSTRAP, bootstrap)
     app.router.add_get("/{path:.*}", read)
     app.router.add_put("/{path:.*}", write)
     app.router.add_post("/{path:.*}", write)

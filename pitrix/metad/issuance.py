@@ -29,14 +29,12 @@ from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKey
 
 from pitrix import pki
 from pitrix.logs import get_logger
+from pitrix.metad import keyspace
 from pitrix.metad.mirror import Mirror
-from pitrix.metad.selfview import REVOKED_ROOT, Mapping
+from pitrix.metad.selfview import Mapping
 from pitrix.metad.waiters import Waiter
 from pitrix.store import Compare, Op, Store
 
-USED_ROOT = "/_pitrix/bootstrap-used"
-ISSUED_ROOT = "/_pitrix/issued"
-PENDING_ROOT = "/_pitrix/revoke-after"
 DEFAULT_RENEWAL_GRACE = 60.0
 
 
@@ -91,12 +89,8 @@ class AlreadyRenewed(Exception):
     """The caller's certificate was replaced by an earlier renewal."""
 
 
-def used_key(token_sha256: str) -> str:
-    return f"{USED_ROOT}/{token_sha256}"
-
-
 def used(mirror: Mirror, token_sha256: str) -> Used | None:
-    return Used.parse(mirror.tree.text(used_key(token_sha256)))
+    return Used.parse(mirror.tree.text(keyspace.bootstrap_used(token_sha256)))
 
 
 def redelivery(record: Used | None, mapping: Mapping, key_sha256: str) -> str | None:
@@ -113,7 +107,7 @@ def _issued_op(instance_id: str, issued: pki.Issued, via: str) -> Op:
         "via": via,
         "at": time.time(),
     }
-    return Op("put", f"{ISSUED_ROOT}/{instance_id}", json.dumps(doc).encode())
+    return Op("put", keyspace.issued(instance_id), json.dumps(doc).encode())
 
 
 async def consume(store: Store, mapping: Mapping, issued: pki.Issued, chain_pem: bytes) -> str:
@@ -132,15 +126,17 @@ async def consume(store: Store, mapping: Mapping, issued: pki.Issued, chain_pem:
         "at": time.time(),
     }
     guard = [
-        Compare(used_key(token), "create", "==", 0),
+        Compare(keyspace.bootstrap_used(token), "create", "==", 0),
         # The runtime may have handed the instance a new token meanwhile: the old one buys nothing.
-        Compare(f"{mapping.key}/bootstrap_sha256", "value", "==", token.encode()),
+        Compare(
+            keyspace.mapping_field(mapping.instance_id, "bootstrap_sha256"), "value", "==", token.encode()
+        ),
     ]
     ops = [
-        Op("put", used_key(token), json.dumps(record).encode()),
+        Op("put", keyspace.bootstrap_used(token), json.dumps(record).encode()),
         _issued_op(mapping.instance_id, issued, "bootstrap"),
     ]
-    result = await store.txn(guard, ops, [Op("get", used_key(token))])
+    result = await store.txn(guard, ops, [Op("get", keyspace.bootstrap_used(token))])
     if result.succeeded:
         return certificate
     winner = Used.parse(result.gets[0].value) if result.gets and result.gets[0] is not None else None
@@ -164,7 +160,7 @@ async def replace(
     Raises :class:`AlreadyRenewed` if the old certificate was replaced before.
     """
     serial = pki.serial_hex(old_serial)
-    pending = f"{PENDING_ROOT}/{serial}"
+    pending = keyspace.revoke_after(serial)
     now = time.time()
     doc: dict[str, Any] = {
         "instance_id": mapping.instance_id,
@@ -177,10 +173,10 @@ async def replace(
         successor = {"certificate": certificate, "key_sha256": _cert_key_sha256(issued.cert_pem)}
         revoke = Op("put", pending, json.dumps({**doc, **successor, "at": now + grace}).encode())
     else:
-        revoke = Op("put", f"{REVOKED_ROOT}/{serial}", json.dumps({**doc, "revoked_at": now}).encode())
+        revoke = Op("put", keyspace.revoked(serial), json.dumps({**doc, "revoked_at": now}).encode())
     guard = [
         Compare(pending, "create", "==", 0),
-        Compare(f"{REVOKED_ROOT}/{serial}", "create", "==", 0),
+        Compare(keyspace.revoked(serial), "create", "==", 0),
     ]
     result = await store.txn(guard, [revoke, _issued_op(mapping.instance_id, issued, "renewal")])
     if not result.succeeded:
@@ -189,7 +185,7 @@ async def replace(
 
 def replaced(mirror: Mirror, serial: int) -> tuple[bool, str | None]:
     """Whether a certificate was renewed already, and its successor if ``key_sha256`` asked for it."""
-    text = mirror.tree.text(f"{PENDING_ROOT}/{pki.serial_hex(serial)}")
+    text = mirror.tree.text(keyspace.revoke_after(pki.serial_hex(serial)))
     return text is not None, text
 
 
@@ -228,7 +224,7 @@ class GraceRevoker:
 
     def _due(self) -> tuple[list[tuple[str, dict[str, Any]]], float | None]:
         """Entries due now, and when the next one falls due."""
-        node = self.mirror.tree.live(PENDING_ROOT)
+        node = self.mirror.tree.live(keyspace.REVOKE_AFTER)
         due: list[tuple[str, dict[str, Any]]] = []
         upcoming: float | None = None
         now = time.time()
@@ -256,7 +252,7 @@ class GraceRevoker:
                     self._log.warning("grace revocation failed; retrying", serial=serial, error=str(exc))
                     retry_at = time.time() + 1.0
             # Registered before looking again, with no await in between: no entry slips past.
-            waiter = Waiter([PENDING_ROOT])
+            waiter = Waiter([keyspace.REVOKE_AFTER])
             self.mirror.waiters.add(waiter)
             try:
                 due, upcoming = self._due()
@@ -273,14 +269,14 @@ class GraceRevoker:
 
     async def _revoke(self, serial: str, doc: dict[str, Any]) -> bool:
         """Whether this call revoked it (False: another metad did, or the entry went away)."""
-        pending = f"{PENDING_ROOT}/{serial}"
+        pending = keyspace.revoke_after(serial)
         kv = await self.store.get(pending)
         if kv is None:
             return False
         entry = {k: v for k, v in doc.items() if k != "at"} | {"revoked_at": time.time(), "reason": "renewed"}
         result = await self.store.txn(
             [Compare(pending, "mod", "==", kv.mod_revision)],
-            [Op("put", f"{REVOKED_ROOT}/{serial}", json.dumps(entry).encode()), Op("delete", pending)],
+            [Op("put", keyspace.revoked(serial), json.dumps(entry).encode()), Op("delete", pending)],
         )
         if result.succeeded:
             await self.mirror.wait_for_revision(result.revision)

@@ -18,17 +18,10 @@ from aiohttp import web
 
 from pitrix import pki
 from pitrix.logs import module_logger
-from pitrix.metad import data, jsonbody
+from pitrix.metad import data, jsonbody, keyspace
 from pitrix.metad.health import MIRROR_KEY, healthz
-from pitrix.metad.identity import (
-    REVOKED_INSTANCES_ROOT,
-    REVOKED_ROOT,
-    PeerCertificates,
-    Refused,
-    management_allowed,
-)
+from pitrix.metad.identity import PeerCertificates, Refused, management_allowed
 from pitrix.metad.mirror import Mirror
-from pitrix.metad.selfview import MAPPING_ROOT
 from pitrix.metad.tree import join_path, split_path
 from pitrix.store import KV, Compare, Op, Store, StoreError, WatchBatch
 
@@ -166,7 +159,7 @@ async def mapping_get(request: web.Request) -> web.Response:
         iid = _iid(request)
     except data.BadDocument as exc:
         return _error(400, str(exc), field=exc.field)
-    return _subtree(request.app[MIRROR_KEY], f"{MAPPING_ROOT}/{iid}")
+    return _subtree(request.app[MIRROR_KEY], keyspace.mapping(iid))
 
 
 def _check_mapping(iid: str, doc: Any) -> dict[str, Any]:
@@ -220,7 +213,7 @@ async def mapping_put(request: web.Request) -> web.Response:
     owner = mirror.by_ip.get(doc["ip"])
     if owner is not None and owner != iid:
         return _error(409, f"ip {doc['ip']} is already mapped to instance {owner}", field="ip")
-    return await _replace(request, f"{MAPPING_ROOT}/{iid}", doc)
+    return await _replace(request, keyspace.mapping(iid), doc)
 
 
 async def mapping_delete(request: web.Request) -> web.Response:
@@ -228,7 +221,7 @@ async def mapping_delete(request: web.Request) -> web.Response:
         iid = _iid(request)
     except data.BadDocument as exc:
         return _error(400, str(exc), field=exc.field)
-    return await _commit(request, data.delete_ops(f"{MAPPING_ROOT}/{iid}"))
+    return await _commit(request, data.delete_ops(keyspace.mapping(iid)))
 
 
 # -- /v1/revoked, /v1/revoked-instances ----------------------------------------------------------
@@ -249,9 +242,9 @@ async def runtime_only(request: web.Request, handler: Any) -> web.StreamResponse
 
 
 async def revoked_list(request: web.Request) -> web.Response:
-    node = request.app[MIRROR_KEY].tree.live(REVOKED_ROOT)
+    node = request.app[MIRROR_KEY].tree.live(keyspace.REVOKED)
     serials = sorted(name for name, _ in node.live_children()) if node is not None else []
-    node = request.app[MIRROR_KEY].tree.live(REVOKED_INSTANCES_ROOT)
+    node = request.app[MIRROR_KEY].tree.live(keyspace.REVOKED_INSTANCES)
     instances = sorted(name for name, _ in node.live_children()) if node is not None else []
     return web.json_response({"serials": serials, "instances": instances})
 
@@ -275,7 +268,7 @@ async def revoke_serial(request: web.Request) -> web.Response:
     except data.BadDocument as exc:
         return _error(400, str(exc), field=exc.field)
     doc.setdefault("revoked_at", time.time())
-    key = f"{REVOKED_ROOT}/{pki.serial_hex(serial)}"
+    key = keyspace.revoked(pki.serial_hex(serial))
     return await _commit(request, [Op("put", key, json.dumps(doc).encode())])
 
 
@@ -291,7 +284,7 @@ async def revoke_list(request: web.Request) -> web.Response:
     ops = [
         Op(
             "put",
-            f"{REVOKED_ROOT}/{pki.serial_hex(serial)}",
+            keyspace.revoked(pki.serial_hex(serial)),
             json.dumps({"expires": exp, "revoked_at": now}).encode(),
         )
         for serial, exp in sorted(revoked.entries.items())
@@ -304,7 +297,7 @@ async def unrevoke_serial(request: web.Request) -> web.Response:
         serial = pki.parse_serial(request.match_info["serial"])
     except pki.PKIError as exc:
         return _error(400, str(exc), field=exc.field)
-    return await _commit(request, [Op("delete", f"{REVOKED_ROOT}/{pki.serial_hex(serial)}")])
+    return await _commit(request, [Op("delete", keyspace.revoked(pki.serial_hex(serial)))])
 
 
 async def revoke_instance(request: web.Request) -> web.Response:
@@ -315,7 +308,7 @@ async def revoke_instance(request: web.Request) -> web.Response:
     except data.BadDocument as exc:
         return _error(400, str(exc), field=exc.field)
     doc.setdefault("revoked_at", time.time())
-    return await _commit(request, [Op("put", f"{REVOKED_INSTANCES_ROOT}/{iid}", json.dumps(doc).encode())])
+    return await _commit(request, [Op("put", keyspace.revoked_instance(iid), json.dumps(doc).encode())])
 
 
 async def unrevoke_instance(request: web.Request) -> web.Response:
@@ -323,7 +316,7 @@ async def unrevoke_instance(request: web.Request) -> web.Response:
         iid = _iid(request)
     except data.BadDocument as exc:
         return _error(400, str(exc), field=exc.field)
-    return await _commit(request, [Op("delete", f"{REVOKED_INSTANCES_ROOT}/{iid}")])
+    return await _commit(request, [Op("delete", keyspace.revoked_instance(iid))])
 
 
 # -- /v1/watch ------------------------------------------------------------------------------------

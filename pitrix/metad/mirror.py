@@ -13,13 +13,12 @@ import heapq
 from collections.abc import Callable
 
 from pitrix.logs import get_logger
-from pitrix.metad.selfview import MAPPING_ROOT, Mapping, decides_identity
+from pitrix.metad import keyspace
+from pitrix.metad.selfview import Mapping
 from pitrix.metad.tree import Tree, split_path
 from pitrix.metad.waiters import WaiterIndex
 from pitrix.store import Store, WatchBatch
 from pitrix.store.watch import follow
-
-_MAPPING_PARTS = split_path(MAPPING_ROOT)
 
 
 class Mirror:
@@ -44,7 +43,7 @@ class Mirror:
         self.mappings: dict[str, Mapping] = {}
         self.by_ip: dict[str, str] = {}
         self.by_token: dict[str, str] = {}  # bootstrap token sha256 -> instance id
-        # Bumped by every batch that may change who a caller is (selfview.decides_identity):
+        # Bumped by every batch that may change who a caller is (keyspace.decides_identity):
         # an identification made at an unchanged epoch still holds and need not be redone.
         self.identity_epoch = 0
         # Bumped by every change to the tree: what is computed from the tree at one generation
@@ -115,9 +114,10 @@ class Mirror:
                     self.tree.delete(event.key, event.revision)
                     self._deletes += 1
                 parts = split_path(event.key)
-                if parts[: len(_MAPPING_PARTS)] == _MAPPING_PARTS and len(parts) > len(_MAPPING_PARTS):
-                    touched.add(parts[len(_MAPPING_PARTS)])
-                if not identity_changed and decides_identity(parts):
+                iid = keyspace.mapped_instance(parts)
+                if iid is not None:
+                    touched.add(iid)
+                if not identity_changed and keyspace.decides_identity(parts):
                     identity_changed = True
             if identity_changed:
                 self.identity_epoch += 1
@@ -163,7 +163,7 @@ class Mirror:
         self.mappings.clear()
         self.by_ip.clear()
         self.by_token.clear()
-        root = self.tree.live(MAPPING_ROOT)
+        root = self.tree.live(keyspace.MAPPINGS)
         if root is not None:
             for iid, _ in root.live_children():
                 self._reindex(iid)
@@ -176,7 +176,7 @@ class Mirror:
             del self.by_ip[old.ip]
         if old is not None and self.by_token.get(old.bootstrap_sha256) == iid:
             del self.by_token[old.bootstrap_sha256]
-        mapping = Mapping.from_node(iid, self.tree.live(f"{MAPPING_ROOT}/{iid}"))
+        mapping = Mapping.from_node(iid, self.tree.live(keyspace.mapping(iid)))
         if mapping is not None:
             self.mappings[iid] = mapping
             self.by_ip[mapping.ip] = iid

@@ -10,32 +10,29 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from pitrix.metad import keyspace
 from pitrix.metad.tree import Node, Tree, split_path
 
-MAPPING_ROOT = "/_pitrix/mapping"
-REVOKED_ROOT = "/_pitrix/revoked"
-REVOKED_INSTANCES_ROOT = "/_pitrix/revoked-instances"
-STATUS_ROOT = "/_pitrix/status"
-CLUSTERS_ROOT = "/clusters"
-
-# Sections of a cluster shared by all its instances, and what a linked cluster exposes.
-CLUSTER_SECTIONS = ("hosts", "cluster", "endpoints", "adding-hosts", "deleting-hosts")
-LINKED_SECTIONS = ("hosts", "cluster", "endpoints")
+# ``/self/host``: the caller's own entry among its cluster's hosts.
+HOST = "host"
+SELF_SEGMENT = keyspace.SELF[1:]
+# What a linked cluster exposes under ``/self/links/<name>``.
+LINKED_SECTIONS = (keyspace.HOSTS, keyspace.CLUSTER, keyspace.ENDPOINTS)
 SELF_SECTIONS = (
-    "host",
-    "hosts",
-    "cluster",
-    "env",
-    "health",
-    "cmd",
-    "adding-hosts",
-    "deleting-hosts",
-    "endpoints",
-    "links",
+    HOST,
+    keyspace.HOSTS,
+    keyspace.CLUSTER,
+    keyspace.ENV,
+    keyspace.HEALTH,
+    keyspace.CMD,
+    keyspace.ADDING_HOSTS,
+    keyspace.DELETING_HOSTS,
+    keyspace.ENDPOINTS,
+    keyspace.LINKS,
 )
 # Sections that differ between instances of one role; every other section of ``/self`` is the
 # same for all of a role's instances, so it is rendered once per change (render.SharedSections).
-INSTANCE_SECTIONS = ("host", "cmd")
+INSTANCE_SECTIONS = (HOST, keyspace.CMD)
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,22 +49,20 @@ class Mapping:
     bootstrap_expires: float = 0.0
     # Derived paths, computed once per mapping (a mapping changes rarely, is read on every request).
     key: str = field(init=False, repr=False, compare=False)
-    cluster: str = field(init=False, repr=False, compare=False)
     sources: dict[str, str] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
-        cluster = f"{CLUSTERS_ROOT}/{self.cluster_id}"
-        object.__setattr__(self, "key", f"{MAPPING_ROOT}/{self.instance_id}")
-        object.__setattr__(self, "cluster", cluster)
+        cid, iid = self.cluster_id, self.instance_id
+        object.__setattr__(self, "key", keyspace.mapping(iid))
         sources = {
-            "host": f"{cluster}/hosts/{self.role}/{self.instance_id}",
+            HOST: keyspace.host(cid, self.role, iid),
             # Role-scoped: the role's parameters, and the role's health check (cmd, interval, timeout).
-            "env": f"{cluster}/env/{self.role}",
-            "health": f"{cluster}/health/{self.role}",
-            "cmd": f"{cluster}/cmd/{self.instance_id}",
+            keyspace.ENV: keyspace.env(cid, self.role),
+            keyspace.HEALTH: keyspace.health(cid, self.role),
+            keyspace.CMD: keyspace.cmd(cid, iid),
         }
         for section in SELF_SECTIONS:
-            sources.setdefault(section, f"{cluster}/{section}")
+            sources.setdefault(section, keyspace.section(cid, section))
         object.__setattr__(self, "sources", sources)
 
     @classmethod
@@ -95,28 +90,18 @@ class Mapping:
             bootstrap_expires=expires,
         )
 
-    def status_key(self, *parts: str) -> str:
-        return "/".join([STATUS_ROOT, self.cluster_id, self.instance_id, *parts])
-
-
-def decides_identity(parts: list[str]) -> bool:
-    """Whether a write to the key with path ``parts`` can change who a caller is or may be.
-
-    That is a mapping, a revocation, or a cluster's owner (or anything under those keys); metad
-    re-identifies a connection's caller only after such a write, not after every write.
-    """
-    if len(parts) >= 2 and parts[0] == "_pitrix":
-        return parts[1] in ("mapping", "revoked", "revoked-instances")
-    return len(parts) >= 4 and parts[0] == "clusters" and parts[2] == "cluster" and parts[3] == "owner"
+    def status_key(self, *report: str) -> str:
+        """Where this instance's report ``report`` (``heartbeat``, ``cmd``, ``<cmd_id>`` ...) goes."""
+        return keyspace.instance_status(self.cluster_id, self.instance_id, *report)
 
 
 def _owner(tree: Tree, cid: str) -> str:
-    return tree.text(f"{CLUSTERS_ROOT}/{cid}/cluster/owner") or ""
+    return tree.text(keyspace.owner(cid)) or ""
 
 
 def _links(tree: Tree, mapping: Mapping) -> dict[str, str]:
     """Link name → linked cluster id, for links to clusters of the same owner only."""
-    node = tree.live(f"{mapping.cluster}/links")
+    node = tree.live(keyspace.links(mapping.cluster_id))
     if node is None:
         return {}
     own = _owner(tree, mapping.cluster_id)
@@ -133,14 +118,14 @@ def dependencies(tree: Tree, mapping: Mapping, subpath: list[str]) -> list[str]:
     deps = [mapping.key]
     sections = SELF_SECTIONS if not subpath else (subpath[0],)
     for section in sections:
-        if section == "links":
-            deps.append(f"{mapping.cluster}/links")
-            deps.append(f"{mapping.cluster}/cluster/owner")
+        if section == keyspace.LINKS:
+            deps.append(keyspace.links(mapping.cluster_id))
+            deps.append(keyspace.owner(mapping.cluster_id))
             for name, target in _links(tree, mapping).items():
                 if len(subpath) > 1 and subpath[1] != name:
                     continue
-                deps.append(f"{CLUSTERS_ROOT}/{target}/cluster/owner")
-                deps.extend(f"{CLUSTERS_ROOT}/{target}/{s}" for s in LINKED_SECTIONS)
+                deps.append(keyspace.owner(target))
+                deps.extend(keyspace.section(target, s) for s in LINKED_SECTIONS)
         elif section in SELF_SECTIONS:
             source = mapping.sources[section]
             if subpath and section == subpath[0] and len(subpath) > 1:
@@ -153,16 +138,16 @@ def build(tree: Tree, mapping: Mapping, sections: tuple[str, ...] = SELF_SECTION
     """The ``/self`` view (or just ``sections`` of it); absent sections are left out."""
     view: dict[str, Any] = {}
     for section in sections:
-        if section == "links":
+        if section == keyspace.LINKS:
             links: dict[str, Any] = {}
             for name, target in _links(tree, mapping).items():
                 linked = {
-                    s: node for s in LINKED_SECTIONS if (node := tree.live(f"{CLUSTERS_ROOT}/{target}/{s}"))
+                    s: node for s in LINKED_SECTIONS if (node := tree.live(keyspace.section(target, s)))
                 }
                 if linked:
                     links[name] = linked
             if links:
-                view["links"] = links
+                view[keyspace.LINKS] = links
         else:
             node = tree.live(mapping.sources[section])
             if node is not None:
@@ -177,8 +162,8 @@ def lookup(tree: Tree, mapping: Mapping, path: str) -> Any:
     """
     parts = split_path(path)
     if not parts:
-        return {"self": build(tree, mapping)}
-    if parts[0] != "self":
+        return {SELF_SEGMENT: build(tree, mapping)}
+    if parts[0] != SELF_SEGMENT:
         return None
     rest = parts[1:]
     if not rest:
@@ -203,12 +188,12 @@ def addressable(path: str) -> bool:
     parts = split_path(path)
     if not parts:
         return True
-    return parts[0] == "self" and (len(parts) == 1 or parts[1] in SELF_SECTIONS)
+    return parts[0] == SELF_SEGMENT and (len(parts) == 1 or parts[1] in SELF_SECTIONS)
 
 
 def view_dependencies(tree: Tree, mapping: Mapping, path: str) -> list[str]:
     """Dependencies for instance-API ``path``; ``/`` and ``/self`` depend on the whole view."""
     parts = split_path(path)
-    if parts and parts[0] == "self":
+    if parts and parts[0] == SELF_SEGMENT:
         return dependencies(tree, mapping, parts[1:])
     return dependencies(tree, mapping, [])

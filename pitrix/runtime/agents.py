@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any
 
 from pitrix.logs import get_logger
+from pitrix.metad import keyspace
 from pitrix.metad.client import MetadManagementClient
 
 
@@ -23,7 +24,7 @@ class AgentStatus:
     def __init__(self, client: MetadManagementClient, cluster_id: str) -> None:
         self.client = client
         self.cluster_id = cluster_id
-        self.prefix = f"/_pitrix/status/{cluster_id}/"
+        self.prefix = keyspace.cluster_status_prefix(cluster_id)
         self.view: dict[str, dict[str, Any]] = {}
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
@@ -64,17 +65,17 @@ class AgentStatus:
             self._changed.notify_all()
 
     def _set(self, key: str, value: Any, *, deleted: bool) -> None:
-        if not key.startswith(self.prefix):
+        parsed = keyspace.parse_status(key)
+        if parsed is None or parsed.cluster_id != self.cluster_id:
             return
-        instance_id, _, rest = key[len(self.prefix) :].partition("/")
         if deleted:
-            self.view.get(instance_id, {}).pop(rest, None)
+            self.view.get(parsed.instance_id, {}).pop(parsed.report, None)
             return
         decoded: Any = value
         if isinstance(value, str):
             with contextlib.suppress(ValueError):
                 decoded = json.loads(value)
-        self.view.setdefault(instance_id, {})[rest] = decoded
+        self.view.setdefault(parsed.instance_id, {})[parsed.report] = decoded
 
     async def wait_for(self, predicate: Callable[[dict[str, dict[str, Any]]], bool], timeout: float) -> None:
         """Until ``predicate(view)`` holds; TimeoutError after ``timeout`` seconds."""
@@ -89,19 +90,19 @@ class AgentStatus:
         await asyncio.wait_for(until(), timeout)
 
     def command_result(self, instance_id: str, command_id: str) -> dict[str, Any] | None:
-        result = self.view.get(instance_id, {}).get(f"cmd/{command_id}")
+        result = self.view.get(instance_id, {}).get(keyspace.command_report(command_id))
         return result if isinstance(result, dict) else None
 
     def has_heartbeat(self, instance_id: str) -> bool:
-        return "heartbeat" in self.view.get(instance_id, {})
+        return keyspace.HEARTBEAT in self.view.get(instance_id, {})
 
     def applied(self, instance_id: str) -> dict[str, Any]:
         """The agent's last ``applied`` report (``{"revision", "resources"}``), empty if none yet."""
-        applied = self.view.get(instance_id, {}).get("applied")
+        applied = self.view.get(instance_id, {}).get(keyspace.APPLIED)
         return applied if isinstance(applied, dict) else {}
 
     def applied_revision(self, instance_id: str) -> int:
-        applied = self.view.get(instance_id, {}).get("applied")
+        applied = self.view.get(instance_id, {}).get(keyspace.APPLIED)
         if isinstance(applied, dict):
             return int(applied.get("revision") or 0)
         return 0

@@ -24,11 +24,12 @@ from pathlib import Path
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from pitrix import pki
+from pitrix.runtime import keys
 from pitrix.sealing import Sealer, create_sealed, get_sealed
 from pitrix.store import Store
 
-CA_KEY = "/pitrix/ca"
-MANAGEMENT_CA_KEY = "/pitrix/management-ca"
+CA_KEY = keys.CA
+MANAGEMENT_CA_KEY = keys.MANAGEMENT_CA
 ISSUER_LIFETIME = dt.timedelta(days=365)
 
 

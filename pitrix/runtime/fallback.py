@@ -14,6 +14,7 @@ import time
 from datetime import UTC, datetime
 from typing import Any
 
+from pitrix.metad import keyspace
 from pitrix.metad.client import MetadManagementClient
 from pitrix.providers.base import Instance
 from pitrix.ssh import SshError, SshSessions
@@ -44,8 +45,8 @@ async def silent_agents(
     """
     silent = set()
     for iid in instance_ids:
-        status = await metad.get_data(f"/_pitrix/status/{cluster_id}/{iid}")
-        beat = status.get("heartbeat") if isinstance(status, dict) else None
+        status = await metad.get_data(keyspace.instance_status(cluster_id, iid))
+        beat = status.get(keyspace.HEARTBEAT) if isinstance(status, dict) else None
         if beat is None or (since and _beat_at(beat) < since):
             silent.add(iid)
     return silent
@@ -61,13 +62,13 @@ async def run_over_ssh(
     timeout: float,
 ) -> dict[str, Any]:
     """Run ``cmd`` on the instance and record its result as its agent would have."""
-    key = f"/_pitrix/status/{cluster_id}/{instance.instance_id}/cmd/{command_id}"
+    key = keyspace.command_result(cluster_id, instance.instance_id, command_id)
     done = await metad.get_data(key)
     if isinstance(done, str):  # a re-run of the step: the command ran (over SSH) already
         record: dict[str, Any] = json.loads(done)
         if record.get("status") in ("successful", "failed"):
             return record
-    await metad.delete_data(f"/clusters/{cluster_id}/cmd/{instance.instance_id}")  # never also the agent
+    await metad.delete_data(keyspace.cmd(cluster_id, instance.instance_id))  # never also the agent
     started, began = _now(), time.monotonic()
     try:
         code, output = await ssh.run(instance, cmd, timeout=timeout)

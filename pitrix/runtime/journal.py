@@ -10,8 +10,9 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
+from pitrix.runtime.keys import step_key, steps_prefix
 from pitrix.runtime.ownership import LostOwnership
-from pitrix.runtime.records import StepRecord, step_key
+from pitrix.runtime.records import StepRecord
 from pitrix.store import Store
 from pitrix.store.types import Compare, Op
 
@@ -31,7 +32,7 @@ class Journal:
         return step_key(self.cluster_id, self.job_id, name)
 
     async def records(self) -> dict[str, StepRecord]:
-        prefix = self._key("")
+        prefix = steps_prefix(self.cluster_id, self.job_id)
         kvs, _ = await self.store.get_prefix(prefix)
         return {kv.key[len(prefix) :]: StepRecord.model_validate_json(kv.value) for kv in kvs}
 

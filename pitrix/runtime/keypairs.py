@@ -23,12 +23,9 @@ from dataclasses import dataclass
 import asyncssh
 
 from pitrix.providers.base import Provider
+from pitrix.runtime.keys import keypair_key
 from pitrix.sealing import Sealer, create_sealed, get_sealed
 from pitrix.store import Store
-
-
-def keypair_key(owner: str, runtime: str) -> str:
-    return f"/keypairs/{owner}/{runtime}"
 
 
 def keypair_name(owner: str, runtime: str) -> str:

@@ -36,7 +36,8 @@ from pitrix.runtime import issuer_exchange
 from pitrix.runtime.authority import Authority, issuer_from_pem, management_client_context, management_context
 from pitrix.runtime.booting import wait_booted
 from pitrix.runtime.keypairs import KeyPairs
-from pitrix.runtime.records import Cluster, MetadataCluster, Runtime, metadata_key, runtime_key
+from pitrix.runtime.keys import metadata_key, runtime_key
+from pitrix.runtime.records import Cluster, MetadataCluster, Runtime
 from pitrix.runtime.tunnel import Tunnel, open_tunnel
 from pitrix.runtime.userdata import MetadTrust, metad_userdata
 from pitrix.sealing import Sealer

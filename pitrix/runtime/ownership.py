@@ -20,15 +20,11 @@ import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from pitrix.logs import get_logger
+from pitrix.runtime import keys
+from pitrix.runtime.keys import owner_key
 from pitrix.store import Store
 from pitrix.store.lease import KeptLease
 from pitrix.store.types import Compare, Op
-
-OWNERS = "/owners/"
-
-
-def owner_key(cid: str) -> str:
-    return f"{OWNERS}{cid}"
 
 
 class LostOwnership(Exception):
@@ -81,8 +77,8 @@ class Ownership:
 
     def follow(self, from_revision: int) -> None:
         """Consider a cluster again whenever its record changes or its owner key goes away."""
-        clusters = self._follow("/clusters/", from_revision, deletes=False)
-        owners = self._follow(OWNERS, from_revision, deletes=True)
+        clusters = self._follow(keys.CLUSTERS, "cluster", from_revision, deletes=False)
+        owners = self._follow(keys.OWNERS, "owner", from_revision, deletes=True)
         self._tasks = [
             asyncio.create_task(clusters, name="follow-clusters"),
             asyncio.create_task(owners, name="follow-owners"),
@@ -102,9 +98,11 @@ class Ownership:
             await old.revoke()
             self._lease = await self.store.lease(self.ttl).grant()
             self.log.info("replica lease", lease=f"{self._lease.id:x}", ttl=self.ttl)
-            kvs, _ = await self.store.get_prefix("/clusters/")
+            kvs, _ = await self.store.get_prefix(keys.CLUSTERS)
             for kv in kvs:
-                await self.consider(kv.key[len("/clusters/") :])
+                parsed = keys.parse(kv.key)
+                if parsed is not None and parsed.kind == "cluster":
+                    await self.consider(parsed.cluster_id)
 
     async def close(self) -> None:
         """Stop following and revoke the lease, so other replicas adopt our clusters at once."""
@@ -128,12 +126,13 @@ class Ownership:
             for event in batch.events:
                 yield event.type, event.key
 
-    async def _follow(self, prefix: str, from_revision: int, *, deletes: bool) -> None:
+    async def _follow(self, prefix: str, record: keys.Kind, from_revision: int, *, deletes: bool) -> None:
         async for kind, key in self._events(prefix, from_revision):
             if (kind == "delete") != deletes:
                 continue
-            cid = key[len(prefix) :]
-            if cid and "/" not in cid:
+            parsed = keys.parse(key)
+            if parsed is not None and parsed.kind == record:
+                cid = parsed.cluster_id
                 try:
                     await self.consider(cid)
                 except asyncio.CancelledError:

@@ -1,17 +1,8 @@
-"""What the runtime keeps in etcd, and where.
+"""What the runtime keeps in etcd (where: :mod:`pitrix.runtime.keys`).
 
-Everything a restarted pitrixd needs to resume lives under these keys before it is acted on:
-the cluster (spec, state, current job), its nodes (deterministic names, the cloud's ids once
-known), and each job with a journal of its steps.
-
-    /clusters/<cid>                         Cluster (JSON)
-    /cluster-data/<cid>/nodes/<node_id>     Node (JSON)
-    /cluster-data/<cid>/jobs/<job_id>       Job (JSON)
-    /cluster-data/<cid>/steps/<job_id>/<step>   StepRecord (JSON)
-
-Cluster documents sit alone under /clusters/ so listing them reads nothing else.
-    /runtimes/<name>                     Runtime definition (JSON; credentials sealed)
-    /metadata-clusters/<owner>/<runtime> MetadataCluster (JSON)
+Everything a restarted pitrixd needs to resume is stored before it is acted on: the cluster
+(spec, state, current job), its nodes (deterministic names, the cloud's ids once known), and
+each job with a journal of its steps.
 
 Secrets inside records are sealed text (:mod:`pitrix.sealing`): a runtime's credentials, each
 field on its own, and password parameters in a cluster's ``env`` and an env job's ``args`` (see
@@ -34,6 +25,15 @@ from pydantic import (
     field_serializer,
 )
 
+# The record keys, importable from here for the modules that always found them here.
+from pitrix.runtime.keys import cluster_data_prefix as cluster_data_prefix
+from pitrix.runtime.keys import cluster_key as cluster_key
+from pitrix.runtime.keys import job_key as job_key
+from pitrix.runtime.keys import metadata_key as metadata_key
+from pitrix.runtime.keys import node_key as node_key
+from pitrix.runtime.keys import runtime_key as runtime_key
+from pitrix.runtime.keys import step_key as step_key
+from pitrix.runtime.keys import token_key as token_key
 from pitrix.runtime.spec import AppSpec
 from pitrix.sealing import Sealer, is_sealed, redact
 
@@ -270,36 +270,3 @@ class MetadataCluster(_Record):
     @property
     def manage_url(self) -> str:
         return f"{self.scheme}://{self.ip}:9611"
-
-
-def cluster_key(cid: str) -> str:
-    return f"/clusters/{cid}"
-
-
-def node_key(cid: str, node_id: str) -> str:
-    return f"/cluster-data/{cid}/nodes/{node_id}"
-
-
-def job_key(cid: str, job_id: str) -> str:
-    return f"/cluster-data/{cid}/jobs/{job_id}"
-
-
-def step_key(cid: str, job_id: str, step: str) -> str:
-    return f"/cluster-data/{cid}/steps/{job_id}/{step}"
-
-
-def runtime_key(name: str) -> str:
-    return f"/runtimes/{name}"
-
-
-def metadata_key(owner: str, runtime: str) -> str:
-    return f"/metadata-clusters/{owner}/{runtime}"
-
-
-def token_key(cid: str, node_id: str) -> str:
-    """A node's bootstrap token: kept apart from the node record, which the admin API shows."""
-    return f"/cluster-data/{cid}/tokens/{node_id}"
-
-
-def cluster_data_prefix(cid: str) -> str:
-    return f"/cluster-data/{cid}/"

@@ -8,13 +8,13 @@ in etcd is the one source of truth, whichever replica wrote it.
 from __future__ import annotations
 
 from pitrix.runtime.journal import Journal
+from pitrix.runtime.keys import CLUSTERS, RUNTIMES, jobs_prefix, nodes_prefix
 from pitrix.runtime.records import (
     Cluster,
     Job,
     Node,
     Runtime,
     StepRecord,
-    cluster_data_prefix,
     cluster_key,
     job_key,
     runtime_key,
@@ -23,9 +23,6 @@ from pitrix.runtime.secret_env import seal_passwords
 from pitrix.sealing import Sealer
 from pitrix.store import Store
 from pitrix.store.types import KV
-
-CLUSTERS = "/clusters/"
-RUNTIMES = "/runtimes/"
 
 
 class NotFound(LookupError):
@@ -77,7 +74,7 @@ class Repository:
     # -- nodes and jobs ---------------------------------------------------------------------------
 
     async def nodes(self, cid: str) -> list[Node]:
-        kvs, _ = await self.store.get_prefix(cluster_data_prefix(cid) + "nodes/")
+        kvs, _ = await self.store.get_prefix(nodes_prefix(cid))
         return sorted((Node.model_validate_json(kv.value) for kv in kvs), key=lambda n: (n.role, n.index))
 
     async def job(self, cid: str, job_id: str) -> Job:
@@ -87,7 +84,7 @@ class Repository:
         return Job.model_validate_json(kv.value)
 
     async def jobs(self, cid: str) -> list[Job]:
-        kvs, _ = await self.store.get_prefix(cluster_data_prefix(cid) + "jobs/")
+        kvs, _ = await self.store.get_prefix(jobs_prefix(cid))
         return sorted((Job.model_validate_json(kv.value) for kv in kvs), key=lambda j: j.created)
 
     async def steps(self, cid: str, job_id: str) -> list[StepRecord]:

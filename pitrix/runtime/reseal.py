@@ -13,13 +13,13 @@ import json
 import time
 
 from pitrix.logs import get_logger
-from pitrix.runtime.authority import CA_KEY
-from pitrix.runtime.records import Cluster, Job, MetadataCluster, Runtime, cluster_data_prefix
+from pitrix.runtime import keys
+from pitrix.runtime.records import Cluster, Job, MetadataCluster, Runtime
 from pitrix.runtime.secret_env import seal_job, seal_passwords
 from pitrix.sealing import Sealer, is_sealed
 from pitrix.store import Store
 
-MARKER = "/secrets/sealed-v1"
+MARKER = keys.SEALED_MARKER
 
 
 async def _seal_whole(store: Store, sealer: Sealer, prefix: str, exact: bool = False) -> int:
@@ -41,29 +41,29 @@ async def seal_legacy(store: Store, sealer: Sealer) -> dict[str, int]:
     if await store.get(MARKER) is not None:
         return {}
     sealed = {"whole": 0, "runtimes": 0, "metadata": 0, "clusters": 0, "jobs": 0}
-    sealed["whole"] += await _seal_whole(store, sealer, CA_KEY, exact=True)
-    sealed["whole"] += await _seal_whole(store, sealer, "/keypairs/")
-    kvs, _ = await store.get_prefix("/runtimes/")
+    sealed["whole"] += await _seal_whole(store, sealer, keys.CA, exact=True)
+    sealed["whole"] += await _seal_whole(store, sealer, keys.KEYPAIRS)
+    kvs, _ = await store.get_prefix(keys.RUNTIMES)
     for kv in kvs:
         runtime, clear = Runtime.opened(kv.value, sealer)
         if clear:
             sealed["runtimes"] += await store.compare_and_swap(
                 kv.key, kv.mod_revision, runtime.sealed(sealer)
             )
-    kvs, _ = await store.get_prefix("/metadata-clusters/")
+    kvs, _ = await store.get_prefix(keys.METADATA_CLUSTERS)
     for kv in kvs:
         issuer = json.loads(kv.value).get("issuer_pem")
         if issuer and not is_sealed(issuer):
             record = MetadataCluster.opened(kv.value, sealer)
             sealed["metadata"] += await store.compare_and_swap(kv.key, kv.mod_revision, record.sealed(sealer))
-    kvs, _ = await store.get_prefix("/clusters/")
+    kvs, _ = await store.get_prefix(keys.CLUSTERS)
     for kv in kvs:
         cluster = Cluster.model_validate_json(kv.value)
         resealed = seal_passwords(cluster, sealer)
         if resealed is not cluster:
             sealed["clusters"] += await store.compare_and_swap(kv.key, kv.mod_revision, resealed.dump())
-        sealed["whole"] += await _seal_whole(store, sealer, cluster_data_prefix(cluster.id) + "tokens/")
-        jobs, _ = await store.get_prefix(cluster_data_prefix(cluster.id) + "jobs/")
+        sealed["whole"] += await _seal_whole(store, sealer, keys.tokens_prefix(cluster.id))
+        jobs, _ = await store.get_prefix(keys.jobs_prefix(cluster.id))
         for job_kv in jobs:
             job = Job.model_validate_json(job_kv.value)
             if job.action != "update_env":

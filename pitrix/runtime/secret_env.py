@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pitrix.metad import keyspace
 from pitrix.runtime.records import Cluster, Job
 from pitrix.runtime.spec import Role
 from pitrix.sealing import REDACTED, Sealer, is_sealed
@@ -18,7 +19,7 @@ from pitrix.sealing import REDACTED, Sealer, is_sealed
 
 def env_context(cid: str, role: str, key: str) -> str:
     """Where a parameter's value lives: a sealed value opens for that cluster, role and key only."""
-    return f"/clusters/{cid}/env/{role}/{key}"
+    return keyspace.env_value(cid, role, key)
 
 
 def is_password(role: Role, key: str) -> bool:

@@ -23,6 +23,7 @@ from typing import Any
 import aiohttp
 
 from pitrix.logs import get_logger
+from pitrix.metad import keyspace as ks
 from pitrix.metad.client import MetadClientError
 from pitrix.providers.base import Provider, ProviderError
 from pitrix.providers.registry import load_provider
@@ -266,7 +267,7 @@ class RuntimeService:
             return None
         try:
             async with asyncio.timeout(REPORT_TIMEOUT):
-                tree = await self.metadata.client(record).get_data(f"/_pitrix/status/{cluster.id}")
+                tree = await self.metadata.client(record).get_data(ks.cluster_status(cluster.id))
         except (aiohttp.ClientError, OSError, TimeoutError, MetadClientError):
             return None
         reports: dict[str, dict[str, Any]] = {}

@@ -26,8 +26,7 @@ from typing import Any
 import pytest
 
 from pitrix.cli.demo import Child, _bin, start_child, stop_child
-from pitrix.metad import data
-from pitrix.metad.selfview import MAPPING_ROOT
+from pitrix.metad import data, keyspace
 from pitrix.store import Store
 from pitrix.store.tls import EtcdTLS
 
@@ -74,8 +73,8 @@ async def _seed(store: Store, attacker: str, victim: str) -> None:
     docs = {
         "/clusters/c-a": _cluster("c-a", "usr-a", "i-a1", attacker, {"note": "attacker"}),
         "/clusters/c-b": _cluster("c-b", "usr-b", "i-b1", victim, {"password": MARKER}),
-        f"{MAPPING_ROOT}/i-a1": {"instance_id": "i-a1", "cluster_id": "c-a", "role": "web", "ip": attacker},
-        f"{MAPPING_ROOT}/i-b1": {"instance_id": "i-b1", "cluster_id": "c-b", "role": "web", "ip": victim},
+        keyspace.mapping("i-a1"): {"instance_id": "i-a1", "cluster_id": "c-a", "role": "web", "ip": attacker},
+        keyspace.mapping("i-b1"): {"instance_id": "i-b1", "cluster_id": "c-b", "role": "web", "ip": victim},
     }
     for path, doc in docs.items():
         await store.txn([], data.replace_ops([], path, doc))

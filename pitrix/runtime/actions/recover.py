@@ -11,6 +11,7 @@ from typing import Any
 
 import aiohttp
 
+from pitrix.metad import keyspace as ks
 from pitrix.metad.client import MetadClientError
 from pitrix.runtime.actions.base import Accepted, Action, Args, Desk, InvalidRequest
 from pitrix.runtime.actions.phases import boot, init_start
@@ -72,7 +73,7 @@ async def _silent_nodes(desk: Desk, cluster: Cluster, members: dict[str, Any]) -
             "name the nodes to replace"
         )
     try:
-        status = await desk.metadata.client(record).get_data(f"/_pitrix/status/{cluster.id}") or {}
+        status = await desk.metadata.client(record).get_data(ks.cluster_status(cluster.id)) or {}
     except (aiohttp.ClientError, OSError, TimeoutError, MetadClientError) as exc:
         raise InvalidRequest(
             f"nodes: the metadata service at {record.ip} cannot say which nodes are silent ({exc}); "

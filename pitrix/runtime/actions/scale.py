@@ -12,6 +12,7 @@ from typing import Any, ClassVar
 
 from pydantic import Field
 
+from pitrix.metad import keyspace as ks
 from pitrix.runtime.actions.base import Accepted, Action, Args, Desk, InvalidRequest
 from pitrix.runtime.actions.create import count_error
 from pitrix.runtime.actions.phases import boot, init_start
@@ -68,7 +69,7 @@ class ScaleOut(_Scale):
         init_start(plan, ctx, added)
         plan.then(as_step("scale_out", services.run_service, ctx, "scale_out", existing))
         plan.then(as_step("converge", agents.converge, ctx, existing + added))
-        plan.then(as_step("clear-adding-hosts", publishing.clear, ctx, "adding-hosts"))
+        plan.then(as_step("clear-adding-hosts", publishing.clear, ctx, ks.ADDING_HOSTS))
         return plan
 
 
@@ -89,7 +90,7 @@ class ScaleIn(_Scale):
         plan.then(as_step("unregister", publishing.unregister, ctx, leaving))
         plan.then(as_step("terminate", instances.terminate, ctx, leaving))
         plan.then(as_step("converge", agents.converge, ctx, remaining))
-        plan.then(as_step("clear-deleting-hosts", publishing.clear, ctx, "deleting-hosts"))
+        plan.then(as_step("clear-deleting-hosts", publishing.clear, ctx, ks.DELETING_HOSTS))
         return plan
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from pitrix.metad import keyspace as ks
 from pitrix.runtime.fallback import silent_agents
 from pitrix.runtime.records import Node
 from pitrix.runtime.steps.context import JobContext, OperationError
@@ -91,7 +92,7 @@ async def converge(ctx: JobContext, node_ids: list[str]) -> str:
     nodes = await members(ctx, node_ids)
     ids = [n.instance_id for n in nodes]
     agents = ctx.agents
-    revision = await ctx.metad.put_data(f"/clusters/{ctx.cid}/cluster", {"generation": f"{time.time():.6f}"})
+    revision = await ctx.metad.put_data(ks.cluster_info(ctx.cid), {ks.GENERATION: f"{time.time():.6f}"})
     try:
         await agents.wait_for(
             lambda _: all(agents.applied_revision(i) >= revision for i in ids), AGENT_TIMEOUT

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from pitrix.runtime.records import Cluster, Node, cluster_data_prefix, node_key
+from pitrix.runtime.keys import node_key, nodes_prefix
+from pitrix.runtime.records import Cluster, Node
 from pitrix.runtime.steps.context import JobContext
 
 
@@ -15,7 +16,7 @@ def all_node_ids(cluster: Cluster, counts: dict[str, int] | None = None) -> list
 
 
 async def nodes(ctx: JobContext, role: str | None = None) -> list[Node]:
-    kvs, _ = await ctx.store.get_prefix(cluster_data_prefix(ctx.cid) + "nodes/")
+    kvs, _ = await ctx.store.get_prefix(nodes_prefix(ctx.cid))
     found = [Node.model_validate_json(kv.value) for kv in kvs]
     found = [n for n in found if role is None or n.role == role]
     return sorted(found, key=lambda n: (n.role, n.index))

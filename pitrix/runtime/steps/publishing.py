@@ -4,8 +4,9 @@ from __future__ import annotations
 
 from typing import Any
 
+from pitrix.metad import keyspace as ks
+from pitrix.runtime.keys import CLUSTERS
 from pitrix.runtime.records import Cluster, Node
-from pitrix.runtime.repository import CLUSTERS
 from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps.identity import bootstrap_token, mapping, token_fields
 from pitrix.runtime.steps.nodes import members, nodes, save
@@ -54,7 +55,7 @@ def host_entry(ctx: JobContext, node: Node) -> dict[str, Any]:
 
 
 def host_path(ctx: JobContext, node: Node) -> str:
-    return f"/clusters/{ctx.cid}/hosts/{node.role}/{node.instance_id}"
+    return ks.host(ctx.cid, node.role, node.instance_id)
 
 
 def cluster_entry(ctx: JobContext) -> dict[str, Any]:
@@ -94,13 +95,13 @@ async def register(ctx: JobContext, node_ids: list[str], *, adding: bool = False
     if ctx.cluster.links:  # metad shows a link only while both clusters have the same owner
         data["links"] = dict(ctx.cluster.links)
     if adding:
-        data["adding-hosts"] = hosts
+        data[ks.ADDING_HOSTS] = hosts
     for node in wanted:
         fields = mapping(ctx, node)
         if ctx.tls:
             fields.update(token_fields(await bootstrap_token(ctx, node.node_id)))
         await ctx.metad.put_mapping(node.instance_id, fields)
-    await ctx.metad.put_data(f"/clusters/{ctx.cid}", data)
+    await ctx.metad.put_data(ks.cluster(ctx.cid), data)
     for node in wanted:
         if node.status != "registered":
             await save(ctx, node.model_copy(update={"status": "registered"}))
@@ -115,7 +116,7 @@ async def mark_leaving(ctx: JobContext, node_ids: list[str]) -> str:
         if node.status != "leaving":
             await save(ctx, node.model_copy(update={"status": "leaving"}))
     if deleting:
-        await ctx.metad.put_data(f"/clusters/{ctx.cid}", {"deleting-hosts": deleting})
+        await ctx.metad.put_data(ks.cluster(ctx.cid), {ks.DELETING_HOSTS: deleting})
     return f"{len(wanted)} nodes leaving"
 
 
@@ -123,10 +124,10 @@ async def _forget_instance(ctx: JobContext, role: str, instance_id: str, why: st
     """An instance leaves the metadata: its certificates first, so it can read nothing more."""
     if ctx.tls:
         await ctx.metad.revoke_instance(instance_id, why)
-    await ctx.metad.delete_data(f"/clusters/{ctx.cid}/hosts/{role}/{instance_id}")
-    await ctx.metad.delete_data(f"/clusters/{ctx.cid}/cmd/{instance_id}")
+    await ctx.metad.delete_data(ks.host(ctx.cid, role, instance_id))
+    await ctx.metad.delete_data(ks.cmd(ctx.cid, instance_id))
     await ctx.metad.delete_mapping(instance_id)
-    await ctx.metad.delete_data(f"/_pitrix/status/{ctx.cid}/{instance_id}")
+    await ctx.metad.delete_data(ks.instance_status(ctx.cid, instance_id))
 
 
 async def unregister(ctx: JobContext, node_ids: list[str]) -> str:
@@ -150,13 +151,13 @@ async def unregister_cluster(ctx: JobContext) -> str:
             if ctx.tls:
                 await ctx.metad.revoke_instance(node.instance_id, f"cluster deleted by {ctx.job.id}")
             await ctx.metad.delete_mapping(node.instance_id)
-    await ctx.metad.delete_data(f"/clusters/{ctx.cid}")
-    await ctx.metad.delete_data(f"/_pitrix/status/{ctx.cid}")
+    await ctx.metad.delete_data(ks.cluster(ctx.cid))
+    await ctx.metad.delete_data(ks.cluster_status(ctx.cid))
     return "metadata removed"
 
 
 async def clear(ctx: JobContext, section: str) -> str:
-    await ctx.metad.delete_data(f"/clusters/{ctx.cid}/{section}")
+    await ctx.metad.delete_data(ks.section(ctx.cid, section))
     return f"cleared {section}"
 
 
@@ -164,7 +165,7 @@ async def commit_env(ctx: JobContext, values: dict[str, dict[str, str]]) -> str:
     """The roles' own env (``/self/env``) takes the new values once every node has them."""
     revision = 0
     for role, changed in values.items():
-        revision = await ctx.metad.put_data(f"/clusters/{ctx.cid}/env/{role}", changed)
+        revision = await ctx.metad.put_data(ks.env(ctx.cid, role), changed)
     return f"role env at revision {revision}"
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import time
 
+from pitrix.metad import keyspace as ks
 from pitrix.runtime.fallback import run_over_ssh, silent_agents
 from pitrix.runtime.records import Cluster, Node
 from pitrix.runtime.spec import Service
@@ -82,7 +83,7 @@ async def run_service(ctx: JobContext, service: str, node_ids: list[str]) -> str
         if node.instance_id in silent:
             continue  # over SSH below, and never also by its agent
         await ctx.metad.post_data(
-            f"/clusters/{ctx.cid}/cmd/{node.instance_id}",
+            ks.cmd(ctx.cid, node.instance_id),
             {"id": command_id, "cmd": svc.cmd, "timeout": str(svc.timeout)},
         )
     timeout = max(svc.timeout for _, svc in targets) + 30
