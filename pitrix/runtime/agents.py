@@ -26,6 +26,8 @@ class AgentStatus:
         self.cluster_id = cluster_id
         self.prefix = keyspace.cluster_status_prefix(cluster_id)
         self.view: dict[str, dict[str, Any]] = {}
+        # The metad revision each key was last written at: a report's age, on metad's clock.
+        self.revisions: dict[str, dict[str, int]] = {}
         self._changed = asyncio.Condition()
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
@@ -60,17 +62,21 @@ class AgentStatus:
         async with self._changed:
             if kind == "resync":
                 self.view.clear()
+                self.revisions.clear()
             elif kind in ("put", "delete"):
-                self._set(event["key"], event.get("value"), deleted=kind == "delete")
+                revision = int(event.get("revision") or 0)
+                self._set(event["key"], event.get("value"), revision, deleted=kind == "delete")
             self._changed.notify_all()
 
-    def _set(self, key: str, value: Any, *, deleted: bool) -> None:
+    def _set(self, key: str, value: Any, revision: int, *, deleted: bool) -> None:
         parsed = keyspace.parse_status(key)
         if parsed is None or parsed.cluster_id != self.cluster_id:
             return
         if deleted:
             self.view.get(parsed.instance_id, {}).pop(parsed.report, None)
+            self.revisions.get(parsed.instance_id, {}).pop(parsed.report, None)
             return
+        self.revisions.setdefault(parsed.instance_id, {})[parsed.report] = revision
         decoded: Any = value
         if isinstance(value, str):
             with contextlib.suppress(ValueError):
@@ -87,7 +93,8 @@ class AgentStatus:
                         raise RuntimeError(f"agent status stream failed: {self._error}")
                     await self._changed.wait()
 
-        await asyncio.wait_for(until(), timeout)
+        async with asyncio.timeout(timeout):
+            await until()
 
     def command_result(self, instance_id: str, command_id: str) -> dict[str, Any] | None:
         result = self.view.get(instance_id, {}).get(keyspace.command_report(command_id))
@@ -106,3 +113,20 @@ class AgentStatus:
         if isinstance(applied, dict):
             return int(applied.get("revision") or 0)
         return 0
+
+    def health(self, instance_id: str) -> dict[str, Any] | None:
+        """The agent's last health report (``{"ok", "error", "time"}``), None if it made none."""
+        health = self.view.get(instance_id, {}).get("health")
+        return health if isinstance(health, dict) else None
+
+    def healthy(self, instance_id: str, since: int = 0) -> bool | None:
+        """The verdict of the agent's last health check if reported after metad revision ``since``.
+
+        None when there is no such report: a verdict from before (the last one before a stop, say)
+        tells nothing about the services as they are now. Revisions, not the report's time: the
+        VM's clock is not pitrixd's.
+        """
+        health = self.health(instance_id)
+        if health is None or self.revisions.get(instance_id, {}).get("health", 0) <= since:
+            return None
+        return health.get("ok") is True

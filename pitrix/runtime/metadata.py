@@ -89,7 +89,7 @@ class MetadataClusters:
         self.store = store
         self.sealer = sealer
         self.provider_for = provider_for
-        self.keypairs = keypairs or KeyPairs(store, sealer)  # the service's own, shared with its operations
+        self.keypairs = keypairs or KeyPairs(store, sealer)  # the service's own, shared with the job steps
         self.tls = tls  # False: new metadata clusters speak plain HTTP with source-IP identity
         self._clients: dict[str, MetadManagementClient] = {}
         self._tunnels: dict[str, Tunnel] = {}  # by metadata VM instance id (runtimes with metad_via_ssh)

@@ -107,3 +107,49 @@ async def converge(ctx: JobContext, node_ids: list[str]) -> str:
             f"not converged to revision {revision} within {AGENT_TIMEOUT:.0f}s: {', '.join(behind)}"
         ) from None
     return f"{len(ids)} nodes applied revision {revision}"
+
+
+def health_timeout(ctx: JobContext, nodes: list[Node]) -> float:
+    """How long the nodes get to pass their checks: at least three rounds of the slowest check.
+
+    The agent checks from the moment it starts, so the verdict at hand when the services have just
+    started is usually a failure; the next round comes an ``interval`` later.
+    """
+    rounds = [
+        3 * (check.interval + check.timeout)
+        for node in nodes
+        if (check := ctx.cluster.app.role(node.role).health_check) is not None
+    ]
+    return max([AGENT_TIMEOUT, *rounds])
+
+
+async def wait_healthy(ctx: JobContext, node_ids: list[str], *, timeout: float | None = None) -> str:
+    """Until every node whose role declares a health check reports healthy from a check made now.
+
+    Started services may not be serving yet, and a cluster must not be called active while its
+    checks fail. Only reports metad took after the step began count (by revision): a node's last
+    verdict from before a stop says nothing about it now. Roles without a check are not waited on.
+    """
+    nodes = await members(ctx, node_ids)
+    checked = [n for n in nodes if ctx.cluster.app.role(n.role).health_check is not None]
+    if not checked:
+        return "no health checks"
+    since = int((await ctx.metad.healthz())["revision"])
+    deadline = health_timeout(ctx, checked) if timeout is None else timeout
+    agents = ctx.agents
+    try:
+        await agents.wait_for(lambda _: all(agents.healthy(n.instance_id, since) for n in checked), deadline)
+    except TimeoutError:
+        unhealthy = []
+        for node in checked:
+            verdict = agents.healthy(node.instance_id, since)
+            if verdict:
+                continue
+            error = ((agents.health(node.instance_id) or {}).get("error") or "").strip()
+            if verdict is None:
+                earlier = f"; earlier: {error}" if error else ""
+                unhealthy.append(f"{node.node_id} (no check reported since the step began{earlier})")
+            else:
+                unhealthy.append(f"{node.node_id} (unhealthy: {error or 'no output'})")
+        raise OperationError(f"not healthy within {deadline:.0f}s: {'; '.join(unhealthy)}") from None
+    return f"{len(checked)} nodes healthy"
