@@ -3,10 +3,10 @@
 Two replicas on one etcd. The delete's link check (its action's ``recheck``) runs on a fresh
 read of its cluster; a create linking to that cluster lands between the check and the delete's
 transaction (the check is held open for it). The create rewrote its target's record in its own
-transaction, so the delete's guard fails: it is refused as a concurrent change, changes nothing, and when asked again sees
-the new link. The other order: a target deleted after a create checked it fails the create
-(its guard fails and it looks again), while a target that only moved on (its own job wrote its
-record) is linked on the second look.
+transaction, so the delete's guard fails: it is refused as a concurrent change, changes nothing,
+and when asked again sees the new link. The other order: a target deleted after a create checked
+it fails the create (its guard fails and it looks again), while a target that only moved on (its
+own job wrote its record) is linked on the second look.
 """
 
 from __future__ import annotations

@@ -38,8 +38,10 @@ class UpdateEnv(Action[EnvArgs]):
         """Each value is checked against its parameter (it exists, is ``changeable``, fits its type
         and range) before anything changes; keys not given keep their values."""
         env = body.get("env")
+        if env is None:
+            raise InvalidRequest("env: required, an object of role: {key: value}")
         if not isinstance(env, dict) or not env:
-            raise InvalidRequest("env: required, an object of role: {KEY: value}")
+            raise InvalidRequest("env: expected an object of role: {key: value}")
         changes: Env = {}
         previous: Env = {}
         for role_name, values in env.items():
