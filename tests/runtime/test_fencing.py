@@ -5,16 +5,25 @@ without recording the job as failed."""
 from __future__ import annotations
 
 import asyncio
+import json
+from typing import Any
 
 import pytest
+from dead_cloud import DEAD_CLOUD
 
 from pitrix.providers.base import ProviderError
 from pitrix.runtime.executor import execute
 from pitrix.runtime.journal import Journal
 from pitrix.runtime.ownership import LostOwnership, Ownership, owner_key
 from pitrix.runtime.plan import Plan, Step
+from pitrix.runtime.records import job_key, step_key
+from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.retrying import RetryPolicy
+from pitrix.runtime.service import RuntimeService
+from pitrix.sealing import Sealer
 from pitrix.store import Store
+
+APP = {"name": "demo", "roles": [{"name": "web", "count": 1, "image": "demo"}]}
 
 
 async def nothing(_: str) -> None:
@@ -141,3 +150,80 @@ async def test_a_step_that_reports_a_lost_claim_is_neither_retried_nor_failed(st
         assert kv is not None and kv.text == "a"
     finally:
         await mine.close()
+
+
+async def test_a_replica_whose_lease_ran_out_unnoticed_writes_nothing_more(store: Store) -> None:
+    """Two services; a's lease is revoked in etcd (what its running out does to a frozen replica)
+    while a keeps retrying a step and has not yet noticed: b adopts the job and ends it; a's next
+    journal write is refused, its job stops quietly, and every record after that is b's."""
+    sealer = Sealer.generate()
+    patient = RetryPolicy(attempts=100, first_delay=0.05, max_delay=0.05)
+    a = RuntimeService(
+        store, RecoveryPolicy(enabled=False), sealer=sealer, replica="a", owner_ttl=60, retry=patient
+    )
+    b = RuntimeService(
+        store, RecoveryPolicy(enabled=False), sealer=sealer, replica="b", owner_ttl=60, retry=RetryPolicy(1)
+    )
+    await a.start()
+    await b.start()
+    try:
+        await a.put_runtime(DEAD_CLOUD)
+        _, before = await store.get_prefix("/clusters/")
+        cluster, job = await a.create_cluster(owner="o", runtime="dead", app=APP)
+        key = step_key(cluster.id, job.id, "metadata")
+        _, value = await wait_for(store, key, before + 1, lambda v: v.get("attempt", 1) >= 2)
+        mine = value["started"]  # a's run of the step, as its retries rewrite it
+        running = a._tasks[cluster.id]
+
+        await expire(store, a.ownership)  # a does not renew for another ~20 s: it has not noticed
+        _, revoked_at = await store.get_prefix(key)
+        try:  # ended by its next, refused journal write: not cancelled, not failed
+            await asyncio.wait_for(asyncio.shield(running), 20)
+        except TimeoutError:
+            raise AssertionError("a kept running the job after b adopted it") from None
+        assert not running.cancelled() and not a.ownership.lost.is_set()
+        ended = await b.wait(cluster.id, lambda c: _ended(c.state), 30)
+        assert ended.state == "failed" and "metadata" in (ended.last_error or "")
+        assert (await store.get(owner_key(cluster.id))).text == "b"  # type: ignore[union-attr]
+
+        writes = await puts_since(store, f"/cluster-data/{cluster.id}/", revoked_at + 1)
+        step_writes = [v for k, v in writes if k == key]
+        assert step_writes and all(v["started"] != mine for v in step_writes), "a wrote after losing"
+        job_writes = [v for k, v in writes if k == job_key(cluster.id, job.id)]
+        assert [v["status"] for v in job_writes] == ["failed"]  # the job's end, once, by b
+    finally:
+        await a.stop()
+        await b.stop()
+
+
+async def _ended(state: str) -> bool:
+    return state in ("failed", "active")
+
+
+async def wait_for(
+    store: Store, key: str, from_revision: int, match: Any, timeout: float = 20.0
+) -> tuple[int, dict[str, Any]]:
+    """The first put of ``key`` since ``from_revision`` whose JSON value ``match``es."""
+
+    async def watching() -> tuple[int, dict[str, Any]]:
+        async for batch in store.watch_prefix(key, from_revision):
+            for event in batch.events:
+                if event.type == "put" and event.key == key and match(json.loads(event.value)):
+                    return event.revision, json.loads(event.value)
+        raise AssertionError("watch ended")
+
+    return await asyncio.wait_for(watching(), timeout)
+
+
+async def puts_since(store: Store, prefix: str, revision: int) -> list[tuple[str, dict[str, Any]]]:
+    """Every put under ``prefix`` from ``revision`` up to now, in order (the watch replays them)."""
+    _, now = await store.get_prefix(prefix)
+    found: list[tuple[str, dict[str, Any]]] = []
+    if now < revision:
+        return found
+    async with asyncio.timeout(10):
+        async for batch in store.watch_prefix(prefix, revision):
+            found += [(e.key, json.loads(e.value)) for e in batch.events if e.type == "put"]
+            if batch.revision >= now:
+                return found
+    raise AssertionError("watch ended")

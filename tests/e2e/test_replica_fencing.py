@@ -19,6 +19,7 @@ from typing import Any
 
 import aiohttp
 import pytest
+import pytest_asyncio
 import yaml
 from e2e_daemons import (
     APP,
@@ -47,6 +48,16 @@ LOG_TIMEOUT = 30.0
 LOG_POLL = 0.1
 
 
+@pytest_asyncio.fixture(scope="module")
+async def world(
+    etcd_url: str, etcd_tls: EtcdTLS, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[Replicas]:
+    """One set for the module: each test makes its own cluster, and all share one metadata
+    cluster (the same owner), which only the first one waits for."""
+    async with two_replicas(etcd_url, etcd_tls, tmp_path_factory.mktemp("fencing")) as replicas:
+        yield replicas
+
+
 @asynccontextmanager
 async def two_replicas(etcd_url: str, etcd_tls: EtcdTLS, workdir: Path) -> AsyncIterator[Replicas]:
     """A simulator, replicas ``a`` and ``b`` (both started, short owner TTL), a Store on their etcd."""
@@ -56,8 +67,10 @@ async def two_replicas(etcd_url: str, etcd_tls: EtcdTLS, workdir: Path) -> Async
     b = Pitrixd(workdir, "pitrixd-b", etcd=[etcd_url], prefix=prefix, etcd_tls=etcd_tls)
     store = await Store.connect([etcd_url], prefix=prefix, tls=etcd_tls)
     try:
-        await a.start("--owner-ttl", OWNER_TTL, "--replica-id", "a")
-        await b.start("--owner-ttl", OWNER_TTL, "--replica-id", "b")
+        await asyncio.gather(
+            a.start("--owner-ttl", OWNER_TTL, "--replica-id", "a"),
+            b.start("--owner-ttl", OWNER_TTL, "--replica-id", "b"),
+        )
         async with ApiClient(a.url) as api:
             await add_runtime(api, sim)
         yield Replicas(sim, a, b, store)
@@ -82,9 +95,12 @@ class Replicas:
             created = await api.post("/v1/clusters", body)
         return str(created["cluster"]["id"]), str(created["job"]["id"])
 
-    async def ledger(self) -> list[dict[str, Any]]:
+    async def ledger(self, cid: str) -> list[dict[str, Any]]:
+        """Every VM the cloud was asked to create for cluster ``cid``, terminated ones too."""
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            return await ledger(http, self.sim.ready["url"])
+            return [
+                vm for vm in await ledger(http, self.sim.ready["url"]) if vm["name"].startswith(f"{cid}-")
+            ]
 
 
 def signal_replica(replica: Pitrixd, signum: signal.Signals) -> None:
@@ -137,77 +153,77 @@ def leases_granted(entries: list[dict[str, Any]]) -> int:
     return sum(1 for e in entries if e.get("event") == "replica lease")
 
 
+FENCED = ("/clusters/{cid}", "/cluster-data/{cid}/jobs/", "/cluster-data/{cid}/steps/")
+STOPPED = (
+    "ownership lost; the job is left to the cluster's owner",
+    "ownership lost; the job's end is left to the replica that owns the cluster",
+    "supervision stopped; the job resumes at the next start",
+)
+
+
+async def fenced_revisions(store: Store, cid: str) -> dict[str, int]:
+    """The mod revision of every key a job's owner writes under its fence."""
+    revisions = {}
+    for prefix in FENCED:
+        kvs, _ = await store.get_prefix(prefix.format(cid=cid))
+        revisions.update({kv.key: kv.mod_revision for kv in kvs})
+    return revisions
+
+
 @pytest.mark.parametrize("freeze_at", ["run-instances", "wait-agents", "start:web"])
 async def test_a_replica_frozen_past_its_lease_has_its_writes_refused(
-    etcd_url: str, etcd_tls: EtcdTLS, tmp_path: Path, freeze_at: str
+    world: Replicas, freeze_at: str
 ) -> None:
-    async with two_replicas(etcd_url, etcd_tls, tmp_path) as world:
-        store, a, b = world.store, world.a, world.b
-        revision = await current_revision(store)
-        seen = asyncio.create_task(
-            wait_for_key(store, "/cluster-data/", revision + 1, step_started(freeze_at))
-        )
-        cid, job_id = await world.create(a, {"web": 2, "lb": 1})
-        await seen
-        signal_replica(a, signal.SIGSTOP)  # frozen mid-step, past its lease from here on
+    store, a, b = world.store, world.a, world.b
+    revision = await current_revision(store)
+    started = step_started(freeze_at)
+    seen = asyncio.create_task(wait_for_key(store, "/cluster-data/", revision + 1, started))
+    cid, job_id = await world.create(a, {"web": 2, "lb": 1})
+    await seen
+    signal_replica(a, signal.SIGSTOP)  # frozen mid-step, past its lease from here on
+    try:
         await owned_by(store, cid, "b", revision + 1)
         done = await wait_state(store, cid, {"active", "failed"})
         assert done["state"] == "active", f"{done.get('last_error')}\n{b.log_tail()}"
-
-        fenced_prefixes = [f"/clusters/{cid}", f"/cluster-data/{cid}/jobs/", f"/cluster-data/{cid}/steps/"]
-        before = {kv.key: kv.mod_revision for p in fenced_prefixes for kv in (await store.get_prefix(p))[0]}
-        assert before[f"/cluster-data/{cid}/steps/{job_id}/{freeze_at}"] > 0
+        before = await fenced_revisions(store, cid)
+        assert f"/cluster-data/{cid}/steps/{job_id}/{freeze_at}" in before
         granted = leases_granted(log_entries(a))
+    finally:
         signal_replica(a, signal.SIGCONT)
-        # a notices its lease is gone, drops its jobs and takes a new lease: by then every write
-        # its old job made or had in flight has been answered (refused, by the fence).
-        entries = await until_logged(a, lambda e: leases_granted(e) > granted, "a new replica lease")
+    # a notices its lease is gone, drops its jobs and takes a new lease: by then every write its
+    # old job made or had in flight has been answered (refused, by the fence).
+    entries = await until_logged(a, lambda e: leases_granted(e) > granted, "a new replica lease")
+    ends = [e["event"] for e in entries if e.get("cluster_id") == cid and e.get("event") in STOPPED]
+    assert ends, f"a's job was never stopped:\n{a.log_tail()}"
+    print(f"\nFENCING[{freeze_at}]: a's job ended with: {ends}")
+    assert await fenced_revisions(store, cid) == before, "the frozen replica wrote after losing the cluster"
+    owner = await store.get(owner_key(cid))
+    assert owner is not None and owner.text == "b"
 
-        stopped = [
-            e
-            for e in entries
-            if e.get("cluster_id") == cid
-            and e.get("event")
-            in (
-                "ownership lost; the job is left to the cluster's owner",
-                "ownership lost; the job's end is left to the replica that owns the cluster",
-                "supervision stopped; the job resumes at the next start",
-            )
-        ]
-        assert stopped, f"a's job was never stopped:\n{a.log_tail()}"
-        after = {kv.key: kv.mod_revision for p in fenced_prefixes for kv in (await store.get_prefix(p))[0]}
-        assert after == before, "a write of the frozen replica landed after it lost the cluster"
-        owner = await store.get(owner_key(cid))
-        assert owner is not None and owner.text == "b"
-
-        vms = await world.ledger()
-        assert duplicated_names(vms) == {}  # each VM created once, by whichever replica
-        names = sorted(vm["name"] for vm in live(vms) if vm["image"] != "pitrix-metadata")
-        assert names == [f"{cid}-lb-1", f"{cid}-web-1", f"{cid}-web-2"]
-        nodes, _ = await store.get_prefix(f"/cluster-data/{cid}/nodes/")
-        recorded = sorted(json.loads(kv.value)["instance_id"] for kv in nodes)
-        assert recorded == sorted(vm["instance_id"] for vm in live(vms) if vm["image"] != "pitrix-metadata")
+    vms = await world.ledger(cid)
+    assert duplicated_names(vms) == {}  # each VM created once, by whichever replica
+    assert sorted(vm["name"] for vm in live(vms)) == [f"{cid}-lb-1", f"{cid}-web-1", f"{cid}-web-2"]
+    nodes, _ = await store.get_prefix(f"/cluster-data/{cid}/nodes/")
+    recorded = sorted(json.loads(kv.value)["instance_id"] for kv in nodes)
+    assert recorded == sorted(vm["instance_id"] for vm in live(vms))
 
 
-async def test_a_replica_acts_on_a_cluster_another_replica_created_after_it_started(
-    etcd_url: str, etcd_tls: EtcdTLS, tmp_path: Path
-) -> None:
+async def test_a_replica_acts_on_a_cluster_another_replica_created_after_it_started(world: Replicas) -> None:
     """b was running before a created the cluster: b still knows it (the record in etcd is the
     truth), so an action through b is accepted, or refused as busy (409) — never a 404."""
-    async with two_replicas(etcd_url, etcd_tls, tmp_path) as world:
-        store, a, b = world.store, world.a, world.b
-        cid, _ = await world.create(a, {"web": 1, "lb": 1})
-        assert (await wait_state(store, cid, {"active", "failed"}))["state"] == "active", a.log_tail()
-        async with ApiClient(b.url) as api:
-            shown = await api.get(f"/v1/clusters/{cid}")
-            assert shown["id"] == cid  # reads through b work already
-            job = (await api.post(f"/v1/clusters/{cid}/scale", {"role": "web", "count": 2}))["job"]
-            assert job["action"] == "scale_out"
-            with pytest.raises(ApiError) as busy:  # scaling: refused as a conflict, not as missing
-                await api.post(f"/v1/clusters/{cid}/stop", {})
-            assert busy.value.status == 409, busy.value
-            done = await wait_state(store, cid, {"active", "failed"})
-            assert done["state"] == "active" and done["counts"]["web"] == 2, done.get("last_error")
-            stop = (await api.post(f"/v1/clusters/{cid}/stop", {}))["job"]
-            assert stop["action"] == "stop"
-        assert (await wait_state(store, cid, {"stopped", "failed"}))["state"] == "stopped"
+    store, a, b = world.store, world.a, world.b
+    cid, _ = await world.create(a, {"web": 1, "lb": 1})
+    assert (await wait_state(store, cid, {"active", "failed"}))["state"] == "active", a.log_tail()
+    async with ApiClient(b.url) as api:
+        shown = await api.get(f"/v1/clusters/{cid}")
+        assert shown["id"] == cid  # reads through b work already
+        job = (await api.post(f"/v1/clusters/{cid}/scale", {"role": "web", "count": 2}))["job"]
+        assert job["action"] == "scale_out"
+        with pytest.raises(ApiError) as busy:  # scaling: refused as a conflict, not as missing
+            await api.post(f"/v1/clusters/{cid}/stop", {})
+        assert busy.value.status == 409, busy.value
+        done = await wait_state(store, cid, {"active", "failed"})
+        assert done["state"] == "active" and done["counts"]["web"] == 2, done.get("last_error")
+        stop = (await api.post(f"/v1/clusters/{cid}/stop", {}))["job"]
+        assert stop["action"] == "stop"
+    assert (await wait_state(store, cid, {"stopped", "failed"}))["state"] == "stopped"
