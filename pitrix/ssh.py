@@ -1,11 +1,11 @@
 """pitrixd's SSH sessions to instances: asyncssh with the host key pinned from the cloud.
 
-The host key comes from the cloud, never from the first connection: from its description of the
-instance (``ssh_host_key``, the simulator's QingCloud API) or else from the instance's console,
-where cloud-init prints the keys at first boot (``Provider.console_host_keys``: OpenStack, EC2). An
-instance whose keys the cloud does not show before the deadline is refused, and so is a server
-presenting any other key. A VM is ``running`` a moment before its SSH server listens (and before its
-console shows the keys), so refused connections and empty consoles are retried until a deadline.
+The host key comes from the cloud, never from the first connection: ``Provider.host_keys`` reads it
+from the cloud's description of the instance or from its console, where cloud-init prints the keys
+at first boot; where it looks is the provider's business. An instance whose keys the cloud does not
+show before the deadline is refused, and so is a server presenting any other key. A VM is
+``running`` a moment before its SSH server listens (and before the cloud shows its keys), so
+refused connections and empty answers are retried until a deadline.
 
 :class:`SshSessions` keeps one connection per instance for as long as it is open (one plan step)
 and bounds how many instances are talked to at once.
@@ -24,7 +24,7 @@ import asyncssh
 
 from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
-from pitrix.providers.base import Instance
+from pitrix.providers.base import Instance, Provider
 
 CONNECT_TIMEOUT = 60.0
 COMMAND_TIMEOUT = 120.0
@@ -36,60 +36,47 @@ class SshError(Exception):
     """An instance could not be reached, or refused us, over SSH; the message names it."""
 
 
-# Where a cloud shows an instance's host keys apart from its description: its console.
-ConsoleKeys = Callable[[str], Awaitable[list[str]]]
+# Where the host keys of an instance come from: a provider's ``host_keys``.
+HostKeys = Callable[[Instance], Awaitable[list[str]]]
 
 
-def console_keys(provider: object) -> ConsoleKeys | None:
-    """The provider's ``console_host_keys`` when it has one (optional in the provider interface)."""
-    method = getattr(provider, "console_host_keys", None)
-    return method if callable(method) else None
+def console_keys(provider: Provider) -> HostKeys:
+    """The provider's ``host_keys``. Kept, under the name callers used when only some clouds had
+    one, until ``runtime/operations.py`` passes ``keys=provider.host_keys`` to ``SshSessions``."""
+    return provider.host_keys
 
 
-def _import_keys(instance: Instance, lines: list[str], where: str) -> list[asyncssh.SSHKey]:
+def _import_keys(instance: Instance, lines: list[str]) -> list[asyncssh.SSHKey]:
     keys = []
     for line in lines:
         try:
             keys.append(asyncssh.import_public_key(line))
         except (asyncssh.KeyImportError, ValueError) as exc:
             raise SshError(
-                f"{instance.instance_id}: unreadable SSH host key {line!r} in {where}: {exc}"
+                f"{instance.instance_id}: unreadable SSH host key {line!r} from the cloud: {exc}"
             ) from None
     return keys
 
 
-def pinned_host_keys(instance: Instance) -> list[asyncssh.SSHKey]:
-    """The host keys the cloud's description of ``instance`` carries (``"ssh-ed25519 AAAA..."``
-    lines); empty when it carries none."""
-    text = str(instance.raw.get("ssh_host_key") or "")
-    lines = [line.strip() for line in text.splitlines() if line.strip()]
-    return _import_keys(instance, lines, "the cloud's description")
-
-
 async def host_keys(
-    instance: Instance, console: ConsoleKeys | None, *, timeout: float = CONNECT_TIMEOUT
+    instance: Instance, source: HostKeys, *, timeout: float = CONNECT_TIMEOUT
 ) -> list[asyncssh.SSHKey]:
-    """The keys to pin for ``instance``: its description's, else its console's once they show.
+    """The keys to pin for ``instance``, asked of the cloud until it shows some.
 
-    cloud-init prints the keys late in the first boot, so an empty console is asked again until
-    ``timeout``; then, as with a cloud that shows neither, the instance is refused.
+    cloud-init prints the keys late in the first boot, so an empty answer is asked again until
+    ``timeout``; then, as with a cloud that never shows them, the instance is refused.
     """
-    keys = pinned_host_keys(instance)
-    if keys:
-        return keys
-    if console is None:
-        raise SshError(f"{instance.instance_id}: the cloud publishes no SSH host key; refusing to connect")
     deadline = time.monotonic() + timeout
     backoff = Backoff(0.2, 5.0)
     while True:
-        lines = await console(instance.instance_id)
+        lines = await source(instance)
         if lines:
-            return _import_keys(instance, lines, "its console")
+            return _import_keys(instance, lines)
         delay = backoff.next()
         if time.monotonic() + delay > deadline:
             raise SshError(
-                f"{instance.instance_id}: no SSH host key in its description nor on its console "
-                f"within {timeout:.0f}s; refusing to connect"
+                f"{instance.instance_id}: the cloud showed no SSH host key for it within "
+                f"{timeout:.0f}s; refusing to connect"
             )
         await asyncio.sleep(delay)  # cloud-init has not printed them yet: look again
 
@@ -100,18 +87,17 @@ async def connect(
     *,
     timeout: float = CONNECT_TIMEOUT,
     on_retry: Callable[[Exception], None] | None = None,
-    console: ConsoleKeys | None = None,
+    keys: HostKeys,
 ) -> asyncssh.SSHClientConnection:
     """A connection to ``instance`` as root with ``client_key``; refused connections retried.
 
-    ``console`` (a provider's ``console_host_keys``) is where the host keys are read when the
-    instance's description has none. ``on_retry`` hears of each refusal that will be tried again
-    (for logs and tests).
+    ``keys`` (a provider's ``host_keys``) gives the host keys to pin. ``on_retry`` hears of each
+    refusal that will be tried again (for logs and tests).
     """
     if not instance.private_ip:
         raise SshError(f"{instance.instance_id}: no address to connect to")
     deadline = time.monotonic() + timeout
-    pinned = await host_keys(instance, console, timeout=timeout)
+    pinned = await host_keys(instance, keys, timeout=timeout)
     backoff = Backoff(0.05, 1.0)
     while True:
         try:
@@ -158,10 +144,16 @@ class SshSessions:
         *,
         concurrency: int = CONCURRENCY,
         connect_timeout: float = CONNECT_TIMEOUT,
-        console: ConsoleKeys | None = None,
+        keys: HostKeys | None = None,
+        console: HostKeys | None = None,
     ) -> None:
+        """``keys``: a provider's ``host_keys``; ``console`` is its former name, accepted until
+        ``runtime/operations.py`` passes ``keys``."""
+        source = keys or console
+        if source is None:
+            raise TypeError("SshSessions: keys (a provider's host_keys) is required")
         self.client_key = client_key
-        self.console = console
+        self.keys = source
         self.connect_timeout = connect_timeout
         self._slots = asyncio.Semaphore(concurrency)
         self._conns: dict[str, asyncssh.SSHClientConnection] = {}
@@ -189,9 +181,7 @@ class SshSessions:
         async with lock:
             conn = self._conns.get(instance.instance_id)
             if conn is None or conn.is_closed():
-                conn = await connect(
-                    instance, self.client_key, timeout=self.connect_timeout, console=self.console
-                )
+                conn = await connect(instance, self.client_key, timeout=self.connect_timeout, keys=self.keys)
                 self._conns[instance.instance_id] = conn
             return conn
 

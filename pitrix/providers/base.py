@@ -11,16 +11,11 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol, runtime_checkable
 
+from pitrix.providers.errors import Failure, ProviderError
+
+__all__ = ["Failure", "Instance", "InstanceSpec", "InstanceStatus", "Provider", "ProviderError"]
+
 InstanceStatus = Literal["pending", "running", "stopped", "suspended", "terminated", "ceased", "unknown"]
-
-
-class ProviderError(Exception):
-    """A cloud call failed; ``retryable`` says whether trying again may help."""
-
-    def __init__(self, message: str, *, code: str = "", retryable: bool = False) -> None:
-        super().__init__(message)
-        self.code = code
-        self.retryable = retryable
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +67,13 @@ class Provider(Protocol):
 
     async def wait_running(self, instance_ids: list[str], timeout: float) -> list[Instance]:
         """Until every instance runs (error if one fails or the timeout passes)."""
+        ...
+
+    async def host_keys(self, instance: Instance) -> list[str]:
+        """The instance's SSH host public keys (``"ssh-ed25519 AAAA..."`` lines) as the cloud shows
+        them now: from its description where the cloud describes them, else from the console where
+        cloud-init prints them at first boot. Empty while the cloud shows none yet (the caller asks
+        again until its deadline); never read from the instance itself over the network."""
         ...
 
     async def import_key_pair(self, name: str, public_key: str) -> str:

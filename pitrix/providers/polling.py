@@ -1,7 +1,7 @@
-"""Backoff for the SDK-backed providers: retrying a throttled call and polling until a state is reached.
+"""Backoff for every provider: repeating a call in place and polling until a state is reached.
 
-QingCloud's client grew its own loops; the AWS and OpenStack providers share these so both back off
-the same way (doubling, jittered, capped) and time out with the same retryable ``ProviderError``.
+All three clouds share these, so they back off the same way (doubling, jittered, capped), retry
+the same failures (:mod:`pitrix.providers.errors`) and time out with the same ``ProviderError``.
 """
 
 from __future__ import annotations
@@ -14,9 +14,12 @@ from typing import TypeVar
 import structlog
 
 from pitrix.backoff import Backoff
-from pitrix.providers.base import Instance, ProviderError
+from pitrix.providers.base import Instance
+from pitrix.providers.errors import Failure, ProviderError
 
 T = TypeVar("T")
+
+GONE = ("terminated", "ceased")
 
 
 async def with_retries(
@@ -26,19 +29,31 @@ async def with_retries(
     attempts: int,
     log: structlog.typing.FilteringBoundLogger,
     backoff: Backoff | None = None,
+    idempotent: bool = True,
+    budget: float | None = None,
 ) -> T:
-    """``call()``, repeated while it raises a retryable ``ProviderError`` and attempts remain.
+    """``call()``, repeated while its failure lets the call be sent again as it is.
 
-    Only safe for calls the cloud deduplicates (a client token) or that change nothing.
+    That is a ``NOTHING_DONE`` failure for any call, a ``TRANSIENT`` one only for an ``idempotent``
+    call (one that changes nothing, or that the cloud deduplicates by a client token). At most
+    ``attempts`` calls, none started after ``budget`` seconds. An error given up on after at least
+    one retry is marked ``exhausted``, so that the step executor does not retry it once more; one
+    not retried here (a create that may have acted) is left to the step, which looks first.
     """
     delays = backoff or Backoff(0.1, 5.0)
-    for attempt in range(1, max(1, attempts) + 1):
+    deadline = None if budget is None else time.monotonic() + budget
+    attempts = max(1, attempts)
+    for attempt in range(1, attempts + 1):
         try:
             return await call()
         except ProviderError as exc:
-            if not exc.retryable or attempt >= attempts:
+            if not exc.failure.repeatable(idempotent=idempotent):
                 raise
             delay = delays.next()
+            out_of_time = deadline is not None and time.monotonic() + delay > deadline
+            if attempt >= attempts or out_of_time:
+                exc.exhausted = exc.exhausted or attempt > 1
+                raise
             log.info("provider.retry", action=action, attempt=attempt, code=exc.code, delay=round(delay, 3))
             await asyncio.sleep(delay)
     raise AssertionError("unreachable: the last attempt returns or raises")
@@ -51,7 +66,8 @@ async def wait_for(
     what: str,
     backoff: Backoff | None = None,
 ) -> T:
-    """Poll ``check`` until it returns a value; it raises to give up. Times out as retryable."""
+    """Poll ``check`` until it returns a value; it raises to give up. A timeout is ``TRANSIENT``:
+    the step that waited may run again (and wait again)."""
     deadline = time.monotonic() + timeout
     delays = backoff or Backoff(0.05, 1.0, factor=1.5)
     while True:
@@ -60,7 +76,9 @@ async def wait_for(
             return result
         delay = delays.next()
         if time.monotonic() + delay > deadline:
-            raise ProviderError(f"{what}: not done after {timeout}s", code="timeout", retryable=True)
+            raise ProviderError(
+                f"{what}: not done after {timeout}s", code="timeout", failure=Failure.TRANSIENT
+            )
         await asyncio.sleep(delay)
 
 
@@ -71,6 +89,7 @@ async def wait_all_running(
     timeout: float,
     cloud: str,
     halted: Callable[[Instance], bool],
+    backoff: Backoff | None = None,
 ) -> list[Instance]:
     """Poll ``lookup(ids)`` until every instance runs; one missing, terminated or ``halted`` fails at once.
 
@@ -83,8 +102,8 @@ async def wait_all_running(
     async def all_running() -> list[Instance] | None:
         found = await lookup(instance_ids)
         missing = [iid for iid in instance_ids if iid not in found]
-        gone = [iid for iid, i in found.items() if i.status == "terminated"]
-        stuck = [iid for iid, i in found.items() if i.status != "terminated" and halted(i)]
+        gone = [iid for iid, i in found.items() if i.status in GONE]
+        stuck = [iid for iid, i in found.items() if i.status not in GONE and halted(i)]
         if missing or gone or stuck:
             raise ProviderError(
                 f"{cloud}: instances will not run: missing {missing}, terminated {gone}, "
@@ -99,5 +118,5 @@ async def wait_all_running(
         all_running,
         timeout=timeout,
         what=f"{cloud}: instances {instance_ids} running",
-        backoff=Backoff(0.05, 2.0),
+        backoff=backoff or Backoff(0.05, 2.0),
     )

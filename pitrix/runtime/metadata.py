@@ -41,7 +41,6 @@ from pitrix.runtime.records import Cluster, MetadataCluster, Runtime
 from pitrix.runtime.tunnel import Tunnel, open_tunnel
 from pitrix.runtime.userdata import MetadTrust, metad_userdata
 from pitrix.sealing import Sealer
-from pitrix.ssh import console_keys
 from pitrix.store import Store
 
 METADATA_IMAGE = "pitrix-metadata"
@@ -123,7 +122,7 @@ class MetadataClusters:
         if not found:
             return  # the VM is gone: ensure makes it again
         self._tunnels[record.instance_id] = await open_tunnel(
-            found[0], pair.private_key, console=console_keys(provider)
+            found[0], pair.private_key, keys=provider.host_keys
         )
         client = self._clients.pop(record.instance_id, None)
         if client is not None:

@@ -1,10 +1,12 @@
-"""When a failed step runs again: a cloud error that says trying again may help, within bounds.
+"""When a failed step runs again: a transient cloud error that no provider retried, within bounds.
 
-Steps are idempotent (they look before they act), so repeating one after a throttled or "busy"
-answer or a dropped connection is safe; the provider clients already retry a call a few times,
-but a non-idempotent call (RunInstances) they give up on at once, and a cloud that is busy for
-longer than a client's few attempts would otherwise fail the whole job. Anything else a step
-raises is a real failure and ends the plan at once.
+The decision is the providers' classification (:mod:`pitrix.providers.errors`), nothing else. A
+provider repeats a call itself when the call can be sent again as it is; what it cannot repeat (a
+create without a client token whose answer was lost or was "busy") or what a wait ran out of time
+for is left to the step: steps are idempotent (they look before they act), so re-running one is
+safe. An error the provider already retried until it gave up is not retried here once more, so
+one failure is never retried by both layers (no 5 x 5). Anything else a step raises is a real
+failure and ends the plan at once.
 """
 
 from __future__ import annotations
@@ -17,7 +19,7 @@ from pitrix.providers.base import ProviderError
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How often and how patiently a step is re-run after a retryable cloud error.
+    """How often and how patiently a step is re-run after a transient cloud error.
 
     ``attempts`` counts the first run; the delay doubles from ``first_delay`` up to ``max_delay``
     and is jittered (half to all of it) so that the steps of a layer, refused together, do not
@@ -40,19 +42,20 @@ class RetryPolicy:
         return jittered(full)
 
     def again(self, error: BaseException, attempt: int) -> ProviderError | None:
-        """The retryable cloud error behind ``error`` if another attempt is allowed, else None."""
+        """The cloud error behind ``error`` if it is the step's to retry and an attempt is left."""
         if attempt >= self.attempts:
             return None
         return retryable_cause(error)
 
 
 def retryable_cause(error: BaseException) -> ProviderError | None:
-    """A retryable ``ProviderError`` that is ``error`` or what caused it (steps may wrap it)."""
+    """The ``ProviderError`` that is ``error`` or what caused it (steps may wrap it), when it is
+    transient and no provider has retried it already."""
     seen: set[int] = set()
     current: BaseException | None = error
     while current is not None and id(current) not in seen:
         seen.add(id(current))
         if isinstance(current, ProviderError):
-            return current if current.retryable else None
+            return current if current.transient and not current.exhausted else None
         current = current.__cause__ or current.__context__
     return None

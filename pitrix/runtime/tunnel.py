@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import asyncssh
 
 from pitrix.providers.base import Instance
-from pitrix.ssh import ConsoleKeys, connect
+from pitrix.ssh import HostKeys, connect
 
 MANAGE_PORT = 9611
 
@@ -42,13 +42,17 @@ class Tunnel:
 
 
 async def open_tunnel(
-    instance: Instance, key: asyncssh.SSHKey, *, timeout: float = 60.0, console: ConsoleKeys | None = None
+    instance: Instance,
+    key: asyncssh.SSHKey,
+    *,
+    keys: HostKeys,
+    timeout: float = 60.0,
 ) -> Tunnel:
     """A local port on 127.0.0.1 forwarded through ``instance``'s SSH to its management port.
 
-    ``console``: where the host keys are read if the instance's description has none.
+    ``keys``: a provider's ``host_keys``, the host keys to pin.
     """
-    conn = await connect(instance, key, timeout=timeout, console=console)
+    conn = await connect(instance, key, timeout=timeout, keys=keys)
     try:
         listener = await conn.forward_local_port("127.0.0.1", 0, instance.private_ip, MANAGE_PORT)
     except BaseException:

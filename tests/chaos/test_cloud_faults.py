@@ -53,9 +53,9 @@ def injected(sim_log: Path) -> tuple[int, int]:
     return refused, boots
 
 
-# A cloud call the client tried again (QingCloud's own loop; the SDK providers' shared one), a step
+# A cloud call a provider tried again (pitrix.providers.polling.with_retries), a step
 # tried again, stopped VMs (failed boots) started again.
-RETRY_EVENTS = ("qingcloud.retry", "provider.retry", "step retrying", "boot failed; starting again")
+RETRY_EVENTS = ("provider.retry", "step retrying", "boot failed; starting again")
 
 
 def retried(pitrixd_log: Path) -> int:

@@ -152,7 +152,8 @@ async def test_throttling_that_outlasts_the_attempts_is_a_retryable_error(
             await provider.describe_instances()
     finally:
         await provider.close()
-    assert error.value.retryable and error.value.code == "RequestLimitExceeded"
+    assert error.value.transient and error.value.code == "RequestLimitExceeded"
+    assert error.value.exhausted  # retried here: the step executor will not retry it again
     assert proxy.seen["DescribeInstances"] == 3
 
 
@@ -194,7 +195,7 @@ async def test_unreachable_endpoint_is_retryable() -> None:
             await provider.describe_instances()
     finally:
         await provider.close()
-    assert error.value.retryable and error.value.code == "connect"
+    assert error.value.transient and error.value.code == "connect"
 
 
 async def test_credentials_are_never_logged(moto: MotoServer, image: str, cid: str) -> None:
@@ -268,4 +269,4 @@ async def test_console_without_a_key_block_gives_no_host_key(
 ) -> None:
     """moto's console output is a fake text (base64, as EC2's): no key block, so no key to pin."""
     [created] = await provider.run_instances([InstanceSpec(name=f"{cid}-n1", image=image)])
-    assert await provider.console_host_keys(created.instance_id) == []
+    assert await provider.host_keys(created) == []

@@ -17,6 +17,7 @@ from provider_harness import Cloud, simulator_clouds, tagged
 
 from pitrix.providers.base import Instance, InstanceSpec, Provider, ProviderError
 from pitrix.providers.registry import load_provider
+from pitrix.ssh import host_keys as pinned
 from simulator.cloud import Simulator
 from simulator.testing import random_network
 
@@ -176,7 +177,7 @@ async def test_stop_and_start(cloud: Cloud, provider: Provider, cid: str) -> Non
     await provider.stop_instances([iid])  # already stopped: nothing to do, no error
     with pytest.raises(ProviderError) as stopped_error:
         await provider.wait_running([iid], timeout=5)
-    assert not stopped_error.value.retryable
+    assert not stopped_error.value.transient
     await provider.start_instances([iid])
     [running] = await provider.wait_running([iid], timeout=30)
     assert running.status == "running"
@@ -207,7 +208,7 @@ async def test_bad_image_is_a_clear_error(cloud: Cloud, provider: Provider, cid:
     image = "ami-0badbad0" if cloud.name == "aws" else "no-such-image"
     with pytest.raises(ProviderError) as error:
         await provider.run_instances([spec(cloud, cid, "n1", image=image)])
-    assert not error.value.retryable
+    assert not error.value.transient
     assert image in str(error.value)
     assert await provider.describe_instances(name_prefix=cid) == []
 
@@ -228,7 +229,7 @@ async def test_one_bad_spec_fails_the_batch_and_the_rest_are_found(
 async def test_bad_flavor_is_a_clear_error(cloud: Cloud, provider: Provider, cid: str) -> None:
     with pytest.raises(ProviderError) as error:
         await provider.run_instances([spec(cloud, cid, "n1", cpu=1000)])
-    assert not error.value.retryable
+    assert not error.value.transient
     assert "1000" in str(error.value)
     assert await provider.describe_instances(name_prefix=cid) == []
 
@@ -240,6 +241,26 @@ async def test_bad_credentials_are_a_clear_error(cloud: Cloud) -> None:
             await provider.describe_instances()
     finally:
         await provider.close()
-    assert not error.value.retryable
+    assert not error.value.transient
     for secret in cloud.bad_credentials.values():
         assert str(secret) not in str(error.value)
+
+
+async def test_host_keys_come_from_the_cloud(
+    cloud: Cloud, provider: Provider, cid: str, request: pytest.FixtureRequest
+) -> None:
+    """What SSH pins: the simulator's clouds show the VM's real key (QingCloud in its description,
+    Nova on the console); moto's console is a fake text with no key block, so nothing is shown."""
+    [created] = await provider.run_instances([spec(cloud, cid, "n1")])
+    try:
+        [running] = await provider.wait_running([created.instance_id], timeout=30)
+        if cloud.name == "aws":
+            assert await provider.host_keys(running) == []
+            return
+        sim: Simulator = request.getfixturevalue("sim")
+        published = sim.fleet.console(running.instance_id)["ssh_host_key"].strip()
+        assert published.startswith("ssh-ed25519 ")
+        keys = await pinned(running, provider.host_keys, timeout=30)
+        assert [key.export_public_key("openssh").decode().strip() for key in keys] == [published]
+    finally:
+        await terminate_all(provider, [created])

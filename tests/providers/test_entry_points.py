@@ -68,6 +68,9 @@ class MemoryCloud:
     async def wait_running(self, instance_ids, timeout):
         return [self.instances[iid] for iid in instance_ids]
 
+    async def host_keys(self, instance):
+        return []  # no SSH here: the runtime refuses to connect, as it must without a pinned key
+
     async def import_key_pair(self, name, public_key):
         self.key_pairs = dict(getattr(self, "key_pairs", {{}}), **{{name: public_key}})
         return name

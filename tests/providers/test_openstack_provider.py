@@ -15,7 +15,7 @@ import pytest
 import structlog
 from provider_harness import simulator_clouds
 
-from pitrix.providers.base import InstanceSpec, ProviderError
+from pitrix.providers.base import Instance, InstanceSpec, ProviderError
 from pitrix.providers.openstack import OpenStackProvider
 from pitrix.providers.openstack.provider import choose_flavor
 from pitrix.providers.qingcloud import QingCloudProvider
@@ -148,7 +148,7 @@ async def test_flavor_tags_network_and_key_pair(
         assert await provider.describe_instances(tags={"pitrix:owner": "someone-else"}) == []
         with pytest.raises(ProviderError, match="key_name") as error:
             await provider.run_instances([InstanceSpec(name=f"{cid}-n2", image="demo", key_pair="nope")])
-        assert error.value.code == "http-400" and not error.value.retryable
+        assert error.value.code == "http-400" and not error.value.transient
         await provider.terminate_instances([created.instance_id])
     finally:
         await asyncio.to_thread(lambda: conn.compute.delete_keypair(cid))
@@ -208,7 +208,7 @@ async def test_unreachable_keystone_is_retryable() -> None:
             await provider.describe_instances()
     finally:
         await provider.close()
-    assert error.value.retryable and error.value.code == "connect"
+    assert error.value.transient and error.value.code == "connect"
 
 
 def test_flavor_choice_is_the_smallest_that_fits() -> None:
@@ -340,26 +340,29 @@ async def test_console_shows_the_host_key_that_ssh_pins(
         [created] = await provider.run_instances([InstanceSpec(name=f"{cid}-n1", image="demo", key_pair=cid)])
         [running] = await provider.wait_running([created.instance_id], timeout=30)
         assert "ssh_host_key" not in running.raw
-        with pytest.raises(SshError, match="publishes no SSH host key"):
-            await ssh_connect(running, key, timeout=5)
-        keys = await provider.console_host_keys(running.instance_id)
+        keys = await provider.host_keys(running)
         qingcloud = QingCloudProvider.from_runtime(sim.runtime())
         try:
             [seen] = await qingcloud.describe_instances(instance_ids=[running.instance_id])
         finally:
             await qingcloud.close()
         assert keys == [seen.raw["ssh_host_key"]]
-        async with await ssh_connect(running, key, console=provider.console_host_keys) as ssh:
+        async with await ssh_connect(running, key, keys=provider.host_keys) as ssh:
             result = await asyncio.wait_for(ssh.run("echo pinned", check=True), 30)
         assert str(result.stdout).strip() == "pinned"
         # Another key on the console than the server's: refused, never trusted.
         other = asyncssh.generate_private_key("ssh-ed25519").export_public_key("openssh").decode().strip()
 
-        async def lying(_: str) -> list[str]:
+        async def lying(_: Instance) -> list[str]:
             return [other]
 
+        async def silent(_: Instance) -> list[str]:
+            return []
+
         with pytest.raises(SshError, match="not the one the cloud published"):
-            await ssh_connect(running, key, console=lying, timeout=10)
+            await ssh_connect(running, key, keys=lying, timeout=10)
+        with pytest.raises(SshError, match="showed no SSH host key"):
+            await ssh_connect(running, key, keys=silent, timeout=1)
         # The raw action: the last lines only with length; bad lengths are 400s naming it.
         text = await asyncio.to_thread(
             lambda: conn.compute.get_server_console_output(running.instance_id)["output"]
@@ -376,7 +379,7 @@ async def test_console_shows_the_host_key_that_ssh_pins(
         )
         assert response.status_code == 400 and "length" in response.json()["badRequest"]["message"]
         await provider.terminate_instances([running.instance_id])
-        assert await provider.console_host_keys(running.instance_id) == []  # gone: 404, no keys
+        assert await provider.host_keys(running) == []  # gone: 404, no keys
     finally:
         await asyncio.to_thread(lambda: conn.compute.delete_keypair(cid, ignore_missing=True))
         await asyncio.to_thread(conn.close)

@@ -181,7 +181,7 @@ async def test_bad_signature_is_a_clear_error(sim: Simulator) -> None:
     try:
         with pytest.raises(ProviderError) as caught:
             await provider.describe_instances()
-        assert caught.value.code == "1200" and not caught.value.retryable
+        assert caught.value.code == "1200" and not caught.value.transient
         assert "signature not matched" in str(caught.value)
     finally:
         await provider.close()
@@ -210,7 +210,8 @@ async def test_throttling_is_retried(sim: Simulator, provider: QingCloudProvider
     sim.faults.inject("DescribeInstances", 5100, times=50)
     with pytest.raises(ProviderError) as caught:
         await provider.describe_instances()
-    assert caught.value.code == "5100" and caught.value.retryable
+    assert caught.value.code == "5100" and caught.value.transient
+    assert caught.value.exhausted  # retried here: the step executor will not retry it again
     sim.faults.clear()
 
 
@@ -220,7 +221,8 @@ async def test_run_is_not_repeated_after_an_ambiguous_failure(
     sim.faults.inject("RunInstances", 5000, times=1)
     with pytest.raises(ProviderError) as caught:
         await provider.run_instances([InstanceSpec(name="r-1", image="pitrix-metadata")])
-    assert caught.value.code == "5000" and caught.value.retryable
+    assert caught.value.code == "5000" and caught.value.transient
+    assert not caught.value.exhausted  # not repeated blindly: left to the step, which looks first
     sim.faults.inject("RunInstances", 1500, times=1)  # throttled: certainly not done, so retried
     [created] = await provider.run_instances([InstanceSpec(name="r-1", image="pitrix-metadata")])
     assert [e["instance_id"] for e in sim.ledger()] == [created.instance_id]
@@ -245,7 +247,7 @@ async def test_unreachable_endpoint_is_retryable(tmp_path: Path) -> None:
     try:
         with pytest.raises(ProviderError) as caught:
             await provider.describe_instances()
-        assert caught.value.code == "connect" and caught.value.retryable
+        assert caught.value.code == "connect" and caught.value.transient
     finally:
         await provider.close()
 

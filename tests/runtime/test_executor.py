@@ -7,7 +7,7 @@ import asyncio
 import pytest
 
 from pitrix.cli.progress import step_line
-from pitrix.providers.base import ProviderError
+from pitrix.providers.base import Failure, ProviderError
 from pitrix.runtime.executor import StepFailed, execute
 from pitrix.runtime.journal import Journal
 from pitrix.runtime.plan import Plan, Step
@@ -119,7 +119,7 @@ def flaky(calls: list[int], failures: int, error: Exception) -> Step:
 
 
 FAST = RetryPolicy(attempts=4, first_delay=0.01, max_delay=0.02)
-BUSY = ProviderError("qingcloud RunInstances: ret_code 5000: busy", code="5000", retryable=True)
+BUSY = ProviderError("qingcloud RunInstances: ret_code 5000: busy", code="5000", failure=Failure.TRANSIENT)
 
 
 async def test_a_retryable_cloud_error_runs_the_step_again_and_journals_the_attempts(store: Store) -> None:

@@ -7,7 +7,7 @@ import secrets
 
 import pytest
 
-from pitrix.providers.base import ProviderError
+from pitrix.providers.base import Failure, ProviderError
 from pitrix.providers.qingcloud import QingCloudProvider
 from pitrix.runtime.keypairs import KeyPairs, keypair_key, keypair_name
 from pitrix.runtime.service import RuntimeService
@@ -26,7 +26,7 @@ class Counted(QingCloudProvider):
         self.imports += 1
         if self.failures:
             self.failures -= 1
-            raise ProviderError("refused for the test", retryable=True)
+            raise ProviderError("refused for the test", failure=Failure.TRANSIENT)
         return await super().import_key_pair(name, public_key)
 
 

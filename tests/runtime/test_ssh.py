@@ -68,7 +68,7 @@ async def test_sessions_run_and_put_files_with_the_pinned_host_key(
     sealer = Sealer.generate()
     pair = await ensure_key_pair(store, sealer, provider, owner, "sim")
     vm = await running_vm(provider, pair.cloud_id)
-    async with SshSessions(pair.private_key) as sessions:
+    async with SshSessions(pair.private_key, keys=provider.host_keys) as sessions:
         status, output = await sessions.run(vm, "echo hello; exit 3")
         assert (status, output) == (3, "hello\n")
         await sessions.put_file(vm, "/etc/pitrix/secret.pem", b"\x00secret\n", mode=0o600)
@@ -90,13 +90,21 @@ async def test_a_wrong_or_missing_host_key_is_refused(
     stranger = asyncssh.generate_private_key("ssh-ed25519").export_public_key("openssh").decode()
     impostor = dataclasses.replace(vm, raw={**vm.raw, "ssh_host_key": stranger})
     with pytest.raises(SshError, match="not the one the cloud published"):
-        await connect(impostor, pair.private_key, timeout=30)
+        await connect(impostor, pair.private_key, timeout=30, keys=provider.host_keys)
+
+    async def silent(_: Instance) -> list[str]:
+        return []
+
+    with pytest.raises(SshError, match="showed no SSH host key"):
+        await connect(vm, pair.private_key, timeout=1, keys=silent)
+    # A description taken before the first boot has no key yet: the provider reads it again.
     unpinned = dataclasses.replace(vm, raw={k: v for k, v in vm.raw.items() if k != "ssh_host_key"})
-    with pytest.raises(SshError, match="no SSH host key"):
-        await connect(unpinned, pair.private_key, timeout=30)
+    assert await provider.host_keys(unpinned) == [vm.raw["ssh_host_key"].strip()]
+    conn = await connect(unpinned, pair.private_key, timeout=30, keys=provider.host_keys)
+    conn.close()
     # And a key the instance was not created with is refused by the server.
     with pytest.raises(SshError, match="refused"):
-        await connect(vm, asyncssh.generate_private_key("ssh-ed25519"), timeout=30)
+        await connect(vm, asyncssh.generate_private_key("ssh-ed25519"), timeout=30, keys=provider.host_keys)
 
 
 class _Server(asyncssh.SSHServer):
@@ -113,14 +121,11 @@ async def test_a_refused_connection_is_retried_until_the_server_listens() -> Non
         probe.bind(("127.0.0.1", 0))
         port = probe.getsockname()[1]
     host_key = asyncssh.generate_private_key("ssh-ed25519")
-    vm = Instance(
-        instance_id="i-late",
-        name="late",
-        status="running",
-        private_ip="127.0.0.1",
-        ssh_port=port,
-        raw={"ssh_host_key": host_key.export_public_key("openssh").decode()},
-    )
+    vm = Instance(instance_id="i-late", name="late", status="running", private_ip="127.0.0.1", ssh_port=port)
+
+    async def published(_: Instance) -> list[str]:
+        return [host_key.export_public_key("openssh").decode()]
+
     with pytest.raises(ConnectionRefusedError):
         await asyncio.open_connection("127.0.0.1", port)  # nothing listens yet
     attempted = asyncio.Event()
@@ -129,7 +134,9 @@ async def test_a_refused_connection_is_retried_until_the_server_listens() -> Non
         attempted.set()  # the client came and found no SSH server: it must come back
         writer.close()
 
-    client = asyncio.create_task(connect(vm, asyncssh.generate_private_key("ssh-ed25519"), timeout=60))
+    client = asyncio.create_task(
+        connect(vm, asyncssh.generate_private_key("ssh-ed25519"), timeout=60, keys=published)
+    )
     early = await asyncio.start_server(knock, "127.0.0.1", port)
     await asyncio.wait_for(attempted.wait(), 30)
     early.close()

@@ -43,7 +43,7 @@ async def test_faults_injected_over_http(sim: Simulator, provider: QingCloudProv
     assert status == 201
     with pytest.raises(ProviderError) as caught:
         await provider.describe_instances()
-    assert caught.value.code == "2400" and not caught.value.retryable
+    assert caught.value.code == "2400" and not caught.value.transient
     assert await provider.describe_instances() == []
     await request(sim, "POST", "/_sim/faults", {"action": "*", "ret_code": 5100, "times": 100})
     assert await request(sim, "DELETE", "/_sim/faults") == (200, {"ok": True})

@@ -152,7 +152,7 @@ async def test_provider_key_pair_methods(sim: Simulator, provider: QingCloudProv
     }
     with pytest.raises(ProviderError) as caught:
         await provider.delete_key_pairs([imported.keypair_id])
-    assert caught.value.code == "2500" and not caught.value.retryable
+    assert caught.value.code == "2500" and not caught.value.transient
     await provider.detach_key_pairs([imported.keypair_id], [instance.instance_id])
     await provider.delete_key_pairs([imported.keypair_id, imported.keypair_id])
     await provider.delete_key_pairs([imported.keypair_id])  # already gone: nothing to do

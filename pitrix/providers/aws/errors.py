@@ -1,4 +1,8 @@
-"""botocore's exceptions as ``ProviderError``: the EC2 error code kept, throttling marked retryable."""
+"""botocore's exceptions as ``ProviderError``: the EC2 error code kept, classified as a ``Failure``.
+
+Throttling and an endpoint never reached did nothing (``NOTHING_DONE``); server trouble and a
+connection lost mid-call may pass (``TRANSIENT``); the rest is ``TERMINAL``.
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,14 @@ from botocore.exceptions import (
     BotoCoreError,
     ClientError,
     ConnectionError,
+    ConnectTimeoutError,
     EndpointConnectionError,
+    HTTPClientError,
     NoCredentialsError,
     PartialCredentialsError,
 )
 
-from pitrix.providers.base import ProviderError
+from pitrix.providers.errors import Failure, ProviderError
 
 THROTTLING = frozenset(
     {
@@ -35,16 +41,32 @@ def to_provider_error(action: str, exc: Exception) -> ProviderError:
         code = str(error.get("Code", "Unknown"))
         status = int(exc.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0) or 0)
         message = str(error.get("Message", "")) or str(exc)
-        retryable = code in THROTTLING or code in SERVER_TROUBLE or status >= 500
         if code in CREDENTIALS or status == 401:
             return ProviderError(f"aws {action}: credentials refused ({code}): {message}", code=code)
-        return ProviderError(f"aws {action}: {code}: {message}", code=code, retryable=retryable)
+        return ProviderError(
+            f"aws {action}: {code}: {message}", code=code, failure=client_failure(code, status)
+        )
     if isinstance(exc, NoCredentialsError | PartialCredentialsError):
         return ProviderError(f"aws {action}: no usable credentials: {exc}", code="credentials")
-    if isinstance(exc, EndpointConnectionError | ConnectionError):
-        return ProviderError(f"aws {action}: cannot reach EC2: {exc}", code="connect", retryable=True)
+    if isinstance(exc, EndpointConnectionError | ConnectTimeoutError):
+        return ProviderError(
+            f"aws {action}: cannot reach EC2: {exc}", code="connect", failure=Failure.NOTHING_DONE
+        )
+    if isinstance(exc, ConnectionError | HTTPClientError):  # reached, then the answer was lost
+        return ProviderError(
+            f"aws {action}: no answer from EC2: {exc}", code="connection", failure=Failure.TRANSIENT
+        )
     if isinstance(exc, BotoCoreError):
         return ProviderError(f"aws {action}: {type(exc).__name__}: {exc}", code=type(exc).__name__)
     if isinstance(exc, TimeoutError):
-        return ProviderError(f"aws {action}: no answer in time", code="timeout", retryable=True)
+        return ProviderError(f"aws {action}: no answer in time", code="timeout", failure=Failure.TRANSIENT)
     raise exc
+
+
+def client_failure(code: str, status: int) -> Failure:
+    """What an EC2 error answer means for trying again."""
+    if code in THROTTLING or status == 429:
+        return Failure.NOTHING_DONE
+    if code in SERVER_TROUBLE or status >= 500:
+        return Failure.TRANSIENT
+    return Failure.TERMINAL

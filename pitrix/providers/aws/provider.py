@@ -3,9 +3,9 @@
 EC2 makes a create idempotent through ``ClientToken``: the token is derived from the instance's
 deterministic name, so a RunInstances repeated after a lost answer returns the instance the first
 one made instead of a second one. That makes every call this provider sends safe to repeat, so
-throttling and server errors are retried here with backoff (botocore's own retries are off, so
-each retry is logged once, by us). Waiting polls DescribeInstances with a growing delay, since
-boto's waiters sleep 15 s between looks.
+throttling and server errors are retried here with backoff (``polling.with_retries``; botocore's
+own retries are off, so each retry is logged once, by us). Waiting polls DescribeInstances with a
+growing delay, since boto's waiters sleep 15 s between looks.
 """
 
 from __future__ import annotations
@@ -228,12 +228,13 @@ class AwsProvider:
                 raise
         return name
 
-    async def console_host_keys(self, instance_id: str) -> list[str]:
-        """The host keys cloud-init printed on the instance's console (GetConsoleOutput, base64).
+    async def host_keys(self, instance: Instance) -> list[str]:
+        """The host keys cloud-init printed on the instance's console (GetConsoleOutput, base64):
+        EC2 describes none.
 
         Empty while EC2 has no console output for it yet, or when the output holds no key block.
         """
-        found = await self._call("get_console_output", InstanceId=instance_id)
+        found = await self._call("get_console_output", InstanceId=instance.instance_id)
         encoded = str(found.get("Output") or "")
         try:
             text = base64.b64decode(encoded).decode(errors="replace")

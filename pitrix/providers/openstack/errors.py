@@ -1,7 +1,8 @@
 """openstacksdk's and keystoneauth's exceptions as ``ProviderError``.
 
 Both libraries raise their own trees; what the runtime needs is the HTTP status as the code, a
-message naming the call, and whether retrying may help (no answer, 5xx, 429).
+message naming the call, and its ``Failure``: 429 and a connection never made did nothing
+(``NOTHING_DONE``), 5xx and a connection that failed may pass (``TRANSIENT``), the rest is ``TERMINAL``.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 from keystoneauth1 import exceptions as ksa
 from openstack import exceptions as sdk
 
-from pitrix.providers.base import ProviderError
+from pitrix.providers.errors import Failure, ProviderError
 
 
 def to_provider_error(action: str, exc: Exception) -> ProviderError:
@@ -19,22 +20,33 @@ def to_provider_error(action: str, exc: Exception) -> ProviderError:
         isinstance(exc, sdk.HttpException) and exc.status_code == 401
     ):
         return ProviderError(f"openstack {action}: credentials refused: {_details(exc)}", code="credentials")
-    if isinstance(exc, ksa.ConnectFailure | ksa.ConnectTimeout | ksa.RetriableConnectionFailure):
+    if isinstance(exc, ksa.ConnectTimeout):
         return ProviderError(
-            f"openstack {action}: cannot reach the cloud: {exc}", code="connect", retryable=True
+            f"openstack {action}: cannot reach the cloud: {exc}", code="connect", failure=Failure.NOTHING_DONE
+        )
+    if isinstance(exc, ksa.ConnectFailure | ksa.RetriableConnectionFailure):
+        # requests' connection errors include a connection reset mid-call: the cloud may have acted.
+        return ProviderError(
+            f"openstack {action}: cannot reach the cloud: {exc}", code="connect", failure=Failure.TRANSIENT
         )
     if isinstance(exc, sdk.HttpException):
         status = int(exc.status_code or 0)
         return ProviderError(
             f"openstack {action}: HTTP {status}: {_details(exc)}",
             code=f"http-{status}",
-            retryable=status >= 500 or status == 429,
+            failure=http_failure(status),
         )
     if isinstance(exc, ksa.EndpointNotFound | ksa.DiscoveryFailure | ksa.MissingRequiredOptions):
         return ProviderError(f"openstack {action}: {exc}", code="config")
     if isinstance(exc, sdk.SDKException | ksa.ClientException):
         return ProviderError(f"openstack {action}: {type(exc).__name__}: {exc}", code=type(exc).__name__)
     raise exc
+
+
+def http_failure(status: int) -> Failure:
+    if status == 429:
+        return Failure.NOTHING_DONE
+    return Failure.TRANSIENT if status >= 500 else Failure.TERMINAL
 
 
 def _details(exc: Exception) -> str:

@@ -202,8 +202,10 @@ class OpenStackProvider:
 
     # -- calls -------------------------------------------------------------------------------------
 
-    async def _sdk(self, action: str, work: Callable[[Connection], T], *, retry: bool = True) -> T:
-        """``work(connection)`` in a worker thread; errors become ``ProviderError``."""
+    async def _sdk(self, action: str, work: Callable[[Connection], T], *, idempotent: bool = True) -> T:
+        """``work(connection)`` in a worker thread; errors become ``ProviderError``, and the call is
+        repeated as ``with_retries`` allows (a call that is not ``idempotent`` only when Nova
+        certainly did nothing)."""
 
         def run() -> T:
             with self._connecting:  # worker threads must not each open a connection
@@ -218,9 +220,9 @@ class OpenStackProvider:
             except Exception as exc:
                 raise to_provider_error(action, exc) from exc
 
-        if not retry:
-            return await once()
-        return await with_retries(once, action=action, attempts=self.attempts, log=self._log)
+        return await with_retries(
+            once, action=action, attempts=self.attempts, log=self._log, idempotent=idempotent
+        )
 
     async def import_key_pair(self, name: str, public_key: str) -> str:
         """Nova key pairs are named by their name: look it up, create it from ``public_key`` if absent."""
@@ -232,14 +234,15 @@ class OpenStackProvider:
 
         return await self._sdk("import_key_pair", ensure)
 
-    async def console_host_keys(self, instance_id: str) -> list[str]:
-        """The host keys cloud-init printed on the server's console (``os-getConsoleOutput``).
+    async def host_keys(self, instance: Instance) -> list[str]:
+        """The host keys cloud-init printed on the server's console (``os-getConsoleOutput``): Nova
+        describes none.
 
         Empty while the console has none yet (still booting: Nova answers 409) or at all.
         """
 
         def work(conn: Connection) -> str:
-            url = f"/servers/{quote(instance_id, safe='')}/action"
+            url = f"/servers/{quote(instance.instance_id, safe='')}/action"
             response = conn.compute.post(url, json={"os-getConsoleOutput": {"length": None}})
             if response.status_code in (404, 409):
                 return ""
@@ -354,9 +357,11 @@ class OpenStackProvider:
             attrs["key_name"] = spec.key_pair or self.key_name
         if spec.network or self.network:
             attrs["networks"] = [{"uuid": spec.network or self.network}]
-        # Not retried: Nova has no client token, and a lost answer may hide a created server.
+        # Not idempotent: Nova has no client token, and a lost answer may hide a created server.
         server = await self._sdk(
-            f"create server {spec.name}", lambda c: c.compute.create_server(**attrs).to_dict(), retry=False
+            f"create server {spec.name}",
+            lambda c: c.compute.create_server(**attrs).to_dict(),
+            idempotent=False,
         )
         self._log.info("openstack.run", instance_id=server["id"], name=spec.name, flavor=flavor)
         return Instance(

@@ -1,16 +1,14 @@
 """A signed QingCloud API v1 client over aiohttp: one call, its errors, and its retries.
 
-QingCloud answers errors with HTTP 200 and a ``ret_code``; the codes from 5000 up and 1500
-(throttled) are the server's trouble or a request to slow down, so they are retried with backoff
-here and surface as retryable ``ProviderError`` only when the attempts run out. Everything else is
-the caller's mistake and is raised at once.
+QingCloud answers errors with HTTP 200 and a ``ret_code``. 1500 (throttled) asks us to slow down
+and did nothing (``NOTHING_DONE``), as does an endpoint never reached; the codes from 5000 up are
+the server's trouble (``TRANSIENT``); everything else is the caller's mistake (``TERMINAL``). The
+call is repeated here as :func:`pitrix.providers.polling.with_retries` allows.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
-import time
 from collections.abc import Mapping
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
@@ -19,13 +17,18 @@ import aiohttp
 
 from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
-from pitrix.providers.base import ProviderError
+from pitrix.providers.errors import Failure, ProviderError
+from pitrix.providers.polling import with_retries
 from pitrix.providers.qingcloud.signer import signed_params
 
 THROTTLED = 1500
-RETRYABLE_RET_CODES = frozenset({THROTTLED, 5000, 5100, 5200, 5300})
-# Failures after which the cloud certainly did not act: safe to repeat even a non-idempotent call.
-NOTHING_DONE_CODES = frozenset({str(THROTTLED), "connect"})
+SERVER_TROUBLE = 5000  # this code and every one above it
+
+
+def ret_code_failure(ret_code: int) -> Failure:
+    if ret_code == THROTTLED:
+        return Failure.NOTHING_DONE
+    return Failure.TRANSIENT if ret_code >= SERVER_TROUBLE else Failure.TERMINAL
 
 
 def api_url(endpoint: str) -> tuple[str, str]:
@@ -80,28 +83,21 @@ class QingCloudClient:
     async def call(
         self, action: str, params: Mapping[str, object] | None = None, *, idempotent: bool = True
     ) -> dict[str, Any]:
-        """Run ``action``; retries retryable failures, then raises ``ProviderError``.
+        """Run ``action``, repeated while its failure allows (``with_retries``), within the timeout.
 
-        A call that is not idempotent (RunInstances: QingCloud has no client token) is repeated
-        only when the cloud certainly did nothing: it was never reached, or it said "throttled".
-        A lost answer is left to the caller, who looks the instances up by name.
+        RunInstances is not idempotent (QingCloud has no client token): it is repeated only when
+        the cloud certainly did nothing. A lost answer is left to the step, which looks the
+        instances up by name before it creates them again.
         """
-        backoff = Backoff(self._backoff, self._max_backoff)
-        deadline = time.monotonic() + self._timeout
-        for attempt in range(1, self._max_attempts + 1):
-            try:
-                return await self._call_once(action, params or {})
-            except ProviderError as exc:
-                delay = backoff.next()
-                last_try = attempt == self._max_attempts or time.monotonic() + delay > deadline
-                repeatable = exc.retryable and (idempotent or exc.code in NOTHING_DONE_CODES)
-                if not repeatable or last_try:
-                    raise
-                self._log.info(
-                    "qingcloud.retry", action=action, attempt=attempt, code=exc.code, error=str(exc)
-                )
-            await asyncio.sleep(delay)
-        raise AssertionError("unreachable: the last attempt returns or raises")
+        return await with_retries(
+            lambda: self._call_once(action, params or {}),
+            action=action,
+            attempts=self._max_attempts,
+            log=self._log,
+            backoff=Backoff(self._backoff, self._max_backoff),
+            idempotent=idempotent,
+            budget=self._timeout,
+        )
 
     async def _call_once(self, action: str, params: Mapping[str, object]) -> dict[str, Any]:
         body = signed_params(
@@ -117,16 +113,20 @@ class QingCloudClient:
                 status = response.status
         except aiohttp.ClientConnectorError as exc:
             raise ProviderError(
-                f"qingcloud {action}: cannot connect to {self.url}: {exc}", code="connect", retryable=True
+                f"qingcloud {action}: cannot connect to {self.url}: {exc}",
+                code="connect",
+                failure=Failure.NOTHING_DONE,
             ) from exc
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ProviderError(
                 f"qingcloud {action}: no answer from {self.url}: {exc or type(exc).__name__}",
                 code="connection",
-                retryable=True,
+                failure=Failure.TRANSIENT,
             ) from exc
         if status >= 500:
-            raise ProviderError(f"qingcloud {action}: HTTP {status}", code=f"http-{status}", retryable=True)
+            raise ProviderError(
+                f"qingcloud {action}: HTTP {status}", code=f"http-{status}", failure=Failure.TRANSIENT
+            )
         try:
             reply = json.loads(text)
         except ValueError as exc:
@@ -141,6 +141,6 @@ class QingCloudClient:
             raise ProviderError(
                 f"qingcloud {action}: ret_code {ret_code}: {reply.get('message', '')}",
                 code=str(ret_code),
-                retryable=code in RETRYABLE_RET_CODES,
+                failure=ret_code_failure(code),
             )
         return reply

@@ -1,8 +1,8 @@
 """``QingCloudProvider``: the runtime's provider interface over the QingCloud API v1.
 
 QingCloud has no client token and no waiters, so this class adds what the runtime needs on top:
-lookups by exact name prefix (``search_word`` is a substring match), pagination, waiting with a
-backoff poll (QingCloud's own clients wait that way), and terminate/stop/start that tolerate
+lookups by exact name prefix (``search_word`` is a substring match), pagination, waiting with the
+providers' shared backoff poll (``polling``), and terminate/stop/start that tolerate
 instances already in the wanted state, so a step that is repeated after a crash does not fail.
 """
 
@@ -11,14 +11,16 @@ from __future__ import annotations
 import asyncio
 import base64
 import dataclasses
+import functools
 import secrets
-import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
 
+from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 from pitrix.providers.base import Instance, InstanceSpec, InstanceStatus, ProviderError
+from pitrix.providers.polling import wait_all_running, wait_for
 from pitrix.providers.qingcloud.client import QingCloudClient
 
 PAGE = 100  # QingCloud's largest page (and largest list of ids in one call)
@@ -29,6 +31,8 @@ KNOWN_STATUSES: frozenset[str] = frozenset(
 )
 RUNTIME_KEYS = ("endpoint", "zone", "access_key_id", "secret_access_key")
 RUN_CONCURRENCY = 8  # RunInstances calls in flight at once: a large cluster should not earn throttling
+# How jobs and instances are polled: 50 ms growing to 1 s, as QingCloud's own clients wait.
+POLL = functools.partial(Backoff, 0.05, 1.0, factor=1.5)
 
 
 def _indexed(name: str, values: Iterable[str]) -> dict[str, str]:
@@ -38,6 +42,11 @@ def _indexed(name: str, values: Iterable[str]) -> dict[str, str]:
 
 def _chunks(items: list[str], size: int = PAGE) -> list[list[str]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def host_key_lines(item: Mapping[str, Any]) -> list[str]:
+    """The ``ssh_host_key`` lines of an instance's description (the simulator's field)."""
+    return [line.strip() for line in str(item.get("ssh_host_key") or "").splitlines() if line.strip()]
 
 
 def to_instance(item: Mapping[str, Any]) -> Instance:
@@ -369,14 +378,30 @@ class QingCloudProvider:
         for group in _chunks(todo):
             await self._client.call("DeleteKeyPairs", _indexed("keypairs", group))
 
+    # -- host keys -------------------------------------------------------------------------------
+
+    async def host_keys(self, instance: Instance) -> list[str]:
+        """The host keys in the instance's description (``ssh_host_key``, one per line).
+
+        Real QingCloud publishes none (nor a console to read them from), so there the list stays
+        empty and SSH refuses the instance; the simulator publishes the key once the VM first
+        booted, so a description taken before that is read again.
+        """
+        lines = host_key_lines(instance.raw)
+        if lines:
+            return lines
+        found = await self._describe(instance_ids=[instance.instance_id])
+        return host_key_lines(found[0].raw) if found else []
+
     # -- waiting -----------------------------------------------------------------------------------
 
     async def wait_jobs(self, job_ids: list[str], timeout: float) -> None:
         """Until every job is successful (``ProviderError`` if one fails or time runs out)."""
         pending = set(job_ids)
-        deadline = time.monotonic() + timeout
-        delay = 0.05
-        while pending:
+        if not pending:
+            return
+
+        async def finished() -> bool | None:
             reply = await self._client.call(
                 "DescribeJobs", {**_indexed("jobs", sorted(pending)), "limit": PAGE}
             )
@@ -393,49 +418,24 @@ class QingCloudProvider:
                         f"qingcloud job {job.get('job_id')} ({job.get('job_action')}) {status}",
                         code="job-failed",
                     )
-            if not pending:
-                return
-            if time.monotonic() + delay > deadline:
-                raise ProviderError(
-                    f"qingcloud: jobs {sorted(pending)} not finished after {timeout}s",
-                    code="timeout",
-                    retryable=True,
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 1.0)
+            return None if pending else True
+
+        await wait_for(finished, timeout=timeout, what=f"qingcloud: jobs {sorted(pending)}", backoff=POLL())
+
+    async def _by_ids(self, instance_ids: list[str]) -> dict[str, Instance]:
+        return {i.instance_id: i for i in await self._describe(instance_ids=instance_ids)}
 
     async def wait_running(self, instance_ids: list[str], timeout: float) -> list[Instance]:
-        """Poll DescribeInstances (50 ms growing to 1 s) until all run; terminated or missing ones fail."""
-        if not instance_ids:
-            return []
-        deadline = time.monotonic() + timeout
-        delay = 0.05
-        while True:
-            found = {i.instance_id: i for i in await self._describe(instance_ids=instance_ids)}
-            missing = [iid for iid in instance_ids if iid not in found]
-            gone = [iid for iid, i in found.items() if i.status in GONE_STATUSES]
-            halted = [
-                iid
-                for iid, i in found.items()
-                if i.status in ("stopped", "suspended") and not i.raw.get("transition_status")
-            ]
-            if missing or gone or halted:
-                raise ProviderError(
-                    "qingcloud: instances will not run: "
-                    f"missing {missing}, terminated {gone}, stopped {halted}",
-                    code="not-running",
-                )
-            waiting = [iid for iid in instance_ids if found[iid].status != "running"]
-            if not waiting:
-                return [found[iid] for iid in instance_ids]
-            if time.monotonic() + delay > deadline:
-                raise ProviderError(
-                    f"qingcloud: instances {waiting} not running after {timeout}s",
-                    code="timeout",
-                    retryable=True,
-                )
-            await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 1.0)
+        """Poll DescribeInstances until all run; a missing, terminated or stopped one fails at once."""
+        return await wait_all_running(
+            self._by_ids,
+            instance_ids,
+            timeout=timeout,
+            cloud="qingcloud",
+            # Stopped and not on its way elsewhere: a failed boot, which will not run by itself.
+            halted=lambda i: i.status in ("stopped", "suspended") and not i.raw.get("transition_status"),
+            backoff=POLL(),
+        )
 
     async def close(self) -> None:
         await self._client.close()
