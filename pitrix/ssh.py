@@ -24,7 +24,7 @@ import asyncssh
 
 from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
-from pitrix.providers.base import Instance, Provider
+from pitrix.providers.base import Instance
 
 CONNECT_TIMEOUT = 60.0
 COMMAND_TIMEOUT = 120.0
@@ -38,12 +38,6 @@ class SshError(Exception):
 
 # Where the host keys of an instance come from: a provider's ``host_keys``.
 HostKeys = Callable[[Instance], Awaitable[list[str]]]
-
-
-def console_keys(provider: Provider) -> HostKeys:
-    """The provider's ``host_keys``. Kept, under the name callers used when only some clouds had
-    one, until ``runtime/operations.py`` passes ``keys=provider.host_keys`` to ``SshSessions``."""
-    return provider.host_keys
 
 
 def _import_keys(instance: Instance, lines: list[str]) -> list[asyncssh.SSHKey]:
@@ -144,16 +138,11 @@ class SshSessions:
         *,
         concurrency: int = CONCURRENCY,
         connect_timeout: float = CONNECT_TIMEOUT,
-        keys: HostKeys | None = None,
-        console: HostKeys | None = None,
+        keys: HostKeys,
     ) -> None:
-        """``keys``: a provider's ``host_keys``; ``console`` is its former name, accepted until
-        ``runtime/operations.py`` passes ``keys``."""
-        source = keys or console
-        if source is None:
-            raise TypeError("SshSessions: keys (a provider's host_keys) is required")
+        """``keys``: where the instances' host keys come from (a provider's ``host_keys``)."""
         self.client_key = client_key
-        self.keys = source
+        self.keys = keys
         self.connect_timeout = connect_timeout
         self._slots = asyncio.Semaphore(concurrency)
         self._conns: dict[str, asyncssh.SSHClientConnection] = {}

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 from dead_cloud import DEAD_CLOUD
 
-from pitrix.providers.base import ProviderError
+from pitrix.providers.base import Failure, ProviderError
 from pitrix.runtime.executor import execute
 from pitrix.runtime.journal import Journal
 from pitrix.runtime.ownership import LostOwnership, Ownership, owner_key
@@ -136,7 +136,7 @@ async def test_a_step_that_reports_a_lost_claim_is_neither_retried_nor_failed(st
         async def refused() -> str:
             runs.append(1)
             raise LostOwnership("cl-3", "node record write refused") from ProviderError(
-                "busy", code="ServiceBusy", retryable=True
+                "busy", code="ServiceBusy", failure=Failure.TRANSIENT
             )
 
         journal = Journal(store, "cl-3", "j1", fence=mine.fence("cl-3"))

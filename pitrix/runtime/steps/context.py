@@ -15,7 +15,7 @@ from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.keypairs import KeyPairs, RuntimeKeyPair
 from pitrix.runtime.records import DEFAULT_HEARTBEAT_INTERVAL, Cluster, Job, MetadataCluster
 from pitrix.sealing import Sealer
-from pitrix.ssh import SshSessions, console_keys
+from pitrix.ssh import SshSessions
 from pitrix.store import Store
 
 if TYPE_CHECKING:
@@ -70,6 +70,5 @@ class JobContext:
         return self._key_pair
 
     async def ssh_sessions(self) -> SshSessions:
-        """SSH sessions with the key pair, host keys read from the console where the cloud's
-        description has none."""
-        return SshSessions((await self.key_pair()).private_key, console=console_keys(self.provider))
+        """SSH sessions with the key pair, pinning the host keys the cloud shows (``host_keys``)."""
+        return SshSessions((await self.key_pair()).private_key, keys=self.provider.host_keys)
