@@ -37,6 +37,9 @@ class KeyedTasks:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self.log = get_logger("pitrix.supervisor")
 
+    def get(self, key: str) -> asyncio.Task[None] | None:
+        return self._tasks.get(key)
+
     def running(self, key: str) -> bool:
         task = self._tasks.get(key)
         return task is not None and not task.done()

@@ -152,7 +152,9 @@ async def test_a_step_that_reports_a_lost_claim_is_neither_retried_nor_failed(st
         await mine.close()
 
 
-async def test_a_replica_whose_lease_ran_out_unnoticed_writes_nothing_more(store: Store) -> None:
+async def test_a_replica_whose_lease_ran_out_unnoticed_writes_nothing_more(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """Two services; a's lease is revoked in etcd (what its running out does to a frozen replica)
     while a keeps retrying a step and has not yet noticed: b adopts the job and ends it; a's next
     journal write is refused, its job stops quietly, and every record after that is b's."""
@@ -168,12 +170,18 @@ async def test_a_replica_whose_lease_ran_out_unnoticed_writes_nothing_more(store
     await b.start()
     try:
         await a.put_runtime(DEAD_CLOUD)
+
+        async def busy(**_: Any) -> list[Any]:  # a transient error no provider retried: the step retries
+            raise ProviderError("busy", code="ServiceBusy", failure=Failure.TRANSIENT)
+
+        monkeypatch.setattr(await a.provider_for("dead"), "describe_instances", busy)
         _, before = await store.get_prefix("/clusters/")
         cluster, job = await a.create_cluster(owner="o", runtime="dead", app=APP)
         key = step_key(cluster.id, job.id, "metadata")
         _, value = await wait_for(store, key, before + 1, lambda v: v.get("attempt", 1) >= 2)
         mine = value["started"]  # a's run of the step, as its retries rewrite it
-        running = a._tasks[cluster.id]
+        running = a.supervisor.tasks.get(cluster.id)
+        assert running is not None
 
         await expire(store, a.ownership)  # a does not renew for another ~20 s: it has not noticed
         _, revoked_at = await store.get_prefix(key)
