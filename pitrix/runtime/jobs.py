@@ -199,6 +199,7 @@ class Jobs:
                 keypairs=self.keypairs,
                 heartbeat_interval=runtime.heartbeat_interval,
                 fleet=self.metadata,
+                fence=fence,
             )
             plan = action.plan(ctx, action.decode(opened_job.args))
             log.info("plan", layers=plan.describe())

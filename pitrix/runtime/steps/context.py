@@ -13,10 +13,12 @@ from pitrix.metad.client import MetadManagementClient
 from pitrix.providers.base import Provider
 from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.keypairs import KeyPairs, RuntimeKeyPair
+from pitrix.runtime.ownership import LostOwnership
 from pitrix.runtime.records import DEFAULT_HEARTBEAT_INTERVAL, Cluster, Job, MetadataCluster
 from pitrix.sealing import Sealer
 from pitrix.ssh import SshSessions
 from pitrix.store import Store
+from pitrix.store.types import Compare, Op
 
 if TYPE_CHECKING:
     from pitrix.runtime.metadata import MetadataClusters
@@ -45,6 +47,9 @@ class JobContext:
     keypairs: KeyPairs  # the service's own: etcd and cloud asked once per owner and runtime
     heartbeat_interval: float = DEFAULT_HEARTBEAT_INTERVAL  # the runtime's, for the agents it configures
     fleet: MetadataClusters | None = None  # every metadata cluster (delete releases its own)
+    # The claim the job runs under (``Ownership.fence``): every record a step writes is guarded by
+    # it, so a replica that lost the cluster to another cannot overwrite the new owner's records.
+    fence: list[Compare] = field(default_factory=list)
     _key_pair: RuntimeKeyPair | None = field(default=None, init=False, repr=False)
 
     @property
@@ -62,6 +67,12 @@ class JobContext:
     @cached_property
     def log(self) -> structlog.typing.FilteringBoundLogger:
         return get_logger("pitrix.steps", cluster_id=self.cluster.id, job_id=self.job.id)
+
+    async def write(self, *ops: Op) -> None:
+        """Write the cluster's records in one transaction, only while this replica owns it."""
+        written = await self.store.txn(self.fence, list(ops))
+        if not written.succeeded:
+            raise LostOwnership(self.cid, f"write of {', '.join(op.key for op in ops)} refused")
 
     async def key_pair(self) -> RuntimeKeyPair:
         """pitrixd's key pair for the cluster's owner on its runtime (in etcd and in the cloud)."""

@@ -11,6 +11,7 @@ from pitrix.runtime import userdata
 from pitrix.runtime.records import Node, token_key
 from pitrix.runtime.steps.context import JobContext
 from pitrix.sealing import create_sealed, get_sealed
+from pitrix.store.types import Op
 
 # How long a bootstrap token buys a certificate once its mapping is written: the agent asks within
 # seconds of its instance running; the register step (start, recover) writes it again.
@@ -33,7 +34,8 @@ async def fresh_token(ctx: JobContext, node_id: str) -> str:
     """A new bootstrap token for the node, replacing the one it had (channel ssh: pushed with
     the agent's files, so an agent whose certificate lapsed while stopped can fetch another)."""
     token = secrets.token_urlsafe(32)
-    await ctx.store.put(token_key(ctx.cid, node_id), token)
+    key = token_key(ctx.cid, node_id)
+    await ctx.write(Op("put", key, ctx.sealer.seal(token, key).encode()))  # sealed at rest, as every token
     return token
 
 

@@ -9,6 +9,7 @@ from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps.identity import agent_files, bootstrap_token
 from pitrix.runtime.steps.nodes import members, nodes, save
 from pitrix.runtime.userdata import agent_userdata
+from pitrix.store.types import Op
 
 BOOT_TIMEOUT = 300.0
 
@@ -106,8 +107,9 @@ async def terminate(ctx: JobContext, node_ids: list[str] | None = None) -> str:
     if ids:
         await ctx.provider.terminate_instances(ids)
     for node in gone:
-        await ctx.store.delete(token_key(ctx.cid, node.node_id))
-        await ctx.store.delete(node_key(ctx.cid, node.node_id))
+        await ctx.write(
+            Op("delete", token_key(ctx.cid, node.node_id)), Op("delete", node_key(ctx.cid, node.node_id))
+        )
     return f"terminated {len(ids)} instances"
 
 
@@ -126,7 +128,10 @@ async def forget_instances(ctx: JobContext, old: dict[str, str]) -> str:
     reset = []
     for node in await members(ctx, list(old)):
         if node.instance_id == old[node.node_id]:
-            await ctx.store.delete(token_key(ctx.cid, node.node_id))
-            await save(ctx, node.model_copy(update={"instance_id": "", "ip": "", "status": "planned"}))
+            planned = node.model_copy(update={"instance_id": "", "ip": "", "status": "planned"})
+            await ctx.write(
+                Op("delete", token_key(ctx.cid, node.node_id)),
+                Op("put", node_key(ctx.cid, node.node_id), planned.dump()),
+            )
             reset.append(node.node_id)
     return f"reset {', '.join(reset)}" if reset else "already reset"

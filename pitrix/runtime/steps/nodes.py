@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pitrix.runtime.keys import node_key, nodes_prefix
 from pitrix.runtime.records import Cluster, Node
 from pitrix.runtime.steps.context import JobContext
+from pitrix.store.types import Op
 
 
 def all_node_ids(cluster: Cluster, counts: dict[str, int] | None = None) -> list[str]:
@@ -28,7 +29,7 @@ async def members(ctx: JobContext, node_ids: Iterable[str]) -> list[Node]:
 
 
 async def save(ctx: JobContext, node: Node) -> None:
-    await ctx.store.put(node_key(ctx.cid, node.node_id), node.dump())
+    await ctx.write(Op("put", node_key(ctx.cid, node.node_id), node.dump()))
 
 
 async def plan_nodes(ctx: JobContext, counts: dict[str, int]) -> str:
