@@ -10,9 +10,9 @@ takes its keys back at once instead of waiting for its old lease to expire.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from pitrix.aio import cancel_and_wait
 from pitrix.logs import get_logger
 from pitrix.store import Store
 from pitrix.store.lease import KeptLease
@@ -89,11 +89,7 @@ class Ownership:
 
     async def close(self) -> None:
         """Stop following and revoke the lease, so other replicas adopt our clusters at once."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
         if self._lease is not None:
             lease, self._lease = self._lease, None
