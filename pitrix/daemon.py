@@ -236,7 +236,9 @@ async def _start(settings: Settings, tokens: Tokens | None, parts: _Parts) -> No
         create_app(service, tokens, settings.api),
         access_log=None,
         handle_signals=False,
-        shutdown_timeout=min(API_GRACE, settings.stop_timeout / 4),
+        # aiohttp waits this long twice (for the handler, then again once its input is cut)
+        # before it cancels the handler: half the grace each.
+        shutdown_timeout=min(API_GRACE, settings.stop_timeout / 4) / 2,
     )
     await runner.setup()
     if settings.api.unix_socket:
@@ -249,7 +251,11 @@ async def _start(settings: Settings, tokens: Tokens | None, parts: _Parts) -> No
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         url = f"http://{settings.api.host}:{port}"
     log.info("pitrixd ready", url=url, etcd=endpoints, replica=service.replica)
-    print(json.dumps({"ready": True, "url": url, "etcd": endpoints, "replica": service.replica}), flush=True)
+    ready: dict[str, Any] = {"ready": True, "url": url, "etcd": endpoints, "replica": service.replica}
+    if parts.embedded is not None:
+        # Whoever has to SIGKILL pitrixd finds its etcd here (pitrix.cli.demo.stop_child does).
+        ready["etcd_pid_file"] = str(parts.embedded.record_path.resolve())
+    print(json.dumps(ready), flush=True)
     sdnotify.notify(f"READY=1\nSTATUS=serving {url}")
     interval = sdnotify.watchdog_interval()
     if interval:

@@ -261,7 +261,7 @@ def test_bad_runtime_flags_name_the_key(tmp_path: Path, flag: str, value: str, k
 
 def test_bad_runtime_environment_names_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PITRIX_RUNTIME__RECOVERY__MAX_DOWN_FRACTION", "0")
-    with pytest.raises(ConfigError, match="runtime.recovery.max_down_fraction: must be more than 0"):
+    with pytest.raises(ConfigError, match=r"runtime\.recovery\.max_down_fraction: must be more than 0"):
         load(write(tmp_path, ""))
 
 
