@@ -29,3 +29,22 @@ def run(main: Coroutine[Any, Any, T], *, tune_gc: bool = True) -> T:
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
         return asyncio.run(main)
     return uvloop.run(main)
+
+
+async def cancel_and_wait(*tasks: asyncio.Future[Any]) -> None:
+    """Cancel ``tasks`` and wait until each has ended; what they ended with is not raised.
+
+    Unlike ``task.cancel()`` then ``with suppress(CancelledError): await task``, this never
+    swallows a cancellation of the caller itself: the suppress cannot tell the task's
+    CancelledError from the caller's, and a caller whose cancel is swallowed goes on as if never
+    asked to stop (the way a hung job held pitrixd's stop). ``asyncio.wait`` raises only the
+    caller's own, so clean-up code can call this and still be stopped.
+    """
+    for task in tasks:
+        task.cancel()
+    pending = [task for task in tasks if not task.done()]
+    if pending:
+        await asyncio.wait(pending)
+    for task in tasks:
+        if not task.cancelled():
+            task.exception()  # retrieved: the task logs its own failures; not one to repeat here

@@ -2,22 +2,31 @@
 
 Starts (or connects to) etcd, resumes every cluster's unfinished job, serves the admin API, and on
 SIGTERM stops serving and supervising without failing anything: jobs resume at the next start.
+
+The stop is bounded (``stop_timeout``): each stage runs as a task of its own and one that overruns
+its share is logged by name and left behind, so a job that ignores its cancellation (or a client
+holding a request open) cannot keep the process, and its embedded etcd, alive. A second SIGTERM or
+SIGINT exits at once.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import os
 import secrets
 import signal
 import socket
 import sys
-from dataclasses import dataclass, field
+import threading
+from collections.abc import Awaitable
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from aiohttp import web
-from pydantic import ValidationError
 
 from pitrix import __version__, aio, logs, sdnotify
 from pitrix.api.app import create_app
@@ -26,68 +35,116 @@ from pitrix.logs import get_logger
 from pitrix.paths import ensure_dir
 from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.reseal import seal_legacy
-from pitrix.runtime.service import DEFAULT_MAX_JOBS, RuntimeService
+from pitrix.runtime.retrying import RetryPolicy
+from pitrix.runtime.service import RuntimeService
 from pitrix.sealing import SealingError, check_canary, load_sealer
-from pitrix.settings import ConfigError, EtcdSettings, Settings, load
+from pitrix.settings import ConfigError, Settings, load
 from pitrix.store import Store
 from pitrix.store.embedded import EmbeddedEtcd
 
+# Of stop_timeout, the share kept for stopping the embedded etcd after pitrixd's own stages, so
+# that these running late never leave it behind (it gets this much, at most half the bound).
+ETCD_STOP_SHARE = 4.0
+# How long an API request still in flight at stop may take before it is cancelled (a client
+# holding a job's wait or an event stream would otherwise hold the stop for aiohttp's 60 s).
+API_GRACE = 2.0
+# Past stop_timeout, this long again before a thread apart from the event loop ends the process
+# whatever the loop is doing (a blocking call, the interpreter joining a stuck thread).
+EXIT_GUARD_MARGIN = 5.0
+
+# Each flag (argparse dest) and the setting it gives: flags go over the environment and the file.
+FLAG_KEYS: dict[str, str] = {
+    "state_dir": "state_dir",
+    "log_level": "log_level",
+    "stop_timeout": "stop_timeout",
+    "api_listen": "api.listen",
+    "etcd_endpoints": "etcd.endpoints",
+    "replica_id": "runtime.replica_id",
+    "owner_ttl": "runtime.owner_ttl",
+    "max_jobs": "runtime.max_jobs",
+    "auto_recovery": "runtime.recovery.enabled",
+    "recovery_grace": "runtime.recovery.grace",
+    "max_down_fraction": "runtime.recovery.max_down_fraction",
+    "step_attempts": "runtime.step_retry.attempts",
+    "step_retry_delay": "runtime.step_retry.first_delay",
+    "step_retry_max_delay": "runtime.step_retry.max_delay",
+}
+
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    parser = argparse.ArgumentParser(prog="pitrixd", description="The pitrix runtime daemon.")
-    parser.add_argument(
-        "--config", type=Path, help="TOML config file (default /etc/pitrix/pitrixd.toml if present)"
+    parser = argparse.ArgumentParser(
+        prog="pitrixd",
+        description="The pitrix runtime daemon.",
+        epilog="Each flag sets the configuration key in brackets, over the environment "
+        "(PITRIX_<SECTION>__<KEY>, e.g. PITRIX_RUNTIME__MAX_JOBS) and the config file; "
+        "docs/config.md lists every key and its default.",
     )
-    parser.add_argument("--state-dir", type=Path, help="state directory (embedded etcd data lives here)")
-    parser.add_argument("--api-listen", help="host:port of the admin API (port 0 picks a free one)")
-    parser.add_argument("--etcd", action="append", dest="etcd_endpoints", help="etcd endpoint (repeatable)")
-    parser.add_argument("--log-level", help="debug, info, warning or error")
-    parser.add_argument(
-        "--replica-id",
-        help="this replica's id among pitrixd on one etcd (default: kept in the state dir)",
-    )
-    parser.add_argument(
-        "--owner-ttl", type=int, default=10, help="seconds a dead replica's clusters wait to be adopted"
-    )
-    parser.add_argument(
-        "--recovery-grace", type=float, default=30.0, help="seconds a silent node waits before replacement"
-    )
-    parser.add_argument(
-        "--max-down-fraction",
+    add = parser.add_argument
+    add("--config", type=Path, help="TOML config file (default /etc/pitrix/pitrixd.toml if present)")
+    add("--state-dir", type=Path, help="state directory, embedded etcd data lives here [state_dir]")
+    add("--api-listen", help="host:port of the admin API, port 0 picks a free one [api.listen]")
+    add("--etcd", action="append", dest="etcd_endpoints", help="etcd endpoint, repeatable [etcd.endpoints]")
+    add("--log-level", help="debug, info, warning or error [log_level]")
+    add(
+        "--stop-timeout",
         type=float,
-        default=0.5,
-        help="more silent nodes than this share of a cluster halts auto-recovery (meltdown guard)",
+        help="seconds a stop may take; what overruns is abandoned and pitrixd exits [stop_timeout]",
     )
-    parser.add_argument(
-        "--no-auto-recovery", action="store_true", help="never replace silent nodes by itself"
+    runtime = parser.add_argument_group("runtime", "how this replica supervises clusters")
+    runtime.add_argument(
+        "--replica-id",
+        help="this replica's id among pitrixd on one etcd, default kept in the state dir "
+        "[runtime.replica_id]",
     )
-    parser.add_argument(
+    runtime.add_argument(
+        "--owner-ttl",
+        type=int,
+        help="seconds a dead replica's clusters wait to be adopted [runtime.owner_ttl]",
+    )
+    runtime.add_argument(
         "--max-jobs",
         type=int,
-        default=DEFAULT_MAX_JOBS,
-        help="cluster jobs run at once by this replica; more wait their turn (default %(default)s)",
+        help="cluster jobs run at once by this replica; more wait their turn [runtime.max_jobs]",
     )
-    parser.add_argument("--version", action="version", version=f"pitrixd {__version__}")
+    runtime.add_argument(
+        "--no-auto-recovery",
+        action="store_const",
+        const=False,
+        dest="auto_recovery",
+        help="never replace silent nodes by itself [runtime.recovery.enabled = false]",
+    )
+    runtime.add_argument(
+        "--recovery-grace",
+        type=float,
+        help="seconds a silent node waits before replacement [runtime.recovery.grace]",
+    )
+    runtime.add_argument(
+        "--max-down-fraction",
+        type=float,
+        help="more silent nodes than this share of a cluster halts auto-recovery "
+        "[runtime.recovery.max_down_fraction]",
+    )
+    runtime.add_argument(
+        "--step-attempts",
+        type=int,
+        help="runs of a step after retryable cloud errors, the first included [runtime.step_retry.attempts]",
+    )
+    runtime.add_argument(
+        "--step-retry-delay",
+        type=float,
+        help="seconds before a step's second run, doubling each time [runtime.step_retry.first_delay]",
+    )
+    runtime.add_argument(
+        "--step-retry-max-delay",
+        type=float,
+        help="longest pause between two runs of a step [runtime.step_retry.max_delay]",
+    )
+    add("--version", action="version", version=f"pitrixd {__version__}")
     return parser.parse_args(argv)
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
-    overrides: dict[str, object] = {"state_dir": args.state_dir, "log_level": args.log_level}
-    settings = load(args.config, **overrides)
-    if args.api_listen:
-        settings = settings.model_copy(
-            update={"api": settings.api.model_copy(update={"listen": args.api_listen})}
-        )
-    if args.etcd_endpoints:
-        # Validated again (not model_copy'd): an https:// endpoint needs the etcd TLS settings.
-        try:
-            etcd = EtcdSettings.model_validate(
-                {**settings.etcd.model_dump(), "endpoints": args.etcd_endpoints}
-            )
-        except ValidationError as exc:
-            problems = "; ".join(str(error["msg"]) for error in exc.errors())
-            raise ConfigError(f"invalid configuration (--etcd): etcd: {problems}") from exc
-        settings = settings.model_copy(update={"etcd": etcd})
+    settings = load(args.config, {key: getattr(args, dest) for dest, key in FLAG_KEYS.items()})
     if settings.etcd.tls is not None and not settings.etcd.endpoints:
         raise ConfigError(
             "etcd.ca_file/cert_file/key_file apply to an external etcd (etcd.endpoints or --etcd); "
@@ -96,34 +153,28 @@ def settings_from(args: argparse.Namespace) -> Settings:
     return settings
 
 
-@dataclass(frozen=True)
-class RuntimeOptions:
-    replica_id: str | None = None
-    owner_ttl: int = 10
-    recovery: RecoveryPolicy = field(default_factory=RecoveryPolicy)
-    max_jobs: int = DEFAULT_MAX_JOBS
-
-    @classmethod
-    def from_args(cls, args: argparse.Namespace) -> RuntimeOptions:
-        if args.owner_ttl < 2:
-            raise ConfigError(f"owner-ttl: must be at least 2 seconds, not {args.owner_ttl}")
-        if not args.recovery_grace > 0:
-            raise ConfigError(f"recovery-grace: must be positive, not {args.recovery_grace}")
-        if args.max_jobs < 1:
-            raise ConfigError(f"max-jobs: must be at least 1, not {args.max_jobs}")
-        if not 0 < args.max_down_fraction <= 1:
-            raise ConfigError(f"max-down-fraction: must be in (0, 1], not {args.max_down_fraction}")
-        recovery = RecoveryPolicy(
-            enabled=not args.no_auto_recovery,
-            grace=args.recovery_grace,
-            max_down_fraction=args.max_down_fraction,
-        )
-        return cls(
-            replica_id=args.replica_id,
-            owner_ttl=args.owner_ttl,
-            recovery=recovery,
-            max_jobs=args.max_jobs,
-        )
+def runtime_service(store: Store, settings: Settings, **given: Any) -> RuntimeService:
+    """The RuntimeService ``settings.runtime`` describes (``given``: sealer, replica)."""
+    runtime = settings.runtime
+    recovery = RecoveryPolicy(
+        enabled=runtime.recovery.enabled,
+        grace=runtime.recovery.grace,
+        max_down_fraction=runtime.recovery.max_down_fraction,
+    )
+    retry = RetryPolicy(
+        attempts=runtime.step_retry.attempts,
+        first_delay=runtime.step_retry.first_delay,
+        max_delay=runtime.step_retry.max_delay,
+    )
+    return RuntimeService(
+        store,
+        recovery,
+        owner_ttl=runtime.owner_ttl,
+        metadata_tls=settings.metadata_tls,
+        retry=retry,
+        max_jobs=runtime.max_jobs,
+        **given,
+    )
 
 
 def replica_id(state_dir: Path, given: str | None) -> str:
@@ -144,87 +195,187 @@ def _new_replica_id(path: Path) -> str:
     return rid
 
 
-async def serve(
-    settings: Settings, tokens: Tokens | None = None, options: RuntimeOptions | None = None
-) -> None:
+@dataclass
+class _Parts:
+    """What the start made so far: the stop undoes exactly that, in reverse order."""
+
+    embedded: EmbeddedEtcd | None = None
+    store: Store | None = None
+    service: RuntimeService | None = None
+    runner: web.AppRunner | None = None
+    watchdog: asyncio.Task[None] | None = None
+
+
+async def _start(settings: Settings, tokens: Tokens | None, parts: _Parts) -> None:
+    log = get_logger("pitrixd")
+    ensure_dir(settings.state_dir)
+    endpoints = settings.etcd.endpoints
+    etcd_tls = settings.etcd.tls
+    if not endpoints:
+        # Mutual TLS with a CA of its own in the 0700 state dir: no other local user reads it.
+        parts.embedded = embedded = EmbeddedEtcd(settings.state_dir)
+        endpoints = [await embedded.start()]
+        embedded.supervise()  # etcd dying under us is restarted, not served around
+        etcd_tls = embedded.client_tls
+        log.info("embedded etcd", url=endpoints[0], pid=embedded.pid)
+    parts.store = store = await Store.connect(
+        endpoints, prefix=settings.etcd.prefix, timeout=settings.etcd.dial_timeout, tls=etcd_tls
+    )
+    # The key that seals secrets lives in a file, never in etcd; a replica holding another
+    # key than the one this etcd's secrets are sealed with stops here, saying so.
+    key_file = settings.secrets.key_path(settings.state_dir)
+    sealer, created = await asyncio.to_thread(load_sealer, key_file, settings.secrets.previous_key_files)
+    await check_canary(store, sealer, key_file, created)
+    await seal_legacy(store, sealer)  # once per etcd: what an older pitrixd stored in clear
+    log.info("secrets key", key_file=str(key_file), key_id=sealer.key_id, created=created)
+    replica = await asyncio.to_thread(replica_id, settings.state_dir, settings.runtime.replica_id)
+    parts.service = service = runtime_service(store, settings, sealer=sealer, replica=replica)
+    await service.start()
+    tokens = tokens or Tokens.from_settings(settings.api)
+    parts.runner = runner = web.AppRunner(
+        create_app(service, tokens, settings.api),
+        access_log=None,
+        handle_signals=False,
+        # aiohttp waits this long twice (for the handler, then again once its input is cut)
+        # before it cancels the handler: half the grace each.
+        shutdown_timeout=min(API_GRACE, settings.stop_timeout / 4) / 2,
+    )
+    await runner.setup()
+    if settings.api.unix_socket:
+        site: web.BaseSite = web.UnixSite(runner, str(settings.api.unix_socket))
+        await site.start()
+        url = f"unix:{settings.api.unix_socket}"
+    else:
+        site = web.TCPSite(runner, settings.api.host, settings.api.port)
+        await site.start()
+        port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        url = f"http://{settings.api.host}:{port}"
+    log.info("pitrixd ready", url=url, etcd=endpoints, replica=service.replica)
+    ready: dict[str, Any] = {"ready": True, "url": url, "etcd": endpoints, "replica": service.replica}
+    if parts.embedded is not None:
+        # Whoever has to SIGKILL pitrixd finds its etcd here (pitrix.cli.demo.stop_child does).
+        ready["etcd_pid_file"] = str(parts.embedded.record_path.resolve())
+    print(json.dumps(ready), flush=True)
+    sdnotify.notify(f"READY=1\nSTATUS=serving {url}")
+    interval = sdnotify.watchdog_interval()
+    if interval:
+        parts.watchdog = asyncio.create_task(sdnotify.keep_watchdog(interval), name="sd-watchdog")
+
+
+def _exit_now(status: int) -> None:
+    """End the process without the interpreter's clean-up, which would wait for what hangs."""
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(OSError, ValueError):
+            stream.flush()
+    os._exit(status)
+
+
+def _arm_exit_guard(after: float) -> None:
+    """From a thread of its own: exit after ``after`` seconds if nothing else ended the process."""
+
+    def overdue() -> None:
+        print(f"pitrixd: stop still not done {after:.0f}s after the signal: exiting", file=sys.stderr)
+        _exit_now(0)
+
+    guard = threading.Timer(after, overdue)
+    guard.daemon = True
+    guard.start()
+
+
+async def _stage(name: str, work: Awaitable[Any], deadline: float) -> bool:
+    """Run ``work`` until ``deadline`` (loop time); past it, cancel it and leave it behind.
+
+    A task of its own, waited on with ``asyncio.wait``: a stage that swallows its cancellation
+    cannot hold the stop the way it would under ``await`` (or ``asyncio.timeout``).
+    """
+    log = get_logger("pitrixd", stage=name)
+    task = asyncio.ensure_future(work)
+    loop = asyncio.get_running_loop()
+    done, _ = await asyncio.wait({task}, timeout=max(0.0, deadline - loop.time()))
+    if not done:
+        task.cancel()
+        log.error("stop stage overran its time; abandoned")
+        return False
+    if not task.cancelled() and task.exception() is not None:
+        log.error("stop stage failed", error=repr(task.exception()))
+    return True
+
+
+async def _stop(parts: _Parts, starting: asyncio.Task[None], timeout: float) -> list[str]:
+    """Undo what the start made, within ``timeout`` seconds; the names of the stages abandoned."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    own = deadline - min(ETCD_STOP_SHARE, timeout / 2)  # the rest is the embedded etcd's
+    abandoned: list[str] = []
+
+    async def stage(name: str, work: Awaitable[Any], until: float) -> None:
+        if not await _stage(name, work, until):
+            abandoned.append(name)
+
+    if not starting.done():
+        starting.cancel()  # a start still resuming jobs is given up: they resume next time
+        await stage("start-up", starting, own)
+    if parts.watchdog is not None:
+        parts.watchdog.cancel()
+    if parts.runner is not None:
+        await stage("api", parts.runner.cleanup(), own)
+    if parts.service is not None:
+        await stage("runtime", parts.service.stop(), own)
+    if parts.store is not None:
+        await stage("store", parts.store.close(), own)
+    if parts.embedded is not None:
+        # SIGTERM, then SIGKILL half-way through what is left: it must not outlive pitrixd.
+        grace = max(0.5, (deadline - loop.time()) / 2)
+        await stage("embedded etcd", parts.embedded.stop(grace=grace), max(deadline, loop.time() + 1.0))
+    others = [t for t in asyncio.all_tasks() if t is not asyncio.current_task() and not t.done()]
+    for task in others:
+        task.cancel()
+    if others:
+        _, pending = await asyncio.wait(others, timeout=max(0.1, deadline - loop.time()))
+        if pending:
+            abandoned.append(f"{len(pending)} other tasks")
+    return abandoned
+
+
+async def serve(settings: Settings, tokens: Tokens | None = None) -> None:
+    """Run pitrixd until SIGTERM or SIGINT, then stop within ``settings.stop_timeout``.
+
+    If a stage of the stop had to be abandoned, the process exits from here (status 0): the
+    event loop's own clean-up would wait for what hangs without a bound.
+    """
     log = get_logger("pitrixd")
     # First of all: a SIGTERM during start-up (systemd stopping a start that resumes many jobs, an
     # operator's ^C) must stop pitrixd as one after it, not kill it with its embedded etcd orphaned.
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
+
+    def on_signal(signum: int) -> None:
+        if stop.is_set():
+            log.warning("second signal: pitrixd exits at once", signal=signal.Signals(signum).name)
+            _exit_now(128 + signum)
+        stop.set()
+        _arm_exit_guard(settings.stop_timeout + EXIT_GUARD_MARGIN)
+
     for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    ensure_dir(settings.state_dir)
-    embedded: EmbeddedEtcd | None = None
-    store: Store | None = None
-    service: RuntimeService | None = None
-    runner: web.AppRunner | None = None
+        loop.add_signal_handler(sig, on_signal, sig)
+    parts = _Parts()
+    starting = asyncio.create_task(_start(settings, tokens, parts), name="pitrixd-start")
+    signalled = asyncio.create_task(stop.wait(), name="pitrixd-signal")
     try:
-        endpoints = settings.etcd.endpoints
-        etcd_tls = settings.etcd.tls
-        if not endpoints:
-            # Mutual TLS with a CA of its own in the 0700 state dir: no other local user reads it.
-            embedded = EmbeddedEtcd(settings.state_dir)
-            endpoints = [await embedded.start()]
-            embedded.supervise()  # etcd dying under us is restarted, not served around
-            etcd_tls = embedded.client_tls
-            log.info("embedded etcd", url=endpoints[0])
-        store = await Store.connect(
-            endpoints, prefix=settings.etcd.prefix, timeout=settings.etcd.dial_timeout, tls=etcd_tls
-        )
-        # The key that seals secrets lives in a file, never in etcd; a replica holding another
-        # key than the one this etcd's secrets are sealed with stops here, saying so.
-        key_file = settings.secrets.key_path(settings.state_dir)
-        sealer, created = await asyncio.to_thread(load_sealer, key_file, settings.secrets.previous_key_files)
-        await check_canary(store, sealer, key_file, created)
-        await seal_legacy(store, sealer)  # once per etcd: what an older pitrixd stored in clear
-        log.info("secrets key", key_file=str(key_file), key_id=sealer.key_id, created=created)
-        options = options or RuntimeOptions()
-        service = RuntimeService(
-            store,
-            options.recovery,
-            sealer=sealer,
-            replica=await asyncio.to_thread(replica_id, settings.state_dir, options.replica_id),
-            owner_ttl=options.owner_ttl,
-            max_jobs=options.max_jobs,
-            metadata_tls=settings.metadata_tls,
-        )
-        await service.start()
-        tokens = tokens or Tokens.from_settings(settings.api)
-        runner = web.AppRunner(
-            create_app(service, tokens, settings.api), access_log=None, handle_signals=False
-        )
-        await runner.setup()
-        if settings.api.unix_socket:
-            site: web.BaseSite = web.UnixSite(runner, str(settings.api.unix_socket))
-            await site.start()
-            url = f"unix:{settings.api.unix_socket}"
-        else:
-            site = web.TCPSite(runner, settings.api.host, settings.api.port)
-            await site.start()
-            port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
-            url = f"http://{settings.api.host}:{port}"
-        log.info("pitrixd ready", url=url, etcd=endpoints, replica=service.replica)
-        print(
-            json.dumps({"ready": True, "url": url, "etcd": endpoints, "replica": service.replica}), flush=True
-        )
-        sdnotify.notify(f"READY=1\nSTATUS=serving {url}")
-        interval = sdnotify.watchdog_interval()
-        watchdog = asyncio.create_task(sdnotify.keep_watchdog(interval)) if interval else None
-        await stop.wait()
-        log.info("pitrixd stopping")
-        sdnotify.notify("STOPPING=1")
-        if watchdog is not None:
-            watchdog.cancel()
+        await asyncio.wait({starting, signalled}, return_when=asyncio.FIRST_COMPLETED)
+        if starting.done():
+            starting.result()  # a start that failed raises, once what it made is stopped
+            await signalled
     finally:
-        if runner is not None:
-            await runner.cleanup()
-        if service is not None:
-            await service.stop()
-        if store is not None:
-            await store.close()
-        if embedded is not None:
-            await embedded.stop()
+        signalled.cancel()
+        if stop.is_set():
+            log.info("pitrixd stopping", timeout=settings.stop_timeout)
+            sdnotify.notify("STOPPING=1")
+        began = loop.time()
+        abandoned = await _stop(parts, starting, settings.stop_timeout)
+        log.info("pitrixd stopped", seconds=round(loop.time() - began, 3), abandoned=abandoned or None)
+        if abandoned and stop.is_set():
+            _exit_now(0)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -233,12 +384,11 @@ def main(argv: list[str] | None = None) -> int:
         settings = settings_from(args)
         logs.configure(settings.log_level)
         tokens = Tokens.from_settings(settings.api)
-        options = RuntimeOptions.from_args(args)
     except ConfigError as exc:
         print(f"pitrixd: {exc}", file=sys.stderr)
         return 2
     try:
-        aio.run(serve(settings, tokens, options))
+        aio.run(serve(settings, tokens))
     except SealingError as exc:
         print(f"pitrixd: {exc}", file=sys.stderr)
         return 2

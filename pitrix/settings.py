@@ -1,8 +1,9 @@
-"""pitrixd's settings: one validated object from a TOML file and the environment.
+"""pitrixd's settings: one validated object from a TOML file, the environment and its flags.
 
-Precedence, highest first: environment (``PITRIX_<SECTION>__<KEY>``, e.g. ``PITRIX_API__LISTEN``),
-the TOML file (``/etc/pitrix/pitrixd.toml`` or ``--config``), the defaults below. A bad value stops
-the daemon at start with an error naming the key, rather than failing later in a code path.
+Precedence, highest first: flags (pitrixd's command line, see :mod:`pitrix.daemon`), environment
+(``PITRIX_<SECTION>__<KEY>``, e.g. ``PITRIX_API__LISTEN``), the TOML file
+(``/etc/pitrix/pitrixd.toml`` or ``--config``), the defaults below. A bad value stops the daemon
+at start with an error naming the key, rather than failing later in a code path.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import ipaddress
 import re
 import tomllib
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
@@ -192,6 +194,50 @@ class SecretsSettings(_Section):
         return self.key_file if self.key_file is not None else state_dir / "secret.key"
 
 
+class RecoverySettings(_Section):
+    """When silent nodes of active clusters are replaced (see pitrix.runtime.recovery)."""
+
+    enabled: bool = Field(True, description="replace silent nodes by itself")
+    grace: float = Field(30.0, gt=0, description="seconds a silent node waits before replacement")
+    max_down_fraction: float = Field(
+        0.5,
+        gt=0,
+        le=1,
+        description="more silent nodes than this share of a cluster halts auto-recovery (meltdown guard)",
+    )
+
+
+class StepRetrySettings(_Section):
+    """How a step is re-run after a retryable cloud error (see pitrix.runtime.retrying)."""
+
+    attempts: int = Field(5, ge=1, description="runs of a step in all, the first included")
+    first_delay: float = Field(1.0, ge=0, description="seconds before the second run; doubles each time")
+    max_delay: float = Field(15.0, ge=0, description="longest pause between two runs (seconds)")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> StepRetrySettings:
+        if self.max_delay < self.first_delay:
+            raise ValueError(f"max_delay {self.max_delay} must be at least first_delay {self.first_delay}")
+        return self
+
+
+class RuntimeSettings(_Section):
+    """How this replica supervises clusters."""
+
+    replica_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,62}$",
+        description="this replica's id among pitrixd on one etcd (default: made once, kept in "
+        "<state_dir>/replica-id)",
+    )
+    owner_ttl: int = Field(10, ge=2, description="seconds a dead replica's clusters wait to be adopted")
+    max_jobs: int = Field(
+        100, ge=1, description="cluster jobs run at once by this replica; more wait their turn"
+    )
+    recovery: RecoverySettings = Field(default_factory=lambda: RecoverySettings())
+    step_retry: StepRetrySettings = Field(default_factory=lambda: StepRetrySettings())
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="PITRIX_", env_nested_delimiter="__", extra="forbid", validate_default=True
@@ -199,12 +245,20 @@ class Settings(BaseSettings):
 
     state_dir: Path = Field(default_factory=default_state_dir)
     log_level: str = "info"
+    stop_timeout: float = Field(
+        10.0,
+        gt=0,
+        le=600,
+        description="seconds pitrixd's stop may take (API, jobs, store); what overruns is abandoned "
+        "(jobs resume from their journal at the next start) and pitrixd exits anyway",
+    )
     # Metadata clusters speak mutual TLS. Kept as a setting only so that an old configuration's
     # ``false`` is refused with a reason instead of an unknown-key error.
     metadata_tls: bool = True
     etcd: EtcdSettings = Field(default_factory=lambda: EtcdSettings())
     api: ApiSettings = Field(default_factory=lambda: ApiSettings())
     secrets: SecretsSettings = Field(default_factory=lambda: SecretsSettings())
+    runtime: RuntimeSettings = Field(default_factory=lambda: RuntimeSettings())
 
     @field_validator("metadata_tls")
     @classmethod
@@ -239,11 +293,44 @@ class Settings(BaseSettings):
         return (env_settings, init_settings)
 
 
+class _Given(Settings):
+    """Settings from the values passed alone: how flags go over what file and environment said."""
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings,)
+
+
+# pydantic's wording for a bound, in the words of the rest of the messages.
+_BOUNDS = {
+    "greater_than_equal": ("ge", "must be at least {}"),
+    "greater_than": ("gt", "must be more than {}"),
+    "less_than_equal": ("le", "must be at most {}"),
+    "less_than": ("lt", "must be less than {}"),
+}
+
+
+def _message(item: Any) -> str:
+    if item["type"] == "value_error" and "error" in item.get("ctx", {}):
+        return str(item["ctx"]["error"])  # a validator's own words, without pydantic's prefix
+    bound = _BOUNDS.get(item["type"])
+    if bound is not None and bound[0] in item.get("ctx", {}):
+        return f"{bound[1].format(item['ctx'][bound[0]])}, not {item['input']!r}"
+    return str(item["msg"])
+
+
 def _describe(error: ValidationError, source: str) -> str:
     lines = [f"invalid configuration ({source}):"]
     for item in error.errors():
         key = ".".join(str(part) for part in item["loc"]) or "<root>"
-        lines.append(f"  {key}: {item['msg']}")
+        lines.append(f"  {key}: {_message(item)}")
     return "\n".join(lines)
 
 
@@ -259,18 +346,36 @@ def read_toml(file: Path, what: str) -> dict[str, Any]:
         raise ConfigError(f"{what} {file} is not valid TOML: {exc}") from None
 
 
-def load(path: Path | None = None, **overrides: Any) -> Settings:
-    """Read settings from ``path`` (default file if present), the environment and ``overrides``."""
+def _set(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    *sections, name = dotted.split(".")
+    for section in sections:
+        tree = tree.setdefault(section, {})
+    tree[name] = value
+
+
+def load(path: Path | None = None, flags: Mapping[str, Any] | None = None) -> Settings:
+    """Read settings from ``path`` (default file if present), the environment and ``flags``.
+
+    ``flags`` maps dotted keys (``runtime.max_jobs``) to values given on the command line; a
+    ``None`` value was not given. They win over the environment, which wins over the file.
+    """
     data: dict[str, Any] = {}
     source = "defaults and environment"
     file = path if path is not None else (DEFAULT_CONFIG_FILE if DEFAULT_CONFIG_FILE.exists() else None)
     if file is not None:
         source = str(file)
         data = read_toml(file, "config file")
-    for key, value in overrides.items():
-        if value is not None:
-            data[key] = value
     try:
-        return Settings(**data)
+        settings = Settings(**data)
     except ValidationError as exc:
         raise ConfigError(_describe(exc, source)) from exc
+    given = {key: value for key, value in (flags or {}).items() if value is not None}
+    if not given:
+        return settings
+    tree = settings.model_dump(exclude_unset=True)
+    for key, value in given.items():
+        _set(tree, key, value)
+    try:
+        return _Given(**tree)  # reads no environment again: the flags stay on top
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, "flags")) from exc

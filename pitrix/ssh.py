@@ -95,8 +95,10 @@ async def connect(
     backoff = Backoff(0.05, 1.0)
     while True:
         try:
-            return await asyncio.wait_for(
-                asyncssh.connect(
+            # asyncio.timeout, not wait_for: on 3.11 a cancel arriving as the connection is made
+            # is swallowed by wait_for, and the job then runs on instead of stopping.
+            async with asyncio.timeout(max(deadline - time.monotonic(), 1.0)):
+                return await asyncssh.connect(
                     instance.private_ip,
                     instance.ssh_port,
                     username=USER,
@@ -105,9 +107,7 @@ async def connect(
                     agent_path=None,
                     config=None,
                     preferred_auth="publickey",
-                ),
-                max(deadline - time.monotonic(), 1.0),
-            )
+                )
         except asyncssh.HostKeyNotVerifiable as exc:
             raise SshError(
                 f"{instance.instance_id}: host key at {instance.private_ip}:{instance.ssh_port} "

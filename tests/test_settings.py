@@ -4,30 +4,27 @@ from __future__ import annotations
 
 import io
 import json
+import os
 from pathlib import Path
 
 import pytest
 import structlog
 
 from pitrix import logs
-from pitrix.daemon import RuntimeOptions, parse_args, settings_from
+from pitrix.daemon import parse_args, runtime_service, settings_from
 from pitrix.paths import default_state_dir
+from pitrix.runtime.recovery import RecoveryPolicy
+from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.service import DEFAULT_MAX_JOBS
-from pitrix.settings import ConfigError, load
+from pitrix.sealing import Sealer
+from pitrix.settings import ConfigError, Settings, load
+from pitrix.store import Store
 
 
 @pytest.fixture(autouse=True)
 def clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
-    for key in (
-        "PITRIX_STATE_DIR",
-        "PITRIX_API__LISTEN",
-        "PITRIX_LOG_LEVEL",
-        "PITRIX_ETCD__ENDPOINTS",
-        "PITRIX_ETCD__CA_FILE",
-        "PITRIX_ETCD__CERT_FILE",
-        "PITRIX_ETCD__KEY_FILE",
-    ):
-        monkeypatch.delenv(key, raising=False)
+    for key in [k for k in os.environ if k.startswith("PITRIX_")]:
+        monkeypatch.delenv(key)
 
 
 def write(tmp_path: Path, text: str) -> Path:
@@ -148,13 +145,154 @@ def test_logs_are_json_off_a_terminal() -> None:
         logs.configure("chatty", stream=out)
 
 
-def test_runtime_flags_are_checked() -> None:
-    options = RuntimeOptions.from_args(parse_args(["--max-jobs", "7"]))
-    assert options.max_jobs == 7
-    assert RuntimeOptions.from_args(parse_args([])).max_jobs == DEFAULT_MAX_JOBS
-    for flag, value in (("--max-jobs", "0"), ("--owner-ttl", "1"), ("--max-down-fraction", "1.5")):
-        with pytest.raises(ConfigError, match=flag.lstrip("-")):
-            RuntimeOptions.from_args(parse_args([flag, value]))
+def test_runtime_defaults_are_the_policies_defaults(tmp_path: Path) -> None:
+    """The settings' defaults are the ones the runtime's own objects document."""
+    runtime = load(write(tmp_path, "")).runtime
+    assert (runtime.owner_ttl, runtime.max_jobs, runtime.replica_id) == (10, DEFAULT_MAX_JOBS, None)
+    assert RecoveryPolicy(**runtime.recovery.model_dump()) == RecoveryPolicy()
+    assert RetryPolicy(**runtime.step_retry.model_dump()) == RetryPolicy()
+    assert load(write(tmp_path, "")).stop_timeout == 10.0
+
+
+RUNTIME_FILE = """stop_timeout = 20.0
+[runtime]
+max_jobs = 7
+owner_ttl = 30
+replica_id = "from-file"
+[runtime.recovery]
+grace = 40.0
+max_down_fraction = 0.25
+[runtime.step_retry]
+attempts = 3
+first_delay = 0.5
+max_delay = 2.0
+"""
+
+
+def test_runtime_settings_file_then_environment_then_flags(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    config = write(tmp_path, RUNTIME_FILE)
+    from_file = settings_from(parse_args(["--config", str(config)]))
+    assert from_file.stop_timeout == 20.0
+    assert (from_file.runtime.max_jobs, from_file.runtime.owner_ttl) == (7, 30)
+    assert from_file.runtime.replica_id == "from-file"
+    assert (from_file.runtime.recovery.grace, from_file.runtime.recovery.max_down_fraction) == (40.0, 0.25)
+    assert from_file.runtime.recovery.enabled
+    assert from_file.runtime.step_retry.model_dump() == {"attempts": 3, "first_delay": 0.5, "max_delay": 2.0}
+
+    monkeypatch.setenv("PITRIX_RUNTIME__MAX_JOBS", "8")
+    monkeypatch.setenv("PITRIX_RUNTIME__RECOVERY__GRACE", "50")
+    monkeypatch.setenv("PITRIX_RUNTIME__RECOVERY__ENABLED", "false")
+    monkeypatch.setenv("PITRIX_RUNTIME__STEP_RETRY__ATTEMPTS", "4")
+    monkeypatch.setenv("PITRIX_STOP_TIMEOUT", "25")
+    monkeypatch.setenv("PITRIX_LOG_LEVEL", "warning")
+    from_env = settings_from(parse_args(["--config", str(config)]))
+    assert (from_env.runtime.max_jobs, from_env.runtime.owner_ttl) == (8, 30)  # the file's ttl stays
+    assert (from_env.runtime.recovery.grace, from_env.runtime.recovery.enabled) == (50.0, False)
+    assert from_env.runtime.recovery.max_down_fraction == 0.25
+    assert from_env.runtime.step_retry.model_dump() == {"attempts": 4, "first_delay": 0.5, "max_delay": 2.0}
+    assert (from_env.stop_timeout, from_env.log_level) == (25.0, "warning")
+
+    flags = [
+        "--config", str(config), "--max-jobs", "9", "--owner-ttl", "3", "--replica-id", "from-flag",
+        "--recovery-grace", "60", "--max-down-fraction", "0.75", "--step-attempts", "6",
+        "--step-retry-delay", "0.25", "--step-retry-max-delay", "1", "--stop-timeout", "5",
+        "--log-level", "debug",
+    ]  # fmt: skip
+    from_flags = settings_from(parse_args(flags))
+    runtime = from_flags.runtime
+    assert (runtime.max_jobs, runtime.owner_ttl, runtime.replica_id) == (9, 3, "from-flag")
+    assert (runtime.recovery.grace, runtime.recovery.max_down_fraction) == (60.0, 0.75)
+    assert runtime.recovery.enabled is False  # from the environment: no flag turns it on
+    assert runtime.step_retry.model_dump() == {"attempts": 6, "first_delay": 0.25, "max_delay": 1.0}
+    assert (from_flags.stop_timeout, from_flags.log_level) == (5.0, "debug")
+    assert isinstance(from_flags, Settings)
+
+
+def test_no_auto_recovery_flag(tmp_path: Path) -> None:
+    config = str(write(tmp_path, ""))
+    assert settings_from(parse_args(["--config", config])).runtime.recovery.enabled
+    assert not settings_from(parse_args(["--config", config, "--no-auto-recovery"])).runtime.recovery.enabled
+
+
+@pytest.mark.parametrize(
+    ("text", "key", "message"),
+    [
+        ("[runtime]\nmax_jobs = 0\n", "runtime.max_jobs", "must be at least 1, not 0"),
+        ("[runtime]\nowner_ttl = 1\n", "runtime.owner_ttl", "must be at least 2, not 1"),
+        ('[runtime]\nreplica_id = "a/b"\n', "runtime.replica_id", "should match pattern"),
+        ("[runtime]\nparallel = 3\n", "runtime.parallel", "Extra inputs"),
+        ("[runtime.recovery]\ngrace = 0\n", "runtime.recovery.grace", "must be more than 0"),
+        ("[runtime.recovery]\nmax_down_fraction = 1.5\n", "runtime.recovery.max_down_fraction", "at most 1"),
+        ("[runtime.step_retry]\nattempts = 0\n", "runtime.step_retry.attempts", "must be at least 1"),
+        ("[runtime.step_retry]\nfirst_delay = -1\n", "runtime.step_retry.first_delay", "at least 0"),
+        (
+            "[runtime.step_retry]\nfirst_delay = 2\nmax_delay = 1\n",
+            "runtime.step_retry",
+            "max_delay 1.0 must be at least first_delay 2.0",
+        ),
+        ("stop_timeout = 0\n", "stop_timeout", "must be more than 0"),
+        ('[runtime]\nmax_jobs = "many"\n', "runtime.max_jobs", "valid integer"),
+    ],
+)
+def test_bad_runtime_settings_name_the_key(tmp_path: Path, text: str, key: str, message: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load(write(tmp_path, text))
+    assert f"  {key}: " in str(caught.value) and message in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("flag", "value", "key"),
+    [
+        ("--max-jobs", "0", "runtime.max_jobs: must be at least 1"),
+        ("--owner-ttl", "1", "runtime.owner_ttl: must be at least 2"),
+        ("--max-down-fraction", "1.5", "runtime.recovery.max_down_fraction: must be at most 1"),
+        ("--recovery-grace", "-1", "runtime.recovery.grace: must be more than 0"),
+        ("--step-attempts", "0", "runtime.step_retry.attempts: must be at least 1"),
+        ("--stop-timeout", "0", "stop_timeout: must be more than 0"),
+    ],
+)
+def test_bad_runtime_flags_name_the_key(tmp_path: Path, flag: str, value: str, key: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        settings_from(parse_args(["--config", str(write(tmp_path, "")), flag, value]))
+    assert "invalid configuration (flags)" in str(caught.value) and key in str(caught.value)
+
+
+def test_bad_runtime_environment_names_the_key(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PITRIX_RUNTIME__RECOVERY__MAX_DOWN_FRACTION", "0")
+    with pytest.raises(ConfigError, match=r"runtime\.recovery\.max_down_fraction: must be more than 0"):
+        load(write(tmp_path, ""))
+
+
+def test_help_shows_every_runtime_option(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit):
+        parse_args(["--help"])
+    shown = " ".join(capsys.readouterr().out.split())
+    for flag, key in (
+        ("--max-jobs", "runtime.max_jobs"),
+        ("--owner-ttl", "runtime.owner_ttl"),
+        ("--replica-id", "runtime.replica_id"),
+        ("--recovery-grace", "runtime.recovery.grace"),
+        ("--max-down-fraction", "runtime.recovery.max_down_fraction"),
+        ("--no-auto-recovery", "runtime.recovery.enabled"),
+        ("--step-attempts", "runtime.step_retry.attempts"),
+        ("--step-retry-delay", "runtime.step_retry.first_delay"),
+        ("--step-retry-max-delay", "runtime.step_retry.max_delay"),
+        ("--stop-timeout", "stop_timeout"),
+    ):
+        assert flag in shown and f"[{key}" in shown, (flag, key)
+    assert "PITRIX_RUNTIME__MAX_JOBS" in shown
+
+
+async def test_the_runtime_is_built_from_the_settings(tmp_path: Path, store: Store) -> None:
+    config = write(tmp_path, RUNTIME_FILE)
+    settings = settings_from(parse_args(["--config", str(config), "--no-auto-recovery"]))
+    service = runtime_service(store, settings, sealer=Sealer.generate(), replica="r1")
+    assert service.max_jobs == 7 and service.replica == "r1"
+    assert service.ownership.ttl == 30
+    assert service.recovery == RecoveryPolicy(enabled=False, grace=40.0, max_down_fraction=0.25)
+    assert service.step_retry == RetryPolicy(attempts=3, first_delay=0.5, max_delay=2.0)
 
 
 def test_external_etcd_tls_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

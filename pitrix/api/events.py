@@ -16,6 +16,7 @@ from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from pitrix.aio import cancel_and_wait
 from pitrix.logs import get_logger
 from pitrix.runtime import keys
 from pitrix.runtime.records import Cluster
@@ -80,9 +81,7 @@ class EventHub:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
         for sub in list(self._subscribers):
             self._end(sub)
 

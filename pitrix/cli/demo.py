@@ -100,6 +100,12 @@ async def start_child(name: str, argv: list[str], log: Path, env: dict[str, str]
 
 
 async def stop_child(child: Child, timeout: float = 30.0) -> None:
+    """SIGTERM ``child``, SIGKILL after ``timeout``; then stop the embedded etcd it left running.
+
+    A pitrixd that is killed (here, by a test, or by a crash) leaves its embedded etcd running in a
+    session of its own so that the next start adopts it. Whoever ends a pitrixd for good stops
+    that etcd too: its ready line names the pid record, which proves the pid is still that etcd.
+    """
     if child.process.returncode is None:
         child.process.send_signal(signal.SIGTERM)
         try:
@@ -107,6 +113,20 @@ async def stop_child(child: Child, timeout: float = 30.0) -> None:
         except TimeoutError:
             child.process.kill()
             await child.process.wait()
+    await stop_left_etcd(child)
+
+
+async def stop_left_etcd(child: Child) -> None:
+    """Stop the embedded etcd named by the pid record in ``child``'s ready line, if it is running.
+
+    Nothing to do after a clean stop (pitrixd removes the record) or for a pitrixd on an
+    external etcd (no record named).
+    """
+    record = child.ready.get("etcd_pid_file") if child.process.returncode is not None else None
+    if record and await asyncio.to_thread(Path(record).exists):
+        from pitrix.store.embedded import EmbeddedEtcd  # only here: the demo needs no store otherwise
+
+        await EmbeddedEtcd(Path(record).parent).stop()
 
 
 def _tail(path: Path, lines: int = 15) -> str:

@@ -13,6 +13,7 @@ import json
 from collections.abc import Callable
 from typing import Any
 
+from pitrix.aio import cancel_and_wait
 from pitrix.logs import get_logger
 from pitrix.metad import keyspace
 from pitrix.metad.client import MetadManagementClient
@@ -39,9 +40,7 @@ class AgentStatus:
 
     async def close(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     async def _follow(self) -> None:
@@ -93,7 +92,7 @@ class AgentStatus:
                         raise RuntimeError(f"agent status stream failed: {self._error}")
                     await self._changed.wait()
 
-        async with asyncio.timeout(timeout):
+        async with asyncio.timeout(timeout):  # not wait_for: on 3.11 it can swallow a cancel
             await until()
 
     def command_result(self, instance_id: str, command_id: str) -> dict[str, Any] | None:

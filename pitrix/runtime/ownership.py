@@ -16,9 +16,9 @@ owner key is exactly the one this replica wrote or confirmed when it claimed the
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+from pitrix.aio import cancel_and_wait
 from pitrix.logs import get_logger
 from pitrix.runtime import keys
 from pitrix.runtime.keys import owner_key
@@ -106,11 +106,7 @@ class Ownership:
 
     async def close(self) -> None:
         """Stop following and revoke the lease, so other replicas adopt our clusters at once."""
-        for task in self._tasks:
-            task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await cancel_and_wait(*self._tasks)
         self._tasks = []
         self._held.clear()
         if self._lease is not None:

@@ -29,6 +29,7 @@ from typing import Any
 
 import aiohttp
 
+from pitrix.aio import cancel_and_wait
 from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 from pitrix.paths import ensure_dir, write_private
@@ -271,12 +272,10 @@ class EmbeddedEtcd:
         async with self._restarted:
             await self._restarted.wait_for(lambda: self.restarts >= count)
 
-    async def stop(self) -> None:
-        """Stop the child (SIGTERM, SIGKILL after a grace period) and remove the pid record."""
+    async def stop(self, grace: float = STOP_GRACE) -> None:
+        """Stop the child (SIGTERM, SIGKILL after ``grace`` seconds) and remove the pid record."""
         if self._supervisor is not None:
-            self._supervisor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._supervisor
+            await cancel_and_wait(self._supervisor)
             self._supervisor = None
         ensure_dir(self.state_dir)
         async with self._file_lock():
@@ -285,7 +284,7 @@ class EmbeddedEtcd:
                 record = PidRecord.load(self.record_path)
                 pid = record.pid if record is not None else None
             if pid is not None and self._is_ours(pid):
-                await self._terminate(pid)
+                await self._terminate(pid, grace)
             with contextlib.suppress(FileNotFoundError):
                 self.record_path.unlink()
             self._pid = None
@@ -515,10 +514,7 @@ class EmbeddedEtcd:
                             f"log tail ({self.log_path}):\n{_tail(self.log_path)}"
                         )
         finally:
-            if not exited.done():
-                exited.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await exited
+            await cancel_and_wait(exited)
 
     async def _healthy(self, client_url: str, within: float) -> bool:
         deadline = time.monotonic() + within
@@ -555,16 +551,16 @@ class EmbeddedEtcd:
 
     # -- stopping ---------------------------------------------------------------------------------
 
-    async def _terminate(self, pid: int) -> None:
+    async def _terminate(self, pid: int, grace: float = STOP_GRACE) -> None:
         log = self._log.bind(pid=pid)
         if not self._signal(pid, signal.SIGTERM):
             return
         # A stopped (SIGSTOP, ptrace) etcd would hold SIGTERM pending forever; let it act on it.
         self._signal(pid, signal.SIGCONT)
-        if await self._wait_exit(pid, STOP_GRACE):
+        if await self._wait_exit(pid, grace):
             log.info("etcd.stopped")
             return
-        log.warning("etcd.kill", grace=STOP_GRACE)
+        log.warning("etcd.kill", grace=grace)
         self._signal(pid, signal.SIGKILL)
         if not await self._wait_exit(pid, STOP_GRACE):
             raise EmbeddedEtcdError(f"etcd pid {pid} survived SIGKILL")
@@ -605,7 +601,8 @@ class EmbeddedEtcd:
         try:
             loop.add_reader(fd, exited.set)
             try:
-                await asyncio.wait_for(exited.wait(), within)
+                async with asyncio.timeout(within):  # not wait_for: on 3.11 it can swallow a cancel
+                    await exited.wait()
             except TimeoutError:
                 return False
             finally:

@@ -10,15 +10,15 @@ reply naming its lease, so one stream carries them all, as etcd's own Go client 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections import deque
 from typing import Any
 
 from aetcd import rpc
 from grpc.aio import EOF, AioRpcError
 
+from pitrix.aio import cancel_and_wait
 from pitrix.logs import get_logger
-from pitrix.store.client import Store, StoreError, StoreUnavailable, _check_lease
+from pitrix.store.client import Store, StoreUnavailable, _check_lease
 
 
 class SharedKeepAlive:
@@ -123,9 +123,7 @@ class SharedKeepAlive:
         if self._call is not None:
             self._broken(self._call, "closed")
         if reader is not None:
-            reader.cancel()
-            with contextlib.suppress(asyncio.CancelledError, StoreError):
-                await reader
+            await cancel_and_wait(reader)
 
 
 def _seen(future: asyncio.Future[int]) -> None:

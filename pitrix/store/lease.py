@@ -10,8 +10,8 @@ the lease no longer exists).
 from __future__ import annotations
 
 import asyncio
-import contextlib
 
+from pitrix.aio import cancel_and_wait
 from pitrix.logs import get_logger
 from pitrix.store.client import Store, StoreError
 
@@ -62,9 +62,7 @@ class KeptLease:
         """Stop renewing and revoke (idempotent; a lease etcd cannot be told about just expires)."""
         task, self._task = self._task, None
         if task is not None:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+            await cancel_and_wait(task)
         lease_id, self._id = self._id, None
         if lease_id is None:
             return

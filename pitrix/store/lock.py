@@ -12,9 +12,9 @@ The holder's own key is watched too: if it vanishes (lease expired or revoked by
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from urllib.parse import quote
 
+from pitrix.aio import cancel_and_wait
 from pitrix.logs import get_logger
 from pitrix.store.client import Store, StoreError
 from pitrix.store.lease import KeptLease
@@ -101,11 +101,7 @@ class _Queue:
         try:
             await asyncio.wait({waiter, lost}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in (waiter, lost):
-                task.cancel()
-            for task in (waiter, lost):
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+            await cancel_and_wait(waiter, lost)
         if waiter.done() and not waiter.cancelled():
             waiter.result()  # surface a watch error
 
@@ -131,18 +127,13 @@ class _Queue:
             self._log.warning("lock.monitor_failed", error=str(exc))
             self.lost.set()
         finally:
-            for task in (waiter, lease_lost):
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError, StoreError):
-                    await task
+            await cancel_and_wait(waiter, lease_lost)
 
     async def leave(self) -> None:
         """Delete our key and revoke the lease (safe to call in any state, more than once)."""
         monitor, self._monitor = self._monitor, None
         if monitor is not None:
-            monitor.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await monitor
+            await cancel_and_wait(monitor)
         key, self.key = self.key, None
         if key is not None:
             try:
