@@ -9,15 +9,22 @@ from pitrix.store import Store
 
 
 class Journal:
-    """Start and end records of one job's steps."""
+    """Start and end records of one job's steps.
 
-    def __init__(self, store: Store, cluster_id: str, job_id: str) -> None:
+    A cluster's job journals under its cluster's data; anything else run as a plan (a metadata
+    cluster's making) gives its own ``prefix``, ``cluster_id`` then only labels its logs.
+    """
+
+    def __init__(self, store: Store, cluster_id: str, job_id: str, *, prefix: str | None = None) -> None:
         self.store = store
         self.cluster_id = cluster_id
         self.job_id = job_id
+        self.prefix = prefix if prefix is not None else step_key(cluster_id, job_id, "")
+        if not self.prefix.endswith("/"):
+            raise ValueError(f"prefix: must end with '/', got {self.prefix!r}")
 
     def _key(self, name: str) -> str:
-        return step_key(self.cluster_id, self.job_id, name)
+        return self.prefix + name
 
     async def records(self) -> dict[str, StepRecord]:
         prefix = self._key("")

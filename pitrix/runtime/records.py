@@ -12,6 +12,7 @@ known), and each job with a journal of its steps.
 Cluster documents sit alone under /clusters/ so listing them reads nothing else.
     /runtimes/<name>                     Runtime definition (JSON; credentials sealed)
     /metadata-clusters/<owner>/<runtime> MetadataCluster (JSON)
+    /metadata-data/<owner>/<runtime>/steps/<job_id>/<step>   StepRecord of its making (JSON)
 
 Secrets inside records are sealed text (:mod:`pitrix.sealing`): a runtime's credentials, each
 field on its own, and password parameters in a cluster's ``env`` and an env job's ``args`` (see
@@ -210,6 +211,8 @@ class MetadataCluster(_Record):
     instance_id: str = ""
     ip: str = ""
     status: Literal["creating", "ready", "deleting"] = "creating"
+    # The job making (or last having made) it: its steps are journaled under metadata_steps_prefix.
+    job_id: str = ""
     # The cluster's own issuer certificate (PEM), signed once its metad has made the key and
     # offered a CSR (issuer bootstrap). Records made before that kept certificate then key here;
     # empty on a record made before the runtime spoke TLS, which keeps talking plain HTTP.
@@ -294,6 +297,12 @@ def runtime_key(name: str) -> str:
 
 def metadata_key(owner: str, runtime: str) -> str:
     return f"/metadata-clusters/{owner}/{runtime}"
+
+
+def metadata_steps_prefix(owner: str, runtime: str, job_id: str = "") -> str:
+    """Where the steps of a metadata cluster's making are journaled (every job's, or one job's)."""
+    base = f"/metadata-data/{owner}/{runtime}/steps/"
+    return f"{base}{job_id}/" if job_id else base
 
 
 def token_key(cid: str, node_id: str) -> str:
