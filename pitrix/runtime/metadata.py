@@ -81,8 +81,14 @@ LOCK_TTL = 5
 # with the holder's name: the other's plan, and a look at the record, fit in it; the supervisor's
 # step (600 s) does not run out first.
 LOCK_WAIT = PLAN_BUDGET + 30.0
+# Times an ensure queues again after its lock slipped away (lease expired under load) mid-plan.
+LOCK_ATTEMPTS = 3
 # How long a ready metadata cluster may miss health checks before its VM is looked at again.
 READY_PATIENCE = 60.0
+
+
+class LockLost(StoreError):
+    """The ensure's lock slipped away while its plan ran: the plan was stopped (it resumes)."""
 
 
 class MetadataUnavailable(Exception):
@@ -195,12 +201,20 @@ class MetadataClusters:
         current = await self._read(holder, runtime, definition)
         if current and current.status == "ready" and await self._patient(current, holder, runtime):
             return current
-        lock = Lock(self.store, f"metadata/{holder}/{runtime}", ttl=LOCK_TTL)
-        await lock.acquire(timeout=LOCK_WAIT)
-        try:
-            return await _while_held(lock, self._make(holder, runtime, timeout, definition))
-        finally:
-            await lock.release()
+        deadline = time.monotonic() + LOCK_WAIT
+        for attempt in range(1, LOCK_ATTEMPTS + 1):
+            lock = Lock(self.store, f"metadata/{holder}/{runtime}", ttl=LOCK_TTL)
+            await lock.acquire(timeout=max(deadline - time.monotonic(), 1.0))
+            try:
+                return await _while_held(lock, self._make(holder, runtime, timeout, definition))
+            except LockLost as exc:
+                if attempt == LOCK_ATTEMPTS:
+                    raise
+                # Stopped like a crash: queue again and resume from the journal.
+                get_logger("pitrix.metadata", owner=holder, runtime=runtime).warning(str(exc))
+            finally:
+                await lock.release()
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _make(
         self, holder: str, runtime: str, timeout: float, definition: Runtime | None
@@ -441,5 +455,5 @@ async def _while_held(lock: Lock, work: Coroutine[Any, Any, MetadataCluster]) ->
             pending.cancel()
         await asyncio.wait({task, lost})
     if task.cancelled():
-        raise StoreError(f"lock {lock.name}: lost (lease expired) while making the metadata cluster")
+        raise LockLost(f"lock {lock.name}: lost (lease expired) while making the metadata cluster")
     return task.result()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import time
 
 import pytest
 from e2e_cloud import Cloud
@@ -103,3 +104,41 @@ async def test_ensures_that_come_together_share_one_metadata_cluster(cloud: Clou
     finally:
         for c in clusters:
             await c.close()
+
+
+async def test_a_lock_lost_mid_plan_stops_it_and_the_ensure_resumes_it(cloud: Cloud) -> None:
+    """The lock's lease ends behind the runner's back (expired under load, as etcd sees it) while
+    the VM's metad is still coming up: the plan stops, as if killed, and the same ensure queues
+    again and resumes it from the journal."""
+    store = cloud.service.store
+    prefix = metadata_steps_prefix("mp4", "sim")
+    clusters = _clusters(cloud)
+    since = await store.revision() + 1
+    try:
+        ensure = asyncio.create_task(clusters.ensure("mp4", "sim"))
+        async with asyncio.timeout(120):
+            async for batch in watch_prefix(store, prefix, since):
+                if any(
+                    event.key.endswith("/bootstrap-issuer") and json.loads(event.value)["status"] == "running"
+                    for event in batch.events
+                    if event.type == "put"
+                ):
+                    break
+        (held,) = (await store.get_prefix("/_locks/metadata%2Fmp4%2Fsim/"))[0]
+        await store.revoke_lease(held.lease)
+        revoked = time.time()
+        before = await clusters.steps("mp4", "sim")
+        async with asyncio.timeout(300):
+            record = await ensure
+        after = await clusters.steps("mp4", "sim")
+        assert record.status == "ready" and after.keys() == set(STEPS)
+        for name in ("plan-vm", "run-instance", "wait-running"):
+            assert after[name] == before[name], f"{name} ran again"
+        # Stopped mid-step (the issuer exchange waits for the VM's metad), then run again in the
+        # same job once the lock was queued for anew.
+        assert before["bootstrap-issuer"].status == "running"
+        assert after["bootstrap-issuer"].started > revoked and after["bootstrap-issuer"].status == "done"
+        vms = await _vms_named(cloud, metadata_name("mp4", "sim"))
+        assert [vm["instance_id"] for vm in vms] == [record.instance_id]
+    finally:
+        await clusters.close()
