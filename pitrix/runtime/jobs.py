@@ -174,7 +174,11 @@ class Jobs:
 
             async def ensure_metadata() -> str:
                 record = await self.metadata.ensure(cluster.owner, cluster.runtime)
-                return f"metadata service at {record.ip}"
+                return (
+                    f"metadata service at {record.ip} (made by job {record.job_id})"
+                    if record.job_id
+                    else f"metadata service at {record.ip}"
+                )
 
             await execute(
                 Plan(job.action).then(Step("metadata", ensure_metadata)), journal, progress, self.retry

@@ -10,7 +10,7 @@ from __future__ import annotations
 import time
 from collections.abc import Sequence
 
-from pitrix.runtime.keys import step_key, steps_prefix
+from pitrix.runtime.keys import step_key
 from pitrix.runtime.ownership import LostOwnership
 from pitrix.runtime.records import StepRecord
 from pitrix.store import Store
@@ -18,21 +18,34 @@ from pitrix.store.types import Compare, Op
 
 
 class Journal:
-    """Start and end records of one job's steps."""
+    """Start and end records of one job's steps.
+
+    A cluster's job journals under its cluster's data; anything else run as a plan (a metadata
+    cluster's making) gives its own ``prefix``, ``cluster_id`` then only labels its logs.
+    """
 
     def __init__(
-        self, store: Store, cluster_id: str, job_id: str, fence: Sequence[Compare] | None = None
+        self,
+        store: Store,
+        cluster_id: str,
+        job_id: str,
+        fence: Sequence[Compare] | None = None,
+        *,
+        prefix: str | None = None,
     ) -> None:
         self.store = store
         self.cluster_id = cluster_id
         self.job_id = job_id
         self.fence = list(fence) if fence is not None else None
+        self.prefix = prefix if prefix is not None else step_key(cluster_id, job_id, "")
+        if not self.prefix.endswith("/"):
+            raise ValueError(f"prefix: must end with '/', got {self.prefix!r}")
 
     def _key(self, name: str) -> str:
-        return step_key(self.cluster_id, self.job_id, name)
+        return self.prefix + name
 
     async def records(self) -> dict[str, StepRecord]:
-        prefix = steps_prefix(self.cluster_id, self.job_id)
+        prefix = self.prefix
         kvs, _ = await self.store.get_prefix(prefix)
         return {kv.key[len(prefix) :]: StepRecord.model_validate_json(kv.value) for kv in kvs}
 

@@ -31,6 +31,7 @@ CLUSTER_RECORDS = "/cluster"
 OWNERS = "/owners/"
 RUNTIMES = "/runtimes/"
 METADATA_CLUSTERS = "/metadata-clusters/"
+METADATA_DATA = "/metadata-data/"
 KEYPAIRS = "/keypairs/"
 CA = "/pitrix/ca"
 MANAGEMENT_CA = "/pitrix/management-ca"
@@ -94,6 +95,12 @@ def runtime_key(name: str) -> str:
 
 def metadata_key(owner: str, runtime: str) -> str:
     return f"{METADATA_CLUSTERS}{owner}/{runtime}"
+
+
+def metadata_steps_prefix(owner: str, runtime: str, job_id: str = "") -> str:
+    """Where the steps of a metadata cluster's making are journaled (every job's, or one job's)."""
+    base = f"{METADATA_DATA}{owner}/{runtime}/steps/"
+    return f"{base}{job_id}/" if job_id else base
 
 
 def keypair_key(owner: str, runtime: str) -> str:

@@ -4,12 +4,18 @@ Or one per runtime for all its owners, where the runtime's ``placement`` is ``pe
 ``holder`` of a metadata cluster is then :data:`SHARED` instead of an owner. Removed when its last
 cluster is deleted, unless the runtime's ``metadata_retention`` is ``keep``.
 
-Created under an etcd lock so two clusters created together share one; its record in etcd (with
-the hash and expiry of the one-time token its metad buys its issuer certificate with) is written
-before the VM is asked for, and the VM has a deterministic name, so a crash between the two never
-makes a second one. The issuer's key is made on the VM; pitrixd signs its CSR, records the
-certificate and the token's consumption, then hands it over (``issuer_exchange``): a restart
-anywhere in between resumes. Removed when the owner's last cluster on the runtime is deleted.
+Made by a plan like a cluster's (:mod:`pitrix.runtime.metadata_plan`: plan-vm, run-instance,
+wait-running, bootstrap-issuer, wait-healthy), journaled under the metadata cluster's own key and
+run by the same executor, so a pitrixd killed mid-way resumes at the first unfinished step; the
+record names the job (``job_id``). A plan that failed is not resumed: the next ``ensure`` starts a
+new job, whose steps find what the last one made by the VM's deterministic name.
+
+One ensure at a time per holder × runtime, under an etcd lock: two clusters created together
+share one metadata cluster, and a waiter whose runner died (its pitrixd killed) takes over, with
+the journal. The lock is the right tool rather than a create-if-absent job key: a waiter must both
+wait for the runner and outlive it, which is exactly a queue of leased keys. Every wait has a
+deadline: the lock's (``LockTimeout``, naming the holder), each step's, and the lock lost while
+running the plan stops it (steps are idempotent: like a crash, it resumes).
 
 A ready metadata cluster that does not answer its health check at once is waited for, not
 rebuilt: under load, or while its VM restarts, a missed health check says nothing about the VM.
@@ -19,11 +25,11 @@ Only a VM the cloud no longer has is made again.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import re
-import secrets
 import time
-from collections.abc import Awaitable, Callable
+import uuid
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any
 
 import aiohttp
 
@@ -31,26 +37,57 @@ from pitrix import pki
 from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 from pitrix.metad.client import MetadManagementClient
-from pitrix.providers.base import Instance, InstanceSpec, Provider
+from pitrix.providers.base import Instance, Provider
 from pitrix.runtime import issuer_exchange
 from pitrix.runtime.authority import Authority, issuer_from_pem, management_client_context, management_context
-from pitrix.runtime.booting import wait_booted
+from pitrix.runtime.executor import DEFAULT_RETRY, StepFailed, execute
+from pitrix.runtime.journal import Journal
 from pitrix.runtime.keypairs import KeyPairs
-from pitrix.runtime.keys import metadata_key, runtime_key
-from pitrix.runtime.records import Cluster, MetadataCluster, Runtime
+from pitrix.runtime.keys import metadata_key, metadata_steps_prefix, runtime_key
+from pitrix.runtime.metadata_plan import (
+    ISSUER_TOKEN_TTL,
+    METADATA_IMAGE,
+    PLAN_BUDGET,
+    MetadataBuild,
+    Stranded,
+    stranded,
+)
+from pitrix.runtime.records import Cluster, MetadataCluster, Runtime, StepRecord
+from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.tunnel import Tunnel, open_tunnel
-from pitrix.runtime.userdata import MetadTrust, metad_userdata
 from pitrix.sealing import Sealer
-from pitrix.store import Store
+from pitrix.store import Lock, Store, StoreError
 
-METADATA_IMAGE = "pitrix-metadata"
+__all__ = [
+    "ISSUER_TOKEN_TTL",
+    "METADATA_IMAGE",
+    "SHARED",
+    "MetadataClusters",
+    "MetadataUnavailable",
+    "metadata_name",
+]
+
 # A crashed pitrixd holds this lock until its lease runs out: keep the wait after a restart short.
 LOCK_TTL = 5
+# How long an ensure waits for another one (making the same metadata cluster) before it gives up
+# with the holder's name: the other's plan, and a look at the record, fit in it; the supervisor's
+# step (600 s) does not run out first.
+LOCK_WAIT = PLAN_BUDGET + 30.0
+# Times an ensure queues again after its lock slipped away (lease expired under load) mid-plan.
+LOCK_ATTEMPTS = 3
 # How long a ready metadata cluster may miss health checks before its VM is looked at again.
 READY_PATIENCE = 60.0
-# How long a metadata VM's issuer-bootstrap token is good for, from the moment it is made: the
-# VM must boot and its metad offer its CSR within it, else the VM is made again with a new one.
-ISSUER_TOKEN_TTL = 900.0
+
+
+class LockLost(StoreError):
+    """The ensure's lock slipped away while its plan ran: the plan was stopped (it resumes)."""
+
+
+class MetadataUnavailable(Exception):
+    """The metadata cluster could not be made ready: which step failed and why.
+
+    Not a cloud error the caller's step retries: the plan's steps retried those already.
+    """
 
 
 # The holder of a runtime's shared metadata cluster: not a possible owner name.
@@ -84,8 +121,10 @@ class MetadataClusters:
         sealer: Sealer,
         tls: bool = True,
         keypairs: KeyPairs | None = None,
+        retry: RetryPolicy = DEFAULT_RETRY,
     ) -> None:
         self.store = store
+        self.retry = retry  # for the metadata plan's steps, as for a cluster's
         self.sealer = sealer
         self.provider_for = provider_for
         self.keypairs = keypairs or KeyPairs(store, sealer)  # the service's own, shared with the job steps
@@ -145,92 +184,101 @@ class MetadataClusters:
         return await self._read(_holder(definition, owner), runtime, definition)
 
     async def ensure(self, owner: str, runtime: str, timeout: float = 120.0) -> MetadataCluster:
-        """The metadata cluster serving ``owner``'s clusters on ``runtime``, created and healthy."""
+        """The metadata cluster serving ``owner``'s clusters on ``runtime``, created and healthy.
+
+        ``timeout`` bounds one boot attempt of its VM; the plan's steps have deadlines of their own.
+        """
         definition = await self._runtime(runtime)
         holder = _holder(definition, owner)
         current = await self._read(holder, runtime, definition)
         if current and current.status == "ready" and await self._patient(current, holder, runtime):
             return current
-        async with self.store.lock(f"metadata/{holder}/{runtime}", ttl=LOCK_TTL):
-            return await self._ensure_locked(holder, runtime, timeout, definition)
+        deadline = time.monotonic() + LOCK_WAIT
+        for attempt in range(1, LOCK_ATTEMPTS + 1):
+            lock = Lock(self.store, f"metadata/{holder}/{runtime}", ttl=LOCK_TTL)
+            await lock.acquire(timeout=max(deadline - time.monotonic(), 1.0))
+            try:
+                return await _while_held(lock, self._make(holder, runtime, timeout, definition))
+            except LockLost as exc:
+                if attempt == LOCK_ATTEMPTS:
+                    raise
+                # Stopped like a crash: queue again and resume from the journal.
+                get_logger("pitrix.metadata", owner=holder, runtime=runtime).warning(str(exc))
+            finally:
+                await lock.release()
+        raise AssertionError("unreachable: the last attempt returns or raises")
 
-    async def _ensure_locked(
-        self, owner: str, runtime: str, timeout: float, definition: Runtime | None
+    async def _make(
+        self, holder: str, runtime: str, timeout: float, definition: Runtime | None
     ) -> MetadataCluster:
-        """``owner`` is the holder here: an owner, or :data:`SHARED`."""
-        log = get_logger("pitrix.metadata", owner=owner, runtime=runtime)
-        key = metadata_key(owner, runtime)
-        record = await self._read(owner, runtime, definition)
-        if record is None:
-            record = MetadataCluster(owner=owner, runtime=runtime, name=metadata_name(owner, runtime))
-            await self.store.put(key, record.sealed(self.sealer))
-        if record.status == "ready" and await self._patient(record, owner, runtime):
+        """Under the lock: the ready record, or the plan run (resumed, or a new job) to make it."""
+        key = metadata_key(holder, runtime)
+        record = await self._read(holder, runtime, definition)
+        if record is not None and record.status == "ready" and await self._patient(record, holder, runtime):
             return record
-        if record.status != "creating":
-            record = record.model_copy(update={"status": "creating"})
+        if record is None:
+            record = MetadataCluster(owner=holder, runtime=runtime, name=metadata_name(holder, runtime))
+        resume = record.status == "creating" and record.job_id and not stranded(record)
+        if resume and await self._failed(holder, runtime, record.job_id):
+            resume = False
+        if not resume:
+            # A new job: the last one's journal goes (it failed, or made what is gone now).
+            await self.store.delete_prefix(metadata_steps_prefix(holder, runtime))
+            record = record.model_copy(update={"status": "creating", "job_id": uuid.uuid4().hex[:12]})
             await self.store.put(key, record.sealed(self.sealer))
-        provider = await self.provider_for(runtime)
-        found = await self._vms(provider, record)
-        if found and self._stranded(record):
-            # Its token ran out before its metad asked: nothing can give it an issuer now.
-            log.warning("metadata VM missed its issuer bootstrap; making it again", name=record.name)
-            await provider.terminate_instances([i.instance_id for i in found])
-            found = []
-        if found:
-            instance = found[0]
-        else:
-            log.info("creating metadata cluster", name=record.name)
-            record, trust = await self._new_trust(record)
-            await self.store.put(key, record.sealed(self.sealer))  # the token's hash before any VM holds it
-            key_pair = ""
-            if _via_ssh(definition):
-                key_pair = (await self.keypairs.get(provider, owner, runtime)).cloud_id
-            spec = InstanceSpec(
-                name=record.name,
-                image=METADATA_IMAGE,
-                key_pair=key_pair,
-                userdata=metad_userdata(trust),
-                tags={"pitrix:owner": owner, "pitrix:role": "metadata"},
+        journal = Journal(
+            self.store,
+            f"metadata:{holder}/{runtime}",
+            record.job_id,
+            prefix=metadata_steps_prefix(holder, runtime, record.job_id),
+        )
+        build = MetadataBuild(self, holder, runtime, definition, timeout)
+        failure = ""
+        try:
+            await execute(build.plan(), journal, retry=self.retry)
+        except StepFailed as exc:
+            # Raised outside this handler: the caller's retry policy must not find the cloud error
+            # behind it and run the whole plan again (retries would nest).
+            failure = str(exc)
+            if isinstance(exc.__cause__, Stranded):
+                failure += " (the next ensure makes a new VM)"
+        if failure:
+            raise MetadataUnavailable(f"metadata cluster {holder}/{runtime}, job {record.job_id}: {failure}")
+        made = await self._read(holder, runtime, definition)
+        if made is None or made.status != "ready":
+            raise MetadataUnavailable(
+                f"metadata cluster {holder}/{runtime}: its plan ended but it is not ready"
             )
-            instance = (await provider.run_instances([spec]))[0]
-        started = time.monotonic()
-        (instance,) = await wait_booted(provider, [instance.instance_id], timeout)
-        record = record.model_copy(update={"instance_id": instance.instance_id, "ip": instance.private_ip})
-        await self.store.put(key, record.sealed(self.sealer))
+        return made
+
+    async def _failed(self, holder: str, runtime: str, job_id: str) -> bool:
+        """Whether ``job_id``'s plan ended with a failed step (then it is not resumed)."""
+        prefix = metadata_steps_prefix(holder, runtime, job_id)
+        records = await Journal(self.store, holder, job_id, prefix=prefix).records()
+        return any(step.status == "failed" for step in records.values())
+
+    async def steps(self, owner: str, runtime: str) -> dict[str, StepRecord]:
+        """The journal of the job making (or last having made) ``owner``'s metadata cluster."""
+        definition = await self._runtime(runtime)
+        holder = _holder(definition, owner)
+        record = await self._read(holder, runtime, definition)
+        if record is None or not record.job_id:
+            return {}
+        prefix = metadata_steps_prefix(holder, runtime, record.job_id)
+        return await Journal(self.store, holder, record.job_id, prefix=prefix).records()
+
+    @staticmethod
+    def via_ssh(definition: Runtime | None) -> bool:
+        return _via_ssh(definition)
+
+    async def reach(self, record: MetadataCluster, definition: Runtime | None) -> None:
         await self._reach(record, definition)
-        if record.bootstrap_sha256:
-            record = await self._bootstrap_issuer(record, started + timeout)
-        await self._wait_healthy(record, timeout - (time.monotonic() - started))
-        # Spent: the token's hash (the proofs' key) need not be kept any longer.
-        record = record.model_copy(update={"status": "ready", "bootstrap_sha256": ""})
-        await self.store.put(key, record.sealed(self.sealer))
-        log.info("metadata cluster ready", ip=record.ip, instance_id=record.instance_id)
-        return record
 
-    def _stranded(self, record: MetadataCluster) -> bool:
-        """A VM waiting for an issuer its token can no longer buy."""
-        return (
-            bool(record.bootstrap_sha256)
-            and not record.issuer_pem
-            and issuer_exchange.expired(record.bootstrap_expires)
-        )
+    async def vms(self, provider: Provider, record: MetadataCluster) -> list[Instance]:
+        return await self._vms(provider, record)
 
-    async def _new_trust(self, record: MetadataCluster) -> tuple[MetadataCluster, MetadTrust | None]:
-        """A new VM's userdata trust material (a fresh one-time token) and the record naming it."""
-        if not self.tls:
-            return record, None
-        authority = await self.authority()
-        token = secrets.token_urlsafe(32)
-        record = record.model_copy(
-            update={
-                "issuer_pem": "",
-                "bootstrap_sha256": hashlib.sha256(token.encode()).hexdigest(),
-                "bootstrap_expires": time.time() + ISSUER_TOKEN_TTL,
-                "bootstrap_consumed": 0.0,
-            }
-        )
-        trust = MetadTrust(authority.ca_pem(), (await self.management()).cert_pem, token)
-        return record, trust
+    async def wait_healthy(self, record: MetadataCluster, timeout: float) -> None:
+        await self._wait_healthy(record, timeout)
 
     def _manage_base(self, record: MetadataCluster) -> str:
         tunnel = self._tunnels.get(record.instance_id)
@@ -238,7 +286,7 @@ class MetadataClusters:
             return f"https://127.0.0.1:{tunnel.port}"
         return record.manage_url
 
-    async def _bootstrap_issuer(self, record: MetadataCluster, deadline: float) -> MetadataCluster:
+    async def bootstrap_issuer(self, record: MetadataCluster, deadline: float) -> MetadataCluster:
         """Sign the issuer the VM's metad made and hand it over; resumes wherever a crash left it."""
         await self.management()  # what the health checks below present
         log = get_logger("pitrix.metadata", owner=record.owner, runtime=record.runtime)
@@ -283,7 +331,9 @@ class MetadataClusters:
         if definition is not None and definition.metadata_retention == "keep":
             log.info("metadata cluster kept: the runtime's metadata_retention is keep")
             return False
-        async with self.store.lock(f"metadata/{holder}/{runtime}", ttl=LOCK_TTL):
+        lock = Lock(self.store, f"metadata/{holder}/{runtime}", ttl=LOCK_TTL)
+        await lock.acquire(timeout=LOCK_WAIT)
+        try:
             record = await self._read(holder, runtime, definition)
             if record is None:
                 return False
@@ -299,6 +349,9 @@ class MetadataClusters:
             if tunnel is not None:
                 await tunnel.close()
             await self.store.delete(metadata_key(holder, runtime))
+            await self.store.delete_prefix(metadata_steps_prefix(holder, runtime))
+        finally:
+            await lock.release()
         log.info("metadata cluster removed")
         return True
 
@@ -380,3 +433,19 @@ class MetadataClusters:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"metadata service at {record.manage_url} did not become healthy")
             await asyncio.sleep(backoff.next())
+
+
+async def _while_held(lock: Lock, work: Coroutine[Any, Any, MetadataCluster]) -> MetadataCluster:
+    """``work``, stopped if the lock slips away meanwhile: another ensure may hold it then, and the
+    plan's steps are idempotent, so stopping is like a crash (the journal resumes it)."""
+    task = asyncio.ensure_future(work)
+    lost = asyncio.ensure_future(lock.lost.wait())
+    try:
+        await asyncio.wait({task, lost}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, lost):
+            pending.cancel()
+        await asyncio.wait({task, lost})
+    if task.cancelled():
+        raise LockLost(f"lock {lock.name}: lost (lease expired) while making the metadata cluster")
+    return task.result()

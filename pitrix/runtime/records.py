@@ -210,6 +210,8 @@ class MetadataCluster(_Record):
     instance_id: str = ""
     ip: str = ""
     status: Literal["creating", "ready", "deleting"] = "creating"
+    # The job making (or last having made) it: its steps are journaled under metadata_steps_prefix.
+    job_id: str = ""
     # The cluster's own issuer certificate (PEM), signed once its metad has made the key and
     # offered a CSR (issuer bootstrap). Records made before that kept certificate then key here;
     # empty on a record made before the runtime spoke TLS, which keeps talking plain HTTP.

@@ -7,22 +7,46 @@ one polls. A crashed holder's key disappears with its lease, so the queue moves 
 
 The holder's own key is watched too: if it vanishes (lease expired or revoked by someone else)
 ``lost`` is set, because from then on another contender may hold what this one thinks it holds.
+
+No wait here is open-ended. A waiter gives up at its deadline (``LockTimeout``, naming the key it
+queued behind), and even within it does not trust one watch alone with its wake-up: it looks at
+the queue again every lease TTL. Leaving stops renewing the lease before anything else, so a
+leaver cut off half-way (cancelled while etcd is slow) still frees the queue within one TTL; its
+keep-alive once outlived such a leaver and held everyone behind it for good.
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 from urllib.parse import quote
 
-from pitrix.aio import cancel_and_wait
 from pitrix.logs import get_logger
-from pitrix.store.client import Store, StoreError
+from pitrix.store.client import Store, StoreError, StoreUnavailable
 from pitrix.store.lease import KeptLease
-from pitrix.store.types import KV, Compare, Op
+from pitrix.store.types import KV, Compare, Op, TxnResult
 from pitrix.store.watch import watch_key
 
 LOCKS_PREFIX = "/_locks/"
 ELECTIONS_PREFIX = "/_elections/"
+# Writing our key again after a reconnect cut the request off (see _Queue._join).
+JOIN_ATTEMPTS = 3
+
+
+class LockTimeout(StoreError):
+    """A contender's deadline passed while it was still queued behind another."""
+
+
+async def _reap(*tasks: asyncio.Future[Any]) -> None:
+    """Cancel helper tasks and wait until they are gone, without swallowing our own cancellation
+    (``suppress(CancelledError)`` around an ``await task`` would eat a cancel meant for us)."""
+    for task in tasks:
+        task.cancel()
+    if tasks:
+        await asyncio.wait(tasks)
+    for task in tasks:
+        if not task.cancelled() and task.exception() is not None:
+            task.exception()  # retrieved: a helper's error after its cancel is no news
 
 
 def _queue_prefix(root: str, name: object, field: str = "name") -> str:
@@ -44,33 +68,54 @@ class _Queue:
         self.revision = 0
         self.lost = asyncio.Event()
         self._monitor: asyncio.Task[None] | None = None
+        self._leaving: set[asyncio.Future[None]] = set()  # letting go in the background
         self._log = get_logger("pitrix.store.lock", prefix=store.prefix, lock=what)
 
-    async def join_and_wait(self, value: bytes) -> None:
-        """Queue up and return once at the front; on any failure or cancellation, leave the queue."""
+    async def join_and_wait(self, value: bytes, timeout: float | None = None) -> None:
+        """Queue up and return once at the front; on any failure or cancellation, leave the queue.
+
+        ``timeout`` bounds the whole wait (``LockTimeout`` after it); ``None`` waits for as long as
+        it takes, still looking at the queue again every lease TTL.
+        """
         if self.key is not None:
             raise StoreError(f"{self.what}: already held or queued")
-        await self.lease.grant()
+        if timeout is not None and not timeout > 0:
+            raise StoreError(f"timeout: expected a positive number of seconds or None, got {timeout!r}")
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
         try:
+            await self.lease.grant()
             key = f"{self.prefix}{self.lease.id:x}"
-            result = await self.store.txn(
-                [Compare(key, "create", "==", 0)],
-                [Op("put", key, value, self.lease.id)],
-                [Op("get", key)],
-            )
             self.key = key
+            result = await self._join(key, value)
             existing = result.gets[0] if not result.succeeded and result.gets else None
             self.revision = existing.create_revision if existing is not None else result.revision
-            header = await self._wait_for_front()
+            header = await self._wait_for_front(deadline, timeout)
             self.lost.clear()
-            self._monitor = asyncio.get_running_loop().create_task(self._watch_own_key(header + 1))
+            self._monitor = loop.create_task(self._watch_own_key(header + 1))
         except BaseException:
             await self.leave()
             raise
 
-    async def _wait_for_front(self) -> int:
+    async def _join(self, key: str, value: bytes) -> TxnResult:
+        """Write our key, asking again if a reconnect cut the request off: the create-if-absent
+        compare makes a repeat harmless, and its failure branch reads back the key that landed."""
+        for attempt in range(1, JOIN_ATTEMPTS + 1):
+            try:
+                return await self.store.txn(
+                    [Compare(key, "create", "==", 0)],
+                    [Op("put", key, value, self.lease.id)],
+                    [Op("get", key)],
+                )
+            except StoreUnavailable:
+                if attempt == JOIN_ATTEMPTS:
+                    raise
+        raise AssertionError("unreachable: the last attempt returns or raises")
+
+    async def _wait_for_front(self, deadline: float | None, timeout: float | None) -> int:
         """Wait until no key older than ours remains; returns the revision at which that held."""
         start, end = self.store.prefix_range(self.prefix)
+        loop = asyncio.get_running_loop()
         while True:
             if self.lease.lost.is_set():
                 raise StoreError(f"{self.what}: lease lost while waiting")
@@ -85,10 +130,22 @@ class _Queue:
             if not kvs:
                 return header
             predecessor = kvs[0]
+            # A watch is the wake-up, not the only one: look at the queue again every lease TTL.
+            pause = float(self.lease.ttl)
+            if deadline is not None:
+                left = deadline - loop.time()
+                if left <= 0:
+                    raise LockTimeout(
+                        f"{self.what}: still queued after {timeout:g}s behind {predecessor.key} "
+                        f"(lease {predecessor.lease:x}, queued at revision {predecessor.create_revision})"
+                    )
+                pause = min(pause, left)
             self._log.debug("lock.waiting", behind=predecessor.key)
-            await self._wait_deleted(predecessor, header + 1)
+            await self._wait_deleted(predecessor, header + 1, pause)
 
-    async def _wait_deleted(self, predecessor: KV, from_revision: int) -> None:
+    async def _wait_deleted(self, predecessor: KV, from_revision: int, pause: float) -> None:
+        """Until ``predecessor`` is deleted, our lease is lost, or ``pause`` seconds have passed."""
+
         async def deleted() -> None:
             async for batch in watch_key(self.store, predecessor.key, from_revision):
                 if batch.resync and not batch.state:
@@ -99,10 +156,10 @@ class _Queue:
         waiter = asyncio.ensure_future(deleted())
         lost = asyncio.ensure_future(self.lease.lost.wait())
         try:
-            await asyncio.wait({waiter, lost}, return_when=asyncio.FIRST_COMPLETED)
+            await asyncio.wait({waiter, lost}, timeout=pause, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await cancel_and_wait(waiter, lost)
-        if waiter.done() and not waiter.cancelled():
+            await _reap(waiter, lost)
+        if waiter.done() and not waiter.cancelled() and waiter.exception() is not None:
             waiter.result()  # surface a watch error
 
     async def _watch_own_key(self, from_revision: int) -> None:
@@ -121,28 +178,45 @@ class _Queue:
         lease_lost = asyncio.ensure_future(self.lease.lost.wait())
         try:
             await asyncio.wait({waiter, lease_lost}, return_when=asyncio.FIRST_COMPLETED)
-            self._log.warning("lock.lost", key=key)
-            self.lost.set()
-        except StoreError as exc:
-            self._log.warning("lock.monitor_failed", error=str(exc))
+            if waiter.done() and not waiter.cancelled() and isinstance(waiter.exception(), StoreError):
+                self._log.warning("lock.monitor_failed", error=str(waiter.exception()))
+            else:
+                self._log.warning("lock.lost", key=key)
             self.lost.set()
         finally:
-            await cancel_and_wait(waiter, lease_lost)
+            await _reap(waiter, lease_lost)
 
     async def leave(self) -> None:
-        """Delete our key and revoke the lease (safe to call in any state, more than once)."""
+        """Give up our place: safe in any state, more than once, and when cut off half-way.
+
+        The lease is let go first: ``revoke`` stops its keep-alive before it awaits anything, so
+        even a leaver cancelled right after (etcd slow to answer) leaves a lease that expires
+        within its TTL, taking our key with it. Revoking deletes the key too; the explicit delete
+        is only for when the revoke could not be told to etcd.
+        """
         monitor, self._monitor = self._monitor, None
-        if monitor is not None:
-            await cancel_and_wait(monitor)
         key, self.key = self.key, None
-        if key is not None:
-            try:
-                await self.store.delete(key)
-            except StoreError as exc:
-                # The lease revoke below deletes the key too; if that fails as well, the TTL will.
-                self._log.warning("lock.release_failed", key=key, error=str(exc))
-        await self.lease.revoke()
-        self.lease = KeptLease(self.store, self.lease.ttl)
+        lease, self.lease = self.lease, KeptLease(self.store, self.lease.ttl)
+        leaving = asyncio.ensure_future(self._let_go(lease, monitor, key))
+        self._leaving.add(leaving)
+        leaving.add_done_callback(self._leaving.discard)
+        # Shielded: a cancelled leaver returns at once, the letting go goes on (bounded by the
+        # store's timeout) instead of being cut off half-way.
+        await asyncio.shield(leaving)
+
+    async def _let_go(self, lease: KeptLease, monitor: asyncio.Task[None] | None, key: str | None) -> None:
+        if monitor is not None:
+            monitor.cancel()  # before the revoke: our own key going is no "lock lost" news now
+        await lease.revoke()  # stops renewing before its first await; a failed revoke is left to the TTL
+        if monitor is not None:
+            await _reap(monitor)
+        if key is None:
+            return
+        try:
+            await self.store.delete(key)
+        except StoreError as exc:
+            # The lease's TTL removes the key anyway, now that nobody renews it.
+            self._log.warning("lock.release_failed", key=key, error=str(exc))
 
 
 class Lock:
@@ -172,8 +246,9 @@ class Lock:
     def held(self) -> bool:
         return self._queue.key is not None and self._queue._monitor is not None and not self.lost.is_set()
 
-    async def acquire(self) -> None:
-        await self._queue.join_and_wait(b"")
+    async def acquire(self, timeout: float | None = None) -> None:
+        """Wait for the lock; ``LockTimeout`` if still queued after ``timeout`` seconds."""
+        await self._queue.join_and_wait(b"", timeout)
 
     async def release(self) -> None:
         await self._queue.leave()
@@ -215,8 +290,8 @@ class Election:
     def lease_id(self) -> int:
         return self._queue.lease.id
 
-    async def campaign(self) -> None:
-        await self._queue.join_and_wait(self.candidate.encode())
+    async def campaign(self, timeout: float | None = None) -> None:
+        await self._queue.join_and_wait(self.candidate.encode(), timeout)
 
     async def leader(self) -> str | None:
         """The current leader's candidate id, or ``None`` when nobody campaigns."""

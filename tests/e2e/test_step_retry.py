@@ -43,7 +43,8 @@ async def test_a_create_survives_busy_answers_to_run_instances(cloud: Cloud) -> 
         owner="o", runtime="sim", app=small_app(), counts={"web": 2, "lb": 1}
     )
     await expect(service, cluster.id, "active")
-    steps = await steps_of(cloud, cluster.id)
+    # The metadata VM's RunInstances comes first: its refusals are retried in the metadata plan.
+    steps = await steps_of(cloud, cluster.id) + list((await service.metadata.steps("o", "sim")).values())
     retried = [s for s in steps if s.attempt > 1]
     # Every refusal cost one attempt of the step that asked, and each was journaled with its cause.
     assert sum(s.attempt - 1 for s in steps) == 3, [(s.name, s.attempt) for s in steps]

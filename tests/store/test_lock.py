@@ -3,13 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
+import random
+import signal
 from collections.abc import AsyncIterator
 
 import pytest
 
 from pitrix.store import Store, StoreError
 from pitrix.store.embedded import EmbeddedEtcd
-from pitrix.store.lock import Election, Lock
+from pitrix.store.lock import Election, Lock, LockTimeout
 
 
 @pytest.fixture
@@ -175,3 +179,109 @@ async def test_lock_and_its_queue_survive_an_etcd_restart(private_etcd: Embedded
         await asyncio.wait_for(waiting, 10)
         assert waiter.held and not waiter.lost.is_set()
         await waiter.release()
+
+
+# -- lost wake-ups and deadlines (issue 24: a create hung for good at metadata:running) ----------
+
+
+async def test_a_release_cut_off_while_etcd_stalls_does_not_strand_the_queue(
+    private_etcd: EmbeddedEtcd,
+) -> None:
+    """The holder's task is cancelled in the middle of its release while etcd answers nothing
+    (a loaded machine, a job stopped): its lease must still end, so the next waiter wakes up.
+
+    Before the fix the release died in its key's delete, before the lease was revoked, and the
+    lease's keep-alive task, left running, renewed it for good: the waiter behind never woke.
+    """
+    assert private_etcd.pid is not None
+    url, tls = private_etcd.client_url, private_etcd.client_tls
+    async with Store([url], prefix="/st", tls=tls) as a, Store([url], prefix="/st", tls=tls) as b:
+        holder = Lock(a, "m", ttl=5)
+        await holder.acquire()
+        waiter = Lock(b, "m", ttl=5)
+        waiting = asyncio.ensure_future(waiter.acquire())
+        await _until_queued(a, "m", 2)
+        os.kill(private_etcd.pid, signal.SIGSTOP)
+        try:
+            releasing = asyncio.ensure_future(holder.release())
+            # Until the release is out of the holder's own hands and waits on etcd.
+            async with asyncio.timeout(5):
+                while holder._queue.key is not None or holder._queue._monitor is not None:  # noqa: ASYNC110 (no event to wait on)
+                    await asyncio.sleep(0)
+            assert not releasing.done()
+            releasing.cancel()
+        finally:
+            os.kill(private_etcd.pid, signal.SIGCONT)
+        with pytest.raises(asyncio.CancelledError):
+            await releasing
+        # The holder's lease ends by its TTL at the latest (5 s), whatever became of the revoke.
+        await asyncio.wait_for(waiting, 12)
+        assert waiter.held
+        await waiter.release()
+
+
+async def test_a_waiter_gives_up_at_its_deadline_and_says_what_it_waited_for(
+    store: Store, other: Store
+) -> None:
+    holder = Lock(store, "slow", ttl=5)
+    await holder.acquire()
+    waiter = Lock(other, "slow", ttl=5)
+    began = asyncio.get_running_loop().time()
+    with pytest.raises(LockTimeout) as raised:
+        await waiter.acquire(timeout=1.0)
+    assert asyncio.get_running_loop().time() - began < 4
+    message = str(raised.value)
+    assert "lock slow" in message and holder.key is not None and holder.key in message, message
+    assert await _contenders(store, "slow") == [holder.key]  # the waiter left the queue
+    await holder.release()
+
+
+async def test_many_lockers_with_cancelled_waiters_and_swapped_channels_all_get_through(
+    store: Store, other: Store
+) -> None:
+    """Lockers on two connections (one of them swapping its channel under its watches), waiters
+    cancelled at random moments of their wait, holders releasing at once or a little later:
+    mutual exclusion holds and no one who waits stays behind."""
+    rnd = random.Random(24)
+    inside: list[str] = []
+    overlaps: list[list[str]] = []
+    acquired = 0
+
+    async def locker(s: Store, who: str) -> None:
+        nonlocal acquired
+        for i in range(12):
+            lock = Lock(s, "crowd", ttl=5)
+            attempt = asyncio.ensure_future(lock.acquire(timeout=20))
+            if rnd.random() < 0.3:
+                for _ in range(rnd.randrange(1, 30)):
+                    await asyncio.sleep(0)
+                attempt.cancel()
+            try:
+                await attempt
+            except asyncio.CancelledError:
+                continue
+            acquired += 1
+            inside.append(f"{who}{i}")
+            if len(inside) > 1:
+                overlaps.append(list(inside))
+            if rnd.random() < 0.5:
+                await asyncio.sleep(rnd.random() * 0.02)
+            inside.pop()
+            await lock.release()
+
+    async def swapper() -> None:
+        while True:
+            await asyncio.sleep(0.15)
+            await other.reconnect()
+
+    swapping = asyncio.ensure_future(swapper())
+    try:
+        async with asyncio.timeout(60):
+            await asyncio.gather(*(locker(store if n % 2 else other, f"l{n}-") for n in range(6)))
+    finally:
+        swapping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await swapping
+    assert overlaps == []
+    assert acquired > 30
+    assert await _contenders(store, "crowd") == []
