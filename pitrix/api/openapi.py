@@ -1,4 +1,8 @@
-"""The OpenAPI document of the admin API, kept as YAML in the repository's schemas/ directory."""
+"""The OpenAPI document of the admin API: schemas/openapi.yaml, plus one path per action verb.
+
+The action paths (``POST /v1/clusters/{cid}/<verb>``) are made from the actions' own declarations
+(``summary``, ``request_schema``), so a new action is documented by its own file.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,45 @@ from typing import Any
 
 import yaml
 
+from pitrix.runtime.actions import BY_VERB
+
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schemas" / "openapi.yaml"
+ACTION_RESPONSES = {
+    status: {"$ref": f"#/components/responses/{name}"}
+    for status, name in (
+        ("202", "Accepted"),
+        ("400", "Invalid"),
+        ("401", "Unauthorized"),
+        ("403", "Forbidden"),
+        ("404", "NotFound"),
+        ("409", "Conflict"),
+        ("413", "TooLarge"),
+        ("415", "NotJson"),
+        ("421", "UnknownHost"),
+    )
+}
+
+
+def action_paths() -> dict[str, Any]:
+    paths: dict[str, Any] = {}
+    for verb, action in BY_VERB.items():
+        operation: dict[str, Any] = {"summary": action.summary, "responses": dict(ACTION_RESPONSES)}
+        if action.request_schema is not None:
+            operation["requestBody"] = {
+                "required": action.body_required,
+                "content": {"application/json": {"schema": action.request_schema}},
+            }
+        paths[f"/v1/clusters/{{cid}}/{verb}"] = {
+            "parameters": [{"$ref": "#/components/parameters/cid"}],
+            "post": operation,
+        }
+    return paths
 
 
 @functools.cache
 def openapi_document() -> dict[str, Any]:
-    """Parsed once per process: the file is part of the installed tree and does not change."""
+    """Made once per process: the file is part of the installed tree and does not change."""
     with SCHEMA_FILE.open() as f:
         data: dict[str, Any] = yaml.safe_load(f)
+    data["paths"] = {**data["paths"], **action_paths()}
     return data

@@ -135,3 +135,13 @@ def test_every_action_plans_from_its_stored_arguments(action: str) -> None:
         "recover": {"nodes": {"data-2": "i-2"}},
     }.get(action, {})
     assert layers(action, args)
+
+
+def test_every_verb_is_documented_from_its_action() -> None:
+    from pitrix.api.openapi import openapi_document
+
+    paths = openapi_document()["paths"]
+    for verb, action in BY_VERB.items():
+        operation = paths[f"/v1/clusters/{{cid}}/{verb}"]["post"]
+        assert operation["summary"] == action.summary and action.summary
+        assert ("requestBody" in operation) == (action.request_schema is not None)

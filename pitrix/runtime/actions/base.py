@@ -81,6 +81,11 @@ class Action(ABC, Generic[A]):
     # action of the same verb chooses it).
     verb: ClassVar[str | None] = None
     arguments: ClassVar[type[Args]] = NoArgs
+    # What the API document says of the verb: a line, and the JSON schema of the request's body
+    # (None: it takes none; ``body_required`` False: it may be left out).
+    summary: ClassVar[str] = ""
+    request_schema: ClassVar[dict[str, Any] | None] = None
+    body_required: ClassVar[bool] = True
 
     @property
     def edge(self) -> Edge:

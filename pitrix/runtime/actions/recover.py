@@ -30,6 +30,12 @@ class Recover(Action[RecoverArgs]):
     running = "recovering"
     verb = "recover"
     arguments = RecoverArgs
+    summary = "replace nodes with new instances (by default those whose agent stopped reporting)"
+    request_schema = {
+        "type": "object",
+        "properties": {"nodes": {"type": "array", "items": {"type": "string"}}},
+    }
+    body_required = False
 
     async def accept(self, desk: Desk, cluster: Cluster, body: dict[str, Any]) -> Accepted:
         wanted = body.get("nodes")

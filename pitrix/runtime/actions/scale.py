@@ -14,7 +14,7 @@ from pydantic import Field
 
 from pitrix.metad import keyspace as ks
 from pitrix.runtime.actions.base import Accepted, Action, Args, Desk, InvalidRequest
-from pitrix.runtime.actions.create import count_error
+from pitrix.runtime.actions.create import MAX_COUNT, count_error
 from pitrix.runtime.actions.phases import boot, init_start
 from pitrix.runtime.plan import Plan, as_step
 from pitrix.runtime.records import Cluster
@@ -32,6 +32,15 @@ class ScaleArgs(Args):
 class _Scale(Action[ScaleArgs]):
     verb: ClassVar[str | None] = "scale"
     arguments = ScaleArgs
+    summary = "set a role's node count (scale out or in)"
+    request_schema: ClassVar[dict[str, Any] | None] = {
+        "type": "object",
+        "required": ["role", "count"],
+        "properties": {
+            "role": {"type": "string"},
+            "count": {"type": "integer", "minimum": 0, "maximum": MAX_COUNT},
+        },
+    }
 
     async def accept(self, desk: Desk, cluster: Cluster, body: dict[str, Any]) -> Accepted:
         role, count = body.get("role"), body.get("count")

@@ -16,6 +16,7 @@ class Start(Action[NoArgs]):
     running = "starting"
     sources = ("stopped",)
     verb = "start"
+    summary = "start a stopped cluster"
 
     def plan(self, ctx: JobContext, args: NoArgs) -> Plan:
         """A stopped node's last heartbeat may still be in metad until its lease runs out, so the

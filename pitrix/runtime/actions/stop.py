@@ -14,6 +14,7 @@ class Stop(Action[NoArgs]):
     running = "stopping"
     done = "stopped"
     verb = "stop"
+    summary = "stop the cluster's services and instances, keeping everything"
 
     def plan(self, ctx: JobContext, args: NoArgs) -> Plan:
         node_ids = nodes.all_node_ids(ctx.cluster)

@@ -33,6 +33,19 @@ class UpdateEnv(Action[EnvArgs]):
     rolled_back = "active"
     verb = "env"
     arguments = EnvArgs
+    summary = "change parameters per role, rolled out to the nodes by the app's update policy"
+    request_schema = {
+        "type": "object",
+        "required": ["env"],
+        "properties": {
+            "env": {
+                "type": "object",
+                "minProperties": 1,
+                "description": "role: {parameter: value}; values are checked against the app's parameters",
+                "additionalProperties": {"type": "object"},
+            }
+        },
+    }
 
     async def accept(self, desk: Desk, cluster: Cluster, body: dict[str, Any]) -> Accepted:
         """Each value is checked against its parameter (it exists, is ``changeable``, fits its type
