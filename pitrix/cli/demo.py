@@ -28,7 +28,7 @@ import aiohttp
 import yaml
 
 from pitrix.cli.client import ApiClient
-from pitrix.cli.progress import follow, step_line
+from pitrix.cli.progress import ended_job, follow, job_failure, step_line
 
 APP_SPEC = Path(__file__).resolve().parents[2] / "examples" / "demo" / "app.yaml"
 READY_TIMEOUT = 60.0
@@ -246,10 +246,11 @@ class Demo:
         began = time.monotonic()
         steps: list[dict[str, Any]] = []
         view = await follow(api, cid, job["id"], steps.append)
-        if view["state"] == "failed":
+        ended = await ended_job(api, cid, job["id"])
+        if ended["status"] != "successful":
             for s in steps:
                 self.account.say(step_line(s))
-            raise DemoFailed(f"{title}: the cluster failed: {view.get('last_error')}")
+            raise DemoFailed(f"{title}: {job_failure(ended)} (the cluster is {view['state']})")
         view = await api.get(f"/v1/clusters/{cid}") if view["state"] != "deleted" else view
         self.account.step(
             title,

@@ -1,7 +1,8 @@
 """pitrix: the command line over pitrixd's admin API.
 
-Exit codes scripts can use: 0 done, 1 the action failed (the cluster is ``failed``) or pitrixd
-failed, 2 bad usage or input, 3 the API could not be reached, 4 not found, 5 refused in the
+Exit codes scripts can use: 0 done, 1 the action's job failed (also when it was rolled back and
+the cluster stays ``active``; stderr names the step and the reason) or pitrixd failed, 2 bad usage
+or input, 3 the API could not be reached, 4 not found, 5 refused in the
 cluster's current state, 6 not authenticated or not allowed (token missing, unknown or not admin),
 7 stopped waiting at --timeout (the job goes on), 130 interrupted (Ctrl-C; a followed job goes on),
 141 the reader of standard output went away (``pitrix ... | head``), quietly, as a tool killed by
@@ -32,7 +33,7 @@ from pitrix.cli.credentials import (
     read_credentials_file,
     warn_secret_arguments,
 )
-from pitrix.cli.progress import follow, step_line
+from pitrix.cli.progress import ended_job, follow, job_failure, step_line
 from pitrix.cli.url import BadUrl, normalize_url
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_AUTH = 1, 2, 3, 4, 5, 6
@@ -101,6 +102,7 @@ async def _wait_job(client: ApiClient, cid: str, job: dict[str, Any], args: argp
             (lambda s: print(step_line(s), flush=True)) if show else None,
             timeout=args.timeout,
         )
+        ended = await ended_job(client, cid, job["id"])
     except TimeoutError:
         print(
             f"pitrix: stopped waiting after {args.timeout:g}s; {_job_goes_on(cid, job['id'])}",
@@ -118,7 +120,13 @@ async def _wait_job(client: ApiClient, cid: str, job: dict[str, Any], args: argp
         print(json.dumps(view, indent=2))
     else:
         print(f"{cid}: {view['state']}" + (f" ({view['last_error']})" if view.get("last_error") else ""))
-    return EXIT_FAILED if view["state"] == "failed" else 0
+    if ended["status"] == "successful":
+        return 0
+    print(
+        f"pitrix: {job_failure(ended)} (job {job['id']}; cluster {cid} is {view['state']})",
+        file=sys.stderr,
+    )
+    return EXIT_FAILED
 
 
 def _job_goes_on(cid: str, job_id: str) -> str:

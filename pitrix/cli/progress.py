@@ -54,6 +54,29 @@ async def follow(
             return view
 
 
+async def ended_job(client: ApiClient, cid: str, job_id: str) -> dict[str, Any]:
+    """The job as it ended, with its steps: whether the action succeeded is the job's to say.
+
+    Not the cluster's state: a rolled-back update_env leaves the cluster ``active`` and its job
+    ``failed``, and by the time a follower looks, a newer job (a recover the monitor started) may
+    be the one the cluster shows.
+    """
+    job: dict[str, Any] = await client.get(f"/v1/clusters/{cid}/jobs/{job_id}")
+    return job
+
+
+def job_failure(job: dict[str, Any]) -> str:
+    """What a failed job says went wrong, and at which step: one line for a person or a log."""
+    failed = [s for s in job.get("steps", []) if s["status"] == "failed"]
+    step = max(failed, key=lambda s: s.get("finished") or s["started"]) if failed else None
+    reason = job.get("error") or (step or {}).get("error") or "no reason recorded"
+    if step is None:
+        return f"{job['action']} failed: {reason}"
+    # The runtime's error names the step already; said once is enough.
+    reason = reason.removeprefix(f"step {step['name']}: ")
+    return f"{job['action']} failed at step {step['name']}: {reason}"
+
+
 def step_line(step: dict[str, Any]) -> str:
     seconds = (step.get("finished") or step["started"]) - step["started"]
     mark = {"done": "ok", "running": "..."}.get(step["status"], "FAILED")
