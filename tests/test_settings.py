@@ -289,10 +289,10 @@ async def test_the_runtime_is_built_from_the_settings(tmp_path: Path, store: Sto
     config = write(tmp_path, RUNTIME_FILE)
     settings = settings_from(parse_args(["--config", str(config), "--no-auto-recovery"]))
     service = runtime_service(store, settings, sealer=Sealer.generate(), replica="r1")
-    assert service.max_jobs == 7 and service.replica == "r1"
+    assert service.supervisor.max_jobs == 7 and service.replica == "r1"
     assert service.ownership.ttl == 30
-    assert service.recovery == RecoveryPolicy(enabled=False, grace=40.0, max_down_fraction=0.25)
-    assert service.step_retry == RetryPolicy(attempts=3, first_delay=0.5, max_delay=2.0)
+    assert service.monitor.policy == RecoveryPolicy(enabled=False, grace=40.0, max_down_fraction=0.25)
+    assert service.jobs.retry == RetryPolicy(attempts=3, first_delay=0.5, max_delay=2.0)
 
 
 def test_external_etcd_tls_settings(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

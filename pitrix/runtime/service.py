@@ -86,7 +86,12 @@ class RuntimeService:
         self.clouds = Clouds(self.repo)
         self.keypairs = KeyPairs(store, sealer)  # one per service: each pair read and imported once
         self.metadata = MetadataClusters(
-            store, self.provider_for, sealer=sealer, tls=metadata_tls, keypairs=self.keypairs
+            store,
+            self.provider_for,
+            sealer=sealer,
+            tls=metadata_tls,
+            keypairs=self.keypairs,
+            retry=retry or DEFAULT_RETRY,  # the metadata cluster's plan retries as a cluster's does
         )
         self.ownership = Ownership(store, self.replica, owner_ttl, self.reconcile, self._let_go)
         self.signals = ClusterSignals()

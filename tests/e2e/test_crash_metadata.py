@@ -17,7 +17,7 @@ from e2e_daemons import APP, current_revision, ledger, live, wait_for_key
 from test_crash import World, check_ledger, reach, world  # noqa: F401 (world: its fixture)
 
 from pitrix.cli.client import ApiClient
-from pitrix.runtime.records import metadata_steps_prefix
+from pitrix.runtime.keys import metadata_steps_prefix
 
 pytestmark = pytest.mark.e2e
 KILLS = ["run-instance", "wait-running", "bootstrap-issuer"]

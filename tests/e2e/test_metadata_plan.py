@@ -11,9 +11,9 @@ import time
 import pytest
 from e2e_cloud import Cloud
 
+from pitrix.runtime.keys import metadata_steps_prefix
 from pitrix.runtime.metadata import MetadataClusters, metadata_name
 from pitrix.runtime.metadata_plan import STEPS
-from pitrix.runtime.records import metadata_steps_prefix
 from pitrix.store.watch import watch_prefix
 
 pytestmark = pytest.mark.e2e
