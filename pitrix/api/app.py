@@ -256,15 +256,18 @@ async def show_cluster(request: web.Request) -> web.Response:
     return web.json_response(data)
 
 
+# Actions read the cluster once, where they are judged: another owner's cluster is a 404 there.
+
+
 async def retry_cluster(request: web.Request) -> web.Response:
-    cluster = await _cluster(request)
-    job = await request.app[SERVICE].retry(cluster.id, cluster.owner)
+    scope = identity_of(request).scope
+    job = await request.app[SERVICE].retry(request.match_info["cid"], scope)
     return web.json_response({"job": _job_view(job)}, status=202)
 
 
 async def delete_cluster(request: web.Request) -> web.Response:
-    cluster = await _cluster(request)
-    job = await request.app[SERVICE].delete_cluster(cluster.id, cluster.owner)
+    scope = identity_of(request).scope
+    job = await request.app[SERVICE].delete_cluster(request.match_info["cid"], scope)
     return web.json_response({"job": _job_view(job)}, status=202)
 
 
@@ -273,8 +276,8 @@ def _action(verb: str) -> Any:
 
     async def handler(request: web.Request) -> web.Response:
         body = await json_body(request) if request.can_read_body else {}
-        cluster = await _cluster(request)
-        job = await request.app[SERVICE].act(cluster.id, verb, body, cluster.owner)
+        scope = identity_of(request).scope
+        job = await request.app[SERVICE].act(request.match_info["cid"], verb, body, scope)
         return web.json_response({"job": _job_view(job)}, status=202)
 
     handler.__name__ = f"{verb}_cluster"
