@@ -30,6 +30,9 @@ class AgentStatus:
         # The metad revision each key was last written at: a report's age, on metad's clock.
         self.revisions: dict[str, dict[str, int]] = {}
         self._changed = asyncio.Condition()
+        # A resync's state while it arrives (view, revisions) and how many of its puts are to come.
+        self._staged: tuple[dict[str, dict[str, Any]], dict[str, dict[str, int]]] | None = None
+        self._staged_left = 0
         self._task: asyncio.Task[None] | None = None
         self._error: BaseException | None = None
         self.log = get_logger("pitrix.agents", cluster_id=cluster_id)
@@ -57,30 +60,51 @@ class AgentStatus:
                 self._changed.notify_all()
 
     async def _apply(self, event: dict[str, Any]) -> None:
+        """One event of the stream. A resync's state is staged and swapped in whole when its last
+        put arrives: a waiter never sees the empty view in between (every node silent)."""
         kind = event.get("type")
         async with self._changed:
             if kind == "resync":
-                self.view.clear()
-                self.revisions.clear()
+                self._staged = ({}, {})
+                self._staged_left = int(event.get("count") or 0)
             elif kind in ("put", "delete"):
                 revision = int(event.get("revision") or 0)
-                self._set(event["key"], event.get("value"), revision, deleted=kind == "delete")
-            self._changed.notify_all()
+                view, revisions = self.view, self.revisions
+                if self._staged is not None:
+                    view, revisions = self._staged
+                    self._staged_left -= 1
+                self._set(
+                    view, revisions, event["key"], event.get("value"), revision, deleted=kind == "delete"
+                )
+            if self._staged is not None and self._staged_left <= 0:
+                self.view, self.revisions = self._staged
+                self._staged = None
+            if self._staged is None:
+                self._changed.notify_all()
 
-    def _set(self, key: str, value: Any, revision: int, *, deleted: bool) -> None:
+    def _set(
+        self,
+        view: dict[str, dict[str, Any]],
+        revisions: dict[str, dict[str, int]],
+        key: str,
+        value: Any,
+        revision: int,
+        *,
+        deleted: bool,
+    ) -> None:
         parsed = keyspace.parse_status(key)
         if parsed is None or parsed.cluster_id != self.cluster_id:
             return
         if deleted:
-            self.view.get(parsed.instance_id, {}).pop(parsed.report, None)
-            self.revisions.get(parsed.instance_id, {}).pop(parsed.report, None)
+            view.get(parsed.instance_id, {}).pop(parsed.report, None)
+            revisions.get(parsed.instance_id, {}).pop(parsed.report, None)
             return
-        self.revisions.setdefault(parsed.instance_id, {})[parsed.report] = revision
+        revisions.setdefault(parsed.instance_id, {})[parsed.report] = revision
         decoded: Any = value
         if isinstance(value, str):
             with contextlib.suppress(ValueError):
                 decoded = json.loads(value)
-        self.view.setdefault(parsed.instance_id, {})[parsed.report] = decoded
+        view.setdefault(parsed.instance_id, {})[parsed.report] = decoded
 
     async def wait_for(self, predicate: Callable[[dict[str, dict[str, Any]]], bool], timeout: float) -> None:
         """Until ``predicate(view)`` holds; TimeoutError after ``timeout`` seconds."""

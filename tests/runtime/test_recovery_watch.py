@@ -47,3 +47,23 @@ async def test_a_monitor_started_before_the_replay_warns_only_of_the_node_that_w
     assert [n.node_id for n in dead] == ["web-2"]
     suspected = [e["nodes"] for e in logs if e["event"] == "nodes silent"]
     assert suspected == [["web-2"]], suspected
+
+
+async def test_a_resync_is_swapped_in_whole_so_no_waiter_sees_every_node_silent() -> None:
+    agents = AgentStatus(cast(MetadManagementClient, None), CID)
+    for revision, node in enumerate(NODES, start=1):
+        await agents._apply(heartbeat(node.instance_id, revision))
+    seen_silent = asyncio.create_task(
+        agents.wait_for(lambda view: any("heartbeat" not in view.get(n.instance_id, {}) for n in NODES), 30)
+    )
+    await asyncio.sleep(0)  # the waiter is waiting
+    # metad compacted past us: its resync brings the whole state again, one event at a time.
+    await agents._apply({"type": "resync", "revision": 20, "count": len(NODES)})
+    for node in NODES:
+        await asyncio.sleep(0)  # events arrive one by one; waiters run in between
+        await agents._apply(heartbeat(node.instance_id, 20))
+    await asyncio.sleep(0)
+    assert not seen_silent.done(), "a waiter saw the view emptied by the resync"
+    assert agents.revisions["i-3"]["heartbeat"] == 20
+    await agents._apply(heartbeat("i-1", 21, gone=True))
+    await asyncio.wait_for(seen_silent, 10)  # a real silence still wakes it
