@@ -40,6 +40,10 @@ EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_A
 EXIT_TIMEOUT, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 7, 130, 141
 
 
+class UsageError(Exception):
+    """A command's arguments or the files they name are wrong (exit 2, the message says which)."""
+
+
 def _print(data: Any, output: str, table: Callable[[Any], str]) -> None:
     print(json.dumps(data, indent=2) if output == "json" else table(data))
 
@@ -211,11 +215,11 @@ def _read_spec(path: Path) -> dict[str, Any]:
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
-        raise SystemExit(f"pitrix: cannot read {path}: {exc.strerror}") from None
+        raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise SystemExit(f"pitrix: {path} is not valid YAML: {exc}") from None
+        raise UsageError(f"{path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
-        raise SystemExit(f"pitrix: {path}: an app spec must be a mapping")
+        raise UsageError(f"{path}: an app spec must be a mapping")
     return data
 
 
@@ -227,7 +231,7 @@ def _pairs(
     for item in items or []:
         key, sep, value = item.partition("=")
         if not sep or not key or not value_ok(value):
-            raise SystemExit(f"pitrix: {flag} takes {form}, got {item!r}")
+            raise UsageError(f"{flag} takes {form}, got {item!r}")
         pairs[key] = value
     return pairs
 
@@ -239,9 +243,27 @@ def _file_values(paths: dict[str, str]) -> dict[str, str]:
         try:
             text = Path(path).read_text()
         except OSError as exc:
-            raise SystemExit(f"pitrix: --set-file {key}: cannot read {path}: {exc.strerror}") from None
+            raise UsageError(f"--set-file {key}: cannot read {path}: {exc.strerror}") from None
         values[key] = text[:-1] if text.endswith("\n") else text
     return values
+
+
+def _act_body(text: str | None) -> dict[str, Any] | None:
+    """``--body``: a JSON object, or ``@PATH`` for one in a file."""
+    if text is None:
+        return None
+    if text.startswith("@"):
+        try:
+            text = Path(text[1:]).read_text()
+        except OSError as exc:
+            raise UsageError(f"--body: cannot read {text[1:]}: {exc.strerror}") from None
+    try:
+        body = json.loads(text)
+    except ValueError as exc:
+        raise UsageError(f"--body: not JSON ({exc})") from None
+    if not isinstance(body, dict):
+        raise UsageError("--body: must be a JSON object")
+    return body
 
 
 async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
@@ -273,13 +295,16 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
         warn_secret_arguments("--set", list(given), "use --set-file KEY=PATH for a secret value instead")
         values = {**given, **_file_values(_pairs(args.set_file, "--set-file", "KEY=PATH"))}
         if not values:
-            raise SystemExit("pitrix: update-env needs --set KEY=VALUE or --set-file KEY=PATH")
+            raise UsageError("update-env needs --set KEY=VALUE or --set-file KEY=PATH")
         env = {args.role: values}
         data = await client.post(f"/v1/clusters/{args.cluster}/env", {"env": env})
         return await _wait_job(client, args.cluster, data["job"], args)
     if args.action == "recover":
         nodes = {"nodes": args.node} if args.node else None
         data = await client.post(f"/v1/clusters/{args.cluster}/recover", nodes)
+        return await _wait_job(client, args.cluster, data["job"], args)
+    if args.action == "act":
+        data = await client.post(f"/v1/clusters/{args.cluster}/{args.verb}", _act_body(args.body))
         return await _wait_job(client, args.cluster, data["job"], args)
     if args.action in ("retry", "stop", "start"):
         data = await client.post(f"/v1/clusters/{args.cluster}/{args.action}")
@@ -459,10 +484,17 @@ def build_parser() -> argparse.ArgumentParser:
     recover = clusters.add_parser("recover", help="replace silent (or the given) nodes")
     recover.add_argument("cluster")
     recover.add_argument("--node", action="append", help="a node id to replace (repeatable)")
+    act = clusters.add_parser(
+        "act",
+        help="ask for any action by its API verb (POST /v1/clusters/CLUSTER/VERB), e.g. one added lately",
+    )
+    act.add_argument("cluster")
+    act.add_argument("verb", help="the action's verb (see /openapi.json), e.g. stop, scale, env")
+    act.add_argument("--body", metavar="JSON|@PATH", help="the request's JSON object (default: none)")
     events = clusters.add_parser("events", help="the clusters' state, then changes with --follow")
     events.add_argument("cluster", nargs="?", help="one cluster (default: every cluster you may see)")
     events.add_argument("-f", "--follow", action="store_true", help="keep printing changes")
-    for action in ("create", "scale", "retry", "stop", "start", "delete", "update-env", "recover"):
+    for action in ("create", "scale", "retry", "stop", "start", "delete", "update-env", "recover", "act"):
         clusters.choices[action].add_argument(
             "--no-wait", action="store_true", help="return once the action is accepted"
         )
@@ -484,6 +516,9 @@ async def run(args: argparse.Namespace) -> int:
     async with ApiClient(args.url, args.token) as client:
         try:
             return await handlers[args.command](client, args)
+        except UsageError as exc:
+            print(f"pitrix: {exc}", file=sys.stderr)
+            return EXIT_USAGE
         except CredentialsError as exc:
             print(f"pitrix: {exc}", file=sys.stderr)
             return EXIT_USAGE

@@ -125,6 +125,13 @@ async def test_apps_clusters_and_events(cli: Run, tmp_path: Path, server: str) -
     assert code == 1 and "FAILED" in out and f"{cid}: failed" in out, (out, err)
     code, _, err = await cli("clusters", "update-env", cid, "--role", "web", "--set", "x=1")
     assert code in (2, 5), err
+    # Any action by its verb: judged by the action (400 naming the field: 2), the lifecycle (5).
+    code, _, err = await cli("clusters", "act", cid, "scale", "--body", '{"role": "web", "count": -1}')
+    assert code == 2 and "count: must be a whole number" in err, err
+    code, _, err = await cli("clusters", "act", cid, "stop")
+    assert code == 5 and "cannot stop a cluster that is failed" in err, err
+    code, _, err = await cli("clusters", "act", cid, "scale", "--body", "[1]")
+    assert code == 2 and "must be a JSON object" in err, err
 
 
 def _env_of(tmp_path: Path) -> dict[str, str]:
