@@ -10,11 +10,11 @@ commands it runs are real ``sh`` processes, as they are for a full VM's agent.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from pathlib import Path
 
 from pitrix.agent.agent import Agent, build_agent
 from pitrix.agent.config import load_config
+from pitrix.aio import cancel_and_wait
 from pitrix.logs import get_logger
 
 CONFIG_PATH = "etc/pitrix/agent.toml"
@@ -51,6 +51,4 @@ class LightAgent:
         self.agent.stop()
         done, _ = await asyncio.wait([self.task], timeout=STOP_TIMEOUT)
         if not done:
-            self.task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self.task
+            await cancel_and_wait(self.task)

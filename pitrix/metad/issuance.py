@@ -16,7 +16,6 @@ ordinary revocations (``/_pitrix/revoked/<serial>``), which every metad of the c
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import json
 import time
@@ -28,6 +27,7 @@ from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.types import CertificatePublicKeyTypes
 
 from pitrix import pki
+from pitrix.aio import cancel_and_wait
 from pitrix.logs import get_logger
 from pitrix.metad import keyspace
 from pitrix.metad.mirror import Mirror
@@ -217,9 +217,7 @@ class GraceRevoker:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
 
     def _due(self) -> tuple[list[tuple[str, dict[str, Any]]], float | None]:

@@ -7,11 +7,11 @@ copy also keeps the source-IP identity index and releases the long-poll waiters 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import hashlib
 import heapq
 from collections.abc import Callable
 
+from pitrix.aio import cancel_and_wait
 from pitrix.logs import get_logger
 from pitrix.metad import keyspace
 from pitrix.metad.selfview import Mapping
@@ -68,9 +68,7 @@ class Mirror:
 
     async def stop(self) -> None:
         if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._task
+            await cancel_and_wait(self._task)
             self._task = None
         self.waiters.notify_all(self.revision)
 

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import datetime as dt
 import ssl
 from collections.abc import Iterable
@@ -11,6 +10,7 @@ from collections.abc import Iterable
 from aiohttp import web
 
 from pitrix import pki
+from pitrix.aio import cancel_and_wait
 from pitrix.logs import get_logger
 from pitrix.metad import instance_api, manage_api
 from pitrix.metad.gate import GATES_KEY, Decision, GatedSite, Gates, gate_hook
@@ -245,9 +245,7 @@ class Metad:
     async def stop(self) -> None:
         self._closing.set()
         if self._renewal is not None:
-            self._renewal.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._renewal
+            await cancel_and_wait(self._renewal)
             self._renewal = None
         # Held long-polls answer with the current value instead of holding the shutdown up.
         self.mirror.waiters.notify_all(self.mirror.revision)

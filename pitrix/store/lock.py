@@ -18,9 +18,9 @@ keep-alive once outlived such a leaver and held everyone behind it for good.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
 from urllib.parse import quote
 
+from pitrix.aio import cancel_and_wait
 from pitrix.logs import get_logger
 from pitrix.store.client import Store, StoreError, StoreUnavailable
 from pitrix.store.lease import KeptLease
@@ -35,18 +35,6 @@ JOIN_ATTEMPTS = 3
 
 class LockTimeout(StoreError):
     """A contender's deadline passed while it was still queued behind another."""
-
-
-async def _reap(*tasks: asyncio.Future[Any]) -> None:
-    """Cancel helper tasks and wait until they are gone, without swallowing our own cancellation
-    (``suppress(CancelledError)`` around an ``await task`` would eat a cancel meant for us)."""
-    for task in tasks:
-        task.cancel()
-    if tasks:
-        await asyncio.wait(tasks)
-    for task in tasks:
-        if not task.cancelled() and task.exception() is not None:
-            task.exception()  # retrieved: a helper's error after its cancel is no news
 
 
 def _queue_prefix(root: str, name: object, field: str = "name") -> str:
@@ -158,7 +146,7 @@ class _Queue:
         try:
             await asyncio.wait({waiter, lost}, timeout=pause, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            await _reap(waiter, lost)
+            await cancel_and_wait(waiter, lost)
         if waiter.done() and not waiter.cancelled() and waiter.exception() is not None:
             waiter.result()  # surface a watch error
 
@@ -184,7 +172,7 @@ class _Queue:
                 self._log.warning("lock.lost", key=key)
             self.lost.set()
         finally:
-            await _reap(waiter, lease_lost)
+            await cancel_and_wait(waiter, lease_lost)
 
     async def leave(self) -> None:
         """Give up our place: safe in any state, more than once, and when cut off half-way.
@@ -209,7 +197,7 @@ class _Queue:
             monitor.cancel()  # before the revoke: our own key going is no "lock lost" news now
         await lease.revoke()  # stops renewing before its first await; a failed revoke is left to the TTL
         if monitor is not None:
-            await _reap(monitor)
+            await cancel_and_wait(monitor)
         if key is None:
             return
         try:
