@@ -19,6 +19,14 @@ from pitrix.metad import keyspace
 from pitrix.metad.client import MetadManagementClient
 
 
+def decoded(value: Any) -> Any:
+    """An agent's report as it wrote it: metad keeps reports as JSON text."""
+    if isinstance(value, str):
+        with contextlib.suppress(ValueError):
+            return json.loads(value)
+    return value
+
+
 class AgentStatus:
     """``/_pitrix/status/<cid>/`` as ``{instance_id: {relative key: decoded value}}``."""
 
@@ -100,11 +108,7 @@ class AgentStatus:
             revisions.get(parsed.instance_id, {}).pop(parsed.report, None)
             return
         revisions.setdefault(parsed.instance_id, {})[parsed.report] = revision
-        decoded: Any = value
-        if isinstance(value, str):
-            with contextlib.suppress(ValueError):
-                decoded = json.loads(value)
-        view.setdefault(parsed.instance_id, {})[parsed.report] = decoded
+        view.setdefault(parsed.instance_id, {})[parsed.report] = decoded(value)
 
     async def wait_for(self, predicate: Callable[[dict[str, dict[str, Any]]], bool], timeout: float) -> None:
         """Until ``predicate(view)`` holds; TimeoutError after ``timeout`` seconds."""

@@ -31,7 +31,7 @@ from pitrix.runtime.metadata import MetadataClusters
 from pitrix.runtime.ownership import LostOwnership, Ownership, owner_key
 from pitrix.runtime.plan import Plan, Step
 from pitrix.runtime.records import Cluster, Job, StepRecord, cluster_key, job_key, new_id
-from pitrix.runtime.repository import NotFound, Repository
+from pitrix.runtime.repository import Repository
 from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.secret_env import open_cluster, open_job
 from pitrix.runtime.signals import ClusterSignals
@@ -101,9 +101,7 @@ class Jobs:
     async def request(self, cid: str, owner: str | None, action: Action[Any], body: dict[str, Any]) -> Job:
         """Judge ``body`` as a request for ``action`` on the cluster as read now, and accept it."""
         async with self.lock(cid):
-            cluster, read_at = await self.repo.read_cluster(cid)
-            if owner is not None and cluster.owner != owner:
-                raise NotFound(f"cluster {cid!r} does not exist")  # as if missing
+            cluster, read_at = await self.repo.read_cluster(cid, owner)
             accepted = await action.accept(self.desk, cluster, body)
             chosen = accepted.action
             state = LIFECYCLE.next_state(cluster.state, chosen.name)
@@ -115,9 +113,7 @@ class Jobs:
     async def retry_failed(self, cid: str, owner: str | None) -> Job:
         """A failed cluster's job runs again; its journal skips the steps it had done."""
         async with self.lock(cid):
-            cluster, read_at = await self.repo.read_cluster(cid)
-            if owner is not None and cluster.owner != owner:
-                raise NotFound(f"cluster {cid!r} does not exist")
+            cluster, read_at = await self.repo.read_cluster(cid, owner)
             if not cluster.job_id:
                 raise LifecycleError("nothing to retry")
             job = await self.repo.job(cid, cluster.job_id)

@@ -36,7 +36,8 @@ import aiohttp
 from pitrix import pki
 from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
-from pitrix.metad.client import MetadManagementClient
+from pitrix.metad import keyspace
+from pitrix.metad.client import MetadClientError, MetadManagementClient
 from pitrix.providers.base import Instance, Provider
 from pitrix.runtime import issuer_exchange
 from pitrix.runtime.authority import Authority, issuer_from_pem, management_client_context, management_context
@@ -90,6 +91,12 @@ class MetadataUnavailable(Exception):
     """
 
 
+class StatusUnavailable(Exception):
+    """What a cluster's agents reported cannot be read now; the message says why."""
+
+
+# How long a read of the agents' reports may take (an API view waits for it).
+STATUS_TIMEOUT = 5.0
 # The holder of a runtime's shared metadata cluster: not a possible owner name.
 SHARED = "*"
 
@@ -354,6 +361,22 @@ class MetadataClusters:
             await lock.release()
         log.info("metadata cluster removed")
         return True
+
+    async def status(self, owner: str, runtime: str, cid: str) -> dict[str, Any]:
+        """metad's ``/_pitrix/status/<cid>`` tree (instance id -> what its agent last reported,
+        as stored: JSON text), or ``StatusUnavailable`` saying why it cannot be read now."""
+        record = await self.get(owner, runtime)
+        if record is None or record.status != "ready" or not record.ip:
+            raise StatusUnavailable("the cluster has no running metadata service")
+        try:
+            async with asyncio.timeout(STATUS_TIMEOUT):
+                tree = await self.client(record).get_data(keyspace.cluster_status(cid))
+        except (aiohttp.ClientError, OSError, TimeoutError, MetadClientError) as exc:
+            reason = str(exc) or type(exc).__name__
+            raise StatusUnavailable(
+                f"the metadata service at {record.ip} cannot be asked ({reason})"
+            ) from None
+        return tree if isinstance(tree, dict) else {}
 
     def client(self, record: MetadataCluster) -> MetadManagementClient:
         """The management client of ``record``'s metad: direct, or through its SSH tunnel if open."""

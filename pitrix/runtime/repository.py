@@ -40,18 +40,18 @@ class Repository:
         """A stored cluster, its password values sealed (one stored in clear is, from its next write)."""
         return seal_passwords(Cluster.model_validate_json(raw), self.sealer)
 
-    async def read_cluster(self, cid: str) -> tuple[Cluster, int]:
-        """The cluster and the revision it was read at (the guard of a write that depends on it)."""
+    async def read_cluster(self, cid: str, owner: str | None = None) -> tuple[Cluster, int]:
+        """The cluster and the revision it was read at (the guard of a write that depends on it);
+        one of another owner than ``owner`` (when given) is reported exactly like a missing one."""
         kv = await self.store.get(cluster_key(cid))
-        if kv is None:
+        cluster = self.decode_cluster(kv.value) if kv is not None else None
+        if kv is None or cluster is None or (owner is not None and cluster.owner != owner):
             raise NotFound(f"cluster {cid!r} does not exist")
-        return self.decode_cluster(kv.value), kv.mod_revision
+        return cluster, kv.mod_revision
 
     async def cluster(self, cid: str, owner: str | None = None) -> Cluster:
-        """The cluster; one of another owner is reported exactly like a missing one."""
-        cluster, _ = await self.read_cluster(cid)
-        if owner is not None and cluster.owner != owner:
-            raise NotFound(f"cluster {cid!r} does not exist")
+        """The cluster (see ``read_cluster`` for ``owner``)."""
+        cluster, _ = await self.read_cluster(cid, owner)
         return cluster
 
     async def cluster_kv(self, cid: str) -> KV | None:

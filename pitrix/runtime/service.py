@@ -16,27 +16,23 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import aiohttp
-
 from pitrix.logs import get_logger
-from pitrix.metad import keyspace as ks
-from pitrix.metad.client import MetadClientError
 from pitrix.providers.base import Provider, ProviderError
 from pitrix.providers.registry import load_provider
 from pitrix.runtime.actions import BY_NAME, BY_VERB, LIFECYCLE
 from pitrix.runtime.actions.base import Action, InvalidRequest
 from pitrix.runtime.actions.create import check_links, prepare
+from pitrix.runtime.agents import decoded
 from pitrix.runtime.clouds import Clouds
 from pitrix.runtime.executor import DEFAULT_RETRY
 from pitrix.runtime.jobs import Jobs
 from pitrix.runtime.journal import Journal
 from pitrix.runtime.keypairs import KeyPairs
 from pitrix.runtime.lifecycle import ChangedMeanwhile, LifecycleError
-from pitrix.runtime.metadata import MetadataClusters
+from pitrix.runtime.metadata import MetadataClusters, StatusUnavailable
 from pitrix.runtime.monitor import RecoveryMonitor
 from pitrix.runtime.ownership import LostOwnership, Ownership
 from pitrix.runtime.records import Cluster, Job, Node, Runtime, StepRecord, cluster_key, new_id
@@ -51,19 +47,10 @@ from pitrix.store.types import Compare, Op
 
 __all__ = ["DEFAULT_MAX_JOBS", "WAIT_SLOT_STEP", "InvalidRequest", "NotFound", "RuntimeService"]
 
-REPORT_TIMEOUT = 5.0
 # A create whose link targets keep changing under it is refused after this many checks.
 CREATE_ATTEMPTS = 5
 # The step a job waiting for a free job slot shows.
 WAIT_SLOT_STEP = "wait-slot"
-
-
-def _decoded(value: Any) -> Any:
-    """metad keeps agents' reports as JSON text; the answer carries them as strings."""
-    if isinstance(value, str):
-        with contextlib.suppress(ValueError):
-            return json.loads(value)
-    return value
 
 
 class RuntimeService:
@@ -85,13 +72,14 @@ class RuntimeService:
         self.repo = Repository(store, sealer)
         self.clouds = Clouds(self.repo)
         self.keypairs = KeyPairs(store, sealer)  # one per service: each pair read and imported once
+        retry = retry or DEFAULT_RETRY  # the metadata cluster's plan retries as a cluster's does
         self.metadata = MetadataClusters(
             store,
             self.provider_for,
             sealer=sealer,
             tls=metadata_tls,
             keypairs=self.keypairs,
-            retry=retry or DEFAULT_RETRY,  # the metadata cluster's plan retries as a cluster's does
+            retry=retry,
         )
         self.ownership = Ownership(store, self.replica, owner_ttl, self.reconcile, self._let_go)
         self.signals = ClusterSignals()
@@ -104,7 +92,7 @@ class RuntimeService:
             sealer=sealer,
             keypairs=self.keypairs,
             signals=self.signals,
-            retry=retry or DEFAULT_RETRY,
+            retry=retry,
         )
         self.supervisor = Supervisor(self._run, max_jobs, self._queued)
         self.monitor = RecoveryMonitor(
@@ -267,19 +255,15 @@ class RuntimeService:
     async def agent_reports(self, cluster: Cluster) -> dict[str, dict[str, Any]] | None:
         """What each node's agent last reported through metad, by instance id (heartbeat, health,
         applied revision and results); None when the metadata service cannot be asked right now."""
-        record = await self.metadata.get(cluster.owner, cluster.runtime)
-        if record is None or record.status != "ready" or not record.ip:
-            return None
         try:
-            async with asyncio.timeout(REPORT_TIMEOUT):
-                tree = await self.metadata.client(record).get_data(ks.cluster_status(cluster.id))
-        except (aiohttp.ClientError, OSError, TimeoutError, MetadClientError):
+            tree = await self.metadata.status(cluster.owner, cluster.runtime, cluster.id)
+        except StatusUnavailable:
             return None
-        reports: dict[str, dict[str, Any]] = {}
-        for iid, entries in (tree or {}).items():
-            if isinstance(entries, dict):
-                reports[iid] = {key: _decoded(value) for key, value in entries.items()}
-        return reports
+        return {
+            iid: {key: decoded(value) for key, value in entries.items()}
+            for iid, entries in tree.items()
+            if isinstance(entries, dict)
+        }
 
     async def wait(self, cid: str, until: Callable[[Cluster], Awaitable[bool]], timeout: float) -> Cluster:
         """Until ``await until(cluster)`` holds, checked again on every change (TimeoutError)."""

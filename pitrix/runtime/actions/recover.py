@@ -9,12 +9,9 @@ from __future__ import annotations
 
 from typing import Any
 
-import aiohttp
-
-from pitrix.metad import keyspace as ks
-from pitrix.metad.client import MetadClientError
 from pitrix.runtime.actions.base import Accepted, Action, Args, Desk, InvalidRequest
 from pitrix.runtime.actions.phases import boot, init_start
+from pitrix.runtime.metadata import StatusUnavailable
 from pitrix.runtime.plan import Plan, as_step
 from pitrix.runtime.records import Cluster
 from pitrix.runtime.steps import agents, instances, nodes, publishing
@@ -72,18 +69,11 @@ class Recover(Action[RecoverArgs]):
 
 
 async def _silent_nodes(desk: Desk, cluster: Cluster, members: dict[str, Any]) -> list[str]:
-    record = await desk.metadata.get(cluster.owner, cluster.runtime)
-    if record is None or record.status != "ready" or not record.ip:
-        raise InvalidRequest(
-            "nodes: the cluster has no running metadata service to tell which nodes are silent; "
-            "name the nodes to replace"
-        )
     try:
-        status = await desk.metadata.client(record).get_data(ks.cluster_status(cluster.id)) or {}
-    except (aiohttp.ClientError, OSError, TimeoutError, MetadClientError) as exc:
+        status = await desk.metadata.status(cluster.owner, cluster.runtime, cluster.id)
+    except StatusUnavailable as exc:
         raise InvalidRequest(
-            f"nodes: the metadata service at {record.ip} cannot say which nodes are silent ({exc}); "
-            "name the nodes to replace"
+            f"nodes: cannot tell which nodes are silent: {exc}; name the nodes to replace"
         ) from None
     silent = [
         n.node_id
