@@ -26,11 +26,12 @@ from pitrix.runtime.clouds import Clouds
 from pitrix.runtime.executor import StepFailed, execute
 from pitrix.runtime.journal import Journal
 from pitrix.runtime.keypairs import KeyPairs
+from pitrix.runtime.keys import cluster_key, job_key, owner_key
 from pitrix.runtime.lifecycle import ChangedMeanwhile, LifecycleError
 from pitrix.runtime.metadata import MetadataClusters
-from pitrix.runtime.ownership import LostOwnership, Ownership, owner_key
+from pitrix.runtime.ownership import LostOwnership, Ownership
 from pitrix.runtime.plan import Plan, Step
-from pitrix.runtime.records import Cluster, Job, StepRecord, cluster_key, job_key, new_id
+from pitrix.runtime.records import Cluster, Job, StepRecord, new_id
 from pitrix.runtime.repository import Repository
 from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.secret_env import open_cluster, open_job

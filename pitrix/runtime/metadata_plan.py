@@ -24,8 +24,9 @@ from pitrix.logs import get_logger
 from pitrix.providers.base import InstanceSpec, Provider
 from pitrix.runtime import issuer_exchange
 from pitrix.runtime.booting import wait_booted
+from pitrix.runtime.keys import metadata_key
 from pitrix.runtime.plan import Plan, Step
-from pitrix.runtime.records import MetadataCluster, Runtime, metadata_key
+from pitrix.runtime.records import MetadataCluster, Runtime
 from pitrix.runtime.userdata import MetadTrust, metad_userdata
 
 if TYPE_CHECKING:

@@ -25,15 +25,7 @@ from pydantic import (
     field_serializer,
 )
 
-# The record keys, importable from here for the modules that always found them here.
-from pitrix.runtime.keys import cluster_data_prefix as cluster_data_prefix
-from pitrix.runtime.keys import cluster_key as cluster_key
-from pitrix.runtime.keys import job_key as job_key
-from pitrix.runtime.keys import metadata_key as metadata_key
-from pitrix.runtime.keys import node_key as node_key
-from pitrix.runtime.keys import runtime_key as runtime_key
-from pitrix.runtime.keys import step_key as step_key
-from pitrix.runtime.keys import token_key as token_key
+from pitrix.runtime.keys import metadata_key, runtime_key
 from pitrix.runtime.spec import AppSpec
 from pitrix.sealing import Sealer, is_sealed, redact
 

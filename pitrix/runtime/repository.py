@@ -8,17 +8,16 @@ in etcd is the one source of truth, whichever replica wrote it.
 from __future__ import annotations
 
 from pitrix.runtime.journal import Journal
-from pitrix.runtime.keys import CLUSTERS, RUNTIMES, jobs_prefix, nodes_prefix
-from pitrix.runtime.records import (
-    Cluster,
-    Job,
-    Node,
-    Runtime,
-    StepRecord,
+from pitrix.runtime.keys import (
+    CLUSTERS,
+    RUNTIMES,
     cluster_key,
     job_key,
+    jobs_prefix,
+    nodes_prefix,
     runtime_key,
 )
+from pitrix.runtime.records import Cluster, Job, Node, Runtime, StepRecord
 from pitrix.runtime.secret_env import seal_passwords
 from pitrix.sealing import Sealer
 from pitrix.store import Store

@@ -31,11 +31,12 @@ from pitrix.runtime.executor import DEFAULT_RETRY
 from pitrix.runtime.jobs import Jobs
 from pitrix.runtime.journal import Journal
 from pitrix.runtime.keypairs import KeyPairs
+from pitrix.runtime.keys import cluster_key
 from pitrix.runtime.lifecycle import ChangedMeanwhile, LifecycleError
 from pitrix.runtime.metadata import MetadataClusters, StatusUnavailable
 from pitrix.runtime.monitor import RecoveryMonitor
 from pitrix.runtime.ownership import LostOwnership, Ownership
-from pitrix.runtime.records import Cluster, Job, Node, Runtime, StepRecord, cluster_key, new_id
+from pitrix.runtime.records import Cluster, Job, Node, Runtime, StepRecord, new_id
 from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.repository import NotFound, Repository
 from pitrix.runtime.retrying import RetryPolicy

@@ -11,7 +11,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from api_helpers import ADMIN, ALICE, DEAD_CLOUD, bearer, next_event
 
-from pitrix.runtime.records import cluster_key, runtime_key
+from pitrix.runtime.keys import cluster_key, runtime_key
 from pitrix.runtime.service import RuntimeService
 from pitrix.sealing import REDACTED, Sealer, is_sealed
 from pitrix.store import Store

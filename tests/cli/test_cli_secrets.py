@@ -6,7 +6,8 @@ from pathlib import Path
 
 from cli_helpers import ADMIN, Run
 
-from pitrix.runtime.records import Runtime, runtime_key
+from pitrix.runtime.keys import runtime_key
+from pitrix.runtime.records import Runtime
 from pitrix.sealing import Sealer
 from pitrix.store import Store
 

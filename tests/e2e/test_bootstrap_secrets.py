@@ -19,8 +19,9 @@ import pytest
 from e2e_cloud import Cloud, demo_app
 
 from pitrix import pki
+from pitrix.runtime.keys import metadata_key
 from pitrix.runtime.metadata import MetadataClusters
-from pitrix.runtime.records import Cluster, MetadataCluster, metadata_key
+from pitrix.runtime.records import Cluster, MetadataCluster
 from pitrix.runtime.userdata import AGENT_CONFIG, METAD_STATE, METAD_TOKEN
 from pitrix.store.watch import watch_key
 from simulator.vm import USERDATA_PATH

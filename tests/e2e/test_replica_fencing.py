@@ -37,7 +37,7 @@ from test_crash import step_started
 
 from pitrix.cli.client import ApiClient, ApiError
 from pitrix.cli.demo import Child, stop_child
-from pitrix.runtime.ownership import owner_key
+from pitrix.runtime.keys import owner_key
 from pitrix.store import Store
 from pitrix.store.tls import EtcdTLS
 from simulator.testing import random_network

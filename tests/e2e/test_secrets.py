@@ -16,7 +16,7 @@ from test_lifecycle import expect
 from pitrix.api.events import cluster_view
 from pitrix.runtime.authority import CA_KEY
 from pitrix.runtime.keypairs import keypair_key
-from pitrix.runtime.records import cluster_key, job_key, metadata_key, runtime_key, token_key
+from pitrix.runtime.keys import cluster_key, job_key, metadata_key, runtime_key, token_key
 from pitrix.runtime.service import InvalidRequest
 from pitrix.sealing import REDACTED, is_sealed
 from pitrix.store import Store

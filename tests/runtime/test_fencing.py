@@ -14,9 +14,9 @@ from dead_cloud import DEAD_CLOUD
 from pitrix.providers.base import Failure, ProviderError
 from pitrix.runtime.executor import execute
 from pitrix.runtime.journal import Journal
-from pitrix.runtime.ownership import LostOwnership, Ownership, owner_key
+from pitrix.runtime.keys import job_key, owner_key, step_key
+from pitrix.runtime.ownership import LostOwnership, Ownership
 from pitrix.runtime.plan import Plan, Step
-from pitrix.runtime.records import job_key, step_key
 from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.service import RuntimeService

@@ -30,10 +30,9 @@ def test_keys_are_the_stored_layout() -> None:
     assert keys.job_key("c", "j").startswith(keys.CLUSTER_RECORDS)
 
 
-def test_the_old_homes_still_export_them() -> None:
-    """service.py, operations.py and older callers import them from records and ownership."""
-    assert records.cluster_key is keys.cluster_key and records.step_key is keys.step_key
-    assert records.cluster_data_prefix is keys.cluster_data_prefix and records.token_key is keys.token_key
+def test_the_modules_that_build_keys_use_these() -> None:
+    """One home for the key builders: records and ownership use them, and keep no copies."""
+    assert records.runtime_key is keys.runtime_key and records.metadata_key is keys.metadata_key
     assert ownership.owner_key is keys.owner_key
 
 

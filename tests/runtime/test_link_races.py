@@ -21,8 +21,9 @@ from dead_cloud import DEAD_CLOUD
 
 from pitrix.runtime.actions import BY_NAME
 from pitrix.runtime.actions import create as create_action
+from pitrix.runtime.keys import cluster_key
 from pitrix.runtime.lifecycle import LifecycleError
-from pitrix.runtime.records import Cluster, cluster_key
+from pitrix.runtime.records import Cluster
 from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.service import InvalidRequest, RuntimeService

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from dead_cloud import DEAD_CLOUD
 
-from pitrix.runtime.ownership import Ownership, owner_key
+from pitrix.runtime.keys import owner_key
+from pitrix.runtime.ownership import Ownership
 from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.service import RuntimeService
 from pitrix.sealing import Sealer

@@ -10,16 +10,8 @@ import asyncssh
 from pitrix import pki
 from pitrix.runtime.authority import CA_KEY, Authority
 from pitrix.runtime.keypairs import keypair_key, load_private_key
-from pitrix.runtime.records import (
-    Cluster,
-    Job,
-    MetadataCluster,
-    cluster_key,
-    job_key,
-    metadata_key,
-    runtime_key,
-    token_key,
-)
+from pitrix.runtime.keys import cluster_key, job_key, metadata_key, runtime_key, token_key
+from pitrix.runtime.records import Cluster, Job, MetadataCluster
 from pitrix.runtime.reseal import MARKER, seal_legacy
 from pitrix.runtime.secret_env import open_cluster, open_job
 from pitrix.runtime.service import RuntimeService

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from pitrix.runtime.keypairs import KeyPairs
-from pitrix.runtime.records import Cluster, Job, MetadataCluster, Node, token_key
+from pitrix.runtime.keys import token_key
+from pitrix.runtime.records import Cluster, Job, MetadataCluster, Node
 from pitrix.runtime.spec import parse_spec
 from pitrix.runtime.steps.context import JobContext
 from pitrix.runtime.steps.identity import bootstrap_token, fresh_token, token_fields

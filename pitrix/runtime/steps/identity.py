@@ -8,7 +8,8 @@ import time
 from typing import Any
 
 from pitrix.runtime import userdata
-from pitrix.runtime.records import Node, token_key
+from pitrix.runtime.keys import token_key
+from pitrix.runtime.records import Node
 from pitrix.runtime.steps.context import JobContext
 from pitrix.sealing import create_sealed, get_sealed
 from pitrix.store.types import Op

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from pitrix.providers.base import InstanceSpec
 from pitrix.runtime.booting import wait_booted
-from pitrix.runtime.records import Node, node_key, token_key
+from pitrix.runtime.keys import node_key, token_key
+from pitrix.runtime.records import Node
 from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps.identity import agent_files, bootstrap_token
 from pitrix.runtime.steps.nodes import members, nodes, save
