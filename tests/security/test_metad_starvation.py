@@ -62,8 +62,14 @@ def _raise_own_nofile() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
 
 
-def _unit_default_limit() -> None:  # runs in the metad child before exec
-    resource.setrlimit(resource.RLIMIT_NOFILE, (UNIT_DEFAULT_NOFILE, UNIT_DEFAULT_NOFILE))
+def _with_unit_default_limit(*argv: str) -> list[str]:
+    """argv run under a unit's default descriptor limit.
+
+    The limit is set by a shell that then execs metad, not by a `preexec_fn`: that forces a plain
+    fork of this process, whose gRPC threads (the etcd fixture's client) leave the child's poller
+    broken before it reaches exec (seen as `epoll_wait error: Bad file descriptor` and no metad).
+    """
+    return ["sh", "-c", f'ulimit -n {UNIT_DEFAULT_NOFILE} && exec "$@"', "sh", *argv]
 
 
 class Lines:
@@ -158,14 +164,13 @@ async def rig(tmp_path: Path, metad_etcd_args: list[str]) -> AsyncIterator[Rig]:
     issuer.issue_management().write(pki_dir / "runtime.crt", pki_dir / "runtime.key")
 
     metad = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "pitrix.metad.main",
+        *_with_unit_default_limit(sys.executable, "-m", "pitrix.metad.main"),
         "--listen-ip", metad_ip, "--instance-port", "0", "--manage-port", "0",
         *metad_etcd_args, "--prefix", f"/starve-{uuid.uuid4().hex}",
         "--client-ca", str(ca_file), "--issuer-cert", str(ca_file), "--issuer-key", str(key_file),
         "--handshake-timeout", str(HANDSHAKE_TIMEOUT), "--header-timeout", str(HEADER_TIMEOUT),
         "--log-level", "warning",
         stdout=asyncio.subprocess.PIPE, stderr=(tmp_path / "metad.log").open("wb"),
-        preexec_fn=_unit_default_limit,
     )  # fmt: skip
     assert metad.stdout is not None
     line = await asyncio.wait_for(metad.stdout.readline(), 30)
