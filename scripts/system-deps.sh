@@ -4,12 +4,15 @@
 #                      .venv/bin/etcd is the wheel's 3.5.1, hence the explicit path)
 #   systemd-analyze    systemd: the units in systemd/ are verified
 #   chromium, chromedriver   the admin API's web page is tested in headless Chromium
+#   redis-server, redis-sentinel, redis-cli   examples/redis runs the real Redis in simulator VMs
 set -euo pipefail
 missing=()
 [ -x /usr/bin/etcd ] || missing+=(etcd-server)
 command -v systemd-analyze >/dev/null || missing+=(systemd)
 command -v chromium >/dev/null || missing+=(chromium)
 command -v chromedriver >/dev/null || missing+=(chromium-driver)
+[ -x /usr/bin/redis-server ] || missing+=(redis-server)
+[ -x /usr/bin/redis-sentinel ] || missing+=(redis-sentinel)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
     echo "system-deps: missing Debian packages: ${missing[*]}" >&2
