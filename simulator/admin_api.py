@@ -108,9 +108,12 @@ class AdminApi:
         return web.json_response({"ok": True})
 
     async def ledger(self, request: web.Request) -> web.Response:
-        """Every VM ever created, terminated ones included: what leak checks compare against."""
+        """Every VM and volume ever created, terminated and deleted ones included: what leak checks
+        compare against."""
         entries = self._fleet.ledger()
-        return web.json_response({"instances": entries, "total_count": len(entries)})
+        return web.json_response(
+            {"instances": entries, "total_count": len(entries), "volumes": self._fleet.volume_ledger()}
+        )
 
     async def show_faults(self, request: web.Request) -> web.Response:
         return web.json_response(self._faults.describe())

@@ -158,6 +158,10 @@ class Simulator:
         """Every VM ever created: instance_id, name, ip, image, status, created, terminated."""
         return self.fleet.ledger()
 
+    def volume_ledger(self) -> list[dict[str, Any]]:
+        """Every volume ever created: volume_id, name, size, status, instance_id, path, created, deleted."""
+        return self.fleet.volume_ledger()
+
     async def __aenter__(self) -> Simulator:
         await self.start()
         return self

@@ -34,6 +34,7 @@ from simulator.processes import AGENT_MARKERS, kill_vm_processes, signal_vm_proc
 from simulator.ssh import VmSshServer, console_text
 from simulator.tags import TagBook
 from simulator.vm import SSH_PORT, VM, now_iso
+from simulator.volumes import VolumeBook, link_device, make_volume_dir, remove_volume_dirs, unlink_device
 
 GONE = ("terminated", "ceased")
 
@@ -87,6 +88,7 @@ class Fleet:
         self.jobs = JobBook()
         self.keypairs = KeyPairBook()
         self.tags = TagBook()
+        self.volumes = VolumeBook(state_dir / "volumes")
         self._vms: dict[str, VM] = {}
         self._ssh: dict[str, VmSshServer] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -96,7 +98,13 @@ class Fleet:
     # -- housekeeping ------------------------------------------------------------------------------
 
     async def reap_leftovers(self) -> list[str]:
-        """Kill the processes of VMs a crashed simulator left in this state dir, and remove them."""
+        """Kill the processes of VMs a crashed simulator left in this state dir, and remove them
+        (and the volumes it left: the volume book, like the VMs, lives in memory)."""
+        if self.volumes.dir.is_dir():
+            stale = [p for p in self.volumes.dir.iterdir() if p.is_dir()]
+            if stale:
+                await asyncio.to_thread(remove_volume_dirs, stale)
+                self._log.warning("fleet.reaped_volumes", volume_ids=[p.name for p in stale])
         if not self.vms_dir.is_dir():
             return []
         leftovers = [p.name for p in self.vms_dir.iterdir() if p.is_dir()]
@@ -119,6 +127,12 @@ class Fleet:
             await asyncio.wait(set(self._tasks), timeout=30.0)
         for task in set(self._tasks):
             task.cancel()
+        # A stopped simulator is a cloud that is gone: its volumes' data goes with it.
+        left = [v for v in self.volumes.all() if v.status != "deleted"]
+        await asyncio.to_thread(remove_volume_dirs, [v.home for v in left])
+        for volume in left:
+            volume.instance_id, volume.device, volume.delete_time = "", "", now_iso()
+            volume.set_status("deleted")
 
     def ledger(self) -> list[dict[str, Any]]:
         return [vm.ledger_entry() for vm in self._vms.values()]
@@ -333,6 +347,9 @@ class Fleet:
             await kill_vm_processes({vm.instance_id for vm in vms})
             await asyncio.to_thread(_remove_trees, [vm.home for vm in vms])
             for vm in vms:
+                for volume in self.volumes.attached_to(vm.instance_id):
+                    volume.instance_id, volume.device = "", ""  # as QingCloud: detached, data kept
+                    volume.set_status("available")
                 self.keypairs.forget_instance(vm.instance_id)
                 self.tags.forget_resource(vm.instance_id)
                 await vm.collect_userdata()
@@ -410,6 +427,96 @@ class Fleet:
 
     def detach_keypairs(self, keypair_ids: list[str], instance_ids: list[str]) -> Job:
         return self._keypair_job("DetachKeyPairs", keypair_ids, instance_ids)
+
+    # -- volumes -------------------------------------------------------------------------------------
+
+    def create_volumes(self, name: str, size: int, count: int) -> tuple[list[str], Job]:
+        volumes = [self.volumes.new(name, size) for _ in range(count)]
+        ids = [v.volume_id for v in volumes]
+        job = self.jobs.new("CreateVolumes", ids)
+
+        async def create_all() -> None:
+            for volume in volumes:
+                await asyncio.to_thread(make_volume_dir, volume)
+                volume.set_status("available")
+            self._log.info("fleet.volumes_created", volume_ids=ids, size=size, name=name)
+
+        self._spawn(job, create_all)
+        return ids, job
+
+    def _attachable_vm(self, instance_id: str) -> VM:
+        vm = self._existing([instance_id])[0]
+        if vm.status not in ("running", "stopped") or vm.transition_status:
+            raise ApiError(
+                BAD_STATUS,
+                f"ResourceStatusError, instance [{instance_id}] is [{vm.status}"
+                + (f"/{vm.transition_status}" if vm.transition_status else "")
+                + "], volumes attach to running or stopped instances",
+            )
+        return vm
+
+    def attach_volumes(self, volume_ids: list[str], instance_id: str) -> Job:
+        vm = self._attachable_vm(instance_id)
+        volumes = self.volumes.claim(volume_ids, "available", "attaching")
+        for volume in volumes:  # names taken now, so two attaches at once never share one
+            volume.instance_id = instance_id
+            volume.device = self.volumes.free_device(instance_id)
+        job = self.jobs.new("AttachVolumes", [*volume_ids, instance_id])
+
+        async def attach_all() -> None:
+            async with self._locks[instance_id]:
+                if vm.status in GONE or vm.transition_status == "terminating":
+                    for volume in volumes:
+                        volume.instance_id, volume.device = "", ""
+                        volume.set_status("available")
+                    raise RuntimeError(f"instance [{instance_id}] was terminated while attaching")
+                for volume in volumes:
+                    await asyncio.to_thread(link_device, vm.root, volume.device, volume.data)
+                    volume.set_status("in-use")
+            self._log.info("fleet.volumes_attached", volume_ids=volume_ids, instance_id=instance_id)
+
+        self._spawn(job, attach_all)
+        return job
+
+    def detach_volumes(self, volume_ids: list[str], instance_id: str) -> Job:
+        volumes = self.volumes.existing(volume_ids)
+        for volume in volumes:
+            if volume.instance_id != instance_id or volume.status != "in-use":
+                raise ApiError(
+                    BAD_STATUS,
+                    f"ResourceStatusError, volume [{volume.volume_id}] is not attached to [{instance_id}]",
+                )
+        volumes = self.volumes.claim(volume_ids, "in-use", "detaching")
+        vm = self._vms[instance_id]
+        job = self.jobs.new("DetachVolumes", [*volume_ids, instance_id])
+
+        async def detach_all() -> None:
+            async with self._locks[instance_id]:
+                for volume in volumes:
+                    await asyncio.to_thread(unlink_device, vm.root, volume.device)
+                    volume.instance_id, volume.device = "", ""
+                    volume.set_status("available")
+            self._log.info("fleet.volumes_detached", volume_ids=volume_ids, instance_id=instance_id)
+
+        self._spawn(job, detach_all)
+        return job
+
+    def delete_volumes(self, volume_ids: list[str]) -> Job:
+        volumes = self.volumes.claim(volume_ids, "available", "deleting")
+        job = self.jobs.new("DeleteVolumes", volume_ids)
+
+        async def delete_all() -> None:
+            await asyncio.to_thread(remove_volume_dirs, [v.home for v in volumes])
+            for volume in volumes:
+                volume.delete_time = now_iso()
+                volume.set_status("deleted")
+            self._log.info("fleet.volumes_deleted", volume_ids=volume_ids)
+
+        self._spawn(job, delete_all)
+        return job
+
+    def volume_ledger(self) -> list[dict[str, Any]]:
+        return self.volumes.ledger()
 
     # -- faults on one VM ----------------------------------------------------------------------------
 
@@ -534,7 +641,11 @@ class Fleet:
         if verbose:
             item["image"].update(os_family="pitrix-sim", processor_type="64bit", provider="system")
             item["security_group"] = {}
-            item["volume_ids"] = []
-            item["volumes"] = []
+            attached = self.volumes.attached_to(vm.instance_id)
+            item["volume_ids"] = [v.volume_id for v in attached]
+            item["volumes"] = [
+                {"volume_id": v.volume_id, "volume_name": v.name, "device": v.device, "size": v.size}
+                for v in attached
+            ]
             item["login_mode"] = vm.login_mode
         return item

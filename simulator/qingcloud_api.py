@@ -17,6 +17,7 @@ from simulator.auth import authenticate
 from simulator.errors import INTERNAL_ERROR, ApiError, invalid
 from simulator.faults import Faults
 from simulator.fleet import Fleet, RunRequest
+from simulator.volumes import STATUSES as VOLUME_STATUSES
 
 Action = Callable[[Mapping[str, str]], dict[str, Any]]
 INSTANCE_STATUSES = {"pending", "running", "stopped", "suspended", "terminated", "ceased"}
@@ -47,6 +48,11 @@ class QingCloudApi:
             "AttachTags": self.attach_tags,
             "DetachTags": self.detach_tags,
             "DeleteTags": self.delete_tags,
+            "CreateVolumes": self.create_volumes,
+            "DescribeVolumes": self.describe_volumes,
+            "AttachVolumes": self.attach_volumes,
+            "DetachVolumes": self.detach_volumes,
+            "DeleteVolumes": self.delete_volumes,
         }
 
     def routes(self) -> list[web.RouteDef]:
@@ -140,6 +146,61 @@ class QingCloudApi:
 
     def restart_instances(self, params: Mapping[str, str]) -> dict[str, Any]:
         return {"job_id": self.fleet.restart(self._instances(params)).job_id}
+
+    # -- volumes -------------------------------------------------------------------------------------
+
+    def _volumes(self, params: Mapping[str, str]) -> list[str]:
+        ids = p.indexed(params, "volumes")
+        if not ids:
+            raise invalid("parameter [volumes] should not be empty")
+        return ids
+
+    def create_volumes(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """``size`` (GB, required), ``volume_name``, ``volume_type``, ``count`` → ``volumes``, ``job_id``."""
+        p.required(params, "size")
+        size = p.integer(params, "size", 0, low=1, high=65536)
+        p.integer(params, "volume_type", 0, low=0, high=10)  # every type is a directory here
+        ids, job = self.fleet.create_volumes(
+            params.get("volume_name", ""), size, p.integer(params, "count", 1, low=1, high=100)
+        )
+        return {"volumes": ids, "job_id": job.job_id}
+
+    def describe_volumes(self, params: Mapping[str, str]) -> dict[str, Any]:
+        statuses = p.indexed(params, "status")
+        unknown = sorted(set(statuses) - VOLUME_STATUSES)
+        if unknown:
+            raise invalid(f"parameter [status] has unknown values {unknown}")
+        found = self.fleet.volumes.describe(
+            volume_ids=p.indexed(params, "volumes"),
+            statuses=statuses,
+            search_word=params.get("search_word", ""),
+            instance_id=params.get("instance_id", ""),
+        )
+        offset = p.integer(params, "offset", 0, low=0, high=1 << 31)
+        limit = p.integer(params, "limit", 20, low=1, high=100)
+
+        def instance_name(iid: str) -> str:
+            vm = self.fleet.vm(iid)
+            return vm.name if vm is not None else ""
+
+        page = found[offset : offset + limit]
+        return {
+            "volume_set": [v.describe(instance_name(v.instance_id)) for v in page],
+            "total_count": len(found),
+        }
+
+    def attach_volumes(self, params: Mapping[str, str]) -> dict[str, Any]:
+        volumes = self._volumes(params)
+        job = self.fleet.attach_volumes(volumes, p.required(params, "instance"))
+        return {"job_id": job.job_id}
+
+    def detach_volumes(self, params: Mapping[str, str]) -> dict[str, Any]:
+        volumes = self._volumes(params)
+        job = self.fleet.detach_volumes(volumes, p.required(params, "instance"))
+        return {"job_id": job.job_id}
+
+    def delete_volumes(self, params: Mapping[str, str]) -> dict[str, Any]:
+        return {"job_id": self.fleet.delete_volumes(self._volumes(params)).job_id}
 
     # -- key pairs -----------------------------------------------------------------------------------
 

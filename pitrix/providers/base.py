@@ -13,8 +13,19 @@ from typing import Any, Literal, Protocol, runtime_checkable
 
 from pitrix.providers.errors import Failure, ProviderError
 
-__all__ = ["Failure", "Instance", "InstanceSpec", "InstanceStatus", "Provider", "ProviderError"]
+__all__ = [
+    "Failure",
+    "Instance",
+    "InstanceSpec",
+    "InstanceStatus",
+    "Provider",
+    "ProviderError",
+    "Volume",
+    "VolumeSpec",
+    "VolumeStatus",
+]
 
+VolumeStatus = Literal["pending", "available", "in-use", "deleted", "unknown"]
 InstanceStatus = Literal["pending", "running", "stopped", "suspended", "terminated", "ceased", "unknown"]
 
 
@@ -39,6 +50,32 @@ class Instance:
     status: InstanceStatus
     private_ip: str = ""
     ssh_port: int = 22
+    tags: Mapping[str, str] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True, slots=True)
+class VolumeSpec:
+    """One block volume to create."""
+
+    name: str  # deterministic: <cluster_id>-<node_id>-vol
+    size: int  # GiB
+    tags: Mapping[str, str] = field(default_factory=dict)
+    # The instance it is made for: a cloud that keeps volumes per zone (EBS) makes it in that
+    # instance's zone, since a volume attaches only within its own.
+    instance_id: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class Volume:
+    volume_id: str
+    name: str
+    size: int  # GiB
+    status: VolumeStatus
+    instance_id: str = ""  # the instance it is attached to ("" while detached)
+    # Where the guest may find it, most likely first: the cloud's device name is a hint that
+    # some guests rename (Xen's xvd*, Nitro's NVMe), so a provider lists every path it knows of.
+    device_paths: tuple[str, ...] = ()
     tags: Mapping[str, str] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict)
 
@@ -79,6 +116,31 @@ class Provider(Protocol):
     async def import_key_pair(self, name: str, public_key: str) -> str:
         """The cloud's key pair ``name`` holding ``public_key`` (an OpenSSH line): looked up by name
         first, imported only if absent. Returns what an ``InstanceSpec.key_pair`` names it by."""
+        ...
+
+    # -- volumes: every call below is safe to repeat (the runtime re-runs steps after a crash) ----
+
+    async def create_volume(self, spec: VolumeSpec) -> Volume:
+        """Create one volume and wait until it can be attached (``available``). Not a lookup:
+        the caller looks the deterministic name up first (``describe_volumes``)."""
+        ...
+
+    async def describe_volumes(
+        self, *, volume_ids: list[str] | None = None, name_prefix: str | None = None
+    ) -> list[Volume]:
+        """Volumes that exist (deleted ones excluded), by id or by name prefix."""
+        ...
+
+    async def attach_volume(self, volume_id: str, instance_id: str) -> Volume:
+        """Attach and wait until attached; one already attached to this instance is left as it is."""
+        ...
+
+    async def detach_volume(self, volume_id: str) -> None:
+        """Detach and wait; a detached or deleted volume is left as it is."""
+        ...
+
+    async def delete_volumes(self, volume_ids: list[str]) -> None:
+        """Delete (detaching first where still attached) and wait; ids already gone are skipped."""
         ...
 
     async def close(self) -> None: ...

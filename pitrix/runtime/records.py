@@ -135,6 +135,7 @@ class Node(_Record):
     name: str  # deterministic cloud instance name: <cluster_id>-<node_id>
     instance_id: str = ""
     ip: str = ""
+    volume_id: str = ""  # the node's volume (roles with ``volume``), attached to its instance
     status: Literal["planned", "created", "running", "registered", "ready", "leaving", "terminated"] = (
         "planned"
     )

@@ -24,7 +24,15 @@ from botocore.config import Config
 from pitrix.logs import get_logger
 from pitrix.providers.aws.errors import to_provider_error
 from pitrix.providers.aws.instance_types import DEFAULT_TYPES, choose, parse_types
-from pitrix.providers.base import Instance, InstanceSpec, InstanceStatus, ProviderError
+from pitrix.providers.base import (
+    Instance,
+    InstanceSpec,
+    InstanceStatus,
+    ProviderError,
+    Volume,
+    VolumeSpec,
+    VolumeStatus,
+)
 from pitrix.providers.console import host_keys_from_console
 from pitrix.providers.polling import wait_all_running, wait_for, with_retries
 
@@ -60,6 +68,45 @@ def to_instance(item: Mapping[str, Any]) -> Instance:
         status=STATES.get(state, "unknown"),
         private_ip=str(item.get("PrivateIpAddress") or ""),
         ssh_port=22,
+        tags=tags,
+        raw=dict(item),
+    )
+
+
+VOLUME_STATES: dict[str, VolumeStatus] = {
+    "creating": "pending",
+    "available": "available",
+    "in-use": "in-use",
+    "deleting": "deleted",
+    "deleted": "deleted",
+}
+# Device names EBS volumes are attached under (AWS's advice for Linux: /dev/sd[f-p]).
+EBS_DEVICES = tuple(f"/dev/sd{letter}" for letter in "fghijklmnop")
+
+
+def ebs_device_paths(volume_id: str, device: str) -> tuple[str, ...]:
+    """Where a Linux guest finds an EBS volume: Nitro instances show it as NVMe (named by its
+    volume id in /dev/disk/by-id), Xen ones rename /dev/sdX to /dev/xvdX."""
+    paths = [f"/dev/disk/by-id/nvme-Amazon_Elastic_Block_Store_{volume_id.replace('-', '')}"]
+    if device:
+        paths += [device.replace("/dev/sd", "/dev/xvd"), device]
+    return tuple(paths)
+
+
+def to_volume(item: Mapping[str, Any]) -> Volume:
+    tags = {str(t["Key"]): str(t.get("Value", "")) for t in item.get("Tags") or [] if "Key" in t}
+    attachments = [a for a in item.get("Attachments") or [] if a.get("State") in ("attaching", "attached")]
+    attached = attachments[0] if attachments else {}
+    volume_id = str(item["VolumeId"])
+    state = str(item.get("State", ""))
+    return Volume(
+        volume_id=volume_id,
+        name=tags.pop(NAME_TAG, ""),
+        size=int(item.get("Size") or 0),
+        # An attachment still under way is not in use yet: attach waits for "attached".
+        status="pending" if attached.get("State") == "attaching" else VOLUME_STATES.get(state, "unknown"),
+        instance_id=str(attached.get("InstanceId") or ""),
+        device_paths=ebs_device_paths(volume_id, str(attached.get("Device") or "")) if attached else (),
         tags=tags,
         raw=dict(item),
     )
@@ -198,8 +245,9 @@ class AwsProvider:
                 self._stack = stack
         return self._client
 
-    async def _call(self, action: str, **params: Any) -> dict[str, Any]:
-        """One EC2 action (snake_case name), retried while throttled or the server is in trouble."""
+    async def _call(self, action: str, *, idempotent: bool = True, **params: Any) -> dict[str, Any]:
+        """One EC2 action (snake_case name), retried while throttled or the server is in trouble
+        (a call that is not ``idempotent``: only while EC2 certainly did nothing)."""
 
         async def once() -> dict[str, Any]:
             client = await self._ec2()
@@ -209,7 +257,9 @@ class AwsProvider:
             except Exception as exc:
                 raise to_provider_error(action, exc) from exc
 
-        return await with_retries(once, action=action, attempts=self.attempts, log=self._log)
+        return await with_retries(
+            once, action=action, attempts=self.attempts, log=self._log, idempotent=idempotent
+        )
 
     async def import_key_pair(self, name: str, public_key: str) -> str:
         """EC2 key pairs are named by their name: look it up, import ``public_key`` if absent."""
@@ -444,3 +494,144 @@ class AwsProvider:
         return await wait_all_running(
             self._by_ids, instance_ids, timeout=timeout, cloud="aws", halted=lambda i: i.status == "stopped"
         )
+
+    # -- volumes (EBS) ---------------------------------------------------------------------------------
+
+    async def _volumes(self, filters: list[dict[str, Any]]) -> list[Volume]:
+        found: list[Volume] = []
+        token = ""
+        while True:
+            params: dict[str, Any] = {"Filters": filters, "MaxResults": 500}
+            if token:
+                params["NextToken"] = token
+            reply = await self._call("describe_volumes", **params)
+            found.extend(to_volume(item) for item in reply.get("Volumes") or [])
+            token = str(reply.get("NextToken") or "")
+            if not token:
+                return found
+
+    async def describe_volumes(
+        self, *, volume_ids: list[str] | None = None, name_prefix: str | None = None
+    ) -> list[Volume]:
+        if volume_ids is not None and not volume_ids:
+            return []
+        filters: list[dict[str, Any]] = [
+            {"Name": "status", "Values": ["creating", "available", "in-use", "error"]}
+        ]
+        if name_prefix:
+            filters.append({"Name": f"tag:{NAME_TAG}", "Values": [name_prefix + "*"]})
+        if volume_ids is not None:
+            filters.append({"Name": "volume-id", "Values": list(dict.fromkeys(volume_ids))})
+        return [
+            v
+            for v in await self._volumes(filters)
+            if v.status != "deleted" and (not name_prefix or v.name.startswith(name_prefix))
+        ]
+
+    async def _volume(self, volume_id: str) -> Volume | None:
+        found = await self.describe_volumes(volume_ids=[volume_id])
+        return found[0] if found else None
+
+    async def _wait_volume(self, volume_id: str, arrived: Callable[[Volume | None], bool], what: str) -> None:
+        async def check() -> bool | None:
+            return True if arrived(await self._volume(volume_id)) else None
+
+        await wait_for(check, timeout=self.wait_timeout, what=f"aws volume {volume_id} {what}")
+
+    async def _zone_of(self, instance_id: str) -> str:
+        if instance_id:
+            found = await self._by_ids([instance_id])
+            if instance_id in found:
+                zone = str((found[instance_id].raw.get("Placement") or {}).get("AvailabilityZone") or "")
+                if zone:
+                    return zone
+        if self.availability_zone:
+            return self.availability_zone
+        zones = await self._call("describe_availability_zones")
+        names = sorted(str(z["ZoneName"]) for z in zones.get("AvailabilityZones") or [] if "ZoneName" in z)
+        if not names:
+            raise ProviderError(f"aws: region {self.region} lists no availability zone", code="config")
+        return names[0]
+
+    async def create_volume(self, spec: VolumeSpec) -> Volume:
+        """CreateVolume (gp3) in the zone of the instance it is for, named by its Name tag.
+
+        No client token: EC2 would hand back a deleted volume for a token reused by a node's
+        next volume of the same name; the step looks the name up before creating instead.
+        """
+        tags = [{"Key": NAME_TAG, "Value": spec.name}]
+        tags += [{"Key": str(k), "Value": str(v)} for k, v in spec.tags.items() if k != NAME_TAG]
+        reply = await self._call(
+            "create_volume",
+            idempotent=False,
+            AvailabilityZone=await self._zone_of(spec.instance_id),
+            Size=spec.size,
+            VolumeType="gp3",
+            TagSpecifications=[{"ResourceType": "volume", "Tags": tags}],
+        )
+        volume_id = str(reply["VolumeId"])
+        self._log.info("aws.volume_created", volume_id=volume_id, name=spec.name, size=spec.size)
+        await self._wait_volume(
+            volume_id, lambda v: v is not None and v.status == "available", "to become available"
+        )
+        found = await self._volume(volume_id)
+        if found is None:
+            raise ProviderError(f"aws CreateVolume {spec.name}: volume {volume_id} vanished")
+        return found
+
+    async def attach_volume(self, volume_id: str, instance_id: str) -> Volume:
+        volume = await self._volume(volume_id)
+        if volume is None:
+            raise ProviderError(f"aws: volume {volume_id} not found", code="InvalidVolume.NotFound")
+        if volume.instance_id and volume.instance_id != instance_id:
+            raise ProviderError(
+                f"aws: volume {volume_id} is attached to {volume.instance_id}, not {instance_id}",
+                code="conflict",
+            )
+        if not volume.instance_id:
+            found = await self._by_ids([instance_id])
+            if instance_id not in found:
+                raise ProviderError(
+                    f"aws: instance {instance_id} not found", code="InvalidInstanceID.NotFound"
+                )
+            taken = {
+                str(m.get("DeviceName")) for m in found[instance_id].raw.get("BlockDeviceMappings") or []
+            }
+            free = [d for d in EBS_DEVICES if d not in taken]
+            if not free:
+                raise ProviderError(f"aws: instance {instance_id} has no free device name", code="devices")
+            await self._call(
+                "attach_volume", idempotent=False, VolumeId=volume_id, InstanceId=instance_id, Device=free[0]
+            )
+            self._log.info(
+                "aws.volume_attached", volume_id=volume_id, instance_id=instance_id, device=free[0]
+            )
+        await self._wait_volume(
+            volume_id,
+            lambda v: v is not None and v.instance_id == instance_id and v.status == "in-use",
+            f"to be attached to {instance_id}",
+        )
+        attached = await self._volume(volume_id)
+        assert attached is not None
+        return attached
+
+    async def detach_volume(self, volume_id: str) -> None:
+        volume = await self._volume(volume_id)
+        if volume is None or not volume.instance_id:
+            return
+        await self._call("detach_volume", VolumeId=volume_id, InstanceId=volume.instance_id)
+        self._log.info("aws.volume_detached", volume_id=volume_id, instance_id=volume.instance_id)
+        await self._wait_volume(volume_id, lambda v: v is None or v.status == "available", "to be detached")
+
+    async def delete_volumes(self, volume_ids: list[str]) -> None:
+        existing = await self.describe_volumes(volume_ids=volume_ids) if volume_ids else []
+        for volume in existing:
+            await self.detach_volume(volume.volume_id)
+            try:
+                await self._call("delete_volume", VolumeId=volume.volume_id)
+            except ProviderError as exc:
+                if "NotFound" not in exc.code:
+                    raise
+            self._log.info("aws.volume_deleted", volume_id=volume.volume_id)
+        for volume in existing:
+            await self._wait_volume(volume.volume_id, lambda v: v is None, "to be deleted")

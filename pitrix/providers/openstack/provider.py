@@ -21,7 +21,7 @@ from openstack import exceptions as sdk_exceptions
 from openstack.connection import Connection
 
 from pitrix.logs import get_logger
-from pitrix.providers.base import Instance, InstanceSpec, InstanceStatus, ProviderError
+from pitrix.providers.base import Instance, InstanceSpec, InstanceStatus, ProviderError, Volume, VolumeSpec
 from pitrix.providers.console import host_keys_from_console
 from pitrix.providers.openstack.errors import to_provider_error
 from pitrix.providers.polling import wait_all_running, wait_for, with_retries
@@ -307,6 +307,28 @@ class OpenStackProvider:
                 "list flavors", lambda c: [f.to_dict() for f in c.compute.flavors(details=True)]
             )
         return choose_flavor(self._flavors, cpu, memory)
+
+    # -- volumes ---------------------------------------------------------------------------------------
+
+    def _no_volumes(self) -> ProviderError:
+        return ProviderError("openstack: volumes (Cinder) are not supported yet", code="unsupported")
+
+    async def create_volume(self, spec: VolumeSpec) -> Volume:
+        raise self._no_volumes()
+
+    async def describe_volumes(
+        self, *, volume_ids: list[str] | None = None, name_prefix: str | None = None
+    ) -> list[Volume]:
+        raise self._no_volumes()
+
+    async def attach_volume(self, volume_id: str, instance_id: str) -> Volume:
+        raise self._no_volumes()
+
+    async def detach_volume(self, volume_id: str) -> None:
+        raise self._no_volumes()
+
+    async def delete_volumes(self, volume_ids: list[str]) -> None:
+        raise self._no_volumes()
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -19,7 +19,15 @@ from typing import Any, ClassVar, cast
 
 from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
-from pitrix.providers.base import Instance, InstanceSpec, InstanceStatus, ProviderError
+from pitrix.providers.base import (
+    Instance,
+    InstanceSpec,
+    InstanceStatus,
+    ProviderError,
+    Volume,
+    VolumeSpec,
+    VolumeStatus,
+)
 from pitrix.providers.polling import wait_all_running, wait_for
 from pitrix.providers.qingcloud.client import QingCloudClient
 
@@ -69,6 +77,33 @@ def to_instance(item: Mapping[str, Any]) -> Instance:
         private_ip=private_ip,
         ssh_port=int(item.get("ssh_port") or 22),  # the simulator reports its SSH port; QingCloud uses 22
         tags=tags,
+        raw=dict(item),
+    )
+
+
+LIVE_VOLUME_STATUSES = ("pending", "available", "in-use", "suspended")
+VOLUME_STATUSES: Mapping[str, VolumeStatus] = {
+    "pending": "pending",
+    "available": "available",
+    "in-use": "in-use",
+    "deleted": "deleted",
+    "ceased": "deleted",
+}
+
+
+def to_volume(item: Mapping[str, Any]) -> Volume:
+    """A ``Volume`` from one ``volume_set`` entry; the device QingCloud names is the guest's."""
+    attached = item.get("instance") or {}
+    if not isinstance(attached, Mapping):
+        attached = {}
+    device = str(attached.get("device") or "")
+    return Volume(
+        volume_id=str(item["volume_id"]),
+        name=str(item.get("volume_name", "")),
+        size=int(item.get("size") or 0),
+        status=VOLUME_STATUSES.get(str(item.get("status", "")), "unknown"),
+        instance_id=str(attached.get("instance_id") or ""),
+        device_paths=(device,) if device else (),
         raw=dict(item),
     )
 
@@ -377,6 +412,103 @@ class QingCloudProvider:
         todo = [kid for kid in dict.fromkeys(keypair_ids) if kid in existing]
         for group in _chunks(todo):
             await self._client.call("DeleteKeyPairs", _indexed("keypairs", group))
+
+    # -- volumes ---------------------------------------------------------------------------------------
+
+    async def create_volume(self, spec: VolumeSpec) -> Volume:
+        """CreateVolumes of one, waited for. QingCloud volumes take no tags here: the name is the
+        lookup key, as for instances."""
+        reply = await self._client.call(
+            "CreateVolumes", {"size": spec.size, "volume_name": spec.name, "count": 1}, idempotent=False
+        )
+        ids = reply.get("volumes") or []
+        if len(ids) != 1:
+            raise ProviderError(f"qingcloud CreateVolumes {spec.name}: expected one volume, got {ids!r}")
+        if reply.get("job_id"):
+            await self.wait_jobs([str(reply["job_id"])], self.job_timeout)
+        self._log.info("qingcloud.volume_created", volume_id=ids[0], name=spec.name, size=spec.size)
+        found = await self.describe_volumes(volume_ids=[str(ids[0])])
+        if not found:
+            raise ProviderError(f"qingcloud CreateVolumes {spec.name}: volume {ids[0]} vanished")
+        return found[0]
+
+    async def describe_volumes(
+        self, *, volume_ids: list[str] | None = None, name_prefix: str | None = None
+    ) -> list[Volume]:
+        if volume_ids is not None and not volume_ids:
+            return []
+        base: dict[str, object] = {"verbose": 1, **_indexed("status", LIVE_VOLUME_STATUSES)}
+        if name_prefix:
+            base["search_word"] = name_prefix
+        groups: list[list[str] | None] = list(_chunks(volume_ids)) if volume_ids is not None else [None]
+        found: list[Volume] = []
+        for group in groups:
+            params = dict(base, **_indexed("volumes", group or []))
+            offset = 0
+            while True:
+                reply = await self._client.call(
+                    "DescribeVolumes", {**params, "offset": offset, "limit": PAGE}
+                )
+                page = reply.get("volume_set") or []
+                found.extend(to_volume(item) for item in page)
+                offset += len(page)
+                if not page or offset >= int(reply.get("total_count", 0)):
+                    break
+        return [
+            v
+            for v in found
+            if v.status != "deleted" and (name_prefix is None or v.name.startswith(name_prefix))
+        ]
+
+    async def _volume(self, volume_id: str) -> Volume | None:
+        found = await self.describe_volumes(volume_ids=[volume_id])
+        return found[0] if found else None
+
+    async def _volume_job(self, action: str, params: Mapping[str, object]) -> None:
+        # Not repeated blindly: a second attach of an attached volume is refused (2500), so an
+        # ambiguous failure goes back to the step, which looks at the volume before acting again.
+        reply = await self._client.call(action, params, idempotent=False)
+        if reply.get("job_id"):
+            await self.wait_jobs([str(reply["job_id"])], self.job_timeout)
+
+    async def attach_volume(self, volume_id: str, instance_id: str) -> Volume:
+        volume = await self._volume(volume_id)
+        if volume is None:
+            raise ProviderError(f"qingcloud: volume {volume_id} not found", code="2100")
+        if volume.instance_id and volume.instance_id != instance_id:
+            raise ProviderError(
+                f"qingcloud: volume {volume_id} is attached to {volume.instance_id}, not {instance_id}",
+                code="conflict",
+            )
+        if volume.instance_id != instance_id or volume.status != "in-use":
+            await self._volume_job("AttachVolumes", {"volumes.1": volume_id, "instance": instance_id})
+            self._log.info("qingcloud.volume_attached", volume_id=volume_id, instance_id=instance_id)
+            volume = await self._volume(volume_id)
+        if volume is None or volume.instance_id != instance_id:
+            raise ProviderError(
+                f"qingcloud: volume {volume_id} is not attached to {instance_id} after its job"
+            )
+        return volume
+
+    async def detach_volume(self, volume_id: str) -> None:
+        volume = await self._volume(volume_id)
+        if volume is None or not volume.instance_id:
+            return
+        await self._volume_job("DetachVolumes", {"volumes.1": volume_id, "instance": volume.instance_id})
+        self._log.info("qingcloud.volume_detached", volume_id=volume_id, instance_id=volume.instance_id)
+
+    async def delete_volumes(self, volume_ids: list[str]) -> None:
+        if not volume_ids:
+            return
+        existing = await self.describe_volumes(volume_ids=list(dict.fromkeys(volume_ids)))
+        for volume in existing:
+            if volume.instance_id:
+                await self.detach_volume(volume.volume_id)
+        todo = [v.volume_id for v in existing]
+        for group in _chunks(todo):
+            await self._volume_job("DeleteVolumes", _indexed("volumes", group))
+        if todo:
+            self._log.info("qingcloud.volumes_deleted", volume_ids=todo)
 
     # -- host keys -------------------------------------------------------------------------------
 

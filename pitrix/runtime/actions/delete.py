@@ -4,6 +4,7 @@ goes with its last cluster (unless the runtime keeps it)."""
 from __future__ import annotations
 
 from pitrix.runtime.actions.base import Action, Desk, NoArgs
+from pitrix.runtime.actions.phases import delete_volumes
 from pitrix.runtime.lifecycle import LifecycleError
 from pitrix.runtime.plan import Plan, as_step
 from pitrix.runtime.records import Cluster
@@ -37,5 +38,6 @@ class Delete(Action[NoArgs]):
         plan = Plan(self.name)
         plan.then(as_step("unregister", publishing.unregister_cluster, ctx))
         plan.then(as_step("terminate", instances.terminate, ctx, None))
+        delete_volumes(plan, ctx, None)
         plan.then(as_step("release-metadata", publishing.release_metadata, ctx))
         return plan

@@ -5,7 +5,7 @@ from __future__ import annotations
 from functools import partial
 
 from pitrix.runtime.plan import Plan, as_step
-from pitrix.runtime.steps import agents, instances, publishing, services
+from pitrix.runtime.steps import agents, instances, publishing, services, volumes
 from pitrix.runtime.steps.context import JobContext
 
 
@@ -53,7 +53,18 @@ def boot(plan: Plan, ctx: JobContext, node_ids: list[str], *, adding: bool = Fal
     """New instances for the nodes, up to their agents reporting (create, scale out, recover)."""
     plan.then(as_step("run-instances", instances.run_instances, ctx, node_ids))
     plan.then(as_step("wait-running", instances.wait_running, ctx, node_ids))
+    with_volumes = volumes.with_volumes(ctx.cluster, node_ids)
+    if with_volumes:  # volumes: made and attached before the agents come up
+        plan.then(as_step("attach-volumes", volumes.attach_volumes, ctx, with_volumes))
     plan.then(as_step("register", partial(publishing.register, adding=adding), ctx, node_ids))
     if ctx.over_ssh:
         plan.then(as_step("bootstrap-agents", agents.bootstrap_agents, ctx, node_ids))
     plan.then(as_step("wait-agents", agents.wait_agents, ctx, node_ids))
+    if with_volumes:  # volumes: formatted and mounted by the agents, before any init
+        plan.then(as_step("prepare-volumes", volumes.prepare_volumes, ctx, with_volumes))
+
+
+def delete_volumes(plan: Plan, ctx: JobContext, node_ids: list[str] | None) -> None:
+    """After their instances are terminated: the nodes' volumes (all of the cluster's if None)."""
+    if volumes.has_volumes(ctx.cluster):
+        plan.then(as_step("delete-volumes", volumes.delete_volumes, ctx, node_ids))

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from pitrix.runtime.actions.base import Accepted, Action, Args, Desk, InvalidRequest
-from pitrix.runtime.actions.phases import boot, init_start
+from pitrix.runtime.actions.phases import boot, delete_volumes, init_start
 from pitrix.runtime.metadata import StatusUnavailable
 from pitrix.runtime.plan import Plan, as_step
 from pitrix.runtime.records import Cluster
@@ -58,6 +58,7 @@ class Recover(Action[RecoverArgs]):
         plan = Plan(self.name)
         plan.then(as_step("unregister-old", publishing.unregister_instances, ctx, old))
         plan.then(as_step("terminate-old", instances.terminate_instances, ctx, old))
+        delete_volumes(plan, ctx, node_ids)  # a replacement starts on a new, empty volume
         plan.then(as_step("forget-old", instances.forget_instances, ctx, old))
         boot(plan, ctx, node_ids)
         init_start(plan, ctx, node_ids)

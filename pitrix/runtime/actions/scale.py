@@ -15,7 +15,7 @@ from pydantic import Field
 from pitrix.metad import keyspace as ks
 from pitrix.runtime.actions.base import Accepted, Action, Args, Desk, InvalidRequest
 from pitrix.runtime.actions.create import MAX_COUNT, count_error
-from pitrix.runtime.actions.phases import boot, init_start
+from pitrix.runtime.actions.phases import boot, delete_volumes, init_start
 from pitrix.runtime.plan import Plan, as_step
 from pitrix.runtime.records import Cluster
 from pitrix.runtime.spec import SpecError
@@ -98,6 +98,7 @@ class ScaleIn(_Scale):
         plan.then(as_step("destroy-leaving", services.run_service, ctx, "destroy", leaving))
         plan.then(as_step("unregister", publishing.unregister, ctx, leaving))
         plan.then(as_step("terminate", instances.terminate, ctx, leaving))
+        delete_volumes(plan, ctx, leaving)
         plan.then(as_step("converge", agents.converge, ctx, remaining))
         plan.then(as_step("clear-deleting-hosts", publishing.clear, ctx, ks.DELETING_HOSTS))
         return plan

@@ -1,0 +1,81 @@
+"""The node-side half of a volume: the shell command a node's agent runs to make it usable.
+
+pitrixd sends it like any service command (so it runs as the agent runs everything: in the VM's
+root, with ``PITRIX_VM_ROOT`` set, its result reported back). It finds the device among the paths
+the cloud gave (the first that exists; it waits a while for a device that lags its attachment) and
+tells the two kinds of device apart by testing the path:
+
+- a block device (a real VM): formatted only when blkid finds no filesystem on it (a reattached
+  volume keeps its data), recorded in ``/etc/fstab`` by UUID with ``nofail`` (so it is mounted again
+  at every boot, and a missing volume never stops a boot), then mounted;
+- a directory (a simulated VM, whose device entry links to the volume's directory): the mount point
+  becomes a symlink to the device entry, which lives in the VM's root and so survives its stop and
+  start, and dangles once the volume is detached.
+
+Run again, it changes nothing: an existing fstab entry, a mounted mount point or a link already in
+place are left as they are.
+"""
+
+from __future__ import annotations
+
+import shlex
+
+from pitrix.runtime.spec import Volume
+
+DEVICE_WAIT_TRIES = 120  # half-second looks: a minute for the guest to show an attached device
+MKFS = {"ext4": "mkfs.ext4 -q", "xfs": "mkfs.xfs -q"}
+
+
+def prepare_command(volume: Volume, device_paths: tuple[str, ...]) -> str:
+    """The command that formats (if blank) and mounts ``volume`` found at one of ``device_paths``."""
+    if not device_paths:
+        raise ValueError("a volume to prepare needs at least one device path")
+    q = shlex.quote
+    options = volume.mount_options or "defaults"
+    candidates = " ".join(q(p) for p in device_paths)
+    return f"""set -eu
+root="${{PITRIX_VM_ROOT:-/}}"; root="${{root%/}}"
+mp="$root"{q(volume.mount_point)}
+dev=""; tries=0
+while [ -z "$dev" ]; do
+  for d in {candidates}; do
+    if [ -e "$root$d" ]; then dev="$root$d"; break; fi
+  done
+  if [ -z "$dev" ]; then
+    tries=$((tries + 1))
+    if [ "$tries" -ge {DEVICE_WAIT_TRIES} ]; then echo "volume: no device at" {candidates} >&2; exit 1; fi
+    sleep 0.5
+  fi
+done
+if [ -d "$dev" ]; then
+  if [ -L "$mp" ]; then
+    if [ "$(readlink "$mp")" = "$dev" ]; then echo "volume: $mp is $dev already"; exit 0; fi
+    rm -f "$mp"
+  elif [ -d "$mp" ]; then
+    rmdir "$mp" 2>/dev/null || {{ echo "volume: $mp exists and is not empty" >&2; exit 1; }}
+  elif [ -e "$mp" ]; then
+    echo "volume: $mp exists and is not a directory" >&2; exit 1
+  fi
+  mkdir -p "$(dirname "$mp")"
+  ln -s "$dev" "$mp"
+  echo "volume: $mp is $dev"
+  exit 0
+fi
+if [ ! -b "$dev" ]; then echo "volume: $dev is neither a block device nor a directory" >&2; exit 1; fi
+dev="$(readlink -f "$dev")"
+set +e; blkid -p "$dev" >/dev/null 2>&1; probed=$?; set -e
+if [ "$probed" -eq 2 ]; then
+  {MKFS[volume.filesystem]} "$dev"
+  echo "volume: formatted $dev as {volume.filesystem}"
+elif [ "$probed" -ne 0 ]; then
+  echo "volume: blkid cannot read $dev (exit $probed)" >&2; exit 1
+fi
+fstype="$(blkid -p -s TYPE -o value "$dev")"
+uuid="$(blkid -p -s UUID -o value "$dev")"
+mkdir -p "$mp"
+if ! grep -q "^UUID=$uuid " "$root/etc/fstab" 2>/dev/null; then
+  printf 'UUID=%s %s %s %s 0 2\\n' "$uuid" "$mp" "$fstype" {q(options + ",nofail")} >> "$root/etc/fstab"
+fi
+if ! mountpoint -q "$mp"; then mount "$mp"; fi
+echo "volume: $dev ($fstype) mounted at $mp"
+"""
