@@ -150,6 +150,10 @@ def role_with(**changes: Any) -> dict[str, Any]:
     [
         (role_with(volume={"size": 0}), "roles.0.volume.size"),
         (role_with(volume={"size": 1, "mount_point": "data"}), "roles.0.volume.mount_point"),
+        (role_with(volume={"size": 1, "mount_point": "/etc"}), "roles.0.volume.mount_point"),
+        (role_with(volume={"size": 1, "mount_point": "/data/../etc"}), "roles.0.volume.mount_point"),
+        (role_with(volume={"size": 1, "mount_point": "/da ta"}), "roles.0.volume.mount_point"),
+        (role_with(volume={"size": 1, "mount_options": "noatime;reboot"}), "roles.0.volume.mount_options"),
         (
             role_with(services={"init": {"cmd": "x", "nodes_to_execute_on": 0}}),
             "roles.0.services.init.nodes_to_execute_on",
