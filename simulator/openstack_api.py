@@ -27,6 +27,7 @@ from aiohttp import web
 from pitrix.logs import get_logger
 from simulator.errors import BAD_STATUS, NOT_FOUND, QUOTA_EXCEEDED, ApiError
 from simulator.fleet import Fleet, RunRequest
+from simulator.openstack_volumes import OpenStackVolumes
 from simulator.vm import VM
 
 PROJECT = "pitrix"
@@ -154,6 +155,7 @@ class OpenStackApi:
             web.get("/image/", self.image_versions),
             web.get("/image/v2/images", self._authed(self.list_images)),
             web.get("/image/v2/images/{image_id}", self._authed(self.get_image)),
+            *OpenStackVolumes(self).routes(nova),
         ]
 
     # -- plumbing ----------------------------------------------------------------------------------
@@ -268,6 +270,7 @@ class OpenStackApi:
                 service("identity", "keystone", f"{base}/identity/v3"),
                 service("compute", "nova", f"{base}/compute/v2.1"),
                 service("image", "glance", f"{base}/image"),
+                service("block-storage", "cinder", f"{base}/volume/v3/{self._project_id}"),
             ],
         }
         return web.json_response({"token": token}, status=201, headers={"X-Subject-Token": token_id})

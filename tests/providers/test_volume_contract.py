@@ -15,7 +15,7 @@ from test_contract import aws_image, cid, cloud, sim, spec  # noqa: F401  (share
 from pitrix.providers.base import Provider, VolumeSpec
 from pitrix.providers.registry import load_provider
 
-pytestmark = pytest.mark.parametrize("cloud", ["qingcloud", "aws"], indirect=True)
+pytestmark = pytest.mark.parametrize("cloud", ["qingcloud", "aws", "openstack"], indirect=True)
 
 
 @pytest.fixture

@@ -6,6 +6,8 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import aiohttp
+
 from pitrix.providers.base import InstanceSpec, VolumeSpec
 from pitrix.providers.qingcloud import QingCloudProvider
 from simulator.cloud import Simulator
@@ -175,3 +177,56 @@ async def test_the_provider_calls_are_idempotent(sim: Simulator, provider: QingC
     await provider.delete_volumes([created.volume_id])
     assert await provider.describe_volumes(volume_ids=[created.volume_id]) == []
     await provider.terminate_instances([instance.instance_id])
+
+
+async def _keystone_token(http: aiohttp.ClientSession, sim: Simulator) -> tuple[str, str]:
+    """A token and the Cinder endpoint from the simulator's Keystone catalog."""
+    creds = sim.credentials
+    auth = {
+        "auth": {
+            "identity": {
+                "methods": ["password"],
+                "password": {
+                    "user": {
+                        "name": creds["access_key_id"],
+                        "password": creds["secret_access_key"],
+                        "domain": {"name": "Default"},
+                    }
+                },
+            },
+            "scope": {"project": {"name": "pitrix", "domain": {"name": "Default"}}},
+        }
+    }
+    async with http.post(f"{sim.url}/identity/v3/auth/tokens", json=auth) as response:
+        assert response.status == 201
+        catalog = (await response.json())["token"]["catalog"]
+        token = response.headers["X-Subject-Token"]
+    [cinder] = [s for s in catalog if s["type"] == "block-storage"]
+    return token, cinder["endpoints"][0]["url"]
+
+
+async def test_cinder_and_nova_attachments_refuse_as_openstack_does(sim: Simulator) -> None:
+    iid = await _vm(sim)
+    async with aiohttp.ClientSession() as http:
+        token, cinder = await _keystone_token(http, sim)
+        headers = {"X-Auth-Token": token}
+        nova = f"{sim.url}/compute/v2.1/servers/{iid}/os-volume_attachments"
+        async with http.post(f"{cinder}/volumes", json={"volume": {"size": 0}}, headers=headers) as bad:
+            assert bad.status == 400 and "size" in (await bad.json())["badRequest"]["message"]
+        async with http.post(
+            f"{cinder}/volumes", json={"volume": {"size": 5, "name": "os"}}, headers=headers
+        ) as r:
+            assert r.status == 202
+            vid = (await r.json())["volume"]["id"]
+        job = sim.fleet.jobs.all()[-1]
+        assert await wait_job(sim, job.job_id) == "successful"
+        async with http.post(nova, json={"volumeAttachment": {"volumeId": vid}}, headers=headers) as r:
+            assert r.status == 200 and (await r.json())["volumeAttachment"]["device"] == "/dev/vdb"
+        async with http.post(nova, json={"volumeAttachment": {"volumeId": vid}}, headers=headers) as r:
+            assert r.status == 400  # attaching (or in use) already
+        async with http.delete(f"{cinder}/volumes/{vid}", headers=headers) as r:
+            assert r.status == 400 and "status" in (await r.json())["badRequest"]["message"]
+        async with http.get(f"{cinder}/volumes/vol-nevrwas0", headers=headers) as r:
+            assert r.status == 404 and "itemNotFound" in await r.json()
+        async with http.get(f"{cinder}/volumes/detail", headers={"X-Auth-Token": "forged"}) as r:
+            assert r.status == 401

@@ -21,7 +21,15 @@ from openstack import exceptions as sdk_exceptions
 from openstack.connection import Connection
 
 from pitrix.logs import get_logger
-from pitrix.providers.base import Instance, InstanceSpec, InstanceStatus, ProviderError, Volume, VolumeSpec
+from pitrix.providers.base import (
+    Instance,
+    InstanceSpec,
+    InstanceStatus,
+    ProviderError,
+    Volume,
+    VolumeSpec,
+    VolumeStatus,
+)
 from pitrix.providers.console import host_keys_from_console
 from pitrix.providers.openstack.errors import to_provider_error
 from pitrix.providers.polling import wait_all_running, wait_for, with_retries
@@ -43,6 +51,18 @@ STATUSES: dict[str, InstanceStatus] = {
     "SOFT_DELETED": "terminated",
 }
 RUN_CONCURRENCY = 8
+# Cinder's volume statuses; one on its way somewhere counts as pending until it gets there.
+VOLUME_STATUSES: dict[str, VolumeStatus] = {
+    "creating": "pending",
+    "attaching": "pending",
+    "detaching": "pending",
+    "reserved": "pending",
+    "downloading": "pending",
+    "available": "available",
+    "in-use": "in-use",
+    "deleting": "deleted",
+    "deleted": "deleted",
+}
 AUTH_KEYS = ("auth_url", "username", "password")
 
 
@@ -70,6 +90,26 @@ def to_instance(server: Mapping[str, Any], ssh_port: int = 22) -> Instance:
         ssh_port=ssh_port,
         tags={str(k): str(v) for k, v in (server.get("metadata") or {}).items()},
         raw=dict(server),
+    )
+
+
+def to_volume(doc: Mapping[str, Any]) -> Volume:
+    """A ``Volume`` from Cinder's JSON. Nova's device name is a hint (``/dev/vdb``); a virtio disk
+    is also found by its serial, the volume id's first 20 characters, under /dev/disk/by-id."""
+    attachments = [a for a in doc.get("attachments") or [] if isinstance(a, Mapping)]
+    attached = attachments[0] if attachments else {}
+    volume_id = str(doc["id"])
+    device = str(attached.get("device") or "")
+    paths = (f"/dev/disk/by-id/virtio-{volume_id[:20]}", device) if device else ()
+    return Volume(
+        volume_id=volume_id,
+        name=str(doc.get("name") or ""),
+        size=int(doc.get("size") or 0),
+        status=VOLUME_STATUSES.get(str(doc.get("status") or ""), "unknown"),
+        instance_id=str(attached.get("server_id") or ""),
+        device_paths=paths,
+        tags={str(k): str(v) for k, v in (doc.get("metadata") or {}).items()},
+        raw=dict(doc),
     )
 
 
@@ -308,27 +348,143 @@ class OpenStackProvider:
             )
         return choose_flavor(self._flavors, cpu, memory)
 
-    # -- volumes ---------------------------------------------------------------------------------------
-
-    def _no_volumes(self) -> ProviderError:
-        return ProviderError("openstack: volumes (Cinder) are not supported yet", code="unsupported")
-
-    async def create_volume(self, spec: VolumeSpec) -> Volume:
-        raise self._no_volumes()
+    # -- volumes (Cinder, attached through Nova) ------------------------------------------------------
 
     async def describe_volumes(
         self, *, volume_ids: list[str] | None = None, name_prefix: str | None = None
     ) -> list[Volume]:
-        raise self._no_volumes()
+        """Every page of ``GET /volumes/detail`` (raw JSON, as servers are listed), filtered here."""
+        if volume_ids is not None and not volume_ids:
+            return []
+
+        def work(conn: Connection) -> list[dict[str, Any]]:
+            volumes: list[dict[str, Any]] = []
+            url: str | None = "/volumes/detail"
+            while url:
+                response = conn.block_storage.get(url)
+                sdk_exceptions.raise_from_response(response)
+                body = response.json()
+                volumes.extend(body.get("volumes") or [])
+                links = [k.get("href") for k in body.get("volumes_links") or [] if k.get("rel") == "next"]
+                url = links[0] if links else None
+            return volumes
+
+        wanted = set(volume_ids) if volume_ids is not None else None
+        return [
+            v
+            for v in map(to_volume, await self._sdk("list volumes", work))
+            if v.status != "deleted"
+            and (wanted is None or v.volume_id in wanted)
+            and (not name_prefix or v.name.startswith(name_prefix))
+        ]
+
+    async def _volume(self, volume_id: str) -> Volume | None:
+        def work(conn: Connection) -> dict[str, Any] | None:
+            response = conn.block_storage.get(f"/volumes/{quote(volume_id, safe='')}")
+            if response.status_code == 404:
+                return None
+            sdk_exceptions.raise_from_response(response)
+            return dict(response.json()["volume"])
+
+        doc = await self._sdk("get volume", work)
+        volume = to_volume(doc) if doc is not None else None
+        return volume if volume is not None and volume.status != "deleted" else None
+
+    async def _wait_volume(
+        self, volume_id: str, arrived: Callable[[Volume | None], bool], what: str
+    ) -> Volume | None:
+        last: list[Volume | None] = [None]
+
+        async def check() -> bool | None:
+            last[0] = await self._volume(volume_id)
+            return True if arrived(last[0]) else None
+
+        await wait_for(check, timeout=self.wait_timeout, what=f"openstack volume {volume_id} {what}")
+        return last[0]
+
+    async def create_volume(self, spec: VolumeSpec) -> Volume:
+        """``POST /volumes`` (never repeated blindly: Cinder has no client token; the step looks the
+        name up first), then wait until it is available."""
+        body = {
+            "volume": {
+                "size": spec.size,
+                "name": spec.name,
+                "metadata": {str(k): str(v) for k, v in spec.tags.items()},
+            }
+        }
+
+        def work(conn: Connection) -> str:
+            response = conn.block_storage.post("/volumes", json=body)
+            sdk_exceptions.raise_from_response(response)
+            return str(response.json()["volume"]["id"])
+
+        volume_id = await self._sdk("create volume", work, idempotent=False)
+        self._log.info("openstack.volume_created", volume_id=volume_id, name=spec.name, size=spec.size)
+        made = await self._wait_volume(
+            volume_id, lambda v: v is not None and v.status == "available", "to become available"
+        )
+        if made is None:
+            raise ProviderError(f"openstack: volume {volume_id} ({spec.name}) vanished")
+        return made
 
     async def attach_volume(self, volume_id: str, instance_id: str) -> Volume:
-        raise self._no_volumes()
+        volume = await self._volume(volume_id)
+        if volume is None:
+            raise ProviderError(f"openstack: volume {volume_id} not found", code="404")
+        if volume.instance_id and volume.instance_id != instance_id:
+            raise ProviderError(
+                f"openstack: volume {volume_id} is attached to {volume.instance_id}, not {instance_id}",
+                code="conflict",
+            )
+        if not volume.instance_id and volume.status == "available":
+            url = f"/servers/{quote(instance_id, safe='')}/os-volume_attachments"
+            body = {"volumeAttachment": {"volumeId": volume_id}}
+
+            def work(conn: Connection) -> None:
+                sdk_exceptions.raise_from_response(conn.compute.post(url, json=body))
+
+            await self._sdk("attach volume", work, idempotent=False)
+            self._log.info("openstack.volume_attached", volume_id=volume_id, instance_id=instance_id)
+        attached = await self._wait_volume(
+            volume_id,
+            lambda v: v is not None and v.status == "in-use" and v.instance_id == instance_id,
+            f"to be attached to {instance_id}",
+        )
+        assert attached is not None
+        return attached
 
     async def detach_volume(self, volume_id: str) -> None:
-        raise self._no_volumes()
+        volume = await self._volume(volume_id)
+        if volume is None or not volume.instance_id:
+            return
+        url = (
+            f"/servers/{quote(volume.instance_id, safe='')}/os-volume_attachments/{quote(volume_id, safe='')}"
+        )
+
+        def work(conn: Connection) -> None:
+            response = conn.compute.delete(url)
+            if response.status_code != 404:  # detached meanwhile
+                sdk_exceptions.raise_from_response(response)
+
+        await self._sdk("detach volume", work)
+        self._log.info("openstack.volume_detached", volume_id=volume_id, instance_id=volume.instance_id)
+        await self._wait_volume(volume_id, lambda v: v is None or v.status == "available", "to be detached")
 
     async def delete_volumes(self, volume_ids: list[str]) -> None:
-        raise self._no_volumes()
+        existing = await self.describe_volumes(volume_ids=volume_ids) if volume_ids else []
+        for volume in existing:
+            await self.detach_volume(volume.volume_id)
+            url = f"/volumes/{quote(volume.volume_id, safe='')}"
+
+            def work(conn: Connection, url: str = url) -> None:
+                response = conn.block_storage.delete(url)
+                if response.status_code != 404:
+                    sdk_exceptions.raise_from_response(response)
+
+            await self._sdk("delete volume", work)
+            self._log.info("openstack.volume_deleted", volume_id=volume.volume_id)
+        for volume in existing:
+            await self._wait_volume(volume.volume_id, lambda v: v is None, "to be deleted")
 
     async def close(self) -> None:
         if self._conn is not None:

@@ -1,0 +1,232 @@
+"""The OpenStack face of the simulator's volumes: Cinder v3 (volumes) and Nova's
+``os-volume_attachments``, over the same volume book the QingCloud API uses.
+
+Cinder statuses come from the volume's status and transition: a volume being attached is
+``attaching``, one being detached ``detaching``, one being deleted ``deleting``; a deleted one is
+gone (404). Metadata, which QingCloud volumes lack, is kept here by volume id.
+"""
+
+from __future__ import annotations
+
+import uuid
+from typing import TYPE_CHECKING, Any
+
+from aiohttp import web
+
+from simulator.errors import BAD_STATUS, INVALID_REQUEST, NOT_FOUND, ApiError
+from simulator.volumes import SimVolume
+
+if TYPE_CHECKING:
+    from simulator.openstack_api import OpenStackApi
+
+CINDER_STATUS = {
+    ("pending", "creating"): "creating",
+    ("available", "attaching"): "attaching",
+    ("available", "deleting"): "deleting",
+    ("in-use", "detaching"): "detaching",
+}
+MAX_SIZE = 65536  # GiB
+
+
+def refused(status: int, message: str) -> ApiError:
+    """An error the OpenStack face answers with ``status`` in Nova's shape (its guard maps the code)."""
+    return ApiError({404: NOT_FOUND, 409: BAD_STATUS}.get(status, INVALID_REQUEST), message)
+
+
+def cinder_status(volume: SimVolume) -> str:
+    return CINDER_STATUS.get((volume.status, volume.transition_status), volume.status)
+
+
+class OpenStackVolumes:
+    """Routes and handlers; authentication and Nova's error bodies come from the ``OpenStackApi``."""
+
+    def __init__(self, api: OpenStackApi) -> None:
+        self.api = api
+        self.fleet = api.fleet
+        self._metadata: dict[str, dict[str, str]] = {}
+
+    def routes(self, nova: str) -> list[web.RouteDef]:
+        a = self.api._authed
+        cinder = "/volume/v3/{project_id}"
+        return [
+            web.get("/volume", self.versions),
+            web.get("/volume/", self.versions),
+            web.get("/volume/v3", self.version),
+            web.get("/volume/v3/", self.version),
+            web.get(cinder, self.version),
+            web.get(cinder + "/", self.version),
+            web.get(cinder + "/volumes", a(self.list_volumes)),
+            web.get(cinder + "/volumes/detail", a(self.list_volumes)),
+            web.post(cinder + "/volumes", a(self.create_volume)),
+            web.get(cinder + "/volumes/{volume_id}", a(self.get_volume)),
+            web.delete(cinder + "/volumes/{volume_id}", a(self.delete_volume)),
+            web.get(nova + "/servers/{server_id}/os-volume_attachments", a(self.list_attachments)),
+            web.post(nova + "/servers/{server_id}/os-volume_attachments", a(self.attach)),
+            web.delete(nova + "/servers/{server_id}/os-volume_attachments/{volume_id}", a(self.detach)),
+        ]
+
+    # -- discovery ---------------------------------------------------------------------------------
+
+    def _doc(self, request: web.Request) -> dict[str, Any]:
+        return {
+            "id": "v3.0",
+            "status": "CURRENT",
+            "version": "3.0",
+            "min_version": "3.0",
+            "updated": "2023-01-01T00:00:00Z",
+            "links": [{"rel": "self", "href": f"{request.scheme}://{request.host}/volume/v3/"}],
+        }
+
+    async def versions(self, request: web.Request) -> web.Response:
+        return web.json_response({"versions": [self._doc(request)]}, status=300)
+
+    async def version(self, request: web.Request) -> web.Response:
+        return web.json_response({"version": self._doc(request)})
+
+    # -- Cinder ------------------------------------------------------------------------------------
+
+    def _volume(self, volume_id: str) -> SimVolume:
+        found = [v for v in self.fleet.volumes.all() if v.volume_id == volume_id and v.status != "deleted"]
+        if not found:
+            raise refused(404, f"Volume {volume_id} could not be found.")
+        return found[0]
+
+    def _doc_of(self, request: web.Request, volume: SimVolume) -> dict[str, Any]:
+        attachments = []
+        if volume.instance_id and volume.status == "in-use":
+            attachments.append(
+                {
+                    "id": volume.volume_id,
+                    "attachment_id": uuid.uuid5(
+                        uuid.NAMESPACE_URL, volume.volume_id + volume.instance_id
+                    ).hex,
+                    "volume_id": volume.volume_id,
+                    "server_id": volume.instance_id,
+                    "device": volume.device,
+                    "host_name": None,
+                    "attached_at": volume.status_time,
+                }
+            )
+        base = f"{request.scheme}://{request.host}/volume/v3/{request.match_info.get('project_id', '')}"
+        return {
+            "id": volume.volume_id,
+            "name": volume.name,
+            "description": None,
+            "size": volume.size,
+            "status": cinder_status(volume),
+            "attachments": attachments,
+            "availability_zone": self.api.zone,
+            "bootable": "false",
+            "encrypted": False,
+            "multiattach": False,
+            "volume_type": "__DEFAULT__",
+            "metadata": dict(self._metadata.get(volume.volume_id, {})),
+            "created_at": volume.create_time,
+            "updated_at": volume.status_time,
+            "links": [{"rel": "self", "href": f"{base}/volumes/{volume.volume_id}"}],
+        }
+
+    async def list_volumes(self, request: web.Request) -> web.Response:
+        query = request.query
+        name = query.get("name")
+        volumes = [v for v in self.fleet.volumes.all() if v.status != "deleted"]  # oldest first
+        if name is not None:
+            volumes = [v for v in volumes if v.name == name]
+        marker = query.get("marker")
+        if marker:
+            ids = [v.volume_id for v in volumes]
+            if marker not in ids:
+                raise refused(400, f"marker [{marker}] not found")
+            volumes = volumes[ids.index(marker) + 1 :]
+        limit_text = query.get("limit", "1000")
+        if not limit_text.isdigit() or int(limit_text) < 1:
+            raise refused(400, f"Invalid input: limit {limit_text!r} must be a positive integer")
+        limit = int(limit_text)
+        page = volumes[:limit]
+        detailed = request.path.endswith("/detail")
+        body: dict[str, Any] = {
+            "volumes": [
+                self._doc_of(request, v) if detailed else {"id": v.volume_id, "name": v.name, "links": []}
+                for v in page
+            ]
+        }
+        if len(volumes) > limit:
+            next_url = request.url.update_query(marker=page[-1].volume_id, limit=str(limit))
+            body["volumes_links"] = [{"rel": "next", "href": str(next_url)}]
+        return web.json_response(body)
+
+    async def get_volume(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"volume": self._doc_of(request, self._volume(request.match_info["volume_id"]))}
+        )
+
+    async def create_volume(self, request: web.Request) -> web.Response:
+        body = await self.api._body(request, "volume")
+        size = body.get("size")
+        if not isinstance(size, int) or isinstance(size, bool) or not 1 <= size <= MAX_SIZE:
+            raise refused(400, f"Invalid input for field/attribute size: must be 1 to {MAX_SIZE} GiB")
+        name = body.get("name") or ""
+        if not isinstance(name, str) or len(name) > 255:
+            raise refused(400, "Invalid input for field/attribute name.")
+        metadata = body.get("metadata") or {}
+        if not isinstance(metadata, dict) or not all(
+            isinstance(k, str) and isinstance(v, str) and len(k) <= 255 and len(v) <= 255
+            for k, v in metadata.items()
+        ):
+            raise refused(400, "Invalid input for field/attribute metadata.")
+        [volume_id], _ = self.fleet.create_volumes(name, size, 1)
+        self._metadata[volume_id] = dict(metadata)
+        return web.json_response({"volume": self._doc_of(request, self._volume(volume_id))}, status=202)
+
+    async def delete_volume(self, request: web.Request) -> web.Response:
+        volume = self._volume(request.match_info["volume_id"])
+        if volume.status != "available" or volume.transition_status:
+            raise refused(
+                400,
+                f"Invalid volume: Volume status must be available or error, but current status is: "
+                f"{cinder_status(volume)}",
+            )
+        self.fleet.delete_volumes([volume.volume_id])
+        self._metadata.pop(volume.volume_id, None)
+        return web.Response(status=202)
+
+    # -- Nova: attachments -------------------------------------------------------------------------
+
+    @staticmethod
+    def _attachment(volume: SimVolume) -> dict[str, Any]:
+        return {
+            "id": volume.volume_id,
+            "serverId": volume.instance_id,
+            "volumeId": volume.volume_id,
+            "device": volume.device,
+        }
+
+    async def list_attachments(self, request: web.Request) -> web.Response:
+        vm = self.api._vm(request.match_info["server_id"])
+        attached = self.fleet.volumes.attached_to(vm.instance_id)
+        return web.json_response({"volumeAttachments": [self._attachment(v) for v in attached]})
+
+    async def attach(self, request: web.Request) -> web.Response:
+        vm = self.api._vm(request.match_info["server_id"])
+        body = await self.api._body(request, "volumeAttachment")
+        volume_id = body.get("volumeId")
+        if not isinstance(volume_id, str) or not volume_id:
+            raise refused(400, "Invalid input for field/attribute volumeId.")
+        volume = self._volume(volume_id)
+        if volume.status != "available" or volume.transition_status:
+            raise refused(
+                400,
+                f"Invalid volume: volume {volume_id} status must be 'available', is {cinder_status(volume)}",
+            )
+        self.fleet.attach_volumes([volume_id], vm.instance_id)  # the device name is taken at once
+        return web.json_response({"volumeAttachment": self._attachment(volume)})
+
+    async def detach(self, request: web.Request) -> web.Response:
+        vm = self.api._vm(request.match_info["server_id"])
+        volume = self._volume(request.match_info["volume_id"])
+        if volume.instance_id != vm.instance_id:
+            raise refused(404, f"volume_id not found: {volume.volume_id}")
+        if volume.status != "in-use" or volume.transition_status:
+            raise refused(409, f"Volume {volume.volume_id} is {cinder_status(volume)}, cannot detach now")
+        self.fleet.detach_volumes([volume.volume_id], vm.instance_id)
+        return web.Response(status=202)
