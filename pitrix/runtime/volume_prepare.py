@@ -22,14 +22,17 @@ import shlex
 
 from pitrix.runtime.spec import Volume
 
-DEVICE_WAIT_TRIES = 120  # half-second looks: a minute for the guest to show an attached device
+DEVICE_WAIT = 60.0  # seconds for the guest to show an attached device (looked for twice a second)
 MKFS = {"ext4": "mkfs.ext4 -q", "xfs": "mkfs.xfs -q"}
 
 
-def prepare_command(volume: Volume, device_paths: tuple[str, ...]) -> str:
+def prepare_command(
+    volume: Volume, device_paths: tuple[str, ...], *, device_wait: float = DEVICE_WAIT
+) -> str:
     """The command that formats (if blank) and mounts ``volume`` found at one of ``device_paths``."""
     if not device_paths:
         raise ValueError("a volume to prepare needs at least one device path")
+    tries = max(1, int(device_wait * 2))
     q = shlex.quote
     options = volume.mount_options or "defaults"
     candidates = " ".join(q(p) for p in device_paths)
@@ -43,7 +46,7 @@ while [ -z "$dev" ]; do
   done
   if [ -z "$dev" ]; then
     tries=$((tries + 1))
-    if [ "$tries" -ge {DEVICE_WAIT_TRIES} ]; then echo "volume: no device at" {candidates} >&2; exit 1; fi
+    if [ "$tries" -ge {tries} ]; then echo "volume: no device at" {candidates} >&2; exit 1; fi
     sleep 0.5
   fi
 done
@@ -76,6 +79,9 @@ mkdir -p "$mp"
 if ! grep -q "^UUID=$uuid " "$root/etc/fstab" 2>/dev/null; then
   printf 'UUID=%s %s %s %s 0 2\\n' "$uuid" "$mp" "$fstype" {q(options + ",nofail")} >> "$root/etc/fstab"
 fi
-if ! mountpoint -q "$mp"; then mount "$mp"; fi
+if ! mountpoint -q "$mp"; then
+  # A root other than / (a harness's) has an fstab of its own.
+  if [ -n "$root" ]; then mount --fstab "$root/etc/fstab" "$mp"; else mount "$mp"; fi
+fi
 echo "volume: $dev ($fstype) mounted at $mp"
 """

@@ -46,9 +46,12 @@ def data_dir(cloud: Cloud, volume_id: str) -> Path:
     return cloud.workdir / "sim" / "volumes" / volume_id / "data"
 
 
-async def test_volumes_live_with_their_nodes(cloud: Cloud) -> None:
+@pytest.mark.parametrize("channel", ["rest", "ssh"])
+async def test_volumes_live_with_their_nodes(cloud: Cloud, channel: str) -> None:
     service = cloud.service
-    cluster, _ = await service.create_cluster(owner="o", runtime="sim", app=APP, counts={"db": 2})
+    cluster, _ = await service.create_cluster(
+        owner="o", runtime="sim", app=APP, counts={"db": 2}, channel=channel
+    )
     cid = cluster.id
     await expect(service, cid, "active")
     nodes = {n.node_id: n for n in await service.nodes(cid)}
@@ -89,6 +92,12 @@ async def test_volumes_live_with_their_nodes(cloud: Cloud) -> None:
     ledger = await volume_ledger(cloud)
     assert ledger[leaver]["status"] == "deleted" and not data_dir(cloud, leaver).exists()
     assert ledger[replaced.volume_id]["status"] == "in-use"
+
+    await service.scale(cid, "db", 2)  # the node comes back on a volume of its own, a new one
+    await expect(service, cid, "active")
+    [added] = [n for n in await service.nodes(cid) if n.node_id == "db-2"]
+    assert added.volume_id not in (leaver, replaced.volume_id)
+    assert (data_dir(cloud, added.volume_id) / "init").read_text() == f"{added.instance_id}\n"
 
     await service.delete_cluster(cid)
     await expect(service, cid, "deleted")
