@@ -3,6 +3,7 @@ directories: attached into a VM's root, kept across stop and start, gone when de
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 from typing import Any
 
@@ -12,6 +13,7 @@ from pitrix.providers.base import InstanceSpec, VolumeSpec
 from pitrix.providers.qingcloud import QingCloudProvider
 from simulator.cloud import Simulator
 from simulator.testing import call, random_network, wait_job
+from simulator.volumes import SimVolume, make_volume_dir
 
 
 async def _vm(sim: Simulator) -> str:
@@ -230,3 +232,32 @@ async def test_cinder_and_nova_attachments_refuse_as_openstack_does(sim: Simulat
             assert r.status == 404 and "itemNotFound" in await r.json()
         async with http.get(f"{cinder}/volumes/detail", headers={"X-Auth-Token": "forged"}) as r:
             assert r.status == 401
+
+
+async def test_attach_waits_for_a_volume_found_while_its_create_still_runs(
+    sim: Simulator, provider: QingCloudProvider
+) -> None:
+    """A step repeated after a crash finds its volume by name, maybe still ``pending``: attaching
+    waits for it instead of failing with 2500."""
+    iid = await _vm(sim)
+    book = sim.fleet.volumes
+    volume = book.new("slow", 10)  # created, its job not done: pending, no directory yet
+    looked = asyncio.Event()
+    original = book.describe
+    calls = 0
+
+    def counting(**filters: Any) -> list[SimVolume]:
+        nonlocal calls
+        calls += 1
+        if calls >= 2:  # the first look, then a poll of the wait
+            looked.set()
+        return original(**filters)
+
+    book.describe = counting  # type: ignore[method-assign]
+    attaching = asyncio.create_task(provider.attach_volume(volume.volume_id, iid))
+    await asyncio.wait_for(looked.wait(), 10)
+    assert not attaching.done()
+    make_volume_dir(volume)
+    volume.set_status("available")
+    attached = await asyncio.wait_for(attaching, 10)
+    assert attached.instance_id == iid and attached.status == "in-use"

@@ -588,6 +588,8 @@ class AwsProvider:
                 f"aws: volume {volume_id} is attached to {volume.instance_id}, not {instance_id}",
                 code="conflict",
             )
+        if volume.status == "pending" and not volume.instance_id:  # found while its create still ran
+            await self._wait_volume(volume_id, lambda v: v is None or v.status != "pending", "to be created")
         if not volume.instance_id:
             found = await self._by_ids([instance_id])
             if instance_id not in found:

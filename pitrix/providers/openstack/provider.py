@@ -436,6 +436,17 @@ class OpenStackProvider:
                 f"openstack: volume {volume_id} is attached to {volume.instance_id}, not {instance_id}",
                 code="conflict",
             )
+        if volume.status == "pending" and not volume.instance_id:  # being created, or attached
+            volume = await self._wait_volume(
+                volume_id, lambda v: v is None or v.status != "pending", "to settle"
+            )
+            if volume is None:
+                raise ProviderError(f"openstack: volume {volume_id} not found", code="404")
+            if volume.instance_id and volume.instance_id != instance_id:
+                raise ProviderError(
+                    f"openstack: volume {volume_id} is attached to {volume.instance_id}, not {instance_id}",
+                    code="conflict",
+                )
         if not volume.instance_id and volume.status == "available":
             url = f"/servers/{quote(instance_id, safe='')}/os-volume_attachments"
             body = {"volumeAttachment": {"volumeId": volume_id}}

@@ -471,6 +471,21 @@ class QingCloudProvider:
         if reply.get("job_id"):
             await self.wait_jobs([str(reply["job_id"])], self.job_timeout)
 
+    async def _until_available(self, volume_id: str) -> Volume:
+        found: list[Volume] = []
+
+        async def available() -> bool | None:
+            volume = await self._volume(volume_id)
+            if volume is None:
+                raise ProviderError(f"qingcloud: volume {volume_id} not found", code="2100")
+            found[:] = [volume]
+            return True if volume.status != "pending" else None
+
+        await wait_for(
+            available, timeout=self.job_timeout, what=f"qingcloud: volume {volume_id}", backoff=POLL()
+        )
+        return found[0]
+
     async def attach_volume(self, volume_id: str, instance_id: str) -> Volume:
         volume = await self._volume(volume_id)
         if volume is None:
@@ -480,6 +495,8 @@ class QingCloudProvider:
                 f"qingcloud: volume {volume_id} is attached to {volume.instance_id}, not {instance_id}",
                 code="conflict",
             )
+        if volume.status == "pending" and not volume.instance_id:
+            volume = await self._until_available(volume_id)  # found while its create still ran
         if volume.instance_id != instance_id or volume.status != "in-use":
             await self._volume_job("AttachVolumes", {"volumes.1": volume_id, "instance": instance_id})
             self._log.info("qingcloud.volume_attached", volume_id=volume_id, instance_id=instance_id)
