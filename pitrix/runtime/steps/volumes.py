@@ -43,7 +43,7 @@ def has_volumes(cluster: Cluster) -> bool:
 
 async def attach_volumes(ctx: JobContext, node_ids: list[str]) -> str:
     """Each node's volume, found by name or created beside its instance, attached to it."""
-    wanted = [n for n in await members(ctx, with_volumes(ctx.cluster, node_ids))]
+    wanted = await members(ctx, with_volumes(ctx.cluster, node_ids))
     if not wanted:
         return "no volumes"
     missing = [n.node_id for n in wanted if not n.instance_id]
@@ -84,7 +84,7 @@ async def attach_volumes(ctx: JobContext, node_ids: list[str]) -> str:
 
 async def prepare_volumes(ctx: JobContext, node_ids: list[str]) -> str:
     """Each node's agent formats (if blank) and mounts its volume, as a command like a service's."""
-    wanted = [n for n in await members(ctx, with_volumes(ctx.cluster, node_ids))]
+    wanted = await members(ctx, with_volumes(ctx.cluster, node_ids))
     if not wanted:
         return "no volumes"
     unattached = [n.node_id for n in wanted if not n.volume_id or not n.instance_id]
