@@ -4,12 +4,16 @@ recover, and deleted with their nodes (scale-in, delete): the simulator's ledger
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from e2e_cloud import Cloud
+from e2e_cloud import Cloud, simulated_cloud
 from test_lifecycle import expect
+from test_ssh_openstack import openstack_runtime
+
+from pitrix.store import Store
 
 pytestmark = pytest.mark.e2e
 
@@ -105,3 +109,31 @@ async def test_volumes_live_with_their_nodes(cloud: Cloud, channel: str) -> None
     assert [v for v in ledger.values() if v["status"] != "deleted"] == []
     assert list((cloud.workdir / "sim" / "volumes").iterdir()) == []
     assert await cloud.live_names() == []
+
+
+@pytest.fixture
+async def openstack_cloud(store: Store, tmp_path: Path) -> AsyncIterator[Cloud]:
+    async with simulated_cloud(store, tmp_path, runtime=openstack_runtime) as simulated:
+        yield simulated
+
+
+async def test_volumes_on_openstack_come_from_cinder(openstack_cloud: Cloud) -> None:
+    """The same app on the simulator's OpenStack face: Cinder volumes, attached through Nova, found
+    by the node at the device Nova names (the virtio by-id path does not exist in a simulated VM)."""
+    cloud = openstack_cloud
+    service = cloud.service
+    cluster, _ = await service.create_cluster(
+        owner="o", runtime="os", app=APP, counts={"db": 1}, channel="ssh"
+    )
+    cid = cluster.id
+    await expect(service, cid, "active")
+    [node] = await service.nodes(cid)
+    provider = await service.provider_for("os")
+    [volume] = await provider.describe_volumes(name_prefix=f"{cid}-")
+    assert volume.volume_id == node.volume_id and volume.instance_id == node.instance_id
+    assert volume.tags["pitrix:node"] == "db-1"  # Cinder metadata
+    assert (data_dir(cloud, node.volume_id) / "init").read_text() == f"{node.instance_id}\n"
+    await service.delete_cluster(cid)
+    await expect(service, cid, "deleted")
+    assert await provider.describe_volumes(name_prefix=f"{cid}-") == []
+    assert [v for v in (await volume_ledger(cloud)).values() if v["status"] != "deleted"] == []
