@@ -81,6 +81,7 @@ def _cluster_table(c: dict[str, Any]) -> str:
     for n in c.get("nodes", []):
         lines.append(
             f"    {n['node_id']:<10} {n['instance_id']:<14} {n['ip']:<16} {n['status']:<11} {_agent(n)}"
+            + (f"  volume {n['volume_id']}" if n.get("volume_id") else "")
         )
     job = c.get("job")
     if job:
