@@ -457,10 +457,10 @@ class Fleet:
 
     def attach_volumes(self, volume_ids: list[str], instance_id: str) -> Job:
         vm = self._attachable_vm(instance_id)
+        devices = self.volumes.free_devices(instance_id, len(volume_ids))
         volumes = self.volumes.claim(volume_ids, "available", "attaching")
-        for volume in volumes:  # names taken now, so two attaches at once never share one
-            volume.instance_id = instance_id
-            volume.device = self.volumes.free_device(instance_id)
+        for volume, device in zip(volumes, devices, strict=True):  # taken now: two attaches never share one
+            volume.instance_id, volume.device = instance_id, device
         job = self.jobs.new("AttachVolumes", [*volume_ids, instance_id])
 
         async def attach_all() -> None:

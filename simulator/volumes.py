@@ -148,12 +148,15 @@ class VolumeBook:
     def attached_to(self, instance_id: str) -> list[SimVolume]:
         return [v for v in self._volumes.values() if v.instance_id == instance_id and v.status == "in-use"]
 
-    def free_device(self, instance_id: str) -> str:
+    def free_devices(self, instance_id: str, count: int) -> list[str]:
+        """``count`` device names the instance does not use yet (2500 when it has too few left)."""
         taken = {v.device for v in self._volumes.values() if v.instance_id == instance_id}
-        for name in DEVICE_NAMES:
-            if f"/dev/{name}" not in taken:
-                return f"/dev/{name}"
-        raise ApiError(BAD_STATUS, f"ResourceStatusError, instance [{instance_id}] has no free device name")
+        free = [f"/dev/{name}" for name in DEVICE_NAMES if f"/dev/{name}" not in taken]
+        if len(free) < count:
+            raise ApiError(
+                BAD_STATUS, f"ResourceStatusError, instance [{instance_id}] has {len(free)} free device names"
+            )
+        return free[:count]
 
     def all(self) -> list[SimVolume]:
         return list(self._volumes.values())
