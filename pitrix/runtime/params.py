@@ -52,6 +52,8 @@ def scoped(app: AppSpec, env: Any) -> dict[str, dict[str, Any]]:
             if name not in roles:
                 raise ParamError(f"env.{name}: the app has no role {name!r} (has {', '.join(sorted(roles))})")
             out.setdefault(name, {}).update(value)
+        elif name in roles:  # never a cluster-level key: the spec refuses those named like a role
+            raise ParamError(f"env.{name}: expected an object of key: value (the values of role {name})")
         else:
             out.setdefault(CLUSTER_SCOPE, {})[name] = value
     return out

@@ -10,6 +10,7 @@ delete goes on to unregister and terminate.
 
 from __future__ import annotations
 
+from pitrix.runtime.fallback import silent_agents
 from pitrix.runtime.records import Node
 from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps.nodes import members
@@ -22,13 +23,15 @@ async def _unreachable(ctx: JobContext, nodes: list[Node]) -> dict[str, str]:
     ids = [n.instance_id for n in booted]
     found = {i.instance_id: i for i in await ctx.provider.describe_instances(instance_ids=ids)} if ids else {}
     why: dict[str, str] = {n.node_id: "it has no instance" for n in nodes if not n.instance_id}
+    # asked of metad now: the job's replayed view of the reports may not have caught up yet
+    silent = set() if ctx.over_ssh else await silent_agents(ctx.metad, ctx.cid, ids)
     for node in booted:
         instance = found.get(node.instance_id)
         if instance is None:
             why[node.node_id] = f"its instance {node.instance_id} is gone"
         elif instance.status != "running":
             why[node.node_id] = f"its instance {node.instance_id} is {instance.status}"
-        elif not ctx.over_ssh and not ctx.agents.has_heartbeat(node.instance_id):
+        elif node.instance_id in silent:
             # channel ssh runs a silent agent's service over SSH instead (run_service's fallback)
             why[node.node_id] = f"the agent of {node.instance_id} is silent"
     return why
