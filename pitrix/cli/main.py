@@ -326,7 +326,7 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
         values = {**given, **_file_values(_pairs(args.set_file, "--set-file", "KEY=PATH"))}
         if not values:
             raise UsageError("update-env needs --set KEY=VALUE or --set-file KEY=PATH")
-        env = {args.role: values}
+        env: dict[str, Any] = {args.role: values} if args.role else dict(values)  # no role: cluster-level
         data = await client.post(f"/v1/clusters/{args.cluster}/env", {"env": env})
         return await _wait_job(client, args.cluster, data["job"], args)
     if args.action == "recover":
@@ -519,9 +519,9 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="go on when the stop or destroy service fails or a node cannot be reached",
     )
-    env = clusters.add_parser("update-env", help="change parameters of a role's nodes")
+    env = clusters.add_parser("update-env", help="change parameters of a role's nodes, or cluster-level ones")
     env.add_argument("cluster")
-    env.add_argument("--role", required=True)
+    env.add_argument("--role", help="the role whose parameters change (without it: cluster-level parameters)")
     env.add_argument("--set", action="append", metavar="KEY=VALUE")
     env.add_argument(
         "--set-file",

@@ -49,7 +49,8 @@ async def test_create_takes_env_flags_over_a_params_file_and_delete_takes_force(
     params.write_text(yaml.safe_dump({"admin_password": SECRET, "region": "us", "web": {"port": 81}}))
 
     code, _, err = await cli(
-        "clusters", "create", "--runtime", "dead", "-f", str(spec), "-p", str(params), "--env", "web.port=70000"
+        "clusters", "create", "--runtime", "dead", "-f", str(spec), "-p", str(params),
+        "--env", "web.port=70000",
     )  # fmt: skip
     assert code == 2 and "env.web.port: 70000 is above the maximum 65535" in err, err
 

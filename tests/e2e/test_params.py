@@ -16,6 +16,7 @@ from test_lifecycle import expect
 
 from pitrix.api.app import create_app
 from pitrix.runtime.params import CLUSTER_SCOPE
+from pitrix.runtime.service import InvalidRequest
 from pitrix.sealing import is_sealed
 
 pytestmark = pytest.mark.e2e
@@ -87,7 +88,7 @@ async def test_deploy_time_env_reaches_the_nodes_and_the_password_nothing_else(
         assert cloud.vm_file(web, RENDERED) == f"pw={SECRET} region=web-own codecs=zstd,gzip seed=s-1\n"
         assert cloud.vm_file(lb, RENDERED) == f"pw={SECRET} region=eu codecs=zstd,gzip seed=-\n"
 
-        with pytest.raises(Exception, match="env.web.seed: is not changeable"):
+        with pytest.raises(InvalidRequest, match=r"env\.web\.seed: is not changeable"):
             await service.update_env(cid, {"web": {"seed": "s-2"}})
         # a cluster-level change reaches every role without its own key of that name
         await service.update_env(cid, {"region": "us", "admin_password": NEW_SECRET})

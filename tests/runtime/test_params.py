@@ -87,7 +87,7 @@ def test_bad_constraints_are_refused_with_the_spec(param: dict[str, Any], messag
 def test_a_cluster_level_key_named_like_a_role_is_refused() -> None:
     spec = app()
     spec["env"]["db"] = "x"
-    with pytest.raises(SpecError, match="env.db: a cluster-level parameter cannot have a role's name"):
+    with pytest.raises(SpecError, match=r"env\.db: a cluster-level parameter cannot have a role's name"):
         parse_spec(spec)
 
 
