@@ -326,7 +326,7 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
         values = {**given, **_file_values(_pairs(args.set_file, "--set-file", "KEY=PATH"))}
         if not values:
             raise UsageError("update-env needs --set KEY=VALUE or --set-file KEY=PATH")
-        env: dict[str, Any] = {args.role: values} if args.role else dict(values)  # no role: cluster-level
+        env = {args.role: values} if args.role else dict(values)  # no role: cluster-level
         data = await client.post(f"/v1/clusters/{args.cluster}/env", {"env": env})
         return await _wait_job(client, args.cluster, data["job"], args)
     if args.action == "recover":
