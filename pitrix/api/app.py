@@ -194,6 +194,9 @@ async def create_cluster(request: web.Request) -> web.Response:
     channel = body.get("channel", "rest")
     if not isinstance(channel, str):
         raise InvalidRequest("channel: must be rest or ssh")
+    env = body.get("env") or {}
+    if not isinstance(env, dict):
+        raise InvalidRequest("env: must be an object of role: {key: value} and cluster-level key: value")
     spec = await _app_spec(request, body["app"], owner)
     cluster, job = await request.app[SERVICE].create_cluster(
         owner=owner,
@@ -203,6 +206,7 @@ async def create_cluster(request: web.Request) -> web.Response:
         counts=counts,
         links=links,
         channel=channel,
+        env=env,
     )
     return web.json_response({"cluster": cluster_view(cluster), "job": _job_view(job)}, status=202)
 
@@ -265,9 +269,20 @@ async def retry_cluster(request: web.Request) -> web.Response:
     return web.json_response({"job": _job_view(job)}, status=202)
 
 
+FLAGS = {"true": True, "1": True, "false": False, "0": False}
+
+
 async def delete_cluster(request: web.Request) -> web.Response:
+    """``{"force": true}`` in the body, or ``?force=true``: failing stop/destroy services do not
+    stop the delete (see runtime/actions/delete.py)."""
     scope = identity_of(request).scope
-    job = await request.app[SERVICE].delete_cluster(request.match_info["cid"], scope)
+    body = await json_body(request) if request.can_read_body else {}
+    if "force" in request.query:
+        force = FLAGS.get(request.query["force"].lower())
+        if force is None:
+            raise InvalidRequest("force: must be true or false")
+        body = {**body, "force": force or body.get("force", False)}
+    job = await request.app[SERVICE].delete_cluster(request.match_info["cid"], scope, body)
     return web.json_response({"job": _job_view(job)}, status=202)
 
 

@@ -93,5 +93,5 @@ class ApiClient:
     async def post(self, path: str, body: Any = None) -> Any:
         return await self.request("POST", path, body)
 
-    async def delete(self, path: str) -> Any:
-        return await self.request("DELETE", path)
+    async def delete(self, path: str, body: Any = None) -> Any:
+        return await self.request("DELETE", path, body)

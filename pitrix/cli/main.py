@@ -224,6 +224,33 @@ def _read_spec(path: Path) -> dict[str, Any]:
     return data
 
 
+def _deploy_env(params_file: Path | None, items: list[str] | None) -> dict[str, Any]:
+    """``-p params.yaml`` (the API's ``env``: ``{role: {key: value}, key: value}``), then each
+    ``--env [ROLE.]KEY=VALUE`` over it: ``ROLE.KEY`` is a role's key (split at the first dot),
+    a KEY without a dot a cluster-level one (a dotted cluster-level key goes in the file)."""
+    env: dict[str, Any] = {}
+    if params_file is not None:
+        try:
+            data = yaml.safe_load(params_file.read_text())
+        except OSError as exc:
+            raise UsageError(f"-p: cannot read {params_file}: {exc.strerror}") from None
+        except yaml.YAMLError as exc:
+            raise UsageError(f"-p: {params_file} is not valid YAML: {exc}") from None
+        if data is not None and not isinstance(data, dict):
+            raise UsageError(f"-p: {params_file} must be a mapping of role: {{key: value}} and key: value")
+        env = {k: dict(v) if isinstance(v, dict) else v for k, v in (data or {}).items()}
+    given = _pairs(items, "--env", "[ROLE.]KEY=VALUE")
+    warn_secret_arguments("--env", list(given), "put secret values in a -p file instead")
+    for name, value in given.items():
+        role, dot, key = name.partition(".")
+        if dot and key:
+            values = env.get(role)
+            env[role] = {**(values if isinstance(values, dict) else {}), key: value}
+        else:
+            env[name] = value
+    return env
+
+
 def _pairs(
     items: list[str] | None, flag: str, form: str, value_ok: Callable[[str], bool] = lambda _v: True
 ) -> dict[str, str]:
@@ -284,6 +311,9 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
             "channel": args.channel,
             "links": _pairs(args.link, "--link", "NAME=CLUSTER"),
         }
+        env = _deploy_env(args.params, args.env)
+        if env:
+            body["env"] = env
         data = await client.post("/v1/clusters", body)
         return await _wait_job(client, data["cluster"]["id"], data["job"], args)
     if args.action == "scale":
@@ -297,7 +327,7 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
         values = {**given, **_file_values(_pairs(args.set_file, "--set-file", "KEY=PATH"))}
         if not values:
             raise UsageError("update-env needs --set KEY=VALUE or --set-file KEY=PATH")
-        env = {args.role: values}
+        env = {args.role: values} if args.role else dict(values)  # no role: cluster-level
         data = await client.post(f"/v1/clusters/{args.cluster}/env", {"env": env})
         return await _wait_job(client, args.cluster, data["job"], args)
     if args.action == "recover":
@@ -310,7 +340,7 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
     if args.action in ("retry", "stop", "start"):
         data = await client.post(f"/v1/clusters/{args.cluster}/{args.action}")
         return await _wait_job(client, args.cluster, data["job"], args)
-    data = await client.delete(f"/v1/clusters/{args.cluster}")
+    data = await client.delete(f"/v1/clusters/{args.cluster}", {"force": True} if args.force else None)
     return await _wait_job(client, args.cluster, data["job"], args)
 
 
@@ -466,15 +496,33 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=CLUSTER",
         help="see another of your clusters on this runtime under /self/links/NAME (repeatable)",
     )
+    create.add_argument(
+        "--env",
+        action="append",
+        metavar="[ROLE.]KEY=VALUE",
+        help="a deploy-time parameter value: ROLE.KEY a role's, KEY a cluster-level one (repeatable)",
+    )
+    create.add_argument(
+        "-p",
+        "--params",
+        type=Path,
+        metavar="PARAMS.yaml",
+        help="deploy-time parameter values: {role: {key: value}, key: value}; --env wins over it",
+    )
     scale = clusters.add_parser("scale")
     scale.add_argument("cluster")
     scale.add_argument("role")
     scale.add_argument("to", type=int, help="the role's new node count")
     for action in ("retry", "stop", "start", "delete"):
         clusters.add_parser(action).add_argument("cluster")
-    env = clusters.add_parser("update-env", help="change parameters of a role's nodes")
+    clusters.choices["delete"].add_argument(
+        "--force",
+        action="store_true",
+        help="go on when the stop or destroy service fails or a node cannot be reached",
+    )
+    env = clusters.add_parser("update-env", help="change parameters of a role's nodes, or cluster-level ones")
     env.add_argument("cluster")
-    env.add_argument("--role", required=True)
+    env.add_argument("--role", help="the role whose parameters change (without it: cluster-level parameters)")
     env.add_argument("--set", action="append", metavar="KEY=VALUE")
     env.add_argument(
         "--set-file",

@@ -56,8 +56,10 @@ class AppRecord(BaseModel):
         """The record as the API shows it: a password parameter's default is masked, as every
         secret is in a view (the spec keeps it: a cluster made from it gets it, sealed)."""
         data = self.model_dump(mode="json")
-        for role in data["spec"]["roles"]:
-            for param in (role.get("env") or {}).values():
+        spec = data["spec"]
+        declared = [spec.get("env") or {}, *((role.get("env") or {}) for role in spec["roles"])]
+        for params in declared:  # the cluster-level parameters, then each role's
+            for param in params.values():
                 if param.get("type") == "password" and param.get("default") is not None:
                     param["default"] = REDACTED
         return data

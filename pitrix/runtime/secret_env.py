@@ -12,13 +12,15 @@ from __future__ import annotations
 from typing import Any
 
 from pitrix.metad import keyspace
+from pitrix.runtime import params
 from pitrix.runtime.records import Cluster, Job
-from pitrix.runtime.spec import Role
+from pitrix.runtime.spec import AppSpec, Role
 from pitrix.sealing import REDACTED, Sealer, is_sealed
 
 
 def env_context(cid: str, role: str, key: str) -> str:
-    """Where a parameter's value lives: a sealed value opens for that cluster, role and key only."""
+    """Where a parameter's value lives: a sealed value opens for that cluster, role and key only
+    (cluster-level values: the pseudo-role ``params.CLUSTER_SCOPE``)."""
     return keyspace.env_value(cid, role, key)
 
 
@@ -27,30 +29,45 @@ def is_password(role: Role, key: str) -> bool:
     return param is not None and param.type == "password"
 
 
+def is_secret(app: AppSpec, scope: str, key: str) -> bool:
+    """Whether ``key`` of ``scope`` (a role, or the cluster level) is a password parameter."""
+    param = params.param(app, scope, key)
+    return param is not None and param.type == "password"
+
+
 def seal_passwords(cluster: Cluster, sealer: Sealer) -> Cluster:
-    """``cluster`` with every password value sealed and no password default left in its spec."""
+    """``cluster`` with every password value sealed and no password default left in its spec
+    (cluster-level parameters as well as the roles')."""
     env = {role: dict(values) for role, values in cluster.env.items()}
     roles = []
     changed = False
-    for role in cluster.app.roles:
-        params = dict(role.env)
-        for key, param in role.env.items():
+    scopes = [(params.CLUSTER_SCOPE, cluster.app.env), *((r.name, r.env) for r in cluster.app.roles)]
+    declared_after: dict[str, dict[str, Any]] = {}
+    for scope, declared in scopes:
+        kept = dict(declared)
+        for key, param in declared.items():
             if param.type != "password":
                 continue
-            values = env.setdefault(role.name, {})
+            values = env.setdefault(scope, {})
             if param.default is not None:
                 values.setdefault(key, param.check(param.default))
-                params[key] = param.model_copy(update={"default": None})
+                kept[key] = param.model_copy(update={"default": None})
                 changed = True
             value = values.get(key)
             if value is not None and not is_sealed(value):
-                values[key] = sealer.seal(value, env_context(cluster.id, role.name, key))
+                values[key] = sealer.seal(value, env_context(cluster.id, scope, key))
                 changed = True
-        roles.append(role.model_copy(update={"env": params}) if params != role.env else role)
+        declared_after[scope] = kept
     if not changed:
         return cluster
+    for role in cluster.app.roles:
+        kept = declared_after[role.name]
+        roles.append(role.model_copy(update={"env": kept}) if kept != role.env else role)
     env = {role: values for role, values in env.items() if values}
-    app = cluster.app.model_copy(update={"roles": roles})
+    update: dict[str, Any] = {"roles": roles}
+    if declared_after[params.CLUSTER_SCOPE] != cluster.app.env:
+        update["env"] = declared_after[params.CLUSTER_SCOPE]
+    app = cluster.app.model_copy(update=update)
     return cluster.model_copy(update={"app": app, "env": env})
 
 
@@ -64,10 +81,9 @@ def seal_job(job: Job, cluster: Cluster, sealer: Sealer) -> Job:
             continue
         sealed: dict[str, dict[str, str]] = {}
         for role_name, pairs in values.items():
-            role = next((r for r in cluster.app.roles if r.name == role_name), None)
             sealed[role_name] = dict(pairs)
             for key, value in pairs.items():
-                if role is not None and is_password(role, key) and value and not is_sealed(value):
+                if is_secret(cluster.app, role_name, key) and value and not is_sealed(value):
                     sealed[role_name][key] = sealer.seal(value, env_context(cluster.id, role_name, key))
                     changed = True
         args[name] = sealed
@@ -95,16 +111,16 @@ def open_job(job: Job, sealer: Sealer) -> Job:
     return job.model_copy(update={"args": args})
 
 
-def env_view(cluster: Cluster) -> dict[str, dict[str, str]]:
-    """The env as the API shows it: a password parameter (sealed or not) as ``******``."""
+def env_view(cluster: Cluster) -> dict[str, Any]:
+    """The env as the API shows it, shaped as requests give it (roles as objects, cluster-level
+    values at the top): a password parameter (sealed or not) as ``******``."""
     shown: dict[str, dict[str, str]] = {}
-    for role_name, values in cluster.env.items():
-        role = next((r for r in cluster.app.roles if r.name == role_name), None)
-        shown[role_name] = {
-            key: REDACTED if is_sealed(value) or (role is not None and is_password(role, key)) else value
+    for scope, values in cluster.env.items():
+        shown[scope] = {
+            key: REDACTED if is_sealed(value) or is_secret(cluster.app, scope, key) else value
             for key, value in values.items()
         }
-    return shown
+    return params.view(shown)
 
 
 def cluster_view_data(cluster: Cluster) -> dict[str, Any]:

@@ -288,6 +288,7 @@ class RuntimeService:
         counts: dict[str, int] | None = None,
         links: dict[str, str] | None = None,
         channel: str = "rest",
+        env: dict[str, Any] | None = None,
     ) -> tuple[Cluster, Job]:
         desk = self.jobs.desk
         cluster, targets = await prepare(
@@ -299,6 +300,7 @@ class RuntimeService:
             counts=counts or {},
             links=links or {},
             channel=channel,
+            env=env,
         )
         # Each link target is rewritten as read, in the create's transaction: the create fails if
         # a target changed since it was checked (another replica began deleting it), and a delete
@@ -349,9 +351,12 @@ class RuntimeService:
         """Replace nodes (by default every node whose agent's heartbeat is gone) with new instances."""
         return await self.act(cid, "recover", {"nodes": nodes} if nodes else {}, owner)
 
-    async def delete_cluster(self, cid: str, owner: str | None = None) -> Job:
-        """Delete the cluster; refused (``LifecycleError``, a 409) while others still link to it."""
-        return await self._request(cid, BY_NAME["delete"], {}, owner)
+    async def delete_cluster(
+        self, cid: str, owner: str | None = None, body: dict[str, Any] | None = None
+    ) -> Job:
+        """Delete the cluster (``body``: ``{"force": true}`` goes on past failing stop/destroy
+        services); refused (``LifecycleError``, a 409) while others still link to it."""
+        return await self._request(cid, BY_NAME["delete"], body or {}, owner)
 
     async def retry(self, cid: str, owner: str | None = None) -> Job:
         return await self._accepted(await self.jobs.retry_failed(cid, owner))

@@ -151,7 +151,8 @@ def _scalar_text(value: Scalar) -> str:
 
 
 class EnvParam(_Strict):
-    """One application parameter of a role, published as ``/clusters/<cid>/env/<role>/<key>``."""
+    """One application parameter of a role, published as ``/clusters/<cid>/env/<role>/<key>``
+    (a cluster-level one, ``AppSpec.env``, is published under every role that lacks the key)."""
 
     type: EnvType = "string"
     default: Scalar | None = None
@@ -160,14 +161,43 @@ class EnvParam(_Strict):
     max: float | None = None
     changeable: bool = Field(True, description="whether update_env may change it after create")
     description: str = ""
+    # -- params: the constraints packagers ask for besides range/min/max ------------------------
+    pattern: str | None = Field(
+        None, min_length=1, description="a regular expression the whole value must match"
+    )
+    required: bool = Field(
+        False, description="with no default, create is refused unless the request gives a value"
+    )
+    multichoice: bool = Field(
+        False, description="the value is a comma-separated subset of range (each item at most once)"
+    )
 
     @model_validator(mode="after")
     def _default_fits(self) -> EnvParam:
         if self.min is not None and self.max is not None and self.min > self.max:
             raise ValueError(f"min {self.min} is above max {self.max}")
+        if self.pattern is not None:
+            try:
+                re.compile(self.pattern)
+            except re.error as exc:
+                raise ValueError(f"pattern is not a regular expression: {exc}") from None
+        if self.multichoice and (self.range is None or self.type != "string"):
+            raise ValueError("multichoice needs type string and a range to choose from")
         if self.default is not None:
             self.check(self.default)
         return self
+
+    def _check_choices(self, text: str) -> str:
+        """A multichoice value: its items (spaces around them dropped), each in range, once."""
+        allowed = [_scalar_text(v) for v in self.range or []]
+        items = [item.strip() for item in text.split(",")] if text.strip() else []
+        for item in items:
+            if item not in allowed:
+                raise ValueError(f"{item!r} is not one of {', '.join(allowed)}")
+        twice = sorted({i for i in items if items.count(i) > 1})
+        if twice:
+            raise ValueError(f"{twice[0]!r} is chosen twice")
+        return ",".join(items)
 
     def check(self, value: Any) -> str:
         """``value`` as the text agents see, or ValueError saying what is wrong with it."""
@@ -189,6 +219,11 @@ class EnvParam(_Strict):
                 raise ValueError(f"{text} is below the minimum {_scalar_text(self.min)}")
             if self.max is not None and number > self.max:
                 raise ValueError(f"{text} is above the maximum {_scalar_text(self.max)}")
+        if self.multichoice:
+            return self._check_choices(text)
+        if self.pattern is not None and re.fullmatch(self.pattern, text) is None:
+            shown = "the value" if self.type == "password" else repr(text)  # a password is never quoted
+            raise ValueError(f"{shown} does not match the pattern {self.pattern}")
         if self.range is not None:
             allowed = [_scalar_text(v) for v in self.range]
             if text not in allowed:
@@ -205,6 +240,25 @@ def _infer_type(value: Any) -> str:
     if isinstance(value, float):
         return "number"
     return "string"
+
+
+def _env_shorthand(value: Any) -> Any:
+    """A plain value is shorthand for ``{default: value}`` (a list for its JSON text)."""
+    if not isinstance(value, dict):
+        return value
+    params: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, list):
+            item = json.dumps(item)
+        params[key] = item if isinstance(item, dict) else {"type": _infer_type(item), "default": item}
+    return params
+
+
+def _env_keys(value: dict[str, EnvParam]) -> dict[str, EnvParam]:
+    for key in value:
+        if not re.fullmatch(ENV_KEY_PATTERN, key):
+            raise ValueError(f"{key!r} is not a parameter name (letters, digits, _ . -)")
+    return value
 
 
 class Role(_Strict):
@@ -257,22 +311,12 @@ class Role(_Strict):
     @field_validator("env", mode="before")
     @classmethod
     def _env_shorthand(cls, value: Any) -> Any:
-        if not isinstance(value, dict):
-            return value
-        params: dict[str, Any] = {}
-        for key, item in value.items():
-            if isinstance(item, list):
-                item = json.dumps(item)
-            params[key] = item if isinstance(item, dict) else {"type": _infer_type(item), "default": item}
-        return params
+        return _env_shorthand(value)
 
     @field_validator("env")
     @classmethod
     def _env_keys(cls, value: dict[str, EnvParam]) -> dict[str, EnvParam]:
-        for key in value:
-            if not re.fullmatch(ENV_KEY_PATTERN, key):
-                raise ValueError(f"{key!r} is not a parameter name (letters, digits, _ . -)")
-        return value
+        return _env_keys(value)
 
     def env_defaults(self) -> dict[str, str]:
         """The parameters that have a default, as the text agents see."""
@@ -298,6 +342,11 @@ class AppSpec(_Strict):
     roles: list[Role] = Field(min_length=1)
     endpoints: dict[str, Endpoint] = Field(default_factory=dict)
     update_policy: UpdatePolicy = Field(default_factory=lambda: UpdatePolicy.model_validate({}))
+    # params: cluster-level parameters, seen by every role as /self/env/<key> (a role's own wins)
+    env: dict[str, EnvParam] = Field(
+        default_factory=dict,
+        description="cluster-level parameters, seen by every role; a role's parameter of the same name wins",
+    )
 
     @model_validator(mode="after")
     def _unique_roles(self) -> AppSpec:
@@ -307,6 +356,29 @@ class AppSpec(_Strict):
                 raise ValueError(f"role {role.name!r} appears twice")
             seen.add(role.name)
         return self
+
+    @field_validator("env", mode="before")
+    @classmethod
+    def _env_shorthand(cls, value: Any) -> Any:
+        return _env_shorthand(value)
+
+    @field_validator("env")
+    @classmethod
+    def _env_keys(cls, value: dict[str, EnvParam]) -> dict[str, EnvParam]:
+        return _env_keys(value)
+
+    @model_validator(mode="after")
+    def _env_not_role_names(self) -> AppSpec:
+        """Requests give role values as ``env.<role>.<key>`` and cluster-level ones as
+        ``env.<key>``: a cluster-level key named like a role would make the two the same path."""
+        for role in self.roles:
+            if role.name in self.env:
+                raise ValueError(f"env.{role.name}: a cluster-level parameter cannot have a role's name")
+        return self
+
+    def env_defaults(self) -> dict[str, str]:
+        """The cluster-level parameters that have a default, as the text agents see."""
+        return {k: p.check(p.default) for k, p in self.env.items() if p.default is not None}
 
     def role(self, name: str) -> Role:
         for role in self.roles:
@@ -349,9 +421,9 @@ def json_schema() -> dict[str, Any]:
     schema = AppSpec.model_json_schema()
     # A plain value is shorthand for {default: value}: the schema accepts both, as the model does.
     shorthand = [{"type": t} for t in ("string", "integer", "number", "boolean")] + [{"type": "array"}]
-    env = schema["$defs"]["Role"]["properties"]["env"]
-    env["additionalProperties"] = {"anyOf": [{"$ref": "#/$defs/EnvParam"}, *shorthand]}
-    env["propertyNames"] = {"pattern": ENV_KEY_PATTERN}
+    for env in (schema["$defs"]["Role"]["properties"]["env"], schema["properties"]["env"]):
+        env["additionalProperties"] = {"anyOf": [{"$ref": "#/$defs/EnvParam"}, *shorthand]}
+        env["propertyNames"] = {"pattern": ENV_KEY_PATTERN}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://pitrix.dev/schemas/app-spec.json",

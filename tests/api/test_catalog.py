@@ -77,13 +77,15 @@ async def test_a_password_default_is_masked_in_every_catalog_view(api: Client) -
         "admin_password": {"type": "password", "default": "hunter2-default"},
         "port": {"type": "integer", "default": 8080},
     }
+    spec["env"] = {"root_password": {"type": "password", "default": "cluster-level-default"}}
     registered = await api.post("/v1/apps", json=spec, headers=bearer(ALICE))
     assert registered.status == 201
     shown = await api.get("/v1/apps/shop", headers=bearer(ALICE))
     for text in (await registered.text(), await shown.text()):
-        assert "hunter2-default" not in text
+        assert "hunter2-default" not in text and "cluster-level-default" not in text
     env = (await shown.json())["spec"]["roles"][0]["env"]
     assert env["admin_password"]["default"] == "******" and env["port"]["default"] == 8080
+    assert (await shown.json())["spec"]["env"]["root_password"]["default"] == "******"
 
 
 async def test_an_owner_cannot_use_or_see_another_owners_app(api: Client) -> None:

@@ -46,7 +46,7 @@ CASES = {
         "create": ["metadata", "run-instances", "start:lb"],
         "scale_out": ["run-instances", "register", "converge"],
         "scale_in": ["stop-leaving", "terminate"],
-        "delete": ["unregister", "terminate"],
+        "delete": ["stop:web+lb", "unregister", "terminate"],
     },
     "boot-registration-agents": {
         "create": ["plan-nodes", "register", "wait-agents", "converge"],

@@ -11,6 +11,7 @@ from typing import Any, cast
 
 from pitrix.runtime.actions.base import Action, Desk, InvalidRequest, NoArgs
 from pitrix.runtime.actions.phases import boot, init_start
+from pitrix.runtime.params import ParamError, deploy_env
 from pitrix.runtime.plan import Plan, as_step
 from pitrix.runtime.records import CHANNELS, Channel, Cluster, new_id
 from pitrix.runtime.secret_env import seal_passwords
@@ -54,9 +55,12 @@ async def prepare(
     counts: dict[str, int],
     links: dict[str, str],
     channel: str,
+    env: Any = None,
 ) -> tuple[Cluster, list[KV]]:
     """The new cluster a create request describes (sealed, ``pending``), or InvalidRequest; and
-    its link targets' records as read (see ``check_links``)."""
+    its link targets' records as read (see ``check_links``). ``env`` holds the deploy-time values
+    (``{role: {key: value}, key: value}``, see :mod:`pitrix.runtime.params`); passwords among them
+    are sealed before the cluster is returned, so no record ever holds them in clear."""
     if channel not in CHANNELS:
         raise InvalidRequest(f"channel: must be one of {', '.join(CHANNELS)}, got {channel!r}")
     try:
@@ -77,6 +81,10 @@ async def prepare(
         if (error := count_error(count)) is not None:
             raise InvalidRequest(f"counts.{role_name}: {error}")
         role_counts[role_name] = count
+    try:
+        values = deploy_env(spec, env)
+    except ParamError as exc:
+        raise InvalidRequest(str(exc)) from None
     checked, targets = await check_links(desk, owner, runtime, links)
     cluster = Cluster(
         id=new_id("cl"),
@@ -85,6 +93,7 @@ async def prepare(
         runtime=runtime,
         app=spec,
         counts=role_counts,
+        env=values,
         links=checked,
         channel=cast(Channel, channel),
     )

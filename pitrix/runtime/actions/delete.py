@@ -1,22 +1,46 @@
-"""delete: the cluster leaves the metadata, its instances are terminated, and its metadata cluster
-goes with its last cluster (unless the runtime keeps it)."""
+"""delete: the ``stop`` then ``destroy`` services run on the nodes, the cluster leaves the metadata,
+its instances are terminated, and its metadata cluster goes with its last cluster (unless the
+runtime keeps it). A failing service fails the job (with the node's output) unless ``force``."""
 
 from __future__ import annotations
 
-from pitrix.runtime.actions.base import Action, Desk, NoArgs
+from functools import partial
+from typing import Any
+
+from pydantic import StrictBool
+
+from pitrix.runtime.actions.base import Accepted, Action, Args, Desk, InvalidRequest
 from pitrix.runtime.actions.phases import delete_volumes
 from pitrix.runtime.lifecycle import LifecycleError
 from pitrix.runtime.plan import Plan, as_step
-from pitrix.runtime.records import Cluster
-from pitrix.runtime.steps import instances, publishing
+from pitrix.runtime.records import Cluster, State
+from pitrix.runtime.steps import instances, nodes, publishing, services, teardown
 from pitrix.runtime.steps.context import JobContext
 
 
-class Delete(Action[NoArgs]):
+class DeleteArgs(Args):
+    # a failing (or unreachable) stop/destroy is recorded in the step's detail and the delete goes on
+    force: StrictBool = False
+    # the state the delete was asked in: from ``active`` every node must run the services, from
+    # ``failed``/``stopped`` the nodes that cannot are expected and left out
+    was: State | None = None
+
+
+class Delete(Action[DeleteArgs]):
     name = "delete"
     running = "deleting"
     sources = ("pending", "active", "failed", "stopped")
     done = "deleted"
+    arguments = DeleteArgs
+
+    async def accept(self, desk: Desk, cluster: Cluster, body: dict[str, Any]) -> Accepted:
+        unknown = sorted(set(body) - {"force"})
+        if unknown:
+            raise InvalidRequest(f"{unknown[0]}: not a field of a delete (it takes force)")
+        force = body.get("force", False)
+        if not isinstance(force, bool):
+            raise InvalidRequest("force: must be true or false")
+        return Accepted(self, DeleteArgs(force=force, was=cluster.state))
 
     async def recheck(self, desk: Desk, cluster: Cluster) -> None:
         """Refused while others still link to it: their ``/self/links/<name>`` would go empty under
@@ -34,8 +58,17 @@ class Delete(Action[NoArgs]):
                 f"cluster {cluster.id} is linked to by {', '.join(linking)}: delete those clusters first"
             )
 
-    def plan(self, ctx: JobContext, args: NoArgs) -> Plan:
+    def plan(self, ctx: JobContext, args: DeleteArgs) -> Plan:
         plan = Plan(self.name)
+        node_ids = nodes.all_node_ids(ctx.cluster)
+        strict = args.was == "active"
+        # stop, then destroy, each in reverse role order (as a stop: dependents before what they use)
+        for service in ("stop", "destroy"):
+            for roles in reversed(services.service_layers(ctx.cluster, service)):
+                members = [n for n in node_ids if n.rsplit("-", 1)[0] in roles]
+                if members:
+                    run = partial(teardown.teardown_service, force=args.force, strict=strict)
+                    plan.then(as_step(f"{service}:{'+'.join(roles)}", run, ctx, service, members))
         plan.then(as_step("unregister", publishing.unregister_cluster, ctx))
         plan.then(as_step("terminate", instances.terminate, ctx, None))
         delete_volumes(plan, ctx, None)

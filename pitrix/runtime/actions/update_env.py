@@ -10,12 +10,12 @@ from __future__ import annotations
 
 from typing import Any
 
+from pitrix.runtime import params
 from pitrix.runtime.actions.base import Accepted, Action, Args, Desk, InvalidRequest
 from pitrix.runtime.actions.phases import role_of
 from pitrix.runtime.plan import Plan, as_step
 from pitrix.runtime.records import Cluster
 from pitrix.runtime.secret_env import env_context
-from pitrix.runtime.spec import SpecError
 from pitrix.runtime.steps import nodes, publishing, rollout
 from pitrix.runtime.steps.context import JobContext
 
@@ -23,7 +23,7 @@ Env = dict[str, dict[str, str]]
 
 
 class EnvArgs(Args):
-    env: Env  # role -> the keys that change, with their new values (passwords sealed)
+    env: Env  # role (or params.CLUSTER_SCOPE) -> the keys that change, new values (passwords sealed)
     previous: Env  # role -> the same keys' values before (what a rollback restores)
 
 
@@ -41,66 +41,72 @@ class UpdateEnv(Action[EnvArgs]):
             "env": {
                 "type": "object",
                 "minProperties": 1,
-                "description": "role: {parameter: value}; values are checked against the app's parameters",
-                "additionalProperties": {"type": "object"},
+                "description": (
+                    "role: {parameter: value}, and cluster-level parameter: value; "
+                    "values are checked against the app's parameters"
+                ),
+                "additionalProperties": {
+                    "oneOf": [{"type": "object"}, {"type": "string"}, {"type": "number"}, {"type": "boolean"}]
+                },
             }
         },
     }
 
     async def accept(self, desk: Desk, cluster: Cluster, body: dict[str, Any]) -> Accepted:
         """Each value is checked against its parameter (it exists, is ``changeable``, fits its type
-        and range) before anything changes; keys not given keep their values."""
+        and constraints) before anything changes; keys not given keep their values. An object is a
+        role's values, a plain value a cluster-level parameter's (see :mod:`pitrix.runtime.params`)."""
         env = body.get("env")
         if env is None:
             raise InvalidRequest("env: required, an object of role: {key: value}")
         if not isinstance(env, dict) or not env:
             raise InvalidRequest("env: expected an object of role: {key: value}")
+        try:
+            given = params.scoped(cluster.app, env)
+        except params.ParamError as exc:
+            raise InvalidRequest(str(exc)) from None
         changes: Env = {}
         previous: Env = {}
-        for role_name, values in env.items():
-            try:
-                role = cluster.app.role(role_name)
-            except SpecError:
-                raise InvalidRequest(f"env.{role_name}: the app has no role {role_name!r}") from None
-            if not isinstance(values, dict):
-                raise InvalidRequest(f"env.{role_name}: expected an object of key: value")
-            current = dict(role.env_defaults(), **cluster.env.get(role_name, {}))
+        for scope, values in given.items():
+            declared = params.params_of(cluster.app, scope)
+            defaults = {k: p.check(p.default) for k, p in declared.items() if p.default is not None}
+            current = dict(defaults, **cluster.env.get(scope, {}))
             for key, value in values.items():
-                field = f"env.{role_name}.{key}"
-                param = role.env.get(key)
-                if param is None:
-                    known = ", ".join(sorted(role.env)) or "none"
-                    raise InvalidRequest(f"{field}: role {role_name} has no parameter {key!r} (has {known})")
-                if not param.changeable:
+                field = params.field(scope, key)
+                param = declared.get(key)
+                if param is not None and not param.changeable:
                     raise InvalidRequest(f"{field}: is not changeable")
-                secret = param.type == "password"
+                secret = param is not None and param.type == "password"
                 try:
-                    text = param.check(value)
-                except ValueError as exc:
+                    text = params.check_value(cluster.app, scope, key, value)
+                except params.ParamError as exc:
                     # A password's errors never quote it: they reach logs and other eyes.
-                    raise InvalidRequest(f"{field}: {'not an allowed value' if secret else exc}") from None
-                where = env_context(cluster.id, role_name, key)
+                    raise InvalidRequest(f"{field}: not an allowed value" if secret else str(exc)) from None
+                where = env_context(cluster.id, scope, key)
                 now = current.get(key)
                 if secret and now is not None:
                     now = desk.sealer.open_text(now, where)
                 if now != text:
-                    changes.setdefault(role_name, {})[key] = desk.sealer.seal(text, where) if secret else text
-                    previous.setdefault(role_name, {})[key] = current.get(key, "")
+                    changes.setdefault(scope, {})[key] = desk.sealer.seal(text, where) if secret else text
+                    previous.setdefault(scope, {})[key] = current.get(key, "")
         if not changes:
             raise InvalidRequest("env: every value given is already the current one")
         return Accepted(self, EnvArgs(env=changes, previous=previous))
 
     def plan(self, ctx: JobContext, args: EnvArgs) -> Plan:
-        node_ids = [n for n in nodes.all_node_ids(ctx.cluster) if role_of(n) in args.env]
+        # Cluster-level changes reach each role that has no parameter of the same name.
+        values = params.by_role(ctx.cluster.app, args.env)
+        before = params.by_role(ctx.cluster.app, args.previous)
+        node_ids = [n for n in nodes.all_node_ids(ctx.cluster) if role_of(n) in values]
         policy = ctx.cluster.app.update_policy
         plan = Plan(self.name)
         done: list[str] = []
         batches = rollout.rollout_batches(node_ids, policy.canary, policy.max_in_flight)
         for number, batch in enumerate(batches, start=1):
             name = "canary" if number == 1 and policy.canary else f"batch-{number}"
-            plan.then(as_step(name, rollout.roll_env, ctx, batch, list(done), args.env, args.previous))
+            plan.then(as_step(name, rollout.roll_env, ctx, batch, list(done), values, before))
             done += batch
-        plan.then(as_step("commit-env", publishing.commit_env, ctx, args.env))
+        plan.then(as_step("commit-env", publishing.commit_env, ctx, values))
         return plan
 
     def commit(self, cluster: Cluster, args: EnvArgs) -> dict[str, Any]:

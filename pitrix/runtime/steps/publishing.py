@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from pitrix.metad import keyspace as ks
+from pitrix.runtime import params
 from pitrix.runtime.keys import CLUSTERS
 from pitrix.runtime.records import Cluster, Node
 from pitrix.runtime.steps.context import JobContext, OperationError
@@ -13,11 +14,11 @@ from pitrix.runtime.steps.nodes import members, nodes, save
 
 
 def role_env(ctx: JobContext) -> dict[str, dict[str, str]]:
-    """Each role's effective env: its spec's defaults overlaid with the cluster's values."""
+    """Each role's effective env: the cluster-level parameters, then its own over them (each the
+    spec's defaults overlaid with the cluster's values); see :func:`params.effective`."""
     env: dict[str, dict[str, str]] = {}
     for role in ctx.cluster.app.roles:
-        merged = role.env_defaults()
-        merged.update(ctx.cluster.env.get(role.name, {}))
+        merged = params.effective(ctx.cluster.app, ctx.cluster.env, role.name)
         if merged:
             env[role.name] = merged
     return env
@@ -33,7 +34,8 @@ def node_env(ctx: JobContext, role_name: str, values: dict[str, str] | None = No
     merged = role_env(ctx).get(role_name, {})
     if values:
         merged = dict(merged, **values)
-    return {k: v for k, v in merged.items() if k in role.env and role.env[k].type != "password"}
+    declared = {**ctx.cluster.app.env, **role.env}  # the role's own win over the cluster-level
+    return {k: v for k, v in merged.items() if k in declared and declared[k].type != "password"}
 
 
 def host_entry(ctx: JobContext, node: Node) -> dict[str, Any]:
