@@ -246,6 +246,8 @@ class Jobs:
                     self.log.warning("job already ended", cluster_id=cid, job_id=job.id, state=cluster.state)
                     return None
                 changes: dict[str, Any] = {}
+                # Steps may have recorded results in the job meanwhile (a custom service's per node).
+                job = job.model_copy(update={"results": (await self.repo.job(cid, job.id)).results})
                 if error is None:
                     changes = action.commit(cluster, action.decode(job.args))
                     ended = job.model_copy(update={"status": "successful", "finished": time.time()})
