@@ -1,0 +1,117 @@
+"""Custom services on the simulator: parameters reach chosen nodes, failures leave the cluster active.
+
+The web role of the demo app gets two custom services: ``note`` writes its parameters into files
+in the VM root (read here from the host), and ``boom`` always fails. A password parameter reaches
+the node and nowhere else: not the job record in etcd, not its results, not the API's view.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+from e2e_cloud import Cloud, demo_app
+from test_lifecycle import expect
+
+from pitrix.runtime.keys import job_key
+from pitrix.runtime.lifecycle import LifecycleError
+from pitrix.runtime.service import InvalidRequest
+from pitrix.store import Store
+
+pytestmark = pytest.mark.e2e
+
+PASSWORD = "s3cret pw 'with' $quotes"  # shell-quoting must carry it intact
+
+
+def app_with_services() -> dict[str, Any]:
+    app = demo_app()
+    web = app["roles"][0]
+    web["custom_services"] = {
+        "note": {
+            "description": "write the parameters into note.txt",
+            "cmd": 'printf "%s x%s\\n" "$WORD" "$COUNT" > note.txt && printf "%s" "$SECRET" > secret.txt '
+            '&& echo "noted $WORD with $SECRET"',
+            "timeout": 30,
+            "params": {
+                "WORD": {"type": "string", "default": "hello"},
+                "COUNT": {"type": "integer", "default": 1, "min": 1, "max": 5},
+                "SECRET": {"type": "password"},
+            },
+        },
+        "boom": {"cmd": "echo broken on purpose; exit 3", "timeout": 30, "nodes_to_execute_on": 1},
+    }
+    return app
+
+
+async def test_custom_services_run_with_their_parameters_on_chosen_nodes(cloud: Cloud, store: Store) -> None:
+    service = cloud.service
+    cluster, _ = await service.create_cluster(
+        owner="o", runtime="sim", app=app_with_services(), counts={"web": 3, "lb": 0}
+    )
+    cid = cluster.id
+    created = await expect(service, cid, "active")
+    nodes = {n.node_id: n for n in await service.nodes(cid)}
+
+    # refused before anything runs, naming the field
+    for body, message in [
+        ({"name": "nope"}, "name: the app has no custom service 'nope' (has boom, note)"),
+        ({"name": "note", "params": {"COUNT": 9}}, "params.COUNT: 9 is above the maximum 5"),
+        ({"name": "note", "params": {"COLOUR": "red"}}, "params.COLOUR: 'note' has no parameter"),
+        ({"name": "note", "nodes": ["web-9"]}, "nodes: the cluster has no running node 'web-9'"),
+        ({"name": "note", "roles": ["lb"]}, "roles: role 'lb' has no custom service 'note'"),
+    ]:
+        with pytest.raises(InvalidRequest) as caught:
+            await service.act(cid, "service", body)
+        assert str(caught.value).startswith(message), str(caught.value)
+    assert (await service.get_cluster(cid)).job_id == created.job_id
+
+    # on two chosen nodes, with the parameters given (COUNT) and defaulted (WORD)
+    job = await service.act(
+        cid,
+        "service",
+        {"name": "note", "params": {"COUNT": 4, "SECRET": PASSWORD}, "nodes": ["web-3", "web-1"]},
+    )
+    await expect(service, cid, "active")
+    done = await service.get_job(cid, job.id)
+    assert done.status == "successful", done.error
+    assert sorted(done.results) == ["web-1", "web-3"]
+    for node_id in ("web-1", "web-3"):
+        iid = nodes[node_id].instance_id
+        assert cloud.vm_file(iid, "note.txt") == "hello x4\n"
+        assert cloud.vm_file(iid, "secret.txt") == PASSWORD
+        result = done.results[node_id]
+        assert (result["status"], result["exit_code"]) == ("successful", 0)
+        assert result["output_tail"].strip() == "noted hello with ******"  # the echoed password hidden
+    with pytest.raises(FileNotFoundError):
+        cloud.vm_file(nodes["web-2"].instance_id, "note.txt")
+    raw = await store.get(job_key(cid, job.id))
+    assert raw is not None and PASSWORD.encode() not in raw.value
+    assert PASSWORD not in done.model_dump_json()  # a view: the sealed value as ******
+
+    # every node of the role by default, a new value for WORD
+    job = await service.act(cid, "service", {"name": "note", "params": {"WORD": "bye"}})
+    await expect(service, cid, "active")
+    done = await service.get_job(cid, job.id)
+    assert done.status == "successful" and sorted(done.results) == ["web-1", "web-2", "web-3"]
+    assert {cloud.vm_file(n.instance_id, "note.txt") for n in nodes.values() if n.role == "web"} == {
+        "bye x1\n"
+    }
+
+    # a failing service: the job fails with each node's outcome, the cluster stays active
+    job = await service.act(cid, "service", {"name": "boom"})
+    after = await expect(service, cid, "active")
+    failed = await service.get_job(cid, job.id)
+    assert failed.status == "failed"
+    assert list(failed.results) == ["web-1"]  # nodes_to_execute_on: 1
+    result = failed.results["web-1"]
+    assert (result["status"], result["exit_code"]) == ("failed", 3)
+    assert "broken on purpose" in result["output_tail"]
+    assert after.last_error is not None and "web-1 exit 3: broken on purpose" in after.last_error
+
+    # and the next action goes through, a stopped cluster refuses services
+    await service.stop_cluster(cid)
+    await expect(service, cid, "stopped")
+    with pytest.raises(LifecycleError, match="cannot service a cluster that is stopped"):
+        await service.act(cid, "service", {"name": "note"})
+    await service.delete_cluster(cid)
+    await expect(service, cid, "deleted")
