@@ -7,10 +7,12 @@ the node and nowhere else: not the job record in etcd, not its results, not the 
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Any
 
 import pytest
 from e2e_cloud import Cloud, demo_app
+from test_cli_job_exits import Cli, cli, failed  # noqa: F401 (cli: the fixture)
 from test_lifecycle import expect
 
 from pitrix.runtime.keys import job_key
@@ -115,3 +117,35 @@ async def test_custom_services_run_with_their_parameters_on_chosen_nodes(cloud: 
         await service.act(cid, "service", {"name": "note"})
     await service.delete_cluster(cid)
     await expect(service, cid, "deleted")
+
+
+async def test_the_cli_runs_a_service_and_prints_each_node_s_result(cli: Cli, tmp_path: Path) -> None:  # noqa: F811
+    app = cli.spec("services", app_with_services())
+    code, out, err = await cli(
+        "clusters", "create", "-f", app, "--runtime", "sim", "--count", "web=2", "--count", "lb=0"
+    )
+    assert code == 0, (out, err)
+    cid = out.split(":")[0]
+    code, out, err = await cli("clusters", "show", cid)
+    assert code == 0, err
+    assert "custom services:" in out and "note             roles: web  write the parameters" in out, out
+    assert "-p COUNT=<integer> (default 1)" in out and "-p SECRET=<password>" in out, out
+
+    secret = tmp_path / "secret"
+    secret.write_text(PASSWORD + "\n")
+    code, out, err = await cli(
+        "clusters", "service", cid, "note", "-p", "WORD=cli", "-p", "COUNT=2",
+        "--param-file", f"SECRET={secret}", "--nodes", "web-2",
+    )  # fmt: skip
+    assert code == 0 and err == "", (out, err)
+    assert "  results:\n    web-2        successful exit 0\n      | noted cli with ******" in out, out
+    assert PASSWORD not in out
+
+    code, out, err = await cli("clusters", "service", cid, "note", "-p", "COUNT=9")
+    assert code == 2 and "params.COUNT: 9 is above the maximum 5" in err, (out, err)
+
+    code, out, err = await cli("clusters", "service", cid, "boom")
+    failed(code, err, "service", "service:boom", "web-1 exit 3: broken on purpose", "active")
+    assert "    web-1        failed     exit 3\n      | broken on purpose" in out, out
+    code, out, err = await cli("clusters", "delete", cid)
+    assert code == 0, (out, err)
