@@ -212,15 +212,16 @@ class Jobs:
             log.warning("ownership lost; the job is left to the cluster's owner", error=str(exc))
             return None
         except StepFailed as exc:
-            rolled_back = isinstance(exc.__cause__, RolledBack)
+            rolled_back = isinstance(exc.__cause__, RolledBack) or action.always_rolls_back
             log.error("job failed", error=str(exc), rolled_back=rolled_back)
             return await self.finish(cid, job, fence, error=str(exc), rolled_back=rolled_back)
         except (ProviderError, LifecycleError, OSError) as exc:
             log.error("job failed", error=str(exc))
-            return await self.finish(cid, job, fence, error=str(exc))
+            return await self.finish(cid, job, fence, error=str(exc), rolled_back=action.always_rolls_back)
         except Exception as exc:
             log.exception("job failed unexpectedly")
-            return await self.finish(cid, job, fence, error=f"internal error: {exc!r}")
+            error = f"internal error: {exc!r}"
+            return await self.finish(cid, job, fence, error=error, rolled_back=action.always_rolls_back)
         finally:
             if agents is not None:
                 await agents.close()

@@ -39,6 +39,7 @@ class RunService(Action[ServiceArgs]):
     name = "service"
     running = "running_service"
     rolled_back = "active"
+    always_rolls_back = True
     verb = "service"
     arguments = ServiceArgs
     summary = "run one of the app's custom services on its roles' nodes (or the named ones)"
