@@ -7,6 +7,7 @@ the node and nowhere else: not the job record in etcd, not its results, not the 
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,9 @@ import pytest
 from e2e_cloud import Cloud, demo_app
 from test_cli_job_exits import Cli, cli, failed  # noqa: F401 (cli: the fixture)
 from test_lifecycle import expect
+from test_ssh_channel import full_cloud, kill_agent  # noqa: F401 (full_cloud: the fixture)
 
+from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.keys import job_key
 from pitrix.runtime.lifecycle import LifecycleError
 from pitrix.runtime.service import InvalidRequest
@@ -149,3 +152,42 @@ async def test_the_cli_runs_a_service_and_prints_each_node_s_result(cli: Cli, tm
     assert "    web-1        failed     exit 3\n      | broken on purpose" in out, out
     code, out, err = await cli("clusters", "delete", cid)
     assert code == 0, (out, err)
+
+
+async def test_a_silent_agent_s_node_runs_the_service_over_ssh(full_cloud: Cloud) -> None:  # noqa: F811
+    """Channel ssh: web-1's agent is killed; its part of the service runs over SSH with the same
+    parameters (recorded with ``via``), web-2's live agent runs its own."""
+    cloud, service = full_cloud, full_cloud.service
+    cluster, _ = await service.create_cluster(
+        owner="o1", runtime="sim", app=app_with_services(), counts={"web": 2, "lb": 0}, channel="ssh"
+    )
+    cid = cluster.id
+    await expect(service, cid, "active")
+    nodes = {n.node_id: n for n in await service.nodes(cid)}
+    web1 = nodes["web-1"]
+    record = await service.metadata.get("o1", "sim")
+    assert record is not None
+    client = service.metadata.client(record)
+    kill_agent(web1.instance_id)
+    agents = AgentStatus(client, cid)
+    await agents.start()
+    try:  # the view replayed, then the heartbeat's lease ran out
+        await agents.wait_for(lambda _: bool(agents.applied(web1.instance_id)), 60)
+        await agents.wait_for(lambda _: not agents.has_heartbeat(web1.instance_id), 60)
+    finally:
+        await agents.close()
+
+    job = await service.act(cid, "service", {"name": "note", "params": {"WORD": "ssh", "SECRET": PASSWORD}})
+    await expect(service, cid, "active")
+    done = await service.get_job(cid, job.id)
+    assert done.status == "successful", done.error
+    for node in nodes.values():
+        assert cloud.vm_file(node.instance_id, "note.txt") == "ssh x1\n"
+        assert cloud.vm_file(node.instance_id, "secret.txt") == PASSWORD
+        assert done.results[node.node_id]["output_tail"].strip() == "noted ssh with ******"
+    via = json.loads(
+        await client.get_data(f"/_pitrix/status/{cid}/{web1.instance_id}/cmd/{job.id}-note-web-1")
+    )
+    assert via["via"] == "ssh" and via["status"] == "successful"
+    await service.delete_cluster(cid)
+    await expect(service, cid, "deleted")
