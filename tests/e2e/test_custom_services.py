@@ -20,7 +20,8 @@ from test_ssh_channel import full_cloud, kill_agent  # noqa: F401 (full_cloud: t
 from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.keys import job_key
 from pitrix.runtime.lifecycle import LifecycleError
-from pitrix.runtime.service import InvalidRequest
+from pitrix.runtime.recovery import RecoveryPolicy
+from pitrix.runtime.service import InvalidRequest, RuntimeService
 from pitrix.store import Store
 
 pytestmark = pytest.mark.e2e
@@ -191,3 +192,49 @@ async def test_a_silent_agent_s_node_runs_the_service_over_ssh(full_cloud: Cloud
     assert via["via"] == "ssh" and via["status"] == "successful"
     await service.delete_cluster(cid)
     await expect(service, cid, "deleted")
+
+
+async def test_a_service_resumed_after_a_restart_runs_its_command_once(cloud: Cloud, store: Store) -> None:
+    """pitrixd stops while the nodes run the command; the one that takes over waits for the results
+    of the commands already handed out instead of handing them out (and running them) again."""
+    service = cloud.service
+    app = app_with_services()
+    app["roles"][0]["custom_services"]["slow"] = {
+        "cmd": "echo run >> runs.txt; sleep 3; echo done",
+        "timeout": 30,
+    }
+    cluster, _ = await service.create_cluster(owner="o", runtime="sim", app=app, counts={"web": 2, "lb": 0})
+    cid = cluster.id
+    await expect(service, cid, "active")
+    nodes = [n for n in await service.nodes(cid) if n.role == "web"]
+    record = await service.metadata.get("o", "sim")
+    assert record is not None
+    job = await service.act(cid, "service", {"name": "slow"})
+    agents = AgentStatus(service.metadata.client(record), cid)
+    await agents.start()
+    try:  # every node has started the command
+        await agents.wait_for(
+            lambda _: all(
+                (agents.command_result(n.instance_id, f"{job.id}-slow-{n.node_id}") or {}).get("status")
+                == "executing"
+                for n in nodes
+            ),
+            60,
+        )
+    finally:
+        await agents.close()
+    await service.stop()
+
+    second = RuntimeService(store, recovery=RecoveryPolicy(enabled=False), sealer=service.sealer)
+    await second.start()
+    try:
+        await expect(second, cid, "active")
+        done = await second.get_job(cid, job.id)
+        assert done.status == "successful", done.error
+        for node in nodes:
+            assert cloud.vm_file(node.instance_id, "runs.txt") == "run\n"  # once, not twice
+            assert done.results[node.node_id]["output_tail"].strip() == "done"
+        await second.delete_cluster(cid)
+        await expect(second, cid, "deleted")
+    finally:
+        await second.stop()
