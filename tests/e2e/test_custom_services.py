@@ -92,6 +92,12 @@ async def test_custom_services_run_with_their_parameters_on_chosen_nodes(cloud: 
         cloud.vm_file(nodes["web-2"].instance_id, "note.txt")
     raw = await store.get(job_key(cid, job.id))
     assert raw is not None and PASSWORD.encode() not in raw.value
+    record = await service.metadata.get("o", "sim")
+    assert record is not None
+    for node_id in ("web-1", "web-3"):  # a command holding a password does not stay in metad
+        assert not await service.metadata.client(record).get_data(
+            f"/clusters/{cid}/cmd/{nodes[node_id].instance_id}"
+        )
     assert PASSWORD not in done.model_dump_json()  # a view: the sealed value as ******
 
     # every node of the role by default, a new value for WORD

@@ -132,6 +132,10 @@ async def _run(
             else f"no result within {timeout:.0f}s",
         }
     await _record(ctx, results)
+    if secrets:  # the command line holds the passwords: not left in metad once it has run
+        for node in targets:
+            if results[node.node_id]["status"] in ENDED:
+                await ctx.metad.delete_data(ks.cmd(ctx.cid, node.instance_id))
     failed = {n: r for n, r in results.items() if r["status"] != "successful"}
     if failed:
         said = "; ".join(f"{n} {_outcome(r)}" for n, r in sorted(failed.items()))
