@@ -303,6 +303,10 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
         nodes = {"nodes": args.node} if args.node else None
         data = await client.post(f"/v1/clusters/{args.cluster}/recover", nodes)
         return await _wait_job(client, args.cluster, data["job"], args)
+    if args.action == "restart":
+        body = {k: v for k, v in (("roles", args.role), ("nodes", args.node)) if v}
+        data = await client.post(f"/v1/clusters/{args.cluster}/restart", body or None)
+        return await _wait_job(client, args.cluster, data["job"], args)
     if args.action == "act":
         data = await client.post(f"/v1/clusters/{args.cluster}/{args.verb}", _act_body(args.body))
         return await _wait_job(client, args.cluster, data["job"], args)
@@ -484,6 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
     recover = clusters.add_parser("recover", help="replace silent (or the given) nodes")
     recover.add_argument("cluster")
     recover.add_argument("--node", action="append", help="a node id to replace (repeatable)")
+    restart = clusters.add_parser(
+        "restart", help="rolling restart, batch by batch, each batch gated on the nodes' health"
+    )
+    restart.add_argument("cluster")
+    restart.add_argument("--role", action="append", help="a role to restart (repeatable; default: all)")
+    restart.add_argument("--node", action="append", help="a node id to restart (repeatable; default: all)")
     act = clusters.add_parser(
         "act",
         help="ask for any action by its API verb (POST /v1/clusters/CLUSTER/VERB), e.g. one added lately",
@@ -494,7 +504,18 @@ def build_parser() -> argparse.ArgumentParser:
     events = clusters.add_parser("events", help="the clusters' state, then changes with --follow")
     events.add_argument("cluster", nargs="?", help="one cluster (default: every cluster you may see)")
     events.add_argument("-f", "--follow", action="store_true", help="keep printing changes")
-    for action in ("create", "scale", "retry", "stop", "start", "delete", "update-env", "recover", "act"):
+    for action in (
+        "create",
+        "scale",
+        "retry",
+        "stop",
+        "start",
+        "delete",
+        "update-env",
+        "recover",
+        "restart",
+        "act",
+    ):
         clusters.choices[action].add_argument(
             "--no-wait", action="store_true", help="return once the action is accepted"
         )

@@ -42,6 +42,7 @@ State = Literal[
     "scaling_in",
     "updating",
     "recovering",
+    "restarting",
     "deleting",
     "deleted",
     "failed",
