@@ -20,8 +20,8 @@ from pitrix.runtime.steps.context import JobContext
 
 
 class RestartArgs(Args):
-    # Role -> its nodes to restart, in the order they restart (``restarts.restart_order``); the
-    # roles themselves in the order they go (their restart service's ``order``, then the spec's).
+    # Role -> its nodes to restart (each batch takes its share in ``restarts.restart_order``); the
+    # roles in the order they go (their restart service's ``order``, then the spec's).
     nodes: dict[str, list[str]]
 
 
@@ -86,7 +86,7 @@ class Restart(Action[RestartArgs]):
         for role in sorted(names, key=lambda r: (_order(cluster, r), names.index(r))):
             ids = [n.node_id for n in chosen if n.role == role]
             if ids:
-                by_role[role] = restarts.restart_order(cluster, role, ids)
+                by_role[role] = ids
         return Accepted(self, RestartArgs(nodes=by_role))
 
     def plan(self, ctx: JobContext, args: RestartArgs) -> Plan:
@@ -95,15 +95,14 @@ class Restart(Action[RestartArgs]):
             size = restarts.batch_size(ctx.cluster, role)
             defined = ctx.cluster.app.role(role).services
             service_time = sum(defined[s].timeout for s in restarts.restart_services(ctx.cluster, role)) + 60
-            batches = [node_ids[i : i + size] for i in range(0, len(node_ids), size)]
-            for number, batch in enumerate(batches, start=1):
+            # A batch's nodes are chosen when it runs (``restarts.batch``), in restart order.
+            for number in range(1, -(-len(node_ids) // size) + 1):
                 name = f"{role}:batch-{number}"
-                plan.then(
-                    as_step(f"restart:{name}", restarts.restart_batch, ctx, role, batch, timeout=service_time)
-                )
+                batch = (ctx, role, node_ids, number, size)
+                plan.then(as_step(f"restart:{name}", restarts.restart_batch, *batch, timeout=service_time))
                 if ctx.cluster.app.role(role).health_check is not None:
                     gate = _gate_timeout(ctx, role)
-                    plan.then(as_step(f"healthy:{name}", restarts.healthy_again, ctx, batch, timeout=gate))
+                    plan.then(as_step(f"healthy:{name}", restarts.healthy_again, *batch, timeout=gate))
         return plan
 
 

@@ -28,29 +28,34 @@ def batch_size(cluster: Cluster, role: str) -> int:
     return (service.max_in_flight if service else None) or 1
 
 
-def restart_order(cluster: Cluster, role: str, node_ids: list[str]) -> list[str]:
-    """The order a role's nodes are restarted in: by index. The hook for an app-defined
-    ordering (leader last): the action keeps the nodes in the order this returns."""
-    del cluster, role
+async def restart_order(ctx: JobContext, role: str, node_ids: list[str]) -> list[str]:
+    """The order a role's nodes restart in: by index. The one place to put an app-defined order
+    (leader last); it is asked at each batch, so it must give the same order for a whole job."""
+    del ctx, role
     return sorted(node_ids, key=lambda n: int(n.rsplit("-", 1)[1]))
 
 
-async def restart_batch(ctx: JobContext, role: str, node_ids: list[str]) -> str:
+async def batch(ctx: JobContext, role: str, node_ids: list[str], number: int, size: int) -> list[str]:
+    """Batch ``number`` (from 1) of ``size`` nodes of ``node_ids``, in restart order."""
+    order = await restart_order(ctx, role, node_ids)
+    return order[(number - 1) * size : number * size]
+
+
+async def restart_batch(ctx: JobContext, role: str, node_ids: list[str], number: int, size: int) -> str:
     """Restart one batch: its services in turn, each waited for on every node of the batch."""
-    details = [
-        await services.run_service(ctx, name, node_ids) for name in restart_services(ctx.cluster, role)
-    ]
-    return "; ".join(details)
+    chosen = await batch(ctx, role, node_ids, number, size)
+    details = [await services.run_service(ctx, name, chosen) for name in restart_services(ctx.cluster, role)]
+    return f"{', '.join(chosen)}: {'; '.join(details)}"
 
 
-async def healthy_again(ctx: JobContext, node_ids: list[str], since: int | None = None) -> str:
+async def healthy_again(ctx: JobContext, role: str, node_ids: list[str], number: int, size: int) -> str:
     """Until every node of the batch passed a health check after its restart; a node that turns
     unhealthy (past its threshold) fails the step at once, naming it and its check's output."""
-    nodes = await members(ctx, node_ids)
+    nodes = await members(ctx, await batch(ctx, role, node_ids, number, size))
     checked = [n for n in nodes if ctx.cluster.app.role(n.role).health_check is not None]
     if not checked:
         return "no health checks"
-    start = int((await ctx.metad.healthz())["revision"]) if since is None else since
+    start = int((await ctx.metad.healthz())["revision"])
     deadline = health_timeout(ctx, checked)
     try:
         await ctx.agents.wait_for(
