@@ -45,7 +45,11 @@ class Service(_Strict):
     )
     # health: restart batches
     max_in_flight: int | None = Field(
-        None, ge=1, le=1000, description="restart only: nodes of the role restarted at once (default 1)"
+        None,
+        ge=1,
+        le=1000,
+        description="rolling restart: nodes of the role restarted at once (default 1); read "
+        "from the restart service, or from start for a role restarted by stop then start",
     )
 
 
