@@ -54,6 +54,9 @@ class AgentConfig:
     health_cmd: str = ""
     health_interval: float = 10.0
     health_timeout: float = 60.0
+    health_unhealthy_threshold: int = 1
+    health_action_cmd: str = ""
+    health_action_timeout: float = 60.0
     retry_interval: float = 30.0
     quiet_period: float = 0.05
     max_settle: float = 1.0
@@ -146,6 +149,9 @@ _PITRIX_KEYS: dict[str, tuple[str, str]] = {
     "health_cmd": ("health_cmd", "str"),
     "health_interval": ("health_interval", "number"),
     "health_timeout": ("health_timeout", "number"),
+    "health_unhealthy_threshold": ("health_unhealthy_threshold", "int"),
+    "health_action_cmd": ("health_action_cmd", "str"),
+    "health_action_timeout": ("health_action_timeout", "number"),
     "retry_interval": ("retry_interval", "number"),
     "quiet_period": ("quiet_period", "number"),
     "max_settle": ("max_settle", "number"),
@@ -232,6 +238,10 @@ def _convert(root: Path, path: Path, key: str, kind: str, value: Any) -> Any:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise ConfigError(f"{where} must be a number, not {value!r}")
         return float(value)
+    if kind == "int":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{where} must be a whole number, not {value!r}")
+        return value
     if kind == "list":
         if isinstance(value, str):
             return [value]
@@ -262,6 +272,8 @@ def _validate(cfg: AgentConfig) -> None:
         "hook_timeout",
         "health_interval",
         "health_timeout",
+        "health_unhealthy_threshold",
+        "health_action_timeout",
         "retry_interval",
         "bootstrap_patience",
     ):

@@ -33,7 +33,7 @@ class Reporter(Protocol):
 
     async def command(self, cmd_id: str, record: dict[str, Any]) -> None: ...
 
-    async def health(self, ok: bool, error: str | None) -> None: ...
+    async def health(self, ok: bool, error: str | None, details: dict[str, Any] | None = None) -> None: ...
 
 
 class MetadReporter:
@@ -69,9 +69,11 @@ class MetadReporter:
     async def command(self, cmd_id: str, record: dict[str, Any]) -> None:
         await self._client.put(keyspace.self_status(keyspace.CMD, quote(cmd_id, safe="")), record)
 
-    async def health(self, ok: bool, error: str | None) -> None:
+    async def health(self, ok: bool, error: str | None, details: dict[str, Any] | None = None) -> None:
+        """``details``: the failure streak (``failures``) and the streak's ``action`` result."""
         await self._client.put(
-            keyspace.self_status(keyspace.HEALTH), {"ok": ok, "error": error, "time": utc_now()}
+            keyspace.self_status(keyspace.HEALTH),
+            {"ok": ok, "error": error, "time": utc_now(), **(details or {})},
         )
 
 
@@ -90,5 +92,5 @@ class LogReporter:
     async def command(self, cmd_id: str, record: dict[str, Any]) -> None:
         self._log.info("command status", cmd_id=cmd_id, **record)
 
-    async def health(self, ok: bool, error: str | None) -> None:
-        self._log.info("health", ok=ok, error=error)
+    async def health(self, ok: bool, error: str | None, details: dict[str, Any] | None = None) -> None:
+        self._log.info("health", ok=ok, error=error, **(details or {}))

@@ -27,6 +27,7 @@ LAYOUT = {
     "updating": (3, 2),
     "recovering": (3, 3),
     "running_service": (3, 4),
+    "restarting": (3, 5),
     "stopping": (2, 3),
     "stopped": (1, 3),
     "starting": (1, 2),

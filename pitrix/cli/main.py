@@ -370,6 +370,10 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
             request["nodes"] = [n for n in args.nodes.split(",") if n]
         data = await client.post(f"/v1/clusters/{args.cluster}/service", request)
         return await _wait_job(client, args.cluster, data["job"], args)
+    if args.action == "restart":
+        body = {k: v for k, v in (("roles", args.role), ("nodes", args.node)) if v}
+        data = await client.post(f"/v1/clusters/{args.cluster}/restart", body or None)
+        return await _wait_job(client, args.cluster, data["job"], args)
     if args.action == "act":
         data = await client.post(f"/v1/clusters/{args.cluster}/{args.verb}", _act_body(args.body))
         return await _wait_job(client, args.cluster, data["job"], args)
@@ -585,6 +589,12 @@ def build_parser() -> argparse.ArgumentParser:
     )
     service.add_argument("--role", action="append", help="only the nodes of this role (repeatable)")
     service.add_argument("--nodes", metavar="N1,N2", help="only these node ids, comma-separated")
+    restart = clusters.add_parser(
+        "restart", help="rolling restart, batch by batch, each batch gated on the nodes' health"
+    )
+    restart.add_argument("cluster")
+    restart.add_argument("--role", action="append", help="a role to restart (repeatable; default: all)")
+    restart.add_argument("--node", action="append", help="a node id to restart (repeatable; default: all)")
     act = clusters.add_parser(
         "act",
         help="ask for any action by its API verb (POST /v1/clusters/CLUSTER/VERB), e.g. one added lately",
@@ -605,6 +615,7 @@ def build_parser() -> argparse.ArgumentParser:
         "update-env",
         "recover",
         "service",
+        "restart",
         "act",
     )
     for action in waiting:

@@ -6,6 +6,7 @@ this module, so the layout of DESIGN.md ("Metadata layout") is written down once
     /clusters/<cid>/cluster/...                 the cluster (owner, ids, generation ...)
     /clusters/<cid>/hosts/<role>/<iid>/...      a node
     /clusters/<cid>/env/<role>/<key>            a role's parameters
+    /clusters/<cid>/staged-env/<iid>/<key>      one instance's parameters during an env rollout
     /clusters/<cid>/health/<role>/...           a role's health check
     /clusters/<cid>/cmd/<iid>/{id,cmd,timeout}  the command an instance must run now
     /clusters/<cid>/{endpoints,links,adding-hosts,deleting-hosts}/...
@@ -40,6 +41,8 @@ REVOKE_AFTER = f"{INTERNAL}/revoke-after"
 CLUSTER = "cluster"
 HOSTS = "hosts"
 ENV = "env"  # one subtree per role
+# One subtree per instance: while present, that instance's ``/self/env`` (an env rollout's batch).
+STAGED_ENV = "staged-env"
 HEALTH = "health"  # one subtree per role; also the name of an agent's health report
 CMD = "cmd"  # one subtree per instance; also where an agent's command results go
 ENDPOINTS = "endpoints"
@@ -102,6 +105,13 @@ def host(cid: str, role: str, iid: str) -> str:
 def env(cid: str, role: str) -> str:
     """``/clusters/<cid>/env/<role>``: a role's parameters."""
     return f"{CLUSTERS}/{cid}/{ENV}/{role}"
+
+
+def staged_env(cid: str, iid: str) -> str:
+    """``/clusters/<cid>/staged-env/<iid>``: the parameters an env rollout gave one instance ahead
+    of its role; metad shows them as that instance's ``/self/env`` (whole, not merged) while they
+    are present, and to no other instance."""
+    return f"{CLUSTERS}/{cid}/{STAGED_ENV}/{iid}"
 
 
 def env_value(cid: str, role: str, key: str) -> str:

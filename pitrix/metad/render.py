@@ -12,7 +12,7 @@ from typing import Any
 import yaml
 from aiohttp import web
 
-from pitrix.metad import selfview
+from pitrix.metad import keyspace, selfview
 from pitrix.metad.tree import Node, Tree
 
 JSON = "application/json"
@@ -106,7 +106,8 @@ class SharedSections:
 
     A write that releases a thousand long-polls of one cluster would otherwise look up and join
     the same cluster- and role-wide sections a thousand times; only ``host`` and ``cmd`` differ
-    between instances. Entries live for one generation of the mirror's tree (any change drops them).
+    between instances (and ``env`` for an instance an env rollout reached first: ``self_json``).
+    Entries live for one generation of the mirror's tree (any change drops them).
     """
 
     def __init__(self) -> None:
@@ -121,7 +122,7 @@ class SharedSections:
         fragments = self._by_role.get(key)
         if fragments is None:
             shared = tuple(s for s in selfview.SELF_SECTIONS if s not in selfview.INSTANCE_SECTIONS)
-            view = selfview.build(tree, mapping, shared)
+            view = selfview.build(tree, mapping, shared, staged=False)
             fragments = self._by_role[key] = {s: _PREFIX[s] + to_json(value) for s, value in view.items()}
         return fragments
 
@@ -135,6 +136,8 @@ def self_json(tree: Tree, mapping: selfview.Mapping, shared: dict[str, str]) -> 
             node = tree.live(mapping.sources[section])
             if node is not None:
                 parts.append(_PREFIX[section] + node.json())
+        elif section == keyspace.ENV and (staged := selfview.staged_env(tree, mapping)) is not None:
+            parts.append(_PREFIX[section] + staged.json())  # a rollout reached this instance first
         else:
             fragment = shared.get(section)
             if fragment is not None:

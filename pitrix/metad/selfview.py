@@ -50,6 +50,8 @@ class Mapping:
     # Derived paths, computed once per mapping (a mapping changes rarely, is read on every request).
     key: str = field(init=False, repr=False, compare=False)
     sources: dict[str, str] = field(init=False, repr=False, compare=False)
+    # The instance's own env during a rollout (keyspace.staged_env): its /self/env while present.
+    staged_env: str = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         cid, iid = self.cluster_id, self.instance_id
@@ -64,6 +66,7 @@ class Mapping:
         for section in SELF_SECTIONS:
             sources.setdefault(section, keyspace.section(cid, section))
         object.__setattr__(self, "sources", sources)
+        object.__setattr__(self, "staged_env", keyspace.staged_env(cid, iid))
 
     @classmethod
     def from_node(cls, iid: str, node: Node | None) -> Mapping | None:
@@ -131,11 +134,26 @@ def dependencies(tree: Tree, mapping: Mapping, subpath: list[str]) -> list[str]:
             if subpath and section == subpath[0] and len(subpath) > 1:
                 source = "/".join([source, *subpath[1:]])
             deps.append(source)
+            if section == keyspace.ENV:
+                staged = mapping.staged_env
+                if subpath and section == subpath[0] and len(subpath) > 1:
+                    staged = "/".join([staged, *subpath[1:]])
+                deps.append(staged)
     return deps
 
 
-def build(tree: Tree, mapping: Mapping, sections: tuple[str, ...] = SELF_SECTIONS) -> dict[str, Any]:
-    """The ``/self`` view (or just ``sections`` of it); absent sections are left out."""
+def staged_env(tree: Tree, mapping: Mapping) -> Node | None:
+    """The instance's staged env (an env rollout reached it before its role), if any."""
+    return tree.live(mapping.staged_env)
+
+
+def build(
+    tree: Tree, mapping: Mapping, sections: tuple[str, ...] = SELF_SECTIONS, *, staged: bool = True
+) -> dict[str, Any]:
+    """The ``/self`` view (or just ``sections`` of it); absent sections are left out.
+
+    ``staged=False`` builds what every instance of the role shares: ``env`` from the role only.
+    """
     view: dict[str, Any] = {}
     for section in sections:
         if section == keyspace.LINKS:
@@ -149,7 +167,9 @@ def build(tree: Tree, mapping: Mapping, sections: tuple[str, ...] = SELF_SECTION
             if links:
                 view[keyspace.LINKS] = links
         else:
-            node = tree.live(mapping.sources[section])
+            node = staged_env(tree, mapping) if staged and section == keyspace.ENV else None
+            if node is None:
+                node = tree.live(mapping.sources[section])
             if node is not None:
                 view[section] = node
     return view

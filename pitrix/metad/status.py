@@ -114,11 +114,25 @@ def applied(body: Any) -> dict[str, Any]:
 
 
 def health(body: Any) -> dict[str, Any]:
+    """``ok`` is the node's verdict (past its threshold); ``failures`` the current streak of
+    failed checks; ``action`` the result of the streak's ``action_cmd``."""
     doc = _object(body)
     if not isinstance(doc.get("ok"), bool):
         raise BadBody("ok", "must be true or false")
     _optional_str(doc, "error")
     _optional_time(doc, "time")
+    failures = doc.get("failures")
+    if failures is not None and (not isinstance(failures, int) or isinstance(failures, bool) or failures < 0):
+        raise BadBody("failures", "must be a non-negative integer")
+    if doc.get("action") is not None:
+        action = _object(doc["action"], "action")
+        if action.get("status") not in ("successful", "failed"):
+            raise BadBody("action.status", "must be successful or failed")
+        exit_code = action.get("exit_code")
+        if exit_code is not None and (not isinstance(exit_code, int) or isinstance(exit_code, bool)):
+            raise BadBody("action.exit_code", "must be an integer or null")
+        _optional_str(action, "output_tail", MAX_OUTPUT_TAIL)
+        _optional_time(action, "time")
     return doc
 
 

@@ -157,3 +157,24 @@ class AgentStatus:
         if health is None or self.revisions.get(instance_id, {}).get("health", 0) <= since:
             return None
         return health.get("ok") is True
+
+    def passing(self, instance_id: str, since: int = 0) -> bool | None:
+        """Whether the agent's last check, reported after metad revision ``since``, passed.
+
+        Stricter than ``healthy``: a node below its ``unhealthy_threshold`` still reports ``ok``
+        after a failed check, but a gate (start, a rollout's batch, a restart) wants the service
+        working now, so one failure in the current streak (``failures``) is not a pass.
+        """
+        verdict = self.healthy(instance_id, since)
+        if verdict is None:
+            return None
+        return verdict and not (self.health(instance_id) or {}).get("failures")
+
+    def unhealthy(self, instance_id: str, threshold: int) -> bool:
+        """Whether the agent's last report has ``threshold`` or more failed checks in a row (a
+        node that never passed is not ``ok`` before that, but has not failed long enough)."""
+        health = self.health(instance_id)
+        if health is None or health.get("ok") is not False:
+            return False
+        failures = health.get("failures")
+        return isinstance(failures, int) and failures >= threshold

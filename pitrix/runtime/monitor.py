@@ -16,7 +16,7 @@ from pitrix.logs import get_logger
 from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.metadata import MetadataClusters
 from pitrix.runtime.records import Cluster, Node
-from pitrix.runtime.recovery import RecoveryPolicy, watch_for_dead_nodes
+from pitrix.runtime.recovery import DownWhen, RecoveryPolicy, watch_for_dead_nodes
 from pitrix.runtime.repository import NotFound, Repository
 from pitrix.runtime.supervisor import KeyedTasks
 
@@ -45,8 +45,9 @@ class RecoveryMonitor:
         self.tasks = KeyedTasks("recovery")
 
     def watch(self, cluster: Cluster) -> None:
-        """Watch an active cluster's agents for dead nodes (unless recovery is off or halted)."""
-        if self.policy.enabled and not cluster.recovery_halted:
+        """Watch an active cluster's agents for dead nodes (unless recovery is off, for the daemon
+        or the app, or halted)."""
+        if self.policy.enabled and cluster.app.recovery.enabled and not cluster.recovery_halted:
             self.tasks.start(cluster.id, partial(self._watch, cluster))
 
     def forget(self, cid: str) -> None:
@@ -57,7 +58,8 @@ class RecoveryMonitor:
         await self.tasks.stop()
 
     async def _watch(self, cluster: Cluster) -> None:
-        """Watch until nodes are dead, then replace them (or halt, if too many are).
+        """Watch until nodes are down (as the app's ``recovery.on`` says), then replace them (or
+        halt, if too many are).
 
         A watch that fails (metad restarting, a dropped connection, etcd unreachable for a moment)
         is resumed with a growing, jittered pause for as long as the cluster stays active and
@@ -87,7 +89,12 @@ class RecoveryMonitor:
                 except Exception as again:  # etcd still away: try again after the next pause
                     log.info("cluster unreadable; monitor waits", error=str(again))
                     continue
-                if cluster.state != "active" or cluster.recovery_halted or not self.policy.enabled:
+                if (
+                    cluster.state != "active"
+                    or cluster.recovery_halted
+                    or not self.policy.enabled
+                    or not cluster.app.recovery.enabled
+                ):
                     log.info("recovery monitor ends", state=cluster.state)
                     return
         if dead is None:
@@ -119,7 +126,11 @@ class RecoveryMonitor:
         await agents.start()
         try:
             return await watch_for_dead_nodes(
-                agents, partial(self.repo.nodes, cluster.id), self.policy, cluster.id
+                agents,
+                partial(self.repo.nodes, cluster.id),
+                self.policy,
+                cluster.id,
+                DownWhen.of(cluster.app),
             )
         finally:
             await agents.close()

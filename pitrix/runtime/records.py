@@ -43,6 +43,7 @@ State = Literal[
     "updating",
     "recovering",
     "running_service",
+    "restarting",
     "deleting",
     "deleted",
     "failed",

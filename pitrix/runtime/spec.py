@@ -43,6 +43,14 @@ class Service(_Strict):
     post_start_service: bool = Field(
         False, description="init only: run after the start service instead of before it"
     )
+    # health: restart batches
+    max_in_flight: int | None = Field(
+        None,
+        ge=1,
+        le=1000,
+        description="rolling restart: nodes of the role restarted at once (default 1); read "
+        "from the restart service, or from start for a role restarted by stop then start",
+    )
 
 
 # Where a volume may not be mounted: over the system's own directories a node would stop working.
@@ -138,6 +146,10 @@ class HealthCheck(_Strict):
     interval: int = Field(30, ge=1, le=86400, description="seconds between checks")
     timeout: int = Field(10, ge=1, le=3600, description="seconds before a check counts as failed")
     unhealthy_threshold: int = Field(3, ge=1, le=100, description="failures in a row before unhealthy")
+    action_cmd: str = Field(
+        "", description="run on the node once each time it turns unhealthy (its threshold reached)"
+    )
+    action_timeout: int = Field(60, ge=1, le=3600, description="seconds before action_cmd is cut off")
 
 
 EnvType = Literal["string", "integer", "number", "boolean", "password"]
@@ -408,6 +420,32 @@ class UpdatePolicy(_Strict):
     max_in_flight: int = Field(1, ge=1, le=1000, description="nodes changed at once after the canary")
 
 
+RecoveryTrigger = Literal["heartbeat", "health"]
+
+
+def _heartbeat_only() -> list[RecoveryTrigger]:
+    return ["heartbeat"]
+
+
+class AppRecovery(_Strict):
+    """When pitrixd replaces an app's nodes by itself (a ``recover`` job); the daemon's
+    ``--no-auto-recovery`` turns it off for every app whatever this says."""
+
+    enabled: bool = Field(True, description="false: nodes are replaced only by an explicit recover")
+    on: list[RecoveryTrigger] = Field(
+        default_factory=_heartbeat_only,
+        description="heartbeat: the agent went silent; health: the node stayed past its "
+        "health_check.unhealthy_threshold for the recovery grace period",
+    )
+
+    @field_validator("on")
+    @classmethod
+    def _distinct(cls, value: list[str]) -> list[str]:
+        if len(set(value)) != len(value):
+            raise ValueError("each trigger once")
+        return value
+
+
 class AppSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     version: str = "0.1.0"
@@ -420,6 +458,7 @@ class AppSpec(_Strict):
         default_factory=dict,
         description="cluster-level parameters, seen by every role; a role's parameter of the same name wins",
     )
+    recovery: AppRecovery = Field(default_factory=lambda: AppRecovery.model_validate({}))
 
     @model_validator(mode="after")
     def _unique_roles(self) -> AppSpec:

@@ -109,6 +109,7 @@ class RecordingReporter:
         self.commands: list[tuple[str, dict[str, object]]] = []
         self.fail_commands = 0
         self.health_reports: list[tuple[bool, str | None]] = []
+        self.health_details: list[dict[str, object]] = []
 
     async def heartbeat(self) -> None:
         self.heartbeats += 1
@@ -124,8 +125,9 @@ class RecordingReporter:
             raise BackendError("metad: PUT: no node answered (test)")
         self.commands.append((cmd_id, dict(record)))
 
-    async def health(self, ok: bool, error: str | None) -> None:
+    async def health(self, ok: bool, error: str | None, details: dict[str, object] | None = None) -> None:
         self.health_reports.append((ok, error))
+        self.health_details.append(dict(details or {}))
 
 
 class AgentProcess:

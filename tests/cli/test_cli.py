@@ -132,6 +132,9 @@ async def test_apps_clusters_and_events(cli: Run, tmp_path: Path, server: str) -
     assert code == 5 and "cannot stop a cluster that is failed" in err, err
     code, _, err = await cli("clusters", "act", cid, "scale", "--body", "[1]")
     assert code == 2 and "must be a JSON object" in err, err
+    # restart's body from its flags, judged by the action (this app's web role has no services)
+    code, _, err = await cli("clusters", "restart", cid, "--role", "web", "--no-wait")
+    assert code == 2 and "roles.0: role web has no restart service" in err, err
 
 
 def _env_of(tmp_path: Path) -> dict[str, str]:

@@ -58,6 +58,9 @@ async def health_reported(service: RuntimeService, cid: str) -> None:
         "cmd": "opt/demo/bin/demo check-web etc/demo/web.conf",
         "interval": "1",
         "timeout": "10",
+        "unhealthy_threshold": "3",
+        "action_cmd": "",
+        "action_timeout": "60",
     }
     webs = [n.instance_id for n in await service.nodes(cid) if n.role == "web"]
     agents = AgentStatus(client, cid)

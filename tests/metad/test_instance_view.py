@@ -286,6 +286,28 @@ async def test_health_check_is_projected_per_role(seed, instances, net, manage) 
     assert (status, cmd) == (200, "opt/app/bin/check2")
 
 
+async def test_a_staged_env_is_the_instance_own_env_and_no_one_else_sees_it(
+    seed, instances, net, manage
+) -> None:
+    """An env rollout's batch: ``/clusters/<cid>/staged-env/<iid>`` is that instance's whole
+    ``/self/env`` while present (passwords too), never another's; its change wakes a long-poll."""
+    await seed()
+    version = (await instances.get(net.ip(1), "/self/env"))[2]["X-Metad-Version"]
+    poll = asyncio.create_task(instances.get(net.ip(1), "/self/env/port", wait="true", prev_version=version))
+    await manage.post_data("/clusters/c1/staged-env/i-web1", {"port": "81", "workers": "4", "secret": "s"})
+    status, port, _ = await asyncio.wait_for(poll, 10)
+    assert (status, port) == (200, "81")
+    status, view, _ = await instances.get(net.ip(1), "/self")
+    assert view["env"] == {"port": "81", "workers": "4", "secret": "s"}
+    for ip in (net.ip(2), net.ip(200)):  # the role's other node, another role: their own env only
+        status, view, _ = await instances.get(ip, "/self")
+        assert "secret" not in json.dumps(view) and "staged-env" not in json.dumps(view)
+    assert (await instances.get(net.ip(2), "/self/env"))[1] == {"port": "80", "workers": "4"}
+    # the rollout commits (or rolls back): the staged copy goes, the role's env shows again
+    await manage.delete_data("/clusters/c1/staged-env/i-web1")
+    assert (await instances.get(net.ip(1), "/self/env"))[1] == {"port": "80", "workers": "4"}
+
+
 def test_spliced_self_json_is_the_rendered_view_after_every_change() -> None:
     """The role's shared sections, rendered once per tree generation, spliced with the
     instance's own: byte for byte what rendering the whole view gives, and never stale."""
@@ -341,6 +363,10 @@ def test_spliced_self_json_is_the_rendered_view_after_every_change() -> None:
         lambda: delete("/clusters/c1/links/store"),
         lambda: put("/clusters/c1/adding-hosts/web/i-w3/ip", "10.0.0.4"),
         lambda: delete("/clusters/c1/env/db/port"),
+        # an env rollout reaches i-w1 first: its env alone differs from the role's shared one
+        lambda: put("/clusters/c1/staged-env/i-w1/port", "81"),
+        lambda: put("/clusters/c1/env/web/port", "82"),
+        lambda: delete("/clusters/c1/staged-env/i-w1"),
     ]
     for generation, change in enumerate(changes, start=2):
         change()

@@ -122,7 +122,7 @@ def test_scale_in_arguments_are_typed_and_stored_with_their_names() -> None:
 
 def test_the_registry_derives_the_lifecycle_and_the_verbs() -> None:
     assert {a.name for a in ACTIONS} == set(LIFECYCLE.edges)
-    assert set(BY_VERB) == {"stop", "start", "scale", "env", "recover", "service"}
+    assert set(BY_VERB) == {"stop", "start", "scale", "env", "recover", "service", "restart"}
     assert BY_VERB["scale"].name == "scale_out"  # it chooses scale_in itself when the count drops
     assert sorted(LIFECYCLE.transitional) == sorted(a.running for a in ACTIONS)
 
@@ -135,8 +135,28 @@ def test_every_action_plans_from_its_stored_arguments(action: str) -> None:
         "update_env": {"env": {"data": {}}, "previous": {"data": {}}},
         "recover": {"nodes": {"data-2": "i-2"}},
         "service": {"name": "compact", "params": {"data": {}}, "nodes": ["data-1", "data-3"]},
+        "restart": {"nodes": {"data": ["data-1"]}},
     }.get(action, {})
     assert layers(action, args)
+
+
+def test_restart_goes_batch_by_batch_each_gated_on_health() -> None:
+    """The restart service's max_in_flight sizes a role's batches, each followed by its health
+    gate (roles with a check); a role without a restart service stops then starts, no gate."""
+    data = dict(
+        APP["roles"][0],
+        health_check={"cmd": "true"},
+        services={**APP["roles"][0]["services"], "restart": {"cmd": "restart data", "max_in_flight": 2}},
+    )
+    app = {**APP, "roles": [data, APP["roles"][1]]}
+    plan = layers("restart", {"nodes": {"data": ["data-1", "data-2", "data-3"], "proxy": ["proxy-1"]}}, app)
+    assert plan == [
+        ["restart:data:batch-1"],
+        ["healthy:data:batch-1"],
+        ["restart:data:batch-2"],
+        ["healthy:data:batch-2"],
+        ["restart:proxy:batch-1"],
+    ]
 
 
 def test_every_verb_is_documented_from_its_action() -> None:

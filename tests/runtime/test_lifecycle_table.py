@@ -90,7 +90,8 @@ def test_retry_reenters_the_failed_jobs_state(lifecycle: Lifecycle, action: str)
 
 def test_refusal_lists_what_is_allowed(lifecycle: Lifecycle) -> None:
     with pytest.raises(
-        LifecycleError, match="allowed now: stop, scale_out, scale_in, update_env, recover, service, delete"
+        LifecycleError,
+        match="allowed now: stop, scale_out, scale_in, update_env, recover, service, restart, delete",
     ):
         lifecycle.next_state("active", "create")
     assert lifecycle.allowed_actions("failed")[-1] == "retry"

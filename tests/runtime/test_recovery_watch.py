@@ -5,6 +5,7 @@ node that really went silent."""
 from __future__ import annotations
 
 import asyncio
+import json
 from typing import Any, cast
 
 from structlog.testing import capture_logs
@@ -13,7 +14,8 @@ from pitrix.metad import keyspace
 from pitrix.metad.client import MetadManagementClient
 from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.records import Node
-from pitrix.runtime.recovery import RecoveryPolicy, watch_for_dead_nodes
+from pitrix.runtime.recovery import DownWhen, RecoveryPolicy, watch_for_dead_nodes
+from pitrix.runtime.spec import AppRecovery, parse_spec
 
 CID = "cl-watch"
 NODES = [
@@ -45,7 +47,7 @@ async def test_a_monitor_started_before_the_replay_warns_only_of_the_node_that_w
         await agents._apply(heartbeat("i-2", 10, gone=True))  # web-2's lease runs out
         dead = await asyncio.wait_for(watch, 10)
     assert [n.node_id for n in dead] == ["web-2"]
-    suspected = [e["nodes"] for e in logs if e["event"] == "nodes silent"]
+    suspected = [e["nodes"] for e in logs if e["event"] == "nodes down"]
     assert suspected == [["web-2"]], suspected
 
 
@@ -67,3 +69,38 @@ async def test_a_resync_is_swapped_in_whole_so_no_waiter_sees_every_node_silent(
     assert agents.revisions["i-3"]["heartbeat"] == 20
     await agents._apply(heartbeat("i-1", 21, gone=True))
     await asyncio.wait_for(seen_silent, 10)  # a real silence still wakes it
+
+
+def health(iid: str, revision: int, ok: bool, failures: int) -> dict[str, Any]:
+    key = keyspace.instance_status(CID, iid, keyspace.HEALTH)
+    value = json.dumps({"ok": ok, "error": "exit status 1: ", "failures": failures})
+    return {"type": "put", "key": key, "value": value, "revision": revision}
+
+
+async def test_health_counts_as_down_only_for_an_app_that_asks_and_only_past_the_threshold() -> None:
+    app = parse_spec(
+        {
+            "name": "kv",
+            "roles": [
+                {"name": "web", "image": "x", "health_check": {"cmd": "true", "unhealthy_threshold": 3}},
+                {"name": "lb", "image": "x"},
+            ],
+            "recovery": {"on": ["health"]},
+        }
+    )
+    asking, default = DownWhen.of(app), DownWhen.of(app.model_copy(update={"recovery": AppRecovery()}))
+    agents = AgentStatus(cast(MetadManagementClient, None), CID)
+    for revision, node in enumerate(NODES, start=1):
+        await agents._apply(heartbeat(node.instance_id, revision))
+    await agents._apply(health("i-1", 10, False, 2))  # never passed yet: not ok, below the threshold
+    await agents._apply(health("i-2", 11, False, 3))  # at its threshold: unhealthy
+    await agents._apply(health("i-3", 12, True, 2))  # failing, but still ok below it
+    assert [n.node_id for n in asking.down(agents, NODES)] == ["web-2"]
+    assert default.down(agents, NODES) == []
+    # on: [health] only: a silent node is not down for this app; for the default it is
+    await agents._apply(heartbeat("i-3", 13, gone=True))
+    assert [n.node_id for n in asking.down(agents, NODES)] == ["web-2"]
+    assert [n.node_id for n in default.down(agents, NODES)] == ["web-3"]
+    # a role without a check is judged by its heartbeat only, whatever its report says
+    lb = Node(node_id="lb-1", role="lb", index=1, name=f"{CID}-lb-1", instance_id="i-2")
+    assert asking.down(agents, [lb]) == []

@@ -12,6 +12,7 @@ from pitrix.runtime.actions.base import Action
 from pitrix.runtime.actions.create import Create
 from pitrix.runtime.actions.delete import Delete
 from pitrix.runtime.actions.recover import Recover
+from pitrix.runtime.actions.restart import Restart
 from pitrix.runtime.actions.run_service import RunService
 from pitrix.runtime.actions.scale import SCALE_IN, SCALE_OUT
 from pitrix.runtime.actions.start import Start
@@ -28,6 +29,7 @@ ACTIONS: tuple[Action[Any], ...] = (
     UpdateEnv(),
     Recover(),
     RunService(),
+    Restart(),
     Delete(),
 )
 

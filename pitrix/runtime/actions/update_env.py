@@ -1,4 +1,7 @@
-"""update_env: parameters change batch after batch, each gated on its nodes' clean apply.
+"""update_env: parameters change batch after batch, each gated on its nodes' clean apply and health.
+
+Each batch sees the new values in its own ``/self/env`` and ``/self/host/env`` before the role
+does (``steps/rollout.py``), so every template layout follows the canary and the batches.
 
 A batch that fails puts every node touched so far back on its previous values; the cluster is
 then left ``active`` (rolled back), not ``failed``, and the job says why. The roles' own env is
@@ -16,7 +19,7 @@ from pitrix.runtime.actions.phases import role_of
 from pitrix.runtime.plan import Plan, as_step
 from pitrix.runtime.records import Cluster
 from pitrix.runtime.secret_env import env_context
-from pitrix.runtime.steps import nodes, publishing, rollout
+from pitrix.runtime.steps import nodes, rollout
 from pitrix.runtime.steps.context import JobContext
 
 Env = dict[str, dict[str, str]]
@@ -106,7 +109,7 @@ class UpdateEnv(Action[EnvArgs]):
             name = "canary" if number == 1 and policy.canary else f"batch-{number}"
             plan.then(as_step(name, rollout.roll_env, ctx, batch, list(done), values, before))
             done += batch
-        plan.then(as_step("commit-env", publishing.commit_env, ctx, values))
+        plan.then(as_step("commit-env", rollout.commit_env, ctx, node_ids, values))
         return plan
 
     def commit(self, cluster: Cluster, args: EnvArgs) -> dict[str, Any]:

@@ -128,7 +128,8 @@ async def wait_healthy(ctx: JobContext, node_ids: list[str], *, timeout: float |
 
     Started services may not be serving yet, and a cluster must not be called active while its
     checks fail. Only reports metad took after the step began count (by revision): a node's last
-    verdict from before a stop says nothing about it now. Roles without a check are not waited on.
+    verdict from before a stop says nothing about it now; and only a passed check (not a node
+    still "ok" below its ``unhealthy_threshold``). Roles without a check are not waited on.
     """
     nodes = await members(ctx, node_ids)
     checked = [n for n in nodes if ctx.cluster.app.role(n.role).health_check is not None]
@@ -138,11 +139,11 @@ async def wait_healthy(ctx: JobContext, node_ids: list[str], *, timeout: float |
     deadline = health_timeout(ctx, checked) if timeout is None else timeout
     agents = ctx.agents
     try:
-        await agents.wait_for(lambda _: all(agents.healthy(n.instance_id, since) for n in checked), deadline)
+        await agents.wait_for(lambda _: all(agents.passing(n.instance_id, since) for n in checked), deadline)
     except TimeoutError:
         unhealthy = []
         for node in checked:
-            verdict = agents.healthy(node.instance_id, since)
+            verdict = agents.passing(node.instance_id, since)
             if verdict:
                 continue
             error = ((agents.health(node.instance_id) or {}).get("error") or "").strip()
@@ -153,3 +154,20 @@ async def wait_healthy(ctx: JobContext, node_ids: list[str], *, timeout: float |
                 unhealthy.append(f"{node.node_id} (unhealthy: {error or 'no output'})")
         raise OperationError(f"not healthy within {deadline:.0f}s: {'; '.join(unhealthy)}") from None
     return f"{len(checked)} nodes healthy"
+
+
+def health_verdict(ctx: JobContext, node: Node, since: int) -> bool | str:
+    """A node's health after a change (a restart, a rollout's batch) made before metad revision
+    ``since``: True once it passed a check reported after ``since`` (or its role has no check);
+    the failed check's output once such a report says it is unhealthy (past its own threshold, so
+    a check that fails once while the service comes back is forgiven); False while neither came."""
+    check = ctx.cluster.app.role(node.role).health_check
+    if check is None:
+        return True
+    agents = ctx.agents
+    verdict = agents.passing(node.instance_id, since)
+    if verdict:
+        return True
+    if verdict is False and agents.unhealthy(node.instance_id, check.unhealthy_threshold):
+        return ((agents.health(node.instance_id) or {}).get("error") or "").strip() or "no output"
+    return False

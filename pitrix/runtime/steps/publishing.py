@@ -83,7 +83,14 @@ async def register(ctx: JobContext, node_ids: list[str], *, adding: bool = False
     if env:
         data["env"] = env
     health = {
-        role.name: {"cmd": check.cmd, "interval": str(check.interval), "timeout": str(check.timeout)}
+        role.name: {
+            "cmd": check.cmd,
+            "interval": str(check.interval),
+            "timeout": str(check.timeout),
+            "unhealthy_threshold": str(check.unhealthy_threshold),
+            "action_cmd": check.action_cmd,
+            "action_timeout": str(check.action_timeout),
+        }
         for role in ctx.cluster.app.roles
         if (check := role.health_check) is not None
     }
@@ -127,6 +134,7 @@ async def _forget_instance(ctx: JobContext, role: str, instance_id: str, why: st
     if ctx.tls:
         await ctx.metad.revoke_instance(instance_id, why)
     await ctx.metad.delete_data(ks.host(ctx.cid, role, instance_id))
+    await ctx.metad.delete_data(ks.staged_env(ctx.cid, instance_id))
     await ctx.metad.delete_data(ks.cmd(ctx.cid, instance_id))
     await ctx.metad.delete_mapping(instance_id)
     await ctx.metad.delete_data(ks.instance_status(ctx.cid, instance_id))
