@@ -85,7 +85,8 @@ async def test_pre_scale_out_publishes_for_the_new_node_then_chosen_and_ordered_
     # The ordering names kv-1 first: it leaves first, though the highest index would be kv-3.
     app = kv_app(ordering="printf 'kv-1\\nkv-3\\nkv-2\\n'")
     app["roles"][0]["services"]["scale_in"]["pre_check"] = (
-        'test "$PITRIX_SCALE_TO" -ge 1 || { echo "refused: kv keeps one node, asked for $PITRIX_SCALE_TO"; exit 3; }'
+        'test "$PITRIX_SCALE_TO" -ge 1 || '
+        '{ echo "refused: kv keeps one node, asked for $PITRIX_SCALE_TO"; exit 3; }'
     )
     cluster, _ = await service.create_cluster(owner="o", runtime="sim", app=app, counts={"kv": 2})
     cid = cluster.id
