@@ -60,12 +60,12 @@ class Delete(Action[DeleteArgs]):
 
     def plan(self, ctx: JobContext, args: DeleteArgs) -> Plan:
         plan = Plan(self.name)
-        node_ids = nodes.all_node_ids(ctx.cluster)
+        node_ids = nodes.node_ids(ctx)
         strict = args.was == "active"
         # stop, then destroy, each in reverse role order (as a stop: dependents before what they use)
         for service in ("stop", "destroy"):
             for roles in reversed(services.service_layers(ctx.cluster, service)):
-                members = [n for n in node_ids if n.rsplit("-", 1)[0] in roles]
+                members = [n for n in node_ids if nodes.split_id(n)[0] in roles]
                 if members:
                     run = partial(teardown.teardown_service, force=args.force, strict=strict)
                     plan.then(as_step(f"{service}:{'+'.join(roles)}", run, ctx, service, members))

@@ -49,14 +49,25 @@ def healthy(plan: Plan, ctx: JobContext, node_ids: list[str]) -> None:
         plan.then(as_step("wait-healthy", agents.wait_healthy, ctx, members))
 
 
-def boot(plan: Plan, ctx: JobContext, node_ids: list[str], *, adding: bool = False) -> None:
-    """New instances for the nodes, up to their agents reporting (create, scale out, recover)."""
+def boot(
+    plan: Plan,
+    ctx: JobContext,
+    node_ids: list[str],
+    *,
+    adding: bool = False,
+    replaces: dict[str, str] | None = None,
+) -> None:
+    """New instances for the nodes, up to their agents reporting (create, scale out, recover).
+
+    ``adding`` shows them under ``adding-hosts``; ``replaces`` (recover) says whom each replaces."""
     plan.then(as_step("run-instances", instances.run_instances, ctx, node_ids))
     plan.then(as_step("wait-running", instances.wait_running, ctx, node_ids))
     with_volumes = volumes.with_volumes(ctx.cluster, node_ids)
     if with_volumes:  # volumes: made and attached before the agents come up
         plan.then(as_step("attach-volumes", volumes.attach_volumes, ctx, with_volumes))
-    plan.then(as_step("register", partial(publishing.register, adding=adding), ctx, node_ids))
+    plan.then(
+        as_step("register", partial(publishing.register, adding=adding, replaces=replaces), ctx, node_ids)
+    )
     if ctx.over_ssh:
         plan.then(as_step("bootstrap-agents", agents.bootstrap_agents, ctx, node_ids))
     plan.then(as_step("wait-agents", agents.wait_agents, ctx, node_ids))
@@ -68,3 +79,9 @@ def delete_volumes(plan: Plan, ctx: JobContext, node_ids: list[str] | None) -> N
     """After their instances are terminated: the nodes' volumes (all of the cluster's if None)."""
     if volumes.has_volumes(ctx.cluster):
         plan.then(as_step("delete-volumes", volumes.delete_volumes, ctx, node_ids))
+
+
+def delete_left_volumes(plan: Plan, ctx: JobContext) -> None:
+    """After leavers chosen at run time are terminated: the volumes no node record names."""
+    if volumes.has_volumes(ctx.cluster):
+        plan.then(as_step("delete-volumes", volumes.delete_left_volumes, ctx))

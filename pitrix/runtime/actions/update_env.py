@@ -100,7 +100,7 @@ class UpdateEnv(Action[EnvArgs]):
         # Cluster-level changes reach each role that has no parameter of the same name.
         values = params.by_role(ctx.cluster.app, args.env)
         before = params.by_role(ctx.cluster.app, args.previous)
-        node_ids = [n for n in nodes.all_node_ids(ctx.cluster) if role_of(n) in values]
+        node_ids = [n for n in nodes.node_ids(ctx) if role_of(n) in values]
         policy = ctx.cluster.app.update_policy
         plan = Plan(self.name)
         done: list[str] = []

@@ -17,7 +17,7 @@ from pitrix.providers.base import VolumeSpec
 from pitrix.runtime.records import Cluster, Node
 from pitrix.runtime.spec import Volume
 from pitrix.runtime.steps.context import JobContext, OperationError
-from pitrix.runtime.steps.nodes import members, save
+from pitrix.runtime.steps.nodes import members, nodes, save
 from pitrix.runtime.volume_prepare import prepare_command
 
 SUFFIX = "-vol"
@@ -150,6 +150,24 @@ async def delete_volumes(ctx: JobContext, node_ids: list[str] | None = None) -> 
     else:
         names = {volume_name(ctx.cid, n) for n in node_ids}
         gone = [v for v in found if v.name in names]
+    if gone:
+        await ctx.provider.delete_volumes([v.volume_id for v in gone])
+    return f"deleted {', '.join(sorted(v.volume_id for v in gone))}" if gone else "no volumes left"
+
+
+async def delete_left_volumes(ctx: JobContext) -> str:
+    """Delete the volumes whose node has no record any more (scale-in's leavers, once terminated).
+
+    The leavers are chosen while the job runs and their records go with their instances, so this
+    step asks the cloud what is left over rather than being told: repeated after a crash, it finds
+    the same volumes or none.
+    """
+    if not has_volumes(ctx.cluster):
+        return "no volumes"
+    prefix = f"{ctx.cid}-"
+    kept = {volume_name(ctx.cid, n.node_id) for n in await nodes(ctx)}
+    found = await ctx.provider.describe_volumes(name_prefix=prefix)
+    gone = [v for v in found if v.name.endswith(SUFFIX) and v.name not in kept]
     if gone:
         await ctx.provider.delete_volumes([v.volume_id for v in gone])
     return f"deleted {', '.join(sorted(v.volume_id for v in gone))}" if gone else "no volumes left"
