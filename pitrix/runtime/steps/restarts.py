@@ -7,7 +7,8 @@ from pitrix.runtime.spec import ServiceName
 from pitrix.runtime.steps import services
 from pitrix.runtime.steps.agents import health_timeout, health_verdict
 from pitrix.runtime.steps.context import JobContext, OperationError
-from pitrix.runtime.steps.nodes import members
+from pitrix.runtime.steps.nodes import members, split_id
+from pitrix.runtime.steps.ordering import ordered
 
 
 def restart_services(cluster: Cluster, role: str) -> list[ServiceName]:
@@ -29,10 +30,11 @@ def batch_size(cluster: Cluster, role: str) -> int:
 
 
 async def restart_order(ctx: JobContext, role: str, node_ids: list[str]) -> list[str]:
-    """The order a role's nodes restart in: by index. The one place to put an app-defined order
-    (leader last); it is asked at each batch, so it must give the same order for a whole job."""
-    del ctx, role
-    return sorted(node_ids, key=lambda n: int(n.rsplit("-", 1)[1]))
+    """The order a role's nodes restart in: the role's ``ordering`` (leader last) when it has one,
+    else by index. It is asked at each batch; ``ordered`` answers one job with one order (its
+    command id is the job's, and the agent keeps a command's result)."""
+    by_index = sorted(node_ids, key=lambda n: split_id(n)[1])
+    return await ordered(ctx, role, by_index)
 
 
 async def batch(ctx: JobContext, role: str, node_ids: list[str], number: int, size: int) -> list[str]:
