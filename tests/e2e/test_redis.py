@@ -1,0 +1,273 @@
+"""The Redis example (examples/redis) on the simulator, checked from the host as Redis clients see it.
+
+Real redis-server and redis-sentinel processes run in the simulated VMs (Debian's packages, from
+scripts/system-deps.sh). One cluster goes through the package's whole life: create (the first node
+primary, replication, the password enforced), a crashed replica replaced by ``recover`` that resyncs,
+a ``failover`` while a client writes through Sentinel (no acknowledged write lost), and stop/start
+with the data kept.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import shutil
+import uuid
+from collections import Counter
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import yaml
+from e2e_cloud import Cloud, simulated_cloud
+from redis_client import Resp, RespError, command, eventually, info
+from test_lifecycle import expect
+
+from pitrix.metad import keyspace as ks
+from pitrix.runtime.agents import AgentStatus
+from pitrix.runtime.records import Node
+from pitrix.store import Store
+
+pytestmark = [
+    pytest.mark.e2e,
+    pytest.mark.skipif(
+        not all(shutil.which(p) for p in ("redis-server", "redis-sentinel", "redis-cli")),
+        reason="Debian's redis-server and redis-sentinel are not installed (scripts/system-deps.sh)",
+    ),
+]
+
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "redis"
+PASSWORD = "pitrix-Redis.pw1"
+PORT, SENTINEL_PORT, MASTER = 6379, 26379, "mymaster"
+SYNC_TIMEOUT = 60.0
+
+
+@pytest.fixture
+async def cloud(store: Store, tmp_path: Path) -> AsyncIterator[Cloud]:
+    """The simulator with the example's image directory (the ``redis`` image) besides its own."""
+    async with simulated_cloud(store, tmp_path, "--images-dir", str(EXAMPLE / "images")) as simulated:
+        yield simulated
+
+
+def redis_app() -> dict[str, Any]:
+    spec: dict[str, Any] = yaml.safe_load((EXAMPLE / "app.yaml").read_text())
+    spec["roles"][0]["env"]["requirepass"]["default"] = PASSWORD
+    return spec
+
+
+async def redis_nodes(cloud: Cloud, cid: str) -> dict[str, Node]:
+    return {n.node_id: n for n in await cloud.service.nodes(cid) if n.role == "redis"}
+
+
+async def replication(ip: str) -> dict[str, str]:
+    answer = await command(ip, PORT, PASSWORD, "INFO", "replication")
+    assert isinstance(answer, bytes)
+    return info(answer)
+
+
+async def sentinel_primary(ip: str) -> str:
+    answer = await command(ip, SENTINEL_PORT, PASSWORD, "SENTINEL", "get-master-addr-by-name", MASTER)
+    assert isinstance(answer, list) and answer, answer
+    return str(answer[0].decode())
+
+
+async def sentinels_agree(ips: list[str], primary: str) -> None:
+    """Every Sentinel names ``primary`` (they learn of a failover from each other within seconds)."""
+
+    async def agreed() -> bool | None:
+        seen = [await sentinel_primary(ip) for ip in ips]
+        return True if set(seen) == {primary} else None
+
+    await eventually(agreed, SYNC_TIMEOUT, f"Sentinels on {ips} naming {primary}")
+
+
+async def in_sync(primary: str, replicas: list[str]) -> None:
+    """Each replica follows ``primary``, its link up and no sync running."""
+
+    async def synced() -> bool | None:
+        for ip in replicas:
+            state = await replication(ip)
+            if (
+                state.get("role") != "slave"
+                or state.get("master_host") != primary
+                or state.get("master_link_status") != "up"
+                or state.get("master_sync_in_progress") != "0"
+            ):
+                return None
+        return True
+
+    await eventually(synced, SYNC_TIMEOUT, f"replicas {replicas} in sync with {primary}")
+
+
+async def write_keys(primary: str, keys: list[str], replicas: int) -> None:
+    """SET each key on the primary, then WAIT until ``replicas`` replicas acknowledged them all."""
+    client = await Resp.connect(primary, PORT, PASSWORD)
+    try:
+        for key in keys:
+            assert await client.call("SET", key, key) == "OK"
+        assert await client.call("WAIT", replicas, 10_000, timeout=15) == replicas
+    finally:
+        await client.close()
+
+
+async def count_present(ip: str, keys: list[str]) -> int:
+    present = 0
+    for start in range(0, len(keys), 500):
+        answer = await command(ip, PORT, PASSWORD, "EXISTS", *keys[start : start + 500])
+        assert isinstance(answer, int)
+        present += answer
+    return present
+
+
+async def run_on_node(cloud: Cloud, cid: str, instance_id: str, cmd: str, timeout: int) -> dict[str, Any]:
+    """Run ``cmd`` by the node's agent, through the command channel lifecycle services use."""
+    service = cloud.service
+    cluster = await service.get_cluster(cid)
+    record = await service.metadata.get(cluster.owner, cluster.runtime)
+    assert record is not None
+    client = service.metadata.client(record)
+    agents = AgentStatus(client, cid)
+    await agents.start()
+    command_id = f"test-{uuid.uuid4().hex[:8]}"
+    try:
+        await client.post_data(
+            ks.cmd(cid, instance_id), {"id": command_id, "cmd": cmd, "timeout": str(timeout)}
+        )
+
+        def done(_: object) -> bool:
+            result = agents.command_result(instance_id, command_id) or {}
+            return result.get("status") in ("successful", "failed")
+
+        await agents.wait_for(done, timeout + 30)
+        return agents.command_result(instance_id, command_id) or {}
+    finally:
+        await agents.close()
+
+
+class Writer:
+    """A client writing numbered keys to whichever node Sentinel names primary, counting acks."""
+
+    def __init__(self, sentinels: list[str]) -> None:
+        self.sentinels = sentinels
+        self.acked: list[str] = []
+        self.by_primary: Counter[str] = Counter()
+        self.errors = 0
+        self.stop = asyncio.Event()
+
+    async def discover(self) -> str:
+        for ip in self.sentinels:
+            try:
+                return await sentinel_primary(ip)
+            except (OSError, RespError, TimeoutError, asyncio.IncompleteReadError):
+                continue
+        raise OSError("no Sentinel answers")
+
+    async def run(self) -> None:
+        client: Resp | None = None
+        number = 0
+        try:
+            while not self.stop.is_set():
+                key = f"w:{number}"
+                number += 1
+                try:
+                    if client is None:
+                        primary = await self.discover()
+                        client = await Resp.connect(primary, PORT, PASSWORD)
+                    if await client.call("SET", key, key, timeout=3) == "OK":
+                        self.acked.append(key)
+                        self.by_primary[primary] += 1
+                except (OSError, RespError, TimeoutError, asyncio.IncompleteReadError):
+                    self.errors += 1  # not acknowledged: the key may or may not exist
+                    if client is not None:
+                        await client.close()
+                    client = None
+                # a steady trickle of writes, not a flood, on a shared 2-core machine
+                await asyncio.sleep(0.01)
+        finally:
+            if client is not None:
+                await client.close()
+
+
+async def test_redis_package_lifecycle(cloud: Cloud) -> None:
+    service = cloud.service
+    cluster, _ = await service.create_cluster(owner="o", runtime="sim", app=redis_app())
+    cid = cluster.id
+    await expect(service, cid, "active")
+    nodes = await redis_nodes(cloud, cid)
+    assert sorted(nodes) == ["redis-1", "redis-2", "redis-3"]
+    ips = {node_id: node.ip for node_id, node in nodes.items()}
+
+    # The first node is the primary; the others replicate it; every Sentinel agrees.
+    primary = ips["redis-1"]
+    assert (await replication(primary))["role"] == "master"
+    await in_sync(primary, [ips["redis-2"], ips["redis-3"]])
+    await sentinels_agree(list(ips.values()), primary)
+    seed = [f"seed:{i}" for i in range(200)]
+    await write_keys(primary, seed, replicas=2)
+    for node_id in ("redis-2", "redis-3"):
+        assert await count_present(ips[node_id], seed) == len(seed), node_id
+
+    # requirepass is enforced, on Redis and on Sentinel.
+    for port in (PORT, SENTINEL_PORT):
+        with pytest.raises(RespError, match="NOAUTH"):
+            await command(primary, port, None, "PING")
+        with pytest.raises(RespError, match="WRONGPASS|invalid password"):
+            await command(primary, port, "not-the-password", "PING")
+
+    # A replica's VM crashes; recover replaces it and the new instance resyncs from the primary.
+    crashed = nodes["redis-3"]
+    assert cloud.crash_vm(crashed.instance_id)
+    await service.recover(cid, nodes=["redis-3"])
+    await expect(service, cid, "active")
+    nodes = await redis_nodes(cloud, cid)
+    assert nodes["redis-3"].instance_id != crashed.instance_id
+    ips = {node_id: node.ip for node_id, node in nodes.items()}
+    await in_sync(primary, [ips["redis-2"], ips["redis-3"]])
+    assert await count_present(ips["redis-3"], seed) == len(seed)
+    assert await sentinel_primary(ips["redis-3"]) == primary
+
+    # failover while a client writes through Sentinel: a replica is promoted, no acked write lost.
+    writer = Writer(list(ips.values()))
+    writing = asyncio.create_task(writer.run())
+    try:
+        await eventually(
+            lambda: asyncio.sleep(0, True if writer.by_primary[primary] >= 20 else None),
+            30,
+            "writes acknowledged by the first primary",
+        )
+        result = await run_on_node(
+            cloud, cid, nodes["redis-1"].instance_id, "opt/redis/bin/redis-ctl failover", 90
+        )
+        assert result.get("status") == "successful", result
+        new_primary = await sentinel_primary(ips["redis-2"])
+        assert new_primary != primary and new_primary in ips.values()
+        assert f'"new_primary": "{new_primary}"' in result.get("output_tail", ""), result
+        await eventually(
+            lambda: asyncio.sleep(0, True if writer.by_primary[new_primary] >= 20 else None),
+            30,
+            "writes acknowledged by the new primary",
+        )
+    finally:
+        writer.stop.set()
+        await writing
+    assert (await replication(new_primary))["role"] == "master"
+    others = [ip for ip in ips.values() if ip != new_primary]
+    await in_sync(new_primary, others)
+    await sentinels_agree(list(ips.values()), new_primary)
+    assert await count_present(new_primary, writer.acked) == len(writer.acked), writer.errors
+    kept = seed + writer.acked
+
+    # Stop and start: the data is kept, the primary is still the one the failover chose.
+    await service.stop_cluster(cid)
+    await expect(service, cid, "stopped")
+    await service.start_cluster(cid)
+    await expect(service, cid, "active")
+    assert {n.node_id: n.ip for n in (await redis_nodes(cloud, cid)).values()} == ips
+    await sentinels_agree(list(ips.values()), new_primary)
+    await in_sync(new_primary, others)
+    for ip in ips.values():
+        assert await count_present(ip, kept) == len(kept), ip
+
+    await service.delete_cluster(cid)
+    await expect(service, cid, "deleted")
+    assert await cloud.live_names() == []
