@@ -119,6 +119,22 @@ async def count_present(ip: str, keys: list[str]) -> int:
     return present
 
 
+def processes_under(directory: Path) -> list[str]:
+    """Command lines of live processes naming a file under ``directory`` (the VMs' roots)."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+            state = (entry / "stat").read_text().rsplit(")", 1)[1].split()[0]
+        except (OSError, IndexError):
+            continue
+        if state != "Z" and any(str(directory).encode() in arg for arg in argv):
+            found.append(b" ".join(argv).decode(errors="replace"))
+    return found
+
+
 async def run_on_node(cloud: Cloud, cid: str, instance_id: str, cmd: str, timeout: int) -> dict[str, Any]:
     """Run ``cmd`` by the node's agent, through the command channel lifecycle services use."""
     service = cloud.service
@@ -217,6 +233,8 @@ async def test_redis_package_lifecycle(cloud: Cloud) -> None:
     # A replica's VM crashes; recover replaces it and the new instance resyncs from the primary.
     crashed = nodes["redis-3"]
     assert cloud.crash_vm(crashed.instance_id)
+    crashed_root = cloud.workdir / "sim" / "vms" / crashed.instance_id
+    assert processes_under(crashed_root) == []  # Redis and Sentinel died with their VM
     await service.recover(cid, nodes=["redis-3"])
     await expect(service, cid, "active")
     nodes = await redis_nodes(cloud, cid)
@@ -271,3 +289,4 @@ async def test_redis_package_lifecycle(cloud: Cloud) -> None:
     await service.delete_cluster(cid)
     await expect(service, cid, "deleted")
     assert await cloud.live_names() == []
+    assert processes_under(cloud.workdir / "sim" / "vms") == []
