@@ -243,6 +243,16 @@ async def test_redis_package_lifecycle(cloud: Cloud) -> None:
     await in_sync(primary, [ips["redis-2"], ips["redis-3"]])
     assert await count_present(ips["redis-3"], seed) == len(seed)
     assert await sentinel_primary(ips["redis-3"]) == primary
+    # The scale_out hook, as the nodes that stayed run it: their Sentinels forget the dead replica.
+    for node_id in ("redis-1", "redis-2"):
+        cmd = "opt/redis/bin/redis-ctl members-changed"
+        result = await run_on_node(cloud, cid, nodes[node_id].instance_id, cmd, 90)
+        assert result.get("status") == "successful", (node_id, result)
+        known = await command(ips[node_id], SENTINEL_PORT, PASSWORD, "SENTINEL", "REPLICAS", MASTER)
+        assert isinstance(known, list)
+        assert sorted(dict(zip(r[::2], r[1::2], strict=True))[b"ip"].decode() for r in known) == sorted(
+            [ips["redis-2"], ips["redis-3"]]
+        ), node_id
 
     # failover while a client writes through Sentinel: a replica is promoted, no acked write lost.
     writer = Writer(list(ips.values()))
