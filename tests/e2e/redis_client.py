@@ -7,6 +7,7 @@ Redis library as a dependency, and redis-cli subprocesses would cost a process p
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -68,10 +69,8 @@ class Resp:
 
     async def close(self) -> None:
         self.writer.close()
-        try:
+        with contextlib.suppress(ConnectionError, OSError):
             await self.writer.wait_closed()
-        except (ConnectionError, OSError):
-            pass
 
 
 async def command(host: str, port: int, password: str | None, *args: str | int) -> Reply:
