@@ -26,6 +26,7 @@ LAYOUT = {
     "scaling_in": (3, 1),
     "updating": (3, 2),
     "recovering": (3, 3),
+    "running_service": (3, 4),
     "stopping": (2, 3),
     "stopped": (1, 3),
     "starting": (1, 2),

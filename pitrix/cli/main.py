@@ -82,11 +82,31 @@ def _cluster_table(c: dict[str, Any]) -> str:
         lines.append(
             f"    {n['node_id']:<10} {n['instance_id']:<14} {n['ip']:<16} {n['status']:<11} {_agent(n)}"
         )
+    services = c.get("custom_services") or {}
+    if services:
+        lines.append("  custom services:")
+        for name, service in sorted(services.items()):
+            about = f"  {service['description']}" if service.get("description") else ""
+            lines.append(f"    {name:<16} roles: {', '.join(service['roles'])}{about}")
+            for key, param in sorted(service.get("params", {}).items()):
+                default = "" if param.get("default") is None else f" (default {param['default']})"
+                lines.append(f"      -p {key}=<{param['type']}>{default}")
     job = c.get("job")
     if job:
         lines.append(f"  last job: {job['id']} {job['action']} {job['status']}")
         lines += [step_line(s) for s in job.get("steps", [])]
+        lines += _results_lines(job.get("results") or {})
     return "\n".join(lines)
+
+
+def _results_lines(results: dict[str, dict[str, Any]]) -> list[str]:
+    """Each node's outcome of a job that keeps them (a custom service): status, exit code, output."""
+    lines = []
+    for node_id, result in sorted(results.items()):
+        code = result.get("exit_code")
+        lines.append(f"    {node_id:<12} {result['status']:<10} exit {'-' if code is None else code}")
+        lines += [f"      | {line}" for line in (result.get("output_tail") or "").rstrip().splitlines()[-10:]]
+    return lines
 
 
 async def _wait_job(client: ApiClient, cid: str, job: dict[str, Any], args: argparse.Namespace) -> int:
@@ -124,6 +144,8 @@ async def _wait_job(client: ApiClient, cid: str, job: dict[str, Any], args: argp
         print(json.dumps(view, indent=2))
     else:
         print(f"{cid}: {view['state']}" + (f" ({view['last_error']})" if view.get("last_error") else ""))
+        if ended.get("results"):
+            print("\n".join(["  results:", *_results_lines(ended["results"])]))
     if ended["status"] == "successful":
         return 0
     print(
@@ -236,14 +258,14 @@ def _pairs(
     return pairs
 
 
-def _file_values(paths: dict[str, str]) -> dict[str, str]:
+def _file_values(paths: dict[str, str], flag: str = "--set-file") -> dict[str, str]:
     """Each key's value read from its file (one trailing newline dropped): secrets stay off argv."""
     values = {}
     for key, path in paths.items():
         try:
             text = Path(path).read_text()
         except OSError as exc:
-            raise UsageError(f"--set-file {key}: cannot read {path}: {exc.strerror}") from None
+            raise UsageError(f"{flag} {key}: cannot read {path}: {exc.strerror}") from None
         values[key] = text[:-1] if text.endswith("\n") else text
     return values
 
@@ -302,6 +324,20 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
     if args.action == "recover":
         nodes = {"nodes": args.node} if args.node else None
         data = await client.post(f"/v1/clusters/{args.cluster}/recover", nodes)
+        return await _wait_job(client, args.cluster, data["job"], args)
+    if args.action == "service":
+        given = _pairs(args.param, "-p", "KEY=VALUE")
+        warn_secret_arguments("-p", list(given), "use --param-file KEY=PATH for a secret value instead")
+        params = {
+            **given,
+            **_file_values(_pairs(args.param_file, "--param-file", "KEY=PATH"), "--param-file"),
+        }
+        request: dict[str, Any] = {"name": args.service, "params": params}
+        if args.role:
+            request["roles"] = args.role
+        if args.nodes:
+            request["nodes"] = [n for n in args.nodes.split(",") if n]
+        data = await client.post(f"/v1/clusters/{args.cluster}/service", request)
         return await _wait_job(client, args.cluster, data["job"], args)
     if args.action == "act":
         data = await client.post(f"/v1/clusters/{args.cluster}/{args.verb}", _act_body(args.body))
@@ -484,6 +520,22 @@ def build_parser() -> argparse.ArgumentParser:
     recover = clusters.add_parser("recover", help="replace silent (or the given) nodes")
     recover.add_argument("cluster")
     recover.add_argument("--node", action="append", help="a node id to replace (repeatable)")
+    service = clusters.add_parser(
+        "service", help="run one of the app's custom services (clusters show lists them)"
+    )
+    service.add_argument("cluster")
+    service.add_argument("service", metavar="NAME", help="the custom service")
+    service.add_argument(
+        "-p", "--param", action="append", metavar="KEY=VALUE", help="a parameter (repeatable)"
+    )
+    service.add_argument(
+        "--param-file",
+        action="append",
+        metavar="KEY=PATH",
+        help="the value of KEY is the content of PATH (for passwords: argv is visible to others)",
+    )
+    service.add_argument("--role", action="append", help="only the nodes of this role (repeatable)")
+    service.add_argument("--nodes", metavar="N1,N2", help="only these node ids, comma-separated")
     act = clusters.add_parser(
         "act",
         help="ask for any action by its API verb (POST /v1/clusters/CLUSTER/VERB), e.g. one added lately",
@@ -494,7 +546,19 @@ def build_parser() -> argparse.ArgumentParser:
     events = clusters.add_parser("events", help="the clusters' state, then changes with --follow")
     events.add_argument("cluster", nargs="?", help="one cluster (default: every cluster you may see)")
     events.add_argument("-f", "--follow", action="store_true", help="keep printing changes")
-    for action in ("create", "scale", "retry", "stop", "start", "delete", "update-env", "recover", "act"):
+    waiting = (
+        "create",
+        "scale",
+        "retry",
+        "stop",
+        "start",
+        "delete",
+        "update-env",
+        "recover",
+        "service",
+        "act",
+    )
+    for action in waiting:
         clusters.choices[action].add_argument(
             "--no-wait", action="store_true", help="return once the action is accepted"
         )

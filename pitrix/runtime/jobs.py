@@ -212,15 +212,16 @@ class Jobs:
             log.warning("ownership lost; the job is left to the cluster's owner", error=str(exc))
             return None
         except StepFailed as exc:
-            rolled_back = isinstance(exc.__cause__, RolledBack)
+            rolled_back = isinstance(exc.__cause__, RolledBack) or action.always_rolls_back
             log.error("job failed", error=str(exc), rolled_back=rolled_back)
             return await self.finish(cid, job, fence, error=str(exc), rolled_back=rolled_back)
         except (ProviderError, LifecycleError, OSError) as exc:
             log.error("job failed", error=str(exc))
-            return await self.finish(cid, job, fence, error=str(exc))
+            return await self.finish(cid, job, fence, error=str(exc), rolled_back=action.always_rolls_back)
         except Exception as exc:
             log.exception("job failed unexpectedly")
-            return await self.finish(cid, job, fence, error=f"internal error: {exc!r}")
+            error = f"internal error: {exc!r}"
+            return await self.finish(cid, job, fence, error=error, rolled_back=action.always_rolls_back)
         finally:
             if agents is not None:
                 await agents.close()
@@ -246,6 +247,8 @@ class Jobs:
                     self.log.warning("job already ended", cluster_id=cid, job_id=job.id, state=cluster.state)
                     return None
                 changes: dict[str, Any] = {}
+                # Steps may have recorded results in the job meanwhile (a custom service's per node).
+                job = job.model_copy(update={"results": (await self.repo.job(cid, job.id)).results})
                 if error is None:
                     changes = action.commit(cluster, action.decode(job.args))
                     ended = job.model_copy(update={"status": "successful", "finished": time.time()})

@@ -42,6 +42,7 @@ State = Literal[
     "scaling_in",
     "updating",
     "recovering",
+    "running_service",
     "deleting",
     "deleted",
     "failed",
@@ -85,6 +86,8 @@ class Job(_Record):
     error: str | None = None
     created: float = Field(default_factory=time.time)
     finished: float | None = None
+    # What a job found out on each node, by node id (a custom service: status, exit code, output).
+    results: dict[str, dict[str, Any]] = Field(default_factory=dict)
 
     @field_serializer("args", mode="wrap")
     def _args_out(

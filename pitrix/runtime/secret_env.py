@@ -22,6 +22,11 @@ def env_context(cid: str, role: str, key: str) -> str:
     return keyspace.env_value(cid, role, key)
 
 
+def service_param_context(cid: str, role: str, service: str, key: str) -> str:
+    """Where a custom service's password parameter was given: it opens for that run's plan only."""
+    return f"{keyspace.CLUSTERS}/{cid}/custom-services/{role}/{service}/{key}"
+
+
 def is_password(role: Role, key: str) -> bool:
     param = role.env.get(key)
     return param is not None and param.type == "password"
@@ -112,4 +117,18 @@ def cluster_view_data(cluster: Cluster) -> dict[str, Any]:
     data = cluster.model_dump(mode="json")
     data["app"] = {"name": cluster.app.name, "version": cluster.app.version}
     data["env"] = env_view(cluster)
+    data["custom_services"] = custom_services_view(cluster)
     return data
+
+
+def custom_services_view(cluster: Cluster) -> dict[str, dict[str, Any]]:
+    """The app's custom services by name: the roles offering each, what it says and its parameters."""
+    shown: dict[str, dict[str, Any]] = {}
+    for role in cluster.app.roles:
+        for name, service in role.custom_services.items():
+            entry = shown.setdefault(name, {"roles": [], "description": service.description, "params": {}})
+            entry["roles"].append(role.name)
+            entry["description"] = entry["description"] or service.description
+            for key, param in service.params.items():
+                entry["params"].setdefault(key, param.model_dump(mode="json", exclude={"changeable"}))
+    return shown

@@ -13,7 +13,7 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -160,6 +160,65 @@ class EnvParam(_Strict):
         return text
 
 
+# A custom service's parameter reaches its command as an environment variable of the same name, so
+# its name is a shell variable's; names the shell or the dynamic loader act on are refused.
+SERVICE_PARAM_PATTERN = r"^[A-Za-z_][A-Za-z0-9_]{0,63}$"
+RESERVED_PARAMS = frozenset(
+    {"PATH", "HOME", "IFS", "PS4", "ENV", "BASH_ENV", "SHELL", "PWD", "OLDPWD", "CDPATH", "SHELLOPTS"}
+)
+
+
+class CustomService(_Strict):
+    """A named operation the app offers besides its lifecycle (compact, backup, failover ...).
+
+    It runs only when asked (``POST /v1/clusters/<id>/service``), on the nodes of the roles that
+    declare it, with the typed parameters given then (or their defaults) in its environment.
+    """
+
+    cmd: str = Field(min_length=1, description="shell command; each parameter is an environment variable")
+    description: str = ""
+    params: dict[str, EnvParam] = Field(
+        default_factory=dict,
+        description="typed parameters (as a role's env; a plain value is shorthand for {default: value})",
+    )
+    timeout: int = Field(300, gt=0, le=86400, description="seconds")
+    nodes_to_execute_on: int | None = Field(
+        None, ge=1, description="run on this many nodes of the role (the first ones) unless nodes are named"
+    )
+
+    @field_validator("params", mode="before")
+    @classmethod
+    def _params_shorthand(cls, value: Any) -> Any:
+        return _param_shorthand(value)
+
+    @field_validator("params")
+    @classmethod
+    def _param_names(cls, value: dict[str, EnvParam]) -> dict[str, EnvParam]:
+        for key in value:
+            if not re.fullmatch(SERVICE_PARAM_PATTERN, key):
+                raise ValueError(
+                    f"{key!r} is not a parameter name (letters, digits and _, as a shell variable)"
+                )
+            if key in RESERVED_PARAMS or key.startswith(("LD_", "PITRIX_")):
+                raise ValueError(f"{key!r} is reserved (the shell, the loader or pitrix sets it)")
+            if value[key].type == "password" and value[key].default is not None:
+                # A spec is shown to whoever may deploy it: a secret is given when the service runs.
+                raise ValueError(f"{key!r}: a password parameter has no default")
+        return value
+
+
+def _param_shorthand(value: Any) -> Any:
+    """Parameters given as plain values become ``{type, default}``."""
+    if not isinstance(value, dict):
+        return value
+    params: dict[str, Any] = {}
+    for key, item in value.items():
+        if isinstance(item, list):
+            item = json.dumps(item)
+        params[key] = item if isinstance(item, dict) else {"type": _infer_type(item), "default": item}
+    return params
+
+
 def _infer_type(value: Any) -> str:
     if isinstance(value, bool):
         return "boolean"
@@ -185,6 +244,9 @@ class Role(_Strict):
         default_factory=dict, description="parameters; a plain value is shorthand for {default: value}"
     )
     templates: list[Template] = Field(default_factory=list, description="confd templates its nodes render")
+    custom_services: dict[str, CustomService] = Field(
+        default_factory=dict, description="operations run on request (POST /v1/clusters/<id>/service)"
+    )
 
     @field_validator("image")
     @classmethod
@@ -204,6 +266,17 @@ class Role(_Strict):
         size = sum(len(t.text.encode()) for t in value)
         if size > TEMPLATES_MAX:
             raise ValueError(f"{size} bytes of template text; a role's templates fit in {TEMPLATES_MAX}")
+        return value
+
+    @field_validator("custom_services")
+    @classmethod
+    def _custom_names(cls, value: dict[str, CustomService]) -> dict[str, CustomService]:
+        lifecycle = set(get_args(ServiceName))
+        for name in value:
+            if not re.fullmatch(NAME_PATTERN, name):
+                raise ValueError(f"{name!r} is not a service name (a-z first, then a-z, 0-9 and -, up to 31)")
+            if name in lifecycle:
+                raise ValueError(f"{name!r} is a lifecycle service: declare it under services")
         return value
 
     def image_for(self, provider: str) -> str:
@@ -315,6 +388,10 @@ def json_schema() -> dict[str, Any]:
     env = schema["$defs"]["Role"]["properties"]["env"]
     env["additionalProperties"] = {"anyOf": [{"$ref": "#/$defs/EnvParam"}, *shorthand]}
     env["propertyNames"] = {"pattern": ENV_KEY_PATTERN}
+    service_params = schema["$defs"]["CustomService"]["properties"]["params"]
+    service_params["additionalProperties"] = {"anyOf": [{"$ref": "#/$defs/EnvParam"}, *shorthand]}
+    service_params["propertyNames"] = {"pattern": SERVICE_PARAM_PATTERN}
+    schema["$defs"]["Role"]["properties"]["custom_services"]["propertyNames"] = {"pattern": NAME_PATTERN}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "$id": "https://pitrix.dev/schemas/app-spec.json",

@@ -41,6 +41,9 @@ def step(lifecycle: Lifecycle, state: str, action: str) -> str:
         ("scaling_in", "finish", "active"),
         ("deleting", "finish", "deleted"),
         ("creating", "fail", "failed"),
+        ("active", "service", "running_service"),
+        ("running_service", "finish", "active"),
+        ("running_service", "roll_back", "active"),
     ],
 )
 def test_allowed_transitions(lifecycle: Lifecycle, state: str, action: str, expected: str) -> None:
@@ -87,7 +90,7 @@ def test_retry_reenters_the_failed_jobs_state(lifecycle: Lifecycle, action: str)
 
 def test_refusal_lists_what_is_allowed(lifecycle: Lifecycle) -> None:
     with pytest.raises(
-        LifecycleError, match="allowed now: stop, scale_out, scale_in, update_env, recover, delete"
+        LifecycleError, match="allowed now: stop, scale_out, scale_in, update_env, recover, service, delete"
     ):
         lifecycle.next_state("active", "create")
     assert lifecycle.allowed_actions("failed")[-1] == "retry"

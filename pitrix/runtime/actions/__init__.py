@@ -12,6 +12,7 @@ from pitrix.runtime.actions.base import Action
 from pitrix.runtime.actions.create import Create
 from pitrix.runtime.actions.delete import Delete
 from pitrix.runtime.actions.recover import Recover
+from pitrix.runtime.actions.run_service import RunService
 from pitrix.runtime.actions.scale import SCALE_IN, SCALE_OUT
 from pitrix.runtime.actions.start import Start
 from pitrix.runtime.actions.stop import Stop
@@ -26,6 +27,7 @@ ACTIONS: tuple[Action[Any], ...] = (
     SCALE_IN,
     UpdateEnv(),
     Recover(),
+    RunService(),
     Delete(),
 )
 

@@ -77,6 +77,9 @@ class Action(ABC, Generic[A]):
     sources: ClassVar[tuple[State, ...]] = ("active",)
     done: ClassVar[State] = "active"
     rolled_back: ClassVar[State | None] = None  # where a clean rollback leaves the cluster
+    # Whether every failure is a clean rollback: an action whose plan changes nothing pitrix keeps
+    # (a custom service) leaves the cluster in ``rolled_back`` however its job fails.
+    always_rolls_back: ClassVar[bool] = False
     # ``POST /v1/clusters/<id>/<verb>`` asks for it (None: it has a route of its own, or another
     # action of the same verb chooses it).
     verb: ClassVar[str | None] = None

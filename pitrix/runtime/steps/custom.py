@@ -1,0 +1,193 @@
+"""A custom service run on chosen nodes, each node's outcome kept in the job record.
+
+Unlike a lifecycle service, a custom service changes nothing pitrix manages (nodes, env,
+metadata), so its failure is the job's and not the cluster's: every way it can fail is raised as
+``ServiceFailed``, which the job ends as rolled back (the cluster stays ``active``).
+
+Parameters reach the command as exported environment variables, shell-quoted in front of it; the
+agent (or SSH, for a silent agent on channel ssh) runs the result. Each node's command id is
+``<job>-<service>-<node>``, and an agent runs an id once ever, so a step run again after a
+restart waits for the results of the commands it posted before, never running them twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import shlex
+import time
+from typing import Any
+
+from pitrix.metad import keyspace as ks
+from pitrix.runtime.fallback import run_over_ssh, silent_agents
+from pitrix.runtime.keys import job_key
+from pitrix.runtime.ownership import LostOwnership
+from pitrix.runtime.records import Job, Node
+from pitrix.runtime.steps.context import JobContext, OperationError, RolledBack
+from pitrix.runtime.steps.nodes import members
+from pitrix.sealing import REDACTED
+from pitrix.store.types import Op
+
+# The per-node results live in one etcd value (the job): their output tails share this budget,
+# each at most OUTPUT_TAIL, so a service run on a thousand nodes still fits etcd's request limit.
+RESULTS_BUDGET = 512 * 1024
+OUTPUT_TAIL = 4096
+# Seconds beyond the service's own timeout to wait for its last result (the agent's report).
+REPORT_GRACE = 30.0
+ENDED = ("successful", "failed")
+
+
+class ServiceFailed(RolledBack):
+    """A custom service failed on some node (or could not be run): the job fails, the cluster
+    stays ``active``, since nothing pitrix manages was changed."""
+
+
+def command_line(cmd: str, params: dict[str, str]) -> str:
+    """``cmd`` behind an ``export`` of every parameter, each value shell-quoted."""
+    if not params:
+        return cmd
+    exports = " ".join(f"{key}={shlex.quote(value)}" for key, value in sorted(params.items()))
+    return f"export {exports}\n{cmd}"
+
+
+def hide(text: str, secrets: list[str]) -> str:
+    """``text`` with every secret value in it replaced (a command may echo its password)."""
+    for secret in sorted(secrets, key=len, reverse=True):
+        if secret:
+            text = text.replace(secret, REDACTED)
+    return text
+
+
+async def run_custom(
+    ctx: JobContext,
+    service: str,
+    node_ids: list[str],
+    params: dict[str, dict[str, str]],
+    secrets: list[str],
+) -> str:
+    """Run ``service`` on the nodes with each role's ``params``; keep each node's result in the job."""
+    try:
+        return await _run(ctx, service, node_ids, params, secrets)
+    except (ServiceFailed, LostOwnership):
+        raise
+    except Exception as exc:  # metad unreachable, a node gone: still nothing of the cluster's changed
+        raise ServiceFailed(f"{service}: {hide(str(exc) or type(exc).__name__, secrets)}") from exc
+
+
+async def _run(
+    ctx: JobContext,
+    service: str,
+    node_ids: list[str],
+    params: dict[str, dict[str, str]],
+    secrets: list[str],
+) -> str:
+    targets = [n for n in await members(ctx, node_ids) if n.instance_id]
+    missing = sorted(set(node_ids) - {n.node_id for n in targets})
+    if missing:
+        raise ServiceFailed(f"{service}: node(s) {', '.join(missing)} no longer run")
+    started = time.monotonic()
+    specs = {n.node_id: ctx.cluster.app.role(n.role).custom_services[service] for n in targets}
+    lines = {n.node_id: command_line(specs[n.node_id].cmd, params.get(n.role, {})) for n in targets}
+    ids = {n.node_id: f"{ctx.job.id}-{service}-{n.node_id}" for n in targets}
+    silent = (
+        await silent_agents(ctx.metad, ctx.cid, [n.instance_id for n in targets]) if ctx.over_ssh else set()
+    )
+    for node in targets:
+        if node.instance_id not in silent:  # a silent one runs over SSH below, never also by its agent
+            await ctx.metad.post_data(
+                ks.cmd(ctx.cid, node.instance_id),
+                {
+                    "id": ids[node.node_id],
+                    "cmd": lines[node.node_id],
+                    "timeout": str(specs[node.node_id].timeout),
+                },
+            )
+    by_ssh = [n for n in targets if n.instance_id in silent]
+    if by_ssh:
+        await _over_ssh(ctx, service, by_ssh, ids, lines, specs)
+    timeout = max(s.timeout for s in specs.values()) + REPORT_GRACE
+    agents = ctx.agents
+
+    def result(node: Node) -> dict[str, Any]:
+        return agents.command_result(node.instance_id, ids[node.node_id]) or {}
+
+    def finished(_: object) -> bool:
+        return all(result(n).get("status") in ENDED for n in targets)
+
+    with contextlib.suppress(TimeoutError):  # the nodes without a result are recorded as such below
+        await agents.wait_for(finished, timeout)
+    tail = max(256, min(OUTPUT_TAIL, RESULTS_BUDGET // max(1, len(targets))))
+    results: dict[str, dict[str, Any]] = {}
+    for node in targets:
+        got = result(node)
+        status = got.get("status")
+        results[node.node_id] = {
+            "instance_id": node.instance_id,
+            "status": status if status in ENDED else "no result",
+            "exit_code": got.get("exit_code"),
+            "started": got.get("started"),
+            "finished": got.get("finished"),
+            "output_tail": hide(str(got.get("output_tail") or ""), secrets)[-tail:]
+            if status in ENDED
+            else f"no result within {timeout:.0f}s",
+        }
+    await _record(ctx, results)
+    if secrets:  # the command line holds the passwords: not left in metad once it has run
+        for node in targets:
+            if results[node.node_id]["status"] in ENDED:
+                await ctx.metad.delete_data(ks.cmd(ctx.cid, node.instance_id))
+    failed = {n: r for n, r in results.items() if r["status"] != "successful"}
+    if failed:
+        said = "; ".join(f"{n} {_outcome(r)}" for n, r in sorted(failed.items()))
+        raise ServiceFailed(f"{service} failed on {len(failed)} of {len(results)} node(s): {said}")
+    return f"{service} on {len(targets)} node(s) in {time.monotonic() - started:.2f}s"
+
+
+def _outcome(result: dict[str, Any]) -> str:
+    if result["status"] == "no result":
+        return result["output_tail"]
+    last = result["output_tail"].strip().splitlines()[-1:] or [""]
+    code = result["exit_code"]
+    return (f"exit {code}" if code is not None else "timed out") + (f": {last[0]}" if last[0] else "")
+
+
+async def _over_ssh(
+    ctx: JobContext,
+    service: str,
+    nodes: list[Node],
+    ids: dict[str, str],
+    lines: dict[str, str],
+    specs: dict[str, Any],
+) -> None:
+    """The fallback path: the command over SSH on nodes whose agent is silent (channel ssh); the
+    result lands where the agent's would, and is read from there like the others."""
+    ctx.log.warning("agents silent; running over SSH", service=service, nodes=[n.node_id for n in nodes])
+    found = await ctx.provider.describe_instances(instance_ids=[n.instance_id for n in nodes])
+    instances = {i.instance_id: i for i in found}
+    async with await ctx.ssh_sessions() as ssh:
+        await asyncio.gather(
+            *(
+                run_over_ssh(
+                    ssh,
+                    ctx.metad,
+                    ctx.cid,
+                    instances[n.instance_id],
+                    ids[n.node_id],
+                    lines[n.node_id],
+                    float(specs[n.node_id].timeout),
+                )
+                for n in nodes
+                if n.instance_id in instances
+            )
+        )
+
+
+async def _record(ctx: JobContext, results: dict[str, dict[str, Any]]) -> None:
+    """The results into the job as stored (its arguments sealed as they are), not the opened copy
+    the plan holds."""
+    key = job_key(ctx.cid, ctx.job.id)
+    kv = await ctx.store.get(key)
+    if kv is None:
+        raise OperationError(f"job {ctx.job.id} is gone")
+    stored = Job.model_validate_json(kv.value)
+    await ctx.write(Op("put", key, stored.model_copy(update={"results": results}).dump()))
