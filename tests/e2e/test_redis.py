@@ -267,10 +267,12 @@ async def test_redis_package_lifecycle(cloud: Cloud) -> None:
             30,
             "writes acknowledged by the first primary",
         )
-        result = await run_on_node(
-            cloud, cid, nodes["redis-1"].instance_id, "opt/redis/bin/redis-ctl failover", 90
-        )
-        assert result.get("status") == "successful", result
+        job = await service.act(cid, "service", {"name": "failover", "params": {"TIMEOUT": 30}})
+        await expect(service, cid, "active")
+        done = await service.get_job(cid, job.id)
+        assert done.status == "successful", done.error
+        assert list(done.results) == ["redis-1"]  # nodes_to_execute_on: 1
+        result = done.results["redis-1"]
         new_primary = await sentinel_primary(ips["redis-2"])
         assert new_primary != primary and new_primary in ips.values()
         assert f'"new_primary": "{new_primary}"' in result.get("output_tail", ""), result
