@@ -3,8 +3,8 @@
 Real redis-server and redis-sentinel processes run in the simulated VMs (Debian's packages, from
 scripts/system-deps.sh). One cluster goes through the package's whole life: create (the first node
 primary, replication, the password enforced), a crashed replica replaced by ``recover`` that resyncs,
-a ``failover`` while a client writes through Sentinel (no acknowledged write lost), and stop/start
-with the data kept.
+a ``failover`` while a client writes through Sentinel (no acknowledged write lost), stop/start
+with the data kept, and a parameter change applied to the running servers.
 """
 
 from __future__ import annotations
@@ -108,6 +108,12 @@ async def write_keys(primary: str, keys: list[str], replicas: int) -> None:
         assert await client.call("WAIT", replicas, 10_000, timeout=15) == replicas
     finally:
         await client.close()
+
+
+async def config_get(ip: str, name: str) -> str:
+    answer = await command(ip, PORT, PASSWORD, "CONFIG", "GET", name)
+    assert isinstance(answer, list) and len(answer) == 2, answer
+    return str(answer[1].decode())
 
 
 async def count_present(ip: str, keys: list[str]) -> int:
@@ -301,6 +307,16 @@ async def test_redis_package_lifecycle(cloud: Cloud) -> None:
     await in_sync(new_primary, others)
     for ip in ips.values():
         assert await count_present(ip, kept) == len(kept), ip
+
+    # A parameter change reaches the running servers: the agent renders params.conf node by node
+    # and its reload_cmd applies it with CONFIG SET, no restart.
+    assert await config_get(new_primary, "maxmemory") == "0"
+    await service.update_env(cid, {"redis": {"maxmemory": "64mb", "maxmemory_policy": "allkeys-lru"}})
+    await expect(service, cid, "active")
+    for ip in ips.values():
+        assert await config_get(ip, "maxmemory") == str(64 * 1024 * 1024), ip
+        assert await config_get(ip, "maxmemory-policy") == "allkeys-lru", ip
+    assert (await replication(new_primary))["role"] == "master"
 
     await service.delete_cluster(cid)
     await expect(service, cid, "deleted")
