@@ -175,6 +175,12 @@ class Writer:
         self.by_primary: Counter[str] = Counter()
         self.errors = 0
         self.stop = asyncio.Event()
+        self.progress = asyncio.Condition()
+
+    async def acknowledged(self, primary: str, count: int, timeout: float) -> None:
+        """Until ``primary`` has acknowledged ``count`` of this client's writes."""
+        async with self.progress:
+            await asyncio.wait_for(self.progress.wait_for(lambda: self.by_primary[primary] >= count), timeout)
 
     async def discover(self) -> str:
         for ip in self.sentinels:
@@ -198,6 +204,8 @@ class Writer:
                     if await client.call("SET", key, key, timeout=3) == "OK":
                         self.acked.append(key)
                         self.by_primary[primary] += 1
+                        async with self.progress:
+                            self.progress.notify_all()
                 except (OSError, RespError, TimeoutError, asyncio.IncompleteReadError):
                     self.errors += 1  # not acknowledged: the key may or may not exist
                     if client is not None:
@@ -268,11 +276,7 @@ async def test_redis_package_lifecycle(cloud: Cloud) -> None:
     writer = Writer(list(ips.values()))
     writing = asyncio.create_task(writer.run())
     try:
-        await eventually(
-            lambda: asyncio.sleep(0, True if writer.by_primary[primary] >= 20 else None),
-            30,
-            "writes acknowledged by the first primary",
-        )
+        await writer.acknowledged(primary, 20, 30)
         job = await service.act(cid, "service", {"name": "failover", "params": {"TIMEOUT": 30}})
         await expect(service, cid, "active")
         done = await service.get_job(cid, job.id)
@@ -282,11 +286,7 @@ async def test_redis_package_lifecycle(cloud: Cloud) -> None:
         new_primary = await sentinel_primary(ips["redis-2"])
         assert new_primary != primary and new_primary in ips.values()
         assert f'"new_primary": "{new_primary}"' in result.get("output_tail", ""), result
-        await eventually(
-            lambda: asyncio.sleep(0, True if writer.by_primary[new_primary] >= 20 else None),
-            30,
-            "writes acknowledged by the new primary",
-        )
+        await writer.acknowledged(new_primary, 20, 30)
     finally:
         writer.stop.set()
         await writing
@@ -322,3 +322,32 @@ async def test_redis_package_lifecycle(cloud: Cloud) -> None:
     await expect(service, cid, "deleted")
     assert await cloud.live_names() == []
     assert processes_under(cloud.workdir / "sim" / "vms") == []
+
+
+@pytest.mark.parametrize(
+    ("password", "refusal"),
+    [("", "is empty"), ("it's", "holds a quote"), ('a"b', "holds a quote"), ("a b", "space")],
+)
+async def test_redis_ctl_refuses_a_password_it_cannot_write_into_a_config(
+    tmp_path: Path, password: str, refusal: str
+) -> None:
+    """The password goes into redis.conf and sentinel.conf between quotes: what would break them is
+    refused before anything is written or started."""
+    etc = tmp_path / "etc" / "redis"
+    etc.mkdir(parents=True)
+    quoted = password.replace("'", "'\"'\"'")
+    (etc / "node.env").write_text(f"ip='127.77.0.1'\nsid='1'\nnode_id='redis-1'\npassword='{quoted}'\n")
+    (etc / "peers").write_text("1 127.77.0.1 redis-1\n\n")
+    ctl = EXAMPLE / "images" / "redis" / "opt" / "redis" / "bin" / "redis-ctl"
+    process = await asyncio.create_subprocess_exec(
+        str(ctl),
+        "start",
+        cwd=tmp_path,
+        env={"PATH": "/usr/bin:/bin", "PITRIX_VM_ROOT": str(tmp_path)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 30)
+    assert process.returncode == 1, output
+    assert refusal in output.decode(), output
+    assert not (tmp_path / "data" / "redis" / "redis.conf").exists()  # nothing was started
