@@ -2,16 +2,16 @@
 
 Real redis-server and redis-sentinel processes run in the simulated VMs (Debian's packages, from
 scripts/system-deps.sh). One cluster goes through the package's whole life: create (the first node
-primary, replication, the password enforced), a crashed replica replaced by ``recover`` that resyncs,
-a ``failover`` while a client writes through Sentinel (no acknowledged write lost), stop/start
-with the data kept, and a parameter change applied to the running servers.
+primary, replication, the password enforced), a crashed replica replaced by ``recover`` that
+resyncs, a scale-out whose hook makes the Sentinels forget the crashed replica, a ``failover``
+while a client writes through Sentinel (no acknowledged write lost), stop/start with the data kept,
+and a parameter change applied to the running servers.
 """
 
 from __future__ import annotations
 
 import asyncio
 import shutil
-import uuid
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -23,8 +23,6 @@ from e2e_cloud import Cloud, simulated_cloud
 from redis_client import Resp, RespError, command, eventually, info
 from test_lifecycle import expect
 
-from pitrix.metad import keyspace as ks
-from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.records import Node
 from pitrix.store import Store
 
@@ -141,31 +139,6 @@ def processes_under(directory: Path) -> list[str]:
     return found
 
 
-async def run_on_node(cloud: Cloud, cid: str, instance_id: str, cmd: str, timeout: int) -> dict[str, Any]:
-    """Run ``cmd`` by the node's agent, through the command channel lifecycle services use."""
-    service = cloud.service
-    cluster = await service.get_cluster(cid)
-    record = await service.metadata.get(cluster.owner, cluster.runtime)
-    assert record is not None
-    client = service.metadata.client(record)
-    agents = AgentStatus(client, cid)
-    await agents.start()
-    command_id = f"test-{uuid.uuid4().hex[:8]}"
-    try:
-        await client.post_data(
-            ks.cmd(cid, instance_id), {"id": command_id, "cmd": cmd, "timeout": str(timeout)}
-        )
-
-        def done(_: object) -> bool:
-            result = agents.command_result(instance_id, command_id) or {}
-            return result.get("status") in ("successful", "failed")
-
-        await agents.wait_for(done, timeout + 30)
-        return agents.command_result(instance_id, command_id) or {}
-    finally:
-        await agents.close()
-
-
 class Writer:
     """A client writing numbered keys to whichever node Sentinel names primary, counting acks."""
 
@@ -257,20 +230,22 @@ async def test_redis_package_lifecycle(cloud: Cloud) -> None:
     await in_sync(primary, [ips["redis-2"], ips["redis-3"]])
     assert await count_present(ips["redis-3"], seed) == len(seed)
     assert await sentinel_primary(ips["redis-3"]) == primary
-    # The scale_out hook, as the nodes that stayed run it (all at once): their Sentinels forget
-    # the dead replica and find the new one.
-    stayed = ("redis-1", "redis-2")
-    cmd = "opt/redis/bin/redis-ctl members-changed"
-    results = await asyncio.gather(
-        *(run_on_node(cloud, cid, nodes[node_id].instance_id, cmd, 90) for node_id in stayed)
-    )
-    for node_id, result in zip(stayed, results, strict=True):
-        assert result.get("status") == "successful", (node_id, result)
-        known = await command(ips[node_id], SENTINEL_PORT, PASSWORD, "SENTINEL", "REPLICAS", MASTER)
+    # Scale out to 4: the new node joins the primary Sentinel names; the scale_out hook on the three
+    # that were there resets their Sentinels, which forget the crashed replica's address.
+    await service.scale(cid, "redis", 4)
+    await expect(service, cid, "active")
+    nodes = await redis_nodes(cloud, cid)
+    ips = {node_id: node.ip for node_id, node in nodes.items()}
+    replicas = sorted(ip for ip in ips.values() if ip != primary)
+    assert len(replicas) == 3
+    await in_sync(primary, replicas)
+    assert await count_present(ips["redis-4"], seed) == len(seed)
+    for node_id, ip in ips.items():
+        known = await command(ip, SENTINEL_PORT, PASSWORD, "SENTINEL", "REPLICAS", MASTER)
         assert isinstance(known, list)
-        assert sorted(dict(zip(r[::2], r[1::2], strict=True))[b"ip"].decode() for r in known) == sorted(
-            [ips["redis-2"], ips["redis-3"]]
-        ), node_id
+        assert sorted(dict(zip(r[::2], r[1::2], strict=True))[b"ip"].decode() for r in known) == replicas, (
+            node_id
+        )
 
     # failover while a client writes through Sentinel: a replica is promoted, no acked write lost.
     writer = Writer(list(ips.values()))
