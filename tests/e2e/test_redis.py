@@ -11,7 +11,11 @@ and a parameter change applied to the running servers.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import ipaddress
+import os
 import shutil
+import signal
 from collections import Counter
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -25,6 +29,7 @@ from test_lifecycle import expect
 
 from pitrix.runtime.records import Node
 from pitrix.store import Store
+from simulator.testing import random_network
 
 pytestmark = [
     pytest.mark.e2e,
@@ -299,6 +304,60 @@ async def test_redis_package_lifecycle(cloud: Cloud) -> None:
     assert processes_under(cloud.workdir / "sim" / "vms") == []
 
 
+CTL = EXAMPLE / "images" / "redis" / "opt" / "redis" / "bin" / "redis-ctl"
+
+
+def node_root(root: Path, ip: str, password: str) -> None:
+    """A VM root as the agent leaves it for one node alone: node.env and peers rendered."""
+    etc = root / "etc" / "redis"
+    etc.mkdir(parents=True)
+    quoted = password.replace("'", "'\"'\"'")
+    (etc / "node.env").write_text(f"ip='{ip}'\nsid='1'\nnode_id='redis-1'\npassword='{quoted}'\n")
+    (etc / "peers").write_text(f"1 {ip} redis-1\n\n")
+    (etc / "params.conf").write_text("maxmemory 0\nappendonly yes\n")
+
+
+async def ctl(root: Path, verb: str) -> tuple[int, str]:
+    """``redis-ctl VERB`` as the agent runs it: from the VM root, PITRIX_VM_ROOT set."""
+    process = await asyncio.create_subprocess_exec(
+        str(CTL),
+        verb,
+        cwd=root,
+        env={"PATH": "/usr/bin:/bin", "PITRIX_VM_ROOT": str(root)},
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 90)
+    assert process.returncode is not None
+    return process.returncode, output.decode()
+
+
+async def test_redis_ctl_on_one_node_keeps_data_across_stop_and_destroy_removes_it(tmp_path: Path) -> None:
+    """The services a cluster delete runs (stop, destroy), on one node's root, with no cluster."""
+    ip = str(ipaddress.ip_network(random_network())[2])
+    node_root(tmp_path, ip, PASSWORD)
+    pidfiles = [tmp_path / "var" / "run" / "redis" / f"{p}.pid" for p in ("redis", "sentinel")]
+    try:
+        assert (await ctl(tmp_path, "init"))[0] == 0
+        status, output = await ctl(tmp_path, "start")
+        assert (status, output.strip()) == (0, "redis-ctl: started redis-1 as the primary"), output
+        assert await ctl(tmp_path, "check") == (0, "")
+        assert await command(ip, PORT, PASSWORD, "SET", "kept", "yes") == "OK"
+        assert (await ctl(tmp_path, "stop"))[0] == 0
+        assert (await ctl(tmp_path, "check"))[0] == 1
+        assert processes_under(tmp_path) == []
+        assert (await ctl(tmp_path, "start"))[0] == 0  # the sentinel.conf it wrote is kept and read
+        assert await command(ip, PORT, PASSWORD, "GET", "kept") == b"yes"
+        status, output = await ctl(tmp_path, "destroy")
+        assert (status, output.strip()) == (0, "redis-ctl: data removed"), output
+        assert processes_under(tmp_path) == []
+        assert not (tmp_path / "data" / "redis").exists() and not (tmp_path / "data" / "sentinel").exists()
+    finally:
+        for pidfile in pidfiles:  # a failed assertion must not leave servers behind
+            with contextlib.suppress(OSError, ValueError):
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
 @pytest.mark.parametrize(
     ("password", "refusal"),
     [("", "is empty"), ("it's", "holds a quote"), ('a"b', "holds a quote"), ("a b", "space")],
@@ -308,21 +367,8 @@ async def test_redis_ctl_refuses_a_password_it_cannot_write_into_a_config(
 ) -> None:
     """The password goes into redis.conf and sentinel.conf between quotes: what would break them is
     refused before anything is written or started."""
-    etc = tmp_path / "etc" / "redis"
-    etc.mkdir(parents=True)
-    quoted = password.replace("'", "'\"'\"'")
-    (etc / "node.env").write_text(f"ip='127.77.0.1'\nsid='1'\nnode_id='redis-1'\npassword='{quoted}'\n")
-    (etc / "peers").write_text("1 127.77.0.1 redis-1\n\n")
-    ctl = EXAMPLE / "images" / "redis" / "opt" / "redis" / "bin" / "redis-ctl"
-    process = await asyncio.create_subprocess_exec(
-        str(ctl),
-        "start",
-        cwd=tmp_path,
-        env={"PATH": "/usr/bin:/bin", "PITRIX_VM_ROOT": str(tmp_path)},
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await asyncio.wait_for(process.communicate(), 30)
-    assert process.returncode == 1, output
-    assert refusal in output.decode(), output
+    node_root(tmp_path, "127.77.0.1", password)
+    status, output = await ctl(tmp_path, "start")
+    assert status == 1, output
+    assert refusal in output, output
     assert not (tmp_path / "data" / "redis" / "redis.conf").exists()  # nothing was started
