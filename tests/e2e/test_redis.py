@@ -235,6 +235,7 @@ async def test_redis_package_lifecycle(cloud: Cloud) -> None:
     await in_sync(primary, [ips["redis-2"], ips["redis-3"]])
     assert await count_present(ips["redis-3"], seed) == len(seed)
     assert await sentinel_primary(ips["redis-3"]) == primary
+
     # Scale out to 4: the new node joins the primary Sentinel names; the scale_out hook on the three
     # that were there resets their Sentinels, which forget the crashed replica's address.
     await service.scale(cid, "redis", 4)
