@@ -9,6 +9,7 @@ this module, so the layout of DESIGN.md ("Metadata layout") is written down once
     /clusters/<cid>/health/<role>/...           a role's health check
     /clusters/<cid>/cmd/<iid>/{id,cmd,timeout}  the command an instance must run now
     /clusters/<cid>/{endpoints,links,adding-hosts,deleting-hosts}/...
+    /clusters/<cid>/published/<key>             what services with ``publish`` printed (JSON)
     /_pitrix/mapping/<iid>/...                  who an instance is (what /self means for it)
     /_pitrix/status/<cid>/<iid>/{heartbeat,applied,health,cmd/<cmd_id>}   what its agent reports
     /_pitrix/{revoked/<serial>,revoked-instances/<iid>}   refused certificates, instances
@@ -46,6 +47,7 @@ ENDPOINTS = "endpoints"
 LINKS = "links"
 ADDING_HOSTS = "adding-hosts"
 DELETING_HOSTS = "deleting-hosts"
+PUBLISHED = "published"  # what a service with ``publish: true`` printed, for every node to read
 OWNER = "owner"  # the field of the ``cluster`` section that says whose the cluster is
 GENERATION = "generation"  # the field of the ``cluster`` section pitrixd bumps to reach every view
 
@@ -139,6 +141,11 @@ def adding_hosts(cid: str) -> str:
 
 def deleting_hosts(cid: str) -> str:
     return section(cid, DELETING_HOSTS)
+
+
+def published(cid: str) -> str:
+    """``/clusters/<cid>/published``: the JSON objects services with ``publish`` printed, merged."""
+    return section(cid, PUBLISHED)
 
 
 # -- /_pitrix/mapping -----------------------------------------------------------------------------

@@ -29,6 +29,7 @@ SELF_SECTIONS = (
     keyspace.DELETING_HOSTS,
     keyspace.ENDPOINTS,
     keyspace.LINKS,
+    keyspace.PUBLISHED,
 )
 # Sections that differ between instances of one role; every other section of ``/self`` is the
 # same for all of a role's instances, so it is rendered once per change (render.SharedSections).

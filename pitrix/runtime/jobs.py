@@ -201,6 +201,7 @@ class Jobs:
                 heartbeat_interval=runtime.heartbeat_interval,
                 fleet=self.metadata,
                 fence=fence,
+                node_ids=[n.node_id for n in await self.repo.nodes(cid)],
             )
             plan = action.plan(ctx, action.decode(opened_job.args))
             log.info("plan", layers=plan.describe())

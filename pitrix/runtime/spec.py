@@ -18,7 +18,7 @@ from typing import Any, Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-ServiceName = Literal["init", "start", "stop", "restart", "scale_out", "scale_in", "destroy"]
+ServiceName = Literal["init", "start", "stop", "restart", "pre_scale_out", "scale_out", "scale_in", "destroy"]
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
 ENV_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
 
@@ -42,6 +42,17 @@ class Service(_Strict):
     )
     post_start_service: bool = Field(
         False, description="init only: run after the start service instead of before it"
+    )
+    # members: membership hooks (docs/app-packages.md, "Membership hooks").
+    pre_check: str = Field(
+        "",
+        description="scale_out/scale_in only: run on one live node of the role before anything "
+        "changes; a non-zero exit refuses the scaling with its output",
+    )
+    publish: bool = Field(
+        False,
+        description="the command's output is a JSON object written into the cluster's metadata "
+        "under published/ (every node reads it as /self/published/<key>)",
     )
 
 
@@ -185,6 +196,12 @@ class Role(_Strict):
         default_factory=dict, description="parameters; a plain value is shorthand for {default: value}"
     )
     templates: list[Template] = Field(default_factory=list, description="confd templates its nodes render")
+    # members: which nodes go first (docs/app-packages.md, "Ordering and targeting").
+    ordering: str = Field(
+        "",
+        description="a command run on one node of the role that prints the role's node ids, one per "
+        "line, in the order they should be processed (leader last): scale-in removes the first ones",
+    )
 
     @field_validator("image")
     @classmethod
@@ -204,6 +221,15 @@ class Role(_Strict):
         size = sum(len(t.text.encode()) for t in value)
         if size > TEMPLATES_MAX:
             raise ValueError(f"{size} bytes of template text; a role's templates fit in {TEMPLATES_MAX}")
+        return value
+
+    @field_validator("services")
+    @classmethod
+    def _pre_check_where_it_runs(cls, value: dict[str, Service]) -> dict[str, Service]:
+        """Only scaling asks before it acts; a pre_check elsewhere would be silently ignored."""
+        for name, service in value.items():
+            if service.pre_check and name not in ("scale_out", "scale_in"):
+                raise ValueError(f"{name}.pre_check: only scale_out and scale_in services have one")
         return value
 
     def image_for(self, provider: str) -> str:

@@ -345,3 +345,27 @@ def test_spliced_self_json_is_the_rendered_view_after_every_change() -> None:
     for generation, change in enumerate(changes, start=2):
         change()
         check(generation)
+
+
+async def test_published_values_are_seen_by_every_node_of_the_cluster_only(
+    seed, instances, net, manage, metad: Metad
+) -> None:
+    """What a service printed with ``publish: true`` lands under ``/clusters/<cid>/published``:
+    every node of that cluster, whatever its role, reads it at ``/self/published``; no other does."""
+    await seed()
+    status, view, _ = await instances.get(net.ip(1), "/self")
+    assert status == 200 and "published" not in view
+    status, _, _ = await instances.get(net.ip(1), "/self/published/initial")
+    assert status == 404
+    revision = await manage.put_data(
+        "/clusters/c1/published", {"initial": "a=1,b=2", "members": {"a": "10.0.0.1"}}
+    )
+    await metad.mirror.wait_for_revision(revision)
+    for ip in (net.ip(1), net.ip(2), net.ip(200)):  # both web nodes and the db node
+        status, view, _ = await instances.get(ip, "/self")
+        assert view["published"] == {"initial": "a=1,b=2", "members": {"a": "10.0.0.1"}}
+    status, leaf, _ = await instances.get(net.ip(200), "/self/published/members/a", accept="text/plain")
+    assert (status, leaf) == (200, "10.0.0.1")
+    await manage.put_mapping("i-s1", {"cluster_id": "c2", "role": "s", "ip": net.ip(201)})
+    status, other, _ = await instances.get(net.ip(201), "/self")
+    assert status == 200 and "published" not in other

@@ -30,6 +30,7 @@ def test_cluster_keys_are_the_documented_layout() -> None:
     assert keyspace.adding_hosts("c") == "/clusters/c/adding-hosts"
     assert keyspace.deleting_hosts("c") == "/clusters/c/deleting-hosts"
     assert keyspace.section("c", keyspace.ADDING_HOSTS) == keyspace.adding_hosts("c")
+    assert keyspace.published("c") == "/clusters/c/published"
 
 
 def test_internal_keys_are_the_documented_layout() -> None:
@@ -142,6 +143,7 @@ def test_a_mappings_self_sources_are_keyspace_keys() -> None:
         "deleting-hosts": "/clusters/c/deleting-hosts",
         "endpoints": "/clusters/c/endpoints",
         "links": "/clusters/c/links",
+        "published": "/clusters/c/published",
     }
 
 

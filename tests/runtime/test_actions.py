@@ -114,7 +114,7 @@ def test_a_role_with_a_health_check_is_started_once_healthy() -> None:
 def test_scale_in_arguments_are_typed_and_stored_with_their_names() -> None:
     args = BY_NAME["scale_in"].decode({"role": "data", "from": 3, "to": 1})
     assert (args.role, args.old, args.new) == ("data", 3, 1)  # type: ignore[attr-defined]
-    assert args.stored() == {"role": "data", "from": 3, "to": 1}
+    assert args.stored() == {"role": "data", "from": 3, "to": 1, "nodes": []}
     plan = layers("scale_in", {"role": "data", "from": 3, "to": 1})
     assert plan[0] == ["mark-leaving"] and ["terminate"] in plan
 

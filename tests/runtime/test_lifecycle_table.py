@@ -137,6 +137,9 @@ def test_lifecycle_actions(lifecycle: Lifecycle, state: str, action: str, after:
 def test_stopped_and_started_finish_where_expected(lifecycle: Lifecycle) -> None:
     assert lifecycle.end_state("stopping", ok=True) == "stopped"
     assert lifecycle.end_state("starting", ok=True) == "active"
-    # a clean rollback leaves only an env update usable; any other action's failure is a failure
+    # a clean rollback (an env update undone, a scaling refused by its pre_check) leaves the
+    # cluster active; any other action's failure is a failure
     assert lifecycle.end_state("updating", ok=False, rolled_back=True) == "active"
-    assert lifecycle.end_state("scaling_out", ok=False, rolled_back=True) == "failed"
+    assert lifecycle.end_state("scaling_out", ok=False, rolled_back=True) == "active"
+    assert lifecycle.end_state("scaling_in", ok=False, rolled_back=True) == "active"
+    assert lifecycle.end_state("recovering", ok=False, rolled_back=True) == "failed"

@@ -49,11 +49,22 @@ def healthy(plan: Plan, ctx: JobContext, node_ids: list[str]) -> None:
         plan.then(as_step("wait-healthy", agents.wait_healthy, ctx, members))
 
 
-def boot(plan: Plan, ctx: JobContext, node_ids: list[str], *, adding: bool = False) -> None:
-    """New instances for the nodes, up to their agents reporting (create, scale out, recover)."""
+def boot(
+    plan: Plan,
+    ctx: JobContext,
+    node_ids: list[str],
+    *,
+    adding: bool = False,
+    replaces: dict[str, str] | None = None,
+) -> None:
+    """New instances for the nodes, up to their agents reporting (create, scale out, recover).
+
+    ``adding`` shows them under ``adding-hosts``; ``replaces`` (recover) says whom each replaces."""
     plan.then(as_step("run-instances", instances.run_instances, ctx, node_ids))
     plan.then(as_step("wait-running", instances.wait_running, ctx, node_ids))
-    plan.then(as_step("register", partial(publishing.register, adding=adding), ctx, node_ids))
+    plan.then(
+        as_step("register", partial(publishing.register, adding=adding, replaces=replaces), ctx, node_ids)
+    )
     if ctx.over_ssh:
         plan.then(as_step("bootstrap-agents", agents.bootstrap_agents, ctx, node_ids))
     plan.then(as_step("wait-agents", agents.wait_agents, ctx, node_ids))

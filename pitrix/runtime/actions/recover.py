@@ -1,5 +1,10 @@
 """recover: dead nodes are replaced by new instances under the same deterministic names.
 
+The live members are told as in a scale-in followed by a scale-out: the dead instance appears
+under ``deleting-hosts`` while they run ``scale_in`` (an etcd ``member remove``), its replacement
+under ``adding-hosts`` with ``replaces`` = the dead instance's id while they run
+``pre_scale_out``, and ``scale_out`` once it is up.
+
 Without ``nodes`` it replaces every node whose agent's heartbeat is gone (asked of metad), which
 is also what the recovery monitor starts. It is the way out of a halted auto-recovery too: an
 operator who has looked decides, and the halt is cleared when the job succeeds.
@@ -9,12 +14,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from pitrix.metad import keyspace as ks
 from pitrix.runtime.actions.base import Accepted, Action, Args, Desk, InvalidRequest
 from pitrix.runtime.actions.phases import boot, init_start
 from pitrix.runtime.metadata import StatusUnavailable
 from pitrix.runtime.plan import Plan, as_step
 from pitrix.runtime.records import Cluster
-from pitrix.runtime.steps import agents, instances, nodes, publishing
+from pitrix.runtime.steps import agents, instances, membership, nodes, publishing, services
 from pitrix.runtime.steps.context import JobContext
 
 
@@ -52,16 +58,29 @@ class Recover(Action[RecoverArgs]):
         return Accepted(self, RecoverArgs(nodes=old))
 
     def plan(self, ctx: JobContext, args: RecoverArgs) -> Plan:
-        """Forget and terminate the old instances, then boot the nodes as a scale-out does."""
+        """The dead under deleting-hosts, scale_in on the live members, the old instances
+        forgotten and terminated; the replacements booted under adding-hosts (same node ids,
+        ``replaces`` naming the old instance), pre_scale_out on the live members, the
+        replacements' init/start, scale_out on the live members; converge, clear both."""
         old = args.nodes
         node_ids = sorted(old)
+        live = [n for n in nodes.node_ids(ctx) if n not in old]
+        run = services.run_service
         plan = Plan(self.name)
+        plan.then(as_step("mark-replaced", membership.mark_replaced, ctx, old))
+        plan.then(as_step("scale_in", run, ctx, "scale_in", live))
         plan.then(as_step("unregister-old", publishing.unregister_instances, ctx, old))
         plan.then(as_step("terminate-old", instances.terminate_instances, ctx, old))
         plan.then(as_step("forget-old", instances.forget_instances, ctx, old))
-        boot(plan, ctx, node_ids)
+        boot(plan, ctx, node_ids, adding=True, replaces=old)
+        plan.then(as_step("pre_scale_out", run, ctx, "pre_scale_out", live))
         init_start(plan, ctx, node_ids)
-        plan.then(as_step("converge", agents.converge, ctx, nodes.all_node_ids(ctx.cluster)))
+        plan.then(as_step("scale_out", run, ctx, "scale_out", live))
+        plan.then(as_step("converge", agents.converge, ctx, nodes.node_ids(ctx)))
+        plan.then(
+            as_step("clear-adding-hosts", publishing.clear, ctx, ks.ADDING_HOSTS),
+            as_step("clear-deleting-hosts", publishing.clear, ctx, ks.DELETING_HOSTS),
+        )
         return plan
 
     def commit(self, cluster: Cluster, args: RecoverArgs) -> dict[str, Any]:

@@ -21,7 +21,7 @@ class Start(Action[NoArgs]):
     def plan(self, ctx: JobContext, args: NoArgs) -> Plan:
         """A stopped node's last heartbeat may still be in metad until its lease runs out, so the
         agents prove they are back by applying a fresh revision, not by a heartbeat key."""
-        node_ids = nodes.all_node_ids(ctx.cluster)
+        node_ids = nodes.node_ids(ctx)
         plan = Plan(self.name)
         plan.then(as_step("start-instances", instances.start_instances, ctx, node_ids))
         plan.then(as_step("wait-running", instances.wait_running, ctx, node_ids))

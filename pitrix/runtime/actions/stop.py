@@ -17,7 +17,7 @@ class Stop(Action[NoArgs]):
     summary = "stop the cluster's services and instances, keeping everything"
 
     def plan(self, ctx: JobContext, args: NoArgs) -> Plan:
-        node_ids = nodes.all_node_ids(ctx.cluster)
+        node_ids = nodes.node_ids(ctx)
         plan = Plan(self.name)
         service_steps(plan, ctx, "stop", node_ids, reverse=True)
         plan.then(as_step("stop-instances", instances.stop_instances, ctx, node_ids))

@@ -91,7 +91,7 @@ class UpdateEnv(Action[EnvArgs]):
         return Accepted(self, EnvArgs(env=changes, previous=previous))
 
     def plan(self, ctx: JobContext, args: EnvArgs) -> Plan:
-        node_ids = [n for n in nodes.all_node_ids(ctx.cluster) if role_of(n) in args.env]
+        node_ids = [n for n in nodes.node_ids(ctx) if role_of(n) in args.env]
         policy = ctx.cluster.app.update_policy
         plan = Plan(self.name)
         done: list[str] = []

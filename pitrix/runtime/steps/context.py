@@ -50,6 +50,9 @@ class JobContext:
     # The claim the job runs under (``Ownership.fence``): every record a step writes is guarded by
     # it, so a replica that lost the cluster to another cannot overwrite the new owner's records.
     fence: list[Compare] = field(default_factory=list)
+    # The cluster's node ids as its node records said when the plan was made (``nodes.node_ids``):
+    # after a scale-in of chosen nodes they are not ``<role>-1..count``. None: not read (create).
+    node_ids: list[str] | None = None
     _key_pair: RuntimeKeyPair | None = field(default=None, init=False, repr=False)
 
     @property

@@ -70,8 +70,14 @@ def cluster_entry(ctx: JobContext) -> dict[str, Any]:
     }
 
 
-async def register(ctx: JobContext, node_ids: list[str], *, adding: bool = False) -> str:
-    """Publish the cluster and the nodes to metad, then map each instance to its /self view."""
+async def register(
+    ctx: JobContext, node_ids: list[str], *, adding: bool = False, replaces: dict[str, str] | None = None
+) -> str:
+    """Publish the cluster and the nodes to metad, then map each instance to its /self view.
+
+    ``adding``: the nodes also appear under ``adding-hosts``; ``replaces`` (recover: node id →
+    the instance it replaces) adds ``replaces`` to those entries, so a replacement knows it is one.
+    """
     wanted = await members(ctx, node_ids)
     hosts: dict[str, dict[str, Any]] = {}
     for node in wanted:
@@ -95,7 +101,12 @@ async def register(ctx: JobContext, node_ids: list[str], *, adding: bool = False
     if ctx.cluster.links:  # metad shows a link only while both clusters have the same owner
         data["links"] = dict(ctx.cluster.links)
     if adding:
-        data[ks.ADDING_HOSTS] = hosts
+        added = {role: dict(entries) for role, entries in hosts.items()}
+        for node in wanted:
+            if replaces and node.node_id in replaces:
+                entry = hosts[node.role][node.instance_id]
+                added[node.role][node.instance_id] = {**entry, "replaces": replaces[node.node_id]}
+        data[ks.ADDING_HOSTS] = added
     for node in wanted:
         fields = mapping(ctx, node)
         if ctx.tls:

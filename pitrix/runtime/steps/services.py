@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 from pitrix.metad import keyspace as ks
 from pitrix.runtime.fallback import run_over_ssh, silent_agents
@@ -15,6 +16,7 @@ from pitrix.runtime.records import Cluster, Node
 from pitrix.runtime.spec import Service
 from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps.nodes import members
+from pitrix.runtime.steps.published import publish
 
 
 def service_layers(cluster: Cluster, service: str, post_start: bool | None = None) -> list[list[str]]:
@@ -56,7 +58,11 @@ async def _run_silent(
 
 
 async def run_service(ctx: JobContext, service: str, node_ids: list[str]) -> str:
-    """Run one lifecycle service on the nodes whose role defines it, and wait for every result."""
+    """Run one lifecycle service on the nodes whose role defines it, and wait for every result.
+
+    A service with ``publish`` has its output (a JSON object) merged into the cluster's
+    ``published`` metadata once every node succeeded (``steps.published``).
+    """
     nodes = await members(ctx, node_ids)
     targets: list[tuple[Node, Service]] = []
     taken: dict[str, int] = {}
@@ -71,6 +77,30 @@ async def run_service(ctx: JobContext, service: str, node_ids: list[str]) -> str
     if not targets:
         return f"no {service} service"
     started = time.monotonic()
+    results = await run_commands(ctx, service, targets)
+    failures = []
+    for node, _ in targets:
+        result = results[node.node_id]
+        if result.get("status") != "successful":
+            tail = (result.get("output_tail") or "").strip().splitlines()[-3:]
+            failures.append(f"{node.instance_id} exit {result.get('exit_code')}: {' | '.join(tail)}")
+    if failures:
+        raise OperationError(f"{service} failed on {len(failures)} node(s): " + "; ".join(failures))
+    detail = f"{service} on {len(targets)} nodes in {time.monotonic() - started:.2f}s"
+    outputs = [(node.node_id, results[node.node_id]) for node, svc in targets if svc.publish]
+    if outputs:  # AppCenter's custom metadata (members)
+        detail += f"; {await publish(ctx, service, outputs)}"
+    return detail
+
+
+async def run_commands(
+    ctx: JobContext, label: str, targets: list[tuple[Node, Service]]
+) -> dict[str, dict[str, Any]]:
+    """Run each target's ``cmd`` on its node and wait for all: node id → the agent's result.
+
+    ``label`` names the commands (``<job>-<label>-<node>``), so a re-run of the step finds the
+    results of the commands it posted before instead of running them again.
+    """
     silent = (
         await silent_agents(ctx.metad, ctx.cid, [n.instance_id for n, _ in targets])
         if ctx.over_ssh
@@ -78,7 +108,7 @@ async def run_service(ctx: JobContext, service: str, node_ids: list[str]) -> str
     )
     commands = {}
     for node, svc in targets:
-        command_id = f"{ctx.job.id}-{service}-{node.node_id}"
+        command_id = f"{ctx.job.id}-{label}-{node.node_id}"
         commands[node.instance_id] = command_id
         if node.instance_id in silent:
             continue  # over SSH below, and never also by its agent
@@ -88,7 +118,7 @@ async def run_service(ctx: JobContext, service: str, node_ids: list[str]) -> str
         )
     timeout = max(svc.timeout for _, svc in targets) + 30
     if silent:
-        await _run_silent(ctx, service, [(n, s) for n, s in targets if n.instance_id in silent], commands)
+        await _run_silent(ctx, label, [(n, s) for n, s in targets if n.instance_id in silent], commands)
     agents = ctx.agents
 
     def finished(_: object) -> bool:
@@ -106,14 +136,9 @@ async def run_service(ctx: JobContext, service: str, node_ids: list[str]) -> str
             if (agents.command_result(iid, cmd) or {}).get("status") not in ("successful", "failed")
         ]
         raise OperationError(
-            f"{service}: no result within {timeout:.0f}s from {', '.join(unanswered)}"
+            f"{label}: no result within {timeout:.0f}s from {', '.join(unanswered)}"
         ) from None
-    failures = []
-    for iid, cmd in commands.items():
-        result = agents.command_result(iid, cmd) or {}
-        if result.get("status") != "successful":
-            tail = (result.get("output_tail") or "").strip().splitlines()[-3:]
-            failures.append(f"{iid} exit {result.get('exit_code')}: {' | '.join(tail)}")
-    if failures:
-        raise OperationError(f"{service} failed on {len(failures)} node(s): " + "; ".join(failures))
-    return f"{service} on {len(targets)} nodes in {time.monotonic() - started:.2f}s"
+    return {
+        node.node_id: agents.command_result(node.instance_id, commands[node.instance_id]) or {}
+        for node, _ in targets
+    }
