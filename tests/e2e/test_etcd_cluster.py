@@ -142,3 +142,81 @@ async def _count(writer: Writer, n: int) -> bool:
 
 def etcd_pid(cloud: Cloud, node: Node) -> int:
     return int(cloud.vm_file(node.instance_id, "/var/run/etcd.pid"))
+
+
+def joined(cloud: Cloud, node: Node) -> bool:
+    """Whether the node's etcd-node started it as a new member of a live cluster (not bootstrapped)."""
+    return "(join: " in cloud.vm_file(node.instance_id, "/var/log/etcd/etcd-node.log")
+
+
+async def leader_node(etcd: EtcdHttp, nodes: list[Node]) -> Node:
+    ids = {(await etcd.status(n.ip))["header"]["member_id"]: n for n in nodes}
+    return ids[(await etcd.status(nodes[0].ip))["leader"]]
+
+
+async def test_scale_3_to_5_to_3_adds_and_removes_real_members(cloud: Cloud) -> None:
+    service, etcd = cloud.service, EtcdHttp(cloud.http)
+    cluster, _ = await service.create_cluster(owner="o", runtime="sim", app=etcd_app())
+    cid = cluster.id
+    await expect(service, cid, "active")
+    first = await etcd_nodes(cloud, cid)
+    await etcd.put(first[0].ip, "before", "3 members")
+
+    await service.scale(cid, "etcd", 5)
+    await expect(service, cid, "active")
+    grown = await etcd_nodes(cloud, cid)
+    assert [n.node_id for n in grown] == [f"etcd-{i}" for i in range(1, 6)]
+    await assert_members_are_the_nodes(etcd, grown)
+    added = grown[3:]
+    # member add on a live member, the list published, the new members started from it
+    assert [joined(cloud, n) for n in grown] == [False, False, False, True, True]
+    for node in added:
+        assert await etcd.get(node.ip, "before") == "3 members"
+
+    leader = await leader_node(etcd, grown)
+    await service.scale(cid, "etcd", 3)
+    await expect(service, cid, "active")
+    kept = await etcd_nodes(cloud, cid)
+    assert len(kept) == 3 and leader.node_id in {n.node_id for n in kept}  # ordering: leader last
+    await assert_members_are_the_nodes(etcd, kept)
+    gone = {n.instance_id for n in grown} - {n.instance_id for n in kept}
+    statuses = {vm["instance_id"]: vm["status"] for vm in await cloud.ledger()}
+    assert {statuses[i] for i in gone} == {"terminated"}
+    assert await etcd.get(kept[-1].ip, "before") == "3 members"
+
+    await service.delete_cluster(cid)
+    await expect(service, cid, "deleted")
+
+
+async def test_a_killed_member_is_replaced_by_recover_and_the_dead_one_removed(cloud: Cloud) -> None:
+    service, etcd = cloud.service, EtcdHttp(cloud.http)
+    cluster, _ = await service.create_cluster(owner="o", runtime="sim", app=etcd_app())
+    cid = cluster.id
+    await expect(service, cid, "active")
+    nodes = await etcd_nodes(cloud, cid)
+    dead = nodes[1]
+    await etcd.put(nodes[0].ip, "before", "crash")
+
+    async with cloud.http.post(f"{cloud.sim_url}/_sim/instances/{dead.instance_id}/crash") as reply:
+        assert reply.status == 200 and (await reply.json())["ok"]
+    assert not await etcd.healthy(dead.ip)
+    # Two of three keep the quorum: the cluster still takes writes.
+    survivors = [nodes[0].ip, nodes[2].ip]
+    await eventually("a write with one member dead", lambda: etcd.put(survivors[1], "during", "2 of 3"), 30)
+
+    await service.recover(cid, nodes=[dead.node_id])
+    await expect(service, cid, "active")
+    now = await etcd_nodes(cloud, cid)
+    replacement = next(n for n in now if n.node_id == dead.node_id)
+    assert replacement.instance_id != dead.instance_id
+    # The member list is the nodes: the dead member was removed, the replacement added and started.
+    await assert_members_are_the_nodes(etcd, now)
+    members = await etcd.members(replacement.ip)
+    if replacement.ip != dead.ip:
+        assert peer_url(dead.ip) not in {url for m in members for url in m.peer_urls}
+    assert joined(cloud, replacement)
+    assert await etcd.get(replacement.ip, "before") == "crash"
+    assert await etcd.get(replacement.ip, "during") == "2 of 3"
+
+    await service.delete_cluster(cid)
+    await expect(service, cid, "deleted")
