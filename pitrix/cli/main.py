@@ -44,6 +44,25 @@ class UsageError(Exception):
     """A command's arguments or the files they name are wrong (exit 2, the message says which)."""
 
 
+def _scale_body(args: argparse.Namespace) -> dict[str, Any]:
+    """``scale CID ROLE TO`` or ``scale CID --role R [--count N] [--nodes a,b]``."""
+    if args.role and args.role_flag and args.role != args.role_flag:
+        raise UsageError(f"scale: role given twice ({args.role} and --role {args.role_flag})")
+    role = args.role or args.role_flag
+    if not role:
+        raise UsageError("scale needs a role: ROLE TO, or --role ROLE")
+    count = args.to if args.to is not None else args.count
+    nodes = [n.strip() for n in (args.nodes or "").split(",") if n.strip()]
+    if count is None and not nodes:
+        raise UsageError("scale needs a count (TO or --count) or --nodes ID,ID")
+    body: dict[str, Any] = {"role": role}
+    if count is not None:
+        body["count"] = count
+    if nodes:
+        body["nodes"] = nodes
+    return body
+
+
 def _print(data: Any, output: str, table: Callable[[Any], str]) -> None:
     print(json.dumps(data, indent=2) if output == "json" else table(data))
 
@@ -286,7 +305,7 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
         data = await client.post("/v1/clusters", body)
         return await _wait_job(client, data["cluster"]["id"], data["job"], args)
     if args.action == "scale":
-        data = await client.post(f"/v1/clusters/{args.cluster}/scale", {"role": args.role, "count": args.to})
+        data = await client.post(f"/v1/clusters/{args.cluster}/scale", _scale_body(args))
         return await _wait_job(client, args.cluster, data["job"], args)
     if args.action == "events":
         return await _events(client, args)
@@ -465,10 +484,17 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="NAME=CLUSTER",
         help="see another of your clusters on this runtime under /self/links/NAME (repeatable)",
     )
-    scale = clusters.add_parser("scale")
+    scale = clusters.add_parser(
+        "scale", help="set a role's node count (ROLE TO), or scale in chosen nodes (--role R --nodes ...)"
+    )
     scale.add_argument("cluster")
-    scale.add_argument("role")
-    scale.add_argument("to", type=int, help="the role's new node count")
+    scale.add_argument("role", nargs="?", help="the role (or --role)")
+    scale.add_argument("to", nargs="?", type=int, help="the role's new node count (or --count)")
+    scale.add_argument("--role", dest="role_flag", metavar="ROLE")
+    scale.add_argument("--count", type=int, help="the role's new node count")
+    scale.add_argument(
+        "--nodes", metavar="ID,ID", help="scale in: the node ids that leave (e.g. web-2,web-4)"
+    )
     for action in ("retry", "stop", "start", "delete"):
         clusters.add_parser(action).add_argument("cluster")
     env = clusters.add_parser("update-env", help="change parameters of a role's nodes")

@@ -132,6 +132,11 @@ async def test_apps_clusters_and_events(cli: Run, tmp_path: Path, server: str) -
     assert code == 5 and "cannot stop a cluster that is failed" in err, err
     code, _, err = await cli("clusters", "act", cid, "scale", "--body", "[1]")
     assert code == 2 and "must be a JSON object" in err, err
+    # Scale in chosen nodes: the ids reach the API, which names the field it refuses (2).
+    code, _, err = await cli("clusters", "scale", cid, "--role", "web", "--nodes", "web-2, web-9")
+    assert code == 2 and "nodes: role web has no node 'web-2', 'web-9'" in err, err
+    code, _, err = await cli("clusters", "scale", cid, "--role", "web")
+    assert code == 2 and "scale needs a count (TO or --count) or --nodes" in err, err
 
 
 def _env_of(tmp_path: Path) -> dict[str, str]:

@@ -9,9 +9,11 @@ leavers it chose, never chooses again.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
+from shlex import quote
 from typing import Any
 
 from pitrix.metad import keyspace as ks
+from pitrix.runtime.fallback import silent_agents
 from pitrix.runtime.keys import node_key
 from pitrix.runtime.records import Node
 from pitrix.runtime.spec import Service
@@ -20,7 +22,6 @@ from pitrix.runtime.steps.nodes import members, nodes, split_id
 from pitrix.runtime.steps.ordering import ordered
 from pitrix.runtime.steps.publishing import host_entry
 from pitrix.runtime.steps.services import run_commands
-from pitrix.ssh import quote
 from pitrix.store.types import Op
 
 LEAVING = "leaving"
@@ -30,9 +31,12 @@ class Refused(RolledBack):
     """A ``pre_check`` said no: the job fails, the cluster is left as it was (``active``)."""
 
 
-def _live(ctx: JobContext, candidates: list[Node]) -> Node | None:
-    """The first node whose agent reports (a pre_check asks a member that is up)."""
-    return next((n for n in candidates if n.instance_id and ctx.agents.has_heartbeat(n.instance_id)), None)
+async def first_live(ctx: JobContext, candidates: list[Node]) -> Node | None:
+    """The first node whose agent heartbeats, asked of metad now (the job's watch view of the
+    agents may not have replayed yet when the plan's first step runs)."""
+    placed = [n for n in candidates if n.instance_id]
+    silent = await silent_agents(ctx.metad, ctx.cid, [n.instance_id for n in placed])
+    return next((n for n in placed if n.instance_id not in silent), None)
 
 
 async def pre_check(ctx: JobContext, service: str, env: dict[str, str]) -> str:
@@ -48,7 +52,7 @@ async def pre_check(ctx: JobContext, service: str, env: dict[str, str]) -> str:
         svc = role.services.get(service)  # type: ignore[call-overload]
         if svc is None or not svc.pre_check:
             continue
-        runner = _live(ctx, [n for n in every if n.role == role.name])
+        runner = await first_live(ctx, [n for n in every if n.role == role.name])
         if runner is None:
             asked.append(f"{role.name} (no live node, not asked)")
             continue

@@ -7,6 +7,7 @@ so leadership moves once, at the end, instead of at every step.
 
 from __future__ import annotations
 
+from pitrix.runtime.fallback import silent_agents
 from pitrix.runtime.spec import Service
 from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps.nodes import members
@@ -44,7 +45,9 @@ async def ordered(ctx: JobContext, role: str, node_ids: list[str]) -> list[str]:
     candidates = await members(ctx, node_ids)
     if not candidates:
         raise OperationError(f"{role} ordering: none of {', '.join(node_ids)} exists")
-    runner = next((n for n in candidates if ctx.agents.has_heartbeat(n.instance_id)), candidates[0])
+    placed = [n for n in candidates if n.instance_id] or candidates
+    silent = await silent_agents(ctx.metad, ctx.cid, [n.instance_id for n in placed if n.instance_id])
+    runner = next((n for n in placed if n.instance_id not in silent), placed[0])
     service = Service(cmd=command, timeout=ORDERING_TIMEOUT)
     result = (await run_commands(ctx, f"ordering-{role}", [(runner, service)]))[runner.node_id]
     output = str(result.get("output_tail") or "")
