@@ -7,6 +7,7 @@ read over etcd's v3 HTTP API at the VMs' addresses (``etcd_http``), never taken 
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +15,7 @@ from typing import Any
 import pytest
 import yaml
 from e2e_cloud import Cloud, simulated_cloud
+from e2e_daemons import live
 from etcd_http import EtcdHttp, Writer, eventually, peer_url
 from test_lifecycle import expect
 
@@ -119,13 +121,14 @@ async def test_a_rolling_parameter_change_restarts_members_one_by_one_and_loses_
 
     steps = {s.name: s for s in await service.job_steps(cid, job.id)}
     batches = [steps[name] for name in ("canary", "batch-2", "batch-3", "commit-env")]
-    for earlier, later in zip(batches, batches[1:], strict=False):  # one member at a time
+    for earlier, later in itertools.pairwise(batches):  # one member at a time
         assert earlier.finished is not None and earlier.finished <= later.started, (earlier, later)
     # Each member runs with the new setting: restarted, not just re-rendered.
     for node in nodes:
         pid = etcd_pid(cloud, node)
         assert pid != before[node.node_id], node.node_id
-        assert "--heartbeat-interval\x00150\x00" in Path(f"/proc/{pid}/cmdline").read_text()
+        flags = etcd_flags(pid)
+        assert flags[flags.index("--heartbeat-interval") + 1] == "150", flags
     await assert_members_are_the_nodes(etcd, nodes)
     stored = await etcd.keys(ips[0], "w/")
     assert len(writer.acked) >= 60, (len(writer.acked), writer.failed)
@@ -142,6 +145,11 @@ async def _count(writer: Writer, n: int) -> bool:
 
 def etcd_pid(cloud: Cloud, node: Node) -> int:
     return int(cloud.vm_file(node.instance_id, "/var/run/etcd.pid"))
+
+
+def etcd_flags(pid: int) -> list[str]:
+    """The command line of the running etcd: what it was really started with."""
+    return Path(f"/proc/{pid}/cmdline").read_text().split("\0")
 
 
 def joined(cloud: Cloud, node: Node) -> bool:
@@ -183,6 +191,13 @@ async def test_scale_3_to_5_to_3_adds_and_removes_real_members(cloud: Cloud) -> 
     statuses = {vm["instance_id"]: vm["status"] for vm in await cloud.ledger()}
     assert {statuses[i] for i in gone} == {"terminated"}
     assert await etcd.get(kept[-1].ip, "before") == "3 members"
+
+    # 3 started members cannot keep a quorum of 7 while 4 new ones start: the pre_check refuses,
+    # before any instance is made.
+    await service.scale(cid, "etcd", 7)
+    refused = await expect(service, cid, "active")
+    assert "cannot keep a quorum of 7" in (refused.last_error or ""), refused.last_error
+    assert len(await etcd_nodes(cloud, cid)) == 3 and len(live(await cloud.ledger())) == 4  # + metad
 
     await service.delete_cluster(cid)
     await expect(service, cid, "deleted")

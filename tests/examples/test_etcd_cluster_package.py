@@ -29,7 +29,13 @@ def spec() -> AppSpec:
 
 
 def host(iid: str, node_id: str, ip: str) -> dict[str, Any]:
-    return {"instance_id": iid, "node_id": node_id, "ip": ip, "role": "etcd", "env": {"heartbeat-interval": "100"}}
+    return {
+        "instance_id": iid,
+        "node_id": node_id,
+        "ip": ip,
+        "role": "etcd",
+        "env": {"heartbeat-interval": "100"},
+    }
 
 
 HOSTS = {
