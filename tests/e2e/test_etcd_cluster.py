@@ -111,10 +111,11 @@ async def test_a_rolling_parameter_change_restarts_members_one_by_one_and_loses_
     writing = asyncio.create_task(writer.run())
     try:
         await eventually("the writer's first writes", lambda: _count(writer, 20), 30)
+        before_rollout = len(writer.acked)
         job = await service.update_env(cid, {"etcd": {"heartbeat-interval": 150}})
         await expect(service, cid, "active")
-        during = len(writer.acked)
-        await eventually("writes after the rollout", lambda: _count(writer, during + 20), 30)
+        after_rollout = len(writer.acked)
+        await eventually("writes after the rollout", lambda: _count(writer, after_rollout + 20), 30)
     finally:
         writer.stop.set()
         await writing
@@ -131,12 +132,17 @@ async def test_a_rolling_parameter_change_restarts_members_one_by_one_and_loses_
         assert flags[flags.index("--heartbeat-interval") + 1] == "150", flags
     await assert_members_are_the_nodes(etcd, nodes)
     stored = await etcd.keys(ips[0], "w/")
-    assert len(writer.acked) >= 60, (len(writer.acked), writer.failed)
+    # The cluster took writes while its members restarted one by one.
+    assert after_rollout > before_rollout, (before_rollout, after_rollout, writer.failed)
     lost = writer.acked - stored
     assert not lost, f"{len(lost)} acknowledged writes lost: {sorted(lost)[:5]}"
 
     await service.delete_cluster(cid)
     await expect(service, cid, "deleted")
+
+
+async def _down(etcd: EtcdHttp, ip: str) -> bool:
+    return not await etcd.healthy(ip)
 
 
 async def _count(writer: Writer, n: int) -> bool:
@@ -214,7 +220,7 @@ async def test_a_killed_member_is_replaced_by_recover_and_the_dead_one_removed(c
 
     async with cloud.http.post(f"{cloud.sim_url}/_sim/instances/{dead.instance_id}/crash") as reply:
         assert reply.status == 200 and (await reply.json())["ok"]
-    assert not await etcd.healthy(dead.ip)
+    await eventually("the crashed member to stop answering", lambda: _down(etcd, dead.ip), 10)
     # Two of three keep the quorum: the cluster still takes writes.
     survivors = [nodes[0].ip, nodes[2].ip]
     await eventually("a write with one member dead", lambda: etcd.put(survivors[1], "during", "2 of 3"), 30)
