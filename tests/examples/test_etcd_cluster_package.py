@@ -7,8 +7,14 @@ broken template or script in a second, with the exact view that would have broke
 
 from __future__ import annotations
 
+import contextlib
+import json
 import os
+import signal
 import subprocess
+import sys
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +24,7 @@ from pitrix.agent.confdfuncs import bound_funcs
 from pitrix.agent.memkv import MemKV
 from pitrix.gotemplate import parse_confd
 from pitrix.runtime.spec import AppSpec, load_spec
+from simulator.testing import random_network
 
 PACKAGE = Path(__file__).resolve().parents[2] / "examples" / "etcd-cluster"
 SCRIPT = PACKAGE / "images" / "etcd" / "opt" / "etcd" / "bin" / "etcd-node"
@@ -106,11 +113,11 @@ def test_tuning_follows_the_nodes_own_env(spec: AppSpec) -> None:
     assert env == {"HEARTBEAT_INTERVAL": "250", "ELECTION_TIMEOUT": "1000", "SNAPSHOT_COUNT": "5000"}
 
 
-def run_script(root: Path, *args: str) -> subprocess.CompletedProcess[str]:
-    env = {"PATH": os.environ["PATH"], "PITRIX_VM_ROOT": str(root)}
+def run_script(root: Path, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        ["sh", str(SCRIPT), *args], cwd=root, env=env, capture_output=True, text=True, timeout=30
-    )
+        ["sh", str(SCRIPT), *args], cwd=root, env=script_env(root, **env), capture_output=True, text=True,
+        timeout=120,
+    )  # fmt: skip
 
 
 def test_check_tuning_refuses_an_election_timeout_etcd_would_refuse(tmp_path: Path) -> None:
@@ -141,3 +148,110 @@ def test_commands_before_the_first_render_say_so(tmp_path: Path) -> None:
     assert result.returncode == 1 and "cluster.env is missing" in result.stderr
     # A parameter reload on a node whose etcd is not running yet is a no-op, not a failure.
     assert run_script(tmp_path, "reload").returncode == 0
+
+
+# -- the hooks against real members: three etcd processes on loopback, started by the script ----
+
+
+class Member:
+    """One node's root as the script sees it: rendered files in, etcd's data and logs out."""
+
+    def __init__(self, spec: AppSpec, root: Path, node: dict[str, Any]) -> None:
+        self.spec, self.root, self.node = spec, root, node
+        (root / "opt/etcd/etc").mkdir(parents=True)
+        (root / "opt/etcd/etc/tuning.env").write_text(render(spec, "etcd-tuning", {"host": node}))
+
+    def render(self, hosts: dict[str, Any], **view: Any) -> None:
+        whole = {"host": self.node, "hosts": {"etcd": hosts}, "cluster": {"cluster_id": "cl-test"}, **view}
+        (self.root / "opt/etcd/etc/cluster.env").write_text(render(self.spec, "etcd-cluster", whole))
+
+    def run(self, *args: str, **env: str) -> subprocess.CompletedProcess[str]:
+        return run_script(self.root, *args, **env)
+
+    def start(self) -> subprocess.Popen[str]:
+        return subprocess.Popen(
+            ["sh", str(SCRIPT), "start"], cwd=self.root, env=script_env(self.root), text=True,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+        )  # fmt: skip
+
+    def kill(self) -> None:
+        pidfile = self.root / "var/run/etcd.pid"
+        if pidfile.exists():
+            with contextlib.suppress(ProcessLookupError, ValueError):
+                os.kill(int(pidfile.read_text()), signal.SIGKILL)
+
+
+def script_env(root: Path, **extra: str) -> dict[str, str]:
+    """The VM's environment as the simulator gives it: its Python's directory (etcdctl) first."""
+    path = f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"
+    return {"PATH": path, "PITRIX_VM_ROOT": str(root), **extra}
+
+
+def status(ip: str) -> dict[str, Any]:
+    request = urllib.request.Request(f"http://{ip}:2379/v3/maintenance/status", data=b"{}", method="POST")
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        answer: dict[str, Any] = json.load(reply)
+    return answer
+
+
+def member_urls(ip: str) -> set[str]:
+    request = urllib.request.Request(f"http://{ip}:2379/v3/cluster/member/list", data=b"{}", method="POST")
+    with urllib.request.urlopen(request, timeout=5) as reply:
+        return {url for m in json.load(reply)["members"] for url in m["peerURLs"]}
+
+
+@pytest.fixture
+def members(spec: AppSpec, tmp_path: Path) -> Iterator[list[Member]]:
+    base = random_network().rsplit(".", 1)[0]
+    made = [
+        Member(spec, tmp_path / f"n{i}", host(f"i-{i}", f"etcd-{i}", f"{base}.{i + 1}")) for i in range(1, 5)
+    ]
+    try:
+        yield made
+    finally:
+        for member in made:
+            member.kill()
+
+
+def test_the_hooks_against_real_members(members: list[Member]) -> None:
+    """Bootstrap, ordering, an idempotent member add + join, an idempotent member remove, and a
+    cluster that cannot be reached is a failure, never taken for "not a member"."""
+    first, second, third, new = members
+    hosts = {m.node["instance_id"]: m.node for m in (first, second, third)}
+    for member in (first, second, third):
+        member.render(hosts)
+    starting = [m.start() for m in (first, second, third)]
+    for process in starting:
+        output, _ = process.communicate(timeout=90)
+        assert process.returncode == 0, output
+
+    ips = {m.node["node_id"]: m.node["ip"] for m in members}
+    order = first.run("ordering").stdout.split()
+    leader_id = status(ips["etcd-1"])["leader"]
+    leader = next(
+        n for n in ("etcd-1", "etcd-2", "etcd-3") if status(ips[n])["header"]["member_id"] == leader_id
+    )
+    assert sorted(order) == ["etcd-1", "etcd-2", "etcd-3"] and order[-1] == leader
+
+    grown = {**hosts, "i-4": new.node}
+    first.render(grown, **{"adding-hosts": {"etcd": {"i-4": new.node}}})
+    added = [first.run("add-members") for _ in range(2)]  # a retried job adds nothing twice
+    assert [a.returncode for a in added] == [0, 0], added
+    published = [json.loads(a.stdout) for a in added]
+    assert published[0] == published[1]
+    initial = published[0]["etcd"]["initial_cluster"]
+    assert f"etcd-4=http://{ips['etcd-4']}:2380" in initial.split(",") and len(initial.split(",")) == 4
+    new.render(grown, **{"adding-hosts": {"etcd": {"i-4": new.node}}}, published=published[0])
+    joined = new.run("start")
+    assert joined.returncode == 0 and "join: " in joined.stdout, joined
+    assert len(member_urls(ips["etcd-1"])) == 4
+
+    first.render(grown, **{"deleting-hosts": {"etcd": {"i-4": new.node}}})
+    removed = [first.run("remove-members") for _ in range(2)]
+    assert [r.returncode for r in removed] == [0, 0], removed
+    assert f"http://{ips['etcd-4']}:2380" not in member_urls(ips["etcd-1"])
+
+    for member in (first, second, third):
+        assert member.run("stop").returncode == 0
+    unreachable = first.run("remove-members", MEMBER_WAIT="2")
+    assert unreachable.returncode == 1 and "member remove etcd-4 failed" in unreachable.stderr
