@@ -137,6 +137,18 @@ async def test_a_rolling_parameter_change_restarts_members_one_by_one_and_loses_
     lost = writer.acked - stored
     assert not lost, f"{len(lost)} acknowledged writes lost: {sorted(lost)[:5]}"
 
+    # An election timeout under 5 heartbeats (etcd would not start with it) passes the spec's range
+    # but not the template's check: the canary fails, the old value is put back, nothing restarts.
+    running = {n.node_id: etcd_pid(cloud, n) for n in nodes}
+    job = await service.update_env(cid, {"etcd": {"election-timeout": 300}})
+    after = await expect(service, cid, "active")
+    assert (await service.get_job(cid, job.id)).status == "failed"
+    assert "previous values restored" in (after.last_error or ""), after.last_error
+    assert {n.node_id: etcd_pid(cloud, n) for n in nodes} == running
+    for node in nodes:
+        assert "ELECTION_TIMEOUT=2000\n" in cloud.vm_file(node.instance_id, "/opt/etcd/etc/tuning.env")
+    await assert_members_are_the_nodes(etcd, nodes)
+
     await service.delete_cluster(cid)
     await expect(service, cid, "deleted")
 
