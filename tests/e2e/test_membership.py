@@ -85,7 +85,8 @@ async def test_pre_scale_out_publishes_for_the_new_node_then_chosen_and_ordered_
     # The ordering names kv-1 first: it leaves first, though the highest index would be kv-3.
     app = kv_app(ordering="printf 'kv-1\\nkv-3\\nkv-2\\n'")
     app["roles"][0]["services"]["scale_in"]["pre_check"] = (
-        'test "$PITRIX_SCALE_TO" -ge 1 || { echo "refused: kv keeps one node, asked for $PITRIX_SCALE_TO"; exit 3; }'
+        'test "$PITRIX_SCALE_TO" -ge 1 || '
+        '{ echo "refused: kv keeps one node, asked for $PITRIX_SCALE_TO"; exit 3; }'
     )
     cluster, _ = await service.create_cluster(owner="o", runtime="sim", app=app, counts={"kv": 2})
     cid = cluster.id
@@ -206,6 +207,27 @@ async def test_recover_shows_the_dead_leaving_and_its_replacement_joining(cloud:
     hosts = await client.get_data(f"/clusters/{cid}/hosts/kv")
     assert set(hosts) == {after["kv-1"], after["kv-2"], after["kv-3"]}
 
+    await service.delete_cluster(cid)
+    await expect(service, cid, "deleted")
+    assert await cloud.live_names() == []
+
+
+async def test_a_published_output_that_is_not_one_json_object_fails_the_step_saying_so(cloud: Cloud) -> None:
+    service = cloud.service
+    app = kv_app()
+    # A log line before the object: the output as a whole is not JSON.
+    app["roles"][0]["services"]["pre_scale_out"]["cmd"] = "echo adding a member; echo '{\"a\": 1}'"
+    cluster, _ = await service.create_cluster(owner="o", runtime="sim", app=app, counts={"kv": 1})
+    cid = cluster.id
+    await expect(service, cid, "active")
+    await service.scale(cid, "kv", 2)
+    failed = await expect(service, cid, "failed")
+    assert failed.last_error is not None
+    assert "pre_scale_out on kv-1 (publish: true): its output is not JSON" in failed.last_error
+    assert "adding a member" in failed.last_error
+    record = await service.metadata.get("o", "sim")
+    assert record is not None
+    assert await service.metadata.client(record).get_data(f"/clusters/{cid}/published") is None
     await service.delete_cluster(cid)
     await expect(service, cid, "deleted")
     assert await cloud.live_names() == []

@@ -37,7 +37,9 @@ async def ordered(ctx: JobContext, role: str, node_ids: list[str]) -> list[str]:
 
     Without an ``ordering`` the ids come back as given. The command runs on the first node of the
     role whose agent reports (any one if none does: over SSH on channel ssh); a failure, or an
-    output naming none of the nodes, fails the step rather than guess.
+    output naming none of the nodes, fails the step rather than guess. Its command id is the
+    job's (``<job>-ordering-<role>-<node>``): asked again within one job (a resumed step), the
+    answer is the one already given, so a job never acts on two different orders.
     """
     command = ctx.cluster.app.role(role).ordering
     if not command or not node_ids:
