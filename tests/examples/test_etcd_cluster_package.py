@@ -150,6 +150,24 @@ def test_commands_before_the_first_render_say_so(tmp_path: Path) -> None:
     assert run_script(tmp_path, "reload").returncode == 0
 
 
+def test_a_stale_pid_file_never_names_another_process(spec: AppSpec, tmp_path: Path) -> None:
+    """After a reboot the recorded pid may be anyone's: stop must not kill it, start must not
+    believe etcd is running."""
+    (tmp_path / "opt/etcd/etc").mkdir(parents=True)
+    view = {"host": HOSTS["i-1"], "hosts": {"etcd": HOSTS}, "cluster": {"cluster_id": "c"}}
+    (tmp_path / "opt/etcd/etc/cluster.env").write_text(render(spec, "etcd-cluster", view))
+    (tmp_path / "var/run").mkdir(parents=True)
+    bystander = subprocess.Popen(["sleep", "60"])
+    try:
+        (tmp_path / "var/run/etcd.pid").write_text(f"{bystander.pid}\n")
+        stopped = run_script(tmp_path, "stop")
+        assert stopped.returncode == 0 and "not running" in stopped.stdout, stopped
+        assert bystander.poll() is None
+    finally:
+        bystander.kill()
+        bystander.wait()
+
+
 # -- the hooks against real members: three etcd processes on loopback, started by the script ----
 
 
