@@ -96,6 +96,9 @@ async def test_bad_service_requests_are_4xx_naming_the_field(api: Client, store:
                     "min": None,
                     "max": 9.0,
                     "description": "",
+                    "pattern": None,
+                    "required": False,
+                    "multichoice": False,
                 },
                 "key": {
                     "type": "password",
@@ -104,6 +107,9 @@ async def test_bad_service_requests_are_4xx_naming_the_field(api: Client, store:
                     "min": None,
                     "max": None,
                     "description": "",
+                    "pattern": None,
+                    "required": False,
+                    "multichoice": False,
                 },
             },
         }

@@ -75,6 +75,21 @@ class MemoryCloud:
         self.key_pairs = dict(getattr(self, "key_pairs", {{}}), **{{name: public_key}})
         return name
 
+    async def create_volume(self, spec):
+        raise NotImplementedError("memcloud has no volumes")  # apps with volumes need another cloud
+
+    async def describe_volumes(self, *, volume_ids=None, name_prefix=None):
+        return []
+
+    async def attach_volume(self, volume_id, instance_id):
+        raise NotImplementedError("memcloud has no volumes")
+
+    async def detach_volume(self, volume_id):
+        pass
+
+    async def delete_volumes(self, volume_ids):
+        pass
+
     async def close(self):
         pass
 '''

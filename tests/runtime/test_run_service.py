@@ -184,6 +184,7 @@ def test_the_spec_shorthand_and_the_view() -> None:
     )
     assert view["backup"]["params"]["level"] == {
         "type": "integer", "default": 1, "range": None, "min": 1.0, "max": 9.0, "description": "",
+        "pattern": None, "required": False, "multichoice": False,
     }  # fmt: skip
     assert view["compact"] == {"roles": ["data"], "description": "", "params": {}}
 
