@@ -12,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +33,19 @@ class Command:
     id: str
     cmd: str
     timeout: float
+
+
+def loggable(cmd: str) -> str:
+    """``cmd`` as the log may show it: the values of a leading ``export`` line (a service's
+    parameters, passwords among them) left out, their names kept."""
+    first, newline, rest = cmd.partition("\n")
+    if not first.startswith("export "):
+        return cmd
+    try:
+        names = [word.split("=", 1)[0] for word in shlex.split(first)[1:]]
+    except ValueError:
+        names = ["<unparsed>"]
+    return f"export {' '.join(n + '=…' for n in names)}{newline}{rest}"
 
 
 def command_from_values(values: dict[str, str], prefix: str, default_timeout: float) -> Command | None:
@@ -206,7 +220,7 @@ class CommandRunner:
         log = self._log.bind(cmd_id=command.id)
         started = utc_now()
         await asyncio.to_thread(self._ledger.mark_running, command.id, started)
-        log.info("command started", cmd=command.cmd, timeout=command.timeout)
+        log.info("command started", cmd=loggable(command.cmd), timeout=command.timeout)
         with contextlib.suppress(AgentError):
             await self._reporter.command(
                 command.id,

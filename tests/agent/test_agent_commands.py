@@ -5,11 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import shlex
 from pathlib import Path
 
 from agent_helpers import AgentProcess, RecordingReporter, read_fifo_line, wait_gone
 
-from pitrix.agent.commands import Command, CommandLedger, CommandRunner, command_from_values
+from pitrix.agent.commands import Command, CommandLedger, CommandRunner, command_from_values, loggable
 
 
 def runner(root: Path, reporter: RecordingReporter) -> CommandRunner:
@@ -202,3 +203,12 @@ async def test_unwritable_ledger_does_not_run_the_command_or_stop_the_runner(tmp
         assert (tmp_path / "ran.log").read_text() == "ran\n"
     finally:
         worker.cancel()
+
+
+def test_the_log_shows_a_commands_parameter_names_never_their_values() -> None:
+    secret = "it's $ecret"
+    cmd = f"export KEY={shlex.quote(secret)} LEVEL=3\nopt/app/bin/backup"
+    shown = loggable(cmd)
+    assert shown == "export KEY=… LEVEL=…\nopt/app/bin/backup" and "ecret" not in shown
+    assert loggable("opt/app/bin/start") == "opt/app/bin/start"
+    assert loggable("export KEY='unclosed\nrun") == "export <unparsed>=…\nrun"
