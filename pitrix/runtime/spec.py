@@ -285,7 +285,7 @@ class CustomService(_Strict):
     @field_validator("params", mode="before")
     @classmethod
     def _params_shorthand(cls, value: Any) -> Any:
-        return _param_shorthand(value)
+        return _env_shorthand(value)
 
     @field_validator("params")
     @classmethod
@@ -301,18 +301,6 @@ class CustomService(_Strict):
                 # A spec is shown to whoever may deploy it: a secret is given when the service runs.
                 raise ValueError(f"{key!r}: a password parameter has no default")
         return value
-
-
-def _param_shorthand(value: Any) -> Any:
-    """Parameters given as plain values become ``{type, default}``."""
-    if not isinstance(value, dict):
-        return value
-    params: dict[str, Any] = {}
-    for key, item in value.items():
-        if isinstance(item, list):
-            item = json.dumps(item)
-        params[key] = item if isinstance(item, dict) else {"type": _infer_type(item), "default": item}
-    return params
 
 
 def _infer_type(value: Any) -> str:
