@@ -86,7 +86,9 @@ async def test_a_failing_destroy_fails_the_delete_unless_forced(cloud: Cloud, tm
     assert await cloud.live_names() == []
 
 
-async def test_force_deletes_a_cluster_whose_instances_are_gone(cloud: Cloud, tmp_path: Path) -> None:
+async def test_gone_instances_fail_a_delete_at_once_and_force_deletes_the_cluster(
+    cloud: Cloud, tmp_path: Path
+) -> None:
     service, log = cloud.service, tmp_path / "teardown.log"
     cluster, _ = await service.create_cluster(
         owner="o", runtime="sim", app=teardown_app(log), counts={"web": 1, "lb": 1}
@@ -95,6 +97,14 @@ async def test_force_deletes_a_cluster_whose_instances_are_gone(cloud: Cloud, tm
     nodes = await service.nodes(cluster.id)
     provider = await service.provider_for("sim")
     await provider.terminate_instances([n.instance_id for n in nodes])  # behind pitrix's back
+    web = next(n for n in nodes if n.role == "web")
+
+    # Without force the services cannot run: named at once, not waited for until their timeout.
+    await service.delete_cluster(cluster.id)
+    failed = await expect(service, cluster.id, "failed")
+    assert failed.last_error is not None
+    assert f"web-1: its instance {web.instance_id} is gone" in failed.last_error
+    assert "delete with force" in failed.last_error
 
     job = await service.delete_cluster(cluster.id, body={"force": True})
     await expect(service, cluster.id, "deleted")
@@ -103,18 +113,3 @@ async def test_force_deletes_a_cluster_whose_instances_are_gone(cloud: Cloud, tm
         assert records[name].status == "done" and "is gone" in records[name].detail, records[name]
     assert not log.exists()  # nothing could run them
     assert await cloud.live_names() == []
-
-
-async def test_without_force_gone_instances_fail_the_delete_at_once(cloud: Cloud, tmp_path: Path) -> None:
-    service, log = cloud.service, tmp_path / "teardown.log"
-    cluster, _ = await service.create_cluster(
-        owner="o", runtime="sim", app=teardown_app(log), counts={"web": 1, "lb": 0}
-    )
-    await expect(service, cluster.id, "active")
-    (node,) = await service.nodes(cluster.id)
-    await (await service.provider_for("sim")).terminate_instances([node.instance_id])
-    await service.delete_cluster(cluster.id)
-    failed = await expect(service, cluster.id, "failed")
-    assert failed.last_error is not None
-    assert f"web-1: its instance {node.instance_id} is gone" in failed.last_error
-    assert "delete with force" in failed.last_error

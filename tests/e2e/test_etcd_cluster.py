@@ -69,33 +69,6 @@ async def assert_members_are_the_nodes(etcd: EtcdHttp, nodes: list[Node]) -> Non
         assert await etcd.healthy(node.ip), node.node_id
 
 
-async def test_three_members_bootstrap_keep_data_across_stop_start_and_delete(cloud: Cloud) -> None:
-    service, etcd = cloud.service, EtcdHttp(cloud.http)
-    cluster, _ = await service.create_cluster(owner="o", runtime="sim", app=etcd_app())
-    cid = cluster.id
-    await expect(service, cid, "active")  # create waits for every member's health check
-    nodes = await etcd_nodes(cloud, cid)
-    assert [n.node_id for n in nodes] == ["etcd-1", "etcd-2", "etcd-3"]
-    await assert_members_are_the_nodes(etcd, nodes)
-    # One cluster, not three: a write through one member is read through another.
-    await etcd.put(nodes[0].ip, "greeting", "hello")
-    assert await etcd.get(nodes[2].ip, "greeting") == "hello"
-    for node in nodes:  # the member's data is under the role's volume mount point
-        assert (cloud.workdir / "sim/vms" / node.instance_id / "root/data/etcd/member").is_dir()
-
-    await service.stop_cluster(cid)
-    await expect(service, cid, "stopped")
-    assert not [n for n in nodes if await etcd.healthy(n.ip)]
-    await service.start_cluster(cid)
-    await expect(service, cid, "active")
-    await assert_members_are_the_nodes(etcd, nodes)
-    assert await etcd.get(nodes[1].ip, "greeting") == "hello"
-
-    await service.delete_cluster(cid)
-    await expect(service, cid, "deleted")
-    assert await cloud.live_names() == []
-
-
 async def test_a_rolling_parameter_change_restarts_members_one_by_one_and_loses_no_write(
     cloud: Cloud,
 ) -> None:
@@ -180,13 +153,21 @@ async def leader_node(etcd: EtcdHttp, nodes: list[Node]) -> Node:
     return ids[(await etcd.status(nodes[0].ip))["leader"]]
 
 
-async def test_scale_3_to_5_to_3_adds_and_removes_real_members(cloud: Cloud) -> None:
+async def test_three_members_bootstrap_then_scale_3_to_5_to_3_with_real_member_add_and_remove(
+    cloud: Cloud,
+) -> None:
     service, etcd = cloud.service, EtcdHttp(cloud.http)
     cluster, _ = await service.create_cluster(owner="o", runtime="sim", app=etcd_app())
     cid = cluster.id
-    await expect(service, cid, "active")
+    await expect(service, cid, "active")  # create waits for every member's health check
     first = await etcd_nodes(cloud, cid)
+    assert [n.node_id for n in first] == ["etcd-1", "etcd-2", "etcd-3"]
+    await assert_members_are_the_nodes(etcd, first)
+    # One cluster, not three: a write through one member is read through another.
     await etcd.put(first[0].ip, "before", "3 members")
+    assert await etcd.get(first[2].ip, "before") == "3 members"
+    for node in first:  # the member's data is under the role's volume mount point
+        assert (cloud.workdir / "sim/vms" / node.instance_id / "root/data/etcd/member").is_dir()
 
     await service.scale(cid, "etcd", 5)
     await expect(service, cid, "active")
@@ -219,6 +200,7 @@ async def test_scale_3_to_5_to_3_adds_and_removes_real_members(cloud: Cloud) -> 
 
     await service.delete_cluster(cid)
     await expect(service, cid, "deleted")
+    assert await cloud.live_names() == []
 
 
 async def test_a_killed_member_is_replaced_by_recover_and_the_dead_one_removed(cloud: Cloud) -> None:
