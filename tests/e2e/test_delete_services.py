@@ -97,13 +97,13 @@ async def test_gone_instances_fail_a_delete_at_once_and_force_deletes_the_cluste
     nodes = await service.nodes(cluster.id)
     provider = await service.provider_for("sim")
     await provider.terminate_instances([n.instance_id for n in nodes])  # behind pitrix's back
-    web = next(n for n in nodes if n.role == "web")
+    lb = next(n for n in nodes if n.role == "lb")
 
     # Without force the services cannot run: named at once, not waited for until their timeout.
     await service.delete_cluster(cluster.id)
     failed = await expect(service, cluster.id, "failed")
     assert failed.last_error is not None
-    assert f"web-1: its instance {web.instance_id} is gone" in failed.last_error
+    assert f"lb-1: its instance {lb.instance_id} is gone" in failed.last_error  # lb stops first
     assert "delete with force" in failed.last_error
 
     job = await service.delete_cluster(cluster.id, body={"force": True})

@@ -153,7 +153,7 @@ async def leader_node(etcd: EtcdHttp, nodes: list[Node]) -> Node:
     return ids[(await etcd.status(nodes[0].ip))["leader"]]
 
 
-async def test_three_members_bootstrap_then_scale_3_to_5_to_3_with_real_member_add_and_remove(
+async def test_three_members_bootstrap_then_scale_to_5_and_back_by_member_add_and_remove(
     cloud: Cloud,
 ) -> None:
     service, etcd = cloud.service, EtcdHttp(cloud.http)
