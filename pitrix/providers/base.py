@@ -144,3 +144,17 @@ class Provider(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+
+def attachable(cloud: str, volume: Volume | None, volume_id: str, instance_id: str, missing: str) -> Volume:
+    """The volume an attach may go on with: it exists, and no other instance holds it (one already
+    on ``instance_id`` is fine: an attach repeated after a crash finds its own work done).
+    ``missing`` is the cloud's own code for an unknown volume."""
+    if volume is None:
+        raise ProviderError(f"{cloud}: volume {volume_id} not found", code=missing)
+    if volume.instance_id and volume.instance_id != instance_id:
+        raise ProviderError(
+            f"{cloud}: volume {volume_id} is attached to {volume.instance_id}, not {instance_id}",
+            code="conflict",
+        )
+    return volume

@@ -32,6 +32,7 @@ from pitrix.providers.base import (
     Volume,
     VolumeSpec,
     VolumeStatus,
+    attachable,
 )
 from pitrix.providers.console import host_keys_from_console
 from pitrix.providers.polling import wait_all_running, wait_for, with_retries
@@ -580,14 +581,9 @@ class AwsProvider:
         return found
 
     async def attach_volume(self, volume_id: str, instance_id: str) -> Volume:
-        volume = await self._volume(volume_id)
-        if volume is None:
-            raise ProviderError(f"aws: volume {volume_id} not found", code="InvalidVolume.NotFound")
-        if volume.instance_id and volume.instance_id != instance_id:
-            raise ProviderError(
-                f"aws: volume {volume_id} is attached to {volume.instance_id}, not {instance_id}",
-                code="conflict",
-            )
+        volume = attachable(
+            "aws", await self._volume(volume_id), volume_id, instance_id, "InvalidVolume.NotFound"
+        )
         if volume.status == "pending" and not volume.instance_id:  # found while its create still ran
             await self._wait_volume(volume_id, lambda v: v is None or v.status != "pending", "to be created")
         if not volume.instance_id:

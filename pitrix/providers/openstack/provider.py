@@ -29,6 +29,7 @@ from pitrix.providers.base import (
     Volume,
     VolumeSpec,
     VolumeStatus,
+    attachable,
 )
 from pitrix.providers.console import host_keys_from_console
 from pitrix.providers.openstack.errors import to_provider_error
@@ -428,25 +429,12 @@ class OpenStackProvider:
         return made
 
     async def attach_volume(self, volume_id: str, instance_id: str) -> Volume:
-        volume = await self._volume(volume_id)
-        if volume is None:
-            raise ProviderError(f"openstack: volume {volume_id} not found", code="404")
-        if volume.instance_id and volume.instance_id != instance_id:
-            raise ProviderError(
-                f"openstack: volume {volume_id} is attached to {volume.instance_id}, not {instance_id}",
-                code="conflict",
-            )
+        volume = attachable("openstack", await self._volume(volume_id), volume_id, instance_id, "404")
         if volume.status == "pending" and not volume.instance_id:  # being created, or attached
-            volume = await self._wait_volume(
+            settled = await self._wait_volume(
                 volume_id, lambda v: v is None or v.status != "pending", "to settle"
             )
-            if volume is None:
-                raise ProviderError(f"openstack: volume {volume_id} not found", code="404")
-            if volume.instance_id and volume.instance_id != instance_id:
-                raise ProviderError(
-                    f"openstack: volume {volume_id} is attached to {volume.instance_id}, not {instance_id}",
-                    code="conflict",
-                )
+            volume = attachable("openstack", settled, volume_id, instance_id, "404")
         if not volume.instance_id and volume.status == "available":
             url = f"/servers/{quote(instance_id, safe='')}/os-volume_attachments"
             body = {"volumeAttachment": {"volumeId": volume_id}}

@@ -27,6 +27,7 @@ from pitrix.providers.base import (
     Volume,
     VolumeSpec,
     VolumeStatus,
+    attachable,
 )
 from pitrix.providers.polling import wait_all_running, wait_for
 from pitrix.providers.qingcloud.client import QingCloudClient
@@ -487,24 +488,18 @@ class QingCloudProvider:
         return found[0]
 
     async def attach_volume(self, volume_id: str, instance_id: str) -> Volume:
-        volume = await self._volume(volume_id)
-        if volume is None:
-            raise ProviderError(f"qingcloud: volume {volume_id} not found", code="2100")
-        if volume.instance_id and volume.instance_id != instance_id:
-            raise ProviderError(
-                f"qingcloud: volume {volume_id} is attached to {volume.instance_id}, not {instance_id}",
-                code="conflict",
-            )
+        volume = attachable("qingcloud", await self._volume(volume_id), volume_id, instance_id, "2100")
         if volume.status == "pending" and not volume.instance_id:
             volume = await self._until_available(volume_id)  # found while its create still ran
         if volume.instance_id != instance_id or volume.status != "in-use":
             await self._volume_job("AttachVolumes", {"volumes.1": volume_id, "instance": instance_id})
             self._log.info("qingcloud.volume_attached", volume_id=volume_id, instance_id=instance_id)
-            volume = await self._volume(volume_id)
-        if volume is None or volume.instance_id != instance_id:
-            raise ProviderError(
-                f"qingcloud: volume {volume_id} is not attached to {instance_id} after its job"
-            )
+            after = await self._volume(volume_id)
+            if after is None or after.instance_id != instance_id:
+                raise ProviderError(
+                    f"qingcloud: volume {volume_id} is not attached to {instance_id} after its job"
+                )
+            volume = after
         return volume
 
     async def detach_volume(self, volume_id: str) -> None:
