@@ -13,10 +13,19 @@ import json
 import re
 import sys
 from pathlib import Path
-from typing import Any, Literal, get_args
+from typing import Annotated, Any, Literal, get_args
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 
 ServiceName = Literal["init", "start", "stop", "restart", "pre_scale_out", "scale_out", "scale_in", "destroy"]
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
@@ -332,6 +341,10 @@ def _env_keys(value: dict[str, EnvParam]) -> dict[str, EnvParam]:
     return value
 
 
+# A role's or the app's parameters: a plain value is shorthand for {default: value}; names checked.
+EnvParams = Annotated[dict[str, EnvParam], BeforeValidator(_env_shorthand), AfterValidator(_env_keys)]
+
+
 class Role(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     count: int = Field(1, ge=0, le=1000)
@@ -343,7 +356,7 @@ class Role(_Strict):
     volume: Volume | None = None
     services: dict[ServiceName, Service] = Field(default_factory=dict)
     health_check: HealthCheck | None = None
-    env: dict[str, EnvParam] = Field(
+    env: EnvParams = Field(
         default_factory=dict, description="parameters; a plain value is shorthand for {default: value}"
     )
     templates: list[Template] = Field(default_factory=list, description="confd templates its nodes render")
@@ -408,16 +421,6 @@ class Role(_Strict):
             )
         return self.image[provider]
 
-    @field_validator("env", mode="before")
-    @classmethod
-    def _env_shorthand(cls, value: Any) -> Any:
-        return _env_shorthand(value)
-
-    @field_validator("env")
-    @classmethod
-    def _env_keys(cls, value: dict[str, EnvParam]) -> dict[str, EnvParam]:
-        return _env_keys(value)
-
     def env_defaults(self) -> dict[str, str]:
         """The parameters that have a default, as the text agents see."""
         return {k: p.check(p.default) for k, p in self.env.items() if p.default is not None}
@@ -469,7 +472,7 @@ class AppSpec(_Strict):
     endpoints: dict[str, Endpoint] = Field(default_factory=dict)
     update_policy: UpdatePolicy = Field(default_factory=lambda: UpdatePolicy.model_validate({}))
     # params: cluster-level parameters, seen by every role as /self/env/<key> (a role's own wins)
-    env: dict[str, EnvParam] = Field(
+    env: EnvParams = Field(
         default_factory=dict,
         description="cluster-level parameters, seen by every role; a role's parameter of the same name wins",
     )
@@ -483,16 +486,6 @@ class AppSpec(_Strict):
                 raise ValueError(f"role {role.name!r} appears twice")
             seen.add(role.name)
         return self
-
-    @field_validator("env", mode="before")
-    @classmethod
-    def _env_shorthand(cls, value: Any) -> Any:
-        return _env_shorthand(value)
-
-    @field_validator("env")
-    @classmethod
-    def _env_keys(cls, value: dict[str, EnvParam]) -> dict[str, EnvParam]:
-        return _env_keys(value)
 
     @model_validator(mode="after")
     def _env_not_role_names(self) -> AppSpec:
