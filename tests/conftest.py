@@ -10,6 +10,7 @@ which reads a user's own etcd and has no TLS settings.
 from __future__ import annotations
 
 import contextlib
+import os
 import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -34,6 +35,34 @@ def pytest_configure(config: pytest.Config) -> None:
     if processors and isinstance(processors[-1], structlog.dev.ConsoleRenderer):
         processors[-1] = console_renderer(colors=False)
         structlog.configure(processors=processors)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Long tests (e2e, chaos, the example packages) first, dealt out evenly to the workers' shares.
+
+    The worksteal scheduler gives each worker a contiguous share of the collection and lets an idle
+    worker steal the end of a busy one's queue. In file order a run ended with one e2e test running
+    alone for minutes; with each share starting with its part of the long tests and ending with
+    short ones, what is left to steal at the end is short.
+    """
+    workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
+    long = [
+        i
+        for i in items
+        if i.get_closest_marker("e2e") or i.get_closest_marker("chaos") or "examples" in i.path.parts
+    ]
+    taken = {id(i) for i in long}
+    short = [i for i in items if id(i) not in taken]
+    ordered: list[pytest.Item] = []
+    left = len(items)
+    for worker in range(workers):
+        share = left // (workers - worker)  # as the scheduler sizes each worker's first share
+        mine = long[worker::workers]
+        fill = max(share - len(mine), 0)
+        ordered += mine + short[:fill]
+        short = short[fill:]
+        left -= len(mine) + fill
+    items[:] = ordered + short
 
 
 @pytest.fixture(scope="session")
