@@ -12,19 +12,18 @@ restart waits for the results of the commands it posted before, never running th
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import shlex
 import time
 from typing import Any
 
 from pitrix.metad import keyspace as ks
-from pitrix.runtime.fallback import run_over_ssh, silent_agents
 from pitrix.runtime.keys import job_key
 from pitrix.runtime.ownership import LostOwnership
-from pitrix.runtime.records import Job, Node
+from pitrix.runtime.records import Job
+from pitrix.runtime.spec import Service
 from pitrix.runtime.steps.context import JobContext, OperationError, RolledBack
 from pitrix.runtime.steps.nodes import members
+from pitrix.runtime.steps.services import ENDED, REPORT_GRACE, run_commands
 from pitrix.sealing import REDACTED
 from pitrix.store.types import Op
 
@@ -33,8 +32,6 @@ from pitrix.store.types import Op
 RESULTS_BUDGET = 512 * 1024
 OUTPUT_TAIL = 4096
 # Seconds beyond the service's own timeout to wait for its last result (the agent's report).
-REPORT_GRACE = 30.0
-ENDED = ("successful", "failed")
 
 
 class ServiceFailed(RolledBack):
@@ -87,39 +84,22 @@ async def _run(
         raise ServiceFailed(f"{service}: node(s) {', '.join(missing)} no longer run")
     started = time.monotonic()
     specs = {n.node_id: ctx.cluster.app.role(n.role).custom_services[service] for n in targets}
-    lines = {n.node_id: command_line(specs[n.node_id].cmd, params.get(n.role, {})) for n in targets}
-    ids = {n.node_id: f"{ctx.job.id}-{service}-{n.node_id}" for n in targets}
-    silent = (
-        await silent_agents(ctx.metad, ctx.cid, [n.instance_id for n in targets]) if ctx.over_ssh else set()
-    )
-    for node in targets:
-        if node.instance_id not in silent:  # a silent one runs over SSH below, never also by its agent
-            await ctx.metad.post_data(
-                ks.cmd(ctx.cid, node.instance_id),
-                {
-                    "id": ids[node.node_id],
-                    "cmd": lines[node.node_id],
-                    "timeout": str(specs[node.node_id].timeout),
-                },
-            )
-    by_ssh = [n for n in targets if n.instance_id in silent]
-    if by_ssh:
-        await _over_ssh(ctx, service, by_ssh, ids, lines, specs)
+    commands = [
+        (
+            n,
+            Service(
+                cmd=command_line(specs[n.node_id].cmd, params.get(n.role, {})),
+                timeout=specs[n.node_id].timeout,
+            ),
+        )
+        for n in targets
+    ]
     timeout = max(s.timeout for s in specs.values()) + REPORT_GRACE
-    agents = ctx.agents
-
-    def result(node: Node) -> dict[str, Any]:
-        return agents.command_result(node.instance_id, ids[node.node_id]) or {}
-
-    def finished(_: object) -> bool:
-        return all(result(n).get("status") in ENDED for n in targets)
-
-    with contextlib.suppress(TimeoutError):  # the nodes without a result are recorded as such below
-        await agents.wait_for(finished, timeout)
+    reported = await run_commands(ctx, service, commands, complete=False)
     tail = max(256, min(OUTPUT_TAIL, RESULTS_BUDGET // max(1, len(targets))))
     results: dict[str, dict[str, Any]] = {}
     for node in targets:
-        got = result(node)
+        got = reported[node.node_id]
         status = got.get("status")
         results[node.node_id] = {
             "instance_id": node.instance_id,
@@ -149,37 +129,6 @@ def _outcome(result: dict[str, Any]) -> str:
     last = result["output_tail"].strip().splitlines()[-1:] or [""]
     code = result["exit_code"]
     return (f"exit {code}" if code is not None else "timed out") + (f": {last[0]}" if last[0] else "")
-
-
-async def _over_ssh(
-    ctx: JobContext,
-    service: str,
-    nodes: list[Node],
-    ids: dict[str, str],
-    lines: dict[str, str],
-    specs: dict[str, Any],
-) -> None:
-    """The fallback path: the command over SSH on nodes whose agent is silent (channel ssh); the
-    result lands where the agent's would, and is read from there like the others."""
-    ctx.log.warning("agents silent; running over SSH", service=service, nodes=[n.node_id for n in nodes])
-    found = await ctx.provider.describe_instances(instance_ids=[n.instance_id for n in nodes])
-    instances = {i.instance_id: i for i in found}
-    async with await ctx.ssh_sessions() as ssh:
-        await asyncio.gather(
-            *(
-                run_over_ssh(
-                    ssh,
-                    ctx.metad,
-                    ctx.cid,
-                    instances[n.instance_id],
-                    ids[n.node_id],
-                    lines[n.node_id],
-                    float(specs[n.node_id].timeout),
-                )
-                for n in nodes
-                if n.instance_id in instances
-            )
-        )
 
 
 async def _record(ctx: JobContext, results: dict[str, dict[str, Any]]) -> None:

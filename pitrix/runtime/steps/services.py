@@ -78,14 +78,7 @@ async def run_service(ctx: JobContext, service: str, node_ids: list[str]) -> str
         return f"no {service} service"
     started = time.monotonic()
     results = await run_commands(ctx, service, targets)
-    failures = []
-    for node, _ in targets:
-        result = results[node.node_id]
-        if result.get("status") != "successful":
-            tail = (result.get("output_tail") or "").strip().splitlines()[-3:]
-            failures.append(f"{node.instance_id} exit {result.get('exit_code')}: {' | '.join(tail)}")
-    if failures:
-        raise OperationError(f"{service} failed on {len(failures)} node(s): " + "; ".join(failures))
+    raise_failures(f"{service} failed", [n for n, _ in targets], results)
     detail = f"{service} on {len(targets)} nodes in {time.monotonic() - started:.2f}s"
     outputs = [(node.node_id, results[node.node_id]) for node, svc in targets if svc.publish]
     if outputs:  # AppCenter's custom metadata (members)
@@ -93,13 +86,33 @@ async def run_service(ctx: JobContext, service: str, node_ids: list[str]) -> str
     return detail
 
 
+def raise_failures(what: str, nodes: list[Node], results: dict[str, dict[str, Any]]) -> None:
+    """OperationError naming each node whose command did not succeed (its exit code and last
+    lines of output), if any did not."""
+    failures = []
+    for node in nodes:
+        result = results[node.node_id]
+        if result.get("status") != "successful":
+            tail = (result.get("output_tail") or "").strip().splitlines()[-3:]
+            failures.append(f"{node.instance_id} exit {result.get('exit_code')}: {' | '.join(tail)}")
+    if failures:
+        raise OperationError(f"{what} on {len(failures)} node(s): " + "; ".join(failures))
+
+
+ENDED = ("successful", "failed")
+REPORT_GRACE = 30.0  # beyond a command's own timeout, for its agent's report to arrive
+
+
 async def run_commands(
-    ctx: JobContext, label: str, targets: list[tuple[Node, Service]]
+    ctx: JobContext, label: str, targets: list[tuple[Node, Service]], *, complete: bool = True
 ) -> dict[str, dict[str, Any]]:
     """Run each target's ``cmd`` on its node and wait for all: node id → the agent's result.
 
     ``label`` names the commands (``<job>-<label>-<node>``), so a re-run of the step finds the
-    results of the commands it posted before instead of running them again.
+    results of the commands it posted before instead of running them again. A node whose agent is
+    silent (channel ssh) runs its command over SSH instead, never also by its agent. When results
+    are still missing after the longest timeout (plus ``REPORT_GRACE``), the step fails naming the
+    nodes; with ``complete=False`` the results there are returned as they stand.
     """
     silent = (
         await silent_agents(ctx.metad, ctx.cid, [n.instance_id for n, _ in targets])
@@ -116,28 +129,22 @@ async def run_commands(
             ks.cmd(ctx.cid, node.instance_id),
             {"id": command_id, "cmd": svc.cmd, "timeout": str(svc.timeout)},
         )
-    timeout = max(svc.timeout for _, svc in targets) + 30
+    timeout = max(svc.timeout for _, svc in targets) + REPORT_GRACE
     if silent:
         await _run_silent(ctx, label, [(n, s) for n, s in targets if n.instance_id in silent], commands)
     agents = ctx.agents
 
-    def finished(_: object) -> bool:
-        return all(
-            (agents.command_result(iid, cmd) or {}).get("status") in ("successful", "failed")
-            for iid, cmd in commands.items()
-        )
+    def ended(iid: str) -> bool:
+        return (agents.command_result(iid, commands[iid]) or {}).get("status") in ENDED
 
     try:
-        await agents.wait_for(finished, timeout)
+        await agents.wait_for(lambda _: all(ended(iid) for iid in commands), timeout)
     except TimeoutError:
-        unanswered = [
-            iid
-            for iid, cmd in commands.items()
-            if (agents.command_result(iid, cmd) or {}).get("status") not in ("successful", "failed")
-        ]
-        raise OperationError(
-            f"{label}: no result within {timeout:.0f}s from {', '.join(unanswered)}"
-        ) from None
+        if complete:
+            unanswered = [iid for iid in commands if not ended(iid)]
+            raise OperationError(
+                f"{label}: no result within {timeout:.0f}s from {', '.join(unanswered)}"
+            ) from None
     return {
         node.node_id: agents.command_result(node.instance_id, commands[node.instance_id]) or {}
         for node, _ in targets

@@ -11,13 +11,13 @@ from __future__ import annotations
 import asyncio
 import time
 
-from pitrix.metad import keyspace as ks
 from pitrix.providers.base import Volume as CloudVolume
 from pitrix.providers.base import VolumeSpec
 from pitrix.runtime.records import Cluster, Node
-from pitrix.runtime.spec import Volume
+from pitrix.runtime.spec import Service, Volume
 from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps.nodes import members, nodes, save
+from pitrix.runtime.steps.services import raise_failures, run_commands
 from pitrix.runtime.volume_prepare import prepare_command
 
 SUFFIX = "-vol"
@@ -93,7 +93,7 @@ async def prepare_volumes(ctx: JobContext, node_ids: list[str]) -> str:
     found = {
         v.volume_id: v for v in await ctx.provider.describe_volumes(volume_ids=[n.volume_id for n in wanted])
     }
-    commands: dict[str, str] = {}
+    commands: list[tuple[Node, Service]] = []
     for node in wanted:
         volume: CloudVolume | None = found.get(node.volume_id)
         if volume is None or volume.instance_id != node.instance_id or not volume.device_paths:
@@ -102,39 +102,12 @@ async def prepare_volumes(ctx: JobContext, node_ids: list[str]) -> str:
             )
         spec = role_volume(ctx.cluster, node.node_id)
         assert spec is not None
-        command_id = f"{ctx.job.id}-volume-{node.node_id}"
-        commands[node.instance_id] = command_id
-        await ctx.metad.post_data(
-            ks.cmd(ctx.cid, node.instance_id),
-            {
-                "id": command_id,
-                "cmd": prepare_command(spec, volume.device_paths),
-                "timeout": str(PREPARE_TIMEOUT),
-            },
+        commands.append(
+            (node, Service(cmd=prepare_command(spec, volume.device_paths), timeout=PREPARE_TIMEOUT))
         )
     started = time.monotonic()
-    agents = ctx.agents
-
-    def status(iid: str) -> str:
-        return str((agents.command_result(iid, commands[iid]) or {}).get("status") or "")
-
-    try:
-        await agents.wait_for(
-            lambda _: all(status(i) in ("successful", "failed") for i in commands), PREPARE_TIMEOUT + 30
-        )
-    except TimeoutError:
-        silent = [i for i in commands if status(i) not in ("successful", "failed")]
-        raise OperationError(
-            f"volumes: no result within {PREPARE_TIMEOUT + 30}s from {', '.join(silent)}"
-        ) from None
-    failures = []
-    for iid, command_id in commands.items():
-        result = agents.command_result(iid, command_id) or {}
-        if result.get("status") != "successful":
-            tail = (result.get("output_tail") or "").strip().splitlines()[-3:]
-            failures.append(f"{iid} exit {result.get('exit_code')}: {' | '.join(tail)}")
-    if failures:
-        raise OperationError(f"volume prepare failed on {len(failures)} node(s): " + "; ".join(failures))
+    results = await run_commands(ctx, "volume", commands)
+    raise_failures("volume prepare failed", wanted, results)
     return f"{len(commands)} volumes mounted in {time.monotonic() - started:.2f}s"
 
 
