@@ -18,7 +18,8 @@ from pitrix.runtime.records import Cluster, Node
 from pitrix.runtime.repository import Repository
 from pitrix.runtime.secret_env import custom_services_view, service_param_context
 from pitrix.runtime.spec import SpecError, parse_spec
-from pitrix.runtime.steps.custom import command_line, hide
+from pitrix.runtime.steps.custom import hide
+from pitrix.runtime.steps.services import command_line
 from pitrix.sealing import REDACTED, Sealer, is_sealed
 from pitrix.store import Store
 

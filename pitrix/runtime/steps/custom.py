@@ -12,7 +12,6 @@ restart waits for the results of the commands it posted before, never running th
 
 from __future__ import annotations
 
-import shlex
 import time
 from typing import Any
 
@@ -23,7 +22,7 @@ from pitrix.runtime.records import Job
 from pitrix.runtime.spec import Service
 from pitrix.runtime.steps.context import JobContext, OperationError, RolledBack
 from pitrix.runtime.steps.nodes import members
-from pitrix.runtime.steps.services import ENDED, REPORT_GRACE, run_commands
+from pitrix.runtime.steps.services import ENDED, REPORT_GRACE, command_line, run_commands
 from pitrix.sealing import REDACTED
 from pitrix.store.types import Op
 
@@ -37,14 +36,6 @@ OUTPUT_TAIL = 4096
 class ServiceFailed(RolledBack):
     """A custom service failed on some node (or could not be run): the job fails, the cluster
     stays ``active``, since nothing pitrix manages was changed."""
-
-
-def command_line(cmd: str, params: dict[str, str]) -> str:
-    """``cmd`` behind an ``export`` of every parameter, each value shell-quoted."""
-    if not params:
-        return cmd
-    exports = " ".join(f"{key}={shlex.quote(value)}" for key, value in sorted(params.items()))
-    return f"export {exports}\n{cmd}"
 
 
 def hide(text: str, secrets: list[str]) -> str:

@@ -9,19 +9,16 @@ leavers it chose, never chooses again.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable
-from shlex import quote
 from typing import Any
 
 from pitrix.metad import keyspace as ks
-from pitrix.runtime.fallback import silent_agents
 from pitrix.runtime.keys import node_key
-from pitrix.runtime.records import Node
 from pitrix.runtime.spec import Service
 from pitrix.runtime.steps.context import JobContext, OperationError, RolledBack
 from pitrix.runtime.steps.nodes import members, nodes, split_id
 from pitrix.runtime.steps.ordering import ordered
 from pitrix.runtime.steps.publishing import host_entry
-from pitrix.runtime.steps.services import run_commands
+from pitrix.runtime.steps.services import command_line, first_live, run_commands
 from pitrix.store.types import Op
 
 LEAVING = "leaving"
@@ -31,21 +28,12 @@ class Refused(RolledBack):
     """A ``pre_check`` said no: the job fails, the cluster is left as it was (``active``)."""
 
 
-async def first_live(ctx: JobContext, candidates: list[Node]) -> Node | None:
-    """The first node whose agent heartbeats, asked of metad now (the job's watch view of the
-    agents may not have replayed yet when the plan's first step runs)."""
-    placed = [n for n in candidates if n.instance_id]
-    silent = await silent_agents(ctx.metad, ctx.cid, [n.instance_id for n in placed])
-    return next((n for n in placed if n.instance_id not in silent), None)
-
-
 async def pre_check(ctx: JobContext, service: str, env: dict[str, str]) -> str:
     """Each role whose ``service`` has a ``pre_check`` runs it on one live node of its own.
 
     The command sees what is asked in ``env`` (``PITRIX_SCALE_*``, exported before it runs). A
     non-zero exit refuses the job with the command's output, before anything has changed.
     """
-    exports = " ".join(f"{name}={quote(value)}" for name, value in sorted(env.items()))
     asked: list[str] = []
     every = [n for n in await nodes(ctx) if n.status != LEAVING]
     for role in ctx.cluster.app.roles:
@@ -56,7 +44,7 @@ async def pre_check(ctx: JobContext, service: str, env: dict[str, str]) -> str:
         if runner is None:
             asked.append(f"{role.name} (no live node, not asked)")
             continue
-        check = Service(cmd=f"export {exports}; {svc.pre_check}", timeout=svc.timeout)
+        check = Service(cmd=command_line(svc.pre_check, env), timeout=svc.timeout)
         result = (await run_commands(ctx, f"pre_check-{service}", [(runner, check)]))[runner.node_id]
         if result.get("status") != "successful":
             output = str(result.get("output_tail") or "").strip() or "(no output)"

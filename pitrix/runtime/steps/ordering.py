@@ -7,11 +7,10 @@ so leadership moves once, at the end, instead of at every step.
 
 from __future__ import annotations
 
-from pitrix.runtime.fallback import silent_agents
 from pitrix.runtime.spec import Service
 from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps.nodes import members
-from pitrix.runtime.steps.services import run_commands
+from pitrix.runtime.steps.services import first_live, run_commands
 
 ORDERING_TIMEOUT = 60
 
@@ -48,8 +47,7 @@ async def ordered(ctx: JobContext, role: str, node_ids: list[str]) -> list[str]:
     if not candidates:
         raise OperationError(f"{role} ordering: none of {', '.join(node_ids)} exists")
     placed = [n for n in candidates if n.instance_id] or candidates
-    silent = await silent_agents(ctx.metad, ctx.cid, [n.instance_id for n in placed if n.instance_id])
-    runner = next((n for n in placed if n.instance_id not in silent), placed[0])
+    runner = await first_live(ctx, candidates) or placed[0]
     service = Service(cmd=command, timeout=ORDERING_TIMEOUT)
     result = (await run_commands(ctx, f"ordering-{role}", [(runner, service)]))[runner.node_id]
     output = str(result.get("output_tail") or "")

@@ -7,6 +7,7 @@ service over SSH instead (never both), and the step waits for every node's resul
 from __future__ import annotations
 
 import asyncio
+import shlex
 import time
 from typing import Any
 
@@ -84,6 +85,22 @@ async def run_service(ctx: JobContext, service: str, node_ids: list[str]) -> str
     if outputs:  # AppCenter's custom metadata (members)
         detail += f"; {await publish(ctx, service, outputs)}"
     return detail
+
+
+def command_line(cmd: str, params: dict[str, str]) -> str:
+    """``cmd`` behind an ``export`` of every parameter, each value shell-quoted."""
+    if not params:
+        return cmd
+    exports = " ".join(f"{key}={shlex.quote(value)}" for key, value in sorted(params.items()))
+    return f"export {exports}\n{cmd}"
+
+
+async def first_live(ctx: JobContext, candidates: list[Node]) -> Node | None:
+    """The first node whose agent heartbeats, asked of metad now (the job's watch view of the
+    agents may not have replayed yet when the plan's first step runs)."""
+    placed = [n for n in candidates if n.instance_id]
+    silent = await silent_agents(ctx.metad, ctx.cid, [n.instance_id for n in placed])
+    return next((n for n in placed if n.instance_id not in silent), None)
 
 
 def raise_failures(what: str, nodes: list[Node], results: dict[str, dict[str, Any]]) -> None:
