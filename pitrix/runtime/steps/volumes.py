@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 
 from pitrix.providers.base import Volume as CloudVolume
 from pitrix.providers.base import VolumeSpec
@@ -114,18 +115,10 @@ async def prepare_volumes(ctx: JobContext, node_ids: list[str]) -> str:
 async def delete_volumes(ctx: JobContext, node_ids: list[str] | None = None) -> str:
     """Delete the nodes' volumes (all of the cluster's when ``node_ids`` is None), by name: their
     instances and node records may be gone already."""
-    if not has_volumes(ctx.cluster):
-        return "no volumes"
-    prefix = f"{ctx.cid}-"
-    found = await ctx.provider.describe_volumes(name_prefix=prefix)
     if node_ids is None:
-        gone = [v for v in found if v.name.endswith(SUFFIX)]
-    else:
-        names = {volume_name(ctx.cid, n) for n in node_ids}
-        gone = [v for v in found if v.name in names]
-    if gone:
-        await ctx.provider.delete_volumes([v.volume_id for v in gone])
-    return f"deleted {', '.join(sorted(v.volume_id for v in gone))}" if gone else "no volumes left"
+        return await _delete_where(ctx, lambda name: True)
+    names = {volume_name(ctx.cid, n) for n in node_ids}
+    return await _delete_where(ctx, names.__contains__)
 
 
 async def delete_left_volumes(ctx: JobContext) -> str:
@@ -137,10 +130,16 @@ async def delete_left_volumes(ctx: JobContext) -> str:
     """
     if not has_volumes(ctx.cluster):
         return "no volumes"
-    prefix = f"{ctx.cid}-"
     kept = {volume_name(ctx.cid, n.node_id) for n in await nodes(ctx)}
-    found = await ctx.provider.describe_volumes(name_prefix=prefix)
-    gone = [v for v in found if v.name.endswith(SUFFIX) and v.name not in kept]
+    return await _delete_where(ctx, lambda name: name not in kept)
+
+
+async def _delete_where(ctx: JobContext, doomed: Callable[[str], bool]) -> str:
+    """Delete the cluster's volumes whose name ``doomed`` picks (found by name prefix)."""
+    if not has_volumes(ctx.cluster):
+        return "no volumes"
+    found = await ctx.provider.describe_volumes(name_prefix=f"{ctx.cid}-")
+    gone = [v for v in found if v.name.endswith(SUFFIX) and doomed(v.name)]
     if gone:
         await ctx.provider.delete_volumes([v.volume_id for v in gone])
     return f"deleted {', '.join(sorted(v.volume_id for v in gone))}" if gone else "no volumes left"
