@@ -299,6 +299,17 @@ def _action(verb: str) -> Any:
     return handler
 
 
+# -- upgrade: the dry run -----------------------------------------------------------------------------
+
+
+async def upgrade_preview(request: web.Request) -> web.Response:
+    """``GET /v1/clusters/<id>/upgrade?version=V``: the upgrade's diff, no job started."""
+    scope = identity_of(request).scope
+    body = {"version": request.query.get("version", "")}
+    preview = await request.app[SERVICE].upgrade_preview(request.match_info["cid"], body, scope)
+    return web.json_response(preview)
+
+
 async def list_jobs(request: web.Request) -> web.Response:
     cluster = await _cluster(request)
     jobs = await request.app[SERVICE].list_jobs(cluster.id)
@@ -402,4 +413,5 @@ def create_app(
     add.add_get("/v1/clusters/{cid}/events", cluster_events)
     add.add_get("/v1/clusters/{cid}/jobs", list_jobs)
     add.add_get("/v1/clusters/{cid}/jobs/{job_id}", show_job)
+    add.add_get("/v1/clusters/{cid}/upgrade", upgrade_preview)
     return app

@@ -52,5 +52,8 @@ def openapi_document() -> dict[str, Any]:
     """Made once per process: the file is part of the installed tree and does not change."""
     with SCHEMA_FILE.open() as f:
         data: dict[str, Any] = yaml.safe_load(f)
-    data["paths"] = {**data["paths"], **action_paths()}
+    paths = dict(data["paths"])
+    for path, item in action_paths().items():  # a verb may also have a GET of its own (upgrade)
+        paths[path] = {**paths.get(path, {}), **item}
+    data["paths"] = paths
     return data

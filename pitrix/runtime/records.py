@@ -44,6 +44,7 @@ State = Literal[
     "recovering",
     "running_service",
     "restarting",
+    "upgrading",
     "deleting",
     "deleted",
     "failed",

@@ -333,6 +333,15 @@ class RuntimeService:
     async def _request(self, cid: str, action: Action[Any], body: dict[str, Any], owner: str | None) -> Job:
         return await self._accepted(await self.jobs.request(cid, owner, action, body))
 
+    async def upgrade_preview(self, cid: str, body: dict[str, Any], owner: str | None = None) -> dict[str, Any]:
+        """``GET /v1/clusters/<cid>/upgrade?version=V``: what an upgrade would change, nothing started."""
+        from pitrix.runtime.actions.upgrade import Upgrade
+
+        cluster, _ = await self.repo.read_cluster(cid, owner)
+        action = BY_NAME["upgrade"]
+        assert isinstance(action, Upgrade)
+        return await action.preview(self.jobs.desk, cluster, body)
+
     async def scale(self, cid: str, role: str, count: int, owner: str | None = None) -> Job:
         return await self.act(cid, "scale", {"role": role, "count": count}, owner)
 

@@ -27,7 +27,19 @@ from pydantic import (
     model_validator,
 )
 
-ServiceName = Literal["init", "start", "stop", "restart", "pre_scale_out", "scale_out", "scale_in", "destroy"]
+ServiceName = Literal[
+    "init",
+    "start",
+    "stop",
+    "restart",
+    "pre_scale_out",
+    "scale_out",
+    "scale_in",
+    "destroy",
+    # upgrade: run on each node of an upgrade's batch (PITRIX_FROM_VERSION, PITRIX_TO_VERSION set)
+    "upgrade",
+    "rollback",
+]
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
 ENV_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
 
@@ -464,6 +476,35 @@ class AppRecovery(_Strict):
         return value
 
 
+class Upgrade(_Strict):
+    """Which versions may upgrade to this one, and how (docs/app-packages.md, "Upgrades")."""
+
+    from_versions: list[str] = Field(
+        min_length=1, description="the versions (fnmatch globs allowed, e.g. 3.4.*) that may upgrade to this one"
+    )
+    policy: Literal["in_place", "replace"] = Field(
+        "in_place",
+        description="in_place: new templates and env delivered, then the upgrade service on each node; "
+        "replace: each node rebuilt from the new image, its volume kept",
+    )
+    canary: int = Field(1, ge=0, le=1000, description="nodes upgraded first; 0 skips the canary batch")
+    max_in_flight: int = Field(1, ge=1, le=1000, description="nodes upgraded at once after the canary")
+
+    @field_validator("from_versions")
+    @classmethod
+    def _patterns(cls, value: list[str]) -> list[str]:
+        for pattern in value:
+            if not re.fullmatch(r"[A-Za-z0-9._+*?\[\]!-]{1,64}", pattern):
+                raise ValueError(f"{pattern!r} is not a version or a glob of versions")
+        return value
+
+    def allows(self, version: str) -> bool:
+        """Whether a cluster on ``version`` may upgrade to the spec holding this."""
+        from fnmatch import fnmatchcase
+
+        return any(fnmatchcase(version, pattern) for pattern in self.from_versions)
+
+
 class AppSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     version: str = "0.1.0"
@@ -477,6 +518,8 @@ class AppSpec(_Strict):
         description="cluster-level parameters, seen by every role; a role's parameter of the same name wins",
     )
     recovery: AppRecovery = Field(default_factory=lambda: AppRecovery.model_validate({}))
+    # upgrade: which versions may upgrade to this one (POST /v1/clusters/<id>/upgrade)
+    upgrade: Upgrade | None = None
 
     @model_validator(mode="after")
     def _unique_roles(self) -> AppSpec:

@@ -131,6 +131,11 @@ def _write_files(files: dict[str, bytes]) -> str:
     return "\n".join(out)
 
 
+def write_files_script(files: dict[str, bytes]) -> str:
+    """The shell that writes ``files`` under ``$ROOT`` (upgrade: a version's templates by command)."""
+    return _write_files(files)
+
+
 def _plain(data: bytes) -> bool:
     try:
         text = data.decode()

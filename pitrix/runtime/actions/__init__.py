@@ -18,6 +18,7 @@ from pitrix.runtime.actions.scale import SCALE_IN, SCALE_OUT
 from pitrix.runtime.actions.start import Start
 from pitrix.runtime.actions.stop import Stop
 from pitrix.runtime.actions.update_env import UpdateEnv
+from pitrix.runtime.actions.upgrade import Upgrade
 from pitrix.runtime.lifecycle import Lifecycle
 
 ACTIONS: tuple[Action[Any], ...] = (
@@ -31,6 +32,7 @@ ACTIONS: tuple[Action[Any], ...] = (
     RunService(),
     Restart(),
     Delete(),
+    Upgrade(),
 )
 
 BY_NAME: dict[str, Action[Any]] = {action.name: action for action in ACTIONS}

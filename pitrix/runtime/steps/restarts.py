@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from pitrix.runtime.records import Cluster
+from pitrix.runtime.records import Cluster, Node
 from pitrix.runtime.spec import ServiceName
 from pitrix.runtime.steps import services
 from pitrix.runtime.steps.agents import health_timeout, health_verdict
@@ -54,6 +54,12 @@ async def healthy_again(ctx: JobContext, role: str, node_ids: list[str], number:
     """Until every node of the batch passed a health check after its restart; a node that turns
     unhealthy (past its threshold) fails the step at once, naming it and its check's output."""
     nodes = await members(ctx, await batch(ctx, role, node_ids, number, size))
+    return await healthy_after(ctx, nodes, "the restart")
+
+
+async def healthy_after(ctx: JobContext, nodes: list[Node], change: str) -> str:
+    """Until every node (of a role with a health check) passed a check after ``change`` (made just
+    before the call); OperationError naming the nodes that turned unhealthy or stayed silent."""
     checked = [n for n in nodes if ctx.cluster.app.role(n.role).health_check is not None]
     if not checked:
         return "no health checks"
@@ -65,14 +71,12 @@ async def healthy_again(ctx: JobContext, role: str, node_ids: list[str], number:
         )
     except TimeoutError:
         late = [n.node_id for n in checked if health_verdict(ctx, n, start) is False]
-        raise OperationError(
-            f"not healthy within {deadline:.0f}s of the restart: {', '.join(late)}"
-        ) from None
+        raise OperationError(f"not healthy within {deadline:.0f}s of {change}: {', '.join(late)}") from None
     failed = [
         f"{n.node_id} (unhealthy: {verdict})"
         for n in checked
         if isinstance(verdict := health_verdict(ctx, n, start), str)
     ]
     if failed:
-        raise OperationError(f"unhealthy after the restart: {'; '.join(failed)}")
+        raise OperationError(f"unhealthy after {change}: {'; '.join(failed)}")
     return f"{len(checked)} nodes healthy"

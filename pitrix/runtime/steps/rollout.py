@@ -105,7 +105,7 @@ async def _await(
     return failures
 
 
-async def _await_batch(
+async def await_batch(
     ctx: JobContext, nodes: list[Node], revisions: Revisions, *, health: bool
 ) -> dict[str, str]:
     """Until every node applied its revision (and, with ``health``, passed its check after)."""
@@ -138,13 +138,13 @@ async def roll_env(
     """
     nodes = await members(ctx, batch)
     revisions = await _give_env(ctx, nodes, values)
-    failures = await _await_batch(ctx, nodes, revisions, health=True)
+    failures = await await_batch(ctx, nodes, revisions, health=True)
     if not failures:
         return f"{', '.join(n.node_id for n in nodes)} applied revision {max(revisions.values())}"
     touched = await members(ctx, [*done_before, *batch])
     ctx.log.warning("env rollout failed; restoring", failures=failures, nodes=[n.node_id for n in touched])
     restored = await _take_env_back(ctx, touched, previous)
-    after = await _await_batch(ctx, touched, restored, health=False)
+    after = await await_batch(ctx, touched, restored, health=False)
     reason = "; ".join(f"{node_id}: {why}" for node_id, why in failures.items())
     if after:
         problems = "; ".join(f"{node_id}: {why}" for node_id, why in after.items())
