@@ -393,6 +393,8 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
         body = {k: v for k, v in (("roles", args.role), ("nodes", args.node)) if v}
         data = await client.post(f"/v1/clusters/{args.cluster}/restart", body or None)
         return await _wait_job(client, args.cluster, data["job"], args)
+    if args.action == "upgrade":
+        return await _upgrade(client, args)
     if args.action == "act":
         data = await client.post(f"/v1/clusters/{args.cluster}/{args.verb}", _act_body(args.body))
         return await _wait_job(client, args.cluster, data["job"], args)
@@ -400,6 +402,49 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
         data = await client.post(f"/v1/clusters/{args.cluster}/{args.action}")
         return await _wait_job(client, args.cluster, data["job"], args)
     data = await client.delete(f"/v1/clusters/{args.cluster}", {"force": True} if args.force else None)
+    return await _wait_job(client, args.cluster, data["job"], args)
+
+
+# -- upgrade ---------------------------------------------------------------------------------------
+
+
+def _upgrade_table(data: dict[str, Any]) -> str:
+    """The dry run as lines: versions and policy, parameter changes, role changes, batches."""
+    lines = [
+        f"{data['app']} {data['from']} -> {data['to']}  policy {data['policy']}"
+        f"  canary {data['canary']}  max_in_flight {data['max_in_flight']}"
+    ]
+    changes = data["params"]
+    lines += [f"  + {name} = {value}" for name, value in changes["added"].items()]
+    lines += [f"  - {name}" for name in changes["removed"]]
+    lines += [f"  ~ {n} default {c['from']} -> {c['to']}" for n, c in changes["changed_defaults"].items()]
+    lines += [f"  = {name} = {value} (given)" for name, value in changes["given"].items()]
+    for role, diff in data["roles"].items():
+        for what, change in diff.items():
+            if isinstance(change, dict) and "from" in change:
+                lines.append(f"  role {role} {what}: {change['from']} -> {change['to']}")
+            elif isinstance(change, dict):
+                shown = ", ".join(f"{k} {', '.join(v)}" for k, v in change.items() if v)
+                lines.append(f"  role {role} {what}: {shown}")
+            else:
+                lines.append(f"  role {role} {what}: {change}")
+    lines += [f"  {b['role']}:{b['name']}  {', '.join(b['nodes'])}" for b in data["batches"]]
+    return "\n".join(lines)
+
+
+async def _upgrade(client: ApiClient, args: argparse.Namespace) -> int:
+    """``clusters upgrade CID --version V``: the job, or with ``--dry-run`` the diff only."""
+    if args.dry_run:
+        if args.env:
+            raise UsageError("--dry-run shows the diff with the values kept; --env applies to the upgrade")
+        data = await client.get(f"/v1/clusters/{args.cluster}/upgrade", version=args.version)
+        _print(data, args.output, _upgrade_table)
+        return 0
+    body: dict[str, Any] = {"version": args.version}
+    env = _deploy_env(None, args.env)
+    if env:
+        body["env"] = env
+    data = await client.post(f"/v1/clusters/{args.cluster}/upgrade", body)
     return await _wait_job(client, args.cluster, data["job"], args)
 
 
@@ -621,6 +666,22 @@ def build_parser() -> argparse.ArgumentParser:
     restart.add_argument("cluster")
     restart.add_argument("--role", action="append", help="a role to restart (repeatable; default: all)")
     restart.add_argument("--node", action="append", help="a node id to restart (repeatable; default: all)")
+    upgrade = clusters.add_parser(
+        "upgrade", help="move the cluster to another registered version of its app (see --dry-run)"
+    )
+    upgrade.add_argument("cluster")
+    upgrade.add_argument("--version", required=True, help="a registered version of the cluster's app")
+    upgrade.add_argument("--dry-run", action="store_true", help="show what would change; start nothing")
+    upgrade.add_argument(
+        "--env", action="append", metavar="[ROLE.]KEY=VALUE", help="a value for the new version (repeatable)"
+    )
+    upgrade.add_argument("--no-wait", action="store_true", help="return once the action is accepted")
+    upgrade.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="stop waiting after SECONDS and exit 7; the job goes on (default: wait until it ends)",
+    )
     act = clusters.add_parser(
         "act",
         help="ask for any action by its API verb (POST /v1/clusters/CLUSTER/VERB), e.g. one added lately",
