@@ -40,6 +40,7 @@ class UpgradeArgs(Args):
     previous: str = ""  # the version upgraded from (what a rollback restores)
     app: AppSpec  # the new version's spec, password defaults moved into env (sealed)
     env: Env  # the migrated env, whole: scope -> key -> value (passwords sealed)
+    instances: dict[str, str] = {}  # node id -> its instance when accepted (replace: who is rebuilt)
 
 
 class Upgrade(Action[UpgradeArgs]):
@@ -65,7 +66,14 @@ class Upgrade(Action[UpgradeArgs]):
     async def accept(self, desk: Desk, cluster: Cluster, body: dict[str, Any]) -> Accepted:
         target, env, _ = await judge(desk, cluster, body)
         sealed = seal_passwords(cluster.model_copy(update={"app": target, "env": env}), desk.sealer)
-        args = UpgradeArgs(version=target.version, previous=cluster.app.version, app=sealed.app, env=sealed.env)
+        placed = {n.node_id: n.instance_id for n in await desk.repo.nodes(cluster.id) if n.instance_id}
+        args = UpgradeArgs(
+            version=target.version,
+            previous=cluster.app.version,
+            app=sealed.app,
+            env=sealed.env,
+            instances=placed,
+        )
         return Accepted(self, args)
 
     async def preview(self, desk: Desk, cluster: Cluster, body: dict[str, Any]) -> dict[str, Any]:
@@ -83,12 +91,17 @@ class Upgrade(Action[UpgradeArgs]):
             if (ids := [n for n in node_ids if role_of(n) == role.name])
         }
         policy = args.app.upgrade
-        step = upgrade.upgrade_replace if policy and policy.policy == "replace" else upgrade.upgrade_in_place
+        replace = policy is not None and policy.policy == "replace"
         plan = Plan(self.name)
         for role, ids in by_role.items():
             for number in range(1, upgrade.batch_count(args.app, len(ids)) + 1):
                 name = f"{role}:canary" if number == 1 and policy and policy.canary else f"{role}:batch-{number}"
-                plan.then(as_step(name, step, ctx, target, by_role, role, number, timeout=BATCH_TIMEOUT))
+                batch = (ctx, target, by_role, role, number)
+                if replace:
+                    step = as_step(name, upgrade.upgrade_replace, *batch, args.instances, timeout=BATCH_TIMEOUT)
+                else:
+                    step = as_step(name, upgrade.upgrade_in_place, *batch, timeout=BATCH_TIMEOUT)
+                plan.then(step)
         plan.then(as_step("commit-upgrade", upgrade.commit_upgrade, ctx, target, node_ids))
         return plan
 

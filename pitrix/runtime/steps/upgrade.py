@@ -60,8 +60,7 @@ async def batch_of(
 ) -> tuple[list[str], list[str]]:
     """Batch ``number`` (from 1) of ``role``, and every node upgraded before it (earlier roles'
     and this role's earlier batches), chosen when the step runs: ordering asks the live app."""
-    policy = target.cluster.app.upgrade
-    canary, size = (policy.canary, policy.max_in_flight) if policy else (1, 1)
+    canary, size = _policy(target.cluster.app)
     done: list[str] = []
     for name, node_ids in by_role.items():
         if name == role:
@@ -74,9 +73,39 @@ async def batch_of(
     return (batches[number - 1] if number <= len(batches) else []), done
 
 
+async def rebuilt_batch_of(
+    ctx: JobContext,
+    target: JobContext,
+    by_role: dict[str, list[str]],
+    role: str,
+    number: int,
+    instances: dict[str, str],
+) -> tuple[list[str], list[str]]:
+    """As :func:`batch_of` for ``replace``, where a node's instance changes once it is rebuilt:
+    the nodes done are those no longer on the instance they had when the upgrade was accepted,
+    and the batch is taken from the others. The order is asked again at each batch and may come
+    from a rebuilt node (its agent has no memory of the answer given before), so a node already
+    rebuilt must never be picked again by position."""
+    canary, size = _policy(target.cluster.app)
+    done: list[str] = []
+    for name, node_ids in by_role.items():
+        if name == role:
+            break
+        done += node_ids
+    now = {n.node_id: n.instance_id for n in await members(ctx, by_role[role])}
+    rebuilt = [n for n in by_role[role] if now.get(n) != instances.get(n)]
+    left = [n for n in await role_order(ctx, role, by_role[role]) if n not in rebuilt]
+    take = canary if number == 1 and canary else size
+    return left[:take], done + rebuilt
+
+
+def _policy(app: AppSpec) -> tuple[int, int]:
+    policy = app.upgrade
+    return (policy.canary, policy.max_in_flight) if policy else (1, 1)
+
+
 def batch_count(target: AppSpec, count: int) -> int:
-    policy = target.upgrade
-    canary, size = (policy.canary, policy.max_in_flight) if policy else (1, 1)
+    canary, size = _policy(target)
     return len(rollout_batches([str(i) for i in range(count)], canary, size))
 
 
@@ -242,12 +271,17 @@ async def _rebuild(ctx: JobContext, before: JobContext, nodes: list[Node]) -> No
 
 
 async def upgrade_replace(
-    ctx: JobContext, target: JobContext, by_role: dict[str, list[str]], role: str, number: int
+    ctx: JobContext,
+    target: JobContext,
+    by_role: dict[str, list[str]],
+    role: str,
+    number: int,
+    instances: dict[str, str],
 ) -> str:
     """Batch ``number`` of ``role`` rebuilt from the new version's image; on a failure every node
     rebuilt so far (this batch and those before) is rebuilt from the current image, and the step
-    fails with RolledBack."""
-    chosen, done = await batch_of(ctx, target, by_role, role, number)
+    fails with RolledBack. ``instances``: each node's instance when the upgrade was accepted."""
+    chosen, done = await rebuilt_batch_of(ctx, target, by_role, role, number, instances)
     if not chosen:
         return "no nodes left for this batch"
     nodes = await members(ctx, chosen)
