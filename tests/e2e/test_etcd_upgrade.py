@@ -78,7 +78,9 @@ class FollowingWriter(Writer):
 
     async def follow(self, cloud: Cloud, cid: str) -> None:
         while not self.stop.is_set():
-            self.ips[:] = [n.ip for n in await etcd_nodes(cloud, cid) if n.ip]
+            ips = [n.ip for n in await etcd_nodes(cloud, cid) if n.ip]
+            if len(ips) == len(self.ips):  # the writer picks members by position: never fewer
+                self.ips[:] = ips
             await asyncio.sleep(0.5)  # a pace, as the writer's own: nothing is waited for here
 
 
