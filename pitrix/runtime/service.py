@@ -333,7 +333,9 @@ class RuntimeService:
     async def _request(self, cid: str, action: Action[Any], body: dict[str, Any], owner: str | None) -> Job:
         return await self._accepted(await self.jobs.request(cid, owner, action, body))
 
-    async def upgrade_preview(self, cid: str, body: dict[str, Any], owner: str | None = None) -> dict[str, Any]:
+    async def upgrade_preview(
+        self, cid: str, body: dict[str, Any], owner: str | None = None
+    ) -> dict[str, Any]:
         """``GET /v1/clusters/<cid>/upgrade?version=V``: what an upgrade would change, nothing started."""
         from pitrix.runtime.actions.upgrade import Upgrade
 

@@ -480,7 +480,8 @@ class Upgrade(_Strict):
     """Which versions may upgrade to this one, and how (docs/app-packages.md, "Upgrades")."""
 
     from_versions: list[str] = Field(
-        min_length=1, description="the versions (fnmatch globs allowed, e.g. 3.4.*) that may upgrade to this one"
+        min_length=1,
+        description="the versions (fnmatch globs allowed, e.g. 3.4.*) that may upgrade to this one",
     )
     policy: Literal["in_place", "replace"] = Field(
         "in_place",

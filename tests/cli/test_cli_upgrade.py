@@ -33,7 +33,9 @@ async def test_upgrade_dry_run_and_refusals(cli: Run, tmp_path: Path) -> None:
         env={"PITRIX_TOKEN": ADMIN},
     )  # fmt: skip
     assert code == 0, err
-    code, out, err = await cli("-o", "json", "clusters", "create", "--runtime", "dead", "--app", "demo@1.0", "--no-wait")
+    code, out, err = await cli(
+        "-o", "json", "clusters", "create", "--runtime", "dead", "--app", "demo@1.0", "--no-wait"
+    )
     assert code == 0, err
     cid = json.loads(out)["cluster_id"]
 
@@ -50,5 +52,7 @@ async def test_upgrade_dry_run_and_refusals(cli: Run, tmp_path: Path) -> None:
     assert code == 2 and "version: app 'demo' version '2.0' is not registered" in err, err
     code, _, err = await cli("clusters", "upgrade", cid, "--version", "1.0", "--no-wait")
     assert code == 2 and "is on demo 1.0 already" in err, err
-    code, _, err = await cli("clusters", "upgrade", cid, "--version", "1.1", "--env", "web.port=x", "--no-wait")
+    code, _, err = await cli(
+        "clusters", "upgrade", cid, "--version", "1.1", "--env", "web.port=x", "--no-wait"
+    )
     assert code == 2 and "env.web.port: expected an integer" in err, err

@@ -87,7 +87,12 @@ class FollowingWriter(Writer):
 async def test_upgrades_in_place_rolled_back_and_by_replacing_nodes_lose_no_write(cloud: Cloud) -> None:
     service, etcd = cloud.service, EtcdHttp(cloud.http)
     catalog = AppCatalog(service.store)
-    for spec in (package("app.yaml"), package("app-3.4.1.yaml"), failing_variant(), package("app-3.5.0.yaml")):
+    for spec in (
+        package("app.yaml"),
+        package("app-3.4.1.yaml"),
+        failing_variant(),
+        package("app-3.5.0.yaml"),
+    ):
         await catalog.register(spec, "o")
     cluster, _ = await service.create_cluster(owner="o", runtime="sim", app=package("app.yaml"))
     cid = cluster.id

@@ -14,7 +14,9 @@ PACKAGE = Path(__file__).resolve().parents[2] / "examples" / "etcd-cluster"
 
 
 def test_each_version_declares_its_way_up_from_the_one_before() -> None:
-    first, in_place, replace = (load_spec(PACKAGE / n) for n in ("app.yaml", "app-3.4.1.yaml", "app-3.5.0.yaml"))
+    first, in_place, replace = (
+        load_spec(PACKAGE / n) for n in ("app.yaml", "app-3.4.1.yaml", "app-3.5.0.yaml")
+    )
     assert first.name == in_place.name == replace.name
     assert in_place.upgrade is not None and in_place.upgrade.policy == "in_place"
     assert in_place.upgrade.allows(first.version) and not in_place.upgrade.allows(replace.version)
@@ -35,5 +37,7 @@ def test_the_new_parameter_reaches_etcd_through_the_tuning_template() -> None:
 
 def test_the_replace_image_runs_the_same_script() -> None:
     script = "opt/etcd/bin/etcd-node"
-    assert (PACKAGE / "images/etcd-r2" / script).read_bytes() == (PACKAGE / "images/etcd" / script).read_bytes()
+    assert (PACKAGE / "images/etcd-r2" / script).read_bytes() == (
+        PACKAGE / "images/etcd" / script
+    ).read_bytes()
     assert (PACKAGE / "images/etcd-r2/opt/etcd/release").read_text() == "etcd-r2\n"

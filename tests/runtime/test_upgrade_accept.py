@@ -37,7 +37,7 @@ V1: dict[str, Any] = {
                 "old-knob": 3,
                 "secret": {"type": "password"},
             },
-            "templates": [{"name": "conf", "dest": "/etc/kv.conf", "text": "port={{getv \"/env/port\"}}\n"}],
+            "templates": [{"name": "conf", "dest": "/etc/kv.conf", "text": 'port={{getv "/env/port"}}\n'}],
         },
         {"name": "proxy", "count": 1, "image": "kv-1", "services": {"start": {"cmd": "start proxy"}}},
     ],
@@ -98,17 +98,25 @@ async def test_every_refusal_names_its_field(desk: Desk, sealer: Sealer) -> None
     await refused(desk, c, {"version": "2.5"}, r"^version: kv 2.5 upgrades from 2\.\*, not from 1.0")
     await refused(desk, c, {"version": "1.4"}, "^version: kv 1.4 has roles data, gateway")
     await refused(desk, c, {"version": "1.1", "env": "x"}, "^env: expected an object")
-    await refused(desk, c, {"version": "1.1", "env": {"data": {"old-knob": 1}}}, "^env.data.old-knob: role data has no")
-    await refused(desk, c, {"version": "1.1", "env": {"data": {"cache-mb": 0}}}, "^env.data.cache-mb: 0 is below")
+    await refused(
+        desk, c, {"version": "1.1", "env": {"data": {"old-knob": 1}}}, "^env.data.old-knob: role data has no"
+    )
+    await refused(
+        desk, c, {"version": "1.1", "env": {"data": {"cache-mb": 0}}}, "^env.data.cache-mb: 0 is below"
+    )
     # a kept value the new version refuses ("fast" is not in 1.1's range), unless a new one is given
     await refused(desk, c, {"version": "1.1"}, "^env.data.mode: the current value 'fast' is not one of")
     accepted = await BY_NAME["upgrade"].accept(desk, c, {"version": "1.1", "env": {"data": {"mode": "safe"}}})
     assert isinstance(accepted.args, UpgradeArgs) and accepted.args.version == "1.1"
 
 
-async def test_the_env_is_migrated_kept_dropped_added_and_passwords_stay_sealed(desk: Desk, sealer: Sealer) -> None:
+async def test_the_env_is_migrated_kept_dropped_added_and_passwords_stay_sealed(
+    desk: Desk, sealer: Sealer
+) -> None:
     c = cluster(sealer, {"data": {"port": "7100", "old-knob": "4"}, CLUSTER_SCOPE: {"region": "south"}})
-    accepted = await BY_NAME["upgrade"].accept(desk, c, {"version": "1.1", "env": {"data": {"cache-mb": 128}}})
+    accepted = await BY_NAME["upgrade"].accept(
+        desk, c, {"version": "1.1", "env": {"data": {"cache-mb": 128}}}
+    )
     args = accepted.args
     assert isinstance(args, UpgradeArgs)
     data = args.env["data"]
@@ -163,7 +171,7 @@ async def test_the_dry_run_shows_params_roles_policy_and_batches(desk: Desk, sea
         ("data", "batch-3", ["data-4", "data-5"]),
         ("proxy", "canary", ["proxy-1"]),
     ]
-    with pytest.raises(InvalidRequest, match="^version: app 'kv' version '7'"):
+    with pytest.raises(InvalidRequest, match=r"^version: app 'kv' version '7'"):
         await action.preview(desk, c, {"version": "7"})
 
 
@@ -199,7 +207,7 @@ def test_from_versions_take_globs_and_refuse_junk() -> None:
     assert spec.upgrade.allows("1.0") and spec.upgrade.allows("0.9.3") and not spec.upgrade.allows("0.8")
     from pitrix.runtime.spec import SpecError
 
-    with pytest.raises(SpecError, match="upgrade.from_versions"):
+    with pytest.raises(SpecError, match=r"upgrade\.from_versions"):
         parse_spec(v2(from_versions=["1.0 ; rm"]))
-    with pytest.raises(SpecError, match="upgrade.policy"):
+    with pytest.raises(SpecError, match=r"upgrade\.policy"):
         parse_spec(v2(policy="sideways"))

@@ -95,10 +95,14 @@ class Upgrade(Action[UpgradeArgs]):
         plan = Plan(self.name)
         for role, ids in by_role.items():
             for number in range(1, upgrade.batch_count(args.app, len(ids)) + 1):
-                name = f"{role}:canary" if number == 1 and policy and policy.canary else f"{role}:batch-{number}"
+                name = (
+                    f"{role}:canary" if number == 1 and policy and policy.canary else f"{role}:batch-{number}"
+                )
                 batch = (ctx, target, by_role, role, number)
                 if replace:
-                    step = as_step(name, upgrade.upgrade_replace, *batch, args.instances, timeout=BATCH_TIMEOUT)
+                    step = as_step(
+                        name, upgrade.upgrade_replace, *batch, args.instances, timeout=BATCH_TIMEOUT
+                    )
                 else:
                     step = as_step(name, upgrade.upgrade_in_place, *batch, timeout=BATCH_TIMEOUT)
                 plan.then(step)
@@ -143,7 +147,8 @@ async def judge(desk: Desk, cluster: Cluster, body: dict[str, Any]) -> tuple[App
     have, want = [r.name for r in current.roles], [r.name for r in target.roles]
     if sorted(have) != sorted(want):
         raise InvalidRequest(
-            f"version: {current.name} {version} has roles {', '.join(want)}; the cluster has {', '.join(have)}"
+            f"version: {current.name} {version} has roles {', '.join(want)}; "
+            f"the cluster has {', '.join(have)}"
         )
     env_given = body.get("env")
     if env_given is not None and not isinstance(env_given, dict):
@@ -247,7 +252,9 @@ def _role_diff(old: Role, new: Role) -> dict[str, Any]:
     templates = _names_diff({t.name: t for t in old.templates}, {t.name: t for t in new.templates})
     if any(templates.values()):
         out["templates"] = templates
-    service_names = _names_diff({str(k): v for k, v in old.services.items()}, {str(k): v for k, v in new.services.items()})
+    service_names = _names_diff(
+        {str(k): v for k, v in old.services.items()}, {str(k): v for k, v in new.services.items()}
+    )
     if any(service_names.values()):
         out["services"] = service_names
     if old.health_check != new.health_check:

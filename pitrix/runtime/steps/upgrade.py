@@ -16,6 +16,7 @@ node of a batch from the new image on its kept volume (``replace_batch``).
 from __future__ import annotations
 
 import dataclasses
+
 from pitrix.metad import keyspace as ks
 from pitrix.runtime import userdata
 from pitrix.runtime.records import Node
@@ -192,7 +193,9 @@ async def upgrade_in_place(
         await _move(target, nodes, f"upgrade-{role}-{number}")
     except OperationError as exc:
         touched = await members(ctx, [*done, *chosen])
-        ctx.log.warning("upgrade batch failed; rolling back", error=str(exc), nodes=[n.node_id for n in touched])
+        ctx.log.warning(
+            "upgrade batch failed; rolling back", error=str(exc), nodes=[n.node_id for n in touched]
+        )
         await roll_back_in_place(ctx, target, touched, f"rollback-{role}-{number}")
         raise RolledBack(
             f"{exc}; {len(touched)} node(s) back on {ctx.cluster.app.version}: "
@@ -212,11 +215,9 @@ async def roll_back_in_place(ctx: JobContext, target: JobContext, nodes: list[No
     failures = await await_batch(ctx, nodes, await take_env_back(ctx, nodes), health=False)
     if failures:
         raise OperationError(f"rolling back: previous templates not applied: {_failed(failures)}")
-    others = [n for n in nodes if n not in with_rollback]
-    for role in dict.fromkeys(n.role for n in others):
-        ids = [n.node_id for n in others if n.role == role]
-        for service in restarts.restart_services(ctx.cluster, role):
-            await services.run_service(ctx, service, ids)
+    for node in [n for n in nodes if n not in with_rollback]:  # one at a time: a quorum stays
+        for service in restarts.restart_services(ctx.cluster, node.role):
+            await services.run_service(ctx, service, [node.node_id])
     await restarts.healthy_after(ctx, nodes, "the rollback")
 
 
@@ -238,11 +239,13 @@ async def commit_upgrade(ctx: JobContext, target: JobContext, node_ids: list[str
 # -- replace ---------------------------------------------------------------------------------------
 
 
-async def _rebuild(ctx: JobContext, before: JobContext, nodes: list[Node]) -> None:
+async def _rebuild(ctx: JobContext, before: JobContext, nodes: list[Node], *, forward: bool) -> None:
     """Each node's instance terminated and created again (same name) from ``ctx``'s image, its
-    volume re-attached (kept: a volume with a filesystem is mounted, not formatted), its agent
-    up (``before``: the version they run now, whose ``stop`` stops them); then ``upgrade`` (the new version's, run in place of ``init`` on kept data) and
-    ``start``, then health. Roles without a volume run ``init`` as on a create."""
+    volume re-attached (kept: a volume with a filesystem is mounted, not formatted), its agent up
+    (``before``: the version they run now, whose ``stop`` stops them); then the new version's
+    ``upgrade`` (``forward``) or, rebuilding back, its ``rollback`` (run in place of ``init`` on
+    kept data: the node may have a new address), and ``start``, then health. Roles without a
+    volume run ``init`` as on a create."""
     ids = [n.node_id for n in nodes]
     current = {n.node_id: n.instance_id for n in await members(ctx, ids) if n.instance_id}
     running = [n for n in ids if n in current]
@@ -265,7 +268,10 @@ async def _rebuild(ctx: JobContext, before: JobContext, nodes: list[Node]) -> No
     fresh = [n for n in ids if n not in kept]
     if fresh:
         await services.run_service(ctx, "init", fresh)
-    await services.run_service(ctx, "upgrade", ids)
+    if forward:
+        await services.run_service(ctx, "upgrade", ids)
+    else:
+        await services.run_service(before, "rollback", ids)
     await services.run_service(ctx, "start", ids)
     await restarts.healthy_after(ctx, await members(ctx, ids), f"the rebuild on {ctx.cluster.app.version}")
 
@@ -286,14 +292,15 @@ async def upgrade_replace(
         return "no nodes left for this batch"
     nodes = await members(ctx, chosen)
     try:
-        await _rebuild(target, ctx, nodes)
+        await _rebuild(target, ctx, nodes, forward=True)
     except OperationError as exc:
         touched = await members(ctx, [*done, *chosen])
-        ctx.log.warning("replace batch failed; rebuilding", error=str(exc), nodes=[n.node_id for n in touched])
-        await _rebuild(ctx, target, touched)
+        ctx.log.warning(
+            "replace batch failed; rebuilding", error=str(exc), nodes=[n.node_id for n in touched]
+        )
+        await _rebuild(ctx, target, touched, forward=False)
         raise RolledBack(
             f"{exc}; {len(touched)} node(s) rebuilt on {ctx.cluster.app.version}: "
             f"{', '.join(n.node_id for n in touched)}"
         ) from None
     return f"{', '.join(chosen)} rebuilt on {target.cluster.app.version}"
-
