@@ -48,7 +48,8 @@ def test_the_templates_command_replaces_the_apps_templates_and_nothing_else(tmp_
     assert done.returncode == 0, done.stderr
     assert sorted(p.name for p in conf.iterdir()) == ["app-conf.toml", "image-own.toml"]
     assert sorted(p.name for p in tmpl.iterdir()) == ["app-conf.tmpl"]
-    assert (tmpl / "app-conf.tmpl").read_text() == 'port={{getv "/env/port"}}\ncache={{getv "/env/cache-mb"}}\n'
+    new_text = parse_spec(v2()).role("data").templates[0].text
+    assert (tmpl / "app-conf.tmpl").read_text() == new_text
     assert 'dest = "/etc/kv.conf"' in (conf / "app-conf.toml").read_text()
     # a role without templates: the app's go, none come
     done = subprocess.run(
