@@ -20,7 +20,7 @@ import dataclasses
 from pitrix.metad import keyspace as ks
 from pitrix.runtime import userdata
 from pitrix.runtime.records import Node
-from pitrix.runtime.spec import AppSpec, Service
+from pitrix.runtime.spec import AppSpec, Service, ServiceName
 from pitrix.runtime.steps import agents, instances, publishing, restarts, services, volumes
 from pitrix.runtime.steps.context import JobContext, OperationError, RolledBack
 from pitrix.runtime.steps.nodes import members, split_id
@@ -205,20 +205,23 @@ async def upgrade_in_place(
 
 
 async def roll_back_in_place(ctx: JobContext, target: JobContext, nodes: list[Node], label: str) -> None:
-    """The new version's ``rollback`` service where its role has one; then the current version's
-    templates and env again, and (for roles without a rollback service) its restart; then health.
-    Errors here fail the job (not a clean rollback)."""
-    with_rollback = [n for n in nodes if "rollback" in target.cluster.app.role(n.role).services]
-    if with_rollback:
-        await services.run_service(target, "rollback", [n.node_id for n in with_rollback])
-    await deliver_templates(ctx, nodes, f"{label}-templates")
-    failures = await await_batch(ctx, nodes, await take_env_back(ctx, nodes), health=False)
-    if failures:
-        raise OperationError(f"rolling back: previous templates not applied: {_failed(failures)}")
-    for node in [n for n in nodes if n not in with_rollback]:  # one at a time: a quorum stays
-        for service in restarts.restart_services(ctx.cluster, node.role):
+    """Node after node (the failed batch first, so a quorum app loses one member at a time): the
+    new version's ``rollback`` service where its role has one; the current version's templates
+    and env again, applied cleanly; for roles without ``rollback``, the current version's restart;
+    then its health. Errors here fail the job (not a clean rollback)."""
+    for node in reversed(nodes):
+        if "rollback" in target.cluster.app.role(node.role).services:
+            await services.run_service(target, "rollback", [node.node_id])
+            restart: list[ServiceName] = []
+        else:
+            restart = restarts.restart_services(ctx.cluster, node.role)
+        await deliver_templates(ctx, [node], f"{label}-templates")
+        failures = await await_batch(ctx, [node], await take_env_back(ctx, [node]), health=False)
+        if failures:
+            raise OperationError(f"rolling back: previous templates not applied: {_failed(failures)}")
+        for service in restart:
             await services.run_service(ctx, service, [node.node_id])
-    await restarts.healthy_after(ctx, nodes, "the rollback")
+        await restarts.healthy_after(ctx, [node], "the rollback")
 
 
 async def commit_upgrade(ctx: JobContext, target: JobContext, node_ids: list[str]) -> str:
