@@ -10,14 +10,16 @@ userdata writes at boot, so it works on both channels: a silent agent on channel
 SSH), then the new env in its own view (host env and a staged role env, as an env rollout does);
 the write moves its view's revision, its agent renders the new templates, and the batch waits for
 a clean apply. Then the role's ``upgrade`` service, then the health gate. Replace rebuilds each
-node of a batch from the new image on its kept volume (``replace_batch``).
+node of a batch from the new image on its kept volume (:func:`upgrade_replace`).
 """
 
 from __future__ import annotations
 
 import dataclasses
+import shlex
 
 from pitrix.metad import keyspace as ks
+from pitrix.providers.base import ProviderError
 from pitrix.runtime import userdata
 from pitrix.runtime.records import Node
 from pitrix.runtime.spec import AppSpec, Service, ServiceName
@@ -126,7 +128,8 @@ def templates_command(app: AppSpec, role: str) -> str:
     ]
     if files:
         lines.append(userdata.write_files_script(files))
-    return "\n".join(lines) + "\necho templates of " + app.version
+    lines.append(f"echo templates of {shlex.quote(app.version)}")
+    return "\n".join(lines)
 
 
 async def deliver_templates(ctx: JobContext, nodes: list[Node], label: str) -> None:
@@ -166,6 +169,12 @@ async def take_env_back(ctx: JobContext, nodes: list[Node]) -> Revisions:
     return revisions
 
 
+async def _in_order(ctx: JobContext, node_ids: list[str]) -> list[Node]:
+    """The nodes' records in the order given (``members`` sorts them by role and index)."""
+    found = {n.node_id: n for n in await members(ctx, node_ids)}
+    return [found[n] for n in node_ids if n in found]
+
+
 def _failed(failures: dict[str, str]) -> str:
     return "; ".join(f"{node_id}: {why}" for node_id, why in failures.items())
 
@@ -192,7 +201,7 @@ async def upgrade_in_place(
     try:
         await _move(target, nodes, f"upgrade-{role}-{number}")
     except OperationError as exc:
-        touched = await members(ctx, [*done, *chosen])
+        touched = await _in_order(ctx, [*done, *chosen])
         ctx.log.warning(
             "upgrade batch failed; rolling back", error=str(exc), nodes=[n.node_id for n in touched]
         )
@@ -296,8 +305,8 @@ async def upgrade_replace(
     nodes = await members(ctx, chosen)
     try:
         await _rebuild(target, ctx, nodes, forward=True)
-    except OperationError as exc:
-        touched = await members(ctx, [*done, *chosen])
+    except (OperationError, ProviderError) as exc:
+        touched = await _in_order(ctx, [*done, *chosen])
         ctx.log.warning(
             "replace batch failed; rebuilding", error=str(exc), nodes=[n.node_id for n in touched]
         )
