@@ -1,4 +1,5 @@
-"""restart: a rolling restart, batch by batch, each batch gated on its nodes' health.
+"""restart: a rolling restart, batch by batch, each batch gated on its nodes' health (and, on the
+same cluster, an in-place upgrade whose second batch fails, rolled back by restarts).
 
 The web role restarts by its ``restart`` service, two nodes at a time; the lb role has none and
 restarts by ``stop`` then ``start``. A node whose restart leaves it unhealthy (the test poisons
@@ -14,6 +15,7 @@ from e2e_cloud import Cloud, demo_app
 from test_lifecycle import expect
 from test_update_env import steps_by_name
 
+from pitrix.runtime.catalog import AppCatalog
 from pitrix.runtime.service import InvalidRequest
 
 pytestmark = pytest.mark.e2e
@@ -29,6 +31,21 @@ def restart_app() -> dict[str, Any]:
     web = app["roles"][0]
     web["services"]["restart"] = {"cmd": RESTART, "timeout": 30, "max_in_flight": 2}
     web["health_check"] = {"cmd": "test ! -e broken", "interval": 1, "timeout": 5, "unhealthy_threshold": 2}
+    return app
+
+
+def failing_upgrade_app() -> dict[str, Any]:
+    """1.1.0: a template more, and an upgrade service that fails where the test left a mark;
+    no rollback service, so a rollback re-delivers 1.0.0's templates and restarts the node."""
+    app = restart_app()
+    app["version"] = "1.1.0"
+    app["upgrade"] = {"from_versions": ["1.0.*"], "canary": 1, "max_in_flight": 2}
+    web = app["roles"][0]
+    web["templates"] = [{"name": "release", "dest": "/etc/demo-release", "text": "release 1.1.0\n"}]
+    web["services"]["upgrade"] = {
+        "cmd": 'if [ -e fail-upgrade ]; then echo "upgrade refused here" >&2; exit 1; fi',
+        "timeout": 30,
+    }
     return app
 
 
@@ -76,6 +93,21 @@ async def test_rolling_restart_gated_on_health_stops_at_the_failing_batch(cloud:
     assert "start on 1 nodes" in steps["restart:lb:batch-1"].detail
     assert {node_id: restarts(cloud, n.instance_id) for node_id, n in web.items()} == dict.fromkeys(web, 1)
 
+    # upgrade: the canary (web-1) takes 1.1.0's template; batch 2 (web-2, web-3) fails at web-2's
+    # upgrade service; web-3, web-2 and web-1 get 1.0.0's templates back and restart one by one
+    await AppCatalog(service.store).register(failing_upgrade_app(), "o")
+    root = {node_id: cloud.workdir / "sim" / "vms" / n.instance_id / "root" for node_id, n in web.items()}
+    (root["web-2"] / "fail-upgrade").touch()
+    job = await service.act(cid, "upgrade", {"version": "1.1.0"})
+    after = await expect(service, cid, "active")
+    assert after.app.version == "1.0.0" and (await service.get_job(cid, job.id)).status == "failed"
+    assert "upgrade refused here" in (after.last_error or ""), after.last_error
+    assert "3 node(s) back on 1.0.0: web-1, web-2, web-3" in (after.last_error or ""), after.last_error
+    assert (root["web-1"] / "etc/demo-release").read_text() == "release 1.1.0\n"  # it had it
+    assert not any((r / "etc/confd/conf.d/app-release.toml").exists() for r in root.values())
+    counts = {node_id: restarts(cloud, n.instance_id) for node_id, n in web.items()}
+    assert counts == {"web-1": 2, "web-2": 2, "web-3": 2, "web-4": 1, "web-5": 1}
+
     # web-3's restart breaks its health: batch 2 (web-3, web-4) fails at its gate; web-5 untouched
     poison = cloud.workdir / "sim" / "vms" / web["web-3"].instance_id / "root" / "poison"
     poison.touch()
@@ -87,6 +119,6 @@ async def test_rolling_restart_gated_on_health_stops_at_the_failing_batch(cloud:
     assert steps["healthy:web:batch-2"].status == "failed"
     assert "restart:web:batch-3" not in steps
     counts = {node_id: restarts(cloud, n.instance_id) for node_id, n in web.items()}
-    assert counts == {"web-1": 2, "web-2": 2, "web-3": 2, "web-4": 2, "web-5": 1}
+    assert counts == {"web-1": 3, "web-2": 3, "web-3": 3, "web-4": 2, "web-5": 1}
     await service.delete_cluster(cid)
     await expect(service, cid, "deleted")
