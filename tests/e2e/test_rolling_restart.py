@@ -1,5 +1,6 @@
 """restart: a rolling restart, batch by batch, each batch gated on its nodes' health (and, on the
-same cluster, an in-place upgrade whose second batch fails, rolled back by restarts).
+same cluster, an in-place upgrade whose second batch fails, rolled back by restarts, and a replace
+upgrade whose canary fails, rebuilt back from the old version).
 
 The web role restarts by its ``restart`` service, two nodes at a time; the lb role has none and
 restarts by ``stop`` then ``start``. A node whose restart leaves it unhealthy (the test poisons
@@ -46,6 +47,15 @@ def failing_upgrade_app() -> dict[str, Any]:
         "cmd": 'if [ -e fail-upgrade ]; then echo "upgrade refused here" >&2; exit 1; fi',
         "timeout": 30,
     }
+    return app
+
+
+def failing_replace_app() -> dict[str, Any]:
+    """1.2.0 by replacing nodes: its upgrade service (run on a rebuilt node before start) fails."""
+    app = restart_app()
+    app["version"] = "1.2.0"
+    app["upgrade"] = {"from_versions": ["1.0.*"], "policy": "replace", "canary": 1, "max_in_flight": 2}
+    app["roles"][0]["services"]["upgrade"] = {"cmd": "echo no data to migrate >&2; exit 1", "timeout": 30}
     return app
 
 
@@ -108,6 +118,20 @@ async def test_rolling_restart_gated_on_health_stops_at_the_failing_batch(cloud:
     counts = {node_id: restarts(cloud, n.instance_id) for node_id, n in web.items()}
     assert counts == {"web-1": 2, "web-2": 2, "web-3": 2, "web-4": 1, "web-5": 1}
 
+    # replace: the canary web-1 is rebuilt from 1.2.0, its upgrade service fails, it is rebuilt
+    # again from 1.0.0 and started; the cluster stays on 1.0.0, the other nodes untouched
+    await AppCatalog(service.store).register(failing_replace_app(), "o")
+    job = await service.act(cid, "upgrade", {"version": "1.2.0"})
+    after = await expect(service, cid, "active")
+    assert after.app.version == "1.0.0" and (await service.get_job(cid, job.id)).status == "failed"
+    assert "no data to migrate" in (after.last_error or ""), after.last_error
+    assert "1 node(s) rebuilt on 1.0.0: web-1" in (after.last_error or ""), after.last_error
+    now = {n.node_id: n for n in await service.nodes(cid) if n.role == "web"}
+    assert [i for i in web if now[i].instance_id != web[i].instance_id] == ["web-1"]
+    names = [vm["name"] for vm in await cloud.ledger() if vm["name"] == web["web-1"].name]
+    assert len(names) == 3  # the first instance, the 1.2.0 one, the 1.0.0 one again
+    web = now
+
     # web-3's restart breaks its health: batch 2 (web-3, web-4) fails at its gate; web-5 untouched
     poison = cloud.workdir / "sim" / "vms" / web["web-3"].instance_id / "root" / "poison"
     poison.touch()
@@ -119,6 +143,6 @@ async def test_rolling_restart_gated_on_health_stops_at_the_failing_batch(cloud:
     assert steps["healthy:web:batch-2"].status == "failed"
     assert "restart:web:batch-3" not in steps
     counts = {node_id: restarts(cloud, n.instance_id) for node_id, n in web.items()}
-    assert counts == {"web-1": 3, "web-2": 3, "web-3": 3, "web-4": 2, "web-5": 1}
+    assert counts == {"web-1": 1, "web-2": 3, "web-3": 3, "web-4": 2, "web-5": 1}  # web-1: a new VM
     await service.delete_cluster(cid)
     await expect(service, cid, "deleted")
