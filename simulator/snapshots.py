@@ -81,11 +81,23 @@ def copy_atomically(source: Path, target: Path) -> None:
     shutil.rmtree(staging, ignore_errors=True)
     target.parent.mkdir(parents=True, exist_ok=True)
     if source.is_dir():
-        shutil.copytree(source, staging, symlinks=True)
+        try:
+            shutil.copytree(source, staging, symlinks=True)
+        except shutil.Error as exc:
+            # A file the guest removed while it was copied (a live volume, as a cloud snapshots one)
+            # is simply not in the copy; anything else is a real failure.
+            if not all(_vanished(error) for error in exc.args[0]):
+                raise
     else:
         staging.mkdir()
     shutil.rmtree(target, ignore_errors=True)
     staging.rename(target)
+
+
+def _vanished(error: object) -> bool:
+    """Whether one of copytree's errors is a source file that no longer exists."""
+    source = error[0] if isinstance(error, tuple) and error else None
+    return isinstance(source, str) and not Path(source).exists()
 
 
 class SnapshotBook:

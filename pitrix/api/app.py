@@ -356,7 +356,7 @@ async def cluster_events(request: web.Request) -> web.StreamResponse:
 
 # -- backups: records, restore and the schedule (pitrix/runtime/backup_service.py) ----------------
 
-RESTORE_BODY = ("restore", "name", "runtime", "owner", "channel")
+RESTORE_BODY = ("restore", "name", "runtime", "owner", "channel", "counts")
 
 
 async def restore_cluster(request: web.Request, body: dict[str, Any]) -> web.Response:
@@ -378,8 +378,11 @@ async def restore_cluster(request: web.Request, body: dict[str, Any]) -> web.Res
         raise InvalidRequest("runtime: must be a runtime's name")
     if channel is not None and channel not in ("rest", "ssh"):
         raise InvalidRequest("channel: must be rest or ssh")
+    counts = body.get("counts") or {}
+    if not isinstance(counts, dict):
+        raise InvalidRequest("counts: must be an object of role: count")
     cluster, job = await request.app[SERVICE].backups.restore(
-        owner=owner, restore=body["restore"], name=name, runtime=runtime, channel=channel
+        owner=owner, restore=body["restore"], name=name, runtime=runtime, channel=channel, counts=counts
     )
     return web.json_response({"cluster": cluster_view(cluster), "job": _job_view(job)}, status=202)
 

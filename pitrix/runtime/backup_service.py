@@ -108,10 +108,18 @@ class BackupService:
     # -- restoring --------------------------------------------------------------------------------
 
     async def restore(
-        self, *, owner: str, restore: Any, name: str = "", runtime: str | None = None, channel: str | None = None
+        self,
+        *,
+        owner: str,
+        restore: Any,
+        name: str = "",
+        runtime: str | None = None,
+        channel: str | None = None,
+        counts: dict[str, int] | None = None,
     ) -> tuple[Cluster, Job]:
-        """A new cluster made from a complete backup (its app version, counts and env); only its
-        name may differ (and the runtime only by naming the backup's own)."""
+        """A new cluster made from a complete backup (its app version, counts and env). Its name
+        may differ; its runtime only by naming the backup's own; its counts only for a backup of
+        each role's first node (``nodes: first``), since every node starts from that one snapshot."""
         if not isinstance(restore, dict):
             raise InvalidRequest('restore: must be an object {"backup": "<backup id>"}')
         unknown = [k for k in restore if k not in RESTORE_FIELDS]
@@ -130,6 +138,11 @@ class BackupService:
             raise InvalidRequest(
                 f"runtime: a backup is restored on its own runtime ({record.runtime!r}), not {runtime!r}"
             )
+        if counts and record.nodes != "first":
+            raise InvalidRequest(
+                "counts: a backup of every node restores with its own counts "
+                f"({', '.join(f'{r}={c}' for r, c in record.counts.items())})"
+            )
         sealer = self.service.sealer
         opened = {
             scope: {k: sealer.open_text(v, env_context(record.cluster_id, scope, k)) for k, v in values.items()}
@@ -140,7 +153,7 @@ class BackupService:
             runtime=record.runtime,
             app=record.app.model_dump(mode="json"),
             name=name or f"{record.cluster_name}-restored",
-            counts=dict(record.counts),
+            counts={**record.counts, **(counts or {})},
             channel=channel or record.channel,
             env=view(opened),
             restored_from=record.id,
