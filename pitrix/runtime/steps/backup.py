@@ -139,9 +139,9 @@ async def snapshots(ctx: JobContext, bid: str, node_ids: list[str]) -> str:
         targets = await members(ctx, node_ids)
         env = _env(bid, ctx.cid)
         began = time.monotonic()
-        if spec.pre is not None:
-            await _hook(ctx, "backup-pre", targets, spec.pre, env)
         try:
+            if spec.pre is not None:  # a pre that failed on some node may have frozen the others
+                await _hook(ctx, "backup-pre", targets, spec.pre, env)
             taken = await _take(ctx, bid)
         finally:
             if spec.post is not None:
