@@ -378,7 +378,7 @@ async def restore_cluster(request: web.Request, body: dict[str, Any]) -> web.Res
         raise InvalidRequest("runtime: must be a runtime's name")
     if channel is not None and channel not in ("rest", "ssh"):
         raise InvalidRequest("channel: must be rest or ssh")
-    counts = body.get("counts") or {}
+    counts = body.get("counts", {})
     if not isinstance(counts, dict):
         raise InvalidRequest("counts: must be an object of role: count")
     cluster, job = await request.app[SERVICE].backups.restore(
