@@ -552,7 +552,8 @@ class Fleet:
             if snapshot.transition_status:
                 raise ApiError(
                     BAD_STATUS,
-                    f"ResourceStatusError, snapshot [{snapshot.snapshot_id}] is [{snapshot.transition_status}]",
+                    f"ResourceStatusError, snapshot [{snapshot.snapshot_id}] "
+                    f"is [{snapshot.transition_status}]",
                 )
             snapshot.transition_status = "deleting"
         job = self.jobs.new("DeleteSnapshots", snapshot_ids)

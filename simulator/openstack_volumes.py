@@ -275,18 +275,24 @@ class OpenStackVolumes:
                 f"size {snapshot.size}GB. They must be >= original snapshot size.",
             )
         if snapshot.status != "available" or snapshot.transition_status:
-            raise refused(400, f"Invalid snapshot: Originating snapshot status must be one of 'available' values")
+            raise refused(
+                400, "Invalid snapshot: Originating snapshot status must be one of 'available' values"
+            )
         volume_id, _ = self.fleet.create_volume_from_snapshot(snapshot_id, name)
         return volume_id
 
     def _snapshot(self, snapshot_id: str) -> SimSnapshot:
-        found = [s for s in self.fleet.snapshots.all() if s.snapshot_id == snapshot_id and s.status != "deleted"]
+        found = [
+            s for s in self.fleet.snapshots.all() if s.snapshot_id == snapshot_id and s.status != "deleted"
+        ]
         if not found:
             raise refused(404, f"Snapshot {snapshot_id} could not be found.")
         return found[0]
 
     def _snapshot_doc(self, snapshot: SimSnapshot) -> dict[str, Any]:
-        status = {"creating": "creating", "deleting": "deleting"}.get(snapshot.transition_status, snapshot.status)
+        status = {"creating": "creating", "deleting": "deleting"}.get(
+            snapshot.transition_status, snapshot.status
+        )
         return {
             "id": snapshot.snapshot_id,
             "name": snapshot.name,
@@ -307,7 +313,9 @@ class OpenStackVolumes:
         return web.json_response({"snapshots": [self._snapshot_doc(s) for s in snapshots]})
 
     async def get_snapshot(self, request: web.Request) -> web.Response:
-        return web.json_response({"snapshot": self._snapshot_doc(self._snapshot(request.match_info["snapshot_id"]))})
+        return web.json_response(
+            {"snapshot": self._snapshot_doc(self._snapshot(request.match_info["snapshot_id"]))}
+        )
 
     async def create_snapshot(self, request: web.Request) -> web.Response:
         """``{"snapshot": {"volume_id", "name", "metadata", "force"}}``: an in-use volume only with
@@ -319,7 +327,9 @@ class OpenStackVolumes:
         volume = self._volume(volume_id)
         if volume.status == "in-use" and body.get("force") not in (True, "true", "True"):
             raise refused(
-                400, f"Invalid volume: Volume {volume_id} status must be available, but current status is: in-use."
+                400,
+                f"Invalid volume: Volume {volume_id} status must be available, "
+                "but current status is: in-use.",
             )
         metadata = body.get("metadata") or {}
         if not isinstance(metadata, dict):

@@ -58,7 +58,11 @@ class SimSnapshot:
             "parent_id": "self",
             "size": self.size,
             "total_size": self.size,
-            "resource": {"resource_id": self.volume_id, "resource_name": volume_name, "resource_type": "volume"},
+            "resource": {
+                "resource_id": self.volume_id,
+                "resource_name": volume_name,
+                "resource_type": "volume",
+            },
         }
 
     def ledger_entry(self) -> dict[str, Any]:

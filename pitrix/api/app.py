@@ -364,7 +364,9 @@ async def restore_cluster(request: web.Request, body: dict[str, Any]) -> web.Res
     identity = identity_of(request)
     unknown = [k for k in body if k not in RESTORE_BODY]
     if unknown:
-        raise InvalidRequest(f"{unknown[0]}: a restore takes the backup's (only {', '.join(RESTORE_BODY)} are given)")
+        raise InvalidRequest(
+            f"{unknown[0]}: a restore takes the backup's (only {', '.join(RESTORE_BODY)} are given)"
+        )
     name = body.get("name", "")
     if not isinstance(name, str) or len(name) > 64:
         raise InvalidRequest("name: must be a string of at most 64 characters")
@@ -388,7 +390,9 @@ async def restore_cluster(request: web.Request, body: dict[str, Any]) -> web.Res
 
 
 async def list_backups(request: web.Request) -> web.Response:
-    records = await request.app[SERVICE].backups.of_cluster(request.match_info["cid"], identity_of(request).scope)
+    records = await request.app[SERVICE].backups.of_cluster(
+        request.match_info["cid"], identity_of(request).scope
+    )
     return web.json_response({"backups": [r.view() for r in records]})
 
 
@@ -410,7 +414,9 @@ async def put_backup_policy(request: web.Request) -> web.Response:
 
 
 async def show_backup_policy(request: web.Request) -> web.Response:
-    policy = await request.app[SERVICE].backups.get_policy(request.match_info["cid"], identity_of(request).scope)
+    policy = await request.app[SERVICE].backups.get_policy(
+        request.match_info["cid"], identity_of(request).scope
+    )
     if policy is None:
         raise web.HTTPNotFound(text=f"cluster {request.match_info['cid']} has no backup policy")
     return web.json_response(policy.model_dump(mode="json"))

@@ -432,7 +432,10 @@ def _backup_table(b: dict[str, Any]) -> str:
     ]
     if b.get("error"):
         lines.append(f"  error: {b['error']}")
-    lines += [f"  {s['node_id']}: volume {s['volume_id']} -> {s.get('snapshot_id') or '(not taken)'}" for s in b["snapshots"]]
+    lines += [
+        f"  {s['node_id']}: volume {s['volume_id']} -> {s.get('snapshot_id') or '(not taken)'}"
+        for s in b["snapshots"]
+    ]
     return "\n".join(lines)
 
 
@@ -477,7 +480,9 @@ async def cmd_backups(client: ApiClient, args: argparse.Namespace) -> int:
     if args.action == "show":
         _print(await client.get(f"/v1/backups/{args.backup}"), args.output, _backup_table)
         return 0
-    _print(await client.delete(f"/v1/backups/{args.backup}"), args.output, lambda d: f"{d['deleted']}: deleted")
+    _print(
+        await client.delete(f"/v1/backups/{args.backup}"), args.output, lambda d: f"{d['deleted']}: deleted"
+    )
     return 0
 
 

@@ -145,7 +145,9 @@ class BackupService:
             )
         sealer = self.service.sealer
         opened = {
-            scope: {k: sealer.open_text(v, env_context(record.cluster_id, scope, k)) for k, v in values.items()}
+            scope: {
+                k: sealer.open_text(v, env_context(record.cluster_id, scope, k)) for k, v in values.items()
+            }
             for scope, values in record.env.items()
         }
         return await self.service.create_cluster(
@@ -249,4 +251,3 @@ class BackupService:
             return BUSY_PAUSE
         self.log.info("scheduled backup started", cluster_id=cid, job_id=job.id)
         return BUSY_PAUSE
-

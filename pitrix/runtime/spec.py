@@ -489,7 +489,8 @@ class Backup(_Strict):
         "restore makes every node of that role from it",
     )
     backup: CustomService | None = Field(
-        None, description="run before the snapshots (e.g. a dump into the volume); params as a custom service's"
+        None,
+        description="run before the snapshots (e.g. a dump into the volume); params as a custom service's",
     )
     pre: BackupHook | None = Field(None, description="run just before the snapshots (flush, freeze)")
     post: BackupHook | None = Field(None, description="run after the snapshots whenever pre ran (thaw)")

@@ -10,7 +10,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient
 from api_helpers import ADMIN, ALICE, BOB, DEAD_CLOUD, bearer, error_of
 
-from pitrix.runtime.backups import BackupRecord, BackupSnapshot, Backups
+from pitrix.runtime.backups import BackupRecord, Backups, BackupSnapshot
 from pitrix.runtime.keys import cluster_key, node_key
 from pitrix.runtime.records import Cluster, Node
 from pitrix.runtime.spec import parse_spec
@@ -59,7 +59,9 @@ def record(cid: str, status: str = "complete", job_id: str = "j-1") -> BackupRec
         app=parse_spec(APP),
         counts={"data": 2},
         env={"data": {"k": "v"}},
-        snapshots=[BackupSnapshot(node_id="data-1", role="data", volume_id="vol-d1", size=1, snapshot_id="ss-1")],
+        snapshots=[
+            BackupSnapshot(node_id="data-1", role="data", volume_id="vol-d1", size=1, snapshot_id="ss-1")
+        ],
     )
 
 
@@ -87,7 +89,9 @@ async def test_bad_backup_requests_are_4xx_naming_the_field(api: Client, store: 
         error = await error_of(response, 400)
         assert error["field"] == field and words in error["message"], (body, error)
     assert (await api.get(f"/v1/clusters/{cid}/backup-policy", headers=bearer(ALICE))).status == 404
-    response = await api.put(f"/v1/clusters/{cid}/backup-policy", json={"interval_hours": 6}, headers=bearer(ALICE))
+    response = await api.put(
+        f"/v1/clusters/{cid}/backup-policy", json={"interval_hours": 6}, headers=bearer(ALICE)
+    )
     assert response.status == 200 and (await response.json())["keep"] == 3  # the app's default
     shown = await (await api.get(f"/v1/clusters/{cid}/backup-policy", headers=bearer(ALICE))).json()
     assert (shown["interval_hours"], shown["keep"]) == (6, 3)
@@ -100,7 +104,9 @@ async def test_an_app_without_backup_and_bad_restores_are_refused(api: Client, s
     cid = await cluster_of_alice(store, plain)
     error = await error_of(await api.post(f"/v1/clusters/{cid}/backup", json={}, headers=bearer(ALICE)), 400)
     assert "declares no backup" in error["message"]
-    response = await api.put(f"/v1/clusters/{cid}/backup-policy", json={"interval_hours": 1}, headers=bearer(ALICE))
+    response = await api.put(
+        f"/v1/clusters/{cid}/backup-policy", json={"interval_hours": 1}, headers=bearer(ALICE)
+    )
     assert "declares no backup" in (await error_of(response, 400))["message"]
     for body, field, words in [
         ({"restore": "bk-1"}, "restore", "must be an object"),

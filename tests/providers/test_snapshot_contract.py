@@ -37,12 +37,12 @@ async def provider(cloud: Cloud, cid: str) -> AsyncIterator[Provider]:  # noqa: 
         await client.close()
 
 
-async def ensure_snapshot(provider: Provider, volume_id: str, name: str, cid: str) -> Snapshot:
+async def ensure_snapshot(provider: Provider, volume_id: str, name: str, backup: str) -> Snapshot:
     """The runtime's step: look the deterministic name up first, take one only when absent."""
     found = [s for s in await provider.describe_snapshots(name_prefix=name) if s.name == name]
     if found:
         return found[0]
-    return await provider.create_snapshot(volume_id, name, {"pitrix:backup": cid})
+    return await provider.create_snapshot(volume_id, name, {"pitrix:backup": backup})
 
 
 def sim_path(sim: Simulator, kind: str, wanted: str) -> Path:  # noqa: F811
@@ -57,7 +57,9 @@ async def test_snapshot_and_volume_from_it(
     cid: str,  # noqa: F811
     request: pytest.FixtureRequest,
 ) -> None:
-    source = await provider.create_volume(VolumeSpec(name=f"{cid}-n1-vol", size=3, tags={"pitrix:cluster": cid}))
+    source = await provider.create_volume(
+        VolumeSpec(name=f"{cid}-n1-vol", size=3, tags={"pitrix:cluster": cid})
+    )
     simulated = cloud.name != "aws"
     if simulated:  # something to find again in the copy
         simulator: Simulator = request.getfixturevalue("sim")
@@ -102,13 +104,13 @@ async def test_snapshot_refusals(cloud: Cloud, provider: Provider, cid: str) -> 
     assert unknown_snapshot.value.failure == "terminal"
 
 
-def _unknown_volume(cloud: Cloud) -> str:
+def _unknown_volume(backend: Cloud) -> str:
     return {"aws": "vol-0123456789abcdef0", "openstack": "00000000-0000-4000-8000-000000000000"}.get(
-        cloud.name, "vol-nevrwas0"
+        backend.name, "vol-nevrwas0"
     )
 
 
-def _unknown_snapshot(cloud: Cloud) -> str:
+def _unknown_snapshot(backend: Cloud) -> str:
     return {"aws": "snap-0123456789abcdef0", "openstack": "00000000-0000-4000-8000-000000000000"}.get(
-        cloud.name, "ss-nevrwas0"
+        backend.name, "ss-nevrwas0"
     )

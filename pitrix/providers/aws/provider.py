@@ -662,7 +662,9 @@ class AwsProvider:
             if not found:
                 raise ProviderError(f"aws snapshot {snapshot_id} vanished", code="InvalidSnapshot.NotFound")
             if found[0].status == "error":
-                raise ProviderError(f"aws snapshot {snapshot_id} of {volume_id} failed", code="snapshot-error")
+                raise ProviderError(
+                    f"aws snapshot {snapshot_id} of {volume_id} failed", code="snapshot-error"
+                )
             return True if found[0].status == "available" else None
 
         await wait_for(completed, timeout=self.wait_timeout, what=f"aws snapshot {snapshot_id} to complete")
@@ -689,7 +691,9 @@ class AwsProvider:
             token = str(reply.get("NextToken") or "")
             if not token:
                 break
-        return [s for s in found if s.status != "deleted" and (not name_prefix or s.name.startswith(name_prefix))]
+        return [
+            s for s in found if s.status != "deleted" and (not name_prefix or s.name.startswith(name_prefix))
+        ]
 
     async def delete_snapshots(self, snapshot_ids: list[str]) -> None:
         existing = await self.describe_snapshots(snapshot_ids=snapshot_ids) if snapshot_ids else []
@@ -720,7 +724,7 @@ def to_snapshot(item: Mapping[str, Any]) -> Snapshot:
         volume_id=str(item.get("VolumeId") or ""),
         size=int(item.get("VolumeSize") or 0),
         status=SNAPSHOT_STATES.get(str(item.get("State", "")), "unknown"),
-        created=created.isoformat() if hasattr(created, "isoformat") else str(created or ""),
+        created=str(created.isoformat()) if created is not None and hasattr(created, "isoformat") else "",
         tags=tags,
         raw=dict(item),
     )

@@ -516,7 +516,9 @@ class OpenStackProvider:
             self._log.info("openstack.volume_deleted", volume_id=volume.volume_id)
         for volume in existing:
             await self._wait_volume(
-                volume.volume_id, lambda v: v is None or v.tags.get(KEPT_FOR_SNAPSHOTS) == "1", "to be deleted"
+                volume.volume_id,
+                lambda v: v is None or v.tags.get(KEPT_FOR_SNAPSHOTS) == "1",
+                "to be deleted",
             )
 
     # -- snapshots (Cinder; backup) -----------------------------------------------------------------

@@ -570,7 +570,9 @@ class QingCloudProvider:
         self._log.info("qingcloud.volume_from_snapshot", volume_id=volume_id, snapshot_id=spec.snapshot_id)
         found = await self.describe_volumes(volume_ids=[volume_id])
         if not found:
-            raise ProviderError(f"qingcloud CreateVolumeFromSnapshot {spec.name}: volume {volume_id} vanished")
+            raise ProviderError(
+                f"qingcloud CreateVolumeFromSnapshot {spec.name}: volume {volume_id} vanished"
+            )
         return found[0]
 
     async def create_snapshot(self, volume_id: str, name: str, tags: Mapping[str, str]) -> Snapshot:

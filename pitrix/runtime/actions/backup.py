@@ -106,9 +106,13 @@ class BackupAction(Action[BackupArgs]):
         if spec.backup is not None:
             params, secrets = _opened(ctx, args)
             timeout = spec.backup.timeout + 120.0
-            plan.then(as_step("backup-command", steps.dump, ctx, bid, args.nodes, params, secrets, timeout=timeout))
+            plan.then(
+                as_step("backup-command", steps.dump, ctx, bid, args.nodes, params, secrets, timeout=timeout)
+            )
         hooks = sum(h.timeout for h in (spec.pre, spec.post) if h is not None)
-        plan.then(as_step("snapshots", steps.snapshots, ctx, bid, args.nodes, timeout=SNAPSHOT_TIMEOUT + hooks))
+        plan.then(
+            as_step("snapshots", steps.snapshots, ctx, bid, args.nodes, timeout=SNAPSHOT_TIMEOUT + hooks)
+        )
         plan.then(as_step("complete-backup", steps.complete, ctx, bid))
         return plan
 

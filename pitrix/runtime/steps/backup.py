@@ -56,7 +56,9 @@ async def record_backup(ctx: JobContext, bid: str, name: str, scheduled: bool, n
     if await _read(ctx, bid) is not None:
         return f"backup {bid} recorded before"
     chosen = await members(ctx, node_ids)
-    missing = [n.node_id for n in chosen if not n.volume_id] + sorted(set(node_ids) - {n.node_id for n in chosen})
+    missing = [n.node_id for n in chosen if not n.volume_id] + sorted(
+        set(node_ids) - {n.node_id for n in chosen}
+    )
     if missing:
         raise ServiceFailed(f"backup: node(s) {', '.join(missing)} have no volume any more")
     volumes = {role: ctx.cluster.app.role(role).volume for role in {n.role for n in chosen}}
@@ -94,7 +96,13 @@ def _env(bid: str, cid: str) -> dict[str, str]:
 
 
 async def _run_on(
-    ctx: JobContext, label: str, targets: list[Node], cmd: str, timeout: int, env: dict[str, str], secrets: list[str]
+    ctx: JobContext,
+    label: str,
+    targets: list[Node],
+    cmd: str,
+    timeout: int,
+    env: dict[str, str],
+    secrets: list[str],
 ) -> None:
     """``cmd`` on every target with ``env`` exported; any failure fails the step naming the nodes."""
     service = Service(cmd=command_line(cmd, env), timeout=timeout)
@@ -123,7 +131,13 @@ async def dump(
         for role in dict.fromkeys(n.role for n in targets):
             env = {**params.get(role, {}), **_env(bid, ctx.cid)}
             await _run_on(
-                ctx, "backup-dump", [n for n in targets if n.role == role], command.cmd, command.timeout, env, secrets
+                ctx,
+                "backup-dump",
+                [n for n in targets if n.role == role],
+                command.cmd,
+                command.timeout,
+                env,
+                secrets,
             )
         return f"backup command on {len(targets)} node(s) in {time.monotonic() - started:.2f}s"
 
@@ -151,7 +165,9 @@ async def snapshots(ctx: JobContext, bid: str, node_ids: list[str]) -> str:
     return await _failing(ctx, bid, work)
 
 
-async def _hook(ctx: JobContext, label: str, targets: list[Node], hook: BackupHook, env: dict[str, str]) -> None:
+async def _hook(
+    ctx: JobContext, label: str, targets: list[Node], hook: BackupHook, env: dict[str, str]
+) -> None:
     await _run_on(ctx, label, targets, hook.cmd, hook.timeout, env, [])
 
 
@@ -167,7 +183,9 @@ async def _take(ctx: JobContext, bid: str) -> int:
         name = snapshot_name(bid, entry.node_id)
         snapshot = found.get(name)
         if snapshot is None:
-            snapshot = await ctx.provider.create_snapshot(entry.volume_id, name, {**tags, "pitrix:node": entry.node_id})
+            snapshot = await ctx.provider.create_snapshot(
+                entry.volume_id, name, {**tags, "pitrix:node": entry.node_id}
+            )
             ctx.log.info("snapshot.taken", node=entry.node_id, snapshot_id=snapshot.snapshot_id)
         return entry.model_copy(update={"snapshot_id": snapshot.snapshot_id})
 
@@ -184,5 +202,7 @@ async def complete(ctx: JobContext, bid: str) -> str:
     if missing:
         raise OperationError(f"backup {bid}: no snapshot of {', '.join(missing)}")
     if record.status != "complete":
-        await _save(ctx, record.model_copy(update={"status": "complete", "error": None, "finished": time.time()}))
+        await _save(
+            ctx, record.model_copy(update={"status": "complete", "error": None, "finished": time.time()})
+        )
     return f"backup {bid} complete: {len(record.snapshots)} snapshot(s)"

@@ -36,7 +36,9 @@ def restoring(ctx: JobContext) -> bool:
 async def _record(ctx: JobContext) -> BackupRecord:
     record = await Backups(ctx.store).get(ctx.cluster.restored_from)
     if record is None or record.status != "complete":
-        raise OperationError(f"backup {ctx.cluster.restored_from} is gone or not complete: nothing to restore")
+        raise OperationError(
+            f"backup {ctx.cluster.restored_from} is gone or not complete: nothing to restore"
+        )
     return record
 
 
@@ -44,7 +46,9 @@ def sources_of(record: BackupRecord, node_ids: list[str]) -> dict[str, Source]:
     """Which snapshot each new node's volume starts as (nodes of roles not backed up: none)."""
     by_role: dict[str, list[tuple[int, str, str]]] = {}
     for entry in record.snapshots:
-        by_role.setdefault(entry.role, []).append((split_id(entry.node_id)[1], entry.node_id, entry.snapshot_id))
+        by_role.setdefault(entry.role, []).append(
+            (split_id(entry.node_id)[1], entry.node_id, entry.snapshot_id)
+        )
     out: dict[str, Source] = {}
     for node_id in node_ids:
         role, index = split_id(node_id)

@@ -16,8 +16,8 @@ from pitrix.providers.base import Volume as CloudVolume
 from pitrix.providers.base import VolumeSpec
 from pitrix.runtime.records import Cluster, Node
 from pitrix.runtime.spec import Service, Volume
-from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps import restore
+from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps.nodes import members, nodes, save
 from pitrix.runtime.steps.services import raise_failures, run_commands
 from pitrix.runtime.volume_prepare import prepare_command
