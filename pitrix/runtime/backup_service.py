@@ -81,10 +81,20 @@ class BackupService:
     # -- deleting ---------------------------------------------------------------------------------
 
     async def delete(self, bid: str, owner: str | None = None) -> BackupRecord:
-        """The snapshots, then the record; a backup still being taken is refused (409)."""
+        """The snapshots, then the record; a backup still being taken, or being restored from (a
+        create whose volumes are made from its snapshots), is refused (409)."""
         record = await self.get(bid, owner)
         if record.status == "pending" and await self._being_taken(record):
             raise LifecycleError(f"backup {bid} is being taken (job {record.job_id}); delete it once it ends")
+        restoring = [
+            c.id
+            for c in await self.service.repo.clusters()
+            if c.restored_from == bid and c.state == "creating"
+        ]
+        if restoring:
+            raise LifecycleError(
+                f"backup {bid} is being restored into {', '.join(restoring)}; delete it after"
+            )
         if record.status != "deleting":
             record = record.model_copy(update={"status": "deleting"})
             await self.records.put(record)

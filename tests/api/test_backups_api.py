@@ -154,3 +154,21 @@ async def test_a_backup_being_taken_is_not_deleted(api: Client, store: Store) ->
     await Backups(store).put(record(cid, status="pending"))
     error = await error_of(await api.delete("/v1/backups/bk-0001", headers=bearer(ALICE)), 409)
     assert "is being taken" in error["message"]
+
+
+async def test_a_backup_being_restored_is_not_deleted(api: Client, store: Store) -> None:
+    cid = await cluster_of_alice(store)
+    await Backups(store).put(record(cid))
+    restoring = Cluster(
+        id="cl-new1",
+        name="copy",
+        owner="alice",
+        runtime="dead",
+        app=parse_spec(APP),
+        counts={"data": 2},
+        state="creating",
+        restored_from="bk-0001",
+    )
+    await store.put(cluster_key(restoring.id), restoring.dump())
+    error = await error_of(await api.delete("/v1/backups/bk-0001", headers=bearer(ALICE)), 409)
+    assert "is being restored into cl-new1" in error["message"]
