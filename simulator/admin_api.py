@@ -112,7 +112,12 @@ class AdminApi:
         compare against."""
         entries = self._fleet.ledger()
         return web.json_response(
-            {"instances": entries, "total_count": len(entries), "volumes": self._fleet.volume_ledger()}
+            {
+                "instances": entries,
+                "total_count": len(entries),
+                "volumes": self._fleet.volume_ledger(),
+                "snapshots": self._fleet.snapshot_ledger(),
+            }
         )
 
     async def show_faults(self, request: web.Request) -> web.Response:

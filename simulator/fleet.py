@@ -31,6 +31,7 @@ from simulator.keypairs import KeyPairBook
 from simulator.light_agent import LightAgent
 from simulator.network import AddressPool, NetworkError
 from simulator.processes import AGENT_MARKERS, kill_vm_processes, signal_vm_processes
+from simulator.snapshots import SnapshotBook, copy_atomically
 from simulator.ssh import VmSshServer, console_text
 from simulator.tags import TagBook
 from simulator.vm import SSH_PORT, VM, now_iso
@@ -89,6 +90,7 @@ class Fleet:
         self.keypairs = KeyPairBook()
         self.tags = TagBook()
         self.volumes = VolumeBook(state_dir / "volumes")
+        self.snapshots = SnapshotBook(state_dir / "snapshots")
         self._vms: dict[str, VM] = {}
         self._ssh: dict[str, VmSshServer] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -105,6 +107,8 @@ class Fleet:
             if stale:
                 await asyncio.to_thread(remove_volume_dirs, stale)
                 self._log.warning("fleet.reaped_volumes", volume_ids=[p.name for p in stale])
+        if self.snapshots.dir.is_dir():
+            await asyncio.to_thread(remove_volume_dirs, [self.snapshots.dir])
         if not self.vms_dir.is_dir():
             return []
         leftovers = [p.name for p in self.vms_dir.iterdir() if p.is_dir()]
@@ -133,6 +137,7 @@ class Fleet:
         for volume in left:
             volume.instance_id, volume.device, volume.delete_time = "", "", now_iso()
             volume.set_status("deleted")
+        await asyncio.to_thread(remove_volume_dirs, [self.snapshots.dir])
 
     def ledger(self) -> list[dict[str, Any]]:
         return [vm.ledger_entry() for vm in self._vms.values()]
@@ -517,6 +522,68 @@ class Fleet:
 
     def volume_ledger(self) -> list[dict[str, Any]]:
         return self.volumes.ledger()
+
+    # -- snapshots (backups) ------------------------------------------------------------------------
+
+    def create_snapshots(self, volume_ids: list[str], name: str) -> tuple[list[str], Job]:
+        """One snapshot per volume: a copy of its data directory, renamed into place when whole."""
+        volumes = self.volumes.existing(volume_ids)
+        for volume in volumes:
+            if volume.status not in ("available", "in-use") or volume.transition_status == "deleting":
+                raise ApiError(
+                    BAD_STATUS, f"ResourceStatusError, volume [{volume.volume_id}] is [{volume.status}]"
+                )
+        snapshots = [self.snapshots.new(name, v.volume_id, v.size) for v in volumes]
+        ids = [s.snapshot_id for s in snapshots]
+        job = self.jobs.new("CreateSnapshots", ids)
+
+        async def take_all() -> None:
+            for volume, snapshot in zip(volumes, snapshots, strict=True):
+                await asyncio.to_thread(copy_atomically, volume.data, snapshot.data)
+                snapshot.set_status("available")
+            self._log.info("fleet.snapshots_created", snapshot_ids=ids, volume_ids=volume_ids, name=name)
+
+        self._spawn(job, take_all)
+        return ids, job
+
+    def delete_snapshots(self, snapshot_ids: list[str]) -> Job:
+        snapshots = self.snapshots.existing(snapshot_ids)
+        for snapshot in snapshots:
+            if snapshot.transition_status:
+                raise ApiError(
+                    BAD_STATUS,
+                    f"ResourceStatusError, snapshot [{snapshot.snapshot_id}] "
+                    f"is [{snapshot.transition_status}]",
+                )
+            snapshot.transition_status = "deleting"
+        job = self.jobs.new("DeleteSnapshots", snapshot_ids)
+
+        async def delete_all() -> None:
+            await asyncio.to_thread(remove_volume_dirs, [s.home for s in snapshots])
+            for snapshot in snapshots:
+                snapshot.delete_time = now_iso()
+                snapshot.set_status("deleted")
+            self._log.info("fleet.snapshots_deleted", snapshot_ids=snapshot_ids)
+
+        self._spawn(job, delete_all)
+        return job
+
+    def create_volume_from_snapshot(self, snapshot_id: str, name: str) -> tuple[str, Job]:
+        """A new volume of the snapshot's size starting as a copy of its data."""
+        snapshot = self.snapshots.usable(snapshot_id)
+        volume = self.volumes.new(name, snapshot.size)
+        job = self.jobs.new("CreateVolumeFromSnapshot", [volume.volume_id, snapshot_id])
+
+        async def copy() -> None:
+            await asyncio.to_thread(copy_atomically, snapshot.data, volume.data)
+            volume.set_status("available")
+            self._log.info("fleet.volume_from_snapshot", volume_id=volume.volume_id, snapshot_id=snapshot_id)
+
+        self._spawn(job, copy)
+        return volume.volume_id, job
+
+    def snapshot_ledger(self) -> list[dict[str, Any]]:
+        return self.snapshots.ledger()
 
     # -- faults on one VM ----------------------------------------------------------------------------
 

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from aiohttp import web
 
 from simulator.errors import BAD_STATUS, INVALID_REQUEST, NOT_FOUND, ApiError
+from simulator.snapshots import SimSnapshot
 from simulator.volumes import SimVolume
 
 if TYPE_CHECKING:
@@ -44,6 +45,7 @@ class OpenStackVolumes:
         self.api = api
         self.fleet = api.fleet
         self._metadata: dict[str, dict[str, str]] = {}
+        self._snapshot_metadata: dict[str, dict[str, str]] = {}
 
     def routes(self, nova: str) -> list[web.RouteDef]:
         a = self.api._authed
@@ -63,6 +65,12 @@ class OpenStackVolumes:
             web.get(nova + "/servers/{server_id}/os-volume_attachments", a(self.list_attachments)),
             web.post(nova + "/servers/{server_id}/os-volume_attachments", a(self.attach)),
             web.delete(nova + "/servers/{server_id}/os-volume_attachments/{volume_id}", a(self.detach)),
+            web.post(cinder + "/volumes/{volume_id}/metadata", a(self.update_metadata)),
+            web.get(cinder + "/snapshots", a(self.list_snapshots)),
+            web.get(cinder + "/snapshots/detail", a(self.list_snapshots)),
+            web.post(cinder + "/snapshots", a(self.create_snapshot)),
+            web.get(cinder + "/snapshots/{snapshot_id}", a(self.get_snapshot)),
+            web.delete(cinder + "/snapshots/{snapshot_id}", a(self.delete_snapshot)),
         ]
 
     # -- discovery ---------------------------------------------------------------------------------
@@ -174,12 +182,17 @@ class OpenStackVolumes:
             for k, v in metadata.items()
         ):
             raise refused(400, "Invalid input for field/attribute metadata.")
-        [volume_id], _ = self.fleet.create_volumes(name, size, 1)
+        source = body.get("snapshot_id")
+        if source:  # backup: a volume from a snapshot (at least the snapshot's size)
+            volume_id = self._volume_from_snapshot(str(source), name, size)
+        else:
+            [volume_id], _ = self.fleet.create_volumes(name, size, 1)
         self._metadata[volume_id] = dict(metadata)
         return web.json_response({"volume": self._doc_of(request, self._volume(volume_id))}, status=202)
 
     async def delete_volume(self, request: web.Request) -> web.Response:
         volume = self._volume(request.match_info["volume_id"])
+        self._refuse_with_snapshots(volume)
         if volume.status != "available" or volume.transition_status:
             raise refused(
                 400,
@@ -229,4 +242,106 @@ class OpenStackVolumes:
         if volume.status != "in-use" or volume.transition_status:
             raise refused(409, f"Volume {volume.volume_id} is {cinder_status(volume)}, cannot detach now")
         self.fleet.detach_volumes([volume.volume_id], vm.instance_id)
+        return web.Response(status=202)
+
+    # -- Cinder snapshots (backup) -----------------------------------------------------------------
+
+    def _refuse_with_snapshots(self, volume: SimVolume) -> None:
+        """Cinder keeps a volume that has snapshots (its delete is refused, as Cinder refuses it)."""
+        if any(s.volume_id == volume.volume_id and s.status != "deleted" for s in self.fleet.snapshots.all()):
+            raise refused(
+                400,
+                "Invalid volume: Volume status must be available or error or error_restoring or "
+                "error_extending or error_managing and must not be migrating, attached, belong to a "
+                "group, have snapshots or be disassociated from snapshots after volume transfer.",
+            )
+
+    async def update_metadata(self, request: web.Request) -> web.Response:
+        """``POST /volumes/{id}/metadata``: the items given are set, the others kept."""
+        volume = self._volume(request.match_info["volume_id"])
+        body = await self.api._body(request, "metadata")
+        if not all(isinstance(k, str) and isinstance(v, str) for k, v in body.items()):
+            raise refused(400, "Invalid input for field/attribute metadata.")
+        merged = self._metadata.setdefault(volume.volume_id, {})
+        merged.update(body)
+        return web.json_response({"metadata": dict(merged)})
+
+    def _volume_from_snapshot(self, snapshot_id: str, name: str, size: int) -> str:
+        snapshot = self._snapshot(snapshot_id)
+        if size < snapshot.size:
+            raise refused(
+                400,
+                f"Invalid input received: Volume size '{size}'GB cannot be smaller than the snapshot "
+                f"size {snapshot.size}GB. They must be >= original snapshot size.",
+            )
+        if snapshot.status != "available" or snapshot.transition_status:
+            raise refused(
+                400, "Invalid snapshot: Originating snapshot status must be one of 'available' values"
+            )
+        volume_id, _ = self.fleet.create_volume_from_snapshot(snapshot_id, name)
+        return volume_id
+
+    def _snapshot(self, snapshot_id: str) -> SimSnapshot:
+        found = [
+            s for s in self.fleet.snapshots.all() if s.snapshot_id == snapshot_id and s.status != "deleted"
+        ]
+        if not found:
+            raise refused(404, f"Snapshot {snapshot_id} could not be found.")
+        return found[0]
+
+    def _snapshot_doc(self, snapshot: SimSnapshot) -> dict[str, Any]:
+        status = {"creating": "creating", "deleting": "deleting"}.get(
+            snapshot.transition_status, snapshot.status
+        )
+        return {
+            "id": snapshot.snapshot_id,
+            "name": snapshot.name,
+            "description": None,
+            "volume_id": snapshot.volume_id,
+            "size": snapshot.size,
+            "status": "creating" if status == "pending" else status,
+            "metadata": dict(self._snapshot_metadata.get(snapshot.snapshot_id, {})),
+            "created_at": snapshot.create_time,
+            "updated_at": snapshot.status_time,
+        }
+
+    async def list_snapshots(self, request: web.Request) -> web.Response:
+        snapshots = [s for s in self.fleet.snapshots.all() if s.status != "deleted"]  # oldest first
+        name = request.query.get("name")
+        if name is not None:
+            snapshots = [s for s in snapshots if s.name == name]
+        return web.json_response({"snapshots": [self._snapshot_doc(s) for s in snapshots]})
+
+    async def get_snapshot(self, request: web.Request) -> web.Response:
+        return web.json_response(
+            {"snapshot": self._snapshot_doc(self._snapshot(request.match_info["snapshot_id"]))}
+        )
+
+    async def create_snapshot(self, request: web.Request) -> web.Response:
+        """``{"snapshot": {"volume_id", "name", "metadata", "force"}}``: an in-use volume only with
+        ``force`` (Cinder's rule before microversion 3.66)."""
+        body = await self.api._body(request, "snapshot")
+        volume_id = body.get("volume_id")
+        if not isinstance(volume_id, str) or not volume_id:
+            raise refused(400, "Invalid input for field/attribute volume_id.")
+        volume = self._volume(volume_id)
+        if volume.status == "in-use" and body.get("force") not in (True, "true", "True"):
+            raise refused(
+                400,
+                f"Invalid volume: Volume {volume_id} status must be available, "
+                "but current status is: in-use.",
+            )
+        metadata = body.get("metadata") or {}
+        if not isinstance(metadata, dict):
+            raise refused(400, "Invalid input for field/attribute metadata.")
+        [snapshot_id], _ = self.fleet.create_snapshots([volume_id], str(body.get("name") or ""))
+        self._snapshot_metadata[snapshot_id] = {str(k): str(v) for k, v in metadata.items()}
+        return web.json_response({"snapshot": self._snapshot_doc(self._snapshot(snapshot_id))}, status=202)
+
+    async def delete_snapshot(self, request: web.Request) -> web.Response:
+        snapshot = self._snapshot(request.match_info["snapshot_id"])
+        if snapshot.transition_status:
+            raise refused(400, "Invalid snapshot: Snapshot status must be available or error")
+        self.fleet.delete_snapshots([snapshot.snapshot_id])
+        self._snapshot_metadata.pop(snapshot.snapshot_id, None)
         return web.Response(status=202)

@@ -17,6 +17,7 @@ from simulator.auth import authenticate
 from simulator.errors import INTERNAL_ERROR, ApiError, invalid
 from simulator.faults import Faults
 from simulator.fleet import Fleet, RunRequest
+from simulator.snapshots import STATUSES as SNAPSHOT_STATUSES
 from simulator.volumes import STATUSES as VOLUME_STATUSES
 
 Action = Callable[[Mapping[str, str]], dict[str, Any]]
@@ -53,6 +54,10 @@ class QingCloudApi:
             "AttachVolumes": self.attach_volumes,
             "DetachVolumes": self.detach_volumes,
             "DeleteVolumes": self.delete_volumes,
+            "CreateSnapshots": self.create_snapshots,
+            "DescribeSnapshots": self.describe_snapshots,
+            "DeleteSnapshots": self.delete_snapshots,
+            "CreateVolumeFromSnapshot": self.create_volume_from_snapshot,
         }
 
     def routes(self) -> list[web.RouteDef]:
@@ -201,6 +206,50 @@ class QingCloudApi:
 
     def delete_volumes(self, params: Mapping[str, str]) -> dict[str, Any]:
         return {"job_id": self.fleet.delete_volumes(self._volumes(params)).job_id}
+
+    # -- snapshots (docs.qingcloud.com/api/snapshot) ----------------------------------------------------
+
+    def create_snapshots(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """``resources.N`` (volume ids), ``snapshot_name``, ``is_full`` → ``snapshots``, ``job_id``."""
+        resources = p.indexed(params, "resources")
+        if not resources:
+            raise invalid("parameter [resources] should not be empty")
+        p.integer(params, "is_full", 0, low=0, high=1)  # every snapshot is a full copy here
+        ids, job = self.fleet.create_snapshots(resources, params.get("snapshot_name", ""))
+        return {"snapshots": ids, "job_id": job.job_id}
+
+    def describe_snapshots(self, params: Mapping[str, str]) -> dict[str, Any]:
+        statuses = p.indexed(params, "status")
+        unknown = sorted(set(statuses) - SNAPSHOT_STATUSES)
+        if unknown:
+            raise invalid(f"parameter [status] has unknown values {unknown}")
+        found = self.fleet.snapshots.describe(
+            snapshot_ids=p.indexed(params, "snapshots"),
+            statuses=statuses,
+            search_word=params.get("search_word", ""),
+            resource_id=params.get("resource_id", ""),
+        )
+        offset = p.integer(params, "offset", 0, low=0, high=1 << 31)
+        limit = p.integer(params, "limit", 20, low=1, high=100)
+        names = {v.volume_id: v.name for v in self.fleet.volumes.all()}
+        page = found[offset : offset + limit]
+        return {
+            "snapshot_set": [s.describe(names.get(s.volume_id, "")) for s in page],
+            "total_count": len(found),
+        }
+
+    def delete_snapshots(self, params: Mapping[str, str]) -> dict[str, Any]:
+        ids = p.indexed(params, "snapshots")
+        if not ids:
+            raise invalid("parameter [snapshots] should not be empty")
+        return {"job_id": self.fleet.delete_snapshots(ids).job_id}
+
+    def create_volume_from_snapshot(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """``snapshot``, ``volume_name`` → ``volume_id``, ``job_id``."""
+        volume_id, job = self.fleet.create_volume_from_snapshot(
+            p.required(params, "snapshot"), params.get("volume_name", "")
+        )
+        return {"volume_id": volume_id, "job_id": job.job_id}
 
     # -- key pairs -----------------------------------------------------------------------------------
 

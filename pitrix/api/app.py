@@ -172,6 +172,8 @@ async def _app_spec(request: web.Request, app: Any, owner: str) -> dict[str, Any
 async def create_cluster(request: web.Request) -> web.Response:
     body = await json_body(request)
     identity = identity_of(request)
+    if "restore" in body:  # backup: a create from a backup
+        return await restore_cluster(request, body)
     for field in ("runtime", "app"):
         if field not in body:
             raise InvalidRequest(f"{field}: required")
@@ -363,6 +365,88 @@ async def cluster_events(request: web.Request) -> web.StreamResponse:
     return await stream_events(request, request.app[EVENTS], None, cluster.id)
 
 
+# -- backups: records, restore and the schedule (pitrix/runtime/backup_service.py) ----------------
+
+RESTORE_BODY = ("restore", "name", "runtime", "owner", "channel", "counts")
+
+
+async def restore_cluster(request: web.Request, body: dict[str, Any]) -> web.Response:
+    """``POST /v1/clusters`` with ``restore``: a new cluster from a backup (its app, counts, env)."""
+    identity = identity_of(request)
+    unknown = [k for k in body if k not in RESTORE_BODY]
+    if unknown:
+        raise InvalidRequest(
+            f"{unknown[0]}: a restore takes the backup's (only {', '.join(RESTORE_BODY)} are given)"
+        )
+    name = body.get("name", "")
+    if not isinstance(name, str) or len(name) > 64:
+        raise InvalidRequest("name: must be a string of at most 64 characters")
+    owner = body.get("owner", identity.owner)
+    if owner != identity.owner and not identity.admin:
+        raise InvalidRequest("owner: only an admin token may create clusters for another owner")
+    if not isinstance(owner, str) or not OWNER.match(owner):
+        raise InvalidRequest("owner: must be an owner name (lower case letters, digits, _ . -)")
+    runtime, channel = body.get("runtime"), body.get("channel")
+    if runtime is not None and not isinstance(runtime, str):
+        raise InvalidRequest("runtime: must be a runtime's name")
+    if channel is not None and channel not in ("rest", "ssh"):
+        raise InvalidRequest("channel: must be rest or ssh")
+    counts = body.get("counts", {})
+    if not isinstance(counts, dict):
+        raise InvalidRequest("counts: must be an object of role: count")
+    cluster, job = await request.app[SERVICE].backups.restore(
+        owner=owner, restore=body["restore"], name=name, runtime=runtime, channel=channel, counts=counts
+    )
+    return web.json_response({"cluster": cluster_view(cluster), "job": _job_view(job)}, status=202)
+
+
+async def list_backups(request: web.Request) -> web.Response:
+    records = await request.app[SERVICE].backups.of_cluster(
+        request.match_info["cid"], identity_of(request).scope
+    )
+    return web.json_response({"backups": [r.view() for r in records]})
+
+
+async def show_backup(request: web.Request) -> web.Response:
+    record = await request.app[SERVICE].backups.get(request.match_info["bid"], identity_of(request).scope)
+    return web.json_response(record.view())
+
+
+async def delete_backup(request: web.Request) -> web.Response:
+    record = await request.app[SERVICE].backups.delete(request.match_info["bid"], identity_of(request).scope)
+    return web.json_response({"deleted": record.id})
+
+
+async def put_backup_policy(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    service = request.app[SERVICE]
+    policy = await service.backups.put_policy(request.match_info["cid"], body, identity_of(request).scope)
+    return web.json_response(policy.model_dump(mode="json"))
+
+
+async def show_backup_policy(request: web.Request) -> web.Response:
+    policy = await request.app[SERVICE].backups.get_policy(
+        request.match_info["cid"], identity_of(request).scope
+    )
+    if policy is None:
+        raise web.HTTPNotFound(text=f"cluster {request.match_info['cid']} has no backup policy")
+    return web.json_response(policy.model_dump(mode="json"))
+
+
+async def delete_backup_policy(request: web.Request) -> web.Response:
+    await request.app[SERVICE].backups.delete_policy(request.match_info["cid"], identity_of(request).scope)
+    return web.json_response({"deleted": request.match_info["cid"]})
+
+
+def add_backup_routes(add: web.UrlDispatcher) -> None:
+    add.add_get("/v1/clusters/{cid}/backups", list_backups)
+    add.add_get("/v1/backups/{bid}", show_backup)
+    add.add_delete("/v1/backups/{bid}", delete_backup)
+    add.add_put("/v1/clusters/{cid}/backup-policy", put_backup_policy)
+    add.add_get("/v1/clusters/{cid}/backup-policy", show_backup_policy)
+    add.add_delete("/v1/clusters/{cid}/backup-policy", delete_backup_policy)
+
+
 def create_app(
     service: RuntimeService, tokens: Tokens | None = None, settings: ApiSettings | None = None
 ) -> web.Application:
@@ -414,4 +498,5 @@ def create_app(
     add.add_get("/v1/clusters/{cid}/jobs", list_jobs)
     add.add_get("/v1/clusters/{cid}/jobs/{job_id}", show_job)
     add.add_get("/v1/clusters/{cid}/upgrade", upgrade_preview)
+    add_backup_routes(add)
     return app

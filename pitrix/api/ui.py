@@ -29,6 +29,7 @@ LAYOUT = {
     "running_service": (3, 4),
     "restarting": (3, 5),
     "upgrading": (3, 6),
+    "backing_up": (3, 7),
     "stopping": (2, 3),
     "stopped": (1, 3),
     "starting": (1, 2),

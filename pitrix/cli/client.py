@@ -95,3 +95,6 @@ class ApiClient:
 
     async def delete(self, path: str, body: Any = None) -> Any:
         return await self.request("DELETE", path, body)
+
+    async def put(self, path: str, body: Any = None) -> Any:
+        return await self.request("PUT", path, body)

@@ -16,6 +16,7 @@ import asyncio
 import json
 import os
 import sys
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -336,6 +337,8 @@ def _act_body(text: str | None) -> dict[str, Any] | None:
 
 
 async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
+    if args.action in CLUSTER_BACKUP_ACTIONS:  # backup: its own handler, below
+        return await cmd_cluster_backups(client, args)
     if args.action == "list":
         _print(await client.get("/v1/clusters", all="1" if args.all else None), args.output, _clusters_table)
         return 0
@@ -446,6 +449,118 @@ async def _upgrade(client: ApiClient, args: argparse.Namespace) -> int:
         body["env"] = env
     data = await client.post(f"/v1/clusters/{args.cluster}/upgrade", body)
     return await _wait_job(client, args.cluster, data["job"], args)
+# -- backups: pitrix clusters backup|backups|restore|backup-policy, pitrix backups show|delete ----------
+
+CLUSTER_BACKUP_ACTIONS = ("backup", "backups", "restore", "backup-policy")
+
+
+def _backups_table(data: dict[str, Any]) -> str:
+    lines = [f"{'BACKUP':<14}{'STATUS':<10}{'CREATED':<22}{'APP':<24}{'SNAPSHOTS':<10}NAME"]
+    for b in data["backups"]:
+        created = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(b["created"]))
+        app = f"{b['app']['name']} {b['app']['version']}"
+        taken = sum(1 for s in b["snapshots"] if s.get("snapshot_id"))
+        lines.append(
+            f"{b['id']:<14}{b['status']:<10}{created:<22}{app:<24}{taken:<10}{b.get('name', '')}"
+            + (" (scheduled)" if b.get("scheduled") else "")
+        )
+    return "\n".join(lines)
+
+
+def _backup_table(b: dict[str, Any]) -> str:
+    lines = [
+        f"backup {b['id']} of cluster {b['cluster_id']} ({b.get('cluster_name', '')}): {b['status']}",
+        f"  app {b['app']['name']} {b['app']['version']}, runtime {b['runtime']}, counts "
+        + ", ".join(f"{r}={c}" for r, c in b["counts"].items()),
+    ]
+    if b.get("error"):
+        lines.append(f"  error: {b['error']}")
+    lines += [
+        f"  {s['node_id']}: volume {s['volume_id']} -> {s.get('snapshot_id') or '(not taken)'}"
+        for s in b["snapshots"]
+    ]
+    return "\n".join(lines)
+
+
+async def cmd_cluster_backups(client: ApiClient, args: argparse.Namespace) -> int:
+    if args.action == "backup":
+        body: dict[str, Any] = {"params": _pairs(args.param, "-p", "KEY=VALUE")}
+        if args.name:
+            body["name"] = args.name
+        data = await client.post(f"/v1/clusters/{args.cluster}/backup", body)
+        return await _wait_job(client, args.cluster, data["job"], args)
+    if args.action == "backups":
+        _print(await client.get(f"/v1/clusters/{args.cluster}/backups"), args.output, _backups_table)
+        return 0
+    if args.action == "restore":
+        counts = {role: int(n) for role, n in _pairs(args.count, "--count", "ROLE=N", str.isdigit).items()}
+        request: dict[str, Any] = {"restore": {"backup": args.backup}}
+        if args.name:
+            request["name"] = args.name
+        if counts:
+            request["counts"] = counts
+        data = await client.post("/v1/clusters", request)
+        return await _wait_job(client, data["cluster"]["id"], data["job"], args)
+    path = f"/v1/clusters/{args.cluster}/backup-policy"
+    if args.off:
+        _print(await client.delete(path), args.output, lambda d: f"{args.cluster}: no scheduled backups")
+        return 0
+    if args.every is None:
+        _print(await client.get(path), args.output, _policy_line(args.cluster))
+        return 0
+    policy: dict[str, Any] = {"interval_hours": args.every}
+    if args.keep is not None:
+        policy["keep"] = args.keep
+    _print(await client.put(path, policy), args.output, _policy_line(args.cluster))
+    return 0
+
+
+def _policy_line(cid: str) -> Callable[[Any], str]:
+    return lambda p: f"{cid}: a backup every {p['interval_hours']:g} h, the newest {p['keep']} kept"
+
+
+async def cmd_backups(client: ApiClient, args: argparse.Namespace) -> int:
+    if args.action == "show":
+        _print(await client.get(f"/v1/backups/{args.backup}"), args.output, _backup_table)
+        return 0
+    _print(
+        await client.delete(f"/v1/backups/{args.backup}"), args.output, lambda d: f"{d['deleted']}: deleted"
+    )
+    return 0
+
+
+def add_backup_parsers(sub: Any, clusters: Any) -> None:
+    """``pitrix clusters backup|backups|restore|backup-policy`` and ``pitrix backups show|delete``."""
+    backup = clusters.add_parser("backup", help="back the cluster up (the app's backup command, snapshots)")
+    backup.add_argument("cluster")
+    backup.add_argument("--name", help="a label for the backup")
+    backup.add_argument("-p", "--param", action="append", metavar="KEY=VALUE", help="a backup parameter")
+    clusters.add_parser("backups", help="the cluster's backups").add_argument("cluster")
+    restore = clusters.add_parser("restore", help="a new cluster from a backup (its app, counts, env)")
+    restore.add_argument("backup", metavar="BACKUP")
+    restore.add_argument("--name", help="the new cluster's name (default: the old one's + -restored)")
+    restore.add_argument(
+        "--count", action="append", metavar="ROLE=N", help="a role's count (backups of first nodes only)"
+    )
+    policy = clusters.add_parser(
+        "backup-policy", help="scheduled backups: show, set (--every, --keep) or stop (--off)"
+    )
+    policy.add_argument("cluster")
+    policy.add_argument("--every", type=float, metavar="HOURS", help="a backup every HOURS hours")
+    policy.add_argument("--keep", type=int, metavar="N", help="scheduled backups kept (default: the app's)")
+    policy.add_argument("--off", action="store_true", help="stop scheduled backups (the backups stay)")
+    for action in ("backup", "restore"):
+        clusters.choices[action].add_argument(
+            "--no-wait", action="store_true", help="return once the action is accepted"
+        )
+        clusters.choices[action].add_argument(
+            "--timeout", type=_seconds, metavar="SECONDS", help="stop waiting after SECONDS and exit 7"
+        )
+    backups = sub.add_parser("backups", help="backups by id (they outlive their cluster)").add_subparsers(
+        dest="action", required=True
+    )
+    backups.add_parser("show").add_argument("backup")
+    backups.add_parser("delete", help="delete the backup's snapshots, then its record").add_argument("backup")
 
 
 def _event_line(kind: str, data: dict[str, Any]) -> str:
@@ -689,6 +804,7 @@ def build_parser() -> argparse.ArgumentParser:
     act.add_argument("cluster")
     act.add_argument("verb", help="the action's verb (see /openapi.json), e.g. stop, scale, env")
     act.add_argument("--body", metavar="JSON|@PATH", help="the request's JSON object (default: none)")
+    add_backup_parsers(sub, clusters)  # backup
     events = clusters.add_parser("events", help="the clusters' state, then changes with --follow")
     events.add_argument("cluster", nargs="?", help="one cluster (default: every cluster you may see)")
     events.add_argument("-f", "--follow", action="store_true", help="keep printing changes")
@@ -723,6 +839,7 @@ async def run(args: argparse.Namespace) -> int:
         "apps": cmd_apps,
         "runtimes": cmd_runtimes,
         "clusters": cmd_clusters,
+        "backups": cmd_backups,
     }
     async with ApiClient(args.url, args.token) as client:
         try:

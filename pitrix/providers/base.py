@@ -20,6 +20,7 @@ __all__ = [
     "InstanceStatus",
     "Provider",
     "ProviderError",
+    "Snapshot",
     "Volume",
     "VolumeSpec",
     "VolumeStatus",
@@ -64,6 +65,8 @@ class VolumeSpec:
     # The instance it is made for: a cloud that keeps volumes per zone (EBS) makes it in that
     # instance's zone, since a volume attaches only within its own.
     instance_id: str = ""
+    # backup: the snapshot the volume starts as a copy of ("" for a blank one).
+    snapshot_id: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +79,23 @@ class Volume:
     # Where the guest may find it, most likely first: the cloud's device name is a hint that
     # some guests rename (Xen's xvd*, Nitro's NVMe), so a provider lists every path it knows of.
     device_paths: tuple[str, ...] = ()
+    tags: Mapping[str, str] = field(default_factory=dict)
+    raw: Mapping[str, Any] = field(default_factory=dict)
+
+
+SnapshotStatus = Literal["pending", "available", "deleted", "error", "unknown"]
+
+
+@dataclass(frozen=True, slots=True)
+class Snapshot:
+    """A point-in-time copy of one volume (backups); a volume can be made from it."""
+
+    snapshot_id: str
+    name: str  # deterministic: <backup_id>-<node_id>, looked up before one is taken
+    volume_id: str  # the volume it was taken of
+    size: int  # GiB of that volume
+    status: SnapshotStatus
+    created: str = ""  # the cloud's own time text
     tags: Mapping[str, str] = field(default_factory=dict)
     raw: Mapping[str, Any] = field(default_factory=dict)
 
@@ -141,6 +161,23 @@ class Provider(Protocol):
 
     async def delete_volumes(self, volume_ids: list[str]) -> None:
         """Delete (detaching first where still attached) and wait; ids already gone are skipped."""
+        ...
+
+    # -- backup: snapshots, each call safe to repeat ------------------------------------------------
+
+    async def create_snapshot(self, volume_id: str, name: str, tags: Mapping[str, str]) -> Snapshot:
+        """Snapshot the volume and wait until the snapshot can be used (``available``). Not a
+        lookup: the caller looks the deterministic name up first (``describe_snapshots``)."""
+        ...
+
+    async def describe_snapshots(
+        self, *, snapshot_ids: list[str] | None = None, name_prefix: str | None = None
+    ) -> list[Snapshot]:
+        """Snapshots that exist (deleted ones excluded), by id or by name prefix."""
+        ...
+
+    async def delete_snapshots(self, snapshot_ids: list[str]) -> None:
+        """Delete and wait; ids already gone are skipped."""
         ...
 
     async def close(self) -> None: ...

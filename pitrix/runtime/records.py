@@ -45,6 +45,7 @@ State = Literal[
     "running_service",
     "restarting",
     "upgrading",
+    "backing_up",
     "deleting",
     "deleted",
     "failed",
@@ -129,6 +130,8 @@ class Cluster(_Record):
     job_id: str | None = None
     last_error: str | None = None
     recovery_halted: str | None = None  # why auto-recovery stopped (meltdown guard); cleared by recover
+    # backup: the backup a create restores (its volumes made from the snapshots); "" for a new cluster
+    restored_from: str = ""
     created: float = Field(default_factory=time.time)
     updated: float = Field(default_factory=time.time)
 

@@ -26,6 +26,7 @@ from pitrix.runtime.actions import BY_NAME, BY_VERB, LIFECYCLE
 from pitrix.runtime.actions.base import Action, InvalidRequest
 from pitrix.runtime.actions.create import check_links, prepare
 from pitrix.runtime.agents import decoded
+from pitrix.runtime.backup_service import BackupService
 from pitrix.runtime.clouds import Clouds
 from pitrix.runtime.executor import DEFAULT_RETRY
 from pitrix.runtime.jobs import Jobs
@@ -100,6 +101,7 @@ class RuntimeService:
             self.repo, self.metadata, recovery or RecoveryPolicy(), self._auto_recover, self._halt_recovery
         )
         self.log = get_logger("pitrix.runtime")
+        self.backups = BackupService(self)  # backup: records, restores, the schedule
 
     # -- life of the service ----------------------------------------------------------------------
 
@@ -127,7 +129,7 @@ class RuntimeService:
 
     async def _let_go(self) -> None:
         """Stop every job and monitor here (they resume wherever the clusters are claimed next)."""
-        await asyncio.gather(self.supervisor.stop(), self.monitor.stop())
+        await asyncio.gather(self.supervisor.stop(), self.monitor.stop(), self.backups.stop())
 
     async def reconcile(self, cid: str) -> None:
         """Drive ``cid`` here if this replica owns it (claiming it when nobody does), else let go."""
@@ -139,11 +141,14 @@ class RuntimeService:
         except NotFound:
             return
         if cluster.state == "deleted":
+            self.backups.forget(cid)
             await self.ownership.release(cid)
             return
         if not await self.ownership.claim(cid):
             self.monitor.forget(cid)
+            self.backups.forget(cid)
             return
+        self.backups.follow(cid)  # backup: this replica runs the cluster's backup schedule
         if LIFECYCLE.is_transitional(cluster.state) and cluster.job_id:
             self.monitor.forget(cid)
             self.supervisor.supervise(cid)
@@ -289,6 +294,7 @@ class RuntimeService:
         links: dict[str, str] | None = None,
         channel: str = "rest",
         env: dict[str, Any] | None = None,
+        restored_from: str = "",
     ) -> tuple[Cluster, Job]:
         desk = self.jobs.desk
         cluster, targets = await prepare(
@@ -302,6 +308,8 @@ class RuntimeService:
             channel=channel,
             env=env,
         )
+        if restored_from:  # backup: a restore's create (steps/restore.py makes its volumes)
+            cluster = cluster.model_copy(update={"restored_from": restored_from})
         # Each link target is rewritten as read, in the create's transaction: the create fails if
         # a target changed since it was checked (another replica began deleting it), and a delete
         # that read a target before this create landed fails its own guard and looks again.

@@ -504,6 +504,40 @@ class Upgrade(_Strict):
         from fnmatch import fnmatchcase
 
         return any(fnmatchcase(version, pattern) for pattern in self.from_versions)
+class BackupHook(_Strict):
+    """A command run on the nodes being backed up (or, ``restore``, on a restored cluster's nodes)."""
+
+    cmd: str = Field(min_length=1, description="shell command, run with the VM root as working directory")
+    timeout: int = Field(300, gt=0, le=86400, description="seconds")
+
+
+class Backup(_Strict):
+    """How the app is backed up (snapshots of its nodes' volumes) and restored into a new cluster.
+
+    A backup runs, on the nodes whose volumes it takes: the ``backup`` command (an app-level dump
+    into the volume, with its parameters), ``pre`` (flush, freeze), the snapshots, then ``post``
+    (thaw; it always runs once ``pre`` ran). A restore makes the new cluster's volumes from the
+    snapshots and runs ``restore`` on its nodes before their ``init``.
+    """
+
+    roles: list[str] | None = Field(
+        None, description="roles whose volumes are snapshotted; default: every role with a volume"
+    )
+    nodes: Literal["all", "first"] = Field(
+        "all",
+        description="all: every node's volume; first: the first node's of each role only, and a "
+        "restore makes every node of that role from it",
+    )
+    backup: CustomService | None = Field(
+        None,
+        description="run before the snapshots (e.g. a dump into the volume); params as a custom service's",
+    )
+    pre: BackupHook | None = Field(None, description="run just before the snapshots (flush, freeze)")
+    post: BackupHook | None = Field(None, description="run after the snapshots whenever pre ran (thaw)")
+    restore: BackupHook | None = Field(
+        None, description="run on a restored cluster's nodes after their volumes are made, before init"
+    )
+    keep: int = Field(7, ge=1, le=1000, description="complete backups kept by a schedule's retention")
 
 
 class AppSpec(_Strict):
@@ -521,6 +555,8 @@ class AppSpec(_Strict):
     recovery: AppRecovery = Field(default_factory=lambda: AppRecovery.model_validate({}))
     # upgrade: which versions may upgrade to this one (POST /v1/clusters/<id>/upgrade)
     upgrade: Upgrade | None = None
+    # backup: snapshots of the nodes' volumes, restores into a new cluster (docs/app-packages.md)
+    backup: Backup | None = None
 
     @model_validator(mode="after")
     def _unique_roles(self) -> AppSpec:
@@ -539,6 +575,28 @@ class AppSpec(_Strict):
             if role.name in self.env:
                 raise ValueError(f"env.{role.name}: a cluster-level parameter cannot have a role's name")
         return self
+
+    @model_validator(mode="after")
+    def _backup_roles(self) -> AppSpec:
+        """A backup takes volumes: the roles it names exist and have one, and some role does."""
+        if self.backup is None:
+            return self
+        with_volume = [r.name for r in self.roles if r.volume is not None]
+        for name in self.backup.roles or []:
+            if name not in {r.name for r in self.roles}:
+                raise ValueError(f"backup.roles: no role named {name!r}")
+            if name not in with_volume:
+                raise ValueError(f"backup.roles: role {name!r} has no volume to snapshot")
+        if not with_volume:
+            raise ValueError("backup: no role has a volume to snapshot")
+        return self
+
+    def backup_roles(self) -> list[str]:
+        """The roles a backup snapshots, in spec order."""
+        if self.backup is None:
+            return []
+        named = self.backup.roles
+        return [r.name for r in self.roles if r.volume is not None and (named is None or r.name in named)]
 
     def env_defaults(self) -> dict[str, str]:
         """The cluster-level parameters that have a default, as the text agents see."""

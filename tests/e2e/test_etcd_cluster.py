@@ -118,6 +118,25 @@ async def test_a_rolling_parameter_change_restarts_members_one_by_one_and_loses_
     assert (await service.get_job(cid, job.id)).status == "failed"
     assert "previous values restored" in (after.last_error or ""), after.last_error
     assert {n.node_id: etcd_pid(cloud, n) for n in nodes} == running
+
+    # Backup (the app's `backup` saves etcd's keyspace into etcd-1's volume, which is snapshotted),
+    # then a key written after it; a NEW one-member cluster restored from the backup holds exactly
+    # the keys of backup time, as its own member answers over etcd's API.
+    await etcd.put(ips[0], "w/backup-marker", "before")
+    keys_at_backup = await etcd.keys(ips[0], "w/")
+    job = await service.act(cid, "backup", {"name": "e2e"})
+    await expect(service, cid, "active")
+    assert (await service.get_job(cid, job.id)).status == "successful"
+    [backup] = await service.backups.of_cluster(cid)
+    assert backup.status == "complete" and [s.node_id for s in backup.snapshots] == ["etcd-1"], backup
+    await etcd.put(ips[0], "w/after-backup", "not in it")
+    restored, _ = await service.backups.restore(owner="o", restore={"backup": backup.id}, counts={"etcd": 1})
+    await expect(service, restored.id, "active")
+    [member] = await etcd_nodes(cloud, restored.id)
+    await assert_members_are_the_nodes(etcd, [member])
+    assert await etcd.keys(member.ip, "w/") == keys_at_backup
+    assert await etcd.get(member.ip, "w/backup-marker") == "before"
+    assert len(await etcd.members(ips[0])) == 3  # the source cluster is untouched
     for node in nodes:
         assert "ELECTION_TIMEOUT=2000\n" in cloud.vm_file(node.instance_id, "/opt/etcd/etc/tuning.env")
     await assert_members_are_the_nodes(etcd, nodes)

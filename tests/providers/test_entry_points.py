@@ -90,6 +90,15 @@ class MemoryCloud:
     async def delete_volumes(self, volume_ids):
         pass
 
+    async def create_snapshot(self, volume_id, name, tags):
+        raise NotImplementedError("memcloud has no volumes to snapshot")
+
+    async def describe_snapshots(self, *, snapshot_ids=None, name_prefix=None):
+        return []
+
+    async def delete_snapshots(self, snapshot_ids):
+        pass
+
     async def close(self):
         pass
 '''

@@ -122,7 +122,7 @@ def test_scale_in_arguments_are_typed_and_stored_with_their_names() -> None:
 
 def test_the_registry_derives_the_lifecycle_and_the_verbs() -> None:
     assert {a.name for a in ACTIONS} == set(LIFECYCLE.edges)
-    assert set(BY_VERB) == {"stop", "start", "scale", "env", "recover", "service", "restart", "upgrade"}
+    assert set(BY_VERB) == {"stop", "start", "scale", "env", "recover", "service", "restart", "upgrade", "backup"}
     assert BY_VERB["scale"].name == "scale_out"  # it chooses scale_in itself when the count drops
     assert sorted(LIFECYCLE.transitional) == sorted(a.running for a in ACTIONS)
 
@@ -137,8 +137,27 @@ def test_every_action_plans_from_its_stored_arguments(action: str) -> None:
         "service": {"name": "compact", "params": {"data": {}}, "nodes": ["data-1", "data-3"]},
         "restart": {"nodes": {"data": ["data-1"]}},
         "upgrade": {"version": "2", "app": {**APP, "version": "2"}, "env": {}},
+        "backup": {"backup_id": "bk-1", "nodes": ["data-1"], "params": {"data": {}}},
     }.get(action, {})
-    assert layers(action, args)
+    assert layers(action, args, BACKUP_APP if action == "backup" else None)
+
+
+# backup: the data role's volumes, a dump first, hooks around the snapshots (one step: post after pre)
+BACKUP_APP = {
+    **APP,
+    "roles": [{**APP["roles"][0], "volume": {"size": 1}}, APP["roles"][1]],
+    "backup": {"backup": {"cmd": "dump"}, "pre": {"cmd": "freeze"}, "post": {"cmd": "thaw"}},
+}
+
+
+def test_a_backup_records_dumps_then_snapshots_between_its_hooks() -> None:
+    args = {"backup_id": "bk-1", "nodes": ["data-1", "data-2"], "params": {"data": {}}}
+    assert layers("backup", args, BACKUP_APP) == [
+        ["record-backup"],
+        ["backup-command"],
+        ["snapshots"],
+        ["complete-backup"],
+    ]
 
 
 def test_restart_goes_batch_by_batch_each_gated_on_health() -> None:

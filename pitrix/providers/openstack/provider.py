@@ -26,6 +26,8 @@ from pitrix.providers.base import (
     InstanceSpec,
     InstanceStatus,
     ProviderError,
+    Snapshot,
+    SnapshotStatus,
     Volume,
     VolumeSpec,
     VolumeStatus,
@@ -65,6 +67,17 @@ VOLUME_STATUSES: dict[str, VolumeStatus] = {
     "deleted": "deleted",
 }
 AUTH_KEYS = ("auth_url", "username", "password")
+KEPT_FOR_SNAPSHOTS = "pitrix:kept-for-snapshots"
+SNAPSHOT_STATUSES: dict[str, SnapshotStatus] = {
+    "creating": "pending",
+    "available": "available",
+    "backing-up": "available",
+    "restoring": "available",
+    "deleting": "deleted",
+    "deleted": "deleted",
+    "error": "error",
+    "error_deleting": "error",
+}
 
 
 def task_state(server: Mapping[str, Any]) -> str:
@@ -91,6 +104,19 @@ def to_instance(server: Mapping[str, Any], ssh_port: int = 22) -> Instance:
         ssh_port=ssh_port,
         tags={str(k): str(v) for k, v in (server.get("metadata") or {}).items()},
         raw=dict(server),
+    )
+
+
+def to_snapshot(doc: Mapping[str, Any]) -> Snapshot:
+    return Snapshot(
+        snapshot_id=str(doc["id"]),
+        name=str(doc.get("name") or ""),
+        volume_id=str(doc.get("volume_id") or ""),
+        size=int(doc.get("size") or 0),
+        status=SNAPSHOT_STATUSES.get(str(doc.get("status") or ""), "unknown"),
+        created=str(doc.get("created_at") or ""),
+        tags={str(k): str(v) for k, v in (doc.get("metadata") or {}).items()},
+        raw=dict(doc),
     )
 
 
@@ -413,6 +439,8 @@ class OpenStackProvider:
                 "metadata": {str(k): str(v) for k, v in spec.tags.items()},
             }
         }
+        if spec.snapshot_id:  # backup: the volume starts as a copy of the snapshot
+            body["volume"]["snapshot_id"] = spec.snapshot_id
 
         def work(conn: Connection) -> str:
             response = conn.block_storage.post("/volumes", json=body)
@@ -471,6 +499,7 @@ class OpenStackProvider:
 
     async def delete_volumes(self, volume_ids: list[str]) -> None:
         existing = await self.describe_volumes(volume_ids=volume_ids) if volume_ids else []
+        with_snapshots = {s.volume_id for s in await self.describe_snapshots()} if existing else set()
         for volume in existing:
             await self.detach_volume(volume.volume_id)
             url = f"/volumes/{quote(volume.volume_id, safe='')}"
@@ -480,10 +509,126 @@ class OpenStackProvider:
                 if response.status_code != 404:
                     sdk_exceptions.raise_from_response(response)
 
+            if volume.volume_id in with_snapshots:  # backup: see _keep_for_snapshots
+                await self._keep_for_snapshots(volume.volume_id)
+                continue
             await self._sdk("delete volume", work)
             self._log.info("openstack.volume_deleted", volume_id=volume.volume_id)
         for volume in existing:
-            await self._wait_volume(volume.volume_id, lambda v: v is None, "to be deleted")
+            await self._wait_volume(
+                volume.volume_id,
+                lambda v: v is None or v.tags.get(KEPT_FOR_SNAPSHOTS) == "1",
+                "to be deleted",
+            )
+
+    # -- snapshots (Cinder; backup) -----------------------------------------------------------------
+    #
+    # Cinder refuses to delete a volume that has snapshots, and a backup's snapshots outlive the
+    # cluster whose volumes they were taken of. So a volume deleted while it has snapshots is kept,
+    # detached and marked (metadata ``pitrix:kept-for-snapshots``), and goes with its last snapshot.
+
+    async def _keep_for_snapshots(self, volume_id: str) -> None:
+        url = f"/volumes/{quote(volume_id, safe='')}/metadata"
+        body = {"metadata": {KEPT_FOR_SNAPSHOTS: "1"}}
+
+        def work(conn: Connection) -> None:
+            sdk_exceptions.raise_from_response(conn.block_storage.post(url, json=body))
+
+        await self._sdk("mark volume", work)
+        self._log.info("openstack.volume_kept_for_snapshots", volume_id=volume_id)
+
+    async def create_snapshot(self, volume_id: str, name: str, tags: Mapping[str, str]) -> Snapshot:
+        """``POST /snapshots`` (``force``: the volume is usually in use; Cinder before 3.66 asks
+        for it), then wait until it is available. Not a lookup: the step looks the name up first."""
+        body = {
+            "snapshot": {
+                "volume_id": volume_id,
+                "name": name,
+                "force": True,
+                "metadata": {str(k): str(v) for k, v in tags.items()},
+            }
+        }
+
+        def work(conn: Connection) -> str:
+            response = conn.block_storage.post("/snapshots", json=body)
+            sdk_exceptions.raise_from_response(response)
+            return str(response.json()["snapshot"]["id"])
+
+        snapshot_id = await self._sdk("create snapshot", work, idempotent=False)
+        self._log.info("openstack.snapshot_created", snapshot_id=snapshot_id, volume_id=volume_id, name=name)
+        last: list[Snapshot] = []
+
+        async def available() -> bool | None:
+            last[:] = await self.describe_snapshots(snapshot_ids=[snapshot_id])
+            if not last:
+                raise ProviderError(f"openstack: snapshot {snapshot_id} vanished", code="404")
+            if last[0].status == "error":
+                raise ProviderError(f"openstack: snapshot {snapshot_id} of {volume_id} failed", code="error")
+            return True if last[0].status == "available" else None
+
+        await wait_for(available, timeout=self.wait_timeout, what=f"openstack snapshot {snapshot_id}")
+        return last[0]
+
+    async def describe_snapshots(
+        self, *, snapshot_ids: list[str] | None = None, name_prefix: str | None = None
+    ) -> list[Snapshot]:
+        """Every page of ``GET /snapshots/detail``, filtered here (Cinder matches names exactly)."""
+        if snapshot_ids is not None and not snapshot_ids:
+            return []
+
+        def work(conn: Connection) -> list[dict[str, Any]]:
+            found: list[dict[str, Any]] = []
+            url: str | None = "/snapshots/detail"
+            while url:
+                response = conn.block_storage.get(url)
+                sdk_exceptions.raise_from_response(response)
+                body = response.json()
+                found.extend(body.get("snapshots") or [])
+                links = [k.get("href") for k in body.get("snapshots_links") or [] if k.get("rel") == "next"]
+                url = links[0] if links else None
+            return found
+
+        wanted = set(snapshot_ids) if snapshot_ids is not None else None
+        return [
+            s
+            for s in map(to_snapshot, await self._sdk("list snapshots", work))
+            if s.status != "deleted"
+            and (wanted is None or s.snapshot_id in wanted)
+            and (not name_prefix or s.name.startswith(name_prefix))
+        ]
+
+    async def delete_snapshots(self, snapshot_ids: list[str]) -> None:
+        existing = await self.describe_snapshots(snapshot_ids=snapshot_ids) if snapshot_ids else []
+        for snapshot in existing:
+            url = f"/snapshots/{quote(snapshot.snapshot_id, safe='')}"
+
+            def work(conn: Connection, url: str = url) -> None:
+                response = conn.block_storage.delete(url)
+                if response.status_code != 404:
+                    sdk_exceptions.raise_from_response(response)
+
+            await self._sdk("delete snapshot", work)
+            self._log.info("openstack.snapshot_deleted", snapshot_id=snapshot.snapshot_id)
+        gone = {s.snapshot_id for s in existing}
+
+        async def deleted() -> bool | None:
+            left = {s.snapshot_id for s in await self.describe_snapshots(snapshot_ids=sorted(gone))}
+            return None if left else True
+
+        if gone:
+            await wait_for(deleted, timeout=self.wait_timeout, what="openstack snapshots to be deleted")
+        # Volumes kept only for these snapshots go with their last one.
+        sources = {s.volume_id for s in existing}
+        kept = [
+            v.volume_id
+            for v in await self.describe_volumes(volume_ids=sorted(sources))
+            if v.tags.get(KEPT_FOR_SNAPSHOTS) == "1"
+        ]
+        if kept:
+            remaining = {s.volume_id for s in await self.describe_snapshots()}
+            doomed = [vid for vid in kept if vid not in remaining]
+            if doomed:
+                await self.delete_volumes(doomed)
 
     async def close(self) -> None:
         if self._conn is not None:

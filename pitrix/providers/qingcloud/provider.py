@@ -24,6 +24,8 @@ from pitrix.providers.base import (
     InstanceSpec,
     InstanceStatus,
     ProviderError,
+    Snapshot,
+    SnapshotStatus,
     Volume,
     VolumeSpec,
     VolumeStatus,
@@ -105,6 +107,33 @@ def to_volume(item: Mapping[str, Any]) -> Volume:
         status=VOLUME_STATUSES.get(str(item.get("status", "")), "unknown"),
         instance_id=str(attached.get("instance_id") or ""),
         device_paths=(device,) if device else (),
+        raw=dict(item),
+    )
+
+
+LIVE_SNAPSHOT_STATUSES = ("pending", "available", "suspended")
+SNAPSHOT_STATUSES: Mapping[str, SnapshotStatus] = {
+    "pending": "pending",
+    "available": "available",
+    "suspended": "error",
+    "deleted": "deleted",
+    "ceased": "deleted",
+}
+
+
+def to_snapshot(item: Mapping[str, Any]) -> Snapshot:
+    """A ``Snapshot`` from one ``snapshot_set`` entry (the volume is its ``resource``)."""
+    resource = item.get("resource") or {}
+    if not isinstance(resource, Mapping):
+        resource = {}
+    status = SNAPSHOT_STATUSES.get(str(item.get("status", "")), "unknown")
+    return Snapshot(
+        snapshot_id=str(item["snapshot_id"]),
+        name=str(item.get("snapshot_name", "")),
+        volume_id=str(resource.get("resource_id") or ""),
+        size=int(item.get("size") or 0),
+        status=status,
+        created=str(item.get("create_time") or ""),
         raw=dict(item),
     )
 
@@ -419,6 +448,8 @@ class QingCloudProvider:
     async def create_volume(self, spec: VolumeSpec) -> Volume:
         """CreateVolumes of one, waited for. QingCloud volumes take no tags here: the name is the
         lookup key, as for instances."""
+        if spec.snapshot_id:
+            return await self._volume_from_snapshot(spec)
         reply = await self._client.call(
             "CreateVolumes", {"size": spec.size, "volume_name": spec.name, "count": 1}, idempotent=False
         )
@@ -521,6 +552,85 @@ class QingCloudProvider:
             await self._volume_job("DeleteVolumes", _indexed("volumes", group))
         if todo:
             self._log.info("qingcloud.volumes_deleted", volume_ids=todo)
+
+    # -- snapshots (backup) ----------------------------------------------------------------------
+
+    async def _volume_from_snapshot(self, spec: VolumeSpec) -> Volume:
+        """CreateVolumeFromSnapshot (one volume, the snapshot's size), waited for."""
+        reply = await self._client.call(
+            "CreateVolumeFromSnapshot",
+            {"snapshot": spec.snapshot_id, "volume_name": spec.name},
+            idempotent=False,
+        )
+        volume_id = str(reply.get("volume_id") or "")
+        if not volume_id:
+            raise ProviderError(f"qingcloud CreateVolumeFromSnapshot {spec.name}: no volume id in {reply!r}")
+        if reply.get("job_id"):
+            await self.wait_jobs([str(reply["job_id"])], self.job_timeout)
+        self._log.info("qingcloud.volume_from_snapshot", volume_id=volume_id, snapshot_id=spec.snapshot_id)
+        found = await self.describe_volumes(volume_ids=[volume_id])
+        if not found:
+            raise ProviderError(
+                f"qingcloud CreateVolumeFromSnapshot {spec.name}: volume {volume_id} vanished"
+            )
+        return found[0]
+
+    async def create_snapshot(self, volume_id: str, name: str, tags: Mapping[str, str]) -> Snapshot:
+        """CreateSnapshots of one volume (a full one: a backup must not hang on a chain), waited
+        for. Like volumes, QingCloud snapshots are found again by name, not tags."""
+        reply = await self._client.call(
+            "CreateSnapshots",
+            {"resources.1": volume_id, "snapshot_name": name, "is_full": 1},
+            idempotent=False,
+        )
+        ids = reply.get("snapshots") or []
+        if len(ids) != 1:
+            raise ProviderError(f"qingcloud CreateSnapshots {name}: expected one snapshot, got {ids!r}")
+        if reply.get("job_id"):
+            await self.wait_jobs([str(reply["job_id"])], self.job_timeout)
+        self._log.info("qingcloud.snapshot_created", snapshot_id=ids[0], volume_id=volume_id, name=name)
+        found = await self.describe_snapshots(snapshot_ids=[str(ids[0])])
+        if not found:
+            raise ProviderError(f"qingcloud CreateSnapshots {name}: snapshot {ids[0]} vanished")
+        return found[0]
+
+    async def describe_snapshots(
+        self, *, snapshot_ids: list[str] | None = None, name_prefix: str | None = None
+    ) -> list[Snapshot]:
+        if snapshot_ids is not None and not snapshot_ids:
+            return []
+        base: dict[str, object] = {"verbose": 1, **_indexed("status", LIVE_SNAPSHOT_STATUSES)}
+        if name_prefix:
+            base["search_word"] = name_prefix
+        groups: list[list[str] | None] = list(_chunks(snapshot_ids)) if snapshot_ids is not None else [None]
+        found: list[Snapshot] = []
+        for group in groups:
+            params = dict(base, **_indexed("snapshots", group or []))
+            offset = 0
+            while True:
+                reply = await self._client.call(
+                    "DescribeSnapshots", {**params, "offset": offset, "limit": PAGE}
+                )
+                page = reply.get("snapshot_set") or []
+                found.extend(to_snapshot(item) for item in page)
+                offset += len(page)
+                if not page or offset >= int(reply.get("total_count", 0)):
+                    break
+        return [
+            s
+            for s in found
+            if s.status != "deleted" and (name_prefix is None or s.name.startswith(name_prefix))
+        ]
+
+    async def delete_snapshots(self, snapshot_ids: list[str]) -> None:
+        if not snapshot_ids:
+            return
+        existing = await self.describe_snapshots(snapshot_ids=list(dict.fromkeys(snapshot_ids)))
+        todo = [s.snapshot_id for s in existing]
+        for group in _chunks(todo):
+            await self._volume_job("DeleteSnapshots", _indexed("snapshots", group))
+        if todo:
+            self._log.info("qingcloud.snapshots_deleted", snapshot_ids=todo)
 
     # -- host keys -------------------------------------------------------------------------------
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pitrix.runtime.actions.backup import BackupAction
 from pitrix.runtime.actions.base import Action
 from pitrix.runtime.actions.create import Create
 from pitrix.runtime.actions.delete import Delete
@@ -33,6 +34,7 @@ ACTIONS: tuple[Action[Any], ...] = (
     Restart(),
     Delete(),
     Upgrade(),
+    BackupAction(),
 )
 
 BY_NAME: dict[str, Action[Any]] = {action.name: action for action in ACTIONS}

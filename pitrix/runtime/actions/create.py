@@ -16,7 +16,7 @@ from pitrix.runtime.plan import Plan, as_step
 from pitrix.runtime.records import CHANNELS, Channel, Cluster, new_id
 from pitrix.runtime.secret_env import seal_passwords
 from pitrix.runtime.spec import SpecError, parse_spec
-from pitrix.runtime.steps import agents, nodes
+from pitrix.runtime.steps import agents, nodes, restore
 from pitrix.runtime.steps.context import JobContext
 from pitrix.store.types import KV
 
@@ -40,6 +40,7 @@ class Create(Action[NoArgs]):
         plan = Plan(self.name)
         plan.then(as_step("plan-nodes", nodes.plan_nodes, ctx, ctx.cluster.counts))
         boot(plan, ctx, node_ids)
+        restore.extend(plan, ctx, node_ids)  # backup: a restore's command, before init (steps/restore.py)
         init_start(plan, ctx, node_ids)
         plan.then(as_step("converge", agents.converge, ctx, node_ids))
         return plan

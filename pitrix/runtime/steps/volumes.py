@@ -16,6 +16,7 @@ from pitrix.providers.base import Volume as CloudVolume
 from pitrix.providers.base import VolumeSpec
 from pitrix.runtime.records import Cluster, Node
 from pitrix.runtime.spec import Service, Volume
+from pitrix.runtime.steps import restore
 from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps.nodes import members, nodes, save
 from pitrix.runtime.steps.services import raise_failures, run_commands
@@ -51,6 +52,7 @@ async def attach_volumes(ctx: JobContext, node_ids: list[str]) -> str:
     if missing:
         raise OperationError(f"nodes {', '.join(missing)} have no instance to attach a volume to")
     existing = {v.name: v for v in await ctx.provider.describe_volumes(name_prefix=f"{ctx.cid}-")}
+    sources = await restore.volume_sources(ctx, [n.node_id for n in wanted])  # backup: a restore's
 
     async def one(node: Node) -> str:
         spec = role_volume(ctx.cluster, node.node_id)
@@ -68,6 +70,7 @@ async def attach_volumes(ctx: JobContext, node_ids: list[str]) -> str:
                         "pitrix:node": node.node_id,
                     },
                     instance_id=node.instance_id,
+                    snapshot_id=sources[node.node_id].snapshot_id if node.node_id in sources else "",
                 )
             )
             ctx.log.info("volume.created", node=node.node_id, volume_id=volume.volume_id, size=spec.size)
