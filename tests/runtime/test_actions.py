@@ -122,7 +122,17 @@ def test_scale_in_arguments_are_typed_and_stored_with_their_names() -> None:
 
 def test_the_registry_derives_the_lifecycle_and_the_verbs() -> None:
     assert {a.name for a in ACTIONS} == set(LIFECYCLE.edges)
-    assert set(BY_VERB) == {"stop", "start", "scale", "env", "recover", "service", "restart", "upgrade", "backup"}
+    assert set(BY_VERB) == {
+        "stop",
+        "start",
+        "scale",
+        "env",
+        "recover",
+        "service",
+        "restart",
+        "upgrade",
+        "backup",
+    }
     assert BY_VERB["scale"].name == "scale_out"  # it chooses scale_in itself when the count drops
     assert sorted(LIFECYCLE.transitional) == sorted(a.running for a in ACTIONS)
 
