@@ -55,9 +55,7 @@ async def etcd_series(api: TestClient[Any, Any], cid: str) -> dict[tuple[str, st
         (s.name, s.labels["node"], s.labels["item"]): s.value
         for family in text_string_to_metric_families(text)
         for s in family.samples
-        if s.name.startswith("pitrix_app_")
-        and s.labels.get("cluster") == cid
-        and s.labels.get("role") == "etcd"
+        if "item" in s.labels and s.labels["cluster"] == cid and s.labels["role"] == "etcd"
     }
 
 
