@@ -44,6 +44,7 @@ State = Literal[
     "recovering",
     "running_service",
     "restarting",
+    "relinking",
     "deleting",
     "deleted",
     "failed",

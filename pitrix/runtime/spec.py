@@ -509,6 +509,20 @@ class AppRecovery(_Strict):
         return value
 
 
+LINK_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class LinkSpec(_Strict):
+    """A link the app declares: a name its nodes read another cluster under (``/self/links/<name>``)."""
+
+    app: str = Field("", description="the app the linked cluster must run (its name); empty: any app")
+    required: bool = Field(False, description="a create must give it, and it cannot be removed")
+    changeable: bool = Field(
+        True, description="false: set at create only; POST .../links refuses to change it"
+    )
+    description: str = ""
+
+
 class AppSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     version: str = "0.1.0"
@@ -522,6 +536,19 @@ class AppSpec(_Strict):
         description="cluster-level parameters, seen by every role; a role's parameter of the same name wins",
     )
     recovery: AppRecovery = Field(default_factory=lambda: AppRecovery.model_validate({}))
+    # links: declared links; with none declared any link name is taken (app-packages.md, "Links after create")
+    links: dict[str, LinkSpec] = Field(
+        default_factory=dict,
+        description="declared links: name -> the app it must point at, required, changeable",
+    )
+
+    @field_validator("links")
+    @classmethod
+    def _link_names(cls, value: dict[str, LinkSpec]) -> dict[str, LinkSpec]:
+        for name in value:
+            if not re.fullmatch(LINK_NAME_PATTERN, name):
+                raise ValueError(f"{name!r} is not a link name (lower case letters, digits, - and _)")
+        return value
 
     @model_validator(mode="after")
     def _unique_roles(self) -> AppSpec:

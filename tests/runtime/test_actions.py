@@ -122,7 +122,7 @@ def test_scale_in_arguments_are_typed_and_stored_with_their_names() -> None:
 
 def test_the_registry_derives_the_lifecycle_and_the_verbs() -> None:
     assert {a.name for a in ACTIONS} == set(LIFECYCLE.edges)
-    assert set(BY_VERB) == {"stop", "start", "scale", "env", "recover", "service", "restart"}
+    assert set(BY_VERB) == {"stop", "start", "scale", "env", "recover", "service", "restart", "links"}
     assert BY_VERB["scale"].name == "scale_out"  # it chooses scale_in itself when the count drops
     assert sorted(LIFECYCLE.transitional) == sorted(a.running for a in ACTIONS)
 
@@ -136,6 +136,7 @@ def test_every_action_plans_from_its_stored_arguments(action: str) -> None:
         "recover": {"nodes": {"data-2": "i-2"}},
         "service": {"name": "compact", "params": {"data": {}}, "nodes": ["data-1", "data-3"]},
         "restart": {"nodes": {"data": ["data-1"]}},
+        "relink": {"links": {"peer": "cl-2"}, "previous": {}},
     }.get(action, {})
     assert layers(action, args)
 
