@@ -393,6 +393,8 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
         body = {k: v for k, v in (("roles", args.role), ("nodes", args.node)) if v}
         data = await client.post(f"/v1/clusters/{args.cluster}/restart", body or None)
         return await _wait_job(client, args.cluster, data["job"], args)
+    if args.action == "links":
+        return await _relink(client, args)
     if args.action == "act":
         data = await client.post(f"/v1/clusters/{args.cluster}/{args.verb}", _act_body(args.body))
         return await _wait_job(client, args.cluster, data["job"], args)
@@ -400,6 +402,15 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
         data = await client.post(f"/v1/clusters/{args.cluster}/{args.action}")
         return await _wait_job(client, args.cluster, data["job"], args)
     data = await client.delete(f"/v1/clusters/{args.cluster}", {"force": True} if args.force else None)
+    return await _wait_job(client, args.cluster, data["job"], args)
+
+
+async def _relink(client: ApiClient, args: argparse.Namespace) -> int:
+    """``pitrix clusters links CID NAME=CID NAME=``: an empty value removes the link."""
+    changes: dict[str, str | None] = {}
+    for name, value in _pairs(args.link, "links", "NAME=CLUSTER_ID").items():
+        changes[name] = value or None
+    data = await client.post(f"/v1/clusters/{args.cluster}/links", {"links": changes})
     return await _wait_job(client, args.cluster, data["job"], args)
 
 
@@ -621,6 +632,11 @@ def build_parser() -> argparse.ArgumentParser:
     restart.add_argument("cluster")
     restart.add_argument("--role", action="append", help="a role to restart (repeatable; default: all)")
     restart.add_argument("--node", action="append", help="a node id to restart (repeatable; default: all)")
+    links = clusters.add_parser(
+        "links", help="add, change or remove the cluster's links: NAME=CLUSTER_ID sets, NAME= removes"
+    )
+    links.add_argument("cluster")
+    links.add_argument("link", nargs="+", metavar="NAME=CLUSTER_ID|NAME=")
     act = clusters.add_parser(
         "act",
         help="ask for any action by its API verb (POST /v1/clusters/CLUSTER/VERB), e.g. one added lately",
@@ -643,6 +659,7 @@ def build_parser() -> argparse.ArgumentParser:
         "service",
         "restart",
         "act",
+        "links",
     )
     for action in waiting:
         clusters.choices[action].add_argument(

@@ -136,7 +136,7 @@ def test_every_action_plans_from_its_stored_arguments(action: str) -> None:
         "recover": {"nodes": {"data-2": "i-2"}},
         "service": {"name": "compact", "params": {"data": {}}, "nodes": ["data-1", "data-3"]},
         "restart": {"nodes": {"data": ["data-1"]}},
-        "relink": {"links": {"peer": "cl-2"}, "previous": {}},
+        "relink": {"links": {"peer": "cl-2"}, "before": {}},
     }.get(action, {})
     assert layers(action, args)
 

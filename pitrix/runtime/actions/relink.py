@@ -25,7 +25,8 @@ from pitrix.runtime.steps.context import JobContext, RolledBack
 
 class RelinkArgs(Args):
     links: dict[str, str]  # the cluster's links once the job is done
-    previous: dict[str, str]  # its links before: what a failed write puts back
+    # its links before: what a failed write puts back (not "previous": env jobs' name, opened as env)
+    before: dict[str, str]
 
 
 class Relink(Action[RelinkArgs]):
@@ -75,11 +76,11 @@ class Relink(Action[RelinkArgs]):
         links = {k: v for k, v in {**current, **changes}.items() if v is not None}
         if links == current:
             raise InvalidRequest("links: the cluster has these links already")
-        return Accepted(self, RelinkArgs(links=links, previous=current))
+        return Accepted(self, RelinkArgs(links=links, before=current))
 
     def plan(self, ctx: JobContext, args: RelinkArgs) -> Plan:
         plan = Plan(self.name)
-        plan.then(as_step("relink", write_links, ctx, args.links, args.previous))
+        plan.then(as_step("relink", write_links, ctx, args.links, args.before))
         plan.then(as_step("converge", agents.converge, ctx, nodes.node_ids(ctx)))
         return plan
 
