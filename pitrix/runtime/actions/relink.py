@@ -43,7 +43,7 @@ class Relink(Action[RelinkArgs]):
             "links": {
                 "type": "object",
                 "minProperties": 1,
-                "additionalProperties": {"type": ["string", "null"]},
+                "additionalProperties": {"type": "string", "nullable": True},
             }
         },
     }
