@@ -156,11 +156,12 @@ async def test_a_rolling_parameter_change_restarts_members_one_by_one_and_loses_
                 ("pitrix_app_counter_total", n.node_id, "proposals_committed"),
             )
         }
-        return found if wanted <= set(found) else None
+        # A report taken while a restarted member was still electing may say no leader: the next one.
+        led = all(found.get(("pitrix_app_gauge", n.node_id, "has_leader")) == 1.0 for n in nodes)
+        return found if wanted <= set(found) and led else None
 
     found = await eventually("etcd's metrics of every member at /metrics", every_member_reported, 60)
     for node in nodes:
-        assert found[("pitrix_app_gauge", node.node_id, "has_leader")] == 1.0
         assert found[("pitrix_app_gauge", node.node_id, "db_size")] > 0
         assert found[("pitrix_app_counter_total", node.node_id, "proposals_committed")] > 0
 
