@@ -23,6 +23,7 @@ from pitrix.agent.confdir import ConfDir
 from pitrix.agent.config import AgentConfig
 from pitrix.agent.errors import AgentError
 from pitrix.agent.health import HealthChecker, health_from_values
+from pitrix.agent.monitor import MonitorRunner, monitor_from_values
 from pitrix.agent.render import TemplateCache
 from pitrix.agent.report import Reporter
 from pitrix.agent.resource import ApplyOptions, ApplyResult, TemplateResource
@@ -75,6 +76,7 @@ class Agent:
             self.runner = CommandRunner(CommandLedger(config.state_dir), reporter, config.root)
         # Health checks run in the long-running modes only, as lifecycle commands do.
         self.health: HealthChecker | None = None if config.onetime else HealthChecker(reporter, config.root)
+        self.monitor: MonitorRunner | None = None if config.onetime else MonitorRunner(reporter, config.root)
         self._log = get_logger("pitrix.agent", backend=config.backend, prefix=config.prefix)
 
     # -- one round -------------------------------------------------------------------------------
@@ -85,6 +87,8 @@ class Agent:
             keys.add(f"{self.config.prefix}/{keyspace.CMD}")
         if self.health is not None:
             keys.add(f"{self.config.prefix}/{keyspace.HEALTH}")
+        if self.monitor is not None:
+            keys.add(f"{self.config.prefix}/{keyspace.MONITOR}")
         return sorted(keys)
 
     async def apply_round(self, *, only_changed: bool, hooks: RoundHooks | None = None) -> bool:
@@ -133,6 +137,8 @@ class Agent:
             self.runner.offer(command_from_values(values, self.config.prefix, self.config.command_timeout))
         if self.health is not None:
             self.health.offer(*health_from_values(values, self.config.prefix, self.config))
+        if self.monitor is not None:
+            self.monitor.offer(*monitor_from_values(values, self.config.prefix))
         self.rounds += 1
         async with self._round_done:
             self._round_done.notify_all()
@@ -198,6 +204,8 @@ class Agent:
         tasks: list[asyncio.Task[None]] = [asyncio.create_task(self._heartbeats(), name="heartbeat")]
         if self.health is not None:
             tasks.append(asyncio.create_task(self.health.serve(), name="health"))
+        if self.monitor is not None:
+            tasks.append(asyncio.create_task(self.monitor.serve(), name="monitor"))
         if self.runner is not None:
             tasks.append(asyncio.create_task(self.runner.serve(), name="commands"))
         loop = self._watch_loop() if self.config.watch else self._interval_loop()

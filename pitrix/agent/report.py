@@ -35,6 +35,8 @@ class Reporter(Protocol):
 
     async def health(self, ok: bool, error: str | None, details: dict[str, Any] | None = None) -> None: ...
 
+    async def monitor(self, values: dict[str, float], error: str | None = None) -> None: ...
+
 
 class MetadReporter:
     """PUTs under ``/self/status``; errors propagate (``BackendError``) so callers can retry."""
@@ -76,6 +78,12 @@ class MetadReporter:
             {"ok": ok, "error": error, "time": utc_now(), **(details or {})},
         )
 
+    async def monitor(self, values: dict[str, float], error: str | None = None) -> None:
+        """The role's monitor items of one run (agent/monitor.py); ``error`` when it gave none."""
+        await self._client.put(
+            keyspace.self_status(keyspace.MONITOR), {"values": values, "error": error, "time": utc_now()}
+        )
+
 
 class LogReporter:
     """For backends without a metadata service: the reports go to the log."""
@@ -94,3 +102,6 @@ class LogReporter:
 
     async def health(self, ok: bool, error: str | None, details: dict[str, Any] | None = None) -> None:
         self._log.info("health", ok=ok, error=error, **(details or {}))
+
+    async def monitor(self, values: dict[str, float], error: str | None = None) -> None:
+        self._log.info("monitor", values=values, error=error)

@@ -7,11 +7,13 @@ see what is decided here, from the request's identity (see ``pitrix.api.auth``).
 from __future__ import annotations
 
 import asyncio
+import math
 import re
 from typing import Any
 
 from aiohttp import web
 
+from pitrix.api.app_metrics import AppMetricsFeed, AppSeries
 from pitrix.api.auth import Tokens, auth_middleware, identity_of, require_admin
 from pitrix.api.errors import errors_middleware, json_body
 from pitrix.api.events import EventHub, cluster_view
@@ -31,6 +33,8 @@ SERVICE: web.AppKey[RuntimeService] = web.AppKey("service", RuntimeService)
 EVENTS: web.AppKey[EventHub] = web.AppKey("events", EventHub)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 APPS: web.AppKey[AppCatalog] = web.AppKey("apps", AppCatalog)
+APP_METRICS: web.AppKey[AppMetricsFeed] = web.AppKey("app_metrics", AppMetricsFeed)
+APP_SERIES: web.AppKey[AppSeries] = web.AppKey("app_series", AppSeries)
 READY_TIMEOUT = 2.0
 OWNER = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
 
@@ -64,6 +68,8 @@ async def readyz(request: web.Request) -> web.Response:
 
 async def metrics(request: web.Request) -> web.Response:
     clusters = await request.app[SERVICE].list_clusters(include_deleted=True)
+    await request.app[APP_METRICS].refresh(clusters)  # app metrics: the series of these clusters
+    request.app[APP_SERIES].clusters = clusters
     body = request.app[METRICS].render(clusters)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
@@ -447,6 +453,24 @@ def add_backup_routes(add: web.UrlDispatcher) -> None:
     add.add_delete("/v1/clusters/{cid}/backup-policy", delete_backup_policy)
 
 
+# -- app metrics (pitrix/api/app_metrics.py) ---------------------------------------------------------
+
+
+async def cluster_metrics(request: web.Request) -> web.Response:
+    """``?since=<unix seconds>``: each node's monitor samples since then (at most the last hour)."""
+    cluster = await _cluster(request)
+    raw = request.query.get("since", "0")
+    try:
+        since = float(raw)
+    except ValueError:
+        raise InvalidRequest(f"since: {raw[:40]!r} is not a time (seconds since the epoch)") from None
+    if not math.isfinite(since):
+        raise InvalidRequest("since: must be a finite number of seconds since the epoch")
+    feed = request.app[APP_METRICS]
+    await feed.refresh()
+    return web.json_response(feed.history(cluster, since))
+
+
 def create_app(
     service: RuntimeService, tokens: Tokens | None = None, settings: ApiSettings | None = None
 ) -> web.Application:
@@ -462,13 +486,18 @@ def create_app(
     )
     app[SERVICE] = service
     app[METRICS] = metrics_ = Metrics()
-    app[EVENTS] = EventHub(service.store, [metrics_.observe])
+    app[APP_METRICS] = feed = AppMetricsFeed(service)
+    app[APP_SERIES] = AppSeries(feed)
+    metrics_.registry.register(app[APP_SERIES])
+    app[EVENTS] = EventHub(service.store, [metrics_.observe, feed.observe])
     app[APPS] = AppCatalog(service.store)
 
     async def lifecycle(app: web.Application) -> Any:
         await app[APPS].migrate()
         await app[EVENTS].start()
+        await app[APP_METRICS].start()
         yield
+        await app[APP_METRICS].close()
         await app[EVENTS].close()
 
     app.cleanup_ctx.append(lifecycle)
@@ -499,4 +528,5 @@ def create_app(
     add.add_get("/v1/clusters/{cid}/jobs/{job_id}", show_job)
     add.add_get("/v1/clusters/{cid}/upgrade", upgrade_preview)
     add_backup_routes(add)
+    add.add_get("/v1/clusters/{cid}/metrics", cluster_metrics)
     return app

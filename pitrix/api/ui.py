@@ -30,6 +30,7 @@ LAYOUT = {
     "restarting": (3, 5),
     "upgrading": (3, 6),
     "backing_up": (3, 7),
+    "relinking": (3, 8),
     "stopping": (2, 3),
     "stopped": (1, 3),
     "starting": (1, 2),

@@ -398,6 +398,8 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
         return await _wait_job(client, args.cluster, data["job"], args)
     if args.action == "upgrade":
         return await _upgrade(client, args)
+    if args.action == "links":
+        return await _relink(client, args)
     if args.action == "act":
         data = await client.post(f"/v1/clusters/{args.cluster}/{args.verb}", _act_body(args.body))
         return await _wait_job(client, args.cluster, data["job"], args)
@@ -449,6 +451,8 @@ async def _upgrade(client: ApiClient, args: argparse.Namespace) -> int:
         body["env"] = env
     data = await client.post(f"/v1/clusters/{args.cluster}/upgrade", body)
     return await _wait_job(client, args.cluster, data["job"], args)
+
+
 # -- backups: pitrix clusters backup|backups|restore|backup-policy, pitrix backups show|delete ----------
 
 CLUSTER_BACKUP_ACTIONS = ("backup", "backups", "restore", "backup-policy")
@@ -561,6 +565,15 @@ def add_backup_parsers(sub: Any, clusters: Any) -> None:
     )
     backups.add_parser("show").add_argument("backup")
     backups.add_parser("delete", help="delete the backup's snapshots, then its record").add_argument("backup")
+
+
+async def _relink(client: ApiClient, args: argparse.Namespace) -> int:
+    """``pitrix clusters links CID NAME=CID NAME=``: an empty value removes the link."""
+    changes: dict[str, str | None] = {}
+    for name, value in _pairs(args.link, "links", "NAME=CLUSTER_ID").items():
+        changes[name] = value or None
+    data = await client.post(f"/v1/clusters/{args.cluster}/links", {"links": changes})
+    return await _wait_job(client, args.cluster, data["job"], args)
 
 
 def _event_line(kind: str, data: dict[str, Any]) -> str:
@@ -797,6 +810,11 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="SECONDS",
         help="stop waiting after SECONDS and exit 7; the job goes on (default: wait until it ends)",
     )
+    links = clusters.add_parser(
+        "links", help="add, change or remove the cluster's links: NAME=CLUSTER_ID sets, NAME= removes"
+    )
+    links.add_argument("cluster")
+    links.add_argument("link", nargs="+", metavar="NAME=CLUSTER_ID|NAME=")
     act = clusters.add_parser(
         "act",
         help="ask for any action by its API verb (POST /v1/clusters/CLUSTER/VERB), e.g. one added lately",
@@ -820,6 +838,7 @@ def build_parser() -> argparse.ArgumentParser:
         "service",
         "restart",
         "act",
+        "links",
     )
     for action in waiting:
         clusters.choices[action].add_argument(

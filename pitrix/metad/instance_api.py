@@ -166,6 +166,9 @@ async def write(request: web.Request) -> web.Response:
             body = await _json_body(request)
             doc = status.applied(body) if kind == keyspace.APPLIED else status.health(body)
             revision = await puts.put(mapping.status_key(kind), status.bounded(doc))
+        elif kind == keyspace.MONITOR and len(parts) == 3:
+            doc = status.monitor(await _json_body(request))
+            revision = await puts.put(mapping.status_key(kind), status.bounded(doc))
         elif kind == keyspace.CMD and len(parts) == 4:
             cmd_id = parts[3]
             status.check_cmd_id(cmd_id)

@@ -8,11 +8,12 @@ this module, so the layout of DESIGN.md ("Metadata layout") is written down once
     /clusters/<cid>/env/<role>/<key>            a role's parameters
     /clusters/<cid>/staged-env/<iid>/<key>      one instance's parameters during an env rollout
     /clusters/<cid>/health/<role>/...           a role's health check
+    /clusters/<cid>/monitor/<role>/...          a role's monitor command and items
     /clusters/<cid>/cmd/<iid>/{id,cmd,timeout}  the command an instance must run now
     /clusters/<cid>/{endpoints,links,adding-hosts,deleting-hosts}/...
     /clusters/<cid>/published/<key>             what services with ``publish`` printed (JSON)
     /_pitrix/mapping/<iid>/...                  who an instance is (what /self means for it)
-    /_pitrix/status/<cid>/<iid>/{heartbeat,applied,health,cmd/<cmd_id>}   what its agent reports
+    /_pitrix/status/<cid>/<iid>/{heartbeat,applied,health,monitor,cmd/<cmd_id>}   its agent's reports
     /_pitrix/{revoked/<serial>,revoked-instances/<iid>}   refused certificates, instances
     /_pitrix/{bootstrap-used/<sha256>,issued/<iid>,revoke-after/<serial>}   certificate issuance
 
@@ -51,6 +52,7 @@ LINKS = "links"
 ADDING_HOSTS = "adding-hosts"
 DELETING_HOSTS = "deleting-hosts"
 PUBLISHED = "published"  # what a service with ``publish: true`` printed, for every node to read
+MONITOR = "monitor"  # one subtree per role; also the name of an agent's monitor report
 OWNER = "owner"  # the field of the ``cluster`` section that says whose the cluster is
 GENERATION = "generation"  # the field of the ``cluster`` section pitrixd bumps to reach every view
 
@@ -124,6 +126,11 @@ def env_value(cid: str, role: str, key: str) -> str:
 def health(cid: str, role: str) -> str:
     """``/clusters/<cid>/health/<role>``: a role's health check (cmd, interval, timeout)."""
     return f"{CLUSTERS}/{cid}/{HEALTH}/{role}"
+
+
+def monitor(cid: str, role: str) -> str:
+    """``/clusters/<cid>/monitor/<role>``: a role's monitor (cmd, interval, timeout, items)."""
+    return f"{CLUSTERS}/{cid}/{MONITOR}/{role}"
 
 
 def cmd(cid: str, iid: str) -> str:

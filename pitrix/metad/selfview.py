@@ -30,6 +30,7 @@ SELF_SECTIONS = (
     keyspace.ENDPOINTS,
     keyspace.LINKS,
     keyspace.PUBLISHED,
+    keyspace.MONITOR,
 )
 # Sections that differ between instances of one role; every other section of ``/self`` is the
 # same for all of a role's instances, so it is rendered once per change (render.SharedSections).
@@ -62,6 +63,7 @@ class Mapping:
             # Role-scoped: the role's parameters, and the role's health check (cmd, interval, timeout).
             keyspace.ENV: keyspace.env(cid, self.role),
             keyspace.HEALTH: keyspace.health(cid, self.role),
+            keyspace.MONITOR: keyspace.monitor(cid, self.role),
             keyspace.CMD: keyspace.cmd(cid, iid),
         }
         for section in SELF_SECTIONS:

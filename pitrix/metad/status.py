@@ -1,4 +1,5 @@
-"""Validation of what an agent may write back about itself (heartbeat, applied, health, cmd results).
+"""Validation of what an agent may write back about itself (heartbeat, applied, health, monitor,
+cmd results).
 
 Each validator takes the decoded JSON body and returns the document to store, or raises
 ``BadBody`` naming the offending field, which the API turns into a 400.
@@ -134,6 +135,27 @@ def health(body: Any) -> dict[str, Any]:
         _optional_str(action, "output_tail", MAX_OUTPUT_TAIL)
         _optional_time(action, "time")
     return doc
+
+
+MONITOR_VALUES_MAX = 64  # a role declares at most as many monitor items (runtime.spec)
+MONITOR_NAME = re.compile(r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$")
+
+
+def monitor(body: Any) -> dict[str, Any]:
+    """``values``: the role's monitor items of one run, name → finite number; ``error`` why a run
+    gave none (its command failed, timed out, or printed nothing readable)."""
+    doc = _object(body)
+    values = _object(doc.get("values", {}), "values")
+    if len(values) > MONITOR_VALUES_MAX:
+        raise BadBody("values", f"at most {MONITOR_VALUES_MAX} items")
+    for name, value in values.items():
+        if not MONITOR_NAME.match(name):
+            raise BadBody(f"values.{name[:64]}", "is not an item name (letters, digits and _)")
+        if not _number(value):
+            raise BadBody(f"values.{name}", "must be a finite number")
+    _optional_str(doc, "error", MAX_OUTPUT_TAIL)
+    _optional_time(doc, "time")
+    return {"values": values, "error": doc.get("error"), "time": doc.get("time")}
 
 
 def check_cmd_id(cmd_id: str) -> None:

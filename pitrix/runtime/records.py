@@ -46,6 +46,7 @@ State = Literal[
     "restarting",
     "upgrading",
     "backing_up",
+    "relinking",
     "deleting",
     "deleted",
     "failed",

@@ -185,6 +185,49 @@ class HealthCheck(_Strict):
     action_timeout: int = Field(60, ge=1, le=3600, description="seconds before action_cmd is cut off")
 
 
+MONITOR_ITEM_PATTERN = r"^[a-zA-Z_][a-zA-Z0-9_]{0,63}$"
+MONITOR_ITEMS_MAX = 64
+
+
+class MonitorItem(_Strict):
+    """One number a role's monitor command prints (docs/app-packages.md, "Monitor items")."""
+
+    unit: str = Field("", max_length=32, pattern=r"^[A-Za-z0-9_%/.-]*$", description="bytes, seconds, %, ...")
+    kind: Literal["gauge", "counter"] = Field(
+        "gauge", description="gauge: a level that goes up and down; counter: a running total that only grows"
+    )
+    description: str = Field("", max_length=200)
+
+
+class Monitor(_Strict):
+    """A command whose output is numbers by name: one ``name value`` per line, or one JSON object
+    ``{"name": number}`` (AppCenter's monitor output). Its nodes' agents run it every ``interval``
+    and report the declared items; pitrixd shows them as Prometheus series and plots them."""
+
+    cmd: str = Field(min_length=1, description="prints the items; run on every node of the role")
+    interval: int = Field(30, ge=5, le=3600, description="seconds between runs")
+    timeout: int = Field(10, ge=1, le=300, description="seconds before a run is cut off (nothing reported)")
+    items: dict[str, MonitorItem] = Field(min_length=1, description="the numbers reported, by name")
+
+    @field_validator("items", mode="before")
+    @classmethod
+    def _items_shorthand(cls, value: Any) -> Any:
+        """``items: [a, b]`` is shorthand for gauges without a unit."""
+        if isinstance(value, list):
+            return {name: {} for name in value}
+        return value
+
+    @field_validator("items")
+    @classmethod
+    def _item_names(cls, value: dict[str, MonitorItem]) -> dict[str, MonitorItem]:
+        if len(value) > MONITOR_ITEMS_MAX:
+            raise ValueError(f"{len(value)} items; a role's monitor reports at most {MONITOR_ITEMS_MAX}")
+        for name in value:
+            if not re.fullmatch(MONITOR_ITEM_PATTERN, name):
+                raise ValueError(f"{name!r} is not an item name (letters, digits and _, not a digit first)")
+        return value
+
+
 EnvType = Literal["string", "integer", "number", "boolean", "password"]
 Scalar = str | int | float | bool
 
@@ -381,6 +424,8 @@ class Role(_Strict):
         description="a command run on one node of the role that prints the role's node ids, one per "
         "line, in the order they should be processed (leader last): scale-in removes the first ones",
     )
+    # metrics: numbers by name its nodes report (docs/app-packages.md, "Monitor items").
+    monitor: Monitor | None = None
 
     @field_validator("image")
     @classmethod
@@ -504,6 +549,8 @@ class Upgrade(_Strict):
         from fnmatch import fnmatchcase
 
         return any(fnmatchcase(version, pattern) for pattern in self.from_versions)
+
+
 class BackupHook(_Strict):
     """A command run on the nodes being backed up (or, ``restore``, on a restored cluster's nodes)."""
 
@@ -540,6 +587,20 @@ class Backup(_Strict):
     keep: int = Field(7, ge=1, le=1000, description="complete backups kept by a schedule's retention")
 
 
+LINK_NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
+
+
+class LinkSpec(_Strict):
+    """A link the app declares: a name its nodes read another cluster under (``/self/links/<name>``)."""
+
+    app: str = Field("", description="the app the linked cluster must run (its name); empty: any app")
+    required: bool = Field(False, description="a create must give it, and it cannot be removed")
+    changeable: bool = Field(
+        True, description="false: set at create only; POST .../links refuses to change it"
+    )
+    description: str = ""
+
+
 class AppSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     version: str = "0.1.0"
@@ -557,6 +618,19 @@ class AppSpec(_Strict):
     upgrade: Upgrade | None = None
     # backup: snapshots of the nodes' volumes, restores into a new cluster (docs/app-packages.md)
     backup: Backup | None = None
+    # links: declared links; with none declared any link name is taken (app-packages.md, "Links after create")
+    links: dict[str, LinkSpec] = Field(
+        default_factory=dict,
+        description="declared links: name -> the app it must point at, required, changeable",
+    )
+
+    @field_validator("links")
+    @classmethod
+    def _link_names(cls, value: dict[str, LinkSpec]) -> dict[str, LinkSpec]:
+        for name in value:
+            if not re.fullmatch(LINK_NAME_PATTERN, name):
+                raise ValueError(f"{name!r} is not a link name (lower case letters, digits, - and _)")
+        return value
 
     @model_validator(mode="after")
     def _unique_roles(self) -> AppSpec:

@@ -110,6 +110,7 @@ class RecordingReporter:
         self.fail_commands = 0
         self.health_reports: list[tuple[bool, str | None]] = []
         self.health_details: list[dict[str, object]] = []
+        self.monitor_reports: list[tuple[dict[str, float], str | None]] = []
 
     async def heartbeat(self) -> None:
         self.heartbeats += 1
@@ -128,6 +129,9 @@ class RecordingReporter:
     async def health(self, ok: bool, error: str | None, details: dict[str, object] | None = None) -> None:
         self.health_reports.append((ok, error))
         self.health_details.append(dict(details or {}))
+
+    async def monitor(self, values: dict[str, float], error: str | None = None) -> None:
+        self.monitor_reports.append((dict(values), error))
 
 
 class AgentProcess:

@@ -103,6 +103,11 @@ async def _linked_to_cluster_is_deleted_last(
         code, _, err = await cli("clusters", "create", "--runtime", "gated", "-f", str(spec), "--link", "db")
         assert code != 0 and "--link takes NAME=CLUSTER, got 'db'" in err, err
         await asyncio.gather(*(_failed(http, cid) for cid in (target, first, second)))
+        # Links after create: the CLI asks for them (a failed cluster refuses), NAME= removes one.
+        code, _, err = await cli("clusters", "links", first, "peer")
+        assert code != 0 and "links takes NAME=CLUSTER_ID, got 'peer'" in err, err
+        code, _, err = await cli("clusters", "links", first, "peer=", "--no-wait")
+        assert code == 5 and "failed" in err, err
         async with http.delete(f"/v1/clusters/{target}") as response:
             assert response.status == 409
             error = (await response.json())["error"]

@@ -14,11 +14,14 @@ from typing import Any
 
 import pytest
 import yaml
+from aiohttp.test_utils import TestClient, TestServer
 from e2e_cloud import Cloud, simulated_cloud
 from e2e_daemons import live
 from etcd_http import EtcdHttp, Writer, eventually, peer_url
+from prometheus_client.parser import text_string_to_metric_families
 from test_lifecycle import expect
 
+from pitrix.api.app import create_app
 from pitrix.runtime.records import Node
 from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.store import Store
@@ -36,6 +39,24 @@ async def cloud(store: Store, tmp_path: Path, recovery_policy: RecoveryPolicy) -
     images = str(PACKAGE / "images")
     async with simulated_cloud(store, tmp_path, "--images-dir", images, recovery=recovery_policy) as sim:
         yield sim
+
+
+@pytest.fixture
+async def pitrixd_api(cloud: Cloud) -> AsyncIterator[TestClient[Any, Any]]:
+    """pitrixd's admin API over the test's runtime service (its /metrics, as a scraper sees it)."""
+    async with TestClient(TestServer(create_app(cloud.service), host="127.0.0.1")) as client:
+        yield client
+
+
+async def etcd_series(api: TestClient[Any, Any], cid: str) -> dict[tuple[str, str, str], float]:
+    """The app-metric samples of cluster ``cid`` at /metrics: (series, node, item) → value."""
+    text = await (await api.get("/metrics")).text()
+    return {
+        (s.name, s.labels["node"], s.labels["item"]): s.value
+        for family in text_string_to_metric_families(text)
+        for s in family.samples
+        if "item" in s.labels and s.labels["cluster"] == cid and s.labels["role"] == "etcd"
+    }
 
 
 def etcd_app(**env: Any) -> dict[str, Any]:
@@ -70,7 +91,7 @@ async def assert_members_are_the_nodes(etcd: EtcdHttp, nodes: list[Node]) -> Non
 
 
 async def test_a_rolling_parameter_change_restarts_members_one_by_one_and_loses_no_write(
-    cloud: Cloud,
+    cloud: Cloud, pitrixd_api: TestClient[Any, Any]
 ) -> None:
     service, etcd = cloud.service, EtcdHttp(cloud.http)
     cluster, _ = await service.create_cluster(owner="o", runtime="sim", app=etcd_app())
@@ -140,6 +161,28 @@ async def test_a_rolling_parameter_change_restarts_members_one_by_one_and_loses_
     for node in nodes:
         assert "ELECTION_TIMEOUT=2000\n" in cloud.vm_file(node.instance_id, "/opt/etcd/etc/tuning.env")
     await assert_members_are_the_nodes(etcd, nodes)
+
+    # The package's monitor items, read by each member's agent from etcd's own /metrics, are
+    # series at pitrixd's /metrics labelled by cluster, role and node.
+    async def every_member_reported() -> dict[tuple[str, str, str], float] | None:
+        found = await etcd_series(pitrixd_api, cid)
+        wanted = {
+            key
+            for n in nodes
+            for key in (
+                ("pitrix_app_gauge", n.node_id, "has_leader"),
+                ("pitrix_app_gauge", n.node_id, "db_size"),
+                ("pitrix_app_counter_total", n.node_id, "proposals_committed"),
+            )
+        }
+        # A report taken while a restarted member was still electing may say no leader: the next one.
+        led = all(found.get(("pitrix_app_gauge", n.node_id, "has_leader")) == 1.0 for n in nodes)
+        return found if wanted <= set(found) and led else None
+
+    found = await eventually("etcd's metrics of every member at /metrics", every_member_reported, 60)
+    for node in nodes:
+        assert found[("pitrix_app_gauge", node.node_id, "db_size")] > 0
+        assert found[("pitrix_app_counter_total", node.node_id, "proposals_committed")] > 0
 
     await service.delete_cluster(cid)
     await expect(service, cid, "deleted")

@@ -57,6 +57,24 @@ async def test_a_linked_cluster_sees_the_other_and_follows_its_scale_out(cloud: 
     finally:
         await agents.close()
 
+    # Links after create: B's link is removed, then added under another name; B's template
+    # (reading /self/links/<name>/...) re-renders each time, and a refused change changes nothing.
+    b_file = lambda: linked_hosts(cloud.vm_file(b_node.instance_id, "/etc/demo/links.conf"))  # noqa: E731
+    with pytest.raises(InvalidRequest, match=r"links\.peer: a cluster cannot link to itself"):
+        await service.act(b.id, "links", {"links": {"peer": b.id}})
+    with pytest.raises(InvalidRequest, match=r"links\.gone: cluster .* has no link 'gone'"):
+        await service.act(b.id, "links", {"links": {"gone": None}})
+    await service.act(b.id, "links", {"links": {"peer": None}})
+    done = await expect(service, b.id, "active")
+    assert done.links == {}
+    assert b_file() == set()  # the job ends once every node applied the change
+    await service.act(b.id, "links", {"links": {"again": a.id}})
+    done = await expect(service, b.id, "active")
+    assert done.links == {"again": a.id}
+    assert b_file() == {f"again {n.role} {n.ip}" for n in a_nodes}
+    job = await service.get_job(b.id, done.job_id or "")
+    assert (job.action, job.status) == ("relink", "successful")
+
     for cid in (b.id, a.id):
         await service.delete_cluster(cid)
         await expect(service, cid, "deleted")

@@ -250,6 +250,11 @@ def test_the_hooks_against_real_members(members: list[Member]) -> None:
         n for n in ("etcd-1", "etcd-2", "etcd-3") if status(ips[n])["header"]["member_id"] == leader_id
     )
     assert sorted(order) == ["etcd-1", "etcd-2", "etcd-3"] and order[-1] == leader
+    # The role's monitor: three items out of etcd's own /metrics, as "name value" lines.
+    stats = dict(line.split() for line in first.run("metrics").stdout.splitlines())
+    assert set(stats) == {"has_leader", "db_size", "proposals_committed"}, stats
+    assert float(stats["has_leader"]) == 1 and float(stats["db_size"]) > 0, stats
+    assert float(stats["proposals_committed"]) > 0, stats
 
     grown = {**hosts, "i-4": new.node}
     first.render(grown, **{"adding-hosts": {"etcd": {"i-4": new.node}}})
@@ -271,5 +276,7 @@ def test_the_hooks_against_real_members(members: list[Member]) -> None:
 
     for member in (first, second, third):
         assert member.run("stop").returncode == 0
+    down = first.run("metrics")
+    assert down.returncode == 1 and "did not answer /metrics" in down.stderr, down
     unreachable = first.run("remove-members", MEMBER_WAIT="2")
     assert unreachable.returncode == 1 and "member remove etcd-4 failed" in unreachable.stderr

@@ -395,3 +395,31 @@ async def test_published_values_are_seen_by_every_node_of_the_cluster_only(
     await manage.put_mapping("i-s1", {"cluster_id": "c2", "role": "s", "ip": net.ip(201)})
     status, other, _ = await instances.get(net.ip(201), "/self")
     assert status == 200 and "published" not in other
+
+
+async def test_monitor_is_role_scoped_and_its_reports_are_checked(
+    seed, instances, net, manage, store: Store
+) -> None:
+    await seed()
+    monitor = {"cmd": "opt/app/stats", "interval": "30", "items": {"qps": {"unit": "1/s", "kind": "gauge"}}}
+    await manage.put_data("/clusters/c1/monitor/web", monitor)
+    status, view, _ = await instances.get(net.ip(1), "/self/monitor")
+    assert (status, view) == (200, monitor)
+    status, _, _ = await instances.get(net.ip(200), "/self/monitor")
+    assert status == 404  # db declares none: web's is not its
+
+    report = {"values": {"qps": 12.5, "errors": 3}, "error": None, "time": "2026-01-01T00:00:00Z"}
+    status, _ = await instances.put(net.ip(1), "/self/status/monitor", report)
+    assert status == 200
+    kv = await store.get("/_pitrix/status/c1/i-web1/monitor")
+    assert kv is not None and kv.json() == report
+    for body, field in (
+        ({"values": {"qps": "12"}}, "values.qps"),
+        ({"values": {"qps": True}}, "values.qps"),
+        ({"values": {"bad name": 1}}, "values.bad name"),
+        ({"values": [1]}, "values"),
+        ({"values": {}, "error": 5}, "error"),
+        ({"values": {f"i{n}": n for n in range(65)}}, "values"),
+    ):
+        status, answer = await instances.put(net.ip(1), "/self/status/monitor", body)
+        assert (status, answer["field"]) == (400, field), body

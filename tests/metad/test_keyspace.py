@@ -144,6 +144,7 @@ def test_a_mappings_self_sources_are_keyspace_keys() -> None:
         "endpoints": "/clusters/c/endpoints",
         "links": "/clusters/c/links",
         "published": "/clusters/c/published",
+        "monitor": "/clusters/c/monitor/web",
     }
 
 

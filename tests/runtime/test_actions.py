@@ -132,6 +132,7 @@ def test_the_registry_derives_the_lifecycle_and_the_verbs() -> None:
         "restart",
         "upgrade",
         "backup",
+        "links",
     }
     assert BY_VERB["scale"].name == "scale_out"  # it chooses scale_in itself when the count drops
     assert sorted(LIFECYCLE.transitional) == sorted(a.running for a in ACTIONS)
@@ -148,6 +149,7 @@ def test_every_action_plans_from_its_stored_arguments(action: str) -> None:
         "restart": {"nodes": {"data": ["data-1"]}},
         "upgrade": {"version": "2", "app": {**APP, "version": "2"}, "env": {}},
         "backup": {"backup_id": "bk-1", "nodes": ["data-1"], "params": {"data": {}}},
+        "relink": {"links": {"peer": "cl-2"}, "before": {}},
     }.get(action, {})
     assert layers(action, args, BACKUP_APP if action == "backup" else None)
 

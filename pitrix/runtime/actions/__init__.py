@@ -13,6 +13,7 @@ from pitrix.runtime.actions.base import Action
 from pitrix.runtime.actions.create import Create
 from pitrix.runtime.actions.delete import Delete
 from pitrix.runtime.actions.recover import Recover
+from pitrix.runtime.actions.relink import Relink
 from pitrix.runtime.actions.restart import Restart
 from pitrix.runtime.actions.run_service import RunService
 from pitrix.runtime.actions.scale import SCALE_IN, SCALE_OUT
@@ -35,6 +36,7 @@ ACTIONS: tuple[Action[Any], ...] = (
     Delete(),
     Upgrade(),
     BackupAction(),
+    Relink(),
 )
 
 BY_NAME: dict[str, Action[Any]] = {action.name: action for action in ACTIONS}

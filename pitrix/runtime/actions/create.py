@@ -7,6 +7,7 @@ than ``accept``: the spec, the images on this runtime's cloud, the counts and th
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from typing import Any, cast
 
 from pitrix.runtime.actions.base import Action, Desk, InvalidRequest, NoArgs
@@ -15,7 +16,7 @@ from pitrix.runtime.params import ParamError, deploy_env
 from pitrix.runtime.plan import Plan, as_step
 from pitrix.runtime.records import CHANNELS, Channel, Cluster, new_id
 from pitrix.runtime.secret_env import seal_passwords
-from pitrix.runtime.spec import SpecError, parse_spec
+from pitrix.runtime.spec import AppSpec, SpecError, parse_spec
 from pitrix.runtime.steps import agents, nodes, restore
 from pitrix.runtime.steps.context import JobContext
 from pitrix.store.types import KV
@@ -87,6 +88,7 @@ async def prepare(
     except ParamError as exc:
         raise InvalidRequest(str(exc)) from None
     checked, targets = await check_links(desk, owner, runtime, links)
+    check_declared_links(spec, checked, targets)
     cluster = Cluster(
         id=new_id("cl"),
         name=name or spec.name,
@@ -129,3 +131,32 @@ async def check_links(
                 f"links.{link}: cluster {target} runs on runtime {linked.runtime!r}, not {runtime!r}"
             )
     return dict(links), list(targets.values())
+
+
+def check_declared_links(
+    spec: AppSpec, links: Mapping[str, str | None], targets: list[KV], *, complete: bool = True
+) -> None:
+    """The app's declared links (``AppSpec.links``): each required one given, each one pointing at
+    a cluster of the app it names; with links declared, no other name. ``targets``: the linked
+    clusters' records as ``check_links`` read them (``key`` = the cluster id). ``complete`` False
+    (relink): ``links`` holds only the changes, a value None being a link removed, which a required
+    link refuses."""
+    if not spec.links:
+        return
+    apps = {kv.key: Cluster.model_validate_json(kv.value).app.name for kv in targets}
+    for name, target in links.items():
+        declared = spec.links.get(name)
+        if declared is None:
+            raise InvalidRequest(
+                f"links.{name}: the app declares no link {name!r} (has {', '.join(sorted(spec.links))})"
+            )
+        if target is None:
+            continue
+        if declared.app and apps.get(target) != declared.app:
+            raise InvalidRequest(
+                f"links.{name}: cluster {target} runs app {apps.get(target)!r}, "
+                f"the link wants {declared.app!r}"
+            )
+    for name, declared in spec.links.items():
+        if declared.required and (complete or name in links) and links.get(name) is None:
+            raise InvalidRequest(f"links.{name}: required (the app links to a {declared.app or 'cluster'})")

@@ -8,6 +8,7 @@ from pitrix.metad import keyspace as ks
 from pitrix.runtime import params
 from pitrix.runtime.keys import CLUSTERS
 from pitrix.runtime.records import Cluster, Node
+from pitrix.runtime.spec import AppSpec
 from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps.identity import bootstrap_token, mapping, token_fields
 from pitrix.runtime.steps.nodes import members, nodes, save
@@ -102,6 +103,7 @@ async def register(
     }
     if health:  # the agent's /self/health once metad projects it; agent.toml carries it until then
         data["health"] = health
+    data.update(monitor_section(ctx.cluster.app))
     if ctx.cluster.app.endpoints:
         data["endpoints"] = {
             name: {"port": str(e.port), "protocol": e.protocol}
@@ -198,3 +200,22 @@ async def release_metadata(ctx: JobContext) -> str:
     others = [c for c in (Cluster.model_validate_json(kv.value) for kv in kvs) if c.id != ctx.cid]
     removed = await ctx.fleet.release(ctx.cluster.owner, ctx.cluster.runtime, others)
     return "metadata cluster removed" if removed else "metadata cluster kept (in use or by policy)"
+
+
+def monitor_section(app: AppSpec) -> dict[str, Any]:
+    """``{"monitor": {role: ...}}`` for the roles with a monitor, else nothing: each node's agent
+    reads its role's as ``/self/monitor`` (the command, how often, and the items it may report)."""
+    monitors = {
+        role.name: {
+            "cmd": monitor.cmd,
+            "interval": str(monitor.interval),
+            "timeout": str(monitor.timeout),
+            "items": {
+                name: {"unit": item.unit, "kind": item.kind, "description": item.description}
+                for name, item in monitor.items.items()
+            },
+        }
+        for role in app.roles
+        if (monitor := role.monitor) is not None
+    }
+    return {ks.MONITOR: monitors} if monitors else {}
