@@ -28,6 +28,7 @@ LAYOUT = {
     "recovering": (3, 3),
     "running_service": (3, 4),
     "restarting": (3, 5),
+    "resizing": (3, 6),
     "stopping": (2, 3),
     "stopped": (1, 3),
     "starting": (1, 2),
