@@ -7,7 +7,6 @@ signature is checked before anything else, with the same signer the provider use
 from __future__ import annotations
 
 import re
-
 from collections.abc import Callable, Mapping
 from typing import Any
 

@@ -69,7 +69,9 @@ def write_hardware(root: Path, cpu: int, memory: int) -> None:
     Written at every boot, so a resize (of a stopped VM) shows from the next one."""
     proc = root / "proc"
     proc.mkdir(parents=True, exist_ok=True)
-    (proc / "cpuinfo").write_text("".join(f"processor\t: {n}\nmodel name\t: pitrix-sim\n\n" for n in range(cpu)))
+    (proc / "cpuinfo").write_text(
+        "".join(f"processor\t: {n}\nmodel name\t: pitrix-sim\n\n" for n in range(cpu))
+    )
     (proc / "meminfo").write_text(f"MemTotal:       {memory * 1024} kB\n")
 
 

@@ -156,7 +156,9 @@ class Provider(Protocol):
     # the new size without a reboot); if not, the runtime stops the instance first.
     online_volume_growth: bool
 
-    async def resize_instance(self, instance_id: str, *, cpu: int, memory: int, instance_type: str = "") -> None:
+    async def resize_instance(
+        self, instance_id: str, *, cpu: int, memory: int, instance_type: str = ""
+    ) -> None:
         """Give the instance ``cpu``/``memory`` (MiB), or ``instance_type`` where given (the
         provider's own name for a size), and wait until done. Not a start: a stopped instance
         stays stopped."""

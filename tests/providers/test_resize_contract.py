@@ -46,12 +46,12 @@ async def provider(cloud: Cloud, cid: str) -> AsyncIterator[Provider]:  # noqa: 
         await client.close()
 
 
-def size_of(cloud: str, instance: Instance) -> tuple[int, int] | str:
+def size_of(name: str, instance: Instance) -> tuple[int, int] | str:
     """The instance's size as its cloud describes it (cpu and MiB, or the type's name on AWS)."""
     raw: dict[str, Any] = dict(instance.raw)
-    if cloud == "qingcloud":
+    if name == "qingcloud":
         return int(raw["vcpus_current"]), int(raw["memory_current"])
-    if cloud == "openstack":
+    if name == "openstack":
         flavor = raw["flavor"]
         return int(flavor["vcpus"]), int(flavor["ram"])
     return str(raw["InstanceType"])
@@ -63,7 +63,7 @@ async def described(provider: Provider, instance_id: str) -> Instance:
 
 
 async def test_resize_instance_is_idempotent_and_keeps_a_stopped_instance_stopped(
-    cloud: Cloud,
+    cloud: Cloud,  # noqa: F811
     provider: Provider,
     cid: str,  # noqa: F811
 ) -> None:
@@ -100,7 +100,7 @@ async def test_resize_instance_is_idempotent_and_keeps_a_stopped_instance_stoppe
 
 
 async def test_grow_volume_is_idempotent_and_refuses_a_shrink(
-    cloud: Cloud,
+    cloud: Cloud,  # noqa: F811
     provider: Provider,
     cid: str,  # noqa: F811
 ) -> None:

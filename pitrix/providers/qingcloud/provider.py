@@ -595,7 +595,9 @@ class QingCloudProvider:
     online_resize: ClassVar[bool] = False
     online_volume_growth: ClassVar[bool] = False
 
-    async def resize_instance(self, instance_id: str, *, cpu: int, memory: int, instance_type: str = "") -> None:
+    async def resize_instance(
+        self, instance_id: str, *, cpu: int, memory: int, instance_type: str = ""
+    ) -> None:
         found = await self._describe(instance_ids=[instance_id])
         live = [i for i in found if i.status not in GONE_STATUSES]
         if not live:
