@@ -544,9 +544,26 @@ class Fleet:
         self._spawn(job, resize_all)
         return job
 
-    def resize_volumes(self, volume_ids: list[str], size: int) -> Job:
-        """Grow volumes that are detached, or attached to a stopped instance; the new size shows in
-        the guest's ``/sys/block/<dev>/size`` (512-byte sectors) while attached."""
+    def resize_running(self, instance_ids: list[str], cpu: int, memory: int) -> Job:
+        """Resize running instances the way Nova does it: powered off, resized, booted again."""
+        vms = self._claim(instance_ids, "running", "resizing")
+        job = self.jobs.new("ResizeInstances", instance_ids)
+
+        async def resize_all() -> None:
+            iids = [vm.instance_id for vm in vms]
+            async with self._locked(iids):
+                await self._halt_many(vms)
+                for vm in vms:
+                    vm.cpu, vm.memory = cpu, memory
+            await self._boot_all(iids, "resize")
+
+        self._spawn(job, resize_all)
+        return job
+
+    def resize_volumes(self, volume_ids: list[str], size: int, *, online: bool = False) -> Job:
+        """Grow volumes that are detached, or attached to a stopped instance (any instance when
+        ``online``: Cinder's in-use extend); the new size shows in the guest's
+        ``/sys/block/<dev>/size`` (512-byte sectors) while attached."""
         volumes = self.volumes.existing(volume_ids)
         for volume in volumes:
             if size <= volume.size:
@@ -556,7 +573,7 @@ class Fleet:
                     f"[{volume.size}] of volume [{volume.volume_id}]",
                 )
             vm = self._vms.get(volume.instance_id) if volume.instance_id else None
-            if vm is not None and (vm.status != "stopped" or vm.transition_status):
+            if vm is not None and not online and (vm.status != "stopped" or vm.transition_status):
                 raise ApiError(
                     BAD_STATUS,
                     f"ResourceStatusError, volume [{volume.volume_id}] is attached to instance "

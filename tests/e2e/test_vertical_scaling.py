@@ -3,9 +3,9 @@
 A two-node web role with a volume and an ``ordering`` (web-2 first): each node is stopped,
 resized, started, and its ``start`` service (which writes down what the guest sees: its
 ``proc/cpuinfo``, ``proc/meminfo`` and the volume's ``sys/block`` size) runs before the health gate
-lets the next batch go. A scale-out afterwards makes the new node the new size. A node whose start
-leaves it unhealthy fails the job there, naming it; the cluster stays active and the role's size
-is not recorded.
+lets the next batch go. A node whose start leaves it unhealthy fails the next resize there, naming
+it; the cluster stays active and that size is not recorded, so a scale-out afterwards makes the new
+node the size of the resize that finished.
 """
 
 from __future__ import annotations
@@ -98,12 +98,6 @@ async def test_resize_rolls_through_the_role_in_its_order_and_new_nodes_get_the_
         "volume_size": 20,
     }
 
-    # a node made after the resize is made the new size
-    await service.scale(cid, "web", 3)
-    await expect(service, cid, "active")
-    added = next(n for n in await service.nodes(cid) if n.node_id == "web-3")
-    assert seen(cloud, added.instance_id) == [f"2 {2048 * 1024} {grown}"]
-
     # web-1's start leaves it unhealthy: the job fails at its batch's gate, naming it; the cluster
     # stays active, the nodes resized before keep their size, and the role's size is not recorded
     (cloud.workdir / "sim" / "vms" / web["web-1"].instance_id / "root" / "poison").touch()
@@ -115,5 +109,13 @@ async def test_resize_rolls_through_the_role_in_its_order_and_new_nodes_get_the_
     assert "record:web" not in steps
     assert after.resources["web"].memory == 2048
     assert seen(cloud, web["web-2"].instance_id)[-1] == f"2 {3072 * 1024} {grown}"
+    for name in ("poison", "broken"):
+        (cloud.workdir / "sim" / "vms" / web["web-1"].instance_id / "root" / name).unlink()
+    # a node made after it is made the size recorded (the finished resize's, not the failed one's)
+    await service.scale(cid, "web", 3)
+    await expect(service, cid, "active")
+    added = next(n for n in await service.nodes(cid) if n.node_id == "web-3")
+    assert seen(cloud, added.instance_id) == [f"2 {2048 * 1024} {grown}"]
+
     await service.delete_cluster(cid)
     await expect(service, cid, "deleted")

@@ -21,14 +21,14 @@ from pitrix.providers.registry import load_provider
 pytestmark = pytest.mark.parametrize("cloud", ["qingcloud", "aws", "openstack"], indirect=True)
 
 # A size each cloud knows by name: QingCloud's c<cpu>m<GiB>, an EC2 type, a simulator flavor.
-TYPES = {"qingcloud": ("c2m4", 2, 4096), "aws": ("t3.medium", 2, 4096), "openstack": ("m1.medium", 2, 4096)}
+TYPES = {"qingcloud": ("c2m4", 2, 4096), "aws": ("t3.medium", 2, 4096), "openstack": ("c2m4096", 2, 4096)}
 # What an unknown id is called, and the code the cloud answers it with.
 UNKNOWN = {
     "qingcloud": ("i-00000000", "vol-00000000", "2100"),
     "aws": ("i-0123456789abcdef0", "vol-0123456789abcdef0", "InvalidInstanceID.NotFound"),
     "openstack": ("00000000-0000-0000-0000-000000000000", "00000000-0000-0000-0000-000000000000", "404"),
 }
-SHRINK = {"qingcloud": "1100", "aws": "InvalidParameterValue", "openstack": "400"}
+SHRINK = {"qingcloud": "1100", "aws": "InvalidParameterValue", "openstack": "http-400"}
 
 
 @pytest.fixture
@@ -51,9 +51,9 @@ def size_of(name: str, instance: Instance) -> tuple[int, int] | str:
     raw: dict[str, Any] = dict(instance.raw)
     if name == "qingcloud":
         return int(raw["vcpus_current"]), int(raw["memory_current"])
-    if name == "openstack":
-        flavor = raw["flavor"]
-        return int(flavor["vcpus"]), int(flavor["ram"])
+    if name == "openstack":  # the simulator's flavors are named c<vCPUs>m<MiB>
+        cpu, memory = str(raw["flavor"]["id"]).removeprefix("c").split("m")
+        return int(cpu), int(memory)
     return str(raw["InstanceType"])
 
 
