@@ -589,7 +589,8 @@ class OpenStackApi:
         if action == "confirmResize":
             if not extras.resized_from:
                 raise NovaError(
-                    409, f"Cannot 'confirmResize' instance {vm.instance_id} while it is in vm_state {vm.status}"
+                    409,
+                    f"Cannot 'confirmResize' instance {vm.instance_id} while it is in vm_state {vm.status}",
                 )
             extras.resized_from = ""
             return

@@ -243,7 +243,11 @@ class OpenStackVolumes:
             body = await request.json()
         except ValueError:
             raise refused(400, "Malformed request body: not JSON") from None
-        if not isinstance(body, dict) or list(body) != ["os-extend"] or not isinstance(body["os-extend"], dict):
+        if (
+            not isinstance(body, dict)
+            or list(body) != ["os-extend"]
+            or not isinstance(body["os-extend"], dict)
+        ):
             raise refused(400, "Invalid volume action: only os-extend is supported here")
         size = body["os-extend"].get("new_size")
         if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_SIZE:
@@ -267,4 +271,3 @@ class OpenStackVolumes:
 def _version(text: str) -> tuple[int, int]:
     major, _, minor = text.partition(".")
     return (int(major), int(minor)) if major.isdigit() and minor.isdigit() else (3, 0)
-

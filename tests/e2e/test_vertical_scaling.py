@@ -23,7 +23,7 @@ pytestmark = pytest.mark.e2e
 
 # What the guest sees at each start: CPUs, memory (kB) and the volume's size in 512-byte sectors.
 SEEN = (
-    'echo "$(grep -c ^processor proc/cpuinfo) $(awk \'/MemTotal/ {print $2}\' proc/meminfo)'
+    "echo \"$(grep -c ^processor proc/cpuinfo) $(awk '/MemTotal/ {print $2}' proc/meminfo)"
     ' $(cat sys/block/vdb/size)" >> seen.log'
 )
 START = f"{SEEN} && opt/demo/bin/demo start web && if [ -e poison ]; then touch broken; fi"
@@ -45,7 +45,9 @@ def seen(cloud: Cloud, instance_id: str) -> list[str]:
     return cloud.vm_file(instance_id, "seen.log").splitlines()
 
 
-async def test_resize_rolls_through_the_role_in_its_order_and_new_nodes_get_the_new_size(cloud: Cloud) -> None:
+async def test_resize_rolls_through_the_role_in_its_order_and_new_nodes_get_the_new_size(
+    cloud: Cloud,
+) -> None:
     service = cloud.service
     cluster, _ = await service.create_cluster(owner="o", runtime="sim", app=resize_app())
     cid = cluster.id

@@ -500,7 +500,11 @@ class OpenStackProvider:
         if not all(spec.name for spec in specs):
             raise ProviderError("openstack: an instance needs a name", code="spec")
         flavors = [
-            await (self._flavor_named(spec.instance_type) if spec.instance_type else self._flavor_for(spec.cpu, spec.memory))
+            await (
+                self._flavor_named(spec.instance_type)
+                if spec.instance_type
+                else self._flavor_for(spec.cpu, spec.memory)
+            )
             for spec in specs
         ]
         names = "|".join(re.escape(spec.name) for spec in specs)
@@ -653,7 +657,9 @@ class OpenStackProvider:
                 return str(flavor["id"])
         raise ProviderError(f"openstack: no flavor named {name!r}", code="flavor")
 
-    async def resize_instance(self, instance_id: str, *, cpu: int, memory: int, instance_type: str = "") -> None:
+    async def resize_instance(
+        self, instance_id: str, *, cpu: int, memory: int, instance_type: str = ""
+    ) -> None:
         flavor = await (self._flavor_named(instance_type) if instance_type else self._flavor_for(cpu, memory))
         current = (await self._by_ids([instance_id])).get(instance_id)
         if current is None:
@@ -664,7 +670,9 @@ class OpenStackProvider:
             return
         if str((current.raw.get("flavor") or {}).get("id") or "") == flavor:
             return
-        await self._sdk("resize server", _server_call("resize_server", instance_id, flavor=flavor), idempotent=False)
+        await self._sdk(
+            "resize server", _server_call("resize_server", instance_id, flavor=flavor), idempotent=False
+        )
         self._log.info("openstack.resize", instance_id=instance_id, flavor=flavor)
         await self._settle(
             "resize", [instance_id], lambda s: s is None or s.raw.get("status") in ("VERIFY_RESIZE", "ERROR")
@@ -708,4 +716,3 @@ class OpenStackProvider:
         if grown is None:
             raise ProviderError(f"openstack: volume {volume_id} vanished while extended", code="404")
         return grown
-
