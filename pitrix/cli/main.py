@@ -393,6 +393,9 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
         body = {k: v for k, v in (("roles", args.role), ("nodes", args.node)) if v}
         data = await client.post(f"/v1/clusters/{args.cluster}/restart", body or None)
         return await _wait_job(client, args.cluster, data["job"], args)
+    if args.action == "resize":
+        data = await client.post(f"/v1/clusters/{args.cluster}/resize", _resize_body(args))
+        return await _wait_job(client, args.cluster, data["job"], args)
     if args.action == "act":
         data = await client.post(f"/v1/clusters/{args.cluster}/{args.verb}", _act_body(args.body))
         return await _wait_job(client, args.cluster, data["job"], args)
@@ -401,6 +404,23 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
         return await _wait_job(client, args.cluster, data["job"], args)
     data = await client.delete(f"/v1/clusters/{args.cluster}", {"force": True} if args.force else None)
     return await _wait_job(client, args.cluster, data["job"], args)
+
+
+def _resize_body(args: argparse.Namespace) -> dict[str, Any]:
+    """``--role R`` with any of the sizes: the resize request for that one role."""
+    sizes = {
+        field: value
+        for field, value in (
+            ("cpu", args.cpu),
+            ("memory", args.memory),
+            ("instance_type", args.instance_type),
+            ("volume_size", args.volume_size),
+        )
+        if value is not None
+    }
+    if not sizes:
+        raise UsageError("resize needs one of --cpu, --memory, --instance-type, --volume-size")
+    return {"roles": {args.role: sizes}}
 
 
 def _event_line(kind: str, data: dict[str, Any]) -> str:
@@ -621,6 +641,15 @@ def build_parser() -> argparse.ArgumentParser:
     restart.add_argument("cluster")
     restart.add_argument("--role", action="append", help="a role to restart (repeatable; default: all)")
     restart.add_argument("--node", action="append", help="a node id to restart (repeatable; default: all)")
+    resize = clusters.add_parser(
+        "resize", help="vertical scaling: a role's cpu, memory, instance type or volume size, node by node"
+    )
+    resize.add_argument("cluster")
+    resize.add_argument("--role", required=True, help="the role to resize")
+    resize.add_argument("--cpu", type=int, help="vCPUs")
+    resize.add_argument("--memory", type=int, metavar="MiB", help="memory in MiB")
+    resize.add_argument("--instance-type", metavar="TYPE", help="the provider's instance type or flavor")
+    resize.add_argument("--volume-size", type=int, metavar="GiB", help="the volume's new size (grow only)")
     act = clusters.add_parser(
         "act",
         help="ask for any action by its API verb (POST /v1/clusters/CLUSTER/VERB), e.g. one added lately",
@@ -643,6 +672,7 @@ def build_parser() -> argparse.ArgumentParser:
         "service",
         "restart",
         "act",
+        "resize",
     )
     for action in waiting:
         clusters.choices[action].add_argument(
