@@ -76,24 +76,31 @@ async def resize_batch(
     try:
         await _resize(ctx, nodes, target, details)
     except Exception:
-        if stopping:  # no node left down by a failed resize
+        if stopping:  # no node left down by a failed resize: back at the size it has, services up
             try:
-                await instances.start_instances(ctx, chosen)
+                await _boot(ctx, chosen)
+                await services.run_service(ctx, "start", chosen)
             except Exception as exc:  # the failure reported is the resize's
                 ctx.log.warning("resize.restart_failed", nodes=chosen, error=str(exc))
         raise
     if stopping:
-        since = time.time()
-        await instances.start_instances(ctx, chosen)
-        await instances.wait_running(ctx, chosen)
-        if ctx.over_ssh:  # the agents died with the instances; their heartbeats linger
-            await agents.bootstrap_agents(ctx, chosen, fresh_since=since)
-        await agents.converge(ctx, chosen)
+        await _boot(ctx, chosen)
     if target.volume_grows:
         details.append(await grow_filesystems(ctx, chosen))
     if stopping:
         details.append(await services.run_service(ctx, "start", chosen))
     return f"{', '.join(chosen)}: {'; '.join(details) or 'resized online'}"
+
+
+async def _boot(ctx: JobContext, node_ids: list[str]) -> None:
+    """Start the instances and wait until their agents applied a fresh revision (a stopped node's
+    last heartbeat may linger in metad, so a heartbeat proves nothing)."""
+    since = time.time()
+    await instances.start_instances(ctx, node_ids)
+    await instances.wait_running(ctx, node_ids)
+    if ctx.over_ssh:  # the agents died with the instances
+        await agents.bootstrap_agents(ctx, node_ids, fresh_since=since)
+    await agents.converge(ctx, node_ids)
 
 
 async def _resize(ctx: JobContext, nodes: list[Node], target: Target, details: list[str]) -> None:
