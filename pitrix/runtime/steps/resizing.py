@@ -25,7 +25,7 @@ from pitrix.runtime.ownership import LostOwnership
 from pitrix.runtime.records import Node, RoleResources
 from pitrix.runtime.repository import Repository
 from pitrix.runtime.spec import Service
-from pitrix.runtime.steps import agents, instances, restarts, services
+from pitrix.runtime.steps import agents, instances, publishing, restarts, services
 from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps.nodes import members
 from pitrix.runtime.volume_grow import grow_command
@@ -94,10 +94,11 @@ async def resize_batch(
 
 async def _boot(ctx: JobContext, node_ids: list[str]) -> None:
     """Start the instances and wait until their agents applied a fresh revision (a stopped node's
-    last heartbeat may linger in metad, so a heartbeat proves nothing)."""
+    last heartbeat may linger in metad, so a heartbeat proves nothing), as ``start`` does."""
     since = time.time()
     await instances.start_instances(ctx, node_ids)
     await instances.wait_running(ctx, node_ids)
+    await publishing.register(ctx, node_ids)  # as start does: an address may change with a boot
     if ctx.over_ssh:  # the agents died with the instances
         await agents.bootstrap_agents(ctx, node_ids, fresh_since=since)
     await agents.converge(ctx, node_ids)
