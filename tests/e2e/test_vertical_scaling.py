@@ -17,6 +17,7 @@ from e2e_cloud import Cloud, demo_app
 from test_lifecycle import expect
 from test_update_env import steps_by_name
 
+from pitrix.metad import keyspace as ks
 from pitrix.runtime.service import InvalidRequest
 
 pytestmark = pytest.mark.e2e
@@ -93,6 +94,12 @@ async def test_resize_rolls_through_the_role_in_its_order_and_new_nodes_get_the_
     assert {n.node_id: (n.instance_id, n.volume_id) for n in await service.nodes(cid) if n.role == "web"} == {
         n.node_id: (n.instance_id, n.volume_id) for n in web.values()
     }
+    record = await service.metadata.get(resized.owner, resized.runtime)
+    assert record is not None
+    metad = service.metadata.client(record)
+    for node in web.values():  # what the nodes' templates read as /host/cpu and /host/memory
+        published = await metad.get_data(ks.host(cid, "web", node.instance_id))
+        assert (published["cpu"], published["memory"]) == ("2", "2048"), published
     assert resized.resources["web"].model_dump() == {
         "cpu": 2,
         "memory": 2048,

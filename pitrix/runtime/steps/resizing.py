@@ -16,13 +16,14 @@ resize leaves no node down that was up.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import time
 
 from pydantic import BaseModel, ConfigDict
 
 from pitrix.runtime.keys import cluster_key
 from pitrix.runtime.ownership import LostOwnership
-from pitrix.runtime.records import Node, RoleResources
+from pitrix.runtime.records import Cluster, Node, RoleResources
 from pitrix.runtime.repository import Repository
 from pitrix.runtime.spec import Service
 from pitrix.runtime.steps import agents, instances, publishing, restarts, services
@@ -83,13 +84,29 @@ async def resize_batch(
             except Exception as exc:  # the failure reported is the resize's
                 ctx.log.warning("resize.restart_failed", nodes=chosen, error=str(exc))
         raise
+    # The nodes' /host/cpu and /host/memory say the new size from now on (templates may size the
+    # app by them); the role's other nodes keep theirs until their own batch.
+    sized = dataclasses.replace(ctx, cluster=with_size(ctx.cluster, role, target))
     if stopping:
-        await _boot(ctx, chosen)
+        await _boot(sized, chosen)
+    else:
+        await publishing.register(sized, chosen)
     if target.volume_grows:
         details.append(await grow_filesystems(ctx, chosen))
     if stopping:
         details.append(await services.run_service(ctx, "start", chosen))
     return f"{', '.join(chosen)}: {'; '.join(details) or 'resized online'}"
+
+
+def with_size(cluster: Cluster, role: str, target: Target) -> Cluster:
+    """The cluster as the role's resized nodes see it: the role's size is ``target``."""
+    resources = RoleResources(
+        cpu=target.cpu,
+        memory=target.memory,
+        instance_type=target.instance_type,
+        volume_size=target.volume_size,
+    )
+    return cluster.model_copy(update={"resources": {**cluster.resources, role: resources}})
 
 
 async def _boot(ctx: JobContext, node_ids: list[str]) -> None:
@@ -156,12 +173,7 @@ async def record_size(ctx: JobContext, role: str, target: Target) -> str:
     have it: a later failure of another role leaves this one recorded, so nodes made from now on
     (scale-out, recover) are made that size."""
     repo = Repository(ctx.store, ctx.sealer)
-    resources = RoleResources(
-        cpu=target.cpu,
-        memory=target.memory,
-        instance_type=target.instance_type,
-        volume_size=target.volume_size,
-    )
+    resources = with_size(ctx.cluster, role, target).resources[role]
     for _ in range(RECORD_ATTEMPTS):
         cluster, read_at = await repo.read_cluster(ctx.cid)
         if cluster.resources.get(role) == resources:
