@@ -65,6 +65,13 @@ async def resize_batch(
     ctx: JobContext, role: str, node_ids: list[str], number: int, size: int, target: Target
 ) -> str:
     chosen = await restarts.batch(ctx, role, node_ids, number, size)
+    # A re-run after a crash: nodes whose start service already succeeded in this job are done
+    # (stopping them again would leave them down, start's result being cached).
+    done = [n for n in await members(ctx, chosen) if _started(ctx, n)]
+    if done:
+        chosen = [n for n in chosen if n not in {d.node_id for d in done}]
+        if not chosen:
+            return f"{', '.join(d.node_id for d in done)}: resized already"
     nodes = await members(ctx, chosen)
     unplaced = [n.node_id for n in nodes if not n.instance_id]
     if unplaced:
@@ -96,6 +103,11 @@ async def resize_batch(
     if stopping:
         details.append(await services.run_service(ctx, "start", chosen))
     return f"{', '.join(chosen)}: {'; '.join(details) or 'resized online'}"
+
+
+def _started(ctx: JobContext, node: Node) -> bool:
+    result = ctx.agents.command_result(node.instance_id, f"{ctx.job.id}-start-{node.node_id}")
+    return bool(node.instance_id) and (result or {}).get("status") == "successful"
 
 
 def with_size(cluster: Cluster, role: str, target: Target) -> Cluster:
