@@ -3,9 +3,9 @@
 A two-node web role with a volume and an ``ordering`` (web-2 first): each node is stopped,
 resized, started, and its ``start`` service (which writes down what the guest sees: its
 ``proc/cpuinfo``, ``proc/meminfo`` and the volume's ``sys/block`` size) runs before the health gate
-lets the next batch go. A node whose start leaves it unhealthy fails the next resize there, naming
-it; the cluster stays active and that size is not recorded, so a scale-out afterwards makes the new
-node the size of the resize that finished.
+lets the next batch go. A node whose start leaves it unhealthy fails the next resize at its batch,
+naming it; later batches are not touched, the cluster stays active and that size is not recorded,
+so a scale-out afterwards makes the new node the size of the resize that finished.
 """
 
 from __future__ import annotations
@@ -107,19 +107,23 @@ async def test_resize_rolls_through_the_role_in_its_order_and_new_nodes_get_the_
         "volume_size": 20,
     }
 
-    # web-1's start leaves it unhealthy: the job fails at its batch's gate, naming it; the cluster
-    # stays active, the nodes resized before keep their size, and the role's size is not recorded
-    (cloud.workdir / "sim" / "vms" / web["web-1"].instance_id / "root" / "poison").touch()
+    # web-2's start leaves it unhealthy: the job fails at the first batch's gate, naming it; the
+    # cluster stays active, web-2 keeps its new size (no rollback), web-1 (a later batch) is not
+    # touched, and the role's size is not recorded
+    poisoned = cloud.workdir / "sim" / "vms" / web["web-2"].instance_id / "root"
+    (poisoned / "poison").touch()
     job = await service.act(cid, "resize", {"roles": {"web": {"memory": 3072}}})
     after = await expect(service, cid, "active")
     failed = await service.get_job(cid, job.id)
-    assert failed.status == "failed" and failed.error is not None and "web-1 (unhealthy" in failed.error
+    assert failed.status == "failed" and failed.error is not None and "web-2 (unhealthy" in failed.error
     steps = steps_by_name(await service.job_steps(cid, job.id))
-    assert "record:web" not in steps
+    assert steps["healthy:web:batch-1"].status == "failed"
+    assert "resize:web:batch-2" not in steps and "record:web" not in steps
     assert after.resources["web"].memory == 2048
     assert seen(cloud, web["web-2"].instance_id)[-1] == f"2 {3072 * 1024} {grown}"
+    assert seen(cloud, web["web-1"].instance_id)[-1] == f"2 {2048 * 1024} {grown}"
     for name in ("poison", "broken"):
-        (cloud.workdir / "sim" / "vms" / web["web-1"].instance_id / "root" / name).unlink()
+        (poisoned / name).unlink()
     # a node made after it is made the size recorded (the finished resize's, not the failed one's)
     await service.scale(cid, "web", 3)
     await expect(service, cid, "active")
