@@ -652,6 +652,12 @@ class AwsProvider:
             raise ProviderError(f"aws: instance {instance_id} not found", code="InvalidInstanceID.NotFound")
         if current.raw.get("InstanceType") == wanted:
             return
+        if current.status != "stopped":  # EC2's own refusal, said before asking it
+            raise ProviderError(
+                f"aws modify_instance_attribute: IncorrectInstanceState: instance {instance_id} is "
+                f"{current.status}, not stopped",
+                code="IncorrectInstanceState",
+            )
         await self._call("modify_instance_attribute", InstanceId=instance_id, InstanceType={"Value": wanted})
         self._log.info("aws.instance_resized", instance_id=instance_id, instance_type=wanted)
 
