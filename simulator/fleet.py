@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from pitrix.logs import get_logger
-from simulator.errors import BAD_STATUS, NOT_FOUND, QUOTA_EXCEEDED, ApiError
+from simulator.errors import BAD_STATUS, INVALID_REQUEST, NOT_FOUND, QUOTA_EXCEEDED, ApiError
 from simulator.faults import Faults
 from simulator.images import ImageCatalog, ImageNotFound
 from simulator.jobs import Job, JobBook, resource_id
@@ -35,7 +35,14 @@ from simulator.snapshots import SnapshotBook, copy_atomically
 from simulator.ssh import VmSshServer, console_text
 from simulator.tags import TagBook
 from simulator.vm import SSH_PORT, VM, now_iso
-from simulator.volumes import VolumeBook, link_device, make_volume_dir, remove_volume_dirs, unlink_device
+from simulator.volumes import (
+    VolumeBook,
+    link_device,
+    make_volume_dir,
+    remove_volume_dirs,
+    unlink_device,
+    write_device_size,
+)
 
 GONE = ("terminated", "ceased")
 
@@ -477,6 +484,7 @@ class Fleet:
                     raise RuntimeError(f"instance [{instance_id}] was terminated while attaching")
                 for volume in volumes:
                     await asyncio.to_thread(link_device, vm.root, volume.device, volume.data)
+                    await asyncio.to_thread(write_device_size, vm.root, volume.device, volume.size)
                     volume.set_status("in-use")
             self._log.info("fleet.volumes_attached", volume_ids=volume_ids, instance_id=instance_id)
 
@@ -584,6 +592,76 @@ class Fleet:
 
     def snapshot_ledger(self) -> list[dict[str, Any]]:
         return self.snapshots.ledger()
+
+    # -- resize --------------------------------------------------------------------------------------
+
+    def resize_instances(self, instance_ids: list[str], cpu: int | None, memory: int | None) -> Job:
+        """New CPU count and memory for stopped instances; the guest sees them from its next boot
+        (``VM.boot`` writes them where it looks)."""
+        vms = self._claim(instance_ids, "stopped", "resizing")
+        job = self.jobs.new("ResizeInstances", instance_ids)
+
+        async def resize_all() -> None:
+            for vm in vms:
+                vm.cpu = cpu or vm.cpu
+                vm.memory = memory or vm.memory
+                vm.set_status("stopped")
+            self._log.info("fleet.resized", instance_ids=instance_ids, cpu=cpu, memory=memory)
+
+        self._spawn(job, resize_all)
+        return job
+
+    def resize_running(self, instance_ids: list[str], cpu: int, memory: int) -> Job:
+        """Resize running instances the way Nova does it: powered off, resized, booted again."""
+        vms = self._claim(instance_ids, "running", "resizing")
+        job = self.jobs.new("ResizeInstances", instance_ids)
+
+        async def resize_all() -> None:
+            iids = [vm.instance_id for vm in vms]
+            async with self._locked(iids):
+                await self._halt_many(vms)
+                for vm in vms:
+                    vm.cpu, vm.memory = cpu, memory
+            await self._boot_all(iids, "resize")
+
+        self._spawn(job, resize_all)
+        return job
+
+    def resize_volumes(self, volume_ids: list[str], size: int, *, online: bool = False) -> Job:
+        """Grow volumes that are detached, or attached to a stopped instance (any instance when
+        ``online``: Cinder's in-use extend); the new size shows in the guest's
+        ``/sys/block/<dev>/size`` (512-byte sectors) while attached."""
+        volumes = self.volumes.existing(volume_ids)
+        for volume in volumes:
+            if size <= volume.size:
+                raise ApiError(
+                    INVALID_REQUEST,
+                    f"InvalidParameterError, parameter [size] [{size}] should be larger than the size "
+                    f"[{volume.size}] of volume [{volume.volume_id}]",
+                )
+            vm = self._vms.get(volume.instance_id) if volume.instance_id else None
+            if vm is not None and not online and (vm.status != "stopped" or vm.transition_status):
+                raise ApiError(
+                    BAD_STATUS,
+                    f"ResourceStatusError, volume [{volume.volume_id}] is attached to instance "
+                    f"[{vm.instance_id}] which is [{vm.status}], not stopped",
+                )
+        for volume in volumes:  # each in its own status (available or in-use), none in a transition
+            self.volumes.claim([volume.volume_id], volume.status, "resizing")
+        job = self.jobs.new("ResizeVolumes", volume_ids)
+
+        async def resize_all() -> None:
+            for volume in volumes:
+                volume.size = size
+                if volume.instance_id and volume.instance_id in self._vms:
+                    await asyncio.to_thread(
+                        write_device_size, self._vms[volume.instance_id].root, volume.device, size
+                    )
+                volume.set_status(volume.status)
+            self._log.info("fleet.volumes_resized", volume_ids=volume_ids, size=size)
+
+        self._spawn(job, resize_all)
+        return job
 
     # -- faults on one VM ----------------------------------------------------------------------------
 

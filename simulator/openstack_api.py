@@ -110,6 +110,7 @@ class ServerExtras:
     key_name: str | None = None
     network: str = NETWORK
     flavor: str = ""
+    resized_from: str = ""  # the flavor before a resize not yet confirmed (status VERIFY_RESIZE)
 
 
 class OpenStackApi:
@@ -387,6 +388,10 @@ class OpenStackApi:
         extras = self._servers.get(vm.instance_id) or ServerExtras(network=vm.vxnet_id)
         status, vm_state, power = NOVA_STATUS.get(vm.status, ("ERROR", "error", 0))
         task_state = TASK_STATE.get(vm.transition_status)
+        if vm.transition_status == "resizing":
+            status, task_state = "RESIZE", "resize_migrating"
+        elif extras.resized_from:
+            status, vm_state = "VERIFY_RESIZE", "resized"
         alive = vm.status not in ("terminated", "ceased")
         link = f"{_base(request)}/compute/v2.1/servers/{vm.instance_id}"
         fixed = {
@@ -568,11 +573,45 @@ class OpenStackApi:
             self.fleet.start([vm.instance_id])
         elif action == "os-getConsoleOutput":
             return web.json_response({"output": self._console(vm, body[action])})
+        elif action in ("resize", "confirmResize"):
+            self._resize_action(vm, action, body[action])
         else:
             raise NovaError(
                 400, f"Action {action!r} is not supported here (os-start, os-stop, os-getConsoleOutput)"
             )
         return web.Response(status=202)
+
+    def _resize_action(self, vm: VM, action: str, params: Any) -> None:
+        """``resize`` to another flavor (ACTIVE or SHUTOFF servers; Nova powers a running one off and
+        on again itself), then ``VERIFY_RESIZE`` until ``confirmResize``; the server keeps its power
+        state. A resize to the flavor it has, or of a server in another state, is refused as Nova does."""
+        extras = self._servers.setdefault(vm.instance_id, ServerExtras(network=vm.vxnet_id))
+        if action == "confirmResize":
+            if not extras.resized_from:
+                raise NovaError(
+                    409,
+                    f"Cannot 'confirmResize' instance {vm.instance_id} while it is in vm_state {vm.status}",
+                )
+            extras.resized_from = ""
+            return
+        flavor = params.get("flavorRef") if isinstance(params, dict) else None
+        flavor = flavor.rstrip("/").rsplit("/", 1)[-1] if isinstance(flavor, str) else flavor
+        if not isinstance(flavor, str) or flavor not in _flavors():
+            raise NovaError(400, f"Flavor {flavor} could not be found.")
+        current = extras.flavor or _flavor_id(vm.cpu, vm.memory)
+        if flavor == current:
+            raise NovaError(400, "When resizing, instances must change flavor!")
+        if extras.resized_from or vm.transition_status or vm.status not in ("running", "stopped"):
+            raise NovaError(
+                409, f"Cannot 'resize' instance {vm.instance_id} while it is in vm_state {vm.status}"
+            )
+        cpu, memory = _flavors()[flavor]
+        if vm.status == "stopped":
+            self.fleet.resize_instances([vm.instance_id], cpu, memory)
+        else:
+            self.fleet.resize_running([vm.instance_id], cpu, memory)
+        extras.flavor, extras.resized_from = flavor, current
+        self._log.info("openstack.server_resized", server_id=vm.instance_id, flavor=flavor, was=current)
 
     def _console(self, vm: VM, params: Any) -> str:
         """The server's console log, its last ``length`` lines when asked (all for null or -1).

@@ -27,6 +27,7 @@ CINDER_STATUS = {
     ("in-use", "detaching"): "detaching",
 }
 MAX_SIZE = 65536  # GiB
+EXTEND_IN_USE = "3.42"  # the volume API microversion that extends attached volumes
 
 
 def refused(status: int, message: str) -> ApiError:
@@ -71,6 +72,7 @@ class OpenStackVolumes:
             web.post(cinder + "/snapshots", a(self.create_snapshot)),
             web.get(cinder + "/snapshots/{snapshot_id}", a(self.get_snapshot)),
             web.delete(cinder + "/snapshots/{snapshot_id}", a(self.delete_snapshot)),
+            web.post(cinder + "/volumes/{volume_id}/action", a(self.volume_action)),
         ]
 
     # -- discovery ---------------------------------------------------------------------------------
@@ -79,7 +81,7 @@ class OpenStackVolumes:
         return {
             "id": "v3.0",
             "status": "CURRENT",
-            "version": "3.0",
+            "version": EXTEND_IN_USE,
             "min_version": "3.0",
             "updated": "2023-01-01T00:00:00Z",
             "links": [{"rel": "self", "href": f"{request.scheme}://{request.host}/volume/v3/"}],
@@ -345,3 +347,42 @@ class OpenStackVolumes:
         self.fleet.delete_snapshots([snapshot.snapshot_id])
         self._snapshot_metadata.pop(snapshot.snapshot_id, None)
         return web.Response(status=202)
+
+    # -- extend ------------------------------------------------------------------------------------
+
+    async def volume_action(self, request: web.Request) -> web.Response:
+        """``os-extend`` (``new_size``, grow only): an ``available`` volume, or an ``in-use`` one when
+        the request asks for microversion 3.42 or later, as Cinder does."""
+        volume = self._volume(request.match_info["volume_id"])
+        try:
+            body = await request.json()
+        except ValueError:
+            raise refused(400, "Malformed request body: not JSON") from None
+        if (
+            not isinstance(body, dict)
+            or list(body) != ["os-extend"]
+            or not isinstance(body["os-extend"], dict)
+        ):
+            raise refused(400, "Invalid volume action: only os-extend is supported here")
+        size = body["os-extend"].get("new_size")
+        if isinstance(size, bool) or not isinstance(size, int) or not 1 <= size <= MAX_SIZE:
+            raise refused(400, f"Invalid input: new_size {size!r} must be an integer in [1, {MAX_SIZE}]")
+        if size <= volume.size:
+            raise refused(
+                400,
+                "New size for extend must be greater than current size. "
+                f"(current: {volume.size}, extended: {size}).",
+            )
+        status = cinder_status(volume)
+        asked = request.headers.get("OpenStack-API-Version", "").removeprefix("volume").strip()
+        in_use_allowed = _version(asked) >= _version(EXTEND_IN_USE)
+        if not (status == "available" or (status == "in-use" and in_use_allowed)):
+            needed = "available" + (" or in-use" if in_use_allowed else "")
+            raise refused(400, f"Invalid volume: Volume status must be {needed} to extend (it is {status}).")
+        self.fleet.resize_volumes([volume.volume_id], size, online=True)
+        return web.Response(status=202)
+
+
+def _version(text: str) -> tuple[int, int]:
+    major, _, minor = text.partition(".")
+    return (int(major), int(minor)) if major.isdigit() and minor.isdigit() else (3, 0)

@@ -6,6 +6,7 @@ signature is checked before anything else, with the same signer the provider use
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -58,6 +59,8 @@ class QingCloudApi:
             "DescribeSnapshots": self.describe_snapshots,
             "DeleteSnapshots": self.delete_snapshots,
             "CreateVolumeFromSnapshot": self.create_volume_from_snapshot,
+            "ResizeInstances": self.resize_instances,
+            "ResizeVolumes": self.resize_volumes,
         }
 
     def routes(self) -> list[web.RouteDef]:
@@ -104,12 +107,13 @@ class QingCloudApi:
         else:
             raise invalid(f"parameter [login_mode] should be keypair or passwd, got [{login_mode}]")
         vxnets = p.indexed(params, "vxnets")
+        sized = instance_type_size(params["instance_type"]) if params.get("instance_type") else None
         request = RunRequest(
             image_id=p.required(params, "image_id"),
             count=p.integer(params, "count", 1, low=1, high=100),
             name=params.get("instance_name", ""),
-            cpu=p.integer(params, "cpu", 1, low=1, high=64),
-            memory=p.integer(params, "memory", 1024, low=128, high=1024 * 1024),
+            cpu=sized[0] if sized else p.integer(params, "cpu", 1, low=1, high=64),
+            memory=sized[1] if sized else p.integer(params, "memory", 1024, low=128, high=1024 * 1024),
             vxnet_id=vxnets[0] if vxnets else "vxnet-0",
             login_mode=login_mode,
             keypair_ids=keypairs,
@@ -352,3 +356,35 @@ class QingCloudApi:
         limit = p.integer(params, "limit", 20, low=1, high=100)
         jobs = sorted(jobs, key=lambda j: j.create_time, reverse=True)
         return {"job_set": [j.describe() for j in jobs[offset : offset + limit]], "total_count": len(jobs)}
+
+    # -- resize --------------------------------------------------------------------------------------
+
+    def resize_instances(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """``instances.N`` with ``instance_type`` (``c<cpu>m<GiB>``) or ``cpu`` and ``memory``
+        (MiB); stopped instances only (2500 otherwise), as QingCloud resizes."""
+        instances = self._instances(params)
+        kind = params.get("instance_type", "")
+        if kind:
+            cpu, memory = instance_type_size(kind)
+        else:
+            if "cpu" not in params and "memory" not in params:
+                raise invalid("parameter [instance_type] or [cpu] and [memory] should be given")
+            cpu = p.integer(params, "cpu", 0, low=1, high=64)
+            memory = p.integer(params, "memory", 0, low=128, high=1024 * 1024)
+        return {"job_id": self.fleet.resize_instances(instances, cpu or None, memory or None).job_id}
+
+    def resize_volumes(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """``volumes.N`` and ``size`` (GB): grows only (1100 for a smaller or equal size); a volume
+        attached to an instance that is not stopped is refused (2500)."""
+        volumes = self._volumes(params)
+        p.required(params, "size")
+        size = p.integer(params, "size", 0, low=1, high=65536)
+        return {"job_id": self.fleet.resize_volumes(volumes, size).job_id}
+
+
+def instance_type_size(kind: str) -> tuple[int, int]:
+    """``c2m4`` → 2 CPUs and 4096 MiB (QingCloud's type names; 1100 for a name it does not have)."""
+    match = re.fullmatch(r"c(\d{1,2})m(\d{1,4})", kind)
+    if match is None or not 1 <= int(match[1]) <= 64 or int(match[2]) < 1:
+        raise invalid(f"parameter [instance_type] [{kind}] is not an instance type of this zone")
+    return int(match[1]), int(match[2]) * 1024

@@ -63,6 +63,18 @@ def _copy_image(image: Path, root: Path) -> None:
         (root / sub).mkdir(parents=True, exist_ok=True)
 
 
+def write_hardware(root: Path, cpu: int, memory: int) -> None:
+    """What the guest's kernel would tell it of its hardware, where Linux puts it: one
+    ``processor`` stanza per CPU in ``<root>/proc/cpuinfo``, ``MemTotal`` in ``<root>/proc/meminfo``.
+    Written at every boot, so a resize (of a stopped VM) shows from the next one."""
+    proc = root / "proc"
+    proc.mkdir(parents=True, exist_ok=True)
+    (proc / "cpuinfo").write_text(
+        "".join(f"processor\t: {n}\nmodel name\t: pitrix-sim\n\n" for n in range(cpu))
+    )
+    (proc / "meminfo").write_text(f"MemTotal:       {memory * 1024} kB\n")
+
+
 @dataclass
 class VM:
     instance_id: str
@@ -108,6 +120,7 @@ class VM:
             await asyncio.to_thread(_copy_image, self.image_dir, self.root)
         if self.host_key is None:
             self.host_key = await asyncio.to_thread(load_host_key, self.root)
+        await asyncio.to_thread(write_hardware, self.root, self.cpu, self.memory)
         self.boots += 1
         self.crashed = False
         if self.light:
@@ -127,7 +140,9 @@ class VM:
         self._reaper = asyncio.create_task(self._reap(self._userdata_proc), name=f"reap-{self.instance_id}")
 
     def environ(self) -> dict[str, str]:
-        return vm_environ(self.root, self.instance_id, self.ip)
+        # What it was booted with, as the cloud sized it (a resize shows from the next boot).
+        sized = {"PITRIX_VM_CPU": str(self.cpu), "PITRIX_VM_MEMORY": str(self.memory)}
+        return vm_environ(self.root, self.instance_id, self.ip) | sized
 
     def _write_userdata(self, script: Path) -> None:
         """Readable by the VM's root alone, as a real image keeps it: userdata may hold a

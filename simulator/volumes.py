@@ -103,6 +103,18 @@ def unlink_device(root: Path, device: str) -> None:
     entry = root / device.lstrip("/")
     if entry.is_symlink():
         entry.unlink()
+    (root / "sys" / "block" / Path(device).name / "size").unlink(missing_ok=True)
+
+
+SECTOR = 512
+
+
+def write_device_size(root: Path, device: str, size: int) -> None:
+    """The guest's view of an attached volume's size, where Linux shows it: ``/sys/block/<dev>/size``
+    in 512-byte sectors (a directory has no size of its own, so the guest reads it here)."""
+    entry = root / "sys" / "block" / Path(device).name / "size"
+    entry.parent.mkdir(parents=True, exist_ok=True)
+    entry.write_text(f"{size * 1024**3 // SECTOR}\n")
 
 
 class VolumeBook:

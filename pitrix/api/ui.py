@@ -31,6 +31,7 @@ LAYOUT = {
     "upgrading": (3, 6),
     "backing_up": (3, 7),
     "relinking": (3, 8),
+    "resizing": (3, 9),
     "stopping": (2, 3),
     "stopped": (1, 3),
     "starting": (1, 2),

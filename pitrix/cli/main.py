@@ -400,6 +400,9 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
         return await _upgrade(client, args)
     if args.action == "links":
         return await _relink(client, args)
+    if args.action == "resize":
+        data = await client.post(f"/v1/clusters/{args.cluster}/resize", _resize_body(args))
+        return await _wait_job(client, args.cluster, data["job"], args)
     if args.action == "act":
         data = await client.post(f"/v1/clusters/{args.cluster}/{args.verb}", _act_body(args.body))
         return await _wait_job(client, args.cluster, data["job"], args)
@@ -574,6 +577,23 @@ async def _relink(client: ApiClient, args: argparse.Namespace) -> int:
         changes[name] = value or None
     data = await client.post(f"/v1/clusters/{args.cluster}/links", {"links": changes})
     return await _wait_job(client, args.cluster, data["job"], args)
+
+
+def _resize_body(args: argparse.Namespace) -> dict[str, Any]:
+    """``--role R`` with any of the sizes: the resize request for that one role."""
+    sizes = {
+        field: value
+        for field, value in (
+            ("cpu", args.cpu),
+            ("memory", args.memory),
+            ("instance_type", args.instance_type),
+            ("volume_size", args.volume_size),
+        )
+        if value is not None
+    }
+    if not sizes:
+        raise UsageError("resize needs one of --cpu, --memory, --instance-type, --volume-size")
+    return {"roles": {args.role: sizes}}
 
 
 def _event_line(kind: str, data: dict[str, Any]) -> str:
@@ -815,6 +835,15 @@ def build_parser() -> argparse.ArgumentParser:
     )
     links.add_argument("cluster")
     links.add_argument("link", nargs="+", metavar="NAME=CLUSTER_ID|NAME=")
+    resize = clusters.add_parser(
+        "resize", help="vertical scaling: a role's cpu, memory, instance type or volume size, node by node"
+    )
+    resize.add_argument("cluster")
+    resize.add_argument("--role", required=True, help="the role to resize")
+    resize.add_argument("--cpu", type=int, help="vCPUs")
+    resize.add_argument("--memory", type=int, metavar="MiB", help="memory in MiB")
+    resize.add_argument("--instance-type", metavar="TYPE", help="the provider's instance type or flavor")
+    resize.add_argument("--volume-size", type=int, metavar="GiB", help="the volume's new size (grow only)")
     act = clusters.add_parser(
         "act",
         help="ask for any action by its API verb (POST /v1/clusters/CLUSTER/VERB), e.g. one added lately",
@@ -839,6 +868,7 @@ def build_parser() -> argparse.ArgumentParser:
         "restart",
         "act",
         "links",
+        "resize",
     )
     for action in waiting:
         clusters.choices[action].add_argument(

@@ -42,6 +42,9 @@ class InstanceSpec:
     key_pair: str = ""
     network: str = ""
     tags: Mapping[str, str] = field(default_factory=dict)
+    # A provider's instance type (QingCloud instance_type, EC2 type, Nova flavor name); empty: the
+    # provider picks one fitting cpu and memory.
+    instance_type: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -181,6 +184,27 @@ class Provider(Protocol):
         ...
 
     async def close(self) -> None: ...
+
+    # -- resize: both calls are safe to repeat (a resize to the size it has changes nothing) -----
+
+    # Whether resize_instance works on a running instance; if not, the runtime stops it first.
+    online_resize: bool
+    # Whether grow_volume works on a volume attached to a running instance (the guest then sees
+    # the new size without a reboot); if not, the runtime stops the instance first.
+    online_volume_growth: bool
+
+    async def resize_instance(
+        self, instance_id: str, *, cpu: int, memory: int, instance_type: str = ""
+    ) -> None:
+        """Give the instance ``cpu``/``memory`` (MiB), or ``instance_type`` where given (the
+        provider's own name for a size), and wait until done. Not a start: a stopped instance
+        stays stopped."""
+        ...
+
+    async def grow_volume(self, volume_id: str, size: int) -> Volume:
+        """Grow the volume to ``size`` GiB and wait until the cloud says it has it; one already that
+        size is left as it is. A smaller size goes to the cloud, which refuses it."""
+        ...
 
 
 def attachable(cloud: str, volume: Volume | None, volume_id: str, instance_id: str, missing: str) -> Volume:

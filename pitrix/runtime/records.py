@@ -47,6 +47,7 @@ State = Literal[
     "upgrading",
     "backing_up",
     "relinking",
+    "resizing",
     "deleting",
     "deleted",
     "failed",
@@ -114,6 +115,17 @@ class StepRecord(_Record):
     last_error: str | None = None  # why the previous attempt failed
 
 
+class RoleResources(BaseModel):
+    """A role's size after a resize; a field left None keeps the spec's value."""
+
+    model_config = ConfigDict(extra="ignore")
+
+    cpu: int | None = None
+    memory: int | None = None  # MiB
+    instance_type: str | None = None
+    volume_size: int | None = None  # GiB
+
+
 class Cluster(_Record):
     id: str
     name: str
@@ -135,6 +147,9 @@ class Cluster(_Record):
     restored_from: str = ""
     created: float = Field(default_factory=time.time)
     updated: float = Field(default_factory=time.time)
+    # resize: role -> what its nodes were resized to, over the spec's cpu/memory/instance_type and
+    # volume size; new nodes (scale-out, recover) are made that size too.
+    resources: dict[str, RoleResources] = Field(default_factory=dict)
 
 
 class Node(_Record):

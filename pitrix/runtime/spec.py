@@ -400,6 +400,34 @@ def _env_keys(value: dict[str, EnvParam]) -> dict[str, EnvParam]:
 EnvParams = Annotated[dict[str, EnvParam], BeforeValidator(_env_shorthand), AfterValidator(_env_keys)]
 
 
+class VerticalScaling(_Strict):
+    """How a role's nodes are resized (``resize``): the bounds a request must keep to, and how
+    many nodes change at once. Requests outside the bounds are refused before anything stops."""
+
+    online: bool = Field(
+        False,
+        description="the app keeps running while its node is resized: on a provider that resizes "
+        "online, nodes are not stopped (elsewhere they are, as always)",
+    )
+    max_in_flight: int = Field(1, ge=1, le=1000, description="nodes resized at once")
+    min_cpu: int = Field(1, ge=1, le=128)
+    max_cpu: int = Field(128, ge=1, le=128)
+    min_memory: int = Field(128, ge=128, description="MiB")
+    max_memory: int = Field(1024 * 1024, ge=128, description="MiB")
+    max_volume_size: int = Field(65536, ge=1, le=65536, description="GiB")
+    instance_types: list[str] = Field(
+        default_factory=list, description="the instance types a resize may pick; empty: any"
+    )
+
+    @model_validator(mode="after")
+    def _bounds_ordered(self) -> VerticalScaling:
+        if self.min_cpu > self.max_cpu:
+            raise ValueError("min_cpu is above max_cpu")
+        if self.min_memory > self.max_memory:
+            raise ValueError("min_memory is above max_memory")
+        return self
+
+
 class Role(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     count: int = Field(1, ge=0, le=1000)
@@ -426,6 +454,13 @@ class Role(_Strict):
     )
     # metrics: numbers by name its nodes report (docs/app-packages.md, "Monitor items").
     monitor: Monitor | None = None
+    # resize: a provider's instance type (QingCloud instance_class/type, EC2 type, Nova flavor);
+    # empty: the cloud picks one from cpu and memory.
+    instance_type: str = Field("", max_length=64, description="the provider's instance type or flavor name")
+    vertical_scaling: VerticalScaling = Field(
+        default_factory=lambda: VerticalScaling.model_validate({}),
+        description="bounds and pace of a resize of the role's nodes",
+    )
 
     @field_validator("image")
     @classmethod

@@ -135,6 +135,11 @@ async def test_apps_clusters_and_events(cli: Run, tmp_path: Path, server: str) -
     # restart's body from its flags, judged by the action (this app's web role has no services)
     code, _, err = await cli("clusters", "restart", cid, "--role", "web", "--no-wait")
     assert code == 2 and "roles.0: role web has no restart service" in err, err
+    # resize's body from its flags, judged by the action (the field out of bounds named)
+    code, _, err = await cli("clusters", "resize", cid, "--role", "web", "--cpu", "999", "--no-wait")
+    assert code == 2 and "roles.web.cpu: 999 is outside the role's bounds [1, 128]" in err, err
+    code, _, err = await cli("clusters", "resize", cid, "--role", "web")
+    assert code == 2 and "resize needs one of --cpu" in err, err
     # Scale in chosen nodes: the ids reach the API, which names the field it refuses (2).
     code, _, err = await cli("clusters", "scale", cid, "--role", "web", "--nodes", "web-2, web-9")
     assert code == 2 and "nodes: role web has no node 'web-2', 'web-9'" in err, err

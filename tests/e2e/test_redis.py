@@ -5,7 +5,8 @@ scripts/system-deps.sh). One cluster goes through the package's whole life: crea
 primary, replication, the password enforced), a crashed replica replaced by ``recover`` that
 resyncs, a scale-out whose hook makes the Sentinels forget the crashed replica, a ``failover``
 while a client writes through Sentinel (no acknowledged write lost), stop/start with the data kept,
-and a parameter change applied to the running servers.
+a parameter change applied to the running servers, and a resize (memory and volume) with the data
+kept.
 """
 
 from __future__ import annotations
@@ -307,6 +308,20 @@ async def test_redis_package_lifecycle(cloud: Cloud) -> None:
         assert await config_get(ip, "maxmemory") == str(64 * 1024 * 1024), ip
         assert await config_get(ip, "maxmemory-policy") == "allkeys-lru", ip
     assert (await replication(new_primary))["role"] == "master"
+
+    # Resize: more memory and a bigger volume, node by node (stop, resize, grow, start, healthy);
+    # the guest sees its new size, and every key written before is still on every node.
+    job = await service.act(cid, "resize", {"roles": {"redis": {"memory": 2048, "volume_size": 20}}})
+    resized = await expect(service, cid, "active")
+    assert (await service.get_job(cid, job.id)).status == "successful"
+    assert resized.resources["redis"].memory == 2048 and resized.resources["redis"].volume_size == 20
+    for node in (await redis_nodes(cloud, cid)).values():
+        assert f"MemTotal:       {2048 * 1024} kB" in cloud.vm_file(node.instance_id, "proc/meminfo")
+        assert cloud.vm_file(node.instance_id, "sys/block/vdb/size").strip() == str(20 * 1024**3 // 512)
+    primary = await sentinel_primary(ips["redis-1"])
+    await in_sync(primary, [ip for ip in ips.values() if ip != primary])
+    for ip in ips.values():
+        assert await count_present(ip, kept) == len(kept), ip
 
     await service.delete_cluster(cid)
     await expect(service, cid, "deleted")

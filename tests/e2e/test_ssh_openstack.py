@@ -2,7 +2,8 @@
 
 Nova describes no host key; cloud-init prints it on the console, and pitrixd reads it there
 (``os-getConsoleOutput``) before its first connection, for the agents' bootstrap and for the SSH
-tunnel to metad alike.
+tunnel to metad alike. The same cluster is resized: Cinder grows its attached volumes online, Nova
+resizes a stopped node whose agent comes back over SSH.
 """
 
 from __future__ import annotations
@@ -47,8 +48,10 @@ async def cloud(store: Store, tmp_path: Path) -> AsyncIterator[Cloud]:
 
 async def test_ssh_channel_on_openstack_pins_host_keys_from_the_console(cloud: Cloud) -> None:
     service = cloud.service
+    app = demo_app()
+    app["roles"][0]["volume"] = {"size": 10}  # Cinder volumes, grown online by the resize below
     cluster, _ = await service.create_cluster(
-        owner="o1", runtime="os", app=demo_app(), counts={"web": 1, "lb": 1}, channel="ssh"
+        owner="o1", runtime="os", app=app, counts={"web": 1, "lb": 1}, channel="ssh"
     )
     cid = cluster.id
     await settled(service, cid, "active")
@@ -76,6 +79,22 @@ async def test_ssh_channel_on_openstack_pins_host_keys_from_the_console(cloud: C
     await service.scale(cid, "web", 2)  # a second bootstrap, on the new node only
     await settled(service, cid, "active")
     assert len([n for n in await service.nodes(cid) if n.role == "web"]) == 2
+
+    # resize: the web volumes grow online (Cinder extends attached volumes: no stop), the lb is
+    # stopped, resized by Nova (resize, confirmResize) and started, its agent pushed again over SSH.
+    job = await service.act(cid, "resize", {"roles": {"web": {"volume_size": 20}, "lb": {"cpu": 2}}})
+    await settled(service, cid, "active")
+    assert (await service.get_job(cid, job.id)).status == "successful"
+    steps = {s.name: s for s in await service.job_steps(cid, job.id)}
+    assert "stop on" not in steps["resize:web:batch-1"].detail, steps["resize:web:batch-1"].detail
+    assert "stop on 1 nodes" in steps["resize:lb:batch-1"].detail
+    for node in await service.nodes(cid):
+        if node.role == "web":
+            assert cloud.vm_file(node.instance_id, "sys/block/vdb/size").strip() == str(20 * 1024**3 // 512)
+        else:
+            assert cloud.vm_file(node.instance_id, "proc/cpuinfo").count("processor") == 2
+    async with cloud.http.get(f"http://{lb.ip}:8000/") as response:
+        assert response.status == 200
 
     await service.delete_cluster(cid)
     await settled(service, cid, "deleted")

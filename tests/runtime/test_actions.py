@@ -133,6 +133,7 @@ def test_the_registry_derives_the_lifecycle_and_the_verbs() -> None:
         "upgrade",
         "backup",
         "links",
+        "resize",
     }
     assert BY_VERB["scale"].name == "scale_out"  # it chooses scale_in itself when the count drops
     assert sorted(LIFECYCLE.transitional) == sorted(a.running for a in ACTIONS)
@@ -150,6 +151,7 @@ def test_every_action_plans_from_its_stored_arguments(action: str) -> None:
         "upgrade": {"version": "2", "app": {**APP, "version": "2"}, "env": {}},
         "backup": {"backup_id": "bk-1", "nodes": ["data-1"], "params": {"data": {}}},
         "relink": {"links": {"peer": "cl-2"}, "before": {}},
+        "resize": {"targets": {"data": RESIZED}, "nodes": {"data": ["data-1"]}},
     }.get(action, {})
     assert layers(action, args, BACKUP_APP if action == "backup" else None)
 
@@ -188,6 +190,27 @@ def test_restart_goes_batch_by_batch_each_gated_on_health() -> None:
         ["restart:data:batch-2"],
         ["healthy:data:batch-2"],
         ["restart:proxy:batch-1"],
+    ]
+
+
+RESIZED = {"cpu": 2, "memory": 2048, "instance_type": "", "instance_changes": True, "volume_grows": False}
+
+
+def test_resize_goes_batch_by_batch_in_vertical_scaling_max_in_flight_and_records_each_role() -> None:
+    data = dict(APP["roles"][0], health_check={"cmd": "true"}, vertical_scaling={"max_in_flight": 2})
+    app = {**APP, "roles": [data, APP["roles"][1]]}
+    args = {
+        "targets": {"data": RESIZED, "proxy": RESIZED},
+        "nodes": {"data": ["data-1", "data-2", "data-3"], "proxy": ["proxy-1"]},
+    }
+    assert layers("resize", args, app) == [
+        ["resize:data:batch-1"],
+        ["healthy:data:batch-1"],
+        ["resize:data:batch-2"],
+        ["healthy:data:batch-2"],
+        ["record:data"],
+        ["resize:proxy:batch-1"],
+        ["record:proxy"],
     ]
 
 

@@ -345,7 +345,7 @@ class AwsProvider:
         tags += [{"Key": str(k), "Value": str(v)} for k, v in spec.tags.items() if k != NAME_TAG]
         params: dict[str, Any] = {
             "ImageId": spec.image,
-            "InstanceType": choose(spec.cpu, spec.memory, self.instance_types),
+            "InstanceType": spec.instance_type or choose(spec.cpu, spec.memory, self.instance_types),
             "MinCount": 1,
             "MaxCount": 1,
             "TagSpecifications": [{"ResourceType": "instance", "Tags": tags}],
@@ -704,6 +704,67 @@ class AwsProvider:
                 if "NotFound" not in exc.code:
                     raise
             self._log.info("aws.snapshot_deleted", snapshot_id=snapshot.snapshot_id)
+
+    # -- resize ----------------------------------------------------------------------------------
+    # ModifyInstanceAttribute changes the type of a stopped instance only (EC2 refuses a running
+    # one: IncorrectInstanceState), so the runtime stops it first. ModifyVolume grows an attached
+    # EBS volume while its instance runs; the guest sees the size at once, and the modification
+    # counts as done from "optimizing" (the size is usable, EBS still tunes the volume behind it).
+
+    online_resize: ClassVar[bool] = False
+    online_volume_growth: ClassVar[bool] = True
+
+    async def resize_instance(
+        self, instance_id: str, *, cpu: int, memory: int, instance_type: str = ""
+    ) -> None:
+        wanted = instance_type or choose(cpu, memory, self.instance_types)
+        current = (await self._by_ids([instance_id])).get(instance_id)
+        if current is None or current.status in ("terminated",):
+            raise ProviderError(f"aws: instance {instance_id} not found", code="InvalidInstanceID.NotFound")
+        if current.raw.get("InstanceType") == wanted:
+            return
+        if current.status != "stopped":  # EC2's own refusal, said before asking it
+            raise ProviderError(
+                f"aws modify_instance_attribute: IncorrectInstanceState: instance {instance_id} is "
+                f"{current.status}, not stopped",
+                code="IncorrectInstanceState",
+            )
+        await self._call("modify_instance_attribute", InstanceId=instance_id, InstanceType={"Value": wanted})
+        self._log.info("aws.instance_resized", instance_id=instance_id, instance_type=wanted)
+
+    async def grow_volume(self, volume_id: str, size: int) -> Volume:
+        volume = await self._volume(volume_id)
+        if volume is None:
+            raise ProviderError(f"aws: volume {volume_id} not found", code="InvalidVolume.NotFound")
+        if volume.size == size:
+            return volume
+        if size < volume.size:  # EC2's own refusal, said before asking it
+            raise ProviderError(
+                f"aws modify_volume: InvalidParameterValue: new size {size} GiB is smaller than "
+                f"the volume's {volume.size} GiB",
+                code="InvalidParameterValue",
+            )
+        await self._call("modify_volume", idempotent=False, VolumeId=volume_id, Size=size)
+        self._log.info("aws.volume_modified", volume_id=volume_id, size=size)
+
+        async def modified() -> bool | None:
+            reply = await self._call("describe_volumes_modifications", VolumeIds=[volume_id])
+            states = [
+                str(m.get("ModificationState") or "")
+                for m in reply.get("VolumesModifications") or []
+                if int(m.get("TargetSize") or 0) == size
+            ]
+            if "failed" in states:
+                raise ProviderError(f"aws: the modification of volume {volume_id} to {size} GiB failed")
+            return True if {"optimizing", "completed"} & set(states) else None
+
+        await wait_for(modified, timeout=self.wait_timeout, what=f"aws volume {volume_id} to {size} GiB")
+        grown = await self._volume(volume_id)
+        if grown is None:
+            raise ProviderError(
+                f"aws: volume {volume_id} vanished while modified", code="InvalidVolume.NotFound"
+            )
+        return grown
 
 
 SNAPSHOT_STATES: dict[str, SnapshotStatus] = {

@@ -52,6 +52,8 @@ STATUSES: dict[str, InstanceStatus] = {
     "SHELVED_OFFLOADED": "suspended",
     "DELETED": "terminated",
     "SOFT_DELETED": "terminated",
+    "RESIZE": "pending",
+    "VERIFY_RESIZE": "pending",
 }
 RUN_CONCURRENCY = 8
 # Cinder's volume statuses; one on its way somewhere counts as pending until it gets there.
@@ -61,6 +63,7 @@ VOLUME_STATUSES: dict[str, VolumeStatus] = {
     "detaching": "pending",
     "reserved": "pending",
     "downloading": "pending",
+    "extending": "pending",
     "available": "available",
     "in-use": "in-use",
     "deleting": "deleted",
@@ -641,7 +644,14 @@ class OpenStackProvider:
         """Create the specs' servers; a name that already has a live server gets that one back."""
         if not all(spec.name for spec in specs):
             raise ProviderError("openstack: an instance needs a name", code="spec")
-        flavors = [await self._flavor_for(spec.cpu, spec.memory) for spec in specs]
+        flavors = [
+            await (
+                self._flavor_named(spec.instance_type)
+                if spec.instance_type
+                else self._flavor_for(spec.cpu, spec.memory)
+            )
+            for spec in specs
+        ]
         names = "|".join(re.escape(spec.name) for spec in specs)
         existing: dict[str, Instance] = {}
         for server in await self._servers(f"^(?:{names})$") if specs else []:
@@ -773,3 +783,81 @@ class OpenStackProvider:
             cloud="openstack",
             halted=lambda i: i.raw.get("status") in ("ERROR", "SHUTOFF"),
         )
+
+    # -- resize ----------------------------------------------------------------------------------
+    # Nova resizes to another flavor (``resize`` then ``confirmResize``); a running server is
+    # powered off and on by Nova itself, so the guest reboots: not online for the app, and the
+    # runtime stops it first. Cinder extends a volume in place; with volume API 3.42 an attached
+    # one too (``in-use`` extend), which the guest sees without a reboot.
+
+    online_resize: ClassVar[bool] = False
+    online_volume_growth: ClassVar[bool] = True
+
+    async def _flavor_named(self, name: str) -> str:
+        if self._flavors is None:
+            await self._flavor_for(1, 1)
+        assert self._flavors is not None
+        for flavor in self._flavors:
+            if name in (str(flavor.get("name")), str(flavor.get("id"))):
+                return str(flavor["id"])
+        raise ProviderError(f"openstack: no flavor named {name!r}", code="flavor")
+
+    async def resize_instance(
+        self, instance_id: str, *, cpu: int, memory: int, instance_type: str = ""
+    ) -> None:
+        flavor = await (self._flavor_named(instance_type) if instance_type else self._flavor_for(cpu, memory))
+        current = (await self._by_ids([instance_id])).get(instance_id)
+        if current is None:
+            raise ProviderError(f"openstack: server {instance_id} not found", code="404")
+        status = str(current.raw.get("status") or "")
+        if status == "VERIFY_RESIZE":  # resized before a crash, not yet confirmed
+            await self._confirm_resize(instance_id)
+            return
+        if str((current.raw.get("flavor") or {}).get("id") or "") == flavor:
+            return
+        await self._sdk(
+            "resize server", _server_call("resize_server", instance_id, flavor=flavor), idempotent=False
+        )
+        self._log.info("openstack.resize", instance_id=instance_id, flavor=flavor)
+        await self._settle(
+            "resize", [instance_id], lambda s: s is None or s.raw.get("status") in ("VERIFY_RESIZE", "ERROR")
+        )
+        await self._confirm_resize(instance_id)
+
+    async def _confirm_resize(self, instance_id: str) -> None:
+        await self._sdk("confirm resize", _server_call("confirm_server_resize", instance_id))
+        await self._settle(
+            "confirm resize",
+            [instance_id],
+            lambda s: s is None or (s.raw.get("status") in ("ACTIVE", "SHUTOFF") and not task_state(s.raw)),
+        )
+        after = (await self._by_ids([instance_id])).get(instance_id)
+        if after is None:
+            raise ProviderError(f"openstack: server {instance_id} vanished while resized", code="404")
+
+    async def grow_volume(self, volume_id: str, size: int) -> Volume:
+        volume = await self._volume(volume_id)
+        if volume is None:
+            raise ProviderError(f"openstack: volume {volume_id} not found", code="404")
+        if volume.size == size:
+            return volume
+        url = f"/volumes/{quote(volume_id, safe='')}/action"
+
+        def work(conn: Connection) -> None:
+            response = conn.block_storage.post(
+                url,
+                json={"os-extend": {"new_size": size}},
+                headers={"OpenStack-API-Version": "volume 3.42"},  # in-use volumes too
+            )
+            sdk_exceptions.raise_from_response(response)
+
+        await self._sdk("extend volume", work, idempotent=False)
+        self._log.info("openstack.volume_extended", volume_id=volume_id, size=size)
+        grown = await self._wait_volume(
+            volume_id,
+            lambda v: v is None or (v.size == size and v.status in ("available", "in-use")),
+            f"to reach {size} GiB",
+        )
+        if grown is None:
+            raise ProviderError(f"openstack: volume {volume_id} vanished while extended", code="404")
+        return grown

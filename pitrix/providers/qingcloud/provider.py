@@ -237,6 +237,9 @@ class QingCloudProvider:
             "count": 1,
             "instance_name": spec.name,
         }
+        if spec.instance_type:  # QingCloud's type names a size: it replaces cpu and memory
+            params["instance_type"] = spec.instance_type
+            del params["cpu"], params["memory"]
         if spec.key_pair:
             params.update(login_mode="keypair", login_keypair=spec.key_pair)
         else:
@@ -693,3 +696,47 @@ class QingCloudProvider:
 
     async def close(self) -> None:
         await self._client.close()
+
+    # -- resize ----------------------------------------------------------------------------------
+    # ResizeInstances (instances.N with instance_type, or cpu and memory) takes stopped instances
+    # only; ResizeVolumes (volumes.N, size) takes a volume that is detached or whose instance is
+    # stopped, and only grows it. Neither is online here.
+
+    online_resize: ClassVar[bool] = False
+    online_volume_growth: ClassVar[bool] = False
+
+    async def resize_instance(
+        self, instance_id: str, *, cpu: int, memory: int, instance_type: str = ""
+    ) -> None:
+        found = await self._describe(instance_ids=[instance_id])
+        live = [i for i in found if i.status not in GONE_STATUSES]
+        if not live:
+            raise ProviderError(f"qingcloud: instance {instance_id} not found", code="2100")
+        raw = live[0].raw
+        if instance_type:
+            if raw.get("instance_type") == instance_type:
+                return
+            params: dict[str, object] = {"instance_type": instance_type}
+        else:
+            if int(raw.get("vcpus_current") or 0) == cpu and int(raw.get("memory_current") or 0) == memory:
+                return
+            params = {"cpu": cpu, "memory": memory}
+        reply = await self._client.call(
+            "ResizeInstances", {**params, "instances.1": instance_id}, idempotent=False
+        )
+        if reply.get("job_id"):
+            await self.wait_jobs([str(reply["job_id"])], self.job_timeout)
+        self._log.info("qingcloud.instance_resized", instance_id=instance_id, **params)
+
+    async def grow_volume(self, volume_id: str, size: int) -> Volume:
+        volume = await self._volume(volume_id)
+        if volume is None:
+            raise ProviderError(f"qingcloud: volume {volume_id} not found", code="2100")
+        if volume.size == size:
+            return volume
+        await self._volume_job("ResizeVolumes", {"volumes.1": volume_id, "size": size})
+        self._log.info("qingcloud.volume_grown", volume_id=volume_id, size=size)
+        after = await self._volume(volume_id)
+        if after is None or after.size != size:
+            raise ProviderError(f"qingcloud: volume {volume_id} is not {size} GiB after its job")
+        return after

@@ -14,6 +14,7 @@ from pitrix.runtime.actions.create import Create
 from pitrix.runtime.actions.delete import Delete
 from pitrix.runtime.actions.recover import Recover
 from pitrix.runtime.actions.relink import Relink
+from pitrix.runtime.actions.resize import Resize
 from pitrix.runtime.actions.restart import Restart
 from pitrix.runtime.actions.run_service import RunService
 from pitrix.runtime.actions.scale import SCALE_IN, SCALE_OUT
@@ -37,6 +38,7 @@ ACTIONS: tuple[Action[Any], ...] = (
     Upgrade(),
     BackupAction(),
     Relink(),
+    Resize(),
 )
 
 BY_NAME: dict[str, Action[Any]] = {action.name: action for action in ACTIONS}

@@ -6,6 +6,7 @@ from pitrix.providers.base import InstanceSpec
 from pitrix.runtime.booting import wait_booted
 from pitrix.runtime.keys import node_key, token_key
 from pitrix.runtime.records import Node
+from pitrix.runtime.resources import role_size
 from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps.identity import agent_files, bootstrap_token
 from pitrix.runtime.steps.nodes import members, nodes, save
@@ -39,8 +40,9 @@ async def run_instances(ctx: JobContext, node_ids: list[str]) -> str:
         InstanceSpec(
             name=node.name,
             image=ctx.cluster.app.role(node.role).image_for(ctx.provider.name),
-            cpu=ctx.cluster.app.role(node.role).cpu,
-            memory=ctx.cluster.app.role(node.role).memory,
+            cpu=role_size(ctx.cluster, node.role).cpu,
+            memory=role_size(ctx.cluster, node.role).memory,
+            instance_type=role_size(ctx.cluster, node.role).instance_type,
             userdata=""
             if ctx.over_ssh
             else agent_userdata(agent_files(ctx, node.role, tokens[node.node_id])),

@@ -8,6 +8,7 @@ from pitrix.metad import keyspace as ks
 from pitrix.runtime import params
 from pitrix.runtime.keys import CLUSTERS
 from pitrix.runtime.records import Cluster, Node
+from pitrix.runtime.resources import role_size
 from pitrix.runtime.spec import AppSpec
 from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps.identity import bootstrap_token, mapping, token_fields
@@ -41,7 +42,7 @@ def node_env(ctx: JobContext, role_name: str, values: dict[str, str] | None = No
 
 def host_entry(ctx: JobContext, node: Node) -> dict[str, Any]:
     """The node as published under ``hosts/<role>/<instance id>``."""
-    role = ctx.cluster.app.role(node.role)
+    size = role_size(ctx.cluster, node.role)  # the spec's, or as a resize left the role
     env = node_env(ctx, node.role)
     return {
         **({"env": env} if env else {}),
@@ -51,8 +52,8 @@ def host_entry(ctx: JobContext, node: Node) -> dict[str, Any]:
         "gid": node.role,
         "node_id": node.node_id,
         "role": node.role,
-        "cpu": str(role.cpu),
-        "memory": str(role.memory),
+        "cpu": str(size.cpu),
+        "memory": str(size.memory),
         "status": "active",
     }
 

@@ -15,6 +15,7 @@ from collections.abc import Callable
 from pitrix.providers.base import Volume as CloudVolume
 from pitrix.providers.base import VolumeSpec
 from pitrix.runtime.records import Cluster, Node
+from pitrix.runtime.resources import role_size
 from pitrix.runtime.spec import Service, Volume
 from pitrix.runtime.steps import restore
 from pitrix.runtime.steps.context import JobContext, OperationError
@@ -63,7 +64,7 @@ async def attach_volumes(ctx: JobContext, node_ids: list[str]) -> str:
             volume = await ctx.provider.create_volume(
                 VolumeSpec(
                     name=name,
-                    size=spec.size,
+                    size=role_size(ctx.cluster, node.role).volume_size or spec.size,
                     tags={
                         "pitrix:cluster": ctx.cid,
                         "pitrix:owner": ctx.cluster.owner,
@@ -73,7 +74,7 @@ async def attach_volumes(ctx: JobContext, node_ids: list[str]) -> str:
                     snapshot_id=sources[node.node_id].snapshot_id if node.node_id in sources else "",
                 )
             )
-            ctx.log.info("volume.created", node=node.node_id, volume_id=volume.volume_id, size=spec.size)
+            ctx.log.info("volume.created", node=node.node_id, volume_id=volume.volume_id, size=volume.size)
         elif volume.instance_id and volume.instance_id != node.instance_id:
             # Still on an instance this node no longer has (a replaced one the cloud kept).
             await ctx.provider.detach_volume(volume.volume_id)
