@@ -99,6 +99,15 @@ class MemoryCloud:
     async def delete_snapshots(self, snapshot_ids):
         pass
 
+    online_resize = False
+    online_volume_growth = False
+
+    async def resize_instance(self, instance_id, *, cpu, memory, instance_type=""):
+        raise NotImplementedError("memcloud instances have no size")
+
+    async def grow_volume(self, volume_id, size):
+        raise NotImplementedError("memcloud has no volumes")
+
     async def close(self):
         pass
 '''
