@@ -22,8 +22,8 @@ from pitrix import pki
 from pitrix.agent.durable import write_durably
 from pitrix.agent.errors import BackendError, ConfigError
 from pitrix.agent.httpclient import HttpClient
+from pitrix.agent.log import get_logger
 from pitrix.backoff import Backoff
-from pitrix.logs import get_logger
 from pitrix.metad import keyspace
 
 # After a failed renewal the current certificate (still valid) is kept, and the next attempt waits
