@@ -3,7 +3,7 @@
 production install's figures (``pip install .`` without dev extras, in a venv cached under
 ~/.cache/pitrix-bench).
 
-Used by bench/agent.py; ``python -m bench.agent_footprint`` prints the one-shot figures alone.
+Used by bench/agent.py (no ``main`` here: it is not a benchmark of its own for ``python -m bench``).
 """
 
 from __future__ import annotations
@@ -250,22 +250,3 @@ def confd_one_shot(binary: str, runs: int) -> Usage:
     with tempfile.TemporaryDirectory(prefix="pitrix-bench-confd-") as tmp:
         tail = oneshot_fixture(Path(tmp))
         return usage([binary, *tail], runs, plain_env(), Path(tmp))
-
-
-def main() -> None:
-    runs = 10
-    results = [one_shot(Path(sys.executable).parent, "this venv (dev install, this tree)", runs, module=True)]
-    prod, why = production_venv()
-    if prod is not None:
-        results.append(one_shot(prod, "production install", runs, module=False))
-    else:
-        print(f"production install: {why}")
-    for r in results:
-        print(
-            f"{r.label}: bare {r.bare.cpu:.3f} CPU-s {r.bare.mib:.1f} MiB; one-shot {r.agent.cpu:.3f} CPU-s "
-            f"({r.agent.cpu / r.bare.cpu:.1f}x) {r.agent.mib:.1f} MiB"
-        )
-
-
-if __name__ == "__main__":
-    main()
