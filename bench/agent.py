@@ -1,5 +1,6 @@
-"""pitrix-agent: render throughput, one agent's change-to-reload latency and memory, bursts, and many
-in-process agents (the simulator's light mode), beside confd's figures from ANCHORS.md.
+"""pitrix-agent: its footprint (one-shot CPU and memory as ratios to a bare Python of the same run,
+and in a production install), render throughput, one agent's change-to-reload latency and memory,
+bursts, and many in-process agents (the simulator's light mode), beside confd's figures.
 
 Run ``python -m bench.agent [--quick]`` (or ``python -m bench agent``). Render throughput is the
 engine alone on a 50-host template (what every round of a resource costs: build the key space,

@@ -105,7 +105,8 @@ def oneshot_fixture(base: Path) -> list[str]:
         (confdir / "conf.d" / f"{name}.toml").write_text(
             f'[template]\nsrc = "{name}.tmpl"\ndest = "{base}/out/{name}.conf"\nkeys = [{keys}]\n'
         )
-    return ["-onetime", "-backend", "file", "-file", str(base / "data.yaml"), "-confdir", str(confdir)]
+    tail = ["-onetime", "-backend", "file", "-file", str(base / "data.yaml"), "-confdir", str(confdir)]
+    return [*tail, "-config-file", os.devnull]  # no host config file read by either agent
 
 
 @dataclass(frozen=True)
