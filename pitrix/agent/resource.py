@@ -80,24 +80,33 @@ class ApplyOptions:
         return await asyncio.to_thread(work, *args)
 
 
-@dataclass(frozen=True)
+# _Step and _FileState are plain slotted classes, not dataclasses: a dataclass compiles its
+# generated methods at import (5 per frozen class), paid by every agent start; these two are only
+# built and read here.
+
+
 class _Step:
     """What the file part of an apply (``_prepare``) found and did."""
 
-    text: str
-    staged: Path | None  # the staged file, when it is still beside the destination
-    previous: _FileState | None
-    in_sync: bool
+    __slots__ = ("in_sync", "previous", "staged", "text")
+
+    def __init__(self, text: str, staged: Path | None, previous: _FileState | None, in_sync: bool) -> None:
+        self.text = text
+        self.staged = staged  # the staged file, when it is still beside the destination
+        self.previous = previous
+        self.in_sync = in_sync
 
 
-@dataclass(frozen=True)
 class _FileState:
     """A destination file as it was: contents and the attributes confd compares."""
 
-    data: bytes
-    mode: int
-    uid: int
-    gid: int
+    __slots__ = ("data", "gid", "mode", "uid")
+
+    def __init__(self, data: bytes, mode: int, uid: int, gid: int) -> None:
+        self.data = data
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
 
 
 def join_key(*parts: str) -> str:
