@@ -1,5 +1,6 @@
-"""pitrix-agent: render throughput, one agent's change-to-reload latency and memory, bursts, and many
-in-process agents (the simulator's light mode), beside confd's figures from ANCHORS.md.
+"""pitrix-agent: its footprint (one-shot CPU and memory as ratios to a bare Python of the same run,
+and in a production install), render throughput, one agent's change-to-reload latency and memory,
+bursts, and many in-process agents (the simulator's light mode), beside confd's figures.
 
 Run ``python -m bench.agent [--quick]`` (or ``python -m bench agent``). Render throughput is the
 engine alone on a 50-host template (what every round of a resource costs: build the key space,
@@ -21,13 +22,14 @@ import importlib
 import os
 import resource
 import statistics
+import sys
 import tempfile
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from bench import procs, propagation
+from bench import agent_footprint, procs, propagation
 from bench.table import Table, ms, p50_p99
 from pitrix import aio, logs
 from pitrix.agent.agent import Agent, build_agent
@@ -40,6 +42,7 @@ from pitrix.store.embedded import EmbeddedEtcd
 
 TITLE = "pitrix-agent: render throughput, change → reload, memory, bursts"
 CONFD_MIB = 27
+CONFD_WATCH_MIB = 27.4  # confd -watch resident memory, ANCHORS' second host
 CONFD_N1 = propagation.CONFD[1]
 HOSTS = 50
 BURST = 100
@@ -149,7 +152,7 @@ async def add_hosts(manage: MetadManagementClient, octet: int, count: int) -> No
 
 @asynccontextmanager
 async def agent_process(
-    base: Path,
+    base: Path, agent_bin: str | None = None
 ) -> AsyncIterator[tuple[MetadManagementClient, procs.Child, propagation.StampedFifo]]:
     """One ``pitrix-agent`` process (propagation's resource: its reload_cmd reports on a FIFO) on
     an in-process metad. The benchmark's own process holds gRPC threads (etcd), so every fork that
@@ -165,7 +168,10 @@ async def agent_process(
         (root / "etc/pitrix/agent.toml").write_text(propagation.AGENT_TOML.format(url=metad.instance_url))
         propagation.settled(root / "etc/confd")
         env = {"PITRIX_VM_ROOT": str(root), "PITRIX_VM_IP": _ip(octet, 0), "PITRIX_VM_ID": "i-0"}
-        child = await procs.start("agent", [procs.bin_path("pitrix-agent")], root / "agent.log", env)
+        if agent_bin is not None:  # another install's agent: none of this tree's code on its path
+            env["PYTHONPATH"] = ""
+        argv = [agent_bin or procs.bin_path("pitrix-agent")]
+        child = await procs.start("agent", argv, root / "agent.log", env)
         try:
             await asyncio.wait_for(fifo.stamped.get(), 60)  # the first round's reload
             yield manage, child, fifo
@@ -181,11 +187,13 @@ async def reloaded(fifo: propagation.StampedFifo) -> tuple[float, str]:
     return stamp, value
 
 
-async def one_agent(base: Path, rounds: int, gap: float) -> tuple[list[float], float]:
+async def one_agent(
+    base: Path, rounds: int, gap: float, agent_bin: str | None = None
+) -> tuple[list[float], float]:
     """Write → the reload_cmd's line in hand, per round, with ``gap`` seconds of quiet before each
     write (0: the next write as soon as the reload is seen); and the agent's RSS in MiB."""
     figures: list[float] = []
-    async with agent_process(base) as (manage, child, fifo):
+    async with agent_process(base, agent_bin) as (manage, child, fifo):
         for r in range(1, rounds + 2):  # round 1 warms up
             if gap:
                 await asyncio.sleep(gap)  # a lone change: the agent has been idle this long
@@ -353,7 +361,71 @@ async def run(quick: bool) -> list[Table]:
         "stands clear of what the benchmark process itself frees and takes meanwhile; Propagation's "
         "N=1,000 light row has it"
     )
-    return [render, latency, coalesce, many]
+    return [await footprint(quick), render, latency, coalesce, many]
+
+
+async def footprint(quick: bool) -> Table:
+    """One-shot CPU and RSS, and a watching agent's RSS, as ratios measured in this run."""
+    runs = 5 if quick else 15
+    here = Path(sys.executable).parent
+    shots = [
+        await asyncio.to_thread(agent_footprint.one_shot, here, "this venv (this tree)", runs, module=True)
+    ]
+    prod, why = await asyncio.to_thread(agent_footprint.production_venv)
+    watch_rss: float | None = None
+    if prod is not None:
+        shots.append(
+            await asyncio.to_thread(agent_footprint.one_shot, prod, "production install", runs, module=False)
+        )
+        with tempfile.TemporaryDirectory(prefix="pitrix-bench-agent-") as tmp:
+            _figures, watch_rss = await one_agent(Path(tmp) / "prod", 3, 0.0, str(prod / "pitrix-agent"))
+    confd = agent_footprint.confd_binary()
+    if confd is not None:
+        confd_usage = await asyncio.to_thread(agent_footprint.confd_one_shot, confd, runs)
+        confd_cpu, confd_mib, confd_label = confd_usage.cpu, confd_usage.mib, "confd, this run"
+    else:
+        confd_cpu, confd_mib = agent_footprint.CONFD_ANCHOR_CPU, agent_footprint.CONFD_ANCHOR_MIB
+        confd_label = "confd, ANCHORS (another host)"
+    table = Table(
+        f"Agent footprint: one-shot render of {agent_footprint.RESOURCES} templates (file backend), "
+        "as ratios to a bare Python measured in the same run",
+        [
+            "interpreter",
+            "bare `python -c pass`: CPU-s / MiB",
+            "pitrix-agent -onetime: CPU-s / peak MiB",
+            "CPU ÷ bare (goal ≤ 2.5)",
+            f"÷ {confd_label}: CPU / MiB",
+            "agent watching metad: RSS MiB (goal ≤ confd -watch)",
+        ],
+    )
+    for shot in shots:
+        is_prod = shot.label == "production install"
+        table.add(
+            shot.label,
+            f"{shot.bare.cpu:.3f} / {shot.bare.mib:.1f}",
+            f"{shot.agent.cpu:.3f} / {shot.agent.mib:.1f}",
+            f"{shot.agent.cpu / shot.bare.cpu:.2f}",
+            f"{shot.agent.cpu / confd_cpu:.1f} / {shot.agent.mib / confd_mib:.2f}",
+            f"{watch_rss:.1f}" if is_prod and watch_rss is not None else "-",
+        )
+    table.notes += [
+        f"medians of {runs} runs, the bare interpreter and the agent interleaved; CPU is user + system "
+        "and peak RSS is ru_maxrss, both from wait4",
+        f"confd's one-shot: {confd_cpu:.3f} CPU-s, {confd_mib:.1f} MiB ({confd_label}); confd -watch "
+        f"RSS {CONFD_WATCH_MIB} MiB (ANCHORS, another host)",
+        "production install: `pip install .` without dev extras into a venv under ~/.cache/pitrix-bench "
+        "(reinstalled when the source changes); the agent there runs with no PYTHONPATH",
+        "this venv: the dev install (editable finder in site-packages, dev extras such as rich present), "
+        "this tree on PYTHONPATH",
+    ]
+    if prod is None:
+        table.notes.append(f"no production install in this run: {why}")
+    else:
+        table.notes.append(
+            "agent watching metad: VmRSS of a production-install pitrix-agent after 3 changes applied "
+            "(mutual TLS off: the rig's metad serves plain HTTP on loopback)"
+        )
+    return table
 
 
 def main() -> None:

@@ -27,25 +27,17 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
 
+from pitrix.certtime import BACKDATE
+from pitrix.certtime import RENEW_AT as RENEW_AT  # re-exported: pki.RENEW_AT, pki.renewal_time
+from pitrix.certtime import renewal_time as renewal_time
+
 INSTANCE_LIFETIME = dt.timedelta(hours=24)
 SERVER_LIFETIME = dt.timedelta(days=365)
 MANAGEMENT_LIFETIME = dt.timedelta(days=365)
 CA_LIFETIME = dt.timedelta(days=3650)
 RUNTIME_CN = "pitrix-runtime"
 MANAGEMENT_OU = "management"
-# Clocks of VMs and pitrixd drift; a certificate valid from "now" would be refused by a peer
-# a few seconds behind.
-BACKDATE = dt.timedelta(minutes=5)
-# A certificate is renewed this far into its life.
-RENEW_AT = 2 / 3
-
-
-def renewal_time(not_before: dt.datetime, not_after: dt.datetime) -> dt.datetime:
-    """When a certificate of ours is due for renewal: :data:`RENEW_AT` of its life, counted from
-    its real issue time. ``not_before`` is backdated by :data:`BACKDATE` against clock drift, which
-    would make a short-lived certificate look two-thirds spent from the start."""
-    issued = min(not_before + BACKDATE, not_after)
-    return issued + (not_after - issued) * RENEW_AT
+# BACKDATE, RENEW_AT and renewal_time live in certtime (no cryptography there: the agent uses them).
 
 
 PrivateKey = ec.EllipticCurvePrivateKey

@@ -23,12 +23,12 @@ from pitrix.agent.confdir import ConfDir
 from pitrix.agent.config import AgentConfig
 from pitrix.agent.errors import AgentError
 from pitrix.agent.health import HealthChecker, health_from_values
+from pitrix.agent.log import get_logger
 from pitrix.agent.monitor import MonitorRunner, monitor_from_values
 from pitrix.agent.render import TemplateCache
 from pitrix.agent.report import Reporter
 from pitrix.agent.resource import ApplyOptions, ApplyResult, TemplateResource
 from pitrix.backoff import Backoff
-from pitrix.logs import get_logger
 from pitrix.metad import keyspace
 
 BACKOFF_START = 0.5

@@ -14,17 +14,21 @@ import datetime as dt
 import json
 import ssl
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from cryptography import x509
-
-from pitrix import pki
+from pitrix.agent.certdates import validity
 from pitrix.agent.durable import write_durably
 from pitrix.agent.errors import BackendError, ConfigError
 from pitrix.agent.httpclient import HttpClient
+from pitrix.agent.log import get_logger
 from pitrix.backoff import Backoff
-from pitrix.logs import get_logger
+from pitrix.certtime import renewal_time
 from pitrix.metad import keyspace
+
+if TYPE_CHECKING:
+    # pki (and the cryptography package) is loaded by the first key or CSR this agent makes: a
+    # running agent with a good certificate never needs it.
+    from pitrix import pki
 
 # After a failed renewal the current certificate (still valid) is kept, and the next attempt waits
 # this long, doubling up to the cap: a revoked agent must not ask on every request it makes.
@@ -74,17 +78,17 @@ class AgentCertificate:
         if self.cert is None:
             return True
         try:
-            parsed = x509.load_pem_x509_certificate(self.cert.read_bytes())
+            not_before, not_after = validity(self.cert.read_bytes())
         except (OSError, ValueError):
             return False
         now = dt.datetime.now(dt.UTC)
-        if parsed.not_valid_after_utc <= now:
+        if not_after <= now:
             return False
         try:
             self._bare_context().load_cert_chain(str(self.cert), str(self.key) if self.key else None)
         except (OSError, ssl.SSLError):
             return False  # e.g. a crash between writing the key and the certificate
-        self._not_before, self._not_after = parsed.not_valid_before_utc, parsed.not_valid_after_utc
+        self._not_before, self._not_after = not_before, not_after
         return True
 
     def _bare_context(self) -> ssl.SSLContext:
@@ -111,7 +115,7 @@ class AgentCertificate:
             return False
         if self._renew_retry_at is not None and asyncio.get_running_loop().time() < self._renew_retry_at:
             return False
-        return dt.datetime.now(dt.UTC) >= pki.renewal_time(self._not_before, self._not_after)
+        return dt.datetime.now(dt.UTC) >= renewal_time(self._not_before, self._not_after)
 
     # -- keeping it fresh -------------------------------------------------------------------------
 
@@ -131,6 +135,8 @@ class AgentCertificate:
         metad answers a token once; should that answer be lost (a crash, a cut connection), it
         hands the same certificate again only to the same key.
         """
+        from pitrix import pki
+
         assert self.key is not None
         try:
             return pki.key_from_pem(self.key.read_bytes())
@@ -142,6 +148,8 @@ class AgentCertificate:
         return key
 
     async def _bootstrap(self, nodes: list[str]) -> None:
+        from pitrix import pki
+
         assert self.cert is not None and self.key is not None
         key = await asyncio.to_thread(self._bootstrap_key)
         csr = pki.make_csr(key, pki.Subject(cn="bootstrap")).decode()
@@ -168,6 +176,10 @@ class AgentCertificate:
         self._log.info("certificate bootstrapped", serial=answer.get("serial"))
 
     async def _renew(self, nodes: list[str], http: HttpClient) -> None:
+        from cryptography import x509
+
+        from pitrix import pki
+
         assert self.cert is not None
         current = x509.load_pem_x509_certificate(self.cert.read_bytes())
         # Kept until a renewal succeeds: metad hands a lost answer again only to the same key.
@@ -211,6 +223,8 @@ class AgentCertificate:
         return None, "; ".join(errors)
 
     def _store(self, key: pki.PrivateKey, answer: dict[str, Any]) -> None:
+        from pitrix import pki
+
         assert self.cert is not None and self.key is not None
         certificate = str(answer.get("certificate") or "").encode()
         if b"BEGIN CERTIFICATE" not in certificate:

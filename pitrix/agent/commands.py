@@ -20,9 +20,9 @@ from urllib.parse import quote
 
 from pitrix.agent.durable import write_durably
 from pitrix.agent.errors import AgentError, RejectedError
+from pitrix.agent.log import get_logger
 from pitrix.agent.report import Reporter, utc_now
 from pitrix.agent.shell import run_shell
-from pitrix.logs import get_logger
 from pitrix.metad import keyspace
 
 

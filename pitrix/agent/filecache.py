@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Generic, TypeVar
 
@@ -29,11 +28,14 @@ def stamp_of(st: os.stat_result) -> Stamp:
     return (st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
 
 
-@dataclass
 class _Entry(Generic[T]):
-    stamp: Stamp
-    trusted: bool
-    value: T
+    # Not a dataclass: its generated methods are compiled at import, paid by every agent start.
+    __slots__ = ("stamp", "trusted", "value")
+
+    def __init__(self, stamp: Stamp, trusted: bool, value: T) -> None:
+        self.stamp = stamp
+        self.trusted = trusted
+        self.value = value
 
 
 class FileCache(Generic[T]):

@@ -26,9 +26,9 @@ from typing import Any
 
 from pitrix.agent.config import AgentConfig
 from pitrix.agent.errors import AgentError
+from pitrix.agent.log import get_logger
 from pitrix.agent.report import Reporter, utc_now
 from pitrix.agent.shell import run_shell
-from pitrix.logs import get_logger
 from pitrix.metad import keyspace
 
 OUTPUT_TAIL = 500

@@ -122,17 +122,42 @@ def main(argv: list[str] | None = None) -> int:
     except AgentError as exc:
         print(f"pitrix-agent: {exc}", file=sys.stderr)
         return 1
-    from pitrix import aio, logs
+    from pitrix.agent import log
 
     level = config.log_level.lower()
-    logs.configure(_LOG_LEVELS.get(level, level))
+    level = _LOG_LEVELS.get(level, level)
     try:
-        return aio.run(_run(config), tune_gc=False)
+        log.configure(level)
+    except ValueError as exc:
+        print(f"pitrix-agent: {exc}", file=sys.stderr)
+        return 1
+    try:
+        if config.onetime:
+            from pitrix.agent import oneshot
+
+            status = oneshot.run(config) if oneshot.runs_inline(config) else None
+            if status is not None:
+                return status
+        return _run_on_loop(config, level)
     except AgentError as exc:
         print(f"pitrix-agent: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130
+
+
+def _run_on_loop(config: AgentConfig, level: str) -> int:
+    """Every mode but an inline one-shot: the agent on its event loop."""
+    import logging
+
+    from pitrix import aio
+
+    # What asyncio itself logs (a callback's exception) goes to stderr as pitrix.logs sends it.
+    numeric = logging.getLevelName(level.upper())
+    logging.basicConfig(
+        level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(name)s: %(message)s"
+    )
+    return aio.run(_run(config), tune_gc=False)
 
 
 if __name__ == "__main__":

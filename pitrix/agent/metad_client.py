@@ -18,7 +18,7 @@ from urllib.parse import quote, urlencode
 from pitrix.agent.certificate import AgentCertificate
 from pitrix.agent.errors import BackendError, RejectedError
 from pitrix.agent.httpclient import HttpClient, Response
-from pitrix.logs import get_logger
+from pitrix.agent.log import get_logger
 
 T = TypeVar("T")
 # Characters a path segment may hold as they are (RFC 3986 pchar); the rest are percent-encoded.

@@ -24,9 +24,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from pitrix.agent.errors import AgentError
+from pitrix.agent.log import get_logger
 from pitrix.agent.report import Reporter
 from pitrix.agent.shell import run_shell
-from pitrix.logs import get_logger
 from pitrix.metad import keyspace
 
 # What a run's output may be: enough for dozens of items with long names; a longer output is cut at

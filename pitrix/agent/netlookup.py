@@ -7,8 +7,7 @@ here; its name servers are those of /etc/resolv.conf unless the caller names oth
 
 from __future__ import annotations
 
-import secrets
-import socket
+import os
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,6 +28,8 @@ class SRV:
 
 def lookup_ip(host: str) -> list[str]:
     """Every address of ``host``, as strings, sorted; empty when it does not resolve."""
+    import socket  # here: only templates that call lookupIP or lookupSRV need it
+
     try:
         infos = socket.getaddrinfo(host, None)
     except (OSError, UnicodeError):
@@ -125,8 +126,11 @@ def lookup_srv(
     """
     qname = name if not service and not proto else f"_{service}._{proto}.{name}"
     servers = nameservers if nameservers is not None else system_nameservers()
+    import socket
+
     for host, port in servers:
-        ident = secrets.randbits(16)
+        # os.urandom rather than secrets: secrets loads hashlib and with it OpenSSL (4 MiB).
+        ident = int.from_bytes(os.urandom(2), "big")
         try:
             query = build_query(qname, TYPE_SRV, ident)
             family = socket.AF_INET6 if ":" in host else socket.AF_INET

@@ -7,7 +7,6 @@ template is immutable: each render passes its own key space's functions to ``exe
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,11 +20,11 @@ class RenderError(Exception):
     """The template could not be read, parsed or executed; the message names the file and place."""
 
 
-@dataclass
 class TemplateCache:
     """Parsed templates of one agent, by source path."""
 
-    _parsed: FileCache[Template] = field(default_factory=FileCache)
+    def __init__(self) -> None:
+        self._parsed: FileCache[Template] = FileCache()
 
     def render(self, src: Path, values: dict[str, str]) -> str:
         """Execute ``src`` against ``values`` (keys as templates see them: prefix already stripped)."""

@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
-from pitrix.logs import get_logger
+from pitrix.agent.log import get_logger
 from pitrix.metad import keyspace
 
 if TYPE_CHECKING:  # aiohttp is loaded only when the metad backend is used

@@ -8,9 +8,7 @@ again, so a bad configuration never stays live. Every outcome ends in an ``Apply
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import difflib
 import errno
 import grp
 import os
@@ -23,15 +21,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
-from structlog.typing import FilteringBoundLogger
-
 from pitrix.agent.config import AgentConfig
 from pitrix.agent.durable import stage_beside
 from pitrix.agent.errors import ResourceError
+from pitrix.agent.log import Logger, get_logger
 from pitrix.agent.render import RenderError, TemplateCache
 from pitrix.agent.rootfs import under_root
 from pitrix.agent.shell import command_env, run_shell
-from pitrix.logs import get_logger
 
 T = TypeVar("T")
 _SRC_PLACEHOLDER = re.compile(r"\{\{\s*\.src\s*\}\}")
@@ -79,27 +75,38 @@ class ApplyOptions:
         """Run ``work(*args)``, blocking file work, where these options say."""
         if self.file_io_on_loop:
             return work(*args)
+        import asyncio  # not at the top: the one-shot driver (aio.run_inline) has no loop
+
         return await asyncio.to_thread(work, *args)
 
 
-@dataclass(frozen=True)
+# _Step and _FileState are plain slotted classes, not dataclasses: a dataclass compiles its
+# generated methods at import (5 per frozen class), paid by every agent start; these two are only
+# built and read here.
+
+
 class _Step:
     """What the file part of an apply (``_prepare``) found and did."""
 
-    text: str
-    staged: Path | None  # the staged file, when it is still beside the destination
-    previous: _FileState | None
-    in_sync: bool
+    __slots__ = ("in_sync", "previous", "staged", "text")
+
+    def __init__(self, text: str, staged: Path | None, previous: _FileState | None, in_sync: bool) -> None:
+        self.text = text
+        self.staged = staged  # the staged file, when it is still beside the destination
+        self.previous = previous
+        self.in_sync = in_sync
 
 
-@dataclass(frozen=True)
 class _FileState:
     """A destination file as it was: contents and the attributes confd compares."""
 
-    data: bytes
-    mode: int
-    uid: int
-    gid: int
+    __slots__ = ("data", "gid", "mode", "uid")
+
+    def __init__(self, data: bytes, mode: int, uid: int, gid: int) -> None:
+        self.data = data
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
 
 
 def join_key(*parts: str) -> str:
@@ -124,7 +131,7 @@ class TemplateResource:
     gid: int | None = None
     check_cmd: str = ""
     reload_cmd: str = ""
-    _log: FilteringBoundLogger = field(init=False, repr=False, compare=False)
+    _log: Logger = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         self._log = get_logger("pitrix.agent.resource", resource=self.name, dest=str(self.dest))
@@ -316,6 +323,8 @@ class TemplateResource:
 
     def _show_diff(self, previous: _FileState | None, text: str) -> None:
         old = previous.data.decode("utf-8", "replace") if previous else ""
+        import difflib  # -noop only
+
         diff = difflib.unified_diff(
             old.splitlines(keepends=True),
             text.splitlines(keepends=True),

@@ -15,12 +15,15 @@ changes to the VM root first, on the command's own line, so its errors keep thei
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import os
 import signal
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import asyncio
 
 OUTPUT_TAIL_BYTES = 4096
 
@@ -66,6 +69,8 @@ async def run_shell(
     The tail is kept rather than the whole output because lifecycle commands can be chatty and
     the result travels back through metad as a single value.
     """
+    import asyncio  # here, not at the top: a one-shot render with no commands never loads it
+
     child = _Child(command, root, env if env is not None else command_env(root), tail_bytes)
     # A timer that kills the command's group, rather than asyncio.wait_for: wait_for wraps the
     # wait in a task of its own, work paid by every reload of every change.
@@ -104,7 +109,10 @@ class _Child:
     someone else's."""
 
     def __init__(self, command: str, root: Path, env: dict[str, str], tail_bytes: int) -> None:
+        import asyncio
+
         loop = asyncio.get_running_loop()
+        self._loop = loop
         read_end, write_end = os.pipe()  # both close-on-exec: the child keeps only its 1 and 2
         try:
             # vfork: well under a millisecond whatever the parent's size, so it runs on the loop
@@ -131,8 +139,8 @@ class _Child:
         self._tail_bytes = tail_bytes
         self._output_fd: int | None = read_end
         self._pidfd: int | None = os.pidfd_open(self.pid)
-        self._exited = loop.create_future()
-        self._ended = loop.create_future()
+        self._exited: asyncio.Future[None] = loop.create_future()
+        self._ended: asyncio.Future[None] = loop.create_future()
         os.set_blocking(read_end, False)
         loop.add_reader(read_end, self._on_output)
         loop.add_reader(self._pidfd, self._on_exit)
@@ -152,7 +160,7 @@ class _Child:
 
     def _stop_reading(self) -> None:
         if self._output_fd is not None:
-            asyncio.get_running_loop().remove_reader(self._output_fd)
+            self._loop.remove_reader(self._output_fd)
             os.close(self._output_fd)
             self._output_fd = None
         if not self._ended.done():
@@ -160,7 +168,7 @@ class _Child:
 
     def _stop_watching(self) -> None:
         if self._pidfd is not None:
-            asyncio.get_running_loop().remove_reader(self._pidfd)
+            self._loop.remove_reader(self._pidfd)
             os.close(self._pidfd)
             self._pidfd = None
 
@@ -183,9 +191,13 @@ class _Child:
         return self._ended.done()
 
     async def exited(self) -> None:
+        import asyncio
+
         await asyncio.shield(self._exited)
 
     async def output_ended(self) -> None:
+        import asyncio
+
         await asyncio.shield(self._ended)
 
     def close(self) -> None:

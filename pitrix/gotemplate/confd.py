@@ -20,8 +20,6 @@ from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
-import re2
-
 from pitrix.gotemplate import gopath
 from pitrix.gotemplate.encoding import decode, to_json, to_yaml
 from pitrix.gotemplate.errors import FuncError
@@ -272,6 +270,8 @@ def parse_bool(s: Any) -> bool:
 
 def filter_(regex: Any, values: Any) -> list[Any]:
     """Items of a list matching ``regex``: strings by themselves, KVPairs by their value."""
+    import re2  # here: most templates never call filter, and the library is 3 MiB of RSS
+
     try:
         # RE2, as Go's regexp: the same syntax (no backreferences or lookaround) and matching in
         # time linear in the input, so a hostile pattern cannot hang the render inside one match.

@@ -8,16 +8,18 @@ sorted keys, ``<``, ``>`` and ``&`` escaped; ``toYaml`` like Go's yaml package: 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import math
-from typing import Any
-
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from pitrix.gotemplate.errors import FuncError
 from pitrix.gotemplate.gofmt import format_float, format_json_float
 from pitrix.gotemplate.gotime import GoTime
 from pitrix.gotemplate.values import go_type_name, is_int, is_struct, sort_keys
+
+if TYPE_CHECKING:
+    import yaml
 
 
 def _reject_constant(name: str) -> Any:
@@ -105,8 +107,17 @@ class _GoFloat(float):
     """A float64 that YAML should write as Go does (``1``, not ``1.0``)."""
 
 
-class _GoDumper(yaml.SafeDumper):
-    pass
+@functools.cache
+def _go_dumper() -> type[yaml.SafeDumper]:
+    """PyYAML's safe dumper writing floats as Go does; made (and PyYAML loaded) on first use:
+    most templates never call toYaml."""
+    import yaml
+
+    class GoDumper(yaml.SafeDumper):
+        pass
+
+    GoDumper.add_representer(_GoFloat, _represent_go_float)
+    return GoDumper
 
 
 def _represent_go_float(dumper: yaml.SafeDumper, value: _GoFloat) -> yaml.Node:
@@ -117,10 +128,9 @@ def _represent_go_float(dumper: yaml.SafeDumper, value: _GoFloat) -> yaml.Node:
     else:
         text = format_float(float(value), "g", None)
     # Written plain, as Go writes it: "3" and "1e+06" are not YAML 1.1 floats, so no explicit tag.
+    import yaml
+
     return dumper.represent_scalar(dumper.resolve(yaml.ScalarNode, text, (True, False)), text)
-
-
-_GoDumper.add_representer(_GoFloat, _represent_go_float)
 
 
 def _yaml_ready(v: Any) -> Any:
@@ -141,9 +151,11 @@ def _yaml_ready(v: Any) -> Any:
 
 def to_yaml(v: Any) -> str:
     """Go yaml's ``Marshal``: block style, keys sorted."""
+    import yaml
+
     out = yaml.dump(
         _yaml_ready(v),
-        Dumper=_GoDumper,
+        Dumper=_go_dumper(),
         default_flow_style=False,
         sort_keys=True,
         allow_unicode=True,

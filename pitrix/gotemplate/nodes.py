@@ -6,123 +6,200 @@ of a node gives its template source form, as Go's ``Node.String`` does, for erro
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 
 
 class Node:
+    """Plain slotted classes with the equality and repr a dataclass would give them: the 18
+    ``@dataclass(slots=True)`` classes this module had cost more to create (each one generated,
+    compiled and rebuilt for its slots) than the rest of the template engine's import, paid by
+    every ``pitrix-agent -onetime``."""
+
     __slots__ = ()
+    _fields: ClassVar[tuple[str, ...]] = ()
     pos: int
 
+    def _values(self) -> tuple[Any, ...]:
+        return tuple(getattr(self, f) for f in self._fields)
 
-@dataclass(slots=True)
+    def __eq__(self, other: object) -> bool:
+        if other.__class__ is not self.__class__:
+            return NotImplemented
+        assert isinstance(other, Node)
+        return self._values() == other._values()
+
+    __hash__ = None  # type: ignore[assignment]  # mutable and compared by value, as a dataclass
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._fields)
+        return f"{type(self).__qualname__}({args})"
+
+
 class ListNode(Node):
+    __slots__ = _fields = ("pos", "nodes")
     pos: int
-    nodes: list[Node] = field(default_factory=list)
+    nodes: list[Node]
+
+    def __init__(self, pos: int, nodes: list[Node] | None = None) -> None:
+        self.pos = pos
+        self.nodes = [] if nodes is None else nodes
 
     def __str__(self) -> str:
         return "".join(str(n) for n in self.nodes)
 
 
-@dataclass(slots=True)
 class TextNode(Node):
+    __slots__ = _fields = ("pos", "text")
     pos: int
     text: str
+
+    def __init__(self, pos: int, text: str) -> None:
+        self.pos = pos
+        self.text = text
 
     def __str__(self) -> str:
         return self.text
 
 
-@dataclass(slots=True)
 class FieldNode(Node):
+    __slots__ = _fields = ("pos", "idents")
     pos: int
     idents: tuple[str, ...]
+
+    def __init__(self, pos: int, idents: tuple[str, ...]) -> None:
+        self.pos = pos
+        self.idents = idents
 
     def __str__(self) -> str:
         return "".join("." + i for i in self.idents)
 
 
-@dataclass(slots=True)
 class VariableNode(Node):
+    __slots__ = _fields = ("pos", "idents")
     pos: int
     idents: tuple[str, ...]  # idents[0] is the variable's name with its "$"
+
+    def __init__(self, pos: int, idents: tuple[str, ...]) -> None:
+        self.pos = pos
+        self.idents = idents
 
     def __str__(self) -> str:
         return ".".join(self.idents)
 
 
-@dataclass(slots=True)
 class IdentifierNode(Node):
+    __slots__ = _fields = ("pos", "name")
     pos: int
     name: str
+
+    def __init__(self, pos: int, name: str) -> None:
+        self.pos = pos
+        self.name = name
 
     def __str__(self) -> str:
         return self.name
 
 
-@dataclass(slots=True)
 class DotNode(Node):
+    __slots__ = _fields = ("pos",)
     pos: int
+
+    def __init__(self, pos: int) -> None:
+        self.pos = pos
 
     def __str__(self) -> str:
         return "."
 
 
-@dataclass(slots=True)
 class NilNode(Node):
+    __slots__ = _fields = ("pos",)
     pos: int
+
+    def __init__(self, pos: int) -> None:
+        self.pos = pos
 
     def __str__(self) -> str:
         return "nil"
 
 
-@dataclass(slots=True)
 class BoolNode(Node):
+    __slots__ = _fields = ("pos", "value")
     pos: int
     value: bool
+
+    def __init__(self, pos: int, value: bool) -> None:
+        self.pos = pos
+        self.value = value
 
     def __str__(self) -> str:
         return "true" if self.value else "false"
 
 
-@dataclass(slots=True)
 class NumberNode(Node):
     """A numeric or character constant; ``value`` is what Go's idealConstant yields, or ``error``."""
 
+    __slots__ = _fields = ("pos", "text", "value", "error")
     pos: int
     text: str
     value: Any
-    error: str | None = None
+    error: str | None
+
+    def __init__(self, pos: int, text: str, value: Any, error: str | None = None) -> None:
+        self.pos = pos
+        self.text = text
+        self.value = value
+        self.error = error
 
     def __str__(self) -> str:
         return self.text
 
 
-@dataclass(slots=True)
 class StringNode(Node):
+    __slots__ = _fields = ("pos", "quoted", "text")
     pos: int
     quoted: str
     text: str
+
+    def __init__(self, pos: int, quoted: str, text: str) -> None:
+        self.pos = pos
+        self.quoted = quoted
+        self.text = text
 
     def __str__(self) -> str:
         return self.quoted
 
 
-@dataclass(slots=True)
 class CommandNode(Node):
+    __slots__ = _fields = ("pos", "args")
     pos: int
-    args: list[Node] = field(default_factory=list)
+    args: list[Node]
+
+    def __init__(self, pos: int, args: list[Node] | None = None) -> None:
+        self.pos = pos
+        self.args = [] if args is None else args
 
     def __str__(self) -> str:
         return " ".join(f"({a})" if isinstance(a, PipeNode) else str(a) for a in self.args)
 
 
-@dataclass(slots=True)
 class PipeNode(Node):
+    __slots__ = _fields = ("pos", "decl", "is_assign", "cmds")
     pos: int
-    decl: list[VariableNode] = field(default_factory=list)
-    is_assign: bool = False
-    cmds: list[CommandNode] = field(default_factory=list)
+    decl: list[VariableNode]
+    is_assign: bool
+    cmds: list[CommandNode]
+
+    def __init__(
+        self,
+        pos: int,
+        decl: list[VariableNode] | None = None,
+        is_assign: bool = False,
+        cmds: list[CommandNode] | None = None,
+    ) -> None:
+        self.pos = pos
+        self.decl = [] if decl is None else decl
+        self.is_assign = is_assign
+        self.cmds = [] if cmds is None else cmds
 
     def __str__(self) -> str:
         head = ""
@@ -131,34 +208,49 @@ class PipeNode(Node):
         return head + " | ".join(str(c) for c in self.cmds)
 
 
-@dataclass(slots=True)
 class ChainNode(Node):
     """A term followed by fields: ``(pipeline).A.B`` or ``func.A``."""
 
+    __slots__ = _fields = ("pos", "node", "fields")
     pos: int
     node: Node
     fields: tuple[str, ...]
+
+    def __init__(self, pos: int, node: Node, fields: tuple[str, ...]) -> None:
+        self.pos = pos
+        self.node = node
+        self.fields = fields
 
     def __str__(self) -> str:
         inner = f"({self.node})" if isinstance(self.node, PipeNode) else str(self.node)
         return inner + "".join("." + f for f in self.fields)
 
 
-@dataclass(slots=True)
 class ActionNode(Node):
+    __slots__ = _fields = ("pos", "pipe")
     pos: int
     pipe: PipeNode
+
+    def __init__(self, pos: int, pipe: PipeNode) -> None:
+        self.pos = pos
+        self.pipe = pipe
 
     def __str__(self) -> str:
         return "{{" + str(self.pipe) + "}}"
 
 
-@dataclass(slots=True)
 class BranchNode(Node):
+    __slots__ = _fields = ("pos", "pipe", "list", "else_list")
     pos: int
     pipe: PipeNode
     list: ListNode
     else_list: ListNode | None
+
+    def __init__(self, pos: int, pipe: PipeNode, list: ListNode, else_list: ListNode | None) -> None:
+        self.pos = pos
+        self.pipe = pipe
+        self.list = list
+        self.else_list = else_list
 
 
 class IfNode(BranchNode):
@@ -182,27 +274,38 @@ class WithNode(BranchNode):
         return f"{{{{with {self.pipe}}}}}"
 
 
-@dataclass(slots=True)
 class TemplateNode(Node):
+    __slots__ = _fields = ("pos", "name", "pipe")
     pos: int
     name: str
     pipe: PipeNode | None
+
+    def __init__(self, pos: int, name: str, pipe: PipeNode | None) -> None:
+        self.pos = pos
+        self.name = name
+        self.pipe = pipe
 
     def __str__(self) -> str:
         return f'{{{{template "{self.name}"' + (f" {self.pipe}" if self.pipe else "") + "}}"
 
 
-@dataclass(slots=True)
 class BreakNode(Node):
+    __slots__ = _fields = ("pos",)
     pos: int
+
+    def __init__(self, pos: int) -> None:
+        self.pos = pos
 
     def __str__(self) -> str:
         return "{{break}}"
 
 
-@dataclass(slots=True)
 class ContinueNode(Node):
+    __slots__ = _fields = ("pos",)
     pos: int
+
+    def __init__(self, pos: int) -> None:
+        self.pos = pos
 
     def __str__(self) -> str:
         return "{{continue}}"

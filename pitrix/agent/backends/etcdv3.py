@@ -14,7 +14,7 @@ from urllib.parse import urlsplit
 
 from pitrix.agent.config import AgentConfig
 from pitrix.agent.errors import BackendError
-from pitrix.logs import get_logger
+from pitrix.agent.log import get_logger
 
 
 class EtcdBackend:

@@ -6,16 +6,18 @@ stdlib, and this backend serves local testing and static setups, not fleets.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import yaml
 
 from pitrix.agent.config import AgentConfig
 from pitrix.agent.errors import BackendError
 from pitrix.agent.memkv import MemKV
+
+if TYPE_CHECKING:
+    import asyncio
 
 
 class _Loader(yaml.SafeLoader):
@@ -37,7 +39,9 @@ class FileBackend:
             raise BackendError("file backend: no files given")
         self._files = list(files)
         self._poll_interval = poll_interval
-        self._closed = asyncio.Event()
+        # asyncio is loaded by the first watch: a one-shot render (``oneshot``) runs with no loop.
+        self._closing = False
+        self._closed: asyncio.Event | None = None
         self.revision = 0
         # The files' stamps taken just before the last read: a watch compares against these, so a
         # write that lands between a read and the next watch is not missed.
@@ -48,7 +52,13 @@ class FileBackend:
         return cls(config.files)
 
     async def get_values(self, keys: list[str]) -> dict[str, str]:
-        merged = await asyncio.to_thread(self._load)
+        import asyncio
+
+        return await asyncio.to_thread(self.read_values, keys)
+
+    def read_values(self, keys: list[str]) -> dict[str, str]:
+        """``get_values``, blocking: the files are read in the calling thread."""
+        merged = self._load()
         return {k: v for k, v in merged.items() if any(k.startswith(key) for key in keys)}
 
     def _load(self) -> dict[str, str]:
@@ -85,6 +95,12 @@ class FileBackend:
 
     async def watch(self, prefix: str, keys: list[str], last_index: int) -> int:
         """Return ``last_index + 1`` once any file's mtime or size differs from the last read."""
+        import asyncio
+
+        if self._closed is None:
+            self._closed = asyncio.Event()
+            if self._closing:
+                self._closed.set()
         start = self._seen if self._seen is not None else await asyncio.to_thread(self._stamp)
         while not self._closed.is_set():
             with contextlib.suppress(TimeoutError):
@@ -98,4 +114,6 @@ class FileBackend:
         return last_index
 
     async def close(self) -> None:
-        self._closed.set()
+        self._closing = True
+        if self._closed is not None:
+            self._closed.set()

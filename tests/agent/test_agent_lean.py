@@ -1,0 +1,175 @@
+"""The agent's start stays light: which modules each entry path loads (a structural check, run in
+a fresh interpreter), and the stdlib stand-ins for what it no longer imports (the certificate's
+dates, structlog's JSON lines)."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from pitrix import logs, pki
+from pitrix.agent import log
+from pitrix.agent.certdates import validity
+
+REPO = Path(__file__).resolve().parents[2]
+# Never on a one-shot render of plain templates (file backend, no commands).
+NOT_ON_ONE_SHOT = [
+    "asyncio",
+    "ssl",
+    "uvloop",
+    "structlog",
+    "rich",
+    "cryptography",
+    "pydantic",
+    "aiohttp",
+    "re2",
+    "httptools",
+    "hashlib",
+    "tempfile",
+    "logging",
+    "pitrix.pki",
+    "pitrix.logs",
+    "pitrix.agent.agent",
+]
+# Never in a watching agent with a good certificate (the metad backend's path).
+NOT_ON_WATCH = ["structlog", "rich", "cryptography", "pydantic", "aiohttp", "yaml", "re2", "pitrix.pki"]
+
+TEMPLATE = '{{range lsdir "/hosts"}}{{.}}={{getv (printf "/hosts/%s/ip" .)}}\n{{end}}'
+DATA = "hosts:\n  a:\n    ip: 10.0.0.1\n  b:\n    ip: 10.0.0.2\n"
+
+
+def run_python(code: str, cwd: Path) -> dict[str, object]:
+    """Run ``code`` in a fresh interpreter with this tree first on its path; its JSON answer."""
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("PITRIX_VM_ROOT", None)
+    done = subprocess.run(
+        [sys.executable, "-c", textwrap.dedent(code)],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 0, done.stderr
+    answer: dict[str, object] = json.loads(done.stdout.splitlines()[-1])
+    answer["stderr"] = done.stderr
+    return answer
+
+
+def confdir(root: Path, *, reload_cmd: str = "") -> list[str]:
+    conf = root / "etc/confd"
+    (conf / "conf.d").mkdir(parents=True)
+    (conf / "templates").mkdir(parents=True)
+    (conf / "templates/hosts.tmpl").write_text(TEMPLATE)
+    extra = f"reload_cmd = {json.dumps(reload_cmd)}\n" if reload_cmd else ""
+    (conf / "conf.d/hosts.toml").write_text(
+        f'[template]\nsrc = "hosts.tmpl"\ndest = "/etc/hosts.conf"\nkeys = ["/hosts"]\n{extra}'
+    )
+    (root / "data.yaml").write_text(DATA)
+    return ["-onetime", "-backend", "file", "-file", str(root / "data.yaml"), "--root", str(root)]
+
+
+ONE_SHOT = """
+import json, sys
+from pitrix.agent.main import main
+status = main({argv!r})
+print(json.dumps({{"status": status, "modules": sorted(sys.modules)}}))
+"""
+
+
+def test_one_shot_render_loads_no_event_loop_structlog_or_tls(tmp_path: Path) -> None:
+    argv = confdir(tmp_path)
+    answer = run_python(ONE_SHOT.format(argv=argv), tmp_path)
+    assert answer["status"] == 0
+    assert (tmp_path / "etc/hosts.conf").read_text() == "a=10.0.0.1\nb=10.0.0.2\n"
+    modules = set(answer["modules"])  # type: ignore[call-overload]
+    # It did take the inline path, and read YAML: the listing is the run's, not an empty one.
+    assert {"pitrix.agent.oneshot", "yaml", "pitrix.gotemplate"} <= modules
+    assert sorted(m for m in NOT_ON_ONE_SHOT if m in modules) == []
+    # structlog's JSON lines all the same, from the line logger.
+    lines = [json.loads(line) for line in str(answer["stderr"]).splitlines()]
+    assert [line["event"] for line in lines] == ["destination updated", "applied"]
+    assert lines[1]["resources"] == {"hosts": {"ok": True, "error": None}}
+
+
+def test_one_shot_with_a_reload_cmd_runs_on_the_loop(tmp_path: Path) -> None:
+    argv = confdir(tmp_path, reload_cmd="echo reloaded > ./etc/reloaded")
+    answer = run_python(ONE_SHOT.format(argv=argv), tmp_path)
+    assert answer["status"] == 0
+    assert (tmp_path / "etc/reloaded").read_text() == "reloaded\n"
+    modules = set(answer["modules"])  # type: ignore[call-overload]
+    assert {"asyncio", "pitrix.agent.agent"} <= modules
+    assert (
+        sorted(m for m in ("structlog", "rich", "cryptography", "pydantic", "aiohttp") if m in modules) == []
+    )
+
+
+def test_watching_agent_loads_neither_structlog_nor_cryptography(tmp_path: Path) -> None:
+    answer = run_python(
+        """
+        import json, sys
+        import pitrix.agent.agent, pitrix.agent.backends.metad, pitrix.agent.main
+        print(json.dumps({"modules": sorted(sys.modules)}))
+        """,
+        tmp_path,
+    )
+    modules = set(answer["modules"])  # type: ignore[call-overload]
+    assert {"pitrix.agent.certificate", "pitrix.agent.metad_client"} <= modules
+    assert sorted(m for m in NOT_ON_WATCH if m in modules) == []
+
+
+def test_certificate_validity_matches_cryptography() -> None:
+    ca = pki.CertificateAuthority.create("lean test CA")
+    issued = ca.issue_instance("i-lean", "usr-1", "cl-1", lifetime=dt.timedelta(hours=1))
+    # A chain file (the agent's certificate followed by its issuer's): the first one counts.
+    for pem in (issued.cert_pem + ca.cert_pem, ca.cert_pem):
+        parsed = pki.cert_from_pem(pem)
+        not_before, not_after = validity(pem)
+        assert (not_before, not_after) == (parsed.not_valid_before_utc, parsed.not_valid_after_utc)
+        assert not_before.tzinfo == dt.UTC
+    with pytest.raises(ValueError):
+        validity(b"no certificate here")
+    with pytest.raises(ValueError):
+        validity(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
+
+
+def test_line_logger_writes_structlogs_json_lines() -> None:
+    """Same keys in the same order with the same values (the timestamp's format too)."""
+    ours, theirs = io.StringIO(), io.StringIO()
+
+    def emit(logger: log.Logger) -> None:
+        bound = logger.bind(resource="r1")
+        bound.info("destination updated", dest="/etc/x", n=2, path=Path("/p"))
+        bound.debug("not shown")
+        try:
+            raise ValueError("boom")
+        except ValueError:
+            bound.exception("apply failed unexpectedly")
+
+    logs.configure("info", json=True, stream=theirs)
+    emit(log.get_logger("pitrix.agent.resource", cluster="c"))  # not configured: structlog's
+    log.configure("info", json_lines=True, stream=ours)
+    try:
+        emit(log.get_logger("pitrix.agent.resource", cluster="c"))
+    finally:
+        log.unconfigure()
+    mine = [json.loads(line) for line in ours.getvalue().splitlines()]
+    structlogs = [json.loads(line) for line in theirs.getvalue().splitlines()]
+    assert len(mine) == len(structlogs) == 2
+    for a, b in zip(mine, structlogs, strict=True):
+        assert list(a) == list(b)
+        assert dt.datetime.fromisoformat(a.pop("timestamp")).tzinfo == dt.UTC
+        b.pop("timestamp")
+        a_exc, b_exc = a.pop("exception", ""), b.pop("exception", "")
+        assert a == b
+        assert a_exc.splitlines()[-1:] == b_exc.splitlines()[-1:]
+    assert mine[1]["level"] == "error"
+    assert a_exc.startswith("Traceback") and a_exc.endswith("ValueError: boom")
