@@ -162,7 +162,8 @@ class Metad:
                     self._classify_source if which == "instance" else _management_source,
                 )
                 app[GATES_KEY] = gates
-                app.middlewares.insert(0, gate_hook)
+                if which == "manage":  # the instance app's routes tell their gate themselves
+                    app.middlewares.insert(0, gate_hook)
                 runner = web.AppRunner(
                     app,
                     handle_signals=False,
