@@ -60,20 +60,16 @@ def imported_by(command: str, *args: str) -> tuple[set[str], str]:
 @pytest.mark.parametrize(
     ("command", "args", "says"),
     [
-        ("pitrix", ["--help"], "usage: pitrix"),
         ("pitrix", ["clusters", "--help"], "usage: pitrix clusters"),
-        ("pitrix", ["clusters", "create", "--help"], "--runtime"),
         ("pitrix", ["--version"], "pitrix 0."),
         ("pitrix", ["clusters", "frobnicate"], "invalid choice"),
         ("pitrix", ["--url", "gopher://x:1", "clusters", "list"], "scheme must be"),
         ("pitrixd", ["--help"], "usage: pitrixd"),
         ("pitrixd", ["--version"], "pitrixd 0."),
-        ("pitrixd", ["--max-jobs", "many"], "invalid int value"),
         ("pitrix-metad", ["--help"], "usage: pitrix-metad"),
         ("pitrix-metad", ["--version"], "pitrix-metad 0."),
         ("pitrix-metad", ["--listen-ip", "nowhere"], "not an IP address"),
         ("pitrix-sim", ["--help"], "usage: pitrix-sim"),
-        ("pitrix-sim", ["--port", "x"], "invalid int value"),
     ],
 )
 def test_cheap_paths_import_no_heavy_library(command: str, args: list[str], says: str) -> None:
