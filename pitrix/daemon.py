@@ -12,35 +12,29 @@ SIGINT exits at once.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import contextlib
 import json
 import os
-import secrets
-import signal
-import socket
 import sys
-import threading
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from aiohttp import web
+from pitrix import __version__
 
-from pitrix import __version__, aio, logs, sdnotify
-from pitrix.api.app import create_app
-from pitrix.api.auth import Tokens
-from pitrix.logs import get_logger
-from pitrix.paths import ensure_dir
-from pitrix.runtime.recovery import RecoveryPolicy
-from pitrix.runtime.reseal import seal_legacy
-from pitrix.runtime.retrying import RetryPolicy
-from pitrix.runtime.service import RuntimeService
-from pitrix.sealing import SealingError, check_canary, load_sealer
-from pitrix.settings import ConfigError, Settings, load
-from pitrix.store import Store
-from pitrix.store.embedded import EmbeddedEtcd
+if TYPE_CHECKING:
+    import asyncio
+
+    from aiohttp import web
+
+    from pitrix.api.auth import Tokens
+    from pitrix.runtime.service import RuntimeService
+    from pitrix.settings import Settings
+    from pitrix.store import Store
+    from pitrix.store.embedded import EmbeddedEtcd
+
+# `pitrixd --version`, `--help` and a bad flag answer from argparse alone: the runtime (aiohttp,
+# pydantic, etcd's client, cryptography) is imported by the functions that run it, after parsing.
 
 # Of stop_timeout, the share kept for stopping the embedded etcd after pitrixd's own stages, so
 # that these running late never leave it behind (it gets this much, at most half the bound).
@@ -144,6 +138,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
 
 def settings_from(args: argparse.Namespace) -> Settings:
+    from pitrix.settings import ConfigError, load
+
     settings = load(args.config, {key: getattr(args, dest) for dest, key in FLAG_KEYS.items()})
     if settings.etcd.tls is not None and not settings.etcd.endpoints:
         raise ConfigError(
@@ -155,6 +151,10 @@ def settings_from(args: argparse.Namespace) -> Settings:
 
 def runtime_service(store: Store, settings: Settings, **given: Any) -> RuntimeService:
     """The RuntimeService ``settings.runtime`` describes (``given``: sealer, replica)."""
+    from pitrix.runtime.recovery import RecoveryPolicy
+    from pitrix.runtime.retrying import RetryPolicy
+    from pitrix.runtime.service import RuntimeService
+
     runtime = settings.runtime
     recovery = RecoveryPolicy(
         enabled=runtime.recovery.enabled,
@@ -190,23 +190,40 @@ def replica_id(state_dir: Path, given: str | None) -> str:
 
 
 def _new_replica_id(path: Path) -> str:
+    import secrets
+    import socket
+
     rid = f"{socket.gethostname()}-{secrets.token_hex(3)}".replace("/", "-")
     path.write_text(rid + "\n")
     return rid
 
 
-@dataclass
 class _Parts:
     """What the start made so far: the stop undoes exactly that, in reverse order."""
 
-    embedded: EmbeddedEtcd | None = None
-    store: Store | None = None
-    service: RuntimeService | None = None
-    runner: web.AppRunner | None = None
-    watchdog: asyncio.Task[None] | None = None
+    def __init__(self) -> None:
+        self.embedded: EmbeddedEtcd | None = None
+        self.store: Store | None = None
+        self.service: RuntimeService | None = None
+        self.runner: web.AppRunner | None = None
+        self.watchdog: asyncio.Task[None] | None = None
 
 
 async def _start(settings: Settings, tokens: Tokens | None, parts: _Parts) -> None:
+    import asyncio
+
+    from aiohttp import web
+
+    from pitrix import sdnotify
+    from pitrix.api.app import create_app
+    from pitrix.api.auth import Tokens
+    from pitrix.logs import get_logger
+    from pitrix.paths import ensure_dir
+    from pitrix.runtime.reseal import seal_legacy
+    from pitrix.sealing import check_canary, load_sealer
+    from pitrix.store import Store
+    from pitrix.store.embedded import EmbeddedEtcd
+
     log = get_logger("pitrixd")
     ensure_dir(settings.state_dir)
     endpoints = settings.etcd.endpoints
@@ -272,6 +289,7 @@ def _exit_now(status: int) -> None:
 
 def _arm_exit_guard(after: float) -> None:
     """From a thread of its own: exit after ``after`` seconds if nothing else ended the process."""
+    import threading
 
     def overdue() -> None:
         print(f"pitrixd: stop still not done {after:.0f}s after the signal: exiting", file=sys.stderr)
@@ -288,6 +306,10 @@ async def _stage(name: str, work: Awaitable[Any], deadline: float) -> bool:
     A task of its own, waited on with ``asyncio.wait``: a stage that swallows its cancellation
     cannot hold the stop the way it would under ``await`` (or ``asyncio.timeout``).
     """
+    import asyncio
+
+    from pitrix.logs import get_logger
+
     log = get_logger("pitrixd", stage=name)
     task = asyncio.ensure_future(work)
     loop = asyncio.get_running_loop()
@@ -303,6 +325,8 @@ async def _stage(name: str, work: Awaitable[Any], deadline: float) -> bool:
 
 async def _stop(parts: _Parts, starting: asyncio.Task[None], timeout: float) -> list[str]:
     """Undo what the start made, within ``timeout`` seconds; the names of the stages abandoned."""
+    import asyncio
+
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     own = deadline - min(ETCD_STOP_SHARE, timeout / 2)  # the rest is the embedded etcd's
@@ -343,6 +367,12 @@ async def serve(settings: Settings, tokens: Tokens | None = None) -> None:
     If a stage of the stop had to be abandoned, the process exits from here (status 0): the
     event loop's own clean-up would wait for what hangs without a bound.
     """
+    import asyncio
+    import signal
+
+    from pitrix import sdnotify
+    from pitrix.logs import get_logger
+
     log = get_logger("pitrixd")
     # First of all: a SIGTERM during start-up (systemd stopping a start that resumes many jobs, an
     # operator's ^C) must stop pitrixd as one after it, not kill it with its embedded etcd orphaned.
@@ -380,6 +410,11 @@ async def serve(settings: Settings, tokens: Tokens | None = None) -> None:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    from pitrix import aio, logs
+    from pitrix.api.auth import Tokens
+    from pitrix.sealing import SealingError
+    from pitrix.settings import ConfigError
+
     try:
         settings = settings_from(args)
         logs.configure(settings.log_level)

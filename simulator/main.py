@@ -12,17 +12,13 @@ and no VM directory left behind.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
-import signal
 import sys
 from pathlib import Path
 
-from pitrix import aio, logs
-from pitrix.paths import default_state_dir
-from simulator.cloud import Simulator
-from simulator.network import NetworkError
+# --help and a bad flag answer from argparse alone: the simulator (aiohttp, asyncssh, the providers'
+# models) is imported by the functions that run it.
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -81,6 +77,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 async def serve(args: argparse.Namespace) -> int:
+    import asyncio
+    import signal
+
+    from pitrix.paths import default_state_dir
+    from simulator.cloud import Simulator
+
     credentials = None
     if args.access_key_id is not None:
         credentials = {"access_key_id": args.access_key_id, "secret_access_key": args.secret_access_key}
@@ -132,6 +134,9 @@ def write_credentials(path: Path, runtime: dict[str, object]) -> None:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    from pitrix import aio, logs
+    from simulator.network import NetworkError
+
     try:
         logs.configure(args.log_level)
     except ValueError as exc:

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import json
 from collections.abc import AsyncIterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
+if TYPE_CHECKING:
+    import aiohttp
 
 
 class ApiError(Exception):
@@ -21,6 +22,10 @@ class ApiError(Exception):
 
 class ApiClient:
     def __init__(self, url: str, token: str | None = None, timeout: float = 120.0) -> None:
+        # Imported here, not with the module: the CLI imports ApiError for every command, and
+        # aiohttp alone costs several times Python's own start.
+        import aiohttp
+
         self.url = url.rstrip("/")
         headers = {"Authorization": f"Bearer {token}"} if token else {}
         # No connection limit: each /wait long-poll holds a connection until its cluster's job ends,
@@ -51,6 +56,8 @@ class ApiClient:
         pitrixd sends a keepalive every 15 s, so a stream silent for three of them is a connection
         lost without a word (a host gone, a cable pulled): that raises ``ServerTimeoutError``.
         """
+        import aiohttp
+
         timeout = aiohttp.ClientTimeout(total=None, sock_read=45.0)
         async with self.session.get(self.url + path, timeout=timeout) as response:
             if response.status >= 400:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tomllib
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, TextIO
@@ -32,6 +31,8 @@ def looks_secret(key: str) -> bool:
 
 def read_credentials_file(path: str, stdin: TextIO | None = None) -> dict[str, Any]:
     """The flat TOML table in ``path`` (``-``: standard input): ``access_key_id = "..."`` lines."""
+    import tomllib  # here: the CLI imports this module for every command, --help too
+
     source = "standard input" if path == "-" else path
     try:
         text = (stdin or sys.stdin).read() if path == "-" else Path(path).read_text()

@@ -12,20 +12,15 @@ SIGPIPE would (the shell reports 128 + 13). None of them comes with a traceback.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import json
 import os
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
-
-import aiohttp
-import yaml
+from typing import TYPE_CHECKING, Any
 
 from pitrix import __version__
-from pitrix.cli.client import ApiClient, ApiError
 from pitrix.cli.config import CliConfigError, load_config
 from pitrix.cli.credentials import (
     RUNTIME_ENV_PREFIX,
@@ -36,6 +31,12 @@ from pitrix.cli.credentials import (
 )
 from pitrix.cli.progress import ended_job, follow, job_failure, step_line
 from pitrix.cli.url import BadUrl, normalize_url
+
+if TYPE_CHECKING:
+    from pitrix.cli.client import ApiClient
+
+# Only what --help, --version and a usage error need is imported above: aiohttp, yaml and asyncio
+# cost a command several times Python's own start, so the functions that use them import them.
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_AUTH = 1, 2, 3, 4, 5, 6
 EXIT_TIMEOUT, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 7, 130, 141
@@ -131,6 +132,8 @@ def _results_lines(results: dict[str, dict[str, Any]]) -> list[str]:
 
 
 async def _wait_job(client: ApiClient, cid: str, job: dict[str, Any], args: argparse.Namespace) -> int:
+    import aiohttp
+
     if args.no_wait:
         _print({"cluster_id": cid, "job": job}, args.output, lambda d: f"{cid}: job {job['id']} started")
         return 0
@@ -255,6 +258,8 @@ async def cmd_apps(client: ApiClient, args: argparse.Namespace) -> int:
 
 
 def _read_spec(path: Path) -> dict[str, Any]:
+    import yaml
+
     try:
         data = yaml.safe_load(path.read_text())
     except OSError as exc:
@@ -272,6 +277,8 @@ def _deploy_env(params_file: Path | None, items: list[str] | None) -> dict[str, 
     a KEY without a dot a cluster-level one (a dotted cluster-level key goes in the file)."""
     env: dict[str, Any] = {}
     if params_file is not None:
+        import yaml
+
         try:
             data = yaml.safe_load(params_file.read_text())
         except OSError as exc:
@@ -617,6 +624,8 @@ def _event_line(kind: str, data: dict[str, Any]) -> str:
 
 async def _events(client: ApiClient, args: argparse.Namespace) -> int:
     """Print the clusters' current state, then (with --follow) every change until interrupted."""
+    import aiohttp
+
     path = f"/v1/clusters/{args.cluster}/events" if args.cluster else "/v1/events"
     started = False
     try:
@@ -884,6 +893,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace) -> int:
+    import aiohttp
+
+    from pitrix.cli.client import ApiClient, ApiError
+
     handlers: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] = {
         "apps": cmd_apps,
         "runtimes": cmd_runtimes,
@@ -951,6 +964,8 @@ def _main(argv: list[str] | None, args: argparse.Namespace) -> int:
         warn_secret_arguments("--token", ["token"], "use PITRIX_TOKEN or cli.toml's token instead")
     args.token = args.token or config.token
     args.output = args.output or config.output
+    import asyncio
+
     if args.command == "demo":
         from pitrix.cli.demo import run_demo
 

@@ -7,7 +7,7 @@ a message naming where the address came from, not with a traceback from the HTTP
 
 from __future__ import annotations
 
-import yarl
+from urllib.parse import urlsplit  # not yarl: the CLI checks the address before it imports aiohttp
 
 
 class BadUrl(ValueError):
@@ -26,16 +26,16 @@ def normalize_url(raw: str) -> str:
     if "://" not in text:
         text = "http://" + text
     try:
-        url = yarl.URL(text)
+        url = urlsplit(text)
         port = url.port
     except ValueError as exc:
         raise BadUrl(f"{raw!r}: {exc}") from None
     if url.scheme not in ("http", "https"):
         raise BadUrl(f"{raw!r}: scheme must be http, https or unix")
-    if not url.host:
+    if not url.hostname:
         raise BadUrl(f"{raw!r}: no host")
     if port is None:
         raise BadUrl(f"{raw!r}: no port")
-    if url.query_string or url.fragment:
+    if url.query or url.fragment:
         raise BadUrl(f"{raw!r}: no query or fragment allowed")
     return text.rstrip("/")

@@ -210,13 +210,22 @@ class Gate(asyncio.Protocol):
             gates.by_transport.pop(self.transport, None)
 
 
-@web.middleware
-async def gate_hook(request: web.Request, handler: Any) -> web.StreamResponse:
-    """Tell the connection's gate a request started; an unidentified one's answer closes it."""
+def request_started(request: web.Request) -> bool:
+    """Tell the request's connection's gate its request started (an app without gates: nothing);
+    True when the caller is unidentified, whose answer must then close the connection."""
     gates = request.app.get(GATES_KEY)
     transport = request.transport
     gate = gates.by_transport.get(transport) if gates is not None and transport is not None else None
-    if gate is None or not gate.request_started():
+    return gate is not None and gate.request_started()
+
+
+@web.middleware
+async def gate_hook(request: web.Request, handler: Any) -> web.StreamResponse:
+    """Tell the connection's gate a request started; an unidentified one's answer closes it.
+
+    The management app's; the instance app's handlers do the same themselves (instance_api.served).
+    """
+    if not request_started(request):
         return await handler(request)
     try:
         response: web.StreamResponse = await handler(request)

@@ -24,6 +24,9 @@ from collections import Counter
 from dataclasses import dataclass, fields
 from typing import Protocol
 
+# Seconds a long-poll is held before it is answered with the current value (``--wait-timeout``);
+# here rather than in ``server`` so that ``pitrix-metad --help`` can show it without importing aiohttp.
+DEFAULT_WAIT_TIMEOUT = 60.0
 # Descriptors metad needs beside its connections: etcd client connections, the embedded etcd's
 # pipes, logs, TLS files read at renewal, the event loop's own.
 RESERVED_DESCRIPTORS = 256

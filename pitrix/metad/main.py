@@ -3,26 +3,24 @@
 from __future__ import annotations
 
 import argparse
-import asyncio
 import dataclasses
-import datetime as dt
 import ipaddress
 import json
 import os
-import signal
 import sys
-import tempfile
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pitrix import aio, logs, pki
-from pitrix.logs import get_logger
-from pitrix.metad import issuer_bootstrap
-from pitrix.metad.issuer_bootstrap import IssuerBootstrap
-from pitrix.metad.limits import ConnectionLimits, LimitsError
-from pitrix.metad.server import DEFAULT_WAIT_TIMEOUT, Metad, MetadError
-from pitrix.metad.tls import MetadTLS, self_issued
-from pitrix.store import Store, StoreError
-from pitrix.store.tls import EtcdTLS, EtcdTLSError
+from pitrix import __version__
+from pitrix.metad.limits import DEFAULT_WAIT_TIMEOUT, ConnectionLimits, LimitsError
+
+if TYPE_CHECKING:
+    from pitrix.metad.server import Metad
+    from pitrix.metad.tls import MetadTLS
+    from pitrix.store import Store
+
+# --help, --version and a bad flag answer from argparse alone: aiohttp, cryptography (pki),
+# structlog and etcd's client are imported by the functions that serve, after the flags are checked.
 
 EMBEDDED_MAX_TXN_OPS = 16384
 
@@ -46,6 +44,7 @@ def _ip(text: str) -> str:
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="pitrix-metad", description=__doc__)
+    parser.add_argument("--version", action="version", version=f"pitrix-metad {__version__}")
     parser.add_argument("--listen-ip", type=_ip, required=True, help="address both APIs listen on")
     parser.add_argument("--instance-port", type=_port, default=8080)
     parser.add_argument("--manage-port", type=_port, default=9611)
@@ -81,9 +80,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     tls.add_argument(
         "--cert-lifetime",
         type=float,
-        default=pki.INSTANCE_LIFETIME.total_seconds(),
         metavar="SECONDS",
-        help="lifetime of the instance certificates the issuer signs (bootstrap and renewal)",
+        help="lifetime of the instance certificates the issuer signs (bootstrap and renewal; default 86400)",
     )
     tls.add_argument(
         "--issuer-bootstrap-token-file",
@@ -203,6 +201,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         parser.error("--etcd-cert and --etcd-key go together")
     args.etcd_tls = None
     if etcd_tls_given:
+        from pitrix.store.tls import EtcdTLS
+
         args.etcd_tls = EtcdTLS(args.etcd_cacert, args.etcd_cert, args.etcd_key)
     for url in args.etcd:
         if url.startswith("https://") and args.etcd_tls is None:
@@ -211,7 +211,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--etcd {url} is plain http:// but --etcd-cacert/--etcd-cert/--etcd-key are given")
     if args.wait_timeout <= 0:
         parser.error("--wait-timeout must be positive")
-    if args.cert_lifetime <= 0:
+    if args.cert_lifetime is not None and args.cert_lifetime <= 0:
         parser.error("--cert-lifetime must be positive")
     return args
 
@@ -254,6 +254,8 @@ def _issuer_bootstrap_args(parser: argparse.ArgumentParser, args: argparse.Names
         parser.error(f"--issuer-bootstrap-token-file makes the issuer itself: drop {names}")
     if args.state_dir is None:
         parser.error("--issuer-bootstrap-token-file needs --state-dir DIR (where the issuer's key is kept)")
+    from pitrix.metad.issuer_bootstrap import IssuerBootstrap
+
     files = IssuerBootstrap.files_under(args.state_dir)
     args.issuer_cert, args.issuer_key, args.client_ca = files.cert, files.key, files.cert
 
@@ -262,10 +264,17 @@ def tls_config(args: argparse.Namespace, scratch: Path) -> MetadTLS | None:
     """The TLS settings; a self-issued server certificate is written under ``scratch``."""
     if not args.client_ca:
         return None
+    import datetime as dt
+
+    from pitrix import pki
+    from pitrix.metad.tls import MetadTLS, self_issued
+
     issuer = None
     if args.issuer_cert:
         issuer = pki.CertificateAuthority.load_pair(args.issuer_cert, args.issuer_key)
-    lifetime = dt.timedelta(seconds=args.cert_lifetime)
+    lifetime = (
+        pki.INSTANCE_LIFETIME if args.cert_lifetime is None else dt.timedelta(seconds=args.cert_lifetime)
+    )
     extra = {"renewal_grace": args.renewal_grace, "manage_client_ca": args.management_ca}
     if args.self_issued:
         assert issuer is not None
@@ -275,6 +284,11 @@ def tls_config(args: argparse.Namespace, scratch: Path) -> MetadTLS | None:
 
 
 async def serve(args: argparse.Namespace) -> int:
+    import tempfile
+
+    from pitrix.logs import get_logger
+    from pitrix.metad import issuer_bootstrap
+
     if args.issuer_bootstrap_token_file is not None:
         # Before anything else listens: until pitrixd has signed the issuer, this is all metad does.
         try:
@@ -294,6 +308,15 @@ async def serve(args: argparse.Namespace) -> int:
 
 
 async def _serve(args: argparse.Namespace, scratch: Path) -> int:
+    import asyncio
+    import signal
+
+    from pitrix import pki
+    from pitrix.logs import get_logger
+    from pitrix.metad.server import Metad, MetadError
+    from pitrix.store import Store, StoreError
+    from pitrix.store.tls import EtcdTLS, EtcdTLSError
+
     log = get_logger("pitrix.metad.main", listen_ip=args.listen_ip)
     if args.implicit_legacy:
         # Transitional: the runtime still starts metad without flags; once it passes
@@ -383,6 +406,8 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
+    from pitrix import aio, logs
+
     logs.configure(args.log_level)
     sys.exit(aio.run(serve(args)))
 

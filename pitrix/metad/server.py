@@ -22,12 +22,17 @@ from pitrix.metad.identity import (
     peer_certificate,
 )
 from pitrix.metad.leases import HeartbeatLeases
-from pitrix.metad.limits import RESERVED_DESCRIPTORS, Admission, ConnectionLimits, raise_descriptor_limit
+from pitrix.metad.limits import (
+    DEFAULT_WAIT_TIMEOUT,
+    RESERVED_DESCRIPTORS,
+    Admission,
+    ConnectionLimits,
+    raise_descriptor_limit,
+)
 from pitrix.metad.mirror import Mirror
 from pitrix.metad.tls import MetadTLS
 from pitrix.store import Store
 
-DEFAULT_WAIT_TIMEOUT = 60.0
 DEFAULT_KEEPALIVE = 10.0
 
 
@@ -157,7 +162,8 @@ class Metad:
                     self._classify_source if which == "instance" else _management_source,
                 )
                 app[GATES_KEY] = gates
-                app.middlewares.insert(0, gate_hook)
+                if which == "manage":  # the instance app's routes tell their gate themselves
+                    app.middlewares.insert(0, gate_hook)
                 runner = web.AppRunner(
                     app,
                     handle_signals=False,

@@ -1,0 +1,78 @@
+"""Each command's cheap paths (--help, --version, a bad flag) answer before the heavy libraries load.
+
+Structural, not timed: the entry point runs in a fresh interpreter as its console script would, and
+the test reads which modules it imported. Each library named here costs a start several times
+Python's own (bench/startup.py measures that); a top-level import that pulls one back in fails here.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+# Libraries no cheap path needs: the HTTP stack, the models, the loggers, the YAML and TLS ones,
+# the event loop itself.
+HEAVY = (
+    "aiohttp",
+    "asyncio",
+    "cryptography",
+    "pydantic",
+    "rich",
+    "structlog",
+    "yaml",
+    "yarl",
+)
+
+ENTRY_POINTS = {
+    "pitrix": "pitrix.cli.main",
+    "pitrixd": "pitrix.daemon",
+    "pitrix-metad": "pitrix.metad.main",
+    "pitrix-sim": "simulator.main",
+}
+
+PROBE = """
+import json, sys
+sys.argv = {argv!r}
+try:
+    from {module} import main
+    main()
+except SystemExit:
+    pass
+sys.stdout.flush()
+sys.stderr.write("\\nMODULES " + json.dumps(sorted(sys.modules)) + "\\n")
+"""
+
+
+def imported_by(command: str, *args: str) -> tuple[set[str], str]:
+    """The top-level packages ``command ARGS`` imported, and what it printed."""
+    probe = PROBE.format(argv=[command, *args], module=ENTRY_POINTS[command])
+    done = subprocess.run(
+        [sys.executable, "-c", probe], capture_output=True, text=True, timeout=60, check=True
+    )
+    head, _, modules = done.stderr.rpartition("\nMODULES ")
+    assert modules, done.stderr
+    return {name.split(".")[0] for name in json.loads(modules)}, done.stdout + head
+
+
+@pytest.mark.parametrize(
+    ("command", "args", "says"),
+    [
+        ("pitrix", ["clusters", "--help"], "usage: pitrix clusters"),
+        ("pitrix", ["--version"], "pitrix 0."),
+        ("pitrix", ["clusters", "frobnicate"], "invalid choice"),
+        ("pitrix", ["--url", "gopher://x:1", "clusters", "list"], "scheme must be"),
+        ("pitrixd", ["--help"], "usage: pitrixd"),
+        ("pitrixd", ["--version"], "pitrixd 0."),
+        ("pitrix-metad", ["--help"], "usage: pitrix-metad"),
+        ("pitrix-metad", ["--version"], "pitrix-metad 0."),
+        ("pitrix-metad", ["--listen-ip", "nowhere"], "not an IP address"),
+        ("pitrix-sim", ["--help"], "usage: pitrix-sim"),
+    ],
+)
+def test_cheap_paths_import_no_heavy_library(command: str, args: list[str], says: str) -> None:
+    packages, output = imported_by(command, *args)
+    assert says in output, output  # the path really ran, not an import error
+    assert sorted(packages & set(HEAVY)) == [], f"{command} {' '.join(args)}"
