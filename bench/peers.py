@@ -35,8 +35,7 @@ COMMIT_FILE = ".pitrix-peer-commit"  # written by ``prepare``: the commit the tr
 class Peer:
     name: str
     repository: str  # where its public source lives
-    package: str  # its import path: the tree is built as this package
-    gopath: bool = False  # no go.mod: GOPATH mode (GO111MODULE=off), vendor/ found by the toolchain
+    package: str  # its import path: in GOPATH mode the tree is built as this package
 
 
 PEERS: dict[str, Peer] = {
@@ -44,7 +43,7 @@ PEERS: dict[str, Peer] = {
     for p in (
         Peer("confd", "github.com/kelseyhightower/confd", "github.com/kelseyhightower/confd"),
         Peer("metad", "github.com/openpitrix/metad", "openpitrix.io/metad"),
-        Peer("yunify-metad", "github.com/yunify/metad", "github.com/yunify/metad", gopath=True),
+        Peer("yunify-metad", "github.com/yunify/metad", "github.com/yunify/metad"),
     )
 }
 
@@ -121,6 +120,12 @@ def ensure(name: str) -> Built:
     return _build(peer, tree, commit, go, binary)
 
 
+def gopath_mode(tree: Path) -> bool:
+    """Whether the tree builds in GOPATH mode: a vendor/ without modules.txt (govendor, dep, or
+    none) is not a module vendor directory, even beside a go.mod (openpitrix/metad's)."""
+    return not (tree / "go.mod").is_file() or not (tree / "vendor/modules.txt").is_file()
+
+
 def _build(peer: Peer, tree: Path, commit: str, go: str, binary: Path) -> Built:
     """``go build`` offline (GOPROXY=off, GOFLAGS=-mod=vendor, or GOPATH mode), into the cache."""
     binary.parent.mkdir(parents=True, exist_ok=True)
@@ -135,7 +140,7 @@ def _build(peer: Peer, tree: Path, commit: str, go: str, binary: Path) -> Built:
             "GOTOOLCHAIN": "local",
         }
         cwd = tree
-        if peer.gopath:
+        if gopath_mode(tree):
             # The tree as its import path inside a GOPATH of its own; its vendor/ is found there.
             env.update(GO111MODULE="off", GOFLAGS="")
             cwd = Path(env["GOPATH"]) / "src" / peer.package

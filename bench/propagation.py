@@ -548,3 +548,37 @@ def confd_notes(confd: peers.Built, results: dict[int, Figures]) -> list[str]:
         "backend, mTLS), the same reload_cmd and FIFO; a round is one etcd put",
         f"confd RSS per process (MiB): {', '.join(rss)}",
     ]
+
+
+def main() -> None:
+    """``python -m bench.propagation [--counts 10,100] [--rounds 20]``: the process rows alone, with
+    confd -watch beside them (no light-mode table), for a run smaller than the report's."""
+    import argparse
+
+    from pitrix import aio, logs
+
+    parser = argparse.ArgumentParser(prog="python -m bench.propagation", description=TITLE)
+    parser.add_argument("--counts", default="10,100", help="agent counts, comma-separated")
+    parser.add_argument("--rounds", type=int, default=20)
+    args = parser.parse_args()
+    counts = [int(n) for n in args.counts.split(",")]
+    logs.configure("error")
+
+    async def both() -> None:
+        confd = await asyncio.to_thread(peers.ensure, "confd")
+        results = await measure(counts, args.rounds, confd.path)
+        for count, f in results.items():
+            theirs = p50_p99(f.confd.end_to_end) if f.confd else "-"
+            print(
+                f"N={count}: pitrix-agent {p50_p99(f.end_to_end)} ms, confd -watch ({confd.label()}) "
+                f"{theirs} ms, ratio {confd_ratio(f, count)}; RSS agent {f.rss_mib:.1f} MiB, confd "
+                f"{f.confd.rss_mib if f.confd else 0:.1f} MiB"
+            )
+        for note in confd_notes(confd, results):
+            print(f"  * {note}")
+
+    aio.run(both())
+
+
+if __name__ == "__main__":
+    main()
