@@ -139,19 +139,21 @@ def _build(peer: Peer, tree: Path, commit: str, go: str, binary: Path) -> Built:
             "CGO_ENABLED": "0",
             "GOTOOLCHAIN": "local",
         }
-        cwd = tree
+        cwd, target = tree, "."
         if gopath_mode(tree):
             # The tree as its import path inside a GOPATH of its own; its vendor/ is found there.
             env.update(GO111MODULE="off", GOFLAGS="")
             cwd = Path(env["GOPATH"]) / "src" / peer.package
             cwd.parent.mkdir(parents=True)
             cwd.symlink_to(tree.resolve(), target_is_directory=True)
+            # By import path, from the link: go must not see the tree's real place, outside GOPATH.
+            env["PWD"], target = str(cwd), peer.package
         else:
             env["GO111MODULE"] = "on"
         out = Path(tmp) / peer.name
         try:
             done = subprocess.run(
-                [go, "build", "-o", str(out), "."],
+                [go, "build", "-o", str(out), target],
                 cwd=cwd,
                 env=env,
                 capture_output=True,

@@ -44,7 +44,9 @@ def test_unknown_peer() -> None:
     assert built.path is None and "unknown peer 'etcd'" in built.why
 
 
-def test_a_cached_binary_is_used_without_go(homes: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_a_cached_binary_is_used_without_go(
+    homes: tuple[Path, Path], monkeypatch: pytest.MonkeyPatch
+) -> None:
     src, cache = homes
     tree = go_tree(src / "metad", "package main\n")
     (tree / peers.COMMIT_FILE).write_text("0123456789abcdef\n")
@@ -62,9 +64,15 @@ def test_a_cached_binary_is_used_without_go(homes: tuple[Path, Path], monkeypatc
 
 
 @pytest.mark.skipif(shutil.which("go") is None, reason="no Go toolchain here (apt-get install golang-go)")
-def test_a_tree_that_does_not_build_gives_the_compiler_s_reason(homes: tuple[Path, Path]) -> None:
+@pytest.mark.parametrize("layout", ["module", "gopath"])
+def test_a_tree_that_does_not_build_gives_the_compiler_s_reason(
+    homes: tuple[Path, Path], layout: str
+) -> None:
     src, cache = homes
-    go_tree(src / "confd", "package main\n\nfunc main() { undefinedCall() }\n")
+    tree = go_tree(src / "confd", "package main\n\nfunc main() { undefinedCall() }\n")
+    if layout == "gopath":  # a vendor/ of the dep/govendor era: built as its import path in a GOPATH
+        (tree / "vendor/modules.txt").unlink()
+    assert peers.gopath_mode(tree) is (layout == "gopath")
     built = peers.ensure("confd")
     assert built.path is None and built.commit.startswith("tree-")
     assert built.why.startswith(f"go build of confd ({src / 'confd'}) failed: ")
