@@ -511,6 +511,23 @@ async def main(args: argparse.Namespace) -> None:
     )
 
 
+def _fanout_rows(fan: dict[int, tuple[float, float]], go_fan: dict[int, tuple[float, float]]) -> None:
+    """The table's head and its fan-out rows: Go metad of this run, else ANCHORS.md's (labelled)."""
+    print()
+    print("| figure | N | pitrix-metad (mTLS) median / p99 ms | peer (same run, else ANCHORS.md) "
+          "| pitrix ÷ peer (median / p99) | target |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for n, pair in fan.items():
+        peer: tuple[float, float] | None
+        if n in go_fan:
+            peer, label, shown = go_fan[n], "", f"Go metad {_fmt(go_fan[n])} (same run, plain HTTP)"
+        else:
+            peer, label = ANCHOR_FANOUT.get(n), " (anchor)"
+            shown = f"metad {_fmt(peer)} (ANCHORS)"
+        print(_row("one write → last of N /self long-polls", f"{n:,}", _fmt(pair), shown,
+                   TARGET_FANOUT.get(n, ""), _ratio(pair, peer, label)))  # fmt: skip
+
+
 def run() -> None:
     parser = argparse.ArgumentParser(prog="python -m bench.metad_fanout", description=__doc__)
     parser.add_argument("--quick", action="store_true", help="fewer rounds and N, for a smoke run")
@@ -536,20 +553,3 @@ def run() -> None:
 
 if __name__ == "__main__":
     run()
-
-
-def _fanout_rows(fan: dict[int, tuple[float, float]], go_fan: dict[int, tuple[float, float]]) -> None:
-    """The table's head and its fan-out rows: Go metad of this run, else ANCHORS.md's (labelled)."""
-    print()
-    print("| figure | N | pitrix-metad (mTLS) median / p99 ms | peer (same run, else ANCHORS.md) "
-          "| pitrix ÷ peer (median / p99) | target |")  # fmt: skip
-    print("|---|---|---|---|---|---|")
-    for n, pair in fan.items():
-        peer: tuple[float, float] | None
-        if n in go_fan:
-            peer, label, shown = go_fan[n], "", f"Go metad {_fmt(go_fan[n])} (same run, plain HTTP)"
-        else:
-            peer, label = ANCHOR_FANOUT.get(n), " (anchor)"
-            shown = f"metad {_fmt(peer)} (ANCHORS)"
-        print(_row("one write → last of N /self long-polls", f"{n:,}", _fmt(pair), shown,
-                   TARGET_FANOUT.get(n, ""), _ratio(pair, peer, label)))  # fmt: skip
