@@ -394,23 +394,26 @@ def _ratio(ours: tuple[float, float] | None, theirs: tuple[float, float] | None,
 
 
 async def go_metad_fanout(
-    tmp: Path, etcd_url: str, etcd_tls: EtcdTLS, counts: list[int], rounds: dict[int, int]
-) -> tuple[dict[int, tuple[float, float]], str]:
-    """Go metad's fan-out in this run (bench/peer_metad.py), or {} and why it was not measured."""
+    tmp: Path, etcd_url: str, etcd_tls: EtcdTLS, counts: list[int], rounds: dict[int, int], idle: int = 0
+) -> tuple[dict[int, tuple[float, float]], str, float]:
+    """Go metad's fan-out in this run (bench/peer_metad.py) and its KiB per idle long-poll (with
+    ``idle``), or {} and why it was not measured."""
     built = await asyncio.to_thread(peers.ensure, "metad")
     if built.path is None:
-        return {}, built.why
+        return {}, built.why, 0.0
     try:
-        runs, rss = await peer_metad.fanout(built.path, tmp, etcd_url, etcd_tls, counts, rounds)
+        runs, rss, per_idle = await peer_metad.fanout(
+            built.path, tmp, etcd_url, etcd_tls, counts, rounds, idle
+        )
     except (RuntimeError, OSError, TimeoutError) as exc:
-        return {}, f"Go metad ({built.commit[:12]}) failed: {exc}"
+        return {}, f"Go metad ({built.commit[:12]}) failed: {exc}", 0.0
     results = {n: _stats(v) for n, v in runs.items()}
     for n, (median, p99) in results.items():
         print(f"  Go metad fan-out N={n}: median {median:.1f} ms, p99 {p99:.1f} ms (plain HTTP)", flush=True)
     print(
         f"  Go metad {built.commit[:12]} (built from source, bench/peers.py), RSS {rss:.1f} MiB", flush=True
     )
-    return results, ""
+    return results, "", per_idle
 
 
 def _fmt(pair: tuple[float, float] | None) -> str:
@@ -452,7 +455,10 @@ async def main(args: argparse.Namespace) -> None:
             fan = await fanout(world, counts, rounds)
             if args.profile:  # a profile is of the fan-out path alone
                 return
-            go_fan, go_why = await go_metad_fanout(tmp, etcd_url, etcd_tls, counts, rounds)
+            go_idle = 0 if args.fanout_only else idle_count if not args.quick else 500
+            go_fan, go_why, go_per_idle = await go_metad_fanout(
+                tmp, etcd_url, etcd_tls, counts, rounds, go_idle
+            )
             if go_why:
                 print(f"  Go metad not measured in this run: {go_why}", flush=True)
             if args.fanout_only:
@@ -475,6 +481,17 @@ async def main(args: argparse.Namespace) -> None:
         ratio = _ratio(pair, peer, " (anchor)")
         print(_row("one put → last of N etcd watchers (aetcd)", f"{n:,}", _fmt(pair), shown, "", ratio))
     count, mib, per = held
+    if go_per_idle:
+        print(
+            _row(
+                "KiB of metad RSS per idle long-poll",
+                f"{go_idle:,}",
+                f"{per:.1f} (mTLS)",
+                f"Go metad {go_per_idle:.1f} (same run, plain HTTP)",
+                "",
+                f"{per / go_per_idle:.2f}×",
+            )
+        )
     extrapolated = per * 10000 / 1024 + (mib - per * count / 1024)
     note = "" if count >= 10000 else f" (10,000 extrapolated: {extrapolated:.0f} MiB)"
     peer_n, peer_mib = ANCHOR_IDLE

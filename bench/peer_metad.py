@@ -145,16 +145,25 @@ async def _refresh(conns: list[XffConn]) -> list[int]:
 
 
 async def fanout(
-    binary: Path, tmp: Path, etcd_url: str, tls: EtcdTLS, counts: list[int], rounds: dict[int, int]
-) -> tuple[dict[int, list[float]], float]:
-    """Per N, each round's write → last answer (ms); and Go metad's RSS (MiB) after the rounds."""
+    binary: Path,
+    tmp: Path,
+    etcd_url: str,
+    tls: EtcdTLS,
+    counts: list[int],
+    rounds: dict[int, int],
+    idle: int = 0,
+) -> tuple[dict[int, list[float]], float, float]:
+    """Per N, each round's write → last answer (ms); Go metad's RSS (MiB) after the rounds; and,
+    with ``idle``, the KiB each of that many idle long-polls adds to its RSS (else 0)."""
     metad = GoMetad(binary, tmp, etcd_url, tls)
     results: dict[int, list[float]] = {}
     value = 0
+    per_idle = 0.0
     try:
         await metad.start()
         await metad.put("/v1/data", {"clusters": {"c1": {"env": {"web": {"workers": "0"}}}}})
-        await metad.put("/v1/mapping", {_ip(n): {"cluster": "/clusters/c1"} for n in range(max(counts))})
+        mapped = max(*counts, idle)
+        await metad.put("/v1/mapping", {_ip(n): {"cluster": "/clusters/c1"} for n in range(mapped)})
         for count in counts:
             conns = []
             for n in range(count):
@@ -171,9 +180,43 @@ async def fanout(
                 for conn in conns:
                     conn.writer.close()
         rss = _rss_mib(metad.pid)
+        if idle:
+            per_idle = await _idle(metad, idle)
     finally:
         await metad.stop()
-    return results, rss
+    return results, rss, per_idle
+
+
+async def _idle(metad: GoMetad, count: int) -> float:
+    """KiB of Go metad's RSS per idle long-poll, ``count`` of them held. metad has no count of held
+    requests: its RSS is read once it has stopped growing (two readings 0.5 s apart agree to 1%)."""
+    probe = XffConn(*await asyncio.open_connection(LISTEN_IP, metad.port), _ip(0))
+    (version,) = await _refresh([probe])
+    probe.writer.close()
+    before = _rss_mib(metad.pid)
+    writers = []
+    sem = asyncio.Semaphore(64)
+
+    async def hold(n: int) -> None:
+        async with sem:
+            conn = XffConn(*await asyncio.open_connection(LISTEN_IP, metad.port), _ip(n))
+            conn.send(f"/self?wait=true&prev_version={version}")
+            await conn.writer.drain()
+            writers.append(conn.writer)
+
+    try:
+        await asyncio.gather(*(hold(n) for n in range(count)))
+        during, last = _rss_mib(metad.pid), 0.0
+        deadline = time.monotonic() + 60
+        while abs(during - last) > during / 100 and time.monotonic() < deadline:
+            await asyncio.sleep(0.5)
+            last, during = during, _rss_mib(metad.pid)
+    finally:
+        for writer in writers:
+            writer.close()
+    per = (during - before) * 1024 / count
+    print(f"  Go metad idle: {count} waiters, RSS {before:.1f} → {during:.1f} MiB ({per:.1f} KiB each)")
+    return per
 
 
 async def _round(metad: GoMetad, conns: list[XffConn], versions: list[int], value: int, count: int) -> float:
