@@ -6,9 +6,10 @@ process's one loop, was what a benchmark measured instead of pitrixd. A worker r
 the VMs the API process gives it; the API process keeps the cloud's books (statuses, jobs, key
 pairs, volumes) and tells the worker what changed.
 
-The protocol is one JSON object per line: requests on stdin ``{"id", "op", ...}``, answers on the
-process's original stdout ``{"id", "ok": value}`` or ``{"id", "error": "..."}``; file descriptor 1
-is pointed at stderr at start, so nothing a VM's agent or command prints can corrupt it. Logs go to
+The protocol is one JSON object per line: requests on the process's original stdin ``{"id", "op",
+...}``, answers on its original stdout ``{"id", "ok": value}`` or ``{"id", "error": "..."}``; at start
+both move to descriptors of their own and 0 and 1 become /dev/null and stderr, so no command a VM's
+agent runs can read a request or write a false answer. Logs go to
 stderr (the simulator's log). End of stdin ends the worker, after stopping its VMs.
 """
 
@@ -19,7 +20,6 @@ import asyncio
 import base64
 import json
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -167,11 +167,13 @@ class LightHost:
         raise ValueError(f"op: unknown operation {op!r}")
 
 
-async def serve(host: LightHost, out_fd: int) -> None:
+async def serve(host: LightHost, in_fd: int, out_fd: int) -> None:
     """Answer requests from stdin until it ends; each request runs as a task of its own."""
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader(limit=LINE_LIMIT)
-    await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
+    await loop.connect_read_pipe(
+        lambda: asyncio.StreamReaderProtocol(reader), os.fdopen(in_fd, "rb", buffering=0)
+    )
     transport, protocol = await loop.connect_write_pipe(
         asyncio.streams.FlowControlMixin, os.fdopen(out_fd, "wb", buffering=0)
     )
@@ -205,11 +207,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--ssh-port", type=int, required=True)
     parser.add_argument("--log-level", default="info")
     args = parser.parse_args(argv)
-    # The answers get their own descriptor; fd 1 becomes stderr, for whatever else writes there.
-    out_fd = os.dup(1)
+    # The requests and answers get descriptors of their own: fd 0 becomes /dev/null and fd 1 stderr,
+    # so a command a VM's agent runs (it inherits both) can neither eat a request nor forge an answer.
+    in_fd, out_fd = os.dup(0), os.dup(1)
+    null = os.open(os.devnull, os.O_RDONLY)
+    os.dup2(null, 0)
+    os.close(null)
     os.dup2(2, 1)
     logs.configure(args.log_level)
-    aio.run(serve(LightHost(args.ssh_port), out_fd))
+    aio.run(serve(LightHost(args.ssh_port), in_fd, out_fd))
 
 
 if __name__ == "__main__":
