@@ -217,9 +217,9 @@ async def light_rows(singles: int, ks: list[int], workers: int) -> Table:
     """The light-mode table: pitrixd on a simulator whose light VMs run in ``workers`` processes."""
     sim_args = ("--light", "--light-workers", str(workers))
     light = await measure(singles, ks, sim_args, "ssh")
+    where = f", in {workers} light workers" if workers > 1 else ""
     lt = figures_table(
-        f"Light mode (the simulator's in-process SSH and agents, in {workers} light workers; pitrixd "
-        "as in full mode)",
+        f"Light mode (the simulator's in-process SSH and agents{where}; pitrixd as in full mode)",
         light,
         singles,
     )
@@ -227,11 +227,12 @@ async def light_rows(singles: int, ks: list[int], workers: int) -> Table:
         "channel ssh: a light VM runs no userdata, so pitrixd writes each agent's files and starts it "
         "over SSH (bootstrap-agents), a step the full-mode clusters (channel rest) do not have"
     )
-    lt.notes.append(
-        f"`pitrix-sim --light --light-workers {workers}`: the light VMs' SSH servers and agents run in "
-        f"{workers} worker processes, the API process keeps the cloud's books; CPU s are the whole "
-        "row's, each process with the commands it reaped"
-    )
+    if workers > 1:
+        lt.notes.append(
+            f"`pitrix-sim --light --light-workers {workers}`: the light VMs' SSH servers and agents run "
+            f"in {workers} worker processes, the API process keeps the cloud's books"
+        )
+    lt.notes.append("CPU s: the whole row's, each process with the commands it reaped")
     lt.notes += verdicts(light)
     if "skipped" in light:
         lt.notes.append(light["skipped"])
