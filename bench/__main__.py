@@ -145,7 +145,28 @@ def header(quick: bool, m: dict[str, str]) -> str:
         "`make bench` of a few sections keeps the others' figures, which may come from another "
         "host). Everything runs on one machine: etcd, metad, pitrixd, the simulator, every agent "
         "and the clients share the cores.\n\n"
+        f"{PEERS_NOTE}\n\n"
     )
+
+
+# How the peers get here; part of the report's head, so a rewrite keeps it.
+PEERS_NOTE = (
+    "**Peers in the same run.** Where a section compares with confd or Go metad, it measures them "
+    'minutes apart from pitrix on the same host and prints ratios ("same run"); only when a peer '
+    "cannot be built does it fall back to ANCHORS.md's figures from another host, labelled "
+    '"ANCHORS"/"anchor", with the reason. `bench/peers.py` builds confd (kelseyhightower/confd) '
+    "and metad (openpitrix/metad; yunify/metad too) with the host's Go (`apt-get install golang-go`; "
+    "Debian's 1.19 builds both) offline from their vendor/ folders (GOPROXY=off, -mod=vendor; GOPATH "
+    "mode for trees without go.mod) and caches them in `~/.cache/pitrix-bench/peers/<name>-<commit>/` "
+    "(`$PITRIX_PEERS_CACHE`). It reads the sources from `$PITRIX_PEERS_SRC/<name>` (default "
+    "`~/.cache/pitrix-bench/src/<name>`). Neither PyPI nor Debian carries them: on a machine with only "
+    "those, bring a clone made elsewhere (`git clone --mirror https://github.com/kelseyhightower/confd` "
+    "then `git bundle create confd.bundle --all`, the same for openpitrix/metad; copy the bundles; "
+    "`git clone --mirror confd.bundle confd.git`), then `python -m bench.peers prepare confd --from "
+    "confd.git` and `python -m bench.peers prepare metad --from metad.git`; a source tarball extracted "
+    "into `$PITRIX_PEERS_SRC/<name>` works too. `python -m bench.peers build` builds them (each in "
+    "under 3 minutes on an idle 2-core host) or says why it cannot."
+)
 
 
 def write_report(sections: dict[str, str], quick: bool, m: dict[str, str]) -> None:

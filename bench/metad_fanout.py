@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from bench import peer_metad, peers
 from pitrix import aio, logs, pki
 from pitrix.metad.client import MetadManagementClient
 from pitrix.store import Op, Store
@@ -381,8 +382,38 @@ async def _stop_metad(process: asyncio.subprocess.Process) -> float:
     return time.perf_counter() - start
 
 
-def _row(figure: str, n: str, ours: str, peer: str, target: str = "") -> str:
-    return f"| {figure} | {n} | {ours} | {peer} | {target} |"
+def _row(figure: str, n: str, ours: str, peer: str, target: str = "", ratio: str = "") -> str:
+    return f"| {figure} | {n} | {ours} | {peer} | {ratio} | {target} |"
+
+
+def _ratio(ours: tuple[float, float] | None, theirs: tuple[float, float] | None, label: str = "") -> str:
+    """pitrix's median and p99 over the peer's ("(anchor)" when the peer's are ANCHORS.md's)."""
+    if ours is None or theirs is None:
+        return "-"
+    return f"{ours[0] / theirs[0]:.2f}× / {ours[1] / theirs[1]:.2f}×{label}"
+
+
+async def go_metad_fanout(
+    tmp: Path, etcd_url: str, etcd_tls: EtcdTLS, counts: list[int], rounds: dict[int, int], idle: int = 0
+) -> tuple[dict[int, tuple[float, float]], str, float]:
+    """Go metad's fan-out in this run (bench/peer_metad.py) and its KiB per idle long-poll (with
+    ``idle``), or {} and why it was not measured."""
+    built = await asyncio.to_thread(peers.ensure, "metad")
+    if built.path is None:
+        return {}, built.why, 0.0
+    try:
+        runs, rss, per_idle = await peer_metad.fanout(
+            built.path, tmp, etcd_url, etcd_tls, counts, rounds, idle
+        )
+    except (RuntimeError, OSError, TimeoutError) as exc:
+        return {}, f"Go metad ({built.commit[:12]}) failed: {exc}", 0.0
+    results = {n: _stats(v) for n, v in runs.items()}
+    for n, (median, p99) in results.items():
+        print(f"  Go metad fan-out N={n}: median {median:.1f} ms, p99 {p99:.1f} ms (plain HTTP)", flush=True)
+    print(
+        f"  Go metad {built.commit[:12]} (built from source, bench/peers.py), RSS {rss:.1f} MiB", flush=True
+    )
+    return results, "", per_idle
 
 
 def _fmt(pair: tuple[float, float] | None) -> str:
@@ -422,7 +453,16 @@ async def main(args: argparse.Namespace) -> None:
             await _register(world, 0, max(*counts, GET_CLIENTS))
             print(f"metad pid {world.pid}, mTLS on; etcd {etcd_url}; ulimit -n {soft}", flush=True)
             fan = await fanout(world, counts, rounds)
-            if args.profile or args.fanout_only:  # a profile is of the fan-out path alone
+            if args.profile:  # a profile is of the fan-out path alone
+                return
+            go_idle = 0 if args.fanout_only else idle_count if not args.quick else 500
+            go_fan, go_why, go_per_idle = await go_metad_fanout(
+                tmp, etcd_url, etcd_tls, counts, rounds, go_idle
+            )
+            if go_why:
+                print(f"  Go metad not measured in this run: {go_why}", flush=True)
+            if args.fanout_only:
+                _fanout_rows(fan, go_fan)
                 return
             raw = await etcd_watch(store, [1, 100] if args.quick else [1, 1000], rounds | {1000: 10})
             gets, gets_per_core = await gets_per_second(world, GET_CLIENTS, 2.0 if args.quick else 5.0)
@@ -434,18 +474,24 @@ async def main(args: argparse.Namespace) -> None:
             await store.close()
             await etcd.stop()
 
-    print()
-    print("| figure | N | pitrix-metad (mTLS) median / p99 ms | peer (ANCHORS.md) | target |")
-    print("|---|---|---|---|---|")
-    for n, pair in fan.items():
-        peer = ANCHOR_FANOUT.get(n)
-        print(_row("one write → last of N /self long-polls", f"{n:,}", _fmt(pair), f"metad {_fmt(peer)}",
-                   TARGET_FANOUT.get(n, "")))  # fmt: skip
+    _fanout_rows(fan, go_fan)
     for n, pair in raw.items():
         peer = ANCHOR_ETCD.get(n)
-        print(_row("one put → last of N etcd watchers (aetcd)", f"{n:,}", _fmt(pair),
-                   f"etcd {_fmt(peer)}" if peer else "-"))  # fmt: skip
+        shown = f"etcd {_fmt(peer)} (ANCHORS)" if peer else "-"
+        ratio = _ratio(pair, peer, " (anchor)")
+        print(_row("one put → last of N etcd watchers (aetcd)", f"{n:,}", _fmt(pair), shown, "", ratio))
     count, mib, per = held
+    if go_per_idle:
+        print(
+            _row(
+                "KiB of metad RSS per idle long-poll",
+                f"{go_idle:,}",
+                f"{per:.1f} (mTLS)",
+                f"Go metad {go_per_idle:.1f} (same run, plain HTTP)",
+                "",
+                f"{per / go_per_idle:.2f}×",
+            )
+        )
     extrapolated = per * 10000 / 1024 + (mib - per * count / 1024)
     note = "" if count >= 10000 else f" (10,000 extrapolated: {extrapolated:.0f} MiB)"
     peer_n, peer_mib = ANCHOR_IDLE
@@ -455,7 +501,7 @@ async def main(args: argparse.Namespace) -> None:
             "metad RSS holding N idle long-polls",
             f"{count:,}",
             ours,
-            f"metad {peer_mib:.0f} MiB at {peer_n:,}",
+            f"metad {peer_mib:.0f} MiB at {peer_n:,} (ANCHORS)",
             f"< {TARGET_IDLE_MIB:.0f} MiB at 10,000",
         )
     )
@@ -464,10 +510,14 @@ async def main(args: argparse.Namespace) -> None:
             "idle long-polls held per GiB of metad memory",
             "-",
             f"{count * 1024 / mib:,.0f} (mTLS; RSS at {count:,})",
-            f"metad {peer_n * 1024 / peer_mib:,.0f} (RSS at {peer_n:,})",
+            f"metad {peer_n * 1024 / peer_mib:,.0f} (RSS at {peer_n:,}; ANCHORS)",
         )
     )
-    print(_row("GET /self per second (50 clients)", "50", f"{gets:,.0f}/s", f"metad {ANCHOR_GETS:,}/s"))
+    print(
+        _row(
+            "GET /self per second (50 clients)", "50", f"{gets:,.0f}/s", f"metad {ANCHOR_GETS:,}/s (ANCHORS)"
+        )
+    )
     print(
         _row(
             "GET /self per metad CPU-second (one core)",
@@ -476,6 +526,23 @@ async def main(args: argparse.Namespace) -> None:
             "-",
         )
     )
+
+
+def _fanout_rows(fan: dict[int, tuple[float, float]], go_fan: dict[int, tuple[float, float]]) -> None:
+    """The table's head and its fan-out rows: Go metad of this run, else ANCHORS.md's (labelled)."""
+    print()
+    print("| figure | N | pitrix-metad (mTLS) median / p99 ms | peer (same run, else ANCHORS.md) "
+          "| pitrix ÷ peer (median / p99) | target |")  # fmt: skip
+    print("|---|---|---|---|---|---|")
+    for n, pair in fan.items():
+        peer: tuple[float, float] | None
+        if n in go_fan:
+            peer, label, shown = go_fan[n], "", f"Go metad {_fmt(go_fan[n])} (same run, plain HTTP)"
+        else:
+            peer, label = ANCHOR_FANOUT.get(n), " (anchor)"
+            shown = f"metad {_fmt(peer)} (ANCHORS)"
+        print(_row("one write → last of N /self long-polls", f"{n:,}", _fmt(pair), shown,
+                   TARGET_FANOUT.get(n, ""), _ratio(pair, peer, label)))  # fmt: skip
 
 
 def run() -> None:

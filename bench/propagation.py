@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from bench import procs
+from bench import peers, procs
 from bench.table import Table, ms, p50_p99, percentile
 from pitrix.metad.client import MetadManagementClient
 from pitrix.store import Store
@@ -133,6 +133,90 @@ class AgentLog:
         return seen
 
 
+CONFD_PREFIX = "/confd"
+CONFD_TEMPLATE = 'v={{getv "/env/v"}}\n'
+CONFD_RESOURCE = """[template]
+src = "v.tmpl"
+dest = "{root}/etc/v.conf"
+keys = ["/env"]
+reload_cmd = ". {root}/etc/v.conf; echo \\"{n} v=$v\\" > {fifo}"
+"""
+
+
+@dataclass
+class PeerFigures:
+    """confd -watch measured in this run: put → the last of N confd processes' reload_cmd done."""
+
+    end_to_end: list[float] = field(default_factory=list)
+    rss_mib: float = 0.0
+
+
+async def confd_rounds(
+    base: Path, etcd: EmbeddedEtcd, url: str, store: Store, binary: Path, count: int, rounds: int
+) -> PeerFigures:
+    """N ``confd -watch`` processes straight on the same etcd (mTLS, etcdv3 backend), each with its
+    own confdir and the same kind of reload_cmd as the agents'; a round is one etcd put."""
+    figures = PeerFigures()
+    fifo = StampedFifo(base / "confd.fifo")
+    key = f"{CONFD_PREFIX}/env/v"
+    await store.put(key, "0")
+    children: list[procs.Child] = []
+    try:
+        for n in range(count):
+            root = base / f"confd{n}"
+            (root / "etc/confd/conf.d").mkdir(parents=True)
+            (root / "etc/confd/templates").mkdir(parents=True)
+            (root / "etc/confd/templates/v.tmpl").write_text(CONFD_TEMPLATE)
+            (root / "etc/confd/conf.d/v.toml").write_text(
+                CONFD_RESOURCE.format(root=root, n=n, fifo=fifo.path)
+            )
+            argv = [
+                str(binary),
+                "-backend", "etcdv3", "-node", url, "-watch",
+                "-prefix", f"/bench{CONFD_PREFIX}",
+                "-confdir", str(root / "etc/confd"),
+                "-config-file", str(root / "confd.toml"),
+                "-client-ca-keys", str(etcd.pki_dir / "ca.crt"),
+                "-client-cert", str(etcd.pki_dir / "client.crt"),
+                "-client-key", str(etcd.pki_dir / "client.key"),
+                "-log-level", "error",
+            ]  # fmt: skip
+            log = root / "confd.log"
+            with log.open("ab") as out:
+                process = await asyncio.create_subprocess_exec(
+                    *argv, stdout=out, stderr=out, stdin=asyncio.subprocess.DEVNULL, cwd=root
+                )
+            children.append(procs.Child(f"confd {n}", process, {}, log))
+
+        async def round_done(value: str) -> float:
+            reloaded: dict[str, float] = {}
+            while len(reloaded) < count:
+                try:
+                    stamp, line = await asyncio.wait_for(fifo.stamped.get(), 120)
+                except TimeoutError:
+                    raise RuntimeError(
+                        f"confd: {len(reloaded)} of {count} reloaded with {value} in 120 s: "
+                        f"{procs.tail(children[0].log)}"
+                    ) from None
+                who, got = line.split(" ", 1)
+                if got == value:
+                    reloaded[who] = stamp
+            return max(reloaded.values())
+
+        await round_done("v=0")  # each one's first render at start: running and watching
+        figures.rss_mib = sum(procs.memory_kib(c.pid) for c in children) / count / 1024
+        for r in range(1, rounds + 2):  # round 1 warms up
+            start = time.time()
+            await store.put(key, str(r))
+            last = await round_done(f"v={r}")
+            if r > 1:
+                figures.end_to_end.append(last - start)
+    finally:
+        await asyncio.gather(*(c.stop() for c in children))
+        fifo.close()
+    return figures
+
+
 @dataclass
 class Figures:
     fanout: list[float] = field(default_factory=list)  # write → last agent has the change
@@ -141,6 +225,7 @@ class Figures:
     apply_reload: list[float] = field(default_factory=list)  # per agent: change in hand → reload done
     etcd: list[float] = field(default_factory=list)  # put → last of N raw etcd watchers
     rss_mib: float = 0.0
+    confd: PeerFigures | None = None  # confd -watch on the same etcd, this run (None: not built)
     connections: float = 0.0  # per agent, to metad's instance port, after the rounds
     # CPU seconds per agent per measured round: the agent, its reload commands, metad's share.
     agent_cpu: float = 0.0
@@ -275,7 +360,7 @@ async def agents_rounds(
     return figures
 
 
-async def measure(counts: list[int], rounds: int) -> dict[int, Figures]:
+async def measure(counts: list[int], rounds: int, confd: Path | None = None) -> dict[int, Figures]:
     results: dict[int, Figures] = {}
     base = Path(tempfile.mkdtemp(prefix="pitrix-bench-prop-"))
     octet = procs.private_net()
@@ -318,6 +403,13 @@ async def measure(counts: list[int], rounds: int) -> dict[int, Figures]:
                     run_dir, manage, metad.ready["instance_url"], octet, count, rounds, metad.pid
                 )
                 results[count].etcd = etcd_figures
+                if confd is not None:
+                    peer_dir = base / f"confd-n{count}"
+                    peer_dir.mkdir()
+                    results[count].confd = await confd_rounds(
+                        peer_dir, etcd, url, store, confd, count, rounds
+                    )
+                    await asyncio.to_thread(shutil.rmtree, peer_dir, True)
                 await asyncio.to_thread(shutil.rmtree, run_dir, True)
         await store.close()
     finally:
@@ -332,7 +424,8 @@ async def run(quick: bool) -> list[Table]:
     # 100 rounds: with 20 the p99 was the single slowest round, which on a shared host says more
     # about its neighbours than about the design.
     counts, rounds = ([1, 10], 5) if quick else ([1, 10, 100], 100)
-    results = await measure(counts, rounds)
+    confd = await asyncio.to_thread(peers.ensure, "confd")
+    results = await measure(counts, rounds, confd.path)
     cores = len(os.sched_getaffinity(0))
     fan = Table(
         f"Fan-out and end to end ({rounds} rounds per N)",
@@ -341,7 +434,8 @@ async def run(quick: bool) -> list[Table]:
             "write → last agent has it",
             "write → last reload done",
             f"CPU floor: N × CPU per round ÷ {cores} cores",
-            "confd -watch (ANCHORS)",
+            f"confd -watch ({confd.label()})",
+            "pitrix ÷ confd (p50 / p99)",
             "raw etcd: put → last of N watchers",
             "RSS per agent (MiB)",
             "connections to metad per agent",
@@ -363,7 +457,8 @@ async def run(quick: bool) -> list[Table]:
             p50_p99(f.fanout),
             p50_p99(f.end_to_end),
             f"{count * f.round_cpu * 1000 / cores:.1f}" if count >= cores else "-",
-            CONFD.get(count, "-"),
+            p50_p99(f.confd.end_to_end) if f.confd else CONFD.get(count, "-"),
+            confd_ratio(f, count),
             p50_p99(f.etcd),
             f"{f.rss_mib:.1f}",
             f"{f.connections:.1f}",
@@ -374,7 +469,7 @@ async def run(quick: bool) -> list[Table]:
         "agents are `pitrix-agent` processes on metad's long-poll; confd's column talks to etcd directly",
         "raw etcd: N watches on one aetcd client in the benchmark process, the same etcd, the same run "
         f"(ANCHORS: N=1 {ETCD_ANCHOR[1]}, N=1,000 {ETCD_ANCHOR[1000]})",
-        "confd uses 27 MiB per process (ANCHORS)",
+        *confd_notes(confd, results),
         "connections to metad: established TCP connections to its instance port after the rounds, per "
         "agent (from /proc/net/tcp); metad holds as many for each instance, each a descriptor and, "
         "under mutual TLS, its memory",
@@ -426,3 +521,64 @@ async def light_table(count: int, rounds: int) -> Table:
         f"raw etcd at N=1,000 (ANCHORS): {ETCD_ANCHOR[1000]}",
     ]
     return table
+
+
+def confd_ratio(f: Figures, count: int) -> str:
+    """pitrix's end to end over confd's, p50 and p99: this run's confd, else ANCHORS' (labelled)."""
+    if f.confd is not None:
+        theirs, label = [percentile(f.confd.end_to_end, q) for q in (50, 99)], ""
+    elif count in CONFD:
+        theirs, label = [float(x) / 1000 for x in CONFD[count].split(" / ")], " (anchor)"
+    else:
+        return "-"
+    ours = [percentile(f.end_to_end, q) for q in (50, 99)]
+    return f"{ours[0] / theirs[0]:.2f}× / {ours[1] / theirs[1]:.2f}×{label}"
+
+
+def confd_notes(confd: peers.Built, results: dict[int, Figures]) -> list[str]:
+    if confd.path is None:
+        return [
+            f"confd not measured in this run ({confd.why}): its column and ratio are ANCHORS.md's, "
+            "from another host; confd uses 27 MiB per process (ANCHORS)"
+        ]
+    rss = [f"N={n}: {f.confd.rss_mib:.1f}" for n, f in results.items() if f.confd is not None]
+    return [
+        f"confd -watch measured in this run, minutes apart on the same host: {confd.name} built from "
+        f"source at {confd.commit[:12]} (bench/peers.py), N processes on the same etcd (etcdv3 "
+        "backend, mTLS), the same reload_cmd and FIFO; a round is one etcd put",
+        f"confd RSS per process (MiB): {', '.join(rss)}",
+    ]
+
+
+def main() -> None:
+    """``python -m bench.propagation [--counts 10,100] [--rounds 20]``: the process rows alone, with
+    confd -watch beside them (no light-mode table), for a run smaller than the report's."""
+    import argparse
+
+    from pitrix import aio, logs
+
+    parser = argparse.ArgumentParser(prog="python -m bench.propagation", description=TITLE)
+    parser.add_argument("--counts", default="10,100", help="agent counts, comma-separated")
+    parser.add_argument("--rounds", type=int, default=20)
+    args = parser.parse_args()
+    counts = [int(n) for n in args.counts.split(",")]
+    logs.configure("error")
+
+    async def both() -> None:
+        confd = await asyncio.to_thread(peers.ensure, "confd")
+        results = await measure(counts, args.rounds, confd.path)
+        for count, f in results.items():
+            theirs = p50_p99(f.confd.end_to_end) if f.confd else "-"
+            print(
+                f"N={count}: pitrix-agent {p50_p99(f.end_to_end)} ms, confd -watch ({confd.label()}) "
+                f"{theirs} ms, ratio {confd_ratio(f, count)}; RSS agent {f.rss_mib:.1f} MiB, confd "
+                f"{f.confd.rss_mib if f.confd else 0:.1f} MiB"
+            )
+        for note in confd_notes(confd, results):
+            print(f"  * {note}")
+
+    aio.run(both())
+
+
+if __name__ == "__main__":
+    main()

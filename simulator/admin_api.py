@@ -102,6 +102,7 @@ class AdminApi:
             web.post("/_sim/instances/{iid}/cut", g(self.cut)),
             web.post("/_sim/instances/{iid}/heal", g(self.heal)),
             web.put("/_sim/instances/{iid}/slow", g(self.slow)),
+            web.get("/_sim/light-workers", self.light_workers),
         ]
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -185,3 +186,8 @@ class AdminApi:
             raise BadRequest("seconds: required")
         self._fleet.slow(request.match_info["iid"], _number(body, "seconds", 0.0))
         return web.json_response({"ok": True})
+
+    async def light_workers(self, request: web.Request) -> web.Response:
+        """``{"workers": [{"index", "pid", "alive", "exit_status", "error", "vms"}]}`` (empty
+        without ``--light-workers``): where the light VMs run, and a dead worker's report."""
+        return web.json_response({"workers": self._fleet.light_worker_status()})

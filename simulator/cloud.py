@@ -73,6 +73,8 @@ class Simulator:
         light: bool = False,
         ssh_port: int = SSH_PORT,
         fault_seed: int | None = None,
+        light_workers: int = 1,
+        log_level: str = "info",
     ) -> None:
         if not zone:
             raise ValueError("zone: must not be empty")
@@ -91,9 +93,20 @@ class Simulator:
             raise ValueError(f"ssh_port: {ssh_port} is not a TCP port")
         self.light = light
         self.faults = Faults(fault_seed)
+        if light_workers < 1:
+            raise ValueError(f"light_workers: {light_workers} is not a positive number of processes")
         self.fleet = Fleet(
-            self.state_dir, self.pool, self.images, zone, faults=self.faults, light=light, ssh_port=ssh_port
+            self.state_dir,
+            self.pool,
+            self.images,
+            zone,
+            faults=self.faults,
+            light=light,
+            ssh_port=ssh_port,
+            light_workers=light_workers,
+            log_level=log_level,
         )
+        self.light_worker_pids: list[int] = []
         self._runner: web.AppRunner | None = None
         self._url = ""
         self._log = get_logger("simulator", zone=zone)
@@ -120,6 +133,7 @@ class Simulator:
         ensure_dir(self.state_dir)
         ensure_dir(self.state_dir / "vms")
         await self.fleet.reap_leftovers()
+        self.light_worker_pids = await self.fleet.start_light_workers()
         api = QingCloudApi(
             self.fleet,
             self.zone,

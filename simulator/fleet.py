@@ -28,7 +28,8 @@ from simulator.faults import Faults
 from simulator.images import ImageCatalog, ImageNotFound
 from simulator.jobs import Job, JobBook, resource_id
 from simulator.keypairs import KeyPairBook
-from simulator.light_agent import LightAgent
+from simulator.light_agent import LightAgent, start_once
+from simulator.light_pool import LightWorkers
 from simulator.network import AddressPool, NetworkError
 from simulator.processes import AGENT_MARKERS, kill_vm_processes, signal_vm_processes
 from simulator.snapshots import SnapshotBook, copy_atomically
@@ -85,6 +86,8 @@ class Fleet:
         faults: Faults | None = None,
         light: bool = False,
         ssh_port: int = SSH_PORT,
+        light_workers: int = 1,
+        log_level: str = "info",
     ) -> None:
         self.vms_dir = state_dir / "vms"
         self.pool = pool
@@ -103,6 +106,10 @@ class Fleet:
         self._locks: dict[str, asyncio.Lock] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._log = get_logger("simulator.fleet", zone=zone)
+        # --light-workers N (N > 1): the light VMs run in N worker processes, not in this one.
+        self.light_workers: LightWorkers | None = None
+        if light and light_workers > 1:
+            self.light_workers = LightWorkers(light_workers, ssh_port, log_level, self._workers_died)
 
     # -- housekeeping ------------------------------------------------------------------------------
 
@@ -138,6 +145,8 @@ class Fleet:
             await asyncio.wait(set(self._tasks), timeout=30.0)
         for task in set(self._tasks):
             task.cancel()
+        if self.light_workers is not None:
+            await self.light_workers.stop()
         # A stopped simulator is a cloud that is gone: its volumes' data goes with it.
         left = [v for v in self.volumes.all() if v.status != "deleted"]
         await asyncio.to_thread(remove_volume_dirs, [v.home for v in left])
@@ -265,8 +274,12 @@ class Fleet:
                     await asyncio.sleep(delay)  # the boot-delay fault: a slow hypervisor
                 if self.faults.boot_fails():
                     raise BootFailure(f"instance [{iid}] failed to boot (injected boot failure)")
-                await vm.boot()
-                await self._start_ssh(vm)
+                if self._on_worker(vm):
+                    assert self.light_workers is not None
+                    await self.light_workers.boot(vm, self._public_keys(iid))
+                else:
+                    await vm.boot()
+                    await self._start_ssh(vm)
             except Exception:
                 await self._power_off(vm)
                 vm.set_status("stopped")  # QingCloud leaves a failed boot halted, not running
@@ -291,19 +304,11 @@ class Fleet:
 
     async def _start_light_agent(self, vm: VM, config: str) -> str:
         """A light VM's ``pitrix-agent -config-file`` over SSH: its in-process agent, if not running."""
-        if vm.agent is not None and not vm.agent.task.done():
-            return ""  # one agent per VM, as a second real one would fail to take its state dir
-        if vm.cut_off:
-            return "the VM's agent is cut off (fault)"
-        try:
-            agent = await LightAgent.start_if_configured(vm.root, vm.environ(), config)
-        except Exception as exc:  # a bad config is the command's failure, not the server's
-            return f"{config}: {exc}"
-        if agent is None:
-            return f"{config}: no such file"
-        vm.agent = agent
-        self._log.info("fleet.light_agent_started", instance_id=vm.instance_id, config=config)
-        return ""
+        before = vm.agent
+        vm.agent, error = await start_once(vm.agent, vm.cut_off, vm.root, vm.environ(), config)
+        if vm.agent is not before:
+            self._log.info("fleet.light_agent_started", instance_id=vm.instance_id, config=config)
+        return error
 
     async def _stop_ssh(self, vm: VM) -> None:
         server = self._ssh.pop(vm.instance_id, None)
@@ -315,6 +320,9 @@ class Fleet:
         (a stopped process would sit on SIGTERM until the grace period ran out)."""
         await self._stop_ssh(vm)
         await vm.stop_agent()
+        if self._on_worker(vm):
+            assert self.light_workers is not None
+            await self.light_workers.halt(vm.instance_id)
         if vm.cut_off and not vm.light:
             await asyncio.to_thread(signal_vm_processes, {vm.instance_id}, signal.SIGCONT, AGENT_MARKERS)
         vm.cut_off = False
@@ -368,6 +376,9 @@ class Fleet:
                 self.pool.release(vm.ip)
                 vm.terminate_time = now_iso()
                 vm.set_status("terminated")
+                if self._on_worker(vm):
+                    assert self.light_workers is not None
+                    await self.light_workers.forget(vm.instance_id)
                 self._log.info("fleet.terminated", instance_id=vm.instance_id, ip=vm.ip)
 
     def stop(self, instance_ids: list[str]) -> Job:
@@ -429,7 +440,8 @@ class Fleet:
             self.keypairs.detach(pairs, instance_ids)
 
         async def nothing_left() -> None:
-            return None  # the change above is what the next SSH login sees
+            # The change above is what the next SSH login sees (a light worker is told it).
+            await self._push_keys(instance_ids)
 
         self._spawn(job, nothing_left)
         return job
@@ -684,7 +696,11 @@ class Fleet:
         """Each later SSH command of this VM waits ``seconds`` first (0 ends the fault)."""
         if not 0 <= seconds <= 3600:
             raise ValueError(f"seconds: must be between 0 and 3600, got {seconds}")
-        self._existing([instance_id])[0].command_delay = float(seconds)
+        vm = self._existing([instance_id])[0]
+        vm.command_delay = float(seconds)
+        if self._on_worker(vm):
+            assert self.light_workers is not None
+            self._background(self.light_workers.set_delay(instance_id, vm.command_delay))
 
     async def cut(self, instance_id: str) -> int:
         """Freeze the VM's agent: it neither heartbeats nor watches nor reports until ``heal``."""
@@ -692,6 +708,10 @@ class Fleet:
         if vm.crashed:
             raise ApiError(BAD_STATUS, f"ResourceStatusError, instance [{instance_id}] has crashed")
         vm.cut_off = True
+        if self._on_worker(vm):
+            assert self.light_workers is not None
+            await self.light_workers.cut(instance_id)
+            return 1
         if vm.light:
             await vm.stop_agent()
             return 1
@@ -702,6 +722,11 @@ class Fleet:
         if not vm.cut_off:
             return 0
         vm.cut_off = False
+        if self._on_worker(vm):
+            assert self.light_workers is not None
+            if vm.status == "running" and not vm.crashed:
+                await self.light_workers.heal(instance_id)
+            return 1
         if vm.light:
             if vm.status == "running" and vm.agent is None:
                 vm.agent = await LightAgent.start_if_configured(vm.root, vm.environ())
@@ -718,6 +743,52 @@ class Fleet:
             "ssh_host_key": self._host_key_line(vm),
             "ssh_port": self.ssh_port,
         }
+
+    # -- light workers (--light-workers N) --------------------------------------------------------
+
+    async def start_light_workers(self) -> list[int]:
+        """Start the light workers, if this fleet has them; their pids."""
+        if self.light_workers is None:
+            return []
+        await self.light_workers.start()
+        return self.light_workers.pids
+
+    def _on_worker(self, vm: VM) -> bool:
+        """Whether the VM's SSH and agent run in a light worker rather than in this process."""
+        return self.light_workers is not None and vm.light
+
+    def _public_keys(self, instance_id: str) -> list[str]:
+        return [k.export_public_key("openssh").decode() for k in self.keypairs.keys_of(instance_id)]
+
+    async def _push_keys(self, instance_ids: list[str]) -> None:
+        for vm in self._existing(instance_ids):
+            if self._on_worker(vm) and vm.status not in GONE:
+                assert self.light_workers is not None
+                await self.light_workers.set_keys(vm.instance_id, self._public_keys(vm.instance_id))
+
+    def _background(self, work: Awaitable[None]) -> None:
+        async def run() -> None:
+            try:
+                await work
+            except Exception:
+                self._log.exception("fleet.background_failed")
+
+        task = asyncio.create_task(run())
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def _workers_died(self, message: str, instance_ids: list[str]) -> None:
+        """A light worker died: its running VMs are down as after a guest crash (SSH silent, the
+        cloud still says ``running``; a restart boots them on a live worker)."""
+        for iid in instance_ids:
+            vm = self._vms.get(iid)
+            if vm is not None and vm.status == "running":
+                vm.crashed = True
+        self._log.error("fleet.light_worker_died", error=message)
+
+    def light_worker_status(self) -> list[dict[str, Any]]:
+        """Each light worker: index, pid, alive, exit status, error and the VMs it runs."""
+        return [] if self.light_workers is None else self.light_workers.status()
 
     # -- queries -----------------------------------------------------------------------------------
 

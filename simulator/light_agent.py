@@ -52,3 +52,26 @@ class LightAgent:
         done, _ = await asyncio.wait([self.task], timeout=STOP_TIMEOUT)
         if not done:
             await cancel_and_wait(self.task)
+
+
+async def start_once(
+    current: LightAgent | None, cut_off: bool, root: Path, environ: dict[str, str], config: str
+) -> tuple[LightAgent | None, str]:
+    """What a light VM's ``pitrix-agent -config-file CONFIG`` does: the VM's agent (the one already
+    running, or a new one) and the command's error text ("" when it succeeded).
+
+    One agent per VM, as a second real one would fail to take its state dir; a bad config is the
+    command's failure, not the SSH server's. Shared by the simulator's own light VMs and by those
+    its light workers run (``--light-workers``).
+    """
+    if current is not None and not current.task.done():
+        return current, ""
+    if cut_off:
+        return current, "the VM's agent is cut off (fault)"
+    try:
+        agent = await LightAgent.start_if_configured(root, environ, config)
+    except Exception as exc:
+        return current, f"{config}: {exc}"
+    if agent is None:
+        return current, f"{config}: no such file"
+    return agent, ""

@@ -52,6 +52,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         action="store_true",
         help="light mode: VMs run no process (in-process SSH shell and agent), for thousands of VMs",
     )
+    parser.add_argument(
+        "--light-workers",
+        type=int,
+        default=1,
+        help="light mode: run the light VMs (their SSH and agents) in N worker processes beside the "
+        "API process (default 1: all in the API process)",
+    )
     parser.add_argument("--ssh-port", type=int, default=2222, help="SSH port on every VM's address")
     parser.add_argument("--fault-seed", type=int, default=None, help="seed of the fault dice (replayable)")
     parser.add_argument("--log-level", default="info")
@@ -70,6 +77,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
             "use PITRIX_SIM_SECRET_ACCESS_KEY instead",
             file=sys.stderr,
         )
+    if args.light_workers < 1:
+        parser.error("--light-workers: must be at least 1")
+    if args.light_workers > 1 and not args.light:
+        parser.error("--light-workers: only with --light (full VMs are processes of their own)")
     for directory in args.images_dir:
         if not directory.is_dir():
             parser.error(f"--images-dir: {directory} is not a directory")
@@ -97,6 +108,8 @@ async def serve(args: argparse.Namespace) -> int:
         light=args.light,
         ssh_port=args.ssh_port,
         fault_seed=args.fault_seed,
+        light_workers=args.light_workers,
+        log_level=args.log_level,
     )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -112,6 +125,7 @@ async def serve(args: argparse.Namespace) -> int:
             "zone": sim.zone,
             **sim.credentials,
             "light": sim.light,
+            "light_worker_pids": sim.light_worker_pids,
         }
         if args.credentials_file is not None:
             write_credentials(args.credentials_file, sim.runtime())
