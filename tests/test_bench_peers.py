@@ -63,11 +63,11 @@ def test_a_cached_binary_is_used_without_go(
     assert built.path is None and built.why == "no Go toolchain on PATH (apt-get install golang-go)"
 
 
-@pytest.mark.skipif(shutil.which("go") is None, reason="no Go toolchain here (apt-get install golang-go)")
 @pytest.mark.parametrize("layout", ["module", "gopath"])
 def test_a_tree_that_does_not_build_gives_the_compiler_s_reason(
     homes: tuple[Path, Path], layout: str
 ) -> None:
+    assert shutil.which("go"), "no Go toolchain: scripts/system-deps.sh installs golang-go"
     src, cache = homes
     tree = go_tree(src / "confd", "package main\n\nfunc main() { undefinedCall() }\n")
     if layout == "gopath":  # a vendor/ of the dep/govendor era: built as its import path in a GOPATH
