@@ -67,6 +67,7 @@ async def readyz(request: web.Request) -> web.Response:
 
 
 async def metrics(request: web.Request) -> web.Response:
+    require_admin(request)  # every owner's clusters and app values: admins (or an open API) only
     clusters = await request.app[SERVICE].list_clusters(include_deleted=True)
     await request.app[APP_METRICS].refresh(clusters)  # app metrics: the series of these clusters
     request.app[APP_SERIES].clusters = clusters

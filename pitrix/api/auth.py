@@ -24,9 +24,11 @@ from pitrix.settings import ApiSettings, ConfigError, TokenEntry, read_toml
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # Paths anyone may read: probes and the API's own description carry nothing about owners.
+# ``/metrics`` is not one of them: its series name every owner's clusters, nodes and app values,
+# so with tokens configured it takes an admin token (Prometheus sends one as a bearer credential).
 # The owner of everything created without authentication (the pre-auth API's owner, kept).
 OPEN_OWNER = "default"
-PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/metrics", "/openapi.json", "/ui"})
+PUBLIC_PATHS = frozenset({"/healthz", "/readyz", "/openapi.json", "/ui"})
 # Browsers' EventSource cannot send headers: only event streams and the page take ?access_token=.
 # Anywhere else a token in the URL would only end up in logs and histories, so it is refused.
 QUERY_TOKEN_PATHS = re.compile(r"^/(?:ui|v1/events|v1/clusters/[^/]+/events)$")

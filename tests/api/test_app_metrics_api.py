@@ -124,7 +124,7 @@ async def test_history_is_the_owner_s_and_since_is_checked(api: Client, store: S
 
 async def test_alert_series_come_from_the_cluster_records(api: Client, store: Store) -> None:
     cid = await metered_cluster(store, last_error="scale_out failed: boom", recovery_halted="3 of 3 silent")
-    text = await (await api.get("/metrics")).text()
+    text = await (await api.get("/metrics", headers=bearer(ADMIN))).text()
     found = {
         (s.name, s.labels.get("cluster")): s.value
         for family in text_string_to_metric_families(text)

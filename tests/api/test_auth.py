@@ -38,8 +38,17 @@ async def test_bad_token_is_401(api: Client, header: str) -> None:
 
 
 async def test_probes_need_no_token(api: Client) -> None:
-    for path in ("/healthz", "/readyz", "/openapi.json", "/metrics"):
+    for path in ("/healthz", "/readyz", "/openapi.json"):
         assert (await api.get(path)).status == 200, path
+
+
+async def test_metrics_take_an_admin_token(api: Client) -> None:
+    """Its series name every owner's clusters, nodes and monitor values: an owner's token must
+    not read another owner's through them."""
+    await error_of(await api.get("/metrics"), 401)
+    assert (await api.get("/metrics", headers=bearer(ALICE))).status == 403
+    response = await api.get("/metrics", headers=bearer(ADMIN))
+    assert response.status == 200 and "pitrix_clusters" in await response.text()
 
 
 async def test_owners_see_only_their_clusters(api: Client) -> None:

@@ -51,7 +51,7 @@ async def test_metrics_count_clusters_steps_and_cloud_errors(api: Client) -> Non
         if kind == "cluster" and data["cluster_id"] == cid and data["cluster"]["state"] == "failed":
             break
     stream.close()
-    text = await (await api.get("/metrics")).text()
+    text = await (await api.get("/metrics", headers=bearer(ADMIN))).text()
     assert 'pitrix_clusters{state="failed"}' in text
     assert 'pitrix_step_duration_seconds_count{status="failed",step="metadata"} 1.0' in text
     assert 'pitrix_cloud_call_errors_total{step="metadata"} 1.0' in text
