@@ -15,6 +15,7 @@ from typing import Any
 
 from simulator.errors import BAD_STATUS, NOT_FOUND, ApiError
 from simulator.jobs import resource_id
+from simulator.listing import newest_matching
 from simulator.vm import now_iso
 
 STATUSES = frozenset({"pending", "available", "suspended", "deleted", "ceased"})
@@ -146,16 +147,14 @@ class SnapshotBook:
         self, *, snapshot_ids: list[str], statuses: list[str], search_word: str, resource_id: str
     ) -> list[SimSnapshot]:
         """Matching snapshots, newest first (deleted ones only when asked for by status)."""
-        wanted = set(snapshot_ids)
-        word = search_word.lower()
-        return [
-            s
-            for s in reversed(self._snapshots.values())
-            if (not wanted or s.snapshot_id in wanted)
-            and (s.status in statuses if statuses else s.status not in ("deleted", "ceased"))
-            and (not word or word in s.snapshot_id.lower() or word in s.name.lower())
-            and (not resource_id or s.volume_id == resource_id)
-        ]
+        found = newest_matching(
+            self._snapshots.values(),
+            ids=snapshot_ids,
+            statuses=statuses,
+            word=search_word,
+            fields=lambda s: (s.snapshot_id, s.name, s.status),
+        )
+        return [s for s in found if not resource_id or s.volume_id == resource_id]
 
     def ledger(self) -> list[dict[str, Any]]:
         return [s.ledger_entry() for s in self._snapshots.values()]

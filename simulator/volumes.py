@@ -17,6 +17,7 @@ from typing import Any
 
 from simulator.errors import BAD_STATUS, NOT_FOUND, ApiError
 from simulator.jobs import resource_id
+from simulator.listing import newest_matching
 from simulator.vm import now_iso
 
 STATUSES = frozenset({"pending", "available", "in-use", "suspended", "deleted", "ceased"})
@@ -177,16 +178,14 @@ class VolumeBook:
         self, *, volume_ids: list[str], statuses: list[str], search_word: str, instance_id: str
     ) -> list[SimVolume]:
         """Matching volumes, newest first (deleted ones only when asked for by status)."""
-        wanted = set(volume_ids)
-        word = search_word.lower()
-        return [
-            v
-            for v in reversed(self._volumes.values())
-            if (not wanted or v.volume_id in wanted)
-            and (v.status in statuses if statuses else v.status not in ("deleted", "ceased"))
-            and (not word or word in v.volume_id.lower() or word in v.name.lower())
-            and (not instance_id or v.instance_id == instance_id)
-        ]
+        found = newest_matching(
+            self._volumes.values(),
+            ids=volume_ids,
+            statuses=statuses,
+            word=search_word,
+            fields=lambda v: (v.volume_id, v.name, v.status),
+        )
+        return [v for v in found if not instance_id or v.instance_id == instance_id]
 
     def ledger(self) -> list[dict[str, Any]]:
         return [v.ledger_entry() for v in self._volumes.values()]

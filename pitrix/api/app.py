@@ -14,7 +14,7 @@ from typing import Any
 from aiohttp import web
 
 from pitrix.api.app_metrics import AppMetricsFeed, AppSeries
-from pitrix.api.auth import Tokens, auth_middleware, identity_of, require_admin
+from pitrix.api.auth import Identity, Tokens, auth_middleware, identity_of, require_admin
 from pitrix.api.errors import errors_middleware, json_body
 from pitrix.api.events import EventHub, cluster_view
 from pitrix.api.guard import Guard, guard_middleware
@@ -176,6 +176,20 @@ async def _app_spec(request: web.Request, app: Any, owner: str) -> dict[str, Any
     raise InvalidRequest("app: must be an app spec object or a registered app's name[@version]")
 
 
+def _name_and_owner(body: dict[str, Any], identity: Identity) -> tuple[str, str]:
+    """A new cluster's name and owner as a create or a restore gives them (an admin may create
+    for another owner; anyone else for their own)."""
+    name = body.get("name", "")
+    if not isinstance(name, str) or len(name) > 64:
+        raise InvalidRequest("name: must be a string of at most 64 characters")
+    owner = body.get("owner", identity.owner)
+    if owner != identity.owner and not identity.admin:
+        raise InvalidRequest("owner: only an admin token may create clusters for another owner")
+    if not isinstance(owner, str) or not OWNER.match(owner):
+        raise InvalidRequest("owner: must be an owner name (lower case letters, digits, _ . -)")
+    return name, owner
+
+
 async def create_cluster(request: web.Request) -> web.Response:
     body = await json_body(request)
     identity = identity_of(request)
@@ -189,14 +203,7 @@ async def create_cluster(request: web.Request) -> web.Response:
     counts = body.get("counts") or {}
     if not isinstance(counts, dict):
         raise InvalidRequest("counts: must be an object of role: count")
-    name = body.get("name", "")
-    if not isinstance(name, str) or len(name) > 64:
-        raise InvalidRequest("name: must be a string of at most 64 characters")
-    owner = body.get("owner", identity.owner)
-    if owner != identity.owner and not identity.admin:
-        raise InvalidRequest("owner: only an admin token may create clusters for another owner")
-    if not isinstance(owner, str) or not OWNER.match(owner):
-        raise InvalidRequest("owner: must be an owner name (lower case letters, digits, _ . -)")
+    name, owner = _name_and_owner(body, identity)
     links = body.get("links") or {}
     if not isinstance(links, dict) or not all(isinstance(v, str) for v in links.values()):
         raise InvalidRequest("links: must be an object of link name: cluster id")
@@ -385,14 +392,7 @@ async def restore_cluster(request: web.Request, body: dict[str, Any]) -> web.Res
         raise InvalidRequest(
             f"{unknown[0]}: a restore takes the backup's (only {', '.join(RESTORE_BODY)} are given)"
         )
-    name = body.get("name", "")
-    if not isinstance(name, str) or len(name) > 64:
-        raise InvalidRequest("name: must be a string of at most 64 characters")
-    owner = body.get("owner", identity.owner)
-    if owner != identity.owner and not identity.admin:
-        raise InvalidRequest("owner: only an admin token may create clusters for another owner")
-    if not isinstance(owner, str) or not OWNER.match(owner):
-        raise InvalidRequest("owner: must be an owner name (lower case letters, digits, _ . -)")
+    name, owner = _name_and_owner(body, identity)
     runtime, channel = body.get("runtime"), body.get("channel")
     if runtime is not None and not isinstance(runtime, str):
         raise InvalidRequest("runtime: must be a runtime's name")

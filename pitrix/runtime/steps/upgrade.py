@@ -58,17 +58,23 @@ async def role_order(ctx: JobContext, role: str, node_ids: list[str]) -> list[st
     return await ordered(ctx, role, sorted(node_ids, key=lambda n: split_id(n)[1]))
 
 
+def _earlier_roles(by_role: dict[str, list[str]], role: str) -> list[str]:
+    """The nodes of the roles upgraded before ``role`` (roles go in the order ``by_role`` lists)."""
+    done: list[str] = []
+    for name, node_ids in by_role.items():
+        if name == role:
+            break
+        done += node_ids
+    return done
+
+
 async def batch_of(
     ctx: JobContext, target: JobContext, by_role: dict[str, list[str]], role: str, number: int
 ) -> tuple[list[str], list[str]]:
     """Batch ``number`` (from 1) of ``role``, and every node upgraded before it (earlier roles'
     and this role's earlier batches), chosen when the step runs: ordering asks the live app."""
     canary, size = _policy(target.cluster.app)
-    done: list[str] = []
-    for name, node_ids in by_role.items():
-        if name == role:
-            break
-        done += node_ids
+    done = _earlier_roles(by_role, role)
     order = await role_order(ctx, role, by_role[role])
     batches = rollout_batches(order, canary, size)
     for earlier in batches[: number - 1]:
@@ -90,11 +96,7 @@ async def rebuilt_batch_of(
     from a rebuilt node (its agent has no memory of the answer given before), so a node already
     rebuilt must never be picked again by position."""
     canary, size = _policy(target.cluster.app)
-    done: list[str] = []
-    for name, node_ids in by_role.items():
-        if name == role:
-            break
-        done += node_ids
+    done = _earlier_roles(by_role, role)
     now = {n.node_id: n.instance_id for n in await members(ctx, by_role[role])}
     rebuilt = [n for n in by_role[role] if now.get(n) != instances.get(n)]
     left = [n for n in await role_order(ctx, role, by_role[role]) if n not in rebuilt]
