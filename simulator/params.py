@@ -5,9 +5,12 @@ from __future__ import annotations
 import base64
 import binascii
 import re
-from collections.abc import Mapping
+from collections.abc import Collection, Mapping, Sequence
+from typing import TypeVar
 
 from simulator.errors import invalid
+
+T = TypeVar("T")
 
 _INDEXED = re.compile(r"^(?P<name>[a-z_]+)\.(?P<index>[1-9][0-9]*)$")
 
@@ -40,6 +43,29 @@ def integer(params: Mapping[str, str], name: str, default: int, *, low: int, hig
     if not low <= value <= high:
         raise invalid(f"parameter [{name}] should be between {low} and {high}, got [{value}]")
     return value
+
+
+def statuses(params: Mapping[str, str], known: Collection[str]) -> list[str]:
+    """``status.N`` filters of a Describe call, each one of the resource's ``known`` statuses."""
+    given = indexed(params, "status")
+    unknown = sorted(set(given) - set(known))
+    if unknown:
+        raise invalid(f"parameter [status] has unknown values {unknown}")
+    return given
+
+
+def offset_limit(params: Mapping[str, str]) -> tuple[int, int]:
+    """A Describe call's page: ``offset`` (default 0) and ``limit`` (default 20, at most 100)."""
+    return (
+        integer(params, "offset", 0, low=0, high=1 << 31),
+        integer(params, "limit", 20, low=1, high=100),
+    )
+
+
+def page(params: Mapping[str, str], found: Sequence[T]) -> Sequence[T]:
+    """The slice of ``found`` that a Describe call's ``offset`` and ``limit`` ask for."""
+    offset, limit = offset_limit(params)
+    return found[offset : offset + limit]
 
 
 def userdata(params: Mapping[str, str]) -> bytes | None:

@@ -123,16 +123,14 @@ class QingCloudApi:
         return {"instances": ids, "job_id": job.job_id}
 
     def describe_instances(self, params: Mapping[str, str]) -> dict[str, Any]:
-        statuses = p.indexed(params, "status")
-        unknown = sorted(set(statuses) - INSTANCE_STATUSES)
-        if unknown:
-            raise invalid(f"parameter [status] has unknown values {unknown}")
+        statuses = p.statuses(params, INSTANCE_STATUSES)
+        offset, limit = p.offset_limit(params)
         items, total = self.fleet.describe(
             instance_ids=p.indexed(params, "instances"),
             statuses=statuses,
             search_word=params.get("search_word", ""),
-            offset=p.integer(params, "offset", 0, low=0, high=1 << 31),
-            limit=p.integer(params, "limit", 20, low=1, high=100),
+            offset=offset,
+            limit=limit,
             verbose=p.integer(params, "verbose", 0, low=0, high=1),
         )
         return {"instance_set": items, "total_count": total}
@@ -175,26 +173,20 @@ class QingCloudApi:
         return {"volumes": ids, "job_id": job.job_id}
 
     def describe_volumes(self, params: Mapping[str, str]) -> dict[str, Any]:
-        statuses = p.indexed(params, "status")
-        unknown = sorted(set(statuses) - VOLUME_STATUSES)
-        if unknown:
-            raise invalid(f"parameter [status] has unknown values {unknown}")
+        statuses = p.statuses(params, VOLUME_STATUSES)
         found = self.fleet.volumes.describe(
             volume_ids=p.indexed(params, "volumes"),
             statuses=statuses,
             search_word=params.get("search_word", ""),
             instance_id=params.get("instance_id", ""),
         )
-        offset = p.integer(params, "offset", 0, low=0, high=1 << 31)
-        limit = p.integer(params, "limit", 20, low=1, high=100)
 
         def instance_name(iid: str) -> str:
             vm = self.fleet.vm(iid)
             return vm.name if vm is not None else ""
 
-        page = found[offset : offset + limit]
         return {
-            "volume_set": [v.describe(instance_name(v.instance_id)) for v in page],
+            "volume_set": [v.describe(instance_name(v.instance_id)) for v in p.page(params, found)],
             "total_count": len(found),
         }
 
@@ -223,22 +215,16 @@ class QingCloudApi:
         return {"snapshots": ids, "job_id": job.job_id}
 
     def describe_snapshots(self, params: Mapping[str, str]) -> dict[str, Any]:
-        statuses = p.indexed(params, "status")
-        unknown = sorted(set(statuses) - SNAPSHOT_STATUSES)
-        if unknown:
-            raise invalid(f"parameter [status] has unknown values {unknown}")
+        statuses = p.statuses(params, SNAPSHOT_STATUSES)
         found = self.fleet.snapshots.describe(
             snapshot_ids=p.indexed(params, "snapshots"),
             statuses=statuses,
             search_word=params.get("search_word", ""),
             resource_id=params.get("resource_id", ""),
         )
-        offset = p.integer(params, "offset", 0, low=0, high=1 << 31)
-        limit = p.integer(params, "limit", 20, low=1, high=100)
         names = {v.volume_id: v.name for v in self.fleet.volumes.all()}
-        page = found[offset : offset + limit]
         return {
-            "snapshot_set": [s.describe(names.get(s.volume_id, "")) for s in page],
+            "snapshot_set": [s.describe(names.get(s.volume_id, "")) for s in p.page(params, found)],
             "total_count": len(found),
         }
 
@@ -277,9 +263,7 @@ class QingCloudApi:
 
     def describe_tags(self, params: Mapping[str, str]) -> dict[str, Any]:
         tags = self.fleet.tags.describe(p.indexed(params, "tags"), params.get("search_word", ""))
-        offset = p.integer(params, "offset", 0, low=0, high=1 << 31)
-        limit = p.integer(params, "limit", 20, low=1, high=100)
-        return {"tag_set": [t.describe() for t in tags[offset : offset + limit]], "total_count": len(tags)}
+        return {"tag_set": [t.describe() for t in p.page(params, tags)], "total_count": len(tags)}
 
     def _tag_pairs(self, params: Mapping[str, str]) -> list[tuple[str, str]]:
         pairs = []
@@ -320,10 +304,8 @@ class QingCloudApi:
             encrypt_method=method,
             instance_id=params.get("instance_id", ""),
         )
-        offset = p.integer(params, "offset", 0, low=0, high=1 << 31)
-        limit = p.integer(params, "limit", 20, low=1, high=100)
         return {
-            "keypair_set": [pair.describe() for pair in pairs[offset : offset + limit]],
+            "keypair_set": [pair.describe() for pair in p.page(params, pairs)],
             "total_count": len(pairs),
         }
 
@@ -352,10 +334,8 @@ class QingCloudApi:
             if wanted
             else self.fleet.jobs.all()
         )
-        offset = p.integer(params, "offset", 0, low=0, high=1 << 31)
-        limit = p.integer(params, "limit", 20, low=1, high=100)
         jobs = sorted(jobs, key=lambda j: j.create_time, reverse=True)
-        return {"job_set": [j.describe() for j in jobs[offset : offset + limit]], "total_count": len(jobs)}
+        return {"job_set": [j.describe() for j in p.page(params, jobs)], "total_count": len(jobs)}
 
     # -- resize --------------------------------------------------------------------------------------
 
