@@ -8,7 +8,7 @@ import math
 from typing import Any
 
 from aiohttp.test_utils import TestClient
-from api_helpers import ADMIN, ALICE, BOB, DEAD_CLOUD, bearer
+from api_helpers import ADMIN, ALICE, BOB, DEAD_CLOUD, bearer, put_data_cluster
 from prometheus_client.parser import text_string_to_metric_families
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
@@ -16,9 +16,6 @@ from test_ui import browser
 
 from pitrix.api.app import APP_METRICS
 from pitrix.api.app_metrics import Ring
-from pitrix.runtime.keys import cluster_key, node_key
-from pitrix.runtime.records import Cluster, Node
-from pitrix.runtime.spec import parse_spec
 from pitrix.store import Store
 
 Client = TestClient[Any, Any]
@@ -54,28 +51,7 @@ def test_the_ring_keeps_the_newest_samples_in_order() -> None:
 
 
 async def metered_cluster(store: Store, **changes: Any) -> str:
-    cid = "cl-mon1"
-    cluster = Cluster(
-        id=cid,
-        name="kv",
-        owner="alice",
-        runtime="dead",
-        app=parse_spec(APP),
-        counts={"data": 2},
-        state="active",
-    ).model_copy(update=changes)
-    await store.put(cluster_key(cid), cluster.dump())
-    for index in (1, 2):
-        node = Node(
-            node_id=f"data-{index}",
-            role="data",
-            index=index,
-            name=f"{cid}-data-{index}",
-            instance_id=f"i-d{index}",
-            status="registered",
-        )
-        await store.put(node_key(cid, node.node_id), node.dump())
-    return cid
+    return await put_data_cluster(store, "cl-mon1", APP, node_status="registered", **changes)
 
 
 async def feed_reports(api: Client, cid: str, runs: int) -> None:

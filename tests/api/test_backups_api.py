@@ -8,11 +8,11 @@ from __future__ import annotations
 from typing import Any
 
 from aiohttp.test_utils import TestClient
-from api_helpers import ADMIN, ALICE, BOB, DEAD_CLOUD, bearer, error_of
+from api_helpers import ADMIN, ALICE, BOB, DEAD_CLOUD, bearer, error_of, put_data_cluster
 
 from pitrix.runtime.backups import BackupRecord, Backups, BackupSnapshot
-from pitrix.runtime.keys import cluster_key, node_key
-from pitrix.runtime.records import Cluster, Node
+from pitrix.runtime.keys import cluster_key
+from pitrix.runtime.records import Cluster
 from pitrix.runtime.spec import parse_spec
 from pitrix.store import Store
 
@@ -29,22 +29,7 @@ APP: dict[str, Any] = {
 
 
 async def cluster_of_alice(store: Store, app: dict[str, Any] = APP, state: str = "active") -> str:
-    cid = "cl-bk1"
-    cluster = Cluster(
-        id=cid, name="kv", owner="alice", runtime="dead", app=parse_spec(app), counts={"data": 2}, state=state
-    )  # type: ignore[arg-type]
-    await store.put(cluster_key(cid), cluster.dump())
-    for index in (1, 2):
-        node = Node(
-            node_id=f"data-{index}",
-            role="data",
-            index=index,
-            name=f"{cid}-data-{index}",
-            instance_id=f"i-d{index}",
-            volume_id=f"vol-d{index}",
-        )
-        await store.put(node_key(cid, node.node_id), node.dump())
-    return cid
+    return await put_data_cluster(store, "cl-bk1", app, volumes=True, state=state)
 
 
 def record(cid: str, status: str = "complete", job_id: str = "j-1") -> BackupRecord:

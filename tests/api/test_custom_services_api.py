@@ -11,11 +11,8 @@ import json
 from typing import Any
 
 from aiohttp.test_utils import TestClient
-from api_helpers import ADMIN, ALICE, BOB, DEAD_CLOUD, bearer, error_of, next_event
+from api_helpers import ADMIN, ALICE, BOB, DEAD_CLOUD, bearer, error_of, next_event, put_data_cluster
 
-from pitrix.runtime.keys import cluster_key, node_key
-from pitrix.runtime.records import Cluster, Node
-from pitrix.runtime.spec import parse_spec
 from pitrix.sealing import REDACTED
 from pitrix.store import Store
 
@@ -45,21 +42,7 @@ APP = {
 
 async def active_cluster(store: Store, state: str = "active") -> str:
     """A cluster of alice's on the dead cloud, as a finished create would have left it."""
-    cid = "cl-svc1"
-    cluster = Cluster(
-        id=cid, name="kv", owner="alice", runtime="dead", app=parse_spec(APP), counts={"data": 2}, state=state
-    )  # type: ignore[arg-type]
-    await store.put(cluster_key(cid), cluster.dump())
-    for index in (1, 2):
-        node = Node(
-            node_id=f"data-{index}",
-            role="data",
-            index=index,
-            name=f"{cid}-data-{index}",
-            instance_id=f"i-d{index}",
-        )
-        await store.put(node_key(cid, node.node_id), node.dump())
-    return cid
+    return await put_data_cluster(store, "cl-svc1", APP, state=state)
 
 
 async def everything(store: Store) -> bytes:
