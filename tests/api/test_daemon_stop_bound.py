@@ -142,6 +142,9 @@ async def test_sigterm_stops_pitrixd_and_its_etcd_within_the_bound_while_a_job_h
 async def test_a_second_signal_exits_at_once_and_the_teardown_stops_the_etcd_left(tmp_path: Path) -> None:
     async with pitrixd_with_a_hanging_job(tmp_path) as (child, record, _):
         child.process.send_signal(signal.SIGTERM)
+        # The second signal only once the first is handled: two signals pending together are
+        # delivered lowest number first (SIGINT before SIGTERM), which would swap their roles.
+        await logged(child, "pitrixd stopping")
         child.process.send_signal(signal.SIGINT)
         status = await asyncio.wait_for(child.process.wait(), STOP_TIMEOUT + 20)
         assert status == 128 + signal.SIGINT, tail(child.log)
@@ -169,6 +172,19 @@ async def test_a_stage_that_swallows_its_cancellation_is_abandoned_in_time() -> 
     assert await _stage("quick", asyncio.sleep(0), loop.time() + 5)
     release.set()
     await task
+
+
+async def logged(child: Child, text: str, within: float = 20.0) -> None:
+    """Until pitrixd's log (a file: read again until it holds ``text``) shows ``text``."""
+
+    async def read() -> None:
+        while text not in child.log.read_text(errors="replace"):  # noqa: ASYNC110 - a file to read again
+            await asyncio.sleep(0.02)
+
+    try:
+        await asyncio.wait_for(read(), within)
+    except TimeoutError:
+        pytest.fail(f"pitrixd never logged {text!r} in {within:.0f}s:\n{tail(child.log)}")
 
 
 def tail(path: Path, lines: int = 40) -> str:
