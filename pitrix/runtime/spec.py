@@ -41,7 +41,11 @@ ServiceName = Literal[
     "rollback",
 ]
 NAME_PATTERN = r"^[a-z][a-z0-9-]{0,30}$"
-ENV_KEY_PATTERN = r"^[A-Za-z_][A-Za-z0-9_.-]{0,63}$"
+# Role names may hold ``_`` as AppCenter's do (``etcd_node``); node ids stay ``<role>-<index>``.
+ROLE_NAME_PATTERN = r"^[a-z][a-z0-9_-]{0,30}$"
+# AppCenter allows keys such as ``4lw.commands.whitelist`` or ``-p``: a parameter name is any of
+# these characters; only names that are shell identifiers reach a process environment.
+ENV_KEY_PATTERN = r"^[A-Za-z0-9_.-]{1,64}$"
 
 
 class SpecError(ValueError):
@@ -83,6 +87,11 @@ class Service(_Strict):
         False,
         description="the command's output is a JSON object written into the cluster's metadata "
         "under published/ (every node reads it as /self/published/<key>)",
+    )
+    allow_force: bool = Field(
+        True,
+        description="destroy only: false makes a failing destroy veto the scale-in or delete "
+        "(AppCenter's allow_force); true lets it go on",
     )
 
 
@@ -345,6 +354,11 @@ class CustomService(_Strict):
     nodes_to_execute_on: int | None = Field(
         None, ge=1, description="run on this many nodes of the role (the first ones) unless nodes are named"
     )
+    params_style: Literal["env", "json_arg"] = Field(
+        "env",
+        description="env: each parameter an environment variable; json_arg: the parameters as one "
+        "JSON object appended to cmd as a single quoted argument (AppCenter's services)",
+    )
 
     @field_validator("params", mode="before")
     @classmethod
@@ -429,8 +443,19 @@ class VerticalScaling(_Strict):
 
 
 class Role(_Strict):
-    name: str = Field(pattern=NAME_PATTERN)
+    name: str = Field(pattern=ROLE_NAME_PATTERN)
     count: int = Field(1, ge=0, le=1000)
+    count_range: list[int] | None = Field(
+        None,
+        min_length=1,
+        description="the only node counts allowed (AppCenter's odd-only or fixed counts); absent: any",
+    )
+    scale_horizontal: bool = Field(True, description="false: scaling never changes this role's count")
+    passphraseless: Literal["", "ssh-rsa", "ssh-dsa"] = Field(
+        "",
+        description="the role's nodes share a cluster key pair: private key in /root/.ssh, public key "
+        "authorized on every node of the role and published as /self/host/pub_key",
+    )
     image: str | dict[str, str] = Field(
         description="the image id, or one per provider: {qingcloud: img-..., aws: ami-...}"
     )
@@ -519,8 +544,30 @@ class Role(_Strict):
 
 
 class Endpoint(_Strict):
-    port: int = Field(ge=1, le=65535)
+    port: int | str = Field(
+        description="the port (0: none fixed), or env.<key>: the value of that parameter (AppCenter's form)"
+    )
     protocol: Literal["tcp", "udp", "http", "https"] = "tcp"
+
+    @field_validator("port")
+    @classmethod
+    def _port(cls, value: int | str) -> int | str:
+        if isinstance(value, str):
+            if not re.fullmatch(r"env\.[A-Za-z0-9_.-]{1,64}", value):
+                raise ValueError(f"{value!r}: a port number or env.<parameter>")
+        elif not 0 <= value <= 65535:
+            raise ValueError(f"{value}: a port is 0 to 65535")
+        return value
+
+
+class DisplayTab(_Strict):
+    """A table the console shows on request (AppCenter's display_tabs): cmd prints
+    ``{"labels": [...], "data": [[...], ...]}`` on stdout, run on one node of the roles."""
+
+    cmd: str = Field(min_length=1)
+    roles: list[str] | None = Field(None, description="the roles it may run on; absent: any")
+    timeout: int = Field(10, gt=0, le=3600, description="seconds")
+    description: str = ""
 
 
 class UpdatePolicy(_Strict):
@@ -658,6 +705,22 @@ class AppSpec(_Strict):
         default_factory=dict,
         description="declared links: name -> the app it must point at, required, changeable",
     )
+    # profile: appcenter runs QingCloud AppCenter packages as they are (docs/appcenter.md)
+    profile: Literal["native", "appcenter"] = Field(
+        "native",
+        description="appcenter: metadata in AppCenter's layout, its service order and semantics, "
+        "agents with confd-yunify's comparisons and a plain-HTTP metadata address",
+    )
+    roleless: bool = Field(
+        False,
+        description="one role, published without a role name (/hosts/<instance id>), as AppCenter's "
+        "role-less apps",
+    )
+    locale: dict[str, dict[str, str]] = Field(
+        default_factory=dict,
+        description="language -> key -> message; err_code<N> explains a service's exit status N",
+    )
+    display_tabs: dict[str, DisplayTab] = Field(default_factory=dict, description="tables shown on request")
 
     @field_validator("links")
     @classmethod
@@ -666,6 +729,28 @@ class AppSpec(_Strict):
             if not re.fullmatch(LINK_NAME_PATTERN, name):
                 raise ValueError(f"{name!r} is not a link name (lower case letters, digits, - and _)")
         return value
+
+    @model_validator(mode="after")
+    def _one_role_when_roleless(self) -> AppSpec:
+        if self.roleless and len(self.roles) != 1:
+            raise ValueError(f"roleless: a role-less app has exactly one role (has {len(self.roles)})")
+        return self
+
+    @model_validator(mode="after")
+    def _counts_in_range(self) -> AppSpec:
+        for role in self.roles:
+            if role.count_range is not None and role.count not in role.count_range:
+                allowed = ", ".join(str(n) for n in role.count_range)
+                raise ValueError(f"roles.{role.name}.count: {role.count} is not one of {allowed}")
+        return self
+
+    @model_validator(mode="after")
+    def _endpoint_ports_declared(self) -> AppSpec:
+        declared = set(self.env) | {k for r in self.roles for k in r.env}
+        for name, endpoint in self.endpoints.items():
+            if isinstance(endpoint.port, str) and endpoint.port[4:] not in declared:
+                raise ValueError(f"endpoints.{name}.port: no parameter named {endpoint.port[4:]!r}")
+        return self
 
     @model_validator(mode="after")
     def _unique_roles(self) -> AppSpec:
