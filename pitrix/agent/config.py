@@ -19,7 +19,7 @@ from pitrix.agent.rootfs import under_root
 from pitrix.metad import keyspace
 
 DEFAULT_CONFIG_FILE = "/etc/pitrix/agent.toml"
-BACKENDS = ("metad", "file", "env", "etcdv3")
+BACKENDS = ("metad", "file", "env", "etcdv3", "redis", "zookeeper")
 LOG_LEVELS = ("debug", "info", "warning", "warn", "error", "panic", "fatal")
 
 
@@ -64,6 +64,15 @@ class AgentConfig:
     # Seconds one bootstrap keeps asking a metad that does not know the token yet (the runtime maps
     # an instance moments after it runs) before the agent's own backoff takes over.
     bootstrap_patience: float = 10.0
+    # confd's remaining flags (pitrix/agent/flags.py says which backend reads each one).
+    separator: str = ""
+    filter: str = "*"
+    basic_auth: bool = False
+    client_insecure: bool = False
+    scheme: str = "http"
+    srv_record: str = ""
+    srv_domain: str = ""
+    log_format: str = ""
 
     @property
     def template_dir(self) -> Path:
@@ -95,6 +104,14 @@ class Overrides:
     client_cakeys: Path | None = None
     username: str | None = None
     password: str | None = None
+    separator: str | None = None
+    filter: str | None = None
+    basic_auth: bool | None = None
+    client_insecure: bool | None = None
+    scheme: str | None = None
+    srv_record: str | None = None
+    srv_domain: str | None = None
+    log_format: str | None = None
 
 
 # confd.toml key -> (AgentConfig field, kind). Kinds: str, bool, number, list (of str), path,
@@ -120,14 +137,19 @@ _CONFD_KEYS: dict[str, tuple[str, str]] = {
     "client_cakeys": ("client_cakeys", "path"),
     "username": ("username", "str"),
     "password": ("password", "str"),
+    "separator": ("separator", "str"),
+    "filter": ("filter", "str"),
+    "basic_auth": ("basic_auth", "bool"),
+    "client_insecure": ("client_insecure", "bool"),
+    "scheme": ("scheme", "str"),
+    "srv_record": ("srv_record", "str"),
+    "srv_domain": ("srv_domain", "str"),
+    "log-format": ("log_format", "str"),
+    "log_format": ("log_format", "str"),
 }
 # confd keys that configure things this agent has no use for; accepted so confd.toml files load.
 _CONFD_IGNORED = frozenset(
     {
-        "scheme",
-        "srv_domain",
-        "srv_record",
-        "basic_auth",
         "auth_token",
         "auth_type",
         "app_id",
@@ -135,7 +157,6 @@ _CONFD_IGNORED = frozenset(
         "role_id",
         "secret_id",
         "path",
-        "separator",
         "table",
     }
 )
@@ -261,6 +282,7 @@ def _convert(root: Path, path: Path, key: str, kind: str, value: Any) -> Any:
 
 
 def _validate(cfg: AgentConfig) -> None:
+    _validate_confd(cfg)
     if cfg.backend not in BACKENDS:
         raise ConfigError(f"backend: unknown backend {cfg.backend!r} (expected one of {', '.join(BACKENDS)})")
     if cfg.log_level.lower() not in LOG_LEVELS:
@@ -294,3 +316,40 @@ def _validate(cfg: AgentConfig) -> None:
     for i, node in enumerate(cfg.nodes):
         if not node:
             raise ConfigError(f"nodes[{i}]: empty node address")
+
+
+# confd's backends pitrix-agent does not have, and what confd's "etcd" now means (its etcd v2
+# client is gone; confd reads both names with its v3 client).
+CONFD_ONLY_BACKENDS = ("consul", "vault", "dynamodb", "ssm", "rancher")
+BACKEND_ALIASES = {"etcd": "etcdv3"}
+LOG_FORMATS = ("json", "text")
+# confd's default node for a backend given none (its config.go), where pitrix has the backend.
+DEFAULT_NODES = {"redis": "127.0.0.1:6379", "zookeeper": "127.0.0.1:2181", "etcdv3": "127.0.0.1:2379"}
+
+
+def _validate_confd(cfg: AgentConfig) -> None:
+    """confd's own settings: backend names as confd knows them, its default nodes, its formats."""
+    cfg.backend = BACKEND_ALIASES.get(cfg.backend, cfg.backend)
+    if cfg.backend in CONFD_ONLY_BACKENDS:
+        raise ConfigError(
+            f"backend: unknown backend {cfg.backend!r}: confd's {cfg.backend} backend is not available"
+            f" in pitrix-agent (expected one of {', '.join(BACKENDS)})"
+        )
+    if cfg.backend in DEFAULT_NODES and not cfg.nodes:
+        cfg.nodes = [DEFAULT_NODES[cfg.backend]]
+    if cfg.log_format and cfg.log_format not in LOG_FORMATS:
+        raise ConfigError(f"log-format: unknown format {cfg.log_format!r} (expected json or text)")
+    if cfg.scheme not in ("http", "https"):
+        raise ConfigError(f"scheme: must be http or https, not {cfg.scheme!r}")
+    if not cfg.filter:
+        raise ConfigError("filter: must not be empty (confd's default is *)")
+    if cfg.client_insecure and cfg.backend == "metad":
+        raise ConfigError(
+            "client-insecure: the metad backend always verifies metad's certificate"
+            " (confd reads this flag only for its etcd backend)"
+        )
+    tls = [n for n, v in (("client-cert", cfg.client_cert), ("client-key", cfg.client_key)) if v]
+    if cfg.client_cakeys:
+        tls.append("client-ca-keys")
+    if tls and cfg.backend == "etcdv3":
+        raise ConfigError(f"{tls[0]}: the etcdv3 backend has no TLS in pitrix-agent (plain gRPC only)")

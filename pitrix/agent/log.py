@@ -46,23 +46,27 @@ class LineSettings:
     ~1 ms apiece on a busy host, paid by every agent start.
     """
 
-    __slots__ = ("json", "level", "stream")
+    __slots__ = ("confd", "json", "level", "stream")
 
     def __init__(self, level: int | None = None, json: bool = True, stream: TextIO | None = None) -> None:
         self.level = level
         self.json = json
         self.stream = stream
+        self.confd = False  # confd's own lines (``-log-format text``), see ``confd_lines``
 
 
 # Process-wide, as structlog's own configuration is: set once by pitrix-agent's main.
 _SETTINGS = LineSettings()
 
 
-def configure(level: str = "info", *, json_lines: bool | None = None, stream: TextIO | None = None) -> None:
+def configure(
+    level: str = "info", *, json_lines: bool | None = None, stream: TextIO | None = None, confd: bool = False
+) -> None:
     """Make every later ``get_logger`` a line logger writing ``level`` and above to ``stream``.
 
     JSON lines unless ``stream`` is a terminal (then text), or always with
-    ``PITRIX_LOG_FORMAT=json``, as ``pitrix.logs.configure`` decides.
+    ``PITRIX_LOG_FORMAT=json``, as ``pitrix.logs.configure`` decides; ``confd`` writes confd's
+    lines instead (``-log-format text``).
     """
     out = stream or sys.stderr
     numeric = LEVELS.get(level.lower())
@@ -71,6 +75,7 @@ def configure(level: str = "info", *, json_lines: bool | None = None, stream: Te
     if json_lines is None:
         json_lines = not out.isatty() or os.environ.get("PITRIX_LOG_FORMAT") == "json"
     _SETTINGS.level, _SETTINGS.json, _SETTINGS.stream = numeric, json_lines, out
+    _SETTINGS.confd = confd
 
 
 def unconfigure() -> None:
@@ -137,6 +142,10 @@ class LineLogger:
 
             line["exception"] = traceback.format_exc().rstrip("\n")
         out = settings.stream or sys.stderr
+        if settings.confd:
+            out.write(confd_lines(line, kw))
+            out.flush()
+            return
         out.write((json.dumps(line, default=repr) if settings.json else text_line(line)) + "\n")
         out.flush()
 
@@ -150,3 +159,46 @@ def text_line(line: dict[str, Any]) -> str:
     )
     tail = f"\n{line['exception']}" if "exception" in line else ""
     return head + pairs + tail
+
+
+# The agent's events that confd logs too, as confd words them (its resource.go and confd.go); the
+# others are written as "event key=value ...".
+_CONFD_WORDS: dict[str, tuple[str, ...]] = {
+    "destination updated": ("Target config {dest} out of sync", "Target config {dest} has been updated"),
+    "in sync": ("Target config {dest} in sync",),
+    "noop: destination not modified": ("Noop mode enabled. {dest} will not be modified",),
+    "check_cmd rejected the staged file": ("Config check failed: {error}",),
+    "reload failed": ("{error}",),
+    "render failed": ("{error}",),
+    "apply failed": ("{error}",),
+    "backend error": ("{error}",),
+    "starting": ("Backend set to {backend}", "Starting confd", "Backend source(s) set to {sources}"),
+}
+_CONFD_LEVELS = {"critical": "FATAL"}
+
+
+def confd_lines(line: dict[str, Any], own: dict[str, Any]) -> str:
+    """One event as confd logs it: ``time host program[pid]: LEVEL message`` (time RFC 3339, local
+    zone, as Go's ``time.RFC3339``; program is ``argv[0]``, as confd's tag).
+
+    ``own`` is what the call itself passed (bound context is written only where confd's wording
+    names it).
+    """
+    stamp = time.strftime("%Y-%m-%dT%H:%M:%S%z")
+    stamp = stamp[:-5] + "Z" if stamp.endswith("+0000") else f"{stamp[:-2]}:{stamp[-2:]}"
+    level = _CONFD_LEVELS.get(line["level"], line["level"].upper())
+    program = sys.argv[0] if sys.argv and sys.argv[0] else "pitrix-agent"
+    head = f"{stamp} {os.uname().nodename} {program}[{os.getpid()}]: {level} "
+    words = _CONFD_WORDS.get(line["event"])
+    fields = {k: v for k, v in line.items() if k not in ("event", "level", "timestamp", "exception")}
+    try:
+        messages = [w.format(**fields) for w in words] if words else None
+    except (KeyError, IndexError):
+        messages = None
+    if messages is None:
+        pairs = "".join(
+            f" {k}={v!r}" if isinstance(v, str) and " " in v else f" {k}={v}" for k, v in own.items()
+        )
+        messages = [line["event"] + pairs]
+    tail = f"{line['exception']}\n" if "exception" in line else ""
+    return "".join(f"{head}{m}\n" for m in messages) + tail

@@ -12,6 +12,7 @@ from pathlib import Path
 
 from pitrix.agent.config import AgentConfig, Overrides, load_config
 from pitrix.agent.errors import AgentError
+from pitrix.agent.flags import add_confd_flags, refuse_missing_backends
 from pitrix.agent.rootfs import default_root
 
 VERSION = "0.1.0"
@@ -61,11 +62,13 @@ def build_parser() -> argparse.ArgumentParser:
     flag("username", default=None, help="username for the backend")
     flag("password", default=None, help="password for the backend")
     flag("root", default=None, help="the VM's root directory (default $PITRIX_VM_ROOT or /)")
+    add_confd_flags(parser)
     return parser
 
 
 def config_from_args(args: argparse.Namespace) -> AgentConfig:
     """Flags over the config file; command-line paths as given, file paths under the root."""
+    refuse_missing_backends(args)
     root = Path(args.root).resolve() if args.root else default_root()
 
     def path(value: str | None) -> Path | None:
@@ -89,6 +92,14 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         client_cakeys=path(args.client_ca_keys),
         username=args.username,
         password=args.password,
+        separator=args.separator,
+        filter=args.filter,
+        basic_auth=args.basic_auth,
+        client_insecure=args.client_insecure,
+        scheme=args.scheme,
+        srv_record=args.srv_record,
+        srv_domain=args.srv_domain,
+        log_format=args.log_format,
     )
     return load_config(root, path(args.config_file), overrides)
 
@@ -127,10 +138,12 @@ def main(argv: list[str] | None = None) -> int:
     level = config.log_level.lower()
     level = _LOG_LEVELS.get(level, level)
     try:
-        log.configure(level)
+        json_lines, confd_lines = log_style(config)
+        log.configure(level, json_lines=json_lines, confd=confd_lines)
     except ValueError as exc:
         print(f"pitrix-agent: {exc}", file=sys.stderr)
         return 1
+    log_start(config)
     try:
         if config.onetime:
             from pitrix.agent import oneshot
@@ -158,6 +171,26 @@ def _run_on_loop(config: AgentConfig, level: str) -> int:
         level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(name)s: %(message)s"
     )
     return aio.run(_run(config), tune_gc=False)
+
+
+def log_style(config: AgentConfig) -> tuple[bool | None, bool]:
+    """``-log-format``: json, confd's text lines, or (unset) JSON unless stderr is a terminal.
+
+    Returns ``log.configure``'s ``json_lines`` and ``confd``.
+    """
+    if config.log_format == "json":
+        return True, False
+    if config.log_format == "text":
+        return None, True
+    return None, False
+
+
+def log_start(config: AgentConfig) -> None:
+    """The line confd starts with: which backend, reading what."""
+    from pitrix.agent import log
+
+    sources = [str(f) for f in config.files] if config.backend == "file" else config.nodes
+    log.get_logger("pitrix.agent").info("starting", backend=config.backend, sources=", ".join(sources))
 
 
 if __name__ == "__main__":

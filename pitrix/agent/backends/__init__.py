@@ -33,6 +33,8 @@ _MODULES = {
     "file": ("pitrix.agent.backends.file", "FileBackend"),
     "env": ("pitrix.agent.backends.env", "EnvBackend"),
     "etcdv3": ("pitrix.agent.backends.etcdv3", "EtcdBackend"),
+    "redis": ("pitrix.agent.backends.redis", "RedisBackend"),
+    "zookeeper": ("pitrix.agent.backends.zookeeper", "ZookeeperBackend"),
 }
 
 
