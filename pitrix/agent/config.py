@@ -307,7 +307,7 @@ def _validate(cfg: AgentConfig) -> None:
     if cfg.prefix and not cfg.prefix.startswith("/"):
         cfg.prefix = "/" + cfg.prefix
     cfg.prefix = cfg.prefix.rstrip("/")
-    if cfg.backend == "metad" and not cfg.nodes:
+    if cfg.backend == "metad" and not cfg.nodes and not (cfg.srv_record or cfg.srv_domain):
         raise ConfigError("nodes: the metad backend needs at least one node (e.g. http://127.100.0.2:8080)")
     if cfg.backend == "etcdv3" and not cfg.nodes:
         raise ConfigError("nodes: the etcdv3 backend needs at least one node")

@@ -101,7 +101,12 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         srv_domain=args.srv_domain,
         log_format=args.log_format,
     )
-    return load_config(root, path(args.config_file), overrides)
+    config = load_config(root, path(args.config_file), overrides)
+    if config.srv_record or config.srv_domain:
+        from pitrix.agent.srv import apply_srv
+
+        apply_srv(config)
+    return config
 
 
 async def _run(config: AgentConfig) -> int:

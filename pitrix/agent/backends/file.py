@@ -7,6 +7,8 @@ stdlib, and this backend serves local testing and static setups, not fleets.
 from __future__ import annotations
 
 import contextlib
+import fnmatch
+import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -34,10 +36,11 @@ _Loader.yaml_implicit_resolvers = {
 class FileBackend:
     """Values from one or more YAML files; later files override earlier ones key by key."""
 
-    def __init__(self, files: list[Path], poll_interval: float = 1.0) -> None:
+    def __init__(self, files: list[Path], poll_interval: float = 1.0, filter: str = "*") -> None:
         if not files:
             raise BackendError("file backend: no files given")
         self._files = list(files)
+        self._filter = filter
         self._poll_interval = poll_interval
         # asyncio is loaded by the first watch: a one-shot render (``oneshot``) runs with no loop.
         self._closing = False
@@ -49,7 +52,7 @@ class FileBackend:
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> FileBackend:
-        return cls(config.files)
+        return cls(config.files, filter=config.filter)
 
     async def get_values(self, keys: list[str]) -> dict[str, str]:
         import asyncio
@@ -64,7 +67,7 @@ class FileBackend:
     def _load(self) -> dict[str, str]:
         self._seen = self._stamp()
         merged: dict[str, str] = {}
-        for path in self._files:
+        for path in self._paths():
             try:
                 text = path.read_text()
             except OSError as exc:
@@ -85,13 +88,36 @@ class FileBackend:
 
     def _stamp(self) -> tuple[tuple[int, int], ...]:
         stamps = []
-        for path in self._files:
+        for path in self._paths():
             try:
                 st = path.stat()
                 stamps.append((st.st_mtime_ns, st.st_size))
             except OSError:
                 stamps.append((-1, -1))
         return tuple(stamps)
+
+    def _paths(self) -> list[Path]:
+        """The files to read: each file given, and in each directory given (as confd) every file
+        below it whose name matches ``-filter``, in lexical order."""
+        out: list[Path] = []
+        for path in self._files:
+            if path.is_dir():
+                self._walk(path, out)
+            else:
+                out.append(path)
+        return out
+
+    def _walk(self, directory: Path, out: list[Path]) -> None:
+        """Go's ``filepath.Walk`` order: entries by name, a directory's files where it sorts."""
+        try:
+            entries = sorted(os.scandir(directory), key=lambda e: e.name)
+        except OSError as exc:
+            raise BackendError(f"file backend: {directory}: {exc.strerror}") from None
+        for entry in entries:
+            if entry.is_dir():
+                self._walk(Path(entry.path), out)
+            elif fnmatch.fnmatchcase(entry.name, self._filter):
+                out.append(Path(entry.path))
 
     async def watch(self, prefix: str, keys: list[str], last_index: int) -> int:
         """Return ``last_index + 1`` once any file's mtime or size differs from the last read."""

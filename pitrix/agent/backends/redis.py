@@ -107,6 +107,8 @@ class RedisBackend:
 
     async def _open(self, *, timeout: float | None) -> tuple[Any, int]:
         import redis.asyncio as aioredis
+        from redis.asyncio.retry import Retry
+        from redis.backoff import NoBackoff
 
         errors = []
         for name, args in zip(self._names, self._nodes, strict=True):
@@ -116,6 +118,7 @@ class RedisBackend:
                 socket_connect_timeout=1.0,
                 socket_timeout=timeout,
                 decode_responses=True,
+                retry=Retry(NoBackoff(), 0),  # the agent retries a round with its own backoff
             )
             try:
                 await client.ping()
