@@ -148,7 +148,8 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as exc:
         print(f"pitrix-agent: {exc}", file=sys.stderr)
         return 1
-    log_start(config)
+    if confd_lines:
+        log_start(config)
     try:
         if config.onetime:
             from pitrix.agent import oneshot
@@ -191,7 +192,8 @@ def log_style(config: AgentConfig) -> tuple[bool | None, bool]:
 
 
 def log_start(config: AgentConfig) -> None:
-    """The line confd starts with: which backend, reading what."""
+    """confd's first lines: which backend, reading what (in confd's format only: the JSON lines
+    have always begun with the first resource's)."""
     from pitrix.agent import log
 
     sources = [str(f) for f in config.files] if config.backend == "file" else config.nodes

@@ -26,9 +26,9 @@ SLF4J_SIMPLE = Path("/usr/share/java/slf4j-simple.jar")  # so the server says wh
 needs_redis = pytest.mark.skipif(
     shutil.which("redis-server") is None, reason="Debian's redis-server is missing (scripts/system-deps.sh)"
 )
+HAVE_ZOOKEEPER = ZOOKEEPER_JAR.exists() and shutil.which("java") is not None
 needs_zookeeper = pytest.mark.skipif(
-    not ZOOKEEPER_JAR.exists() or shutil.which("java") is None,
-    reason="Debian's zookeeper is missing (scripts/system-deps.sh)",
+    not HAVE_ZOOKEEPER, reason="Debian's zookeeper is missing (scripts/system-deps.sh)"
 )
 
 
@@ -98,7 +98,7 @@ async def redis_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterato
 
 @pytest.fixture(scope="module")
 async def zookeeper_server(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Server]:
-    if not ZOOKEEPER_JAR.exists() or shutil.which("java") is None:
+    if not HAVE_ZOOKEEPER:
         pytest.skip("Debian's zookeeper is missing (scripts/system-deps.sh)")
     port = free_port()
     workdir = tmp_path_factory.mktemp("zookeeper")
@@ -270,7 +270,9 @@ async def updated(agent: AgentProcess, dest: Path, timeout: float = 20.0) -> lis
 
 
 @needs_redis
-async def test_agent_on_redis_rerenders_on_watch_with_confd_logs(redis_server: Server, tmp_path: Path) -> None:
+async def test_agent_on_redis_rerenders_on_watch_with_confd_logs(
+    redis_server: Server, tmp_path: Path
+) -> None:
     await redis_command(redis_server, "FLUSHALL")
     await redis_command(redis_server, "SET", "/database/host", "db1")
     await redis_command(redis_server, "SET", "/database/port", "5432")
@@ -281,7 +283,11 @@ async def test_agent_on_redis_rerenders_on_watch_with_confd_logs(redis_server: S
     try:
         await agent.ready()
         first = await updated(agent, dest)
-        assert first[:3] == ["Backend set to redis", "Starting confd", f"Backend source(s) set to {redis_server.node}"]
+        assert first[:3] == [
+            "Backend set to redis",
+            "Starting confd",
+            f"Backend source(s) set to {redis_server.node}",
+        ]
         assert f"Target config {dest} out of sync" in first
         assert dest.read_text() == "server db1:5432\n"
         await redis_command(redis_server, "SET", "/database/port", "6432")
