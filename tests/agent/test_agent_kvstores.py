@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 from agent_helpers import AgentProcess
+from structlog.testing import capture_logs
 
 from pitrix.agent.backends.redis import RedisBackend, parse_node
 from pitrix.agent.backends.zookeeper import ZookeeperBackend
@@ -185,6 +186,29 @@ async def test_redis_watch_sees_a_write_after_the_read(redis_server: Server) -> 
         assert await backend.get_values(["/svc"]) == {}
     finally:
         await backend.close()
+
+
+@needs_redis
+async def test_redis_says_when_keyspace_notifications_are_off(redis_server: Server) -> None:
+    await redis_command(redis_server, "CONFIG", "SET", "notify-keyspace-events", "")
+    backend = RedisBackend([redis_server.node])
+    try:
+        with capture_logs() as logs:
+            await backend.get_values(["/svc"])
+        warnings = [e for e in logs if e["log_level"] == "warning"]
+        assert [e["notify_keyspace_events"] for e in warnings] == [""]
+        assert "notify-keyspace-events" in warnings[0]["event"]
+    finally:
+        await backend.close()
+        await redis_command(redis_server, "CONFIG", "SET", "notify-keyspace-events", "KA")
+    # Without -watch nothing subscribes, and nothing warns.
+    quiet = RedisBackend([redis_server.node], watching=False)
+    try:
+        with capture_logs() as logs:
+            await quiet.get_values(["/svc"])
+        assert logs == []
+    finally:
+        await quiet.close()
 
 
 async def test_redis_no_node_answers() -> None:

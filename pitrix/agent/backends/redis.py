@@ -67,13 +67,18 @@ def parse_node(node: str) -> dict[str, Any]:
 class RedisBackend:
     """One command connection and one pub/sub connection to the first node that answers."""
 
-    def __init__(self, nodes: list[str], password: str = "", separator: str = "") -> None:
+    def __init__(
+        self, nodes: list[str], password: str = "", separator: str = "", watching: bool = True
+    ) -> None:
         if not nodes:
             raise BackendError("redis backend: no nodes configured")
         self._nodes = [parse_node(n) for n in nodes]
         self._names = list(nodes)
         self._password = password or None
         self._separator = separator or "/"
+        # Without -watch (-onetime, -interval) nothing subscribes: no second connection, no
+        # warning about notifications nobody waits for.
+        self._watching = watching
         self._client: Any = None
         self._db = 0
         self._log = get_logger("pitrix.agent.redis")
@@ -88,7 +93,7 @@ class RedisBackend:
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> RedisBackend:
-        return cls(config.nodes, config.password, config.separator)
+        return cls(config.nodes, config.password, config.separator, watching=config.watch)
 
     # -- keys as confd names them ----------------------------------------------------------------
 
@@ -144,7 +149,8 @@ class RedisBackend:
     # -- reads -----------------------------------------------------------------------------------
 
     async def get_values(self, keys: list[str]) -> dict[str, str]:
-        await self._ensure_listener()
+        if self._watching:
+            await self._ensure_listener()
         self.revision = max(self._events, 0) + 1
         client = await self._connect()
         try:
@@ -252,14 +258,14 @@ class RedisBackend:
         """Wait for a keyspace event after the read that ``last_index`` names.
 
         A lost subscription is a failure; the watch after it subscribes again and reports a change,
-        as events may have been missed in between.
+        as events may have been missed in between (as does a first watch without a subscription).
         """
         self._watched = "" if prefix in ("", "/") else self.transform(prefix)
+        self._watching = True
         if self._listener is None or self._listener.done():
-            lost = self._listener is not None
+            # Not subscribed (yet, or any more): events may have gone unheard since the last read.
             await self._ensure_listener()
-            if lost or last_index <= 0:
-                return max(self._events, 0) + 1 + (1 if lost else 0)
+            return max(self._events, 0) + 2
         assert self._changed is not None and self._listener is not None
         async with self._changed:
             await self._changed.wait_for(lambda: self._events + 1 > last_index or bool(self._listener_error))

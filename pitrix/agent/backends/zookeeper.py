@@ -37,11 +37,13 @@ def hosts(nodes: list[str]) -> str:
 class ZookeeperBackend:
     """One kazoo session against the ensemble ``nodes`` name."""
 
-    def __init__(self, nodes: list[str], connect_timeout: float = 10.0) -> None:
+    def __init__(self, nodes: list[str], connect_timeout: float = 10.0, watching: bool = True) -> None:
         if not nodes:
             raise BackendError("zookeeper backend: no nodes configured")
         self._hosts = hosts(nodes)
         self._connect_timeout = connect_timeout
+        # Without -watch (-onetime, -interval) reads set no watches.
+        self._watching = watching
         self._client: Any = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._changed: asyncio.Condition | None = None
@@ -51,7 +53,7 @@ class ZookeeperBackend:
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> ZookeeperBackend:
-        return cls(config.nodes)
+        return cls(config.nodes, watching=config.watch)
 
     async def _connect(self) -> Any:
         if self._client is not None:
@@ -67,6 +69,7 @@ class ZookeeperBackend:
             await asyncio.to_thread(client.start, self._connect_timeout)
         except Exception as exc:  # kazoo's timeout, or a host it cannot resolve
             with contextlib.suppress(Exception):
+                await asyncio.to_thread(client.stop)  # its connection thread keeps trying until stopped
                 await asyncio.to_thread(client.close)
             raise BackendError(f"zookeeper: cannot connect to {self._hosts}: {exc}") from None
         self._client = client
@@ -111,12 +114,13 @@ class ZookeeperBackend:
     def _walk(self, client: Any, path: str, out: dict[str, str]) -> None:
         from kazoo.exceptions import NoNodeError
 
+        watch = self._fired if self._watching else None
         try:
-            children = client.get_children(path, watch=self._fired)
-            data, _ = client.get(path, watch=self._fired)
+            children = client.get_children(path, watch=watch)
+            data, _ = client.get(path, watch=watch)
         except NoNodeError:
             # Gone or not there yet: watch for it to appear.
-            if client.exists(path, watch=self._fired) is not None:
+            if client.exists(path, watch=watch) is not None:
                 self._fired()  # created between the two calls: read again
             return
         if not children:
@@ -129,6 +133,11 @@ class ZookeeperBackend:
         """Wait until a watch set by the read that ``last_index`` names fires."""
         await self._connect()
         assert self._changed is not None
+        if not self._watching:
+            # The reads so far set no watches: from now on they do, and this first watch reports a
+            # change so the caller reads (and so watches) again.
+            self._watching = True
+            return self._events + 2
         async with self._changed:
             await self._changed.wait_for(lambda: self._events + 1 > last_index)
             return self._events + 1
