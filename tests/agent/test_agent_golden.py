@@ -88,7 +88,8 @@ def test_usage_and_config_errors_are_one_line(golden_dir: Path) -> None:
     result = run_agent(golden_dir, "-backend", "nosuch")
     assert result.returncode == 1
     assert result.stderr.strip() == (
-        "pitrix-agent: backend: unknown backend 'nosuch' (expected one of metad, file, env, etcdv3, redis, zookeeper)"
+        "pitrix-agent: backend: unknown backend 'nosuch'"
+        " (expected one of metad, file, env, etcdv3, redis, zookeeper)"
     )
     version = subprocess.run([str(AGENT_BIN), "-version"], capture_output=True, text=True, timeout=30)
     assert version.returncode == 0 and version.stdout.startswith("pitrix-agent ")
