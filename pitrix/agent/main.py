@@ -51,7 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     flag("interval", type=float, default=None, help="backend polling interval (seconds)")
     flag("confdir", default=None, help="confd conf directory")
     flag("config-file", default=None, help="the agent's config file")
-    flag("backend", default=None, help="backend to use (metad, file, env, etcdv3)")
+    flag("backend", default=None, help="backend to use (metad, etcd, etcdv3, redis, zookeeper, file, env)")
     flag("node", action="append", default=None, help="backend node (repeatable)")
     flag("prefix", default=None, help="key path prefix")
     flag("file", action="append", default=None, help="YAML file for the file backend (repeatable)")
