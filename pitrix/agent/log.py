@@ -81,6 +81,7 @@ def configure(
 def unconfigure() -> None:
     """Back to structlog's loggers (for tests that configure line loggers in-process)."""
     _SETTINGS.level, _SETTINGS.stream = None, None
+    _SETTINGS.confd = False
 
 
 def get_logger(name: str, **context: Any) -> Logger:
