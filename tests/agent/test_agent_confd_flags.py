@@ -5,6 +5,7 @@ confd's; ``-log-format text`` writes confd's lines; ``-srv-record`` finds nodes 
 from __future__ import annotations
 
 import asyncio
+import io
 import json
 import re
 import struct
@@ -15,6 +16,7 @@ from pathlib import Path
 import pytest
 from agent_helpers import AGENT_BIN, agent_env
 
+from pitrix.agent import log
 from pitrix.agent.backends.file import FileBackend
 from pitrix.agent.config import AgentConfig, ConfigError, Overrides, load_config
 from pitrix.agent.flags import FLAGS
@@ -274,3 +276,21 @@ async def test_srv_record_gives_the_nodes(dns: tuple[DnsServer, int], tmp_path: 
     cfg = config(backend="redis", srv_record="_nothing._tcp.example.test")
     with pytest.raises(ConfigError, match=r"srv-record: cannot get nodes from SRV record .*NXDOMAIN"):
         await asyncio.to_thread(apply_srv, cfg, servers)
+
+
+def test_confd_wording_of_the_agents_events() -> None:
+    out = io.StringIO()
+    log.configure("debug", stream=out, confd=True)
+    try:
+        resource = log.get_logger("pitrix.agent.resource", resource="db", dest="/etc/db.conf")
+        resource.warning("noop: destination not modified")
+        resource.error("check_cmd rejected the staged file", error="exit status 1: bad config")
+        resource.critical("some event", count=2, note="two words")  # type: ignore[attr-defined]
+    finally:
+        log.unconfigure()
+    messages = [line.split(": ", 1)[1] for line in out.getvalue().splitlines()]
+    assert messages == [
+        "WARNING Noop mode enabled. /etc/db.conf will not be modified",
+        "ERROR Config check failed: exit status 1: bad config",
+        "FATAL some event count=2 note='two words'",
+    ]
