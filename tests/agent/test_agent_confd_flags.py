@@ -193,14 +193,13 @@ def test_log_format_text_writes_confds_lines(tmp_path: Path) -> None:
     assert f"DEBUG Target config {dest} in sync" in again.stderr
 
 
-def test_log_format_json_is_the_default_off_a_terminal(tmp_path: Path) -> None:
+def test_log_format_json(tmp_path: Path) -> None:
+    """JSON lines whatever stderr is (off a terminal they are the default: test_agent_lean)."""
     dest = env_resource(tmp_path)
-    for args in ((), ("-log-format", "json")):
-        dest.unlink(missing_ok=True)
-        done = run_agent(tmp_path, *args)
-        events = [json.loads(line) for line in done.stderr.splitlines()]
-        assert {"event": "destination updated", "dest": str(dest)}.items() <= events[0].items()
-        assert events[1]["event"] == "applied"
+    done = run_agent(tmp_path, "-log-format", "json")
+    events = [json.loads(line) for line in done.stderr.splitlines()]
+    assert {"event": "destination updated", "dest": str(dest)}.items() <= events[0].items()
+    assert events[1]["event"] == "applied"
 
 
 # -- DNS SRV --------------------------------------------------------------------------------------
