@@ -94,7 +94,9 @@ async def test_operation_keys_are_served_while_present_to_every_instance(
         assert view["rebuild-audit"] == "web-2"
     status, text, _ = await instances.get(net.ip(1), "/self/upgrade-audit", accept="text/plain")
     assert text.splitlines() == ["/from_app_version\t1.0", "/to_app_version\t1.1"]
-    status, leaf, _ = await instances.get(net.ip(1), "/self/upgrade-audit/from_app_version", accept="text/plain")
+    status, leaf, _ = await instances.get(
+        net.ip(1), "/self/upgrade-audit/from_app_version", accept="text/plain"
+    )
     assert (status, leaf) == (200, "1.0")
     # Removed at the operation's end: gone from every view, the cached shared sections too.
     for section in ("upgrade-audit", "rebuild-audit", "vertical-scaling-roles"):
@@ -120,7 +122,9 @@ async def test_a_linked_clusters_flat_env_is_served_under_its_link(
     await manage.post_data("/clusters/c2/linked-env", {"requirepass": "s3cret", "port": "6379"})
     status, env, _ = await asyncio.wait_for(waiting, DEADLINE)
     assert (status, env) == (200, {"requirepass": "s3cret", "port": "6379"})
-    status, value, _ = await instances.get(net.ip(2), "/self/links/store/env/requirepass", accept="text/plain")
+    status, value, _ = await instances.get(
+        net.ip(2), "/self/links/store/env/requirepass", accept="text/plain"
+    )
     assert (status, value) == (200, "s3cret")
     _, whole, _ = await instances.get(net.ip(200), "/self")
     assert whole["links"]["store"]["env"] == {"requirepass": "s3cret", "port": "6379"}
