@@ -109,10 +109,12 @@ class World:
     async def read(self, ip: str, path: str) -> tuple[int, Any]:
         """GET the instance API as the instance at ``ip`` (plain HTTP: metad knows it by address)."""
         connector = aiohttp.TCPConnector(local_addr=(ip, 0))
-        async with aiohttp.ClientSession(connector=connector) as session:
-            async with session.get(self.metad.instance_url + path) as response:
-                body = await response.json() if response.content_type == "application/json" else None
-                return response.status, body
+        async with (
+            aiohttp.ClientSession(connector=connector) as session,
+            session.get(self.metad.instance_url + path) as response,
+        ):
+            body = await response.json() if response.content_type == "application/json" else None
+            return response.status, body
 
 
 @pytest.fixture
