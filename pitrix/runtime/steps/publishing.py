@@ -106,9 +106,12 @@ def place(ctx: JobContext, tree: dict[str, Any], node: Node, entry: dict[str, An
     (tree.setdefault(role, {}) if role else tree)[node.instance_id] = entry
 
 
-async def host_tree(ctx: JobContext, wanted: list[Node]) -> dict[str, Any]:
-    """The nodes' host entries as a ``hosts``-shaped tree (nodes without an instance left out)."""
-    keys = await pub_keys(ctx)
+async def host_tree(
+    ctx: JobContext, wanted: list[Node], keys: dict[str, str] | None = None
+) -> dict[str, Any]:
+    """The nodes' host entries as a ``hosts``-shaped tree (nodes without an instance left out);
+    ``keys``: the roles' public keys, if the caller has them already (``pub_keys``)."""
+    keys = await pub_keys(ctx) if keys is None else keys
     tree: dict[str, Any] = {}
     for node in wanted:
         if node.instance_id:
@@ -247,7 +250,8 @@ async def register(
     the instance it replaces) adds ``replaces`` to those entries, so a replacement knows it is one.
     """
     wanted = await members(ctx, node_ids)
-    hosts = await host_tree(ctx, wanted)
+    keys = await pub_keys(ctx)
+    hosts = await host_tree(ctx, wanted, keys)
     data: dict[str, Any] = {"cluster": cluster_entry(ctx), "hosts": hosts}
     env = role_env(ctx)
     if env:
@@ -271,7 +275,6 @@ async def register(
     if ctx.cluster.links:  # metad shows a link only while both clusters have the same owner
         data["links"] = dict(ctx.cluster.links)
     if adding:
-        keys = await pub_keys(ctx)
         added: dict[str, Any] = {}
         for node in wanted:
             if not node.instance_id:
