@@ -124,7 +124,13 @@ class Simulator:
 
     def runtime(self) -> dict[str, Any]:
         """A runtime definition for ``QingCloudProvider.from_runtime`` pointing at this simulator."""
-        return {"provider": "qingcloud", "endpoint": self.url, "zone": self.zone, **self._credentials}
+        return {
+            "provider": "qingcloud",
+            "endpoint": self.url,
+            "zone": self.zone,
+            **self._credentials,
+            "hypervisor": "simulator",  # what AppCenter-profile apps read as /host/hypervisor
+        }
 
     async def start(self) -> str:
         """Serve the API; returns the endpoint URL (``http://host:port``)."""

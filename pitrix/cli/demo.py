@@ -73,6 +73,7 @@ def sim_runtime(ready: dict[str, Any], name: str = "sim") -> dict[str, Any]:
         "zone": ready["zone"],
         "access_key_id": ready["access_key_id"],
         "secret_access_key": ready["secret_access_key"],
+        "hypervisor": "simulator",  # what AppCenter-profile apps read as /host/hypervisor
     }
 
 

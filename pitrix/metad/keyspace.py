@@ -5,6 +5,7 @@ this module, so the layout of DESIGN.md ("Metadata layout") is written down once
 
     /clusters/<cid>/cluster/...                 the cluster (owner, ids, generation ...)
     /clusters/<cid>/hosts/<role>/<iid>/...      a node
+    /clusters/<cid>/hosts/<iid>/...             a node of a role-less app (mapping layout "roleless")
     /clusters/<cid>/env/<role>/<key>            a role's parameters
     /clusters/<cid>/staged-env/<iid>/<key>      one instance's parameters during an env rollout
     /clusters/<cid>/health/<role>/...           a role's health check
@@ -12,6 +13,8 @@ this module, so the layout of DESIGN.md ("Metadata layout") is written down once
     /clusters/<cid>/cmd/<iid>/{id,cmd,timeout}  the command an instance must run now
     /clusters/<cid>/{endpoints,links,adding-hosts,deleting-hosts}/...
     /clusters/<cid>/published/<key>             what services with ``publish`` printed (JSON)
+    /clusters/<cid>/{upgrade-audit,rebuild-audit,vertical-scaling-roles}   while that operation runs
+    /clusters/<cid>/linked-env/<key>            the cluster-level env a linking cluster reads
     /_pitrix/mapping/<iid>/...                  who an instance is (what /self means for it)
     /_pitrix/status/<cid>/<iid>/{heartbeat,applied,health,monitor,cmd/<cmd_id>}   its agent's reports
     /_pitrix/{revoked/<serial>,revoked-instances/<iid>}   refused certificates, instances
@@ -55,6 +58,16 @@ PUBLISHED = "published"  # what a service with ``publish: true`` printed, for ev
 MONITOR = "monitor"  # one subtree per role; also the name of an agent's monitor report
 OWNER = "owner"  # the field of the ``cluster`` section that says whose the cluster is
 GENERATION = "generation"  # the field of the ``cluster`` section pitrixd bumps to reach every view
+# Present only while an operation runs (AppCenter's operation keys): an upgrade's from/to versions,
+# a recover's marker, a resize's comma-separated roles.
+UPGRADE_AUDIT = "upgrade-audit"
+REBUILD_AUDIT = "rebuild-audit"
+VERTICAL_SCALING_ROLES = "vertical-scaling-roles"
+# The cluster-level parameters as one flat map: what a linking cluster sees as ``links/<name>/env``.
+LINKED_ENV = "linked-env"
+# A mapping's ``layout``: "" (hosts under their role) or ROLELESS (``hosts/<iid>``, no role level).
+ROLELESS = "roleless"
+LAYOUTS = ("", ROLELESS)
 
 # What an agent reports about itself: ``/_pitrix/status/<cid>/<iid>/<report>`` (``cmd/<cmd_id>``).
 HEARTBEAT = "heartbeat"
@@ -102,7 +115,10 @@ def hosts(cid: str) -> str:
 
 
 def host(cid: str, role: str, iid: str) -> str:
-    """``/clusters/<cid>/hosts/<role>/<iid>``: one node as its peers see it."""
+    """``/clusters/<cid>/hosts/<role>/<iid>``: one node as its peers see it; with ``role`` ""
+    (a role-less app) ``/clusters/<cid>/hosts/<iid>``."""
+    if not role:
+        return f"{CLUSTERS}/{cid}/{HOSTS}/{iid}"
     return f"{CLUSTERS}/{cid}/{HOSTS}/{role}/{iid}"
 
 

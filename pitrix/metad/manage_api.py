@@ -174,6 +174,9 @@ def _check_mapping(iid: str, doc: Any) -> dict[str, Any]:
             raise data.BadDocument(field, "is required and must be a non-empty string")
     for field in ("cluster_id", "role"):
         data.check_segment(doc[field], field)
+    if doc.get("layout", "") not in keyspace.LAYOUTS:
+        shown = ", ".join(repr(v) for v in keyspace.LAYOUTS)
+        raise data.BadDocument("layout", f"{doc['layout']!r} is not a host layout (one of {shown})")
     try:
         ipaddress.ip_address(doc["ip"])
     except ValueError as exc:

@@ -17,7 +17,10 @@ from pitrix.metad.tree import Node, Tree, split_path
 HOST = "host"
 SELF_SEGMENT = keyspace.SELF[1:]
 # What a linked cluster exposes under ``/self/links/<name>``.
-LINKED_SECTIONS = (keyspace.HOSTS, keyspace.CLUSTER, keyspace.ENDPOINTS)
+LINKED_SECTIONS = (keyspace.HOSTS, keyspace.CLUSTER, keyspace.ENDPOINTS, keyspace.ENV)
+# Where each of those is read in the linked cluster: its ``env`` is the flat cluster-level map
+# (``linked-env``, published for AppCenter-profile apps), not its per-role parameters.
+LINKED_SOURCES = {s: s for s in LINKED_SECTIONS} | {keyspace.ENV: keyspace.LINKED_ENV}
 SELF_SECTIONS = (
     HOST,
     keyspace.HOSTS,
@@ -31,6 +34,9 @@ SELF_SECTIONS = (
     keyspace.LINKS,
     keyspace.PUBLISHED,
     keyspace.MONITOR,
+    keyspace.UPGRADE_AUDIT,
+    keyspace.REBUILD_AUDIT,
+    keyspace.VERTICAL_SCALING_ROLES,
 )
 # Sections that differ between instances of one role; every other section of ``/self`` is the
 # same for all of a role's instances, so it is rendered once per change (render.SharedSections).
@@ -49,6 +55,8 @@ class Mapping:
     bootstrap_sha256: str = ""
     # When that token stops buying a certificate (seconds since the epoch; 0: the runtime set none)
     bootstrap_expires: float = 0.0
+    # Where the instance's own host entry is: "" under its role, keyspace.ROLELESS without one.
+    layout: str = ""
     # Derived paths, computed once per mapping (a mapping changes rarely, is read on every request).
     key: str = field(init=False, repr=False, compare=False)
     sources: dict[str, str] = field(init=False, repr=False, compare=False)
@@ -59,7 +67,7 @@ class Mapping:
         cid, iid = self.cluster_id, self.instance_id
         object.__setattr__(self, "key", keyspace.mapping(iid))
         sources = {
-            HOST: keyspace.host(cid, self.role, iid),
+            HOST: keyspace.host(cid, "" if self.layout == keyspace.ROLELESS else self.role, iid),
             # Role-scoped: the role's parameters, and the role's health check (cmd, interval, timeout).
             keyspace.ENV: keyspace.env(cid, self.role),
             keyspace.HEALTH: keyspace.health(cid, self.role),
@@ -82,6 +90,9 @@ class Mapping:
         cid, role, ip = fields.get("cluster_id"), fields.get("role"), fields.get("ip")
         if not all(isinstance(v, str) and v and "/" not in v for v in (cid, role)) or not isinstance(ip, str):
             return None
+        layout = fields.get("layout", "")
+        if layout not in keyspace.LAYOUTS:
+            return None
         token = fields.get("bootstrap_sha256")
         try:
             expires = float(fields.get("bootstrap_expires") or 0)
@@ -94,6 +105,7 @@ class Mapping:
             ip=ip,
             bootstrap_sha256=token.lower() if isinstance(token, str) else "",
             bootstrap_expires=expires,
+            layout=str(layout),
         )
 
     def status_key(self, *report: str) -> str:
@@ -131,7 +143,7 @@ def dependencies(tree: Tree, mapping: Mapping, subpath: list[str]) -> list[str]:
                 if len(subpath) > 1 and subpath[1] != name:
                     continue
                 deps.append(keyspace.owner(target))
-                deps.extend(keyspace.section(target, s) for s in LINKED_SECTIONS)
+                deps.extend(keyspace.section(target, LINKED_SOURCES[s]) for s in LINKED_SECTIONS)
         elif section in SELF_SECTIONS:
             source = mapping.sources[section]
             if subpath and section == subpath[0] and len(subpath) > 1:
@@ -163,7 +175,9 @@ def build(
             links: dict[str, Any] = {}
             for name, target in _links(tree, mapping).items():
                 linked = {
-                    s: node for s in LINKED_SECTIONS if (node := tree.live(keyspace.section(target, s)))
+                    s: node
+                    for s in LINKED_SECTIONS
+                    if (node := tree.live(keyspace.section(target, LINKED_SOURCES[s])))
                 }
                 if linked:
                     links[name] = linked

@@ -36,6 +36,7 @@ from pitrix.runtime.repository import Repository
 from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.secret_env import open_cluster, open_job
 from pitrix.runtime.signals import ClusterSignals
+from pitrix.runtime.steps import operation_keys
 from pitrix.runtime.steps.context import JobContext, RolledBack
 from pitrix.sealing import Sealer
 from pitrix.store import Store
@@ -163,6 +164,7 @@ class Jobs:
         agents: AgentStatus | None = None
         began = time.monotonic()
         fence: list[Compare] = []
+        ctx: JobContext | None = None
         try:
             # Every write of the job is fenced by the claim that started it (see ownership.py).
             fence = self.ownership.fence(cid)
@@ -202,6 +204,7 @@ class Jobs:
                 fleet=self.metadata,
                 fence=fence,
                 node_ids=[n.node_id for n in await self.repo.nodes(cid)],
+                runtime=runtime,
             )
             plan = action.plan(ctx, action.decode(opened_job.args))
             log.info("plan", layers=plan.describe())
@@ -215,9 +218,11 @@ class Jobs:
         except StepFailed as exc:
             rolled_back = isinstance(exc.__cause__, RolledBack) or action.always_rolls_back
             log.error("job failed", error=str(exc), rolled_back=rolled_back)
+            await _clear_operation_keys(ctx, job)
             return await self.finish(cid, job, fence, error=str(exc), rolled_back=rolled_back)
         except (ProviderError, LifecycleError, OSError) as exc:
             log.error("job failed", error=str(exc))
+            await _clear_operation_keys(ctx, job)
             return await self.finish(cid, job, fence, error=str(exc), rolled_back=action.always_rolls_back)
         except Exception as exc:
             log.exception("job failed unexpectedly")
@@ -301,3 +306,14 @@ class Jobs:
 
     async def _progress(self, cid: str, record: StepRecord) -> None:
         self.signals.changed(cid)
+
+
+async def _clear_operation_keys(ctx: JobContext | None, job: Job) -> None:
+    """A failed upgrade, recover or resize takes its operation key (``steps.operation_keys``,
+    written for AppCenter-profile apps) with it: nodes must not read an operation that is over."""
+    if ctx is None or job.action not in operation_keys.BY_ACTION:
+        return
+    try:
+        await operation_keys.clear_all(ctx.metad, ctx.cid)
+    except Exception as exc:  # the failure is reported anyway; a left key goes with the next such job
+        ctx.log.warning("operation keys not removed", error=str(exc))

@@ -145,7 +145,14 @@ def test_a_mappings_self_sources_are_keyspace_keys() -> None:
         "links": "/clusters/c/links",
         "published": "/clusters/c/published",
         "monitor": "/clusters/c/monitor/web",
+        "upgrade-audit": "/clusters/c/upgrade-audit",
+        "rebuild-audit": "/clusters/c/rebuild-audit",
+        "vertical-scaling-roles": "/clusters/c/vertical-scaling-roles",
     }
+    # A role-less app's host entry has no role level; its role-scoped sections keep the role.
+    flat = Mapping(instance_id="i-1", cluster_id="c", role="web", ip="127.100.0.2", layout="roleless")
+    assert flat.sources["host"] == "/clusters/c/hosts/i-1"
+    assert flat.sources["env"] == "/clusters/c/env/web"
 
 
 def test_the_module_imports_only_the_standard_library() -> None:

@@ -20,7 +20,7 @@ from pitrix.runtime.actions.phases import boot, delete_volumes, init_start
 from pitrix.runtime.metadata import StatusUnavailable
 from pitrix.runtime.plan import Plan, as_step
 from pitrix.runtime.records import Cluster
-from pitrix.runtime.steps import agents, instances, membership, nodes, publishing, services
+from pitrix.runtime.steps import agents, instances, membership, nodes, operation_keys, publishing, services
 from pitrix.runtime.steps.context import JobContext
 
 
@@ -67,6 +67,9 @@ class Recover(Action[RecoverArgs]):
         live = [n for n in nodes.node_ids(ctx) if n not in old]
         run = services.run_service
         plan = Plan(self.name)
+        audit = operation_keys.wanted(ctx.cluster.app)
+        if audit:  # AppCenter's packages read it while the recover's services run
+            plan.then(as_step("rebuild-audit", operation_keys.mark_rebuild, ctx, node_ids))
         plan.then(as_step("mark-replaced", membership.mark_replaced, ctx, old))
         plan.then(as_step("scale_in", run, ctx, "scale_in", live))
         plan.then(as_step("unregister-old", publishing.unregister_instances, ctx, old))
@@ -82,6 +85,8 @@ class Recover(Action[RecoverArgs]):
             as_step("clear-adding-hosts", publishing.clear, ctx, ks.ADDING_HOSTS),
             as_step("clear-deleting-hosts", publishing.clear, ctx, ks.DELETING_HOSTS),
         )
+        if audit:
+            plan.then(as_step("clear-rebuild-audit", operation_keys.unmark, ctx, ks.REBUILD_AUDIT))
         return plan
 
     def commit(self, cluster: Cluster, args: RecoverArgs) -> dict[str, Any]:

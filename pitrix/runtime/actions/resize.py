@@ -21,12 +21,13 @@ from __future__ import annotations
 
 from typing import Any
 
+from pitrix.metad import keyspace as ks
 from pitrix.runtime.actions.base import Accepted, Action, Args, Desk, InvalidRequest
 from pitrix.runtime.plan import Plan, as_step
 from pitrix.runtime.records import Cluster, RoleResources
 from pitrix.runtime.resources import role_size
 from pitrix.runtime.spec import SpecError
-from pitrix.runtime.steps import resizing, restarts
+from pitrix.runtime.steps import operation_keys, resizing, restarts
 from pitrix.runtime.steps.context import JobContext
 from pitrix.runtime.steps.resizing import Target
 
@@ -154,6 +155,10 @@ class Resize(Action[ResizeArgs]):
 
     def plan(self, ctx: JobContext, args: ResizeArgs) -> Plan:
         plan = Plan(self.name)
+        audit = operation_keys.wanted(ctx.cluster.app)
+        if audit:  # AppCenter's packages read it while the resized nodes stop and start
+            roles = list(args.targets)
+            plan.then(as_step("vertical-scaling-roles", operation_keys.mark_vertical_scaling, ctx, roles))
         for role, target in args.targets.items():
             node_ids = args.nodes.get(role, [])
             size = ctx.cluster.app.role(role).vertical_scaling.max_in_flight
@@ -167,6 +172,9 @@ class Resize(Action[ResizeArgs]):
                     gate = _gate_timeout(ctx, role)
                     plan.then(as_step(f"healthy:{name}", restarts.healthy_again, *batch, timeout=gate))
             plan.then(as_step(f"record:{role}", resizing.record_size, ctx, role, target))
+        if audit:
+            section = ks.VERTICAL_SCALING_ROLES
+            plan.then(as_step("clear-vertical-scaling-roles", operation_keys.unmark, ctx, section))
         return plan
 
     def commit(self, cluster: Cluster, args: ResizeArgs) -> dict[str, Any]:

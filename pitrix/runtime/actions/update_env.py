@@ -19,7 +19,7 @@ from pitrix.runtime.actions.phases import role_of
 from pitrix.runtime.plan import Plan, as_step
 from pitrix.runtime.records import Cluster
 from pitrix.runtime.secret_env import env_context
-from pitrix.runtime.steps import nodes, rollout
+from pitrix.runtime.steps import nodes, publishing, rollout
 from pitrix.runtime.steps.context import JobContext
 
 Env = dict[str, dict[str, str]]
@@ -110,6 +110,8 @@ class UpdateEnv(Action[EnvArgs]):
             plan.then(as_step(name, rollout.roll_env, ctx, batch, list(done), values, before))
             done += batch
         plan.then(as_step("commit-env", rollout.commit_env, ctx, node_ids, values))
+        if publishing.env_publishes(ctx.cluster.app):  # endpoints' ports from env, AppCenter's linked env
+            plan.then(as_step("publish-env", publishing.publish_env_sections, ctx, args.env))
         return plan
 
     def commit(self, cluster: Cluster, args: EnvArgs) -> dict[str, Any]:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from pitrix.metad import keyspace as ks
 from pitrix.runtime import params
 from pitrix.runtime.actions.base import Accepted, Action, Args, Desk, InvalidRequest
 from pitrix.runtime.actions.phases import role_of
@@ -26,7 +27,7 @@ from pitrix.runtime.plan import Plan, as_step
 from pitrix.runtime.records import Cluster
 from pitrix.runtime.secret_env import env_context, is_secret, seal_passwords
 from pitrix.runtime.spec import AppSpec, EnvParam, Role
-from pitrix.runtime.steps import nodes, upgrade
+from pitrix.runtime.steps import nodes, operation_keys, upgrade
 from pitrix.runtime.steps.context import JobContext
 from pitrix.runtime.steps.rollout import rollout_batches
 from pitrix.sealing import REDACTED, Sealer
@@ -93,6 +94,10 @@ class Upgrade(Action[UpgradeArgs]):
         policy = args.app.upgrade
         replace = policy is not None and policy.policy == "replace"
         plan = Plan(self.name)
+        audit = operation_keys.wanted(ctx.cluster.app, args.app)
+        if audit:  # AppCenter's packages read it while their upgrade and rollback run
+            versions = (ctx.cluster.app.version, args.app.version)
+            plan.then(as_step("upgrade-audit", operation_keys.mark_upgrade, ctx, *versions))
         for role, ids in by_role.items():
             for number in range(1, upgrade.batch_count(args.app, len(ids)) + 1):
                 name = (
@@ -107,6 +112,8 @@ class Upgrade(Action[UpgradeArgs]):
                     step = as_step(name, upgrade.upgrade_in_place, *batch, timeout=BATCH_TIMEOUT)
                 plan.then(step)
         plan.then(as_step("commit-upgrade", upgrade.commit_upgrade, ctx, target, node_ids))
+        if audit:
+            plan.then(as_step("clear-upgrade-audit", operation_keys.unmark, ctx, ks.UPGRADE_AUDIT))
         return plan
 
     def commit(self, cluster: Cluster, args: UpgradeArgs) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from pitrix.providers.base import Provider
 from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.keypairs import KeyPairs, RuntimeKeyPair
 from pitrix.runtime.ownership import LostOwnership
-from pitrix.runtime.records import DEFAULT_HEARTBEAT_INTERVAL, Cluster, Job, MetadataCluster
+from pitrix.runtime.records import DEFAULT_HEARTBEAT_INTERVAL, Cluster, Job, MetadataCluster, Runtime
 from pitrix.sealing import Sealer
 from pitrix.ssh import SshSessions
 from pitrix.store import Store
@@ -53,6 +53,9 @@ class JobContext:
     # The cluster's node ids as its node records said when the plan was made (``nodes.node_ids``):
     # after a scale-in of chosen nodes they are not ``<role>-1..count``. None: not read (create).
     node_ids: list[str] | None = None
+    # The cluster's runtime record (zone, endpoint, settings): what AppCenter-profile metadata
+    # tells instances about where they run. None: not read (tests building a context by hand).
+    runtime: Runtime | None = None
     _key_pair: RuntimeKeyPair | None = field(default=None, init=False, repr=False)
 
     @property

@@ -17,7 +17,7 @@ from pitrix.runtime.spec import Service
 from pitrix.runtime.steps.context import JobContext, OperationError, RolledBack
 from pitrix.runtime.steps.nodes import members, nodes, split_id
 from pitrix.runtime.steps.ordering import ordered
-from pitrix.runtime.steps.publishing import host_entry
+from pitrix.runtime.steps.publishing import host_tree
 from pitrix.runtime.steps.services import command_line, first_live, run_commands
 from pitrix.store.types import Op
 
@@ -109,10 +109,7 @@ async def mark_leaving(ctx: JobContext, role: str, count: int, named: list[str])
                 for n in found
             )
         )
-    deleting: dict[str, dict[str, Any]] = {}
-    for node in await members(ctx, chosen):
-        if node.instance_id:
-            deleting.setdefault(node.role, {})[node.instance_id] = host_entry(ctx, node)
+    deleting = await host_tree(ctx, await members(ctx, chosen))
     if deleting:
         await ctx.metad.put_data(ks.cluster(ctx.cid), {ks.DELETING_HOSTS: deleting})
     return f"leaving: {', '.join(chosen)}"
@@ -121,10 +118,9 @@ async def mark_leaving(ctx: JobContext, role: str, count: int, named: list[str])
 async def mark_replaced(ctx: JobContext, old: dict[str, str]) -> str:
     """recover: the instances being replaced (``{node_id: instance_id}``) appear under
     ``deleting-hosts`` as they were, so the live members' ``scale_in`` can let them go."""
-    deleting: dict[str, dict[str, Any]] = {}
-    for node in await members(ctx, list(old)):
-        if node.instance_id == old[node.node_id]:  # not yet forgotten (a re-run after forget-old is done)
-            deleting.setdefault(node.role, {})[node.instance_id] = host_entry(ctx, node)
+    # Only those not yet forgotten (a re-run after forget-old is done finds the new instance).
+    still = [n for n in await members(ctx, list(old)) if n.instance_id == old[n.node_id]]
+    deleting = await host_tree(ctx, still)
     if deleting:
         await ctx.metad.put_data(ks.cluster(ctx.cid), {ks.DELETING_HOSTS: deleting})
     return f"replacing {', '.join(f'{n} ({i})' for n, i in sorted(old.items()))}"
