@@ -52,7 +52,7 @@ class Agent:
         self.config = config
         self.backend = backend
         self.reporter = reporter
-        self.cache = TemplateCache()
+        self.cache = TemplateCache.for_config(config)
         self.confdir = ConfDir(config)
         self.options = ApplyOptions.from_config(config, file_io_on_loop=own_process)
         self.results: dict[str, ApplyResult] = {}

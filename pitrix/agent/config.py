@@ -64,6 +64,14 @@ class AgentConfig:
     # Seconds one bootstrap keeps asking a metad that does not know the token yet (the runtime maps
     # an instance moments after it runs) before the agent's own backoff takes over.
     bootstrap_patience: float = 10.0
+    # The AppCenter compatibility profile (``profiles.py``): "native" or "appcenter".
+    profile: str = "native"
+    # Where the plain-HTTP metadata proxy listens ("ADDR:PORT"; "off": not at all). Resolved by
+    # load_config: in the appcenter profile it defaults to $PITRIX_VM_IP:80, else 127.0.0.88:80.
+    metadata_listen: str = ""
+    # How templates' eq/ne/lt/le/gt/ge compare: "go" (text/template's) or "yunify" (confd-yunify's
+    # number-aware ones). Resolved by load_config: "yunify" in the appcenter profile.
+    template_compare: str = ""
 
     @property
     def template_dir(self) -> Path:
@@ -95,6 +103,9 @@ class Overrides:
     client_cakeys: Path | None = None
     username: str | None = None
     password: str | None = None
+    profile: str | None = None
+    metadata_listen: str | None = None
+    template_compare: str | None = None
 
 
 # confd.toml key -> (AgentConfig field, kind). Kinds: str, bool, number, list (of str), path,
@@ -157,6 +168,9 @@ _PITRIX_KEYS: dict[str, tuple[str, str]] = {
     "max_settle": ("max_settle", "number"),
     "bootstrap_token": ("bootstrap_token", "str"),
     "bootstrap_patience": ("bootstrap_patience", "number"),
+    "profile": ("profile", "str"),
+    "metadata_listen": ("metadata_listen", "str"),
+    "template_compare": ("template_compare", "str"),
 }
 
 
@@ -211,6 +225,9 @@ def load_config(
         # show it the whole tree, which metad refuses in any case.
         cfg.prefix = keyspace.SELF
     _validate(cfg)
+    from pitrix.agent.profiles import resolve_profile  # the profile's own defaults and checks
+
+    resolve_profile(cfg, env)
     return cfg
 
 

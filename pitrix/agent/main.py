@@ -61,6 +61,9 @@ def build_parser() -> argparse.ArgumentParser:
     flag("username", default=None, help="username for the backend")
     flag("password", default=None, help="password for the backend")
     flag("root", default=None, help="the VM's root directory (default $PITRIX_VM_ROOT or /)")
+    flag("profile", default=None, help="compatibility profile: native or appcenter")
+    flag("metadata-listen", default=None, help="appcenter: plain-HTTP metadata proxy ADDR:PORT, or off")
+    flag("template-compare", default=None, help="template eq/ne/lt/le/gt/ge: go or yunify")
     return parser
 
 
@@ -89,6 +92,9 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         client_cakeys=path(args.client_ca_keys),
         username=args.username,
         password=args.password,
+        profile=args.profile,
+        metadata_listen=args.metadata_listen,
+        template_compare=args.template_compare,
     )
     return load_config(root, path(args.config_file), overrides)
 

@@ -3,7 +3,8 @@
 ``TemplateResource.process`` tells the whole story: render the values into a staged file beside
 the destination, stop if it is already in place, let ``check_cmd`` judge the staged file, swap it
 in atomically, run ``reload_cmd``, and if the reload fails put the previous file back and reload
-again, so a bad configuration never stays live. Every outcome ends in an ``ApplyResult``.
+again, so a bad configuration never stays live (in the appcenter profile the new file stays, as
+confd leaves it: ``profiles``). Every outcome ends in an ``ApplyResult``.
 """
 
 from __future__ import annotations
@@ -63,12 +64,22 @@ class ApplyOptions:
     # Where the blocking file work (render, write, fsync, rename) runs: in a worker thread, or on
     # the loop when the agent is alone in its process (see ``build_agent``).
     file_io_on_loop: bool = False
+    # Whether a failed reload puts the previous file back and reloads again (native), or leaves
+    # the new file in place as confd does (the appcenter profile: its templates generate the
+    # scripts their reload runs, and a second reload of the old one restarts the service again).
+    restore_on_failed_reload: bool = True
 
     @classmethod
     def from_config(cls, config: AgentConfig, *, file_io_on_loop: bool = False) -> ApplyOptions:
         env = command_env(config.root)
         return cls(
-            config.noop, config.sync_only, config.keep_stage_file, config.hook_timeout, env, file_io_on_loop
+            config.noop,
+            config.sync_only,
+            config.keep_stage_file,
+            config.hook_timeout,
+            env,
+            file_io_on_loop,
+            restore_on_failed_reload=config.profile != "appcenter",
         )
 
     async def file_io(self, work: Callable[..., T], *args: Any) -> T:
@@ -364,6 +375,8 @@ class TemplateResource:
         if result.ok:
             return None
         error = f"reload_cmd failed ({result.describe()}): {result.output.strip()[-500:]}"
+        if not opts.restore_on_failed_reload:
+            return f"{error}; new file left in place"
         await opts.file_io(self._restore, previous)
         again = await run_shell(self.reload_cmd, root=self.root, timeout=timeout, env=env)
         restored = "previous file restored" if previous is not None else "new file removed"
