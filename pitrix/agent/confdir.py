@@ -64,7 +64,9 @@ class ConfDir:
         self._parsed.keep_only({path for path, _st in files})
         return resources, errors
 
-    def _without_cmd_info(self, files: list[tuple[Path, os.stat_result]]) -> list[tuple[Path, os.stat_result]]:
+    def _without_cmd_info(
+        self, files: list[tuple[Path, os.stat_result]]
+    ) -> list[tuple[Path, os.stat_result]]:
         """AppCenter images carry conf.d/cmd.info.toml, whose reload runs the command in
         /self/cmd: the agent's own command runner runs it already, so applying it too would run
         each lifecycle command twice."""

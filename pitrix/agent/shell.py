@@ -122,7 +122,9 @@ class _Child:
     are closed once, by ``close``: a descriptor closed twice in a process that runs a thousand agents closes
     someone else's."""
 
-    def __init__(self, command: str, root: Path, env: dict[str, str], tail_bytes: int, split: bool = False) -> None:
+    def __init__(
+        self, command: str, root: Path, env: dict[str, str], tail_bytes: int, split: bool = False
+    ) -> None:
         import asyncio
 
         loop = asyncio.get_running_loop()
