@@ -74,8 +74,8 @@ def parse_listen(listen: str) -> tuple[str, int]:
         addr = ipaddress.IPv4Address(host)
     except ValueError:
         raise ConfigError(f"{where}: {host!r} is not an IPv4 address") from None
-    port = int(port_text)
-    if not 0 < port < 65536:
+    port = int(port_text)  # 0: an ephemeral port (tests), as the socket gives it
+    if not 0 <= port < 65536:
         raise ConfigError(f"{where}: port {port} out of range")
     if addr.is_unspecified:
         # 0.0.0.0 would serve this VM's metadata to anyone who can reach it.
