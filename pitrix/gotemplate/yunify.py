@@ -19,9 +19,10 @@ What the fork does, worked out from its source and matched case by case here:
   are strings that are not numbers they compare as strings, byte by byte; when only one is, it
   counts as 0 (an out-of-range one as ±Inf, what ParseFloat returns with its error). Never an error.
 
-The number syntax is Go's strconv (Go 1.19, the toolchain Debian builds confd with here): an
-optional sign, decimal digits with an optional point and exponent, or a hexadecimal mantissa
-with a ``p`` exponent; ``_`` only between digits of a ``0x`` number.
+The number syntax is Go's strconv (Go 1.19, the toolchain Debian builds confd with here):
+``ParseFloat`` takes an optional sign, decimal digits with an optional point and exponent or a
+hexadecimal mantissa with a ``p`` exponent, ``inf``/``infinity``/``nan`` in any case, and ``_``
+between digits; ``ParseInt`` (base 10) takes an optional sign and digits only.
 """
 
 from __future__ import annotations
@@ -37,17 +38,19 @@ from pitrix.gotemplate.values import is_int
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
 _DEC_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
-_HEX_FLOAT = re.compile(r"([+-]?)0[xX]((?:[0-9a-fA-F_]+\.?[0-9a-fA-F_]*|\.[0-9a-fA-F_]+))[pP]([+-]?[0-9_]+)")
+_HEX_FLOAT = re.compile(r"([+-]?)0[xX]((?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+))[pP]([+-]?[0-9]+)")
 _SPECIAL = re.compile(r"([+-]?)(inf|infinity)|(nan)", re.IGNORECASE)
 _DEC_INT = re.compile(r"[+-]?[0-9]+")
 
 
-def _underscores_ok(digits: str) -> bool:
-    """strconv's rule for a ``0x`` number: each ``_`` sits between two digits (the prefix counts
-    as one)."""
-    saw = "0"  # the base prefix counts as a digit
-    for c in digits:
-        if c in "0123456789abcdefABCDEF":
+def _underscores_ok(text: str) -> bool:
+    """strconv's underscoreOK: each ``_`` sits between two digits (a base prefix counts as one)."""
+    body = text[1:] if text[:1] in ("+", "-") else text
+    saw, i, hexa = "^", 0, False
+    if len(body) >= 2 and body[0] == "0" and body[1].lower() in "box":
+        saw, i, hexa = "0", 2, body[1].lower() == "x"
+    for c in body[i:]:
+        if c.isascii() and (c.isdigit() or (hexa and c.lower() in "abcdef")):
             saw = "0"
         elif c == "_":
             if saw != "0":
@@ -68,6 +71,11 @@ def parse_float(text: str) -> tuple[float, bool]:
         if special.group(3):
             return math.nan, True
         return (-math.inf if special.group(1) == "-" else math.inf), True
+    if "_" in text:
+        # Digit separators: where strconv allows them, its parser skips them.
+        if not _underscores_ok(text):
+            return 0.0, False
+        text = text.replace("_", "")
     if _DEC_FLOAT.fullmatch(text):
         value = float(text)
     else:
@@ -75,14 +83,9 @@ def parse_float(text: str) -> tuple[float, bool]:
         if not hexa:
             return 0.0, False
         sign, mantissa, exponent = hexa.groups()
-        if not _underscores_ok(text[len(sign) + 2 :]):
-            return 0.0, False
-        mantissa = mantissa.replace("_", "")
-        if not any(c not in "." for c in mantissa):
-            return 0.0, False
         whole, _, frac = mantissa.partition(".")
         try:
-            value = float.fromhex(f"{sign}0x{whole or '0'}.{frac or '0'}p{exponent.replace('_', '')}")
+            value = float.fromhex(f"{sign}0x{whole or '0'}.{frac or '0'}p{exponent}")
         except OverflowError:
             return (-math.inf if sign == "-" else math.inf), False
     if math.isinf(value):
