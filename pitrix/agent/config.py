@@ -131,6 +131,11 @@ _CONFD_KEYS: dict[str, tuple[str, str]] = {
     "client_cakeys": ("client_cakeys", "path"),
     "username": ("username", "str"),
     "password": ("password", "str"),
+    # The profile's settings belong in [pitrix]; accepted at the top level too, so a config written
+    # either way starts the agent rather than stopping it on an unknown key.
+    "profile": ("profile", "str"),
+    "metadata_listen": ("metadata_listen", "str"),
+    "template_compare": ("template_compare", "str"),
 }
 # confd keys that configure things this agent has no use for; accepted so confd.toml files load.
 _CONFD_IGNORED = frozenset(

@@ -16,7 +16,9 @@ The trust boundary is the listening socket, so the proxy is narrow on purpose:
 - bounded: the request head (16 KiB, 64 headers), the target (4 KiB), the answer forwarded
   (8 MiB), concurrent requests (64) and concurrent long-polls (32; ``?wait=true`` holds a
   request open until the view changes), and a request head must arrive within 10 s;
-- one request per connection (``Connection: close``): what curl and the images' scripts send.
+- one request per connection (``Connection: close``): what curl and the images' scripts send;
+- a ``Host`` header must name ``metadata`` or the listen address (421 otherwise): no page whose
+  name is rebound to the proxy's address reads it through a browser on the VM.
 
 Forwarded: the path (re-quoted), the query as it came (long-polls included) and the ``Accept``
 header when the caller sent one (none otherwise, so metad answers in its own default format).
@@ -84,8 +86,19 @@ def _printable(text: str) -> bool:
     return all(0x21 <= ord(c) <= 0x7E for c in text)
 
 
-def check_request(method: str, url: bytes, headers: dict[str, str]) -> Forward:
-    """The forwardable form of one request, or ``Refused``. Pure: the attack surface in one place."""
+def check_request(method: str, url: bytes, headers: dict[str, str], listen_host: str = "") -> Forward:
+    """The forwardable form of one request, or ``Refused``. Pure: the attack surface in one place.
+
+    ``Host`` (when sent) must name the proxy (``metadata`` or its address, any port): a web page
+    that rebinds its own name to the proxy's address would otherwise read the metadata through a
+    browser running on the VM, as that browser sends the page's host name.
+    """
+    host = headers.get("host")
+    if host is not None:
+        name = host.strip().lower()
+        name = name.rsplit(":", 1)[0] if name.count(":") == 1 else name
+        if name not in (HOST_NAME, listen_host):
+            raise Refused(421, f"Host must be {HOST_NAME} or the proxy's address")
     if method not in ("GET", "HEAD"):
         raise Refused(405, f"{method} is not served: the metadata proxy is read-only")
     if headers.get("content-length", "0").strip() not in ("", "0") or "transfer-encoding" in headers:
@@ -206,7 +219,7 @@ class MetadataProxy:
     async def handle(self, method: str, url: bytes, headers: dict[str, str]) -> bytes:
         head = method == "HEAD"
         try:
-            fwd = check_request(method, url, headers)
+            fwd = check_request(method, url, headers, self.host)
         except Refused as exc:
             self._log.info("request refused", method=method[:16], status=exc.status, reason=exc.reason)
             return _refusal(exc, head)

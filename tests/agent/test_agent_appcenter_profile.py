@@ -173,6 +173,9 @@ def test_profile_settings_and_defaults(tmp_path: Path) -> None:
     (tmp_path / "etc/pitrix").mkdir(parents=True)
     (tmp_path / "etc/pitrix/agent.toml").write_text('[pitrix]\nprofile = "appcenter"\n')
     assert load_config(tmp_path, None, Overrides(backend="env"), environ={}).profile == "appcenter"
+    (tmp_path / "etc/pitrix/agent.toml").write_text('profile = "appcenter"\ntemplate_compare = "go"\n')
+    top = load_config(tmp_path, None, Overrides(backend="env"), environ={})
+    assert (top.profile, top.template_compare) == ("appcenter", "go")
 
 
 def test_runtime_writes_the_profile_for_appcenter_apps() -> None:

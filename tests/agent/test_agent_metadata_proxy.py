@@ -176,6 +176,13 @@ async def test_proxy_forwards_this_vms_view_and_refuses_the_rest(proxy_world: Pr
         status, _, body = await raw(w.ip, port, get("/", "Accept: application/json"))
         assert status == 200 and b"other-owners-secret" not in body and b"i-web1" in body
 
+        # A Host that is not the proxy (a rebound name, from a browser on the VM): refused.
+        status, _, _ = await raw(w.ip, port, b"GET /self/host HTTP/1.1\r\nHost: evil.example\r\n\r\n")
+        assert status == 421
+        for host in (w.ip, f"{w.ip}:{port}", "METADATA:80"):
+            status, _, _ = await raw(w.ip, port, f"GET /self/host HTTP/1.1\r\nHost: {host}\r\n\r\n".encode())
+            assert status == 200, host
+
         # Oversized heads.
         status, _, _ = await raw(w.ip, port, get("/self/host", "X-Big: " + "a" * 20000))
         assert status == 431
@@ -211,7 +218,9 @@ async def test_an_unbindable_listen_address_is_logged_and_the_agent_runs_on(prox
 
 
 def test_request_checks_and_peers() -> None:
-    fwd = check_request("GET", b"/self/host/?wait=true&prev_version=3", {"accept": "text/plain"})
+    fwd = check_request(
+        "GET", b"/self/host/?wait=true&prev_version=3", {"accept": "text/plain", "host": "metadata"}
+    )
     assert (fwd.target, fwd.accept, fwd.wait) == ("/self/host/?wait=true&prev_version=3", "text/plain", True)
     assert check_request("GET", b"/self//host", {}).target == "/self/host"
     assert check_request("GET", b"/", {}).accept is None
