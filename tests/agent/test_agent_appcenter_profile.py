@@ -21,6 +21,10 @@ from pitrix.agent.render import RenderError, TemplateCache
 from pitrix.agent.resource import ApplyOptions, TemplateResource
 from pitrix.gotemplate import TemplateError, parse
 from pitrix.gotemplate.yunify import COMPARE_FUNCS
+from pitrix.runtime.records import Cluster, Job, MetadataCluster
+from pitrix.runtime.spec import parse_spec
+from pitrix.runtime.steps import identity
+from pitrix.runtime.steps.context import JobContext
 from pitrix.runtime.userdata import AGENT_CONFIG, agent_files
 
 # Each expression's result under confd-yunify's functions (checked against its Go source built
@@ -185,6 +189,24 @@ def test_runtime_writes_the_profile_for_appcenter_apps() -> None:
 
     assert pitrix_table(profile="appcenter")["profile"] == "appcenter"
     assert "profile" not in pitrix_table()
+    # What the runtime's steps hand to userdata: the app's own profile.
+    for profile in ("appcenter", "native"):
+        app = parse_spec(
+            {"name": "a", "profile": profile, "roles": [{"name": "n_1", "count": 1, "image": "x"}]}
+        )
+        ctx = JobContext(
+            store=None,  # type: ignore[arg-type]  # agent_files reads the cluster and metadata records only
+            cluster=Cluster(id="cl-1", name="a", owner="o", runtime="r", app=app, counts={"n_1": 1}),
+            job=Job(id="j-1", cluster_id="cl-1", action="create"),
+            provider=None,  # type: ignore[arg-type]
+            metadata=MetadataCluster(owner="o", runtime="r", name="m"),
+            metad=None,  # type: ignore[arg-type]
+            agents=None,  # type: ignore[arg-type]
+            sealer=None,  # type: ignore[arg-type]
+            keypairs=None,  # type: ignore[arg-type]
+        )
+        doc = tomllib.loads(identity.agent_files(ctx, "n_1")[AGENT_CONFIG].decode())
+        assert doc["pitrix"].get("profile", "native") == profile
 
 
 CMD_INFO = "\n".join(
