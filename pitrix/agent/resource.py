@@ -68,10 +68,19 @@ class ApplyOptions:
     # the new file in place as confd does (the appcenter profile: its templates generate the
     # scripts their reload runs, and a second reload of the old one restarts the service again).
     restore_on_failed_reload: bool = True
+    # The appcenter profile's metadata proxy: (the VM's /etc/hosts, the proxy's address). An image
+    # whose template renders /etc/hosts (HBase's, Storm's) would drop the ``metadata`` line the
+    # agent put there; that resource's output keeps it, so the file stays in sync and resolving.
+    hosts_entry: tuple[Path, str] | None = None
 
     @classmethod
     def from_config(cls, config: AgentConfig, *, file_io_on_loop: bool = False) -> ApplyOptions:
         env = command_env(config.root)
+        hosts_entry = None
+        if config.profile == "appcenter" and config.metadata_listen != "off":
+            from pitrix.agent.profiles import parse_listen
+
+            hosts_entry = (under_root(config.root, "/etc/hosts"), parse_listen(config.metadata_listen)[0])
         return cls(
             config.noop,
             config.sync_only,
@@ -80,6 +89,7 @@ class ApplyOptions:
             env,
             file_io_on_loop,
             restore_on_failed_reload=config.profile != "appcenter",
+            hosts_entry=hosts_entry,
         )
 
     async def file_io(self, work: Callable[..., T], *args: Any) -> T:
@@ -246,7 +256,8 @@ class TemplateResource:
             # When nothing has to judge the staged file first, the step that rendered it swaps it
             # in too: one worker-thread hop per apply where there are hops, not two.
             gated = opts.noop or bool(self.check_cmd and not opts.sync_only)
-            step = await opts.file_io(self._prepare, cache, values, not gated, opts.keep_stage_file)
+            keep = opts.hosts_entry[1] if opts.hosts_entry and opts.hosts_entry[0] == self.dest else None
+            step = await opts.file_io(self._prepare, cache, values, not gated, opts.keep_stage_file, keep)
             staged = step.staged
             if step.in_sync:
                 log.debug("in sync")
@@ -289,11 +300,22 @@ class TemplateResource:
 
     # -- the steps -------------------------------------------------------------------------------
 
-    def _prepare(self, cache: TemplateCache, values: dict[str, str], swap: bool, keep_stage: bool) -> _Step:
+    def _prepare(
+        self,
+        cache: TemplateCache,
+        values: dict[str, str],
+        swap: bool,
+        keep_stage: bool,
+        metadata_addr: str | None,
+    ) -> _Step:
         """Render and compare with the destination; unless it is already in place, stage the new
         file beside it, and with ``swap`` put it in place too. Blocking (an fsync): it runs
         where ``ApplyOptions.file_io`` says."""
         text = cache.render(self.src, self.template_values(values))
+        if metadata_addr is not None:  # this is the VM's /etc/hosts: the proxy's name stays in it
+            from pitrix.agent.hostsfile import hosts_text
+
+            text = hosts_text(text, metadata_addr, "metadata") or text
         data = text.encode()
         previous = self._read_dest()
         attrs = self._target_attrs(previous)

@@ -321,3 +321,28 @@ def test_the_proxy_loads_only_when_it_starts(tmp_path: Path) -> None:
     loaded = json.loads(done.stdout)
     assert "pitrix.agent.profiles" in loaded
     assert "pitrix.agent.metadata_proxy" not in loaded and "pitrix.agent.hostsfile" not in loaded
+
+
+@pytest.mark.parametrize("profile", ["appcenter", "native"])
+async def test_a_template_of_etc_hosts_keeps_the_metadata_line(tmp_path: Path, profile: str) -> None:
+    """Images that render /etc/hosts themselves (HBase, Storm) keep the proxy's name resolving,
+    and the file stays in sync with what they render (no reload on every round)."""
+    conf = tmp_path / "etc/confd"
+    (conf / "conf.d").mkdir(parents=True)
+    (conf / "templates").mkdir(parents=True)
+    (conf / "templates/hosts.tmpl").write_text('127.0.0.1 localhost\n{{getv "/host/ip"}} node-1\n')
+    toml = conf / "conf.d/hosts.toml"
+    toml.write_text(
+        '[template]\nsrc = "hosts.tmpl"\ndest = "/etc/hosts"\nkeys = ["/host"]\n'
+        'reload_cmd = "echo r >> r.log"\n'
+    )
+    cfg = load_config(
+        tmp_path, None, Overrides(backend="env", profile=profile), environ={"PITRIX_VM_IP": "127.100.0.7"}
+    )
+    res, opts, cache = TemplateResource.load(toml, cfg), ApplyOptions.from_config(cfg), TemplateCache()
+    first = await res.process({"/host/ip": "127.100.0.7"}, cache, opts)
+    again = await res.process({"/host/ip": "127.100.0.7"}, cache, opts)
+    assert first.ok and first.changed and again.ok and not again.changed
+    extra = "127.100.0.7 metadata\n" if profile == "appcenter" else ""
+    assert (tmp_path / "etc/hosts").read_text() == "127.0.0.1 localhost\n127.100.0.7 node-1\n" + extra
+    assert (tmp_path / "r.log").read_text() == "r\n"
