@@ -23,7 +23,7 @@ from agent_helpers import running
 from pitrix.agent.agent import Agent, build_agent
 from pitrix.agent.config import Overrides, load_config
 from pitrix.agent.hostsfile import ensure_entry, hosts_text
-from pitrix.agent.metadata_proxy import MetadataProxy, check_request, peer_allowed
+from pitrix.agent.metadata_proxy import MAX_WAITS, MetadataProxy, check_request, peer_allowed
 from pitrix.store import Store
 from tests.metad.tlsworld import TLSWorld, start_world
 
@@ -148,6 +148,14 @@ async def test_proxy_forwards_this_vms_view_and_refuses_the_rest(proxy_world: Pr
         await w.tls.manage.put_data("/clusters/c1/env/web/port", "8080")
         status, _, body = await asyncio.wait_for(poll, 30)
         assert status == 200 and json.loads(body) == "8080"
+
+        # Long-polls beyond the cap are turned away at once, other reads still served.
+        proxy.waits = MAX_WAITS
+        status, _, _ = await raw(w.ip, port, get(f"/self/env/port?wait=true&prev_version={version}"))
+        assert status == 503
+        status, _, _ = await raw(w.ip, port, get("/self/env/port"))
+        assert status == 200
+        proxy.waits = 0
 
         # Writes and bodies.
         for method in ("POST", "PUT", "DELETE", "PATCH"):
