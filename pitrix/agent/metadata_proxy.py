@@ -14,8 +14,9 @@ The trust boundary is the listening socket, so the proxy is narrow on purpose:
   ``..`` segments (encoded or not), control characters or a fragment get 400, so no request can
   name another host, climb out of the instance API or smuggle a header into the forwarded one;
 - bounded: the request head (16 KiB, 64 headers), the target (4 KiB), the answer forwarded
-  (8 MiB), concurrent requests (64) and concurrent long-polls (32; ``?wait=true`` holds a
-  request open until the view changes), and a request head must arrive within 10 s;
+  (8 MiB), concurrent requests (16) and concurrent long-polls (8; ``?wait=true`` holds a
+  request open until the view changes): each one past the agent's two kept connections is a
+  connection metad holds for this VM; and a request head must arrive within 10 s;
 - one request per connection (``Connection: close``): what curl and the images' scripts send;
 - a ``Host`` header must name ``metadata`` or the listen address (421 otherwise): no page whose
   name is rebound to the proxy's address reads it through a browser on the VM.
@@ -36,7 +37,7 @@ import ipaddress
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qsl, quote, unquote_to_bytes
 
 import httptools
@@ -48,13 +49,16 @@ from pitrix.agent.log import get_logger
 from pitrix.agent.metad_client import MetadClient
 from pitrix.agent.profiles import LISTEN_OFF, parse_listen
 
+if TYPE_CHECKING:
+    from pitrix.agent.config import AgentConfig
+
 MAX_HEAD_BYTES = 16 * 1024
 MAX_HEADERS = 64
 MAX_TARGET = 4096
 MAX_HEADER_VALUE = 512
 MAX_ANSWER_BYTES = 8 * 1024 * 1024
-MAX_ACTIVE = 64
-MAX_WAITS = 32
+MAX_ACTIVE = 16
+MAX_WAITS = 8
 HEAD_TIMEOUT = 10.0
 REQUEST_TIMEOUT = 15.0
 WAIT_TIMEOUT = 330.0  # metad ends a long-poll well before (its own wait timeout)
@@ -350,7 +354,7 @@ class _Connection(asyncio.Protocol):
 
 
 async def serve(
-    config: Any, client: MetadClient, *, started: asyncio.Future[MetadataProxy] | None = None
+    config: AgentConfig, client: MetadClient, *, started: asyncio.Future[MetadataProxy] | None = None
 ) -> None:
     """Run the proxy at ``config.metadata_listen`` and name it in the VM's /etc/hosts, until
     cancelled. A listen address that cannot be bound (port 80 without the privilege to bind it)
