@@ -52,7 +52,7 @@ class Agent:
         self.config = config
         self.backend = backend
         self.reporter = reporter
-        self.cache = TemplateCache()
+        self.cache = TemplateCache.for_config(config)
         self.confdir = ConfDir(config)
         self.options = ApplyOptions.from_config(config, file_io_on_loop=own_process)
         self.results: dict[str, ApplyResult] = {}
@@ -78,6 +78,8 @@ class Agent:
         self.health: HealthChecker | None = None if config.onetime else HealthChecker(reporter, config.root)
         self.monitor: MonitorRunner | None = None if config.onetime else MonitorRunner(reporter, config.root)
         self._log = get_logger("pitrix.agent", backend=config.backend, prefix=config.prefix)
+        # The appcenter profile's metadata proxy, once it listens (``metadata_proxy.serve``).
+        self.proxy_started: asyncio.Future[Any] | None = None
 
     # -- one round -------------------------------------------------------------------------------
 
@@ -208,6 +210,7 @@ class Agent:
             tasks.append(asyncio.create_task(self.monitor.serve(), name="monitor"))
         if self.runner is not None:
             tasks.append(asyncio.create_task(self.runner.serve(), name="commands"))
+        tasks += self._profile_tasks()
         loop = self._watch_loop() if self.config.watch else self._interval_loop()
         main = asyncio.create_task(loop, name="apply")
         stopper = asyncio.create_task(self._stop.wait(), name="stop")
@@ -222,6 +225,21 @@ class Agent:
             for task in [main, stopper, *tasks]:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+
+    def _profile_tasks(self) -> list[asyncio.Task[None]]:
+        """The appcenter profile's metadata proxy (imported only there)."""
+        if self.config.profile != "appcenter" or self.config.metadata_listen == "off":
+            return []
+        client = getattr(self.backend, "client", None)
+        if client is None:
+            self._log.warning("metadata proxy not started: it forwards to metad", backend=self.config.backend)
+            return []
+        from pitrix.agent.metadata_proxy import serve
+
+        self.proxy_started = asyncio.get_running_loop().create_future()
+        return [
+            asyncio.create_task(serve(self.config, client, started=self.proxy_started), name="metadata-proxy")
+        ]
 
     async def _pause(self, seconds: float) -> None:
         """Wait ``seconds`` unless the agent is stopped, or metad came back (a heartbeat went

@@ -145,6 +145,8 @@ class CommandRunner:
                 "started": started,
                 "finished": utc_now(),
                 "output_tail": "interrupted: the agent stopped while the command was running",
+                "stdout_tail": "",
+                "stderr_tail": "",
             }
             self._log.warning("command interrupted by an agent restart", cmd_id=cmd_id)
             await asyncio.to_thread(self._ledger.mark_done, cmd_id, record)
@@ -230,20 +232,27 @@ class CommandRunner:
                     "started": started,
                     "finished": None,
                     "output_tail": "",
+                    "stdout_tail": "",
+                    "stderr_tail": "",
                 },
             )
         result = await run_shell(
-            command.cmd, root=self._root, timeout=command.timeout, tail_bytes=self._tail_bytes
+            command.cmd, root=self._root, timeout=command.timeout, tail_bytes=self._tail_bytes, split=True
         )
-        output = result.output
+        output, errors = result.output, result.stderr
         if result.timed_out:
-            output += f"\n[pitrix-agent: killed after {command.timeout:g}s timeout]"
+            note = f"\n[pitrix-agent: killed after {command.timeout:g}s timeout]"
+            output += note
+            errors += note
         record = {
             "status": "successful" if result.ok else "failed",
             "exit_code": None if result.timed_out else result.exit_code,
             "started": started,
             "finished": utc_now(),
             "output_tail": output[-self._tail_bytes :],
+            # Apart, for services whose stdout is parsed (JSON, node ids) while they log on stderr.
+            "stdout_tail": result.stdout[-self._tail_bytes :],
+            "stderr_tail": errors[-self._tail_bytes :],
         }
         await asyncio.to_thread(self._ledger.mark_done, command.id, record)
         log.info("command finished", status=record["status"], exit_code=record["exit_code"])

@@ -43,6 +43,7 @@ class ConfDir:
     def __init__(self, config: AgentConfig) -> None:
         self._config = config
         self._parsed: FileCache[TemplateResource] = FileCache()
+        self._cmd_info_logged = False
 
     def load(self) -> tuple[list[TemplateResource], dict[str, str]]:
         """Every resource that loads, and an error per file that does not (so one bad file does
@@ -50,6 +51,8 @@ class ConfDir:
         resources: list[TemplateResource] = []
         errors: dict[str, str] = {}
         files = resource_files(self._config)
+        if self._config.profile == "appcenter":
+            files = self._without_cmd_info(files)
         for path, st in files:
             try:
                 load = functools.partial(TemplateResource.load, path, self._config)
@@ -60,6 +63,26 @@ class ConfDir:
             resources.append(resource)
         self._parsed.keep_only({path for path, _st in files})
         return resources, errors
+
+    def _without_cmd_info(
+        self, files: list[tuple[Path, os.stat_result]]
+    ) -> list[tuple[Path, os.stat_result]]:
+        """AppCenter images carry conf.d/cmd.info.toml, whose reload runs the command in
+        /self/cmd: the agent's own command runner runs it already, so applying it too would run
+        each lifecycle command twice."""
+        from pitrix.agent.profiles import CMD_INFO_RESOURCE
+
+        kept = [(path, st) for path, st in files if path.stem != CMD_INFO_RESOURCE]
+        if len(kept) != len(files) and not self._cmd_info_logged:
+            self._cmd_info_logged = True
+            from pitrix.agent.log import get_logger
+
+            get_logger("pitrix.agent").info(
+                "resource skipped: the agent's command runner runs /self/cmd itself",
+                resource=CMD_INFO_RESOURCE,
+                profile="appcenter",
+            )
+        return kept
 
 
 def load_resources(config: AgentConfig) -> tuple[list[TemplateResource], dict[str, str]]:

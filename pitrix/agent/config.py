@@ -73,6 +73,14 @@ class AgentConfig:
     srv_record: str = ""
     srv_domain: str = ""
     log_format: str = ""
+    # The AppCenter compatibility profile (``profiles.py``): "native" or "appcenter".
+    profile: str = "native"
+    # Where the plain-HTTP metadata proxy listens ("ADDR:PORT"; "off": not at all). Resolved by
+    # load_config: in the appcenter profile it defaults to $PITRIX_VM_IP:80, else 127.0.0.88:80.
+    metadata_listen: str = ""
+    # How templates' eq/ne/lt/le/gt/ge compare: "go" (text/template's) or "yunify" (confd-yunify's
+    # number-aware ones). Resolved by load_config: "yunify" in the appcenter profile.
+    template_compare: str = ""
 
     @property
     def template_dir(self) -> Path:
@@ -112,6 +120,9 @@ class Overrides:
     srv_record: str | None = None
     srv_domain: str | None = None
     log_format: str | None = None
+    profile: str | None = None
+    metadata_listen: str | None = None
+    template_compare: str | None = None
 
 
 # confd.toml key -> (AgentConfig field, kind). Kinds: str, bool, number, list (of str), path,
@@ -146,6 +157,11 @@ _CONFD_KEYS: dict[str, tuple[str, str]] = {
     "srv_domain": ("srv_domain", "str"),
     "log-format": ("log_format", "str"),
     "log_format": ("log_format", "str"),
+    # The profile's settings belong in [pitrix]; accepted at the top level too, so a config written
+    # either way starts the agent rather than stopping it on an unknown key.
+    "profile": ("profile", "str"),
+    "metadata_listen": ("metadata_listen", "str"),
+    "template_compare": ("template_compare", "str"),
 }
 # confd keys that configure things this agent has no use for; accepted so confd.toml files load.
 _CONFD_IGNORED = frozenset(
@@ -178,6 +194,9 @@ _PITRIX_KEYS: dict[str, tuple[str, str]] = {
     "max_settle": ("max_settle", "number"),
     "bootstrap_token": ("bootstrap_token", "str"),
     "bootstrap_patience": ("bootstrap_patience", "number"),
+    "profile": ("profile", "str"),
+    "metadata_listen": ("metadata_listen", "str"),
+    "template_compare": ("template_compare", "str"),
 }
 
 
@@ -232,6 +251,9 @@ def load_config(
         # show it the whole tree, which metad refuses in any case.
         cfg.prefix = keyspace.SELF
     _validate(cfg)
+    from pitrix.agent.profiles import resolve_profile  # the profile's own defaults and checks
+
+    resolve_profile(cfg, env)
     return cfg
 
 

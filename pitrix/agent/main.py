@@ -62,6 +62,9 @@ def build_parser() -> argparse.ArgumentParser:
     flag("username", default=None, help="username for the backend")
     flag("password", default=None, help="password for the backend")
     flag("root", default=None, help="the VM's root directory (default $PITRIX_VM_ROOT or /)")
+    flag("profile", default=None, help="compatibility profile: native or appcenter")
+    flag("metadata-listen", default=None, help="appcenter: plain-HTTP metadata proxy ADDR:PORT, or off")
+    flag("template-compare", default=None, help="template eq/ne/lt/le/gt/ge: go or yunify")
     add_confd_flags(parser)
     return parser
 
@@ -100,6 +103,9 @@ def config_from_args(args: argparse.Namespace) -> AgentConfig:
         srv_record=args.srv_record,
         srv_domain=args.srv_domain,
         log_format=args.log_format,
+        profile=args.profile,
+        metadata_listen=args.metadata_listen,
+        template_compare=args.template_compare,
     )
     config = load_config(root, path(args.config_file), overrides)
     if config.srv_record or config.srv_domain:

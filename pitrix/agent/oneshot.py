@@ -73,7 +73,7 @@ def run(config: AgentConfig) -> int | None:
     for name, error in load_errors.items():
         log.error("resource not loaded", resource=name, error=error)
         results[name] = ApplyResult(name, ok=False, error=error)
-    cache = TemplateCache()
+    cache = TemplateCache.for_config(config)
     options = ApplyOptions.from_config(config, file_io_on_loop=True)
     for resource in resources:
         results[resource.name] = run_inline(resource.process(values, cache, options))

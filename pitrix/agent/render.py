@@ -7,12 +7,14 @@ template is immutable: each render passes its own key space's functions to ``exe
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pitrix.agent.filecache import FileCache
 
 if TYPE_CHECKING:  # the engine is imported on the first render, not at the agent's start
+    from pitrix.agent.config import AgentConfig
     from pitrix.gotemplate import Template
 
 
@@ -23,8 +25,20 @@ class RenderError(Exception):
 class TemplateCache:
     """Parsed templates of one agent, by source path."""
 
-    def __init__(self) -> None:
+    def __init__(self, compare: str = "go") -> None:
         self._parsed: FileCache[Template] = FileCache()
+        # "yunify": confd-yunify's number-aware comparisons win over Go's builtins (the
+        # appcenter profile, or the agent's template_compare setting).
+        self._extra: dict[str, Callable[..., Any]] | None = None
+        if compare == "yunify":
+            from pitrix.gotemplate.yunify import COMPARE_FUNCS
+
+            self._extra = COMPARE_FUNCS
+
+    @classmethod
+    def for_config(cls, config: AgentConfig) -> TemplateCache:
+        """The cache an agent with ``config`` renders with."""
+        return cls(config.template_compare or "go")
 
     def render(self, src: Path, values: dict[str, str]) -> str:
         """Execute ``src`` against ``values`` (keys as templates see them: prefix already stripped)."""
@@ -46,7 +60,10 @@ class TemplateCache:
 
         try:
             parsed, _ = self._parsed.get(src, st, read_and_parse)
-            return parsed.execute(None, funcs=bound_funcs(MemKV(values)))
+            funcs = bound_funcs(MemKV(values))
+            if self._extra is not None:
+                funcs.update(self._extra)
+            return parsed.execute(None, funcs=funcs)
         except TemplateError as exc:
             raise RenderError(f"template {src.name}: {exc}") from None
         except RenderError:

@@ -3,7 +3,8 @@
 ``TemplateResource.process`` tells the whole story: render the values into a staged file beside
 the destination, stop if it is already in place, let ``check_cmd`` judge the staged file, swap it
 in atomically, run ``reload_cmd``, and if the reload fails put the previous file back and reload
-again, so a bad configuration never stays live. Every outcome ends in an ``ApplyResult``.
+again, so a bad configuration never stays live (in the appcenter profile the new file stays, as
+confd leaves it: ``profiles``). Every outcome ends in an ``ApplyResult``.
 """
 
 from __future__ import annotations
@@ -63,12 +64,32 @@ class ApplyOptions:
     # Where the blocking file work (render, write, fsync, rename) runs: in a worker thread, or on
     # the loop when the agent is alone in its process (see ``build_agent``).
     file_io_on_loop: bool = False
+    # Whether a failed reload puts the previous file back and reloads again (native), or leaves
+    # the new file in place as confd does (the appcenter profile: its templates generate the
+    # scripts their reload runs, and a second reload of the old one restarts the service again).
+    restore_on_failed_reload: bool = True
+    # The appcenter profile's metadata proxy: (the VM's /etc/hosts, the proxy's address). An image
+    # whose template renders /etc/hosts (HBase's, Storm's) would drop the ``metadata`` line the
+    # agent put there; that resource's output keeps it, so the file stays in sync and resolving.
+    hosts_entry: tuple[Path, str] | None = None
 
     @classmethod
     def from_config(cls, config: AgentConfig, *, file_io_on_loop: bool = False) -> ApplyOptions:
         env = command_env(config.root)
+        hosts_entry = None
+        if config.profile == "appcenter" and config.metadata_listen != "off":
+            from pitrix.agent.profiles import parse_listen
+
+            hosts_entry = (under_root(config.root, "/etc/hosts"), parse_listen(config.metadata_listen)[0])
         return cls(
-            config.noop, config.sync_only, config.keep_stage_file, config.hook_timeout, env, file_io_on_loop
+            config.noop,
+            config.sync_only,
+            config.keep_stage_file,
+            config.hook_timeout,
+            env,
+            file_io_on_loop,
+            restore_on_failed_reload=config.profile != "appcenter",
+            hosts_entry=hosts_entry,
         )
 
     async def file_io(self, work: Callable[..., T], *args: Any) -> T:
@@ -235,7 +256,8 @@ class TemplateResource:
             # When nothing has to judge the staged file first, the step that rendered it swaps it
             # in too: one worker-thread hop per apply where there are hops, not two.
             gated = opts.noop or bool(self.check_cmd and not opts.sync_only)
-            step = await opts.file_io(self._prepare, cache, values, not gated, opts.keep_stage_file)
+            keep = opts.hosts_entry[1] if opts.hosts_entry and opts.hosts_entry[0] == self.dest else None
+            step = await opts.file_io(self._prepare, cache, values, not gated, opts.keep_stage_file, keep)
             staged = step.staged
             if step.in_sync:
                 log.debug("in sync")
@@ -278,11 +300,22 @@ class TemplateResource:
 
     # -- the steps -------------------------------------------------------------------------------
 
-    def _prepare(self, cache: TemplateCache, values: dict[str, str], swap: bool, keep_stage: bool) -> _Step:
+    def _prepare(
+        self,
+        cache: TemplateCache,
+        values: dict[str, str],
+        swap: bool,
+        keep_stage: bool,
+        metadata_addr: str | None,
+    ) -> _Step:
         """Render and compare with the destination; unless it is already in place, stage the new
         file beside it, and with ``swap`` put it in place too. Blocking (an fsync): it runs
         where ``ApplyOptions.file_io`` says."""
         text = cache.render(self.src, self.template_values(values))
+        if metadata_addr is not None:  # this is the VM's /etc/hosts: the proxy's name stays in it
+            from pitrix.agent.hostsfile import hosts_text
+
+            text = hosts_text(text, metadata_addr, "metadata") or text
         data = text.encode()
         previous = self._read_dest()
         attrs = self._target_attrs(previous)
@@ -364,6 +397,8 @@ class TemplateResource:
         if result.ok:
             return None
         error = f"reload_cmd failed ({result.describe()}): {result.output.strip()[-500:]}"
+        if not opts.restore_on_failed_reload:
+            return f"{error}; new file left in place"
         await opts.file_io(self._restore, previous)
         again = await run_shell(self.reload_cmd, root=self.root, timeout=timeout, env=env)
         restored = "previous file restored" if previous is not None else "new file removed"

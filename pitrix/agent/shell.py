@@ -35,6 +35,9 @@ class ShellResult:
     exit_code: int
     output: str
     timed_out: bool
+    # Only with ``run_shell(split=True)``: each stream's own tail (``output`` stays the merged one).
+    stdout: str = ""
+    stderr: str = ""
 
     @property
     def ok(self) -> bool:
@@ -63,15 +66,20 @@ async def run_shell(
     timeout: float,
     tail_bytes: int = OUTPUT_TAIL_BYTES,
     env: dict[str, str] | None = None,
+    split: bool = False,
 ) -> ShellResult:
     """Run ``command`` under ``sh -c``; stdout and stderr are merged and only the tail kept.
 
     The tail is kept rather than the whole output because lifecycle commands can be chatty and
-    the result travels back through metad as a single value.
+    the result travels back through metad as a single value. ``split``: stdout and stderr get
+    pipes of their own, so their tails are kept apart as well (a service whose stdout is parsed,
+    JSON or node ids, must not see its warnings); the merged tail then follows the order in which
+    the agent read the two pipes. Off by default: reloads, checks and health probes only need the
+    merged tail, and a second pipe is a second descriptor to watch on every change.
     """
     import asyncio  # here, not at the top: a one-shot render with no commands never loads it
 
-    child = _Child(command, root, env if env is not None else command_env(root), tail_bytes)
+    child = _Child(command, root, env if env is not None else command_env(root), tail_bytes, split)
     # A timer that kills the command's group, rather than asyncio.wait_for: wait_for wraps the
     # wait in a task of its own, work paid by every reload of every change.
     expiry = asyncio.get_running_loop().call_later(timeout, child.expire)
@@ -94,7 +102,13 @@ async def run_shell(
         child.close()
     code = child.returncode if child.returncode is not None else -1
     output = child.tail.decode("utf-8", "replace")
-    return ShellResult(exit_code=code, output=output, timed_out=child.timed_out)
+    return ShellResult(
+        exit_code=code,
+        output=output,
+        timed_out=child.timed_out,
+        stdout=child.stream_tails[0].decode("utf-8", "replace"),
+        stderr=child.stream_tails[1].decode("utf-8", "replace"),
+    )
 
 
 # $1 is the VM root (``sh -c SCRIPT sh ROOT``); shifted away, the command sees no arguments, as
@@ -104,17 +118,24 @@ _IN_ROOT = 'cd -- "$1" || exit 126; shift; '
 
 class _Child:
     """``sh -c command`` in its own session: started by vfork, its exit awaited on a pidfd, its
-    merged output read from a pipe. Both descriptors belong to this object alone and are closed
-    once, by ``close``: a descriptor closed twice in a process that runs a thousand agents closes
+    output read from one pipe (or one per stream). The descriptors belong to this object alone and
+    are closed once, by ``close``: a descriptor closed twice in a process that runs a thousand agents closes
     someone else's."""
 
-    def __init__(self, command: str, root: Path, env: dict[str, str], tail_bytes: int) -> None:
+    def __init__(
+        self, command: str, root: Path, env: dict[str, str], tail_bytes: int, split: bool = False
+    ) -> None:
         import asyncio
 
         loop = asyncio.get_running_loop()
         self._loop = loop
-        read_end, write_end = os.pipe()  # both close-on-exec: the child keeps only its 1 and 2
+        # Pipes are close-on-exec: the child keeps only its 1 and 2. One pipe for both streams,
+        # or (split) one each.
+        pipes = [os.pipe()]
         try:
+            if split:
+                pipes.append(os.pipe())
+            err_end = pipes[-1][1]
             # vfork: well under a millisecond whatever the parent's size, so it runs on the loop
             # rather than paying a thread hop.
             self.pid = os.posix_spawn(
@@ -123,46 +144,63 @@ class _Child:
                 env,
                 file_actions=[
                     (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-                    (os.POSIX_SPAWN_DUP2, write_end, 1),
-                    (os.POSIX_SPAWN_DUP2, write_end, 2),
+                    (os.POSIX_SPAWN_DUP2, pipes[0][1], 1),
+                    (os.POSIX_SPAWN_DUP2, err_end, 2),
                 ],
                 setsid=True,
             )
         except BaseException:
-            os.close(read_end)
+            for read_end, _ in pipes:
+                os.close(read_end)
             raise
         finally:
-            os.close(write_end)  # the child holds its copy; ours would keep the pipe from ending
+            for _, write_end in pipes:  # the child holds its copy; ours would keep the pipe open
+                os.close(write_end)
         self.returncode: int | None = None
         self.timed_out = False
         self.tail = bytearray()
+        # Each stream's own tail when split (stdout, stderr); both stay empty otherwise.
+        self.stream_tails = (bytearray(), bytearray())
+        self._split = split
         self._tail_bytes = tail_bytes
-        self._output_fd: int | None = read_end
+        self._output_fds: list[int] = []
         self._pidfd: int | None = os.pidfd_open(self.pid)
         self._exited: asyncio.Future[None] = loop.create_future()
         self._ended: asyncio.Future[None] = loop.create_future()
-        os.set_blocking(read_end, False)
-        loop.add_reader(read_end, self._on_output)
+        for stream, (read_end, _) in enumerate(pipes):
+            os.set_blocking(read_end, False)
+            self._output_fds.append(read_end)
+            loop.add_reader(read_end, self._on_output, read_end, stream)
         loop.add_reader(self._pidfd, self._on_exit)
 
-    def _on_output(self) -> None:
-        assert self._output_fd is not None
+    def _keep(self, buf: bytearray, chunk: bytes) -> None:
+        buf.extend(chunk)
+        if len(buf) > self._tail_bytes:
+            del buf[: len(buf) - self._tail_bytes]
+
+    def _on_output(self, fd: int, stream: int) -> None:
         try:
-            chunk = os.read(self._output_fd, 65536)
+            chunk = os.read(fd, 65536)
         except (BlockingIOError, InterruptedError):
             return
         if not chunk:
-            self._stop_reading()
+            self._close_output(fd)
             return
-        self.tail.extend(chunk)
-        if len(self.tail) > self._tail_bytes:
-            del self.tail[: len(self.tail) - self._tail_bytes]
+        self._keep(self.tail, chunk)
+        if self._split:
+            self._keep(self.stream_tails[stream], chunk)
+
+    def _close_output(self, fd: int) -> None:
+        if fd in self._output_fds:
+            self._output_fds.remove(fd)
+            self._loop.remove_reader(fd)
+            os.close(fd)
+        if not self._output_fds and not self._ended.done():
+            self._ended.set_result(None)
 
     def _stop_reading(self) -> None:
-        if self._output_fd is not None:
-            self._loop.remove_reader(self._output_fd)
-            os.close(self._output_fd)
-            self._output_fd = None
+        for fd in list(self._output_fds):
+            self._close_output(fd)
         if not self._ended.done():
             self._ended.set_result(None)
 

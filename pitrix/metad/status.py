@@ -176,4 +176,7 @@ def cmd_result(cmd_id: str, body: Any) -> dict[str, Any]:
     _optional_time(doc, "started")
     _optional_time(doc, "finished")
     _optional_str(doc, "output_tail", MAX_OUTPUT_TAIL)
+    # The agent's stdout and stderr apart (each bounded as the merged tail is).
+    _optional_str(doc, "stdout_tail", MAX_OUTPUT_TAIL)
+    _optional_str(doc, "stderr_tail", MAX_OUTPUT_TAIL)
     return doc

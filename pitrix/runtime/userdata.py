@@ -49,8 +49,12 @@ def agent_files(
     health_cmd: str = "",
     health_interval: float = 10.0,
     templates: Sequence[Template] = (),
+    profile: str = "native",
 ) -> dict[str, bytes]:
     """The agent's config (and its TLS material) by absolute path inside the VM.
+
+    ``profile``: the app's compatibility profile; "appcenter" turns on the agent's AppCenter
+    behaviour (its plain-HTTP metadata proxy among it, at the agent's default address).
 
     With ``ca_pem`` the agent speaks mutual TLS: it either gets its certificate here (``cert_pem``,
     ``key_pem``: pushed over SSH once the instance id is known) or fetches it from metad with a
@@ -85,6 +89,8 @@ def agent_files(
         lines.append(f"bootstrap_token = {_toml(bootstrap_token)}")
     if health_cmd:
         lines += [f"health_cmd = {_toml(health_cmd)}", f"health_interval = {health_interval}"]
+    if profile != "native":
+        lines.append(f"profile = {_toml(profile)}")
     files[AGENT_CONFIG] = ("\n".join(lines) + "\n").encode()
     for template in templates:
         files.update(template_files(template))

@@ -76,4 +76,5 @@ def agent_files(
         health_cmd=check.cmd if check else "",
         health_interval=check.interval if check else 10.0,
         templates=role.templates,
+        profile=ctx.cluster.app.profile,
     )
