@@ -10,6 +10,7 @@ from __future__ import annotations
 from pitrix.runtime.spec import Service
 from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps.nodes import members
+from pitrix.runtime.steps.published import stdout_of
 from pitrix.runtime.steps.services import first_live, run_commands
 
 ORDERING_TIMEOUT = 60
@@ -50,9 +51,9 @@ async def ordered(ctx: JobContext, role: str, node_ids: list[str]) -> list[str]:
     runner = await first_live(ctx, candidates) or placed[0]
     service = Service(cmd=command, timeout=ORDERING_TIMEOUT)
     result = (await run_commands(ctx, f"ordering-{role}", [(runner, service)]))[runner.node_id]
-    output = str(result.get("output_tail") or "")
+    output = stdout_of(result)
     if result.get("status") != "successful":
-        tail = " | ".join(output.strip().splitlines()[-3:])
+        tail = " | ".join(str(result.get("output_tail") or "").strip().splitlines()[-3:])
         raise OperationError(
             f"{role} ordering failed on {runner.node_id} (exit {result.get('exit_code')}): {tail}"
         )
