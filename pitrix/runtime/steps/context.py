@@ -14,6 +14,7 @@ from pitrix.providers.base import Provider
 from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.keypairs import KeyPairs, RuntimeKeyPair
 from pitrix.runtime.ownership import LostOwnership
+from pitrix.runtime.passphraseless import RoleKey
 from pitrix.runtime.records import DEFAULT_HEARTBEAT_INTERVAL, Cluster, Job, MetadataCluster
 from pitrix.sealing import Sealer
 from pitrix.ssh import SshSessions
@@ -53,6 +54,8 @@ class JobContext:
     # The cluster's node ids as its node records said when the plan was made (``nodes.node_ids``):
     # after a scale-in of chosen nodes they are not ``<role>-1..count``. None: not read (create).
     node_ids: list[str] | None = None
+    # The key pairs of the app's passphraseless roles, loaded when the job starts (passphraseless.load).
+    role_keys: dict[str, RoleKey] = field(default_factory=dict)
     _key_pair: RuntimeKeyPair | None = field(default=None, init=False, repr=False)
 
     @property
