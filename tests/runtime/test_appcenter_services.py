@@ -36,7 +36,7 @@ from pitrix.runtime.repository import Repository
 from pitrix.runtime.spec import parse_spec
 from pitrix.runtime.steps.context import JobContext, RolledBack
 from pitrix.runtime.steps.custom import ServiceFailed, run_custom, service_command
-from pitrix.runtime.steps.destroying import Vetoed, destroy_leaving
+from pitrix.runtime.steps.destroying import Vetoed, destroy_leaving, run_destroy
 from pitrix.runtime.steps.membership import mark_leaving, on_leaving, on_remaining
 from pitrix.runtime.steps.nodes import nodes, save
 from pitrix.runtime.steps.publishing import register
@@ -227,6 +227,17 @@ async def test_a_failing_destroy_vetoes_the_scale_in_then_destroy_goes_first(wor
     lines = world.lines()
     assert lines[0] == "destroy zk_node-3" and lines[-1] == "stop zk_node-3"
     assert sorted(lines[1:3]) == ["scale_in zk_node-1", "scale_in zk_node-2"] and len(lines) == 4
+
+
+async def test_a_delete_s_destroy_veto_gives_way_to_force_and_rolls_back_to_active(world: World) -> None:
+    (world.roots["zk_node-2"] / "keep").touch()
+    with pytest.raises(Vetoed, match=r"zk_node-2 exit 3 \(the ensemble would lose its quorum\)"):
+        await run_destroy(world.with_job("j-del", "delete"), ["zk_node-1", "zk_node-2"])
+    forced = await run_destroy(world.with_job("j-del2", "delete"), ["zk_node-1", "zk_node-2"], force=True)
+    assert forced.startswith("destroy on 2 node(s); failed on zk_node-2 exit 3 (the ensemble")
+    assert forced.endswith("(going on: forced)")
+    # a vetoed (rolled back) delete or scale-in leaves the cluster active
+    assert BY_NAME["delete"].edge.rolled_back == BY_NAME["scale_in"].edge.rolled_back == "active"
 
 
 async def test_json_arguments_typed_and_quoted_and_locale_messages(world: World) -> None:
