@@ -39,6 +39,7 @@ from pitrix.runtime.steps.custom import ServiceFailed, run_custom, service_comma
 from pitrix.runtime.steps.destroying import Vetoed, destroy_leaving, run_destroy
 from pitrix.runtime.steps.membership import mark_leaving, on_leaving, on_remaining
 from pitrix.runtime.steps.nodes import nodes, save
+from pitrix.runtime.steps.ordering import apply_order
 from pitrix.runtime.steps.publishing import register
 from pitrix.runtime.steps.services import exit_message, run_service
 from pitrix.runtime.tabs import TabFailed, parse_table, run_tab
@@ -252,6 +253,12 @@ async def test_json_arguments_typed_and_quoted_and_locale_messages(world: World)
     # exit 5 has a message in zh-cn only: that one is quoted
     with pytest.raises(ServiceFailed, match=r"zk_node-2 exit 5 \(\(zh\) no snapshot space\)"):
         await run_custom(ctx, "fail", ["zk_node-2"], {}, [])
+
+
+def test_an_ordering_may_print_appcenter_s_comma_separated_ids() -> None:
+    ids = ["zk_node-1", "zk_node-2", "zk_node-3"]
+    assert apply_order(ids, "zk_node-2,zk_node-3,zk_node-1\n") == ["zk_node-2", "zk_node-3", "zk_node-1"]
+    assert apply_order(ids, "zk_node-3, zk_node-1") == ["zk_node-2", "zk_node-3", "zk_node-1"]
 
 
 def test_env_style_stays_and_exit_messages_fall_back() -> None:
