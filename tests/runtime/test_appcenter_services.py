@@ -341,11 +341,12 @@ async def test_scale_refuses_counts_out_of_range_and_fixed_roles(store: Store, s
         await store.put(node_key("cl-r", node.node_id), node.dump())
     desk = Desk(Repository(store, sealer), None, sealer)  # type: ignore[arg-type]
     scale = BY_VERB["scale"]
-    for body, message in [
+    refusals: list[tuple[dict[str, Any], str]] = [
         ({"role": "zk_node", "count": 4}, "roles.zk_node.count: 4 is not one of 1, 3, 5"),
         ({"role": "zk_node", "nodes": ["zk_node-3"]}, "roles.zk_node.count: 2 is not one of 1, 3, 5"),
         ({"role": "client", "count": 2}, "roles.client: scale_horizontal is false"),
-    ]:
+    ]
+    for body, message in refusals:
         with pytest.raises(InvalidRequest) as refused:
             await scale.accept(desk, cluster, body)
         assert str(refused.value).startswith(message)
