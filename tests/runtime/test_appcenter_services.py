@@ -28,10 +28,11 @@ from pitrix.metad.server import Metad
 from pitrix.runtime import passphraseless
 from pitrix.runtime.actions import BY_NAME, BY_VERB
 from pitrix.runtime.actions.base import Desk, InvalidRequest
+from pitrix.runtime.actions.create import prepare
 from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.keypairs import KeyPairs
-from pitrix.runtime.keys import job_key, node_key, role_key_key
-from pitrix.runtime.records import Cluster, Job, MetadataCluster, Node
+from pitrix.runtime.keys import job_key, node_key, role_key_key, runtime_key
+from pitrix.runtime.records import Cluster, Job, MetadataCluster, Node, Runtime
 from pitrix.runtime.repository import Repository
 from pitrix.runtime.spec import parse_spec
 from pitrix.runtime.steps.context import JobContext, RolledBack
@@ -350,6 +351,20 @@ async def test_scale_refuses_counts_out_of_range_and_fixed_roles(store: Store, s
         with pytest.raises(InvalidRequest) as refused:
             await scale.accept(desk, cluster, body)
         assert str(refused.value).startswith(message)
+    await store.put(runtime_key("r"), Runtime(name="r", provider="simulator").sealed(sealer))
+    with pytest.raises(
+        InvalidRequest, match=r"^counts\.zk_node: 2 is not one of 1, 3, 5 \(its count_range\)$"
+    ):
+        await prepare(
+            desk,
+            owner="o",
+            runtime="r",
+            app=app(Path("/x")),
+            name="",
+            counts={"zk_node": 2},
+            links={},
+            channel="rest",
+        )
     accepted = await scale.accept(desk, cluster, {"role": "zk_node", "count": 5})
     assert accepted.action.name == "scale_out"
 
