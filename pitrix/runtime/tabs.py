@@ -13,6 +13,7 @@ posting commands), and one tab at a time per cluster (the caller holds a lock fo
 from __future__ import annotations
 
 import json
+import re
 import secrets
 from typing import Any
 
@@ -74,7 +75,8 @@ async def run_tab(
     if node is None:
         where = ", ".join(tab.roles or ["the cluster"])
         raise TabFailed(f"tab {name}: no node of {where} has a reporting agent")
-    command_id = f"tab-{name}-{secrets.token_hex(6)}"
+    # metad takes ids of letters, digits and . _ : - (at most 128): a tab's name may hold more
+    command_id = f"tab-{re.sub(r'[^A-Za-z0-9._:-]', '-', name)[:64]}-{secrets.token_hex(6)}"
     await client.post_data(
         ks.cmd(cluster.id, node.instance_id), {"id": command_id, "cmd": tab.cmd, "timeout": str(tab.timeout)}
     )
