@@ -41,6 +41,7 @@ from pitrix.runtime.steps.destroying import Vetoed, destroy_leaving, run_destroy
 from pitrix.runtime.steps.membership import mark_leaving, on_leaving, on_remaining
 from pitrix.runtime.steps.nodes import nodes, save
 from pitrix.runtime.steps.ordering import apply_order
+from pitrix.runtime.steps.published import stdout_of
 from pitrix.runtime.steps.publishing import register
 from pitrix.runtime.steps.services import exit_message, run_service
 from pitrix.runtime.tabs import TabFailed, parse_table, run_tab
@@ -271,6 +272,10 @@ def test_env_style_stays_and_exit_messages_fall_back() -> None:
     assert exit_message(spec, 3) == "the ensemble would lose its quorum"
     assert exit_message(spec, 5) == "(zh) no snapshot space"
     assert exit_message(spec, 7) == "" and exit_message(spec, None) == ""
+    # parsed output is stdout when the agent reports it apart (stderr stays out), else the mix
+    assert stdout_of({"stdout_tail": '{"a": 1}', "output_tail": 'warning\n{"a": 1}'}) == '{"a": 1}'
+    assert stdout_of({"stdout_tail": "", "output_tail": "only stderr"}) == ""
+    assert stdout_of({"output_tail": "older agent"}) == "older agent"
 
 
 async def test_display_tabs_run_on_a_node_of_their_roles(world: World) -> None:
