@@ -27,6 +27,7 @@ from pitrix.runtime.catalog import AppCatalog
 from pitrix.runtime.lifecycle import STATES
 from pitrix.runtime.records import Cluster, Job, Runtime
 from pitrix.runtime.service import InvalidRequest, RuntimeService
+from pitrix.runtime.tabs import TabFailed
 from pitrix.settings import ApiSettings
 
 SERVICE: web.AppKey[RuntimeService] = web.AppKey("service", RuntimeService)
@@ -472,6 +473,21 @@ async def cluster_metrics(request: web.Request) -> web.Response:
     return web.json_response(feed.history(cluster, since))
 
 
+# -- display tabs (pitrix/runtime/tabs.py) -----------------------------------------------------------
+
+
+async def cluster_tab(request: web.Request) -> web.Response:
+    """``GET /v1/clusters/<id>/tabs/<name>``: the app's display tab, run now on one live node."""
+    service = request.app[SERVICE]
+    try:
+        table = await service.display_tab(
+            request.match_info["cid"], request.match_info["name"], identity_of(request).scope
+        )
+    except TabFailed as exc:
+        raise web.HTTPBadGateway(text=str(exc)) from None
+    return web.json_response(table)
+
+
 def create_app(
     service: RuntimeService, tokens: Tokens | None = None, settings: ApiSettings | None = None
 ) -> web.Application:
@@ -530,4 +546,5 @@ def create_app(
     add.add_get("/v1/clusters/{cid}/upgrade", upgrade_preview)
     add_backup_routes(add)
     add.add_get("/v1/clusters/{cid}/metrics", cluster_metrics)
+    add.add_get("/v1/clusters/{cid}/tabs/{name}", cluster_tab)
     return app

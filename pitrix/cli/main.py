@@ -346,6 +346,9 @@ def _act_body(text: str | None) -> dict[str, Any] | None:
 async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
     if args.action in CLUSTER_BACKUP_ACTIONS:  # backup: its own handler, below
         return await cmd_cluster_backups(client, args)
+    if args.action == "tab":
+        _print(await client.get(f"/v1/clusters/{args.cluster}/tabs/{args.name}"), args.output, tab_table)
+        return 0
     if args.action == "list":
         _print(await client.get("/v1/clusters", all="1" if args.all else None), args.output, _clusters_table)
         return 0
@@ -418,6 +421,21 @@ async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
         return await _wait_job(client, args.cluster, data["job"], args)
     data = await client.delete(f"/v1/clusters/{args.cluster}", {"force": True} if args.force else None)
     return await _wait_job(client, args.cluster, data["job"], args)
+
+
+def tab_table(data: dict[str, Any]) -> str:
+    """A display tab as aligned columns: its labels, then its rows (cells as text, none cut)."""
+    labels = [str(label) for label in data["labels"]]
+    rows = [["" if cell is None else str(cell) for cell in row] for row in data["data"]]
+    rows = [row + [""] * (len(labels) - len(row)) for row in rows]
+    widths = [max([len(labels[i])] + [len(row[i]) for row in rows]) for i in range(len(labels))]
+
+    def line(cells: list[str]) -> str:
+        return "  ".join(cell.ljust(width) for cell, width in zip(cells, widths, strict=True)).rstrip()
+
+    out = [line([label.upper() for label in labels]), *(line(row) for row in rows)]
+    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''}, from {data['node']})")
+    return "\n".join(out)
 
 
 # -- upgrade ---------------------------------------------------------------------------------------
@@ -861,6 +879,9 @@ def build_parser() -> argparse.ArgumentParser:
     act.add_argument("verb", help="the action's verb (see /openapi.json), e.g. stop, scale, env")
     act.add_argument("--body", metavar="JSON|@PATH", help="the request's JSON object (default: none)")
     add_backup_parsers(sub, clusters)  # backup
+    tab = clusters.add_parser("tab", help="run one of the app's display tabs and print its table")
+    tab.add_argument("cluster")
+    tab.add_argument("name", help="the tab's name (the app's display_tabs)")
     events = clusters.add_parser("events", help="the clusters' state, then changes with --follow")
     events.add_argument("cluster", nargs="?", help="one cluster (default: every cluster you may see)")
     events.add_argument("-f", "--follow", action="store_true", help="keep printing changes")

@@ -19,6 +19,7 @@ from typing import Any
 
 from pitrix.logs import get_logger
 from pitrix.providers.base import ProviderError
+from pitrix.runtime import passphraseless
 from pitrix.runtime.actions import BY_NAME, LIFECYCLE
 from pitrix.runtime.actions.base import Action, Desk
 from pitrix.runtime.agents import AgentStatus
@@ -206,6 +207,7 @@ class Jobs:
                 node_ids=[n.node_id for n in await self.repo.nodes(cid)],
                 runtime=runtime,
             )
+            await passphraseless.load(ctx)
             plan = action.plan(ctx, action.decode(opened_job.args))
             log.info("plan", layers=plan.describe())
             await execute(plan, journal, progress, self.retry)

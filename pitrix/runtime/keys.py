@@ -5,6 +5,7 @@
     /cluster-data/<cid>/jobs/<job_id>            Job
     /cluster-data/<cid>/steps/<job_id>/<step>    StepRecord (the job's journal)
     /cluster-data/<cid>/tokens/<node_id>         a node's bootstrap token (apart: the API shows nodes)
+    /cluster-data/<cid>/role-keys/<role>         a passphraseless role's SSH private key (sealed)
     /owners/<cid>                                the replica driving the cluster (on its lease)
     /runtimes/<name>                             Runtime (credentials sealed)
     /metadata-clusters/<owner>/<runtime>         MetadataCluster
@@ -105,6 +106,11 @@ def metadata_steps_prefix(owner: str, runtime: str, job_id: str = "") -> str:
 
 def keypair_key(owner: str, runtime: str) -> str:
     return f"{KEYPAIRS}{owner}/{runtime}"
+
+
+def role_key_key(cid: str, role: str) -> str:
+    """A ``passphraseless`` role's key pair, shared by its nodes (pitrix.runtime.passphraseless)."""
+    return f"{CLUSTER_DATA}{cid}/role-keys/{role}"
 
 
 @dataclass(frozen=True, slots=True)

@@ -25,7 +25,7 @@ from pitrix.providers.registry import load_provider
 from pitrix.runtime.actions import BY_NAME, BY_VERB, LIFECYCLE
 from pitrix.runtime.actions.base import Action, InvalidRequest
 from pitrix.runtime.actions.create import check_links, prepare
-from pitrix.runtime.agents import decoded
+from pitrix.runtime.agents import AgentStatus, decoded
 from pitrix.runtime.backup_service import BackupService
 from pitrix.runtime.clouds import Clouds
 from pitrix.runtime.executor import DEFAULT_RETRY
@@ -43,6 +43,8 @@ from pitrix.runtime.repository import NotFound, Repository
 from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.signals import ClusterSignals
 from pitrix.runtime.supervisor import DEFAULT_MAX_JOBS, Supervisor
+from pitrix.runtime.tabs import run_tab
+from pitrix.runtime.tabs import runners as tabs_runners
 from pitrix.sealing import Sealer
 from pitrix.store import Store, StoreError
 from pitrix.store.types import Compare, Op
@@ -102,6 +104,7 @@ class RuntimeService:
         )
         self.log = get_logger("pitrix.runtime")
         self.backups = BackupService(self)  # backup: records, restores, the schedule
+        self._tab_locks: dict[str, asyncio.Lock] = {}  # display tabs: one at a time per cluster
 
     # -- life of the service ----------------------------------------------------------------------
 
@@ -390,3 +393,32 @@ class RuntimeService:
 
     async def _halt_recovery(self, cid: str, reason: str) -> None:
         await self.jobs.update_record(cid, lambda _: {"recovery_halted": reason})
+
+    # -- display tabs (pitrix/runtime/tabs.py) ----------------------------------------------------
+
+    async def display_tab(self, cid: str, name: str, owner: str | None = None) -> dict[str, Any]:
+        """Run the app's display tab ``name`` on one live node of the cluster: ``{labels, data}``.
+
+        NotFound when the app has no such tab, LifecycleError unless the cluster is ``active``
+        (a job's commands use the nodes' one command slot), ``tabs.TabFailed`` when the command
+        fails or prints no table.
+        """
+        cluster = await self.get_cluster(cid, owner)
+        tabs = cluster.app.display_tabs
+        if name not in tabs:
+            known = ", ".join(sorted(tabs)) or "none"
+            raise NotFound(f"tab: cluster {cid} has no display tab {name!r} (has {known})")
+        if cluster.state != "active":
+            raise LifecycleError(f"tab: cluster {cid} is {cluster.state}; tabs are shown while it is active")
+        record = await self.metadata.get(cluster.owner, cluster.runtime)
+        if record is None or record.status != "ready":
+            raise LifecycleError(f"tab: cluster {cid} has no running metadata service")
+        candidates = tabs_runners(cluster, name, await self.nodes(cid))
+        client = self.metadata.client(record)
+        async with self._tab_locks.setdefault(cid, asyncio.Lock()):
+            agents = AgentStatus(client, cid)
+            await agents.start()
+            try:
+                return await run_tab(client, agents, cluster, name, candidates)
+            finally:
+                await agents.close()

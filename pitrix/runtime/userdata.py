@@ -155,8 +155,9 @@ def agent_start_command() -> str:
     return f'nohup pitrix-agent -config-file "$ROOT"{AGENT_CONFIG} >> "$ROOT"{AGENT_LOG} 2>&1 &'
 
 
-def agent_userdata(files: dict[str, bytes]) -> str:
-    """Write the agent's files (see :func:`agent_files`) and start it in the background."""
+def agent_userdata(files: dict[str, bytes], extra: str = "") -> str:
+    """Write the agent's files (see :func:`agent_files`), run ``extra`` (shell, e.g.
+    :func:`ssh_identity_script`) and start the agent in the background."""
     return f"""#!/bin/sh
 # pitrix: configure and start pitrix-agent
 set -e
@@ -165,8 +166,32 @@ umask 022
 mkdir -p "$ROOT/etc/pitrix" "$ROOT/var/log"
 (umask 077; mkdir -p "$ROOT{AGENT_STATE}")
 {_write_files(files)}
+{extra}
 {agent_start_command()}
 """
+
+
+SSH_DIR = "/root/.ssh"
+
+
+def ssh_identity_script(name: str, private_pem: bytes, public_line: str) -> str:
+    """Shell that gives root the key pair ``name`` (``id_rsa``: ``$ROOT/root/.ssh/id_rsa`` and
+    ``.pub``) and authorizes its public key, once: ``authorized_keys`` keeps the lines it had (the
+    cloud's own key pair among them) and gains this one unless it holds it already."""
+    directory = f'"$ROOT"{shlex.quote(SSH_DIR)}'
+    private = f'"$ROOT"{shlex.quote(f"{SSH_DIR}/{name}")}'
+    public = f'"$ROOT"{shlex.quote(f"{SSH_DIR}/{name}.pub")}'
+    authorized = f'"$ROOT"{shlex.quote(f"{SSH_DIR}/authorized_keys")}'
+    line = shlex.quote(public_line)
+    body = private_pem.decode().rstrip("\n")
+    return f"""(umask 077; mkdir -p {directory})
+chmod 700 {directory}
+(umask 077; cat > {private}) <<'PITRIX_EOF'
+{body}
+PITRIX_EOF
+printf '%s\\n' {line} > {public}
+(umask 077; touch {authorized})
+grep -qxF {line} {authorized} || printf '%s\\n' {line} >> {authorized}"""
 
 
 @dataclass(frozen=True)

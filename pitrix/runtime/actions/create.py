@@ -82,6 +82,10 @@ async def prepare(
             raise InvalidRequest(f"counts.{role_name}: the app has no role {role_name!r}")
         if (error := count_error(count)) is not None:
             raise InvalidRequest(f"counts.{role_name}: {error}")
+        allowed = spec.role(role_name).count_range
+        if allowed is not None and count not in allowed:
+            shown = ", ".join(str(n) for n in allowed)
+            raise InvalidRequest(f"counts.{role_name}: {count} is not one of {shown} (its count_range)")
         role_counts[role_name] = count
     try:
         values = deploy_env(spec, env)

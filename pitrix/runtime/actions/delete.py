@@ -1,6 +1,10 @@
 """delete: the ``stop`` then ``destroy`` services run on the nodes, the cluster leaves the metadata,
 its instances are terminated, and its metadata cluster goes with its last cluster (unless the
-runtime keeps it). A failing service fails the job (with the node's output) unless ``force``."""
+runtime keeps it). A failing service fails the job (with the node's output) unless ``force``.
+
+An AppCenter package runs ``destroy`` first, then ``stop``, each in ascending order; a failing
+destroy whose service does not allow force calls the delete off (the cluster back to ``active``)
+unless ``force`` (steps/destroying.py)."""
 
 from __future__ import annotations
 
@@ -31,6 +35,7 @@ class Delete(Action[DeleteArgs]):
     running = "deleting"
     sources = ("pending", "active", "failed", "stopped")
     done = "deleted"
+    rolled_back = "active"  # an AppCenter package's destroy vetoed it: nothing was removed
     arguments = DeleteArgs
 
     async def accept(self, desk: Desk, cluster: Cluster, body: dict[str, Any]) -> Accepted:
@@ -62,12 +67,16 @@ class Delete(Action[DeleteArgs]):
         plan = Plan(self.name)
         node_ids = nodes.node_ids(ctx)
         strict = args.was == "active"
-        # stop, then destroy, each in reverse role order (as a stop: dependents before what they use)
-        for service in ("stop", "destroy"):
-            for roles in reversed(services.service_layers(ctx.cluster, service)):
+        appcenter = services.appcenter(ctx.cluster)
+        # stop, then destroy, each in reverse role order (as a stop: dependents before what they use);
+        # an AppCenter package: destroy (which may veto) then stop, each in ascending order
+        for service in ("destroy", "stop") if appcenter else ("stop", "destroy"):
+            layers = services.service_layers(ctx.cluster, service)
+            for roles in layers if appcenter else reversed(layers):
                 members = [n for n in node_ids if nodes.split_id(n)[0] in roles]
                 if members:
-                    run = partial(teardown.teardown_service, force=args.force, strict=strict)
+                    veto = appcenter and service == "destroy"
+                    run = partial(teardown.teardown_service, force=args.force, strict=strict, veto=veto)
                     plan.then(as_step(f"{service}:{'+'.join(roles)}", run, ctx, service, members))
         plan.then(as_step("unregister", publishing.unregister_cluster, ctx))
         plan.then(as_step("terminate", instances.terminate, ctx, None))

@@ -6,7 +6,9 @@ etcd ``member add``, its answer published for them) and ``scale_out`` after. Sca
 the nodes named, else the first ones of the role's ``ordering``, else the highest indexes: they
 are marked (``deleting-hosts``), the remaining ones let go (``scale_in``), then they are stopped,
 destroyed and terminated. A ``pre_check`` may refuse either before anything changes. The role's
-new count is committed only when the job succeeds.
+new count is committed only when the job succeeds. An AppCenter package (profile ``appcenter``)
+runs ``destroy`` on the leavers first, where a failing one that does not allow force calls the
+scale-in off (steps/destroying.py); a role's ``count_range`` and ``scale_horizontal`` bound both.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from pitrix.runtime.actions.phases import boot, delete_left_volumes, init_start
 from pitrix.runtime.plan import Plan, as_step
 from pitrix.runtime.records import Cluster
 from pitrix.runtime.spec import SpecError
-from pitrix.runtime.steps import agents, instances, membership, nodes, publishing, services
+from pitrix.runtime.steps import agents, destroying, instances, membership, nodes, publishing, services
 from pitrix.runtime.steps.context import JobContext
 
 
@@ -81,9 +83,11 @@ class _Scale(Action[ScaleArgs]):
         if not isinstance(role, str):
             raise InvalidRequest("role: required, a role name")
         try:
-            cluster.app.role(role)
+            spec_role = cluster.app.role(role)
         except SpecError:
             raise InvalidRequest(f"role: cluster {cluster.id} has no role {role!r}") from None
+        if not spec_role.scale_horizontal:
+            raise InvalidRequest(f"roles.{role}: scale_horizontal is false (its node count is fixed)")
         current = cluster.counts.get(role, 0)
         ids = [n.node_id for n in await desk.repo.nodes(cluster.id) if n.role == role]
         if named is not None:
@@ -104,6 +108,9 @@ class _Scale(Action[ScaleArgs]):
             raise InvalidRequest("count: required (unless nodes is given), a whole number")
         if (error := count_error(count)) is not None:
             raise InvalidRequest(f"count: {error}")
+        if spec_role.count_range is not None and count not in spec_role.count_range:
+            allowed = ", ".join(str(n) for n in spec_role.count_range)
+            raise InvalidRequest(f"roles.{role}.count: {count} is not one of {allowed}")
         if named:
             if current - len(named) != count:
                 raise InvalidRequest(
@@ -162,9 +169,14 @@ class ScaleIn(_Scale):
         _pre_check(plan, ctx, "scale_in", args)
         count = args.old - args.new
         plan.then(as_step("mark-leaving", membership.mark_leaving, ctx, args.role, count, list(args.nodes)))
-        plan.then(as_step("scale_in", remaining, ctx, run, "scale_in"))
-        plan.then(as_step("stop-leaving", leaving, ctx, run, "stop"))
-        plan.then(as_step("destroy-leaving", leaving, ctx, run, "destroy"))
+        if services.appcenter(ctx.cluster):  # AppCenter's: destroy first, where it may still veto
+            plan.then(as_step("destroy-leaving", destroying.destroy_leaving, ctx))
+            plan.then(as_step("scale_in", remaining, ctx, run, "scale_in"))
+            plan.then(as_step("stop-leaving", leaving, ctx, run, "stop"))
+        else:
+            plan.then(as_step("scale_in", remaining, ctx, run, "scale_in"))
+            plan.then(as_step("stop-leaving", leaving, ctx, run, "stop"))
+            plan.then(as_step("destroy-leaving", leaving, ctx, run, "destroy"))
         plan.then(as_step("unregister", leaving, ctx, publishing.unregister))
         plan.then(as_step("terminate", leaving, ctx, instances.terminate))
         delete_left_volumes(plan, ctx)

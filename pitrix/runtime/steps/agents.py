@@ -7,6 +7,7 @@ import time
 
 from pitrix.metad import keyspace as ks
 from pitrix.runtime.fallback import silent_agents
+from pitrix.runtime.passphraseless import push_over_ssh
 from pitrix.runtime.records import Node
 from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps.identity import agent_files, fresh_token, mapping, token_fields
@@ -49,6 +50,7 @@ async def bootstrap_agents(ctx: JobContext, node_ids: list[str], *, fresh_since:
             files = agent_files(ctx, node.role, token)
             for path, data in files.items():
                 await ssh.put_file(instance, path, data, 0o600 if path in SECRET_FILES else 0o644)
+            await push_over_ssh(ctx, node.role, ssh, instance)
             state = quote("/var/lib/pitrix-agent")
             log_dir = quote("/var/log")
             # The agent's state is its own (the key it makes, its ledger): owner only.

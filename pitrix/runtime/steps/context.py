@@ -14,6 +14,7 @@ from pitrix.providers.base import Provider
 from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.keypairs import KeyPairs, RuntimeKeyPair
 from pitrix.runtime.ownership import LostOwnership
+from pitrix.runtime.passphraseless import RoleKey
 from pitrix.runtime.records import DEFAULT_HEARTBEAT_INTERVAL, Cluster, Job, MetadataCluster, Runtime
 from pitrix.sealing import Sealer
 from pitrix.ssh import SshSessions
@@ -56,6 +57,8 @@ class JobContext:
     # The cluster's runtime record (zone, endpoint, settings): what AppCenter-profile metadata
     # tells instances about where they run. None: not read (tests building a context by hand).
     runtime: Runtime | None = None
+    # The key pairs of the app's passphraseless roles, loaded when the job starts (passphraseless.load).
+    role_keys: dict[str, RoleKey] = field(default_factory=dict)
     _key_pair: RuntimeKeyPair | None = field(default=None, init=False, repr=False)
 
     @property

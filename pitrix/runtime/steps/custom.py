@@ -4,7 +4,8 @@ Unlike a lifecycle service, a custom service changes nothing pitrix manages (nod
 metadata), so its failure is the job's and not the cluster's: every way it can fail is raised as
 ``ServiceFailed``, which the job ends as rolled back (the cluster stays ``active``).
 
-Parameters reach the command as exported environment variables, shell-quoted in front of it; the
+Parameters reach the command as exported environment variables, shell-quoted in front of it (or,
+``params_style: json_arg``, as one shell-quoted JSON object argument after it); the
 agent (or SSH, for a silent agent on channel ssh) runs the result. Each node's command id is
 ``<job>-<service>-<node>``, and an agent runs an id once ever, so a step run again after a
 restart waits for the results of the commands it posted before, never running them twice.
@@ -12,6 +13,8 @@ restart waits for the results of the commands it posted before, never running th
 
 from __future__ import annotations
 
+import json
+import shlex
 import time
 from typing import Any
 
@@ -19,10 +22,10 @@ from pitrix.metad import keyspace as ks
 from pitrix.runtime.keys import job_key
 from pitrix.runtime.ownership import LostOwnership
 from pitrix.runtime.records import Job
-from pitrix.runtime.spec import Service
+from pitrix.runtime.spec import AppSpec, CustomService, EnvParam, Service
 from pitrix.runtime.steps.context import JobContext, OperationError, RolledBack
 from pitrix.runtime.steps.nodes import members
-from pitrix.runtime.steps.services import ENDED, REPORT_GRACE, command_line, run_commands
+from pitrix.runtime.steps.services import ENDED, REPORT_GRACE, command_line, exit_message, run_commands
 from pitrix.sealing import REDACTED
 from pitrix.store.types import Op
 
@@ -79,7 +82,7 @@ async def _run(
         (
             n,
             Service(
-                cmd=command_line(specs[n.node_id].cmd, params.get(n.role, {})),
+                cmd=service_command(specs[n.node_id], params.get(n.role, {})),
                 timeout=specs[n.node_id].timeout,
             ),
         )
@@ -109,17 +112,51 @@ async def _run(
                 await ctx.metad.delete_data(ks.cmd(ctx.cid, node.instance_id))
     failed = {n: r for n, r in results.items() if r["status"] != "successful"}
     if failed:
-        said = "; ".join(f"{n} {_outcome(r)}" for n, r in sorted(failed.items()))
+        said = "; ".join(f"{n} {_outcome(r, ctx.cluster.app)}" for n, r in sorted(failed.items()))
         raise ServiceFailed(f"{service} failed on {len(failed)} of {len(results)} node(s): {said}")
     return f"{service} on {len(targets)} node(s) in {time.monotonic() - started:.2f}s"
 
 
-def _outcome(result: dict[str, Any]) -> str:
+def _outcome(result: dict[str, Any], app: AppSpec) -> str:
     if result["status"] == "no result":
         return result["output_tail"]
     last = result["output_tail"].strip().splitlines()[-1:] or [""]
     code = result["exit_code"]
-    return (f"exit {code}" if code is not None else "timed out") + (f": {last[0]}" if last[0] else "")
+    meaning = exit_message(app, code)
+    return (
+        (f"exit {code}" if code is not None else "timed out")
+        + (f" ({meaning})" if meaning else "")
+        + (f": {last[0]}" if last[0] else "")
+    )
+
+
+def json_value(param: EnvParam | None, text: str) -> Any:
+    """A parameter's checked text as the JSON value of its type (an AppCenter script reads the
+    numbers and booleans of its JSON argument as such)."""
+    if param is None:
+        return text
+    if param.type == "boolean":
+        return text == "true"
+    if param.type == "integer":
+        return int(text)
+    if param.type == "number":
+        try:
+            return int(text)
+        except ValueError:
+            return float(text)
+    return text
+
+
+def service_command(service: CustomService, params: dict[str, str]) -> str:
+    """The command line of ``service`` given ``params`` (checked texts, passwords opened).
+
+    ``params_style: env`` exports each parameter in front of ``cmd``; ``json_arg`` appends them
+    as one JSON object, shell-quoted into a single argument (AppCenter's ``backup.sh '{...}'``).
+    """
+    if service.params_style != "json_arg":
+        return command_line(service.cmd, params)
+    typed = {key: json_value(service.params.get(key), value) for key, value in sorted(params.items())}
+    return f"{service.cmd} {shlex.quote(json.dumps(typed, separators=(',', ':'), ensure_ascii=False))}"
 
 
 async def _record(ctx: JobContext, results: dict[str, dict[str, Any]]) -> None:

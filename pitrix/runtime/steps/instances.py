@@ -5,6 +5,7 @@ from __future__ import annotations
 from pitrix.providers.base import InstanceSpec
 from pitrix.runtime.booting import wait_booted
 from pitrix.runtime.keys import node_key, token_key
+from pitrix.runtime.passphraseless import identity_script
 from pitrix.runtime.records import Node
 from pitrix.runtime.resources import role_size
 from pitrix.runtime.steps.context import JobContext, OperationError
@@ -45,7 +46,9 @@ async def run_instances(ctx: JobContext, node_ids: list[str]) -> str:
             instance_type=role_size(ctx.cluster, node.role).instance_type,
             userdata=""
             if ctx.over_ssh
-            else agent_userdata(agent_files(ctx, node.role, tokens[node.node_id])),
+            else agent_userdata(
+                agent_files(ctx, node.role, tokens[node.node_id]), identity_script(ctx, node.role)
+            ),
             key_pair=key_pair,
             tags={
                 "pitrix:cluster": ctx.cid,

@@ -18,7 +18,7 @@ from pitrix.runtime.steps.context import JobContext, OperationError, RolledBack
 from pitrix.runtime.steps.nodes import members, nodes, split_id
 from pitrix.runtime.steps.ordering import ordered
 from pitrix.runtime.steps.publishing import host_tree
-from pitrix.runtime.steps.services import command_line, first_live, run_commands
+from pitrix.runtime.steps.services import command_line, exit_message, first_live, run_commands
 from pitrix.store.types import Op
 
 LEAVING = "leaving"
@@ -48,9 +48,10 @@ async def pre_check(ctx: JobContext, service: str, env: dict[str, str]) -> str:
         result = (await run_commands(ctx, f"pre_check-{service}", [(runner, check)]))[runner.node_id]
         if result.get("status") != "successful":
             output = str(result.get("output_tail") or "").strip() or "(no output)"
+            meaning = exit_message(ctx.cluster.app, result.get("exit_code"))
             raise Refused(
                 f"{service} pre_check of role {role.name} refused on {runner.node_id} "
-                f"(exit {result.get('exit_code')}): {output}"
+                f"(exit {result.get('exit_code')}{': ' + meaning if meaning else ''}): {output}"
             )
         asked.append(f"{role.name} on {runner.node_id}: ok")
     return "; ".join(asked) or "no pre_check"

@@ -27,6 +27,13 @@ from pitrix.runtime.steps.context import JobContext, OperationError
 MAX_OUTPUT = 4096  # the agent's (and the SSH fallback's) tail of a command's output
 
 
+def stdout_of(result: dict[str, Any]) -> str:
+    """What a command printed on its standard output, for output that is parsed (JSON, node ids):
+    agents report it apart (``stdout_tail``); an older agent's combined output stands in."""
+    value = result.get("stdout_tail")
+    return str(value if value is not None else result.get("output_tail") or "")
+
+
 def _check_keys(value: Any, where: str) -> None:
     if isinstance(value, list):
         for item in value:
@@ -85,10 +92,7 @@ def merge(service: str, outputs: list[tuple[str, dict[str, Any]]]) -> dict[str, 
 
 async def publish(ctx: JobContext, service: str, results: list[tuple[str, dict[str, Any]]]) -> str:
     """Merge the successful results' outputs into the cluster's ``published`` metadata."""
-    outputs = [
-        (node_id, parse_output(service, node_id, str(result.get("output_tail") or "")))
-        for node_id, result in results
-    ]
+    outputs = [(node_id, parse_output(service, node_id, stdout_of(result))) for node_id, result in results]
     merged = merge(service, outputs)
     if not merged:
         return "published nothing (empty object)"

@@ -94,7 +94,7 @@ async def pub_keys(ctx: JobContext) -> dict[str, str]:
     if not appcenter(ctx):
         return {}
     return {
-        role.name: await passphraseless.public_key(ctx, role.name)
+        role.name: passphraseless.public_key(ctx, role.name)
         for role in ctx.cluster.app.roles
         if role.passphraseless
     }

@@ -14,7 +14,7 @@ from typing import Any
 from pitrix.metad import keyspace as ks
 from pitrix.runtime.fallback import run_over_ssh, silent_agents
 from pitrix.runtime.records import Cluster, Node
-from pitrix.runtime.spec import Service
+from pitrix.runtime.spec import AppSpec, Service
 from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps.nodes import members
 from pitrix.runtime.steps.published import publish
@@ -79,7 +79,7 @@ async def run_service(ctx: JobContext, service: str, node_ids: list[str]) -> str
         return f"no {service} service"
     started = time.monotonic()
     results = await run_commands(ctx, service, targets)
-    raise_failures(f"{service} failed", [n for n, _ in targets], results)
+    raise_failures(f"{service} failed", [n for n, _ in targets], results, app=ctx.cluster.app)
     detail = f"{service} on {len(targets)} nodes in {time.monotonic() - started:.2f}s"
     outputs = [(node.node_id, results[node.node_id]) for node, svc in targets if svc.publish]
     if outputs:  # AppCenter's custom metadata (members)
@@ -103,15 +103,20 @@ async def first_live(ctx: JobContext, candidates: list[Node]) -> Node | None:
     return next((n for n in placed if n.instance_id not in silent), None)
 
 
-def raise_failures(what: str, nodes: list[Node], results: dict[str, dict[str, Any]]) -> None:
-    """OperationError naming each node whose command did not succeed (its exit code and last
-    lines of output), if any did not."""
+def raise_failures(
+    what: str, nodes: list[Node], results: dict[str, dict[str, Any]], *, app: AppSpec | None = None
+) -> None:
+    """OperationError naming each node whose command did not succeed (its exit code, what the
+    app's locale says that code means, and the last lines of output), if any did not."""
     failures = []
     for node in nodes:
         result = results[node.node_id]
         if result.get("status") != "successful":
             tail = (result.get("output_tail") or "").strip().splitlines()[-3:]
-            failures.append(f"{node.instance_id} exit {result.get('exit_code')}: {' | '.join(tail)}")
+            code = result.get("exit_code")
+            meaning = exit_message(app, code) if app is not None else ""
+            said = f" ({meaning})" if meaning else ""
+            failures.append(f"{node.instance_id} exit {code}{said}: {' | '.join(tail)}")
     if failures:
         raise OperationError(f"{what} on {len(failures)} node(s): " + "; ".join(failures))
 
@@ -166,3 +171,23 @@ async def run_commands(
         node.node_id: agents.command_result(node.instance_id, commands[node.instance_id]) or {}
         for node, _ in targets
     }
+
+
+def appcenter(cluster: Cluster) -> bool:
+    """Whether the cluster runs an AppCenter package (its service order and semantics apply)."""
+    return cluster.app.profile == "appcenter"
+
+
+def exit_message(app: AppSpec, code: Any) -> str:
+    """The app's own words for a service's exit status ``code`` (its locale's ``err_code<N>``),
+    English first, else the first language that has it; "" when none does (or no code)."""
+    if code is None or isinstance(code, bool) or not app.locale:
+        return ""
+    key = f"err_code{code}"
+    english = app.locale.get("en", {})
+    if key in english:
+        return english[key]
+    for lang in sorted(app.locale):
+        if key in app.locale[lang]:
+            return app.locale[lang][key]
+    return ""

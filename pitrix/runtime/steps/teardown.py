@@ -13,6 +13,7 @@ from __future__ import annotations
 from pitrix.runtime.fallback import silent_agents
 from pitrix.runtime.records import Node
 from pitrix.runtime.steps.context import JobContext, OperationError
+from pitrix.runtime.steps.destroying import Vetoed, run_destroy
 from pitrix.runtime.steps.nodes import members
 from pitrix.runtime.steps.services import run_service
 
@@ -38,9 +39,15 @@ async def _unreachable(ctx: JobContext, nodes: list[Node]) -> dict[str, str]:
 
 
 async def teardown_service(
-    ctx: JobContext, service: str, node_ids: list[str], *, force: bool, strict: bool
+    ctx: JobContext, service: str, node_ids: list[str], *, force: bool, strict: bool, veto: bool = False
 ) -> str:
-    """Run ``service`` on the reachable ones of ``node_ids``; see the module's docstring."""
+    """Run ``service`` on the reachable ones of ``node_ids``; see the module's docstring.
+
+    ``veto`` (an AppCenter package's destroy): a failing destroy that does not allow force calls
+    the delete off (``destroying.Vetoed``: the cluster back to ``active``) unless ``force``; one
+    that allows it is noted and the delete goes on. From a failed or stopped cluster a veto
+    fails the delete instead (there is no ``active`` to go back to).
+    """
     nodes = [n for n in await members(ctx, node_ids) if service in ctx.cluster.app.role(n.role).services]
     if not nodes:
         return f"no {service} service"
@@ -52,7 +59,14 @@ async def teardown_service(
         ctx.log.warning("service left out on unreachable nodes", service=service, skipped=skipped)
     reachable = [n.node_id for n in nodes if n.node_id not in unreachable]
     notes = [f"left out {skipped}"] if unreachable else []
-    if reachable:
+    if reachable and veto:
+        try:
+            notes.insert(0, await run_destroy(ctx, reachable, force=force))
+        except Vetoed as exc:
+            if strict:
+                raise
+            raise OperationError(f"{exc} (delete with force to go on)") from None
+    elif reachable:
         try:
             notes.insert(0, await run_service(ctx, service, reachable))
         except OperationError as exc:
