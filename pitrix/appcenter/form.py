@@ -12,8 +12,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pitrix.appcenter.errors import PackageError
-
-CONFIG = "config.json"
+from pitrix.appcenter.files import CONFIG
 
 
 @dataclass(frozen=True)

@@ -15,8 +15,9 @@ from typing import Any
 
 from pitrix.appcenter import params
 from pitrix.appcenter.errors import PackageError
-from pitrix.appcenter.form import CONFIG, FormField, read_form
-from pitrix.appcenter.mustache import CLUSTER, Filled, fill
+from pitrix.appcenter.files import CLUSTER, CONFIG, LOCALE, read_dir
+from pitrix.appcenter.form import FormField, read_form
+from pitrix.appcenter.mustache import Filled, fill
 from pitrix.appcenter.report import Conversion, ReportLine
 from pitrix.runtime.spec import (
     ENV_KEY_PATTERN,
@@ -29,7 +30,7 @@ from pitrix.runtime.spec import (
     parse_spec,
 )
 
-__all__ = ["Conversion", "PackageError", "ReportLine", "import_dir", "import_package"]
+__all__ = ["Conversion", "PackageError", "ReportLine", "import_dir", "import_package", "read_dir"]
 
 DEFAULT_TIMEOUT = 600  # AppCenter's service timeout when a package gives none
 MAX_TIMEOUT = 86400
@@ -92,12 +93,12 @@ DROPPED_NODE = {
     "custom_metadata": "published metadata comes from a service's publish: true",
     "unsupported_actions": "QingCloud console setting",
 }
-LOCALE = re.compile(r"^locale/([A-Za-z0-9_-]{1,16})\.json$")
 
 
-def _slug(text: str, pattern: str, fallback: str) -> str:
-    """``text`` made to fit ``pattern``: camelCase split, lower case, other characters as '-'."""
-    out = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", text).lower()
+def _slug(text: str, pattern: str, fallback: str, *, camel: bool = True) -> str:
+    """``text`` made to fit ``pattern``: camelCase split (``camel``), lower case, other characters
+    as '-'."""
+    out = (re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "-", text) if camel else text).lower()
     out = re.sub(r"[^a-z0-9-]+", "-", out).strip("-")
     out = re.sub(r"-{2,}", "-", out)[:31].strip("-")
     if not re.fullmatch(pattern, out or "-"):
@@ -120,7 +121,9 @@ def _strict(where: str, data: Any, allowed: set[str]) -> dict[str, Any]:
         raise PackageError(f"{CLUSTER}: {where}: an object")
     for key in data:
         if key not in allowed:
-            raise PackageError(f"{CLUSTER}: {where}.{key}: unknown field (known: {', '.join(sorted(allowed))})")
+            raise PackageError(
+                f"{CLUSTER}: {where}.{key}: unknown field (known: {', '.join(sorted(allowed))})"
+            )
     return data
 
 
@@ -164,7 +167,10 @@ class _Importer:
         if not isinstance(cmd, str) or not cmd.strip():
             self.note(where, "dropped", "no cmd")
             return None
-        out: dict[str, Any] = {"cmd": cmd, "timeout": min(_int(data.get("timeout"), DEFAULT_TIMEOUT), MAX_TIMEOUT)}
+        out: dict[str, Any] = {
+            "cmd": cmd,
+            "timeout": min(_int(data.get("timeout"), DEFAULT_TIMEOUT), MAX_TIMEOUT),
+        }
         notes = [] if "timeout" in data else [f"timeout {DEFAULT_TIMEOUT} s (AppCenter's default)"]
         if "order" in data:
             out["order"] = max(0, _int(data["order"], 0))
@@ -194,7 +200,9 @@ class _Importer:
         self.note(where, "approximated" if changed else "mapped", "; ".join(notes))
         return out
 
-    def custom_service(self, where: str, data: dict[str, Any], path: tuple[str | int, ...]) -> dict[str, Any] | None:
+    def custom_service(
+        self, where: str, data: dict[str, Any], path: tuple[str | int, ...]
+    ) -> dict[str, Any] | None:
         cmd = data.get("cmd")
         if not isinstance(cmd, str) or not cmd.strip():
             self.note(where, "dropped", "no cmd")
@@ -246,7 +254,9 @@ class _Importer:
             candidate = count_origin.split(".")[1]
             if re.fullmatch(ROLE_NAME_PATTERN, candidate):
                 name = candidate
-        self.note(f"nodes.{index}.role", "approximated", f"role-less package: one role named {name}, roleless: true")
+        self.note(
+            f"nodes.{index}.role", "approximated", f"role-less package: one role named {name}, roleless: true"
+        )
         return name, False
 
     def count(self, role: dict[str, Any], where: str, node: dict[str, Any], index: int) -> None:
@@ -259,14 +269,21 @@ class _Importer:
         spec = form.spec
         if isinstance(spec.get("range"), list) and all(isinstance(v, int) for v in spec["range"]):
             allowed = sorted({int(v) for v in spec["range"]})
-        elif isinstance(spec.get("min"), int) and isinstance(spec.get("max"), int):
-            if 0 <= spec["max"] - spec["min"] <= 200:
-                allowed = list(range(max(0, spec["min"]), spec["max"] + 1))
+        elif (
+            isinstance(spec.get("min"), int)
+            and isinstance(spec.get("max"), int)
+            and 0 <= spec["max"] - spec["min"] <= 200
+        ):
+            allowed = list(range(max(0, spec["min"]), spec["max"] + 1))
         if allowed and role["count"] in allowed and len(allowed) <= 1000:
             role["count_range"] = allowed
-            self.note(f"{where}.count", "mapped", f"count_range {allowed[0]}..{allowed[-1]} ({len(allowed)} counts)")
+            self.note(
+                f"{where}.count", "mapped", f"count_range {allowed[0]}..{allowed[-1]} ({len(allowed)} counts)"
+            )
         elif allowed:
-            self.note(f"{where}.count", "approximated", "its range does not hold the default count: not enforced")
+            self.note(
+                f"{where}.count", "approximated", "its range does not hold the default count: not enforced"
+            )
         else:
             self.note(f"{where}.count", "mapped")
 
@@ -327,7 +344,11 @@ class _Importer:
         skipped: list[str] = []
         for name, item in (data.get("items") or {}).items():
             item = item if isinstance(item, dict) else {}
-            if item.get("value_type") == "str" or not re.fullmatch(MONITOR_ITEM_PATTERN, name) or len(items) >= 64:
+            if (
+                item.get("value_type") == "str"
+                or not re.fullmatch(MONITOR_ITEM_PATTERN, name)
+                or len(items) >= 64
+            ):
                 skipped.append(name)
                 continue
             unit = str(item.get("unit", ""))
@@ -348,9 +369,15 @@ class _Importer:
         where = f"nodes.{name}"
         role: dict[str, Any] = {"name": name}
         container = node.get("container") or {}
-        image = self.images.get(name) or self.images.get("*") or (container.get("image") if isinstance(container, dict) else None)
+        image = (
+            self.images.get(name)
+            or self.images.get("*")
+            or (container.get("image") if isinstance(container, dict) else None)
+        )
         if not image:
-            raise PackageError(f"{CLUSTER}: nodes.{index}.container.image: no image (give one with --image {name}=ID)")
+            raise PackageError(
+                f"{CLUSTER}: nodes.{index}.container.image: no image (give one with --image {name}=ID)"
+            )
         role["image"] = str(image)
         overridden = name in self.images or "*" in self.images
         kind = container.get("type", "kvm") if isinstance(container, dict) else "kvm"
@@ -376,15 +403,23 @@ class _Importer:
         policy = node.get("vertical_scaling_policy")
         if policy is not None:
             role["vertical_scaling"] = {"max_in_flight": 1 if policy == "sequential" else 1000}
-            self.note(f"{where}.vertical_scaling_policy", "mapped", "max_in_flight 1 (sequential) or 1000 (parallel)")
+            self.note(
+                f"{where}.vertical_scaling_policy",
+                "mapped",
+                "max_in_flight 1 (sequential) or 1000 (parallel)",
+            )
         actions = node.get("advanced_actions", app.get("advanced_actions"))
         role["scale_horizontal"] = isinstance(actions, list) and "scale_horizontal" in actions
         if "advanced_actions" in node:
-            self.note(f"{where}.advanced_actions", "approximated", "scale_horizontal kept, other actions dropped")
+            self.note(
+                f"{where}.advanced_actions", "approximated", "scale_horizontal kept, other actions dropped"
+            )
         self.services(role, where, node.get("services") or {}, ("nodes", index, "services"))
         health = node.get("health_check", app.get("health_check"))
         if health:
-            checked = self.health(f"{where}.health_check" if "health_check" in node else "health_check", health)
+            checked = self.health(
+                f"{where}.health_check" if "health_check" in node else "health_check", health
+            )
             if checked:
                 role["health_check"] = checked
         monitor = node.get("monitor", app.get("monitor"))
@@ -444,7 +479,7 @@ class _Importer:
         self.backups = {}
         spec: dict[str, Any] = {"profile": "appcenter", "version": version}
         cluster_name = data.get("name")
-        spec["name"] = name or _slug(str(cluster_name or "app"), NAME_PATTERN, "app")
+        spec["name"] = name or _slug(str(cluster_name or "app"), NAME_PATTERN, "app", camel=False)
         self.note("name", "approximated", f"app name {spec['name']} (from the form's default cluster name)")
         if data.get("description"):
             spec["description"] = str(data["description"])
@@ -482,13 +517,24 @@ class _Importer:
         for key, why in DROPPED_APP.items():
             if key in data:
                 self.note(key, "dropped", why)
-        known = {"name", "description", "nodes", "env", "endpoints", "links", "display_tabs", "advanced_actions"}
+        known = {
+            "name",
+            "description",
+            "nodes",
+            "env",
+            "endpoints",
+            "links",
+            "display_tabs",
+            "advanced_actions",
+        }
         known |= {"health_check", "monitor", "backup_policy"} | set(DROPPED_APP)
         for key in data:
             if key not in known:
                 self.note(key, "dropped", "not a field the importer knows")
         for placeholder in self.filled.unknown:
-            self.note(f"{{{{{placeholder}}}}}", "dropped", "no config.json field of that path: filled with null")
+            self.note(
+                f"{{{{{placeholder}}}}}", "dropped", "no config.json field of that path: filled with null"
+            )
         if locale:
             spec["locale"] = locale
             self.note("locale", "mapped", f"languages {', '.join(sorted(locale))}")
@@ -561,7 +607,11 @@ class _Importer:
         if policy is None and not self.backups:
             return
         if policy != "device" or not with_volume:
-            why = "no role has a volume" if not with_volume else f"backup_policy {policy!r}: only device is modeled"
+            why = (
+                "no role has a volume"
+                if not with_volume
+                else f"backup_policy {policy!r}: only device is modeled"
+            )
             self.note("backup_policy", "dropped", why)
             for at, _ in self.backups.values():
                 self.note(at, "dropped", why)
@@ -576,7 +626,9 @@ class _Importer:
                     "params_style": "json_arg",
                     "timeout": min(_int(service.get("timeout"), DEFAULT_TIMEOUT), MAX_TIMEOUT),
                 }
-            self.note(at, "approximated", "run before the snapshots on every node backed up; selector dropped")
+            self.note(
+                at, "approximated", "run before the snapshots on every node backed up; selector dropped"
+            )
         if "restore" in self.backups:
             at, service = self.backups["restore"]
             if service.get("cmd"):
@@ -600,7 +652,10 @@ class _Importer:
             if not tab.get("cmd"):
                 self.note(where, "dropped", "no cmd")
                 continue
-            item: dict[str, Any] = {"cmd": str(tab["cmd"]), "timeout": min(max(_int(tab.get("timeout"), 10), 1), 3600)}
+            item: dict[str, Any] = {
+                "cmd": str(tab["cmd"]),
+                "timeout": min(max(_int(tab.get("timeout"), 10), 1), 3600),
+            }
             if tab.get("description"):
                 item["description"] = str(tab["description"])
             on = tab.get("roles_to_execute_on")
@@ -646,9 +701,16 @@ def import_package(
             raise PackageError(f"{required}: missing from the package")
     if name is not None and not re.fullmatch(NAME_PATTERN, name):
         raise PackageError(f"name: {name!r} is not an app name (a-z first, then a-z, 0-9 and -, up to 31)")
-    form = read_form(files[CONFIG])
-    filled = fill(files[CLUSTER], form)
-    conversion = _Importer(form, filled, dict(images or {})).app(name, version, _locale(files))
+    try:
+        form = read_form(files[CONFIG])
+        filled = fill(files[CLUSTER], form)
+        conversion = _Importer(form, filled, dict(images or {})).app(name, version, _locale(files))
+    except RecursionError:
+        raise PackageError(f"{CLUSTER}: nested too deep") from None
+    roles = [r["name"] for r in conversion.spec["roles"]]
+    for role in images or {}:
+        if role != "*" and role not in roles:
+            raise PackageError(f"images.{role}: the package has no role {role!r} (has {', '.join(roles)})")
     for path in files:
         if path not in (CONFIG, CLUSTER) and not LOCALE.match(path):
             conversion.add(path, "dropped", "not read by the importer")
@@ -657,24 +719,6 @@ def import_package(
     except SpecError as exc:
         raise PackageError(f"{CLUSTER}: the converted spec is refused: {exc}") from None
     return conversion
-
-
-PACKAGE_FILES = (CONFIG, CLUSTER)
-
-
-def read_dir(path: Path) -> dict[str, str]:
-    """The files of a package directory the importer reads (PackageError when one is unreadable)."""
-    files: dict[str, str] = {}
-    names = [*PACKAGE_FILES, *(f"locale/{p.name}" for p in sorted((path / "locale").glob("*.json")))]
-    for rel in names:
-        try:
-            files[rel] = (path / rel).read_text(encoding="utf-8-sig")
-        except FileNotFoundError:
-            if rel in PACKAGE_FILES:
-                raise PackageError(f"{rel}: missing from {path}") from None
-        except (OSError, UnicodeDecodeError) as exc:
-            raise PackageError(f"{rel}: cannot read it: {exc}") from None
-    return files
 
 
 def import_dir(

@@ -14,9 +14,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from pitrix.appcenter.errors import PackageError
+from pitrix.appcenter.files import CLUSTER
 from pitrix.appcenter.form import FormField
 
-CLUSTER = "cluster.json.mustache"
 # A sentinel no package writes: a control character, JSON-escaped, around the placeholder's index.
 _MARK = "\x01"
 
@@ -117,7 +117,8 @@ def fill(text: str, form: dict[str, FormField]) -> Filled:
         data = json.loads(json_text)
     except json.JSONDecodeError as exc:
         raise PackageError(
-            f"{CLUSTER}: does not parse as JSON once filled in: {exc.msg} at line {exc.lineno} column {exc.colno}"
+            f"{CLUSTER}: does not parse as JSON once filled in: {exc.msg} "
+            f"at line {exc.lineno} column {exc.colno}"
         ) from None
     if not isinstance(data, dict):
         raise PackageError(f"{CLUSTER}: the cluster definition is a JSON object")

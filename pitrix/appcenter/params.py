@@ -53,7 +53,9 @@ def _valid(param: dict[str, Any]) -> str:
     return ""
 
 
-def convert(form: FormField | None, value: Any, *, secret_default: bool = True) -> tuple[dict[str, Any], list[str]]:
+def convert(
+    form: FormField | None, value: Any, *, secret_default: bool = True
+) -> tuple[dict[str, Any], list[str]]:
     """The pitrix parameter for a form field (``value`` its filled-in default) and the notes on
     what had to give (empty: mapped as it is). ``secret_default`` false: a password keeps no
     default (custom service parameters)."""

@@ -34,10 +34,7 @@ class Conversion:
     def report_text(self) -> str:
         """One line per field, then the totals: what a person reads after ``pitrix apps import``."""
         width = max((len(line.field) for line in self.report), default=5)
-        rows = [
-            f"{line.outcome:<12} {line.field:<{width}}  {line.note}".rstrip() for line in self.report
-        ]
-        counts = ", ".join(
-            f"{len(self.lines(o))} {o}" for o in ("mapped", "approximated", "dropped")  # type: ignore[arg-type]
-        )
+        rows = [f"{line.outcome:<12} {line.field:<{width}}  {line.note}".rstrip() for line in self.report]
+        outcomes: tuple[Outcome, ...] = ("mapped", "approximated", "dropped")
+        counts = ", ".join(f"{len(self.lines(o))} {o}" for o in outcomes)
         return "\n".join([*rows, counts])
