@@ -201,7 +201,7 @@ class _Importer:
         return out
 
     def custom_service(
-        self, where: str, data: dict[str, Any], path: tuple[str | int, ...]
+        self, where: str, data: dict[str, Any], path: tuple[str | int, ...], renamed: str = ""
     ) -> dict[str, Any] | None:
         cmd = data.get("cmd")
         if not isinstance(cmd, str) or not cmd.strip():
@@ -213,6 +213,8 @@ class _Importer:
             "timeout": min(_int(data.get("timeout"), DEFAULT_TIMEOUT), MAX_TIMEOUT),
         }
         notes = ["parameters passed as one JSON argument"]
+        if renamed:
+            notes.insert(0, f"named {renamed} (pitrix service names are a-z, 0-9, -)")
         if "timeout" not in data:
             notes.append(f"timeout {DEFAULT_TIMEOUT} s (AppCenter's default)")
         if data.get("nodes_to_execute_on") is not None:
@@ -233,7 +235,7 @@ class _Importer:
                 taken[key] = param
                 notes += [f"{key}: {n}" for n in param_notes]
             out["params"] = taken
-        self.note(where, "mapped", "; ".join(notes))
+        self.note(where, "approximated" if renamed else "mapped", "; ".join(notes))
         return out
 
     # -- roles ---------------------------------------------------------------------------------
@@ -449,10 +451,8 @@ class _Importer:
             service = _strict(f"{'.'.join(map(str, path))}.{name}", service, SERVICE_FIELDS)
             if service.get("type") == "custom":
                 cname = name if re.fullmatch(NAME_PATTERN, name) else _slug(name, NAME_PATTERN, "svc")
-                converted = self.custom_service(at, service, (*path, name))
+                converted = self.custom_service(at, service, (*path, name), cname if cname != name else "")
                 if converted:
-                    if cname != name:
-                        self.note(at, "approximated", f"named {cname} (pitrix service names are a-z, 0-9, -)")
                     custom[cname] = converted
             elif name in LIFECYCLE:
                 converted = self.service(at, name, service)
@@ -531,6 +531,14 @@ class _Importer:
         for key in data:
             if key not in known:
                 self.note(key, "dropped", "not a field the importer knows")
+        for placeholder in self.filled.inline:
+            if placeholder not in self.filled.unknown:
+                self.note(
+                    f"{{{{{placeholder}}}}}",
+                    "approximated",
+                    "inside a string: its default written in at import (AppCenter writes the value "
+                    "given at create)",
+                )
         for placeholder in self.filled.unknown:
             self.note(
                 f"{{{{{placeholder}}}}}", "dropped", "no config.json field of that path: filled with null"
@@ -626,9 +634,8 @@ class _Importer:
                     "params_style": "json_arg",
                     "timeout": min(_int(service.get("timeout"), DEFAULT_TIMEOUT), MAX_TIMEOUT),
                 }
-            self.note(
-                at, "approximated", "run before the snapshots on every node backed up; selector dropped"
-            )
+            dropped = "; selector dropped" if "selector" in service else ""
+            self.note(at, "approximated", f"run before the snapshots on every node backed up{dropped}")
         if "restore" in self.backups:
             at, service = self.backups["restore"]
             if service.get("cmd"):

@@ -30,6 +30,7 @@ class Filled:
     data: dict[str, Any]
     origins: dict[Path, str] = field(default_factory=dict)
     unknown: list[str] = field(default_factory=list)
+    inline: list[str] = field(default_factory=list)  # placeholders inside a JSON string
 
     def origin(self, *path: str | int) -> str | None:
         return self.origins.get(tuple(path))
@@ -47,7 +48,9 @@ def _line_of(text: str, index: int) -> int:
     return text.count("\n", 0, index) + 1
 
 
-def _substitute(text: str, form: dict[str, FormField], names: list[str], unknown: list[str]) -> str:
+def _substitute(
+    text: str, form: dict[str, FormField], names: list[str], unknown: list[str], inline: list[str]
+) -> str:
     out: list[str] = []
     in_string = escaped = False
     i = 0
@@ -72,6 +75,8 @@ def _substitute(text: str, form: dict[str, FormField], names: list[str], unknown
             if known is None and name not in unknown:
                 unknown.append(name)
             if in_string:
+                if name not in inline:
+                    inline.append(name)
                 out.append(json.dumps(_text(known.default if known else None))[1:-1])
             else:
                 out.append(json.dumps(f"{_MARK}{len(names)}{_MARK}"))
@@ -112,7 +117,8 @@ def fill(text: str, form: dict[str, FormField]) -> Filled:
     the line when it does not parse as JSON once filled)."""
     names: list[str] = []
     unknown: list[str] = []
-    json_text = _substitute(text, form, names, unknown)
+    inline: list[str] = []
+    json_text = _substitute(text, form, names, unknown, inline)
     try:
         data = json.loads(json_text)
     except json.JSONDecodeError as exc:
@@ -124,4 +130,4 @@ def fill(text: str, form: dict[str, FormField]) -> Filled:
         raise PackageError(f"{CLUSTER}: the cluster definition is a JSON object")
     origins: dict[Path, str] = {}
     resolved = _resolve(data, (), names, form, origins)
-    return Filled(resolved, origins, unknown)
+    return Filled(resolved, origins, unknown, inline)
