@@ -111,9 +111,9 @@ async def register_app(request: web.Request) -> web.Response:
 
 async def show_app(request: web.Request) -> web.Response:
     catalog = request.app[APPS]
-    record = await catalog.resolve(
-        request.match_info["name"], request.query.get("version"), _catalog_owner(request)
-    )
+    # GET /v1/apps/import has a route of its own (its POST imports a package): the app so named.
+    name = request.match_info.get("name", "import")
+    record = await catalog.resolve(name, request.query.get("version"), _catalog_owner(request))
     data = record.view()
     data["versions"] = await catalog.versions(record)
     return web.json_response(data)
@@ -556,8 +556,9 @@ def create_app(
     add.add_get("/v1/events", all_events)
     add.add_get("/v1/apps", list_apps)
     add.add_post("/v1/apps", register_app)
-    add.add_get("/v1/apps/{name}", show_app)
+    add.add_get("/v1/apps/import", show_app)
     add.add_post("/v1/apps/import", import_app)
+    add.add_get("/v1/apps/{name}", show_app)
     add.add_get("/v1/runtimes", list_runtimes)
     add.add_post("/v1/runtimes", put_runtime)
     add.add_get("/v1/runtimes/{name}", get_runtime)
