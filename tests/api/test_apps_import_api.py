@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,9 @@ from pitrix.appcenter.files import read_dir
 
 Client = TestClient[Any, Any]
 PACKAGES = Path(__file__).resolve().parents[1] / "appcenter" / "packages"
+UNKNOWN_SERVICE_FIELD = json.dumps(
+    {"nodes": [{"role": "a", "container": {"image": "i"}, "services": {"start": {"cmd": "x", "retry": 1}}}]}
+)
 
 
 async def test_import_registers_the_app_for_its_owner_and_reports_each_field(api: Client) -> None:
@@ -71,11 +75,7 @@ async def test_import_registers_the_app_for_its_owner_and_reports_each_field(api
             "does not parse",
         ),
         (
-            {
-                "files": {
-                    "cluster.json.mustache": '{"nodes": [{"role": "a", "container": {"image": "i"}, "services": {"start": {"cmd": "x", "retry": 1}}}]}'
-                }
-            },
+            {"files": {"cluster.json.mustache": UNKNOWN_SERVICE_FIELD}},
             "cluster.json.mustache",
             "nodes.0.services.start.retry: unknown field",
         ),
