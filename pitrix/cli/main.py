@@ -113,6 +113,12 @@ def _cluster_table(c: dict[str, Any]) -> str:
             for key, param in sorted(service.get("params", {}).items()):
                 default = "" if param.get("default") is None else f" (default {param['default']})"
                 lines.append(f"      -p {key}=<{param['type']}>{default}")
+    endpoints = c.get("endpoints") or {}
+    if endpoints:  # a port from a parameter shows the number it holds and the parameter's name
+        lines.append("  endpoints:")
+        for name, point in sorted(endpoints.items()):
+            source = f" ({point['from']})" if point.get("from") else ""
+            lines.append(f"    {name:<16} {point['protocol']} {point['port'] or 'none fixed'}{source}")
     job = c.get("job")
     if job:
         lines.append(f"  last job: {job['id']} {job['action']} {job['status']}")

@@ -8,7 +8,7 @@ from typing import Any
 
 import pytest
 
-from pitrix.cli.main import _deploy_env
+from pitrix.cli.main import _cluster_table, _deploy_env
 from pitrix.runtime.actions.phases import role_of
 from pitrix.runtime.endpoints import port_of, resolved
 from pitrix.runtime.params import CLUSTER_SCOPE, ParamError, deploy_env, effective, scoped
@@ -116,3 +116,25 @@ def test_endpoint_ports_from_parameters_resolve_to_numbers() -> None:
     assert port_of(app, env, "env.proxy.port") == 0  # out of range: no port
     with pytest.raises(SpecError, match=r"endpoints\.x\.port: no parameter named 'nope'"):
         parse_spec({**SPEC, "endpoints": {"x": {"port": "env.nope"}}})
+
+
+def test_cluster_show_lists_endpoints_with_their_parameters() -> None:
+    app = parse_spec(SPEC)
+    shown = {
+        "id": "cl-1",
+        "name": "k",
+        "app": {"name": "keeper", "version": "0.1.0"},
+        "state": "active",
+        "runtime": "sim",
+        "owner": "alice",
+        "endpoints": resolved(app, {}),
+    }
+    lines = _cluster_table(shown).splitlines()
+    at = lines.index("  endpoints:")
+    assert lines[at + 1 : at + 6] == [
+        "    admin            tcp 8080",
+        "    client           tcp 2379 (env.client-port)",
+        "    peer             tcp none fixed",
+        "    proxy            http none fixed (env.proxy.port)",
+        "    words            tcp none fixed (env.4lw.commands.whitelist)",
+    ]
