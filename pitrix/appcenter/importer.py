@@ -299,7 +299,8 @@ class _Importer:
         notes: list[str] = []
         mount = data.get("mount_point", "/data")
         if isinstance(mount, list):
-            notes.append(f"one volume at {mount[0] if mount else '/data'} instead of {len(mount)}")
+            if len(mount) > 1:
+                notes.append(f"one volume at {mount[0]} instead of {len(mount)}")
             mount = mount[0] if mount else "/data"
         mount = str(mount).rstrip("/") or "/data"
         if re.fullmatch(MOUNT_POINT, mount):
