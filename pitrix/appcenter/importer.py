@@ -137,7 +137,10 @@ class _Importer:
         self.out = Conversion(spec={})
 
     def note(self, where: str, outcome: str, text: str = "") -> None:
-        self.out.add(where, outcome, text)  # type: ignore[arg-type]
+        """One report line; the app-level health check or monitor every role takes, once."""
+        line = ReportLine(where, outcome, text)  # type: ignore[arg-type]
+        if line not in self.out.report:
+            self.out.report.append(line)
 
     def field(self, *path: str | int) -> FormField | None:
         origin = self.filled.origin(*path)
