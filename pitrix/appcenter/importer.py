@@ -327,8 +327,8 @@ class _Importer:
 
     def health(self, where: str, data: Any) -> dict[str, Any] | None:
         data = _strict(where, data, HEALTH_FIELDS)
-        if data.get("enable") is False or not data.get("check_cmd"):
-            self.note(where, "dropped", "not enabled" if data.get("enable") is False else "no check_cmd")
+        if data.get("enable") is not True or not data.get("check_cmd"):  # AppCenter: off unless enabled
+            self.note(where, "dropped", "no check_cmd" if data.get("enable") is True else "not enabled")
             return None
         out: dict[str, Any] = {"cmd": str(data["check_cmd"])}
         interval = min(max(_int(data.get("interval_sec"), 60), 1), 86400)
@@ -343,7 +343,7 @@ class _Importer:
         return out
 
     def monitor(self, where: str, data: Any) -> dict[str, Any] | None:
-        if not isinstance(data, dict) or data.get("enable") is False or not data.get("cmd"):
+        if not isinstance(data, dict) or data.get("enable") is not True or not data.get("cmd"):
             self.note(where, "dropped", "not enabled or no cmd")
             return None
         items: dict[str, Any] = {}
@@ -483,8 +483,14 @@ class _Importer:
         self.backups = {}
         spec: dict[str, Any] = {"profile": "appcenter", "version": version}
         cluster_name = data.get("name")
-        spec["name"] = name or _slug(str(cluster_name or "app"), NAME_PATTERN, "app", camel=False)
-        self.note("name", "approximated", f"app name {spec['name']} (from the form's default cluster name)")
+        if name:
+            spec["name"] = name
+            self.note("name", "mapped", "the name given at import")
+        else:
+            spec["name"] = _slug(str(cluster_name or "app"), NAME_PATTERN, "app", camel=False)
+            self.note(
+                "name", "approximated", f"app name {spec['name']} (from the form's default cluster name)"
+            )
         if data.get("description"):
             spec["description"] = str(data["description"])
             self.note("description", "mapped")

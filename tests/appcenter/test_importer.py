@@ -105,6 +105,8 @@ def test_two_roles_with_underscores_custom_services_and_links() -> None:
     assert spec.backup.backup is not None and spec.backup.backup.params_style == "json_arg"
     assert spec.display_tabs["shards"].roles == ["data_node"]
     assert outcome(conversion, "console_theme") == ("dropped", "not a field the importer knows")
+    # AppCenter runs a monitor (or health check) only when it says enable: true.
+    assert proxy.monitor is None and outcome(conversion, "nodes.route_proxy.monitor")[0] == "dropped"
 
 
 def test_images_override_the_package_and_name_its_roles() -> None:
