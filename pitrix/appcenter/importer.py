@@ -32,6 +32,7 @@ from pitrix.appcenter.files import CLUSTER, CONFIG, LOCALE, read_dir
 from pitrix.appcenter.form import FormField, read_form
 from pitrix.appcenter.mustache import Filled, fill
 from pitrix.appcenter.report import Conversion, ReportLine
+from pitrix.runtime.catalog import VERSION
 from pitrix.runtime.spec import (
     ENV_KEY_PATTERN,
     LINK_NAME_PATTERN,
@@ -667,6 +668,8 @@ def import_package(
     for required in (CONFIG, CLUSTER):
         if required not in files:
             raise PackageError(f"{required}: missing from the package")
+    if not VERSION.match(version):
+        raise PackageError(f"version: {version!r} is not a version (letters, digits and . _ + -, up to 64)")
     if name is not None and not re.fullmatch(NAME_PATTERN, name):
         raise PackageError(f"name: {name!r} is not an app name (a-z first, then a-z, 0-9 and -, up to 31)")
     try:

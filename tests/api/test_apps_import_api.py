@@ -84,6 +84,7 @@ async def test_import_registers_the_app_for_its_owner_and_reports_each_field(api
         ({"files": "config"}, "files", "an object"),
         ({"dry_run": "yes"}, "dry_run", "true or false"),
         ({"name": "Bad Name"}, "name", "not an app name"),
+        ({"version": "1/2"}, "version", "not a version"),
         ({"extra": 1}, "extra", "unknown field"),
     ],
 )
