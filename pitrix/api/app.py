@@ -22,8 +22,10 @@ from pitrix.api.metrics import Metrics
 from pitrix.api.openapi import openapi_document
 from pitrix.api.stream import stream_events
 from pitrix.api.ui import ui_page
+from pitrix.appcenter.importer import PackageError, import_package
 from pitrix.runtime.actions import BY_VERB, TRANSITIONAL
 from pitrix.runtime.catalog import AppCatalog
+from pitrix.runtime.endpoints import resolved as resolved_endpoints
 from pitrix.runtime.lifecycle import STATES
 from pitrix.runtime.records import Cluster, Job, Runtime
 from pitrix.runtime.service import InvalidRequest, RuntimeService
@@ -110,12 +112,52 @@ async def register_app(request: web.Request) -> web.Response:
 
 async def show_app(request: web.Request) -> web.Response:
     catalog = request.app[APPS]
-    record = await catalog.resolve(
-        request.match_info["name"], request.query.get("version"), _catalog_owner(request)
-    )
+    # GET /v1/apps/import has a route of its own (its POST imports a package): the app so named.
+    name = request.match_info.get("name", "import")
+    record = await catalog.resolve(name, request.query.get("version"), _catalog_owner(request))
     data = record.view()
     data["versions"] = await catalog.versions(record)
     return web.json_response(data)
+
+
+async def import_app(request: web.Request) -> web.Response:
+    """An AppCenter package converted (pitrix.appcenter) and registered as ``apps add`` does;
+    with ``dry_run`` only converted. The report says what each field became."""
+    publish = _flag(request, "publish")
+    if publish:
+        require_admin(request)
+    body = await json_body(request)
+    if not isinstance(body, dict):
+        raise InvalidRequest("<body>: an object with files (and images, dry_run, name, version)")
+    unknown = sorted(set(body) - {"files", "images", "dry_run", "name", "version"})
+    if unknown:
+        raise InvalidRequest(f"{unknown[0]}: unknown field (files, images, dry_run, name, version)")
+    files, images = body.get("files"), body.get("images") or {}
+    if not isinstance(files, dict) or not all(isinstance(v, str) for v in files.values()):
+        raise InvalidRequest("files: an object of path -> text")
+    if not isinstance(images, dict) or not all(isinstance(v, str) for v in images.values()):
+        raise InvalidRequest("images: an object of role (or *) -> image id")
+    dry_run = body.get("dry_run", False)
+    if not isinstance(dry_run, bool):
+        raise InvalidRequest("dry_run: true or false")
+    name, version = body.get("name"), body.get("version", "1.0.0")
+    if not isinstance(name, str | None) or not isinstance(version, str):
+        raise InvalidRequest("name: a string" if not isinstance(name, str | None) else "version: a string")
+    try:
+        conversion = await asyncio.to_thread(import_package, files, images=images, name=name, version=version)
+    except PackageError as exc:
+        raise InvalidRequest(str(exc)) from None
+    data: dict[str, Any] = {
+        "app": conversion.spec["name"],
+        "version": conversion.spec["version"],
+        "report": [line.as_dict() for line in conversion.report],
+        "dry_run": dry_run,
+    }
+    if dry_run:
+        data["spec"] = conversion.spec
+        return web.json_response(data)
+    _, new = await request.app[APPS].register(conversion.spec, identity_of(request).owner, publish)
+    return web.json_response(data, status=201 if new else 200)
 
 
 # -- runtimes ----------------------------------------------------------------------------------------
@@ -269,6 +311,8 @@ async def show_cluster(request: web.Request) -> web.Response:
     data = cluster_view(cluster)
     reports = await service.agent_reports(cluster)
     data["nodes"] = [node_view(n.model_dump(mode="json"), reports) for n in await service.nodes(cluster.id)]
+    if cluster.app.endpoints:  # ports named by a parameter (env.<key>) as the number it holds now
+        data["endpoints"] = resolved_endpoints(cluster.app, cluster.env)
     if job is not None:
         data["job"] = _job_view(job)
         data["job"]["steps"] = [
@@ -528,6 +572,8 @@ def create_app(
     add.add_get("/v1/events", all_events)
     add.add_get("/v1/apps", list_apps)
     add.add_post("/v1/apps", register_app)
+    add.add_get("/v1/apps/import", show_app)
+    add.add_post("/v1/apps/import", import_app)
     add.add_get("/v1/apps/{name}", show_app)
     add.add_get("/v1/runtimes", list_runtimes)
     add.add_post("/v1/runtimes", put_runtime)

@@ -113,6 +113,12 @@ def _cluster_table(c: dict[str, Any]) -> str:
             for key, param in sorted(service.get("params", {}).items()):
                 default = "" if param.get("default") is None else f" (default {param['default']})"
                 lines.append(f"      -p {key}=<{param['type']}>{default}")
+    endpoints = c.get("endpoints") or {}
+    if endpoints:  # a port from a parameter shows the number it holds and the parameter's name
+        lines.append("  endpoints:")
+        for name, point in sorted(endpoints.items()):
+            source = f" ({point['from']})" if point.get("from") else ""
+            lines.append(f"    {name:<16} {point['protocol']} {point['port'] or 'none fixed'}{source}")
     job = c.get("job")
     if job:
         lines.append(f"  last job: {job['id']} {job['action']} {job['status']}")
@@ -244,7 +250,47 @@ def _app_table(a: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _import_table(data: dict[str, Any]) -> str:
+    width = max((len(line["field"]) for line in data["report"]), default=5)
+    rows = [
+        f"{line['outcome']:<12} {line['field']:<{width}}  {line['note']}".rstrip() for line in data["report"]
+    ]
+    counts = {
+        o: sum(1 for line in data["report"] if line["outcome"] == o)
+        for o in ("mapped", "approximated", "dropped")
+    }
+    done = "converted (dry run, not registered)" if data["dry_run"] else "imported"
+    rows.append(", ".join(f"{n} {o}" for o, n in counts.items()))
+    rows.append(f"app {data['app']} {data['version']} {done}")
+    return "\n".join(rows)
+
+
+async def cmd_apps_import(client: ApiClient, args: argparse.Namespace) -> int:
+    """``apps import DIR``: the package's files are read here and converted by pitrixd, which
+    registers the app version as ``apps register`` does."""
+    from pitrix.appcenter.errors import PackageError
+    from pitrix.appcenter.files import read_dir
+
+    try:
+        files = read_dir(args.dir)
+    except PackageError as exc:
+        raise UsageError(f"{args.dir}: {exc}") from None
+    body: dict[str, Any] = {"files": files, "dry_run": args.dry_run}
+    images = _pairs(args.image, "--image", "ROLE=ID")
+    if images:
+        body["images"] = images
+    for key in ("name", "version"):
+        if getattr(args, f"app_{key}"):
+            body[key] = getattr(args, f"app_{key}")
+    publish = "true" if args.publish else None
+    data = await client.request("POST", "/v1/apps/import", body, publish=publish)
+    _print(data, args.output, _import_table)
+    return 0
+
+
 async def cmd_apps(client: ApiClient, args: argparse.Namespace) -> int:
+    if args.action == "import":
+        return await cmd_apps_import(client, args)
     if args.action == "list":
         _print(await client.get("/v1/apps"), args.output, _apps_table)
     elif args.action == "show":
@@ -749,6 +795,24 @@ def build_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="admins: offer it to every owner (an owner's own app of the same name still comes first)",
     )
+    imported = apps.add_parser(
+        "import", help="import a QingCloud AppCenter package (config.json, cluster.json.mustache, locale/)"
+    )
+    imported.add_argument("dir", type=Path, help="the package's directory")
+    imported.add_argument(
+        "--image",
+        action="append",
+        metavar="ROLE=ID",
+        help="the image of a role (* for every role) instead of the package's",
+    )
+    imported.add_argument(
+        "--dry-run", action="store_true", help="convert and print the report; register nothing"
+    )
+    imported.add_argument(
+        "--name", dest="app_name", help="the app's name (default: from the package's cluster name)"
+    )
+    imported.add_argument("--version", dest="app_version", help="the version to register (default 1.0.0)")
+    imported.add_argument("--publish", action="store_true", help="admins: offer it to every owner")
 
     clusters = sub.add_parser("clusters", help="application clusters").add_subparsers(
         dest="action", required=True

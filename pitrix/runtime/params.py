@@ -49,6 +49,12 @@ def scoped(app: AppSpec, env: Any) -> dict[str, dict[str, Any]]:
     roles = {r.name for r in app.roles}
     for name, value in env.items():
         if isinstance(value, dict):
+            folded = {f"{name}.{k}": v for k, v in value.items()}
+            if name not in roles and value and all(k in app.env for k in folded):
+                # a dotted cluster-level key (AppCenter's web.console.enabled) that the CLI's
+                # --env ROLE.KEY=VALUE split at its first dot
+                out.setdefault(CLUSTER_SCOPE, {}).update(folded)
+                continue
             if name not in roles:
                 raise ParamError(f"env.{name}: the app has no role {name!r} (has {', '.join(sorted(roles))})")
             out.setdefault(name, {}).update(value)

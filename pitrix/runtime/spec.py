@@ -369,16 +369,27 @@ class CustomService(_Strict):
     @classmethod
     def _param_names(cls, value: dict[str, EnvParam]) -> dict[str, EnvParam]:
         for key in value:
-            if not re.fullmatch(SERVICE_PARAM_PATTERN, key):
-                raise ValueError(
-                    f"{key!r} is not a parameter name (letters, digits and _, as a shell variable)"
-                )
+            if not re.fullmatch(ENV_KEY_PATTERN, key):
+                raise ValueError(f"{key!r} is not a parameter name (letters, digits, _ . -)")
             if key in RESERVED_PARAMS or key.startswith(("LD_", "PITRIX_")):
                 raise ValueError(f"{key!r} is reserved (the shell, the loader or pitrix sets it)")
             if value[key].type == "password" and value[key].default is not None:
                 # A spec is shown to whoever may deploy it: a secret is given when the service runs.
                 raise ValueError(f"{key!r}: a password parameter has no default")
         return value
+
+    @model_validator(mode="after")
+    def _env_style_names(self) -> CustomService:
+        """Parameters given as environment variables are named as shell variables; in one JSON
+        argument (json_arg) they keep AppCenter's names, such as ``node.ip``."""
+        if self.params_style == "env":
+            for key in self.params:
+                if not re.fullmatch(SERVICE_PARAM_PATTERN, key):
+                    raise ValueError(
+                        f"params.{key}: {key!r} is not a parameter name (letters, digits and _, as a shell "
+                        "variable; params_style json_arg takes _ . - too)"
+                    )
+        return self
 
 
 def _infer_type(value: Any) -> str:
@@ -842,7 +853,7 @@ def json_schema() -> dict[str, Any]:
         env["propertyNames"] = {"pattern": ENV_KEY_PATTERN}
     service_params = schema["$defs"]["CustomService"]["properties"]["params"]
     service_params["additionalProperties"] = {"anyOf": [{"$ref": "#/$defs/EnvParam"}, *shorthand]}
-    service_params["propertyNames"] = {"pattern": SERVICE_PARAM_PATTERN}
+    service_params["propertyNames"] = {"pattern": ENV_KEY_PATTERN}
     schema["$defs"]["Role"]["properties"]["custom_services"]["propertyNames"] = {"pattern": NAME_PATTERN}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",

@@ -7,6 +7,7 @@ service over SSH instead (never both), and the step waits for every node's resul
 from __future__ import annotations
 
 import asyncio
+import re
 import shlex
 import time
 from typing import Any
@@ -14,7 +15,7 @@ from typing import Any
 from pitrix.metad import keyspace as ks
 from pitrix.runtime.fallback import run_over_ssh, silent_agents
 from pitrix.runtime.records import Cluster, Node
-from pitrix.runtime.spec import AppSpec, Service
+from pitrix.runtime.spec import SERVICE_PARAM_PATTERN, AppSpec, Service
 from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps.nodes import members
 from pitrix.runtime.steps.published import publish
@@ -58,6 +59,9 @@ async def _run_silent(
         )
 
 
+SHELL_NAME = SERVICE_PARAM_PATTERN  # a shell variable's name
+
+
 async def run_service(ctx: JobContext, service: str, node_ids: list[str]) -> str:
     """Run one lifecycle service on the nodes whose role defines it, and wait for every result.
 
@@ -87,8 +91,17 @@ async def run_service(ctx: JobContext, service: str, node_ids: list[str]) -> str
     return detail
 
 
+def exportable(params: dict[str, str]) -> dict[str, str]:
+    """The parameters a shell can export: names such as AppCenter's ``4lw.commands.whitelist``
+    or ``node.ip`` are valid parameters but no shell variable (``export`` would fail the
+    command), so they reach the command by metadata or its JSON argument only."""
+    return {k: v for k, v in params.items() if re.fullmatch(SHELL_NAME, k)}
+
+
 def command_line(cmd: str, params: dict[str, str]) -> str:
-    """``cmd`` behind an ``export`` of every parameter, each value shell-quoted."""
+    """``cmd`` behind an ``export`` of every parameter that is a shell variable, each value
+    shell-quoted."""
+    params = exportable(params)
     if not params:
         return cmd
     exports = " ".join(f"{key}={shlex.quote(value)}" for key, value in sorted(params.items()))
