@@ -7,7 +7,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from pitrix.metad import keyspace as ks
-from pitrix.runtime import params, passphraseless
+from pitrix.runtime import endpoints, params, passphraseless
 from pitrix.runtime.keys import CLUSTERS
 from pitrix.runtime.records import Cluster, Node, Runtime
 from pitrix.runtime.resources import role_size
@@ -161,22 +161,11 @@ def cluster_env(app: AppSpec, env: params.Env) -> dict[str, str]:
 
 
 def endpoint_entries(app: AppSpec, env: params.Env) -> dict[str, dict[str, str]]:
-    """The endpoints with their ports resolved: ``env.<key>`` takes that parameter's value, the
-    cluster-level one, else the first role's (in spec order) that has it; "" while unset."""
-    flat = cluster_env(app, env)
-    entries: dict[str, dict[str, str]] = {}
-    for name, endpoint in app.endpoints.items():
-        port = endpoint.port
-        if isinstance(port, str):
-            key = port.removeprefix("env.")
-            value = flat.get(key)
-            for role in app.roles:
-                if value is not None:
-                    break
-                value = params.effective(app, env, role.name).get(key) if key in role.env else None
-            port = value or ""
-        entries[name] = {"port": str(port), "protocol": endpoint.protocol}
-    return entries
+    """The endpoints as instances read them, ports resolved as everywhere (:mod:`endpoints`)."""
+    return {
+        name: {"port": str(entry["port"]), "protocol": entry["protocol"]}
+        for name, entry in endpoints.resolved(app, env).items()
+    }
 
 
 def cluster_entry(ctx: JobContext, env: params.Env | None = None) -> dict[str, Any]:
