@@ -148,6 +148,7 @@ async def test_credentials_from_the_environment_and_into_a_private_file(
             "zone": "sim1",
             "access_key_id": "ENVKEY",
             "secret_access_key": "env-secret",
+            "hypervisor": "simulator",
         }
         provider = QingCloudProvider.from_runtime(runtime)
         try:
