@@ -16,18 +16,23 @@ The ``confd-yunify`` cases are the requests confd-yunify's metad backend makes (
 source, backends/metad/client.go): ``GET /`` to pick a node, one ``GET <key>`` per key, then
 ``GET <prefix>?wait=true&prev_version=N`` with N = 1 first, then the version metad last answered,
 every request with ``Accept: application/json``; it reads ``X-Metad-Version`` of the poll only.
+With ``--confd-yunify BINARY`` (a confd built from github.com/yunify/confd) the script also runs
+it against metad through a logging proxy and keeps the requests it really sent
+(``confd_yunify_session``); the test checks that the cases above cover every kind of them.
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import socket
 import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -38,6 +43,7 @@ from bench import peers
 LISTEN_IP = "127.109.29.1"
 CALLER_IP = "127.109.29.11"  # mapped to i-web1
 STRANGER_IP = "127.109.29.12"  # not mapped
+PROXY_IP = "127.109.29.2"  # where confd-yunify's requests are seen on their way to metad
 HOLD_SECONDS = 0.5  # how long a poll must go unanswered to count as held
 CID = "c1"
 
@@ -216,13 +222,15 @@ def _health(port: int) -> None:
         answer.read()
 
 
-def _free_port() -> int:
+def _free_port(ip: str = LISTEN_IP) -> int:
     with socket.socket() as sock:
-        sock.bind((LISTEN_IP, 0))
+        sock.bind((ip, 0))
         return int(sock.getsockname()[1])
 
 
-async def record(binary: Path) -> list[dict[str, Any]]:
+@contextlib.asynccontextmanager
+async def go_metad(binary: Path) -> AsyncIterator[tuple[int, int]]:
+    """A fresh Go metad holding ``DATA`` and ``MAPPING``: (instance port, management port)."""
     port, manage = _free_port(), _free_port()
     with tempfile.TemporaryFile() as log:
         process = await asyncio.create_subprocess_exec(
@@ -242,54 +250,131 @@ async def record(binary: Path) -> list[dict[str, Any]]:
                     await asyncio.sleep(0.1)
             _manage(manage, "PUT", "/v1/data", DATA)
             _manage(manage, "PUT", "/v1/mapping", {CALLER_IP: MAPPING})
-            results = []
-            previous = ""
-            for case in cases():
-                target = case["target"]
-                if case.get("prev_version") in ("current", "previous"):
-                    now = await raw_get(port, "/self", JSON, CALLER_IP)
-                    version = previous if case["prev_version"] == "previous" else now["version"]
-                    previous = version = version or ""
-                    target += f"&prev_version={version}"
-                    case = {**case, "sent_version": version}
-                write = case.get("write")
-
-                async def then(write: Any = write) -> None:
-                    if write is not None:
-                        await asyncio.to_thread(
-                            _manage, manage, "PUT", "/v1/data" + write["path"], write["value"]
-                        )
-
-                caller = CALLER_IP if case["caller"] == "mapped" else STRANGER_IP
-                answer = await raw_get(port, target, case["accept"], caller, then=then if write else None)
-                if write is not None:
-                    await asyncio.sleep(HOLD_SECONDS)  # metad counts its version after answering
-                if case.get("sent_version"):
-                    answer["version_is_sent"] = answer["version"] == case["sent_version"]
-                if case.get("confd") and case.get("prev_version") == "current":
-                    previous = answer["version"] or ""
-                results.append({**case, "answer": answer})
-            return results
+            yield port, manage
         finally:
             process.terminate()
             await process.wait()
 
 
+async def record(binary: Path) -> list[dict[str, Any]]:
+    async with go_metad(binary) as (port, manage):
+        results = []
+        previous = ""
+        for case in cases():
+            target = case["target"]
+            if case.get("prev_version") in ("current", "previous"):
+                now = await raw_get(port, "/self", JSON, CALLER_IP)
+                version = previous if case["prev_version"] == "previous" else now["version"]
+                previous = version = version or ""
+                target += f"&prev_version={version}"
+                case = {**case, "sent_version": version}
+            write = case.get("write")
+
+            async def then(write: Any = write) -> None:
+                if write is not None:
+                    await asyncio.to_thread(
+                        _manage, manage, "PUT", "/v1/data" + write["path"], write["value"]
+                    )
+
+            caller = CALLER_IP if case["caller"] == "mapped" else STRANGER_IP
+            answer = await raw_get(port, target, case["accept"], caller, then=then if write else None)
+            if write is not None:
+                await asyncio.sleep(HOLD_SECONDS)  # metad counts its version after answering
+            if case.get("sent_version"):
+                answer["version_is_sent"] = answer["version"] == case["sent_version"]
+            if case.get("confd") and case.get("prev_version") == "current":
+                previous = answer["version"] or ""
+            results.append({**case, "answer": answer})
+        return results
+
+
+async def confd_session(metad_binary: Path, confd_binary: Path) -> list[dict[str, Any]]:
+    """The requests an unmodified confd-yunify sends to Go metad, seen by a proxy in between:
+    its start, then two changes of a key its template reads (the proxy's own connections to
+    metad come from ``CALLER_IP``, the mapped caller)."""
+    from aiohttp import ClientError, ClientSession, TCPConnector, web
+
+    seen: list[dict[str, Any]] = []
+    async with go_metad(metad_binary) as (port, manage):
+        http = ClientSession(connector=TCPConnector(local_addr=(CALLER_IP, 0)))
+
+        async def forward(request: web.Request) -> web.Response:
+            began = time.monotonic()
+            accept = request.headers.get("Accept")
+            url = f"http://{LISTEN_IP}:{port}{request.path_qs}"
+            try:
+                async with http.get(url, headers={"Accept": accept} if accept else {}) as answer:
+                    body = await answer.read()
+            except ClientError:  # the session is over: a poll confd holds while it is stopped
+                return web.Response(status=503)
+            entry = {"method": request.method, "target": request.path_qs, "accept": accept}
+            entry.update(status=answer.status, version=answer.headers.get("X-Metad-Version"))
+            entry["held"] = time.monotonic() - began > HOLD_SECONDS
+            seen.append(entry)
+            names = ("x-metad", "content-type")
+            keep = {k: v for k, v in answer.headers.items() if k.lower().startswith(names)}
+            return web.Response(body=body, status=answer.status, headers=keep)
+
+        app = web.Application()
+        app.router.add_route("*", "/{path:.*}", forward)
+        runner = web.AppRunner(app)
+        await runner.setup()
+        proxy_port = _free_port(PROXY_IP)
+        await web.TCPSite(runner, PROXY_IP, proxy_port).start()
+        with tempfile.TemporaryDirectory() as tmp:
+            conf = Path(tmp)
+            (conf / "templates").mkdir()
+            (conf / "conf.d").mkdir()
+            (conf / "templates/t.tmpl").write_text('{{getv "/env/workers"}} {{getv "/host/ip"}}\n')
+            (conf / "conf.d/t.toml").write_text(
+                f'[template]\nsrc = "t.tmpl"\ndest = "{conf}/t.conf"\nkeys = ["/env", "/host/ip"]\n'
+            )
+            confd = await asyncio.create_subprocess_exec(
+                str(confd_binary), "-backend", "metad", "-node", f"{PROXY_IP}:{proxy_port}",
+                "-confdir", str(conf), "-watch", "-prefix", "/self", "-log-level", "warning",
+                stdout=asyncio.subprocess.DEVNULL, stderr=asyncio.subprocess.DEVNULL,
+            )  # fmt: skip
+            try:
+                for value in ("21", "22"):
+                    await asyncio.sleep(3 * HOLD_SECONDS)  # its poll is held by then
+                    seen.append({"write": f"/clusters/{CID}/env/web/workers", "value": value})
+                    await asyncio.to_thread(
+                        _manage, manage, "PUT", f"/v1/data/clusters/{CID}/env/web/workers", value
+                    )
+                await asyncio.sleep(3 * HOLD_SECONDS)
+                rendered = (conf / "t.conf").read_text()
+                if rendered != f"22 {CALLER_IP}\n":
+                    raise RuntimeError(f"confd-yunify rendered {rendered!r}")
+            finally:
+                confd.terminate()
+                await confd.wait()
+                await http.close()
+                await runner.cleanup()
+    return seen
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("tests/metad/metad_answers.json"))
+    parser.add_argument(
+        "--confd-yunify",
+        type=Path,
+        help="a confd built from github.com/yunify/confd: record its requests too",
+    )
     args = parser.parse_args()
     built = peers.ensure("yunify-metad")
     if built.path is None:
         sys.exit(f"cannot build yunify/metad: {built.why}")
     results = asyncio.run(record(built.path))
-    document = {
+    document: dict[str, Any] = {
         "recorded_from": {"repository": peers.PEERS["yunify-metad"].repository, "commit": built.commit},
         "caller_ip": CALLER_IP,
         "data": DATA,
         "mapping": MAPPING,
         "cases": results,
     }
+    if args.confd_yunify is not None:
+        document["confd_yunify_session"] = asyncio.run(confd_session(built.path, args.confd_yunify))
     args.out.write_text(json.dumps(document, indent=1, sort_keys=True, ensure_ascii=False) + "\n")
     print(f"{len(results)} answers recorded in {args.out}")
 

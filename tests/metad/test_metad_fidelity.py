@@ -150,3 +150,24 @@ async def test_pitrix_metad_answers_as_recorded_go_metad(
         _same(case, go, ours)
         checked += 1
     assert checked >= 60
+
+
+def _shape(target: str, accept: str | None) -> tuple[str, frozenset[str], str | None]:
+    path, _, query = target.partition("?")
+    return path, frozenset(part.split("=")[0] for part in query.split("&") if part), accept
+
+
+def test_the_cases_cover_every_request_confd_yunify_sent() -> None:
+    """The requests an unmodified confd-yunify sent to Go metad (seen through a proxy when the
+    record was made) are all of kinds the recorded cases replay: its start (``GET /``), one read
+    per template key, and ``/self`` long-polls with ``prev_version``, each asking for JSON."""
+    session = RECORD["confd_yunify_session"]
+    requests = [entry for entry in session if "target" in entry]
+    assert {entry["accept"] for entry in requests} == {"application/json"}
+    covered = {_shape(c["target"], c["accept"]) for c in RECORD["cases"] if c.get("confd")}
+    covered |= {(path, keys | {"prev_version"}, accept) for path, keys, accept in covered if "wait" in keys}
+    assert {_shape(e["target"], e["accept"]) for e in requests} <= covered
+    # Against Go metad each change cost confd two poll answers (the second at once, its version
+    # having been stale): pitrix-metad's versions hold that second poll (the replay above).
+    polls = [e for e in requests if "wait=true" in e["target"]]
+    assert sum(e["held"] for e in polls) == 2 and len(polls) == 5
