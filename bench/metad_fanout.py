@@ -89,7 +89,9 @@ class Conn:
         return cls(reader, writer, f"{host}:{port}")
 
     def send(self, target: str) -> None:
-        self.writer.write(f"GET {target} HTTP/1.1\r\nHost: {self.host}\r\n\r\n".encode())
+        self.writer.write(
+            f"GET {target} HTTP/1.1\r\nHost: {self.host}\r\nAccept: application/json\r\n\r\n".encode()
+        )
 
     async def answer(self) -> tuple[int, int, bytes]:
         """(status, X-Metad-Version, body) of the next answer on this connection."""
@@ -278,7 +280,8 @@ async def idle(world: World, count: int) -> tuple[int, float, float]:
     streams = []
     contexts = [world.context(n) for n in range(count)]
     request = (
-        f"GET /self?wait=true&prev_version={revision} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n"
+        f"GET /self?wait=true&prev_version={revision} HTTP/1.1\r\nHost: {host}:{port}\r\n"
+        "Accept: application/json\r\n\r\n"
     ).encode()
     sem = asyncio.Semaphore(64)
 

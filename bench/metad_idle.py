@@ -62,7 +62,10 @@ async def metad_per_connection(world: World, count: int) -> tuple[int, int]:
     # prev_version would be answered at once instead of held.
     _, revision = await world.store.get_prefix("/_pitrix/mapping/i-0/")
     port = int(world.instance_url.rsplit(":", 1)[1])
-    request = f"GET /self?wait=true&prev_version={revision} HTTP/1.1\r\nHost: {LISTEN_IP}:{port}\r\n\r\n"
+    request = (
+        f"GET /self?wait=true&prev_version={revision} HTTP/1.1\r\nHost: {LISTEN_IP}:{port}\r\n"
+        "Accept: application/json\r\n\r\n"
+    )
     before = _rss_kib(world.pid)
     writers = await hold(world, port, count, request.encode())
     await world.wait_waiters(base + count)
@@ -95,7 +98,10 @@ async def floor_per_connection(world: World, tmp: Path, count: int) -> tuple[int
     assert process.stdout is not None
     try:
         ready: dict[str, Any] = json.loads(await asyncio.wait_for(process.stdout.readline(), 60))
-        request = f"GET /self?wait=true HTTP/1.1\r\nHost: {LISTEN_IP}:{ready['port']}\r\n\r\n".encode()
+        request = (
+            f"GET /self?wait=true HTTP/1.1\r\nHost: {LISTEN_IP}:{ready['port']}\r\n"
+            "Accept: application/json\r\n\r\n"
+        ).encode()
         # The warm-up metad had: 100 connections held and closed before the measured round.
         for writer in await hold(world, ready["port"], min(count, 100), request):
             writer.close()

@@ -139,6 +139,8 @@ class MetadClient:
             try:
                 result = await attempt(http, base)
             except _HTTPFailure as exc:
+                if exc.status == 404:
+                    raise NotServed(f"metad {base}: {what}: HTTP 404: {exc.text}") from None
                 if exc.status < 500:
                     # The node answered and refused: another node would say the same.
                     raise RejectedError(f"metad {base}: {what}: HTTP {exc.status}: {exc.text}") from None
@@ -151,6 +153,10 @@ class MetadClient:
                     self._current = index
                 return result
         raise BackendError(f"metad: {what}: no node answered ({'; '.join(errors)})")
+
+
+class NotServed(RejectedError):
+    """metad answered 404 to a write: it has no such endpoint (Go metad has no ``/self/status``)."""
 
 
 class _HTTPFailure(Exception):

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
+from pitrix.agent.errors import RejectedError
 from pitrix.agent.log import get_logger
 from pitrix.metad import keyspace
 
@@ -39,18 +40,37 @@ class Reporter(Protocol):
 
 
 class MetadReporter:
-    """PUTs under ``/self/status``; errors propagate (``BackendError``) so callers can retry."""
+    """PUTs under ``/self/status``; errors propagate (``BackendError``) so callers can retry.
+
+    A metad without pitrix's status API (Go metad, AppCenter's) answers 404: the first such answer
+    turns every report off with one log line, rather than a warning and a retry every round.
+    """
 
     def __init__(self, client: MetadClient, heartbeat_interval: float = 5.0) -> None:
         self._client = client
+        self.off = False
+        self._log = get_logger("pitrix.agent.report")
         self._interval = heartbeat_interval
         self._started = time.monotonic()
         # Which run of the agent beats: metad writes a beat only when this (or pid, version,
         # interval) changes, so a restarted agent must say it is a new one even with the old pid.
         self._run_began = utc_now()
 
+    async def _put(self, path: str, body: dict[str, Any]) -> None:
+        if self.off:
+            return
+        try:
+            await self._client.put(path, body)
+        except RejectedError as exc:
+            from pitrix.agent.metad_client import NotServed  # loaded with the client already
+
+            if not isinstance(exc, NotServed):
+                raise
+            self.off = True
+            self._log.warning("metad has no status API (HTTP 404): status reports off", error=str(exc))
+
     async def heartbeat(self) -> None:
-        await self._client.put(
+        await self._put(
             keyspace.self_status(keyspace.HEARTBEAT),
             {
                 "time": utc_now(),
@@ -64,23 +84,23 @@ class MetadReporter:
         )
 
     async def applied(self, revision: int, resources: dict[str, dict[str, Any]]) -> None:
-        await self._client.put(
+        await self._put(
             keyspace.self_status(keyspace.APPLIED), {"revision": revision, "resources": resources}
         )
 
     async def command(self, cmd_id: str, record: dict[str, Any]) -> None:
-        await self._client.put(keyspace.self_status(keyspace.CMD, quote(cmd_id, safe="")), record)
+        await self._put(keyspace.self_status(keyspace.CMD, quote(cmd_id, safe="")), record)
 
     async def health(self, ok: bool, error: str | None, details: dict[str, Any] | None = None) -> None:
         """``details``: the failure streak (``failures``) and the streak's ``action`` result."""
-        await self._client.put(
+        await self._put(
             keyspace.self_status(keyspace.HEALTH),
             {"ok": ok, "error": error, "time": utc_now(), **(details or {})},
         )
 
     async def monitor(self, values: dict[str, float], error: str | None = None) -> None:
         """The role's monitor items of one run (agent/monitor.py); ``error`` when it gave none."""
-        await self._client.put(
+        await self._put(
             keyspace.self_status(keyspace.MONITOR), {"values": values, "error": error, "time": utc_now()}
         )
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from aiohttp import web
 from cryptography import x509
+from yarl import URL
 
 from pitrix import pki
 from pitrix.logs import module_logger
@@ -83,7 +84,7 @@ def served(handler: Handler) -> Handler:
             response = await handler(request)
         except Refused as exc:
             _log.info("refused", reason=str(exc), path=request.path, peer=request.remote)
-            response = render.error(403, str(exc), _version(request.app[MIRROR_KEY]))
+            response = _fail(request, 403, str(exc), _version(request.app[MIRROR_KEY]))
             response.force_close()
         except web.HTTPException as exc:
             if closing:
@@ -105,21 +106,70 @@ def _flag(request: web.Request, name: str) -> bool:
     return request.query.get(name, "").lower() in ("true", "1", "yes")
 
 
+def _fail(
+    request: web.Request, status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> web.Response:
+    """An error in metad's shape; ``error`` repeats the message for pitrix's own clients.
+
+    Reads answer in the caller's format, as metad does. Writes (status reports, certificates) are
+    pitrix's own endpoints, which no metad client sends: their errors stay JSON whatever the
+    caller accepts, for the agent and scripts that parse them.
+    """
+    read = request.method in ("GET", "HEAD")
+    media = render.negotiate(request.headers.get("Accept")) if read else render.JSON
+    return render.failure(media, status, message, headers, error=message, **extra)
+
+
+def clean_path(path: str) -> str:
+    """``path`` without ``.``/``..`` segments and doubled slashes, a trailing slash kept: where
+    metad redirects a request for an unclean path."""
+    parts: list[str] = []
+    for part in path.split("/"):
+        if part == "..":
+            if parts:
+                parts.pop()
+        elif part and part != ".":
+            parts.append(part)
+    clean = "/" + "/".join(parts)
+    return clean + "/" if path.endswith("/") and clean != "/" else clean
+
+
+def _redirect(request: web.Request) -> web.Response | None:
+    """metad's 301 to the clean path, query kept, for a path with ``.``/``..`` or ``//``."""
+    path = request.path
+    if "/." not in path and "//" not in path and not path.endswith("/.."):
+        return None
+    clean = clean_path(path)
+    if clean == path:
+        return None
+    query = request.rel_url.raw_query_string
+    location = str(URL.build(path=clean)) + (f"?{query}" if query else "")
+    return web.Response(status=301, headers={"Location": location})
+
+
+def _since(request: web.Request, mirror: Mirror) -> int:
+    """The revision a long-poll waits past: ``prev_version`` (``pre_version``), or now when it is
+    absent or not an integer (metad holds such a poll too, rather than refusing it)."""
+    raw = request.query.get("prev_version", request.query.get("pre_version"))
+    if raw is not None:
+        try:
+            return int(raw)
+        except ValueError:
+            pass
+    return mirror.revision
+
+
 async def read(request: web.Request) -> web.StreamResponse:
+    redirect = _redirect(request)
+    if redirect is not None:
+        return redirect
     mirror = request.app[MIRROR_KEY]
     caller = _caller(request)
     mapping = caller.mapping
     path = "/" + request.match_info["path"]
     media = render.negotiate(request.headers.get("Accept"))
     if _flag(request, "wait") and selfview.addressable(path):
-        raw = request.query.get("prev_version", request.query.get("pre_version"))
-        if raw is None:
-            since = mirror.revision
-        else:
-            try:
-                since = int(raw)
-            except ValueError:
-                return render.error(400, f"prev_version: {raw!r} is not an integer", _version(mirror))
+        since = _since(request, mirror)
         deps = selfview.view_dependencies(mirror.tree, mapping, path)
         if not mirror.changed_since(deps, since):
             # Revoking the caller wakes it too, and the re-identification below refuses it.
@@ -139,15 +189,17 @@ async def read(request: web.Request) -> web.StreamResponse:
             mapping = _caller(request).mapping
     headers = _version(mirror)
     parts = split_path(path)
-    if media == render.JSON and (not parts or parts == _SELF):
+    # metad: any value but "false" asks for indented JSON.
+    pretty = request.query.get("pretty", "false") not in ("", "false")
+    if media == render.JSON and not pretty and (not parts or parts == _SELF):
         # The whole view, the answer a fan-out sends most: spliced from the role's shared sections.
         shared = request.app[SHARED_KEY].get(mirror.tree, mirror.generation, mapping)
         text = render.self_json(mirror.tree, mapping, shared)
         return render.json_text(text if parts else '{"self":' + text + "}", headers)
     value = selfview.lookup(mirror.tree, mapping, path)
     if value is None:
-        return render.error(404, f"{path} not found", headers)
-    return render.answer(value, media, headers=headers)
+        return render.failure(media, 404, render.NOT_FOUND, headers)
+    return render.answer(value, media, headers=headers, pretty=pretty)
 
 
 async def _json_body(request: web.Request, optional: bool = False) -> Any:
@@ -167,7 +219,9 @@ async def write(request: web.Request) -> web.Response:
     if request.method == "POST" and parts == _SELF_CERT:
         return await _renew(request, caller)
     if parts[:2] != _SELF_STATUS or len(parts) < 3:
-        return render.error(403, "instances may write only their own /self/status/... keys", _version(mirror))
+        return _fail(
+            request, 403, "instances may write only their own /self/status/... keys", _version(mirror)
+        )
     kind = parts[2]
     try:
         if kind == keyspace.HEARTBEAT and len(parts) == 3:
@@ -198,7 +252,8 @@ async def write(request: web.Request) -> web.Response:
             if cmd_id != published and mirror.tree.live(key) is None:
                 # Results only for the command the runtime gave this instance (or one it already
                 # reported on): an instance must not fill the shared etcd with ids nobody posted.
-                return render.error(
+                return _fail(
+                    request,
                     409,
                     f"cmd_id: {cmd_id!r} is not the command published to this instance",
                     _version(mirror),
@@ -207,14 +262,14 @@ async def write(request: web.Request) -> web.Response:
             doc = status.cmd_result(cmd_id, await _json_body(request))
             revision = await puts.put(key, status.bounded(doc))
         else:
-            return render.error(403, f"{'/'.join(parts)} is not a writable status key", _version(mirror))
+            return _fail(request, 403, f"{'/'.join(parts)} is not a writable status key", _version(mirror))
     except status.BadBody as exc:
-        return render.error(exc.status, str(exc), _version(mirror), field=exc.field)
+        return _fail(request, exc.status, str(exc), _version(mirror), field=exc.field)
     except jsonbody.BodyError as exc:
         return jsonbody.error_response(exc, _version(mirror))
     except StoreError as exc:
         _log.warning("status write failed", instance_id=mapping.instance_id, error=str(exc))
-        return render.error(503, f"metadata store unavailable: {exc}", _version(mirror))
+        return _fail(request, 503, f"metadata store unavailable: {exc}", _version(mirror))
     return web.json_response({"ok": True, "revision": revision}, headers=_version(mirror, revision))
 
 
@@ -222,32 +277,32 @@ async def _renew(request: web.Request, caller: Caller) -> web.Response:
     """Sign a fresh certificate for the caller's own subject from its CSR (key rotation included)."""
     mirror = request.app[MIRROR_KEY]
     if caller.cert is None:
-        return render.error(403, "certificate renewal needs a client certificate", _version(mirror))
+        return _fail(request, 403, "certificate renewal needs a client certificate", _version(mirror))
     issuer = request.app.get(ISSUER_KEY)
     if issuer is None:
-        return render.error(503, "this metad has no issuer configured for renewals", _version(mirror))
+        return _fail(request, 503, "this metad has no issuer configured for renewals", _version(mirror))
     try:
         raw = await jsonbody.read_bytes(request, CSR_MAX)
     except jsonbody.BodyError:
-        return render.error(413, f"csr: larger than {CSR_MAX} bytes", _version(mirror), field="csr")
+        return _fail(request, 413, f"csr: larger than {CSR_MAX} bytes", _version(mirror), field="csr")
     if raw.lstrip().startswith(b"{"):
         try:
             doc = jsonbody.parse(raw)
             raw = str(doc["csr"]).encode()
         except (jsonbody.BodyError, KeyError, TypeError):
-            return render.error(400, 'body: JSON must be {"csr": "<PEM>"}', _version(mirror), field="csr")
+            return _fail(request, 400, 'body: JSON must be {"csr": "<PEM>"}', _version(mirror), field="csr")
     try:
         issued = await asyncio.to_thread(issuer.sign_csr, raw, caller.cert.subject, request.app[LIFETIME_KEY])
         key_sha256 = issuance.public_key_sha256(raw)
     except pki.PKIError as exc:
-        return render.error(400, str(exc), _version(mirror), field=exc.field)
+        return _fail(request, 400, str(exc), _version(mirror), field=exc.field)
     renewed, pending = issuance.replaced(mirror, caller.cert.serial)
     if renewed:
         again = issuance.successor(pending, key_sha256)
         if again is not None:
             return web.json_response(_redelivered(again), headers=_version(mirror))
-        return render.error(
-            409, "this certificate was already renewed; renew with its successor", _version(mirror)
+        return _fail(
+            request, 409, "this certificate was already renewed; renew with its successor", _version(mirror)
         )
     answer = _certificate_answer(issuer, issued)
     record = request.transport.get_extra_info("ssl_object") if request.transport is not None else None
@@ -262,9 +317,9 @@ async def _renew(request: web.Request, caller: Caller) -> web.Response:
             answer["certificate"], request.app[GRACE_KEY],
         )  # fmt: skip
     except issuance.AlreadyRenewed as exc:
-        return render.error(409, str(exc), _version(mirror))
+        return _fail(request, 409, str(exc), _version(mirror))
     except StoreError as exc:
-        return render.error(503, f"metadata store unavailable: {exc}", _version(mirror))
+        return _fail(request, 503, f"metadata store unavailable: {exc}", _version(mirror))
     _log.info(
         "certificate renewed",
         instance_id=caller.mapping.instance_id,
@@ -287,30 +342,30 @@ async def bootstrap(request: web.Request) -> web.Response:
     headers = _version(mirror)
     issuer = request.app.get(ISSUER_KEY)
     if issuer is None:
-        return render.error(503, "this metad has no issuer configured for certificates", headers)
+        return _fail(request, 503, "this metad has no issuer configured for certificates", headers)
     try:
         doc = jsonbody.parse(await jsonbody.read_bytes(request, CSR_MAX))
     except jsonbody.BodyError as exc:
         if exc.status == 413 or "nested" in str(exc):
             return jsonbody.error_response(exc, headers)
-        return render.error(400, 'body: must be JSON {"token": ..., "csr": "<PEM>"}', headers, field="body")
+        return _fail(request, 400, 'body: must be JSON {"token": ..., "csr": "<PEM>"}', headers, field="body")
     if not isinstance(doc, dict):
-        return render.error(400, 'body: must be a JSON object {"token", "csr"}', headers, field="body")
+        return _fail(request, 400, 'body: must be a JSON object {"token", "csr"}', headers, field="body")
     token, csr = doc.get("token"), doc.get("csr")
     if not isinstance(token, str) or not token:
-        return render.error(400, "token: a non-empty string is required", headers, field="token")
+        return _fail(request, 400, "token: a non-empty string is required", headers, field="token")
     if not isinstance(csr, str) or not csr:
-        return render.error(400, "csr: a PEM certificate request is required", headers, field="csr")
+        return _fail(request, 400, "csr: a PEM certificate request is required", headers, field="csr")
     mapping = mirror.by_bootstrap_token(token)
     owner = mirror.tree.text(keyspace.owner(mapping.cluster_id)) if mapping is not None else ""
     if mapping is None or not owner:
         # The runtime maps an instance once it runs: until then, the agent asks again.
-        return render.error(
-            404, "no instance is registered for this token yet", headers, reason="not_registered"
+        return _fail(
+            request, 404, "no instance is registered for this token yet", headers, reason="not_registered"
         )
     if mirror.tree.live(keyspace.revoked_instance(mapping.instance_id)) is not None:
         _log.warning("bootstrap refused: revoked", instance_id=mapping.instance_id, peer=request.remote)
-        return render.error(403, f"instance {mapping.instance_id} is revoked", headers)
+        return _fail(request, 403, f"instance {mapping.instance_id} is revoked", headers)
     if not _same_address(request.remote, mapping.ip):
         # Agents bind their connections to their VM's address (the simulator's too), so a token
         # that leaked out of the VM is of no use from anywhere else.
@@ -320,13 +375,16 @@ async def bootstrap(request: web.Request) -> web.Response:
             peer=request.remote,
             ip=mapping.ip,
         )
-        return render.error(
-            403, f"the bootstrap token of {mapping.instance_id} is accepted only from {mapping.ip}", headers
+        return _fail(
+            request,
+            403,
+            f"the bootstrap token of {mapping.instance_id} is accepted only from {mapping.ip}",
+            headers,
         )
     try:
         key_sha256 = issuance.public_key_sha256(csr.encode())
     except pki.PKIError as exc:
-        return render.error(400, str(exc), headers, field="csr")
+        return _fail(request, 400, str(exc), headers, field="csr")
     token_sha256 = mapping.bootstrap_sha256
     spent = issuance.used(mirror, token_sha256)
     if spent is not None:
@@ -335,11 +393,12 @@ async def bootstrap(request: web.Request) -> web.Response:
             _log.warning(
                 "bootstrap refused: token used", instance_id=mapping.instance_id, peer=request.remote
             )
-            return render.error(409, str(issuance.TokenUsed(spent)), headers, reason="token_used")
+            return _fail(request, 409, str(issuance.TokenUsed(spent)), headers, reason="token_used")
         return web.json_response(_redelivered(again), headers=headers)
     if mapping.bootstrap_expires and time.time() >= mapping.bootstrap_expires:
         _log.warning("bootstrap refused: token expired", instance_id=mapping.instance_id, peer=request.remote)
-        return render.error(
+        return _fail(
+            request,
             403,
             f"the bootstrap token of {mapping.instance_id} expired; the runtime must hand it a new one",
             headers,
@@ -351,16 +410,16 @@ async def bootstrap(request: web.Request) -> web.Response:
             issuer.sign_csr, csr.encode(), None, request.app[LIFETIME_KEY], assign=subject
         )
     except pki.PKIError as exc:
-        return render.error(400, str(exc), headers, field="csr")
+        return _fail(request, 400, str(exc), headers, field="csr")
     try:
         # The token is consumed in the transaction that records the certificate: of two uses,
         # one wins; the other gets nothing (or, asking with the same key, the same certificate).
         certificate = await issuance.consume(request.app[STORE_KEY], mapping, issued, _chain(issuer))
     except issuance.TokenUsed as exc:
         _log.warning("bootstrap refused: token used", instance_id=mapping.instance_id, peer=request.remote)
-        return render.error(409, str(exc), headers, reason="token_used")
+        return _fail(request, 409, str(exc), headers, reason="token_used")
     except StoreError as exc:
-        return render.error(503, f"metadata store unavailable: {exc}", headers)
+        return _fail(request, 503, f"metadata store unavailable: {exc}", headers)
     _log.info(
         "certificate bootstrapped",
         instance_id=mapping.instance_id,
@@ -413,7 +472,7 @@ async def _stop_revoker(app: web.Application) -> None:
 
 async def not_allowed(request: web.Request) -> web.Response:
     _caller(request)
-    return render.error(405, f"{request.method} is not supported on the instance API")
+    return _fail(request, 405, f"{request.method} is not supported on the instance API")
 
 
 def build_app(

@@ -1,4 +1,5 @@
-"""Answer bodies in the caller's format: JSON (default), metad's text lines, or YAML by ``Accept``.
+"""Answer bodies in the caller's format, chosen by ``Accept`` as metad chooses: metad's text lines
+(its default: curl, wget), JSON, or YAML; errors in the same format, in metad's shapes.
 
 JSON is stitched from the tree's cached per-subtree JSON, so a thousand callers of one view after
 one write serialize only what that write changed.
@@ -18,35 +19,66 @@ from pitrix.metad.tree import Node, Tree
 JSON = "application/json"
 TEXT = "text/plain"
 YAML = "application/yaml"
-_YAML_TYPES = ("application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+
+
+# What metad offers, in its order: with equal preference the earlier wins, so ``*/*`` is text.
+_OFFERS = ("text/plain", JSON, "application/yaml", "application/x-yaml", "text/yaml", "text/x-yaml")
+
+
+def _accept_specs(accept: str) -> list[tuple[str, float]]:
+    """``Accept``'s media ranges and qualities, read as metad reads them: case as sent, and a
+    parameter other than ``q`` (or a malformed ``q``) ends the reading of the header there."""
+    specs: list[tuple[str, float]] = []
+    for item in accept.split(","):
+        fields = item.split(";")
+        media = fields[0].strip()
+        if not media:
+            break
+        quality = 1.0
+        if len(fields) > 1:
+            param = fields[1].strip()
+            if not param.startswith("q="):
+                break
+            try:
+                quality = float(param[2:])
+            except ValueError:
+                break
+            if not 0.0 <= quality <= 1.0:
+                break
+        specs.append((media, quality))
+        if len(fields) > 2:
+            break
+    return specs
 
 
 def negotiate(accept: str | None) -> str:
-    """The answer's media type: the first acceptable of ours in the caller's order, JSON otherwise."""
+    """The answer's media type, chosen as metad chooses: text unless the caller prefers JSON or
+    YAML (no ``Accept``, ``*/*`` and ``text/*`` are text); the most specific match wins."""
+    if accept == JSON:
+        return JSON  # what every agent sends: no parsing on the hot path
     if not accept:
+        return TEXT
+    best, best_q, best_wild = TEXT, -1.0, 3
+    specs = _accept_specs(accept)
+    for offer in _OFFERS:
+        for media, quality in specs:
+            if quality == 0.0 or quality < best_q:
+                continue
+            if media == "*/*":
+                wild = 2
+            elif media.endswith("/*"):
+                if not offer.startswith(media[:-1]):
+                    continue
+                wild = 1
+            elif media == offer:
+                wild = 0
+            else:
+                continue
+            if quality > best_q or best_wild > wild:
+                best, best_q, best_wild = offer, quality, wild
+    if "json" in best:
         return JSON
-    best: tuple[float, int, str] | None = None
-    for index, item in enumerate(accept.split(",")):
-        fields = [f.strip() for f in item.split(";")]
-        media = fields[0].lower()
-        quality = 1.0
-        for param in fields[1:]:
-            if param.startswith("q="):
-                try:
-                    quality = float(param[2:])
-                except ValueError:
-                    quality = 0.0
-        if media in _YAML_TYPES:
-            kind = YAML
-        elif media == TEXT:
-            kind = TEXT
-        elif media in (JSON, "application/*", "*/*"):
-            kind = JSON
-        else:
-            continue
-        if quality > 0 and (best is None or (quality, -index) > (best[0], -best[1])):
-            best = (quality, index, kind)
-    return best[2] if best else JSON
+    return YAML if "yaml" in best else TEXT
 
 
 def to_obj(value: Any) -> Any:
@@ -83,17 +115,30 @@ def to_text(value: Any) -> str:
     return "".join(f"{key}\t{val}\n" for key, val in sorted(lines))
 
 
-def body(value: Any, media: str) -> tuple[str, str]:
+def pretty_json(value: Any) -> str:
+    """``?pretty=true``: indented by two spaces, keys sorted, ``<>&`` escaped, as metad writes it."""
+    text = json.dumps(to_obj(value), indent=2, sort_keys=True, ensure_ascii=False)
+    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def body(value: Any, media: str, pretty: bool = False) -> tuple[str, str]:
     """(text, content type) of ``value`` rendered as ``media``."""
     if media == TEXT:
-        return to_text(value), "text/plain"
+        return to_text(value), TEXT
     if media == YAML:
-        return yaml.safe_dump(to_obj(value), default_flow_style=False, sort_keys=True), "application/yaml"
-    return to_json(value), "application/json"
+        return yaml.safe_dump(to_obj(value), default_flow_style=False, sort_keys=True), YAML
+    return (pretty_json(value) if pretty else to_json(value)), JSON
 
 
-def answer(value: Any, media: str, status: int = 200, headers: dict[str, str] | None = None) -> web.Response:
-    text, content_type = body(value, media)
+def answer(
+    value: Any, media: str, status: int = 200, headers: dict[str, str] | None = None, pretty: bool = False
+) -> web.Response:
+    text, content_type = body(value, media, pretty)
+    if media == TEXT:
+        # metad's text answers say ``text/plain`` without a charset; aiohttp would add one.
+        return web.Response(
+            body=text.encode(), status=status, headers={**(headers or {}), "Content-Type": TEXT}
+        )
     return web.Response(text=text, status=status, content_type=content_type, headers=headers)
 
 
@@ -151,6 +196,39 @@ def json_text(text: str, headers: dict[str, str] | None = None) -> web.Response:
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> web.Response:
-    """Errors are always JSON, whatever the caller accepts, so every client can parse them."""
+    """A JSON error whatever the caller accepts (``failure`` is the instance API's, negotiated)."""
     payload = {"error": message, "code": status, **extra}
+    return web.json_response(payload, status=status, headers=headers)
+
+
+# metad's answer to a path nothing is at, in each format (its JSON shape is what confd-yunify's
+# metad backend reads into its variables when it asks for an absent key).
+NOT_FOUND = "Not found"
+_ERROR_TYPE = "ERROR"
+
+
+def failure(
+    media: str, status: int, message: str, headers: dict[str, str] | None = None, **extra: Any
+) -> web.Response:
+    """An instance-API error in the caller's format, in metad's shape.
+
+    Text is the message and a newline; JSON and YAML are ``{"code", "message", "type": "ERROR"}``,
+    with pitrix's own fields (``field``, ``reason``, a more precise ``error``) after them when the
+    error is one metad does not have. metad labels every error ``text/plain; charset=utf-8``
+    whatever its body; pitrix labels each body as what it is.
+    """
+    if media == TEXT:
+        return web.Response(
+            body=(message + "\n").encode(),
+            status=status,
+            headers={
+                **(headers or {}),
+                "Content-Type": "text/plain; charset=utf-8",
+                "X-Content-Type-Options": "nosniff",
+            },
+        )
+    payload = {"code": status, "message": message, "type": _ERROR_TYPE, **extra}
+    if media == YAML:
+        text = yaml.safe_dump(payload, default_flow_style=False, sort_keys=True)
+        return web.Response(text=text, status=status, content_type=YAML, headers=headers)
     return web.json_response(payload, status=status, headers=headers)

@@ -45,7 +45,7 @@ async def _round(
 
     async def poll(i: int) -> None:
         params = {"wait": "true", "prev_version": str(versions[i])}
-        async with sessions[i].get(url, params=params) as response:
+        async with sessions[i].get(url, params=params, headers={"Accept": "application/json"}) as response:
             raw = await response.read()
             done.append(time.perf_counter())
             # The client checks cheaply (a substring, not a parse): the figure is metad's, not json's.

@@ -92,7 +92,8 @@ class Instances:
         return self.sessions[ip]
 
     async def get(self, ip: str, path: str, **params: Any) -> tuple[int, Any, dict[str, str]]:
-        headers = {"Accept": params.pop("accept")} if "accept" in params else {}
+        # JSON unless told: without an Accept metad answers in its text format, as Go metad does.
+        headers = {"Accept": params.pop("accept", "application/json")}
         query = {k: str(v) for k, v in params.items()}
         async with self.session(ip).get(self.base_url + path, params=query, headers=headers) as response:
             text = await response.text()
@@ -103,7 +104,8 @@ class Instances:
 
     async def put(self, ip: str, path: str, body: Any = None, raw: bytes | None = None) -> tuple[int, Any]:
         data = raw if raw is not None else (b"" if body is None else __import__("json").dumps(body).encode())
-        async with self.session(ip).put(self.base_url + path, data=data) as response:
+        headers = {"Accept": "application/json"}
+        async with self.session(ip).put(self.base_url + path, data=data, headers=headers) as response:
             return response.status, await response.json()
 
     async def close(self) -> None:

@@ -151,7 +151,9 @@ async def test_a_known_instance_gets_in_while_certless_peers_fill_the_pool(
     connector = aiohttp.TCPConnector(ssl=context, local_addr=(net.ip(1), 0))
     async with (
         aiohttp.ClientSession(connector=connector) as session,
-        session.get(tight.instance_url + "/self/host/instance_id") as response,
+        session.get(
+            tight.instance_url + "/self/host/instance_id", headers={"Accept": "application/json"}
+        ) as response,
     ):
         assert response.status == 200 and await response.json() == "i-web1"
     # It took the oldest certless connection's place.
@@ -173,7 +175,7 @@ async def test_a_held_long_poll_outlives_the_idle_timeout(
         loop = asyncio.get_running_loop()
         began = loop.time()
         url = tight.instance_url + f"/self/env/port?wait=true&prev_version={version}"
-        async with session.get(url) as response:
+        async with session.get(url, headers={"Accept": "application/json"}) as response:
             assert response.status == 200 and await response.json() == "80"
         assert loop.time() - began >= 1.5  # it was held, not cut by the 0.5 s idle timeout
 

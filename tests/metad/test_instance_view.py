@@ -55,9 +55,12 @@ async def test_subpaths_formats_and_versions(seed, instances, net, metad: Metad)
     assert status == 200 and "yaml" in headers["Content-Type"]
     assert yaml.safe_load(text) == {"port": "80", "workers": "4"}
 
-    # The agent's metad backend asks for JSON; browsers' */* also gets JSON.
-    status, env, _ = await instances.get(net.ip(2), "/self/env", accept="text/html, */*;q=0.8")
+    # The agent's metad backend asks for JSON; */* (curl, wget, browsers) gets metad's text.
+    status, env, _ = await instances.get(net.ip(2), "/self/env", accept="application/json")
     assert env == {"port": "80", "workers": "4"}
+    for accept in ("", "*/*", "text/html, */*;q=0.8"):
+        status, text, headers = await instances.get(net.ip(2), "/self/env", accept=accept)
+        assert (status, text, headers["Content-Type"]) == (200, "/port\t80\n/workers\t4\n", "text/plain")
 
     status, body, _ = await instances.get(net.ip(2), "/self/links/store/hosts/s/i-s1/ip")
     assert (status, body) == (200, net.ip(201))
@@ -78,9 +81,56 @@ async def test_missing_paths_are_404_json(seed, instances, net) -> None:
     ):
         ip = net.ip(2)
         status, body, headers = await instances.get(ip, path, accept="text/plain")
-        assert status == 404, path
-        assert body["code"] == 404 and path in body["error"]
+        assert (status, body) == (404, "Not found\n"), path
         assert "X-Metad-Version" in headers
+        status, body, headers = await instances.get(ip, path)
+        assert (status, body) == (404, {"code": 404, "message": "Not found", "type": "ERROR"}), path
+
+
+async def _raw_get(
+    ip: str, base_url: str, target: str, accept: str = ""
+) -> tuple[int, dict[str, str], bytes]:
+    """A GET with the request target exactly as given (clients resolve ``..`` before sending)."""
+    host, port = base_url.split("://")[1].rsplit(":", 1)
+    reader, writer = await asyncio.open_connection(host, int(port), local_addr=(ip, 0))
+    try:
+        extra = f"Accept: {accept}\r\n" if accept else ""
+        writer.write(f"GET {target} HTTP/1.1\r\nHost: metad\r\n{extra}Connection: close\r\n\r\n".encode())
+        raw = await asyncio.wait_for(reader.read(), 10.0)
+    finally:
+        writer.close()
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode().split("\r\n")
+    headers = {k.strip().lower(): v.strip() for k, _, v in (line.partition(":") for line in lines[1:])}
+    return int(lines[0].split()[1]), headers, body
+
+
+async def test_unclean_paths_redirect_and_pretty_indents(seed, instances, net, metad: Metad) -> None:
+    """metad's 301 to the clean path (query kept) for ``..``, ``.`` and ``//``; ``?pretty``."""
+    await seed()
+    for target, location in (
+        ("/self/host/../env", "/self/env"),
+        ("/self/./env/?wait=true&prev_version=1", "/self/env/?wait=true&prev_version=1"),
+        ("//self/env", "/self/env"),
+        ("/../self", "/self"),
+    ):
+        status, headers, body = await _raw_get(net.ip(2), metad.instance_url, target)
+        assert (status, headers.get("location"), body) == (301, location, b""), target
+    # Unmapped callers are redirected too (as metad, before identification); the target refuses them.
+    status, headers, _ = await _raw_get(net.ip(150), metad.instance_url, "/self/host/../env")
+    assert (status, headers["location"]) == (301, "/self/env")
+    status, headers, body = await _raw_get(
+        net.ip(2), metad.instance_url, "/self/env?pretty=true", "application/json"
+    )
+    assert (status, body) == (200, b'{\n  "port": "80",\n  "workers": "4"\n}')
+    status, headers, body = await _raw_get(
+        net.ip(2), metad.instance_url, "/self?pretty=1", "application/json"
+    )
+    assert body.startswith(b'{\n  "cluster": {') and json.loads(body)["host"]["instance_id"] == "i-web2"
+    status, headers, body = await _raw_get(
+        net.ip(2), metad.instance_url, "/self/env?pretty=false", "application/json"
+    )
+    assert body == b'{"port":"80","workers":"4"}'
 
 
 async def test_unknown_caller_is_refused(seed, instances, net) -> None:

@@ -67,7 +67,11 @@ async def test_reads_never_reach_another_owner(
     status, body = await tls_world.raw(tls_world.creds["i-web1"], "GET", target, headers=forged)
     assert SECRET.encode() not in body, case
     assert b"c3" not in body or status >= 400, case
-    if status == 200:
+    if status == 301:
+        # metad's redirect of a path with dot-dot or empty segments, to the clean path, empty:
+        # the clean path is then served (or refused) as any other.
+        assert body == b"", case
+    elif status == 200:
         # Only the caller's own view may come back (the forged-header cases answer /self).
         view = json.loads(body)
         assert view["host"]["instance_id"] == "i-web1", case
@@ -350,6 +354,7 @@ async def test_legacy_mode_ignores_forwarded_for_from_untrusted_peers(store, net
 
         async def who(local: str, forwarded: str | None) -> tuple[int, str]:
             headers = {"X-Forwarded-For": forwarded} if forwarded else {}
+            headers["Accept"] = "application/json"
             connector = aiohttp.TCPConnector(local_addr=(local, 0))
             async with aiohttp.ClientSession(connector=connector) as session:
                 url = server.instance_url + "/self/host/instance_id"

@@ -59,7 +59,9 @@ async def test_cli_embedded_etcd_serves_and_stops_on_signal(tmp_path: Path, net,
             connector = aiohttp.TCPConnector(local_addr=(net.ip(1), 0))
             async with (
                 aiohttp.ClientSession(connector=connector) as session,
-                session.get(ready["instance_url"] + "/self/env/port") as response,
+                session.get(
+                    ready["instance_url"] + "/self/env/port", headers={"Accept": "application/json"}
+                ) as response,
             ):
                 assert response.status == 200 and await response.json() == "80"
 

@@ -31,7 +31,9 @@ async def test_mirror_catches_up_after_an_etcd_restart(tmp_path: Path, net) -> N
 
         async def poll() -> tuple[str, int]:
             params = {"wait": "true", "prev_version": str(since)}
-            async with session.get(metad.instance_url + "/self/env/port", params=params) as response:
+            async with session.get(
+                metad.instance_url + "/self/env/port", params=params, headers={"Accept": "application/json"}
+            ) as response:
                 return await response.json(), int(response.headers["X-Metad-Version"])
 
         held = asyncio.create_task(poll())

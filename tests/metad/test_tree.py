@@ -119,12 +119,20 @@ def test_deeply_nested_documents_are_refused() -> None:
 
 
 def test_negotiation_and_text_format() -> None:
-    assert render.negotiate(None) == render.JSON
+    # metad's choice: text by default and for */*; the most specific, then most preferred, range.
+    assert render.negotiate(None) == render.TEXT
+    assert render.negotiate("") == render.TEXT
+    assert render.negotiate("*/*") == render.TEXT
+    assert render.negotiate("application/json") == render.JSON
     assert render.negotiate("text/plain") == render.TEXT
     assert render.negotiate("application/json;q=0.5, text/yaml") == render.YAML
-    assert render.negotiate("text/html, application/x-yaml;q=0.1, */*;q=0.9") == render.JSON
-    assert render.negotiate("image/png") == render.JSON
+    assert render.negotiate("text/html, application/x-yaml;q=0.1, */*;q=0.9") == render.TEXT
+    assert render.negotiate("application/*") == render.JSON
+    assert render.negotiate("application/json;q=0.5, text/*") == render.TEXT
+    assert render.negotiate("image/png") == render.TEXT
     assert render.negotiate("text/plain;q=0, application/json") == render.JSON
+    # As metad reads the header: a parameter other than q ends it.
+    assert render.negotiate("text/plain;charset=utf-8, application/json") == render.TEXT
     tree = Tree()
     tree.put("/h/ip", "1.2.3.4", 1)
     tree.put("/h/tags/a", "x", 1)

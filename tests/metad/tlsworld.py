@@ -62,7 +62,11 @@ class TLSWorld:
 
     async def get(self, who: str, path: str, **params: Any) -> tuple[int, Any]:
         session = self.session(self.creds[who])
-        async with session.get(self.metad.instance_url + path, params=params or None) as response:
+        # JSON asked for: without an Accept metad answers in its text format, as Go metad does.
+        headers = {"Accept": "application/json"}
+        async with session.get(
+            self.metad.instance_url + path, params=params or None, headers=headers
+        ) as response:
             text = await response.text()
             try:
                 return response.status, json.loads(text)
@@ -91,7 +95,8 @@ class TLSWorld:
         )
         try:
             lines = [f"{method} {target} HTTP/1.1", f"Host: {hostport}", "Connection: close"]
-            lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+            # JSON unless told otherwise: metad's default is its text format.
+            lines += [f"{k}: {v}" for k, v in {"Accept": "application/json", **(headers or {})}.items()]
             lines.append(f"Content-Length: {len(body)}")
             writer.write(("\r\n".join(lines) + "\r\n\r\n").encode() + body)
             await writer.drain()

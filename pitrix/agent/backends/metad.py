@@ -24,6 +24,9 @@ class MetadBackend:
         # The next read uses it instead of asking again (one request per change instead of one per
         # subtree); used once, then dropped.
         self._snapshot: tuple[int, str, Any] | None = None
+        # The keys the last read asked for and the values it found: what a watch answer is
+        # compared with when its version says nothing changed.
+        self._read: tuple[list[str], dict[str, str]] | None = None
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> MetadBackend:
@@ -54,14 +57,29 @@ class MetadBackend:
             values: dict[str, str] = {}
             for path in minimal_keys(keys):
                 values.update(_values(path, _subtree(body, base, path)))
-            return _select(values, keys)
+            return self._remember(keys, _select(values, keys))
         paths = minimal_keys(keys) or ["/"]
         answers = await gather_answers(self.client, paths)
         values = {}
         for path, answer in zip(paths, answers, strict=True):
             values.update(_values(path, answer.body))
         self.revision = min(a.version for a in answers)
-        return _select(values, keys)
+        return self._remember(keys, _select(values, keys))
+
+    def _remember(self, keys: list[str], values: dict[str, str]) -> dict[str, str]:
+        self._read = (keys, values)
+        return values
+
+    def _differs(self, path: str, keys: list[str], body: Any) -> bool:
+        """Whether a watch answer holds other values for ``keys`` than the last read found.
+
+        Go metad stamps a long-poll's answer with the version from before the wait, so its answer
+        to a change carries the version the agent sent; only its body tells the change apart.
+        """
+        read = self._read
+        if read is None or read[0] != keys:
+            return False
+        return _select(_values(path, body), keys) != read[1]
 
     async def watch(self, prefix: str, keys: list[str], last_index: int) -> int:
         """Long-poll ``prefix`` until metad reports a revision other than ``last_index``.
@@ -76,10 +94,12 @@ class MetadBackend:
         while True:
             started = time.monotonic()
             answer = await self.client.get(path, wait=True, prev_version=last_index)
-            if answer.version != last_index:
+            if answer.version != last_index or self._differs(path, keys, answer.body):
                 # Older than our index: this metad's store is not the one we read from (restored
                 # from a backup, or rebuilt on a fresh etcd), so our index means nothing there.
                 # Either way the caller re-reads the whole view and resumes from its revision.
+                # The same index with other values: a metad whose versions lag (Go metad's); the
+                # round reads this answer, and the next poll, at the same index, learns the new one.
                 self._snapshot = (answer.version, path, answer.body)
                 return answer.version
             if time.monotonic() - started < MIN_POLL_SECONDS:
