@@ -31,10 +31,21 @@ ACTION_RESPONSES = {
 }
 
 
+def action_operation_id(verb: str) -> str:
+    """``scale`` -> ``scaleCluster``: generated clients name their methods after it."""
+    head, *rest = verb.replace("-", "_").split("_")
+    return head + "".join(part.capitalize() for part in rest) + "Cluster"
+
+
 def action_paths() -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for verb, action in BY_VERB.items():
-        operation: dict[str, Any] = {"summary": action.summary, "responses": dict(ACTION_RESPONSES)}
+        operation: dict[str, Any] = {
+            "operationId": action_operation_id(verb),
+            "tags": ["actions"],
+            "summary": action.summary,
+            "responses": dict(ACTION_RESPONSES),
+        }
         if action.request_schema is not None:
             operation["requestBody"] = {
                 "required": action.body_required,
