@@ -54,7 +54,7 @@ clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
 
 # pitrix as systemd services on this machine (as root): users, directories, a virtualenv at
-# PREFIX with pitrix from this checkout, the units (docs/install.md). ROOT= installs into an image.
+# PREFIX with pitrix from this checkout, the units (docs/config.md, "systemd"). ROOT= installs into an image.
 PREFIX ?= /opt/pitrix
 ROOT   ?= /
 install:
