@@ -29,7 +29,7 @@ from prometheus_client import (
 
 from pitrix import __version__
 from pitrix.api.events import Event
-from pitrix.runtime.actions import LIFECYCLE
+from pitrix.runtime.actions import BY_NAME, LIFECYCLE
 from pitrix.runtime.lifecycle import STATES
 from pitrix.runtime.records import Cluster
 from pitrix.runtime.repository import NotFound
@@ -112,7 +112,9 @@ class Metrics:
         Info("pitrix_build", "The pitrix version this process runs", registry=self.registry).info(
             {"version": __version__, "python": platform.python_version()}
         )
-        self._actions: set[str] = set()  # actions seen in flight: their gauges drop to 0, not vanish
+        # Every action's series from the start (0 when idle), so a rate or an alert has a series to
+        # read before the first job; an action added later (a newer replica's) joins when seen.
+        self._actions: set[str] = set(BY_NAME)
         self.step_seconds = Histogram(
             "pitrix_step_duration_seconds",
             "How long a journaled step of a job took, by action step and outcome",

@@ -93,6 +93,7 @@ async def test_metrics_exposition_of_a_real_pitrixd(pitrixd: str) -> None:
         assert (running, queued) == (1.0, 1.0)
 
     assert types["pitrix_jobs"] == "gauge"
+    assert value(samples, "pitrix_jobs", action="scale_out", state="running") == 0.0  # idle, yet there
     # Requests by route template: both missing ids are one series, an unknown path is "unmatched".
     assert types["pitrix_http_requests"] == "counter"  # the parser strips _total off the family
     get = {"method": "GET"}
