@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: demo test lint bench chaos clean system-deps
+.PHONY: demo test lint bench chaos clean system-deps install
 
 # uv resolves and downloads in parallel: the install takes well under a minute instead of ~2.5 with
 # pip. --compile-bytecode as pip does: where PYTHONDONTWRITEBYTECODE is set, each of the suite's
@@ -52,3 +52,10 @@ chaos: $(STAMP)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache build *.egg-info
+
+# pitrix as systemd services on this machine (as root): users, directories, a virtualenv at
+# PREFIX with pitrix from this checkout, the units (docs/config.md, "systemd"). ROOT= installs into an image.
+PREFIX ?= /opt/pitrix
+ROOT   ?= /
+install:
+	scripts/install --root $(ROOT) --prefix $(PREFIX) --python $(PYTHON)

@@ -7,11 +7,18 @@ pings because they are sent from the loop itself.
 
 from __future__ import annotations
 
-import asyncio
 import os
 import socket
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
 
-from pitrix.logs import get_logger
+if TYPE_CHECKING:  # the agent's one-shot path imports this module without an event loop
+    import asyncio
+
+# What systemd gives the service's main process only. A child that inherits NOTIFY_SOCKET (the
+# embedded etcd is built with systemd support) would send its own READY=1, and with it systemd
+# may call the unit started before the daemon is; the watchdog pair names the main process.
+SERVICE_ONLY = ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")
 
 
 def _address(path: str) -> str:
@@ -28,6 +35,8 @@ def notify(message: str, environ: dict[str, str] | None = None) -> bool:
         try:
             sock.sendto(message.encode(), _address(path))
         except OSError as exc:
+            from pitrix.logs import get_logger  # here: the agent's commands import this module
+
             get_logger("pitrix.sdnotify").warning("notify failed", socket=path, error=str(exc))
             return False
     return True
@@ -44,6 +53,28 @@ def watchdog_interval(environ: dict[str, str] | None = None) -> float | None:
 
 async def keep_watchdog(interval: float) -> None:
     """Ping the watchdog every ``interval`` seconds until cancelled."""
+    import asyncio
+
     while True:
         notify("WATCHDOG=1")
         await asyncio.sleep(interval)
+
+
+def child_environ(environ: Mapping[str, str] | None = None) -> dict[str, str]:
+    """The environment for a child process: ours without what systemd meant for us alone."""
+    env = dict(environ if environ is not None else os.environ)
+    for name in SERVICE_ONLY:
+        env.pop(name, None)
+    return env
+
+
+async def serving(status: str) -> asyncio.Task[None] | None:
+    """Say READY=1 (with a STATUS= line) and start the watchdog pings if systemd asked for them:
+    the task to cancel at stop, None without a watchdog."""
+    import asyncio
+
+    notify(f"READY=1\nSTATUS={status}")
+    interval = watchdog_interval()
+    if interval is None:
+        return None
+    return asyncio.create_task(keep_watchdog(interval), name="sd-watchdog")

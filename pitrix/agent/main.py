@@ -119,6 +119,7 @@ async def _run(config: AgentConfig) -> int:
     import asyncio
     import signal
 
+    from pitrix import sdnotify
     from pitrix.agent.agent import build_agent
 
     agent = build_agent(config, own_process=True)
@@ -128,7 +129,15 @@ async def _run(config: AgentConfig) -> int:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, agent.stop)
-        await agent.run_forever()
+        # Ready once its loops run (metad may still be away: the agent retries, it is up); the
+        # watchdog pings come from this loop, so a hung one gets the agent restarted.
+        watchdog = await sdnotify.serving(f"watching {config.backend}")
+        try:
+            await agent.run_forever()
+        finally:
+            sdnotify.notify("STOPPING=1")
+            if watchdog is not None:
+                watchdog.cancel()
         return 0
     finally:
         await agent.close()

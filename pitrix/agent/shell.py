@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+from pitrix.sdnotify import child_environ
+
 if TYPE_CHECKING:
     import asyncio
 
@@ -51,8 +53,9 @@ class ShellResult:
 
 
 def command_env(root: Path, extra: dict[str, str] | None = None) -> dict[str, str]:
-    """The environment a VM command sees: the agent's own plus the VM root."""
-    env = dict(os.environ)
+    """The environment a VM command sees: the agent's own (less what systemd meant for the agent
+    alone: a service restarted by a reload command must not notify as the agent) plus the VM root."""
+    env = child_environ()
     env["PITRIX_VM_ROOT"] = str(root)
     if extra:
         env.update(extra)

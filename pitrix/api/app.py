@@ -18,7 +18,7 @@ from pitrix.api.auth import Identity, Tokens, auth_middleware, identity_of, requ
 from pitrix.api.errors import errors_middleware, json_body
 from pitrix.api.events import EventHub, cluster_view
 from pitrix.api.guard import Guard, guard_middleware
-from pitrix.api.metrics import Metrics
+from pitrix.api.metrics import Metrics, jobs_in_flight
 from pitrix.api.openapi import openapi_document
 from pitrix.api.stream import stream_events
 from pitrix.api.ui import ui_page
@@ -74,7 +74,8 @@ async def metrics(request: web.Request) -> web.Response:
     clusters = await request.app[SERVICE].list_clusters(include_deleted=True)
     await request.app[APP_METRICS].refresh(clusters)  # app metrics: the series of these clusters
     request.app[APP_SERIES].clusters = clusters
-    body = request.app[METRICS].render(clusters)
+    jobs = await jobs_in_flight(request.app[SERVICE], clusters)
+    body = request.app[METRICS].render(clusters, jobs)
     return web.Response(body=body, headers={"Content-Type": "text/plain; version=0.0.4; charset=utf-8"})
 
 
@@ -541,12 +542,18 @@ def create_app(
     """
     api = settings or ApiSettings()
     guard = Guard.build(api.host, api.allowed_hosts, api.allowed_origins, api.max_body_bytes)
+    metrics_ = Metrics()
     app = web.Application(
-        middlewares=[errors_middleware, guard_middleware(guard), auth_middleware(tokens or Tokens.open())],
+        middlewares=[
+            metrics_.middleware(),
+            errors_middleware,
+            guard_middleware(guard),
+            auth_middleware(tokens or Tokens.open()),
+        ],
         client_max_size=api.max_body_bytes,
     )
     app[SERVICE] = service
-    app[METRICS] = metrics_ = Metrics()
+    app[METRICS] = metrics_
     app[APP_METRICS] = feed = AppMetricsFeed(service)
     app[APP_SERIES] = AppSeries(feed)
     metrics_.registry.register(app[APP_SERIES])

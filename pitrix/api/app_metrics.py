@@ -381,6 +381,11 @@ class AppMetricsFeed:
         unhealthy = GaugeMetricFamily(
             "pitrix_node_unhealthy", "1 when the node's last health report says unhealthy", labels=node_labels
         )
+        silent_total = GaugeMetricFamily(
+            "pitrix_nodes_silent",
+            "Nodes expected to beat whose agent's heartbeat is gone (its lease outlived), all clusters",
+        )
+        silent_count = 0
         job_failed = GaugeMetricFamily(
             "pitrix_cluster_last_job_failed", "1 when the cluster's last job failed", labels=["cluster"]
         )
@@ -406,6 +411,7 @@ class AppMetricsFeed:
                 key = [cluster.id, node.role, node.node_id]
                 if alerting and node.status in EXPECTED_TO_BEAT:
                     silent.add_metric(key, 0.0 if view.beating else 1.0)
+                    silent_count += 0 if view.beating else 1
                     if view.health is not None:
                         unhealthy.add_metric(key, 0.0 if view.health.get("ok") is True else 1.0)
                 try:
@@ -423,7 +429,8 @@ class AppMetricsFeed:
                     family.add_metric(
                         [cluster.id, cluster.app.name, node.role, node.node_id, name, item.unit], value
                     )
-        return [gauges, counters, failing, silent, unhealthy, job_failed, halted]
+        silent_total.add_metric([], float(silent_count))
+        return [gauges, counters, failing, silent, silent_total, unhealthy, job_failed, halted]
 
 
 def _tree(tree: Any) -> dict[str, dict[str, Any]]:

@@ -7,6 +7,7 @@ The action paths (``POST /v1/clusters/{cid}/<verb>``) are made from the actions'
 from __future__ import annotations
 
 import functools
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,7 +15,10 @@ import yaml
 
 from pitrix.runtime.actions import BY_VERB
 
+# A checkout's file first (it is the one edited); an installed wheel has it under its prefix
+# (pyproject's data-files).
 SCHEMA_FILE = Path(__file__).resolve().parents[2] / "schemas" / "openapi.yaml"
+INSTALLED_SCHEMA_FILE = Path(sys.prefix) / "share" / "pitrix" / "openapi.yaml"
 ACTION_RESPONSES = {
     status: {"$ref": f"#/components/responses/{name}"}
     for status, name in (
@@ -31,10 +35,21 @@ ACTION_RESPONSES = {
 }
 
 
+def action_operation_id(verb: str) -> str:
+    """``scale`` -> ``scaleCluster``: generated clients name their methods after it."""
+    head, *rest = verb.replace("-", "_").split("_")
+    return head + "".join(part.capitalize() for part in rest) + "Cluster"
+
+
 def action_paths() -> dict[str, Any]:
     paths: dict[str, Any] = {}
     for verb, action in BY_VERB.items():
-        operation: dict[str, Any] = {"summary": action.summary, "responses": dict(ACTION_RESPONSES)}
+        operation: dict[str, Any] = {
+            "operationId": action_operation_id(verb),
+            "tags": ["actions"],
+            "summary": action.summary,
+            "responses": dict(ACTION_RESPONSES),
+        }
         if action.request_schema is not None:
             operation["requestBody"] = {
                 "required": action.body_required,
@@ -50,7 +65,7 @@ def action_paths() -> dict[str, Any]:
 @functools.cache
 def openapi_document() -> dict[str, Any]:
     """Made once per process: the file is part of the installed tree and does not change."""
-    with SCHEMA_FILE.open() as f:
+    with (SCHEMA_FILE if SCHEMA_FILE.exists() else INSTALLED_SCHEMA_FILE).open() as f:
         data: dict[str, Any] = yaml.safe_load(f)
     paths = dict(data["paths"])
     for path, item in action_paths().items():  # a verb may also have a GET of its own (upgrade)

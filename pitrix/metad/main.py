@@ -311,7 +311,7 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
     import asyncio
     import signal
 
-    from pitrix import pki
+    from pitrix import pki, sdnotify
     from pitrix.logs import get_logger
     from pitrix.metad.server import Metad, MetadError
     from pitrix.store import Store, StoreError
@@ -384,8 +384,12 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
         }
         sys.stdout.write(json.dumps(ready) + "\n")
         sys.stdout.flush()
+        watchdog = await sdnotify.serving(f"serving {metad.instance_url}")
         await stop.wait()
         log.info("stopping")
+        sdnotify.notify("STOPPING=1")
+        if watchdog is not None:
+            watchdog.cancel()
         return 0
     except (MetadError, StoreError, EtcdTLSError, OSError) as exc:
         log.error("cannot serve", error=str(exc))

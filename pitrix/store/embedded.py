@@ -33,6 +33,7 @@ from pitrix.aio import cancel_and_wait
 from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 from pitrix.paths import ensure_dir, write_private
+from pitrix.sdnotify import child_environ
 from pitrix.store import etcd_pki
 from pitrix.store.tls import EtcdTLS, EtcdTLSError
 
@@ -466,6 +467,7 @@ class EmbeddedEtcd:
                     stderr=log_file,
                     start_new_session=True,
                     cwd=str(self.state_dir),
+                    env=child_environ(),  # its READY=1 is not ours (etcd speaks sd_notify too)
                 )
             except OSError as exc:
                 raise EmbeddedEtcdError(f"could not run {argv[0]}: {exc}") from exc

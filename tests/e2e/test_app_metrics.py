@@ -135,6 +135,7 @@ async def test_monitor_items_alert_states_and_the_last_hour_per_node(cloud: Clou
 
         found = await eventually("node-1 silent and node-2 unhealthy", alerting, 60)
         assert mine(found, "pitrix_node_silent")["node-2:"] == 0.0
+        assert [v for labels, v in found["pitrix_nodes_silent"]] == [1.0]  # the sum over all clusters
         await service.act(cid, "service", {"name": "fail", "nodes": ["node-2"]})
         await expect(service, cid, "active")
         found = await scrape()
