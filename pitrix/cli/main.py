@@ -29,7 +29,9 @@ from pitrix.cli.credentials import (
     read_credentials_file,
     warn_secret_arguments,
 )
+from pitrix.cli.names import AmbiguousName, UnknownCluster, resolve_cluster
 from pitrix.cli.progress import ended_job, follow, job_failure, step_line
+from pitrix.cli.tables import age, clock, table
 from pitrix.cli.url import BadUrl, normalize_url
 
 if TYPE_CHECKING:
@@ -66,15 +68,36 @@ def _scale_body(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print(data: Any, output: str, table: Callable[[Any], str]) -> None:
-    print(json.dumps(data, indent=2) if output == "json" else table(data))
+    print(table(data) if output == "table" else _dump(data, output))
+
+
+def _dump(data: Any, output: str) -> str:
+    """``-o json`` or ``-o yaml``: the API's answer as it is, for scripts."""
+    if output == "yaml":
+        import yaml
+
+        return str(yaml.safe_dump(data, sort_keys=False, default_flow_style=False)).rstrip("\n")
+    return json.dumps(data, indent=2)
 
 
 def _clusters_table(data: dict[str, Any]) -> str:
-    rows = [f"{'ID':<14} {'NAME':<16} {'STATE':<12} {'RUNTIME':<12} NODES"]
-    for c in data["clusters"]:
-        counts = ", ".join(f"{role}={n}" for role, n in c["counts"].items())
-        rows.append(f"{c['id']:<14} {c['name']:<16} {c['state']:<12} {c['runtime']:<12} {counts}")
-    return "\n".join(rows)
+    rows = [
+        (
+            c["id"],
+            c["name"],
+            c["state"],
+            c["runtime"],
+            age(c.get("created")),
+            ", ".join(f"{role}={n}" for role, n in c["counts"].items()),
+        )
+        for c in data["clusters"]
+    ]
+    return table(("ID", "NAME", "STATE", "RUNTIME", "AGE", "NODES"), rows)
+
+
+def _runtimes_table(data: dict[str, Any]) -> str:
+    rows = [(r["name"], r["provider"], r.get("zone", ""), r.get("endpoint", "")) for r in data["runtimes"]]
+    return table(("NAME", "PROVIDER", "ZONE", "ENDPOINT"), rows)
 
 
 def _agent(node: dict[str, Any]) -> str:
@@ -137,7 +160,7 @@ async def _wait_job(client: ApiClient, cid: str, job: dict[str, Any], args: argp
     if args.no_wait:
         _print({"cluster_id": cid, "job": job}, args.output, lambda d: f"{cid}: job {job['id']} started")
         return 0
-    show = args.output != "json"
+    show = args.output == "table"
     if show:
         print(f"{cid}: {job['action']} (job {job['id']})", flush=True)
     # Read by main() when Ctrl-C ends the wait, to say how to find the job again.
@@ -164,8 +187,8 @@ async def _wait_job(client: ApiClient, cid: str, job: dict[str, Any], args: argp
         )
         return EXIT_UNREACHABLE
     args.following = None
-    if args.output == "json":
-        print(json.dumps(view, indent=2))
+    if args.output != "table":
+        print(_dump(view, args.output))
     else:
         print(f"{cid}: {view['state']}" + (f" ({view['last_error']})" if view.get("last_error") else ""))
         if ended.get("results"):
@@ -180,23 +203,13 @@ async def _wait_job(client: ApiClient, cid: str, job: dict[str, Any], args: argp
 
 
 def _job_goes_on(cid: str, job_id: str) -> str:
-    return (
-        f"job {job_id} on cluster {cid} goes on: `pitrix clusters show {cid}` shows it, "
-        f"`pitrix clusters events {cid} --follow` follows it"
-    )
+    return f"job {job_id} on cluster {cid} goes on: `pitrix jobs wait {cid} {job_id}` follows it again"
 
 
 async def cmd_runtimes(client: ApiClient, args: argparse.Namespace) -> int:
     if args.action == "list":
         data = await client.get("/v1/runtimes")
-        _print(
-            data,
-            args.output,
-            lambda d: "\n".join(
-                f"{r['name']:<16} {r['provider']:<12} {r.get('zone', ''):<8} {r.get('endpoint', '')}"
-                for r in d["runtimes"]
-            ),
-        )
+        _print(data, args.output, _runtimes_table)
         return 0
     # Lowest first: the credentials file, the environment, then the command line (flags given,
     # and --set, which warns for secrets: others can read a command line in ps).
@@ -344,6 +357,7 @@ def _act_body(text: str | None) -> dict[str, Any] | None:
 
 
 async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
+    await _resolve_names(client, args)
     if args.action in CLUSTER_BACKUP_ACTIONS:  # backup: its own handler, below
         return await cmd_cluster_backups(client, args)
     if args.action == "list":
@@ -603,7 +617,21 @@ def _resize_body(args: argparse.Namespace) -> dict[str, Any]:
     return {"roles": {args.role: sizes}}
 
 
+def _event_time(kind: str, data: dict[str, Any]) -> float:
+    """When what the event reports happened: the record's own time (a step's or job's end or
+    start, a cluster's last update), else now (a node record keeps no time)."""
+    record = data.get(kind) if isinstance(data.get(kind), dict) else {}
+    for field in ("finished", "started", "updated", "created"):
+        if isinstance(record.get(field), (int, float)):
+            return float(record[field])
+    return time.time()
+
+
 def _event_line(kind: str, data: dict[str, Any]) -> str:
+    return f"{clock(_event_time(kind, data))}  {_event_body(kind, data)}"
+
+
+def _event_body(kind: str, data: dict[str, Any]) -> str:
     cid = data.get("cluster_id", "")
     if kind == "cluster":
         c = data["cluster"]
@@ -622,6 +650,14 @@ def _event_line(kind: str, data: dict[str, Any]) -> str:
     return f"{cid}  {kind}"
 
 
+def _event_out(kind: str, data: dict[str, Any], output: str) -> str:
+    if output == "json":
+        return json.dumps({"event": kind, **data})
+    if output == "yaml":
+        return "---\n" + _dump({"event": kind, **data}, "yaml")
+    return _event_line(kind, data)
+
+
 async def _events(client: ApiClient, args: argparse.Namespace) -> int:
     """Print the clusters' current state, then (with --follow) every change until interrupted."""
     import aiohttp
@@ -635,10 +671,7 @@ async def _events(client: ApiClient, args: argparse.Namespace) -> int:
                 if not args.follow:
                     return 0
                 continue
-            print(
-                json.dumps({"event": kind, **data}) if args.output == "json" else _event_line(kind, data),
-                flush=True,
-            )
+            print(_event_out(kind, data, args.output), flush=True)
     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
         if not started:
             raise
@@ -648,6 +681,108 @@ async def _events(client: ApiClient, args: argparse.Namespace) -> int:
         reason = "pitrixd ended the event stream"
     print(f"pitrix: lost the connection to pitrixd at {args.url}: {reason}", file=sys.stderr)
     return EXIT_UNREACHABLE
+
+
+# -- names, jobs, global flags ---------------------------------------------------------------------
+
+
+async def _resolve_names(client: ApiClient, args: argparse.Namespace) -> None:
+    """A cluster argument (and --link targets) may be the cluster's name: the id from here on."""
+    if getattr(args, "cluster", None):
+        args.cluster = await resolve_cluster(client, args.cluster)
+    if getattr(args, "link", None) and args.action == "create":
+        args.link = [
+            f"{name}={await resolve_cluster(client, ref) if ref else ''}"
+            for name, ref in (item.partition("=")[::2] for item in args.link)
+        ]
+
+
+def _jobs_table(data: dict[str, Any]) -> str:
+    rows = [
+        (
+            j["id"],
+            j["action"],
+            j["status"],
+            age(j.get("created")),
+            f"{j['finished'] - j['created']:.1f}s" if j.get("finished") else "-",
+            j.get("error") or "",
+        )
+        for j in sorted(data["jobs"], key=lambda j: j.get("created") or 0)
+    ]
+    return table(("JOB", "ACTION", "STATUS", "AGE", "TOOK", "ERROR"), rows)
+
+
+def _job_table(j: dict[str, Any]) -> str:
+    took = f", took {j['finished'] - j['created']:.1f}s" if j.get("finished") else ""
+    lines = [
+        f"job {j['id']} {j['action']} on cluster {j['cluster_id']}: {j['status']}",
+        f"  started {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(j['created']))} UTC{took}",
+    ]
+    if j.get("error"):
+        lines.append(f"  error: {j['error']}")
+    lines += [step_line(s) for s in j.get("steps", [])]
+    lines += _results_lines(j.get("results") or {})
+    return "\n".join(lines)
+
+
+async def cmd_jobs(client: ApiClient, args: argparse.Namespace) -> int:
+    """``jobs list|show|wait CLUSTER [JOB]``: a cluster's job history, one job, or following one
+    again (after Ctrl-C or --no-wait): its ended steps first, then the rest as they end."""
+    args.cluster = await resolve_cluster(client, args.cluster)
+    if args.action == "list":
+        _print(await client.get(f"/v1/clusters/{args.cluster}/jobs"), args.output, _jobs_table)
+        return 0
+    job_id = args.job
+    if job_id is None:
+        job_id = (await client.get(f"/v1/clusters/{args.cluster}")).get("job_id")
+        if not job_id:
+            raise UsageError(f"cluster {args.cluster} has no job yet")
+    job = await client.get(f"/v1/clusters/{args.cluster}/jobs/{job_id}")
+    if args.action == "show":
+        _print(job, args.output, _job_table)
+        return 0
+    args.no_wait = False
+    return await _wait_job(client, args.cluster, job, args)
+
+
+def add_jobs_parsers(sub: Any) -> None:
+    jobs = sub.add_parser("jobs", help="a cluster's jobs: history, one job's steps, follow one again")
+    actions = jobs.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="the cluster's jobs, oldest first").add_argument(
+        "cluster", help="cluster id or name"
+    )
+    show = actions.add_parser("show", help="one job with its steps and timings (default: the latest)")
+    wait = actions.add_parser("wait", help="follow a running job to its end (re-attach after Ctrl-C)")
+    for parser in (show, wait):
+        parser.add_argument("cluster", help="cluster id or name")
+        parser.add_argument("job", nargs="?", help="job id (default: the cluster's latest job)")
+    wait.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="stop waiting after SECONDS and exit 7; the job goes on (default: wait until it ends)",
+    )
+
+
+# The flags that may come anywhere on the line: ``pitrix clusters list -o json`` as well as
+# ``pitrix -o json clusters list``. Given after the subcommand they win; SUPPRESS keeps a
+# subcommand that does not see them from resetting what was given before it.
+GLOBAL_FLAGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (("--url",), {"help": argparse.SUPPRESS}),
+    (("--token",), {"help": argparse.SUPPRESS}),
+    (("-o", "--output"), {"choices": ["table", "json", "yaml"], "help": "table (default), json or yaml"}),
+)
+
+
+def _globals_everywhere(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                taken = set(child._option_string_actions)
+                for flags, options in GLOBAL_FLAGS:
+                    if not taken.intersection(flags):
+                        child.add_argument(*flags, default=argparse.SUPPRESS, **options)
+                _globals_everywhere(child)
 
 
 def _seconds(text: str) -> float:
@@ -670,7 +805,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--token", help="API token; prefer PITRIX_TOKEN or cli.toml's token (argv is visible in ps)"
     )
-    parser.add_argument("-o", "--output", choices=["table", "json"], help="table (default) or json")
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=["table", "json", "yaml"],
+        help="table (default), json or yaml (also after the subcommand)",
+    )
     parser.add_argument("--version", action="version", version=f"pitrix {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -889,6 +1029,8 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="SECONDS",
             help="stop waiting after SECONDS and exit 7; the job goes on (default: wait until it ends)",
         )
+    add_jobs_parsers(sub)
+    _globals_everywhere(parser)
     return parser
 
 
@@ -902,6 +1044,7 @@ async def run(args: argparse.Namespace) -> int:
         "runtimes": cmd_runtimes,
         "clusters": cmd_clusters,
         "backups": cmd_backups,
+        "jobs": cmd_jobs,
     }
     async with ApiClient(args.url, args.token) as client:
         try:
@@ -909,9 +1052,12 @@ async def run(args: argparse.Namespace) -> int:
         except UsageError as exc:
             print(f"pitrix: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        except CredentialsError as exc:
+        except (CredentialsError, AmbiguousName) as exc:
             print(f"pitrix: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        except UnknownCluster as exc:
+            print(f"pitrix: {exc}", file=sys.stderr)
+            return EXIT_NOT_FOUND
         except ApiError as exc:
             field = f" [{exc.field}]" if exc.field else ""
             print(f"pitrix: {exc}{field}", file=sys.stderr)
