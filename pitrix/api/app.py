@@ -26,6 +26,7 @@ from pitrix.api.ui import ui_page
 from pitrix.runtime.actions import BY_VERB, TRANSITIONAL
 from pitrix.runtime.catalog import AppCatalog
 from pitrix.runtime.lifecycle import STATES
+from pitrix.runtime.params import CLUSTER_SCOPE
 from pitrix.runtime.records import Cluster, Job, Runtime
 from pitrix.runtime.service import InvalidRequest, RuntimeService
 from pitrix.settings import ApiSettings
@@ -296,12 +297,30 @@ async def show_cluster(request: web.Request) -> web.Response:
     data = cluster_view(cluster)
     reports = await service.agent_reports(cluster)
     data["nodes"] = [node_view(n.model_dump(mode="json"), reports) for n in await service.nodes(cluster.id)]
+    data["endpoints"] = endpoints_view(cluster, data["nodes"])
     if job is not None:
         data["job"] = _job_view(job)
         data["job"]["steps"] = [
             s.model_dump(mode="json") for s in await service.job_steps(cluster.id, job.id)
         ]
     return web.json_response(data)
+
+
+def endpoints_view(cluster: Cluster, nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The app's endpoints with the port it names (``env.<key>``: the cluster's value of that
+    parameter, else its default; 0: none fixed) and the nodes' addresses to reach it at."""
+    shown: dict[str, dict[str, Any]] = {}
+    given = cluster.env.get(CLUSTER_SCOPE, {})
+    for name, endpoint in cluster.app.endpoints.items():
+        port: Any = endpoint.port
+        if isinstance(port, str):
+            key = port.removeprefix("env.")
+            param = cluster.app.env.get(key)
+            port = given.get(key) or (param.default if param is not None else None)
+        where = [n["ip"] for n in nodes if n.get("ip")]
+        addresses = [f"{ip}:{port}" for ip in where] if port not in (0, "0", None) else where
+        shown[name] = {"port": port, "protocol": endpoint.protocol, "addresses": addresses}
+    return shown
 
 
 # Actions read the cluster once, where they are judged: another owner's cluster is a 404 there.

@@ -127,6 +127,7 @@ def _cluster_table(c: dict[str, Any]) -> str:
             f"    {n['node_id']:<10} {n['instance_id']:<14} {n['ip']:<16} {n['status']:<11} {_agent(n)}"
             + (f"  volume {n['volume_id']}" if n.get("volume_id") else "")
         )
+    lines += _endpoint_lines(c.get("endpoints") or {})
     services = c.get("custom_services") or {}
     if services:
         lines.append("  custom services:")
@@ -142,6 +143,17 @@ def _cluster_table(c: dict[str, Any]) -> str:
         lines += [step_line(s) for s in job.get("steps", [])]
         lines += _results_lines(job.get("results") or {})
     return "\n".join(lines)
+
+
+def _endpoint_lines(endpoints: dict[str, dict[str, Any]]) -> list[str]:
+    """The app's endpoints: name, protocol and where to reach it (each node's address)."""
+    if not endpoints:
+        return []
+    rows = [
+        (f"    {name}", e["protocol"], ", ".join(e["addresses"]) or f"port {e['port']} (no node yet)")
+        for name, e in sorted(endpoints.items())
+    ]
+    return ["  endpoints:", *table(("", "", ""), rows).splitlines()[1:]]
 
 
 def _results_lines(results: dict[str, dict[str, Any]]) -> list[str]:
@@ -278,10 +290,17 @@ def _read_spec(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise UsageError(f"{path} is not valid YAML: {exc}") from None
+        raise UsageError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: an app spec must be a mapping")
     return data
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """A YAML error as ``line L, column C: what`` (PyYAML's own text names ``<unicode string>``)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else str(problem)
 
 
 def _deploy_env(params_file: Path | None, items: list[str] | None) -> dict[str, Any]:
@@ -297,7 +316,7 @@ def _deploy_env(params_file: Path | None, items: list[str] | None) -> dict[str, 
         except OSError as exc:
             raise UsageError(f"-p: cannot read {params_file}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
-            raise UsageError(f"-p: {params_file} is not valid YAML: {exc}") from None
+            raise UsageError(f"-p: {params_file} is not valid YAML: {_yaml_problem(exc)}") from None
         if data is not None and not isinstance(data, dict):
             raise UsageError(f"-p: {params_file} must be a mapping of role: {{key: value}} and key: value")
         env = {k: dict(v) if isinstance(v, dict) else v for k, v in (data or {}).items()}
@@ -587,7 +606,7 @@ def add_backup_parsers(sub: Any, clusters: Any) -> None:
     backups = sub.add_parser("backups", help="backups by id (they outlive their cluster)").add_subparsers(
         dest="action", required=True
     )
-    backups.add_parser("show").add_argument("backup")
+    backups.add_parser("show", help="a backup's snapshots and state").add_argument("backup")
     backups.add_parser("delete", help="delete the backup's snapshots, then its record").add_argument("backup")
 
 
@@ -620,7 +639,8 @@ def _resize_body(args: argparse.Namespace) -> dict[str, Any]:
 def _event_time(kind: str, data: dict[str, Any]) -> float:
     """When what the event reports happened: the record's own time (a step's or job's end or
     start, a cluster's last update), else now (a node record keeps no time)."""
-    record = data.get(kind) if isinstance(data.get(kind), dict) else {}
+    found = data.get(kind)
+    record: dict[str, Any] = found if isinstance(found, dict) else {}
     for field in ("finished", "started", "updated", "created"):
         if isinstance(record.get(field), (int, float)):
             return float(record[field])
@@ -821,7 +841,7 @@ def build_parser() -> argparse.ArgumentParser:
     runtimes = sub.add_parser("runtimes", help="cloud accounts pitrix deploys to").add_subparsers(
         dest="action", required=True
     )
-    runtimes.add_parser("list")
+    runtimes.add_parser("list", help="the runtimes (cloud accounts) clusters can be created on")
     add = runtimes.add_parser("add", help="add or replace a runtime")
     add.add_argument("name")
     add.add_argument("--provider", required=True)
@@ -860,11 +880,13 @@ def build_parser() -> argparse.ArgumentParser:
     apps = sub.add_parser("apps", help="registered app packages (yours and published ones)").add_subparsers(
         dest="action", required=True
     )
-    apps.add_parser("list")
-    show_app = apps.add_parser("show")
+    apps.add_parser("list", help="your apps and published ones, newest version of each")
+    show_app = apps.add_parser("show", help="an app's roles and registered versions")
     show_app.add_argument("name")
     show_app.add_argument("--version", help="a registered version (default: the newest)")
-    register = apps.add_parser("register")
+    register = apps.add_parser(
+        "register", help="register an app spec (a new version of an app, or a new app)"
+    )
     register.add_argument("-f", "--file", type=Path, required=True, help="app spec (YAML)")
     register.add_argument(
         "--publish",
@@ -875,10 +897,12 @@ def build_parser() -> argparse.ArgumentParser:
     clusters = sub.add_parser("clusters", help="application clusters").add_subparsers(
         dest="action", required=True
     )
-    listing = clusters.add_parser("list")
+    listing = clusters.add_parser("list", help="your clusters with state, runtime, age and node counts")
     listing.add_argument("--all", action="store_true", help="include deleted clusters")
-    clusters.add_parser("show").add_argument("cluster")
-    create = clusters.add_parser("create")
+    clusters.add_parser("show", help="a cluster's nodes, agents, custom services and last job").add_argument(
+        "cluster", help="cluster id or name"
+    )
+    create = clusters.add_parser("create", help="deploy an app as a new cluster (the name must be new)")
     source = create.add_mutually_exclusive_group(required=True)
     source.add_argument("-f", "--file", type=Path, help="app spec (YAML or JSON)")
     source.add_argument("--app", help="a registered app: NAME or NAME@VERSION")
@@ -921,8 +945,13 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument(
         "--nodes", metavar="ID,ID", help="scale in: the node ids that leave (e.g. web-2,web-4)"
     )
-    for action in ("retry", "stop", "start", "delete"):
-        clusters.add_parser(action).add_argument("cluster")
+    for action, about in (
+        ("retry", "run the failed job again from where it failed"),
+        ("stop", "stop the cluster's VMs (its volumes and records stay)"),
+        ("start", "start a stopped cluster"),
+        ("delete", "delete the cluster's VMs and volumes"),
+    ):
+        clusters.add_parser(action, help=about).add_argument("cluster", help="cluster id or name")
     clusters.choices["delete"].add_argument(
         "--force",
         action="store_true",

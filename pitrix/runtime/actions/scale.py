@@ -24,6 +24,7 @@ from pitrix.runtime.records import Cluster
 from pitrix.runtime.spec import SpecError
 from pitrix.runtime.steps import agents, instances, membership, nodes, publishing, services
 from pitrix.runtime.steps.context import JobContext
+from pitrix.runtime.wording import did_you_mean
 
 
 class ScaleArgs(Args):
@@ -83,7 +84,10 @@ class _Scale(Action[ScaleArgs]):
         try:
             cluster.app.role(role)
         except SpecError:
-            raise InvalidRequest(f"role: cluster {cluster.id} has no role {role!r}") from None
+            raise InvalidRequest(
+                f"role: cluster {cluster.id} has no role {role!r}"
+                + did_you_mean(role, [r.name for r in cluster.app.roles])
+            ) from None
         current = cluster.counts.get(role, 0)
         ids = [n.node_id for n in await desk.repo.nodes(cluster.id) if n.role == role]
         if named is not None:
