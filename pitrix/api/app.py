@@ -317,6 +317,7 @@ def endpoints_view(cluster: Cluster, nodes: list[dict[str, Any]]) -> dict[str, d
             key = port.removeprefix("env.")
             param = cluster.app.env.get(key)
             port = given.get(key) or (param.default if param is not None else None)
+            port = int(port) if str(port).isdigit() else port  # a value is text, a default typed
         where = [n["ip"] for n in nodes if n.get("ip")]
         addresses = [f"{ip}:{port}" for ip in where] if port not in (0, "0", None) else where
         shown[name] = {"port": port, "protocol": endpoint.protocol, "addresses": addresses}

@@ -101,9 +101,12 @@ async def test_ctrl_c_while_following_a_job_says_how_to_find_it_again(tmp_path: 
     assert code == 130, err
     line = _one_line(err)
     assert line.startswith("pitrix: interrupted") and job in line and f"pitrix jobs wait {cid} {job}" in line
-    # The job did go on: it is still there to be looked at.
+    # The job did go on: it is still there to be looked at, and followed again as the hint says.
     code, out, err = await cli("-o", "json", "clusters", "show", cid)
     assert code == 0 and json.loads(out)["job"]["id"] == job, err
+    code, out, err = await cli("jobs", "wait", cid, job, "--timeout", "0.5")
+    assert code == 7 and out.startswith(f"{cid}: create (job {job})"), (out, err)
+    assert f"pitrix jobs wait {cid} {job}" in _one_line(err)
 
 
 @pytest.mark.usefixtures("runtimes")
