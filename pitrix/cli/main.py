@@ -707,13 +707,14 @@ async def _events(client: ApiClient, args: argparse.Namespace) -> int:
 
 
 async def _resolve_names(client: ApiClient, args: argparse.Namespace) -> None:
-    """A cluster argument (and --link targets) may be the cluster's name: the id from here on."""
+    """A cluster argument (and link targets) may be the cluster's name: the id from here on."""
     if getattr(args, "cluster", None):
         args.cluster = await resolve_cluster(client, args.cluster)
-    if getattr(args, "link", None) and args.action == "create":
+    if getattr(args, "link", None) and args.action in ("create", "links"):
         args.link = [
-            f"{name}={await resolve_cluster(client, ref) if ref else ''}"
-            for name, ref in (item.partition("=")[::2] for item in args.link)
+            f"{name}={await resolve_cluster(client, ref)}" if sep and ref else item
+            for item in args.link
+            for name, sep, ref in [item.partition("=")]
         ]
 
 
