@@ -122,11 +122,17 @@ def _cluster_table(c: dict[str, Any]) -> str:
         f"  runtime: {c['runtime']}  owner: {c['owner']}",
         "  nodes:",
     ]
-    for n in c.get("nodes", []):
-        lines.append(
-            f"    {n['node_id']:<10} {n['instance_id']:<14} {n['ip']:<16} {n['status']:<11} {_agent(n)}"
-            + (f"  volume {n['volume_id']}" if n.get("volume_id") else "")
+    rows = [
+        (
+            f"    {n['node_id']}",
+            n["instance_id"],
+            n["ip"],
+            n["status"],
+            _agent(n) + (f"  volume {n['volume_id']}" if n.get("volume_id") else ""),
         )
+        for n in c.get("nodes", [])
+    ]
+    lines += table(("", "", "", "", ""), rows).splitlines()[1:]  # aligned to the longest id
     lines += _endpoint_lines(c.get("endpoints") or {})
     services = c.get("custom_services") or {}
     if services:

@@ -13,7 +13,7 @@ import yaml
 from cli_helpers import ADMIN, Run
 
 from pitrix.cli.config import CliConfigError, load_config
-from pitrix.cli.main import UsageError, _read_spec, build_parser
+from pitrix.cli.main import UsageError, _cluster_table, _read_spec, build_parser
 from pitrix.cli.tables import age, table
 from pitrix.runtime.spec import SpecError, parse_spec
 
@@ -73,6 +73,21 @@ def test_tables_align_long_cells_and_ages_read_as_people_say_them() -> None:
     assert len({line.index(state) for line, state in states}) == 1
     assert [age(1000.0 - s, now=1000.0) for s in (5, 125, 7300, 200000)] == ["5s", "2m", "2h", "2d"]
     assert age(None) == "-"
+
+
+def test_show_aligns_nodes_and_lists_endpoints() -> None:
+    node = {"instance_id": "i-1", "ip": "127.100.0.2", "status": "running", "agent": None}
+    shown = _cluster_table(
+        {
+            "id": "cl-1", "name": "x", "app": {"name": "a", "version": "1"}, "state": "active",
+            "runtime": "r", "owner": "o",
+            "nodes": [{**node, "node_id": "web-1"}, {**node, "node_id": "a-long-role-name-10"}],
+            "endpoints": {"http": {"port": 80, "protocol": "http", "addresses": ["127.100.0.2:80"]}},
+        }
+    )  # fmt: skip
+    lines = shown.splitlines()
+    assert len({line.index("i-1") for line in lines if "i-1" in line}) == 1, shown
+    assert lines[-2:] == ["  endpoints:", "    http  http  127.100.0.2:80"], shown
 
 
 def test_spec_errors_in_our_words_with_did_you_mean() -> None:
