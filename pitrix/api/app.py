@@ -7,6 +7,7 @@ see what is decided here, from the request's identity (see ``pitrix.api.auth``).
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import re
 from typing import Any
@@ -27,6 +28,7 @@ from pitrix.runtime.actions import BY_VERB, TRANSITIONAL
 from pitrix.runtime.catalog import AppCatalog
 from pitrix.runtime.endpoints import resolved as resolved_endpoints
 from pitrix.runtime.lifecycle import STATES
+from pitrix.runtime.params import CLUSTER_SCOPE
 from pitrix.runtime.records import Cluster, Job, Runtime
 from pitrix.runtime.service import InvalidRequest, RuntimeService
 from pitrix.runtime.tabs import TabFailed
@@ -40,6 +42,7 @@ APP_METRICS: web.AppKey[AppMetricsFeed] = web.AppKey("app_metrics", AppMetricsFe
 APP_SERIES: web.AppKey[AppSeries] = web.AppKey("app_series", AppSeries)
 READY_TIMEOUT = 2.0
 OWNER = re.compile(r"^[a-z][a-z0-9_.-]{0,62}$")
+ID_LIKE = re.compile(r"cl-[0-9a-f]{8}")  # a name of this form could not stand for a cluster
 
 
 def _job_view(job: Job) -> dict[str, Any]:
@@ -258,6 +261,7 @@ async def create_cluster(request: web.Request) -> web.Response:
     if not isinstance(env, dict):
         raise InvalidRequest("env: must be an object of role: {key: value} and cluster-level key: value")
     spec = await _app_spec(request, body["app"], owner)
+    name = await _unique_name(request, owner, name, str(spec.get("name") or ""))
     cluster, job = await request.app[SERVICE].create_cluster(
         owner=owner,
         runtime=body["runtime"],
@@ -269,6 +273,31 @@ async def create_cluster(request: web.Request) -> web.Response:
         env=env,
     )
     return web.json_response({"cluster": cluster_view(cluster), "job": _job_view(job)}, status=202)
+
+
+async def _unique_name(request: web.Request, owner: str, given: str, default: str) -> str:
+    """The new cluster's name, unique among the owner's clusters so it can stand for the id.
+
+    A name given and taken is a 409 naming the field; without one, the app's name, numbered
+    (``web-2``) when an earlier cluster of the app has it. Checked when the create is accepted, not
+    in its write: two creates racing with one name can both pass (the CLI then asks for the id).
+    """
+    if ID_LIKE.fullmatch(given):
+        raise InvalidRequest("name: must not look like a cluster id (cl-xxxxxxxx)")
+    clusters = await request.app[SERVICE].list_clusters(owner)
+    taken = {c.name for c in clusters}
+    if given:
+        if given in taken:
+            cid = next(c.id for c in clusters if c.name == given)
+            message = f"name: {given!r} is taken by cluster {cid} of {owner}; choose another name"
+            error = {"error": {"code": "conflict", "message": message, "field": "name"}}
+            raise web.HTTPConflict(text=json.dumps(error), content_type="application/json")
+        return given
+    name, number = default, 1
+    while name in taken:
+        number += 1
+        name = f"{default}-{number}"
+    return name
 
 
 async def _cluster(request: web.Request) -> Cluster:
@@ -312,14 +341,23 @@ async def show_cluster(request: web.Request) -> web.Response:
     data = cluster_view(cluster)
     reports = await service.agent_reports(cluster)
     data["nodes"] = [node_view(n.model_dump(mode="json"), reports) for n in await service.nodes(cluster.id)]
-    if cluster.app.endpoints:  # ports named by a parameter (env.<key>) as the number it holds now
-        data["endpoints"] = resolved_endpoints(cluster.app, cluster.env)
+    data["endpoints"] = endpoints_view(cluster, data["nodes"])
     if job is not None:
         data["job"] = _job_view(job)
         data["job"]["steps"] = [
             s.model_dump(mode="json") for s in await service.job_steps(cluster.id, job.id)
         ]
     return web.json_response(data)
+
+
+def endpoints_view(cluster: Cluster, nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
+    """The app's endpoints, each port as the number it is now (``env.<key>``: that parameter's
+    value; 0: none fixed), and the nodes' addresses to reach it at."""
+    shown = resolved_endpoints(cluster.app, cluster.env)
+    where = [n["ip"] for n in nodes if n.get("ip")]
+    for entry in shown.values():
+        entry["addresses"] = [f"{ip}:{entry['port']}" for ip in where] if entry["port"] else where
+    return shown
 
 
 # Actions read the cluster once, where they are judged: another owner's cluster is a 404 there.
@@ -447,6 +485,8 @@ async def restore_cluster(request: web.Request, body: dict[str, Any]) -> web.Res
     counts = body.get("counts", {})
     if not isinstance(counts, dict):
         raise InvalidRequest("counts: must be an object of role: count")
+    if name:
+        name = await _unique_name(request, owner, name, name)
     cluster, job = await request.app[SERVICE].backups.restore(
         owner=owner, restore=body["restore"], name=name, runtime=runtime, channel=channel, counts=counts
     )

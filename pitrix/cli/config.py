@@ -1,7 +1,8 @@
 """Where the CLI finds pitrixd and its token: flags, then environment, then the config file.
 
 The file (``$PITRIX_CONFIG``, else ``$XDG_CONFIG_HOME/pitrix/cli.toml``, else
-``~/.config/pitrix/cli.toml``) holds ``url``, ``token`` and ``output``; it is optional, but a file
+``~/.config/pitrix/cli.toml``) holds ``url``, ``token`` and
+``output`` (table, json or yaml, as ``PITRIX_OUTPUT``); it is optional, but a file
 that exists and is wrong stops the CLI with an error naming the key.
 """
 
@@ -14,6 +15,7 @@ from typing import NamedTuple
 
 DEFAULT_URL = "http://127.0.0.1:9610"
 KEYS = {"url", "token", "output"}
+OUTPUTS = ("table", "json", "yaml")
 
 
 class CliConfigError(Exception):
@@ -56,8 +58,12 @@ def load_config(env: Mapping[str, str] | None = None) -> CliConfig:
             raise CliConfigError(f"{path}: {key}: unknown key (known: {', '.join(sorted(KEYS))})")
         if not isinstance(value, str):
             raise CliConfigError(f"{path}: {key}: must be a string")
-    if data.get("output", "table") not in ("table", "json"):
-        raise CliConfigError(f"{path}: output: must be 'table' or 'json'")
+    if data.get("output", "table") not in OUTPUTS:
+        raise CliConfigError(f"{path}: output: must be one of {', '.join(OUTPUTS)}")
+    if env.get("PITRIX_OUTPUT") and env["PITRIX_OUTPUT"] not in OUTPUTS:
+        raise CliConfigError(
+            f"PITRIX_OUTPUT: must be one of {', '.join(OUTPUTS)}, not {env['PITRIX_OUTPUT']!r}"
+        )
     return CliConfig(
         url=env.get("PITRIX_URL") or str(data.get("url", DEFAULT_URL)),
         token=env.get("PITRIX_TOKEN") or (str(data["token"]) if "token" in data else None),

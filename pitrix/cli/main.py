@@ -29,7 +29,9 @@ from pitrix.cli.credentials import (
     read_credentials_file,
     warn_secret_arguments,
 )
+from pitrix.cli.names import AmbiguousName, UnknownCluster, resolve_cluster
 from pitrix.cli.progress import ended_job, follow, job_failure, step_line
+from pitrix.cli.tables import age, clock, table
 from pitrix.cli.url import BadUrl, normalize_url
 
 if TYPE_CHECKING:
@@ -66,15 +68,36 @@ def _scale_body(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _print(data: Any, output: str, table: Callable[[Any], str]) -> None:
-    print(json.dumps(data, indent=2) if output == "json" else table(data))
+    print(table(data) if output == "table" else _dump(data, output))
+
+
+def _dump(data: Any, output: str) -> str:
+    """``-o json`` or ``-o yaml``: the API's answer as it is, for scripts."""
+    if output == "yaml":
+        import yaml
+
+        return str(yaml.safe_dump(data, sort_keys=False, default_flow_style=False)).rstrip("\n")
+    return json.dumps(data, indent=2)
 
 
 def _clusters_table(data: dict[str, Any]) -> str:
-    rows = [f"{'ID':<14} {'NAME':<16} {'STATE':<12} {'RUNTIME':<12} NODES"]
-    for c in data["clusters"]:
-        counts = ", ".join(f"{role}={n}" for role, n in c["counts"].items())
-        rows.append(f"{c['id']:<14} {c['name']:<16} {c['state']:<12} {c['runtime']:<12} {counts}")
-    return "\n".join(rows)
+    rows = [
+        (
+            c["id"],
+            c["name"],
+            c["state"],
+            c["runtime"],
+            age(c.get("created")),
+            ", ".join(f"{role}={n}" for role, n in c["counts"].items()),
+        )
+        for c in data["clusters"]
+    ]
+    return table(("ID", "NAME", "STATE", "RUNTIME", "AGE", "NODES"), rows)
+
+
+def _runtimes_table(data: dict[str, Any]) -> str:
+    rows = [(r["name"], r["provider"], r.get("zone", ""), r.get("endpoint", "")) for r in data["runtimes"]]
+    return table(("NAME", "PROVIDER", "ZONE", "ENDPOINT"), rows)
 
 
 def _agent(node: dict[str, Any]) -> str:
@@ -99,11 +122,18 @@ def _cluster_table(c: dict[str, Any]) -> str:
         f"  runtime: {c['runtime']}  owner: {c['owner']}",
         "  nodes:",
     ]
-    for n in c.get("nodes", []):
-        lines.append(
-            f"    {n['node_id']:<10} {n['instance_id']:<14} {n['ip']:<16} {n['status']:<11} {_agent(n)}"
-            + (f"  volume {n['volume_id']}" if n.get("volume_id") else "")
+    rows = [
+        (
+            f"    {n['node_id']}",
+            n["instance_id"],
+            n["ip"],
+            n["status"],
+            _agent(n) + (f"  volume {n['volume_id']}" if n.get("volume_id") else ""),
         )
+        for n in c.get("nodes", [])
+    ]
+    lines += table(("", "", "", "", ""), rows).splitlines()[1:]  # aligned to the longest id
+    lines += _endpoint_lines(c.get("endpoints") or {})
     services = c.get("custom_services") or {}
     if services:
         lines.append("  custom services:")
@@ -127,6 +157,17 @@ def _cluster_table(c: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def _endpoint_lines(endpoints: dict[str, dict[str, Any]]) -> list[str]:
+    """The app's endpoints: name, protocol and where to reach it (each node's address)."""
+    if not endpoints:
+        return []
+    rows = [
+        (f"    {name}", e["protocol"], ", ".join(e["addresses"]) or f"port {e['port']} (no node yet)")
+        for name, e in sorted(endpoints.items())
+    ]
+    return ["  endpoints:", *table(("", "", ""), rows).splitlines()[1:]]
+
+
 def _results_lines(results: dict[str, dict[str, Any]]) -> list[str]:
     """Each node's outcome of a job that keeps them (a custom service): status, exit code, output."""
     lines = []
@@ -143,7 +184,7 @@ async def _wait_job(client: ApiClient, cid: str, job: dict[str, Any], args: argp
     if args.no_wait:
         _print({"cluster_id": cid, "job": job}, args.output, lambda d: f"{cid}: job {job['id']} started")
         return 0
-    show = args.output != "json"
+    show = args.output == "table"
     if show:
         print(f"{cid}: {job['action']} (job {job['id']})", flush=True)
     # Read by main() when Ctrl-C ends the wait, to say how to find the job again.
@@ -170,8 +211,8 @@ async def _wait_job(client: ApiClient, cid: str, job: dict[str, Any], args: argp
         )
         return EXIT_UNREACHABLE
     args.following = None
-    if args.output == "json":
-        print(json.dumps(view, indent=2))
+    if args.output != "table":
+        print(_dump(view, args.output))
     else:
         print(f"{cid}: {view['state']}" + (f" ({view['last_error']})" if view.get("last_error") else ""))
         if ended.get("results"):
@@ -186,23 +227,13 @@ async def _wait_job(client: ApiClient, cid: str, job: dict[str, Any], args: argp
 
 
 def _job_goes_on(cid: str, job_id: str) -> str:
-    return (
-        f"job {job_id} on cluster {cid} goes on: `pitrix clusters show {cid}` shows it, "
-        f"`pitrix clusters events {cid} --follow` follows it"
-    )
+    return f"job {job_id} on cluster {cid} goes on: `pitrix jobs wait {cid} {job_id}` follows it again"
 
 
 async def cmd_runtimes(client: ApiClient, args: argparse.Namespace) -> int:
     if args.action == "list":
         data = await client.get("/v1/runtimes")
-        _print(
-            data,
-            args.output,
-            lambda d: "\n".join(
-                f"{r['name']:<16} {r['provider']:<12} {r.get('zone', ''):<8} {r.get('endpoint', '')}"
-                for r in d["runtimes"]
-            ),
-        )
+        _print(data, args.output, _runtimes_table)
         return 0
     # Lowest first: the credentials file, the environment, then the command line (flags given,
     # and --set, which warns for secrets: others can read a command line in ps).
@@ -311,10 +342,17 @@ def _read_spec(path: Path) -> dict[str, Any]:
     except OSError as exc:
         raise UsageError(f"cannot read {path}: {exc.strerror}") from None
     except yaml.YAMLError as exc:
-        raise UsageError(f"{path} is not valid YAML: {exc}") from None
+        raise UsageError(f"{path} is not valid YAML: {_yaml_problem(exc)}") from None
     if not isinstance(data, dict):
         raise UsageError(f"{path}: an app spec must be a mapping")
     return data
+
+
+def _yaml_problem(exc: Exception) -> str:
+    """A YAML error as ``line L, column C: what`` (PyYAML's own text names ``<unicode string>``)."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}" if mark else str(problem)
 
 
 def _deploy_env(params_file: Path | None, items: list[str] | None) -> dict[str, Any]:
@@ -330,7 +368,7 @@ def _deploy_env(params_file: Path | None, items: list[str] | None) -> dict[str, 
         except OSError as exc:
             raise UsageError(f"-p: cannot read {params_file}: {exc.strerror}") from None
         except yaml.YAMLError as exc:
-            raise UsageError(f"-p: {params_file} is not valid YAML: {exc}") from None
+            raise UsageError(f"-p: {params_file} is not valid YAML: {_yaml_problem(exc)}") from None
         if data is not None and not isinstance(data, dict):
             raise UsageError(f"-p: {params_file} must be a mapping of role: {{key: value}} and key: value")
         env = {k: dict(v) if isinstance(v, dict) else v for k, v in (data or {}).items()}
@@ -390,6 +428,7 @@ def _act_body(text: str | None) -> dict[str, Any] | None:
 
 
 async def cmd_clusters(client: ApiClient, args: argparse.Namespace) -> int:
+    await _resolve_names(client, args)
     if args.action in CLUSTER_BACKUP_ACTIONS:  # backup: its own handler, below
         return await cmd_cluster_backups(client, args)
     if args.action == "tab":
@@ -637,7 +676,7 @@ def add_backup_parsers(sub: Any, clusters: Any) -> None:
     backups = sub.add_parser("backups", help="backups by id (they outlive their cluster)").add_subparsers(
         dest="action", required=True
     )
-    backups.add_parser("show").add_argument("backup")
+    backups.add_parser("show", help="a backup's snapshots and state").add_argument("backup")
     backups.add_parser("delete", help="delete the backup's snapshots, then its record").add_argument("backup")
 
 
@@ -667,7 +706,22 @@ def _resize_body(args: argparse.Namespace) -> dict[str, Any]:
     return {"roles": {args.role: sizes}}
 
 
+def _event_time(kind: str, data: dict[str, Any]) -> float:
+    """When what the event reports happened: the record's own time (a step's or job's end or
+    start, a cluster's last update), else now (a node record keeps no time)."""
+    found = data.get(kind)
+    record: dict[str, Any] = found if isinstance(found, dict) else {}
+    for field in ("finished", "started", "updated", "created"):
+        if isinstance(record.get(field), (int, float)):
+            return float(record[field])
+    return time.time()
+
+
 def _event_line(kind: str, data: dict[str, Any]) -> str:
+    return f"{clock(_event_time(kind, data))}  {_event_body(kind, data)}"
+
+
+def _event_body(kind: str, data: dict[str, Any]) -> str:
     cid = data.get("cluster_id", "")
     if kind == "cluster":
         c = data["cluster"]
@@ -686,6 +740,14 @@ def _event_line(kind: str, data: dict[str, Any]) -> str:
     return f"{cid}  {kind}"
 
 
+def _event_out(kind: str, data: dict[str, Any], output: str) -> str:
+    if output == "json":
+        return json.dumps({"event": kind, **data})
+    if output == "yaml":
+        return "---\n" + _dump({"event": kind, **data}, "yaml")
+    return _event_line(kind, data)
+
+
 async def _events(client: ApiClient, args: argparse.Namespace) -> int:
     """Print the clusters' current state, then (with --follow) every change until interrupted."""
     import aiohttp
@@ -699,10 +761,7 @@ async def _events(client: ApiClient, args: argparse.Namespace) -> int:
                 if not args.follow:
                     return 0
                 continue
-            print(
-                json.dumps({"event": kind, **data}) if args.output == "json" else _event_line(kind, data),
-                flush=True,
-            )
+            print(_event_out(kind, data, args.output), flush=True)
     except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
         if not started:
             raise
@@ -712,6 +771,109 @@ async def _events(client: ApiClient, args: argparse.Namespace) -> int:
         reason = "pitrixd ended the event stream"
     print(f"pitrix: lost the connection to pitrixd at {args.url}: {reason}", file=sys.stderr)
     return EXIT_UNREACHABLE
+
+
+# -- names, jobs, global flags ---------------------------------------------------------------------
+
+
+async def _resolve_names(client: ApiClient, args: argparse.Namespace) -> None:
+    """A cluster argument (and link targets) may be the cluster's name: the id from here on."""
+    if getattr(args, "cluster", None):
+        args.cluster = await resolve_cluster(client, args.cluster)
+    if getattr(args, "link", None) and args.action in ("create", "links"):
+        args.link = [
+            f"{name}={await resolve_cluster(client, ref)}" if sep and ref else item
+            for item in args.link
+            for name, sep, ref in [item.partition("=")]
+        ]
+
+
+def _jobs_table(data: dict[str, Any]) -> str:
+    rows = [
+        (
+            j["id"],
+            j["action"],
+            j["status"],
+            age(j.get("created")),
+            f"{j['finished'] - j['created']:.1f}s" if j.get("finished") else "-",
+            j.get("error") or "",
+        )
+        for j in sorted(data["jobs"], key=lambda j: j.get("created") or 0)
+    ]
+    return table(("JOB", "ACTION", "STATUS", "AGE", "TOOK", "ERROR"), rows)
+
+
+def _job_table(j: dict[str, Any]) -> str:
+    took = f", took {j['finished'] - j['created']:.1f}s" if j.get("finished") else ""
+    lines = [
+        f"job {j['id']} {j['action']} on cluster {j['cluster_id']}: {j['status']}",
+        f"  started {time.strftime('%Y-%m-%d %H:%M:%S', time.gmtime(j['created']))} UTC{took}",
+    ]
+    if j.get("error"):
+        lines.append(f"  error: {j['error']}")
+    lines += [step_line(s) for s in j.get("steps", [])]
+    lines += _results_lines(j.get("results") or {})
+    return "\n".join(lines)
+
+
+async def cmd_jobs(client: ApiClient, args: argparse.Namespace) -> int:
+    """``jobs list|show|wait CLUSTER [JOB]``: a cluster's job history, one job, or following one
+    again (after Ctrl-C or --no-wait): its ended steps first, then the rest as they end."""
+    args.cluster = await resolve_cluster(client, args.cluster)
+    if args.action == "list":
+        _print(await client.get(f"/v1/clusters/{args.cluster}/jobs"), args.output, _jobs_table)
+        return 0
+    job_id = args.job
+    if job_id is None:
+        job_id = (await client.get(f"/v1/clusters/{args.cluster}")).get("job_id")
+        if not job_id:
+            raise UsageError(f"cluster {args.cluster} has no job yet")
+    job = await client.get(f"/v1/clusters/{args.cluster}/jobs/{job_id}")
+    if args.action == "show":
+        _print(job, args.output, _job_table)
+        return 0
+    args.no_wait = False
+    return await _wait_job(client, args.cluster, job, args)
+
+
+def add_jobs_parsers(sub: Any) -> None:
+    jobs = sub.add_parser("jobs", help="a cluster's jobs: history, one job's steps, follow one again")
+    actions = jobs.add_subparsers(dest="action", required=True)
+    actions.add_parser("list", help="the cluster's jobs, oldest first").add_argument(
+        "cluster", help="cluster id or name"
+    )
+    show = actions.add_parser("show", help="one job with its steps and timings (default: the latest)")
+    wait = actions.add_parser("wait", help="follow a running job to its end (re-attach after Ctrl-C)")
+    for parser in (show, wait):
+        parser.add_argument("cluster", help="cluster id or name")
+        parser.add_argument("job", nargs="?", help="job id (default: the cluster's latest job)")
+    wait.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="stop waiting after SECONDS and exit 7; the job goes on (default: wait until it ends)",
+    )
+
+
+# The flags that may come anywhere on the line: ``pitrix clusters list -o json`` as well as
+# ``pitrix -o json clusters list``. Given after the subcommand they win; SUPPRESS keeps a
+# subcommand that does not see them from resetting what was given before it.
+GLOBAL_FLAGS: tuple[tuple[tuple[str, ...], dict[str, Any]], ...] = (
+    (("--url",), {"help": argparse.SUPPRESS}),
+    (("--token",), {"help": argparse.SUPPRESS}),
+    (("-o", "--output"), {"choices": ["table", "json", "yaml"], "help": "table (default), json or yaml"}),
+)
+
+
+def _globals_everywhere(parser: argparse.ArgumentParser) -> None:
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in dict.fromkeys(action.choices.values()):
+                taken = set(child._option_string_actions)
+                for flags, options in GLOBAL_FLAGS:
+                    if not taken.intersection(flags):
+                        child.add_argument(*flags, default=argparse.SUPPRESS, **options)
+                _globals_everywhere(child)
 
 
 def _seconds(text: str) -> float:
@@ -734,7 +896,12 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument(
         "--token", help="API token; prefer PITRIX_TOKEN or cli.toml's token (argv is visible in ps)"
     )
-    parser.add_argument("-o", "--output", choices=["table", "json"], help="table (default) or json")
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=["table", "json", "yaml"],
+        help="table (default), json or yaml (also after the subcommand)",
+    )
     parser.add_argument("--version", action="version", version=f"pitrix {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
 
@@ -745,7 +912,7 @@ def build_parser() -> argparse.ArgumentParser:
     runtimes = sub.add_parser("runtimes", help="cloud accounts pitrix deploys to").add_subparsers(
         dest="action", required=True
     )
-    runtimes.add_parser("list")
+    runtimes.add_parser("list", help="the runtimes (cloud accounts) clusters can be created on")
     add = runtimes.add_parser("add", help="add or replace a runtime")
     add.add_argument("name")
     add.add_argument("--provider", required=True)
@@ -784,11 +951,13 @@ def build_parser() -> argparse.ArgumentParser:
     apps = sub.add_parser("apps", help="registered app packages (yours and published ones)").add_subparsers(
         dest="action", required=True
     )
-    apps.add_parser("list")
-    show_app = apps.add_parser("show")
+    apps.add_parser("list", help="your apps and published ones, newest version of each")
+    show_app = apps.add_parser("show", help="an app's roles and registered versions")
     show_app.add_argument("name")
     show_app.add_argument("--version", help="a registered version (default: the newest)")
-    register = apps.add_parser("register")
+    register = apps.add_parser(
+        "register", help="register an app spec (a new version of an app, or a new app)"
+    )
     register.add_argument("-f", "--file", type=Path, required=True, help="app spec (YAML)")
     register.add_argument(
         "--publish",
@@ -817,10 +986,12 @@ def build_parser() -> argparse.ArgumentParser:
     clusters = sub.add_parser("clusters", help="application clusters").add_subparsers(
         dest="action", required=True
     )
-    listing = clusters.add_parser("list")
+    listing = clusters.add_parser("list", help="your clusters with state, runtime, age and node counts")
     listing.add_argument("--all", action="store_true", help="include deleted clusters")
-    clusters.add_parser("show").add_argument("cluster")
-    create = clusters.add_parser("create")
+    clusters.add_parser("show", help="a cluster's nodes, agents, custom services and last job").add_argument(
+        "cluster", help="cluster id or name"
+    )
+    create = clusters.add_parser("create", help="deploy an app as a new cluster (the name must be new)")
     source = create.add_mutually_exclusive_group(required=True)
     source.add_argument("-f", "--file", type=Path, help="app spec (YAML or JSON)")
     source.add_argument("--app", help="a registered app: NAME or NAME@VERSION")
@@ -863,8 +1034,13 @@ def build_parser() -> argparse.ArgumentParser:
     scale.add_argument(
         "--nodes", metavar="ID,ID", help="scale in: the node ids that leave (e.g. web-2,web-4)"
     )
-    for action in ("retry", "stop", "start", "delete"):
-        clusters.add_parser(action).add_argument("cluster")
+    for action, about in (
+        ("retry", "run the failed job again from where it failed"),
+        ("stop", "stop the cluster's VMs (its volumes and records stay)"),
+        ("start", "start a stopped cluster"),
+        ("delete", "delete the cluster's VMs and volumes"),
+    ):
+        clusters.add_parser(action, help=about).add_argument("cluster", help="cluster id or name")
     clusters.choices["delete"].add_argument(
         "--force",
         action="store_true",
@@ -974,6 +1150,8 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="SECONDS",
             help="stop waiting after SECONDS and exit 7; the job goes on (default: wait until it ends)",
         )
+    add_jobs_parsers(sub)
+    _globals_everywhere(parser)
     return parser
 
 
@@ -987,6 +1165,7 @@ async def run(args: argparse.Namespace) -> int:
         "runtimes": cmd_runtimes,
         "clusters": cmd_clusters,
         "backups": cmd_backups,
+        "jobs": cmd_jobs,
     }
     async with ApiClient(args.url, args.token) as client:
         try:
@@ -994,9 +1173,12 @@ async def run(args: argparse.Namespace) -> int:
         except UsageError as exc:
             print(f"pitrix: {exc}", file=sys.stderr)
             return EXIT_USAGE
-        except CredentialsError as exc:
+        except (CredentialsError, AmbiguousName) as exc:
             print(f"pitrix: {exc}", file=sys.stderr)
             return EXIT_USAGE
+        except UnknownCluster as exc:
+            print(f"pitrix: {exc}", file=sys.stderr)
+            return EXIT_NOT_FOUND
         except ApiError as exc:
             field = f" [{exc.field}]" if exc.field else ""
             print(f"pitrix: {exc}{field}", file=sys.stderr)

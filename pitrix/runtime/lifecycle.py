@@ -81,9 +81,10 @@ class Lifecycle:
             raise LifecycleError(f"unknown action {action!r}")
         if state not in edge.sources:
             allowed = self.allowed_actions(state)
+            # Said with the words a person types (scale out, update env), not the action's name.
             raise LifecycleError(
-                f"cannot {action} a cluster that is {state}"
-                + (f" (allowed now: {', '.join(allowed)})" if allowed else "")
+                f"cannot {action.replace('_', ' ')} a cluster that is {state}"
+                + (f" (allowed now: {', '.join(a.replace('_', ' ') for a in allowed)})" if allowed else "")
             )
         return edge.running
 

@@ -45,6 +45,7 @@ from pitrix.runtime.signals import ClusterSignals
 from pitrix.runtime.supervisor import DEFAULT_MAX_JOBS, Supervisor
 from pitrix.runtime.tabs import run_tab
 from pitrix.runtime.tabs import runners as tabs_runners
+from pitrix.runtime.wording import describe
 from pitrix.sealing import Sealer
 from pitrix.store import Store, StoreError
 from pitrix.store.types import Compare, Op
@@ -204,8 +205,7 @@ class RuntimeService:
         try:
             runtime = Runtime.model_validate(data)
         except ValidationError as exc:
-            item = exc.errors()[0]
-            raise InvalidRequest(f"{'.'.join(map(str, item['loc']))}: {item['msg']}") from None
+            raise InvalidRequest(describe(exc.errors()[0], Runtime)) from None
         try:
             provider = load_provider(runtime.provider, runtime.model_dump())
         except ProviderError as exc:

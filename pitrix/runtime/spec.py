@@ -27,6 +27,8 @@ from pydantic import (
     model_validator,
 )
 
+from pitrix.runtime.wording import describe
+
 ServiceName = Literal[
     "init",
     "start",
@@ -817,8 +819,7 @@ class AppSpec(_Strict):
 def _describe(error: ValidationError) -> str:
     parts = []
     for item in error.errors():
-        loc = ".".join(str(p) for p in item["loc"] if p != "[key]") or "<spec>"
-        parts.append(f"{loc}: {item['msg']}")
+        parts.append(describe(item, AppSpec, root="<spec>"))  # our words, with did-you-mean
     return "; ".join(parts)
 
 

@@ -100,10 +100,13 @@ async def test_ctrl_c_while_following_a_job_says_how_to_find_it_again(tmp_path: 
     code, err = await _ended(process)
     assert code == 130, err
     line = _one_line(err)
-    assert line.startswith("pitrix: interrupted") and job in line and f"pitrix clusters show {cid}" in line
-    # The job did go on: it is still there to be looked at.
+    assert line.startswith("pitrix: interrupted") and job in line and f"pitrix jobs wait {cid} {job}" in line
+    # The job did go on: it is still there to be looked at, and followed again as the hint says.
     code, out, err = await cli("-o", "json", "clusters", "show", cid)
     assert code == 0 and json.loads(out)["job"]["id"] == job, err
+    code, out, err = await cli("jobs", "wait", cid, job, "--timeout", "0.5")
+    assert code == 7 and out.startswith(f"{cid}: create (job {job})"), (out, err)
+    assert f"pitrix jobs wait {cid} {job}" in _one_line(err)
 
 
 @pytest.mark.usefixtures("runtimes")
@@ -125,7 +128,7 @@ async def test_a_job_outlasting_the_wait_ends_with_its_id(cli: Run) -> None:
     assert code == 7, (out, err)
     cid, job = out.split(":")[0], out.split("job ", 1)[1].split(")")[0]
     line = _one_line(err)
-    assert "stopped waiting after 0.5s" in line and job in line and f"pitrix clusters show {cid}" in line
+    assert "stopped waiting after 0.5s" in line and job in line and f"pitrix jobs wait {cid} {job}" in line
     code, _, err = await cli("clusters", "scale", cid, "web", "2", "--timeout", "0")
     assert code == 2 and "--timeout" in err and "Traceback" not in err
 

@@ -66,7 +66,7 @@ async def test_bad_env_is_refused_naming_the_field(cloud: Cloud) -> None:
         assert (after.state, after.job_id, after.env) == ("active", cluster.job_id, {})
     await service.stop_cluster(cluster.id)
     await expect(service, cluster.id, "stopped")
-    with pytest.raises(LifecycleError, match="cannot update_env a cluster that is stopped"):
+    with pytest.raises(LifecycleError, match="cannot update env a cluster that is stopped"):
         await service.update_env(cluster.id, {"web": {"greeting": "hi"}})
     await service.delete_cluster(cluster.id)
     await expect(service, cluster.id, "deleted")

@@ -131,7 +131,7 @@ async def test_a_failed_create_is_recorded_and_refuses_scaling(api: TestClient[A
     assert view["job"]["status"] == "failed"
     assert [s["status"] for s in view["job"]["steps"]] == ["failed"]
     error = await error_of(await api.post(f"/v1/clusters/{cid}/scale", json={"role": "web", "count": 2}), 409)
-    assert "cannot scale_out a cluster that is failed" in error["message"]
+    assert "cannot scale out a cluster that is failed" in error["message"]
     error = await error_of(await api.post(f"/v1/clusters/{cid}/scale", json={"role": "db", "count": 2}), 400)
     assert error["field"] == "role"
     error = await error_of(await api.post(f"/v1/clusters/{cid}/scale", json={"role": "web"}), 400)

@@ -23,7 +23,7 @@ def step(lifecycle: Lifecycle, state: str, action: str) -> str:
         return lifecycle.end_state(state, ok=False)
     if action == "roll_back":
         if not lifecycle.is_transitional(state):
-            raise LifecycleError(f"cannot roll_back a cluster that is {state}")
+            raise LifecycleError(f"cannot roll back a cluster that is {state}")
         return lifecycle.end_state(state, ok=False, rolled_back=True)
     return lifecycle.next_state(state, action)
 
@@ -72,7 +72,7 @@ def test_allowed_transitions(lifecycle: Lifecycle, state: str, action: str, expe
     ],
 )
 def test_refused_actions(lifecycle: Lifecycle, state: str, action: str) -> None:
-    with pytest.raises(LifecycleError, match=f"cannot {action} a cluster that is {state}"):
+    with pytest.raises(LifecycleError, match=f"cannot {action.replace('_', ' ')} a cluster that is {state}"):
         step(lifecycle, state, action)
 
 
@@ -91,7 +91,7 @@ def test_retry_reenters_the_failed_jobs_state(lifecycle: Lifecycle, action: str)
 def test_refusal_lists_what_is_allowed(lifecycle: Lifecycle) -> None:
     with pytest.raises(
         LifecycleError,
-        match="allowed now: stop, scale_out, scale_in, update_env, recover, service, restart, delete",
+        match="allowed now: stop, scale out, scale in, update env, recover, service, restart, delete",
     ):
         lifecycle.next_state("active", "create")
     assert lifecycle.allowed_actions("failed")[-1] == "retry"

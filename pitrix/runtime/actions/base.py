@@ -27,6 +27,7 @@ from pitrix.runtime.lifecycle import Edge
 from pitrix.runtime.plan import Plan
 from pitrix.runtime.records import Cluster, State
 from pitrix.runtime.repository import Repository
+from pitrix.runtime.wording import describe
 from pitrix.sealing import Sealer
 
 if TYPE_CHECKING:
@@ -103,9 +104,7 @@ class Action(ABC, Generic[A]):
         try:
             return Accepted(self, self.arguments.model_validate(body))
         except ValidationError as exc:
-            item = exc.errors()[0]
-            where = ".".join(map(str, item["loc"])) or "body"
-            raise InvalidRequest(f"{where}: {item['msg']}") from None
+            raise InvalidRequest(describe(exc.errors()[0], self.arguments)) from None
 
     async def recheck(self, desk: Desk, cluster: Cluster) -> None:
         """Checks that must hold on the cluster's fresh read, inside the accepting write's lock."""

@@ -19,6 +19,7 @@ from pitrix.runtime.secret_env import seal_passwords
 from pitrix.runtime.spec import AppSpec, SpecError, parse_spec
 from pitrix.runtime.steps import agents, nodes, restore
 from pitrix.runtime.steps.context import JobContext
+from pitrix.runtime.wording import did_you_mean
 from pitrix.store.types import KV
 
 LINK_NAME = re.compile(r"[a-z0-9][a-z0-9_-]{0,62}")
@@ -79,7 +80,10 @@ async def prepare(
     role_counts = {r.name: r.count for r in spec.roles}
     for role_name, count in counts.items():
         if role_name not in role_counts:
-            raise InvalidRequest(f"counts.{role_name}: the app has no role {role_name!r}")
+            raise InvalidRequest(
+                f"counts.{role_name}: the app has no role {role_name!r}"
+                + did_you_mean(role_name, role_counts)
+            )
         if (error := count_error(count)) is not None:
             raise InvalidRequest(f"counts.{role_name}: {error}")
         allowed = spec.role(role_name).count_range

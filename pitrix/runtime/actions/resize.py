@@ -30,6 +30,7 @@ from pitrix.runtime.spec import SpecError
 from pitrix.runtime.steps import operation_keys, resizing, restarts
 from pitrix.runtime.steps.context import JobContext
 from pitrix.runtime.steps.resizing import Target
+from pitrix.runtime.wording import did_you_mean
 
 FIELDS = ("cpu", "memory", "instance_type", "volume_size")
 # Beyond the services' own timeouts: an instance's stop, resize, boot, its agent and the growth.
@@ -57,7 +58,10 @@ def judge(cluster: Cluster, role: str, asked: Any) -> Target:
     try:
         spec = cluster.app.role(role)
     except SpecError:
-        raise InvalidRequest(f"roles.{role}: cluster {cluster.id} has no role {role!r}") from None
+        raise InvalidRequest(
+            f"roles.{role}: cluster {cluster.id} has no role {role!r}"
+            + did_you_mean(role, [r.name for r in cluster.app.roles])
+        ) from None
     if not isinstance(asked, dict) or not asked:
         raise InvalidRequest(f"roles.{role}: must be an object with any of {', '.join(FIELDS)}")
     unknown = sorted(set(asked) - set(FIELDS))

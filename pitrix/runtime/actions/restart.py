@@ -17,6 +17,7 @@ from pitrix.runtime.records import Cluster
 from pitrix.runtime.spec import SpecError
 from pitrix.runtime.steps import restarts
 from pitrix.runtime.steps.context import JobContext
+from pitrix.runtime.wording import did_you_mean
 
 
 class RestartArgs(Args):
@@ -60,7 +61,10 @@ class Restart(Action[RestartArgs]):
             try:
                 cluster.app.role(role)
             except SpecError:
-                raise InvalidRequest(f"roles.{i}: cluster {cluster.id} has no role {role!r}") from None
+                raise InvalidRequest(
+                    f"roles.{i}: cluster {cluster.id} has no role {role!r}"
+                    + did_you_mean(role, [r.name for r in cluster.app.roles])
+                ) from None
             if not restarts.restart_services(cluster, role):
                 raise InvalidRequest(f"roles.{i}: role {role} has no restart service (nor stop or start)")
         members = {n.node_id: n for n in await desk.repo.nodes(cluster.id) if n.instance_id}

@@ -26,6 +26,7 @@ from pitrix.runtime.records import Cluster
 from pitrix.runtime.spec import SpecError
 from pitrix.runtime.steps import agents, destroying, instances, membership, nodes, publishing, services
 from pitrix.runtime.steps.context import JobContext
+from pitrix.runtime.wording import did_you_mean
 
 
 class ScaleArgs(Args):
@@ -85,7 +86,10 @@ class _Scale(Action[ScaleArgs]):
         try:
             spec_role = cluster.app.role(role)
         except SpecError:
-            raise InvalidRequest(f"role: cluster {cluster.id} has no role {role!r}") from None
+            raise InvalidRequest(
+                f"role: cluster {cluster.id} has no role {role!r}"
+                + did_you_mean(role, [r.name for r in cluster.app.roles])
+            ) from None
         if not spec_role.scale_horizontal:
             raise InvalidRequest(f"roles.{role}: scale_horizontal is false (its node count is fixed)")
         current = cluster.counts.get(role, 0)
