@@ -28,7 +28,6 @@ from pitrix.runtime.actions import BY_VERB, TRANSITIONAL
 from pitrix.runtime.catalog import AppCatalog
 from pitrix.runtime.endpoints import resolved as resolved_endpoints
 from pitrix.runtime.lifecycle import STATES
-from pitrix.runtime.params import CLUSTER_SCOPE
 from pitrix.runtime.records import Cluster, Job, Runtime
 from pitrix.runtime.service import InvalidRequest, RuntimeService
 from pitrix.runtime.tabs import TabFailed
