@@ -143,12 +143,6 @@ def _cluster_table(c: dict[str, Any]) -> str:
             for key, param in sorted(service.get("params", {}).items()):
                 default = "" if param.get("default") is None else f" (default {param['default']})"
                 lines.append(f"      -p {key}=<{param['type']}>{default}")
-    endpoints = c.get("endpoints") or {}
-    if endpoints:  # a port from a parameter shows the number it holds and the parameter's name
-        lines.append("  endpoints:")
-        for name, point in sorted(endpoints.items()):
-            source = f" ({point['from']})" if point.get("from") else ""
-            lines.append(f"    {name:<16} {point['protocol']} {point['port'] or 'none fixed'}{source}")
     job = c.get("job")
     if job:
         lines.append(f"  last job: {job['id']} {job['action']} {job['status']}")
@@ -158,14 +152,16 @@ def _cluster_table(c: dict[str, Any]) -> str:
 
 
 def _endpoint_lines(endpoints: dict[str, dict[str, Any]]) -> list[str]:
-    """The app's endpoints: name, protocol and where to reach it (each node's address)."""
+    """The app's endpoints: name, protocol, where to reach it (each node's address, else the
+    port), and the parameter a port was read from."""
     if not endpoints:
         return []
-    rows = [
-        (f"    {name}", e["protocol"], ", ".join(e["addresses"]) or f"port {e['port']} (no node yet)")
-        for name, e in sorted(endpoints.items())
-    ]
-    return ["  endpoints:", *table(("", "", ""), rows).splitlines()[1:]]
+    rows = []
+    for name, e in sorted(endpoints.items()):
+        port = f"port {e['port']}" if e["port"] else "none fixed"
+        source = f"({e['from']})" if e.get("from") else ""
+        rows.append((f"    {name}", e["protocol"], ", ".join(e.get("addresses", [])) or port, source))
+    return ["  endpoints:", *(line.rstrip() for line in table(("", "", "", ""), rows).splitlines()[1:])]
 
 
 def _results_lines(results: dict[str, dict[str, Any]]) -> list[str]:

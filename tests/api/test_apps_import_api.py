@@ -60,8 +60,8 @@ async def test_import_registers_the_app_for_its_owner_and_reports_each_field(api
     cid = (await created.json())["cluster"]["id"]
     cluster = await (await api.get(f"/v1/clusters/{cid}", headers=bearer(ALICE))).json()
     assert cluster["endpoints"] == {
-        "client": {"port": 9181, "protocol": "tcp", "from": "env.clientPort"},
-        "peers": {"port": 0, "protocol": "tcp"},
+        "client": {"port": 9181, "protocol": "tcp", "from": "env.clientPort", "addresses": []},
+        "peers": {"port": 0, "protocol": "tcp", "addresses": []},
     }
 
 

@@ -132,9 +132,9 @@ def test_cluster_show_lists_endpoints_with_their_parameters() -> None:
     lines = _cluster_table(shown).splitlines()
     at = lines.index("  endpoints:")
     assert lines[at + 1 : at + 6] == [
-        "    admin            tcp 8080",
-        "    client           tcp 2379 (env.client-port)",
-        "    peer             tcp none fixed",
-        "    proxy            http none fixed (env.proxy.port)",
-        "    words            tcp none fixed (env.4lw.commands.whitelist)",
+        "    admin   tcp   port 8080",
+        "    client  tcp   port 2379   (env.client-port)",
+        "    peer    tcp   none fixed",
+        "    proxy   http  none fixed  (env.proxy.port)",
+        "    words   tcp   none fixed  (env.4lw.commands.whitelist)",
     ]

@@ -155,9 +155,14 @@ async def test_names_jobs_tables_and_errors_against_pitrixd(cli: Run, tmp_path: 
 
     code, out, err = await cli("-o", "json", "clusters", "show", "shop")
     assert code == 0 and json.loads(out)["id"] == cid, err
-    assert json.loads(out)["endpoints"]["http"] == {"port": 8080, "protocol": "http", "addresses": []}
+    assert json.loads(out)["endpoints"]["http"] == {
+        "port": 8080,
+        "protocol": "http",
+        "from": "env.http_port",
+        "addresses": [],
+    }
     code, out, err = await cli("clusters", "show", "shop")
-    assert code == 0 and re.search(r"endpoints:\n +admin +tcp +port 9000 \(no node yet\)", out), out
+    assert code == 0 and re.search(r"endpoints:\n +admin +tcp +port 9000", out), out
     code, _, err = await cli("clusters", "show", "shpo")
     assert code == 4 and "did you mean 'shop'?" in err, err
 
