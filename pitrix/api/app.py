@@ -15,6 +15,7 @@ from aiohttp import web
 
 from pitrix.api.app_metrics import AppMetricsFeed, AppSeries
 from pitrix.api.auth import Identity, Tokens, auth_middleware, identity_of, require_admin
+from pitrix.api.endpoints import endpoints_view
 from pitrix.api.errors import errors_middleware, json_body
 from pitrix.api.events import EventHub, cluster_view
 from pitrix.api.guard import Guard, guard_middleware
@@ -268,6 +269,7 @@ async def show_cluster(request: web.Request) -> web.Response:
     data = cluster_view(cluster)
     reports = await service.agent_reports(cluster)
     data["nodes"] = [node_view(n.model_dump(mode="json"), reports) for n in await service.nodes(cluster.id)]
+    data["endpoints"] = endpoints_view(cluster, data["nodes"])  # the web page's endpoints list
     if job is not None:
         data["job"] = _job_view(job)
         data["job"]["steps"] = [
