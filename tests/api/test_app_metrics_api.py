@@ -140,7 +140,9 @@ async def test_the_page_plots_the_last_hour_per_node(api: Client, store: Store) 
     assert (await api.post("/v1/runtimes", json=DEAD_CLOUD, headers=bearer(ADMIN))).status == 201
     cid = await metered_cluster(store)
     await feed_reports(api, cid, 4)
-    seen = await asyncio.to_thread(plotted, str(api.make_url(f"/ui?access_token={ALICE}")) + f"#/clusters/{cid}", cid)
+    seen = await asyncio.to_thread(
+        plotted, str(api.make_url(f"/ui?access_token={ALICE}")) + f"#/clusters/{cid}", cid
+    )
     assert sorted(seen["lines"]) == [
         ["keys", "data-1", 4, 4],
         ["keys", "data-2", 4, 4],

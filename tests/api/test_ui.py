@@ -91,7 +91,9 @@ async def put_kv_cluster(store: Store, cid: str, owner: str = "alice") -> str:
         )
         await store.put(node_key(cid, node.node_id), node.dump())
     t0 = cluster.created
-    job = Job(id="j-create1", cluster_id=cid, action="create", status="successful", created=t0, finished=t0 + 7)
+    job = Job(
+        id="j-create1", cluster_id=cid, action="create", status="successful", created=t0, finished=t0 + 7
+    )
     await store.put(job_key(cid, job.id), job.dump())
     for i, (name, took) in enumerate([("launch_instances", 4.5), ("publish_metadata", 1.25)]):
         step = StepRecord(name=name, status="done", started=t0 + i, finished=t0 + i + took)
@@ -128,7 +130,9 @@ class Page:
         return view
 
     def text(self, selector: str) -> str:
-        text: str = self.js("const e = document.querySelector(arguments[0]); return e ? e.innerText : ''", selector)
+        text: str = self.js(
+            "const e = document.querySelector(arguments[0]); return e ? e.innerText : ''", selector
+        )
         return text
 
     def rows(self, selector: str, attribute: str) -> list[str]:
@@ -159,9 +163,14 @@ class Page:
 def cluster_page_checks(page: Page, kv: str, where: str) -> dict[str, Any]:
     """Open kv's page and read it: nodes, agents, endpoints, links, the one drawing, jobs, steps."""
     page.js("location.hash = arguments[0]", f"#/clusters/{kv}")
-    page.until("the node rows", lambda: page.rows(f"#cluster-{kv} table.nodes tr[data-node]", "data-node") == ["data-1", "data-2"])
+    page.until(
+        "the node rows",
+        lambda: page.rows(f"#cluster-{kv} table.nodes tr[data-node]", "data-node") == ["data-1", "data-2"],
+    )
     page.until("the create job's steps", lambda: page.rows("table.steps tr[data-step]", "data-step"))
-    page.until("the lit state", lambda: page.js("return document.querySelector('#machine g.state.lit')") is not None)
+    page.until(
+        "the lit state", lambda: page.js("return document.querySelector('#machine g.state.lit')") is not None
+    )
     seen: dict[str, Any] = page.js(
         """
         const lit = document.querySelector('#machine g.state.lit');
@@ -197,11 +206,23 @@ def with_tokens(base: str, kv: str, failed: str, shots: Path) -> dict[str, Any]:
         page.unauthorized()
         page.type_into("#login-token", ALICE)
         page.click("#login-form button")
-        page.until("the list", lambda: page.view() == "list" and len(page.rows("#cluster-list tr[data-cluster]", "data-cluster")) == 2)
-        seen["list"] = (set(page.rows("#cluster-list tr[data-cluster]", "data-cluster")), page.shot("tokens-list"))
+        page.until(
+            "the list",
+            lambda: (
+                page.view() == "list"
+                and len(page.rows("#cluster-list tr[data-cluster]", "data-cluster")) == 2
+            ),
+        )
+        seen["list"] = (
+            set(page.rows("#cluster-list tr[data-cluster]", "data-cluster")),
+            page.shot("tokens-list"),
+        )
         seen["stored"] = page.js("return sessionStorage.getItem('pitrix-token')")
         page.type_into("#filter", "demo")
-        page.until("the filtered list", lambda: page.rows("#cluster-list tr[data-cluster]", "data-cluster") == [failed])
+        page.until(
+            "the filtered list",
+            lambda: page.rows("#cluster-list tr[data-cluster]", "data-cluster") == [failed],
+        )
         seen["filtered"] = page.shot("tokens-filtered")
         page.type_into("#filter", "")
         seen["page"] = cluster_page_checks(page, kv, "tokens")
@@ -209,27 +230,55 @@ def with_tokens(base: str, kv: str, failed: str, shots: Path) -> dict[str, Any]:
         # actions: a refusal in the API's words, a scale that starts a job, a stop
         page.type_into(f"#cluster-{kv} form[data-action=env] textarea", '{"nope": "1"}')
         page.click(f"#cluster-{kv} form[data-action=env] button")
-        page.until("the env refusal", lambda: "nope" in page.text(f"#cluster-{kv} form[data-action=env] .answer"))
+        page.until(
+            "the env refusal", lambda: "nope" in page.text(f"#cluster-{kv} form[data-action=env] .answer")
+        )
         seen["env"] = page.text(f"#cluster-{kv} form[data-action=env] .answer")
         page.type_into(f"#cluster-{kv} form[data-action=scale] input[name=count]", "3")
         page.click(f"#cluster-{kv} form[data-action=scale] button")
-        page.until("the scale job", lambda: "job" in page.text(f"#cluster-{kv} form[data-action=scale] .answer"))
-        seen["scale"] = (page.text(f"#cluster-{kv} form[data-action=scale] .answer"), page.shot("tokens-scaled"))
+        page.until(
+            "the scale job", lambda: "job" in page.text(f"#cluster-{kv} form[data-action=scale] .answer")
+        )
+        seen["scale"] = (
+            page.text(f"#cluster-{kv} form[data-action=scale] .answer"),
+            page.shot("tokens-scaled"),
+        )
         page.until("the scale job in the history", lambda: "scale_out" in page.text("#jobs"))
         page.until("live events with times", lambda: "scale_out" in page.text("#events"))
         seen["events"] = page.text("#events")
 
         # the failed create: retry, then delete only once its name is typed
         page.js("location.hash = arguments[0]", f"#/clusters/{failed}")
-        page.until("the failed cluster", lambda: page.js("const l = document.querySelector('#machine g.state.lit'); return l && l.dataset.state") == "failed")
+        page.until(
+            "the failed cluster",
+            lambda: (
+                page.js(
+                    "const l = document.querySelector('#machine g.state.lit'); return l && l.dataset.state"
+                )
+                == "failed"
+            ),
+        )
         page.until("the failed create's steps", lambda: "failed" in page.text("table.steps"))
         seen["failed"] = (page.text("#job-steps"), page.shot("tokens-failed"))
         page.click(f"#cluster-{failed} button[data-verb=retry]")
-        page.until("the retry job", lambda: "retry: job" in page.text(f"#cluster-{failed} form[data-action=lifecycle] .answer"))
+        page.until(
+            "the retry job",
+            lambda: "retry: job" in page.text(f"#cluster-{failed} form[data-action=lifecycle] .answer"),
+        )
         delete = f"#cluster-{failed} form[data-action=delete]"
         page.type_into(f"{delete} input", "webpag")
-        seen["delete_disabled"] = page.js("return document.querySelector(arguments[0]).disabled", f"{delete} button")
-        page.until("the retry to end", lambda: page.js("const l = document.querySelector('#machine g.state.lit'); return l && l.dataset.state") == "failed")
+        seen["delete_disabled"] = page.js(
+            "return document.querySelector(arguments[0]).disabled", f"{delete} button"
+        )
+        page.until(
+            "the retry to end",
+            lambda: (
+                page.js(
+                    "const l = document.querySelector('#machine g.state.lit'); return l && l.dataset.state"
+                )
+                == "failed"
+            ),
+        )
         page.driver.find_element(By.CSS_SELECTOR, f"{delete} input").send_keys("e")
         page.click(f"{delete} button")
         page.until("the delete job", lambda: "delete: job" in page.text(f"{delete} .answer"))
@@ -251,8 +300,14 @@ def without_tokens(base: str, kv: str, shots: Path) -> dict[str, Any]:
     seen: dict[str, Any] = {}
     try:
         page.driver.get(f"{base}/ui")
-        page.until("the list", lambda: page.view() == "list" and page.rows("#cluster-list tr[data-cluster]", "data-cluster"))
-        seen["list"] = (set(page.rows("#cluster-list tr[data-cluster]", "data-cluster")), page.shot("open-list"))
+        page.until(
+            "the list",
+            lambda: page.view() == "list" and page.rows("#cluster-list tr[data-cluster]", "data-cluster"),
+        )
+        seen["list"] = (
+            set(page.rows("#cluster-list tr[data-cluster]", "data-cluster")),
+            page.shot("open-list"),
+        )
         seen["status"] = page.text("#status")
         seen["page"] = cluster_page_checks(page, kv, "open")
         seen["console"] = page.unauthorized()
@@ -267,7 +322,16 @@ def check_cluster_page(seen: dict[str, Any]) -> None:
     assert (seen["machines"], seen["states"]) == (1, len(graph["states"])), f"drawn once; see {shot}"
     assert seen["lit"] == "active", shot
     # no agent report (no metadata service for these records): unknown, never blank or "down"
-    assert seen["node"].split("\t") == ["data-1", "data", "i-d1", "127.100.9.1", "ready", "unknown", "unknown", "unknown"], shot
+    assert seen["node"].split("\t") == [
+        "data-1",
+        "data",
+        "i-d1",
+        "127.100.9.1",
+        "ready",
+        "unknown",
+        "unknown",
+        "unknown",
+    ], shot
     assert seen["endpoint"].split("\t") == ["client", "tcp", "127.100.9.1:2379, 127.100.9.2:2379"], shot
     assert "upstream → cl-other" in seen["link"], shot
     assert "j-create1\tcreate\tsuccessful" in seen["jobs"] and "7.0 s" in seen["jobs"], shot
@@ -294,9 +358,13 @@ async def test_console_with_tokens_prompts_then_works(api: Client, store: Store,
     assert seen["env"].strip().startswith("env"), seen["env"]
     assert "scale: job j-" in seen["scale"][0], seen["scale"]
     assert re.search(r"^\d\d:\d\d:\d\d  job j-\w+ scale_out running$", seen["events"], re.M), seen["events"]
-    assert "(create, failed)" in seen["failed"][0] and "\nmetadata\tfailed\t" in seen["failed"][0], seen["failed"]
+    assert "(create, failed)" in seen["failed"][0] and "\nmetadata\tfailed\t" in seen["failed"][0], seen[
+        "failed"
+    ]
     assert seen["delete_disabled"] is True
-    assert seen["console"] == [], f"a request was refused after sign-in: {seen['console']}; see {seen['deleted']}"
+    assert seen["console"] == [], (
+        f"a request was refused after sign-in: {seen['console']}; see {seen['deleted']}"
+    )
     assert seen["again"][0] == "the token was refused; sign in again", seen["again"]
     jobs = (await (await api.get(f"/v1/clusters/{kv}/jobs", headers=bearer(ALICE))).json())["jobs"]
     assert {"create", "scale_out"} <= {j["action"] for j in jobs}

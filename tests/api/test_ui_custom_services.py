@@ -72,7 +72,9 @@ async def test_the_page_runs_a_custom_service_and_shows_each_node_s_result(api: 
     await store.put(job_key(cid, done.id), done.dump())
     await store.put(cluster_key(cid), cluster.dump())
 
-    seen = await asyncio.to_thread(use_page, str(api.make_url(f"/ui?access_token={ALICE}")) + f"#/clusters/{cid}", cid)
+    seen = await asyncio.to_thread(
+        use_page, str(api.make_url(f"/ui?access_token={ALICE}")) + f"#/clusters/{cid}", cid
+    )
     assert "service failed" in seen["results"] and "data-1\tfailed\t3\t" in seen["results"], seen["results"]
     assert "custom services\nbackup Run" in seen["results"]
     assert seen["refused"].strip().startswith("params.level: 10 is above the maximum 9")
