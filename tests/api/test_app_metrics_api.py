@@ -12,11 +12,11 @@ from api_helpers import ADMIN, ALICE, BOB, DEAD_CLOUD, bearer, put_data_cluster
 from prometheus_client.parser import text_string_to_metric_families
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
-from test_ui import browser
 
 from pitrix.api.app import APP_METRICS
 from pitrix.api.app_metrics import Ring
 from pitrix.store import Store
+from tests.ui_browser import browser
 
 Client = TestClient[Any, Any]
 APP = {

@@ -12,11 +12,11 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from test_custom_services_api import active_cluster
-from test_ui import browser
 
 from pitrix.runtime.keys import cluster_key, job_key
 from pitrix.runtime.records import Cluster, Job
 from pitrix.store import Store
+from tests.ui_browser import browser
 
 Client = TestClient[Any, Any]
 CARD = """

@@ -12,10 +12,10 @@ from api_helpers import ADMIN, ALICE, BOB, DEAD_CLOUD, bearer, error_of
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from test_custom_services_api import APP, active_cluster
-from test_ui import browser
 from test_ui_custom_services import card_text
 
 from pitrix.store import Store
+from tests.ui_browser import browser
 
 Client = TestClient[Any, Any]
 
