@@ -7,6 +7,7 @@ the cluster's values (or the parameter's default), so the page and ``show`` prin
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Any
 
 from pitrix.runtime.params import CLUSTER_SCOPE
@@ -33,8 +34,17 @@ def _port(cluster: Cluster, port: int | str) -> int | None:
         return None
 
 
+def _ip_order(ip: str) -> tuple[int, int, str]:
+    """Numeric order (10.0.0.2 before 10.0.0.10); anything not an address after, by its text."""
+    try:
+        address = ipaddress.ip_address(ip)
+    except ValueError:
+        return (1, 0, ip)
+    return (0, int(address), ip)
+
+
 def endpoints_view(cluster: Cluster, nodes: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    ips = sorted({n["ip"] for n in nodes if n.get("ip") and n.get("status") != "terminated"})
+    ips = sorted({n["ip"] for n in nodes if n.get("ip") and n.get("status") != "terminated"}, key=_ip_order)
     shown = []
     for name, endpoint in sorted(cluster.app.endpoints.items()):
         port = _port(cluster, endpoint.port)
