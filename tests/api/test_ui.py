@@ -143,7 +143,13 @@ def with_tokens(base: str, kv: str, failed: str, shots: Path) -> dict[str, Any]:
         seen["page"] = cluster_page_checks(page, kv, "tokens")
 
         # actions: a refusal in the API's words, a scale that starts a job, a stop
-        page.type_into(f"#cluster-{kv} form[data-action=env] textarea", '{"nope": "1"}')
+        # typing goes on across a re-draw (the page re-draws on events and every 5 s)
+        env_box = f"#cluster-{kv} form[data-action=env] textarea"
+        page.type_into(env_box, '{"nope"')
+        page.js("render(arguments[0])", kv)
+        page.driver.switch_to.active_element.send_keys(': "1"}')
+        typed = page.js("return document.querySelector(arguments[0]).value", env_box)
+        assert typed == '{"nope": "1"}', f"typing lost across a re-draw: {typed!r}; see {page.shot('typing')}"
         page.click(f"#cluster-{kv} form[data-action=env] button")
         page.until(
             "the env refusal", lambda: "nope" in page.text(f"#cluster-{kv} form[data-action=env] .answer")
