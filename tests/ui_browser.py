@@ -82,7 +82,7 @@ class Page:
 
     def unauthorized(self) -> list[str]:
         """Console lines since the last call that tell of a refused request."""
-        return [e["message"] for e in self.driver.get_log("browser") if "401" in e["message"]]
+        return [e["message"] for e in self.driver.get_log("browser") if "status of 401" in e["message"]]
 
     def type_into(self, selector: str, text: str) -> None:
         field = self.driver.find_element(By.CSS_SELECTOR, selector)
