@@ -114,7 +114,9 @@ def with_tokens(base: str, kv: str, failed: str, shots: Path) -> dict[str, Any]:
         page.driver.get(f"{base}/ui")
         page.until("the sign-in prompt", lambda: page.view() == "login")
         seen["prompt"] = (page.text("#status"), page.shot("tokens-login"))
-        page.unauthorized()  # the probe that found no token was refused: that is how it knows
+        # the probe that found no token was refused (that is how it knows): the console shows it,
+        # which also proves the 401 check below sees refusals
+        seen["probe"] = page.unauthorized()
         page.type_into("#login-token", "not-a-token")
         page.click("#login-form button")
         page.until("the refusal", lambda: page.text("#login-error") == "unknown token")
@@ -282,6 +284,7 @@ async def test_console_with_tokens_prompts_then_works(api: Client, store: Store,
     seen = await asyncio.to_thread(with_tokens, base, kv, failed, tmp_path)
 
     assert seen["prompt"][0] == "signed out", seen["prompt"]
+    assert any("/v1/clusters" in line for line in seen["probe"]), seen["probe"]
     assert seen["list"][0] == {kv, failed}, f"alice's own clusters only; see {seen['list'][1]}"
     assert seen["stored"] == ALICE
     check_cluster_page(seen["page"])
