@@ -213,6 +213,11 @@ def with_tokens(base: str, kv: str, failed: str, shots: Path) -> dict[str, Any]:
         page.js("location.hash = arguments[0]", f"#/clusters/{kv}")
         page.until("the prompt again", lambda: page.view() == "login")
         seen["again"] = (page.text("#login-error"), page.shot("tokens-relogin"))
+        page.type_into("#login-token", ALICE)
+        page.click("#login-form button")
+        nodes = f"#cluster-{kv} table.nodes tr[data-node]"
+        page.until("the page it was on", lambda: page.view() == "cluster" and page.rows(nodes, "data-node"))
+        seen["back"] = page.shot("tokens-back")
         return seen
     finally:
         page.quit()
