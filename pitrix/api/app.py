@@ -16,6 +16,7 @@ from aiohttp import web
 
 from pitrix.api.app_metrics import AppMetricsFeed, AppSeries
 from pitrix.api.auth import Identity, Tokens, auth_middleware, identity_of, require_admin
+from pitrix.api.endpoints import endpoints_view
 from pitrix.api.errors import errors_middleware, json_body
 from pitrix.api.events import EventHub, cluster_view
 from pitrix.api.guard import Guard, guard_middleware
@@ -26,7 +27,6 @@ from pitrix.api.ui import ui_page
 from pitrix.appcenter.importer import PackageError, import_package
 from pitrix.runtime.actions import BY_VERB, TRANSITIONAL
 from pitrix.runtime.catalog import AppCatalog
-from pitrix.runtime.endpoints import resolved as resolved_endpoints
 from pitrix.runtime.lifecycle import STATES
 from pitrix.runtime.records import Cluster, Job, Runtime
 from pitrix.runtime.service import InvalidRequest, RuntimeService
@@ -347,16 +347,6 @@ async def show_cluster(request: web.Request) -> web.Response:
             s.model_dump(mode="json") for s in await service.job_steps(cluster.id, job.id)
         ]
     return web.json_response(data)
-
-
-def endpoints_view(cluster: Cluster, nodes: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
-    """The app's endpoints, each port as the number it is now (``env.<key>``: that parameter's
-    value; 0: none fixed), and the nodes' addresses to reach it at."""
-    shown = resolved_endpoints(cluster.app, cluster.env)
-    where = [n["ip"] for n in nodes if n.get("ip")]
-    for entry in shown.values():
-        entry["addresses"] = [f"{ip}:{entry['port']}" for ip in where] if entry["port"] else where
-    return shown
 
 
 # Actions read the cluster once, where they are judged: another owner's cluster is a 404 there.

@@ -1,6 +1,7 @@
-"""The web page of the admin API: every cluster with its state machine (current state lit) and nodes.
+"""The web console of the admin API: a list of clusters and a page per cluster with its actions.
 
-It is one self-contained page, live from the SSE stream; the state machine it draws is read from
+It is one self-contained page (no build step, nothing fetched from elsewhere), live from the SSE
+stream, that only calls the admin API the CLI calls. The state machine it draws (once) is read from
 the lifecycle table the actions declare, so the drawing cannot drift from the lifecycle.
 """
 

@@ -12,11 +12,11 @@ from api_helpers import ADMIN, ALICE, BOB, DEAD_CLOUD, bearer, put_data_cluster
 from prometheus_client.parser import text_string_to_metric_families
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
-from test_ui import browser
 
 from pitrix.api.app import APP_METRICS
 from pitrix.api.app_metrics import Ring
 from pitrix.store import Store
+from tests.ui_browser import browser
 
 Client = TestClient[Any, Any]
 APP = {
@@ -140,7 +140,9 @@ async def test_the_page_plots_the_last_hour_per_node(api: Client, store: Store) 
     assert (await api.post("/v1/runtimes", json=DEAD_CLOUD, headers=bearer(ADMIN))).status == 201
     cid = await metered_cluster(store)
     await feed_reports(api, cid, 4)
-    seen = await asyncio.to_thread(plotted, str(api.make_url(f"/ui?access_token={ALICE}")), cid)
+    seen = await asyncio.to_thread(
+        plotted, str(api.make_url(f"/ui?access_token={ALICE}")) + f"#/clusters/{cid}", cid
+    )
     assert sorted(seen["lines"]) == [
         ["keys", "data-1", 4, 4],
         ["keys", "data-2", 4, 4],

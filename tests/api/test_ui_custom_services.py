@@ -12,11 +12,11 @@ from selenium import webdriver
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from test_custom_services_api import active_cluster
-from test_ui import browser
 
 from pitrix.runtime.keys import cluster_key, job_key
 from pitrix.runtime.records import Cluster, Job
 from pitrix.store import Store
+from tests.ui_browser import browser
 
 Client = TestClient[Any, Any]
 CARD = """
@@ -72,7 +72,9 @@ async def test_the_page_runs_a_custom_service_and_shows_each_node_s_result(api: 
     await store.put(job_key(cid, done.id), done.dump())
     await store.put(cluster_key(cid), cluster.dump())
 
-    seen = await asyncio.to_thread(use_page, str(api.make_url(f"/ui?access_token={ALICE}")), cid)
+    seen = await asyncio.to_thread(
+        use_page, str(api.make_url(f"/ui?access_token={ALICE}")) + f"#/clusters/{cid}", cid
+    )
     assert "service failed" in seen["results"] and "data-1\tfailed\t3\t" in seen["results"], seen["results"]
     assert "custom services\nbackup Run" in seen["results"]
     assert seen["refused"].strip().startswith("params.level: 10 is above the maximum 9")

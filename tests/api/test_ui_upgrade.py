@@ -12,10 +12,10 @@ from api_helpers import ADMIN, ALICE, BOB, DEAD_CLOUD, bearer, error_of
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 from test_custom_services_api import APP, active_cluster
-from test_ui import browser
 from test_ui_custom_services import card_text
 
 from pitrix.store import Store
+from tests.ui_browser import browser
 
 Client = TestClient[Any, Any]
 
@@ -72,7 +72,9 @@ async def test_the_dry_run_refusals_and_the_page_s_upgrade_form(api: Client, sto
     )
     assert error["field"] == "env.data.x"
 
-    seen = await asyncio.to_thread(use_page, str(api.make_url(f"/ui?access_token={ALICE}")), cid)
+    seen = await asyncio.to_thread(
+        use_page, str(api.make_url(f"/ui?access_token={ALICE}")) + f"#/clusters/{cid}", cid
+    )
     assert seen["options"] == "2.0"  # the app's versions but the cluster's own
     assert "+ env.data.cache-mb = 64" in seen["preview"] and "data:canary data-1" in seen["preview"]
     assert seen["started"].startswith("job j-")

@@ -4,6 +4,9 @@ items at pitrixd's /metrics labelled by cluster, role and node, the last hour pe
 
 from __future__ import annotations
 
+import asyncio
+import re
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,6 +18,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from test_lifecycle import expect
 
 from pitrix.api.app import create_app
+from tests.ui_browser import Page
 
 pytestmark = pytest.mark.e2e
 
@@ -57,7 +61,42 @@ def series(text: str) -> dict[str, list[tuple[dict[str, str], float]]]:
     return out
 
 
-async def test_monitor_items_alert_states_and_the_last_hour_per_node(cloud: Cloud, tmp_path: Path) -> None:
+NODE_ROWS = """
+return Object.fromEntries([...document.querySelectorAll('table.nodes tr[data-node]')]
+  .map((row) => [row.dataset.node, row.innerText]));
+"""
+
+
+@pytest.fixture
+def console(tmp_path: Path) -> Iterator[Page]:
+    """The web console in headless Chromium, on this test's cluster (screenshots in tmp_path)."""
+    page = Page(tmp_path)
+    try:
+        yield page
+    finally:
+        page.quit()
+
+
+def node_rows(
+    page: Page, url: str | None, want: Callable[[dict[str, str]], bool], what: str
+) -> dict[str, str]:
+    """In a thread (selenium blocks): the console's node rows once ``want`` holds of them."""
+    if url is not None:
+        page.driver.get(url)
+    rows: dict[str, str] = {}
+
+    def ready() -> bool:
+        rows.clear()
+        rows.update(page.js(NODE_ROWS))
+        return want(rows)
+
+    page.until(what, ready)
+    return rows
+
+
+async def test_monitor_items_alert_states_and_the_last_hour_per_node(
+    cloud: Cloud, tmp_path: Path, console: Page
+) -> None:
     service = cloud.service
     cluster, _ = await service.create_cluster(owner="o", runtime="sim", app=small_app())
     cid = cluster.id
@@ -92,6 +131,18 @@ async def test_monitor_items_alert_states_and_the_last_hour_per_node(cloud: Clou
             "item": "ticks",
             "unit": "",
         }
+        # The console (token-less, as this API is) shows what the agents report: alive, healthy, a revision.
+        healthy = re.compile(r"\thealthy\talive\tr\d+$")
+        url = f"{str(api.make_url('')).rstrip('/')}/ui#/clusters/{cid}"
+        rows = await asyncio.to_thread(
+            node_rows,
+            console,
+            url,
+            lambda r: len(r) == 2 and all(healthy.search(t) for t in r.values()),
+            "both nodes alive, healthy and at a revision",
+        )
+        shot = console.shot("console-healthy")
+        assert sorted(rows) == ["node-1", "node-2"], (rows, shot)
         gauges = mine(found, "pitrix_app_gauge")
         assert set(gauges) == {"node-1:load1", "node-2:load1"}  # "chatter" is not declared: ignored
         gauge = next(labels for labels, _ in found["pitrix_app_gauge"] if labels["cluster"] == cid)
@@ -134,6 +185,16 @@ async def test_monitor_items_alert_states_and_the_last_hour_per_node(cloud: Clou
             return found if down and sick else None
 
         found = await eventually("node-1 silent and node-2 unhealthy", alerting, 60)
+        rows = await asyncio.to_thread(
+            node_rows,
+            console,
+            None,  # the open page asks again on its own
+            lambda r: "\tsilent\t" in r.get("node-1", "") and "\tunhealthy" in r.get("node-2", ""),
+            "node-1 silent and node-2 unhealthy on the console",
+        )
+        shot = console.shot("console-alerting")
+        assert "\talive\t" in rows["node-2"], (rows, shot)
+        assert console.unauthorized() == [], shot
         assert mine(found, "pitrix_node_silent")["node-2:"] == 0.0
         assert [v for labels, v in found["pitrix_nodes_silent"]] == [1.0]  # the sum over all clusters
         await service.act(cid, "service", {"name": "fail", "nodes": ["node-2"]})
