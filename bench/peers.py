@@ -44,6 +44,8 @@ PEERS: dict[str, Peer] = {
         Peer("confd", "github.com/kelseyhightower/confd", "github.com/kelseyhightower/confd"),
         Peer("metad", "github.com/openpitrix/metad", "openpitrix.io/metad"),
         Peer("yunify-metad", "github.com/yunify/metad", "github.com/yunify/metad"),
+        # AppCenter's confd (a fork keeping the upstream import path): what QingCloud's VMs render with.
+        Peer("confd-yunify", "github.com/yunify/confd", "github.com/kelseyhightower/confd"),
     )
 }
 
