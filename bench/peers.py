@@ -12,6 +12,7 @@ Prepare one from a git clone or mirror of the peer (no network is used here)::
 
     python -m bench.peers prepare confd --from /path/to/confd.git   # kelseyhightower/confd
     python -m bench.peers prepare metad --from /path/to/metad.git   # openpitrix/metad
+    python -m bench.peers prepare confd-yunify --from /path/to/confd.git  # yunify/confd (AppCenter)
     python -m bench.peers build                                      # build (or find) them all
 """
 
@@ -44,6 +45,8 @@ PEERS: dict[str, Peer] = {
         Peer("confd", "github.com/kelseyhightower/confd", "github.com/kelseyhightower/confd"),
         Peer("metad", "github.com/openpitrix/metad", "openpitrix.io/metad"),
         Peer("yunify-metad", "github.com/yunify/metad", "github.com/yunify/metad"),
+        # AppCenter's confd (a fork keeping the upstream import path): what QingCloud's VMs render with.
+        Peer("confd-yunify", "github.com/yunify/confd", "github.com/kelseyhightower/confd"),
     )
 }
 
