@@ -1,0 +1,118 @@
+"""Sandboxed VMs: the simulator's side (starting one, entering one).
+
+An ordinary simulated VM is a directory and processes whose absolute paths are the host's; an
+image marked sandboxed (``etc/pitrix-sim/sandbox``, see :mod:`simulator.images`) gets a VM whose
+processes see its root as ``/`` (``simulator/sandbox_init.py`` builds that view and is the VM's
+init). Inside, ``PITRIX_VM_ROOT`` is ``/`` and ``HOME`` is ``/root``, as on a real instance.
+
+The network namespace stays the host's, so the VM keeps its own loopback address and reaches
+metad; processes keep the ``PITRIX_VM_ID`` marker, so :mod:`simulator.processes` finds and kills
+them as it does any VM's (and whatever the marker misses dies with the namespace's init).
+Building the view needs root (mount and PID namespaces, overlays): CI and the development
+machines run as root.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+from pathlib import Path
+
+from simulator.processes import MARKER, Spawned
+
+INIT_SCRIPT = Path(__file__).resolve().parent / "sandbox_init.py"
+WORK_DIR = "sandbox"  # under the VM's home (beside its root): overlay scratch, the init's pid
+HOSTS = "etc/hosts"
+HOSTNAME = "etc/hostname"
+
+
+class NotRunning(RuntimeError):
+    """The sandboxed VM has no live init to enter."""
+
+
+def python_paths() -> list[str]:
+    """What a Python process of this project needs to see at its host path inside the VM: the
+    interpreter's prefixes, the virtualenv, every import path (a source tree on PYTHONPATH)."""
+    paths = {sys.prefix, sys.base_prefix, sys.exec_prefix, os.path.dirname(os.path.realpath(sys.executable))}
+    paths.update(p for p in sys.path if p and os.path.isabs(p))
+    paths.update(p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p and os.path.isabs(p))
+    paths.add(str(Path(__file__).resolve().parent.parent))  # the source tree holding simulator/
+    return sorted(p for p in paths if os.path.exists(p))
+
+
+def inside_environ(environ: dict[str, str]) -> dict[str, str]:
+    """A VM's environment as seen from inside its sandbox: its root is ``/``."""
+    return environ | {"PITRIX_VM_ROOT": "/", "HOME": "/root"}
+
+
+def prepare_root(root: Path, instance_id: str, ip: str, shared_dirs: tuple[str, ...] = ()) -> None:
+    """The files a machine has of its own, when the image brings none: ``/etc/hosts`` naming the
+    VM (the host's would show through the overlay otherwise) and ``/etc/hostname``. The shared
+    directories are bound at boot, so they must exist by then."""
+    (root / "var/log").mkdir(parents=True, exist_ok=True)
+    for shared in shared_dirs:
+        Path(shared).mkdir(parents=True, exist_ok=True)
+    hosts = root / HOSTS
+    if not hosts.exists():
+        hosts.parent.mkdir(parents=True, exist_ok=True)
+        hosts.write_text(f"127.0.0.1\tlocalhost\n{ip}\t{instance_id}\n")
+    hostname = root / HOSTNAME
+    if not hostname.exists():
+        hostname.write_text(instance_id + "\n")
+
+
+def spawn_sandboxed(
+    *,
+    root: Path,
+    home: Path,
+    hostname: str,
+    env: dict[str, str],
+    log: Path,
+    userdata: str,
+    read_write: list[str],
+) -> Spawned:
+    """Start the VM's launcher (it exits with userdata's status; the VM's init lives on).
+
+    ``userdata`` is a path inside the VM ("" for none); ``read_write`` are host directories the
+    VM sees at the same path (the simulator's volumes, which attached devices link to).
+    """
+    config = {
+        "root": str(root),
+        "work": str(home / WORK_DIR),
+        "hostname": hostname,
+        "userdata": userdata,
+        "read_only": python_paths(),
+        "read_write": read_write,
+    }
+    pid = os.posix_spawn(
+        sys.executable,
+        [sys.executable, "-I", "-S", str(INIT_SCRIPT), json.dumps(config)],
+        env,
+        file_actions=[
+            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+            (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+            (os.POSIX_SPAWN_DUP2, 1, 2),
+        ],
+        setsid=True,
+    )
+    return Spawned(pid)
+
+
+def init_pid(home: Path, instance_id: str) -> int:
+    """The host pid of the VM's init, checked to be alive and this VM's (a pid can be reused)."""
+    try:
+        pid = int((home / WORK_DIR / "init.pid").read_text())
+        environ = Path(f"/proc/{pid}/environ").read_bytes()
+    except (OSError, ValueError):
+        raise NotRunning("the VM's init is not running") from None
+    if f"{MARKER}={instance_id}".encode() not in environ.split(b"\0"):
+        raise NotRunning("the VM's init is not running")
+    return pid
+
+
+def enter_command(home: Path, instance_id: str) -> list[str]:
+    """The argv prefix that runs a command inside the VM: its namespaces, root and working
+    directory (``nsenter``, util-linux)."""
+    pid = init_pid(home, instance_id)
+    return ["nsenter", f"--target={pid}", "--mount", "--uts", "--ipc", "--pid", "--root", "--wd", "--"]
