@@ -62,6 +62,13 @@ def prepare_root(root: Path, instance_id: str, ip: str, shared_dirs: tuple[str, 
         hostname.write_text(instance_id + "\n")
 
 
+READY_FD = 3  # the launcher says "ready" (or why not) on this descriptor
+
+
+class SetupFailed(RuntimeError):
+    """The sandbox could not be built: the VM does not boot."""
+
+
 def spawn_sandboxed(
     *,
     root: Path,
@@ -71,8 +78,9 @@ def spawn_sandboxed(
     log: Path,
     userdata: str,
     read_write: list[str],
-) -> Spawned:
-    """Start the VM's launcher (it exits with userdata's status; the VM's init lives on).
+) -> tuple[Spawned, int]:
+    """Start the VM's launcher (it exits with userdata's status; the VM's init lives on), and
+    the read end of the pipe it reports on (see :func:`wait_ready`).
 
     ``userdata`` is a path inside the VM ("" for none); ``read_write`` are host directories the
     VM sees at the same path (the simulator's volumes, which attached devices link to).
@@ -84,19 +92,42 @@ def spawn_sandboxed(
         "userdata": userdata,
         "read_only": python_paths(),
         "read_write": read_write,
+        "ready_fd": READY_FD,
     }
-    pid = os.posix_spawn(
-        sys.executable,
-        [sys.executable, "-I", "-S", str(INIT_SCRIPT), json.dumps(config)],
-        env,
-        file_actions=[
-            (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
-            (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
-            (os.POSIX_SPAWN_DUP2, 1, 2),
-        ],
-        setsid=True,
-    )
-    return Spawned(pid)
+    read, write = os.pipe()
+    try:
+        pid = os.posix_spawn(
+            sys.executable,
+            [sys.executable, "-I", "-S", str(INIT_SCRIPT), json.dumps(config)],
+            env,
+            file_actions=[
+                (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
+                (os.POSIX_SPAWN_OPEN, 1, str(log), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o644),
+                (os.POSIX_SPAWN_DUP2, 1, 2),
+                (os.POSIX_SPAWN_DUP2, write, READY_FD),
+            ],
+            setsid=True,
+        )
+    except BaseException:
+        os.close(read)
+        raise
+    finally:
+        os.close(write)
+    return Spawned(pid), read
+
+
+def wait_ready(read: int) -> None:
+    """Block until the launcher says the VM's init runs; raise with its reason if it failed.
+    (Blocking: call it in a worker thread.)"""
+    said = b""
+    try:
+        while chunk := os.read(read, 4096):
+            said += chunk
+            if said == b"ready":
+                return
+    finally:
+        os.close(read)
+    raise SetupFailed(said.decode(errors="replace") or "sandbox: the launcher exited before the VM was up")
 
 
 def init_pid(home: Path, instance_id: str) -> int:

@@ -211,6 +211,13 @@ def _init(config: dict[str, object], hardware: list[tuple[str, str]], report: in
     _mount("proc", proc, "proc", MS_NOSUID | MS_NODEV | MS_NOEXEC)
     for copy, name in hardware:
         _mount(copy, os.path.join(proc, name), None, MS_BIND)
+    # The kernel's settings are the host's (one kernel): read-only, as a container has them.
+    for sub in ("sys", "sysrq-trigger"):
+        path = os.path.join(proc, sub)
+        if not os.path.exists(path):
+            continue
+        _mount(path, path, None, MS_BIND | MS_REC)
+        _mount(None, path, None, MS_BIND | MS_REMOUNT | MS_RDONLY)
     os.chroot(root)
     os.chdir("/")
     signal.signal(signal.SIGTERM, lambda *_: None)  # PID 1 is sent only signals it handles
@@ -258,15 +265,20 @@ def _init(config: dict[str, object], hardware: list[tuple[str, str]], report: in
 
 def main() -> None:
     config = json.loads(sys.argv[1])
+    ready = int(config.get("ready_fd", -1))  # type: ignore[call-overload]
     try:
         hardware = _build(config)
     except (SetupError, OSError) as exc:
         print(f"sandbox: {exc}", file=sys.stderr, flush=True)
+        if ready >= 0:
+            os.write(ready, f"sandbox: {exc}".encode())
         os._exit(SETUP_FAILED)
     read, write = os.pipe()
     pid = os.fork()
     if pid == 0:
         os.close(read)
+        if ready >= 0:
+            os.close(ready)
         try:
             _init(config, hardware, write)
         except BaseException as exc:  # PID 1 must not unwind into the launcher's code
@@ -278,6 +290,9 @@ def main() -> None:
     with open(pidfile + ".tmp", "w") as out:
         out.write(f"{pid}\n")
     os.replace(pidfile + ".tmp", pidfile)
+    if ready >= 0:
+        os.write(ready, b"ready")
+        os.close(ready)
     said = b""
     while chunk := os.read(read, 64):
         said += chunk

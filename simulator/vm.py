@@ -26,7 +26,7 @@ import asyncssh
 from pitrix.logs import get_logger
 from simulator.light_agent import LightAgent
 from simulator.processes import Spawned, kill_vm_processes, spawn_script
-from simulator.sandbox import enter_command, inside_environ, prepare_root, spawn_sandboxed
+from simulator.sandbox import enter_command, inside_environ, prepare_root, spawn_sandboxed, wait_ready
 from simulator.ssh import load_host_key
 
 USERDATA_PATH = "etc/qingcloud/userdata/userdata.sh"
@@ -151,7 +151,7 @@ class VM:
         if self.userdata is not None:
             await asyncio.to_thread(self._write_userdata, script)
         await asyncio.to_thread(prepare_root, self.root, self.instance_id, self.ip, self.shared_dirs)
-        self._userdata_proc = spawn_sandboxed(
+        self._userdata_proc, ready = spawn_sandboxed(
             root=self.root,
             home=self.home,
             hostname=self.instance_id,
@@ -161,6 +161,7 @@ class VM:
             read_write=list(self.shared_dirs),
         )
         self._reaper = asyncio.create_task(self._reap(self._userdata_proc), name=f"reap-{self.instance_id}")
+        await asyncio.to_thread(wait_ready, ready)  # a sandbox that cannot be built fails the boot
 
     def enter_command(self) -> list[str]:
         """For a sandboxed VM: the argv prefix that runs a command inside it (raises if it is down)."""
