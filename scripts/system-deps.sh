@@ -6,6 +6,7 @@
 #   chromium, chromedriver   the admin API's web page is tested in headless Chromium
 #   redis-server, redis-sentinel, redis-cli   examples/redis runs the real Redis in simulator VMs
 #   go                 bench/peers.py builds confd and Go metad from source; its tests build a broken tree
+#   python3, curl      the AppCenter sandbox e2e test's image runs Debian's python3 and curl in the VM
 set -euo pipefail
 missing=()
 [ -x /usr/bin/etcd ] || missing+=(etcd-server)
@@ -15,6 +16,8 @@ command -v chromedriver >/dev/null || missing+=(chromium-driver)
 [ -x /usr/bin/redis-server ] || missing+=(redis-server)
 [ -x /usr/bin/redis-sentinel ] || missing+=(redis-sentinel)
 command -v go >/dev/null || missing+=(golang-go)
+[ -x /usr/bin/python3 ] || missing+=(python3)
+[ -x /usr/bin/curl ] || missing+=(curl)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
     echo "system-deps: missing Debian packages: ${missing[*]}" >&2

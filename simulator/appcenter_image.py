@@ -65,7 +65,7 @@ def _copy_tree(source: Path, dest: Path, done: list[str]) -> None:
         rel = path.relative_to(source)
         parts = rel.parts
         if parts[0] in MERGED and os.path.islink("/" + parts[0]):
-            rel = Path(os.readlink("/" + parts[0])).joinpath(*parts)  # lib/x -> usr/lib/x
+            rel = Path(os.readlink("/" + parts[0])).joinpath(*parts[1:])  # lib/x -> usr/lib/x
         target = dest / rel
         if path.is_symlink():
             target.parent.mkdir(parents=True, exist_ok=True)
