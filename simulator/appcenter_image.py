@@ -82,7 +82,7 @@ def _copy_tree(source: Path, dest: Path, done: list[str]) -> None:
 
 def _join_templates(templates: Path, header: list[Path]) -> list[str]:
     """``templates/<name>/*.tmpl`` into ``templates/<name>.tmpl`` (the folder is removed)."""
-    joined = []
+    joined: list[str] = []
     if not templates.is_dir():
         return joined
     for folder in sorted(p for p in templates.iterdir() if p.is_dir()):
@@ -146,12 +146,12 @@ def build_image(recipe: ImageRecipe, out_dir: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(SHIMS_DIR / shim, target)
         target.chmod(0o755)
-    for path, target in recipe.links.items():
-        link = dest / path.lstrip("/")
+    for inside, pointing in recipe.links.items():
+        link = dest / inside.lstrip("/")
         link.parent.mkdir(parents=True, exist_ok=True)
         if link.is_symlink() or link.exists():
             link.unlink()
-        link.symlink_to(target)
+        link.symlink_to(pointing)
     marker = dest / SANDBOX_MARKER
     marker.parent.mkdir(parents=True, exist_ok=True)
     marker.write_text("")
@@ -163,7 +163,7 @@ def build_image(recipe: ImageRecipe, out_dir: Path) -> Path:
         f"Shims: {', '.join(f'/{w}' for w in SHIMS.values())}.",
     ]
     readme += [f"Joined template: {line}." for line in joined]
-    readme += [f"Link: {path} -> {target}." for path, target in recipe.links.items()]
+    readme += [f"Link: {inside} -> {target}." for inside, target in recipe.links.items()]
     readme += recipe.init_lines
     (dest / "README.md").write_text("\n".join(readme) + "\n")
     return dest

@@ -265,7 +265,7 @@ def _init(config: dict[str, object], hardware: list[tuple[str, str]], report: in
 
 def main() -> None:
     config = json.loads(sys.argv[1])
-    ready = int(config.get("ready_fd", -1))  # type: ignore[call-overload]
+    ready = int(str(config.get("ready_fd", -1)))
     try:
         hardware = _build(config)
     except (SetupError, OSError) as exc:
