@@ -28,6 +28,7 @@ import aiohttp
 import pytest
 import yaml
 from e2e_cloud import Cloud, simulated_cloud
+from redis_client import eventually
 from test_lifecycle import expect
 
 from pitrix.store import Store
@@ -83,9 +84,12 @@ async def test_appcenter_package_runs_sandboxed(cloud: Cloud) -> None:
     assert (await service.get_job(cid, job.id)).status == "successful"
     nodes = await service.nodes(cid)
     ips = sorted(n.ip for n in nodes)
-    for n in nodes:
-        seen = await answer(cloud.http, n.ip)
-        assert seen["peers"] == ips, (n.node_id, seen)  # re-rendered, and restarted by the shim
+
+    async def both_know_both() -> bool | None:  # re-rendered, and restarted by the shim
+        seen = [(await answer(cloud.http, n.ip))["peers"] for n in nodes]
+        return True if all(peers == ips for peers in seen) else None
+
+    await eventually(both_know_both, 60, f"both nodes serving peers {ips}")
 
     if importlib.util.find_spec("pitrix.agent.metadata_proxy") is not None:
         job = await service.act(cid, "service", {"name": "whoami"})
