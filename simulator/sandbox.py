@@ -16,12 +16,17 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
+import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from simulator.processes import MARKER, Spawned
 
 INIT_SCRIPT = Path(__file__).resolve().parent / "sandbox_init.py"
+NET_SOURCE = Path(__file__).resolve().parent / "sandbox_net.c"
+NET_LIBRARY = "libpitrix-sandbox-net.so"
 WORK_DIR = "sandbox"  # under the VM's home (beside its root): overlay scratch, the init's pid
 HOSTS = "etc/hosts"
 HOSTNAME = "etc/hostname"
@@ -41,9 +46,37 @@ def python_paths() -> list[str]:
     return sorted(p for p in paths if os.path.exists(p))
 
 
-def inside_environ(environ: dict[str, str]) -> dict[str, str]:
-    """A VM's environment as seen from inside its sandbox: its root is ``/``."""
-    return environ | {"PITRIX_VM_ROOT": "/", "HOME": "/root"}
+def inside_environ(environ: dict[str, str], preload: str = "") -> dict[str, str]:
+    """A VM's environment as seen from inside its sandbox: its root is ``/`` (and ``preload``, the
+    address library, is loaded into its dynamically linked programs)."""
+    inside = environ | {"PITRIX_VM_ROOT": "/", "HOME": "/root"}
+    if preload:
+        inside["LD_PRELOAD"] = preload
+    return inside
+
+
+def net_library(cache: Path) -> str:
+    """``sandbox_net.c`` compiled (once per source change) into ``cache``; "" without a C compiler
+    (then a VM that listens on 0.0.0.0 takes the port on every address of the host).
+
+    Blocking: call it in a worker thread. Concurrent boots may compile it at once: each writes
+    its own file and renames it into place.
+    """
+    library = cache / NET_LIBRARY
+    if library.exists() and library.stat().st_mtime >= NET_SOURCE.stat().st_mtime:
+        return str(library)
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        return ""
+    cache.mkdir(parents=True, exist_ok=True)
+    partial = cache / f"{NET_LIBRARY}.{os.getpid()}.{threading.get_ident()}"
+    subprocess.run(
+        [compiler, "-shared", "-fPIC", "-O2", "-o", str(partial), str(NET_SOURCE), "-ldl"],
+        check=True,
+        capture_output=True,
+    )
+    os.replace(partial, library)
+    return str(library)
 
 
 def prepare_root(root: Path, instance_id: str, ip: str, shared_dirs: tuple[str, ...] = ()) -> None:
@@ -78,6 +111,7 @@ def spawn_sandboxed(
     log: Path,
     userdata: str,
     read_write: list[str],
+    read_only: tuple[str, ...] = (),
 ) -> tuple[Spawned, int]:
     """Start the VM's launcher (it exits with userdata's status; the VM's init lives on), and
     the read end of the pipe it reports on (see :func:`wait_ready`).
@@ -90,7 +124,7 @@ def spawn_sandboxed(
         "work": str(home / WORK_DIR),
         "hostname": hostname,
         "userdata": userdata,
-        "read_only": python_paths(),
+        "read_only": python_paths() + list(read_only),
         "read_write": read_write,
         "ready_fd": READY_FD,
     }

@@ -26,7 +26,14 @@ import asyncssh
 from pitrix.logs import get_logger
 from simulator.light_agent import LightAgent
 from simulator.processes import Spawned, kill_vm_processes, spawn_script
-from simulator.sandbox import enter_command, inside_environ, prepare_root, spawn_sandboxed, wait_ready
+from simulator.sandbox import (
+    enter_command,
+    inside_environ,
+    net_library,
+    prepare_root,
+    spawn_sandboxed,
+    wait_ready,
+)
 from simulator.ssh import load_host_key
 
 USERDATA_PATH = "etc/qingcloud/userdata/userdata.sh"
@@ -99,6 +106,7 @@ class VM:
     light: bool = False
     sandbox: bool = False  # the image asks for a sandbox (simulator/sandbox.py): its root is "/"
     shared_dirs: tuple[str, ...] = ()  # host directories a sandboxed VM sees (the volumes)
+    preload: str = ""  # a sandboxed VM's address library (simulator/sandbox_net.c), once built
     crashed: bool = False  # a crash fault: processes dead, SSH silent, status still "running"
     cut_off: bool = False  # a metadata cut fault: the agent is frozen until healed
     command_delay: float = 0.0  # the "slow commands" fault, seconds before each SSH command
@@ -151,6 +159,7 @@ class VM:
         if self.userdata is not None:
             await asyncio.to_thread(self._write_userdata, script)
         await asyncio.to_thread(prepare_root, self.root, self.instance_id, self.ip, self.shared_dirs)
+        self.preload = await asyncio.to_thread(net_library, self.home.parent.parent / "sandbox-net")
         self._userdata_proc, ready = spawn_sandboxed(
             root=self.root,
             home=self.home,
@@ -159,6 +168,7 @@ class VM:
             log=self.root / USERDATA_LOG,
             userdata="/" + USERDATA_PATH if self.userdata is not None else "",
             read_write=list(self.shared_dirs),
+            read_only=(os.path.dirname(self.preload),) if self.preload else (),
         )
         self._reaper = asyncio.create_task(self._reap(self._userdata_proc), name=f"reap-{self.instance_id}")
         await asyncio.to_thread(wait_ready, ready)  # a sandbox that cannot be built fails the boot
@@ -171,7 +181,7 @@ class VM:
         # What it was booted with, as the cloud sized it (a resize shows from the next boot).
         sized = {"PITRIX_VM_CPU": str(self.cpu), "PITRIX_VM_MEMORY": str(self.memory)}
         environ = vm_environ(self.root, self.instance_id, self.ip) | sized
-        return inside_environ(environ) if self.sandbox else environ
+        return inside_environ(environ, self.preload) if self.sandbox else environ
 
     def _write_userdata(self, script: Path) -> None:
         """Readable by the VM's root alone, as a real image keeps it: userdata may hold a

@@ -9,7 +9,8 @@ One cluster, one node then two, then deleted:
   another user; the web server it starts answers from inside the sandbox (its ``/`` is the VM
   root, its host name the instance id), and nothing was written to the host's ``/opt``;
 - scale to two: the template re-renders on the first node and its reload restarts the unit, so
-  both answer with both addresses; ``curl http://metadata/self/host/ip`` (plain-HTTP metadata,
+  both answer with both addresses (both listen on 0.0.0.0:8080, which each VM's address library
+  turns into its own address); ``curl http://metadata/self/host/ip`` (plain-HTTP metadata,
   when the agent serves it) answers each node its own address;
 - delete: every process of both VMs is gone, those running as another user included.
 """

@@ -1,7 +1,8 @@
 """Sandboxed VMs (images holding etc/pitrix-sim/sandbox): the VM root is ``/`` for its processes.
 
 One VM shows the view (its own files at absolute paths, the host's system directories beneath
-as overlays whose writes stay in the VM, its own host name and PID namespace), SSH landing in
+as overlays whose writes stay in the VM, its own host name and PID namespace, its address for
+0.0.0.0), SSH landing in
 it, the systemctl shim starting a unit as another user, and stop killing everything; a second
 image that cannot be laid out fails its boot with the reason.
 """
@@ -36,6 +37,7 @@ echo "root=$PITRIX_VM_ROOT home=$HOME host=$(hostname) pid=$$"
 cat /opt/app/hello
 echo mine > /etc/mine.conf
 systemctl start pause && systemctl is-active pause
+/usr/bin/python3 -c 'import socket; s = socket.socket(); s.bind(("0.0.0.0", 0)); print(s.getsockname()[0])'
 """
 
 
@@ -93,7 +95,7 @@ async def test_a_sandboxed_vm_sees_its_root_as_slash(sim: Simulator) -> None:
     assert vm is not None and await asyncio.wait_for(vm.userdata_finished(), 30) == 0
     log = (vm.root / "var/log/userdata.log").read_text()
     assert f"root=/ home=/root host={iid} pid=2\n" in log  # PID 1 is the VM's init
-    assert "hello from the image\nactive\n" in log
+    assert f"hello from the image\nactive\n{vm.ip}\n" in log  # 0.0.0.0 is the VM's own address
     assert (vm.root / "etc/mine.conf").read_text() == "mine\n"  # the overlay's upper layer is the VM's
     assert not on_host("/etc/mine.conf")
     assert (vm.root / "etc/hosts").read_text() == f"127.0.0.1\tlocalhost\n{vm.ip}\t{iid}\n"
