@@ -19,6 +19,8 @@ Template folders (``templates/<name>/NN.part.tmpl``) are joined into ``templates
 name order, each part followed by a newline, after the ``confd_header`` files if given (the
 packages take that header from a shared role). Top-level ``bin``, ``sbin``, ``lib``... of the tree
 go under ``usr/`` where the host's are merged-usr links (a sandbox keeps the host's links).
+Scripts (``*.sh``) and files in a ``bin`` folder are made executable, as the packages' builds do
+(a checkout does not always keep the mode).
 """
 
 from __future__ import annotations
@@ -77,6 +79,8 @@ def _copy_tree(source: Path, dest: Path, done: list[str]) -> None:
         else:
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(path, target)
+            if path.suffix == ".sh" or target.parent.name == "bin":
+                target.chmod(target.stat().st_mode | 0o755)  # the packages' builds make them so
         done.append(str(rel))
 
 
