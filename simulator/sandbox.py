@@ -29,6 +29,7 @@ NET_SOURCE = Path(__file__).resolve().parent / "sandbox_net.c"
 NET_LIBRARY = "libpitrix-sandbox-net.so"
 WORK_DIR = "sandbox"  # under the VM's home (beside its root): overlay scratch, the init's pid
 HOSTS = "etc/hosts"
+BASE_DIRS = ("var/log", "var/lib", "var/cache", "var/spool", "var/opt", "opt")
 HOSTNAME = "etc/hostname"
 
 
@@ -83,7 +84,8 @@ def prepare_root(root: Path, instance_id: str, ip: str, shared_dirs: tuple[str, 
     """The files a machine has of its own, when the image brings none: ``/etc/hosts`` naming the
     VM (the host's would show through the overlay otherwise) and ``/etc/hostname``. The shared
     directories are bound at boot, so they must exist by then."""
-    (root / "var/log").mkdir(parents=True, exist_ok=True)
+    for sub in BASE_DIRS:  # as a machine has them (a userdata's `umask 077; mkdir -p` makes 0700)
+        (root / sub).mkdir(mode=0o755, parents=True, exist_ok=True)
     for shared in shared_dirs:
         Path(shared).mkdir(parents=True, exist_ok=True)
     hosts = root / HOSTS
