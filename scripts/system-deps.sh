@@ -7,6 +7,8 @@
 #   redis-server, redis-sentinel, redis-cli   examples/redis runs the real Redis in simulator VMs
 #   go                 bench/peers.py builds confd and Go metad from source; its tests build a broken tree
 #   zookeeper          the agent's zookeeper backend is tested against a real ZooKeeper (pulls a JRE)
+#   python3, curl      the AppCenter sandbox e2e test's image runs Debian's python3 and curl in the VM
+#   gcc, libc6-dev     the simulator compiles its sandboxed VMs' address library at first use
 set -euo pipefail
 missing=()
 [ -x /usr/bin/etcd ] || missing+=(etcd-server)
@@ -17,6 +19,10 @@ command -v chromedriver >/dev/null || missing+=(chromium-driver)
 [ -x /usr/bin/redis-sentinel ] || missing+=(redis-sentinel)
 command -v go >/dev/null || missing+=(golang-go)
 [ -f /usr/share/java/zookeeper.jar ] || missing+=(zookeeper)
+[ -x /usr/bin/python3 ] || missing+=(python3)
+[ -x /usr/bin/curl ] || missing+=(curl)
+command -v cc >/dev/null || missing+=(gcc)
+[ -f /usr/include/stdio.h ] || missing+=(libc6-dev)
 [ ${#missing[@]} -eq 0 ] && exit 0
 if [ "$(id -u)" -ne 0 ]; then
     echo "system-deps: missing Debian packages: ${missing[*]}" >&2

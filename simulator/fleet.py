@@ -220,6 +220,8 @@ class Fleet:
                 keypair_ids=list(request.keypair_ids),
                 userdata=request.userdata,
                 light=self.light and not self.images.needs_processes(image_dir),
+                sandbox=self.images.sandboxed(image_dir),
+                shared_dirs=(str(self.volumes.dir),),
             )
             self._vms[iid] = vm
             self._locks[iid] = asyncio.Lock()
@@ -298,6 +300,7 @@ class Fleet:
             command_delay=lambda: vm.command_delay,
             light=vm.light,
             start_agent=lambda config: self._start_light_agent(vm, config),
+            enter=vm.enter_command if vm.sandbox else None,
         )
         await server.start()
         self._ssh[vm.instance_id] = server

@@ -13,6 +13,10 @@ PACKAGED_IMAGES = Path(__file__).resolve().parent / "images"
 # An image holding this file cannot work without its processes (the metadata VM's etcd and metad):
 # a light fleet still boots it as a full VM, so a light simulator can host pitrixd's clusters.
 FULL_VM_MARKER = "etc/pitrix-sim/full-vm"
+# An image holding this file runs sandboxed (simulator/sandbox.py): its VM's processes see the VM
+# root as ``/`` with the host's system directories beneath, as AppCenter images expect a whole
+# machine. Sandboxed VMs are always full VMs (a light simulator boots them with processes too).
+SANDBOX_MARKER = "etc/pitrix-sim/sandbox"
 IMAGE_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,127}$")
 
 
@@ -35,7 +39,11 @@ class ImageCatalog:
 
     @staticmethod
     def needs_processes(image_dir: Path) -> bool:
-        return (image_dir / FULL_VM_MARKER).is_file()
+        return (image_dir / FULL_VM_MARKER).is_file() or ImageCatalog.sandboxed(image_dir)
+
+    @staticmethod
+    def sandboxed(image_dir: Path) -> bool:
+        return (image_dir / SANDBOX_MARKER).is_file()
 
     def names(self) -> list[str]:
         found: set[str] = set()

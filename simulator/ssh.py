@@ -6,7 +6,8 @@ moment of the login (so AttachKeyPairs takes effect on the next connection, as w
 ordinary user. Each session runs one command:
 
 - full mode: ``sh -c <command>`` as a real process in a session of its own, cwd = the VM root,
-  the VM's environment (so stop, terminate and crash find and kill it like any VM process);
+  the VM's environment (so stop, terminate and crash find and kill it like any VM process); in a
+  sandboxed VM the command enters the VM's namespaces and root first (``nsenter``);
 - light mode: :mod:`simulator.light_shell`, a tiny in-process command set (no process at all).
 
 There is no SFTP or SCP: files are written with ``cat > file``, which both modes support. The
@@ -118,7 +119,9 @@ class VmSshServer:
         command_delay: Delay,
         light: bool,
         start_agent: StartAgent | None = None,
+        enter: Callable[[], list[str]] | None = None,
     ) -> None:
+        self.enter = enter  # a sandboxed VM: the argv prefix that runs a command inside it
         self.start_agent = start_agent  # light mode: what ``pitrix-agent -config-file`` does
         self.instance_id = instance_id
         self.ip = ip
@@ -186,7 +189,8 @@ class VmSshServer:
         process.exit(code)
 
     async def _run_process(self, command: str, process: asyncssh.SSHServerProcess[bytes]) -> int:
-        proc = await _Spawned.start(command, self.root, self.environ)
+        prefix = self.enter() if self.enter is not None else []
+        proc = await _Spawned.start(command, self.root, self.environ, prefix)
         feed = asyncio.create_task(_feed(process.stdin, proc))
         work = asyncio.ensure_future(_communicate(proc, process))
         lost = asyncio.ensure_future(process.channel.wait_closed())
@@ -228,10 +232,10 @@ class _Spawned:
         threading.Thread(target=_pump_in, args=(popen.stdin, self._stdin), daemon=True).start()
 
     @classmethod
-    async def start(cls, command: str, cwd: Path, env: dict[str, str]) -> _Spawned:
+    async def start(cls, command: str, cwd: Path, env: dict[str, str], prefix: list[str]) -> _Spawned:
         popen = await asyncio.to_thread(
             subprocess.Popen,
-            ["sh", "-c", command],
+            [*prefix, "sh", "-c", command],
             cwd=cwd,
             env=env,
             stdin=subprocess.PIPE,

@@ -26,6 +26,14 @@ import asyncssh
 from pitrix.logs import get_logger
 from simulator.light_agent import LightAgent
 from simulator.processes import Spawned, kill_vm_processes, spawn_script
+from simulator.sandbox import (
+    enter_command,
+    inside_environ,
+    net_library,
+    prepare_root,
+    spawn_sandboxed,
+    wait_ready,
+)
 from simulator.ssh import load_host_key
 
 USERDATA_PATH = "etc/qingcloud/userdata/userdata.sh"
@@ -96,6 +104,9 @@ class VM:
     terminate_time: str = ""
     boots: int = 0
     light: bool = False
+    sandbox: bool = False  # the image asks for a sandbox (simulator/sandbox.py): its root is "/"
+    shared_dirs: tuple[str, ...] = ()  # host directories a sandboxed VM sees (the volumes)
+    preload: str = ""  # a sandboxed VM's address library (simulator/sandbox_net.c), once built
     crashed: bool = False  # a crash fault: processes dead, SSH silent, status still "running"
     cut_off: bool = False  # a metadata cut fault: the agent is frozen until healed
     command_delay: float = 0.0  # the "slow commands" fault, seconds before each SSH command
@@ -127,6 +138,8 @@ class VM:
             if self.userdata is not None:
                 await asyncio.to_thread(self._write_userdata, self.root / USERDATA_PATH)
             self.agent = await LightAgent.start_if_configured(self.root, self.environ())
+        elif self.sandbox:
+            await self._start_sandbox()
         elif self.userdata is not None:
             await self._start_userdata()
         self.set_status("running")
@@ -139,10 +152,36 @@ class VM:
         self._userdata_proc = spawn_script(script, self.root, self.environ(), self.root / USERDATA_LOG)
         self._reaper = asyncio.create_task(self._reap(self._userdata_proc), name=f"reap-{self.instance_id}")
 
+    async def _start_sandbox(self) -> None:
+        """A sandboxed VM always has its init (the machine is up even without userdata); the
+        launcher's exit is userdata's, as for an ordinary VM."""
+        script = self.root / USERDATA_PATH
+        if self.userdata is not None:
+            await asyncio.to_thread(self._write_userdata, script)
+        await asyncio.to_thread(prepare_root, self.root, self.instance_id, self.ip, self.shared_dirs)
+        self.preload = await asyncio.to_thread(net_library, self.home.parent.parent / "sandbox-net")
+        self._userdata_proc, ready = spawn_sandboxed(
+            root=self.root,
+            home=self.home,
+            hostname=self.instance_id,
+            env=self.environ(),
+            log=self.root / USERDATA_LOG,
+            userdata="/" + USERDATA_PATH if self.userdata is not None else "",
+            read_write=list(self.shared_dirs),
+            read_only=(os.path.dirname(self.preload),) if self.preload else (),
+        )
+        self._reaper = asyncio.create_task(self._reap(self._userdata_proc), name=f"reap-{self.instance_id}")
+        await asyncio.to_thread(wait_ready, ready)  # a sandbox that cannot be built fails the boot
+
+    def enter_command(self) -> list[str]:
+        """For a sandboxed VM: the argv prefix that runs a command inside it (raises if it is down)."""
+        return enter_command(self.home, self.instance_id)
+
     def environ(self) -> dict[str, str]:
         # What it was booted with, as the cloud sized it (a resize shows from the next boot).
         sized = {"PITRIX_VM_CPU": str(self.cpu), "PITRIX_VM_MEMORY": str(self.memory)}
-        return vm_environ(self.root, self.instance_id, self.ip) | sized
+        environ = vm_environ(self.root, self.instance_id, self.ip) | sized
+        return inside_environ(environ, self.preload) if self.sandbox else environ
 
     def _write_userdata(self, script: Path) -> None:
         """Readable by the VM's root alone, as a real image keeps it: userdata may hold a
@@ -157,7 +196,7 @@ class VM:
 
     async def userdata_finished(self) -> int | None:
         """The exit code of this boot's userdata once it has finished (None without userdata)."""
-        if self._reaper is None or self._userdata_proc is None:
+        if self._reaper is None or self._userdata_proc is None or self.userdata is None:
             return None
         proc = self._userdata_proc
         await asyncio.shield(self._reaper)

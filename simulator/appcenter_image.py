@@ -1,0 +1,173 @@
+"""Simulator images for AppCenter packages: the package's own image files, sandboxed.
+
+An AppCenter package ships its image's files beside its ``config.json`` (in one of a few layouts,
+below); on QingCloud they are baked into a VM image together with distribution packages. Here the
+image is a directory the simulator copies into each VM's root, run sandboxed (the VM root is
+``/``, the host's ``/usr`` and ``/etc`` beneath it, see :mod:`simulator.sandbox`), so the
+distribution's binaries come from the host (Debian packages installed there) and only the
+package's files, the shims and a few links are in the image.
+
+Layouts read (every one found is used):
+
+- ``ansible/files/**`` and ``ansible/roles/<role>/files/**``: the tree ansible copies to ``/``;
+- ``confd/conf.d`` and ``confd/templates`` (a variant folder such as postgresql's ``Standalone``):
+  to ``/etc/confd``;
+- ``image/toml/*.toml``, ``image/tmpl/*``: to ``/etc/confd/conf.d`` and ``/etc/confd/templates``;
+  the other files of ``image/`` to ``opt_dir`` (default ``/opt/<package name, lower case>``).
+
+Template folders (``templates/<name>/NN.part.tmpl``) are joined into ``templates/<name>.tmpl`` in
+name order, each part followed by a newline, after the ``confd_header`` files if given (the
+packages take that header from a shared role). Top-level ``bin``, ``sbin``, ``lib``... of the tree
+go under ``usr/`` where the host's are merged-usr links (a sandbox keeps the host's links).
+Scripts (``*.sh``) and files in a ``bin`` folder are made executable, as the packages' builds do
+(a checkout does not always keep the mode).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from simulator.images import SANDBOX_MARKER
+
+SHIMS_DIR = Path(__file__).resolve().parent / "appcenter_shims"
+# Where each shim goes in the image: over the host's command of the same path (the VM root's
+# /usr is an overlay whose upper layer is the image's usr/), so absolute calls find it too.
+SHIMS = {
+    "systemctl": "usr/bin/systemctl",
+    "service": "usr/sbin/service",
+    "systemd-detect-virt": "usr/bin/systemd-detect-virt",
+    "sysctl": "usr/sbin/sysctl",
+    "logger": "usr/bin/logger",
+}
+MERGED = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
+
+
+class ImageError(Exception):
+    """The package cannot become an image as asked."""
+
+
+@dataclass
+class ImageRecipe:
+    """What goes into one image beyond the package's own files."""
+
+    package: Path
+    name: str
+    opt_dir: str = ""  # where image/'s loose files go; default /opt/<package name>
+    extra_trees: list[Path] = field(default_factory=list)  # more trees copied to / (a role's files/)
+    confd_header: list[Path] = field(default_factory=list)  # prepended to joined template folders
+    links: dict[str, str] = field(default_factory=dict)  # path in the image -> link target
+    init_lines: list[str] = field(default_factory=list)  # for the README: what else was done
+
+
+def _copy_tree(source: Path, dest: Path, done: list[str]) -> None:
+    for path in sorted(source.rglob("*")):
+        rel = path.relative_to(source)
+        parts = rel.parts
+        if parts[0] in MERGED and os.path.islink("/" + parts[0]):
+            rel = Path(os.readlink("/" + parts[0])).joinpath(*parts[1:])  # lib/x -> usr/lib/x
+        target = dest / rel
+        if path.is_symlink():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            if target.is_symlink() or target.exists():
+                target.unlink()
+            target.symlink_to(os.readlink(path))
+        elif path.is_dir():
+            target.mkdir(parents=True, exist_ok=True)
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+            if path.suffix == ".sh" or target.parent.name == "bin":
+                target.chmod(target.stat().st_mode | 0o755)  # the packages' builds make them so
+        done.append(str(rel))
+
+
+def _join_templates(templates: Path, header: list[Path]) -> list[str]:
+    """``templates/<name>/*.tmpl`` into ``templates/<name>.tmpl`` (the folder is removed)."""
+    joined: list[str] = []
+    if not templates.is_dir():
+        return joined
+    for folder in sorted(p for p in templates.iterdir() if p.is_dir()):
+        parts = [*header, *sorted(folder.glob("*.tmpl"))]
+        with open(templates / f"{folder.name}.tmpl", "w") as out:
+            for part in parts:
+                out.write(part.read_text())
+                out.write("\n")
+        shutil.rmtree(folder)
+        joined.append(f"{folder.name}.tmpl from {len(parts)} parts")
+    return joined
+
+
+def build_image(recipe: ImageRecipe, out_dir: Path) -> Path:
+    """Write the image ``out_dir/<name>`` (replacing one of that name); returns its directory."""
+    package = recipe.package
+    if not package.is_dir():
+        raise ImageError(f"package: {package} is not a directory")
+    dest = out_dir / recipe.name
+    if dest.exists():
+        shutil.rmtree(dest)
+    dest.mkdir(parents=True)
+    done: list[str] = []
+    sources = []
+    for tree in [package / "ansible" / "files", *sorted((package / "ansible" / "roles").glob("*/files"))]:
+        if tree.is_dir():
+            _copy_tree(tree, dest, done)
+            sources.append(str(tree.relative_to(package)))
+    for sub in ("conf.d", "templates"):
+        tree = package / "confd" / sub
+        if tree.is_dir():
+            _copy_tree(tree, dest / "etc" / "confd" / sub, done)
+            sources.append(str(tree.relative_to(package)))
+    image = package / "image"
+    if image.is_dir():
+        opt = recipe.opt_dir or f"/opt/{package.name.lower()}"
+        for path in sorted(image.rglob("*")):
+            if path.is_dir():
+                continue
+            rel = path.relative_to(image)
+            if rel.parts[0] == "toml":
+                target = dest / "etc/confd/conf.d" / rel.name
+            elif rel.parts[0] == "tmpl":
+                target = dest / "etc/confd/templates" / rel.name
+            else:
+                target = dest / opt.lstrip("/") / rel
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(path, target)
+            done.append(str(target.relative_to(dest)))
+        sources.append("image")
+    for tree in recipe.extra_trees:
+        if not tree.is_dir():
+            raise ImageError(f"extra tree: {tree} is not a directory")
+        _copy_tree(tree, dest, done)
+        sources.append(str(tree))
+    if not sources:
+        raise ImageError(f"package: no image files found in {package} (ansible/, confd/ or image/)")
+    joined = _join_templates(dest / "etc/confd/templates", recipe.confd_header)
+    for shim, where in SHIMS.items():
+        target = dest / where
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(SHIMS_DIR / shim, target)
+        target.chmod(0o755)
+    for inside, pointing in recipe.links.items():
+        link = dest / inside.lstrip("/")
+        link.parent.mkdir(parents=True, exist_ok=True)
+        if link.is_symlink() or link.exists():
+            link.unlink()
+        link.symlink_to(pointing)
+    marker = dest / SANDBOX_MARKER
+    marker.parent.mkdir(parents=True, exist_ok=True)
+    marker.write_text("")
+    readme = [
+        f"# {recipe.name}",
+        "",
+        f"Built by scripts/appcenter-image from {package} ({', '.join(sources)}): {len(done)} files.",
+        "Sandboxed (etc/pitrix-sim/sandbox): binaries come from the host's Debian packages.",
+        f"Shims: {', '.join(f'/{w}' for w in SHIMS.values())}.",
+    ]
+    readme += [f"Joined template: {line}." for line in joined]
+    readme += [f"Link: {inside} -> {target}." for inside, target in recipe.links.items()]
+    readme += recipe.init_lines
+    (dest / "README.md").write_text("\n".join(readme) + "\n")
+    return dest
