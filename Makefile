@@ -31,7 +31,7 @@ TEST_WORKERS ?= 3
 # The Debian packages install and the tests' bytecode is cached while ruff and mypy run (one waits
 # on the network, the others on a core).
 test: $(STAMP)
-	$(MAKE) --no-print-directory -j2 system-deps lint warm-tests
+	$(MAKE) --no-print-directory -j3 system-deps lint warm-tests
 	$(BIN)/pytest -q -ra -n $(TEST_WORKERS) --dist worksteal
 
 # pytest rewrites the asserts of every test module in each worker, and where PYTHONDONTWRITEBYTECODE
