@@ -58,7 +58,8 @@ def _units(items: list[pytest.Item]) -> list[list[pytest.Item]]:
     unit_of: dict[str, list[pytest.Item]] = {}  # a shared fixture -> the group of its tests
     units: list[list[pytest.Item]] = []
     for item in items:
-        joined = {id(unit_of[f]): unit_of[f] for f in _shared_fixtures(item) if f in unit_of}
+        # sorted: every worker must order the collection alike (a set follows the hash seed)
+        joined = {id(unit_of[f]): unit_of[f] for f in sorted(_shared_fixtures(item)) if f in unit_of}
         unit = [member for other in joined.values() for member in other] + [item]
         units = [u for u in units if id(u) not in joined] + [unit]
         for member in unit:
