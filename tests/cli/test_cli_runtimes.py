@@ -27,6 +27,13 @@ def credentials(path: Path, sim: Simulator, **changes: str) -> str:
     return str(path)
 
 
+async def add(cli: Run, name: str, path: str, *flags: str) -> tuple[int, str, str]:
+    """``pitrix runtimes add NAME --provider qingcloud --credentials-file PATH FLAGS`` as an admin."""
+    return await cli(
+        "runtimes", "add", name, *flags, "--provider", "qingcloud", "--credentials-file", path, env=ADMIN_ENV
+    )
+
+
 async def names(cli: Run) -> list[str]:
     code, out, err = await cli("-o", "json", "runtimes", "list", env=ADMIN_ENV)
     assert code == 0, err
@@ -35,20 +42,20 @@ async def names(cli: Run) -> list[str]:
 
 async def test_add_asks_the_cloud_and_says_what_is_wrong(cli: Run, sim: Simulator, tmp_path: Path) -> None:
     good = credentials(tmp_path / "good.toml", sim)
-    code, out, err = await cli("runtimes", "add", "sim", "--provider", "qingcloud", "--credentials-file", good, env=ADMIN_ENV)  # fmt: skip
+    code, out, err = await add(cli, "sim", good)
     assert (code, out.strip()) == (0, "runtime sim saved"), err
 
     wrong_key = credentials(tmp_path / "key.toml", sim, secret_access_key="not-the-secret")
-    code, _, err = await cli("runtimes", "add", "bad", "--provider", "qingcloud", "--credentials-file", wrong_key, env=ADMIN_ENV)  # fmt: skip
+    code, _, err = await add(cli, "bad", wrong_key)
     assert code == 2 and "credentials:" in err and "nothing was saved" in err, err
     assert "not-the-secret" not in err
 
     wrong_place = credentials(tmp_path / "place.toml", sim, endpoint="http://127.0.0.1:9")
-    code, _, err = await cli("runtimes", "add", "bad", "--provider", "qingcloud", "--credentials-file", wrong_place, env=ADMIN_ENV)  # fmt: skip
+    code, _, err = await add(cli, "bad", wrong_place)
     assert code == 2 and "endpoint:" in err and "cannot connect to http://127.0.0.1:9" in err, err
     assert await names(cli) == ["sim"]
 
-    code, _, err = await cli("runtimes", "add", "bad", "--no-check", "--provider", "qingcloud", "--credentials-file", wrong_place, env=ADMIN_ENV)  # fmt: skip
+    code, _, err = await add(cli, "bad", wrong_place, "--no-check")
     assert code == 0, err
     assert await names(cli) == ["bad", "sim"]
 
@@ -57,7 +64,7 @@ async def test_a_cluster_on_wrong_credentials_goes_once_the_runtime_is_fixed(
     cli: Run, sim: Simulator, store: Store, sealer: Sealer, tmp_path: Path
 ) -> None:
     wrong = credentials(tmp_path / "wrong.toml", sim, secret_access_key="not-the-secret")
-    code, _, err = await cli("runtimes", "add", "sim", "--no-check", "--provider", "qingcloud", "--credentials-file", wrong, env=ADMIN_ENV)  # fmt: skip
+    code, _, err = await add(cli, "sim", wrong, "--no-check")
     assert code == 0, err
     spec = tmp_path / "app.yaml"
     spec.write_text(yaml.safe_dump(APP))
