@@ -47,11 +47,14 @@ async def check_cloud(runtime: Runtime, provider: Provider, timeout: float = CHE
             "runtime": "check the runtime's settings",
         }[field]
         raise InvalidRequest(
-            f"{field}: {where} refused a read-only call (list instances): {exc}; {advice}; nothing was saved"
+            f"{field}: {where} failed a read-only call (list instances): {exc}; {advice}; nothing was saved"
         ) from None
     except TimeoutError:
         raise InvalidRequest(
             f"endpoint: {where} did not answer a read-only call within {timeout:.0f} s; nothing was saved"
         ) from None
-    except (OSError, ValueError) as exc:  # a provider library's own failure before any request
-        raise InvalidRequest(f"endpoint: {where} cannot be called: {exc}; nothing was saved") from None
+    except Exception as exc:  # a provider library failing on these settings before any request
+        raise InvalidRequest(
+            f"runtime: {where} cannot be called with these settings: {type(exc).__name__}: {exc}; "
+            "nothing was saved"
+        ) from None
