@@ -3,6 +3,8 @@ PYTHON ?= python3
 VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
+DEMO_STAMP := $(VENV)/.installed-demo
+TEST_EXTRAS := demo,dev,aws,openstack
 
 .PHONY: demo test lint bench chaos clean system-deps install warm-tests
 
@@ -10,14 +12,25 @@ STAMP  := $(VENV)/.installed
 # pip. --compile-bytecode as pip does: where PYTHONDONTWRITEBYTECODE is set, each of the suite's
 # hundreds of processes would otherwise compile aiohttp, pydantic & co. again (+90 s on the suite).
 # Should uv be unusable (no wheel for the platform), pip installs the same set.
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
+# $(call install,EXTRAS): the package, editable, with those extras.
+define install
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	{ $(BIN)/python -m pip install -q --disable-pip-version-check uv && \
-	  $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[dev,aws,openstack]'; } || \
-	  $(BIN)/python -m pip install -q -e '.[dev,aws,openstack]'
-	touch $(STAMP)
+	  $(BIN)/uv pip install -q --compile-bytecode --python $(BIN)/python -e '.[$(1)]'; } || \
+	  $(BIN)/python -m pip install -q -e '.[$(1)]'
+endef
 
-demo: $(STAMP)
+# The demo needs pitrix and the simulator only: not the test tools, linters or other clouds' SDKs
+# (those were ~4 of a fresh `make demo`'s ~4.5 minutes; docs/benchmarks.md, "Set-up").
+$(DEMO_STAMP): pyproject.toml
+	$(call install,demo)
+	touch $(DEMO_STAMP)
+
+$(STAMP): pyproject.toml
+	$(call install,$(TEST_EXTRAS))
+	touch $(DEMO_STAMP) $(STAMP)
+
+demo: $(DEMO_STAMP)
 	$(BIN)/pitrix demo
 
 # Three workers on two cores: much of the end-to-end tests' time is spent waiting (etcd elections,

@@ -28,7 +28,11 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--state-dir", type=Path, default=None, help="VM roots live here (default: <state>/sim)"
     )
-    parser.add_argument("--network", default="127.100.0.0/16", help="loopback network of the VMs")
+    parser.add_argument(
+        "--network",
+        default=os.environ.get("PITRIX_SIM_NETWORK", "127.100.0.0/16"),
+        help="loopback network of the VMs (default: PITRIX_SIM_NETWORK, else 127.100.0.0/16)",
+    )
     parser.add_argument(
         "--images-dir", type=Path, action="append", default=[], help="extra image directory (repeatable)"
     )

@@ -171,10 +171,33 @@ async def list_runtimes(request: web.Request) -> web.Response:
     return web.json_response({"runtimes": [_runtime_view(r) for r in runtimes]})
 
 
+def _check_flag(request: web.Request) -> bool:
+    """``?check=true``: save the runtime only once its cloud answered a read-only call with it."""
+    value = request.query.get("check", "false").lower()
+    if value not in ("true", "1", "false", "0"):
+        raise InvalidRequest("check: must be true or false")
+    return value in ("true", "1")
+
+
 async def put_runtime(request: web.Request) -> web.Response:
     require_admin(request)
-    runtime = await request.app[SERVICE].put_runtime(await json_body(request))
+    check = _check_flag(request)
+    runtime = await request.app[SERVICE].put_runtime(await json_body(request), check=check)
     return web.json_response(_runtime_view(runtime), status=201)
+
+
+async def update_runtime(request: web.Request) -> web.Response:
+    require_admin(request)
+    check = _check_flag(request)
+    name = request.match_info["name"]
+    runtime = await request.app[SERVICE].update_runtime(name, await json_body(request), check=check)
+    return web.json_response(_runtime_view(runtime))
+
+
+async def delete_runtime(request: web.Request) -> web.Response:
+    require_admin(request)
+    await request.app[SERVICE].delete_runtime(request.match_info["name"])
+    return web.json_response({"deleted": request.match_info["name"]})
 
 
 async def get_runtime(request: web.Request) -> web.Response:
@@ -614,6 +637,8 @@ def create_app(
     add.add_get("/v1/runtimes", list_runtimes)
     add.add_post("/v1/runtimes", put_runtime)
     add.add_get("/v1/runtimes/{name}", get_runtime)
+    add.add_patch("/v1/runtimes/{name}", update_runtime)
+    add.add_delete("/v1/runtimes/{name}", delete_runtime)
     add.add_get("/v1/clusters", list_clusters)
     add.add_post("/v1/clusters", create_cluster)
     add.add_get("/v1/clusters/{cid}", show_cluster)

@@ -231,16 +231,33 @@ async def cmd_runtimes(client: ApiClient, args: argparse.Namespace) -> int:
         data = await client.get("/v1/runtimes")
         _print(data, args.output, _runtimes_table)
         return 0
-    # Lowest first: the credentials file, the environment, then the command line (flags given,
-    # and --set, which warns for secrets: others can read a command line in ps).
+    if args.action == "delete":
+        await client.delete(f"/v1/runtimes/{args.name}")
+        _print({"deleted": args.name}, args.output, lambda d: f"runtime {d['deleted']} deleted")
+        return 0
+    body = _runtime_settings(args)
+    check = "false" if args.no_check else "true"
+    if args.action == "update":
+        data = await client.request("PATCH", f"/v1/runtimes/{args.name}", body, check=check)
+        _print(data, args.output, lambda d: f"runtime {d['name']} updated")
+        return 0
+    body.update(name=args.name, provider=args.provider)
+    body.setdefault("zone", "")
+    body.setdefault("endpoint", "")
+    data = await client.request("POST", "/v1/runtimes", body, check=check)
+    _print(data, args.output, lambda d: f"runtime {d['name']} saved")
+    return 0
+
+
+def _runtime_settings(args: argparse.Namespace) -> dict[str, Any]:
+    """The settings `runtimes add/update` was given. Lowest first: the credentials file, the
+    environment, then the command line (flags given, and --set, which warns for secrets: others can
+    read a command line in ps)."""
     body: dict[str, Any] = {}
     if args.credentials_file:
         body.update(read_credentials_file(args.credentials_file))
     body.update(from_environment())
-    body.update(name=args.name, provider=args.provider)
     body.update({k: v for k, v in (("zone", args.zone), ("endpoint", args.endpoint)) if v})
-    body.setdefault("zone", "")
-    body.setdefault("endpoint", "")
     for field in ("placement", "metadata_retention"):
         if getattr(args, field) is not None:
             body[field] = getattr(args, field)
@@ -253,9 +270,7 @@ async def cmd_runtimes(client: ApiClient, args: argparse.Namespace) -> int:
         f"use --credentials-file or {RUNTIME_ENV_PREFIX}<KEY> in the environment instead",
     )
     body.update(given)
-    data = await client.post("/v1/runtimes", body)
-    _print(data, args.output, lambda d: f"runtime {d['name']} saved")
-    return 0
+    return body
 
 
 def _apps_table(data: dict[str, Any]) -> str:
@@ -882,36 +897,8 @@ def _seconds(text: str) -> float:
     return value
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pitrix", description="Deploy and run VM application clusters.")
-    parser.add_argument(
-        "--url",
-        help="admin API: http://host:port, https://host:port or unix:/path; a bare host:port means "
-        "http:// (else PITRIX_URL, else cli.toml url)",
-    )
-    parser.add_argument(
-        "--token", help="API token; prefer PITRIX_TOKEN or cli.toml's token (argv is visible in ps)"
-    )
-    parser.add_argument(
-        "-o",
-        "--output",
-        choices=["table", "json", "yaml"],
-        help="table (default), json or yaml (also after the subcommand)",
-    )
-    parser.add_argument("--version", action="version", version=f"pitrix {__version__}")
-    sub = parser.add_subparsers(dest="command", required=True)
-
-    demo = sub.add_parser("demo", help="run the demo on a private simulator and pitrixd, then clean up")
-    demo.add_argument("--json", action="store_true", help="print the demo's account as JSON")
-    demo.add_argument("--keep-on-failure", action="store_true", help="keep the demo's state dir if it fails")
-
-    runtimes = sub.add_parser("runtimes", help="cloud accounts pitrix deploys to").add_subparsers(
-        dest="action", required=True
-    )
-    runtimes.add_parser("list", help="the runtimes (cloud accounts) clusters can be created on")
-    add = runtimes.add_parser("add", help="add or replace a runtime")
-    add.add_argument("name")
-    add.add_argument("--provider", required=True)
+def _runtime_setting_arguments(add: argparse.ArgumentParser) -> None:
+    """The settings `runtimes add` and `runtimes update` take."""
     add.add_argument("--zone", default="")
     add.add_argument("--endpoint", default="")
     add.add_argument(
@@ -943,6 +930,53 @@ def build_parser() -> argparse.ArgumentParser:
         help='provider settings and credentials as a flat TOML table (access_key_id = "..."), '
         f"- for standard input; also read: {RUNTIME_ENV_PREFIX}<KEY> from the environment",
     )
+    add.add_argument(
+        "--no-check",
+        action="store_true",
+        help="save without asking the cloud first (by default a read-only call must succeed)",
+    )
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="pitrix", description="Deploy and run VM application clusters.")
+    parser.add_argument(
+        "--url",
+        help="admin API: http://host:port, https://host:port or unix:/path; a bare host:port means "
+        "http:// (else PITRIX_URL, else cli.toml url)",
+    )
+    parser.add_argument(
+        "--token", help="API token; prefer PITRIX_TOKEN or cli.toml's token (argv is visible in ps)"
+    )
+    parser.add_argument(
+        "-o",
+        "--output",
+        choices=["table", "json", "yaml"],
+        help="table (default), json or yaml (also after the subcommand)",
+    )
+    parser.add_argument("--version", action="version", version=f"pitrix {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    demo = sub.add_parser("demo", help="run the demo on a private simulator and pitrixd, then clean up")
+    demo.add_argument("--json", action="store_true", help="print the demo's account as JSON")
+    demo.add_argument("--keep-on-failure", action="store_true", help="keep the demo's state dir if it fails")
+
+    runtimes = sub.add_parser("runtimes", help="cloud accounts pitrix deploys to").add_subparsers(
+        dest="action", required=True
+    )
+    runtimes.add_parser("list", help="the runtimes (cloud accounts) clusters can be created on")
+    add = runtimes.add_parser(
+        "add", help="add or replace a runtime, once its cloud answered a read-only call with it"
+    )
+    add.add_argument("name")
+    add.add_argument("--provider", required=True)
+    update = runtimes.add_parser(
+        "update", help="change some of a runtime's settings or credentials, keeping the others"
+    )
+    update.add_argument("name")
+    for parser_ in (add, update):
+        _runtime_setting_arguments(parser_)
+    delete = runtimes.add_parser("delete", help="remove a runtime no cluster uses (refused otherwise)")
+    delete.add_argument("name")
 
     apps = sub.add_parser("apps", help="registered app packages (yours and published ones)").add_subparsers(
         dest="action", required=True

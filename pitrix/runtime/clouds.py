@@ -27,6 +27,12 @@ class Clouds:
             await old.close()
         self._providers[runtime.name] = provider
 
+    async def forget(self, runtime: str) -> None:
+        """A runtime was deleted: close its provider."""
+        old = self._providers.pop(runtime, None)
+        if old is not None:
+            await old.close()
+
     async def close(self) -> None:
         for provider in self._providers.values():
             await provider.close()

@@ -27,12 +27,13 @@ from pitrix.runtime.actions.base import Action, InvalidRequest
 from pitrix.runtime.actions.create import check_links, prepare
 from pitrix.runtime.agents import AgentStatus, decoded
 from pitrix.runtime.backup_service import BackupService
+from pitrix.runtime.cloud_check import check_cloud
 from pitrix.runtime.clouds import Clouds
 from pitrix.runtime.executor import DEFAULT_RETRY
 from pitrix.runtime.jobs import Jobs
 from pitrix.runtime.journal import Journal
 from pitrix.runtime.keypairs import KeyPairs
-from pitrix.runtime.keys import cluster_key
+from pitrix.runtime.keys import METADATA_CLUSTERS, cluster_key, runtime_key
 from pitrix.runtime.lifecycle import ChangedMeanwhile, LifecycleError
 from pitrix.runtime.metadata import MetadataClusters, StatusUnavailable
 from pitrix.runtime.monitor import RecoveryMonitor
@@ -56,6 +57,10 @@ __all__ = ["DEFAULT_MAX_JOBS", "WAIT_SLOT_STEP", "InvalidRequest", "NotFound", "
 CREATE_ATTEMPTS = 5
 # The step a job waiting for a free job slot shows.
 WAIT_SLOT_STEP = "wait-slot"
+
+
+class RuntimeInUse(LifecycleError):
+    """A runtime cannot go while clusters live on it (a 409 naming them)."""
 
 
 class RuntimeService:
@@ -199,7 +204,8 @@ class RuntimeService:
 
     # -- runtimes ---------------------------------------------------------------------------------
 
-    async def put_runtime(self, data: dict[str, Any]) -> Runtime:
+    async def put_runtime(self, data: dict[str, Any], *, check: bool = False) -> Runtime:
+        """Save a runtime; with ``check``, only once its cloud answered a read-only call with it."""
         from pydantic import ValidationError
 
         try:
@@ -210,7 +216,13 @@ class RuntimeService:
             provider = load_provider(runtime.provider, runtime.model_dump())
         except ProviderError as exc:
             raise InvalidRequest(str(exc)) from None
-        await self._refuse_moving_metadata(runtime)
+        try:
+            if check:
+                await check_cloud(runtime, provider)
+            await self._refuse_moving_metadata(runtime)
+        except BaseException:
+            await provider.close()
+            raise
         await self.repo.save_runtime(runtime)
         await self.clouds.replace(runtime, provider)
         return runtime
@@ -230,6 +242,38 @@ class RuntimeService:
 
     async def get_runtime(self, name: str) -> Runtime:
         return await self.repo.runtime(name)
+
+    async def update_runtime(self, name: str, changes: dict[str, Any], *, check: bool = False) -> Runtime:
+        """Change some of a runtime's settings, keeping the others (credentials included); its
+        clusters' next cloud calls use the new ones (a cluster stuck on wrong credentials can then
+        be retried or deleted)."""
+        current = await self.repo.runtime(name)
+        if changes.get("name", name) != name:
+            raise InvalidRequest("name: a runtime cannot be renamed; add a new one")
+        return await self.put_runtime({**current.model_dump(), **changes, "name": name}, check=check)
+
+    async def delete_runtime(self, name: str) -> None:
+        """Forget a runtime no cluster and no metadata cluster lives on (409 naming them otherwise)."""
+        await self.repo.runtime(name)
+        using = sorted(c.id for c in await self.repo.clusters() if c.runtime == name)
+        if using:
+            raise RuntimeInUse(
+                f"runtime {name!r} is used by clusters {', '.join(using[:10])}"
+                f"{', ...' if len(using) > 10 else ''}; delete them first"
+            )
+        kvs, _ = await self.store.get_prefix(METADATA_CLUSTERS)
+        holders = sorted(
+            kv.key.removeprefix(METADATA_CLUSTERS).rsplit("/", 1)[0]
+            for kv in kvs
+            if kv.key.rsplit("/", 1)[-1] == name
+        )
+        if holders:
+            raise RuntimeInUse(
+                f"runtime {name!r} still runs metadata clusters (for {', '.join(holders)}); they go "
+                "with their last cluster unless the runtime's metadata_retention is keep"
+            )
+        await self.store.delete(runtime_key(name))
+        await self.clouds.forget(name)
 
     async def list_runtimes(self) -> list[Runtime]:
         return await self.repo.runtimes()

@@ -72,7 +72,7 @@ async def test_apps_clusters_and_events(cli: Run, tmp_path: Path, server: str) -
 
     admin = {"PITRIX_TOKEN": ADMIN}
     code, _, err = await cli(
-        "runtimes", "add", "dead", "--provider", "qingcloud", "--endpoint", "http://127.0.0.1:9",
+        "runtimes", "add", "dead", "--no-check", "--provider", "qingcloud", "--endpoint", "http://127.0.0.1:9",
         "--zone", "z1", "--set", "access_key_id=AK", "--set", "secret_access_key=SK",
         "--heartbeat-interval", "10", env=admin,
     )  # fmt: skip

@@ -39,7 +39,7 @@ async def test_create_takes_env_flags_over_a_params_file_and_delete_takes_force(
     cli: Run, tmp_path: Path, server: str
 ) -> None:
     code, _, err = await cli(
-        "runtimes", "add", "dead", "--provider", "qingcloud", "--endpoint", "http://127.0.0.1:9",
+        "runtimes", "add", "dead", "--no-check", "--provider", "qingcloud", "--endpoint", "http://127.0.0.1:9",
         "--zone", "z1", "--set", "access_key_id=AK", "--set", "secret_access_key=SK",
         env={"PITRIX_TOKEN": ADMIN},
     )  # fmt: skip

@@ -33,7 +33,15 @@ async def test_runtime_credentials_from_a_file_then_the_environment(
     )
     creds.chmod(0o600)
     code, _, err = await cli(
-        "runtimes", "add", "dead", "--provider", "qingcloud", "--credentials-file", str(creds), env=ADMIN_ENV
+        "runtimes",
+        "add",
+        "dead",
+        "--no-check",
+        "--provider",
+        "qingcloud",
+        "--credentials-file",
+        str(creds),
+        env=ADMIN_ENV,
     )
     assert (code, err) == (0, ""), err
     runtime = await stored(store, sealer, "dead")
@@ -43,7 +51,7 @@ async def test_runtime_credentials_from_a_file_then_the_environment(
     # The environment beats the file; flags beat both.
     env = {**ADMIN_ENV, "PITRIX_RUNTIME_SECRET_ACCESS_KEY": "env-secret"}
     code, _, err = await cli(
-        "runtimes", "add", "dead", "--provider", "qingcloud", "--credentials-file", str(creds),
+        "runtimes", "add", "dead", "--no-check", "--provider", "qingcloud", "--credentials-file", str(creds),
         "--zone", "z2", env=env,
     )  # fmt: skip
     assert (code, err) == (0, ""), err
@@ -57,7 +65,7 @@ async def test_runtime_credentials_from_a_file_then_the_environment(
 
 async def test_a_secret_on_the_command_line_warns(cli: Run, store: Store, sealer: Sealer) -> None:
     code, _, err = await cli(
-        "runtimes", "add", "dead", "--provider", "qingcloud", "--endpoint", "http://127.0.0.1:9",
+        "runtimes", "add", "dead", "--no-check", "--provider", "qingcloud", "--endpoint", "http://127.0.0.1:9",
         "--zone", "z1", "--set", "access_key_id=AK", "--set", "secret_access_key=argv-secret", env=ADMIN_ENV,
     )  # fmt: skip
     assert code == 0, err
@@ -72,6 +80,7 @@ async def test_a_bad_credentials_file_is_refused_naming_it(cli: Run, tmp_path: P
         "runtimes",
         "add",
         "dead",
+        "--no-check",
         "--provider",
         "qingcloud",
         "--credentials-file",
@@ -82,7 +91,15 @@ async def test_a_bad_credentials_file_is_refused_naming_it(cli: Run, tmp_path: P
     broken = tmp_path / "broken.toml"
     broken.write_text("secret_access_key = unquoted-secret\n")
     code, _, err = await cli(
-        "runtimes", "add", "dead", "--provider", "qingcloud", "--credentials-file", str(broken), env=ADMIN_ENV
+        "runtimes",
+        "add",
+        "dead",
+        "--no-check",
+        "--provider",
+        "qingcloud",
+        "--credentials-file",
+        str(broken),
+        env=ADMIN_ENV,
     )
     assert code == 2 and f"{broken} is not TOML" in err and "unquoted-secret" not in err
 
