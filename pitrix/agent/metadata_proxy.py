@@ -37,7 +37,7 @@ import ipaddress
 from dataclasses import dataclass
 from http import HTTPStatus
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, cast
 from urllib.parse import parse_qsl, quote, unquote_to_bytes
 
 import httptools
@@ -269,8 +269,8 @@ class _Connection(asyncio.Protocol):
     # -- transport ---------------------------------------------------------------------------
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self._transport = transport
+        # uvloop's TCP transports are not asyncio.Transport subclasses: a stream transport either way.
+        self._transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         if not peer or not peer_allowed(str(peer[0]), self._proxy.host):
             self._proxy.refused_peers += 1
