@@ -111,7 +111,7 @@ class World:
         connector = aiohttp.TCPConnector(local_addr=(ip, 0))
         async with (
             aiohttp.ClientSession(connector=connector) as session,
-            session.get(self.metad.instance_url + path) as response,
+            session.get(self.metad.instance_url + path, headers={"Accept": "application/json"}) as response,
         ):
             body = await response.json() if response.content_type == "application/json" else None
             return response.status, body
