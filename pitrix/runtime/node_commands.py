@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from pitrix.runtime.actions.base import InvalidRequest
-from pitrix.runtime.steps.published import MAX_OUTPUT
+from pitrix.runtime.steps.published import MAX_OUTPUT, stdout_of
 from pitrix.runtime.userdata import AGENT_LOG
 
 DEFAULT_LINES = 100
@@ -74,7 +74,7 @@ def logs_request(query: Mapping[str, str]) -> NodeCommand:
     """
     unknown = sorted(set(query) - {"lines", "file"})
     if unknown:
-        raise InvalidRequest(f"{unknown[0]}: unknown parameter (known: lines, file)")
+        raise InvalidRequest(f"{unknown[0][:40]}: unknown parameter (known: lines, file)")
     lines = _int(query.get("lines", str(DEFAULT_LINES)), "lines", 1, MAX_LINES)
     path = _path(query.get("file", AGENT_LOG))
     target = f'"${{PITRIX_VM_ROOT:-}}"{shlex.quote(path)}'
@@ -92,7 +92,7 @@ def exec_request(body: Mapping[str, Any]) -> NodeCommand:
     word by word; a string is run as shell text (pipes and all)."""
     unknown = sorted(set(body) - {"command", "timeout"})
     if unknown:
-        raise InvalidRequest(f"{unknown[0]}: unknown field (known: command, timeout)")
+        raise InvalidRequest(f"{unknown[0][:40]}: unknown field (known: command, timeout)")
     command = body.get("command")
     if isinstance(command, list) and command and all(isinstance(word, str) for word in command):
         text = shlex.join(command)
@@ -111,10 +111,8 @@ def exec_request(body: Mapping[str, Any]) -> NodeCommand:
 def result_view(node_id: str, command: NodeCommand, result: dict[str, Any]) -> dict[str, Any]:
     """The API's answer: the node, the exit code (null when the command was killed at its
     timeout), and the tails of stdout and stderr with whether they were cut."""
-    stdout = str(result.get("stdout_tail") if result.get("stdout_tail") is not None else "")
+    stdout = str(stdout_of(result))  # an older agent reports the merged output only
     stderr = str(result.get("stderr_tail") or "")
-    if result.get("stdout_tail") is None:  # an older agent: the merged output only
-        stdout = str(result.get("output_tail") or "")
     return {
         "node": node_id,
         "kind": command.kind,
