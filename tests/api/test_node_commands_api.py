@@ -10,6 +10,7 @@ from aiohttp.test_utils import TestClient
 from api_helpers import ADMIN, ALICE, BOB, bearer, error_of, put_data_cluster
 
 from pitrix.api.openapi import openapi_document
+from pitrix.cli.main import build_parser
 from pitrix.runtime.node_commands import exec_request, logs_request
 from pitrix.store import Store
 
@@ -85,3 +86,12 @@ def test_what_reaches_the_node() -> None:
     # an argument list is quoted word by word; a string stays shell text
     assert exec_request({"command": ["echo", "a b", "$HOME"]}).cmd == "echo 'a b' '$HOME'"
     assert exec_request({"command": "echo $HOME | wc -c", "timeout": 5}).timeout == 5.0
+
+
+def test_the_cli_keeps_the_command_after_the_double_dash() -> None:
+    parse = build_parser().parse_args
+    args = parse(["nodes", "exec", "--timeout", "5", "web", "web-1", "--", "sh", "-c", "ls -o", "-o", "json"])
+    assert (args.cluster, args.node, args.timeout, args.output) == ("web", "web-1", 5.0, None)
+    assert args.command == ["sh", "-c", "ls -o", "-o", "json"]  # the node's, not ours
+    args = parse(["nodes", "logs", "web", "web-2", "-n", "7", "--file", "/var/log/app.log", "-o", "json"])
+    assert (args.lines, args.file, args.output) == (7, "/var/log/app.log", "json")
