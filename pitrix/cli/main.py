@@ -882,7 +882,7 @@ async def cmd_nodes(client: ApiClient, args: argparse.Namespace) -> int:
     if args.action == "logs":
         data = await client.get(path, lines=args.lines, file=args.file)
     else:
-        words = args.command[1:] if args.command[:1] == ["--"] else args.command
+        words = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
         if words[:1] and words[0].startswith("-") and "--" in words:
             raise UsageError(
                 f"nodes exec: {words[0]} comes after NODE: give flags before CLUSTER, the command after --"
@@ -934,7 +934,9 @@ def add_nodes_parsers(sub: Any) -> None:
         metavar="SECONDS",
         help="kill the command after SECONDS (default 60, at most 600)",
     )
-    run.add_argument("command", nargs=argparse.REMAINDER, help="-- then the command and its arguments")
+    run.add_argument(
+        "argv", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="-- then the command and its arguments"
+    )
 
 
 # The flags that may come anywhere on the line: ``pitrix clusters list -o json`` as well as

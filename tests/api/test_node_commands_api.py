@@ -92,6 +92,6 @@ def test_the_cli_keeps_the_command_after_the_double_dash() -> None:
     parse = build_parser().parse_args
     args = parse(["nodes", "exec", "--timeout", "5", "web", "web-1", "--", "sh", "-c", "ls -o", "-o", "json"])
     assert (args.cluster, args.node, args.timeout, args.output) == ("web", "web-1", 5.0, None)
-    assert args.command == ["sh", "-c", "ls -o", "-o", "json"]  # the node's, not ours
+    assert args.argv == ["sh", "-c", "ls -o", "-o", "json"]  # the node's, not ours
     args = parse(["nodes", "logs", "web", "web-2", "-n", "7", "--file", "/var/log/app.log", "-o", "json"])
     assert (args.lines, args.file, args.output) == (7, "/var/log/app.log", "json")
