@@ -25,9 +25,11 @@ from pitrix.api.openapi import openapi_document
 from pitrix.api.stream import stream_events
 from pitrix.api.ui import ui_page
 from pitrix.appcenter.importer import PackageError, import_package
+from pitrix.logs import get_logger
 from pitrix.runtime.actions import BY_VERB, TRANSITIONAL
 from pitrix.runtime.catalog import AppCatalog
 from pitrix.runtime.lifecycle import STATES
+from pitrix.runtime.node_commands import NodeCommand, NodeCommandFailed, exec_request, logs_request
 from pitrix.runtime.records import Cluster, Job, Runtime
 from pitrix.runtime.service import InvalidRequest, RuntimeService
 from pitrix.runtime.tabs import TabFailed
@@ -585,6 +587,40 @@ async def cluster_tab(request: web.Request) -> web.Response:
     return web.json_response(table)
 
 
+# -- looking at a node (pitrix/runtime/node_commands.py) --------------------------------------------
+
+
+async def _node_command(request: web.Request, command: NodeCommand) -> web.Response:
+    """Run ``command`` on the node, with an audit line before (who asked what of which node) and
+    after (how it ended): exec is a shell on the node, so each one leaves a trace in pitrixd's log."""
+    identity = identity_of(request)
+    cid, node = request.match_info["cid"], request.match_info["node"]
+    audit = get_logger("pitrix.api.audit").bind(
+        cluster_id=cid, node=node, owner=identity.owner, admin=identity.admin, kind=command.kind
+    )
+    audit.info("node command requested", command=command.shown[:200])
+    try:
+        view = await request.app[SERVICE].node_command(cid, node, command, identity.scope)
+    except NodeCommandFailed as exc:
+        audit.info("node command gave no result", error=str(exc))
+        raise web.HTTPBadGateway(text=str(exc)) from None
+    except Exception as exc:
+        audit.info("node command refused", error=str(exc)[:200])
+        raise
+    audit.info("node command ended", status=view["status"], exit_code=view["exit_code"])
+    return web.json_response(view)
+
+
+async def node_logs(request: web.Request) -> web.Response:
+    """``GET /v1/clusters/<cid>/nodes/<node>/logs?lines=N&file=PATH``: a log file's last lines."""
+    return await _node_command(request, logs_request(request.query))
+
+
+async def node_exec(request: web.Request) -> web.Response:
+    """``POST /v1/clusters/<cid>/nodes/<node>/exec``: one command on the node, its output tails."""
+    return await _node_command(request, exec_request(await json_body(request)))
+
+
 def create_app(
     service: RuntimeService, tokens: Tokens | None = None, settings: ApiSettings | None = None
 ) -> web.Application:
@@ -654,4 +690,6 @@ def create_app(
     add_backup_routes(add)
     add.add_get("/v1/clusters/{cid}/metrics", cluster_metrics)
     add.add_get("/v1/clusters/{cid}/tabs/{name}", cluster_tab)
+    add.add_get("/v1/clusters/{cid}/nodes/{node}/logs", node_logs)
+    add.add_post("/v1/clusters/{cid}/nodes/{node}/exec", node_exec)
     return app

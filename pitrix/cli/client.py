@@ -87,9 +87,17 @@ class ApiClient:
             error.get("field"),
         )
 
-    async def request(self, method: str, path: str, body: Any = None, **params: Any) -> Any:
+    async def request(
+        self, method: str, path: str, body: Any = None, *, wait_up_to: float | None = None, **params: Any
+    ) -> Any:
+        """``wait_up_to``: seconds for this request instead of the session's (a command run on a node)."""
+        import aiohttp
+
         query = {k: str(v) for k, v in params.items() if v is not None}
-        async with self.session.request(method, self.url + path, json=body, params=query) as response:
+        timeout = aiohttp.ClientTimeout(total=wait_up_to) if wait_up_to else None
+        async with self.session.request(
+            method, self.url + path, json=body, params=query, timeout=timeout
+        ) as response:
             if response.status >= 400:
                 await self._raise(response)
             return await response.json(content_type=None) if response.content_length != 0 else None

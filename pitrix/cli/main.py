@@ -866,6 +866,79 @@ def add_jobs_parsers(sub: Any) -> None:
     )
 
 
+# -- nodes: logs and exec through the node's agent (pitrix/runtime/node_commands.py) -----------------
+
+
+def _node_output(data: dict[str, Any]) -> str:
+    """What the node printed on stdout, as is (its stderr goes to ours, see ``cmd_nodes``)."""
+    return str(data.get("stdout", "")).rstrip("\n")
+
+
+async def cmd_nodes(client: ApiClient, args: argparse.Namespace) -> int:
+    """``nodes logs|exec CLUSTER NODE``: the node's stdout on ours, its stderr on ours, and for
+    exec its exit code as ours (as ssh does); a command killed at its timeout exits 7."""
+    args.cluster = await resolve_cluster(client, args.cluster)
+    path = f"/v1/clusters/{args.cluster}/nodes/{args.node}/{args.action}"
+    if args.action == "logs":
+        data = await client.get(path, lines=args.lines, file=args.file)
+    else:
+        words = args.argv[1:] if args.argv[:1] == ["--"] else args.argv
+        if words[:1] and words[0].startswith("-") and "--" in words:
+            raise UsageError(
+                f"nodes exec: {words[0]} comes after NODE: give flags before CLUSTER, the command after --"
+            )
+        if not words:
+            raise UsageError("nodes exec needs a command after --, e.g. nodes exec CLUSTER NODE -- uptime")
+        body: dict[str, Any] = {"command": words}
+        if args.timeout is not None:
+            body["timeout"] = args.timeout
+        wait = (args.timeout or 60.0) + 60.0  # the command's own timeout, then the report's grace
+        data = await client.request("POST", path, body, wait_up_to=wait)
+    if args.output != "table":
+        _print(data, args.output, _node_output)
+    else:
+        if data.get("stdout"):
+            sys.stdout.write(data["stdout"] if data["stdout"].endswith("\n") else data["stdout"] + "\n")
+        if data.get("stderr"):
+            sys.stderr.write(data["stderr"] if data["stderr"].endswith("\n") else data["stderr"] + "\n")
+        if data.get("truncated"):
+            print("pitrix: output cut to its last 4 KiB", file=sys.stderr)
+    if data.get("timed_out"):
+        print(f"pitrix: {args.action} on {args.node} was killed at its timeout", file=sys.stderr)
+        return EXIT_TIMEOUT
+    code = data.get("exit_code")
+    return code if isinstance(code, int) and 0 <= code < 256 else EXIT_FAILED
+
+
+def add_nodes_parsers(sub: Any) -> None:
+    nodes = sub.add_parser("nodes", help="look at one node: a log's tail, one command run by its agent")
+    actions = nodes.add_subparsers(dest="action", required=True)
+    logs = actions.add_parser(
+        "logs", help="the last lines of a log on the node (default: its agent's, /var/log/pitrix-agent.log)"
+    )
+    run = actions.add_parser(
+        "exec", help="run one command on the node (cluster active; admins or its owner); exits with its code"
+    )
+    for parser in (logs, run):
+        parser.add_argument("cluster", help="cluster id or name")
+        parser.add_argument("node", help="the node's id, e.g. web-1 (see clusters show)")
+    logs.add_argument(
+        "-n", "--lines", type=int, default=None, metavar="N", help="how many lines (default 100)"
+    )
+    logs.add_argument(
+        "--file", metavar="PATH", help="an absolute path on the node instead of the agent's log"
+    )
+    run.add_argument(
+        "--timeout",
+        type=_seconds,
+        metavar="SECONDS",
+        help="kill the command after SECONDS (default 60, at most 600)",
+    )
+    run.add_argument(
+        "argv", nargs=argparse.REMAINDER, metavar="-- COMMAND", help="-- then the command and its arguments"
+    )
+
+
 # The flags that may come anywhere on the line: ``pitrix clusters list -o json`` as well as
 # ``pitrix -o json clusters list``. Given after the subcommand they win; SUPPRESS keeps a
 # subcommand that does not see them from resetting what was given before it.
@@ -1181,6 +1254,7 @@ def build_parser() -> argparse.ArgumentParser:
             help="stop waiting after SECONDS and exit 7; the job goes on (default: wait until it ends)",
         )
     add_jobs_parsers(sub)
+    add_nodes_parsers(sub)
     _globals_everywhere(parser)
     return parser
 
@@ -1196,6 +1270,7 @@ async def run(args: argparse.Namespace) -> int:
         "clusters": cmd_clusters,
         "backups": cmd_backups,
         "jobs": cmd_jobs,
+        "nodes": cmd_nodes,
     }
     async with ApiClient(args.url, args.token) as client:
         try:

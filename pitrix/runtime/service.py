@@ -37,6 +37,7 @@ from pitrix.runtime.keys import METADATA_CLUSTERS, cluster_key, runtime_key
 from pitrix.runtime.lifecycle import ChangedMeanwhile, LifecycleError
 from pitrix.runtime.metadata import MetadataClusters, StatusUnavailable
 from pitrix.runtime.monitor import RecoveryMonitor
+from pitrix.runtime.node_commands import NodeCommand, NodeCommandFailed, result_view
 from pitrix.runtime.ownership import LostOwnership, Ownership
 from pitrix.runtime.records import Cluster, Job, Node, Runtime, StepRecord, new_id
 from pitrix.runtime.recovery import RecoveryPolicy
@@ -44,7 +45,7 @@ from pitrix.runtime.repository import NotFound, Repository
 from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.signals import ClusterSignals
 from pitrix.runtime.supervisor import DEFAULT_MAX_JOBS, Supervisor
-from pitrix.runtime.tabs import run_tab
+from pitrix.runtime.tabs import first_live, run_on_node, run_tab
 from pitrix.runtime.tabs import runners as tabs_runners
 from pitrix.runtime.wording import describe
 from pitrix.sealing import Sealer
@@ -466,3 +467,47 @@ class RuntimeService:
                 return await run_tab(client, agents, cluster, name, candidates)
             finally:
                 await agents.close()
+
+    # -- looking at a node (pitrix/runtime/node_commands.py) --------------------------------------
+
+    async def node_command(
+        self, cid: str, node_id: str, command: NodeCommand, owner: str | None = None
+    ) -> dict[str, Any]:
+        """Run ``command`` (a log tail, an exec) on node ``node_id`` now: its exit code and output tails.
+
+        As a display tab: only while the cluster is ``active`` (LifecycleError otherwise: a job's
+        commands use the nodes' one command slot), one such command at a time per cluster (the tab
+        lock), the node's agent reporting; ``NodeCommandFailed`` when no result comes in time.
+        """
+        cluster = await self.get_cluster(cid, owner)
+        nodes = await self.nodes(cid)
+        node = next((n for n in nodes if n.node_id == node_id), None)
+        if node is None:
+            known = ", ".join(sorted(n.node_id for n in nodes)) or "none"
+            raise NotFound(f"node: cluster {cid} has no node {node_id!r} (has {known})")
+        if cluster.state != "active":
+            raise LifecycleError(
+                f"node: cluster {cid} is {cluster.state}; commands run on its nodes while it is active"
+            )
+        if not node.instance_id:
+            raise LifecycleError(f"node: {node_id} of cluster {cid} has no instance yet")
+        record = await self.metadata.get(cluster.owner, cluster.runtime)
+        if record is None or record.status != "ready":
+            raise LifecycleError(f"node: cluster {cid} has no running metadata service")
+        client = self.metadata.client(record)
+        if await first_live(client, cid, [node]) is None:
+            raise LifecycleError(f"node: the agent of {node_id} ({node.instance_id}) is not reporting")
+        async with self._tab_locks.setdefault(cid, asyncio.Lock()):
+            agents = AgentStatus(client, cid)
+            await agents.start()
+            try:
+                result = await run_on_node(
+                    client, agents, cid, node, command.command_id(), command.cmd, command.timeout
+                )
+            except TimeoutError:
+                raise NodeCommandFailed(
+                    f"node: no result from {node_id} within {command.timeout:g}s (is its agent busy?)"
+                ) from None
+            finally:
+                await agents.close()
+        return result_view(node_id, command, result)

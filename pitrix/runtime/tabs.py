@@ -61,34 +61,54 @@ def runners(cluster: Cluster, name: str, nodes: list[Node]) -> list[Node]:
     return [n for n in nodes if n.instance_id and (roles is None or n.role in roles)]
 
 
-async def run_tab(
-    client: MetadManagementClient, agents: AgentStatus, cluster: Cluster, name: str, nodes: list[Node]
-) -> dict[str, Any]:
-    """Run tab ``name`` on the first of ``nodes`` whose agent reports; its table, or TabFailed."""
-    tab = cluster.app.display_tabs[name]
-    # asked of metad now, the first live one in node order: the view may not have replayed yet
-    node = None
+async def first_live(client: MetadManagementClient, cid: str, nodes: list[Node]) -> Node | None:
+    """The first of ``nodes`` whose agent reports, asked of metad now (the agents' view may not
+    have replayed yet)."""
     for candidate in nodes:
-        if not await silent_agents(client, cluster.id, [candidate.instance_id]):
-            node = candidate
-            break
-    if node is None:
-        where = ", ".join(tab.roles or ["the cluster"])
-        raise TabFailed(f"tab {name}: no node of {where} has a reporting agent")
-    # metad takes ids of letters, digits and . _ : - (at most 128): a tab's name may hold more
-    command_id = f"tab-{re.sub(r'[^A-Za-z0-9._:-]', '-', name)[:64]}-{secrets.token_hex(6)}"
+        if not await silent_agents(client, cid, [candidate.instance_id]):
+            return candidate
+    return None
+
+
+async def run_on_node(
+    client: MetadManagementClient,
+    agents: AgentStatus,
+    cid: str,
+    node: Node,
+    command_id: str,
+    cmd: str,
+    timeout: float,
+) -> dict[str, Any]:
+    """Run ``cmd`` once on ``node`` (its command slot, under ``command_id``) and return the agent's
+    result record (``status``, ``exit_code``, ``stdout_tail``, ``stderr_tail``...); TimeoutError
+    when no result came within ``timeout`` and the report's grace. Used by tabs and node exec/logs.
+    """
     await client.post_data(
-        ks.cmd(cluster.id, node.instance_id), {"id": command_id, "cmd": tab.cmd, "timeout": str(tab.timeout)}
+        ks.cmd(cid, node.instance_id), {"id": command_id, "cmd": cmd, "timeout": str(timeout)}
     )
 
     def ended(_: Any) -> bool:
         return (agents.command_result(node.instance_id, command_id) or {}).get("status") in ENDED
 
+    await agents.wait_for(ended, timeout + REPORT_GRACE)
+    return agents.command_result(node.instance_id, command_id) or {}
+
+
+async def run_tab(
+    client: MetadManagementClient, agents: AgentStatus, cluster: Cluster, name: str, nodes: list[Node]
+) -> dict[str, Any]:
+    """Run tab ``name`` on the first of ``nodes`` whose agent reports; its table, or TabFailed."""
+    tab = cluster.app.display_tabs[name]
+    node = await first_live(client, cluster.id, nodes)
+    if node is None:
+        where = ", ".join(tab.roles or ["the cluster"])
+        raise TabFailed(f"tab {name}: no node of {where} has a reporting agent")
+    # metad takes ids of letters, digits and . _ : - (at most 128): a tab's name may hold more
+    command_id = f"tab-{re.sub(r'[^A-Za-z0-9._:-]', '-', name)[:64]}-{secrets.token_hex(6)}"
     try:
-        await agents.wait_for(ended, tab.timeout + REPORT_GRACE)
+        result = await run_on_node(client, agents, cluster.id, node, command_id, tab.cmd, tab.timeout)
     except TimeoutError:
         raise TabFailed(f"tab {name}: no result from {node.node_id} within {tab.timeout}s") from None
-    result = agents.command_result(node.instance_id, command_id) or {}
     if result.get("status") != "successful":
         code = result.get("exit_code")
         meaning = exit_message(cluster.app, code)

@@ -157,8 +157,40 @@ async def test_the_cli_runs_a_service_and_prints_each_node_s_result(cli: Cli, tm
     code, out, err = await cli("clusters", "service", cid, "boom")
     failed(code, err, "service", "service:boom", "web-1 exit 3: broken on purpose", "active")
     assert "    web-1        failed     exit 3\n      | broken on purpose" in out, out
+    await look_at_nodes(cli, cid, tmp_path)
     code, out, err = await cli("clusters", "delete", cid)
     assert code == 0, (out, err)
+
+
+async def look_at_nodes(run: Cli, cid: str, workdir: Path) -> None:
+    """``nodes logs/exec`` on the same cluster: through each node's agent, its output and exit code."""
+    # the agent's own log: it logged this very command starting before the tail ran
+    code, out, err = await run("nodes", "logs", cid, "web-2", "--lines", "3")
+    assert code == 0 and err == "", (out, err)
+    assert len(out.splitlines()) == 3 and '"command started"' in out and '"logs-' in out, out
+    code, out, err = await run("nodes", "logs", cid, "web-2", "--file", "/note.txt")
+    assert (code, out, err) == (0, "cli x2\n", ""), (out, err)
+    code, out, err = await run("nodes", "logs", cid, "web-1", "--file", "/note.txt")
+    assert code == 66 and err == "/note.txt: no such readable file on this node\n", (out, err)
+    code, out, err = await run(
+        "nodes", "exec", cid, "web-1", "--", "sh", "-c", "echo out; echo err >&2; exit 4"
+    )
+    assert (code, out, err) == (4, "out\n", "err\n")
+    code, out, err = await run("-o", "json", "nodes", "exec", cid, "web-2", "--", "cat", "note.txt")
+    assert code == 0, err
+    answer = json.loads(out)
+    assert (answer["node"], answer["exit_code"], answer["stdout"], answer["truncated"]) == (
+        "web-2",
+        0,
+        "cli x2\n",
+        False,
+    )
+    code, out, err = await run("nodes", "exec", "--timeout", "700", cid, "web-1", "--", "true")
+    assert code == 2 and "timeout: must be a number of seconds from 1 to 600 [timeout]" in err, (out, err)
+    code, out, err = await run("nodes", "exec", cid, "web-9", "--", "true")
+    assert code == 4 and "has no node 'web-9' (has web-1, web-2)" in err, (out, err)
+    audit = (workdir / "pitrixd.log").read_text()
+    assert "node command requested" in audit and "echo out; echo err" in audit
 
 
 async def test_a_silent_agent_s_node_runs_the_service_over_ssh(full_cloud: Cloud) -> None:  # noqa: F811
