@@ -86,7 +86,7 @@ FLAGS: dict[str, Flag] = {
 }
 
 
-def _boolean(text: str) -> bool:
+def go_boolean(text: str) -> bool:
     """Go's flag package accepts these for ``-flag=value``."""
     lowered = text.lower()
     if lowered in ("1", "t", "true"):
@@ -105,7 +105,7 @@ def add_confd_flags(parser: argparse.ArgumentParser) -> None:
         dest = name.replace("-", "_")
         if flag.kind == "":
             parser.add_argument(
-                f"-{name}", f"--{name}", dest=dest, nargs="?", const=True, default=None, type=_boolean
+                f"-{name}", f"--{name}", dest=dest, nargs="?", const=True, default=None, type=go_boolean
             )
         elif flag.kind == "value":
             parser.add_argument(f"-{name}", f"--{name}", dest=dest, action="append", default=None)

@@ -12,21 +12,11 @@ from pathlib import Path
 
 from pitrix.agent.config import AgentConfig, Overrides, load_config
 from pitrix.agent.errors import AgentError
-from pitrix.agent.flags import add_confd_flags, refuse_missing_backends
+from pitrix.agent.flags import add_confd_flags, go_boolean, refuse_missing_backends
 from pitrix.agent.rootfs import default_root
 
 VERSION = "0.1.0"
 _LOG_LEVELS = {"panic": "critical", "fatal": "critical", "warn": "warning"}
-
-
-def _boolean(text: str) -> bool:
-    """Go's flag package accepts these for ``-flag=value``."""
-    lowered = text.lower()
-    if lowered in ("1", "t", "true"):
-        return True
-    if lowered in ("0", "f", "false"):
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean value {text!r}")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -40,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         parser.add_argument(f"-{name}", f"--{name}", dest=name.replace("-", "_"), **kwargs)  # type: ignore[arg-type]
 
     def switch(name: str, help_text: str) -> None:
-        flag(name, nargs="?", const=True, default=None, type=_boolean, help=help_text)
+        flag(name, nargs="?", const=True, default=None, type=go_boolean, help=help_text)
 
     switch("onetime", "run once and exit")
     switch("noop", "only show pending changes")

@@ -93,7 +93,7 @@ def unquote_char(text: str) -> int:
 _OCTAL_LEGACY = re.compile(r"0[0-7_]+")
 
 
-def _underscore_ok(s: str) -> bool:
+def underscore_ok(s: str) -> bool:
     """Go's rule: underscores only between digits, or between a base prefix and a digit."""
     saw = "^"
     i = 0
@@ -104,7 +104,7 @@ def _underscore_ok(s: str) -> bool:
         i, saw, hexa = 2, "0", s[1].lower() == "x"
     while i < len(s):
         c = s[i]
-        if c.isdigit() or (hexa and c.lower() in "abcdef"):
+        if c.isascii() and (c.isdigit() or (hexa and c.lower() in "abcdef")):
             saw = "0"
         elif c == "_":
             if saw != "0":
@@ -134,7 +134,7 @@ def _unsigned(body: str) -> int | None:
 
 def parse_int(text: str) -> int | None:
     """``strconv.ParseInt(text, 0, 64)``; ``None`` when Go would reject it (syntax or range)."""
-    if "_" in text and not _underscore_ok(text):
+    if "_" in text and not underscore_ok(text):
         return None
     sign = -1 if text.startswith("-") else 1
     body = text[1:] if text[:1] in "+-" else text
@@ -153,7 +153,7 @@ def parse_int(text: str) -> int | None:
 def parse_uint(text: str) -> int | None:
     if text.startswith(("+", "-")):
         return None
-    if "_" in text and not _underscore_ok(text):
+    if "_" in text and not underscore_ok(text):
         return None
     body = text.replace("_", "")
     value = _unsigned(body)
@@ -163,7 +163,7 @@ def parse_uint(text: str) -> int | None:
 
 
 def parse_float(text: str) -> float | None:
-    if "_" in text and not _underscore_ok(text):
+    if "_" in text and not underscore_ok(text):
         return None
     body = text.replace("_", "")
     try:

@@ -34,6 +34,7 @@ from typing import Any
 
 from pitrix.gotemplate.gofmt import go_bytes
 from pitrix.gotemplate.gotime import GoTime
+from pitrix.gotemplate.literals import underscore_ok
 from pitrix.gotemplate.values import is_int
 
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -41,26 +42,6 @@ _DEC_FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?"
 _HEX_FLOAT = re.compile(r"([+-]?)0[xX]((?:[0-9a-fA-F]+\.?[0-9a-fA-F]*|\.[0-9a-fA-F]+))[pP]([+-]?[0-9]+)")
 _SPECIAL = re.compile(r"([+-]?)(inf|infinity)|(nan)", re.IGNORECASE)
 _DEC_INT = re.compile(r"[+-]?[0-9]+")
-
-
-def _underscores_ok(text: str) -> bool:
-    """strconv's underscoreOK: each ``_`` sits between two digits (a base prefix counts as one)."""
-    body = text[1:] if text[:1] in ("+", "-") else text
-    saw, i, hexa = "^", 0, False
-    if len(body) >= 2 and body[0] == "0" and body[1].lower() in "box":
-        saw, i, hexa = "0", 2, body[1].lower() == "x"
-    for c in body[i:]:
-        if c.isascii() and (c.isdigit() or (hexa and c.lower() in "abcdef")):
-            saw = "0"
-        elif c == "_":
-            if saw != "0":
-                return False
-            saw = "_"
-        else:
-            if saw == "_":
-                return False
-            saw = "!"
-    return saw != "_"
 
 
 def parse_float(text: str) -> tuple[float, bool]:
@@ -73,7 +54,7 @@ def parse_float(text: str) -> tuple[float, bool]:
         return (-math.inf if special.group(1) == "-" else math.inf), True
     if "_" in text:
         # Digit separators: where strconv allows them, its parser skips them.
-        if not _underscores_ok(text):
+        if not underscore_ok(text):
             return 0.0, False
         text = text.replace("_", "")
     if _DEC_FLOAT.fullmatch(text):
