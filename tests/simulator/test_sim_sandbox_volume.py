@@ -15,6 +15,7 @@ import pwd
 import subprocess
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -52,7 +53,7 @@ async def inside(sim: Simulator, iid: str, command: str) -> subprocess.Completed
     )
 
 
-async def act(sim: Simulator, action: str, params: dict[str, object]) -> dict[str, object]:
+async def act(sim: Simulator, action: str, params: dict[str, Any]) -> dict[str, Any]:
     reply = await call(sim, action, params)
     assert reply["ret_code"] == 0, reply
     assert await wait_job(sim, str(reply["job_id"]), timeout=30) == "successful"
@@ -63,9 +64,9 @@ async def test_the_mount_point_is_a_bind_mount_that_comes_back_at_boot(sim: Simu
     run = await act(
         sim, "RunInstances", {"image_id": "boxed", "login_mode": "passwd", "login_passwd": "Secret123"}
     )
-    [iid] = run["instances"]  # type: ignore[misc]
+    [iid] = run["instances"]
     made = await act(sim, "CreateVolumes", {"size": 1, "volume_name": "data"})
-    [vid] = made["volumes"]  # type: ignore[misc]
+    [vid] = made["volumes"]
     await act(sim, "AttachVolumes", {"volumes.1": vid, "instance": iid})
     data = sim.state_dir / "volumes" / vid / "data"
     prepare = prepare_command(Volume(size=1, mount_point="/var/lib/app"), ("/dev/vdb",))
