@@ -17,16 +17,18 @@ Layouts read (every one found is used):
 
 Template folders (``templates/<name>/NN.part.tmpl``) are joined into ``templates/<name>.tmpl`` in
 name order, each part followed by a newline, after the ``confd_header`` files if given (the
-packages take that header from a shared role). Top-level ``bin``, ``sbin``, ``lib``... of the tree
-go under ``usr/`` where the host's are merged-usr links (a sandbox keeps the host's links).
-Scripts (``*.sh``) and files in a ``bin`` folder are made executable, as the packages' builds do
-(a checkout does not always keep the mode).
+packages take that header from a shared role); numbered parts lying beside the one template
+source no file holds (``templates/NN.*.tmpl``, etcd's) are joined into it likewise. Top-level
+``bin``, ``sbin``, ``lib``... of the tree go under ``usr/`` where the host's are merged-usr links
+(a sandbox keeps the host's links). Scripts (``*.sh``) and files in a ``bin`` folder are made
+executable, as the packages' builds do (a checkout does not always keep the mode).
 """
 
 from __future__ import annotations
 
 import os
 import shutil
+import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -100,6 +102,33 @@ def _join_templates(templates: Path, header: list[Path]) -> list[str]:
     return joined
 
 
+def _join_loose_parts(confd: Path) -> list[str]:
+    """Numbered parts (``templates/NN.*.tmpl``) beside the one template source no file holds:
+    joined into it in name order, each part followed by a newline, as the packages' builds join
+    them (etcd's ``make.sh.tmpl`` from ``01.header.sh.tmpl`` and ``02.app.env.tmpl``). With more
+    than one source missing the parts are not guessed at: nothing is joined."""
+    templates = confd / "templates"
+    parts = sorted(p for p in templates.glob("[0-9][0-9].*.tmpl") if p.is_file())
+    if not parts:
+        return []
+    missing = set()
+    for toml in sorted((confd / "conf.d").glob("*.toml")):
+        try:
+            src = tomllib.loads(toml.read_text()).get("template", {}).get("src", "")
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError):
+            continue
+        if isinstance(src, str) and src and not (templates / src).exists():
+            missing.add(src)
+    if len(missing) != 1:
+        return []
+    [src] = missing
+    with open(templates / src, "w") as out:
+        for part in parts:
+            out.write(part.read_text())
+            out.write("\n")
+    return [f"{src} from {len(parts)} parts ({', '.join(p.name for p in parts)})"]
+
+
 def build_image(recipe: ImageRecipe, out_dir: Path) -> Path:
     """Write the image ``out_dir/<name>`` (replacing one of that name); returns its directory."""
     package = recipe.package
@@ -145,6 +174,7 @@ def build_image(recipe: ImageRecipe, out_dir: Path) -> Path:
     if not sources:
         raise ImageError(f"package: no image files found in {package} (ansible/, confd/ or image/)")
     joined = _join_templates(dest / "etc/confd/templates", recipe.confd_header)
+    joined += _join_loose_parts(dest / "etc/confd")
     for shim, where in SHIMS.items():
         target = dest / where
         target.parent.mkdir(parents=True, exist_ok=True)

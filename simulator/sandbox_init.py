@@ -24,7 +24,8 @@ links recreated as links; fresh ``/proc`` (the VM's processes only; the simulato
 random... device nodes in the VM's own ``/dev`` (which also holds attached volumes' entries);
 the directories Python and the project need bound read-only at their host paths, and any
 read-write binds asked for (the simulator's volume directory). The network stays the host's: the
-VM keeps its own loopback address.
+VM keeps its own loopback address. Bind entries of the VM's ``/etc/fstab`` (attached volumes'
+mount points) are mounted last, as a machine mounts its disks at boot.
 """
 
 from __future__ import annotations
@@ -175,6 +176,33 @@ def _binds(root: str, paths: list[str], covered: set[str], *, read_only: bool) -
         done.append(path)
 
 
+def _fstab_binds(root: str, shared: list[str]) -> None:
+    """Mount the VM's ``/etc/fstab`` bind entries, as a machine mounts its disks at boot: an
+    attached volume's mount point is such an entry (the node-side prepare writes it), the
+    source its device entry (a link to the volume's directory). A source that is gone (the
+    volume was detached) is left out, as ``nofail`` says; so is one resolving outside the VM's
+    root and the read-write directories it already sees (a link in the VM must not bring a
+    host directory in); other entries are not this VM's."""
+    allowed = [os.path.realpath(p) for p in [root, *shared]]
+    try:
+        with open(os.path.join(root, "etc", "fstab")) as fstab:
+            lines = fstab.read().splitlines()
+    except OSError:
+        return
+    for line in lines:
+        fields = line.split()
+        if len(fields) < 4 or fields[0].startswith("#") or "bind" not in fields[3].split(","):
+            continue
+        source = os.path.realpath(_inside(root, fields[0]))
+        target = _inside(root, fields[1])
+        if not any(source == a or source.startswith(a + "/") for a in allowed):
+            continue
+        if not os.path.isdir(source) or os.path.islink(target):
+            continue
+        os.makedirs(target, exist_ok=True)
+        _mount(source, target, None, MS_BIND)
+
+
 def _hardware(root: str, work: str) -> list[tuple[str, str]]:
     """The simulator's ``proc/cpuinfo``/``meminfo``, saved before ``/proc`` hides them."""
     saved = []
@@ -200,6 +228,7 @@ def _build(config: dict[str, object]) -> list[tuple[str, str]]:
     _run_and_tmp(root)
     _binds(root, [str(p) for p in config.get("read_only", [])], covered, read_only=True)  # type: ignore[attr-defined]
     _binds(root, [str(p) for p in config.get("read_write", [])], covered, read_only=False)  # type: ignore[attr-defined]
+    _fstab_binds(root, [str(p) for p in config.get("read_write", [])])  # type: ignore[attr-defined]
     return _hardware(root, work)
 
 

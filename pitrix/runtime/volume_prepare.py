@@ -10,7 +10,12 @@ tells the two kinds of device apart by testing the path:
   at every boot, and a missing volume never stops a boot), then mounted;
 - a directory (a simulated VM, whose device entry links to the volume's directory): the mount point
   becomes a symlink to the device entry, which lives in the VM's root and so survives its stop and
-  start, and dangles once the volume is detached.
+  start, and dangles once the volume is detached;
+- a directory in a sandboxed simulated VM (the command runs at the VM's own ``/``, the image holds
+  ``/etc/pitrix-sim/sandbox``): a bind mount in the VM's mount namespace, recorded in its
+  ``/etc/fstab`` (``bind,nofail``; the sandbox mounts such entries at each boot), because a link
+  is not what a package expects of a disk: ``chown -R user /data`` changes only the link, and a
+  daemon running as that user cannot write its data.
 
 Run again, it changes nothing: an existing fstab entry, a mounted mount point or a link already in
 place are left as they are.
@@ -24,6 +29,9 @@ from pitrix.runtime.spec import Volume
 
 DEVICE_WAIT = 60.0  # seconds for the guest to show an attached device (looked for twice a second)
 MKFS = {"ext4": "mkfs.ext4 -q", "xfs": "mkfs.xfs -q"}
+# What a sandboxed simulator image holds (simulator.images.SANDBOX_MARKER; the runtime does not
+# import the simulator): there a directory device is bind-mounted rather than linked.
+SANDBOX_MARKER = "/etc/pitrix-sim/sandbox"
 
 
 def prepare_command(
@@ -50,6 +58,23 @@ while [ -z "$dev" ]; do
     sleep 0.5
   fi
 done
+if [ -d "$dev" ] && [ -z "$root" ] && [ -e {q(SANDBOX_MARKER)} ]; then
+  if [ -L "$mp" ]; then rm -f "$mp"; fi
+  if [ -e "$mp" ] && [ ! -d "$mp" ]; then echo "volume: $mp exists and is not a directory" >&2; exit 1; fi
+  mkdir -p "$mp"
+  if mountpoint -q "$mp"; then
+    echo "volume: $mp is mounted already"
+  elif [ -n "$(ls -A "$mp")" ]; then
+    echo "volume: $mp exists and is not empty" >&2; exit 1
+  else
+    mount --bind "$dev" "$mp"
+    echo "volume: $dev bound at $mp"
+  fi
+  if ! grep -q "^$dev $mp none " /etc/fstab 2>/dev/null; then
+    printf '%s %s none bind,nofail 0 0\n' "$dev" "$mp" >> /etc/fstab
+  fi
+  exit 0
+fi
 if [ -d "$dev" ]; then
   if [ -L "$mp" ]; then
     if [ "$(readlink "$mp")" = "$dev" ]; then echo "volume: $mp is $dev already"; exit 0; fi
