@@ -5,9 +5,13 @@ from __future__ import annotations
 import json
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 if TYPE_CHECKING:
-    import aiohttp
+    from pitrix.cli.http import Response
+
+# pitrixd sends a keepalive every 15 s on an event stream: three missed is a connection lost.
+EVENTS_READ_TIMEOUT = 45.0
 
 
 class ApiError(Exception):
@@ -21,28 +25,28 @@ class ApiError(Exception):
 
 
 class ApiClient:
+    """Requests to pitrixd at ``url`` (``http://``, ``https://`` or ``unix:/path``).
+
+    Connections are not limited: each /wait long-poll holds one until its cluster's job ends, and a
+    caller may follow a thousand clusters at once (the orchestration bench). Failures to reach
+    pitrixd raise ``pitrix.cli.http.HttpConnectionError``, an answer cut short ``HttpPayloadError``,
+    a request past its time ``TimeoutError``.
+    """
+
     def __init__(self, url: str, token: str | None = None, timeout: float = 120.0) -> None:
-        # Imported here, not with the module: the CLI imports ApiError for every command, and
-        # aiohttp alone costs several times Python's own start.
-        import aiohttp
+        # Imported here, not with the module: the CLI imports ApiError for every command, and a
+        # command's cheap paths (--help, a usage error) need no event loop.
+        from pitrix.cli.http import HttpClient
 
         self.url = url.rstrip("/")
-        headers = {"Authorization": f"Bearer {token}"} if token else {}
-        # No connection limit: each /wait long-poll holds a connection until its cluster's job ends,
-        # so a caller following more than aiohttp's default of 100 clusters at once (the orchestration
-        # bench's 1,000) would leave every further request queued until it timed out.
-        connector: aiohttp.BaseConnector
-        if self.url.startswith("unix:"):
-            connector = aiohttp.UnixConnector(path=self.url[len("unix:") :], limit=0)
-            self.url = "http://localhost"
-        else:
-            connector = aiohttp.TCPConnector(limit=0)
-        self.session = aiohttp.ClientSession(
-            headers=headers, connector=connector, timeout=aiohttp.ClientTimeout(total=timeout)
-        )
+        headers = {"Accept": "application/json"}
+        if token:
+            headers["Authorization"] = f"Bearer {token}"
+        self.timeout = timeout
+        self.http = HttpClient(self.url, headers)
 
     async def close(self) -> None:
-        await self.session.close()
+        await self.http.close()
 
     async def __aenter__(self) -> ApiClient:
         return self
@@ -54,29 +58,40 @@ class ApiClient:
         """The server-sent events at ``path`` as (event, data) until the server ends the stream.
 
         pitrixd sends a keepalive every 15 s, so a stream silent for three of them is a connection
-        lost without a word (a host gone, a cable pulled): that raises ``ServerTimeoutError``.
+        lost without a word (a host gone, a cable pulled): that raises ``HttpReadTimeout``.
         """
-        import aiohttp
+        from pitrix.cli.http import Response
 
-        timeout = aiohttp.ClientTimeout(total=None, sock_read=45.0)
-        async with self.session.get(self.url + path, timeout=timeout) as response:
-            if response.status >= 400:
-                await self._raise(response)
-            kind, data = "", ""
-            async for raw in response.content:
-                line = raw.decode().rstrip("\r\n")
-                if line.startswith("event:"):
-                    kind = line[len("event:") :].strip()
-                elif line.startswith("data:"):
-                    data = line[len("data:") :].strip()
-                elif not line and kind:
-                    yield kind, json.loads(data) if data else {}
-                    kind, data = "", ""
+        stream = self.http.stream(
+            "GET", path, read_timeout=EVENTS_READ_TIMEOUT, headers={"Accept": "text/event-stream"}
+        )
+        try:
+            head = await anext(stream)
+            assert isinstance(head, Response)
+            if head.status >= 400:
+                body = b"".join([chunk async for chunk in stream if isinstance(chunk, bytes)])
+                self._raise(Response(head.status, head.reason, head.headers, body))
+            kind, data, pending = "", "", b""
+            async for chunk in stream:
+                assert isinstance(chunk, bytes)
+                pending += chunk
+                *lines, pending = pending.split(b"\n")
+                for raw in lines:
+                    line = raw.decode().rstrip("\r")
+                    if line.startswith("event:"):
+                        kind = line[len("event:") :].strip()
+                    elif line.startswith("data:"):
+                        data = line[len("data:") :].strip()
+                    elif not line and kind:
+                        yield kind, json.loads(data) if data else {}
+                        kind, data = "", ""
+        finally:
+            await stream.aclose()
 
     @staticmethod
-    async def _raise(response: aiohttp.ClientResponse) -> None:
+    def _raise(response: Response) -> None:
         try:
-            data = await response.json(content_type=None)
+            data = json.loads(response.body)
         except ValueError:
             data = None
         error = (data or {}).get("error", {}) if isinstance(data, dict) else {}
@@ -90,17 +105,20 @@ class ApiClient:
     async def request(
         self, method: str, path: str, body: Any = None, *, wait_up_to: float | None = None, **params: Any
     ) -> Any:
-        """``wait_up_to``: seconds for this request instead of the session's (a command run on a node)."""
-        import aiohttp
-
-        query = {k: str(v) for k, v in params.items() if v is not None}
-        timeout = aiohttp.ClientTimeout(total=wait_up_to) if wait_up_to else None
-        async with self.session.request(
-            method, self.url + path, json=body, params=query, timeout=timeout
-        ) as response:
-            if response.status >= 400:
-                await self._raise(response)
-            return await response.json(content_type=None) if response.content_length != 0 else None
+        """``wait_up_to``: seconds for this request instead of the client's (a command run on a node)."""
+        query = urlencode({k: str(v) for k, v in params.items() if v is not None})
+        target = path + ("&" if "?" in path else "?") + query if query else path
+        headers = None
+        payload = None
+        if body is not None:
+            payload = json.dumps(body).encode()
+            headers = {"Content-Type": "application/json"}
+        response = await self.http.request(
+            method, target, body=payload, headers=headers, timeout=wait_up_to or self.timeout
+        )
+        if response.status >= 400:
+            self._raise(response)
+        return json.loads(response.body) if response.body else None
 
     async def get(self, path: str, **params: Any) -> Any:
         return await self.request("GET", path, **params)

@@ -37,7 +37,7 @@ from pitrix.cli.url import BadUrl, normalize_url
 if TYPE_CHECKING:
     from pitrix.cli.client import ApiClient
 
-# Only what --help, --version and a usage error need is imported above: aiohttp, yaml and asyncio
+# Only what --help, --version and a usage error need is imported above: the HTTP client, yaml and asyncio
 # cost a command several times Python's own start, so the functions that use them import them.
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_AUTH = 1, 2, 3, 4, 5, 6
@@ -175,7 +175,7 @@ def _results_lines(results: dict[str, dict[str, Any]]) -> list[str]:
 
 
 async def _wait_job(client: ApiClient, cid: str, job: dict[str, Any], args: argparse.Namespace) -> int:
-    import aiohttp
+    from pitrix.cli.http import HttpConnectionError, HttpPayloadError
 
     if args.no_wait:
         _print({"cluster_id": cid, "job": job}, args.output, lambda d: f"{cid}: job {job['id']} started")
@@ -200,7 +200,7 @@ async def _wait_job(client: ApiClient, cid: str, job: dict[str, Any], args: argp
             file=sys.stderr,
         )
         return EXIT_TIMEOUT
-    except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError) as exc:
+    except (HttpConnectionError, HttpPayloadError) as exc:
         print(
             f"pitrix: lost the connection to pitrixd at {args.url} ({exc}); {_job_goes_on(cid, job['id'])}",
             file=sys.stderr,
@@ -761,7 +761,7 @@ def _event_out(kind: str, data: dict[str, Any], output: str) -> str:
 
 async def _events(client: ApiClient, args: argparse.Namespace) -> int:
     """Print the clusters' current state, then (with --follow) every change until interrupted."""
-    import aiohttp
+    from pitrix.cli.http import HttpConnectionError, HttpPayloadError
 
     path = f"/v1/clusters/{args.cluster}/events" if args.cluster else "/v1/events"
     started = False
@@ -773,7 +773,7 @@ async def _events(client: ApiClient, args: argparse.Namespace) -> int:
                     return 0
                 continue
             print(_event_out(kind, data, args.output), flush=True)
-    except (aiohttp.ClientPayloadError, aiohttp.ClientConnectionError) as exc:
+    except (HttpPayloadError, HttpConnectionError) as exc:
         if not started:
             raise
         reason = str(exc) or type(exc).__name__
@@ -1260,9 +1260,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 async def run(args: argparse.Namespace) -> int:
-    import aiohttp
-
     from pitrix.cli.client import ApiClient, ApiError
+    from pitrix.cli.http import HttpConnectionError, HttpPayloadError
 
     handlers: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] = {
         "apps": cmd_apps,
@@ -1290,10 +1289,10 @@ async def run(args: argparse.Namespace) -> int:
             return {401: EXIT_AUTH, 403: EXIT_AUTH, 404: EXIT_NOT_FOUND, 409: EXIT_CONFLICT}.get(
                 exc.status, EXIT_USAGE if exc.status < 500 else EXIT_FAILED
             )
-        except aiohttp.ClientConnectionError as exc:
+        except HttpConnectionError as exc:
             print(f"pitrix: cannot reach pitrixd at {args.url}: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
-        except aiohttp.ClientPayloadError as exc:
+        except HttpPayloadError as exc:
             print(f"pitrix: lost the connection to pitrixd at {args.url}: {exc}", file=sys.stderr)
             return EXIT_UNREACHABLE
 

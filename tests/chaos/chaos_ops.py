@@ -13,10 +13,9 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-import aiohttp
-
 from bench.stack import Stack
 from pitrix.cli.client import ApiError
+from pitrix.cli.http import HttpConnectionError, HttpPayloadError
 
 TRANSITIONAL = {"pending", "creating", "scaling_out", "scaling_in", "deleting", "stopping", "starting"}
 
@@ -54,7 +53,7 @@ class Driver:
             try:
                 async with self.stack.api() as api:
                     return await api.request(method, path, body, **params)
-            except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError):
+            except (HttpConnectionError, HttpPayloadError, TimeoutError):
                 self.tally.reasked += 1
                 await self.up.wait()
             except ApiError as exc:
@@ -87,7 +86,7 @@ class Driver:
             async with self.stack.api() as api:
                 created = await api.post("/v1/clusters", {"runtime": "sim", "app": app, "name": name})
             return str(created["cluster"]["id"])
-        except (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, TimeoutError):
+        except (HttpConnectionError, HttpPayloadError, TimeoutError):
             self.tally.reasked += 1
         # The answer was lost: the cluster exists if pitrixd accepted it before it died.
         listed = await self.call("GET", "/v1/clusters", all="1")
