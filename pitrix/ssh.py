@@ -19,12 +19,14 @@ import shlex
 import time
 from collections.abc import Awaitable, Callable
 from types import TracebackType
-
-import asyncssh
+from typing import TYPE_CHECKING
 
 from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 from pitrix.providers.base import Instance
+
+if TYPE_CHECKING:
+    import asyncssh
 
 CONNECT_TIMEOUT = 60.0
 COMMAND_TIMEOUT = 120.0
@@ -41,6 +43,8 @@ HostKeys = Callable[[Instance], Awaitable[list[str]]]
 
 
 def _import_keys(instance: Instance, lines: list[str]) -> list[asyncssh.SSHKey]:
+    import asyncssh  # only here: a pitrixd that opens no SSH session never loads the SSH stack
+
     keys = []
     for line in lines:
         try:
@@ -88,6 +92,8 @@ async def connect(
     ``keys`` (a provider's ``host_keys``) gives the host keys to pin. ``on_retry`` hears of each
     refusal that will be tried again (for logs and tests).
     """
+    import asyncssh  # only here: a pitrixd that opens no SSH session never loads the SSH stack
+
     if not instance.private_ip:
         raise SshError(f"{instance.instance_id}: no address to connect to")
     deadline = time.monotonic() + timeout
@@ -183,6 +189,8 @@ class SshSessions:
         timeout: float = COMMAND_TIMEOUT,
     ) -> tuple[int, str]:
         """``command`` on the instance: its exit status and its output (stdout, then stderr)."""
+        import asyncssh  # only here: a pitrixd that opens no SSH session never loads the SSH stack
+
         async with self._slots:
             conn = await self.connection(instance)
             try:

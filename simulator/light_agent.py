@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from pitrix.agent.agent import Agent, build_agent
-from pitrix.agent.config import load_config
 from pitrix.aio import cancel_and_wait
 from pitrix.logs import get_logger
+
+if TYPE_CHECKING:
+    from pitrix.agent.agent import Agent
 
 CONFIG_PATH = "etc/pitrix/agent.toml"
 STOP_TIMEOUT = 10.0
@@ -35,6 +37,10 @@ class LightAgent:
         path = root / config_path.lstrip("/")
         if not path.is_file():
             return None
+        # only here: a simulator whose VMs run no in-process agent never loads the agent's stack
+        from pitrix.agent.agent import build_agent
+        from pitrix.agent.config import load_config
+
         config = await asyncio.to_thread(load_config, root, path, None, environ)
         return cls(build_agent(config, announce=lambda _info: None), environ["PITRIX_VM_ID"])
 

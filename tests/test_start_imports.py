@@ -76,3 +76,29 @@ def test_cheap_paths_import_no_heavy_library(command: str, args: list[str], says
     packages, output = imported_by(command, *args)
     assert says in output, output  # the path really ran, not an import error
     assert sorted(packages & set(HEAVY)) == [], f"{command} {' '.join(args)}"
+
+
+# What each daemon loads to start (its API, store, runtime, simulated clouds), and the libraries only
+# some runs need: SSH only once pitrixd makes a key or opens a session, the AppCenter converter only
+# with a package import, the agent only in a simulator that runs light VMs.
+START_MODULES = {
+    "pitrixd": ["pitrix.daemon", "pitrix.api.app", "pitrix.runtime.service", "pitrix.store.embedded"],
+    "pitrix-sim": ["simulator.main", "simulator.cloud"],
+}
+LOADED_ON_USE = {
+    "pitrixd": ["asyncssh", "pitrix.appcenter.importer"],
+    "pitrix-sim": ["pitrix.agent.agent"],
+}
+
+
+@pytest.mark.parametrize("command", sorted(START_MODULES))
+def test_daemon_start_loads_no_library_only_some_runs_use(command: str) -> None:
+    probe = (
+        f"import importlib, json, sys\nfor m in {START_MODULES[command]!r}: importlib.import_module(m)\n"
+        "print(json.dumps(sorted(sys.modules)))"
+    )
+    run = [sys.executable, "-c", probe]
+    done = subprocess.run(run, capture_output=True, text=True, timeout=60, check=True)
+    modules = set(json.loads(done.stdout))
+    assert set(START_MODULES[command]) <= modules  # the probe really loaded the start path
+    assert sorted(modules & set(LOADED_ON_USE[command])) == [], command

@@ -24,7 +24,7 @@ from pitrix.api.metrics import Metrics, jobs_in_flight
 from pitrix.api.openapi import openapi_document
 from pitrix.api.stream import stream_events
 from pitrix.api.ui import ui_page
-from pitrix.appcenter.importer import PackageError, import_package
+from pitrix.appcenter.errors import PackageError
 from pitrix.logs import get_logger
 from pitrix.runtime.actions import BY_VERB, TRANSITIONAL
 from pitrix.runtime.catalog import AppCatalog
@@ -148,6 +148,8 @@ async def import_app(request: web.Request) -> web.Response:
     name, version = body.get("name"), body.get("version", "1.0.0")
     if not isinstance(name, str | None) or not isinstance(version, str):
         raise InvalidRequest("name: a string" if not isinstance(name, str | None) else "version: a string")
+    from pitrix.appcenter.importer import import_package  # only here: most pitrixd runs import no package
+
     try:
         conversion = await asyncio.to_thread(import_package, files, images=images, name=name, version=version)
     except PackageError as exc:

@@ -19,13 +19,15 @@ from __future__ import annotations
 import asyncio
 import re
 from dataclasses import dataclass
-
-import asyncssh
+from typing import TYPE_CHECKING
 
 from pitrix.providers.base import Provider
 from pitrix.runtime.keys import keypair_key
 from pitrix.sealing import Sealer, create_sealed, get_sealed
 from pitrix.store import Store
+
+if TYPE_CHECKING:
+    import asyncssh
 
 
 def keypair_name(owner: str, runtime: str) -> str:
@@ -47,6 +49,8 @@ class RuntimeKeyPair:
 
 async def load_private_key(store: Store, sealer: Sealer, owner: str, runtime: str) -> asyncssh.SSHKey:
     """The owner's private key on the runtime, generated and stored (sealed) the first time."""
+    import asyncssh  # only here: a pitrixd that makes no instance never loads the SSH stack
+
     key = keypair_key(owner, runtime)
     pem = await get_sealed(store, key, sealer)
     if pem is None:

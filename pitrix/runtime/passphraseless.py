@@ -20,8 +20,6 @@ import asyncio
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
-import asyncssh
-
 from pitrix.providers.base import Instance
 from pitrix.runtime.keys import role_key_key
 from pitrix.runtime.userdata import SSH_DIR, ssh_identity_script
@@ -44,6 +42,8 @@ class RoleKey:
 
 
 def _generate(comment: str) -> bytes:
+    import asyncssh  # only here: a pitrixd that makes no role key never loads the SSH stack
+
     key = asyncssh.generate_private_key("ssh-rsa", comment=comment, key_size=RSA_BITS)
     return key.export_private_key("openssh")
 
@@ -55,6 +55,8 @@ async def role_key(ctx: JobContext, role: str) -> RoleKey:
     if pem is None:
         made = await asyncio.to_thread(_generate, f"pitrix {ctx.cid}/{role}")
         pem = await create_sealed(ctx.store, key, made, ctx.sealer)  # the loser reads the winner's
+    import asyncssh  # only here: a pitrixd that makes no role key never loads the SSH stack
+
     private = asyncssh.import_private_key(pem)
     return RoleKey(pem, private.export_public_key("openssh").decode().strip())
 

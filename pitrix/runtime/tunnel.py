@@ -12,11 +12,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-
-import asyncssh
+from typing import TYPE_CHECKING
 
 from pitrix.providers.base import Instance
 from pitrix.ssh import HostKeys, connect
+
+if TYPE_CHECKING:
+    import asyncssh  # annotations only: pitrix.ssh loads it when a connection is made
 
 MANAGE_PORT = 9611
 
