@@ -26,8 +26,8 @@ from pitrix.store import Store
 
 pytestmark = pytest.mark.timeout(600)
 
-# name → (template source, a phrase its error must contain)
-HOSTILE = {
+# name → (template source, a phrase its error must contain, or phrases one of which it must)
+HOSTILE: dict[str, tuple[str, str | tuple[str, ...]]] = {
     "flood": ('{{range seq 1 900000}}{{printf "%01000d" 1}}{{end}}', "output exceeds the limit"),
     "explode": (
         '{{$s := getv "/env/v"}}{{range seq 1 200}}{{$s = printf "%s%s" $s $s}}{{end}}{{$s}}',
@@ -35,9 +35,11 @@ HOSTILE = {
     ),
     "replace": ('{{$s := printf "%0100000d" 0}}{{replace $s "" $s -1}}', "replace would be"),
     "bigrange": ("{{range seq 1 10000000000}}x{{end}}", "more than the limit"),
+    # Whichever bound comes first: on a busy host the render's deadline can end it before its
+    # output reaches the size limit; both are the clean, reported failure this test asks for.
     "nested": (
         '{{range seq 1 100000}}{{range getvs "/env/*"}}{{printf "%0200d" 0}}{{end}}{{end}}',
-        "output exceeds the limit",
+        ("output exceeds the limit", "render exceeded its deadline"),
     ),
     "recurse": ('{{define "r"}}{{template "r" .}}{{end}}{{template "r"}}', "maximum template depth"),
     "overflow": ("{{$x := 3}}{{range 100}}{{$x = mul $x $x}}{{end}}{{$x}}", "integer overflow"),
@@ -129,7 +131,10 @@ async def test_hostile_templates_fail_cleanly_and_the_agent_stays_up(tmp_path: P
     unreported = {
         name: applied.get(name)
         for name, (_, phrase) in HOSTILE.items()
-        if applied.get(name, {}).get("ok") is not False or phrase not in str(applied[name].get("error"))
+        if applied.get(name, {}).get("ok") is not False
+        or not any(
+            p in str(applied[name].get("error")) for p in ((phrase,) if isinstance(phrase, str) else phrase)
+        )
     }
     outside = applied.get(OUTSIDE, {})
     good_last = (root / "etc/good.conf").read_text() == f"v={writes} end\n"
