@@ -110,7 +110,7 @@ async def mark_leaving(ctx: JobContext, role: str, count: int, named: list[str])
                 for n in found
             )
         )
-    deleting = await host_tree(ctx, await members(ctx, chosen))
+    deleting = host_tree(ctx, await members(ctx, chosen))
     if deleting:
         await ctx.metad.put_data(ks.cluster(ctx.cid), {ks.DELETING_HOSTS: deleting})
     return f"leaving: {', '.join(chosen)}"
@@ -121,7 +121,7 @@ async def mark_replaced(ctx: JobContext, old: dict[str, str]) -> str:
     ``deleting-hosts`` as they were, so the live members' ``scale_in`` can let them go."""
     # Only those not yet forgotten (a re-run after forget-old is done finds the new instance).
     still = [n for n in await members(ctx, list(old)) if n.instance_id == old[n.node_id]]
-    deleting = await host_tree(ctx, still)
+    deleting = host_tree(ctx, still)
     if deleting:
         await ctx.metad.put_data(ks.cluster(ctx.cid), {ks.DELETING_HOSTS: deleting})
     return f"replacing {', '.join(f'{n} ({i})' for n, i in sorted(old.items()))}"

@@ -89,7 +89,7 @@ def gsid(cid: str, node_id: str) -> str:
     return str(100_000_000 + int.from_bytes(digest[:8], "big") % 900_000_000)
 
 
-async def pub_keys(ctx: JobContext) -> dict[str, str]:
+def pub_keys(ctx: JobContext) -> dict[str, str]:
     """Each passphraseless role's public key (AppCenter profile only; others publish none)."""
     if not appcenter(ctx):
         return {}
@@ -106,12 +106,10 @@ def place(ctx: JobContext, tree: dict[str, Any], node: Node, entry: dict[str, An
     (tree.setdefault(role, {}) if role else tree)[node.instance_id] = entry
 
 
-async def host_tree(
-    ctx: JobContext, wanted: list[Node], keys: dict[str, str] | None = None
-) -> dict[str, Any]:
+def host_tree(ctx: JobContext, wanted: list[Node], keys: dict[str, str] | None = None) -> dict[str, Any]:
     """The nodes' host entries as a ``hosts``-shaped tree (nodes without an instance left out);
     ``keys``: the roles' public keys, if the caller has them already (``pub_keys``)."""
-    keys = await pub_keys(ctx) if keys is None else keys
+    keys = pub_keys(ctx) if keys is None else keys
     tree: dict[str, Any] = {}
     for node in wanted:
         if node.instance_id:
@@ -239,8 +237,8 @@ async def register(
     the instance it replaces) adds ``replaces`` to those entries, so a replacement knows it is one.
     """
     wanted = await members(ctx, node_ids)
-    keys = await pub_keys(ctx)
-    hosts = await host_tree(ctx, wanted, keys)
+    keys = pub_keys(ctx)
+    hosts = host_tree(ctx, wanted, keys)
     data: dict[str, Any] = {"cluster": cluster_entry(ctx), "hosts": hosts}
     env = role_env(ctx)
     if env:
@@ -289,7 +287,7 @@ async def register(
 
 async def mark_leaving(ctx: JobContext, node_ids: list[str]) -> str:
     wanted = await members(ctx, node_ids)
-    deleting = await host_tree(ctx, wanted)
+    deleting = host_tree(ctx, wanted)
     for node in wanted:
         if node.status != "leaving":
             await save(ctx, node.model_copy(update={"status": "leaving"}))
