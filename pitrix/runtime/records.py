@@ -23,6 +23,7 @@ from pydantic import (
     FieldSerializationInfo,
     SerializerFunctionWrapHandler,
     field_serializer,
+    field_validator,
 )
 
 from pitrix.runtime.keys import metadata_key, runtime_key
@@ -184,6 +185,20 @@ class Runtime(_Record):
     # from its config at start). Its lease lasts three intervals: a longer one costs the metadata
     # cluster less at thousands of agents, and a dead node is noticed that much later.
     heartbeat_interval: float = Field(DEFAULT_HEARTBEAT_INTERVAL, ge=0.5, le=300)
+    # Members of each metadata cluster made on this runtime: three survive the loss of one VM; one
+    # costs a third as much and stops every config change and command while its VM is down. Odd,
+    # as etcd's quorum wants.
+    metadata_size: int = Field(3, ge=1, le=7)
+    # The network every instance joins: a QingCloud vxnet id (its API places an instance in one),
+    # an AWS subnet id, an OpenStack network id. Empty: the provider's default network.
+    network: str = ""
+
+    @field_validator("metadata_size")
+    @classmethod
+    def _odd_size(cls, value: int) -> int:
+        if value % 2 == 0:
+            raise ValueError("must be odd (1, 3, 5 or 7): an even etcd cluster tolerates no more losses")
+        return value
 
     def public(self) -> dict[str, Any]:
         """The definition without anything secret, for answers and logs."""
