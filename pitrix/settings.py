@@ -129,6 +129,12 @@ class ApiSettings(_Section):
         description="largest request body accepted (413 beyond); keep it under the etcd's "
         "--max-request-bytes (1.5 MiB by default), since an app spec is stored whole",
     )
+    events_kept: int = Field(
+        1000, ge=10, le=100_000, description="events kept per cluster in the history (oldest dropped first)"
+    )
+    events_max_age: float = Field(
+        7 * 86400.0, gt=0, description="seconds an event stays in a cluster's history at most"
+    )
 
     @field_validator("listen")
     @classmethod

@@ -10,6 +10,7 @@ import asyncio
 import json
 import math
 import re
+import time
 from typing import Any
 
 from aiohttp import web
@@ -18,11 +19,12 @@ from pitrix.api.app_metrics import AppMetricsFeed, AppSeries
 from pitrix.api.auth import Identity, Tokens, auth_middleware, identity_of, require_admin
 from pitrix.api.endpoints import endpoints_view
 from pitrix.api.errors import errors_middleware, json_body
+from pitrix.api.event_log import EventLog, HistoryLimits, parse_since
 from pitrix.api.events import EventHub, cluster_view
 from pitrix.api.guard import Guard, guard_middleware
 from pitrix.api.metrics import Metrics, jobs_in_flight
 from pitrix.api.openapi import openapi_document
-from pitrix.api.stream import stream_events
+from pitrix.api.stream import stream_events, stream_history
 from pitrix.api.ui import ui_page
 from pitrix.appcenter.errors import PackageError
 from pitrix.logs import get_logger
@@ -475,8 +477,37 @@ async def all_events(request: web.Request) -> web.StreamResponse:
 
 
 async def cluster_events(request: web.Request) -> web.StreamResponse:
+    """The cluster's kept events as JSON, or (``?follow=true``, or an ``Accept`` of
+    ``text/event-stream`` as browsers' EventSource and the CLI send) as a stream that goes on live."""
     cluster = await _cluster(request)
-    return await stream_events(request, request.app[EVENTS], None, cluster.id)
+    hub = request.app[EVENTS]
+    since, limit, follow = history_query(request.query, request.headers.get("Accept", ""))
+    if hub.history is None:
+        return await stream_events(request, hub, None, cluster.id)
+    if follow:
+        return await stream_history(request, hub, cluster.id, since, limit)
+    events, _ = await hub.history.read(cluster.id, since, limit)
+    return web.json_response({"events": events})
+
+
+def history_query(query: Any, accept: str) -> tuple[float | None, int | None, bool]:
+    """``since``, ``limit`` and ``follow`` of an events request, each refused by name when wrong."""
+    since = None
+    if "since" in query:
+        try:
+            since = parse_since(query["since"], time.time())
+        except ValueError as exc:
+            raise InvalidRequest(f"since: {exc}") from None
+    limit = None
+    if "limit" in query:
+        text = query["limit"]
+        if not text.isdigit() or not 0 < int(text) <= 100_000:
+            raise InvalidRequest("limit: must be a whole number from 1 to 100000")
+        limit = int(text)
+    follow = query.get("follow", "false").lower()
+    if follow not in ("true", "false", "1", "0"):
+        raise InvalidRequest("follow: must be true or false")
+    return since, limit, follow in ("true", "1") or "text/event-stream" in accept
 
 
 # -- backups: records, restore and the schedule (pitrix/runtime/backup_service.py) ----------------
@@ -647,7 +678,11 @@ def create_app(
     app[APP_METRICS] = feed = AppMetricsFeed(service)
     app[APP_SERIES] = AppSeries(feed)
     metrics_.registry.register(app[APP_SERIES])
-    app[EVENTS] = EventHub(service.store, [metrics_.observe, feed.observe])
+    app[EVENTS] = EventHub(
+        service.store,
+        [metrics_.observe, feed.observe],
+        EventLog(service.store, HistoryLimits(api.events_kept, api.events_max_age)),
+    )
     app[APPS] = AppCatalog(service.store)
 
     async def lifecycle(app: web.Application) -> Any:

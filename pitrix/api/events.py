@@ -13,10 +13,11 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncIterator, Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from pitrix.aio import cancel_and_wait
+from pitrix.api.event_log import EventLog, record_with_retry, rfc3339
 from pitrix.logs import get_logger
 from pitrix.runtime import keys
 from pitrix.runtime.records import Cluster
@@ -39,9 +40,24 @@ class Event:
     owner: str
     revision: int
     data: dict[str, Any]
+    # Its place among the events of its revision, and when the hub saw it (0: a snapshot's).
+    index: int = 0
+    time: float = 0.0
+
+    @property
+    def event_id(self) -> str:
+        """``<revision>.<index>``, zero-padded so ids sort as the events happened."""
+        return f"{self.revision:016d}.{self.index:04d}"
+
+    def record(self) -> dict[str, Any]:
+        """The event as the history keeps and serves it."""
+        stamped = (
+            {"id": self.event_id, "time": rfc3339(self.time), "time_unix": self.time} if self.time else {}
+        )
+        return {"type": self.kind, "cluster_id": self.cluster_id, **stamped, **self.data}
 
     def sse(self) -> bytes:
-        payload = json.dumps({"type": self.kind, "cluster_id": self.cluster_id, **self.data})
+        payload = json.dumps(self.record())
         return f"id: {self.revision}\nevent: {self.kind}\ndata: {payload}\n\n".encode()
 
 
@@ -63,9 +79,13 @@ Observer = Callable[[Event, float], None]
 class EventHub:
     """Fans the watch out to subscribers; a subscriber too slow to keep up is cut off (it reconnects)."""
 
-    def __init__(self, store: Store, observers: list[Observer] | None = None) -> None:
+    def __init__(
+        self, store: Store, observers: list[Observer] | None = None, history: EventLog | None = None
+    ) -> None:
         self.store = store
         self.observers = observers or []
+        self.history = history
+        self._sweeper: asyncio.Task[None] | None = None
         self._owners: dict[str, str] = {}
         self._subscribers: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
@@ -77,9 +97,19 @@ class EventHub:
         for kv in kvs:
             cluster = Cluster.model_validate_json(kv.value)
             self._owners[cluster.id] = cluster.owner
-        self._task = asyncio.create_task(self._run(revision + 1), name="api-events")
+        start = revision + 1
+        if self.history is not None:
+            # Replay what changed while no hub was recording (a restart, a crash): the history
+            # is written before the events are handed out, so the cursor is never ahead of it.
+            cursor = await self.history.cursor()
+            if cursor:
+                start = min(start, cursor + 1)
+            self._sweeper = asyncio.create_task(self.history.sweep_forever(), name="api-events-sweep")
+        self._task = asyncio.create_task(self._run(start), name="api-events")
 
     async def close(self) -> None:
+        if self._sweeper is not None:
+            await cancel_and_wait(self._sweeper)
         if self._task is not None:
             await cancel_and_wait(self._task)
         for sub in list(self._subscribers):
@@ -130,7 +160,11 @@ class EventHub:
 
     async def _deliver(self, batch: WatchBatch) -> None:
         try:
-            self._dispatch(batch)
+            received = time.time()
+            events = self._events(batch, received)
+            if self.history is not None and events:
+                await record_with_retry(self.history, events, batch.revision)
+            self._dispatch(events, received)
         except Exception:
             # Part of the revision may be delivered and part not: a subscriber's view would be
             # wrong from here on, so its stream ends and the client's reconnect gets a snapshot.
@@ -138,8 +172,7 @@ class EventHub:
             for sub in list(self._subscribers):
                 self._end(sub)
 
-    def _dispatch(self, batch: WatchBatch) -> None:
-        received = time.time()
+    def _events(self, batch: WatchBatch, received: float) -> list[Event]:
         if batch.resync:
             # A compaction skipped history: restate every cluster, which is what a client needs.
             events = [WatchEvent("put", kv.key, kv.value, batch.revision) for kv in batch.state]
@@ -147,10 +180,15 @@ class EventHub:
             events = batch.events
         # Cluster documents first: a create writes the cluster and its job in one revision.
         events = sorted(events, key=lambda e: not e.key.startswith(keys.CLUSTERS))
+        found: list[Event] = []
         for raw in events:
             event = self._event(raw)
-            if event is None:
-                continue
+            if event is not None:
+                found.append(replace(event, index=len(found), time=received))
+        return found
+
+    def _dispatch(self, events: list[Event], received: float) -> None:
+        for event in events:
             for observe in self.observers:
                 observe(event, received)
             for sub in list(self._subscribers):

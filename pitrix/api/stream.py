@@ -9,9 +9,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+from typing import Any
 
 from aiohttp import web
 
+from pitrix.api.event_log import position
 from pitrix.api.events import Event, EventHub, cluster_view
 
 KEEPALIVE = 15.0
@@ -53,3 +56,42 @@ async def stream_events(
                 if event.revision > revision:
                     await response.write(event.sse())
     return response
+
+
+async def stream_history(
+    request: web.Request, hub: EventHub, cluster_id: str, since: float | None, limit: int | None
+) -> web.StreamResponse:
+    """One cluster's kept events (``since``, ``limit``), then ``ready``, then live ones.
+
+    The hub records an event before it hands it out, and this subscribes before reading the
+    history: a live event is either in the history read or still to come on the queue (or both,
+    then skipped by its position), so nothing falls between the two and nothing shows twice.
+    """
+    assert hub.history is not None
+    response = web.StreamResponse(
+        headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+    )
+    async with hub.subscribe(None, cluster_id) as sub:
+        history, newest = await hub.history.read(cluster_id, since, limit)
+        await response.prepare(request)
+        for record in history:
+            await response.write(_sse(record["type"], record["id"], record))
+        await response.write(b"event: ready\ndata: {}\n\n")
+        last = position(newest) if newest else (0, 0)
+        with contextlib.suppress(ConnectionResetError):
+            while True:
+                try:
+                    async with asyncio.timeout(KEEPALIVE):
+                        event = await sub.queue.get()
+                except TimeoutError:
+                    await response.write(b": keepalive\n\n")
+                    continue
+                if event is None:
+                    break
+                if (event.revision, event.index) > last:
+                    await response.write(_sse(event.kind, event.event_id, event.record()))
+    return response
+
+
+def _sse(kind: str, event_id: str, record: dict[str, Any]) -> bytes:
+    return f"id: {event_id}\nevent: {kind}\ndata: {json.dumps(record)}\n\n".encode()

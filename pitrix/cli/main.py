@@ -19,6 +19,7 @@ import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
+from urllib.parse import urlencode
 
 from pitrix import __version__
 from pitrix.cli.config import CliConfigError, load_config
@@ -720,6 +721,8 @@ def _resize_body(args: argparse.Namespace) -> dict[str, Any]:
 def _event_time(kind: str, data: dict[str, Any]) -> float:
     """When what the event reports happened: the record's own time (a step's or job's end or
     start, a cluster's last update), else now (a node record keeps no time)."""
+    if isinstance(data.get("time_unix"), (int, float)):  # when pitrixd saw it (kept events)
+        return float(data["time_unix"])
     found = data.get(kind)
     record: dict[str, Any] = found if isinstance(found, dict) else {}
     for field in ("finished", "started", "updated", "created"):
@@ -764,6 +767,16 @@ async def _events(client: ApiClient, args: argparse.Namespace) -> int:
     from pitrix.cli.http import HttpConnectionError, HttpPayloadError
 
     path = f"/v1/clusters/{args.cluster}/events" if args.cluster else "/v1/events"
+    if not args.cluster and (args.since or args.lines):
+        raise UsageError("--since and -n need a CLUSTER: only a cluster's events are kept")
+    if args.cluster:
+        query = urlencode({k: v for k, v in (("since", args.since), ("limit", args.lines)) if v})
+        if not args.follow:
+            kept = await client.get(path + (f"?{query}" if query else ""))
+            for record in kept["events"]:
+                print(_event_out(record["type"], record, args.output), flush=True)
+            return 0
+        path += "?follow=true" + (f"&{query}" if query else "")
     started = False
     try:
         async for kind, data in client.events(path):
@@ -1225,9 +1238,16 @@ def build_parser() -> argparse.ArgumentParser:
     tab = clusters.add_parser("tab", help="run one of the app's display tabs and print its table")
     tab.add_argument("cluster")
     tab.add_argument("name", help="the tab's name (the app's display_tabs)")
-    events = clusters.add_parser("events", help="the clusters' state, then changes with --follow")
+    events = clusters.add_parser(
+        "events",
+        help="a cluster's kept events (or every cluster's current state), then changes with --follow",
+    )
     events.add_argument("cluster", nargs="?", help="one cluster (default: every cluster you may see)")
     events.add_argument("-f", "--follow", action="store_true", help="keep printing changes")
+    events.add_argument(
+        "--since", metavar="WHEN", help="a cluster's events since then: 10m, 2h, 1d or an RFC 3339 time"
+    )
+    events.add_argument("-n", "--lines", type=int, metavar="N", help="only a cluster's last N kept events")
     waiting = (
         "create",
         "scale",

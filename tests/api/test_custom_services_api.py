@@ -111,7 +111,7 @@ async def test_a_password_parameter_is_sealed_and_a_failed_run_leaves_the_cluste
 ) -> None:
     assert (await api.post("/v1/runtimes", json=DEAD_CLOUD, headers=bearer(ADMIN))).status == 201
     cid = await active_cluster(store)
-    stream = await api.get(f"/v1/clusters/{cid}/events", headers=bearer(ALICE))
+    stream = await api.get(f"/v1/clusters/{cid}/events?follow=true", headers=bearer(ALICE))
     assert stream.status == 200
     body = {"name": "backup", "params": {"key": PASSWORD, "level": 3}, "nodes": ["data-2"]}
     response = await api.post(f"/v1/clusters/{cid}/service", json=body, headers=bearer(ALICE))
@@ -134,6 +134,8 @@ async def test_a_password_parameter_is_sealed_and_a_failed_run_leaves_the_cluste
                 break
     stream.close()
     assert "failed" not in states
+    kept = await (await api.get(f"/v1/clusters/{cid}/events", headers=bearer(ALICE))).text()
+    assert "running_service" in kept and PASSWORD not in kept and "pitrix-sealed" not in kept
 
     ended = await (await api.get(f"/v1/clusters/{cid}/jobs/{job['id']}", headers=bearer(ALICE))).json()
     assert ended["status"] == "failed" and ended["error"], ended

@@ -59,14 +59,14 @@ async def test_cluster_stream_and_admin_stream(api: Client) -> None:
     cid = await create(api, BOB)
     await error_of(await api.get(f"/v1/clusters/{cid}/events", headers=bearer(ALICE)), 404)
 
-    one = await api.get(f"/v1/clusters/{cid}/events", headers=bearer(BOB))
+    one = await api.get(f"/v1/clusters/{cid}/events?follow=true", headers=bearer(BOB))
     everything = await api.get("/v1/events", headers=bearer(ADMIN))
     first = await until(one, "cluster")
     assert first["cluster_id"] == cid
     await until(everything, "cluster", lambda d: d["cluster_id"] == cid)
 
     # Browsers' EventSource cannot send headers: the token may come as a query parameter.
-    by_query = await api.get(f"/v1/clusters/{cid}/events?access_token={BOB}")
+    by_query = await api.get(f"/v1/clusters/{cid}/events?access_token={BOB}&follow=true")
     assert by_query.status == 200
     await until(by_query, "ready")
 

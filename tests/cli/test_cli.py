@@ -116,8 +116,18 @@ async def test_apps_clusters_and_events(cli: Run, tmp_path: Path, server: str) -
     await _until_failed(server, cid)
     code, out, _ = await cli("clusters", "events")
     assert code == 0 and f"{cid}  cluster  failed" in out
+    # A cluster's kept events: its whole story with pitrixd's times, oldest first; -n the last ones.
     code, out, _ = await cli("-o", "json", "clusters", "events", cid)
-    assert json.loads(out.splitlines()[0])["cluster"]["state"] == "failed"
+    kept = [json.loads(line) for line in out.splitlines()]
+    states = [e["cluster"]["state"] for e in kept if e["event"] == "cluster"]
+    assert code == 0 and states[0] == "creating" and states[-1] == "failed", states
+    assert all(e["time"].endswith("Z") for e in kept)
+    code, out, _ = await cli("clusters", "events", cid, "-n", "2", "--since", "1h")
+    assert code == 0 and len(out.splitlines()) == 2 and all(cid in line for line in out.splitlines())
+    code, _, err = await cli("clusters", "events", "-n", "2")
+    assert code == 2 and "need a CLUSTER" in err, err
+    code, _, err = await cli("clusters", "events", cid, "--since", "soon")
+    assert code == 2 and "since:" in err, err
 
     # A failed cluster cannot be stopped (5); retry runs again and fails again (1).
     code, _, err = await cli("clusters", "stop", cid)
