@@ -135,6 +135,10 @@ class ApiSettings(_Section):
     events_max_age: float = Field(
         7 * 86400.0, gt=0, description="seconds an event stays in a cluster's history at most"
     )
+    ssh_idle_timeout: float = Field(
+        900.0, gt=0, description="seconds a node shell (nodes ssh) may pass with no byte either way"
+    )
+    ssh_max_session: float = Field(8 * 3600.0, gt=0, description="seconds a node shell may last at most")
 
     @field_validator("listen")
     @classmethod

@@ -23,6 +23,7 @@ from pitrix.api.event_log import EventLog, HistoryLimits, parse_since
 from pitrix.api.events import EventHub, cluster_view
 from pitrix.api.guard import Guard, guard_middleware
 from pitrix.api.metrics import Metrics, jobs_in_flight
+from pitrix.api.node_shell import ShellLimits, node_shell
 from pitrix.api.openapi import openapi_document
 from pitrix.api.stream import stream_events, stream_history
 from pitrix.api.ui import ui_page
@@ -39,6 +40,7 @@ from pitrix.settings import ApiSettings
 
 SERVICE: web.AppKey[RuntimeService] = web.AppKey("service", RuntimeService)
 EVENTS: web.AppKey[EventHub] = web.AppKey("events", EventHub)
+SHELL_LIMITS: web.AppKey[ShellLimits] = web.AppKey("shell_limits", ShellLimits)
 METRICS: web.AppKey[Metrics] = web.AppKey("metrics", Metrics)
 APPS: web.AppKey[AppCatalog] = web.AppKey("apps", AppCatalog)
 APP_METRICS: web.AppKey[AppMetricsFeed] = web.AppKey("app_metrics", AppMetricsFeed)
@@ -654,6 +656,11 @@ async def node_exec(request: web.Request) -> web.Response:
     return await _node_command(request, exec_request(await json_body(request)))
 
 
+async def node_ssh(request: web.Request) -> web.StreamResponse:
+    """``GET /v1/clusters/<cid>/nodes/<node>/ssh`` (WebSocket): an interactive shell on the node."""
+    return await node_shell(request, request.app[SERVICE], identity_of(request), request.app[SHELL_LIMITS])
+
+
 def create_app(
     service: RuntimeService, tokens: Tokens | None = None, settings: ApiSettings | None = None
 ) -> web.Application:
@@ -684,6 +691,7 @@ def create_app(
         EventLog(service.store, HistoryLimits(api.events_kept, api.events_max_age)),
     )
     app[APPS] = AppCatalog(service.store)
+    app[SHELL_LIMITS] = ShellLimits(api.ssh_idle_timeout, api.ssh_max_session)
 
     async def lifecycle(app: web.Application) -> Any:
         await app[APPS].migrate()
@@ -729,4 +737,5 @@ def create_app(
     add.add_get("/v1/clusters/{cid}/tabs/{name}", cluster_tab)
     add.add_get("/v1/clusters/{cid}/nodes/{node}/logs", node_logs)
     add.add_post("/v1/clusters/{cid}/nodes/{node}/exec", node_exec)
+    add.add_get("/v1/clusters/{cid}/nodes/{node}/ssh", node_ssh)
     return app

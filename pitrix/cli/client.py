@@ -39,6 +39,7 @@ class ApiClient:
         from pitrix.cli.http import HttpClient
 
         self.url = url.rstrip("/")
+        self.token = token  # for the one command that speaks WebSocket (pitrix/cli/node_ssh.py)
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"

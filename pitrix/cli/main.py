@@ -891,6 +891,13 @@ async def cmd_nodes(client: ApiClient, args: argparse.Namespace) -> int:
     """``nodes logs|exec CLUSTER NODE``: the node's stdout on ours, its stderr on ours, and for
     exec its exit code as ours (as ssh does); a command killed at its timeout exits 7."""
     args.cluster = await resolve_cluster(client, args.cluster)
+    if args.action == "ssh":
+        from pitrix.cli.node_ssh import ShellEnded, node_ssh, report
+
+        try:
+            return await node_ssh(client, args.cluster, args.node)
+        except ShellEnded as exc:
+            return report(exc)
     path = f"/v1/clusters/{args.cluster}/nodes/{args.node}/{args.action}"
     if args.action == "logs":
         data = await client.get(path, lines=args.lines, file=args.file)
@@ -924,7 +931,9 @@ async def cmd_nodes(client: ApiClient, args: argparse.Namespace) -> int:
 
 
 def add_nodes_parsers(sub: Any) -> None:
-    nodes = sub.add_parser("nodes", help="look at one node: a log's tail, one command run by its agent")
+    nodes = sub.add_parser(
+        "nodes", help="look at one node: a log's tail, one command run by its agent, a shell"
+    )
     actions = nodes.add_subparsers(dest="action", required=True)
     logs = actions.add_parser(
         "logs", help="the last lines of a log on the node (default: its agent's, /var/log/pitrix-agent.log)"
@@ -932,7 +941,12 @@ def add_nodes_parsers(sub: Any) -> None:
     run = actions.add_parser(
         "exec", help="run one command on the node (cluster active; admins or its owner); exits with its code"
     )
-    for parser in (logs, run):
+    shell = actions.add_parser(
+        "ssh",
+        help="an interactive shell on the node through pitrixd (cluster active; admins or its owner); "
+        "with stdin not a terminal, a pipe: echo hostname | pitrix nodes ssh CLUSTER NODE",
+    )
+    for parser in (logs, run, shell):
         parser.add_argument("cluster", help="cluster id or name")
         parser.add_argument("node", help="the node's id, e.g. web-1 (see clusters show)")
     logs.add_argument(

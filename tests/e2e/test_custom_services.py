@@ -7,13 +7,20 @@ the node and nowhere else: not the job record in etcd, not its results, not the 
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import fcntl
 import json
+import os
+import pty
+import struct
+import termios
 from pathlib import Path
 from typing import Any
 
 import pytest
 from e2e_cloud import Cloud, demo_app
-from test_cli_job_exits import Cli, cli, failed  # noqa: F401 (cli: the fixture)
+from test_cli_job_exits import PITRIX, Cli, cli, failed  # noqa: F401 (cli: the fixture)
 from test_lifecycle import expect
 from test_ssh_channel import full_cloud, kill_agent  # noqa: F401 (full_cloud: the fixture)
 
@@ -191,6 +198,54 @@ async def look_at_nodes(run: Cli, cid: str, workdir: Path) -> None:
     assert code == 4 and "has no node 'web-9' (has web-1, web-2)" in err, (out, err)
     audit = (workdir / "pitrixd.log").read_text()
     assert "node command requested" in audit and "echo out; echo err" in audit
+    await shell_on_nodes(run, cid)
+
+
+async def _spawn_cli(run: Cli, *args: str, **streams: Any) -> asyncio.subprocess.Process:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("PITRIX_")}
+    env["PITRIX_CONFIG"] = str(run.config)
+    return await asyncio.create_subprocess_exec(PITRIX, *args, env=env, **streams)
+
+
+async def shell_on_nodes(run: Cli, cid: str) -> None:
+    """``nodes ssh`` on the same cluster, through pitrixd's own SSH session to the node."""
+    # stdin not a terminal: a pipe to the node's shell; its stdout, stderr and exit status are ours
+    piped = await _spawn_cli(
+        run, "nodes", "ssh", cid, "web-2",
+        stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    script = b"cat note.txt; echo oops >&2; exit 3\n"
+    out, err = await asyncio.wait_for(piped.communicate(script), 120)
+    assert (piped.returncode, out, err) == (3, b"cli x2\n", b"oops\n"), (out, err)
+
+    # on a terminal (a pty here): the simulator's SSH server grants no PTY, so the local terminal
+    # stays as it is (line by line, echoed) and is exactly as it was afterwards
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 30, 100, 0, 0))
+    before = termios.tcgetattr(slave)
+    try:
+        shell = await _spawn_cli(run, "nodes", "ssh", cid, "web-1", stdin=slave, stdout=slave, stderr=slave)
+        os.write(master, b"echo pty-$((1+2))\nexit 5\n")
+        assert await asyncio.wait_for(shell.wait(), 120) == 5
+        assert termios.tcgetattr(slave) == before
+        os.set_blocking(master, False)
+        seen = b""
+        with contextlib.suppress(BlockingIOError):
+            while chunk := os.read(master, 65536):
+                seen += chunk
+        assert b"pty-3" in seen and b"Traceback" not in seen, seen
+    finally:
+        os.close(master)
+        os.close(slave)
+
+    code, out, err = await run("nodes", "ssh", cid, "web-9")
+    assert code == 4 and "has no node 'web-9'" in err, (out, err)
+    audit = (run.workdir / "pitrixd.log").read_text()
+    ended = [json.loads(line) for line in audit.splitlines() if '"node shell ended"' in line]
+    assert [(e["node"], e["exit_status"], e["bytes_in"] > 0) for e in ended] == [
+        ("web-2", 3, True),
+        ("web-1", 5, True),
+    ]
 
 
 async def test_a_silent_agent_s_node_runs_the_service_over_ssh(full_cloud: Cloud) -> None:  # noqa: F811

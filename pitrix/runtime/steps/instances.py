@@ -34,8 +34,9 @@ async def run_instances(ctx: JobContext, node_ids: list[str]) -> str:
     if not to_create:
         return f"{len(wanted)} instances already exist"
     # Channel ssh: the agent comes over SSH once the instance is known (bootstrap_agents), so
-    # the instance gets pitrixd's public key and no userdata; rest: userdata boots the agent.
-    key_pair = (await ctx.key_pair()).cloud_id if ctx.over_ssh else ""
+    # the instance gets no userdata; rest: userdata boots the agent. Either way it gets pitrixd's
+    # public key (the one its metadata VMs already get): `pitrix nodes ssh` opens a shell with it.
+    key_pair = (await ctx.key_pair()).cloud_id
     tokens = {n.node_id: await bootstrap_token(ctx, n.node_id) for n in to_create if not ctx.over_ssh}
     specs = [
         InstanceSpec(
