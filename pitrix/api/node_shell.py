@@ -39,6 +39,7 @@ if TYPE_CHECKING:
     import asyncssh
 
     from pitrix.providers.base import Instance
+    from pitrix.runtime.records import Cluster, Node
 
 STDOUT, STDERR = b"\x01", b"\x02"
 CHUNK = 32768
@@ -79,11 +80,11 @@ def terminal_of(query: Any) -> Terminal | None:
     return Terminal(term, sizes[0], sizes[1])
 
 
-async def shell_target(
+async def shell_node(
     service: RuntimeService, cid: str, node_id: str, owner: str | None
-) -> tuple[Instance, asyncssh.SSHKey, Any]:
-    """The node's instance, the key pair pitrixd created it with, and where its host keys come
-    from; NotFound (others' clusters too) or LifecycleError (409) as for logs and exec."""
+) -> tuple[Cluster, Node]:
+    """The cluster and node a shell is asked of: NotFound (others' clusters too) or LifecycleError
+    (409) as for logs and exec. Reads pitrixd's records only."""
     cluster = await service.get_cluster(cid, owner)
     nodes = await service.nodes(cid)
     node = next((n for n in nodes if n.node_id == node_id), None)
@@ -96,10 +97,18 @@ async def shell_target(
         )
     if not node.instance_id:
         raise LifecycleError(f"node: {node_id} of cluster {cid} has no instance yet")
+    return cluster, node
+
+
+async def shell_target(
+    service: RuntimeService, cluster: Cluster, node: Node
+) -> tuple[Instance, asyncssh.SSHKey, Any]:
+    """The node's instance as the cloud shows it, the key pair pitrixd created it with, and where
+    its host keys come from (the provider)."""
     provider = await service.provider_for(cluster.runtime)
     found = await provider.describe_instances(instance_ids=[node.instance_id])
     if not found or not found[0].private_ip:
-        raise LifecycleError(f"node: the cloud shows no address for {node_id} ({node.instance_id})")
+        raise LifecycleError(f"node: the cloud shows no address for {node.node_id} ({node.instance_id})")
     pair = await service.keypairs.get(provider, cluster.owner, cluster.runtime)
     return found[0], pair.private_key, provider.host_keys
 
@@ -240,16 +249,14 @@ async def node_shell(
     request: web.Request, service: RuntimeService, identity: Any, limits: ShellLimits
 ) -> web.StreamResponse:
     """The route: every check before the upgrade, so a refusal is a plain 4xx with its message."""
-    import asyncssh
-
     cid, node_id = request.match_info["cid"], request.match_info["node"]
     terminal = terminal_of(request.query)
-    instance, key, host_keys = await shell_target(service, cid, node_id, identity.scope)
-    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=1024 * 1024)
-    if not ws.can_prepare(request).ok:
+    cluster, node = await shell_node(service, cid, node_id, identity.scope)
+    if not web.WebSocketResponse().can_prepare(request).ok:
         raise InvalidRequest(
             "ssh: this route speaks WebSocket only (Connection: Upgrade, Upgrade: websocket)"
         )
+    instance, key, host_keys = await shell_target(service, cluster, node)
     audit = get_logger("pitrix.api.audit").bind(
         cluster_id=cid, node=node_id, owner=identity.owner, admin=identity.admin, kind="ssh"
     )
@@ -257,10 +264,22 @@ async def node_shell(
         conn = await connect(instance, key, keys=host_keys, timeout=30.0)
     except SshError as exc:
         audit.info("node shell refused", error=str(exc))
-        raise web.HTTPBadGateway(
-            text=json.dumps({"error": {"code": "ssh_failed", "message": str(exc)}}),
-            content_type="application/json",
-        ) from None
+        raise _bad_gateway(str(exc)) from None
+    return await serve_shell(request, conn, terminal, limits, audit.bind(instance_id=instance.instance_id))
+
+
+async def serve_shell(
+    request: web.Request,
+    conn: asyncssh.SSHClientConnection,
+    terminal: Terminal | None,
+    limits: ShellLimits,
+    audit: Any,
+) -> web.WebSocketResponse:
+    """Relay a shell of the open connection ``conn`` to the request's WebSocket, until it ends;
+    the connection is closed whatever happens."""
+    import asyncssh
+
+    ws = web.WebSocketResponse(heartbeat=30.0, max_msg_size=1024 * 1024)
     session = ShellSession(ws, conn, limits, audit)
     status: int | None = None
     try:
@@ -268,19 +287,18 @@ async def node_shell(
             pty = await session.open(terminal)
         except (asyncssh.Error, OSError) as exc:
             session.reason = f"the node refused a shell: {exc}"
-            raise web.HTTPBadGateway(
-                text=json.dumps({"error": {"code": "ssh_failed", "message": f"node: {exc}"}}),
-                content_type="application/json",
-            ) from None
-        audit.info(
-            "node shell started",
-            instance_id=instance.instance_id,
-            pty=pty,
-            term=terminal.type if terminal else None,
-        )
+            raise _bad_gateway(f"node: {exc}") from None
+        audit.info("node shell started", pty=pty, term=terminal.type if terminal else None)
         await ws.prepare(request)
         await ws.send_json({"type": "started", "pty": pty})
         status = await session.run()
     finally:
         await session.close(status)
     return ws
+
+
+def _bad_gateway(message: str) -> web.HTTPBadGateway:
+    return web.HTTPBadGateway(
+        text=json.dumps({"error": {"code": "ssh_failed", "message": message}}),
+        content_type="application/json",
+    )

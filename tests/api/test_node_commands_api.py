@@ -44,6 +44,14 @@ async def test_bad_requests_name_their_field(api: Client, store: Store) -> None:
     ):
         error = await error_of(await api.post(f"{base}/exec", json=body, headers=bearer(ALICE)), 400)
         assert error["field"] == field, (body, error)
+    for query, field in (
+        ("term=", "term"),
+        ("term=x%20y", "term"),
+        ("term=xterm&cols=0", "cols"),
+        ("rows=9", "rows"),
+    ):
+        error = await error_of(await api.get(f"{base}/ssh?{query}", headers=bearer(ALICE)), 400)
+        assert error["field"] == field, (query, error)
     error = await error_of(
         await api.post(
             f"{base}/exec", data=b"[1]", headers={**bearer(ALICE), "Content-Type": "application/json"}
@@ -59,6 +67,9 @@ async def test_only_the_owner_or_an_admin_and_only_while_active(api: Client, sto
     run = {"command": ["uptime"]}
     await error_of(await api.post(f"{base}/data-1/exec", json=run, headers=bearer(BOB)), 404)  # not Bob's
     await error_of(await api.get(f"{base}/data-1/logs", headers=bearer(BOB)), 404)
+    await error_of(await api.get(f"{base}/data-1/ssh", headers=bearer(BOB)), 404)
+    error = await error_of(await api.get(f"{base}/data-9/ssh", headers=bearer(ALICE)), 404)
+    assert error["message"] == "node: cluster cl-nod2 has no node 'data-9' (has data-1, data-2)"
     error = await error_of(await api.post(f"{base}/data-9/exec", json=run, headers=bearer(ALICE)), 404)
     assert error["message"] == "node: cluster cl-nod2 has no node 'data-9' (has data-1, data-2)"
     # active, but its metadata service was never made (the dead cloud): a conflict, said so
@@ -72,7 +83,12 @@ async def test_only_the_owner_or_an_admin_and_only_while_active(api: Client, sto
     assert (
         error["message"] == "node: cluster cl-nod3 is stopped; commands run on its nodes while it is active"
     )
+    error = await error_of(await api.get("/v1/clusters/cl-nod3/nodes/data-1/ssh", headers=bearer(ALICE)), 409)
+    assert (
+        error["message"] == "node: cluster cl-nod3 is stopped; a shell opens on its nodes while it is active"
+    )
     paths = openapi_document()["paths"]
+    assert paths["/v1/clusters/{cid}/nodes/{node}/ssh"]["get"]["operationId"] == "openNodeShell"
     assert paths["/v1/clusters/{cid}/nodes/{node}/exec"]["post"]["operationId"] == "execOnNode"
     assert paths["/v1/clusters/{cid}/nodes/{node}/logs"]["get"]["tags"] == ["nodes"]
 
