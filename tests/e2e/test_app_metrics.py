@@ -94,6 +94,26 @@ def node_rows(
     return rows
 
 
+def node_logs(page: Page, node: str) -> dict[str, str]:
+    """In a thread: the node's logs panel (its agent's log, read by the agent), then refreshed."""
+    seen: dict[str, str] = {}
+    # (by script: the node table is redrawn every few seconds, a held element would go stale)
+    page.js("document.querySelector(arguments[0]).click()", f'table.nodes button.logs[data-node="{node}"]')
+    page.until("the node's log in the panel", lambda: page.text("#logs-text").strip())
+    seen["title"] = page.text("#node-logs h3")
+    seen["first"] = page.text("#logs-text")
+    seen["loaded"] = page.js("return document.getElementById('node-logs').dataset.loaded")
+    page.js("document.getElementById('logs-refresh').click()")
+    page.until(
+        "the refreshed log",
+        lambda: page.js("return document.getElementById('node-logs').dataset.loaded") != seen["loaded"],
+    )
+    seen["refreshed"] = page.js("return document.getElementById('node-logs').dataset.loaded")
+    seen["again"] = page.text("#logs-text")
+    seen["shot"] = page.shot("console-node-logs")
+    return seen
+
+
 async def test_monitor_items_alert_states_and_the_last_hour_per_node(
     cloud: Cloud, tmp_path: Path, console: Page
 ) -> None:
@@ -132,7 +152,7 @@ async def test_monitor_items_alert_states_and_the_last_hour_per_node(
             "unit": "",
         }
         # The console (token-less, as this API is) shows what the agents report: alive, healthy, a revision.
-        healthy = re.compile(r"\thealthy\talive\tr\d+$")
+        healthy = re.compile(r"\thealthy\talive\tr\d+\tlogs$")
         url = f"{str(api.make_url('')).rstrip('/')}/ui#/clusters/{cid}"
         rows = await asyncio.to_thread(
             node_rows,
@@ -143,6 +163,9 @@ async def test_monitor_items_alert_states_and_the_last_hour_per_node(
         )
         shot = console.shot("console-healthy")
         assert sorted(rows) == ["node-1", "node-2"], (rows, shot)
+        logs = await asyncio.to_thread(node_logs, console, "node-2")
+        assert "node-2 (" in logs["title"] and '"command started"' in logs["first"], (logs, logs["shot"])
+        assert logs["refreshed"] != logs["loaded"] and '"logs-' in logs["again"], (logs, logs["shot"])
         gauges = mine(found, "pitrix_app_gauge")
         assert set(gauges) == {"node-1:load1", "node-2:load1"}  # "chatter" is not declared: ignored
         gauge = next(labels for labels, _ in found["pitrix_app_gauge"] if labels["cluster"] == cid)
