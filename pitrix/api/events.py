@@ -86,6 +86,7 @@ class EventHub:
         self.observers = observers or []
         self.history = history
         self._sweeper: asyncio.Task[None] | None = None
+        self._live_from = 0  # revisions before it are a replay for the history: observers saw them
         self._owners: dict[str, str] = {}
         self._subscribers: set[Subscription] = set()
         self._task: asyncio.Task[None] | None = None
@@ -97,7 +98,7 @@ class EventHub:
         for kv in kvs:
             cluster = Cluster.model_validate_json(kv.value)
             self._owners[cluster.id] = cluster.owner
-        start = revision + 1
+        start = self._live_from = revision + 1
         if self.history is not None:
             # Replay what changed while no hub was recording (a restart, a crash): the history
             # is written before the events are handed out, so the cursor is never ahead of it.
@@ -189,7 +190,7 @@ class EventHub:
 
     def _dispatch(self, events: list[Event], received: float) -> None:
         for event in events:
-            for observe in self.observers:
+            for observe in self.observers if event.revision >= self._live_from else ():
                 observe(event, received)
             for sub in list(self._subscribers):
                 if sub.wants(event):
