@@ -132,8 +132,26 @@ async def test_apps_clusters_and_events(cli: Run, tmp_path: Path, server: str) -
     # A failed cluster cannot be stopped (5); retry runs again and fails again (1).
     code, _, err = await cli("clusters", "stop", cid)
     assert code == 5 and "stop" in err
-    code, out, err = await cli("clusters", "retry", cid)
-    assert code == 1 and "FAILED" in out and f"{cid}: failed" in out, (out, err)
+    # -f with a cluster: its last kept event, then the retry's events as they come
+    tail = await asyncio.create_subprocess_exec(
+        PITRIX, "clusters", "events", cid, "-n", "1", "-f",
+        stdout=asyncio.subprocess.PIPE, env=_env_of(tmp_path),
+    )  # fmt: skip
+    assert tail.stdout is not None
+    try:
+        kept_line = (await asyncio.wait_for(tail.stdout.readline(), 60)).decode()
+        assert cid in kept_line, kept_line
+        code, out, err = await cli("clusters", "retry", cid)
+        assert code == 1 and "FAILED" in out and f"{cid}: failed" in out, (out, err)
+        followed: list[str] = []
+        # the retry's steps, then the cluster failed again
+        while not (followed and "  step " in "".join(followed) and f"{cid}  cluster  failed" in followed[-1]):
+            raw = await asyncio.wait_for(tail.stdout.readline(), 60)
+            assert raw, f"events -f ended early: {followed}"
+            followed.append(raw.decode())
+    finally:
+        tail.terminate()
+        await tail.wait()
     code, _, err = await cli("clusters", "update-env", cid, "--role", "web", "--set", "x=1")
     assert code in (2, 5), err
     # Any action by its verb: judged by the action (400 naming the field: 2), the lifecycle (5).
