@@ -114,7 +114,13 @@ class EventLog:
     ) -> tuple[list[dict[str, Any]], str | None]:
         """The cluster's kept events, oldest first (those at or after ``since``, the last ``limit``
         of them), and the id of the newest one kept whatever the filters (None: no history)."""
-        kvs, _ = await self.store.get_prefix(self.prefix(cluster_id))
+        if since is None and limit:
+            # the common ask (the console's, `-n`): only the newest keys are read
+            start, end = self.store.prefix_range(self.prefix(cluster_id))
+            kvs, _, _ = await self.store.range(start, end, limit=limit, sort_order="descend")
+            kvs.reverse()
+        else:
+            kvs, _ = await self.store.get_prefix(self.prefix(cluster_id))
         if not kvs:
             return [], None
         newest = kvs[-1].key.rpartition("/")[2]

@@ -120,8 +120,14 @@ async def _session(ws: Any, tty: bool) -> int:
     if tty:
         loop.add_signal_handler(signal.SIGWINCH, resized)
         handled.append(signal.SIGWINCH)
+    stopped_by: list[str] = []
+
+    def stop(sig: signal.Signals) -> None:
+        stopped_by.append(sig.name)
+        main.cancel()  # out through the finally below: the terminal is restored, the socket closed
+
     for sig in (signal.SIGTERM, signal.SIGHUP):
-        loop.add_signal_handler(sig, main.cancel)
+        loop.add_signal_handler(sig, stop, sig)
         handled.append(sig)
 
     async def forward() -> None:
@@ -146,6 +152,10 @@ async def _session(ws: Any, tty: bool) -> int:
                 if control.get("type") == "closed":
                     raise ShellEnded(str(control.get("reason", "pitrixd closed the session")))
         raise ShellEnded("the connection to pitrixd ended before the shell did")
+    except asyncio.CancelledError:
+        if not stopped_by:
+            raise
+        raise ShellEnded(f"ended by {stopped_by[0]}; the node's shell is closed with the session") from None
     finally:
         sender.cancel()
         with contextlib.suppress(BaseException):

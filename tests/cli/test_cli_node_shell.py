@@ -181,3 +181,19 @@ async def test_an_idle_session_is_closed_and_its_shell_ended(node: tuple[Shell, 
         await asyncio.wait_for(shell.ended.wait(), 30)
     finally:
         await server.close()
+
+
+async def test_a_terminated_cli_restores_the_terminal_and_ends_the_shell(node: tuple[Shell, int]) -> None:
+    shell, port = node
+    server = await relay(port, ShellLimits())
+    try:
+        async with cli_on_a_pty(str(server.make_url(""))) as (process, master, slave, before):
+            await read_until(master, b"term=xterm-test", bytearray())
+            process.terminate()
+            assert await asyncio.wait_for(process.wait(), 30) == 255
+            assert process.stderr is not None
+            assert (await process.stderr.read()).startswith(b"pitrix: ended by SIGTERM")
+            assert termios.tcgetattr(slave) == before
+        await asyncio.wait_for(shell.ended.wait(), 30)
+    finally:
+        await server.close()
