@@ -158,14 +158,14 @@ class EventLog:
 
     async def sweep_forever(self) -> None:
         """Apply the age limit to every cluster now and then (the count limit applies as events are
-        written)."""
+        written). Not at start: a restart of many clusters' pitrixd has better things to do first."""
         while True:
+            await asyncio.sleep(self.limits.sweep_every)
             try:
                 for cid in await self.clusters():
                     await self.trim(cid)
             except Exception:
                 self.log.exception("event_log.sweep_failed")
-            await asyncio.sleep(self.limits.sweep_every)
 
 
 async def record_with_retry(log: EventLog, events: list[Event], revision: int, attempts: int = 3) -> bool:

@@ -12,6 +12,8 @@
     /keypairs/<owner>/<runtime>                  an owner's SSH key pair on a runtime (sealed)
     /pitrix/ca, /pitrix/management-ca            the runtime's certificate authorities (sealed)
     /secrets/sealed-v1                           set once every record is sealed
+    /event-log/<cid>/<revision>.<index>          a kept event (built in pitrix/api/event_log.py, with
+    /pitrix/event-log-cursor                     the last revision recorded; outside "/cluster")
     /secrets/canary                              proves the sealing key (``pitrix.sealing``'s: it sits
                                                  below the runtime and spells its one key itself)
 
