@@ -21,6 +21,7 @@ One cluster, one node then two, then deleted:
 
 from __future__ import annotations
 
+import asyncio
 import importlib.util
 import json
 import os
@@ -93,7 +94,7 @@ async def test_appcenter_package_runs_sandboxed(cloud: Cloud) -> None:
     assert "mv /opt/app/conf/web.env.new" in joined  # the template parts, in order
     await files_viewer_serves(cloud, node.ip, node.node_id)
     mask = cloud.workdir / "sim/vms" / node.instance_id / "root/etc/systemd/system/sbxfiles.service"
-    assert not os.path.lexists(mask)  # unmasked by the first start, as systemd would
+    assert not await asyncio.to_thread(os.path.lexists, mask)  # unmasked by the first start, as systemd would
 
     job = await service.scale(cid, "app_node", 2)
     await expect(service, cid, "active")

@@ -98,7 +98,7 @@ async def stop(proc: asyncio.subprocess.Process) -> int:
 
 
 async def test_serves_the_packages_caddyfile(site: tuple[Path, Path, int]) -> None:
-    root, conf, port = site
+    _, conf, port = site
     proc = await start(conf)
     try:
         assert (await get(port, "/", auth=None))[0] == 401

@@ -1,6 +1,7 @@
 """The image builder joins numbered template parts lying beside the one source no file holds
 (etcd's layout: ``make.sh.toml`` names ``make.sh.tmpl``, the package ships ``01.header.sh.tmpl``
-and ``02.app.env.tmpl``), and guesses nothing when two sources are missing; optional shims and the package's accounts."""
+and ``02.app.env.tmpl``), and guesses nothing when two sources are missing; optional shims and
+the package's accounts."""
 
 from __future__ import annotations
 
@@ -102,5 +103,7 @@ def test_zkenv_takes_the_callers_environment(tmp_path: Path) -> None:
         "-Xmx934m -Dx=1",
         f"{conf}:/usr/share/java/zookeeper.jar",
     ]
-    plain = subprocess.run(["sh", "-c", script], env={"PATH": os.environ["PATH"]}, capture_output=True, text=True)
+    plain = subprocess.run(
+        ["sh", "-c", script], env={"PATH": os.environ["PATH"]}, capture_output=True, text=True
+    )
     assert plain.stdout.startswith("/etc/zookeeper/conf/zoo.cfg|/var/log/zookeeper|")  # Debian's defaults
