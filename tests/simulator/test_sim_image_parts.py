@@ -103,6 +103,13 @@ def test_zkenv_takes_the_callers_environment(tmp_path: Path) -> None:
         "-Xmx934m -Dx=1",
         f"{conf}:/usr/share/java/zookeeper.jar",
     ]
+    (conf / "log4j.properties").write_text("log4j.rootLogger=INFO, CONSOLE\n")  # a 3.4 package's
+    bound = subprocess.run(["sh", "-c", script], env=env, capture_output=True, text=True, check=True).stdout
+    jars = ["/usr/share/java/slf4j-log4j12.jar", "/usr/share/java/log4j-1.2.jar"]
+    if all(Path(jar).is_file() for jar in jars):  # Debian's log4j binding, when installed
+        assert bound.strip().endswith(f"{conf}:/usr/share/java/zookeeper.jar:{':'.join(jars)}")
+    else:
+        assert bound == out
     plain = subprocess.run(
         ["sh", "-c", script], env={"PATH": os.environ["PATH"]}, capture_output=True, text=True
     )
