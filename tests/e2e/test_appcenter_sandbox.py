@@ -22,6 +22,7 @@ One cluster, one node then two, then deleted:
 from __future__ import annotations
 
 import asyncio
+import base64
 import importlib.util
 import json
 import os
@@ -131,7 +132,7 @@ async def files_viewer_serves(cloud: Cloud, ip: str, password: str) -> None:
     base = f"http://{ip}:{FILES_PORT}"
     async with cloud.http.get(f"{base}/logs/") as response:
         assert response.status == 401
-    auth = {"Authorization": aiohttp.BasicAuth("viewer", password).encode()}
+    auth = {"Authorization": "Basic " + base64.b64encode(f"viewer:{password}".encode()).decode()}
     async with cloud.http.get(f"{base}/logs/", headers=auth) as response:
         assert response.status == 200 and 'href="node.log"' in await response.text()
     async with cloud.http.get(f"{base}/logs/node.log", headers=auth) as response:
