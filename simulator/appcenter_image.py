@@ -44,6 +44,21 @@ SHIMS = {
     "sysctl": "usr/sbin/sysctl",
     "logger": "usr/bin/logger",
 }
+# Shims an image takes only when asked (``--shim NAME``): each replaces a program a package's
+# shared roles install from outside Debian, at the path those roles use.
+OPTIONAL_SHIMS = {
+    "caddy": {"opt/caddy/current/caddy": "caddy"},  # the caddy role's Caddy 1 binary
+    "rsyslog": {"etc/systemd/system/rsyslog.service": "rsyslog.service"},  # appctl restarts it
+    "zookeeper": {"opt/zookeeper/current/bin/zkEnv.sh": "zkEnv.sh"},  # a release tree's env
+}
+# Links an optional shim brings with it: Debian's programs where the package's roles put theirs.
+OPTIONAL_LINKS = {
+    "zookeeper": {
+        "opt/zookeeper/current/bin/zkServer.sh": "/usr/share/zookeeper/bin/zkServer.sh",
+        "opt/zookeeper/current/bin/zkCli.sh": "/usr/share/zookeeper/bin/zkCli.sh",
+    },
+}
+FIRST_SYSTEM_ID = 900  # ids given to --user/--group names the host lacks (Debian: system range)
 MERGED = ("bin", "sbin", "lib", "lib32", "lib64", "libx32")
 
 
@@ -62,6 +77,60 @@ class ImageRecipe:
     confd_header: list[Path] = field(default_factory=list)  # prepended to joined template folders
     links: dict[str, str] = field(default_factory=dict)  # path in the image -> link target
     init_lines: list[str] = field(default_factory=list)  # for the README: what else was done
+    shims: list[str] = field(default_factory=list)  # names from OPTIONAL_SHIMS
+    users: list[str] = field(default_factory=list)  # NAME or NAME:GROUP[,GROUP...] (supplementary)
+    groups: list[str] = field(default_factory=list)  # group names
+
+
+def _accounts(dest: Path, users: list[str], groups: list[str], passwd: Path, group: Path) -> list[str]:
+    """The image's /etc/passwd and /etc/group: the host's (the sandbox's lower /etc, which they
+    replace) plus the accounts the package's ansible creates (``user:``/``group:`` tasks: a
+    user gets a group of its own name and joins the groups named). No password is set: the
+    packages' service users log in nowhere, so /etc/shadow stays the host's."""
+    pw = [line.split(":") for line in passwd.read_text().splitlines() if line.count(":") == 6]
+    gr = [line.split(":") for line in group.read_text().splitlines() if line.count(":") == 3]
+    used_uids = {int(p[2]) for p in pw if p[2].isdigit()}
+    used_gids = {int(g[2]) for g in gr if g[2].isdigit()}
+    done: list[str] = []
+
+    def free(used: set[int]) -> int:
+        n = FIRST_SYSTEM_ID
+        while n in used:
+            n += 1
+        used.add(n)
+        return n
+
+    def ensure_group(name: str) -> list[str]:
+        for g in gr:
+            if g[0] == name:
+                return g
+        entry = [name, "x", str(free(used_gids)), ""]
+        gr.append(entry)
+        done.append(f"group {name} ({entry[2]})")
+        return entry
+
+    for name in groups:
+        ensure_group(name)
+    for spec in users:
+        name, _, extra = spec.partition(":")
+        if not name:
+            raise ImageError(f"--user: no name in {spec!r}")
+        if not any(p[0] == name for p in pw):
+            gid = ensure_group(name)[2]
+            uid = str(free(used_uids))
+            pw.append([name, "x", uid, gid, "Service User", "/nonexistent", "/usr/sbin/nologin"])
+            done.append(f"user {name} ({uid})")
+        for gname in filter(None, extra.split(",")):
+            entry = ensure_group(gname)
+            members = [m for m in entry[3].split(",") if m]
+            if name not in members:
+                entry[3] = ",".join([*members, name])
+                done.append(f"{name} joins {gname}")
+    etc = dest / "etc"
+    etc.mkdir(parents=True, exist_ok=True)
+    (etc / "passwd").write_text("".join(":".join(p) + "\n" for p in pw))
+    (etc / "group").write_text("".join(":".join(g) + "\n" for g in gr))
+    return done
 
 
 def _copy_tree(source: Path, dest: Path, done: list[str]) -> None:
@@ -180,7 +249,21 @@ def build_image(recipe: ImageRecipe, out_dir: Path) -> Path:
         target.parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(SHIMS_DIR / shim, target)
         target.chmod(0o755)
-    for inside, pointing in recipe.links.items():
+    links = dict(recipe.links)
+    for name in recipe.shims:
+        if name not in OPTIONAL_SHIMS:
+            raise ImageError(f"shim: unknown shim {name!r} (known: {', '.join(sorted(OPTIONAL_SHIMS))})")
+        for where, shim in OPTIONAL_SHIMS[name].items():
+            target = dest / where
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(SHIMS_DIR / shim, target)
+            target.chmod(0o644 if where.endswith(".service") else 0o755)
+        for where, pointing in OPTIONAL_LINKS.get(name, {}).items():
+            links.setdefault("/" + where, pointing)
+    accounts = []
+    if recipe.users or recipe.groups:
+        accounts = _accounts(dest, recipe.users, recipe.groups, Path("/etc/passwd"), Path("/etc/group"))
+    for inside, pointing in links.items():
         link = dest / inside.lstrip("/")
         link.parent.mkdir(parents=True, exist_ok=True)
         if link.is_symlink() or link.exists():
@@ -196,8 +279,10 @@ def build_image(recipe: ImageRecipe, out_dir: Path) -> Path:
         "Sandboxed (etc/pitrix-sim/sandbox): binaries come from the host's Debian packages.",
         f"Shims: {', '.join(f'/{w}' for w in SHIMS.values())}.",
     ]
+    readme += [f"Shim {name}: {', '.join('/' + w for w in OPTIONAL_SHIMS[name])}." for name in recipe.shims]
+    readme += [f"Account: {line}." for line in accounts]
     readme += [f"Joined template: {line}." for line in joined]
-    readme += [f"Link: {inside} -> {target}." for inside, target in recipe.links.items()]
+    readme += [f"Link: {inside} -> {target}." for inside, target in links.items()]
     readme += recipe.init_lines
     (dest / "README.md").write_text("\n".join(readme) + "\n")
     return dest

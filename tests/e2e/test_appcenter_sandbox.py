@@ -7,7 +7,11 @@ One cluster, one node then two, then deleted:
 - create: the image's own confd resource (``/etc/confd``) renders a generated script into
   ``/opt/app/bin``, the start service runs it and starts a unit through the ``systemctl`` shim as
   another user; the web server it starts answers from inside the sandbox (its ``/`` is the VM
-  root, its host name the instance id), and nothing was written to the host's ``/opt``;
+  root, its host name the instance id), and nothing was written to the host's ``/opt``; a
+  second unit, masked in the image (as the packages' builds leave theirs) and unmasked by the
+  first start, runs the ``caddy`` shim as an account the image recipe added, serving the
+  generated Caddy 1 file: basic auth, a browsable folder, a file its user reads only through the
+  supplementary group the recipe gave it;
 - scale to two: the template re-renders on the first node and its reload restarts the unit, so
   both answer with both addresses (both listen on 0.0.0.0:8080, which each VM's address library
   turns into its own address); ``curl http://metadata/self/host/ip`` (plain-HTTP metadata,
@@ -17,6 +21,8 @@ One cluster, one node then two, then deleted:
 
 from __future__ import annotations
 
+import asyncio
+import base64
 import importlib.util
 import json
 import os
@@ -38,6 +44,7 @@ from simulator.processes import vm_pids
 
 HERE = Path(__file__).resolve().parent / "appcenter_sandbox"
 PORT = 8080
+FILES_PORT = 8081  # the caddy shim's site
 
 pytestmark = [
     pytest.mark.e2e,
@@ -51,7 +58,14 @@ pytestmark = [
 @pytest.fixture
 async def cloud(store: Store, tmp_path: Path) -> AsyncIterator[Cloud]:
     images = tmp_path / "images"
-    build_image(ImageRecipe(package=HERE / "package", name="sbxapp"), images)
+    recipe = ImageRecipe(
+        package=HERE / "package",
+        name="sbxapp",
+        shims=["caddy"],
+        users=["sbxsvc:sbxgrp"],
+        links={"/etc/systemd/system/sbxfiles.service": "/dev/null"},  # masked until set up
+    )
+    build_image(recipe, images)
     async with simulated_cloud(store, tmp_path, "--images-dir", str(images)) as simulated:
         yield simulated
 
@@ -78,7 +92,10 @@ async def test_appcenter_package_runs_sandboxed(cloud: Cloud) -> None:
     assert cloud.vm_file(node.instance_id, "opt/app/conf/web.env").startswith(f"MY_IP={node.ip}\n")
     assert not on_host("/opt/app/conf/web.env")  # written inside the VM, not on the host
     joined = cloud.vm_file(node.instance_id, "opt/app/bin/node.sh")
-    assert "mv /opt/app/conf/web.env.new" in joined  # both template parts, in order
+    assert "mv /opt/app/conf/web.env.new" in joined  # the template parts, in order
+    await files_viewer_serves(cloud, node.ip, node.node_id)
+    mask = cloud.workdir / "sim/vms" / node.instance_id / "root/etc/systemd/system/sbxfiles.service"
+    assert not await asyncio.to_thread(os.path.lexists, mask)  # unmasked by the first start, as systemd would
 
     job = await service.scale(cid, "app_node", 2)
     await expect(service, cid, "active")
@@ -109,6 +126,17 @@ async def test_appcenter_package_runs_sandboxed(cloud: Cloud) -> None:
     for n in nodes:
         with pytest.raises(aiohttp.ClientConnectionError):
             await answer(cloud.http, n.ip)
+
+
+async def files_viewer_serves(cloud: Cloud, ip: str, password: str) -> None:
+    base = f"http://{ip}:{FILES_PORT}"
+    async with cloud.http.get(f"{base}/logs/") as response:
+        assert response.status == 401
+    auth = {"Authorization": "Basic " + base64.b64encode(f"viewer:{password}".encode()).decode()}
+    async with cloud.http.get(f"{base}/logs/", headers=auth) as response:
+        assert response.status == 200 and 'href="node.log"' in await response.text()
+    async with cloud.http.get(f"{base}/logs/node.log", headers=auth) as response:
+        assert (response.status, await response.text()) == (200, "a node log\n")  # via sbxgrp
 
 
 def on_host(path: str) -> bool:
