@@ -75,6 +75,7 @@ class Simulator:
         fault_seed: int | None = None,
         light_workers: int = 1,
         log_level: str = "info",
+        vxnets: list[str] | None = None,
     ) -> None:
         if not zone:
             raise ValueError("zone: must not be empty")
@@ -106,6 +107,8 @@ class Simulator:
             light_workers=light_workers,
             log_level=log_level,
         )
+        for vxnet_id in vxnets or ():  # besides vxnet-0; ValueError names a bad id
+            self.fleet.vxnets.create(vxnet_id)
         self.light_worker_pids: list[int] = []
         self._runner: web.AppRunner | None = None
         self._url = ""
