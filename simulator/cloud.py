@@ -24,6 +24,7 @@ from simulator.images import ImageCatalog
 from simulator.network import LOOPBACK, AddressPool
 from simulator.openstack_api import OpenStackApi
 from simulator.qingcloud_api import QingCloudApi
+from simulator.userdata import REQUEST_LIMIT
 from simulator.vm import SSH_PORT
 
 _KEY_ALPHABET = string.ascii_uppercase
@@ -149,7 +150,7 @@ class Simulator:
             {self._credentials["access_key_id"]: self._credentials["secret_access_key"]},
             self.faults,
         )
-        app = web.Application()
+        app = web.Application(client_max_size=REQUEST_LIMIT)  # UploadUserDataAttachment's 2 MiB
         app.add_routes(api.routes())
         app.add_routes(OpenStackApi(self.fleet, self._credentials, self.zone).routes())
         app.add_routes(AdminApi(self.fleet, self.faults).routes())

@@ -30,15 +30,16 @@ EXEC_FILE = "etc/rc.local"
 STRING_FILE = "userdata.string"
 VALUE_LIMIT = 4096  # characters of a plain or exec userdata_value (base64)
 ATTACHMENT_LIMIT = 2 * 1024 * 1024  # bytes of an archive before base64
+REQUEST_LIMIT = 4 * 1024 * 1024  # bytes of a request body the API takes: an attachment in base64 fits
 
 
 def _inside(path: str) -> str | None:
     """``path`` (absolute, as the API takes it) relative to the VM's root; None if it is not a
     plain absolute path inside it."""
-    if not path.startswith("/") or "\0" in path:
+    if not path.startswith("/") or "\0" in path or ".." in path.split("/"):
         return None
     norm = posixpath.normpath(path)
-    if ".." in norm.split("/") or norm == "/":
+    if norm == "/":
         return None
     return norm.lstrip("/")
 
