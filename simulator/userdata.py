@@ -50,12 +50,12 @@ def _archive_members(data: bytes) -> list[tuple[str, bytes | None, int]]:
     members: list[tuple[str, bytes | None, int]] = []
     if zipfile.is_zipfile(io.BytesIO(data)):
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            for info in archive.infolist():
-                name = _inside("/" + info.filename)
+            for entry in archive.infolist():
+                name = _inside("/" + entry.filename)
                 if name is None:
-                    raise ValueError(f"member {info.filename!r} leaves the root")
-                mode = (info.external_attr >> 16) & 0o7777 or (0o755 if info.is_dir() else 0o644)
-                members.append((name, None if info.is_dir() else archive.read(info), mode))
+                    raise ValueError(f"member {entry.filename!r} leaves the root")
+                mode = (entry.external_attr >> 16) & 0o7777 or (0o755 if entry.is_dir() else 0o644)
+                members.append((name, None if entry.is_dir() else archive.read(entry), mode))
         return members
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:*") as archive:

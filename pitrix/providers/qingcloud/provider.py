@@ -401,6 +401,18 @@ class QingCloudProvider:
         """Power-cycle the running ones (QingCloud restarts only running instances) and wait."""
         await self._act("RestartInstances", instance_ids, GONE_STATUSES | {"pending", "stopped", "suspended"})
 
+    async def check_network(self) -> None:
+        """Raise ``ProviderError`` (code ``network``) unless the runtime's vxnet exists: a typo
+        would otherwise fail only the first RunInstances of the first create."""
+        if self.network == BASE_VXNET:
+            return
+        reply = await self._client.call("DescribeVxNets", {"vxnets.1": self.network, "limit": 1})
+        found = [v for v in reply.get("vxnet_set") or [] if v.get("vxnet_id") == self.network]
+        if not found:
+            raise ProviderError(
+                f"qingcloud: vxnet {self.network} does not exist in zone {self.zone}", code="network"
+            )
+
     # -- key pairs -----------------------------------------------------------------------------------
 
     async def create_key_pair(
