@@ -105,6 +105,7 @@ class AdminApi:
             web.get("/_sim/light-workers", self.light_workers),
             web.get("/_sim/vxnets", self.vxnets),
             web.post("/_sim/vxnets", g(self.add_vxnet)),
+            web.put("/_sim/quotas", g(self.set_quotas)),
         ]
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -209,3 +210,10 @@ class AdminApi:
         if not isinstance(name, str):
             raise BadRequest("name: must be a string")
         return web.json_response(self._fleet.vxnets.create(vxnet_id, name).describe(), status=201)
+
+    async def set_quotas(self, request: web.Request) -> web.Response:
+        """``{"instance": N | null}``: how many live instances RunInstances allows (2600 beyond)."""
+        body = await _body(request)
+        if "instance" in body:
+            self._fleet.quotas.set_instance(body["instance"])
+        return web.json_response({"instance": self._fleet.quotas.instance})

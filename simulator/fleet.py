@@ -32,6 +32,7 @@ from simulator.light_agent import LightAgent, start_once
 from simulator.light_pool import LightWorkers
 from simulator.network import AddressPool, NetworkError
 from simulator.processes import AGENT_MARKERS, kill_vm_processes, signal_vm_processes
+from simulator.quotas import Quotas
 from simulator.snapshots import SnapshotBook, copy_atomically
 from simulator.ssh import VmSshServer, console_text
 from simulator.tags import TagBook
@@ -107,6 +108,7 @@ class Fleet:
         self.volumes = VolumeBook(state_dir / "volumes")
         self.snapshots = SnapshotBook(state_dir / "snapshots")
         self.vxnets = VxNetBook()  # the networks RunInstances accepts (vxnet-0 and those made)
+        self.quotas = Quotas()  # the account's instance quota (RunInstances' 2600)
         self._vms: dict[str, VM] = {}
         self._ssh: dict[str, VmSshServer] = {}
         self._locks: dict[str, asyncio.Lock] = {}

@@ -128,6 +128,8 @@ class QingCloudApi:
             userdata_dir=userdata.directory if userdata else DATA_DIR,
             userdata_file=userdata.exec_file if userdata else EXEC_FILE,
         )
+        live = sum(1 for vm in self.fleet.ledger() if vm["status"] not in ("terminated", "ceased"))
+        self.fleet.quotas.check_instances(live, request.count)
         ids, job = self.fleet.run(request)
         return {"instances": ids, "job_id": job.job_id}
 

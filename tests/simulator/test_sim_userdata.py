@@ -189,3 +189,20 @@ async def test_vxnets_made_through_the_admin_api_are_accepted(sim: Simulator) ->
     iid, _ = await run(sim, **{"vxnets.1": "vxnet-app1"})
     [item] = (await call(sim, "DescribeInstances", {"instances.1": iid}))["instance_set"]
     assert item["vxnets"][0]["vxnet_id"] == "vxnet-app1"
+
+
+async def test_the_instance_quota_refuses_with_2600_and_counts_live_instances(sim: Simulator) -> None:
+    status, answer = await admin(sim, "PUT", "/_sim/quotas", {"instance": -1})
+    assert status == 400 and answer["error"].startswith("instance:"), answer
+    status, answer = await admin(sim, "PUT", "/_sim/quotas", {"instance": 1})
+    assert (status, answer) == (200, {"instance": 1})
+    iid, _ = await run(sim)
+    reply = await call(sim, "RunInstances", BASE)
+    assert (
+        reply["ret_code"] == 2600 and "QuotaExceeded" in reply["message"] and "[1] in use" in reply["message"]
+    )
+    assert (
+        await wait_job(sim, (await call(sim, "TerminateInstances", {"instances.1": iid}))["job_id"])
+        == "successful"
+    )
+    await run(sim)  # a terminated instance no longer counts
