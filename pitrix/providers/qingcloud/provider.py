@@ -304,6 +304,7 @@ class QingCloudProvider:
         attachment = str(reply.get("attachment_id") or "")
         if not attachment:
             raise ProviderError(f"qingcloud UploadUserDataAttachment: no attachment id in {reply!r}")
+        self._log.info("qingcloud.userdata_attachment", attachment_id=attachment, script_bytes=len(script))
         return {"need_userdata": 1, "userdata_type": "tar", "userdata_value": attachment}
 
     async def _tag_id(self, name: str) -> str:
