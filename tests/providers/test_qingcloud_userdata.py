@@ -13,7 +13,7 @@ import pytest
 
 from pitrix.providers.base import InstanceSpec, ProviderError
 from pitrix.providers.qingcloud import QingCloudProvider
-from pitrix.providers.qingcloud.provider import ATTACHMENT_LIMIT, boot_archive
+from pitrix.providers.qingcloud.provider import ATTACHMENT_LIMIT, boot_archive, runtime_vxnet
 from simulator.cloud import Simulator
 from simulator.vm import VM
 
@@ -95,3 +95,10 @@ async def test_an_unknown_vxnet_is_refused_with_qingcloud_not_found(sim: Simulat
         assert sim.ledger() == []
     finally:
         await provider.close()
+
+
+def test_the_runtime_vxnet_is_its_network_else_the_older_appcenter_settings() -> None:
+    assert runtime_vxnet({"network": "vxnet-a", "vxnet": "vxnet-b"}) == "vxnet-a"
+    assert runtime_vxnet({"network": "", "vxnet": "vxnet-b"}) == "vxnet-b"
+    assert runtime_vxnet({"vxnets": ["vxnet-c", "vxnet-d"]}) == "vxnet-c"
+    assert runtime_vxnet({"vxnets": []}) == runtime_vxnet({}) == ""

@@ -53,6 +53,18 @@ USERDATA_VALUE_LIMIT = 4096  # characters of an exec userdata_value (base64); be
 ATTACHMENT_LIMIT = 2 * 1024 * 1024  # bytes of an uploaded userdata archive
 
 
+def runtime_vxnet(runtime: Mapping[str, Any]) -> str:
+    """The runtime's vxnet: its ``network``, else the older settings AppCenter-profile apps read
+    (``vxnet``, or the first of ``vxnets``), so what is published is where instances are; "" for
+    none (then ``vxnet-0``)."""
+    listed = runtime.get("vxnets")
+    first = listed[0] if isinstance(listed, list) and listed else ""
+    for value in (runtime.get("network"), runtime.get("vxnet"), first):
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
 def boot_archive(script: bytes) -> bytes:
     """A gzipped tar holding ``etc/rc.local`` (mode 0700): the boot script in the form QingCloud
     takes beyond 4 KiB."""
@@ -236,7 +248,7 @@ class QingCloudProvider:
             str(runtime["access_key_id"]),
             str(runtime["secret_access_key"]),
             timeout=float(timeout),
-            network=str(runtime.get("network") or ""),
+            network=runtime_vxnet(runtime),
         )
 
     # -- instances ---------------------------------------------------------------------------------
