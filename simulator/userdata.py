@@ -125,8 +125,8 @@ class Userdata:
 
 def from_params(params: Mapping[str, str], attachments: Attachments) -> Userdata | None:
     """The userdata of a RunInstances call, or None without any; every refusal names its
-    parameter. ``need_userdata=0`` with a type is refused: the real API would drop it silently,
-    which would leave a VM waiting for a script that never comes."""
+    parameter. A type without ``need_userdata=1`` is refused: QingCloud's default is 0, with which
+    it ignores the userdata silently, and a VM would wait for a script that never comes."""
     kind = params.get("userdata_type", "")
     value = params.get("userdata_value", "")
     need = params.get("need_userdata", "")
@@ -138,8 +138,8 @@ def from_params(params: Mapping[str, str], attachments: Attachments) -> Userdata
         return None
     if kind not in KINDS:
         raise invalid(f"parameter [userdata_type] should be one of {list(KINDS)}, got [{kind}]")
-    if need == "0":
-        raise invalid("parameter [need_userdata] is 0 but [userdata_type] is given")
+    if need != "1":
+        raise invalid(f"parameter [need_userdata] should be 1 with [userdata_type], got [{need or '0'}]")
     if not value:
         raise invalid("parameter [userdata_value] should not be empty")
     # An invalid userdata_path falls back to the default, as QingCloud documents.

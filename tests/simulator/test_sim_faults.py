@@ -26,7 +26,9 @@ PASSWD = {"vxnets.1": "vxnet-0", "login_mode": "passwd", "login_passwd": "Secret
 async def run_one(sim: Simulator, userdata: str = "", **extra: object) -> tuple[str, str]:
     params: dict[str, object] = {"image_id": "pitrix-metadata", **PASSWD, **extra}
     if userdata:
-        params.update(userdata_type="exec", userdata_value=base64.b64encode(userdata.encode()).decode())
+        params.update(
+            need_userdata=1, userdata_type="exec", userdata_value=base64.b64encode(userdata.encode()).decode()
+        )
     reply = await call(sim, "RunInstances", params)
     assert reply["ret_code"] == 0, reply
     return reply["instances"][0], reply["job_id"]

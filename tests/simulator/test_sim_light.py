@@ -57,7 +57,9 @@ async def boot(sim: Simulator, image: str, userdata: str = "") -> tuple[dict[str
         "login_keypair": kp["keypair_id"],
     }
     if userdata:
-        params.update(userdata_type="exec", userdata_value=base64.b64encode(userdata.encode()).decode())
+        params.update(
+            need_userdata=1, userdata_type="exec", userdata_value=base64.b64encode(userdata.encode()).decode()
+        )
     run = await call(sim, "RunInstances", params)
     assert await wait_job(sim, run["job_id"]) == "successful"
     [item] = (await call(sim, "DescribeInstances", {"instances.1": run["instances"][0]}))["instance_set"]

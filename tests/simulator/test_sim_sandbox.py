@@ -79,6 +79,7 @@ async def run(sim: Simulator, image_id: str, keypair: str) -> tuple[str, dict[st
             "vxnets.1": "vxnet-0",
             "login_mode": "keypair",
             "login_keypair": keypair,
+            "need_userdata": 1,
             "userdata_type": "exec",
             "userdata_value": base64.b64encode(USERDATA.encode()).decode(),
         },

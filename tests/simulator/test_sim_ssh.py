@@ -28,7 +28,9 @@ async def run_vm(sim: Simulator, keypair: str | None, userdata: str = "") -> dic
     else:
         params.update(login_mode="passwd", login_passwd="Secret123")
     if userdata:
-        params.update(userdata_type="exec", userdata_value=base64.b64encode(userdata.encode()).decode())
+        params.update(
+            need_userdata=1, userdata_type="exec", userdata_value=base64.b64encode(userdata.encode()).decode()
+        )
     reply = await call(sim, "RunInstances", params)
     assert reply["ret_code"] == 0, reply
     assert await wait_job(sim, reply["job_id"]) == "successful"

@@ -46,6 +46,8 @@ def tgz(files: dict[str, tuple[bytes, int]], *, link: str = "") -> bytes:
 
 
 async def run(sim: Simulator, **extra: Any) -> tuple[str, Path]:
+    if "userdata_type" in extra:
+        extra.setdefault("need_userdata", 1)
     reply = await call(sim, "RunInstances", {**BASE, **extra})
     assert reply["ret_code"] == 0, reply
     assert await wait_job(sim, reply["job_id"]) == "successful"
@@ -141,8 +143,9 @@ async def test_bad_attachments_are_refused(sim: Simulator, content: str, text: s
         (
             {"need_userdata": 0, "userdata_type": "exec", "userdata_value": "eA=="},
             1100,
-            "[need_userdata] is 0",
+            "[need_userdata] should be 1",
         ),
+        ({"need_userdata": "", "userdata_type": "exec", "userdata_value": "eA=="}, 1100, "got [0]"),
         ({"userdata_type": "exec"}, 1100, "[userdata_value] should not be empty"),
         ({"userdata_type": "exec", "userdata_value": "not base64!"}, 1100, "base64"),
         ({"userdata_type": "exec", "userdata_value": "A" * (VALUE_LIMIT + 4)}, 1100, "longer than 4096"),
@@ -162,6 +165,8 @@ async def test_run_refusals_name_the_parameter(
     sim: Simulator, extra: dict[str, Any], ret_code: int, text: str
 ) -> None:
     params = {**BASE, **extra}
+    if "userdata_type" in params:
+        params.setdefault("need_userdata", 1)
     if params["vxnets.1"] == "":
         del params["vxnets.1"]
     reply = await call(sim, "RunInstances", params)
