@@ -70,10 +70,9 @@ def boot_archive(script: bytes) -> bytes:
     takes beyond 4 KiB."""
     buffer = io.BytesIO()
     with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
-        for directory in ("etc",):
-            info = tarfile.TarInfo(directory)
-            info.type, info.mode = tarfile.DIRTYPE, 0o755
-            archive.addfile(info)
+        info = tarfile.TarInfo("etc")  # as /etc is: unpacking must not change it
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        archive.addfile(info)
         info = tarfile.TarInfo("etc/rc.local")
         info.size, info.mode = len(script), 0o700
         archive.addfile(info, io.BytesIO(script))
