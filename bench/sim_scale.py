@@ -78,6 +78,7 @@ async def bench(count: int, network: str, parallel_ssh: int) -> dict[str, Any]:
                         "image_id": IMAGE,
                         "count": min(BATCH, count - start),
                         "instance_name": "scale",
+                        "vxnets.1": "vxnet-0",
                         "login_mode": "keypair",
                         "login_keypair": kp["keypair_id"],
                     },

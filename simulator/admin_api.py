@@ -103,6 +103,9 @@ class AdminApi:
             web.post("/_sim/instances/{iid}/heal", g(self.heal)),
             web.put("/_sim/instances/{iid}/slow", g(self.slow)),
             web.get("/_sim/light-workers", self.light_workers),
+            web.get("/_sim/vxnets", self.vxnets),
+            web.post("/_sim/vxnets", g(self.add_vxnet)),
+            web.put("/_sim/quotas", g(self.set_quotas)),
         ]
 
     async def healthz(self, request: web.Request) -> web.Response:
@@ -191,3 +194,26 @@ class AdminApi:
         """``{"workers": [{"index", "pid", "alive", "exit_status", "error", "vms"}]}`` (empty
         without ``--light-workers``): where the light VMs run, and a dead worker's report."""
         return web.json_response({"workers": self._fleet.light_worker_status()})
+
+    async def vxnets(self, request: web.Request) -> web.Response:
+        """``{"vxnets": [{"vxnet_id", "vxnet_name", "vxnet_type"}]}``: what RunInstances accepts."""
+        return web.json_response({"vxnets": [v.describe() for v in self._fleet.vxnets.describe([])]})
+
+    async def add_vxnet(self, request: web.Request) -> web.Response:
+        """``{"vxnet_id": "vxnet-<a-z0-9>", "name": "..."}``: a network RunInstances then accepts
+        (made again: the same answer)."""
+        body = await _body(request)
+        vxnet_id = body.get("vxnet_id")
+        name = body.get("name", "")
+        if not isinstance(vxnet_id, str) or not vxnet_id:
+            raise BadRequest("vxnet_id: required")
+        if not isinstance(name, str):
+            raise BadRequest("name: must be a string")
+        return web.json_response(self._fleet.vxnets.create(vxnet_id, name).describe(), status=201)
+
+    async def set_quotas(self, request: web.Request) -> web.Response:
+        """``{"instance": N | null}``: how many live instances RunInstances allows (2600 beyond)."""
+        body = await _body(request)
+        if "instance" in body:
+            self._fleet.quotas.set_instance(body["instance"])
+        return web.json_response({"instance": self._fleet.quotas.instance})

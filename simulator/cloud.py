@@ -24,6 +24,7 @@ from simulator.images import ImageCatalog
 from simulator.network import LOOPBACK, AddressPool
 from simulator.openstack_api import OpenStackApi
 from simulator.qingcloud_api import QingCloudApi
+from simulator.userdata import REQUEST_LIMIT
 from simulator.vm import SSH_PORT
 
 _KEY_ALPHABET = string.ascii_uppercase
@@ -75,6 +76,7 @@ class Simulator:
         fault_seed: int | None = None,
         light_workers: int = 1,
         log_level: str = "info",
+        vxnets: list[str] | None = None,
     ) -> None:
         if not zone:
             raise ValueError("zone: must not be empty")
@@ -106,6 +108,8 @@ class Simulator:
             light_workers=light_workers,
             log_level=log_level,
         )
+        for vxnet_id in vxnets or ():  # besides vxnet-0; ValueError names a bad id
+            self.fleet.vxnets.create(vxnet_id)
         self.light_worker_pids: list[int] = []
         self._runner: web.AppRunner | None = None
         self._url = ""
@@ -146,7 +150,7 @@ class Simulator:
             {self._credentials["access_key_id"]: self._credentials["secret_access_key"]},
             self.faults,
         )
-        app = web.Application()
+        app = web.Application(client_max_size=REQUEST_LIMIT)  # UploadUserDataAttachment's 2 MiB
         app.add_routes(api.routes())
         app.add_routes(OpenStackApi(self.fleet, self._credentials, self.zone).routes())
         app.add_routes(AdminApi(self.fleet, self.faults).routes())

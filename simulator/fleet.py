@@ -32,9 +32,11 @@ from simulator.light_agent import LightAgent, start_once
 from simulator.light_pool import LightWorkers
 from simulator.network import AddressPool, NetworkError
 from simulator.processes import AGENT_MARKERS, kill_vm_processes, signal_vm_processes
+from simulator.quotas import Quotas
 from simulator.snapshots import SnapshotBook, copy_atomically
 from simulator.ssh import VmSshServer, console_text
 from simulator.tags import TagBook
+from simulator.userdata import DATA_DIR, EXEC_FILE
 from simulator.vm import SSH_PORT, VM, now_iso
 from simulator.volumes import (
     VolumeBook,
@@ -44,6 +46,7 @@ from simulator.volumes import (
     unlink_device,
     write_device_size,
 )
+from simulator.vxnets import VxNetBook
 
 GONE = ("terminated", "ceased")
 
@@ -63,6 +66,9 @@ class RunRequest:
     login_mode: str = "passwd"
     keypair_ids: tuple[str, ...] = ()
     userdata: bytes | None = None
+    userdata_kind: str = "exec"  # simulator/userdata.py: plain, exec or tar (then an archive)
+    userdata_dir: str = DATA_DIR
+    userdata_file: str = EXEC_FILE
 
 
 def _mac(ip: str) -> str:
@@ -101,6 +107,8 @@ class Fleet:
         self.tags = TagBook()
         self.volumes = VolumeBook(state_dir / "volumes")
         self.snapshots = SnapshotBook(state_dir / "snapshots")
+        self.vxnets = VxNetBook()  # the networks RunInstances accepts (vxnet-0 and those made)
+        self.quotas = Quotas()  # the account's instance quota (RunInstances' 2600)
         self._vms: dict[str, VM] = {}
         self._ssh: dict[str, VmSshServer] = {}
         self._locks: dict[str, asyncio.Lock] = {}
@@ -219,6 +227,9 @@ class Fleet:
                 login_mode=request.login_mode,
                 keypair_ids=list(request.keypair_ids),
                 userdata=request.userdata,
+                userdata_kind=request.userdata_kind,
+                userdata_dir=request.userdata_dir,
+                userdata_file=request.userdata_file,
                 light=self.light and not self.images.needs_processes(image_dir),
                 sandbox=self.images.sandboxed(image_dir),
                 shared_dirs=(str(self.volumes.dir),),

@@ -185,6 +185,9 @@ class LightWorkers:
             image_dir=str(vm.image_dir),
             boots=vm.boots,
             userdata=userdata,
+            userdata_kind=vm.userdata_kind,
+            userdata_dir=vm.userdata_dir,
+            userdata_file=vm.userdata_file,
             keys=keys,
             delay=vm.command_delay,
         )

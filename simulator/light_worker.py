@@ -29,6 +29,7 @@ from pitrix import aio, logs
 from pitrix.logs import get_logger
 from simulator.light_agent import LightAgent, start_once
 from simulator.ssh import VmSshServer
+from simulator.userdata import DATA_DIR, EXEC_FILE
 from simulator.vm import VM
 
 LINE_LIMIT = 64 * 1024 * 1024  # a request carries a VM's userdata
@@ -54,6 +55,9 @@ class LightHost:
         userdata: str | None,
         keys: list[str],
         delay: float,
+        userdata_kind: str = "exec",
+        userdata_dir: str = DATA_DIR,
+        userdata_file: str = EXEC_FILE,
     ) -> str:
         """Boot (or boot again) a VM: its disk (first boot), agent and SSH; its public host key."""
         await self.halt(iid)
@@ -65,6 +69,9 @@ class LightHost:
             ip=ip,
             home=Path(home),
             userdata=None if userdata is None else base64.b64decode(userdata),
+            userdata_kind=userdata_kind,
+            userdata_dir=userdata_dir,
+            userdata_file=userdata_file,
             light=True,
             boots=boots,
         )

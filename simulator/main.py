@@ -66,6 +66,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--ssh-port", type=int, default=2222, help="SSH port on every VM's address")
     parser.add_argument("--fault-seed", type=int, default=None, help="seed of the fault dice (replayable)")
     parser.add_argument("--log-level", default="info")
+    parser.add_argument(
+        "--vxnet",
+        action="append",
+        default=[],
+        metavar="ID",
+        help="a QingCloud vxnet RunInstances accepts besides the base vxnet-0 (repeatable)",
+    )
     args = parser.parse_args(argv)
     if (args.access_key_id is None) != (args.secret_access_key is None):
         parser.error(
@@ -114,6 +121,7 @@ async def serve(args: argparse.Namespace) -> int:
         fault_seed=args.fault_seed,
         light_workers=args.light_workers,
         log_level=args.log_level,
+        vxnets=args.vxnet,
     )
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()

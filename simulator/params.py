@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Collection, Mapping, Sequence
 from typing import TypeVar
@@ -66,19 +64,3 @@ def page(params: Mapping[str, str], found: Sequence[T]) -> Sequence[T]:
     """The slice of ``found`` that a Describe call's ``offset`` and ``limit`` ask for."""
     offset, limit = offset_limit(params)
     return found[offset : offset + limit]
-
-
-def userdata(params: Mapping[str, str]) -> bytes | None:
-    """The decoded userdata script, or None when the request has none."""
-    kind = params.get("userdata_type", "")
-    value = params.get("userdata_value", "")
-    if not kind:
-        if value:
-            raise invalid("parameter [userdata_type] is required with [userdata_value]")
-        return None
-    if kind != "plain":
-        raise invalid(f"parameter [userdata_type] [{kind}] is not supported here (only plain)")
-    try:
-        return base64.b64decode(value.encode(), validate=True)
-    except (binascii.Error, ValueError):
-        raise invalid("parameter [userdata_value] should be base64 encoded") from None

@@ -19,6 +19,7 @@ from simulator.errors import INTERNAL_ERROR, ApiError, invalid
 from simulator.faults import Faults
 from simulator.fleet import Fleet, RunRequest
 from simulator.snapshots import STATUSES as SNAPSHOT_STATUSES
+from simulator.userdata import DATA_DIR, EXEC_FILE, Attachments, from_params
 from simulator.volumes import STATUSES as VOLUME_STATUSES
 
 Action = Callable[[Mapping[str, str]], dict[str, Any]]
@@ -62,6 +63,10 @@ class QingCloudApi:
             "ResizeInstances": self.resize_instances,
             "ResizeVolumes": self.resize_volumes,
         }
+        self.attachments = Attachments()  # UploadUserDataAttachment's archives, for tar userdata
+        self._actions.update(
+            UploadUserDataAttachment=self.upload_userdata_attachment, DescribeVxNets=self.describe_vxnets
+        )
 
     def routes(self) -> list[web.RouteDef]:
         return [web.get("/iaas/", self.handle), web.post("/iaas/", self.handle)]
@@ -106,7 +111,8 @@ class QingCloudApi:
             p.required(params, "login_passwd")
         else:
             raise invalid(f"parameter [login_mode] should be keypair or passwd, got [{login_mode}]")
-        vxnets = p.indexed(params, "vxnets")
+        vxnet_id = self._vxnet(params)
+        userdata = from_params(params, self.attachments)
         sized = instance_type_size(params["instance_type"]) if params.get("instance_type") else None
         request = RunRequest(
             image_id=p.required(params, "image_id"),
@@ -114,13 +120,37 @@ class QingCloudApi:
             name=params.get("instance_name", ""),
             cpu=sized[0] if sized else p.integer(params, "cpu", 1, low=1, high=64),
             memory=sized[1] if sized else p.integer(params, "memory", 1024, low=128, high=1024 * 1024),
-            vxnet_id=vxnets[0] if vxnets else "vxnet-0",
+            vxnet_id=vxnet_id,
             login_mode=login_mode,
             keypair_ids=keypairs,
-            userdata=p.userdata(params),
+            userdata=userdata.value if userdata else None,
+            userdata_kind=userdata.kind if userdata else "exec",
+            userdata_dir=userdata.directory if userdata else DATA_DIR,
+            userdata_file=userdata.exec_file if userdata else EXEC_FILE,
         )
+        live = sum(1 for vm in self.fleet.ledger() if vm["status"] not in ("terminated", "ceased"))
+        self.fleet.quotas.check_instances(live, request.count)
         ids, job = self.fleet.run(request)
         return {"instances": ids, "job_id": job.job_id}
+
+    def _vxnet(self, params: Mapping[str, str]) -> str:
+        """The vxnet a new instance joins. QingCloud would make an instance with no ``vxnets.N``
+        that no network reaches; pitrix could never talk to it, so the simulator refuses that
+        instead (the base network is ``vxnet-0``). One vxnet per instance here."""
+        vxnets = p.indexed(params, "vxnets")
+        if not vxnets:
+            raise invalid("parameter [vxnets.1] should not be empty (vxnet-0 is the base network)")
+        if len(vxnets) > 1:
+            raise invalid(f"parameter [vxnets] has {len(vxnets)} networks; one is supported here")
+        return self.fleet.vxnets.get(vxnets[0]).vxnet_id
+
+    def upload_userdata_attachment(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """``attachment_content`` (base64 zip/tar/tgz/tbz, 2 MiB at most) → ``attachment_id``."""
+        return {"attachment_id": self.attachments.upload(params)}
+
+    def describe_vxnets(self, params: Mapping[str, str]) -> dict[str, Any]:
+        found = self.fleet.vxnets.describe(p.indexed(params, "vxnets"))
+        return {"vxnet_set": [v.describe() for v in p.page(params, found)], "total_count": len(found)}
 
     def describe_instances(self, params: Mapping[str, str]) -> dict[str, Any]:
         statuses = p.statuses(params, INSTANCE_STATUSES)

@@ -1,9 +1,10 @@
 """One simulated VM: an address, a root directory holding a copy of its image, and real processes.
 
 Booting copies the image (first boot only), makes the SSH host key (first boot only), writes the
-userdata where QingCloud's images look for it and runs it with ``sh``, as those images do at every
-boot. The VM counts as running once userdata has started; what userdata starts (agents, daemons) is
-the VM's business, found again by its ``PITRIX_VM_ID`` marker when the VM is stopped or terminated.
+userdata where QingCloud puts each kind of it (simulator/userdata.py) and runs the script it makes
+(``exec``: ``/etc/rc.local`` by default) with ``sh``, as an image runs rc.local at every boot.
+The VM counts as running once userdata has started; what userdata starts (agents, daemons) is the
+VM's business, found again by its ``PITRIX_VM_ID`` marker when the VM is stopped or terminated.
 
 A light VM runs no process at all: its userdata is written but not run, and if its root holds an
 agent config (``etc/pitrix/agent.toml``, from the image or pushed over SSH before a restart) a
@@ -35,8 +36,9 @@ from simulator.sandbox import (
     wait_ready,
 )
 from simulator.ssh import load_host_key
+from simulator.userdata import DATA_DIR, EXEC_FILE, Userdata, materialize
 
-USERDATA_PATH = "etc/qingcloud/userdata/userdata.sh"
+USERDATA_PATH = EXEC_FILE  # where an ``exec`` userdata goes by default: the script boot runs
 USERDATA_LOG = "var/log/userdata.log"
 SSH_PORT = 2222
 
@@ -97,6 +99,10 @@ class VM:
     login_mode: str = "passwd"
     keypair_ids: list[str] = field(default_factory=list)  # given at creation; the book has the current
     userdata: bytes | None = None
+    # QingCloud's userdata kind and places (simulator/userdata.py); OpenStack's user_data is exec.
+    userdata_kind: str = "exec"
+    userdata_dir: str = DATA_DIR
+    userdata_file: str = EXEC_FILE
     status: str = "pending"
     transition_status: str = "creating"
     create_time: str = field(default_factory=now_iso)
@@ -134,30 +140,25 @@ class VM:
         await asyncio.to_thread(write_hardware, self.root, self.cpu, self.memory)
         self.boots += 1
         self.crashed = False
+        script = await asyncio.to_thread(self._write_userdata)
         if self.light:
-            if self.userdata is not None:
-                await asyncio.to_thread(self._write_userdata, self.root / USERDATA_PATH)
             self.agent = await LightAgent.start_if_configured(self.root, self.environ())
         elif self.sandbox:
-            await self._start_sandbox()
-        elif self.userdata is not None:
-            await self._start_userdata()
+            await self._start_sandbox(script)
+        elif script is not None:
+            await self._start_userdata(script)
         self.set_status("running")
         log.info("vm.running", boot=self.boots, image=self.image_id)
 
-    async def _start_userdata(self) -> None:
-        script = self.root / USERDATA_PATH
-        await asyncio.to_thread(self._write_userdata, script)
+    async def _start_userdata(self, relative: str) -> None:
+        script = self.root / relative
         # A session of its own: a terminal's ^C to pitrix-sim must not reach the VMs directly.
         self._userdata_proc = spawn_script(script, self.root, self.environ(), self.root / USERDATA_LOG)
         self._reaper = asyncio.create_task(self._reap(self._userdata_proc), name=f"reap-{self.instance_id}")
 
-    async def _start_sandbox(self) -> None:
+    async def _start_sandbox(self, script: str | None) -> None:
         """A sandboxed VM always has its init (the machine is up even without userdata); the
         launcher's exit is userdata's, as for an ordinary VM."""
-        script = self.root / USERDATA_PATH
-        if self.userdata is not None:
-            await asyncio.to_thread(self._write_userdata, script)
         await asyncio.to_thread(prepare_root, self.root, self.instance_id, self.ip, self.shared_dirs)
         self.preload = await asyncio.to_thread(net_library, self.home.parent.parent / "sandbox-net")
         self._userdata_proc, ready = spawn_sandboxed(
@@ -166,7 +167,7 @@ class VM:
             hostname=self.instance_id,
             env=self.environ(),
             log=self.root / USERDATA_LOG,
-            userdata="/" + USERDATA_PATH if self.userdata is not None else "",
+            userdata="/" + script if script is not None else "",
             read_write=list(self.shared_dirs),
             read_only=(os.path.dirname(self.preload),) if self.preload else (),
         )
@@ -183,16 +184,13 @@ class VM:
         environ = vm_environ(self.root, self.instance_id, self.ip) | sized
         return inside_environ(environ, self.preload) if self.sandbox else environ
 
-    def _write_userdata(self, script: Path) -> None:
-        """Readable by the VM's root alone, as a real image keeps it: userdata may hold a
-        bootstrap token (one-time, but until it is used it buys a certificate)."""
-        assert self.userdata is not None
-        script.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-        script.parent.chmod(0o700)
-        fd = os.open(script, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o700)
-        with os.fdopen(fd, "wb") as out:
-            out.write(self.userdata)
-        script.chmod(0o700)
+    def _write_userdata(self) -> str | None:
+        """Put this VM's userdata where its kind goes (simulator/userdata.py); the script boot
+        runs (relative to the root), or None when there is nothing to run."""
+        if self.userdata is None:
+            return None
+        form = Userdata(self.userdata_kind, self.userdata, self.userdata_dir, self.userdata_file)
+        return materialize(self.root, form)
 
     async def userdata_finished(self) -> int | None:
         """The exit code of this boot's userdata once it has finished (None without userdata)."""

@@ -264,6 +264,8 @@ def _runtime_settings(args: argparse.Namespace) -> dict[str, Any]:
             body[field] = getattr(args, field)
     if args.heartbeat_interval is not None:
         body["heartbeat_interval"] = args.heartbeat_interval
+    if args.network is not None:
+        body["network"] = args.network
     given = _pairs(args.set, "--set", "KEY=VALUE")
     warn_secret_arguments(
         "--set",
@@ -1017,6 +1019,12 @@ def _runtime_setting_arguments(add: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="seconds between agent heartbeats for nodes deployed from now on (default 2; "
         "a dead node is noticed after three)",
+    )
+    add.add_argument(
+        "--network",
+        metavar="ID",
+        help="the network instances join: a QingCloud vxnet (default vxnet-0, the base network), "
+        "an AWS subnet, an OpenStack network",
     )
     add.add_argument(
         "--set",

@@ -25,6 +25,8 @@ CREDENTIAL_CODES = frozenset({"1200", "1300", "credentials"})
 
 def _field(exc: ProviderError) -> str:
     code = exc.code
+    if code == "network":
+        return "network"
     if code in ENDPOINT_CODES or code.startswith("http-"):
         return "endpoint"
     if code in CREDENTIAL_CODES or "credential" in str(exc).lower():
@@ -39,15 +41,22 @@ async def check_cloud(runtime: Runtime, provider: Provider, timeout: float = CHE
     try:
         async with asyncio.timeout(timeout):
             await provider.describe_instances(name_prefix=PROBE_PREFIX)
+            # A provider that can tell whether the runtime's network exists (QingCloud's vxnet).
+            check_network = getattr(provider, "check_network", None)
+            if check_network is not None:
+                await check_network()
     except ProviderError as exc:
         field = _field(exc)
         advice = {
             "endpoint": "check --endpoint (and --zone)",
             "credentials": "check the access key and secret (--credentials-file)",
             "runtime": "check the runtime's settings",
+            "network": "check --network",
         }[field]
         raise InvalidRequest(
-            f"{field}: {where} failed a read-only call (list instances): {exc}; {advice}; nothing was saved"
+            f"{field}: {where} failed a read-only call "
+            f"({'look up the network' if field == 'network' else 'list instances'}): {exc}; {advice}; "
+            "nothing was saved"
         ) from None
     except TimeoutError:
         raise InvalidRequest(

@@ -53,7 +53,15 @@ async def test_add_asks_the_cloud_and_says_what_is_wrong(cli: Run, sim: Simulato
     wrong_place = credentials(tmp_path / "place.toml", sim, endpoint="http://127.0.0.1:9")
     code, _, err = await add(cli, "bad", wrong_place)
     assert code == 2 and "endpoint:" in err and "cannot connect to http://127.0.0.1:9" in err, err
-    assert await names(cli) == ["sim"]
+
+    # The network: a vxnet the cloud does not have is caught before saving; one it has is kept.
+    code, _, err = await add(cli, "bad", good, "--network", "vxnet-typo")
+    assert code == 2 and "network: " in err and "vxnet vxnet-typo does not exist" in err, err
+    sim.fleet.vxnets.create("vxnet-apps")
+    code, _, err = await cli("runtimes", "update", "sim", "--network", "vxnet-apps", env=ADMIN_ENV)
+    assert code == 0, err
+    code, out, err = await cli("-o", "json", "runtimes", "list", env=ADMIN_ENV)
+    assert [(r["name"], r["network"]) for r in json.loads(out)["runtimes"]] == [("sim", "vxnet-apps")], err
 
     code, _, err = await add(cli, "bad", wrong_place, "--no-check")
     assert code == 0, err

@@ -28,6 +28,7 @@ from simulator.vm import USERDATA_PATH
 
 pytestmark = pytest.mark.e2e
 JOB_TIMEOUT = 120.0
+BANNER = "".join(f"# {n:02} {'=' * 66}\n" for n in range(60)) + '{{getv "/host/instance_id"}}\n'
 
 
 def _mode(cloud: Cloud, instance_id: str, path: str) -> int:
@@ -36,9 +37,17 @@ def _mode(cloud: Cloud, instance_id: str, path: str) -> int:
 
 async def test_userdata_holds_no_key_and_tokens_are_spent(cloud: Cloud) -> None:
     service = cloud.service
-    cluster, _ = await service.create_cluster(
-        owner="o1", runtime="sim", app=demo_app(), counts={"web": 1, "lb": 1}
-    )
+    # The runtime's network (a vxnet the simulator was told of): every VM of the runtime joins it.
+    async with cloud.http.post(cloud.sim_url + "/_sim/vxnets", json={"vxnet_id": "vxnet-e2e"}) as made:
+        assert made.status == 201, await made.text()
+    await service.update_runtime("sim", {"network": "vxnet-e2e"})
+    # A template this large takes web's userdata past the 4 KiB of a QingCloud exec value: it boots
+    # from a tar attachment (docs/providers.md), the lb from exec.
+    app = demo_app()
+    app["roles"][0]["templates"] = [
+        {"name": "banner", "dest": "/etc/app/banner", "keys": ["/host"], "text": BANNER}
+    ]
+    cluster, _ = await service.create_cluster(owner="o1", runtime="sim", app=app, counts={"web": 1, "lb": 1})
 
     async def ended(c: Cluster) -> bool:
         return c.state in ("active", "failed")
@@ -62,6 +71,10 @@ async def test_userdata_holds_no_key_and_tokens_are_spent(cloud: Cloud) -> None:
     web = next(n for n in await service.nodes(cluster.id) if n.role == "web")
     assert _mode(cloud, web.instance_id, AGENT_CONFIG) == 0o600
     assert _mode(cloud, web.instance_id, USERDATA_PATH) == 0o700
+    assert cloud.vm_file(web.instance_id, "/etc/app/banner").endswith(f"\n{web.instance_id}\n")
+    provider = await service.provider_for("sim")
+    placed = await provider.describe_instances(instance_ids=[record.instance_id, web.instance_id])
+    assert [i.raw["vxnets"][0]["vxnet_id"] for i in placed] == ["vxnet-e2e", "vxnet-e2e"]
     token = tomllib.loads(cloud.vm_file(web.instance_id, AGENT_CONFIG))["pitrix"]["bootstrap_token"]
     ca = cloud.workdir / "issuer.pem"
     ca.write_bytes(record.issuer_cert_pem)

@@ -84,7 +84,7 @@ async def test_run_boots_vm_runs_userdata_and_its_daemon(
 
     root = sim.state_dir / "vms" / iid / "root"
     assert (root / "README.md").is_file()  # the image was copied in
-    assert (root / "etc/qingcloud/userdata/userdata.sh").read_text().startswith("#!/bin/sh")
+    assert (root / "etc/rc.local").read_text().startswith("#!/bin/sh")  # sent as exec
     assert (root / "var/log/boots").read_text() == f"booted {iid} {root}\n"
     env = environ_of(int(pid))
     assert env["PITRIX_VM_ID"] == iid and env["PITRIX_VM_IP"] == running.private_ip

@@ -174,6 +174,9 @@ async def test_runtime_settings_missing_give_appcenters_defaults(world: World) -
     assert "region_id" not in entry and "api_server" not in entry
     ctx.runtime = None  # a context built without its runtime record
     assert publishing.cluster_entry(ctx)["vxnet"] == "vxnet-0"
+    # The vxnet the instances were made in (the runtime's network) is the one published.
+    ctx.runtime = RUNTIME.model_copy(update={"network": "vxnet-made"})
+    assert publishing.cluster_entry(ctx)["vxnet"] == "vxnet-made"
     simulated = Runtime.model_validate({"name": "r", "provider": "qingcloud", "hypervisor": "simulator"})
     ctx.runtime = simulated
     node = Node(node_id="proxy-1", role="proxy", index=1, name="n", instance_id="i-1", ip="127.0.0.9")

@@ -44,7 +44,7 @@ AGENT_CONFIG = "etc/pitrix/agent.toml"
 AGENT_CA = "etc/pitrix/ca.pem"
 AGENT_CERT = "etc/pitrix/agent.crt"
 AGENT_KEY = "etc/pitrix/agent.key"
-USERDATA = "etc/qingcloud/userdata/userdata.sh"
+USERDATA = "etc/rc.local"  # an exec userdata's script (simulator/userdata.py)
 
 
 class Refused(Exception):

@@ -87,18 +87,44 @@ async def test_unknown_access_key(tmp_path: Any) -> None:
     ("params", "text"),
     [
         ({"image_id": "pitrix-metadata"}, "[login_mode]"),
-        ({"image_id": "pitrix-metadata", "login_mode": "keypair"}, "[login_keypair]"),
-        (
-            {"image_id": "pitrix-metadata", "login_mode": "passwd", "login_passwd": "x", "count": "two"},
-            "[count]",
-        ),
-        ({"image_id": "pitrix-metadata", "login_mode": "passwd", "login_passwd": "x", "count": 0}, "[count]"),
-        ({"image_id": "pitrix-metadata", "login_mode": "passwd", "login_passwd": "x", "cpu": 999}, "[cpu]"),
+        ({"image_id": "pitrix-metadata", "vxnets.1": "vxnet-0", "login_mode": "keypair"}, "[login_keypair]"),
         (
             {
                 "image_id": "pitrix-metadata",
+                "vxnets.1": "vxnet-0",
                 "login_mode": "passwd",
                 "login_passwd": "x",
+                "count": "two",
+            },
+            "[count]",
+        ),
+        (
+            {
+                "image_id": "pitrix-metadata",
+                "vxnets.1": "vxnet-0",
+                "login_mode": "passwd",
+                "login_passwd": "x",
+                "count": 0,
+            },
+            "[count]",
+        ),
+        (
+            {
+                "image_id": "pitrix-metadata",
+                "vxnets.1": "vxnet-0",
+                "login_mode": "passwd",
+                "login_passwd": "x",
+                "cpu": 999,
+            },
+            "[cpu]",
+        ),
+        (
+            {
+                "image_id": "pitrix-metadata",
+                "vxnets.1": "vxnet-0",
+                "login_mode": "passwd",
+                "login_passwd": "x",
+                "need_userdata": 1,
                 "userdata_type": "plain",
                 "userdata_value": "!!not base64!!",
             },
@@ -107,14 +133,41 @@ async def test_unknown_access_key(tmp_path: Any) -> None:
         (
             {
                 "image_id": "pitrix-metadata",
+                "vxnets.1": "vxnet-0",
                 "login_mode": "passwd",
                 "login_passwd": "x",
-                "userdata_type": "tar",
+                "need_userdata": 1,
+                "userdata_type": "zip",
                 "userdata_value": "eA==",
             },
             "[userdata_type]",
         ),
-        ({"image_id": "../etc", "login_mode": "passwd", "login_passwd": "x"}, "not a valid image name"),
+        (
+            {
+                "image_id": "pitrix-metadata",
+                "vxnets.1": "vxnet-0",
+                "login_mode": "passwd",
+                "login_passwd": "x",
+                "need_userdata": 1,
+                "userdata_type": "tar",
+                "userdata_value": "uda-nothere",
+            },
+            "[uda-nothere] not found",
+        ),
+        ({"image_id": "pitrix-metadata", "login_mode": "passwd", "login_passwd": "x"}, "[vxnets.1]"),
+        (
+            {
+                "image_id": "pitrix-metadata",
+                "vxnets.1": "vxnet-nothere",
+                "login_mode": "passwd",
+                "login_passwd": "x",
+            },
+            "[vxnet-nothere] not found",
+        ),
+        (
+            {"image_id": "../etc", "vxnets.1": "vxnet-0", "login_mode": "passwd", "login_passwd": "x"},
+            "not a valid image name",
+        ),
     ],
 )
 async def test_bad_run_parameters_name_the_field(
@@ -126,6 +179,7 @@ async def test_bad_run_parameters_name_the_field(
 
 
 async def test_run_describe_terminate_with_jobs(sim: Simulator) -> None:
+    sim.fleet.vxnets.create("vxnet-abc")
     script = base64.b64encode(b"echo hello from $PITRIX_VM_ID\n").decode()
     keypair = (await call(sim, "CreateKeyPair", {"encrypt_method": "ssh-ed25519"}))["keypair_id"]
     reply = await call(
@@ -140,7 +194,8 @@ async def test_run_describe_terminate_with_jobs(sim: Simulator) -> None:
             "vxnets.1": "vxnet-abc",
             "cpu": 2,
             "memory": 2048,
-            "userdata_type": "plain",
+            "need_userdata": 1,
+            "userdata_type": "exec",
             "userdata_value": script,
         },
     )
@@ -198,7 +253,9 @@ async def test_job_goes_pending_working_successful(sim: Simulator) -> None:
 
 async def test_stop_start_wrong_states(sim: Simulator) -> None:
     reply = await call(
-        sim, "RunInstances", {"image_id": "pitrix-metadata", "login_mode": "passwd", "login_passwd": "x"}
+        sim,
+        "RunInstances",
+        {"image_id": "pitrix-metadata", "vxnets.1": "vxnet-0", "login_mode": "passwd", "login_passwd": "x"},
     )
     [iid] = reply["instances"]
     await wait_job(sim, reply["job_id"])
@@ -224,11 +281,25 @@ async def test_network_exhaustion_is_quota_exceeded(tmp_path: Any) -> None:
     await sim.start()
     try:
         ok = await call(
-            sim, "RunInstances", {"image_id": "pitrix-metadata", "login_mode": "passwd", "login_passwd": "x"}
+            sim,
+            "RunInstances",
+            {
+                "image_id": "pitrix-metadata",
+                "vxnets.1": "vxnet-0",
+                "login_mode": "passwd",
+                "login_passwd": "x",
+            },
         )
         assert ok["ret_code"] == 0
         full = await call(
-            sim, "RunInstances", {"image_id": "pitrix-metadata", "login_mode": "passwd", "login_passwd": "x"}
+            sim,
+            "RunInstances",
+            {
+                "image_id": "pitrix-metadata",
+                "vxnets.1": "vxnet-0",
+                "login_mode": "passwd",
+                "login_passwd": "x",
+            },
         )
         assert full["ret_code"] == 2600 and "no free address" in full["message"]
     finally:

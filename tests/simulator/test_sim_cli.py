@@ -112,17 +112,23 @@ async def test_bad_arguments_are_clear_errors(tmp_path: Path) -> None:
     assert code != 0 and f"127.0.0.1:{port}" in err and "Traceback" not in err
     code, err = await run_failing("--state-dir", state, "--ssh-port", "0")
     assert code != 0 and "ssh_port" in err and "Traceback" not in err
+    code, err = await run_failing("--state-dir", state, "--vxnet", "net 1")
+    assert code != 0 and "vxnet_id" in err and "Traceback" not in err
 
 
 async def test_light_mode_and_ssh_port_from_the_command_line(tmp_path: Path) -> None:
-    proc, ready = await start_sim(tmp_path, "--light", "--ssh-port", "2322", "--fault-seed", "5")
+    proc, ready = await start_sim(
+        tmp_path, "--light", "--ssh-port", "2322", "--fault-seed", "5", "--vxnet", "vxnet-cli"
+    )
     try:
         assert ready["light"] is True
-        provider = QingCloudProvider.from_runtime(ready)
+        provider = QingCloudProvider.from_runtime({**ready, "network": "vxnet-cli"})
         try:
+            await provider.check_network()  # the vxnet given on the command line exists
             [created] = await provider.run_instances([InstanceSpec(name="l-1", image="pitrix-metadata")])
             [running] = await provider.wait_running([created.instance_id], timeout=10)
             assert running.ssh_port == 2322 and vm_pids({created.instance_id}) == {}
+            assert running.raw["vxnets"][0]["vxnet_id"] == "vxnet-cli"
         finally:
             await provider.close()
     finally:

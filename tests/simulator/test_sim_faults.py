@@ -20,13 +20,15 @@ from simulator.faults import Faults
 from simulator.processes import vm_pids
 from simulator.testing import Beacon, admin, call, daemon_userdata, pid_alive, wait_job
 
-PASSWD = {"login_mode": "passwd", "login_passwd": "Secret123"}
+PASSWD = {"vxnets.1": "vxnet-0", "login_mode": "passwd", "login_passwd": "Secret123"}
 
 
 async def run_one(sim: Simulator, userdata: str = "", **extra: object) -> tuple[str, str]:
     params: dict[str, object] = {"image_id": "pitrix-metadata", **PASSWD, **extra}
     if userdata:
-        params.update(userdata_type="plain", userdata_value=base64.b64encode(userdata.encode()).decode())
+        params.update(
+            need_userdata=1, userdata_type="exec", userdata_value=base64.b64encode(userdata.encode()).decode()
+        )
     reply = await call(sim, "RunInstances", params)
     assert reply["ret_code"] == 0, reply
     return reply["instances"][0], reply["job_id"]

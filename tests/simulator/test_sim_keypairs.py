@@ -73,7 +73,12 @@ async def test_attach_detach_delete_and_their_errors(sim: Simulator) -> None:
     run = await call(
         sim,
         "RunInstances",
-        {"image_id": "pitrix-metadata", "login_mode": "passwd", "login_passwd": "Secret123"},
+        {
+            "image_id": "pitrix-metadata",
+            "vxnets.1": "vxnet-0",
+            "login_mode": "passwd",
+            "login_passwd": "Secret123",
+        },
     )
     [iid] = run["instances"]
     assert await wait_job(sim, run["job_id"]) == "successful"
@@ -110,7 +115,12 @@ async def test_run_with_an_unknown_keypair_is_refused(sim: Simulator) -> None:
     reply = await call(
         sim,
         "RunInstances",
-        {"image_id": "pitrix-metadata", "login_mode": "keypair", "login_keypair": "kp-nothere0"},
+        {
+            "image_id": "pitrix-metadata",
+            "vxnets.1": "vxnet-0",
+            "login_mode": "keypair",
+            "login_keypair": "kp-nothere0",
+        },
     )
     assert reply["ret_code"] == 2100 and "kp-nothere0" in reply["message"]
     assert sim.ledger() == [] and sim.pool.in_use() == 0
@@ -119,7 +129,9 @@ async def test_run_with_an_unknown_keypair_is_refused(sim: Simulator) -> None:
 async def test_terminating_an_instance_releases_its_keypairs(sim: Simulator) -> None:
     kid = (await call(sim, "CreateKeyPair", {"encrypt_method": "ssh-ed25519"}))["keypair_id"]
     run = await call(
-        sim, "RunInstances", {"image_id": "pitrix-metadata", "login_mode": "keypair", "login_keypair": kid}
+        sim,
+        "RunInstances",
+        {"image_id": "pitrix-metadata", "vxnets.1": "vxnet-0", "login_mode": "keypair", "login_keypair": kid},
     )
     assert await wait_job(sim, run["job_id"]) == "successful"
     gone = await call(sim, "TerminateInstances", {"instances.1": run["instances"][0]})

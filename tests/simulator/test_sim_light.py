@@ -52,11 +52,14 @@ async def boot(sim: Simulator, image: str, userdata: str = "") -> tuple[dict[str
     kp = await call(sim, "CreateKeyPair", {"encrypt_method": "ssh-ed25519"})
     params: dict[str, object] = {
         "image_id": image,
+        "vxnets.1": "vxnet-0",
         "login_mode": "keypair",
         "login_keypair": kp["keypair_id"],
     }
     if userdata:
-        params.update(userdata_type="plain", userdata_value=base64.b64encode(userdata.encode()).decode())
+        params.update(
+            need_userdata=1, userdata_type="exec", userdata_value=base64.b64encode(userdata.encode()).decode()
+        )
     run = await call(sim, "RunInstances", params)
     assert await wait_job(sim, run["job_id"]) == "successful"
     [item] = (await call(sim, "DescribeInstances", {"instances.1": run["instances"][0]}))["instance_set"]
@@ -74,9 +77,9 @@ async def test_light_vm_runs_no_process_and_does_not_run_userdata(light: Simulat
     iid = item["instance_id"]
     root = light.fleet.vms_dir / iid / "root"
     assert item["status"] == "running" and vm_pids({iid}) == {}
-    assert (root / "etc/qingcloud/userdata/userdata.sh").read_text() == "#!/bin/sh\ntouch ran\n"
+    assert (root / "etc/rc.local").read_text() == "#!/bin/sh\ntouch ran\n"  # exec: rc.local
     # Userdata may hold a bootstrap token: readable by the VM's root alone, as a real image keeps it.
-    assert stat.S_IMODE((root / "etc/qingcloud/userdata/userdata.sh").stat().st_mode) == 0o700
+    assert stat.S_IMODE((root / "etc/rc.local").stat().st_mode) == 0o700
     assert stat.S_IMODE((root / "etc/qingcloud/userdata").stat().st_mode) == 0o700
     assert not (root / "ran").exists()
     [entry] = light.ledger()
@@ -157,7 +160,12 @@ async def test_a_bad_agent_config_fails_the_boot_naming_it(light: Simulator, tmp
     run = await call(
         light,
         "RunInstances",
-        {"image_id": "lightimg", "login_mode": "keypair", "login_keypair": kp["keypair_id"]},
+        {
+            "image_id": "lightimg",
+            "vxnets.1": "vxnet-0",
+            "login_mode": "keypair",
+            "login_keypair": kp["keypair_id"],
+        },
     )
     assert await wait_job(light, run["job_id"]) == "failed"
     [job] = (await call(light, "DescribeJobs", {"jobs.1": run["job_id"]}))["job_set"]

@@ -50,7 +50,13 @@ async def boot_many(sim: Simulator, count: int) -> tuple[list[dict[str, Any]], a
     run = await call(
         sim,
         "RunInstances",
-        {"image_id": "lightimg", "count": count, "login_mode": "keypair", "login_keypair": kp["keypair_id"]},
+        {
+            "image_id": "lightimg",
+            "count": count,
+            "vxnets.1": "vxnet-0",
+            "login_mode": "keypair",
+            "login_keypair": kp["keypair_id"],
+        },
     )
     assert await wait_job(sim, run["job_id"]) == "successful"
     params = {f"instances.{n}": iid for n, iid in enumerate(run["instances"], 1)}
@@ -127,7 +133,12 @@ async def test_a_call_on_a_dead_worker_names_it(sharded: Simulator) -> None:
     run = await call(
         sharded,
         "RunInstances",
-        {"image_id": "demo", "login_mode": "keypair", "login_keypair": kp["keypair_id"]},
+        {
+            "image_id": "demo",
+            "vxnets.1": "vxnet-0",
+            "login_mode": "keypair",
+            "login_keypair": kp["keypair_id"],
+        },
     )
     assert await wait_job(sharded, run["job_id"]) == "failed"
     [job] = (await call(sharded, "DescribeJobs", {"jobs.1": run["job_id"]}))["job_set"]

@@ -76,9 +76,11 @@ async def run(sim: Simulator, image_id: str, keypair: str) -> tuple[str, dict[st
         "RunInstances",
         {
             "image_id": image_id,
+            "vxnets.1": "vxnet-0",
             "login_mode": "keypair",
             "login_keypair": keypair,
-            "userdata_type": "plain",
+            "need_userdata": 1,
+            "userdata_type": "exec",
             "userdata_value": base64.b64encode(USERDATA.encode()).decode(),
         },
     )

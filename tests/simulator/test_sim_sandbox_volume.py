@@ -62,7 +62,9 @@ async def act(sim: Simulator, action: str, params: dict[str, Any]) -> dict[str, 
 
 async def test_the_mount_point_is_a_bind_mount_that_comes_back_at_boot(sim: Simulator) -> None:
     run = await act(
-        sim, "RunInstances", {"image_id": "boxed", "login_mode": "passwd", "login_passwd": "Secret123"}
+        sim,
+        "RunInstances",
+        {"image_id": "boxed", "vxnets.1": "vxnet-0", "login_mode": "passwd", "login_passwd": "Secret123"},
     )
     [iid] = run["instances"]
     made = await act(sim, "CreateVolumes", {"size": 1, "volume_name": "data"})

@@ -22,13 +22,15 @@ async def new_keypair(sim: Simulator) -> tuple[str, asyncssh.SSHKey]:
 
 
 async def run_vm(sim: Simulator, keypair: str | None, userdata: str = "") -> dict[str, Any]:
-    params: dict[str, object] = {"image_id": "pitrix-metadata", "instance_name": "ssh"}
+    params: dict[str, object] = {"image_id": "pitrix-metadata", "instance_name": "ssh", "vxnets.1": "vxnet-0"}
     if keypair:
         params.update(login_mode="keypair", login_keypair=keypair)
     else:
         params.update(login_mode="passwd", login_passwd="Secret123")
     if userdata:
-        params.update(userdata_type="plain", userdata_value=base64.b64encode(userdata.encode()).decode())
+        params.update(
+            need_userdata=1, userdata_type="exec", userdata_value=base64.b64encode(userdata.encode()).decode()
+        )
     reply = await call(sim, "RunInstances", params)
     assert reply["ret_code"] == 0, reply
     assert await wait_job(sim, reply["job_id"]) == "successful"

@@ -15,6 +15,7 @@ async def run_one(sim: Simulator, name: str) -> str:
         {
             "image_id": "pitrix-metadata",
             "instance_name": name,
+            "vxnets.1": "vxnet-0",
             "login_mode": "passwd",
             "login_passwd": "Px1xxxxxx",
         },

@@ -18,7 +18,9 @@ from simulator.volumes import SimVolume, make_volume_dir
 
 async def _vm(sim: Simulator) -> str:
     run = await call(
-        sim, "RunInstances", {"image_id": "plain", "login_mode": "passwd", "login_passwd": "Secret123"}
+        sim,
+        "RunInstances",
+        {"image_id": "plain", "vxnets.1": "vxnet-0", "login_mode": "passwd", "login_passwd": "Secret123"},
     )
     [iid] = run["instances"]
     assert await wait_job(sim, run["job_id"]) == "successful"

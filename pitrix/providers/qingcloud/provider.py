@@ -12,7 +12,9 @@ import asyncio
 import base64
 import dataclasses
 import functools
+import io
 import secrets
+import tarfile
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar, cast
@@ -44,6 +46,43 @@ RUNTIME_KEYS = ("endpoint", "zone", "access_key_id", "secret_access_key")
 RUN_CONCURRENCY = 8  # RunInstances calls in flight at once: a large cluster should not earn throttling
 # How jobs and instances are polled: 50 ms growing to 1 s, as QingCloud's own clients wait.
 POLL = functools.partial(Backoff, 0.05, 1.0, factor=1.5)
+
+
+BASE_VXNET = "vxnet-0"  # QingCloud's base network: instances of a runtime without a network join it
+USERDATA_VALUE_LIMIT = 4096  # characters of an exec userdata_value (base64); beyond: a tar attachment
+ATTACHMENT_LIMIT = 2 * 1024 * 1024  # bytes of an uploaded userdata archive
+
+
+def runtime_vxnet(runtime: Mapping[str, Any]) -> str:
+    """The runtime's vxnet: its ``network``, else the older settings AppCenter-profile apps read
+    (``vxnet``, or the first of ``vxnets``), so what is published is where instances are; "" for
+    none (then ``vxnet-0``)."""
+    listed = runtime.get("vxnets")
+    first = listed[0] if isinstance(listed, list) and listed else ""
+    for value in (runtime.get("network"), runtime.get("vxnet"), first):
+        if isinstance(value, str) and value:
+            return value
+    return ""
+
+
+def boot_archive(script: bytes) -> bytes:
+    """A gzipped tar holding ``etc/rc.local`` (mode 0700): the boot script in the form QingCloud
+    takes beyond 4 KiB."""
+    buffer = io.BytesIO()
+    with tarfile.open(fileobj=buffer, mode="w:gz") as archive:
+        info = tarfile.TarInfo("etc")  # as /etc is: unpacking must not change it
+        info.type, info.mode = tarfile.DIRTYPE, 0o755
+        archive.addfile(info)
+        info = tarfile.TarInfo("etc/rc.local")
+        info.size, info.mode = len(script), 0o700
+        archive.addfile(info, io.BytesIO(script))
+    data = buffer.getvalue()
+    if len(data) > ATTACHMENT_LIMIT:
+        raise ProviderError(
+            f"qingcloud: userdata archive is {len(data)} bytes, over the {ATTACHMENT_LIMIT} QingCloud takes",
+            code="1100",
+        )
+    return data
 
 
 def _indexed(name: str, values: Iterable[str]) -> dict[str, str]:
@@ -175,6 +214,7 @@ class QingCloudProvider:
         *,
         timeout: float = 30.0,
         job_timeout: float = 600.0,
+        network: str = "",
     ) -> None:
         for field, value in (
             ("endpoint", endpoint),
@@ -186,6 +226,7 @@ class QingCloudProvider:
                 raise ProviderError(f"qingcloud runtime: {field} must be a non-empty string", code="config")
         self.zone = zone
         self.job_timeout = job_timeout
+        self.network = network or BASE_VXNET  # the runtime's vxnet, for specs that name none
         self._client = QingCloudClient(endpoint, zone, access_key_id, secret_access_key, timeout=timeout)
         self._log = get_logger("pitrix.providers.qingcloud", zone=zone)
         self._tag_ids: dict[str, str] = {}
@@ -206,6 +247,7 @@ class QingCloudProvider:
             str(runtime["access_key_id"]),
             str(runtime["secret_access_key"]),
             timeout=float(timeout),
+            network=runtime_vxnet(runtime),
         )
 
     # -- instances ---------------------------------------------------------------------------------
@@ -245,13 +287,10 @@ class QingCloudProvider:
         else:
             # QingCloud insists on a login mode; nobody logs in with this password.
             params.update(login_mode="passwd", login_passwd="Px" + secrets.token_urlsafe(12) + "9")
-        if spec.network:
-            params["vxnets.1"] = spec.network
+        # RunInstances places an instance in the vxnets it names (none: no network at all).
+        params["vxnets.1"] = spec.network or self.network
         if spec.userdata:
-            params.update(
-                userdata_type="plain",
-                userdata_value=base64.b64encode(spec.userdata.encode()).decode(),
-            )
+            params.update(await self._userdata(spec.userdata))
         reply = await self._client.call("RunInstances", params, idempotent=False)
         ids = reply.get("instances") or []
         if len(ids) != 1:
@@ -260,6 +299,24 @@ class QingCloudProvider:
         if spec.tags:
             await self._attach_tags(str(ids[0]), spec.tags)
         return Instance(instance_id=str(ids[0]), name=spec.name, status="pending", tags=dict(spec.tags))
+
+    async def _userdata(self, script: str) -> dict[str, object]:
+        """The boot script as QingCloud runs one: type ``exec`` (written to /etc/rc.local, which
+        the image runs at boot), or, beyond the 4 KiB an ``exec`` value may have, an archive
+        holding ``etc/rc.local`` uploaded first and sent as type ``tar`` (unpacked from /)."""
+        value = base64.b64encode(script.encode()).decode()
+        if len(value) <= USERDATA_VALUE_LIMIT:
+            return {"need_userdata": 1, "userdata_type": "exec", "userdata_value": value}
+        archive = boot_archive(script.encode())
+        reply = await self._client.call(
+            "UploadUserDataAttachment",
+            {"attachment_content": base64.b64encode(archive).decode(), "attachment_name": "pitrix-boot.tgz"},
+        )  # repeatable: a lost answer leaves at most an unused attachment
+        attachment = str(reply.get("attachment_id") or "")
+        if not attachment:
+            raise ProviderError(f"qingcloud UploadUserDataAttachment: no attachment id in {reply!r}")
+        self._log.info("qingcloud.userdata_attachment", attachment_id=attachment, script_bytes=len(script))
+        return {"need_userdata": 1, "userdata_type": "tar", "userdata_value": attachment}
 
     async def _tag_id(self, name: str) -> str:
         """The id of the tag named ``name``, created once (under a lock, so never twice from here)."""
@@ -355,6 +412,18 @@ class QingCloudProvider:
     async def restart_instances(self, instance_ids: list[str]) -> None:
         """Power-cycle the running ones (QingCloud restarts only running instances) and wait."""
         await self._act("RestartInstances", instance_ids, GONE_STATUSES | {"pending", "stopped", "suspended"})
+
+    async def check_network(self) -> None:
+        """Raise ``ProviderError`` (code ``network``) unless the runtime's vxnet exists: a typo
+        would otherwise fail only the first RunInstances of the first create."""
+        if self.network == BASE_VXNET:
+            return
+        reply = await self._client.call("DescribeVxNets", {"vxnets.1": self.network, "limit": 1})
+        found = [v for v in reply.get("vxnet_set") or [] if v.get("vxnet_id") == self.network]
+        if not found:
+            raise ProviderError(
+                f"qingcloud: vxnet {self.network} does not exist in zone {self.zone}", code="network"
+            )
 
     # -- key pairs -----------------------------------------------------------------------------------
 

@@ -51,6 +51,8 @@ async def run_instances(ctx: JobContext, node_ids: list[str]) -> str:
                 agent_files(ctx, node.role, tokens[node.node_id]), identity_script(ctx, node.role)
             ),
             key_pair=key_pair,
+            # The runtime's network (a QingCloud vxnet...); "" leaves the provider's default.
+            network=ctx.runtime.network if ctx.runtime is not None else "",
             tags={
                 "pitrix:cluster": ctx.cid,
                 "pitrix:owner": ctx.cluster.owner,

@@ -129,6 +129,11 @@ def _setting(runtime: Runtime | None, name: str) -> str:
     return str(value) if isinstance(value, str | int) and not isinstance(value, bool) else ""
 
 
+def _network(runtime: Runtime | None) -> str:
+    """The runtime's network (``Runtime.network``: the vxnet its instances are made in)."""
+    return runtime.network if runtime is not None else ""
+
+
 def _zone(runtime: Runtime | None) -> str:
     return runtime.zone if runtime is not None else ""
 
@@ -181,7 +186,7 @@ def cluster_entry(ctx: JobContext, env: params.Env | None = None) -> dict[str, A
         runtime = ctx.runtime
         entry.update(
             zone=_zone(runtime),
-            vxnet=_setting(runtime, "vxnet") or _setting(runtime, "vxnets") or "vxnet-0",
+            vxnet=_network(runtime) or _setting(runtime, "vxnet") or _setting(runtime, "vxnets") or "vxnet-0",
             user_id=ctx.cluster.owner,
         )
         region = _setting(runtime, "region")
