@@ -54,6 +54,10 @@ STATE_CODES = {
     "stopped": 80,
 }
 
+INSTANCE_FILTERS = frozenset(
+    {"instance-id", "instance-state-name", "image-id", "private-ip-address", "availability-zone"}
+)
+
 Action = Callable[[dict[str, Any]], dict[str, Any] | Awaitable[dict[str, Any]]]
 
 
@@ -213,6 +217,16 @@ class Ec2Api:
                 )
             tags.update(self.check_tags(spec.get("Tags") or []))
         return tags
+
+    @staticmethod
+    def check_filters(filters: list[dict[str, Any]], names: frozenset[str]) -> list[dict[str, Any]]:
+        """The filters, each one this call knows (EC2 refuses an unknown one even when nothing
+        would be filtered)."""
+        for item in filters:
+            name = str(item.get("Name", ""))
+            if name not in names and not name.startswith("tag:") and name != "tag-key":
+                raise Ec2Error("InvalidParameterValue", f"The filter '{name}' is invalid")
+        return filters
 
     @staticmethod
     def matches(filters: list[dict[str, Any]], fields: Callable[[str], list[str] | None]) -> bool:
@@ -406,7 +420,7 @@ class Ec2Api:
         ids = [str(i) for i in params.get("InstanceIds") or []]
         for iid in ids:
             self._vm(iid)  # EC2 names an unknown id in InstanceIds (a filter just matches nothing)
-        filters = params.get("Filters") or []
+        filters = self.check_filters(params.get("Filters") or [], INSTANCE_FILTERS)
         items, _ = self.fleet.describe(
             instance_ids=ids, statuses=[], search_word="", offset=0, limit=1 << 31, verbose=0
         )
@@ -598,7 +612,7 @@ class Ec2Api:
         def fields(name: str) -> Callable[[str], list[str] | None]:
             return lambda f: [name] if f == "key-name" else None
 
-        filters = params.get("Filters") or []
+        filters = self.check_filters(params.get("Filters") or [], frozenset({"key-name"}))
         return {"KeyPairs": [self._key_pair(n) for n in chosen if self.matches(filters, fields(n))]}
 
     def delete_key_pair(self, params: dict[str, Any]) -> dict[str, Any]:

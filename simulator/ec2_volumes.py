@@ -239,7 +239,10 @@ class Ec2Volumes:
 
             return value
 
-        filters = params.get("Filters") or []
+        filters = self.api.check_filters(
+            params.get("Filters") or [],
+            frozenset({"volume-id", "status", "attachment.instance-id", "availability-zone"}),
+        )
         chosen = [v for v in volumes if self.api.matches(filters, fields(v))]
         page, token = self.api.page(chosen, params, limit=500)
         result: dict[str, Any] = {"Volumes": [self.volume_item(v) for v in page]}
@@ -407,7 +410,9 @@ class Ec2Volumes:
 
             return value
 
-        filters = params.get("Filters") or []
+        filters = self.api.check_filters(
+            params.get("Filters") or [], frozenset({"snapshot-id", "volume-id", "status"})
+        )
         chosen = [s for s in snapshots if self.api.matches(filters, fields(s))]
         page, token = self.api.page(chosen, params)
         result: dict[str, Any] = {"Snapshots": [self.snapshot_item(s) for s in page]}

@@ -98,7 +98,7 @@ def _read_list(params: Mapping[str, str], shape: Shape, key: str, used: set[str]
     if params.get(key) == "":  # botocore sends an empty list as an empty value
         used.add(key)
         return []
-    member = shape.member  # type: ignore[attr-defined]
+    member = shape.member
     items = []
     index = 1
     while _present(params, f"{key}.{index}"):
@@ -152,7 +152,7 @@ def _write(element: ElementTree.Element, shape: Shape, value: Any) -> None:
     if isinstance(shape, StructureShape):
         _write_structure(element, shape, value)
     elif shape.type_name == "list":
-        member = shape.member  # type: ignore[attr-defined]
+        member = shape.member
         tag = str(member.serialization.get("name", "member"))
         for item in value:
             _write(ElementTree.SubElement(element, tag), member, item)

@@ -11,8 +11,6 @@ growing delay, since boto's waiters sleep 15 s between looks.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping
@@ -288,18 +286,15 @@ class AwsProvider:
         return name
 
     async def host_keys(self, instance: Instance) -> list[str]:
-        """The host keys cloud-init printed on the instance's console (GetConsoleOutput, base64):
-        EC2 describes none.
+        """The host keys cloud-init printed on the instance's console (GetConsoleOutput): EC2
+        describes none.
 
         Empty while EC2 has no console output for it yet, or when the output holds no key block.
         """
         found = await self._call("get_console_output", InstanceId=instance.instance_id)
-        encoded = str(found.get("Output") or "")
-        try:
-            text = base64.b64decode(encoded).decode(errors="replace")
-        except (binascii.Error, ValueError):
-            text = encoded  # some endpoints hand it back decoded
-        return host_keys_from_console(text)
+        # botocore has decoded EC2's base64 already (a handler of GetConsoleOutput); decoding it
+        # again, as this did, turned a console that happened to pass for base64 into noise.
+        return host_keys_from_console(str(found.get("Output") or ""))
 
     async def close(self) -> None:
         if self._stack is not None:
