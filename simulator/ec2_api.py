@@ -11,6 +11,7 @@ here by id. The region is the simulator's zone; its one availability zone is tha
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
 import hashlib
@@ -132,10 +133,10 @@ class Ec2Api:
 
     # -- plumbing ----------------------------------------------------------------------------------
 
-    @property
-    def model(self) -> ServiceModel:
+    async def model(self) -> ServiceModel:
+        """botocore's EC2 model, read at the first request (a large file: in a thread)."""
         if self._model is None:
-            self._model = load_model()
+            self._model = await asyncio.to_thread(load_model)
         return self._model
 
     async def handle(self, request: web.Request) -> web.Response:
@@ -156,7 +157,7 @@ class Ec2Api:
                 raise Ec2Error("MissingAction", "The request must contain the parameter Action")
             if form.get("Version") != API_VERSION:
                 raise Ec2Error("NoSuchVersion", f"An invalid version {form.get('Version')!r} was given")
-            op = operation(self.model, action)
+            op = operation(await self.model(), action)
             handler = self._actions.get(action)
             if handler is None:
                 raise Ec2Error("UnsupportedOperation", f"The simulator does not implement {action}.")
@@ -267,7 +268,7 @@ class Ec2Api:
 
     # -- instances ---------------------------------------------------------------------------------
 
-    def _vm(self, instance_id: str, *, live: bool = False) -> VM:
+    def vm(self, instance_id: str, *, live: bool = False) -> VM:
         vm = self.fleet.vm(instance_id)
         if vm is None or (live and vm.status in ("terminated", "ceased")):
             raise Ec2Error("InvalidInstanceID.NotFound", f"The instance ID '{instance_id}' does not exist")
@@ -349,7 +350,7 @@ class Ec2Api:
                     "IdempotentParameterMismatch",
                     f"The client token {token} was used before with other parameters",
                 )
-            vms = [self._vm(i) for i in launch.instance_ids]
+            vms = [self.vm(i) for i in launch.instance_ids]
             if all(vm.status in ("terminated", "ceased") for vm in vms):
                 raise Ec2Error(
                     "IdempotentInstanceTerminated",
@@ -373,7 +374,7 @@ class Ec2Api:
         if token:
             self._launches[token] = Launch(digest, reservation_id, ids)
         self._log.info("ec2.run", instance_ids=ids, image=request.image_id, token=token)
-        return self._reservation(reservation_id, [self._vm(i) for i in ids])
+        return self._reservation(reservation_id, [self.vm(i) for i in ids])
 
     def _run_request(self, params: Mapping[str, Any]) -> tuple[RunRequest, InstanceExtras, dict[str, str]]:
         """RunInstances' parameters, checked as EC2 checks them, as a fleet RunRequest."""
@@ -419,7 +420,7 @@ class Ec2Api:
     def describe_instances(self, params: dict[str, Any]) -> dict[str, Any]:
         ids = [str(i) for i in params.get("InstanceIds") or []]
         for iid in ids:
-            self._vm(iid)  # EC2 names an unknown id in InstanceIds (a filter just matches nothing)
+            self.vm(iid)  # EC2 names an unknown id in InstanceIds (a filter just matches nothing)
         filters = self.check_filters(params.get("Filters") or [], INSTANCE_FILTERS)
         items, _ = self.fleet.describe(
             instance_ids=ids, statuses=[], search_word="", offset=0, limit=1 << 31, verbose=0
@@ -473,7 +474,7 @@ class Ec2Api:
         ids = [str(i) for i in params.get("InstanceIds") or []]
         if not ids:
             raise Ec2Error("MissingParameter", "The request must contain the parameter InstanceId")
-        return [self._vm(i) for i in dict.fromkeys(ids)]
+        return [self.vm(i) for i in dict.fromkeys(ids)]
 
     def terminate_instances(self, params: dict[str, Any]) -> dict[str, Any]:
         vms = self._instance_ids(params)
@@ -515,7 +516,7 @@ class Ec2Api:
 
     def modify_instance_attribute(self, params: dict[str, Any]) -> dict[str, Any]:
         """The instance type of a stopped instance (the one attribute pitrix changes)."""
-        vm = self._vm(str(params.get("InstanceId") or ""), live=True)
+        vm = self.vm(str(params.get("InstanceId") or ""), live=True)
         wanted = (params.get("InstanceType") or {}).get("Value")
         if not wanted:
             raise Ec2Error("MissingParameter", "The request must contain an attribute to modify")
@@ -534,7 +535,7 @@ class Ec2Api:
     def get_console_output(self, params: dict[str, Any]) -> dict[str, Any]:
         """The console (cloud-init's host-key block among it), base64 as EC2 sends it; nothing
         before the instance has booted."""
-        vm = self._vm(str(params.get("InstanceId") or ""))
+        vm = self.vm(str(params.get("InstanceId") or ""))
         output = str(self.fleet.console(vm.instance_id)["output"]) if vm.status == "running" else ""
         result: dict[str, Any] = {"InstanceId": vm.instance_id, "Timestamp": vm.status_time}
         if output:
@@ -545,7 +546,7 @@ class Ec2Api:
 
     def _taggable(self, resource_id: str) -> None:
         if resource_id.startswith("i-"):
-            self._vm(resource_id, live=True)
+            self.vm(resource_id, live=True)
         elif not self.volumes.knows(resource_id):
             raise Ec2Error("InvalidID", f"The ID '{resource_id}' is not valid")
 

@@ -52,6 +52,11 @@ def _link_nitro(root: Path, volume: SimVolume, fleet_device: str) -> None:
     entry.symlink_to(Path(fleet_device).name)  # sys/block/vdX, which the fleet keeps sized
 
 
+def _listed(snapshot: SimSnapshot) -> bool:
+    """EC2 lists no snapshot once its deletion was accepted (a second DeleteSnapshot is NotFound)."""
+    return snapshot.status not in ("deleted", "ceased") and snapshot.transition_status != "deleting"
+
+
 def _unlink_nitro(root: Path, volume_id: str) -> None:
     for entry in (
         root / nvme_path(volume_id).lstrip("/"),
@@ -96,7 +101,7 @@ class Ec2Volumes:
 
     def _snapshot(self, snapshot_id: str) -> SimSnapshot:
         for snapshot in self.fleet.snapshots.all():
-            if snapshot.snapshot_id == snapshot_id and snapshot.status not in ("deleted", "ceased"):
+            if snapshot.snapshot_id == snapshot_id and _listed(snapshot):
                 return snapshot
         raise Ec2Error("InvalidSnapshot.NotFound", f"The snapshot '{snapshot_id}' does not exist.")
 
@@ -255,7 +260,7 @@ class Ec2Volumes:
             if not params.get(name):
                 raise Ec2Error("MissingParameter", f"The request must contain the parameter {name}")
         volume = self._volume(str(params["VolumeId"]))
-        vm = self.api._vm(str(params["InstanceId"]), live=True)
+        vm = self.api.vm(str(params["InstanceId"]), live=True)
         device = str(params["Device"])
         if not DEVICE.match(device):
             raise Ec2Error("InvalidParameterValue", f"Value ({device}) for parameter device is invalid.")
@@ -285,7 +290,7 @@ class Ec2Volumes:
             )
         if volume.transition_status:
             raise Ec2Error("IncorrectState", f"Volume '{volume.volume_id}' is {volume.transition_status}.")
-        vm = self.api._vm(instance_id)
+        vm = self.api.vm(instance_id)
         extras = self._extras(volume.volume_id)
         answer = {
             "VolumeId": volume.volume_id,
@@ -395,7 +400,7 @@ class Ec2Volumes:
         snapshots = (
             [self._snapshot(i) for i in dict.fromkeys(ids)]
             if ids
-            else [s for s in self.fleet.snapshots.all() if s.status not in ("deleted", "ceased")]
+            else [s for s in self.fleet.snapshots.all() if _listed(s)]
         )
 
         def fields(snapshot: SimSnapshot) -> Callable[[str], list[str] | None]:
