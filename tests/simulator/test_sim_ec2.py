@@ -21,8 +21,10 @@ from botocore.awsrequest import AWSRequest
 from botocore.credentials import Credentials
 from botocore.exceptions import ClientError
 
+from pitrix.providers.base import InstanceSpec
+from pitrix.providers.registry import load_provider
 from simulator.cloud import Simulator
-from simulator.testing import call
+from simulator.testing import admin, call
 
 
 @pytest.fixture
@@ -187,3 +189,21 @@ async def test_key_pairs_and_the_console(sim: Simulator, ec2: Any) -> None:
     await ec2.terminate_instances(InstanceIds=[iid])
     assert (await ec2.delete_key_pair(KeyName="ops"))["Return"] is True
     assert (await ec2.describe_key_pairs())["KeyPairs"] == []
+
+
+async def test_faults_come_back_in_ec2_words_and_the_provider_retries_them(sim: Simulator) -> None:
+    """The fault injector speaks EC2 on this face: a throttle is RequestLimitExceeded (503), an
+    error InternalError (500); the aws provider retries both (RunInstances too: its client token
+    makes it safe to repeat), and the retried RunInstances makes one VM."""
+    assert (await admin(sim, "POST", "/_sim/faults", {"action": "DescribeInstances", "times": 2}))[0] == 201
+    assert (await raw(sim, {"Action": "DescribeInstances"}))[:2] == (503, "RequestLimitExceeded")
+    body = {"action": "RunInstances", "ret_code": 5000, "times": 1}
+    assert (await admin(sim, "POST", "/_sim/faults", body))[0] == 201
+    provider = load_provider("aws", sim.aws_runtime())
+    try:
+        assert await provider.describe_instances() == []  # the second throttle, retried
+        [made] = await provider.run_instances([InstanceSpec(name="flt-1", image="plain")])
+        await provider.terminate_instances([made.instance_id])
+    finally:
+        await provider.close()
+    assert [vm["name"] for vm in sim.ledger()] == ["flt-1"]
