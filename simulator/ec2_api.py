@@ -170,7 +170,9 @@ class Ec2Api:
             result = handler(params)
             if inspect.isawaitable(result):
                 result = await result
-            return web.Response(body=answer(op, result), content_type="text/xml", charset="utf-8")
+            # Writing a thousand instances' XML takes a while: not on the loop the VMs' SSH runs on.
+            body = await asyncio.to_thread(answer, op, result)
+            return web.Response(body=body, content_type="text/xml", charset="utf-8")
         except ApiError as exc:  # the fleet's refusal, in EC2's words
             code, status = {
                 NOT_FOUND: ("InvalidParameterValue", 400),
