@@ -412,7 +412,7 @@ class Ec2Api:
         cpu, memory = self.types[instance_type]
         request = RunRequest(
             image_id=image,
-            count=low,
+            count=high,  # as many as asked for at most; the pool refuses all if it has fewer
             name=tags.get("Name", ""),
             cpu=cpu,
             memory=memory,
