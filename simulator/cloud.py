@@ -18,6 +18,7 @@ from aiohttp import web
 from pitrix.logs import get_logger
 from pitrix.paths import ensure_dir
 from simulator.admin_api import AdminApi
+from simulator.ec2_api import Ec2Api
 from simulator.faults import Faults
 from simulator.fleet import Fleet
 from simulator.images import ImageCatalog
@@ -136,6 +137,17 @@ class Simulator:
             "hypervisor": "simulator",  # what AppCenter-profile apps read as /host/hypervisor
         }
 
+    def aws_runtime(self) -> dict[str, Any]:
+        """A runtime definition for ``AwsProvider.from_runtime``: the EC2 face of this simulator
+        (region = the zone; SSH on the simulator's port, not EC2's 22)."""
+        return {
+            "provider": "aws",
+            "endpoint": self.url + "/ec2/",
+            "region": self.zone,
+            **self._credentials,
+            "ssh_port": self.fleet.ssh_port,
+        }
+
     async def start(self) -> str:
         """Serve the API; returns the endpoint URL (``http://host:port``)."""
         if self._runner is not None:
@@ -154,6 +166,7 @@ class Simulator:
         app.add_routes(api.routes())
         app.add_routes(OpenStackApi(self.fleet, self._credentials, self.zone).routes())
         app.add_routes(AdminApi(self.fleet, self.faults).routes())
+        app.add_routes(Ec2Api(self.fleet, self._credentials, self.zone, self.faults).routes())
         runner = web.AppRunner(app, access_log=None)
         await runner.setup()
         site = web.TCPSite(runner, self.host, self.port)

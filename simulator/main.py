@@ -52,6 +52,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "for pitrix runtimes add --credentials-file",
     )
     parser.add_argument(
+        "--aws-credentials-file",
+        type=Path,
+        help="write the runtime of the EC2 face (provider aws: endpoint, region, key pair) here "
+        "(TOML, mode 0600), for pitrix runtimes add --credentials-file",
+    )
+    parser.add_argument(
         "--light",
         action="store_true",
         help="light mode: VMs run no process (in-process SSH shell and agent), for thousands of VMs",
@@ -138,9 +144,14 @@ async def serve(args: argparse.Namespace) -> int:
             **sim.credentials,
             "light": sim.light,
             "light_worker_pids": sim.light_worker_pids,
+            # The EC2 face (provider aws): the same key pair signs SigV4 for region = zone.
+            "ec2_endpoint": sim.aws_runtime()["endpoint"],
+            "region": sim.zone,
         }
         if args.credentials_file is not None:
             write_credentials(args.credentials_file, sim.runtime())
+        if args.aws_credentials_file is not None:
+            write_credentials(args.aws_credentials_file, sim.aws_runtime())
         sys.stdout.write(json.dumps(ready) + "\n")
         sys.stdout.flush()
         await stopping.wait()

@@ -1,7 +1,7 @@
 """One harness per provider for the contract suite: a real backend on loopback and what differs.
 
-The qingcloud and openstack clouds are both the in-process simulator (its QingCloud API and its
-Keystone/Nova face over the same VMs); aws is a moto server in its own process.
+All three clouds are the in-process simulator: its QingCloud API, its Keystone/Nova face and its
+EC2 face, over the same VMs. (moto stays for the AWS provider's own unit tests.)
 """
 
 from __future__ import annotations
@@ -49,6 +49,9 @@ def simulator_clouds(sim: Simulator) -> dict[str, Cloud]:
         ),
         "openstack": Cloud(
             "openstack", openstack_runtime, "pitrix-metadata", "i-nevrwas0", {"password": "wrong"}
+        ),
+        "aws": Cloud(
+            "aws", sim.aws_runtime(), "pitrix-metadata", "i-nevrwas0", {"secret_access_key": "x" * 40}
         ),
     }
 

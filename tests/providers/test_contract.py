@@ -1,6 +1,6 @@
 """The provider contract: every registered cloud behaves the same for what the runtime relies on.
 
-Each test runs against qingcloud and openstack (the simulator) and aws (a moto server), through
+Each test runs against qingcloud, openstack and aws (the simulator's three faces), through
 ``load_provider`` as the runtime builds them. Every test works under a cluster id of its own and
 must leave no live instance behind: the teardown checks that by name and by tag.
 """
@@ -12,7 +12,6 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
-from moto_helpers import MotoServer
 from provider_harness import Cloud, simulator_clouds, tagged
 
 from pitrix.providers.base import Instance, InstanceSpec, Provider, ProviderError
@@ -34,19 +33,8 @@ async def sim(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Simulat
         await simulator.stop()
 
 
-@pytest.fixture(scope="module")
-async def aws_image(moto: MotoServer) -> str:
-    async with moto.session().client("ec2", endpoint_url=moto.endpoint) as ec2:
-        images = (await ec2.describe_images(Owners=["amazon"]))["Images"]
-    return str(sorted(image["ImageId"] for image in images)[0])
-
-
 @pytest.fixture(params=PROVIDERS)
 def cloud(request: pytest.FixtureRequest) -> Cloud:
-    if request.param == "aws":
-        moto: MotoServer = request.getfixturevalue("moto")
-        image: str = request.getfixturevalue("aws_image")
-        return Cloud("aws", moto.runtime(), image, "i-0123456789abcdef0", {"secret_access_key": "x" * 40})
     sim: Simulator = request.getfixturevalue("sim")
     return simulator_clouds(sim)[request.param]
 
@@ -250,13 +238,10 @@ async def test_host_keys_come_from_the_cloud(
     cloud: Cloud, provider: Provider, cid: str, request: pytest.FixtureRequest
 ) -> None:
     """What SSH pins: the simulator's clouds show the VM's real key (QingCloud in its description,
-    Nova on the console); moto's console is a fake text with no key block, so nothing is shown."""
+    Nova and EC2 on the console, cloud-init's host-key block)."""
     [created] = await provider.run_instances([spec(cloud, cid, "n1")])
     try:
         [running] = await provider.wait_running([created.instance_id], timeout=30)
-        if cloud.name == "aws":
-            assert await provider.host_keys(running) == []
-            return
         sim: Simulator = request.getfixturevalue("sim")
         published = sim.fleet.console(running.instance_id)["ssh_host_key"].strip()
         assert published.startswith("ssh-ed25519 ")

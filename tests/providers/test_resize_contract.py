@@ -1,6 +1,6 @@
 """The resize half of the provider contract: ``resize_instance`` and ``grow_volume`` on every cloud.
 
-qingcloud and openstack run against the simulator, aws against moto. Each call is repeated to show
+qingcloud, openstack and aws run against the simulator's three faces. Each call is repeated to show
 it is safe to repeat (a resize to the size the instance has is a no-op), and each cloud's own
 refusals come back as ``ProviderError`` with that cloud's code: a shrink, an unknown id, and on
 QingCloud a resize of a running instance.
@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from provider_harness import Cloud
-from test_contract import aws_image, cid, cloud, sim, spec  # noqa: F401  (shared fixtures)
+from test_contract import cid, cloud, sim, spec  # noqa: F401  (shared fixtures)
 
 from pitrix.providers.base import Instance, Provider, ProviderError, VolumeSpec
 from pitrix.providers.registry import load_provider

@@ -1,7 +1,7 @@
 """The snapshot half of the provider contract (backups): the same calls behave the same on every cloud.
 
-qingcloud and openstack run against the simulator (whose snapshots are copies of the volume's
-directory: the data is checked there), aws against moto (EBS snapshots). Each test works under a
+Every cloud is a face of the simulator (whose snapshots are copies of the volume's directory: the
+data is checked there). Each test works under a
 cluster id of its own and leaves no volume and no snapshot behind.
 """
 
@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from provider_harness import Cloud
-from test_contract import aws_image, cid, cloud, sim, spec  # noqa: F401  (shared fixtures)
+from test_contract import cid, cloud, sim, spec  # noqa: F401  (shared fixtures)
 
 from pitrix.providers.base import Provider, ProviderError, Snapshot, VolumeSpec
 from pitrix.providers.registry import load_provider
@@ -60,10 +60,9 @@ async def test_snapshot_and_volume_from_it(
     source = await provider.create_volume(
         VolumeSpec(name=f"{cid}-n1-vol", size=3, tags={"pitrix:cluster": cid})
     )
-    simulated = cloud.name != "aws"
-    if simulated:  # something to find again in the copy
-        simulator: Simulator = request.getfixturevalue("sim")
-        (sim_path(simulator, "volumes", source.volume_id) / "kept.txt").write_text("before\n")
+    # something to find again in the copy
+    simulator: Simulator = request.getfixturevalue("sim")
+    (sim_path(simulator, "volumes", source.volume_id) / "kept.txt").write_text("before\n")
 
     name = f"{cid}-bk-n1"
     taken = await ensure_snapshot(provider, source.volume_id, name, cid)
@@ -75,15 +74,14 @@ async def test_snapshot_and_volume_from_it(
     assert await provider.describe_snapshots(name_prefix=f"x{cid}") == []
     assert await provider.describe_snapshots(snapshot_ids=[]) == []
 
-    if simulated:  # a write after the snapshot is not in it
-        (sim_path(simulator, "volumes", source.volume_id) / "kept.txt").write_text("after\n")
+    # a write after the snapshot is not in it
+    (sim_path(simulator, "volumes", source.volume_id) / "kept.txt").write_text("after\n")
     made = await provider.create_volume(
         VolumeSpec(name=f"{cid}-n2-vol", size=3, tags={"pitrix:cluster": cid}, snapshot_id=taken.snapshot_id)
     )
     assert made.volume_id != source.volume_id
     assert (made.name, made.size, made.status) == (f"{cid}-n2-vol", 3, "available")
-    if simulated:
-        assert (sim_path(simulator, "volumes", made.volume_id) / "kept.txt").read_text() == "before\n"
+    assert (sim_path(simulator, "volumes", made.volume_id) / "kept.txt").read_text() == "before\n"
 
     # A snapshot outlives its volume, and both volumes go on their own.
     await provider.delete_volumes([made.volume_id, source.volume_id])

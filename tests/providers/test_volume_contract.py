@@ -1,6 +1,6 @@
 """The volume half of the provider contract: the same calls behave the same on every cloud.
 
-qingcloud runs against the simulator, aws against moto (EBS). Each test works under a cluster id
+qingcloud, openstack and aws (EBS) run against the simulator's faces. Each test works under a cluster id
 of its own and must leave no volume and no instance behind.
 """
 
@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 from provider_harness import Cloud
-from test_contract import aws_image, cid, cloud, sim, spec  # noqa: F401  (shared fixtures)
+from test_contract import cid, cloud, sim, spec  # noqa: F401  (shared fixtures)
 
 from pitrix.providers.base import Provider, VolumeSpec
 from pitrix.providers.registry import load_provider

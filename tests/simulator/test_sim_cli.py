@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 from pitrix.cli.credentials import read_credentials_file
+from pitrix.providers.aws.provider import AwsProvider
 from pitrix.providers.base import InstanceSpec
 from pitrix.providers.qingcloud import QingCloudProvider
 from simulator.processes import vm_pids
@@ -144,7 +145,10 @@ async def test_credentials_from_the_environment_and_into_a_private_file(
     monkeypatch.setenv("PITRIX_SIM_ACCESS_KEY_ID", "ENVKEY")
     monkeypatch.setenv("PITRIX_SIM_SECRET_ACCESS_KEY", "env-secret")
     out = tmp_path / "sim.toml"
-    proc, ready = await start_sim(tmp_path, "--credentials-file", str(out))
+    aws_out = tmp_path / "aws.toml"
+    proc, ready = await start_sim(
+        tmp_path, "--credentials-file", str(out), "--aws-credentials-file", str(aws_out)
+    )
     try:
         assert ready["access_key_id"] == "ENVKEY" and ready["secret_access_key"] == "env-secret"
         assert stat.S_IMODE(out.stat().st_mode) == 0o600
@@ -161,6 +165,16 @@ async def test_credentials_from_the_environment_and_into_a_private_file(
             assert await provider.describe_instances() == []
         finally:
             await provider.close()
+        # The EC2 face's runtime (provider aws), in a file of its own: the same key pair, SigV4.
+        assert stat.S_IMODE(aws_out.stat().st_mode) == 0o600
+        aws = read_credentials_file(str(aws_out))
+        assert aws["endpoint"] == ready["ec2_endpoint"] == ready["url"] + "/ec2/"
+        assert (aws["region"], aws["access_key_id"], aws["ssh_port"]) == ("sim1", "ENVKEY", 2222)
+        ec2 = AwsProvider.from_runtime(aws)
+        try:
+            assert await ec2.describe_instances() == []
+        finally:
+            await ec2.close()
     finally:
         proc.terminate()
         assert await asyncio.wait_for(proc.wait(), 30) == 0

@@ -11,8 +11,6 @@ growing delay, since boto's waiters sleep 15 s between looks.
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import contextlib
 import hashlib
 from collections.abc import Awaitable, Callable, Mapping
@@ -61,7 +59,7 @@ def client_token(name: str, generation: int = 0) -> str:
     return "pitrix-" + hashlib.sha256(seed.encode()).hexdigest()[:48]
 
 
-def to_instance(item: Mapping[str, Any]) -> Instance:
+def to_instance(item: Mapping[str, Any], ssh_port: int = 22) -> Instance:
     """An ``Instance`` from one element of a reservation's ``Instances``."""
     tags = {str(t["Key"]): str(t.get("Value", "")) for t in item.get("Tags") or [] if "Key" in t}
     state = str((item.get("State") or {}).get("Name", ""))
@@ -70,7 +68,7 @@ def to_instance(item: Mapping[str, Any]) -> Instance:
         name=tags.pop(NAME_TAG, ""),
         status=STATES.get(state, "unknown"),
         private_ip=str(item.get("PrivateIpAddress") or ""),
-        ssh_port=22,
+        ssh_port=ssh_port,
         tags=tags,
         raw=dict(item),
     )
@@ -164,6 +162,7 @@ class AwsProvider:
         timeout: float = 30.0,
         attempts: int = 6,
         wait_timeout: float = 600.0,
+        ssh_port: int = 22,
     ) -> None:
         if not region:
             raise ProviderError("aws runtime: region must be a non-empty string", code="config")
@@ -182,6 +181,7 @@ class AwsProvider:
         self.instance_types = instance_types
         self.attempts = attempts
         self.wait_timeout = wait_timeout
+        self.ssh_port = ssh_port
         # Credentials live only in the session; nothing else keeps or logs them.
         self._session = aioboto3.Session(
             aws_access_key_id=access_key_id or None,
@@ -218,6 +218,9 @@ class AwsProvider:
             raise ProviderError("aws runtime: missing region", code="config")
         attempts = _positive(runtime, "attempts", 6)
         types = parse_types(runtime["instance_types"]) if "instance_types" in runtime else DEFAULT_TYPES
+        ssh_port = runtime.get("ssh_port", 22)  # 22 on EC2; the simulator's VMs listen elsewhere
+        if not isinstance(ssh_port, int) or isinstance(ssh_port, bool) or not 0 < ssh_port < 65536:
+            raise ProviderError(f"aws runtime: ssh_port must be a TCP port, got {ssh_port!r}", code="config")
         return cls(
             region,
             endpoint=_optional_string(runtime, "endpoint"),
@@ -233,6 +236,7 @@ class AwsProvider:
             timeout=_positive(runtime, "timeout", 30.0),
             attempts=int(attempts),
             wait_timeout=_positive(runtime, "wait_timeout", 600.0),
+            ssh_port=ssh_port,
         )
 
     # -- calls -------------------------------------------------------------------------------------
@@ -282,18 +286,15 @@ class AwsProvider:
         return name
 
     async def host_keys(self, instance: Instance) -> list[str]:
-        """The host keys cloud-init printed on the instance's console (GetConsoleOutput, base64):
-        EC2 describes none.
+        """The host keys cloud-init printed on the instance's console (GetConsoleOutput): EC2
+        describes none.
 
         Empty while EC2 has no console output for it yet, or when the output holds no key block.
         """
         found = await self._call("get_console_output", InstanceId=instance.instance_id)
-        encoded = str(found.get("Output") or "")
-        try:
-            text = base64.b64decode(encoded).decode(errors="replace")
-        except (binascii.Error, ValueError):
-            text = encoded  # some endpoints hand it back decoded
-        return host_keys_from_console(text)
+        # botocore has decoded EC2's base64 already (a handler of GetConsoleOutput); decoding it
+        # again, as this did, turned a console that happened to pass for base64 into noise.
+        return host_keys_from_console(str(found.get("Output") or ""))
 
     async def close(self) -> None:
         if self._stack is not None:
@@ -387,7 +388,7 @@ class AwsProvider:
             items = reply.get("Instances") or []
             if len(items) != 1:
                 raise ProviderError(f"aws RunInstances {name}: expected one instance, got {len(items)}")
-            instance = to_instance(items[0])
+            instance = to_instance(items[0], self.ssh_port)
             self._log.info("aws.run", instance_id=instance.instance_id, name=name, generation=generation)
             return instance
         raise ProviderError(
@@ -405,7 +406,7 @@ class AwsProvider:
                 params["NextToken"] = token
             reply = await self._call("describe_instances", **params)
             for reservation in reply.get("Reservations") or []:
-                found.extend(to_instance(item) for item in reservation.get("Instances") or [])
+                found.extend(to_instance(item, self.ssh_port) for item in reservation.get("Instances") or [])
             token = str(reply.get("NextToken") or "")
             if not token:
                 return found
