@@ -64,7 +64,9 @@ def test_roleless_package_becomes_one_role_with_appcenter_keys() -> None:
 def test_roleless_report_says_what_was_dropped_and_why() -> None:
     conversion = import_dir(PACKAGES / "solo")
     assert outcome(conversion, "nodes.keeper_node.instance_class")[0] == "dropped"
-    assert outcome(conversion, "endpoints.reserved_ips")[0] == "dropped"
+    kind, note = outcome(conversion, "endpoints.reserved_ips.vip")
+    assert kind == "mapped" and "reserved through the cloud" in note
+    assert set(parse_spec(conversion.spec).reserved_ips) == {"vip"}
     assert outcome(conversion, "upgrade_policy")[0] == "dropped"
     assert outcome(conversion, "env.4lw.commands.whitelist") == ("mapped", "")
     kind, note = outcome(conversion, "nodes.keeper_node.services.destroy")
