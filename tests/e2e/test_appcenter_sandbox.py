@@ -12,6 +12,9 @@ One cluster, one node then two, then deleted:
   both answer with both addresses (both listen on 0.0.0.0:8080, which each VM's address library
   turns into its own address); ``curl http://metadata/self/host/ip`` (plain-HTTP metadata,
   when the agent serves it) answers each node its own address;
+- reserved IPs: the create reserves the app's VIP through the simulator's QingCloud API before
+  booting, the node's template reads it at ``/cluster/endpoints/reserved_ips/vip/value``, and the
+  delete gives it back (the cloud shows no VIP of the cluster's name afterwards);
 - delete: every process of both VMs is gone, those running as another user included.
 """
 
@@ -29,9 +32,12 @@ import aiohttp
 import pytest
 import yaml
 from e2e_cloud import Cloud, simulated_cloud
+from e2e_daemons import runtime_definition
 from redis_client import eventually
 from test_lifecycle import expect
 
+from pitrix.providers.addresses import Address
+from pitrix.providers.qingcloud import QingCloudProvider
 from pitrix.store import Store
 from simulator.appcenter_image import ImageRecipe, build_image
 from simulator.processes import vm_pids
@@ -79,6 +85,9 @@ async def test_appcenter_package_runs_sandboxed(cloud: Cloud) -> None:
     assert not on_host("/opt/app/conf/web.env")  # written inside the VM, not on the host
     joined = cloud.vm_file(node.instance_id, "opt/app/bin/node.sh")
     assert "mv /opt/app/conf/web.env.new" in joined  # both template parts, in order
+    vip = await reserved_vip(cloud, cid)
+    assert vip is not None and vip.address != node.ip
+    assert f"\nVIP={vip.address}\n" in cloud.vm_file(node.instance_id, "opt/app/conf/web.env")
 
     job = await service.scale(cid, "app_node", 2)
     await expect(service, cid, "active")
@@ -105,10 +114,20 @@ async def test_appcenter_package_runs_sandboxed(cloud: Cloud) -> None:
     await service.delete_cluster(cid)
     await expect(service, cid, "deleted")
     assert await cloud.live_names() == []
+    assert await reserved_vip(cloud, cid) is None  # released with the cluster
     assert not vm_pids(instance_ids)
     for n in nodes:
         with pytest.raises(aiohttp.ClientConnectionError):
             await answer(cloud.http, n.ip)
+
+
+async def reserved_vip(cloud: Cloud, cid: str) -> Address | None:
+    """The cluster's VIP named ``vip`` as the simulator's QingCloud API shows it."""
+    provider = QingCloudProvider.from_runtime(runtime_definition(cloud.sim))
+    try:
+        return await provider.find_address(f"{cid}-vip-vip", "")
+    finally:
+        await provider.close()
 
 
 def on_host(path: str) -> bool:
