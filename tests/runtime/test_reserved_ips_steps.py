@@ -213,3 +213,28 @@ def _spec(name: str) -> Any:
     from pitrix.providers.base import InstanceSpec
 
     return InstanceSpec(name=name, image="pitrix-metadata")
+
+
+async def test_the_api_refuses_reserved_ips_on_aws_before_making_anything(store: Store) -> None:
+    from aiohttp.test_utils import TestClient, TestServer
+
+    from pitrix.api.app import create_app
+    from pitrix.runtime.service import RuntimeService
+
+    service = RuntimeService(store, sealer=Sealer.generate())
+    await service.start()
+    client = TestClient(TestServer(create_app(service), host="127.0.0.1"))
+    await client.start_server()
+    try:
+        aws = {"name": "deadaws", "provider": "aws", "region": "us-east-1", "endpoint": "http://127.0.0.1:9"}
+        aws.update(access_key_id="AK", secret_access_key="very-secret")
+        assert (await client.post("/v1/runtimes", json=aws)).status == 201, "runtime refused"
+        answer = await client.post("/v1/clusters", json={"runtime": "deadaws", "app": app("native")})
+        assert answer.status == 400, await answer.text()
+        error = (await answer.json())["error"]
+        assert error["message"].startswith("app.reserved_ips: provider aws has no reserved addresses")
+        assert error.get("field") == "app.reserved_ips", error
+        assert (await (await client.get("/v1/clusters")).json())["clusters"] == []  # nothing was made
+    finally:
+        await client.close()
+        await service.stop()
