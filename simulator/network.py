@@ -51,3 +51,12 @@ class AddressPool:
 
     def in_use(self) -> int:
         return len(self._taken)
+
+    def claim(self, address: str) -> bool:
+        """Take one given address of the network (a VIP asked for by address); False if it is
+        taken already or is not one a VM could have (the network, gateway or broadcast address)."""
+        wanted = int(ipaddress.IPv4Address(address))
+        if not self._first <= wanted <= self._last or wanted in self._taken:
+            return False
+        self._taken.add(wanted)
+        return True

@@ -27,6 +27,7 @@ from aiohttp import web
 from pitrix.logs import get_logger
 from simulator.errors import BAD_STATUS, NOT_FOUND, QUOTA_EXCEEDED, ApiError
 from simulator.fleet import Fleet, RunRequest
+from simulator.openstack_ports import OpenStackPorts
 from simulator.openstack_volumes import OpenStackVolumes
 from simulator.vm import VM
 
@@ -157,6 +158,7 @@ class OpenStackApi:
             web.get("/image/v2/images", self._authed(self.list_images)),
             web.get("/image/v2/images/{image_id}", self._authed(self.get_image)),
             *OpenStackVolumes(self).routes(nova),
+            *OpenStackPorts(self).routes(),
         ]
 
     # -- plumbing ----------------------------------------------------------------------------------
@@ -272,6 +274,7 @@ class OpenStackApi:
                 service("compute", "nova", f"{base}/compute/v2.1"),
                 service("image", "glance", f"{base}/image"),
                 service("block-storage", "cinder", f"{base}/volume/v3/{self._project_id}"),
+                service("network", "neutron", f"{base}/network"),
             ],
         }
         return web.json_response({"token": token}, status=201, headers={"X-Subject-Token": token_id})

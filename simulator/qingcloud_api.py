@@ -20,6 +20,7 @@ from simulator.faults import Faults
 from simulator.fleet import Fleet, RunRequest
 from simulator.snapshots import STATUSES as SNAPSHOT_STATUSES
 from simulator.userdata import DATA_DIR, EXEC_FILE, Attachments, from_params
+from simulator.vips import Vips
 from simulator.volumes import STATUSES as VOLUME_STATUSES
 
 Action = Callable[[Mapping[str, str]], dict[str, Any]]
@@ -33,6 +34,7 @@ class QingCloudApi:
         self.secrets = secrets
         self.faults = faults
         self._log = get_logger("simulator.api", zone=zone)
+        self.vips = Vips(fleet.pool)
         self._actions: dict[str, Action] = {
             "RunInstances": self.run_instances,
             "DescribeInstances": self.describe_instances,
@@ -62,6 +64,9 @@ class QingCloudApi:
             "CreateVolumeFromSnapshot": self.create_volume_from_snapshot,
             "ResizeInstances": self.resize_instances,
             "ResizeVolumes": self.resize_volumes,
+            "AllocateVips": self.allocate_vips,
+            "DescribeVips": self.describe_vips,
+            "ReleaseVips": self.release_vips,
         }
         self.attachments = Attachments()  # UploadUserDataAttachment's archives, for tar userdata
         self._actions.update(
@@ -390,6 +395,40 @@ class QingCloudApi:
         p.required(params, "size")
         size = p.integer(params, "size", 0, low=1, high=65536)
         return {"job_id": self.fleet.resize_volumes(volumes, size).job_id}
+
+    # -- VIPs (reserved addresses of a vxnet; simulator/vips.py) ----------------------------------
+
+    def allocate_vips(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """``vxnet_id`` (required), ``vip_name``, ``count`` or ``vip_addrs.N`` → ``vips``, ``job_id``."""
+        vxnet = p.required(params, "vxnet_id")
+        addresses = p.indexed(params, "vip_addrs")
+        count = p.integer(params, "count", 1, low=1, high=255)
+        ids = self.vips.allocate(vxnet, params.get("vip_name", ""), count, addresses)
+        job = self.fleet.jobs.new("AllocateVips", ids)
+        job.advance("successful")  # nothing to wait for: the addresses are kept at once
+        return {"vips": ids, "job_id": job.job_id}
+
+    def describe_vips(self, params: Mapping[str, str]) -> dict[str, Any]:
+        """``vxnets.N`` (required), ``vips.N``, ``vip_addrs.N``, ``vip_name`` (a substring)."""
+        vxnets = p.indexed(params, "vxnets")
+        if not vxnets:
+            raise invalid("parameter [vxnets] should not be empty")
+        found = self.vips.describe(
+            vxnets=vxnets,
+            vip_ids=p.indexed(params, "vips"),
+            name=params.get("vip_name", ""),
+            addresses=p.indexed(params, "vip_addrs"),
+        )
+        return {"vip_set": [v.describe() for v in p.page(params, found)], "total_count": len(found)}
+
+    def release_vips(self, params: Mapping[str, str]) -> dict[str, Any]:
+        ids = p.indexed(params, "vips")
+        if not ids:
+            raise invalid("parameter [vips] should not be empty")
+        self.vips.release(ids)
+        job = self.fleet.jobs.new("ReleaseVips", ids)
+        job.advance("successful")
+        return {"job_id": job.job_id}
 
 
 def instance_type_size(kind: str) -> tuple[int, int]:

@@ -108,6 +108,18 @@ class BoundFuncs:
         }
 
 
+def yunify_getv(kv: MemKV) -> Callable[..., str]:
+    """confd-yunify's ``getv``: its memkv gives the default only when it is not empty, so
+    ``getv KEY ""`` on a missing key stops the render as ``getv KEY`` does (kelseyhightower's
+    confd, which the default mode matches, renders the empty default)."""
+
+    def getv(key: Any, *default: Any) -> str:
+        first = [str_arg(d) for d in default[:1]]
+        return kv.get_value(str_arg(key), *[d for d in first if d])
+
+    return getv
+
+
 def bound_funcs(
     kv: MemKV,
     *,

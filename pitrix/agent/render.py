@@ -27,8 +27,8 @@ class TemplateCache:
 
     def __init__(self, compare: str = "go") -> None:
         self._parsed: FileCache[Template] = FileCache()
-        # "yunify": confd-yunify's number-aware comparisons win over Go's builtins (the
-        # appcenter profile, or the agent's template_compare setting).
+        # "yunify": confd-yunify's number-aware comparisons win over Go's builtins, and its getv
+        # takes an empty default for none (the appcenter profile, or template_compare).
         self._extra: dict[str, Callable[..., Any]] | None = None
         if compare == "yunify":
             from pitrix.gotemplate.yunify import COMPARE_FUNCS
@@ -42,7 +42,7 @@ class TemplateCache:
 
     def render(self, src: Path, values: dict[str, str]) -> str:
         """Execute ``src`` against ``values`` (keys as templates see them: prefix already stripped)."""
-        from pitrix.agent.confdfuncs import bound_funcs
+        from pitrix.agent.confdfuncs import bound_funcs, yunify_getv
         from pitrix.agent.memkv import MemKV
         from pitrix.gotemplate import TemplateError, parse_confd
 
@@ -60,9 +60,11 @@ class TemplateCache:
 
         try:
             parsed, _ = self._parsed.get(src, st, read_and_parse)
-            funcs = bound_funcs(MemKV(values))
+            kv = MemKV(values)
+            funcs = bound_funcs(kv)
             if self._extra is not None:
                 funcs.update(self._extra)
+                funcs["getv"] = yunify_getv(kv)
             return parsed.execute(None, funcs=funcs)
         except TemplateError as exc:
             raise RenderError(f"template {src.name}: {exc}") from None

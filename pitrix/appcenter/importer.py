@@ -39,6 +39,7 @@ from pitrix.runtime.spec import (
     MONITOR_ITEM_PATTERN,
     MOUNT_POINT,
     NAME_PATTERN,
+    RESERVED_IP_NAME,
     ROLE_NAME_PATTERN,
     SpecError,
     parse_spec,
@@ -519,7 +520,7 @@ class _Importer:
         for name, endpoint in data.items():
             where = f"endpoints.{name}"
             if name == "reserved_ips":
-                self.note(where, "dropped", "no reserved (virtual) IPs")
+                self.reserved_ips(spec, endpoint)
                 continue
             endpoint = _strict(where, endpoint, ENDPOINT_FIELDS)
             port = endpoint.get("port", 0)
@@ -550,6 +551,28 @@ class _Importer:
             self.note(where, "approximated" if notes else "mapped", "; ".join(notes))
         if out:
             spec["endpoints"] = out
+
+    def reserved_ips(self, spec: dict[str, Any], data: Any) -> None:
+        """``endpoints.reserved_ips``: name -> {value: ""}, an address AppCenter reserves per name
+        (a VIP); pitrix reserves it through the cloud and publishes it where the package reads it."""
+        if not isinstance(data, dict):
+            self.note("endpoints.reserved_ips", "dropped", "not a mapping of names")
+            return
+        out: dict[str, Any] = {}
+        for name in data:
+            where = f"endpoints.reserved_ips.{name}"
+            if not re.fullmatch(RESERVED_IP_NAME, name):
+                self.note(where, "dropped", "not a reserved IP name (letters, digits, _ and -, up to 32)")
+                continue
+            out[name] = {}
+            self.note(
+                where,
+                "mapped",
+                "reserved_ips: an address of the cluster's network reserved through the cloud at "
+                "create (/cluster/endpoints/reserved_ips/<name>/value), released at delete",
+            )
+        if out:
+            spec["reserved_ips"] = out
 
     def links(self, spec: dict[str, Any], data: Any) -> None:
         if not isinstance(data, dict):

@@ -24,23 +24,26 @@ def _yes(value: Any) -> bool:
 
 
 def _scalar(value: Any) -> Any:
-    """A default as pitrix takes it: lists and objects as their JSON text."""
+    """A default as pitrix takes it: lists and objects as their JSON text; a whole number written
+    with a point (``2.0``) as the whole number, since AppCenter publishes it as ``2``."""
     if isinstance(value, list | dict):
         return json.dumps(value, separators=(",", ":"))
+    if isinstance(value, float) and value.is_integer() and abs(value) < 2**53:
+        return int(value)
     return value
 
 
 def infer(value: Any) -> dict[str, Any]:
     """A parameter from a value the package wrote literally (no form field behind it)."""
-    value = _scalar(value)
     if isinstance(value, bool):
         kind = "boolean"
     elif isinstance(value, int):
         kind = "integer"
     elif isinstance(value, float):
-        kind = "number"
+        kind = "number"  # a number still, though 2.0 is written 2
     else:
         kind = "string"
+    value = _scalar(value)
     return {"type": kind} if value is None else {"type": kind, "default": value}
 
 

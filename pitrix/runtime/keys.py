@@ -6,6 +6,7 @@
     /cluster-data/<cid>/steps/<job_id>/<step>    StepRecord (the job's journal)
     /cluster-data/<cid>/tokens/<node_id>         a node's bootstrap token (apart: the API shows nodes)
     /cluster-data/<cid>/role-keys/<role>         a passphraseless role's SSH private key (sealed)
+    /cluster-data/<cid>/reserved-ips/<name>      a reserved address (VIP) the cloud keeps for it
     /owners/<cid>                                the replica driving the cluster (on its lease)
     /runtimes/<name>                             Runtime (credentials sealed)
     /metadata-clusters/<owner>/<runtime>         MetadataCluster
@@ -157,3 +158,12 @@ def parse(key: str) -> Key | None:
             "metadata" if root == METADATA_CLUSTERS.strip("/") else "keypair", owner=rest[0], runtime=rest[1]
         )
     return None
+
+
+def reserved_ips_prefix(cid: str) -> str:
+    """A cluster's reserved addresses (``AppSpec.reserved_ips``), one record per name."""
+    return f"{CLUSTER_DATA}{cid}/reserved-ips/"
+
+
+def reserved_ip_key(cid: str, name: str) -> str:
+    return f"{reserved_ips_prefix(cid)}{name}"

@@ -696,6 +696,18 @@ class LinkSpec(_Strict):
     description: str = ""
 
 
+RESERVED_IP_NAME = r"^[A-Za-z0-9_][A-Za-z0-9_-]{0,31}$"
+
+
+class ReservedIp(_Strict):
+    """An address of the cluster's network kept for the cluster (AppCenter's ``reserved_ips``, a
+    VIP): allocated through the cloud at create, published at ``/cluster/endpoints/reserved_ips/
+    <name>/value`` (AppCenter profile) or ``/cluster/reserved_ips/<name>/value``, released at
+    delete. Announcing it on a node (keepalived) is the app's own work."""
+
+    description: str = ""
+
+
 class AppSpec(_Strict):
     name: str = Field(pattern=NAME_PATTERN)
     version: str = "0.1.0"
@@ -734,6 +746,19 @@ class AppSpec(_Strict):
         description="language -> key -> message; err_code<N> explains a service's exit status N",
     )
     display_tabs: dict[str, DisplayTab] = Field(default_factory=dict, description="tables shown on request")
+    reserved_ips: dict[str, ReservedIp] = Field(
+        default_factory=dict,
+        description="name -> an address of the cluster's network the cloud keeps for the cluster "
+        "(a VIP), allocated at create and released at delete; the app binds it itself",
+    )
+
+    @field_validator("reserved_ips")
+    @classmethod
+    def _reserved_ip_names(cls, value: dict[str, ReservedIp]) -> dict[str, ReservedIp]:
+        for name in value:
+            if not re.fullmatch(RESERVED_IP_NAME, name):
+                raise ValueError(f"{name!r} is not a reserved IP name (letters, digits, _ and -, up to 32)")
+        return value
 
     @field_validator("links")
     @classmethod

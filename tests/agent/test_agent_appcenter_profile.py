@@ -346,3 +346,16 @@ async def test_a_template_of_etc_hosts_keeps_the_metadata_line(tmp_path: Path, p
     extra = "127.100.0.7 metadata\n" if profile == "appcenter" else ""
     assert (tmp_path / "etc/hosts").read_text() == "127.0.0.1 localhost\n127.100.0.7 node-1\n" + extra
     assert (tmp_path / "r.log").read_text() == "r\n"
+
+
+def test_an_empty_getv_default_is_none_as_in_confd_yunify(tmp_path: Path) -> None:
+    """confd-yunify's memkv ignores an empty default: a missing key stops the render; the default
+    mode (confd's goldens) keeps rendering the empty default."""
+    src = tmp_path / "t.tmpl"
+    src.write_text('[{{ getv "/missing" "" }}][{{ getv "/missing" "d" }}][{{ getv "/here" "" }}]\n')
+    values = {"/here": "h"}
+    assert TemplateCache().render(src, values) == "[][d][h]\n"
+    with pytest.raises(RenderError, match="key does not exist: /missing"):
+        TemplateCache("yunify").render(src, values)
+    src.write_text('[{{ getv "/missing" "d" }}][{{ getv "/here" "" }}]\n')
+    assert TemplateCache("yunify").render(src, values) == "[d][h]\n"

@@ -64,7 +64,9 @@ def test_roleless_package_becomes_one_role_with_appcenter_keys() -> None:
 def test_roleless_report_says_what_was_dropped_and_why() -> None:
     conversion = import_dir(PACKAGES / "solo")
     assert outcome(conversion, "nodes.keeper_node.instance_class")[0] == "dropped"
-    assert outcome(conversion, "endpoints.reserved_ips")[0] == "dropped"
+    kind, note = outcome(conversion, "endpoints.reserved_ips.vip")
+    assert kind == "mapped" and "reserved through the cloud" in note
+    assert set(parse_spec(conversion.spec).reserved_ips) == {"vip"}
     assert outcome(conversion, "upgrade_policy")[0] == "dropped"
     assert outcome(conversion, "env.4lw.commands.whitelist") == ("mapped", "")
     kind, note = outcome(conversion, "nodes.keeper_node.services.destroy")
@@ -202,3 +204,20 @@ def test_any_value_of_the_wrong_type_is_a_package_error_never_a_crash() -> None:
                 parse_spec(conversion.spec)
             tried += 1
     assert tried > 200
+
+
+def test_whole_numbers_are_published_as_appcenter_writes_them() -> None:
+    """config.json's ``2.0`` is ``2`` in AppCenter's metadata (Go writes a whole float so): the
+    default becomes the whole number, the parameter stays a number (2.5 may still be given)."""
+    from pitrix.appcenter.form import FormField
+    from pitrix.appcenter.params import convert, infer
+    from pitrix.runtime.spec import EnvParam
+
+    assert infer(2.0) == {"type": "number", "default": 2}
+    assert infer(-1.0) == {"type": "number", "default": -1}
+    assert infer(0.9) == {"type": "number", "default": 0.9}
+    form = FormField("env.multiplier", {"type": "number", "default": 2.0, "range": [1.0, 2.0, 2.5]})
+    param, notes = convert(form, 2.0)
+    assert notes == [] and param["default"] == 2 and param["range"] == [1, 2, 2.5]
+    parsed = EnvParam.model_validate(param)
+    assert parsed.check(parsed.default) == "2" and parsed.check(2.5) == "2.5"

@@ -16,6 +16,9 @@ One cluster, one node then two, then deleted:
   both answer with both addresses (both listen on 0.0.0.0:8080, which each VM's address library
   turns into its own address); ``curl http://metadata/self/host/ip`` (plain-HTTP metadata,
   when the agent serves it) answers each node its own address;
+- reserved IPs: the create reserves the app's VIP through the simulator's QingCloud API before
+  booting, the node's template reads it at ``/cluster/endpoints/reserved_ips/vip/value``, and the
+  delete gives it back (the cloud shows no VIP of the cluster's name afterwards);
 - delete: every process of both VMs is gone, those running as another user included.
 """
 
@@ -35,9 +38,12 @@ import aiohttp
 import pytest
 import yaml
 from e2e_cloud import Cloud, simulated_cloud
+from e2e_daemons import runtime_definition
 from redis_client import eventually
 from test_lifecycle import expect
 
+from pitrix.providers.addresses import Address
+from pitrix.providers.qingcloud import QingCloudProvider
 from pitrix.store import Store
 from simulator.appcenter_image import ImageRecipe, build_image
 from simulator.processes import vm_pids
@@ -96,6 +102,9 @@ async def test_appcenter_package_runs_sandboxed(cloud: Cloud) -> None:
     await files_viewer_serves(cloud, node.ip, node.node_id)
     mask = cloud.workdir / "sim/vms" / node.instance_id / "root/etc/systemd/system/sbxfiles.service"
     assert not await asyncio.to_thread(os.path.lexists, mask)  # unmasked by the first start, as systemd would
+    vip = await reserved_vip(cloud, cid)
+    assert vip is not None and vip.address != node.ip
+    assert f"\nVIP={vip.address}\n" in cloud.vm_file(node.instance_id, "opt/app/conf/web.env")
 
     job = await service.scale(cid, "app_node", 2)
     await expect(service, cid, "active")
@@ -122,6 +131,7 @@ async def test_appcenter_package_runs_sandboxed(cloud: Cloud) -> None:
     await service.delete_cluster(cid)
     await expect(service, cid, "deleted")
     assert await cloud.live_names() == []
+    assert await reserved_vip(cloud, cid) is None  # released with the cluster
     assert not vm_pids(instance_ids)
     for n in nodes:
         with pytest.raises(aiohttp.ClientConnectionError):
@@ -137,6 +147,15 @@ async def files_viewer_serves(cloud: Cloud, ip: str, password: str) -> None:
         assert response.status == 200 and 'href="node.log"' in await response.text()
     async with cloud.http.get(f"{base}/logs/node.log", headers=auth) as response:
         assert (response.status, await response.text()) == (200, "a node log\n")  # via sbxgrp
+
+
+async def reserved_vip(cloud: Cloud, cid: str) -> Address | None:
+    """The cluster's VIP named ``vip`` as the simulator's QingCloud API shows it."""
+    provider = QingCloudProvider.from_runtime(runtime_definition(cloud.sim))
+    try:
+        return await provider.find_address(f"{cid}-vip-vip", "")
+    finally:
+        await provider.close()
 
 
 def on_host(path: str) -> bool:

@@ -249,7 +249,7 @@ async def token(session: aiohttp.ClientSession, sim: Simulator, password: str | 
         if response.status != 201:
             raise AssertionError(f"{response.status}: {await response.text()}")
         catalog = (await response.json())["token"]["catalog"]
-        assert {s["type"] for s in catalog} == {"identity", "compute", "image", "block-storage"}
+        assert {s["type"] for s in catalog} == {"identity", "compute", "image", "block-storage", "network"}
         return response.headers["X-Subject-Token"]
 
 

@@ -35,6 +35,7 @@ from pitrix.providers.base import (
 )
 from pitrix.providers.console import host_keys_from_console
 from pitrix.providers.openstack.errors import to_provider_error
+from pitrix.providers.openstack.ports import OpenStackPorts
 from pitrix.providers.polling import wait_all_running, wait_for, with_retries
 
 T = TypeVar("T")
@@ -184,7 +185,7 @@ def _number(runtime: Mapping[str, Any], key: str, default: float) -> float:
     return float(value)
 
 
-class OpenStackProvider:
+class OpenStackProvider(OpenStackPorts):
     """The ``openstack`` provider (entry point ``pitrix.providers: openstack``)."""
 
     name: ClassVar[str] = "openstack"

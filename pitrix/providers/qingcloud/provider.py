@@ -35,6 +35,7 @@ from pitrix.providers.base import (
 )
 from pitrix.providers.polling import wait_all_running, wait_for
 from pitrix.providers.qingcloud.client import QingCloudClient
+from pitrix.providers.qingcloud.vips import QingCloudVips
 
 PAGE = 100  # QingCloud's largest page (and largest list of ids in one call)
 LIVE_STATUSES = ("pending", "running", "stopped", "suspended")
@@ -199,7 +200,7 @@ def to_key_pair(item: Mapping[str, Any]) -> KeyPair:
     )
 
 
-class QingCloudProvider:
+class QingCloudProvider(QingCloudVips):
     """The ``qingcloud`` provider (entry point ``pitrix.providers: qingcloud``)."""
 
     name: ClassVar[str] = "qingcloud"

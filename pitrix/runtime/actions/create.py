@@ -10,6 +10,7 @@ import re
 from collections.abc import Mapping
 from typing import Any, cast
 
+from pitrix.providers.addresses import provider_offers
 from pitrix.runtime.actions.base import Action, Desk, InvalidRequest, NoArgs
 from pitrix.runtime.actions.phases import boot, init_start
 from pitrix.runtime.params import ParamError, deploy_env
@@ -17,7 +18,7 @@ from pitrix.runtime.plan import Plan, as_step
 from pitrix.runtime.records import CHANNELS, Channel, Cluster, new_id
 from pitrix.runtime.secret_env import seal_passwords
 from pitrix.runtime.spec import AppSpec, SpecError, parse_spec
-from pitrix.runtime.steps import agents, nodes, restore
+from pitrix.runtime.steps import agents, nodes, reserved_ips, restore
 from pitrix.runtime.steps.context import JobContext
 from pitrix.runtime.wording import did_you_mean
 from pitrix.store.types import KV
@@ -41,6 +42,8 @@ class Create(Action[NoArgs]):
         node_ids = nodes.all_node_ids(ctx.cluster)
         plan = Plan(self.name)
         plan.then(as_step("plan-nodes", nodes.plan_nodes, ctx, ctx.cluster.counts))
+        if reserved_ips.declared(ctx.cluster):  # before the instances: registration publishes them
+            plan.then(as_step("reserve-ips", reserved_ips.reserve, ctx))
         boot(plan, ctx, node_ids)
         restore.extend(plan, ctx, node_ids)  # backup: a restore's command, before init (steps/restore.py)
         init_start(plan, ctx, node_ids)
@@ -77,6 +80,7 @@ async def prepare(
             role.image_for(provider)
         except SpecError as exc:
             raise InvalidRequest(f"app.{exc}") from None
+    check_reserved_ips(spec, provider)
     role_counts = {r.name: r.count for r in spec.roles}
     for role_name, count in counts.items():
         if role_name not in role_counts:
@@ -168,3 +172,13 @@ def check_declared_links(
     for name, declared in spec.links.items():
         if declared.required and (complete or name in links) and links.get(name) is None:
             raise InvalidRequest(f"links.{name}: required (the app links to a {declared.app or 'cluster'})")
+
+
+def check_reserved_ips(spec: AppSpec, provider: str) -> None:
+    """An app declaring reserved IPs needs a cloud that keeps addresses (``providers.addresses``):
+    refused here, before anything is created, rather than at the create's first step."""
+    if spec.reserved_ips and not provider_offers(provider):
+        raise InvalidRequest(
+            f"app.reserved_ips: provider {provider} has no reserved addresses "
+            f"(the app declares {', '.join(sorted(spec.reserved_ips))})"
+        )

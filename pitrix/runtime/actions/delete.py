@@ -18,7 +18,7 @@ from pitrix.runtime.actions.phases import delete_volumes
 from pitrix.runtime.lifecycle import LifecycleError
 from pitrix.runtime.plan import Plan, as_step
 from pitrix.runtime.records import Cluster, State
-from pitrix.runtime.steps import instances, nodes, publishing, services, teardown
+from pitrix.runtime.steps import instances, nodes, publishing, reserved_ips, services, teardown
 from pitrix.runtime.steps.context import JobContext
 
 
@@ -81,5 +81,7 @@ class Delete(Action[DeleteArgs]):
         plan.then(as_step("unregister", publishing.unregister_cluster, ctx))
         plan.then(as_step("terminate", instances.terminate, ctx, None))
         delete_volumes(plan, ctx, None)
+        if reserved_ips.declared(ctx.cluster):  # its reserved addresses, once no node holds them
+            plan.then(as_step("release-ips", reserved_ips.release, ctx))
         plan.then(as_step("release-metadata", publishing.release_metadata, ctx))
         return plan

@@ -12,6 +12,7 @@ from pitrix.runtime.keys import CLUSTERS
 from pitrix.runtime.records import Cluster, Node, Runtime
 from pitrix.runtime.resources import role_size
 from pitrix.runtime.spec import AppSpec
+from pitrix.runtime.steps import reserved_ips
 from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps.identity import bootstrap_token, mapping, token_fields
 from pitrix.runtime.steps.nodes import members, nodes, save
@@ -245,6 +246,9 @@ async def register(
     keys = pub_keys(ctx)
     hosts = host_tree(ctx, wanted, keys)
     data: dict[str, Any] = {"cluster": cluster_entry(ctx), "hosts": hosts}
+    if reserved_ips.declared(ctx.cluster):  # the addresses reserved before registration
+        for key, value in reserved_ips.published(ctx.cluster, await reserved_ips.recorded(ctx)).items():
+            data["cluster"][key] = {**data["cluster"].get(key, {}), **value}
     env = role_env(ctx)
     if env:
         data["env"] = env
