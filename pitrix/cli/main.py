@@ -263,6 +263,8 @@ def _runtime_settings(args: argparse.Namespace) -> dict[str, Any]:
             body[field] = getattr(args, field)
     if args.heartbeat_interval is not None:
         body["heartbeat_interval"] = args.heartbeat_interval
+    if args.metadata_size is not None:
+        body["metadata_size"] = args.metadata_size
     given = _pairs(args.set, "--set", "KEY=VALUE")
     warn_secret_arguments(
         "--set",
@@ -990,6 +992,14 @@ def _runtime_setting_arguments(add: argparse.ArgumentParser) -> None:
         metavar="SECONDS",
         help="seconds between agent heartbeats for nodes deployed from now on (default 2; "
         "a dead node is noticed after three)",
+    )
+    add.add_argument(
+        "--metadata-size",
+        type=int,
+        choices=[1, 3, 5, 7],
+        metavar="N",
+        help="members of each metadata cluster made on the runtime: 1, 3 (default), 5 or 7; "
+        "three survive the loss of one metadata VM",
     )
     add.add_argument(
         "--set",
