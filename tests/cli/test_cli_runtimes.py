@@ -81,11 +81,15 @@ async def test_a_cluster_on_wrong_credentials_goes_once_the_runtime_is_fixed(
     assert code == 2 and "--placement" in err
     code, _, err = await cli("runtimes", "update", "sim", "--no-check", "--metadata-size", "2", env=ADMIN_ENV)
     assert code == 2 and "--metadata-size" in err, err
-    code, out, err = await cli("runtimes", "update", "sim", "--no-check", "--metadata-size", "3", env=ADMIN_ENV)
+    code, out, err = await cli(
+        "runtimes", "update", "sim", "--no-check", "--metadata-size", "3", env=ADMIN_ENV
+    )
     assert code == 0, err
     kv = await store.get(runtime_key("sim"))
     assert kv is not None and Runtime.opened(kv.value, sealer)[0].metadata_size == 3
-    code, out, err = await cli("runtimes", "update", "sim", "--no-check", "--metadata-size", "1", env=ADMIN_ENV)
+    code, out, err = await cli(
+        "runtimes", "update", "sim", "--no-check", "--metadata-size", "1", env=ADMIN_ENV
+    )
     assert code == 0, err
 
     # Only the secret changes: endpoint, zone and the key id stay as they were.
