@@ -9,12 +9,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pitrix import __version__
 from pitrix.metad.limits import DEFAULT_WAIT_TIMEOUT, ConnectionLimits, LimitsError
 
 if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Coroutine
+
     from pitrix.metad.server import Metad
     from pitrix.metad.tls import MetadTLS
     from pitrix.store import Store
@@ -71,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_WAIT_TIMEOUT,
         help="seconds a long-poll is held before answering the current value",
     )
+    _cluster_arguments(parser)
     tls = parser.add_argument_group("identity (mutual TLS, or the legacy source-address model)")
     tls.add_argument("--tls-cert", type=Path, help="metad's server certificate (PEM; SAN = its IP)")
     tls.add_argument("--tls-key", type=Path, help="the server certificate's key (PEM)")
@@ -209,11 +213,87 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--etcd {url} is https://: give --etcd-cacert (and --etcd-cert/--etcd-key)")
         if url.startswith("http://") and args.etcd_tls is not None:
             parser.error(f"--etcd {url} is plain http:// but --etcd-cacert/--etcd-cert/--etcd-key are given")
+    _cluster_args(parser, args)
     if args.wait_timeout <= 0:
         parser.error("--wait-timeout must be positive")
     if args.cert_lifetime is not None and args.cert_lifetime <= 0:
         parser.error("--cert-lifetime must be positive")
     return args
+
+
+def _cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    cluster = parser.add_argument_group(
+        "a metadata cluster of several members (the embedded etcd as one of them, a metad beside each)"
+    )
+    cluster.add_argument(
+        "--etcd-member", metavar="NAME", help="this member's name among --etcd-peer (default: pitrix)"
+    )
+    cluster.add_argument(
+        "--etcd-peer",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="a member and its peer URL (https://ip:port), this one included (repeatable)",
+    )
+    cluster.add_argument(
+        "--etcd-cluster-state",
+        choices=["new", "existing"],
+        default="new",
+        help="new: the members start together; existing: this one joins after being added there",
+    )
+    cluster.add_argument("--etcd-cluster-token", default="pitrix", help="the cluster's token (unique)")
+    cluster.add_argument("--etcd-peer-ca", type=Path, help="the CA every member's peer certificate is from")
+    cluster.add_argument("--etcd-peer-cert", type=Path, help="this member's peer certificate (PEM)")
+    cluster.add_argument("--etcd-peer-key", type=Path, help="the peer certificate's key (PEM)")
+    cluster.add_argument(
+        "--etcd-start-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="with --etcd-peer: how long the member may wait for a quorum of its peers at start",
+    )
+
+
+def _cluster_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Check the member flags; ``args.etcd_peers`` is the members' description (None: alone)."""
+    args.etcd_peers = None
+    peer_tls = [f for f in ("etcd_peer_ca", "etcd_peer_cert", "etcd_peer_key") if getattr(args, f)]
+    if not args.etcd_peer:
+        if peer_tls or args.etcd_member or args.etcd_cluster_state != "new":
+            parser.error("--etcd-member/--etcd-cluster-state/--etcd-peer-* go with --etcd-peer NAME=URL")
+        return
+    if not args.embedded_etcd:
+        parser.error("--etcd-peer: only the embedded etcd (--embedded-etcd) is run as a member")
+    if len(peer_tls) != 3:
+        parser.error(
+            "--etcd-peer: members speak mutual TLS: give --etcd-peer-ca, --etcd-peer-cert, --etcd-peer-key"
+        )
+    members: dict[str, str] = {}
+    for given in args.etcd_peer:
+        name, sep, url = given.partition("=")
+        if not sep or not name or "," in name or not url.startswith("https://"):
+            parser.error(f"--etcd-peer {given!r}: must be NAME=https://ip:port")
+        if name in members:
+            parser.error(f"--etcd-peer: member {name!r} is given twice")
+        members[name] = url
+    if not args.etcd_member or args.etcd_member not in members:
+        parser.error(f"--etcd-member: must name this member, one of {', '.join(members)}")
+    if not args.etcd_peer_port:
+        parser.error("--etcd-peer-port: a member needs the fixed port its peers know (not 0)")
+    host = f"[{args.listen_ip}]" if ":" in args.listen_ip else args.listen_ip
+    mine = f"https://{host}:{args.etcd_peer_port}"
+    if members[args.etcd_member] != mine:
+        parser.error(
+            f"--etcd-peer {args.etcd_member}: this member's peer URL is {mine} "
+            "(from --listen-ip and --etcd-peer-port)"
+        )
+    if args.etcd_start_timeout <= 0:
+        parser.error("--etcd-start-timeout must be positive")
+    from pitrix.store.embedded import EtcdPeers
+    from pitrix.store.tls import EtcdTLS
+
+    tls = EtcdTLS(args.etcd_peer_ca, args.etcd_peer_cert, args.etcd_peer_key)
+    args.etcd_peers = EtcdPeers(members, tls, args.etcd_cluster_state, args.etcd_cluster_token)
 
 
 def _legacy_management(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -351,13 +431,24 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
             # ETCD_* variables and the child inherits ours; an operator's own setting wins.
             os.environ.setdefault("ETCD_MAX_TXN_OPS", str(EMBEDDED_MAX_TXN_OPS))
 
+            cluster: dict[str, Any] = {}
+            if args.etcd_peers is not None:
+                cluster = {
+                    "name": args.etcd_member,
+                    "peers": args.etcd_peers,
+                    "startup_timeout": args.etcd_start_timeout,
+                }
             embedded = EmbeddedEtcd(
                 args.state_dir,
                 host=args.listen_ip,
                 client_port=args.etcd_client_port,
                 peer_port=args.etcd_peer_port,
+                **cluster,
             )
-            endpoints = [await embedded.start()]
+            started = await _unless_stopped(embedded.start(), stop)
+            if started is None:  # stopped while a member waited for its peers' quorum
+                return 0
+            endpoints = [started]
             embedded.supervise()  # etcd dying under metad is restarted, not served around
             etcd_tls = embedded.client_tls
         store = await Store.connect(endpoints, prefix=args.prefix, tls=etcd_tls)
@@ -406,6 +497,22 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
             await store.close()
         if embedded is not None:
             await embedded.stop()
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, str], stop: asyncio.Event) -> str | None:
+    """``work``'s result, or None once ``stop`` is set first (``work`` then cancelled): a member's
+    etcd may wait minutes for its peers, and SIGTERM must not wait with it."""
+    import asyncio
+
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, stopped):
+            pending.cancel()
+        await asyncio.wait({task, stopped})
+    return None if task.cancelled() else task.result()
 
 
 def main(argv: list[str] | None = None) -> None:
