@@ -246,6 +246,12 @@ def _cluster_arguments(parser: argparse.ArgumentParser) -> None:
     cluster.add_argument("--etcd-peer-cert", type=Path, help="this member's peer certificate (PEM)")
     cluster.add_argument("--etcd-peer-key", type=Path, help="the peer certificate's key (PEM)")
     cluster.add_argument(
+        "--etcd-peer-cn",
+        default="",
+        metavar="CN",
+        help="the CN every peer's certificate must carry (where the peers' CA serves many clusters)",
+    )
+    cluster.add_argument(
         "--etcd-start-timeout",
         type=float,
         default=300.0,
@@ -264,7 +270,13 @@ def _cluster_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         return
     if not args.embedded_etcd:
         parser.error("--etcd-peer: only the embedded etcd (--embedded-etcd) is run as a member")
-    if len(peer_tls) != 3:
+    bootstrap = args.issuer_bootstrap_token_file is not None
+    if bootstrap and peer_tls != ["etcd_peer_ca"]:
+        parser.error(
+            "--etcd-peer with --issuer-bootstrap-token-file: give --etcd-peer-ca only "
+            "(the peer certificate comes with the issuer's)"
+        )
+    if not bootstrap and len(peer_tls) != 3:
         parser.error(
             "--etcd-peer: members speak mutual TLS: give --etcd-peer-ca, --etcd-peer-cert, --etcd-peer-key"
         )
@@ -292,8 +304,15 @@ def _cluster_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     from pitrix.store.embedded import EtcdPeers
     from pitrix.store.tls import EtcdTLS
 
+    if bootstrap:
+        from pitrix.metad.issuer_bootstrap import IssuerBootstrap
+
+        files = IssuerBootstrap.files_under(args.state_dir, peer=True)
+        args.etcd_peer_cert, args.etcd_peer_key = files.peer_cert, files.peer_key
     tls = EtcdTLS(args.etcd_peer_ca, args.etcd_peer_cert, args.etcd_peer_key)
-    args.etcd_peers = EtcdPeers(members, tls, args.etcd_cluster_state, args.etcd_cluster_token)
+    args.etcd_peers = EtcdPeers(
+        members, tls, args.etcd_cluster_state, args.etcd_cluster_token, args.etcd_peer_cn
+    )
 
 
 def _legacy_management(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -372,12 +391,19 @@ async def serve(args: argparse.Namespace) -> int:
     if args.issuer_bootstrap_token_file is not None:
         # Before anything else listens: until pitrixd has signed the issuer, this is all metad does.
         try:
+            peer = None
+            if args.etcd_peers is not None:  # a member of several: its peer certificate comes too
+                try:
+                    peer = issuer_bootstrap.PeerRequest(args.etcd_peer_ca.read_bytes())
+                except OSError as exc:
+                    raise issuer_bootstrap.BootstrapError(f"--etcd-peer-ca: {exc.strerror or exc}") from None
             await issuer_bootstrap.obtain(
                 args.state_dir,
                 args.issuer_bootstrap_token_file,
                 args.root_ca,
                 args.listen_ip,
                 args.manage_port,
+                peer,
             )
         except issuer_bootstrap.BootstrapError as exc:
             get_logger("pitrix.metad.main").error("issuer bootstrap failed", error=str(exc))

@@ -119,6 +119,9 @@ class EtcdPeers:
     tls: EtcdTLS  # the peers' CA, and this member's peer certificate (server and client use) and key
     state: Literal["new", "existing"] = "new"
     token: str = "pitrix"  # keeps members of two clusters started alike from joining each other
+    # The CN every peer's certificate must carry (etcd's --peer-cert-allowed-cn): where one CA
+    # signs the peers of many clusters, the one that pins a member to its own. Empty: any.
+    allowed_cn: str = ""
 
     def initial_cluster(self) -> str:
         return ",".join(f"{name}={url}" for name, url in self.members.items())
@@ -488,6 +491,8 @@ class EmbeddedEtcd:
                 f"--initial-cluster-state={self.peers.state}",
                 f"--initial-cluster-token={self.peers.token}",
             ]
+            if self.peers.allowed_cn:
+                argv.append(f"--peer-cert-allowed-cn={self.peers.allowed_cn}")
         if self._pki is not None and self.peers is not None:
             member_cert, member_key, ca = self._pki.member_cert, self._pki.member_key, self._pki.ca_cert
             peer = self.peers.tls

@@ -5,6 +5,7 @@ others serve. Debian's etcd 3.4 (a multi-member cluster on the wheel's 3.5.1 can
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import json
 import os
 import socket
@@ -12,10 +13,23 @@ import sys
 from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
 from pitrix import pki
 from pitrix.backoff import Backoff
 from pitrix.metad.client import MetadManagementClient
+from pitrix.metad.issuer_bootstrap import (
+    IssuerBootstrap,
+    PeerRequest,
+    certificate_proof,
+    peer_certificate_proof,
+    proof_key,
+)
+from pitrix.runtime import issuer_exchange
+from pitrix.runtime.authority import Authority, etcd_peers_ca, management_client_context, sign_peer
+from pitrix.sealing import Sealer
+from pitrix.store import Store
 from pitrix.store.embedded import BINARY_VARIABLE
 
 from .conftest import Net
@@ -67,40 +81,79 @@ def test_member_flags_describe_the_members() -> None:
     assert parse_args(_base()).etcd_peers is None
 
 
-async def test_three_metads_serve_one_metadata_cluster(net: Net, tmp_path: Path) -> None:
+async def test_three_metads_bootstrapped_by_pitrixd_serve_one_metadata_cluster(
+    net: Net, tmp_path: Path, store: Store, sealer: Sealer
+) -> None:
+    """Each member VM's metad makes its issuer's and its peer's keys and offers both CSRs with the
+    proof of its own one-time token; pitrixd signs the issuer with the root and the peer
+    certificate with its etcd peers CA (CN pinned to this cluster); the three etcds then form one
+    cluster, and what pitrixd writes through one metad the others serve."""
     if not os.access(SYSTEM_ETCD, os.X_OK):
         pytest.fail(f"{SYSTEM_ETCD} is missing: `apt-get install -y etcd-server` (scripts/system-deps.sh)")
+    authority = await Authority.load(store, sealer)
+    management = await authority.management_ca(store, sealer)
+    peers_ca = await etcd_peers_ca(store, sealer)
+    assert (await etcd_peers_ca(store, sealer)).cert_pem == peers_ca.cert_pem  # made once, kept
+    for name, pem in (
+        ("root", authority.ca_pem()),
+        ("management", management.cert_pem),
+        ("peers", peers_ca.cert_pem),
+    ):
+        (tmp_path / f"{name}.pem").write_bytes(pem)
     ips = [net.ip(200 + n) for n in range(3)]
     names = [f"m{n}" for n in range(3)]
-    ca = pki.CertificateAuthority.create("metadata peers CA")
-    (tmp_path / "peer-ca.pem").write_bytes(ca.cert_pem)
-    peer_ports = [_port(ip) for ip in ips]
+    peer_ports, manage_ports = [_port(ip) for ip in ips], [_port(ip) for ip in ips]
     peers = [f"--etcd-peer={n}=https://{ip}:{p}" for n, ip, p in zip(names, ips, peer_ports, strict=True)]
     env = {**os.environ, BINARY_VARIABLE: str(SYSTEM_ETCD)}
     processes: list[asyncio.subprocess.Process] = []
     try:
-        for name, ip, peer_port in zip(names, ips, peer_ports, strict=True):
-            # etcd checks a peer's certificate against the address it connects from, and on
-            # loopback that is 127.0.0.1 whatever address the member listens on.
-            ca.issue_server([ip, "127.0.0.1"], "etcd-" + name, client_auth=True).write(
-                tmp_path / f"{name}.crt", tmp_path / f"{name}.key"
-            )
+        for name, ip, peer_port, manage_port in zip(names, ips, peer_ports, manage_ports, strict=True):
+            (tmp_path / f"{name}.token").write_text(f"token-of-{name}-" + "t" * 30 + "\n")
             with (tmp_path / f"{name}.log").open("ab") as err:
                 processes.append(
                     await asyncio.create_subprocess_exec(
                         sys.executable, "-m", "pitrix.metad.main",
-                        "--listen-ip", ip, "--instance-port", "0", "--manage-port", "0",
-                        "--legacy-source-ip", "--insecure-open-management-api",
+                        "--listen-ip", ip, "--instance-port", "0", "--manage-port", str(manage_port),
+                        "--root-ca", str(tmp_path / "root.pem"),
+                        "--management-ca", str(tmp_path / "management.pem"),
+                        "--issuer-bootstrap-token-file", str(tmp_path / f"{name}.token"),
                         "--embedded-etcd", "--state-dir", str(tmp_path / name),
                         "--etcd-client-port", "0", "--etcd-peer-port", str(peer_port),
-                        "--etcd-member", name, *peers, "--etcd-cluster-token", "test-members",
+                        "--etcd-member", name, *peers, "--etcd-cluster-token", "cluster-x",
+                        "--etcd-peer-ca", str(tmp_path / "peers.pem"), "--etcd-peer-cn", "cluster-x",
                         "--etcd-start-timeout", str(DEADLINE),
-                        "--etcd-peer-ca", str(tmp_path / "peer-ca.pem"),
-                        "--etcd-peer-cert", str(tmp_path / f"{name}.crt"),
-                        "--etcd-peer-key", str(tmp_path / f"{name}.key"),
                         stdout=asyncio.subprocess.PIPE, stderr=err, env=env,
                     )
                 )  # fmt: skip
+
+        async def bootstrap(name: str, ip: str, port: int) -> bytes:
+            base = f"https://{ip}:{port}"
+            token_sha256 = hashlib.sha256((f"token-of-{name}-" + "t" * 30).encode()).hexdigest()
+            deadline = asyncio.get_running_loop().time() + DEADLINE
+            backoff = Backoff(0.02, 0.5)
+            while True:
+                try:
+                    offer = await issuer_exchange.fetch_offer(base, token_sha256)
+                    break
+                except issuer_exchange.NotReady:
+                    assert asyncio.get_running_loop().time() < deadline, f"{name} never offered its CSRs"
+                    await asyncio.sleep(backoff.next())
+            assert offer.peer_csr, "a member of several offers a peer CSR"
+            issuer = authority.sign_issuer(offer.csr, "alice", "sim")
+            peer = sign_peer(peers_ca, offer.peer_csr, ip, "cluster-x")
+            await issuer_exchange.push_certificate(base, token_sha256, issuer, peer_cert_pem=peer)
+            return issuer
+
+        issuers = await asyncio.gather(*(bootstrap(*m) for m in zip(names, ips, manage_ports, strict=True)))
+        for name, ip in zip(names, ips, strict=True):
+            stored = pki.cert_from_pem((tmp_path / name / "issuer" / "peer.pem").read_bytes())
+            assert stored.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "cluster-x"
+            assert ip in {
+                str(a)
+                for a in stored.extensions.get_extension_for_class(
+                    x509.SubjectAlternativeName
+                ).value.get_values_for_type(x509.IPAddress)
+            }
 
         async def ready(process: asyncio.subprocess.Process) -> dict[str, str]:
             assert process.stdout is not None
@@ -110,16 +163,63 @@ async def test_three_metads_serve_one_metadata_cluster(net: Net, tmp_path: Path)
             return answer
 
         urls = await asyncio.wait_for(asyncio.gather(*(ready(p) for p in processes)), DEADLINE)
-        async with MetadManagementClient(urls[0]["manage_url"]) as manage:
-            await manage.put_data("/clusters/c1/env/web/port", "8080")
-        async with MetadManagementClient(urls[2]["manage_url"]) as manage:
-            assert await manage.get_data("/clusters/c1/env/web/port") == "8080"
+
+        def manage(n: int) -> MetadManagementClient:
+            context = management_client_context(issuers[n], management)
+            return MetadManagementClient(urls[n]["manage_url"], ssl=context)
+
+        async with manage(0) as client:
+            await client.put_data("/clusters/c1/env/web/port", "8080")
+        async with manage(2) as client:
+            assert await client.get_data("/clusters/c1/env/web/port") == "8080"
     finally:
         for process in processes:
             if process.returncode is None:
                 process.terminate()
         for process in processes:
             await process.wait()
+
+
+def test_a_member_s_peer_certificate_is_checked_before_it_is_stored(tmp_path: Path) -> None:
+    root = pki.CertificateAuthority.create("root")
+    peers_ca = pki.CertificateAuthority.create("peers")
+    token = "t" * 40
+    exchange = IssuerBootstrap(tmp_path, token, root.cert_pem, PeerRequest(peers_ca.cert_pem))
+    offer = exchange.offer()
+    key = proof_key(token)
+    issuer = pki.cert_to_pem(root.sign_subordinate("issuer", exchange.key.public_key()))  # type: ignore[arg-type]
+    good_peer = sign_peer(peers_ca, offer["peer_csr"].encode(), "127.0.0.5", "cluster-x")
+    other = sign_peer(
+        pki.CertificateAuthority.create("other"), offer["peer_csr"].encode(), "127.0.0.5", "cluster-x"
+    )
+
+    def doc(peer: bytes | None, peer_proof: str | None = None) -> dict[str, str]:
+        body = {"certificate": issuer.decode(), "proof": certificate_proof(key, issuer)}
+        if peer is not None:
+            body["peer_certificate"] = peer.decode()
+            body["peer_proof"] = peer_proof or peer_certificate_proof(key, peer)
+        return body
+
+    with pytest.raises(pki.PKIError, match="peer_certificate"):
+        exchange.accept(doc(None))
+    with pytest.raises(PermissionError, match="peer_proof"):
+        exchange.accept(doc(good_peer, "0" * 64))
+    with pytest.raises(pki.PKIError, match="the peers' CA"):
+        exchange.accept(doc(other))
+    with pytest.raises(pki.PKIError, match="this member's peer key"):
+        exchange.accept(
+            doc(
+                sign_peer(peers_ca, pki.make_csr(pki.generate_key(), pki.Subject("x", "y")), "127.0.0.5", "c")
+            )
+        )
+    assert not exchange.complete()
+    exchange.accept(doc(good_peer))
+    assert exchange.complete()
+    again = IssuerBootstrap(tmp_path, token, root.cert_pem, PeerRequest(peers_ca.cert_pem))
+    assert again.complete()
+    # A restart offers a CSR for the same peer key (ECDSA signatures differ, the key does not).
+    assert again.peer_key is not None and exchange.peer_key is not None
+    assert again.peer_key.public_key() == exchange.peer_key.public_key()
 
 
 async def test_a_member_waiting_for_its_peers_stops_on_sigterm(net: Net, tmp_path: Path) -> None:
