@@ -91,6 +91,10 @@ class PeerRequest:
     """What a member of several asks for besides its issuer: a peer certificate from ``ca_pem``."""
 
     ca_pem: bytes  # the peers' CA (public, from userdata): the certificate must be signed by it
+    # A member joining a cluster whose issuer exists (members 1..N, a replacement): it asks for
+    # no issuer of its own and takes the cluster's from its etcd once it has joined
+    # (``pitrix.metad.issuer_share``), so every member signs and trusts the same one.
+    joins: bool = False
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -117,8 +121,9 @@ class IssuerBootstrap:
         self._log = get_logger("pitrix.metad.issuer-bootstrap")
         self.folder.mkdir(mode=0o700, parents=True, exist_ok=True)
         self.folder.chmod(0o700)
-        self.key = self._key(self.files.key)
-        self.csr = pki.make_csr(self.key, pki.Subject(ISSUER_CN, "pitrix"))
+        self.wants_issuer = peer is None or not peer.joins
+        self.key = self._key(self.files.key) if self.wants_issuer else None
+        self.csr = pki.make_csr(self.key, pki.Subject(ISSUER_CN, "pitrix")) if self.key is not None else b""
         self._peer_ca = pki.cert_from_pem(peer.ca_pem, "etcd_peer_ca") if peer is not None else None
         self.peer_key: pki.PrivateKey | None = None
         self.peer_csr = b""
@@ -148,7 +153,8 @@ class IssuerBootstrap:
         """Whether an earlier run already stored an issuer certificate (and a member's peer
         certificate) for these keys."""
         try:
-            pki.CertificateAuthority.load_pair(self.files.cert, self.files.key)
+            if self.wants_issuer:
+                pki.CertificateAuthority.load_pair(self.files.cert, self.files.key)
             peer_cert, peer_key = self.files.peer_cert, self.peer_key
             if peer_cert is not None and peer_key is not None:
                 return _for_key(pki.cert_from_pem(peer_cert.read_bytes()), peer_key)
@@ -159,7 +165,9 @@ class IssuerBootstrap:
     # -- the exchange -----------------------------------------------------------------------------
 
     def offer(self) -> dict[str, str]:
-        offer = {"csr": self.csr.decode(), "proof": csr_proof(self._proof_key, self.csr)}
+        offer = {}
+        if self.csr:
+            offer = {"csr": self.csr.decode(), "proof": csr_proof(self._proof_key, self.csr)}
         if self.peer_csr:
             offer["peer_csr"] = self.peer_csr.decode()
             offer["peer_proof"] = peer_csr_proof(self._proof_key, self.peer_csr)
@@ -169,6 +177,10 @@ class IssuerBootstrap:
         """Store the issuer certificate pitrixd sent, after checking it; raises PKIError naming the field."""
         if not isinstance(doc, dict):
             raise pki.PKIError("body", 'must be a JSON object {"certificate", "proof"}')
+        if self.key is None:  # a joining member: its peer certificate is all it asked for
+            _write_private(self.files.peer_cert or self.files.cert, self._peer_certificate(doc))
+            self.done.set()
+            return
         certificate = doc.get("certificate")
         if not isinstance(certificate, str) or not certificate:
             raise pki.PKIError("certificate", "a PEM certificate is required")
@@ -249,7 +261,7 @@ class IssuerBootstrap:
 
 
 def _for_key(cert: x509.Certificate, key: pki.PrivateKey) -> bool:
-    return cert.public_key().public_numbers() == key.public_key().public_numbers()  # type: ignore[union-attr]
+    return bool(cert.public_key() == key.public_key())
 
 
 def _error(status: int, message: str, **extra: Any) -> web.Response:

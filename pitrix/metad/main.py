@@ -246,6 +246,12 @@ def _cluster_arguments(parser: argparse.ArgumentParser) -> None:
     cluster.add_argument("--etcd-peer-cert", type=Path, help="this member's peer certificate (PEM)")
     cluster.add_argument("--etcd-peer-key", type=Path, help="the peer certificate's key (PEM)")
     cluster.add_argument(
+        "--issuer-from-cluster",
+        action="store_true",
+        help="with --issuer-bootstrap-token-file: a member joining a cluster whose issuer exists; it "
+        "asks pitrixd for its peer certificate only and takes the issuer from its etcd",
+    )
+    cluster.add_argument(
         "--etcd-peer-cn",
         default="",
         metavar="CN",
@@ -264,6 +270,8 @@ def _cluster_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
     """Check the member flags; ``args.etcd_peers`` is the members' description (None: alone)."""
     args.etcd_peers = None
     peer_tls = [f for f in ("etcd_peer_ca", "etcd_peer_cert", "etcd_peer_key") if getattr(args, f)]
+    if args.issuer_from_cluster and (not args.etcd_peer or args.issuer_bootstrap_token_file is None):
+        parser.error("--issuer-from-cluster goes with --etcd-peer and --issuer-bootstrap-token-file")
     if not args.etcd_peer:
         if peer_tls or args.etcd_member or args.etcd_cluster_state != "new":
             parser.error("--etcd-member/--etcd-cluster-state/--etcd-peer-* go with --etcd-peer NAME=URL")
@@ -394,7 +402,9 @@ async def serve(args: argparse.Namespace) -> int:
             peer = None
             if args.etcd_peers is not None:  # a member of several: its peer certificate comes too
                 try:
-                    peer = issuer_bootstrap.PeerRequest(args.etcd_peer_ca.read_bytes())
+                    peer = issuer_bootstrap.PeerRequest(
+                        args.etcd_peer_ca.read_bytes(), joins=args.issuer_from_cluster
+                    )
                 except OSError as exc:
                     raise issuer_bootstrap.BootstrapError(f"--etcd-peer-ca: {exc.strerror or exc}") from None
             await issuer_bootstrap.obtain(
@@ -434,8 +444,12 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
             "instances included (every cluster's data, every mapping)",
             manage_listen_ip=args.manage_listen_ip,
         )
+    # A member of several serves with its cluster's issuer, known once its etcd has joined.
+    shared = args.etcd_peers is not None and args.issuer_bootstrap_token_file is not None
+    tls = None
     try:
-        tls = tls_config(args, (args.state_dir or scratch) / "tls")
+        if not shared:
+            tls = tls_config(args, (args.state_dir or scratch) / "tls")
     except pki.PKIError as exc:
         log.error("cannot serve", error=str(exc))
         return 1
@@ -478,6 +492,18 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
             embedded.supervise()  # etcd dying under metad is restarted, not served around
             etcd_tls = embedded.client_tls
         store = await Store.connect(endpoints, prefix=args.prefix, tls=etcd_tls)
+        if shared:
+            from pitrix.metad.issuer_share import ShareError, share
+
+            try:
+                mine = not args.issuer_from_cluster
+                await share(
+                    store, args.issuer_cert, args.issuer_key, mine=mine, timeout=args.etcd_start_timeout
+                )
+                tls = tls_config(args, args.state_dir / "tls")
+            except (ShareError, pki.PKIError) as exc:
+                log.error("cannot serve", error=str(exc))
+                return 1
         metad = Metad(
             store,
             args.listen_ip,

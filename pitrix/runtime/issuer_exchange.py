@@ -71,10 +71,11 @@ async def fetch_offer(base_url: str, token_sha256: str, timeout: float = 10.0) -
         raise NotReady(f"{base_url}: HTTP {status}: {text[:160]}")
     try:
         doc = json.loads(text)
-        csr = str(doc["csr"]).encode()
+        csr = str(doc["csr"]).encode() if "csr" in doc or "peer_csr" not in doc else b""
     except (ValueError, KeyError, TypeError):
         raise ExchangeError(f"{base_url}: the issuer bootstrap answered no CSR") from None
-    if not proven(csr_proof(token_sha256.encode(), csr), doc.get("proof")):
+    # A joining member of several offers only its peer CSR: it takes its cluster's issuer.
+    if csr and not proven(csr_proof(token_sha256.encode(), csr), doc.get("proof")):
         raise ExchangeError(f"{base_url}: the CSR's proof does not match the token this VM was given")
     peer = doc.get("peer_csr")
     if peer is None:
@@ -89,7 +90,9 @@ async def push_certificate(
     base_url: str, token_sha256: str, cert_pem: bytes, timeout: float = 10.0, *, peer_cert_pem: bytes = b""
 ) -> None:
     """Hand the issuer's certificate (and a member's peer certificate) over, with their proofs."""
-    body = {"certificate": cert_pem.decode(), "proof": certificate_proof(token_sha256.encode(), cert_pem)}
+    body = {}
+    if cert_pem:  # empty for a joining member, which asked for its peer certificate only
+        body = {"certificate": cert_pem.decode(), "proof": certificate_proof(token_sha256.encode(), cert_pem)}
     if peer_cert_pem:
         body["peer_certificate"] = peer_cert_pem.decode()
         body["peer_proof"] = peer_certificate_proof(token_sha256.encode(), peer_cert_pem)

@@ -9,6 +9,7 @@ import hashlib
 import json
 import os
 import socket
+import stat
 import sys
 from pathlib import Path
 
@@ -26,6 +27,7 @@ from pitrix.metad.issuer_bootstrap import (
     peer_certificate_proof,
     proof_key,
 )
+from pitrix.metad.issuer_share import ShareError, share
 from pitrix.runtime import issuer_exchange
 from pitrix.runtime.authority import Authority, etcd_peers_ca, management_client_context, sign_peer
 from pitrix.sealing import Sealer
@@ -84,10 +86,11 @@ def test_member_flags_describe_the_members() -> None:
 async def test_three_metads_bootstrapped_by_pitrixd_serve_one_metadata_cluster(
     net: Net, tmp_path: Path, store: Store, sealer: Sealer
 ) -> None:
-    """Each member VM's metad makes its issuer's and its peer's keys and offers both CSRs with the
-    proof of its own one-time token; pitrixd signs the issuer with the root and the peer
-    certificate with its etcd peers CA (CN pinned to this cluster); the three etcds then form one
-    cluster, and what pitrixd writes through one metad the others serve."""
+    """Each member VM's metad makes its peer key and offers its CSR with the proof of its own
+    one-time token, the first member also its issuer's; pitrixd signs the peer certificates with its
+    etcd peers CA (CN pinned to this cluster) and the issuer with the root. The three etcds form one
+    cluster, the joining members take the first one's issuer from it, and what pitrixd writes
+    through one metad the others serve, each with a server certificate from that one issuer."""
     if not os.access(SYSTEM_ETCD, os.X_OK):
         pytest.fail(f"{SYSTEM_ETCD} is missing: `apt-get install -y etcd-server` (scripts/system-deps.sh)")
     authority = await Authority.load(store, sealer)
@@ -122,11 +125,13 @@ async def test_three_metads_bootstrapped_by_pitrixd_serve_one_metadata_cluster(
                         "--etcd-member", name, *peers, "--etcd-cluster-token", "cluster-x",
                         "--etcd-peer-ca", str(tmp_path / "peers.pem"), "--etcd-peer-cn", "cluster-x",
                         "--etcd-start-timeout", str(DEADLINE),
+                        *(["--issuer-from-cluster"] if name != "m0" else []),
                         stdout=asyncio.subprocess.PIPE, stderr=err, env=env,
                     )
                 )  # fmt: skip
 
         async def bootstrap(name: str, ip: str, port: int) -> bytes:
+            """pitrixd's side: sign what the member asks for; its issuer certificate if it made one."""
             base = f"https://{ip}:{port}"
             token_sha256 = hashlib.sha256((f"token-of-{name}-" + "t" * 30).encode()).hexdigest()
             deadline = asyncio.get_running_loop().time() + DEADLINE
@@ -139,12 +144,15 @@ async def test_three_metads_bootstrapped_by_pitrixd_serve_one_metadata_cluster(
                     assert asyncio.get_running_loop().time() < deadline, f"{name} never offered its CSRs"
                     await asyncio.sleep(backoff.next())
             assert offer.peer_csr, "a member of several offers a peer CSR"
-            issuer = authority.sign_issuer(offer.csr, "alice", "sim")
+            assert bool(offer.csr) == (name == "m0"), "only the first member makes an issuer"
+            issuer = authority.sign_issuer(offer.csr, "alice", "sim") if offer.csr else b""
             peer = sign_peer(peers_ca, offer.peer_csr, ip, "cluster-x")
             await issuer_exchange.push_certificate(base, token_sha256, issuer, peer_cert_pem=peer)
             return issuer
 
-        issuers = await asyncio.gather(*(bootstrap(*m) for m in zip(names, ips, manage_ports, strict=True)))
+        issuer, _, _ = await asyncio.gather(
+            *(bootstrap(*m) for m in zip(names, ips, manage_ports, strict=True))
+        )
         for name, ip in zip(names, ips, strict=True):
             stored = pki.cert_from_pem((tmp_path / name / "issuer" / "peer.pem").read_bytes())
             assert stored.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "cluster-x"
@@ -165,13 +173,19 @@ async def test_three_metads_bootstrapped_by_pitrixd_serve_one_metadata_cluster(
         urls = await asyncio.wait_for(asyncio.gather(*(ready(p) for p in processes)), DEADLINE)
 
         def manage(n: int) -> MetadManagementClient:
-            context = management_client_context(issuers[n], management)
+            # Verifies the member's server certificate against the first member's issuer.
+            context = management_client_context(issuer, management)
             return MetadManagementClient(urls[n]["manage_url"], ssl=context)
 
         async with manage(0) as client:
             await client.put_data("/clusters/c1/env/web/port", "8080")
-        async with manage(2) as client:
-            assert await client.get_data("/clusters/c1/env/web/port") == "8080"
+        for n in (1, 2):
+            async with manage(n) as client:
+                assert await client.get_data("/clusters/c1/env/web/port") == "8080"
+        for name in names[1:]:
+            assert (tmp_path / name / "issuer" / "issuer.pem").read_bytes() == pki.cert_to_pem(
+                pki.cert_from_pem(issuer)
+            )
     finally:
         for process in processes:
             if process.returncode is None:
@@ -264,3 +278,27 @@ async def test_a_member_waiting_for_its_peers_stops_on_sigterm(net: Net, tmp_pat
         if process.returncode is None:
             process.kill()
             await process.wait()
+
+
+async def test_the_cluster_s_issuer_is_published_once_and_adopted_by_every_other(
+    store: Store, tmp_path: Path
+) -> None:
+    root = pki.CertificateAuthority.create("root")
+    files = {}
+    for name in ("first", "again", "joiner"):
+        (tmp_path / name).mkdir()
+        files[name] = (tmp_path / name / "issuer.pem", tmp_path / name / "issuer.key")
+    for name in ("first", "again"):  # two members that each bootstrapped an issuer of their own
+        issuer = root.issue_subordinate(name)
+        files[name][0].write_bytes(issuer.cert_pem)
+        files[name][1].write_bytes(pki.key_to_pem(issuer.key))
+    with pytest.raises(ShareError, match="did not appear"):
+        await share(store, *files["joiner"], mine=False, timeout=0.2)
+    await share(store, *files["first"], mine=True, timeout=1.0)
+    await share(store, *files["again"], mine=True, timeout=1.0)  # a first member made again adopts it
+    await share(store, *files["joiner"], mine=False, timeout=1.0)
+    for name in ("again", "joiner"):
+        assert [p.read_bytes() for p in files[name]] == [p.read_bytes() for p in files["first"]]
+        assert stat.S_IMODE(files[name][1].stat().st_mode) == 0o600
+    mirrored, _ = await store.get_prefix("/")
+    assert mirrored == []  # outside what the mirror (and so either API) reads
