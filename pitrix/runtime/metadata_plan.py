@@ -140,6 +140,7 @@ class MetadataBuild:
                 key_pair=key_pair,
                 userdata=metad_userdata(trust),
                 tags={"pitrix:owner": self.holder, "pitrix:role": "metadata"},
+                spread_group=record.name,  # members of one metadata cluster belong apart
             )
             instance = (await provider.run_instances([spec]))[0]
             detail = f"made {instance.instance_id} ({record.name})"
