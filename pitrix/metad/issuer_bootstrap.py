@@ -45,6 +45,7 @@ _CSR_LABEL = b"pitrix issuer csr\n"
 _CERT_LABEL = b"pitrix issuer certificate\n"
 _PEER_CSR_LABEL = b"pitrix etcd peer csr\n"
 _PEER_CERT_LABEL = b"pitrix etcd peer certificate\n"
+_MEMBERS_LABEL = b"pitrix etcd members\n"
 PEER_CN = "pitrix etcd peer"
 MAX_BODY = 64 * 1024
 
@@ -74,6 +75,21 @@ def peer_certificate_proof(key: bytes, cert_pem: bytes) -> str:
     return hmac.new(key, _PEER_CERT_LABEL + cert_pem, hashlib.sha256).hexdigest()
 
 
+def members_document(members: dict[str, str], state: str) -> bytes:
+    """The members' list as both sides prove it: canonical JSON."""
+    return json.dumps({"members": members, "state": state}, sort_keys=True, separators=(",", ":")).encode()
+
+
+def members_proof(key: bytes, document: bytes) -> str:
+    return hmac.new(key, _MEMBERS_LABEL + document, hashlib.sha256).hexdigest()
+
+
+def load_members(path: Path) -> tuple[dict[str, str], str]:
+    """The members' list a bootstrap stored: ``({name: peer URL}, "new" | "existing")``."""
+    doc = json.loads(path.read_text())
+    return dict(doc["members"]), str(doc["state"])
+
+
 def proven(expected: str, given: object) -> bool:
     return isinstance(given, str) and hmac.compare_digest(expected, given)
 
@@ -84,6 +100,7 @@ class IssuerFiles:
     key: Path
     peer_cert: Path | None = None  # a member of several: its etcd's peer certificate and key
     peer_key: Path | None = None
+    members: Path | None = None  # and the members' list, where the bootstrap brought it
 
 
 @dataclass(frozen=True)
@@ -95,6 +112,11 @@ class PeerRequest:
     # no issuer of its own and takes the cluster's from its etcd once it has joined
     # (``pitrix.metad.issuer_share``), so every member signs and trusts the same one.
     joins: bool = False
+    # Set where the members' list comes with the certificates (a metadata VM: its peers' addresses
+    # are known only once the cloud ran them all): this member's name and peer URL, which the list
+    # must hold.
+    name: str = ""
+    url: str = ""
 
 
 def _write_private(path: Path, data: bytes) -> None:
@@ -115,6 +137,7 @@ class IssuerBootstrap:
     ) -> None:
         self.folder = state_dir / "issuer"
         self.files = self.files_under(state_dir, peer is not None)
+        self._member = (peer.name, peer.url) if peer is not None and peer.name else None
         self._proof_key = proof_key(token)
         self._root = pki.cert_from_pem(root_pem, "root_ca") if root_pem else None
         self.done = asyncio.Event()
@@ -136,7 +159,11 @@ class IssuerBootstrap:
         folder = state_dir / "issuer"
         if peer:
             return IssuerFiles(
-                folder / "issuer.pem", folder / "issuer.key", folder / "peer.pem", folder / "peer.key"
+                folder / "issuer.pem",
+                folder / "issuer.key",
+                folder / "peer.pem",
+                folder / "peer.key",
+                folder / "members.json",
             )
         return IssuerFiles(folder / "issuer.pem", folder / "issuer.key")
 
@@ -153,12 +180,14 @@ class IssuerBootstrap:
         """Whether an earlier run already stored an issuer certificate (and a member's peer
         certificate) for these keys."""
         try:
+            if self._member is not None and self.files.members is not None:
+                load_members(self.files.members)
             if self.wants_issuer:
                 pki.CertificateAuthority.load_pair(self.files.cert, self.files.key)
             peer_cert, peer_key = self.files.peer_cert, self.peer_key
             if peer_cert is not None and peer_key is not None:
                 return _for_key(pki.cert_from_pem(peer_cert.read_bytes()), peer_key)
-        except (OSError, pki.PKIError):
+        except (OSError, ValueError, KeyError, TypeError, pki.PKIError):
             return False
         return True
 
@@ -177,8 +206,12 @@ class IssuerBootstrap:
         """Store the issuer certificate pitrixd sent, after checking it; raises PKIError naming the field."""
         if not isinstance(doc, dict):
             raise pki.PKIError("body", 'must be a JSON object {"certificate", "proof"}')
+        members = self._members(doc) if self._member is not None else b""
         if self.key is None:  # a joining member: its peer certificate is all it asked for
-            _write_private(self.files.peer_cert or self.files.cert, self._peer_certificate(doc))
+            peer = self._peer_certificate(doc)
+            if members and self.files.members is not None:
+                _write_private(self.files.members, members)
+            _write_private(self.files.peer_cert or self.files.cert, peer)
             self.done.set()
             return
         certificate = doc.get("certificate")
@@ -197,9 +230,36 @@ class IssuerBootstrap:
                 raise pki.PKIError("certificate", "was not signed by the installation's root") from None
         if self.files.peer_cert is not None:
             # Stored first: the issuer's certificate is what marks the exchange complete.
-            _write_private(self.files.peer_cert, self._peer_certificate(doc))
+            peer = self._peer_certificate(doc)
+            if members and self.files.members is not None:
+                _write_private(self.files.members, members)
+            _write_private(self.files.peer_cert, peer)
         _write_private(self.files.cert, pki.cert_to_pem(cert))
         self.done.set()
+
+    def _members(self, doc: dict[str, Any]) -> bytes:
+        """The members' list from ``doc``, checked: its proof, its shape, this member in it."""
+        assert self._member is not None
+        name, url = self._member
+        members, state = doc.get("members"), doc.get("state")
+        if not isinstance(members, dict) or not all(
+            isinstance(k, str)
+            and k
+            and "=" not in k
+            and "," not in k
+            and isinstance(v, str)
+            and v.startswith("https://")
+            for k, v in members.items()
+        ):
+            raise pki.PKIError("members", "must map each member's name to its peer URL (https://ip:port)")
+        if state not in ("new", "existing"):
+            raise pki.PKIError("state", 'must be "new" or "existing"')
+        if members.get(name) != url:
+            raise pki.PKIError("members", f"must list this member {name!r} at {url}")
+        document = members_document(members, state)
+        if not proven(members_proof(self._proof_key, document), doc.get("members_proof")):
+            raise PermissionError("members_proof: does not match the bootstrap token")
+        return document
 
     def _peer_certificate(self, doc: dict[str, Any]) -> bytes:
         """The member's peer certificate from ``doc``, checked: its proof, this VM's peer key, the

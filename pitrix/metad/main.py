@@ -267,27 +267,49 @@ def _cluster_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def _cluster_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
-    """Check the member flags; ``args.etcd_peers`` is the members' description (None: alone)."""
+    """Check the member flags. ``args.etcd_member_mode``: this metad's etcd is one member of
+    several; ``args.etcd_peers`` describes them, or is None until the issuer bootstrap brings the
+    list (a metadata VM: its peers' addresses are known only once the cloud ran them all)."""
     args.etcd_peers = None
+    bootstrap = args.issuer_bootstrap_token_file is not None
+    from_bootstrap = bootstrap and bool(args.etcd_member) and not args.etcd_peer
+    args.etcd_member_mode = bool(args.etcd_peer) or from_bootstrap
     peer_tls = [f for f in ("etcd_peer_ca", "etcd_peer_cert", "etcd_peer_key") if getattr(args, f)]
-    if args.issuer_from_cluster and (not args.etcd_peer or args.issuer_bootstrap_token_file is None):
-        parser.error("--issuer-from-cluster goes with --etcd-peer and --issuer-bootstrap-token-file")
-    if not args.etcd_peer:
+    if args.issuer_from_cluster and not (args.etcd_member_mode and bootstrap):
+        parser.error("--issuer-from-cluster goes with --etcd-member and --issuer-bootstrap-token-file")
+    if not args.etcd_member_mode:
         if peer_tls or args.etcd_member or args.etcd_cluster_state != "new":
-            parser.error("--etcd-member/--etcd-cluster-state/--etcd-peer-* go with --etcd-peer NAME=URL")
+            parser.error(
+                "--etcd-member/--etcd-cluster-state/--etcd-peer-* go with --etcd-peer NAME=URL "
+                "(or, with --issuer-bootstrap-token-file, --etcd-member NAME alone)"
+            )
         return
     if not args.embedded_etcd:
         parser.error("--etcd-peer: only the embedded etcd (--embedded-etcd) is run as a member")
-    bootstrap = args.issuer_bootstrap_token_file is not None
     if bootstrap and peer_tls != ["etcd_peer_ca"]:
         parser.error(
-            "--etcd-peer with --issuer-bootstrap-token-file: give --etcd-peer-ca only "
+            "a member with --issuer-bootstrap-token-file: give --etcd-peer-ca only "
             "(the peer certificate comes with the issuer's)"
         )
     if not bootstrap and len(peer_tls) != 3:
         parser.error(
             "--etcd-peer: members speak mutual TLS: give --etcd-peer-ca, --etcd-peer-cert, --etcd-peer-key"
         )
+    if not args.etcd_member or "=" in args.etcd_member or "," in args.etcd_member:
+        parser.error("--etcd-member: this member's name (no '=' or ',') is required")
+    if not args.etcd_peer_port:
+        parser.error("--etcd-peer-port: a member needs the fixed port its peers know (not 0)")
+    if args.etcd_start_timeout <= 0:
+        parser.error("--etcd-start-timeout must be positive")
+    host = f"[{args.listen_ip}]" if ":" in args.listen_ip else args.listen_ip
+    args.etcd_peer_url = f"https://{host}:{args.etcd_peer_port}"
+    if bootstrap:
+        from pitrix.metad.issuer_bootstrap import IssuerBootstrap
+
+        files = IssuerBootstrap.files_under(args.state_dir, peer=True)
+        args.etcd_peer_cert, args.etcd_peer_key = files.peer_cert, files.peer_key
+    if from_bootstrap:
+        return  # the members' list arrives with the certificates
     members: dict[str, str] = {}
     for given in args.etcd_peer:
         name, sep, url = given.partition("=")
@@ -296,31 +318,22 @@ def _cluster_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> 
         if name in members:
             parser.error(f"--etcd-peer: member {name!r} is given twice")
         members[name] = url
-    if not args.etcd_member or args.etcd_member not in members:
+    if args.etcd_member not in members:
         parser.error(f"--etcd-member: must name this member, one of {', '.join(members)}")
-    if not args.etcd_peer_port:
-        parser.error("--etcd-peer-port: a member needs the fixed port its peers know (not 0)")
-    host = f"[{args.listen_ip}]" if ":" in args.listen_ip else args.listen_ip
-    mine = f"https://{host}:{args.etcd_peer_port}"
-    if members[args.etcd_member] != mine:
+    if members[args.etcd_member] != args.etcd_peer_url:
         parser.error(
-            f"--etcd-peer {args.etcd_member}: this member's peer URL is {mine} "
+            f"--etcd-peer {args.etcd_member}: this member's peer URL is {args.etcd_peer_url} "
             "(from --listen-ip and --etcd-peer-port)"
         )
-    if args.etcd_start_timeout <= 0:
-        parser.error("--etcd-start-timeout must be positive")
+    args.etcd_peers = _peers(args, members, args.etcd_cluster_state)
+
+
+def _peers(args: argparse.Namespace, members: dict[str, str], state: str) -> Any:
     from pitrix.store.embedded import EtcdPeers
     from pitrix.store.tls import EtcdTLS
 
-    if bootstrap:
-        from pitrix.metad.issuer_bootstrap import IssuerBootstrap
-
-        files = IssuerBootstrap.files_under(args.state_dir, peer=True)
-        args.etcd_peer_cert, args.etcd_peer_key = files.peer_cert, files.peer_key
     tls = EtcdTLS(args.etcd_peer_ca, args.etcd_peer_cert, args.etcd_peer_key)
-    args.etcd_peers = EtcdPeers(
-        members, tls, args.etcd_cluster_state, args.etcd_cluster_token, args.etcd_peer_cn
-    )
+    return EtcdPeers(members, tls, state, args.etcd_cluster_token, args.etcd_peer_cn)  # type: ignore[arg-type]
 
 
 def _legacy_management(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -400,14 +413,19 @@ async def serve(args: argparse.Namespace) -> int:
         # Before anything else listens: until pitrixd has signed the issuer, this is all metad does.
         try:
             peer = None
-            if args.etcd_peers is not None:  # a member of several: its peer certificate comes too
+            if args.etcd_member_mode:  # a member of several: its peer certificate comes too
                 try:
-                    peer = issuer_bootstrap.PeerRequest(
-                        args.etcd_peer_ca.read_bytes(), joins=args.issuer_from_cluster
-                    )
+                    ca_pem = args.etcd_peer_ca.read_bytes()
                 except OSError as exc:
                     raise issuer_bootstrap.BootstrapError(f"--etcd-peer-ca: {exc.strerror or exc}") from None
-            await issuer_bootstrap.obtain(
+                listed = args.etcd_peers is None  # else the list came with the flags
+                peer = issuer_bootstrap.PeerRequest(
+                    ca_pem,
+                    joins=args.issuer_from_cluster,
+                    name=args.etcd_member if listed else "",
+                    url=args.etcd_peer_url if listed else "",
+                )
+            files = await issuer_bootstrap.obtain(
                 args.state_dir,
                 args.issuer_bootstrap_token_file,
                 args.root_ca,
@@ -418,6 +436,13 @@ async def serve(args: argparse.Namespace) -> int:
         except issuer_bootstrap.BootstrapError as exc:
             get_logger("pitrix.metad.main").error("issuer bootstrap failed", error=str(exc))
             return 1
+        if args.etcd_member_mode and args.etcd_peers is None and files.members is not None:
+            try:
+                members, state = issuer_bootstrap.load_members(files.members)
+            except (OSError, ValueError) as exc:
+                get_logger("pitrix.metad.main").error("the members' list is unreadable", error=str(exc))
+                return 1
+            args.etcd_peers = _peers(args, members, state)
     # Where a self-issued server certificate lives without a state directory: gone at exit.
     with tempfile.TemporaryDirectory(prefix="pitrix-metad-") as scratch:
         return await _serve(args, Path(scratch))
@@ -445,7 +470,7 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
             manage_listen_ip=args.manage_listen_ip,
         )
     # A member of several serves with its cluster's issuer, known once its etcd has joined.
-    shared = args.etcd_peers is not None and args.issuer_bootstrap_token_file is not None
+    shared = args.etcd_member_mode and args.issuer_bootstrap_token_file is not None
     tls = None
     try:
         if not shared:

@@ -22,6 +22,8 @@ from pitrix.metad.issuer_bootstrap import (
     PATH,
     certificate_proof,
     csr_proof,
+    members_document,
+    members_proof,
     peer_certificate_proof,
     peer_csr_proof,
     proven,
@@ -87,15 +89,26 @@ async def fetch_offer(base_url: str, token_sha256: str, timeout: float = 10.0) -
 
 
 async def push_certificate(
-    base_url: str, token_sha256: str, cert_pem: bytes, timeout: float = 10.0, *, peer_cert_pem: bytes = b""
+    base_url: str,
+    token_sha256: str,
+    cert_pem: bytes,
+    timeout: float = 10.0,
+    *,
+    peer_cert_pem: bytes = b"",
+    members: dict[str, str] | None = None,
+    state: str = "new",
 ) -> None:
-    """Hand the issuer's certificate (and a member's peer certificate) over, with their proofs."""
-    body = {}
+    """Hand the issuer's certificate over, with its proof; to a member of several also its peer
+    certificate and the members' list (name → peer URL; ``state`` new or existing), each proven."""
+    body: dict[str, object] = {}
     if cert_pem:  # empty for a joining member, which asked for its peer certificate only
         body = {"certificate": cert_pem.decode(), "proof": certificate_proof(token_sha256.encode(), cert_pem)}
     if peer_cert_pem:
         body["peer_certificate"] = peer_cert_pem.decode()
         body["peer_proof"] = peer_certificate_proof(token_sha256.encode(), peer_cert_pem)
+    if members is not None:
+        body["members"], body["state"] = members, state
+        body["members_proof"] = members_proof(token_sha256.encode(), members_document(members, state))
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,

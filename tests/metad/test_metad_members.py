@@ -24,6 +24,9 @@ from pitrix.metad.issuer_bootstrap import (
     IssuerBootstrap,
     PeerRequest,
     certificate_proof,
+    load_members,
+    members_document,
+    members_proof,
     peer_certificate_proof,
     proof_key,
 )
@@ -56,7 +59,17 @@ def _base(ip: str = "127.0.0.1") -> list[str]:
         (["--etcd-member", "m0"], "go with --etcd-peer"),
         (["--etcd-peer", "m0=https://127.0.0.1:2380"], "give --etcd-peer-ca"),
         (["--etcd-peer", "m0=http://127.0.0.1:2380", "--etcd-member", "m0"], "NAME=https://ip:port"),
-        (["--etcd-peer", "m0=https://127.0.0.1:2380", "--etcd-peer", "m0=https://127.0.0.2:2380"], "twice"),
+        (
+            [
+                "--etcd-peer",
+                "m0=https://127.0.0.1:2380",
+                "--etcd-peer",
+                "m0=https://127.0.0.2:2380",
+                "--etcd-member",
+                "m0",
+            ],
+            "twice",
+        ),
         (["--etcd-peer", "m0=https://127.0.0.1:2380", "--etcd-member", "m1"], "must name this member"),
         (["--etcd-peer", "m0=https://127.0.0.1:2381", "--etcd-member", "m0"], "peer URL is"),
     ],
@@ -81,6 +94,12 @@ def test_member_flags_describe_the_members() -> None:
     assert args.etcd_peers.initial_cluster() == "m0=https://127.0.0.1:2380,m1=https://127.0.0.2:2380"
     assert args.etcd_peers.state == "existing" and args.etcd_peers.tls.cert_file == Path("c")
     assert parse_args(_base()).etcd_peers is None
+    # A metadata VM: the list comes with the certificates; its own peer URL is what it must say.
+    vm = parse_args(
+        [*_base(), "--issuer-bootstrap-token-file", "t", "--etcd-member", "m1", "--etcd-peer-ca", "ca"]
+    )
+    assert vm.etcd_member_mode and vm.etcd_peers is None and vm.etcd_peer_url == "https://127.0.0.1:2380"
+    assert vm.etcd_peer_cert == Path("s/issuer/peer.pem")
 
 
 async def test_three_metads_bootstrapped_by_pitrixd_serve_one_metadata_cluster(
@@ -90,7 +109,9 @@ async def test_three_metads_bootstrapped_by_pitrixd_serve_one_metadata_cluster(
     one-time token, the first member also its issuer's; pitrixd signs the peer certificates with its
     etcd peers CA (CN pinned to this cluster) and the issuer with the root. The three etcds form one
     cluster, the joining members take the first one's issuer from it, and what pitrixd writes
-    through one metad the others serve, each with a server certificate from that one issuer."""
+    through one metad the others serve, each with a server certificate from that one issuer. The
+    members' list reaches them with the certificates, as on a cloud, where the members' addresses
+    are known only once all of them run."""
     if not os.access(SYSTEM_ETCD, os.X_OK):
         pytest.fail(f"{SYSTEM_ETCD} is missing: `apt-get install -y etcd-server` (scripts/system-deps.sh)")
     authority = await Authority.load(store, sealer)
@@ -106,7 +127,7 @@ async def test_three_metads_bootstrapped_by_pitrixd_serve_one_metadata_cluster(
     ips = [net.ip(200 + n) for n in range(3)]
     names = [f"m{n}" for n in range(3)]
     peer_ports, manage_ports = [_port(ip) for ip in ips], [_port(ip) for ip in ips]
-    peers = [f"--etcd-peer={n}=https://{ip}:{p}" for n, ip, p in zip(names, ips, peer_ports, strict=True)]
+    members = {n: f"https://{ip}:{p}" for n, ip, p in zip(names, ips, peer_ports, strict=True)}
     env = {**os.environ, BINARY_VARIABLE: str(SYSTEM_ETCD)}
     processes: list[asyncio.subprocess.Process] = []
     try:
@@ -122,7 +143,7 @@ async def test_three_metads_bootstrapped_by_pitrixd_serve_one_metadata_cluster(
                         "--issuer-bootstrap-token-file", str(tmp_path / f"{name}.token"),
                         "--embedded-etcd", "--state-dir", str(tmp_path / name),
                         "--etcd-client-port", "0", "--etcd-peer-port", str(peer_port),
-                        "--etcd-member", name, *peers, "--etcd-cluster-token", "cluster-x",
+                        "--etcd-member", name, "--etcd-cluster-token", "cluster-x",
                         "--etcd-peer-ca", str(tmp_path / "peers.pem"), "--etcd-peer-cn", "cluster-x",
                         "--etcd-start-timeout", str(DEADLINE),
                         *(["--issuer-from-cluster"] if name != "m0" else []),
@@ -147,7 +168,9 @@ async def test_three_metads_bootstrapped_by_pitrixd_serve_one_metadata_cluster(
             assert bool(offer.csr) == (name == "m0"), "only the first member makes an issuer"
             issuer = authority.sign_issuer(offer.csr, "alice", "sim") if offer.csr else b""
             peer = sign_peer(peers_ca, offer.peer_csr, ip, "cluster-x")
-            await issuer_exchange.push_certificate(base, token_sha256, issuer, peer_cert_pem=peer)
+            await issuer_exchange.push_certificate(
+                base, token_sha256, issuer, peer_cert_pem=peer, members=members, state="new"
+            )
             return issuer
 
         issuer, _, _ = await asyncio.gather(
@@ -228,6 +251,7 @@ def test_a_member_s_peer_certificate_is_checked_before_it_is_stored(tmp_path: Pa
         )
     assert not exchange.complete()
     exchange.accept(doc(good_peer))
+    assert not (tmp_path / "issuer" / "members.json").exists()  # no list asked for: the flags gave it
     assert exchange.complete()
     again = IssuerBootstrap(tmp_path, token, root.cert_pem, PeerRequest(peers_ca.cert_pem))
     assert again.complete()
@@ -302,3 +326,42 @@ async def test_the_cluster_s_issuer_is_published_once_and_adopted_by_every_other
         assert stat.S_IMODE(files[name][1].stat().st_mode) == 0o600
     mirrored, _ = await store.get_prefix("/")
     assert mirrored == []  # outside what the mirror (and so either API) reads
+
+
+def test_a_member_s_list_of_peers_is_proven_and_names_it(tmp_path: Path) -> None:
+    root, peers_ca, token = (
+        pki.CertificateAuthority.create("root"),
+        pki.CertificateAuthority.create("p"),
+        "t" * 40,
+    )
+    me = "https://127.0.0.5:2380"
+    request = PeerRequest(peers_ca.cert_pem, joins=True, name="m1", url=me)
+    exchange = IssuerBootstrap(tmp_path, token, root.cert_pem, request)
+    assert "csr" not in exchange.offer()  # a joining member makes no issuer
+    key = proof_key(token)
+    peer = sign_peer(peers_ca, exchange.offer()["peer_csr"].encode(), "127.0.0.5", "c")
+    base = {"peer_certificate": peer.decode(), "peer_proof": peer_certificate_proof(key, peer)}
+
+    def listed(
+        members: dict[str, str], state: str = "existing", proof: str | None = None
+    ) -> dict[str, object]:
+        document = members_document(members, state)
+        return {
+            **base,
+            "members": members,
+            "state": state,
+            "members_proof": proof or members_proof(key, document),
+        }
+
+    good = {"m0": "https://127.0.0.4:2380", "m1": me}
+    with pytest.raises(pki.PKIError, match="must list this member 'm1'"):
+        exchange.accept(listed({"m0": "https://127.0.0.4:2380", "m1": "https://127.0.0.9:2380"}))
+    with pytest.raises(pki.PKIError, match="peer URL"):
+        exchange.accept(listed({"m0": "http://127.0.0.4:2380", "m1": me}))
+    with pytest.raises(pki.PKIError, match="state"):
+        exchange.accept(listed(good, "rejoin"))
+    with pytest.raises(PermissionError, match="members_proof"):
+        exchange.accept(listed(good, proof="0" * 64))
+    assert not exchange.complete()
+    exchange.accept(listed(good))
+    assert exchange.complete() and load_members(tmp_path / "issuer" / "members.json") == (good, "existing")
