@@ -345,7 +345,12 @@ class MetadataClusters:
             if record is None:
                 return False
             provider = await self.provider_for(runtime)
-            found = await self._vms(provider, record)
+            names = {record.name, *(m.name for m in record.members)}
+            found = [
+                i
+                for i in await provider.describe_instances(name_prefix=record.name)
+                if i.name in names and i.status not in ("terminated", "ceased")
+            ]
             if found:
                 await provider.terminate_instances([i.instance_id for i in found])
             for cache in (record.manage_url, record.instance_id):
