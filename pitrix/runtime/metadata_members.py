@@ -154,18 +154,16 @@ async def wait_members_healthy(clusters: MetadataClusters, record: MetadataClust
     """Every member's metad answering its management port (it serves once its etcd has a quorum)."""
     context = management_client_context(record.issuer_cert_pem, await clusters.management())
     deadline = time.monotonic() + timeout
-    for member in record.members:
+    for name, ip in [(record.name, record.ip), *((m.name, m.ip) for m in record.members)]:
         backoff = Backoff(0.05, 0.5)
-        async with MetadManagementClient(f"https://{member.ip}:9611", ssl=context) as client:
+        async with MetadManagementClient(f"https://{ip}:9611", ssl=context) as client:
             while True:
                 try:
                     await client.healthz()
                     break
                 except (aiohttp.ClientError, OSError, TimeoutError):
                     if time.monotonic() > deadline:
-                        raise TimeoutError(
-                            f"metadata member {member.name} at {member.ip} did not become healthy"
-                        ) from None
+                        raise TimeoutError(f"metadata member {name} at {ip} did not become healthy") from None
                     await asyncio.sleep(backoff.next())
 
 
