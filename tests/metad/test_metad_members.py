@@ -365,3 +365,30 @@ def test_a_member_s_list_of_peers_is_proven_and_names_it(tmp_path: Path) -> None
     assert not exchange.complete()
     exchange.accept(listed(good))
     assert exchange.complete() and load_members(tmp_path / "issuer" / "members.json") == (good, "existing")
+
+
+def test_a_member_s_token_hash_is_sealed_with_the_record() -> None:
+    from pitrix.runtime.records import MetadataCluster, MetadataMember
+    from pitrix.sealing import Sealer as RecordSealer
+    from pitrix.sealing import SealingError
+
+    sealer = RecordSealer.generate()
+    hashes = ["a" * 64, "b" * 64]
+    record = MetadataCluster(
+        owner="o",
+        runtime="r",
+        name="pitrix-meta-o-r",
+        ip="10.0.0.1",
+        members=[
+            MetadataMember(name=f"pitrix-meta-o-r-m{k}", ip=f"10.0.0.{k + 1}", bootstrap_sha256=h)
+            for k, h in enumerate(hashes, 1)
+        ],
+    )
+    stored = record.sealed(sealer)
+    assert not any(h.encode() in stored for h in hashes)
+    assert MetadataCluster.opened(stored, sealer) == record
+    assert record.instance_urls == [f"http://10.0.0.{k}:8080" for k in (1, 2, 3)]
+    # A hash sealed for one member does not open as another's.
+    swapped = stored.replace(b"pitrix-meta-o-r-m1", b"pitrix-meta-o-r-mX")
+    with pytest.raises(SealingError):
+        MetadataCluster.opened(swapped, sealer)
