@@ -308,6 +308,20 @@ class CertificateAuthority:
         ``client_auth`` also lets it authenticate as a client: an etcd member presents the same
         certificate to its peers and to its own gRPC gateway, which both demand a client usage.
         """
+        key = generate_key()
+        cert = self.sign_server_key(key.public_key(), addresses, name, lifetime, client_auth=client_auth)
+        return Issued(cert, key)
+
+    def sign_server_key(
+        self,
+        public_key: ec.EllipticCurvePublicKey,
+        addresses: Iterable[str],
+        name: str,
+        lifetime: dt.timedelta = SERVER_LIFETIME,
+        *,
+        client_auth: bool = False,
+    ) -> x509.Certificate:
+        """:meth:`issue_server` for a key held elsewhere (an etcd member's peer key, from its CSR)."""
         sans: list[x509.GeneralName] = []
         for address in addresses:
             try:
@@ -320,12 +334,10 @@ class CertificateAuthority:
                 sans.append(x509.DNSName(address))
         if not sans:
             raise PKIError("addresses", "a server certificate needs at least one address")
-        key = generate_key()
         usages = [ExtendedKeyUsageOID.SERVER_AUTH]
         if client_auth:
             usages.append(ExtendedKeyUsageOID.CLIENT_AUTH)
-        cert = self._sign(_name(name, "pitrix"), key.public_key(), lifetime, usages, sans)
-        return Issued(cert, key)
+        return self._sign(_name(name, "pitrix"), public_key, lifetime, usages, sans)
 
     def issue_instance(
         self, instance_id: str, owner: str, cluster_id: str, lifetime: dt.timedelta = INSTANCE_LIFETIME

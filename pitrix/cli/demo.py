@@ -74,6 +74,8 @@ def sim_runtime(ready: dict[str, Any], name: str = "sim") -> dict[str, Any]:
         "access_key_id": ready["access_key_id"],
         "secret_access_key": ready["secret_access_key"],
         "hypervisor": "simulator",  # what AppCenter-profile apps read as /host/hypervisor
+        # One metadata VM: the demo runs on one machine (a runtime's default is a cluster of three).
+        "metadata_size": 1,
     }
 
 

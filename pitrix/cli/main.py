@@ -266,6 +266,8 @@ def _runtime_settings(args: argparse.Namespace) -> dict[str, Any]:
         body["heartbeat_interval"] = args.heartbeat_interval
     if args.network is not None:
         body["network"] = args.network
+    if args.metadata_size is not None:
+        body["metadata_size"] = args.metadata_size
     given = _pairs(args.set, "--set", "KEY=VALUE")
     warn_secret_arguments(
         "--set",
@@ -1025,6 +1027,14 @@ def _runtime_setting_arguments(add: argparse.ArgumentParser) -> None:
         metavar="ID",
         help="the network instances join: a QingCloud vxnet (default vxnet-0, the base network), "
         "an AWS subnet, an OpenStack network",
+    )
+    add.add_argument(
+        "--metadata-size",
+        type=int,
+        choices=[1, 3, 5, 7],
+        metavar="N",
+        help="members of each metadata cluster made on the runtime: 1, 3 (default), 5 or 7; "
+        "three survive the loss of one metadata VM",
     )
     add.add_argument(
         "--set",

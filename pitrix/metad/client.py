@@ -231,3 +231,36 @@ class MetadManagementClient:
                 retry_in=round(delay, 3),
             )
             await asyncio.sleep(delay)
+
+
+class FailoverManagementClient(MetadManagementClient):
+    """The management API of a metadata cluster of several: another member when one cannot be
+    reached (its VM lost), sticking to the last that answered.
+
+    Only a connection that could not be made moves on (nothing was sent, so nothing is applied
+    twice); a member that answered, even with an error, is the answer. ``watch`` reconnects to
+    whichever member is current.
+    """
+
+    def __init__(self, base_urls: list[str], **kwargs: Any) -> None:
+        if not base_urls:
+            raise ValueError("base_urls: at least one member's management URL is needed")
+        super().__init__(base_urls[0], **kwargs)
+        self.base_urls = [url.rstrip("/") for url in base_urls]
+
+    async def _request(self, method: str, url: str, obj: Any = _NO_BODY, allow_404: bool = False) -> Any:
+        start = self.base_urls.index(self.base_url) if self.base_url in self.base_urls else 0
+        unreachable: list[str] = []
+        for step in range(len(self.base_urls)):
+            self.base_url = self.base_urls[(start + step) % len(self.base_urls)]
+            try:
+                result = await super()._request(method, url, obj, allow_404)
+            except aiohttp.ClientConnectorError:
+                if step == len(self.base_urls) - 1:
+                    raise
+                unreachable.append(self.base_url)
+                continue
+            if unreachable:  # said once another answered (while none does, the caller's error says it)
+                self._log.warning("metadata member unreachable; another answered", unreachable=unreachable)
+            return result
+        raise AssertionError("unreachable: the last member's failure is raised")

@@ -9,12 +9,15 @@ import json
 import os
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pitrix import __version__
 from pitrix.metad.limits import DEFAULT_WAIT_TIMEOUT, ConnectionLimits, LimitsError
 
 if TYPE_CHECKING:
+    import asyncio
+    from collections.abc import Coroutine
+
     from pitrix.metad.server import Metad
     from pitrix.metad.tls import MetadTLS
     from pitrix.store import Store
@@ -71,6 +74,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         default=DEFAULT_WAIT_TIMEOUT,
         help="seconds a long-poll is held before answering the current value",
     )
+    _cluster_arguments(parser)
     tls = parser.add_argument_group("identity (mutual TLS, or the legacy source-address model)")
     tls.add_argument("--tls-cert", type=Path, help="metad's server certificate (PEM; SAN = its IP)")
     tls.add_argument("--tls-key", type=Path, help="the server certificate's key (PEM)")
@@ -209,11 +213,127 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             parser.error(f"--etcd {url} is https://: give --etcd-cacert (and --etcd-cert/--etcd-key)")
         if url.startswith("http://") and args.etcd_tls is not None:
             parser.error(f"--etcd {url} is plain http:// but --etcd-cacert/--etcd-cert/--etcd-key are given")
+    _cluster_args(parser, args)
     if args.wait_timeout <= 0:
         parser.error("--wait-timeout must be positive")
     if args.cert_lifetime is not None and args.cert_lifetime <= 0:
         parser.error("--cert-lifetime must be positive")
     return args
+
+
+def _cluster_arguments(parser: argparse.ArgumentParser) -> None:
+    cluster = parser.add_argument_group(
+        "a metadata cluster of several members (the embedded etcd as one of them, a metad beside each)"
+    )
+    cluster.add_argument(
+        "--etcd-member", metavar="NAME", help="this member's name among --etcd-peer (default: pitrix)"
+    )
+    cluster.add_argument(
+        "--etcd-peer",
+        action="append",
+        default=[],
+        metavar="NAME=URL",
+        help="a member and its peer URL (https://ip:port), this one included (repeatable)",
+    )
+    cluster.add_argument(
+        "--etcd-cluster-state",
+        choices=["new", "existing"],
+        default="new",
+        help="new: the members start together; existing: this one joins after being added there",
+    )
+    cluster.add_argument("--etcd-cluster-token", default="pitrix", help="the cluster's token (unique)")
+    cluster.add_argument("--etcd-peer-ca", type=Path, help="the CA every member's peer certificate is from")
+    cluster.add_argument("--etcd-peer-cert", type=Path, help="this member's peer certificate (PEM)")
+    cluster.add_argument("--etcd-peer-key", type=Path, help="the peer certificate's key (PEM)")
+    cluster.add_argument(
+        "--issuer-from-cluster",
+        action="store_true",
+        help="with --issuer-bootstrap-token-file: a member joining a cluster whose issuer exists; it "
+        "asks pitrixd for its peer certificate only and takes the issuer from its etcd",
+    )
+    cluster.add_argument(
+        "--etcd-peer-cn",
+        default="",
+        metavar="CN",
+        help="the CN every peer's certificate must carry (where the peers' CA serves many clusters)",
+    )
+    cluster.add_argument(
+        "--etcd-start-timeout",
+        type=float,
+        default=300.0,
+        metavar="SECONDS",
+        help="with --etcd-peer: how long the member may wait for a quorum of its peers at start",
+    )
+
+
+def _cluster_args(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
+    """Check the member flags. ``args.etcd_member_mode``: this metad's etcd is one member of
+    several; ``args.etcd_peers`` describes them, or is None until the issuer bootstrap brings the
+    list (a metadata VM: its peers' addresses are known only once the cloud ran them all)."""
+    args.etcd_peers = None
+    bootstrap = args.issuer_bootstrap_token_file is not None
+    from_bootstrap = bootstrap and bool(args.etcd_member) and not args.etcd_peer
+    args.etcd_member_mode = bool(args.etcd_peer) or from_bootstrap
+    peer_tls = [f for f in ("etcd_peer_ca", "etcd_peer_cert", "etcd_peer_key") if getattr(args, f)]
+    if args.issuer_from_cluster and not (args.etcd_member_mode and bootstrap):
+        parser.error("--issuer-from-cluster goes with --etcd-member and --issuer-bootstrap-token-file")
+    if not args.etcd_member_mode:
+        if peer_tls or args.etcd_member or args.etcd_cluster_state != "new":
+            parser.error(
+                "--etcd-member/--etcd-cluster-state/--etcd-peer-* go with --etcd-peer NAME=URL "
+                "(or, with --issuer-bootstrap-token-file, --etcd-member NAME alone)"
+            )
+        return
+    if not args.embedded_etcd:
+        parser.error("--etcd-peer: only the embedded etcd (--embedded-etcd) is run as a member")
+    if bootstrap and peer_tls != ["etcd_peer_ca"]:
+        parser.error(
+            "a member with --issuer-bootstrap-token-file: give --etcd-peer-ca only "
+            "(the peer certificate comes with the issuer's)"
+        )
+    if not bootstrap and len(peer_tls) != 3:
+        parser.error(
+            "--etcd-peer: members speak mutual TLS: give --etcd-peer-ca, --etcd-peer-cert, --etcd-peer-key"
+        )
+    if not args.etcd_member or "=" in args.etcd_member or "," in args.etcd_member:
+        parser.error("--etcd-member: this member's name (no '=' or ',') is required")
+    if not args.etcd_peer_port:
+        parser.error("--etcd-peer-port: a member needs the fixed port its peers know (not 0)")
+    if args.etcd_start_timeout <= 0:
+        parser.error("--etcd-start-timeout must be positive")
+    host = f"[{args.listen_ip}]" if ":" in args.listen_ip else args.listen_ip
+    args.etcd_peer_url = f"https://{host}:{args.etcd_peer_port}"
+    if bootstrap:
+        from pitrix.metad.issuer_bootstrap import IssuerBootstrap
+
+        files = IssuerBootstrap.files_under(args.state_dir, peer=True)
+        args.etcd_peer_cert, args.etcd_peer_key = files.peer_cert, files.peer_key
+    if from_bootstrap:
+        return  # the members' list arrives with the certificates
+    members: dict[str, str] = {}
+    for given in args.etcd_peer:
+        name, sep, url = given.partition("=")
+        if not sep or not name or "," in name or not url.startswith("https://"):
+            parser.error(f"--etcd-peer {given!r}: must be NAME=https://ip:port")
+        if name in members:
+            parser.error(f"--etcd-peer: member {name!r} is given twice")
+        members[name] = url
+    if args.etcd_member not in members:
+        parser.error(f"--etcd-member: must name this member, one of {', '.join(members)}")
+    if members[args.etcd_member] != args.etcd_peer_url:
+        parser.error(
+            f"--etcd-peer {args.etcd_member}: this member's peer URL is {args.etcd_peer_url} "
+            "(from --listen-ip and --etcd-peer-port)"
+        )
+    args.etcd_peers = _peers(args, members, args.etcd_cluster_state)
+
+
+def _peers(args: argparse.Namespace, members: dict[str, str], state: str) -> Any:
+    from pitrix.store.embedded import EtcdPeers
+    from pitrix.store.tls import EtcdTLS
+
+    tls = EtcdTLS(args.etcd_peer_ca, args.etcd_peer_cert, args.etcd_peer_key)
+    return EtcdPeers(members, tls, state, args.etcd_cluster_token, args.etcd_peer_cn)  # type: ignore[arg-type]
 
 
 def _legacy_management(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
@@ -292,16 +412,37 @@ async def serve(args: argparse.Namespace) -> int:
     if args.issuer_bootstrap_token_file is not None:
         # Before anything else listens: until pitrixd has signed the issuer, this is all metad does.
         try:
-            await issuer_bootstrap.obtain(
+            peer = None
+            if args.etcd_member_mode:  # a member of several: its peer certificate comes too
+                try:
+                    ca_pem = args.etcd_peer_ca.read_bytes()
+                except OSError as exc:
+                    raise issuer_bootstrap.BootstrapError(f"--etcd-peer-ca: {exc.strerror or exc}") from None
+                listed = args.etcd_peers is None  # else the list came with the flags
+                peer = issuer_bootstrap.PeerRequest(
+                    ca_pem,
+                    joins=args.issuer_from_cluster,
+                    name=args.etcd_member if listed else "",
+                    url=args.etcd_peer_url if listed else "",
+                )
+            files = await issuer_bootstrap.obtain(
                 args.state_dir,
                 args.issuer_bootstrap_token_file,
                 args.root_ca,
                 args.listen_ip,
                 args.manage_port,
+                peer,
             )
         except issuer_bootstrap.BootstrapError as exc:
             get_logger("pitrix.metad.main").error("issuer bootstrap failed", error=str(exc))
             return 1
+        if args.etcd_member_mode and args.etcd_peers is None and files.members is not None:
+            try:
+                members, state = issuer_bootstrap.load_members(files.members)
+            except (OSError, ValueError) as exc:
+                get_logger("pitrix.metad.main").error("the members' list is unreadable", error=str(exc))
+                return 1
+            args.etcd_peers = _peers(args, members, state)
     # Where a self-issued server certificate lives without a state directory: gone at exit.
     with tempfile.TemporaryDirectory(prefix="pitrix-metad-") as scratch:
         return await _serve(args, Path(scratch))
@@ -328,8 +469,12 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
             "instances included (every cluster's data, every mapping)",
             manage_listen_ip=args.manage_listen_ip,
         )
+    # A member of several serves with its cluster's issuer, known once its etcd has joined.
+    shared = args.etcd_member_mode and args.issuer_bootstrap_token_file is not None
+    tls = None
     try:
-        tls = tls_config(args, (args.state_dir or scratch) / "tls")
+        if not shared:
+            tls = tls_config(args, (args.state_dir or scratch) / "tls")
     except pki.PKIError as exc:
         log.error("cannot serve", error=str(exc))
         return 1
@@ -351,16 +496,39 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
             # ETCD_* variables and the child inherits ours; an operator's own setting wins.
             os.environ.setdefault("ETCD_MAX_TXN_OPS", str(EMBEDDED_MAX_TXN_OPS))
 
+            cluster: dict[str, Any] = {}
+            if args.etcd_peers is not None:
+                cluster = {
+                    "name": args.etcd_member,
+                    "peers": args.etcd_peers,
+                    "startup_timeout": args.etcd_start_timeout,
+                }
             embedded = EmbeddedEtcd(
                 args.state_dir,
                 host=args.listen_ip,
                 client_port=args.etcd_client_port,
                 peer_port=args.etcd_peer_port,
+                **cluster,
             )
-            endpoints = [await embedded.start()]
+            started = await _unless_stopped(embedded.start(), stop)
+            if started is None:  # stopped while a member waited for its peers' quorum
+                return 0
+            endpoints = [started]
             embedded.supervise()  # etcd dying under metad is restarted, not served around
             etcd_tls = embedded.client_tls
         store = await Store.connect(endpoints, prefix=args.prefix, tls=etcd_tls)
+        if shared:
+            from pitrix.metad.issuer_share import ShareError, share
+
+            try:
+                mine = not args.issuer_from_cluster
+                await share(
+                    store, args.issuer_cert, args.issuer_key, mine=mine, timeout=args.etcd_start_timeout
+                )
+                tls = tls_config(args, args.state_dir / "tls")
+            except (ShareError, pki.PKIError) as exc:
+                log.error("cannot serve", error=str(exc))
+                return 1
         metad = Metad(
             store,
             args.listen_ip,
@@ -406,6 +574,22 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
             await store.close()
         if embedded is not None:
             await embedded.stop()
+
+
+async def _unless_stopped(work: Coroutine[Any, Any, str], stop: asyncio.Event) -> str | None:
+    """``work``'s result, or None once ``stop`` is set first (``work`` then cancelled): a member's
+    etcd may wait minutes for its peers, and SIGTERM must not wait with it."""
+    import asyncio
+
+    task = asyncio.ensure_future(work)
+    stopped = asyncio.ensure_future(stop.wait())
+    try:
+        await asyncio.wait({task, stopped}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        for pending in (task, stopped):
+            pending.cancel()
+        await asyncio.wait({task, stopped})
+    return None if task.cancelled() else task.result()
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -45,6 +45,11 @@ class InstanceSpec:
     # A provider's instance type (QingCloud instance_type, EC2 type, Nova flavor name); empty: the
     # provider picks one fitting cpu and memory.
     instance_type: str = ""
+    # Which of a group's members this is, for spreading: instances with the same ``spread_group``
+    # and different ``spread_index`` belong apart (another zone, host or placement group) where the
+    # provider can say so; a provider with no such notion ignores both.
+    spread_group: str = ""
+    spread_index: int = 0
 
 
 @dataclass(frozen=True, slots=True)

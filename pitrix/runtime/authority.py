@@ -26,10 +26,12 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from pitrix import pki
 from pitrix.runtime import keys
 from pitrix.sealing import Sealer, create_sealed, get_sealed
-from pitrix.store import Store
+from pitrix.store import Store, etcd_pki
 
 CA_KEY = keys.CA
 MANAGEMENT_CA_KEY = keys.MANAGEMENT_CA
+ETCD_PEERS_CA_KEY = keys.ETCD_PEERS_CA
+PEER_LIFETIME = dt.timedelta(days=365)
 ISSUER_LIFETIME = dt.timedelta(days=365)
 
 
@@ -75,6 +77,30 @@ class Authority:
         name = f"pitrix metadata {owner}/{runtime}"[:64]
         cert = self.root.sign_subordinate(name, public_key, ISSUER_LIFETIME)
         return pki.cert_to_pem(cert)
+
+
+async def etcd_peers_ca(store: Store, sealer: Sealer) -> pki.CertificateAuthority:
+    """The CA of every metadata cluster member's etcd peer certificate, made on first use and
+    sealed like the management CA. Its own root, not the installation's: a member trusts it for
+    its peers only, and pins the peers' CN to its own cluster's (:func:`sign_peer`)."""
+    pem = await get_sealed(store, ETCD_PEERS_CA_KEY, sealer)
+    if pem is None:
+        fresh = pki.CertificateAuthority.create("pitrix etcd peers").to_pem()
+        pem = await create_sealed(store, ETCD_PEERS_CA_KEY, fresh, sealer)
+    return pki.CertificateAuthority.from_pem(pem)
+
+
+def sign_peer(ca: pki.CertificateAuthority, csr_pem: bytes, ip: str, cluster_cn: str) -> bytes:
+    """A member's etcd peer certificate for the key its metad made (PEM): the member's address as
+    the SAN, and ``cluster_cn`` (its metadata cluster's, never the CSR's) as the CN its peers pin
+    with ``--peer-cert-allowed-cn``, so a member of another cluster cannot join."""
+    public_key = pki.load_csr(csr_pem).public_key()
+    assert isinstance(public_key, ec.EllipticCurvePublicKey)  # load_csr refuses any other key
+    # etcd checks a peer's certificate against the address it connects from: on loopback (the
+    # simulator's VMs) that is 127.0.0.1 whatever the member listens on.
+    addresses = etcd_pki.member_addresses(ip)
+    cert = ca.sign_server_key(public_key, addresses, cluster_cn, PEER_LIFETIME, client_auth=True)
+    return pki.cert_to_pem(cert)
 
 
 def issuer_from_pem(pem: str) -> pki.CertificateAuthority:

@@ -14,10 +14,20 @@ from __future__ import annotations
 import json
 import ssl
 import time
+from dataclasses import dataclass
 
 import aiohttp
 
-from pitrix.metad.issuer_bootstrap import PATH, certificate_proof, csr_proof, proven
+from pitrix.metad.issuer_bootstrap import (
+    PATH,
+    certificate_proof,
+    csr_proof,
+    members_document,
+    members_proof,
+    peer_certificate_proof,
+    peer_csr_proof,
+    proven,
+)
 
 
 class ExchangeError(Exception):
@@ -35,8 +45,21 @@ def _unverified() -> ssl.SSLContext:
     return ctx
 
 
+@dataclass(frozen=True)
+class Offer:
+    """What a waiting metad offers: its issuer's CSR, and a member's peer CSR (empty: a lone one)."""
+
+    csr: bytes
+    peer_csr: bytes = b""
+
+
 async def fetch_csr(base_url: str, token_sha256: str, timeout: float = 10.0) -> bytes:
     """The CSR the metad at ``base_url`` offers, once its proof checks out against the token."""
+    return (await fetch_offer(base_url, token_sha256, timeout)).csr
+
+
+async def fetch_offer(base_url: str, token_sha256: str, timeout: float = 10.0) -> Offer:
+    """The CSRs the metad at ``base_url`` offers, once their proofs check out against the token."""
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,
@@ -50,16 +73,42 @@ async def fetch_csr(base_url: str, token_sha256: str, timeout: float = 10.0) -> 
         raise NotReady(f"{base_url}: HTTP {status}: {text[:160]}")
     try:
         doc = json.loads(text)
-        csr = str(doc["csr"]).encode()
+        csr = str(doc["csr"]).encode() if "csr" in doc or "peer_csr" not in doc else b""
     except (ValueError, KeyError, TypeError):
         raise ExchangeError(f"{base_url}: the issuer bootstrap answered no CSR") from None
-    if not proven(csr_proof(token_sha256.encode(), csr), doc.get("proof")):
+    # A joining member of several offers only its peer CSR: it takes its cluster's issuer.
+    if csr and not proven(csr_proof(token_sha256.encode(), csr), doc.get("proof")):
         raise ExchangeError(f"{base_url}: the CSR's proof does not match the token this VM was given")
-    return csr
+    peer = doc.get("peer_csr")
+    if peer is None:
+        return Offer(csr)
+    peer_csr = str(peer).encode()
+    if not proven(peer_csr_proof(token_sha256.encode(), peer_csr), doc.get("peer_proof")):
+        raise ExchangeError(f"{base_url}: the peer CSR's proof does not match the token this VM was given")
+    return Offer(csr, peer_csr)
 
 
-async def push_certificate(base_url: str, token_sha256: str, cert_pem: bytes, timeout: float = 10.0) -> None:
-    body = {"certificate": cert_pem.decode(), "proof": certificate_proof(token_sha256.encode(), cert_pem)}
+async def push_certificate(
+    base_url: str,
+    token_sha256: str,
+    cert_pem: bytes,
+    timeout: float = 10.0,
+    *,
+    peer_cert_pem: bytes = b"",
+    members: dict[str, str] | None = None,
+    state: str = "new",
+) -> None:
+    """Hand the issuer's certificate over, with its proof; to a member of several also its peer
+    certificate and the members' list (name → peer URL; ``state`` new or existing), each proven."""
+    body: dict[str, object] = {}
+    if cert_pem:  # empty for a joining member, which asked for its peer certificate only
+        body = {"certificate": cert_pem.decode(), "proof": certificate_proof(token_sha256.encode(), cert_pem)}
+    if peer_cert_pem:
+        body["peer_certificate"] = peer_cert_pem.decode()
+        body["peer_proof"] = peer_certificate_proof(token_sha256.encode(), peer_cert_pem)
+    if members is not None:
+        body["members"], body["state"] = members, state
+        body["members_proof"] = members_proof(token_sha256.encode(), members_document(members, state))
     try:
         async with (
             aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=timeout)) as session,

@@ -39,6 +39,7 @@ METADATA_DATA = "/metadata-data/"
 KEYPAIRS = "/keypairs/"
 CA = "/pitrix/ca"
 MANAGEMENT_CA = "/pitrix/management-ca"
+ETCD_PEERS_CA = "/pitrix/etcd-peers-ca"
 SEALED_MARKER = "/secrets/sealed-v1"
 
 NODES, JOBS, STEPS, TOKENS = "nodes", "jobs", "steps", "tokens"

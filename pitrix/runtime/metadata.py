@@ -37,7 +37,7 @@ from pitrix import pki
 from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 from pitrix.metad import keyspace
-from pitrix.metad.client import MetadClientError, MetadManagementClient
+from pitrix.metad.client import FailoverManagementClient, MetadClientError, MetadManagementClient
 from pitrix.providers.base import Instance, Provider
 from pitrix.runtime import issuer_exchange
 from pitrix.runtime.authority import Authority, issuer_from_pem, management_client_context, management_context
@@ -345,7 +345,12 @@ class MetadataClusters:
             if record is None:
                 return False
             provider = await self.provider_for(runtime)
-            found = await self._vms(provider, record)
+            names = {record.name, *(m.name for m in record.members)}
+            found = [
+                i
+                for i in await provider.describe_instances(name_prefix=record.name)
+                if i.name in names and i.status not in ("terminated", "ceased")
+            ]
             if found:
                 await provider.terminate_instances([i.instance_id for i in found])
             for cache in (record.manage_url, record.instance_id):
@@ -397,7 +402,12 @@ class MetadataClusters:
                 ssl = management_client_context(record.issuer_cert_pem, self._management)
             if ssl is not None:
                 ssl.check_hostname = tunnel is None  # through the tunnel: the chain still must verify
-            client = self._clients[cache] = MetadManagementClient(url, ssl=ssl)
+            if record.members and tunnel is None:  # a cluster of several: any member will do
+                others = [f"{record.scheme}://{m.ip}:9611" for m in record.members if m.ip]
+                client = FailoverManagementClient([url, *others], ssl=ssl)
+            else:
+                client = MetadManagementClient(url, ssl=ssl)
+            self._clients[cache] = client
         return client
 
     async def close(self) -> None:

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 
 from pitrix.logs import get_logger
 from pitrix.providers.base import InstanceSpec, Provider
-from pitrix.runtime import issuer_exchange
+from pitrix.runtime import issuer_exchange, metadata_members
 from pitrix.runtime.booting import wait_booted
 from pitrix.runtime.keys import metadata_key
 from pitrix.runtime.plan import Plan, Step
@@ -81,6 +81,14 @@ class MetadataBuild:
         self.key = metadata_key(holder, runtime)
         self.log = get_logger("pitrix.metadata", owner=holder, runtime=runtime)
 
+    @property
+    def size(self) -> int:
+        """Members to make: the runtime's metadata_size where members can be (mutual TLS, metad
+        reached directly); one otherwise."""
+        if self.definition is None or not self.clusters.tls or self.clusters.via_ssh(self.definition):
+            return 1
+        return self.definition.metadata_size
+
     def plan(self) -> Plan:
         return (
             Plan("metadata")
@@ -134,25 +142,40 @@ class MetadataBuild:
             key_pair = ""
             if self.clusters.via_ssh(self.definition):
                 key_pair = (await self.clusters.keypairs.get(provider, self.holder, self.runtime)).cloud_id
+            member = await metadata_members.membership(self.clusters, record, 0) if self.size > 1 else None
             spec = InstanceSpec(
                 name=record.name,
                 image=METADATA_IMAGE,
                 key_pair=key_pair,
-                userdata=metad_userdata(trust),
+                userdata=metad_userdata(trust, member=member),
                 tags={"pitrix:owner": self.holder, "pitrix:role": "metadata"},
+                spread_group=record.name,  # members of one metadata cluster belong apart
             )
             instance = (await provider.run_instances([spec]))[0]
             detail = f"made {instance.instance_id} ({record.name})"
-        await self._save(record.model_copy(update={"instance_id": instance.instance_id}))
+        record = record.model_copy(update={"instance_id": instance.instance_id})
+        await self._save(record)
+        if self.size > 1:
+            tags = {"pitrix:owner": self.holder, "pitrix:role": "metadata"}
+            record = await metadata_members.run_members(
+                self.clusters, provider, record, self.size, METADATA_IMAGE, tags, ISSUER_TOKEN_TTL, self._save
+            )
+            detail += f" and {len(record.members)} more member(s)"
         return detail
 
     async def wait_running(self) -> str:
         record = await self._load()
         (instance,) = await wait_booted(await self._provider(), [record.instance_id], self.boot_timeout)
         record = record.model_copy(update={"instance_id": instance.instance_id, "ip": instance.private_ip})
+        if record.members:
+            ids = [m.instance_id for m in record.members]
+            booted = await wait_booted(await self._provider(), ids, self.boot_timeout)
+            record = metadata_members.with_addresses(record, booted)
         await self._save(record)
         await self.clusters.reach(record, self.definition)
-        return f"{instance.instance_id} running at {instance.private_ip}"
+        return f"{instance.instance_id} running at {instance.private_ip}" + "".join(
+            f", {m.instance_id} at {m.ip}" for m in record.members
+        )
 
     async def bootstrap_issuer(self) -> str:
         record = await self._load()
@@ -165,14 +188,20 @@ class MetadataBuild:
                 f"the issuer bootstrap token of {record.name} expired unused; the VM is made again"
             )
         deadline = time.monotonic() + BOOTSTRAP_TIMEOUT
+        if record.members:
+            await self.clusters.management()
+            record = await metadata_members.bootstrap(self.clusters, record, deadline - 5.0, self._save)
+            return f"issuer signed for {record.name}; {len(record.members) + 1} members given their peers"
         record = await self.clusters.bootstrap_issuer(record, deadline)
         return f"issuer signed for {record.name} and handed over"
 
     async def wait_healthy(self) -> str:
         record = await self._load()
         await self.clusters.wait_healthy(record, WAIT_HEALTHY_TIMEOUT - 1.0)
-        # Spent: the token's hash (the proofs' key) need not be kept any longer.
-        record = record.model_copy(update={"status": "ready", "bootstrap_sha256": ""})
+        await metadata_members.wait_members_healthy(self.clusters, record, WAIT_HEALTHY_TIMEOUT - 1.0)
+        # Spent: the tokens' hashes (the proofs' keys) need not be kept any longer.
+        members = [m.model_copy(update={"bootstrap_sha256": ""}) for m in record.members]
+        record = record.model_copy(update={"status": "ready", "bootstrap_sha256": "", "members": members})
         await self._save(record)
         self.log.info("metadata cluster ready", ip=record.ip, instance_id=record.instance_id)
         return f"metadata service at {record.ip}"

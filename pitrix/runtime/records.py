@@ -235,6 +235,18 @@ class Runtime(_Record):
         return cls.model_validate(data), clear
 
 
+class MetadataMember(BaseModel):
+    """A member of a metadata cluster of several, beyond the first (whose fields are the record's
+    own): its VM, and its issuer bootstrap token's hash until spent (sealed with the record)."""
+
+    name: str
+    instance_id: str = ""
+    ip: str = ""
+    bootstrap_sha256: str = ""
+    bootstrap_expires: float = 0.0
+    bootstrap_consumed: float = 0.0
+
+
 class MetadataCluster(_Record):
     owner: str
     runtime: str
@@ -253,6 +265,9 @@ class MetadataCluster(_Record):
     bootstrap_sha256: str = ""
     bootstrap_expires: float = 0.0
     bootstrap_consumed: float = 0.0
+    # Members 1..N-1 of a metadata cluster of several (the runtime's metadata_size); member 0 is
+    # the record's own VM (name, instance_id, ip), so a cluster of one has none here.
+    members: list[MetadataMember] = Field(default_factory=list)
 
     def dump(self) -> bytes:
         raise TypeError("a metadata cluster holds its issuer's key: store it with sealed(sealer)")
@@ -265,6 +280,10 @@ class MetadataCluster(_Record):
         if self.bootstrap_sha256:  # until consumed, it is what proofs to the VM's metad are keyed with
             where = self._context(self.owner, self.runtime, "bootstrap_sha256")
             data["bootstrap_sha256"] = sealer.seal_text(self.bootstrap_sha256, where)
+        for member in data["members"]:
+            if member["bootstrap_sha256"]:
+                where = self._context(self.owner, self.runtime, f"members/{member['name']}/bootstrap_sha256")
+                member["bootstrap_sha256"] = sealer.seal_text(member["bootstrap_sha256"], where)
         return json.dumps(data).encode()
 
     @classmethod
@@ -275,6 +294,10 @@ class MetadataCluster(_Record):
         for field in ("issuer_pem", "bootstrap_sha256"):
             if isinstance(data.get(field), str):
                 data[field] = sealer.open_text(data[field], cls._context(owner, runtime, field))
+        for member in data.get("members") or []:
+            if isinstance(member, dict) and isinstance(member.get("bootstrap_sha256"), str):
+                where = cls._context(owner, runtime, f"members/{member.get('name', '')}/bootstrap_sha256")
+                member["bootstrap_sha256"] = sealer.open_text(member["bootstrap_sha256"], where)
         return cls.model_validate(data)
 
     @staticmethod
@@ -300,6 +323,11 @@ class MetadataCluster(_Record):
     @property
     def instance_url(self) -> str:
         return f"{self.scheme}://{self.ip}:8080"
+
+    @property
+    def instance_urls(self) -> list[str]:
+        """Every member's instance API: what agents are given, to fail over between."""
+        return [self.instance_url] + [f"{self.scheme}://{m.ip}:8080" for m in self.members if m.ip]
 
     @property
     def manage_url(self) -> str:

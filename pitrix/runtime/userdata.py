@@ -29,6 +29,7 @@ METAD_STATE = "/var/lib/pitrix-metad"
 METAD_ROOT_CA = f"{METAD_DIR}/root-ca.pem"
 METAD_MANAGEMENT_CA = f"{METAD_DIR}/management-ca.pem"
 METAD_TOKEN = f"{METAD_DIR}/issuer-bootstrap.token"
+METAD_PEERS_CA = f"{METAD_DIR}/etcd-peers-ca.pem"
 # Written 0600: keys, and the files holding a bootstrap token until it is used.
 SECRET_FILES = frozenset({AGENT_CONFIG, AGENT_KEY, METAD_TOKEN})
 AGENT_STATE = "/var/lib/pitrix-agent"
@@ -203,8 +204,26 @@ class MetadTrust:
     token: str  # buys the issuer's certificate once (issuer bootstrap), then is worthless
 
 
+@dataclass(frozen=True)
+class MetadMembership:
+    """A member of a metadata cluster of several: how its metad's etcd joins the others.
+
+    The members' list (their addresses) comes later, with the certificates: the cloud names the
+    addresses only once it runs every member.
+    """
+
+    name: str  # this member's name in etcd (m0, m1, ...)
+    peers_ca_pem: bytes  # pitrixd's etcd peers CA (public): what every peer's certificate is from
+    cluster_token: str  # the cluster's etcd token, also the CN its peers' certificates carry
+    joins: bool  # not the first member: it takes the cluster's issuer instead of making one
+
+
 def metad_userdata(
-    trust: MetadTrust | None = None, *, instance_port: int = 8080, manage_port: int = 9611
+    trust: MetadTrust | None = None,
+    *,
+    instance_port: int = 8080,
+    manage_port: int = 9611,
+    member: MetadMembership | None = None,
 ) -> str:
     """Start etcd and pitrix-metad on the metadata VM's own address.
 
@@ -231,6 +250,15 @@ def metad_userdata(
             f' --issuer-bootstrap-token-file "$ROOT"{METAD_TOKEN} --root-ca "$ROOT"{METAD_ROOT_CA}'
             f' --management-ca "$ROOT"{METAD_MANAGEMENT_CA}'
         )
+        if member is not None:
+            files += "\n" + _write_files({METAD_PEERS_CA: member.peers_ca_pem})
+            flags += (
+                f' --etcd-member {shlex.quote(member.name)} --etcd-peer-ca "$ROOT"{METAD_PEERS_CA}'
+                f" --etcd-cluster-token {shlex.quote(member.cluster_token)}"
+                f" --etcd-peer-cn {shlex.quote(member.cluster_token)}"
+            )
+            if member.joins:
+                flags += " --issuer-from-cluster"
     return f"""#!/bin/sh
 # pitrix: start the metadata service (embedded etcd + pitrix-metad)
 set -e

@@ -23,9 +23,10 @@ import signal
 import socket
 import subprocess
 import time
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import aiohttp
 
@@ -103,6 +104,29 @@ class PidRecord:
         write_private(path, json.dumps(asdict(self), indent=2).encode())
 
 
+@dataclass(frozen=True, slots=True)
+class EtcdPeers:
+    """The members of a multi-member embedded etcd (a metadata cluster of three, five, seven).
+
+    Peers speak mutual TLS with certificates from one CA shared by every member (on a metadata
+    cluster: the runtime's authority), unlike clients, who keep the member's own local CA: only the
+    metad beside a member is its client. ``state`` is ``new`` when the members start together,
+    ``existing`` for one joining a running cluster after it was added there (a replacement);
+    etcd reads both only on its first start, an existing data directory keeps its membership.
+    """
+
+    members: Mapping[str, str]  # member name -> its peer URL (https://ip:port); this member among them
+    tls: EtcdTLS  # the peers' CA, and this member's peer certificate (server and client use) and key
+    state: Literal["new", "existing"] = "new"
+    token: str = "pitrix"  # keeps members of two clusters started alike from joining each other
+    # The CN every peer's certificate must carry (etcd's --peer-cert-allowed-cn): where one CA
+    # signs the peers of many clusters, the one that pins a member to its own. Empty: any.
+    allowed_cn: str = ""
+
+    def initial_cluster(self) -> str:
+        return ",".join(f"{name}={url}" for name, url in self.members.items())
+
+
 def _private_dir(path: Path) -> None:
     """Create ``path`` 0700, and make it 0700 if it existed with a looser mode."""
     ensure_dir(path)
@@ -174,6 +198,8 @@ class EmbeddedEtcd:
         unsafe_no_fsync: bool = False,
         name: str = "pitrix",
         tls: bool = True,
+        peers: EtcdPeers | None = None,
+        startup_timeout: float = STARTUP_TIMEOUT,
     ) -> None:
         if not host:
             raise EmbeddedEtcdError("host: must be an IP address or host name")
@@ -189,6 +215,12 @@ class EmbeddedEtcd:
         self.unsafe_no_fsync = unsafe_no_fsync
         self.name = name
         self.tls = tls
+        self.peers = peers
+        # A member of several waits for a quorum before it answers healthy: its peers' VMs may
+        # boot minutes apart, so its caller gives it longer than a single member's start.
+        self.startup_timeout = startup_timeout
+        if peers is not None:
+            self._check_peers(peers)
         self.data_dir = self.state_dir / "etcd"
         self.pki_dir = self.state_dir / "etcd-pki"
         self.log_path = self.state_dir / "etcd.log"
@@ -206,6 +238,26 @@ class EmbeddedEtcd:
         self._restarted = asyncio.Condition()
         self.restarts = 0
         self._log = get_logger("pitrix.store.embedded", state_dir=str(self.state_dir))
+
+    def _check_peers(self, peers: EtcdPeers) -> None:
+        if not self.tls:
+            raise EmbeddedEtcdError("peers: members of several speak TLS to each other (tls=False given)")
+        if self.name not in peers.members:
+            raise EmbeddedEtcdError(f"peers: this member {self.name!r} is not among {sorted(peers.members)}")
+        if not self.peer_port:
+            raise EmbeddedEtcdError("peer_port: a member of several needs a fixed peer port its peers know")
+        mine = self._url(self.peer_port)
+        if peers.members[self.name] != mine:
+            raise EmbeddedEtcdError(
+                f"peers: {self.name}'s peer URL is {mine}, not {peers.members[self.name]}"
+            )
+        for name in peers.members:
+            if not name or "=" in name or "," in name:
+                raise EmbeddedEtcdError(f"peers: member name {name!r} must be non-empty without '=' or ','")
+        if peers.tls.ca_file is None or peers.tls.cert_file is None:
+            raise EmbeddedEtcdError(
+                "peers.tls: the peers' CA, this member's certificate and key are all needed"
+            )
 
     # -- public -----------------------------------------------------------------------------------
 
@@ -413,7 +465,8 @@ class EmbeddedEtcd:
 
     def _argv(self, client_url: str, peer_url: str) -> list[str]:
         """The command line. A single member has no peer to wait for, so a shorter election timeout
-        only shortens a restart's wait for leadership (about a second less) and nothing else."""
+        only shortens a restart's wait for leadership (about a second less) and nothing else; members
+        of several keep etcd's own timings, made for real networks."""
         argv = [
             str(etcd_binary()),
             f"--name={self.name}",
@@ -422,14 +475,38 @@ class EmbeddedEtcd:
             f"--advertise-client-urls={client_url}",
             f"--listen-peer-urls={peer_url}",
             f"--initial-advertise-peer-urls={peer_url}",
-            f"--initial-cluster={self.name}={peer_url}",
-            "--initial-cluster-state=new",
-            f"--initial-cluster-token=pitrix-{self.name}",
             "--log-level=warn",
-            "--heartbeat-interval=50",
-            "--election-timeout=500",
         ]
-        if self._pki is not None:
+        if self.peers is None:
+            argv += [
+                f"--initial-cluster={self.name}={peer_url}",
+                "--initial-cluster-state=new",
+                f"--initial-cluster-token=pitrix-{self.name}",
+                "--heartbeat-interval=50",
+                "--election-timeout=500",
+            ]
+        else:
+            argv += [
+                f"--initial-cluster={self.peers.initial_cluster()}",
+                f"--initial-cluster-state={self.peers.state}",
+                f"--initial-cluster-token={self.peers.token}",
+            ]
+            if self.peers.allowed_cn:
+                argv.append(f"--peer-cert-allowed-cn={self.peers.allowed_cn}")
+        if self._pki is not None and self.peers is not None:
+            member_cert, member_key, ca = self._pki.member_cert, self._pki.member_key, self._pki.ca_cert
+            peer = self.peers.tls
+            argv += [
+                "--client-cert-auth",
+                f"--trusted-ca-file={ca}",
+                f"--cert-file={member_cert}",
+                f"--key-file={member_key}",
+                "--peer-client-cert-auth",
+                f"--peer-trusted-ca-file={peer.ca_file}",
+                f"--peer-cert-file={peer.cert_file}",
+                f"--peer-key-file={peer.key_file}",
+            ]
+        elif self._pki is not None:
             member_cert, member_key, ca = self._pki.member_cert, self._pki.member_key, self._pki.ca_cert
             argv += [
                 "--client-cert-auth",
@@ -495,8 +572,8 @@ class EmbeddedEtcd:
         return client_url
 
     async def _wait_ready(self, process: subprocess.Popen[bytes], client_url: str) -> None:
-        deadline = time.monotonic() + STARTUP_TIMEOUT
-        exited = asyncio.ensure_future(self._wait_exit(process.pid, STARTUP_TIMEOUT + STOP_GRACE))
+        deadline = time.monotonic() + self.startup_timeout
+        exited = asyncio.ensure_future(self._wait_exit(process.pid, self.startup_timeout + STOP_GRACE))
         try:
             async with await self._session() as session:
                 while True:
@@ -505,7 +582,8 @@ class EmbeddedEtcd:
                     remaining = deadline - time.monotonic()
                     if remaining <= 0:
                         raise EmbeddedEtcdError(
-                            f"etcd did not become healthy at {client_url} within {STARTUP_TIMEOUT:.0f}s; "
+                            f"etcd did not become healthy at {client_url} "
+                            f"within {self.startup_timeout:.0f}s; "
                             f"log tail ({self.log_path}):\n{_tail(self.log_path)}"
                         )
                     # Waiting on the exit doubles as the pause between probes and notices a crash at once.

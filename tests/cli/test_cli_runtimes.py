@@ -28,10 +28,12 @@ def credentials(path: Path, sim: Simulator, **changes: str) -> str:
 
 
 async def add(cli: Run, name: str, path: str, *flags: str) -> tuple[int, str, str]:
-    """``pitrix runtimes add NAME --provider qingcloud --credentials-file PATH FLAGS`` as an admin."""
+    """``pitrix runtimes add NAME --provider qingcloud --credentials-file PATH FLAGS`` as an admin,
+    with one metadata VM (HA is not what these tests show)."""
     return await cli(
-        "runtimes", "add", name, *flags, "--provider", "qingcloud", "--credentials-file", path, env=ADMIN_ENV
-    )
+        "runtimes", "add", name, *flags, "--metadata-size", "1",
+        "--provider", "qingcloud", "--credentials-file", path, env=ADMIN_ENV,
+    )  # fmt: skip
 
 
 async def names(cli: Run) -> list[str]:
@@ -85,6 +87,18 @@ async def test_a_cluster_on_wrong_credentials_goes_once_the_runtime_is_fixed(
     assert code == 5 and f"used by clusters {cid}" in err, err
     code, _, err = await cli("runtimes", "update", "sim", "--no-check", "--placement", "bogus", env=ADMIN_ENV)
     assert code == 2 and "--placement" in err
+    code, _, err = await cli("runtimes", "update", "sim", "--no-check", "--metadata-size", "2", env=ADMIN_ENV)
+    assert code == 2 and "--metadata-size" in err, err
+    code, out, err = await cli(
+        "runtimes", "update", "sim", "--no-check", "--metadata-size", "3", env=ADMIN_ENV
+    )
+    assert code == 0, err
+    kv = await store.get(runtime_key("sim"))
+    assert kv is not None and Runtime.opened(kv.value, sealer)[0].metadata_size == 3
+    code, out, err = await cli(
+        "runtimes", "update", "sim", "--no-check", "--metadata-size", "1", env=ADMIN_ENV
+    )
+    assert code == 0, err
 
     # Only the secret changes: endpoint, zone and the key id stay as they were.
     fixed = tmp_path / "fixed.toml"

@@ -37,6 +37,7 @@ def openstack_runtime(sim: Child, name: str = "os") -> dict[str, Any]:
         "project_name": "pitrix",
         "ssh_port": 2222,
         "metad_via_ssh": True,
+        "metadata_size": 1,  # through SSH metad is one VM whatever the size; said here as the others say it
     }
 
 

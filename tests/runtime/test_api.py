@@ -64,6 +64,8 @@ async def test_runtime_credentials_are_never_echoed(api: TestClient[Any, Any]) -
         ({**DEAD_CLOUD, "metadata_retention": "forever"}, "metadata_retention"),
         ({**DEAD_CLOUD, "heartbeat_interval": 0.1}, "heartbeat_interval"),
         ({**DEAD_CLOUD, "heartbeat_interval": "often"}, "heartbeat_interval"),
+        ({**DEAD_CLOUD, "metadata_size": 2}, "metadata_size"),
+        ({**DEAD_CLOUD, "metadata_size": 9}, "metadata_size"),
     ],
 )
 async def test_bad_runtime_is_refused(

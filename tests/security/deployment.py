@@ -324,11 +324,13 @@ async def deployed(workdir: Path) -> AsyncIterator[Deployment]:
 
 
 async def _populate(d: Deployment) -> None:
-    runtime = sim_runtime(d.sim.ready, "sim")
+    runtime = {**sim_runtime(d.sim.ready, "sim"), "metadata_size": 1}
     d.runtime_secret = str(runtime["secret_access_key"])
     await d.ok("POST", "/v1/runtimes", body=runtime)
     await d.ok(
-        "POST", "/v1/runtimes", body={**sim_runtime(d.sim.ready, "shared"), "placement": "per-runtime"}
+        "POST",
+        "/v1/runtimes",
+        body={**sim_runtime(d.sim.ready, "shared"), "placement": "per-runtime", "metadata_size": 1},
     )
     # Catalog shadowing (finding 5): alice registers shop first; bob's later version may be refused.
     d.shop["alice"] = await d.call("POST", "/v1/apps", "alice", demo_app("shop", "1.0.0"))

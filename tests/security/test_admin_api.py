@@ -56,7 +56,7 @@ async def _raw(
 
 
 def _runtime(deployment: Deployment, name: str) -> dict[str, Any]:
-    return sim_runtime(deployment.sim.ready, name)
+    return {**sim_runtime(deployment.sim.ready, name), "metadata_size": 1}
 
 
 async def _runtime_names(url: str, headers: dict[str, str]) -> list[str]:

@@ -66,7 +66,7 @@ def agent_files(
     role = ctx.cluster.app.role(role_name)
     check = role.health_check
     return userdata.agent_files(
-        [ctx.metadata.instance_url],
+        ctx.metadata.instance_urls,  # every member's: the agent fails over between them
         # metad's server certificate is signed by its issuer, known since its metad got it.
         ca_pem=ctx.metadata.issuer_cert_pem if ctx.tls else b"",
         bootstrap_token=token,
