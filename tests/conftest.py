@@ -74,7 +74,18 @@ def _weight(unit: list[pytest.Item]) -> float:
     return 1 + 0.05 * (len(unit) - 1)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+def _long_form_only(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Leave out the tests marked ``long_form`` unless ``CHAOS_LONG`` asks for them (`make chaos`):
+    deselected, not skipped, so a run of `make test` has no skipped test to explain."""
+    if os.environ.get("CHAOS_LONG", "") not in ("", "0"):
+        return
+    left = [i for i in items if i.get_closest_marker("long_form")]
+    if left:
+        config.hook.pytest_deselected(items=left)
+        items[:] = [i for i in items if not i.get_closest_marker("long_form")]
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     """Long tests (e2e, chaos, the example packages) first, dealt out evenly to the workers' shares.
 
     The worksteal scheduler gives each worker a contiguous share of the collection and lets an idle
@@ -84,6 +95,7 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     session-scoped fixture go to one worker together (``_units``): dealt one by one, each worker
     started the security suite's deployment (~25 s) and the bad-input stack of its own.
     """
+    _long_form_only(config, items)
     workers = int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))
     long = [
         i

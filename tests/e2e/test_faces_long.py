@@ -9,7 +9,6 @@ made twice. (The crash test on QingCloud is ``test_crash`` itself, in ``make tes
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
@@ -33,9 +32,7 @@ from simulator.testing import random_network
 pytestmark = [
     pytest.mark.e2e,
     pytest.mark.chaos,
-    pytest.mark.skipif(
-        os.environ.get("CHAOS_LONG", "") in ("", "0"), reason="the long form: CHAOS_LONG=1 (make chaos)"
-    ),
+    pytest.mark.long_form,  # deselected unless CHAOS_LONG=1 (make chaos): tests/conftest.py
 ]
 
 
