@@ -385,6 +385,12 @@ async def footprint(quick: bool) -> Table:
         file_watch = await asyncio.to_thread(
             agent_footprint.watch_pair, [str(prod / "pitrix-agent")], agent_footprint.plain_env(), confd
         )
+    counts = [await asyncio.to_thread(agent_footprint.counted, here, "this venv (this tree)", module=True)]
+    if prod is not None:
+        counts.append(
+            await asyncio.to_thread(agent_footprint.counted, prod, "production install", module=False)
+        )
+    confd_count = await asyncio.to_thread(agent_footprint.confd_instructions, confd) if confd else None
     if confd is not None:
         confd_usage = await asyncio.to_thread(agent_footprint.confd_one_shot, confd, runs)
         confd_cpu, confd_mib, confd_label = confd_usage.cpu, confd_usage.mib, confd_why
@@ -435,6 +441,15 @@ async def footprint(quick: bool) -> Table:
             "3 changes applied (mutual TLS off: the rig's metad serves plain HTTP on loopback)"
             if watch_rss is not None
             else "agent watching metad: no figure"
+        )
+    for count in counts:
+        if count is None:
+            continue
+        table.notes.append(
+            f"instructions (valgrind, which the host's load does not move), {count.label}: bare python "
+            f"{count.bare:.0f} M, the one-shot {count.warm:.0f} M ({count.warm / count.bare:.2f}× bare), "
+            f"without its parse cache {count.cold:.0f} M ({count.cold / count.bare:.2f}×)"
+            + (f"; confd {confd_count:.0f} M" if confd_count is not None else "")
         )
     if file_watch is not None:
         agent_mib, confd_watch = file_watch

@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
@@ -328,3 +329,58 @@ def watch_pair(agent: list[str], agent_env: dict[str, str], confd: str | None) -
     agent_mib = figures[0]
     assert agent_mib is not None
     return agent_mib, figures[1]
+
+
+def instructions(argv: list[str], env: dict[str, str], cwd: Path) -> float | None:
+    """Millions of instructions ``argv`` executes, counted by valgrind (cachegrind, no cache
+    simulation): a figure the host's load does not move, unlike CPU time. None without valgrind."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    done = subprocess.run(
+        [valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null", *argv],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    for line in done.stderr.splitlines():
+        if "I   refs:" in line or "I refs:" in line:
+            return int(line.split(":", 1)[1].strip().replace(",", "")) / 1e6
+    return None
+
+
+@dataclass(frozen=True)
+class Counted:
+    """Instructions (millions) of one interpreter's bare start and the agent's one-shot, warm and
+    cold."""
+
+    label: str
+    bare: float
+    warm: float
+    cold: float
+
+
+def counted(bin_dir: Path, label: str, *, module: bool) -> Counted | None:
+    """``instructions`` of a bare python, the one-shot with its parse cache, and without."""
+    python = str(bin_dir / "python")
+    env = plain_env()
+    if module:
+        env = {**env, "PYTHONPATH": os.environ.get("PYTHONPATH", str(REPO))}
+    with tempfile.TemporaryDirectory(prefix="pitrix-bench-counted-") as tmp:
+        base = Path(tmp)
+        tail = oneshot_fixture(base, rooted=True)
+        agent = [python, "-m", "pitrix.agent.main"] if module else [str(bin_dir / "pitrix-agent")]
+        bare = instructions([python, "-c", "pass"], env, base)
+        cold = instructions([*agent, *tail], env, base)
+        warm = instructions([*agent, *tail], env, base)
+    if bare is None or cold is None or warm is None:
+        return None
+    return Counted(label, bare, warm, cold)
+
+
+def confd_instructions(binary: str) -> float | None:
+    with tempfile.TemporaryDirectory(prefix="pitrix-bench-confd-") as tmp:
+        return instructions([binary, *oneshot_fixture(Path(tmp))], plain_env(), Path(tmp))
