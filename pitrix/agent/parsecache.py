@@ -128,7 +128,9 @@ class ParseCache:
         if not self._dirty and not stale:
             return
         body = marshal.dumps({k: v for k, v in self._entries.items() if k in self._used})
-        staged = self._path.with_name(f".{FILE_NAME}.{os.getpid()}")
+        # One staged name, so a crash leaves at most one stray file; two runs writing it at once
+        # can only tear it, which the checksum catches.
+        staged = self._path.with_name(f".{FILE_NAME}.new")
         try:
             self._path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
             # 0600: the values may be secrets whatever the data file's own mode was.
