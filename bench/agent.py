@@ -368,21 +368,32 @@ async def footprint(quick: bool) -> Table:
     """One-shot CPU and RSS, and a watching agent's RSS, as ratios measured in this run."""
     runs = 5 if quick else 15
     here = Path(sys.executable).parent
+    await asyncio.to_thread(agent_footprint.compile_tree)
     shots = [
         await asyncio.to_thread(agent_footprint.one_shot, here, "this venv (this tree)", runs, module=True)
     ]
     prod, why = await asyncio.to_thread(agent_footprint.production_venv)
+    confd, confd_why = await asyncio.to_thread(agent_footprint.confd_binary)
     watch_rss: float | None = None
+    file_watch: tuple[float, float | None] | None = None
     if prod is not None:
         shots.append(
             await asyncio.to_thread(agent_footprint.one_shot, prod, "production install", runs, module=False)
         )
         with tempfile.TemporaryDirectory(prefix="pitrix-bench-agent-") as tmp:
             _figures, watch_rss = await one_agent(Path(tmp) / "prod", 3, 0.0, str(prod / "pitrix-agent"))
-    confd = agent_footprint.confd_binary()
+        file_watch = await asyncio.to_thread(
+            agent_footprint.watch_pair, [str(prod / "pitrix-agent")], agent_footprint.plain_env(), confd
+        )
+    counts = [await asyncio.to_thread(agent_footprint.counted, here, "this venv (this tree)", module=True)]
+    if prod is not None:
+        counts.append(
+            await asyncio.to_thread(agent_footprint.counted, prod, "production install", module=False)
+        )
+    confd_count = await asyncio.to_thread(agent_footprint.confd_instructions, confd) if confd else None
     if confd is not None:
         confd_usage = await asyncio.to_thread(agent_footprint.confd_one_shot, confd, runs)
-        confd_cpu, confd_mib, confd_label = confd_usage.cpu, confd_usage.mib, "confd, this run"
+        confd_cpu, confd_mib, confd_label = confd_usage.cpu, confd_usage.mib, confd_why
     else:
         confd_cpu, confd_mib = agent_footprint.CONFD_ANCHOR_CPU, agent_footprint.CONFD_ANCHOR_MIB
         confd_label = "confd, ANCHORS (another host)"
@@ -394,36 +405,62 @@ async def footprint(quick: bool) -> Table:
             "bare `python -c pass`: CPU-s / MiB",
             "pitrix-agent -onetime: CPU-s / peak MiB",
             "CPU ÷ bare (goal ≤ 2.5)",
-            f"÷ {confd_label}: CPU / MiB",
-            "agent watching metad: RSS MiB (goal ≤ confd -watch)",
+            "first run after a change (no parse cache): CPU-s / ÷ bare",
+            f"÷ confd ({confd_label}): CPU / MiB",
         ],
     )
     for shot in shots:
-        is_prod = shot.label == "production install"
         table.add(
             shot.label,
             f"{shot.bare.cpu:.3f} / {shot.bare.mib:.1f}",
             f"{shot.agent.cpu:.3f} / {shot.agent.mib:.1f}",
             f"{shot.agent.cpu / shot.bare.cpu:.2f}",
+            f"{shot.cold.cpu:.3f} / {shot.cold.cpu / shot.bare.cpu:.2f}",
             f"{shot.agent.cpu / confd_cpu:.1f} / {shot.agent.mib / confd_mib:.2f}",
-            f"{watch_rss:.1f}" if is_prod and watch_rss is not None else "-",
         )
     table.notes += [
-        f"medians of {runs} runs, the bare interpreter and the agent interleaved; CPU is user + system "
-        "and peak RSS is ru_maxrss, both from wait4",
-        f"confd's one-shot: {confd_cpu:.3f} CPU-s, {confd_mib:.1f} MiB ({confd_label}); confd -watch "
-        f"RSS {CONFD_WATCH_MIB} MiB (ANCHORS, another host)",
+        f"medians of {runs} runs, the bare interpreter, the agent and the agent without its parse cache "
+        "interleaved; CPU is user + system and peak RSS is ru_maxrss, both from wait4 in a small "
+        "spawner process (a child forked from this benchmark would carry its size into ru_maxrss)",
+        "the agent keeps the parsed conf.d TOML and data YAML in its state directory, keyed by each "
+        "file's inode, size, mtime and ctime (pitrix/agent/parsecache.py); the fixture's files are "
+        "dated a minute back, as an image's are; the cold column deletes the cache before each run",
+        f"confd's one-shot: {confd_cpu:.3f} CPU-s, {confd_mib:.1f} MiB ({confd_label}), the same fixture",
         "production install: `pip install .` without dev extras into a venv under ~/.cache/pitrix-bench "
         "(reinstalled when the source changes); the agent there runs with no PYTHONPATH",
         "this venv: the dev install (editable finder in site-packages, dev extras such as rich present), "
-        "this tree on PYTHONPATH",
+        "this tree on PYTHONPATH, its bytecode compiled first (`compileall`: an installed package has "
+        "it; PYTHONDONTWRITEBYTECODE on this host would otherwise make every run compile the agent, "
+        "which is what made the removed agent_oneshot section's 0.61 CPU-s)",
     ]
     if prod is None:
         table.notes.append(f"no production install in this run: {why}")
     else:
         table.notes.append(
-            "agent watching metad: VmRSS of a production-install pitrix-agent after 3 changes applied "
-            "(mutual TLS off: the rig's metad serves plain HTTP on loopback)"
+            f"agent watching metad: VmRSS {watch_rss:.1f} MiB, a production-install pitrix-agent after "
+            "3 changes applied (mutual TLS off: the rig's metad serves plain HTTP on loopback)"
+            if watch_rss is not None
+            else "agent watching metad: no figure"
+        )
+    for count in counts:
+        if count is None:
+            continue
+        table.notes.append(
+            f"instructions (valgrind, which the host's load does not move), {count.label}: bare python "
+            f"{count.bare:.0f} M, the one-shot {count.warm:.0f} M ({count.warm / count.bare:.2f}× bare), "
+            f"without its parse cache {count.cold:.0f} M ({count.cold / count.bare:.2f}×)"
+            + (f"; confd {confd_count:.0f} M" if confd_count is not None else "")
+        )
+    if file_watch is not None:
+        agent_mib, confd_watch = file_watch
+        theirs = (
+            f"confd -watch {confd_watch:.1f} MiB ({confd_label}): {agent_mib / confd_watch:.2f}×"
+            if confd_watch is not None
+            else f"confd -watch not built here ({confd_why}); ANCHORS' {CONFD_WATCH_MIB} MiB"
+        )
+        table.notes.append(
+            f"watching the same file backend and resources, VmRSS after the first render: "
+            f"production-install pitrix-agent -watch {agent_mib:.1f} MiB, {theirs} (goal ≤ 1)"
         )
     return table
 

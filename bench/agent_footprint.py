@@ -11,10 +11,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import shutil
 import statistics
 import subprocess
 import sys
 import tempfile
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -88,25 +90,53 @@ KEYS = {
 }
 
 
-def oneshot_fixture(base: Path) -> list[str]:
+def oneshot_fixture(base: Path, *, rooted: bool = False) -> list[str]:
     """A confd conf dir of RESOURCES resources over the templates above and their data; the
-    command-line tail that renders it once (confd's flags, which pitrix-agent takes too)."""
+    command-line tail that renders it once (confd's flags, which pitrix-agent takes too).
+
+    ``rooted`` (pitrix-agent): ``-root`` is ``base``, so the agent's state directory (its parse
+    cache) is ``base/var/lib/pitrix-agent``, not the host's. Every input is dated a minute back, as
+    an image's conf.d and a data file written before boot are: the parse cache trusts only files
+    left alone for a few seconds.
+    """
     confdir = base / "confdir"
     (confdir / "conf.d").mkdir(parents=True)
     (confdir / "templates").mkdir()
     (base / "out").mkdir()
     (base / "data.yaml").write_text(DATA_YAML)
     kinds = sorted(TEMPLATES)
+    dest = "/out" if rooted else f"{base}/out"
     for n in range(RESOURCES):
         kind = kinds[n % len(kinds)]
         name = f"{kind}-{n}"
         (confdir / "templates" / f"{name}.tmpl").write_text(TEMPLATES[kind])
         keys = ", ".join(f'"{k}"' for k in KEYS[kind])
         (confdir / "conf.d" / f"{name}.toml").write_text(
-            f'[template]\nsrc = "{name}.tmpl"\ndest = "{base}/out/{name}.conf"\nkeys = [{keys}]\n'
+            f'[template]\nsrc = "{name}.tmpl"\ndest = "{dest}/{name}.conf"\nkeys = [{keys}]\n'
         )
+    settled = time.time() - 60
+    for path in [base / "data.yaml", *confdir.rglob("*")]:
+        os.utime(path, (settled, settled))
     tail = ["-onetime", "-backend", "file", "-file", str(base / "data.yaml"), "-confdir", str(confdir)]
+    if rooted:
+        tail += ["-root", str(base)]
     return [*tail, "-config-file", os.devnull]  # no host config file read by either agent
+
+
+def parse_cache(base: Path) -> Path:
+    """Where a rooted one-shot keeps its parse cache (pitrix/agent/parsecache.py)."""
+    return base / "var/lib/pitrix-agent/parsed.cache"
+
+
+def compile_tree() -> None:
+    """This tree's bytecode, written whatever PYTHONDONTWRITEBYTECODE says: an installed package
+    has it, and without it every run compiles the agent's modules anew (the cause of an earlier
+    one-shot figure twice this one's)."""
+    subprocess.run(
+        [sys.executable, "-m", "compileall", "-q", str(REPO / "pitrix")],
+        check=True,
+        stdout=subprocess.DEVNULL,
+    )
 
 
 @dataclass(frozen=True)
@@ -198,49 +228,52 @@ def production_venv(timeout: float = 1200.0) -> tuple[Path | None, str]:
     return python.parent, ""
 
 
-def confd_binary() -> str | None:
-    """A confd built in this run by bench/peers.py, when that module is there and has one."""
-    try:
-        from bench import peers  # type: ignore[attr-defined,unused-ignore]
-    except ImportError:
-        return None
-    find = getattr(peers, "confd_binary", None)
-    if not callable(find):
-        return None
-    try:
-        found = find()
-    except Exception:  # a peer that cannot be built: ANCHORS' figure stands in
-        return None
-    return str(found) if found else None
+def confd_binary() -> tuple[str | None, str]:
+    """confd built from source by bench/peers.py (cached), and its label; (None, why) when it
+    cannot be built here (ANCHORS' figure stands in)."""
+    from bench import peers
+
+    built = peers.ensure("confd")
+    if built.path is None:
+        return None, built.why
+    return str(built.path), built.label()
 
 
 @dataclass(frozen=True)
 class OneShot:
-    """One interpreter's one-shot figures: bare start, the agent's one-shot, and whose they are."""
+    """One interpreter's one-shot figures: bare start, the agent's one-shot with its parse cache
+    from the previous run (warm) and without one (cold: the first run after a change), and whose
+    they are."""
 
     label: str
     bare: Usage
     agent: Usage
+    cold: Usage
 
 
 def one_shot(bin_dir: Path, label: str, runs: int, *, module: bool) -> OneShot:
     """``pitrix-agent -onetime`` over the fixture with ``bin_dir``'s Python, and a bare
-    ``python -c pass`` of it, interleaved run by run so both see the same host."""
+    ``python -c pass`` of it, interleaved run by run so all three see the same host."""
     python = str(bin_dir / "python")
     env = plain_env()
     if module:  # this tree's code, as the shared venv runs it (PYTHONPATH kept)
         env = {**env, "PYTHONPATH": os.environ.get("PYTHONPATH", str(REPO))}
     with tempfile.TemporaryDirectory(prefix="pitrix-bench-oneshot-") as tmp:
         base = Path(tmp)
-        tail = oneshot_fixture(base)
+        tail = oneshot_fixture(base, rooted=True)
         agent = [python, "-m", "pitrix.agent.main"] if module else [str(bin_dir / "pitrix-agent")]
-        bare_runs, agent_runs = [], []
+        usage([*agent, *tail], 1, env, base)  # the parse cache's first write
+        bare_runs, agent_runs, cold_runs = [], [], []
         for _ in range(runs):
             bare_runs.append(usage([python, "-c", "pass"], 1, env, base))
+            if not parse_cache(base).is_file():
+                raise RuntimeError("the one-shot render kept no parse cache")
             agent_runs.append(usage([*agent, *tail], 1, env, base))
+            parse_cache(base).unlink()
+            cold_runs.append(usage([*agent, *tail], 1, env, base))
         if len(list((base / "out").iterdir())) != RESOURCES:
             raise RuntimeError("the one-shot render did not write every resource")
-    return OneShot(label, median_usage(bare_runs), median_usage(agent_runs))
+    return OneShot(label, median_usage(bare_runs), median_usage(agent_runs), median_usage(cold_runs))
 
 
 def median_usage(runs: list[Usage]) -> Usage:
@@ -251,3 +284,103 @@ def confd_one_shot(binary: str, runs: int) -> Usage:
     with tempfile.TemporaryDirectory(prefix="pitrix-bench-confd-") as tmp:
         tail = oneshot_fixture(Path(tmp))
         return usage([binary, *tail], runs, plain_env(), Path(tmp))
+
+
+def watch_rss(
+    argv: list[str], env: dict[str, str], out: Path, settle: float = 1.0, timeout: float = 60.0
+) -> float:
+    """VmRSS (MiB) of ``argv`` -- a watching agent or confd -- once it has rendered every resource
+    into ``out`` and run ``settle`` seconds more; then it is stopped."""
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + timeout
+        while len(list(out.iterdir())) < RESOURCES:
+            if proc.poll() is not None:
+                raise RuntimeError(f"{argv[0]} exited {proc.returncode} before rendering")
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{argv[0]} rendered {len(list(out.iterdir()))} of {RESOURCES}")
+            time.sleep(0.05)
+        time.sleep(settle)
+        for line in Path(f"/proc/{proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        raise RuntimeError("no VmRSS")
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
+def watch_pair(agent: list[str], agent_env: dict[str, str], confd: str | None) -> tuple[float, float | None]:
+    """RSS of pitrix-agent -watch and of confd -watch over the same file backend and resources,
+    one after the other (confd None: not built here)."""
+    figures: list[float | None] = []
+    for argv, env, rooted in ((agent, agent_env, True), ([confd] if confd else None, plain_env(), False)):
+        if argv is None:
+            figures.append(None)
+            continue
+        with tempfile.TemporaryDirectory(prefix="pitrix-bench-watch-") as tmp:
+            tail = oneshot_fixture(Path(tmp), rooted=rooted)
+            tail = ["-watch" if a == "-onetime" else a for a in tail]
+            figures.append(watch_rss([*argv, *tail], env, Path(tmp) / "out"))
+    agent_mib = figures[0]
+    assert agent_mib is not None
+    return agent_mib, figures[1]
+
+
+def instructions(argv: list[str], env: dict[str, str], cwd: Path) -> float | None:
+    """Millions of instructions ``argv`` executes, counted by valgrind (cachegrind, no cache
+    simulation): a figure the host's load does not move, unlike CPU time. None without valgrind."""
+    valgrind = shutil.which("valgrind")
+    if valgrind is None:
+        return None
+    done = subprocess.run(
+        [valgrind, "--tool=cachegrind", "--cache-sim=no", "--cachegrind-out-file=/dev/null", *argv],
+        env=env,
+        cwd=cwd,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.PIPE,
+        text=True,
+        check=True,
+    )
+    for line in done.stderr.splitlines():
+        if "I   refs:" in line or "I refs:" in line:
+            return int(line.split(":", 1)[1].strip().replace(",", "")) / 1e6
+    return None
+
+
+@dataclass(frozen=True)
+class Counted:
+    """Instructions (millions) of one interpreter's bare start and the agent's one-shot, warm and
+    cold."""
+
+    label: str
+    bare: float
+    warm: float
+    cold: float
+
+
+def counted(bin_dir: Path, label: str, *, module: bool) -> Counted | None:
+    """``instructions`` of a bare python, the one-shot with its parse cache, and without."""
+    python = str(bin_dir / "python")
+    env = plain_env()
+    if module:
+        env = {**env, "PYTHONPATH": os.environ.get("PYTHONPATH", str(REPO))}
+    with tempfile.TemporaryDirectory(prefix="pitrix-bench-counted-") as tmp:
+        base = Path(tmp)
+        tail = oneshot_fixture(base, rooted=True)
+        agent = [python, "-m", "pitrix.agent.main"] if module else [str(bin_dir / "pitrix-agent")]
+        bare = instructions([python, "-c", "pass"], env, base)
+        cold = instructions([*agent, *tail], env, base)
+        warm = instructions([*agent, *tail], env, base)
+    if bare is None or cold is None or warm is None:
+        return None
+    return Counted(label, bare, warm, cold)
+
+
+def confd_instructions(binary: str) -> float | None:
+    with tempfile.TemporaryDirectory(prefix="pitrix-bench-confd-") as tmp:
+        return instructions([binary, *oneshot_fixture(Path(tmp))], plain_env(), Path(tmp))

@@ -8,7 +8,6 @@ pings because they are sent from the loop itself.
 from __future__ import annotations
 
 import os
-import socket
 from collections.abc import Mapping
 from typing import TYPE_CHECKING
 
@@ -31,6 +30,8 @@ def notify(message: str, environ: dict[str, str] | None = None) -> bool:
     path = (environ if environ is not None else os.environ).get("NOTIFY_SOCKET", "")
     if not path:
         return False
+    import socket  # here: the agent's one-shot imports this module for child_environ only
+
     with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
         try:
             sock.sendto(message.encode(), _address(path))

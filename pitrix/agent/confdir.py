@@ -11,11 +11,15 @@ from __future__ import annotations
 import functools
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from pitrix.agent.config import AgentConfig
 from pitrix.agent.errors import ResourceError
 from pitrix.agent.filecache import FileCache
 from pitrix.agent.resource import TemplateResource
+
+if TYPE_CHECKING:
+    from pitrix.agent.parsecache import ParseCache
 
 
 def resource_files(config: AgentConfig) -> list[tuple[Path, os.stat_result]]:
@@ -40,8 +44,9 @@ def resource_files(config: AgentConfig) -> list[tuple[Path, os.stat_result]]:
 class ConfDir:
     """One agent's view of conf.d, parsed files kept while they are unchanged."""
 
-    def __init__(self, config: AgentConfig) -> None:
+    def __init__(self, config: AgentConfig, parsed: ParseCache | None = None) -> None:
         self._config = config
+        self._persisted = parsed  # across runs (a one-shot): see parsecache
         self._parsed: FileCache[TemplateResource] = FileCache()
         self._cmd_info_logged = False
 
@@ -56,6 +61,8 @@ class ConfDir:
         for path, st in files:
             try:
                 load = functools.partial(TemplateResource.load, path, self._config)
+                if self._persisted is not None:
+                    load = functools.partial(load, parsed=self._persisted)
                 resource, _made = self._parsed.get(path, st, load)
             except ResourceError as exc:
                 errors[path.stem] = str(exc)
@@ -85,6 +92,9 @@ class ConfDir:
         return kept
 
 
-def load_resources(config: AgentConfig) -> tuple[list[TemplateResource], dict[str, str]]:
-    """conf.d parsed once, nothing kept (``-onetime`` and checks)."""
-    return ConfDir(config).load()
+def load_resources(
+    config: AgentConfig, parsed: ParseCache | None = None
+) -> tuple[list[TemplateResource], dict[str, str]]:
+    """conf.d parsed once (``-onetime`` and checks), nothing kept in this process; ``parsed``
+    keeps the TOML for the next run."""
+    return ConfDir(config, parsed).load()

@@ -9,7 +9,6 @@ are resolved under its root; paths from the command line are taken as given.
 from __future__ import annotations
 
 import os
-import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -258,13 +257,22 @@ def load_config(
 
 
 def _read_toml(path: Path) -> dict[str, Any]:
+    """The config file's table; tomllib is loaded only for a file that says something."""
     try:
         with path.open("rb") as fh:
-            return tomllib.load(fh)
-    except tomllib.TOMLDecodeError as exc:
-        raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
+            data = fh.read()
     except OSError as exc:
         raise ConfigError(f"config file {path}: {exc.strerror}") from None
+    if not data.strip():
+        return {}
+    import tomllib
+
+    try:
+        return tomllib.loads(data.decode())
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path}: invalid TOML: {exc}") from None
 
 
 def _convert(root: Path, path: Path, key: str, kind: str, value: Any) -> Any:

@@ -8,15 +8,46 @@ from __future__ import annotations
 
 import argparse
 import sys
+import types
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from pitrix.agent.config import AgentConfig, Overrides, load_config
 from pitrix.agent.errors import AgentError
 from pitrix.agent.flags import add_confd_flags, go_boolean, refuse_missing_backends
 from pitrix.agent.rootfs import default_root
 
+if TYPE_CHECKING:
+    from pitrix.agent.config import AgentConfig
+
 VERSION = "0.1.0"
 _LOG_LEVELS = {"panic": "critical", "fatal": "critical", "warn": "warning"}
+
+
+def _columns() -> int:
+    """The terminal's width as ``shutil.get_terminal_size`` finds it ($COLUMNS, then stdout's
+    terminal, else 80), without importing shutil (and the bz2, lzma and locale it loads)."""
+    import os
+
+    try:
+        columns = int(os.environ.get("COLUMNS", "0"))
+    except ValueError:
+        columns = 0
+    if columns <= 0:
+        try:
+            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
+        except (AttributeError, ValueError, OSError):
+            columns = 0
+    return columns or 80
+
+
+class _HelpFormatter(argparse.HelpFormatter):
+    """argparse's own, sized by ``_columns``: argparse makes one per ``add_argument`` (to check
+    the metavar), so the agent's ~30 flags would otherwise cost every start shutil's import."""
+
+    def __init__(
+        self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None
+    ) -> None:
+        super().__init__(prog, indent_increment, max_help_position, width if width else _columns() - 2)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -24,6 +55,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pitrix-agent",
         description="confd-compatible configuration agent for pitrix instances",
         allow_abbrev=False,
+        formatter_class=_HelpFormatter,
     )
 
     def flag(name: str, **kwargs: object) -> None:
@@ -61,6 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> AgentConfig:
     """Flags over the config file; command-line paths as given, file paths under the root."""
+    from pitrix.agent.config import Overrides, load_config
+
     refuse_missing_backends(args)
     root = Path(args.root).resolve() if args.root else default_root()
 
@@ -133,7 +167,37 @@ async def _run(config: AgentConfig) -> int:
         await agent.close()
 
 
+class _Deferred(types.ModuleType):
+    """A module in ``sys.modules`` that imports the real one on first attribute access, and
+    from then on hands every attribute over from it (``sys.modules`` then holds the real one)."""
+
+    def __getattr__(self, name: str) -> Any:
+        real = self.__dict__.get("_real")
+        if real is None:
+            import importlib
+
+            if sys.modules.get(self.__name__) is self:
+                del sys.modules[self.__name__]
+            real = self.__dict__["_real"] = importlib.import_module(self.__name__)
+        return getattr(real, name)
+
+
+def defer_inspect() -> None:
+    """Load the stdlib's ``inspect`` only when something uses it.
+
+    ``dataclasses`` imports it for one call (a signature for a class without a docstring), and it
+    is the largest single import of a one-shot render (ast, dis, tokenize and the rest: about a
+    third of a bare interpreter's start), which uses none of it. ``_run_on_loop`` loads it before
+    any thread starts, so a long-running agent has the real module everywhere.
+    (``importlib.util.LazyLoader`` cannot do this on Python 3.11: an ``import`` statement reads
+    the module's ``__spec__``, which loads it.)
+    """
+    if "inspect" not in sys.modules:
+        sys.modules["inspect"] = _Deferred("inspect")
+
+
 def main(argv: list[str] | None = None) -> int:
+    defer_inspect()
     args = build_parser().parse_args(argv)
     if args.version:
         print(f"pitrix-agent {VERSION} (confd-compatible)")
@@ -172,7 +236,10 @@ def main(argv: list[str] | None = None) -> int:
 
 def _run_on_loop(config: AgentConfig, level: str) -> int:
     """Every mode but an inline one-shot: the agent on its event loop."""
+    import inspect
     import logging
+
+    inspect.isfunction  # noqa: B018 -- a deferred inspect is loaded here, before any thread starts
 
     from pitrix import aio
 

@@ -18,6 +18,7 @@ from pitrix.agent.confdir import load_resources
 from pitrix.agent.config import AgentConfig
 from pitrix.agent.errors import AgentError
 from pitrix.agent.log import get_logger
+from pitrix.agent.parsecache import ParseCache
 from pitrix.agent.render import TemplateCache
 from pitrix.agent.report import LogReporter
 from pitrix.agent.resource import ApplyOptions, ApplyResult, TemplateResource
@@ -59,16 +60,21 @@ def run(config: AgentConfig) -> int | None:
     """
     from pitrix.agent.backends.file import FileBackend
 
-    resources, load_errors = load_resources(config)
+    parsed = ParseCache.in_dir(config.state_dir)
+    resources, load_errors = load_resources(config, parsed)
     if _waits(resources, config):
         return None
     log = get_logger("pitrix.agent", backend=config.backend, prefix=config.prefix)
     keys = sorted({k for r in resources for k in r.keys})
+    backend = FileBackend.from_config(config)
+    backend.parsed = parsed
     try:
-        values = FileBackend.from_config(config).read_values(keys) if keys else {}
+        values = backend.read_values(keys) if keys else {}
     except AgentError as exc:
         log.error("backend error", error=str(exc))
         return 1
+    finally:
+        parsed.save()
     results: dict[str, ApplyResult] = {}
     for name, error in load_errors.items():
         log.error("resource not loaded", resource=name, error=error)

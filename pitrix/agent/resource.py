@@ -11,16 +11,16 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import functools
 import grp
 import os
 import pwd
 import re
 import sys
-import tomllib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from pitrix.agent.config import AgentConfig
 from pitrix.agent.durable import stage_beside
@@ -29,6 +29,9 @@ from pitrix.agent.log import Logger, get_logger
 from pitrix.agent.render import RenderError, TemplateCache
 from pitrix.agent.rootfs import under_root
 from pitrix.agent.shell import command_env, run_shell
+
+if TYPE_CHECKING:
+    from pitrix.agent.parsecache import ParseCache
 
 T = TypeVar("T")
 _SRC_PLACEHOLDER = re.compile(r"\{\{\s*\.src\s*\}\}")
@@ -130,6 +133,20 @@ class _FileState:
         self.gid = gid
 
 
+def _read_resource_toml(toml_path: Path) -> dict[str, Any]:
+    """One conf.d file parsed (tomllib loaded here: a one-shot with a warm ``ParseCache`` never
+    needs it)."""
+    import tomllib
+
+    try:
+        with toml_path.open("rb") as fh:
+            return tomllib.load(fh)
+    except tomllib.TOMLDecodeError as exc:
+        raise ResourceError(f"{toml_path}: invalid TOML: {exc}") from None
+    except OSError as exc:
+        raise ResourceError(f"{toml_path}: {exc.strerror}") from None
+
+
 def join_key(*parts: str) -> str:
     """Go's ``path.Join("/", parts...)``: slash-separated, cleaned, always absolute."""
     joined = os.path.normpath("/" + "/".join(p for p in parts if p))
@@ -160,16 +177,16 @@ class TemplateResource:
     # -- loading ---------------------------------------------------------------------------------
 
     @classmethod
-    def load(cls, toml_path: Path, config: AgentConfig) -> TemplateResource:
-        """Read and validate one resource file; errors name the file and the key."""
+    def load(cls, toml_path: Path, config: AgentConfig, parsed: ParseCache | None = None) -> TemplateResource:
+        """Read and validate one resource file; errors name the file and the key.
+
+        ``parsed``: the TOML as the last run parsed it, while the file is unchanged (a one-shot).
+        """
         where = str(toml_path)
-        try:
-            with toml_path.open("rb") as fh:
-                data = tomllib.load(fh)
-        except tomllib.TOMLDecodeError as exc:
-            raise ResourceError(f"{where}: invalid TOML: {exc}") from None
-        except OSError as exc:
-            raise ResourceError(f"{where}: {exc.strerror}") from None
+        if parsed is None:
+            data = _read_resource_toml(toml_path)
+        else:
+            data = parsed.get("toml", toml_path, functools.partial(_read_resource_toml, toml_path))
         table = data.get("template")
         if not isinstance(table, dict):
             raise ResourceError(f"{where}: missing [template] table")

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -249,5 +248,7 @@ class _Child:
 
 def kill_group(pgid: int) -> None:
     """SIGKILL the process group led by ``pgid``; gone already is fine."""
+    import signal  # here: a one-shot that runs no command never needs it
+
     with contextlib.suppress(ProcessLookupError, PermissionError):
         os.killpg(pgid, signal.SIGKILL)

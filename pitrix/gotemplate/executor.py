@@ -6,9 +6,9 @@ and popped with their control structure), and the template-call depth.
 
 from __future__ import annotations
 
-import inspect
 import time
 from collections.abc import Callable, Iterable, Mapping
+from types import FunctionType, MethodType
 from typing import Any
 
 from pitrix.gotemplate import nodes as n
@@ -43,8 +43,31 @@ _NO_FIELDS = (str, bytes, int, float, complex, bool, list, tuple)
 Arity = tuple[int, int | None]
 
 
+# CPython's code flag for a ``*args`` parameter.
+_CO_VARARGS = 0x04
+
+
 def arity_of(fn: Callable[..., Any]) -> Arity | None:
-    """(min, max) positional arguments ``fn`` takes; ``None`` when it cannot be told."""
+    """(min, max) positional arguments ``fn`` takes; ``None`` when it cannot be told.
+
+    A plain function's are read from its code object, as ``inspect.signature`` reads them (what
+    a template calls is nearly always one); anything else (a bound method, a partial, a wrapped or
+    builtin function) is asked of ``inspect``, loaded only then: a one-shot render needs nothing
+    else of it.
+    """
+    bound = type(fn) is MethodType
+    func = fn.__func__ if bound else fn  # type: ignore[attr-defined]
+    if type(func) is FunctionType and not hasattr(func, "__wrapped__") and not hasattr(fn, "__signature__"):
+        code = func.__code__
+        hi = code.co_argcount
+        lo = hi - len(func.__defaults__ or ())
+        if bound and hi:  # the first parameter is the bound object
+            hi, lo = hi - 1, max(lo - 1, 0)
+            return (lo, None) if code.co_flags & _CO_VARARGS else (lo, hi)
+        if not bound:
+            return (lo, None) if code.co_flags & _CO_VARARGS else (lo, hi)
+    import inspect
+
     try:
         sig = inspect.signature(fn)
     except (TypeError, ValueError):

@@ -29,6 +29,8 @@ class LimitError(Exception):
 
 @dataclass(frozen=True)
 class Limits:
+    """One render's bounds (a docstring also spares ``dataclass`` an inspect call)."""
+
     max_output: int = MAX_OUTPUT
     max_value: int = MAX_VALUE
     max_items: int = MAX_ITEMS

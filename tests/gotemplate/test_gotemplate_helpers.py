@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
 from pitrix.gotemplate import gopath
@@ -136,3 +138,55 @@ def test_number_constant(text: str, value: object) -> None:
 def test_number_constant_uint_overflows_at_execution() -> None:
     value, err = number_constant("18446744073709551615")
     assert value is None and err == "18446744073709551615 overflows int"
+
+
+def _arity_by_inspect(fn: Any) -> tuple[int, int | None] | None:
+    """What ``arity_of`` answered when it always asked ``inspect.signature``."""
+    import inspect
+
+    try:
+        sig = inspect.signature(fn)
+    except (TypeError, ValueError):
+        return None
+    lo = hi = 0
+    for p in sig.parameters.values():
+        if p.kind in (p.POSITIONAL_ONLY, p.POSITIONAL_OR_KEYWORD):
+            hi += 1
+            lo += p.default is p.empty
+        elif p.kind is p.VAR_POSITIONAL:
+            return lo, None
+    return lo, hi
+
+
+class _Shapes:
+    def none(self) -> None: ...
+    def two(self, x: Any, y: Any = 1) -> None: ...
+    def rest(self, *a: Any) -> None: ...
+    def kw(self, x: Any, *a: Any, k: Any) -> None: ...
+    def star_only(*a: Any) -> None: ...
+    def defaults(self: Any = None, x: Any = 2) -> None: ...
+    @staticmethod
+    def static(x: Any) -> None: ...
+    @classmethod
+    def klass(cls, x: Any, y: Any = 3) -> None: ...
+
+
+def _f(x: Any, /, y: Any, z: Any = 1, *, k: Any) -> None: ...
+
+
+def test_arity_from_code_objects_matches_inspect() -> None:
+    """The code-object fast path (no inspect import on a render) answers as inspect did, for every
+    function a confd template can call and for the shapes a function can have."""
+    import functools
+
+    from pitrix.agent.confdfuncs import BoundFuncs
+    from pitrix.gotemplate import builtins, confd
+    from pitrix.gotemplate.executor import arity_of
+
+    s = _Shapes()
+    shapes: list[Any] = [s.none, s.two, s.rest, s.kw, s.star_only, s.defaults, s.static, s.klass, _f]
+    shapes += [lambda x, y=2: 0, len, print, functools.partial(_f, 1), functools.wraps(len)(lambda *a: 0)]
+    shapes += list(builtins.BUILTINS.values())
+    shapes += [getattr(confd, name) for name in dir(confd) if callable(getattr(confd, name))]
+    shapes += [getattr(BoundFuncs, name) for name in dir(BoundFuncs) if not name.startswith("__")]
+    assert [(fn, arity_of(fn)) for fn in shapes] == [(fn, _arity_by_inspect(fn)) for fn in shapes]

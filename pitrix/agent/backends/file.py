@@ -8,11 +8,10 @@ from __future__ import annotations
 
 import contextlib
 import fnmatch
+import functools
 import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
-
-import yaml
 
 from pitrix.agent.config import AgentConfig
 from pitrix.agent.errors import BackendError
@@ -21,16 +20,48 @@ from pitrix.agent.memkv import MemKV
 if TYPE_CHECKING:
     import asyncio
 
-
-class _Loader(yaml.SafeLoader):
-    """SafeLoader that leaves timestamps as written: Go's YAML decoder keeps ``2024-01-02`` a string
-    when decoding into an interface, so confd templates see the text, not a reformatted date."""
+    from pitrix.agent.parsecache import ParseCache
 
 
-_Loader.yaml_implicit_resolvers = {
-    first: [(tag, rx) for tag, rx in resolvers if tag != "tag:yaml.org,2002:timestamp"]
-    for first, resolvers in yaml.SafeLoader.yaml_implicit_resolvers.items()
-}
+@functools.cache
+def _loader() -> type:
+    """PyYAML's safe loader (libyaml's parser where PyYAML has it) that leaves timestamps as
+    written: Go's YAML decoder keeps ``2024-01-02`` a string when decoding into an interface, so
+    confd templates see the text, not a reformatted date.
+
+    Made on first use: PyYAML's import is a sixth of a one-shot render, and a one-shot whose data
+    files are unchanged reads them from ``ParseCache`` without it.
+    """
+    import yaml
+
+    base = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    resolvers = {
+        first: [(tag, rx) for tag, rx in found if tag != "tag:yaml.org,2002:timestamp"]
+        for first, found in base.yaml_implicit_resolvers.items()
+    }
+    return type("_Loader", (base,), {"yaml_implicit_resolvers": resolvers})
+
+
+def _parse_file(path: Path) -> dict[str, str]:
+    """One YAML file's keys and values, flattened as confd's file backend does."""
+    import yaml
+
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise BackendError(f"file backend: {path}: {exc.strerror}") from None
+    try:
+        tree: Any = yaml.load(text, Loader=_loader())  # a SafeLoader subclass
+    except yaml.YAMLError as exc:
+        raise BackendError(f"file backend: {path}: invalid YAML: {exc}") from None
+    if tree is None:
+        return {}
+    if not isinstance(tree, dict):
+        raise BackendError(f"file backend: {path}: the top level must be a mapping")
+    try:
+        return MemKV.from_tree(tree).as_dict()
+    except ValueError as exc:
+        raise BackendError(f"file backend: {path}: {exc}") from None
 
 
 class FileBackend:
@@ -49,6 +80,8 @@ class FileBackend:
         # The files' stamps taken just before the last read: a watch compares against these, so a
         # write that lands between a read and the next watch is not missed.
         self._seen: tuple[tuple[int, int], ...] | None = None
+        # Each file's keys as the last run read them, while it is unchanged (a one-shot's).
+        self.parsed: ParseCache | None = None
 
     @classmethod
     def from_config(cls, config: AgentConfig) -> FileBackend:
@@ -68,22 +101,10 @@ class FileBackend:
         self._seen = self._stamp()
         merged: dict[str, str] = {}
         for path in self._paths():
-            try:
-                text = path.read_text()
-            except OSError as exc:
-                raise BackendError(f"file backend: {path}: {exc.strerror}") from None
-            try:
-                tree: Any = yaml.load(text, Loader=_Loader)  # a SafeLoader subclass
-            except yaml.YAMLError as exc:
-                raise BackendError(f"file backend: {path}: invalid YAML: {exc}") from None
-            if tree is None:
-                continue
-            if not isinstance(tree, dict):
-                raise BackendError(f"file backend: {path}: the top level must be a mapping")
-            try:
-                merged.update(MemKV.from_tree(tree).as_dict())
-            except ValueError as exc:
-                raise BackendError(f"file backend: {path}: {exc}") from None
+            if self.parsed is None:
+                merged.update(_parse_file(path))
+            else:
+                merged.update(self.parsed.get("yaml", path, functools.partial(_parse_file, path)))
         return merged
 
     def _stamp(self) -> tuple[tuple[int, int], ...]:
