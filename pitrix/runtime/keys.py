@@ -155,3 +155,12 @@ def parse(key: str) -> Key | None:
             "metadata" if root == METADATA_CLUSTERS.strip("/") else "keypair", owner=rest[0], runtime=rest[1]
         )
     return None
+
+
+# Live pitrixd replicas: ``/replicas/<id>`` on the replica's own lease (pitrix.runtime.fleet), so
+# it disappears with the replica's owner keys when the replica dies.
+REPLICAS = "/replicas/"
+
+
+def replica_key(replica: str) -> str:
+    return f"{REPLICAS}{replica}"
