@@ -267,6 +267,7 @@ async def _start(settings: Settings, tokens: Tokens | None, parts: _Parts) -> No
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         url = f"http://{settings.api.host}:{port}"
+    await service.advertise(url)  # the other replicas (and `pitrix replicas`) learn where it answers
     log.info("pitrixd ready", url=url, etcd=endpoints, replica=service.replica)
     ready: dict[str, Any] = {"ready": True, "url": url, "etcd": endpoints, "replica": service.replica}
     if parts.embedded is not None:

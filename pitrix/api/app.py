@@ -22,6 +22,7 @@ from pitrix.api.events import EventHub, cluster_view
 from pitrix.api.guard import Guard, guard_middleware
 from pitrix.api.metrics import Metrics, jobs_in_flight
 from pitrix.api.openapi import openapi_document
+from pitrix.api.replicas import ReplicaMetrics, replicas_route
 from pitrix.api.stream import stream_events
 from pitrix.api.ui import ui_page
 from pitrix.appcenter.errors import PackageError
@@ -694,4 +695,6 @@ def create_app(
     add.add_get("/v1/clusters/{cid}/tabs/{name}", cluster_tab)
     add.add_get("/v1/clusters/{cid}/nodes/{node}/logs", node_logs)
     add.add_post("/v1/clusters/{cid}/nodes/{node}/exec", node_exec)
+    add.add_route(**replicas_route(service))
+    metrics_.registry.register(ReplicaMetrics(service))
     return app
