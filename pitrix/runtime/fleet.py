@@ -212,13 +212,29 @@ class Fleet:
             self.owners[cid] = self.me
             self._touch()
 
-    def adopted(self, cid: str) -> bool:
-        """Whether a claim this replica just made took ``cid`` over from another owner (or from
-        an earlier life of this one) rather than from nobody."""
+    def take_released(self, cid: str) -> bool:
+        """Whether ``cid`` had an owner that let it go (died, handed it over), as opposed to none
+        (a claim of it is a move); asked once per release."""
         if cid in self.released:
             self.released.discard(cid)
             return True
         return False
+
+    def place(self, cid: str, my_lease: int) -> tuple[str, int]:
+        """Which replica a new cluster belongs to from its first moment (the least loaded one, by
+        the same deal as orphans), and the lease its owner key goes on."""
+        chosen = deal([cid], self.counts()).get(cid, self.me)
+        info = self.replicas.get(chosen)
+        if chosen == self.me or info is None or not info.lease:
+            return self.me, my_lease
+        return chosen, info.lease
+
+    def placed(self, cid: str, replica: str) -> None:
+        """A create this replica accepted put ``cid`` on ``replica``: counted at once."""
+        self.states.setdefault(cid, "creating")
+        if self.owners.get(cid) != replica:
+            self.owners[cid] = replica
+            self._touch()
 
     def let_go(self, cid: str) -> None:
         if self.owners.get(cid) == self.me:
@@ -251,18 +267,28 @@ class Fleet:
         return dealt
 
     def should_claim(self, cid: str) -> bool:
-        """Whether this replica is the one to claim ``cid`` if nobody holds it."""
+        """Whether this replica is the one to claim ``cid`` if nobody holds it: the fleet deals it
+        here, and this replica holds less than its fair share counting ``cid`` (a replica whose
+        view of the others lags would otherwise take clusters it must hand over again)."""
         owner = self.owners.get(cid)
         if owner is not None:
             return owner == self.me
+        counts = self.counts()
         dealt = self.dealt()
         if cid in dealt:
-            return dealt[cid] == self.me
-        # Not in the view yet (a create this replica just accepted): dealt as the next orphan.
-        return deal([cid], self.counts()).get(cid) == self.me
+            if dealt[cid] != self.me:
+                return False
+        elif deal([cid], counts).get(cid) != self.me:  # a create just accepted here: not in the view yet
+            return False
+        total = len(self.states) + (cid not in self.states)
+        return len(self.live()) == 1 or counts[self.me] < fair_share(total, len(self.live()))
 
     def fair_share(self) -> int:
         return fair_share(len(self.states), len(self.live()))
+
+    def below_share(self) -> bool:
+        """Whether this replica may claim one more cluster (it holds less than its fair share)."""
+        return len(self.live()) == 1 or self.counts()[self.me] < self.fair_share()
 
     def surplus(self) -> int:
         """How many clusters this replica holds beyond its fair share."""

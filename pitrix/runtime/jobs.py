@@ -90,13 +90,19 @@ class Jobs:
     # -- accepting --------------------------------------------------------------------------------
 
     async def create(
-        self, cluster: Cluster, guards: Sequence[Compare] = (), writes: Sequence[Op] = ()
+        self,
+        cluster: Cluster,
+        guards: Sequence[Compare] = (),
+        writes: Sequence[Op] = (),
+        placed: tuple[str, int] | None = None,
     ) -> Job:
-        """Accept the create of a new (pending) cluster; owned by this replica from its first moment."""
+        """Accept the create of a new (pending) cluster, owned from its first moment: by this
+        replica, or by the one ``placed`` names (its id and lease, pitrix.runtime.fleet)."""
         create = BY_NAME["create"]
         state = LIFECYCLE.next_state(cluster.state, create.name)
         job = Job(id=new_id("j"), cluster_id=cluster.id, action=create.name, args={})
-        owner = Op("put", owner_key(cluster.id), self.ownership.replica.encode(), self.ownership.lease_id)
+        replica, lease = placed or (self.ownership.replica, self.ownership.lease_id)
+        owner = Op("put", owner_key(cluster.id), replica.encode(), lease)
         async with self.lock(cluster.id):
             await self._write(cluster, 0, state, job, [*guards], [*writes, owner])
         return job

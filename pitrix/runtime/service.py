@@ -229,11 +229,13 @@ class RuntimeService:
     # -- sharing clusters with the other replicas (pitrix.runtime.fleet) ----------------------------
 
     async def _claim(self, cid: str) -> bool:
-        orphan = cid not in self.fleet.owners
+        # Taken before the claim (its own echo on the fleet's watch clears the mark, and a second
+        # claim of the same cluster running alongside must not count it again).
+        adopting = cid not in self.fleet.owners and self.fleet.take_released(cid)
         if not await self.ownership.claim(cid):
             return False
         self.fleet.held(cid)
-        if orphan and self.fleet.adopted(cid):
+        if adopting:
             self.claim_moves += 1
         return True
 
@@ -267,7 +269,7 @@ class RuntimeService:
     async def _sweep(self) -> None:
         """Claim the orphans the fleet deals here; hand idle clusters beyond the fair share over."""
         for cid, replica in list(self.fleet.dealt().items()):
-            if replica == self.replica and not self.ownership.holds(cid):
+            if replica == self.replica and not self.ownership.holds(cid) and self.fleet.below_share():
                 await self.reconcile(cid, dealt=True)
         surplus = self.fleet.surplus()
         for cid in self.fleet.handover_order():
@@ -480,8 +482,17 @@ class RuntimeService:
                 _, targets = await check_links(desk, owner, runtime, cluster.links)
             guards = [Compare(cluster_key(kv.key), "mod", "==", kv.mod_revision) for kv in targets]
             touches = [Op("put", cluster_key(kv.key), kv.value) for kv in targets]
+            placed = self.fleet.place(cluster.id, self.ownership.lease_id)
             try:
-                job = await self.jobs.create(cluster, guards, touches)
+                try:
+                    job = await self.jobs.create(cluster, guards, touches, placed)
+                except StoreError:
+                    if placed[0] == self.replica:
+                        raise
+                    # The chosen replica's lease ended since it announced it: this one owns it.
+                    placed = (self.replica, self.ownership.lease_id)
+                    job = await self.jobs.create(cluster, guards, touches, placed)
+                self.fleet.placed(cluster.id, placed[0])
             except ChangedMeanwhile:
                 # The id is new, so a target changed: its own job moved on (a busy cluster's
                 # record is written often) or a delete began. Check the links again rather than
