@@ -221,9 +221,13 @@ class Fleet:
         return False
 
     def place(self, cid: str, my_lease: int) -> tuple[str, int]:
-        """Which replica a new cluster belongs to from its first moment (the least loaded one, by
-        the same deal as orphans), and the lease its owner key goes on."""
-        chosen = deal([cid], self.counts()).get(cid, self.me)
+        """Which replica a new cluster belongs to from its first moment, and the lease its owner
+        key goes on: this one (which accepted the create) while it is among the least loaded, else
+        the least loaded by the same deal as orphans."""
+        counts = self.counts()
+        if counts[self.me] <= min(counts.values()):
+            return self.me, my_lease
+        chosen = deal([cid], counts).get(cid, self.me)
         info = self.replicas.get(chosen)
         if chosen == self.me or info is None or not info.lease:
             return self.me, my_lease
