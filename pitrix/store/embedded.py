@@ -37,6 +37,10 @@ from pitrix.sdnotify import child_environ
 from pitrix.store import etcd_pki
 from pitrix.store.tls import EtcdTLS, EtcdTLSError
 
+# etcd's limit on a transaction's operations for the embedded etcd: room for pitrixd's largest
+# writes (pitrix.store.txn_limit checks an external etcd's at start-up).
+EMBEDDED_MAX_TXN_OPS = 2048
+
 STARTUP_TIMEOUT = 30.0
 REUSE_HEALTH_TIMEOUT = 3.0
 STOP_GRACE = 10.0
@@ -428,6 +432,7 @@ class EmbeddedEtcd:
             "--log-level=warn",
             "--heartbeat-interval=50",
             "--election-timeout=500",
+            f"--max-txn-ops={EMBEDDED_MAX_TXN_OPS}",  # see EMBEDDED_MAX_TXN_OPS
         ]
         if self._pki is not None:
             member_cert, member_key, ca = self._pki.member_cert, self._pki.member_key, self._pki.ca_cert
