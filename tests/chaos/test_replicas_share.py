@@ -193,7 +193,7 @@ async def test_replicas_share_clusters_through_a_replica_s_death_and_return(
             await until_owners(store, lambda o: within(o, survivors, clusters + 1), "r2's clusters adopted")
 
             ledger = await stack.ledger()
-            kept = {n["instance_id"] for v in views for n in v.get("nodes", [])}
+            kept = {n["instance_id"] for v in [view, *views] for n in v.get("nodes", [])}
             leaked, duplicated = leaks_and_duplicates(ledger, kept, metadata_alive=True)
             assert not leaked and not duplicated, (leaked, duplicated)
 
