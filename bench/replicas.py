@@ -15,6 +15,7 @@ import asyncio
 import collections
 import json
 import os
+import shutil
 import tempfile
 import time
 from pathlib import Path
@@ -25,7 +26,7 @@ from bench import procs
 from bench.orchestration import LIGHT_WORKERS, trivial_app
 from bench.stack import Stack, wait_state
 from bench.table import Table
-from pitrix.cli.client import ApiClient
+from pitrix.cli.client import ApiClient, ApiError
 from pitrix.cli.demo import sim_runtime
 from pitrix.store import Store
 from pitrix.store.embedded import EmbeddedEtcd
@@ -89,89 +90,90 @@ async def create(api: ApiClient, name: str, patience: float) -> str:
     created = await api.post("/v1/clusters", {"runtime": "sim", "app": app, "name": name, "channel": "ssh"})
     try:
         view = await wait_state(api, created["cluster"]["id"], created["job"]["id"], timeout=patience)
-    except RuntimeError as exc:
+    except (RuntimeError, ApiError) as exc:
         return str(exc)
     return "" if view["state"] == "active" else f"{view['state']}: {view.get('last_error')}"
 
 
 async def measure(n: int) -> tuple[Table, Table]:
-    with tempfile.TemporaryDirectory(prefix="pitrix-bench-replicas-") as tmp:
-        workdir = Path(tmp)
-        etcd = EmbeddedEtcd(workdir / "etcd")
-        await etcd.start()
-        stack = Stack(workdir, f"127.{procs.private_net()}.0.0/16")
-        children: dict[str, procs.Child] = {}
-        apis: list[ApiClient] = []
-        store = await Store.connect([etcd.client_url], prefix="/pitrix", tls=etcd.client_tls)
-        try:
-            await stack.start_sim("--light", "--light-workers", str(LIGHT_WORKERS))
-            children["r0"] = await start_replica(workdir, etcd, "r0")  # makes the secrets key
-            for name in REPLICAS[1:]:
-                children[name] = await start_replica(workdir, etcd, name)
-            apis = [ApiClient(str(children[r].ready["url"]), TOKEN) for r in REPLICAS]
-            assert stack.sim is not None
-            await apis[0].post("/v1/runtimes", {**sim_runtime(stack.sim.ready), "metadata_size": 1})
-            first = await create(apis[0], "first", 300)  # the owner's metadata cluster, made apart
-            if first:
-                raise RuntimeError(f"the first cluster did not become active: {first}")
-            bytes0, db0 = await bytes_by_kind(store), await db_size(etcd)
-            pids = {r: children[r].pid for r in REPLICAS}
-            cpu0 = {r: procs.cpu_seconds(p) for r, p in pids.items()}
-            rss0 = {r: procs.memory_kib(p) for r, p in pids.items()}
-            patience = max(300.0, 1.5 * n)
-            began = time.monotonic()
-            errors = await asyncio.gather(*(create(apis[i % len(apis)], f"c{i}", patience) for i in range(n)))
-            wall = time.monotonic() - began
-            shown = {r["id"]: r for r in (await apis[0].get("/v1/replicas"))["replicas"]}
-            bytes1, db1 = await bytes_by_kind(store), await db_size(etcd)
-            failed = [e for e in errors if e]
-            per = Table(
-                f"{n} one-node clusters created at once through 3 replicas (light mode)",
-                ["replica", "clusters owned", "CPU s / cluster", "RSS MiB", "MiB / cluster"],
+    workdir = Path(tempfile.mkdtemp(prefix="pitrix-bench-replicas-"))
+    # The directory (and the processes' logs in it) is removed only after a run that worked.
+    etcd = EmbeddedEtcd(workdir / "etcd")
+    await etcd.start()
+    stack = Stack(workdir, f"127.{procs.private_net()}.0.0/16")
+    children: dict[str, procs.Child] = {}
+    apis: list[ApiClient] = []
+    store = await Store.connect([etcd.client_url], prefix="/pitrix", tls=etcd.client_tls)
+    try:
+        await stack.start_sim("--light", "--light-workers", str(LIGHT_WORKERS))
+        children["r0"] = await start_replica(workdir, etcd, "r0")  # makes the secrets key
+        for name in REPLICAS[1:]:
+            children[name] = await start_replica(workdir, etcd, name)
+        apis = [ApiClient(str(children[r].ready["url"]), TOKEN) for r in REPLICAS]
+        assert stack.sim is not None
+        await apis[0].post("/v1/runtimes", {**sim_runtime(stack.sim.ready), "metadata_size": 1})
+        first = await create(apis[0], "first", 300)  # the owner's metadata cluster, made apart
+        if first:
+            raise RuntimeError(f"the first cluster did not become active: {first}")
+        bytes0, db0 = await bytes_by_kind(store), await db_size(etcd)
+        pids = {r: children[r].pid for r in REPLICAS}
+        cpu0 = {r: procs.cpu_seconds(p) for r, p in pids.items()}
+        rss0 = {r: procs.memory_kib(p) for r, p in pids.items()}
+        patience = max(300.0, 1.5 * n)
+        began = time.monotonic()
+        errors = await asyncio.gather(*(create(apis[i % len(apis)], f"c{i}", patience) for i in range(n)))
+        wall = time.monotonic() - began
+        shown = {r["id"]: r for r in (await apis[0].get("/v1/replicas"))["replicas"]}
+        bytes1, db1 = await bytes_by_kind(store), await db_size(etcd)
+        failed = [e for e in errors if e]
+        per = Table(
+            f"{n} one-node clusters created at once through 3 replicas (light mode)",
+            ["replica", "clusters owned", "CPU s / cluster", "RSS MiB", "MiB / cluster"],
+        )
+        for r in REPLICAS:
+            rss = procs.memory_kib(pids[r])
+            owned = int(shown.get(r, {}).get("clusters_owned", 0))
+            per.add(
+                r,
+                owned,
+                f"{(procs.cpu_seconds(pids[r]) - cpu0[r]) / max(owned, 1):.3f}",
+                f"{rss / 1024:.0f}",
+                f"{max(0, rss - rss0[r]) / 1024 / max(owned, 1):.3f}",
             )
-            for r in REPLICAS:
-                rss = procs.memory_kib(pids[r])
-                owned = int(shown.get(r, {}).get("clusters_owned", 0))
-                per.add(
-                    r,
-                    owned,
-                    f"{(procs.cpu_seconds(pids[r]) - cpu0[r]) / max(owned, 1):.3f}",
-                    f"{rss / 1024:.0f}",
-                    f"{max(0, rss - rss0[r]) / 1024 / max(owned, 1):.3f}",
-                )
-            per.notes.append(
-                f"all {n - len(failed)} active in {wall:.1f} s (wall); {len(failed)} did not make it"
-            )
-            if failed:
-                per.notes.append(f"the first failure: {failed[0][:300]}")
-            per.notes.append(
-                "CPU and MiB per cluster: the replica's own over the clusters it owns at the end "
-                "(the creates it accepted for others cost it a little too)"
-            )
-            store_table = Table(
-                "etcd bytes per cluster (keys + values pitrixd wrote, by record)",
-                ["record", "bytes / cluster"],
-            )
-            for name in ("cluster", "nodes", "jobs", "journal", "tokens", "owner", "other"):
-                grown = bytes1.get(name, 0) - bytes0.get(name, 0)
-                store_table.add(name, f"{grown / n:,.0f}")
-            logical = sum(bytes1.values()) - sum(bytes0.values())
-            store_table.add("**all**", f"{logical / n:,.0f}")
-            db_per = (db1 - db0) / n
-            store_table.add("etcd database growth (dbSize, history included)", f"{db_per:,.0f}")
-            store_table.notes.append(
-                f"capacity on paper at the 8 GiB quota: {QUOTA / max(logical / n, 1):,.0f} clusters by live "
-                f"bytes, {QUOTA / max(db_per, 1):,.0f} by database growth before compaction and defrag"
-            )
-            return per, store_table
-        finally:
-            for api in apis:
-                await api.close()
-            await store.close()
-            for child in children.values():
-                await child.stop()
-            await stack.stop()
-            await etcd.stop()
+        per.notes.append(
+            f"all {n - len(failed)} active in {wall:.1f} s (wall); {len(failed)} did not make it"
+        )
+        if failed:
+            per.notes.append(f"the first failure: {failed[0][:300]}")
+        per.notes.append(
+            "CPU and MiB per cluster: the replica's own over the clusters it owns at the end "
+            "(the creates it accepted for others cost it a little too)"
+        )
+        store_table = Table(
+            "etcd bytes per cluster (keys + values pitrixd wrote, by record)",
+            ["record", "bytes / cluster"],
+        )
+        for name in ("cluster", "nodes", "jobs", "journal", "tokens", "owner", "other"):
+            grown = bytes1.get(name, 0) - bytes0.get(name, 0)
+            store_table.add(name, f"{grown / n:,.0f}")
+        logical = sum(bytes1.values()) - sum(bytes0.values())
+        store_table.add("**all**", f"{logical / n:,.0f}")
+        db_per = (db1 - db0) / n
+        store_table.add("etcd database growth (dbSize, history included)", f"{db_per:,.0f}")
+        store_table.notes.append(
+            f"capacity on paper at the 8 GiB quota: {QUOTA / max(logical / n, 1):,.0f} clusters by live "
+            f"bytes, {QUOTA / max(db_per, 1):,.0f} by database growth before compaction and defrag"
+        )
+        shutil.rmtree(workdir, ignore_errors=True)
+        return per, store_table
+    finally:
+        for api in apis:
+            await api.close()
+        await store.close()
+        for child in children.values():
+            await child.stop()
+        await stack.stop()
+        await etcd.stop()
 
 
 async def run(quick: bool) -> list[Table]:
