@@ -7,6 +7,26 @@ measured is pitrix's own work. The creates go round-robin to the three replicas;
 seconds and resident memory come from /proc, the etcd bytes from the keys pitrixd wrote (by kind of
 record) and from etcd's own database size. ``PITRIX_BENCH_REPLICAS_N`` sets N (default 300; 30
 with ``--quick``).
+
+Capacity on paper. A live cluster keeps its record, its nodes, its tokens, its owner key and its
+jobs with their journals in etcd; the second table gives the bytes of each per one-node cluster
+after its create (a node adds its node and token records, about 0.4 KB; every later job adds its
+job record and journal, about 2 KB, until old jobs are pruned). etcd's database also keeps the
+history of every key until compaction and frees space only on defrag, so the database grows
+several times faster than the live bytes: run etcd with --auto-compaction-retention and defrag
+now and then. At etcd's 8 GiB quota the live bytes allow millions of clusters; what bounds one
+etcd first is the watch fan-out: every replica watches every cluster record and owner key (the
+fleet's view, its owner watch, the API's event hub), so each write of a cluster's record is sent
+once per replica per watch, and a replica's memory holds the fleet view (a few hundred bytes per
+cluster). Within one region or one runtime's control plane, one etcd cluster of three or five
+members holds 10,000 clusters with room to spare; beyond some 100,000 clusters, or across regions
+(where a write's round trip to the etcd leader is the latency of every step), run one pitrix
+installation, with its own etcd, per region or per large runtime.
+
+What stops 10,000 concurrent clusters here: all three replicas, the simulator and every light VM
+share this machine's two cores with other work, and every cluster of one owner reports to that
+owner's one metadata VM; three replicas run up to three times as many jobs at once as one, and
+the metadata VM's etcd fell behind first (metad answers 503, agents' heartbeats come late).
 """
 
 from __future__ import annotations
