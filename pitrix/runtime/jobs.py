@@ -40,7 +40,7 @@ from pitrix.runtime.signals import ClusterSignals
 from pitrix.runtime.steps import operation_keys
 from pitrix.runtime.steps.context import JobContext, RolledBack
 from pitrix.sealing import Sealer
-from pitrix.store import Store
+from pitrix.store import Store, StoreUnavailable
 from pitrix.store.types import Compare, Op
 
 # A job's end is written guarded by the cluster's revision; a write that lands in between (the
@@ -223,6 +223,8 @@ class Jobs:
         except LostOwnership as exc:
             log.warning("ownership lost; the job is left to the cluster's owner", error=str(exc))
             return None
+        except StoreUnavailable:
+            raise  # etcd lost mid-job (a member died): no failure of the job, which resumes later
         except StepFailed as exc:
             rolled_back = isinstance(exc.__cause__, RolledBack) or action.always_rolls_back
             log.error("job failed", error=str(exc), rolled_back=rolled_back)

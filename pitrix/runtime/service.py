@@ -22,6 +22,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from pitrix.aio import cancel_and_wait
+from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 from pitrix.providers.base import Provider, ProviderError
 from pitrix.providers.registry import load_provider
@@ -53,7 +54,7 @@ from pitrix.runtime.tabs import first_live, run_on_node, run_tab
 from pitrix.runtime.tabs import runners as tabs_runners
 from pitrix.runtime.wording import describe
 from pitrix.sealing import Sealer
-from pitrix.store import Store, StoreError
+from pitrix.store import Store, StoreError, StoreUnavailable
 from pitrix.store.types import Compare, Op
 
 __all__ = ["DEFAULT_MAX_JOBS", "WAIT_SLOT_STEP", "InvalidRequest", "NotFound", "RuntimeService"]
@@ -62,6 +63,9 @@ __all__ = ["DEFAULT_MAX_JOBS", "WAIT_SLOT_STEP", "InvalidRequest", "NotFound", "
 CREATE_ATTEMPTS = 5
 # The step a job waiting for a free job slot shows.
 WAIT_SLOT_STEP = "wait-slot"
+# A job cut by etcd's unavailability (a member lost, a leader election) runs again after these.
+STORE_RETRY_FIRST = 0.5
+STORE_RETRY_MAX = 10.0
 
 
 class RuntimeInUse(LifecycleError):
@@ -186,10 +190,24 @@ class RuntimeService:
             self.monitor.watch(cluster)
 
     async def _run(self, cid: str) -> None:
-        try:
-            ended = await self.jobs.run(cid)
-        finally:
-            self.fleet.changed.set()  # between jobs: the moment a cluster may move to another replica
+        backoff = Backoff(STORE_RETRY_FIRST, STORE_RETRY_MAX)
+        while True:
+            try:
+                ended = await self.jobs.run(cid)
+                break
+            except StoreUnavailable as exc:
+                # A write whose answer was lost may have landed or not: the job is run again from
+                # its journal (steps are idempotent; a landed end is seen as ended), as after a crash.
+                delay = backoff.next()
+                self.log.warning(
+                    "etcd unavailable during a job; it resumes from its journal",
+                    cluster_id=cid,
+                    error=str(exc),
+                    retry_in=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+            finally:
+                self.fleet.changed.set()  # between jobs: the moment a cluster may move to another replica
         if ended is None:
             return
         if ended.cluster.state == "active":
