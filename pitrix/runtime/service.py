@@ -289,6 +289,13 @@ class RuntimeService:
         for cid, replica in list(self.fleet.dealt().items()):
             if replica == self.replica and not self.ownership.holds(cid) and self.fleet.below_share():
                 await self.reconcile(cid, dealt=True)
+        # Clusters the fleet says are ours but nothing here drives: a claim whose answer was lost
+        # (etcd lost a member then), or a job whose task ended without ending the job.
+        for cid in self.fleet.mine():
+            if self.supervisor.busy(cid):
+                continue
+            if not self.ownership.holds(cid) or LIFECYCLE.is_transitional(self.fleet.states.get(cid, "")):
+                await self.reconcile(cid)
         surplus = self.fleet.surplus()
         for cid in self.fleet.handover_order():
             if surplus <= 0:
