@@ -126,6 +126,7 @@ async def measure(n: int) -> tuple[Table, Table]:
     stack = Stack(workdir, f"127.{procs.private_net()}.0.0/16")
     children: dict[str, procs.Child] = {}
     apis: list[ApiClient] = []
+    worked = False
     store = await Store.connect([etcd.client_url], prefix="/pitrix", tls=etcd.client_tls)
     try:
         await stack.start_sim("--light", "--light-workers", str(LIGHT_WORKERS))
@@ -187,7 +188,7 @@ async def measure(n: int) -> tuple[Table, Table]:
             f"capacity on paper at the 8 GiB quota: {QUOTA / max(logical / n, 1):,.0f} clusters by live "
             f"bytes, {QUOTA / max(db_per, 1):,.0f} by database growth before compaction and defrag"
         )
-        shutil.rmtree(workdir, ignore_errors=True)
+        worked = True
         return per, store_table
     finally:
         for api in apis:
@@ -197,6 +198,8 @@ async def measure(n: int) -> tuple[Table, Table]:
             await child.stop()
         await stack.stop()
         await etcd.stop()
+        if worked:
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 async def run(quick: bool) -> list[Table]:
