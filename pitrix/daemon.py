@@ -177,6 +177,15 @@ def runtime_service(store: Store, settings: Settings, **given: Any) -> RuntimeSe
     )
 
 
+async def check_external_etcd(store: Store) -> None:
+    """Refuse to start on an etcd that would refuse pitrixd's largest write halfway through a job
+    (its --max-txn-ops too low): said now, with what to set, rather than by a failed scale-in."""
+    from pitrix.runtime.txn_size import largest_transaction
+    from pitrix.store.txn_limit import check_txn_ops
+
+    await check_txn_ops(store, largest_transaction())
+
+
 def replica_id(state_dir: Path, given: str | None) -> str:
     """This replica's lasting id: a restart on the same state dir takes its clusters back at once."""
     path = state_dir / "replica-id"
@@ -238,6 +247,8 @@ async def _start(settings: Settings, tokens: Tokens | None, parts: _Parts) -> No
     parts.store = store = await Store.connect(
         endpoints, prefix=settings.etcd.prefix, timeout=settings.etcd.dial_timeout, tls=etcd_tls
     )
+    if parts.embedded is None:
+        await check_external_etcd(store)
     # The key that seals secrets lives in a file, never in etcd; a replica holding another
     # key than the one this etcd's secrets are sealed with stops here, saying so.
     key_file = settings.secrets.key_path(settings.state_dir)
@@ -267,6 +278,7 @@ async def _start(settings: Settings, tokens: Tokens | None, parts: _Parts) -> No
         await site.start()
         port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
         url = f"http://{settings.api.host}:{port}"
+    await service.advertise(url)  # the other replicas (and `pitrix replicas`) learn where it answers
     log.info("pitrixd ready", url=url, etcd=endpoints, replica=service.replica)
     ready: dict[str, Any] = {"ready": True, "url": url, "etcd": endpoints, "replica": service.replica}
     if parts.embedded is not None:
@@ -422,9 +434,11 @@ def main(argv: list[str] | None = None) -> int:
     except ConfigError as exc:
         print(f"pitrixd: {exc}", file=sys.stderr)
         return 2
+    from pitrix.store.txn_limit import TxnLimitTooLow
+
     try:
         aio.run(serve(settings, tokens))
-    except SealingError as exc:
+    except (SealingError, TxnLimitTooLow) as exc:
         print(f"pitrixd: {exc}", file=sys.stderr)
         return 2
     return 0

@@ -25,6 +25,7 @@ from pitrix.api.guard import Guard, guard_middleware
 from pitrix.api.metrics import Metrics, jobs_in_flight
 from pitrix.api.node_shell import ShellLimits, node_shell
 from pitrix.api.openapi import openapi_document
+from pitrix.api.replicas import ReplicaMetrics, replicas_route
 from pitrix.api.stream import stream_events, stream_history
 from pitrix.api.ui import ui_page
 from pitrix.appcenter.errors import PackageError
@@ -738,4 +739,6 @@ def create_app(
     add.add_get("/v1/clusters/{cid}/nodes/{node}/logs", node_logs)
     add.add_post("/v1/clusters/{cid}/nodes/{node}/exec", node_exec)
     add.add_get("/v1/clusters/{cid}/nodes/{node}/ssh", node_ssh)
+    add.add_route(**replicas_route(service))
+    metrics_.registry.register(ReplicaMetrics(service))
     return app

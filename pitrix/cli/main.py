@@ -227,6 +227,26 @@ def _job_goes_on(cid: str, job_id: str) -> str:
     return f"job {job_id} on cluster {cid} goes on: `pitrix jobs wait {cid} {job_id}` follows it again"
 
 
+def _replicas_table(data: dict[str, Any]) -> str:
+    rows = [
+        (
+            r["id"] + (" *" if r.get("self") else ""),
+            r.get("address") or "-",
+            str(r["clusters_owned"]),
+            str(r["jobs_running"]),
+            f"{r['lease_age']:.0f}s",
+        )
+        for r in data["replicas"]
+    ]
+    return table(("REPLICA", "ADDRESS", "CLUSTERS", "JOBS", "LEASE AGE"), rows)
+
+
+async def cmd_replicas(client: ApiClient, args: argparse.Namespace) -> int:
+    """The live replicas as the answering one (marked *) sees them."""
+    _print(await client.get("/v1/replicas"), args.output, _replicas_table)
+    return 0
+
+
 async def cmd_runtimes(client: ApiClient, args: argparse.Namespace) -> int:
     if args.action == "list":
         data = await client.get("/v1/runtimes")
@@ -1307,6 +1327,7 @@ def build_parser() -> argparse.ArgumentParser:
         )
     add_jobs_parsers(sub)
     add_nodes_parsers(sub)
+    sub.add_parser("replicas", help="the pitrixd replicas sharing the clusters: shares, jobs, leases")
     _globals_everywhere(parser)
     return parser
 
@@ -1322,6 +1343,7 @@ async def run(args: argparse.Namespace) -> int:
         "backups": cmd_backups,
         "jobs": cmd_jobs,
         "nodes": cmd_nodes,
+        "replicas": cmd_replicas,
     }
     async with ApiClient(args.url, args.token) as client:
         try:

@@ -40,7 +40,7 @@ from pitrix.runtime.signals import ClusterSignals
 from pitrix.runtime.steps import operation_keys
 from pitrix.runtime.steps.context import JobContext, RolledBack
 from pitrix.sealing import Sealer
-from pitrix.store import Store
+from pitrix.store import Store, StoreUnavailable
 from pitrix.store.types import Compare, Op
 
 # A job's end is written guarded by the cluster's revision; a write that lands in between (the
@@ -90,13 +90,19 @@ class Jobs:
     # -- accepting --------------------------------------------------------------------------------
 
     async def create(
-        self, cluster: Cluster, guards: Sequence[Compare] = (), writes: Sequence[Op] = ()
+        self,
+        cluster: Cluster,
+        guards: Sequence[Compare] = (),
+        writes: Sequence[Op] = (),
+        placed: tuple[str, int] | None = None,
     ) -> Job:
-        """Accept the create of a new (pending) cluster; owned by this replica from its first moment."""
+        """Accept the create of a new (pending) cluster, owned from its first moment: by this
+        replica, or by the one ``placed`` names (its id and lease, pitrix.runtime.fleet)."""
         create = BY_NAME["create"]
         state = LIFECYCLE.next_state(cluster.state, create.name)
         job = Job(id=new_id("j"), cluster_id=cluster.id, action=create.name, args={})
-        owner = Op("put", owner_key(cluster.id), self.ownership.replica.encode(), self.ownership.lease_id)
+        replica, lease = placed or (self.ownership.replica, self.ownership.lease_id)
+        owner = Op("put", owner_key(cluster.id), replica.encode(), lease)
         async with self.lock(cluster.id):
             await self._write(cluster, 0, state, job, [*guards], [*writes, owner])
         return job
@@ -217,6 +223,8 @@ class Jobs:
         except LostOwnership as exc:
             log.warning("ownership lost; the job is left to the cluster's owner", error=str(exc))
             return None
+        except StoreUnavailable:
+            raise  # etcd lost mid-job (a member died): no failure of the job, which resumes later
         except StepFailed as exc:
             rolled_back = isinstance(exc.__cause__, RolledBack) or action.always_rolls_back
             log.error("job failed", error=str(exc), rolled_back=rolled_back)

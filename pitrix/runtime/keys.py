@@ -168,3 +168,12 @@ def reserved_ips_prefix(cid: str) -> str:
 
 def reserved_ip_key(cid: str, name: str) -> str:
     return f"{reserved_ips_prefix(cid)}{name}"
+
+
+# Live pitrixd replicas: ``/replicas/<id>`` on the replica's own lease (pitrix.runtime.fleet), so
+# it disappears with the replica's owner keys when the replica dies.
+REPLICAS = "/replicas/"
+
+
+def replica_key(replica: str) -> str:
+    return f"{REPLICAS}{replica}"

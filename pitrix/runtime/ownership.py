@@ -46,6 +46,7 @@ class Ownership:
         ttl: int,
         consider: Callable[[str], Awaitable[None]],
         lost: Callable[[], Awaitable[None]] | None = None,
+        announce: Callable[[int], Awaitable[None]] | None = None,
     ) -> None:
         if not replica or "/" in replica:
             raise ValueError(f"replica: {replica!r} is not a replica id")
@@ -54,6 +55,7 @@ class Ownership:
         self.ttl = ttl
         self.consider = consider
         self.on_lost = lost
+        self.on_lease = announce  # told each new lease (the fleet record hangs on it)
         self._lease: KeptLease | None = None
         # The owner key's mod revision as this replica last wrote or confirmed it, per cluster:
         # any later write to the key (a lease run out, another replica's claim) changes it.
@@ -74,6 +76,8 @@ class Ownership:
     async def start(self) -> None:
         self._lease = await self.store.lease(self.ttl).grant()
         self.log.info("replica lease", lease=f"{self._lease.id:x}", ttl=self.ttl)
+        if self.on_lease is not None:
+            await self.on_lease(self._lease.id)
 
     def follow(self, from_revision: int) -> None:
         """Consider a cluster again whenever its record changes or its owner key goes away."""
@@ -98,6 +102,8 @@ class Ownership:
             await old.revoke()
             self._lease = await self.store.lease(self.ttl).grant()
             self.log.info("replica lease", lease=f"{self._lease.id:x}", ttl=self.ttl)
+            if self.on_lease is not None:
+                await self.on_lease(self._lease.id)
             kvs, _ = await self.store.get_prefix(keys.CLUSTERS)
             for kv in kvs:
                 parsed = keys.parse(kv.key)
@@ -186,3 +192,19 @@ class Ownership:
         key = owner_key(cid)
         self._held.pop(cid, None)
         await self.store.txn([Compare(key, "value", "==", self.replica.encode())], [Op("delete", key)])
+
+    def holds(self, cid: str) -> bool:
+        return cid in self._held
+
+    async def hand_over(self, cid: str, unchanged: list[Compare]) -> bool:
+        """Let ``cid`` go to another replica, only while ``unchanged`` holds (the cluster idle as
+        read) and this replica still owns it on its current claim; False if anything moved."""
+        try:
+            fence = self.fence(cid)
+        except LostOwnership:
+            return False
+        done = await self.store.txn(fence + unchanged, [Op("delete", owner_key(cid))])
+        if done.succeeded:
+            self._held.pop(cid, None)
+            self.log.info("cluster handed over", cluster_id=cid)
+        return done.succeeded

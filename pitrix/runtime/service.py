@@ -16,9 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from pitrix.aio import cancel_and_wait
+from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 from pitrix.providers.base import Provider, ProviderError
 from pitrix.providers.registry import load_provider
@@ -30,10 +34,11 @@ from pitrix.runtime.backup_service import BackupService
 from pitrix.runtime.cloud_check import check_cloud
 from pitrix.runtime.clouds import Clouds
 from pitrix.runtime.executor import DEFAULT_RETRY
+from pitrix.runtime.fleet import SWEEP_INTERVAL, Fleet
 from pitrix.runtime.jobs import Jobs
 from pitrix.runtime.journal import Journal
 from pitrix.runtime.keypairs import KeyPairs
-from pitrix.runtime.keys import METADATA_CLUSTERS, cluster_key, runtime_key
+from pitrix.runtime.keys import METADATA_CLUSTERS, cluster_key, replica_key, runtime_key
 from pitrix.runtime.lifecycle import ChangedMeanwhile, LifecycleError
 from pitrix.runtime.metadata import MetadataClusters, StatusUnavailable
 from pitrix.runtime.monitor import RecoveryMonitor
@@ -49,7 +54,7 @@ from pitrix.runtime.tabs import first_live, run_on_node, run_tab
 from pitrix.runtime.tabs import runners as tabs_runners
 from pitrix.runtime.wording import describe
 from pitrix.sealing import Sealer
-from pitrix.store import Store, StoreError
+from pitrix.store import Store, StoreError, StoreUnavailable
 from pitrix.store.types import Compare, Op
 
 __all__ = ["DEFAULT_MAX_JOBS", "WAIT_SLOT_STEP", "InvalidRequest", "NotFound", "RuntimeService"]
@@ -58,6 +63,9 @@ __all__ = ["DEFAULT_MAX_JOBS", "WAIT_SLOT_STEP", "InvalidRequest", "NotFound", "
 CREATE_ATTEMPTS = 5
 # The step a job waiting for a free job slot shows.
 WAIT_SLOT_STEP = "wait-slot"
+# A job cut by etcd's unavailability (a member lost, a leader election) runs again after these.
+STORE_RETRY_FIRST = 0.5
+STORE_RETRY_MAX = 10.0
 
 
 class RuntimeInUse(LifecycleError):
@@ -92,7 +100,16 @@ class RuntimeService:
             keypairs=self.keypairs,
             retry=retry,
         )
-        self.ownership = Ownership(store, self.replica, owner_ttl, self.reconcile, self._let_go)
+        # The live replicas share the clusters (pitrix.runtime.fleet): this replica's view of them,
+        # the address its admin API answers on (told by the daemon), and the claims it moved.
+        self.fleet = Fleet(store, self.replica)
+        self.address = ""
+        self.claim_moves = 0
+        self._lease_started = 0.0
+        self._sweeper: asyncio.Task[None] | None = None
+        self.ownership = Ownership(
+            store, self.replica, owner_ttl, self.reconcile, self._let_go, announce=self._announce
+        )
         self.signals = ClusterSignals()
         self.jobs = Jobs(
             store,
@@ -122,17 +139,23 @@ class RuntimeService:
         record changes are reconciled again, so another replica's clusters are adopted and resumed.
         """
         await self.ownership.start()
+        await self.fleet.load()
         clusters, revision = await self.repo.clusters_at()
         for cluster in clusters:
             await self.reconcile(cluster.id)
         self.ownership.follow(revision + 1)
+        self._sweeper = asyncio.create_task(self._sweep_loop(), name="fleet-sweep")
         self.log.info(
             "runtime started", clusters=len(clusters), resumed=self.supervisor.running(), replica=self.replica
         )
 
     async def stop(self) -> None:
         """Stop supervising (jobs stay journaled and resume at the next start)."""
+        if self._sweeper is not None:
+            await cancel_and_wait(self._sweeper)
+            self._sweeper = None
         await self._let_go()
+        await self.fleet.close()
         await self.ownership.close()  # only then may other replicas adopt our clusters
         await self.metadata.close()
         await self.clouds.close()
@@ -141,8 +164,9 @@ class RuntimeService:
         """Stop every job and monitor here (they resume wherever the clusters are claimed next)."""
         await asyncio.gather(self.supervisor.stop(), self.monitor.stop(), self.backups.stop())
 
-    async def reconcile(self, cid: str) -> None:
-        """Drive ``cid`` here if this replica owns it (claiming it when nobody does), else let go."""
+    async def reconcile(self, cid: str, *, dealt: bool = False) -> None:
+        """Drive ``cid`` here if this replica owns it (claiming it when nobody does and the fleet
+        deals it here, or ``dealt`` says a sweep just did), else let go."""
         self.signals.changed(cid)  # waiters here learn of changes made by other replicas too
         if self.supervisor.busy(cid):
             return  # our own job is running it; its end decides what follows
@@ -154,7 +178,7 @@ class RuntimeService:
             self.backups.forget(cid)
             await self.ownership.release(cid)
             return
-        if not await self.ownership.claim(cid):
+        if not (dealt or self.fleet.should_claim(cid)) or not await self._claim(cid):
             self.monitor.forget(cid)
             self.backups.forget(cid)
             return
@@ -166,7 +190,24 @@ class RuntimeService:
             self.monitor.watch(cluster)
 
     async def _run(self, cid: str) -> None:
-        ended = await self.jobs.run(cid)
+        backoff = Backoff(STORE_RETRY_FIRST, STORE_RETRY_MAX)
+        while True:
+            try:
+                ended = await self.jobs.run(cid)
+                break
+            except StoreUnavailable as exc:
+                # A write whose answer was lost may have landed or not: the job is run again from
+                # its journal (steps are idempotent; a landed end is seen as ended), as after a crash.
+                delay = backoff.next()
+                self.log.warning(
+                    "etcd unavailable during a job; it resumes from its journal",
+                    cluster_id=cid,
+                    error=str(exc),
+                    retry_in=round(delay, 2),
+                )
+                await asyncio.sleep(delay)
+            finally:
+                self.fleet.changed.set()  # between jobs: the moment a cluster may move to another replica
         if ended is None:
             return
         if ended.cluster.state == "active":
@@ -197,11 +238,111 @@ class RuntimeService:
     async def _accepted(self, job: Job) -> Job:
         """Run an accepted job here if this replica owns its cluster; its owner runs it otherwise."""
         self.monitor.forget(job.cluster_id)  # the job's own plan watches the agents now
-        if await self.ownership.claim(job.cluster_id):
+        if self.fleet.should_claim(job.cluster_id) and await self._claim(job.cluster_id):
             self.supervisor.supervise(job.cluster_id)
         else:
             self.log.info("action left to the owning replica", cluster_id=job.cluster_id, job_id=job.id)
         return job
+
+    # -- sharing clusters with the other replicas (pitrix.runtime.fleet) ----------------------------
+
+    async def _claim(self, cid: str) -> bool:
+        # Taken before the claim (its own echo on the fleet's watch clears the mark, and a second
+        # claim of the same cluster running alongside must not count it again).
+        adopting = cid not in self.fleet.owners and self.fleet.take_released(cid)
+        if not await self.ownership.claim(cid):
+            return False
+        self.fleet.held(cid)
+        if adopting:
+            self.claim_moves += 1
+        return True
+
+    async def _announce(self, lease: int) -> None:
+        """Put this replica in the fleet, on the lease its claims hang on (a new lease: again)."""
+        self._lease_started = time.time()
+        await self._publish(lease)
+
+    async def _publish(self, lease: int) -> None:
+        info = self.fleet.info(lease, self.address, self._lease_started)
+        await self.store.put(replica_key(self.replica), info.dump(), lease)
+
+    async def advertise(self, address: str) -> None:
+        """Tell the other replicas (and ``pitrix replicas``) where this replica's admin API answers."""
+        self.address = address
+        await self._publish(self.ownership.lease_id)
+
+    async def _sweep_loop(self) -> None:
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(SWEEP_INTERVAL):
+                    await self.fleet.changed.wait()
+            self.fleet.changed.clear()
+            try:
+                await self._sweep()
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.log.exception("fleet sweep failed")
+
+    async def _sweep(self) -> None:
+        """Claim the orphans the fleet deals here; hand idle clusters beyond the fair share over."""
+        for cid, replica in list(self.fleet.dealt().items()):
+            if replica == self.replica and not self.ownership.holds(cid) and self.fleet.below_share():
+                await self.reconcile(cid, dealt=True)
+        # Clusters the fleet says are ours but nothing here drives: a claim whose answer was lost
+        # (etcd lost a member then), or a job whose task ended without ending the job.
+        for cid in self.fleet.mine():
+            if self.supervisor.busy(cid):
+                continue
+            if not self.ownership.holds(cid) or LIFECYCLE.is_transitional(self.fleet.states.get(cid, "")):
+                await self.reconcile(cid)
+        surplus = self.fleet.surplus()
+        for cid in self.fleet.handover_order():
+            if surplus <= 0:
+                break
+            if await self._hand_over(cid):
+                surplus -= 1
+
+    async def _hand_over(self, cid: str) -> bool:
+        """Let an idle cluster go (never one whose job runs or waits), for the least loaded replica."""
+        if self.supervisor.busy(cid):
+            return False
+        kv = await self.store.get(cluster_key(cid))
+        if kv is None:
+            return False
+        try:
+            state = json.loads(kv.value).get("state", "")
+        except (ValueError, AttributeError):
+            return False
+        if LIFECYCLE.is_transitional(state) or self.supervisor.busy(cid):
+            return False
+        if not await self.ownership.hand_over(cid, [Compare(cluster_key(cid), "mod", "==", kv.mod_revision)]):
+            return False
+        self.fleet.let_go(cid)
+        self.monitor.forget(cid)
+        self.backups.forget(cid)
+        self.claim_moves += 1
+        return True
+
+    def replica_view(self) -> list[dict[str, Any]]:
+        """Every live replica as this one sees it: id, address, clusters held, jobs, lease age."""
+        now = time.time()
+        counts, busy = self.fleet.counts(), self.fleet.busy()
+        rows = []
+        for rid in self.fleet.live():
+            info = self.fleet.replicas.get(rid)
+            started = info.started if info is not None else self._lease_started
+            rows.append(
+                {
+                    "id": rid,
+                    "address": info.address if info is not None else self.address,
+                    "clusters_owned": counts.get(rid, 0),
+                    "jobs_running": busy.get(rid, 0),
+                    "lease_age": round(max(0.0, now - started), 1) if started else 0.0,
+                    "self": rid == self.replica,
+                }
+            )
+        return rows
 
     # -- runtimes ---------------------------------------------------------------------------------
 
@@ -366,8 +507,17 @@ class RuntimeService:
                 _, targets = await check_links(desk, owner, runtime, cluster.links)
             guards = [Compare(cluster_key(kv.key), "mod", "==", kv.mod_revision) for kv in targets]
             touches = [Op("put", cluster_key(kv.key), kv.value) for kv in targets]
+            placed = self.fleet.place(cluster.id, self.ownership.lease_id)
             try:
-                job = await self.jobs.create(cluster, guards, touches)
+                try:
+                    job = await self.jobs.create(cluster, guards, touches, placed)
+                except StoreError:
+                    if placed[0] == self.replica:
+                        raise
+                    # The chosen replica's lease ended since it announced it: this one owns it.
+                    placed = (self.replica, self.ownership.lease_id)
+                    job = await self.jobs.create(cluster, guards, touches, placed)
+                self.fleet.placed(cluster.id, placed[0])
             except ChangedMeanwhile:
                 # The id is new, so a target changed: its own job moved on (a busy cluster's
                 # record is written often) or a delete began. Check the links again rather than

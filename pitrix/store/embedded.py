@@ -38,6 +38,19 @@ from pitrix.sdnotify import child_environ
 from pitrix.store import etcd_pki
 from pitrix.store.tls import EtcdTLS, EtcdTLSError
 
+# etcd's limit on a transaction's operations for the embedded etcd: room for pitrixd's largest
+# writes (pitrix.store.txn_limit checks an external etcd's at start-up). Given through the
+# environment, where a caller's own ETCD_MAX_TXN_OPS (pitrix-metad's) wins: etcd refuses to start
+# with the flag and the variable both set.
+EMBEDDED_MAX_TXN_OPS = 2048
+
+
+def _etcd_environ() -> dict[str, str]:
+    env = child_environ()  # its READY=1 is not ours (etcd speaks sd_notify too)
+    env.setdefault("ETCD_MAX_TXN_OPS", str(EMBEDDED_MAX_TXN_OPS))
+    return env
+
+
 STARTUP_TIMEOUT = 30.0
 REUSE_HEALTH_TIMEOUT = 3.0
 STOP_GRACE = 10.0
@@ -544,7 +557,7 @@ class EmbeddedEtcd:
                     stderr=log_file,
                     start_new_session=True,
                     cwd=str(self.state_dir),
-                    env=child_environ(),  # its READY=1 is not ours (etcd speaks sd_notify too)
+                    env=_etcd_environ(),
                 )
             except OSError as exc:
                 raise EmbeddedEtcdError(f"could not run {argv[0]}: {exc}") from exc

@@ -77,6 +77,7 @@ class EtcdCluster:
     data: Path
     pki_dir: Path
     token: str
+    extra_args: list[str] = field(default_factory=list)  # more etcd flags (e.g. --max-txn-ops)
 
     async def start(self, member: Member, state: str = "new") -> asyncio.Future[None]:
         """Start one member's etcd; the future resolves once it serves clients. On its old data
@@ -97,7 +98,7 @@ class EtcdCluster:
             "--peer-cert-file", str(self.pki_dir / f"etcd-{member.name}.crt"),
             "--peer-key-file", str(self.pki_dir / f"etcd-{member.name}.key"),
             "--heartbeat-interval", "50", "--election-timeout", "500",
-            "--logger", "zap", "--log-outputs", "stderr",
+            "--logger", "zap", "--log-outputs", "stderr", *self.extra_args,
             stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL,
             stderr=asyncio.subprocess.PIPE,
         )  # fmt: skip

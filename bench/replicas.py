@@ -1,0 +1,217 @@
+"""Replicas: N clusters created at once through three pitrixd replicas sharing one etcd.
+
+A private etcd (the embedded one, started apart and used as an external etcd by every replica),
+the simulator in light mode with its light VMs in worker processes, and three pitrixd processes;
+the app is the orchestration benchmark's trivial one-role app at one node per cluster, so what is
+measured is pitrix's own work. The creates go round-robin to the three replicas; each replica's CPU
+seconds and resident memory come from /proc, the etcd bytes from the keys pitrixd wrote (by kind of
+record) and from etcd's own database size. ``PITRIX_BENCH_REPLICAS_N`` sets N (default 300; 30
+with ``--quick``).
+
+Capacity on paper. A live cluster keeps its record, its nodes, its tokens, its owner key and its
+jobs with their journals in etcd; the second table gives the bytes of each per one-node cluster
+after its create (a node adds its node and token records, about 0.4 KB; every later job adds its
+job record and journal, about 2 KB, until old jobs are pruned). etcd's database also keeps the
+history of every key until compaction and frees space only on defrag, so the database grows
+several times faster than the live bytes: run etcd with --auto-compaction-retention and defrag
+now and then. At etcd's 8 GiB quota the live bytes allow millions of clusters; what bounds one
+etcd first is the watch fan-out: every replica watches every cluster record and owner key (the
+fleet's view, its owner watch, the API's event hub), so each write of a cluster's record is sent
+once per replica per watch, and a replica's memory holds the fleet view (a few hundred bytes per
+cluster). Within one region or one runtime's control plane, one etcd cluster of three or five
+members holds 10,000 clusters with room to spare; beyond some 100,000 clusters, or across regions
+(where a write's round trip to the etcd leader is the latency of every step), run one pitrix
+installation, with its own etcd, per region or per large runtime.
+
+What stops 10,000 concurrent clusters here: all three replicas, the simulator and every light VM
+share this machine's two cores with other work, and every cluster of one owner reports to that
+owner's one metadata VM; three replicas run up to three times as many jobs at once as one, and
+the metadata VM's etcd fell behind first (metad answers 503, agents' heartbeats come late). On
+this host (load average about 9 from other work) 60 clusters at once finished; 100 did not (99
+failed their wait for the agents' first heartbeats, metad answering 503 from its etcd), where one
+replica alone finished 100 in an earlier, quieter run (Orchestration, light mode).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import json
+import os
+import shutil
+import tempfile
+import time
+from pathlib import Path
+
+import aiohttp
+
+from bench import procs
+from bench.orchestration import LIGHT_WORKERS, trivial_app
+from bench.stack import Stack, wait_state
+from bench.table import Table
+from pitrix.cli.client import ApiClient, ApiError
+from pitrix.cli.demo import sim_runtime
+from pitrix.store import Store
+from pitrix.store.embedded import EmbeddedEtcd
+
+TITLE = "Replicas: clusters shared by three pitrixd on one etcd"
+REPLICAS = ("r0", "r1", "r2")
+TOKEN = "bench-replicas-token-0123456789"
+QUOTA = 8 * 1024**3  # etcd's largest recommended --quota-backend-bytes
+
+
+async def db_size(etcd: EmbeddedEtcd) -> int:
+    tls = etcd.client_tls
+    connector = aiohttp.TCPConnector(ssl=tls.ssl_context() if tls is not None else False)
+    async with (
+        aiohttp.ClientSession(connector=connector) as http,
+        http.post(etcd.client_url + "/v3/maintenance/status", json={}) as response,
+    ):
+        return int((await response.json())["dbSize"])
+
+
+def kind(key: str) -> str:
+    parts = key.strip("/").split("/")
+    if parts[0] == "clusters":
+        return "cluster"
+    if parts[0] == "cluster-data" and len(parts) > 2:
+        return {"nodes": "nodes", "jobs": "jobs", "steps": "journal", "tokens": "tokens"}.get(
+            parts[2], "other"
+        )
+    if parts[0] == "owners":
+        return "owner"
+    return "other"
+
+
+async def bytes_by_kind(store: Store) -> dict[str, int]:
+    kvs, _ = await store.get_prefix("/")
+    sizes: dict[str, int] = collections.Counter()
+    for kv in kvs:
+        sizes[kind(kv.key)] += len(kv.key) + len(kv.value)
+    return dict(sizes)
+
+
+async def start_replica(workdir: Path, etcd: EmbeddedEtcd, name: str) -> procs.Child:
+    tls = etcd.client_tls
+    assert tls is not None
+    argv = [procs.bin_path("pitrixd"), "--state-dir", str(workdir / name), "--api-listen", "127.0.0.1:0"]
+    argv += ["--replica-id", name, "--etcd", etcd.client_url, "--log-level", "warning"]
+    env = {
+        "PITRIX_API__TOKENS": json.dumps([{"token": TOKEN, "owner": "bench", "admin": True}]),
+        "PITRIX_ETCD__CA_FILE": str(tls.ca_file),
+        "PITRIX_ETCD__CERT_FILE": str(tls.cert_file),
+        "PITRIX_ETCD__KEY_FILE": str(tls.key_file),
+        "PITRIX_SECRETS__KEY_FILE": str(workdir / "secret.key"),
+    }
+    return await procs.start(name, argv, workdir / f"{name}.log", env)
+
+
+async def create(api: ApiClient, name: str, patience: float) -> str:
+    """One cluster to its end: "" when active, else why not."""
+    app = trivial_app(patience)
+    app["roles"][0]["count"] = 1
+    created = await api.post("/v1/clusters", {"runtime": "sim", "app": app, "name": name, "channel": "ssh"})
+    try:
+        view = await wait_state(api, created["cluster"]["id"], created["job"]["id"], timeout=patience)
+    except (RuntimeError, ApiError) as exc:
+        return str(exc)
+    return "" if view["state"] == "active" else f"{view['state']}: {view.get('last_error')}"
+
+
+async def measure(n: int) -> tuple[Table, Table]:
+    workdir = Path(tempfile.mkdtemp(prefix="pitrix-bench-replicas-"))
+    # The directory (and the processes' logs in it) is removed only after a run that worked.
+    etcd = EmbeddedEtcd(workdir / "etcd")
+    await etcd.start()
+    stack = Stack(workdir, f"127.{procs.private_net()}.0.0/16")
+    children: dict[str, procs.Child] = {}
+    apis: list[ApiClient] = []
+    worked = False
+    store = await Store.connect([etcd.client_url], prefix="/pitrix", tls=etcd.client_tls)
+    try:
+        await stack.start_sim("--light", "--light-workers", str(LIGHT_WORKERS))
+        children["r0"] = await start_replica(workdir, etcd, "r0")  # makes the secrets key
+        for name in REPLICAS[1:]:
+            children[name] = await start_replica(workdir, etcd, name)
+        apis = [ApiClient(str(children[r].ready["url"]), TOKEN) for r in REPLICAS]
+        assert stack.sim is not None
+        await apis[0].post("/v1/runtimes", {**sim_runtime(stack.sim.ready), "metadata_size": 1})
+        first = await create(apis[0], "first", 300)  # the owner's metadata cluster, made apart
+        if first:
+            raise RuntimeError(f"the first cluster did not become active: {first}")
+        bytes0, db0 = await bytes_by_kind(store), await db_size(etcd)
+        pids = {r: children[r].pid for r in REPLICAS}
+        cpu0 = {r: procs.cpu_seconds(p) for r, p in pids.items()}
+        rss0 = {r: procs.memory_kib(p) for r, p in pids.items()}
+        patience = max(300.0, 1.5 * n)
+        began = time.monotonic()
+        errors = await asyncio.gather(*(create(apis[i % len(apis)], f"c{i}", patience) for i in range(n)))
+        wall = time.monotonic() - began
+        shown = {r["id"]: r for r in (await apis[0].get("/v1/replicas"))["replicas"]}
+        bytes1, db1 = await bytes_by_kind(store), await db_size(etcd)
+        failed = [e for e in errors if e]
+        per = Table(
+            f"{n} one-node clusters created at once through 3 replicas (light mode)",
+            ["replica", "clusters owned", "CPU s / cluster", "RSS MiB", "MiB / cluster"],
+        )
+        for r in REPLICAS:
+            rss = procs.memory_kib(pids[r])
+            owned = int(shown.get(r, {}).get("clusters_owned", 0))
+            per.add(
+                r,
+                owned,
+                f"{(procs.cpu_seconds(pids[r]) - cpu0[r]) / max(owned, 1):.3f}",
+                f"{rss / 1024:.0f}",
+                f"{max(0, rss - rss0[r]) / 1024 / max(owned, 1):.3f}",
+            )
+        per.notes.append(
+            f"all {n - len(failed)} active in {wall:.1f} s (wall); {len(failed)} did not make it"
+        )
+        if failed:
+            per.notes.append(f"the first failure: {failed[0][:300]}")
+        per.notes.append(
+            "CPU and MiB per cluster: the replica's own over the clusters it owns at the end "
+            "(the creates it accepted for others cost it a little too)"
+        )
+        store_table = Table(
+            "etcd bytes per cluster (keys + values pitrixd wrote, by record)",
+            ["record", "bytes / cluster"],
+        )
+        for name in ("cluster", "nodes", "jobs", "journal", "tokens", "owner", "other"):
+            grown = bytes1.get(name, 0) - bytes0.get(name, 0)
+            store_table.add(name, f"{grown / n:,.0f}")
+        logical = sum(bytes1.values()) - sum(bytes0.values())
+        store_table.add("**all**", f"{logical / n:,.0f}")
+        db_per = (db1 - db0) / n
+        store_table.add("etcd database growth (dbSize, history included)", f"{db_per:,.0f}")
+        store_table.notes.append(
+            f"capacity on paper at the 8 GiB quota: {QUOTA / max(logical / n, 1):,.0f} clusters by live "
+            f"bytes, {QUOTA / max(db_per, 1):,.0f} by database growth before compaction and defrag"
+        )
+        worked = True
+        return per, store_table
+    finally:
+        for api in apis:
+            await api.close()
+        await store.close()
+        for child in children.values():
+            await child.stop()
+        await stack.stop()
+        await etcd.stop()
+        if worked:
+            shutil.rmtree(workdir, ignore_errors=True)
+
+
+async def run(quick: bool) -> list[Table]:
+    n = 30 if quick else int(os.environ.get("PITRIX_BENCH_REPLICAS_N", "300"))
+    per, store = await measure(n)
+    return [per, store]
+
+
+if __name__ == "__main__":
+    import sys
+
+    from pitrix import aio
+
+    for table in aio.run(run("--quick" in sys.argv)):
+        print(table.text())
