@@ -30,6 +30,7 @@ from pitrix.metad.limits import (
     raise_descriptor_limit,
 )
 from pitrix.metad.mirror import Mirror
+from pitrix.metad.parking import Parking
 from pitrix.metad.tls import MetadTLS
 from pitrix.store import Store
 
@@ -160,6 +161,11 @@ class Metad:
                     ssl_context,
                     self._classify_tls,
                     self._classify_source if which == "instance" else _management_source,
+                    parking=(
+                        Parking(self.mirror, self.identity, self._wait_timeout)
+                        if which == "instance" and isinstance(self.identity, CertificateIdentity)
+                        else None
+                    ),
                 )
                 app[GATES_KEY] = gates
                 if which == "manage":  # the instance app's routes tell their gate themselves

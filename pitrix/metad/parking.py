@@ -1,0 +1,125 @@
+"""Long-polls held at their connection's gate, before aiohttp makes a request of them.
+
+An idle agent's ``GET /self?wait=true`` used to be held inside aiohttp: a parsed message, its
+headers, a request, a match, a task and four coroutine frames, ~4 KiB on top of OpenSSL's own
+~37 KiB per connection, for as long as nothing changes (bench/metad_idle). metad's gate sees the
+request's bytes first: when they are exactly one plain long-poll whose view has not changed since
+``prev_version``, :class:`Parking` keeps the bytes and a waiter instead (a few hundred bytes), and
+aiohttp is not even given a handler for a connection whose first request is parked. A wake-up (a
+change, the wait timeout, metad stopping) hands the kept bytes to aiohttp, marked as waited for:
+the instance API then answers them as it would have answered the held request, without waiting
+again. Anything else (a body, a percent-escaped path or query, a request in pieces, the legacy
+source-address identity, a caller it cannot identify) goes to aiohttp as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from typing import Protocol
+
+from pitrix.metad import selfview
+from pitrix.metad.identity import CertificateIdentity, Refused
+from pitrix.metad.mirror import Mirror
+from pitrix.metad.waiters import CallbackWaiter
+
+# Headers that give a request a body or another protocol: such a request is aiohttp's to read.
+_BODY_HEADERS = (b"content-length", b"transfer-encoding", b"upgrade", b"expect")
+_TRUE = ("true", "1", "yes")
+
+
+class Parkable(Protocol):
+    """The gate's side: where the transport is, and what to call once the poll is woken."""
+
+    @property
+    def transport(self) -> asyncio.Transport | None: ...
+
+    def wake(self) -> None: ...
+
+
+def poll_target(data: bytes) -> tuple[str, dict[str, str]] | None:
+    """(path, query) of ``data`` when it is exactly one complete ``GET`` head with no body and no
+    escapes, else None: what a parked poll must be to be answered the same once aiohttp parses it."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or end + 4 != len(data) or not data.startswith(b"GET /"):
+        return None
+    lines = data[:end].split(b"\r\n")
+    words = lines[0].split(b" ")
+    if len(words) != 3 or words[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
+        return None
+    for line in lines[1:]:
+        name, colon, _ = line.partition(b":")
+        if not colon or name.strip().lower() in _BODY_HEADERS:
+            return None
+    try:
+        target = words[1].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if any(c in target for c in "%+;#\\") or not target.isprintable():
+        return None
+    path, _, raw_query = target.partition("?")
+    if "/." in path or "//" in path:
+        return None  # the instance API redirects such a path to its clean form
+    query: dict[str, str] = {}
+    for item in raw_query.split("&"):
+        if item:
+            key, _, value = item.partition("=")
+            query.setdefault(key, value)  # the first value wins, as request.query.get answers
+    return path, query
+
+
+class _Parked:
+    """One parked poll: its waiter in the mirror's index and its wait-timeout timer."""
+
+    __slots__ = ("_mirror", "gate", "timer", "waiter")
+
+    def __init__(self, mirror: Mirror, gate: Parkable, deps: list[str], timeout: float) -> None:
+        self._mirror = mirror
+        self.gate = gate
+        self.waiter = CallbackWaiter(deps, self.woken)
+        mirror.waiters.add(self.waiter)
+        self.timer = asyncio.get_running_loop().call_later(timeout, self.waiter.wake, 0)
+
+    def woken(self) -> None:
+        self.timer.cancel()
+        self._mirror.waiters.remove(self.waiter)
+        self.gate.wake()
+
+    def cancel(self) -> None:
+        """The connection went away while parked."""
+        self.timer.cancel()
+        self._mirror.waiters.remove(self.waiter)
+
+
+class Parking:
+    """Decides, per request head, whether a poll is parked at the gate (and parks it)."""
+
+    def __init__(self, mirror: Mirror, identity: CertificateIdentity, wait_timeout: float) -> None:
+        self.mirror = mirror
+        self.identity = identity
+        self.wait_timeout = wait_timeout
+
+    def park(self, gate: Parkable, data: bytes) -> _Parked | None:
+        target = poll_target(data)
+        if target is None:
+            return None
+        path, query = target
+        if query.get("wait", "").lower() not in _TRUE or not selfview.addressable(path):
+            return None
+        mirror = self.mirror
+        try:
+            caller = self.identity.identify_transport(gate.transport, mirror)
+        except Refused:
+            return None  # the instance API answers the refusal
+        raw = query.get("prev_version", query.get("pre_version"))
+        since = mirror.revision
+        if raw is not None:
+            with contextlib.suppress(ValueError):
+                since = int(raw)  # as instance_api._since reads it
+        deps = selfview.view_dependencies(mirror.tree, caller.mapping, path)
+        if mirror.changed_since(deps, since):
+            return None
+        return _Parked(mirror, gate, deps + caller.dependencies(), self.wait_timeout)
+
+
+__all__ = ["Parking", "poll_target"]
