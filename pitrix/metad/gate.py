@@ -111,7 +111,7 @@ class Gates:
 
     def close_pending(self) -> None:
         """Close the connections aiohttp has not been given yet (still in their handshake, or with
-        no request yet: a parked poll is woken, and so given, before this, by metad's stop)."""
+        no request yet: metad's stop wakes and hands over every parked poll before this)."""
         for gate in list(self.open):
             if gate.handler is None:
                 gate.evict()

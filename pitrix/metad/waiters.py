@@ -34,8 +34,7 @@ class CallbackWaiter(Waiter):
     """A waiter without a future: its wake-up calls ``callback`` there and then, once.
 
     A poll parked at its connection's gate (pitrix.metad.parking) has no task to resume; its
-    wake-up hands the request to aiohttp at once (metad's shutdown relies on that: it wakes every
-    waiter, then closes the connections aiohttp was not given). A future would cost 144 bytes more.
+    wake-up queues the request for aiohttp without a future's 144 bytes and scheduled callback.
     """
 
     __slots__ = ("_callback",)
