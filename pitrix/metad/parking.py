@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import math
 from collections import deque
 from typing import Protocol
 
@@ -74,28 +75,34 @@ def poll_target(data: bytes) -> tuple[str, dict[str, str]] | None:
 HANDOFF_BATCH = 4
 
 
+# Parked polls' wait timeouts end on the next tick of this many per second: one timer per tick
+# in use rather than one per poll (a uvloop timer handle is ~0.5 KiB with its arguments).
+TICKS_PER_SECOND = 10
+
+
 class _Parked:
-    """One parked poll: its waiter in the mirror's index and its wait-timeout timer."""
+    """One parked poll: its waiter in the mirror's index and the tick its wait timeout ends at."""
 
-    __slots__ = ("_mirror", "_parking", "gate", "timer", "waiter")
+    __slots__ = ("_parking", "gate", "tick", "waiter")
 
-    def __init__(self, parking: Parking, gate: Parkable, deps: list[str], timeout: float) -> None:
+    def __init__(self, parking: Parking, gate: Parkable, deps: list[str]) -> None:
         self._parking = parking
-        self._mirror = mirror = parking.mirror
         self.gate = gate
         self.waiter = CallbackWaiter(deps, self.woken)
-        mirror.waiters.add(self.waiter)
-        self.timer = asyncio.get_running_loop().call_later(timeout, self.waiter.wake, 0)
+        parking.mirror.waiters.add(self.waiter)
+        self.tick = parking.expire_later(self)
 
     def woken(self) -> None:
-        self.timer.cancel()
-        self._mirror.waiters.remove(self.waiter)
+        self.cancel()
         self._parking.hand_off(self.gate)
 
     def cancel(self) -> None:
-        """The connection went away while parked."""
-        self.timer.cancel()
-        self._mirror.waiters.remove(self.waiter)
+        """Out of the index and the timeouts (woken, or the connection went away while parked)."""
+        parking = self._parking
+        parking.mirror.waiters.remove(self.waiter)
+        bucket = parking.deadlines.get(self.tick)
+        if bucket is not None:
+            bucket.discard(self)
 
 
 class Parking:
@@ -107,6 +114,22 @@ class Parking:
         self.wait_timeout = wait_timeout
         self._woken: deque[Parkable] = deque()
         self._draining: asyncio.Handle | None = None
+        self.deadlines: dict[int, set[_Parked]] = {}
+
+    def expire_later(self, parked: _Parked) -> int:
+        """Wake ``parked`` at the first tick after the wait timeout; returns that tick."""
+        loop = asyncio.get_running_loop()
+        tick = math.ceil((loop.time() + self.wait_timeout) * TICKS_PER_SECOND)
+        bucket = self.deadlines.get(tick)
+        if bucket is None:
+            bucket = self.deadlines[tick] = set()
+            loop.call_at(tick / TICKS_PER_SECOND, self._expire, tick)
+        bucket.add(parked)
+        return tick
+
+    def _expire(self, tick: int) -> None:
+        for parked in list(self.deadlines.pop(tick, ())):
+            parked.waiter.wake(0)
 
     def hand_off(self, gate: Parkable) -> None:
         """Give a woken poll to aiohttp, a batch per turn of the loop, so answers start at once."""
@@ -150,7 +173,7 @@ class Parking:
         deps = selfview.view_dependencies(mirror.tree, caller.mapping, path)
         if mirror.changed_since(deps, since):
             return None
-        return _Parked(self, gate, deps + caller.dependencies(), self.wait_timeout)
+        return _Parked(self, gate, deps + caller.dependencies())
 
 
 __all__ = ["Parking", "poll_target"]

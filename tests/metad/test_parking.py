@@ -8,6 +8,8 @@ import json
 from pitrix.metad.gate import GATES_KEY, Gate, Gates
 from pitrix.metad.parking import poll_target
 from pitrix.metad.server import Metad
+from pitrix.metad.tls import MetadTLS
+from pitrix.store import Store
 
 from .conftest import Net
 from .tlsworld import TLSWorld
@@ -133,3 +135,30 @@ async def test_a_parked_poll_goes_with_its_caller_and_is_answered_at_stop(
         await asyncio.wait_for(stopping, DEADLINE)
     finally:
         writer.close()
+
+
+async def test_a_parked_poll_is_answered_at_its_wait_timeout(
+    tls_world: TLSWorld, store: Store, net: Net
+) -> None:
+    directory = tls_world.dir
+    tls = MetadTLS(directory / "server.crt", directory / "server.key", tls_world.ca_file, issuer=tls_world.ca)
+    metad = Metad(store, tls_world.metad.listen_ip, 0, 0, wait_timeout=0.3, tls=tls)
+    await metad.start()
+    try:
+        host, port = metad.instance_url.split("://")[1].rsplit(":", 1)
+        context = tls_world.creds["i-web1"].context()
+        reader, writer = await asyncio.open_connection(
+            host, int(port), ssl=context, local_addr=(net.ip(1), 0)
+        )
+        base = len(metad.mirror.waiters)
+        writer.write(_get(f"/self/env/port?wait=true&prev_version={metad.mirror.revision}"))
+        await asyncio.wait_for(
+            metad.mirror.waiters.wait_until(lambda n: n == base + 1 and bool(_parked(metad))), DEADLINE
+        )
+        status, _, body = await _answer(reader)
+        assert (status, json.loads(body)) == (200, "80")
+        parking = _gates(metad).parking
+        assert parking is not None and not _parked(metad) and not any(parking.deadlines.values())
+        writer.close()
+    finally:
+        await metad.stop()
