@@ -24,12 +24,15 @@ import socket
 import ssl
 import struct
 from collections.abc import Callable
-from typing import Any, cast
+from typing import TYPE_CHECKING, Any, cast
 
 from aiohttp import web
 
 from pitrix.logs import module_logger
 from pitrix.metad.limits import UNIDENTIFIED_REQUEST_BUDGET, Admission
+
+if TYPE_CHECKING:
+    from pitrix.metad.parking import Parking, _Parked
 
 _log = module_logger("pitrix.metad.gate")
 
@@ -55,8 +58,12 @@ class Gates:
         ssl_context: ssl.SSLContext | None,
         classify_tls: TLSClassifier,
         classify_plain: PlainClassifier,
+        parking: Parking | None = None,
     ) -> None:
         self.admission = admission
+        # The instance port's: identified connections' long-polls held here (pitrix.metad.parking),
+        # and aiohttp's handler made only once a request must be given to it.
+        self.parking = parking
         self.handler_factory = handler_factory
         self.ssl_context = ssl_context
         self.classify_tls = classify_tls
@@ -103,7 +110,8 @@ class Gates:
         gate.opening = None
 
     def close_pending(self) -> None:
-        """Close the connections aiohttp has not been given yet (still in their handshake)."""
+        """Close the connections aiohttp has not been given yet (still in their handshake, or with
+        no request yet: metad's stop wakes and hands over every parked poll before this)."""
         for gate in list(self.open):
             if gate.handler is None:
                 gate.evict()
@@ -116,7 +124,10 @@ _RESET = struct.pack("ii", 1, 0)
 class Gate(asyncio.Protocol):
     """One connection: admitted at accept, identified once its transport exists, then relayed."""
 
-    __slots__ = ("_gates", "_timer", "handler", "identity", "opening", "source", "transport")
+    __slots__ = (
+        "_gates", "_timer", "handler", "held", "identity", "opening", "parked", "prewaited", "source",
+        "transport",
+    )  # fmt: skip
 
     def __init__(self, gates: Gates, source: str) -> None:
         self._gates = gates
@@ -126,6 +137,11 @@ class Gate(asyncio.Protocol):
         self.handler: asyncio.Protocol | None = None
         self.opening: asyncio.Task[None] | None = None
         self._timer: asyncio.TimerHandle | None = None
+        # A long-poll parked here: its bytes, its waiter; and whether the request given to aiohttp
+        # next was already waited for (pitrix.metad.parking).
+        self.parked: _Parked | None = None
+        self.held = b""
+        self.prewaited = False
 
     # -- the transport's side ----------------------------------------------------------------
 
@@ -143,17 +159,81 @@ class Gate(asyncio.Protocol):
             _log.info("connection refused: identity over its share", peer=self.source, identity=decision[0])
             self.evict()
             return
-        self.handler = handler = gates.handler_factory() if gates.handler_factory is not None else None
-        assert handler is not None, "the runner's server is not set up"
+        assert gates.handler_factory is not None, "the runner's server is not set up"
         gates.by_transport[tls] = self
         self._timer = asyncio.get_running_loop().call_later(
             gates.admission.limits.header_timeout, self._expire, "no request headers in time"
         )
-        handler.connection_made(tls)
+        if decision is None or gates.parking is None:
+            self._handler()  # else made once a request is given to aiohttp (its first may be parked)
+
+    def _handler(self) -> asyncio.Protocol:
+        """aiohttp's request handler of this connection, made (and given the transport) at first use."""
+        handler = self.handler
+        if handler is None:
+            factory = self._gates.handler_factory
+            assert factory is not None and self.transport is not None
+            self.handler = handler = factory()
+            handler.connection_made(self.transport)
+        return handler
 
     def data_received(self, data: bytes) -> None:
-        if self.handler is not None:
-            self.handler.data_received(data)
+        gates = self._gates
+        if self.transport is None or self not in gates.open:
+            return
+        if self.parked is not None:
+            # More bytes behind a parked poll (pipelined): all go to aiohttp in order, the poll held there.
+            self.parked.cancel()
+            self.parked = None
+            data, self.held = self.held + data, b""
+        elif gates.parking is not None and self.identity is not None and self._handler_idle():
+            parked = gates.parking.park(self, data)
+            if parked is not None:
+                self.parked, self.held = parked, data
+                if self._timer is not None:  # its headers are in
+                    self._timer.cancel()
+                    self._timer = None
+                return
+        self._handler().data_received(data)
+
+    def _handler_idle(self) -> bool:
+        """No handler yet, or aiohttp's between requests: its task awaits the next message, none
+        is queued. Its keep-alive timer is stopped then, as it is while a request is held there (it
+        starts again after the answer). Private attributes of aiohttp 3.x: where they are missing,
+        nothing is parked on a kept-alive connection."""
+        handler = self.handler
+        if handler is None:
+            return True
+        waiter = getattr(handler, "_waiter", None)
+        messages = getattr(handler, "_messages", None)
+        if (
+            waiter is None
+            or waiter.done()
+            or messages is None
+            or messages
+            or not hasattr(handler, "_keepalive_handle")
+        ):
+            return False
+        keepalive = handler._keepalive_handle
+        if keepalive is not None:
+            keepalive.cancel()
+            handler._keepalive_handle = None
+        return True
+
+    def wake(self) -> None:
+        """The parked poll's view changed, or its time ran out: aiohttp gets its bytes now, marked
+        as waited for (the instance API answers them without holding them again)."""
+        self.parked = None
+        held, self.held = self.held, b""
+        if self.transport is None or self not in self._gates.open:
+            return
+        self.prewaited = True
+        self._handler().data_received(held)
+
+    def take_prewaited(self) -> bool:
+        """Whether the request just started was parked here already (read once)."""
+        prewaited, self.prewaited = self.prewaited, False
+        return prewaited
 
     def eof_received(self) -> bool | None:
         return self.handler.eof_received() if self.handler is not None else None
@@ -203,6 +283,10 @@ class Gate(asyncio.Protocol):
         if self._timer is not None:
             self._timer.cancel()
             self._timer = None
+        if self.parked is not None:
+            self.parked.cancel()
+            self.parked = None
+            self.held = b""
         gates = self._gates
         gates.admission.release(self)
         gates.open.discard(self)
@@ -217,6 +301,14 @@ def request_started(request: web.Request) -> bool:
     transport = request.transport
     gate = gates.by_transport.get(transport) if gates is not None and transport is not None else None
     return gate is not None and gate.request_started()
+
+
+def prewaited(request: web.Request) -> bool:
+    """Whether ``request`` is a long-poll its connection's gate held already (and woke)."""
+    gates = request.app.get(GATES_KEY)
+    transport = request.transport
+    gate = gates.by_transport.get(transport) if gates is not None and transport is not None else None
+    return gate is not None and gate.take_prewaited()
 
 
 @web.middleware

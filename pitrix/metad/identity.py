@@ -12,6 +12,7 @@ revocation keys: revoking wakes it, and the re-check refuses it.
 
 from __future__ import annotations
 
+import asyncio
 import ipaddress
 import json
 import weakref
@@ -86,7 +87,10 @@ class PeerCertificates:
 
     def connection(self, request: web.Request) -> _Connection | None:
         """The connection's record, None without TLS (or for an object that cannot be weakly held)."""
-        transport = request.transport
+        return self.connection_of(request.transport)
+
+    def connection_of(self, transport: asyncio.BaseTransport | None) -> _Connection | None:
+        """:meth:`connection` for a transport (a poll parked before aiohttp made a request of it)."""
         if transport is None:
             return None
         ssl_object = transport.get_extra_info("ssl_object")
@@ -146,7 +150,10 @@ class CertificateIdentity:
         self.certificates = PeerCertificates()
 
     def identify(self, request: web.Request, mirror: Mirror) -> Caller:
-        record = self.certificates.connection(request)
+        return self.identify_transport(request.transport, mirror)
+
+    def identify_transport(self, transport: asyncio.BaseTransport | None, mirror: Mirror) -> Caller:
+        record = self.certificates.connection_of(transport)
         cert = record.cert if record is not None else None
         if record is None or cert is None:
             raise Refused("a client certificate is required")

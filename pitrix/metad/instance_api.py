@@ -160,6 +160,8 @@ def _since(request: web.Request, mirror: Mirror) -> int:
 
 
 async def read(request: web.Request) -> web.StreamResponse:
+    # A long-poll its connection's gate held already (pitrix.metad.parking) is answered now.
+    waited = gate.prewaited(request)
     redirect = _redirect(request)
     if redirect is not None:
         return redirect
@@ -168,7 +170,7 @@ async def read(request: web.Request) -> web.StreamResponse:
     mapping = caller.mapping
     path = "/" + request.match_info["path"]
     media = render.negotiate(request.headers.get("Accept"))
-    if _flag(request, "wait") and selfview.addressable(path):
+    if not waited and _flag(request, "wait") and selfview.addressable(path):
         since = _since(request, mirror)
         deps = selfview.view_dependencies(mirror.tree, mapping, path)
         if not mirror.changed_since(deps, since):

@@ -30,6 +30,7 @@ from pitrix.metad.limits import (
     raise_descriptor_limit,
 )
 from pitrix.metad.mirror import Mirror
+from pitrix.metad.parking import Parking
 from pitrix.metad.tls import MetadTLS
 from pitrix.store import Store
 
@@ -108,6 +109,8 @@ class Metad:
         self._bound: dict[str, int] = {}
         self._log = get_logger("pitrix.metad", listen_ip=listen_ip)
         self._renewal: asyncio.Task[None] | None = None
+        # Idle long-polls held at the instance port's gates (mutual TLS only: pitrix.metad.parking).
+        self._parking: Parking | None = None
         # Set at each renewal of a self-issued server certificate (tests and embedders wait on it).
         self.server_renewed = asyncio.Event()
 
@@ -145,6 +148,8 @@ class Metad:
             ),
         }
         limits = self._fitted_limits()
+        if isinstance(self.identity, CertificateIdentity):
+            self._parking = Parking(self.mirror, self.identity, self._wait_timeout)
         exempt = (
             frozenset(self.identity.trusted_proxies)
             if isinstance(self.identity, SourceIPIdentity)
@@ -160,6 +165,7 @@ class Metad:
                     ssl_context,
                     self._classify_tls,
                     self._classify_source if which == "instance" else _management_source,
+                    parking=self._parking if which == "instance" else None,
                 )
                 app[GATES_KEY] = gates
                 if which == "manage":  # the instance app's routes tell their gate themselves
@@ -255,6 +261,8 @@ class Metad:
             self._renewal = None
         # Held long-polls answer with the current value instead of holding the shutdown up.
         self.mirror.waiters.notify_all(self.mirror.revision)
+        if self._parking is not None:
+            self._parking.flush()
         for runner in self._runners.values():
             await runner.cleanup()
         self._runners.clear()

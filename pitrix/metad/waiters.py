@@ -22,6 +22,34 @@ class Waiter:
         self.deps = tuple({_normal(d) for d in deps})
         self.future: asyncio.Future[int] = asyncio.get_running_loop().create_future()
 
+    def wake(self, revision: int) -> bool:
+        """Resolve the waiter; False when it already was."""
+        if self.future.done():
+            return False
+        self.future.set_result(revision)
+        return True
+
+
+class CallbackWaiter(Waiter):
+    """A waiter without a future: its wake-up calls ``callback`` there and then, once.
+
+    A poll parked at its connection's gate (pitrix.metad.parking) has no task to resume; its
+    wake-up queues the request for aiohttp without a future's 144 bytes and scheduled callback.
+    """
+
+    __slots__ = ("_callback",)
+
+    def __init__(self, deps: Iterable[str], callback: Callable[[], None]) -> None:
+        self.deps = tuple({_normal(d) for d in deps})
+        self._callback: Callable[[], None] | None = callback
+
+    def wake(self, revision: int) -> bool:
+        callback, self._callback = self._callback, None
+        if callback is None:
+            return False
+        callback()
+        return True
+
 
 def _normal(path: str) -> str:
     """``path`` as the index spells it: one leading slash, no empty segments."""
@@ -109,8 +137,7 @@ class WaiterIndex:
         woken = 0
         for waiter in list(waiters):
             self.remove(waiter)
-            if not waiter.future.done():
-                waiter.future.set_result(revision)
+            if waiter.wake(revision):
                 woken += 1
         return woken
 

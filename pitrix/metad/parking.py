@@ -1,0 +1,179 @@
+"""Long-polls held at their connection's gate, before aiohttp makes a request of them.
+
+An idle agent's ``GET /self?wait=true`` used to be held inside aiohttp: a parsed message, its
+headers, a request, a match, a task and four coroutine frames, ~4 KiB on top of OpenSSL's own
+~37 KiB per connection, for as long as nothing changes (bench/metad_idle). metad's gate sees the
+request's bytes first: when they are exactly one plain long-poll whose view has not changed since
+``prev_version``, :class:`Parking` keeps the bytes and a waiter instead (a few hundred bytes), and
+aiohttp is not even given a handler for a connection whose first request is parked. A wake-up (a
+change, the wait timeout, metad stopping) hands the kept bytes to aiohttp, marked as waited for:
+the instance API then answers them as it would have answered the held request, without waiting
+again. Anything else (a body, a percent-escaped path or query, a request in pieces, the legacy
+source-address identity, a caller it cannot identify) goes to aiohttp as before.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import math
+from collections import deque
+from typing import Protocol
+
+from pitrix.metad import selfview
+from pitrix.metad.identity import CertificateIdentity, Refused
+from pitrix.metad.mirror import Mirror
+from pitrix.metad.waiters import CallbackWaiter
+
+# Headers that give a request a body or another protocol: such a request is aiohttp's to read.
+_BODY_HEADERS = (b"content-length", b"transfer-encoding", b"upgrade", b"expect")
+_TRUE = ("true", "1", "yes")
+
+
+class Parkable(Protocol):
+    """The gate's side: where the transport is, and what to call once the poll is woken."""
+
+    @property
+    def transport(self) -> asyncio.Transport | None: ...
+
+    def wake(self) -> None: ...
+
+
+def poll_target(data: bytes) -> tuple[str, dict[str, str]] | None:
+    """(path, query) of ``data`` when it is exactly one complete ``GET`` head with no body and no
+    escapes, else None: what a parked poll must be to be answered the same once aiohttp parses it."""
+    end = data.find(b"\r\n\r\n")
+    if end < 0 or end + 4 != len(data) or not data.startswith(b"GET /"):
+        return None
+    lines = data[:end].split(b"\r\n")
+    words = lines[0].split(b" ")
+    if len(words) != 3 or words[2] not in (b"HTTP/1.1", b"HTTP/1.0"):
+        return None
+    for line in lines[1:]:
+        name, colon, _ = line.partition(b":")
+        if not colon or name.strip().lower() in _BODY_HEADERS:
+            return None
+    try:
+        target = words[1].decode("ascii")
+    except UnicodeDecodeError:
+        return None
+    if any(c in target for c in "%+;#\\") or not target.isprintable():
+        return None
+    path, _, raw_query = target.partition("?")
+    if "/." in path or "//" in path:
+        return None  # the instance API redirects such a path to its clean form
+    query: dict[str, str] = {}
+    for item in raw_query.split("&"):
+        if item:
+            key, _, value = item.partition("=")
+            query.setdefault(key, value)  # the first value wins, as request.query.get answers
+    return path, query
+
+
+# Woken polls handed to aiohttp per turn of the loop (4: the best of 4, 16 and all at once measured): a
+# write waking a thousand would otherwise have aiohttp parse all before the first answer goes out.
+HANDOFF_BATCH = 4
+
+
+# Parked polls' wait timeouts end on the next tick of this many per second: one timer per tick
+# in use rather than one per poll (a uvloop timer handle is ~0.5 KiB with its arguments).
+TICKS_PER_SECOND = 10
+
+
+class _Parked:
+    """One parked poll: its waiter in the mirror's index and the tick its wait timeout ends at."""
+
+    __slots__ = ("_parking", "gate", "tick", "waiter")
+
+    def __init__(self, parking: Parking, gate: Parkable, deps: list[str]) -> None:
+        self._parking = parking
+        self.gate = gate
+        self.waiter = CallbackWaiter(deps, self.woken)
+        parking.mirror.waiters.add(self.waiter)
+        self.tick = parking.expire_later(self)
+
+    def woken(self) -> None:
+        self.cancel()
+        self._parking.hand_off(self.gate)
+
+    def cancel(self) -> None:
+        """Out of the index and the timeouts (woken, or the connection went away while parked)."""
+        parking = self._parking
+        parking.mirror.waiters.remove(self.waiter)
+        bucket = parking.deadlines.get(self.tick)
+        if bucket is not None:
+            bucket.discard(self)
+
+
+class Parking:
+    """Decides, per request head, whether a poll is parked at the gate (and parks it)."""
+
+    def __init__(self, mirror: Mirror, identity: CertificateIdentity, wait_timeout: float) -> None:
+        self.mirror = mirror
+        self.identity = identity
+        self.wait_timeout = wait_timeout
+        self._woken: deque[Parkable] = deque()
+        self._draining: asyncio.Handle | None = None
+        self.deadlines: dict[int, set[_Parked]] = {}
+
+    def expire_later(self, parked: _Parked) -> int:
+        """Wake ``parked`` at the first tick after the wait timeout; returns that tick."""
+        loop = asyncio.get_running_loop()
+        tick = math.ceil((loop.time() + self.wait_timeout) * TICKS_PER_SECOND)
+        bucket = self.deadlines.get(tick)
+        if bucket is None:
+            bucket = self.deadlines[tick] = set()
+            loop.call_at(tick / TICKS_PER_SECOND, self._expire, tick)
+        bucket.add(parked)
+        return tick
+
+    def _expire(self, tick: int) -> None:
+        for parked in list(self.deadlines.pop(tick, ())):
+            parked.waiter.wake(0)
+
+    def hand_off(self, gate: Parkable) -> None:
+        """Give a woken poll to aiohttp, a batch per turn of the loop, so answers start at once."""
+        self._woken.append(gate)
+        if self._draining is None:
+            self._draining = asyncio.get_running_loop().call_soon(self._drain)
+
+    def _drain(self) -> None:
+        self._draining = None
+        woken = self._woken
+        for _ in range(min(HANDOFF_BATCH, len(woken))):
+            woken.popleft().wake()
+        if woken:
+            self._draining = asyncio.get_running_loop().call_soon(self._drain)
+
+    def flush(self) -> None:
+        """Hand every woken poll over now (metad stopping: the connections not given are closed)."""
+        if self._draining is not None:
+            self._draining.cancel()
+            self._draining = None
+        while self._woken:
+            self._woken.popleft().wake()
+
+    def park(self, gate: Parkable, data: bytes) -> _Parked | None:
+        target = poll_target(data)
+        if target is None:
+            return None
+        path, query = target
+        if query.get("wait", "").lower() not in _TRUE or not selfview.addressable(path):
+            return None
+        mirror = self.mirror
+        try:
+            caller = self.identity.identify_transport(gate.transport, mirror)
+        except Refused:
+            return None  # the instance API answers the refusal
+        raw = query.get("prev_version", query.get("pre_version"))
+        since = mirror.revision
+        if raw is not None:
+            with contextlib.suppress(ValueError):
+                since = int(raw)  # as instance_api._since reads it
+        deps = selfview.view_dependencies(mirror.tree, caller.mapping, path)
+        if mirror.changed_since(deps, since):
+            return None
+        return _Parked(self, gate, deps + caller.dependencies())
+
+
+__all__ = ["Parking", "poll_target"]

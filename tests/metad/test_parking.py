@@ -1,0 +1,164 @@
+"""Long-polls parked at the connection's gate: held without aiohttp, answered as aiohttp answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from pitrix.metad.gate import GATES_KEY, Gate, Gates
+from pitrix.metad.parking import poll_target
+from pitrix.metad.server import Metad
+from pitrix.metad.tls import MetadTLS
+from pitrix.store import Store
+
+from .conftest import Net
+from .tlsworld import TLSWorld
+
+DEADLINE = 20.0
+
+
+def _gates(metad: Metad) -> Gates:
+    return metad._runners["instance"].app[GATES_KEY]
+
+
+def _parked(metad: Metad) -> list[Gate]:
+    return [gate for gate in _gates(metad).open if gate.parked is not None]
+
+
+async def _connect(
+    world: TLSWorld, net: Net, who: str, n: int
+) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+    host, port = world.metad.instance_url.split("://")[1].rsplit(":", 1)
+    return await asyncio.open_connection(
+        host, int(port), ssl=world.creds[who].context(), local_addr=(net.ip(n), 0)
+    )
+
+
+def _get(target: str) -> bytes:
+    return f"GET {target} HTTP/1.1\r\nHost: metadata\r\nAccept: application/json\r\n\r\n".encode()
+
+
+async def _answer(reader: asyncio.StreamReader) -> tuple[int, dict[str, str], bytes]:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
+    lines = head.decode().split("\r\n")
+    headers = {}
+    for line in lines[1:]:
+        if line:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+    body = await asyncio.wait_for(reader.readexactly(int(headers["content-length"])), DEADLINE)
+    return int(lines[0].split()[1]), headers, body
+
+
+def test_only_one_plain_complete_get_head_is_a_poll_target() -> None:
+    head = b"GET /self/env?wait=true&prev_version=7&wait=no HTTP/1.1\r\nHost: m\r\n\r\n"
+    assert poll_target(head) == ("/self/env", {"wait": "true", "prev_version": "7"})
+    assert poll_target(b"GET / HTTP/1.0\r\n\r\n") == ("/", {})
+    refused = [
+        head[:-2],  # not complete
+        head + b"GET / HTTP/1.1\r\n\r\n",  # a second request behind it
+        head.replace(b"GET", b"PUT"),
+        head.replace(b"Host: m", b"Content-Length: 0"),
+        head.replace(b"Host: m", b"Transfer-Encoding: chunked"),
+        head.replace(b"/self/env", b"/self/%65nv"),  # escapes: aiohttp's decoding decides
+        head.replace(b"/self/env", b"/self/./env"),  # answered with a redirect
+        head.replace(b"/self/env", b"/self//env"),
+        head.replace(b"wait=true", b"wait=tr+ue"),
+        head.replace(b"HTTP/1.1", b"HTTP/2.0"),
+        head.replace(b"Host: m", b"no colon"),
+        b"GET http://m/self HTTP/1.1\r\n\r\n",
+    ]
+    assert [poll_target(data) for data in refused] == [None] * len(refused)
+
+
+async def test_a_parked_poll_is_answered_as_a_held_one(tls_world: TLSWorld, net: Net) -> None:
+    metad = tls_world.metad
+    since = metad.mirror.revision
+    base = len(metad.mirror.waiters)  # the issuer's own waiter (issuance.GraceRevoker)
+    reader, writer = await _connect(tls_world, net, "i-web1", 1)
+    try:
+        writer.write(_get(f"/self?wait=true&prev_version={since}"))
+        await asyncio.wait_for(metad.mirror.waiters.wait_for_count(base + 1), DEADLINE)
+        (gate,) = _parked(metad)
+        assert gate.handler is None  # aiohttp was not given this connection yet
+        changed = await tls_world.manage.put_data("/clusters/c1/env/web/workers", 9)
+        status, headers, body = await _answer(reader)
+        assert status == 200 and int(headers["x-metad-version"]) == changed
+        assert gate.handler is not None and not gate.prewaited
+        # The same answer a fresh, never parked request gets.
+        writer.write(_get("/self"))
+        again = await _answer(reader)
+        assert again[0] == 200 and again[2] == body
+        assert json.loads(body)["env"]["workers"] == "9"
+
+        # Kept alive: the next poll is parked too, with aiohttp's handler idle behind it.
+        writer.write(_get(f"/self/env/workers?wait=true&prev_version={changed}"))
+        await asyncio.wait_for(metad.mirror.waiters.wait_for_count(base + 1), DEADLINE)
+        assert _parked(metad) == [gate]
+        # Bytes behind a parked poll: all go to aiohttp, in order (the poll held there now).
+        writer.write(_get("/self/env/port"))
+        await asyncio.wait_for(
+            metad.mirror.waiters.wait_until(lambda n: n == base + 1 and not _parked(metad)), DEADLINE
+        )
+        changed = await tls_world.manage.put_data("/clusters/c1/env/web/workers", 10)
+        status, headers, body = await _answer(reader)
+        assert (status, json.loads(body), int(headers["x-metad-version"])) == (200, "10", changed)
+        status, _, body = await _answer(reader)
+        assert (status, json.loads(body)) == (200, "80")
+    finally:
+        writer.close()
+
+
+async def test_a_parked_poll_goes_with_its_caller_and_is_answered_at_stop(
+    tls_world: TLSWorld, net: Net
+) -> None:
+    metad = tls_world.metad
+    since = metad.mirror.revision
+    base = len(metad.mirror.waiters)  # the issuer's own waiter (issuance.GraceRevoker)
+    # A caller gone while parked: its waiter goes with it.
+    reader, writer = await _connect(tls_world, net, "i-web2", 2)
+    writer.write(_get(f"/self/host?wait=true&prev_version={since}"))
+    await asyncio.wait_for(metad.mirror.waiters.wait_for_count(base + 1), DEADLINE)
+    writer.close()
+    await asyncio.wait_for(metad.mirror.waiters.wait_until(lambda n: n == base), DEADLINE)
+    assert not _parked(metad)
+
+    # metad stopping answers what it holds, parked polls included.
+    reader, writer = await _connect(tls_world, net, "i-web1", 1)
+    try:
+        writer.write(_get(f"/self/env?wait=true&prev_version={since}"))
+        await asyncio.wait_for(metad.mirror.waiters.wait_for_count(base + 1), DEADLINE)
+        assert len(_parked(metad)) == 1
+        stopping = asyncio.create_task(metad.stop())
+        status, _, body = await _answer(reader)
+        assert status == 200 and json.loads(body)["port"] == "80"
+        await asyncio.wait_for(stopping, DEADLINE)
+    finally:
+        writer.close()
+
+
+async def test_a_parked_poll_is_answered_at_its_wait_timeout(
+    tls_world: TLSWorld, store: Store, net: Net
+) -> None:
+    directory = tls_world.dir
+    tls = MetadTLS(directory / "server.crt", directory / "server.key", tls_world.ca_file, issuer=tls_world.ca)
+    metad = Metad(store, tls_world.metad.listen_ip, 0, 0, wait_timeout=0.3, tls=tls)
+    await metad.start()
+    try:
+        host, port = metad.instance_url.split("://")[1].rsplit(":", 1)
+        context = tls_world.creds["i-web1"].context()
+        reader, writer = await asyncio.open_connection(
+            host, int(port), ssl=context, local_addr=(net.ip(1), 0)
+        )
+        base = len(metad.mirror.waiters)
+        writer.write(_get(f"/self/env/port?wait=true&prev_version={metad.mirror.revision}"))
+        await asyncio.wait_for(
+            metad.mirror.waiters.wait_until(lambda n: n == base + 1 and bool(_parked(metad))), DEADLINE
+        )
+        status, _, body = await _answer(reader)
+        assert (status, json.loads(body)) == (200, "80")
+        parking = _gates(metad).parking
+        assert parking is not None and not _parked(metad) and not any(parking.deadlines.values())
+        writer.close()
+    finally:
+        await metad.stop()
