@@ -73,6 +73,7 @@ class Metad:
         trusted_proxies: Iterable[str] = (),
         limits: ConnectionLimits | None = None,
         manage_listen_ip: str | None = None,
+        park_idle_polls: bool = True,
     ) -> None:
         for name, port in (("instance_port", instance_port), ("manage_port", manage_port)):
             if not isinstance(port, int) or not 0 <= port <= 65535:
@@ -103,6 +104,10 @@ class Metad:
         self.mirror = Mirror(store, on_gone=self.leases.forget)
         self._ports = {"instance": instance_port, "manage": manage_port}
         self._wait_timeout = wait_timeout
+        # Idle long-polls held at the connection's gate rather than in aiohttp: ~8 KiB less per
+        # idle instance, paid as parsing in the fan-out window (docs/internals.md, "Parked
+        # long-polls"); off gives the lower-latency, heavier path.
+        self._park_idle_polls = park_idle_polls
         self._keepalive = keepalive
         self._closing = asyncio.Event()
         self._runners: dict[str, web.AppRunner] = {}
@@ -148,7 +153,7 @@ class Metad:
             ),
         }
         limits = self._fitted_limits()
-        if isinstance(self.identity, CertificateIdentity):
+        if self._park_idle_polls and isinstance(self.identity, CertificateIdentity):
             self._parking = Parking(self.mirror, self.identity, self._wait_timeout)
         exempt = (
             frozenset(self.identity.trusted_proxies)

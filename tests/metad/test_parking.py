@@ -162,3 +162,28 @@ async def test_a_parked_poll_is_answered_at_its_wait_timeout(
         writer.close()
     finally:
         await metad.stop()
+
+
+async def test_with_parking_off_a_poll_is_held_by_the_http_server(
+    tls_world: TLSWorld, store: Store, net: Net
+) -> None:
+    directory = tls_world.dir
+    tls = MetadTLS(directory / "server.crt", directory / "server.key", tls_world.ca_file, issuer=tls_world.ca)
+    metad = Metad(store, tls_world.metad.listen_ip, 0, 0, wait_timeout=0.3, tls=tls, park_idle_polls=False)
+    await metad.start()
+    try:
+        assert _gates(metad).parking is None
+        host, port = metad.instance_url.split("://")[1].rsplit(":", 1)
+        context = tls_world.creds["i-web1"].context()
+        reader, writer = await asyncio.open_connection(
+            host, int(port), ssl=context, local_addr=(net.ip(1), 0)
+        )
+        base = len(metad.mirror.waiters)
+        writer.write(_get(f"/self/env/port?wait=true&prev_version={metad.mirror.revision}"))
+        await asyncio.wait_for(metad.mirror.waiters.wait_until(lambda n: n == base + 1), DEADLINE)
+        assert not _parked(metad)  # held, but by aiohttp's handler
+        status, _, body = await _answer(reader)
+        assert (status, json.loads(body)) == (200, "80")
+        writer.close()
+    finally:
+        await metad.stop()
