@@ -13,6 +13,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
@@ -280,3 +281,63 @@ def test_the_hooks_against_real_members(members: list[Member]) -> None:
     assert down.returncode == 1 and "did not answer /metrics" in down.stderr, down
     unreachable = first.run("remove-members", MEMBER_WAIT="2")
     assert unreachable.returncode == 1 and "member remove etcd-4 failed" in unreachable.stderr
+
+
+# -- start: a launched etcd that has not exec'd yet is starting, one that is gone has exited ------
+
+
+def children_named(pid: int, name: str) -> bool:
+    """Whether process ``pid`` has a child whose command is ``name`` (from /proc, as ps would)."""
+    with contextlib.suppress(OSError):
+        for child in Path(f"/proc/{pid}/task/{pid}/children").read_text().split():
+            with contextlib.suppress(OSError):
+                if Path(f"/proc/{child}/comm").read_text().strip() == name:
+                    return True
+    return False
+
+
+def test_start_waits_for_a_launched_etcd_that_has_not_exec_d_yet(spec: AppSpec, tmp_path: Path) -> None:
+    """On a loaded host the process ``start`` launches may not have exec'd etcd yet when the script
+    first looks at it (its command line is still the script's): that is a start in progress, and
+    was once taken for "etcd exited" (a replace upgrade failed on a loaded CI host that way). A
+    FIFO as etcd's log holds the launched process there, before its exec, until a reader opens
+    it: the script must be found pausing between looks, then report etcd started."""
+    base = random_network().rsplit(".", 1)[0]
+    member = Member(spec, tmp_path / "n1", host("i-1", "etcd-1", f"{base}.2"))
+    member.render({"i-1": member.node})
+    log = member.root / "var/log/etcd/etcd.log"
+    log.parent.mkdir(parents=True)
+    os.mkfifo(log)
+    starting = member.start()
+    reader: subprocess.Popen[bytes] | None = None
+    try:
+        deadline = time.monotonic() + 30
+        while not children_named(starting.pid, "sleep"):  # it looked, and waits to look again
+            assert starting.poll() is None, starting.communicate()
+            assert time.monotonic() < deadline, "start never paused for the launched etcd"
+            time.sleep(0.05)  # a polling pace, under a deadline
+        with (tmp_path / "etcd.log").open("wb") as sink:
+            reader = subprocess.Popen(["cat", str(log)], stdout=sink)
+        output, _ = starting.communicate(timeout=90)
+        assert starting.returncode == 0 and "etcd etcd-1 started (bootstrap: " in output, output
+    finally:
+        starting.kill()
+        member.kill()
+        if reader is not None:
+            reader.wait(timeout=30)
+
+
+def test_start_reports_an_etcd_that_exits_at_once_with_its_log(spec: AppSpec, tmp_path: Path) -> None:
+    """The other side: a launched etcd that is gone (or a zombie) has exited, said at once with
+    the end of its log, not after the whole start wait."""
+    base = random_network().rsplit(".", 1)[0]
+    member = Member(spec, tmp_path / "n1", host("i-1", "etcd-1", f"{base}.2"))
+    member.render({"i-1": member.node})
+    (member.root / "opt/etcd/etc/tuning.env").write_text("MAX_REQUEST_BYTES=lots\n")  # etcd refuses it
+    try:
+        result = member.run("start", START_WAIT="600")
+    finally:
+        member.kill()
+    assert result.returncode == 1, result
+    # the end of its log (its usage, for the flag it refused), then the verdict
+    assert "etcd etcd-1 exited" in result.stderr and "etcd --version" in result.stderr, result.stderr

@@ -300,7 +300,12 @@ async def upgrade_replace(
 ) -> str:
     """Batch ``number`` of ``role`` rebuilt from the new version's image; on a failure every node
     rebuilt so far (this batch and those before) is rebuilt from the current image, and the step
-    fails with RolledBack. ``instances``: each node's instance when the upgrade was accepted."""
+    fails with RolledBack. ``instances``: each node's instance when the upgrade was accepted.
+
+    The rebuilds back go node after node, the failed batch first, each healthy before the next is
+    stopped (as :func:`roll_back_in_place`): rebuilding them all at once stops them all at once, and
+    a quorum app loses its quorum while the rollback service needs it (etcd's ``member update``
+    of a rebuilt member's address, with two of three members down, can never commit)."""
     chosen, done = await rebuilt_batch_of(ctx, target, by_role, role, number, instances)
     if not chosen:
         return "no nodes left for this batch"
@@ -312,7 +317,8 @@ async def upgrade_replace(
         ctx.log.warning(
             "replace batch failed; rebuilding", error=str(exc), nodes=[n.node_id for n in touched]
         )
-        await _rebuild(ctx, target, touched, forward=False)
+        for node in reversed(touched):
+            await _rebuild(ctx, target, [node], forward=False)
         raise RolledBack(
             f"{exc}; {len(touched)} node(s) rebuilt on {ctx.cluster.app.version}: "
             f"{', '.join(n.node_id for n in touched)}"
