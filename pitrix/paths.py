@@ -34,10 +34,13 @@ def write_private(path: Path, data: bytes) -> None:
     """Replace ``path`` atomically with ``data``, readable by the current user only.
 
     The temporary file is created 0600, so not even a moment passes in which another user could
-    open it (a chmod after the write would leave that moment).
+    open it (a chmod after the write would leave that moment); it reaches the disk before the
+    rename, so a crash leaves the old file or the new one, never an empty one.
     """
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "wb") as out:
         out.write(data)
+        out.flush()
+        os.fsync(out.fileno())
     os.replace(tmp, path)

@@ -32,7 +32,7 @@ from aiohttp import WSMsgType, web
 
 from pitrix.logs import get_logger
 from pitrix.runtime.lifecycle import LifecycleError
-from pitrix.runtime.service import InvalidRequest, NotFound, RuntimeService
+from pitrix.runtime.service import InvalidRequest, RuntimeService
 from pitrix.ssh import SshError, connect
 
 if TYPE_CHECKING:
@@ -85,19 +85,7 @@ async def shell_node(
 ) -> tuple[Cluster, Node]:
     """The cluster and node a shell is asked of: NotFound (others' clusters too) or LifecycleError
     (409) as for logs and exec. Reads pitrixd's records only."""
-    cluster = await service.get_cluster(cid, owner)
-    nodes = await service.nodes(cid)
-    node = next((n for n in nodes if n.node_id == node_id), None)
-    if node is None:
-        known = ", ".join(sorted(n.node_id for n in nodes)) or "none"
-        raise NotFound(f"node: cluster {cid} has no node {node_id!r} (has {known})")
-    if cluster.state != "active":
-        raise LifecycleError(
-            f"node: cluster {cid} is {cluster.state}; a shell opens on its nodes while it is active"
-        )
-    if not node.instance_id:
-        raise LifecycleError(f"node: {node_id} of cluster {cid} has no instance yet")
-    return cluster, node
+    return await service.active_node(cid, node_id, owner, "a shell opens on its nodes")
 
 
 async def shell_target(

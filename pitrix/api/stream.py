@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from aiohttp import web
@@ -43,19 +44,30 @@ async def stream_events(
                 Event("cluster", cluster.id, cluster.owner, 0, {"cluster": cluster_view(cluster)}).sse()
             )
         await response.write(b"event: ready\ndata: {}\n\n")
-        with contextlib.suppress(ConnectionResetError):
-            while True:
-                try:
-                    async with asyncio.timeout(KEEPALIVE):
-                        event = await sub.queue.get()
-                except TimeoutError:
-                    await response.write(b": keepalive\n\n")
-                    continue
-                if event is None:
-                    break
-                if event.revision > revision:
-                    await response.write(event.sse())
+        await _follow(response, sub.queue, lambda event: event.sse() if event.revision > revision else None)
     return response
+
+
+async def _follow(
+    response: web.StreamResponse,
+    queue: asyncio.Queue[Event | None],
+    encode: Callable[[Event], bytes | None],
+) -> None:
+    """Write each live event ``encode`` gives bytes for, a keep-alive comment when the stream is
+    quiet (proxies close silent connections), until the hub ends it or the client goes."""
+    with contextlib.suppress(ConnectionResetError):
+        while True:
+            try:
+                async with asyncio.timeout(KEEPALIVE):
+                    event = await queue.get()
+            except TimeoutError:
+                await response.write(b": keepalive\n\n")
+                continue
+            if event is None:
+                return
+            data = encode(event)
+            if data is not None:
+                await response.write(data)
 
 
 async def stream_history(
@@ -78,18 +90,15 @@ async def stream_history(
             await response.write(_sse(record["type"], record["id"], record))
         await response.write(b"event: ready\ndata: {}\n\n")
         last = position(newest) if newest else (0, 0)
-        with contextlib.suppress(ConnectionResetError):
-            while True:
-                try:
-                    async with asyncio.timeout(KEEPALIVE):
-                        event = await sub.queue.get()
-                except TimeoutError:
-                    await response.write(b": keepalive\n\n")
-                    continue
-                if event is None:
-                    break
-                if (event.revision, event.index) > last:
-                    await response.write(_sse(event.kind, event.event_id, event.record()))
+        await _follow(
+            response,
+            sub.queue,
+            lambda event: (
+                _sse(event.kind, event.event_id, event.record())
+                if (event.revision, event.index) > last
+                else None
+            ),
+        )
     return response
 
 

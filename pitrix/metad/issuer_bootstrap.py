@@ -27,7 +27,6 @@ import asyncio
 import hashlib
 import hmac
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -38,6 +37,7 @@ from cryptography.exceptions import InvalidSignature
 
 from pitrix import pki
 from pitrix.logs import get_logger
+from pitrix.paths import write_private
 
 PATH = "/v1/issuer-bootstrap"
 ISSUER_CN = "pitrix metadata issuer"
@@ -119,16 +119,6 @@ class PeerRequest:
     url: str = ""
 
 
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    tmp.replace(path)
-
-
 class IssuerBootstrap:
     """One metad's side of the exchange, over its state directory."""
 
@@ -173,7 +163,7 @@ class IssuerBootstrap:
             return pki.key_from_pem(path.read_bytes(), path.stem + "_key")
         except (OSError, pki.PKIError):
             key = pki.generate_key()
-            _write_private(path, pki.key_to_pem(key))
+            write_private(path, pki.key_to_pem(key))
             return key
 
     def complete(self) -> bool:
@@ -210,8 +200,8 @@ class IssuerBootstrap:
         if self.key is None:  # a joining member: its peer certificate is all it asked for
             peer = self._peer_certificate(doc)
             if members and self.files.members is not None:
-                _write_private(self.files.members, members)
-            _write_private(self.files.peer_cert or self.files.cert, peer)
+                write_private(self.files.members, members)
+            write_private(self.files.peer_cert or self.files.cert, peer)
             self.done.set()
             return
         certificate = doc.get("certificate")
@@ -232,9 +222,9 @@ class IssuerBootstrap:
             # Stored first: the issuer's certificate is what marks the exchange complete.
             peer = self._peer_certificate(doc)
             if members and self.files.members is not None:
-                _write_private(self.files.members, members)
-            _write_private(self.files.peer_cert, peer)
-        _write_private(self.files.cert, pki.cert_to_pem(cert))
+                write_private(self.files.members, members)
+            write_private(self.files.peer_cert, peer)
+        write_private(self.files.cert, pki.cert_to_pem(cert))
         self.done.set()
 
     def _members(self, doc: dict[str, Any]) -> bytes:

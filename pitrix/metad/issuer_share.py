@@ -16,13 +16,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import time
 from pathlib import Path
 
 from pitrix import pki
 from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
+from pitrix.paths import write_private
 from pitrix.store import Store
 
 KEY = "~issuer"  # not under "/": the mirror reads "/" only
@@ -30,16 +30,6 @@ KEY = "~issuer"  # not under "/": the mirror reads "/" only
 
 class ShareError(Exception):
     """The cluster's issuer could not be published or found in time; the message says which."""
-
-
-def _write_private(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "wb") as out:
-        out.write(data)
-        out.flush()
-        os.fsync(out.fileno())
-    tmp.replace(path)
 
 
 async def share(store: Store, cert_file: Path, key_file: Path, *, mine: bool, timeout: float) -> None:
@@ -71,6 +61,6 @@ async def share(store: Store, cert_file: Path, key_file: Path, *, mine: bool, ti
         )
     except (ValueError, KeyError, TypeError, AttributeError, pki.PKIError) as exc:
         raise ShareError(f"the cluster's issuer in its etcd is unreadable: {exc}") from None
-    await asyncio.to_thread(_write_private, key_file, pki.key_to_pem(issuer.key))
-    await asyncio.to_thread(_write_private, cert_file, issuer.cert_pem)
+    await asyncio.to_thread(write_private, key_file, pki.key_to_pem(issuer.key))
+    await asyncio.to_thread(write_private, cert_file, issuer.cert_pem)
     log.info("issuer taken from the cluster")

@@ -620,6 +620,25 @@ class RuntimeService:
 
     # -- looking at a node (pitrix/runtime/node_commands.py) --------------------------------------
 
+    async def active_node(
+        self, cid: str, node_id: str, owner: str | None, doing: str
+    ) -> tuple[Cluster, Node]:
+        """The cluster and its node ``node_id`` for a look at the node (logs, exec, a shell): only
+        while the cluster is ``active`` and the node has an instance. NotFound for others' clusters
+        and unknown nodes (naming the known ones); LifecycleError saying when ``doing`` can be done.
+        Reads pitrixd's records only."""
+        cluster = await self.get_cluster(cid, owner)
+        nodes = await self.nodes(cid)
+        node = next((n for n in nodes if n.node_id == node_id), None)
+        if node is None:
+            known = ", ".join(sorted(n.node_id for n in nodes)) or "none"
+            raise NotFound(f"node: cluster {cid} has no node {node_id!r} (has {known})")
+        if cluster.state != "active":
+            raise LifecycleError(f"node: cluster {cid} is {cluster.state}; {doing} while it is active")
+        if not node.instance_id:
+            raise LifecycleError(f"node: {node_id} of cluster {cid} has no instance yet")
+        return cluster, node
+
     async def node_command(
         self, cid: str, node_id: str, command: NodeCommand, owner: str | None = None
     ) -> dict[str, Any]:
@@ -629,18 +648,7 @@ class RuntimeService:
         commands use the nodes' one command slot), one such command at a time per cluster (the tab
         lock), the node's agent reporting; ``NodeCommandFailed`` when no result comes in time.
         """
-        cluster = await self.get_cluster(cid, owner)
-        nodes = await self.nodes(cid)
-        node = next((n for n in nodes if n.node_id == node_id), None)
-        if node is None:
-            known = ", ".join(sorted(n.node_id for n in nodes)) or "none"
-            raise NotFound(f"node: cluster {cid} has no node {node_id!r} (has {known})")
-        if cluster.state != "active":
-            raise LifecycleError(
-                f"node: cluster {cid} is {cluster.state}; commands run on its nodes while it is active"
-            )
-        if not node.instance_id:
-            raise LifecycleError(f"node: {node_id} of cluster {cid} has no instance yet")
+        cluster, node = await self.active_node(cid, node_id, owner, "commands run on its nodes")
         record = await self.metadata.get(cluster.owner, cluster.runtime)
         if record is None or record.status != "ready":
             raise LifecycleError(f"node: cluster {cid} has no running metadata service")
