@@ -197,8 +197,10 @@ async def test_a_replica_frozen_past_its_lease_has_its_writes_refused(
     assert ends, f"a's job was never stopped:\n{a.log_tail()}"
     print(f"\nFENCING[{freeze_at}]: a's job ended with: {ends}")
     assert await fenced_revisions(store, cid) == before, "the frozen replica wrote after losing the cluster"
+    # Held by a live replica: b, or a again once it is back, since replicas even out their shares
+    # between jobs (pitrix.runtime.fleet); the fence above is what must hold either way.
     owner = await store.get(owner_key(cid))
-    assert owner is not None and owner.text == "b"
+    assert owner is not None and owner.text in ("a", "b")
 
     vms = await world.ledger(cid)
     assert duplicated_names(vms) == {}  # each VM created once, by whichever replica
