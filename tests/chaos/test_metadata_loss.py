@@ -33,6 +33,7 @@ from e2e_cloud import Cloud, demo_app, simulated_cloud  # noqa: E402
 from e2e_daemons import Child, runtime_definition  # noqa: E402
 from test_lifecycle import expect  # noqa: E402
 
+from pitrix.runtime.steps.identity import metad_order  # noqa: E402
 from pitrix.store import Store  # noqa: E402
 from pitrix.store.embedded import BINARY_VARIABLE  # noqa: E402
 
@@ -79,7 +80,8 @@ async def test_an_env_rollout_through_the_loss_of_metadata_members(
         nodes = await service.nodes(cluster.id)
         for node in nodes:
             config = tomllib.loads(cloud.vm_file(node.instance_id, "/etc/pitrix/agent.toml"))
-            assert config["nodes"] == record.instance_urls  # every member, to fail over between
+            # every member, to fail over between, each node starting at its own
+            assert config["nodes"] == metad_order(record.instance_urls, cluster.id, node.node_id)
         provider = await service.provider_for("sim")
         faults = 0
         for n in range(1, rollouts + 1):

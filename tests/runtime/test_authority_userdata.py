@@ -17,6 +17,7 @@ from cryptography import x509
 from pitrix import pki
 from pitrix.runtime.authority import CA_KEY, MANAGEMENT_CA_KEY, Authority, issuer_from_pem, management_context
 from pitrix.runtime.spec import parse_spec
+from pitrix.runtime.steps.identity import metad_order
 from pitrix.runtime.userdata import (
     AGENT_CA,
     AGENT_CERT,
@@ -201,3 +202,14 @@ async def test_app_templates_arrive_byte_for_byte_and_the_agent_renders_them(tmp
     assert (tmp_path / "etc/app/motd").read_text() == "port=8080"
     assert mode(tmp_path / "etc/app/motd") == 0o600
     assert (tmp_path / "etc/app/raw").read_bytes() == b"a\n\n\nPITRIX_EOF\n\n"
+
+
+def test_nodes_start_at_different_metad_members_and_keep_every_one() -> None:
+    urls = [f"https://127.0.0.{n}:8080" for n in (1, 2, 3)]
+    firsts = set()
+    for n in range(1, 31):
+        order = metad_order(urls, "cl-1", f"web-{n}")
+        assert sorted(order) == sorted(urls) and order == metad_order(urls, "cl-1", f"web-{n}")
+        firsts.add(order[0])
+    assert firsts == set(urls)  # 30 nodes do not all lean on member 0
+    assert metad_order(urls[:1], "cl-1", "web-1") == urls[:1]

@@ -47,7 +47,7 @@ async def bootstrap_agents(ctx: JobContext, node_ids: list[str], *, fresh_since:
             if ctx.tls:
                 token = await fresh_token(ctx, node.node_id)
                 await ctx.metad.put_mapping(node.instance_id, mapping(ctx, node) | token_fields(token))
-            files = agent_files(ctx, node.role, token)
+            files = agent_files(ctx, node.role, token, node_id=node.node_id)
             for path, data in files.items():
                 await ssh.put_file(instance, path, data, 0o600 if path in SECRET_FILES else 0o644)
             await push_over_ssh(ctx, node.role, ssh, instance)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import secrets
 import time
+import zlib
 from typing import Any
 
 from pitrix.runtime import userdata
@@ -59,14 +60,30 @@ def mapping(ctx: JobContext, node: Node) -> dict[str, Any]:
     }
 
 
+def metad_order(urls: list[str], cid: str, node_id: str) -> list[str]:
+    """Every metad member's URL, starting at one chosen by the node: an agent stays on its first
+    member while it answers, so if every agent started at member 0 that member would carry all
+    the long-polls. Chosen by a hash of the node's name, so a re-run writes the same files."""
+    if len(urls) < 2 or not node_id:
+        return list(urls)
+    first = zlib.crc32(f"{cid}/{node_id}".encode()) % len(urls)
+    return urls[first:] + urls[:first]
+
+
 def agent_files(
-    ctx: JobContext, role_name: str, token: str = "", cert_pem: bytes = b"", key_pem: bytes = b""
+    ctx: JobContext,
+    role_name: str,
+    token: str = "",
+    cert_pem: bytes = b"",
+    key_pem: bytes = b"",
+    node_id: str = "",
 ) -> dict[str, bytes]:
     """What the node's agent is configured with: userdata writes it, or SSH pushes it."""
     role = ctx.cluster.app.role(role_name)
     check = role.health_check
     return userdata.agent_files(
-        ctx.metadata.instance_urls,  # every member's: the agent fails over between them
+        # every member's, the agent failing over between them; each node starts at its own
+        metad_order(ctx.metadata.instance_urls, ctx.cid, node_id),
         # metad's server certificate is signed by its issuer, known since its metad got it.
         ca_pem=ctx.metadata.issuer_cert_pem if ctx.tls else b"",
         bootstrap_token=token,

@@ -48,7 +48,8 @@ async def run_instances(ctx: JobContext, node_ids: list[str]) -> str:
             userdata=""
             if ctx.over_ssh
             else agent_userdata(
-                agent_files(ctx, node.role, tokens[node.node_id]), identity_script(ctx, node.role)
+                agent_files(ctx, node.role, tokens[node.node_id], node_id=node.node_id),
+                identity_script(ctx, node.role),
             ),
             key_pair=key_pair,
             # The runtime's network (a QingCloud vxnet...); "" leaves the provider's default.
