@@ -198,8 +198,18 @@ async def test_a_replica_frozen_past_its_lease_has_its_writes_refused(
     print(f"\nFENCING[{freeze_at}]: a's job ended with: {ends}")
     assert await fenced_revisions(store, cid) == before, "the frozen replica wrote after losing the cluster"
     # Held by a live replica: b, or a again once it is back, since replicas even out their shares
-    # between jobs (pitrix.runtime.fleet); the fence above is what must hold either way.
+    # between jobs (pitrix.runtime.fleet); the fence above is what must hold either way. Between a
+    # hand-over's release and the next claim the key is absent: then the next claim is awaited.
+    revision = await current_revision(store)
     owner = await store.get(owner_key(cid))
+    if owner is None:
+        claims = [asyncio.create_task(owned_by(store, cid, r, revision + 1)) for r in ("a", "b")]
+        done, pending = await asyncio.wait(claims, return_when=asyncio.FIRST_COMPLETED)
+        for task in pending:
+            task.cancel()
+        for task in done:
+            task.result()
+        owner = await store.get(owner_key(cid))
     assert owner is not None and owner.text in ("a", "b")
 
     vms = await world.ledger(cid)
