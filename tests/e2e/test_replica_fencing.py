@@ -204,11 +204,11 @@ async def test_a_replica_frozen_past_its_lease_has_its_writes_refused(
     owner = await store.get(owner_key(cid))
     if owner is None:
         claims = [asyncio.create_task(owned_by(store, cid, r, revision + 1)) for r in ("a", "b")]
-        done, pending = await asyncio.wait(claims, return_when=asyncio.FIRST_COMPLETED)
-        for task in pending:
-            task.cancel()
-        for task in done:
-            task.result()
+        claimed, waiting = await asyncio.wait(claims, return_when=asyncio.FIRST_COMPLETED)
+        for claim in waiting:
+            claim.cancel()
+        for claim in claimed:
+            claim.result()
         owner = await store.get(owner_key(cid))
     assert owner is not None and owner.text in ("a", "b")
 
