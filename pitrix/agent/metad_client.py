@@ -3,12 +3,18 @@
 It fails over between the metadata cluster's nodes (sticking to the last one that answered) and
 binds its outgoing sockets to the VM's own address: until mTLS lands metad identifies an instance
 by its source address, and on loopback the kernel would otherwise pick 127.0.0.1 for every VM.
+
+The nodes follow the metadata cluster's members: metad names the digest of its roster
+(``pitrix.metad.roster``) on every answer, and when that is not the digest of the client's nodes
+the client reads the list from the member that just answered and adopts it (in this node's own
+order), if a member of it can be reached; ``roster_file`` keeps it for the next start.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,9 +22,11 @@ from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from pitrix.agent.certificate import AgentCertificate
-from pitrix.agent.errors import BackendError, RejectedError
+from pitrix.agent.errors import AgentError, BackendError, RejectedError
 from pitrix.agent.httpclient import HttpClient, Response
 from pitrix.agent.log import get_logger
+from pitrix.agent.metad_roster import SavedRoster, load, save
+from pitrix.metad import roster
 
 T = TypeVar("T")
 # Characters a path segment may hold as they are (RFC 3986 pchar); the rest are percent-encoded.
@@ -27,6 +35,10 @@ _PATH_SAFE = "/:@!$&'()*+,;=-._~"
 VERSION_HEADER = "x-metad-version"  # as the client keys headers: lower-cased
 _ACCEPT_JSON = {"Accept": "application/json"}
 _SEND_JSON = {"Content-Type": "application/json", "Accept": "application/json"}
+ROSTER_HEADER = roster.HEADER.lower()
+# After a roster that could not be read or adopted, the next try of that roster waits this long
+# (seconds): not on every request while its members are unreachable.
+ROSTER_RETRY = 30.0
 
 
 @dataclass(frozen=True)
@@ -58,11 +70,23 @@ class MetadClient:
         ca_file: Path | None = None,
         bootstrap_token: str = "",
         bootstrap_patience: float = 10.0,
+        roster_file: Path | None = None,
     ) -> None:
         if not nodes:
             raise BackendError("metad: no nodes configured")
         self.nodes = [normalize_node(n) for n in nodes]
         self._current = 0
+        # The deployed list, and the roster adopted over it (saved by an earlier run, if any).
+        self._configured = list(self.nodes)
+        self._roster_file = roster_file
+        saved = load(roster_file, self._configured)
+        if saved is not None:
+            self.nodes = saved.nodes
+        self.members_digest = roster.digest(self.nodes)  # what metad names when they are its members
+        self._roster_heard = ""  # the digest the last answer named
+        self._roster_busy = False
+        # A roster that could not be read or adopted: its digest, and when to try it again.
+        self._roster_refused = ("", 0.0)
         self._bind_address = bind_address
         self._request_timeout = request_timeout
         self._wait_timeout = wait_timeout
@@ -101,6 +125,7 @@ class MetadClient:
 
         async def attempt(http: HttpClient, base: str) -> MetadAnswer:
             resp = await http.request("GET", base, target, headers=_ACCEPT_JSON, timeout=timeout)
+            self._roster_heard = resp.headers.get(ROSTER_HEADER, "")
             version = _version(resp)
             if resp.status == 404:
                 return MetadAnswer(None, version)
@@ -112,7 +137,9 @@ class MetadClient:
                 raise _HTTPFailure(resp.status, f"not JSON: {raw[:100]!r}") from None
             return MetadAnswer(body, version)
 
-        return await self._failover(f"GET {path}", attempt)
+        answer = await self._failover(f"GET {path}", attempt)
+        await self._follow_roster()
+        return answer
 
     async def put(self, path: str, body: Any) -> None:
         """PUT ``body`` as JSON to ``path`` (status write-back)."""
@@ -123,9 +150,81 @@ class MetadClient:
             resp = await http.request(
                 "PUT", base, target, body=data, headers=_SEND_JSON, timeout=self._request_timeout
             )
+            self._roster_heard = resp.headers.get(ROSTER_HEADER, "")
             _raise_for_status(resp)
 
         await self._failover(f"PUT {path}", attempt)
+        await self._follow_roster()
+
+    async def _follow_roster(self) -> None:
+        """Adopt the roster the last answer named, if the nodes are other members.
+
+        Never raises: the request that brought the news succeeded, and a roster that cannot be
+        read now is tried again later (the nodes stay as they are meanwhile).
+        """
+        heard = self._roster_heard
+        if not heard or heard == self.members_digest or self._roster_busy:
+            return
+        if heard == self._roster_refused[0] and time.monotonic() < self._roster_refused[1]:
+            return
+        self._roster_busy = True
+        try:
+            if not await self._adopt_roster():
+                self._roster_refused = (heard, time.monotonic() + ROSTER_RETRY)
+        except (AgentError, OSError, TimeoutError, ValueError) as exc:
+            self._log.warning("metad roster not read", error=str(exc))
+            self._roster_refused = (heard, time.monotonic() + ROSTER_RETRY)
+        finally:
+            self._roster_busy = False
+
+    async def _adopt_roster(self) -> bool:
+        """Read the roster from the member that answered last and make it the nodes, turned by this
+        node's ids and starting where the client is now (or at a member that answers)."""
+
+        async def attempt(http: HttpClient, base: str) -> Any:
+            resp = await http.request(
+                "GET", base, roster.PATH, headers=_ACCEPT_JSON, timeout=self._request_timeout
+            )
+            _raise_for_status(resp)
+            return json.loads(resp.body)
+
+        body = await self._failover(f"GET {roster.PATH}", attempt)
+        urls = body.get("urls") if isinstance(body, dict) else None
+        if not roster.valid(urls):
+            self._log.warning("metad roster ignored: not a list of URLs")
+            return False
+        assert isinstance(urls, list) and isinstance(body, dict)
+        order = roster.rotated(
+            [normalize_node(u) for u in urls], str(body.get("cluster_id", "")), str(body.get("node_id", ""))
+        )
+        here = self.nodes[self._current]
+        current = order.index(here) if here in order else await self._reachable(order)
+        if current is None:
+            self._log.warning("metad roster not adopted: none of its members answers", nodes=order)
+            return False
+        changed = order != self.nodes
+        self.nodes, self._current = order, current
+        self.members_digest = roster.digest(order)
+        if changed:
+            if self._roster_file is not None:
+                try:
+                    await save(self._roster_file, SavedRoster(order, self._configured))
+                except OSError as exc:  # kept in memory all the same; the next start uses the config
+                    self._log.warning("metad roster not saved", path=str(self._roster_file), error=str(exc))
+            self._log.info("metad roster adopted", nodes=order)
+        return True
+
+    async def _reachable(self, order: list[str]) -> int | None:
+        """The index of the first of ``order`` whose metad answers, None if none does."""
+        http = self._client_for_use()
+        for index, base in enumerate(order):
+            try:
+                resp = await http.request("GET", base, "/healthz", timeout=self._request_timeout)
+            except (TimeoutError, OSError, ValueError):
+                continue
+            if resp.status < 500:
+                return index
+        return None
 
     async def _failover(self, what: str, attempt: Callable[[HttpClient, str], Awaitable[T]]) -> T:
         await self.certificate.ensure(self.nodes, self._http)
@@ -148,9 +247,10 @@ class MetadClient:
             except (TimeoutError, OSError, ValueError) as exc:
                 errors.append(f"{base}: {type(exc).__name__}: {exc}")
             else:
-                if index != self._current:
+                # By URL, not index: the nodes may have been replaced (a roster adopted) meanwhile.
+                if base != self.nodes[self._current % len(self.nodes)] and base in self.nodes:
                     self._log.info("metad failover", node=base)
-                    self._current = index
+                    self._current = self.nodes.index(base)
                 return result
         raise BackendError(f"metad: {what}: no node answered ({'; '.join(errors)})")
 

@@ -20,7 +20,7 @@ from yarl import URL
 
 from pitrix import pki
 from pitrix.logs import module_logger
-from pitrix.metad import gate, issuance, jsonbody, keyspace, render, selfview, status
+from pitrix.metad import gate, issuance, jsonbody, keyspace, render, roster, selfview, status
 from pitrix.metad.health import MIRROR_KEY, healthz
 from pitrix.metad.identity import Caller, Identity, Refused, SourceIPIdentity
 from pitrix.metad.leases import HeartbeatLeases
@@ -57,7 +57,12 @@ _log = module_logger("pitrix.metad.instance")
 
 
 def _version(mirror: Mirror, revision: int | None = None) -> dict[str, str]:
-    return {VERSION_HEADER: str(mirror.revision if revision is None else revision)}
+    headers = {VERSION_HEADER: str(mirror.revision if revision is None else revision)}
+    members = mirror.tree.text(roster.DIGEST_KEY)
+    if members:
+        # The roster's digest on every answer: an agent asks for the list only when it differs.
+        headers[roster.HEADER] = members
+    return headers
 
 
 def _caller(request: web.Request) -> Caller:
@@ -472,6 +477,22 @@ async def _stop_revoker(app: web.Application) -> None:
     await app[REVOKER_KEY].stop()
 
 
+async def roster_read(request: web.Request) -> web.Response:
+    """The metadata cluster's member URLs (``pitrix.metad.roster``), for an identified instance,
+    with what its agent turns the list by (its cluster and node ids). Read-only: a write to this
+    path is the catch-all's 403."""
+    mirror = request.app[MIRROR_KEY]
+    mapping = _caller(request).mapping
+    headers = _version(mirror)
+    node = mirror.tree.live(roster.KEY)
+    urls = roster.published(node.obj()) if node is not None else None
+    if urls is None:
+        return _fail(request, 404, "no roster is published", headers)
+    node_id = mirror.tree.text(mapping.sources[selfview.HOST] + "/node_id") or mapping.instance_id
+    body = {"urls": urls, "digest": roster.digest(urls), "cluster_id": mapping.cluster_id, "node_id": node_id}
+    return web.json_response(body, headers=headers)
+
+
 async def not_allowed(request: web.Request) -> web.Response:
     _caller(request)
     return _fail(request, 405, f"{request.method} is not supported on the instance API")
@@ -505,6 +526,7 @@ def build_app(
         app.on_cleanup.append(_stop_revoker)
     app.router.add_get("/healthz", served(healthz))
     app.router.add_post(keyspace.SELF_BOOTSTRAP, served(bootstrap))
+    app.router.add_get(roster.PATH, served(roster_read))
     app.router.add_get("/{path:.*}", served(read))
     app.router.add_put("/{path:.*}", served(write))
     app.router.add_post("/{path:.*}", served(write))

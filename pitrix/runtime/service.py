@@ -41,6 +41,7 @@ from pitrix.runtime.keypairs import KeyPairs
 from pitrix.runtime.keys import METADATA_CLUSTERS, cluster_key, replica_key, runtime_key
 from pitrix.runtime.lifecycle import ChangedMeanwhile, LifecycleError
 from pitrix.runtime.metadata import MetadataClusters, StatusUnavailable
+from pitrix.runtime.metadata_roster import MetadataRoster
 from pitrix.runtime.monitor import RecoveryMonitor
 from pitrix.runtime.node_commands import NodeCommand, NodeCommandFailed, result_view
 from pitrix.runtime.ownership import LostOwnership, Ownership
@@ -129,6 +130,8 @@ class RuntimeService:
         self.log = get_logger("pitrix.runtime")
         self.backups = BackupService(self)  # backup: records, restores, the schedule
         self._tab_locks: dict[str, asyncio.Lock] = {}  # display tabs: one at a time per cluster
+        # Each metadata cluster's members, published to its agents (pitrix.runtime.metadata_roster).
+        self.roster = MetadataRoster(store, self.metadata)
 
     # -- life of the service ----------------------------------------------------------------------
 
@@ -145,6 +148,7 @@ class RuntimeService:
             await self.reconcile(cluster.id)
         self.ownership.follow(revision + 1)
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="fleet-sweep")
+        await self.roster.start()
         self.log.info(
             "runtime started", clusters=len(clusters), resumed=self.supervisor.running(), replica=self.replica
         )
@@ -154,6 +158,7 @@ class RuntimeService:
         if self._sweeper is not None:
             await cancel_and_wait(self._sweeper)
             self._sweeper = None
+        await self.roster.stop()
         await self._let_go()
         await self.fleet.close()
         await self.ownership.close()  # only then may other replicas adopt our clusters

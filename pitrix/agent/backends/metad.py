@@ -6,6 +6,7 @@ import asyncio
 import time
 from typing import Any
 
+from pitrix.agent import metad_roster
 from pitrix.agent.backends import minimal_keys
 from pitrix.agent.backends.flatten import flatten
 from pitrix.agent.config import AgentConfig
@@ -39,6 +40,7 @@ class MetadBackend:
                 ca_file=config.client_cakeys,
                 bootstrap_token=config.bootstrap_token,
                 bootstrap_patience=config.bootstrap_patience,
+                roster_file=config.state_dir / metad_roster.FILE_NAME,
             )
         )
 
