@@ -288,6 +288,8 @@ def _runtime_settings(args: argparse.Namespace) -> dict[str, Any]:
         body["network"] = args.network
     if args.metadata_size is not None:
         body["metadata_size"] = args.metadata_size
+    if args.metadata_image is not None:
+        body["metadata_image"] = args.metadata_image
     given = _pairs(args.set, "--set", "KEY=VALUE")
     warn_secret_arguments(
         "--set",
@@ -1055,6 +1057,11 @@ def _runtime_setting_arguments(add: argparse.ArgumentParser) -> None:
         metavar="N",
         help="members of each metadata cluster made on the runtime: 1, 3 (default), 5 or 7; "
         "three survive the loss of one metadata VM",
+    )
+    add.add_argument(
+        "--metadata-image",
+        metavar="IMAGE",
+        help="the image metadata VMs boot, as the cloud names it (an AMI id on AWS); default pitrix-metadata",
     )
     add.add_argument(
         "--set",

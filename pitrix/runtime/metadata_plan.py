@@ -26,13 +26,13 @@ from pitrix.runtime import issuer_exchange, metadata_members
 from pitrix.runtime.booting import wait_booted
 from pitrix.runtime.keys import metadata_key
 from pitrix.runtime.plan import Plan, Step
-from pitrix.runtime.records import MetadataCluster, Runtime
+from pitrix.runtime.records import DEFAULT_METADATA_IMAGE, MetadataCluster, Runtime
 from pitrix.runtime.userdata import MetadTrust, metad_userdata
 
 if TYPE_CHECKING:
     from pitrix.runtime.metadata import MetadataClusters
 
-METADATA_IMAGE = "pitrix-metadata"
+METADATA_IMAGE = DEFAULT_METADATA_IMAGE  # the image of a runtime that names none
 # How long a metadata VM's issuer-bootstrap token is good for, from the moment it is made: the
 # VM must boot and its metad offer its CSR within it, else the VM is made again with a new one.
 ISSUER_TOKEN_TTL = 900.0
@@ -89,6 +89,11 @@ class MetadataBuild:
             return 1
         return self.definition.metadata_size
 
+    @property
+    def image(self) -> str:
+        """The image the metadata VMs boot: the runtime's ``metadata_image``."""
+        return self.definition.metadata_image if self.definition is not None else METADATA_IMAGE
+
     def plan(self) -> Plan:
         return (
             Plan("metadata")
@@ -120,8 +125,8 @@ class MetadataBuild:
         record = await self._load()
         if self.clusters.via_ssh(self.definition):
             pair = await self.clusters.keypairs.get(await self._provider(), self.holder, self.runtime)
-            return f"VM {record.name}, image {METADATA_IMAGE}, key pair {pair.cloud_id}"
-        return f"VM {record.name}, image {METADATA_IMAGE}"
+            return f"VM {record.name}, image {self.image}, key pair {pair.cloud_id}"
+        return f"VM {record.name}, image {self.image}"
 
     async def run_instance(self) -> str:
         """The VM by its name, or a new one: its token's hash recorded before the cloud is asked."""
@@ -145,7 +150,7 @@ class MetadataBuild:
             member = await metadata_members.membership(self.clusters, record, 0) if self.size > 1 else None
             spec = InstanceSpec(
                 name=record.name,
-                image=METADATA_IMAGE,
+                image=self.image,
                 key_pair=key_pair,
                 userdata=metad_userdata(trust, member=member),
                 tags={"pitrix:owner": self.holder, "pitrix:role": "metadata"},
@@ -158,7 +163,7 @@ class MetadataBuild:
         if self.size > 1:
             tags = {"pitrix:owner": self.holder, "pitrix:role": "metadata"}
             record = await metadata_members.run_members(
-                self.clusters, provider, record, self.size, METADATA_IMAGE, tags, ISSUER_TOKEN_TTL, self._save
+                self.clusters, provider, record, self.size, self.image, tags, ISSUER_TOKEN_TTL, self._save
             )
             detail += f" and {len(record.members)} more member(s)"
         return detail

@@ -31,6 +31,8 @@ from pitrix.runtime.spec import AppSpec
 from pitrix.sealing import Sealer, is_sealed, redact
 
 DEFAULT_HEARTBEAT_INTERVAL = 2.0
+# The image metadata VMs boot unless the runtime names another (``Runtime.metadata_image``).
+DEFAULT_METADATA_IMAGE = "pitrix-metadata"
 
 State = Literal[
     "pending",
@@ -192,6 +194,9 @@ class Runtime(_Record):
     # The network every instance joins: a QingCloud vxnet id (its API places an instance in one),
     # an AWS subnet id, an OpenStack network id. Empty: the provider's default network.
     network: str = ""
+    # The image each metadata VM boots: one holding etcd and pitrix-metad (docs/providers.md says
+    # what goes in it), named as the cloud names images: an AMI id, a QingCloud image id ...
+    metadata_image: str = Field(DEFAULT_METADATA_IMAGE, pattern=r"^[A-Za-z0-9][A-Za-z0-9._:/@+-]{0,254}$")
 
     @field_validator("metadata_size")
     @classmethod

@@ -95,6 +95,16 @@ async def test_a_cluster_on_wrong_credentials_goes_once_the_runtime_is_fixed(
     assert code == 0, err
     kv = await store.get(runtime_key("sim"))
     assert kv is not None and Runtime.opened(kv.value, sealer)[0].metadata_size == 3
+    code, _, err = await cli(
+        "runtimes", "update", "sim", "--no-check", "--metadata-image", "ami-0abc1234", env=ADMIN_ENV
+    )
+    assert code == 0, err
+    kv = await store.get(runtime_key("sim"))
+    assert kv is not None and Runtime.opened(kv.value, sealer)[0].metadata_image == "ami-0abc1234"
+    code, _, err = await cli(
+        "runtimes", "update", "sim", "--no-check", "--metadata-image", "pitrix-metadata", env=ADMIN_ENV
+    )
+    assert code == 0, err
     code, out, err = await cli(
         "runtimes", "update", "sim", "--no-check", "--metadata-size", "1", env=ADMIN_ENV
     )

@@ -66,6 +66,7 @@ async def test_runtime_credentials_are_never_echoed(api: TestClient[Any, Any]) -
         ({**DEAD_CLOUD, "heartbeat_interval": "often"}, "heartbeat_interval"),
         ({**DEAD_CLOUD, "metadata_size": 2}, "metadata_size"),
         ({**DEAD_CLOUD, "metadata_size": 9}, "metadata_size"),
+        ({**DEAD_CLOUD, "metadata_image": "two words"}, "metadata_image"),
     ],
 )
 async def test_bad_runtime_is_refused(
