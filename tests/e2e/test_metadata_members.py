@@ -5,6 +5,7 @@ writes through another; deleting it removes every member."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -13,6 +14,7 @@ import pytest
 from e2e_cloud import Cloud
 from e2e_daemons import live, runtime_definition
 
+from pitrix.metad import roster
 from pitrix.runtime.metadata import MetadataClusters
 from pitrix.store.embedded import BINARY_VARIABLE
 
@@ -52,6 +54,10 @@ async def test_a_metadata_cluster_of_three(etcd34: None, cloud: Cloud) -> None:
         last = record.model_copy(update={"ip": record.members[1].ip, "members": []})
         try:
             assert await clusters.client(last).get_data("/clusters/c1/env/web/port") == "80"
+            # pitrixd's roster reconciler published every member's URL, for the agents to follow.
+            async with asyncio.timeout(30), service.roster.settled:
+                await service.roster.settled.wait_for(lambda: service.roster.published >= 1)
+            assert roster.published(await clusters.client(last).get_data(roster.KEY)) == record.instance_urls
         finally:
             await clusters.close()
         # Member 0's VM is lost: pitrixd writes through another member, and a third serves it.
