@@ -16,7 +16,7 @@ from agent_helpers import AgentProcess, World, port_resource
 
 from pitrix.agent.errors import BackendError, RejectedError
 from pitrix.agent.metad_client import MetadClient
-from pitrix.agent.metad_roster import FILE_NAME
+from pitrix.agent.metad_roster import FILE_NAME, SavedRoster, load, save
 from pitrix.metad import roster
 from pitrix.metad.client import MetadManagementClient
 from pitrix.metad.server import Metad
@@ -33,6 +33,23 @@ def test_the_agent_turns_a_roster_as_the_runtime_deploys_it() -> None:
     damaged = {**roster.document(urls), roster.DIGEST: "0" * 16}
     assert roster.published(damaged) is None
     assert roster.published(roster.document([])) is None
+
+
+async def test_a_saved_roster_is_used_only_over_the_config_it_replaced(tmp_path: Path) -> None:
+    path = tmp_path / "state" / FILE_NAME
+    deployed, adopted = (
+        ["http://127.0.0.1:1", "http://127.0.0.2:1"],
+        ["http://127.0.0.3:1", "http://127.0.0.1:1"],
+    )
+    await save(path, SavedRoster(adopted, deployed))
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert load(path, deployed) == SavedRoster(adopted, deployed)
+    assert load(path, ["http://127.0.0.9:1"]) is None  # a config deployed since wins
+    assert load(None, deployed) is None
+    path.write_text('{"nodes": [], "configured": ' + json.dumps(deployed) + "}")
+    assert load(path, deployed) is None  # never an empty list
+    path.write_text("{not json")
+    assert load(path, deployed) is None
 
 
 async def test_roster_is_served_read_only_to_identified_instances(world: World) -> None:
