@@ -84,6 +84,7 @@ class MetadClient:
             self.nodes = saved.nodes
         self.members_digest = roster.digest(self.nodes)  # what metad names when they are its members
         self._roster_heard = ""  # the digest the last answer named
+        self._roster_handled = ""  # the digest of the last roster adopted (asked for once only)
         self._roster_busy = False
         # A roster that could not be read or adopted: its digest, and when to try it again.
         self._roster_refused = ("", 0.0)
@@ -163,13 +164,15 @@ class MetadClient:
         read now is tried again later (the nodes stay as they are meanwhile).
         """
         heard = self._roster_heard
-        if not heard or heard == self.members_digest or self._roster_busy:
+        if not heard or heard in (self.members_digest, self._roster_handled) or self._roster_busy:
             return
         if heard == self._roster_refused[0] and time.monotonic() < self._roster_refused[1]:
             return
         self._roster_busy = True
         try:
-            if not await self._adopt_roster():
+            if await self._adopt_roster():
+                self._roster_handled = heard
+            else:
                 self._roster_refused = (heard, time.monotonic() + ROSTER_RETRY)
         except (AgentError, OSError, TimeoutError, ValueError) as exc:
             self._log.warning("metad roster not read", error=str(exc))
