@@ -6,6 +6,7 @@
     supervisor.py   one task per cluster, a bounded number of jobs at once
     monitor.py      the recovery monitor of active clusters
     ownership.py    which replica drives which cluster
+    metadata_roster.py   each metadata cluster's members, published to its agents
 
 ``reconcile`` is the one place that decides what this replica does about a cluster: it is called
 for every cluster at start, and again whenever a cluster's record or owner changes (from any
