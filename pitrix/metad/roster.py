@@ -8,7 +8,8 @@ The list is kept in canonical order (member 0 first); each agent turns it with :
 the rule the runtime used for the ``nodes`` it deployed
 (``pitrix.runtime.steps.identity.metad_order``), so the long-polls stay spread over the members.
 
-Only the standard library is imported: the agent uses this module too.
+Only the standard library (and ``keyspace``, which spells the layout) is imported: the agent
+uses this module too.
 """
 
 from __future__ import annotations
@@ -18,10 +19,12 @@ import json
 import zlib
 from typing import Any
 
+from pitrix.metad import keyspace
+
 # The etcd subtree pitrixd writes (both leaves in one transaction): the list as one JSON leaf,
 # and its digest, which metad puts in a header without parsing anything. The instance API path
 # that serves the list is the same string, outside /self.
-KEY = "/_pitrix/roster"
+KEY = f"{keyspace.INTERNAL}/roster"
 URLS = "urls"
 DIGEST = "digest"
 DIGEST_KEY = f"{KEY}/{DIGEST}"
