@@ -489,32 +489,37 @@ class Ec2Api:
         return {"TerminatingInstances": self._changes(vms, before)}
 
     def stop_instances(self, params: dict[str, Any]) -> dict[str, Any]:
-        vms = self._instance_ids(params)
-        before = {vm.instance_id: ec2_state(vm) for vm in vms}
-        for vm in vms:
-            if before[vm.instance_id] not in ("running", "stopping", "stopped"):
-                raise Ec2Error(
-                    "IncorrectInstanceState",
-                    f"The instance '{vm.instance_id}' is not in a state from which it can be stopped.",
-                )
-        todo = [vm.instance_id for vm in vms if before[vm.instance_id] == "running"]
-        if todo:
-            self.fleet.stop(todo)
-        return {"StoppingInstances": self._changes(vms, before)}
+        allowed = ("running", "stopping", "stopped")
+        return self._transition(params, allowed, "running", self.fleet.stop, "stopped", "StoppingInstances")
 
     def start_instances(self, params: dict[str, Any]) -> dict[str, Any]:
+        allowed = ("pending", "running", "stopped")
+        return self._transition(params, allowed, "stopped", self.fleet.start, "started", "StartingInstances")
+
+    def _transition(
+        self,
+        params: Mapping[str, Any],
+        allowed: tuple[str, ...],
+        acted_on: str,
+        act: Callable[[list[str]], object],
+        verb: str,
+        key: str,
+    ) -> dict[str, Any]:
+        """StopInstances and StartInstances: refused whole when an instance is in none of the
+        ``allowed`` states; ``act`` is asked for those in ``acted_on`` only (the others are on their
+        way or there already), and the answer under ``key`` lists each instance's change."""
         vms = self._instance_ids(params)
         before = {vm.instance_id: ec2_state(vm) for vm in vms}
         for vm in vms:
-            if before[vm.instance_id] not in ("pending", "running", "stopped"):
+            if before[vm.instance_id] not in allowed:
                 raise Ec2Error(
                     "IncorrectInstanceState",
-                    f"The instance '{vm.instance_id}' is not in a state from which it can be started.",
+                    f"The instance '{vm.instance_id}' is not in a state from which it can be {verb}.",
                 )
-        todo = [vm.instance_id for vm in vms if before[vm.instance_id] == "stopped"]
+        todo = [vm.instance_id for vm in vms if before[vm.instance_id] == acted_on]
         if todo:
-            self.fleet.start(todo)
-        return {"StartingInstances": self._changes(vms, before)}
+            act(todo)
+        return {key: self._changes(vms, before)}
 
     def modify_instance_attribute(self, params: dict[str, Any]) -> dict[str, Any]:
         """The instance type of a stopped instance (the one attribute pitrix changes)."""

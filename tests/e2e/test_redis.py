@@ -85,6 +85,17 @@ async def sentinels_agree(ips: list[str], primary: str) -> None:
     await eventually(agreed, SYNC_TIMEOUT, f"Sentinels on {ips} naming {primary}")
 
 
+async def brisk_sentinels(ips: list[str]) -> None:
+    """Each Sentinel asks the Redis servers for INFO every second instead of every 10 s (``SENTINEL
+    DEBUG INFO-PERIOD``, Redis 7's setting of Sentinel's timers for tests). After a ``SENTINEL
+    RESET`` a Sentinel finds the replicas again at its next INFO, and the ``scale_out`` hook waits
+    for that: up to 10 s per hook, on the package's own timer, not what this test checks. Sentinel
+    forgets it at a restart, so the test sets it on the Sentinels that run the next hook (a
+    Sentinel also learns sooner that a node it knew as primary came back as one)."""
+    for ip in ips:
+        assert await command(ip, SENTINEL_PORT, PASSWORD, "SENTINEL", "DEBUG", "INFO-PERIOD", "1000") == "OK"
+
+
 async def in_sync(primary: str, replicas: list[str]) -> None:
     """Each replica follows ``primary``, its link up and no sync running."""
 
@@ -233,6 +244,7 @@ async def test_redis_package_lifecycle(cloud: Cloud) -> None:
             await command(primary, port, "not-the-password", "PING")
 
     # A replica's VM crashes; recover replaces it and the new instance resyncs from the primary.
+    await brisk_sentinels([ips["redis-1"], ips["redis-2"]])  # the nodes whose scale_out hook runs
     crashed = nodes["redis-3"]
     assert cloud.crash_vm(crashed.instance_id)
     crashed_root = cloud.workdir / "sim" / "vms" / crashed.instance_id
@@ -246,12 +258,17 @@ async def test_redis_package_lifecycle(cloud: Cloud) -> None:
     assert await count_present(ips["redis-3"], seed) == len(seed)
     assert await sentinel_primary(ips["redis-3"]) == primary
 
-    # Resize: more memory and a bigger volume, node by node (stop, resize, grow, start, healthy);
-    # the guest sees its new size, every key written before is still on every node, and the
-    # Sentinels agree on a primary (the stops may have moved it).
+    # Resize: more memory and a bigger volume, node by node (stop, resize, grow, start, healthy),
+    # the primary last (the package's ordering: one primary stop, not one per failover); the guest
+    # sees its new size, every key written before is still on every node, and the Sentinels agree
+    # on a primary (the primary's stop may have moved it).
     job = await service.act(cid, "resize", {"roles": {"redis": {"memory": 2048, "volume_size": 20}}})
     resized = await expect(service, cid, "active")
     assert (await service.get_job(cid, job.id)).status == "successful"
+    steps = sorted(await service.job_steps(cid, job.id), key=lambda s: s.name)
+    batches = [s.detail for s in steps if s.name.startswith("resize:redis:batch-")]
+    assert len(batches) == 3 and batches[-1].startswith("redis-1:"), batches
+    await brisk_sentinels(list(ips.values()))  # each restarted by the resize
     assert resized.resources["redis"].memory == 2048 and resized.resources["redis"].volume_size == 20
     for node in (await redis_nodes(cloud, cid)).values():
         assert f"MemTotal:       {2048 * 1024} kB" in cloud.vm_file(node.instance_id, "proc/meminfo")
@@ -371,6 +388,7 @@ async def test_redis_ctl_on_one_node_keeps_data_across_stop_and_destroy_removes_
         status, output = await ctl(tmp_path, "start")
         assert (status, output.strip()) == (0, "redis-ctl: started redis-1 as the primary"), output
         assert await ctl(tmp_path, "check") == (0, "")
+        assert await ctl(tmp_path, "order") == (0, "redis-1\n")  # the primary (itself) last
         assert await command(ip, PORT, PASSWORD, "SET", "kept", "yes") == "OK"
         assert (await ctl(tmp_path, "stop"))[0] == 0
         assert (await ctl(tmp_path, "check"))[0] == 1
