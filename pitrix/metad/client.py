@@ -13,7 +13,7 @@ import ssl as ssl_module
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
@@ -158,6 +158,29 @@ class MetadManagementClient:
         """``{"serials": [...], "instances": [...]}``: every identity metad refuses."""
         result = await self._request("GET", "/v1/revoked")
         return result if isinstance(result, dict) else {}
+
+    # -- etcd membership --------------------------------------------------------------------------
+
+    async def etcd_members(self) -> dict[str, Any]:
+        """``{"members": [{id, name, peer_urls, client_urls, started, leader, local}], "leader",
+        "local"}``: the metadata cluster's etcd members as the answering metad's member sees them.
+        A 503 (``MetadClientError.status``) means etcd cannot answer now: ask again."""
+        result = await self._request("GET", "/v1/etcd/members")
+        return result if isinstance(result, dict) else {}
+
+    async def etcd_member_remove(self, name: str = "", peer_url: str = "") -> bool:
+        """Remove a lost member by name or peer URL; False if it was not listed (done already)."""
+        if peer_url:
+            path = "/v1/etcd/members?" + urlencode({"peer_url": peer_url})
+        else:
+            path = f"/v1/etcd/members/{quote(name, safe='')}"
+        return bool((await self._request("DELETE", path))["removed"])
+
+    async def etcd_member_add(self, name: str, peer_url: str) -> dict[str, str]:
+        """Add a member at ``peer_url``; the members' list (name → peer URL) it joins as
+        ``existing``, itself under ``name``. Adding a URL already listed changes nothing."""
+        result = await self._request("POST", "/v1/etcd/members", {"name": name, "peer_url": peer_url})
+        return {str(k): str(v) for k, v in result["members"].items()}
 
     # -- watch ------------------------------------------------------------------------------------
 
