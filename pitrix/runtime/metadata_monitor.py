@@ -15,15 +15,11 @@ way (pitrixd restarted mid-job) is resumed first.
 from __future__ import annotations
 
 import asyncio
-import ssl
 import time
 from functools import partial
 
-import aiohttp
-
 from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
-from pitrix.metad.client import MetadClientError, MetadManagementClient
 from pitrix.runtime import metadata_replace
 from pitrix.runtime.authority import management_client_context
 from pitrix.runtime.metadata import MetadataClusters
@@ -132,19 +128,10 @@ class MetadataMonitor:
             if instance is None or instance.status in LOST_STATUSES:
                 lost.append((slot, f"VM {instance_id or name} is {instance.status if instance else 'gone'}"))
                 continue
-            if await _answers(f"https://{ip}:9611", context):
+            if await metadata_replace.answers(f"https://{ip}:9611", context, PROBE_TIMEOUT):
                 silent_since.pop(name, None)
                 continue
             since = silent_since.setdefault(name, now)
             if now - since >= self.policy.metadata_silence:
                 lost.append((slot, f"metad at {ip} silent for {now - since:.0f}s"))
         return lost
-
-
-async def _answers(url: str, context: ssl.SSLContext) -> bool:
-    async with MetadManagementClient(url, ssl=context, timeout=PROBE_TIMEOUT) as client:
-        try:
-            await client.healthz()
-        except (aiohttp.ClientError, OSError, TimeoutError, MetadClientError):
-            return False
-    return True

@@ -25,6 +25,7 @@ import hashlib
 import json
 import re
 import secrets
+import ssl
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -112,6 +113,16 @@ class Replacement(BaseModel):
         if isinstance(data.get("bootstrap_sha256"), str):
             data["bootstrap_sha256"] = sealer.open_text(data["bootstrap_sha256"], _context(holder, runtime))
         return cls.model_validate(data)
+
+
+async def answers(url: str, context: ssl.SSLContext, timeout: float = 3.0) -> bool:
+    """Whether the metad at ``url`` answers its management health check now."""
+    async with MetadManagementClient(url, ssl=context, timeout=timeout) as client:
+        try:
+            await client.healthz()
+        except (aiohttp.ClientError, OSError, TimeoutError, MetadClientError):
+            return False
+    return True
 
 
 def _context(holder: str, runtime: str) -> str:
@@ -311,13 +322,26 @@ class MetadataReplace:
             return "handed over already"
         deadline = time.monotonic() + BOOTSTRAP_TIMEOUT - 5.0
         base = f"https://{job.ip}:9611"
-        offer = await metadata_members.offer_of(base, job.bootstrap_sha256, deadline)
-        if offer is not None:
+        context = management_client_context(record.issuer_cert_pem, await self.clusters.management())
+        backoff = Backoff(0.05, 0.5)
+        while True:
+            if await answers(base, context):
+                break  # it has its certificates and serves: an earlier push arrived
+            try:
+                offer = await issuer_exchange.fetch_offer(base, job.bootstrap_sha256)
+            except issuer_exchange.NotReady as exc:
+                if "HTTP 409" in str(exc):
+                    break  # it has its certificates, its etcd joining
+                if time.monotonic() > deadline:
+                    raise TimeoutError(f"replacement member {job.vm_name}: bootstrap: {exc}") from None
+                await asyncio.sleep(backoff.next())
+                continue
             peers = await etcd_peers_ca(self.store, self.clusters.sealer)
             peer = await asyncio.to_thread(sign_peer, peers, offer.peer_csr, job.ip, record.name)
             await metadata_members.push_to(
                 base, job.bootstrap_sha256, b"", peer, job.members, deadline, state="existing"
             )
+            break
         job = job.model_copy(update={"bootstrap_consumed": time.time()})
         await self._save(job)
         return f"peer certificate and {len(job.members)} members handed to {job.vm_name}"
@@ -370,31 +394,41 @@ async def replace(
         await lock.release()
 
 
+async def begin(
+    clusters: MetadataClusters, holder: str, runtime: str, slot: int, reason: str
+) -> Replacement | None:
+    """The replacement under way, or one of member ``slot`` written down (``slot`` -1: none)."""
+    job = await load(clusters, holder, runtime)
+    if job is not None or slot < 0:
+        return job
+    steps = MetadataReplace(clusters, holder, runtime)
+    record = await steps._record()
+    name, instance_id, ip = slot_vm(record, slot)
+    job = Replacement(
+        job_id=uuid.uuid4().hex[:12],
+        slot=slot,
+        reason=reason,
+        lost_instance_id=instance_id,
+        lost_ip=ip,
+        vm_name=next_vm_name(record, slot),
+        started=time.time(),
+    )
+    await steps._save(job)  # the job, before anything is acted on
+    record = record.model_copy(
+        update={"job_id": job.job_id, "condition": f"replacing member {name}: {reason}"}
+    )
+    await steps._save_record(record)
+    steps.log.warning("replacing a metadata member", slot=slot, vm=name, reason=reason, job_id=job.job_id)
+    return job
+
+
 async def _replace(
     clusters: MetadataClusters, holder: str, runtime: str, slot: int, reason: str
 ) -> MetadataCluster:
     steps = MetadataReplace(clusters, holder, runtime)
-    record = await steps._record()
-    job = await load(clusters, holder, runtime)
+    job = await begin(clusters, holder, runtime, slot, reason)
     if job is None:
-        if slot < 0:
-            return record  # finished meanwhile
-        name, instance_id, ip = slot_vm(record, slot)
-        job = Replacement(
-            job_id=uuid.uuid4().hex[:12],
-            slot=slot,
-            reason=reason,
-            lost_instance_id=instance_id,
-            lost_ip=ip,
-            vm_name=next_vm_name(record, slot),
-            started=time.time(),
-        )
-        await steps._save(job)  # the job, before anything is acted on
-        record = record.model_copy(
-            update={"job_id": job.job_id, "condition": f"replacing member {name}: {reason}"}
-        )
-        await steps._save_record(record)
-        steps.log.warning("replacing a metadata member", slot=slot, vm=name, reason=reason, job_id=job.job_id)
+        return await steps._record()  # finished meanwhile
     journal = Journal(
         clusters.store,
         f"metadata:{holder}/{runtime}",
@@ -404,9 +438,8 @@ async def _replace(
     try:
         await execute(steps.plan(), journal, retry=clusters.retry)
     except StepFailed as exc:
-        raise ReplacementFailed(
-            f"metadata cluster {holder}/{runtime}, replacement {job.job_id}: {exc}"
-        ) from None
+        where = f"metadata cluster {holder}/{runtime}, replacement {job.job_id}"
+        raise ReplacementFailed(f"{where}: {exc}") from None
     return await steps._record()
 
 
