@@ -16,6 +16,8 @@ from e2e_daemons import live, runtime_definition
 
 from pitrix.runtime import metadata_replace
 from pitrix.runtime.metadata import MetadataClusters
+from pitrix.runtime.metadata_monitor import MetadataMonitor
+from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.store.embedded import BINARY_VARIABLE
 
 pytestmark = pytest.mark.e2e
@@ -99,6 +101,14 @@ async def test_a_metadata_cluster_of_three(etcd34: None, cloud: Cloud) -> None:
             assert all(m["started"] for m in listed["members"])
         finally:
             await clusters.close()
+        # Two of three lost: no quorum, so nothing is replaced; the record says what the operator
+        # must do.
+        await provider.terminate_instances([m.instance_id for m in replaced.members])
+        monitor = MetadataMonitor(clusters, RecoveryPolicy())
+        assert await monitor.look("mh", "ha", {}) is True
+        stuck = await clusters.record("mh", "ha")
+        assert stuck is not None and stuck.condition.startswith("quorum lost: 2 of 3")
+        assert await metadata_replace.load(clusters, "mh", "ha") is None
         assert await clusters.release("mh", "ha", []) is True
         names = {record.name, replaced.vm_name, *(m.name for m in record.members)}
         assert not names & {vm["name"] for vm in live(await cloud.ledger())}
