@@ -441,3 +441,31 @@ def test_a_member_s_token_hash_is_sealed_with_the_record() -> None:
     swapped = stored.replace(b"pitrix-meta-o-r-m1", b"pitrix-meta-o-r-mX")
     with pytest.raises(SealingError):
         MetadataCluster.opened(swapped, sealer)
+
+
+def test_a_replacement_names_the_next_generation_and_peer_urls_are_checked() -> None:
+    from pitrix.metad.membership import BadPeerURL, check_peer_url
+    from pitrix.runtime.metadata_replace import Replacement, next_vm_name
+    from pitrix.runtime.records import MetadataCluster, MetadataMember
+    from pitrix.sealing import Sealer as RecordSealer
+
+    record = MetadataCluster(
+        owner="o", runtime="r", name="pitrix-meta-o-r", members=[MetadataMember(name="pitrix-meta-o-r-m1")]
+    )
+    assert next_vm_name(record, 0) == "pitrix-meta-o-r-m0-g1"
+    assert next_vm_name(record, 1) == "pitrix-meta-o-r-m1-g1"
+    again = record.model_copy(update={"vm": "pitrix-meta-o-r-m0-g1"})
+    assert next_vm_name(again, 0) == "pitrix-meta-o-r-m0-g2" and again.vm_name == again.vm
+    assert check_peer_url("https://10.0.0.1:2380/") == "https://10.0.0.1:2380"
+    bad_urls = ("http://10.0.0.1:2380", "https://host:2380", "https://10.0.0.1", "https://10.0.0.1:2380/x", 7)
+    for bad in bad_urls:
+        with pytest.raises(BadPeerURL):
+            check_peer_url(bad)
+    sealer = RecordSealer.generate()
+    job = Replacement(
+        job_id="j", slot=0, reason="gone", lost_instance_id="i-1", lost_ip="10.0.0.1",
+        vm_name="pitrix-meta-o-r-m0-g1", bootstrap_sha256="c" * 64,
+    )  # fmt: skip
+    stored = job.sealed(sealer, "o", "r")
+    assert b"c" * 64 not in stored and Replacement.opened(stored, sealer, "o", "r") == job
+    assert job.lost_peer_url == "https://10.0.0.1:2380" and job.etcd_name == "m0"
