@@ -4,8 +4,10 @@ Short form: the first member's VM is terminated as the rollout starts (pitrixd w
 another member, agents fail over); the job finishes, every node renders the last value (a
 template following its own env), and the lost member is replaced: a new VM (the next generation
 of its name) in the ledger, the record naming it, three members of one etcd cluster answering.
-Long form (``CHAOS_LONG=1``): a scale while another member's VM is terminated (replaced too), then
-a rollout while one member's etcd is SIGKILLed (its metad starts it again; nothing to replace).
+Long form (``CHAOS_LONG=1``): a scale while another member's VM is terminated (replaced too), a
+rollout while one member's etcd is SIGKILLed (its metad starts it again; nothing to replace), and
+one while a member VM crashes with the cloud still calling it running (its silent metad gets it
+replaced).
 
 Debian's etcd 3.4 for the members (the wheel's 3.5.1 can lose writes in a multi-member cluster,
 etcd issue 13766).
@@ -100,9 +102,9 @@ async def test_an_env_rollout_through_the_loss_of_metadata_members(
         pytest.fail(f"{SYSTEM_ETCD} is missing: `apt-get install -y etcd-server` (scripts/system-deps.sh)")
     monkeypatch.setenv(BINARY_VARIABLE, str(SYSTEM_ETCD))  # the simulator's VMs inherit it
     tally = Tally()
-    rollouts = 3 if long_form else 1
+    rollouts = 4 if long_form else 1
     # Node recovery off (nothing here is about nodes); metadata members looked at every second.
-    policy = RecoveryPolicy(enabled=False, metadata_interval=1.0)
+    policy = RecoveryPolicy(enabled=False, metadata_interval=1.0, metadata_silence=5.0)
     async with simulated_cloud(store, tmp_path, runtime=ha_runtime, recovery=policy) as cloud:
         service = cloud.service
         app = demo_app()
@@ -143,6 +145,12 @@ async def test_an_env_rollout_through_the_loss_of_metadata_members(
             elif n == 3:
                 # With three members, one's etcd is SIGKILLed: its metad starts it again.
                 os.kill(_etcd_pid(cloud, record.members[1].instance_id), signal.SIGKILL)
+                faults += 1
+            elif n == 4:
+                # A member's VM crashes (its processes killed, the cloud still says running): its
+                # metad is silent past metadata_silence, so it is replaced too.
+                lost_vm = record.members[1].instance_id
+                cloud.crash_vm(lost_vm)
                 faults += 1
             await rollout
             await expect(service, cluster.id, "active")
