@@ -364,7 +364,9 @@ def node_view(node: dict[str, Any], reports: dict[str, dict[str, Any]] | None) -
 async def metadata_view(service: RuntimeService, cluster: Cluster) -> dict[str, Any] | None:
     """The metadata cluster serving ``cluster``: its members and what is wrong with them, if
     anything (a member being replaced, a quorum lost that the operator must restore)."""
-    record = await service.metadata.get(cluster.owner, cluster.runtime)
+    clusters = service.metadata
+    holder = clusters.holder(await clusters.runtime(cluster.runtime), cluster.owner)
+    record = await clusters.record(holder, cluster.runtime)  # as stored: no tunnel opened for it
     if record is None:
         return None
     return {
