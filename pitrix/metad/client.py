@@ -260,9 +260,12 @@ class FailoverManagementClient(MetadManagementClient):
     """The management API of a metadata cluster of several: another member when one cannot be
     reached (its VM lost), sticking to the last that answered.
 
-    Only a connection that could not be made moves on (nothing was sent, so nothing is applied
-    twice); a member that answered, even with an error, is the answer. ``watch`` reconnects to
-    whichever member is current.
+    A connection that could not be made moves on (nothing was sent), and so does a 503: that
+    member's own etcd could not be reached or did not answer in time (restarting, or its cluster
+    electing a leader), while another member's may. The request may then reach etcd twice, which
+    every management request allows: a write merges, replaces or deletes the same document again,
+    a membership change finds itself done. Any other answer, even an error, is the answer.
+    ``watch`` reconnects to whichever member is current.
     """
 
     def __init__(self, base_urls: list[str], **kwargs: Any) -> None:
@@ -280,6 +283,11 @@ class FailoverManagementClient(MetadManagementClient):
                 result = await super()._request(method, url, obj, allow_404)
             except aiohttp.ClientConnectorError:
                 if step == len(self.base_urls) - 1:
+                    raise
+                unreachable.append(self.base_url)
+                continue
+            except MetadClientError as exc:
+                if exc.status != 503 or step == len(self.base_urls) - 1:
                     raise
                 unreachable.append(self.base_url)
                 continue
