@@ -143,9 +143,10 @@ async def test_an_env_rollout_through_the_loss_of_metadata_members(
                 await provider.terminate_instances([lost_vm])
                 faults += 1
             elif n == 3:
-                # With three members, member 0's etcd is SIGKILLed: its metad starts it again, and
-                # answers 503 meanwhile, so pitrixd's writes go to another member.
-                os.kill(_etcd_pid(cloud, record.instance_id), signal.SIGKILL)
+                # With three members, one's etcd is SIGKILLed: its metad starts it again. (Not
+                # member 0's, which pitrixd writes through: see "Not built yet" in
+                # docs/internals.md, "Metadata cluster: size and replacement".)
+                os.kill(_etcd_pid(cloud, record.members[1].instance_id), signal.SIGKILL)
                 faults += 1
             elif n == 4:
                 # A member's VM crashes (its processes killed, the cloud still says running): its
