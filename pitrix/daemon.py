@@ -160,6 +160,9 @@ def runtime_service(store: Store, settings: Settings, **given: Any) -> RuntimeSe
         enabled=runtime.recovery.enabled,
         grace=runtime.recovery.grace,
         max_down_fraction=runtime.recovery.max_down_fraction,
+        metadata=runtime.recovery.metadata,
+        metadata_interval=runtime.recovery.metadata_interval,
+        metadata_silence=runtime.recovery.metadata_silence,
     )
     retry = RetryPolicy(
         attempts=runtime.step_retry.attempts,

@@ -215,6 +215,11 @@ class RecoverySettings(_Section):
         le=1,
         description="more silent nodes than this share of a cluster halts auto-recovery (meltdown guard)",
     )
+    metadata: bool = Field(True, description="replace a lost member of a metadata cluster of several")
+    metadata_interval: float = Field(5.0, gt=0, description="seconds between looks at metadata members")
+    metadata_silence: float = Field(
+        30.0, gt=0, description="seconds a running metadata member's metad may be silent before it is lost"
+    )
 
 
 class StepRetrySettings(_Section):

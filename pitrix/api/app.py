@@ -361,6 +361,22 @@ def node_view(node: dict[str, Any], reports: dict[str, dict[str, Any]] | None) -
     }
 
 
+async def metadata_view(service: RuntimeService, cluster: Cluster) -> dict[str, Any] | None:
+    """The metadata cluster serving ``cluster``: its members and what is wrong with them, if
+    anything (a member being replaced, a quorum lost that the operator must restore)."""
+    clusters = service.metadata
+    holder = clusters.holder(await clusters.runtime(cluster.runtime), cluster.owner)
+    record = await clusters.record(holder, cluster.runtime)  # as stored: no tunnel opened for it
+    if record is None:
+        return None
+    return {
+        "name": record.name,
+        "status": record.status,
+        "members": [record.ip, *(m.ip for m in record.members)],
+        "condition": record.condition,
+    }
+
+
 async def show_cluster(request: web.Request) -> web.Response:
     service = request.app[SERVICE]
     cluster = await _cluster(request)
@@ -373,6 +389,7 @@ async def show_cluster(request: web.Request) -> web.Response:
     reports = await service.agent_reports(cluster)
     data["nodes"] = [node_view(n.model_dump(mode="json"), reports) for n in await service.nodes(cluster.id)]
     data["endpoints"] = endpoints_view(cluster, data["nodes"])
+    data["metadata"] = await metadata_view(service, cluster)
     if job is not None:
         data["job"] = _job_view(job)
         data["job"]["steps"] = [

@@ -135,6 +135,9 @@ def _cluster_table(c: dict[str, Any]) -> str:
     ]
     lines += table(("", "", "", "", ""), rows).splitlines()[1:]  # aligned to the longest id
     lines += _endpoint_lines(c.get("endpoints") or {})
+    metadata = c.get("metadata") or {}
+    if metadata.get("condition"):
+        lines.append(f"  metadata: {metadata['condition']}")
     services = c.get("custom_services") or {}
     if services:
         lines.append("  custom services:")

@@ -13,7 +13,7 @@ import ssl as ssl_module
 from collections.abc import AsyncGenerator
 from pathlib import Path
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 import aiohttp
 
@@ -159,6 +159,29 @@ class MetadManagementClient:
         result = await self._request("GET", "/v1/revoked")
         return result if isinstance(result, dict) else {}
 
+    # -- etcd membership --------------------------------------------------------------------------
+
+    async def etcd_members(self) -> dict[str, Any]:
+        """``{"members": [{id, name, peer_urls, client_urls, started, leader, local}], "leader",
+        "local"}``: the metadata cluster's etcd members as the answering metad's member sees them.
+        A 503 (``MetadClientError.status``) means etcd cannot answer now: ask again."""
+        result = await self._request("GET", "/v1/etcd/members")
+        return result if isinstance(result, dict) else {}
+
+    async def etcd_member_remove(self, name: str = "", peer_url: str = "") -> bool:
+        """Remove a lost member by name or peer URL; False if it was not listed (done already)."""
+        if peer_url:
+            path = "/v1/etcd/members?" + urlencode({"peer_url": peer_url})
+        else:
+            path = f"/v1/etcd/members/{quote(name, safe='')}"
+        return bool((await self._request("DELETE", path))["removed"])
+
+    async def etcd_member_add(self, name: str, peer_url: str) -> dict[str, str]:
+        """Add a member at ``peer_url``; the members' list (name → peer URL) it joins as
+        ``existing``, itself under ``name``. Adding a URL already listed changes nothing."""
+        result = await self._request("POST", "/v1/etcd/members", {"name": name, "peer_url": peer_url})
+        return {str(k): str(v) for k, v in result["members"].items()}
+
     # -- watch ------------------------------------------------------------------------------------
 
     async def watch(
@@ -237,9 +260,12 @@ class FailoverManagementClient(MetadManagementClient):
     """The management API of a metadata cluster of several: another member when one cannot be
     reached (its VM lost), sticking to the last that answered.
 
-    Only a connection that could not be made moves on (nothing was sent, so nothing is applied
-    twice); a member that answered, even with an error, is the answer. ``watch`` reconnects to
-    whichever member is current.
+    A connection that could not be made moves on (nothing was sent), and so does a 503: that
+    member's own etcd could not be reached or did not answer in time (restarting, or its cluster
+    electing a leader), while another member's may. The request may then reach etcd twice, which
+    every management request allows: a write merges, replaces or deletes the same document again,
+    a membership change finds itself done. Any other answer, even an error, is the answer.
+    ``watch`` reconnects to whichever member is current.
     """
 
     def __init__(self, base_urls: list[str], **kwargs: Any) -> None:
@@ -257,6 +283,11 @@ class FailoverManagementClient(MetadManagementClient):
                 result = await super()._request(method, url, obj, allow_404)
             except aiohttp.ClientConnectorError:
                 if step == len(self.base_urls) - 1:
+                    raise
+                unreachable.append(self.base_url)
+                continue
+            except MetadClientError as exc:
+                if exc.status != 503 or step == len(self.base_urls) - 1:
                     raise
                 unreachable.append(self.base_url)
                 continue

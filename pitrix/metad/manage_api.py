@@ -18,7 +18,7 @@ from aiohttp import web
 
 from pitrix import pki
 from pitrix.logs import module_logger
-from pitrix.metad import data, jsonbody, keyspace
+from pitrix.metad import data, jsonbody, keyspace, membership
 from pitrix.metad.health import MIRROR_KEY, healthz
 from pitrix.metad.identity import PeerCertificates, Refused, management_allowed
 from pitrix.metad.mirror import Mirror
@@ -408,6 +408,90 @@ async def watch(request: web.Request) -> web.StreamResponse:
     return response
 
 
+# -- /v1/etcd/members ------------------------------------------------------------------------------
+
+
+def _membership_error(exc: membership.MembershipError) -> web.Response:
+    if isinstance(exc, membership.Busy):
+        return _error(503, str(exc), retry=True)
+    return _error(409, str(exc))
+
+
+async def etcd_members(request: web.Request) -> web.Response:
+    """The etcd members of this metadata cluster: which started, which leads, which is this one's."""
+    try:
+        found, leader, local = await membership.members(request.app[STORE_KEY])
+    except membership.MembershipError as exc:
+        return _membership_error(exc)
+    return web.json_response(
+        {
+            "members": [m.as_json(leader, local) for m in found],
+            "leader": f"{leader:x}",
+            "local": f"{local:x}",
+        }
+    )
+
+
+async def etcd_member_remove(request: web.Request) -> web.Response:
+    """Remove a lost member by its name (``/v1/etcd/members/<name>``) or ``?peer_url=``; a member
+    not listed is ``removed: false`` (a re-run after the first answer was lost)."""
+    name = request.match_info.get("name", "")
+    peer_url = request.query.get("peer_url", "")
+    if peer_url:
+        try:
+            peer_url = membership.check_peer_url(peer_url)
+        except membership.BadPeerURL as exc:
+            return _error(400, f"peer_url: {exc}", field="peer_url")
+    elif not name:
+        return _error(400, "name: give the member's name in the path, or ?peer_url=", field="name")
+    try:
+        gone = await membership.remove(request.app[STORE_KEY], name=name, peer_url=peer_url)
+    except membership.MembershipError as exc:
+        return _membership_error(exc)
+    if gone is not None:
+        _log.warning("etcd member removed", name=gone.name, peer_urls=gone.peer_urls)
+    return web.json_response({"removed": gone is not None, "name": gone.name if gone else name})
+
+
+async def etcd_member_add(request: web.Request) -> web.Response:
+    """Add a member's peer URL; answers what the new member starts with: every member's peer URL
+    by name (the new one under the ``name`` given) and the state ``existing``."""
+    doc = await _body(request)
+    if not isinstance(doc, dict):
+        return _error(400, "body: must be a JSON object with name and peer_url", field="body")
+    name = doc.get("name")
+    if not isinstance(name, str) or not name or "=" in name or "," in name:
+        return _error(400, "name: the new member's etcd name (non-empty, no '=' or ',')", field="name")
+    try:
+        peer_url = membership.check_peer_url(doc.get("peer_url"))
+    except membership.BadPeerURL as exc:
+        return _error(400, f"peer_url: {exc}", field="peer_url")
+    store = request.app[STORE_KEY]
+    try:
+        current, _, _ = await membership.members(store)
+        for member in current:
+            if member.name == name and peer_url not in member.peer_urls:
+                listed_at = member.peer_urls
+                return _error(409, f"name: member {name!r} is still listed at {listed_at}", field="name")
+            if not member.started and peer_url not in member.peer_urls:
+                return _error(
+                    409,
+                    f"member {member.peer_urls} was added but never started: remove it first "
+                    "(DELETE /v1/etcd/members?peer_url=...)",
+                    field="peer_url",
+                )
+        listed, added = await membership.add(store, peer_url)
+    except membership.MembershipError as exc:
+        return _membership_error(exc)
+    if added:
+        _log.warning("etcd member added", name=name, peer_url=peer_url)
+    members = {
+        m.name: m.peer_urls[0] for m in listed if m.name and m.peer_urls and peer_url not in m.peer_urls
+    }
+    members[name] = peer_url
+    return web.json_response({"added": added, "members": members, "state": "existing"})
+
+
 def build_app(
     mirror: Mirror, store: Store, keepalive: float, closing: asyncio.Event, require_cert: bool = False
 ) -> web.Application:
@@ -434,4 +518,8 @@ def build_app(
     app.router.add_delete("/v1/revoked/{serial}", unrevoke_serial)
     app.router.add_put("/v1/revoked-instances/{iid}", revoke_instance)
     app.router.add_delete("/v1/revoked-instances/{iid}", unrevoke_instance)
+    app.router.add_get("/v1/etcd/members", etcd_members)
+    app.router.add_post("/v1/etcd/members", etcd_member_add)
+    app.router.add_delete("/v1/etcd/members", etcd_member_remove)
+    app.router.add_delete("/v1/etcd/members/{name}", etcd_member_remove)
     return app

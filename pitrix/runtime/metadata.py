@@ -39,7 +39,7 @@ from pitrix.logs import get_logger
 from pitrix.metad import keyspace
 from pitrix.metad.client import FailoverManagementClient, MetadClientError, MetadManagementClient
 from pitrix.providers.base import Instance, Provider
-from pitrix.runtime import issuer_exchange
+from pitrix.runtime import issuer_exchange, metadata_members
 from pitrix.runtime.authority import Authority, issuer_from_pem, management_client_context, management_context
 from pitrix.runtime.executor import DEFAULT_RETRY, StepFailed, execute
 from pitrix.runtime.journal import Journal
@@ -345,7 +345,7 @@ class MetadataClusters:
             if record is None:
                 return False
             provider = await self.provider_for(runtime)
-            names = {record.name, *(m.name for m in record.members)}
+            names = {record.vm_name, *(m.name for m in record.members)}
             found = [
                 i
                 for i in await provider.describe_instances(name_prefix=record.name)
@@ -362,6 +362,7 @@ class MetadataClusters:
                 await tunnel.close()
             await self.store.delete(metadata_key(holder, runtime))
             await self.store.delete_prefix(metadata_steps_prefix(holder, runtime))
+            await self.store.delete(metadata_members.replacement_key(holder, runtime))
         finally:
             await lock.release()
         log.info("metadata cluster removed")
@@ -410,6 +411,32 @@ class MetadataClusters:
             self._clients[cache] = client
         return client
 
+    def follow_members(self, old: MetadataCluster, new: MetadataCluster) -> None:
+        """After a member was replaced: the cached management clients of ``old`` fail over
+        between ``new``'s members (whoever holds one keeps it), also under ``new``'s address."""
+        client = self._clients.get(old.manage_url)
+        if isinstance(client, FailoverManagementClient) and not self._tunnels:
+            urls = [new.manage_url, *(f"{new.scheme}://{m.ip}:9611" for m in new.members if m.ip)]
+            client.base_urls = urls
+            self._clients.setdefault(new.manage_url, client)
+
+    def holder(self, definition: Runtime | None, owner: str) -> str:
+        """Whose metadata cluster serves ``owner`` on a runtime defined as ``definition``."""
+        return _holder(definition, owner)
+
+    async def runtime(self, name: str) -> Runtime | None:
+        return await self._runtime(name)
+
+    async def record(self, holder: str, runtime: str) -> MetadataCluster | None:
+        """The record of ``holder``'s metadata cluster on ``runtime`` as stored (nothing opened)."""
+        kv = await self.store.get(metadata_key(holder, runtime))
+        if kv is None:
+            return None
+        record = MetadataCluster.opened(kv.value, self.sealer)
+        if record.issuer_pem and not record.holds_issuer_key:
+            await self.management()
+        return record
+
     async def close(self) -> None:
         for client in self._clients.values():
             await client.close()
@@ -431,7 +458,7 @@ class MetadataClusters:
         return [
             i
             for i in await provider.describe_instances(name_prefix=record.name)
-            if i.name == record.name and i.status not in ("terminated", "ceased")
+            if i.name == record.vm_name and i.status not in ("terminated", "ceased")
         ]
 
     async def _patient(self, record: MetadataCluster, owner: str, runtime: str) -> bool:

@@ -26,6 +26,7 @@ from pitrix.metad.client import MetadManagementClient
 from pitrix.providers.base import Instance, InstanceSpec, Provider
 from pitrix.runtime import issuer_exchange
 from pitrix.runtime.authority import etcd_peers_ca, management_client_context, sign_peer
+from pitrix.runtime.keys import METADATA_DATA
 from pitrix.runtime.records import MetadataCluster, MetadataMember
 from pitrix.runtime.userdata import MetadMembership, MetadTrust, metad_userdata
 
@@ -34,6 +35,12 @@ if TYPE_CHECKING:
 
 PEER_PORT = 2380  # pitrix-metad's default --etcd-peer-port
 GONE = ("terminated", "ceased")
+
+
+def replacement_key(holder: str, runtime: str) -> str:
+    """Where a replacement of one of the cluster's members is kept while it runs
+    (:mod:`pitrix.runtime.metadata_replace`)."""
+    return f"{METADATA_DATA}{holder}/{runtime}/replacement"
 
 
 def member_names(record: MetadataCluster, size: int) -> list[str]:
@@ -123,7 +130,7 @@ async def bootstrap(
     peers = await etcd_peers_ca(clusters.store, clusters.sealer)
     urls = peer_urls(record)
     if record.bootstrap_sha256:
-        offer = await _offer(record.manage_url, record.bootstrap_sha256, deadline)
+        offer = await offer_of(record.manage_url, record.bootstrap_sha256, deadline)
         if offer is not None:
             if not record.issuer_pem:
                 cert = await asyncio.to_thread(authority.sign_issuer, offer.csr, record.owner, record.runtime)
@@ -132,7 +139,7 @@ async def bootstrap(
                 )
                 await save(record)  # recorded before the certificate leaves, as for a cluster of one
             peer = await asyncio.to_thread(sign_peer, peers, offer.peer_csr, record.ip, record.name)
-            await _push(
+            await push_to(
                 record.manage_url, record.bootstrap_sha256, record.issuer_cert_pem, peer, urls, deadline
             )
     members = list(record.members)
@@ -140,10 +147,10 @@ async def bootstrap(
         if not member.bootstrap_sha256 or member.bootstrap_consumed:
             continue
         base = f"https://{member.ip}:9611"
-        offer = await _offer(base, member.bootstrap_sha256, deadline)
+        offer = await offer_of(base, member.bootstrap_sha256, deadline)
         if offer is not None:
             peer = await asyncio.to_thread(sign_peer, peers, offer.peer_csr, member.ip, record.name)
-            await _push(base, member.bootstrap_sha256, b"", peer, urls, deadline)
+            await push_to(base, member.bootstrap_sha256, b"", peer, urls, deadline)
         members[index] = member.model_copy(update={"bootstrap_consumed": time.time()})
         record = record.model_copy(update={"members": members})
         await save(record)
@@ -167,7 +174,7 @@ async def wait_members_healthy(clusters: MetadataClusters, record: MetadataClust
                     await asyncio.sleep(backoff.next())
 
 
-async def _offer(base: str, token_sha256: str, deadline: float) -> issuer_exchange.Offer | None:
+async def offer_of(base: str, token_sha256: str, deadline: float) -> issuer_exchange.Offer | None:
     """The member's CSRs once its metad waits for them; None if it already has its certificates."""
     backoff = Backoff(0.02, 0.5)
     while True:
@@ -181,14 +188,20 @@ async def _offer(base: str, token_sha256: str, deadline: float) -> issuer_exchan
             await asyncio.sleep(backoff.next())
 
 
-async def _push(
-    base: str, token_sha256: str, cert: bytes, peer: bytes, urls: dict[str, str], deadline: float
+async def push_to(
+    base: str,
+    token_sha256: str,
+    cert: bytes,
+    peer: bytes,
+    urls: dict[str, str],
+    deadline: float,
+    state: str = "new",
 ) -> None:
     backoff = Backoff(0.02, 0.5)
     while True:
         try:
             await issuer_exchange.push_certificate(
-                base, token_sha256, cert, peer_cert_pem=peer, members=urls, state="new"
+                base, token_sha256, cert, peer_cert_pem=peer, members=urls, state=state
             )
             return
         except issuer_exchange.NotReady as exc:

@@ -15,6 +15,7 @@ from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 from pitrix.runtime.agents import AgentStatus
 from pitrix.runtime.metadata import MetadataClusters
+from pitrix.runtime.metadata_monitor import MetadataMonitor
 from pitrix.runtime.records import Cluster, Node
 from pitrix.runtime.recovery import DownWhen, RecoveryPolicy, watch_for_dead_nodes
 from pitrix.runtime.repository import NotFound, Repository
@@ -43,10 +44,12 @@ class RecoveryMonitor:
         self.recover = recover
         self.halt = halt
         self.tasks = KeyedTasks("recovery")
+        self.members = MetadataMonitor(metadata, policy)  # the metadata clusters' members
 
     def watch(self, cluster: Cluster) -> None:
         """Watch an active cluster's agents for dead nodes (unless recovery is off, for the daemon
-        or the app, or halted)."""
+        or the app, or halted), and the members of the metadata cluster serving it."""
+        self.members.follow(cluster)
         if self.policy.enabled and cluster.app.recovery.enabled and not cluster.recovery_halted:
             self.tasks.start(cluster.id, partial(self._watch, cluster))
 
@@ -55,7 +58,7 @@ class RecoveryMonitor:
         self.tasks.cancel(cid)
 
     async def stop(self) -> None:
-        await self.tasks.stop()
+        await asyncio.gather(self.tasks.stop(), self.members.stop())
 
     async def _watch(self, cluster: Cluster) -> None:
         """Watch until nodes are down (as the app's ``recovery.on`` says), then replace them (or

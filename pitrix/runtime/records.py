@@ -273,6 +273,16 @@ class MetadataCluster(_Record):
     # Members 1..N-1 of a metadata cluster of several (the runtime's metadata_size); member 0 is
     # the record's own VM (name, instance_id, ip), so a cluster of one has none here.
     members: list[MetadataMember] = Field(default_factory=list)
+    # Member 0's VM name once a replacement made it anew (``<name>-m0-g<n>``); empty: ``name``.
+    vm: str = ""
+    # What the metadata monitor last found wrong with the members ("" while every member answers):
+    # a replacement under way, or a lost quorum only the operator can restore.
+    condition: str = ""
+
+    @property
+    def vm_name(self) -> str:
+        """Member 0's VM name (the cluster's own name until that VM was replaced)."""
+        return self.vm or self.name
 
     def dump(self) -> bytes:
         raise TypeError("a metadata cluster holds its issuer's key: store it with sealed(sealer)")

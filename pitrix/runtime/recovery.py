@@ -32,12 +32,19 @@ class RecoveryPolicy:
     enabled: bool = True
     grace: float = 30.0  # seconds a node may stay silent before it is replaced
     max_down_fraction: float = 0.5  # more nodes than this share down at once: halt (never below 1)
+    # Metadata clusters of several: a lost member is replaced (pitrix.runtime.metadata_monitor).
+    metadata: bool = True
+    metadata_interval: float = 5.0  # seconds between looks at a metadata cluster's members
+    metadata_silence: float = 30.0  # seconds a running member's metad may not answer before it is lost
 
     def __post_init__(self) -> None:
         if self.grace <= 0:
             raise ValueError(f"recovery.grace: must be positive, not {self.grace}")
         if not 0 < self.max_down_fraction <= 1:
             raise ValueError(f"recovery.max_down_fraction: must be in (0, 1], not {self.max_down_fraction}")
+        for name in ("metadata_interval", "metadata_silence"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"recovery.{name}: must be positive, not {getattr(self, name)}")
 
     def meltdown(self, down: int, total: int) -> bool:
         """Whether ``down`` silent nodes of ``total`` are too many to replace automatically."""

@@ -77,17 +77,21 @@ def test_tables_align_long_cells_and_ages_read_as_people_say_them() -> None:
 
 def test_show_aligns_nodes_and_lists_endpoints() -> None:
     node = {"instance_id": "i-1", "ip": "127.100.0.2", "status": "running", "agent": None}
-    shown = _cluster_table(
-        {
-            "id": "cl-1", "name": "x", "app": {"name": "a", "version": "1"}, "state": "active",
-            "runtime": "r", "owner": "o",
-            "nodes": [{**node, "node_id": "web-1"}, {**node, "node_id": "a-long-role-name-10"}],
-            "endpoints": {"http": {"port": 80, "protocol": "http", "addresses": ["127.100.0.2:80"]}},
-        }
-    )  # fmt: skip
+    cluster = {
+        "id": "cl-1", "name": "x", "app": {"name": "a", "version": "1"}, "state": "active",
+        "runtime": "r", "owner": "o",
+        "nodes": [{**node, "node_id": "web-1"}, {**node, "node_id": "a-long-role-name-10"}],
+        "endpoints": {"http": {"port": 80, "protocol": "http", "addresses": ["127.100.0.2:80"]}},
+        "metadata": {"name": "m", "status": "ready", "members": ["10.0.0.1"], "condition": ""},
+    }  # fmt: skip
+    shown = _cluster_table(cluster)
     lines = shown.splitlines()
     assert len({line.index("i-1") for line in lines if "i-1" in line}) == 1, shown
     assert lines[-2:] == ["  endpoints:", "    http  http  127.100.0.2:80"], shown
+    # Something wrong with the metadata cluster's members is said (nothing when all is well).
+    stuck = {**cluster["metadata"], "condition": "quorum lost: 2 of 3 metadata members lost"}
+    lines = _cluster_table({**cluster, "metadata": stuck}).splitlines()
+    assert lines[-1] == "  metadata: quorum lost: 2 of 3 metadata members lost"
 
 
 def test_spec_errors_in_our_words_with_did_you_mean() -> None:

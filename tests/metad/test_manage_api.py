@@ -252,3 +252,49 @@ async def test_client_reports_refusals(manage: MetadManagementClient) -> None:
     with pytest.raises(MetadClientError) as info:
         await _collect(stream, 1)
     assert info.value.status == 400
+
+
+async def test_a_metadata_cluster_s_client_moves_on_past_a_member_without_its_etcd(net: Any) -> None:
+    """Another member when one cannot be reached or answers 503 (its etcd away); any other answer,
+    even an error, is the answer (nothing else is sent twice)."""
+    from aiohttp import web
+
+    from pitrix.metad.client import FailoverManagementClient
+
+    seen: list[str] = []
+
+    def member(name: str, status: int) -> web.Application:
+        async def handler(request: web.Request) -> web.Response:
+            seen.append(name)
+            return web.json_response({"error": name, "revision": 7}, status=status)
+
+        app = web.Application()
+        app.router.add_route("*", "/{tail:.*}", handler)
+        return app
+
+    runners = []
+    urls = []
+    for n, (name, status) in enumerate((("etcd-away", 503), ("refuses", 409), ("fine", 200))):
+        runner = web.AppRunner(member(name, status))
+        await runner.setup()
+        ip = net.ip(220 + n)
+        site = web.TCPSite(runner, ip, 0)
+        await site.start()
+        runners.append(runner)
+        urls.append(f"http://{ip}:{site._server.sockets[0].getsockname()[1]}")  # type: ignore[union-attr]
+    try:
+        async with FailoverManagementClient([urls[0], urls[2]]) as client:
+            assert await client.put_data("/x", {"a": 1}) == 7
+            assert seen == ["etcd-away", "fine"] and client.base_url == urls[2]
+        seen.clear()
+        async with FailoverManagementClient([urls[1], urls[2]]) as client:
+            with pytest.raises(MetadClientError) as refused:
+                await client.put_data("/x", {"a": 1})
+            assert refused.value.status == 409 and seen == ["refuses"]
+        async with FailoverManagementClient([urls[0]]) as client:
+            with pytest.raises(MetadClientError) as away:
+                await client.healthz()
+            assert away.value.status == 503  # the last member's answer is the caller's
+    finally:
+        for runner in runners:
+            await runner.cleanup()

@@ -11,7 +11,10 @@ import os
 import socket
 import stat
 import sys
+from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from cryptography import x509
@@ -19,7 +22,7 @@ from cryptography.x509.oid import NameOID
 
 from pitrix import pki
 from pitrix.backoff import Backoff
-from pitrix.metad.client import MetadManagementClient
+from pitrix.metad.client import MetadClientError, MetadManagementClient
 from pitrix.metad.issuer_bootstrap import (
     IssuerBootstrap,
     PeerRequest,
@@ -41,6 +44,7 @@ from .conftest import Net
 
 SYSTEM_ETCD = Path("/usr/bin/etcd")
 DEADLINE = 60.0
+T = TypeVar("T")
 
 
 def _port(ip: str) -> int:
@@ -131,27 +135,31 @@ async def test_three_metads_bootstrapped_by_pitrixd_serve_one_metadata_cluster(
     env = {**os.environ, BINARY_VARIABLE: str(SYSTEM_ETCD)}
     processes: list[asyncio.subprocess.Process] = []
     try:
-        for name, ip, peer_port, manage_port in zip(names, ips, peer_ports, manage_ports, strict=True):
+
+        async def start(name: str, ip: str, peer_port: int, manage_port: int) -> asyncio.subprocess.Process:
             (tmp_path / f"{name}.token").write_text(f"token-of-{name}-" + "t" * 30 + "\n")
             with (tmp_path / f"{name}.log").open("ab") as err:
-                processes.append(
-                    await asyncio.create_subprocess_exec(
-                        sys.executable, "-m", "pitrix.metad.main",
-                        "--listen-ip", ip, "--instance-port", "0", "--manage-port", str(manage_port),
-                        "--root-ca", str(tmp_path / "root.pem"),
-                        "--management-ca", str(tmp_path / "management.pem"),
-                        "--issuer-bootstrap-token-file", str(tmp_path / f"{name}.token"),
-                        "--embedded-etcd", "--state-dir", str(tmp_path / name),
-                        "--etcd-client-port", "0", "--etcd-peer-port", str(peer_port),
-                        "--etcd-member", name, "--etcd-cluster-token", "cluster-x",
-                        "--etcd-peer-ca", str(tmp_path / "peers.pem"), "--etcd-peer-cn", "cluster-x",
-                        "--etcd-start-timeout", str(DEADLINE),
-                        *(["--issuer-from-cluster"] if name != "m0" else []),
-                        stdout=asyncio.subprocess.PIPE, stderr=err, env=env,
-                    )
+                return await asyncio.create_subprocess_exec(
+                    sys.executable, "-m", "pitrix.metad.main",
+                    "--listen-ip", ip, "--instance-port", "0", "--manage-port", str(manage_port),
+                    "--root-ca", str(tmp_path / "root.pem"),
+                    "--management-ca", str(tmp_path / "management.pem"),
+                    "--issuer-bootstrap-token-file", str(tmp_path / f"{name}.token"),
+                    "--embedded-etcd", "--state-dir", str(tmp_path / f"{name}-{ip}"),
+                    "--etcd-client-port", "0", "--etcd-peer-port", str(peer_port),
+                    "--etcd-member", name, "--etcd-cluster-token", "cluster-x",
+                    "--etcd-peer-ca", str(tmp_path / "peers.pem"), "--etcd-peer-cn", "cluster-x",
+                    "--etcd-start-timeout", str(DEADLINE),
+                    *(["--issuer-from-cluster"] if name != "m0" or ip != ips[0] else []),
+                    stdout=asyncio.subprocess.PIPE, stderr=err, env=env,
                 )  # fmt: skip
 
-        async def bootstrap(name: str, ip: str, port: int) -> bytes:
+        for member in zip(names, ips, peer_ports, manage_ports, strict=True):
+            processes.append(await start(*member))
+
+        async def bootstrap(
+            name: str, ip: str, port: int, members: dict[str, str] = members, state: str = "new"
+        ) -> bytes:
             """pitrixd's side: sign what the member asks for; its issuer certificate if it made one."""
             base = f"https://{ip}:{port}"
             token_sha256 = hashlib.sha256((f"token-of-{name}-" + "t" * 30).encode()).hexdigest()
@@ -165,11 +173,11 @@ async def test_three_metads_bootstrapped_by_pitrixd_serve_one_metadata_cluster(
                     assert asyncio.get_running_loop().time() < deadline, f"{name} never offered its CSRs"
                     await asyncio.sleep(backoff.next())
             assert offer.peer_csr, "a member of several offers a peer CSR"
-            assert bool(offer.csr) == (name == "m0"), "only the first member makes an issuer"
+            assert bool(offer.csr) == (ip == ips[0]), "only the first member makes an issuer"
             issuer = authority.sign_issuer(offer.csr, "alice", "sim") if offer.csr else b""
             peer = sign_peer(peers_ca, offer.peer_csr, ip, "cluster-x")
             await issuer_exchange.push_certificate(
-                base, token_sha256, issuer, peer_cert_pem=peer, members=members, state="new"
+                base, token_sha256, issuer, peer_cert_pem=peer, members=members, state=state
             )
             return issuer
 
@@ -177,7 +185,7 @@ async def test_three_metads_bootstrapped_by_pitrixd_serve_one_metadata_cluster(
             *(bootstrap(*m) for m in zip(names, ips, manage_ports, strict=True))
         )
         for name, ip in zip(names, ips, strict=True):
-            stored = pki.cert_from_pem((tmp_path / name / "issuer" / "peer.pem").read_bytes())
+            stored = pki.cert_from_pem((tmp_path / f"{name}-{ip}" / "issuer" / "peer.pem").read_bytes())
             assert stored.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value == "cluster-x"
             assert ip in {
                 str(a)
@@ -205,16 +213,57 @@ async def test_three_metads_bootstrapped_by_pitrixd_serve_one_metadata_cluster(
         for n in (1, 2):
             async with manage(n) as client:
                 assert await client.get_data("/clusters/c1/env/web/port") == "8080"
-        for name in names[1:]:
-            assert (tmp_path / name / "issuer" / "issuer.pem").read_bytes() == pki.cert_to_pem(
+        for name, ip in zip(names[1:], ips[1:], strict=True):
+            assert (tmp_path / f"{name}-{ip}" / "issuer" / "issuer.pem").read_bytes() == pki.cert_to_pem(
                 pki.cert_from_pem(issuer)
             )
+
+        # m2's VM is lost: pitrixd removes it through a surviving metad and adds the new VM's peer
+        # URL; the answer is the list the new member joins with, as `existing`.
+        async with manage(0) as client:
+            listed = await _membership(client.etcd_members)
+            assert sorted(m["name"] for m in listed["members"]) == names
+            assert all(m["started"] for m in listed["members"])
+            assert [m["name"] for m in listed["members"] if m["local"]] == ["m0"]
+            with pytest.raises(MetadClientError) as refused:
+                await client.etcd_member_remove("m0")  # its own member: ask another
+            assert refused.value.status == 409
+            for body, field in (({"name": "m2", "peer_url": "http://x:1"}, "peer_url"), ({}, "name")):
+                with pytest.raises(MetadClientError, match=field) as refused:
+                    await client._request("POST", "/v1/etcd/members", body)
+                assert refused.value.status == 400
+            processes[2].terminate()  # metad and its etcd: the VM is gone
+            await processes[2].wait()
+            assert await _membership(partial(client.etcd_member_remove, "m2"))
+            assert not await _membership(partial(client.etcd_member_remove, "m2"))  # a re-run: done
+            new_ip = net.ip(203)
+            url = f"https://{new_ip}:{_port(new_ip)}"
+            joined = await _membership(partial(client.etcd_member_add, "m2", url))
+            assert joined == {"m0": members["m0"], "m1": members["m1"], "m2": url}
+            assert await _membership(partial(client.etcd_member_add, "m2", url)) == joined  # a re-run
+            # The new member starting as `existing` with that list: tests/e2e/test_metadata_members.py.
+            listed = await _membership(client.etcd_members)
+        assert sorted(m["name"] for m in listed["members"] if m["started"]) == ["m0", "m1"]
+        assert [m["peer_urls"] for m in listed["members"] if not m["started"]] == [[url]]
     finally:
         for process in processes:
             if process.returncode is None:
                 process.terminate()
         for process in processes:
             await process.wait()
+
+
+async def _membership(call: Callable[[], Awaitable[T]]) -> T:
+    """etcd refuses a member change until its members have been connected a few seconds (503)."""
+    deadline = asyncio.get_running_loop().time() + DEADLINE
+    backoff = Backoff(0.1, 1.0)
+    while True:
+        try:
+            return await call()
+        except MetadClientError as exc:
+            if exc.status != 503 or asyncio.get_running_loop().time() > deadline:
+                raise
+        await asyncio.sleep(backoff.next())
 
 
 def test_a_member_s_peer_certificate_is_checked_before_it_is_stored(tmp_path: Path) -> None:
@@ -392,3 +441,31 @@ def test_a_member_s_token_hash_is_sealed_with_the_record() -> None:
     swapped = stored.replace(b"pitrix-meta-o-r-m1", b"pitrix-meta-o-r-mX")
     with pytest.raises(SealingError):
         MetadataCluster.opened(swapped, sealer)
+
+
+def test_a_replacement_names_the_next_generation_and_peer_urls_are_checked() -> None:
+    from pitrix.metad.membership import BadPeerURL, check_peer_url
+    from pitrix.runtime.metadata_replace import Replacement, next_vm_name
+    from pitrix.runtime.records import MetadataCluster, MetadataMember
+    from pitrix.sealing import Sealer as RecordSealer
+
+    record = MetadataCluster(
+        owner="o", runtime="r", name="pitrix-meta-o-r", members=[MetadataMember(name="pitrix-meta-o-r-m1")]
+    )
+    assert next_vm_name(record, 0) == "pitrix-meta-o-r-m0-g1"
+    assert next_vm_name(record, 1) == "pitrix-meta-o-r-m1-g1"
+    again = record.model_copy(update={"vm": "pitrix-meta-o-r-m0-g1"})
+    assert next_vm_name(again, 0) == "pitrix-meta-o-r-m0-g2" and again.vm_name == again.vm
+    assert check_peer_url("https://10.0.0.1:2380/") == "https://10.0.0.1:2380"
+    bad_urls = ("http://10.0.0.1:2380", "https://host:2380", "https://10.0.0.1", "https://10.0.0.1:2380/x", 7)
+    for bad in bad_urls:
+        with pytest.raises(BadPeerURL):
+            check_peer_url(bad)
+    sealer = RecordSealer.generate()
+    job = Replacement(
+        job_id="j", slot=0, reason="gone", lost_instance_id="i-1", lost_ip="10.0.0.1",
+        vm_name="pitrix-meta-o-r-m0-g1", bootstrap_sha256="c" * 64,
+    )  # fmt: skip
+    stored = job.sealed(sealer, "o", "r")
+    assert b"c" * 64 not in stored and Replacement.opened(stored, sealer, "o", "r") == job
+    assert job.lost_peer_url == "https://10.0.0.1:2380" and job.etcd_name == "m0"
