@@ -49,10 +49,12 @@ from bench import procs
 from bench.orchestration import LIGHT_WORKERS, trivial_app
 from bench.stack import Stack, wait_state
 from bench.table import Table
+from pitrix.api.event_log import CURSOR
 from pitrix.cli.client import ApiClient, ApiError
 from pitrix.cli.demo import sim_runtime
 from pitrix.store import Store
 from pitrix.store.embedded import EmbeddedEtcd
+from pitrix.store.watch import watch_prefix
 
 TITLE = "Replicas: clusters shared by three pitrixd on one etcd"
 REPLICAS = ("r0", "r1", "r2")
@@ -80,6 +82,8 @@ def kind(key: str) -> str:
         )
     if parts[0] == "owners":
         return "owner"
+    if parts[0] == "event-log" or key == CURSOR:
+        return "events"
     return "other"
 
 
@@ -89,6 +93,24 @@ async def bytes_by_kind(store: Store) -> dict[str, int]:
     for kv in kvs:
         sizes[kind(kv.key)] += len(kv.key) + len(kv.value)
     return dict(sizes)
+
+
+async def writes_by_kind(store: Store, first: int, last: int) -> tuple[dict[str, int], dict[str, int]]:
+    """Every put from revision ``first`` to ``last`` (etcd's history, read back after the run, so
+    the count costs the run nothing): how many and how many bytes, by record. Rewrites count:
+    each replica records every event, and the event history's cost is in how often it is put."""
+    puts: dict[str, int] = collections.Counter()
+    sizes: dict[str, int] = collections.Counter()
+    if last < first:
+        return {}, {}
+    async for batch in watch_prefix(store, "/", first):
+        for event in batch.events if not batch.resync else []:
+            if event.type == "put":
+                puts[kind(event.key)] += 1
+                sizes[kind(event.key)] += len(event.key) + len(event.value)
+        if batch.revision >= last:
+            break
+    return dict(puts), dict(sizes)
 
 
 async def start_replica(workdir: Path, etcd: EmbeddedEtcd, name: str) -> procs.Child:
@@ -106,10 +128,10 @@ async def start_replica(workdir: Path, etcd: EmbeddedEtcd, name: str) -> procs.C
     return await procs.start(name, argv, workdir / f"{name}.log", env)
 
 
-async def create(api: ApiClient, name: str, patience: float) -> str:
-    """One cluster to its end: "" when active, else why not."""
+async def create(api: ApiClient, name: str, patience: float, nodes: int = 1) -> str:
+    """One cluster of ``nodes`` nodes to its end: "" when active, else why not."""
     app = trivial_app(patience)
-    app["roles"][0]["count"] = 1
+    app["roles"][0]["count"] = nodes
     created = await api.post("/v1/clusters", {"runtime": "sim", "app": app, "name": name, "channel": "ssh"})
     try:
         view = await wait_state(api, created["cluster"]["id"], created["job"]["id"], timeout=patience)
@@ -118,7 +140,7 @@ async def create(api: ApiClient, name: str, patience: float) -> str:
     return "" if view["state"] == "active" else f"{view['state']}: {view.get('last_error')}"
 
 
-async def measure(n: int) -> tuple[Table, Table]:
+async def measure(n: int, nodes: int = 1) -> tuple[Table, Table]:
     workdir = Path(tempfile.mkdtemp(prefix="pitrix-bench-replicas-"))
     # The directory (and the processes' logs in it) is removed only after a run that worked.
     etcd = EmbeddedEtcd(workdir / "etcd")
@@ -139,19 +161,22 @@ async def measure(n: int) -> tuple[Table, Table]:
         first = await create(apis[0], "first", 300)  # the owner's metadata cluster, made apart
         if first:
             raise RuntimeError(f"the first cluster did not become active: {first}")
-        bytes0, db0 = await bytes_by_kind(store), await db_size(etcd)
+        bytes0, db0, rev0 = await bytes_by_kind(store), await db_size(etcd), await store.revision()
         pids = {r: children[r].pid for r in REPLICAS}
         cpu0 = {r: procs.cpu_seconds(p) for r, p in pids.items()}
         rss0 = {r: procs.memory_kib(p) for r, p in pids.items()}
         patience = max(300.0, 1.5 * n)
         began = time.monotonic()
-        errors = await asyncio.gather(*(create(apis[i % len(apis)], f"c{i}", patience) for i in range(n)))
+        errors = await asyncio.gather(
+            *(create(apis[i % len(apis)], f"c{i}", patience, nodes) for i in range(n))
+        )
         wall = time.monotonic() - began
         shown = {r["id"]: r for r in (await apis[0].get("/v1/replicas"))["replicas"]}
-        bytes1, db1 = await bytes_by_kind(store), await db_size(etcd)
+        bytes1, db1, rev1 = await bytes_by_kind(store), await db_size(etcd), await store.revision()
+        puts, put_bytes = await writes_by_kind(store, rev0 + 1, rev1)
         failed = [e for e in errors if e]
         per = Table(
-            f"{n} one-node clusters created at once through 3 replicas (light mode)",
+            f"{n:,} {nodes}-node clusters created at once through 3 replicas (light mode)",
             ["replica", "clusters owned", "CPU s / cluster", "RSS MiB", "MiB / cluster"],
         )
         for r in REPLICAS:
@@ -175,15 +200,31 @@ async def measure(n: int) -> tuple[Table, Table]:
         )
         store_table = Table(
             "etcd bytes per cluster (keys + values pitrixd wrote, by record)",
-            ["record", "bytes / cluster"],
+            ["record", "live bytes / cluster", "puts / cluster", "bytes put / cluster"],
         )
-        for name in ("cluster", "nodes", "jobs", "journal", "tokens", "owner", "other"):
+        for name in ("cluster", "nodes", "jobs", "journal", "tokens", "owner", "events", "other"):
             grown = bytes1.get(name, 0) - bytes0.get(name, 0)
-            store_table.add(name, f"{grown / n:,.0f}")
+            written = f"{puts.get(name, 0) / n:,.1f}"
+            store_table.add(name, f"{grown / n:,.0f}", written, f"{put_bytes.get(name, 0) / n:,.0f}")
         logical = sum(bytes1.values()) - sum(bytes0.values())
-        store_table.add("**all**", f"{logical / n:,.0f}")
+        store_table.add(
+            "**all**",
+            f"{logical / n:,.0f}",
+            f"{sum(puts.values()) / n:,.1f}",
+            f"{sum(put_bytes.values()) / n:,.0f}",
+        )
         db_per = (db1 - db0) / n
-        store_table.add("etcd database growth (dbSize, history included)", f"{db_per:,.0f}")
+        store_table.add("etcd database growth (dbSize, history included)", f"{db_per:,.0f}", "-", "-")
+        live_events = bytes1.get("events", 0) - bytes0.get("events", 0)
+        if puts.get("events"):
+            store_table.notes.append(
+                f"event history: {puts['events'] / n:,.1f} puts per cluster for "
+                f"{put_bytes['events'] / max(live_events, 1):.1f}× its live bytes: every replica "
+                "records every event (the same keys, so idempotent), and each put is etcd history "
+                "until compaction"
+            )
+        if not puts:
+            store_table.notes.append("puts: etcd's history of the run was compacted before it was read")
         store_table.notes.append(
             f"capacity on paper at the 8 GiB quota: {QUOTA / max(logical / n, 1):,.0f} clusters by live "
             f"bytes, {QUOTA / max(db_per, 1):,.0f} by database growth before compaction and defrag"
@@ -204,7 +245,8 @@ async def measure(n: int) -> tuple[Table, Table]:
 
 async def run(quick: bool) -> list[Table]:
     n = 30 if quick else int(os.environ.get("PITRIX_BENCH_REPLICAS_N", "300"))
-    per, store = await measure(n)
+    nodes = int(os.environ.get("PITRIX_BENCH_REPLICAS_NODES", "3"))
+    per, store = await measure(n, nodes)
     return [per, store]
 
 

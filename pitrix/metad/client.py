@@ -72,7 +72,8 @@ class MetadManagementClient:
         self._idle_timeout = idle_timeout
         self._max_backoff = max_backoff
         self._unavailable_patience = unavailable_patience
-        self.unavailable_retries = 0  # 503s answered and asked again (logs, tests)
+        self.unavailable_retries = 0  # 503s answered and asked again
+        self.unavailable_seen = asyncio.Event()  # set at the first of them (for whoever waits on it)
         self._log = get_logger("pitrix.metad.client", url=self.base_url)
 
     @property
@@ -119,8 +120,13 @@ class MetadManagementClient:
                 if exc.status != 503 or loop.time() + delay >= deadline:
                     raise
                 self.unavailable_retries += 1
+                self.unavailable_seen.set()
                 self._log.info(
-                    "metad unavailable; asking again", method=method, path=url, error=str(exc), retry_in=round(delay, 3)
+                    "metad unavailable; asking again",
+                    method=method,
+                    path=url,
+                    error=str(exc),
+                    retry_in=round(delay, 3),
                 )
                 await asyncio.sleep(delay)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-from collections.abc import Callable
 from pathlib import Path
 
 import aiohttp
@@ -58,13 +57,6 @@ async def test_mirror_catches_up_after_an_etcd_restart(tmp_path: Path, net) -> N
         await etcd.stop()
 
 
-async def until(condition: Callable[[], bool]) -> None:
-    """Until ``condition`` holds, looked at every 20 ms, within the test's deadline."""
-    async with asyncio.timeout(DEADLINE):
-        while not condition():
-            await asyncio.sleep(0.02)
-
-
 async def test_management_requests_ride_out_a_busy_store(tmp_path: Path, net) -> None:
     """metad answers 503 when its etcd does not answer within the store's deadline (a metadata
     VM starved of CPU does, its etcd fine); the runtime's client asks again until the patience
@@ -84,7 +76,8 @@ async def test_management_requests_ride_out_a_busy_store(tmp_path: Path, net) ->
                 await asyncio.wait_for(hasty.put_data("/clusters/c1/env/web", {"port": 80}), DEADLINE)
             assert refused.value.status == 503
             write = asyncio.create_task(patient.put_data("/clusters/c1/env/web", {"port": 81}))
-            await until(lambda: patient.unavailable_retries >= 1)
+            await asyncio.wait_for(patient.unavailable_seen.wait(), DEADLINE)
+            assert not write.done()
         finally:
             os.kill(etcd.pid, signal.SIGCONT)
         revision = await asyncio.wait_for(write, DEADLINE)
