@@ -2,34 +2,51 @@
 
 A private etcd (the embedded one, started apart and used as an external etcd by every replica),
 the simulator in light mode with its light VMs in worker processes, and three pitrixd processes;
-the app is the orchestration benchmark's trivial one-role app at one node per cluster, so what is
-measured is pitrix's own work. The creates go round-robin to the three replicas; each replica's CPU
-seconds and resident memory come from /proc, the etcd bytes from the keys pitrixd wrote (by kind of
-record) and from etcd's own database size. ``PITRIX_BENCH_REPLICAS_N`` sets N (default 300; 30
-with ``--quick``).
+the app is the orchestration benchmark's trivial one-role app, so what is measured is pitrix's own
+work. The creates go round-robin to the three replicas; each replica's CPU seconds and resident
+memory come from /proc; the etcd bytes from the keys pitrixd wrote (by kind of record), from
+etcd's history of the run (every put, read back after the run) and from etcd's own database
+size. ``PITRIX_BENCH_REPLICAS_N`` sets N (default 300; 30 with ``--quick``),
+``PITRIX_BENCH_REPLICAS_NODES`` the nodes per cluster (default 3).
 
-Capacity on paper. A live cluster keeps its record, its nodes, its tokens, its owner key and its
-jobs with their journals in etcd; the second table gives the bytes of each per one-node cluster
-after its create (a node adds its node and token records, about 0.4 KB; every later job adds its
-job record and journal, about 2 KB, until old jobs are pruned). etcd's database also keeps the
-history of every key until compaction and frees space only on defrag, so the database grows
-several times faster than the live bytes: run etcd with --auto-compaction-retention and defrag
-now and then. At etcd's 8 GiB quota the live bytes allow millions of clusters; what bounds one
-etcd first is the watch fan-out: every replica watches every cluster record and owner key (the
-fleet's view, its owner watch, the API's event hub), so each write of a cluster's record is sent
-once per replica per watch, and a replica's memory holds the fleet view (a few hundred bytes per
-cluster). Within one region or one runtime's control plane, one etcd cluster of three or five
-members holds 10,000 clusters with room to spare; beyond some 100,000 clusters, or across regions
-(where a write's round trip to the etcd leader is the latency of every step), run one pitrix
-installation, with its own etcd, per region or per large runtime.
+Capacity on paper. A live cluster keeps its record, its nodes, its tokens, its owner key, its jobs
+with their journals and its event history in etcd; the second table gives the bytes of each per
+cluster after its create, and how many puts the create took. The event history is most of both:
+every replica's event hub records every event it sees (the same keys, so recording is
+idempotent), so each event is put once per replica, and each put is kept in etcd's history until
+compaction; with three replicas that is about four fifths of the puts and of the bytes put.
+Recording only on the replica that owns the cluster would cut the writes by the number of
+replicas. etcd's database keeps the history of every key until compaction and frees space only on
+defrag, so it grows several times faster than the live bytes: run etcd with
+--auto-compaction-retention and defrag now and then. At etcd's 8 GiB quota the live bytes allow
+hundreds of thousands of clusters (the event history, 1,000 events kept per cluster, is what
+grows: a busy cluster's history fills to its limit); what bounds one etcd first is the watch
+fan-out: every replica watches every cluster record and owner key (the fleet's view, its owner
+watch, the API's event hub), so each write of a cluster's record is sent once per replica per
+watch, and a replica's memory holds the fleet view (a few hundred bytes per cluster). Within one
+region or one runtime's control plane, one etcd cluster of three or five members holds 10,000
+clusters with room to spare; beyond some 100,000 clusters, or across regions (where a write's
+round trip to the etcd leader is the latency of every step), run one pitrix installation, with its
+own etcd, per region or per large runtime.
 
-What stops 10,000 concurrent clusters here: all three replicas, the simulator and every light VM
-share this machine's two cores with other work, and every cluster of one owner reports to that
-owner's one metadata VM; three replicas run up to three times as many jobs at once as one, and
-the metadata VM's etcd fell behind first (metad answers 503, agents' heartbeats come late). On
-this host (load average about 9 from other work) 60 clusters at once finished; 100 did not (99
-failed their wait for the agents' first heartbeats, metad answering 503 from its etcd), where one
-replica alone finished 100 in an earlier, quieter run (Orchestration, light mode).
+What stops 10,000 concurrent clusters here is not pitrixd nor either etcd but the owner's one
+metadata VM's pitrix-metad, starved of CPU: every cluster of one owner reports to it, and on this
+host it shares two cores with the three replicas, the simulator, every light VM and other work.
+Seen in the failing runs (100 one-node clusters at a load average of 30-35): metad answered 503
+"etcd did not answer within 5s" for heartbeats, status writes and the runtime's reads, while its
+etcd answered the same reads from outside in 0.15-0.3 s, logged no slow disk sync and had applied
+only a few hundred revisions; metad itself ran 7% of a core with four times as many involuntary as
+voluntary context switches (it wanted the CPU and did not get it); its profile was the Python
+interpreter (37%), TLS and signing (libcrypto 12%, the cryptography package 9%: handshakes, CSRs,
+certificates) and the gRPC client (6%). Its etcd requests waited in its own run queue past the
+store's 5 s deadline. Before, the runtime failed a step on the first 503 (register,
+bootstrap-agents, start, mark-replaced: about half of the failures); its management client now
+asks again with backoff for up to 60 s, which is enough for a metad that is briefly busy but not
+for one starved for minutes, where the agents' first heartbeats (a lease grant and a put through
+the same starved client) also miss the runtime's 120 s wait. The ways on, in order: a metadata VM
+per owner with its own cores (a real cloud gives it that), a metadata cluster of three members
+(the agents' connections spread over three metads), and less work per agent in metad (TLS
+session resumption, fewer reconnections).
 """
 
 from __future__ import annotations
