@@ -64,7 +64,7 @@ import aiohttp
 
 from bench import procs
 from bench.orchestration import LIGHT_WORKERS, trivial_app
-from bench.stack import Stack, wait_state
+from bench.stack import Stack, cpu_of, metad_pids, wait_state
 from bench.table import Table
 from pitrix.api.event_log import CURSOR
 from pitrix.cli.client import ApiClient, ApiError
@@ -179,6 +179,8 @@ async def measure(n: int, nodes: int = 1) -> tuple[Table, Table]:
         if first:
             raise RuntimeError(f"the first cluster did not become active: {first}")
         bytes0, db0, rev0 = await bytes_by_kind(store), await db_size(etcd), await store.revision()
+        metads = metad_pids(workdir)
+        metad_cpu0 = cpu_of(metads)
         pids = {r: children[r].pid for r in REPLICAS}
         cpu0 = {r: procs.cpu_seconds(p) for r, p in pids.items()}
         rss0 = {r: procs.memory_kib(p) for r, p in pids.items()}
@@ -188,6 +190,7 @@ async def measure(n: int, nodes: int = 1) -> tuple[Table, Table]:
             *(create(apis[i % len(apis)], f"c{i}", patience, nodes) for i in range(n))
         )
         wall = time.monotonic() - began
+        metad_cpu = cpu_of(metads) - metad_cpu0
         shown = {r["id"]: r for r in (await apis[0].get("/v1/replicas"))["replicas"]}
         bytes1, db1, rev1 = await bytes_by_kind(store), await db_size(etcd), await store.revision()
         puts, put_bytes = await writes_by_kind(store, rev0 + 1, rev1)
@@ -211,6 +214,11 @@ async def measure(n: int, nodes: int = 1) -> tuple[Table, Table]:
         )
         if failed:
             per.notes.append(f"the first failure: {failed[0][:300]}")
+        per.notes.append(
+            f"the owner's metadata VM's pitrix-metad: {metad_cpu:.1f} CPU s over the run, "
+            f"{metad_cpu / max(wall, 1e-9):.0%} of one core on average; load average "
+            f"{os.getloadavg()[0]:.1f} at the end"
+        )
         per.notes.append(
             "CPU and MiB per cluster: the replica's own over the clusters it owns at the end "
             "(the creates it accepted for others cost it a little too)"
