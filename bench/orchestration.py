@@ -4,7 +4,12 @@ A private simulator (boot delay 0) and a real pitrixd as processes; the app is o
 whose service commands are `true`, so the time is pitrix's own: plans, journal, cloud API calls,
 metadata registration and the agents' command round trips. The first cluster of the owner also
 creates the owner's metadata cluster (a VM with etcd and metad): it is measured apart, and every
-other figure is taken with it already running. pitrixd's CPU seconds and memory come from /proc.
+other figure is taken with it already running. pitrixd's CPU seconds and memory come from /proc,
+and so do the simulator's (its API process, its light workers) and the metadata VM's pitrix-metad's,
+so a row says which process bounds it. In light mode the simulator's light VMs run in worker
+processes (``pitrix-sim --light --light-workers 2``): with them the simulator is no longer the
+bottleneck, and the owner's one metadata VM's metad is the busiest process of a row (every agent of
+every cluster bootstraps its certificate there and reports to it), ahead of pitrixd.
 """
 
 from __future__ import annotations
