@@ -38,15 +38,18 @@ etcd answered the same reads from outside in 0.15-0.3 s, logged no slow disk syn
 only a few hundred revisions; metad itself ran 7% of a core with four times as many involuntary as
 voluntary context switches (it wanted the CPU and did not get it); its profile was the Python
 interpreter (37%), TLS and signing (libcrypto 12%, the cryptography package 9%: handshakes, CSRs,
-certificates) and the gRPC client (6%). Its etcd requests waited in its own run queue past the
-store's 5 s deadline. Before, the runtime failed a step on the first 503 (register,
+certificates) and the gRPC client (6%). Its etcd requests waited in its own queue past the
+store's 5 s deadline: work (agents' bootstraps and beats, every one asked again after a 503, and
+the runtime's requests) arrived faster than its share of the CPU served it, so the queue grew and
+almost nothing got through for minutes, a collapse rather than a slowdown. Before, the runtime failed a step on the first 503 (register,
 bootstrap-agents, start, mark-replaced: about half of the failures); its management client now
 asks again with backoff for up to 60 s, which is enough for a metad that is briefly busy but not
 for one starved for minutes, where the agents' first heartbeats (a lease grant and a put through
 the same starved client) also miss the runtime's 120 s wait. The ways on, in order: a metadata VM
 per owner with its own cores (a real cloud gives it that), a metadata cluster of three members
-(the agents' connections spread over three metads), and less work per agent in metad (TLS
-session resumption, fewer reconnections).
+(the agents' connections spread over three metads), metad shedding load (answering 503 at once,
+before doing the work, while its loop lags, so what it accepts finishes in time) and less work per
+agent in metad.
 """
 
 from __future__ import annotations
