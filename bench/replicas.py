@@ -2,34 +2,62 @@
 
 A private etcd (the embedded one, started apart and used as an external etcd by every replica),
 the simulator in light mode with its light VMs in worker processes, and three pitrixd processes;
-the app is the orchestration benchmark's trivial one-role app at one node per cluster, so what is
-measured is pitrix's own work. The creates go round-robin to the three replicas; each replica's CPU
-seconds and resident memory come from /proc, the etcd bytes from the keys pitrixd wrote (by kind of
-record) and from etcd's own database size. ``PITRIX_BENCH_REPLICAS_N`` sets N (default 300; 30
-with ``--quick``).
+the app is the orchestration benchmark's trivial one-role app, so what is measured is pitrix's own
+work. The creates go round-robin to the three replicas; each replica's CPU seconds and resident
+memory come from /proc; the etcd bytes from the keys pitrixd wrote (by kind of record), from
+etcd's history of the run (every put, read back after the run) and from etcd's own database
+size. ``PITRIX_BENCH_REPLICAS_N`` sets N (default 300; 30 with ``--quick``),
+``PITRIX_BENCH_REPLICAS_NODES`` the nodes per cluster (default 3).
 
-Capacity on paper. A live cluster keeps its record, its nodes, its tokens, its owner key and its
-jobs with their journals in etcd; the second table gives the bytes of each per one-node cluster
-after its create (a node adds its node and token records, about 0.4 KB; every later job adds its
-job record and journal, about 2 KB, until old jobs are pruned). etcd's database also keeps the
-history of every key until compaction and frees space only on defrag, so the database grows
-several times faster than the live bytes: run etcd with --auto-compaction-retention and defrag
-now and then. At etcd's 8 GiB quota the live bytes allow millions of clusters; what bounds one
-etcd first is the watch fan-out: every replica watches every cluster record and owner key (the
-fleet's view, its owner watch, the API's event hub), so each write of a cluster's record is sent
-once per replica per watch, and a replica's memory holds the fleet view (a few hundred bytes per
-cluster). Within one region or one runtime's control plane, one etcd cluster of three or five
-members holds 10,000 clusters with room to spare; beyond some 100,000 clusters, or across regions
-(where a write's round trip to the etcd leader is the latency of every step), run one pitrix
-installation, with its own etcd, per region or per large runtime.
+Capacity on paper. A live cluster keeps its record, its nodes, its tokens, its owner key, its jobs
+with their journals and its event history in etcd; the second table gives the bytes of each per
+cluster after its create, and how many puts the create took. The event history is most of both:
+every replica's event hub records every event it sees (the same keys, so recording is
+idempotent), so each event is put once per replica, and each put is kept in etcd's history until
+compaction; with three replicas that is about four fifths of the puts and of the bytes put.
+Recording only on the replica that owns the cluster would cut the writes by the number of
+replicas. etcd's database keeps the history of every key until compaction and frees space only on
+defrag, so it grows several times faster than the live bytes: run etcd with
+--auto-compaction-retention and defrag now and then. At etcd's 8 GiB quota the live bytes allow
+hundreds of thousands of clusters (the event history, 1,000 events kept per cluster, is what
+grows: a busy cluster's history fills to its limit); what bounds one etcd first is the watch
+fan-out: every replica watches every cluster record and owner key (the fleet's view, its owner
+watch, the API's event hub), so each write of a cluster's record is sent once per replica per
+watch, and a replica's memory holds the fleet view (a few hundred bytes per cluster). Within one
+region or one runtime's control plane, one etcd cluster of three or five members holds 10,000
+clusters with room to spare; beyond some 100,000 clusters, or across regions (where a write's
+round trip to the etcd leader is the latency of every step), run one pitrix installation, with its
+own etcd, per region or per large runtime.
 
-What stops 10,000 concurrent clusters here: all three replicas, the simulator and every light VM
-share this machine's two cores with other work, and every cluster of one owner reports to that
-owner's one metadata VM; three replicas run up to three times as many jobs at once as one, and
-the metadata VM's etcd fell behind first (metad answers 503, agents' heartbeats come late). On
-this host (load average about 9 from other work) 60 clusters at once finished; 100 did not (99
-failed their wait for the agents' first heartbeats, metad answering 503 from its etcd), where one
-replica alone finished 100 in an earlier, quieter run (Orchestration, light mode).
+What stopped the runs at 100 clusters (the last stop's and this one's first, at a load average of
+25-38 from other work): the owner's one metadata VM's pitrix-metad collapsed. It answered 503
+"etcd did not answer within 5s" to heartbeats, status writes and the runtime's reads, while its
+etcd answered the same reads from outside in 0.15-0.3 s, logged no slow disk sync and had applied
+only a few hundred revisions; metad ran at its share of the CPU (7-10% of a core here, four times
+as many involuntary as voluntary context switches) with its requests queued past the store's 5 s
+deadline. What queued them: every replica's app-metrics feed follows every live cluster with a
+metad watch of its own (a health check, a read and a stream each, over a new TLS connection), so a
+burst of creates through three replicas opened three watches per cluster on the one metad just as
+the agents bootstrapped there, each asked again after the 503s that followed. One pitrixd brought
+100 three-node clusters through the same kind of metadata VM in the same hour. Two product changes
+came of it: the feed starts when a cluster's create ends (a silent node was no news while
+creating already), and the runtime's management client asks again with backoff for up to 60 s
+while metad answers 503 rather than failing the step at the first (register, bootstrap-agents,
+start, mark-replaced failed that way, half of the failures). With both, 98 of 100 one-node
+clusters were active in 145 s at a load of 28-30 where 13 of 100 had been; the two left were the
+benchmark's own waits answered 503 by pitrixd's etcd, as loaded as everything else here. Beyond
+that, on this two-core host every process shares the cores with the rest (three replicas, the
+simulator, every light VM, other work); on a cloud the metadata VM has its own, and a metadata
+cluster of three members spreads the agents over three metads.
+
+At 300 one-node clusters (load average 13-30) it came back through the heartbeats: 131 of 300
+active in 460 s, metad at 60 CPU s (13% of a core) answering 1,614 heartbeats 503 in two minutes,
+the rest of the failures the runtime's reads of a metad busy for longer than the client's 60 s;
+10,000 was not attempted. The heartbeat path (a lease grant and a put per agent's first beat, a
+refresh per beat after, each failed beat asked again five seconds later by every agent at once) is
+the next thing to shed or batch. At the end of that run one replica owned all 301 clusters: the
+other two had lost their replica leases under this load and not claimed their shares back within
+the run.
 """
 
 from __future__ import annotations
@@ -47,12 +75,14 @@ import aiohttp
 
 from bench import procs
 from bench.orchestration import LIGHT_WORKERS, trivial_app
-from bench.stack import Stack, wait_state
+from bench.stack import Stack, cpu_of, metad_pids, wait_state
 from bench.table import Table
+from pitrix.api.event_log import CURSOR
 from pitrix.cli.client import ApiClient, ApiError
 from pitrix.cli.demo import sim_runtime
 from pitrix.store import Store
 from pitrix.store.embedded import EmbeddedEtcd
+from pitrix.store.watch import watch_prefix
 
 TITLE = "Replicas: clusters shared by three pitrixd on one etcd"
 REPLICAS = ("r0", "r1", "r2")
@@ -80,6 +110,8 @@ def kind(key: str) -> str:
         )
     if parts[0] == "owners":
         return "owner"
+    if parts[0] == "event-log" or key == CURSOR:
+        return "events"
     return "other"
 
 
@@ -89,6 +121,24 @@ async def bytes_by_kind(store: Store) -> dict[str, int]:
     for kv in kvs:
         sizes[kind(kv.key)] += len(kv.key) + len(kv.value)
     return dict(sizes)
+
+
+async def writes_by_kind(store: Store, first: int, last: int) -> tuple[dict[str, int], dict[str, int]]:
+    """Every put from revision ``first`` to ``last`` (etcd's history, read back after the run, so
+    the count costs the run nothing): how many and how many bytes, by record. Rewrites count:
+    each replica records every event, and the event history's cost is in how often it is put."""
+    puts: dict[str, int] = collections.Counter()
+    sizes: dict[str, int] = collections.Counter()
+    if last < first:
+        return {}, {}
+    async for batch in watch_prefix(store, "/", first):
+        for event in batch.events if not batch.resync else []:
+            if event.type == "put":
+                puts[kind(event.key)] += 1
+                sizes[kind(event.key)] += len(event.key) + len(event.value)
+        if batch.revision >= last:
+            break
+    return dict(puts), dict(sizes)
 
 
 async def start_replica(workdir: Path, etcd: EmbeddedEtcd, name: str) -> procs.Child:
@@ -106,10 +156,10 @@ async def start_replica(workdir: Path, etcd: EmbeddedEtcd, name: str) -> procs.C
     return await procs.start(name, argv, workdir / f"{name}.log", env)
 
 
-async def create(api: ApiClient, name: str, patience: float) -> str:
-    """One cluster to its end: "" when active, else why not."""
+async def create(api: ApiClient, name: str, patience: float, nodes: int = 1) -> str:
+    """One cluster of ``nodes`` nodes to its end: "" when active, else why not."""
     app = trivial_app(patience)
-    app["roles"][0]["count"] = 1
+    app["roles"][0]["count"] = nodes
     created = await api.post("/v1/clusters", {"runtime": "sim", "app": app, "name": name, "channel": "ssh"})
     try:
         view = await wait_state(api, created["cluster"]["id"], created["job"]["id"], timeout=patience)
@@ -118,7 +168,7 @@ async def create(api: ApiClient, name: str, patience: float) -> str:
     return "" if view["state"] == "active" else f"{view['state']}: {view.get('last_error')}"
 
 
-async def measure(n: int) -> tuple[Table, Table]:
+async def measure(n: int, nodes: int = 1) -> tuple[Table, Table]:
     workdir = Path(tempfile.mkdtemp(prefix="pitrix-bench-replicas-"))
     # The directory (and the processes' logs in it) is removed only after a run that worked.
     etcd = EmbeddedEtcd(workdir / "etcd")
@@ -139,19 +189,25 @@ async def measure(n: int) -> tuple[Table, Table]:
         first = await create(apis[0], "first", 300)  # the owner's metadata cluster, made apart
         if first:
             raise RuntimeError(f"the first cluster did not become active: {first}")
-        bytes0, db0 = await bytes_by_kind(store), await db_size(etcd)
+        bytes0, db0, rev0 = await bytes_by_kind(store), await db_size(etcd), await store.revision()
+        metads = metad_pids(workdir)
+        metad_cpu0 = cpu_of(metads)
         pids = {r: children[r].pid for r in REPLICAS}
         cpu0 = {r: procs.cpu_seconds(p) for r, p in pids.items()}
         rss0 = {r: procs.memory_kib(p) for r, p in pids.items()}
         patience = max(300.0, 1.5 * n)
         began = time.monotonic()
-        errors = await asyncio.gather(*(create(apis[i % len(apis)], f"c{i}", patience) for i in range(n)))
+        errors = await asyncio.gather(
+            *(create(apis[i % len(apis)], f"c{i}", patience, nodes) for i in range(n))
+        )
         wall = time.monotonic() - began
+        metad_cpu = cpu_of(metads) - metad_cpu0
         shown = {r["id"]: r for r in (await apis[0].get("/v1/replicas"))["replicas"]}
-        bytes1, db1 = await bytes_by_kind(store), await db_size(etcd)
+        bytes1, db1, rev1 = await bytes_by_kind(store), await db_size(etcd), await store.revision()
+        puts, put_bytes = await writes_by_kind(store, rev0 + 1, rev1)
         failed = [e for e in errors if e]
         per = Table(
-            f"{n} one-node clusters created at once through 3 replicas (light mode)",
+            f"{n:,} {nodes}-node clusters created at once through 3 replicas (light mode)",
             ["replica", "clusters owned", "CPU s / cluster", "RSS MiB", "MiB / cluster"],
         )
         for r in REPLICAS:
@@ -170,20 +226,41 @@ async def measure(n: int) -> tuple[Table, Table]:
         if failed:
             per.notes.append(f"the first failure: {failed[0][:300]}")
         per.notes.append(
+            f"the owner's metadata VM's pitrix-metad: {metad_cpu:.1f} CPU s over the run, "
+            f"{metad_cpu / max(wall, 1e-9):.0%} of one core on average; load average "
+            f"{os.getloadavg()[0]:.1f} at the end"
+        )
+        per.notes.append(
             "CPU and MiB per cluster: the replica's own over the clusters it owns at the end "
             "(the creates it accepted for others cost it a little too)"
         )
         store_table = Table(
             "etcd bytes per cluster (keys + values pitrixd wrote, by record)",
-            ["record", "bytes / cluster"],
+            ["record", "live bytes / cluster", "puts / cluster", "bytes put / cluster"],
         )
-        for name in ("cluster", "nodes", "jobs", "journal", "tokens", "owner", "other"):
+        for name in ("cluster", "nodes", "jobs", "journal", "tokens", "owner", "events", "other"):
             grown = bytes1.get(name, 0) - bytes0.get(name, 0)
-            store_table.add(name, f"{grown / n:,.0f}")
+            written = f"{puts.get(name, 0) / n:,.1f}"
+            store_table.add(name, f"{grown / n:,.0f}", written, f"{put_bytes.get(name, 0) / n:,.0f}")
         logical = sum(bytes1.values()) - sum(bytes0.values())
-        store_table.add("**all**", f"{logical / n:,.0f}")
+        store_table.add(
+            "**all**",
+            f"{logical / n:,.0f}",
+            f"{sum(puts.values()) / n:,.1f}",
+            f"{sum(put_bytes.values()) / n:,.0f}",
+        )
         db_per = (db1 - db0) / n
-        store_table.add("etcd database growth (dbSize, history included)", f"{db_per:,.0f}")
+        store_table.add("etcd database growth (dbSize, history included)", f"{db_per:,.0f}", "-", "-")
+        live_events = bytes1.get("events", 0) - bytes0.get("events", 0)
+        if puts.get("events"):
+            store_table.notes.append(
+                f"event history: {puts['events'] / n:,.1f} puts per cluster for "
+                f"{put_bytes['events'] / max(live_events, 1):.1f}× its live bytes: every replica "
+                "records every event (the same keys, so idempotent), and each put is etcd history "
+                "until compaction"
+            )
+        if not puts:
+            store_table.notes.append("puts: etcd's history of the run was compacted before it was read")
         store_table.notes.append(
             f"capacity on paper at the 8 GiB quota: {QUOTA / max(logical / n, 1):,.0f} clusters by live "
             f"bytes, {QUOTA / max(db_per, 1):,.0f} by database growth before compaction and defrag"
@@ -204,7 +281,8 @@ async def measure(n: int) -> tuple[Table, Table]:
 
 async def run(quick: bool) -> list[Table]:
     n = 30 if quick else int(os.environ.get("PITRIX_BENCH_REPLICAS_N", "300"))
-    per, store = await measure(n)
+    nodes = int(os.environ.get("PITRIX_BENCH_REPLICAS_NODES", "3"))
+    per, store = await measure(n, nodes)
     return [per, store]
 
 

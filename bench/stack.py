@@ -153,3 +153,30 @@ async def wait_state(
             f"cluster {cid} not done with job {job_id} in {timeout:.0f}s: state {now['state']}, "
             f"job {now.get('job_id')} {job.get('status')}, steps {steps}"
         ) from None
+
+
+def metad_pids(workdir: Path) -> list[int]:
+    """The pitrix-metad processes of the metadata VMs the simulator under ``workdir`` runs: found
+    by their command line (their state dir is inside the VM's root), since the simulator starts
+    them from the VMs' userdata and tells nobody their pids."""
+    marker = str(workdir).encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            argv = (entry / "cmdline").read_bytes().split(b"\0")
+        except OSError:  # gone meanwhile, or not ours to read
+            continue
+        if any(arg.endswith(b"pitrix-metad") for arg in argv[:2]) and any(marker in arg for arg in argv):
+            found.append(int(entry.name))
+    return sorted(found)
+
+
+def cpu_of(pids: list[int]) -> float:
+    """CPU seconds of those of ``pids`` still alive."""
+    total = 0.0
+    for pid in pids:
+        with contextlib.suppress(OSError):
+            total += procs.cpu_seconds(pid)
+    return total

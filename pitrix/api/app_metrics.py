@@ -39,8 +39,11 @@ from pitrix.runtime.supervisor import KeyedTasks
 
 WINDOW = 3600.0  # seconds of history kept per node
 # States whose nodes run agents worth watching, and those in which a silent node is news (not a
-# create or start still booting it, nor a stop on its way).
-UNWATCHED = frozenset({"pending", "stopped", "deleting", "deleted"})
+# create or start still booting it, nor a stop on its way). Not while creating: every replica
+# watches every cluster, and a burst of creates opened replicas x clusters watches on the owner's
+# metad (a health check, a read, a stream each) just when its agents bootstrap there; the feed
+# starts when the create ends (the state's change is an event like any other).
+UNWATCHED = frozenset({"pending", "creating", "stopped", "deleting", "deleted"})
 QUIET = frozenset({"pending", "creating", "stopping", "stopped", "starting", "deleting", "deleted"})
 EXPECTED_TO_BEAT = frozenset({"registered", "ready"})
 FIRST_PAUSE, MAX_PAUSE = 0.5, 30.0

@@ -22,6 +22,11 @@ from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 
 _NO_BODY: Any = object()
+# How long a request keeps asking a metad that answers 503 (its etcd did not answer within its
+# store's deadline, or its issuer is still bootstrapping). A metadata VM starved of CPU answers
+# 503 for seconds at a time while its etcd is fine; failing the step on the first one failed
+# whole creates (register, bootstrap-agents, start) that the next attempt would have finished.
+UNAVAILABLE_PATIENCE = 60.0
 
 
 class MetadClientError(Exception):
@@ -47,6 +52,7 @@ class MetadManagementClient:
         timeout: float = 30.0,
         idle_timeout: float = 35.0,
         max_backoff: float = 5.0,
+        unavailable_patience: float = UNAVAILABLE_PATIENCE,
         ssl: ssl_module.SSLContext | None = None,
         ca_file: Path | None = None,
         cert_file: Path | None = None,
@@ -65,6 +71,9 @@ class MetadManagementClient:
         # metad writes a keepalive line every 10 s by default; silence for longer means a dead link.
         self._idle_timeout = idle_timeout
         self._max_backoff = max_backoff
+        self._unavailable_patience = unavailable_patience
+        self.unavailable_retries = 0  # 503s answered and asked again
+        self.unavailable_seen = asyncio.Event()  # set at the first of them (for whoever waits on it)
         self._log = get_logger("pitrix.metad.client", url=self.base_url)
 
     @property
@@ -94,6 +103,34 @@ class MetadManagementClient:
         return quote("/".join(part for part in path.split("/") if part), safe="/")
 
     async def _request(self, method: str, url: str, obj: Any = _NO_BODY, allow_404: bool = False) -> Any:
+        """One request, asked again with backoff while metad answers 503, up to the patience.
+
+        Every management request is safe to repeat: reads, puts that merge or replace, deletes,
+        revocations; a 503 says the store did not answer, so the write may or may not have landed,
+        and writing the same document again leaves the same state.
+        """
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self._unavailable_patience
+        backoff = Backoff(0.2, self._max_backoff)
+        while True:
+            try:
+                return await self._request_once(method, url, obj, allow_404)
+            except MetadClientError as exc:
+                delay = backoff.next()
+                if exc.status != 503 or loop.time() + delay >= deadline:
+                    raise
+                self.unavailable_retries += 1
+                self.unavailable_seen.set()
+                self._log.info(
+                    "metad unavailable; asking again",
+                    method=method,
+                    path=url,
+                    error=str(exc),
+                    retry_in=round(delay, 3),
+                )
+                await asyncio.sleep(delay)
+
+    async def _request_once(self, method: str, url: str, obj: Any, allow_404: bool) -> Any:
         kwargs: dict[str, Any] = {"timeout": self._timeout}
         if obj is not _NO_BODY:
             kwargs["data"] = json.dumps(obj)
@@ -114,7 +151,8 @@ class MetadManagementClient:
                 raise MetadClientError(response.status, f"answer is not JSON: {text[:200]!r}") from exc
 
     async def healthz(self) -> dict[str, Any]:
-        result = await self._request("GET", "/healthz")
+        # Asked once: a 503 here is the answer (metad says it is not healthy), not a busy store.
+        result = await self._request_once("GET", "/healthz", _NO_BODY, False)
         return result if isinstance(result, dict) else {}
 
     # -- data -------------------------------------------------------------------------------------

@@ -112,6 +112,20 @@ async def test_alert_series_come_from_the_cluster_records(api: Client, store: St
     assert ("pitrix_node_silent", cid) not in found
 
 
+async def test_a_cluster_is_followed_once_its_create_ends(api: Client, store: Store) -> None:
+    """No metad watch while a cluster is being created: every replica follows every cluster, and
+    a burst of creates opened replicas x clusters watches on the owner's metad as its agents
+    bootstrapped there (the replicas bench's collapse); the feed starts at the state's change."""
+    cid = await metered_cluster(store, state="creating")
+    feed = api.server.app[APP_METRICS]
+    report = {"values": {"keys": 1.0}, "error": None, "time": "t0"}
+    await feed.refresh(await (await _service(api)).list_clusters())
+    assert not feed.take_report(cid, "i-d1", report)  # not followed
+    await metered_cluster(store, state="active")
+    await feed.refresh(await (await _service(api)).list_clusters())
+    assert feed.take_report(cid, "i-d1", report)
+
+
 def plotted(url: str, cid: str) -> dict[str, Any]:
     """In a thread (selenium blocks): the page's chart of each item, a line per node."""
     driver = browser()
