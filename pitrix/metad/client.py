@@ -114,7 +114,7 @@ class MetadManagementClient:
         backoff = Backoff(0.2, self._max_backoff)
         while True:
             try:
-                return await self._request_once(method, url, obj, allow_404)
+                return await self._attempt(method, url, obj, allow_404)
             except MetadClientError as exc:
                 delay = backoff.next()
                 if exc.status != 503 or loop.time() + delay >= deadline:
@@ -129,6 +129,10 @@ class MetadManagementClient:
                     retry_in=round(delay, 3),
                 )
                 await asyncio.sleep(delay)
+
+    async def _attempt(self, method: str, url: str, obj: Any, allow_404: bool) -> Any:
+        """One try of a request: one metad asked once (a cluster of several: each member in turn)."""
+        return await self._request_once(method, url, obj, allow_404)
 
     async def _request_once(self, method: str, url: str, obj: Any, allow_404: bool) -> Any:
         kwargs: dict[str, Any] = {"timeout": self._timeout}
@@ -151,8 +155,9 @@ class MetadManagementClient:
                 raise MetadClientError(response.status, f"answer is not JSON: {text[:200]!r}") from exc
 
     async def healthz(self) -> dict[str, Any]:
-        # Asked once: a 503 here is the answer (metad says it is not healthy), not a busy store.
-        result = await self._request_once("GET", "/healthz", _NO_BODY, False)
+        # Asked once (each member once, for a cluster of several): a 503 here is the answer (metad
+        # says it is not healthy), not a busy store to wait out.
+        result = await self._attempt("GET", "/healthz", _NO_BODY, False)
         return result if isinstance(result, dict) else {}
 
     # -- data -------------------------------------------------------------------------------------
@@ -312,13 +317,15 @@ class FailoverManagementClient(MetadManagementClient):
         super().__init__(base_urls[0], **kwargs)
         self.base_urls = [url.rstrip("/") for url in base_urls]
 
-    async def _request(self, method: str, url: str, obj: Any = _NO_BODY, allow_404: bool = False) -> Any:
+    async def _attempt(self, method: str, url: str, obj: Any, allow_404: bool) -> Any:
+        """Every member once, from the current one; the patience with 503s (``_request``) is
+        spent over whole rounds, so a member whose etcd is away is passed at once."""
         start = self.base_urls.index(self.base_url) if self.base_url in self.base_urls else 0
         unreachable: list[str] = []
         for step in range(len(self.base_urls)):
             self.base_url = self.base_urls[(start + step) % len(self.base_urls)]
             try:
-                result = await super()._request(method, url, obj, allow_404)
+                result = await self._request_once(method, url, obj, allow_404)
             except aiohttp.ClientConnectorError:
                 if step == len(self.base_urls) - 1:
                     raise
