@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 
+from pitrix.metad import waiters
 from pitrix.metad.gate import GATES_KEY, Gate, Gates
 from pitrix.metad.parking import BY_AIOHTTP, ROOT_VIEW, SELF_VIEW, answer_form, poll_target
 from pitrix.metad.server import Metad
@@ -140,6 +141,9 @@ async def test_a_parked_poll_is_answered_as_a_held_one(tls_world: TLSWorld, net:
         await asyncio.wait_for(metad.mirror.waiters.wait_for_count(base + 1), DEADLINE)
         (gate,) = _parked(metad)
         assert gate.handler is None  # aiohttp was not given this connection yet
+        # Its paths are taken as the waiter index spells them, unchecked: they must be.
+        assert gate.parked is not None and gate.parked.waiter.deps
+        assert all(waiters._normal(dep) == dep for dep in gate.parked.waiter.deps)
         changed = await tls_world.manage.put_data("/clusters/c1/env/web/workers", 9)
         status, headers, body = await _answer(reader)
         assert status == 200 and int(headers["x-metad-version"]) == changed
