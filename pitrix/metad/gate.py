@@ -230,6 +230,23 @@ class Gate(asyncio.Protocol):
         self.prewaited = True
         self._handler().data_received(held)
 
+    def answer(self, data: bytes) -> None:
+        """The parked poll's view changed, or its time ran out, and parking made its answer: written
+        here, aiohttp never parsing the request (nor, for a connection whose every request was a
+        parked poll, ever given it). Between requests the keep-alive timeout is this gate's, as it is
+        aiohttp's after an answer of its own (its timer stopped when the poll was parked)."""
+        self.parked = None
+        self.held = b""
+        transport = self.transport
+        if transport is None or self not in self._gates.open:
+            return
+        transport.write(data)
+        if self._timer is not None:
+            self._timer.cancel()
+        self._timer = asyncio.get_running_loop().call_later(
+            self._gates.admission.limits.idle_timeout, self._expire, "idle between requests"
+        )
+
     def take_prewaited(self) -> bool:
         """Whether the request just started was parked here already (read once)."""
         prewaited, self.prewaited = self.prewaited, False

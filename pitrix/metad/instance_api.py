@@ -209,6 +209,15 @@ async def read(request: web.Request) -> web.StreamResponse:
     return render.answer(value, media, headers=headers, pretty=pretty)
 
 
+def parked_answer(
+    mirror: Mirror, shared: render.SharedSections, mapping: selfview.Mapping, root: bool
+) -> bytes:
+    """The bytes ``read`` answers a woken, plain JSON long-poll of the whole view with (``/`` when
+    ``root``, else ``/self``): what a parked poll's gate writes itself (pitrix.metad.parking)."""
+    text = render.self_json(mirror.tree, mapping, shared.get(mirror.tree, mirror.generation, mapping))
+    return render.json_bytes('{"self":' + text + "}" if root else text, _version(mirror))
+
+
 async def _json_body(request: web.Request, optional: bool = False) -> Any:
     """The body through the bounded reader (``jsonbody.BodyError`` past its limits)."""
     doc = await jsonbody.read_json(request, MAX_BODY, optional=True)

@@ -12,6 +12,8 @@ from typing import Any
 
 import yaml
 from aiohttp import web
+from aiohttp.helpers import rfc822_formatted_time
+from aiohttp.http import SERVER_SOFTWARE
 
 from pitrix.metad import keyspace, selfview
 from pitrix.metad.tree import Node, Tree
@@ -193,6 +195,23 @@ def self_json(tree: Tree, mapping: selfview.Mapping, shared: dict[str, str]) -> 
 def json_text(text: str, headers: dict[str, str] | None = None) -> web.Response:
     """A 200 with an already rendered JSON body (the same headers ``answer`` gives)."""
     return web.Response(text=text, content_type=JSON, headers=headers)
+
+
+def json_bytes(text: str, headers: dict[str, str]) -> bytes:
+    """What aiohttp writes for ``json_text(text, headers)`` to a kept-alive HTTP/1.1 request: status
+    line, ``headers`` in their order, then the type, length, date and server it adds, and the body.
+
+    A parked long-poll is answered with these bytes by its connection's gate itself
+    (pitrix.metad.parking), without aiohttp parsing the request in the fan-out window;
+    tests/metad/test_parking.py compares both answers byte for byte.
+    """
+    body = text.encode()
+    own = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+    head = (
+        f"HTTP/1.1 200 OK\r\n{own}Content-Type: application/json; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nDate: {rfc822_formatted_time()}\r\nServer: {SERVER_SOFTWARE}\r\n\r\n"
+    )
+    return head.encode() + body
 
 
 def error(status: int, message: str, headers: dict[str, str] | None = None, **extra: Any) -> web.Response:

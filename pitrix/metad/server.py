@@ -154,7 +154,9 @@ class Metad:
         }
         limits = self._fitted_limits()
         if self._park_idle_polls and isinstance(self.identity, CertificateIdentity):
-            self._parking = Parking(self.mirror, self.identity, self._wait_timeout)
+            self._parking = Parking(
+                self.mirror, self.identity, self._wait_timeout, apps["instance"][instance_api.SHARED_KEY]
+            )
         exempt = (
             frozenset(self.identity.trusted_proxies)
             if isinstance(self.identity, SourceIPIdentity)

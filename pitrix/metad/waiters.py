@@ -39,8 +39,11 @@ class CallbackWaiter(Waiter):
 
     __slots__ = ("_callback",)
 
-    def __init__(self, deps: Iterable[str], callback: Callable[[], None]) -> None:
-        self.deps = tuple({_normal(d) for d in deps})
+    def __init__(self, deps: Iterable[str], callback: Callable[[], None], *, normal: bool = False) -> None:
+        # ``normal``: the paths are metad's own (pitrix.metad.keyspace), spelled as the index spells
+        # them already. A fan-out's answered agents park their next polls at once, ~20 paths each:
+        # checking every path there was a fifth of parking one.
+        self.deps = tuple(set(deps)) if normal else tuple({_normal(d) for d in deps})
         self._callback: Callable[[], None] | None = callback
 
     def wake(self, revision: int) -> bool:

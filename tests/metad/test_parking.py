@@ -5,8 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 
+from pitrix.metad import waiters
 from pitrix.metad.gate import GATES_KEY, Gate, Gates
-from pitrix.metad.parking import poll_target
+from pitrix.metad.parking import BY_AIOHTTP, ROOT_VIEW, SELF_VIEW, answer_form, poll_target
 from pitrix.metad.server import Metad
 from pitrix.metad.tls import MetadTLS
 from pitrix.store import Store
@@ -71,6 +72,65 @@ def test_only_one_plain_complete_get_head_is_a_poll_target() -> None:
     assert [poll_target(data) for data in refused] == [None] * len(refused)
 
 
+def test_only_a_plain_json_poll_of_the_whole_view_is_answered_at_the_gate() -> None:
+    def form(head: bytes) -> int:
+        target = poll_target(head)
+        assert target is not None
+        return answer_form(head, *target)
+
+    head = b"GET /self?wait=true HTTP/1.1\r\nHost: m\r\naccept:  application/json \r\n\r\n"
+    assert form(head) == SELF_VIEW
+    assert form(head.replace(b"/self?", b"/self/?")) == SELF_VIEW
+    assert form(head.replace(b"/self?", b"/?")) == ROOT_VIEW
+    by_aiohttp = [
+        head.replace(b"/self?", b"/self/env?"),
+        head.replace(b"wait=true", b"wait=true&pretty=1"),
+        head.replace(b"HTTP/1.1", b"HTTP/1.0"),
+        head.replace(b"application/json", b"text/plain"),
+        head.replace(b"application/json", b"application/json;q=1"),
+        head.replace(b"Host: m", b"Connection: keep-alive"),
+        head.replace(b"Host: m", b"Accept: application/json"),  # two of them
+        head.replace(b"accept:  application/json ", b"X-A: 1"),  # none
+    ]
+    assert [form(data) for data in by_aiohttp] == [BY_AIOHTTP] * len(by_aiohttp)
+
+
+async def _raw_answer(reader: asyncio.StreamReader) -> bytes:
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
+    length = next(
+        int(line.split(b":")[1])
+        for line in head.split(b"\r\n")
+        if line.lower().startswith(b"content-length:")
+    )
+    return head + await asyncio.wait_for(reader.readexactly(length), DEADLINE)
+
+
+async def _gate_answers_byte_for_byte_as_aiohttp(tls_world: TLSWorld, net: Net, base: int) -> None:
+    """The same request for the same view, once answered by the gate and once by aiohttp."""
+    metad = tls_world.metad
+    for n, target in enumerate(("/self", "/")):
+        for attempt in range(3):  # until both answers fall in one second (the Date header)
+            reader, writer = await _connect(tls_world, net, "i-web1", 1)
+            try:
+                request = _get(f"{target}?wait=true&prev_version={metad.mirror.revision}")
+                writer.write(request)
+                await asyncio.wait_for(metad.mirror.waiters.wait_for_count(base + 1), DEADLINE)
+                (gate,) = _parked(metad)
+                await tls_world.manage.put_data("/clusters/c1/env/web/workers", n * 10 + attempt)
+                by_gate = await _raw_answer(reader)
+                assert gate.handler is None  # aiohttp has not seen this connection yet
+                writer.write(request)  # its view changed since prev_version: aiohttp answers at once
+                by_aiohttp = await _raw_answer(reader)
+                assert gate.handler is not None
+            finally:
+                writer.close()
+            date = next(line for line in by_gate.split(b"\r\n") if line.startswith(b"Date:"))
+            if date in by_aiohttp:
+                break
+        assert by_gate == by_aiohttp
+        assert json.loads(by_gate.partition(b"\r\n\r\n")[2]) != {}
+
+
 async def test_a_parked_poll_is_answered_as_a_held_one(tls_world: TLSWorld, net: Net) -> None:
     metad = tls_world.metad
     since = metad.mirror.revision
@@ -81,15 +141,19 @@ async def test_a_parked_poll_is_answered_as_a_held_one(tls_world: TLSWorld, net:
         await asyncio.wait_for(metad.mirror.waiters.wait_for_count(base + 1), DEADLINE)
         (gate,) = _parked(metad)
         assert gate.handler is None  # aiohttp was not given this connection yet
+        # Its paths are taken as the waiter index spells them, unchecked: they must be.
+        assert gate.parked is not None and gate.parked.waiter.deps
+        assert all(waiters._normal(dep) == dep for dep in gate.parked.waiter.deps)
         changed = await tls_world.manage.put_data("/clusters/c1/env/web/workers", 9)
         status, headers, body = await _answer(reader)
         assert status == 200 and int(headers["x-metad-version"]) == changed
-        assert gate.handler is not None and not gate.prewaited
+        assert gate.handler is None and not gate.prewaited  # the gate wrote the answer itself
         # The same answer a fresh, never parked request gets.
         writer.write(_get("/self"))
         again = await _answer(reader)
         assert again[0] == 200 and again[2] == body
         assert json.loads(body)["env"]["workers"] == "9"
+        assert gate.handler is not None
 
         # Kept alive: the next poll is parked too, with aiohttp's handler idle behind it.
         writer.write(_get(f"/self/env/workers?wait=true&prev_version={changed}"))
@@ -107,6 +171,7 @@ async def test_a_parked_poll_is_answered_as_a_held_one(tls_world: TLSWorld, net:
         assert (status, json.loads(body)) == (200, "80")
     finally:
         writer.close()
+    await _gate_answers_byte_for_byte_as_aiohttp(tls_world, net, base)
 
 
 async def test_a_parked_poll_goes_with_its_caller_and_is_answered_at_stop(
