@@ -176,7 +176,7 @@ def _results_lines(results: dict[str, dict[str, Any]]) -> list[str]:
 
 
 async def _wait_job(client: ApiClient, cid: str, job: dict[str, Any], args: argparse.Namespace) -> int:
-    from pitrix.cli.http import HttpConnectionError, HttpPayloadError
+    from pitrix.cli.httpcore import HttpConnectionError, HttpPayloadError
 
     if args.no_wait:
         _print({"cluster_id": cid, "job": job}, args.output, lambda d: f"{cid}: job {job['id']} started")
@@ -788,7 +788,7 @@ def _event_out(kind: str, data: dict[str, Any], output: str) -> str:
 
 async def _events(client: ApiClient, args: argparse.Namespace) -> int:
     """Print the clusters' current state, then (with --follow) every change until interrupted."""
-    from pitrix.cli.http import HttpConnectionError, HttpPayloadError
+    from pitrix.cli.httpcore import HttpConnectionError, HttpPayloadError
 
     path = f"/v1/clusters/{args.cluster}/events" if args.cluster else "/v1/events"
     if not args.cluster and (args.since or args.lines):
@@ -1332,9 +1332,22 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-async def run(args: argparse.Namespace) -> int:
+def needs_event_loop(args: argparse.Namespace) -> bool:
+    """Whether the command runs on asyncio: the one place that decides.
+
+    Only what holds a session does: the demo (child processes, a cluster followed to its end) and
+    ``nodes ssh`` (a WebSocket, stdin and the terminal at once). Every other command sends its
+    requests one after another, a wait's long-polls and an event stream included, and runs on the
+    blocking client without importing asyncio (half of a command's start-up otherwise).
+    """
+    return args.command == "demo" or (args.command, getattr(args, "action", None)) == ("nodes", "ssh")
+
+
+async def run(args: argparse.Namespace, *, blocking: bool = False) -> int:
+    """The command's handler with its errors as exit codes; ``blocking``: on the blocking client
+    (then driven by ``pitrix.cli.blocking.run_blocking``, without an event loop)."""
     from pitrix.cli.client import ApiClient, ApiError
-    from pitrix.cli.http import HttpConnectionError, HttpPayloadError
+    from pitrix.cli.httpcore import HttpConnectionError, HttpPayloadError
 
     handlers: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] = {
         "apps": cmd_apps,
@@ -1345,7 +1358,7 @@ async def run(args: argparse.Namespace) -> int:
         "nodes": cmd_nodes,
         "replicas": cmd_replicas,
     }
-    async with ApiClient(args.url, args.token) as client:
+    async with ApiClient(args.url, args.token, blocking=blocking) as client:
         try:
             return await handlers[args.command](client, args)
         except UsageError as exc:
@@ -1368,6 +1381,9 @@ async def run(args: argparse.Namespace) -> int:
             return EXIT_UNREACHABLE
         except HttpPayloadError as exc:
             print(f"pitrix: lost the connection to pitrixd at {args.url}: {exc}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        except TimeoutError:
+            print(f"pitrix: pitrixd at {args.url} did not answer in time", file=sys.stderr)
             return EXIT_UNREACHABLE
 
 
@@ -1409,6 +1425,10 @@ def _main(argv: list[str] | None, args: argparse.Namespace) -> int:
         warn_secret_arguments("--token", ["token"], "use PITRIX_TOKEN or cli.toml's token instead")
     args.token = args.token or config.token
     args.output = args.output or config.output
+    if not needs_event_loop(args):
+        from pitrix.cli.blocking import run_blocking
+
+        return run_blocking(run(args, blocking=True))
     import asyncio
 
     if args.command == "demo":
