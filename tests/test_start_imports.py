@@ -7,9 +7,11 @@ Python's own (bench/startup.py measures that); a top-level import that pulls one
 
 from __future__ import annotations
 
+import http.server
 import json
 import subprocess
 import sys
+import threading
 
 import pytest
 
@@ -76,6 +78,39 @@ def test_cheap_paths_import_no_heavy_library(command: str, args: list[str], says
     packages, output = imported_by(command, *args)
     assert says in output, output  # the path really ran, not an import error
     assert sorted(packages & set(HEAVY)) == [], f"{command} {' '.join(args)}"
+
+
+class _Clusters(http.server.BaseHTTPRequestHandler):
+    """pitrixd's answer to GET /v1/clusters, enough for the CLI to print its table."""
+
+    protocol_version = "HTTP/1.1"
+
+    def do_GET(self) -> None:
+        body = json.dumps({"clusters": []}).encode()
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args: object) -> None:
+        pass
+
+
+def test_a_one_request_command_runs_without_an_event_loop() -> None:
+    """``pitrix clusters list`` over plain http: no asyncio, no ssl (only an https:// address needs
+    it), nor any other heavy library."""
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Clusters)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        url = f"http://127.0.0.1:{server.server_address[1]}"
+        packages, output = imported_by("pitrix", "--url", url, "clusters", "list")
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert output.startswith("ID  NAME"), output  # the request was answered and printed
+    assert sorted(packages & {*HEAVY, "ssl"}) == []
 
 
 # What each daemon loads to start (its API, store, runtime, simulated clouds), and the libraries only

@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 if TYPE_CHECKING:
-    from pitrix.cli.http import Response
+    from pitrix.cli.httpcore import HttpCore, Response
 
 # pitrixd sends a keepalive every 15 s on an event stream: three missed is a connection lost.
 EVENTS_READ_TIMEOUT = 45.0
@@ -29,22 +29,33 @@ class ApiClient:
 
     Connections are not limited: each /wait long-poll holds one until its cluster's job ends, and a
     caller may follow a thousand clusters at once (the orchestration bench). Failures to reach
-    pitrixd raise ``pitrix.cli.http.HttpConnectionError``, an answer cut short ``HttpPayloadError``,
-    a request past its time ``TimeoutError``.
+    pitrixd raise ``pitrix.cli.httpcore.HttpConnectionError`` (also importable from
+    ``pitrix.cli.http``), an answer cut short ``HttpPayloadError``, a request past its time
+    ``TimeoutError``.
     """
 
-    def __init__(self, url: str, token: str | None = None, timeout: float = 120.0) -> None:
+    def __init__(
+        self, url: str, token: str | None = None, timeout: float = 120.0, *, blocking: bool = False
+    ) -> None:
+        """``blocking``: on plain sockets, each request blocking until answered, for a command run
+        without an event loop (``pitrix.cli.blocking.run_blocking``); else on asyncio streams."""
         # Imported here, not with the module: the CLI imports ApiError for every command, and a
-        # command's cheap paths (--help, a usage error) need no event loop.
-        from pitrix.cli.http import HttpClient
-
+        # command's cheap paths (--help, a usage error) need no HTTP client at all.
         self.url = url.rstrip("/")
         self.token = token  # for the one command that speaks WebSocket (pitrix/cli/node_ssh.py)
         headers = {"Accept": "application/json"}
         if token:
             headers["Authorization"] = f"Bearer {token}"
         self.timeout = timeout
-        self.http = HttpClient(self.url, headers)
+        self.http: HttpCore
+        if blocking:
+            from pitrix.cli.blocking import BlockingHttpClient
+
+            self.http = BlockingHttpClient(self.url, headers)
+        else:
+            from pitrix.cli.http import HttpClient
+
+            self.http = HttpClient(self.url, headers)
 
     async def close(self) -> None:
         await self.http.close()
@@ -61,7 +72,7 @@ class ApiClient:
         pitrixd sends a keepalive every 15 s, so a stream silent for three of them is a connection
         lost without a word (a host gone, a cable pulled): that raises ``HttpReadTimeout``.
         """
-        from pitrix.cli.http import Response
+        from pitrix.cli.httpcore import Response
 
         stream = self.http.stream(
             "GET", path, read_timeout=EVENTS_READ_TIMEOUT, headers={"Accept": "text/event-stream"}

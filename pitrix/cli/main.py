@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from urllib.parse import urlencode
 
 from pitrix import __version__
+from pitrix.argparser import ArgumentParser
 from pitrix.cli.config import CliConfigError, load_config
 from pitrix.cli.credentials import (
     RUNTIME_ENV_PREFIX,
@@ -43,6 +44,7 @@ if TYPE_CHECKING:
 
 EXIT_FAILED, EXIT_USAGE, EXIT_UNREACHABLE, EXIT_NOT_FOUND, EXIT_CONFLICT, EXIT_AUTH = 1, 2, 3, 4, 5, 6
 EXIT_TIMEOUT, EXIT_INTERRUPTED, EXIT_BROKEN_PIPE = 7, 130, 141
+COMMANDS = ("demo", "runtimes", "apps", "clusters", "backups", "jobs", "nodes", "replicas")
 
 
 class UsageError(Exception):
@@ -179,7 +181,7 @@ def _results_lines(results: dict[str, dict[str, Any]]) -> list[str]:
 
 
 async def _wait_job(client: ApiClient, cid: str, job: dict[str, Any], args: argparse.Namespace) -> int:
-    from pitrix.cli.http import HttpConnectionError, HttpPayloadError
+    from pitrix.cli.httpcore import HttpConnectionError, HttpPayloadError
 
     if args.no_wait:
         _print({"cluster_id": cid, "job": job}, args.output, lambda d: f"{cid}: job {job['id']} started")
@@ -793,7 +795,7 @@ def _event_out(kind: str, data: dict[str, Any], output: str) -> str:
 
 async def _events(client: ApiClient, args: argparse.Namespace) -> int:
     """Print the clusters' current state, then (with --follow) every change until interrupted."""
-    from pitrix.cli.http import HttpConnectionError, HttpPayloadError
+    from pitrix.cli.httpcore import HttpConnectionError, HttpPayloadError
 
     path = f"/v1/clusters/{args.cluster}/events" if args.cluster else "/v1/events"
     if not args.cluster and (args.since or args.lines):
@@ -1085,8 +1087,54 @@ def _runtime_setting_arguments(add: argparse.ArgumentParser) -> None:
     )
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="pitrix", description="Deploy and run VM application clusters.")
+def _command_of(argv: list[str]) -> str | None:
+    """The command word on the line: the first word that is neither an option nor the value of
+    one of the global options (abbreviated as argparse allows), e.g. ``clusters``."""
+    valued = ("--url", "--token", "--output")
+    skip = False
+    for word in argv:
+        if skip:
+            skip = False
+        elif word == "-o" or (len(word) > 2 and any(flag.startswith(word) for flag in valued)):
+            skip = True
+        elif word == "--":
+            return None
+        elif not word.startswith("-"):
+            return word
+    return None
+
+
+class _Listed:
+    """A command not on the line: listed with its help (for ``--help`` and an invalid choice's
+    message), its arguments and subcommands not built (each parser argparse builds costs about a
+    hundredth of a bare Python's start, and a command has dozens)."""
+
+    def __init__(self, sub: Any) -> None:
+        self._sub = sub
+
+    def add_parser(self, name: str, **kwargs: Any) -> Any:
+        self._sub.add_parser(name, help=kwargs.get("help"))
+        return _Unbuilt()
+
+
+class _Unbuilt:
+    """Takes every call a parser's building makes, and builds nothing."""
+
+    def __getattr__(self, _name: str) -> _Unbuilt:
+        return self
+
+    def __call__(self, *_args: Any, **_kwargs: Any) -> _Unbuilt:
+        return self
+
+    def __getitem__(self, _key: object) -> _Unbuilt:
+        return self
+
+
+def build_parser(argv: list[str] | None = None) -> argparse.ArgumentParser:
+    """Every command's parser; given ``argv``, only the parsers of the command on it (the others
+    are listed by name and help only: the same help, usage errors and answers, at a third of the
+    cost)."""
+    parser = ArgumentParser(prog="pitrix", description="Deploy and run VM application clusters.")
     parser.add_argument(
         "--url",
         help="admin API: http://host:port, https://host:port or unix:/path; a bare host:port means "
@@ -1103,13 +1151,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--version", action="version", version=f"pitrix {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    wanted = None if argv is None else _command_of(argv)
+    # No argv: all of them. A word that is no command (or an option's value taken for one): all of
+    # them too, so argparse says what it always said. No command at all: none of them.
+    every = argv is None or (wanted is not None and wanted not in COMMANDS)
 
-    demo = sub.add_parser("demo", help="run the demo on a private simulator and pitrixd, then clean up")
+    def pick(command: str) -> Any:
+        return sub if every or wanted == command else _Listed(sub)
+
+    demo = pick("demo").add_parser(
+        "demo", help="run the demo on a private simulator and pitrixd, then clean up"
+    )
     demo.add_argument("--json", action="store_true", help="print the demo's account as JSON")
     demo.add_argument("--keep-on-failure", action="store_true", help="keep the demo's state dir if it fails")
 
-    runtimes = sub.add_parser("runtimes", help="cloud accounts pitrix deploys to").add_subparsers(
-        dest="action", required=True
+    runtimes = (
+        pick("runtimes")
+        .add_parser("runtimes", help="cloud accounts pitrix deploys to")
+        .add_subparsers(dest="action", required=True)
     )
     runtimes.add_parser("list", help="the runtimes (cloud accounts) clusters can be created on")
     add = runtimes.add_parser(
@@ -1126,8 +1185,10 @@ def build_parser() -> argparse.ArgumentParser:
     delete = runtimes.add_parser("delete", help="remove a runtime no cluster uses (refused otherwise)")
     delete.add_argument("name")
 
-    apps = sub.add_parser("apps", help="registered app packages (yours and published ones)").add_subparsers(
-        dest="action", required=True
+    apps = (
+        pick("apps")
+        .add_parser("apps", help="registered app packages (yours and published ones)")
+        .add_subparsers(dest="action", required=True)
     )
     apps.add_parser("list", help="your apps and published ones, newest version of each")
     show_app = apps.add_parser("show", help="an app's roles and registered versions")
@@ -1161,8 +1222,10 @@ def build_parser() -> argparse.ArgumentParser:
     imported.add_argument("--version", dest="app_version", help="the version to register (default 1.0.0)")
     imported.add_argument("--publish", action="store_true", help="admins: offer it to every owner")
 
-    clusters = sub.add_parser("clusters", help="application clusters").add_subparsers(
-        dest="action", required=True
+    clusters = (
+        pick("clusters")
+        .add_parser("clusters", help="application clusters")
+        .add_subparsers(dest="action", required=True)
     )
     listing = clusters.add_parser("list", help="your clusters with state, runtime, age and node counts")
     listing.add_argument("--all", action="store_true", help="include deleted clusters")
@@ -1296,7 +1359,7 @@ def build_parser() -> argparse.ArgumentParser:
     act.add_argument("cluster")
     act.add_argument("verb", help="the action's verb (see /openapi.json), e.g. stop, scale, env")
     act.add_argument("--body", metavar="JSON|@PATH", help="the request's JSON object (default: none)")
-    add_backup_parsers(sub, clusters)  # backup
+    add_backup_parsers(pick("backups"), clusters)  # backup
     tab = clusters.add_parser("tab", help="run one of the app's display tabs and print its table")
     tab.add_argument("cluster")
     tab.add_argument("name", help="the tab's name (the app's display_tabs)")
@@ -1335,16 +1398,31 @@ def build_parser() -> argparse.ArgumentParser:
             metavar="SECONDS",
             help="stop waiting after SECONDS and exit 7; the job goes on (default: wait until it ends)",
         )
-    add_jobs_parsers(sub)
-    add_nodes_parsers(sub)
-    sub.add_parser("replicas", help="the pitrixd replicas sharing the clusters: shares, jobs, leases")
+    add_jobs_parsers(pick("jobs"))
+    add_nodes_parsers(pick("nodes"))
+    pick("replicas").add_parser(
+        "replicas", help="the pitrixd replicas sharing the clusters: shares, jobs, leases"
+    )
     _globals_everywhere(parser)
     return parser
 
 
-async def run(args: argparse.Namespace) -> int:
+def needs_event_loop(args: argparse.Namespace) -> bool:
+    """Whether the command runs on asyncio: the one place that decides.
+
+    Only what holds a session does: the demo (child processes, a cluster followed to its end) and
+    ``nodes ssh`` (a WebSocket, stdin and the terminal at once). Every other command sends its
+    requests one after another, a wait's long-polls and an event stream included, and runs on the
+    blocking client without importing asyncio (half of a command's start-up otherwise).
+    """
+    return args.command == "demo" or (args.command, getattr(args, "action", None)) == ("nodes", "ssh")
+
+
+async def run(args: argparse.Namespace, *, blocking: bool = False) -> int:
+    """The command's handler with its errors as exit codes; ``blocking``: on the blocking client
+    (then driven by ``pitrix.cli.blocking.run_blocking``, without an event loop)."""
     from pitrix.cli.client import ApiClient, ApiError
-    from pitrix.cli.http import HttpConnectionError, HttpPayloadError
+    from pitrix.cli.httpcore import HttpConnectionError, HttpPayloadError
 
     handlers: dict[str, Callable[[ApiClient, argparse.Namespace], Awaitable[int]]] = {
         "apps": cmd_apps,
@@ -1355,7 +1433,7 @@ async def run(args: argparse.Namespace) -> int:
         "nodes": cmd_nodes,
         "replicas": cmd_replicas,
     }
-    async with ApiClient(args.url, args.token) as client:
+    async with ApiClient(args.url, args.token, blocking=blocking) as client:
         try:
             return await handlers[args.command](client, args)
         except UsageError as exc:
@@ -1378,6 +1456,9 @@ async def run(args: argparse.Namespace) -> int:
             return EXIT_UNREACHABLE
         except HttpPayloadError as exc:
             print(f"pitrix: lost the connection to pitrixd at {args.url}: {exc}", file=sys.stderr)
+            return EXIT_UNREACHABLE
+        except TimeoutError:
+            print(f"pitrix: pitrixd at {args.url} did not answer in time", file=sys.stderr)
             return EXIT_UNREACHABLE
 
 
@@ -1403,7 +1484,8 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _main(argv: list[str] | None, args: argparse.Namespace) -> int:
-    build_parser().parse_args(argv, namespace=args)
+    argv = sys.argv[1:] if argv is None else argv
+    build_parser(argv).parse_args(argv, namespace=args)
     try:
         config = load_config()
     except CliConfigError as exc:
@@ -1419,6 +1501,10 @@ def _main(argv: list[str] | None, args: argparse.Namespace) -> int:
         warn_secret_arguments("--token", ["token"], "use PITRIX_TOKEN or cli.toml's token instead")
     args.token = args.token or config.token
     args.output = args.output or config.output
+    if not needs_event_loop(args):
+        from pitrix.cli.blocking import run_blocking
+
+        return run_blocking(run(args, blocking=True))
     import asyncio
 
     if args.command == "demo":

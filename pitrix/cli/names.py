@@ -8,7 +8,6 @@ refused as ambiguous, naming the ids.
 
 from __future__ import annotations
 
-import difflib
 import re
 from typing import TYPE_CHECKING
 
@@ -37,6 +36,8 @@ async def resolve_cluster(client: ApiClient, ref: str) -> str:
     if found:
         ids = ", ".join(f"{c['id']} ({c['owner']})" for c in found)
         raise AmbiguousName(f"{ref!r} names several clusters: {ids}; give the id")
+    import difflib  # here: only a name that matches nothing needs it
+
     close = difflib.get_close_matches(ref, [c["name"] for c in clusters], n=1)
     hint = f"; did you mean {close[0]!r}?" if close else "; `pitrix clusters list` shows yours"
     raise UnknownCluster(f"cluster {ref!r} does not exist (no id or name matches){hint}")
