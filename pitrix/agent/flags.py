@@ -28,8 +28,8 @@ class Flag(NamedTuple):
     missing_backend: str = ""
 
 
-# confd's flags (kelseyhightower/confd and yunify/confd), then pitrix-agent's own two. Defaults are
-# pitrix-agent's where they differ from confd's (backend, config-file), said in docs/confd-compat.md.
+# confd's flags (kelseyhightower/confd and yunify/confd). Defaults are pitrix-agent's where they
+# differ from confd's (backend, config-file), said in docs/confd-compat.md.
 FLAGS: dict[str, Flag] = {
     "app-id": Flag("string", "", "Vault app-id to use with the app-id backend", "vault"),
     "auth-token": Flag("string", "", "Auth bearer token to use", "vault"),
@@ -78,11 +78,26 @@ FLAGS: dict[str, Flag] = {
     "username": Flag("string", "", "the username to authenticate as (etcdv3 backend)"),
     "version": Flag("", "", "print version and exit"),
     "watch": Flag("", "", "enable watch support"),
-    # pitrix-agent's own
+}
+# pitrix-agent's own flags, which confd does not have: ``-help`` lists them as a second group.
+OWN_FLAGS: dict[str, Flag] = {
     "log-format": Flag(
         "string", "", "json (the default when stderr is not a terminal) or text (confd's lines)"
     ),
+    "metadata-listen": Flag(
+        "string",
+        "",
+        "appcenter profile: ADDR:PORT of the plain-HTTP metadata proxy, or off"
+        " (default $PITRIX_VM_IP:80 in the appcenter profile, else 127.0.0.88:80)",
+    ),
+    "profile": Flag("string", '"native"', "compatibility profile: native or appcenter"),
     "root": Flag("string", "", "the VM's root directory (default $PITRIX_VM_ROOT or /)"),
+    "template-compare": Flag(
+        "string",
+        "",
+        "how templates' eq/ne/lt/le/gt/ge compare: go (text/template's) or yunify (number-aware;"
+        " the appcenter profile's default)",
+    ),
 }
 
 
@@ -99,7 +114,7 @@ def go_boolean(text: str) -> bool:
 def add_confd_flags(parser: argparse.ArgumentParser) -> None:
     """Add every flag of ``FLAGS`` the parser does not have yet, single- and double-dash."""
     have = {opt for action in parser._actions for opt in action.option_strings}
-    for name, flag in FLAGS.items():
+    for name, flag in (FLAGS | OWN_FLAGS).items():
         if f"-{name}" in have:
             continue
         dest = name.replace("-", "_")
@@ -117,10 +132,20 @@ def add_confd_flags(parser: argparse.ArgumentParser) -> None:
 
 
 def help_text(prog: str) -> str:
-    """The usage Go's flag package prints for confd: each flag, its type, description and default."""
+    """The usage Go's flag package prints for confd (each flag, its type, description and
+    default), then pitrix-agent's own flags in the same format: built from the tables, so
+    ``-help`` costs no more than parsing the command line."""
     lines = [f"Usage of {prog}:"]
-    for name in sorted(FLAGS):
-        flag = FLAGS[name]
+    _flag_lines(lines, FLAGS)
+    lines.append("pitrix-agent's own flags (confd has none of these):")
+    _flag_lines(lines, OWN_FLAGS)
+    lines.append("Flags take one dash or two; a boolean flag takes -flag, -flag=true or -flag=false.")
+    return "\n".join(lines) + "\n"
+
+
+def _flag_lines(lines: list[str], flags: dict[str, Flag]) -> None:
+    for name in sorted(flags):
+        flag = flags[name]
         lines.append(f"  -{name}" + (f" {flag.kind}" if flag.kind else ""))
         text = flag.help
         if flag.missing_backend:
@@ -128,8 +153,6 @@ def help_text(prog: str) -> str:
         if flag.default:
             text += f" (default {flag.default})"
         lines.append(f"    \t{text}")
-    lines.append("Flags take one dash or two; a boolean flag takes -flag, -flag=true or -flag=false.")
-    return "\n".join(lines) + "\n"
 
 
 def refuse_missing_backends(args: argparse.Namespace) -> None:

@@ -70,6 +70,12 @@ def test_every_confd_flag_is_known_and_in_help() -> None:
         assert re.search(rf"^  -{re.escape(name)}( string| int| value)?$", text, re.M), name
     assert "  -interval int\n    \tbackend polling interval (default 600)\n" in text
     assert '(default "metad")' in text and '(default "http")' in text and '(default "*")' in text
+    # pitrix-agent's own flags, in a group of their own after confd's.
+    confds, own_group, own = text.partition("pitrix-agent's own flags")
+    assert own_group, text
+    for name in ("root", "profile", "metadata-listen", "template-compare", "log-format"):
+        assert re.search(rf"^  -{re.escape(name)} string$", own, re.M), name
+        assert f"  -{name} " not in confds, name
 
 
 def test_help_flag_prints_confds_usage(capsys: pytest.CaptureFixture[str]) -> None:
