@@ -14,7 +14,6 @@ from typing import Any
 
 from pitrix.agent.errors import ConfigError
 from pitrix.agent.rootfs import under_root
-from pitrix.metad import keyspace
 
 DEFAULT_CONFIG_FILE = "/etc/pitrix/agent.toml"
 BACKENDS = ("metad", "file", "env", "etcdv3", "redis", "zookeeper")
@@ -427,6 +426,8 @@ def load_config(
     if not prefix_given and cfg.backend == "metad":
         # metad serves each instance its own view under /self; confd's own default ("") would
         # show it the whole tree, which metad refuses in any case.
+        from pitrix.metad import keyspace  # here: the file backend's one-shot needs none of it
+
         cfg.prefix = keyspace.SELF
     _validate(cfg)
     from pitrix.agent.profiles import resolve_profile  # the profile's own defaults and checks

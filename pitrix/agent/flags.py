@@ -13,19 +13,24 @@ Standard library only: the agent starts on every VM, often.
 from __future__ import annotations
 
 import argparse
-from typing import NamedTuple
 
 from pitrix.agent.errors import ConfigError
 
 
-class Flag(NamedTuple):
+class Flag:
     """One confd flag: Go's type name (``""`` for a boolean), its default as ``-help`` prints it,
-    confd's description, and, for a flag only one of pitrix's missing backends reads, that backend."""
+    confd's description, and, for a flag only one of pitrix's missing backends reads, that backend.
 
-    kind: str
-    default: str
-    help: str
-    missing_backend: str = ""
+    A plain slotted class, not a ``NamedTuple``: building one of those costs every start of the
+    agent a generated class."""
+
+    __slots__ = ("default", "help", "kind", "missing_backend")
+
+    def __init__(self, kind: str, default: str, help: str, missing_backend: str = "") -> None:
+        self.kind = kind
+        self.default = default
+        self.help = help
+        self.missing_backend = missing_backend
 
 
 # confd's flags (kelseyhightower/confd and yunify/confd). Defaults are pitrix-agent's where they
