@@ -12,9 +12,13 @@ Standard library only: the agent starts on every VM, often.
 
 from __future__ import annotations
 
-import argparse
+from typing import TYPE_CHECKING
 
 from pitrix.agent.errors import ConfigError
+
+if TYPE_CHECKING:
+    import argparse
+    import types
 
 
 class Flag:
@@ -106,14 +110,18 @@ OWN_FLAGS: dict[str, Flag] = {
 }
 
 
+# What Go's flag package accepts for ``-flag=value`` of a boolean flag, lower-cased.
+GO_BOOLEANS = {"1": True, "t": True, "true": True, "0": False, "f": False, "false": False}
+
+
 def go_boolean(text: str) -> bool:
     """Go's flag package accepts these for ``-flag=value``."""
-    lowered = text.lower()
-    if lowered in ("1", "t", "true"):
-        return True
-    if lowered in ("0", "f", "false"):
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean value {text!r}")
+    value = GO_BOOLEANS.get(text.lower())
+    if value is None:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"invalid boolean value {text!r}")
+    return value
 
 
 def add_confd_flags(parser: argparse.ArgumentParser) -> None:
@@ -132,6 +140,8 @@ def add_confd_flags(parser: argparse.ArgumentParser) -> None:
         else:
             parser.add_argument(f"-{name}", f"--{name}", dest=dest, default=None)
     if "-help" not in have:
+        import argparse
+
         parser.add_argument("-help", action="help", help=argparse.SUPPRESS)
     parser.format_help = lambda: help_text(parser.prog)  # type: ignore[method-assign]
 
@@ -160,7 +170,7 @@ def _flag_lines(lines: list[str], flags: dict[str, Flag]) -> None:
         lines.append(f"    \t{text}")
 
 
-def refuse_missing_backends(args: argparse.Namespace) -> None:
+def refuse_missing_backends(args: argparse.Namespace | types.SimpleNamespace) -> None:
     """A flag that only a backend pitrix-agent lacks would read is an error naming both."""
     for name, flag in FLAGS.items():
         if flag.missing_backend and getattr(args, name.replace("-", "_"), None) not in (None, "", False):

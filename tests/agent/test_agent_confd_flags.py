@@ -20,7 +20,7 @@ from pitrix.agent import log
 from pitrix.agent.backends.file import FileBackend
 from pitrix.agent.config import AgentConfig, ConfigError, Overrides, load_config
 from pitrix.agent.flags import FLAGS
-from pitrix.agent.main import build_parser, config_from_args, main
+from pitrix.agent.main import build_parser, config_from_args, main, parse_quickly
 from pitrix.agent.srv import apply_srv, lookup_srv
 
 # confd's flags, from its config.go (kelseyhightower/confd; yunify/confd has a subset of these).
@@ -115,6 +115,47 @@ def test_flags_pitrix_cannot_honour_fail_by_name(
     err = capsys.readouterr().err
     assert err.startswith("pitrix-agent: ") and message in err
     assert "unrecognized arguments" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["-onetime", "-backend", "file", "-file", "a.yaml", "--file=b.yaml", "-confdir", "/c"],
+        ["--watch", "-node", "http://m:1", "-node=http://n:2", "-interval", "2.5", "-prefix="],
+        ["-watch=false", "-noop=T", "-sync-only=0", "--keep-stage-file=TRUE", "-version"],
+        ["-log-level", "debug", "-log-format=text", "-root", "/r", "-profile", "appcenter"],
+        ["-metadata-listen", "off", "-template-compare=yunify", "-client-ca-keys", "ca.pem"],
+        ["-basic-auth", "-client-insecure", "-separator", ":", "-srv-domain", "d", "-table", "t"],
+    ],
+)
+def test_quick_reading_of_the_command_line_is_argparses(argv: list[str]) -> None:
+    """Plain command lines are read without argparse (a start's tenth), to the same values."""
+    quick = parse_quickly(argv)
+    assert quick is not None
+    assert vars(quick) == vars(build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-help"],
+        ["-h"],
+        ["-nonsense"],
+        ["---watch"],
+        ["-watch", "true"],
+        ["-watch=maybe"],
+        ["-interval", "soon"],
+        ["-backend"],
+        ["-backend", "-watch"],
+        ["-node", "-5"],
+        ["stray"],
+        ["-onetime", "--", "x"],
+    ],
+)
+def test_anything_unusual_is_left_to_argparse(argv: list[str]) -> None:
+    """Help, errors and rare forms keep argparse's answers: the quick reading declines them."""
+    assert parse_quickly(argv) is None
 
 
 def test_confd_flags_with_pitrix_meaning(tmp_path: Path) -> None:
