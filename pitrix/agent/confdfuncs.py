@@ -11,14 +11,16 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pitrix.agent.memkv import MemKV
-from pitrix.agent.netlookup import SRV, lookup_ip, lookup_srv
 from pitrix.gotemplate import CONFD_FUNCS, KVPair, KVPairs
 from pitrix.gotemplate.confd import str_arg
 
-__all__ = ["SRV", "BoundFuncs", "bound_funcs", "confd_funcs"]
+if TYPE_CHECKING:
+    from pitrix.agent.netlookup import SRV
+
+__all__ = ["BoundFuncs", "bound_funcs", "confd_funcs"]
 
 
 class BoundFuncs:
@@ -77,16 +79,22 @@ class BoundFuncs:
             return True
         return True
 
+    # The resolver (``netlookup``) is loaded by the first template that asks it: most never do.
+
     def lookup_ip(self, host: Any) -> list[str]:
+        from pitrix.agent.netlookup import lookup_ip
+
         return lookup_ip(str_arg(host))
 
     def lookup_ipv4(self, host: Any) -> list[str]:
-        return [a for a in lookup_ip(str_arg(host)) if "." in a]
+        return [a for a in self.lookup_ip(host) if "." in a]
 
     def lookup_ipv6(self, host: Any) -> list[str]:
-        return [a for a in lookup_ip(str_arg(host)) if ":" in a]
+        return [a for a in self.lookup_ip(host) if ":" in a]
 
     def lookup_srv(self, service: Any, proto: Any, name: Any) -> list[SRV]:
+        from pitrix.agent.netlookup import lookup_srv
+
         return lookup_srv(str_arg(service), str_arg(proto), str_arg(name), self.nameservers)
 
     def as_map(self) -> dict[str, Callable[..., Any]]:

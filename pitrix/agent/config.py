@@ -9,77 +9,192 @@ are resolved under its root; paths from the command line are taken as given.
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from pitrix.agent.errors import ConfigError
 from pitrix.agent.rootfs import under_root
-from pitrix.metad import keyspace
 
 DEFAULT_CONFIG_FILE = "/etc/pitrix/agent.toml"
 BACKENDS = ("metad", "file", "env", "etcdv3", "redis", "zookeeper")
 LOG_LEVELS = ("debug", "info", "warning", "warn", "error", "panic", "fatal")
 
 
-@dataclass
-class AgentConfig:
+class _Record:
+    """Equality and a repr over ``__slots__``: what ``@dataclass`` gave the two classes below,
+    without generating their code at import (the dataclass machinery made about a fifth of a
+    one-shot render's start; the agent starts on every VM, often)."""
+
+    __slots__: tuple[str, ...] = ()
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not type(self):
+            return NotImplemented
+        return all(getattr(self, n) == getattr(other, n) for n in self.__slots__)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, as the dataclasses were
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={getattr(self, n)!r}" for n in self.__slots__)
+        return f"{type(self).__name__}({inner})"
+
+
+class AgentConfig(_Record):
     """Everything the agent needs to run, already resolved to host paths."""
 
-    root: Path
-    backend: str = "metad"
-    nodes: list[str] = field(default_factory=list)
-    confdir: Path = Path("/etc/confd")
-    prefix: str = ""
-    watch: bool = False
-    interval: float = 600.0
-    onetime: bool = False
-    noop: bool = False
-    sync_only: bool = False
-    keep_stage_file: bool = False
-    log_level: str = "info"
-    files: list[Path] = field(default_factory=list)
-    client_cert: Path | None = None
-    client_key: Path | None = None
-    client_cakeys: Path | None = None
-    username: str = ""
-    password: str = ""
-    state_dir: Path = Path("/var/lib/pitrix-agent")
-    bind_address: str | None = None
-    heartbeat_interval: float = 5.0
-    command_timeout: float = 600.0
-    hook_timeout: float = 60.0
-    run_commands: bool = True
-    health_cmd: str = ""
-    health_interval: float = 10.0
-    health_timeout: float = 60.0
-    health_unhealthy_threshold: int = 1
-    health_action_cmd: str = ""
-    health_action_timeout: float = 60.0
-    retry_interval: float = 30.0
-    quiet_period: float = 0.05
-    max_settle: float = 1.0
-    bootstrap_token: str = ""
-    # Seconds one bootstrap keeps asking a metad that does not know the token yet (the runtime maps
-    # an instance moments after it runs) before the agent's own backoff takes over.
-    bootstrap_patience: float = 10.0
-    # confd's remaining flags (pitrix/agent/flags.py says which backend reads each one).
-    separator: str = ""
-    filter: str = "*"
-    basic_auth: bool = False
-    client_insecure: bool = False
-    scheme: str = "http"
-    srv_record: str = ""
-    srv_domain: str = ""
-    log_format: str = ""
-    # The AppCenter compatibility profile (``profiles.py``): "native" or "appcenter".
-    profile: str = "native"
-    # Where the plain-HTTP metadata proxy listens ("ADDR:PORT"; "off": not at all). Resolved by
-    # load_config: in the appcenter profile it defaults to $PITRIX_VM_IP:80, else 127.0.0.88:80.
-    metadata_listen: str = ""
-    # How templates' eq/ne/lt/le/gt/ge compare: "go" (text/template's) or "yunify" (confd-yunify's
-    # number-aware ones). Resolved by load_config: "yunify" in the appcenter profile.
-    template_compare: str = ""
+    __slots__ = (
+        "backend",
+        "basic_auth",
+        "bind_address",
+        "bootstrap_patience",
+        "bootstrap_token",
+        "client_cakeys",
+        "client_cert",
+        "client_insecure",
+        "client_key",
+        "command_timeout",
+        "confdir",
+        "files",
+        "filter",
+        "health_action_cmd",
+        "health_action_timeout",
+        "health_cmd",
+        "health_interval",
+        "health_timeout",
+        "health_unhealthy_threshold",
+        "heartbeat_interval",
+        "hook_timeout",
+        "interval",
+        "keep_stage_file",
+        "log_format",
+        "log_level",
+        "max_settle",
+        "metadata_listen",
+        "nodes",
+        "noop",
+        "onetime",
+        "password",
+        "prefix",
+        "profile",
+        "quiet_period",
+        "retry_interval",
+        "root",
+        "run_commands",
+        "scheme",
+        "separator",
+        "srv_domain",
+        "srv_record",
+        "state_dir",
+        "sync_only",
+        "template_compare",
+        "username",
+        "watch",
+    )
+
+    def __init__(
+        self,
+        root: Path,
+        *,
+        backend: str = "metad",
+        nodes: list[str] | None = None,
+        confdir: Path = Path("/etc/confd"),
+        prefix: str = "",
+        watch: bool = False,
+        interval: float = 600.0,
+        onetime: bool = False,
+        noop: bool = False,
+        sync_only: bool = False,
+        keep_stage_file: bool = False,
+        log_level: str = "info",
+        files: list[Path] | None = None,
+        client_cert: Path | None = None,
+        client_key: Path | None = None,
+        client_cakeys: Path | None = None,
+        username: str = "",
+        password: str = "",
+        state_dir: Path = Path("/var/lib/pitrix-agent"),
+        bind_address: str | None = None,
+        heartbeat_interval: float = 5.0,
+        command_timeout: float = 600.0,
+        hook_timeout: float = 60.0,
+        run_commands: bool = True,
+        health_cmd: str = "",
+        health_interval: float = 10.0,
+        health_timeout: float = 60.0,
+        health_unhealthy_threshold: int = 1,
+        health_action_cmd: str = "",
+        health_action_timeout: float = 60.0,
+        retry_interval: float = 30.0,
+        quiet_period: float = 0.05,
+        max_settle: float = 1.0,
+        bootstrap_token: str = "",
+        bootstrap_patience: float = 10.0,
+        separator: str = "",
+        filter: str = "*",
+        basic_auth: bool = False,
+        client_insecure: bool = False,
+        scheme: str = "http",
+        srv_record: str = "",
+        srv_domain: str = "",
+        log_format: str = "",
+        profile: str = "native",
+        metadata_listen: str = "",
+        template_compare: str = "",
+    ) -> None:
+        self.root = root
+        self.backend = backend
+        self.nodes = [] if nodes is None else nodes
+        self.confdir = confdir
+        self.prefix = prefix
+        self.watch = watch
+        self.interval = interval
+        self.onetime = onetime
+        self.noop = noop
+        self.sync_only = sync_only
+        self.keep_stage_file = keep_stage_file
+        self.log_level = log_level
+        self.files = [] if files is None else files
+        self.client_cert = client_cert
+        self.client_key = client_key
+        self.client_cakeys = client_cakeys
+        self.username = username
+        self.password = password
+        self.state_dir = state_dir
+        self.bind_address = bind_address
+        self.heartbeat_interval = heartbeat_interval
+        self.command_timeout = command_timeout
+        self.hook_timeout = hook_timeout
+        self.run_commands = run_commands
+        self.health_cmd = health_cmd
+        self.health_interval = health_interval
+        self.health_timeout = health_timeout
+        self.health_unhealthy_threshold = health_unhealthy_threshold
+        self.health_action_cmd = health_action_cmd
+        self.health_action_timeout = health_action_timeout
+        self.retry_interval = retry_interval
+        self.quiet_period = quiet_period
+        self.max_settle = max_settle
+        self.bootstrap_token = bootstrap_token
+        # Seconds one bootstrap keeps asking a metad that does not know the token yet (the runtime maps
+        # an instance moments after it runs) before the agent's own backoff takes over.
+        self.bootstrap_patience = bootstrap_patience
+        # confd's remaining flags (pitrix/agent/flags.py says which backend reads each one).
+        self.separator = separator
+        self.filter = filter
+        self.basic_auth = basic_auth
+        self.client_insecure = client_insecure
+        self.scheme = scheme
+        self.srv_record = srv_record
+        self.srv_domain = srv_domain
+        self.log_format = log_format
+        # The AppCenter compatibility profile (``profiles.py``): "native" or "appcenter".
+        self.profile = profile
+        # Where the plain-HTTP metadata proxy listens ("ADDR:PORT"; "off": not at all). Resolved by
+        # load_config: in the appcenter profile it defaults to $PITRIX_VM_IP:80, else 127.0.0.88:80.
+        self.metadata_listen = metadata_listen
+        # How templates' eq/ne/lt/le/gt/ge compare: "go" (text/template's) or "yunify" (confd-yunify's
+        # number-aware ones). Resolved by load_config: "yunify" in the appcenter profile.
+        self.template_compare = template_compare
 
     @property
     def template_dir(self) -> Path:
@@ -90,38 +205,100 @@ class AgentConfig:
         return self.confdir / "conf.d"
 
 
-@dataclass
-class Overrides:
+class Overrides(_Record):
     """Values given on the command line; ``None`` means "not given"."""
 
-    backend: str | None = None
-    nodes: list[str] | None = None
-    confdir: Path | None = None
-    prefix: str | None = None
-    watch: bool | None = None
-    interval: float | None = None
-    onetime: bool | None = None
-    noop: bool | None = None
-    sync_only: bool | None = None
-    keep_stage_file: bool | None = None
-    log_level: str | None = None
-    files: list[Path] | None = None
-    client_cert: Path | None = None
-    client_key: Path | None = None
-    client_cakeys: Path | None = None
-    username: str | None = None
-    password: str | None = None
-    separator: str | None = None
-    filter: str | None = None
-    basic_auth: bool | None = None
-    client_insecure: bool | None = None
-    scheme: str | None = None
-    srv_record: str | None = None
-    srv_domain: str | None = None
-    log_format: str | None = None
-    profile: str | None = None
-    metadata_listen: str | None = None
-    template_compare: str | None = None
+    __slots__ = (
+        "backend",
+        "basic_auth",
+        "client_cakeys",
+        "client_cert",
+        "client_insecure",
+        "client_key",
+        "confdir",
+        "files",
+        "filter",
+        "interval",
+        "keep_stage_file",
+        "log_format",
+        "log_level",
+        "metadata_listen",
+        "nodes",
+        "noop",
+        "onetime",
+        "password",
+        "prefix",
+        "profile",
+        "scheme",
+        "separator",
+        "srv_domain",
+        "srv_record",
+        "sync_only",
+        "template_compare",
+        "username",
+        "watch",
+    )
+
+    def __init__(
+        self,
+        *,
+        backend: str | None = None,
+        nodes: list[str] | None = None,
+        confdir: Path | None = None,
+        prefix: str | None = None,
+        watch: bool | None = None,
+        interval: float | None = None,
+        onetime: bool | None = None,
+        noop: bool | None = None,
+        sync_only: bool | None = None,
+        keep_stage_file: bool | None = None,
+        log_level: str | None = None,
+        files: list[Path] | None = None,
+        client_cert: Path | None = None,
+        client_key: Path | None = None,
+        client_cakeys: Path | None = None,
+        username: str | None = None,
+        password: str | None = None,
+        separator: str | None = None,
+        filter: str | None = None,
+        basic_auth: bool | None = None,
+        client_insecure: bool | None = None,
+        scheme: str | None = None,
+        srv_record: str | None = None,
+        srv_domain: str | None = None,
+        log_format: str | None = None,
+        profile: str | None = None,
+        metadata_listen: str | None = None,
+        template_compare: str | None = None,
+    ) -> None:
+        self.backend = backend
+        self.nodes = nodes
+        self.confdir = confdir
+        self.prefix = prefix
+        self.watch = watch
+        self.interval = interval
+        self.onetime = onetime
+        self.noop = noop
+        self.sync_only = sync_only
+        self.keep_stage_file = keep_stage_file
+        self.log_level = log_level
+        self.files = files
+        self.client_cert = client_cert
+        self.client_key = client_key
+        self.client_cakeys = client_cakeys
+        self.username = username
+        self.password = password
+        self.separator = separator
+        self.filter = filter
+        self.basic_auth = basic_auth
+        self.client_insecure = client_insecure
+        self.scheme = scheme
+        self.srv_record = srv_record
+        self.srv_domain = srv_domain
+        self.log_format = log_format
+        self.profile = profile
+        self.metadata_listen = metadata_listen
+        self.template_compare = template_compare
 
 
 # confd.toml key -> (AgentConfig field, kind). Kinds: str, bool, number, list (of str), path,
@@ -239,7 +416,8 @@ def load_config(
         elif key not in _CONFD_IGNORED:
             raise ConfigError(f"config file {path}: unknown key {key!r}")
     if overrides is not None:
-        for name, value in vars(overrides).items():
+        for name in Overrides.__slots__:
+            value = getattr(overrides, name)
             if value is not None:
                 setattr(cfg, name, value)
         prefix_given = prefix_given or overrides.prefix is not None
@@ -248,6 +426,8 @@ def load_config(
     if not prefix_given and cfg.backend == "metad":
         # metad serves each instance its own view under /self; confd's own default ("") would
         # show it the whole tree, which metad refuses in any case.
+        from pitrix.metad import keyspace  # here: the file backend's one-shot needs none of it
+
         cfg.prefix = keyspace.SELF
     _validate(cfg)
     from pitrix.agent.profiles import resolve_profile  # the profile's own defaults and checks

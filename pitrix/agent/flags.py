@@ -12,24 +12,33 @@ Standard library only: the agent starts on every VM, often.
 
 from __future__ import annotations
 
-import argparse
-from typing import NamedTuple
+from typing import TYPE_CHECKING
 
 from pitrix.agent.errors import ConfigError
 
+if TYPE_CHECKING:
+    import argparse
+    import types
 
-class Flag(NamedTuple):
+
+class Flag:
     """One confd flag: Go's type name (``""`` for a boolean), its default as ``-help`` prints it,
-    confd's description, and, for a flag only one of pitrix's missing backends reads, that backend."""
+    confd's description, and, for a flag only one of pitrix's missing backends reads, that backend.
 
-    kind: str
-    default: str
-    help: str
-    missing_backend: str = ""
+    A plain slotted class, not a ``NamedTuple``: building one of those costs every start of the
+    agent a generated class."""
+
+    __slots__ = ("default", "help", "kind", "missing_backend")
+
+    def __init__(self, kind: str, default: str, help: str, missing_backend: str = "") -> None:
+        self.kind = kind
+        self.default = default
+        self.help = help
+        self.missing_backend = missing_backend
 
 
-# confd's flags (kelseyhightower/confd and yunify/confd), then pitrix-agent's own two. Defaults are
-# pitrix-agent's where they differ from confd's (backend, config-file), said in docs/confd-compat.md.
+# confd's flags (kelseyhightower/confd and yunify/confd). Defaults are pitrix-agent's where they
+# differ from confd's (backend, config-file), said in docs/confd-compat.md.
 FLAGS: dict[str, Flag] = {
     "app-id": Flag("string", "", "Vault app-id to use with the app-id backend", "vault"),
     "auth-token": Flag("string", "", "Auth bearer token to use", "vault"),
@@ -78,28 +87,47 @@ FLAGS: dict[str, Flag] = {
     "username": Flag("string", "", "the username to authenticate as (etcdv3 backend)"),
     "version": Flag("", "", "print version and exit"),
     "watch": Flag("", "", "enable watch support"),
-    # pitrix-agent's own
+}
+# pitrix-agent's own flags, which confd does not have: ``-help`` lists them as a second group.
+OWN_FLAGS: dict[str, Flag] = {
     "log-format": Flag(
         "string", "", "json (the default when stderr is not a terminal) or text (confd's lines)"
     ),
+    "metadata-listen": Flag(
+        "string",
+        "",
+        "appcenter profile: ADDR:PORT of the plain-HTTP metadata proxy, or off"
+        " (default $PITRIX_VM_IP:80 in the appcenter profile, else 127.0.0.88:80)",
+    ),
+    "profile": Flag("string", '"native"', "compatibility profile: native or appcenter"),
     "root": Flag("string", "", "the VM's root directory (default $PITRIX_VM_ROOT or /)"),
+    "template-compare": Flag(
+        "string",
+        "",
+        "how templates' eq/ne/lt/le/gt/ge compare: go (text/template's) or yunify (number-aware;"
+        " the appcenter profile's default)",
+    ),
 }
+
+
+# What Go's flag package accepts for ``-flag=value`` of a boolean flag, lower-cased.
+GO_BOOLEANS = {"1": True, "t": True, "true": True, "0": False, "f": False, "false": False}
 
 
 def go_boolean(text: str) -> bool:
     """Go's flag package accepts these for ``-flag=value``."""
-    lowered = text.lower()
-    if lowered in ("1", "t", "true"):
-        return True
-    if lowered in ("0", "f", "false"):
-        return False
-    raise argparse.ArgumentTypeError(f"invalid boolean value {text!r}")
+    value = GO_BOOLEANS.get(text.lower())
+    if value is None:
+        import argparse
+
+        raise argparse.ArgumentTypeError(f"invalid boolean value {text!r}")
+    return value
 
 
 def add_confd_flags(parser: argparse.ArgumentParser) -> None:
     """Add every flag of ``FLAGS`` the parser does not have yet, single- and double-dash."""
     have = {opt for action in parser._actions for opt in action.option_strings}
-    for name, flag in FLAGS.items():
+    for name, flag in (FLAGS | OWN_FLAGS).items():
         if f"-{name}" in have:
             continue
         dest = name.replace("-", "_")
@@ -112,15 +140,27 @@ def add_confd_flags(parser: argparse.ArgumentParser) -> None:
         else:
             parser.add_argument(f"-{name}", f"--{name}", dest=dest, default=None)
     if "-help" not in have:
+        import argparse
+
         parser.add_argument("-help", action="help", help=argparse.SUPPRESS)
     parser.format_help = lambda: help_text(parser.prog)  # type: ignore[method-assign]
 
 
 def help_text(prog: str) -> str:
-    """The usage Go's flag package prints for confd: each flag, its type, description and default."""
+    """The usage Go's flag package prints for confd (each flag, its type, description and
+    default), then pitrix-agent's own flags in the same format: built from the tables, so
+    ``-help`` costs no more than parsing the command line."""
     lines = [f"Usage of {prog}:"]
-    for name in sorted(FLAGS):
-        flag = FLAGS[name]
+    _flag_lines(lines, FLAGS)
+    lines.append("pitrix-agent's own flags (confd has none of these):")
+    _flag_lines(lines, OWN_FLAGS)
+    lines.append("Flags take one dash or two; a boolean flag takes -flag, -flag=true or -flag=false.")
+    return "\n".join(lines) + "\n"
+
+
+def _flag_lines(lines: list[str], flags: dict[str, Flag]) -> None:
+    for name in sorted(flags):
+        flag = flags[name]
         lines.append(f"  -{name}" + (f" {flag.kind}" if flag.kind else ""))
         text = flag.help
         if flag.missing_backend:
@@ -128,11 +168,9 @@ def help_text(prog: str) -> str:
         if flag.default:
             text += f" (default {flag.default})"
         lines.append(f"    \t{text}")
-    lines.append("Flags take one dash or two; a boolean flag takes -flag, -flag=true or -flag=false.")
-    return "\n".join(lines) + "\n"
 
 
-def refuse_missing_backends(args: argparse.Namespace) -> None:
+def refuse_missing_backends(args: argparse.Namespace | types.SimpleNamespace) -> None:
     """A flag that only a backend pitrix-agent lacks would read is an error naming both."""
     for name, flag in FLAGS.items():
         if flag.missing_backend and getattr(args, name.replace("-", "_"), None) not in (None, "", False):

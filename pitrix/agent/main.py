@@ -6,17 +6,18 @@ must not pay for what its backend does not use.
 
 from __future__ import annotations
 
-import argparse
 import sys
 import types
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from pitrix.agent.errors import AgentError
-from pitrix.agent.flags import add_confd_flags, go_boolean, refuse_missing_backends
+from pitrix.agent.flags import FLAGS, GO_BOOLEANS, OWN_FLAGS, refuse_missing_backends
 from pitrix.agent.rootfs import default_root
 
 if TYPE_CHECKING:
+    import argparse
+
     from pitrix.agent.config import AgentConfig
 
 VERSION = "0.1.0"
@@ -40,17 +41,22 @@ def _columns() -> int:
     return columns or 80
 
 
-class _HelpFormatter(argparse.HelpFormatter):
-    """argparse's own, sized by ``_columns``: argparse makes one per ``add_argument`` (to check
-    the metavar), so the agent's ~30 flags would otherwise cost every start shutil's import."""
-
-    def __init__(
-        self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None
-    ) -> None:
-        super().__init__(prog, indent_increment, max_help_position, width if width else _columns() - 2)
-
-
 def build_parser() -> argparse.ArgumentParser:
+    """argparse's reading of the command line: what ``parse_quickly`` does not take (``-help``,
+    errors and their messages, unusual forms) goes through it."""
+    import argparse
+
+    from pitrix.agent.flags import add_confd_flags, go_boolean
+
+    class _HelpFormatter(argparse.HelpFormatter):
+        """argparse's own, sized by ``_columns``: argparse makes one per ``add_argument`` (to
+        check the metavar), so the agent's ~40 flags would otherwise cost shutil's import."""
+
+        def __init__(
+            self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None
+        ) -> None:
+            super().__init__(prog, indent_increment, max_help_position, width if width else _columns() - 2)
+
     parser = argparse.ArgumentParser(
         prog="pitrix-agent",
         description="confd-compatible configuration agent for pitrix instances",
@@ -91,7 +97,68 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> AgentConfig:
+def _kinds() -> dict[str, str]:
+    """Every flag's name and how its value is read: "bool" (``-flag``, ``-flag=BOOL``), "str",
+    "float" or "list" (repeatable) -- what ``build_parser`` gives argparse, as one table."""
+    kinds = {}
+    for name, flag in (FLAGS | OWN_FLAGS).items():
+        kinds[name] = "bool" if flag.kind == "" else "list" if flag.kind == "value" else "str"
+    kinds["interval"] = "float"
+    return kinds
+
+
+def parse_quickly(argv: list[str]) -> types.SimpleNamespace | None:
+    """The command line as ``build_parser().parse_args`` reads it, without argparse, when every
+    argument is a known flag in a plain form (``-flag``, ``-flag=value``, ``-flag value``); None
+    for anything else (``-help``, an unknown or malformed flag, a value that looks like a flag),
+    which argparse then reads and answers as it always has.
+
+    The agent starts on every VM, often: argparse's import and its parser for ~40 flags were a
+    tenth of a one-shot render, and a watching agent would keep them for good.
+    """
+    kinds = _kinds()
+    values: dict[str, Any] = {name.replace("-", "_"): None for name in kinds}
+    i = 0
+    while i < len(argv):
+        arg = argv[i]
+        body = arg[2:] if arg.startswith("--") else arg[1:] if arg.startswith("-") else ""
+        if not body or body.startswith("-"):
+            return None
+        name, eq, value = body.partition("=")
+        kind = kinds.get(name)
+        if kind is None:
+            return None
+        dest = name.replace("-", "_")
+        i += 1
+        if kind == "bool":
+            if not eq:
+                if i < len(argv) and not argv[i].startswith("-"):
+                    return None  # argparse would take it as the flag's value
+                values[dest] = True
+                continue
+            lowered = value.lower()
+            if lowered not in GO_BOOLEANS:
+                return None
+            values[dest] = GO_BOOLEANS[lowered]
+            continue
+        if not eq:
+            if i >= len(argv) or argv[i].startswith("-"):
+                return None
+            value = argv[i]
+            i += 1
+        if kind == "float":
+            try:
+                values[dest] = float(value)
+            except ValueError:
+                return None
+        elif kind == "list":
+            values[dest] = [*(values[dest] or []), value]
+        else:
+            values[dest] = value
+    return types.SimpleNamespace(**values)
+
+
+def config_from_args(args: argparse.Namespace | types.SimpleNamespace) -> AgentConfig:
     """Flags over the config file; command-line paths as given, file paths under the root."""
     from pitrix.agent.config import Overrides, load_config
 
@@ -198,7 +265,9 @@ def defer_inspect() -> None:
 
 def main(argv: list[str] | None = None) -> int:
     defer_inspect()
-    args = build_parser().parse_args(argv)
+    if argv is None:
+        argv = sys.argv[1:]
+    args = parse_quickly(argv) or build_parser().parse_args(argv)
     if args.version:
         print(f"pitrix-agent {VERSION} (confd-compatible)")
         return 0

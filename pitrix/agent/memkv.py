@@ -7,7 +7,6 @@ path is itself a key), ``lsdir`` only children that have children, and both work
 
 from __future__ import annotations
 
-import datetime as _dt
 import math
 from bisect import bisect_left
 from collections.abc import Iterator, Mapping
@@ -48,6 +47,8 @@ def _scalar(value: Any, key: str) -> str | None:
                 text = digits[:point] + "." + digits[point:]
             text = ("-" if value < 0 else "") + text
         return text
+    import datetime as _dt  # here: only YAML's timestamps get this far
+
     if isinstance(value, (_dt.date, _dt.datetime)):
         return value.isoformat()
     raise ValueError(f"value of {key}: unsupported type {type(value).__name__}")

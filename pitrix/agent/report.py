@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import os
 import time
-from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any, Protocol
 from urllib.parse import quote
 
 from pitrix.agent.errors import RejectedError
 from pitrix.agent.log import get_logger
-from pitrix.metad import keyspace
 
+# ``datetime`` and the metad key space are loaded by the first report that needs them: a one-shot
+# render on the file backend (``LogReporter``) needs neither.
 if TYPE_CHECKING:  # aiohttp is loaded only when the metad backend is used
     from pitrix.agent.metad_client import MetadClient
 
@@ -24,6 +24,8 @@ AGENT_VERSION = "0.1.0"
 
 
 def utc_now() -> str:
+    from datetime import UTC, datetime
+
     return datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
 
 
@@ -56,7 +58,11 @@ class MetadReporter:
         # interval) changes, so a restarted agent must say it is a new one even with the old pid.
         self._run_began = utc_now()
 
-    async def _put(self, path: str, body: dict[str, Any]) -> None:
+    async def _put(self, report: str, body: dict[str, Any], *more: str) -> None:
+        """PUT ``body`` at ``/self/status/<report>[/<more>...]`` (``keyspace.self_status``)."""
+        from pitrix.metad import keyspace
+
+        path = keyspace.self_status(getattr(keyspace, report), *more)
         if self.off:
             return
         try:
@@ -71,7 +77,7 @@ class MetadReporter:
 
     async def heartbeat(self) -> None:
         await self._put(
-            keyspace.self_status(keyspace.HEARTBEAT),
+            "HEARTBEAT",
             {
                 "time": utc_now(),
                 "pid": os.getpid(),
@@ -84,25 +90,21 @@ class MetadReporter:
         )
 
     async def applied(self, revision: int, resources: dict[str, dict[str, Any]]) -> None:
-        await self._put(
-            keyspace.self_status(keyspace.APPLIED), {"revision": revision, "resources": resources}
-        )
+        await self._put("APPLIED", {"revision": revision, "resources": resources})
 
     async def command(self, cmd_id: str, record: dict[str, Any]) -> None:
-        await self._put(keyspace.self_status(keyspace.CMD, quote(cmd_id, safe="")), record)
+        await self._put("CMD", record, quote(cmd_id, safe=""))
 
     async def health(self, ok: bool, error: str | None, details: dict[str, Any] | None = None) -> None:
         """``details``: the failure streak (``failures``) and the streak's ``action`` result."""
         await self._put(
-            keyspace.self_status(keyspace.HEALTH),
+            "HEALTH",
             {"ok": ok, "error": error, "time": utc_now(), **(details or {})},
         )
 
     async def monitor(self, values: dict[str, float], error: str | None = None) -> None:
         """The role's monitor items of one run (agent/monitor.py); ``error`` when it gave none."""
-        await self._put(
-            keyspace.self_status(keyspace.MONITOR), {"values": values, "error": error, "time": utc_now()}
-        )
+        await self._put("MONITOR", {"values": values, "error": error, "time": utc_now()})
 
 
 class LogReporter:

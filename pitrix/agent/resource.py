@@ -18,7 +18,6 @@ import pwd
 import re
 import sys
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -40,41 +39,89 @@ _KNOWN_KEYS = frozenset(
 )
 
 
-@dataclass(frozen=True)
+# The classes here are plain and slotted, not dataclasses: a dataclass compiles its generated
+# methods at import (up to five per frozen class), paid by every agent start; equality and a
+# repr, where something uses them, are written out.
+
+
 class ApplyResult:
     """One resource's outcome in one apply round (what the status write-back reports)."""
 
-    name: str
-    ok: bool
-    changed: bool = False
-    error: str | None = None
+    __slots__ = ("changed", "error", "name", "ok")
+
+    def __init__(self, name: str, ok: bool, changed: bool = False, error: str | None = None) -> None:
+        self.name = name
+        self.ok = ok
+        self.changed = changed
+        self.error = error
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not ApplyResult:
+            return NotImplemented
+        return (self.name, self.ok, self.changed, self.error) == (
+            other.name,
+            other.ok,
+            other.changed,
+            other.error,
+        )
+
+    def __hash__(self) -> int:
+        return hash((self.name, self.ok, self.changed, self.error))
+
+    def __repr__(self) -> str:
+        return (
+            f"ApplyResult(name={self.name!r}, ok={self.ok!r}, changed={self.changed!r}, error={self.error!r})"
+        )
 
     def record(self) -> dict[str, Any]:
         return {"ok": self.ok, "error": self.error}
 
 
-@dataclass(frozen=True)
 class ApplyOptions:
     """The confd flags that change how a resource is applied."""
 
-    noop: bool = False
-    sync_only: bool = False
-    keep_stage_file: bool = False
-    hook_timeout: float = 60.0
-    # What check_cmd and reload_cmd see (``shell.command_env``), made once: copying os.environ
-    # for every command was a tenth of a small round's work. None: made per command.
-    env: dict[str, str] | None = None
-    # Where the blocking file work (render, write, fsync, rename) runs: in a worker thread, or on
-    # the loop when the agent is alone in its process (see ``build_agent``).
-    file_io_on_loop: bool = False
-    # Whether a failed reload puts the previous file back and reloads again (native), or leaves
-    # the new file in place as confd does (the appcenter profile: its templates generate the
-    # scripts their reload runs, and a second reload of the old one restarts the service again).
-    restore_on_failed_reload: bool = True
-    # The appcenter profile's metadata proxy: (the VM's /etc/hosts, the proxy's address). An image
-    # whose template renders /etc/hosts (HBase's, Storm's) would drop the ``metadata`` line the
-    # agent put there; that resource's output keeps it, so the file stays in sync and resolving.
-    hosts_entry: tuple[Path, str] | None = None
+    __slots__ = (
+        "env",
+        "file_io_on_loop",
+        "hook_timeout",
+        "hosts_entry",
+        "keep_stage_file",
+        "noop",
+        "restore_on_failed_reload",
+        "sync_only",
+    )
+
+    def __init__(
+        self,
+        noop: bool = False,
+        sync_only: bool = False,
+        keep_stage_file: bool = False,
+        hook_timeout: float = 60.0,
+        env: dict[str, str] | None = None,
+        file_io_on_loop: bool = False,
+        restore_on_failed_reload: bool = True,
+        hosts_entry: tuple[Path, str] | None = None,
+    ) -> None:
+        self.noop = noop
+        self.sync_only = sync_only
+        self.keep_stage_file = keep_stage_file
+        self.hook_timeout = hook_timeout
+        # What check_cmd and reload_cmd see (``shell.command_env``), made once: copying os.environ
+        # for every command was a tenth of a small round's work. None: made per command.
+        self.env = env
+        # Where the blocking file work (render, write, fsync, rename) runs: in a worker thread, or
+        # on the loop when the agent is alone in its process (see ``build_agent``).
+        self.file_io_on_loop = file_io_on_loop
+        # Whether a failed reload puts the previous file back and reloads again (native), or
+        # leaves the new file in place as confd does (the appcenter profile: its templates
+        # generate the scripts their reload runs, and a second reload of the old one restarts the
+        # service again).
+        self.restore_on_failed_reload = restore_on_failed_reload
+        # The appcenter profile's metadata proxy: (the VM's /etc/hosts, the proxy's address). An
+        # image whose template renders /etc/hosts (HBase's, Storm's) would drop the ``metadata``
+        # line the agent put there; that resource's output keeps it, so the file stays in sync and
+        # resolving.
+        self.hosts_entry = hosts_entry
 
     @classmethod
     def from_config(cls, config: AgentConfig, *, file_io_on_loop: bool = False) -> ApplyOptions:
@@ -102,11 +149,6 @@ class ApplyOptions:
         import asyncio  # not at the top: the one-shot driver (aio.run_inline) has no loop
 
         return await asyncio.to_thread(work, *args)
-
-
-# _Step and _FileState are plain slotted classes, not dataclasses: a dataclass compiles its
-# generated methods at import (5 per frozen class), paid by every agent start; these two are only
-# built and read here.
 
 
 class _Step:
@@ -153,26 +195,79 @@ def join_key(*parts: str) -> str:
     return "/" + joined.lstrip("/")
 
 
-@dataclass
 class TemplateResource:
     """One ``conf.d/*.toml`` file, its paths resolved under the VM root."""
 
-    name: str
-    toml_path: Path
-    src: Path
-    dest: Path
-    keys: list[str]
-    prefix: str
-    root: Path
-    mode: int | None = None
-    uid: int | None = None
-    gid: int | None = None
-    check_cmd: str = ""
-    reload_cmd: str = ""
-    _log: Logger = field(init=False, repr=False, compare=False)
+    __slots__ = (
+        "_log",
+        "check_cmd",
+        "dest",
+        "gid",
+        "keys",
+        "mode",
+        "name",
+        "prefix",
+        "reload_cmd",
+        "root",
+        "src",
+        "toml_path",
+        "uid",
+    )
+    # What equality compares (the logger is not part of a resource's identity).
+    _FIELDS = (
+        "name",
+        "toml_path",
+        "src",
+        "dest",
+        "keys",
+        "prefix",
+        "root",
+        "mode",
+        "uid",
+        "gid",
+        "check_cmd",
+        "reload_cmd",
+    )
 
-    def __post_init__(self) -> None:
-        self._log = get_logger("pitrix.agent.resource", resource=self.name, dest=str(self.dest))
+    def __init__(
+        self,
+        name: str,
+        toml_path: Path,
+        src: Path,
+        dest: Path,
+        keys: list[str],
+        prefix: str,
+        root: Path,
+        mode: int | None = None,
+        uid: int | None = None,
+        gid: int | None = None,
+        check_cmd: str = "",
+        reload_cmd: str = "",
+    ) -> None:
+        self.name = name
+        self.toml_path = toml_path
+        self.src = src
+        self.dest = dest
+        self.keys = keys
+        self.prefix = prefix
+        self.root = root
+        self.mode = mode
+        self.uid = uid
+        self.gid = gid
+        self.check_cmd = check_cmd
+        self.reload_cmd = reload_cmd
+        self._log: Logger = get_logger("pitrix.agent.resource", resource=self.name, dest=str(self.dest))
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not TemplateResource:
+            return NotImplemented
+        return all(getattr(self, f) == getattr(other, f) for f in self._FIELDS)
+
+    __hash__ = None  # type: ignore[assignment]  # mutable
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{f}={getattr(self, f)!r}" for f in self._FIELDS)
+        return f"TemplateResource({inner})"
 
     # -- loading ---------------------------------------------------------------------------------
 

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,16 +28,40 @@ if TYPE_CHECKING:
 OUTPUT_TAIL_BYTES = 4096
 
 
-@dataclass(frozen=True)
 class ShellResult:
-    """What a finished (or killed) command left behind."""
+    """What a finished (or killed) command left behind.
 
-    exit_code: int
-    output: str
-    timed_out: bool
-    # Only with ``run_shell(split=True)``: each stream's own tail (``output`` stays the merged one).
-    stdout: str = ""
-    stderr: str = ""
+    A plain slotted class, not a dataclass: those compile their generated methods at import, paid
+    by every agent start."""
+
+    __slots__ = ("exit_code", "output", "stderr", "stdout", "timed_out")
+
+    def __init__(
+        self, exit_code: int, output: str, timed_out: bool, stdout: str = "", stderr: str = ""
+    ) -> None:
+        self.exit_code = exit_code
+        self.output = output
+        self.timed_out = timed_out
+        # Only with ``run_shell(split=True)``: each stream's own tail (``output`` stays the merged one).
+        self.stdout = stdout
+        self.stderr = stderr
+
+    def _fields(self) -> tuple[int, str, bool, str, str]:
+        return (self.exit_code, self.output, self.timed_out, self.stdout, self.stderr)
+
+    def __eq__(self, other: object) -> bool:
+        if type(other) is not ShellResult:
+            return NotImplemented
+        return self._fields() == other._fields()
+
+    def __hash__(self) -> int:
+        return hash(self._fields())
+
+    def __repr__(self) -> str:
+        return (
+            f"ShellResult(exit_code={self.exit_code!r}, output={self.output!r}, timed_out={self.timed_out!r},"
+            f" stdout={self.stdout!r}, stderr={self.stderr!r})"
+        )
 
     @property
     def ok(self) -> bool:

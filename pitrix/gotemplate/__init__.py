@@ -18,13 +18,48 @@ a bound function blocks (the agent's ``lookupIP``/``lookupSRV`` ask the resolver
 in a worker thread when a template may use them.
 """
 
-from pitrix.gotemplate.confd import BOUND as CONFD_BOUND
-from pitrix.gotemplate.confd import FUNCS as CONFD_FUNCS
-from pitrix.gotemplate.confd import parse_confd
-from pitrix.gotemplate.errors import FuncError, TemplateError
-from pitrix.gotemplate.limits import Limits
-from pitrix.gotemplate.template import Funcs, Template, parse
-from pitrix.gotemplate.values import KVPair, KVPairs
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from pitrix.gotemplate.confd import BOUND as CONFD_BOUND
+    from pitrix.gotemplate.confd import FUNCS as CONFD_FUNCS
+    from pitrix.gotemplate.confd import parse_confd
+    from pitrix.gotemplate.errors import FuncError, TemplateError
+    from pitrix.gotemplate.limits import Limits
+    from pitrix.gotemplate.template import Funcs, Template, parse
+    from pitrix.gotemplate.values import KVPair, KVPairs
+
+# Each name, the submodule it lives in and its name there. Loaded on first use (PEP 562): a
+# caller that needs one submodule (the agent's key space needs ``values`` and ``gopath``) does
+# not pay for the parser, the executor and confd's functions, and ``import pitrix.gotemplate.x``
+# does not load the rest of the package.
+_EXPORTS: dict[str, tuple[str, str]] = {
+    "CONFD_BOUND": ("confd", "BOUND"),
+    "CONFD_FUNCS": ("confd", "FUNCS"),
+    "parse_confd": ("confd", "parse_confd"),
+    "FuncError": ("errors", "FuncError"),
+    "TemplateError": ("errors", "TemplateError"),
+    "Limits": ("limits", "Limits"),
+    "Funcs": ("template", "Funcs"),
+    "Template": ("template", "Template"),
+    "parse": ("template", "parse"),
+    "KVPair": ("values", "KVPair"),
+    "KVPairs": ("values", "KVPairs"),
+}
+
+
+def __getattr__(name: str) -> Any:
+    where = _EXPORTS.get(name)
+    if where is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    from importlib import import_module
+
+    value = getattr(import_module(f"{__name__}.{where[0]}"), where[1])
+    globals()[name] = value  # found directly from now on
+    return value
+
 
 __all__ = [
     "CONFD_BOUND",

@@ -13,18 +13,14 @@ Go's builtins (``eq``, ``printf``...) stay Go's.
 
 from __future__ import annotations
 
-import base64
-import binascii
 import re
 from collections.abc import Callable, Mapping
 from types import MappingProxyType
 from typing import Any
 
 from pitrix.gotemplate import gopath
-from pitrix.gotemplate.encoding import decode, to_json, to_yaml
 from pitrix.gotemplate.errors import FuncError
 from pitrix.gotemplate.gofmt import go_bytes, quote
-from pitrix.gotemplate.gotime import GoTime
 from pitrix.gotemplate.limits import check_chars, check_items
 from pitrix.gotemplate.literals import parse_float
 from pitrix.gotemplate.template import Template, parse
@@ -235,6 +231,8 @@ def sort_kv_by_length(values: Any) -> list[KVPair]:
 
 
 def base64_encode(data: Any) -> str:
+    import base64
+
     return base64.b64encode(go_bytes(str_arg(data))).decode("ascii")
 
 
@@ -243,6 +241,9 @@ _B64 = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz012345678
 
 def base64_decode(data: Any) -> str:
     """``base64.StdEncoding.DecodeString``: padding required, newlines ignored."""
+    import base64
+    import binascii
+
     raw = go_bytes(str_arg(data))
     clean = bytes(b for b in raw if b not in b"\r\n")
     for i, b in enumerate(clean):
@@ -293,12 +294,38 @@ def filter_(regex: Any, values: Any) -> list[Any]:
     return out
 
 
+# The functions below load what they call on first use: JSON, YAML and time are for the few
+# templates that use them, and a one-shot render of the others should not import them.
+
+
 def _json(text: Any) -> Any:
+    from pitrix.gotemplate.encoding import decode
+
     return decode(text, dict)
 
 
 def _json_array(text: Any) -> Any:
+    from pitrix.gotemplate.encoding import decode
+
     return decode(text, list)
+
+
+def _datetime() -> Any:
+    from pitrix.gotemplate.gotime import GoTime
+
+    return GoTime.now()
+
+
+def _to_json(v: Any) -> str:
+    from pitrix.gotemplate.encoding import to_json
+
+    return to_json(v)
+
+
+def _to_yaml(v: Any) -> str:
+    from pitrix.gotemplate.encoding import to_yaml
+
+    return to_yaml(v)
 
 
 def _base(path: Any) -> str:
@@ -323,7 +350,7 @@ FUNCS: Mapping[str, Callable[..., Any]] = MappingProxyType(
         "json": _json,
         "jsonArray": _json_array,
         "map": create_map,
-        "datetime": GoTime.now,
+        "datetime": _datetime,
         "atoi": atoi,
         "add": add,
         "sub": sub,
@@ -340,8 +367,8 @@ FUNCS: Mapping[str, Callable[..., Any]] = MappingProxyType(
         "base64Decode": base64_decode,
         "parseBool": parse_bool,
         "filter": filter_,
-        "toJson": to_json,
-        "toYaml": to_yaml,
+        "toJson": _to_json,
+        "toYaml": _to_yaml,
     }
 )
 

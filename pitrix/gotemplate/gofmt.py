@@ -11,7 +11,6 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from decimal import Decimal
 from typing import Any
 
 from pitrix.gotemplate.values import (
@@ -98,7 +97,11 @@ def go_bytes(s: str) -> bytes:
 
 
 def _shortest_digits(f: float) -> tuple[str, int]:
-    """The shortest decimal digits that round-trip ``f`` (> 0) and the decimal point position."""
+    """The shortest decimal digits that round-trip ``f`` (> 0) and the decimal point position.
+
+    ``decimal`` is loaded here, on the first float formatted: most templates format none."""
+    from decimal import Decimal
+
     _sign, digits, exp = Decimal(repr(f)).normalize().as_tuple()
     ds = "".join(map(str, digits))
     assert isinstance(exp, int)

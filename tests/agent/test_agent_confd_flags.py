@@ -20,7 +20,7 @@ from pitrix.agent import log
 from pitrix.agent.backends.file import FileBackend
 from pitrix.agent.config import AgentConfig, ConfigError, Overrides, load_config
 from pitrix.agent.flags import FLAGS
-from pitrix.agent.main import build_parser, config_from_args, main
+from pitrix.agent.main import build_parser, config_from_args, main, parse_quickly
 from pitrix.agent.srv import apply_srv, lookup_srv
 
 # confd's flags, from its config.go (kelseyhightower/confd; yunify/confd has a subset of these).
@@ -70,6 +70,12 @@ def test_every_confd_flag_is_known_and_in_help() -> None:
         assert re.search(rf"^  -{re.escape(name)}( string| int| value)?$", text, re.M), name
     assert "  -interval int\n    \tbackend polling interval (default 600)\n" in text
     assert '(default "metad")' in text and '(default "http")' in text and '(default "*")' in text
+    # pitrix-agent's own flags, in a group of their own after confd's.
+    confds, own_group, own = text.partition("pitrix-agent's own flags")
+    assert own_group, text
+    for name in ("root", "profile", "metadata-listen", "template-compare", "log-format"):
+        assert re.search(rf"^  -{re.escape(name)} string$", own, re.M), name
+        assert f"  -{name} " not in confds, name
 
 
 def test_help_flag_prints_confds_usage(capsys: pytest.CaptureFixture[str]) -> None:
@@ -109,6 +115,47 @@ def test_flags_pitrix_cannot_honour_fail_by_name(
     err = capsys.readouterr().err
     assert err.startswith("pitrix-agent: ") and message in err
     assert "unrecognized arguments" not in err
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        [],
+        ["-onetime", "-backend", "file", "-file", "a.yaml", "--file=b.yaml", "-confdir", "/c"],
+        ["--watch", "-node", "http://m:1", "-node=http://n:2", "-interval", "2.5", "-prefix="],
+        ["-watch=false", "-noop=T", "-sync-only=0", "--keep-stage-file=TRUE", "-version"],
+        ["-log-level", "debug", "-log-format=text", "-root", "/r", "-profile", "appcenter"],
+        ["-metadata-listen", "off", "-template-compare=yunify", "-client-ca-keys", "ca.pem"],
+        ["-basic-auth", "-client-insecure", "-separator", ":", "-srv-domain", "d", "-table", "t"],
+    ],
+)
+def test_quick_reading_of_the_command_line_is_argparses(argv: list[str]) -> None:
+    """Plain command lines are read without argparse (a start's tenth), to the same values."""
+    quick = parse_quickly(argv)
+    assert quick is not None
+    assert vars(quick) == vars(build_parser().parse_args(argv))
+
+
+@pytest.mark.parametrize(
+    "argv",
+    [
+        ["-help"],
+        ["-h"],
+        ["-nonsense"],
+        ["---watch"],
+        ["-watch", "true"],
+        ["-watch=maybe"],
+        ["-interval", "soon"],
+        ["-backend"],
+        ["-backend", "-watch"],
+        ["-node", "-5"],
+        ["stray"],
+        ["-onetime", "--", "x"],
+    ],
+)
+def test_anything_unusual_is_left_to_argparse(argv: list[str]) -> None:
+    """Help, errors and rare forms keep argparse's answers: the quick reading declines them."""
+    assert parse_quickly(argv) is None
 
 
 def test_confd_flags_with_pitrix_meaning(tmp_path: Path) -> None:

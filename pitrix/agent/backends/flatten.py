@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 
@@ -41,6 +40,8 @@ def scalar(value: Any) -> str:
         # Go's FormatFloat(f, 'f', -1, 64): shortest digits, never an exponent.
         if value != value or value in (float("inf"), float("-inf")):
             return {"nan": "NaN", "inf": "+Inf", "-inf": "-Inf"}[repr(value)]
+        from decimal import Decimal  # here: few trees hold a float, and the watch keeps what it imports
+
         text = format(Decimal(repr(value)), "f")
         return text[:-2] if text.endswith(".0") else text
     return str(value)
