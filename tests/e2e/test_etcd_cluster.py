@@ -31,6 +31,10 @@ pytestmark = pytest.mark.e2e
 PACKAGE = Path(__file__).resolve().parents[2] / "examples" / "etcd-cluster"
 # A loaded 2-core machine runs five members beside pitrix: elections sized for it, not for a LAN.
 TUNING = {"heartbeat-interval": 100, "election-timeout": 2000}
+# The package checks health every 2 s and calls a member unhealthy after 3 failures: the tests check
+# every second (each health gate waits half as long for a fresh pass) and allow 6 failures, so a
+# member still has the same 6 s to come back from a restart or an election.
+HEALTH = {"interval": 1, "unhealthy_threshold": 6}
 
 
 @pytest.fixture
@@ -61,6 +65,7 @@ async def etcd_series(api: TestClient[Any, Any], cid: str) -> dict[tuple[str, st
 
 def etcd_app(**env: Any) -> dict[str, Any]:
     spec: dict[str, Any] = yaml.safe_load((PACKAGE / "app.yaml").read_text())
+    spec["roles"][0]["health_check"].update(HEALTH)
     params = spec["roles"][0]["env"]
     for key, value in {**TUNING, **env}.items():
         params[key]["default"] = value
