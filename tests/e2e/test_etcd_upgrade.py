@@ -25,7 +25,7 @@ import pytest
 import yaml
 from e2e_cloud import Cloud, simulated_cloud
 from etcd_http import EtcdHttp, Writer, eventually
-from test_etcd_cluster import TUNING, assert_members_are_the_nodes, etcd_flags, etcd_nodes, etcd_pid
+from test_etcd_cluster import HEALTH, TUNING, assert_members_are_the_nodes, etcd_flags, etcd_nodes, etcd_pid
 from test_lifecycle import expect
 
 from pitrix.runtime.catalog import AppCatalog
@@ -54,9 +54,10 @@ async def cloud(store: Store, tmp_path: Path, recovery_policy: RecoveryPolicy) -
 
 
 def package(name: str) -> dict[str, Any]:
-    """A version of the package, its timing defaults sized for a loaded machine (as the e2e
-    tests of the etcd package do), the same in every version so none changes them."""
+    """A version of the package, its timing defaults and health check sized for a loaded machine
+    (as the e2e tests of the etcd package do), the same in every version so none changes them."""
     spec: dict[str, Any] = yaml.safe_load((PACKAGE / name).read_text())
+    spec["roles"][0]["health_check"].update(HEALTH)
     for key, value in TUNING.items():
         spec["roles"][0]["env"][key]["default"] = value
     return spec
