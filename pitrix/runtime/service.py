@@ -507,7 +507,7 @@ class RuntimeService:
                 _, targets = await check_links(desk, owner, runtime, cluster.links)
             guards = [Compare(cluster_key(kv.key), "mod", "==", kv.mod_revision) for kv in targets]
             touches = [Op("put", cluster_key(kv.key), kv.value) for kv in targets]
-            placed = self.fleet.place(cluster.id, self.ownership.lease_id)
+            placed = self.fleet.place(cluster.id, await self.ownership.current_lease())
             try:
                 try:
                     job = await self.jobs.create(cluster, guards, touches, placed)
@@ -515,7 +515,7 @@ class RuntimeService:
                     if placed[0] == self.replica:
                         raise
                     # The chosen replica's lease ended since it announced it: this one owns it.
-                    placed = (self.replica, self.ownership.lease_id)
+                    placed = (self.replica, await self.ownership.current_lease())
                     job = await self.jobs.create(cluster, guards, touches, placed)
                 self.fleet.placed(cluster.id, placed[0])
             except ChangedMeanwhile:
