@@ -58,6 +58,7 @@ from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.tunnel import Tunnel, open_tunnel
 from pitrix.sealing import Sealer
 from pitrix.store import Lock, Store, StoreError
+from pitrix.store.lock import QueuedLeaseLost
 
 __all__ = [
     "ISSUER_TOKEN_TTL",
@@ -203,10 +204,10 @@ class MetadataClusters:
         deadline = time.monotonic() + LOCK_WAIT
         for attempt in range(1, LOCK_ATTEMPTS + 1):
             lock = Lock(self.store, f"metadata/{holder}/{runtime}", ttl=LOCK_TTL)
-            await lock.acquire(timeout=max(deadline - time.monotonic(), 1.0))
             try:
+                await lock.acquire(timeout=max(deadline - time.monotonic(), 1.0))
                 return await _while_held(lock, self._make(holder, runtime, timeout, definition))
-            except LockLost as exc:
+            except (LockLost, QueuedLeaseLost) as exc:
                 if attempt == LOCK_ATTEMPTS:
                     raise
                 # Stopped like a crash: queue again and resume from the journal.

@@ -136,9 +136,10 @@ class Ownership:
         """Take a new lease (keeping one granted by an earlier try), announce it, reconsider every
         cluster."""
         if self._lease is None or not self._lease.active:
+            self._granted.clear()  # the lease held since the last try ran out too
             if self._lease is not None:
-                await self._lease.revoke()
-                self._lease = None
+                stale, self._lease = self._lease, None
+                await stale.revoke()
             self._lease = await self.store.lease(self.ttl).grant()
             self.log.info("replica lease", lease=f"{self._lease.id:x}", ttl=self.ttl)
         self._granted.set()
