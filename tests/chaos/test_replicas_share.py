@@ -58,6 +58,10 @@ REPLICAS = ("r0", "r1", "r2")
 LOST = ("ownership lost; the job is left to the cluster's owner", "ownership lost; the job's end is left")
 # Clusters per owner (each owner's metadata VM serves its clusters' agents).
 PER_OWNER = 50
+# Requests in flight at once, as a client's connection pool sends them: the jobs all run together
+# anyway. A burst of 100 creates at once (each a few reads and a transaction) on this shared host
+# had etcd answer a read after the store's deadline, and the create got its 503 "try again".
+IN_FLIGHT = 16
 # Steps every job journals before its plan proper: a job past them is mid-plan.
 BEFORE_PLAN = {"metadata", "wait-slot"}
 
@@ -206,10 +210,15 @@ async def test_replicas_share_clusters_through_a_replica_s_death_and_return(
         apis = [replicas.api("r0"), replicas.api("r1")]
         try:
             body = {"runtime": "sim", "app": APP, "channel": "ssh"}
+            pools = {"create": asyncio.Semaphore(IN_FLIGHT), "scale": asyncio.Semaphore(IN_FLIGHT)}
+
+            async def post(i: int, path: str, payload: dict[str, Any]) -> Any:
+                async with pools["scale" if path.endswith("/scale") else "create"]:
+                    return await apis[i % 2].post(path, payload)
 
             async def create(i: int) -> str:
                 owner = owners[i % len(owners)]
-                made = await apis[i % 2].post("/v1/clusters", {**body, "name": f"c{i}", "owner": owner})
+                made = await post(i, "/v1/clusters", {**body, "name": f"c{i}", "owner": owner})
                 return str(made["cluster"]["id"])
 
             async def active(cids: list[str]) -> list[dict[str, Any]]:
@@ -235,28 +244,35 @@ async def test_replicas_share_clusters_through_a_replica_s_death_and_return(
             ]
             assert any(held[cid] == "r2" for cid in scaled), held
             creating = asyncio.gather(*(create(i) for i in range(early, total)))
+
+            async def r2_creates(store: Store) -> int:
+                now, state = await owner_keys(store), await states(store)
+                return sum(1 for cid, r in now.items() if r == "r2" and state.get(cid) == "creating")
+
+            await until(
+                store,
+                r2_creates,
+                lambda n: n >= (total - early) // 6,
+                "r2 driving creates",
+                DEADLINE,
+                ("/owners/", "/clusters/"),
+            )
             scales = await asyncio.gather(
                 *(
-                    apis[i % 2].post(f"/v1/clusters/{cid}/scale", {"role": "node", "count": 2})
+                    post(i, f"/v1/clusters/{cid}/scale", {"role": "node", "count": 2})
                     for i, cid in enumerate(scaled)
                 )
             )
             scale_jobs = {cid: str(job["job"]["id"]) for cid, job in zip(scaled, scales, strict=True)}
-            r2_scales = {cid: jid for cid, jid in scale_jobs.items() if held[cid] == "r2"}
 
-            async def r2_busy(store: Store) -> tuple[set[str], int]:
-                now, state = await owner_keys(store), await states(store)
-                creates = sum(1 for cid, r in now.items() if r == "r2" and state.get(cid) == "creating")
-                return await mid_plan(store, r2_scales), creates
+            async def r2_scaling(store: Store) -> set[str]:
+                state = await states(store)
+                running = ("r2", "scaling_out")
+                ours = {c: j for c, j in scale_jobs.items() if (held[c], state.get(c)) == running}
+                return await mid_plan(store, ours)
 
-            await until(
-                store,
-                r2_busy,
-                lambda b: bool(b[0]) and b[1] >= (total - early) // 6,
-                "r2 mid-plan in a scale-out and driving creates",
-                DEADLINE,
-                ("/owners/", "/clusters/", "/cluster-data/"),
-            )
+            watched = ("/clusters/", "/cluster-data/")
+            await until(store, r2_scaling, bool, "r2 mid-plan in a scale-out", DEADLINE, watched)
             await replicas.children["r2"].kill()
             cids = list(await creating)  # accepted: their jobs run on
             if long_form:  # the etcd leader, then a follower, killed and brought back under load
@@ -289,7 +305,7 @@ async def test_replicas_share_clusters_through_a_replica_s_death_and_return(
             again = cids[: len(cids) // 3]
             jobs = await asyncio.gather(
                 *(
-                    apis[i % 2].post(f"/v1/clusters/{cid}/scale", {"role": "node", "count": 2})
+                    post(i, f"/v1/clusters/{cid}/scale", {"role": "node", "count": 2})
                     for i, cid in enumerate(again)
                 )
             )
