@@ -44,6 +44,8 @@ WINDOW = 3600.0  # seconds of history kept per node
 UNWATCHED = frozenset({"pending", "stopped", "deleting", "deleted"})
 QUIET = frozenset({"pending", "creating", "stopping", "stopped", "starting", "deleting", "deleted"})
 EXPECTED_TO_BEAT = frozenset({"registered", "ready"})
+# Node records read at once when many clusters need theirs (every cluster, at a start).
+NODE_READS = 32
 FIRST_PAUSE, MAX_PAUSE = 0.5, 30.0
 
 
@@ -202,10 +204,13 @@ class AppMetricsFeed:
                         self._forget(cid)
             for cluster in clusters:
                 self._take(cluster)
-            for feed in self._feeds.values():
-                if feed.nodes_stale:
-                    feed.nodes_stale = False
-                    feed.nodes = await self.service.nodes(feed.cluster.id)
+            stale = [feed for feed in self._feeds.values() if feed.nodes_stale]
+            for batch in range(0, len(stale), NODE_READS):  # hundreds at a start: not one by one
+                await asyncio.gather(*(self._read_nodes(feed) for feed in stale[batch : batch + NODE_READS]))
+
+    async def _read_nodes(self, feed: ClusterFeed) -> None:
+        feed.nodes_stale = False
+        feed.nodes = await self.service.nodes(feed.cluster.id)
 
     def _take(self, cluster: Cluster) -> None:
         if cluster.state in UNWATCHED:

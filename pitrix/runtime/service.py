@@ -142,6 +142,12 @@ class RuntimeService:
         await self.fleet.load()
         clusters, revision = await self.repo.clusters_at()
         for cluster in clusters:
+            holder = self.fleet.owners.get(cluster.id)
+            if holder is not None and holder != self.replica and holder in self.fleet.replicas:
+                # A live replica drives it: nothing to read here (a replica joining a fleet of
+                # hundreds of clusters was not ready within minutes on a loaded etcd). If that
+                # replica goes, its owner keys' deletion (or the sweep) brings the cluster here.
+                continue
             await self.reconcile(cluster.id)
         self.ownership.follow(revision + 1)
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="fleet-sweep")
