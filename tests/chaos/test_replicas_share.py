@@ -37,7 +37,7 @@ import pytest
 from bench import procs
 from bench.stack import TRIVIAL_APP, Stack, wait_state
 from pitrix import pki
-from pitrix.cli.client import ApiClient
+from pitrix.cli.client import ApiClient, ApiError
 from pitrix.cli.demo import sim_runtime
 from pitrix.runtime.keys import steps_prefix
 from pitrix.store import Store
@@ -62,6 +62,7 @@ PER_OWNER = 50
 # anyway. A burst of 100 creates at once (each a few reads and a transaction) on this shared host
 # had etcd answer a read after the store's deadline, and the create got its 503 "try again".
 IN_FLIGHT = 16
+CREATE_TRIES = 5
 # Steps every job journals before its plan proper: a job past them is mid-plan.
 BEFORE_PLAN = {"metadata", "wait-slot"}
 
@@ -220,10 +221,25 @@ async def test_replicas_share_clusters_through_a_replica_s_death_and_return(
                 async with pools["scale" if path.endswith("/scale") else "create"]:
                     return await apis[i % 2].post(path, payload)
 
+            retried: list[str] = []
+
             async def create(i: int) -> str:
-                owner = owners[i % len(owners)]
-                made = await post(i, "/v1/clusters", {**body, "name": f"c{i}", "owner": owner})
-                return str(made["cluster"]["id"])
+                """As a client does with a 503 ("try again"): the create may have landed before
+                etcd's answer was lost, so look for the cluster by name before sending it again."""
+                owner, name = owners[i % len(owners)], f"c{i}"
+                for _ in range(CREATE_TRIES):
+                    try:
+                        made = await post(i, "/v1/clusters", {**body, "name": name, "owner": owner})
+                        return str(made["cluster"]["id"])
+                    except ApiError as exc:
+                        if exc.status != 503:
+                            raise
+                        retried.append(f"{name}: {exc}")
+                    listed = (await apis[0].get("/v1/clusters"))["clusters"]
+                    found = [c["id"] for c in listed if (c["name"], c.get("owner")) == (name, owner)]
+                    if found:
+                        return str(found[0])
+                raise AssertionError(f"{name}: no create landed in {CREATE_TRIES} tries: {retried}")
 
             async def active(cids: list[str]) -> list[dict[str, Any]]:
                 views = await asyncio.gather(*(wait_state(apis[0], cid, timeout=900) for cid in cids))
@@ -346,7 +362,8 @@ async def test_replicas_share_clusters_through_a_replica_s_death_and_return(
                 + f"; total {time.monotonic() - clock.began:.1f}s; shares with r2 dead "
                 + f"{dict(tally(adopted))}, after its return {dict(tally(even))}; claim moves {moves}; "
                 + f"ledger {len(ledger)} VMs, 0 leaked, 0 duplicated; jobs handed on after a lost claim "
-                + f"while replicas and etcd members died: {cut_by_deaths}"
+                + f"while replicas and etcd members died: {cut_by_deaths}; creates sent again after a 503: "
+                + f"{len(retried)}"
             )
         finally:
             for api in apis:
