@@ -36,6 +36,7 @@ from pitrix.runtime.repository import NotFound
 from pitrix.runtime.service import RuntimeService
 from pitrix.runtime.spec import Monitor
 from pitrix.runtime.supervisor import KeyedTasks
+from pitrix.store import StoreError
 
 WINDOW = 3600.0  # seconds of history kept per node
 # States whose nodes run agents worth watching, and those in which a silent node is news (not a
@@ -46,6 +47,8 @@ WINDOW = 3600.0  # seconds of history kept per node
 UNWATCHED = frozenset({"pending", "creating", "stopped", "deleting", "deleted"})
 QUIET = frozenset({"pending", "creating", "stopping", "stopped", "starting", "deleting", "deleted"})
 EXPECTED_TO_BEAT = frozenset({"registered", "ready"})
+# Node records read at once when many clusters need theirs (every cluster, at a start).
+NODE_READS = 32
 FIRST_PAUSE, MAX_PAUSE = 0.5, 30.0
 
 
@@ -140,12 +143,20 @@ class AppMetricsFeed:
         self._wake = asyncio.Event()
         self._syncer: asyncio.Task[None] | None = None
         self._lock = asyncio.Lock()
+        self._unread = False  # the start could not read the clusters: the sync task reads them all
         self.log = get_logger("pitrix.api.app_metrics")
 
     # -- which clusters are watched ---------------------------------------------------------------
 
     async def start(self) -> None:
-        await self.refresh(await self.service.list_clusters())
+        """Read every cluster once; if etcd does not answer now (a member lost, a loaded host), the
+        daemon still starts and the sync task reads them all at once instead."""
+        try:
+            await self.refresh(await self.service.list_clusters())
+        except StoreError as exc:
+            self.log.warning("app metrics not read at start; the sync task reads them", error=str(exc))
+            self._unread = True
+            self._wake.set()
         self._syncer = asyncio.create_task(self._sync_loop(), name="app-metrics-sync")
 
     async def close(self) -> None:
@@ -164,13 +175,18 @@ class AppMetricsFeed:
             feed.nodes_stale = True
 
     async def _sync_loop(self) -> None:
+        unread = Backoff(0.5, 10.0)
         while True:
             await self._wake.wait()
             self._wake.clear()
             try:
-                await self.refresh()
+                await self.refresh(await self.service.list_clusters() if self._unread else None)
+                self._unread = False
             except Exception as exc:  # etcd away: the next change (or scrape) tries again
                 self.log.warning("app metrics sync failed", error=str(exc))
+                if self._unread:  # nothing is watched yet: no change may come to wake us
+                    await asyncio.sleep(unread.next())
+                    self._wake.set()
 
     async def refresh(self, clusters: list[Cluster] | None = None) -> None:
         """Take ``clusters`` (all of them, as just read) or the changed ones as the current
@@ -191,10 +207,13 @@ class AppMetricsFeed:
                         self._forget(cid)
             for cluster in clusters:
                 self._take(cluster)
-            for feed in self._feeds.values():
-                if feed.nodes_stale:
-                    feed.nodes_stale = False
-                    feed.nodes = await self.service.nodes(feed.cluster.id)
+            stale = [feed for feed in self._feeds.values() if feed.nodes_stale]
+            for batch in range(0, len(stale), NODE_READS):  # hundreds at a start: not one by one
+                await asyncio.gather(*(self._read_nodes(feed) for feed in stale[batch : batch + NODE_READS]))
+
+    async def _read_nodes(self, feed: ClusterFeed) -> None:
+        feed.nodes_stale = False
+        feed.nodes = await self.service.nodes(feed.cluster.id)
 
     def _take(self, cluster: Cluster) -> None:
         if cluster.state in UNWATCHED:

@@ -8,7 +8,9 @@ That idempotence also lets a step that failed with a retryable cloud error run a
 ``LostOwnership`` (a fenced journal write refused, or a step told the same) is no failure of the
 job: another replica owns the cluster and resumes the job from the journal. The plan ends at once
 (the other steps of the layer are cancelled), nothing more is journaled, and the error goes to the
-caller.
+caller. Nor is ``StoreUnavailable`` from a step (pitrixd's own etcd gave no answer: a member died,
+a reconnect cut a request off): the step is left as started, and the caller runs the job again
+from its journal, as after a crash.
 """
 
 from __future__ import annotations
@@ -24,6 +26,7 @@ from pitrix.runtime.ownership import LostOwnership
 from pitrix.runtime.plan import Plan, Step
 from pitrix.runtime.records import StepRecord
 from pitrix.runtime.retrying import RetryPolicy
+from pitrix.store import StoreUnavailable
 
 DEFAULT_RETRY = RetryPolicy()
 
@@ -115,8 +118,8 @@ async def _run(step: Step, journal: Journal, progress: Progress | None, retry: R
                     if progress:
                         await progress(record)
                     await asyncio.sleep(pause)
-    except (asyncio.CancelledError, LostOwnership):
-        raise  # not the step's failure: nothing is journaled (another replica has the job)
+    except (asyncio.CancelledError, LostOwnership, StoreUnavailable):
+        raise  # not the step's failure: nothing is journaled (see the module's docstring)
     except Exception as exc:  # a step's own failure ends the plan, recorded with its reason
         if deadline.expired():
             message = f"timed out after {step.timeout:.0f}s"

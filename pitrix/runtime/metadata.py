@@ -58,6 +58,7 @@ from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.tunnel import Tunnel, open_tunnel
 from pitrix.sealing import Sealer
 from pitrix.store import Lock, Store, StoreError
+from pitrix.store.lock import QueuedLeaseLost
 
 __all__ = [
     "ISSUER_TOKEN_TTL",
@@ -201,19 +202,26 @@ class MetadataClusters:
         if current and current.status == "ready" and await self._patient(current, holder, runtime):
             return current
         deadline = time.monotonic() + LOCK_WAIT
-        for attempt in range(1, LOCK_ATTEMPTS + 1):
+        slipped = 0
+        while True:
             lock = Lock(self.store, f"metadata/{holder}/{runtime}", ttl=LOCK_TTL)
-            await lock.acquire(timeout=max(deadline - time.monotonic(), 1.0))
             try:
+                await lock.acquire(timeout=max(deadline - time.monotonic(), 1.0))
                 return await _while_held(lock, self._make(holder, runtime, timeout, definition))
+            except QueuedLeaseLost as exc:
+                # Its place in the queue is gone, nothing was done: queue again (until the deadline;
+                # many creates of one owner wait here at once, each on a lease of its own).
+                if time.monotonic() >= deadline:
+                    raise
+                get_logger("pitrix.metadata", owner=holder, runtime=runtime).warning(str(exc))
             except LockLost as exc:
-                if attempt == LOCK_ATTEMPTS:
+                slipped += 1
+                if slipped == LOCK_ATTEMPTS:
                     raise
                 # Stopped like a crash: queue again and resume from the journal.
                 get_logger("pitrix.metadata", owner=holder, runtime=runtime).warning(str(exc))
             finally:
                 await lock.release()
-        raise AssertionError("unreachable: the last attempt returns or raises")
 
     async def _make(
         self, holder: str, runtime: str, timeout: float, definition: Runtime | None

@@ -19,12 +19,17 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 
 from pitrix.aio import cancel_and_wait
+from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
 from pitrix.runtime import keys
 from pitrix.runtime.keys import owner_key
-from pitrix.store import Store
+from pitrix.store import Store, StoreError
 from pitrix.store.lease import KeptLease
 from pitrix.store.types import Compare, Op
+
+# A lost lease is replaced at once; while etcd cannot grant one, again after these pauses (seconds).
+REGAIN_FIRST = 0.5
+REGAIN_MAX = 5.0
 
 
 class LostOwnership(Exception):
@@ -57,6 +62,8 @@ class Ownership:
         self.on_lost = lost
         self.on_lease = announce  # told each new lease (the fleet record hangs on it)
         self._lease: KeptLease | None = None
+        # Set while a lease is held; clear while a lost one is being replaced (claims wait for it).
+        self._granted = asyncio.Event()
         # The owner key's mod revision as this replica last wrote or confirmed it, per cluster:
         # any later write to the key (a lease run out, another replica's claim) changes it.
         self._held: dict[str, int] = {}
@@ -73,8 +80,15 @@ class Ownership:
         assert self._lease is not None, "ownership not started"
         return self._lease.lost
 
+    async def current_lease(self) -> int:
+        """The lease a claim goes on now. While a lost lease is being replaced there is none: a
+        claim (or a create placed here) waits for the new one rather than fail the request."""
+        await self._granted.wait()
+        return self.lease_id
+
     async def start(self) -> None:
         self._lease = await self.store.lease(self.ttl).grant()
+        self._granted.set()
         self.log.info("replica lease", lease=f"{self._lease.id:x}", ttl=self.ttl)
         if self.on_lease is not None:
             await self.on_lease(self._lease.id)
@@ -90,31 +104,59 @@ class Ownership:
         ]
 
     async def _renew_when_lost(self) -> None:
-        """A lost lease means other replicas may own our clusters now: stop, then claim afresh."""
+        """A lost lease means other replicas may own our clusters now: stop, then claim afresh.
+
+        A lease is mostly lost because etcd did not answer in time (a member died, the host is
+        overloaded), so etcd may fail the new grant too: it is asked again after a pause until it
+        answers. Without that, one failed grant would leave this replica serving its API with no
+        lease for good, unable to claim or accept a create."""
         while True:
             assert self._lease is not None
             await self._lease.lost.wait()
+            self._granted.clear()
             self.log.error("replica lease lost; dropping every cluster and claiming again")
             if self.on_lost is not None:
                 await self.on_lost()
             self._held.clear()  # every fence taken so far is void: the old lease's keys are gone
             old, self._lease = self._lease, None
             await old.revoke()
+            backoff = Backoff(REGAIN_FIRST, REGAIN_MAX)
+            while True:
+                try:
+                    await self._regain()
+                    break
+                except StoreError as exc:
+                    pause = backoff.next()
+                    self.log.warning(
+                        "replica lease not regained yet", error=str(exc), retry_in=round(pause, 2)
+                    )
+                    await asyncio.sleep(pause)
+
+    async def _regain(self) -> None:
+        """Take a new lease (keeping one granted by an earlier try), announce it, reconsider every
+        cluster."""
+        if self._lease is None or not self._lease.active:
+            self._granted.clear()  # the lease held since the last try ran out too
+            if self._lease is not None:
+                stale, self._lease = self._lease, None
+                await stale.revoke()
             self._lease = await self.store.lease(self.ttl).grant()
             self.log.info("replica lease", lease=f"{self._lease.id:x}", ttl=self.ttl)
-            if self.on_lease is not None:
-                await self.on_lease(self._lease.id)
-            kvs, _ = await self.store.get_prefix(keys.CLUSTERS)
-            for kv in kvs:
-                parsed = keys.parse(kv.key)
-                if parsed is not None and parsed.kind == "cluster":
-                    await self.consider(parsed.cluster_id)
+        self._granted.set()
+        if self.on_lease is not None:
+            await self.on_lease(self._lease.id)
+        kvs, _ = await self.store.get_prefix(keys.CLUSTERS)
+        for kv in kvs:
+            parsed = keys.parse(kv.key)
+            if parsed is not None and parsed.kind == "cluster":
+                await self.consider(parsed.cluster_id)
 
     async def close(self) -> None:
         """Stop following and revoke the lease, so other replicas adopt our clusters at once."""
         await cancel_and_wait(*self._tasks)
         self._tasks = []
         self._held.clear()
+        self._granted.clear()
         if self._lease is not None:
             lease, self._lease = self._lease, None
             await lease.revoke()
@@ -150,9 +192,8 @@ class Ownership:
         """Own ``cid`` if nobody does, or if the owner is this replica (in this or an earlier life)."""
         key = owner_key(cid)
         mine = self.replica.encode()
-        created = await self.store.txn(
-            [Compare(key, "create", "==", 0)], [Op("put", key, mine, self.lease_id)]
-        )
+        lease = await self.current_lease()
+        created = await self.store.txn([Compare(key, "create", "==", 0)], [Op("put", key, mine, lease)])
         if created.succeeded:
             self._held[cid] = created.revision
             self.log.info("cluster claimed", cluster_id=cid)
@@ -161,12 +202,10 @@ class Ownership:
         if kv is None or kv.value != mine:
             self._held.pop(cid, None)
             return False
-        if kv.lease == self.lease_id:
+        if kv.lease == lease:
             self._held[cid] = kv.mod_revision
             return True
-        moved = await self.store.txn(
-            [Compare(key, "value", "==", mine)], [Op("put", key, mine, self.lease_id)]
-        )
+        moved = await self.store.txn([Compare(key, "value", "==", mine)], [Op("put", key, mine, lease)])
         if moved.succeeded:
             self._held[cid] = moved.revision
             self.log.info("cluster taken back from an earlier life", cluster_id=cid)

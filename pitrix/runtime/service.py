@@ -146,6 +146,12 @@ class RuntimeService:
         await self.fleet.load()
         clusters, revision = await self.repo.clusters_at()
         for cluster in clusters:
+            holder = self.fleet.owners.get(cluster.id)
+            if holder is not None and holder != self.replica and holder in self.fleet.replicas:
+                # A live replica drives it: nothing to read here (a replica joining a fleet of
+                # hundreds of clusters was not ready within minutes on a loaded etcd). If that
+                # replica goes, its owner keys' deletion (or the sweep) brings the cluster here.
+                continue
             await self.reconcile(cluster.id)
         self.ownership.follow(revision + 1)
         self._sweeper = asyncio.create_task(self._sweep_loop(), name="fleet-sweep")
@@ -513,7 +519,7 @@ class RuntimeService:
                 _, targets = await check_links(desk, owner, runtime, cluster.links)
             guards = [Compare(cluster_key(kv.key), "mod", "==", kv.mod_revision) for kv in targets]
             touches = [Op("put", cluster_key(kv.key), kv.value) for kv in targets]
-            placed = self.fleet.place(cluster.id, self.ownership.lease_id)
+            placed = self.fleet.place(cluster.id, await self.ownership.current_lease())
             try:
                 try:
                     job = await self.jobs.create(cluster, guards, touches, placed)
@@ -521,7 +527,7 @@ class RuntimeService:
                     if placed[0] == self.replica:
                         raise
                     # The chosen replica's lease ended since it announced it: this one owns it.
-                    placed = (self.replica, self.ownership.lease_id)
+                    placed = (self.replica, await self.ownership.current_lease())
                     job = await self.jobs.create(cluster, guards, touches, placed)
                 self.fleet.placed(cluster.id, placed[0])
             except ChangedMeanwhile:

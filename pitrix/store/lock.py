@@ -37,6 +37,11 @@ class LockTimeout(StoreError):
     """A contender's deadline passed while it was still queued behind another."""
 
 
+class QueuedLeaseLost(StoreError):
+    """A contender's lease ran out while it waited in the queue (etcd slow to answer its renewals):
+    its place is gone, and queueing again with a new lease is safe."""
+
+
 def _queue_prefix(root: str, name: object, field: str = "name") -> str:
     if not isinstance(name, str) or not name:
         raise StoreError(f"{field}: expected a non-empty str, got {name!r}")
@@ -106,7 +111,7 @@ class _Queue:
         loop = asyncio.get_running_loop()
         while True:
             if self.lease.lost.is_set():
-                raise StoreError(f"{self.what}: lease lost while waiting")
+                raise QueuedLeaseLost(f"{self.what}: lease lost while waiting")
             kvs, _, header = await self.store.range(
                 start,
                 end,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import math
+from pathlib import Path
 from typing import Any
 
 from aiohttp.test_utils import TestClient
@@ -14,8 +15,11 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from pitrix.api.app import APP_METRICS
-from pitrix.api.app_metrics import Ring
+from pitrix.api.app_metrics import AppMetricsFeed, Ring
+from pitrix.runtime.service import RuntimeService
+from pitrix.sealing import Sealer
 from pitrix.store import Store
+from pitrix.store.embedded import EmbeddedEtcd
 from tests.ui_browser import browser
 
 Client = TestClient[Any, Any]
@@ -167,3 +171,21 @@ async def test_the_page_plots_the_last_hour_per_node(api: Client, store: Store) 
         "data · keys · data-1 103 · data-2 203",
         "data · writes (ops), counter · data-1 30 · data-2 30",
     ]
+
+
+async def test_the_feed_starts_though_etcd_does_not_answer_its_first_read(tmp_path: Path) -> None:
+    """A replica restarted while its etcd is slow (a member killed, a loaded host) must still
+    start: the feed's first read of every cluster is left to its sync task (pitrixd exited 1)."""
+    etcd = EmbeddedEtcd(tmp_path / "etcd", unsafe_no_fsync=True)
+    await etcd.start()
+    store = await Store.connect([etcd.client_url], prefix="/feed", tls=etcd.client_tls, timeout=1.0)
+    feed = AppMetricsFeed(RuntimeService(store, sealer=Sealer.generate()))
+    try:
+        await metered_cluster(store)
+        await etcd.stop()
+        await feed.start()
+        assert feed._unread and not feed._feeds
+    finally:
+        await feed.close()
+        await store.close()
+        await etcd.stop()

@@ -206,14 +206,32 @@ def require_etcd() -> str | None:
     )
 
 
+def members_on(ips: list[str]) -> list[Member]:
+    """One member per address (m0, m1, ...), each on a free client and a free peer port."""
+    return [
+        Member(f"m{k}", ip, f"https://{ip}:{free_port(ip)}", f"https://{ip}:{free_port(ip)}")
+        for k, ip in enumerate(ips)
+    ]
+
+
+@contextlib.asynccontextmanager
+async def running(cluster: EtcdCluster) -> AsyncIterator[EtcdCluster]:
+    """The cluster's members started (formed within the deadline), then SIGKILLed and reaped."""
+    try:
+        await cluster.start_all()
+        yield cluster
+    finally:
+        for m in cluster.members:
+            m.kill()
+        for m in cluster.members:
+            await m.wait_dead()
+
+
 @contextlib.asynccontextmanager
 async def three_members(ips: list[str], tmp: Path, instances: list[str]) -> AsyncIterator[EtcdCluster]:
     """Three etcd members with a metad beside each, and instance certificates (owner usr-a,
     cluster c1) for ``instances``; everything is SIGKILLed and reaped on the way out."""
-    members = [
-        Member(f"m{k}", ip, f"https://{ip}:{free_port(ip)}", f"https://{ip}:{free_port(ip)}")
-        for k, ip in enumerate(ips)
-    ]
+    members = members_on(ips)
     pki_dir = tmp / "pki"
     pki_dir.mkdir()
     ca = pki.CertificateAuthority.create("ha CA")
@@ -233,15 +251,9 @@ async def three_members(ips: list[str], tmp: Path, instances: list[str]) -> Asyn
     for iid in instances:
         ca.issue_instance(iid, "usr-a", "c1").write(pki_dir / f"{iid}.crt", pki_dir / f"{iid}.key")
     cluster = EtcdCluster(members, tmp / "etcd", pki_dir, f"pitrix-ha-{os.getpid()}-{ips[0]}")
-    try:
-        await cluster.start_all()
+    async with running(cluster):
         await asyncio.gather(*(cluster.start_metad(m, tmp / f"metad-{m.name}.log") for m in members))
         yield cluster
-    finally:
-        for m in members:
-            m.kill()
-        for m in members:
-            await m.wait_dead()
 
 
 class Agent:

@@ -13,7 +13,7 @@ from pitrix.runtime.journal import Journal
 from pitrix.runtime.plan import Plan, Step
 from pitrix.runtime.records import StepRecord
 from pitrix.runtime.retrying import RetryPolicy
-from pitrix.store import Store
+from pitrix.store import Store, StoreUnavailable
 
 
 def recorder(log: list[str], name: str, fail: bool = False) -> Step:
@@ -86,6 +86,30 @@ async def test_a_step_interrupted_midway_runs_again(store: Store) -> None:
     log: list[str] = []
     await execute(Plan("t").then(recorder(log, "one")), journal)
     assert log == ["one"]
+
+
+async def test_etcd_unavailable_in_a_step_is_no_failure_and_the_step_runs_again(store: Store) -> None:
+    """A step cut off by pitrixd's own etcd (a member killed, a reconnect) fails no job: the
+    step stays started, the error goes up (the replica runs the job again), and the re-run
+    runs the step again."""
+    log: list[str] = []
+    cut = asyncio.Event()
+
+    async def cut_once() -> str:
+        log.append("write")
+        if not cut.is_set():
+            cut.set()
+            raise StoreUnavailable("transaction: request cut off by a reconnect")
+        return "written"
+
+    plan = Plan("t").then(recorder(log, "one")).then(Step("write", cut_once)).then(recorder(log, "three"))
+    journal = Journal(store, "c1", "j7")
+    with pytest.raises(StoreUnavailable):
+        await execute(plan, journal)
+    assert (await journal.records())["write"].status == "running"
+    await execute(plan, journal)
+    assert log == ["one", "write", "write", "three"]
+    assert {r.status for r in (await journal.records()).values()} == {"done"}
 
 
 async def test_step_timeout_fails_the_step(store: Store) -> None:

@@ -25,6 +25,7 @@ from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.service import RuntimeService
 from pitrix.sealing import Sealer
 from pitrix.store import Store
+from tests.fleet_keys import owner_keys, tally, until
 
 APP = {"name": "demo", "roles": [{"name": "web", "count": 1, "image": "demo"}]}
 CLUSTERS = 30
@@ -69,25 +70,8 @@ async def held_cloud() -> AsyncIterator[tuple[str, HeldCloud]]:
             cloud.release.set()
 
 
-async def owners(store: Store) -> tuple[dict[str, str], int]:
-    kvs, revision = await store.get_prefix("/owners/")
-    return {kv.key.removeprefix("/owners/"): kv.text for kv in kvs}, revision
-
-
-async def until(store: Store, holds: Callable[[dict[str, str]], bool], what: str) -> dict[str, str]:
-    """The owner keys once ``holds`` them, checked again on every change of any (within DEADLINE)."""
-    now, revision = await owners(store)
-    try:
-        async with asyncio.timeout(DEADLINE):
-            while not holds(now):
-                async for _batch in store.watch_prefix("/owners/", revision + 1):
-                    break
-                now, revision = await owners(store)
-    except TimeoutError:
-        raise AssertionError(
-            f"{what}: not within {DEADLINE:.0f}s; owners {collections.Counter(now.values())}"
-        ) from None
-    return now
+async def until_owners(store: Store, holds: Callable[[dict[str, str]], bool], what: str) -> dict[str, str]:
+    return await until(store, owner_keys, holds, what, DEADLINE)
 
 
 async def seen_by(
@@ -114,7 +98,7 @@ async def moves_reach(services: list[RuntimeService], total: int) -> None:
 
 
 def shares(expected: dict[str, int]) -> Callable[[dict[str, str]], bool]:
-    return lambda now: dict(collections.Counter(now.values())) == expected
+    return lambda now: dict(tally(now)) == expected
 
 
 async def ended(cluster: Cluster) -> bool:
@@ -147,9 +131,7 @@ async def test_replicas_share_clusters_and_move_them_only_between_jobs(
         assert {cluster.state for cluster in ends} == {"failed"}
         busy, _ = await a.create_cluster(owner="p", runtime="held", app=APP, name="busy")
         await asyncio.wait_for(cloud.called.wait(), DEADLINE)
-        now = await until(
-            store, lambda o: sorted(collections.Counter(o.values()).values()) == [10] * 3, "even"
-        )
+        now = await until_owners(store, lambda o: sorted(tally(o).values()) == [10] * 3, "even")
         view = await seen_by(services["b"], lambda v: sorted(r["clusters_owned"] for r in v) == [10, 10, 10])
         assert sum(r["jobs_running"] for r in view) == 1 and [r["self"] for r in view] == [False, True, False]
 
@@ -158,7 +140,7 @@ async def test_replicas_share_clusters_and_move_them_only_between_jobs(
         moved = sum(s.claim_moves for s in services.values())
         await services.pop(leaver).stop()
         rest = sorted(services)
-        await until(store, shares(dict.fromkeys(rest, 15)), f"{leaver}'s clusters adopted")
+        await until_owners(store, shares(dict.fromkeys(rest, 15)), f"{leaver}'s clusters adopted")
         # Each survivor counts its adoptions as claim moves (told once its claim has returned).
         await moves_reach(list(services.values()), moved + 10)
 
@@ -168,7 +150,7 @@ async def test_replicas_share_clusters_and_move_them_only_between_jobs(
         assert holder is not None
         assert not await services[holder.text]._hand_over(busy.id)
         services[leaver] = await replica(store, sealer, leaver)
-        await until(store, shares(dict.fromkeys("abc", 10)), "shares evened out")
+        await until_owners(store, shares(dict.fromkeys("abc", 10)), "shares evened out")
         kept = await store.get(f"/owners/{busy.id}")
         assert kept is not None and (kept.text, kept.mod_revision) == (holder.text, holder.mod_revision)
         cloud.release.set()

@@ -13,7 +13,7 @@ from pitrix.runtime.ownership import Ownership
 from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.service import RuntimeService
 from pitrix.sealing import Sealer
-from pitrix.store import Store
+from pitrix.store import Store, StoreUnavailable
 
 APP = {"name": "demo", "roles": [{"name": "web", "count": 1, "image": "demo"}]}
 
@@ -46,6 +46,39 @@ async def test_one_owner_and_a_restarted_replica_takes_its_keys_back(store: Stor
 def test_replica_ids_are_checked() -> None:
     with pytest.raises(ValueError, match="replica"):
         Ownership(None, "a/b", 5, nothing)  # type: ignore[arg-type]
+
+
+async def test_a_lost_lease_is_replaced_though_etcd_refuses_a_grant_and_claims_wait_for_it(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Between losing its lease and holding a new one a replica has none: a claim (a create
+    accepted then) waits for the new lease instead of failing, and a grant etcd refuses (it is
+    mostly etcd's silence that lost the lease) is asked again, not the end of the replica's lease."""
+    ownership = Ownership(store, "a", 3, nothing)
+    await ownership.start()
+    ownership.follow(await store.revision() + 1)
+    grant = store.grant_lease
+    asked, refuse = asyncio.Event(), asyncio.Event()
+
+    async def refused_once(ttl: int) -> tuple[int, int]:
+        if not asked.is_set():
+            asked.set()
+            await refuse.wait()
+            raise StoreUnavailable("no etcd endpoint answered (the test's)")
+        return await grant(ttl)
+
+    monkeypatch.setattr(store, "grant_lease", refused_once)
+    try:
+        before = ownership.lease_id
+        assert await store.revoke_lease(before)  # etcd forgets it: the keeper notices, a grant is asked
+        await asyncio.wait_for(asked.wait(), 30)
+        claim = asyncio.create_task(ownership.claim("cl-2"))
+        refuse.set()
+        assert await asyncio.wait_for(claim, 30)
+        kv = await store.get(owner_key("cl-2"))
+        assert kv is not None and kv.lease == ownership.lease_id != before
+    finally:
+        await ownership.close()
 
 
 async def wait_owner(store: Store, cid: str, differs_from: int, timeout: float = 30.0) -> Any:

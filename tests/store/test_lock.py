@@ -13,7 +13,7 @@ import pytest
 
 from pitrix.store import Store, StoreError
 from pitrix.store.embedded import EmbeddedEtcd
-from pitrix.store.lock import Election, Lock, LockTimeout
+from pitrix.store.lock import Election, Lock, LockTimeout, QueuedLeaseLost
 
 
 @pytest.fixture
@@ -76,6 +76,25 @@ async def test_lock_is_freed_when_holder_lease_dies(store: Store, other: Store) 
     assert survivor.held and not crashed.held
     await survivor.release()
     await crashed.release()
+
+
+async def test_a_waiter_whose_lease_runs_out_says_so_and_may_queue_again(store: Store, other: Store) -> None:
+    """A lease lost while queued (etcd too slow for its renewals) is its own error: the metadata
+    ensure queues again on it rather than fail the job that waited."""
+    holder = Lock(store, "slow", ttl=5)
+    await holder.acquire()
+    waiter = Lock(other, "slow", ttl=5)
+    waiting = asyncio.ensure_future(waiter.acquire())
+    await _until_queued(store, "slow", 2)
+    await store.revoke_lease(waiter._queue.lease.id)
+    with pytest.raises(QueuedLeaseLost, match="lease lost while waiting"):
+        await asyncio.wait_for(waiting, 10)
+    again = asyncio.ensure_future(waiter.acquire())
+    await _until_queued(store, "slow", 2)
+    await holder.release()
+    await asyncio.wait_for(again, 5)
+    assert waiter.held
+    await waiter.release()
 
 
 async def test_cancelled_waiter_leaves_the_queue(store: Store, other: Store) -> None:

@@ -7,6 +7,7 @@ import time
 
 from pitrix.metad import keyspace as ks
 from pitrix.runtime.fallback import silent_agents
+from pitrix.runtime.ownership import LostOwnership
 from pitrix.runtime.passphraseless import push_over_ssh
 from pitrix.runtime.records import Node
 from pitrix.runtime.steps.context import JobContext, OperationError
@@ -14,6 +15,7 @@ from pitrix.runtime.steps.identity import agent_files, fresh_token, mapping, tok
 from pitrix.runtime.steps.nodes import members
 from pitrix.runtime.userdata import AGENT_CONFIG, AGENT_LOG, SECRET_FILES
 from pitrix.ssh import SshError, quote
+from pitrix.store import StoreUnavailable
 
 AGENT_TIMEOUT = 120.0
 
@@ -66,6 +68,9 @@ async def bootstrap_agents(ctx: JobContext, node_ids: list[str], *, fresh_since:
                 raise SshError(f"{node.node_id}: starting the agent failed ({status}): {output.strip()}")
 
         results = await asyncio.gather(*(bootstrap(n) for n in nodes), return_exceptions=True)
+    for result in results:
+        if isinstance(result, StoreUnavailable | LostOwnership):
+            raise result  # pitrixd's etcd or claim, not the nodes: the job resumes (executor.py)
     failures = [str(r) for r in results if isinstance(r, BaseException)]
     if failures:
         raise OperationError(f"SSH bootstrap failed on {len(failures)} node(s): {'; '.join(failures)}")
