@@ -24,44 +24,19 @@ VERSION = "0.1.0"
 _LOG_LEVELS = {"panic": "critical", "fatal": "critical", "warn": "warning"}
 
 
-def _columns() -> int:
-    """The terminal's width as ``shutil.get_terminal_size`` finds it ($COLUMNS, then stdout's
-    terminal, else 80), without importing shutil (and the bz2, lzma and locale it loads)."""
-    import os
-
-    try:
-        columns = int(os.environ.get("COLUMNS", "0"))
-    except ValueError:
-        columns = 0
-    if columns <= 0:
-        try:
-            columns = os.get_terminal_size(sys.__stdout__.fileno()).columns  # type: ignore[union-attr]
-        except (AttributeError, ValueError, OSError):
-            columns = 0
-    return columns or 80
-
-
 def build_parser() -> argparse.ArgumentParser:
     """argparse's reading of the command line: what ``parse_quickly`` does not take (``-help``,
     errors and their messages, unusual forms) goes through it."""
     import argparse
 
     from pitrix.agent.flags import add_confd_flags, go_boolean
-
-    class _HelpFormatter(argparse.HelpFormatter):
-        """argparse's own, sized by ``_columns``: argparse makes one per ``add_argument`` (to
-        check the metavar), so the agent's ~40 flags would otherwise cost shutil's import."""
-
-        def __init__(
-            self, prog: str, indent_increment: int = 2, max_help_position: int = 24, width: int | None = None
-        ) -> None:
-            super().__init__(prog, indent_increment, max_help_position, width if width else _columns() - 2)
+    from pitrix.argparser import HelpFormatter
 
     parser = argparse.ArgumentParser(
         prog="pitrix-agent",
         description="confd-compatible configuration agent for pitrix instances",
         allow_abbrev=False,
-        formatter_class=_HelpFormatter,
+        formatter_class=HelpFormatter,
     )
 
     def flag(name: str, **kwargs: object) -> None:
