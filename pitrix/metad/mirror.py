@@ -173,16 +173,18 @@ class Mirror:
         self._catch_seq += 1
         heapq.heappush(self._catching_up, (revision, self._catch_seq, future))
         deadline = loop.time() + timeout
-        while not future.done():
-            left = deadline - loop.time()
-            if left <= 0:
-                future.cancel()
-                self._log.warning("mirror lags", wanted=revision, have=self.revision)
-                return False
-            await asyncio.wait({future}, timeout=min(left, self.stall_after))
-            if not future.done():
-                self._unstall(revision)
-        return True
+        try:
+            while not future.done():
+                left = deadline - loop.time()
+                if left <= 0:
+                    self._log.warning("mirror lags", wanted=revision, have=self.revision)
+                    return False
+                await asyncio.wait({future}, timeout=min(left, self.stall_after))
+                if not future.done():
+                    self._unstall(revision)
+            return True
+        finally:
+            future.cancel()  # a no-op once answered; otherwise the heap skips it
 
     def _unstall(self, wanted: int) -> None:
         """Re-create the watch if nothing was applied for ``stall_after`` seconds (once for all the
