@@ -22,7 +22,7 @@ from grpc.aio import EOF, AioRpcError
 
 from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
-from pitrix.store.client import Store, StoreError, StoreUnavailable, cancelled_by_caller
+from pitrix.store.client import Store, StoreError, StoreUnavailable, cancelled_by_caller, send_on_stream
 from pitrix.store.types import WatchBatch, WatchEvent
 
 RESUME_FIRST_DELAY = 0.05
@@ -141,7 +141,10 @@ async def _watch(
             create = rpc.WatchCreateRequest(
                 key=start, range_end=end, start_revision=next_revision, progress_notify=True
             )
-            await call.write(rpc.WatchRequest(create_request=create))
+            try:
+                await send_on_stream(call, rpc.WatchRequest(create_request=create))
+            except StoreUnavailable as exc:
+                raise _StreamDropped(str(exc)) from exc
             while True:
                 response = await call.read()
                 if response is EOF:
