@@ -245,7 +245,10 @@ async def send_on_stream(call: Any, request: Any) -> None:
         ended.cancel()
     if write.cancelled():
         raise StoreUnavailable("the call ended before its request was sent")
-    write.result()  # what the write raised, if anything
+    try:
+        write.result()  # what the write raised, if anything
+    except asyncio.InvalidStateError as exc:  # the call had ended before the write began
+        raise StoreUnavailable(f"the call ended before its request was sent: {exc}") from exc
 
 
 class Store:
