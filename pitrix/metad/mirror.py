@@ -20,12 +20,21 @@ from pitrix.metad.waiters import WaiterIndex
 from pitrix.store import Store, WatchBatch
 from pitrix.store.watch import follow
 
+# A management write waiting this long on a mirror that applied nothing meanwhile: the watch is
+# taken for stalled and re-created from the last applied revision.
+STALL_AFTER = 1.0
+
 
 class Mirror:
     def __init__(
-        self, store: Store, prune_after: int = 10000, on_gone: Callable[[str], None] | None = None
+        self,
+        store: Store,
+        prune_after: int = 10000,
+        on_gone: Callable[[str], None] | None = None,
+        stall_after: float = STALL_AFTER,
     ) -> None:
         self.store = store
+        self.stall_after = stall_after
         # Told the id of every instance whose mapping goes away, so what is kept per instance
         # elsewhere (its heartbeat lease) does not outlive it.
         self.on_gone = on_gone
@@ -53,6 +62,9 @@ class Mirror:
         self._catching_up: list[tuple[int, int, asyncio.Future[None]]] = []
         self._catch_seq = 0
         self._task: asyncio.Task[None] | None = None
+        self._running = False
+        self._progress_at = 0.0  # loop time of the last batch applied or of the watch's (re)start
+        self.watch_restarts = 0
         self._log = get_logger("pitrix.metad.mirror")
 
     async def start(self) -> None:
@@ -64,9 +76,15 @@ class Mirror:
         self.identity_epoch += 1
         self.generation += 1
         self._log.info("mirror loaded", keys=len(kvs), revision=revision)
-        self._task = asyncio.create_task(self._follow(revision + 1), name="metad-mirror")
+        self._running = True
+        self._start_watch()
+
+    def _start_watch(self) -> None:
+        self._progress_at = asyncio.get_running_loop().time()
+        self._task = asyncio.create_task(self._follow(self.revision + 1), name="metad-mirror")
 
     async def stop(self) -> None:
+        self._running = False
         if self._task is not None:
             await cancel_and_wait(self._task)
             self._task = None
@@ -84,6 +102,7 @@ class Mirror:
     async def _apply_live(self, batch: WatchBatch) -> None:
         await self.apply(batch)
         self.watch_error = None
+        self._progress_at = asyncio.get_running_loop().time()
 
     def _broken(self, error: Exception, retry_in: float) -> None:
         self.watch_error = str(error) or type(error).__name__
@@ -140,19 +159,56 @@ class Mirror:
         return removed
 
     async def wait_for_revision(self, revision: int, timeout: float = 5.0) -> bool:
-        """Block until the mirror has applied ``revision`` (read-your-writes for the management API)."""
+        """Block until the mirror has applied ``revision`` (read-your-writes for the management API).
+
+        The write is known committed, so a mirror that applies nothing at all while it waits has a
+        watch that stopped delivering (a stream left open but silent after its etcd restarted was
+        seen): the watch is re-created from the last applied revision, which loses and repeats
+        nothing, rather than leaving every later write to time out.
+        """
         if self.revision >= revision:
             return True
-        future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        loop = asyncio.get_running_loop()
+        future: asyncio.Future[None] = loop.create_future()
         self._catch_seq += 1
         heapq.heappush(self._catching_up, (revision, self._catch_seq, future))
+        deadline = loop.time() + timeout
         try:
-            async with asyncio.timeout(timeout):
-                await future
-        except TimeoutError:
-            self._log.warning("mirror lags", wanted=revision, have=self.revision)
-            return False
-        return True
+            while not future.done():
+                left = deadline - loop.time()
+                if left <= 0:
+                    self._log.warning("mirror lags", wanted=revision, have=self.revision)
+                    return False
+                await asyncio.wait({future}, timeout=min(left, self.stall_after))
+                if not future.done():
+                    self._unstall(revision)
+            return True
+        finally:
+            future.cancel()  # a no-op once answered; otherwise the heap skips it
+
+    def _unstall(self, wanted: int) -> None:
+        """Re-create the watch if nothing was applied for ``stall_after`` seconds (once for all the
+        writes waiting on it: the restart itself counts as progress)."""
+        now = asyncio.get_running_loop().time()
+        if not self._running or self.revision >= wanted or now - self._progress_at < self.stall_after:
+            return
+        self._log.warning(
+            "mirror watch stalled; re-creating it",
+            wanted=wanted,
+            have=self.revision,
+            idle=round(now - self._progress_at, 3),
+        )
+        self._progress_at = now
+        self.watch_restarts += 1
+        # The new watch starts once the old one has ended (never two applying at once), in a task
+        # of its own: a waiting write whose client goes away must not take the restart with it.
+        old = self._task
+        self._task = asyncio.create_task(self._refollow(old), name="metad-mirror")
+
+    async def _refollow(self, old: asyncio.Task[None] | None) -> None:
+        if old is not None:
+            await cancel_and_wait(old)
+        await self._follow(self.revision + 1)
 
     # -- identity ---------------------------------------------------------------------------------
 

@@ -219,6 +219,38 @@ def cancelled_by_caller() -> bool:
     return task is None or task.cancelling() > 0
 
 
+async def send_on_stream(call: Any, request: Any) -> None:
+    """``await call.write(request)`` that cannot outlive the call.
+
+    grpc.aio's write first waits for the call's initial metadata to be sent; a call that fails
+    before that (no connection yet, its channel closed by a reconnect) never says it was sent,
+    and the write then waits for good: a watch resuming during an etcd restart hung there,
+    silent, while everything else recovered. Racing the write against the call's end turns that
+    into :class:`StoreUnavailable`, which callers already resume from.
+    """
+    ended: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+
+    def on_done(_: object) -> None:
+        if not ended.done():
+            ended.set_result(None)
+
+    call.add_done_callback(on_done)
+    write = asyncio.ensure_future(call.write(request))
+    try:
+        await asyncio.wait({write, ended}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        if not write.done():
+            write.cancel()
+            await asyncio.wait({write})
+        ended.cancel()
+    if write.cancelled():
+        raise StoreUnavailable("the call ended before its request was sent")
+    try:
+        write.result()  # what the write raised, if anything
+    except asyncio.InvalidStateError as exc:  # the call had ended before the write began
+        raise StoreUnavailable(f"the call ended before its request was sent: {exc}") from exc
+
+
 class Store:
     """One connection to one etcd cluster, scoped to a key prefix."""
 
@@ -645,7 +677,7 @@ class Store:
         async def invoke(client: aetcd.Client) -> Any:
             call = client.leasestub.LeaseKeepAlive(**self._rpc(client))
             try:
-                await call.write(request)
+                await send_on_stream(call, request)
                 return await call.read()
             finally:
                 call.cancel()

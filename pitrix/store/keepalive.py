@@ -18,7 +18,7 @@ from grpc.aio import EOF, AioRpcError
 
 from pitrix.aio import cancel_and_wait
 from pitrix.logs import get_logger
-from pitrix.store.client import Store, StoreUnavailable, _check_lease
+from pitrix.store.client import Store, StoreUnavailable, _check_lease, send_on_stream
 
 
 class SharedKeepAlive:
@@ -49,8 +49,8 @@ class SharedKeepAlive:
             call = self._open()
             self._waiting.setdefault(lease_id, deque()).append(answer)
             try:
-                await call.write(request)
-            except (AioRpcError, asyncio.InvalidStateError) as exc:
+                await send_on_stream(call, request)  # a plain write could wait for good
+            except (AioRpcError, asyncio.InvalidStateError, StoreUnavailable) as exc:
                 self._broken(call, f"write: {exc}")
         try:
             # asyncio.timeout, not wait_for: 3.11's wait_for swallows a caller's cancel that

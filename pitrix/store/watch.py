@@ -22,7 +22,7 @@ from grpc.aio import EOF, AioRpcError
 
 from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
-from pitrix.store.client import Store, StoreError, StoreUnavailable, cancelled_by_caller
+from pitrix.store.client import Store, StoreError, StoreUnavailable, cancelled_by_caller, send_on_stream
 from pitrix.store.types import WatchBatch, WatchEvent
 
 RESUME_FIRST_DELAY = 0.05
@@ -122,6 +122,7 @@ async def _watch(
     next_revision = _check_revision(from_revision)
     log = get_logger("pitrix.store.watch", prefix=store.prefix, watch=label)
     backoff = Backoff(RESUME_FIRST_DELAY, RESUME_MAX_DELAY)
+    attempts = 0
     while True:
         if next_revision is None:
             # "From now" must mean now, not whenever the stream happens to be (re)established.
@@ -134,17 +135,24 @@ async def _watch(
         client = store.client  # raises StoreError once the store is closed: the watch ends with it
         generation = store.generation
         call = rpc.WatchStub(client.channel).Watch(metadata=client.metadata)
+        attempts += 1
         resume_now = False
         try:
             create = rpc.WatchCreateRequest(
                 key=start, range_end=end, start_revision=next_revision, progress_notify=True
             )
-            await call.write(rpc.WatchRequest(create_request=create))
+            try:
+                await send_on_stream(call, rpc.WatchRequest(create_request=create))
+            except StoreUnavailable as exc:
+                raise _StreamDropped(str(exc)) from exc
             while True:
                 response = await call.read()
                 if response is EOF:
                     raise _StreamDropped("stream ended")
                 backoff.reset()
+                if response.created and attempts > 1:
+                    # Said once per resumption, so a watch that never comes back shows in the log.
+                    log.info("watch.resumed", at=next_revision, generation=generation)
                 if response.compact_revision:
                     kvs, _, revision = await store.range(start, end)
                     log.warning(
@@ -170,6 +178,7 @@ async def _watch(
         except AioRpcError as exc:
             if store.generation != generation and exc.code() == StatusCode.CANCELLED:
                 resume_now = True  # the store swapped channels under us; follow it at once
+                log.info("watch.channel_swapped", resume_at=next_revision)
             else:
                 log.info(
                     "watch.dropped", code=str(exc.code()), details=exc.details(), resume_at=next_revision
@@ -186,6 +195,7 @@ async def _watch(
                 raise
             # gRPC's way of reporting a closed channel: the store reconnected (follow it) or closed.
             resume_now = True
+            log.info("watch.channel_swapped", resume_at=next_revision)
         finally:
             call.cancel()
         if not resume_now:

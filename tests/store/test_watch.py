@@ -6,12 +6,16 @@ import asyncio
 import contextlib
 import os
 import signal
+from typing import Any
 
 import aiohttp
 import pytest
+from aetcd import rpc
+from grpc.aio import AioRpcError
 from store_helpers import Collector, eventually
 
 from pitrix.store import Store, StoreError, WatchBatch
+from pitrix.store.client import StoreUnavailable, send_on_stream
 from pitrix.store.embedded import EmbeddedEtcd
 from pitrix.store.tls import EtcdTLS
 from pitrix.store.watch import follow, watch_key
@@ -285,3 +289,38 @@ async def test_follow_hands_a_failed_batch_again_and_ends_with_the_store(
         await s.close()
     await asyncio.wait_for(follower, 10)  # ended, not stuck retrying a closed store
     assert len(broken) == 1
+
+
+async def test_a_stream_request_cut_off_before_its_call_started_ends(
+    etcd_url: str, etcd_tls: EtcdTLS
+) -> None:
+    """grpc.aio's write waits for the call's initial metadata to go out; on a channel closed before
+    that (a reconnect right then) it never does, and a plain write waited for good: the watch's
+    silent stall after an etcd restart. send_on_stream ends with the call, whichever came first."""
+    s = await Store.connect([etcd_url], prefix="/cut", tls=etcd_tls)
+    request = rpc.WatchRequest(create_request=rpc.WatchCreateRequest(key=b"/cut/x"))
+    try:
+        for turns in range(4):  # the close lands before the write began, or while it waits
+            client = s.client
+            call = rpc.WatchStub(client.channel).Watch(metadata=client.metadata)
+
+            async def close(turns: int = turns, channel: Any = client.channel) -> None:
+                for _ in range(turns):
+                    await asyncio.sleep(0)  # lets the write get that far, not a wait for time
+                await channel.close()  # what a reconnect does to the old channel
+
+            closing = asyncio.create_task(close())
+            with pytest.raises((StoreUnavailable, AioRpcError)):
+                async with asyncio.timeout(5):
+                    await send_on_stream(call, request)
+            await closing
+            await s.reconnect()
+        # The store's own watch goes on over such cuts.
+        start = await s.put("/w", b"1")
+        collector = Collector(s.watch_prefix("/", start))
+        try:
+            assert [b.revision for b in await collector.wait_for(1)] == [start]
+        finally:
+            await collector.close()
+    finally:
+        await s.close()
