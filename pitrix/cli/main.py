@@ -200,18 +200,23 @@ async def _wait_job(client: ApiClient, cid: str, job: dict[str, Any], args: argp
             timeout=args.timeout,
         )
         ended = await ended_job(client, cid, job["id"])
-    except TimeoutError:
-        print(
-            f"pitrix: stopped waiting after {args.timeout:g}s; {_job_goes_on(cid, job['id'])}",
-            file=sys.stderr,
-        )
-        return EXIT_TIMEOUT
+    # Before TimeoutError: a request pitrixd did not answer in time (HttpReadTimeout is both) is
+    # pitrixd lost, not the --timeout the user gave (which may be none at all).
     except (HttpConnectionError, HttpPayloadError) as exc:
         print(
             f"pitrix: lost the connection to pitrixd at {args.url} ({exc}); {_job_goes_on(cid, job['id'])}",
             file=sys.stderr,
         )
         return EXIT_UNREACHABLE
+    except TimeoutError:
+        # No --timeout: what ran out was a request's own (pitrixd did not answer one in time).
+        waited = (
+            "pitrixd did not answer in time"
+            if args.timeout is None
+            else f"stopped waiting after {args.timeout:g}s"
+        )
+        print(f"pitrix: {waited}; {_job_goes_on(cid, job['id'])}", file=sys.stderr)
+        return EXIT_TIMEOUT
     args.following = None
     if args.output != "table":
         print(_dump(view, args.output))

@@ -171,3 +171,46 @@ def test_a_coroutine_that_waits_for_an_event_loop_is_refused() -> None:
 
     with pytest.raises(RuntimeError, match="without an event loop"):
         run_blocking(waits())
+
+
+async def test_a_wait_pitrixd_stops_answering_ends_with_a_line_not_a_traceback(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """`pitrix jobs wait` without --timeout whose /wait request pitrixd never answers: the request's
+    own timeout ends it with one line (exit 7, the hint to follow again), where it once formatted
+    the missing --timeout and died with a TypeError."""
+    import argparse
+
+    from pitrix.cli.main import EXIT_TIMEOUT, _wait_job
+
+    held, release = asyncio.Event(), asyncio.Event()
+
+    async def silent(request: web.Request) -> web.StreamResponse:
+        held.set()
+        await release.wait()  # no answer until the client gave up (its request timeout)
+        return web.json_response({})
+
+    app = web.Application()
+    app.router.add_get("/v1/clusters/{cid}/wait", silent)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    url = f"http://127.0.0.1:{site._server.sockets[0].getsockname()[1]}"  # type: ignore[union-attr]
+    args = argparse.Namespace(no_wait=False, output="json", timeout=None, url=url, following=None)
+    job = {"id": "j-1", "action": "create"}
+
+    async def command() -> int:
+        async with ApiClient(url, None, timeout=0.5, blocking=True) as api:
+            return await _wait_job(api, "cl-1", job, args)
+
+    try:
+        code = await asyncio.to_thread(run_blocking, command())
+    finally:
+        release.set()
+        await runner.cleanup()
+    assert held.is_set()
+    err = capsys.readouterr().err
+    assert code == EXIT_TIMEOUT, err
+    assert err.startswith("pitrix: pitrixd did not answer in time;"), err
+    assert "pitrix jobs wait cl-1 j-1" in err
