@@ -10,8 +10,9 @@ showing exactly the VMs it should: none leaked, none created twice.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -22,11 +23,11 @@ import yaml
 from e2e_daemons import (
     APP,
     Pitrixd,
-    add_runtime,
     current_revision,
     duplicated_names,
     ledger,
     live,
+    runtime_definition,
     start_simulator,
     wait_for_key,
     wait_state,
@@ -71,8 +72,9 @@ class World:
         return str(self.sim.ready["url"])
 
 
-@pytest.fixture
-async def world(tmp_path: Path) -> AsyncIterator[World]:
+@contextlib.asynccontextmanager
+async def world_with(tmp_path: Path, runtime: Callable[[Child], dict[str, Any]]) -> AsyncIterator[World]:
+    """A simulator and a real pitrixd with the runtime ``runtime(sim)`` defines, torn down after."""
     sim = await start_simulator(tmp_path, random_network())
     daemon = Pitrixd(tmp_path)
     store: Store | None = None
@@ -80,7 +82,7 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
         await daemon.start()
         store = await Store.connect(daemon.etcd_endpoints, prefix="/pitrix", tls=daemon.etcd_tls)
         async with ApiClient(daemon.url) as api:
-            await add_runtime(api, sim)
+            await api.post("/v1/runtimes", runtime(sim))
         async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
             yield World(tmp_path, sim, daemon, store, http)
     finally:
@@ -88,6 +90,12 @@ async def world(tmp_path: Path) -> AsyncIterator[World]:
             await store.close()
         await daemon.stop()
         await stop_child(sim)
+
+
+@pytest.fixture
+async def world(tmp_path: Path) -> AsyncIterator[World]:
+    async with world_with(tmp_path, runtime_definition) as built:
+        yield built
 
 
 def step_started(step: str) -> Any:

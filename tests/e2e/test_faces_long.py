@@ -13,21 +13,18 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any
 
-import aiohttp
 import pytest
 from e2e_cloud import Cloud, demo_app, simulated_cloud
-from e2e_daemons import Pitrixd, duplicated_names, live, start_simulator
+from e2e_daemons import duplicated_names, live
 from etcd_http import EtcdHttp, eventually
 from test_cloud_faces import FACES
-from test_crash import CASES, World
+from test_crash import CASES, World, world_with
 from test_crash import test_killed_daemon_resumes_every_action as one_life_with_kills
 from test_etcd_cluster import PACKAGE, assert_members_are_the_nodes, etcd_app, etcd_nodes
 from test_lifecycle import expect, lb_ip, through_lb
 
-from pitrix.cli.client import ApiClient
-from pitrix.cli.demo import Child, stop_child
+from pitrix.cli.demo import Child
 from pitrix.store import Store
-from simulator.testing import random_network
 
 pytestmark = [
     pytest.mark.e2e,
@@ -99,21 +96,8 @@ async def test_etcd_example_on_each_face(cloud: Cloud) -> None:
 @pytest.fixture(params=[f for f in FACES if f != "qingcloud"])
 async def world(request: pytest.FixtureRequest, tmp_path: Path) -> AsyncIterator[World]:
     """test_crash's world (a simulator, a real pitrixd) with its runtime on another face."""
-    sim = await start_simulator(tmp_path, random_network())
-    daemon = Pitrixd(tmp_path)
-    store: Store | None = None
-    try:
-        await daemon.start()
-        store = await Store.connect(daemon.etcd_endpoints, prefix="/pitrix", tls=daemon.etcd_tls)
-        async with ApiClient(daemon.url) as api:
-            await api.post("/v1/runtimes", as_sim(request.param)(sim))
-        async with aiohttp.ClientSession(timeout=aiohttp.ClientTimeout(total=10)) as http:
-            yield World(tmp_path, sim, daemon, store, http)
-    finally:
-        if store is not None:
-            await store.close()
-        await daemon.stop()
-        await stop_child(sim)
+    async with world_with(tmp_path, as_sim(request.param)) as built:
+        yield built
 
 
 async def test_killed_daemon_resumes_on_each_face(world: World) -> None:
