@@ -48,6 +48,7 @@ class MetadataRoster:
         self.metadata = metadata
         self._retry = (retry_first, retry_cap)
         self._dirty: set[str] = set()
+        self._looking: set[str] = set()  # taken off _dirty, their look not finished yet
         self._due: dict[str, float] = {}  # a key's next try after a failed look (monotonic)
         self._backoffs: dict[str, Backoff] = {}
         self._wake = asyncio.Event()
@@ -71,8 +72,8 @@ class MetadataRoster:
         await cancel_and_wait(*tasks)
 
     def pending(self) -> bool:
-        """Whether a record is still to be looked at (now or after a failure's backoff)."""
-        return bool(self._dirty)
+        """Whether a record is still to be looked at (now, after a failure's backoff, or being looked at)."""
+        return bool(self._dirty or self._looking)
 
     async def reconcile(self, key: str) -> bool:
         """Make the roster ``key``'s metad publishes the record's member URLs; True if written.
@@ -136,6 +137,7 @@ class MetadataRoster:
                         await self._wake.wait()
                 continue
             self._dirty.difference_update(due)
+            self._looking.update(due)
             await asyncio.gather(*(self._look(key, gate) for key in due))
             async with self.settled:
                 self.settled.notify_all()
@@ -157,4 +159,5 @@ class MetadataRoster:
             else:
                 self._backoffs.pop(key, None)
             finally:
+                self._looking.discard(key)
                 self.looks += 1
