@@ -15,6 +15,7 @@ if TYPE_CHECKING:
     import asyncio
     from collections.abc import Coroutine
 
+    from pitrix.metad.peering import Peering
     from pitrix.metad.server import Metad
     from pitrix.metad.tls import MetadTLS
     from pitrix.store import Store
@@ -466,6 +467,17 @@ async def serve(args: argparse.Namespace) -> int:
                 get_logger("pitrix.metad.main").error("the members' list is unreadable", error=str(exc))
                 return 1
             args.etcd_peers = _peers(args, members, state)
+    if args.embedded_etcd and args.etcd_peers is None:
+        # A single member moved to the peers' TLS since (a metadata cluster that grew) stays one.
+        from pitrix.metad.peering import PeeringError, adopted
+
+        try:
+            moved = adopted(args.state_dir, args.listen_ip, args.etcd_peer_port)
+        except PeeringError as exc:
+            get_logger("pitrix.metad.main").error("cannot serve", error=str(exc))
+            return 1
+        if moved is not None:
+            args.etcd_member, args.etcd_peers = moved
     # Where a self-issued server certificate lives without a state directory: gone at exit.
     with tempfile.TemporaryDirectory(prefix="pitrix-metad-") as scratch:
         return await _serve(args, Path(scratch))
@@ -506,6 +518,7 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     embedded = None
+    peering: Peering | None = None
     store: Store | None = None
     metad: Metad | None = None
     try:
@@ -552,6 +565,17 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
             except (ShareError, pki.PKIError) as exc:
                 log.error("cannot serve", error=str(exc))
                 return 1
+        if embedded is not None:
+            from pitrix.metad.peering import Peering
+
+            peering = Peering(
+                embedded,
+                store,
+                member=args.etcd_member if args.etcd_peers is not None else "",
+                issuer_cert=args.issuer_cert,
+                issuer_key=args.issuer_key,
+                start_timeout=args.etcd_start_timeout,
+            )
         metad = Metad(
             store,
             args.listen_ip,
@@ -563,6 +587,7 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
             limits=args.limits,
             manage_listen_ip=args.manage_listen_ip,
             park_idle_polls=args.park_idle_polls,
+            peering=peering,
         )
         await metad.start()
         ready = {
@@ -598,6 +623,8 @@ async def _serve(args: argparse.Namespace, scratch: Path) -> int:
             await metad.stop()
         if store is not None:
             await store.close()
+        if peering is not None:
+            embedded = peering.etcd  # the one running now (a peer set-up replaces it)
         if embedded is not None:
             await embedded.stop()
 

@@ -22,6 +22,7 @@ from pitrix.metad import data, jsonbody, keyspace, membership
 from pitrix.metad.health import MIRROR_KEY, healthz
 from pitrix.metad.identity import PeerCertificates, Refused, management_allowed
 from pitrix.metad.mirror import Mirror
+from pitrix.metad.peering import Peering, PeeringError
 from pitrix.metad.tree import join_path, split_path
 from pitrix.store import KV, Compare, Op, Store, StoreError, WatchBatch
 
@@ -30,6 +31,7 @@ KEEPALIVE_KEY = web.AppKey("keepalive", float)
 CLOSING_KEY = web.AppKey("closing", asyncio.Event)
 REQUIRE_CERT_KEY = web.AppKey("require_cert", bool)
 CERTIFICATES_KEY = web.AppKey("certificates", PeerCertificates)
+PEERING_KEY = web.AppKey("peering", Peering)
 MAX_BODY = 64 * 1024 * 1024
 MAPPING_FIELDS = ("instance_id", "cluster_id", "role", "ip")
 REPLACE_ATTEMPTS = 5
@@ -492,8 +494,46 @@ async def etcd_member_add(request: web.Request) -> web.Response:
     return web.json_response({"added": added, "members": members, "state": "existing"})
 
 
+# -- /v1/etcd/peer-setup --------------------------------------------------------------------------
+
+
+def _peering(request: web.Request) -> Peering | web.Response:
+    peering = request.app.get(PEERING_KEY)
+    if peering is None:
+        return _error(409, "this metad's etcd is not its own embedded one: it has no peer set-up to change")
+    return peering
+
+
+async def etcd_peer_setup_get(request: web.Request) -> web.Response:
+    """Whether this metad's etcd is a member of several (``member``), and until it is, the CSR of
+    the peer key it made for that (``pitrix.metad.peering``)."""
+    peering = _peering(request)
+    if isinstance(peering, web.Response):
+        return peering
+    return web.json_response(await peering.status())
+
+
+async def etcd_peer_setup_post(request: web.Request) -> web.Response:
+    """Move this single member's etcd to the peers' mutual TLS, data kept (it restarts); a member
+    already answers what it is."""
+    peering = _peering(request)
+    if isinstance(peering, web.Response):
+        return peering
+    doc = await _body(request)
+    try:
+        return web.json_response(await peering.adopt(doc))
+    except PeeringError as exc:
+        extra = {"retry": True} if exc.status == 503 else {}
+        return _error(exc.status, str(exc), field=exc.field, **extra)
+
+
 def build_app(
-    mirror: Mirror, store: Store, keepalive: float, closing: asyncio.Event, require_cert: bool = False
+    mirror: Mirror,
+    store: Store,
+    keepalive: float,
+    closing: asyncio.Event,
+    require_cert: bool = False,
+    peering: Peering | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[runtime_only, bounded_bodies])
     app[REQUIRE_CERT_KEY] = require_cert
@@ -502,6 +542,8 @@ def build_app(
     app[STORE_KEY] = store
     app[KEEPALIVE_KEY] = keepalive
     app[CLOSING_KEY] = closing
+    if peering is not None:
+        app[PEERING_KEY] = peering
     app.router.add_get("/healthz", healthz)
     for route in ("/v1/data", "/v1/data/{path:.*}"):
         app.router.add_get(route, data_get)
@@ -522,4 +564,6 @@ def build_app(
     app.router.add_post("/v1/etcd/members", etcd_member_add)
     app.router.add_delete("/v1/etcd/members", etcd_member_remove)
     app.router.add_delete("/v1/etcd/members/{name}", etcd_member_remove)
+    app.router.add_get("/v1/etcd/peer-setup", etcd_peer_setup_get)
+    app.router.add_post("/v1/etcd/peer-setup", etcd_peer_setup_post)
     return app

@@ -31,6 +31,7 @@ from pitrix.metad.limits import (
 )
 from pitrix.metad.mirror import Mirror
 from pitrix.metad.parking import Parking
+from pitrix.metad.peering import Peering
 from pitrix.metad.tls import MetadTLS
 from pitrix.store import Store
 
@@ -74,6 +75,7 @@ class Metad:
         limits: ConnectionLimits | None = None,
         manage_listen_ip: str | None = None,
         park_idle_polls: bool = True,
+        peering: Peering | None = None,
     ) -> None:
         for name, port in (("instance_port", instance_port), ("manage_port", manage_port)):
             if not isinstance(port, int) or not 0 <= port <= 65535:
@@ -108,6 +110,7 @@ class Metad:
         # idle instance, paid as parsing in the fan-out window (docs/internals.md, "Parked
         # long-polls"); off gives the lower-latency, heavier path.
         self._park_idle_polls = park_idle_polls
+        self.peering = peering  # its embedded etcd's peer set-up (management API), if it runs one
         self._keepalive = keepalive
         self._closing = asyncio.Event()
         self._runners: dict[str, web.AppRunner] = {}
@@ -149,7 +152,12 @@ class Metad:
                 self.tls.renewal_grace if self.tls is not None else 0.0,
             ),
             "manage": manage_api.build_app(
-                self.mirror, self.store, self._keepalive, self._closing, require_cert=self._ssl is not None
+                self.mirror,
+                self.store,
+                self._keepalive,
+                self._closing,
+                require_cert=self._ssl is not None,
+                peering=self.peering,
             ),
         }
         limits = self._fitted_limits()
