@@ -225,6 +225,27 @@ class MetadManagementClient:
         result = await self._request("POST", "/v1/etcd/members", {"name": name, "peer_url": peer_url})
         return {str(k): str(v) for k, v in result["members"].items()}
 
+    async def etcd_peer_setup(self) -> dict[str, Any]:
+        """``{"member", "peer_url", "csr"?}``: which member this metad's etcd is (``""``: a single
+        member, then with the CSR of the peer key it made for the move to the peers' TLS)."""
+        result = await self._request("GET", "/v1/etcd/peer-setup")
+        return result if isinstance(result, dict) else {}
+
+    async def etcd_peer_adopt(
+        self, name: str, peers_ca_pem: bytes, cert_pem: bytes, cluster_token: str, peer_cn: str
+    ) -> dict[str, Any]:
+        """Move this single member's etcd to the peers' mutual TLS as member ``name`` (it restarts,
+        data kept); ``restarted`` False when it was that member already."""
+        body = {
+            "name": name,
+            "peers_ca": peers_ca_pem.decode(),
+            "peer_certificate": cert_pem.decode(),
+            "cluster_token": cluster_token,
+            "peer_cn": peer_cn,
+        }
+        result = await self._request("POST", "/v1/etcd/peer-setup", body)
+        return result if isinstance(result, dict) else {}
+
     # -- watch ------------------------------------------------------------------------------------
 
     async def watch(

@@ -138,6 +138,7 @@ class MetadataClusters:
         self.keypairs = keypairs or KeyPairs(store, sealer)  # the service's own, shared with the job steps
         self.tls = tls  # False: new metadata clusters speak plain HTTP with source-IP identity
         self._clients: dict[str, MetadManagementClient] = {}
+        self._retired: list[MetadManagementClient] = []  # replaced in the cache, maybe still held
         self._tunnels: dict[str, Tunnel] = {}  # by metadata VM instance id (runtimes with metad_via_ssh)
         self._authority: Authority | None = None
         self._management: pki.CertificateAuthority | None = None
@@ -427,6 +428,10 @@ class MetadataClusters:
             urls = [new.manage_url, *(f"{new.scheme}://{m.ip}:9611" for m in new.members if m.ip)]
             client.base_urls = urls
             self._clients.setdefault(new.manage_url, client)
+        elif client is not None and new.members and not self._tunnels:
+            # A cluster of one that grew: the next client() fails over between its members. Whoever
+            # holds the single member's client keeps it (closed with the others).
+            self._retired.append(self._clients.pop(old.manage_url))
 
     def holder(self, definition: Runtime | None, owner: str) -> str:
         """Whose metadata cluster serves ``owner`` on a runtime defined as ``definition``."""
@@ -446,9 +451,10 @@ class MetadataClusters:
         return record
 
     async def close(self) -> None:
-        for client in self._clients.values():
+        for client in [*self._clients.values(), *self._retired]:
             await client.close()
         self._clients.clear()
+        self._retired.clear()
         for tunnel in self._tunnels.values():
             await tunnel.close()
         self._tunnels.clear()

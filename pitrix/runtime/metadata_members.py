@@ -43,6 +43,12 @@ def replacement_key(holder: str, runtime: str) -> str:
     return f"{METADATA_DATA}{holder}/{runtime}/replacement"
 
 
+def growth_key(holder: str, runtime: str) -> str:
+    """Where the next member of a growing cluster is kept while it joins
+    (:mod:`pitrix.runtime.metadata_grow`)."""
+    return f"{METADATA_DATA}{holder}/{runtime}/growth"
+
+
 def member_names(record: MetadataCluster, size: int) -> list[str]:
     """Members 1..size-1's VM names (member 0 is the record's own)."""
     return [f"{record.name}-m{k}" for k in range(1, size)]

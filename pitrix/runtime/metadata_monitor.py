@@ -7,9 +7,12 @@ cluster (:mod:`pitrix.runtime.metadata_replace`), one at a time, under the clust
 lost than that and etcd can change nothing: the record's ``condition`` and the log say the quorum
 is lost, and nothing is replaced; only the operator can restore it (docs/operations.md).
 
+A ready cluster with fewer members than its runtime's ``metadata_size`` (raised since it was
+made) is grown to it (:mod:`pitrix.runtime.metadata_grow`); so a cluster of one is watched too.
+
 One watch per metadata cluster, started by the recovery monitor for every active cluster it is
-told of; it ends when the metadata cluster is gone or has one member. A replacement found under
-way (pitrixd restarted mid-job) is resumed first.
+told of; it ends when the metadata cluster is gone. A replacement or a growth found under way
+(pitrixd restarted mid-job) is resumed first.
 """
 
 from __future__ import annotations
@@ -20,9 +23,10 @@ from functools import partial
 
 from pitrix.backoff import Backoff
 from pitrix.logs import get_logger
-from pitrix.runtime import metadata_replace
+from pitrix.runtime import metadata_grow, metadata_replace
 from pitrix.runtime.authority import management_client_context
 from pitrix.runtime.metadata import MetadataClusters
+from pitrix.runtime.metadata_plan import wanted_size
 from pitrix.runtime.records import Cluster, MetadataCluster
 from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.supervisor import KeyedTasks
@@ -84,18 +88,29 @@ class MetadataMonitor:
             return False
         if record.status != "ready":
             return True  # being made (or removed): its own plan looks after it
-        if not record.members:
-            return False
         log = get_logger("pitrix.metadata.monitor", owner=holder, runtime=runtime)
         if await metadata_replace.load(self.metadata, holder, runtime) is not None:
             log.warning("resuming a metadata member's replacement")
             await metadata_replace.replace(self.metadata, holder, runtime)
             silent_since.clear()
             return True
+        size = wanted_size(self.metadata, await self.metadata.runtime(runtime))
+        if await metadata_grow.load(self.metadata, holder, runtime) is not None:
+            log.warning("resuming a metadata cluster's growth", condition=record.condition)
+            await metadata_grow.grow(self.metadata, holder, runtime, size)
+            silent_since.clear()
+            return True
+        if not record.members and size <= 1:
+            return True  # one member: nothing to replace, nothing to grow
         lost = await self.lost(record, silent_since)
-        size = 1 + len(record.members)
+        if lost and not record.members:
+            return True  # a lost single member is made again by the next ensure; grown after
+        wanted, size = size, 1 + len(record.members)
         if not lost:
-            if record.condition:
+            if size < wanted:  # the runtime's metadata_size was raised: every member answers
+                await self._grow(holder, runtime, record, wanted)
+                silent_since.clear()
+            elif record.condition:
                 await metadata_replace.set_condition(self.metadata, holder, runtime, "")
             return True
         if len(lost) > (size - 1) // 2:
@@ -112,6 +127,11 @@ class MetadataMonitor:
         await metadata_replace.replace(self.metadata, holder, runtime, slot, reason)
         silent_since.clear()
         return True
+
+    async def _grow(self, holder: str, runtime: str, record: MetadataCluster, size: int) -> None:
+        log = get_logger("pitrix.metadata.monitor", owner=holder, runtime=runtime)
+        log.warning(metadata_grow.growing(record, size))
+        await metadata_grow.grow(self.metadata, holder, runtime, size)
 
     async def lost(self, record: MetadataCluster, silent_since: dict[str, float]) -> list[tuple[int, str]]:
         """The lost members' slots, each with why: its VM not running, or its metad silent past

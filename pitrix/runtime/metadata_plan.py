@@ -61,6 +61,14 @@ def stranded(record: MetadataCluster) -> bool:
     )
 
 
+def wanted_size(clusters: MetadataClusters, definition: Runtime | None) -> int:
+    """Members a metadata cluster on ``definition`` has: its metadata_size where members can be
+    (mutual TLS, metad reached directly); one otherwise. Made so, and grown to it."""
+    if definition is None or not clusters.tls or clusters.via_ssh(definition):
+        return 1
+    return definition.metadata_size
+
+
 class MetadataBuild:
     """The steps making ``holder``'s metadata cluster on ``runtime`` (one job of them)."""
 
@@ -83,11 +91,7 @@ class MetadataBuild:
 
     @property
     def size(self) -> int:
-        """Members to make: the runtime's metadata_size where members can be (mutual TLS, metad
-        reached directly); one otherwise."""
-        if self.definition is None or not self.clusters.tls or self.clusters.via_ssh(self.definition):
-            return 1
-        return self.definition.metadata_size
+        return wanted_size(self.clusters, self.definition)
 
     @property
     def image(self) -> str:

@@ -16,6 +16,10 @@ acts (the VM by its name, which carries a generation: ``<name>-m<k>-g<n>``; a me
 is removed already; a URL listed is added already; a metad that has its certificates answers
 409), so a re-run after a crash anywhere finds its work done. The record names the new member
 only once it answers, and the job's key goes with that last write.
+
+The five steps after ``retire`` are also how a cluster grows (:mod:`pitrix.runtime.metadata_grow`):
+a new member in the next slot, nothing lost (no ``lost_ip``), the record's members extended
+rather than one replaced; its job is kept under a key of its own.
 """
 
 from __future__ import annotations
@@ -73,12 +77,13 @@ class ReplacementFailed(Exception):
 
 
 class Replacement(BaseModel):
-    """One replacement under way: written before its first step, gone with its last."""
+    """One new member joining under way (a replacement, or a growth's next member): written
+    before its first step, gone with its last."""
 
     job_id: str
-    slot: int  # 0: the record's own VM; k: record.members[k - 1]
+    slot: int  # 0: the record's own VM; k: record.members[k - 1] (k = len(members) + 1: a new one)
     reason: str
-    lost_instance_id: str
+    lost_instance_id: str  # "" (and lost_ip ""): nothing lost, the cluster grows
     lost_ip: str
     vm_name: str  # the new VM's (a new generation of the slot's name)
     instance_id: str = ""
@@ -88,6 +93,7 @@ class Replacement(BaseModel):
     bootstrap_consumed: float = 0.0
     members: dict[str, str] = Field(default_factory=dict)  # what the new member joins with
     started: float = 0.0
+    target: int = 0  # a growth: the size it grows to
 
     @property
     def etcd_name(self) -> str:
@@ -101,17 +107,19 @@ class Replacement(BaseModel):
     def peer_url(self) -> str:
         return f"https://{self.ip}:{metadata_members.PEER_PORT}"
 
-    def sealed(self, sealer: Sealer, holder: str, runtime: str) -> bytes:
+    def sealed(self, sealer: Sealer, holder: str, runtime: str, key: str = "") -> bytes:
         data = self.model_dump(mode="json")
         if self.bootstrap_sha256:
-            data["bootstrap_sha256"] = sealer.seal_text(self.bootstrap_sha256, _context(holder, runtime))
+            context = _context(holder, runtime, key)
+            data["bootstrap_sha256"] = sealer.seal_text(self.bootstrap_sha256, context)
         return json.dumps(data).encode()
 
     @classmethod
-    def opened(cls, raw: bytes, sealer: Sealer, holder: str, runtime: str) -> Replacement:
+    def opened(cls, raw: bytes, sealer: Sealer, holder: str, runtime: str, key: str = "") -> Replacement:
         data = json.loads(raw)
         if isinstance(data.get("bootstrap_sha256"), str):
-            data["bootstrap_sha256"] = sealer.open_text(data["bootstrap_sha256"], _context(holder, runtime))
+            context = _context(holder, runtime, key)
+            data["bootstrap_sha256"] = sealer.open_text(data["bootstrap_sha256"], context)
         return cls.model_validate(data)
 
 
@@ -125,8 +133,9 @@ async def answers(url: str, context: ssl.SSLContext, timeout: float = 3.0) -> bo
     return True
 
 
-def _context(holder: str, runtime: str) -> str:
-    return f"{metadata_members.replacement_key(holder, runtime)}/bootstrap_sha256"
+def _context(holder: str, runtime: str, key: str = "") -> str:
+    """What a job's token hash is sealed for: its own key (a replacement's by default)."""
+    return f"{key or metadata_members.replacement_key(holder, runtime)}/bootstrap_sha256"
 
 
 def slot_vm(record: MetadataCluster, slot: int) -> tuple[str, str, str]:
@@ -145,12 +154,13 @@ def next_vm_name(record: MetadataCluster, slot: int) -> str:
     return f"{base}-g{int(found.group(1)) + 1 if found else 1}"
 
 
-async def load(clusters: MetadataClusters, holder: str, runtime: str) -> Replacement | None:
-    kv = await clusters.store.get(metadata_members.replacement_key(holder, runtime))
-    return Replacement.opened(kv.value, clusters.sealer, holder, runtime) if kv else None
+async def load(clusters: MetadataClusters, holder: str, runtime: str, key: str = "") -> Replacement | None:
+    """The job under way at ``key`` (a replacement's by default), if any."""
+    kv = await clusters.store.get(key or metadata_members.replacement_key(holder, runtime))
+    return Replacement.opened(kv.value, clusters.sealer, holder, runtime, key) if kv else None
 
 
-async def _retrying(call: Callable[[], Awaitable[T]], deadline: float, what: str) -> T:
+async def retrying(call: Callable[[], Awaitable[T]], deadline: float, what: str) -> T:
     """``call`` again while etcd cannot change its members yet (503), up to ``deadline``."""
     backoff = Backoff(0.1, 1.0)
     while True:
@@ -171,24 +181,30 @@ async def _retrying(call: Callable[[], Awaitable[T]], deadline: float, what: str
 class MetadataReplace:
     """The steps replacing one member of ``holder``'s metadata cluster on ``runtime``."""
 
-    def __init__(self, clusters: MetadataClusters, holder: str, runtime: str) -> None:
+    def __init__(self, clusters: MetadataClusters, holder: str, runtime: str, key: str = "") -> None:
         self.clusters = clusters
         self.store = clusters.store
         self.holder = holder
         self.runtime = runtime
-        self.key = metadata_members.replacement_key(holder, runtime)
+        self.key = key or metadata_members.replacement_key(holder, runtime)
         self.log = get_logger("pitrix.metadata", owner=holder, runtime=runtime)
 
     def plan(self) -> Plan:
+        return self.joining(Plan("metadata-replace").then(Step("retire", self.retire, RETIRE_TIMEOUT)))
+
+    def joining(self, plan: Plan) -> Plan:
+        """``plan`` followed by the steps that make a new member and have it join."""
         return (
-            Plan("metadata-replace")
-            .then(Step("retire", self.retire, RETIRE_TIMEOUT))
-            .then(Step("run-instance", self.run_instance, RUN_INSTANCE_TIMEOUT))
+            plan.then(Step("run-instance", self.run_instance, RUN_INSTANCE_TIMEOUT))
             .then(Step("wait-running", self.wait_running, WAIT_RUNNING_TIMEOUT))
             .then(Step("member-add", self.member_add, MEMBER_ADD_TIMEOUT))
             .then(Step("bootstrap-peer", self.bootstrap_peer, BOOTSTRAP_TIMEOUT))
             .then(Step("wait-healthy", self.wait_healthy, WAIT_HEALTHY_TIMEOUT))
         )
+
+    def condition_after(self, record: MetadataCluster, job: Replacement) -> str:
+        """What the record says once the new member serves: nothing wrong any more."""
+        return ""
 
     # -- state -------------------------------------------------------------------------------------
 
@@ -202,19 +218,19 @@ class MetadataReplace:
         await self.store.put(metadata_key(self.holder, self.runtime), record.sealed(self.clusters.sealer))
 
     async def _job(self) -> Replacement:
-        job = await load(self.clusters, self.holder, self.runtime)
+        job = await load(self.clusters, self.holder, self.runtime, self.key)
         if job is None:
-            raise RuntimeError(f"metadata cluster {self.holder}/{self.runtime}: no replacement under way")
+            raise RuntimeError(f"metadata cluster {self.holder}/{self.runtime}: no new member under way")
         return job
 
     async def _save(self, job: Replacement) -> None:
-        await self.store.put(self.key, job.sealed(self.clusters.sealer, self.holder, self.runtime))
+        await self.store.put(self.key, job.sealed(self.clusters.sealer, self.holder, self.runtime, self.key))
 
     async def _provider(self) -> Provider:
         return await self.clusters.provider_for(self.runtime)
 
     async def _survivors(self, record: MetadataCluster, job: Replacement) -> FailoverManagementClient:
-        """A management client over the members other than the lost one."""
+        """A management client over the members other than the lost one (all of them: a growth)."""
         context = management_client_context(record.issuer_cert_pem, await self.clusters.management())
         ips = [ip for ip in [record.ip, *(m.ip for m in record.members)] if ip and ip != job.lost_ip]
         return FailoverManagementClient([f"https://{ip}:9611" for ip in ips], ssl=context, timeout=10.0)
@@ -235,7 +251,7 @@ class MetadataReplace:
                 detail = f"terminated {job.lost_instance_id}; "
         deadline = time.monotonic() + RETIRE_TIMEOUT - 5.0
         async with await self._survivors(record, job) as client:
-            removed = await _retrying(
+            removed = await retrying(
                 lambda: client.etcd_member_remove(peer_url=job.lost_peer_url), deadline, "member remove"
             )
         self.log.warning("metadata member removed", slot=job.slot, lost=job.lost_instance_id, ip=job.lost_ip)
@@ -302,13 +318,13 @@ class MetadataReplace:
         record, job = await self._record(), await self._job()
         deadline = time.monotonic() + MEMBER_ADD_TIMEOUT - 5.0
         async with await self._survivors(record, job) as client:
-            listed = await _retrying(client.etcd_members, deadline, "member list")
+            listed = await retrying(client.etcd_members, deadline, "member list")
             for member in listed.get("members", []):
                 urls = member.get("peer_urls", [])
                 if not member.get("started") and job.peer_url not in urls and urls:
                     stale = partial(client.etcd_member_remove, peer_url=urls[0])
-                    await _retrying(stale, deadline, "member remove")
-            members = await _retrying(
+                    await retrying(stale, deadline, "member remove")
+            members = await retrying(
                 lambda: client.etcd_member_add(job.etcd_name, job.peer_url), deadline, "member add"
             )
         job = job.model_copy(update={"members": members})
@@ -365,17 +381,22 @@ class MetadataReplace:
                     await asyncio.sleep(backoff.next())
         old = record
         if job.slot == 0:
-            record = record.model_copy(
-                update={"instance_id": job.instance_id, "ip": job.ip, "vm": job.vm_name, "condition": ""}
-            )
+            moved = {"instance_id": job.instance_id, "ip": job.ip, "vm": job.vm_name}
+            record = record.model_copy(update=moved)
         else:
             members = list(record.members)
-            members[job.slot - 1] = MetadataMember(name=job.vm_name, instance_id=job.instance_id, ip=job.ip)
-            record = record.model_copy(update={"members": members, "condition": ""})
+            member = MetadataMember(name=job.vm_name, instance_id=job.instance_id, ip=job.ip)
+            if job.slot - 1 < len(members):
+                members[job.slot - 1] = member
+            else:  # a growth: a slot past the last
+                members.append(member)
+            record = record.model_copy(update={"members": members})
+        record = record.model_copy(update={"condition": self.condition_after(record, job)})
         await self._save_record(record)
         await self.store.delete(self.key)
         self.clusters.follow_members(old, record)
-        self.log.warning("metadata member replaced", slot=job.slot, vm=job.vm_name, ip=job.ip)
+        what = "metadata member replaced" if job.lost_ip or job.lost_instance_id else "metadata member added"
+        self.log.warning(what, slot=job.slot, vm=job.vm_name, ip=job.ip)
         return f"{job.vm_name} serves as member {job.etcd_name} at {job.ip}"
 
 

@@ -1,0 +1,139 @@
+"""A ready metadata cluster of one grows to three when its runtime's metadata_size is raised:
+member 0's etcd moves to the peers' TLS with its data, then members m1 and m2 join one at a time.
+The env written before is still served, a new one reaches the nodes through the grown cluster,
+the roster follows, and every step run again (as after a crash) finds its work done."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from e2e_cloud import Cloud, demo_app
+from e2e_daemons import live, runtime_definition
+from test_lifecycle import expect
+from test_update_env import greetings
+
+from pitrix.api.app import metadata_view
+from pitrix.metad import roster
+from pitrix.runtime import metadata_grow
+from pitrix.runtime.metadata_monitor import MetadataMonitor
+from pitrix.runtime.recovery import RecoveryPolicy
+from pitrix.store.embedded import BINARY_VARIABLE
+
+pytestmark = pytest.mark.e2e
+
+SYSTEM_ETCD = Path("/usr/bin/etcd")
+
+
+@pytest.fixture
+def etcd34(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Debian's etcd 3.4 for the members (inherited by the simulator, so by its VMs)."""
+    if not os.access(SYSTEM_ETCD, os.X_OK):
+        pytest.fail(f"{SYSTEM_ETCD} is missing: `apt-get install -y etcd-server` (scripts/system-deps.sh)")
+    monkeypatch.setenv(BINARY_VARIABLE, str(SYSTEM_ETCD))
+    yield
+
+
+@pytest.fixture
+def recovery_policy() -> RecoveryPolicy:
+    """The service's own metadata watch off: the test looks with a monitor of its own, step by step."""
+    return RecoveryPolicy(enabled=False, metadata=False)
+
+
+async def test_a_metadata_cluster_of_one_grows_to_three(etcd34: None, cloud: Cloud) -> None:
+    service, http = cloud.service, cloud.http
+    clusters = service.metadata
+    cluster, _ = await service.create_cluster(
+        owner="o", runtime="sim", app=demo_app(), counts={"web": 1, "lb": 0}
+    )
+    cid = cluster.id
+    await expect(service, cid, "active")
+    await service.update_env(cid, {"web": {"greeting": "before"}})
+    await expect(service, cid, "active")
+    record = await clusters.get("o", "sim")
+    assert record is not None and not record.members
+    monitor = MetadataMonitor(clusters, RecoveryPolicy())
+    assert await monitor.look("o", "sim", {}) is True  # size 1: nothing to do
+    assert await metadata_grow.load(clusters, "o", "sim") is None
+
+    await service.put_runtime({**runtime_definition(cloud.sim), "metadata_size": 3})
+    job = await metadata_grow.begin(clusters, "o", "sim", 3)
+    assert job is not None and (job.slot, job.vm_name, job.target) == (1, f"{record.name}-m1", 3)
+    assert (await metadata_grow.begin(clusters, "o", "sim", 3)) == job  # one member at a time
+    growing = await clusters.record("o", "sim")
+    assert growing is not None and growing.condition == "metadata cluster growing 1 → 3"
+    view = await metadata_view(service, cluster)  # what `pitrix show` prints
+    assert view is not None and view["condition"] == "metadata cluster growing 1 → 3"
+
+    # Member m1, each step run twice: the second finds the first's work done.
+    # While member 0's etcd restarts on the peers' TLS, pitrixd's writes through it wait, not fail.
+    grow = metadata_grow.MetadataGrow(clusters, "o", "sim")
+    steps = grow.plan().steps
+    writer = clusters.client(record)
+    stop = asyncio.Event()
+
+    async def write_on() -> int:
+        written = 0
+        while not stop.is_set():
+            written += 1
+            await writer.put_data(f"/clusters/{cid}/probe", str(written))
+            await asyncio.sleep(0.02)  # a steady writer, not a flood
+        return written
+
+    writes = asyncio.create_task(write_on())
+    try:
+        ran = {"peer-tls": (await steps[0].run(),)}
+    finally:
+        stop.set()
+    written = await writes
+    assert await writer.get_data(f"/clusters/{cid}/probe") == str(written)
+    ran["peer-tls"] += (await steps[0].run(),)
+    for step in steps[1:-1]:
+        ran[step.name] = (await step.run(), await step.run())
+    assert "its etcd restarted" in ran["peer-tls"][0] and "already" in ran["peer-tls"][1]
+    assert ran["run-instance"][0].startswith("made") and ran["run-instance"][1].startswith("found")
+    assert ran["member-add"][0] == ran["member-add"][1]
+    assert ran["bootstrap-peer"][1] == "handed over already"
+    # The value written before the growth, through member 0 whose etcd restarted under it.
+    env_key = f"/clusters/{cid}/env/web/greeting"
+    assert await clusters.client(record).get_data(env_key) == "before"
+
+    # The monitor resumes the growth under way (m1's last step), then adds m2 whole.
+    assert await monitor.look("o", "sim", {}) is True
+    grown = await clusters.record("o", "sim")
+    assert grown is not None and not grown.condition
+    assert [m.name for m in grown.members] == [f"{record.name}-m1", f"{record.name}-m2"]
+    assert (grown.ip, grown.instance_id) == (record.ip, record.instance_id)
+    assert await metadata_grow.load(clusters, "o", "sim") is None
+
+    # Three started etcd members, as member 2's metad sees them; the old value served there.
+    last = grown.model_copy(update={"ip": grown.members[1].ip, "members": []})
+    listed = await clusters.client(last).etcd_members()
+    assert sorted(m["name"] for m in listed["members"]) == ["m0", "m1", "m2"]
+    assert all(m["started"] for m in listed["members"])
+    assert await clusters.client(last).get_data(env_key) == "before"
+
+    # A new value reaches the node through the grown cluster; the roster names every member.
+    await service.update_env(cid, {"web": {"greeting": "after"}})
+    await expect(service, cid, "active")
+    assert await greetings(http, service, cid) == {"web-1": "after"}
+    assert await clusters.client(last).get_data(env_key) == "after"
+    async with asyncio.timeout(30), service.roster.settled:  # the record changed seconds ago
+        await service.roster.settled.wait_for(lambda: not service.roster.pending())
+    assert roster.published(await clusters.client(last).get_data(roster.KEY)) == grown.instance_urls
+
+    # Run again: nothing to do, nothing made.
+    before = {vm["name"] for vm in live(await cloud.ledger())}
+    assert await metadata_grow.begin(clusters, "o", "sim", 3) is None
+    assert (await metadata_grow.grow(clusters, "o", "sim", 3)).members == grown.members
+    assert "already" in await grow.peer_tls()
+    assert await monitor.look("o", "sim", {}) is True
+    assert {vm["name"] for vm in live(await cloud.ledger())} == before
+
+    await service.delete_cluster(cid)
+    await expect(service, cid, "deleted")
+    names = {grown.name, *(m.name for m in grown.members)}
+    assert not names & {vm["name"] for vm in live(await cloud.ledger())}
