@@ -1066,7 +1066,7 @@ def _runtime_setting_arguments(add: argparse.ArgumentParser) -> None:
         choices=[1, 3, 5, 7],
         metavar="N",
         help="members of each metadata cluster made on the runtime: 1, 3 (default), 5 or 7; "
-        "three survive the loss of one metadata VM",
+        "three survive the loss of one metadata VM; raised, ready clusters grow to it",
     )
     add.add_argument(
         "--metadata-image",

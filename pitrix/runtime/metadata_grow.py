@@ -119,8 +119,10 @@ async def begin(clusters: MetadataClusters, holder: str, runtime: str, size: int
         started=time.time(),
         target=size,
     )
-    await steps._save(job)  # the job, before anything is acted on
+    # The record says it grows first: a crash before the job is written begins it again, saying
+    # the same (``growing`` keeps the size it began from); then the job, before anything is done.
     await steps._save_record(record.model_copy(update={"job_id": job.job_id, "condition": text}))
+    await steps._save(job)
     steps.log.warning(text, slot=slot, vm=job.vm_name, job_id=job.job_id)
     return job
 
