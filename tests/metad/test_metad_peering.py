@@ -6,8 +6,11 @@ start. Debian's etcd 3.4, as the members of a metadata cluster run it."""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import signal
 import socket
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -17,6 +20,7 @@ from aiohttp.test_utils import TestClient, TestServer
 
 from pitrix import pki
 from pitrix.metad import manage_api, membership
+from pitrix.metad.client import MetadManagementClient
 from pitrix.metad.issuer_share import KEY as ISSUER_KEY
 from pitrix.metad.mirror import Mirror
 from pitrix.metad.peering import Peering, adopted
@@ -164,3 +168,68 @@ async def test_a_single_member_moves_to_the_peers_tls_with_its_data(world: World
     await restarted.start()
     kv = await store.get("/clusters/c1/env/web/port")
     assert kv is not None and kv.value == b"80"
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_pitrix_metad_moves_its_etcd_and_starts_it_again_as_the_member(
+    tmp_path: Path, net: Net, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The real daemon: the move through its management port, its stop stopping the etcd that runs
+    now, and its next start, with the same flags, starting that etcd as member m0 on its data."""
+    if not os.access(SYSTEM_ETCD, os.X_OK):
+        pytest.fail(f"{SYSTEM_ETCD} is missing: `apt-get install -y etcd-server` (scripts/system-deps.sh)")
+    monkeypatch.setenv(BINARY_VARIABLE, str(SYSTEM_ETCD))
+    state, ip = tmp_path / "state", net.metad_ip
+    peer_port = _port(ip)
+    peers = pki.CertificateAuthority.create("pitrix etcd peers")
+
+    async def start() -> tuple[asyncio.subprocess.Process, dict[str, Any]]:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "pitrix.metad.main",
+            "--listen-ip", ip, "--instance-port", "0", "--manage-port", "0",
+            "--embedded-etcd", "--state-dir", str(state),
+            "--etcd-client-port", "0", "--etcd-peer-port", str(peer_port),
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.DEVNULL,
+        )  # fmt: skip
+        assert process.stdout is not None
+        line = await asyncio.wait_for(process.stdout.readline(), 60.0)
+        assert line, "metad exited before it served"
+        return process, json.loads(line)
+
+    async def stop(process: asyncio.subprocess.Process) -> None:
+        etcd_pid = json.loads((state / "etcd.pid.json").read_text())["pid"]
+        process.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(process.wait(), 60.0) == 0
+        assert not _alive(etcd_pid)  # the etcd that ran last, stopped with metad
+
+    process, ready = await start()
+    try:
+        async with MetadManagementClient(ready["manage_url"]) as manage:
+            await manage.put_data("/clusters/c1/env/web/port", 80)
+            setup = await manage.etcd_peer_setup()
+            assert setup["member"] == "" and setup["peer_url"] == f"https://{ip}:{peer_port}"
+            cert = sign_peer(peers, setup["csr"].encode(), ip, "cluster-x")
+            moved = await manage.etcd_peer_adopt("m0", peers.cert_pem, cert, "cluster-x", "cluster-x")
+            assert moved["restarted"] is True
+            await manage.put_data("/clusters/c1/env/web/port", 81)
+        await stop(process)
+        process, ready = await start()
+        async with MetadManagementClient(ready["manage_url"]) as manage:
+            assert (await manage.etcd_peer_setup())["member"] == "m0"
+            assert await manage.get_data("/clusters/c1/env/web/port") == "81"
+            listed = await manage.etcd_members()
+            assert [(m["name"], m["peer_urls"]) for m in listed["members"]] == [
+                ("m0", [f"https://{ip}:{peer_port}"])
+            ]
+        await stop(process)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
