@@ -402,6 +402,15 @@ class MetadataClusters:
         else:
             cache, url = record.manage_url, record.manage_url
         client = self._clients.get(cache)
+        if client is not None and record.members and tunnel is None:
+            # The record's members as they are now, whoever changed them (this replica or another:
+            # a cluster grown or a member replaced elsewhere keeps member 0's address).
+            urls = [url, *(f"{record.scheme}://{m.ip}:9611" for m in record.members if m.ip)]
+            if not isinstance(client, FailoverManagementClient):
+                self._retired.append(self._clients.pop(cache))  # whoever holds it keeps it
+                client = None
+            elif client.base_urls != urls:
+                client.base_urls = urls
         if client is None:
             ssl = None
             if record.holds_issuer_key:  # a metadata cluster from before issuer bootstrap

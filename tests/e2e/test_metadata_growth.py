@@ -18,6 +18,7 @@ from test_update_env import greetings
 
 from pitrix.api.app import metadata_view
 from pitrix.metad import roster
+from pitrix.metad.client import FailoverManagementClient
 from pitrix.runtime import metadata_grow
 from pitrix.runtime.metadata_monitor import MetadataMonitor
 from pitrix.runtime.recovery import RecoveryPolicy
@@ -108,6 +109,9 @@ async def test_a_metadata_cluster_of_one_grows_to_three(etcd34: None, cloud: Clo
     assert [m.name for m in grown.members] == [f"{record.name}-m1", f"{record.name}-m2"]
     assert (grown.ip, grown.instance_id) == (record.ip, record.instance_id)
     assert await metadata_grow.load(clusters, "o", "sim") is None
+    # pitrixd's client for it fails over between the three now (a replica that did not grow it too).
+    assert isinstance(clusters.client(grown), FailoverManagementClient)
+    assert len(clusters.client(grown).base_urls) == 3
 
     # Three started etcd members, as member 2's metad sees them; the old value served there.
     last = grown.model_copy(update={"ip": grown.members[1].ip, "members": []})
