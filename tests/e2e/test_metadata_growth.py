@@ -1,7 +1,7 @@
 """A ready metadata cluster of one grows to three when its runtime's metadata_size is raised:
 member 0's etcd moves to the peers' TLS with its data, then members m1 and m2 join one at a time.
-The env written before is still served, a new one reaches the nodes through the grown cluster,
-the roster follows, and every step run again (as after a crash) finds its work done."""
+The env written before is still served, one rolled out during the growth and one after reach
+the node, the roster follows, and every step run again (as after a crash) finds its work done."""
 
 from __future__ import annotations
 
@@ -102,8 +102,13 @@ async def test_a_metadata_cluster_of_one_grows_to_three(etcd34: None, cloud: Clo
     env_key = f"/clusters/{cid}/env/web/greeting"
     assert await clusters.client(record).get_data(env_key) == "before"
 
-    # The monitor resumes the growth under way (m1's last step), then adds m2 whole.
-    assert await monitor.look("o", "sim", {}) is True
+    # The monitor resumes the growth under way (m1's last step), then adds m2 whole; an env
+    # rollout meanwhile reaches the node all the same.
+    look = asyncio.create_task(monitor.look("o", "sim", {}))
+    await service.update_env(cid, {"web": {"greeting": "during"}})
+    await expect(service, cid, "active")
+    assert await greetings(http, service, cid) == {"web-1": "during"}
+    assert await look is True
     grown = await clusters.record("o", "sim")
     assert grown is not None and not grown.condition
     assert [m.name for m in grown.members] == [f"{record.name}-m1", f"{record.name}-m2"]
@@ -113,12 +118,12 @@ async def test_a_metadata_cluster_of_one_grows_to_three(etcd34: None, cloud: Clo
     assert isinstance(clusters.client(grown), FailoverManagementClient)
     assert len(clusters.client(grown).base_urls) == 3
 
-    # Three started etcd members, as member 2's metad sees them; the old value served there.
+    # Three started etcd members, as member 2's metad sees them; the value served there too.
     last = grown.model_copy(update={"ip": grown.members[1].ip, "members": []})
     listed = await clusters.client(last).etcd_members()
     assert sorted(m["name"] for m in listed["members"]) == ["m0", "m1", "m2"]
     assert all(m["started"] for m in listed["members"])
-    assert await clusters.client(last).get_data(env_key) == "before"
+    assert await clusters.client(last).get_data(env_key) == "during"
 
     # A new value reaches the node through the grown cluster; the roster names every member.
     await service.update_env(cid, {"web": {"greeting": "after"}})
