@@ -25,6 +25,7 @@ Only a VM the cloud no longer has is made again.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 import uuid
@@ -355,6 +356,16 @@ class MetadataClusters:
                 return False
             provider = await self.provider_for(runtime)
             names = {record.vm_name, *(m.name for m in record.members)}
+            # A member still joining (a replacement's or a growth's) is not in the record yet.
+            jobs = [
+                metadata_members.replacement_key(holder, runtime),
+                metadata_members.growth_key(holder, runtime),
+            ]
+            for key in jobs:
+                kv = await self.store.get(key)
+                joining = json.loads(kv.value).get("vm_name") if kv is not None else None
+                if isinstance(joining, str) and joining:
+                    names.add(joining)
             found = [
                 i
                 for i in await provider.describe_instances(name_prefix=record.name)
@@ -371,7 +382,8 @@ class MetadataClusters:
                 await tunnel.close()
             await self.store.delete(metadata_key(holder, runtime))
             await self.store.delete_prefix(metadata_steps_prefix(holder, runtime))
-            await self.store.delete(metadata_members.replacement_key(holder, runtime))
+            for key in jobs:
+                await self.store.delete(key)
         finally:
             await lock.release()
         log.info("metadata cluster removed")

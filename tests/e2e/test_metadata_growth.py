@@ -142,7 +142,13 @@ async def test_a_metadata_cluster_of_one_grows_to_three(etcd34: None, cloud: Clo
     assert await monitor.look("o", "sim", {}) is True
     assert {vm["name"] for vm in live(await cloud.ledger())} == before
 
+    # Deleting the cluster mid-growth (to five: m3's VM made, not yet a member) removes every VM,
+    # the joining one too, and the job.
+    job = await metadata_grow.begin(clusters, "o", "sim", 5)
+    assert job is not None and job.vm_name == f"{record.name}-m3"
+    assert (await grow.plan().steps[1].run()).startswith("made")
     await service.delete_cluster(cid)
     await expect(service, cid, "deleted")
-    names = {grown.name, *(m.name for m in grown.members)}
+    names = {grown.name, job.vm_name, *(m.name for m in grown.members)}
     assert not names & {vm["name"] for vm in live(await cloud.ledger())}
+    assert await metadata_grow.load(clusters, "o", "sim") is None
