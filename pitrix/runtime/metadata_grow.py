@@ -43,6 +43,7 @@ if TYPE_CHECKING:
 # etcd restarts on its data (a large one replays for a while), then elects itself.
 PEER_TLS_TIMEOUT = 180.0
 GROWING = "metadata cluster growing"
+FAILED = "; last attempt failed: "  # what follows the growth's condition while a step fails
 
 
 class GrowthFailed(Exception):
@@ -52,7 +53,7 @@ class GrowthFailed(Exception):
 def growing(record: MetadataCluster, size: int) -> str:
     """What the record says while it grows: from the size it had when the growth began."""
     if record.condition.startswith(GROWING):
-        return record.condition
+        return record.condition.split(FAILED)[0]
     return f"{GROWING} {1 + len(record.members)} → {size}"
 
 
@@ -67,7 +68,7 @@ class MetadataGrow(MetadataReplace):
 
     def condition_after(self, record: MetadataCluster, job: Replacement) -> str:
         """Still growing until the last member serves."""
-        return record.condition if 1 + len(record.members) < job.target else ""
+        return growing(record, job.target) if 1 + len(record.members) < job.target else ""
 
     async def peer_tls(self) -> str:
         """Member 0's etcd on the peers' TLS as ``m0``, its data kept (done already: said so)."""
@@ -154,6 +155,9 @@ async def _grow(clusters: MetadataClusters, holder: str, runtime: str, size: int
         try:
             await execute(steps.plan(), journal, retry=clusters.retry)
         except StepFailed as exc:
+            # Said on the record (pitrix show) until the member joins on a later attempt.
+            said = f"{growing(await steps._record(), size)}{FAILED}{exc}"
+            await metadata_replace.set_condition(clusters, holder, runtime, said)
             where = f"metadata cluster {holder}/{runtime}, growth {job.job_id} (member m{job.slot})"
             raise GrowthFailed(f"{where}: {exc}") from None
     return await steps._record()
