@@ -54,7 +54,7 @@ from pitrix.runtime.plan import Plan, Step
 from pitrix.runtime.records import MetadataCluster, MetadataMember
 from pitrix.runtime.userdata import MetadMembership, MetadTrust, metad_userdata
 from pitrix.sealing import Sealer
-from pitrix.store import Lock
+from pitrix.store import Lock, Op
 
 if TYPE_CHECKING:
     from pitrix.runtime.metadata import MetadataClusters
@@ -392,8 +392,10 @@ class MetadataReplace:
                 members.append(member)
             record = record.model_copy(update={"members": members})
         record = record.model_copy(update={"condition": self.condition_after(record, job)})
-        await self._save_record(record)
-        await self.store.delete(self.key)
+        # One write: the record names the member and the job ends together (a reader never sees
+        # the member recorded with its job still under way, nor a crash leave that).
+        named = Op("put", metadata_key(self.holder, self.runtime), record.sealed(self.clusters.sealer))
+        await self.store.txn([], [named, Op("delete", self.key)])
         self.clusters.follow_members(old, record)
         what = "metadata member replaced" if job.lost_ip or job.lost_instance_id else "metadata member added"
         self.log.warning(what, slot=job.slot, vm=job.vm_name, ip=job.ip)
