@@ -51,7 +51,8 @@ def vm_environ(root: Path, instance_id: str, ip: str) -> dict[str, str]:
     """The whole environment of a VM process: the contract's variables and the simulator's PATH.
 
     The simulator's PYTHONPATH too, when it has one: a VM's pitrix-agent and pitrix-metad must be
-    the code the simulator and pitrixd run (a source tree ahead of the installed package).
+    the code the simulator and pitrixd run (a source tree ahead of the installed package); and its
+    PITRIX_ETCD_BINARY.
     """
     python_dir = str(Path(sys.executable).parent)
     path = os.environ.get("PATH", "/usr/local/bin:/usr/bin:/bin")
@@ -64,6 +65,10 @@ def vm_environ(root: Path, instance_id: str, ip: str) -> dict[str, str]:
     }
     if os.environ.get("PYTHONPATH"):
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
+    # And the etcd its metadata VMs' metads run (pitrix.store.embedded's PITRIX_ETCD_BINARY): the
+    # tests of metadata clusters of several ask for Debian's 3.4, which a VM must get too.
+    if os.environ.get("PITRIX_ETCD_BINARY"):
+        env["PITRIX_ETCD_BINARY"] = os.environ["PITRIX_ETCD_BINARY"]
     return env
 
 
