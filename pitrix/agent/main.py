@@ -19,6 +19,7 @@ if TYPE_CHECKING:
     import argparse
 
     from pitrix.agent.config import AgentConfig
+    from pitrix.agent.stopsignal import StopSignals
 
 VERSION = "0.1.0"
 _LOG_LEVELS = {"panic": "critical", "fatal": "critical", "warn": "warning"}
@@ -181,20 +182,17 @@ def config_from_args(args: argparse.Namespace | types.SimpleNamespace) -> AgentC
     return config
 
 
-async def _run(config: AgentConfig) -> int:
-    import asyncio
-    import signal
-
+async def _run(config: AgentConfig, stops: StopSignals | None) -> int:
+    """The agent on the running loop; ``stops`` (None for a one-shot, which signals end as they
+    always have) stop a long-running one."""
     from pitrix import sdnotify
     from pitrix.agent.agent import build_agent
 
     agent = build_agent(config, own_process=True)
     try:
-        if config.onetime:
+        if config.onetime or stops is None:
             return 0 if await agent.run_onetime() else 1
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, agent.stop)
+        stops.call(agent.stop)
         # Ready once its loops run (metad may still be away: the agent retries, it is up); the
         # watchdog pings come from this loop, so a hung one gets the agent restarted.
         watchdog = await sdnotify.serving(f"watching {config.backend}")
@@ -206,6 +204,8 @@ async def _run(config: AgentConfig) -> int:
                 watchdog.cancel()
         return 0
     finally:
+        if stops is not None:
+            stops.stop_calling()
         await agent.close()
 
 
@@ -279,20 +279,30 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_on_loop(config: AgentConfig, level: str) -> int:
-    """Every mode but an inline one-shot: the agent on its event loop."""
-    import inspect
-    import logging
+    """Every mode but an inline one-shot: the agent on the stdlib event loop.
 
-    inspect.isfunction  # noqa: B018 -- a deferred inspect is loaded here, before any thread starts
+    Not uvloop, which the daemons run on: the agent holds a connection or two and mostly waits,
+    and uvloop's extension was ~2 MiB of a watching agent's ~26 MiB resident memory with no
+    change in propagation latency the benchmark could measure (docs/benchmarks.md). ``inspect``
+    stays deferred (``defer_inspect``): asyncio imports it but, on the agent's path, calls it
+    nowhere once signals come through ``stopsignal``; a first use from a worker thread would be
+    safe (importlib's module lock), only no longer free.
+    """
+    import logging
+    import signal
 
     from pitrix import aio
+    from pitrix.agent.stopsignal import StopSignals
 
     # What asyncio itself logs (a callback's exception) goes to stderr as pitrix.logs sends it.
     numeric = logging.getLevelName(level.upper())
     logging.basicConfig(
         level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(name)s: %(message)s"
     )
-    return aio.run(_run(config), tune_gc=False)
+    if config.onetime:
+        return aio.run(_run(config, None), tune_gc=False, prefer_uvloop=False)
+    with StopSignals((signal.SIGTERM, signal.SIGINT)) as stops:
+        return aio.run(_run(config, stops), tune_gc=False, prefer_uvloop=False)
 
 
 def log_style(config: AgentConfig) -> tuple[bool | None, bool]:
