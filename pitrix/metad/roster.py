@@ -9,14 +9,16 @@ the rule the runtime used for the ``nodes`` it deployed
 (``pitrix.runtime.steps.identity.metad_order``), so the long-polls stay spread over the members.
 
 Only the standard library (and ``keyspace``, which spells the layout) is imported: the agent
-uses this module too.
+uses this module too, and not even all of that: hashlib's import initialises OpenSSL's digests
+(~0.7 MiB of a watching agent's resident memory, for one short digest per roster), so the digest
+is CPython's own SHA-256, and the rotation's CRC-32 is binascii's (zlib's, without loading zlib).
 """
 
 from __future__ import annotations
 
-import hashlib
+import binascii
+import importlib
 import json
-import zlib
 from typing import Any
 
 from pitrix.metad import keyspace
@@ -36,9 +38,23 @@ MAX_URLS = 16
 MAX_URL_LENGTH = 512
 
 
+def _sha256_hex(data: bytes) -> str:
+    """hashlib.sha256(data).hexdigest() from CPython's builtin module (``_sha256`` up to 3.11,
+    ``_sha2`` since), hashlib only where neither is built in."""
+    for name in ("_sha256", "_sha2"):
+        try:
+            module = importlib.import_module(name)
+        except ImportError:
+            continue
+        return str(module.sha256(data).hexdigest())
+    import hashlib
+
+    return hashlib.sha256(data).hexdigest()
+
+
 def digest(urls: list[str]) -> str:
     """What names a set of members whatever its order (each agent holds its own rotation)."""
-    return hashlib.sha256("\n".join(sorted(urls)).encode()).hexdigest()[:16]
+    return _sha256_hex("\n".join(sorted(urls)).encode())[:16]
 
 
 def document(urls: list[str]) -> dict[str, str]:
@@ -73,5 +89,5 @@ def rotated(urls: list[str], cluster_id: str, node_id: str) -> list[str]:
     as the runtime's ``metad_order``, so a node keeps its place in the spread after a change."""
     if len(urls) < 2 or not node_id:
         return list(urls)
-    first = zlib.crc32(f"{cluster_id}/{node_id}".encode()) % len(urls)
+    first = binascii.crc32(f"{cluster_id}/{node_id}".encode()) % len(urls)
     return urls[first:] + urls[:first]
