@@ -6,6 +6,7 @@ must not pay for what its backend does not use.
 
 from __future__ import annotations
 
+import _thread
 import sys
 import types
 from pathlib import Path
@@ -211,16 +212,26 @@ async def _run(config: AgentConfig, stops: StopSignals | None) -> int:
 
 class _Deferred(types.ModuleType):
     """A module in ``sys.modules`` that imports the real one on first attribute access, and
-    from then on hands every attribute over from it (``sys.modules`` then holds the real one)."""
+    from then on hands every attribute over from it (``sys.modules`` then holds the real one).
+
+    The first access may come from any thread (a watching agent never loads ``inspect`` before
+    its workers start): a lock makes that one import, never a second copy of the module."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.__dict__["_lock"] = _thread.allocate_lock()
 
     def __getattr__(self, name: str) -> Any:
         real = self.__dict__.get("_real")
         if real is None:
-            import importlib
+            with self.__dict__["_lock"]:
+                real = self.__dict__.get("_real")
+                if real is None:
+                    import importlib
 
-            if sys.modules.get(self.__name__) is self:
-                del sys.modules[self.__name__]
-            real = self.__dict__["_real"] = importlib.import_module(self.__name__)
+                    if sys.modules.get(self.__name__) is self:
+                        del sys.modules[self.__name__]
+                    real = self.__dict__["_real"] = importlib.import_module(self.__name__)
         return getattr(real, name)
 
 
@@ -229,8 +240,10 @@ def defer_inspect() -> None:
 
     ``dataclasses`` imports it for one call (a signature for a class without a docstring), and it
     is the largest single import of a one-shot render (ast, dis, tokenize and the rest: about a
-    third of a bare interpreter's start), which uses none of it. ``_run_on_loop`` loads it before
-    any thread starts, so a long-running agent has the real module everywhere.
+    third of a bare interpreter's start), which uses none of it; nor does a watching agent (~1 MiB
+    of its RSS: see ``_run_on_loop``). Whoever first reads an attribute loads the real module,
+    from any thread (importlib's per-module lock makes a race import it once); modules that
+    imported the stand-in keep reaching the real one through it.
     (``importlib.util.LazyLoader`` cannot do this on Python 3.11: an ``import`` statement reads
     the module's ``__spec__``, which loads it.)
     """
