@@ -242,8 +242,8 @@ def defer_inspect() -> None:
     is the largest single import of a one-shot render (ast, dis, tokenize and the rest: about a
     third of a bare interpreter's start), which uses none of it; nor does a watching agent (~1 MiB
     of its RSS: see ``_run_on_loop``). Whoever first reads an attribute loads the real module,
-    from any thread (importlib's per-module lock makes a race import it once); modules that
-    imported the stand-in keep reaching the real one through it.
+    from any thread (the stand-in's lock makes a race import it once); modules that imported
+    the stand-in keep reaching the real one through it.
     (``importlib.util.LazyLoader`` cannot do this on Python 3.11: an ``import`` statement reads
     the module's ``__spec__``, which loads it.)
     """
@@ -295,11 +295,11 @@ def _run_on_loop(config: AgentConfig, level: str) -> int:
     """Every mode but an inline one-shot: the agent on the stdlib event loop.
 
     Not uvloop, which the daemons run on: the agent holds a connection or two and mostly waits,
-    and uvloop's extension was ~2 MiB of a watching agent's ~26 MiB resident memory with no
-    change in propagation latency the benchmark could measure (docs/benchmarks.md). ``inspect``
-    stays deferred (``defer_inspect``): asyncio imports it but, on the agent's path, calls it
-    nowhere once signals come through ``stopsignal``; a first use from a worker thread would be
-    safe (importlib's module lock), only no longer free.
+    and uvloop's extension was ~2 MiB of a watching agent's ~26 MiB resident memory, for the
+    same CPU per change on either loop (docs/benchmarks.md). ``inspect`` stays deferred
+    (``defer_inspect``): asyncio imports it but, on the agent's path, calls it nowhere once
+    signals come through ``stopsignal``; a first use from a worker thread would be safe (the
+    stand-in's lock), only no longer free.
     """
     import logging
     import signal
