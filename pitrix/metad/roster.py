@@ -19,6 +19,7 @@ from __future__ import annotations
 import binascii
 import importlib
 import json
+from collections.abc import Callable
 from typing import Any
 
 from pitrix.metad import keyspace
@@ -38,23 +39,25 @@ MAX_URLS = 16
 MAX_URL_LENGTH = 512
 
 
-def _sha256_hex(data: bytes) -> str:
-    """hashlib.sha256(data).hexdigest() from CPython's builtin module (``_sha256`` up to 3.11,
-    ``_sha2`` since), hashlib only where neither is built in."""
+def _builtin_sha256() -> Callable[[bytes], Any]:
+    """hashlib.sha256 from CPython's builtin module (``_sha256`` up to 3.11, ``_sha2`` since),
+    hashlib's only where neither is built in. Looked up once, at import."""
     for name in ("_sha256", "_sha2"):
         try:
-            module = importlib.import_module(name)
+            return importlib.import_module(name).sha256
         except ImportError:
             continue
-        return str(module.sha256(data).hexdigest())
     import hashlib
 
-    return hashlib.sha256(data).hexdigest()
+    return hashlib.sha256
+
+
+_SHA256 = _builtin_sha256()
 
 
 def digest(urls: list[str]) -> str:
     """What names a set of members whatever its order (each agent holds its own rotation)."""
-    return _sha256_hex("\n".join(sorted(urls)).encode())[:16]
+    return str(_SHA256("\n".join(sorted(urls)).encode()).hexdigest())[:16]
 
 
 def document(urls: list[str]) -> dict[str, str]:
