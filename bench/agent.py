@@ -433,12 +433,18 @@ async def footprint(quick: bool) -> Table:
         "it; PYTHONDONTWRITEBYTECODE on this host would otherwise make every run compile the agent, "
         "which is what made the removed agent_oneshot section's 0.61 CPU-s)",
     ]
+    confd_watch = file_watch[1] if file_watch is not None else None
     if prod is None:
         table.notes.append(f"no production install in this run: {why}")
     else:
+        versus = (
+            f"; ÷ confd -watch of this run (below): {watch_rss / confd_watch:.2f}× (goal ≤ 1)"
+            if watch_rss is not None and confd_watch is not None
+            else ""
+        )
         table.notes.append(
             f"agent watching metad: VmRSS {watch_rss:.1f} MiB, a production-install pitrix-agent after "
-            "3 changes applied (mutual TLS off: the rig's metad serves plain HTTP on loopback)"
+            "3 changes applied (mutual TLS off: the rig's metad serves plain HTTP on loopback)" + versus
             if watch_rss is not None
             else "agent watching metad: no figure"
         )
@@ -452,7 +458,7 @@ async def footprint(quick: bool) -> Table:
             + (f"; confd {confd_count:.0f} M" if confd_count is not None else "")
         )
     if file_watch is not None:
-        agent_mib, confd_watch = file_watch
+        agent_mib = file_watch[0]
         theirs = (
             f"confd -watch {confd_watch:.1f} MiB ({confd_label}): {agent_mib / confd_watch:.2f}×"
             if confd_watch is not None

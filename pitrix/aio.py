@@ -1,8 +1,10 @@
 """Running a pitrix process's event loop.
 
 uvloop when it is installed (an order of magnitude less memory per TLS connection and faster
-I/O), the stdlib loop otherwise; callers never choose. The garbage collector is tuned for a
-long-running process first (see gctune.py).
+I/O), the stdlib loop otherwise. A process that holds a connection or two and mostly waits (the
+agent) may ask for the stdlib loop: uvloop's extension is ~2 MiB of its resident memory and buys
+it nothing it can measure. The garbage collector is tuned for a long-running process first (see
+gctune.py).
 """
 
 from __future__ import annotations
@@ -16,14 +18,17 @@ from pitrix import gctune
 T = TypeVar("T")
 
 
-def run(main: Coroutine[Any, Any, T], *, tune_gc: bool = True) -> T:
+def run(main: Coroutine[Any, Any, T], *, tune_gc: bool = True, prefer_uvloop: bool = True) -> T:
     """Run ``main`` to completion on the best available event loop.
 
     ``tune_gc`` False keeps CPython's collector settings: the agent's choice, a small process on
     every VM whose figures the tuning did not change (the daemons' large heaps are what it is for).
+    ``prefer_uvloop`` False runs it on the stdlib loop even where uvloop is installed.
     """
     if tune_gc:
         gctune.for_service()
+    if not prefer_uvloop:
+        return asyncio.run(main)
     try:
         import uvloop
     except ImportError:  # pragma: no cover - uvloop is a dependency on Linux

@@ -10,22 +10,21 @@ once two thirds of the certificate's life are gone, so a short-lived certificate
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import json
 import ssl
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from pitrix.agent.certdates import validity
 from pitrix.agent.durable import write_durably
 from pitrix.agent.errors import BackendError, ConfigError
 from pitrix.agent.httpclient import HttpClient
 from pitrix.agent.log import get_logger
 from pitrix.backoff import Backoff
-from pitrix.certtime import renewal_time
 from pitrix.metad import keyspace
 
 if TYPE_CHECKING:
+    import datetime as dt
+
     # pki (and the cryptography package) is loaded by the first key or CSR this agent makes: a
     # running agent with a good certificate never needs it.
     from pitrix import pki
@@ -77,6 +76,10 @@ class AgentCertificate:
         """A certificate file that parses, has not expired, and (with a key) loads."""
         if self.cert is None:
             return True
+        import datetime as dt  # here: an agent without a client certificate never needs it
+
+        from pitrix.agent.certdates import validity
+
         try:
             not_before, not_after = validity(self.cert.read_bytes())
         except (OSError, ValueError):
@@ -115,6 +118,10 @@ class AgentCertificate:
             return False
         if self._renew_retry_at is not None and asyncio.get_running_loop().time() < self._renew_retry_at:
             return False
+        import datetime as dt
+
+        from pitrix.certtime import renewal_time
+
         return dt.datetime.now(dt.UTC) >= renewal_time(self._not_before, self._not_after)
 
     # -- keeping it fresh -------------------------------------------------------------------------

@@ -37,6 +37,8 @@ DEFAULT_ACTION_TIMEOUT = 60.0
 
 @dataclass(frozen=True)
 class HealthCheck:
+    """The role's health check as metad serves it, read once per change of its values."""
+
     cmd: str
     interval: float
     timeout: float

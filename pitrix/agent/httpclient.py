@@ -50,6 +50,8 @@ class _Unanswered(HTTPConnectionClosed):
 
 @dataclass(frozen=True, slots=True)
 class Response:
+    """One answer, read whole (metad's answers are small; a long-poll's arrives at once)."""
+
     status: int
     headers: dict[str, str]  # names lower-cased; a repeated header keeps its last value
     body: bytes
@@ -60,6 +62,8 @@ class Response:
 
 @dataclass(frozen=True, slots=True)
 class Origin:
+    """Where a connection goes: the key a kept-alive connection is reused under."""
+
     scheme: str
     host: str
     port: int

@@ -6,6 +6,7 @@ must not pay for what its backend does not use.
 
 from __future__ import annotations
 
+import _thread
 import sys
 import types
 from pathlib import Path
@@ -19,6 +20,7 @@ if TYPE_CHECKING:
     import argparse
 
     from pitrix.agent.config import AgentConfig
+    from pitrix.agent.stopsignal import StopSignals
 
 VERSION = "0.1.0"
 _LOG_LEVELS = {"panic": "critical", "fatal": "critical", "warn": "warning"}
@@ -181,20 +183,17 @@ def config_from_args(args: argparse.Namespace | types.SimpleNamespace) -> AgentC
     return config
 
 
-async def _run(config: AgentConfig) -> int:
-    import asyncio
-    import signal
-
+async def _run(config: AgentConfig, stops: StopSignals | None) -> int:
+    """The agent on the running loop; ``stops`` (None for a one-shot, which signals end as they
+    always have) stop a long-running one."""
     from pitrix import sdnotify
     from pitrix.agent.agent import build_agent
 
     agent = build_agent(config, own_process=True)
     try:
-        if config.onetime:
+        if config.onetime or stops is None:
             return 0 if await agent.run_onetime() else 1
-        loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            loop.add_signal_handler(sig, agent.stop)
+        stops.call(agent.stop)
         # Ready once its loops run (metad may still be away: the agent retries, it is up); the
         # watchdog pings come from this loop, so a hung one gets the agent restarted.
         watchdog = await sdnotify.serving(f"watching {config.backend}")
@@ -206,21 +205,33 @@ async def _run(config: AgentConfig) -> int:
                 watchdog.cancel()
         return 0
     finally:
+        if stops is not None:
+            stops.stop_calling()
         await agent.close()
 
 
 class _Deferred(types.ModuleType):
     """A module in ``sys.modules`` that imports the real one on first attribute access, and
-    from then on hands every attribute over from it (``sys.modules`` then holds the real one)."""
+    from then on hands every attribute over from it (``sys.modules`` then holds the real one).
+
+    The first access may come from any thread (a watching agent never loads ``inspect`` before
+    its workers start): a lock makes that one import, never a second copy of the module."""
+
+    def __init__(self, name: str) -> None:
+        super().__init__(name)
+        self.__dict__["_lock"] = _thread.allocate_lock()
 
     def __getattr__(self, name: str) -> Any:
         real = self.__dict__.get("_real")
         if real is None:
-            import importlib
+            with self.__dict__["_lock"]:
+                real = self.__dict__.get("_real")
+                if real is None:
+                    import importlib
 
-            if sys.modules.get(self.__name__) is self:
-                del sys.modules[self.__name__]
-            real = self.__dict__["_real"] = importlib.import_module(self.__name__)
+                    if sys.modules.get(self.__name__) is self:
+                        del sys.modules[self.__name__]
+                    real = self.__dict__["_real"] = importlib.import_module(self.__name__)
         return getattr(real, name)
 
 
@@ -229,8 +240,10 @@ def defer_inspect() -> None:
 
     ``dataclasses`` imports it for one call (a signature for a class without a docstring), and it
     is the largest single import of a one-shot render (ast, dis, tokenize and the rest: about a
-    third of a bare interpreter's start), which uses none of it. ``_run_on_loop`` loads it before
-    any thread starts, so a long-running agent has the real module everywhere.
+    third of a bare interpreter's start), which uses none of it; nor does a watching agent (~1 MiB
+    of its RSS: see ``_run_on_loop``). Whoever first reads an attribute loads the real module,
+    from any thread (the stand-in's lock makes a race import it once); modules that imported
+    the stand-in keep reaching the real one through it.
     (``importlib.util.LazyLoader`` cannot do this on Python 3.11: an ``import`` statement reads
     the module's ``__spec__``, which loads it.)
     """
@@ -279,20 +292,30 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _run_on_loop(config: AgentConfig, level: str) -> int:
-    """Every mode but an inline one-shot: the agent on its event loop."""
-    import inspect
-    import logging
+    """Every mode but an inline one-shot: the agent on the stdlib event loop.
 
-    inspect.isfunction  # noqa: B018 -- a deferred inspect is loaded here, before any thread starts
+    Not uvloop, which the daemons run on: the agent holds a connection or two and mostly waits,
+    and uvloop's extension was ~2 MiB of a watching agent's ~26 MiB resident memory, for the
+    same CPU per change on either loop (docs/benchmarks.md). ``inspect`` stays deferred
+    (``defer_inspect``): asyncio imports it but, on the agent's path, calls it nowhere once
+    signals come through ``stopsignal``; a first use from a worker thread would be safe (the
+    stand-in's lock), only no longer free.
+    """
+    import logging
+    import signal
 
     from pitrix import aio
+    from pitrix.agent.stopsignal import StopSignals
 
     # What asyncio itself logs (a callback's exception) goes to stderr as pitrix.logs sends it.
     numeric = logging.getLevelName(level.upper())
     logging.basicConfig(
         level=max(numeric, logging.WARNING), stream=sys.stderr, format="%(name)s: %(message)s"
     )
-    return aio.run(_run(config), tune_gc=False)
+    if config.onetime:
+        return aio.run(_run(config, None), tune_gc=False, prefer_uvloop=False)
+    with StopSignals((signal.SIGTERM, signal.SIGINT)) as stops:
+        return aio.run(_run(config, stops), tune_gc=False, prefer_uvloop=False)
 
 
 def log_style(config: AgentConfig) -> tuple[bool | None, bool]:

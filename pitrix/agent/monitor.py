@@ -37,6 +37,8 @@ ERROR_TAIL = 300
 
 @dataclass(frozen=True)
 class MonitorSpec:
+    """The role's monitor as metad serves it, read once per change of its values."""
+
     cmd: str
     interval: float
     timeout: float

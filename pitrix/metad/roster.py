@@ -9,14 +9,17 @@ the rule the runtime used for the ``nodes`` it deployed
 (``pitrix.runtime.steps.identity.metad_order``), so the long-polls stay spread over the members.
 
 Only the standard library (and ``keyspace``, which spells the layout) is imported: the agent
-uses this module too.
+uses this module too, and not even all of that: hashlib's import initialises OpenSSL's digests
+(~0.7 MiB of a watching agent's resident memory, for one short digest per roster), so the digest
+is CPython's own SHA-256, and the rotation's CRC-32 is binascii's (zlib's, without loading zlib).
 """
 
 from __future__ import annotations
 
-import hashlib
+import binascii
+import importlib
 import json
-import zlib
+from collections.abc import Callable
 from typing import Any
 
 from pitrix.metad import keyspace
@@ -36,9 +39,25 @@ MAX_URLS = 16
 MAX_URL_LENGTH = 512
 
 
+def _builtin_sha256() -> Callable[[bytes], Any]:
+    """hashlib.sha256 from CPython's builtin module (``_sha256`` up to 3.11, ``_sha2`` since),
+    hashlib's only where neither is built in. Looked up once, at import."""
+    for name in ("_sha256", "_sha2"):
+        try:
+            return importlib.import_module(name).sha256
+        except ImportError:
+            continue
+    import hashlib
+
+    return hashlib.sha256
+
+
+_SHA256 = _builtin_sha256()
+
+
 def digest(urls: list[str]) -> str:
     """What names a set of members whatever its order (each agent holds its own rotation)."""
-    return hashlib.sha256("\n".join(sorted(urls)).encode()).hexdigest()[:16]
+    return str(_SHA256("\n".join(sorted(urls)).encode()).hexdigest())[:16]
 
 
 def document(urls: list[str]) -> dict[str, str]:
@@ -73,5 +92,5 @@ def rotated(urls: list[str], cluster_id: str, node_id: str) -> list[str]:
     as the runtime's ``metad_order``, so a node keeps its place in the spread after a change."""
     if len(urls) < 2 or not node_id:
         return list(urls)
-    first = zlib.crc32(f"{cluster_id}/{node_id}".encode()) % len(urls)
+    first = binascii.crc32(f"{cluster_id}/{node_id}".encode()) % len(urls)
     return urls[first:] + urls[:first]

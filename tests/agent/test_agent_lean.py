@@ -4,20 +4,24 @@ dates, structlog's JSON lines)."""
 
 from __future__ import annotations
 
+import asyncio
 import datetime as dt
 import io
 import json
 import os
+import signal
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
+from agent_helpers import read_fifo_line
 
 from pitrix import logs, pki
 from pitrix.agent import log
 from pitrix.agent.certdates import validity
+from pitrix.agent.report import utc_now
 
 REPO = Path(__file__).resolve().parents[2]
 # Never on a one-shot render of plain templates (file backend, no commands).
@@ -55,6 +59,9 @@ NOT_ON_ONE_SHOT = [
 ]
 # Never in a watching agent with a good certificate (the metad backend's path).
 NOT_ON_WATCH = [
+    "datetime",  # ~0.4 MiB: reports stamp their time from ``time`` (a client certificate loads it)
+    "hashlib",  # OpenSSL's digests: ~0.7 MiB (the roster's digest is CPython's own SHA-256)
+    "zlib",
     "structlog",
     "rich",
     "cryptography",
@@ -193,6 +200,15 @@ def test_certificate_validity_matches_cryptography() -> None:
         validity(b"-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n")
 
 
+def test_report_timestamps_are_datetimes_format() -> None:
+    before = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    stamp = utc_now()
+    after = dt.datetime.now(dt.UTC).replace(tzinfo=None)
+    parsed = dt.datetime.strptime(stamp, "%Y-%m-%dT%H:%M:%S.%fZ")
+    assert parsed.strftime("%Y-%m-%dT%H:%M:%S.%fZ") == stamp
+    assert before <= parsed <= after
+
+
 def test_line_logger_writes_structlogs_json_lines() -> None:
     """Same keys in the same order with the same values (the timestamp's format too)."""
     ours, theirs = io.StringIO(), io.StringIO()
@@ -225,3 +241,59 @@ def test_line_logger_writes_structlogs_json_lines() -> None:
         assert a_exc.splitlines()[-1:] == b_exc.splitlines()[-1:]
     assert mine[1]["level"] == "error"
     assert a_exc.startswith("Traceback") and a_exc.endswith("ValueError: boom")
+
+
+# A watching agent (file backend) in a fresh interpreter: main() returns once SIGTERM stops it,
+# and then tells what it loaded and which loop it ran on.
+WATCHING = """
+import json, sys
+from pitrix.agent.main import _Deferred, defer_inspect, main
+defer_inspect()  # as main() does first; asyncio, imported below, would load it otherwise
+import asyncio
+loops = []
+real_run = asyncio.run
+def run(coro, **kwargs):
+    async def noting():
+        loops.append(type(asyncio.get_running_loop()).__module__)
+        return await coro
+    return real_run(noting(), **kwargs)
+asyncio.run = run
+status = main({argv!r})
+loaded = sorted(name for name, module in sys.modules.items() if not isinstance(module, _Deferred))
+print(json.dumps({{"status": status, "modules": loaded, "loops": loops}}))
+"""
+
+
+async def test_watching_agent_runs_on_the_stdlib_loop_without_inspect_and_stops_on_sigterm(
+    tmp_path: Path,
+) -> None:
+    """uvloop's extension and ``inspect`` (ast, dis) were ~3 MiB of a watching agent's RSS; the
+    stdlib loop and stopsignal's handlers leave both out, and SIGTERM still ends it cleanly."""
+    fifo = tmp_path / "reloaded"
+    os.mkfifo(fifo)
+    argv = confdir(tmp_path, reload_cmd=f"echo reloaded > {fifo}")
+    argv = ["-watch" if a == "-onetime" else a for a in argv]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    env.pop("PITRIX_VM_ROOT", None)
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", textwrap.dedent(WATCHING.format(argv=argv)), cwd=tmp_path, env=env,
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    try:
+        assert await read_fifo_line(fifo, 60) == "reloaded\n"  # watching: its first round is done
+        assert (tmp_path / "etc/hosts.conf").read_text() == "a=10.0.0.1\nb=10.0.0.2\n"
+        process.send_signal(signal.SIGTERM)
+        out, err = await asyncio.wait_for(process.communicate(), 60)
+    finally:
+        if process.returncode is None:
+            process.kill()
+            await process.wait()
+    assert process.returncode == 0, err.decode()
+    answer = json.loads(out.decode().splitlines()[-1])
+    assert answer["status"] == 0
+    assert answer["loops"] == ["asyncio.unix_events"]
+    modules = set(answer["modules"])
+    assert {"asyncio", "pitrix.agent.agent", "pitrix.agent.stopsignal"} <= modules
+    unwanted = ("uvloop", "inspect", "ast", "dis", *NOT_ON_WATCH)
+    # The file backend reads YAML, and PyYAML imports datetime: both are the metad path's only.
+    assert sorted(m for m in unwanted if m in modules and m not in ("yaml", "datetime")) == []

@@ -7,6 +7,7 @@ over to C when A goes too, and a restart with the same deployed config still use
 
 from __future__ import annotations
 
+import hashlib
 import json
 import stat
 from pathlib import Path
@@ -30,6 +31,8 @@ def test_the_agent_turns_a_roster_as_the_runtime_deploys_it() -> None:
         assert roster.rotated(urls, "cl-1", f"node-{n}") == metad_order(urls, "cl-1", f"node-{n}")
     assert roster.published(roster.document(urls)) == urls
     assert roster.digest(urls) == roster.digest(list(reversed(urls)))
+    # The same digest as hashlib's SHA-256, which rosters already stored in etcd were named with.
+    assert roster.digest(urls) == hashlib.sha256("\n".join(sorted(urls)).encode()).hexdigest()[:16]
     damaged = {**roster.document(urls), roster.DIGEST: "0" * 16}
     assert roster.published(damaged) is None
     assert roster.published(roster.document([])) is None
