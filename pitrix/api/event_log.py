@@ -6,9 +6,11 @@ replica or a restart that sees the same revision again writes the same keys, so 
 idempotent, and a stream can tell history from live events by that position alone (no gap, no
 duplicate). Only the replica that owns a cluster records its events (pitrix.api.events says how
 an adopting replica fills in what the previous owner had not recorded): every replica would
-otherwise put every event once each. A cursor per replica (the last revision it recorded, written
-in the same transaction) lets a restarted hub replay what it missed while down; replicas record
-different clusters, so one replica's cursor says nothing of another's progress.
+otherwise put every event once each. A cursor per replica (a revision it recorded everything up
+to, written in the same transaction as that revision's events) lets a restarted hub replay what it
+missed while down; replicas record different clusters, so one replica's cursor says nothing of
+another's progress. It moves at most every ``CURSOR_EVERY`` seconds: written with every revision
+it was a put for each event; a restart replays those few seconds again, under the same keys.
 
 The history is bounded per cluster by count and age, oldest first; it goes with the cluster's
 record when that is removed.
@@ -33,6 +35,7 @@ if TYPE_CHECKING:
 
 EVENT_LOG = "/event-log/"
 CURSOR = "/pitrix/event-log-cursor"  # a replica's is CURSOR/<replica id>; this one before replicas
+CURSOR_EVERY = 5.0
 # etcd refuses a transaction of more than 128 operations by default.
 TXN_OPS = 100
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
@@ -79,6 +82,7 @@ class EventLog:
         self.store = store
         self.limits = limits or HistoryLimits()
         self.cursor_key = f"{CURSOR}/{replica}" if replica else CURSOR
+        self._cursor_moved = -CURSOR_EVERY  # monotonic time of the last cursor write
         self._written: dict[str, int] = {}
         self.log = get_logger("pitrix.api.event_log")
 
@@ -101,9 +105,10 @@ class EventLog:
         return position(kvs[0].key.rpartition("/")[2])[0] if kvs else 0
 
     async def record(self, events: list[Event], revision: int, cursor: bool = True) -> None:
-        """Keep ``events`` (all of one revision) and move the cursor past it (``cursor`` False: a
-        catch-up of older revisions, which must not move it back); a removed cluster's history
-        goes in the same transaction."""
+        """Keep ``events`` (all of one revision) and move the cursor to it if it was last moved
+        ``CURSOR_EVERY`` seconds ago or more (``cursor`` False: never, for a catch-up of older
+        revisions, which must not move it back); a removed cluster's history goes in the same
+        transaction."""
         removed = {e.cluster_id for e in events if e.kind == "cluster_removed"}
         ops = [
             Op("put", f"{self.prefix(e.cluster_id)}{e.event_id}", json.dumps(e.record()).encode())
@@ -111,10 +116,14 @@ class EventLog:
             if e.cluster_id not in removed
         ]
         ops += [Op("delete_prefix", self.prefix(cid)) for cid in sorted(removed)]
+        moved = time.monotonic()
+        cursor = cursor and moved - self._cursor_moved >= CURSOR_EVERY
         if cursor:
             ops.append(Op("put", self.cursor_key, str(revision).encode()))
         for start in range(0, len(ops), TXN_OPS):
             await self.store.txn([], ops[start : start + TXN_OPS])
+        if cursor:
+            self._cursor_moved = moved
         for cid in removed:
             self._written.pop(cid, None)
         for e in events:
