@@ -11,23 +11,23 @@ size. ``PITRIX_BENCH_REPLICAS_N`` sets N (default 300; 30 with ``--quick``),
 
 Capacity on paper. A live cluster keeps its record, its nodes, its tokens, its owner key, its jobs
 with their journals and its event history in etcd; the second table gives the bytes of each per
-cluster after its create, and how many puts the create took. The event history is the largest
-part of the live bytes; only the replica that owns a cluster records its events, each once (every
+cluster after its create, and how many puts the create took. The event history is the largest part
+of the live bytes; only the replica that owns a cluster records its events, each once (every
 replica recording every event, as before, put each one once per replica: with three replicas four
-fifths of a create's puts; at 30 three-node clusters, load 6-8, one run each: 198 event puts per
+fifths of a create's puts; at 30 three-node clusters, load 3-12, one run each: 198 event puts per
 cluster before, 33 after, 239 puts and 54 KB put per cluster in all before, 74 and 24 KB after),
-and each put is kept in etcd's history until compaction. etcd's database keeps the history of every key until compaction and frees space only on
-defrag, so it grows several times faster than the live bytes: run etcd with
---auto-compaction-retention and defrag now and then. At etcd's 8 GiB quota the live bytes allow
-hundreds of thousands of clusters (the event history, 1,000 events kept per cluster, is what
-grows: a busy cluster's history fills to its limit); what bounds one etcd first is the watch
-fan-out: every replica watches every cluster record and owner key (the fleet's view, its owner
-watch, the API's event hub), so each write of a cluster's record is sent once per replica per
+and each put is kept in etcd's history until compaction. etcd's database keeps the history of every
+key until compaction and frees space only on defrag, so it grows several times faster than the live
+bytes: run etcd with --auto-compaction-retention and defrag now and then. At etcd's 8 GiB quota the
+live bytes allow hundreds of thousands of clusters (the event history, 1,000 events kept per
+cluster, is what grows: a busy cluster's history fills to its limit); what bounds one etcd first is
+the watch fan-out: every replica watches every cluster record and owner key (the fleet's view, its
+owner watch, the API's event hub), so each write of a cluster's record is sent once per replica per
 watch, and a replica's memory holds the fleet view (a few hundred bytes per cluster). Within one
 region or one runtime's control plane, one etcd cluster of three or five members holds 10,000
-clusters with room to spare; beyond some 100,000 clusters, or across regions (where a write's
-round trip to the etcd leader is the latency of every step), run one pitrix installation, with its
-own etcd, per region or per large runtime.
+clusters with room to spare; beyond some 100,000 clusters, or across regions (where a write's round
+trip to the etcd leader is the latency of every step), run one pitrix installation, with its own
+etcd, per region or per large runtime.
 
 What stopped the runs at 100 clusters (the last stop's and this one's first, at a load average of
 25-38 from other work): the owner's one metadata VM's pitrix-metad collapsed. It answered 503
