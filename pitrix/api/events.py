@@ -12,9 +12,11 @@ those moves at slightly different moments than the revisions they follow, so an 
 every hub while none thinks it records that cluster. So the first time a hub records a cluster
 (since it started, or since it last saw the cluster as another's), it first catches up: the
 changes of that cluster after the newest event kept, up to the one in hand, are read back from
-etcd's history and recorded (the same keys, whoever recorded them already). What the previous
-owner had produced before it died is thus recorded by the next owner at the cluster's next event;
-only a revision etcd has compacted away by then is lost, and the hub says so in its log. Until the
+etcd's history and recorded (the same keys, whoever recorded them already). A cluster taken over
+while idle has no next event to start that: every ``CATCH_UP_EVERY`` seconds the hub also catches
+up on the clusters it records and has not yet. What the previous owner had produced before it died
+is thus recorded by the next owner within seconds; only a revision etcd has compacted away by then
+is lost, and the hub says so in its log. Until the
 owner has recorded an event, another replica's stream still shows it: each hub keeps the last
 ``RECENT`` events it handed out and a history read adds those newer than the history's newest.
 """
@@ -47,6 +49,10 @@ QUEUE_LIMIT = 1000
 RECENT = 2000
 # The most revisions a catch-up reads back (the watch of every cluster's records over them).
 CATCH_UP_MAX = 20000
+# How often a hub looks for clusters it records but has not caught up on (taken over while idle),
+# and how many it catches up on each time.
+CATCH_UP_EVERY = 2.0
+CATCH_UP_BATCH = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,7 +121,10 @@ class EventHub:
         self.records = records
         self.recent: deque[Event] = deque(maxlen=RECENT)
         self._caught_up: set[str] = set()  # clusters recorded here with nothing missing before
+        self._recording = asyncio.Lock()  # a revision's recording and a catch-up, one at a time
+        self._delivered = 0  # the last revision handed out
         self._sweeper: asyncio.Task[None] | None = None
+        self._catcher: asyncio.Task[None] | None = None
         self._live_from = 0  # revisions before it are a replay for the history: observers saw them
         self._owners: dict[str, str] = {}
         self._subscribers: set[Subscription] = set()
@@ -136,11 +145,14 @@ class EventHub:
             if cursor:
                 start = min(start, cursor + 1)
             self._sweeper = asyncio.create_task(self.history.sweep_forever(), name="api-events-sweep")
+            if self.records is not None:
+                self._catcher = asyncio.create_task(self._catch_up_forever(), name="api-events-catch-up")
         self._task = asyncio.create_task(self._run(start), name="api-events")
 
     async def close(self) -> None:
-        if self._sweeper is not None:
-            await cancel_and_wait(self._sweeper)
+        for task in (self._sweeper, self._catcher):
+            if task is not None:
+                await cancel_and_wait(task)
         if self._task is not None:
             await cancel_and_wait(self._task)
         for sub in list(self._subscribers):
@@ -217,7 +229,9 @@ class EventHub:
             received = time.time()
             events = self._events(batch, received)
             if self.history is not None and events:
-                await self._record(events, batch.revision, received)
+                async with self._recording:
+                    await self._record(events, batch.revision, received)
+            self._delivered = batch.revision
             self._dispatch(events, received)
         except Exception:
             # Part of the revision may be delivered and part not: a subscriber's view would be
@@ -250,28 +264,48 @@ class EventHub:
         if mine and not await record_with_retry(self.history, mine, revision):
             self._caught_up -= {e.cluster_id for e in mine}  # its next event catches up again
 
+    async def _catch_up_forever(self) -> None:
+        """Catch up on the clusters this replica records and has not caught up on: those taken
+        over while idle (no event of theirs has come since) and those whose catch-up failed."""
+        assert self.records is not None
+        while True:
+            await asyncio.sleep(CATCH_UP_EVERY)
+            pending = [cid for cid in list(self._owners) if cid not in self._caught_up and self.records(cid)]
+            for cid in pending[:CATCH_UP_BATCH]:
+                try:
+                    async with self._recording:
+                        if cid in self._caught_up or not self._delivered or not self.records(cid):
+                            continue
+                        if await self._catch_up(cid, self._delivered + 1, time.time()):
+                            self._caught_up.add(cid)
+                except Exception:
+                    self.log.exception("events.catch_up_failed", cluster_id=cid)
+
     async def _catch_up(self, cid: str, revision: int, received: float) -> bool:
         """Record what ``cid``'s previous recorder left unkept before ``revision``: its changes
         after the newest event kept, read back from etcd's history. False if etcd did not answer
-        (the cluster's next event tries again)."""
+        (it is tried again)."""
         assert self.history is not None
         try:
             newest = await self.history.newest(cid)
             earliest = max(newest + 1, revision - CATCH_UP_MAX)
-            start = await self._replay_from(cid, earliest, revision - 1) if earliest < revision else None
-            if start is None:
+            span = await self._replay_span(cid, earliest, revision - 1) if earliest < revision else None
+            if span is None:
                 return True
+            start, last = span
             replayed = 0
             async for batch in self.store.watch_prefix(WATCHED_PREFIX, start):
                 if batch.resync:
                     self.log.warning("events.history_gap", cluster_id=cid, after=newest, before=revision)
                     break
-                if batch.revision >= revision:
+                if batch.revision > last:
                     break
                 found = [e for e in self._events(batch, received, replay=True) if e.cluster_id == cid]
                 if found:
                     await self.history.record(found, batch.revision, cursor=False)
                     replayed += len(found)
+                if batch.revision >= last:  # the cluster's last change up to ``revision``: done
+                    break
         except StoreError as exc:
             self.log.warning("events.catch_up_failed", cluster_id=cid, error=str(exc))
             return False
@@ -279,10 +313,11 @@ class EventHub:
             self.log.info("events.caught_up", cluster_id=cid, events=replayed, after=newest)
         return True
 
-    async def _replay_from(self, cid: str, start: int, end: int) -> int | None:
-        """Where a catch-up of ``cid`` over ``[start, end]`` begins (never before the cluster
-        was created), or None when no record of it as of ``end`` was written in that span: most
-        catch-ups find the cluster unchanged since its newest kept event."""
+    async def _replay_span(self, cid: str, start: int, end: int) -> tuple[int, int] | None:
+        """The revisions a catch-up of ``cid`` over ``[start, end]`` reads: from ``start`` (never
+        before the cluster was created) to the last write of its records as of ``end``; None when
+        none was written in that span: most catch-ups find the cluster unchanged since its newest
+        kept event."""
         created, changed = 0, 0
         record = self.store.prefix_range(keys.cluster_key(cid))[0]
         for first, last in ((record, b""), self.store.prefix_range(keys.cluster_data_prefix(cid))):
@@ -291,12 +326,12 @@ class EventHub:
                     first, last, limit=1, revision=end, sort_target="mod", sort_order="descend"
                 )
             except RevisionCompacted:
-                return start  # etcd kept too little to tell: the watch says what it can
+                return start, end  # etcd kept too little to tell: the watch says what it can
             if kvs:
                 changed = max(changed, kvs[0].mod_revision)
                 if last == b"":
                     created = kvs[0].create_revision
-        return max(start, created) if changed >= start else None
+        return (max(start, created), changed) if changed >= start else None
 
     def _events(self, batch: WatchBatch, received: float, *, replay: bool = False) -> list[Event]:
         if batch.resync:

@@ -119,3 +119,36 @@ async def test_a_new_owner_records_what_the_old_one_left_unkept(store: Store) ->
         assert set((await kept_keys(store, "cl-m")).values()) == {1}
     finally:
         await new.close()
+
+
+async def test_an_idle_cluster_taken_over_has_what_its_old_owner_left_unkept(store: Store) -> None:
+    """No event of the cluster follows the take-over: the new owner's hub still catches up, on its
+    own, within seconds."""
+    owners = {"cl-i": "r1"}  # r1's hub never runs: it died before recording anything
+    new = hub_of(store, "r2", owners)
+    await new.start()
+    try:
+        async with new.subscribe(None, "cl-i") as sub:
+            await put_cluster(store, "cl-i")
+            last = await put_node(store, "cl-i", "n-0")
+            await seen(sub, "cl-i", "n-0")
+        assert await kept_keys(store, "cl-i") == {}
+        owners["cl-i"] = "r2"
+        await asyncio.wait_for(kept_through(store, "cl-i", last), 30)
+        events, _ = await EventLog(store).read("cl-i")
+        assert [e["type"] for e in events] == ["cluster", "node"]
+    finally:
+        await new.close()
+
+
+async def kept_through(store: Store, cid: str, revision: int) -> None:
+    """Until the cluster's history holds an event of ``revision`` (read, then watched from there)."""
+    prefix = EventLog.prefix(cid)
+    mark = f"{prefix}{revision:016d}."
+    kvs, read_at = await store.get_prefix(prefix)
+    if any(kv.key.startswith(mark) for kv in kvs):
+        return
+    async for batch in store.watch_prefix(prefix, read_at + 1):
+        for kv in batch.state if batch.resync else batch.events:
+            if kv.key.startswith(mark):
+                return

@@ -98,3 +98,23 @@ async def test_a_replica_frozen_past_its_lease_gets_its_share_back(
     # awake: a new lease, announced; the others hand idle clusters over until the shares are even
     now = await until(store, owner_keys, even, "shares even again", DEADLINE)
     assert all(tally(now)[n] == CLUSTERS // 3 for n in names)
+    # Each cluster's history, written by whichever replica owned it when (the frozen ones' events
+    # caught up by their adopters), reaches its record's last write and reads the same everywhere.
+    await until(store, histories_behind, lambda behind: not behind, "histories complete", DEADLINE, ("/",))
+    for cid in sorted(now)[:3]:
+        seen = []
+        for replica in replicas.values():
+            async with ApiClient(replica.url) as api:
+                seen.append([e["id"] for e in (await api.get(f"/v1/clusters/{cid}/events"))["events"]])
+        assert seen[0] and seen[0] == seen[1] == seen[2], seen
+
+
+async def histories_behind(store: Store) -> list[str]:
+    """The clusters whose newest kept event is older than their record's last write."""
+    behind = []
+    for kv in (await store.get_prefix("/clusters/"))[0]:
+        cid = kv.key.removeprefix("/clusters/")
+        kept, _ = await store.get_prefix(f"/event-log/{cid}/")
+        if not kept or int(kept[-1].key.rpartition("/")[2].partition(".")[0]) < kv.mod_revision:
+            behind.append(cid)
+    return behind
