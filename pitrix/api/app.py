@@ -506,7 +506,7 @@ async def cluster_events(request: web.Request) -> web.StreamResponse:
         return await stream_events(request, hub, None, cluster.id)
     if follow:
         return await stream_history(request, hub, cluster.id, since, limit)
-    events, _ = await hub.history.read(cluster.id, since, limit)
+    events, _ = await hub.kept(cluster.id, since, limit)
     return web.json_response({"events": events})
 
 
@@ -706,7 +706,8 @@ def create_app(
     app[EVENTS] = EventHub(
         service.store,
         [metrics_.observe, feed.observe],
-        EventLog(service.store, HistoryLimits(api.events_kept, api.events_max_age)),
+        EventLog(service.store, HistoryLimits(api.events_kept, api.events_max_age), service.replica),
+        service.records_events,
     )
     app[APPS] = AppCatalog(service.store)
     app[SHELL_LIMITS] = ShellLimits(api.ssh_idle_timeout, api.ssh_max_session)

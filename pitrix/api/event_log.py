@@ -1,10 +1,16 @@
 """Each cluster's event history, kept in pitrixd's etcd so that it outlives the process.
 
-The hub writes every event it is about to hand to its subscribers here first, under a key made of
-the etcd revision it came from and its place in that revision: a replica or a restart that sees
-the same revision again writes the same keys, so recording is idempotent, and a stream can tell
-history from live events by that position alone (no gap, no duplicate). A cursor (the last revision
-recorded, written in the same transaction) lets a restarted hub replay what it missed while down.
+The hub writes an event it is about to hand to its subscribers here first, under a key made of
+the etcd revision it came from and its place among that cluster's events of that revision: a
+replica or a restart that sees the same revision again writes the same keys, so recording is
+idempotent, and a stream can tell history from live events by that position alone (no gap, no
+duplicate). Only the replica that owns a cluster records its events (pitrix.api.events says how
+an adopting replica fills in what the previous owner had not recorded): every replica would
+otherwise put every event once each. A cursor per replica (a revision it recorded everything up
+to, written in the same transaction as that revision's events) lets a restarted hub replay what it
+missed while down; replicas record different clusters, so one replica's cursor says nothing of
+another's progress. It moves at most every ``CURSOR_EVERY`` seconds: written with every revision
+it was a put for each event; a restart replays those few seconds again, under the same keys.
 
 The history is bounded per cluster by count and age, oldest first; it goes with the cluster's
 record when that is removed.
@@ -28,7 +34,8 @@ if TYPE_CHECKING:
     from pitrix.api.events import Event
 
 EVENT_LOG = "/event-log/"
-CURSOR = "/pitrix/event-log-cursor"
+CURSOR = "/pitrix/event-log-cursor"  # a replica's is CURSOR/<replica id>; this one before replicas
+CURSOR_EVERY = 5.0
 # etcd refuses a transaction of more than 128 operations by default.
 TXN_OPS = 100
 DURATION = re.compile(r"^(\d+(?:\.\d+)?)(s|m|h|d)$")
@@ -71,9 +78,11 @@ def parse_since(text: str, now: float) -> float:
 
 
 class EventLog:
-    def __init__(self, store: Store, limits: HistoryLimits | None = None) -> None:
+    def __init__(self, store: Store, limits: HistoryLimits | None = None, replica: str = "") -> None:
         self.store = store
         self.limits = limits or HistoryLimits()
+        self.cursor_key = f"{CURSOR}/{replica}" if replica else CURSOR
+        self._cursor_moved = -CURSOR_EVERY  # monotonic time of the last cursor write
         self._written: dict[str, int] = {}
         self.log = get_logger("pitrix.api.event_log")
 
@@ -82,12 +91,24 @@ class EventLog:
         return f"{EVENT_LOG}{cluster_id}/"
 
     async def cursor(self) -> int:
-        kv = await self.store.get(CURSOR)
+        """The last revision this replica recorded; an install from before replicas kept one
+        cursor for all, which a replica without its own starts from."""
+        kv = await self.store.get(self.cursor_key)
+        if kv is None and self.cursor_key != CURSOR:
+            kv = await self.store.get(CURSOR)
         return int(kv.value) if kv is not None else 0
 
-    async def record(self, events: list[Event], revision: int) -> None:
-        """Keep ``events`` (all of one revision) and move the cursor past it; a removed cluster's
-        history goes in the same transaction."""
+    async def newest(self, cluster_id: str) -> int:
+        """The revision of the cluster's newest kept event (0: none kept)."""
+        start, end = self.store.prefix_range(self.prefix(cluster_id))
+        kvs, _, _ = await self.store.range(start, end, limit=1, sort_order="descend")
+        return position(kvs[0].key.rpartition("/")[2])[0] if kvs else 0
+
+    async def record(self, events: list[Event], revision: int, cursor: bool = True) -> None:
+        """Keep ``events`` (all of one revision) and move the cursor to it if it was last moved
+        ``CURSOR_EVERY`` seconds ago or more (``cursor`` False: never, for a catch-up of older
+        revisions, which must not move it back); a removed cluster's history goes in the same
+        transaction."""
         removed = {e.cluster_id for e in events if e.kind == "cluster_removed"}
         ops = [
             Op("put", f"{self.prefix(e.cluster_id)}{e.event_id}", json.dumps(e.record()).encode())
@@ -95,9 +116,14 @@ class EventLog:
             if e.cluster_id not in removed
         ]
         ops += [Op("delete_prefix", self.prefix(cid)) for cid in sorted(removed)]
-        ops.append(Op("put", CURSOR, str(revision).encode()))
+        moved = time.monotonic()
+        cursor = cursor and moved - self._cursor_moved >= CURSOR_EVERY
+        if cursor:
+            ops.append(Op("put", self.cursor_key, str(revision).encode()))
         for start in range(0, len(ops), TXN_OPS):
             await self.store.txn([], ops[start : start + TXN_OPS])
+        if cursor:
+            self._cursor_moved = moved
         for cid in removed:
             self._written.pop(cid, None)
         for e in events:
@@ -168,12 +194,14 @@ class EventLog:
                 self.log.exception("event_log.sweep_failed")
 
 
-async def record_with_retry(log: EventLog, events: list[Event], revision: int, attempts: int = 3) -> bool:
+async def record_with_retry(
+    log: EventLog, events: list[Event], revision: int, attempts: int = 3, cursor: bool = True
+) -> bool:
     """``record``, retried briefly (etcd may be changing leader); False if it never went through,
     in which case the cursor stays behind and the next start replays the revision."""
     for attempt in range(attempts):
         try:
-            await log.record(events, revision)
+            await log.record(events, revision, cursor)
             return True
         except Exception:
             if attempt == attempts - 1:

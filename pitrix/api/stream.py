@@ -75,16 +75,17 @@ async def stream_history(
 ) -> web.StreamResponse:
     """One cluster's kept events (``since``, ``limit``), then ``ready``, then live ones.
 
-    The hub records an event before it hands it out, and this subscribes before reading the
-    history: a live event is either in the history read or still to come on the queue (or both,
-    then skipped by its position), so nothing falls between the two and nothing shows twice.
+    The hub records an event before it hands it out (or, for a cluster another replica records,
+    keeps it among its recent ones), and this subscribes before reading the history: a live event
+    is either in what ``kept`` reads or still to come on the queue (or both, then skipped by its
+    position), so nothing falls between the two and nothing shows twice.
     """
     assert hub.history is not None
     response = web.StreamResponse(
         headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
     )
     async with hub.subscribe(None, cluster_id) as sub:
-        history, newest = await hub.history.read(cluster_id, since, limit)
+        history, newest = await hub.kept(cluster_id, since, limit)
         await response.prepare(request)
         for record in history:
             await response.write(_sse(record["type"], record["id"], record))

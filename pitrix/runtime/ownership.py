@@ -68,6 +68,7 @@ class Ownership:
         # any later write to the key (a lease run out, another replica's claim) changes it.
         self._held: dict[str, int] = {}
         self._tasks: list[asyncio.Task[None]] = []
+        self._reclaim: asyncio.Task[None] | None = None  # reconsidering every cluster after a regain
         self.log = get_logger("pitrix.ownership", replica=replica)
 
     @property
@@ -109,10 +110,20 @@ class Ownership:
         A lease is mostly lost because etcd did not answer in time (a member died, the host is
         overloaded), so etcd may fail the new grant too: it is asked again after a pause until it
         answers. Without that, one failed grant would leave this replica serving its API with no
-        lease for good, unable to claim or accept a create."""
+        lease for good, unable to claim or accept a create.
+
+        Every cluster is reconsidered after the new lease is announced, in a task of its own: that
+        is a read per cluster, minutes for hundreds of clusters on a starved host, and a lease
+        lost again meanwhile must be replaced (and the replica announced again) at once, not once
+        the reading is done. Done inline, a replica that lost its lease twice in a row was out of
+        the fleet for as long as the reading took, and the others kept its share.
+        """
         while True:
             assert self._lease is not None
             await self._lease.lost.wait()
+            if self._reclaim is not None:
+                await cancel_and_wait(self._reclaim)  # its claims would go on the lost lease
+                self._reclaim = None
             self._granted.clear()
             self.log.error("replica lease lost; dropping every cluster and claiming again")
             if self.on_lost is not None:
@@ -131,10 +142,10 @@ class Ownership:
                         "replica lease not regained yet", error=str(exc), retry_in=round(pause, 2)
                     )
                     await asyncio.sleep(pause)
+            self._reclaim = asyncio.create_task(self._reconsider(), name="replica-reclaim")
 
     async def _regain(self) -> None:
-        """Take a new lease (keeping one granted by an earlier try), announce it, reconsider every
-        cluster."""
+        """Take a new lease (keeping one granted by an earlier try) and announce it."""
         if self._lease is None or not self._lease.active:
             self._granted.clear()  # the lease held since the last try ran out too
             if self._lease is not None:
@@ -145,16 +156,33 @@ class Ownership:
         self._granted.set()
         if self.on_lease is not None:
             await self.on_lease(self._lease.id)
-        kvs, _ = await self.store.get_prefix(keys.CLUSTERS)
+
+    async def _reconsider(self) -> None:
+        """Consider every cluster again (those still ours are claimed on the new lease, the fleet
+        deals the others); one that fails is left to the fleet's sweep, not a reason to stop."""
+        backoff = Backoff(REGAIN_FIRST, REGAIN_MAX)
+        while True:
+            try:
+                kvs, _ = await self.store.get_prefix(keys.CLUSTERS)
+                break
+            except StoreError as exc:
+                pause = backoff.next()
+                self.log.warning("clusters not read after a regain", error=str(exc), retry_in=round(pause, 2))
+                await asyncio.sleep(pause)
         for kv in kvs:
             parsed = keys.parse(kv.key)
-            if parsed is not None and parsed.kind == "cluster":
+            if parsed is None or parsed.kind != "cluster":
+                continue
+            try:
                 await self.consider(parsed.cluster_id)
+            except StoreError as exc:
+                self.log.warning("could not consider cluster", cluster_id=parsed.cluster_id, error=str(exc))
 
     async def close(self) -> None:
         """Stop following and revoke the lease, so other replicas adopt our clusters at once."""
-        await cancel_and_wait(*self._tasks)
+        await cancel_and_wait(*self._tasks, *([self._reclaim] if self._reclaim is not None else []))
         self._tasks = []
+        self._reclaim = None
         self._held.clear()
         self._granted.clear()
         if self._lease is not None:

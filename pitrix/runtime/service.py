@@ -336,6 +336,15 @@ class RuntimeService:
         self.claim_moves += 1
         return True
 
+    def records_events(self, cid: str) -> bool:
+        """Whether this replica keeps ``cid``'s event history: it owns the cluster, or it is the
+        only replica (the owner of a cluster nobody owns at this moment records what it missed
+        once it claims it; pitrix.api.events)."""
+        owner = self.fleet.owners.get(cid)
+        if owner is not None:
+            return owner == self.replica
+        return len(self.fleet.live()) == 1
+
     def replica_view(self) -> list[dict[str, Any]]:
         """Every live replica as this one sees it: id, address, clusters held, jobs, lease age."""
         now = time.time()

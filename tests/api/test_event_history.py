@@ -148,8 +148,8 @@ class RacingLog(EventLog):
         super().__init__(store)
         self.raced = asyncio.Event()
 
-    async def record(self, events: list[Any], revision: int) -> None:
-        await super().record(events, revision)
+    async def record(self, events: list[Any], revision: int, cursor: bool = True) -> None:
+        await super().record(events, revision, cursor)
         if any(e.kind == "node" and e.data["node"]["node_id"] == "n-race" for e in events):
             self.raced.set()
 

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 from dead_cloud import DEAD_CLOUD
 
-from pitrix.runtime.keys import owner_key
+from pitrix.runtime.keys import cluster_key, owner_key
 from pitrix.runtime.ownership import Ownership
 from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.service import RuntimeService
@@ -118,3 +118,35 @@ async def test_a_lost_lease_drops_everything_and_claims_again(store: Store) -> N
         assert kv.text == "solo" and kv.lease == service.ownership.lease_id != before
     finally:
         await service.stop()
+
+
+async def test_a_lease_lost_again_while_clusters_are_reconsidered_is_replaced_at_once(store: Store) -> None:
+    """After a regain every cluster is reconsidered (a read each: minutes for hundreds on a starved
+    host). A lease lost again meanwhile is replaced and announced at once: the replica stays in
+    the fleet, and the others hand its share back, instead of waiting out the reading."""
+    reading, done = asyncio.Event(), asyncio.Event()
+    announced: asyncio.Queue[int] = asyncio.Queue()
+
+    async def slow(_: str) -> None:
+        reading.set()
+        await done.wait()
+
+    async def announce(lease: int) -> None:
+        await announced.put(lease)
+
+    await store.put(cluster_key("cl-slow"), "{}")
+    ownership = Ownership(store, "a", 3, slow, announce=announce)
+    await ownership.start()
+    ownership.follow(await store.revision() + 1)
+    try:
+        first = await asyncio.wait_for(announced.get(), 30)
+        assert await store.revoke_lease(first)
+        second = await asyncio.wait_for(announced.get(), 30)
+        await asyncio.wait_for(reading.wait(), 30)  # reconsidering, held there by the test
+        assert await store.revoke_lease(second)
+        third = await asyncio.wait_for(announced.get(), 30)
+        assert len({first, second, third}) == 3 and not done.is_set()
+        assert ownership.lease_id == third
+    finally:
+        done.set()
+        await ownership.close()
