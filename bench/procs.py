@@ -69,6 +69,14 @@ async def spawn(name: str, argv: list[str], log: Path, env: dict[str, str] | Non
     return Child(name, process, {}, log)
 
 
+class ChildExited(RuntimeError):
+    """A child that exited before its ready line; ``returncode`` says how."""
+
+    def __init__(self, message: str, returncode: int | None) -> None:
+        super().__init__(message)
+        self.returncode = returncode
+
+
 async def ready(child: Child, log: Path, timeout: float = 120.0) -> Child:
     """Wait for the child's ready line; a child that dies or hangs is an error quoting its log."""
     assert child.process.stdout is not None
@@ -79,7 +87,8 @@ async def ready(child: Child, log: Path, timeout: float = 120.0) -> Child:
         raise RuntimeError(f"{child.name} not ready in {timeout:.0f}s: {tail(log)}") from None
     if not line:
         await child.process.wait()
-        raise RuntimeError(f"{child.name} exited ({child.process.returncode}): {tail(log)}")
+        code = child.process.returncode
+        raise ChildExited(f"{child.name} exited ({code}): {tail(log)}", code)
     child.ready = json.loads(line)
     return child
 

@@ -178,7 +178,7 @@ async def measure(n: int, nodes: int = 1) -> tuple[Table, Table]:
     # The directory (and the processes' logs in it) is removed only after a run that worked.
     etcd = EmbeddedEtcd(workdir / "etcd")
     await etcd.start()
-    stack = Stack(workdir, f"127.{procs.private_net()}.0.0/16")
+    stack = Stack(workdir, f"127.{procs.private_net()}.0.0/16", redraw_network=True)
     children: dict[str, procs.Child] = {}
     apis: list[ApiClient] = []
     worked = False

@@ -17,6 +17,9 @@ import aiohttp
 from bench import procs
 from pitrix.cli.client import ApiClient, ApiError
 from pitrix.cli.demo import sim_runtime
+from simulator.network import NETWORK_IN_USE_EXIT
+
+NETWORK_DRAWS = 10  # networks drawn before giving up: each in use by another simulator
 
 # Boot delay 0 (the simulator has none) and service commands that do nothing: what is left is pitrix.
 TRIVIAL_APP: dict[str, Any] = {
@@ -42,6 +45,10 @@ class Stack:
     restarts: int = 0
     token: str = ""
     pitrixd_log_level: str = "warning"  # "info" to count what it retried (tests/chaos)
+    # The network was drawn at random (``procs.private_net``): if another simulator serves it (a
+    # test running alongside drew the same block), draw another. Off for a caller that derives
+    # addresses from its network.
+    redraw_network: bool = False
 
     def api(self) -> ApiClient:
         """A client of pitrixd with the stack's admin token."""
@@ -58,22 +65,32 @@ class Stack:
         return str(self.sim.ready["url"])
 
     async def start_sim(self, *extra: str) -> None:
-        self.sim = await procs.start(
-            "pitrix-sim",
-            [
-                procs.bin_path("pitrix-sim"),
-                "--state-dir",
-                str(self.workdir / "sim"),
-                "--port",
-                "0",
-                "--network",
-                self.network,
-                "--log-level",
-                "warning",
-                *extra,
-            ],
-            self.workdir / "sim.log",
-        )
+        """Two simulators on one network would each reach the other's VMs (a pitrixd waited out
+        a 120 s deadline on a metad that was not its own): the simulator refuses a network
+        another one serves, and a drawn network is drawn again."""
+        for draw in range(1, NETWORK_DRAWS + 1):
+            try:
+                self.sim = await procs.start(
+                    "pitrix-sim",
+                    [
+                        procs.bin_path("pitrix-sim"),
+                        "--state-dir",
+                        str(self.workdir / "sim"),
+                        "--port",
+                        "0",
+                        "--network",
+                        self.network,
+                        "--log-level",
+                        "warning",
+                        *extra,
+                    ],
+                    self.workdir / "sim.log",
+                )
+                return
+            except procs.ChildExited as exc:
+                if exc.returncode != NETWORK_IN_USE_EXIT or not self.redraw_network or draw == NETWORK_DRAWS:
+                    raise
+                self.network = f"127.{procs.private_net()}.0.0/16"
 
     async def start_pitrixd(self) -> None:
         """Start pitrixd on its state dir (again after a kill: it resumes from its journal)."""
@@ -121,7 +138,9 @@ class Stack:
 async def running_stack(
     workdir: Path, *sim_args: str, pitrixd_log_level: str = "warning"
 ) -> AsyncIterator[Stack]:
-    stack = Stack(workdir, f"127.{procs.private_net()}.0.0/16", pitrixd_log_level=pitrixd_log_level)
+    stack = Stack(
+        workdir, f"127.{procs.private_net()}.0.0/16", pitrixd_log_level=pitrixd_log_level, redraw_network=True
+    )
     try:
         await stack.start_sim(*sim_args)
         await stack.start_pitrixd()

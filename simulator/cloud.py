@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 import secrets
+import socket
 import string
 from pathlib import Path
 from typing import Any
@@ -22,7 +23,7 @@ from simulator.ec2_api import Ec2Api
 from simulator.faults import Faults
 from simulator.fleet import Fleet
 from simulator.images import ImageCatalog
-from simulator.network import LOOPBACK, AddressPool
+from simulator.network import LOOPBACK, AddressPool, claim
 from simulator.openstack_api import OpenStackApi
 from simulator.qingcloud_api import QingCloudApi
 from simulator.userdata import REQUEST_LIMIT
@@ -91,6 +92,7 @@ class Simulator:
             _check_credentials(credentials) if credentials is not None else generate_credentials()
         )
         self.pool = AddressPool(network)
+        self._claim: socket.socket | None = None
         self.images = ImageCatalog(images_dirs)
         if not 0 < ssh_port < 65536:
             raise ValueError(f"ssh_port: {ssh_port} is not a TCP port")
@@ -152,6 +154,16 @@ class Simulator:
         """Serve the API; returns the endpoint URL (``http://host:port``)."""
         if self._runner is not None:
             return self._url
+        held = claim(self.pool)  # before anything is touched: another simulator may serve this network
+        try:
+            url = await self._start()
+        except BaseException:
+            held.close()
+            raise
+        self._claim = held
+        return url
+
+    async def _start(self) -> str:
         ensure_dir(self.state_dir)
         ensure_dir(self.state_dir / "vms")
         await self.fleet.reap_leftovers()
@@ -189,6 +201,9 @@ class Simulator:
             await self._runner.cleanup()
             self._runner = None
         await self.fleet.shutdown()
+        if self._claim is not None:  # its VMs are gone: the network is free for another
+            self._claim.close()
+            self._claim = None
         self._log.info("simulator.stopped", vms=len(self.fleet.ledger()))
 
     def ledger(self) -> list[dict[str, Any]]:

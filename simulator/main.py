@@ -172,7 +172,7 @@ def write_credentials(path: Path, runtime: dict[str, object]) -> None:
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     from pitrix import aio, logs
-    from simulator.network import NetworkError
+    from simulator.network import NETWORK_IN_USE_EXIT, NetworkError, NetworkInUse
 
     try:
         logs.configure(args.log_level)
@@ -180,6 +180,9 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(f"pitrix-sim: {exc}")
     try:
         code = aio.run(serve(args))
+    except NetworkInUse as exc:  # a status of its own: whoever drew the network may draw another
+        print(f"pitrix-sim: {exc}", file=sys.stderr)
+        sys.exit(NETWORK_IN_USE_EXIT)
     except (ValueError, NetworkError, OSError) as exc:
         sys.exit(f"pitrix-sim: {exc}")
     sys.exit(code)

@@ -7,14 +7,51 @@ come back: a stale client of a terminated VM does not reach its successor by acc
 
 from __future__ import annotations
 
+import errno
 import ipaddress
+import socket
 
 LOOPBACK = ipaddress.IPv4Network("127.0.0.0/8")
 RESERVED = ipaddress.IPv4Network("127.0.0.0/16")  # 127.0.0.1 and friends belong to the host
 
 
+# The port a simulator listens on at its network's gateway address (``.1``, which no VM gets)
+# for as long as it serves that network: the kernel lets one socket hold it, so a second
+# simulator on the same network (two test runs that drew the same block) fails at its start,
+# and a simulator that died frees it with its process.
+CLAIM_PORT = 29761
+# pitrix-sim's exit status when its network is claimed: a caller that drew the network at
+# random draws another.
+NETWORK_IN_USE_EXIT = 3
+
+
 class NetworkError(ValueError):
     """A bad network definition, or an exhausted one."""
+
+
+class NetworkInUse(NetworkError):
+    """Another simulator serves this network: two would hand out the same addresses, and each
+    one's clients would reach the other's VMs."""
+
+
+def claim(pool: AddressPool) -> socket.socket:
+    """Hold the network for this process (see :data:`CLAIM_PORT`); close the socket to let go.
+
+    Not inherited by the VMs' processes (Python's sockets are not), so a VM outliving its
+    simulator holds nothing."""
+    sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)  # no SO_REUSEADDR: the kernel refuses a second
+    try:
+        sock.bind((pool.gateway, CLAIM_PORT))
+        sock.listen(1)
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise NetworkInUse(
+                f"network: {pool.network} is in use by another simulator "
+                f"({pool.gateway}:{CLAIM_PORT} is held); choose another network"
+            ) from None
+        raise NetworkError(f"network: cannot claim {pool.gateway}:{CLAIM_PORT}: {exc.strerror}") from None
+    return sock
 
 
 class AddressPool:

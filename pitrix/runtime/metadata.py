@@ -40,6 +40,7 @@ from pitrix.logs import get_logger
 from pitrix.metad import keyspace
 from pitrix.metad.client import FailoverManagementClient, MetadClientError, MetadManagementClient
 from pitrix.providers.base import Instance, Provider
+from pitrix.providers.errors import ProviderError
 from pitrix.runtime import issuer_exchange, metadata_members
 from pitrix.runtime.authority import Authority, issuer_from_pem, management_client_context, management_context
 from pitrix.runtime.executor import DEFAULT_RETRY, StepFailed, execute
@@ -80,10 +81,21 @@ LOCK_WAIT = PLAN_BUDGET + 30.0
 LOCK_ATTEMPTS = 3
 # How long a ready metadata cluster may miss health checks before its VM is looked at again.
 READY_PATIENCE = 60.0
+# While the issuer bootstrap waits on the VM's metad: how often the cloud is asked whether the VM
+# still runs. A VM that stopped (its boot failed, its metad could not listen) is noticed in
+# seconds, not at the step's 120 s deadline; and whatever answers at its address meanwhile (an
+# address another simulator also handed out) is not waited on.
+VM_LOOK_EVERY = 5.0
+HALTED = ("stopped", "suspended")
 
 
 class LockLost(StoreError):
     """The ensure's lock slipped away while its plan ran: the plan was stopped (it resumes)."""
+
+
+class VmHalted(Exception):
+    """The metadata VM stopped or went away while a step waited on its metad: the step fails
+    now, and the next ensure finds the VM by name and starts it again (or makes it anew)."""
 
 
 class MetadataUnavailable(Exception):
@@ -309,6 +321,7 @@ class MetadataClusters:
         log = get_logger("pitrix.metadata", owner=record.owner, runtime=record.runtime)
         key = metadata_key(record.owner, record.runtime)
         backoff = Backoff(0.02, 0.2)  # a CSR fetch is one small request: ask often
+        look_at = time.monotonic() + VM_LOOK_EVERY
         while True:
             if record.issuer_pem and await self._healthy(record):
                 return record  # an earlier push arrived: metad already serves with it
@@ -332,7 +345,26 @@ class MetadataClusters:
             except issuer_exchange.NotReady as exc:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"metadata VM {record.name}: issuer bootstrap: {exc}") from None
+                if time.monotonic() >= look_at:
+                    look_at = time.monotonic() + VM_LOOK_EVERY
+                    halted = await self._halted(record)
+                    if halted:
+                        message = f"metadata VM {record.name}: issuer bootstrap: {halted} ({exc})"
+                        raise VmHalted(message) from None
                 await asyncio.sleep(backoff.next())
+
+    async def _halted(self, record: MetadataCluster) -> str:
+        """Why the record's VM can no longer ask for its issuer (gone, stopped), or "": a cloud that
+        does not answer this time is no such reason (looked at again later)."""
+        try:
+            found = await self._vms(await self.provider_for(record.runtime), record)
+        except ProviderError:
+            return ""
+        if not found:
+            return f"its VM {record.vm_name} is gone"
+        if found[0].status in HALTED:
+            return f"its VM {found[0].instance_id} is {found[0].status}"
+        return ""
 
     async def release(self, owner: str, runtime: str, remaining: list[Cluster]) -> bool:
         """Remove the metadata cluster serving ``owner`` on ``runtime`` if no cluster it serves is

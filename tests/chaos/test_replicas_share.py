@@ -196,7 +196,7 @@ async def test_replicas_share_clusters_through_a_replica_s_death_and_return(
     total = int(os.environ.get("CHAOS_REPLICAS_CLUSTERS") or (300 if long_form else 15))
     owners = [f"chaos{k}" for k in range(math.ceil(total / PER_OWNER))]
     early = max(len(owners), total // 3)  # made first, scaled while the replica dies
-    stack = Stack(tmp_path, f"127.{procs.private_net()}.0.0/16")
+    stack = Stack(tmp_path, f"127.{procs.private_net()}.0.0/16", redraw_network=True)
     ttl = os.environ.get("CHAOS_REPLICAS_OWNER_TTL") or OWNER_TTL[long_form]
     replicas = Replicas(tmp_path, etcd, "chaos-replicas-token-0123", ttl)
     tls = etcd.etcd_tls

@@ -12,7 +12,7 @@ import pytest
 from e2e_cloud import Cloud
 
 from pitrix.runtime.keys import metadata_steps_prefix
-from pitrix.runtime.metadata import MetadataClusters, metadata_name
+from pitrix.runtime.metadata import MetadataClusters, MetadataUnavailable, metadata_name
 from pitrix.runtime.metadata_plan import STEPS
 from pitrix.store.watch import watch_prefix
 
@@ -142,3 +142,44 @@ async def test_a_lock_lost_mid_plan_stops_it_and_the_ensure_resumes_it(cloud: Cl
         assert [vm["instance_id"] for vm in vms] == [record.instance_id]
     finally:
         await clusters.close()
+
+
+async def test_a_vm_stopped_during_its_issuer_bootstrap_is_noticed_and_started_again(cloud: Cloud) -> None:
+    """The VM stops while bootstrap-issuer waits on its metad (as when its boot failed after it
+    was seen running: two simulators had handed out one address): the step fails once the cloud
+    says the VM is stopped, not at its 120 s deadline, and the next ensure starts that VM again."""
+    store = cloud.service.store
+    prefix = metadata_steps_prefix("mp5", "sim")
+    first = _clusters(cloud)
+    since = await store.revision() + 1
+    ensure = asyncio.create_task(first.ensure("mp5", "sim"))
+    try:
+        async with asyncio.timeout(120):
+            async for batch in watch_prefix(store, prefix, since):
+                if any(
+                    event.key.endswith("/bootstrap-issuer") and json.loads(event.value)["status"] == "running"
+                    for event in batch.events
+                    if event.type == "put"
+                ):
+                    break
+    finally:
+        ensure.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await ensure
+        await first.close()
+    (vm,) = await _vms_named(cloud, metadata_name("mp5", "sim"))
+    provider = await cloud.service.provider_for("sim")
+    await provider.stop_instances([str(vm["instance_id"])])
+    second = _clusters(cloud)
+    try:
+        with pytest.raises(
+            MetadataUnavailable, match=f"bootstrap-issuer: .*its VM {vm['instance_id']} is stopped"
+        ):
+            await second.ensure("mp5", "sim")
+        record = await second.ensure("mp5", "sim")  # a new job: the same VM, started again
+        assert record.status == "ready" and record.instance_id == vm["instance_id"]
+        assert [v["instance_id"] for v in await _vms_named(cloud, metadata_name("mp5", "sim"))] == [
+            vm["instance_id"]
+        ]
+    finally:
+        await second.close()

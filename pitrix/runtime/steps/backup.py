@@ -14,6 +14,7 @@ import time
 from collections.abc import Awaitable, Callable
 
 from pitrix.runtime.backups import BackupRecord, BackupSnapshot, backup_key, snapshot_name
+from pitrix.runtime.ownership import LostOwnership
 from pitrix.runtime.records import Node
 from pitrix.runtime.secret_env import seal_passwords
 from pitrix.runtime.spec import Backup, BackupHook, Service
@@ -21,6 +22,7 @@ from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps.custom import ServiceFailed, hide
 from pitrix.runtime.steps.nodes import members
 from pitrix.runtime.steps.services import command_line, raise_failures, run_commands
+from pitrix.store import StoreUnavailable
 from pitrix.store.types import Op
 
 
@@ -41,9 +43,14 @@ async def _save(ctx: JobContext, record: BackupRecord) -> None:
 
 
 async def _failing(ctx: JobContext, bid: str, work: Callable[[], Awaitable[str]]) -> str:
-    """Run ``work``; if it fails, the record says so (and why) before the error goes on."""
+    """Run ``work``; if it fails, the record says so (and why) before the error goes on.
+
+    pitrixd's own etcd cut off, or the cluster taken over by another replica, is no failure of
+    the backup: the job resumes (here or there) and the record stays ``pending`` for it."""
     try:
         return await work()
+    except (StoreUnavailable, LostOwnership):
+        raise
     except Exception as exc:
         record = await _read(ctx, bid)
         if record is not None and record.status == "pending":

@@ -27,6 +27,7 @@ from pitrix.runtime.steps.context import JobContext, OperationError, RolledBack
 from pitrix.runtime.steps.nodes import members
 from pitrix.runtime.steps.services import ENDED, REPORT_GRACE, command_line, exit_message, run_commands
 from pitrix.sealing import REDACTED
+from pitrix.store import StoreUnavailable
 from pitrix.store.types import Op
 
 # The per-node results live in one etcd value (the job): their output tails share this budget,
@@ -59,8 +60,8 @@ async def run_custom(
     """Run ``service`` on the nodes with each role's ``params``; keep each node's result in the job."""
     try:
         return await _run(ctx, service, node_ids, params, secrets)
-    except (ServiceFailed, LostOwnership):
-        raise
+    except (ServiceFailed, LostOwnership, StoreUnavailable):
+        raise  # pitrixd's own etcd cut off is no failure of the service: the job resumes (executor.py)
     except Exception as exc:  # metad unreachable, a node gone: still nothing of the cluster's changed
         raise ServiceFailed(f"{service}: {hide(str(exc) or type(exc).__name__, secrets)}") from exc
 
