@@ -32,7 +32,7 @@ from pitrix.logs import module_logger
 from pitrix.metad.limits import UNIDENTIFIED_REQUEST_BUDGET, Admission
 
 if TYPE_CHECKING:
-    from pitrix.metad.parking import Parking, _Parked
+    from pitrix.metad.parking import Parking, Seat
 
 _log = module_logger("pitrix.metad.gate")
 
@@ -125,8 +125,8 @@ class Gate(asyncio.Protocol):
     """One connection: admitted at accept, identified once its transport exists, then relayed."""
 
     __slots__ = (
-        "_gates", "_timer", "handler", "held", "identity", "opening", "parked", "prewaited", "source",
-        "transport",
+        "_gates", "_timer", "handler", "held", "identity", "opening", "parked", "prewaited", "seat",
+        "source", "transport",
     )  # fmt: skip
 
     def __init__(self, gates: Gates, source: str) -> None:
@@ -139,8 +139,10 @@ class Gate(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         # A long-poll parked here: its bytes, its waiter; and whether the request given to aiohttp
         # next was already waited for (pitrix.metad.parking).
-        self.parked: _Parked | None = None
+        self.parked: Seat | None = None
         self.held = b""
+        # Its place in the waiter index, kept between parked polls (pitrix.metad.parking.Seat).
+        self.seat: Seat | None = None
         self.prewaited = False
 
     # -- the transport's side ----------------------------------------------------------------
@@ -304,6 +306,9 @@ class Gate(asyncio.Protocol):
             self.parked.cancel()
             self.parked = None
             self.held = b""
+        if self.seat is not None:
+            self.seat.close()
+            self.seat = None
         gates = self._gates
         gates.admission.release(self)
         gates.open.discard(self)

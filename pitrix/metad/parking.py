@@ -25,7 +25,7 @@ from pitrix.metad.identity import CertificateIdentity, Refused
 from pitrix.metad.instance_api import parked_answer
 from pitrix.metad.mirror import Mirror
 from pitrix.metad.tree import split_path
-from pitrix.metad.waiters import CallbackWaiter
+from pitrix.metad.waiters import Waiter
 
 # Headers that give a request a body or another protocol: such a request is aiohttp's to read.
 _BODY_HEADERS = (b"content-length", b"transfer-encoding", b"upgrade", b"expect")
@@ -39,7 +39,8 @@ class Parkable(Protocol):
     @property
     def transport(self) -> asyncio.Transport | None: ...
 
-    parked: _Parked | None
+    parked: Seat | None
+    seat: Seat | None
 
     def wake(self) -> None: ...
 
@@ -124,30 +125,62 @@ ANSWER_BATCH = 64
 TICKS_PER_SECOND = 10
 
 
-class _Parked:
-    """One parked poll: its waiter in the mirror's index and the tick its wait timeout ends at."""
+class Seat(Waiter):
+    """One connection's place in the waiter index, kept from one parked poll to the next.
 
-    __slots__ = ("_parking", "form", "gate", "tick", "waiter")
+    An agent answered by the gate polls again at once with the same path from the same identity:
+    its dependency paths are the same, so its seat stays indexed by them between polls (disarmed:
+    a change then wakes nothing) and parking the next poll only arms it. A change of its paths (a
+    link added, another path asked for) gives the connection a new seat.
+    """
 
-    def __init__(self, parking: Parking, gate: Parkable, deps: list[str], form: int) -> None:
+    __slots__ = ("_parking", "armed", "form", "gate", "queued", "tick")
+
+    stays = True
+
+    def __init__(self, parking: Parking, gate: Parkable, deps: tuple[str, ...]) -> None:
         self._parking = parking
         self.gate = gate
+        # metad's own paths (selfview's and identity's), spelled as the index spells them already,
+        # once each in the order computed: the next poll's are compared with them.
+        self.deps = deps
+        self.form = BY_AIOHTTP
+        self.armed = False
+        self.queued = False  # woken, waiting in Parking's queue for its answer
+        self.tick = 0
+        parking.mirror.waiters.register(self)
+
+    def arm(self, form: int) -> None:
+        """Hold the poll now parked on this seat, answered in ``form`` once woken."""
         self.form = form
-        self.waiter = CallbackWaiter(deps, self.woken, normal=True)  # selfview's and identity's paths
-        parking.mirror.waiters.add(self.waiter)
+        self.armed = True
+        parking = self._parking
+        parking.mirror.waiters.arm(self)
         self.tick = parking.expire_later(self)
 
-    def woken(self) -> None:
+    def wake(self, revision: int) -> bool:
+        if not self.armed:
+            return False
         self.cancel()
+        self.queued = True
         self._parking.hand_off(self)
+        return True
 
     def cancel(self) -> None:
-        """Out of the index and the timeouts (woken, or the connection went away while parked)."""
+        """Hold nothing (woken, or more bytes came behind the poll); still indexed."""
+        if not self.armed:
+            return
+        self.armed = False
         parking = self._parking
-        parking.mirror.waiters.remove(self.waiter)
+        parking.mirror.waiters.disarm(self)
         bucket = parking.deadlines.get(self.tick)
         if bucket is not None:
             bucket.discard(self)
+
+    def close(self) -> None:
+        """Out of the index (the connection went, or its next poll depends on other paths)."""
+        self.cancel()
+        self._parking.mirror.waiters.unregister(self)
 
 
 class Parking:
@@ -165,11 +198,11 @@ class Parking:
         self.wait_timeout = wait_timeout
         # The instance app's, so a change's shared sections are rendered once for both paths.
         self.shared = shared if shared is not None else render.SharedSections()
-        self._woken: deque[_Parked] = deque()
+        self._woken: deque[Seat] = deque()
         self._draining: asyncio.Handle | None = None
-        self.deadlines: dict[int, set[_Parked]] = {}
+        self.deadlines: dict[int, set[Seat]] = {}
 
-    def expire_later(self, parked: _Parked) -> int:
+    def expire_later(self, parked: Seat) -> int:
         """Wake ``parked`` at the first tick after the wait timeout; returns that tick."""
         loop = asyncio.get_running_loop()
         tick = math.ceil((loop.time() + self.wait_timeout) * TICKS_PER_SECOND)
@@ -182,9 +215,9 @@ class Parking:
 
     def _expire(self, tick: int) -> None:
         for parked in list(self.deadlines.pop(tick, ())):
-            parked.waiter.wake(0)
+            parked.wake(0)
 
-    def hand_off(self, parked: _Parked) -> None:
+    def hand_off(self, parked: Seat) -> None:
         """Answer a woken poll, a batch per turn of the loop, so answers start at once."""
         self._woken.append(parked)
         if self._draining is None:
@@ -196,6 +229,7 @@ class Parking:
         handed = answered = 0
         while woken and handed < HANDOFF_BATCH and answered < ANSWER_BATCH:
             parked = woken.popleft()
+            parked.queued = False
             gate = parked.gate
             if gate.parked is not parked:
                 continue  # its connection went, or more bytes came behind it (aiohttp has them)
@@ -209,7 +243,7 @@ class Parking:
         if woken:
             self._draining = asyncio.get_running_loop().call_soon(self._drain)
 
-    def _answer(self, parked: _Parked) -> bytes | None:
+    def _answer(self, parked: Seat) -> bytes | None:
         """The answer's bytes, or None for aiohttp to answer (a caller refused now: its 403)."""
         mirror = self.mirror
         try:
@@ -226,10 +260,11 @@ class Parking:
             self._draining = None
         while self._woken:
             parked = self._woken.popleft()
+            parked.queued = False
             if parked.gate.parked is parked:
                 parked.gate.wake()
 
-    def park(self, gate: Parkable, data: bytes) -> _Parked | None:
+    def park(self, gate: Parkable, data: bytes) -> Seat | None:
         target = poll_target(data)
         if target is None:
             return None
@@ -249,7 +284,15 @@ class Parking:
         deps = selfview.view_dependencies(mirror.tree, caller.mapping, path)
         if mirror.changed_since(deps, since):
             return None
-        return _Parked(self, gate, deps + caller.dependencies(), answer_form(data, path, query))
+        paths = tuple(dict.fromkeys(deps + caller.dependencies()))
+        seat = gate.seat
+        # A seat still queued from its last wake-up is left to that entry (which then skips it).
+        if seat is None or seat.queued or seat.deps != paths:
+            if seat is not None:
+                seat.close()
+            seat = gate.seat = Seat(self, gate, paths)
+        seat.arm(answer_form(data, path, query))
+        return seat
 
 
-__all__ = ["Parking", "answer_form", "poll_target"]
+__all__ = ["Parking", "Seat", "answer_form", "poll_target"]

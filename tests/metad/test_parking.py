@@ -142,8 +142,8 @@ async def test_a_parked_poll_is_answered_as_a_held_one(tls_world: TLSWorld, net:
         (gate,) = _parked(metad)
         assert gate.handler is None  # aiohttp was not given this connection yet
         # Its paths are taken as the waiter index spells them, unchecked: they must be.
-        assert gate.parked is not None and gate.parked.waiter.deps
-        assert all(waiters._normal(dep) == dep for dep in gate.parked.waiter.deps)
+        assert gate.parked is not None and gate.parked.deps
+        assert all(waiters._normal(dep) == dep for dep in gate.parked.deps)
         changed = await tls_world.manage.put_data("/clusters/c1/env/web/workers", 9)
         status, headers, body = await _answer(reader)
         assert status == 200 and int(headers["x-metad-version"]) == changed
