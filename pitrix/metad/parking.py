@@ -21,7 +21,7 @@ from collections import deque
 from typing import Protocol
 
 from pitrix.metad import render, selfview
-from pitrix.metad.identity import CertificateIdentity, Refused
+from pitrix.metad.identity import Caller, CertificateIdentity, Refused
 from pitrix.metad.instance_api import parked_answer
 from pitrix.metad.mirror import Mirror
 from pitrix.metad.tree import split_path
@@ -110,6 +110,29 @@ def answer_form(data: bytes, path: str, query: dict[str, str]) -> int:
     return SELF_VIEW if parts else ROOT_VIEW
 
 
+_PREV_VERSION = b"prev_version="
+
+
+def version_span(data: bytes, raw: str | None) -> tuple[int, int] | None:
+    """Where, in the poll ``data`` (a :func:`poll_target`), the digits of the ``prev_version`` its
+    query was read with are (``raw``: the value read), or None. The same bytes with other digits
+    there are the same poll at another version: :meth:`Seat.since` reads them without a parse."""
+    if raw is None or not raw.isdigit() or not raw.isascii():
+        return None
+    end = data.find(b"\r\n")
+    at = data.find(_PREV_VERSION, 0, end)
+    while at > 0 and data[at - 1 : at] not in (b"?", b"&"):
+        at = data.find(_PREV_VERSION, at + 1, end)
+    if at <= 0:
+        return None
+    start = at + len(_PREV_VERSION)
+    stop = start + len(raw)
+    # The first prev_version of the query (the one read), its digits and nothing more.
+    if data[start:stop] != raw.encode() or data[stop : stop + 1] not in (b"&", b" "):
+        return None
+    return start, stop
+
+
 # Woken polls handed to aiohttp per turn of the loop (4: the best of 4, 16 and all at once measured): a
 # write waking a thousand would otherwise have aiohttp parse all before the first answer goes out.
 HANDOFF_BATCH = 4
@@ -134,7 +157,10 @@ class Seat(Waiter):
     link added, another path asked for) gives the connection a new seat.
     """
 
-    __slots__ = ("_parking", "armed", "form", "gate", "queued", "tick")
+    __slots__ = (
+        "_parking", "armed", "caller", "form", "gate", "links_epoch", "prefix", "queued", "suffix",
+        "tick", "view",
+    )  # fmt: skip
 
     stays = True
 
@@ -148,7 +174,24 @@ class Seat(Waiter):
         self.armed = False
         self.queued = False  # woken, waiting in Parking's queue for its answer
         self.tick = 0
+        # What the last poll parked here was, to know the next at a glance (Parking.park): the
+        # caller it was identified as, the links epoch its paths were computed at, how many of
+        # them are its view's (the rest are the caller's), and its bytes around prev_version's
+        # digits (empty: no such poll to compare with).
+        self.caller: Caller | None = None
+        self.links_epoch = -1
+        self.view = len(deps)
+        self.prefix = self.suffix = b""
         parking.mirror.waiters.register(self)
+
+    def since(self, data: bytes) -> int | None:
+        """The version ``data`` asks past, when it is the last poll parked here but for the digits
+        of its ``prev_version``; else None."""
+        prefix, suffix = self.prefix, self.suffix
+        if not prefix or not data.startswith(prefix) or not data.endswith(suffix):
+            return None
+        digits = data[len(prefix) : len(data) - len(suffix)]
+        return int(digits) if digits.isdigit() else None
 
     def arm(self, form: int) -> None:
         """Hold the poll now parked on this seat, answered in ``form`` once woken."""
@@ -265,6 +308,26 @@ class Parking:
                 parked.gate.wake()
 
     def park(self, gate: Parkable, data: bytes) -> Seat | None:
+        """The seat ``data`` is parked on, or None: aiohttp's to read (and answer, or hold)."""
+        seat = gate.seat
+        if seat is not None and not seat.queued:
+            since = seat.since(data)
+            if since is not None:
+                # The same poll again at another version (a fan-out's answered agents, at once).
+                mirror = self.mirror
+                try:
+                    caller = self.identity.identify_transport(gate.transport, mirror)
+                except Refused:
+                    return None  # the instance API answers the refusal
+                if caller is seat.caller and seat.links_epoch == mirror.links_epoch:
+                    # Asked at the mirror's revision (the usual case): nothing to look at.
+                    if since < mirror.revision and mirror.changed_since(list(seat.deps[: seat.view]), since):
+                        return None
+                    seat.arm(seat.form)
+                    return seat
+        return self._park(gate, data)
+
+    def _park(self, gate: Parkable, data: bytes) -> Seat | None:
         target = poll_target(data)
         if target is None:
             return None
@@ -281,18 +344,26 @@ class Parking:
         if raw is not None:
             with contextlib.suppress(ValueError):
                 since = int(raw)  # as instance_api._since reads it
+        epoch = mirror.links_epoch
         deps = selfview.view_dependencies(mirror.tree, caller.mapping, path)
         if mirror.changed_since(deps, since):
             return None
-        paths = tuple(dict.fromkeys(deps + caller.dependencies()))
+        view = dict.fromkeys(deps)
+        paths = tuple(dict.fromkeys([*view, *caller.dependencies()]))
         seat = gate.seat
         # A seat still queued from its last wake-up is left to that entry (which then skips it).
         if seat is None or seat.queued or seat.deps != paths:
             if seat is not None:
                 seat.close()
             seat = gate.seat = Seat(self, gate, paths)
+        seat.caller, seat.links_epoch, seat.view = caller, epoch, len(view)
+        span = version_span(data, query.get("prev_version"))
+        if span is None:
+            seat.prefix = seat.suffix = b""
+        else:
+            seat.prefix, seat.suffix = data[: span[0]], data[span[1] :]
         seat.arm(answer_form(data, path, query))
         return seat
 
 
-__all__ = ["Parking", "Seat", "answer_form", "poll_target"]
+__all__ = ["Parking", "Seat", "answer_form", "poll_target", "version_span"]
