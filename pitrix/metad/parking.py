@@ -158,8 +158,8 @@ class Seat(Waiter):
     """
 
     __slots__ = (
-        "_parking", "armed", "caller", "form", "gate", "links_epoch", "prefix", "queued", "suffix",
-        "tick", "view",
+        "_parking", "armed", "caller", "digits", "form", "gate", "head", "links_epoch", "queued",
+        "tail", "tick", "view",
     )  # fmt: skip
 
     stays = True
@@ -176,21 +176,24 @@ class Seat(Waiter):
         self.tick = 0
         # What the last poll parked here was, to know the next at a glance (Parking.park): the
         # caller it was identified as, the links epoch its paths were computed at, how many of
-        # them are its view's (the rest are the caller's), and its bytes around prev_version's
-        # digits (empty: no such poll to compare with).
+        # them are its view's (the rest are the caller's), and its bytes (the gate's held bytes
+        # while it is parked: no copy), where prev_version's digits start in them and how many
+        # bytes follow the digits (``digits`` 0: no such poll to compare with).
         self.caller: Caller | None = None
         self.links_epoch = -1
         self.view = len(deps)
-        self.prefix = self.suffix = b""
+        self.head = b""
+        self.digits = self.tail = 0
         parking.mirror.waiters.register(self)
 
     def since(self, data: bytes) -> int | None:
         """The version ``data`` asks past, when it is the last poll parked here but for the digits
         of its ``prev_version``; else None."""
-        prefix, suffix = self.prefix, self.suffix
-        if not prefix or not data.startswith(prefix) or not data.endswith(suffix):
+        head, start, tail = self.head, self.digits, self.tail
+        stop = len(data) - tail
+        if not start or stop <= start or not head.startswith(data[:start]) or not head.endswith(data[stop:]):
             return None
-        digits = data[len(prefix) : len(data) - len(suffix)]
+        digits = data[start:stop]
         return int(digits) if digits.isdigit() else None
 
     def arm(self, form: int) -> None:
@@ -359,9 +362,9 @@ class Parking:
         seat.caller, seat.links_epoch, seat.view = caller, epoch, len(view)
         span = version_span(data, query.get("prev_version"))
         if span is None:
-            seat.prefix = seat.suffix = b""
+            seat.head, seat.digits, seat.tail = b"", 0, 0
         else:
-            seat.prefix, seat.suffix = data[: span[0]], data[span[1] :]
+            seat.head, seat.digits, seat.tail = data, span[0], len(data) - span[1]
         seat.arm(answer_form(data, path, query))
         return seat
 
