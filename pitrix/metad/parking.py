@@ -22,7 +22,7 @@ from typing import Protocol
 
 from pitrix.metad import render, selfview
 from pitrix.metad.identity import Caller, CertificateIdentity, Refused
-from pitrix.metad.instance_api import parked_answer
+from pitrix.metad.instance_api import parked_answer, parked_headers
 from pitrix.metad.mirror import Mirror
 from pitrix.metad.tree import split_path
 from pitrix.metad.waiters import Waiter
@@ -247,6 +247,8 @@ class Parking:
         self._woken: deque[Seat] = deque()
         self._draining: asyncio.Handle | None = None
         self.deadlines: dict[int, set[Seat]] = {}
+        # The answers' headers, written out once per generation of the mirror's tree.
+        self._headers = ("", -1)
 
     def expire_later(self, parked: Seat) -> int:
         """Wake ``parked`` at the first tick after the wait timeout; returns that tick."""
@@ -296,7 +298,11 @@ class Parking:
             caller = self.identity.identify_transport(parked.gate.transport, mirror)
         except Refused:
             return None
-        return parked_answer(mirror, self.shared, caller.mapping, parked.form == ROOT_VIEW)
+        headers, generation = self._headers
+        if generation != mirror.generation:
+            headers = parked_headers(mirror)
+            self._headers = (headers, mirror.generation)
+        return parked_answer(mirror, self.shared, caller.mapping, parked.form == ROOT_VIEW, headers)
 
     def flush(self) -> None:
         """Hand every woken poll to aiohttp now (metad stopping: the connections not given are
