@@ -209,13 +209,25 @@ async def read(request: web.Request) -> web.StreamResponse:
     return render.answer(value, media, headers=headers, pretty=pretty)
 
 
+def parked_headers(mirror: Mirror) -> str:
+    """The headers of :func:`parked_answer`'s answers, written out: the same for every answer the
+    mirror's tree generation gives (its revision, the roster's digest)."""
+    return render.header_lines(_version(mirror))
+
+
 def parked_answer(
-    mirror: Mirror, shared: render.SharedSections, mapping: selfview.Mapping, root: bool
+    mirror: Mirror,
+    shared: render.SharedSections,
+    mapping: selfview.Mapping,
+    root: bool,
+    headers: str | None = None,
 ) -> bytes:
     """The bytes ``read`` answers a woken, plain JSON long-poll of the whole view with (``/`` when
-    ``root``, else ``/self``): what a parked poll's gate writes itself (pitrix.metad.parking)."""
+    ``root``, else ``/self``): what a parked poll's gate writes itself (pitrix.metad.parking).
+    ``headers``: :func:`parked_headers` of this generation, when the caller keeps them."""
     text = render.self_json(mirror.tree, mapping, shared.get(mirror.tree, mirror.generation, mapping))
-    return render.json_bytes('{"self":' + text + "}" if root else text, _version(mirror))
+    own = parked_headers(mirror) if headers is None else headers
+    return render.json_bytes('{"self":' + text + "}" if root else text, own)
 
 
 async def _json_body(request: web.Request, optional: bool = False) -> Any:

@@ -215,6 +215,12 @@ def decides_identity(parts: list[str]) -> bool:
     return len(parts) >= 4 and parts[0] == _CLUSTERS_SEGMENT and parts[2] == CLUSTER and parts[3] == OWNER
 
 
+def decides_links(parts: list[str]) -> bool:
+    """Whether a write to the key with path ``parts`` is to a cluster's links: which other clusters'
+    sections its instances' views depend on (with the owners, which :func:`decides_identity` has)."""
+    return len(parts) >= 3 and parts[0] == _CLUSTERS_SEGMENT and parts[2] == LINKS
+
+
 # -- /_pitrix/status ------------------------------------------------------------------------------
 
 

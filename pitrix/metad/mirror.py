@@ -55,6 +55,10 @@ class Mirror:
         # Bumped by every batch that may change who a caller is (keyspace.decides_identity):
         # an identification made at an unchanged epoch still holds and need not be redone.
         self.identity_epoch = 0
+        # Bumped by every batch that writes a cluster's links (keyspace.decides_links): with the
+        # identity epoch, the paths a caller's view depends on (selfview.dependencies) are the same
+        # for as long as both stand.
+        self.links_epoch = 0
         # Bumped by every change to the tree: what is computed from the tree at one generation
         # (render.SharedSections) holds for as long as the generation stands.
         self.generation = 0
@@ -74,6 +78,7 @@ class Mirror:
         self.revision = self.base_revision = revision
         self._reindex_all()
         self.identity_epoch += 1
+        self.links_epoch += 1
         self.generation += 1
         self._log.info("mirror loaded", keys=len(kvs), revision=revision)
         self._running = True
@@ -119,11 +124,12 @@ class Mirror:
             self.revision = self.base_revision = batch.revision
             self._reindex_all()
             self.identity_epoch += 1
+            self.links_epoch += 1
             self._log.warning("mirror resynced", revision=batch.revision, keys=len(batch.state))
             self.waiters.notify_all(batch.revision)
         else:
             touched: set[str] = set()
-            identity_changed = False
+            identity_changed = links_changed = False
             for event in batch.events:
                 if event.type == "put":
                     self.tree.put(event.key, event.value.decode(errors="replace"), event.revision)
@@ -136,8 +142,12 @@ class Mirror:
                     touched.add(iid)
                 if not identity_changed and keyspace.decides_identity(parts):
                     identity_changed = True
+                if not links_changed and keyspace.decides_links(parts):
+                    links_changed = True
             if identity_changed:
                 self.identity_epoch += 1
+            if links_changed:
+                self.links_epoch += 1
             self.revision = max(self.revision, batch.revision)
             for iid in touched:
                 self._reindex(iid)

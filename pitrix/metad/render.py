@@ -197,16 +197,21 @@ def json_text(text: str, headers: dict[str, str] | None = None) -> web.Response:
     return web.Response(text=text, content_type=JSON, headers=headers)
 
 
-def json_bytes(text: str, headers: dict[str, str]) -> bytes:
-    """What aiohttp writes for ``json_text(text, headers)`` to a kept-alive HTTP/1.1 request: status
-    line, ``headers`` in their order, then the type, length, date and server it adds, and the body.
+def header_lines(headers: dict[str, str]) -> str:
+    """``headers`` as :func:`json_bytes` writes them (a fan-out's answers share one generation's)."""
+    return "".join(f"{name}: {value}\r\n" for name, value in headers.items())
+
+
+def json_bytes(text: str, own: str) -> bytes:
+    """What aiohttp writes for ``json_text(text, headers)`` to a kept-alive HTTP/1.1 request, ``own``
+    being ``header_lines(headers)``: status line, those headers in their order, then the type,
+    length, date and server it adds, and the body.
 
     A parked long-poll is answered with these bytes by its connection's gate itself
     (pitrix.metad.parking), without aiohttp parsing the request in the fan-out window;
     tests/metad/test_parking.py compares both answers byte for byte.
     """
     body = text.encode()
-    own = "".join(f"{name}: {value}\r\n" for name, value in headers.items())
     head = (
         f"HTTP/1.1 200 OK\r\n{own}Content-Type: application/json; charset=utf-8\r\n"
         f"Content-Length: {len(body)}\r\nDate: {rfc822_formatted_time()}\r\nServer: {SERVER_SOFTWARE}\r\n\r\n"

@@ -180,6 +180,32 @@ async def test_a_held_long_poll_outlives_the_idle_timeout(
         assert loop.time() - began >= 1.5  # it was held, not cut by the 0.5 s idle timeout
 
 
+async def test_after_an_answer_the_gate_wrote_an_idle_connection_is_closed(
+    tight: Metad, tls_world: TLSWorld, net: Net
+) -> None:
+    """The keep-alive timeout after a parked poll's answer is the gate's (its coarse ticks), and a
+    next poll on the connection stops it: that poll outlives the 0.5 s idle timeout."""
+    host, port = tight.instance_url.split("://")[1].rsplit(":", 1)
+    context = tls_world.creds["i-web1"].context()
+    reader, writer = await asyncio.open_connection(host, int(port), ssl=context, local_addr=(net.ip(1), 0))
+    loop = asyncio.get_running_loop()
+    try:
+        for _ in range(2):
+            began = loop.time()
+            poll = f"/self?wait=true&prev_version={tight.mirror.revision}"
+            writer.write(f"GET {poll} HTTP/1.1\r\nHost: m\r\nAccept: application/json\r\n\r\n".encode())
+            head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
+            length = next(
+                int(line[15:]) for line in head.split(b"\r\n") if line.startswith(b"Content-Length:")
+            )
+            body = await asyncio.wait_for(reader.readexactly(length), DEADLINE)
+            assert head.startswith(b"HTTP/1.1 200 ") and json.loads(body)["env"]["port"] == "80"
+            assert loop.time() - began >= 1.5  # held for the 2 s wait timeout, not cut at 0.5 s idle
+        assert await _closed_by_peer(reader)
+    finally:
+        writer.close()
+
+
 async def test_an_unidentified_connection_serves_one_request(tls_world: TLSWorld) -> None:
     reader, writer = await _certless(
         tls_world.metad, tls_world, tls_world.metad.listen_ip.rsplit(".", 1)[0] + ".80"

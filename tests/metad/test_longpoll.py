@@ -270,3 +270,50 @@ async def test_waiters_are_indexed_by_normal_paths_however_deps_are_spelled() ->
     assert index.notify(["/clusters/c1/env/db/port"], 5) == 0
     assert index.notify(["/clusters/c1/env/web/port"], 6) == 1
     assert await waiter.future == 6 and len(index) == 0
+
+
+class _Staying(Waiter):
+    """A waiter that stays indexed between the requests it holds (as parking.Seat), woken only armed."""
+
+    __slots__ = ("armed", "index", "woken")
+
+    stays = True
+
+    def __init__(self, index: WaiterIndex, deps: list[str]) -> None:
+        self.deps = tuple(deps)
+        self.index, self.armed, self.woken = index, False, []
+
+    def wake(self, revision: int) -> bool:
+        if not self.armed:
+            return False
+        self.armed = False
+        self.index.disarm(self)
+        self.woken.append(revision)
+        return True
+
+
+async def test_a_waiter_that_stays_is_counted_and_woken_only_while_armed() -> None:
+    index = WaiterIndex()
+    seat = _Staying(index, ["/clusters/c1/env/web", "/_pitrix/mapping/i-1"])
+    other = Waiter(["/clusters/c1/env/web"])  # an ordinary waiter on a shared path
+    index.register(seat)
+    index.add(other)
+    assert len(index) == 1  # registered, not holding anything
+    assert index.notify(["/clusters/c1/env/web/port"], 5) == 1 and seat.woken == []
+    assert await other.future == 5
+    index.arm(seat)
+    seat.armed = True
+    assert len(index) == 1
+    assert index.notify(["/clusters/c1/env/web/port"], 6) == 1 and seat.woken == [6]
+    assert len(index) == 0  # disarmed by its wake-up, still indexed:
+    index.arm(seat)
+    seat.armed = True
+    assert index.notify(["/_pitrix/mapping/i-1/ip"], 7) == 1 and seat.woken == [6, 7]
+    index.arm(seat)
+    seat.armed = True
+    assert index.notify_all(8) == 1 and seat.woken == [6, 7, 8]
+    index.arm(seat)
+    seat.armed = True
+    index.unregister(seat)  # its connection went: out of the count and the paths
+    assert len(index) == 0 and index.notify(["/_pitrix/mapping/i-1/ip"], 9) == 0
+    assert seat.woken == [6, 7, 8]

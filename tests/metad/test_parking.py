@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 
-from pitrix.metad import waiters
+from pitrix.metad import keyspace, waiters
 from pitrix.metad.gate import GATES_KEY, Gate, Gates
-from pitrix.metad.parking import BY_AIOHTTP, ROOT_VIEW, SELF_VIEW, answer_form, poll_target
+from pitrix.metad.parking import BY_AIOHTTP, ROOT_VIEW, SELF_VIEW, answer_form, poll_target, version_span
 from pitrix.metad.server import Metad
 from pitrix.metad.tls import MetadTLS
 from pitrix.store import Store
@@ -95,6 +95,29 @@ def test_only_a_plain_json_poll_of_the_whole_view_is_answered_at_the_gate() -> N
     assert [form(data) for data in by_aiohttp] == [BY_AIOHTTP] * len(by_aiohttp)
 
 
+def test_a_poll_is_known_again_only_by_the_digits_of_the_prev_version_it_was_read_with() -> None:
+    def span(head: bytes) -> bytes | None:
+        target = poll_target(head)
+        assert target is not None
+        found = version_span(head, target[1].get("prev_version"))
+        return None if found is None else head[found[0] : found[1]]
+
+    head = b"GET /self?wait=true&prev_version=42 HTTP/1.1\r\nAccept: application/json\r\n\r\n"
+    assert span(head) == b"42"
+    assert span(head.replace(b"?wait=true&prev_version=42", b"?prev_version=7&wait=true")) == b"7"
+    # The first prev_version of the query is the one read; another word ending in it is not it.
+    assert span(head.replace(b"wait=true&", b"xprev_version=9&wait=true&")) == b"42"
+    assert span(head.replace(b"wait=true&", b"wait=true&prev_version=5&")) == b"5"
+    no_span = [
+        head.replace(b"=42", b"=4x"),  # not an integer: read as "now", so no digits to vary
+        head.replace(b"=42", b"="),
+        head.replace(b"wait=true&", b"wait=true&prev_version&"),  # read as "", not 42
+        head.replace(b"prev_version=42", b"pre_version=42"),  # the legacy name: parsed each time
+        head.replace(b"&prev_version=42", b""),
+    ]
+    assert [span(data) for data in no_span] == [None] * len(no_span)
+
+
 async def _raw_answer(reader: asyncio.StreamReader) -> bytes:
     head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), DEADLINE)
     length = next(
@@ -142,8 +165,8 @@ async def test_a_parked_poll_is_answered_as_a_held_one(tls_world: TLSWorld, net:
         (gate,) = _parked(metad)
         assert gate.handler is None  # aiohttp was not given this connection yet
         # Its paths are taken as the waiter index spells them, unchecked: they must be.
-        assert gate.parked is not None and gate.parked.waiter.deps
-        assert all(waiters._normal(dep) == dep for dep in gate.parked.waiter.deps)
+        assert gate.parked is not None and gate.parked.deps
+        assert all(waiters._normal(dep) == dep for dep in gate.parked.deps)
         changed = await tls_world.manage.put_data("/clusters/c1/env/web/workers", 9)
         status, headers, body = await _answer(reader)
         assert status == 200 and int(headers["x-metad-version"]) == changed
@@ -252,3 +275,59 @@ async def test_with_parking_off_a_poll_is_held_by_the_http_server(
         writer.close()
     finally:
         await metad.stop()
+
+
+async def test_a_seat_is_kept_for_the_same_poll_and_its_paths_follow_the_links(
+    tls_world: TLSWorld, net: Net
+) -> None:
+    """The next poll of an answered agent is parked on its seat without a parse; a change of its
+    links gives it the paths of the clusters linked now, and anything unusual still goes to aiohttp."""
+    metad = tls_world.metad
+    manage = tls_world.manage
+    base = len(metad.mirror.waiters)  # the issuer's own waiter (issuance.GraceRevoker)
+    store_hosts = keyspace.section("c2", keyspace.HOSTS)
+    version = await manage.delete_data("/clusters/c1/links/store")
+    reader, writer = await _connect(tls_world, net, "i-web1", 1)
+    try:
+
+        async def parked(target: str) -> Gate:
+            writer.write(_get(target))
+            # Counted as it is armed, before its gate knows it is parked: the gate is asked after.
+            await asyncio.wait_for(metad.mirror.waiters.wait_for_count(base + 1), DEADLINE)
+            (gate,) = _parked(metad)
+            return gate
+
+        gate = await parked(f"/self?wait=true&prev_version={version}")
+        seat = gate.seat
+        assert seat is not None and store_hosts not in seat.deps
+        version = await manage.put_data("/clusters/c1/env/web/workers", 11)
+        status, headers, body = await _answer(reader)
+        assert (status, int(headers["x-metad-version"])) == (200, version)
+        assert "store" not in json.loads(body).get("links", {})
+
+        # The same poll at the version just answered: the same seat, parked without a parse.
+        await parked(f"/self?wait=true&prev_version={version}")
+        assert gate.seat is seat and gate.parked is seat
+        version = await manage.put_data("/clusters/c1/links/store", "c2")
+        status, headers, body = await _answer(reader)
+        assert int(headers["x-metad-version"]) == version and "store" in json.loads(body)["links"]
+
+        # Linked now: the next poll's paths are c2's too, and a write there wakes it.
+        await parked(f"/self?wait=true&prev_version={version}")
+        assert gate.seat is not seat and gate.seat is not None and store_hosts in gate.seat.deps
+        version = await manage.put_data("/clusters/c2/hosts/s/i-s1/ip", "10.9.9.9")
+        status, headers, body = await _answer(reader)
+        assert int(headers["x-metad-version"]) == version
+        assert json.loads(body)["links"]["store"]["hosts"]["s"]["i-s1"]["ip"] == "10.9.9.9"
+
+        # Another path, no Accept (metad's text): parsed again, and answered by aiohttp once woken.
+        head = f"GET /self/env/workers?wait=true&prev_version={version} HTTP/1.1\r\nHost: m\r\n\r\n"
+        writer.write(head.encode())
+        await asyncio.wait_for(metad.mirror.waiters.wait_for_count(base + 1), DEADLINE)
+        assert gate.parked is not None and gate.parked.form == BY_AIOHTTP
+        version = await manage.put_data("/clusters/c1/env/web/workers", 12)
+        status, headers, body = await _answer(reader)
+        assert (status, body.strip(), headers["content-type"]) == (200, b"12", "text/plain")
+        assert int(headers["x-metad-version"]) == version and gate.handler is not None
+    finally:
+        writer.close()
