@@ -18,6 +18,7 @@ import contextlib
 import datetime
 import os
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -290,6 +291,40 @@ class CpuMeter:
         )
 
 
+@dataclass
+class Sampler:
+    """py-spy on agent 0 over the measured rounds, when ``PITRIX_BENCH_PYSPY`` names a directory:
+    where one agent's CPU per round goes. Python frames, sampled without stopping the agent; with
+    ``PITRIX_BENCH_PYSPY_NATIVE`` set, C frames too (the TLS and JSON under the Python ones), but
+    then py-spy stops the agent for each sample and a sample in a system call counts its wait.
+    py-spy's own CPU is on the same cores: a profiled run's times and CPU are not the report's."""
+
+    process: asyncio.subprocess.Process | None = None
+
+    @classmethod
+    async def start(cls, pid: int, base: Path) -> Sampler:
+        out = os.environ.get("PITRIX_BENCH_PYSPY")
+        if not out:
+            return cls()
+        target = Path(out) / f"agent-n{base.name}-{pid}.txt"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        argv = [procs.bin_path("py-spy"), "record", "--pid", str(pid), "--rate", "1000"]
+        if os.environ.get("PITRIX_BENCH_PYSPY_NATIVE"):
+            argv.append("--native")
+        else:
+            argv.append("--nonblocking")
+        argv += ["--format", "raw", "--output", str(target)]
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL
+        )
+        return cls(process)
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGINT)  # py-spy writes its samples on SIGINT
+            await self.process.wait()
+
+
 async def agents_rounds(
     base: Path, manage: MetadManagementClient, url: str, octet: int, count: int, rounds: int, metad_pid: int
 ) -> Figures:
@@ -298,6 +333,7 @@ async def agents_rounds(
     await manage.post_data(CLUSTER, {"cluster": {"cluster_id": "cb"}, "env": {"w": {"v": "0"}}})
     children: list[procs.Child] = []
     logs: list[AgentLog] = []
+    sampler = Sampler()
     try:
         for n in range(count):
             ip = procs.host_ip(octet, n)
@@ -335,6 +371,7 @@ async def agents_rounds(
                 reloaded[int(agent)] = stamp
             if r == 1:
                 meter.start()
+                sampler = await Sampler.start(children[0].pid, base)
                 continue
             changes = []
             for n, lg in enumerate(logs):
@@ -350,6 +387,7 @@ async def agents_rounds(
         meter.stop(figures, rounds)
         figures.connections = procs.connections_to(url) / count
     finally:
+        await sampler.stop()
         await asyncio.gather(*(c.stop() for c in children))
         fifo.close()
         with contextlib.suppress(Exception):
@@ -572,7 +610,9 @@ def main() -> None:
             print(
                 f"N={count}: pitrix-agent {p50_p99(f.end_to_end)} ms, confd -watch ({confd.label()}) "
                 f"{theirs} ms, ratio {confd_ratio(f, count)}; RSS agent {f.rss_mib:.1f} MiB, confd "
-                f"{f.confd.rss_mib if f.confd else 0:.1f} MiB"
+                f"{f.confd.rss_mib if f.confd else 0:.1f} MiB; CPU ms per round per agent: agent "
+                f"{f.agent_cpu * 1000:.2f}, reload_cmd {f.reload_cpu * 1000:.2f}, metad's share "
+                f"{f.metad_cpu * 1000:.2f}"
             )
         for note in confd_notes(confd, results):
             print(f"  * {note}")
