@@ -75,6 +75,7 @@ class Agent:
         self._reported_at = -math.inf
         self._report_owed = asyncio.Event()
         self._spacing = False
+        self._deferred = False  # the newest report was held back and not tried yet
         self._applying = False  # a round is under way (from its read to its end)
         self._announce = announce or _print_ready
         self._stop = asyncio.Event()
@@ -173,6 +174,7 @@ class Agent:
         self.unreported = (self.revision, {name: r.record() for name, r in sorted(self.results.items())})
         since = asyncio.get_running_loop().time() - self._reported_at
         if self._spacing and since < self.config.report_interval:
+            self._deferred = True
             self._report_owed.set()
             return
         await self._send_unreported()
@@ -193,8 +195,9 @@ class Agent:
                     self._round_done.notify_all()
 
     async def _flush_report(self) -> None:
-        """At stop: the report still owed, if metad takes it within a few seconds."""
-        if self.unreported is None:
+        """At stop: a report held back by the spacing and not tried yet, if metad takes it within
+        a few seconds (one that failed waits for the next start, as it always has)."""
+        if self.unreported is None or not self._deferred:
             return
         with contextlib.suppress(Exception):
             async with asyncio.timeout(STOP_REPORT_SECONDS):
@@ -209,6 +212,7 @@ class Agent:
             if pending is None:
                 return True
             self._reported_at = asyncio.get_running_loop().time()
+            self._deferred = False
             self.reports_sent += 1
             try:
                 await self.reporter.applied(*pending)
