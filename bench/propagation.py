@@ -18,6 +18,7 @@ import contextlib
 import datetime
 import os
 import shutil
+import signal
 import tempfile
 import time
 from dataclasses import dataclass, field
@@ -53,6 +54,23 @@ log_level = "debug"
 state_dir = "/var/lib/pitrix-agent"
 heartbeat_interval = 3600
 """
+
+
+# What a profile of one agent over these rounds found (``PITRIX_BENCH_PYSPY``, and perf on the
+# agent's pid); a note of the report, not a measurement of its run.
+WHERE_AGENT_CPU_GOES = (
+    "where an agent's CPU per change goes (N=1, perf and py-spy over 1,000 rounds, 2026-12-08): "
+    "half in the kernel, half in the interpreter and its C modules. Kernel: creating the staged "
+    "file, about a fifth of the agent's CPU on this host (its ext4 has no journal, and then "
+    "allocating an inode steps over every inode freed in the last seconds, one per change here; "
+    "confd's TempFile pays the same), the rename over the old file and the old inode's release "
+    "(~7%), sockets and epoll (~9%), the vfork of reload_cmd (~3%). Interpreter: spread over the "
+    "long-poll answer and the next request, the applied report, render and compare, spawning and "
+    "reaping reload_cmd and the log lines, none alone a large part. The fsync of each staged "
+    "config (dropped 2026-12-08, as confd never had it) cost 0.1-0.2 ms of CPU and 1.5-4 ms of "
+    "waiting per change; an applied report per change cost metad and etcd about 0.75 ms per "
+    "agent at N=10 (spaced by report_interval since)"
+)
 
 
 def _ts(entry_time: str) -> float:
@@ -149,6 +167,13 @@ class PeerFigures:
 
     end_to_end: list[float] = field(default_factory=list)
     rss_mib: float = 0.0
+    # CPU seconds per confd per measured round: confd, its reload commands, etcd's share.
+    confd_cpu: float = 0.0
+    reload_cpu: float = 0.0
+    etcd_cpu: float = 0.0
+
+    def cpu(self) -> str:
+        return f"{self.confd_cpu * 1000:.2f} / {self.reload_cpu * 1000:.2f} / {self.etcd_cpu * 1000:.2f}"
 
 
 async def confd_rounds(
@@ -205,12 +230,16 @@ async def confd_rounds(
 
         await round_done("v=0")  # each one's first render at start: running and watching
         figures.rss_mib = sum(procs.memory_kib(c.pid) for c in children) / count / 1024
+        meter = CpuMeter([c.pid for c in children], None, etcd.pid)
         for r in range(1, rounds + 2):  # round 1 warms up
             start = time.time()
             await store.put(key, str(r))
             last = await round_done(f"v={r}")
             if r > 1:
                 figures.end_to_end.append(last - start)
+            else:
+                meter.start()
+        figures.confd_cpu, figures.reload_cpu, _, figures.etcd_cpu = meter.per_round(rounds)
     finally:
         await asyncio.gather(*(c.stop() for c in children))
         fifo.close()
@@ -227,15 +256,17 @@ class Figures:
     rss_mib: float = 0.0
     confd: PeerFigures | None = None  # confd -watch on the same etcd, this run (None: not built)
     connections: float = 0.0  # per agent, to metad's instance port, after the rounds
-    # CPU seconds per agent per measured round: the agent, its reload commands, metad's share.
+    # CPU seconds per agent per measured round: the agent, its reload commands, metad's and etcd's
+    # shares (etcd's: the agents' status reports, each a write).
     agent_cpu: float = 0.0
     reload_cpu: float = 0.0
     metad_cpu: float = 0.0
+    etcd_cpu: float = 0.0
 
     @property
     def round_cpu(self) -> float:
-        """CPU seconds one agent's part of a round costs, all three together."""
-        return self.agent_cpu + self.reload_cpu + self.metad_cpu
+        """CPU seconds one agent's part of a round costs, all four together."""
+        return self.agent_cpu + self.reload_cpu + self.metad_cpu + self.etcd_cpu
 
 
 async def etcd_watch_rounds(store: Store, count: int, rounds: int) -> list[float]:
@@ -266,38 +297,81 @@ async def etcd_watch_rounds(store: Store, count: int, rounds: int) -> list[float
 
 @dataclass
 class CpuMeter:
-    """CPU seconds the agents, their reload commands and metad spent between two readings."""
+    """CPU seconds between two readings, per watcher per round: the watchers (agents, or confd
+    processes), the reload commands they reaped, metad and etcd (each shared by every watcher)."""
 
-    agents: list[int]
-    metad: int
-    _start: tuple[float, float, float] = (0.0, 0.0, 0.0)
+    watchers: list[int]
+    metad: int | None
+    etcd: int | None
+    _start: tuple[float, ...] = ()
 
-    def _read(self) -> tuple[float, float, float]:
+    def _read(self) -> tuple[float, ...]:
         return (
-            sum(procs.cpu_ns(pid) for pid in self.agents) / 1e9,
-            sum(procs.cpu_seconds(pid, children=True) for pid in self.agents),
-            procs.cpu_ns(self.metad) / 1e9,
+            sum(procs.cpu_ns(pid) for pid in self.watchers) / 1e9,
+            sum(procs.cpu_seconds(pid, children=True) for pid in self.watchers),
+            procs.cpu_ns(self.metad) / 1e9 if self.metad else 0.0,
+            procs.cpu_ns(self.etcd) / 1e9 if self.etcd else 0.0,
         )
 
     def start(self) -> None:
         self._start = self._read()
 
-    def stop(self, figures: Figures, rounds: int) -> None:
-        end = self._read()
-        per = len(self.agents) * rounds
-        figures.agent_cpu, figures.reload_cpu, figures.metad_cpu = (
-            (e - s) / per for e, s in zip(end, self._start, strict=True)
+    def per_round(self, rounds: int) -> tuple[float, ...]:
+        """Watcher, reload commands, metad's share, etcd's share."""
+        per = len(self.watchers) * rounds
+        return tuple((e - s) / per for e, s in zip(self._read(), self._start, strict=True))
+
+
+@dataclass
+class Sampler:
+    """py-spy on agent 0 over the measured rounds, when ``PITRIX_BENCH_PYSPY`` names a directory:
+    where one agent's CPU per round goes. Python frames, sampled without stopping the agent; with
+    ``PITRIX_BENCH_PYSPY_NATIVE`` set, C frames too (the TLS and JSON under the Python ones), but
+    then py-spy stops the agent for each sample and a sample in a system call counts its wait.
+    py-spy's own CPU is on the same cores: a profiled run's times and CPU are not the report's."""
+
+    process: asyncio.subprocess.Process | None = None
+
+    @classmethod
+    async def start(cls, pid: int, base: Path) -> Sampler:
+        out = os.environ.get("PITRIX_BENCH_PYSPY")
+        if not out:
+            return cls()
+        target = Path(out) / f"agent-n{base.name}-{pid}.txt"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        argv = [procs.bin_path("py-spy"), "record", "--pid", str(pid), "--rate", "1000"]
+        if os.environ.get("PITRIX_BENCH_PYSPY_NATIVE"):
+            argv.append("--native")
+        else:
+            argv.append("--nonblocking")
+        argv += ["--format", "raw", "--output", str(target)]
+        process = await asyncio.create_subprocess_exec(
+            *argv, stdin=asyncio.subprocess.DEVNULL, stdout=asyncio.subprocess.DEVNULL
         )
+        return cls(process)
+
+    async def stop(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.send_signal(signal.SIGINT)  # py-spy writes its samples on SIGINT
+            await self.process.wait()
 
 
 async def agents_rounds(
-    base: Path, manage: MetadManagementClient, url: str, octet: int, count: int, rounds: int, metad_pid: int
+    base: Path,
+    manage: MetadManagementClient,
+    url: str,
+    octet: int,
+    count: int,
+    rounds: int,
+    metad_pid: int,
+    etcd_pid: int | None,
 ) -> Figures:
     figures = Figures()
     fifo = StampedFifo(base / "reloads.fifo")
     await manage.post_data(CLUSTER, {"cluster": {"cluster_id": "cb"}, "env": {"w": {"v": "0"}}})
     children: list[procs.Child] = []
     logs: list[AgentLog] = []
+    sampler = Sampler()
     try:
         for n in range(count):
             ip = procs.host_ip(octet, n)
@@ -320,7 +394,7 @@ async def agents_rounds(
         while not fifo.stamped.empty():  # first rounds' reloads
             fifo.stamped.get_nowait()
         figures.rss_mib = sum(procs.memory_kib(c.pid) for c in children) / count / 1024
-        meter = CpuMeter([c.pid for c in children], metad_pid)
+        meter = CpuMeter([c.pid for c in children], metad_pid, etcd_pid)
         for r in range(1, rounds + 2):  # round 1 warms up
             for lg in logs:
                 lg.events()
@@ -335,6 +409,7 @@ async def agents_rounds(
                 reloaded[int(agent)] = stamp
             if r == 1:
                 meter.start()
+                sampler = await Sampler.start(children[0].pid, base)
                 continue
             changes = []
             for n, lg in enumerate(logs):
@@ -347,9 +422,10 @@ async def agents_rounds(
                 figures.apply_reload.append(reloaded[n] - change)
             figures.fanout.append(max(changes) - start)
             figures.end_to_end.append(max(reloaded.values()) - start)
-        meter.stop(figures, rounds)
+        figures.agent_cpu, figures.reload_cpu, figures.metad_cpu, figures.etcd_cpu = meter.per_round(rounds)
         figures.connections = procs.connections_to(url) / count
     finally:
+        await sampler.stop()
         await asyncio.gather(*(c.stop() for c in children))
         fifo.close()
         with contextlib.suppress(Exception):
@@ -400,7 +476,7 @@ async def measure(counts: list[int], rounds: int, confd: Path | None = None) -> 
                 run_dir = base / f"n{count}"
                 run_dir.mkdir()
                 results[count] = await agents_rounds(
-                    run_dir, manage, metad.ready["instance_url"], octet, count, rounds, metad.pid
+                    run_dir, manage, metad.ready["instance_url"], octet, count, rounds, metad.pid, etcd.pid
                 )
                 results[count].etcd = etcd_figures
                 if confd is not None:
@@ -448,7 +524,8 @@ async def run(quick: bool) -> list[Table]:
             "render + atomic write",
             "change in hand → reload_cmd done",
             "samples",
-            "CPU ms per round: agent / its reload_cmd / metad's share",
+            "CPU ms per round: agent / its reload_cmd / metad's share / etcd's share",
+            "confd -watch, same rounds: confd / its reload_cmd / etcd's share",
         ],
     )
     for count, f in results.items():
@@ -464,7 +541,9 @@ async def run(quick: bool) -> list[Table]:
             f"{f.connections:.1f}",
         )
         cpu = f"{f.agent_cpu * 1000:.2f} / {f.reload_cpu * 1000:.2f} / {f.metad_cpu * 1000:.2f}"
-        per.add(count, p50_p99(f.apply), p50_p99(f.apply_reload), len(f.apply), cpu)
+        cpu += f" / {f.etcd_cpu * 1000:.2f}"
+        peer_cpu = f.confd.cpu() if f.confd else "-"
+        per.add(count, p50_p99(f.apply), p50_p99(f.apply_reload), len(f.apply), cpu, peer_cpu)
     fan.notes += [
         "agents are `pitrix-agent` processes on metad's long-poll; confd's column talks to etcd directly",
         "raw etcd: N watches on one aetcd client in the benchmark process, the same etcd, the same run "
@@ -473,7 +552,7 @@ async def run(quick: bool) -> list[Table]:
         "connections to metad: established TCP connections to its instance port after the rounds, per "
         "agent (from /proc/net/tcp); metad holds as many for each instance, each a descriptor and, "
         "under mutual TLS, its memory",
-        "CPU floor: the CPU one round costs (every agent's, its reload_cmd's and metad's share, "
+        "CPU floor: the CPU one round costs (every agent's, its reload_cmd's, metad's and etcd's share, "
         "from the table below) spread evenly over the cores, the end to end a perfect schedule "
         "would reach; it moves with the host's speed, as every figure here does. Below as many "
         "agents as cores the work of a round is one chain and cannot spread: no figure",
@@ -485,14 +564,20 @@ async def run(quick: bool) -> list[Table]:
         "until 2026-12-04 cost a fork and an exec: 1.45 ms of CPU per reload instead of 0.50)"
     )
     per.notes.append(
-        "CPU per round from /proc, over every agent and measured round: the agent process and "
-        "metad's CPU over the agents (the scheduler's ns), the reload commands each agent reaped "
-        "(10 ms ticks: ±0.5 ms at N=1); "
-        "N agents on 2 cores need N × the three columns of CPU per round, half of it in wall time "
+        "CPU per round from /proc, over every agent and measured round: the agent process, and "
+        "metad's and etcd's CPU over the agents (the scheduler's ns), the reload commands each agent "
+        "reaped (10 ms ticks: ±0.5 ms at N=1); etcd's share is mostly the agents' status reports "
+        "(one write each per change), which confd does not make. "
+        "N agents on 2 cores need N × the four columns of CPU per round, half of it in wall time "
         "at best"
+    )
+    per.notes.append(
+        "confd's CPU the same way over its own rounds: each confd process, the reload commands it "
+        "reaped, etcd's CPU over the N processes (its watch events)"
     )
     worst = max(results)
     per.notes.append(f"apply p99 at N={worst}: {ms(percentile(results[worst].apply, 99))} ms")
+    per.notes.append(WHERE_AGENT_CPU_GOES)
     light_n = 100 if quick else 1000
     fan.notes.append(f"N={light_n:,}: in light mode, the table below")
     return [fan, per, await light_table(light_n, 5 if quick else 20)]
@@ -572,7 +657,10 @@ def main() -> None:
             print(
                 f"N={count}: pitrix-agent {p50_p99(f.end_to_end)} ms, confd -watch ({confd.label()}) "
                 f"{theirs} ms, ratio {confd_ratio(f, count)}; RSS agent {f.rss_mib:.1f} MiB, confd "
-                f"{f.confd.rss_mib if f.confd else 0:.1f} MiB"
+                f"{f.confd.rss_mib if f.confd else 0:.1f} MiB; CPU ms per round per agent: agent "
+                f"{f.agent_cpu * 1000:.2f}, reload_cmd {f.reload_cpu * 1000:.2f}, metad's share "
+                f"{f.metad_cpu * 1000:.2f}, etcd's share {f.etcd_cpu * 1000:.2f}; confd / reload_cmd / "
+                f"etcd's share {f.confd.cpu() if f.confd else '-'}"
             )
         for note in confd_notes(confd, results):
             print(f"  * {note}")

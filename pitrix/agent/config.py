@@ -77,6 +77,7 @@ class AgentConfig(_Record):
         "prefix",
         "profile",
         "quiet_period",
+        "report_interval",
         "retry_interval",
         "root",
         "run_commands",
@@ -127,6 +128,7 @@ class AgentConfig(_Record):
         retry_interval: float = 30.0,
         quiet_period: float = 0.05,
         max_settle: float = 1.0,
+        report_interval: float = 0.25,
         bootstrap_token: str = "",
         bootstrap_patience: float = 10.0,
         separator: str = "",
@@ -174,6 +176,9 @@ class AgentConfig(_Record):
         self.retry_interval = retry_interval
         self.quiet_period = quiet_period
         self.max_settle = max_settle
+        # In watch mode, applied reports go at most this often (seconds); a round within it of the
+        # last report has its report sent when it is up, the newest only (0: every round at once).
+        self.report_interval = report_interval
         self.bootstrap_token = bootstrap_token
         # Seconds one bootstrap keeps asking a metad that does not know the token yet (the runtime maps
         # an instance moments after it runs) before the agent's own backoff takes over.
@@ -368,6 +373,7 @@ _PITRIX_KEYS: dict[str, tuple[str, str]] = {
     "retry_interval": ("retry_interval", "number"),
     "quiet_period": ("quiet_period", "number"),
     "max_settle": ("max_settle", "number"),
+    "report_interval": ("report_interval", "number"),
     "bootstrap_token": ("bootstrap_token", "str"),
     "bootstrap_patience": ("bootstrap_patience", "number"),
     "profile": ("profile", "str"),
@@ -511,7 +517,7 @@ def _validate(cfg: AgentConfig) -> None:
     ):
         if getattr(cfg, name) <= 0:
             raise ConfigError(f"{name}: must be positive, not {getattr(cfg, name)}")
-    for name in ("quiet_period", "max_settle"):
+    for name in ("quiet_period", "max_settle", "report_interval"):
         if getattr(cfg, name) < 0:
             raise ConfigError(f"{name}: must not be negative, not {getattr(cfg, name)}")
     if cfg.prefix and not cfg.prefix.startswith("/"):

@@ -421,8 +421,9 @@ class TemplateResource:
         metadata_addr: str | None,
     ) -> _Step:
         """Render and compare with the destination; unless it is already in place, stage the new
-        file beside it, and with ``swap`` put it in place too. Blocking (an fsync): it runs
-        where ``ApplyOptions.file_io`` says."""
+        file beside it, and with ``swap`` put it in place too. Blocking (file system calls): it
+        runs where ``ApplyOptions.file_io`` says. Not fsynced (``durable``: the first round after a
+        start repairs what a power loss left)."""
         text = cache.render(self.src, self.template_values(values))
         if metadata_addr is not None:  # this is the VM's /etc/hosts: the proxy's name stays in it
             from pitrix.agent.hostsfile import hosts_text
@@ -436,8 +437,9 @@ class TemplateResource:
         if in_sync and not keep_stage:
             return _Step(text, None, previous, in_sync=True)
         mode, uid, gid = attrs
-        self.dest.parent.mkdir(parents=True, exist_ok=True)
-        staged = stage_beside(self.dest, data, mode, (uid, gid))
+        if previous is None:  # a destination that exists has its directory
+            self.dest.parent.mkdir(parents=True, exist_ok=True)
+        staged = stage_beside(self.dest, data, mode, (uid, gid), sync=False)
         if swap and not in_sync:
             try:
                 self._install(staged)
@@ -500,7 +502,8 @@ class TemplateResource:
         if previous is None:
             self.dest.unlink(missing_ok=True)
             return
-        path = stage_beside(self.dest, previous.data, previous.mode, (previous.uid, previous.gid))
+        owner = (previous.uid, previous.gid)
+        path = stage_beside(self.dest, previous.data, previous.mode, owner, sync=False)
         self._install(path)
 
     async def _reload_or_restore(self, previous: _FileState | None, opts: ApplyOptions) -> str | None:

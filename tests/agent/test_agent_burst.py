@@ -74,7 +74,10 @@ async def test_change_that_finds_the_agent_idle_is_not_held(world: World, tmp_pa
         for i in range(5):
             await world.manage.put_data("/clusters/c1/env/web", {"port": str(2000 + i)})
             want = f"listen {2000 + i}\n"
-            await asyncio.wait_for(agent.wait_until(lambda w=want: dest.read_text() == w), 20)
+            # Applied: its reload ran. Not the file alone: it is in place before the reload, and a
+            # write while the round is still before its reload is a burst.
+            applied = agent.wait_until(lambda w=want, n=2 + i: dest.read_text() == w and reloads(root) == n)
+            await asyncio.wait_for(applied, 20)
         assert agent.coalesced == 0
         assert reloads(root) == 1 + 5
 

@@ -37,20 +37,24 @@ async def test_watch_reapplies_changed_resources_only(vm_root: Path) -> None:
         assert (vm_root / "etc/ra.conf").read_text() == "uno\n"
         assert (vm_root / "reloads.log").read_text() == "ra\nrb\nra\n"
         # A broken value is reported, and retried on the next change even if its keys did not move.
+        # Reports come at most every report_interval: waited for, not read after the round.
         data.write_text("b: two\n")  # /a gone: getv fails
         await asyncio.wait_for(agent.wait_rounds(3), 10)
+        await asyncio.wait_for(agent.wait_until(lambda: agent.unreported is None), 10)
         _revision, resources = reporter.applied_reports[-1]
         assert resources["ra"]["ok"] is False and "/a" in str(resources["ra"]["error"])
         assert resources["rb"] == {"ok": True, "error": None}
         assert (vm_root / "etc/ra.conf").read_text() == "uno\n"
         data.write_text("a: tres\nb: two\n")
         await asyncio.wait_for(agent.wait_rounds(4), 10)
+        await asyncio.wait_for(agent.wait_until(lambda: agent.unreported is None), 10)
         assert reporter.applied_reports[-1][1]["ra"] == {"ok": True, "error": None}
         assert (vm_root / "etc/ra.conf").read_text() == "tres\n"
         # A resource added while running is picked up on the next round; a removed one is forgotten.
         (vm_root / "etc/confd/conf.d/rb.toml").unlink()
         data.write_text("a: tres\nb: dos\n")
         await asyncio.wait_for(agent.wait_rounds(5), 10)
+        await asyncio.wait_for(agent.wait_until(lambda: agent.unreported is None), 10)
         assert set(reporter.applied_reports[-1][1]) == {"ra"}
 
 
@@ -83,9 +87,8 @@ async def test_failed_resource_is_retried_without_a_change(vm_root: Path) -> Non
         assert reporter.applied_reports[-1][1]["f"]["ok"] is False
         assert not (vm_root / "etc/f.conf").exists()  # a new file whose reload failed is removed
         (vm_root / "daemon-up").touch()
-        async with asyncio.timeout(10):
-            while reporter.applied_reports[-1][1]["f"]["ok"] is False:
-                await agent.wait_rounds(agent.rounds + 1)
+        retried = agent.wait_until(lambda: reporter.applied_reports[-1][1]["f"]["ok"] is True)
+        await asyncio.wait_for(retried, 10)
         assert (vm_root / "etc/f.conf").read_text() == "one\n"
 
 
