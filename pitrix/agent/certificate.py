@@ -113,7 +113,9 @@ class AgentCertificate:
                 raise ConfigError(f"client_cert/client_key: {self.cert}, {self.key}: {why}") from None
         return ctx
 
-    def _renewal_due(self) -> bool:
+    def _renewal_due(self, now: dt.datetime | None = None) -> bool:
+        """Whether the certificate is past its renewal time (``now``: the clock's, unless a test
+        says otherwise)."""
         if self._not_before is None or self._not_after is None:
             return False
         if self._renew_retry_at is not None and asyncio.get_running_loop().time() < self._renew_retry_at:
@@ -122,7 +124,7 @@ class AgentCertificate:
 
         from pitrix.certtime import renewal_time
 
-        return dt.datetime.now(dt.UTC) >= renewal_time(self._not_before, self._not_after)
+        return (now or dt.datetime.now(dt.UTC)) >= renewal_time(self._not_before, self._not_after)
 
     # -- keeping it fresh -------------------------------------------------------------------------
 
