@@ -86,8 +86,9 @@ class EventLog:
         return int(kv.value) if kv is not None else 0
 
     async def record(self, events: list[Event], revision: int) -> None:
-        """Keep ``events`` (all of one revision) and move the cursor past it; a removed cluster's
-        history goes in the same transaction."""
+        """Keep ``events`` (of one revision or of several in order, up to ``revision``) and move
+        the cursor past ``revision``; a removed cluster's history goes in the same transaction
+        (with the events of its own before its removal: they would be deleted with it)."""
         removed = {e.cluster_id for e in events if e.kind == "cluster_removed"}
         ops = [
             Op("put", f"{self.prefix(e.cluster_id)}{e.event_id}", json.dumps(e.record()).encode())
