@@ -38,13 +38,13 @@ def thread_cpu(pid: int) -> dict[str, float]:
     """CPU seconds of each thread of ``pid`` by name (threads of one name summed): which of the
     loop, the gRPC core's threads and the executor's workers the time went to."""
     tick = os.sysconf("SC_CLK_TCK")
-    by_name: Counter[str] = Counter()
+    by_name: dict[str, float] = {}
     for task in Path(f"/proc/{pid}/task").iterdir():
         with contextlib.suppress(OSError):
             name = (task / "comm").read_text().strip()
             fields = (task / "stat").read_text().rpartition(")")[2].split()
-            by_name[name] += (int(fields[11]) + int(fields[12])) / tick
-    return dict(by_name)
+            by_name[name] = by_name.get(name, 0.0) + (int(fields[11]) + int(fields[12])) / tick
+    return by_name
 
 
 @contextlib.asynccontextmanager
