@@ -53,6 +53,30 @@ async def test_layers_run_in_order_and_steps_of_a_layer_together(store: Store) -
     assert records["first"].detail == "first ok"
 
 
+async def test_a_one_step_layers_end_is_journaled_with_the_next_layers_starts(store: Store) -> None:
+    log: list[str] = []
+    plan = (
+        Plan("t")
+        .then(recorder(log, "one"))
+        .then(recorder(log, "a"), recorder(log, "b"))
+        .then(recorder(log, "two"))
+        .then(recorder(log, "three"))
+    )
+    journal = Journal(store, "c1", "j9")
+    await execute(plan, journal)
+    kvs = {kv.key.rpartition("/")[2]: kv for kv in (await store.get_prefix(journal.prefix))[0]}
+    # one's end and the starts of a and b: one write; a's and b's ends: each its own (progress
+    # shows each as it finishes); two's end with three's start; three's end alone.
+    assert kvs["one"].mod_revision == kvs["a"].create_revision == kvs["b"].create_revision
+    assert kvs["a"].mod_revision != kvs["b"].mod_revision
+    assert kvs["two"].mod_revision == kvs["three"].create_revision < kvs["three"].mod_revision
+    assert kvs["one"].version == kvs["two"].version == 2  # a start and an end, nothing more
+    assert {name: r.status for name, r in (await journal.records()).items()} == dict.fromkeys(
+        ["one", "a", "b", "two", "three"], "done"
+    )
+    assert (await journal.records())["two"].detail == "two ok"
+
+
 async def test_failed_step_stops_the_plan_and_is_journaled(store: Store) -> None:
     log: list[str] = []
     plan = (
