@@ -27,6 +27,11 @@ def ended(record: StepRecord, detail: str | None = None) -> StepRecord:
     return record.model_copy(update={"status": "done", "finished": time.time(), "detail": detail or ""})
 
 
+# The most records one journal transaction holds (etcd refuses more than 128 operations unless
+# told otherwise; the fence's comparisons are counted apart).
+WRITE_OPS = 100
+
+
 class Journal:
     """Start and end records of one job's steps.
 
@@ -71,13 +76,12 @@ class Journal:
     async def write_all(self, records: Sequence[StepRecord]) -> None:
         """Several steps' records in one transaction (guarded by the fence, when there is one):
         the end of one layer's step with the starts of the next layer's (see ``executor``)."""
-        if not records:
-            return
         ops = [Op("put", self._key(r.name), r.dump()) for r in records]
-        written = await self.store.txn(self.fence or [], ops)
-        if not written.succeeded:
-            names = ", ".join(r.name for r in records)
-            raise LostOwnership(self.cluster_id, f"journal write of steps {names} refused")
+        for start in range(0, len(ops), WRITE_OPS):  # a layer of hundreds of steps: etcd's limit
+            written = await self.store.txn(self.fence or [], ops[start : start + WRITE_OPS])
+            if not written.succeeded:
+                names = ", ".join(r.name for r in records)
+                raise LostOwnership(self.cluster_id, f"journal write of steps {names} refused")
 
     async def started(self, name: str) -> StepRecord:
         record = starting(name)

@@ -8,6 +8,7 @@ import pytest
 
 from pitrix.cli.progress import step_line
 from pitrix.providers.base import Failure, ProviderError
+from pitrix.runtime import journal as journal_module
 from pitrix.runtime.executor import StepFailed, execute
 from pitrix.runtime.journal import Journal
 from pitrix.runtime.plan import Plan, Step
@@ -75,6 +76,21 @@ async def test_a_one_step_layers_end_is_journaled_with_the_next_layers_starts(st
         ["one", "a", "b", "two", "three"], "done"
     )
     assert (await journal.records())["two"].detail == "two ok"
+
+
+async def test_a_layer_of_more_steps_than_one_transaction_holds_is_journaled_in_several(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "WRITE_OPS", 10)  # etcd's 128, made small
+    log: list[str] = []
+    wide = [recorder(log, f"s{n:02d}") for n in range(25)]
+    journal = Journal(store, "c1", "j10")
+    await execute(Plan("t").then(recorder(log, "first")).then(*wide), journal)
+    records = await journal.records()
+    assert len(records) == 26 and {r.status for r in records.values()} == {"done"}
+    kvs, _ = await store.get_prefix(journal.prefix)
+    # first's end and the 25 starts: 26 records in transactions of 10, 10 and 6.
+    assert len({kv.create_revision for kv in kvs if kv.key.rpartition("/")[2] != "first"}) == 3
 
 
 async def test_failed_step_stops_the_plan_and_is_journaled(store: Store) -> None:
