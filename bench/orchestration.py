@@ -15,6 +15,7 @@ every cluster bootstraps its certificate there and reports to it), ahead of pitr
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import shutil
 import subprocess
@@ -23,7 +24,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from bench import procs
+from bench import procs, profiling
 from bench.stack import TRIVIAL_APP, Stack, cpu_of, metad_pids, running_stack, wait_state
 from bench.table import Table, ms, p50_p99, percentile
 from pitrix.cli.client import ApiClient, ApiError
@@ -93,11 +94,19 @@ async def delete_all(api: ApiClient, cids: list[str], problems: list[str]) -> No
 
 
 async def concurrent(
-    api: ApiClient, stack: Stack, k: int, problems: list[str], channel: str, clean_up: bool = True
+    api: ApiClient,
+    stack: Stack,
+    k: int,
+    problems: list[str],
+    channel: str,
+    clean_up: bool = True,
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     """k clusters created at once. One that fails is counted and named, not fatal: at 1,000 the
     figure of the others, and how many did not make it, are the finding. ``clean_up`` deletes them
-    (so the next row starts from the same state); the last row leaves them to the stack's end."""
+    (so the next row starts from the same state); the last row leaves them to the stack's end.
+    ``profile``: a directory where py-spy's samples of pitrixd during the row are written
+    (``pitrixd-<k>.txt``, collapsed stacks) with their summary (``pitrixd-<k>.summary``)."""
     assert stack.pitrixd is not None and stack.sim is not None
     pid = stack.pitrixd.pid
     workers = list(stack.sim.ready.get("light_worker_pids") or [])
@@ -107,8 +116,11 @@ async def concurrent(
     cpu0, rss0 = procs.cpu_seconds(pid), procs.memory_kib(pid)
     began = time.monotonic()
     patience = wait_for(k)
-    results = await asyncio.gather(*(create(api, f"c{k}-{i}", channel, patience) for i in range(k)))
-    wall = time.monotonic() - began
+    async with contextlib.AsyncExitStack() as watched:
+        if profile is not None:
+            await watched.enter_async_context(profiling.sampling(pid, profile / f"pitrixd-{k}.txt"))
+        results = await asyncio.gather(*(create(api, f"c{k}-{i}", channel, patience) for i in range(k)))
+        wall = time.monotonic() - began
     failed = [error for _c, _t, error in results if error]
     if len(failed) == k:
         raise RuntimeError(f"none of {k} concurrent clusters became active; the first: {failed[0]}")
@@ -124,6 +136,9 @@ async def concurrent(
         "sim_cpu": [b - a for a, b in zip(sim_cpu0, sim_cpu(stack.sim.pid, workers), strict=True)],
         "metad_cpu": cpu_of(metads) - metad_cpu0,
     }
+    if profile is not None and (samples := profile / f"pitrixd-{k}.txt").exists():
+        text = profiling.summary(profiling.load(samples))
+        (profile / f"pitrixd-{k}.summary").write_text(text + "\n")
     if failed:
         problems.append(
             f"{len(failed)} of {k} concurrent clusters did not become active; the first: {failed[0]}"
@@ -172,7 +187,11 @@ def too_long(before: dict[str, Any], k: int) -> str:
 
 
 async def measure(
-    singles: int, ks: list[int], sim_args: tuple[str, ...] = (), channel: str = "rest"
+    singles: int,
+    ks: list[int],
+    sim_args: tuple[str, ...] = (),
+    channel: str = "rest",
+    profile: Path | None = None,
 ) -> dict[str, Any]:
     """The figures of one stack; light VMs run no userdata, so there the agents come over ssh."""
     workdir = Path(tempfile.mkdtemp(prefix="pitrix-bench-orch-"))
@@ -192,7 +211,9 @@ async def measure(
                     out["skipped"] = skip
                     break
                 last = n == len(ks) - 1
-                row = await concurrent(api, stack, k, out["problems"], channel, clean_up=not last)
+                row = await concurrent(
+                    api, stack, k, out["problems"], channel, clean_up=not last, profile=profile
+                )
                 out["concurrent"].append(row)
             # Not measured, and the stack's end takes every VM down: the clusters left are not deleted.
     finally:
@@ -221,10 +242,10 @@ async def run(quick: bool) -> list[Table]:
     return tables
 
 
-async def light_rows(singles: int, ks: list[int], workers: int) -> Table:
+async def light_rows(singles: int, ks: list[int], workers: int, profile: Path | None = None) -> Table:
     """The light-mode table: pitrixd on a simulator whose light VMs run in ``workers`` processes."""
     sim_args = ("--light", "--light-workers", str(workers))
-    light = await measure(singles, ks, sim_args, "ssh")
+    light = await measure(singles, ks, sim_args, "ssh", profile)
     where = f", in {workers} light workers" if workers > 1 else ""
     lt = figures_table(
         f"Light mode (the simulator's in-process SSH and agents{where}; pitrixd as in full mode)",
@@ -300,13 +321,21 @@ def main() -> None:
     parser.add_argument("--clusters", type=int, action="append", help="a concurrent row (repeatable)")
     parser.add_argument("--light-workers", type=int, default=LIGHT_WORKERS)
     parser.add_argument("--singles", type=int, default=1)
+    parser.add_argument(
+        "--profile",
+        type=Path,
+        metavar="DIR",
+        help="sample pitrixd with py-spy during each row; stacks and their summary go to DIR",
+    )
     args = parser.parse_args()
     if args.light_workers < 1 or any(k < 1 for k in args.clusters or []):
         parser.error("--clusters and --light-workers: at least 1")
+    if args.profile is not None and not profiling.available():
+        parser.error("--profile: py-spy is not installed")
     logs.configure("error")
     _soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))  # thousands of VMs' sockets
-    table = aio.run(light_rows(args.singles, args.clusters or [1000], args.light_workers))
+    table = aio.run(light_rows(args.singles, args.clusters or [1000], args.light_workers, args.profile))
     print(table.text())
 
 

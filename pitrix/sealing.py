@@ -247,8 +247,10 @@ async def get_sealed(store: Store, key: str, sealer: Sealer) -> bytes | None:
 
 
 async def create_sealed(store: Store, key: str, value: bytes | str, sealer: Sealer) -> bytes:
-    """Store ``value`` sealed at ``key`` unless a value is there already; the value that stays."""
-    await store.create(key, sealer.seal(value, key))
+    """Store ``value`` sealed at ``key`` unless a value is there already; the value that stays
+    (``value`` itself when this call created it: no read back)."""
+    if await store.create(key, sealer.seal(value, key)):
+        return value.encode() if isinstance(value, str) else bytes(value)
     stored = await get_sealed(store, key, sealer)
     if stored is None:
         raise SealingError(f"{key}: vanished right after it was stored")

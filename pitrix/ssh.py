@@ -29,6 +29,11 @@ if TYPE_CHECKING:
     import asyncssh
 
 CONNECT_TIMEOUT = 60.0
+# AES-GCM first, asyncssh's defaults after it (a server without it still gets chacha20-poly1305):
+# both are authenticated ciphers of 256-bit keys, but asyncssh's chacha20-poly1305 makes several
+# cipher objects per packet (~14 µs a packet here against ~2 µs for AES-256-GCM), which was a
+# tenth of pitrixd's CPU while it bootstraps thousands of agents over SSH.
+ENCRYPTION_ALGS = "^aes256-gcm@openssh.com,aes128-gcm@openssh.com"
 COMMAND_TIMEOUT = 120.0
 CONCURRENCY = 16
 USER = "root"
@@ -113,6 +118,7 @@ async def connect(
                     agent_path=None,
                     config=None,
                     preferred_auth="publickey",
+                    encryption_algs=ENCRYPTION_ALGS,
                 )
         except asyncssh.HostKeyNotVerifiable as exc:
             raise SshError(

@@ -488,7 +488,8 @@ async def wait_cluster(request: web.Request) -> web.Response:
         steps = await service.job_steps(cid, cluster.job_id)
         return sum(1 for s in steps if s.status != "running") > seen
 
-    await service.wait(cid, progressed, timeout)
+    # Without ``seen`` only the record decides: a step's progress need not wake this wait.
+    await service.wait(cid, progressed, timeout, steps=seen is not None)
     return await show_cluster(request)
 
 

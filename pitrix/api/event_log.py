@@ -105,10 +105,11 @@ class EventLog:
         return position(kvs[0].key.rpartition("/")[2])[0] if kvs else 0
 
     async def record(self, events: list[Event], revision: int, cursor: bool = True) -> None:
-        """Keep ``events`` (all of one revision) and move the cursor to it if it was last moved
-        ``CURSOR_EVERY`` seconds ago or more (``cursor`` False: never, for a catch-up of older
-        revisions, which must not move it back); a removed cluster's history goes in the same
-        transaction."""
+        """Keep ``events`` (of one revision or of several in order, up to ``revision``) and move
+        the cursor to ``revision`` if it was last moved ``CURSOR_EVERY`` seconds ago or more
+        (``cursor`` False: never, for a catch-up of older revisions, which must not move it back);
+        a removed cluster's history goes in the same transaction (with the events of its own
+        before its removal: they would be deleted with it)."""
         removed = {e.cluster_id for e in events if e.kind == "cluster_removed"}
         ops = [
             Op("put", f"{self.prefix(e.cluster_id)}{e.event_id}", json.dumps(e.record()).encode())

@@ -21,7 +21,7 @@ from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any
 
 from pitrix.logs import get_logger
-from pitrix.runtime.journal import Journal
+from pitrix.runtime.journal import Journal, ended, starting
 from pitrix.runtime.ownership import LostOwnership
 from pitrix.runtime.plan import Plan, Step
 from pitrix.runtime.records import StepRecord
@@ -45,19 +45,45 @@ Progress = Callable[[StepRecord], Awaitable[None]]
 async def execute(
     plan: Plan, journal: Journal, progress: Progress | None = None, retry: RetryPolicy = DEFAULT_RETRY
 ) -> None:
+    """Run the plan's steps not journaled as done, layer by layer.
+
+    A layer's start records are written in one transaction, and the end record of a layer of one
+    step goes with the next layer's starts (or alone after the last layer): a create's plan is a
+    chain of one-step layers, and a transaction for each record was two round trips of etcd per
+    step. A layer of several steps journals each end as it comes, so progress shows a finished
+    step at once. A crash before the end record is written leaves the step started, as a crash
+    at its last line always did: it runs again (steps are idempotent).
+    """
     log = get_logger("pitrix.executor", cluster_id=journal.cluster_id, job_id=journal.job_id)
     done = {name for name, record in (await journal.records()).items() if record.status == "done"}
+    carried: list[StepRecord] = []  # the end record of the last layer's only step, not yet written
     for number, layer in enumerate(plan.layers, start=1):
         todo = [step for step in layer if step.name not in done]
         if not todo:
             continue
         log.debug("layer", layer=number, steps=[s.name for s in todo])
-        errors = await _run_layer([_run(step, journal, progress, retry) for step in todo])
+        starts = [starting(step.name) for step in todo]
+        await journal.write_all([*carried, *starts])
+        if progress:
+            for record in [*carried, *starts]:
+                await progress(record)
+        carried = []
+        ends = carried if len(todo) == 1 else None
+        errors = await _run_layer(
+            [
+                _run(step, record, journal, progress, retry, ends)
+                for step, record in zip(todo, starts, strict=True)
+            ]
+        )
         for error in errors:
             if not isinstance(error, StepFailed):
                 raise error
         if errors:
             raise errors[0]
+    await journal.write_all(carried)
+    if progress:
+        for record in carried:
+            await progress(record)
 
 
 async def _run_layer(runs: list[Coroutine[Any, Any, None]]) -> list[BaseException]:
@@ -82,13 +108,19 @@ async def _run_layer(runs: list[Coroutine[Any, Any, None]]) -> list[BaseExceptio
     return [error for task in tasks if (error := task.exception()) is not None]
 
 
-async def _run(step: Step, journal: Journal, progress: Progress | None, retry: RetryPolicy) -> None:
+async def _run(
+    step: Step,
+    record: StepRecord,
+    journal: Journal,
+    progress: Progress | None,
+    retry: RetryPolicy,
+    ends: list[StepRecord] | None,
+) -> None:
+    """Run a step whose start ``record`` is journaled; its end is journaled here, or, given
+    ``ends``, put there for the caller to write with the next layer's starts."""
     bound = get_logger(
         "pitrix.executor", cluster_id=journal.cluster_id, job_id=journal.job_id, step=step.name
     )
-    record = await journal.started(step.name)
-    if progress:
-        await progress(record)
     began = time.monotonic()
     deadline = asyncio.timeout(step.timeout)
     attempt = 1
@@ -134,7 +166,10 @@ async def _run(step: Step, journal: Journal, progress: Progress | None, retry: R
         if progress:
             await progress(record)
         raise StepFailed(step.name, message) from exc
-    record = await journal.finished(record, detail)
     bound.info("step done", seconds=round(time.monotonic() - began, 3), detail=detail or None)
+    if ends is not None:
+        ends.append(ended(record, detail))
+        return
+    record = await journal.finished(record, detail)
     if progress:
         await progress(record)

@@ -315,7 +315,7 @@ class Jobs:
         raise ChangedMeanwhile(f"cluster {cid} kept changing; not updated")
 
     async def _progress(self, cid: str, record: StepRecord) -> None:
-        self.signals.changed(cid)
+        self.signals.changed(cid, record=False)
 
 
 async def _clear_operation_keys(ctx: JobContext | None, job: Job) -> None:

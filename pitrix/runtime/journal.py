@@ -17,6 +17,21 @@ from pitrix.store import Store
 from pitrix.store.types import Compare, Op
 
 
+def starting(name: str) -> StepRecord:
+    """A step's start record (written by ``started`` or ``write_all``)."""
+    return StepRecord(name=name, status="running", started=time.time())
+
+
+def ended(record: StepRecord, detail: str | None = None) -> StepRecord:
+    """A started step's record once it has succeeded (written by ``finished`` or ``write_all``)."""
+    return record.model_copy(update={"status": "done", "finished": time.time(), "detail": detail or ""})
+
+
+# The most records one journal transaction holds (etcd refuses more than 128 operations unless
+# told otherwise; the fence's comparisons are counted apart).
+WRITE_OPS = 100
+
+
 class Journal:
     """Start and end records of one job's steps.
 
@@ -58,8 +73,18 @@ class Journal:
         if not written.succeeded:
             raise LostOwnership(self.cluster_id, f"journal write of step {record.name} refused")
 
+    async def write_all(self, records: Sequence[StepRecord]) -> None:
+        """Several steps' records in one transaction (guarded by the fence, when there is one):
+        the end of one layer's step with the starts of the next layer's (see ``executor``)."""
+        ops = [Op("put", self._key(r.name), r.dump()) for r in records]
+        for start in range(0, len(ops), WRITE_OPS):  # a layer of hundreds of steps: etcd's limit
+            written = await self.store.txn(self.fence or [], ops[start : start + WRITE_OPS])
+            if not written.succeeded:
+                names = ", ".join(r.name for r in records)
+                raise LostOwnership(self.cluster_id, f"journal write of steps {names} refused")
+
     async def started(self, name: str) -> StepRecord:
-        record = StepRecord(name=name, status="running", started=time.time())
+        record = starting(name)
         await self._write(record)
         return record
 
@@ -70,7 +95,7 @@ class Journal:
         return again
 
     async def finished(self, record: StepRecord, detail: str | None = None) -> StepRecord:
-        done = record.model_copy(update={"status": "done", "finished": time.time(), "detail": detail or ""})
+        done = ended(record, detail)
         await self._write(done)
         return done
 

@@ -481,9 +481,18 @@ class RuntimeService:
             if isinstance(entries, dict)
         }
 
-    async def wait(self, cid: str, until: Callable[[Cluster], Awaitable[bool]], timeout: float) -> Cluster:
-        """Until ``await until(cluster)`` holds, checked again on every change (TimeoutError)."""
-        async with asyncio.timeout(timeout), self.signals.listening(cid) as changed:
+    async def wait(
+        self,
+        cid: str,
+        until: Callable[[Cluster], Awaitable[bool]],
+        timeout: float,
+        *,
+        steps: bool = True,
+    ) -> Cluster:
+        """Until ``await until(cluster)`` holds, checked again on every change (TimeoutError).
+        ``steps=False``: ``until`` looks at the cluster's record only, so a change of its job's
+        steps alone does not wake it (see ``signals``)."""
+        async with asyncio.timeout(timeout), self.signals.listening(cid, steps=steps) as changed:
             while True:
                 changed.clear()
                 cluster = await self.repo.cluster(cid)

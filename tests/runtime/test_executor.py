@@ -8,6 +8,7 @@ import pytest
 
 from pitrix.cli.progress import step_line
 from pitrix.providers.base import Failure, ProviderError
+from pitrix.runtime import journal as journal_module
 from pitrix.runtime.executor import StepFailed, execute
 from pitrix.runtime.journal import Journal
 from pitrix.runtime.plan import Plan, Step
@@ -51,6 +52,45 @@ async def test_layers_run_in_order_and_steps_of_a_layer_together(store: Store) -
         ["first", "a", "b", "last"], "done"
     )
     assert records["first"].detail == "first ok"
+
+
+async def test_a_one_step_layers_end_is_journaled_with_the_next_layers_starts(store: Store) -> None:
+    log: list[str] = []
+    plan = (
+        Plan("t")
+        .then(recorder(log, "one"))
+        .then(recorder(log, "a"), recorder(log, "b"))
+        .then(recorder(log, "two"))
+        .then(recorder(log, "three"))
+    )
+    journal = Journal(store, "c1", "j9")
+    await execute(plan, journal)
+    kvs = {kv.key.rpartition("/")[2]: kv for kv in (await store.get_prefix(journal.prefix))[0]}
+    # one's end and the starts of a and b: one write; a's and b's ends: each its own (progress
+    # shows each as it finishes); two's end with three's start; three's end alone.
+    assert kvs["one"].mod_revision == kvs["a"].create_revision == kvs["b"].create_revision
+    assert kvs["a"].mod_revision != kvs["b"].mod_revision
+    assert kvs["two"].mod_revision == kvs["three"].create_revision < kvs["three"].mod_revision
+    assert kvs["one"].version == kvs["two"].version == 2  # a start and an end, nothing more
+    assert {name: r.status for name, r in (await journal.records()).items()} == dict.fromkeys(
+        ["one", "a", "b", "two", "three"], "done"
+    )
+    assert (await journal.records())["two"].detail == "two ok"
+
+
+async def test_a_layer_of_more_steps_than_one_transaction_holds_is_journaled_in_several(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(journal_module, "WRITE_OPS", 10)  # etcd's 128, made small
+    log: list[str] = []
+    wide = [recorder(log, f"s{n:02d}") for n in range(25)]
+    journal = Journal(store, "c1", "j10")
+    await execute(Plan("t").then(recorder(log, "first")).then(*wide), journal)
+    records = await journal.records()
+    assert len(records) == 26 and {r.status for r in records.values()} == {"done"}
+    kvs, _ = await store.get_prefix(journal.prefix)
+    # first's end and the 25 starts: 26 records in transactions of 10, 10 and 6.
+    assert len({kv.create_revision for kv in kvs if kv.key.rpartition("/")[2] != "first"}) == 3
 
 
 async def test_failed_step_stops_the_plan_and_is_journaled(store: Store) -> None:

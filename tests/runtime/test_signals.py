@@ -30,6 +30,17 @@ async def test_a_change_wakes_only_its_clusters_waiters() -> None:
     assert signals._waiting == {}  # nothing kept for clusters nobody waits on
 
 
+async def test_a_step_change_wakes_only_those_who_follow_steps() -> None:
+    signals = ClusterSignals()
+    async with signals.listening("a", steps=False) as record_only, signals.listening("a") as steps:
+        signals.changed("a", record=False)  # a journal record of a's job
+        assert steps.is_set() and not record_only.is_set()
+        steps.clear()
+        signals.changed("a")  # a's record
+        assert steps.is_set() and record_only.is_set()
+    assert signals._waiting == {}
+
+
 async def test_waiting_on_one_cluster_ignores_the_others(store: Store) -> None:
     retry = RetryPolicy(attempts=1, first_delay=0.0, max_delay=0.0)
     sealer = Sealer.generate()
@@ -56,9 +67,19 @@ async def test_waiting_on_one_cluster_ignores_the_others(store: Store) -> None:
         waiting = asyncio.create_task(service.wait(quiet.id, never, 60))
         # Another cluster lives a whole (short) life meanwhile: created, its steps journaled, failed.
         busy, _ = await service.create_cluster(owner="o", runtime="dead", app=APP)
-        done = await service.wait(busy.id, ended, 30)
+        record_looks = 0
+
+        async def busy_ended(cluster: Cluster) -> bool:
+            nonlocal record_looks
+            record_looks += 1
+            return await ended(cluster)
+
+        done = await service.wait(busy.id, busy_ended, 30, steps=False)
         assert done.state == "failed"
         assert looks == 1 and not waiting.done()  # read once, when the wait began
+        steps = await service.job_steps(busy.id, done.job_id or "")
+        # Woken by the record's changes (its job's end), not by each of its steps' two records.
+        assert steps and record_looks <= 3
         waiting.cancel()
     finally:
         await service.stop()

@@ -76,6 +76,8 @@ async def test_sessions_run_and_put_files_with_the_pinned_host_key(
         status, output = await sessions.run(vm, 'cat "$PITRIX_VM_ROOT"/etc/pitrix/secret.pem')
         assert (status, output) == (0, "\x00secret\n")
         assert await sessions.connection(vm) is first  # one connection per instance, reused
+        # AES-GCM is asked for first (pitrix.ssh.ENCRYPTION_ALGS: the cheaper cipher per packet).
+        assert first.get_extra_info("send_cipher") == "aes256-gcm@openssh.com"
     written = sim.state_dir / "vms" / vm.instance_id / "root" / "etc/pitrix/secret.pem"
     assert written.read_bytes() == b"\x00secret\n"
     assert written.stat().st_mode & 0o777 == 0o600

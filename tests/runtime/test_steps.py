@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import pytest
+
 from pitrix.runtime.keypairs import KeyPairs
-from pitrix.runtime.keys import token_key
+from pitrix.runtime.keys import nodes_prefix, token_key
 from pitrix.runtime.records import Cluster, Job, MetadataCluster, Node
 from pitrix.runtime.spec import parse_spec
+from pitrix.runtime.steps import nodes as nodes_module
 from pitrix.runtime.steps.context import JobContext
 from pitrix.runtime.steps.identity import bootstrap_token, fresh_token, token_fields
 from pitrix.runtime.steps.instances import forget_instances
-from pitrix.runtime.steps.nodes import all_node_ids, members, nodes, plan_nodes, save
+from pitrix.runtime.steps.nodes import all_node_ids, members, nodes, plan_nodes, save, save_all
 from pitrix.runtime.steps.rollout import rollout_batches
 from pitrix.runtime.steps.services import service_layers
 from pitrix.sealing import Sealer, get_sealed
@@ -103,6 +106,24 @@ async def test_plan_nodes_keeps_existing_records(store: Store, sealer: Sealer) -
     assert [n.node_id for n in await nodes(ctx, "proxy")] == ["proxy-1"]
     kept = (await members(ctx, ["data-1"]))[0]
     assert (kept.instance_id, kept.status, kept.name) == ("i-1", "running", "cl-1-data-1")
+
+
+async def test_save_all_writes_the_nodes_in_one_revision_a_roles_worth_at_a_time(
+    store: Store, sealer: Sealer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    ctx = context(store, sealer)
+    await plan_nodes(ctx, {"data": 3, "proxy": 1, "cache": 2})
+    planned = await nodes(ctx)
+    kvs, _ = await store.get_prefix(nodes_prefix("cl-1"))
+    assert len({kv.mod_revision for kv in kvs}) == 1  # one transaction for the six records
+    before = await store.revision()
+    await save_all(ctx, [])  # nothing to write: no transaction
+    assert await store.revision() == before
+    monkeypatch.setattr(nodes_module, "largest_transaction", lambda: 4)
+    await save_all(ctx, [n.model_copy(update={"status": "running"}) for n in planned])
+    kvs, _ = await store.get_prefix(nodes_prefix("cl-1"))
+    assert len({kv.mod_revision for kv in kvs}) == 2  # etcd's limit kept: four, then two
+    assert {n.status for n in await nodes(ctx)} == {"running"}
 
 
 async def test_bootstrap_token_is_sealed_once_and_fresh_token_replaces_it(

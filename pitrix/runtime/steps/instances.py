@@ -10,7 +10,7 @@ from pitrix.runtime.records import Node
 from pitrix.runtime.resources import role_size
 from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps.identity import agent_files, bootstrap_token
-from pitrix.runtime.steps.nodes import members, nodes, save
+from pitrix.runtime.steps.nodes import members, nodes, save, save_all
 from pitrix.runtime.userdata import agent_userdata
 from pitrix.store.types import Op
 
@@ -64,11 +64,17 @@ async def run_instances(ctx: JobContext, node_ids: list[str]) -> str:
     ]
     created = await ctx.provider.run_instances(specs)
     by_name = {i.name: i for i in created}
+    returned = [n for n in to_create if n.name in by_name]
+    await save_all(
+        ctx,
+        (
+            n.model_copy(update={"instance_id": by_name[n.name].instance_id, "status": "created"})
+            for n in returned
+        ),
+    )
     for node in to_create:
-        instance = by_name.get(node.name)
-        if instance is None:
+        if node.name not in by_name:
             raise OperationError(f"node {node.node_id}: the cloud did not return instance {node.name}")
-        await save(ctx, node.model_copy(update={"instance_id": instance.instance_id, "status": "created"}))
     return f"created {len(to_create)} instances"
 
 
@@ -79,10 +85,12 @@ async def wait_running(ctx: JobContext, node_ids: list[str]) -> str:
         raise OperationError(f"nodes {', '.join(missing)} have no instance")
     instances = await wait_booted(ctx.provider, [n.instance_id for n in wanted], BOOT_TIMEOUT)
     by_id = {i.instance_id: i for i in instances}
-    for node in wanted:
-        ip = by_id[node.instance_id].private_ip
-        if node.ip != ip or node.status == "created":
-            await save(ctx, node.model_copy(update={"ip": ip, "status": "running"}))
+    changed = [
+        node.model_copy(update={"ip": ip, "status": "running"})
+        for node in wanted
+        if node.ip != (ip := by_id[node.instance_id].private_ip) or node.status == "created"
+    ]
+    await save_all(ctx, changed)
     return f"{len(wanted)} running"
 
 

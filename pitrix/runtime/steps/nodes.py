@@ -7,6 +7,7 @@ from collections.abc import Iterable
 from pitrix.runtime.keys import node_key, nodes_prefix
 from pitrix.runtime.records import Cluster, Node
 from pitrix.runtime.steps.context import JobContext
+from pitrix.runtime.txn_size import largest_transaction
 from pitrix.store.types import Op
 
 
@@ -77,6 +78,16 @@ async def save(ctx: JobContext, node: Node) -> None:
     await ctx.write(Op("put", node_key(ctx.cid, node.node_id), node.dump()))
 
 
+async def save_all(ctx: JobContext, nodes: Iterable[Node]) -> None:
+    """The nodes' records in one fenced transaction (one per role's worth of nodes, the largest
+    transaction pitrixd's etcd is checked to take at start): a step that updates every node
+    paid one round trip of etcd per node."""
+    ops = [Op("put", node_key(ctx.cid, node.node_id), node.dump()) for node in nodes]
+    size = largest_transaction()
+    for start in range(0, len(ops), size):
+        await ctx.write(*ops[start : start + size])
+
+
 async def plan_nodes(ctx: JobContext, counts: dict[str, int]) -> str:
     """Node records for every role up to its count (existing ones are kept): create's nodes."""
     return await plan_node_ids(
@@ -88,10 +99,11 @@ async def plan_node_ids(ctx: JobContext, node_ids: list[str]) -> str:
     """Node records for ``node_ids`` (existing ones are kept)."""
     existing = {n.node_id for n in await nodes(ctx)}
     added = []
+    planned = []
     for node_id in node_ids:
         if node_id not in existing:
             role, index = split_id(node_id)
-            node = Node(node_id=node_id, role=role, index=index, name=f"{ctx.cid}-{node_id}")
-            await save(ctx, node)
+            planned.append(Node(node_id=node_id, role=role, index=index, name=f"{ctx.cid}-{node_id}"))
             added.append(node_id)
+    await save_all(ctx, planned)
     return f"planned {', '.join(added)}" if added else "nothing to plan"

@@ -15,7 +15,7 @@ from pitrix.runtime.spec import AppSpec
 from pitrix.runtime.steps import reserved_ips
 from pitrix.runtime.steps.context import JobContext, OperationError
 from pitrix.runtime.steps.identity import bootstrap_token, mapping, token_fields
-from pitrix.runtime.steps.nodes import members, nodes, save
+from pitrix.runtime.steps.nodes import members, nodes, save, save_all
 
 
 def role_env(ctx: JobContext) -> dict[str, dict[str, str]]:
@@ -288,9 +288,9 @@ async def register(
             fields.update(token_fields(await bootstrap_token(ctx, node.node_id)))
         await ctx.metad.put_mapping(node.instance_id, fields)
     await ctx.metad.put_data(ks.cluster(ctx.cid), data)
-    for node in wanted:
-        if node.status != "registered":
-            await save(ctx, node.model_copy(update={"status": "registered"}))
+    await save_all(
+        ctx, (n.model_copy(update={"status": "registered"}) for n in wanted if n.status != "registered")
+    )
     return f"registered {len(wanted)} nodes"
 
 
