@@ -21,7 +21,7 @@ from yarl import URL
 from pitrix import pki
 from pitrix.logs import module_logger
 from pitrix.metad import gate, issuance, jsonbody, keyspace, render, roster, selfview, status
-from pitrix.metad.health import MIRROR_KEY, healthz
+from pitrix.metad.health import LEASES_KEY, MIRROR_KEY, healthz
 from pitrix.metad.identity import Caller, Identity, Refused, SourceIPIdentity
 from pitrix.metad.leases import Busy, HeartbeatLeases
 from pitrix.metad.mirror import Mirror
@@ -33,7 +33,6 @@ from pitrix.store.grouped import GroupedPuts
 VERSION_HEADER = "X-Metad-Version"
 MAX_BODY = 256 * 1024
 
-LEASES_KEY = web.AppKey("leases", HeartbeatLeases)
 # Status reports of many instances after one change: written to etcd together (group commit).
 PUTS_KEY = web.AppKey("status-puts", GroupedPuts)
 WAIT_TIMEOUT_KEY = web.AppKey("wait_timeout", float)

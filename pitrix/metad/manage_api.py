@@ -19,8 +19,9 @@ from aiohttp import web
 from pitrix import pki
 from pitrix.logs import module_logger
 from pitrix.metad import data, jsonbody, keyspace, membership
-from pitrix.metad.health import MIRROR_KEY, healthz
+from pitrix.metad.health import LEASES_KEY, MIRROR_KEY, healthz
 from pitrix.metad.identity import PeerCertificates, Refused, management_allowed
+from pitrix.metad.leases import HeartbeatLeases
 from pitrix.metad.mirror import Mirror
 from pitrix.metad.tree import join_path, split_path
 from pitrix.store import KV, Compare, Op, Store, StoreError, WatchBatch
@@ -493,9 +494,16 @@ async def etcd_member_add(request: web.Request) -> web.Response:
 
 
 def build_app(
-    mirror: Mirror, store: Store, keepalive: float, closing: asyncio.Event, require_cert: bool = False
+    mirror: Mirror,
+    store: Store,
+    keepalive: float,
+    closing: asyncio.Event,
+    require_cert: bool = False,
+    leases: HeartbeatLeases | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[runtime_only, bounded_bodies])
+    if leases is not None:  # healthz says how many first beats it refused
+        app[LEASES_KEY] = leases
     app[REQUIRE_CERT_KEY] = require_cert
     app[CERTIFICATES_KEY] = PeerCertificates()
     app[MIRROR_KEY] = mirror

@@ -149,7 +149,12 @@ class Metad:
                 self.tls.renewal_grace if self.tls is not None else 0.0,
             ),
             "manage": manage_api.build_app(
-                self.mirror, self.store, self._keepalive, self._closing, require_cert=self._ssl is not None
+                self.mirror,
+                self.store,
+                self._keepalive,
+                self._closing,
+                require_cert=self._ssl is not None,
+                leases=self.leases,
             ),
         }
         limits = self._fitted_limits()
