@@ -62,19 +62,17 @@ at once, the agent asking again no sooner and jittered, every other failed beat 
 within its interval, beats' puts sharing the status reports' group commit, and the runtime's
 wait-agents waiting on while metad refuses first beats; an agent's first round reads /self once
 instead of three subtrees at once (each one more connection, a TLS handshake on metad: 27% of
-metad's samples under py-spy in the orchestration bench at 40 three-node clusters). Three runs of
-300 one-node clusters, one after the other on the same host (load average 12-62 from other work,
-``PITRIX_BENCH_REPLICAS_NODES=1``): before, 15 of 300 active in 453 s, metad 49.8 CPU s (0.166 per
-cluster); with the heartbeat changes, 96 of 300 in 451 s, metad 51.9 CPU s (0.173); with the
-store's stalled-channel swap as well, 125 of 300 in 452 s, metad 75.3 CPU s (0.251 per cluster,
-more of the clusters' work done), 85 first beats refused busy. What still fails them is not
-metad's CPU (12-17% of a core): its one gRPC channel to its embedded etcd goes silent (no byte
-either way for over a minute, every call past its 5 s deadline, etcd's revision frozen) while
-the same etcd answers a fresh client in 20 ms. The store now swaps such a channel (at most once
-per store timeout), and the new one went silent again within seconds (a swap every ~6 s over
-the run, about 2,200 heartbeats answered 503 in the first two minutes): why gRPC stops writing on
-a channel carrying metad's mirror watch, a keep-alive stream and one etcd watch per management
-/v1/watch (the runtime's per cluster) is the next thing to find.
+metad's samples under py-spy in the orchestration bench at 40 three-node clusters). That alone
+did not bring 300 through: what failed them was not metad's CPU (11-17% of a core) but its one
+gRPC channel to its embedded etcd going silent (no byte either way for over a minute, every call
+past its 5 s deadline, etcd's revision frozen, while the same etcd answered a fresh client in
+20 ms). Past about 200 streams on one gRPC channel every further call on it waits unsent, and the
+runtime's status watch of every cluster it works on was an etcd watch on that channel. With the
+management API's watches on channels of their own (at most 100 each), all 300 one-node clusters
+were active in 41 s, metad at 9.9 CPU s (0.033 per cluster, 24% of a core), 53 first beats
+refused busy and asked back; before, in the same hour (load average 11-37 then, 8 at the end of
+the last run), 15 of 300 in 453 s, metad 49.8 CPU s, and with the heartbeat changes only, 25-125
+of 300 (docs/benchmarks.md "Replicas" has every run).
 """
 
 from __future__ import annotations
