@@ -70,9 +70,10 @@ past its 5 s deadline, etcd's revision frozen, while the same etcd answered a fr
 runtime's status watch of every cluster it works on was an etcd watch on that channel. With the
 management API's watches on channels of their own (at most 100 each), all 300 one-node clusters
 were active in 41 s, metad at 9.9 CPU s (0.033 per cluster, 24% of a core), 53 first beats
-refused busy and asked back; before, in the same hour (load average 11-37 then, 8 at the end of
-the last run), 15 of 300 in 453 s, metad 49.8 CPU s, and with the heartbeat changes only, 25-125
-of 300 (docs/benchmarks.md "Replicas" has every run).
+refused busy and asked back (twice, load average 2-8); before, in the same hour, 15 of 300 in
+453 s with metad at 49.8 CPU s (load average 11-37) and 36 of 300 in 452 s with metad at 37.5 CPU s
+(load average 1.5, a quiet host), and with the heartbeat changes only 25-125 of 300
+(docs/benchmarks.md "Replicas" has every run).
 """
 
 from __future__ import annotations
