@@ -53,9 +53,7 @@ cluster of three members spreads the agents over three metads.
 At 300 one-node clusters (load average 13-30) it came back through the heartbeats: 131 of 300
 active in 460 s, metad at 60 CPU s (13% of a core) answering 1,614 heartbeats 503 in two minutes,
 the rest of the failures the runtime's reads of a metad busy for longer than the client's 60 s;
-10,000 was not attempted. The heartbeat path (a lease grant and a put per agent's first beat, a
-refresh per beat after, each failed beat asked again five seconds later by every agent at once) is
-the next thing to shed or batch. At the end of that run one replica owned all 301 clusters: the
+10,000 was not attempted. At the end of that run one replica owned all 301 clusters: the
 other two had lost their replica leases under this load and not claimed their shares back within
 the run. Why: after a regain a replica reconsidered every cluster (a read each) inside the task
 that watches its lease, so a lease lost again meanwhile went unnoticed for as long as that took
@@ -63,6 +61,25 @@ that watches its lease, so a lease lost again meanwhile went unnoticed for as lo
 replica was out of the fleet, its share counted nowhere, all that time; that reading now runs
 apart and the lease is replaced at once. A returning replica still gets clusters back only as
 they go idle: the adopted jobs that were mid-plan stay where they are until they end.
+
+The heartbeat path was then cut (docs/internals.md "First beats are bounded"): at most 32 first
+beats (a grant and a put each) under way in metad, one past that answered 503 with Retry-After
+at once, the agent asking again no sooner and jittered, every other failed beat retried jittered
+within its interval, beats' puts sharing the status reports' group commit, and the runtime's
+wait-agents waiting on while metad refuses first beats; an agent's first round reads /self once
+instead of three subtrees at once (each one more connection, a TLS handshake on metad: 27% of
+metad's samples under py-spy in the orchestration bench at 40 three-node clusters). That alone
+did not bring 300 through: what failed them was not metad's CPU (11-17% of a core) but its one
+gRPC channel to its embedded etcd going silent (no byte either way for over a minute, every call
+past its 5 s deadline, etcd's revision frozen, while the same etcd answered a fresh client in
+20 ms). Past about 200 streams on one gRPC channel every further call on it waits unsent, and the
+runtime's status watch of every cluster it works on was an etcd watch on that channel. With the
+management API's watches on channels of their own (at most 100 each), all 300 one-node clusters
+were active in 41 s, metad at 9.9 CPU s (0.033 per cluster, 24% of a core), 53 first beats
+refused busy and asked back (twice, load average 2-8); before, in the same hour, 15 of 300 in
+453 s with metad at 49.8 CPU s (load average 11-37) and 36 of 300 in 452 s with metad at 37.5 CPU s
+(load average 1.5, a quiet host), and with the heartbeat changes only 25-125 of 300
+(docs/benchmarks.md "Replicas" has every run).
 """
 
 from __future__ import annotations
@@ -80,7 +97,7 @@ import aiohttp
 
 from bench import procs
 from bench.orchestration import LIGHT_WORKERS, trivial_app
-from bench.stack import Stack, cpu_of, metad_pids, wait_state
+from bench.stack import Stack, cpu_of, metad_health, metad_pids, wait_state
 from bench.table import Table
 from pitrix.api.event_log import CURSOR
 from pitrix.cli.client import ApiClient, ApiError
@@ -207,6 +224,9 @@ async def measure(n: int, nodes: int = 1) -> tuple[Table, Table]:
         )
         wall = time.monotonic() - began
         metad_cpu = cpu_of(metads) - metad_cpu0
+        beats = [(await metad_health(pid)).get("first_beats") for pid in metads]
+        refused = sum(b["refused"] for b in beats if isinstance(b, dict))
+        told = any(isinstance(b, dict) for b in beats)
         shown = {r["id"]: r for r in (await apis[0].get("/v1/replicas"))["replicas"]}
         bytes1, db1, rev1 = await bytes_by_kind(store), await db_size(etcd), await store.revision()
         puts, put_bytes = await writes_by_kind(store, rev0 + 1, rev1)
@@ -231,8 +251,10 @@ async def measure(n: int, nodes: int = 1) -> tuple[Table, Table]:
         if failed:
             per.notes.append(f"the first failure: {failed[0][:300]}")
         per.notes.append(
-            f"the owner's metadata VM's pitrix-metad: {metad_cpu:.1f} CPU s over the run, "
-            f"{metad_cpu / max(wall, 1e-9):.0%} of one core on average; load average "
+            f"the owner's metadata VM's pitrix-metad: {metad_cpu:.1f} CPU s over the run "
+            f"({metad_cpu / n:.3f} per cluster), {metad_cpu / max(wall, 1e-9):.0%} of one core on "
+            f"average; first heartbeats it refused as busy (503 + Retry-After): "
+            f"{refused if told else 'not counted by this metad'}; load average "
             f"{os.getloadavg()[0]:.1f} at the end"
         )
         per.notes.append(

@@ -192,6 +192,29 @@ def metad_pids(workdir: Path) -> list[int]:
     return sorted(found)
 
 
+def vm_ip(pid: int) -> str:
+    """The address of the simulated VM the process ``pid`` runs in (its ``PITRIX_VM_IP``)."""
+    raw = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+    environ = dict(line.split(b"=", 1) for line in raw if b"=" in line)
+    return environ[b"PITRIX_VM_IP"].decode()
+
+
+async def metad_health(pid: int) -> dict[str, Any]:
+    """The healthz answer of the metad ``pid`` (``metad_pids``) on its instance port, asked as an
+    unidentified peer (healthz answers from memory, to anyone); {} if it cannot be asked."""
+    try:
+        ip = vm_ip(pid)
+        connector = aiohttp.TCPConnector(ssl=False)
+        async with (
+            aiohttp.ClientSession(connector=connector, timeout=aiohttp.ClientTimeout(total=10)) as http,
+            http.get(f"https://{ip}:8080/healthz") as response,
+        ):
+            body = await response.json()
+    except (OSError, KeyError, ValueError, aiohttp.ClientError, TimeoutError):
+        return {}
+    return body if isinstance(body, dict) else {}
+
+
 def cpu_of(pids: list[int]) -> float:
     """CPU seconds of those of ``pids`` still alive."""
     total = 0.0

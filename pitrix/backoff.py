@@ -18,6 +18,12 @@ def jittered(delay: float) -> float:
     return delay * (0.5 + random.random() / 2)
 
 
+def after_at_least(delay: float) -> float:
+    """``delay`` to twice it: for a server that said when to come back (``Retry-After``), never
+    sooner than it asked, and not all at once with the others it told the same."""
+    return delay * (1 + random.random())
+
+
 class Backoff:
     """The delays of one retry loop; ``reset()`` after a success starts the doubling again."""
 

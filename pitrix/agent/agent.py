@@ -22,14 +22,14 @@ from pitrix.agent.backends import Backend, select
 from pitrix.agent.commands import CommandLedger, CommandRunner, command_from_values
 from pitrix.agent.confdir import ConfDir
 from pitrix.agent.config import AgentConfig
-from pitrix.agent.errors import AgentError
+from pitrix.agent.errors import AgentError, BusyError
 from pitrix.agent.health import HealthChecker, health_from_values
 from pitrix.agent.log import get_logger
 from pitrix.agent.monitor import MonitorRunner, monitor_from_values
 from pitrix.agent.render import TemplateCache
 from pitrix.agent.report import Reporter
 from pitrix.agent.resource import ApplyOptions, ApplyResult, TemplateResource
-from pitrix.backoff import Backoff
+from pitrix.backoff import Backoff, after_at_least, jittered
 from pitrix.metad import keyspace
 
 BACKOFF_START = 0.5
@@ -38,6 +38,8 @@ BACKOFF_START = 0.5
 BACKOFF_MAX = 5.0
 # How long a stopping agent tries to deliver an applied report it still owes.
 STOP_REPORT_SECONDS = 3.0
+# A Retry-After of 0 (or one rounded down) still waits this long before the beat is sent again.
+MIN_BUSY_PAUSE = 0.5
 
 
 class Agent:
@@ -427,10 +429,16 @@ class Agent:
     async def _heartbeats(self) -> None:
         failing = False
         while True:
+            pause = self.config.heartbeat_interval
             try:
                 await self.reporter.heartbeat()
+            except BusyError as exc:
+                pause = heartbeat_pause(exc, self.config.heartbeat_interval)
+                self._log.info("heartbeat deferred: metad busy", retry_in=round(pause, 3))
+                failing = True
             except AgentError as exc:
-                self._log.warning("heartbeat failed", error=str(exc))
+                pause = heartbeat_pause(exc, self.config.heartbeat_interval)
+                self._log.warning("heartbeat failed", error=str(exc), retry_in=round(pause, 3))
                 failing = True
             except Exception:
                 self._log.exception("heartbeat failed unexpectedly")
@@ -448,7 +456,20 @@ class Agent:
                         await self.runner.flush_reports()
                     except OSError as exc:  # the state dir (disk full, removed): retried next beat
                         self._log.error("command ledger unavailable", error=str(exc))
-            await asyncio.sleep(self.config.heartbeat_interval)
+            await asyncio.sleep(pause)
+
+
+def heartbeat_pause(error: AgentError, interval: float) -> float:
+    """Seconds before the beat after a failed one.
+
+    metad refuses first beats (``BusyError``) when too many come at once: asked again no sooner
+    than its ``Retry-After``, and not all together (every agent of a burst was refused in the
+    same second). Any other failure is asked again within the interval (the lease lasts three),
+    but not in step with every agent that failed at the same moment.
+    """
+    if isinstance(error, BusyError):
+        return after_at_least(max(error.retry_after, MIN_BUSY_PAUSE))
+    return jittered(interval)
 
 
 class RoundHooks:

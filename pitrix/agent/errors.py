@@ -21,3 +21,12 @@ class BackendError(AgentError):
 
 class RejectedError(BackendError):
     """The backend answered and refused (HTTP 4xx): retrying the same request cannot help."""
+
+
+class BusyError(BackendError):
+    """metad answered 503 with ``Retry-After``: it sheds load, and asks to be asked again no
+    sooner than ``retry_after`` seconds from now."""
+
+    def __init__(self, message: str, retry_after: float) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -22,7 +22,7 @@ from typing import Any, TypeVar
 from urllib.parse import quote, urlencode
 
 from pitrix.agent.certificate import AgentCertificate
-from pitrix.agent.errors import AgentError, BackendError, RejectedError
+from pitrix.agent.errors import AgentError, BackendError, BusyError, RejectedError
 from pitrix.agent.httpclient import HttpClient, Response
 from pitrix.agent.log import get_logger
 from pitrix.agent.metad_roster import SavedRoster, load, save
@@ -235,6 +235,7 @@ class MetadClient:
             await self._retired.pop(0).close()
         http = self._client_for_use()
         errors: list[str] = []
+        retry_after: float | None = None  # the longest any node that shed the request asked for
         for step in range(len(self.nodes)):
             index = (self._current + step) % len(self.nodes)
             base = self.nodes[index]
@@ -247,6 +248,8 @@ class MetadClient:
                     # The node answered and refused: another node would say the same.
                     raise RejectedError(f"metad {base}: {what}: HTTP {exc.status}: {exc.text}") from None
                 errors.append(f"{base}: HTTP {exc.status}")
+                if exc.retry_after is not None:
+                    retry_after = max(retry_after or 0.0, exc.retry_after)
             except (TimeoutError, OSError, ValueError) as exc:
                 errors.append(f"{base}: {type(exc).__name__}: {exc}")
             else:
@@ -255,6 +258,8 @@ class MetadClient:
                     self._log.info("metad failover", node=base)
                     self._current = self.nodes.index(base)
                 return result
+        if retry_after is not None:
+            raise BusyError(f"metad: {what}: busy ({'; '.join(errors)})", retry_after)
         raise BackendError(f"metad: {what}: no node answered ({'; '.join(errors)})")
 
 
@@ -263,15 +268,35 @@ class NotServed(RejectedError):
 
 
 class _HTTPFailure(Exception):
-    def __init__(self, status: int, text: str) -> None:
+    def __init__(self, status: int, text: str, retry_after: float | None = None) -> None:
         super().__init__(status, text)
         self.status = status
         self.text = text
+        self.retry_after = retry_after
+
+
+# The longest Retry-After honoured (seconds): a wrong or hostile header must not silence an
+# agent for good; metad asks for at most 15.
+MAX_RETRY_AFTER = 60.0
+
+
+def retry_after(resp: Response) -> float | None:
+    """A 503's ``Retry-After`` in seconds (the delay form; an HTTP date is not metad's), or None."""
+    if resp.status != 503:
+        return None
+    raw = resp.headers.get("retry-after", "").strip()
+    try:
+        seconds = float(raw)
+    except ValueError:
+        return None
+    if not seconds >= 0:  # NaN too
+        return None
+    return min(seconds, MAX_RETRY_AFTER)
 
 
 def _raise_for_status(resp: Response) -> None:
     if resp.status >= 400:
-        raise _HTTPFailure(resp.status, resp.text()[:200])
+        raise _HTTPFailure(resp.status, resp.text()[:200], retry_after(resp))
 
 
 def _version(resp: Response) -> int:

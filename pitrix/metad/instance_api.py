@@ -21,9 +21,9 @@ from yarl import URL
 from pitrix import pki
 from pitrix.logs import module_logger
 from pitrix.metad import gate, issuance, jsonbody, keyspace, render, roster, selfview, status
-from pitrix.metad.health import MIRROR_KEY, healthz
+from pitrix.metad.health import LEASES_KEY, MIRROR_KEY, healthz
 from pitrix.metad.identity import Caller, Identity, Refused, SourceIPIdentity
-from pitrix.metad.leases import HeartbeatLeases
+from pitrix.metad.leases import Busy, HeartbeatLeases
 from pitrix.metad.mirror import Mirror
 from pitrix.metad.tree import split_path
 from pitrix.metad.waiters import Waiter
@@ -33,7 +33,6 @@ from pitrix.store.grouped import GroupedPuts
 VERSION_HEADER = "X-Metad-Version"
 MAX_BODY = 256 * 1024
 
-LEASES_KEY = web.AppKey("leases", HeartbeatLeases)
 # Status reports of many instances after one change: written to etcd together (group commit).
 PUTS_KEY = web.AppKey("status-puts", GroupedPuts)
 WAIT_TIMEOUT_KEY = web.AppKey("wait_timeout", float)
@@ -295,6 +294,12 @@ async def write(request: web.Request) -> web.Response:
         return _fail(request, exc.status, str(exc), _version(mirror), field=exc.field)
     except jsonbody.BodyError as exc:
         return jsonbody.error_response(exc, _version(mirror))
+    except Busy as exc:
+        # Said once per refused beat at debug: at the rate they come, a warning each would be
+        # most of the log (the count is ``HeartbeatLeases.refused``).
+        _log.debug("first beat refused", instance_id=mapping.instance_id, retry_after=exc.retry_after)
+        headers = _version(mirror) | {"Retry-After": str(exc.retry_after)}
+        return _fail(request, 503, str(exc), headers, retry_after=exc.retry_after)
     except StoreError as exc:
         _log.warning("status write failed", instance_id=mapping.instance_id, error=str(exc))
         return _fail(request, 503, f"metadata store unavailable: {exc}", _version(mirror))
@@ -537,7 +542,7 @@ def build_app(
     app[MIRROR_KEY] = mirror
     app[SHARED_KEY] = render.SharedSections()
     app[LEASES_KEY] = leases
-    app[PUTS_KEY] = GroupedPuts(store)
+    app[PUTS_KEY] = leases.puts  # heartbeats' puts and the other reports' leave together
     app[WAIT_TIMEOUT_KEY] = wait_timeout
     app[STORE_KEY] = store
     app[GRACE_KEY] = renewal_grace

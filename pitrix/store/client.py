@@ -279,6 +279,7 @@ class Store:
         self._closed = False
         self._reconnect_lock = asyncio.Lock()
         self._swapped_at = -_SWAP_COOLDOWN  # loop time of the last channel swap
+        self._stall_logged = 0  # the generation whose stalled-channel swap was logged
         self._background: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
         self._log = get_logger("pitrix.store", prefix=self.prefix)
 
@@ -333,9 +334,9 @@ class Store:
         """Bumped each time the channel is replaced; streams compare it to notice a reconnect."""
         return self._generation
 
-    async def reconnect(self, failed_generation: int | None = None) -> None:
+    async def reconnect(self, failed_generation: int | None = None, cooldown: float = _SWAP_COOLDOWN) -> None:
         """Replace the channel (next endpoint first) unless done already since ``failed_generation``
-        or, with a single endpoint, in the last ``_SWAP_COOLDOWN`` seconds."""
+        or, with a single endpoint, in the last ``cooldown`` seconds."""
         async with self._reconnect_lock:
             if self._closed:
                 raise StoreError("store is closed")
@@ -345,7 +346,7 @@ class Store:
             if (
                 failed_generation is not None
                 and len(self.endpoints) == 1
-                and now - self._swapped_at < _SWAP_COOLDOWN
+                and now - self._swapped_at < cooldown
             ):
                 return
             self._swapped_at = now
@@ -401,7 +402,7 @@ class Store:
                 backoff = backoff or Backoff(_RETRY_FIRST_DELAY, _RETRY_MAX_DELAY)
                 delay = backoff.next()
                 if loop.time() + delay >= deadline or not retriable:
-                    self._schedule_reconnect(generation)
+                    self._schedule_reconnect(generation, code)
                     raise StoreUnavailable(
                         f"{what}: etcd at {self.endpoint} unavailable: {exc.details()}"
                     ) from exc
@@ -420,16 +421,32 @@ class Store:
                 continue  # the channel was swapped under an idempotent request: just ask again
             await asyncio.sleep(delay)
 
-    def _schedule_reconnect(self, generation: int) -> None:
-        """Give the next call a fresh channel without making this failing one wait for it."""
-        if len(self.endpoints) > 1:
-            task = asyncio.get_running_loop().create_task(self._quiet_reconnect(generation))
-            self._background.add(task)
-            task.add_done_callback(self._background.discard)
+    def _schedule_reconnect(self, generation: int, code: StatusCode) -> None:
+        """Give the next call a fresh channel without making this failing one wait for it.
 
-    async def _quiet_reconnect(self, generation: int) -> None:
+        With one endpoint only after a call ran out its deadline, and at most once per store
+        timeout: under a burst of heartbeats metad's one channel to its etcd went silent (no byte
+        sent or received for minutes, every call past its deadline) while its etcd answered a
+        fresh client in milliseconds; nothing replaced the channel, and metad answered 503 to
+        everything until it was restarted. A refused connection is gRPC's own to retry (its
+        reconnect backoff, above): a new channel would only start the same attempt again.
+        """
+        cooldown = _SWAP_COOLDOWN
+        if len(self.endpoints) == 1:
+            if code != StatusCode.DEADLINE_EXCEEDED:
+                return
+            cooldown = self.timeout
+        task = asyncio.get_running_loop().create_task(self._quiet_reconnect(generation, cooldown))
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+
+    async def _quiet_reconnect(self, generation: int, cooldown: float) -> None:
         with contextlib.suppress(StoreError):
-            await self.reconnect(generation)
+            await self.reconnect(generation, cooldown)
+            swapped = self._generation == generation + 1
+            if len(self.endpoints) == 1 and swapped and self._stall_logged < self._generation:
+                self._stall_logged = self._generation  # once per swap, not once per call that asked
+                self._log.warning("store.stalled_channel_replaced", endpoint=self.endpoint)
 
     @staticmethod
     def _translate(what: str, exc: AioRpcError) -> StoreError:

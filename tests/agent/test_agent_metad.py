@@ -241,3 +241,31 @@ async def test_agent_started_before_its_mapping_catches_up(world: World, tmp_pat
         await world.caught_up()
         raw = await world.manage.get_data("/_pitrix/status/c1/i-2/cmd/late-1")
         assert json.loads(raw)["status"] == "successful"
+
+
+async def test_a_read_of_several_subtrees_of_self_is_one_request(world: World) -> None:
+    """One GET of ``/self`` serves a round's subtrees (each more at once was a TLS handshake on
+    metad), with the values one GET per subtree finds."""
+    client = MetadClient([world.metad.instance_url], bind_address=world.ip)
+    backend = MetadBackend(client)
+    asked: list[str] = []
+    get = client.get
+
+    async def counted(path: str, **kwargs: Any) -> Any:
+        asked.append(path)
+        return await get(path, **kwargs)
+
+    client.get = counted  # type: ignore[method-assign]
+    try:
+        keys = ["/self/host", "/self/env", "/self/hosts", "/self/cmd", "/self/nothing/here"]
+        values = await backend.get_values(keys)
+        assert asked == ["/self"]
+        assert backend.revision > 0
+        separately: dict[str, str] = {}
+        for key in keys:
+            separately.update(await MetadBackend(client).get_values([key]))
+        assert values == separately
+        assert values["/self/host/ip"] == world.ip and values["/self/env/port"] == "80"
+        assert not any(k.startswith("/self/nothing") for k in values)
+    finally:
+        await backend.close()

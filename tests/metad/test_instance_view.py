@@ -473,3 +473,28 @@ async def test_monitor_is_role_scoped_and_its_reports_are_checked(
     ):
         status, answer = await instances.put(net.ip(1), "/self/status/monitor", body)
         assert (status, answer["field"]) == (400, field), body
+
+
+async def test_a_first_beat_metad_is_too_busy_for_is_answered_503_with_retry_after(
+    seed, instances, net, store: Store, metad: Metad
+) -> None:
+    """Past its bound of first beats under way, metad refuses one with 503 and ``Retry-After``
+    (and writes nothing); a renewal of a lease it holds is still taken."""
+    await seed()
+    web1, web2 = net.ip(1), net.ip(2)
+    status, _ = await instances.put(web2, "/self/status/heartbeat", {"interval": 1})
+    assert status == 200  # i-web2 holds its lease
+    metad.leases.max_granting = 0  # as if that many first beats were under way
+    url = metad.instance_url + "/self/status/heartbeat"
+    async with instances.session(web1).put(url, json={"interval": 1}) as response:
+        assert response.status == 503
+        assert response.headers["Retry-After"] == "1"
+        answer = await response.json()
+    assert answer["retry_after"] == 1 and "busy" in answer["error"]
+    assert await store.get("/_pitrix/status/c1/i-web1/heartbeat") is None
+    status, _ = await instances.put(web2, "/self/status/heartbeat", {"interval": 1, "pid": 2})
+    assert status == 200  # a renewal (and news) of a held lease: never refused
+    metad.leases.max_granting = 32
+    status, _ = await instances.put(web1, "/self/status/heartbeat", {"interval": 1})
+    assert status == 200
+    assert await store.get("/_pitrix/status/c1/i-web1/heartbeat") is not None

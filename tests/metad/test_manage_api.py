@@ -298,3 +298,31 @@ async def test_a_metadata_cluster_s_client_moves_on_past_a_member_without_its_et
     finally:
         for runner in runners:
             await runner.cleanup()
+
+
+async def test_hundreds_of_watches_leave_writes_and_heartbeats_unhurried(
+    seed, instances, net, manage: MetadManagementClient, metad: Metad, store: Store
+) -> None:
+    """The runtime watches every cluster it works on: 300 at once. Past ~200 streams on one gRPC
+    channel every further call on it waited out its deadline, so the watches have a channel of
+    their own and a heartbeat and a management write still go through while they are open."""
+    await seed()
+    watches = [manage.watch("/clusters/c9/", None) for _ in range(300)]
+    firsts = [asyncio.ensure_future(w.__anext__()) for w in watches]
+    try:
+        await asyncio.sleep(0)
+        revision = await manage.put_data("/clusters/c9/env", {"n": "1"})
+        seen = await asyncio.wait_for(asyncio.gather(*firsts), 60)  # every watch is open and live
+        assert all(event["revision"] == revision for event in seen)
+        assert metad.watch_channels.channels == 3  # 100 watches a channel
+        # Each below waits for the store; on a channel stuck behind the watches it would be a 503
+        # after the store's timeout instead.
+        status, _ = await instances.put(net.ip(1), "/self/status/heartbeat", {"interval": 1})
+        assert status == 200
+        assert await manage.put_data("/clusters/c9/env", {"n": "2"}) > revision
+        assert await store.get("/_pitrix/status/c1/i-web1/heartbeat") is not None
+    finally:
+        for first in firsts:
+            first.cancel()
+        for watch in watches:
+            await watch.aclose()

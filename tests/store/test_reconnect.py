@@ -108,3 +108,64 @@ async def test_one_endpoint_is_not_reconnected_again_and_again(etcd_url: str, et
         await store.reconnect()  # an explicit reconnect is always done
         assert store.generation == first + 2
         assert await store.put("/k", b"v") > 0
+
+
+class FreezingProxy:
+    """A TCP relay to etcd whose connections so far can be frozen (open, nothing relayed), as
+    metad's one channel to its etcd went silent under load; connections made after relay."""
+
+    def __init__(self, target: tuple[str, int]) -> None:
+        self.target = target
+        self.generation = 0
+        self.server: asyncio.Server | None = None
+        self.writers: list[asyncio.StreamWriter] = []
+
+    async def start(self) -> int:
+        self.server = await asyncio.start_server(self._relay, "127.0.0.1", 0)
+        return int(self.server.sockets[0].getsockname()[1])
+
+    def freeze(self) -> None:
+        self.generation += 1
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection(*self.target)
+        self.writers += [writer, up_writer]
+        born = self.generation
+
+        async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
+            while data := await src.read(65536):
+                if self.generation != born:
+                    return  # frozen: the bytes stop here, the sockets stay open
+                dst.write(data)
+                await dst.drain()
+
+        await asyncio.gather(pump(reader, up_writer), pump(up_reader, writer), return_exceptions=True)
+
+    async def close(self) -> None:
+        assert self.server is not None
+        self.server.close()
+        for writer in self.writers:
+            writer.close()
+
+
+async def test_a_single_endpoint_channel_gone_silent_is_replaced(private_etcd: EmbeddedEtcd) -> None:
+    """etcd answers, but the channel to it relays nothing any more: a call that runs out its
+    deadline gets the next calls a fresh channel, even with one endpoint."""
+    host, port = private_etcd.client_url.removeprefix("https://").rsplit(":", 1)
+    proxy = FreezingProxy((host, int(port)))
+    relay = await proxy.start()
+    try:
+        url = f"https://127.0.0.1:{relay}"
+        async with Store([url], prefix="/stall", timeout=1.0, tls=private_etcd.client_tls) as store:
+            assert await store.put("/k", b"before") > 0
+            first = store.generation
+            proxy.freeze()
+            with pytest.raises(StoreUnavailable):
+                await store.put("/k", b"lost")  # not idempotent: not retried, a new channel asked for
+            await asyncio.gather(*store._background)  # the swap, done in the background
+            assert store.generation == first + 1
+            assert await store.put("/k", b"after") > 0
+            kv = await store.get("/k")
+            assert kv is not None and kv.value == b"after"
+    finally:
+        await proxy.close()

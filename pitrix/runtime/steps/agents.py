@@ -5,7 +5,10 @@ from __future__ import annotations
 import asyncio
 import time
 
+import aiohttp
+
 from pitrix.metad import keyspace as ks
+from pitrix.metad.client import MetadClientError
 from pitrix.runtime.fallback import silent_agents
 from pitrix.runtime.ownership import LostOwnership
 from pitrix.runtime.passphraseless import push_over_ssh
@@ -18,6 +21,8 @@ from pitrix.ssh import SshError, quote
 from pitrix.store import StoreUnavailable
 
 AGENT_TIMEOUT = 120.0
+# How many more AGENT_TIMEOUTs the wait grants while metad refuses first heartbeats as busy.
+BUSY_EXTENSIONS = 4
 
 
 async def bootstrap_agents(ctx: JobContext, node_ids: list[str], *, fresh_since: float = 0.0) -> str:
@@ -78,15 +83,38 @@ async def bootstrap_agents(ctx: JobContext, node_ids: list[str], *, fresh_since:
 
 
 async def wait_agents(ctx: JobContext, node_ids: list[str]) -> str:
+    """Until every node's agent heartbeats, for AGENT_TIMEOUT; and again (up to BUSY_EXTENSIONS
+    times) while metad refused first heartbeats as busy in the last one: a metad shedding the
+    first beats of a burst of new agents is not a silent agent, and must not fail the create."""
     nodes = await members(ctx, node_ids)
     ids = [n.instance_id for n in nodes]
     agents = ctx.agents
-    try:
-        await agents.wait_for(lambda _: all(agents.has_heartbeat(i) for i in ids), AGENT_TIMEOUT)
-    except TimeoutError:
-        silent = [n.node_id for n in nodes if not agents.has_heartbeat(n.instance_id)]
-        raise OperationError(f"no heartbeat within {AGENT_TIMEOUT:.0f}s from {', '.join(silent)}") from None
+    refused = await _first_beats_refused(ctx)
+    for extension in range(BUSY_EXTENSIONS + 1):
+        try:
+            await agents.wait_for(lambda _: all(agents.has_heartbeat(i) for i in ids), AGENT_TIMEOUT)
+        except TimeoutError:
+            before, refused = refused, await _first_beats_refused(ctx)
+            busy = before is not None and refused is not None and refused > before
+            if busy and extension < BUSY_EXTENSIONS:
+                continue
+            silent = [n.node_id for n in nodes if not agents.has_heartbeat(n.instance_id)]
+            waited = AGENT_TIMEOUT * (extension + 1)
+            raise OperationError(f"no heartbeat within {waited:g}s from {', '.join(silent)}") from None
+        break
     return f"{len(ids)} agents reporting"
+
+
+async def _first_beats_refused(ctx: JobContext) -> int | None:
+    """How many first heartbeats metad has refused as busy since it started (None: it cannot
+    tell, being older than that count or unreachable now)."""
+    try:
+        health = await ctx.metad.healthz()
+    except (aiohttp.ClientError, OSError, TimeoutError, MetadClientError):
+        return None  # the wait goes on without it: the heartbeats are what it waits for
+    beats = health.get("first_beats")
+    refused = beats.get("refused") if isinstance(beats, dict) else None
+    return refused if isinstance(refused, int) else None
 
 
 async def converge(ctx: JobContext, node_ids: list[str]) -> str:
