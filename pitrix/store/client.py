@@ -279,7 +279,6 @@ class Store:
         self._closed = False
         self._reconnect_lock = asyncio.Lock()
         self._swapped_at = -_SWAP_COOLDOWN  # loop time of the last channel swap
-        self._stall_logged = 0  # the generation whose stalled-channel swap was logged
         self._background: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
         self._log = get_logger("pitrix.store", prefix=self.prefix)
 
@@ -443,9 +442,7 @@ class Store:
     async def _quiet_reconnect(self, generation: int, cooldown: float) -> None:
         with contextlib.suppress(StoreError):
             await self.reconnect(generation, cooldown)
-            swapped = self._generation == generation + 1
-            if len(self.endpoints) == 1 and swapped and self._stall_logged < self._generation:
-                self._stall_logged = self._generation  # once per swap, not once per call that asked
+            if len(self.endpoints) == 1 and self._generation != generation:
                 self._log.warning("store.stalled_channel_replaced", endpoint=self.endpoint)
 
     @staticmethod
