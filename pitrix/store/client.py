@@ -333,9 +333,9 @@ class Store:
         """Bumped each time the channel is replaced; streams compare it to notice a reconnect."""
         return self._generation
 
-    async def reconnect(self, failed_generation: int | None = None, cooldown: float = _SWAP_COOLDOWN) -> None:
+    async def reconnect(self, failed_generation: int | None = None) -> None:
         """Replace the channel (next endpoint first) unless done already since ``failed_generation``
-        or, with a single endpoint, in the last ``cooldown`` seconds."""
+        or, with a single endpoint, in the last ``_SWAP_COOLDOWN`` seconds."""
         async with self._reconnect_lock:
             if self._closed:
                 raise StoreError("store is closed")
@@ -345,7 +345,7 @@ class Store:
             if (
                 failed_generation is not None
                 and len(self.endpoints) == 1
-                and now - self._swapped_at < cooldown
+                and now - self._swapped_at < _SWAP_COOLDOWN
             ):
                 return
             self._swapped_at = now
@@ -401,7 +401,7 @@ class Store:
                 backoff = backoff or Backoff(_RETRY_FIRST_DELAY, _RETRY_MAX_DELAY)
                 delay = backoff.next()
                 if loop.time() + delay >= deadline or not retriable:
-                    self._schedule_reconnect(generation, code)
+                    self._schedule_reconnect(generation)
                     raise StoreUnavailable(
                         f"{what}: etcd at {self.endpoint} unavailable: {exc.details()}"
                     ) from exc
@@ -420,30 +420,16 @@ class Store:
                 continue  # the channel was swapped under an idempotent request: just ask again
             await asyncio.sleep(delay)
 
-    def _schedule_reconnect(self, generation: int, code: StatusCode) -> None:
-        """Give the next call a fresh channel without making this failing one wait for it.
+    def _schedule_reconnect(self, generation: int) -> None:
+        """Give the next call a fresh channel without making this failing one wait for it."""
+        if len(self.endpoints) > 1:
+            task = asyncio.get_running_loop().create_task(self._quiet_reconnect(generation))
+            self._background.add(task)
+            task.add_done_callback(self._background.discard)
 
-        With one endpoint only after a call ran out its deadline, and at most once per store
-        timeout: under a burst of heartbeats metad's one channel to its etcd went silent (no byte
-        sent or received for minutes, every call past its deadline) while its etcd answered a
-        fresh client in milliseconds; nothing replaced the channel, and metad answered 503 to
-        everything until it was restarted. A refused connection is gRPC's own to retry (its
-        reconnect backoff, above): a new channel would only start the same attempt again.
-        """
-        cooldown = _SWAP_COOLDOWN
-        if len(self.endpoints) == 1:
-            if code != StatusCode.DEADLINE_EXCEEDED:
-                return
-            cooldown = self.timeout
-        task = asyncio.get_running_loop().create_task(self._quiet_reconnect(generation, cooldown))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
-
-    async def _quiet_reconnect(self, generation: int, cooldown: float) -> None:
+    async def _quiet_reconnect(self, generation: int) -> None:
         with contextlib.suppress(StoreError):
-            await self.reconnect(generation, cooldown)
-            if len(self.endpoints) == 1 and self._generation != generation:
-                self._log.warning("store.stalled_channel_replaced", endpoint=self.endpoint)
+            await self.reconnect(generation)
 
     @staticmethod
     def _translate(what: str, exc: AioRpcError) -> StoreError:
