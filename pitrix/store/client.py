@@ -40,6 +40,7 @@ from pitrix.store.types import KV, Compare, Op, TxnResult, WatchBatch
 if TYPE_CHECKING:
     from pitrix.store.lease import KeptLease
     from pitrix.store.lock import Election, Lock
+    from pitrix.store.watch_pool import WatchPool
 
 T = TypeVar("T")
 
@@ -280,6 +281,7 @@ class Store:
         self._reconnect_lock = asyncio.Lock()
         self._swapped_at = -_SWAP_COOLDOWN  # loop time of the last channel swap
         self._background: set[asyncio.Task[None]] = set()  # the loop keeps only weak references
+        self._watch_pool: WatchPool | None = None  # made on the first watch (see watch_pool.py)
         self._log = get_logger("pitrix.store", prefix=self.prefix)
 
     # -- connection -------------------------------------------------------------------------------
@@ -324,6 +326,15 @@ class Store:
         return self._client
 
     @property
+    def watch_pool(self) -> WatchPool:
+        """The channels this store's long-lived streams run on, apart from its own (see there)."""
+        if self._watch_pool is None:
+            from pitrix.store.watch_pool import WatchPool
+
+            self._watch_pool = WatchPool(self)
+        return self._watch_pool
+
+    @property
     def closed(self) -> bool:
         """True once :meth:`close` ran: a stream that breaks after it ends instead of resuming."""
         return self._closed
@@ -362,6 +373,8 @@ class Store:
         self._closed = True
         for task in list(self._background):
             task.cancel()
+        if self._watch_pool is not None:
+            await self._watch_pool.close()
         if self._client is not None:
             client, self._client = self._client, None
             await client.close()

@@ -120,6 +120,19 @@ async def _watch(
     store: Store, start: bytes, end: bytes, from_revision: int | None, label: str
 ) -> AsyncIterator[WatchBatch]:
     next_revision = _check_revision(from_revision)
+    async with (
+        store.watch_pool.held() as channel,
+        contextlib.aclosing(_stream(store, channel, start, end, next_revision, label)) as stream,
+    ):
+        async for batch in stream:
+            yield batch
+
+
+async def _stream(
+    store: Store, channel: Store, start: bytes, end: bytes, next_revision: int | None, label: str
+) -> AsyncIterator[WatchBatch]:
+    """The watch itself, its stream on ``channel`` (one of the store's watch pool), every unary
+    request (the start revision, a resync's read) on ``store``."""
     log = get_logger("pitrix.store.watch", prefix=store.prefix, watch=label)
     backoff = Backoff(RESUME_FIRST_DELAY, RESUME_MAX_DELAY)
     attempts = 0
@@ -132,8 +145,10 @@ async def _watch(
                 log.info("watch.waiting_for_etcd", error=str(exc))
                 await asyncio.sleep(backoff.next())
                 continue
-        client = store.client  # raises StoreError once the store is closed: the watch ends with it
-        generation = store.generation
+        if store.closed:
+            raise StoreError("store is closed")  # the watch ends with its store
+        client = channel.client  # raises StoreError too once the pool closed the channel
+        generation = channel.generation
         call = rpc.WatchStub(client.channel).Watch(metadata=client.metadata)
         attempts += 1
         resume_now = False
@@ -176,15 +191,15 @@ async def _watch(
                     # A progress notification: everything up to header.revision has been sent.
                     next_revision = max(next_revision, int(response.header.revision) + 1)
         except AioRpcError as exc:
-            if store.generation != generation and exc.code() == StatusCode.CANCELLED:
-                resume_now = True  # the store swapped channels under us; follow it at once
+            if channel.generation != generation and exc.code() == StatusCode.CANCELLED:
+                resume_now = True  # the channel was swapped under us; follow it at once
                 log.info("watch.channel_swapped", resume_at=next_revision)
             else:
                 log.info(
                     "watch.dropped", code=str(exc.code()), details=exc.details(), resume_at=next_revision
                 )
                 if exc.code() == StatusCode.UNAVAILABLE:
-                    await _reconnect(store, generation)
+                    await _reconnect(channel, generation)
         except _StreamDropped as exc:
             log.info("watch.dropped", reason=str(exc), resume_at=next_revision)
         except StoreUnavailable as exc:

@@ -6,7 +6,10 @@ import asyncio
 import contextlib
 from collections.abc import AsyncIterator, Awaitable, Callable
 
+import aiohttp
+
 from pitrix.store import WatchBatch
+from pitrix.store.embedded import EmbeddedEtcd
 
 
 class Collector:
@@ -49,3 +52,18 @@ async def eventually(probe: Callable[[], Awaitable[bool]], within: float = 10.0,
             await asyncio.sleep(every)
 
     await asyncio.wait_for(loop(), within)
+
+
+async def watchers(etcd: EmbeddedEtcd) -> int:
+    """The watchers etcd itself counts (its own gauge), whichever channel opened them."""
+    assert etcd.client_tls is not None
+    connector = aiohttp.TCPConnector(ssl=etcd.client_tls.ssl_context())
+    async with (
+        aiohttp.ClientSession(connector=connector) as session,
+        session.get(f"{etcd.client_url}/metrics") as resp,
+    ):
+        text = await resp.text()
+    for line in text.splitlines():
+        if line.startswith("etcd_debugging_mvcc_watcher_total "):
+            return int(float(line.split()[1]))
+    raise AssertionError("etcd exposes no watcher gauge")

@@ -8,11 +8,10 @@ import os
 import signal
 from typing import Any
 
-import aiohttp
 import pytest
 from aetcd import rpc
 from grpc.aio import AioRpcError
-from store_helpers import Collector, eventually
+from store_helpers import Collector, eventually, watchers
 
 from pitrix.store import Store, StoreError, WatchBatch
 from pitrix.store.client import StoreUnavailable, send_on_stream
@@ -152,20 +151,6 @@ async def test_compacted_start_revision_resyncs_then_continues(private_store: St
     finally:
         await collector.close()
     assert flat(batches[1:]) == [("put", "/c/e", b"5", after)]
-
-
-async def watchers(etcd: EmbeddedEtcd) -> int:
-    assert etcd.client_tls is not None
-    connector = aiohttp.TCPConnector(ssl=etcd.client_tls.ssl_context())
-    async with (
-        aiohttp.ClientSession(connector=connector) as session,
-        session.get(f"{etcd.client_url}/metrics") as resp,
-    ):
-        text = await resp.text()
-    for line in text.splitlines():
-        if line.startswith("etcd_debugging_mvcc_watcher_total "):
-            return int(float(line.split()[1]))
-    raise AssertionError("etcd exposes no watcher gauge")
 
 
 async def test_closing_the_generator_cancels_the_etcd_watch(
