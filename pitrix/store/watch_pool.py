@@ -41,6 +41,11 @@ class WatchPool:
         return len(self._open)
 
     @property
+    def stores(self) -> list[Store]:
+        """The channels open now (each a store of its own, to reconnect or inspect)."""
+        return list(self._open)
+
+    @property
     def streams(self) -> int:
         return sum(self._open.values())
 

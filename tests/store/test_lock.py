@@ -294,6 +294,9 @@ async def test_many_lockers_with_cancelled_waiters_and_swapped_channels_all_get_
         while True:
             await asyncio.sleep(0.15)
             await other.reconnect()
+            for channel in other.watch_pool.stores:  # the waiters' and holders' watches
+                with contextlib.suppress(StoreError):  # closed meanwhile: it carried none any more
+                    await channel.reconnect()
 
     swapping = asyncio.ensure_future(swapper())
     try:

@@ -87,6 +87,8 @@ async def test_channel_swap_under_a_live_watch_and_reads_is_invisible(
         reads = [asyncio.ensure_future(store.get_prefix("/")) for _ in range(20)]
         await asyncio.sleep(0)  # one turn of the loop: the reads are now in flight on the old channel
         await store.reconnect()
+        (channel,) = store.watch_pool.stores  # the watch's own channel, apart from the reads'
+        await channel.reconnect()
         for read in reads:
             kvs, _ = await asyncio.wait_for(read, 5)
             assert [kv.key for kv in kvs] == ["/a"]

@@ -238,7 +238,7 @@ async def test_closing_the_store_ends_its_watches_with_an_error(etcd_url: str, e
     await asyncio.wait_for(pending, 5)
     pending = asyncio.ensure_future(anext(watch))
     await s.close()
-    with pytest.raises(StoreError, match="not connected"):
+    with pytest.raises(StoreError, match="store is closed"):
         await asyncio.wait_for(pending, 5)
 
 
