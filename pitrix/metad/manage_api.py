@@ -25,12 +25,9 @@ from pitrix.metad.leases import HeartbeatLeases
 from pitrix.metad.mirror import Mirror
 from pitrix.metad.peering import Peering, PeeringError
 from pitrix.metad.tree import join_path, split_path
-from pitrix.metad.watch_channels import WatchChannels
 from pitrix.store import KV, Compare, Op, Store, StoreError, WatchBatch
 
 STORE_KEY = web.AppKey("store", Store)
-# Where /v1/watch opens its etcd watches: channels apart from the one of every other call.
-WATCH_CHANNELS_KEY = web.AppKey("watch_channels", WatchChannels)
 KEEPALIVE_KEY = web.AppKey("keepalive", float)
 CLOSING_KEY = web.AppKey("closing", asyncio.Event)
 REQUIRE_CERT_KEY = web.AppKey("require_cert", bool)
@@ -361,24 +358,25 @@ async def watch(request: web.Request) -> web.StreamResponse:
         if from_revision < 0:
             return _error(400, "from_revision must be >= 0", field="from_revision")
         from_revision = from_revision or None
-    channels = request.app[WATCH_CHANNELS_KEY]
+    # The store runs each watch on a channel apart from the one of every other call (its watch
+    # pool): the runtime's 300 watches at once leave heartbeats and writes unhurried.
+    store = request.app[STORE_KEY]
     keepalive = request.app[KEEPALIVE_KEY]
     closing = request.app[CLOSING_KEY]
     queue: asyncio.Queue[WatchBatch | BaseException] = asyncio.Queue(maxsize=256)
 
     async def pump() -> None:
-        async with channels.held() as store:
-            iterator = store.watch_prefix(prefix, from_revision)
-            try:
-                async for batch in iterator:
-                    await queue.put(batch)
-            except Exception as exc:
-                await queue.put(exc)
-            finally:
-                closer = getattr(iterator, "aclose", None)
-                if closer is not None:
-                    with contextlib.suppress(Exception):
-                        await closer()
+        iterator = store.watch_prefix(prefix, from_revision)
+        try:
+            async for batch in iterator:
+                await queue.put(batch)
+        except Exception as exc:
+            await queue.put(exc)
+        finally:
+            closer = getattr(iterator, "aclose", None)
+            if closer is not None:
+                with contextlib.suppress(Exception):
+                    await closer()
 
     response = web.StreamResponse(
         headers={"Content-Type": "application/x-ndjson", "Cache-Control": "no-cache"}
@@ -540,7 +538,6 @@ def build_app(
     require_cert: bool = False,
     peering: Peering | None = None,
     leases: HeartbeatLeases | None = None,
-    watch_channels: WatchChannels | None = None,
 ) -> web.Application:
     app = web.Application(client_max_size=MAX_BODY, middlewares=[runtime_only, bounded_bodies])
     if leases is not None:  # healthz says how many first beats it refused
@@ -549,7 +546,6 @@ def build_app(
     app[CERTIFICATES_KEY] = PeerCertificates()
     app[MIRROR_KEY] = mirror
     app[STORE_KEY] = store
-    app[WATCH_CHANNELS_KEY] = watch_channels if watch_channels is not None else WatchChannels(store)
     app[KEEPALIVE_KEY] = keepalive
     app[CLOSING_KEY] = closing
     if peering is not None:

@@ -1,5 +1,5 @@
 """pitrix-metad in one object: the mirror, the instance API and the management API over one Store
-(the management API's watches over channels of their own, ``watch_channels``)."""
+(whose watches run on channels of their own, its watch pool)."""
 
 from __future__ import annotations
 
@@ -34,7 +34,6 @@ from pitrix.metad.mirror import Mirror
 from pitrix.metad.parking import Parking
 from pitrix.metad.peering import Peering
 from pitrix.metad.tls import MetadTLS
-from pitrix.metad.watch_channels import WatchChannels
 from pitrix.store import Store
 
 DEFAULT_KEEPALIVE = 10.0
@@ -105,7 +104,6 @@ class Metad:
         self.limits = limits if limits is not None else ConnectionLimits()
         self.admission: Admission | None = None
         self.leases = HeartbeatLeases(store)
-        self.watch_channels = WatchChannels(store)  # the management API's watches (see there)
         self.mirror = Mirror(store, on_gone=self.leases.forget)
         self._ports = {"instance": instance_port, "manage": manage_port}
         self._wait_timeout = wait_timeout
@@ -162,7 +160,6 @@ class Metad:
                 require_cert=self._ssl is not None,
                 peering=self.peering,
                 leases=self.leases,
-                watch_channels=self.watch_channels,
             ),
         }
         limits = self._fitted_limits()
@@ -289,7 +286,6 @@ class Metad:
         self._bound.clear()
         await self.leases.close()
         await self.mirror.stop()
-        await self.watch_channels.close()
 
     async def __aenter__(self) -> Metad:
         await self.start()

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Callable
 from itertools import groupby
 from typing import Any
 
@@ -130,7 +130,7 @@ async def _watch(
 
 async def _stream(
     store: Store, channel: Store, start: bytes, end: bytes, next_revision: int | None, label: str
-) -> AsyncIterator[WatchBatch]:
+) -> AsyncGenerator[WatchBatch, None]:
     """The watch itself, its stream on ``channel`` (one of the store's watch pool), every unary
     request (the start revision, a resync's read) on ``store``."""
     log = get_logger("pitrix.store.watch", prefix=store.prefix, watch=label)
