@@ -60,9 +60,10 @@ class WatchPool:
             channel = next((s for s, n in self._open.items() if n < self.per_channel), None)
             if channel is None:
                 p = self.parent
-                channel = await Store.connect(
-                    list(p.endpoints), prefix=p.prefix, timeout=p.timeout, tls=p.tls
-                )
+                channel = Store(list(p.endpoints), prefix=p.prefix, timeout=p.timeout, tls=p.tls)
+                # Start where the parent is now: after a failover, not at an endpoint it left.
+                channel._endpoint_index = p._endpoint_index
+                await channel._open()
                 self._open[channel] = 0
             self._open[channel] += 1
         try:

@@ -110,3 +110,19 @@ async def test_one_endpoint_is_not_reconnected_again_and_again(etcd_url: str, et
         await store.reconnect()  # an explicit reconnect is always done
         assert store.generation == first + 2
         assert await store.put("/k", b"v") > 0
+
+
+async def test_a_watch_channel_starts_at_the_endpoint_the_store_failed_over_to(
+    private_etcd: EmbeddedEtcd,
+) -> None:
+    """A store's watches run on channels of their own (watch_pool.py); one opened after the store
+    left a dead endpoint starts at the live one instead of failing over again by itself."""
+    live = private_etcd.client_url
+    async with Store([dead_endpoint(), live], prefix="/pool", tls=private_etcd.client_tls) as store:
+        start = await store.put("/k", b"0")  # fails over to the live endpoint on the way
+        assert store.endpoint == live
+        watch = store.watch_prefix("/", start)
+        assert (await asyncio.wait_for(anext(watch), 10)).revision == start
+        (channel,) = store.watch_pool.stores
+        assert channel.endpoint == live and channel.generation == 0  # no failover of its own
+        await watch.aclose()  # type: ignore[attr-defined]
