@@ -19,7 +19,7 @@ import sys
 import tempfile
 import time
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,10 +33,24 @@ from pitrix.cli.progress import ended_job, follow, job_failure, step_line
 APP_SPEC = Path(__file__).resolve().parents[2] / "examples" / "demo" / "app.yaml"
 READY_TIMEOUT = 60.0
 REQUESTS = 24
+# pitrix-sim's exit status when another simulator serves the network it was given (the command's
+# contract; the demo does not import the simulator): whoever drew the network draws another.
+SIM_NETWORK_IN_USE = 3
+# Networks a simulator start draws before giving up: two runs draw the same block about once in a
+# hundred, so this many clashes in a row mean something else is wrong.
+NETWORK_DRAWS = 8
 
 
 class DemoFailed(Exception):
     """A check of the demo did not hold; the message says which and what was seen."""
+
+
+class ChildExited(DemoFailed):
+    """A child that exited before its ready line; ``returncode`` says how (the caller may act on it)."""
+
+    def __init__(self, message: str, returncode: int | None) -> None:
+        super().__init__(message)
+        self.returncode = returncode
 
 
 @dataclass
@@ -98,8 +112,39 @@ async def start_child(name: str, argv: list[str], log: Path, env: dict[str, str]
         raise DemoFailed(f"{name} did not become ready within {READY_TIMEOUT:.0f}s; see {log}") from None
     if not line:
         await process.wait()
-        raise DemoFailed(f"{name} exited with status {process.returncode}:\n{_tail(log)}")
+        code = process.returncode
+        raise ChildExited(f"{name} exited with status {code}:\n{_tail(log)}", code)
     return Child(name, process, json.loads(line), log)
+
+
+def demo_network() -> str:
+    """A network of the demo's own (127.100–199.0.0/16), so two demos (or a demo and a test run)
+    on one machine rarely meet; when they do, the simulator refuses it and another is drawn."""
+    return f"127.{secrets.choice(range(100, 200))}.0.0/16"
+
+
+async def start_simulator_drawn(
+    state_dir: Path, log: Path, env: dict[str, str], draw: Callable[[], str], *extra: str
+) -> tuple[Child, str]:
+    """A pitrix-sim on a network from ``draw``, drawn again while another simulator serves the one
+    drawn (exit :data:`SIM_NETWORK_IN_USE`), at most :data:`NETWORK_DRAWS` times; the child and its
+    network. Two simulators on one network would hand out the same addresses, and each one's
+    clients would reach the other's VMs."""
+    tried: list[str] = []
+    while True:
+        network = draw()
+        tried.append(network)
+        argv = [_bin("pitrix-sim"), "--state-dir", str(state_dir), "--port", "0", "--network", network]
+        try:
+            return await start_child("pitrix-sim", [*argv, *extra], log, env), network
+        except ChildExited as exc:
+            if exc.returncode != SIM_NETWORK_IN_USE:
+                raise
+            if len(tried) >= NETWORK_DRAWS:
+                raise DemoFailed(
+                    f"pitrix-sim: every network drawn ({', '.join(tried)}) is in use by another "
+                    f"simulator; stop the other simulators or give one a network that is free"
+                ) from None
 
 
 async def stop_child(child: Child, timeout: float = 30.0) -> None:
@@ -196,8 +241,8 @@ class Demo:
         self.account = account
         self.sim: Child | None = None
         self.pitrixd: Child | None = None
-        # A network of its own, so two demos (or a demo and a test run) on one machine never meet.
-        self.network = f"127.{secrets.choice(range(100, 200))}.0.0/16"
+        self.draw_network: Callable[[], str] = demo_network
+        self.network = ""  # the one the simulator took (drawn at its start)
         self.env = dict(os.environ, PITRIX_LOG_FORMAT="json")
         self.env.pop("PITRIX_URL", None)
         # pitrixd refuses requests without a token: the demo gives its own an admin token.
@@ -215,19 +260,8 @@ class Demo:
 
     async def start(self) -> None:
         began = time.monotonic()
-        self.sim = await start_child(
-            "pitrix-sim",
-            [
-                _bin("pitrix-sim"),
-                "--state-dir",
-                str(self.workdir / "sim"),
-                "--port",
-                "0",
-                "--network",
-                self.network,
-            ],
-            self.workdir / "sim.log",
-            self.env,
+        self.sim, self.network = await start_simulator_drawn(
+            self.workdir / "sim", self.workdir / "sim.log", self.env, self.draw_network
         )
         self.pitrixd = await start_child(
             "pitrixd",

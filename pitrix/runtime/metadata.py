@@ -58,6 +58,7 @@ from pitrix.runtime.metadata_plan import (
 from pitrix.runtime.records import Cluster, MetadataCluster, Runtime, StepRecord
 from pitrix.runtime.retrying import RetryPolicy
 from pitrix.runtime.tunnel import Tunnel, open_tunnel
+from pitrix.runtime.vm_watch import HALTED, VmWatch
 from pitrix.sealing import Sealer
 from pitrix.store import Lock, Store, StoreError
 from pitrix.store.lock import QueuedLeaseLost
@@ -81,21 +82,10 @@ LOCK_WAIT = PLAN_BUDGET + 30.0
 LOCK_ATTEMPTS = 3
 # How long a ready metadata cluster may miss health checks before its VM is looked at again.
 READY_PATIENCE = 60.0
-# While the issuer bootstrap waits on the VM's metad: how often the cloud is asked whether the VM
-# still runs. A VM that stopped (its boot failed, its metad could not listen) is noticed in
-# seconds, not at the step's 120 s deadline; and whatever answers at its address meanwhile (an
-# address another simulator also handed out) is not waited on.
-VM_LOOK_EVERY = 5.0
-HALTED = ("stopped", "suspended")
 
 
 class LockLost(StoreError):
     """The ensure's lock slipped away while its plan ran: the plan was stopped (it resumes)."""
-
-
-class VmHalted(Exception):
-    """The metadata VM stopped or went away while a step waited on its metad: the step fails
-    now, and the next ensure finds the VM by name and starts it again (or makes it anew)."""
 
 
 class MetadataUnavailable(Exception):
@@ -321,7 +311,7 @@ class MetadataClusters:
         log = get_logger("pitrix.metadata", owner=record.owner, runtime=record.runtime)
         key = metadata_key(record.owner, record.runtime)
         backoff = Backoff(0.02, 0.2)  # a CSR fetch is one small request: ask often
-        look_at = time.monotonic() + VM_LOOK_EVERY
+        watch = self.vm_watch(record, record.vm_name, f"metadata VM {record.name}: issuer bootstrap")
         while True:
             if record.issuer_pem and await self._healthy(record):
                 return record  # an earlier push arrived: metad already serves with it
@@ -345,23 +335,22 @@ class MetadataClusters:
             except issuer_exchange.NotReady as exc:
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"metadata VM {record.name}: issuer bootstrap: {exc}") from None
-                if time.monotonic() >= look_at:
-                    look_at = time.monotonic() + VM_LOOK_EVERY
-                    halted = await self._halted(record)
-                    if halted:
-                        message = f"metadata VM {record.name}: issuer bootstrap: {halted} ({exc})"
-                        raise VmHalted(message) from None
+                await watch.still_running(exc)
                 await asyncio.sleep(backoff.next())
 
-    async def _halted(self, record: MetadataCluster) -> str:
-        """Why the record's VM can no longer ask for its issuer (gone, stopped), or "": a cloud that
+    def vm_watch(self, record: MetadataCluster, vm_name: str, what: str) -> VmWatch:
+        """A look at the cluster's member VM ``vm_name`` for a step waiting on its metad."""
+        return VmWatch(lambda: self._halted(record, vm_name), what)
+
+    async def _halted(self, record: MetadataCluster, vm_name: str) -> str:
+        """Why the cluster's VM ``vm_name`` can no longer answer (gone, stopped), or "": a cloud that
         does not answer this time is no such reason (looked at again later)."""
         try:
-            found = await self._vms(await self.provider_for(record.runtime), record)
+            found = await self._vms(await self.provider_for(record.runtime), record, vm_name)
         except ProviderError:
             return ""
         if not found:
-            return f"its VM {record.vm_name} is gone"
+            return f"its VM {vm_name} is gone"
         if found[0].status in HALTED:
             return f"its VM {found[0].instance_id} is {found[0].status}"
         return ""
@@ -520,12 +509,14 @@ class MetadataClusters:
         return True
 
     @staticmethod
-    async def _vms(provider: Provider, record: MetadataCluster) -> list[Instance]:
-        """The metadata VM by its deterministic name, unless the cloud has already let it go."""
+    async def _vms(provider: Provider, record: MetadataCluster, vm_name: str = "") -> list[Instance]:
+        """The metadata VM (member 0's, or the member ``vm_name``) by its deterministic name, unless
+        the cloud has already let it go."""
+        name = vm_name or record.vm_name
         return [
             i
             for i in await provider.describe_instances(name_prefix=record.name)
-            if i.name == record.vm_name and i.status not in ("terminated", "ceased")
+            if i.name == name and i.status not in ("terminated", "ceased")
         ]
 
     async def _patient(self, record: MetadataCluster, owner: str, runtime: str) -> bool:

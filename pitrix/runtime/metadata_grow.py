@@ -26,7 +26,7 @@ import time
 import uuid
 from typing import TYPE_CHECKING
 
-from pitrix.metad.client import MetadManagementClient
+from pitrix.metad.client import FailoverManagementClient, MetadManagementClient
 from pitrix.runtime import metadata_members, metadata_replace
 from pitrix.runtime.authority import etcd_peers_ca, management_client_context, sign_peer
 from pitrix.runtime.executor import StepFailed, execute
@@ -97,6 +97,25 @@ async def load(clusters: MetadataClusters, holder: str, runtime: str) -> Replace
     """The next member's job of a growth under way, if any."""
     key = metadata_members.growth_key(holder, runtime)
     return await metadata_replace.load(clusters, holder, runtime, key)
+
+
+async def added(clusters: MetadataClusters, record: MetadataCluster, job: Replacement) -> bool:
+    """Whether the growth's next member is in etcd's list of members already (asked of the
+    members, not of the job: a crash may fall between etcd's add and the job's write).
+
+    Not yet: with a member lost etcd would not add it (or, added, it would count against a
+    quorum already short), so the lost member is replaced first. Already: it counts against the
+    quorum until it starts, and only its start gives the quorum back, so it is finished first."""
+    if job.members:
+        return True
+    if not job.ip:
+        return False  # no address yet: no peer URL to add
+    context = management_client_context(record.issuer_cert_pem, await clusters.management())
+    ips = [ip for ip in [record.ip, *(m.ip for m in record.members)] if ip]
+    urls = [f"https://{ip}:9611" for ip in ips]
+    async with FailoverManagementClient(urls, ssl=context, timeout=10.0) as client:
+        listed = await client.etcd_members()
+    return any(job.peer_url in member.get("peer_urls", []) for member in listed.get("members", []))
 
 
 async def begin(clusters: MetadataClusters, holder: str, runtime: str, size: int) -> Replacement | None:

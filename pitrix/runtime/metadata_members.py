@@ -29,6 +29,7 @@ from pitrix.runtime.authority import etcd_peers_ca, management_client_context, s
 from pitrix.runtime.keys import METADATA_DATA
 from pitrix.runtime.records import MetadataCluster, MetadataMember
 from pitrix.runtime.userdata import MetadMembership, MetadTrust, metad_userdata
+from pitrix.runtime.vm_watch import VmWatch
 
 if TYPE_CHECKING:
     from pitrix.runtime.metadata import MetadataClusters
@@ -131,12 +132,17 @@ async def bootstrap(
     deadline: float,
     save: Callable[[MetadataCluster], Awaitable[None]],
 ) -> MetadataCluster:
-    """Member 0's issuer and every member's peer certificate and list, handed over."""
+    """Member 0's issuer and every member's peer certificate and list, handed over.
+
+    While it waits on a member's metad the cloud is asked now and then whether that member's VM
+    still runs: one that stopped fails the step in seconds (:class:`VmHalted`), not at ``deadline``.
+    """
     authority = await clusters.authority()
     peers = await etcd_peers_ca(clusters.store, clusters.sealer)
     urls = peer_urls(record)
-    if record.bootstrap_sha256:
-        offer = await offer_of(record.manage_url, record.bootstrap_sha256, deadline)
+    if record.bootstrap_sha256 and not record.handed_over:
+        watch = clusters.vm_watch(record, record.vm_name, f"metadata VM {record.name}: issuer bootstrap")
+        offer = await offer_of(record.manage_url, record.bootstrap_sha256, deadline, watch)
         if offer is not None:
             if not record.issuer_pem:
                 cert = await asyncio.to_thread(authority.sign_issuer, offer.csr, record.owner, record.runtime)
@@ -146,17 +152,27 @@ async def bootstrap(
                 await save(record)  # recorded before the certificate leaves, as for a cluster of one
             peer = await asyncio.to_thread(sign_peer, peers, offer.peer_csr, record.ip, record.name)
             await push_to(
-                record.manage_url, record.bootstrap_sha256, record.issuer_cert_pem, peer, urls, deadline
+                record.manage_url,
+                record.bootstrap_sha256,
+                record.issuer_cert_pem,
+                peer,
+                urls,
+                deadline,
+                watch=watch,
             )
+        # Its metad now waits for its etcd's quorum, answering nothing: not to be asked again.
+        record = record.model_copy(update={"handed_over": time.time()})
+        await save(record)
     members = list(record.members)
     for index, member in enumerate(members):
         if not member.bootstrap_sha256 or member.bootstrap_consumed:
             continue
         base = f"https://{member.ip}:9611"
-        offer = await offer_of(base, member.bootstrap_sha256, deadline)
+        watch = clusters.vm_watch(record, member.name, f"metadata member {member.name}: peer bootstrap")
+        offer = await offer_of(base, member.bootstrap_sha256, deadline, watch)
         if offer is not None:
             peer = await asyncio.to_thread(sign_peer, peers, offer.peer_csr, member.ip, record.name)
-            await push_to(base, member.bootstrap_sha256, b"", peer, urls, deadline)
+            await push_to(base, member.bootstrap_sha256, b"", peer, urls, deadline, watch=watch)
         members[index] = member.model_copy(update={"bootstrap_consumed": time.time()})
         record = record.model_copy(update={"members": members})
         await save(record)
@@ -164,23 +180,31 @@ async def bootstrap(
 
 
 async def wait_members_healthy(clusters: MetadataClusters, record: MetadataCluster, timeout: float) -> None:
-    """Every member's metad answering its management port (it serves once its etcd has a quorum)."""
+    """Every member's metad answering its management port (it serves once its etcd has a quorum);
+    a member whose VM stopped meanwhile fails the wait in seconds (:class:`VmHalted`)."""
     context = management_client_context(record.issuer_cert_pem, await clusters.management())
     deadline = time.monotonic() + timeout
-    for name, ip in [(record.name, record.ip), *((m.name, m.ip) for m in record.members)]:
+    for name, vm_name, ip in [
+        (record.name, record.vm_name, record.ip),
+        *((m.name, m.name, m.ip) for m in record.members),
+    ]:
         backoff = Backoff(0.05, 0.5)
+        watch = clusters.vm_watch(record, vm_name, f"metadata member {name} at {ip}: waiting for its metad")
         async with MetadManagementClient(f"https://{ip}:9611", ssl=context) as client:
             while True:
                 try:
                     await client.healthz()
                     break
-                except (aiohttp.ClientError, OSError, TimeoutError):
+                except (aiohttp.ClientError, OSError, TimeoutError) as exc:
                     if time.monotonic() > deadline:
                         raise TimeoutError(f"metadata member {name} at {ip} did not become healthy") from None
+                    await watch.still_running(str(exc) or type(exc).__name__)
                     await asyncio.sleep(backoff.next())
 
 
-async def offer_of(base: str, token_sha256: str, deadline: float) -> issuer_exchange.Offer | None:
+async def offer_of(
+    base: str, token_sha256: str, deadline: float, watch: VmWatch | None = None
+) -> issuer_exchange.Offer | None:
     """The member's CSRs once its metad waits for them; None if it already has its certificates."""
     backoff = Backoff(0.02, 0.5)
     while True:
@@ -191,6 +215,8 @@ async def offer_of(base: str, token_sha256: str, deadline: float) -> issuer_exch
                 return None  # an earlier push arrived
             if time.monotonic() > deadline:
                 raise TimeoutError(f"metadata member at {base}: issuer bootstrap: {exc}") from None
+            if watch is not None:
+                await watch.still_running(exc)
             await asyncio.sleep(backoff.next())
 
 
@@ -202,6 +228,7 @@ async def push_to(
     urls: dict[str, str],
     deadline: float,
     state: str = "new",
+    watch: VmWatch | None = None,
 ) -> None:
     backoff = Backoff(0.02, 0.5)
     while True:
@@ -213,4 +240,6 @@ async def push_to(
         except issuer_exchange.NotReady as exc:
             if time.monotonic() > deadline:
                 raise TimeoutError(f"metadata member at {base}: issuer bootstrap: {exc}") from None
+            if watch is not None:
+                await watch.still_running(exc)
             await asyncio.sleep(backoff.next())

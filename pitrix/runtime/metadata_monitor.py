@@ -9,6 +9,9 @@ is lost, and nothing is replaced; only the operator can restore it (docs/operati
 
 A ready cluster with fewer members than its runtime's ``metadata_size`` (raised since it was
 made) is grown to it (:mod:`pitrix.runtime.metadata_grow`); so a cluster of one is watched too.
+A member lost while a growth is under way is replaced first (the growth's job waits in etcd),
+unless the growth's next member is in etcd's list already: then that member is started first,
+as only it gives the cluster its quorum back.
 
 One watch per metadata cluster, started by the recovery monitor for every active cluster it is
 told of; it ends when the metadata cluster is gone. A replacement or a growth found under way
@@ -95,19 +98,26 @@ class MetadataMonitor:
             silent_since.clear()
             return True
         size = wanted_size(self.metadata, await self.metadata.runtime(runtime))
-        if await metadata_grow.load(self.metadata, holder, runtime) is not None:
-            log.warning("resuming a metadata cluster's growth", condition=record.condition)
-            await metadata_grow.grow(self.metadata, holder, runtime, size)
+        growth = await metadata_grow.load(self.metadata, holder, runtime)
+        if growth is not None and (
+            not record.members or await metadata_grow.added(self.metadata, record, growth)
+        ):
+            # Growing from one (nothing to replace), or its next member is in etcd's list already:
+            # only that member's start gives the cluster its quorum back, so it is finished first.
+            await self._resume_growth(holder, runtime, record, size)
             silent_since.clear()
             return True
-        if not record.members and size <= 1:
+        if growth is None and not record.members and size <= 1:
             return True  # one member: nothing to replace, nothing to grow
         lost = await self.lost(record, silent_since)
         if lost and not record.members:
             return True  # a lost single member is made again by the next ensure; grown after
         wanted, size = size, 1 + len(record.members)
         if not lost:
-            if size < wanted:  # the runtime's metadata_size was raised: every member answers
+            if growth is not None:
+                await self._resume_growth(holder, runtime, record, wanted)
+                silent_since.clear()
+            elif size < wanted:  # the runtime's metadata_size was raised: every member answers
                 await self._grow(holder, runtime, record, wanted)
                 silent_since.clear()
             elif record.condition:
@@ -124,9 +134,22 @@ class MetadataMonitor:
                 await metadata_replace.set_condition(self.metadata, holder, runtime, message)
             return True
         slot, reason = lost[0]
+        if growth is not None:
+            # Its next member is not in etcd's list yet, and etcd would not add it with a member
+            # lost (or, added, it would count against a quorum already short): the growth waits,
+            # its job kept in etcd, while the lost member is replaced; the next look resumes it.
+            log.warning("metadata growth paused: a lost member is replaced first", slot=slot, reason=reason)
         await metadata_replace.replace(self.metadata, holder, runtime, slot, reason)
         silent_since.clear()
         return True
+
+    async def _resume_growth(self, holder: str, runtime: str, record: MetadataCluster, size: int) -> None:
+        log = get_logger("pitrix.metadata.monitor", owner=holder, runtime=runtime)
+        log.warning("resuming a metadata cluster's growth", condition=record.condition)
+        if not record.condition.startswith(metadata_grow.GROWING):  # a replacement said its own meanwhile
+            said = metadata_grow.growing(record, size)
+            await metadata_replace.set_condition(self.metadata, holder, runtime, said)
+        await metadata_grow.grow(self.metadata, holder, runtime, size)
 
     async def _grow(self, holder: str, runtime: str, record: MetadataCluster, size: int) -> None:
         log = get_logger("pitrix.metadata.monitor", owner=holder, runtime=runtime)

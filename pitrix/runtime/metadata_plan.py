@@ -228,6 +228,7 @@ class MetadataBuild:
                 "bootstrap_sha256": digest,
                 "bootstrap_expires": time.time() + ISSUER_TOKEN_TTL,
                 "bootstrap_consumed": 0.0,
+                "handed_over": 0.0,
             }
         )
         trust = MetadTrust(authority.ca_pem(), (await self.clusters.management()).cert_pem, token)

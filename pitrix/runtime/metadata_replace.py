@@ -340,6 +340,9 @@ class MetadataReplace:
         base = f"https://{job.ip}:9611"
         context = management_client_context(record.issuer_cert_pem, await self.clusters.management())
         backoff = Backoff(0.05, 0.5)
+        watch = self.clusters.vm_watch(
+            record, job.vm_name, f"new metadata member {job.vm_name}: peer bootstrap"
+        )
         while True:
             if await answers(base, context):
                 break  # it has its certificates and serves: an earlier push arrived
@@ -350,12 +353,13 @@ class MetadataReplace:
                     break  # it has its certificates, its etcd joining
                 if time.monotonic() > deadline:
                     raise TimeoutError(f"replacement member {job.vm_name}: bootstrap: {exc}") from None
+                await watch.still_running(exc)
                 await asyncio.sleep(backoff.next())
                 continue
             peers = await etcd_peers_ca(self.store, self.clusters.sealer)
             peer = await asyncio.to_thread(sign_peer, peers, offer.peer_csr, job.ip, record.name)
             await metadata_members.push_to(
-                base, job.bootstrap_sha256, b"", peer, job.members, deadline, state="existing"
+                base, job.bootstrap_sha256, b"", peer, job.members, deadline, state="existing", watch=watch
             )
             break
         job = job.model_copy(update={"bootstrap_consumed": time.time()})
@@ -368,16 +372,19 @@ class MetadataReplace:
         context = management_client_context(record.issuer_cert_pem, await self.clusters.management())
         deadline = time.monotonic() + WAIT_HEALTHY_TIMEOUT - 5.0
         backoff = Backoff(0.05, 0.5)
+        what = f"new metadata member {job.vm_name} at {job.ip}: waiting for its metad"
+        watch = self.clusters.vm_watch(record, job.vm_name, what)
         async with MetadManagementClient(f"https://{job.ip}:9611", ssl=context, timeout=5.0) as client:
             while True:
                 try:
                     await client.healthz()
                     break
-                except (aiohttp.ClientError, OSError, TimeoutError, MetadClientError):
+                except (aiohttp.ClientError, OSError, TimeoutError, MetadClientError) as exc:
                     if time.monotonic() > deadline:
                         raise TimeoutError(
                             f"replacement member {job.vm_name} at {job.ip} did not answer"
                         ) from None
+                    await watch.still_running(str(exc) or type(exc).__name__)
                     await asyncio.sleep(backoff.next())
         old = record
         if job.slot == 0:

@@ -270,6 +270,10 @@ class MetadataCluster(_Record):
     bootstrap_sha256: str = ""
     bootstrap_expires: float = 0.0
     bootstrap_consumed: float = 0.0
+    # When member 0's metad of a cluster of several took its issuer and peer certificates (0: not
+    # yet). It then serves nothing until its etcd has a quorum, so a bootstrap resumed after it
+    # (another member's VM had stopped, pitrixd was cut off) goes on with the other members.
+    handed_over: float = 0.0
     # Members 1..N-1 of a metadata cluster of several (the runtime's metadata_size); member 0 is
     # the record's own VM (name, instance_id, ip), so a cluster of one has none here.
     members: list[MetadataMember] = Field(default_factory=list)

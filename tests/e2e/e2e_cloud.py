@@ -23,7 +23,6 @@ from pitrix.runtime.recovery import RecoveryPolicy
 from pitrix.runtime.service import RuntimeService
 from pitrix.sealing import Sealer
 from pitrix.store import Store
-from simulator.testing import random_network
 
 
 @dataclass
@@ -77,7 +76,7 @@ async def simulated_cloud(
     recovery: RecoveryPolicy | None = None,
 ) -> AsyncIterator[Cloud]:
     """A simulator process (``sim_args``: ``--light``, ...) and a RuntimeService with its runtime."""
-    sim = await start_simulator(workdir, random_network(), *sim_args)
+    sim = await start_simulator(workdir, *sim_args)
     service = RuntimeService(
         store, recovery=recovery or RecoveryPolicy(enabled=False), sealer=Sealer.generate()
     )

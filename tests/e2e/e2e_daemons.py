@@ -20,10 +20,11 @@ from typing import Any
 import aiohttp
 
 from pitrix.cli.client import ApiClient
-from pitrix.cli.demo import Child, _bin, sim_runtime, start_child, stop_child
+from pitrix.cli.demo import Child, _bin, sim_runtime, start_child, start_simulator_drawn, stop_child
 from pitrix.store import Store
 from pitrix.store.etcd_pki import EtcdPKI
 from pitrix.store.tls import EtcdTLS
+from simulator.testing import random_network
 
 APP = Path(__file__).resolve().parents[2] / "examples" / "demo" / "app.yaml"
 STATE_TIMEOUT = 90.0
@@ -35,10 +36,10 @@ def child_env() -> dict[str, str]:
     return env
 
 
-async def start_simulator(workdir: Path, network: str, *extra: str) -> Child:
-    argv = [_bin("pitrix-sim"), "--state-dir", str(workdir / "sim"), "--port", "0", "--network", network]
-    argv += extra
-    return await start_child("pitrix-sim", argv, workdir / "sim.log", child_env())
+async def start_simulator(workdir: Path, *extra: str, draw: Callable[[], str] = random_network) -> Child:
+    """A simulator on a network of its own: one another test run's simulator serves is drawn again."""
+    sim, _ = await start_simulator_drawn(workdir / "sim", workdir / "sim.log", child_env(), draw, *extra)
+    return sim
 
 
 class Pitrixd:

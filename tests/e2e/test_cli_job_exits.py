@@ -23,7 +23,6 @@ from e2e_daemons import Pitrixd, add_runtime, start_simulator
 
 from pitrix.cli.client import ApiClient
 from pitrix.cli.demo import Child, stop_child
-from simulator.testing import random_network
 
 pytestmark = pytest.mark.e2e
 
@@ -58,7 +57,7 @@ class Cli:
 @pytest.fixture
 async def cli(tmp_path: Path) -> AsyncIterator[Cli]:
     """A pitrixd (open API, no auto-recovery to start jobs of its own) with the simulator as ``sim``."""
-    sim: Child = await start_simulator(tmp_path, random_network())
+    sim: Child = await start_simulator(tmp_path)
     daemon = Pitrixd(tmp_path)
     try:
         await daemon.start("--no-auto-recovery")

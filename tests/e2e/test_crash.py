@@ -36,7 +36,6 @@ from e2e_daemons import (
 from pitrix.cli.client import ApiClient
 from pitrix.cli.demo import Child, stop_child
 from pitrix.store import Store
-from simulator.testing import random_network
 
 pytestmark = pytest.mark.e2e
 
@@ -75,7 +74,7 @@ class World:
 @contextlib.asynccontextmanager
 async def world_with(tmp_path: Path, runtime: Callable[[Child], dict[str, Any]]) -> AsyncIterator[World]:
     """A simulator and a real pitrixd with the runtime ``runtime(sim)`` defines, torn down after."""
-    sim = await start_simulator(tmp_path, random_network())
+    sim = await start_simulator(tmp_path)
     daemon = Pitrixd(tmp_path)
     store: Store | None = None
     try:

@@ -40,7 +40,6 @@ from pitrix.cli.demo import Child, stop_child
 from pitrix.runtime.keys import owner_key
 from pitrix.store import Store
 from pitrix.store.tls import EtcdTLS
-from simulator.testing import random_network
 
 pytestmark = pytest.mark.e2e
 OWNER_TTL = "2"
@@ -62,7 +61,7 @@ async def world(
 async def two_replicas(etcd_url: str, etcd_tls: EtcdTLS, workdir: Path) -> AsyncIterator[Replicas]:
     """A simulator, replicas ``a`` and ``b`` (both started, short owner TTL), a Store on their etcd."""
     prefix = f"/fencing-{uuid.uuid4().hex[:8]}"
-    sim = await start_simulator(workdir, random_network())
+    sim = await start_simulator(workdir)
     a = Pitrixd(workdir, "pitrixd-a", etcd=[etcd_url], prefix=prefix, etcd_tls=etcd_tls)
     b = Pitrixd(workdir, "pitrixd-b", etcd=[etcd_url], prefix=prefix, etcd_tls=etcd_tls)
     store = await Store.connect([etcd_url], prefix=prefix, tls=etcd_tls)

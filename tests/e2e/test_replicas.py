@@ -31,7 +31,6 @@ from pitrix.cli.client import ApiClient
 from pitrix.cli.demo import stop_child
 from pitrix.store import Store
 from pitrix.store.tls import EtcdTLS
-from simulator.testing import random_network
 
 pytestmark = pytest.mark.e2e
 OWNER_TTL = "2"
@@ -44,7 +43,7 @@ async def test_a_killed_replicas_cluster_is_finished_by_the_other(
     import yaml
 
     prefix = f"/replicas-{uuid.uuid4().hex[:8]}"
-    sim = await start_simulator(tmp_path, random_network())
+    sim = await start_simulator(tmp_path)
     first = Pitrixd(tmp_path, "pitrixd-a", etcd=[etcd_url], prefix=prefix, etcd_tls=etcd_tls)
     second = Pitrixd(tmp_path, "pitrixd-b", etcd=[etcd_url], prefix=prefix, etcd_tls=etcd_tls)
     store = await Store.connect([etcd_url], prefix=prefix, tls=etcd_tls)
