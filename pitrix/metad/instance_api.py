@@ -447,12 +447,18 @@ async def bootstrap(request: web.Request) -> web.Response:
     try:
         # The token is consumed in the transaction that records the certificate: of two uses,
         # one wins; the other gets nothing (or, asking with the same key, the same certificate).
-        certificate = await issuance.consume(request.app[STORE_KEY], mapping, issued, _chain(issuer))
+        certificate, revision = await issuance.consume(
+            request.app[STORE_KEY], mapping, issued, _chain(issuer)
+        )
     except issuance.TokenUsed as exc:
         _log.warning("bootstrap refused: token used", instance_id=mapping.instance_id, peer=request.remote)
         return _fail(request, 409, str(exc), headers, reason="token_used")
     except StoreError as exc:
         return _fail(request, 503, f"metadata store unavailable: {exc}", headers)
+    if revision is not None:
+        # Read your writes: whatever asks this metad next (the runtime for the issued certificate,
+        # the agent for its view) finds the record, as after a management write.
+        await request.app[MIRROR_KEY].wait_for_revision(revision)
     _log.info(
         "certificate bootstrapped",
         instance_id=mapping.instance_id,

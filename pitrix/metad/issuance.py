@@ -110,8 +110,11 @@ def _issued_op(instance_id: str, issued: pki.Issued, via: str) -> Op:
     return Op("put", keyspace.issued(instance_id), json.dumps(doc).encode())
 
 
-async def consume(store: Store, mapping: Mapping, issued: pki.Issued, chain_pem: bytes) -> str:
-    """Record ``issued`` as what the mapping's token bought, consuming the token; the PEM to answer.
+async def consume(
+    store: Store, mapping: Mapping, issued: pki.Issued, chain_pem: bytes
+) -> tuple[str, int | None]:
+    """Record ``issued`` as what the mapping's token bought, consuming the token; the PEM to answer
+    and the revision that recorded it (None: an earlier use with the same key, answered again).
 
     Raises :class:`TokenUsed` when another request consumed it first (for another key).
     """
@@ -138,11 +141,11 @@ async def consume(store: Store, mapping: Mapping, issued: pki.Issued, chain_pem:
     ]
     result = await store.txn(guard, ops, [Op("get", keyspace.bootstrap_used(token))])
     if result.succeeded:
-        return certificate
+        return certificate, result.revision
     winner = Used.parse(result.gets[0].value) if result.gets and result.gets[0] is not None else None
     again = redelivery(winner, mapping, key_sha256)
     if again is not None:
-        return again
+        return again, None
     raise TokenUsed(winner)
 
 
