@@ -30,8 +30,6 @@ from pitrix.metad.client import FailoverManagementClient, MetadManagementClient
 from pitrix.runtime import metadata_members, metadata_replace
 from pitrix.runtime.authority import etcd_peers_ca, management_client_context, sign_peer
 from pitrix.runtime.executor import StepFailed, execute
-from pitrix.runtime.journal import Journal
-from pitrix.runtime.keys import metadata_steps_prefix
 from pitrix.runtime.metadata_replace import MetadataReplace, Replacement, retrying
 from pitrix.runtime.plan import Plan, Step
 from pitrix.runtime.records import MetadataCluster
@@ -165,12 +163,7 @@ async def _grow(clusters: MetadataClusters, holder: str, runtime: str, size: int
     if await metadata_replace.load(clusters, holder, runtime) is not None:
         return await steps._record()  # a replacement first (the monitor resumes it)
     while (job := await begin(clusters, holder, runtime, size)) is not None:
-        journal = Journal(
-            clusters.store,
-            f"metadata:{holder}/{runtime}",
-            job.job_id,
-            prefix=metadata_steps_prefix(holder, runtime, job.job_id),
-        )
+        journal = metadata_replace.job_journal(clusters, holder, runtime, job.job_id)
         try:
             await execute(steps.plan(), journal, retry=clusters.retry)
         except StepFailed as exc:

@@ -452,6 +452,17 @@ async def begin(
     return job
 
 
+def job_journal(clusters: MetadataClusters, holder: str, runtime: str, job_id: str) -> Journal:
+    """The journal of one job of a metadata cluster (a replacement, a growth): its steps under the
+    cluster's steps prefix, so a restarted pitrixd resumes them where they stopped."""
+    return Journal(
+        clusters.store,
+        f"metadata:{holder}/{runtime}",
+        job_id,
+        prefix=metadata_steps_prefix(holder, runtime, job_id),
+    )
+
+
 async def _replace(
     clusters: MetadataClusters, holder: str, runtime: str, slot: int, reason: str
 ) -> MetadataCluster:
@@ -459,12 +470,7 @@ async def _replace(
     job = await begin(clusters, holder, runtime, slot, reason)
     if job is None:
         return await steps._record()  # finished meanwhile
-    journal = Journal(
-        clusters.store,
-        f"metadata:{holder}/{runtime}",
-        job.job_id,
-        prefix=metadata_steps_prefix(holder, runtime, job.job_id),
-    )
+    journal = job_journal(clusters, holder, runtime, job.job_id)
     try:
         await execute(steps.plan(), journal, retry=clusters.retry)
     except StepFailed as exc:
