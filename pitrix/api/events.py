@@ -275,7 +275,6 @@ class EventHub:
             if self.history is not None:
                 async with self._recording:
                     await self._record(events, revision, received)
-            self._delivered = max(self._delivered, revision)
             self._dispatch(events, received)
         except Exception:
             self._failed(revision)
